@@ -1,0 +1,104 @@
+"""Threadline: a small, honest runtime for production LLM agents (12-Factor Agents).
+
+The public API is exactly `__all__`; everything else is internal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from .agent import Agent, intent_schema
+from .errors import (
+    AppendConflict,
+    ConfigError,
+    CorruptEvent,
+    InvalidAction,
+    LeaseLost,
+    ModelError,
+    NotAllowed,
+    ReplayDivergence,
+    RetryableToolError,
+    ThreadlineError,
+    ThreadNotFound,
+)
+from .events import Event, Status, Thread, ThreadState
+from .loader import load_agent
+from .models.base import Context, Message, Model, ModelOutput, ToolSpec
+from .reducer import (
+    AwaitApproval,
+    AwaitHuman,
+    CallModel,
+    Escalate,
+    Finish,
+    RunTool,
+    Step,
+    Wait,
+    decide,
+    interpret,
+)
+from .replay import replay_thread
+from .runtime import Runtime
+from .settings import Settings
+from .stores import MemoryStore, SQLiteStore, Store, open_store
+from .tools import Tool, ToolContext, ToolRegistry, done_for_now, request_more_information, tool
+
+__all__ = [
+    "Agent",
+    "AppendConflict",
+    "AwaitApproval",
+    "AwaitHuman",
+    "CallModel",
+    "ConfigError",
+    "Context",
+    "CorruptEvent",
+    "Escalate",
+    "Event",
+    "Finish",
+    "InvalidAction",
+    "LeaseLost",
+    "MemoryStore",
+    "Message",
+    "Model",
+    "ModelError",
+    "ModelOutput",
+    "NotAllowed",
+    "ReplayDivergence",
+    "RetryableToolError",
+    "RunTool",
+    "Runtime",
+    "SQLiteStore",
+    "Settings",
+    "Status",
+    "Step",
+    "Store",
+    "Thread",
+    "ThreadNotFound",
+    "ThreadState",
+    "ThreadlineError",
+    "Tool",
+    "ToolContext",
+    "ToolRegistry",
+    "ToolSpec",
+    "Wait",
+    "decide",
+    "done_for_now",
+    "intent_schema",
+    "interpret",
+    "load_agent",
+    "open_store",
+    "replay_thread",
+    "request_more_information",
+    "run_sync",
+    "tool",
+]
+
+__version__ = "0.1.0"
+
+T = TypeVar("T")
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine from synchronous code (the thin sync wrapper over the async core)."""
+    return asyncio.run(coro)

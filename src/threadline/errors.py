@@ -1,0 +1,204 @@
+"""Every exception Threadline raises, and the signals user code may raise on purpose.
+
+Errors (something is wrong; callers catch these)::
+
+    ThreadlineError
+    ├── ConfigError              bad settings, unknown agent, missing optional extra
+    │   └── MissingExtraError    an optional backend is not installed (names the pip command)
+    ├── StoreError
+    │   ├── ThreadNotFound       no thread with that id
+    │   ├── AppendConflict       expected seq did not match: another writer won; nothing written
+    │   ├── LeaseLost            the writer no longer holds the thread's lease; nothing written
+    │   ├── CorruptEvent         a stored row does not parse as an event (names thread and seq)
+    │   └── SchemaOutOfDate      the database schema is older than this code (names the command)
+    ├── InvalidAction            the action does not fit the thread's state (e.g. approving a call
+    │                            that is not pending); nothing was written
+    ├── NotAllowed               the caller may not take this action (not a named approver)
+    ├── ToolDefinitionError      a tool's signature cannot be turned into a schema
+    ├── ReplayDivergence         replaying a thread produced a different event (names the seq)
+    ├── ModelError               a provider failed (after retries); carries `retryable`
+    ├── PromptError              a prompt template is missing, malformed or misses a variable
+    └── LockMismatch             a prompt or tool schema differs from threadline.lock (names the file)
+
+Signals (user code raises these to steer the runtime; they are not errors)::
+
+    ToolSignal
+    └── RetryableToolError       the tool failed in a way worth retrying; recorded as retryable
+
+Constructors only store their arguments: no I/O, no logging, no side effects.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AppendConflict",
+    "ConfigError",
+    "CorruptEvent",
+    "InvalidAction",
+    "LeaseLost",
+    "LockMismatch",
+    "MissingExtraError",
+    "ModelError",
+    "NotAllowed",
+    "PromptError",
+    "ReplayDivergence",
+    "RetryableToolError",
+    "SchemaOutOfDate",
+    "StoreError",
+    "ThreadNotFound",
+    "ThreadlineError",
+    "ToolDefinitionError",
+    "ToolSignal",
+]
+
+
+class ThreadlineError(Exception):
+    """Root of every error Threadline raises."""
+
+
+class ConfigError(ThreadlineError):
+    """Settings, agent references or environment are wrong; the message says how to fix it."""
+
+
+class MissingExtraError(ConfigError):
+    """An optional backend's package is missing.
+
+    Args:
+        extra: the `threadline[...]` extra that provides it.
+        package: the import that failed.
+    """
+
+    def __init__(self, extra: str, package: str) -> None:
+        self.extra = extra
+        self.package = package
+        super().__init__(
+            f"{package!r} is not installed; run: pip install 'threadline[{extra}]'"
+        )
+
+
+class StoreError(ThreadlineError):
+    """A store could not do what was asked."""
+
+
+class ThreadNotFound(StoreError):
+    """No thread has this id."""
+
+    def __init__(self, thread_id: str) -> None:
+        self.thread_id = thread_id
+        super().__init__(f"no thread with id {thread_id!r}")
+
+
+class AppendConflict(StoreError):
+    """The append's expected seq is not the thread's next seq. Nothing was written."""
+
+    def __init__(self, thread_id: str, expected_seq: int, actual_seq: int) -> None:
+        self.thread_id = thread_id
+        self.expected_seq = expected_seq
+        self.actual_seq = actual_seq
+        super().__init__(
+            f"append to thread {thread_id} expected seq {expected_seq} but the thread is at "
+            f"{actual_seq}: another writer appended first; reload and decide again"
+        )
+
+
+class LeaseLost(StoreError):
+    """The writer's lease on the thread expired or was taken. Nothing was written."""
+
+    def __init__(self, thread_id: str, owner: str) -> None:
+        self.thread_id = thread_id
+        self.owner = owner
+        super().__init__(
+            f"worker {owner!r} no longer holds the lease on thread {thread_id}; append refused"
+        )
+
+
+class CorruptEvent(StoreError):
+    """A stored event does not parse. The row is left untouched for inspection."""
+
+    def __init__(self, thread_id: str, seq: int, reason: str) -> None:
+        self.thread_id = thread_id
+        self.seq = seq
+        self.reason = reason
+        super().__init__(f"thread {thread_id} event {seq} is corrupt: {reason}")
+
+
+class SchemaOutOfDate(StoreError):
+    """The database schema is older than this code expects."""
+
+    def __init__(self, have: int, want: int, command: str = "threadline db migrate") -> None:
+        self.have = have
+        self.want = want
+        super().__init__(
+            f"database schema is at migration {have}, this code needs {want}; run: {command}"
+        )
+
+
+class InvalidAction(ThreadlineError):
+    """The requested action does not fit the thread's current state. Nothing was written."""
+
+
+class NotAllowed(ThreadlineError):
+    """The caller is not allowed to take this action on this thread. Nothing was written."""
+
+
+class ToolDefinitionError(ThreadlineError):
+    """A tool cannot be built from the given function or model."""
+
+
+class ReplayDivergence(ThreadlineError):
+    """Replay re-derived an event that differs from the recorded one.
+
+    Attributes:
+        seq: the first event number that differs.
+        expected: the recorded event, as a short description.
+        got: the re-derived event, as a short description.
+    """
+
+    def __init__(self, thread_id: str, seq: int, expected: str, got: str) -> None:
+        self.thread_id = thread_id
+        self.seq = seq
+        self.expected = expected
+        self.got = got
+        super().__init__(
+            f"replay of thread {thread_id} diverged at event {seq}: "
+            f"recorded {expected}, replay produced {got}"
+        )
+
+
+class ModelError(ThreadlineError):
+    """A model provider failed.
+
+    Attributes:
+        retryable: whether trying again later could succeed (429, 5xx, timeouts).
+        status: the HTTP status, when there was one.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None):
+        self.retryable = retryable
+        self.status = status
+        super().__init__(message)
+
+
+class PromptError(ThreadlineError):
+    """A prompt template could not be loaded or rendered."""
+
+
+class LockMismatch(ThreadlineError):
+    """A prompt or tool schema no longer matches the hash pinned in threadline.lock."""
+
+    def __init__(self, path: str, locked: str, actual: str) -> None:
+        self.path = path
+        self.locked = locked
+        self.actual = actual
+        super().__init__(
+            f"{path} changed since the build (lock {locked[:12]}, now {actual[:12]}); "
+            "run `threadline build` and release again"
+        )
+
+
+class ToolSignal(Exception):  # noqa: N818 - a signal, deliberately not named *Error
+    """Base of exceptions user code raises on purpose to steer the runtime."""
+
+
+class RetryableToolError(ToolSignal):
+    """Raised by a tool to say its failure is transient; recorded with retryable=True."""

@@ -1,0 +1,57 @@
+"""Find an agent from a reference: `path/to/file.py:name` or `package.module:name`."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from .agent import Agent
+from .errors import ConfigError
+
+__all__ = ["load_agent"]
+
+
+def load_agent(ref: str) -> Agent:
+    """Import the module named by `ref` and return its `Agent` attribute.
+
+    Raises ConfigError with one clear line when the file, module or attribute is missing
+    or is not an `Agent`.
+    """
+    module_ref, sep, attr = ref.rpartition(":")
+    if not sep or not module_ref or not attr:
+        raise ConfigError(f"agent reference {ref!r} must look like path/to/file.py:name "
+                          "or package.module:name")
+    if module_ref.endswith(".py") or "/" in module_ref:
+        path = Path(module_ref)
+        if not path.is_file():
+            raise ConfigError(f"agent file {module_ref!r} does not exist")
+        name = f"threadline_agent_{abs(hash(path.resolve()))}"
+        module = sys.modules.get(name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise ConfigError(f"cannot import {module_ref!r}")
+            module = importlib.util.module_from_spec(spec)
+            sys.path.insert(0, str(path.resolve().parent))
+            try:
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+            except Exception as exc:
+                sys.modules.pop(name, None)
+                raise ConfigError(f"importing {module_ref} failed: {type(exc).__name__}: "
+                                  f"{exc}") from exc
+            finally:
+                sys.path.remove(str(path.resolve().parent))
+    else:
+        try:
+            module = importlib.import_module(module_ref)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import module {module_ref!r}: {exc}") from exc
+    agent = getattr(module, attr, None)
+    if agent is None:
+        raise ConfigError(f"{module_ref} has no attribute {attr!r}")
+    if not isinstance(agent, Agent):
+        raise ConfigError(f"{ref} is a {type(agent).__name__}, not a threadline Agent")
+    return agent

@@ -1,0 +1,91 @@
+"""Logs as an event stream (12-factor logs) and the sinks that carry it.
+
+Every appended event becomes one JSON line: time, thread id, seq, kind, agent, and where
+they apply the tool, tokens, cost and latency. Library code never prints; it hands lines to
+a sink (stderr by default, a file, or any callable). Secrets are masked by the redactor the
+sink is given (see threadline.context.redaction).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from .events import Event, Thread
+
+__all__ = ["JsonEventLog", "event_log_record", "open_sink"]
+
+
+def event_log_record(thread: Thread, event: Event) -> dict[str, Any]:
+    """The structured log record of one event (stable field names; null fields omitted)."""
+    record: dict[str, Any] = {
+        "ts": event.at.isoformat(),
+        "thread_id": thread.id,
+        "seq": event.seq,
+        "kind": event.kind,
+        "agent": thread.agent,
+        "status": thread.status.value,
+    }
+    tool = getattr(event, "tool", None)
+    if isinstance(tool, str):
+        record["tool"] = tool
+    call_id = getattr(event, "call_id", None)
+    if call_id:
+        record["call_id"] = call_id
+    if event.kind == "model_call":
+        record.update(model=event.model, input_tokens=event.input_tokens,
+                      output_tokens=event.output_tokens, latency_ms=event.latency_ms,
+                      cost_usd=event.cost_usd, prompt=event.prompt_name)
+    elif event.kind in ("tool_error", "model_error"):
+        record.update(error_type=event.error_type, message=event.message)
+    elif event.kind == "invalid_output":
+        record["reason"] = event.reason
+    elif event.kind == "escalated":
+        record["reason"] = event.reason
+    return record
+
+
+class JsonEventLog:
+    """An observer that writes one JSON line per appended event to a sink.
+
+    Args:
+        sink: a text stream, or a callable taking one line (without newline).
+        redact: optional function applied to each line before it is written.
+    """
+
+    def __init__(self, sink: IO[str] | Callable[[str], None] | None = None,
+                 redact: Callable[[str], str] | None = None) -> None:
+        self._sink = sink if sink is not None else sys.stderr
+        self._redact = redact
+        self._lock = threading.Lock()
+
+    def __call__(self, thread: Thread, events: Sequence[Event]) -> None:
+        for event in events:
+            line = json.dumps(event_log_record(thread, event), separators=(",", ":"),
+                              default=str)
+            if self._redact is not None:
+                line = self._redact(line)
+            with self._lock:
+                if callable(self._sink) and not hasattr(self._sink, "write"):
+                    self._sink(line)
+                else:
+                    stream: IO[str] = self._sink  # type: ignore[assignment]
+                    stream.write(line + "\n")
+                    stream.flush()
+
+
+def open_sink(spec: str) -> IO[str] | None:
+    """`stderr`, `stdout`, `off` (None) or a file path (appended to, folders created)."""
+    if spec in ("", "off", "none"):
+        return None
+    if spec == "stderr":
+        return sys.stderr
+    if spec == "stdout":
+        return sys.stdout
+    path = Path(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("a", encoding="utf-8")

@@ -1,0 +1,97 @@
+"""Deterministic replay (factor 12): re-derive a thread's steps from its log.
+
+Inputs that came from outside (user messages, human answers, approvals, pauses, external
+events, recorded model outputs, recorded tool outcomes) are fed back in; everything the
+runtime *decided* (which tool call, approval requests, questions, finishes, escalations) is
+derived again by today's `decide` and `interpret` and compared with what was recorded.
+Tools are never re-run: replay has no side effects.
+
+The comparison ignores timestamps. The first difference raises `ReplayDivergence` with the
+event's seq; a replay that matches returns the re-derived thread.
+"""
+
+from __future__ import annotations
+
+from .agent import Agent
+from .errors import ReplayDivergence
+from .events import (
+    Event,
+    Thread,
+)
+from .reducer import CallModel, RunTool, Wait, decide, interpret
+from .runtime import step_events
+
+__all__ = ["replay_thread"]
+
+_INPUTS = frozenset({
+    "user_message", "human_response", "approval", "paused", "resumed", "external_event",
+    "forked_from", "compacted", "waiting", "wait_timed_out", "failed",
+    "token_budget_exceeded",
+})
+"""Event kinds that enter a thread from outside `decide`: fed in, not re-derived."""
+
+_OUTCOMES = frozenset({"tool_result", "tool_error"})
+
+
+def replay_thread(agent: Agent, recorded: Thread) -> Thread:
+    """Re-derive `recorded` with `agent`; return the derived thread or raise ReplayDivergence."""
+    derived = Thread(recorded.id, recorded.agent, metadata=dict(recorded.metadata),
+                     created_at=recorded.created_at)
+    events = recorded.events
+    i = 0
+    while i < len(events):
+        event = events[i]
+        if event.kind in _INPUTS:
+            derived.append(event)
+            i += 1
+            continue
+        step = decide(agent, derived)
+        produced: list[Event]
+        if isinstance(step, Wait):
+            _diverge(recorded, event, f"a wait ({step.status.value})")
+        if isinstance(step, CallModel):
+            if event.kind == "model_error":
+                produced = [event]
+            elif event.kind == "model_call":
+                nxt = events[i + 1] if i + 1 < len(events) else event
+                produced = [event, *interpret(agent, event.output, event.tool_calls,
+                                              seq=event.seq + 1, at=nxt.at)]
+            else:
+                _diverge(recorded, event, "a model call")
+        elif isinstance(step, RunTool):
+            call = step.call
+            if event.kind == "tool_started":
+                if event.call_id != call.call_id:
+                    _diverge(recorded, event, f"tool_started for {call.call_id}")
+                produced = [event]
+            elif event.kind in _OUTCOMES and event.call_id == call.call_id:  # type: ignore[union-attr]
+                produced = [event]
+            else:
+                _diverge(recorded, event, f"running {call.tool} ({call.call_id})")
+        else:
+            produced = step_events(step, event.seq, event.at)
+        for offset, new in enumerate(produced):
+            j = i + offset
+            if j >= len(events):
+                break  # the recording ended mid-step (a crash): what exists matched
+            old = events[j]
+            if _comparable(new) != _comparable(old):
+                _diverge(recorded, old, _describe(new))
+            derived.append(old)
+        i += len(produced)
+    return derived
+
+
+def _comparable(event: Event) -> dict[str, object]:
+    return event.model_dump(mode="json", exclude={"at"})
+
+
+def _describe(event: Event) -> str:
+    data = _comparable(event)
+    data.pop("seq", None)
+    text = ", ".join(f"{k}={v!r}" for k, v in data.items() if k != "kind")
+    return f"{event.kind}({text[:200]})"
+
+
+def _diverge(recorded: Thread, event: Event, got: str) -> None:
+    raise ReplayDivergence(recorded.id, event.seq, _describe(event), got)

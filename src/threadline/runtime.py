@@ -1,0 +1,526 @@
+"""The run loop: `perform` each step `decide` returns, checkpointing every event (factor 8).
+
+    while (step := decide(agent, thread)) is not Wait:
+        events = perform(step)            # the only place with I/O
+        store.append(thread, events)      # checkpointed before anything else happens
+
+Human actions (approve, respond, message, pause, resume) are appends too: each checks that
+it fits the thread's state, and an action that does not fit raises `InvalidAction` having
+written nothing. All appends are optimistic (`expected_seq`); when a human action lands
+while a step is in flight, the step's events are re-based on the new tail if they still
+apply (a tool outcome whose call is still pending), so no outcome of a side effect is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .agent import Agent
+from .errors import (
+    AppendConflict,
+    ConfigError,
+    InvalidAction,
+    ModelError,
+    NotAllowed,
+    RetryableToolError,
+    ThreadlineError,
+)
+from .events import (
+    Approval,
+    ApprovalRequested,
+    Done,
+    Escalated,
+    Event,
+    ExternalEvent,
+    ForkedFrom,
+    HumanRequest,
+    HumanResponse,
+    ModelCall,
+    Paused,
+    PendingCall,
+    Resumed,
+    Status,
+    Thread,
+    ToolError,
+    ToolResult,
+    ToolStarted,
+    UserMessage,
+    utcnow,
+)
+from .events import ModelError as ModelErrorEvent
+from .models.base import Model
+from .reducer import (
+    AwaitApproval,
+    AwaitHuman,
+    CallModel,
+    Escalate,
+    Finish,
+    RunTool,
+    Step,
+    Wait,
+    decide,
+    interpret,
+)
+from .stores.base import Lease, Store, new_thread_id
+from .tools import compact_validation_error, idempotency_key
+
+__all__ = ["Observer", "Runtime", "compact_error", "step_events"]
+
+Observer = Callable[[Thread, Sequence[Event]], Awaitable[None] | None]
+"""Called after every successful append with the thread and the events just written."""
+
+_MAX_REBASE = 5
+
+
+def compact_error(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line: no stack trace, no multi-line dumps."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def step_events(step: Step, seq: int, at: datetime) -> list[Event]:
+    """The events a step without I/O writes. Shared by `perform` and `replay`."""
+    match step:
+        case AwaitApproval(call):
+            return [ApprovalRequested(seq=seq, at=at, call_id=call.call_id, tool=call.tool,
+                                      arguments=call.arguments, approvers=call.approvers)]
+        case AwaitHuman(request_id, question):
+            return [HumanRequest(seq=seq, at=at, request_id=request_id, question=question)]
+        case Finish(message):
+            return [Done(seq=seq, at=at, message=message)]
+        case Escalate(reason, details):
+            return [Escalated(seq=seq, at=at, reason=reason, details=details)]
+    raise TypeError(f"step {step!r} needs I/O")
+
+
+class Runtime:
+    """Runs agents' threads against a store.
+
+    Args:
+        store: where threads live.
+        agents: the agents this runtime can advance, by name.
+        model: the model for agents that do not pin their own.
+        observers: called after each append (logging, live streams, webhooks).
+        approvers: optional policy giving each approval's allowed responders.
+
+    A runtime holds no thread state between calls: every method loads what it needs, so any
+    number of runtimes (processes, machines) can share one store.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        agents: Iterable[Agent] = (),
+        model: Model | None = None,
+        observers: Sequence[Observer] = (),
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.model = model
+        self.agents: dict[str, Agent] = {}
+        for agent in agents:
+            self.add_agent(agent)
+        self.observers: list[Observer] = list(observers)
+        self.clock = clock
+        self._stopping = False
+
+    # -- configuration -------------------------------------------------------------------
+
+    def add_agent(self, agent: Agent) -> None:
+        existing = self.agents.get(agent.name)
+        if existing is not None and existing is not agent:
+            raise ConfigError(f"two different agents are named {agent.name!r}")
+        self.agents[agent.name] = agent
+
+    def agent(self, name: str) -> Agent:
+        try:
+            return self.agents[name]
+        except KeyError:
+            known = ", ".join(sorted(self.agents)) or "none"
+            raise ConfigError(f"unknown agent {name!r}; this runtime has: {known}") from None
+
+    def stop(self) -> None:
+        """Ask running loops to stop after their current step (graceful shutdown)."""
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # -- launching and advancing ---------------------------------------------------------
+
+    async def launch(
+        self,
+        agent: Agent | str,
+        message: str,
+        *,
+        channel: str = "api",
+        sender: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        thread_id: str | None = None,
+        advance: bool = True,
+    ) -> Thread:
+        """Create a thread with its first user message; advance it unless `advance=False`."""
+        if isinstance(agent, Agent):
+            self.add_agent(agent)
+            name = agent.name
+        else:
+            name = self.agent(agent).name
+        meta = dict(metadata or {})
+        meta.setdefault("channel", channel)
+        thread = Thread(thread_id or new_thread_id(), name, metadata=meta)
+        thread.append(UserMessage(seq=0, at=self.clock(), text=message, channel=channel,
+                                  sender=sender, metadata=dict(metadata or {})))
+        await self.store.create(thread)
+        await self._notify(thread, thread.events)
+        if advance:
+            return await self.advance(thread)
+        return thread
+
+    async def advance(
+        self, thread: Thread | str, *, lease: Lease | None = None, max_steps: int | None = None
+    ) -> Thread:
+        """Perform steps until the thread waits (paused, awaiting someone, ended).
+
+        Args:
+            lease: append only while holding this lease (workers); a lost lease raises
+                `LeaseLost` and writes nothing.
+            max_steps: stop after this many steps even if more could run (tests, fairness).
+        """
+        if isinstance(thread, str):
+            thread = await self.store.load(thread)
+        agent = self.agent(thread.agent)
+        done = 0
+        while not self._stopping and (max_steps is None or done < max_steps):
+            step = decide(agent, thread)
+            if isinstance(step, Wait):
+                break
+            thread = await self.perform(agent, thread, step, lease=lease)
+            done += 1
+        return thread
+
+    async def perform(
+        self, agent: Agent, thread: Thread, step: Step, *, lease: Lease | None = None
+    ) -> Thread:
+        """Carry out one step and checkpoint its events. Returns the (possibly reloaded) thread."""
+        match step:
+            case CallModel():
+                return await self._call_model(agent, thread, lease)
+            case RunTool(call, attempt):
+                return await self._run_tool(agent, thread, call, attempt, lease)
+            case Wait():
+                return thread
+        try:
+            await self._append(thread, step_events(step, thread.next_seq, self.clock()), lease)
+        except AppendConflict:
+            thread = await self.store.load(thread.id)  # someone acted first; decide again
+        return thread
+
+    async def _call_model(self, agent: Agent, thread: Thread, lease: Lease | None) -> Thread:
+        model = agent.model or self.model
+        if model is None:
+            raise ConfigError(
+                f"agent {agent.name!r} has no model; set THREADLINE_MODEL or pass model="
+            )
+        context = agent.render(thread)
+        started = time.perf_counter()
+        try:
+            out = await model.request(context)
+        except ModelError as exc:
+            error: ModelError | None = exc
+        except Exception as exc:  # a backend bug must not take the loop down
+            error = ModelError(f"{type(exc).__name__}: {compact_error(exc)}")
+        else:
+            error = None
+        latency = (time.perf_counter() - started) * 1000
+
+        def build(seq: int, at: datetime) -> list[Event]:
+            if error is not None:
+                return [ModelErrorEvent(
+                    seq=seq, at=at, model=model.model_id, error_type=type(error).__name__,
+                    message=compact_error(error), retryable=error.retryable,
+                )]
+            call = ModelCall(
+                seq=seq, at=at, model=out.model or model.model_id,
+                prompt_name=context.prompt_name, prompt_version=context.prompt_version,
+                prompt_hash=context.prompt_hash, input_tokens=out.input_tokens,
+                output_tokens=out.output_tokens, cost_usd=out.cost_usd,
+                latency_ms=round(out.latency_ms or latency, 3), output=out.text,
+                tool_calls=out.tool_calls,
+            )
+            return [call, *interpret(agent, out.text, out.tool_calls, seq=seq + 1, at=at)]
+
+        return await self._append_rebased(thread, build, lease, still_valid=_not_ended)
+
+    async def _run_tool(
+        self, agent: Agent, thread: Thread, call: PendingCall, attempt: int, lease: Lease | None
+    ) -> Thread:
+        tool = agent.registry.get(call.tool, call.version)
+        if tool is None:  # decide() escalates this case; reaching here is a bug
+            raise ThreadlineError(f"tool {call.tool}@{call.version} vanished")
+        key = idempotency_key(thread.id, call.call_id)
+        still_pending: Callable[[Thread], bool] = lambda t: call.call_id in t.state.pending  # noqa: E731
+        if tool.side_effects:
+            thread = await self._append_rebased(
+                thread,
+                lambda seq, at: [ToolStarted(seq=seq, at=at, call_id=call.call_id,
+                                             idempotency_key=key, attempt=attempt)],
+                lease, still_valid=still_pending,
+            )
+            if call.call_id not in thread.state.pending:
+                return thread
+        from .tools import ToolContext
+
+        ctx = ToolContext(thread.id, call.call_id, key, attempt)
+        result: Any = None
+        failure: tuple[str, str, bool] | None = None
+        try:
+            args = tool.validate(call.arguments)
+        except ValidationError as exc:
+            failure = ("ValidationError", compact_validation_error(tool.name, exc), False)
+        else:
+            try:
+                result = await asyncio.wait_for(tool.invoke(args, ctx), tool.timeout)
+            except TimeoutError:
+                failure = ("TimeoutError", f"no result after {tool.timeout:g}s", True)
+            except RetryableToolError as exc:
+                failure = (type(exc).__name__, compact_error(exc), True)
+            except Exception as exc:
+                failure = (type(exc).__name__, compact_error(exc), False)
+            else:
+                try:
+                    result = _jsonable(result)
+                except (TypeError, ValueError) as exc:
+                    failure = ("TypeError", f"result is not JSON-serialisable: {exc}", False)
+
+        def build(seq: int, at: datetime) -> list[Event]:
+            if failure is not None:
+                return [ToolError(seq=seq, at=at, call_id=call.call_id, tool=tool.name,
+                                  error_type=failure[0], message=failure[1],
+                                  retryable=failure[2])]
+            return [ToolResult(seq=seq, at=at, call_id=call.call_id, tool=tool.name,
+                               result=result)]
+
+        return await self._append_rebased(thread, build, lease, still_valid=still_pending)
+
+    # -- appending -----------------------------------------------------------------------
+
+    async def _append(self, thread: Thread, events: Sequence[Event], lease: Lease | None) -> None:
+        await self.store.append(thread.id, events, expected_seq=thread.next_seq, lease=lease)
+        thread.extend(events)
+        await self._notify(thread, events)
+
+    async def _append_rebased(
+        self,
+        thread: Thread,
+        build: Callable[[int, datetime], list[Event]],
+        lease: Lease | None,
+        *,
+        still_valid: Callable[[Thread], bool],
+    ) -> Thread:
+        """Append `build(seq, at)`; on a conflict reload and rebuild at the new tail while
+        `still_valid(thread)` holds (else drop the events: someone else resolved it)."""
+        for _ in range(_MAX_REBASE):
+            try:
+                await self._append(thread, build(thread.next_seq, self.clock()), lease)
+                return thread
+            except AppendConflict:
+                thread = await self.store.load(thread.id)
+                if not still_valid(thread):
+                    return thread
+        raise AppendConflict(thread.id, thread.next_seq, -1)
+
+    async def _notify(self, thread: Thread, events: Sequence[Event]) -> None:
+        for observer in self.observers:
+            try:
+                outcome = observer(thread, events)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception:  # noqa: S112 - an observer must never break a checkpointed step
+                continue
+
+    # -- human actions (factor 7) --------------------------------------------------------
+
+    async def _act(
+        self, thread_id: str, build: Callable[[Thread, int, datetime], list[Event]]
+    ) -> Thread:
+        """Load, check and append a human action atomically: a racing writer makes the loser
+        re-check against the new state, so two racing approvals cannot both win."""
+        for _ in range(_MAX_REBASE):
+            thread = await self.store.load(thread_id)
+            events = build(thread, thread.next_seq, self.clock())
+            try:
+                await self._append(thread, events, None)
+                return thread
+            except AppendConflict:
+                continue
+        raise InvalidAction(f"thread {thread_id} is changing too fast; try again")
+
+    async def approve(
+        self,
+        thread_id: str,
+        call_id: str,
+        *,
+        approved: bool = True,
+        comment: str | None = None,
+        edited_arguments: dict[str, Any] | None = None,
+        by: str | None = None,
+        channel: str = "api",
+    ) -> Thread:
+        """Approve or reject a pending call. Does not advance the thread.
+
+        Raises:
+            InvalidAction: the call is not awaiting approval, or the edited arguments fail
+                the tool's schema.
+            NotAllowed: the approval names its approvers and `by` is not one of them.
+        """
+
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            call = thread.state.pending.get(call_id)
+            if call is None or call.approval != "requested":
+                raise InvalidAction(
+                    f"call {call_id!r} of thread {thread_id} is not awaiting approval"
+                    + (f" (it is {call.approval})" if call else "")
+                )
+            if call.approvers and by not in call.approvers:
+                raise NotAllowed(f"{by or 'anonymous'} may not answer this approval")
+            edited = None
+            if edited_arguments is not None and approved:
+                agent = self.agent(thread.agent)
+                tool = agent.registry.get(call.tool, call.version)
+                if tool is None:
+                    raise InvalidAction(f"tool {call.tool}@{call.version} is not registered")
+                try:
+                    edited = tool.validate(edited_arguments).model_dump(mode="json")
+                except ValidationError as exc:
+                    raise InvalidAction(compact_validation_error(call.tool, exc)) from None
+            return [Approval(seq=seq, at=at, call_id=call_id, approved=approved,
+                             comment=comment, edited_arguments=edited, by=by, channel=channel)]
+
+        return await self._act(thread_id, build)
+
+    async def respond(
+        self, thread_id: str, request_id: str, text: str, *, by: str | None = None,
+        channel: str = "api",
+    ) -> Thread:
+        """Answer the thread's open question. Raises InvalidAction if it asked none."""
+
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            if thread.state.human_request != request_id:
+                open_id = thread.state.human_request
+                raise InvalidAction(
+                    f"thread {thread_id} has no open request {request_id!r}"
+                    + (f"; the open one is {open_id!r}" if open_id else "; it asked nothing")
+                )
+            return [HumanResponse(seq=seq, at=at, request_id=request_id, text=text, by=by,
+                                  channel=channel)]
+
+        return await self._act(thread_id, build)
+
+    async def message(
+        self, thread_id: str, text: str, *, sender: str | None = None, channel: str = "api",
+        metadata: dict[str, Any] | None = None,
+    ) -> Thread:
+        """A new user message to a finished, escalated or question-asking thread."""
+
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            status = thread.status
+            if status == Status.AWAITING_HUMAN and thread.state.human_request:
+                return [HumanResponse(seq=seq, at=at, request_id=thread.state.human_request,
+                                      text=text, by=sender, channel=channel)]
+            if status not in (Status.DONE, Status.ESCALATED, Status.FAILED, Status.WAITING):
+                raise InvalidAction(
+                    f"thread {thread_id} is {status.value}; messages are accepted when it is "
+                    "done, escalated, failed, waiting or asking a question"
+                )
+            return [UserMessage(seq=seq, at=at, text=text, channel=channel, sender=sender,
+                                metadata=dict(metadata or {}))]
+
+        return await self._act(thread_id, build)
+
+    async def pause(self, thread_id: str, *, by: str | None = None,
+                    reason: str | None = None) -> Thread:
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            if thread.status in (Status.PAUSED, Status.DONE, Status.FAILED):
+                raise InvalidAction(f"thread {thread_id} is {thread.status.value}; "
+                                    "only an unfinished thread can be paused")
+            return [Paused(seq=seq, at=at, by=by, reason=reason)]
+
+        return await self._act(thread_id, build)
+
+    async def resume(self, thread_id: str, *, by: str | None = None) -> Thread:
+        """Resume a paused or escalated thread (resetting its error count)."""
+
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            if thread.status not in (Status.PAUSED, Status.ESCALATED):
+                raise InvalidAction(f"thread {thread_id} is {thread.status.value}; only a "
+                                    "paused or escalated thread can be resumed")
+            return [Resumed(seq=seq, at=at, by=by)]
+
+        return await self._act(thread_id, build)
+
+    async def external_event(
+        self, thread_id: str, name: str, payload: dict[str, Any] | None = None,
+        *, source: str | None = None,
+    ) -> Thread:
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            return [ExternalEvent(seq=seq, at=at, name=name, payload=dict(payload or {}),
+                                  source=source)]
+
+        return await self._act(thread_id, build)
+
+    # -- fork and replay (factor 12) -----------------------------------------------------
+
+    async def fork(self, thread_id: str, *, at: int) -> Thread:
+        """A new thread holding events `0..at` of `thread_id` plus a `forked_from` event."""
+        source = await self.store.load(thread_id)
+        if not 0 <= at < len(source.events):
+            raise InvalidAction(
+                f"cannot fork thread {thread_id} at {at}: it has events 0..{len(source) - 1}"
+            )
+        forked = Thread(new_thread_id(), source.agent, source.events[: at + 1],
+                        metadata={**source.metadata, "forked_from": thread_id})
+        forked.append(ForkedFrom(seq=at + 1, at=self.clock(), thread_id=thread_id, at_seq=at))
+        await self.store.create(forked)
+        await self._notify(forked, forked.events)
+        return forked
+
+    async def replay(self, thread: Thread | str) -> Thread:
+        """Re-derive every step of a thread from its recorded inputs and model outputs.
+
+        Raises `ReplayDivergence` naming the first seq where today's code decides differently.
+        """
+        from .replay import replay_thread
+
+        if isinstance(thread, str):
+            thread = await self.store.load(thread)
+        return replay_thread(self.agent(thread.agent), thread)
+
+
+def _not_ended(thread: Thread) -> bool:
+    return thread.status not in (Status.DONE, Status.FAILED)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return json.loads(json.dumps(value, default=_default))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")

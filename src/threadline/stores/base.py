@@ -1,0 +1,176 @@
+"""The `Store` interface: threads as append-only event logs (stores as attached resources).
+
+A store knows events and threads, nothing of models or tools. Every implementation keeps
+these invariants, and `tests/stores/` runs one suite against each:
+
+* `append(thread_id, events, expected_seq=n)` writes all of `events` (seq n, n+1, ...) in one
+  transaction, or nothing. If the thread is not at seq `n`, it raises `AppendConflict`;
+  two writers racing on the same seq: exactly one wins.
+* Beside the events, a store keeps a *projection* of the folded `ThreadState` (status, next
+  seq, due time) so threads can be listed and leased by status without loading them. It is
+  written in the same transaction as the events and can always be rebuilt from them.
+* A stored row that does not parse raises `CorruptEvent` naming the thread and seq; nothing
+  is rewritten.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..errors import AppendConflict, CorruptEvent, ThreadlineError
+from ..events import Event, Status, Thread, ThreadState
+
+__all__ = ["Lease", "Page", "Store", "ThreadSummary", "new_thread_id"]
+
+
+def new_thread_id() -> str:
+    """A time-ordered, unguessable id: `th_` + 12 hex digits of ms time + 16 random hex."""
+    return f"th_{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSummary:
+    """A thread's row without its events."""
+
+    id: str
+    agent: str
+    status: Status
+    next_seq: int
+    created_at: datetime
+    updated_at: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+    due_at: datetime | None = None
+    lease_owner: str | None = None
+    lease_expires: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing; pass `cursor` back to get the next (None: no more)."""
+
+    items: list[ThreadSummary]
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's exclusive right to append to a thread until `expires`."""
+
+    thread_id: str
+    owner: str
+    expires: datetime
+    token: int = 0
+    """Fencing token: grows every time the thread is leased; stale holders carry old ones."""
+
+
+class Store(ABC):
+    """Where threads live. Async throughout; sync callers use `threadline.run_sync`."""
+
+    @abstractmethod
+    async def create(self, thread: Thread) -> None:
+        """Store a new thread with its initial events. Raises StoreError if the id exists."""
+
+    @abstractmethod
+    async def append(
+        self,
+        thread_id: str,
+        events: Sequence[Event],
+        *,
+        expected_seq: int,
+        lease: Lease | None = None,
+    ) -> None:
+        """Append `events` atomically at `expected_seq`.
+
+        Raises:
+            ThreadNotFound: no such thread.
+            AppendConflict: the thread is not at `expected_seq`; nothing written.
+            LeaseLost: `lease` is given and no longer held; nothing written.
+        """
+
+    @abstractmethod
+    async def load(self, thread_id: str) -> Thread:
+        """The whole thread. Raises ThreadNotFound or CorruptEvent."""
+
+    @abstractmethod
+    async def events(self, thread_id: str, *, after: int = -1, limit: int = 1000) -> list[Event]:
+        """Events with seq > `after`, oldest first, at most `limit`."""
+
+    @abstractmethod
+    async def get(self, thread_id: str) -> ThreadSummary:
+        """The thread's row. Raises ThreadNotFound."""
+
+    @abstractmethod
+    async def list(
+        self,
+        *,
+        status: Status | str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Threads newest first, optionally filtered; paginated by an opaque cursor."""
+
+    async def ping(self) -> None:  # noqa: B027 - optional hook with a working default
+        """Raise if the store cannot answer (readiness checks)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook with a working default
+        """Release connections. The store must not be used afterwards."""
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def fold_for_append(
+    thread_id: str, state: ThreadState, events: Sequence[Event], expected_seq: int
+) -> ThreadState:
+    """Check `events` continue the thread at `expected_seq`; return the state after them.
+
+    Raises AppendConflict (another writer is ahead) or CorruptEvent (events not dense);
+    `state` itself is not modified.
+    """
+    if state.next_seq != expected_seq:
+        raise AppendConflict(thread_id, expected_seq, state.next_seq)
+    new = state.copy()
+    for i, event in enumerate(events):
+        if event.seq != expected_seq + i:
+            raise CorruptEvent(
+                thread_id, event.seq, f"appended events must be dense from seq {expected_seq}"
+            )
+        new.apply(event)
+    return new
+
+
+def encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return base64.urlsafe_b64decode(padded.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidCursor(cursor) from None
+
+
+class InvalidCursor(ThreadlineError, ValueError):
+    def __init__(self, cursor: str) -> None:
+        super().__init__(f"invalid cursor {cursor[:40]!r}: pass back a cursor a listing returned")
+
+
+def state_from_json(thread_id: str, raw: str | bytes | dict[str, Any]) -> ThreadState:
+    try:
+        data = json.loads(raw) if isinstance(raw, str | bytes) else raw
+        return ThreadState.from_dict(data)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CorruptEvent(thread_id, -1, f"thread state projection unreadable: {exc}") from None

@@ -1,0 +1,100 @@
+"""An in-process store for tests and examples. Same semantics as the durable stores."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from ..errors import StoreError, ThreadNotFound
+from ..events import Event, Status, Thread, utcnow
+from .base import (
+    Lease,
+    Page,
+    Store,
+    ThreadSummary,
+    decode_cursor,
+    encode_cursor,
+    fold_for_append,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    """Threads in a dict. Appends are serialised by one lock, so races behave like SQL."""
+
+    def __init__(self) -> None:
+        self._threads: dict[str, Thread] = {}
+        self._summaries: dict[str, ThreadSummary] = {}
+        self._lock = asyncio.Lock()
+
+    async def create(self, thread: Thread) -> None:
+        async with self._lock:
+            if thread.id in self._threads:
+                raise StoreError(f"thread {thread.id} already exists")
+            copy = Thread(thread.id, thread.agent, thread.events, metadata=dict(thread.metadata),
+                          created_at=thread.created_at)
+            self._threads[thread.id] = copy
+            self._summaries[thread.id] = self._summary(copy)
+
+    async def append(
+        self,
+        thread_id: str,
+        events: Sequence[Event],
+        *,
+        expected_seq: int,
+        lease: Lease | None = None,
+    ) -> None:
+        async with self._lock:
+            thread = self._require(thread_id)
+            new_state = fold_for_append(thread_id, thread.state, events, expected_seq)
+            thread.events.extend(events)
+            thread.state = new_state
+            self._summaries[thread_id] = self._summary(thread)
+
+    async def load(self, thread_id: str) -> Thread:
+        thread = self._require(thread_id)
+        return Thread(thread.id, thread.agent, thread.events, metadata=dict(thread.metadata),
+                      created_at=thread.created_at)
+
+    async def events(self, thread_id: str, *, after: int = -1, limit: int = 1000) -> list[Event]:
+        thread = self._require(thread_id)
+        return thread.events[after + 1 : after + 1 + limit]
+
+    async def get(self, thread_id: str) -> ThreadSummary:
+        self._require(thread_id)
+        return self._summaries[thread_id]
+
+    async def list(
+        self,
+        *,
+        status: Status | str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        after = decode_cursor(cursor) if cursor else None
+        rows = sorted(self._summaries.values(), key=lambda s: s.id, reverse=True)
+        out = [
+            s for s in rows
+            if (status is None or s.status == Status(status))
+            and (agent is None or s.agent == agent)
+            and (after is None or s.id < after)
+        ]
+        page = out[:limit]
+        more = len(out) > limit
+        return Page(page, encode_cursor(page[-1].id) if more and page else None)
+
+    def _require(self, thread_id: str) -> Thread:
+        thread = self._threads.get(thread_id)
+        if thread is None:
+            raise ThreadNotFound(thread_id)
+        return thread
+
+    @staticmethod
+    def _summary(thread: Thread) -> ThreadSummary:
+        return ThreadSummary(
+            id=thread.id, agent=thread.agent, status=thread.status, next_seq=thread.next_seq,
+            created_at=thread.created_at, updated_at=utcnow(), metadata=thread.metadata,
+            due_at=thread.state.waiting_until,
+        )

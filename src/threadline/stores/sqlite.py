@@ -1,0 +1,309 @@
+"""The embedded default store: SQLite in WAL mode, one file, no server.
+
+All database work runs on one dedicated thread per store (sqlite3 connections are bound to
+their thread), so the event loop never blocks on a commit. Several processes may share the
+file: writers take the lock up front (`BEGIN IMMEDIATE`) and the seq check happens inside
+that transaction, so a conflicting append fails instead of interleaving.
+
+Durability: `synchronous=FULL` by default, so a committed event survives power loss, not
+only a process crash. `?synchronous=normal` in the URL trades that for speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from ..errors import ConfigError, CorruptEvent, StoreError, ThreadNotFound
+from ..events import SCHEMA_VERSION, Event, Status, Thread, ThreadState, event_from_json, utcnow
+from .base import (
+    Lease,
+    Page,
+    Store,
+    ThreadSummary,
+    decode_cursor,
+    encode_cursor,
+    fold_for_append,
+    state_from_json,
+)
+from .migrations import SQLITE_MIGRATIONS, apply_sqlite_migrations
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+
+class SQLiteStore(Store):
+    """Threads in one SQLite file.
+
+    Args:
+        path: database file (created with its folder if missing), or ":memory:".
+        synchronous: `full` (default, durable across power loss) or `normal`.
+        busy_timeout: seconds to wait for another process's write lock.
+    """
+
+    def __init__(
+        self, path: str | Path, *, synchronous: str = "full", busy_timeout: float = 10.0
+    ) -> None:
+        if synchronous.lower() not in ("full", "normal", "extra", "off"):
+            raise ConfigError(f"sqlite synchronous must be full, normal, extra or off, not "
+                              f"{synchronous!r}")
+        self.path = str(path)
+        self._synchronous = synchronous.upper()
+        self._busy_ms = int(busy_timeout * 1000)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="threadline-sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        """`sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite://:memory:`."""
+        parts = urlsplit(url)
+        if parts.scheme != "sqlite":
+            raise ConfigError(f"not a sqlite URL: {url!r}")
+        path = parts.netloc + parts.path if parts.netloc == ":memory:" else parts.path[1:]
+        if not path:
+            raise ConfigError(f"sqlite URL {url!r} names no file; e.g. sqlite:///threads.db")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        return cls(path, synchronous=query.get("synchronous", "full"))
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreError("store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            self._conn = self._connect()
+        return fn(self._conn)
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        apply_sqlite_migrations(conn)
+        return conn
+
+    async def create(self, thread: Thread) -> None:
+        now = utcnow().isoformat()
+        rows = [_event_row(thread.id, e) for e in thread.events]
+        state = json.dumps(thread.state.to_dict())
+
+        def go(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                try:
+                    conn.execute(
+                        "INSERT INTO threads (id, agent, status, next_seq, schema_version, "
+                        "metadata, state, created_at, updated_at, due_at) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (thread.id, thread.agent, thread.status.value, thread.next_seq,
+                         SCHEMA_VERSION, json.dumps(thread.metadata), state,
+                         thread.created_at.isoformat(), now, _iso(thread.state.waiting_until)),
+                    )
+                except sqlite3.IntegrityError:
+                    raise StoreError(f"thread {thread.id} already exists") from None
+                conn.executemany("INSERT INTO events (thread_id, seq, kind, at, body) "
+                                 "VALUES (?,?,?,?,?)", rows)
+
+        await self._run(go)
+
+    async def append(
+        self,
+        thread_id: str,
+        events: Sequence[Event],
+        *,
+        expected_seq: int,
+        lease: Lease | None = None,
+    ) -> None:
+        if not events:
+            return
+        rows = [_event_row(thread_id, e) for e in events]
+
+        def go(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                row = conn.execute(
+                    "SELECT state, lease_owner, lease_expires, lease_token FROM threads "
+                    "WHERE id = ?", (thread_id,)
+                ).fetchone()
+                if row is None:
+                    raise ThreadNotFound(thread_id)
+                if lease is not None:
+                    _check_lease(thread_id, lease, row[1], row[2], row[3])
+                state = fold_for_append(thread_id, state_from_json(thread_id, row[0]), events,
+                                        expected_seq)
+                conn.executemany("INSERT INTO events (thread_id, seq, kind, at, body) "
+                                 "VALUES (?,?,?,?,?)", rows)
+                _write_state(conn, thread_id, state)
+
+        await self._run(go)
+
+    async def load(self, thread_id: str) -> Thread:
+        def go(conn: sqlite3.Connection) -> Thread:
+            head = conn.execute(
+                "SELECT agent, schema_version, metadata, created_at FROM threads WHERE id = ?",
+                (thread_id,),
+            ).fetchone()
+            if head is None:
+                raise ThreadNotFound(thread_id)
+            rows = conn.execute(
+                "SELECT seq, body FROM events WHERE thread_id = ? ORDER BY seq", (thread_id,)
+            ).fetchall()
+            events = [_parse(thread_id, seq, body, head[1]) for seq, body in rows]
+            try:
+                return Thread(thread_id, head[0], events, metadata=json.loads(head[2]),
+                              created_at=datetime.fromisoformat(head[3]))
+            except CorruptEvent as exc:
+                raise CorruptEvent(thread_id, exc.seq, exc.reason) from None
+
+        return await self._run(go)
+
+    async def events(self, thread_id: str, *, after: int = -1, limit: int = 1000) -> list[Event]:
+        def go(conn: sqlite3.Connection) -> list[Event]:
+            head = conn.execute("SELECT schema_version FROM threads WHERE id = ?",
+                                (thread_id,)).fetchone()
+            if head is None:
+                raise ThreadNotFound(thread_id)
+            rows = conn.execute(
+                "SELECT seq, body FROM events WHERE thread_id = ? AND seq > ? ORDER BY seq "
+                "LIMIT ?", (thread_id, after, limit)
+            ).fetchall()
+            return [_parse(thread_id, seq, body, head[0]) for seq, body in rows]
+
+        return await self._run(go)
+
+    async def get(self, thread_id: str) -> ThreadSummary:
+        def go(conn: sqlite3.Connection) -> ThreadSummary:
+            row = conn.execute(f"SELECT {_SUMMARY_COLS} FROM threads WHERE id = ?",
+                               (thread_id,)).fetchone()
+            if row is None:
+                raise ThreadNotFound(thread_id)
+            return _summary(row)
+
+        return await self._run(go)
+
+    async def list(
+        self,
+        *,
+        status: Status | str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        where, args = [], []
+        if status is not None:
+            where.append("status = ?")
+            args.append(Status(status).value)
+        if agent is not None:
+            where.append("agent = ?")
+            args.append(agent)
+        if cursor:
+            where.append("id < ?")
+            args.append(decode_cursor(cursor))
+        sql = f"SELECT {_SUMMARY_COLS} FROM threads"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit + 1)
+
+        def go(conn: sqlite3.Connection) -> Page:
+            rows = [_summary(r) for r in conn.execute(sql, args).fetchall()]
+            more = len(rows) > limit
+            rows = rows[:limit]
+            return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+
+        return await self._run(go)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+
+        def go(conn: sqlite3.Connection) -> None:
+            conn.close()
+
+        if self._conn is not None:
+            await self._run(go)
+            self._conn = None
+        self._closed = True
+        self._executor.shutdown(wait=True)
+
+
+_SUMMARY_COLS = ("id, agent, status, next_seq, created_at, updated_at, metadata, due_at, "
+                 "lease_owner, lease_expires")
+
+
+def _summary(row: tuple[Any, ...]) -> ThreadSummary:
+    return ThreadSummary(
+        id=row[0], agent=row[1], status=Status(row[2]), next_seq=row[3],
+        created_at=datetime.fromisoformat(row[4]), updated_at=datetime.fromisoformat(row[5]),
+        metadata=json.loads(row[6]), due_at=_dt(row[7]), lease_owner=row[8],
+        lease_expires=_dt(row[9]),
+    )
+
+
+def _event_row(thread_id: str, event: Event) -> tuple[str, int, str, str, str]:
+    return (thread_id, event.seq, event.kind, event.at.isoformat(), event.model_dump_json())
+
+
+def _parse(thread_id: str, seq: int, body: str, schema_version: int) -> Event:
+    try:
+        event = event_from_json(body, schema_version=schema_version, thread_id=thread_id)
+    except CorruptEvent as exc:
+        raise CorruptEvent(thread_id, seq, exc.reason) from None
+    if event.seq != seq:
+        raise CorruptEvent(thread_id, seq, f"row seq {seq} holds an event with seq {event.seq}")
+    return event
+
+
+def _write_state(conn: sqlite3.Connection, thread_id: str, state: ThreadState) -> None:
+    conn.execute(
+        "UPDATE threads SET state = ?, status = ?, next_seq = ?, updated_at = ?, due_at = ? "
+        "WHERE id = ?",
+        (json.dumps(state.to_dict()), state.status.value, state.next_seq, utcnow().isoformat(),
+         _iso(state.waiting_until), thread_id),
+    )
+
+
+def _check_lease(
+    thread_id: str, lease: Lease, owner: str | None, expires: str | None, token: int | None
+) -> None:
+    from ..errors import LeaseLost
+
+    if owner != lease.owner or token != lease.token or expires is None or \
+            datetime.fromisoformat(expires) <= utcnow():
+        raise LeaseLost(thread_id, lease.owner)
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolling back on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

@@ -1,0 +1,113 @@
+"""Test models and helpers, shipped in the library so users test agents the way we do.
+
+* `ScriptedModel`: answers from a list, in order.
+* `FunctionModel`: answers with a function of the rendered context.
+* `ReplayModel`: answers with the model outputs recorded in a thread.
+
+Each answer may be a `ModelOutput`, a string (the model's text, verbatim, malformed or not),
+or a dict / list (serialised as the JSON intent text). `intent(name, **args)` builds the
+canonical intent dict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .errors import ModelError
+from .events import Thread
+from .models.base import Context, ModelOutput
+
+__all__ = ["FunctionModel", "ReplayModel", "ScriptedModel", "intent"]
+
+Answer = ModelOutput | str | dict[str, Any] | list[Any] | BaseException
+
+
+def intent(name: str, **arguments: Any) -> dict[str, Any]:
+    """`{"intent": name, "arguments": {...}}`: the canonical JSON intent."""
+    return {"intent": name, "arguments": arguments}
+
+
+def _as_output(answer: Answer, model_id: str) -> ModelOutput:
+    if isinstance(answer, BaseException):
+        raise answer
+    if isinstance(answer, ModelOutput):
+        return answer
+    text = answer if isinstance(answer, str) else json.dumps(answer)
+    return ModelOutput(text=text, model=model_id, input_tokens=0, output_tokens=0)
+
+
+class ScriptedModel:
+    """Answers from a fixed list, in order; running past the end raises ModelError.
+
+    `contexts` records every context it received, so tests can assert on what was sent.
+    An exception in the list is raised instead of answering (to script provider failures).
+    """
+
+    def __init__(self, answers: Iterable[Answer], *, model_id: str = "scripted",
+                 delay: float = 0.0) -> None:
+        self._answers = list(answers)
+        self._model_id = model_id
+        self._delay = delay
+        self.contexts: list[Context] = []
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def remaining(self) -> int:
+        return len(self._answers) - len(self.contexts)
+
+    async def request(self, context: Context) -> ModelOutput:
+        index = len(self.contexts)
+        self.contexts.append(context)
+        if self._delay:
+            await asyncio.sleep(self._delay)
+        if index >= len(self._answers):
+            raise ModelError(f"ScriptedModel ran out of answers after {len(self._answers)}")
+        return _as_output(self._answers[index], self._model_id)
+
+
+class FunctionModel:
+    """Answers with `fn(context)`; the function may be sync or async."""
+
+    def __init__(self, fn: Callable[[Context], Any], *, model_id: str = "function") -> None:
+        self._fn = fn
+        self._model_id = model_id
+        self.contexts: list[Context] = []
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    async def request(self, context: Context) -> ModelOutput:
+        self.contexts.append(context)
+        answer = self._fn(context)
+        if asyncio.iscoroutine(answer):
+            answer = await answer
+        return _as_output(answer, self._model_id)
+
+
+class ReplayModel:
+    """Answers with the outputs recorded in `thread`'s `model_call` events, in order."""
+
+    def __init__(self, thread: Thread) -> None:
+        self._calls = [e for e in thread.events if e.kind == "model_call"]
+        self._index = 0
+        self._model_id = self._calls[0].model if self._calls else "replay"
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    async def request(self, context: Context) -> ModelOutput:
+        if self._index >= len(self._calls):
+            raise ModelError(f"ReplayModel has no recorded answer #{self._index + 1}")
+        call = self._calls[self._index]
+        self._index += 1
+        return ModelOutput(text=call.output, tool_calls=call.tool_calls, model=call.model,
+                           input_tokens=call.input_tokens, output_tokens=call.output_tokens,
+                           cost_usd=call.cost_usd)

@@ -1,0 +1,405 @@
+"""Tools are structured outputs (factors 1 and 4).
+
+A `Tool` is a typed signature plus the deterministic code that runs it. The model only ever
+sees the JSON Schema of its arguments; the runtime validates the model's JSON against the
+schema *before* anything runs, and dispatches the validated arguments to plain code.
+
+Build one with the `@tool` decorator on a typed function, or with `Tool.from_model` from a
+pydantic model. A function may take a `ToolContext` parameter (anywhere in its signature);
+it is injected by the runtime and never appears in the schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias, get_type_hints, overload
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from .errors import ToolDefinitionError
+
+__all__ = [
+    "DONE_FOR_NOW",
+    "REQUEST_MORE_INFORMATION",
+    "ApprovalPolicy",
+    "Tool",
+    "ToolContext",
+    "ToolRegistry",
+    "compact_validation_error",
+    "done_for_now",
+    "request_more_information",
+    "tool",
+]
+
+ApprovalPolicy: TypeAlias = Literal["never", "always"] | Callable[[Any], bool]
+"""`never`, `always`, or a predicate on the validated arguments (a pydantic model)."""
+
+ToolKind = Literal["function", "human", "finish"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What the runtime tells a running tool.
+
+    Attributes:
+        idempotency_key: stable across retries of the same call (derived from thread and
+            call id): pass it to the external system so a retried call is not applied twice.
+        attempt: 1 on the first run, higher when re-run after a crash.
+    """
+
+    thread_id: str
+    call_id: str
+    idempotency_key: str
+    attempt: int = 1
+
+
+def idempotency_key(thread_id: str, call_id: str) -> str:
+    """The key a call keeps across every retry and every worker."""
+    return hashlib.sha256(f"{thread_id}:{call_id}".encode()).hexdigest()[:32]
+
+
+class Tool:
+    """A typed intent the model may choose, and the code that carries it out.
+
+    Invariants:
+        * `args_model` validates exactly what `schema()` describes.
+        * `key` (`name@version`) identifies the tool in every `tool_call` event.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        args_model: type[BaseModel],
+        fn: Callable[..., Any] | None,
+        *,
+        version: str = "1",
+        description: str = "",
+        side_effects: bool = False,
+        idempotent: bool = False,
+        approval: ApprovalPolicy = "never",
+        timeout: float | None = 30.0,
+        kind: ToolKind = "function",
+        context_param: str | None = None,
+        pass_model: bool = False,
+    ) -> None:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", name):
+            raise ToolDefinitionError(
+                f"tool name {name!r} must be 1-64 letters, digits, '_', '.' or '-'"
+            )
+        if approval not in ("never", "always") and not callable(approval):
+            raise ToolDefinitionError(
+                f"tool {name}: approval must be 'never', 'always' or a predicate"
+            )
+        self.name = name
+        self.version = str(version)
+        self.args_model = args_model
+        self.fn = fn
+        self.description = description.strip()
+        self.side_effects = side_effects
+        self.idempotent = idempotent
+        self.approval = approval
+        self.timeout = timeout
+        self.kind: ToolKind = kind
+        self._context_param = context_param
+        self._pass_model = pass_model
+        self._is_async = fn is not None and inspect.iscoroutinefunction(fn)
+        self._schema: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def __repr__(self) -> str:
+        return f"Tool({self.key})"
+
+    def schema(self) -> dict[str, Any]:
+        """JSON Schema of the arguments (cached; the object must not be mutated)."""
+        if self._schema is None:
+            schema = self.args_model.model_json_schema()
+            schema.pop("title", None)
+            self._schema = schema
+        return self._schema
+
+    def spec(self) -> dict[str, Any]:
+        """Name, description and parameters: what a model is shown."""
+        return {"name": self.name, "description": self.description, "parameters": self.schema()}
+
+    def schema_hash(self) -> str:
+        blob = json.dumps({"key": self.key, **self.spec()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def validate(self, arguments: Any) -> BaseModel:
+        """Validate the model's arguments. Raises pydantic's ValidationError."""
+        return self.args_model.model_validate(arguments)
+
+    def needs_approval(self, args: BaseModel) -> bool:
+        if self.approval == "never":
+            return False
+        if self.approval == "always":
+            return True
+        return bool(self.approval(args))
+
+    async def invoke(self, args: BaseModel, ctx: ToolContext) -> Any:
+        """Run the tool on validated arguments. Sync functions run in a worker thread."""
+        if self.fn is None:
+            raise ToolDefinitionError(f"tool {self.key} has no function to run")
+        if self._pass_model:
+            call_args: dict[str, Any] = {"args": args}
+        else:
+            call_args = {name: getattr(args, name) for name in type(args).model_fields}
+        if self._context_param:
+            call_args[self._context_param] = ctx
+        if self._is_async:
+            return await self.fn(**call_args)
+        return await asyncio.to_thread(self.fn, **call_args)
+
+    @classmethod
+    def from_function(
+        cls,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        version: str = "1",
+        description: str | None = None,
+        side_effects: bool = False,
+        idempotent: bool = False,
+        approval: ApprovalPolicy = "never",
+        timeout: float | None = 30.0,
+    ) -> Tool:
+        """Build a tool from a function whose parameters all carry type annotations."""
+        tool_name = name or fn.__name__
+        try:
+            hints = get_type_hints(fn, include_extras=True)
+        except Exception as exc:
+            raise ToolDefinitionError(f"tool {tool_name}: cannot read annotations: {exc}") from exc
+        fields: dict[str, Any] = {}
+        context_param = None
+        param_docs = _param_docs(fn.__doc__ or "")
+        for param in inspect.signature(fn).parameters.values():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise ToolDefinitionError(f"tool {tool_name}: *args/**kwargs are not allowed")
+            if param.name not in hints:
+                raise ToolDefinitionError(
+                    f"tool {tool_name}: parameter {param.name!r} needs a type annotation"
+                )
+            annotation = hints[param.name]
+            if annotation is ToolContext:
+                context_param = param.name
+                continue
+            default = ... if param.default is param.empty else param.default
+            fields[param.name] = (
+                annotation,
+                Field(default, description=param_docs.get(param.name)),
+            )
+        model_name = "".join(part.title() for part in tool_name.split("_")) + "Args"
+        args_model = create_model(  # type: ignore[call-overload]
+            model_name, __config__=ConfigDict(extra="forbid"), **fields
+        )
+        return cls(
+            tool_name,
+            args_model,
+            fn,
+            version=version,
+            description=description if description is not None else _summary(fn.__doc__),
+            side_effects=side_effects,
+            idempotent=idempotent,
+            approval=approval,
+            timeout=timeout,
+            context_param=context_param,
+        )
+
+    @classmethod
+    def from_model(
+        cls,
+        model: type[BaseModel],
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        version: str = "1",
+        description: str | None = None,
+        side_effects: bool = False,
+        idempotent: bool = False,
+        approval: ApprovalPolicy = "never",
+        timeout: float | None = 30.0,
+        kind: ToolKind = "function",
+    ) -> Tool:
+        """Build a tool from a pydantic model; `fn(args, [ctx])` receives the validated model."""
+        tool_name = name or _snake(model.__name__)
+        context_param = None
+        if fn is not None:
+            params = list(inspect.signature(fn).parameters.values())
+            if len(params) == 2:
+                context_param = params[1].name
+            elif len(params) != 1:
+                raise ToolDefinitionError(
+                    f"tool {tool_name}: handler must take (args) or (args, ctx)"
+                )
+        return cls(
+            tool_name,
+            model,
+            fn,
+            version=version,
+            description=description if description is not None else _summary(model.__doc__),
+            side_effects=side_effects,
+            idempotent=idempotent,
+            approval=approval,
+            timeout=timeout,
+            kind=kind,
+            context_param=context_param,
+            pass_model=True,
+        )
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    version: str = "1",
+    description: str | None = None,
+    side_effects: bool = False,
+    idempotent: bool = False,
+    approval: ApprovalPolicy = "never",
+    timeout: float | None = 30.0,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    version: str = "1",
+    description: str | None = None,
+    side_effects: bool = False,
+    idempotent: bool = False,
+    approval: ApprovalPolicy = "never",
+    timeout: float | None = 30.0,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Turn a typed function into a `Tool`. Usable bare (`@tool`) or with options.
+
+    Args:
+        side_effects: the tool changes the world; a `tool_started` event is written before
+            it runs, and after a crash it is re-run only if `idempotent`.
+        idempotent: running it twice with the same `ToolContext.idempotency_key` is safe.
+        approval: `never`, `always`, or a predicate on the validated arguments.
+        timeout: seconds before the call is abandoned and recorded as a `TimeoutError`.
+    """
+
+    def wrap(f: Callable[..., Any]) -> Tool:
+        return Tool.from_function(
+            f, name=name, version=version, description=description,
+            side_effects=side_effects, idempotent=idempotent, approval=approval, timeout=timeout,
+        )
+
+    return wrap(fn) if fn is not None else wrap
+
+
+class ToolRegistry:
+    """Tools keyed by `name@version`. `get(name)` without a version gives the newest."""
+
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        self._by_key: dict[str, Tool] = {}
+        self._latest: dict[str, Tool] = {}
+        for t in tools:
+            self.register(t)
+
+    def register(self, t: Tool) -> None:
+        if t.key in self._by_key and self._by_key[t.key] is not t:
+            raise ToolDefinitionError(f"two different tools registered as {t.key}")
+        self._by_key[t.key] = t
+        current = self._latest.get(t.name)
+        if current is None or _version_key(t.version) >= _version_key(current.version):
+            self._latest[t.name] = t
+
+    def get(self, name: str, version: str | None = None) -> Tool | None:
+        if version is None:
+            return self._latest.get(name)
+        return self._by_key.get(f"{name}@{version}")
+
+    def latest(self) -> list[Tool]:
+        """The newest version of each tool, in registration order of first appearance."""
+        return list(self._latest.values())
+
+    def names(self) -> list[str]:
+        return list(self._latest)
+
+    def __iter__(self) -> Any:
+        return iter(self._by_key.values())
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._by_key or key in self._latest
+
+
+def compact_validation_error(tool_name: str, exc: ValidationError, limit: int = 3) -> str:
+    """A short, model-readable reason: which argument, what was wrong."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(arguments)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unexpected argument"
+        parts.append(f"{loc}: {msg}")
+    more = exc.error_count() - limit
+    suffix = f" (+{more} more)" if more > 0 else ""
+    return f"invalid arguments for {tool_name}: " + "; ".join(parts) + suffix
+
+
+def _version_key(version: str) -> tuple[Any, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\-]", version))
+
+
+def _summary(doc: str | None) -> str:
+    if not doc:
+        return ""
+    text = inspect.cleandoc(doc)
+    return text.split("\n\n", 1)[0].replace("\n", " ").strip()
+
+
+def _param_docs(doc: str) -> dict[str, str]:
+    """Parse `Args:` entries of a Google-style docstring into per-parameter descriptions."""
+    out: dict[str, str] = {}
+    text = inspect.cleandoc(doc)
+    match = re.search(r"^Args:\s*\n((?:[ \t]+.*\n?)+)", text, re.M)
+    if not match:
+        return out
+    for line in match.group(1).splitlines():
+        m = re.match(r"\s+(\w+)(?:\s*\([^)]*\))?:\s*(.+)", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class RequestMoreInformation(BaseModel):
+    """Ask the human a question when the request is ambiguous or missing something."""
+
+    model_config = ConfigDict(extra="forbid")
+    message: str = Field(description="The question to ask, in plain language.")
+
+
+class DoneForNow(BaseModel):
+    """Finish: the request is handled (or cannot be); tell the human the outcome."""
+
+    model_config = ConfigDict(extra="forbid")
+    message: str = Field(description="The final answer or summary for the human.")
+
+
+request_more_information = Tool.from_model(
+    RequestMoreInformation, name="request_more_information", kind="human"
+)
+done_for_now = Tool.from_model(DoneForNow, name="done_for_now", kind="finish")
+REQUEST_MORE_INFORMATION = request_more_information.name
+DONE_FOR_NOW = done_for_now.name
