@@ -1,0 +1,65 @@
+"""Assemble a `Runtime` from settings: the store, the model, the agents, the event log.
+
+Shared by the CLI, the server and workers, so each is a thin adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .agent import Agent
+from .errors import ConfigError
+from .loader import load_agent
+from .models.base import Model
+from .observability import JsonEventLog, open_sink
+from .runtime import Observer, Runtime
+from .settings import Settings
+from .stores import open_store
+
+__all__ = ["DEFAULT_AGENT_REFS", "load_agents", "open_runtime"]
+
+DEFAULT_AGENT_REFS = (
+    "examples/calculator/agent.py:agent",
+    "examples/deploybot/agent.py:agent",
+)
+"""Served when no agent is named (paths relative to the working directory)."""
+
+
+def load_agents(refs: Iterable[str]) -> dict[str, tuple[Agent, str]]:
+    """name -> (agent, reference) for each reference."""
+    out: dict[str, tuple[Agent, str]] = {}
+    for ref in refs:
+        agent = load_agent(ref)
+        if agent.name in out and out[agent.name][0] is not agent:
+            raise ConfigError(f"two agents are named {agent.name!r} ({out[agent.name][1]}, {ref})")
+        out[agent.name] = (agent, ref)
+    return out
+
+
+def default_agent_refs() -> list[str]:
+    return [r for r in DEFAULT_AGENT_REFS if Path(r.rsplit(":", 1)[0]).is_file()]
+
+
+def open_runtime(
+    settings: Settings,
+    agents: Sequence[Agent] = (),
+    *,
+    model: Model | None = None,
+    observers: Sequence[Observer] = (),
+    with_model: bool = True,
+) -> Runtime:
+    """A runtime on the configured store and model, logging events to the configured sink.
+
+    `with_model=False` skips building the model (commands that never call one).
+    """
+    if model is None and with_model:
+        from .models.registry import resolve_model
+
+        model = resolve_model(settings.model)
+    sink = open_sink(settings.log)
+    all_observers = list(observers)
+    if sink is not None:
+        all_observers.insert(0, JsonEventLog(sink))
+    return Runtime(open_store(settings.store), agents=agents, model=model,
+                   observers=all_observers)

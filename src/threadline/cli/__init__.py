@@ -1,0 +1,30 @@
+"""The `threadline` command line: a thin adapter over the runtime (Typer + Rich).
+
+Each command group lives in its own module and registers itself on `app`:
+
+    core.py     run, threads list/show, approve, respond, resume, fork, replay
+    models.py   eval
+    context.py  build, render, profile, prompts
+    serve.py    serve, keys
+    ops.py      worker, db, threads stuck/retry/prune/export/import
+
+Every command turns a `ThreadlineError` or bad argument into one clear line on stderr and
+a non-zero exit; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+from .common import app
+
+__all__ = ["app", "main"]
+
+
+def _register() -> None:
+    # Imported for their side effect of adding commands to `app`.
+    from . import context, core, models, ops, serve  # noqa: F401
+
+
+def main() -> None:
+    """Entry point of the `threadline` script."""
+    _register()
+    app()

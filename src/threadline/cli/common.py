@@ -1,0 +1,68 @@
+"""What every CLI command shares: the app, settings, runtime assembly and error handling."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from ..errors import ThreadlineError
+from ..settings import Settings
+
+__all__ = ["app", "console", "err_console", "fail", "handle_errors", "run_async", "threads_app"]
+
+app = typer.Typer(
+    name="threadline",
+    help="Threadline: run, inspect and steer LLM agent threads.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+threads_app = typer.Typer(help="Inspect and manage threads.", no_args_is_help=True)
+app.add_typer(threads_app, name="threads")
+
+console = Console()
+err_console = Console(stderr=True)
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one clear line on stderr and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn Threadline errors and bad input into one line and exit code 1 (2 for usage)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except ThreadlineError as exc:
+            raise fail(str(exc)) from None
+        except (ValueError, OSError) as exc:
+            raise fail(f"{type(exc).__name__}: {exc}") from None
+
+    return wrapper
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def settings() -> Settings:
+    """The settings, read from the environment when a command starts (never at import)."""
+    return Settings()
+
+
+def stdin_is_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
