@@ -1,0 +1,410 @@
+"""Core commands: run, threads list/show, approve, respond, resume, fork, replay.
+
+Exit codes: 0 when the thread is done or waiting for someone (its id is printed), 3 when it
+escalated, 4 when it failed, 1 for errors, 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..agent import Agent
+from ..bootstrap import load_agents, open_runtime
+from ..errors import ConfigError, InvalidAction
+from ..events import Event, Status, Thread
+from ..runtime import Runtime
+from ..stores.base import Store
+from .common import app, console, err_console, handle_errors, run_async, settings, \
+    stdin_is_terminal, threads_app
+
+__all__ = ["format_event"]
+
+AgentOpt = Annotated[
+    list[str] | None,
+    typer.Option("--agent", "-a", help="Agent reference path.py:name (repeatable); default: the "
+                 "one recorded on the thread."),
+]
+
+_STYLE = {
+    "user_message": "bold cyan", "model_call": "dim", "tool_call": "yellow",
+    "tool_result": "green", "tool_error": "red", "invalid_output": "red", "model_error": "red",
+    "approval_requested": "bold magenta", "approval": "magenta", "human_request": "bold blue",
+    "human_response": "blue", "done": "bold green", "escalated": "bold red", "failed": "bold red",
+}
+
+
+def format_event(event: Event) -> str:
+    """One readable line for an event (Rich markup)."""
+    style = _STYLE.get(event.kind, "white")
+    detail = ""
+    match event.kind:
+        case "user_message" | "human_response":
+            detail = event.text
+        case "model_call":
+            detail = f"{event.model} in={event.input_tokens} out={event.output_tokens} " \
+                     f"{event.latency_ms:.0f}ms"
+        case "tool_call":
+            detail = f"{event.tool}({_args(event.arguments)}) [{event.call_id}]"
+        case "tool_result":
+            detail = f"{event.tool} -> {json.dumps(event.result, ensure_ascii=False)}"
+        case "tool_error" | "model_error":
+            detail = f"{event.error_type}: {event.message}"
+        case "invalid_output":
+            detail = event.reason
+        case "approval_requested":
+            detail = f"{event.tool}({_args(event.arguments)}) [{event.call_id}] needs approval"
+        case "approval":
+            verdict = "approved" if event.approved else "rejected"
+            detail = f"{verdict} {event.call_id}" + (f": {event.comment}" if event.comment else "")
+        case "human_request":
+            detail = f"{event.question} [{event.request_id}]"
+        case "done":
+            detail = event.message
+        case "escalated" | "failed":
+            detail = event.reason
+        case "forked_from":
+            detail = f"{event.thread_id} at {event.at_seq}"
+        case "tool_started":
+            detail = f"{event.call_id} attempt {event.attempt}"
+    detail = detail if len(detail) <= 300 else detail[:299] + "…"
+    return f"[dim]{event.seq:>4}[/] [{style}]{event.kind:<18}[/] {escape(detail)}"
+
+
+def _args(arguments: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items())
+
+
+def _printer(thread: Thread, events: Any) -> None:
+    for event in events:
+        console.print(format_event(event), highlight=False, soft_wrap=True)
+
+
+def _open(agent_refs: list[str] | None, *, echo: bool = True) -> Runtime:
+    """A runtime without a model yet: `_with_model` adds the configured one only when an
+    agent that will run does not pin its own (so a pinned agent needs no model config)."""
+    loaded = load_agents(agent_refs or [])
+    rt = open_runtime(settings(), [a for a, _ in loaded.values()], with_model=False,
+                      observers=[_printer] if echo else [])
+    rt.agent_refs = {name: ref for name, (_, ref) in loaded.items()}  # type: ignore[attr-defined]
+    return rt
+
+
+def _with_model(rt: Runtime, agent: Agent) -> None:
+    if agent.model is None and rt.model is None:
+        from ..models.registry import resolve_model
+
+        rt.model = resolve_model(settings().model)
+
+
+async def _ensure_agent(rt: Runtime, thread_id: str, *, model: bool = True) -> Thread:
+    """Load the thread and make sure its agent is known (from --agent or the recorded ref)
+    and, when `model`, that the runtime can call a model for it."""
+    thread = await rt.store.load(thread_id)
+    if thread.agent not in rt.agents:
+        ref = thread.metadata.get("agent_ref")
+        if not ref:
+            raise ConfigError(f"thread {thread_id} was made by agent {thread.agent!r}; "
+                              "pass --agent path.py:name")
+        for agent, _ in load_agents([str(ref)]).values():
+            rt.add_agent(agent)
+    if model:
+        _with_model(rt, rt.agent(thread.agent))
+    return thread
+
+
+async def _drive(rt: Runtime, thread: Thread, interactive: bool) -> Thread:
+    """Advance; at a pause in a terminal ask the human, otherwise leave it paused."""
+    thread = await rt.advance(thread)
+    while interactive:
+        state = thread.state
+        if thread.status == Status.AWAITING_APPROVAL:
+            call = next(c for c in state.pending.values() if c.approval == "requested")
+            console.print(f"[bold magenta]approve[/] {call.tool}({escape(_args(call.arguments))})?")
+            answer = typer.prompt("approve? [y]es / [n]o", default="y").strip().lower()
+            if answer.startswith("y"):
+                await rt.approve(thread.id, call.call_id, approved=True, channel="cli")
+            else:
+                comment = typer.prompt("feedback for the agent", default="", show_default=False)
+                await rt.approve(thread.id, call.call_id, approved=False,
+                                 comment=comment or None, channel="cli")
+        elif thread.status == Status.AWAITING_HUMAN and state.human_request:
+            text = typer.prompt("your answer")
+            await rt.respond(thread.id, state.human_request, text, channel="cli")
+        else:
+            break
+        thread = await rt.advance(thread.id)
+    return thread
+
+
+def _finish(thread: Thread) -> None:
+    status = thread.status
+    console.print(f"thread [bold]{thread.id}[/] is [bold]{status.value}[/]", highlight=False)
+    if status in (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN, Status.PAUSED):
+        hint = {"awaiting_approval": f"threadline approve {thread.id} [--reject --comment TEXT]",
+                "awaiting_human": f"threadline respond {thread.id} TEXT",
+                "paused": f"threadline resume {thread.id}"}[status.value]
+        console.print(f"continue with: {hint}", highlight=False)
+    if status == Status.ESCALATED:
+        raise typer.Exit(3)
+    if status == Status.FAILED:
+        raise typer.Exit(4)
+
+
+@app.command()
+@handle_errors
+def run(
+    agent: Annotated[str, typer.Argument(help="path/to/file.py:name or package.module:name")],
+    message: Annotated[str, typer.Argument(help="The user's message.")],
+    interactive: Annotated[bool | None, typer.Option(
+        "--interactive/--no-interactive",
+        help="Ask at approval and question pauses (default: when in a terminal).")] = None,
+) -> None:
+    """Launch a thread of AGENT with MESSAGE and run it, printing events as they happen."""
+
+    async def go() -> Thread:
+        loaded = load_agents([agent])
+        (the_agent, ref), = loaded.values()
+        rt = _open([agent])
+        try:
+            _with_model(rt, the_agent)
+            model = the_agent.model or rt.model
+            if model is not None and model.model_id.startswith("scripted"):
+                err_console.print(f"[yellow]note:[/] using the scripted model {model.model_id} "
+                                  "(canned answers, not a real LLM)")
+            thread = await rt.launch(the_agent, message, channel="cli", advance=False,
+                                     metadata={"agent_ref": ref})
+            return await _drive(rt, thread, _interactive(interactive))
+        finally:
+            await rt.store.close()
+
+    _finish(run_async(go()))
+
+
+def _interactive(flag: bool | None) -> bool:
+    return stdin_is_terminal() if flag is None else flag
+
+
+@threads_app.command("list")
+@handle_errors
+def threads_list(
+    status: Annotated[str | None, typer.Option(help="Only threads with this status.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Only threads of this agent.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+) -> None:
+    """List threads, newest first."""
+    if status is not None and status not in {s.value for s in Status}:
+        raise ConfigError(f"unknown status {status!r}; one of: "
+                          + ", ".join(s.value for s in Status))
+
+    async def go() -> None:
+        store = _store()
+        try:
+            page = await store.list(status=status, agent=agent, limit=limit)
+        finally:
+            await store.close()
+        if as_json:
+            for s in page.items:
+                typer.echo(json.dumps({"id": s.id, "agent": s.agent, "status": s.status.value,
+                                       "events": s.next_seq,
+                                       "updated_at": s.updated_at.isoformat()}))
+            return
+        table = Table("id", "agent", "status", "events", "updated")
+        for s in page.items:
+            table.add_row(s.id, s.agent, s.status.value, str(s.next_seq),
+                          s.updated_at.strftime("%Y-%m-%d %H:%M:%S"))
+        console.print(table)
+
+    run_async(go())
+
+
+@threads_app.command("show")
+@handle_errors
+def threads_show(
+    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="The whole thread as JSON.")] = False,
+) -> None:
+    """Show a thread's events and derived state."""
+
+    async def go() -> None:
+        store = _store()
+        try:
+            thread = await store.load(thread_id)
+        finally:
+            await store.close()
+        if as_json:
+            typer.echo(json.dumps(thread.to_dict()))
+            return
+        st = thread.state
+        console.print(f"[bold]{thread.id}[/] agent={thread.agent} status=[bold]"
+                      f"{thread.status.value}[/] events={len(thread)} model_calls="
+                      f"{st.model_calls} errors_in_a_row={st.consecutive_errors} tokens="
+                      f"{st.input_tokens}/{st.output_tokens}", highlight=False)
+        for event in thread.events:
+            console.print(format_event(event), highlight=False, soft_wrap=True)
+
+    run_async(go())
+
+
+def _store() -> Store:
+    from ..stores import open_store
+
+    return open_store(settings().store)
+
+
+@app.command()
+@handle_errors
+def approve(
+    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    call_id: Annotated[str | None, typer.Option("--call", help="Call id (default: the pending "
+                                                 "one).")] = None,
+    reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approve.")] = False,
+    comment: Annotated[str | None, typer.Option(help="Feedback the model will see.")] = None,
+    edit: Annotated[str | None, typer.Option(help="Approve with these arguments (JSON).")] = None,
+    agent: AgentOpt = None,
+    advance: Annotated[bool, typer.Option("--advance/--no-advance",
+                                          help="Run the thread on afterwards.")] = True,
+) -> None:
+    """Approve (or --reject) the call a thread is waiting on, then run the thread on."""
+    edited = None
+    if edit is not None:
+        try:
+            edited = json.loads(edit)
+        except ValueError as exc:
+            raise ConfigError(f"--edit is not JSON: {exc}") from None
+        if not isinstance(edited, dict):
+            raise ConfigError("--edit must be a JSON object of arguments")
+
+    async def go() -> Thread:
+        rt = _open(agent)
+        try:
+            thread = await _ensure_agent(rt, thread_id, model=advance)
+            cid = call_id
+            if cid is None:
+                waiting = [c.call_id for c in thread.state.pending.values()
+                           if c.approval == "requested"]
+                if not waiting:
+                    raise InvalidAction(f"thread {thread_id} is {thread.status.value}; no call "
+                                        "is awaiting approval")
+                cid = waiting[0]
+            thread = await rt.approve(thread_id, cid, approved=not reject, comment=comment,
+                                      edited_arguments=edited, channel="cli")
+            return await _drive(rt, thread, False) if advance else thread
+        finally:
+            await rt.store.close()
+
+    _finish(run_async(go()))
+
+
+@app.command()
+@handle_errors
+def respond(
+    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    text: Annotated[str, typer.Argument(help="Your answer to the thread's question.")],
+    agent: AgentOpt = None,
+) -> None:
+    """Answer the question a thread asked, then run the thread on."""
+
+    async def go() -> Thread:
+        rt = _open(agent)
+        try:
+            thread = await _ensure_agent(rt, thread_id)
+            request = thread.state.human_request
+            if request is None:
+                raise InvalidAction(f"thread {thread_id} is {thread.status.value}; it asked "
+                                    "nothing")
+            thread = await rt.respond(thread_id, request, text, channel="cli")
+            return await _drive(rt, thread, False)
+        finally:
+            await rt.store.close()
+
+    _finish(run_async(go()))
+
+
+@app.command()
+@handle_errors
+def resume(
+    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    agent: AgentOpt = None,
+) -> None:
+    """Resume a paused or escalated thread, or continue a running one (after a crash)."""
+
+    async def go() -> Thread:
+        rt = _open(agent)
+        try:
+            thread = await _ensure_agent(rt, thread_id)
+            if thread.status in (Status.PAUSED, Status.ESCALATED):
+                thread = await rt.resume(thread_id, by="cli")
+            elif thread.status != Status.RUNNING:
+                raise InvalidAction(f"thread {thread_id} is {thread.status.value}; nothing to "
+                                    "resume")
+            return await _drive(rt, thread, False)
+        finally:
+            await rt.store.close()
+
+    _finish(run_async(go()))
+
+
+@app.command()
+@handle_errors
+def pause(thread_id: Annotated[str, typer.Argument(help="Thread id.")]) -> None:
+    """Pause a thread: no step runs until `threadline resume`."""
+
+    async def go() -> Thread:
+        rt = _open(None)
+        try:
+            return await rt.pause(thread_id, by="cli")
+        finally:
+            await rt.store.close()
+
+    _finish(run_async(go()))
+
+
+@app.command()
+@handle_errors
+def fork(
+    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    at: Annotated[int, typer.Option("--at", help="Keep events 0..AT.")],
+) -> None:
+    """Copy events 0..AT of a thread into a new thread (with a forked_from event)."""
+
+    async def go() -> Thread:
+        rt = _open(None, echo=False)
+        try:
+            return await rt.fork(thread_id, at=at)
+        finally:
+            await rt.store.close()
+
+    forked = run_async(go())
+    console.print(f"forked {thread_id} at {at} into [bold]{forked.id}[/] "
+                  f"(continue with: threadline resume {forked.id})", highlight=False)
+
+
+@app.command()
+@handle_errors
+def replay(
+    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    agent: AgentOpt = None,
+) -> None:
+    """Re-derive every step from the recorded inputs; fail naming the first divergent event."""
+
+    async def go() -> Thread:
+        rt = _open(agent, echo=False)
+        try:
+            thread = await _ensure_agent(rt, thread_id, model=False)
+            return await rt.replay(thread)
+        finally:
+            await rt.store.close()
+
+    derived = run_async(go())
+    console.print(f"replayed {len(derived)} events of {thread_id}: no divergence",
+                  highlight=False)
+
+
+def _agent_names(agents: list[Agent]) -> str:
+    return ", ".join(a.name for a in agents)
