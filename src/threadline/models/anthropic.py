@@ -1,0 +1,212 @@
+"""Anthropic's Messages API on the official `anthropic` SDK, via tool use.
+
+Mode `tools` (default): one tool per `Context.tools` with `tool_choice={"type": "any"}`, so
+the model must pick an intent; `tool_use` blocks come back as native tool calls. Mode
+`json`: no tools; the intent's JSON Schema is appended to the system prompt and the text
+answer is returned for `interpret` to parse (for models or gateways without tool use).
+
+As with every backend: the answer is returned verbatim, the SDK's retries are off
+(`ResilientModel` retries), and every failure is raised as `ModelError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import ConfigError, MissingExtraError, ModelError
+from ..events import RawToolCall
+from .base import Context, ModelOutput
+from .openai import tool_name_map
+from .pricing import PriceTable
+from .resilience import is_retryable_status, parse_retry_after
+
+if TYPE_CHECKING:
+    import anthropic
+
+__all__ = ["AnthropicModel"]
+
+Mode = Literal["tools", "json"]
+
+
+class AnthropicModel:
+    """A Claude model.
+
+    Args:
+        model: the model id (`claude-sonnet-4-5`); the id the API answers with is recorded.
+        mode: `tools` or `json` (see the module docstring).
+        api_key: defaults to `ANTHROPIC_API_KEY`.
+        base_url: defaults to `ANTHROPIC_BASE_URL`, then Anthropic itself.
+        timeout: seconds the SDK waits for one response.
+        temperature: sent only when given.
+        client / http_client: injected SDK client or `httpx2.AsyncClient` (tests).
+
+    Raises:
+        MissingExtraError: `anthropic` is not installed.
+        ConfigError: no API key.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        mode: Mode = "tools",
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        temperature: float | None = None,
+        prices: PriceTable | None = None,
+        client: anthropic.AsyncAnthropic | None = None,
+        http_client: Any = None,
+    ) -> None:
+        if mode not in ("tools", "json"):
+            raise ConfigError(f"anthropic mode must be tools or json, not {mode!r}")
+        try:
+            import anthropic
+        except ImportError:
+            raise MissingExtraError("anthropic", "anthropic") from None
+        self.model = model
+        self.mode: Mode = mode
+        self.temperature = temperature
+        self.prices = prices or PriceTable()
+        self._anthropic = anthropic
+        if client is None:
+            api_key = api_key or os.environ.get("ANTHROPIC_API_KEY")
+            if not api_key:
+                raise ConfigError("ANTHROPIC_API_KEY is not set; export it to use anthropic:")
+            client = anthropic.AsyncAnthropic(
+                api_key=api_key, base_url=base_url or os.environ.get("ANTHROPIC_BASE_URL"),
+                timeout=timeout, max_retries=0, http_client=http_client,
+            )
+        self.client = client
+
+    @property
+    def model_id(self) -> str:
+        return f"anthropic:{self.model}"
+
+    def request_body(self, context: Context) -> tuple[dict[str, Any], dict[str, str]]:
+        """The Messages API arguments for `context`, and safe name -> original name."""
+        names = tool_name_map(context.tools)
+        system = context.system
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": context.max_output_tokens,
+            "messages": _messages(context, names),
+        }
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if self.mode == "tools" and context.tools:
+            body["tools"] = [
+                {"name": names[t.name], "description": t.description,
+                 "input_schema": t.parameters or {"type": "object", "properties": {}}}
+                for t in context.tools
+            ]
+            body["tool_choice"] = {"type": "any"}
+        elif context.output_schema:
+            system = (
+                f"{system}\n\nReply with JSON only, matching this JSON Schema:\n"
+                f"{json.dumps(context.output_schema)}"
+            ).strip()
+        if system:
+            body["system"] = system
+        return body, {safe: name for name, safe in names.items()}
+
+    async def request(self, context: Context) -> ModelOutput:
+        body, original = self.request_body(context)
+        started = time.perf_counter()
+        try:
+            response = await self.client.messages.create(**body)
+        except self._anthropic.APIError as exc:
+            raise _model_error(self._anthropic, exc, self.model) from exc
+        except Exception as exc:
+            raise ModelError(
+                f"{self.model}: unreadable response ({type(exc).__name__}: {exc})",
+                retryable=True,
+            ) from exc
+        latency = (time.perf_counter() - started) * 1000
+        content = getattr(response, "content", None)
+        if content is None:
+            raise ModelError(f"{self.model}: response has no content", retryable=True)
+        texts: list[str] = []
+        calls: list[RawToolCall] = []
+        for block in content:
+            kind = getattr(block, "type", None)
+            if kind == "text":
+                texts.append(block.text)
+            elif kind == "tool_use":
+                calls.append(RawToolCall(
+                    id=block.id, name=original.get(block.name, block.name),
+                    arguments=json.dumps(block.input),
+                ))
+        usage = response.usage
+        input_tokens = usage.input_tokens if usage else 0
+        output_tokens = usage.output_tokens if usage else 0
+        answered_by = response.model or self.model
+        return ModelOutput(
+            text="".join(texts),
+            tool_calls=tuple(calls),
+            model=f"anthropic:{answered_by}",
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=self.prices.cost(answered_by, input_tokens, output_tokens),
+            latency_ms=round(latency, 3),
+        )
+
+
+def _messages(context: Context, names: dict[str, str]) -> list[dict[str, Any]]:
+    """Anthropic roles alternate user/assistant; tool results are user content blocks.
+
+    Consecutive user-side messages are merged into one turn.
+    """
+    out: list[dict[str, Any]] = []
+
+    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+
+    for m in context.messages:
+        if m.role == "system":
+            add("user", [{"type": "text", "text": m.content}])
+        elif m.role == "tool":
+            add("user", [{"type": "tool_result", "tool_use_id": m.tool_call_id or "",
+                          "content": m.content}])
+        elif m.role == "assistant":
+            blocks: list[dict[str, Any]] = []
+            if m.content:
+                blocks.append({"type": "text", "text": m.content})
+            for i, tc in enumerate(m.tool_calls):
+                try:
+                    args = json.loads(tc.arguments) if tc.arguments.strip() else {}
+                except ValueError:
+                    args = {}  # a malformed past call: show the call, not its broken JSON
+                blocks.append({"type": "tool_use", "id": tc.id or f"toolu_{i}",
+                               "name": names.get(tc.name, tc.name),
+                               "input": args if isinstance(args, dict) else {}})
+            add("assistant", blocks or [{"type": "text", "text": ""}])
+        else:
+            add("user", [{"type": "text", "text": m.content}])
+    return out
+
+
+def _model_error(anthropic: Any, exc: Exception, model: str) -> ModelError:
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ModelError(f"{model}: request timed out", retryable=True)
+    if isinstance(exc, anthropic.APIConnectionError):
+        return ModelError(f"{model}: connection failed: {exc}", retryable=True)
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        body = getattr(exc, "body", None)
+        message = str(exc)
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            message = str(body["error"].get("message", message))
+        return ModelError(
+            f"{model}: HTTP {status}: {message[:300]}",
+            retryable=is_retryable_status(status),
+            status=status,
+            retry_after=parse_retry_after(exc.response.headers),
+        )
+    return ModelError(f"{model}: malformed response: {str(exc)[:300]}", retryable=True)

@@ -1,0 +1,271 @@
+"""Surviving flaky providers: timeouts, retries with backoff, circuit breakers, fallbacks.
+
+These wrap any `Model`, so every backend gets the same behaviour and the provider SDKs'
+own retries stay off (one layer retries, and it is the one that counts attempts):
+
+    ResilientModel(model, RetryPolicy(), CircuitBreaker("openai"))
+    FallbackModel([primary, secondary])
+
+Contract: a wrapped call either returns a `ModelOutput` or raises `ModelError` (with
+`attempts` set), whatever the backend did: a timeout, a connection error, a 429 or 5xx
+that outlasts the retries, or a bug. The runtime records that error as a `model_error`
+event, so a failing provider never crashes the loop.
+
+Retries happen only for `ModelError.retryable` failures (429, 5xx, timeouts, connection
+errors). The wait before attempt n+1 is the provider's `Retry-After` when it sent one, else
+"full jitter" exponential backoff: uniform(0, min(max_delay, base_delay * 2**(n-1))), which
+spreads the retries of many workers instead of having them hammer a recovering provider in
+lockstep. Sleeping and randomness are injectable so tests never wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import email.utils
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from ..errors import CircuitOpen, ConfigError, ModelError
+from .base import Context, Model, ModelOutput
+
+__all__ = [
+    "CircuitBreaker",
+    "FallbackModel",
+    "ResilientModel",
+    "RetryPolicy",
+    "is_retryable_status",
+    "parse_retry_after",
+]
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def is_retryable_status(status: int) -> bool:
+    """429, 408, 409 and 5xx (including Anthropic's 529 "overloaded") are worth retrying."""
+    return status in (408, 409, 429) or status >= 500
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `retry-after` (seconds or an HTTP date)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    raw_ms = lowered.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to try one model call.
+
+    Attributes:
+        max_attempts: total requests per call, including the first (1 = no retries).
+        base_delay / max_delay: the exponential backoff envelope, in seconds.
+        timeout: seconds allowed per attempt (None: wait for ever; the SDKs have their own).
+        max_retry_after: a `Retry-After` longer than this is not waited out: the call fails
+            now (retryable) and the thread records it, rather than holding a worker for
+            minutes.
+    """
+
+    max_attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+    timeout: float | None = 60.0
+    max_retry_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError("RetryPolicy.max_attempts must be at least 1")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ConfigError("RetryPolicy delays must not be negative")
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float | None:
+        """Seconds to wait after failed attempt `attempt` (1-based); None means give up."""
+        if retry_after is not None:
+            if retry_after > self.max_retry_after:
+                return None
+            # A little jitter on top of the provider's wait so a fleet does not return at once.
+            return max(0.0, retry_after) + rng.uniform(0, min(1.0, self.base_delay))
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return rng.uniform(0, ceiling)
+
+
+class CircuitBreaker:
+    """Fail fast while a provider is down, instead of piling up waiting calls.
+
+    closed -> (failure_threshold retryable failures in a row) -> open -> (reset_after
+    seconds) -> half-open: one trial call; success closes, failure re-opens.
+
+    Only retryable failures (429, 5xx, timeouts, connection errors) count: a 400 says the
+    request was bad, not that the provider is unhealthy. One breaker is shared by every
+    model of the same provider that `resolve_model` builds in one call.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        failure_threshold: int = 5,
+        reset_after: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1:
+            raise ConfigError("CircuitBreaker.failure_threshold must be at least 1")
+        self.provider = provider
+        self.failure_threshold = failure_threshold
+        self.reset_after = reset_after
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._trial_in_flight = False
+
+    @property
+    def state(self) -> str:
+        """`closed`, `open` or `half-open`."""
+        if self._opened_at is None:
+            return "closed"
+        if self._clock() - self._opened_at >= self.reset_after:
+            return "half-open"
+        return "open"
+
+    def check(self) -> None:
+        """Raise `CircuitOpen` unless a call may go out now."""
+        if self._opened_at is None:
+            return
+        elapsed = self._clock() - self._opened_at
+        if elapsed < self.reset_after:
+            raise CircuitOpen(self.provider, self.reset_after - elapsed)
+        else:  # half-open: let exactly one trial call through
+            if self._trial_in_flight:
+                raise CircuitOpen(self.provider, 0.0)
+            self._trial_in_flight = True
+
+    def record_success(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+        self._trial_in_flight = False
+
+    def record_failure(self) -> None:
+        self._failures += 1
+        self._trial_in_flight = False
+        if self._opened_at is not None or self._failures >= self.failure_threshold:
+            self._opened_at = self._clock()
+
+
+class ResilientModel:
+    """A model with per-attempt timeouts, retries and an optional circuit breaker.
+
+    `model_id` is the wrapped model's: the wrapper is invisible in recorded events.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.model = model
+        self.policy = policy or RetryPolicy()
+        self.breaker = breaker
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # jitter, not cryptography
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    async def request(self, context: Context) -> ModelOutput:
+        attempt = 0
+        while True:
+            attempt += 1
+            if self.breaker is not None:
+                try:
+                    self.breaker.check()
+                except CircuitOpen as exc:
+                    exc.attempts = attempt - 1
+                    raise
+            try:
+                out = await asyncio.wait_for(self.model.request(context), self.policy.timeout)
+            except TimeoutError:
+                error = ModelError(
+                    f"{self.model_id}: no answer within {self.policy.timeout:g}s",
+                    retryable=True,
+                )
+            except ModelError as exc:
+                error = exc
+            except Exception as exc:  # a backend bug still ends as a ModelError
+                error = ModelError(f"{self.model_id}: {type(exc).__name__}: {exc}")
+            else:
+                if self.breaker is not None:
+                    self.breaker.record_success()
+                return out
+            if self.breaker is not None:
+                if error.retryable:
+                    self.breaker.record_failure()
+                else:
+                    self.breaker.record_success()  # the provider answered; it is healthy
+            wait = None
+            if error.retryable and attempt < self.policy.max_attempts:
+                wait = self.policy.delay(attempt, error.retry_after, self._rng)
+            if wait is None:
+                error.attempts = attempt
+                raise error
+            await self._sleep(wait)
+
+
+class FallbackModel:
+    """Try each model in order; the first answer wins.
+
+    A model is skipped on any `ModelError` (each one should already be a `ResilientModel`
+    with its own retries). The answering model's id is recorded in `ModelOutput.model`.
+    If every model fails, the last error is raised, its message naming every failure.
+    """
+
+    def __init__(self, models: Sequence[Model]) -> None:
+        if not models:
+            raise ConfigError("FallbackModel needs at least one model")
+        self.models = list(models)
+
+    @property
+    def model_id(self) -> str:
+        return ",".join(m.model_id for m in self.models)
+
+    async def request(self, context: Context) -> ModelOutput:
+        failures: list[str] = []
+        attempts = 0
+        last = ModelError("no model was tried")
+        for model in self.models:
+            try:
+                out = await model.request(context)
+            except ModelError as exc:
+                failures.append(f"{model.model_id}: {exc}")
+                attempts += exc.attempts
+                last = exc
+                continue
+            return out if out.model else dataclasses.replace(out, model=model.model_id)
+        error = ModelError(
+            "every model in the fallback chain failed: " + " | ".join(failures),
+            retryable=last.retryable, status=last.status, attempts=attempts,
+        )
+        raise error
