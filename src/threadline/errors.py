@@ -17,6 +17,7 @@ Errors (something is wrong; callers catch these)::
     ├── ToolDefinitionError      a tool's signature cannot be turned into a schema
     ├── ReplayDivergence         replaying a thread produced a different event (names the seq)
     ├── ModelError               a provider failed (after retries); carries `retryable`
+    │   └── CircuitOpen          the provider's circuit breaker is open: failing fast
     ├── PromptError              a prompt template is missing, malformed or misses a variable
     └── LockMismatch             a prompt or tool schema differs from threadline.lock (names the file)
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 __all__ = [
     "AppendConflict",
+    "CircuitOpen",
     "ConfigError",
     "CorruptEvent",
     "InvalidAction",
@@ -171,12 +173,37 @@ class ModelError(ThreadlineError):
     Attributes:
         retryable: whether trying again later could succeed (429, 5xx, timeouts).
         status: the HTTP status, when there was one.
+        retry_after: seconds the provider asked us to wait (`Retry-After`), when it did.
+        attempts: how many requests were made before giving up (set by the retry layer).
     """
 
-    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        status: int | None = None,
+        retry_after: float | None = None,
+        attempts: int = 1,
+    ):
         self.retryable = retryable
         self.status = status
+        self.retry_after = retry_after
+        self.attempts = attempts
         super().__init__(message)
+
+
+class CircuitOpen(ModelError):
+    """The provider failed repeatedly; calls fail fast until the breaker's cool-down ends."""
+
+    def __init__(self, provider: str, retry_in: float) -> None:
+        self.provider = provider
+        super().__init__(
+            f"circuit open for provider {provider!r} after repeated failures; "
+            f"next attempt allowed in {retry_in:.1f}s",
+            retryable=True,
+            retry_after=retry_in,
+        )
 
 
 class PromptError(ThreadlineError):

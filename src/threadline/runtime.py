@@ -248,6 +248,7 @@ class Runtime:
                 return [ModelErrorEvent(
                     seq=seq, at=at, model=model.model_id, error_type=type(error).__name__,
                     message=compact_error(error), retryable=error.retryable,
+                    attempts=error.attempts,
                 )]
             call = ModelCall(
                 seq=seq, at=at, model=out.model or model.model_id,
