@@ -1,0 +1,243 @@
+"""The store contract: every store (memory, SQLite, PostgreSQL) passes the same tests."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from store_env import StoreEnv, needs_sql
+
+from threadline.errors import (
+    AppendConflict,
+    CorruptEvent,
+    StoreError,
+    ThreadNotFound,
+)
+from threadline.events import (
+    Done,
+    HumanRequest,
+    Status,
+    Thread,
+    ToolCall,
+    ToolResult,
+    UserMessage,
+    utcnow,
+)
+from threadline.stores import Store, new_thread_id
+from threadline.stores.base import InvalidCursor
+
+
+def new_thread(agent: str = "a", text: str = "hi", **meta: object) -> Thread:
+    t = Thread(new_thread_id(), agent, metadata=dict(meta))
+    t.append(UserMessage(seq=0, at=utcnow(), text=text))
+    return t
+
+
+def result(seq: int, value: object = 1) -> ToolResult:
+    return ToolResult(seq=seq, at=utcnow(), call_id=f"c{seq}", tool="t", result=value)
+
+
+async def test_create_load_round_trip(store: Store) -> None:
+    t = new_thread(agent="calc", channel="cli")
+    t.append(
+        ToolCall(
+            seq=1,
+            at=utcnow(),
+            call_id="c1",
+            tool="add",
+            version="1",
+            arguments={"a": 1, "b": [2, "x"], "nested": {"ü": None}},
+        )
+    )
+    await store.create(t)
+    loaded = await store.load(t.id)
+    assert loaded.id == t.id and loaded.agent == "calc"
+    assert loaded.metadata == {"channel": "cli"}
+    assert [e.model_dump() for e in loaded.events] == [e.model_dump() for e in t.events]
+    assert loaded.state.to_dict() == t.state.to_dict()
+    assert abs((loaded.created_at - t.created_at).total_seconds()) < 0.001
+    summary = await store.get(t.id)
+    assert (summary.status, summary.next_seq, summary.agent) == (Status.RUNNING, 2, "calc")
+
+
+async def test_create_twice_refused(store: Store) -> None:
+    t = new_thread()
+    await store.create(t)
+    with pytest.raises(StoreError):
+        await store.create(t)
+    assert len(await store.load(t.id)) == 1
+
+
+async def test_unknown_thread(store: Store) -> None:
+    for call in (
+        store.load("th_nope"),
+        store.get("th_nope"),
+        store.events("th_nope"),
+        store.append("th_nope", [result(0)], expected_seq=0),
+    ):
+        with pytest.raises(ThreadNotFound):
+            await call
+
+
+async def test_append_with_expected_seq(store: Store) -> None:
+    t = new_thread()
+    await store.create(t)
+    await store.append(t.id, [result(1), result(2)], expected_seq=1)
+    await store.append(t.id, [Done(seq=3, at=utcnow(), message="ok")], expected_seq=3)
+    loaded = await store.load(t.id)
+    assert [e.seq for e in loaded.events] == [0, 1, 2, 3]
+    summary = await store.get(t.id)
+    assert summary.status == Status.DONE and summary.next_seq == 4
+
+
+async def test_conflicting_append_writes_nothing(store: Store) -> None:
+    t = new_thread()
+    await store.create(t)
+    await store.append(t.id, [result(1)], expected_seq=1)
+    with pytest.raises(AppendConflict) as info:
+        await store.append(t.id, [result(1, "late"), result(2, "late")], expected_seq=1)
+    assert info.value.actual_seq == 2
+    loaded = await store.load(t.id)
+    assert len(loaded) == 2 and loaded.events[1].result == 1  # type: ignore[union-attr]
+    assert (await store.get(t.id)).next_seq == 2
+
+
+async def test_non_dense_batch_refused_whole(store: Store) -> None:
+    t = new_thread()
+    await store.create(t)
+    with pytest.raises(CorruptEvent):
+        await store.append(t.id, [result(1), result(3)], expected_seq=1)
+    assert len(await store.load(t.id)) == 1
+
+
+async def test_two_connections_race_one_seq_exactly_one_wins(store_env: StoreEnv) -> None:
+    """Two stores (two connections / pools) append at the same seq, many times over."""
+    a, b = store_env.open(), store_env.open()
+    t = new_thread()
+    await a.create(t)
+    for seq in range(1, 21):
+        outcomes = await asyncio.gather(
+            a.append(t.id, [result(seq, "a")], expected_seq=seq),
+            b.append(t.id, [result(seq, "b")], expected_seq=seq),
+            return_exceptions=True,
+        )
+        wins = [o for o in outcomes if o is None]
+        losses = [o for o in outcomes if isinstance(o, AppendConflict)]
+        assert len(wins) == 1 and len(losses) == 1, outcomes
+    loaded = await b.load(t.id)
+    assert [e.seq for e in loaded.events] == list(range(21))
+
+
+async def test_list_by_status_and_agent_with_cursor(store: Store) -> None:
+    ids = []
+    for i in range(7):
+        t = new_thread(agent="x" if i % 2 else "y")
+        if i < 3:
+            t.append(Done(seq=1, at=utcnow(), message=""))
+        await store.create(t)
+        ids.append(t.id)
+        await asyncio.sleep(0.002)  # ids are time-ordered to the millisecond
+    everything = await store.list(limit=100)
+    assert [s.id for s in everything.items] == sorted(ids, reverse=True)
+    assert everything.cursor is None
+    done = await store.list(status="done")
+    assert {s.id for s in done.items} == set(ids[:3])
+    xs = await store.list(agent="x", status=Status.RUNNING)
+    assert {s.id for s in xs.items} == {ids[3], ids[5]}
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await store.list(limit=3, cursor=cursor)
+        assert len(page.items) <= 3
+        seen += [s.id for s in page.items]
+        cursor = page.cursor
+        if cursor is None:
+            break
+    assert seen == sorted(ids, reverse=True)
+    with pytest.raises(InvalidCursor):
+        await store.list(cursor="%%%not-a-cursor")
+    with pytest.raises(ValueError):
+        await store.list(status="nonsense")
+
+
+async def test_events_after(store: Store) -> None:
+    t = new_thread()
+    await store.create(t)
+    await store.append(t.id, [result(i) for i in range(1, 10)], expected_seq=1)
+    assert [e.seq for e in await store.events(t.id)] == list(range(10))
+    assert [e.seq for e in await store.events(t.id, after=6)] == [7, 8, 9]
+    assert [e.seq for e in await store.events(t.id, after=2, limit=2)] == [3, 4]
+    assert await store.events(t.id, after=9) == []
+
+
+async def test_delete(store: Store) -> None:
+    keep, gone = new_thread(), new_thread()
+    await store.create(keep)
+    await store.create(gone)
+    await store.delete(gone.id)
+    with pytest.raises(ThreadNotFound):
+        await store.load(gone.id)
+    with pytest.raises(ThreadNotFound):
+        await store.delete(gone.id)
+    assert len(await store.load(keep.id)) == 1
+
+
+async def test_projection_tracks_waiting_and_human(store: Store) -> None:
+    from threadline.events import Waiting
+
+    t = new_thread()
+    await store.create(t)
+    until = utcnow() + timedelta(hours=1)
+    await store.append(t.id, [Waiting(seq=1, at=utcnow(), until=until)], expected_seq=1)
+    summary = await store.get(t.id)
+    assert summary.status == Status.WAITING
+    assert summary.due_at is not None and abs((summary.due_at - until).total_seconds()) < 0.001
+    h = new_thread()
+    h.append(HumanRequest(seq=1, at=utcnow(), request_id="r", question="?"))
+    await store.create(h)
+    assert (await store.get(h.id)).status == Status.AWAITING_HUMAN
+
+
+# -- corrupt rows and migrations (stores with a database) --------------------------------
+
+
+async def test_corrupt_row_names_thread_and_seq_and_loses_nothing(store_env: StoreEnv) -> None:
+    needs_sql(store_env)
+    store = store_env.open()
+    bad, good = new_thread(), new_thread()
+    for t in (bad, good):
+        await store.create(t)
+        await store.append(t.id, [result(1), result(2), result(3)], expected_seq=1)
+    garbage = "{not json" if store_env.kind == "sqlite" else '{"kind": "no_such_event"}'
+    store_env.sql("UPDATE events SET body = ? WHERE thread_id = ? AND seq = 2", (garbage, bad.id))
+    with pytest.raises(CorruptEvent) as info:
+        await store.load(bad.id)
+    assert info.value.thread_id == bad.id and info.value.seq == 2
+    assert bad.id in str(info.value) and "2" in str(info.value)
+    # Everything else is still readable and nothing was rewritten.
+    assert [e.seq for e in await store.events(bad.id, after=2)] == [3]
+    assert [e.seq for e in await store.events(bad.id, limit=2)] == [0, 1]
+    assert len(await store.load(good.id)) == 4
+    rows = store_env.sql("SELECT seq FROM events WHERE thread_id = ? ORDER BY seq", (bad.id,))
+    assert [r[0] for r in rows] == [0, 1, 2, 3]
+    # An append keeps working from the projection; the corrupt row stays for inspection.
+    await store.append(bad.id, [result(4)], expected_seq=4)
+    assert (await store.get(bad.id)).next_seq == 5
+
+
+async def test_migrations_numbered_and_recorded(store_env: StoreEnv) -> None:
+    needs_sql(store_env)
+    store = store_env.open()
+    await store.ping()
+    rows = store_env.sql("SELECT version, name FROM threadline_migrations ORDER BY version")
+    if store_env.kind == "sqlite":
+        from threadline.stores.migrations import SQLITE_MIGRATIONS as expected
+    else:
+        from threadline.stores.postgres import POSTGRES_MIGRATIONS as expected
+    assert [r[0] for r in rows] == list(range(1, len(expected) + 1))
+    assert [r[1] for r in rows] == [m[1] for m in expected]
+    # Opening the store again applies nothing twice.
+    again = store_env.open()
+    await again.ping()
+    assert len(store_env.sql("SELECT version FROM threadline_migrations")) == len(expected)

@@ -1,0 +1,93 @@
+"""PostgreSQL-only behaviour: migrations gate start-up, LISTEN/NOTIFY wakes workers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from pg_support import pg_store_url
+from threadline.errors import ConfigError, SchemaOutOfDate
+from threadline.events import HumanRequest, HumanResponse, Thread, UserMessage, utcnow
+from threadline.stores import new_thread_id, open_store
+from threadline.stores.postgres import POSTGRES_MIGRATIONS, PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+
+def test_from_url_splits_own_parameters() -> None:
+    store = PostgresStore.from_url(
+        "postgres://u@h:5/db?schema=s1&pool_max=3&migrate=auto&sslmode=disable"
+    )
+    assert store.schema == "s1" and store._max == 3 and store._auto_migrate
+    assert store.conninfo == "postgresql://u@h:5/db?sslmode=disable"
+    with pytest.raises(ConfigError):
+        PostgresStore("postgresql://x/db", schema="bad; drop")
+    with pytest.raises(ConfigError):
+        PostgresStore.from_url("postgresql://x/db?pool_max=many")
+
+
+async def test_unmigrated_database_refuses_to_start(postgres_url: str, pg_schema: str) -> None:
+    store = open_store(pg_store_url(postgres_url, pg_schema, migrate=False))
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{pg_schema}"')
+        with pytest.raises(SchemaOutOfDate, match="threadline db migrate") as info:
+            await store.ping()
+        assert info.value.have == 0 and info.value.want == len(POSTGRES_MIGRATIONS)
+        assert isinstance(store, PostgresStore)
+        assert await store.migrate() == list(range(1, len(POSTGRES_MIGRATIONS) + 1))
+        assert await store.migrate() == []  # idempotent
+        await store.ping()
+        assert [m[0] for m in await store.migrations()] == [1, 2]
+    finally:
+        await store.close()
+
+
+async def test_older_schema_refuses_to_start(postgres_url: str, pg_schema: str) -> None:
+    migrated = PostgresStore(postgres_url, schema=pg_schema, migrate=True)
+    await migrated.ping()
+    await migrated.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'DELETE FROM "{pg_schema}".threadline_migrations WHERE version = 2')
+    old = PostgresStore(postgres_url, schema=pg_schema)
+    try:
+        with pytest.raises(SchemaOutOfDate) as info:
+            await old.load("th_x")
+        assert (info.value.have, info.value.want) == (1, 2)
+        assert "run: threadline db migrate" in str(info.value)
+    finally:
+        await old.close()
+
+
+async def test_concurrent_migrations_apply_once(postgres_url: str, pg_schema: str) -> None:
+    stores = [PostgresStore(postgres_url, schema=pg_schema) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(s.migrate() for s in stores))
+        assert sorted(n for r in results for n in r) == [1, 2]
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_notify_wakes_a_waiting_worker(postgres_url: str, pg_schema: str) -> None:
+    url = pg_store_url(postgres_url, pg_schema)
+    listener, writer = open_store(url), open_store(url)
+    try:
+        t = Thread(new_thread_id(), "a")
+        t.append(UserMessage(seq=0, at=utcnow(), text="hi"))
+        t.append(HumanRequest(seq=1, at=utcnow(), request_id="r", question="?"))
+        await writer.create(t)
+        await listener.wait_for_work(0.01)  # opens the LISTEN connection
+        waiting = asyncio.create_task(listener.wait_for_work(30))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await writer.append(
+            t.id, [HumanResponse(seq=2, at=utcnow(), request_id="r", text="yes")], expected_seq=2
+        )
+        await asyncio.wait_for(waiting, 10)  # woken by the NOTIFY, not the 30 s timeout
+        assert len(await listener.lease("w", ttl=30)) == 1
+    finally:
+        await listener.close()
+        await writer.close()
