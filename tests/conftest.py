@@ -1,12 +1,41 @@
-"""Fixtures shared by every test folder."""
+"""Fixtures shared by every test folder. Examples are loaded from their files, as users do."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pg_support import pg_schema, postgres_url  # noqa: E402
 
-__all__ = ["pg_schema", "postgres_url"]
+__all__ = ["calculator", "deploybot", "load_example", "pg_schema", "postgres_url"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_example(name: str) -> ModuleType:
+    """Import examples/<name>/agent.py as a fresh module."""
+    path = ROOT / "examples" / name / "agent.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def calculator() -> ModuleType:
+    return load_example("calculator")
+
+
+@pytest.fixture
+def deploybot() -> ModuleType:
+    module = load_example("deploybot")
+    module.DEPLOYMENTS.clear()
+    return module
