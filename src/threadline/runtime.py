@@ -53,6 +53,8 @@ from .events import (
     ToolResult,
     ToolStarted,
     UserMessage,
+    Waiting,
+    WaitTimedOut,
     utcnow,
 )
 from .events import ModelError as ModelErrorEvent
@@ -71,6 +73,7 @@ from .reducer import (
 )
 from .stores.base import Lease, Store, new_thread_id
 from .tools import compact_validation_error, idempotency_key
+from .waits import Park
 
 __all__ = ["Observer", "Runtime", "compact_error", "step_events"]
 
@@ -284,6 +287,7 @@ class Runtime:
         ctx = ToolContext(thread.id, call.call_id, key, attempt)
         result: Any = None
         failure: tuple[str, str, bool] | None = None
+        park: Park | None = None
         try:
             args = tool.validate(call.arguments)
         except ValidationError as exc:
@@ -298,6 +302,9 @@ class Runtime:
             except Exception as exc:
                 failure = (type(exc).__name__, compact_error(exc), False)
             else:
+                if isinstance(result, Park):  # a durable wait (threadline.waits)
+                    park = result
+                    result = park.result if park.result is not None else park.describe()
                 try:
                     result = _jsonable(result)
                 except (TypeError, ValueError) as exc:
@@ -308,10 +315,31 @@ class Runtime:
                 return [ToolError(seq=seq, at=at, call_id=call.call_id, tool=tool.name,
                                   error_type=failure[0], message=failure[1],
                                   retryable=failure[2])]
-            return [ToolResult(seq=seq, at=at, call_id=call.call_id, tool=tool.name,
-                               result=result)]
+            done: list[Event] = [ToolResult(seq=seq, at=at, call_id=call.call_id,
+                                            tool=tool.name, result=result)]
+            if park is not None:
+                done.append(Waiting(seq=seq + 1, at=at, until=park.until, event=park.event,
+                                    reason=park.reason))
+            return done
 
         return await self._append_rebased(thread, build, lease, still_valid=still_pending)
+
+    async def wake_if_due(self, thread: Thread, *, lease: Lease | None = None) -> Thread:
+        """End the thread's durable wait with `wait_timed_out` if its due time has passed.
+
+        Workers call this on a leased `waiting` thread before advancing it; a thread that
+        is not waiting, or not yet due, is returned unchanged.
+        """
+        state = thread.state
+        if thread.status != Status.WAITING or state.waiting_until is None \
+                or state.waiting_until > self.clock():
+            return thread
+        return await self._append_rebased(
+            thread,
+            lambda seq, at: [WaitTimedOut(seq=seq, at=at, event=state.waiting_for)],
+            lease,
+            still_valid=lambda t: t.status == Status.WAITING,
+        )
 
     # -- appending -----------------------------------------------------------------------
 
