@@ -285,7 +285,10 @@ class PostgresStore(Store):
         applied: builtins.list[int] = []
         async with pool.connection() as conn:
             if self.schema:
-                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                # Under the lock: two racing CREATE SCHEMA IF NOT EXISTS can still collide.
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             for number, name, sql in POSTGRES_MIGRATIONS:
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
@@ -633,6 +636,10 @@ class PostgresStore(Store):
         except psycopg.Error:
             await self._drop_listener()
             await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            # Interrupted mid-wait: the connection's state is unknown, so start afresh.
+            await self._drop_listener()
+            raise
 
     async def _drop_listener(self) -> None:
         if self._listener is not None:

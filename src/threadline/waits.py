@@ -1,0 +1,95 @@
+"""Durable waits: park a thread until a time or an outside event, holding no process.
+
+A tool parks its thread by returning a `Park`. The runtime records the tool's result and a
+`waiting` event in one append; the thread's status becomes `waiting` and the store projects
+its `due_at`. No worker holds the thread while it waits. Then either
+
+* an `external_event` with the awaited name arrives (`Runtime.external_event`, the server's
+  webhook): the wait ends, the thread is runnable again and the next free worker takes it;
+* or `due_at` passes: a worker leases the thread, appends `wait_timed_out`, and advances it.
+
+Two built-in tools cover the common cases; add them to an agent's tools:
+
+    Agent("reminder", tools=[*my_tools, sleep_until, wait_for_event])
+
+Invariants:
+    * A wait always has an end: `until`, an `event`, or both (a `Park` with neither is
+      refused when it is built).
+    * The wait is part of the thread: after a crash or a restart nothing is lost, and any
+      worker can finish it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from .events import utcnow
+from .tools import tool
+
+__all__ = ["WAIT_TOOLS", "Park", "sleep_until", "wait_for_event"]
+
+_MAX_WAIT = timedelta(days=366)
+
+
+@dataclass(frozen=True, slots=True)
+class Park:
+    """Returned by a tool: park the thread until `until`, or until the event `event`.
+
+    Attributes:
+        until: when the wait times out (UTC; naive datetimes are taken as UTC).
+        event: the name of an `external_event` that ends the wait early.
+        reason: shown to operators (`threadline threads stuck`) and recorded.
+        result: what the model sees as the tool's result (default: a description).
+    """
+
+    until: datetime | None = None
+    event: str | None = None
+    reason: str | None = None
+    result: object = None
+
+    def __post_init__(self) -> None:
+        if self.until is None and not self.event:
+            raise ValueError("a wait needs an end: give `until`, `event` or both")
+        if self.until is not None and self.until.tzinfo is None:
+            object.__setattr__(self, "until", self.until.replace(tzinfo=UTC))
+
+    def describe(self) -> dict[str, object]:
+        """The default tool result: what the wait is for."""
+        out: dict[str, object] = {"waiting": True}
+        if self.until is not None:
+            out["until"] = self.until.isoformat()
+        if self.event:
+            out["event"] = self.event
+        return out
+
+
+@tool(name="sleep_until")
+def sleep_until(until: datetime, reason: str = "") -> Park:
+    """Pause this task until a moment in time (ISO 8601, UTC), then continue.
+
+    Args:
+        until: when to continue, e.g. 2030-01-31T09:00:00Z.
+        reason: why the task waits.
+    """
+    if until.tzinfo is None:
+        until = until.replace(tzinfo=UTC)
+    latest = utcnow() + _MAX_WAIT
+    return Park(until=min(until, latest), reason=reason or None)
+
+
+@tool(name="wait_for_event")
+def wait_for_event(event: str, timeout_seconds: float = 86400.0, reason: str = "") -> Park:
+    """Pause this task until an outside event with this name arrives, or the timeout passes.
+
+    Args:
+        event: the name of the event to wait for, e.g. "payment_received".
+        timeout_seconds: give up waiting after this many seconds.
+        reason: why the task waits.
+    """
+    seconds = min(max(timeout_seconds, 0.0), _MAX_WAIT.total_seconds())
+    return Park(until=utcnow() + timedelta(seconds=seconds), event=event, reason=reason or None)
+
+
+WAIT_TOOLS = (sleep_until, wait_for_event)
+"""Both built-in wait tools, to splat into an agent's tools."""

@@ -1,0 +1,272 @@
+"""Workers: stateless processes that lease runnable threads and advance them (factors 6, 8, 9).
+
+    while not stopping:
+        leases = store.lease(owner, ttl, free_slots)      # SKIP LOCKED on PostgreSQL
+        for lease in leases:                               # up to `concurrency` at once
+            heartbeat renews the lease every ttl/3
+            runtime.advance(thread, lease=lease)           # every append checks the lease
+            release the lease
+        nothing to do: wait for NOTIFY (PostgreSQL) or poll
+
+Invariants:
+    * A worker appends only while it holds the thread's lease; the store checks owner,
+      fencing token and expiry in the append's transaction. A worker that lost its lease
+      (frozen, cut off, too slow) gets `LeaseLost` and abandons the thread; it never writes.
+    * Nothing lives in the worker: after a crash the lease expires and any worker resumes
+      the thread from its last event. A `tool_started` without an outcome is resolved by
+      `decide` (idempotent tools re-run with the same key, others escalate).
+    * Graceful shutdown (`stop()`, SIGTERM, SIGINT): no new leases; running threads finish
+      their current step (`Runtime.stop`), are checkpointed, and their leases released;
+      `run()` returns within `shutdown_timeout` seconds, abandoning (not releasing) any
+      thread still mid-step, whose lease then expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError, LeaseLost, ThreadlineError
+from .events import Status
+from .runtime import Runtime
+from .stores.base import Lease
+
+__all__ = ["Worker", "WorkerStats"]
+
+log = logging.getLogger("threadline.worker")
+
+
+@dataclass
+class WorkerStats:
+    """What one worker did since it started."""
+
+    leased: int = 0
+    advanced: int = 0
+    released: int = 0
+    lost: int = 0
+    """Leases lost mid-work (another worker took the thread; nothing was written)."""
+    failed: int = 0
+    """Advances that raised; their leases were left to expire (a back-off)."""
+    steps: int = 0
+    """Events appended by this worker (a proxy for steps)."""
+
+
+class Worker:
+    """Leases runnable threads from the runtime's store and advances them.
+
+    Args:
+        runtime: the runtime (store, agents, model) to advance threads with. Only threads
+            of the runtime's agents are leased.
+        concurrency: threads advanced at once by this process.
+        lease_ttl: seconds a lease lasts without a heartbeat; the time a crashed worker's
+            threads wait before another worker resumes them.
+        poll_interval: seconds between polls when the store cannot wake the worker.
+        owner: the lease owner name (default `hostname:pid:random`).
+        shutdown_timeout: seconds `run()` waits, once stopping, for current steps to end.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        concurrency: int = 4,
+        lease_ttl: float = 30.0,
+        poll_interval: float = 1.0,
+        owner: str | None = None,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigError(f"worker concurrency must be at least 1, not {concurrency}")
+        if lease_ttl <= 0 or poll_interval <= 0:
+            raise ConfigError("worker lease_ttl and poll_interval must be positive")
+        self.runtime = runtime
+        self.store = runtime.store
+        self.concurrency = concurrency
+        self.lease_ttl = lease_ttl
+        self.poll_interval = poll_interval
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.shutdown_timeout = shutdown_timeout
+        self.stats = WorkerStats()
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._work_signal = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop leasing; let current steps finish (safe to call from a signal handler)."""
+        if not self._stopping.is_set():
+            log.info("worker %s stopping", self.owner)
+        self._stopping.set()
+        self.runtime.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def install_signal_handlers(self) -> None:
+        """Make SIGTERM and SIGINT call `stop()` (on the running event loop)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def run(self, *, until_idle: bool = False) -> WorkerStats:
+        """Lease and advance threads until `stop()` (or, with `until_idle`, until a poll
+        finds nothing to do and nothing is running). Returns the stats."""
+        await self.store.ping()  # refuses to start on an out-of-date schema
+        agents = sorted(self.runtime.agents)
+        if not agents:
+            raise ConfigError("the worker's runtime has no agents; it could advance nothing")
+        log.info(
+            "worker %s started: agents=%s concurrency=%d", self.owner, agents, self.concurrency
+        )
+        listener = asyncio.create_task(self._listen())
+        try:
+            while not self._stopping.is_set():
+                free = self.concurrency - len(self._active)
+                leases: Sequence[Lease] = []
+                if free > 0:
+                    leases = await self.store.lease(
+                        self.owner, ttl=self.lease_ttl, limit=free, agents=agents
+                    )
+                for lease in leases:
+                    self.stats.leased += 1
+                    task = asyncio.create_task(self._work(lease))
+                    self._active[lease.thread_id] = task
+                if leases and len(leases) == free:
+                    continue  # maybe more work waiting: lease again once a slot frees
+                if until_idle and not leases and not self._active:
+                    break
+                await self._idle(full=free <= 0)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+            await self._drain()
+        return self.stats
+
+    async def _idle(self, *, full: bool) -> None:
+        """Wait for a slot to free (when full) or for work to appear (NOTIFY or poll)."""
+        self._slot_free.clear()
+        events = [self._slot_free, self._stopping] + ([] if full else [self._work_signal])
+        waiters: list[asyncio.Task[Any]] = [asyncio.create_task(e.wait()) for e in events]
+        try:
+            await asyncio.wait(
+                waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for w in waiters:
+                w.cancel()
+        self._work_signal.clear()
+
+    async def _listen(self) -> None:
+        """Turn the store's wake-ups (LISTEN/NOTIFY on PostgreSQL) into `_work_signal`.
+
+        A task of its own, never cancelled mid-wait except at shutdown, so the store's
+        listening connection is not interrupted by every idle period.
+        """
+        while not self._stopping.is_set():
+            try:
+                await self.store.wait_for_work(self.poll_interval)
+            except Exception as exc:  # the poll loop still runs; this is only a speed-up
+                log.warning("worker %s: waiting for work failed: %s", self.owner, exc)
+                await asyncio.sleep(self.poll_interval)
+            self._work_signal.set()
+
+    async def _drain(self) -> None:
+        """Let running threads finish their current step, then give up the rest."""
+        if not self._active:
+            return
+        self.runtime.stop()
+        tasks = list(self._active.values())
+        _, pending = await asyncio.wait(tasks, timeout=self.shutdown_timeout)
+        for task in pending:
+            task.cancel()  # abandoned mid-step: the lease expires, another worker resumes
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if pending:
+            log.warning(
+                "worker %s abandoned %d thread(s) at the shutdown deadline",
+                self.owner,
+                len(pending),
+            )
+
+    # -- one thread ----------------------------------------------------------------------
+
+    async def _work(self, lease: Lease) -> None:
+        lost = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(lease, lost))
+        release = True
+        try:
+            thread = await self.store.load(lease.thread_id)
+            before = thread.next_seq
+            thread = await self.runtime.wake_if_due(thread, lease=lease)
+            thread = await self.runtime.advance(thread, lease=lease)
+            self.stats.steps += thread.next_seq - before
+            self.stats.advanced += 1
+            if (
+                thread.next_seq == before
+                and not self.runtime.stopping
+                and thread.status in (Status.RUNNING, Status.WAITING)
+            ):
+                # Runnable by its status yet nothing to do (e.g. a wait not due by this
+                # worker's clock): hold the lease to its expiry instead of spinning on it.
+                release = False
+        except LeaseLost:
+            self.stats.lost += 1
+            release = False
+            log.warning(
+                "worker %s lost the lease on %s; abandoning it", self.owner, lease.thread_id
+            )
+        except asyncio.CancelledError:
+            release = False
+            raise
+        except Exception as exc:
+            # Keep the lease until it expires: a natural back-off before another try.
+            self.stats.failed += 1
+            release = False
+            kind = "error" if isinstance(exc, ThreadlineError) else "bug"
+            log.exception(
+                "worker %s: advancing %s failed (%s): %s", self.owner, lease.thread_id, kind, exc
+            )
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await heartbeat
+            if release and not lost.is_set():
+                with contextlib.suppress(Exception):
+                    if await self.store.release(lease):
+                        self.stats.released += 1
+            self._active.pop(lease.thread_id, None)
+            self._slot_free.set()
+
+    async def _heartbeat(self, lease: Lease, lost: asyncio.Event) -> None:
+        """Renew the lease every ttl/3 while the thread is advanced."""
+        interval = self.lease_ttl / 3
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(interval)
+            try:
+                await self.store.renew(lease, ttl=self.lease_ttl)
+            except LeaseLost:
+                # The next append will fail with LeaseLost too; nothing more to do here.
+                lost.set()
+                log.warning(
+                    "worker %s: lease on %s lapsed after %.1fs",
+                    self.owner,
+                    lease.thread_id,
+                    time.monotonic() - started,
+                )
+                return
+            except Exception as exc:  # a blip: try again next beat, the lease may still hold
+                log.warning("worker %s: renewing %s failed: %s", self.owner, lease.thread_id, exc)

@@ -1,0 +1,269 @@
+"""Workers: lease, advance, park, wake, recover, and lose leases safely."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pg_support import pg_store_url
+from threadline import Agent, Runtime, tool
+from threadline.errors import ConfigError
+from threadline.events import Status, Thread, utcnow
+from threadline.models.base import Context, Message
+from threadline.stores import MemoryStore, SQLiteStore, Store, open_store
+from threadline.testing import FunctionModel, intent
+from threadline.waits import WAIT_TOOLS, Park
+from threadline.worker import Worker
+
+RUNS: list[str] = []
+
+
+def outline(agent: Agent, thread: Thread) -> Context:
+    """A tiny renderer (one line per event) so these tests exercise workers, not prompts."""
+    lines = []
+    for e in thread.events:
+        if e.kind == "tool_result":
+            lines.append(f"{e.tool}_result {json.dumps(e.result)}")
+        elif e.kind == "external_event":
+            lines.append(f"<{e.name}>")
+        else:
+            lines.append(e.kind)
+    return Context(system="", messages=(Message("user", "\n".join(lines)),))
+
+
+@tool(side_effects=True, idempotent=True)
+def record(label: str) -> str:
+    """Record a label."""
+    RUNS.append(label)
+    return f"recorded {label}"
+
+
+def two_step(context: Context) -> object:
+    """Call `record` once, then finish: decided from what the context shows."""
+    text = context.as_text()
+    if "recorded" in text:
+        return intent("done_for_now", message="ok")
+    return intent("record", label="x")
+
+
+AGENT = Agent("recorder", tools=[record], model=FunctionModel(two_step), renderer=outline)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "memory":
+        s: Store = MemoryStore()
+    elif request.param == "sqlite":
+        s = SQLiteStore(tmp_path / "w.db")
+    else:
+        base = request.getfixturevalue("postgres_url")
+        s = open_store(pg_store_url(base, request.getfixturevalue("pg_schema")))
+    yield s
+    await s.close()
+
+
+async def test_worker_advances_every_runnable_thread(store: Store) -> None:
+    RUNS.clear()
+    rt = Runtime(store, agents=[AGENT])
+    threads = [await rt.launch(AGENT, f"job {i}", advance=False) for i in range(12)]
+    stats = await Worker(rt, concurrency=4, poll_interval=0.05).run(until_idle=True)
+    for t in threads:
+        loaded = await store.load(t.id)
+        assert loaded.status == Status.DONE
+        assert [e.seq for e in loaded.events] == list(range(len(loaded.events)))
+        assert (await store.get(t.id)).lease_owner is None  # released
+    assert len(RUNS) == 12
+    assert stats.advanced == 12 and stats.released == 12 and stats.lost == 0
+    lengths = [len(await store.load(t.id)) for t in threads]
+    assert stats.steps == sum(n - 1 for n in lengths)
+
+
+async def test_worker_leases_only_its_agents(store: Store) -> None:
+    other = Agent(
+        "other", model=FunctionModel(lambda c: intent("done_for_now", message="")), renderer=outline
+    )
+    rt_other = Runtime(store, agents=[other])
+    foreign = await rt_other.launch(other, "not mine", advance=False)
+    rt = Runtime(store, agents=[AGENT])
+    mine = await rt.launch(AGENT, "mine", advance=False)
+    await Worker(rt, poll_interval=0.05).run(until_idle=True)
+    assert (await store.get(mine.id)).status == Status.DONE
+    assert (await store.get(foreign.id)).status == Status.RUNNING
+
+
+async def test_a_crashed_workers_thread_is_resumed_after_its_lease_expires(store: Store) -> None:
+    RUNS.clear()
+    rt = Runtime(store, agents=[AGENT])
+    t = await rt.launch(AGENT, "job", advance=False)
+    (dead,) = await store.lease("crashed-worker", ttl=1.0)
+    # The crashed worker had started the side-effecting tool: tool_started, no outcome.
+    thread = await store.load(t.id)
+    thread = await rt.advance(thread, lease=dead, max_steps=1)  # model call -> tool_call
+    from threadline.events import ToolStarted
+    from threadline.tools import idempotency_key
+
+    call_id = next(iter(thread.state.pending))
+    key = idempotency_key(t.id, call_id)
+    await store.append(
+        t.id,
+        [
+            ToolStarted(
+                seq=thread.next_seq, at=utcnow(), call_id=call_id, idempotency_key=key, attempt=1
+            )
+        ],
+        expected_seq=thread.next_seq,
+        lease=dead,
+    )
+    early = await Worker(rt, poll_interval=0.05).run(until_idle=True)
+    assert early.leased == 0  # the dead worker's lease is still live: nobody may take it
+    await asyncio.sleep(1.1)
+    stats = await Worker(rt, poll_interval=0.05).run(until_idle=True)
+    final = await store.load(t.id)
+    assert final.status == Status.DONE and stats.advanced == 1
+    starts = [e for e in final.events if e.kind == "tool_started"]
+    assert [(s.attempt, s.idempotency_key) for s in starts] == [(1, key), (2, key)]
+    assert RUNS == ["x"]  # the crashed attempt never ran here; the re-run did, with one key
+
+
+async def test_a_worker_that_lost_its_lease_writes_nothing(store: Store) -> None:
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+
+    @tool(side_effects=True, idempotent=True)
+    async def slow(n: int) -> int:
+        """Wait for the test."""
+        entered.set()
+        await gate.wait()
+        return n
+
+    agent = Agent(
+        "slow",
+        tools=[slow],
+        model=FunctionModel(
+            lambda c: (
+                intent("done_for_now", message="")
+                if "slow_result" in c.as_text()
+                else intent("slow", n=1)
+            )
+        ),
+        renderer=outline,
+    )
+    rt = Runtime(store, agents=[agent])
+    t = await rt.launch(agent, "go", advance=False)
+    worker = Worker(rt, poll_interval=0.05, lease_ttl=30)
+    run = asyncio.create_task(worker.run(until_idle=True))
+    await asyncio.wait_for(entered.wait(), 10)
+    before = (await store.get(t.id)).next_seq
+    await store.break_lease(t.id)  # an operator (or an expiry + another worker) took it
+    gate.set()
+    stats = await asyncio.wait_for(run, 10)
+    # The first holder's tool_result was refused (LeaseLost); the thread was then leased
+    # afresh and the idempotent tool re-run under the new lease: one outcome, two starts.
+    assert stats.lost == 1 and stats.leased == 2
+    after = await store.load(t.id)
+    assert after.events[before - 1].kind == "tool_started"
+    assert after.events[before].kind == "tool_started"  # not the lost holder's tool_result
+    assert [e.attempt for e in after.events if e.kind == "tool_started"] == [1, 2]
+    assert sum(e.kind == "tool_result" for e in after.events) == 1
+    assert after.status == Status.DONE
+
+
+async def test_durable_sleep_parks_then_any_worker_finishes(store: Store) -> None:
+    until = utcnow() + timedelta(seconds=0.5)
+
+    def script(context: Context) -> object:
+        text = context.as_text()
+        if "sleep_until_result" not in text:
+            return intent("sleep_until", until=until.isoformat(), reason="cool down")
+        return intent("done_for_now", message="woke up")
+
+    agent = Agent("sleeper", tools=list(WAIT_TOOLS), model=FunctionModel(script), renderer=outline)
+    rt = Runtime(store, agents=[agent])
+    t = await rt.launch(agent, "sleep a bit", advance=False)
+    await Worker(rt, poll_interval=0.05).run(until_idle=True)
+    parked = await store.get(t.id)
+    assert parked.status == Status.WAITING and parked.lease_owner is None
+    assert parked.due_at is not None and abs((parked.due_at - until).total_seconds()) < 0.01
+    await asyncio.sleep(max(0.0, (until - utcnow()).total_seconds()) + 0.02)
+    await Worker(Runtime(store, agents=[agent]), poll_interval=0.05).run(until_idle=True)
+    done = await store.load(t.id)
+    assert done.status == Status.DONE
+    kinds = [e.kind for e in done.events]
+    assert kinds[kinds.index("waiting") + 1] == "wait_timed_out"
+
+
+async def test_wait_for_event_is_ended_by_the_event(store: Store) -> None:
+    def script(context: Context) -> object:
+        text = context.as_text()
+        if "<payment>" in text:
+            return intent("done_for_now", message="paid")
+        return intent("wait_for_event", event="payment", timeout_seconds=3600)
+
+    agent = Agent("payee", tools=list(WAIT_TOOLS), model=FunctionModel(script), renderer=outline)
+    rt = Runtime(store, agents=[agent])
+    t = await rt.launch(agent, "wait for payment", advance=False)
+    await Worker(rt, poll_interval=0.05).run(until_idle=True)
+    assert (await store.get(t.id)).status == Status.WAITING
+    await rt.external_event(t.id, "other_thing", {"x": 1})  # not the awaited event
+    assert (await store.get(t.id)).status == Status.WAITING
+    await rt.external_event(t.id, "payment", {"amount": 5}, source="webhook")
+    assert (await store.get(t.id)).status == Status.RUNNING
+    await Worker(Runtime(store, agents=[agent]), poll_interval=0.05).run(until_idle=True)
+    assert (await store.get(t.id)).status == Status.DONE
+
+
+def test_park_needs_an_end_and_tools_validate() -> None:
+    with pytest.raises(ValueError):
+        Park()
+    park = Park(until=utcnow().replace(tzinfo=None), event=None)
+    assert park.until is not None and park.until.tzinfo is not None
+    assert json.loads(json.dumps(Park(event="e").describe())) == {"waiting": True, "event": "e"}
+
+
+async def test_worker_refuses_bad_settings_and_no_agents() -> None:
+    rt = Runtime(MemoryStore())
+    with pytest.raises(ConfigError):
+        Worker(rt, concurrency=0)
+    with pytest.raises(ConfigError):
+        await Worker(rt).run(until_idle=True)
+
+
+async def test_stop_finishes_the_current_step_and_releases(store: Store) -> None:
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+
+    @tool(side_effects=True, idempotent=True)
+    async def slow(n: int) -> int:
+        """Wait for the test."""
+        entered.set()
+        await gate.wait()
+        return n
+
+    agent = Agent(
+        "slow2",
+        tools=[slow],
+        model=FunctionModel(
+            lambda c: (
+                intent("done_for_now", message="")
+                if "slow_result" in c.as_text()
+                else intent("slow", n=1)
+            )
+        ),
+        renderer=outline,
+    )
+    rt = Runtime(store, agents=[agent])
+    t = await rt.launch(agent, "go", advance=False)
+    worker = Worker(rt, poll_interval=0.05, shutdown_timeout=10)
+    run = asyncio.create_task(worker.run())
+    await asyncio.wait_for(entered.wait(), 10)
+    worker.stop()
+    gate.set()
+    stats = await asyncio.wait_for(run, 10)
+    thread = await store.load(t.id)
+    # The step in flight (the tool) was checkpointed; no further step was taken.
+    assert thread.events[-1].kind == "tool_result" and thread.status == Status.RUNNING
+    assert (await store.get(t.id)).lease_owner is None and stats.released == 1
