@@ -10,7 +10,9 @@ from pathlib import Path
 
 from .agent import Agent
 from .errors import ConfigError
+from .context.redaction import Redactor
 from .loader import load_agent
+from .lockfile import check_lock
 from .models.base import Model
 from .observability import JsonEventLog, open_sink
 from .runtime import Observer, Runtime
@@ -57,9 +59,11 @@ def open_runtime(
         from .models.registry import resolve_model
 
         model = resolve_model(settings.model)
+    # Release (12-factor): refuse prompts / tool schemas that differ from threadline.lock.
+    check_lock(settings, agents)
     sink = open_sink(settings.log)
     all_observers = list(observers)
     if sink is not None:
-        all_observers.insert(0, JsonEventLog(sink))
+        all_observers.insert(0, JsonEventLog(sink, redact=Redactor().redact))
     return Runtime(open_store(settings.store), agents=agents, model=model,
                    observers=all_observers)

@@ -14,12 +14,15 @@ Errors (something is wrong; callers catch these)::
     ├── InvalidAction            the action does not fit the thread's state (e.g. approving a call
     │                            that is not pending); nothing was written
     ├── NotAllowed               the caller may not take this action (not a named approver)
+    ├── ServerError              a Threadline server answered with an error (`--server` clients)
     ├── ToolDefinitionError      a tool's signature cannot be turned into a schema
     ├── ReplayDivergence         replaying a thread produced a different event (names the seq)
     ├── ModelError               a provider failed (after retries); carries `retryable`
     │   └── CircuitOpen          the provider's circuit breaker is open: failing fast
     ├── PromptError              a prompt template is missing, malformed or misses a variable
-    └── LockMismatch             a prompt or tool schema differs from threadline.lock (names the file)
+    ├── LockMismatch             a prompt or tool schema differs from threadline.lock (names
+    │                            the file)
+    └── TokenBudgetError         even the minimum context does not fit the model's window
 
 Signals (user code raises these to steer the runtime; they are not errors)::
 
@@ -46,9 +49,11 @@ __all__ = [
     "ReplayDivergence",
     "RetryableToolError",
     "SchemaOutOfDate",
+    "ServerError",
     "StoreError",
     "ThreadNotFound",
     "ThreadlineError",
+    "TokenBudgetError",
     "ToolDefinitionError",
     "ToolSignal",
 ]
@@ -143,6 +148,21 @@ class NotAllowed(ThreadlineError):
     """The caller is not allowed to take this action on this thread. Nothing was written."""
 
 
+class ServerError(ThreadlineError):
+    """A Threadline server refused a request or failed; carries its problem document.
+
+    Attributes:
+        status: the HTTP status (0 when the server could not be reached).
+        problem: the `application/problem+json` body, when there was one.
+    """
+
+    def __init__(self, message: str, *, status: int = 0,
+                 problem: dict[str, object] | None = None) -> None:
+        self.status = status
+        self.problem = problem or {}
+        super().__init__(message)
+
+
 class ToolDefinitionError(ThreadlineError):
     """A tool cannot be built from the given function or model."""
 
@@ -223,7 +243,27 @@ class LockMismatch(ThreadlineError):
         )
 
 
-class ToolSignal(Exception):  # noqa: N818 - a signal, deliberately not named *Error
+class TokenBudgetError(ThreadlineError):
+    """The smallest context the renderer can build (system prompt, tools, output reservation
+    and the newest event) does not fit the model's window. Nothing is sent to the model; the
+    runtime records `token_budget_exceeded` and escalates.
+
+    Attributes:
+        needed: tokens the minimum context takes.
+        available: tokens the window allows for it.
+    """
+
+    def __init__(self, needed: int, available: int, detail: str = "") -> None:
+        self.needed = needed
+        self.available = available
+        self.detail = detail
+        super().__init__(
+            f"context needs at least {needed} tokens but only {available} are available"
+            + (f" ({detail})" if detail else "")
+        )
+
+
+class ToolSignal(Exception):
     """Base of exceptions user code raises on purpose to steer the runtime."""
 
 

@@ -42,9 +42,7 @@ def event_log_record(thread: Thread, event: Event) -> dict[str, Any]:
                       cost_usd=event.cost_usd, prompt=event.prompt_name)
     elif event.kind in ("tool_error", "model_error"):
         record.update(error_type=event.error_type, message=event.message)
-    elif event.kind == "invalid_output":
-        record["reason"] = event.reason
-    elif event.kind == "escalated":
+    elif event.kind == "invalid_output" or event.kind == "escalated":
         record["reason"] = event.reason
     return record
 

@@ -16,7 +16,7 @@ import hashlib
 import inspect
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, get_type_hints, overload
 
@@ -198,7 +198,7 @@ class Tool:
                 Field(default, description=param_docs.get(param.name)),
             )
         model_name = "".join(part.title() for part in tool_name.split("_")) + "Args"
-        args_model = create_model(  # type: ignore[call-overload]
+        args_model = create_model(
             model_name, __config__=ConfigDict(extra="forbid"), **fields
         )
         return cls(

@@ -19,8 +19,16 @@ from ..errors import ConfigError, InvalidAction
 from ..events import Event, Status, Thread
 from ..runtime import Runtime
 from ..stores.base import Store
-from .common import app, console, err_console, handle_errors, run_async, settings, \
-    stdin_is_terminal, threads_app
+from .common import (
+    app,
+    console,
+    err_console,
+    handle_errors,
+    run_async,
+    settings,
+    stdin_is_terminal,
+    threads_app,
+)
 
 __all__ = ["format_event"]
 
