@@ -37,8 +37,8 @@ from .base import Context, Message, ModelOutput, ToolSpec
 __all__ = ["DEFAULT_GGUF", "LocalModel", "default_model_path", "grammar_text", "tools_prompt"]
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_MAX_STRING = 160
-_MAX_ITEMS = 8
+_MAX_STRING = 120
+_MAX_ITEMS = 6
 
 # Loaded models, keyed by (path, n_ctx). A process-wide cache on purpose: a GGUF costs
 # real memory and load time, every `LocalModel` for the same file can share one, and
@@ -193,7 +193,7 @@ class LocalModel:
         *,
         grammar: bool = True,
         n_ctx: int = 2048,
-        max_output_tokens: int = 256,
+        max_output_tokens: int = 384,
         temperature: float = 0.0,
         seed: int = 0,
         n_threads: int | None = None,

@@ -99,7 +99,7 @@ def _one(spec: str, prices: PriceTable | None, breakers: dict[str, CircuitBreake
             None if name == "smollm2" else name,
             grammar=_flag(options.get("grammar", "on"), "grammar"),
             n_ctx=_number(options, "n_ctx", int, 2048),
-            max_output_tokens=_number(options, "max_tokens", int, 256),
+            max_output_tokens=_number(options, "max_tokens", int, 384),
             temperature=_number(options, "temperature", float, 0.0),
         )
     timeout = _number(options, "timeout", float, 60.0)
