@@ -271,3 +271,24 @@ async def test_sync_wrapper_runs_a_thread(calculator: ModuleType) -> None:
     started = time.perf_counter()
     thread = await asyncio.to_thread(run_sync, rt.launch(calculator.agent, "hi"))
     assert thread.status == Status.DONE and time.perf_counter() >= started
+
+
+async def test_replay_model_reproduces_a_recorded_run(calculator: ModuleType) -> None:
+    from threadline.testing import ReplayModel
+
+    model = ScriptedModel([intent("add", a=1, b=2), "garbage",
+                           intent("multiply", a=3, b=3), intent("done_for_now", message="9")])
+    rt = Runtime(MemoryStore(), model=model)
+    recorded = await rt.launch(calculator.agent, "(1+2)*3")
+    again = await Runtime(MemoryStore(), model=ReplayModel(recorded)).launch(
+        calculator.agent, "(1+2)*3")
+
+    def shape(thread: object) -> list[tuple[str, object]]:
+        return [(e.kind, getattr(e, "arguments", None) or getattr(e, "result", None))
+                for e in thread.events]  # type: ignore[attr-defined]
+
+    assert shape(again) == shape(recorded) and again.status == Status.DONE
+    from threadline import Thread
+
+    with pytest.raises(ModelError, match="no recorded answer #1"):
+        await ReplayModel(Thread("th_empty", "calculator")).request(model.contexts[0])
