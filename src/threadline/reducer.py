@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -153,8 +153,24 @@ def _decide_call(agent: Agent, call: PendingCall) -> Step:
         except ValidationError:
             needs = True  # edited arguments that no longer validate are caught at run time
         if needs:
-            return AwaitApproval(call)
+            return AwaitApproval(_with_approvers(agent, call))
     return RunTool(call, 1)
+
+
+def _with_approvers(agent: Agent, call: PendingCall) -> PendingCall:
+    """The call with the people allowed to answer its approval.
+
+    They come from `agent.options["approvers"]`: a list of names (every tool), or a mapping
+    of tool name (or `"*"`) to names. None named means anyone with the `respond` scope.
+    """
+    table = agent.options.get("approvers")
+    if isinstance(table, dict):
+        names = table.get(call.tool, table.get("*", ()))
+    else:
+        names = table or ()
+    if not names:
+        return call
+    return replace(call, approvers=tuple(str(n) for n in names))
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)

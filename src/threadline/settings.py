@@ -6,6 +6,7 @@ at start-up and handed to what needs it.
 
 from __future__ import annotations
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -28,3 +29,11 @@ class Settings(BaseSettings):
     log: str = "stderr"
     release: bool = False
     lock_file: str = "threadline.lock"
+    # The server (docs/server.md): inbound webhooks are verified with `webhook_secret`;
+    # pending approvals and questions are POSTed to `notify_url`, signed with the same
+    # secret; `public_url` is the base the notification says to respond to; `api_key`
+    # is what `--server` CLI commands send.
+    webhook_secret: SecretStr | None = None
+    notify_url: str | None = None
+    public_url: str | None = None
+    api_key: SecretStr | None = None

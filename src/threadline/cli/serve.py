@@ -1,1 +1,279 @@
-"""CLI commands (placeholder until its issue lands)."""
+"""`threadline serve` (the HTTP API, runner and inbox) and `threadline keys` (API keys)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ..bootstrap import default_agent_refs, load_agents, open_runtime
+from ..errors import ConfigError, MissingExtraError
+from ..events import utcnow
+from ..stores import open_store
+from .common import app, console, err_console, handle_errors, run_async, settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+__all__ = ["is_loopback", "load_serve_config"]
+
+keys_app = typer.Typer(help="Create, list and revoke the server's API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def load_serve_config(path: Path) -> dict[str, Any]:
+    """A YAML file of `agents: [path.py:name, ...]`, and optionally `host`, `port`."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping with an `agents` list")
+    unknown = set(data) - {"agents", "host", "port"}
+    if unknown:
+        raise ConfigError(
+            f"config {path}: unknown keys {', '.join(sorted(unknown))}; expected agents, host, port"
+        )
+    agents = data.get("agents", [])
+    if not isinstance(agents, list) or not all(isinstance(a, str) for a in agents):
+        raise ConfigError(f"config {path}: `agents` must be a list of path.py:name references")
+    return data
+
+
+@app.command()
+@handle_errors
+def serve(
+    agent: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--agent",
+            "-a",
+            help="Agent reference path.py:name (repeatable). Default: the example agents.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML file with `agents:` (and `host`, `port`)."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to bind [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [8000].")] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="No API keys (only allowed when binding to loopback).")
+    ] = False,
+    no_worker: Annotated[
+        bool,
+        typer.Option(
+            "--no-worker", help="API only: append events, let `threadline worker` advance threads."
+        ),
+    ] = False,
+    drain_timeout: Annotated[
+        float, typer.Option(help="On SIGTERM, seconds to let running steps finish.")
+    ] = 30.0,
+) -> None:
+    """Serve the HTTP API, the approvals inbox (/ui/) and run threads in the background."""
+    try:
+        import uvicorn
+
+        from ..server import ServerConfig, create_app
+    except ImportError as exc:
+        raise MissingExtraError("server", exc.name or "fastapi") from None
+
+    cfg = settings()
+    file_cfg = load_serve_config(config) if config else {}
+    host = host or str(file_cfg.get("host", "127.0.0.1"))
+    port = port if port is not None else int(file_cfg.get("port", 8000))
+    if no_auth and not is_loopback(host):
+        raise ConfigError(
+            f"--no-auth is refused when binding to {host}: anyone who can reach "
+            "it could act on threads; bind 127.0.0.1 or create a key with "
+            "`threadline keys create`"
+        )
+    refs = list(agent or []) + list(file_cfg.get("agents", []))
+    if not refs:
+        refs = default_agent_refs()
+    if not refs:
+        raise ConfigError(
+            "no agents to serve: pass --agent path.py:name (or run from the "
+            "project folder, where the example agents live)"
+        )
+    agents = [a for a, _ in load_agents(refs).values()]
+    runtime = open_runtime(cfg, agents)
+    secret = cfg.webhook_secret.get_secret_value() if cfg.webhook_secret else None
+    public_url = cfg.public_url or f"http://{_url_host(host)}:{port}"
+    server_config = ServerConfig(
+        auth=not no_auth,
+        worker=not no_worker,
+        webhook_secret=secret,
+        notify_url=cfg.notify_url,
+        public_url=public_url,
+        drain_timeout=drain_timeout,
+    )
+    fastapi_app = create_app(runtime, server_config)
+    if not no_auth and not run_async(_has_keys(cfg.store)):
+        err_console.print(
+            "[yellow]no API keys yet:[/] create one with "
+            "`threadline keys create --name you --scope admin` "
+            "(or use --no-auth on loopback)"
+        )
+    _configure_logging()
+    names = ", ".join(sorted(runtime.agents))
+    err_console.print(
+        f"threadline serving [bold]{names}[/] on {public_url} "
+        f"(store {_redact_url(cfg.store)}, model {cfg.model}"
+        f"{', API only' if no_worker else ''}{', no auth' if no_auth else ''}); "
+        f"inbox: {public_url}/ui/",
+        highlight=False,
+        soft_wrap=True,
+    )
+    uv_config = uvicorn.Config(
+        fastapi_app,
+        host=host,
+        port=port,
+        log_level="info",
+        lifespan="on",
+        timeout_graceful_shutdown=int(drain_timeout) + 5,
+        proxy_headers=False,
+        server_header=False,
+    )
+    _GracefulServer(uv_config, fastapi_app).run()
+
+
+class _GracefulServer:
+    """uvicorn's server, told to stop taking work the moment SIGTERM/SIGINT arrives.
+
+    uvicorn closes its sockets and waits for open requests; we additionally flip the app's
+    lifecycle so launches answer 503, run loops stop after their current step, and live
+    event streams end (otherwise an open stream would hold shutdown until its timeout).
+    """
+
+    def __init__(self, config: Any, app: FastAPI) -> None:
+        import uvicorn
+
+        lifecycle = app.state.lifecycle
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                lifecycle.begin_shutdown()
+                super().handle_exit(sig, frame)
+
+        self.server = Server(config)
+
+    def run(self) -> None:
+        self.server.run()
+
+
+async def _has_keys(store_url: str) -> bool:
+    async with open_store(store_url) as store:
+        return any(k.revoked_at is None for k in await store.list_api_keys())
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - naming the wildcard, not binding it
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _redact_url(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def _configure_logging() -> None:
+    logger = logging.getLogger("threadline")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+# -- keys -------------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+@handle_errors
+def keys_create(
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name", "-n", help="Who holds the key (recorded as `by` on their approvals)."
+        ),
+    ],
+    scope: Annotated[
+        list[str],
+        typer.Option(
+            "--scope", "-s", help="launch, respond, read or admin (repeatable or comma-separated)."
+        ),
+    ],
+) -> None:
+    """Create an API key. The secret is printed once and never stored."""
+    from ..server.auth import create_key
+
+    scopes = [s.strip() for item in scope for s in item.split(",") if s.strip()]
+
+    async def go() -> tuple[Any, str]:
+        async with open_store(settings().store) as store:
+            return await create_key(store, name, scopes)
+
+    key, secret = run_async(go())
+    err_console.print(
+        f"created {key.id} for {key.name} with scopes {', '.join(key.scopes)}; "
+        "the secret below is shown only now:",
+        highlight=False,
+    )
+    console.print(secret, highlight=False, soft_wrap=True)
+
+
+@keys_app.command("list")
+@handle_errors
+def keys_list() -> None:
+    """Every key (secrets are not stored, so none is shown)."""
+
+    async def go() -> list[Any]:
+        async with open_store(settings().store) as store:
+            return list(await store.list_api_keys())
+
+    keys = run_async(go())
+    table = Table("id", "name", "scopes", "created", "revoked")
+    for key in keys:
+        table.add_row(
+            key.id,
+            key.name,
+            ",".join(key.scopes),
+            key.created_at.strftime("%Y-%m-%d %H:%M"),
+            key.revoked_at.strftime("%Y-%m-%d %H:%M") if key.revoked_at else "",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+@handle_errors
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")]) -> None:
+    """Revoke a key: requests with it get 401 from then on."""
+
+    async def go() -> bool:
+        async with open_store(settings().store) as store:
+            return await store.revoke_api_key(key_id, at=utcnow())
+
+    if not run_async(go()):
+        raise ConfigError(f"no active key {key_id!r} (see `threadline keys list`)")
+    err_console.print(f"revoked {key_id}")

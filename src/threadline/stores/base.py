@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import AppendConflict, CorruptEvent, ThreadlineError
+from ..errors import AppendConflict, CorruptEvent, StoreError, ThreadlineError
 from ..events import Event, Status, Thread, ThreadState
 
-__all__ = ["Lease", "Page", "Store", "ThreadSummary", "new_thread_id"]
+__all__ = ["ApiKey", "Lease", "Page", "Store", "ThreadSummary", "new_thread_id"]
 
 
 def new_thread_id() -> str:
@@ -58,6 +58,23 @@ class Page:
 
     items: list[ThreadSummary]
     cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A server API key's public record; its secret is stored only as a sha256 digest.
+
+    Attributes:
+        id: public identifier (`key_` + hex), shown in listings and used to revoke.
+        name: who holds it; approvals made with the key are recorded as `by=name`.
+        scopes: subset of `launch`, `respond`, `read`, `admin`.
+    """
+
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    revoked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +140,36 @@ class Store(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook with a working default
         """Release connections. The store must not be used afterwards."""
+
+    # -- API keys and webhook deliveries (the server's security state) ------------------
+    # Not abstract so a store without a server still works; the server needs all four.
+
+    async def create_api_key(self, key: ApiKey, secret_hash: str) -> None:
+        """Store a key under the sha256 hex digest of its secret (never the secret).
+
+        Raises StoreError if `key.id` or `secret_hash` already exists.
+        """
+        raise StoreError(f"{type(self).__name__} does not keep API keys")
+
+    async def find_api_key(self, secret_hash: str) -> ApiKey | None:
+        """The key whose secret hashes to `secret_hash` (revoked ones too), or None."""
+        raise StoreError(f"{type(self).__name__} does not keep API keys")
+
+    async def list_api_keys(self) -> Sequence[ApiKey]:
+        """Every key, revoked ones included, oldest first."""
+        raise StoreError(f"{type(self).__name__} does not keep API keys")
+
+    async def revoke_api_key(self, key_id: str, *, at: datetime) -> bool:
+        """Mark a key revoked at `at`. False if no such key or it was already revoked."""
+        raise StoreError(f"{type(self).__name__} does not keep API keys")
+
+    async def remember_delivery(self, delivery_id: str, *, at: datetime) -> bool:
+        """Record an inbound webhook delivery id; False if it was already recorded (a replay).
+
+        Atomic: of two racing calls with one id exactly one returns True. Ids recorded more
+        than a day before `at` may be forgotten (stale deliveries are refused anyway).
+        """
+        raise StoreError(f"{type(self).__name__} does not remember webhook deliveries")
 
     async def __aenter__(self) -> Store:
         return self

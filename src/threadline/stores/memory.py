@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from ..errors import StoreError, ThreadNotFound
 from ..events import Event, Status, Thread, utcnow
 from .base import (
+    ApiKey,
     Lease,
     Page,
     Store,
@@ -27,6 +30,8 @@ class MemoryStore(Store):
         self._threads: dict[str, Thread] = {}
         self._summaries: dict[str, ThreadSummary] = {}
         self._lock = asyncio.Lock()
+        self._keys: dict[str, tuple[ApiKey, str]] = {}
+        self._deliveries: dict[str, datetime] = {}
 
     async def create(self, thread: Thread) -> None:
         async with self._lock:
@@ -84,6 +89,36 @@ class MemoryStore(Store):
         page = out[:limit]
         more = len(out) > limit
         return Page(page, encode_cursor(page[-1].id) if more and page else None)
+
+    async def create_api_key(self, key: ApiKey, secret_hash: str) -> None:
+        async with self._lock:
+            if key.id in self._keys or any(h == secret_hash for _, h in self._keys.values()):
+                raise StoreError(f"API key {key.id} already exists")
+            self._keys[key.id] = (key, secret_hash)
+
+    async def find_api_key(self, secret_hash: str) -> ApiKey | None:
+        return next((k for k, h in self._keys.values() if h == secret_hash), None)
+
+    async def list_api_keys(self) -> Sequence[ApiKey]:
+        return sorted((k for k, _ in self._keys.values()), key=lambda k: k.created_at)
+
+    async def revoke_api_key(self, key_id: str, *, at: datetime) -> bool:
+        async with self._lock:
+            found = self._keys.get(key_id)
+            if found is None or found[0].revoked_at is not None:
+                return False
+            self._keys[key_id] = (replace(found[0], revoked_at=at), found[1])
+            return True
+
+    async def remember_delivery(self, delivery_id: str, *, at: datetime) -> bool:
+        async with self._lock:
+            if delivery_id in self._deliveries:
+                return False
+            horizon = at - timedelta(days=1)
+            for old in [d for d, t in self._deliveries.items() if t < horizon]:
+                del self._deliveries[old]
+            self._deliveries[delivery_id] = at
+            return True
 
     def _require(self, thread_id: str) -> Thread:
         thread = self._threads.get(thread_id)

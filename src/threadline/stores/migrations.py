@@ -47,6 +47,25 @@ SQLITE_MIGRATIONS: list[Migration] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        2,
+        "server API keys and webhook deliveries",
+        """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            secret_hash TEXT NOT NULL UNIQUE,
+            scopes TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE TABLE webhook_deliveries (
+            id TEXT PRIMARY KEY,
+            received_at TEXT NOT NULL
+        );
+        CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at);
+        """,
+    ),
 ]
 
 

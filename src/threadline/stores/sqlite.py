@@ -16,7 +16,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from ..errors import ConfigError, CorruptEvent, StoreError, ThreadNotFound
 from ..events import SCHEMA_VERSION, Event, Status, Thread, ThreadState, event_from_json, utcnow
 from .base import (
+    ApiKey,
     Lease,
     Page,
     Store,
@@ -225,6 +226,56 @@ class SQLiteStore(Store):
 
         return await self._run(go)
 
+    async def create_api_key(self, key: ApiKey, secret_hash: str) -> None:
+        def go(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                try:
+                    conn.execute(
+                        "INSERT INTO api_keys (id, name, secret_hash, scopes, created_at) "
+                        "VALUES (?,?,?,?,?)",
+                        (key.id, key.name, secret_hash, " ".join(key.scopes),
+                         key.created_at.isoformat()),
+                    )
+                except sqlite3.IntegrityError:
+                    raise StoreError(f"API key {key.id} already exists") from None
+
+        await self._run(go)
+
+    async def find_api_key(self, secret_hash: str) -> ApiKey | None:
+        def go(conn: sqlite3.Connection) -> ApiKey | None:
+            row = conn.execute(f"SELECT {_KEY_COLS} FROM api_keys WHERE secret_hash = ?",
+                               (secret_hash,)).fetchone()
+            return _api_key(row) if row else None
+
+        return await self._run(go)
+
+    async def list_api_keys(self) -> Sequence[ApiKey]:
+        def go(conn: sqlite3.Connection) -> Sequence[ApiKey]:
+            rows = conn.execute(f"SELECT {_KEY_COLS} FROM api_keys ORDER BY created_at, id")
+            return [_api_key(r) for r in rows.fetchall()]
+
+        return await self._run(go)
+
+    async def revoke_api_key(self, key_id: str, *, at: datetime) -> bool:
+        def go(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                cur = conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND "
+                                   "revoked_at IS NULL", (at.isoformat(), key_id))
+                return cur.rowcount == 1
+
+        return await self._run(go)
+
+    async def remember_delivery(self, delivery_id: str, *, at: datetime) -> bool:
+        def go(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                conn.execute("DELETE FROM webhook_deliveries WHERE received_at < ?",
+                             ((at - timedelta(days=1)).isoformat(),))
+                cur = conn.execute("INSERT OR IGNORE INTO webhook_deliveries (id, received_at) "
+                                   "VALUES (?, ?)", (delivery_id, at.isoformat()))
+                return cur.rowcount == 1
+
+        return await self._run(go)
+
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
 
@@ -241,6 +292,16 @@ class SQLiteStore(Store):
         self._closed = True
         self._executor.shutdown(wait=True)
 
+
+_KEY_COLS = "id, name, scopes, created_at, revoked_at"
+
+
+def _api_key(row: tuple[Any, ...]) -> ApiKey:
+    return ApiKey(id=row[0], name=row[1], scopes=tuple(row[2].split()),
+                  created_at=datetime.fromisoformat(row[3]), revoked_at=_dt(row[4]))
+
+
+_STATE_CACHE = 4096
 
 _SUMMARY_COLS = ("id, agent, status, next_seq, created_at, updated_at, metadata, due_at, "
                  "lease_owner, lease_expires")

@@ -1,0 +1,258 @@
+"""A small HTTP client for a Threadline server: what `--server URL` CLI commands use.
+
+Each method mirrors a runtime or store method and returns the same kinds of objects the
+local path returns (`Thread` with its events, `Event`s), so a command can print a remote
+thread exactly like a local one. Errors come back as the same exceptions too: 404 raises
+`ThreadNotFound`, 409 `InvalidAction`, 403 `NotAllowed`; anything else `ServerError` with
+the server's problem document.
+
+    async with Client("http://127.0.0.1:8000", api_key="tl_...") as client:
+        thread = await client.launch("deploybot", "deploy v1.5.0", wait=True)
+        await client.approve(thread.id, thread.pending_approvals[0].call_id)
+
+`Client.from_settings(url, settings)` takes the key from `THREADLINE_API_KEY`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from .errors import InvalidAction, NotAllowed, ServerError, ThreadNotFound
+from .events import Event, Status, Thread, event_from_dict
+from .server.schemas import ThreadOut, ThreadPage
+from .settings import Settings
+
+__all__ = ["Client"]
+
+
+class Client:
+    """Talks to one Threadline server.
+
+    Args:
+        base_url: e.g. `http://127.0.0.1:8000` (without `/v1`).
+        api_key: sent as `Authorization: Bearer`; None for a `--no-auth` server.
+        timeout: seconds per request (launch with `wait` extends it by `wait_timeout`).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    @classmethod
+    def from_settings(cls, base_url: str, settings: Settings) -> Client:
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        return cls(base_url, api_key=key)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        seconds: float | None = None,
+    ) -> Any:
+        try:
+            resp = await self._http.request(
+                method,
+                path,
+                json=json_body,
+                params={k: v for k, v in (params or {}).items() if v is not None},
+                timeout=seconds or self._timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise ServerError(
+                f"cannot reach {self.base_url}: {type(exc).__name__}: {exc}"
+            ) from None
+        if resp.status_code >= 400:
+            _raise_for(resp)
+        return resp.json()
+
+    async def launch(
+        self,
+        agent: str,
+        message: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        wait: bool = False,
+        wait_timeout: float = 30.0,
+    ) -> ThreadOut:
+        """Start a thread; with `wait`, return once it stops running (or the timeout)."""
+        body = {
+            "agent": agent,
+            "message": message,
+            "metadata": metadata or {},
+            "wait": wait,
+            "wait_timeout": wait_timeout,
+        }
+        data = await self._request(
+            "POST",
+            "/v1/threads",
+            json_body=body,
+            seconds=self._timeout + (wait_timeout if wait else 0),
+        )
+        return ThreadOut.model_validate(data)
+
+    async def get(self, thread_id: str) -> ThreadOut:
+        return ThreadOut.model_validate(await self._request("GET", f"/v1/threads/{thread_id}"))
+
+    async def list_threads(
+        self,
+        *,
+        status: Status | str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> ThreadPage:
+        status_value = Status(status).value if status is not None else None
+        data = await self._request(
+            "GET",
+            "/v1/threads",
+            params={"status": status_value, "agent": agent, "limit": limit, "cursor": cursor},
+        )
+        return ThreadPage.model_validate(data)
+
+    async def events(self, thread_id: str, *, after: int = -1, limit: int = 1000) -> list[Event]:
+        data = await self._request(
+            "GET", f"/v1/threads/{thread_id}/events", params={"after": after, "limit": limit}
+        )
+        return [event_from_dict(e, thread_id=thread_id) for e in data["events"]]
+
+    async def load(self, thread_id: str) -> Thread:
+        """The whole thread with every event, like `Store.load`."""
+        view = await self.get(thread_id)
+        events: list[Event] = []
+        while True:
+            page = await self.events(thread_id, after=events[-1].seq if events else -1)
+            events.extend(page)
+            if not page:
+                break
+        return Thread(
+            view.id, view.agent, events, metadata=view.metadata, created_at=view.created_at
+        )
+
+    async def stream(self, thread_id: str, *, after: int = -1) -> AsyncIterator[Event]:
+        """Each event after `after`, then new ones as they are written (until closed)."""
+        async with self._http.stream(
+            "GET",
+            f"/v1/threads/{thread_id}/events/stream",
+            params={"after": after},
+            timeout=httpx.Timeout(self._timeout, read=None),
+        ) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                _raise_for(resp)
+            data: list[str] = []
+            async for line in resp.aiter_lines():
+                if line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif not line and data:
+                    yield event_from_dict(json.loads("\n".join(data)), thread_id=thread_id)
+                    data = []
+
+    async def approve(
+        self,
+        thread_id: str,
+        call_id: str,
+        *,
+        approved: bool = True,
+        comment: str | None = None,
+        edited_arguments: dict[str, Any] | None = None,
+    ) -> ThreadOut:
+        body: dict[str, Any] = {"approved": approved}
+        if comment is not None:
+            body["comment"] = comment
+        if edited_arguments is not None:
+            body["edited_arguments"] = edited_arguments
+        data = await self._request(
+            "POST", f"/v1/threads/{thread_id}/approvals/{call_id}", json_body=body
+        )
+        return ThreadOut.model_validate(data)
+
+    async def respond(self, thread_id: str, request_id: str, text: str) -> ThreadOut:
+        data = await self._request(
+            "POST",
+            f"/v1/threads/{thread_id}/responses",
+            json_body={"request_id": request_id, "text": text},
+        )
+        return ThreadOut.model_validate(data)
+
+    async def message(self, thread_id: str, text: str) -> ThreadOut:
+        data = await self._request(
+            "POST", f"/v1/threads/{thread_id}/messages", json_body={"text": text}
+        )
+        return ThreadOut.model_validate(data)
+
+    async def pause(self, thread_id: str, *, reason: str | None = None) -> ThreadOut:
+        data = await self._request(
+            "POST", f"/v1/threads/{thread_id}/pause", json_body={"reason": reason}
+        )
+        return ThreadOut.model_validate(data)
+
+    async def resume(self, thread_id: str) -> ThreadOut:
+        data = await self._request("POST", f"/v1/threads/{thread_id}/resume")
+        return ThreadOut.model_validate(data)
+
+    async def fork(self, thread_id: str, *, at: int) -> ThreadOut:
+        data = await self._request("POST", f"/v1/threads/{thread_id}/fork", json_body={"at": at})
+        return ThreadOut.model_validate(data)
+
+    async def ready(self) -> bool:
+        try:
+            resp = await self._http.get("/readyz")
+        except httpx.HTTPError:
+            return False
+        return resp.status_code == 200
+
+
+def _raise_for(resp: httpx.Response) -> None:
+    try:
+        problem = resp.json()
+    except ValueError:
+        problem = {}
+    if not isinstance(problem, dict):
+        problem = {}
+    detail = str(problem.get("detail") or problem.get("title") or resp.reason_phrase)
+    status = resp.status_code
+    if status == 404 and "thread" in detail:
+        raise ThreadNotFound(_thread_id_of(resp.request.url.path))
+    if status == 409:
+        raise InvalidAction(detail)
+    if status == 403 and problem.get("title") == "Not allowed":
+        raise NotAllowed(detail)
+    raise ServerError(
+        f"server answered {status} {problem.get('title') or ''}: {detail}".strip(),
+        status=status,
+        problem=problem,
+    )
+
+
+def _thread_id_of(path: str) -> str:
+    parts = path.split("/")
+    return parts[3] if len(parts) > 3 and parts[2] == "threads" else "?"

@@ -1,0 +1,181 @@
+"""API keys and scopes: who may call which route.
+
+A key is `tl_` + 43 url-safe characters (256 random bits). The store keeps only its sha256
+digest, so a leaked database does not leak working keys; the secret is shown once, when the
+key is created. Each key has a name (recorded as `by` on the approvals it makes) and scopes:
+
+    read      GET any thread, its events and its live stream
+    launch    start threads, send messages, fork
+    respond   approve, reject, answer questions
+    admin     pause and resume; implies every other scope
+
+Authentication happens in `AuthMiddleware`, before the request body is read, so a caller
+without the right key learns nothing from validation errors and costs no body parsing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..errors import ConfigError
+from ..events import utcnow
+from ..stores.base import ApiKey, Store
+
+__all__ = [
+    "SCOPES",
+    "AuthMiddleware",
+    "Principal",
+    "create_key",
+    "hash_secret",
+    "required_scope",
+]
+
+SCOPES = ("launch", "respond", "read", "admin")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a key's name and scopes (or the local user when auth is off)."""
+
+    name: str
+    scopes: frozenset[str]
+    key_id: str | None = None
+
+    def can(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+LOCAL = Principal("local", frozenset(SCOPES))
+"""The caller when the server runs with `--no-auth` on loopback."""
+
+
+def hash_secret(secret: str) -> str:
+    """The stored form of a key: sha256 hex. A 256-bit random secret needs no slow hash."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    """Validate and de-duplicate scopes, keeping the canonical order."""
+    wanted = set(scopes)
+    unknown = wanted - set(SCOPES)
+    if unknown or not wanted:
+        raise ConfigError(
+            f"scopes must be some of {', '.join(SCOPES)}"
+            + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else "; none given")
+        )
+    return tuple(s for s in SCOPES if s in wanted)
+
+
+async def create_key(
+    store: Store, name: str, scopes: Iterable[str], *, now: datetime | None = None
+) -> tuple[ApiKey, str]:
+    """Create and store a key; returns the record and the secret (shown once, never stored)."""
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise ConfigError("a key needs a name of 1-200 characters (who holds it)")
+    key = ApiKey(
+        id=f"key_{secrets.token_hex(6)}",
+        name=name,
+        scopes=check_scopes(scopes),
+        created_at=now or utcnow(),
+    )
+    secret = "tl_" + secrets.token_urlsafe(32)
+    await store.create_api_key(key, hash_secret(secret))
+    return key, secret
+
+
+def required_scope(method: str, path: str) -> str | None:
+    """The scope a /v1 route needs, or None for routes outside key auth (webhooks)."""
+    if not path.startswith("/v1/") or path.startswith("/v1/webhooks/"):
+        return None
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return "read"
+    last = path.rstrip("/").rsplit("/", 2)
+    if last[-1] in ("pause", "resume"):
+        return "admin"
+    if len(last) >= 2 and (last[-1] == "responses" or last[-2] == "approvals"):
+        return "respond"
+    return "launch"
+
+
+class AuthMiddleware:
+    """Checks the bearer key of every /v1 request before the route (and its body) runs.
+
+    Missing or unknown or revoked key: 401. Valid key without the route's scope: 403. The
+    principal is put in `scope["state"]["principal"]` for handlers.
+    """
+
+    def __init__(self, app: ASGIApp, *, store: Store, enabled: bool) -> None:
+        self.app = app
+        self.store = store
+        self.enabled = enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        needed = required_scope(scope["method"], scope["path"])
+        if needed is None:
+            await self.app(scope, receive, send)
+            return
+        principal = LOCAL if not self.enabled else await self._authenticate(scope)
+        if principal is None:
+            await _deny(
+                send,
+                401,
+                "Unauthorized",
+                "send a valid API key: `Authorization: Bearer tl_...` "
+                "(create one with `threadline keys create`)",
+            )
+            return
+        if not principal.can(needed):
+            await _deny(
+                send,
+                403,
+                "Forbidden",
+                f"key {principal.key_id} ({principal.name}) lacks the "
+                f"{needed!r} scope this route needs",
+            )
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+    async def _authenticate(self, scope: Scope) -> Principal | None:
+        header = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                header = value
+                break
+        scheme, _, token = header.decode("latin-1").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token.startswith("tl_") or len(token) > 200:
+            return None
+        # Looked up by digest: timing reveals nothing useful about a 256-bit secret's hash.
+        key = await self.store.find_api_key(hash_secret(token))
+        if key is None or key.revoked_at is not None:
+            return None
+        return Principal(key.name, frozenset(key.scopes), key.id)
+
+
+async def _deny(send: Send, status: int, title: str, detail: str) -> None:
+    from .problems import problem_bytes
+
+    body = problem_bytes(status, title, detail)
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="threadline"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,158 @@
+"""Errors as RFC 9457 problem documents (`application/problem+json`), never stack traces.
+
+Each Threadline error maps to one status: `ThreadNotFound` 404, `InvalidAction` 409 (the
+action does not fit the thread's state; nothing was written), `NotAllowed` 403,
+`InvalidCursor` 400, malformed JSON 400, validation 422. Anything unexpected is logged
+with its traceback on the server and answered with a 500 that names no internals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import ConfigError, InvalidAction, NotAllowed, ThreadlineError, ThreadNotFound
+from ..stores.base import InvalidCursor
+
+__all__ = [
+    "PROBLEM_RESPONSES",
+    "Problem",
+    "ProblemError",
+    "install_problem_handlers",
+    "problem_bytes",
+    "problem_response",
+]
+
+log = logging.getLogger("threadline.server")
+
+PROBLEM_TYPE = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """An error: `title` is the class of problem, `detail` says what to do about it."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+    """For 422: each invalid field (`loc`, `msg`)."""
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "content": {PROBLEM_TYPE: {}}, "description": text}
+    for code, text in [
+        (400, "Malformed request"),
+        (401, "Missing or invalid API key"),
+        (403, "Key lacks the scope, or the caller is not a named approver"),
+        (404, "No such thread"),
+        (409, "The action does not fit the thread's state; nothing was written"),
+        (413, "Request body too large"),
+        (422, "Invalid request body or parameters"),
+    ]
+}
+
+
+class ProblemError(Exception):
+    """Raise in a handler to answer with a problem document."""
+
+    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+        super().__init__(detail)
+
+
+def problem_bytes(status: int, title: str, detail: str, **extra: Any) -> bytes:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return json.dumps(body, default=str).encode()
+
+
+def problem_response(
+    status: int, title: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_TYPE, headers=headers)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors()[:20]:
+        out.append({"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", ""))})
+    return out
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Route every error the app can raise to a problem document."""
+
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(exc.status, exc.title, exc.detail, **exc.extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}
+        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        return problem_response(
+            exc.status_code,
+            titles.get(exc.status_code, "Error"),
+            detail,
+            headers=dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return problem_response(400, "Malformed JSON", "the request body is not valid JSON")
+        return problem_response(
+            422,
+            "Invalid request",
+            "the request does not match the schema; see `errors`",
+            errors=_validation_errors(exc),
+        )
+
+    @app.exception_handler(ThreadNotFound)
+    async def _not_found(_: Request, exc: ThreadNotFound) -> JSONResponse:
+        return problem_response(404, "Thread not found", str(exc))
+
+    @app.exception_handler(InvalidAction)
+    async def _conflict(_: Request, exc: InvalidAction) -> JSONResponse:
+        return problem_response(409, "Action does not fit the thread's state", str(exc))
+
+    @app.exception_handler(NotAllowed)
+    async def _forbidden(_: Request, exc: NotAllowed) -> JSONResponse:
+        return problem_response(403, "Not allowed", str(exc))
+
+    @app.exception_handler(InvalidCursor)
+    async def _cursor(_: Request, exc: InvalidCursor) -> JSONResponse:
+        return problem_response(400, "Invalid cursor", str(exc))
+
+    @app.exception_handler(ConfigError)
+    async def _config(_: Request, exc: ConfigError) -> JSONResponse:
+        return problem_response(409, "Not served here", str(exc))
+
+    @app.exception_handler(ThreadlineError)
+    async def _threadline(_: Request, exc: ThreadlineError) -> JSONResponse:
+        log.error("request failed: %s: %s", type(exc).__name__, exc)
+        return problem_response(
+            500,
+            "Server error",
+            f"{type(exc).__name__}: the server could not complete the "
+            "request; nothing was written by it",
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return problem_response(
+            500, "Server error", "an unexpected error occurred; it was logged on the server"
+        )

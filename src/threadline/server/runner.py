@@ -1,0 +1,110 @@
+"""Background execution: advance threads in the server's own event loop.
+
+`ThreadRunner.kick(thread_id)` makes sure a task is advancing the thread: at most one task
+per thread exists at a time, and a kick that arrives while one runs makes it go round once
+more (the action may have landed after the task's last `decide`). A thread's progress lives
+only in the store, so a task that dies, or a server that stops, loses nothing: the next
+kick, or the next start (`resume_running`), continues from the last event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..errors import ThreadlineError
+from ..events import Status
+from ..runtime import Runtime
+
+__all__ = ["ThreadRunner"]
+
+log = logging.getLogger("threadline.server.runner")
+
+
+class ThreadRunner:
+    """Advances threads in background tasks.
+
+    Args:
+        runtime: the runtime whose `advance` does the work.
+        enabled: False makes every kick a no-op (API-only servers; workers advance).
+        concurrency: threads advanced at once (model calls and tools in flight).
+    """
+
+    def __init__(self, runtime: Runtime, *, enabled: bool = True, concurrency: int = 32) -> None:
+        self.runtime = runtime
+        self.enabled = enabled
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+        self.failures = 0
+
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
+    def kick(self, thread_id: str) -> None:
+        """Advance `thread_id` in the background (no-op when disabled or stopping)."""
+        if not self.enabled or self.runtime.stopping:
+            return
+        task = self._tasks.get(thread_id)
+        if task is not None and not task.done():
+            self._again.add(thread_id)
+            return
+        self._tasks[thread_id] = asyncio.get_running_loop().create_task(
+            self._drive(thread_id), name=f"advance {thread_id}"
+        )
+
+    async def _drive(self, thread_id: str) -> None:
+        try:
+            async with self._slots:
+                while not self.runtime.stopping:
+                    self._again.discard(thread_id)
+                    try:
+                        await self.runtime.advance(thread_id)
+                    except ThreadlineError as exc:
+                        # The thread stays as its last event left it; a later kick retries.
+                        self.failures += 1
+                        log.warning(
+                            "advancing %s stopped: %s: %s", thread_id, type(exc).__name__, exc
+                        )
+                        return
+                    except Exception:
+                        self.failures += 1
+                        log.exception("advancing %s failed", thread_id)
+                        return
+                    if thread_id not in self._again:
+                        return
+        finally:
+            self._again.discard(thread_id)
+            if self._tasks.get(thread_id) is asyncio.current_task():
+                del self._tasks[thread_id]
+
+    async def resume_running(self) -> int:
+        """Kick every thread a previous process left `running` whose agent is served here."""
+        if not self.enabled:
+            return 0
+        count, cursor = 0, None
+        while True:
+            page = await self.runtime.store.list(status=Status.RUNNING, limit=200, cursor=cursor)
+            for summary in page.items:
+                if summary.agent in self.runtime.agents:
+                    self.kick(summary.id)
+                    count += 1
+            cursor = page.cursor
+            if cursor is None:
+                return count
+
+    async def drain(self, grace: float) -> bool:
+        """Wait up to `grace` seconds for running tasks (each stops after its step).
+
+        Returns True if all finished; stragglers are cancelled (their last checkpoint stands).
+        """
+        tasks = [t for t in self._tasks.values() if not t.done()]
+        if not tasks:
+            return True
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        return not pending

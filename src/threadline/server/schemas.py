@@ -1,0 +1,214 @@
+"""The server's request and response bodies (pydantic only, so the HTTP client shares them).
+
+Every field the API accepts is bounded (lengths, ranges), so a request the server takes is
+one it can store; anything else is a 422 problem document before any handler runs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..events import Done, HumanRequest, Status, Thread
+
+__all__ = [
+    "ApprovalBody",
+    "ForkBody",
+    "LaunchBody",
+    "MessageBody",
+    "OpenQuestion",
+    "PauseBody",
+    "PendingApproval",
+    "ResponseBody",
+    "ThreadListItem",
+    "ThreadOut",
+    "ThreadPage",
+    "Usage",
+    "WebhookDelivery",
+    "thread_out",
+]
+
+MAX_TEXT = 100_000
+"""Longest message, answer or comment accepted (characters)."""
+
+_Strict = ConfigDict(extra="forbid")
+
+
+class LaunchBody(BaseModel):
+    """Start a thread of `agent` with `message` as its first event."""
+
+    model_config = _Strict
+
+    agent: str = Field(min_length=1, max_length=200)
+    message: str = Field(min_length=1, max_length=MAX_TEXT)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    wait: bool = False
+    """Answer only when the thread stops running (paused, awaiting someone, ended)."""
+    wait_timeout: float = Field(default=30.0, gt=0, le=300)
+    """Seconds to wait at most; the thread is returned as it is then (maybe still running)."""
+
+
+class ApprovalBody(BaseModel):
+    """A verdict on a pending call: approve (maybe with edited arguments) or reject."""
+
+    model_config = _Strict
+
+    approved: bool
+    comment: str | None = Field(default=None, max_length=MAX_TEXT)
+    """Shown to the model with a rejection: say why, and what to do instead."""
+    edited_arguments: dict[str, Any] | None = None
+    """Run with these arguments instead (re-validated against the tool's schema)."""
+
+
+class ResponseBody(BaseModel):
+    model_config = _Strict
+
+    request_id: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+class MessageBody(BaseModel):
+    model_config = _Strict
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class PauseBody(BaseModel):
+    model_config = _Strict
+
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ForkBody(BaseModel):
+    model_config = _Strict
+
+    at: int = Field(ge=0, le=10_000_000)
+    """Keep events 0..at of the source thread."""
+
+
+class WebhookDelivery(BaseModel):
+    """An inbound webhook: a human's verdict or answer relayed by another system.
+
+    `type: approval` needs `call_id` and `approved`; `type: response` needs `request_id` and
+    `text`. `by` names the person (checked against the approval's approvers);
+    `delivery_id`, when given, makes retried sends of one delivery count once.
+    """
+
+    model_config = _Strict
+
+    type: Literal["approval", "response"]
+    thread_id: str = Field(min_length=1, max_length=200)
+    delivery_id: str | None = Field(default=None, min_length=1, max_length=200)
+    by: str | None = Field(default=None, max_length=200)
+    call_id: str | None = Field(default=None, max_length=200)
+    approved: bool | None = None
+    comment: str | None = Field(default=None, max_length=MAX_TEXT)
+    edited_arguments: dict[str, Any] | None = None
+    request_id: str | None = Field(default=None, max_length=200)
+    text: str | None = Field(default=None, max_length=MAX_TEXT)
+
+
+class PendingApproval(BaseModel):
+    call_id: str
+    tool: str
+    version: str
+    arguments: dict[str, Any]
+    approvers: list[str]
+    """Who may answer; empty means anyone holding the `respond` scope."""
+
+
+class OpenQuestion(BaseModel):
+    request_id: str
+    question: str
+
+
+class Usage(BaseModel):
+    model_calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class ThreadListItem(BaseModel):
+    id: str
+    agent: str
+    status: Status
+    next_seq: int
+    created_at: datetime
+    updated_at: datetime
+    metadata: dict[str, Any]
+
+
+class ThreadPage(BaseModel):
+    items: list[ThreadListItem]
+    cursor: str | None
+    """Pass back as `cursor` for the next page; null when there is none."""
+
+
+class ThreadOut(BaseModel):
+    """A thread's derived state (never its stored beside-state: it is folded from events)."""
+
+    id: str
+    agent: str
+    status: Status
+    next_seq: int
+    created_at: datetime
+    updated_at: datetime
+    metadata: dict[str, Any]
+    pending_approvals: list[PendingApproval]
+    question: OpenQuestion | None
+    result: str | None
+    """The `done` message, once the thread finished."""
+    last_error: str | None
+    usage: Usage
+
+
+def thread_out(thread: Thread) -> ThreadOut:
+    """The API view of a loaded thread."""
+    state = thread.state
+    question = None
+    if state.human_request is not None:
+        text = next(
+            (
+                e.question
+                for e in reversed(thread.events)
+                if isinstance(e, HumanRequest) and e.request_id == state.human_request
+            ),
+            "",
+        )
+        question = OpenQuestion(request_id=state.human_request, question=text)
+    result = None
+    if thread.status == Status.DONE:
+        result = next((e.message for e in reversed(thread.events) if isinstance(e, Done)), None)
+    return ThreadOut(
+        id=thread.id,
+        agent=thread.agent,
+        status=thread.status,
+        next_seq=thread.next_seq,
+        created_at=thread.created_at,
+        updated_at=thread.events[-1].at if thread.events else thread.created_at,
+        metadata=thread.metadata,
+        pending_approvals=[
+            PendingApproval(
+                call_id=c.call_id,
+                tool=c.tool,
+                version=c.version,
+                arguments=c.arguments,
+                approvers=list(c.approvers),
+            )
+            for c in state.pending.values()
+            if c.approval == "requested"
+        ],
+        question=question,
+        result=result,
+        last_error=state.last_error,
+        usage=Usage(
+            model_calls=state.model_calls,
+            input_tokens=state.input_tokens,
+            output_tokens=state.output_tokens,
+            cost_usd=state.cost_usd,
+        ),
+    )

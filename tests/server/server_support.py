@@ -1,0 +1,145 @@
+"""A real uvicorn server on loopback, in a background thread, for every server test.
+
+The server runs in its own thread and event loop, exactly as `threadline serve` runs it
+(same app, same middleware, real sockets); tests talk to it over HTTP with httpx and read
+the SQLite file directly to check what was (and was not) written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from threadline import Agent, load_agent
+from threadline.models.base import Context
+from threadline.runtime import Runtime
+from threadline.server import ServerConfig, create_app
+from threadline.server.auth import create_key
+from threadline.stores import SQLiteStore
+from threadline.testing import FunctionModel, intent
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "test-webhook-secret"
+
+
+@dataclass
+class LiveServer:
+    url: str
+    db_path: Path
+    runtime: Runtime
+    server: uvicorn.Server
+    thread: threading.Thread
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def client(self, key: str | None = "admin") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.keys[key]}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def stored_events(self, thread_id: str) -> list[tuple[int, str]]:
+        """The rows in the database, read independently of the server."""
+        with sqlite3.connect(self.db_path) as conn:
+            return conn.execute("SELECT seq, body FROM events WHERE thread_id = ? ORDER BY seq",
+                                (thread_id,)).fetchall()
+
+    def wait_status(self, thread_id: str, wanted: set[str], timeout: float = 20) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.client() as c:
+            while True:
+                body = c.get(f"/v1/threads/{thread_id}").json()
+                if body["status"] in wanted or time.monotonic() > deadline:
+                    return body
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def start_server(
+    tmp_path: Path, agents: list[Agent], model: Any, *,
+    config: ServerConfig | None = None, keys: dict[str, list[str]] | None = None,
+    host: str = "127.0.0.1",
+) -> LiveServer:
+    db_path = tmp_path / "threads.db"
+    created: dict[str, str] = {}
+
+    async def make_keys() -> None:
+        async with SQLiteStore(db_path) as store:
+            for name, scopes in (keys or {}).items():
+                _, secret = await create_key(store, name, scopes)
+                created[name] = secret
+
+    asyncio.run(make_keys())
+    runtime = Runtime(SQLiteStore(db_path), agents=agents, model=model)
+    config = config or ServerConfig(webhook_secret=SECRET, poll_interval=0.2)
+    app = create_app(runtime, config)
+    uv = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning",
+                                       lifespan="on"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not uv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("server did not start")
+        time.sleep(0.01)
+    port = uv.servers[0].sockets[0].getsockname()[1]
+    return LiveServer(f"http://{host}:{port}", db_path, runtime, uv, thread, created)
+
+
+DEFAULT_KEYS = {
+    "admin": ["admin"],
+    "alice": ["respond", "read"],
+    "reader": ["read"],
+    "launcher": ["launch", "read"],
+}
+
+
+def deploy_model(tag: str = "v1.5.0", environment: str = "production") -> FunctionModel:
+    """Deploybot's model: list tags, deploy the newest, report; on a rejection, give up."""
+
+    def answer(context: Context) -> Any:
+        text = context.messages[-1].content
+        if "<rejected" in text:
+            return intent("done_for_now", message="Deploy cancelled: " + text.rsplit(
+                "<rejected", 1)[1].split(">", 1)[1].split("</rejected>")[0])
+        if "deploy_backend_result" in text:
+            return intent("done_for_now", message=f"Deployed {tag} to {environment}.")
+        if "list_git_tags_result" in text:
+            return intent("deploy_backend", tag=tag, environment=environment)
+        return intent("list_git_tags")
+
+    return FunctionModel(answer, model_id="deploy-script")
+
+
+@pytest.fixture
+def deploybot() -> Agent:
+    return load_agent(str(ROOT / "examples/deploybot/agent.py") + ":agent")
+
+
+@pytest.fixture
+def live(tmp_path: Path, deploybot: Agent) -> Iterator[LiveServer]:
+    server = start_server(tmp_path, [deploybot], deploy_model(), keys=DEFAULT_KEYS)
+    yield server
+    server.stop()
+
+
+def signed(body: dict[str, Any], *, secret: str = SECRET, now: float | None = None,
+           ) -> tuple[bytes, dict[str, str]]:
+    from threadline.server.webhooks import signed_headers
+
+    raw = json.dumps(body).encode()
+    return raw, signed_headers(secret, raw, now=now)
+
+
+Factory = Callable[..., LiveServer]
