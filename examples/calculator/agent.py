@@ -1,5 +1,7 @@
 """A calculator agent: four tools, and division needs a human's approval."""
 
+from pathlib import Path
+
 from threadline import Agent, tool
 
 
@@ -30,8 +32,5 @@ def divide(a: float, b: float) -> float:
 agent = Agent(
     name="calculator",
     tools=[add, subtract, multiply, divide],
-    instructions=(
-        "You are a calculator. Use one tool per step to work out the user's arithmetic. "
-        "When you have the final number, use done_for_now to tell the user the answer."
-    ),
+    prompt=Path(__file__).with_name("prompt.md.j2"),  # versioned template (docs/prompts.md)
 )

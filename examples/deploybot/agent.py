@@ -4,6 +4,7 @@ The deploy tools record what they did in `DEPLOYMENTS` (a stand-in for a real de
 system) and use the idempotency key so a retried call is not applied twice.
 """
 
+from pathlib import Path
 from typing import Literal
 
 from threadline import Agent, ToolContext, tool
@@ -55,10 +56,6 @@ def deploy_frontend(tag: str, environment: Literal["staging", "production"],
 agent = Agent(
     name="deploybot",
     tools=[list_git_tags, deploy_backend, deploy_frontend],
-    instructions=(
-        "You are deploybot. You deploy tagged releases of the backend and frontend. "
-        "If the user does not say which tag, list the tags and use the newest. If it is "
-        "unclear what to deploy or where, ask with request_more_information. When the "
-        "deploy is done, report it with done_for_now."
-    ),
+    prompt=Path(__file__).with_name("prompt.md.j2"),  # versioned template (docs/prompts.md)
+    options={"prompt_vars": {"default_environment": "staging"}},
 )

@@ -71,6 +71,9 @@ from .reducer import (
     decide,
     interpret,
 )
+from .context.compaction import prepare_call
+from .context.prefetch import prefetch_events
+from .context.redaction import redact_for_storage
 from .stores.base import Lease, Store, new_thread_id
 from .tools import compact_validation_error, idempotency_key
 from .waits import Park
@@ -183,6 +186,10 @@ class Runtime:
         thread = Thread(thread_id or new_thread_id(), name, metadata=meta)
         thread.append(UserMessage(seq=0, at=self.clock(), text=message, channel=channel,
                                   sender=sender, metadata=dict(metadata or {})))
+        # Pre-fetch (factor 13): the agent's deterministic tool calls, run before any model call.
+        thread.extend(prefetch_events(self.agent(name), message, meta, seq=thread.next_seq,
+                                      at=self.clock()))
+        thread = _redacted_copy(self.agents.get(name), thread)
         await self.store.create(thread)
         await self._notify(thread, thread.events)
         if advance:
@@ -234,6 +241,16 @@ class Runtime:
             raise ConfigError(
                 f"agent {agent.name!r} has no model; set THREADLINE_MODEL or pass model="
             )
+        # Compaction, or escalation when even the minimum context cannot fit (never an
+        # oversize request): stored before the call, so the thread stays replayable.
+        pre = await prepare_call(agent, thread, self.clock())
+        if pre:
+            try:
+                await self._append(thread, pre, lease)
+            except AppendConflict:
+                return await self.store.load(thread.id)
+            if thread.status is not Status.RUNNING:
+                return thread
         context = agent.render(thread)
         started = time.perf_counter()
         try:
@@ -344,6 +361,7 @@ class Runtime:
     # -- appending -----------------------------------------------------------------------
 
     async def _append(self, thread: Thread, events: Sequence[Event], lease: Lease | None) -> None:
+        events = redact_for_storage(self.agents.get(thread.agent), events)
         await self.store.append(thread.id, events, expected_seq=thread.next_seq, lease=lease)
         thread.extend(events)
         await self._notify(thread, events)
@@ -533,6 +551,15 @@ class Runtime:
         if isinstance(thread, str):
             thread = await self.store.load(thread)
         return replay_thread(self.agent(thread.agent), thread)
+
+
+def _redacted_copy(agent: Agent | None, thread: Thread) -> Thread:
+    """`thread` with its launch events passed through storage redaction."""
+    events = redact_for_storage(agent, thread.events)
+    if all(a is b for a, b in zip(events, thread.events, strict=True)):
+        return thread
+    return Thread(thread.id, thread.agent, events, metadata=thread.metadata,
+                  created_at=thread.created_at)
 
 
 def _not_ended(thread: Thread) -> bool:

@@ -1,69 +1,453 @@
-"""Renderers: the thread -> the exact context a model call receives.
+"""Renderers: a thread -> the exact context one model call receives (factor 3).
 
-The default is the compact form: the system prompt (instructions plus the intent format),
-and the whole thread as one user message in which each event is a tagged block.
+Two formats ship, chosen per agent with `options["context_format"]` (or replaced wholesale
+by `Agent.renderer`):
+
+* `compact` (the default): the system prompt holds the instructions and every tool as a
+  short signature (`notation.dump_schema`); the whole thread is one user message in which
+  each event is a tagged block. A tool call is a tag named after the intent with its
+  arguments as YAML-like lines; its result follows as `<result>` (call ids appear only when
+  a result is not right after its call). Results use the compact notation: mappings as
+  lines, uniform lists as tables.
+* `messages`: the standard chat array: user / assistant messages, native assistant
+  `tool_calls` and `tool` results, with tool definitions sent as `ToolSpec`s.
+
+Both go through the same budget (`budget.plan_layout`), redaction and caches, and both are
+pure functions of (agent, thread): no clock, no I/O other than reading the agent's already
+loaded prompt. Per-event blocks and token counts are cached (events are frozen), so
+rendering a long thread costs in proportion to the window, not the thread.
 """
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING
+import hashlib
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import ConfigError
 from ..events import Event, Thread
 from ..models.base import Context, Message, ToolSpec
+from .budget import ContextBudget, Layout, plan_layout
+from .notation import dump_block, dump_tools
+from .redaction import Redactor, redactor_for
+from .tokens import CountCache, TokenCounter, counter_for
 
 if TYPE_CHECKING:
     from ..agent import Agent
+    from ..prompts import Prompt
+    from .compaction import DigestCache
 
-__all__ = ["render_context", "render_event"]
+__all__ = [
+    "COMPACT",
+    "ContextFormat",
+    "Rendered",
+    "compact_block",
+    "context_state",
+    "render",
+    "render_context",
+    "render_event",
+]
+
+PREFETCH_PREFIX = "prefetch-"
+"""Call ids of pre-fetched tool calls start with this; their results are 'retrieved'."""
+
+ANSWER_FORMAT = (
+    "Answer with one JSON object naming the next step: "
+    '{"intent": <tool name>, "arguments": {...}}. Only the listed arguments are accepted.'
+)
 
 
-def render_event(event: Event) -> str:
-    """One event as a tagged block."""
-    match event.kind:
-        case "user_message":
-            return f"<user_message>\n{event.text}\n</user_message>"
+class ContextFormat(Protocol):
+    """How events become messages. Implement it to add a format (see `messages.py`)."""
+
+    name: str
+
+    def system(self, base: str, tools: Sequence[ToolSpec]) -> str: ...
+
+    def tools_text(self, tools: Sequence[ToolSpec]) -> str:
+        """The text whose tokens the tool definitions cost when sent natively ('' if none)."""
+        ...
+
+    def block(self, events: Sequence[Event], i: int, reduced: bool, max_tokens: int,
+              counter: TokenCounter) -> Any:
+        """The payload of `events[i]` (None when it renders nothing)."""
+        ...
+
+    def tokens(self, payload: Any, counter: TokenCounter) -> int: ...
+
+    def summary(self, from_seq: int, to_seq: int, text: str) -> Any: ...
+
+    def assemble(self, payloads: Sequence[Any]) -> tuple[Message, ...]: ...
+
+
+# -- the compact format ----------------------------------------------------------------
+
+
+def _attrs(**kwargs: Any) -> str:
+    return "".join(f" {k}={v}" for k, v in kwargs.items() if v not in (None, ""))
+
+
+def _outcome_follows(events: Sequence[Event], i: int, call_id: str) -> bool:
+    for j in (i + 1, i + 2):
+        if j >= len(events):
+            return False
+        nxt = events[j]
+        if nxt.kind in ("tool_result", "tool_error"):
+            return getattr(nxt, "call_id", None) == call_id
+        if nxt.kind != "tool_started":
+            return False
+    return False
+
+
+def _call_precedes(events: Sequence[Event], i: int, call_id: str) -> bool:
+    for j in (i - 1, i - 2):
+        if j < 0:
+            return False
+        prev = events[j]
+        if prev.kind == "tool_call":
+            return getattr(prev, "call_id", None) == call_id
+        if prev.kind != "tool_started":
+            return False
+    return False
+
+
+def truncate_to(text: str, max_tokens: int, counter: TokenCounter, seq: int) -> str:
+    """`text` cut to about `max_tokens`, ending with a pointer to the full event."""
+    total = counter.count(text)
+    if total <= max_tokens:
+        return text
+    keep = max(0, int(len(text) * max_tokens / total) - 40)
+    cut = text.rfind("\n", 0, keep)
+    head = text[: cut if cut > keep // 2 else keep]
+    return f"{head}\n… [truncated: full result in event {seq}]"
+
+
+def compact_block(events: Sequence[Event], i: int, *, reduced: bool = False,
+                  max_tokens: int = 800, counter: TokenCounter | None = None) -> str:
+    """`events[i]` as a tagged block ('' for events the model does not need)."""
+    e = events[i]
+    match e.kind:
+        case "user_message" | "human_response":
+            who = getattr(e, "sender", None) or getattr(e, "by", None)
+            return f"<user{_attrs(name=who)}>\n{e.text}\n</user>"  # type: ignore[union-attr]
         case "tool_call":
-            args = json.dumps(event.arguments, ensure_ascii=False)
-            return f'<{event.tool} call_id="{event.call_id}">{args}</{event.tool}>'
+            args = e.arguments  # type: ignore[union-attr]
+            cid = None if _outcome_follows(events, i, e.call_id) else e.call_id  # type: ignore[union-attr]
+            tag = e.tool  # type: ignore[union-attr]
+            if set(args) == {"message"} and isinstance(args["message"], str):
+                # The human tools: the message is the whole intent, and the answer (a human
+                # response, or the end of the thread) needs no id to be matched.
+                body, cid = args["message"], None
+            elif not args:
+                return f"<{tag}{_attrs(id=cid)}/>"
+            else:
+                body = dump_block(args)
+            return f"<{tag}{_attrs(id=cid)}>\n{body}\n</{tag}>"
         case "tool_result":
-            return f'<{event.tool}_result call_id="{event.call_id}">\n' \
-                   f"{json.dumps(event.result, ensure_ascii=False)}\n</{event.tool}_result>"
+            cid = None if _call_precedes(events, i, e.call_id) else e.call_id  # type: ignore[union-attr]
+            body = dump_block(e.result)  # type: ignore[union-attr]
+            if reduced and counter is not None:
+                body = truncate_to(body, max_tokens, counter, e.seq)
+            tag = f"{e.tool}_result"  # type: ignore[union-attr]
+            return f"<{tag}{_attrs(id=cid)}>\n{body}\n</{tag}>"
         case "tool_error":
-            return f'<error tool="{event.tool}">{event.error_type}: {event.message}</error>'
+            cid = None if _call_precedes(events, i, e.call_id) else e.call_id  # type: ignore[union-attr]
+            return f"<error{_attrs(id=cid)}>{e.error_type}: {e.message}</error>"  # type: ignore[union-attr]
         case "invalid_output":
-            return f"<error>your last output was invalid: {event.reason}</error>"
-        case "model_error":
-            return ""
+            return f"<invalid_output>{e.reason}</invalid_output>"  # type: ignore[union-attr]
         case "approval":
-            if event.approved:
-                return f'<approved call_id="{event.call_id}"/>'
-            return f'<rejected call_id="{event.call_id}">{event.comment or ""}</rejected>'
-        case "human_response":
-            return f"<human_response>\n{event.text}\n</human_response>"
-        case "done":
-            return f"<done>{event.message}</done>"
-        case "compacted":
-            return f"<summary of events {event.from_seq}-{event.to_seq}>\n{event.summary}\n" \
-                   "</summary>"
+            who = _attrs(id=e.call_id, by=e.by)  # type: ignore[union-attr]
+            if not e.approved:  # type: ignore[union-attr]
+                return f"<rejected{who}>{e.comment or ''}</rejected>"  # type: ignore[union-attr]
+            if e.edited_arguments is not None:  # type: ignore[union-attr]
+                return f"<approved{who} edited>\n{dump_block(e.edited_arguments)}\n</approved>"  # type: ignore[union-attr]
+            return f"<approved{who}/>"
+        case "escalated":
+            return f"<escalated>{e.reason}</escalated>"  # type: ignore[union-attr]
         case "external_event":
-            return f"<{event.name}>{json.dumps(event.payload, ensure_ascii=False)}</{event.name}>"
+            body = dump_block(e.payload) if e.payload else ""  # type: ignore[union-attr]
+            return f"<event{_attrs(name=e.name, source=e.source)}>\n{body}\n</event>"  # type: ignore[union-attr]
+        case "wait_timed_out":
+            return f"<wait_timed_out{_attrs(event=e.event)}/>"  # type: ignore[union-attr]
     return ""
 
 
-def render_context(agent: Agent, thread: Thread) -> Context:
-    """The compact form of `thread` for `agent`."""
-    tools = agent.visible_tools()
-    names = ", ".join(t.name for t in tools)
-    system = (
-        f"{agent.instructions.strip()}\n\n"
-        f"Answer with one JSON object naming the next step: "
-        f'{{"intent": <one of {names}>, "arguments": {{...}}}}.'
-    ).strip()
-    blocks = [b for b in (render_event(e) for e in thread.events) if b]
-    return Context(
-        system=system,
-        messages=(Message("user", "\n\n".join(blocks)),),
-        tools=tuple(ToolSpec(t.name, t.description, t.schema()) for t in tools),
-        output_schema=agent.output_schema(),
+def render_event(event: Event) -> str:
+    """One event as a tagged block, out of context (ids always shown)."""
+    return compact_block([event], 0)
+
+
+class CompactFormat:
+    """The default: one user message of tagged blocks; tools as signatures in the system."""
+
+    name = "compact"
+
+    def system(self, base: str, tools: Sequence[ToolSpec]) -> str:
+        sigs = dump_tools([(t.name, t.description, t.parameters) for t in tools])
+        parts = [base.strip(), f"## Tools\n{sigs}", ANSWER_FORMAT]
+        return "\n\n".join(p for p in parts if p)
+
+    def tools_text(self, tools: Sequence[ToolSpec]) -> str:
+        return ""
+
+    def block(self, events: Sequence[Event], i: int, reduced: bool, max_tokens: int,
+              counter: TokenCounter) -> str | None:
+        return compact_block(events, i, reduced=reduced, max_tokens=max_tokens,
+                             counter=counter) or None
+
+    def tokens(self, payload: Any, counter: TokenCounter) -> int:
+        return counter.count(payload) + 1 if payload else 0
+
+    def summary(self, from_seq: int, to_seq: int, text: str) -> str:
+        return f"<summary events={from_seq}-{to_seq}>\n{text}\n</summary>"
+
+    def assemble(self, payloads: Sequence[Any]) -> tuple[Message, ...]:
+        body = "\n".join(p for p in payloads if p)
+        return (Message("user", body),) if body else ()
+
+
+COMPACT = CompactFormat()
+
+
+def _format(name: str) -> ContextFormat:
+    if name == "compact":
+        return COMPACT
+    if name == "messages":
+        from .messages import MESSAGES
+
+        return MESSAGES
+    raise ConfigError(f"unknown context format {name!r}; use 'compact' or 'messages'")
+
+
+# -- per-agent state -------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class AgentContextState:
+    """What rendering for one agent reuses: its prompt, counter, budget and caches.
+
+    Built on first use from the agent's options and prompt (which is loaded once, here).
+    """
+
+    prompt: Prompt | None
+    counter: TokenCounter
+    budget: ContextBudget
+    redactor: Redactor | None
+    blocks: CountCache = field(default_factory=CountCache)
+    texts: CountCache = field(default_factory=lambda: CountCache(4096))
+    digests: DigestCache | None = None
+
+    def count_text(self, text: str) -> int:
+        cached = self.texts.get(text, text)
+        if cached is None:
+            cached = self.counter.count(text)
+            self.texts.put(text, text, cached)
+        return int(cached)
+
+
+_STATES: weakref.WeakKeyDictionary[Agent, AgentContextState] = weakref.WeakKeyDictionary()
+
+
+def context_state(agent: Agent) -> AgentContextState:
+    """The agent's rendering state, built (and its prompt loaded) on first use."""
+    state = _STATES.get(agent)
+    if state is None:
+        from ..prompts import prompt_for
+        from .compaction import DigestCache
+
+        state = AgentContextState(
+            prompt=prompt_for(agent),
+            counter=counter_for(agent),
+            budget=ContextBudget.for_agent(agent),
+            redactor=redactor_for(agent),
+        )
+        state.digests = DigestCache()
+        _STATES[agent] = state
+    return state
+
+
+# -- rendering -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A context and how it was built (for `threadline render` / `profile` and the runtime).
+
+    Attributes:
+        context: exactly what the model call receives.
+        layout: which events are shown, reduced or summarised.
+        sections: tokens per section: `system`, `tools`, `retrieved`, `summary` and
+            `history:<event kind>`.
+        compaction: `(from_seq, to_seq, summary)` the runtime should store as a `compacted`
+            event before calling the model (None when none is needed).
+    """
+
+    context: Context
+    layout: Layout
+    sections: dict[str, int]
+    compaction: tuple[int, int, str] | None
+
+
+def _prompt_vars(agent: Agent, thread: Thread, tools: Sequence[ToolSpec]) -> dict[str, Any]:
+    variables: dict[str, Any] = {
+        "agent": agent.name,
+        "tools": [{"name": t.name, "description": t.description} for t in tools],
+        "thread": {"id": thread.id, "metadata": thread.metadata},
+    }
+    static = agent.options.get("prompt_vars")
+    if isinstance(static, Mapping):
+        variables.update(static)
+    dynamic = thread.metadata.get("prompt_vars")
+    if isinstance(dynamic, Mapping):
+        variables.update(dynamic)
+    return variables
+
+
+def _base_prompt(agent: Agent, state: AgentContextState, thread: Thread,
+                 tools: Sequence[ToolSpec]) -> tuple[str, str | None, str | None, str]:
+    """(text, name, version, hash) of the system prompt before tool definitions."""
+    if state.prompt is not None:
+        text = state.prompt.render(_prompt_vars(agent, thread, tools))
+        return text, state.prompt.name, state.prompt.version, state.prompt.sha256
+    digest = hashlib.sha256(agent.instructions.encode()).hexdigest()
+    return agent.instructions, agent.name, None, digest
+
+
+def retrieved_indexes(thread: Thread) -> list[int]:
+    """Pre-fetched tool calls and outcomes: they follow the first message, before any model
+    call, so a bounded scan from the start finds them all."""
+    out: list[int] = []
+    for i, e in enumerate(thread.events):
+        if e.kind in ("model_call", "model_error", "invalid_output"):
+            break
+        call_id = getattr(e, "call_id", "")
+        if isinstance(call_id, str) and call_id.startswith(PREFETCH_PREFIX):
+            if e.kind in ("tool_call", "tool_result", "tool_error"):
+                out.append(i)
+        elif i > 0 and e.kind not in ("tool_started", "user_message"):
+            break
+    return out
+
+
+def render(agent: Agent, thread: Thread, fmt: str | ContextFormat | None = None) -> Rendered:
+    """Render `thread` for `agent` under the agent's budget.
+
+    Raises:
+        TokenBudgetError: even the minimum context does not fit the window.
+        PromptError: the agent's prompt template needs a variable nobody supplied.
+    """
+    from .compaction import summarise_span
+
+    state = context_state(agent)
+    form = fmt if fmt is not None and not isinstance(fmt, str) else _format(
+        fmt or str(agent.options.get("context_format", "compact")))
+    tools = [ToolSpec(t.name, t.description, t.schema()) for t in agent.visible_tools()]
+    base, p_name, p_version, p_hash = _base_prompt(agent, state, thread, tools)
+    system = form.system(base, tools)
+    if state.redactor is not None:
+        system = state.redactor.redact(system)
+    tools_text = form.tools_text(tools)
+    sys_tokens = state.count_text(system) + 4
+    tools_tokens = state.count_text(tools_text) if tools_text else 0
+    fixed = sys_tokens + tools_tokens + 3
+    events = thread.events
+    budget = state.budget
+    counter = state.counter
+    redactor = state.redactor
+
+    def payload(i: int, reduced: bool) -> tuple[Any, int]:
+        e = events[i]
+        reduced = reduced and e.kind == "tool_result"
+        key = (thread.id, e.seq, form.name, reduced, counter.name, _neighbour_key(events, i))
+        hit = state.blocks.get(key, e)
+        if hit is None:
+            block = form.block(events, i, reduced, budget.max_result_tokens, counter)
+            if block is not None and redactor is not None:
+                block = redactor.redact_payload(block)
+            hit = (block, form.tokens(block, counter) if block is not None else 0)
+            state.blocks.put(key, e, hit)
+        return hit  # type: ignore[no-any-return]
+
+    def summary_payload(i: int) -> Any:
+        c = events[i]
+        return form.summary(c.from_seq, c.to_seq, c.summary)  # type: ignore[union-attr]
+
+    def summary_tokens(i: int) -> int:
+        return form.tokens(summary_payload(i), counter)
+
+    retrieved = retrieved_indexes(thread)
+    layout = plan_layout(
+        events, budget=budget, fixed=fixed,
+        tokens=lambda i, r: int(payload(i, r)[1]), summary_tokens=summary_tokens,
+        virtual_summary_tokens=budget.summary_tokens, retrieved=retrieved,
     )
+    compaction: tuple[int, int, str] | None = None
+    if layout.compact is not None:
+        lo, hi = layout.compact
+        text = summarise_span(state, thread, hi, budget.summary_tokens,
+                              exclude=frozenset(retrieved))
+        if redactor is not None:
+            text = redactor.redact(text)
+        compaction = (lo, hi, text)
+
+    sections: dict[str, int] = {"system": sys_tokens, "tools": tools_tokens,
+                                "retrieved": 0, "summary": 0}
+    payloads: list[Any] = []
+    for i in layout.retrieved:
+        block, n = payload(i, layout.retrieved_reduced)
+        if block is not None:
+            payloads.append(block)
+            sections["retrieved"] += n
+    for kind, i, reduced in layout.units:
+        if kind == "summary":
+            if i == -1 and compaction is not None:
+                block = form.summary(compaction[0], compaction[1], compaction[2])
+            else:
+                block = summary_payload(i)
+            payloads.append(block)
+            sections["summary"] += form.tokens(block, counter)
+            continue
+        block, n = payload(i, reduced)
+        if block is None or (reduced and n == 0):
+            continue
+        if reduced and events[i].kind in ("invalid_output", "tool_error", "model_error"):
+            continue  # a resolved error the planner dropped
+        payloads.append(block)
+        key = f"history:{events[i].kind}"
+        sections[key] = sections.get(key, 0) + n
+    messages = form.assemble(payloads)
+    total = sum(sections.values())
+    context = Context(
+        system=system,
+        messages=messages,
+        tools=tuple(tools),
+        output_schema=agent.output_schema(),
+        max_output_tokens=budget.max_output_tokens,
+        prompt_name=p_name,
+        prompt_version=p_version,
+        prompt_hash=p_hash,
+        input_tokens=total,
+    )
+    return Rendered(context, layout, sections, compaction)
+
+
+def _neighbour_key(events: Sequence[Event], i: int) -> int:
+    """Tool call and result blocks depend on whether their partner is adjacent; encode
+    that in the cache key (it changes once, when the outcome arrives)."""
+    e = events[i]
+    if e.kind == "tool_call":
+        return 1 if _outcome_follows(events, i, e.call_id) else 0
+    if e.kind in ("tool_result", "tool_error"):
+        return 1 if _call_precedes(events, i, e.call_id) else 0  # type: ignore[union-attr]
+    return 0
+
+
+def render_context(agent: Agent, thread: Thread) -> Context:
+    """The context the next model call for `thread` receives (the default renderer).
+
+    Pure: equal (agent, thread) give equal contexts. When the history must be compacted
+    first, the context shows the summary the runtime will store before the call.
+    """
+    return render(agent, thread).context

@@ -1,0 +1,285 @@
+"""The token budget of one model call, and the plan that fits a thread into it.
+
+    window = fixed (system prompt + tool definitions + framing) + output reservation
+             + retrieved (pre-fetched material, at most `retrieved_share` of the rest)
+             + history  (everything else)
+
+When the history does not fit, the planner tries, in order, until it does:
+
+1. every event verbatim;
+2. the newest `keep_recent` events verbatim, older ones *reduced*: errors that were already
+   resolved (a later tool result or human input reset the error count) are dropped and tool
+   results over `max_result_tokens` are cut, ending with
+   `[truncated: full result in event N]` so nothing is lost, only moved out of view;
+3. the oldest span summarised into one `compacted` summary (room for it is reserved up
+   front), the rest laid out as in 1 or 2.
+
+If even the newest event cannot fit next to the fixed parts and the summary, the planner
+raises `TokenBudgetError`: the runtime records `token_budget_exceeded` and escalates. A
+prompt is never silently cut and a provider never sees an oversize request.
+
+The planner walks the thread from its newest event backwards and stops as soon as the
+budget is spent, reading per-event token counts from a cache, so its cost depends on the
+size of the window, not the length of the thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, TokenBudgetError
+
+if TYPE_CHECKING:
+    from ..agent import Agent
+    from ..events import Compacted, Event
+
+__all__ = ["ContextBudget", "Layout", "plan_layout"]
+
+_ERROR_KINDS = frozenset({"invalid_output", "tool_error", "model_error"})
+_RESOLVES = frozenset({"tool_result", "user_message", "human_response", "approval", "resumed"})
+
+DEFAULT_WINDOW = 32_000
+"""The window assumed for a model we know nothing about (set `context_window` instead)."""
+
+KNOWN_WINDOWS = {
+    "gpt-4o": 128_000, "gpt-4.1": 1_000_000, "gpt-5": 400_000, "o3": 200_000, "o4": 200_000,
+    "claude": 200_000, "smollm2": 8_192,
+}
+"""Context windows by model-id prefix, used when an agent does not set `context_window`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContextBudget:
+    """How the model's window is shared out. Set per agent through `Agent.options`.
+
+    Attributes:
+        window: the model's context window in tokens (`options["context_window"]`).
+        max_output_tokens: reserved for the answer (`options["max_output_tokens"]`).
+        retrieved_share: at most this share of what is left after the fixed parts goes to
+            retrieved / pre-fetched material; whatever it does not use goes to history.
+        keep_recent: the newest events that stay verbatim while older ones are reduced.
+        max_result_tokens: tool results larger than this are cut when reducing.
+        summary_tokens: room reserved for the compaction summary.
+        margin: tokens kept free for tokenizer boundary effects and message framing.
+    """
+
+    window: int = DEFAULT_WINDOW
+    max_output_tokens: int = 1024
+    retrieved_share: float = 0.25
+    keep_recent: int = 6
+    max_result_tokens: int = 800
+    summary_tokens: int = 600
+    margin: int = 32
+
+    def __post_init__(self) -> None:
+        if self.window <= 0 or self.max_output_tokens <= 0:
+            raise ConfigError("context_window and max_output_tokens must be positive")
+        if not 0.0 <= self.retrieved_share < 1.0:
+            raise ConfigError("retrieved_share must be in [0, 1)")
+        if self.keep_recent < 1 or self.max_result_tokens < 16 or self.summary_tokens < 16:
+            raise ConfigError("keep_recent >= 1, max_result_tokens >= 16, summary_tokens >= 16")
+
+    @classmethod
+    def for_agent(cls, agent: Agent) -> ContextBudget:
+        """The budget an agent's options describe (defaults fill the rest)."""
+        opts = agent.options
+        budget = opts.get("budget")
+        if isinstance(budget, ContextBudget):
+            return budget
+        window = opts.get("context_window") or _known_window(agent)
+        fields: dict[str, Any] = {"window": int(window)}
+        for name in ("max_output_tokens", "keep_recent", "max_result_tokens",
+                     "summary_tokens", "margin"):
+            if name in opts:
+                fields[name] = int(opts[name])
+        if "retrieved_share" in opts:
+            fields["retrieved_share"] = float(opts["retrieved_share"])
+        return cls(**fields)
+
+    def available(self, fixed: int) -> int:
+        """Tokens left for retrieved material and history after the fixed parts."""
+        return self.window - self.max_output_tokens - self.margin - fixed
+
+
+def _known_window(agent: Agent) -> int:
+    model_id = str(getattr(agent.model, "model_id", "") or agent.options.get("model_id", ""))
+    name = model_id.partition(":")[2] or model_id
+    for prefix, size in KNOWN_WINDOWS.items():
+        if name.lower().startswith(prefix):
+            return size
+    return DEFAULT_WINDOW
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Which events a context shows and how.
+
+    Attributes:
+        units: oldest first; `("event", i, reduced)` for `events[i]`, `("summary", i, False)`
+            for the summary of compacted event `events[i]` (or `i == -1` for the virtual
+            summary of `compact`).
+        retrieved: indexes of retrieved events, shown before the history.
+        retrieved_reduced: whether retrieved results are cut to fit their share.
+        compact: `(from_seq, to_seq)` the planner wants summarised and is not yet (None when
+            the thread fits without a new compaction).
+        level: 0 verbatim, 1 reduced, 2 compacted.
+        tokens: planned tokens of retrieved material plus history.
+    """
+
+    units: tuple[tuple[str, int, bool], ...]
+    retrieved: tuple[int, ...]
+    retrieved_reduced: bool
+    compact: tuple[int, int] | None
+    level: int
+    tokens: int
+
+
+TokenFn = Callable[[int, bool], int]
+"""`tokens(i, reduced)` for `events[i]` (0 for events that render nothing)."""
+
+
+def _walk(
+    events: Sequence[Event], skip: frozenset[int], virtual: tuple[int, int] | None
+) -> Iterator[tuple[str, int]]:
+    """Units newest first, hiding ranges covered by compactions (persisted or virtual)."""
+    covered: list[tuple[int, int, int]] = []  # (from, to, compacted index)
+    if virtual is not None:
+        covered.append((virtual[0], virtual[1], -1))
+    i = len(events) - 1
+    while i >= 0:
+        hit = next((c for c in covered if c[0] <= i <= c[1]), None)
+        if hit is not None:
+            yield ("summary", hit[2])
+            covered = [c for c in covered if c[0] < hit[0]]
+            i = hit[0] - 1
+            continue
+        event = events[i]
+        if event.kind == "compacted":
+            c: Compacted = event  # type: ignore[assignment]
+            if c.to_seq < i:
+                covered.append((c.from_seq, c.to_seq, i))
+                covered.sort(key=lambda x: -x[1])
+            i -= 1
+            continue
+        if i not in skip:
+            yield ("event", i)
+        i -= 1
+
+
+def _fit(
+    events: Sequence[Event],
+    skip: frozenset[int],
+    virtual: tuple[int, int] | None,
+    tokens: TokenFn,
+    summary_tokens: Callable[[int], int],
+    budget: int,
+    keep_recent: int,
+    reduce: bool,
+) -> tuple[list[tuple[str, int, bool]], int, int | None]:
+    """Walk newest first. Returns (units newest first, tokens, index of the first unit that
+    did not fit or None when everything fit)."""
+    units: list[tuple[str, int, bool]] = []
+    total = 0
+    shown = 0
+    resolved = False
+    for kind, i in _walk(events, skip, virtual):
+        if kind == "summary":
+            cost = summary_tokens(i)
+            reduced = False
+        else:
+            kind_i = events[i].kind
+            reduced = reduce and shown >= keep_recent
+            if reduced and kind_i in _ERROR_KINDS and resolved:
+                cost = 0
+            else:
+                cost = tokens(i, reduced)
+            if kind_i in _RESOLVES:
+                resolved = True
+        if total + cost > budget:
+            return units, total, i if kind == "event" else _summary_end(events, i, virtual)
+        total += cost
+        if cost:
+            shown += 1
+        units.append((kind, i, reduced))
+    return units, total, None
+
+
+def _summary_end(events: Sequence[Event], index: int, virtual: tuple[int, int] | None) -> int:
+    if index == -1 and virtual is not None:
+        return virtual[1]
+    c: Compacted = events[index]  # type: ignore[assignment]
+    return c.to_seq
+
+
+def plan_layout(
+    events: Sequence[Event],
+    *,
+    budget: ContextBudget,
+    fixed: int,
+    tokens: TokenFn,
+    summary_tokens: Callable[[int], int],
+    virtual_summary_tokens: int | None = None,
+    retrieved: Sequence[int] = (),
+) -> Layout:
+    """Fit `events` into `budget` (see the module docstring for the order of measures).
+
+    Args:
+        fixed: tokens of the system prompt, tool definitions and framing.
+        tokens: per-event token counts, verbatim or reduced (cached by the caller).
+        summary_tokens: tokens of the summary of the compacted event at an index.
+        virtual_summary_tokens: when given, the planner may compact (the size the new
+            summary will have, at most `budget.summary_tokens`).
+        retrieved: indexes of pre-fetched events (budgeted apart from history).
+
+    Raises:
+        TokenBudgetError: the fixed parts, or the fixed parts plus the newest event, do not
+            fit the window.
+    """
+    avail = budget.available(fixed)
+    minimum = fixed + budget.max_output_tokens + budget.margin
+    if avail <= 0:
+        raise TokenBudgetError(minimum, budget.window,
+                               "system prompt and tool definitions alone exceed the window")
+    skip = frozenset(retrieved)
+    ret_full = sum(tokens(i, False) for i in retrieved)
+    ret_cap = int(avail * budget.retrieved_share)
+    if ret_full <= ret_cap:
+        ret_tokens, ret_reduced = ret_full, False
+    else:
+        ret_tokens, ret_reduced = sum(tokens(i, True) for i in retrieved), True
+        if ret_tokens > ret_cap:
+            raise TokenBudgetError(minimum + ret_tokens, budget.window,
+                                   "pre-fetched material exceeds its share even when cut")
+    history = avail - ret_tokens
+    for level, reduce in ((0, False), (1, True)):
+        units, total, stop = _fit(events, skip, None, tokens, summary_tokens, history,
+                                  budget.keep_recent, reduce)
+        if stop is None:
+            return Layout(tuple(reversed(units)), tuple(retrieved), ret_reduced, None, level,
+                          total + ret_tokens)
+    if virtual_summary_tokens is None:
+        needed = fixed + budget.max_output_tokens + budget.margin + ret_tokens + total
+        raise TokenBudgetError(needed, budget.window, "history does not fit and this "
+                               "renderer cannot compact")
+    reserve = min(virtual_summary_tokens, budget.summary_tokens)
+    units, total, stop = _fit(events, skip, None, tokens, summary_tokens, history - reserve,
+                              budget.keep_recent, True)
+    if not units or stop is None:
+        newest = next((i for k, i in _walk(events, skip, None) if k == "event"), None)
+        need = minimum + ret_tokens + reserve + (tokens(newest, True) if newest is not None
+                                                  else 0)
+        raise TokenBudgetError(need, budget.window,
+                               "the newest event does not fit next to the summary")
+    span = (0, stop)
+    # Lay out what remains exactly as a later render will once the compaction is stored.
+    for level, reduce in ((2, False), (2, True)):
+        kept, kept_total, again = _fit(events, skip, span, tokens,
+                                       lambda i: reserve if i == -1 else summary_tokens(i),
+                                       history, budget.keep_recent, reduce)
+        if again is None:
+            return Layout(tuple(reversed(kept)), tuple(retrieved), ret_reduced, span, level,
+                          kept_total + ret_tokens)
+    return Layout(tuple(reversed([*units, ("summary", -1, False)])), tuple(retrieved),
+                  ret_reduced, span, 2, total + reserve + ret_tokens)

@@ -1,0 +1,204 @@
+"""The standard chat message array, with native tool-call messages.
+
+Choose it with `Agent(options={"context_format": "messages"})`. Each event becomes zero or
+more chat messages:
+
+    user_message / human_response   -> user
+    tool_call (consecutive ones)    -> one assistant message with native `tool_calls`
+    tool_result / tool_error        -> tool (tool_call_id = the call id)
+    approval (rejected or edited)   -> tool answering the call: what the human decided
+    invalid_output                  -> user: the reason, so the model can correct itself
+    external_event / escalated      -> user, as a tagged block
+    compacted summary               -> user: the summary of the events it replaces
+
+Tool definitions travel as `Context.tools` (`ToolSpec`s) and the system prompt holds only
+the instructions. `thread_from_openai` is the reverse: it turns an OpenAI chat transcript
+into a thread, which the benchmark uses to render recorded runs both ways.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ..events import (
+    Event,
+    HumanRequest,
+    HumanResponse,
+    ModelCall,
+    RawToolCall,
+    Thread,
+    ToolCall,
+    ToolResult,
+    UserMessage,
+)
+from ..models.base import Message, ToolSpec
+from .notation import dump_block
+from .tokens import TokenCounter
+
+__all__ = ["MESSAGES", "MessagesFormat", "thread_from_openai", "to_openai"]
+
+_OVERHEAD = 4
+"""Tokens a chat API spends framing each message (role and separators)."""
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class MessagesFormat:
+    """Events as the standard chat array (see the module docstring)."""
+
+    name = "messages"
+
+    def system(self, base: str, tools: Sequence[ToolSpec]) -> str:
+        return base.strip()
+
+    def tools_text(self, tools: Sequence[ToolSpec]) -> str:
+        return _json([{"type": "function", "function": {
+            "name": t.name, "description": t.description, "parameters": t.parameters}}
+            for t in tools])
+
+    def block(self, events: Sequence[Event], i: int, reduced: bool, max_tokens: int,
+              counter: TokenCounter) -> tuple[Message, ...] | None:
+        e = events[i]
+        match e.kind:
+            case "user_message" | "human_response":
+                return (Message("user", e.text),)  # type: ignore[union-attr]
+            case "tool_call":
+                call = RawToolCall(id=e.call_id, name=e.tool,  # type: ignore[union-attr]
+                                   arguments=_json(e.arguments))  # type: ignore[union-attr]
+                return (Message("assistant", "", (call,)),)
+            case "tool_result":
+                result = e.result  # type: ignore[union-attr]
+                text = result if isinstance(result, str) else _json(result)
+                if reduced:
+                    from .render import truncate_to
+
+                    text = truncate_to(text, max_tokens, counter, e.seq)
+                return (Message("tool", text, tool_call_id=e.call_id),)  # type: ignore[union-attr]
+            case "tool_error":
+                return (Message("tool", f"error: {e.error_type}: {e.message}",  # type: ignore[union-attr]
+                                tool_call_id=e.call_id),)  # type: ignore[union-attr]
+            case "approval":
+                if not e.approved:  # type: ignore[union-attr]
+                    return (Message("tool", f"rejected by a human: {e.comment or ''}".strip(),  # type: ignore[union-attr]
+                                    tool_call_id=e.call_id),)  # type: ignore[union-attr]
+                if e.edited_arguments is not None:  # type: ignore[union-attr]
+                    return (Message("user", "A human approved the call with these arguments:\n"
+                                    + dump_block(e.edited_arguments)),)  # type: ignore[union-attr]
+                return None
+            case "invalid_output":
+                return (Message("user", f"Your last output was invalid: {e.reason}"),)  # type: ignore[union-attr]
+            case "escalated":
+                return (Message("user", f"<escalated>{e.reason}</escalated>"),)  # type: ignore[union-attr]
+            case "external_event":
+                return (Message("user", f"<event name={e.name}>\n"  # type: ignore[union-attr]
+                                f"{dump_block(e.payload)}\n</event>"),)  # type: ignore[union-attr]
+        return None
+
+    def tokens(self, payload: Any, counter: TokenCounter) -> int:
+        if not payload:
+            return 0
+        total = 0
+        for m in payload:
+            total += _OVERHEAD + counter.count(m.content)
+            for c in m.tool_calls:
+                total += counter.count(c.name) + counter.count(c.arguments) + 8
+        return total
+
+    def summary(self, from_seq: int, to_seq: int, text: str) -> tuple[Message, ...]:
+        return (Message("user", f"<summary events={from_seq}-{to_seq}>\n{text}\n</summary>"),)
+
+    def assemble(self, payloads: Sequence[Any]) -> tuple[Message, ...]:
+        out: list[Message] = []
+        for payload in payloads:
+            for m in payload or ():
+                prev = out[-1] if out else None
+                if (prev is not None and prev.role == "assistant" and m.role == "assistant"
+                        and m.tool_calls and not m.content):
+                    # consecutive calls of one answer: one assistant message, many tool_calls
+                    out[-1] = Message("assistant", prev.content, prev.tool_calls + m.tool_calls)
+                elif prev is not None and prev.role == "user" and m.role == "user":
+                    out[-1] = Message("user", f"{prev.content}\n\n{m.content}")
+                else:
+                    out.append(m)
+        return tuple(out)
+
+
+MESSAGES = MessagesFormat()
+
+
+def to_openai(system: str, messages: Iterable[Message]) -> list[dict[str, Any]]:
+    """Messages as the `messages` list of an OpenAI chat-completions request."""
+    out: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    for m in messages:
+        item: dict[str, Any] = {"role": m.role, "content": m.content or None}
+        if m.tool_calls:
+            item["tool_calls"] = [{"id": c.id, "type": "function",
+                                   "function": {"name": c.name, "arguments": c.arguments}}
+                                  for c in m.tool_calls]
+        if m.tool_call_id:
+            item["tool_call_id"] = m.tool_call_id
+        out.append(item)
+    return out
+
+
+_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def thread_from_openai(
+    messages: Sequence[Mapping[str, Any]], *, thread_id: str = "imported",
+    agent: str = "imported", model: str = "imported",
+) -> tuple[str, Thread]:
+    """An OpenAI chat transcript as (system prompt, thread).
+
+    Assistant text becomes a `request_more_information` intent (the agent talking to the
+    user); the next user message answers it as a `human_response`. Assistant tool calls
+    become a `model_call` plus validated `tool_call` events keeping the provider's ids, and
+    `tool` messages become `tool_result` events whose result is the content (JSON decoded
+    when it is JSON).
+    """
+    system = ""
+    thread = Thread(thread_id, agent)
+    open_request: str | None = None
+
+    def add(event_cls: Any, **fields: Any) -> None:
+        thread.append(event_cls(seq=thread.next_seq, at=_EPOCH, **fields))
+
+    for m in messages:
+        role = m.get("role")
+        content = m.get("content") or ""
+        if role == "system":
+            system = content
+        elif role == "user":
+            if open_request is not None:
+                add(HumanResponse, request_id=open_request, text=content)
+                open_request = None
+            else:
+                add(UserMessage, text=content)
+        elif role == "assistant":
+            calls = m.get("tool_calls") or []
+            raw = tuple(RawToolCall(id=c.get("id"), name=c["function"]["name"],
+                                    arguments=c["function"]["arguments"]) for c in calls)
+            add(ModelCall, model=model, output=content, tool_calls=raw)
+            for c in raw:
+                args = json.loads(c.arguments) if c.arguments.strip() else {}
+                add(ToolCall, call_id=c.id or f"c{thread.next_seq}", tool=c.name,
+                    version="1", arguments=args)
+            if content and not raw:
+                cid = f"c{thread.next_seq}"
+                add(ToolCall, call_id=cid, tool="request_more_information", version="1",
+                    arguments={"message": content})
+                add(HumanRequest, request_id=cid, question=content)
+                open_request = cid
+        elif role == "tool":
+            try:
+                result: Any = json.loads(content)
+            except ValueError:
+                result = content
+            add(ToolResult, call_id=m.get("tool_call_id") or "", tool=m.get("name") or "",
+                result=result)
+    return system, thread

@@ -1,0 +1,354 @@
+"""A compact, lossless text notation for JSON values and JSON Schemas.
+
+The compact renderer spends most of its tokens on tool arguments, tool results and tool
+definitions. JSON is a poor fit for a model's context: every key and string is quoted and,
+inside a chat request, escaped a second time. This notation keeps every value and drops
+only punctuation a reader does not need:
+
+* Mappings at the top of a block are YAML-like lines, `key: value`; nested mappings and
+  lists are written inline, `{a: 1, b: x}` and `[x, y]`.
+* A list of mappings that all have the same keys (after flattening nested mappings to
+  dotted keys) becomes a table: a header `[N]{k1,k2,...}:` then one comma-separated row
+  per item. This is where search results shrink the most.
+* Strings are written bare when that cannot be misread (no separators, not a number,
+  boolean or null) and JSON-quoted otherwise, so `"42"` and `42` stay distinct.
+* Multi-line strings at block level use YAML's literal style (`key: |` then the lines).
+
+`dump_schema` writes a tool's JSON Schema as an indented signature: one line per argument
+with its type, enum values, constraints and description; optional arguments end in `?`.
+Nothing in the schema is dropped except pydantic's generated `title`s and the
+`additionalProperties: false` that every strict tool has (stated once in the prompt).
+
+Invariant: every scalar in the input appears in the output, spelled so that parsing it back
+gives the same JSON type and value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["dump_block", "dump_inline", "dump_schema", "dump_tools"]
+
+_BARE = re.compile(r"[^\s,{}\[\]\"'#|`][^,{}\[\]\"\n|`]*")
+_BLOCK_BARE = re.compile(r"[^\s{}\[\]\"'|`>][^\n]*")
+_AMBIGUOUS = re.compile(r"(?i:true|false|null)|[-+]?(\d[\d_]*)?\.?\d+([eE][-+]?\d+)?")
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _string(text: str, *, block: bool = False) -> str:
+    pattern = _BLOCK_BARE if block else _BARE
+    if (
+        text
+        and pattern.fullmatch(text)
+        and not text.endswith((" ", ":"))
+        and ": " not in text
+        and not _AMBIGUOUS.fullmatch(text)
+    ):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def dump_inline(value: Any) -> str:
+    """One value on one line: `{k: v}`, `[a, b]`, bare or quoted strings."""
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_key(k)}: {dump_inline(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(dump_inline(v) for v in value) + "]"
+    return _scalar(value)
+
+
+def _key(key: Any) -> str:
+    text = str(key)
+    return text if re.fullmatch(r"[A-Za-z_][\w.\-]*", text) else json.dumps(text)
+
+
+def _flatten(row: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in row.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v and all(isinstance(x, str) for x in v):
+            out.extend(_flatten(v, name + "."))
+        else:
+            out.append((name, v))
+    return out
+
+
+def _table(items: Sequence[Any]) -> tuple[list[str], list[list[Any]]] | None:
+    """Header and rows when `items` are mappings with identical flattened scalar keys."""
+    if not items or not all(isinstance(i, Mapping) and i for i in items):
+        return None
+    flat = [_flatten(i) for i in items]
+    header = [k for k, _ in flat[0]]
+    if any(not isinstance(k, str) or "," in k for k in header):
+        return None
+    rows = []
+    for entry in flat:
+        if [k for k, _ in entry] != header:
+            return None
+        rows.append([v for _, v in entry])
+    if len(rows) == 1 and any(isinstance(c, Mapping | list | tuple) for c in rows[0]):
+        return None  # one row with nested values reads better as a mapping
+    return header, rows
+
+
+def _grouped(items: Sequence[Any]) -> tuple[list[str], list[list[list[Any]]]] | None:
+    """A list of tables sharing one header (e.g. itineraries of connecting flights)."""
+    if len(items) < 2 or not all(isinstance(i, list | tuple) and i for i in items):
+        return None
+    tables = [_table(i) for i in items]
+    if any(t is None for t in tables):
+        return None
+    header = tables[0][0]  # type: ignore[index]
+    if any(t[0] != header for t in tables):  # type: ignore[index]
+        return None
+    return header, [t[1] for t in tables]  # type: ignore[index]
+
+
+def _table_lines(head: str, value: Sequence[Any], indent: str) -> list[str] | None:
+    table = _table(value)
+    if table is not None:
+        header, rows = table
+        # The header gives the row count, so rows need no indentation to be delimited.
+        out = [f"{indent}{head}[{len(rows)}]{{{','.join(header)}}}:"]
+        out += [indent + ",".join(dump_inline(c) for c in r) for r in rows]
+        return out
+    grouped = _grouped(value)
+    if grouped is not None:
+        header, groups = grouped
+        out = [f"{indent}{head}[{len(groups)} lists]{{{','.join(header)}}}:"]
+        for group in groups:
+            for n, r in enumerate(group):
+                out.append(indent + ("  - " if n == 0 else "    ")
+                           + ",".join(dump_inline(c) for c in r))
+        return out
+    return None
+
+
+def _lines(value: Any, indent: str) -> list[str]:
+    """Block form of a mapping or list, one entry per line."""
+    if isinstance(value, Mapping):
+        if not value:
+            return [indent + "{}"]
+        out: list[str] = []
+        for k, v in value.items():
+            out.extend(_entry(_key(k), v, indent))
+        return out
+    if isinstance(value, list | tuple):
+        tabled = _table_lines("", value, indent)
+        if tabled is not None:
+            return tabled
+        if not value:
+            return [indent + "[]"]
+        out = []
+        for item in value:
+            if isinstance(item, Mapping | list | tuple) and item:
+                sub = _lines(item, indent + "  ")
+                out.append(indent + "- " + sub[0].lstrip())
+                out.extend(sub[1:])
+            else:
+                out.append(indent + "- " + _block_scalar(item, indent + "  "))
+        return out
+    return [indent + _block_scalar(value, indent)]
+
+
+def _entry(key: str, value: Any, indent: str) -> list[str]:
+    if isinstance(value, list | tuple):
+        tabled = _table_lines(key, value, indent)
+        if tabled is not None:
+            return tabled
+        if value and any(isinstance(v, Mapping | list | tuple) and v for v in value):
+            return [f"{indent}{key}:", *_lines(value, indent + "  ")]
+    if isinstance(value, Mapping) and value:
+        inline = dump_inline(value)
+        if len(inline) <= 120:
+            return [f"{indent}{key}: {inline}"]
+        return [f"{indent}{key}:", *_lines(value, indent + "  ")]
+    return [f"{indent}{key}: {_block_scalar(value, indent + '  ')}"]
+
+
+def _block_scalar(value: Any, indent: str) -> str:
+    if isinstance(value, str):
+        if "\n" in value and not value.startswith((" ", "\n")) and "\r" not in value:
+            body = "\n".join(indent + line if line else "" for line in value.split("\n"))
+            chomp = "" if value.endswith("\n") else "-"
+            return f"|{chomp}\n{body.rstrip(chr(10)) if chomp else body}"
+        return _string(value, block=True)
+    return dump_inline(value)
+
+
+def dump_block(value: Any) -> str:
+    """A value as the body of a tagged block: mapping lines, tables, or one scalar."""
+    if isinstance(value, str):
+        # A tool that returns JSON as a string gets the same treatment as one returning
+        # the structure (the tau-bench tools do this).
+        stripped = value.strip()
+        if stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]"):
+            try:
+                return dump_block(json.loads(stripped))
+            except ValueError:
+                pass
+        return value
+    return "\n".join(_lines(value, ""))
+
+
+# -- schemas ---------------------------------------------------------------------------
+
+_SKIP = {"title", "description", "type", "properties", "required", "items", "enum", "$defs",
+         "definitions", "$ref", "anyOf", "oneOf", "allOf", "const", "default"}
+
+
+def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        node: Any = root
+        for part in ref[2:].split("/"):
+            node = node.get(part, {}) if isinstance(node, Mapping) else {}
+        merged = dict(node) if isinstance(node, Mapping) else {}
+        merged.update({k: v for k, v in schema.items() if k != "$ref"})
+        return merged
+    return schema
+
+
+def _type(schema: Mapping[str, Any], root: Mapping[str, Any]) -> str:
+    schema = _resolve(schema, root)
+    if "const" in schema:
+        return "=" + dump_inline(schema["const"])
+    if "enum" in schema:
+        return "|".join(dump_inline(v) for v in schema["enum"])
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return " or ".join(_type(s, root) for s in schema[key])
+    if "allOf" in schema and len(schema["allOf"]) == 1:
+        return _type(schema["allOf"][0], root)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return "|".join(str(k) for k in kind)
+    if kind == "array":
+        items = schema.get("items")
+        if isinstance(items, Mapping) and items:
+            inner = _type(items, root)
+            return f"({inner})[]" if " " in inner or "|" in inner else f"{inner}[]"
+        return "array"
+    if kind is None and "properties" in schema:
+        return "object"
+    return str(kind) if kind else "any"
+
+
+def _extras(schema: Mapping[str, Any]) -> str:
+    parts = [f"{k}={dump_inline(v)}" for k, v in schema.items()
+             if k not in _SKIP and not (k == "additionalProperties" and v is False)]
+    if "default" in schema:
+        parts.insert(0, f"default={dump_inline(schema['default'])}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _arg_line(name: str, prop: Mapping[str, Any], root: Mapping[str, Any]) -> str:
+    """`name: type (constraints) # description`; the type is left out for plain strings."""
+    kind = _type(prop, root)
+    line = (f"{name}: {kind}" if kind != "string" else name) + _extras(prop)
+    desc = prop.get("description")
+    if desc:
+        line += f" # {' '.join(str(desc).split())}"
+    return line
+
+
+def _object_lines(schema: Mapping[str, Any], root: Mapping[str, Any], indent: str,
+                  shared: Mapping[str, str] | None = None) -> list[str]:
+    props = schema.get("properties") or {}
+    required = set(schema.get("required") or ())
+    out: list[str] = []
+    for name, prop in props.items():
+        prop = _resolve(prop, root)
+        opt = "" if name in required else "?"
+        line = _arg_line(name, prop, root)
+        nested = _nested_object(prop, root)
+        if shared is not None and nested is None and shared.get(name) == line:
+            out.append(f"{indent}{name}{opt}")
+            continue
+        out.append(f"{indent}{name}{opt}{line[len(name):]}")
+        if nested is not None:
+            out.extend(_object_lines(nested, root, indent + "  ", shared))
+    return out
+
+
+def _arg_lines(schema: Mapping[str, Any], root: Mapping[str, Any]) -> list[str]:
+    """Every leaf argument line of a tool (nested objects included)."""
+    out: list[str] = []
+    for name, prop in (schema.get("properties") or {}).items():
+        prop = _resolve(prop, root)
+        nested = _nested_object(prop, root)
+        if nested is None:
+            out.append(_arg_line(name, prop, root))
+        else:
+            out.extend(_arg_lines(nested, root))
+    return out
+
+
+def _nested_object(prop: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    if prop.get("properties"):
+        return prop
+    items = prop.get("items")
+    if isinstance(items, Mapping):
+        items = _resolve(items, root)
+        if items.get("properties"):
+            return items
+    for key in ("anyOf", "oneOf"):
+        for option in prop.get(key, ()):
+            option = _resolve(option, root)
+            found = _nested_object(option, root)
+            if found is not None:
+                return found
+    return None
+
+
+def dump_schema(name: str, description: str, parameters: Mapping[str, Any],
+                shared: Mapping[str, str] | None = None) -> str:
+    """One tool as `name: description` and an indented argument list.
+
+    Arguments whose full line is in `shared` are written by name only.
+    """
+    head = f"{name}: {' '.join(description.split())}" if description else f"{name}:"
+    extras = _extras({k: v for k, v in parameters.items() if k != "type"})
+    lines = [head + extras, *_object_lines(parameters, parameters, "  ", shared)]
+    if not parameters.get("properties"):
+        lines.append("  (no arguments)")
+    return "\n".join(lines)
+
+
+def dump_tools(specs: Sequence[tuple[str, str, Mapping[str, Any]]]) -> str:
+    """Several tools, one signature block each.
+
+    An argument defined identically (name, type, description) in two or more places is
+    written once under `Shared arguments` and referred to by name: lossless, and tool sets
+    that pass the same ids around (user_id, reservation_id, ...) shrink a lot.
+    """
+    seen: dict[str, list[str]] = {}
+    for _, _, params in specs:
+        for line in _arg_lines(params, params):
+            seen.setdefault(re.split(r"[: (]", line, maxsplit=1)[0], []).append(line)
+    # Only lines long enough to be worth a cross-reference (`a: number` is not).
+    shared = {n: ls[0] for n, ls in seen.items()
+              if len(ls) >= 2 and len(set(ls)) == 1 and len(ls[0]) >= len(n) + 16}
+    blocks = []
+    if shared:
+        blocks.append("Shared arguments (tools list them by name):\n"
+                      + "\n".join("  " + line for line in shared.values()))
+    blocks += [dump_schema(n, d, p, shared) for n, d, p in specs]
+    blocks.append("Untyped arguments are strings; `?` marks optional ones.")
+    return "\n".join(blocks)

@@ -1,0 +1,187 @@
+"""Masking secrets in rendered context, in logs and (unless allowed) in stored events.
+
+A `Redactor` replaces secrets with `[REDACTED]` (or `[REDACTED:<label>]`). Built in:
+
+* API keys with well-known prefixes (OpenAI `sk-...`, Anthropic `sk-ant-...`, GitHub
+  `ghp_...`/`github_pat_...`, Slack `xox?-...`, AWS `AKIA...`, Google `AIza...`, Stripe
+  `sk_live_...`/`rk_live_...`) and JSON Web Tokens;
+* `Authorization: Bearer <token>` / `Basic <token>` values;
+* passwords in URLs (`scheme://user:password@host`: the password only);
+* `password=...`, `secret: ...`, `api_key=...`, `token=...` assignments.
+
+Agents add their own through `Agent.options["redact"]`: a list of regular expressions
+(strings or compiled; the whole match is masked, or group 1 when the pattern has one) and
+literal values (`{"patterns": [...], "values": [...]}`), or `False` to switch redaction off.
+
+Where it applies:
+
+* rendering: every block and the system prompt pass through the agent's redactor, so a
+  model never sees a secret even when the stored event still holds it;
+* logs: `JsonEventLog(redact=Redactor().redact)` masks each line (bootstrap wires it);
+* storage: `redact_for_storage(agent, events)` masks the *inputs* that enter a thread from
+  outside (user and human messages, tool results and errors, external events) before they
+  are appended, unless `options["store_secrets"]` is true. Model outputs and tool calls are
+  never rewritten: the model only ever saw redacted context, and rewriting them would break
+  deterministic replay.
+
+Invariant: `redact(redact(x)) == redact(x)`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from ..models.base import Message
+
+if TYPE_CHECKING:
+    from ..agent import Agent
+    from ..events import Event
+
+__all__ = ["DEFAULT_PATTERNS", "MASK", "Redactor", "redact_for_storage", "redactor_for"]
+
+MASK = "[REDACTED]"
+
+DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("url-password", r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]+:([^\s@/]+)@"),
+    ("bearer", r"(?i:\b(?:bearer|basic|token)\s+)([A-Za-z0-9\-._~+/]{16,}=*)"),
+    ("anthropic-key", r"\bsk-ant-[A-Za-z0-9\-_]{16,}"),
+    ("openai-key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9\-_]{20,}"),
+    ("github-token", r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"),
+    ("slack-token", r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"),
+    ("aws-access-key", r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),
+    ("google-api-key", r"\bAIza[0-9A-Za-z\-_]{35}"),
+    ("stripe-key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}"),
+    ("jwt", r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
+    ("assignment",
+     r"(?i:\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token"
+     r"|client[_-]?secret)\b[\"']?\s*[:=]\s*[\"']?)([^\s\"',;}{]{4,})"),
+)
+
+
+class Redactor:
+    """Masks secrets in text and in JSON-like values.
+
+    Args:
+        patterns: extra regular expressions; group 1 is masked when present, else the match.
+        values: literal secrets to mask wherever they appear (e.g. keys from settings).
+        defaults: include `DEFAULT_PATTERNS`.
+        mask: the replacement text.
+    """
+
+    def __init__(
+        self,
+        patterns: Iterable[str | re.Pattern[str]] = (),
+        values: Iterable[str] = (),
+        *,
+        defaults: bool = True,
+        mask: str = MASK,
+    ) -> None:
+        compiled: list[re.Pattern[str]] = []
+        if defaults:
+            compiled += [re.compile(p) for _, p in DEFAULT_PATTERNS]
+        for p in patterns:
+            try:
+                compiled.append(p if isinstance(p, re.Pattern) else re.compile(p))
+            except re.error as exc:
+                raise ConfigError(f"redaction pattern {p!r} is not a valid regex: {exc}") from None
+        literal = sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True)
+        if literal:
+            compiled.append(re.compile("|".join(re.escape(v) for v in literal)))
+        self._patterns = compiled
+        self._mask = mask
+
+    def _sub(self, match: re.Match[str]) -> str:
+        if match.re.groups and match.group(1) is not None:
+            start, end = match.span(1)
+            whole = match.group(0)
+            offset = match.start(0)
+            return whole[: start - offset] + self._mask + whole[end - offset:]
+        return self._mask
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret masked."""
+        for pattern in self._patterns:
+            text = pattern.sub(self._sub, text)
+        return text
+
+    def __call__(self, text: str) -> str:
+        return self.redact(text)
+
+    def redact_value(self, value: Any) -> Any:
+        """A JSON-like value with every string redacted (keys included)."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, Mapping):
+            return {self.redact(str(k)): self.redact_value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.redact_value(v) for v in value]
+        return value
+
+    def redact_payload(self, payload: Any) -> Any:
+        """A rendered block: a string, or a tuple of `Message`s (the messages format)."""
+        if isinstance(payload, str):
+            return self.redact(payload)
+        if isinstance(payload, tuple):
+            return tuple(self._message(m) if isinstance(m, Message) else m for m in payload)
+        return payload
+
+    def _message(self, m: Message) -> Message:
+        calls = tuple(c.model_copy(update={"arguments": self.redact(c.arguments)})
+                      for c in m.tool_calls)
+        return Message(m.role, self.redact(m.content), calls, m.tool_call_id, m.name)
+
+
+def redactor_for(agent: Agent) -> Redactor | None:
+    """The redactor `agent.options["redact"]` describes (None when switched off)."""
+    spec = agent.options.get("redact", True)
+    if spec is False:
+        return None
+    if isinstance(spec, Redactor):
+        return spec
+    if spec is True or spec is None:
+        return Redactor()
+    if isinstance(spec, Mapping):
+        return Redactor(spec.get("patterns", ()), spec.get("values", ()),
+                        defaults=bool(spec.get("defaults", True)))
+    if isinstance(spec, list | tuple):
+        return Redactor(spec)
+    raise ConfigError(f"agent {agent.name}: options['redact'] must be True, False, a list of "
+                      "patterns, a mapping {patterns, values} or a Redactor")
+
+
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "user_message": ("text",),
+    "human_response": ("text",),
+    "tool_result": ("result",),
+    "tool_error": ("message",),
+    "external_event": ("payload",),
+}
+
+
+def redact_for_storage(agent: Agent | None, events: Sequence[Event]) -> list[Event]:
+    """`events` with secrets masked in outside inputs, unless the agent stores secrets.
+
+    Returns the same event objects when nothing needed masking.
+    """
+    if agent is None or agent.options.get("store_secrets"):
+        return list(events)
+    redactor = redactor_for(agent)
+    if redactor is None:
+        return list(events)
+    out: list[Event] = []
+    for event in events:
+        fields = _FIELDS.get(event.kind)
+        if fields:
+            update = {}
+            for name in fields:
+                old = getattr(event, name)
+                new = redactor.redact_value(old)
+                if new != old:
+                    update[name] = new
+            if update:
+                event = event.model_copy(update=update)
+        out.append(event)
+    return out
