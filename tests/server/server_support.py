@@ -8,6 +8,7 @@ the SQLite file directly to check what was (and was not) written.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -49,8 +50,9 @@ class LiveServer:
     def stored_events(self, thread_id: str) -> list[tuple[int, str]]:
         """The rows in the database, read independently of the server."""
         with sqlite3.connect(self.db_path) as conn:
-            return conn.execute("SELECT seq, body FROM events WHERE thread_id = ? ORDER BY seq",
-                                (thread_id,)).fetchall()
+            return conn.execute(
+                "SELECT seq, body FROM events WHERE thread_id = ? ORDER BY seq", (thread_id,)
+            ).fetchall()
 
     def wait_status(self, thread_id: str, wanted: set[str], timeout: float = 20) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -61,14 +63,30 @@ class LiveServer:
                     return body
                 time.sleep(0.02)
 
+    def launch(
+        self, agent: str = "deploybot", message: str = "deploy the backend to production"
+    ) -> dict[str, Any]:
+        """Launch over HTTP and wait until the thread stops running."""
+        with self.client("admin") as c:
+            r = c.post(
+                "/v1/threads",
+                json={"agent": agent, "message": message, "wait": True, "wait_timeout": 20},
+            )
+        assert r.status_code == 201, r.text
+        return r.json()
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
 
 
 def start_server(
-    tmp_path: Path, agents: list[Agent], model: Any, *,
-    config: ServerConfig | None = None, keys: dict[str, list[str]] | None = None,
+    tmp_path: Path,
+    agents: list[Agent],
+    model: Any,
+    *,
+    config: ServerConfig | None = None,
+    keys: dict[str, list[str]] | None = None,
     host: str = "127.0.0.1",
 ) -> LiveServer:
     db_path = tmp_path / "threads.db"
@@ -84,8 +102,7 @@ def start_server(
     runtime = Runtime(SQLiteStore(db_path), agents=agents, model=model)
     config = config or ServerConfig(webhook_secret=SECRET, poll_interval=0.2)
     app = create_app(runtime, config)
-    uv = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning",
-                                       lifespan="on"))
+    uv = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -102,6 +119,7 @@ DEFAULT_KEYS = {
     "alice": ["respond", "read"],
     "reader": ["read"],
     "launcher": ["launch", "read"],
+    "bob": ["respond", "read"],
 }
 
 
@@ -111,8 +129,11 @@ def deploy_model(tag: str = "v1.5.0", environment: str = "production") -> Functi
     def answer(context: Context) -> Any:
         text = context.messages[-1].content
         if "<rejected" in text:
-            return intent("done_for_now", message="Deploy cancelled: " + text.rsplit(
-                "<rejected", 1)[1].split(">", 1)[1].split("</rejected>")[0])
+            return intent(
+                "done_for_now",
+                message="Deploy cancelled: "
+                + text.rsplit("<rejected", 1)[1].split(">", 1)[1].split("</rejected>")[0],
+            )
         if "deploy_backend_result" in text:
             return intent("done_for_now", message=f"Deployed {tag} to {environment}.")
         if "list_git_tags_result" in text:
@@ -127,15 +148,28 @@ def deploybot() -> Agent:
     return load_agent(str(ROOT / "examples/deploybot/agent.py") + ":agent")
 
 
+def guarded(deploybot: Agent) -> Agent:
+    """Deploybot whose production deploys only alice may approve."""
+    return dataclasses.replace(
+        deploybot, name="guarded", options={"approvers": {"deploy_backend": ["alice"]}}
+    )
+
+
 @pytest.fixture
 def live(tmp_path: Path, deploybot: Agent) -> Iterator[LiveServer]:
-    server = start_server(tmp_path, [deploybot], deploy_model(), keys=DEFAULT_KEYS)
+    server = start_server(
+        tmp_path, [deploybot, guarded(deploybot)], deploy_model(), keys=DEFAULT_KEYS
+    )
     yield server
     server.stop()
 
 
-def signed(body: dict[str, Any], *, secret: str = SECRET, now: float | None = None,
-           ) -> tuple[bytes, dict[str, str]]:
+def signed(
+    body: dict[str, Any],
+    *,
+    secret: str = SECRET,
+    now: float | None = None,
+) -> tuple[bytes, dict[str, str]]:
     from threadline.server.webhooks import signed_headers
 
     raw = json.dumps(body).encode()

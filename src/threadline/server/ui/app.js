@@ -1,0 +1,356 @@
+// Threadline inbox: plain JavaScript against the same /v1 API the CLI uses.
+// The API key is entered once and kept in sessionStorage (this tab only). Every piece of
+// thread data is inserted with textContent, never as HTML.
+"use strict";
+
+const KEY = "threadline.key";
+const WAITING = ["awaiting_approval", "awaiting_human"];
+const state = { selected: null, stream: null, events: [], refreshing: false };
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function notice(text, isError = false) {
+  const box = document.getElementById("notice");
+  box.hidden = !text;
+  box.textContent = text || "";
+  box.classList.toggle("error", isError);
+}
+
+class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json", ...authHeaders() };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const resp = await fetch(path, {
+    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await resp.text();
+  let data = {};
+  try { data = text ? JSON.parse(text) : {}; } catch { data = { detail: text }; }
+  if (!resp.ok) {
+    if (resp.status === 401) showKeyForm("That key was refused: enter a valid API key.");
+    throw new ApiError(resp.status, data);
+  }
+  return data;
+}
+
+// -- key --------------------------------------------------------------------------------
+
+function showKeyForm(message) {
+  document.getElementById("key-form").hidden = false;
+  document.getElementById("key-set").hidden = true;
+  if (message) notice(message, true);
+}
+
+function showKeySet() {
+  const has = !!sessionStorage.getItem(KEY);
+  document.getElementById("key-form").hidden = has;
+  document.getElementById("key-set").hidden = !has;
+}
+
+// -- time and formatting ----------------------------------------------------------------
+
+function ago(iso) {
+  const seconds = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
+  if (seconds < 60) return `${Math.round(seconds)}s ago`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  return new Date(iso).toLocaleString();
+}
+
+function clock(iso) {
+  return new Date(iso).toLocaleTimeString([], { hour12: false });
+}
+
+const pretty = (value) => JSON.stringify(value, null, 2);
+const badge = (status) => el("span", { class: `badge ${status}` }, status.replace("_", " "));
+
+// -- inbox ------------------------------------------------------------------------------
+
+async function refresh() {
+  if (state.refreshing) return;
+  state.refreshing = true;
+  try {
+    const pages = await Promise.all(
+      WAITING.map((s) => api("GET", `/v1/threads?status=${s}&limit=50`)));
+    const waiting = pages.flatMap((p) => p.items);
+    const threads = await Promise.all(waiting.map((t) => api("GET", `/v1/threads/${t.id}`)));
+    renderInbox(threads);
+    if (!state.selected && threads.length) openThread(threads[0].id);
+    const recent = await api("GET", "/v1/threads?limit=25");
+    renderRecent(recent.items);
+    notice("");
+  } catch (err) {
+    if (err.status !== 401) notice(`Could not load the inbox: ${err.message}`, true);
+  } finally {
+    state.refreshing = false;
+  }
+}
+
+function renderInbox(threads) {
+  const box = document.getElementById("inbox");
+  const cards = [];
+  for (const t of threads) {
+    for (const call of t.pending_approvals) cards.push(approvalCard(t, call));
+    if (t.question) cards.push(questionCard(t));
+  }
+  document.getElementById("inbox-count").textContent = String(cards.length);
+  box.replaceChildren(...(cards.length ? cards
+    : [el("p", { class: "empty" }, "Nothing is waiting for a human.")]));
+}
+
+function cardMeta(t) {
+  return el("div", { class: "meta" }, `${t.agent} · `,
+    el("a", { href: `#thread=${t.id}`, "data-open": t.id }, t.id), ` · ${ago(t.updated_at)}`);
+}
+
+function approvalCard(t, call) {
+  const comment = el("textarea", {
+    placeholder: "Why not? The agent reads this.", hidden: true, "aria-label": "Rejection comment",
+  });
+  const approve = el("button", { class: "primary", type: "button" }, "Approve");
+  const reject = el("button", { class: "danger", type: "button" }, "Reject…");
+  const card = el("article", { class: "card approval", "data-thread": t.id, "data-call": call.call_id },
+    el("h3", {}, "Approve ", el("code", {}, call.tool), "?"),
+    cardMeta(t),
+    el("pre", { class: "args" }, pretty(call.arguments)),
+    call.approvers.length
+      ? el("div", { class: "approvers" }, `Only ${call.approvers.join(", ")} may answer.`) : null,
+    comment,
+    el("div", { class: "actions" }, approve, reject));
+  approve.addEventListener("click", () =>
+    act(card, `/v1/threads/${t.id}/approvals/${encodeURIComponent(call.call_id)}`,
+      { approved: true }, t.id));
+  reject.addEventListener("click", () => {
+    if (comment.hidden) {
+      comment.hidden = false;
+      reject.textContent = "Reject with comment";
+      reject.classList.add("confirm");
+      comment.focus();
+      return;
+    }
+    act(card, `/v1/threads/${t.id}/approvals/${encodeURIComponent(call.call_id)}`,
+      { approved: false, comment: comment.value.trim() || null }, t.id);
+  });
+  return card;
+}
+
+function questionCard(t) {
+  const answer = el("textarea", { placeholder: "Your answer", "aria-label": "Answer" });
+  const send = el("button", { class: "primary", type: "button" }, "Send answer");
+  const card = el("article", { class: "card question", "data-thread": t.id },
+    el("h3", {}, "Question"),
+    cardMeta(t),
+    el("p", {}, t.question.question),
+    answer,
+    el("div", { class: "actions" }, send));
+  send.addEventListener("click", () => {
+    const text = answer.value.trim();
+    if (!text) { answer.focus(); return; }
+    act(card, `/v1/threads/${t.id}/responses`,
+      { request_id: t.question.request_id, text }, t.id);
+  });
+  return card;
+}
+
+async function act(card, path, body, threadId) {
+  for (const b of card.querySelectorAll("button")) b.disabled = true;
+  try {
+    await api("POST", path, body);
+    card.remove();
+    openThread(threadId);
+    await refresh();
+  } catch (err) {
+    notice(`${err.problem?.title || "Refused"}: ${err.message}`, true);
+    for (const b of card.querySelectorAll("button")) b.disabled = false;
+    if (err.status === 409) await refresh();
+  }
+}
+
+function renderRecent(items) {
+  const list = document.getElementById("recent");
+  list.replaceChildren(...items.map((t) => el("li", {
+    class: t.id === state.selected ? "selected" : null, "data-open": t.id,
+  }, badge(t.status), el("span", {}, t.agent), el("span", { class: "id" }, t.id))));
+}
+
+// -- thread timeline --------------------------------------------------------------------
+
+function describe(e) {
+  switch (e.kind) {
+    case "user_message": return [e.text, e.sender ? ` — ${e.sender} via ${e.channel}` : ""];
+    case "model_call": {
+      const cost = e.cost_usd ? ` · $${e.cost_usd.toFixed(5)}` : "";
+      return [el("span", { class: "tokens" },
+        `${e.model} · ${e.input_tokens} in / ${e.output_tokens} out tokens · ` +
+        `${Math.round(e.latency_ms)} ms${cost}`), e.output ? el("pre", {}, e.output) : null];
+    }
+    case "tool_call": return [el("code", {}, `${e.tool}@${e.version}`), ` [${e.call_id}]`,
+      el("pre", {}, pretty(e.arguments))];
+    case "approval_requested": return [`${e.tool} needs approval [${e.call_id}]`,
+      e.approvers.length ? ` — only ${e.approvers.join(", ")}` : ""];
+    case "approval": return [`${e.approved ? "approved" : "rejected"} ${e.call_id}`,
+      e.by ? ` by ${e.by}` : "", ` via ${e.channel}`, e.comment ? `: “${e.comment}”` : "",
+      e.edited_arguments ? el("pre", {}, pretty(e.edited_arguments)) : null];
+    case "tool_started": return [`${e.call_id} attempt ${e.attempt}`];
+    case "tool_result": return [el("code", {}, e.tool), el("pre", {}, pretty(e.result))];
+    case "tool_error": case "model_error": return [`${e.error_type}: ${e.message}`];
+    case "invalid_output": return [e.reason];
+    case "human_request": return [e.question];
+    case "human_response": return [e.text, e.by ? ` — ${e.by}` : ""];
+    case "done": return [e.message];
+    case "escalated": case "failed": return [e.reason];
+    case "paused": return [e.reason || "", e.by ? ` by ${e.by}` : ""];
+    case "resumed": return [e.by ? `by ${e.by}` : ""];
+    case "forked_from": return [`${e.thread_id} at event ${e.at_seq}`];
+    default: {
+      const { seq, at, kind, ...rest } = e;
+      return [el("pre", {}, pretty(rest))];
+    }
+  }
+}
+
+function eventRow(e) {
+  return el("li", { class: `k-${e.kind}`, "data-seq": e.seq },
+    el("span", { class: "seq" }, e.seq),
+    el("span", { class: "kind" }, e.kind.replaceAll("_", " "), el("span", { class: "at" }, clock(e.at))),
+    el("div", { class: "body" }, ...describe(e)));
+}
+
+async function openThread(id) {
+  if (!id) return;
+  if (location.hash !== `#thread=${id}`) history.replaceState(null, "", `#thread=${id}`);
+  state.selected = id;
+  for (const li of document.querySelectorAll("#recent li")) {
+    li.classList.toggle("selected", li.dataset.open === id);
+  }
+  if (state.stream) state.stream.abort();
+  try {
+    const [thread, page] = await Promise.all([
+      api("GET", `/v1/threads/${id}`), api("GET", `/v1/threads/${id}/events?limit=1000`)]);
+    state.events = page.events;
+    renderThread(thread);
+    follow(id, page.next_after);
+  } catch (err) {
+    document.getElementById("thread").replaceChildren(
+      el("p", { class: "empty" }, `Cannot show ${id}: ${err.message}`));
+  }
+}
+
+function renderThread(t) {
+  const u = t.usage;
+  const header = el("header", {},
+    el("h2", {}, t.agent), el("span", { id: "thread-status" }, badge(t.status)),
+    el("code", {}, t.id),
+    el("span", { class: "usage" },
+      `${u.model_calls} model calls · ${u.input_tokens} in / ${u.output_tokens} out tokens` +
+      (u.cost_usd ? ` · $${u.cost_usd.toFixed(4)}` : "")));
+  const list = el("ol", { class: "timeline", id: "timeline" }, ...state.events.map(eventRow));
+  document.getElementById("thread").replaceChildren(header, list);
+}
+
+// Live updates: the SSE endpoint read with fetch (EventSource cannot send the key).
+async function follow(id, after) {
+  const controller = new AbortController();
+  state.stream = controller;
+  try {
+    const resp = await fetch(`/v1/threads/${id}/events/stream?after=${after}`, {
+      headers: { Accept: "text/event-stream", ...authHeaders() }, signal: controller.signal,
+    });
+    if (!resp.ok || !resp.body) return;
+    const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        const data = block.split("\n").filter((l) => l.startsWith("data:"))
+          .map((l) => l.slice(5).trim()).join("\n");
+        if (data) onEvent(id, JSON.parse(data));
+      }
+    }
+  } catch (err) {
+    if (err.name !== "AbortError") setTimeout(() => state.selected === id && openThread(id), 2000);
+  }
+}
+
+let statusTimer = null;
+function onEvent(id, e) {
+  if (state.selected !== id || state.events.some((x) => x.seq === e.seq)) return;
+  state.events.push(e);
+  document.getElementById("timeline")?.append(eventRow(e));
+  clearTimeout(statusTimer);
+  statusTimer = setTimeout(async () => {
+    try {
+      const t = await api("GET", `/v1/threads/${id}`);
+      if (state.selected === id) renderThread(t);
+      refresh();
+    } catch { /* the next event retries */ }
+  }, 150);
+}
+
+// -- start ------------------------------------------------------------------------------
+
+document.addEventListener("click", (ev) => {
+  const target = ev.target.closest("[data-open]");
+  if (!target) return;
+  ev.preventDefault();
+  openThread(target.dataset.open);
+});
+
+document.getElementById("key-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const input = document.getElementById("key-input");
+  const key = input.value.trim();
+  if (!key) return;
+  sessionStorage.setItem(KEY, key);
+  input.value = "";
+  showKeySet();
+  notice("");
+  refresh();
+  if (state.selected) openThread(state.selected);
+});
+
+document.getElementById("key-forget").addEventListener("click", () => {
+  sessionStorage.removeItem(KEY);
+  showKeySet();
+});
+
+window.addEventListener("hashchange", () => {
+  const m = location.hash.match(/thread=([\w-]+)/);
+  if (m && m[1] !== state.selected) openThread(m[1]);
+});
+
+showKeySet();
+refresh();
+setInterval(refresh, 3000);
+const initial = location.hash.match(/thread=([\w-]+)/);
+if (initial) openThread(initial[1]);

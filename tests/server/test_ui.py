@@ -1,0 +1,92 @@
+"""The inbox in headless Chromium: approve a pending call and watch the thread finish.
+
+Uses Debian's `chromium` (Playwright's own browser download cannot work here). Without it
+the test skips, except in CI (CI=true), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from server_support import LiveServer
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing in CI: scripts/services.sh installs it")
+        pytest.skip(
+            "Debian's chromium is not installed (apt-get install chromium, or `make services`)"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def test_approve_from_the_inbox_and_see_the_thread_finish(
+    live: LiveServer, browser, tmp_path: Path
+) -> None:
+    thread = live.launch(message="ship v1.5.0 of the backend to production")
+    assert thread["status"] == "awaiting_approval"
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(live.url + "/")
+    page.fill("#key-input", live.keys["alice"])
+    page.click("#key-form button")
+    card = page.locator(f'article.approval[data-thread="{thread["id"]}"]')
+    card.wait_for(timeout=10_000)
+    assert '"environment": "production"' in card.locator("pre.args").inner_text()
+    assert "deploy_backend" in card.inner_text()
+    shot = Path(os.environ.get("THREADLINE_UI_SCREENSHOT", tmp_path / "inbox.png"))
+    page.screenshot(path=str(shot), full_page=True)
+
+    card.get_by_role("button", name="Approve").click()
+    page.locator("#thread-status .badge.done").wait_for(timeout=15_000)
+    timeline = page.locator("#timeline").inner_text()
+    assert "approved" in timeline and "by alice" in timeline
+    assert "Deployed v1.5.0 to production." in timeline
+    assert page.locator(f'article.approval[data-thread="{thread["id"]}"]').count() == 0
+    # The key stays in this tab's session storage, never in local storage.
+    assert page.evaluate("sessionStorage.getItem('threadline.key')") == live.keys["alice"]
+    assert page.evaluate("localStorage.length") == 0
+    assert errors == []
+    assert live.wait_status(thread["id"], {"done"})["status"] == "done"
+    if os.environ.get("THREADLINE_UI_SCREENSHOT"):
+        page.screenshot(path=str(shot.with_name("timeline.png")), full_page=True)
+
+
+def test_reject_with_a_comment_from_the_inbox(live: LiveServer, browser) -> None:
+    thread = live.launch()
+    page = browser.new_page()
+    page.goto(live.url + "/ui/")
+    page.fill("#key-input", live.keys["alice"])
+    page.click("#key-form button")
+    card = page.locator(f'article.approval[data-thread="{thread["id"]}"]')
+    card.get_by_role("button", name="Reject…").click()
+    card.locator("textarea").fill("not on a Friday")
+    card.get_by_role("button", name="Reject with comment").click()
+    page.locator("#thread-status .badge.done").wait_for(timeout=15_000)
+    assert "not on a Friday" in page.locator("#timeline").inner_text()
+    done = live.wait_status(thread["id"], {"done"})
+    assert done["result"] == "Deploy cancelled: not on a Friday"
