@@ -57,26 +57,47 @@ def with_grammar_off(spec: str) -> str:
 @handle_errors
 def eval_command(
     suite: Annotated[str, typer.Option(help="bfcl or when2call.")] = "bfcl",
-    category: Annotated[str | None, typer.Option(
-        help=f"Comma-separated categories. BFCL: {', '.join(BFCL_CATEGORIES)} (default "
-             f"{_DEFAULT_BFCL}); When2Call: {', '.join(WHEN2CALL_CATEGORIES)} (default all).",
-    )] = None,
-    limit: Annotated[int | None, typer.Option(
-        min=1, help="At most this many cases per category (the first ones, in file order).",
-    )] = None,
-    model: Annotated[str | None, typer.Option(
-        help="provider:model; default THREADLINE_MODEL, else local:smollm2.",
-    )] = None,
-    no_grammar: Annotated[bool, typer.Option(
-        "--no-grammar", help="Local models: sample without the intent grammar.",
-    )] = False,
-    data: Annotated[str | None, typer.Option(
-        help="Data directory (default ../shared/data, relative to the current directory).",
-    )] = None,
+    category: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Comma-separated categories. BFCL: {', '.join(BFCL_CATEGORIES)} (default "
+            f"{_DEFAULT_BFCL}); When2Call: {', '.join(WHEN2CALL_CATEGORIES)} (default all).",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="At most this many cases per category (the first ones, in file order).",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="provider:model; default THREADLINE_MODEL, else local:smollm2.",
+        ),
+    ] = None,
+    no_grammar: Annotated[
+        bool,
+        typer.Option(
+            "--no-grammar",
+            help="Local models: sample without the intent grammar.",
+        ),
+    ] = False,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Data directory (default ../shared/data, relative to the current directory).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    concurrency: Annotated[int, typer.Option(
-        min=1, help="Requests in flight at once (remote models).",
-    )] = 1,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Requests in flight at once (remote models).",
+        ),
+    ] = 1,
 ) -> None:
     """Score a model's intents on public function-calling data, per category."""
     from ..models.registry import resolve_model
@@ -96,9 +117,7 @@ def eval_command(
         console.print(report_table(report))
 
 
-def _load(
-    suite: str, category: str | None, data_dir: Path, limit: int | None
-) -> list[Case] | None:
+def _load(suite: str, category: str | None, data_dir: Path, limit: int | None) -> list[Case] | None:
     """The cases to run, or None (after saying why) when the data is absent."""
     wanted = [c.strip() for c in (category or "").split(",") if c.strip()]
     try:
@@ -108,20 +127,27 @@ def _load(
                 cases.extend(load_bfcl(data_dir, name, limit))
             return cases
         if suite == "when2call":
-            return list(load_when2call(
-                data_dir, tuple(wanted) if wanted else WHEN2CALL_CATEGORIES, limit))
+            return list(
+                load_when2call(data_dir, tuple(wanted) if wanted else WHEN2CALL_CATEGORIES, limit)
+            )
     except EvalDataMissing as exc:
         err_console.print(f"[yellow]skipped:[/] {exc}", highlight=False)
         return None
     raise ConfigError(f"unknown suite {suite!r}; use bfcl or when2call")
 
 
-async def _run(model: Model, cases: list[Case], suite: str, concurrency: int, *,
-               quiet: bool) -> EvalReport:
+async def _run(
+    model: Model, cases: list[Case], suite: str, concurrency: int, *, quiet: bool
+) -> EvalReport:
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[accuracy]}"), TimeElapsedColumn(),
-        console=err_console, transient=True, disable=quiet,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[accuracy]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=quiet,
     )
     done = {"n": 0, "ok": 0}
     with progress:
@@ -130,11 +156,9 @@ async def _run(model: Model, cases: list[Case], suite: str, concurrency: int, *,
         def advance(result: CaseResult) -> None:
             done["n"] += 1
             done["ok"] += result.correct
-            progress.update(task, advance=1,
-                            accuracy=f"acc {done['ok'] / done['n']:.0%}")
+            progress.update(task, advance=1, accuracy=f"acc {done['ok'] / done['n']:.0%}")
 
-        return await run_eval(model, cases, suite=suite, concurrency=concurrency,
-                              on_result=advance)
+        return await run_eval(model, cases, suite=suite, concurrency=concurrency, on_result=advance)
 
 
 def report_table(report: EvalReport) -> Table:
@@ -147,8 +171,14 @@ def report_table(report: EvalReport) -> Table:
     total_n = total_ok = total_valid = total_invalid = total_errors = 0
     for summary in report.categories.values():
         label = summary.category + (" (held out)" if summary.held_out else "")
-        row = [label, str(summary.n), f"{summary.accuracy:.1%}", f"{summary.valid_rate:.1%}",
-               str(summary.invalid), str(summary.errors)]
+        row = [
+            label,
+            str(summary.n),
+            f"{summary.accuracy:.1%}",
+            f"{summary.valid_rate:.1%}",
+            str(summary.invalid),
+            str(summary.errors),
+        ]
         if report.suite == "bfcl":
             row.append(str(summary.gold_rejected))
         table.add_row(*row)
@@ -158,8 +188,14 @@ def report_table(report: EvalReport) -> Table:
         total_invalid += summary.invalid
         total_errors += summary.errors
     if len(report.categories) > 1 and total_n:
-        row = ["all", str(total_n), f"{total_ok / total_n:.1%}",
-               f"{total_valid / total_n:.1%}", str(total_invalid), str(total_errors)]
+        row = [
+            "all",
+            str(total_n),
+            f"{total_ok / total_n:.1%}",
+            f"{total_valid / total_n:.1%}",
+            str(total_invalid),
+            str(total_errors),
+        ]
         if report.suite == "bfcl":
             row.append(str(sum(s.gold_rejected for s in report.categories.values())))
         table.add_row(*row, style="bold")

@@ -28,8 +28,16 @@ Call = tuple[str, dict[str, Any]]
 """A decoded function call: (name, arguments)."""
 
 _PY_TYPES: dict[str, type] = {
-    "string": str, "integer": int, "float": float, "number": float, "boolean": bool,
-    "array": list, "tuple": list, "dict": dict, "object": dict, "any": str,
+    "string": str,
+    "integer": int,
+    "float": float,
+    "number": float,
+    "boolean": bool,
+    "array": list,
+    "tuple": list,
+    "dict": dict,
+    "object": dict,
+    "any": str,
 }
 _PUNCT = re.compile(r"[ ,./\-_*^]")
 
@@ -133,8 +141,11 @@ def _check_value(
             return False, f"{param!r}={value!r} not in {acceptable!r}"
         if expected is list:
             got = [standardize(v) if isinstance(v, str) else v for v in value]
-            lists = [[standardize(v) if isinstance(v, str) else v for v in a]
-                     for a in acceptable if isinstance(a, list)]
+            lists = [
+                [standardize(v) if isinstance(v, str) else v for v in a]
+                for a in acceptable
+                if isinstance(a, list)
+            ]
             if got in lists:
                 return True, ""
             return False, f"{param!r}={value!r} not in {acceptable!r}"
@@ -173,8 +184,13 @@ def _one_dict_ok(value: dict[str, Any], answer: dict[str, list[Any]]) -> bool:
 
 def _list_of_dicts_ok(param: str, value: list[Any], acceptable: list[Any]) -> tuple[bool, str]:
     for answer in acceptable:
-        if (isinstance(answer, list) and len(answer) == len(value)
-                and all(isinstance(v, dict) and isinstance(a, dict) and _one_dict_ok(v, a)
-                        for v, a in zip(value, answer, strict=True))):
+        if (
+            isinstance(answer, list)
+            and len(answer) == len(value)
+            and all(
+                isinstance(v, dict) and isinstance(a, dict) and _one_dict_ok(v, a)
+                for v, a in zip(value, answer, strict=True)
+            )
+        ):
             return True, ""
     return False, f"{param!r}={value!r} matches no acceptable list of dicts"

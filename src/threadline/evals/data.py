@@ -28,8 +28,14 @@ __all__ = [
 ]
 
 DEFAULT_DATA_DIR = "../shared/data"
-BFCL_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple",
-                   "irrelevance", "live_simple")
+BFCL_CATEGORIES = (
+    "simple_python",
+    "multiple",
+    "parallel",
+    "parallel_multiple",
+    "irrelevance",
+    "live_simple",
+)
 HELD_OUT = frozenset({"live_simple"})
 WHEN2CALL_CATEGORIES = ("tool_call", "request_for_info", "cannot_answer")
 _WHEN2CALL_FILE = "when2call_test_llm_judge.jsonl"
@@ -95,8 +101,9 @@ def load_bfcl(data_dir: Path, category: str, limit: int | None = None) -> list[B
         EvalDataMissing: the category's file is absent.
     """
     if category not in BFCL_CATEGORIES:
-        raise ConfigError(f"unknown BFCL category {category!r}; choose from "
-                          f"{', '.join(BFCL_CATEGORIES)}")
+        raise ConfigError(
+            f"unknown BFCL category {category!r}; choose from {', '.join(BFCL_CATEGORIES)}"
+        )
     folder = data_dir / "bfcl"
     answers: dict[str, Any] = {}
     if category != "irrelevance":
@@ -108,12 +115,15 @@ def load_bfcl(data_dir: Path, category: str, limit: int | None = None) -> list[B
             break
         turns = row["question"]
         first_turn = turns[0] if turns and isinstance(turns[0], list) else turns
-        cases.append(BfclCase(
-            id=row["id"], category=category,
-            messages=tuple({"role": m["role"], "content": m["content"]} for m in first_turn),
-            functions=tuple(row["function"]),
-            ground_truth=tuple(answers.get(row["id"], ())),
-        ))
+        cases.append(
+            BfclCase(
+                id=row["id"],
+                category=category,
+                messages=tuple({"role": m["role"], "content": m["content"]} for m in first_turn),
+                functions=tuple(row["function"]),
+                ground_truth=tuple(answers.get(row["id"], ())),
+            )
+        )
     return cases
 
 
@@ -123,8 +133,10 @@ def load_when2call(
     """When2Call cases, the first `limit` of each wanted category (its `correct_answer`)."""
     unknown = set(categories) - set(WHEN2CALL_CATEGORIES)
     if unknown:
-        raise ConfigError(f"unknown When2Call category {', '.join(sorted(unknown))}; choose "
-                          f"from {', '.join(WHEN2CALL_CATEGORIES)}")
+        raise ConfigError(
+            f"unknown When2Call category {', '.join(sorted(unknown))}; choose "
+            f"from {', '.join(WHEN2CALL_CATEGORIES)}"
+        )
     counts: dict[str, int] = {}
     cases: list[When2CallCase] = []
     for row in _jsonl(data_dir / "when2call" / _WHEN2CALL_FILE):
@@ -134,10 +146,13 @@ def load_when2call(
         if limit is not None and counts.get(category, 0) >= limit:
             continue
         counts[category] = counts.get(category, 0) + 1
-        cases.append(When2CallCase(
-            id=row.get("uuid") or row.get("source_id", ""), category=category,
-            question=row["question"],
-            functions=tuple(json.loads(t) if isinstance(t, str) else t for t in row["tools"]),
-            answers=dict(row.get("answers") or {}),
-        ))
+        cases.append(
+            When2CallCase(
+                id=row.get("uuid") or row.get("source_id", ""),
+                category=category,
+                question=row["question"],
+                functions=tuple(json.loads(t) if isinstance(t, str) else t for t in row["tools"]),
+                answers=dict(row.get("answers") or {}),
+            )
+        )
     return cases

@@ -105,8 +105,11 @@ class CategorySummary:
         return self.valid / self.n if self.n else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "accuracy": round(self.accuracy, 4),
-                "valid_rate": round(self.valid_rate, 4)}
+        return {
+            **asdict(self),
+            "accuracy": round(self.accuracy, 4),
+            "valid_rate": round(self.valid_rate, 4),
+        }
 
 
 @dataclass(slots=True)
@@ -119,7 +122,9 @@ class EvalReport:
 
     def as_dict(self, *, cases: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "suite": self.suite, "model": self.model, "seconds": round(self.seconds, 2),
+            "suite": self.suite,
+            "model": self.model,
+            "seconds": round(self.seconds, 2),
             "categories": {k: v.as_dict() for k, v in self.categories.items()},
         }
         if cases:
@@ -138,13 +143,17 @@ def build_context(case: Case, *, max_output_tokens: int = 512) -> Context:
                 system = f"{m['content']}\n\n{system}"
             else:
                 role: Literal["user", "assistant"] = (
-                    "assistant" if m["role"] == "assistant" else "user")
+                    "assistant" if m["role"] == "assistant" else "user"
+                )
                 messages.append(Message(role, m["content"]))
     else:
         messages.append(Message("user", case.question))
     return Context(
-        system=system, messages=tuple(messages), tools=tools,
-        output_schema=eval_output_schema(tools), max_output_tokens=max_output_tokens,
+        system=system,
+        messages=tuple(messages),
+        tools=tools,
+        output_schema=eval_output_schema(tools),
+        max_output_tokens=max_output_tokens,
         prompt_name=f"eval:{'bfcl' if isinstance(case, BfclCase) else 'when2call'}",
     )
 
@@ -266,8 +275,13 @@ async def run_eval(
                 move = parse_move(output, context.tools)
         correct, reason = _score(case, move)
         result = CaseResult(
-            id=case.id, suite=suite, category=case.category, correct=correct,
-            move=move.kind, valid=move.valid, reason=reason or move.detail,
+            id=case.id,
+            suite=suite,
+            category=case.category,
+            correct=correct,
+            move=move.kind,
+            valid=move.valid,
+            reason=reason or move.detail,
             calls=[{"name": n, "arguments": a} for n, a in move.calls],
             input_tokens=output.input_tokens if output else 0,
             output_tokens=output.output_tokens if output else 0,

@@ -46,7 +46,8 @@ def to_json_schema(schema: Any) -> Any:
             continue
         if key == "type":
             out["type"] = (
-                [_TYPES.get(v, v) for v in value] if isinstance(value, list)
+                [_TYPES.get(v, v) for v in value]
+                if isinstance(value, list)
                 else _TYPES.get(value, value)
             )
         elif key == "properties" and isinstance(value, dict):

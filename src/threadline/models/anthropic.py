@@ -77,8 +77,11 @@ class AnthropicModel:
             if not api_key:
                 raise ConfigError("ANTHROPIC_API_KEY is not set; export it to use anthropic:")
             client = anthropic.AsyncAnthropic(
-                api_key=api_key, base_url=base_url or os.environ.get("ANTHROPIC_BASE_URL"),
-                timeout=timeout, max_retries=0, http_client=http_client,
+                api_key=api_key,
+                base_url=base_url or os.environ.get("ANTHROPIC_BASE_URL"),
+                timeout=timeout,
+                max_retries=0,
+                http_client=http_client,
             )
         self.client = client
 
@@ -99,8 +102,11 @@ class AnthropicModel:
             body["temperature"] = self.temperature
         if self.mode == "tools" and context.tools:
             body["tools"] = [
-                {"name": names[t.name], "description": t.description,
-                 "input_schema": t.parameters or {"type": "object", "properties": {}}}
+                {
+                    "name": names[t.name],
+                    "description": t.description,
+                    "input_schema": t.parameters or {"type": "object", "properties": {}},
+                }
                 for t in context.tools
             ]
             body["tool_choice"] = {"type": "any"}
@@ -136,10 +142,13 @@ class AnthropicModel:
             if kind == "text":
                 texts.append(block.text)
             elif kind == "tool_use":
-                calls.append(RawToolCall(
-                    id=block.id, name=original.get(block.name, block.name),
-                    arguments=json.dumps(block.input),
-                ))
+                calls.append(
+                    RawToolCall(
+                        id=block.id,
+                        name=original.get(block.name, block.name),
+                        arguments=json.dumps(block.input),
+                    )
+                )
         usage = response.usage
         input_tokens = usage.input_tokens if usage else 0
         output_tokens = usage.output_tokens if usage else 0
@@ -172,8 +181,16 @@ def _messages(context: Context, names: dict[str, str]) -> list[dict[str, Any]]:
         if m.role == "system":
             add("user", [{"type": "text", "text": m.content}])
         elif m.role == "tool":
-            add("user", [{"type": "tool_result", "tool_use_id": m.tool_call_id or "",
-                          "content": m.content}])
+            add(
+                "user",
+                [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": m.tool_call_id or "",
+                        "content": m.content,
+                    }
+                ],
+            )
         elif m.role == "assistant":
             blocks: list[dict[str, Any]] = []
             if m.content:
@@ -183,9 +200,14 @@ def _messages(context: Context, names: dict[str, str]) -> list[dict[str, Any]]:
                     args = json.loads(tc.arguments) if tc.arguments.strip() else {}
                 except ValueError:
                     args = {}  # a malformed past call: show the call, not its broken JSON
-                blocks.append({"type": "tool_use", "id": tc.id or f"toolu_{i}",
-                               "name": names.get(tc.name, tc.name),
-                               "input": args if isinstance(args, dict) else {}})
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": tc.id or f"toolu_{i}",
+                        "name": names.get(tc.name, tc.name),
+                        "input": args if isinstance(args, dict) else {},
+                    }
+                )
             add("assistant", blocks or [{"type": "text", "text": ""}])
         else:
             add("user", [{"type": "text", "text": m.content}])

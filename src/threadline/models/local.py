@@ -78,8 +78,11 @@ def _load(path: Path, n_ctx: int, n_threads: int | None) -> tuple[Any, threading
             raise MissingExtraError("local", "llama_cpp") from None
         try:
             llm = llama_cpp.Llama(
-                model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
-                verbose=False, seed=0,
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads or os.cpu_count(),
+                verbose=False,
+                seed=0,
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ConfigError(f"cannot load GGUF model {path}: {exc}") from None
@@ -246,8 +249,11 @@ class LocalModel:
 
     async def request(self, context: Context) -> ModelOutput:
         llm, lock = await asyncio.to_thread(_load, self.path, self.n_ctx, self.n_threads)
-        grammar = self._grammar(context.output_schema) if (
-            self.grammar and context.output_schema) else None
+        grammar = (
+            self._grammar(context.output_schema)
+            if (self.grammar and context.output_schema)
+            else None
+        )
         messages = self.messages(context)
         max_tokens = max(1, min(context.max_output_tokens, self.max_output_tokens))
 
@@ -255,8 +261,11 @@ class LocalModel:
             with lock:
                 started = time.perf_counter()
                 result = llm.create_chat_completion(
-                    messages=messages, grammar=grammar, max_tokens=max_tokens,
-                    temperature=self.temperature, seed=self.seed,
+                    messages=messages,
+                    grammar=grammar,
+                    max_tokens=max_tokens,
+                    temperature=self.temperature,
+                    seed=self.seed,
                 )
                 return result, (time.perf_counter() - started) * 1000
 
@@ -290,6 +299,8 @@ def _message(m: Message) -> dict[str, str]:
         body = json.dumps(intents[0] if len(intents) == 1 else intents)
         return {"role": "assistant", "content": f"{m.content}\n{body}".strip()}
     if m.role == "tool":
-        return {"role": "user", "content": f"<result call_id=\"{m.tool_call_id}\">\n"
-                                           f"{m.content}\n</result>"}
+        return {
+            "role": "user",
+            "content": f'<result call_id="{m.tool_call_id}">\n{m.content}\n</result>',
+        }
     return {"role": m.role, "content": m.content}

@@ -45,8 +45,11 @@ def tool_name_map(tools: tuple[ToolSpec, ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     used: set[str] = set()
     for spec in tools:
-        safe = spec.name if _SAFE_NAME.match(spec.name) else \
-            re.sub(r"[^a-zA-Z0-9_-]", "_", spec.name)[:64] or "tool"
+        safe = (
+            spec.name
+            if _SAFE_NAME.match(spec.name)
+            else re.sub(r"[^a-zA-Z0-9_-]", "_", spec.name)[:64] or "tool"
+        )
         base, n = safe, 1
         while safe in used:
             n += 1
@@ -130,7 +133,10 @@ class OpenAIModel:
                     )
                 api_key = "not-needed"  # local servers ignore it, the SDK insists on one
             client = openai.AsyncOpenAI(
-                api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0,
+                api_key=api_key,
+                base_url=base_url,
+                timeout=timeout,
+                max_retries=0,
                 http_client=http_client,
             )
         self.client = client
@@ -156,10 +162,14 @@ class OpenAIModel:
             body["temperature"] = self.temperature
         if self.mode == "tools" and context.tools:
             body["tools"] = [
-                {"type": "function", "function": {
-                    "name": names[t.name], "description": t.description,
-                    "parameters": t.parameters or {"type": "object", "properties": {}},
-                }}
+                {
+                    "type": "function",
+                    "function": {
+                        "name": names[t.name],
+                        "description": t.description,
+                        "parameters": t.parameters or {"type": "object", "properties": {}},
+                    },
+                }
                 for t in context.tools
             ]
             body["tool_choice"] = "required"
@@ -186,7 +196,8 @@ class OpenAIModel:
         message = choices[0].message
         calls = tuple(
             RawToolCall(
-                id=tc.id, name=original.get(tc.function.name, tc.function.name),
+                id=tc.id,
+                name=original.get(tc.function.name, tc.function.name),
                 arguments=tc.function.arguments or "",
             )
             for tc in (message.tool_calls or ())
@@ -225,8 +236,11 @@ def _message(m: Message, names: dict[str, str]) -> dict[str, Any]:
     item: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.role == "assistant" and m.tool_calls:
         item["tool_calls"] = [
-            {"id": tc.id or f"call_{i}", "type": "function",
-             "function": {"name": names.get(tc.name, tc.name), "arguments": tc.arguments}}
+            {
+                "id": tc.id or f"call_{i}",
+                "type": "function",
+                "function": {"name": names.get(tc.name, tc.name), "arguments": tc.arguments},
+            }
             for i, tc in enumerate(m.tool_calls)
         ]
         item["content"] = m.content or None

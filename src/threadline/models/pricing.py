@@ -98,8 +98,11 @@ def load_prices(path: str | Path, base: PriceTable | None = None) -> PriceTable:
         raise ConfigError(f"price file {file}: expected an object of model -> [input, output]")
     rows: dict[str, Price | tuple[float, float]] = {}
     for model, row in data.items():
-        if (not isinstance(row, list | tuple) or len(row) != 2
-                or not all(isinstance(x, int | float) and x >= 0 for x in row)):
+        if (
+            not isinstance(row, list | tuple)
+            or len(row) != 2
+            or not all(isinstance(x, int | float) and x >= 0 for x in row)
+        ):
             raise ConfigError(
                 f"price file {file}: {model!r} must be [input_usd_per_mtok, output_usd_per_mtok]"
             )

@@ -53,14 +53,18 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     if not sep or not name or not provider:
         raise ConfigError(f"model {spec!r} must look like provider:model, e.g. local:smollm2")
     if provider not in _OPTIONS:
-        raise ConfigError(f"unknown model provider {provider!r} in {spec!r}; use local, openai, "
-                          "anthropic or scripted")
+        raise ConfigError(
+            f"unknown model provider {provider!r} in {spec!r}; use local, openai, "
+            "anthropic or scripted"
+        )
     options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
     unknown = set(options) - _OPTIONS[provider]
     if unknown:
         allowed = ", ".join(sorted(_OPTIONS[provider])) or "none"
-        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} for {provider} in "
-                          f"{spec!r}; allowed: {allowed}")
+        raise ConfigError(
+            f"unknown option(s) {', '.join(sorted(unknown))} for {provider} in "
+            f"{spec!r}; allowed: {allowed}"
+        )
     return provider, name, options
 
 
@@ -112,19 +116,30 @@ def _one(spec: str, prices: PriceTable | None, breakers: dict[str, CircuitBreake
         mode = options.get("mode", "tools")
         if mode not in ("tools", "json_schema"):
             raise ConfigError(f"openai mode must be tools or json_schema, not {mode!r}")
-        model = OpenAIModel(name, mode=mode, timeout=timeout, temperature=temp,  # type: ignore[arg-type]
-                            prices=prices)
+        model = OpenAIModel(
+            name,
+            mode=mode,
+            timeout=timeout,
+            temperature=temp,  # type: ignore[arg-type]
+            prices=prices,
+        )
     else:
         from .anthropic import AnthropicModel
 
         mode = options.get("mode", "tools")
         if mode not in ("tools", "json"):
             raise ConfigError(f"anthropic mode must be tools or json, not {mode!r}")
-        model = AnthropicModel(name, mode=mode, timeout=timeout,  # type: ignore[arg-type]
-                               temperature=temp, prices=prices)
+        model = AnthropicModel(
+            name,
+            mode=mode,
+            timeout=timeout,  # type: ignore[arg-type]
+            temperature=temp,
+            prices=prices,
+        )
     breaker = breakers.setdefault(provider, CircuitBreaker(provider))
-    policy = RetryPolicy(max_attempts=_number(options, "retries", int, 4),
-                         timeout=timeout + 5)  # the SDK's own timeout fires first
+    policy = RetryPolicy(
+        max_attempts=_number(options, "retries", int, 4), timeout=timeout + 5
+    )  # the SDK's own timeout fires first
     return ResilientModel(model, policy, breaker)
 
 

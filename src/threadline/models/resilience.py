@@ -266,6 +266,8 @@ class FallbackModel:
             return out if out.model else dataclasses.replace(out, model=model.model_id)
         error = ModelError(
             "every model in the fallback chain failed: " + " | ".join(failures),
-            retryable=last.retryable, status=last.status, attempts=attempts,
+            retryable=last.retryable,
+            status=last.status,
+            attempts=attempts,
         )
         raise error

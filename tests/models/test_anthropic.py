@@ -1,0 +1,194 @@
+"""The Anthropic backend, through the real `anthropic` SDK and a real `Runtime`.
+
+The Anthropic API is unreachable from this machine: every exchange is a recorded response
+replayed at the HTTP transport (see recorded.py). Each case must end in the right event.
+"""
+
+from __future__ import annotations
+
+import random
+from types import ModuleType
+
+import httpx2
+import pytest
+from recorded import Recorded, Sleeps, anthropic_error, anthropic_message
+
+from threadline import MemoryStore, Runtime, Status
+from threadline.errors import ConfigError
+from threadline.models.anthropic import AnthropicModel
+from threadline.models.base import Context, Message
+from threadline.models.resilience import ResilientModel, RetryPolicy
+
+
+def make_model(replies: list, *, mode: str = "tools", attempts: int = 4):
+    recorded = Recorded(replies)
+    sleeps = Sleeps()
+    backend = AnthropicModel(
+        "claude-sonnet-4-6", mode=mode, api_key="sk-ant-test", http_client=recorded.client()
+    )
+    model = ResilientModel(
+        backend, RetryPolicy(max_attempts=attempts), None, sleep=sleeps, rng=random.Random(3)
+    )
+    return model, recorded, sleeps
+
+
+async def one_step(agent, model, text: str = "2 plus 3"):
+    rt = Runtime(MemoryStore(), model=model)
+    thread = await rt.launch(agent, text, advance=False)
+    return await rt.advance(thread, max_steps=1)
+
+
+def kinds(thread) -> list[str]:
+    return [e.kind for e in thread.events]
+
+
+async def test_tool_use_success(calculator: ModuleType) -> None:
+    model, recorded, _ = make_model(
+        [
+            anthropic_message(text="I'll add them.", tool_uses=[("add", {"a": 2, "b": 3})]),
+            anthropic_message(tool_uses=[("done_for_now", {"message": "5"})]),
+        ]
+    )
+    thread = await Runtime(MemoryStore(), model=model).launch(calculator.agent, "2 plus 3")
+    assert thread.status == Status.DONE
+    assert kinds(thread) == [
+        "user_message",
+        "model_call",
+        "tool_call",
+        "tool_result",
+        "model_call",
+        "tool_call",
+        "done",
+    ]
+    call = thread.events[1]
+    assert call.model == "anthropic:claude-sonnet-4-6"
+    assert (call.input_tokens, call.output_tokens) == (310, 42)
+    assert call.cost_usd == pytest.approx((310 * 3 + 42 * 15) / 1e6)
+    assert thread.events[2].call_id == "toolu_010Recorded"
+    body = recorded.bodies[0]
+    assert body["tool_choice"] == {"type": "any"}
+    assert "input_schema" in body["tools"][0] and body["system"].startswith("You are a calc")
+    headers = recorded.requests[0].headers
+    assert "sk-ant-test" in headers.get("x-api-key", "") + headers.get("authorization", "")
+    assert headers["x-stainless-retry-count"] == "0"  # the SDK itself never retries
+
+
+async def test_json_answer_in_json_mode(calculator: ModuleType) -> None:
+    model, recorded, _ = make_model(
+        [anthropic_message(text='{"intent": "subtract", "arguments": {"a": 9, "b": 4}}')],
+        mode="json",
+    )
+    thread = await one_step(calculator.agent, model, "9 minus 4")
+    assert kinds(thread) == ["user_message", "model_call", "tool_call"]
+    assert thread.events[2].tool == "subtract"
+    body = recorded.bodies[0]
+    assert "tools" not in body and '"oneOf"' in body["system"]
+
+
+async def test_malformed_json_becomes_invalid_output(calculator: ModuleType) -> None:
+    model, _, _ = make_model(
+        [anthropic_message(text='{"intent": "add", "arguments": {"a": ')], mode="json"
+    )
+    thread = await one_step(calculator.agent, model)
+    assert kinds(thread) == ["user_message", "model_call", "invalid_output"]
+    assert "not valid JSON" in thread.events[2].reason
+
+
+async def test_hallucinated_tool_becomes_invalid_output(calculator: ModuleType) -> None:
+    model, _, _ = make_model([anthropic_message(tool_uses=[("power", {"a": 2, "b": 8})])])
+    thread = await one_step(calculator.agent, model)
+    assert kinds(thread) == ["user_message", "model_call", "invalid_output"]
+    assert "unknown tool 'power'" in thread.events[2].reason
+
+
+async def test_wrong_argument_types_become_invalid_output(calculator: ModuleType) -> None:
+    model, _, _ = make_model([anthropic_message(tool_uses=[("add", {"a": "two", "b": 3})])])
+    thread = await one_step(calculator.agent, model)
+    assert kinds(thread) == ["user_message", "model_call", "invalid_output"]
+    assert "invalid arguments for add" in thread.events[2].reason
+
+
+async def test_429_retry_after_then_success(calculator: ModuleType) -> None:
+    model, recorded, sleeps = make_model(
+        [
+            (
+                429,
+                anthropic_error("rate_limit_error", "Number of requests exceeded"),
+                {"retry-after": "3"},
+            ),
+            anthropic_message(tool_uses=[("add", {"a": 2, "b": 3})]),
+        ]
+    )
+    thread = await one_step(calculator.agent, model)
+    assert kinds(thread) == ["user_message", "model_call", "tool_call"]
+    assert len(recorded.requests) == 2 and 3.0 <= sleeps.delays[0] <= 3.5
+
+
+async def test_overloaded_until_retries_run_out(calculator: ModuleType) -> None:
+    model, recorded, sleeps = make_model(
+        [(529, anthropic_error("overloaded_error", "Overloaded"))], attempts=3
+    )
+    thread = await one_step(calculator.agent, model)
+    assert kinds(thread) == ["user_message", "model_error"]
+    event = thread.events[1]
+    assert event.retryable and event.attempts == 3 and "Overloaded" in event.message
+    assert len(recorded.requests) == 3 and len(sleeps.delays) == 2
+
+
+async def test_500_until_retries_run_out(calculator: ModuleType) -> None:
+    model, recorded, _ = make_model(
+        [(500, anthropic_error("api_error", "Internal error"))], attempts=2
+    )
+    thread = await one_step(calculator.agent, model)
+    assert kinds(thread) == ["user_message", "model_error"]
+    assert "HTTP 500" in thread.events[1].message and len(recorded.requests) == 2
+
+
+async def test_timeout(calculator: ModuleType) -> None:
+    model, recorded, _ = make_model([httpx2.ConnectTimeout("connect timed out")], attempts=2)
+    thread = await one_step(calculator.agent, model)
+    assert kinds(thread) == ["user_message", "model_error"]
+    assert "timed out" in thread.events[1].message and len(recorded.requests) == 2
+
+
+async def test_malformed_body(calculator: ModuleType) -> None:
+    model, _, _ = make_model([(200, "not json at all")], attempts=1)
+    thread = await one_step(calculator.agent, model)
+    assert kinds(thread) == ["user_message", "model_error"]
+
+
+async def test_tool_turns_alternate_roles() -> None:
+    from threadline.events import RawToolCall
+
+    recorded = Recorded([anthropic_message(text="ok")])
+    model = AnthropicModel("claude-haiku-4-5", api_key="k", http_client=recorded.client())
+    await model.request(
+        Context(
+            system="s",
+            messages=(
+                Message("user", "hi"),
+                Message(
+                    "assistant",
+                    "",
+                    tool_calls=(RawToolCall(id="t1", name="add", arguments='{"a": 1, "b": 2}'),),
+                ),
+                Message("tool", "3", tool_call_id="t1"),
+                Message("user", "and now?"),
+            ),
+        )
+    )
+    messages = recorded.bodies[0]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[1]["content"][0] == {
+        "type": "tool_use",
+        "id": "t1",
+        "name": "add",
+        "input": {"a": 1, "b": 2},
+    }
+    assert [b["type"] for b in messages[2]["content"]] == ["tool_result", "text"]
+
+
+def test_missing_key_is_a_config_error(monkeypatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
+        AnthropicModel("claude-sonnet-4-6")

@@ -1,0 +1,62 @@
+"""THREADLINE_MODEL specs -> models."""
+
+from __future__ import annotations
+
+import pytest
+
+from threadline.errors import ConfigError
+from threadline.models.registry import parse_spec, resolve_model
+from threadline.models.resilience import FallbackModel, ResilientModel
+
+
+def test_parse_spec_options() -> None:
+    assert parse_spec("openai:gpt-4.1-mini?mode=json_schema&retries=2") == (
+        "openai",
+        "gpt-4.1-mini",
+        {"mode": "json_schema", "retries": "2"},
+    )
+    assert parse_spec("local:/m/x.gguf") == ("local", "/m/x.gguf", {})
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("gpt-4", "provider:model"),
+        ("mystery:x", "unknown model provider"),
+        ("openai:gpt-4.1?colour=red", "unknown option"),
+        ("openai:gpt-4.1?mode=yaml", "mode"),
+        ("openai:gpt-4.1?retries=many", "must be a number"),
+        ("local:smollm2?grammar=maybe", "on or off"),
+        ("local:/no/such/model.gguf", "does not exist"),
+        ("scripted:/no/such.json", "does not exist"),
+    ],
+)
+def test_bad_specs_are_config_errors(spec: str, message: str, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with pytest.raises(ConfigError, match=message):
+        resolve_model(spec)
+
+
+def test_remote_models_are_wrapped_and_share_a_breaker_per_provider(monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    model = resolve_model("openai:gpt-4.1-mini?retries=2,openai:gpt-4.1,anthropic:claude-x")
+    assert isinstance(model, FallbackModel)
+    first, second, third = model.models
+    assert isinstance(first, ResilientModel) and first.policy.max_attempts == 2
+    assert first.breaker is second.breaker and first.breaker is not third.breaker
+    assert model.model_id == "openai:gpt-4.1-mini,openai:gpt-4.1,anthropic:claude-x"
+
+
+def test_scripted_is_kept(tmp_path) -> None:
+    path = tmp_path / "answers.json"
+    path.write_text('[{"intent": "done_for_now", "arguments": {"message": "hi"}}]')
+    assert resolve_model(f"scripted:{path}").model_id == "scripted:answers.json"
+
+
+def test_no_configuration_means_the_local_model() -> None:
+    pytest.importorskip("llama_cpp")
+    model = resolve_model(None)
+    assert model.model_id == "local:SmolLM2-135M-Instruct.Q4_1.gguf"
+    off = resolve_model("local:smollm2?grammar=off&max_tokens=64")
+    assert off.model_id.endswith("?grammar=off")
