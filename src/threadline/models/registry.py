@@ -113,26 +113,21 @@ def _one(spec: str, prices: PriceTable | None, breakers: dict[str, CircuitBreake
     if provider == "openai":
         from .openai import OpenAIModel
 
-        mode = options.get("mode", "tools")
-        if mode not in ("tools", "json_schema"):
-            raise ConfigError(f"openai mode must be tools or json_schema, not {mode!r}")
+        # The backend checks the mode and raises ConfigError for an unknown one.
         model = OpenAIModel(
             name,
-            mode=mode,
+            mode=options.get("mode", "tools"),  # type: ignore[arg-type]
             timeout=timeout,
-            temperature=temp,  # type: ignore[arg-type]
+            temperature=temp,
             prices=prices,
         )
     else:
         from .anthropic import AnthropicModel
 
-        mode = options.get("mode", "tools")
-        if mode not in ("tools", "json"):
-            raise ConfigError(f"anthropic mode must be tools or json, not {mode!r}")
         model = AnthropicModel(
             name,
-            mode=mode,
-            timeout=timeout,  # type: ignore[arg-type]
+            mode=options.get("mode", "tools"),  # type: ignore[arg-type]
+            timeout=timeout,
             temperature=temp,
             prices=prices,
         )
