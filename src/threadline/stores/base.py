@@ -11,11 +11,17 @@ these invariants, and `tests/stores/` runs one suite against each:
   written in the same transaction as the events and can always be rebuilt from them.
 * A stored row that does not parse raises `CorruptEvent` naming the thread and seq; nothing
   is rewritten.
+* Leases (the work queue): `lease()` hands each runnable thread to at most one live holder
+  and bumps its fencing token; an append made with a `Lease` checks owner, token and expiry
+  in the same transaction as the seq check and raises `LeaseLost` otherwise, so a holder
+  that was frozen or cut off past its expiry can never write again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import builtins
 import json
 import os
 import time
@@ -134,6 +140,56 @@ class Store(ABC):
         cursor: str | None = None,
     ) -> Page:
         """Threads newest first, optionally filtered; paginated by an opaque cursor."""
+
+    @abstractmethod
+    async def delete(self, thread_id: str) -> None:
+        """Remove a thread and its events (retention). Raises ThreadNotFound."""
+
+    # -- leases: the work queue ----------------------------------------------------------
+
+    @abstractmethod
+    async def lease(
+        self,
+        owner: str,
+        *,
+        ttl: float,
+        limit: int = 1,
+        agents: Sequence[str] | None = None,
+    ) -> builtins.list[Lease]:
+        """Lease up to `limit` runnable threads to `owner` for `ttl` seconds.
+
+        Runnable: status `running` with no live lease, or status `waiting` whose `due_at`
+        has passed (and no live lease). Each lease bumps the thread's fencing token, so a
+        previous holder's `Lease` can never append again. Two callers never receive the same
+        thread while its lease is live. `agents` restricts the leasing to those agent names
+        (a worker only takes threads it can advance).
+        """
+
+    @abstractmethod
+    async def renew(self, lease: Lease, *, ttl: float) -> Lease:
+        """Extend a live lease by `ttl` seconds from now.
+
+        Raises LeaseLost if the lease expired or was taken (a lapsed lease is gone even if
+        nobody took it: its holder may have been frozen and must stop).
+        """
+
+    @abstractmethod
+    async def release(self, lease: Lease) -> bool:
+        """Give the thread back. Returns False (and changes nothing) if the lease was lost."""
+
+    @abstractmethod
+    async def break_lease(self, thread_id: str) -> None:
+        """Clear whatever lease the thread has (operators: `threadline threads retry`).
+
+        The fencing token is bumped, so the old holder's appends are refused.
+        """
+
+    async def wait_for_work(self, seconds: float) -> None:
+        """Return when a thread may have become runnable, or after `seconds`.
+
+        The default just sleeps (polling); PostgreSQL wakes on LISTEN/NOTIFY.
+        """
+        await asyncio.sleep(seconds)
 
     async def ping(self) -> None:  # noqa: B027 - optional hook with a working default
         """Raise if the store cannot answer (readiness checks)."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from ..errors import StoreError, ThreadNotFound
+from ..errors import LeaseLost, StoreError, ThreadNotFound
 from ..events import Event, Status, Thread, utcnow
 from .base import (
     ApiKey,
@@ -32,6 +34,9 @@ class MemoryStore(Store):
         self._lock = asyncio.Lock()
         self._keys: dict[str, tuple[ApiKey, str]] = {}
         self._deliveries: dict[str, datetime] = {}
+        self._leases: dict[str, Lease] = {}
+        self._tokens: dict[str, int] = {}
+        self._work = asyncio.Event()
 
     async def create(self, thread: Thread) -> None:
         async with self._lock:
@@ -41,6 +46,8 @@ class MemoryStore(Store):
                           created_at=thread.created_at)
             self._threads[thread.id] = copy
             self._summaries[thread.id] = self._summary(copy)
+            if copy.status == Status.RUNNING:
+                self._work.set()
 
     async def append(
         self,
@@ -52,10 +59,16 @@ class MemoryStore(Store):
     ) -> None:
         async with self._lock:
             thread = self._require(thread_id)
+            if lease is not None:
+                self._check_lease(lease)
+            was = thread.status
             new_state = fold_for_append(thread_id, thread.state, events, expected_seq)
             thread.events.extend(events)
             thread.state = new_state
-            self._summaries[thread_id] = self._summary(thread)
+            held = self._leases.get(thread_id)
+            self._summaries[thread_id] = self._summary(thread, held)
+            if new_state.status == Status.RUNNING and was != Status.RUNNING:
+                self._work.set()
 
     async def load(self, thread_id: str) -> Thread:
         thread = self._require(thread_id)
@@ -89,6 +102,87 @@ class MemoryStore(Store):
         page = out[:limit]
         more = len(out) > limit
         return Page(page, encode_cursor(page[-1].id) if more and page else None)
+
+    async def delete(self, thread_id: str) -> None:
+        async with self._lock:
+            self._require(thread_id)
+            del self._threads[thread_id]
+            del self._summaries[thread_id]
+            self._leases.pop(thread_id, None)
+
+    async def lease(
+        self,
+        owner: str,
+        *,
+        ttl: float,
+        limit: int = 1,
+        agents: Sequence[str] | None = None,
+    ) -> builtins.list[Lease]:
+        async with self._lock:
+            now = utcnow()
+            out: builtins.list[Lease] = []
+            for s in sorted(self._summaries.values(), key=lambda s: s.updated_at):
+                if len(out) >= limit:
+                    break
+                if agents is not None and s.agent not in agents:
+                    continue
+                held = self._leases.get(s.id)
+                if held is not None and held.expires > now:
+                    continue
+                runnable = s.status == Status.RUNNING or (
+                    s.status == Status.WAITING and s.due_at is not None and s.due_at <= now
+                )
+                if not runnable:
+                    continue
+                token = self._tokens.get(s.id, 0) + 1
+                self._tokens[s.id] = token
+                lease = Lease(s.id, owner, now + timedelta(seconds=ttl), token)
+                self._leases[s.id] = lease
+                self._summaries[s.id] = replace(s, lease_owner=owner, lease_expires=lease.expires)
+                out.append(lease)
+            return out
+
+    async def renew(self, lease: Lease, *, ttl: float) -> Lease:
+        async with self._lock:
+            self._check_lease(lease)
+            renewed = replace(lease, expires=utcnow() + timedelta(seconds=ttl))
+            self._leases[lease.thread_id] = renewed
+            s = self._summaries[lease.thread_id]
+            self._summaries[lease.thread_id] = replace(s, lease_expires=renewed.expires)
+            return renewed
+
+    async def release(self, lease: Lease) -> bool:
+        async with self._lock:
+            held = self._leases.get(lease.thread_id)
+            if held is None or held.owner != lease.owner or held.token != lease.token:
+                return False
+            self._clear_lease(lease.thread_id)
+            return True
+
+    async def break_lease(self, thread_id: str) -> None:
+        async with self._lock:
+            self._require(thread_id)
+            self._tokens[thread_id] = self._tokens.get(thread_id, 0) + 1
+            self._clear_lease(thread_id)
+
+    async def wait_for_work(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._work.wait(), seconds)
+        self._work.clear()
+
+    def _clear_lease(self, thread_id: str) -> None:
+        self._leases.pop(thread_id, None)
+        s = self._summaries.get(thread_id)
+        if s is not None:
+            self._summaries[thread_id] = replace(s, lease_owner=None, lease_expires=None)
+        if s is not None and s.status == Status.RUNNING:
+            self._work.set()
+
+    def _check_lease(self, lease: Lease) -> None:
+        held = self._leases.get(lease.thread_id)
+        if (held is None or held.owner != lease.owner or held.token != lease.token
+                or held.expires <= utcnow()):
+            raise LeaseLost(lease.thread_id, lease.owner)
 
     async def create_api_key(self, key: ApiKey, secret_hash: str) -> None:
         async with self._lock:
@@ -127,9 +221,11 @@ class MemoryStore(Store):
         return thread
 
     @staticmethod
-    def _summary(thread: Thread) -> ThreadSummary:
+    def _summary(thread: Thread, lease: Lease | None = None) -> ThreadSummary:
         return ThreadSummary(
             id=thread.id, agent=thread.agent, status=thread.status, next_seq=thread.next_seq,
             created_at=thread.created_at, updated_at=utcnow(), metadata=thread.metadata,
             due_at=thread.state.waiting_until,
+            lease_owner=lease.owner if lease else None,
+            lease_expires=lease.expires if lease else None,
         )

@@ -12,6 +12,7 @@ only a process crash. `?synchronous=normal` in the URL trades that for speed.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import ConfigError, CorruptEvent, StoreError, ThreadNotFound
+from ..errors import ConfigError, CorruptEvent, LeaseLost, StoreError, ThreadNotFound
 from ..events import SCHEMA_VERSION, Event, Status, Thread, ThreadState, event_from_json, utcnow
 from .base import (
     ApiKey,
@@ -62,6 +63,7 @@ class SQLiteStore(Store):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="threadline-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._states: dict[str, ThreadState] = {}
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -117,6 +119,7 @@ class SQLiteStore(Store):
                     raise StoreError(f"thread {thread.id} already exists") from None
                 conn.executemany("INSERT INTO events (thread_id, seq, kind, at, body) "
                                  "VALUES (?,?,?,?,?)", rows)
+            self._remember(thread.id, thread.state.copy())
 
         await self._run(go)
 
@@ -135,20 +138,41 @@ class SQLiteStore(Store):
         def go(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
                 row = conn.execute(
-                    "SELECT state, lease_owner, lease_expires, lease_token FROM threads "
+                    "SELECT next_seq, lease_owner, lease_expires, lease_token FROM threads "
                     "WHERE id = ?", (thread_id,)
                 ).fetchone()
                 if row is None:
                     raise ThreadNotFound(thread_id)
                 if lease is not None:
                     _check_lease(thread_id, lease, row[1], row[2], row[3])
-                state = fold_for_append(thread_id, state_from_json(thread_id, row[0]), events,
-                                        expected_seq)
+                state = fold_for_append(thread_id, self._current_state(conn, thread_id, row[0]),
+                                        events, expected_seq)
                 conn.executemany("INSERT INTO events (thread_id, seq, kind, at, body) "
                                  "VALUES (?,?,?,?,?)", rows)
                 _write_state(conn, thread_id, state)
+            self._remember(thread_id, state)
 
         await self._run(go)
+
+    def _current_state(self, conn: sqlite3.Connection, thread_id: str,
+                       next_seq: int) -> ThreadState:
+        """The folded state at `next_seq`: from this store's cache when it is current (checked
+        inside the write transaction, so another process's append is always noticed), else
+        parsed from the stored projection."""
+        cached = self._states.get(thread_id)
+        if cached is not None and cached.next_seq == next_seq:
+            return cached
+        row = conn.execute("SELECT state FROM threads WHERE id = ?", (thread_id,)).fetchone()
+        return state_from_json(thread_id, row[0])
+
+    def _remember(self, thread_id: str, state: ThreadState) -> None:
+        # Parsing the JSON projection was a third of an append's CPU time (bench/overhead.py);
+        # a small per-store cache of the state after our own writes and loads avoids it.
+        # Only the store's thread touches it. Bounded: oldest entries go first.
+        self._states.pop(thread_id, None)
+        self._states[thread_id] = state
+        if len(self._states) > _STATE_CACHE:
+            del self._states[next(iter(self._states))]
 
     async def load(self, thread_id: str) -> Thread:
         def go(conn: sqlite3.Connection) -> Thread:
@@ -163,10 +187,12 @@ class SQLiteStore(Store):
             ).fetchall()
             events = [_parse(thread_id, seq, body, head[1]) for seq, body in rows]
             try:
-                return Thread(thread_id, head[0], events, metadata=json.loads(head[2]),
-                              created_at=datetime.fromisoformat(head[3]))
+                thread = Thread(thread_id, head[0], events, metadata=json.loads(head[2]),
+                                created_at=datetime.fromisoformat(head[3]))
             except CorruptEvent as exc:
                 raise CorruptEvent(thread_id, exc.seq, exc.reason) from None
+            self._remember(thread_id, thread.state.copy())
+            return thread
 
         return await self._run(go)
 
@@ -225,6 +251,96 @@ class SQLiteStore(Store):
             return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
 
         return await self._run(go)
+
+    async def delete(self, thread_id: str) -> None:
+        def go(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                # Events first: foreign keys cascade too, but not on connections that
+                # turned them off, and an explicit delete states the intent.
+                conn.execute("DELETE FROM events WHERE thread_id = ?", (thread_id,))
+                if conn.execute("DELETE FROM threads WHERE id = ?", (thread_id,)).rowcount == 0:
+                    raise ThreadNotFound(thread_id)
+
+        await self._run(go)
+
+    async def lease(
+        self,
+        owner: str,
+        *,
+        ttl: float,
+        limit: int = 1,
+        agents: Sequence[str] | None = None,
+    ) -> builtins.list[Lease]:
+        # ISO-8601 UTC strings compare in time order ('+' sorts before '.', so a time
+        # without microseconds still sorts before the same second with them).
+        def go(conn: sqlite3.Connection) -> builtins.list[Lease]:
+            now = utcnow()
+            expires = now + timedelta(seconds=ttl)
+            sql = ("SELECT id FROM threads WHERE (status = 'running' OR (status = 'waiting' "
+                   "AND due_at IS NOT NULL AND due_at <= ?)) "
+                   "AND (lease_expires IS NULL OR lease_expires <= ?)")
+            args: list[Any] = [now.isoformat(), now.isoformat()]
+            if agents is not None:
+                sql += f" AND agent IN ({','.join('?' * len(agents))})"
+                args.extend(agents)
+            sql += " ORDER BY updated_at LIMIT ?"
+            args.append(limit)
+            with _transaction(conn):
+                ids = [r[0] for r in conn.execute(sql, args).fetchall()]
+                out = []
+                for thread_id in ids:
+                    token = conn.execute(
+                        "UPDATE threads SET lease_owner = ?, lease_expires = ?, "
+                        "lease_token = lease_token + 1 WHERE id = ? RETURNING lease_token",
+                        (owner, expires.isoformat(), thread_id),
+                    ).fetchone()[0]
+                    out.append(Lease(thread_id, owner, expires, int(token)))
+                return out
+
+        if agents is not None and not agents:
+            return []
+        return await self._run(go)
+
+    async def renew(self, lease: Lease, *, ttl: float) -> Lease:
+        def go(conn: sqlite3.Connection) -> Lease:
+            now = utcnow()
+            expires = now + timedelta(seconds=ttl)
+            with _transaction(conn):
+                row = conn.execute(
+                    "UPDATE threads SET lease_expires = ? WHERE id = ? AND lease_owner = ? "
+                    "AND lease_token = ? AND lease_expires > ? RETURNING id",
+                    (expires.isoformat(), lease.thread_id, lease.owner, lease.token,
+                     now.isoformat()),
+                ).fetchone()
+            if row is None:
+                raise LeaseLost(lease.thread_id, lease.owner)
+            return Lease(lease.thread_id, lease.owner, expires, lease.token)
+
+        return await self._run(go)
+
+    async def release(self, lease: Lease) -> bool:
+        def go(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                cur = conn.execute(
+                    "UPDATE threads SET lease_owner = NULL, lease_expires = NULL "
+                    "WHERE id = ? AND lease_owner = ? AND lease_token = ?",
+                    (lease.thread_id, lease.owner, lease.token),
+                )
+                return cur.rowcount == 1
+
+        return await self._run(go)
+
+    async def break_lease(self, thread_id: str) -> None:
+        def go(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                cur = conn.execute(
+                    "UPDATE threads SET lease_owner = NULL, lease_expires = NULL, "
+                    "lease_token = lease_token + 1 WHERE id = ?", (thread_id,),
+                )
+                if cur.rowcount == 0:
+                    raise ThreadNotFound(thread_id)
+
+        await self._run(go)
 
     async def create_api_key(self, key: ApiKey, secret_hash: str) -> None:
         def go(conn: sqlite3.Connection) -> None:
@@ -342,8 +458,6 @@ def _write_state(conn: sqlite3.Connection, thread_id: str, state: ThreadState) -
 def _check_lease(
     thread_id: str, lease: Lease, owner: str | None, expires: str | None, token: int | None
 ) -> None:
-    from ..errors import LeaseLost
-
     if owner != lease.owner or token != lease.token or expires is None or \
             datetime.fromisoformat(expires) <= utcnow():
         raise LeaseLost(thread_id, lease.owner)
