@@ -227,7 +227,7 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None) -> FastAPI:
         status: Status | None = None,
         agent: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        cursor: Annotated[str | None, Query(max_length=400)] = None,
+        cursor: Annotated[str | None, Query(max_length=400, pattern=r"^[A-Za-z0-9_-]*$")] = None,
     ) -> ThreadPage:
         """Threads newest first; pass the returned `cursor` back for the next page."""
         page = await store.list(status=status, agent=agent, limit=limit, cursor=cursor)
@@ -477,6 +477,18 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None) -> FastAPI:
         return RedirectResponse("/ui/")
 
     app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
+
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """The generated schema, plus the names of the agents this server serves."""
+        schema = base_openapi()
+        launch_body = schema.get("components", {}).get("schemas", {}).get("LaunchBody", {})
+        if "agent" in launch_body.get("properties", {}):
+            launch_body["properties"]["agent"]["enum"] = sorted(runtime.agents)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     # Outermost last: headers wrap everything; keys are checked before bodies are read.
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
