@@ -1,1 +1,456 @@
-"""CLI commands (placeholder until its issue lands)."""
+"""Operations commands: worker, db migrate/status, threads stuck/retry/prune/export/import.
+
+    threadline worker --agent app.py:agent --concurrency 8
+    threadline db migrate            # PostgreSQL: apply numbered migrations (SQLite: automatic)
+    threadline db status
+    threadline threads stuck         # expired leases, unworked threads, waits past due
+    threadline threads retry ID      # break the lease / resume / wake now
+    threadline threads prune --older 30d --status done [--dry-run]
+    threadline threads export [-o threads.jsonl] [--status done]
+    threadline threads import threads.jsonl [--skip-existing]
+
+Every command takes `--store URL` to act on another store than THREADLINE_STORE (export
+from SQLite, import into PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ..bootstrap import default_agent_refs, load_agents, open_runtime
+from ..errors import ConfigError, CorruptEvent, InvalidAction, StoreError, ThreadNotFound
+from ..events import Status, Thread, WaitTimedOut, utcnow
+from ..runtime import Runtime
+from ..stores import Store, ThreadSummary, open_store
+from .common import app, console, err_console, fail, handle_errors, run_async, settings, threads_app
+
+__all__ = ["parse_age", "stuck_threads"]
+
+db_app = typer.Typer(help="The database schema: migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="Store URL (default: THREADLINE_STORE)."),
+]
+
+
+def _store(url: str | None) -> Store:
+    return open_store(url or settings().store)
+
+
+def parse_age(text: str) -> timedelta:
+    """`30d`, `12h`, `15m`, `90s`, `2w` (or a combination like `1d12h`) as a timedelta."""
+    units = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+    compact = re.sub(r"\s", "", text.lower())
+    if not re.fullmatch(r"(?:\d+(?:\.\d+)?[wdhms])+", compact):
+        raise ConfigError(f"age {text!r} must look like 30d, 12h, 15m, 90s or 1d12h")
+    total = timedelta()
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)([wdhms])", compact):
+        total += timedelta(**{units[unit]: float(number)})
+    return total
+
+
+async def _all(
+    store: Store, status: Status | None = None, agent: str | None = None
+) -> AsyncIterator[ThreadSummary]:
+    cursor = None
+    while True:
+        page = await store.list(status=status, agent=agent, limit=500, cursor=cursor)
+        for item in page.items:
+            yield item
+        cursor = page.cursor
+        if cursor is None:
+            return
+
+
+# -- worker --------------------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def worker(
+    agent: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--agent",
+            "-a",
+            help="Agent reference path.py:name (repeatable). Default: the example agents.",
+        ),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Threads advanced at once.")] = 4,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a lease lasts without a heartbeat (the time a "
+            "crashed worker's threads wait before another resumes them)."
+        ),
+    ] = 30.0,
+    poll: Annotated[float, typer.Option(help="Seconds between polls when idle.")] = 1.0,
+    shutdown_timeout: Annotated[
+        float, typer.Option(help="On SIGTERM/SIGINT, seconds to let current steps finish.")
+    ] = 30.0,
+) -> None:
+    """Lease runnable threads and advance them until SIGTERM/SIGINT (scale by running more)."""
+    import logging
+
+    from ..worker import Worker
+
+    refs = list(agent or []) or default_agent_refs()
+    if not refs:
+        raise ConfigError("no agents: pass --agent path.py:name")
+    agents = [a for a, _ in load_agents(refs).values()]
+    cfg = settings()
+    runtime = open_runtime(cfg, agents, with_model=any(a.model is None for a in agents))
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    async def go() -> dict[str, int]:
+        w = Worker(
+            runtime,
+            concurrency=concurrency,
+            lease_ttl=lease_ttl,
+            poll_interval=poll,
+            shutdown_timeout=shutdown_timeout,
+        )
+        w.install_signal_handlers()
+        err_console.print(
+            f"threadline worker {w.owner}: agents {', '.join(sorted(runtime.agents))}"
+            f", concurrency {concurrency}; stop with Ctrl-C or SIGTERM",
+            highlight=False,
+            soft_wrap=True,
+        )
+        try:
+            stats = await w.run()
+        finally:
+            await runtime.store.close()
+        return dict(vars(stats))
+
+    stats = run_async(go())
+    console.print(json.dumps({"worker": "stopped", **stats}), highlight=False, soft_wrap=True)
+
+
+# -- db ------------------------------------------------------------------------------------
+
+
+@db_app.command("migrate")
+@handle_errors
+def db_migrate(store_url: StoreOpt = None) -> None:
+    """Apply pending schema migrations (PostgreSQL; SQLite migrates itself on open)."""
+
+    async def go() -> str:
+        store = _store(store_url)
+        try:
+            migrate = getattr(store, "migrate", None)
+            if migrate is None:
+                await store.ping()  # SQLite applies its migrations when it opens
+                return f"{type(store).__name__}: migrations are applied automatically; up to date"
+            applied = await migrate()
+            return f"applied migrations {applied}" if applied else "already up to date"
+        finally:
+            await store.close()
+
+    console.print(run_async(go()), highlight=False)
+
+
+@db_app.command("status")
+@handle_errors
+def db_status(store_url: StoreOpt = None) -> None:
+    """Show the applied and pending migrations. Exit code 1 if any are pending."""
+
+    async def go() -> tuple[list[tuple[int, str, Any]], list[tuple[int, str]]]:
+        store = _store(store_url)
+        try:
+            from ..stores.sqlite import SQLiteStore
+
+            if isinstance(store, SQLiteStore):
+                import sqlite3
+
+                from ..stores.migrations import SQLITE_MIGRATIONS
+
+                await store.ping()
+                conn = sqlite3.connect(store.path)
+                try:
+                    rows = conn.execute(
+                        "SELECT version, name, applied_at FROM "
+                        "threadline_migrations ORDER BY version"
+                    ).fetchall()
+                finally:
+                    conn.close()
+                known = [(n, name) for n, name, _ in SQLITE_MIGRATIONS]
+            elif hasattr(store, "migrations"):
+                from ..stores.postgres import POSTGRES_MIGRATIONS
+
+                rows = await store.migrations()
+                known = [(n, name) for n, name, _ in POSTGRES_MIGRATIONS]
+            else:
+                return [], []
+            have = {r[0] for r in rows}
+            return rows, [k for k in known if k[0] not in have]
+        finally:
+            await store.close()
+
+    applied, pending = run_async(go())
+    table = Table("migration", "name", "applied")
+    for number, name, at in applied:
+        table.add_row(str(number), name, str(at))
+    for number, name in pending:
+        table.add_row(str(number), name, "[bold red]pending[/]")
+    console.print(table)
+    if pending:
+        raise fail("migrations pending; run: threadline db migrate")
+
+
+# -- threads: stuck, retry, prune ----------------------------------------------------------
+
+
+async def stuck_threads(
+    store: Store, *, grace: timedelta, now: datetime | None = None
+) -> list[tuple[ThreadSummary, str]]:
+    """Threads no worker is making progress on, each with the reason.
+
+    * running with a lease that expired more than `grace` ago (its worker died and no
+      worker has taken it since: are any workers running for its agent?);
+    * running with no lease, untouched for more than `grace` (nobody is working on it);
+    * waiting with a due time more than `grace` in the past (no worker woke it).
+    """
+    now = now or utcnow()
+    out = []
+    async for s in _all(store, Status.RUNNING):
+        if s.lease_expires is not None and s.lease_expires < now - grace:
+            out.append((s, f"lease of {s.lease_owner} expired at {s.lease_expires:%F %T}Z"))
+        elif s.lease_owner is None and s.updated_at < now - grace:
+            out.append((s, f"runnable, no worker since {s.updated_at:%F %T}Z"))
+    async for s in _all(store, Status.WAITING):
+        if s.due_at is not None and s.due_at < now - grace:
+            out.append((s, f"wait was due at {s.due_at:%F %T}Z"))
+    return out
+
+
+@threads_app.command("stuck")
+@handle_errors
+def threads_stuck(
+    grace: Annotated[str, typer.Option(help="How late counts as stuck (e.g. 60s, 5m).")] = "60s",
+    store_url: StoreOpt = None,
+) -> None:
+    """Threads no worker is advancing: expired leases, unworked runnable threads, overdue waits."""
+
+    async def go() -> list[tuple[ThreadSummary, str]]:
+        store = _store(store_url)
+        try:
+            return await stuck_threads(store, grace=parse_age(grace))
+        finally:
+            await store.close()
+
+    rows = run_async(go())
+    if not rows:
+        console.print("no stuck threads")
+        return
+    # One plain line per thread (tab-separated): easy to read, grep and pipe to `retry`.
+    for s, why in rows:
+        console.print(
+            f"{s.id}\t{s.agent}\t{s.status.value}\t{why}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+
+
+@threads_app.command("retry")
+@handle_errors
+def threads_retry(
+    thread_id: Annotated[str, typer.Argument(help="The thread to get moving again.")],
+    store_url: StoreOpt = None,
+) -> None:
+    """Get a thread moving: break a stale lease (running), resume it (escalated or paused),
+    or end its wait now (waiting). A worker then picks it up."""
+
+    async def go() -> str:
+        store = _store(store_url)
+        runtime = Runtime(store)
+        try:
+            thread = await store.load(thread_id)
+            status = thread.status
+            if status == Status.RUNNING:
+                await store.break_lease(thread_id)
+                return "lease cleared; the next free worker takes it"
+            if status in (Status.ESCALATED, Status.PAUSED):
+                await runtime.resume(thread_id, by="operator")
+                await store.break_lease(thread_id)
+                return f"resumed ({status.value} -> running)"
+            if status == Status.WAITING:
+                await store.append(
+                    thread_id,
+                    [
+                        WaitTimedOut(
+                            seq=thread.next_seq, at=utcnow(), event=thread.state.waiting_for
+                        )
+                    ],
+                    expected_seq=thread.next_seq,
+                )
+                await store.break_lease(thread_id)
+                return "wait ended now (wait_timed_out); the next free worker takes it"
+            raise InvalidAction(
+                f"thread {thread_id} is {status.value}; retry applies to running, escalated, "
+                "paused or waiting threads (send a message to continue a finished one)"
+            )
+        finally:
+            await store.close()
+
+    console.print(run_async(go()), highlight=False)
+
+
+@threads_app.command("prune")
+@handle_errors
+def threads_prune(
+    older: Annotated[str, typer.Option(help="Delete threads untouched for longer (e.g. 30d).")],
+    status: Annotated[
+        list[str],
+        typer.Option(help="Only threads with this status (repeatable), e.g. done."),
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count.")] = False,
+    store_url: StoreOpt = None,
+) -> None:
+    """Retention: delete finished threads older than a cut-off (export them first to keep)."""
+    age = parse_age(older)
+    try:
+        statuses = [Status(s) for s in status]
+    except ValueError:
+        raise ConfigError(f"status must be among: {', '.join(s.value for s in Status)}") from None
+    live = {Status.RUNNING, Status.WAITING} & set(statuses)
+    if live:
+        raise ConfigError(
+            f"refusing to prune {', '.join(s.value for s in live)} threads: "
+            "workers may be advancing them"
+        )
+
+    async def go() -> int:
+        store = _store(store_url)
+        cutoff = utcnow() - age
+        count = 0
+        try:
+            for st in statuses:
+                doomed = [s.id async for s in _all(store, st) if s.updated_at < cutoff]
+                for thread_id in doomed:
+                    if not dry_run:
+                        try:
+                            await store.delete(thread_id)
+                        except ThreadNotFound:
+                            continue
+                    count += 1
+            return count
+        finally:
+            await store.close()
+
+    count = run_async(go())
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"{verb} {count} thread(s) older than {older}", highlight=False)
+
+
+# -- threads: export and import ------------------------------------------------------------
+
+
+@threads_app.command("export")
+@handle_errors
+def threads_export(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
+    status: Annotated[str | None, typer.Option(help="Only threads with this status.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Only threads of this agent.")] = None,
+    store_url: StoreOpt = None,
+) -> None:
+    """Write threads as JSON lines (one `Thread.to_dict()` per line): backups, migrations."""
+    st = Status(status) if status else None
+
+    async def go(out: Any) -> int:
+        store = _store(store_url)
+        count = 0
+        try:
+            async for s in _all(store, st, agent):
+                thread = await store.load(s.id)
+                out.write(json.dumps(thread.to_dict(), ensure_ascii=False) + "\n")
+                count += 1
+            return count
+        finally:
+            await store.close()
+
+    if output is None:
+        count = run_async(go(sys.stdout))
+    else:
+        with output.open("w", encoding="utf-8") as fh:
+            count = run_async(go(fh))
+    err_console.print(f"exported {count} thread(s)", highlight=False)
+
+
+def read_thread_lines(lines: Iterable[str], source: str) -> list[Thread]:
+    """Parse JSON lines into threads, all or nothing: a bad line names its number."""
+    threads = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            threads.append(Thread.from_dict(data))
+        except CorruptEvent as exc:
+            raise ConfigError(f"{source} line {number}: {exc}") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{source} line {number}: not a thread: {exc}") from None
+    return threads
+
+
+@threads_app.command("import")
+@handle_errors
+def threads_import(
+    source: Annotated[Path, typer.Argument(help="JSON lines written by `threads export`.")],
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Skip ids already in the store.")
+    ] = False,
+    store_url: StoreOpt = None,
+) -> None:
+    """Load exported threads into a store. Every line is checked before anything is written."""
+    with source.open(encoding="utf-8") as fh:
+        threads = read_thread_lines(fh, str(source))
+
+    async def go() -> tuple[int, int]:
+        store = _store(store_url)
+        created = skipped = 0
+        try:
+            for thread in threads:
+                try:
+                    await store.get(thread.id)
+                except ThreadNotFound:
+                    pass
+                else:
+                    if skip_existing:
+                        skipped += 1
+                        continue
+                    raise StoreError(
+                        f"thread {thread.id} already exists in the store "
+                        f"({created} imported before it); use --skip-existing"
+                    )
+                await store.create(thread)
+                created += 1
+            return created, skipped
+        finally:
+            await store.close()
+
+    created, skipped = run_async(go())
+    console.print(
+        f"imported {created} thread(s)" + (f", skipped {skipped} existing" if skipped else ""),
+        highlight=False,
+    )

@@ -35,7 +35,7 @@ from .base import (
     fold_for_append,
     state_from_json,
 )
-from .migrations import SQLITE_MIGRATIONS, apply_sqlite_migrations
+from .migrations import apply_sqlite_migrations
 
 __all__ = ["SQLiteStore"]
 
@@ -228,7 +228,8 @@ class SQLiteStore(Store):
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if status is not None:
             where.append("status = ?")
             args.append(Status(status).value)
