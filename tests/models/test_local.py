@@ -1,0 +1,187 @@
+"""The embedded local model (SmolLM2-135M-Instruct via llama.cpp), run for real.
+
+These tests assert validity, not cleverness: with the grammar on, every answer of a 135M
+model must be a schema-valid intent. They are marked `local_model`; the output budget and
+context window are kept small so they fit the CI budget on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+from types import ModuleType
+
+import pytest
+
+from threadline import MemoryStore, Runtime, Status
+from threadline.models.base import Context, Message, ToolSpec
+
+pytest.importorskip("llama_cpp", reason="needs threadline[local] (llama-cpp-python)")
+
+from threadline.models.local import LocalModel, grammar_text, tools_prompt  # noqa: E402
+from threadline.models.registry import resolve_model  # noqa: E402
+
+pytestmark = pytest.mark.local_model
+
+PROMPTS = [
+    "what is 3 plus 4?",
+    "add 10 and 32",
+    "multiply 6 by 7",
+    "What's 12 times 12?",
+    "subtract 5 from 20",
+    "100 minus 58",
+    "divide 81 by 9",
+    "what is 2.5 + 2.5",
+    "compute 7 * 8",
+    "I have 15 apples and eat 4. How many are left?",
+    "sum of 1000 and 24",
+    "what is -3 plus 8",
+    "halve 50",
+    "double 21",
+    "what's 9 squared?",
+    "how much is 0.1 + 0.2",
+    "3 plus 4 times 2",
+    "hello",
+    "tell me a joke",
+    "what is the capital of France?",
+    "1e3 divided by 4",
+    "add 1, 2 and 3",
+]
+
+
+def local(**kwargs) -> LocalModel:
+    kwargs.setdefault("max_output_tokens", 96)
+    kwargs.setdefault("n_ctx", 2048)
+    return LocalModel(**kwargs)
+
+
+async def test_calculator_produces_only_schema_valid_intents(calculator: ModuleType) -> None:
+    rt = Runtime(MemoryStore(), model=local())
+    model_calls = 0
+    for prompt in PROMPTS:
+        thread = await rt.launch(calculator.agent, prompt, advance=False)
+        thread = await rt.advance(thread, max_steps=3)  # at most two model calls each
+        kinds = [e.kind for e in thread.events]
+        assert "invalid_output" not in kinds, (prompt, thread.events)
+        assert "model_error" not in kinds, (prompt, thread.events)
+        for i, event in enumerate(thread.events):
+            if event.kind == "model_call":
+                model_calls += 1
+                assert event.model == "local:SmolLM2-135M-Instruct.Q4_1.gguf"
+                assert event.input_tokens > 0 and event.output_tokens > 0
+                assert event.cost_usd == 0.0
+                assert thread.events[i + 1].kind == "tool_call", (prompt, event.output)
+    assert model_calls >= len(PROMPTS) >= 20
+
+
+async def test_deploybot_pauses_asks_or_finishes_and_never_deploys_unapproved(
+    deploybot: ModuleType,
+) -> None:
+    rt = Runtime(MemoryStore(), model=resolve_model("local:smollm2"))
+    thread = await rt.launch(deploybot.agent, "deploy the latest tag to production")
+    assert thread.status in (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN, Status.DONE), [
+        (e.kind, getattr(e, "output", "")) for e in thread.events
+    ]
+    approved = {e.call_id for e in thread.events if e.kind == "approval" and e.approved}
+    assert not approved  # nobody approved anything...
+    assert [d for d in deploybot.DEPLOYMENTS if d["environment"] == "production"] == []
+    for event in thread.events:  # ...so no production deploy ever started
+        if event.kind == "tool_started":
+            call = next(
+                e for e in thread.events if e.kind == "tool_call" and e.call_id == event.call_id
+            )
+            assert call.arguments.get("environment") != "production"
+
+
+async def test_without_grammar_bad_output_is_an_event_not_a_crash(calculator: ModuleType) -> None:
+    model = local(grammar=False)
+    assert model.model_id.endswith("?grammar=off")
+    rt = Runtime(MemoryStore(), model=model)
+    for prompt in ["what is 3 plus 4?", "tell me a joke", "divide 9 by 3"]:
+        thread = await rt.launch(calculator.agent, prompt, advance=False)
+        thread = await rt.advance(thread, max_steps=1)
+        assert [e.kind for e in thread.events][1] == "model_call"
+        assert thread.events[2].kind in ("tool_call", "invalid_output")
+
+
+async def test_context_overflow_is_a_model_error_event(calculator: ModuleType) -> None:
+    rt = Runtime(MemoryStore(), model=local(n_ctx=256))
+    thread = await rt.launch(calculator.agent, "add these: " + "1 + " * 400 + "1", advance=False)
+    thread = await rt.advance(thread, max_steps=1)
+    event = thread.events[-1]
+    assert event.kind == "model_error" and not event.retryable
+    assert "context" in event.message.lower()
+
+
+async def test_nested_models_and_strings_stay_valid() -> None:
+    schema = {
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "intent": {"const": "book"},
+                    "arguments": {
+                        "$defs": {
+                            "Seat": {
+                                "type": "object",
+                                "properties": {
+                                    "row": {"type": "integer"},
+                                    "note": {"type": "string"},
+                                },
+                                "required": ["row", "note"],
+                            }
+                        },
+                        "type": "object",
+                        "properties": {
+                            "seat": {"$ref": "#/$defs/Seat"},
+                            "tags": {"type": "array", "items": {"type": "string"}},
+                        },
+                        "required": ["seat", "tags"],
+                    },
+                },
+                "required": ["intent", "arguments"],
+            }
+        ]
+    }
+    text = grammar_text(schema)
+    assert "x00-\\x1F" in text  # raw control characters (invalid in JSON strings) excluded
+    model = local()
+    out = await model.request(
+        Context(
+            system="Book a seat. Answer with JSON.",
+            messages=(Message("user", "Book row 12 with a note saying window please, tag vip"),),
+            output_schema=schema,
+        )
+    )
+    value = json.loads(out.text)
+    assert value["intent"] == "book"
+    assert isinstance(value["arguments"]["seat"]["row"], int)
+    assert len(value["arguments"]["seat"]["note"]) <= 120
+    assert len(value["arguments"]["tags"]) <= 6
+
+
+def test_tools_are_described_for_a_model_without_a_tool_api() -> None:
+    text = tools_prompt(
+        (
+            ToolSpec(
+                "add",
+                "Add two numbers.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "a": {"type": "number"},
+                        "b": {"type": "number"},
+                        "unit": {"enum": ["m", "s"]},
+                    },
+                    "required": ["a", "b"],
+                },
+            ),
+        )
+    )
+    assert text == 'Tools:\n- add(a: number, b: number, unit?: "m"|"s"): Add two numbers.'
+
+
+def test_missing_gguf_is_a_config_error() -> None:
+    from threadline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        LocalModel("/no/such/file.gguf")
