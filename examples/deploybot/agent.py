@@ -23,15 +23,16 @@ def _deploy(target: str, tag: str, environment: str, ctx: ToolContext) -> str:
     if tag not in TAGS:
         raise ValueError(f"unknown tag {tag}; known tags: {', '.join(TAGS)}")
     if not any(d["key"] == ctx.idempotency_key for d in DEPLOYMENTS):
-        DEPLOYMENTS.append({"target": target, "tag": tag, "environment": environment,
-                            "key": ctx.idempotency_key})
+        DEPLOYMENTS.append(
+            {"target": target, "tag": tag, "environment": environment, "key": ctx.idempotency_key}
+        )
     return f"{target} {tag} deployed to {environment}"
 
 
-@tool(side_effects=True, idempotent=True,
-      approval=lambda args: args.environment == "production")
-def deploy_backend(tag: str, environment: Literal["staging", "production"],
-                   ctx: ToolContext) -> str:
+@tool(side_effects=True, idempotent=True, approval=lambda args: args.environment == "production")
+def deploy_backend(
+    tag: str, environment: Literal["staging", "production"], ctx: ToolContext
+) -> str:
     """Deploy a tag of the backend. Production deploys need a human's approval.
 
     Args:
@@ -42,8 +43,9 @@ def deploy_backend(tag: str, environment: Literal["staging", "production"],
 
 
 @tool(side_effects=True, idempotent=True, approval="always")
-def deploy_frontend(tag: str, environment: Literal["staging", "production"],
-                    ctx: ToolContext) -> str:
+def deploy_frontend(
+    tag: str, environment: Literal["staging", "production"], ctx: ToolContext
+) -> str:
     """Deploy a tag of the frontend (always needs a human's approval).
 
     Args:

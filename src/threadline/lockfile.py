@@ -43,8 +43,15 @@ if TYPE_CHECKING:
     from .settings import Settings
     from .tools import Tool
 
-__all__ = ["LOCK_VERSION", "AgentReport", "build_lock", "check_lock", "read_lock",
-           "validate_agent", "write_lock"]
+__all__ = [
+    "LOCK_VERSION",
+    "AgentReport",
+    "build_lock",
+    "check_lock",
+    "read_lock",
+    "validate_agent",
+    "write_lock",
+]
 
 LOCK_VERSION = 1
 _MODEL_PIN = re.compile(r"[a-z][a-z0-9_\-]*:\S+")
@@ -83,7 +90,7 @@ def _tool_file(tool: Tool) -> str | None:
 
 def _check_schema(schema: Mapping[str, Any]) -> str | None:
     try:
-        import jsonschema
+        import jsonschema  # type: ignore[import-untyped]
     except ImportError:  # optional: without it we only check the shape
         return None if schema.get("type") == "object" else "schema must be an object schema"
     try:
@@ -104,26 +111,38 @@ def validate_agent(agent: Agent, ref: str | None, root: Path) -> AgentReport:
         report.problems.append(str(exc))
     if prompt is not None:
         try:
-            prompt.render_sample({
-                "agent": agent.name,
-                "tools": [{"name": t.name, "description": t.description}
-                          for t in agent.visible_tools()],
-                **dict(agent.options.get("prompt_vars") or {}),
-            })
+            prompt.render_sample(
+                {
+                    "agent": agent.name,
+                    "tools": [
+                        {"name": t.name, "description": t.description}
+                        for t in agent.visible_tools()
+                    ],
+                    **dict(agent.options.get("prompt_vars") or {}),
+                }
+            )
         except PromptError as exc:
             report.problems.append(str(exc))
         for name in prompt.tools or ():
             if name not in tool_names:
-                report.problems.append(f"prompt {prompt.path or prompt.name} lists tool "
-                                       f"{name!r}, which agent {agent.name} does not have")
+                report.problems.append(
+                    f"prompt {prompt.path or prompt.name} lists tool "
+                    f"{name!r}, which agent {agent.name} does not have"
+                )
         if prompt.model and not _MODEL_PIN.fullmatch(prompt.model):
-            report.problems.append(f"prompt {prompt.path or prompt.name}: model "
-                                   f"{prompt.model!r} must look like provider:model")
+            report.problems.append(
+                f"prompt {prompt.path or prompt.name}: model "
+                f"{prompt.model!r} must look like provider:model"
+            )
     model_id = getattr(agent.model, "model_id", None) if agent.model is not None else None
-    if model_id is not None and not _MODEL_PIN.fullmatch(str(model_id)) \
-            and not str(model_id).startswith(("scripted", "function", "replay")):
-        report.problems.append(f"agent {agent.name}: pinned model id {model_id!r} must look "
-                               "like provider:model")
+    if (
+        model_id is not None
+        and not _MODEL_PIN.fullmatch(str(model_id))
+        and not str(model_id).startswith(("scripted", "function", "replay"))
+    ):
+        report.problems.append(
+            f"agent {agent.name}: pinned model id {model_id!r} must look like provider:model"
+        )
     tools: dict[str, Any] = {}
     for t in agent.registry:
         try:
@@ -142,11 +161,16 @@ def validate_agent(agent: Agent, ref: str | None, root: Path) -> AgentReport:
         report.problems.append(f"agent {agent.name}: intent schema cannot be built: {exc}")
     report.entry = {
         "ref": ref,
-        "prompt": None if prompt is None else {
-            "file": _rel(prompt.path, root), "name": prompt.name, "version": prompt.version,
+        "prompt": None
+        if prompt is None
+        else {
+            "file": _rel(prompt.path, root),
+            "name": prompt.name,
+            "version": prompt.version,
             "sha256": prompt.sha256,
         },
-        "instructions_sha256": None if prompt is not None
+        "instructions_sha256": None
+        if prompt is not None
         else hashlib.sha256(agent.instructions.encode()).hexdigest(),
         "model": (prompt.model if prompt is not None and prompt.model else model_id),
         "tools": tools,
@@ -157,8 +181,14 @@ def validate_agent(agent: Agent, ref: str | None, root: Path) -> AgentReport:
 def git_commit(root: Path) -> str | None:
     """The checked-out commit of `root`, or None outside git (or without git)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     sha = out.stdout.strip()
@@ -194,14 +224,18 @@ def read_lock(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} not found; run `threadline build` first") from None
     except ValueError as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc}); run `threadline build`") from None
-    if not isinstance(data, dict) or data.get("version") != LOCK_VERSION \
-            or not isinstance(data.get("agents"), dict):
+    if (
+        not isinstance(data, dict)
+        or data.get("version") != LOCK_VERSION
+        or not isinstance(data.get("agents"), dict)
+    ):
         raise ConfigError(f"{path} is not a threadline lock (version {LOCK_VERSION})")
     return data
 
 
-def check_lock(settings: Settings, agents: Iterable[Agent], *, locked: bool = False,
-               root: Path | None = None) -> None:
+def check_lock(
+    settings: Settings, agents: Iterable[Agent], *, locked: bool = False, root: Path | None = None
+) -> None:
     """Refuse to run agents whose prompts or tool schemas differ from the lock.
 
     Does nothing unless `settings.release` or `locked`. Raises `LockMismatch` naming the
@@ -225,21 +259,29 @@ def _compare(agent: Agent, locked: dict[str, Any], actual: dict[str, Any], lock:
     lp, ap = locked.get("prompt"), actual.get("prompt")
     if (lp is None) != (ap is None):
         where = (ap or lp or {}).get("file") or f"agent {agent.name}"
-        raise LockMismatch(str(where), (lp or {}).get("sha256", "(no prompt file)"),
-                           (ap or {}).get("sha256", "(no prompt file)"))
+        raise LockMismatch(
+            str(where),
+            (lp or {}).get("sha256", "(no prompt file)"),
+            (ap or {}).get("sha256", "(no prompt file)"),
+        )
     if lp is not None and ap is not None and lp.get("sha256") != ap.get("sha256"):
-        raise LockMismatch(str(ap.get("file") or lp.get("file")), str(lp.get("sha256")),
-                           str(ap.get("sha256")))
+        raise LockMismatch(
+            str(ap.get("file") or lp.get("file")), str(lp.get("sha256")), str(ap.get("sha256"))
+        )
     if locked.get("instructions_sha256") != actual.get("instructions_sha256"):
-        raise LockMismatch(f"{locked.get('ref') or agent.name} (instructions of agent "
-                           f"{agent.name})", str(locked.get("instructions_sha256")),
-                           str(actual.get("instructions_sha256")))
+        raise LockMismatch(
+            f"{locked.get('ref') or agent.name} (instructions of agent {agent.name})",
+            str(locked.get("instructions_sha256")),
+            str(actual.get("instructions_sha256")),
+        )
     lt: dict[str, Any] = locked.get("tools") or {}
     at: dict[str, Any] = actual.get("tools") or {}
     for key in sorted(set(lt) | set(at)):
         old, new = lt.get(key), at.get(key)
         if old is None or new is None or old.get("sha256") != new.get("sha256"):
             where = (new or old or {}).get("file") or f"agent {agent.name}"
-            raise LockMismatch(f"{where} (tool {key})",
-                               (old or {}).get("sha256", "(absent)"),
-                               (new or {}).get("sha256", "(absent)"))
+            raise LockMismatch(
+                f"{where} (tool {key})",
+                (old or {}).get("sha256", "(absent)"),
+                (new or {}).get("sha256", "(absent)"),
+            )

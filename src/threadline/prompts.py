@@ -42,8 +42,15 @@ if TYPE_CHECKING:
 
     from .agent import Agent
 
-__all__ = ["CaseResult", "Prompt", "PromptCase", "case_thread", "load_cases", "prompt_for",
-           "run_cases"]
+__all__ = [
+    "CaseResult",
+    "Prompt",
+    "PromptCase",
+    "case_thread",
+    "load_cases",
+    "prompt_for",
+    "run_cases",
+]
 
 _FENCE = "---"
 
@@ -56,8 +63,8 @@ def _split_front_matter(text: str, path: str) -> tuple[dict[str, Any], str]:
     end = text.find(f"\n{_FENCE}", len(_FENCE))
     if end < 0:
         raise PromptError(f"{path}: front matter starts with '---' but never ends")
-    head = text[len(_FENCE): end]
-    body = text[end + len(_FENCE) + 1:]
+    head = text[len(_FENCE) : end]
+    body = text[end + len(_FENCE) + 1 :]
     if body.startswith("\n"):
         body = body[1:]
     try:
@@ -101,8 +108,9 @@ class Prompt:
         if unknown:
             raise PromptError(f"{label}: unknown front matter keys: {', '.join(sorted(unknown))}")
         tools = meta.get("tools")
-        if tools is not None and (not isinstance(tools, list)
-                                  or not all(isinstance(t, str) for t in tools)):
+        if tools is not None and (
+            not isinstance(tools, list) or not all(isinstance(t, str) for t in tools)
+        ):
             raise PromptError(f"{label}: 'tools' must be a list of tool names")
         variables = meta.get("variables") or {}
         if not isinstance(variables, dict):
@@ -138,16 +146,21 @@ class Prompt:
         try:
             return str(self._template.render(**dict(variables or {})))
         except jinja2.UndefinedError as exc:
-            raise PromptError(f"prompt {self.name} ({self.path or 'inline'}): {exc.message}; "
-                              "pass it in Agent.options['prompt_vars'], the thread's "
-                              "metadata['prompt_vars'] or the front matter's variables") from None
+            raise PromptError(
+                f"prompt {self.name} ({self.path or 'inline'}): {exc.message}; "
+                "pass it in Agent.options['prompt_vars'], the thread's "
+                "metadata['prompt_vars'] or the front matter's variables"
+            ) from None
         except jinja2.TemplateError as exc:
             raise PromptError(f"prompt {self.name}: {exc}") from None
 
     def render_sample(self, extra: Mapping[str, Any] | None = None) -> str:
         """Render with the front matter's sample variables (what `build` checks)."""
-        sample: dict[str, Any] = {"agent": self.name, "tools": [],
-                                  "thread": {"id": "sample", "metadata": {}}}
+        sample: dict[str, Any] = {
+            "agent": self.name,
+            "tools": [],
+            "thread": {"id": "sample", "metadata": {}},
+        }
         sample.update(extra or {})
         sample.update(self.variables)
         return self.render(sample)
@@ -230,21 +243,30 @@ def load_cases(path: str | Path) -> list[PromptCase]:
         expect = item.get("expect")
         if isinstance(thread, str):
             thread = [{"user": thread}]
-        if not isinstance(thread, list) or not thread or not isinstance(expect, dict) \
-                or not isinstance(expect.get("intent"), str):
-            raise PromptError(f"{p}: case {n} needs 'thread' (a message or a list) and "
-                              "'expect: {intent: ...}'")
+        if (
+            not isinstance(thread, list)
+            or not thread
+            or not isinstance(expect, dict)
+            or not isinstance(expect.get("intent"), str)
+        ):
+            raise PromptError(
+                f"{p}: case {n} needs 'thread' (a message or a list) and 'expect: {{intent: ...}}'"
+            )
         for step in thread:
             if not isinstance(step, dict) or not ({"user"} <= set(step) or "call" in step):
-                raise PromptError(f"{p}: case {n}: each thread step is {{user: text}} or "
-                                  "{call: tool, arguments: {...}, result: ...}")
-        cases.append(PromptCase(
-            name=str(item.get("name") or f"case {n}"),
-            messages=tuple(thread),
-            expect_intent=expect["intent"],
-            expect_arguments=dict(expect.get("arguments") or {}),
-            prompt_vars=dict(item.get("prompt_vars") or {}),
-        ))
+                raise PromptError(
+                    f"{p}: case {n}: each thread step is {{user: text}} or "
+                    "{call: tool, arguments: {...}, result: ...}"
+                )
+        cases.append(
+            PromptCase(
+                name=str(item.get("name") or f"case {n}"),
+                messages=tuple(thread),
+                expect_intent=expect["intent"],
+                expect_arguments=dict(expect.get("arguments") or {}),
+                prompt_vars=dict(item.get("prompt_vars") or {}),
+            )
+        )
     return cases
 
 
@@ -265,25 +287,40 @@ def case_thread(agent: Agent, case: PromptCase) -> Any:
     from .events import Thread, ToolCall, ToolResult, UserMessage
 
     at = datetime(2024, 1, 1, tzinfo=UTC)
-    thread = Thread(f"case-{case.name}", agent.name,
-                    metadata={"prompt_vars": dict(case.prompt_vars)})
+    thread = Thread(
+        f"case-{case.name}", agent.name, metadata={"prompt_vars": dict(case.prompt_vars)}
+    )
     for step in case.messages:
         if "user" in step:
             thread.append(UserMessage(seq=thread.next_seq, at=at, text=str(step["user"])))
             continue
         tool = agent.registry.get(str(step["call"]))
         call_id = f"c{thread.next_seq}"
-        thread.append(ToolCall(seq=thread.next_seq, at=at, call_id=call_id,
-                               tool=str(step["call"]),
-                               version=tool.version if tool is not None else "1",
-                               arguments=dict(step.get("arguments") or {})))
-        thread.append(ToolResult(seq=thread.next_seq, at=at, call_id=call_id,
-                                 tool=str(step["call"]), result=step.get("result")))
+        thread.append(
+            ToolCall(
+                seq=thread.next_seq,
+                at=at,
+                call_id=call_id,
+                tool=str(step["call"]),
+                version=tool.version if tool is not None else "1",
+                arguments=dict(step.get("arguments") or {}),
+            )
+        )
+        thread.append(
+            ToolResult(
+                seq=thread.next_seq,
+                at=at,
+                call_id=call_id,
+                tool=str(step["call"]),
+                result=step.get("result"),
+            )
+        )
     return thread
 
 
-async def run_cases(agent: Agent, model: Any, cases: list[PromptCase] | None = None
-                    ) -> list[CaseResult]:
+async def run_cases(
+    agent: Agent, model: Any, cases: list[PromptCase] | None = None
+) -> list[CaseResult]:
     """Run the agent's prompt regression cases (from the file next to its prompt, unless
     `cases` is given) against `model`: render each input thread, ask the model once, and
     compare the intent it chose (and any expected argument values)."""
@@ -300,19 +337,23 @@ async def run_cases(agent: Agent, model: Any, cases: list[PromptCase] | None = N
         thread = case_thread(agent, case)
         context = agent.render(thread)
         out = await model.request(context)
-        events = interpret(agent, out.text, out.tool_calls, seq=thread.next_seq,
-                           at=thread.events[-1].at)
+        events = interpret(
+            agent, out.text, out.tool_calls, seq=thread.next_seq, at=thread.events[-1].at
+        )
         first = events[0]
         if first.kind != "tool_call":
             got = f"invalid: {getattr(first, 'reason', '')}"
             passed = False
         else:
-            args = first.arguments  # type: ignore[union-attr]
-            got = f"{first.tool} {json.dumps(args, ensure_ascii=False)}"  # type: ignore[union-attr]
-            passed = first.tool == case.expect_intent and all(  # type: ignore[union-attr]
-                args.get(k) == v for k, v in case.expect_arguments.items())
+            args = first.arguments
+            got = f"{first.tool} {json.dumps(args, ensure_ascii=False)}"
+            passed = first.tool == case.expect_intent and all(
+                args.get(k) == v for k, v in case.expect_arguments.items()
+            )
         expected = case.expect_intent + (
             f" {json.dumps(case.expect_arguments, ensure_ascii=False)}"
-            if case.expect_arguments else "")
+            if case.expect_arguments
+            else ""
+        )
         results.append(CaseResult(case.name, expected, got, passed))
     return results

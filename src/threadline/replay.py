@@ -18,7 +18,7 @@ from .events import (
     Event,
     Thread,
 )
-from .context.prefetch import is_prefetch
+from .context.compaction import is_context_input
 from .reducer import CallModel, RunTool, Wait, decide, interpret
 from .runtime import step_events
 
@@ -42,7 +42,7 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
     i = 0
     while i < len(events):
         event = events[i]
-        if event.kind in _INPUTS or is_prefetch(event):
+        if event.kind in _INPUTS or is_context_input(event):
             derived.append(event)
             i += 1
             continue

@@ -1,9 +1,9 @@
 """Context and prompt commands: build, render, profile, prompts test.
 
-    threadline build [--agent REF]... [--check]      validate prompts/tools/models, write the lock
-    threadline render ID [--format compact|messages] [--json]
-    threadline profile ID [--html F] [--png F]       tokens per section of the next call
-    threadline prompts test [--agent REF]... [--model SPEC]
+threadline build [--agent REF]... [--check]      validate prompts/tools/models, write the lock
+threadline render ID [--format compact|messages] [--json]
+threadline profile ID [--html F] [--png F]       tokens per section of the next call
+threadline prompts test [--agent REF]... [--model SPEC]
 """
 
 from __future__ import annotations
@@ -51,10 +51,12 @@ def _refs(refs: list[str] | None) -> list[str]:
 @handle_errors
 def build(
     agent: AgentRefs = None,
-    lock: Annotated[Path | None, typer.Option(help="Lock file (default THREADLINE_LOCK_FILE).")]
-    = None,
-    check: Annotated[bool, typer.Option("--check", help="Verify the lock matches; write "
-                                        "nothing.")] = False,
+    lock: Annotated[
+        Path | None, typer.Option(help="Lock file (default THREADLINE_LOCK_FILE).")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Verify the lock matches; write nothing.")
+    ] = False,
 ) -> None:
     """Validate every prompt, tool schema and model pin, then write threadline.lock."""
     from ..lockfile import build_lock, check_lock, write_lock
@@ -64,8 +66,12 @@ def build(
     loaded = load_agents(_refs(agent))
     root = path.resolve().parent
     if check:
-        check_lock(cfg.model_copy(update={"lock_file": str(path)}),
-                   [a for a, _ in loaded.values()], locked=True, root=root)
+        check_lock(
+            cfg.model_copy(update={"lock_file": str(path)}),
+            [a for a, _ in loaded.values()],
+            locked=True,
+            root=root,
+        )
         console.print(f"{path}: up to date ({len(loaded)} agents)", highlight=False)
         return
     data, reports = build_lock([(a, ref) for a, ref in loaded.values()], root)
@@ -84,8 +90,9 @@ def build(
     problems = [f"{r.name}: {p}" for r in reports for p in r.problems]
     if problems:
         for line in problems:
-            err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False,
-                              soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True
+            )
         raise typer.Exit(1)
     write_lock(path, data)
     console.print(f"wrote {path} (git {data['git_commit'] or 'unknown'})", highlight=False)
@@ -101,8 +108,9 @@ async def _load(thread_id: str, refs: list[str] | None) -> tuple[Agent, Thread]:
     if thread.agent not in rt.agents:
         ref = thread.metadata.get("agent_ref")
         if not ref:
-            raise ConfigError(f"thread {thread_id} was made by agent {thread.agent!r}; "
-                              "pass --agent path.py:name")
+            raise ConfigError(
+                f"thread {thread_id} was made by agent {thread.agent!r}; pass --agent path.py:name"
+            )
         for a, _ in load_agents([str(ref)]).values():
             rt.add_agent(a)
     return rt.agent(thread.agent), thread
@@ -131,15 +139,26 @@ def render_cmd(
     rendered = _render(a, thread, fmt)
     context = rendered.context if rendered is not None else a.render(thread)
     if as_json:
-        typer.echo(json.dumps({
-            "prompt": {"name": context.prompt_name, "version": context.prompt_version,
-                       "sha256": context.prompt_hash},
-            "input_tokens": context.input_tokens,
-            "max_output_tokens": context.max_output_tokens,
-            "messages": to_openai(context.system, context.messages),
-            "tools": [{"name": t.name, "description": t.description,
-                       "parameters": t.parameters} for t in context.tools],
-        }, indent=2, ensure_ascii=False))
+        typer.echo(
+            json.dumps(
+                {
+                    "prompt": {
+                        "name": context.prompt_name,
+                        "version": context.prompt_version,
+                        "sha256": context.prompt_hash,
+                    },
+                    "input_tokens": context.input_tokens,
+                    "max_output_tokens": context.max_output_tokens,
+                    "messages": to_openai(context.system, context.messages),
+                    "tools": [
+                        {"name": t.name, "description": t.description, "parameters": t.parameters}
+                        for t in context.tools
+                    ],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return
     typer.echo(context.as_text())
     note = ""
@@ -149,7 +168,9 @@ def render_cmd(
     err_console.print(
         f"[dim]{context.input_tokens} input tokens, {context.max_output_tokens} reserved for "
         f"output; prompt {context.prompt_name}@{context.prompt_version or '-'} "
-        f"{(context.prompt_hash or '')[:12]}{note}[/]", highlight=False)
+        f"{(context.prompt_hash or '')[:12]}{note}[/]",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -159,23 +180,30 @@ def profile(
     fmt: Format = None,
     agent: AgentRefs = None,
     html: Annotated[Path | None, typer.Option(help="Write an HTML chart here.")] = None,
-    png: Annotated[Path | None, typer.Option(help="Write a PNG chart here (needs the "
-                                             "charts extra).")] = None,
+    png: Annotated[
+        Path | None, typer.Option(help="Write a PNG chart here (needs the charts extra).")
+    ] = None,
 ) -> None:
     """Tokens per section of the thread's next model call: system, tools, history, retrieved."""
     a, thread = run_async(_load(thread_id, agent))
     rendered = _render(a, thread, fmt)
     if rendered is None:
-        raise ConfigError(f"agent {a.name} uses a custom renderer; pass --format to profile "
-                          "a built-in format")
+        raise ConfigError(
+            f"agent {a.name} uses a custom renderer; pass --format to profile a built-in format"
+        )
     sections = {k: v for k, v in rendered.sections.items() if v}
     budget = rendered.context.max_output_tokens
     total = sum(sections.values())
     from ..context.render import context_state
 
     window = context_state(a).budget.window
-    table = Table("section", "tokens", "share", title=f"thread {thread.id}: {total} input "
-                  f"tokens of a {window} window ({budget} reserved for output)")
+    table = Table(
+        "section",
+        "tokens",
+        "share",
+        title=f"thread {thread.id}: {total} input "
+        f"tokens of a {window} window ({budget} reserved for output)",
+    )
     for name, n in sorted(sections.items(), key=lambda kv: -kv[1]):
         table.add_row(name, str(n), f"{n / max(total, 1):.1%}")
     table.add_row("[dim]free[/]", str(max(window - budget - total, 0)), "")
@@ -235,8 +263,9 @@ def _png_chart(path: Path, thread_id: str, sections: dict[str, int]) -> None:
 @handle_errors
 def prompts_test(
     agent: AgentRefs = None,
-    model: Annotated[str | None, typer.Option(help="provider:model (default THREADLINE_MODEL).")]
-    = None,
+    model: Annotated[
+        str | None, typer.Option(help="provider:model (default THREADLINE_MODEL).")
+    ] = None,
 ) -> None:
     """Run the regression cases stored next to each agent's prompt against a model."""
     from ..models.registry import resolve_model
@@ -255,13 +284,18 @@ def prompts_test(
         for r in results:
             ran += 1
             failures += not r.passed
-            table.add_row(a.name, r.case, r.expected, escape(r.got),
-                          "[green]pass[/]" if r.passed else "[red]FAIL[/]")
+            table.add_row(
+                a.name,
+                r.case,
+                r.expected,
+                escape(r.got),
+                "[green]pass[/]" if r.passed else "[red]FAIL[/]",
+            )
     if not ran:
-        raise ConfigError("no regression cases found (put <prompt>.cases.yaml next to the "
-                          "prompt file)")
+        raise ConfigError(
+            "no regression cases found (put <prompt>.cases.yaml next to the prompt file)"
+        )
     console.print(table)
-    console.print(f"{ran - failures}/{ran} passed against {the_model.model_id}",
-                  highlight=False)
+    console.print(f"{ran - failures}/{ran} passed against {the_model.model_id}", highlight=False)
     if failures:
         raise typer.Exit(1)

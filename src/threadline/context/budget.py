@@ -44,8 +44,13 @@ DEFAULT_WINDOW = 32_000
 """The window assumed for a model we know nothing about (set `context_window` instead)."""
 
 KNOWN_WINDOWS = {
-    "gpt-4o": 128_000, "gpt-4.1": 1_000_000, "gpt-5": 400_000, "o3": 200_000, "o4": 200_000,
-    "claude": 200_000, "smollm2": 8_192,
+    "gpt-4o": 128_000,
+    "gpt-4.1": 1_000_000,
+    "gpt-5": 400_000,
+    "o3": 200_000,
+    "o4": 200_000,
+    "claude": 200_000,
+    "smollm2": 8_192,
 }
 """Context windows by model-id prefix, used when an agent does not set `context_window`."""
 
@@ -90,8 +95,13 @@ class ContextBudget:
             return budget
         window = opts.get("context_window") or _known_window(agent)
         fields: dict[str, Any] = {"window": int(window)}
-        for name in ("max_output_tokens", "keep_recent", "max_result_tokens",
-                     "summary_tokens", "margin"):
+        for name in (
+            "max_output_tokens",
+            "keep_recent",
+            "max_result_tokens",
+            "summary_tokens",
+            "margin",
+        ):
             if name in opts:
                 fields[name] = int(opts[name])
         if "retrieved_share" in opts:
@@ -157,9 +167,8 @@ def _walk(
             continue
         event = events[i]
         if event.kind == "compacted":
-            c: Compacted = event  # type: ignore[assignment]
-            if c.to_seq < i:
-                covered.append((c.from_seq, c.to_seq, i))
+            if event.to_seq < i:
+                covered.append((event.from_seq, event.to_seq, i))
                 covered.sort(key=lambda x: -x[1])
             i -= 1
             continue
@@ -191,10 +200,8 @@ def _fit(
         else:
             kind_i = events[i].kind
             reduced = reduce and shown >= keep_recent
-            if reduced and kind_i in _ERROR_KINDS and resolved:
-                cost = 0
-            else:
-                cost = tokens(i, reduced)
+            dropped = reduced and kind_i in _ERROR_KINDS and resolved
+            cost = 0 if dropped else tokens(i, reduced)
             if kind_i in _RESOLVES:
                 resolved = True
         if total + cost > budget:
@@ -240,8 +247,9 @@ def plan_layout(
     avail = budget.available(fixed)
     minimum = fixed + budget.max_output_tokens + budget.margin
     if avail <= 0:
-        raise TokenBudgetError(minimum, budget.window,
-                               "system prompt and tool definitions alone exceed the window")
+        raise TokenBudgetError(
+            minimum, budget.window, "system prompt and tool definitions alone exceed the window"
+        )
     skip = frozenset(retrieved)
     ret_full = sum(tokens(i, False) for i in retrieved)
     ret_cap = int(avail * budget.retrieved_share)
@@ -250,36 +258,67 @@ def plan_layout(
     else:
         ret_tokens, ret_reduced = sum(tokens(i, True) for i in retrieved), True
         if ret_tokens > ret_cap:
-            raise TokenBudgetError(minimum + ret_tokens, budget.window,
-                                   "pre-fetched material exceeds its share even when cut")
+            raise TokenBudgetError(
+                minimum + ret_tokens,
+                budget.window,
+                "pre-fetched material exceeds its share even when cut",
+            )
     history = avail - ret_tokens
     for level, reduce in ((0, False), (1, True)):
-        units, total, stop = _fit(events, skip, None, tokens, summary_tokens, history,
-                                  budget.keep_recent, reduce)
+        units, total, stop = _fit(
+            events, skip, None, tokens, summary_tokens, history, budget.keep_recent, reduce
+        )
         if stop is None:
-            return Layout(tuple(reversed(units)), tuple(retrieved), ret_reduced, None, level,
-                          total + ret_tokens)
+            return Layout(
+                tuple(reversed(units)),
+                tuple(retrieved),
+                ret_reduced,
+                None,
+                level,
+                total + ret_tokens,
+            )
     if virtual_summary_tokens is None:
         needed = fixed + budget.max_output_tokens + budget.margin + ret_tokens + total
-        raise TokenBudgetError(needed, budget.window, "history does not fit and this "
-                               "renderer cannot compact")
+        raise TokenBudgetError(
+            needed, budget.window, "history does not fit and this renderer cannot compact"
+        )
     reserve = min(virtual_summary_tokens, budget.summary_tokens)
-    units, total, stop = _fit(events, skip, None, tokens, summary_tokens, history - reserve,
-                              budget.keep_recent, True)
+    units, total, stop = _fit(
+        events, skip, None, tokens, summary_tokens, history - reserve, budget.keep_recent, True
+    )
     if not units or stop is None:
         newest = next((i for k, i in _walk(events, skip, None) if k == "event"), None)
-        need = minimum + ret_tokens + reserve + (tokens(newest, True) if newest is not None
-                                                  else 0)
-        raise TokenBudgetError(need, budget.window,
-                               "the newest event does not fit next to the summary")
+        need = minimum + ret_tokens + reserve + (tokens(newest, True) if newest is not None else 0)
+        raise TokenBudgetError(
+            need, budget.window, "the newest event does not fit next to the summary"
+        )
     span = (0, stop)
     # Lay out what remains exactly as a later render will once the compaction is stored.
     for level, reduce in ((2, False), (2, True)):
-        kept, kept_total, again = _fit(events, skip, span, tokens,
-                                       lambda i: reserve if i == -1 else summary_tokens(i),
-                                       history, budget.keep_recent, reduce)
+        kept, kept_total, again = _fit(
+            events,
+            skip,
+            span,
+            tokens,
+            lambda i: reserve if i == -1 else summary_tokens(i),
+            history,
+            budget.keep_recent,
+            reduce,
+        )
         if again is None:
-            return Layout(tuple(reversed(kept)), tuple(retrieved), ret_reduced, span, level,
-                          kept_total + ret_tokens)
-    return Layout(tuple(reversed([*units, ("summary", -1, False)])), tuple(retrieved),
-                  ret_reduced, span, 2, total + reserve + ret_tokens)
+            return Layout(
+                tuple(reversed(kept)),
+                tuple(retrieved),
+                ret_reduced,
+                span,
+                level,
+                kept_total + ret_tokens,
+            )
+    return Layout(
+        tuple(reversed([*units, ("summary", -1, False)])),
+        tuple(retrieved),
+        ret_reduced,
+        span,
+        2,
+        total + reserve + ret_tokens,
+    )

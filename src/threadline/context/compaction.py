@@ -28,7 +28,17 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PromptError, TokenBudgetError
-from ..events import Compacted, Escalated, Event, Thread, TokenBudgetExceeded
+from ..events import (
+    Compacted,
+    Escalated,
+    Event,
+    HumanResponse,
+    Thread,
+    TokenBudgetExceeded,
+    ToolCall,
+    ToolResult,
+    UserMessage,
+)
 from ..models.base import Context, Message
 from .notation import dump_inline
 from .tokens import CountCache
@@ -38,8 +48,30 @@ if TYPE_CHECKING:
     from ..models.base import Model
     from .render import AgentContextState
 
-__all__ = ["DigestCache", "LLMSummariser", "Summariser", "digest", "prepare_call",
-           "summarise_span"]
+__all__ = [
+    "CONTEXT_SOURCE",
+    "DigestCache",
+    "LLMSummariser",
+    "Summariser",
+    "digest",
+    "is_context_input",
+    "prepare_call",
+    "summarise_span",
+]
+
+CONTEXT_SOURCE = "context"
+"""`details["source"]` of escalations the context layer writes (budget, prompt errors)."""
+
+
+def is_context_input(event: Event) -> bool:
+    """Events the context layer writes that `decide` does not derive: pre-fetched tool
+    calls and escalations for budget or prompt failures. Replay feeds them in."""
+    from .prefetch import is_prefetch
+
+    if event.kind == "escalated":
+        return event.details.get("source") == CONTEXT_SOURCE
+    return is_prefetch(event)
+
 
 Summariser = Callable[[Sequence[Event], str | None], "str | Awaitable[str]"]
 """`(events of the span, the previous summary or None) -> summary text`."""
@@ -73,36 +105,36 @@ class _Digest:
         if kind == "compacted":
             return
         self.kinds[kind] += 1
-        if kind in ("user_message", "human_response"):
-            text: str = e.text  # type: ignore[union-attr]
+        if isinstance(e, UserMessage | HumanResponse):
             if self.first_request is None:
-                self.first_request = _clip(text, 600)
+                self.first_request = _clip(e.text, 600)
             else:
-                self.inputs.append(f"[{e.seq}] user: {_clip(text)}")
-        elif kind == "tool_call":
-            tool: str = e.tool  # type: ignore[union-attr]
-            self.tools[tool] += 1
-            args = e.arguments  # type: ignore[union-attr]
-            if tool in ("done_for_now", "request_more_information"):
-                self.answers.append(f"[{e.seq}] {tool}: {_clip(str(args.get('message', '')))}")
+                self.inputs.append(f"[{e.seq}] user: {_clip(e.text)}")
+        elif isinstance(e, ToolCall):
+            self.tools[e.tool] += 1
+            if e.tool in ("done_for_now", "request_more_information"):
+                message = _clip(str(e.arguments.get("message", "")))
+                self.answers.append(f"[{e.seq}] {e.tool}: {message}")
             else:
-                self.calls.append(f"[{e.seq}] {tool} {_clip(dump_inline(args), 160)}")
-        elif kind == "tool_result" and self.calls:
-            result = e.result  # type: ignore[union-attr]
-            self.calls[-1] += f" -> {_clip(dump_inline(result), 160)}"
+                self.calls.append(f"[{e.seq}] {e.tool} {_clip(dump_inline(e.arguments), 160)}")
+        elif isinstance(e, ToolResult) and self.calls:
+            self.calls[-1] += f" -> {_clip(dump_inline(e.result), 160)}"
         elif kind in ("tool_error", "invalid_output", "model_error"):
             self.errors += 1
 
     def text(self, from_seq: int) -> str:
-        lines = [f"Events {from_seq}-{self.upto} are summarised here; each is still in the "
-                 "thread log under its number."]
+        lines = [
+            f"Events {from_seq}-{self.upto} are summarised here; each is still in the "
+            "thread log under its number."
+        ]
         if self.first_request:
             lines.append(f"First request: {self.first_request}")
         counts = ", ".join(f"{n} {k}" for k, n in sorted(self.kinds.items()))
         lines.append(f"Events: {counts}.")
         if self.tools:
-            lines.append("Tool calls: " + ", ".join(f"{t} x{n}"
-                                                    for t, n in self.tools.most_common()) + ".")
+            lines.append(
+                "Tool calls: " + ", ".join(f"{t} x{n}" for t, n in self.tools.most_common()) + "."
+            )
         if self.errors:
             lines.append(f"Errors: {self.errors} (all before the events below).")
         if self.answers:
@@ -123,8 +155,11 @@ class DigestCache:
     def fold(self, thread: Thread, upto: int, exclude: frozenset[int]) -> _Digest:
         events = thread.events
         state: _Digest | None = self._data.get(thread.id, thread.id)
-        if (state is None or state.upto > upto
-                or (state.upto >= 0 and events[state.upto] != state.last)):
+        if (
+            state is None
+            or state.upto > upto
+            or (state.upto >= 0 and events[state.upto] != state.last)
+        ):
             state = _Digest()
         for i in range(state.upto + 1, upto + 1):
             if i not in exclude:
@@ -144,8 +179,14 @@ def digest(events: Sequence[Event], previous: str | None = None) -> str:
     return f"{previous}\n{text}" if previous and not events else text
 
 
-def summarise_span(state: AgentContextState, thread: Thread, upto: int, max_tokens: int,
-                   *, exclude: frozenset[int] = frozenset()) -> str:
+def summarise_span(
+    state: AgentContextState,
+    thread: Thread,
+    upto: int,
+    max_tokens: int,
+    *,
+    exclude: frozenset[int] = frozenset(),
+) -> str:
     """The digest of events `0..upto`, cut to `max_tokens` (incremental per thread)."""
     from .render import truncate_to
 
@@ -155,8 +196,9 @@ def summarise_span(state: AgentContextState, thread: Thread, upto: int, max_toke
     return _fit(fold.text(0), max_tokens, state, upto, truncate_to)
 
 
-def _fit(text: str, max_tokens: int, state: AgentContextState, seq: int,
-         truncate: Callable[..., str]) -> str:
+def _fit(
+    text: str, max_tokens: int, state: AgentContextState, seq: int, truncate: Callable[..., str]
+) -> str:
     if state.count_text(text) + 12 <= max_tokens:
         return text
     return str(truncate(text, max_tokens - 24, state.counter, seq))
@@ -184,8 +226,11 @@ class LLMSummariser:
         if previous:
             blocks.insert(0, f"<previous_summary>\n{previous}\n</previous_summary>")
         out = await self.model.request(
-            Context(system=self.instructions, messages=(Message("user", "\n".join(blocks)),),
-                    max_output_tokens=600)
+            Context(
+                system=self.instructions,
+                messages=(Message("user", "\n".join(blocks)),),
+                max_output_tokens=600,
+            )
         )
         return out.text.strip()
 
@@ -207,11 +252,23 @@ async def prepare_call(agent: Agent, thread: Thread, at: datetime) -> list[Event
     except TokenBudgetError as exc:
         return [
             TokenBudgetExceeded(seq=seq, at=at, needed=exc.needed, available=exc.available),
-            Escalated(seq=seq + 1, at=at, reason=f"token budget exceeded: {exc}",
-                      details={"needed": exc.needed, "available": exc.available}),
+            Escalated(
+                seq=seq + 1,
+                at=at,
+                reason=f"token budget exceeded: {exc}",
+                details={
+                    "needed": exc.needed,
+                    "available": exc.available,
+                    "source": CONTEXT_SOURCE,
+                },
+            ),
         ]
     except PromptError as exc:
-        return [Escalated(seq=seq, at=at, reason=f"prompt error: {exc}")]
+        return [
+            Escalated(
+                seq=seq, at=at, reason=f"prompt error: {exc}", details={"source": CONTEXT_SOURCE}
+            )
+        ]
     if rendered.compaction is None:
         return []
     lo, hi, text = rendered.compaction
@@ -219,7 +276,7 @@ async def prepare_call(agent: Agent, thread: Thread, at: datetime) -> list[Event
     if summariser is not None:
         previous = _previous_summary(thread, hi)
         start = previous[1] + 1 if previous else lo
-        span = [e for e in thread.events[start: hi + 1] if e.kind != "compacted"]
+        span = [e for e in thread.events[start : hi + 1] if e.kind != "compacted"]
         result: Any = summariser(span, previous[0] if previous else None)
         if inspect.isawaitable(result):
             result = await result

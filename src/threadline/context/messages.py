@@ -4,7 +4,8 @@ Choose it with `Agent(options={"context_format": "messages"})`. Each event becom
 more chat messages:
 
     user_message / human_response   -> user
-    tool_call (consecutive ones)    -> one assistant message with native `tool_calls`
+    model_call text beside native calls, and the tool_calls after it (consecutive ones)
+                                    -> one assistant message with content and `tool_calls`
     tool_result / tool_error        -> tool (tool_call_id = the call id)
     approval (rejected or edited)   -> tool answering the call: what the human decided
     invalid_output                  -> user: the reason, so the model can correct itself
@@ -57,46 +58,72 @@ class MessagesFormat:
         return base.strip()
 
     def tools_text(self, tools: Sequence[ToolSpec]) -> str:
-        return _json([{"type": "function", "function": {
-            "name": t.name, "description": t.description, "parameters": t.parameters}}
-            for t in tools])
+        return _json(
+            [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.parameters,
+                    },
+                }
+                for t in tools
+            ]
+        )
 
-    def block(self, events: Sequence[Event], i: int, reduced: bool, max_tokens: int,
-              counter: TokenCounter) -> tuple[Message, ...] | None:
+    def block(
+        self, events: Sequence[Event], i: int, reduced: bool, max_tokens: int, counter: TokenCounter
+    ) -> tuple[Message, ...] | None:
         e = events[i]
         match e.kind:
             case "user_message" | "human_response":
-                return (Message("user", e.text),)  # type: ignore[union-attr]
+                return (Message("user", e.text),)
+            case "model_call":
+                if e.tool_calls and e.output.strip():
+                    return (Message("assistant", e.output),)
+                return None
             case "tool_call":
-                call = RawToolCall(id=e.call_id, name=e.tool,  # type: ignore[union-attr]
-                                   arguments=_json(e.arguments))  # type: ignore[union-attr]
+                call = RawToolCall(id=e.call_id, name=e.tool, arguments=_json(e.arguments))
                 return (Message("assistant", "", (call,)),)
             case "tool_result":
-                result = e.result  # type: ignore[union-attr]
+                result = e.result
                 text = result if isinstance(result, str) else _json(result)
                 if reduced:
                     from .render import truncate_to
 
                     text = truncate_to(text, max_tokens, counter, e.seq)
-                return (Message("tool", text, tool_call_id=e.call_id),)  # type: ignore[union-attr]
+                return (Message("tool", text, tool_call_id=e.call_id),)
             case "tool_error":
-                return (Message("tool", f"error: {e.error_type}: {e.message}",  # type: ignore[union-attr]
-                                tool_call_id=e.call_id),)  # type: ignore[union-attr]
+                return (
+                    Message("tool", f"error: {e.error_type}: {e.message}", tool_call_id=e.call_id),
+                )
             case "approval":
-                if not e.approved:  # type: ignore[union-attr]
-                    return (Message("tool", f"rejected by a human: {e.comment or ''}".strip(),  # type: ignore[union-attr]
-                                    tool_call_id=e.call_id),)  # type: ignore[union-attr]
-                if e.edited_arguments is not None:  # type: ignore[union-attr]
-                    return (Message("user", "A human approved the call with these arguments:\n"
-                                    + dump_block(e.edited_arguments)),)  # type: ignore[union-attr]
+                if not e.approved:
+                    return (
+                        Message(
+                            "tool",
+                            f"rejected by a human: {e.comment or ''}".strip(),
+                            tool_call_id=e.call_id,
+                        ),
+                    )
+                if e.edited_arguments is not None:
+                    return (
+                        Message(
+                            "user",
+                            "A human approved the call with these arguments:\n"
+                            + dump_block(e.edited_arguments),
+                        ),
+                    )
                 return None
             case "invalid_output":
-                return (Message("user", f"Your last output was invalid: {e.reason}"),)  # type: ignore[union-attr]
+                return (Message("user", f"Your last output was invalid: {e.reason}"),)
             case "escalated":
-                return (Message("user", f"<escalated>{e.reason}</escalated>"),)  # type: ignore[union-attr]
+                return (Message("user", f"<escalated>{e.reason}</escalated>"),)
             case "external_event":
-                return (Message("user", f"<event name={e.name}>\n"  # type: ignore[union-attr]
-                                f"{dump_block(e.payload)}\n</event>"),)  # type: ignore[union-attr]
+                return (
+                    Message("user", f"<event name={e.name}>\n{dump_block(e.payload)}\n</event>"),
+                )
         return None
 
     def tokens(self, payload: Any, counter: TokenCounter) -> int:
@@ -117,8 +144,13 @@ class MessagesFormat:
         for payload in payloads:
             for m in payload or ():
                 prev = out[-1] if out else None
-                if (prev is not None and prev.role == "assistant" and m.role == "assistant"
-                        and m.tool_calls and not m.content):
+                if (
+                    prev is not None
+                    and prev.role == "assistant"
+                    and m.role == "assistant"
+                    and m.tool_calls
+                    and not m.content
+                ):
                     # consecutive calls of one answer: one assistant message, many tool_calls
                     out[-1] = Message("assistant", prev.content, prev.tool_calls + m.tool_calls)
                 elif prev is not None and prev.role == "user" and m.role == "user":
@@ -137,9 +169,14 @@ def to_openai(system: str, messages: Iterable[Message]) -> list[dict[str, Any]]:
     for m in messages:
         item: dict[str, Any] = {"role": m.role, "content": m.content or None}
         if m.tool_calls:
-            item["tool_calls"] = [{"id": c.id, "type": "function",
-                                   "function": {"name": c.name, "arguments": c.arguments}}
-                                  for c in m.tool_calls]
+            item["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in m.tool_calls
+            ]
         if m.tool_call_id:
             item["tool_call_id"] = m.tool_call_id
         out.append(item)
@@ -150,8 +187,11 @@ _EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def thread_from_openai(
-    messages: Sequence[Mapping[str, Any]], *, thread_id: str = "imported",
-    agent: str = "imported", model: str = "imported",
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    thread_id: str = "imported",
+    agent: str = "imported",
+    model: str = "imported",
 ) -> tuple[str, Thread]:
     """An OpenAI chat transcript as (system prompt, thread).
 
@@ -181,17 +221,31 @@ def thread_from_openai(
                 add(UserMessage, text=content)
         elif role == "assistant":
             calls = m.get("tool_calls") or []
-            raw = tuple(RawToolCall(id=c.get("id"), name=c["function"]["name"],
-                                    arguments=c["function"]["arguments"]) for c in calls)
+            raw = tuple(
+                RawToolCall(
+                    id=c.get("id"), name=c["function"]["name"], arguments=c["function"]["arguments"]
+                )
+                for c in calls
+            )
             add(ModelCall, model=model, output=content, tool_calls=raw)
             for c in raw:
                 args = json.loads(c.arguments) if c.arguments.strip() else {}
-                add(ToolCall, call_id=c.id or f"c{thread.next_seq}", tool=c.name,
-                    version="1", arguments=args)
+                add(
+                    ToolCall,
+                    call_id=c.id or f"c{thread.next_seq}",
+                    tool=c.name,
+                    version="1",
+                    arguments=args,
+                )
             if content and not raw:
                 cid = f"c{thread.next_seq}"
-                add(ToolCall, call_id=cid, tool="request_more_information", version="1",
-                    arguments={"message": content})
+                add(
+                    ToolCall,
+                    call_id=cid,
+                    tool="request_more_information",
+                    version="1",
+                    arguments={"message": content},
+                )
                 add(HumanRequest, request_id=cid, question=content)
                 open_request = cid
         elif role == "tool":
@@ -199,6 +253,10 @@ def thread_from_openai(
                 result: Any = json.loads(content)
             except ValueError:
                 result = content
-            add(ToolResult, call_id=m.get("tool_call_id") or "", tool=m.get("name") or "",
-                result=result)
+            add(
+                ToolResult,
+                call_id=m.get("tool_call_id") or "",
+                tool=m.get("name") or "",
+                result=result,
+            )
     return system, thread

@@ -7,9 +7,11 @@ only punctuation a reader does not need:
 
 * Mappings at the top of a block are YAML-like lines, `key: value`; nested mappings and
   lists are written inline, `{a: 1, b: x}` and `[x, y]`.
-* A list of mappings that all have the same keys (after flattening nested mappings to
-  dotted keys) becomes a table: a header `[N]{k1,k2,...}:` then one comma-separated row
-  per item. This is where search results shrink the most.
+* A list of mappings that share their keys (after flattening nested mappings to dotted
+  keys) becomes a table: a header `[N]{k1,k2,...}:` then N comma-separated rows; a row
+  that lacks a key has nothing between its commas. This is where search results shrink
+  the most. A mapping of such mappings (records by id) becomes `name{N by key}{k1,...}:`
+  with rows `id: v1,v2,...`.
 * Strings are written bare when that cannot be misread (no separators, not a number,
   boolean or null) and JSON-quoted otherwise, so `"42"` and `42` stay distinct.
 * Multi-line strings at block level use YAML's literal style (`key: |` then the lines).
@@ -89,22 +91,46 @@ def _flatten(row: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
+_ABSENT = object()
+"""A table cell for a key this row does not have (written as nothing between commas)."""
+
+
 def _table(items: Sequence[Any]) -> tuple[list[str], list[list[Any]]] | None:
-    """Header and rows when `items` are mappings with identical flattened scalar keys."""
+    """Header and rows when `items` are mappings with (mostly) the same flattened keys.
+
+    Rows missing a key of the header get an empty cell; tables where a row would miss
+    more than half of the header are not worth it and return None.
+    """
     if not items or not all(isinstance(i, Mapping) and i for i in items):
         return None
-    flat = [_flatten(i) for i in items]
-    header = [k for k, _ in flat[0]]
+    flat = [dict(_flatten(i)) for i in items]
+    header: list[str] = []
+    for entry in flat:
+        header.extend(k for k in entry if k not in header)
     if any(not isinstance(k, str) or "," in k for k in header):
         return None
-    rows = []
-    for entry in flat:
-        if [k for k, _ in entry] != header:
-            return None
-        rows.append([v for _, v in entry])
+    if any(2 * len(entry) < len(header) for entry in flat):
+        return None
+    rows = [[entry.get(k, _ABSENT) for k in header] for entry in flat]
     if len(rows) == 1 and any(isinstance(c, Mapping | list | tuple) for c in rows[0]):
         return None  # one row with nested values reads better as a mapping
     return header, rows
+
+
+def _cell(value: Any) -> str:
+    return "" if value is _ABSENT else dump_inline(value)
+
+
+def _keyed(value: Mapping[str, Any]) -> tuple[list[str], list[str], list[list[Any]]] | None:
+    """A mapping of >= 2 mappings (e.g. payment methods by id) as a table keyed by row."""
+    if len(value) < 2 or not all(isinstance(v, Mapping) for v in value.values()):
+        return None
+    if any(not isinstance(k, str) or _string(k) != k for k in value):
+        return None
+    table = _table(list(value.values()))
+    if table is None or any(isinstance(c, Mapping | list | tuple) for r in table[1] for c in r):
+        return None
+    return list(value), table[0], table[1]
 
 
 def _grouped(items: Sequence[Any]) -> tuple[list[str], list[list[list[Any]]]] | None:
@@ -126,7 +152,7 @@ def _table_lines(head: str, value: Sequence[Any], indent: str) -> list[str] | No
         header, rows = table
         # The header gives the row count, so rows need no indentation to be delimited.
         out = [f"{indent}{head}[{len(rows)}]{{{','.join(header)}}}:"]
-        out += [indent + ",".join(dump_inline(c) for c in r) for r in rows]
+        out += [indent + ",".join(_cell(c) for c in r) for r in rows]
         return out
     grouped = _grouped(value)
     if grouped is not None:
@@ -134,8 +160,7 @@ def _table_lines(head: str, value: Sequence[Any], indent: str) -> list[str] | No
         out = [f"{indent}{head}[{len(groups)} lists]{{{','.join(header)}}}:"]
         for group in groups:
             for n, r in enumerate(group):
-                out.append(indent + ("  - " if n == 0 else "    ")
-                           + ",".join(dump_inline(c) for c in r))
+                out.append(indent + ("  - " if n == 0 else "    ") + ",".join(_cell(c) for c in r))
         return out
     return None
 
@@ -175,6 +200,15 @@ def _entry(key: str, value: Any, indent: str) -> list[str]:
         if value and any(isinstance(v, Mapping | list | tuple) and v for v in value):
             return [f"{indent}{key}:", *_lines(value, indent + "  ")]
     if isinstance(value, Mapping) and value:
+        keyed = _keyed(value)
+        if keyed is not None:
+            keys, header, rows = keyed
+            out = [f"{indent}{key}{{{len(keys)} by key}}{{{','.join(header)}}}:"]
+            out += [
+                f"{indent}{k}: " + ",".join(_cell(c) for c in r)
+                for k, r in zip(keys, rows, strict=True)
+            ]
+            return out
         inline = dump_inline(value)
         if len(inline) <= 120:
             return [f"{indent}{key}: {inline}"]
@@ -209,8 +243,23 @@ def dump_block(value: Any) -> str:
 
 # -- schemas ---------------------------------------------------------------------------
 
-_SKIP = {"title", "description", "type", "properties", "required", "items", "enum", "$defs",
-         "definitions", "$ref", "anyOf", "oneOf", "allOf", "const", "default"}
+_SKIP = {
+    "title",
+    "description",
+    "type",
+    "properties",
+    "required",
+    "items",
+    "enum",
+    "$defs",
+    "definitions",
+    "$ref",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "const",
+    "default",
+}
 
 
 def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -251,8 +300,11 @@ def _type(schema: Mapping[str, Any], root: Mapping[str, Any]) -> str:
 
 
 def _extras(schema: Mapping[str, Any]) -> str:
-    parts = [f"{k}={dump_inline(v)}" for k, v in schema.items()
-             if k not in _SKIP and not (k == "additionalProperties" and v is False)]
+    parts = [
+        f"{k}={dump_inline(v)}"
+        for k, v in schema.items()
+        if k not in _SKIP and not (k == "additionalProperties" and v is False)
+    ]
     if "default" in schema:
         parts.insert(0, f"default={dump_inline(schema['default'])}")
     return f" ({', '.join(parts)})" if parts else ""
@@ -268,8 +320,12 @@ def _arg_line(name: str, prop: Mapping[str, Any], root: Mapping[str, Any]) -> st
     return line
 
 
-def _object_lines(schema: Mapping[str, Any], root: Mapping[str, Any], indent: str,
-                  shared: Mapping[str, str] | None = None) -> list[str]:
+def _object_lines(
+    schema: Mapping[str, Any],
+    root: Mapping[str, Any],
+    indent: str,
+    shared: Mapping[str, str] | None = None,
+) -> list[str]:
     props = schema.get("properties") or {}
     required = set(schema.get("required") or ())
     out: list[str] = []
@@ -281,7 +337,7 @@ def _object_lines(schema: Mapping[str, Any], root: Mapping[str, Any], indent: st
         if shared is not None and nested is None and shared.get(name) == line:
             out.append(f"{indent}{name}{opt}")
             continue
-        out.append(f"{indent}{name}{opt}{line[len(name):]}")
+        out.append(f"{indent}{name}{opt}{line[len(name) :]}")
         if nested is not None:
             out.extend(_object_lines(nested, root, indent + "  ", shared))
     return out
@@ -317,8 +373,12 @@ def _nested_object(prop: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[
     return None
 
 
-def dump_schema(name: str, description: str, parameters: Mapping[str, Any],
-                shared: Mapping[str, str] | None = None) -> str:
+def dump_schema(
+    name: str,
+    description: str,
+    parameters: Mapping[str, Any],
+    shared: Mapping[str, str] | None = None,
+) -> str:
     """One tool as `name: description` and an indented argument list.
 
     Arguments whose full line is in `shared` are written by name only.
@@ -343,12 +403,17 @@ def dump_tools(specs: Sequence[tuple[str, str, Mapping[str, Any]]]) -> str:
         for line in _arg_lines(params, params):
             seen.setdefault(re.split(r"[: (]", line, maxsplit=1)[0], []).append(line)
     # Only lines long enough to be worth a cross-reference (`a: number` is not).
-    shared = {n: ls[0] for n, ls in seen.items()
-              if len(ls) >= 2 and len(set(ls)) == 1 and len(ls[0]) >= len(n) + 16}
+    shared = {
+        n: ls[0]
+        for n, ls in seen.items()
+        if len(ls) >= 2 and len(set(ls)) == 1 and len(ls[0]) >= len(n) + 16
+    }
     blocks = []
     if shared:
-        blocks.append("Shared arguments (tools list them by name):\n"
-                      + "\n".join("  " + line for line in shared.values()))
+        blocks.append(
+            "Shared arguments (tools list them by name):\n"
+            + "\n".join("  " + line for line in shared.values())
+        )
     blocks += [dump_schema(n, d, p, shared) for n, d, p in specs]
     blocks.append("Untyped arguments are strings; `?` marks optional ones.")
     return "\n".join(blocks)

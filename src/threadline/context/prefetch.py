@@ -38,8 +38,11 @@ __all__ = ["PREFETCH_PREFIX", "is_prefetch", "prefetch_events"]
 def is_prefetch(event: Event) -> bool:
     """Whether `event` is a pre-fetched tool call (an input for replay)."""
     call_id = getattr(event, "call_id", None)
-    return event.kind == "tool_call" and isinstance(call_id, str) \
+    return (
+        event.kind == "tool_call"
+        and isinstance(call_id, str)
         and call_id.startswith(PREFETCH_PREFIX)
+    )
 
 
 def prefetch_events(
@@ -57,25 +60,34 @@ def prefetch_events(
         try:
             ref, args = step
         except (TypeError, ValueError):
-            raise ConfigError(f"agent {agent.name}: prefetch step {n} must be "
-                              "(tool, arguments)") from None
+            raise ConfigError(
+                f"agent {agent.name}: prefetch step {n} must be (tool, arguments)"
+            ) from None
         name = ref.name if isinstance(ref, Tool) else str(ref)
         tool = agent.registry.get(name)
         if tool is None:
-            raise ConfigError(f"agent {agent.name}: prefetch step {n} names unknown tool "
-                              f"{name!r}")
+            raise ConfigError(f"agent {agent.name}: prefetch step {n} names unknown tool {name!r}")
         try:
             values = args(text, dict(metadata)) if callable(args) else args
         except Exception as exc:
-            raise ConfigError(f"agent {agent.name}: prefetch step {n}: computing the "
-                              f"arguments failed: {type(exc).__name__}: {exc}") from None
+            raise ConfigError(
+                f"agent {agent.name}: prefetch step {n}: computing the "
+                f"arguments failed: {type(exc).__name__}: {exc}"
+            ) from None
         try:
             validated = tool.validate(values or {})
         except ValidationError as exc:
-            raise ConfigError(f"agent {agent.name}: prefetch step {n}: "
-                              f"{compact_validation_error(name, exc)}") from None
-        events.append(ToolCall(
-            seq=seq + len(events), at=at, call_id=f"{PREFETCH_PREFIX}{n}", tool=tool.name,
-            version=tool.version, arguments=validated.model_dump(mode="json"),
-        ))
+            raise ConfigError(
+                f"agent {agent.name}: prefetch step {n}: {compact_validation_error(name, exc)}"
+            ) from None
+        events.append(
+            ToolCall(
+                seq=seq + len(events),
+                at=at,
+                call_id=f"{PREFETCH_PREFIX}{n}",
+                tool=tool.name,
+                version=tool.version,
+                arguments=validated.model_dump(mode="json"),
+            )
+        )
     return events

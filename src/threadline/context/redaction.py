@@ -55,9 +55,11 @@ DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
     ("google-api-key", r"\bAIza[0-9A-Za-z\-_]{35}"),
     ("stripe-key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}"),
     ("jwt", r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
-    ("assignment",
-     r"(?i:\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token"
-     r"|client[_-]?secret)\b[\"']?\s*[:=]\s*[\"']?)([^\s\"',;}{]{4,})"),
+    (
+        "assignment",
+        r"(?i:\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token"
+        r"|client[_-]?secret)\b[\"']?\s*[:=]\s*[\"']?)([^\s\"',;}{]{4,})",
+    ),
 )
 
 
@@ -98,7 +100,7 @@ class Redactor:
             start, end = match.span(1)
             whole = match.group(0)
             offset = match.start(0)
-            return whole[: start - offset] + self._mask + whole[end - offset:]
+            return whole[: start - offset] + self._mask + whole[end - offset :]
         return self._mask
 
     def redact(self, text: str) -> str:
@@ -129,8 +131,9 @@ class Redactor:
         return payload
 
     def _message(self, m: Message) -> Message:
-        calls = tuple(c.model_copy(update={"arguments": self.redact(c.arguments)})
-                      for c in m.tool_calls)
+        calls = tuple(
+            c.model_copy(update={"arguments": self.redact(c.arguments)}) for c in m.tool_calls
+        )
         return Message(m.role, self.redact(m.content), calls, m.tool_call_id, m.name)
 
 
@@ -144,12 +147,17 @@ def redactor_for(agent: Agent) -> Redactor | None:
     if spec is True or spec is None:
         return Redactor()
     if isinstance(spec, Mapping):
-        return Redactor(spec.get("patterns", ()), spec.get("values", ()),
-                        defaults=bool(spec.get("defaults", True)))
+        return Redactor(
+            spec.get("patterns", ()),
+            spec.get("values", ()),
+            defaults=bool(spec.get("defaults", True)),
+        )
     if isinstance(spec, list | tuple):
         return Redactor(spec)
-    raise ConfigError(f"agent {agent.name}: options['redact'] must be True, False, a list of "
-                      "patterns, a mapping {patterns, values} or a Redactor")
+    raise ConfigError(
+        f"agent {agent.name}: options['redact'] must be True, False, a list of "
+        "patterns, a mapping {patterns, values} or a Redactor"
+    )
 
 
 _FIELDS: dict[str, tuple[str, ...]] = {

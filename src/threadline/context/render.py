@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError
-from ..events import Event, Thread
+from ..events import Compacted, Event, Thread
 from ..models.base import Context, Message, ToolSpec
 from .budget import ContextBudget, Layout, plan_layout
 from .notation import dump_block, dump_tools
@@ -54,8 +54,8 @@ PREFETCH_PREFIX = "prefetch-"
 """Call ids of pre-fetched tool calls start with this; their results are 'retrieved'."""
 
 ANSWER_FORMAT = (
-    "Answer with one JSON object naming the next step: "
-    '{"intent": <tool name>, "arguments": {...}}. Only the listed arguments are accepted.'
+    'Answer with the next step as one JSON object: {"intent": <tool name>, "arguments": '
+    "{...}}. Only the listed arguments are accepted."
 )
 
 
@@ -70,8 +70,9 @@ class ContextFormat(Protocol):
         """The text whose tokens the tool definitions cost when sent natively ('' if none)."""
         ...
 
-    def block(self, events: Sequence[Event], i: int, reduced: bool, max_tokens: int,
-              counter: TokenCounter) -> Any:
+    def block(
+        self, events: Sequence[Event], i: int, reduced: bool, max_tokens: int, counter: TokenCounter
+    ) -> Any:
         """The payload of `events[i]` (None when it renders nothing)."""
         ...
 
@@ -124,18 +125,30 @@ def truncate_to(text: str, max_tokens: int, counter: TokenCounter, seq: int) -> 
     return f"{head}\n… [truncated: full result in event {seq}]"
 
 
-def compact_block(events: Sequence[Event], i: int, *, reduced: bool = False,
-                  max_tokens: int = 800, counter: TokenCounter | None = None) -> str:
+def compact_block(
+    events: Sequence[Event],
+    i: int,
+    *,
+    reduced: bool = False,
+    max_tokens: int = 800,
+    counter: TokenCounter | None = None,
+) -> str:
     """`events[i]` as a tagged block ('' for events the model does not need)."""
     e = events[i]
     match e.kind:
         case "user_message" | "human_response":
             who = getattr(e, "sender", None) or getattr(e, "by", None)
-            return f"<user{_attrs(name=who)}>\n{e.text}\n</user>"  # type: ignore[union-attr]
+            return _tagged("user", _attrs(name=who), e.text)
+        case "model_call":
+            # Text beside native tool calls is the model talking (to the user or itself);
+            # without tool calls the text *is* the intent and its tool_call shows it.
+            if e.tool_calls and e.output.strip():
+                return _tagged("assistant", "", e.output)
+            return ""
         case "tool_call":
-            args = e.arguments  # type: ignore[union-attr]
-            cid = None if _outcome_follows(events, i, e.call_id) else e.call_id  # type: ignore[union-attr]
-            tag = e.tool  # type: ignore[union-attr]
+            args = e.arguments
+            cid = None if _outcome_follows(events, i, e.call_id) else e.call_id
+            tag = e.tool
             if set(args) == {"message"} and isinstance(args["message"], str):
                 # The human tools: the message is the whole intent, and the answer (a human
                 # response, or the end of the thread) needs no id to be matched.
@@ -144,34 +157,41 @@ def compact_block(events: Sequence[Event], i: int, *, reduced: bool = False,
                 return f"<{tag}{_attrs(id=cid)}/>"
             else:
                 body = dump_block(args)
-            return f"<{tag}{_attrs(id=cid)}>\n{body}\n</{tag}>"
+            return _tagged(tag, _attrs(id=cid), body)
         case "tool_result":
-            cid = None if _call_precedes(events, i, e.call_id) else e.call_id  # type: ignore[union-attr]
-            body = dump_block(e.result)  # type: ignore[union-attr]
+            cid = None if _call_precedes(events, i, e.call_id) else e.call_id
+            body = dump_block(e.result)
             if reduced and counter is not None:
                 body = truncate_to(body, max_tokens, counter, e.seq)
-            tag = f"{e.tool}_result"  # type: ignore[union-attr]
-            return f"<{tag}{_attrs(id=cid)}>\n{body}\n</{tag}>"
+            tag = f"{e.tool}_result"
+            return _tagged(tag, _attrs(id=cid), body)
         case "tool_error":
-            cid = None if _call_precedes(events, i, e.call_id) else e.call_id  # type: ignore[union-attr]
-            return f"<error{_attrs(id=cid)}>{e.error_type}: {e.message}</error>"  # type: ignore[union-attr]
+            cid = None if _call_precedes(events, i, e.call_id) else e.call_id
+            return f"<error{_attrs(id=cid)}>{e.error_type}: {e.message}</error>"
         case "invalid_output":
-            return f"<invalid_output>{e.reason}</invalid_output>"  # type: ignore[union-attr]
+            return f"<invalid_output>{e.reason}</invalid_output>"
         case "approval":
-            who = _attrs(id=e.call_id, by=e.by)  # type: ignore[union-attr]
-            if not e.approved:  # type: ignore[union-attr]
-                return f"<rejected{who}>{e.comment or ''}</rejected>"  # type: ignore[union-attr]
-            if e.edited_arguments is not None:  # type: ignore[union-attr]
-                return f"<approved{who} edited>\n{dump_block(e.edited_arguments)}\n</approved>"  # type: ignore[union-attr]
+            who = _attrs(id=e.call_id, by=e.by)
+            if not e.approved:
+                return f"<rejected{who}>{e.comment or ''}</rejected>"
+            if e.edited_arguments is not None:
+                return f"<approved{who} edited>\n{dump_block(e.edited_arguments)}\n</approved>"
             return f"<approved{who}/>"
         case "escalated":
-            return f"<escalated>{e.reason}</escalated>"  # type: ignore[union-attr]
+            return f"<escalated>{e.reason}</escalated>"
         case "external_event":
-            body = dump_block(e.payload) if e.payload else ""  # type: ignore[union-attr]
-            return f"<event{_attrs(name=e.name, source=e.source)}>\n{body}\n</event>"  # type: ignore[union-attr]
+            body = dump_block(e.payload) if e.payload else ""
+            return f"<event{_attrs(name=e.name, source=e.source)}>\n{body}\n</event>"
         case "wait_timed_out":
-            return f"<wait_timed_out{_attrs(event=e.event)}/>"  # type: ignore[union-attr]
+            return f"<wait_timed_out{_attrs(event=e.event)}/>"
     return ""
+
+
+def _tagged(tag: str, attrs: str, body: str) -> str:
+    """`<tag attrs>body</tag>`, on one line when the body is one line."""
+    if "\n" in body:
+        return f"<{tag}{attrs}>\n{body}\n</{tag}>"
+    return f"<{tag}{attrs}>{body}</{tag}>"
 
 
 def render_event(event: Event) -> str:
@@ -192,16 +212,19 @@ class CompactFormat:
     def tools_text(self, tools: Sequence[ToolSpec]) -> str:
         return ""
 
-    def block(self, events: Sequence[Event], i: int, reduced: bool, max_tokens: int,
-              counter: TokenCounter) -> str | None:
-        return compact_block(events, i, reduced=reduced, max_tokens=max_tokens,
-                             counter=counter) or None
+    def block(
+        self, events: Sequence[Event], i: int, reduced: bool, max_tokens: int, counter: TokenCounter
+    ) -> str | None:
+        return (
+            compact_block(events, i, reduced=reduced, max_tokens=max_tokens, counter=counter)
+            or None
+        )
 
     def tokens(self, payload: Any, counter: TokenCounter) -> int:
         return counter.count(payload) + 1 if payload else 0
 
     def summary(self, from_seq: int, to_seq: int, text: str) -> str:
-        return f"<summary events={from_seq}-{to_seq}>\n{text}\n</summary>"
+        return _tagged("summary", f" events={from_seq}-{to_seq}", text)
 
     def assemble(self, payloads: Sequence[Any]) -> tuple[Message, ...]:
         body = "\n".join(p for p in payloads if p)
@@ -305,8 +328,9 @@ def _prompt_vars(agent: Agent, thread: Thread, tools: Sequence[ToolSpec]) -> dic
     return variables
 
 
-def _base_prompt(agent: Agent, state: AgentContextState, thread: Thread,
-                 tools: Sequence[ToolSpec]) -> tuple[str, str | None, str | None, str]:
+def _base_prompt(
+    agent: Agent, state: AgentContextState, thread: Thread, tools: Sequence[ToolSpec]
+) -> tuple[str, str | None, str | None, str]:
     """(text, name, version, hash) of the system prompt before tool definitions."""
     if state.prompt is not None:
         text = state.prompt.render(_prompt_vars(agent, thread, tools))
@@ -341,8 +365,11 @@ def render(agent: Agent, thread: Thread, fmt: str | ContextFormat | None = None)
     from .compaction import summarise_span
 
     state = context_state(agent)
-    form = fmt if fmt is not None and not isinstance(fmt, str) else _format(
-        fmt or str(agent.options.get("context_format", "compact")))
+    form = (
+        fmt
+        if fmt is not None and not isinstance(fmt, str)
+        else _format(fmt or str(agent.options.get("context_format", "compact")))
+    )
     tools = [ToolSpec(t.name, t.description, t.schema()) for t in agent.visible_tools()]
     base, p_name, p_version, p_hash = _base_prompt(agent, state, thread, tools)
     system = form.system(base, tools)
@@ -368,32 +395,43 @@ def render(agent: Agent, thread: Thread, fmt: str | ContextFormat | None = None)
                 block = redactor.redact_payload(block)
             hit = (block, form.tokens(block, counter) if block is not None else 0)
             state.blocks.put(key, e, hit)
-        return hit  # type: ignore[no-any-return]
+        return hit
 
     def summary_payload(i: int) -> Any:
         c = events[i]
-        return form.summary(c.from_seq, c.to_seq, c.summary)  # type: ignore[union-attr]
+        if not isinstance(c, Compacted):  # the planner only passes compacted events here
+            raise TypeError(f"event {i} is not a compacted event")
+        return form.summary(c.from_seq, c.to_seq, c.summary)
 
     def summary_tokens(i: int) -> int:
         return form.tokens(summary_payload(i), counter)
 
     retrieved = retrieved_indexes(thread)
     layout = plan_layout(
-        events, budget=budget, fixed=fixed,
-        tokens=lambda i, r: int(payload(i, r)[1]), summary_tokens=summary_tokens,
-        virtual_summary_tokens=budget.summary_tokens, retrieved=retrieved,
+        events,
+        budget=budget,
+        fixed=fixed,
+        tokens=lambda i, r: int(payload(i, r)[1]),
+        summary_tokens=summary_tokens,
+        virtual_summary_tokens=budget.summary_tokens,
+        retrieved=retrieved,
     )
     compaction: tuple[int, int, str] | None = None
     if layout.compact is not None:
         lo, hi = layout.compact
-        text = summarise_span(state, thread, hi, budget.summary_tokens,
-                              exclude=frozenset(retrieved))
+        text = summarise_span(
+            state, thread, hi, budget.summary_tokens, exclude=frozenset(retrieved)
+        )
         if redactor is not None:
             text = redactor.redact(text)
         compaction = (lo, hi, text)
 
-    sections: dict[str, int] = {"system": sys_tokens, "tools": tools_tokens,
-                                "retrieved": 0, "summary": 0}
+    sections: dict[str, int] = {
+        "system": sys_tokens,
+        "tools": tools_tokens,
+        "retrieved": 0,
+        "summary": 0,
+    }
     payloads: list[Any] = []
     for i in layout.retrieved:
         block, n = payload(i, layout.retrieved_reduced)
@@ -440,7 +478,7 @@ def _neighbour_key(events: Sequence[Event], i: int) -> int:
     if e.kind == "tool_call":
         return 1 if _outcome_follows(events, i, e.call_id) else 0
     if e.kind in ("tool_result", "tool_error"):
-        return 1 if _call_precedes(events, i, e.call_id) else 0  # type: ignore[union-attr]
+        return 1 if _call_precedes(events, i, e.call_id) else 0
     return 0
 
 

@@ -59,10 +59,16 @@ class TokenCounter(Protocol):
 @functools.cache
 def _encoding(name: str) -> Any:
     # The tables are immutable; loading them once per process is a cache, not state.
-    import bpe_openai
+    import warnings
+
+    with warnings.catch_warnings():  # bpe-openai reads its tables with a deprecated API
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import bpe_openai
 
     try:
-        return bpe_openai.get_encoding(name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return bpe_openai.get_encoding(name)
     except Exception as exc:
         known = ", ".join(bpe_openai.list_encoding_names())
         raise ConfigError(f"unknown BPE encoding {name!r}; known: {known}") from exc
@@ -176,8 +182,10 @@ def counter_for(agent: Agent) -> TokenCounter:
             return ApproxCounter()
         return BPECounter(spec)
     if spec is not None:
-        raise ConfigError(f"agent {agent.name}: options['tokenizer'] must be a TokenCounter, "
-                          "a callable or an encoding name")
+        raise ConfigError(
+            f"agent {agent.name}: options['tokenizer'] must be a TokenCounter, "
+            "a callable or an encoding name"
+        )
     if agent.model is not None:
         return counter_for_model(agent.model)
     model_id = agent.options.get("model_id")
