@@ -40,6 +40,7 @@ __all__ = [
     "EvalReport",
     "Move",
     "build_context",
+    "gold_arguments",
     "gold_rejections",
     "parse_move",
     "run_eval",
@@ -223,15 +224,31 @@ def gold_rejections(case: BfclCase) -> int:
         if function is None:
             rejected += 1
             continue
-        args = {}
-        for param, acceptable in options.items():
-            chosen = [a for a in acceptable if a != ""]
-            if chosen:
-                args[param] = chosen[0]
+        args = gold_arguments(options)
         schema = to_json_schema(function.get("parameters") or {"type": "dict"})
         if validate(args, schema):
             rejected += 1
     return rejected
+
+
+def gold_arguments(options: dict[str, list[Any]]) -> dict[str, Any]:
+    """One concrete call from a ground-truth entry: the first acceptable value of each
+    parameter, recursively for nested dicts (whose values are option lists too);
+    parameters whose only option is "may be omitted" are left out."""
+    args: dict[str, Any] = {}
+    for param, acceptable in options.items():
+        chosen = [a for a in acceptable if a != ""]
+        if chosen:
+            args[param] = _concrete(chosen[0])
+    return args
+
+
+def _concrete(value: Any) -> Any:
+    if isinstance(value, dict):
+        return gold_arguments(value)
+    if isinstance(value, list):
+        return [gold_arguments(v) if isinstance(v, dict) else v for v in value]
+    return value
 
 
 def _score(case: Case, move: Move) -> tuple[bool, str]:
