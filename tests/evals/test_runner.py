@@ -8,7 +8,6 @@ import pytest
 from typer.testing import CliRunner
 
 from threadline.errors import ModelError
-from threadline.events import RawToolCall
 from threadline.evals import (
     build_context,
     load_bfcl,
@@ -17,6 +16,7 @@ from threadline.evals import (
     run_eval,
 )
 from threadline.evals.runner import gold_arguments
+from threadline.events import RawToolCall
 from threadline.models.base import Context, ModelOutput, ToolSpec
 from threadline.testing import FunctionModel
 
