@@ -60,6 +60,7 @@ async def test_lease_limit_and_agent_filter(store: Store) -> None:
     assert await store.lease("w", ttl=30, limit=5, agents=[]) == []
     ys = await store.lease("w", ttl=30, limit=5, agents=["y"])
     assert len(ys) == 1
+    assert await store.lease("w", ttl=30, limit=5, thread_ids=[]) == []
     first = await store.lease("w", ttl=30, limit=2, agents=["x", "z"])
     rest = await store.lease("w", ttl=30, limit=5)
     assert len(first) == 2 and len(rest) == 1
@@ -153,3 +154,14 @@ async def test_concurrent_leasing_from_two_connections_is_disjoint(store_env: St
     leased_c = {lease.thread_id for lease in rest}
     assert len(got_a) + len(got_b) + len(rest) == 12
     assert leased_a | leased_b | leased_c == ids
+
+
+async def test_lease_specific_threads(store: Store) -> None:
+    a, b, c = running(), running(), running()
+    for t in (a, b, c):
+        await store.create(t)
+    got = await store.lease("server", ttl=30, limit=5, thread_ids=[b.id, "th_missing"])
+    assert [lease.thread_id for lease in got] == [b.id]
+    assert await store.lease("other", ttl=30, thread_ids=[b.id]) == []  # live lease
+    rest = await store.lease("w", ttl=30, limit=5)
+    assert {lease.thread_id for lease in rest} == {a.id, c.id}

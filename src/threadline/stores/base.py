@@ -155,6 +155,7 @@ class Store(ABC):
         ttl: float,
         limit: int = 1,
         agents: Sequence[str] | None = None,
+        thread_ids: Sequence[str] | None = None,
     ) -> builtins.list[Lease]:
         """Lease up to `limit` runnable threads to `owner` for `ttl` seconds.
 
@@ -162,7 +163,8 @@ class Store(ABC):
         has passed (and no live lease). Each lease bumps the thread's fencing token, so a
         previous holder's `Lease` can never append again. Two callers never receive the same
         thread while its lease is live. `agents` restricts the leasing to those agent names
-        (a worker only takes threads it can advance).
+        (a worker only takes threads it can advance); `thread_ids` to those threads (a
+        server advancing the thread a request just touched).
         """
 
     @abstractmethod

@@ -117,6 +117,7 @@ class MemoryStore(Store):
         ttl: float,
         limit: int = 1,
         agents: Sequence[str] | None = None,
+        thread_ids: Sequence[str] | None = None,
     ) -> builtins.list[Lease]:
         async with self._lock:
             now = utcnow()
@@ -125,6 +126,8 @@ class MemoryStore(Store):
                 if len(out) >= limit:
                     break
                 if agents is not None and s.agent not in agents:
+                    continue
+                if thread_ids is not None and s.id not in thread_ids:
                     continue
                 held = self._leases.get(s.id)
                 if held is not None and held.expires > now:

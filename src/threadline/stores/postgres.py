@@ -552,13 +552,17 @@ class PostgresStore(Store):
         ttl: float,
         limit: int = 1,
         agents: Sequence[str] | None = None,
+        thread_ids: Sequence[str] | None = None,
     ) -> builtins.list[Lease]:
-        if agents is not None and not agents:
+        if (agents is not None and not agents) or (thread_ids is not None and not thread_ids):
             return []
         filter_agents = "AND agent = ANY(%s)" if agents is not None else ""
+        filter_agents += " AND id = ANY(%s)" if thread_ids is not None else ""
         args: builtins.list[Any] = [owner, ttl]
         if agents is not None:
             args.append(list(agents))
+        if thread_ids is not None:
+            args.append(list(thread_ids))
         args.append(limit)
         async with self._conn() as conn:
             rows = await (

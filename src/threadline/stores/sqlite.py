@@ -271,6 +271,7 @@ class SQLiteStore(Store):
         ttl: float,
         limit: int = 1,
         agents: Sequence[str] | None = None,
+        thread_ids: Sequence[str] | None = None,
     ) -> builtins.list[Lease]:
         # ISO-8601 UTC strings compare in time order ('+' sorts before '.', so a time
         # without microseconds still sorts before the same second with them).
@@ -284,6 +285,9 @@ class SQLiteStore(Store):
             if agents is not None:
                 sql += f" AND agent IN ({','.join('?' * len(agents))})"
                 args.extend(agents)
+            if thread_ids is not None:
+                sql += f" AND id IN ({','.join('?' * len(thread_ids))})"
+                args.extend(thread_ids)
             sql += " ORDER BY updated_at LIMIT ?"
             args.append(limit)
             with _transaction(conn):
@@ -298,7 +302,7 @@ class SQLiteStore(Store):
                     out.append(Lease(thread_id, owner, expires, int(token)))
                 return out
 
-        if agents is not None and not agents:
+        if (agents is not None and not agents) or (thread_ids is not None and not thread_ids):
             return []
         return await self._run(go)
 
