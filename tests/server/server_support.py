@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -127,16 +128,14 @@ def deploy_model(tag: str = "v1.5.0", environment: str = "production") -> Functi
     """Deploybot's model: list tags, deploy the newest, report; on a rejection, give up."""
 
     def answer(context: Context) -> Any:
-        text = context.messages[-1].content
-        if "<rejected" in text:
-            return intent(
-                "done_for_now",
-                message="Deploy cancelled: "
-                + text.rsplit("<rejected", 1)[1].split(">", 1)[1].split("</rejected>")[0],
-            )
-        if "deploy_backend_result" in text:
+        # Reads the rendered thread loosely, so it survives changes to the renderer's tags.
+        text = "\n".join(m.content for m in context.messages)
+        rejected = re.search(r"<rejected[^>]*>\s*(.*?)\s*</rejected>", text, re.S)
+        if rejected:
+            return intent("done_for_now", message="Deploy cancelled: " + rejected.group(1))
+        if f"deployed to {environment}" in text:
             return intent("done_for_now", message=f"Deployed {tag} to {environment}.")
-        if "list_git_tags_result" in text:
+        if "v1.4.1" in text:  # the tag list came back
             return intent("deploy_backend", tag=tag, environment=environment)
         return intent("list_git_tags")
 
@@ -151,14 +150,34 @@ def deploybot() -> Agent:
 def guarded(deploybot: Agent) -> Agent:
     """Deploybot whose production deploys only alice may approve."""
     return dataclasses.replace(
-        deploybot, name="guarded", options={"approvers": {"deploy_backend": ["alice"]}}
+        deploybot,
+        name="guarded",
+        options={**deploybot.options, "approvers": {"deploy_backend": ["alice"]}},
+    )
+
+
+def asker() -> Agent:
+    """Asks one question, then finishes with the latest answer (its own model)."""
+
+    def answer(context: Context) -> Any:
+        events = context.messages[-1].content
+        if "Which environment?" in events:  # asked before: the newest text is the answer
+            tail = re.sub(r"<[^>]*>", "\n", events.rsplit("Which environment?", 1)[1])
+            lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+            return intent("done_for_now", message="Thanks: " + lines[-1])
+        return intent("request_more_information", message="Which environment?")
+
+    return Agent(
+        name="asker",
+        instructions="Ask, then answer.",
+        model=FunctionModel(answer, model_id="asker-script"),
     )
 
 
 @pytest.fixture
 def live(tmp_path: Path, deploybot: Agent) -> Iterator[LiveServer]:
     server = start_server(
-        tmp_path, [deploybot, guarded(deploybot)], deploy_model(), keys=DEFAULT_KEYS
+        tmp_path, [deploybot, guarded(deploybot), asker()], deploy_model(), keys=DEFAULT_KEYS
     )
     yield server
     server.stop()
