@@ -152,7 +152,8 @@ async def main() -> None:
         table.add_row(label, fmt.format(on[key]), fmt.format(off[key]), ratio)
     console.print(table)
     if args.json:
-        Path(args.json).write_text(json.dumps({"load_ms": load_ms, **results}, indent=2))
+        text = json.dumps({"load_ms": load_ms, **results}, indent=2)
+        await asyncio.to_thread(Path(args.json).write_text, text)
 
 
 def _warm_thread(agent: Any) -> Thread:
