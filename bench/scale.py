@@ -8,7 +8,8 @@ wait at a barrier; the clock runs from the barrier until every thread is done. R
 against one PostgreSQL worker measured in the same run.
 
 CPU seconds are split between the worker processes and the PostgreSQL server processes
-(from /proc), which shows where a 2-core machine runs out.
+(from /proc), which shows where a 2-core machine runs out; the 1-minute load average at the
+start of each run shows whether other work on the machine competed for the cores.
 
 Run: python bench/scale.py [--threads 300] [--concurrency 4] [--workers 1,2,4,8]
      (PostgreSQL from THREADLINE_TEST_POSTGRES_URL, default the local `test` database)
@@ -148,6 +149,7 @@ async def run_config(url: str, workers: int, threads: int, concurrency: int) -> 
         if any(p.poll() is not None for p in procs):
             raise SystemExit("a worker died while starting")
         await asyncio.sleep(0.02)
+    load_before = os.getloadavg()[0]
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     pg_before = postgres_cpu_seconds()
     started = time.perf_counter()
@@ -180,6 +182,7 @@ async def run_config(url: str, workers: int, threads: int, concurrency: int) -> 
         "events": events,
         "worker_cpu_s": worker_cpu,
         "postgres_cpu_s": pg_cpu,
+        "load_1m": load_before,
     }
 
 
@@ -227,6 +230,7 @@ async def main() -> None:
         "vs 1 pg worker",
         "worker CPU s",
         "postgres CPU s",
+        "load 1m",
     ):
         table.add_column(col, justify="right")
     for kind, r in results:
@@ -239,8 +243,9 @@ async def main() -> None:
             f"{r['threads_per_s'] / base_tps:.2f}x",
             f"{r['worker_cpu_s']:.1f}",
             f"{r['postgres_cpu_s']:.1f}" if kind == "postgres" else "-",
+            f"{r['load_1m']:.1f}",
         )
-    Console().print(table)
+    Console(width=150).print(table)
     if args.json:
         args.json.write_text(json.dumps([{"store": k, **r} for k, r in results], indent=2))
 
