@@ -12,7 +12,8 @@ When the history does not fit, the planner tries, in order, until it does:
    results over `max_result_tokens` are cut, ending with
    `[truncated: full result in event N]` so nothing is lost, only moved out of view;
 3. the oldest span summarised into one `compacted` summary (room for it is reserved up
-   front), the rest laid out as in 1 or 2.
+   front), cutting the kept history to `compact_to` of its budget so that the next few
+   steps fit without compacting again; the rest is laid out as in 1 or 2.
 
 If even the newest event cannot fit next to the fixed parts and the summary, the planner
 raises `TokenBudgetError`: the runtime records `token_budget_exceeded` and escalates. A
@@ -67,6 +68,8 @@ class ContextBudget:
         keep_recent: the newest events that stay verbatim while older ones are reduced.
         max_result_tokens: tool results larger than this are cut when reducing.
         summary_tokens: room reserved for the compaction summary.
+        compact_to: when compacting, the kept history is cut to this share of its budget,
+            so the following steps fit without compacting again at every call.
         margin: tokens kept free for tokenizer boundary effects and message framing.
     """
 
@@ -76,6 +79,7 @@ class ContextBudget:
     keep_recent: int = 6
     max_result_tokens: int = 800
     summary_tokens: int = 600
+    compact_to: float = 0.75
     margin: int = 32
 
     def __post_init__(self) -> None:
@@ -83,6 +87,8 @@ class ContextBudget:
             raise ConfigError("context_window and max_output_tokens must be positive")
         if not 0.0 <= self.retrieved_share < 1.0:
             raise ConfigError("retrieved_share must be in [0, 1)")
+        if not 0.1 <= self.compact_to <= 1.0:
+            raise ConfigError("compact_to must be in [0.1, 1]")
         if self.keep_recent < 1 or self.max_result_tokens < 16 or self.summary_tokens < 16:
             raise ConfigError("keep_recent >= 1, max_result_tokens >= 16, summary_tokens >= 16")
 
@@ -104,8 +110,9 @@ class ContextBudget:
         ):
             if name in opts:
                 fields[name] = int(opts[name])
-        if "retrieved_share" in opts:
-            fields["retrieved_share"] = float(opts["retrieved_share"])
+        for name in ("retrieved_share", "compact_to"):
+            if name in opts:
+                fields[name] = float(opts[name])
         return cls(**fields)
 
     def available(self, fixed: int) -> int:
@@ -200,10 +207,11 @@ def _fit(
         else:
             kind_i = events[i].kind
             reduced = reduce and shown >= keep_recent
-            dropped = reduced and kind_i in _ERROR_KINDS and resolved
-            cost = 0 if dropped else tokens(i, reduced)
             if kind_i in _RESOLVES:
                 resolved = True
+            elif reduced and kind_i in _ERROR_KINDS and resolved:
+                continue  # an error a later success resolved: dropped from view
+            cost = tokens(i, reduced)
         if total + cost > budget:
             return units, total, i if kind == "event" else _summary_end(events, i, virtual)
         total += cost
@@ -283,9 +291,14 @@ def plan_layout(
             needed, budget.window, "history does not fit and this renderer cannot compact"
         )
     reserve = min(virtual_summary_tokens, budget.summary_tokens)
-    units, total, stop = _fit(
-        events, skip, None, tokens, summary_tokens, history - reserve, budget.keep_recent, True
-    )
+    # Compact down to a low-water mark, not just below the limit: the next steps then fit
+    # without compacting again at every model call.
+    for room in (int((history - reserve) * budget.compact_to), history - reserve):
+        units, total, stop = _fit(
+            events, skip, None, tokens, summary_tokens, room, budget.keep_recent, True
+        )
+        if units and stop is not None:
+            break
     if not units or stop is None:
         newest = next((i for k, i in _walk(events, skip, None) if k == "event"), None)
         need = minimum + ret_tokens + reserve + (tokens(newest, True) if newest is not None else 0)

@@ -23,10 +23,10 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TokenBudgetError
 from ..events import Compacted, Event, Thread
 from ..models.base import Context, Message, ToolSpec
 from .budget import ContextBudget, Layout, plan_layout
@@ -407,56 +407,63 @@ def render(agent: Agent, thread: Thread, fmt: str | ContextFormat | None = None)
         return form.tokens(summary_payload(i), counter)
 
     retrieved = retrieved_indexes(thread)
-    layout = plan_layout(
-        events,
-        budget=budget,
-        fixed=fixed,
-        tokens=lambda i, r: int(payload(i, r)[1]),
-        summary_tokens=summary_tokens,
-        virtual_summary_tokens=budget.summary_tokens,
-        retrieved=retrieved,
-    )
-    compaction: tuple[int, int, str] | None = None
-    if layout.compact is not None:
-        lo, hi = layout.compact
-        text = summarise_span(
-            state, thread, hi, budget.summary_tokens, exclude=frozenset(retrieved)
+    limit = budget.window - budget.max_output_tokens
+    for _attempt in range(3):
+        layout = plan_layout(
+            events,
+            budget=budget,
+            fixed=fixed,
+            tokens=lambda i, r: int(payload(i, r)[1]),
+            summary_tokens=summary_tokens,
+            virtual_summary_tokens=budget.summary_tokens,
+            retrieved=retrieved,
         )
-        if redactor is not None:
-            text = redactor.redact(text)
-        compaction = (lo, hi, text)
-
-    sections: dict[str, int] = {
-        "system": sys_tokens,
-        "tools": tools_tokens,
-        "retrieved": 0,
-        "summary": 0,
-    }
-    payloads: list[Any] = []
-    for i in layout.retrieved:
-        block, n = payload(i, layout.retrieved_reduced)
-        if block is not None:
+        compaction: tuple[int, int, str] | None = None
+        if layout.compact is not None:
+            lo, hi = layout.compact
+            text = summarise_span(
+                state, thread, hi, budget.summary_tokens, exclude=frozenset(retrieved)
+            )
+            if redactor is not None:
+                text = redactor.redact(text)
+            compaction = (lo, hi, text)
+        sections: dict[str, int] = {
+            "system": sys_tokens,
+            "tools": tools_tokens,
+            "retrieved": 0,
+            "summary": 0,
+        }
+        payloads: list[Any] = []
+        for i in layout.retrieved:
+            block, n = payload(i, layout.retrieved_reduced)
+            if block is not None:
+                payloads.append(block)
+                sections["retrieved"] += n
+        for kind, i, reduced in layout.units:
+            if kind == "summary":
+                if i == -1 and compaction is not None:
+                    block = form.summary(compaction[0], compaction[1], compaction[2])
+                else:
+                    block = summary_payload(i)
+                payloads.append(block)
+                sections["summary"] += form.tokens(block, counter)
+                continue
+            block, n = payload(i, reduced)
+            if block is None:
+                continue
             payloads.append(block)
-            sections["retrieved"] += n
-    for kind, i, reduced in layout.units:
-        if kind == "summary":
-            if i == -1 and compaction is not None:
-                block = form.summary(compaction[0], compaction[1], compaction[2])
-            else:
-                block = summary_payload(i)
-            payloads.append(block)
-            sections["summary"] += form.tokens(block, counter)
-            continue
-        block, n = payload(i, reduced)
-        if block is None or (reduced and n == 0):
-            continue
-        if reduced and events[i].kind in ("invalid_output", "tool_error", "model_error"):
-            continue  # a resolved error the planner dropped
-        payloads.append(block)
-        key = f"history:{events[i].kind}"
-        sections[key] = sections.get(key, 0) + n
-    messages = form.assemble(payloads)
-    total = sum(sections.values())
+            key = f"history:{events[i].kind}"
+            sections[key] = sections.get(key, 0) + n
+        messages = form.assemble(payloads)
+        # The planner adds up cached per-block counts; the request is counted whole, once,
+        # so `input_tokens` is exact. Should boundary effects ever push it over the limit,
+        # plan again with a wider margin rather than send it.
+        exact = sys_tokens + tools_tokens + 3 + message_tokens(messages, counter)
+        if exact <= limit:
+            break
+        budget = replace(budget, margin=budget.margin + exact - limit + 16)
+    else:
+        raise TokenBudgetError(exact, limit, "the rendered context overshoots its plan")
     context = Context(
         system=system,
         messages=messages,
@@ -466,9 +473,19 @@ def render(agent: Agent, thread: Thread, fmt: str | ContextFormat | None = None)
         prompt_name=p_name,
         prompt_version=p_version,
         prompt_hash=p_hash,
-        input_tokens=total,
+        input_tokens=exact,
     )
     return Rendered(context, layout, sections, compaction)
+
+
+def message_tokens(messages: Sequence[Message], counter: TokenCounter) -> int:
+    """Tokens of chat messages as a chat API counts them (content, calls, framing)."""
+    total = 0
+    for m in messages:
+        total += 4 + counter.count(m.content)
+        for c in m.tool_calls:
+            total += 8 + counter.count(c.name) + counter.count(c.arguments)
+    return total
 
 
 def _neighbour_key(events: Sequence[Event], i: int) -> int:

@@ -1,0 +1,373 @@
+"""Context tokens: the compact form against the chat-completions request, and render cost.
+
+Part 1 (tokens). The 200 recorded tau-bench airline runs (`../shared/data/tau-bench-airline/`:
+system policy, user turns, tool calls and results; `tools.json` holds the 14 tool schemas)
+are imported as threads and rendered by Threadline's own renderer, counted with o200k_base:
+
+  * baseline: the JSON request body a chat-completions client sends for the whole run,
+    `{"model", "messages", "tools"}` serialised the way the openai client does
+    (`separators=(",", ":")`, `ensure_ascii=False`);
+  * messages: Threadline's `messages` format as the same kind of request body;
+  * compact: Threadline's default `compact` format (system text + one user message).
+
+Nothing is dropped: tests/context/test_render.py checks that every tool call, argument
+value and result of sample runs appears in the compact text.
+
+Part 2 (render time). Threads of 1,000 to 10,000 events are rendered under a 32k budget the
+way the runtime does it: after every step (3 new events) the next context is rendered. The
+time per render once the thread's older events have been counted is compared across
+lengths; the ratio to the shortest thread shows whether it grows with the thread.
+
+Run: python bench/context_tokens.py [--runs N] [--per-run] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from rich.console import Console
+from rich.table import Table
+
+from threadline import Agent, Tool, tool
+from threadline.context.messages import thread_from_openai, to_openai
+from threadline.context.render import compact_block, render
+from threadline.context.tokens import BPECounter
+from threadline.events import Compacted, ModelCall, Thread, ToolCall, ToolResult, UserMessage
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tau-bench-airline"
+console = Console()
+COUNTER = BPECounter("o200k_base")
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def schema_tool(spec: dict[str, Any]) -> Tool:
+    """A tool known only by its JSON Schema (never run: the runs are recorded)."""
+    fn = spec["function"]
+    params = fn["parameters"]
+
+    class Args(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+        @classmethod
+        def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            return dict(params)
+
+    return Tool(fn["name"], Args, None, description=fn.get("description", ""))
+
+
+def tau_agent(policy: str, tools: list[dict[str, Any]], fmt: str) -> Agent:
+    return Agent(
+        "airline",
+        tools=[schema_tool(t) for t in tools],
+        instructions=policy,
+        human_tools=False,  # the recorded requests carry exactly the 14 airline tools
+        options={
+            "tokenizer": "o200k_base",
+            "context_window": 1_000_000,
+            "context_format": fmt,
+            "redact": False,
+        },
+    )
+
+
+def token_bench(
+    runs: list[dict[str, Any]], tools: list[dict[str, Any]], per_run: bool
+) -> dict[str, Any]:
+    rows = []
+    agents: dict[tuple[str, str], Agent] = {}
+    for n, run in enumerate(runs):
+        traj = run["traj"]
+        baseline = COUNTER.count(_dump({"model": "gpt-4o", "messages": traj, "tools": tools}))
+        policy, thread = thread_from_openai(traj, thread_id=f"run{n}", agent="airline")
+        for fmt in ("compact", "messages"):
+            agents.setdefault((policy, fmt), tau_agent(policy, tools, fmt))
+        compact_ctx = render(agents[(policy, "compact")], thread).context
+        compact = COUNTER.count(compact_ctx.system) + sum(
+            COUNTER.count(m.content) for m in compact_ctx.messages
+        )
+        msg_ctx = render(agents[(policy, "messages")], thread).context
+        body = {
+            "model": "gpt-4o",
+            "messages": to_openai(msg_ctx.system, msg_ctx.messages),
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.parameters,
+                    },
+                }
+                for t in msg_ctx.tools
+            ],
+        }
+        messages = COUNTER.count(_dump(body))
+        rows.append(
+            {
+                "run": n,
+                "task": run.get("task_id"),
+                "baseline": baseline,
+                "messages": messages,
+                "compact": compact,
+                "ratio": compact / baseline,
+            }
+        )
+    total_b = sum(r["baseline"] for r in rows)
+    total_m = sum(r["messages"] for r in rows)
+    total_c = sum(r["compact"] for r in rows)
+    ratios = sorted(r["ratio"] for r in rows)
+
+    table = Table(title=f"tau-bench airline: {len(rows)} runs, o200k_base tokens")
+    table.add_column("form")
+    table.add_column("total tokens", justify="right")
+    table.add_column("per run", justify="right")
+    table.add_column("vs baseline", justify="right")
+    table.add_row(
+        "baseline: chat-completions JSON body",
+        f"{total_b:,}",
+        f"{total_b / len(rows):,.0f}",
+        "1.000",
+    )
+    table.add_row(
+        "threadline messages format (JSON body)",
+        f"{total_m:,}",
+        f"{total_m / len(rows):,.0f}",
+        f"{total_m / total_b:.3f}",
+    )
+    table.add_row(
+        "threadline compact format",
+        f"{total_c:,}",
+        f"{total_c / len(rows):,.0f}",
+        f"{total_c / total_b:.3f}",
+    )
+    console.print(table)
+
+    dist = Table(title="per-run ratio compact / baseline")
+    for col in ("min", "p10", "median", "mean", "p90", "max"):
+        dist.add_column(col, justify="right")
+    q = statistics.quantiles(ratios, n=10)
+    dist.add_row(
+        *(
+            f"{v:.3f}"
+            for v in (
+                ratios[0],
+                q[0],
+                statistics.median(ratios),
+                statistics.fmean(ratios),
+                q[-1],
+                ratios[-1],
+            )
+        )
+    )
+    console.print(dist)
+    if per_run:
+        each = Table(title="per run")
+        for col in ("run", "task", "baseline", "messages", "compact", "ratio"):
+            each.add_column(col, justify="right")
+        for r in rows:
+            each.add_row(
+                str(r["run"]),
+                str(r["task"]),
+                str(r["baseline"]),
+                str(r["messages"]),
+                str(r["compact"]),
+                f"{r['ratio']:.3f}",
+            )
+        console.print(each)
+    saving = 1 - total_c / total_b
+    console.print(
+        f"compact saves {saving:.1%} of the baseline's tokens (target: at least 30%)",
+        highlight=False,
+    )
+    return {
+        "runs": len(rows),
+        "baseline": total_b,
+        "messages": total_m,
+        "compact": total_c,
+        "saving": saving,
+        "ratio_min": ratios[0],
+        "ratio_median": statistics.median(ratios),
+        "ratio_mean": statistics.fmean(ratios),
+        "ratio_max": ratios[-1],
+    }
+
+
+# -- part 2: render time on long threads -------------------------------------------------
+
+
+@tool
+def fetch(key: str) -> dict[str, Any]:
+    """Fetch a record."""
+    return {"key": key}
+
+
+AT = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _step(thread: Thread, i: int) -> None:
+    seq = thread.next_seq
+    thread.append(ModelCall(seq=seq, at=AT, model="m", output="{}"))
+    thread.append(
+        ToolCall(
+            seq=seq + 1,
+            at=AT,
+            call_id=f"c{seq}",
+            tool="fetch",
+            version="1",
+            arguments={"key": f"k{i}"},
+        )
+    )
+    thread.append(
+        ToolResult(
+            seq=seq + 2,
+            at=AT,
+            call_id=f"c{seq}",
+            tool="fetch",
+            result={"key": f"k{i}", "value": i, "note": f"record {i} " * 6},
+        )
+    )
+
+
+def _store_compaction(thread: Thread, rendered: Any) -> None:
+    """What the runtime does before a model call: store the compaction the render needs."""
+    if rendered.compaction is not None:
+        lo, hi, summary = rendered.compaction
+        thread.append(
+            Compacted(seq=thread.next_seq, at=AT, from_seq=lo, to_seq=hi, summary=summary)
+        )
+
+
+def render_bench(lengths: tuple[int, ...], steps: int) -> dict[str, Any]:
+    agent = Agent(
+        "long",
+        tools=[fetch],
+        instructions="Fetch what is asked.",
+        options={"tokenizer": "o200k_base", "context_window": 32_000},
+    )
+    results = []
+    for length in lengths:
+        thread = Thread(f"long-{length}", "long")
+        thread.append(UserMessage(seq=0, at=AT, text="Fetch every record, one by one."))
+        i = 0
+        while thread.next_seq + 3 * steps + 3 <= length:
+            _step(thread, i)
+            i += 1
+        started = time.perf_counter()
+        rendered = render(agent, thread)  # the first render counts what it looks at
+        cold = time.perf_counter() - started
+        _store_compaction(thread, rendered)
+        times = []
+        gc.collect()
+        gc.disable()  # as timeit does: a collection is a cost of the heap, not of rendering
+        try:
+            for _ in range(steps):  # then the runtime's rhythm: one step, one render
+                _step(thread, i)
+                i += 1
+                started = time.perf_counter()
+                rendered = render(agent, thread)
+                times.append(time.perf_counter() - started)
+                _store_compaction(thread, rendered)
+        finally:
+            gc.enable()
+        ctx = rendered.context
+        used = COUNTER.count(ctx.system) + sum(COUNTER.count(m.content) for m in ctx.messages)
+        body = ctx.messages[0].content
+        newest = "\n".join(
+            b
+            for b in (compact_block(thread.events, j) for j in range(len(thread) - 10, len(thread)))
+            if b
+        )
+        results.append(
+            {
+                "events": len(thread),
+                "cold_ms": cold * 1000,
+                "warm_ms": statistics.median(times) * 1000,
+                "tokens": used,
+                "fits": used <= 32_000 - ctx.max_output_tokens,
+                "newest_verbatim": body.endswith(newest),
+                "compacted_upto": max(
+                    (e.to_seq for e in thread.events[-3 * steps - 6 :] if isinstance(e, Compacted)),
+                    default=-1,
+                ),
+            }
+        )
+    # The reference is the shortest thread that already fills the window (shorter ones
+    # render everything verbatim, a different and cheaper regime).
+    full = [r for r in results if r["compacted_upto"] >= 0] or results
+    base = full[0]["warm_ms"]
+    table = Table(title="rendering long threads under a 32k budget (compact form)")
+    for col in (
+        "events",
+        "first render ms",
+        "per render ms",
+        "vs reference",
+        "input tokens",
+        "fits",
+        "newest verbatim",
+        "summarised 0..N",
+    ):
+        table.add_column(col, justify="right")
+    for r in results:
+        r["ratio"] = r["warm_ms"] / base
+        table.add_row(
+            f"{r['events']:,}",
+            f"{r['cold_ms']:.1f}",
+            f"{r['warm_ms']:.2f}",
+            f"{r['ratio']:.2f}",
+            f"{r['tokens']:,}",
+            str(r["fits"]),
+            str(r["newest_verbatim"]),
+            str(r["compacted_upto"]),
+        )
+    console.print(table)
+    console.print(
+        f"time per render, longest / shortest full-window thread: "
+        f"{results[-1]['warm_ms'] / base:.2f}",
+        highlight=False,
+    )
+    return {
+        "lengths": results,
+        "reference_events": full[0]["events"],
+        "ratio_longest_to_reference": results[-1]["warm_ms"] / base,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=200, help="tau-bench runs to render")
+    parser.add_argument("--per-run", action="store_true", help="print every run's ratio")
+    parser.add_argument("--steps", type=int, default=40, help="renders timed per length")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    out: dict[str, Any] = {}
+    trajectories = DATA / "trajectories-gpt-4o.json"
+    if trajectories.is_file():
+        runs = json.loads(trajectories.read_text())[: args.runs]
+        tools = json.loads((DATA / "tools.json").read_text())
+        out["tokens"] = token_bench(runs, tools, args.per_run)
+    else:
+        console.print(
+            f"skipping the token comparison: {trajectories} not found "
+            "(see ../shared/data/README.md)",
+            highlight=False,
+        )
+    out["render"] = render_bench((1_000, 2_000, 5_000, 10_000, 20_000), args.steps)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
