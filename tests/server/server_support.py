@@ -42,6 +42,7 @@ class LiveServer:
     runtime: Runtime
     server: uvicorn.Server
     thread: threading.Thread
+    app: Any
     keys: dict[str, str] = field(default_factory=dict)
 
     def client(self, key: str | None = "admin") -> httpx.Client:
@@ -112,7 +113,7 @@ def start_server(
             raise RuntimeError("server did not start")
         time.sleep(0.01)
     port = uv.servers[0].sockets[0].getsockname()[1]
-    return LiveServer(f"http://{host}:{port}", db_path, runtime, uv, thread, created)
+    return LiveServer(f"http://{host}:{port}", db_path, runtime, uv, thread, app, created)
 
 
 DEFAULT_KEYS = {

@@ -172,6 +172,11 @@ class _GracefulServer:
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
                 lifecycle.begin_shutdown()
                 super().handle_exit(sig, frame)
+                # uvicorn re-raises the signal after shutdown (exit status -15); a drained,
+                # checkpointed shutdown is a clean exit, so report 0 instead.
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured.clear()
 
         self.server = Server(config)
 

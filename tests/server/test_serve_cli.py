@@ -1,0 +1,167 @@
+"""`threadline serve` and `threadline keys` as real processes: keys, auth, SIGTERM, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+THREADLINE = str(Path(sys.executable).parent / "threadline")
+
+AGENT = '''
+import time
+from threadline import Agent, tool
+
+@tool(side_effects=True, idempotent=True)
+def slow_step(n: int) -> str:
+    """A step that takes a while."""
+    time.sleep(1.5)
+    return f"step {n} done"
+
+agent = Agent(name="slowpoke", tools=[slow_step], instructions="Run the slow step, then finish.")
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(tmp_path: Path, answers: list[dict]) -> dict[str, str]:
+    path = tmp_path / f"answers-{len(list(tmp_path.glob('answers-*')))}.json"
+    path.write_text(json.dumps(answers))
+    return {
+        **os.environ,
+        "THREADLINE_STORE": f"sqlite:///{tmp_path / 'threads.db'}",
+        "THREADLINE_MODEL": f"scripted:{path}",
+        "THREADLINE_LOG": "off",
+    }
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([THREADLINE, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def _serve(env: dict[str, str], agent_ref: str, port: int, *extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [THREADLINE, "serve", "--agent", agent_ref, "--port", str(port), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited: {proc.stderr.read()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("serve did not become ready")
+
+
+def _kinds(db: Path, thread_id: str) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT kind FROM events WHERE thread_id = ? ORDER BY seq", (thread_id,)
+            )
+        ]
+
+
+@pytest.mark.slow
+def test_keys_sigterm_finishes_the_step_and_a_restart_resumes(tmp_path: Path) -> None:
+    agent_file = tmp_path / "slowpoke.py"
+    agent_file.write_text(AGENT)
+    ref = f"{agent_file}:agent"
+    env = _env(
+        tmp_path,
+        [
+            {"intent": "slow_step", "arguments": {"n": 1}},
+            {"intent": "done_for_now", "arguments": {"message": "never reached"}},
+        ],
+    )
+
+    created = _cli(env, "keys", "create", "--name", "ops", "--scope", "launch,read")
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert secret.startswith("tl_") and len(secret) > 40
+    listed = _cli(env, "keys", "list")
+    assert "ops" in listed.stdout and secret not in listed.stdout
+    with sqlite3.connect(tmp_path / "threads.db") as conn:
+        [(stored,)] = conn.execute("SELECT secret_hash FROM api_keys").fetchall()
+    assert secret not in stored and len(stored) == 64
+
+    port = _free_port()
+    proc = _serve(env, ref, port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/v1/threads").status_code == 401
+        r = httpx.post(
+            f"{base}/v1/threads",
+            json={"agent": "slowpoke", "message": "go"},
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        assert r.status_code == 201, r.text
+        thread_id = r.json()["id"]
+        deadline = time.monotonic() + 20
+        while "tool_started" not in _kinds(tmp_path / "threads.db", thread_id):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # mid-tool: the step must finish and checkpoint
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    kinds = _kinds(tmp_path / "threads.db", thread_id)
+    assert kinds[-2:] == ["tool_started", "tool_result"], kinds  # finished, then stopped
+    assert "done" not in kinds
+
+    # A new process resumes the thread left running; only the finish is left to script.
+    env2 = _env(tmp_path, [{"intent": "done_for_now", "arguments": {"message": "resumed"}}])
+    proc = _serve(env2, ref, port)
+    try:
+        deadline = time.monotonic() + 20
+        while "done" not in _kinds(tmp_path / "threads.db", thread_id):
+            assert time.monotonic() < deadline, _kinds(tmp_path / "threads.db", thread_id)
+            time.sleep(0.05)
+        revoke_id = _cli(env, "keys", "list").stdout.split("key_", 1)[1].split()[0]
+        assert _cli(env, "keys", "revoke", "key_" + revoke_id).returncode == 0
+        r = httpx.get(
+            f"http://127.0.0.1:{port}/v1/threads/{thread_id}",
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        assert r.status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert _kinds(tmp_path / "threads.db", thread_id).count("tool_result") == 1
+
+
+def test_no_auth_is_refused_off_loopback(tmp_path: Path) -> None:
+    env = _env(tmp_path, [])
+    r = _cli(env, "serve", "--host", "0.0.0.0", "--no-auth", "--agent", "x.py:agent")
+    assert r.returncode == 1
+    assert "--no-auth is refused" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_scope_and_unknown_key(tmp_path: Path) -> None:
+    env = _env(tmp_path, [])
+    r = _cli(env, "keys", "create", "--name", "x", "--scope", "root")
+    assert r.returncode == 1 and "unknown: root" in r.stderr
+    r = _cli(env, "keys", "revoke", "key_nope")
+    assert r.returncode == 1 and "no active key" in r.stderr
