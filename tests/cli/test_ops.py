@@ -262,3 +262,26 @@ async def test_worker_command_finishes_the_current_step_on_sigterm(tmp_path: Pat
     assert final.events[-1].kind == "tool_result" and final.status == Status.RUNNING
     assert (await store.get(thread.id)).lease_owner is None
     await store.close()
+
+
+def test_worker_refuses_to_start_on_an_old_schema(postgres_url: str, pg_schema: str) -> None:
+    url = pg_store_url(postgres_url, pg_schema, migrate=False)
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{pg_schema}"')
+    code, out = cli_env(
+        {"THREADLINE_STORE": url, "THREADLINE_LOG": "off"},
+        "worker",
+        "--agent",
+        str(HERE / "ops_agent.py") + ":agent",
+    )
+    assert code == 1
+    assert "schema is at migration 0" in out and "run: threadline db migrate" in out
+
+
+def cli_env(env: dict[str, str], *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), env=env)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
