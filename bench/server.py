@@ -150,9 +150,7 @@ async def over_http(
         start = time.perf_counter()
         ids = await asyncio.gather(*(one(False) for _ in range(threads)))
         launched = threads / (time.perf_counter() - start)
-        while (await http.get("/v1/threads", params={"status": "running", "limit": 1})).json()[
-            "items"
-        ]:
+        while await _any_running(http):  # noqa: ASYNC110 - polling a remote server
             await asyncio.sleep(0.05)
         assert len(set(ids)) == threads
 
@@ -180,6 +178,11 @@ async def over_http(
                         break
                 latencies.append((time.perf_counter() - t0) * 1000)
     return {"completed_per_s": completed, "launch_per_s": launched, "approval_ms": latencies}
+
+
+async def _any_running(http: httpx.AsyncClient) -> bool:
+    r = await http.get("/v1/threads", params={"status": "running", "limit": 1})
+    return bool(r.json()["items"])
 
 
 def main() -> None:
