@@ -100,12 +100,21 @@ def required_scope(method: str, path: str) -> str | None:
         return None
     if method in ("GET", "HEAD", "OPTIONS"):
         return "read"
-    last = path.rstrip("/").rsplit("/", 2)
-    if last[-1] in ("pause", "resume"):
-        return "admin"
-    if len(last) >= 2 and (last[-1] == "responses" or last[-2] == "approvals"):
-        return "respond"
-    return "launch"
+    parts = path.strip("/").split("/")  # v1, threads, {id}, action, ...
+    if parts[1:] == ["threads"]:
+        return "launch"
+    action = parts[3] if len(parts) >= 4 and parts[1] == "threads" else ""
+    return _ACTION_SCOPES.get(action, "admin")  # anything unlisted: the strictest scope
+
+
+_ACTION_SCOPES = {
+    "approvals": "respond",
+    "responses": "respond",
+    "messages": "launch",
+    "fork": "launch",
+    "pause": "admin",
+    "resume": "admin",
+}
 
 
 class AuthMiddleware:

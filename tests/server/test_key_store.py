@@ -1,0 +1,87 @@
+"""The store methods the server needs (API keys, webhook delivery ids), on each store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from threadline.errors import StoreError
+from threadline.events import utcnow
+from threadline.server.auth import create_key, hash_secret
+from threadline.stores import MemoryStore, SQLiteStore, Store
+from threadline.stores.base import ApiKey
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "k.db")
+    yield s
+    await s.close()
+
+
+async def test_keys_are_stored_hashed_found_listed_and_revoked(store: Store) -> None:
+    key, secret = await create_key(store, "alice", ["respond", "read", "respond"])
+    assert key.scopes == ("respond", "read")
+    assert await store.find_api_key(secret) is None  # never by the secret itself
+    found = await store.find_api_key(hash_secret(secret))
+    assert found is not None and found.id == key.id and found.revoked_at is None
+    other, _ = await create_key(store, "bob", ["admin"])
+    assert [k.name for k in await store.list_api_keys()] == ["alice", "bob"]
+    assert await store.revoke_api_key(key.id, at=utcnow())
+    assert not await store.revoke_api_key(key.id, at=utcnow())  # already revoked
+    assert not await store.revoke_api_key("key_missing", at=utcnow())
+    revoked = await store.find_api_key(hash_secret(secret))
+    assert revoked is not None and revoked.revoked_at is not None
+    assert (await store.find_api_key(hash_secret(_))).id == other.id  # type: ignore[union-attr]
+
+
+async def test_duplicate_key_is_refused(store: Store) -> None:
+    key = ApiKey("key_1", "x", ("read",), utcnow())
+    await store.create_api_key(key, "h1")
+    with pytest.raises(StoreError):
+        await store.create_api_key(key, "h2")
+    with pytest.raises(StoreError):
+        await store.create_api_key(ApiKey("key_2", "y", ("read",), utcnow()), "h1")
+
+
+async def test_deliveries_are_remembered_once_even_when_racing(store: Store) -> None:
+    now = utcnow()
+    results = await asyncio.gather(*(store.remember_delivery("d-1", at=now) for _ in range(8)))
+    assert sorted(results) == [False] * 7 + [True]
+    assert not await store.remember_delivery("d-1", at=now + timedelta(minutes=10))
+    assert await store.remember_delivery("d-2", at=now)
+    # Ids older than a day may be forgotten (stale deliveries are refused by timestamp).
+    assert await store.remember_delivery("d-3", at=now + timedelta(days=2))
+
+
+def test_bad_scopes_and_names() -> None:
+    from threadline.errors import ConfigError
+
+    async def go() -> None:
+        store = MemoryStore()
+        with pytest.raises(ConfigError, match="unknown: root"):
+            await create_key(store, "x", ["root"])
+        with pytest.raises(ConfigError, match="none given"):
+            await create_key(store, "x", [])
+        with pytest.raises(ConfigError, match="name"):
+            await create_key(store, "  ", ["read"])
+
+    asyncio.run(go())
+
+
+def test_sqlite_migration_two_is_recorded(tmp_path: Path) -> None:
+    import sqlite3
+
+    async def touch() -> None:
+        async with SQLiteStore(tmp_path / "m.db") as s:
+            await s.ping()
+
+    asyncio.run(touch())
+    with sqlite3.connect(tmp_path / "m.db") as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM threadline_migrations")]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert 2 in versions and {"api_keys", "webhook_deliveries"} <= tables
