@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from .agent import Agent
-from .errors import ConfigError
 from .context.redaction import Redactor
+from .errors import ConfigError
 from .loader import load_agent
 from .lockfile import check_lock
 from .models.base import Model
@@ -64,6 +66,9 @@ def open_runtime(
     sink = open_sink(settings.log)
     all_observers = list(observers)
     if sink is not None:
-        all_observers.insert(0, JsonEventLog(sink, redact=Redactor().redact))
+        # Mask known secret shapes and the values of this process's own secret settings.
+        secrets = [v.get_secret_value() for v in settings.__dict__.values()
+                   if isinstance(v, SecretStr)]
+        all_observers.insert(0, JsonEventLog(sink, redact=Redactor(values=secrets).redact))
     return Runtime(open_store(settings.store), agents=agents, model=model,
                    observers=all_observers)

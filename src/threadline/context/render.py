@@ -261,6 +261,7 @@ class AgentContextState:
     blocks: CountCache = field(default_factory=CountCache)
     texts: CountCache = field(default_factory=lambda: CountCache(4096))
     digests: DigestCache | None = None
+    last: tuple[Thread, int, Any, Rendered] | None = None
 
     def count_text(self, text: str) -> int:
         cached = self.texts.get(text, text)
@@ -362,9 +363,22 @@ def render(agent: Agent, thread: Thread, fmt: str | ContextFormat | None = None)
         TokenBudgetError: even the minimum context does not fit the window.
         PromptError: the agent's prompt template needs a variable nobody supplied.
     """
+    state = context_state(agent)
+    memo = state.last
+    if memo is not None and memo[0] is thread and memo[1] == len(thread.events) and memo[2] == fmt:
+        # The runtime renders twice per model call (prepare_call, then Agent.render): the
+        # same thread object at the same length is the same input, so the same output.
+        return memo[3]
+    rendered = _render(agent, thread, fmt, state)
+    state.last = (thread, len(thread.events), fmt, rendered)
+    return rendered
+
+
+def _render(
+    agent: Agent, thread: Thread, fmt: str | ContextFormat | None, state: AgentContextState
+) -> Rendered:
     from .compaction import summarise_span
 
-    state = context_state(agent)
     form = (
         fmt
         if fmt is not None and not isinstance(fmt, str)
