@@ -95,7 +95,9 @@ class Worker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.shutdown_timeout = shutdown_timeout
         self.stats = WorkerStats()
-        self._active: dict[str, asyncio.Task[None]] = {}
+        # Keyed by lease, not thread: after a lapsed lease this worker may lease the same
+        # thread again while the old task winds down (its next append gets LeaseLost).
+        self._active: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._work_signal = asyncio.Event()
@@ -141,7 +143,7 @@ class Worker:
                 for lease in leases:
                     self.stats.leased += 1
                     task = asyncio.create_task(self._work(lease))
-                    self._active[lease.thread_id] = task
+                    self._active[lease.thread_id, lease.token] = task
                 if leases and len(leases) == free:
                     continue  # maybe more work waiting: lease again once a slot frees
                 if until_idle and not leases and not self._active:
@@ -262,7 +264,7 @@ class Worker:
                 with contextlib.suppress(Exception):
                     if await self.store.release(lease):
                         self.stats.released += 1
-            self._active.pop(lease.thread_id, None)
+            self._active.pop((lease.thread_id, lease.token), None)
             self._slot_free.set()
 
     async def _heartbeat(self, lease: Lease, lost: asyncio.Event) -> None:
