@@ -112,7 +112,8 @@ def eval_command(
     resolved = resolve_model(spec)
     report = run_async(_run(resolved, cases, suite, concurrency, quiet=as_json))
     if as_json:
-        print(json.dumps(report.as_dict(), indent=2))
+        meta = {"model_spec": spec, "limit_per_category": limit, "data": str(data_dir)}
+        print(json.dumps({**meta, **report.as_dict()}, indent=2))
     else:
         console.print(report_table(report))
 
