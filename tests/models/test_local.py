@@ -185,3 +185,10 @@ def test_missing_gguf_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="does not exist"):
         LocalModel("/no/such/file.gguf")
+
+
+def test_tokens_are_counted_by_the_models_own_tokenizer() -> None:
+    model = local()
+    assert model.count_tokens("") == 0
+    assert 0 < model.count_tokens("deploy the latest tag") < len("deploy the latest tag")
+    assert model.count_tokens("<|im_start|>") == 1  # a special token of SmolLM2's template

@@ -247,6 +247,12 @@ class LocalModel:
         """Load the model now (otherwise the first request does)."""
         _load(self.path, self.n_ctx, self.n_threads)
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` by the model's own tokenizer (loads the model if needed)."""
+        llm, lock = _load(self.path, self.n_ctx, self.n_threads)
+        with lock:
+            return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
     async def request(self, context: Context) -> ModelOutput:
         llm, lock = await asyncio.to_thread(_load, self.path, self.n_ctx, self.n_threads)
         grammar = (
