@@ -193,3 +193,31 @@ def test_stream_resumes_after_last_event_id(live: LiveServer) -> None:
             if len(ids) == thread["next_seq"] - 5:
                 break
     assert ids == list(range(5, thread["next_seq"]))
+
+
+def test_no_auth_server_acts_as_local(tmp_path: Path, deploybot: Agent) -> None:
+    config = ServerConfig(auth=False, webhook_secret=None, poll_interval=0.2)
+    live = start_server(tmp_path, [deploybot], deploy_model(), config=config)
+    try:
+        with httpx.Client(base_url=live.url, timeout=30) as c:
+            r = c.post(
+                "/v1/threads", json={"agent": "deploybot", "message": "deploy", "wait": True}
+            )
+            thread = r.json()
+            call_id = thread["pending_approvals"][0]["call_id"]
+            r = c.post(f"/v1/threads/{thread['id']}/approvals/{call_id}", json={"approved": True})
+            assert r.status_code == 200
+            approval = next(
+                json.loads(b)
+                for _, b in live.stored_events(thread["id"])
+                if json.loads(b)["kind"] == "approval"
+            )
+            assert approval["by"] == "local"
+            # Without a secret, inbound webhooks are off rather than unauthenticated.
+            raw, headers = signed(
+                {"type": "response", "thread_id": thread["id"], "request_id": "x", "text": "y"}
+            )
+            r = c.post("/v1/webhooks/inbound", content=raw, headers=headers)
+            assert r.status_code == 403 and r.json()["title"] == "Webhooks disabled"
+    finally:
+        live.stop()

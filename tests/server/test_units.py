@@ -64,3 +64,22 @@ def test_signature_round_trip_and_failures() -> None:
     ]:
         with pytest.raises(WebhookRejected, match=reason):
             verify(secret, hdrs, raw, now=now)
+
+
+def test_serve_config_file(tmp_path) -> None:
+    from threadline.cli.serve import load_serve_config
+    from threadline.errors import ConfigError
+
+    good = tmp_path / "good.yaml"
+    good.write_text("agents:\n  - a.py:agent\nport: 9000\n")
+    assert load_serve_config(good) == {"agents": ["a.py:agent"], "port": 9000}
+    for text, message in [
+        ("agents: a.py:agent\n", "must be a list"),
+        ("agent: [x]\n", "unknown keys agent"),
+        ("- 1\n", "must be a mapping"),
+        ("agents: [\n", "cannot read"),
+    ]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_serve_config(bad)

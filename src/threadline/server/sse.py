@@ -13,6 +13,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from ..errors import ThreadNotFound
 from ..events import Event, Status, Thread
 from ..stores.base import Store
 
@@ -76,7 +77,10 @@ async def event_stream(
     yield b": connected\n\n"
     while not closing():
         signal = feed.watch(thread_id)
-        events = await store.events(thread_id, after=last, limit=500)
+        try:
+            events = await store.events(thread_id, after=last, limit=500)
+        except ThreadNotFound:  # deleted while watched (retention): the stream just ends
+            return
         for event in events:
             yield format_sse(event)
             last = event.seq
