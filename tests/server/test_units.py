@@ -83,3 +83,25 @@ def test_serve_config_file(tmp_path) -> None:
         bad.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_serve_config(bad)
+
+
+async def test_key_store_failure_is_a_503_problem_not_a_crash() -> None:
+    import httpx
+
+    from threadline.server.auth import AuthMiddleware
+    from threadline.stores import MemoryStore
+
+    class Broken(MemoryStore):
+        async def find_api_key(self, secret_hash: str):  # type: ignore[override]
+            raise OSError("disk on fire")
+
+    async def app(scope, receive, send) -> None:  # never reached
+        raise AssertionError("the route ran without a key check")
+
+    guarded = AuthMiddleware(app, store=Broken(), enabled=True)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guarded),
+                                 base_url="http://t") as c:
+        r = await c.get("/v1/threads", headers={"Authorization": "Bearer tl_x"})
+    assert r.status_code == 503
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "disk on fire" not in r.text

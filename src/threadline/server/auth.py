@@ -16,6 +16,7 @@ without the right key learns nothing from validation errors and costs no body pa
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 SCOPES = ("launch", "respond", "read", "admin")
+
+log = logging.getLogger("threadline.server")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -137,7 +140,14 @@ class AuthMiddleware:
         if needed is None:
             await self.app(scope, receive, send)
             return
-        principal = LOCAL if not self.enabled else await self._authenticate(scope)
+        try:
+            principal = LOCAL if not self.enabled else await self._authenticate(scope)
+        except Exception:
+            log.exception("API key lookup failed")
+            await _deny(
+                send, 503, "Service Unavailable", "the key store did not answer; retry shortly"
+            )
+            return
         if principal is None:
             await _deny(
                 send,
