@@ -11,7 +11,10 @@ CPU seconds are split between the worker processes and the PostgreSQL server pro
 (from /proc), which shows where a 2-core machine runs out; the 1-minute load average at the
 start of each run shows whether other work on the machine competed for the cores.
 
-Run: python bench/scale.py [--threads 300] [--concurrency 4] [--workers 1,2,4,8]
+Each configuration runs `--repeat` times (default 2) and the best run is reported: on a
+shared machine the best run is the one least disturbed by other work.
+
+Run: python bench/scale.py [--threads 300] [--concurrency 4] [--workers 1,2,4,8] [--repeat 2]
      (PostgreSQL from THREADLINE_TEST_POSTGRES_URL, default the local `test` database)
 """
 
@@ -191,6 +194,12 @@ async def main() -> None:
     parser.add_argument("--threads", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--workers", default="1,2,4,8")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="runs per configuration; the best is reported (shared machines)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     base = os.environ.get("THREADLINE_TEST_POSTGRES_URL", DEFAULT_PG)
@@ -199,17 +208,26 @@ async def main() -> None:
 
     results: list[tuple[str, dict[str, Any]]] = []
     for n in [int(x) for x in args.workers.split(",")]:
-        schema = f"tl_bench_{uuid.uuid4().hex[:8]}"
-        url = f"{base}{'&' if '?' in base else '?'}schema={schema}&migrate=auto&pool_max=4"
-        try:
-            results.append(("postgres", await run_config(url, n, args.threads, args.concurrency)))
-        finally:
-            with psycopg.connect(base, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        print(f"postgres x{n}: {results[-1][1]['threads_per_s']:.1f} threads/s", file=sys.stderr)
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        results.append(("sqlite", await run_config(url, 1, args.threads, args.concurrency)))
+        runs = []
+        for _ in range(args.repeat):
+            schema = f"tl_bench_{uuid.uuid4().hex[:8]}"
+            url = f"{base}{'&' if '?' in base else '?'}schema={schema}&migrate=auto&pool_max=4"
+            try:
+                runs.append(await run_config(url, n, args.threads, args.concurrency))
+            finally:
+                with psycopg.connect(base, autocommit=True) as conn:
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        results.append(("postgres", max(runs, key=lambda r: r["threads_per_s"])))
+        print(
+            f"postgres x{n}: {[round(r['threads_per_s'], 1) for r in runs]} threads/s",
+            file=sys.stderr,
+        )
+    runs = []
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+            runs.append(await run_config(url, 1, args.threads, args.concurrency))
+    results.append(("sqlite", max(runs, key=lambda r: r["threads_per_s"])))
 
     base_tps = next(
         r["threads_per_s"] for kind, r in results if kind == "postgres" and r["workers"] == 1
