@@ -181,3 +181,34 @@ def test_budget_options_are_validated() -> None:
         ContextBudget(retrieved_share=1.5)
     budget = ContextBudget.for_agent(Agent("x", options={"context_window": 8000, "keep_recent": 3}))
     assert (budget.window, budget.keep_recent) == (8000, 3)
+
+
+async def test_a_pluggable_summariser_writes_the_stored_summary() -> None:
+    from threadline.context.compaction import LLMSummariser
+    from threadline.testing import FunctionModel
+
+    seen: list[str] = []
+
+    def summarise(context):
+        seen.append(context.messages[0].content)
+        return "The user wants k0..k7 looked up; several are done."
+
+    agent = _agent(
+        "summarised",
+        context_window=3_000,
+        max_output_tokens=256,
+        summary_tokens=300,
+        summariser=LLMSummariser(FunctionModel(summarise)),
+    )
+    answers = [intent("lookup", key=f"k{i}") for i in range(8)]
+    answers.append(intent("done_for_now", message="done"))
+    model = ScriptedModel(answers)
+    rt = Runtime(MemoryStore(), agents=[agent], model=model)
+    thread = await rt.launch(agent, "look up k0 to k7")
+    compactions = [e for e in thread.events if e.kind == "compacted"]
+    assert compactions and all(
+        c.summary == "The user wants k0..k7 looked up; several are done." for c in compactions
+    )
+    assert "<lookup>" in seen[0]  # the summariser saw the span in the compact form
+    assert any("The user wants k0..k7" in c.messages[0].content for c in model.contexts)
+    await rt.replay(thread.id)
