@@ -15,6 +15,7 @@ the server's problem document.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -222,6 +223,22 @@ class Client:
     async def fork(self, thread_id: str, *, at: int) -> ThreadOut:
         data = await self._request("POST", f"/v1/threads/{thread_id}/fork", json_body={"at": at})
         return ThreadOut.model_validate(data)
+
+    async def settle(self, thread_id: str, *, within: float = 30.0, poll: float = 0.1) -> Thread:
+        """Wait until the server's background runner stops the thread (awaiting someone,
+        ended, paused) or `within` seconds pass; return the whole thread either way.
+
+        What the CLI does after `approve`/`respond`/`message`/`resume --server` to show
+        where the thread got to, like the local path's `--advance`.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        # Polling, not the SSE stream: status changes are what matter, and a GET is cheap.
+        while loop.time() < deadline:
+            if (await self.get(thread_id)).status != Status.RUNNING:
+                break
+            await asyncio.sleep(poll)
+        return await self.load(thread_id)
 
     async def ready(self) -> bool:
         try:

@@ -99,8 +99,9 @@ async def test_key_store_failure_is_a_503_problem_not_a_crash() -> None:
         raise AssertionError("the route ran without a key check")
 
     guarded = AuthMiddleware(app, store=Broken(), enabled=True)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guarded),
-                                 base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=guarded), base_url="http://t"
+    ) as c:
         r = await c.get("/v1/threads", headers={"Authorization": "Bearer tl_x"})
     assert r.status_code == 503
     assert r.headers["content-type"] == "application/problem+json"
