@@ -44,7 +44,8 @@ async def test_compact_form_is_one_user_message_of_tagged_blocks(calculator) -> 
     assert "add: Add two numbers." in second.system
     assert '{"intent": <tool name>, "arguments": {...}}' in second.system
     assert second.input_tokens and second.input_tokens > 50
-    assert second.tools and second.output_schema["oneOf"]
+    # The tools are in the system text; none is sent twice as a native definition.
+    assert second.tools == () and second.output_schema["oneOf"]
 
 
 async def test_model_calls_record_the_prompt_name_version_and_hash(calculator) -> None:
@@ -96,6 +97,12 @@ async def test_messages_format_uses_native_tool_calls(calculator) -> None:
     assert json.loads(assistant.tool_calls[0].arguments) == {"a": 2.0, "b": 3.0}
     assert ctx.messages[2].tool_call_id == assistant.tool_calls[0].id
     assert "## Tools" not in ctx.system  # tools travel natively in this format
+    assert [t.name for t in ctx.tools] == [
+        "add",
+        "divide",
+        "request_more_information",
+        "done_for_now",
+    ]
     body = to_openai(ctx.system, ctx.messages)
     assert body[2]["tool_calls"][0]["function"]["name"] == "add"
 

@@ -53,6 +53,7 @@ class MessagesFormat:
     """Events as the standard chat array (see the module docstring)."""
 
     name = "messages"
+    native_tools = True
 
     def system(self, base: str, tools: Sequence[ToolSpec]) -> str:
         return base.strip()

@@ -63,11 +63,15 @@ class ContextFormat(Protocol):
     """How events become messages. Implement it to add a format (see `messages.py`)."""
 
     name: str
+    native_tools: bool
+    """True: tools travel as `Context.tools` (a backend sends them natively). False: they
+    are part of the system text and `Context.tools` is empty, so no backend sends them twice
+    (backends then constrain the answer with `Context.output_schema`)."""
 
     def system(self, base: str, tools: Sequence[ToolSpec]) -> str: ...
 
     def tools_text(self, tools: Sequence[ToolSpec]) -> str:
-        """The text whose tokens the tool definitions cost when sent natively ('' if none)."""
+        """The text the tool definitions cost (in the system text or sent natively)."""
         ...
 
     def block(
@@ -203,14 +207,15 @@ class CompactFormat:
     """The default: one user message of tagged blocks; tools as signatures in the system."""
 
     name = "compact"
+    native_tools = False
 
     def system(self, base: str, tools: Sequence[ToolSpec]) -> str:
-        sigs = dump_tools([(t.name, t.description, t.parameters) for t in tools])
-        parts = [base.strip(), f"## Tools\n{sigs}", ANSWER_FORMAT]
+        parts = [base.strip(), self.tools_text(tools), ANSWER_FORMAT]
         return "\n\n".join(p for p in parts if p)
 
     def tools_text(self, tools: Sequence[ToolSpec]) -> str:
-        return ""
+        sigs = dump_tools([(t.name, t.description, t.parameters) for t in tools])
+        return f"## Tools\n{sigs}"
 
     def block(
         self, events: Sequence[Event], i: int, reduced: bool, max_tokens: int, counter: TokenCounter
@@ -392,7 +397,8 @@ def _render(
     tools_text = form.tools_text(tools)
     sys_tokens = state.count_text(system) + 4
     tools_tokens = state.count_text(tools_text) if tools_text else 0
-    fixed = sys_tokens + tools_tokens + 3
+    native = form.native_tools
+    fixed = sys_tokens + (tools_tokens if native else 0) + 3
     events = thread.events
     budget = state.budget
     counter = state.counter
@@ -442,7 +448,7 @@ def _render(
                 text = redactor.redact(text)
             compaction = (lo, hi, text)
         sections: dict[str, int] = {
-            "system": sys_tokens,
+            "system": sys_tokens - (0 if native else tools_tokens),
             "tools": tools_tokens,
             "retrieved": 0,
             "summary": 0,
@@ -472,7 +478,7 @@ def _render(
         # The planner adds up cached per-block counts; the request is counted whole, once,
         # so `input_tokens` is exact. Should boundary effects ever push it over the limit,
         # plan again with a wider margin rather than send it.
-        exact = sys_tokens + tools_tokens + 3 + message_tokens(messages, counter)
+        exact = fixed + message_tokens(messages, counter)
         if exact <= limit:
             break
         budget = replace(budget, margin=budget.margin + exact - limit + 16)
@@ -481,7 +487,7 @@ def _render(
     context = Context(
         system=system,
         messages=messages,
-        tools=tuple(tools),
+        tools=tuple(tools) if native else (),
         output_schema=agent.output_schema(),
         max_output_tokens=budget.max_output_tokens,
         prompt_name=p_name,
