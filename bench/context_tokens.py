@@ -67,7 +67,9 @@ def schema_tool(spec: dict[str, Any]) -> Tool:
     return Tool(fn["name"], Args, None, description=fn.get("description", ""))
 
 
-def tau_agent(policy: str, tools: list[dict[str, Any]], fmt: str) -> Agent:
+def tau_agent(
+    policy: str, tools: list[dict[str, Any]], fmt: str, native_tools: bool = False
+) -> Agent:
     return Agent(
         "airline",
         tools=[schema_tool(t) for t in tools],
@@ -77,9 +79,21 @@ def tau_agent(policy: str, tools: list[dict[str, Any]], fmt: str) -> Agent:
             "tokenizer": "o200k_base",
             "context_window": 1_000_000,
             "context_format": fmt,
+            # False: tool definitions as signatures in the prompt, none sent natively
+            "native_tools": native_tools,
             "redact": False,
         },
     )
+
+
+def _tools_json(tools: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
 
 
 def token_bench(
@@ -93,6 +107,17 @@ def token_bench(
         policy, thread = thread_from_openai(traj, thread_id=f"run{n}", agent="airline")
         for fmt in ("compact", "messages"):
             agents.setdefault((policy, fmt), tau_agent(policy, tools, fmt))
+        agents.setdefault((policy, "native"), tau_agent(policy, tools, "compact", True))
+        native_ctx = render(agents[(policy, "native")], thread).context
+        native = COUNTER.count(
+            _dump(
+                {
+                    "model": "gpt-4o",
+                    "messages": to_openai(native_ctx.system, native_ctx.messages),
+                    "tools": _tools_json(native_ctx.tools),
+                }
+            )
+        )
         compact_ctx = render(agents[(policy, "compact")], thread).context
         compact = COUNTER.count(compact_ctx.system) + sum(
             COUNTER.count(m.content) for m in compact_ctx.messages
@@ -101,17 +126,7 @@ def token_bench(
         body = {
             "model": "gpt-4o",
             "messages": to_openai(msg_ctx.system, msg_ctx.messages),
-            "tools": [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": t.name,
-                        "description": t.description,
-                        "parameters": t.parameters,
-                    },
-                }
-                for t in msg_ctx.tools
-            ],
+            "tools": _tools_json(msg_ctx.tools),
         }
         messages = COUNTER.count(_dump(body))
         rows.append(
@@ -120,6 +135,7 @@ def token_bench(
                 "task": run.get("task_id"),
                 "baseline": baseline,
                 "messages": messages,
+                "compact_native": native,
                 "compact": compact,
                 "ratio": compact / baseline,
             }
@@ -127,6 +143,7 @@ def token_bench(
     total_b = sum(r["baseline"] for r in rows)
     total_m = sum(r["messages"] for r in rows)
     total_c = sum(r["compact"] for r in rows)
+    total_n = sum(r["compact_native"] for r in rows)
     ratios = sorted(r["ratio"] for r in rows)
 
     table = Table(title=f"tau-bench airline: {len(rows)} runs, o200k_base tokens")
@@ -147,7 +164,13 @@ def token_bench(
         f"{total_m / total_b:.3f}",
     )
     table.add_row(
-        "threadline compact format",
+        "compact history + native tool JSON (native_tools=True)",
+        f"{total_n:,}",
+        f"{total_n / len(rows):,.0f}",
+        f"{total_n / total_b:.3f}",
+    )
+    table.add_row(
+        "threadline compact format (native_tools=False)",
         f"{total_c:,}",
         f"{total_c / len(rows):,.0f}",
         f"{total_c / total_b:.3f}",
@@ -196,6 +219,7 @@ def token_bench(
         "baseline": total_b,
         "messages": total_m,
         "compact": total_c,
+        "compact_native_tools": total_n,
         "saving": saving,
         "ratio_min": ratios[0],
         "ratio_median": statistics.median(ratios),

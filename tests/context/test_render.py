@@ -35,7 +35,7 @@ async def _finished_calculator(calculator: ModuleType, **options: object) -> tup
 
 
 async def test_compact_form_is_one_user_message_of_tagged_blocks(calculator) -> None:
-    agent, thread, model = await _finished_calculator(calculator)
+    agent, thread, model = await _finished_calculator(calculator, native_tools=False)
     second = model.contexts[1]
     assert [m.role for m in second.messages] == ["user"]
     assert second.messages[0].content == (
@@ -46,6 +46,23 @@ async def test_compact_form_is_one_user_message_of_tagged_blocks(calculator) -> 
     assert second.input_tokens and second.input_tokens > 50
     # The tools are in the system text; none is sent twice as a native definition.
     assert second.tools == () and second.output_schema["oneOf"]
+
+
+async def test_by_default_the_backend_sends_the_tools_natively(calculator) -> None:
+    _, thread, model = await _finished_calculator(calculator)
+    second = model.contexts[1]
+    assert [t.name for t in second.tools] == [
+        "add",
+        "subtract",
+        "multiply",
+        "divide",
+        "request_more_information",
+        "done_for_now",
+    ]
+    assert "## Tools" not in second.system and "calling exactly one of the tools" in second.system
+    assert second.messages[0].content.startswith("<user>what is 2 + 3?</user>\n<add>")
+    rendered = render(calculator.agent, thread)
+    assert rendered.sections["tools"] > 100  # the native definitions are budgeted
 
 
 async def test_model_calls_record_the_prompt_name_version_and_hash(calculator) -> None:

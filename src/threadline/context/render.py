@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMPACT",
+    "COMPACT_NATIVE",
     "ContextFormat",
     "Rendered",
     "compact_block",
@@ -52,6 +53,8 @@ __all__ = [
 
 PREFETCH_PREFIX = "prefetch-"
 """Call ids of pre-fetched tool calls start with this; their results are 'retrieved'."""
+
+NATIVE_ANSWER = "Choose the next step by calling exactly one of the tools."
 
 ANSWER_FORMAT = (
     'Answer with the next step as one JSON object: {"intent": <tool name>, "arguments": '
@@ -204,16 +207,35 @@ def render_event(event: Event) -> str:
 
 
 class CompactFormat:
-    """The default: one user message of tagged blocks; tools as signatures in the system."""
+    """The default: one user message of tagged blocks.
+
+    Args:
+        native_tools: True (the default for agents): tool definitions travel as
+            `Context.tools` for the backend to send natively and the system text does not
+            repeat them. False (`Agent.options["native_tools"] = False`): they are compact
+            signatures in the system text and `Context.tools` is empty, so a backend asks
+            for the JSON intent with `output_schema` instead; this is the smallest context.
+    """
 
     name = "compact"
-    native_tools = False
+
+    def __init__(self, native_tools: bool = False) -> None:
+        self.native_tools = native_tools
+        if native_tools:
+            self.name = "compact+native"
 
     def system(self, base: str, tools: Sequence[ToolSpec]) -> str:
-        parts = [base.strip(), self.tools_text(tools), ANSWER_FORMAT]
+        if self.native_tools:
+            parts = [base.strip(), NATIVE_ANSWER]
+        else:
+            parts = [base.strip(), self.tools_text(tools), ANSWER_FORMAT]
         return "\n\n".join(p for p in parts if p)
 
     def tools_text(self, tools: Sequence[ToolSpec]) -> str:
+        if self.native_tools:
+            from .messages import MESSAGES
+
+            return MESSAGES.tools_text(tools)
         sigs = dump_tools([(t.name, t.description, t.parameters) for t in tools])
         return f"## Tools\n{sigs}"
 
@@ -237,11 +259,14 @@ class CompactFormat:
 
 
 COMPACT = CompactFormat()
+"""The compact form with tool signatures in the system text (the smallest context)."""
+COMPACT_NATIVE = CompactFormat(native_tools=True)
+"""The compact form with tool definitions sent natively by the backend."""
 
 
-def _format(name: str) -> ContextFormat:
+def _format(name: str, agent: Agent) -> ContextFormat:
     if name == "compact":
-        return COMPACT
+        return COMPACT_NATIVE if agent.options.get("native_tools", True) else COMPACT
     if name == "messages":
         from .messages import MESSAGES
 
@@ -387,7 +412,7 @@ def _render(
     form = (
         fmt
         if fmt is not None and not isinstance(fmt, str)
-        else _format(fmt or str(agent.options.get("context_format", "compact")))
+        else _format(fmt or str(agent.options.get("context_format", "compact")), agent)
     )
     tools = [ToolSpec(t.name, t.description, t.schema()) for t in agent.visible_tools()]
     base, p_name, p_version, p_hash = _base_prompt(agent, state, thread, tools)
