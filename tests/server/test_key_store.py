@@ -12,13 +12,23 @@ import pytest
 from threadline.errors import StoreError
 from threadline.events import utcnow
 from threadline.server.auth import create_key, hash_secret
-from threadline.stores import MemoryStore, SQLiteStore, Store
+from threadline.stores import MemoryStore, SQLiteStore, Store, open_store
 from threadline.stores.base import ApiKey
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "k.db")
+    if request.param == "postgres":
+        from pg_support import pg_store_url
+
+        url = pg_store_url(
+            request.getfixturevalue("postgres_url"), request.getfixturevalue("pg_schema")
+        )
+        s: Store = open_store(url)
+    elif request.param == "memory":
+        s = MemoryStore()
+    else:
+        s = SQLiteStore(tmp_path / "k.db")
     yield s
     await s.close()
 
