@@ -164,10 +164,7 @@ def _with_approvers(agent: Agent, call: PendingCall) -> PendingCall:
     of tool name (or `"*"`) to names. None named means anyone with the `respond` scope.
     """
     table = agent.options.get("approvers")
-    if isinstance(table, dict):
-        names = table.get(call.tool, table.get("*", ()))
-    else:
-        names = table or ()
+    names = table.get(call.tool, table.get("*", ())) if isinstance(table, dict) else table or ()
     if not names:
         return call
     return replace(call, approvers=tuple(str(n) for n in names))
