@@ -203,7 +203,7 @@ def build_lock(
     reports = [validate_agent(agent, ref, root) for agent, ref in agents]
     lock = {
         "version": LOCK_VERSION,
-        "git_commit": git_commit(root),
+        "git_commit": git_commit(root) or git_commit(Path.cwd()),
         "agents": {r.name: r.entry for r in sorted(reports, key=lambda r: r.name)},
     }
     return lock, reports
