@@ -90,3 +90,19 @@ def test_reject_with_a_comment_from_the_inbox(live: LiveServer, browser) -> None
     assert "not on a Friday" in page.locator("#timeline").inner_text()
     done = live.wait_status(thread["id"], {"done"})
     assert done["result"] == "Deploy cancelled: not on a Friday"
+
+
+def test_answer_a_question_from_the_inbox(live: LiveServer, browser) -> None:
+    thread = live.launch("asker", "deploy something")
+    assert thread["status"] == "awaiting_human"
+    page = browser.new_page()
+    page.goto(live.url + "/ui/")
+    page.fill("#key-input", live.keys["alice"])
+    page.click("#key-form button")
+    card = page.locator(f'article.question[data-thread="{thread["id"]}"]')
+    assert "Which environment?" in card.inner_text()
+    card.locator("textarea").fill("staging")
+    card.get_by_role("button", name="Send answer").click()
+    page.locator("#thread-status .badge.done").wait_for(timeout=15_000)
+    assert "Thanks: staging" in page.locator("#timeline").inner_text()
+    assert live.wait_status(thread["id"], {"done"})["result"] == "Thanks: staging"

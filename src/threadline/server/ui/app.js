@@ -70,6 +70,8 @@ function showKeySet() {
   const has = !!sessionStorage.getItem(KEY);
   document.getElementById("key-form").hidden = has;
   document.getElementById("key-set").hidden = !has;
+  document.getElementById("key-label").textContent = "key set for this tab";
+  document.getElementById("key-forget").hidden = false;
 }
 
 // -- time and formatting ----------------------------------------------------------------
@@ -104,6 +106,13 @@ async function refresh() {
     const recent = await api("GET", "/v1/threads?limit=25");
     renderRecent(recent.items);
     notice("");
+    if (!sessionStorage.getItem(KEY)) {
+      // The server answered without a key: it runs with --no-auth on loopback.
+      document.getElementById("key-form").hidden = true;
+      document.getElementById("key-set").hidden = false;
+      document.getElementById("key-label").textContent = "no key needed (local server)";
+      document.getElementById("key-forget").hidden = true;
+    }
   } catch (err) {
     if (err.status !== 401) notice(`Could not load the inbox: ${err.message}`, true);
   } finally {
