@@ -3,7 +3,9 @@
 Choose it with `Agent(options={"context_format": "messages"})`. Each event becomes zero or
 more chat messages:
 
-    user_message / human_response   -> user
+    user_message                    -> user
+    human_response                  -> tool, answering the request_more_information call
+    done                            -> tool, answering the done_for_now call
     model_call text beside native calls, and the tool_calls after it (consecutive ones)
                                     -> one assistant message with content and `tool_calls`
     tool_result / tool_error        -> tool (tool_call_id = the call id)
@@ -78,8 +80,16 @@ class MessagesFormat:
     ) -> tuple[Message, ...] | None:
         e = events[i]
         match e.kind:
-            case "user_message" | "human_response":
+            case "user_message":
                 return (Message("user", e.text),)
+            case "human_response":
+                # The answer to a request_more_information call: its tool result.
+                return (Message("tool", e.text, tool_call_id=e.request_id),)
+            case "done":
+                prev = events[i - 1] if i > 0 else None
+                if isinstance(prev, ToolCall) and prev.tool == "done_for_now":
+                    return (Message("tool", "done", tool_call_id=prev.call_id),)
+                return None
             case "model_call":
                 if e.tool_calls and e.output.strip():
                     return (Message("assistant", e.output),)
@@ -141,10 +151,14 @@ class MessagesFormat:
         return (Message("user", f"<summary events={from_seq}-{to_seq}>\n{text}\n</summary>"),)
 
     def assemble(self, payloads: Sequence[Any]) -> tuple[Message, ...]:
-        out: list[Message] = []
+        """Join the messages so that a chat API accepts them: one assistant message per
+        answer, each followed at once by a `tool` message for every call it made (other
+        messages wait until those are in), no orphan `tool` message (a result whose call
+        was summarised away becomes a user note), and no two user messages in a row."""
+        flat: list[Message] = []
         for payload in payloads:
             for m in payload or ():
-                prev = out[-1] if out else None
+                prev = flat[-1] if flat else None
                 if (
                     prev is not None
                     and prev.role == "assistant"
@@ -153,12 +167,45 @@ class MessagesFormat:
                     and not m.content
                 ):
                     # consecutive calls of one answer: one assistant message, many tool_calls
-                    out[-1] = Message("assistant", prev.content, prev.tool_calls + m.tool_calls)
-                elif prev is not None and prev.role == "user" and m.role == "user":
-                    out[-1] = Message("user", f"{prev.content}\n\n{m.content}")
+                    flat[-1] = Message("assistant", prev.content, prev.tool_calls + m.tool_calls)
                 else:
+                    flat.append(m)
+        out: list[Message] = []
+        waiting: list[str] = []  # call ids of the last assistant message without a result
+        deferred: list[Message] = []
+
+        def close() -> None:
+            for call_id in waiting:
+                out.append(Message("tool", "(no result)", tool_call_id=call_id))
+            waiting.clear()
+            out.extend(deferred)
+            deferred.clear()
+
+        for m in flat:
+            if m.role == "tool":
+                if m.tool_call_id in waiting:
                     out.append(m)
-        return tuple(out)
+                    waiting.remove(m.tool_call_id)
+                    if not waiting:
+                        close()
+                    continue
+                m = Message("user", f"Result of call {m.tool_call_id}:\n{m.content}")
+            if m.role == "assistant" and m.tool_calls:
+                close()
+                out.append(m)
+                waiting.extend(c.id or "" for c in m.tool_calls)
+            elif waiting:
+                deferred.append(m)
+            else:
+                out.append(m)
+        close()
+        merged: list[Message] = []
+        for m in out:
+            if merged and merged[-1].role == "user" and m.role == "user":
+                merged[-1] = Message("user", f"{merged[-1].content}\n\n{m.content}")
+            else:
+                merged.append(m)
+        return tuple(merged)
 
 
 MESSAGES = MessagesFormat()
