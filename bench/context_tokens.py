@@ -318,6 +318,8 @@ def render_bench(lengths: tuple[int, ...], steps: int) -> dict[str, Any]:
                 "events": len(thread),
                 "cold_ms": cold * 1000,
                 "warm_ms": statistics.median(times) * 1000,
+                # the fastest render: the cost of the work itself on a shared machine
+                "best_ms": min(times) * 1000,
                 "tokens": used,
                 "fits": used <= 32_000 - ctx.max_output_tokens,
                 "newest_verbatim": body.endswith(newest),
@@ -330,13 +332,14 @@ def render_bench(lengths: tuple[int, ...], steps: int) -> dict[str, Any]:
     # The reference is the shortest thread that already fills the window (shorter ones
     # render everything verbatim, a different and cheaper regime).
     full = [r for r in results if r["compacted_upto"] >= 0] or results
-    base = full[0]["warm_ms"]
+    base = full[0]["best_ms"]
     table = Table(title="rendering long threads under a 32k budget (compact form)")
     for col in (
         "events",
         "first render ms",
-        "per render ms",
-        "vs reference",
+        "median ms",
+        "best ms",
+        "best vs reference",
         "input tokens",
         "fits",
         "newest verbatim",
@@ -344,11 +347,12 @@ def render_bench(lengths: tuple[int, ...], steps: int) -> dict[str, Any]:
     ):
         table.add_column(col, justify="right")
     for r in results:
-        r["ratio"] = r["warm_ms"] / base
+        r["ratio"] = r["best_ms"] / base
         table.add_row(
             f"{r['events']:,}",
             f"{r['cold_ms']:.1f}",
             f"{r['warm_ms']:.2f}",
+            f"{r['best_ms']:.2f}",
             f"{r['ratio']:.2f}",
             f"{r['tokens']:,}",
             str(r["fits"]),
@@ -358,13 +362,13 @@ def render_bench(lengths: tuple[int, ...], steps: int) -> dict[str, Any]:
     console.print(table)
     console.print(
         f"time per render, longest / shortest full-window thread: "
-        f"{results[-1]['warm_ms'] / base:.2f}",
+        f"{results[-1]['best_ms'] / base:.2f} (best of {steps} renders each)",
         highlight=False,
     )
     return {
         "lengths": results,
         "reference_events": full[0]["events"],
-        "ratio_longest_to_reference": results[-1]["warm_ms"] / base,
+        "ratio_longest_to_reference": results[-1]["best_ms"] / base,
     }
 
 
