@@ -13,12 +13,12 @@ event's seq; a replay that matches returns the re-derived thread.
 from __future__ import annotations
 
 from .agent import Agent
+from .context.compaction import is_context_input
 from .errors import ReplayDivergence
 from .events import (
     Event,
     Thread,
 )
-from .context.compaction import is_context_input
 from .reducer import CallModel, RunTool, Wait, decide, interpret
 from .runtime import step_events
 

@@ -24,6 +24,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .agent import Agent
+from .context.compaction import prepare_call
+from .context.prefetch import prefetch_events
+from .context.redaction import redact_for_storage
 from .errors import (
     AppendConflict,
     ConfigError,
@@ -71,9 +74,6 @@ from .reducer import (
     decide,
     interpret,
 )
-from .context.compaction import prepare_call
-from .context.prefetch import prefetch_events
-from .context.redaction import redact_for_storage
 from .stores.base import Lease, Store, new_thread_id
 from .tools import compact_validation_error, idempotency_key
 from .waits import Park
