@@ -8,8 +8,10 @@ wait at a barrier; the clock runs from the barrier until every thread is done. R
 against one PostgreSQL worker measured in the same run.
 
 CPU seconds are split between the worker processes and the PostgreSQL server processes
-(from /proc), which shows where a 2-core machine runs out; the 1-minute load average at the
-start of each run shows whether other work on the machine competed for the cores.
+(from /proc), which shows where a 2-core machine runs out; commits per second and commits
+per WAL fsync (from pg_stat_wal and pg_stat_database, server-wide: other users of the
+server count too) show whether durable commits are the ceiling; the 1-minute load average
+at the start of each run shows whether other work on the machine competed for the cores.
 
 Each configuration runs `--repeat` times (default 2) and the best run is reported: on a
 shared machine the best run is the one least disturbed by other work.
@@ -124,6 +126,21 @@ def postgres_cpu_seconds() -> float:
 _STEP_KINDS = frozenset({"model_call", "tool_result", "tool_error", "done", "escalated"})
 
 
+def wal_counters(url: str) -> tuple[int, int] | None:
+    """(WAL fsyncs, commits) of the whole server and database, or None off PostgreSQL."""
+    if not url.startswith("postgres"):
+        return None
+    import psycopg
+
+    base = url.split("?")[0]
+    with psycopg.connect(base, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT (SELECT wal_sync FROM pg_stat_wal), (SELECT xact_commit "
+            "FROM pg_stat_database WHERE datname = current_database())"
+        ).fetchone()
+    return (int(row[0]), int(row[1])) if row else None
+
+
 async def count_done(store: Store) -> int:
     done, cursor = 0, None
     while True:
@@ -154,12 +171,17 @@ async def run_config(url: str, workers: int, threads: int, concurrency: int) -> 
         await asyncio.sleep(0.02)
     load_before = os.getloadavg()[0]
     pg_before = postgres_cpu_seconds()
+    wal_before = wal_counters(url)
     started = time.perf_counter()
     (barrier / "go").touch()
     while await count_done(store) < threads:  # noqa: ASYNC110 - polling the database
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - started
     pg_cpu = postgres_cpu_seconds() - pg_before
+    wal_after = wal_counters(url)
+    fsyncs = commits = 0
+    if wal_before and wal_after:
+        fsyncs, commits = wal_after[0] - wal_before[0], wal_after[1] - wal_before[1]
     for p in procs:
         p.terminate()
     stats = [json.loads(p.communicate(timeout=30)[0].strip().splitlines()[-1]) for p in procs]
@@ -182,6 +204,8 @@ async def run_config(url: str, workers: int, threads: int, concurrency: int) -> 
         "worker_cpu_s": worker_cpu,
         "postgres_cpu_s": pg_cpu,
         "load_1m": load_before,
+        "commits_per_s": commits / elapsed,
+        "commits_per_fsync": commits / fsyncs if fsyncs else 0.0,
     }
 
 
@@ -244,6 +268,8 @@ async def main() -> None:
         "vs 1 pg worker",
         "worker CPU s",
         "postgres CPU s",
+        "commits/s",
+        "commits/fsync",
         "load 1m",
     ):
         table.add_column(col, justify="right")
@@ -257,6 +283,8 @@ async def main() -> None:
             f"{r['threads_per_s'] / base_tps:.2f}x",
             f"{r['worker_cpu_s']:.1f}",
             f"{r['postgres_cpu_s']:.1f}" if kind == "postgres" else "-",
+            f"{r['commits_per_s']:.0f}" if kind == "postgres" else "-",
+            f"{r['commits_per_fsync']:.1f}" if kind == "postgres" else "-",
             f"{r['load_1m']:.1f}",
         )
     Console(width=150).print(table)
