@@ -38,6 +38,13 @@ AgentOpt = Annotated[
                  "one recorded on the thread."),
 ]
 
+ServerOpt = Annotated[
+    str | None,
+    typer.Option("--server", envvar="THREADLINE_SERVER",
+                 help="Drive a Threadline server at this URL instead of the local store "
+                 "(key from THREADLINE_API_KEY)."),
+]
+
 _STYLE = {
     "user_message": "bold cyan", "model_call": "dim", "tool_call": "yellow",
     "tool_result": "green", "tool_error": "red", "invalid_output": "red", "model_error": "red",
@@ -149,6 +156,42 @@ async def _drive(rt: Runtime, thread: Thread, interactive: bool) -> Thread:
     return thread
 
 
+def _client(server: str) -> Any:
+    from ..client import Client
+
+    return Client.from_settings(server, settings())
+
+
+def _print_from(thread: Thread, seq: int) -> None:
+    for event in thread.events[seq:]:
+        console.print(format_event(event), highlight=False, soft_wrap=True)
+
+
+async def _remote_drive(client: Any, thread_id: str, shown: int, interactive: bool) -> Thread:
+    """Wait for the server to stop running the thread, print what is new, and in a
+    terminal answer its approval or question, like `_drive` does locally."""
+    while True:
+        thread: Thread = await client.settle(thread_id)
+        _print_from(thread, shown)
+        shown = len(thread)
+        state = thread.state
+        if not interactive:
+            return thread
+        if thread.status == Status.AWAITING_APPROVAL:
+            call = next(c for c in state.pending.values() if c.approval == "requested")
+            console.print(f"[bold magenta]approve[/] {call.tool}({escape(_args(call.arguments))})?")
+            if typer.prompt("approve? [y]es / [n]o", default="y").strip().lower().startswith("y"):
+                await client.approve(thread_id, call.call_id, approved=True)
+            else:
+                comment = typer.prompt("feedback for the agent", default="", show_default=False)
+                await client.approve(thread_id, call.call_id, approved=False,
+                                     comment=comment or None)
+        elif thread.status == Status.AWAITING_HUMAN and state.human_request:
+            await client.respond(thread_id, state.human_request, typer.prompt("your answer"))
+        else:
+            return thread
+
+
 def _finish(thread: Thread) -> None:
     status = thread.status
     console.print(f"thread [bold]{thread.id}[/] is [bold]{status.value}[/]", highlight=False)
@@ -171,8 +214,20 @@ def run(
     interactive: Annotated[bool | None, typer.Option(
         "--interactive/--no-interactive",
         help="Ask at approval and question pauses (default: when in a terminal).")] = None,
+    server: ServerOpt = None,
 ) -> None:
-    """Launch a thread of AGENT with MESSAGE and run it, printing events as they happen."""
+    """Launch a thread of AGENT with MESSAGE and run it, printing events as they happen.
+
+    With --server, AGENT is the name of an agent the server serves.
+    """
+    if server:
+        async def remote() -> Thread:
+            async with _client(server) as client:
+                launched = await client.launch(agent, message, metadata={"channel": "cli"})
+                return await _remote_drive(client, launched.id, 0, _interactive(interactive))
+
+        _finish(run_async(remote()))
+        return
 
     async def go() -> Thread:
         loaded = load_agents([agent])
@@ -204,6 +259,7 @@ def threads_list(
     agent: Annotated[str | None, typer.Option(help="Only threads of this agent.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    server: ServerOpt = None,
 ) -> None:
     """List threads, newest first."""
     if status is not None and status not in {s.value for s in Status}:
@@ -211,11 +267,16 @@ def threads_list(
                           + ", ".join(s.value for s in Status))
 
     async def go() -> None:
-        store = _store()
-        try:
-            page = await store.list(status=status, agent=agent, limit=limit)
-        finally:
-            await store.close()
+        page: Any
+        if server:
+            async with _client(server) as client:
+                page = await client.list_threads(status=status, agent=agent, limit=limit)
+        else:
+            store = _store()
+            try:
+                page = await store.list(status=status, agent=agent, limit=limit)
+            finally:
+                await store.close()
         if as_json:
             for s in page.items:
                 typer.echo(json.dumps({"id": s.id, "agent": s.agent, "status": s.status.value,
@@ -236,15 +297,12 @@ def threads_list(
 def threads_show(
     thread_id: Annotated[str, typer.Argument(help="Thread id.")],
     as_json: Annotated[bool, typer.Option("--json", help="The whole thread as JSON.")] = False,
+    server: ServerOpt = None,
 ) -> None:
     """Show a thread's events and derived state."""
 
     async def go() -> None:
-        store = _store()
-        try:
-            thread = await store.load(thread_id)
-        finally:
-            await store.close()
+        thread = await _load(thread_id, server)
         if as_json:
             typer.echo(json.dumps(thread.to_dict()))
             return
@@ -257,6 +315,18 @@ def threads_show(
             console.print(format_event(event), highlight=False, soft_wrap=True)
 
     run_async(go())
+
+
+async def _load(thread_id: str, server: str | None) -> Thread:
+    if server:
+        async with _client(server) as client:
+            thread: Thread = await client.load(thread_id)
+            return thread
+    store = _store()
+    try:
+        return await store.load(thread_id)
+    finally:
+        await store.close()
 
 
 def _store() -> Store:
@@ -277,6 +347,7 @@ def approve(
     agent: AgentOpt = None,
     advance: Annotated[bool, typer.Option("--advance/--no-advance",
                                           help="Run the thread on afterwards.")] = True,
+    server: ServerOpt = None,
 ) -> None:
     """Approve (or --reject) the call a thread is waiting on, then run the thread on."""
     edited = None
@@ -288,18 +359,31 @@ def approve(
         if not isinstance(edited, dict):
             raise ConfigError("--edit must be a JSON object of arguments")
 
+    def pending_call(thread: Thread) -> str:
+        if call_id is not None:
+            return call_id
+        waiting = [c.call_id for c in thread.state.pending.values() if c.approval == "requested"]
+        if not waiting:
+            raise InvalidAction(f"thread {thread_id} is {thread.status.value}; no call is "
+                                "awaiting approval")
+        return waiting[0]
+
+    if server:
+        async def remote() -> Thread:
+            async with _client(server) as client:
+                thread = await client.load(thread_id)
+                await client.approve(thread_id, pending_call(thread), approved=not reject,
+                                     comment=comment, edited_arguments=edited)
+                return await _remote_drive(client, thread_id, len(thread), False)
+
+        _finish(run_async(remote()))
+        return
+
     async def go() -> Thread:
         rt = _open(agent)
         try:
             thread = await _ensure_agent(rt, thread_id, model=advance)
-            cid = call_id
-            if cid is None:
-                waiting = [c.call_id for c in thread.state.pending.values()
-                           if c.approval == "requested"]
-                if not waiting:
-                    raise InvalidAction(f"thread {thread_id} is {thread.status.value}; no call "
-                                        "is awaiting approval")
-                cid = waiting[0]
+            cid = pending_call(thread)
             thread = await rt.approve(thread_id, cid, approved=not reject, comment=comment,
                                       edited_arguments=edited, channel="cli")
             return await _drive(rt, thread, False) if advance else thread
@@ -315,8 +399,21 @@ def respond(
     thread_id: Annotated[str, typer.Argument(help="Thread id.")],
     text: Annotated[str, typer.Argument(help="Your answer to the thread's question.")],
     agent: AgentOpt = None,
+    server: ServerOpt = None,
 ) -> None:
     """Answer the question a thread asked, then run the thread on."""
+    if server:
+        async def remote() -> Thread:
+            async with _client(server) as client:
+                thread = await client.load(thread_id)
+                if thread.state.human_request is None:
+                    raise InvalidAction(f"thread {thread_id} is {thread.status.value}; it "
+                                        "asked nothing")
+                await client.respond(thread_id, thread.state.human_request, text)
+                return await _remote_drive(client, thread_id, len(thread), False)
+
+        _finish(run_async(remote()))
+        return
 
     async def go() -> Thread:
         rt = _open(agent)
@@ -339,8 +436,18 @@ def respond(
 def resume(
     thread_id: Annotated[str, typer.Argument(help="Thread id.")],
     agent: AgentOpt = None,
+    server: ServerOpt = None,
 ) -> None:
     """Resume a paused or escalated thread, or continue a running one (after a crash)."""
+    if server:
+        async def remote() -> Thread:
+            async with _client(server) as client:
+                thread = await client.load(thread_id)
+                await client.resume(thread_id)
+                return await _remote_drive(client, thread_id, len(thread), False)
+
+        _finish(run_async(remote()))
+        return
 
     async def go() -> Thread:
         rt = _open(agent)
@@ -360,8 +467,18 @@ def resume(
 
 @app.command()
 @handle_errors
-def pause(thread_id: Annotated[str, typer.Argument(help="Thread id.")]) -> None:
+def pause(thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+          server: ServerOpt = None) -> None:
     """Pause a thread: no step runs until `threadline resume`."""
+    if server:
+        async def remote() -> Thread:
+            async with _client(server) as client:
+                await client.pause(thread_id)
+                thread: Thread = await client.load(thread_id)
+                return thread
+
+        _finish(run_async(remote()))
+        return
 
     async def go() -> Thread:
         rt = _open(None)
@@ -378,10 +495,14 @@ def pause(thread_id: Annotated[str, typer.Argument(help="Thread id.")]) -> None:
 def fork(
     thread_id: Annotated[str, typer.Argument(help="Thread id.")],
     at: Annotated[int, typer.Option("--at", help="Keep events 0..AT.")],
+    server: ServerOpt = None,
 ) -> None:
     """Copy events 0..AT of a thread into a new thread (with a forked_from event)."""
 
-    async def go() -> Thread:
+    async def go() -> Any:
+        if server:
+            async with _client(server) as client:
+                return await client.fork(thread_id, at=at)
         rt = _open(None, echo=False)
         try:
             return await rt.fork(thread_id, at=at)
@@ -398,13 +519,28 @@ def fork(
 def replay(
     thread_id: Annotated[str, typer.Argument(help="Thread id.")],
     agent: AgentOpt = None,
+    server: ServerOpt = None,
 ) -> None:
-    """Re-derive every step from the recorded inputs; fail naming the first divergent event."""
+    """Re-derive every step from the recorded inputs; fail naming the first divergent event.
+
+    With --server the thread is fetched from the server and replayed against the local
+    agent code (--agent, or the reference recorded on the thread).
+    """
 
     async def go() -> Thread:
         rt = _open(agent, echo=False)
         try:
-            thread = await _ensure_agent(rt, thread_id, model=False)
+            if server:
+                thread = await _load(thread_id, server)
+                if thread.agent not in rt.agents:
+                    ref = thread.metadata.get("agent_ref")
+                    if not ref:
+                        raise ConfigError(f"thread {thread_id} was made by agent "
+                                          f"{thread.agent!r}; pass --agent path.py:name")
+                    for loaded, _ in load_agents([str(ref)]).values():
+                        rt.add_agent(loaded)
+            else:
+                thread = await _ensure_agent(rt, thread_id, model=False)
             return await rt.replay(thread)
         finally:
             await rt.store.close()
@@ -413,6 +549,3 @@ def replay(
     console.print(f"replayed {len(derived)} events of {thread_id}: no divergence",
                   highlight=False)
 
-
-def _agent_names(agents: list[Agent]) -> str:
-    return ", ".join(a.name for a in agents)
