@@ -281,3 +281,21 @@ async def test_advance_thread_leases_just_that_thread(store: Store) -> None:
     assert (await store.get(a.id)).status == Status.DONE
     assert (await store.get(a.id)).lease_owner is None
     assert (await store.get(b.id)).status == Status.RUNNING and held
+
+
+async def test_a_failing_lease_query_does_not_kill_the_worker() -> None:
+    class Flaky(MemoryStore):
+        failures = 2
+
+        async def lease(self, owner, **kwargs):  # type: ignore[no-untyped-def, override]
+            if self.failures:
+                self.failures -= 1
+                raise OSError("connection reset")
+            return await super().lease(owner, **kwargs)
+
+    store = Flaky()
+    rt = Runtime(store, agents=[AGENT])
+    t = await rt.launch(AGENT, "job", advance=False)
+    stats = await Worker(rt, poll_interval=0.01).run(until_idle=True)
+    assert stats.failed == 2 and stats.advanced == 1
+    assert (await store.get(t.id)).status == Status.DONE

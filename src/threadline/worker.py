@@ -137,9 +137,17 @@ class Worker:
                 free = self.concurrency - len(self._active)
                 leases: Sequence[Lease] = []
                 if free > 0:
-                    leases = await self.store.lease(
-                        self.owner, ttl=self.lease_ttl, limit=free, agents=agents
-                    )
+                    try:
+                        leases = await self.store.lease(
+                            self.owner, ttl=self.lease_ttl, limit=free, agents=agents
+                        )
+                    except Exception as exc:
+                        # A database restart or network blip must not kill the worker:
+                        # threads in flight carry on or lose their leases; try again later.
+                        self.stats.failed += 1
+                        log.warning("worker %s: leasing failed, retrying: %s", self.owner, exc)
+                        await asyncio.sleep(self.poll_interval)
+                        continue
                 for lease in leases:
                     self.stats.leased += 1
                     task = asyncio.create_task(self._work(lease))

@@ -241,11 +241,16 @@ class PostgresStore(Store):
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection on a schema this code understands."""
+        psycopg, psycopg_pool = _import_psycopg()
         pool = await self._get_pool()
-        if not self._checked:
-            await self._check_schema(pool)
-        async with pool.connection() as conn:
-            yield conn
+        try:
+            if not self._checked:
+                await self._check_schema(pool)
+            async with pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            # The server went away or the pool is exhausted: one clear StoreError line.
+            raise StoreError(f"PostgreSQL unavailable: {_short(exc)}") from exc
 
     async def _check_schema(self, pool: AsyncConnectionPool) -> None:
         if self._auto_migrate:
