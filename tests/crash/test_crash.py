@@ -59,7 +59,8 @@ def start_worker(env: dict[str, str], logs: Path, n: int) -> subprocess.Popen[by
 async def test_sigkilled_workers_lose_nothing_and_never_double_charge(
     postgres_url: str, pg_schema: str, tmp_path: Path
 ) -> None:
-    rng = random.Random(int(os.environ.get("CRASH_SEED", time.time())))
+    seed = int(os.environ.get("CRASH_SEED", time.time()))
+    rng = random.Random(seed)  # the kill schedule; rerun one with CRASH_SEED=<seed>
     store = PostgresStore(postgres_url, schema=pg_schema, migrate=True)
     await store.ping()
     with psycopg.connect(postgres_url, autocommit=True) as conn:
@@ -168,7 +169,7 @@ async def test_sigkilled_workers_lose_nothing_and_never_double_charge(
         f"(duplicate receipt executions={receipt_dupes}, one key each), "
         f"escalations={escalations} (non-idempotent charge maybe ran), "
         f"done={sum(s == Status.DONE for s in statuses.values())}, "
-        f"open tool_started={maybe_ran}"
+        f"open tool_started={maybe_ran}, seed={seed}"
     )
     assert kills > 0
     assert resumptions > 0
