@@ -243,7 +243,7 @@ class Runtime:
             )
         # Compaction, or escalation when even the minimum context cannot fit (never an
         # oversize request): stored before the call, so the thread stays replayable.
-        pre = await prepare_call(agent, thread, self.clock())
+        pre = await prepare_call(agent, thread, self.clock(), model)
         if pre:
             try:
                 await self._append(thread, pre, lease)

@@ -212,3 +212,40 @@ async def test_a_pluggable_summariser_writes_the_stored_summary() -> None:
     assert "<lookup>" in seen[0]  # the summariser saw the span in the compact form
     assert any("The user wants k0..k7" in c.messages[0].content for c in model.contexts)
     await rt.replay(thread.id)
+
+
+class _SmallLocalModel:
+    """Looks like models/local.py: its own tokenizer, a small window and an output cap."""
+
+    model_id = "local:tiny.gguf"
+    n_ctx = 1_200
+    max_output_tokens = 100
+
+    def __init__(self, answers: list[object]) -> None:
+        self.inner = ScriptedModel(answers, model_id=self.model_id)
+        self.contexts = self.inner.contexts
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split()) + text.count("\n")
+
+    async def request(self, context):
+        return await self.inner.request(context)
+
+
+async def test_the_budget_is_sized_for_the_model_that_answers() -> None:
+    agent = Agent("unpinned", tools=[lookup], instructions="Look things up.")
+    answers = [intent("lookup", key=f"k{i}") for i in range(5)]
+    answers.append(intent("done_for_now", message="done"))
+    model = _SmallLocalModel(answers)
+    rt = Runtime(MemoryStore(), agents=[agent], model=model)
+    thread = await rt.launch(agent, "look up k0 to k4")
+    assert thread.status is Status.DONE
+    assert {c.max_output_tokens for c in model.contexts} == {100}
+    for ctx in model.contexts:  # counted with the model's own tokenizer, within its window
+        used = model.count_tokens(ctx.system) + sum(
+            model.count_tokens(m.content) for m in ctx.messages
+        )
+        assert used <= 1_200 - 100
+    last = model.contexts[-1].messages[0].content
+    assert "[truncated: full result in event" in last  # 1,900-word results had to shrink
+    await rt.replay(thread.id)

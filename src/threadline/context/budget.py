@@ -26,7 +26,7 @@ size of the window, not the length of the thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ..agent import Agent
     from ..events import Compacted, Event
 
-__all__ = ["ContextBudget", "Layout", "plan_layout"]
+__all__ = ["ContextBudget", "Layout", "known_window", "plan_layout"]
 
 _ERROR_KINDS = frozenset({"invalid_output", "tool_error", "model_error"})
 _RESOLVES = frozenset({"tool_result", "user_message", "human_response", "approval", "resumed"})
@@ -99,8 +99,21 @@ class ContextBudget:
         budget = opts.get("budget")
         if isinstance(budget, ContextBudget):
             return budget
-        window = opts.get("context_window") or _known_window(agent)
-        fields: dict[str, Any] = {"window": int(window)}
+        window = int(opts.get("context_window") or _known_window(agent))
+        return cls.sized(window, opts)
+
+    @classmethod
+    def sized(cls, window: int, opts: Mapping[str, Any] | None = None) -> ContextBudget:
+        """A budget for `window`: explicit `opts` win; the output reservation, result cut
+        and summary room default to a share of small windows (a 2k-token local model
+        cannot spare 1,024 tokens for output or 800 for one tool result)."""
+        opts = opts or {}
+        fields: dict[str, Any] = {
+            "window": window,
+            "max_output_tokens": min(1024, max(64, window // 4)),
+            "max_result_tokens": min(800, max(32, window // 10)),
+            "summary_tokens": min(600, max(32, window // 10)),
+        }
         for name in (
             "max_output_tokens",
             "keep_recent",
@@ -121,12 +134,21 @@ class ContextBudget:
 
 
 def _known_window(agent: Agent) -> int:
-    model_id = str(getattr(agent.model, "model_id", "") or agent.options.get("model_id", ""))
-    name = model_id.partition(":")[2] or model_id
+    model = agent.model
+    window = getattr(model, "context_window", None) or getattr(model, "n_ctx", None)
+    if isinstance(window, int) and window > 0:
+        return window
+    model_id = str(getattr(model, "model_id", "") or agent.options.get("model_id", ""))
+    return known_window(model_id) or DEFAULT_WINDOW
+
+
+def known_window(model_id: str) -> int | None:
+    """The window of a model id we know (`provider:name`, by name prefix), else None."""
+    name = (model_id.partition(":")[2] or model_id).rsplit("/", 1)[-1].lower()
     for prefix, size in KNOWN_WINDOWS.items():
-        if name.lower().startswith(prefix):
+        if name.startswith(prefix):
             return size
-    return DEFAULT_WINDOW
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,22 +314,32 @@ def plan_layout(
         )
     reserve = min(virtual_summary_tokens, budget.summary_tokens)
     # Compact down to a low-water mark, not just below the limit: the next steps then fit
-    # without compacting again at every model call.
-    for room in (int((history - reserve) * budget.compact_to), history - reserve):
-        units, total, stop = _fit(
-            events, skip, None, tokens, summary_tokens, room, budget.keep_recent, True
-        )
-        if units and stop is not None:
-            break
-    if not units or stop is None:
+    # without compacting again at every model call. The newest events stay verbatim when
+    # they can; when even they cannot, their large results are cut too (with a pointer),
+    # first without compacting, then with.
+    target = int((history - reserve) * budget.compact_to)
+    found = _compact(
+        events, skip, tokens, summary_tokens, target, history - reserve, budget.keep_recent
+    )
+    keep = budget.keep_recent
+    if found is None:
+        units, total, stop = _fit(events, skip, None, tokens, summary_tokens, history, 0, True)
+        if stop is None:
+            return Layout(
+                tuple(reversed(units)), tuple(retrieved), ret_reduced, None, 1, total + ret_tokens
+            )
+        found = _compact(events, skip, tokens, summary_tokens, target, history - reserve, 0)
+        keep = 0
+    if found is None:
         newest = next((i for k, i in _walk(events, skip, None) if k == "event"), None)
         need = minimum + ret_tokens + reserve + (tokens(newest, True) if newest is not None else 0)
         raise TokenBudgetError(
             need, budget.window, "the newest event does not fit next to the summary"
         )
+    units, total, stop = found
     span = (0, stop)
     # Lay out what remains exactly as a later render will once the compaction is stored.
-    for level, reduce in ((2, False), (2, True)):
+    for reduce, keep_recent in ((False, keep), (True, budget.keep_recent), (True, 0)):
         kept, kept_total, again = _fit(
             events,
             skip,
@@ -315,7 +347,7 @@ def plan_layout(
             tokens,
             lambda i: reserve if i == -1 else summary_tokens(i),
             history,
-            budget.keep_recent,
+            keep_recent,
             reduce,
         )
         if again is None:
@@ -324,7 +356,7 @@ def plan_layout(
                 tuple(retrieved),
                 ret_reduced,
                 span,
-                level,
+                2,
                 kept_total + ret_tokens,
             )
     return Layout(
@@ -335,3 +367,23 @@ def plan_layout(
         2,
         total + reserve + ret_tokens,
     )
+
+
+def _compact(
+    events: Sequence[Event],
+    skip: frozenset[int],
+    tokens: TokenFn,
+    summary_tokens: Callable[[int], int],
+    target: int,
+    room: int,
+    keep_recent: int,
+) -> tuple[list[tuple[str, int, bool]], int, int] | None:
+    """The newest events that fit `target` (else `room`) with older ones reduced, and the
+    index where the summarised span ends; None when not even the newest event fits."""
+    for limit in (target, room):
+        units, total, stop = _fit(
+            events, skip, None, tokens, summary_tokens, limit, keep_recent, True
+        )
+        if units and stop is not None:
+            return units, total, stop
+    return None

@@ -235,13 +235,19 @@ class LLMSummariser:
         return out.text.strip()
 
 
-async def prepare_call(agent: Agent, thread: Thread, at: datetime) -> list[Event]:
+async def prepare_call(
+    agent: Agent, thread: Thread, at: datetime, model: Model | None = None
+) -> list[Event]:
     """The events to store before the next model call of `thread` (see module doc).
 
+    `model` is the model that will answer; the budget is sized for it (`bind_model`).
     Never raises for budget or prompt problems: those become events, so the runtime
     records them and escalates instead of crashing or sending an oversize request.
     """
-    from .render import context_state, render
+    from .render import bind_model, context_state, render
+
+    if agent.renderer is None:
+        bind_model(agent, model)
 
     seq = thread.next_seq
     try:

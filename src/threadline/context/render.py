@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..errors import ConfigError, TokenBudgetError
 from ..events import Compacted, Event, Thread
 from ..models.base import Context, Message, ToolSpec
-from .budget import ContextBudget, Layout, plan_layout
+from .budget import ContextBudget, Layout, known_window, plan_layout
 from .notation import dump_block, dump_tools
 from .redaction import Redactor, redactor_for
-from .tokens import CountCache, TokenCounter, counter_for
+from .tokens import CountCache, TokenCounter, counter_for, counter_for_model
 
 if TYPE_CHECKING:
     from ..agent import Agent
@@ -44,6 +44,7 @@ __all__ = [
     "COMPACT_NATIVE",
     "ContextFormat",
     "Rendered",
+    "bind_model",
     "compact_block",
     "context_state",
     "render",
@@ -292,6 +293,7 @@ class AgentContextState:
     texts: CountCache = field(default_factory=lambda: CountCache(4096))
     digests: DigestCache | None = None
     last: tuple[Thread, int, Any, Rendered] | None = None
+    bound: Any = None
 
     def count_text(self, text: str) -> int:
         cached = self.texts.get(text, text)
@@ -320,6 +322,37 @@ def context_state(agent: Agent) -> AgentContextState:
         state.digests = DigestCache()
         _STATES[agent] = state
     return state
+
+
+def bind_model(agent: Agent, model: Any) -> None:
+    """Size an agent's budget for the model that will answer it (the runtime's default
+    model, when the agent pins none): its tokenizer (`count_tokens`), its window
+    (`context_window` or `n_ctx`, else known model ids) and its output cap
+    (`max_output_tokens`). Explicit agent options always win; a pinned `Agent.model` was
+    already used when the state was built. Called by the runtime before each model call;
+    cheap when nothing changes.
+    """
+    if agent.model is not None or model is None:
+        return
+    state = context_state(agent)
+    if state.bound is model:
+        return
+    opts = agent.options
+    if "tokenizer" not in opts:
+        state.counter = counter_for_model(model)
+    if "budget" not in opts:
+        budget = state.budget
+        window = getattr(model, "context_window", None) or getattr(model, "n_ctx", None)
+        if "context_window" not in opts:
+            model_id = str(getattr(model, "model_id", ""))
+            window = window or known_window(model_id) or budget.window
+            budget = ContextBudget.sized(int(window), opts)
+        cap = getattr(model, "max_output_tokens", None)
+        if isinstance(cap, int) and cap > 0 and "max_output_tokens" not in opts:
+            budget = replace(budget, max_output_tokens=min(budget.max_output_tokens, cap))
+        state.budget = budget
+    state.bound = model
+    state.last = None
 
 
 # -- rendering -------------------------------------------------------------------------
