@@ -7,6 +7,7 @@ escalated, 4 when it failed, 1 for errors, 2 for bad usage.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import typer
@@ -192,6 +193,19 @@ async def _remote_drive(client: Any, thread_id: str, shown: int, interactive: bo
             return thread
 
 
+def _remote_act(server: str, thread_id: str,
+                act: Callable[[Any, Thread], Awaitable[object]]) -> None:
+    """Load the thread from the server, `act(client, thread)`, then show where it got to."""
+
+    async def go() -> Thread:
+        async with _client(server) as client:
+            thread = await client.load(thread_id)
+            await act(client, thread)
+            return await _remote_drive(client, thread_id, len(thread), False)
+
+    _finish(run_async(go()))
+
+
 def _finish(thread: Thread) -> None:
     status = thread.status
     console.print(f"thread [bold]{thread.id}[/] is [bold]{status.value}[/]", highlight=False)
@@ -369,14 +383,9 @@ def approve(
         return waiting[0]
 
     if server:
-        async def remote() -> Thread:
-            async with _client(server) as client:
-                thread = await client.load(thread_id)
-                await client.approve(thread_id, pending_call(thread), approved=not reject,
-                                     comment=comment, edited_arguments=edited)
-                return await _remote_drive(client, thread_id, len(thread), False)
-
-        _finish(run_async(remote()))
+        _remote_act(server, thread_id, lambda client, thread: client.approve(
+            thread_id, pending_call(thread), approved=not reject, comment=comment,
+            edited_arguments=edited))
         return
 
     async def go() -> Thread:
@@ -402,28 +411,22 @@ def respond(
     server: ServerOpt = None,
 ) -> None:
     """Answer the question a thread asked, then run the thread on."""
-    if server:
-        async def remote() -> Thread:
-            async with _client(server) as client:
-                thread = await client.load(thread_id)
-                if thread.state.human_request is None:
-                    raise InvalidAction(f"thread {thread_id} is {thread.status.value}; it "
-                                        "asked nothing")
-                await client.respond(thread_id, thread.state.human_request, text)
-                return await _remote_drive(client, thread_id, len(thread), False)
 
-        _finish(run_async(remote()))
+    def open_request(thread: Thread) -> str:
+        if thread.state.human_request is None:
+            raise InvalidAction(f"thread {thread_id} is {thread.status.value}; it asked nothing")
+        return thread.state.human_request
+
+    if server:
+        _remote_act(server, thread_id, lambda client, thread: client.respond(
+            thread_id, open_request(thread), text))
         return
 
     async def go() -> Thread:
         rt = _open(agent)
         try:
             thread = await _ensure_agent(rt, thread_id)
-            request = thread.state.human_request
-            if request is None:
-                raise InvalidAction(f"thread {thread_id} is {thread.status.value}; it asked "
-                                    "nothing")
-            thread = await rt.respond(thread_id, request, text, channel="cli")
+            thread = await rt.respond(thread_id, open_request(thread), text, channel="cli")
             return await _drive(rt, thread, False)
         finally:
             await rt.store.close()
@@ -440,13 +443,7 @@ def resume(
 ) -> None:
     """Resume a paused or escalated thread, or continue a running one (after a crash)."""
     if server:
-        async def remote() -> Thread:
-            async with _client(server) as client:
-                thread = await client.load(thread_id)
-                await client.resume(thread_id)
-                return await _remote_drive(client, thread_id, len(thread), False)
-
-        _finish(run_async(remote()))
+        _remote_act(server, thread_id, lambda client, thread: client.resume(thread_id))
         return
 
     async def go() -> Thread:
