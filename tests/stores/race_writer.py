@@ -22,7 +22,7 @@ async def main(url: str, thread_id: str, target: int, name: str, barrier: Path) 
     await store.ping()
     (barrier / f"ready-{name}").touch()
     while not (barrier / "go").exists():  # noqa: ASYNC110 - all writers start together
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.002)
     wins = conflicts = 0
     while True:
         seq = (await store.get(thread_id)).next_seq

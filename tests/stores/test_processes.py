@@ -27,7 +27,7 @@ async def test_processes_racing_on_one_thread_write_each_seq_once(
     t.append(UserMessage(seq=0, at=utcnow(), text="go"))
     await store.create(t)
     await store.ping()
-    target, writers = 120, 4
+    target, writers = 300, 4
     procs = [
         subprocess.Popen(  # noqa: ASYNC220 - plain processes, waited for below
             [sys.executable, str(WRITER), store_env.url, t.id, str(target), f"w{i}", str(tmp_path)],

@@ -391,12 +391,15 @@ class PostgresStore(Store):
                     state = fold_for_append(
                         thread_id, state_from_json(thread_id, row[0]), events, expected_seq
                     )
-                    async with conn.cursor() as cur:
-                        await cur.executemany(_INSERT_EVENT, rows)
+                    # Events and projection in one statement (one round trip fewer).
+                    values = ", ".join(["(%s, %s, %s, %s, %s::jsonb)"] * len(rows))
                     await conn.execute(
+                        f"WITH new_events AS (INSERT INTO events (thread_id, seq, kind, at, "
+                        f"body) VALUES {values}) "
                         "UPDATE threads SET state = %s::jsonb, status = %s, next_seq = %s, "
                         "updated_at = now(), due_at = %s WHERE id = %s",
                         (
+                            *(value for row in rows for value in row),
                             json.dumps(state.to_dict()),
                             state.status.value,
                             state.next_seq,
