@@ -85,7 +85,7 @@ async def test_sigkilled_workers_lose_nothing_and_never_double_charge(
     begin = time.monotonic()
     try:
         while True:
-            await asyncio.sleep(rng.uniform(0.3, 1.2))
+            await asyncio.sleep(rng.uniform(0.2, 0.8))
             open_ = await _unfinished(store)
             if open_ == 0:
                 break
