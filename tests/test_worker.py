@@ -299,3 +299,26 @@ async def test_a_failing_lease_query_does_not_kill_the_worker() -> None:
     stats = await Worker(rt, poll_interval=0.01).run(until_idle=True)
     assert stats.failed == 2 and stats.advanced == 1
     assert (await store.get(t.id)).status == Status.DONE
+
+
+async def test_an_idle_worker_is_woken_by_notify_not_the_poll(
+    postgres_url: str, pg_schema: str
+) -> None:
+    url = pg_store_url(postgres_url, pg_schema)
+    worker_store, api_store = open_store(url), open_store(url)
+    try:
+        worker = Worker(Runtime(worker_store, agents=[AGENT]), poll_interval=60)
+        run = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.5)  # idle now: the next poll is a minute away
+        api = Runtime(api_store, agents=[AGENT])
+        t = await api.launch(AGENT, "wake up", advance=False)  # another process's launch
+        for _ in range(200):
+            if (await api_store.get(t.id)).status == Status.DONE:
+                break
+            await asyncio.sleep(0.05)
+        assert (await api_store.get(t.id)).status == Status.DONE  # within 10 s, not 60
+        worker.stop()
+        await asyncio.wait_for(run, 10)
+    finally:
+        await worker_store.close()
+        await api_store.close()
