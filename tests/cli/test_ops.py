@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -285,3 +286,84 @@ def cli_env(env: dict[str, str], *args: str) -> tuple[int, str]:
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.output
+
+
+@pytest.mark.slow
+def test_api_only_server_and_separate_worker_processes(
+    tmp_path: Path, postgres_url: str, pg_schema: str
+) -> None:
+    """`serve --no-worker` only records the launch; a `threadline worker` process runs it."""
+    import socket
+
+    import httpx
+
+    url = pg_store_url(postgres_url, pg_schema, migrate=False)
+    assert cli("db", "migrate", "--store", url)[0] == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "THREADLINE_STORE": url, "THREADLINE_LOG": "off"}
+    agent_ref = str(HERE / "ops_agent.py") + ":agent"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "threadline",
+            "serve",
+            "--no-worker",
+            "--no-auth",
+            "--port",
+            str(port),
+            "--agent",
+            agent_ref,
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "serve.log", "wb"),  # noqa: SIM115 - owned by the child
+    )
+    worker = None
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"server did not start: {(tmp_path / 'serve.log').read_text()[-2000:]}")
+        launched = httpx.post(
+            f"{base}/v1/threads", json={"agent": "sleepy", "message": "go"}, timeout=10
+        )
+        assert launched.status_code == 201, launched.text
+        thread_id = launched.json()["id"]
+        time.sleep(1.0)
+        still = httpx.get(f"{base}/v1/threads/{thread_id}", timeout=10).json()
+        assert still["status"] == "running" and still["next_seq"] == 1  # nobody advanced it
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "threadline", "worker", "--agent", agent_ref, "--poll", "0.2"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(300):
+            got = httpx.get(f"{base}/v1/threads/{thread_id}", timeout=10).json()
+            if got["status"] == "done":
+                break
+            time.sleep(0.1)
+        assert got["status"] == "done", got
+    finally:
+        for proc in (worker, server):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (worker, server):
+            if proc is not None:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    assert worker is not None and worker.returncode == 0
