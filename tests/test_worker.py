@@ -53,7 +53,7 @@ def two_step(context: Context) -> object:
 AGENT = Agent("recorder", tools=[record], model=FunctionModel(two_step), renderer=outline)
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     if request.param == "memory":
         s: Store = MemoryStore()

@@ -17,7 +17,7 @@ from pg_support import pg_store_url  # noqa: E402
 from threadline.stores import Store  # noqa: E402
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreEnv]:
     kind = request.param
     if kind == "memory":
