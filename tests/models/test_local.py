@@ -104,12 +104,27 @@ async def test_without_grammar_bad_output_is_an_event_not_a_crash(calculator: Mo
 
 
 async def test_context_overflow_is_a_model_error_event(calculator: ModuleType) -> None:
+    from threadline import Agent
+
+    # An agent that claims a bigger window than the model has gets past the token budget,
+    # so the overflow reaches llama.cpp, which must answer with a model_error.
+    agent = Agent("calc", tools=calculator.agent.tools, options={"context_window": 100_000})
     rt = Runtime(MemoryStore(), model=local(n_ctx=256))
-    thread = await rt.launch(calculator.agent, "add these: " + "1 + " * 400 + "1", advance=False)
+    thread = await rt.launch(agent, "add these: " + "1 + " * 400 + "1", advance=False)
     thread = await rt.advance(thread, max_steps=1)
     event = thread.events[-1]
     assert event.kind == "model_error" and not event.retryable
     assert "context" in event.message.lower()
+
+
+async def test_context_overflow_escalates_before_the_call(calculator: ModuleType) -> None:
+    # Without such a claim the budget is sized for the model (n_ctx, its own tokenizer):
+    # the thread escalates with token_budget_exceeded and llama.cpp is never asked.
+    rt = Runtime(MemoryStore(), model=local(n_ctx=256))
+    thread = await rt.launch(calculator.agent, "add these: " + "1 + " * 400 + "1", advance=False)
+    thread = await rt.advance(thread, max_steps=1)
+    assert [e.kind for e in thread.events][1:] == ["token_budget_exceeded", "escalated"]
+    assert thread.events[1].available == 256
 
 
 async def test_nested_models_and_strings_stay_valid() -> None:
