@@ -8,6 +8,7 @@ threadline prompts test [--agent REF]... [--model SPEC]
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -117,10 +118,17 @@ async def _load(thread_id: str, refs: list[str] | None) -> tuple[Agent, Thread]:
 
 
 def _render(agent: Agent, thread: Thread, fmt: str | None) -> Any:
-    from ..context.render import render
+    from ..context.render import bind_model, render
 
     if fmt is None and agent.renderer is not None:
         return None
+    if agent.model is None:
+        # Size the budget for the configured model, as the runtime will before its call.
+        from ..models.registry import resolve_model
+
+        # Without a usable model config the agent's own options decide the budget.
+        with contextlib.suppress(ThreadlineError):
+            bind_model(agent, resolve_model(settings().model))
     return render(agent, thread, fmt)
 
 
