@@ -292,3 +292,47 @@ async def test_replay_model_reproduces_a_recorded_run(calculator: ModuleType) ->
 
     with pytest.raises(ModelError, match="no recorded answer #1"):
         await ReplayModel(Thread("th_empty", "calculator")).request(model.contexts[0])
+
+
+async def test_a_pause_during_a_model_call_keeps_the_answer(tmp_path: Path,
+                                                            calculator: ModuleType) -> None:
+    """A human action that lands mid-step: the step's events are re-based after it."""
+    store = SQLiteStore(tmp_path / "p.db")
+    other = Runtime(SQLiteStore(tmp_path / "p.db"), agents=[calculator.agent])
+
+    async def answer(context: object) -> dict[str, object]:
+        thread_id = (await store.list()).items[0].id
+        await other.pause(thread_id, by="ops")  # lands while the model is "thinking"
+        return intent("add", a=1, b=1)
+
+    rt = Runtime(store, model=FunctionModel(answer))
+    thread = await rt.launch(calculator.agent, "1+1")
+    kinds = [e.kind for e in (await store.load(thread.id)).events]
+    assert kinds == ["user_message", "paused", "model_call", "tool_call"]
+    assert thread.status == Status.PAUSED
+    await store.close()
+    await other.store.close()
+
+
+async def test_two_advancers_without_leases_never_record_a_step_twice(
+    tmp_path: Path, calculator: ModuleType
+) -> None:
+    """If two processes advance one thread (no lease), the loser stops instead of re-basing
+    its model call after the winner's, which would record the step twice."""
+    from threadline import AppendConflict
+
+    async def slow(context: object) -> dict[str, object]:
+        await asyncio.sleep(0.1)
+        return intent("add", a=2, b=2)
+
+    a = Runtime(SQLiteStore(tmp_path / "r.db"), model=FunctionModel(slow))
+    b = Runtime(SQLiteStore(tmp_path / "r.db"), agents=[calculator.agent],
+                model=FunctionModel(slow))
+    thread = await a.launch(calculator.agent, "2+2", advance=False)
+    results = await asyncio.gather(a.advance(thread.id, max_steps=1),
+                                   b.advance(thread.id, max_steps=1), return_exceptions=True)
+    assert sum(isinstance(r, AppendConflict) for r in results) == 1
+    kinds = [e.kind for e in (await a.store.load(thread.id)).events]
+    assert kinds == ["user_message", "model_call", "tool_call"]
+    await a.store.close()
+    await b.store.close()

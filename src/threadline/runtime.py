@@ -85,6 +85,11 @@ Observer = Callable[[Thread, Sequence[Event]], Awaitable[None] | None]
 
 _MAX_REBASE = 5
 
+_FROM_OUTSIDE = frozenset({
+    "user_message", "approval", "human_response", "paused", "resumed", "external_event",
+})
+"""Event kinds written by people and triggers, not by advancing: safe to re-base over."""
+
 
 def compact_error(exc: BaseException, limit: int = 300) -> str:
     """An exception as one short line: no stack trace, no multi-line dumps."""
@@ -311,7 +316,9 @@ class Runtime:
             failure = ("ValidationError", compact_validation_error(tool.name, exc), False)
         else:
             try:
-                result = await asyncio.wait_for(tool.invoke(args, ctx), tool.timeout)
+                # asyncio.timeout, not wait_for: no extra task per call (see bench/overhead.py)
+                async with asyncio.timeout(tool.timeout):
+                    result = await tool.invoke(args, ctx)
             except TimeoutError:
                 failure = ("TimeoutError", f"no result after {tool.timeout:g}s", True)
             except RetryableToolError as exc:
@@ -375,13 +382,23 @@ class Runtime:
         still_valid: Callable[[Thread], bool],
     ) -> Thread:
         """Append `build(seq, at)`; on a conflict reload and rebuild at the new tail while
-        `still_valid(thread)` holds (else drop the events: someone else resolved it)."""
+        `still_valid(thread)` holds (else drop the events: someone else resolved it).
+
+        Only events that came from outside (human actions, lifecycle) are re-based over. If
+        what landed meanwhile came from another advancer (a model call, a tool outcome, ...),
+        two processes are advancing the thread at once: re-basing would record one step
+        twice, so the conflict is raised instead and this advancer stops. (Leases prevent
+        that race; see `threadline.worker.advance_exclusively`.)
+        """
         for _ in range(_MAX_REBASE):
+            expected = thread.next_seq
             try:
-                await self._append(thread, build(thread.next_seq, self.clock()), lease)
+                await self._append(thread, build(expected, self.clock()), lease)
                 return thread
-            except AppendConflict:
+            except AppendConflict as conflict:
                 thread = await self.store.load(thread.id)
+                if any(e.kind not in _FROM_OUTSIDE for e in thread.events[expected:]):
+                    raise conflict from None
                 if not still_valid(thread):
                     return thread
         raise AppendConflict(thread.id, thread.next_seq, -1)

@@ -39,7 +39,7 @@ from .events import Status
 from .runtime import Runtime
 from .stores.base import Lease
 
-__all__ = ["Worker", "WorkerStats"]
+__all__ = ["Worker", "WorkerStats", "advance_exclusively", "default_owner"]
 
 log = logging.getLogger("threadline.worker")
 
@@ -92,7 +92,7 @@ class Worker:
         self.concurrency = concurrency
         self.lease_ttl = lease_ttl
         self.poll_interval = poll_interval
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.owner = owner or default_owner()
         self.shutdown_timeout = shutdown_timeout
         self.stats = WorkerStats()
         # Keyed by lease, not thread: after a lapsed lease this worker may lease the same
@@ -230,7 +230,7 @@ class Worker:
 
     async def _work(self, lease: Lease) -> None:
         lost = asyncio.Event()
-        heartbeat = asyncio.create_task(self._heartbeat(lease, lost))
+        heartbeat = asyncio.create_task(keep_lease(self.runtime, lease, self.lease_ttl, lost))
         release = True
         try:
             thread = await self.store.load(lease.thread_id)
@@ -275,23 +275,62 @@ class Worker:
             self._active.pop((lease.thread_id, lease.token), None)
             self._slot_free.set()
 
-    async def _heartbeat(self, lease: Lease, lost: asyncio.Event) -> None:
-        """Renew the lease every ttl/3 while the thread is advanced."""
-        interval = self.lease_ttl / 3
-        while True:
-            started = time.monotonic()
-            await asyncio.sleep(interval)
-            try:
-                await self.store.renew(lease, ttl=self.lease_ttl)
-            except LeaseLost:
-                # The next append will fail with LeaseLost too; nothing more to do here.
-                lost.set()
-                log.warning(
-                    "worker %s: lease on %s lapsed after %.1fs",
-                    self.owner,
-                    lease.thread_id,
-                    time.monotonic() - started,
-                )
-                return
-            except Exception as exc:  # a blip: try again next beat, the lease may still hold
-                log.warning("worker %s: renewing %s failed: %s", self.owner, lease.thread_id, exc)
+
+
+def default_owner() -> str:
+    """A lease owner naming this host and process, unique per call."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+async def keep_lease(runtime: Runtime, lease: Lease, ttl: float, lost: asyncio.Event) -> None:
+    """Renew the lease every ttl/3 while the thread is advanced; set `lost` if it lapses."""
+    interval = ttl / 3
+    while True:
+        started = time.monotonic()
+        await asyncio.sleep(interval)
+        try:
+            await runtime.store.renew(lease, ttl=ttl)
+        except LeaseLost:
+            # The next append will fail with LeaseLost too; nothing more to do here.
+            lost.set()
+            log.warning(
+                "worker %s: lease on %s lapsed after %.1fs",
+                lease.owner,
+                lease.thread_id,
+                time.monotonic() - started,
+            )
+            return
+        except Exception as exc:  # a blip: try again next beat, the lease may still hold
+            log.warning("worker %s: renewing %s failed: %s", lease.owner, lease.thread_id, exc)
+
+
+async def advance_exclusively(
+    runtime: Runtime, thread_id: str, *, owner: str | None = None, ttl: float = 30.0
+) -> bool:
+    """Lease `thread_id`, advance it under the lease (with a heartbeat), release it.
+
+    The way any process other than a worker (the server's background runner, the CLI)
+    advances a thread that workers may share: the lease makes it the only advancer, so
+    two processes can never both call the model or run a tool for the same step. Returns
+    False, doing nothing, when the thread is not runnable or another holder has it (that
+    holder advances it). Errors propagate after the lease is released.
+    """
+    owner = owner or default_owner()
+    leases = await runtime.store.lease(owner, ttl=ttl, thread_ids=[thread_id])
+    if not leases:
+        return False
+    lease = leases[0]
+    lost = asyncio.Event()
+    heartbeat = asyncio.create_task(keep_lease(runtime, lease, ttl, lost))
+    try:
+        thread = await runtime.store.load(thread_id)
+        thread = await runtime.wake_if_due(thread, lease=lease)
+        await runtime.advance(thread, lease=lease)
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await heartbeat
+        if not lost.is_set():
+            with contextlib.suppress(Exception):
+                await runtime.store.release(lease)
+    return True

@@ -7,6 +7,8 @@ escalated, 4 when it failed, 1 for errors, 2 for bad usage.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -20,6 +22,7 @@ from ..errors import ConfigError, InvalidAction
 from ..events import Event, Status, Thread
 from ..runtime import Runtime
 from ..stores.base import Store
+from ..worker import advance_exclusively, default_owner
 from .common import (
     app,
     console,
@@ -133,9 +136,43 @@ async def _ensure_agent(rt: Runtime, thread_id: str, *, model: bool = True) -> T
     return thread
 
 
+def _holder_is_gone(owner: str) -> bool:
+    """True if a lease owner (`[role:]host:pid:tag`) is a process on this host that no
+    longer exists: a crashed CLI or worker, whose lease can be taken over at once."""
+    parts = owner.rsplit(":", 3)
+    if len(parts) < 3 or not parts[-2].isdigit() or parts[-3] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(parts[-2]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+async def _advance(rt: Runtime, thread: Thread) -> Thread:
+    """Advance under a lease, so a worker or server sharing the store never advances the
+    same thread at the same time; say so when someone else holds it."""
+    owner = f"cli:{default_owner()}"
+    if not await advance_exclusively(rt, thread.id, owner=owner, ttl=10.0):
+        summary = await rt.store.get(thread.id)
+        holder = summary.lease_owner
+        if holder and summary.status in (Status.RUNNING, Status.WAITING):
+            if _holder_is_gone(holder):
+                err_console.print(f"[yellow]note:[/] taking over from {holder}, which is no "
+                                  "longer running", highlight=False)
+                await rt.store.break_lease(thread.id)
+                await advance_exclusively(rt, thread.id, owner=owner, ttl=10.0)
+            else:
+                err_console.print(f"[yellow]note:[/] {holder} is advancing this thread; not "
+                                  "advancing it here", highlight=False)
+    return await rt.store.load(thread.id)
+
+
 async def _drive(rt: Runtime, thread: Thread, interactive: bool) -> Thread:
     """Advance; at a pause in a terminal ask the human, otherwise leave it paused."""
-    thread = await rt.advance(thread)
+    thread = await _advance(rt, thread)
     while interactive:
         state = thread.state
         if thread.status == Status.AWAITING_APPROVAL:
@@ -153,7 +190,7 @@ async def _drive(rt: Runtime, thread: Thread, interactive: bool) -> Thread:
             await rt.respond(thread.id, state.human_request, text, channel="cli")
         else:
             break
-        thread = await rt.advance(thread.id)
+        thread = await _advance(rt, thread)
     return thread
 
 

@@ -1,4 +1,4 @@
-"""Background execution: advance threads in the server's own event loop.
+"""Background execution: advance threads in the server's own event loop, under leases.
 
 `ThreadRunner.kick(thread_id)` makes sure a task is advancing the thread: at most one task
 per thread exists at a time, and a kick that arrives while one runs makes it go round once
@@ -15,6 +15,7 @@ import logging
 from ..errors import ThreadlineError
 from ..events import Status
 from ..runtime import Runtime
+from ..worker import advance_exclusively, default_owner
 
 __all__ = ["ThreadRunner"]
 
@@ -37,6 +38,7 @@ class ThreadRunner:
         self._again: set[str] = set()
         self._slots = asyncio.Semaphore(concurrency)
         self.failures = 0
+        self.owner = f"server:{default_owner()}"
 
     @property
     def active(self) -> int:
@@ -60,7 +62,9 @@ class ThreadRunner:
                 while not self.runtime.stopping:
                     self._again.discard(thread_id)
                     try:
-                        await self.runtime.advance(thread_id)
+                        # Under a lease: a `threadline worker` sharing the store (or another
+                        # server) can never advance the same thread at the same time.
+                        await advance_exclusively(self.runtime, thread_id, owner=self.owner)
                     except ThreadlineError as exc:
                         # The thread stays as its last event left it; a later kick retries.
                         self.failures += 1
