@@ -118,3 +118,22 @@ def test_bad_arguments_and_unknown_ids_exit_non_zero_with_one_line(
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     out = cli(tmp_path, "fork", "th_x", "--at", "notanumber")
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_locked_run_refuses_without_a_matching_lock(tmp_path: Path) -> None:
+    import shutil
+
+    example = tmp_path / "calc"
+    shutil.copytree(ROOT / "examples" / "calculator", example)
+    agent = f"{example}/agent.py:agent"
+    answers = [{"intent": "done_for_now", "arguments": {"message": "ok"}}]
+    out = cli(tmp_path, "run", "--locked", agent, "hi", answers=answers)
+    assert out.returncode == 1 and out.stderr.startswith("error:") and "lock" in out.stderr
+    assert cli(tmp_path, "build", "--agent", agent).returncode == 0
+    out = cli(tmp_path, "run", "--locked", agent, "hi")
+    assert out.returncode == 0, out.stderr
+    prompt = next(example.glob("*.j2"))
+    prompt.write_text(prompt.read_text() + "\nAlways answer in French.\n")
+    out = cli(tmp_path, "run", "--locked", agent, "hi")
+    assert out.returncode == 1 and prompt.name in out.stderr
+    assert cli(tmp_path, "run", agent, "hi").returncode == 0  # not locked: runs anyway

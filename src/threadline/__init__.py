@@ -10,22 +10,28 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from .agent import Agent, intent_schema
+from .context import ContextBudget, LLMSummariser, Redactor
 from .errors import (
     AppendConflict,
     ConfigError,
     CorruptEvent,
     InvalidAction,
     LeaseLost,
+    LockMismatch,
     ModelError,
     NotAllowed,
+    PromptError,
     ReplayDivergence,
     RetryableToolError,
     ThreadlineError,
     ThreadNotFound,
+    TokenBudgetError,
 )
 from .events import Event, Status, Thread, ThreadState
 from .loader import load_agent
 from .models.base import Context, Message, Model, ModelOutput, ToolSpec
+from .models.registry import resolve_model
+from .prompts import Prompt
 from .reducer import (
     AwaitApproval,
     AwaitHuman,
@@ -43,6 +49,8 @@ from .runtime import Runtime
 from .settings import Settings
 from .stores import MemoryStore, SQLiteStore, Store, open_store
 from .tools import Tool, ToolContext, ToolRegistry, done_for_now, request_more_information, tool
+from .waits import Park, sleep_until, wait_for_event
+from .worker import Worker, advance_exclusively
 
 __all__ = [
     "Agent",
@@ -52,18 +60,25 @@ __all__ = [
     "CallModel",
     "ConfigError",
     "Context",
+    "ContextBudget",
     "CorruptEvent",
     "Escalate",
     "Event",
     "Finish",
     "InvalidAction",
+    "LLMSummariser",
     "LeaseLost",
+    "LockMismatch",
     "MemoryStore",
     "Message",
     "Model",
     "ModelError",
     "ModelOutput",
     "NotAllowed",
+    "Park",
+    "Prompt",
+    "PromptError",
+    "Redactor",
     "ReplayDivergence",
     "RetryableToolError",
     "RunTool",
@@ -77,11 +92,14 @@ __all__ = [
     "ThreadNotFound",
     "ThreadState",
     "ThreadlineError",
+    "TokenBudgetError",
     "Tool",
     "ToolContext",
     "ToolRegistry",
     "ToolSpec",
     "Wait",
+    "Worker",
+    "advance_exclusively",
     "decide",
     "done_for_now",
     "intent_schema",
@@ -90,8 +108,11 @@ __all__ = [
     "open_store",
     "replay_thread",
     "request_more_information",
+    "resolve_model",
     "run_sync",
+    "sleep_until",
     "tool",
+    "wait_for_event",
 ]
 
 __version__ = "0.1.0"

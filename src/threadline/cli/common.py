@@ -6,7 +6,7 @@ import asyncio
 import functools
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -14,7 +14,16 @@ from rich.console import Console
 from ..errors import ThreadlineError
 from ..settings import Settings
 
-__all__ = ["app", "console", "err_console", "fail", "handle_errors", "run_async", "threads_app"]
+__all__ = [
+    "LockedOpt",
+    "app",
+    "console",
+    "err_console",
+    "fail",
+    "handle_errors",
+    "run_async",
+    "threads_app",
+]
 
 app = typer.Typer(
     name="threadline",
@@ -59,9 +68,24 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def settings() -> Settings:
-    """The settings, read from the environment when a command starts (never at import)."""
-    return Settings()
+def settings(locked: bool = False) -> Settings:
+    """The settings, read from the environment when a command starts (never at import).
+
+    `locked` (the `--locked` flag) turns on release mode for this process: prompts and tool
+    schemas must match threadline.lock, as with THREADLINE_RELEASE=1.
+    """
+    cfg = Settings()
+    return cfg.model_copy(update={"release": True}) if locked else cfg
+
+
+LockedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--locked",
+        help="Refuse to start unless prompts and tool schemas match "
+        "threadline.lock (like THREADLINE_RELEASE=1).",
+    ),
+]
 
 
 def stdin_is_terminal() -> bool:

@@ -24,6 +24,7 @@ from ..runtime import Runtime
 from ..stores.base import Store
 from ..worker import advance_exclusively, default_owner
 from .common import (
+    LockedOpt,
     app,
     console,
     err_console,
@@ -38,22 +39,38 @@ __all__ = ["format_event"]
 
 AgentOpt = Annotated[
     list[str] | None,
-    typer.Option("--agent", "-a", help="Agent reference path.py:name (repeatable); default: the "
-                 "one recorded on the thread."),
+    typer.Option(
+        "--agent",
+        "-a",
+        help="Agent reference path.py:name (repeatable); default: the one recorded on the thread.",
+    ),
 ]
 
 ServerOpt = Annotated[
     str | None,
-    typer.Option("--server", envvar="THREADLINE_SERVER",
-                 help="Drive a Threadline server at this URL instead of the local store "
-                 "(key from THREADLINE_API_KEY)."),
+    typer.Option(
+        "--server",
+        envvar="THREADLINE_SERVER",
+        help="Drive a Threadline server at this URL instead of the local store "
+        "(key from THREADLINE_API_KEY).",
+    ),
 ]
 
 _STYLE = {
-    "user_message": "bold cyan", "model_call": "dim", "tool_call": "yellow",
-    "tool_result": "green", "tool_error": "red", "invalid_output": "red", "model_error": "red",
-    "approval_requested": "bold magenta", "approval": "magenta", "human_request": "bold blue",
-    "human_response": "blue", "done": "bold green", "escalated": "bold red", "failed": "bold red",
+    "user_message": "bold cyan",
+    "model_call": "dim",
+    "tool_call": "yellow",
+    "tool_result": "green",
+    "tool_error": "red",
+    "invalid_output": "red",
+    "model_error": "red",
+    "approval_requested": "bold magenta",
+    "approval": "magenta",
+    "human_request": "bold blue",
+    "human_response": "blue",
+    "done": "bold green",
+    "escalated": "bold red",
+    "failed": "bold red",
 }
 
 
@@ -65,8 +82,10 @@ def format_event(event: Event) -> str:
         case "user_message" | "human_response":
             detail = event.text
         case "model_call":
-            detail = f"{event.model} in={event.input_tokens} out={event.output_tokens} " \
-                     f"{event.latency_ms:.0f}ms"
+            detail = (
+                f"{event.model} in={event.input_tokens} out={event.output_tokens} "
+                f"{event.latency_ms:.0f}ms"
+            )
         case "tool_call":
             detail = f"{event.tool}({_args(event.arguments)}) [{event.call_id}]"
         case "tool_result":
@@ -103,12 +122,16 @@ def _printer(thread: Thread, events: Any) -> None:
         console.print(format_event(event), highlight=False, soft_wrap=True)
 
 
-def _open(agent_refs: list[str] | None, *, echo: bool = True) -> Runtime:
+def _open(agent_refs: list[str] | None, *, echo: bool = True, locked: bool = False) -> Runtime:
     """A runtime without a model yet: `_with_model` adds the configured one only when an
     agent that will run does not pin its own (so a pinned agent needs no model config)."""
     loaded = load_agents(agent_refs or [])
-    rt = open_runtime(settings(), [a for a, _ in loaded.values()], with_model=False,
-                      observers=[_printer] if echo else [])
+    rt = open_runtime(
+        settings(locked),
+        [a for a, _ in loaded.values()],
+        with_model=False,
+        observers=[_printer] if echo else [],
+    )
     rt.agent_refs = {name: ref for name, (_, ref) in loaded.items()}  # type: ignore[attr-defined]
     return rt
 
@@ -127,8 +150,9 @@ async def _ensure_agent(rt: Runtime, thread_id: str, *, model: bool = True) -> T
     if thread.agent not in rt.agents:
         ref = thread.metadata.get("agent_ref")
         if not ref:
-            raise ConfigError(f"thread {thread_id} was made by agent {thread.agent!r}; "
-                              "pass --agent path.py:name")
+            raise ConfigError(
+                f"thread {thread_id} was made by agent {thread.agent!r}; pass --agent path.py:name"
+            )
         for agent, _ in load_agents([str(ref)]).values():
             rt.add_agent(agent)
     if model:
@@ -160,13 +184,17 @@ async def _advance(rt: Runtime, thread: Thread) -> Thread:
         holder = summary.lease_owner
         if holder and summary.status in (Status.RUNNING, Status.WAITING):
             if _holder_is_gone(holder):
-                err_console.print(f"[yellow]note:[/] taking over from {holder}, which is no "
-                                  "longer running", highlight=False)
+                err_console.print(
+                    f"[yellow]note:[/] taking over from {holder}, which is no longer running",
+                    highlight=False,
+                )
                 await rt.store.break_lease(thread.id)
                 await advance_exclusively(rt, thread.id, owner=owner, ttl=10.0)
             else:
-                err_console.print(f"[yellow]note:[/] {holder} is advancing this thread; not "
-                                  "advancing it here", highlight=False)
+                err_console.print(
+                    f"[yellow]note:[/] {holder} is advancing this thread; not advancing it here",
+                    highlight=False,
+                )
     return await rt.store.load(thread.id)
 
 
@@ -183,8 +211,9 @@ async def _drive(rt: Runtime, thread: Thread, interactive: bool) -> Thread:
                 await rt.approve(thread.id, call.call_id, approved=True, channel="cli")
             else:
                 comment = typer.prompt("feedback for the agent", default="", show_default=False)
-                await rt.approve(thread.id, call.call_id, approved=False,
-                                 comment=comment or None, channel="cli")
+                await rt.approve(
+                    thread.id, call.call_id, approved=False, comment=comment or None, channel="cli"
+                )
         elif thread.status == Status.AWAITING_HUMAN and state.human_request:
             text = typer.prompt("your answer")
             await rt.respond(thread.id, state.human_request, text, channel="cli")
@@ -222,16 +251,18 @@ async def _remote_drive(client: Any, thread_id: str, shown: int, interactive: bo
                 await client.approve(thread_id, call.call_id, approved=True)
             else:
                 comment = typer.prompt("feedback for the agent", default="", show_default=False)
-                await client.approve(thread_id, call.call_id, approved=False,
-                                     comment=comment or None)
+                await client.approve(
+                    thread_id, call.call_id, approved=False, comment=comment or None
+                )
         elif thread.status == Status.AWAITING_HUMAN and state.human_request:
             await client.respond(thread_id, state.human_request, typer.prompt("your answer"))
         else:
             return thread
 
 
-def _remote_act(server: str, thread_id: str,
-                act: Callable[[Any, Thread], Awaitable[object]]) -> None:
+def _remote_act(
+    server: str, thread_id: str, act: Callable[[Any, Thread], Awaitable[object]]
+) -> None:
     """Load the thread from the server, `act(client, thread)`, then show where it got to."""
 
     async def go() -> Thread:
@@ -247,9 +278,11 @@ def _finish(thread: Thread) -> None:
     status = thread.status
     console.print(f"thread [bold]{thread.id}[/] is [bold]{status.value}[/]", highlight=False)
     if status in (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN, Status.PAUSED):
-        hint = {"awaiting_approval": f"threadline approve {thread.id} [--reject --comment TEXT]",
-                "awaiting_human": f"threadline respond {thread.id} TEXT",
-                "paused": f"threadline resume {thread.id}"}[status.value]
+        hint = {
+            "awaiting_approval": f"threadline approve {thread.id} [--reject --comment TEXT]",
+            "awaiting_human": f"threadline respond {thread.id} TEXT",
+            "paused": f"threadline resume {thread.id}",
+        }[status.value]
         console.print(f"continue with: {hint}", highlight=False)
     if status == Status.ESCALATED:
         raise typer.Exit(3)
@@ -262,16 +295,22 @@ def _finish(thread: Thread) -> None:
 def run(
     agent: Annotated[str, typer.Argument(help="path/to/file.py:name or package.module:name")],
     message: Annotated[str, typer.Argument(help="The user's message.")],
-    interactive: Annotated[bool | None, typer.Option(
-        "--interactive/--no-interactive",
-        help="Ask at approval and question pauses (default: when in a terminal).")] = None,
+    interactive: Annotated[
+        bool | None,
+        typer.Option(
+            "--interactive/--no-interactive",
+            help="Ask at approval and question pauses (default: when in a terminal).",
+        ),
+    ] = None,
     server: ServerOpt = None,
+    locked: LockedOpt = False,
 ) -> None:
     """Launch a thread of AGENT with MESSAGE and run it, printing events as they happen.
 
     With --server, AGENT is the name of an agent the server serves.
     """
     if server:
+
         async def remote() -> Thread:
             async with _client(server) as client:
                 launched = await client.launch(agent, message, metadata={"channel": "cli"})
@@ -282,16 +321,19 @@ def run(
 
     async def go() -> Thread:
         loaded = load_agents([agent])
-        (the_agent, ref), = loaded.values()
-        rt = _open([agent])
+        ((the_agent, ref),) = loaded.values()
+        rt = _open([agent], locked=locked)
         try:
             _with_model(rt, the_agent)
             model = the_agent.model or rt.model
             if model is not None and model.model_id.startswith("scripted"):
-                err_console.print(f"[yellow]note:[/] using the scripted model {model.model_id} "
-                                  "(canned answers, not a real LLM)")
-            thread = await rt.launch(the_agent, message, channel="cli", advance=False,
-                                     metadata={"agent_ref": ref})
+                err_console.print(
+                    f"[yellow]note:[/] using the scripted model {model.model_id} "
+                    "(canned answers, not a real LLM)"
+                )
+            thread = await rt.launch(
+                the_agent, message, channel="cli", advance=False, metadata={"agent_ref": ref}
+            )
             return await _drive(rt, thread, _interactive(interactive))
         finally:
             await rt.store.close()
@@ -314,8 +356,9 @@ def threads_list(
 ) -> None:
     """List threads, newest first."""
     if status is not None and status not in {s.value for s in Status}:
-        raise ConfigError(f"unknown status {status!r}; one of: "
-                          + ", ".join(s.value for s in Status))
+        raise ConfigError(
+            f"unknown status {status!r}; one of: " + ", ".join(s.value for s in Status)
+        )
 
     async def go() -> None:
         page: Any
@@ -330,14 +373,27 @@ def threads_list(
                 await store.close()
         if as_json:
             for s in page.items:
-                typer.echo(json.dumps({"id": s.id, "agent": s.agent, "status": s.status.value,
-                                       "events": s.next_seq,
-                                       "updated_at": s.updated_at.isoformat()}))
+                typer.echo(
+                    json.dumps(
+                        {
+                            "id": s.id,
+                            "agent": s.agent,
+                            "status": s.status.value,
+                            "events": s.next_seq,
+                            "updated_at": s.updated_at.isoformat(),
+                        }
+                    )
+                )
             return
         table = Table("id", "agent", "status", "events", "updated")
         for s in page.items:
-            table.add_row(s.id, s.agent, s.status.value, str(s.next_seq),
-                          s.updated_at.strftime("%Y-%m-%d %H:%M:%S"))
+            table.add_row(
+                s.id,
+                s.agent,
+                s.status.value,
+                str(s.next_seq),
+                s.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            )
         console.print(table)
 
     run_async(go())
@@ -358,10 +414,13 @@ def threads_show(
             typer.echo(json.dumps(thread.to_dict()))
             return
         st = thread.state
-        console.print(f"[bold]{thread.id}[/] agent={thread.agent} status=[bold]"
-                      f"{thread.status.value}[/] events={len(thread)} model_calls="
-                      f"{st.model_calls} errors_in_a_row={st.consecutive_errors} tokens="
-                      f"{st.input_tokens}/{st.output_tokens}", highlight=False)
+        console.print(
+            f"[bold]{thread.id}[/] agent={thread.agent} status=[bold]"
+            f"{thread.status.value}[/] events={len(thread)} model_calls="
+            f"{st.model_calls} errors_in_a_row={st.consecutive_errors} tokens="
+            f"{st.input_tokens}/{st.output_tokens}",
+            highlight=False,
+        )
         for event in thread.events:
             console.print(format_event(event), highlight=False, soft_wrap=True)
 
@@ -390,14 +449,16 @@ def _store() -> Store:
 @handle_errors
 def approve(
     thread_id: Annotated[str, typer.Argument(help="Thread id.")],
-    call_id: Annotated[str | None, typer.Option("--call", help="Call id (default: the pending "
-                                                 "one).")] = None,
+    call_id: Annotated[
+        str | None, typer.Option("--call", help="Call id (default: the pending one).")
+    ] = None,
     reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approve.")] = False,
     comment: Annotated[str | None, typer.Option(help="Feedback the model will see.")] = None,
     edit: Annotated[str | None, typer.Option(help="Approve with these arguments (JSON).")] = None,
     agent: AgentOpt = None,
-    advance: Annotated[bool, typer.Option("--advance/--no-advance",
-                                          help="Run the thread on afterwards.")] = True,
+    advance: Annotated[
+        bool, typer.Option("--advance/--no-advance", help="Run the thread on afterwards.")
+    ] = True,
     server: ServerOpt = None,
 ) -> None:
     """Approve (or --reject) the call a thread is waiting on, then run the thread on."""
@@ -415,14 +476,23 @@ def approve(
             return call_id
         waiting = [c.call_id for c in thread.state.pending.values() if c.approval == "requested"]
         if not waiting:
-            raise InvalidAction(f"thread {thread_id} is {thread.status.value}; no call is "
-                                "awaiting approval")
+            raise InvalidAction(
+                f"thread {thread_id} is {thread.status.value}; no call is awaiting approval"
+            )
         return waiting[0]
 
     if server:
-        _remote_act(server, thread_id, lambda client, thread: client.approve(
-            thread_id, pending_call(thread), approved=not reject, comment=comment,
-            edited_arguments=edited))
+        _remote_act(
+            server,
+            thread_id,
+            lambda client, thread: client.approve(
+                thread_id,
+                pending_call(thread),
+                approved=not reject,
+                comment=comment,
+                edited_arguments=edited,
+            ),
+        )
         return
 
     async def go() -> Thread:
@@ -430,8 +500,14 @@ def approve(
         try:
             thread = await _ensure_agent(rt, thread_id, model=advance)
             cid = pending_call(thread)
-            thread = await rt.approve(thread_id, cid, approved=not reject, comment=comment,
-                                      edited_arguments=edited, channel="cli")
+            thread = await rt.approve(
+                thread_id,
+                cid,
+                approved=not reject,
+                comment=comment,
+                edited_arguments=edited,
+                channel="cli",
+            )
             return await _drive(rt, thread, False) if advance else thread
         finally:
             await rt.store.close()
@@ -455,8 +531,11 @@ def respond(
         return thread.state.human_request
 
     if server:
-        _remote_act(server, thread_id, lambda client, thread: client.respond(
-            thread_id, open_request(thread), text))
+        _remote_act(
+            server,
+            thread_id,
+            lambda client, thread: client.respond(thread_id, open_request(thread), text),
+        )
         return
 
     async def go() -> Thread:
@@ -490,8 +569,9 @@ def resume(
             if thread.status in (Status.PAUSED, Status.ESCALATED):
                 thread = await rt.resume(thread_id, by="cli")
             elif thread.status != Status.RUNNING:
-                raise InvalidAction(f"thread {thread_id} is {thread.status.value}; nothing to "
-                                    "resume")
+                raise InvalidAction(
+                    f"thread {thread_id} is {thread.status.value}; nothing to resume"
+                )
             return await _drive(rt, thread, False)
         finally:
             await rt.store.close()
@@ -501,10 +581,12 @@ def resume(
 
 @app.command()
 @handle_errors
-def pause(thread_id: Annotated[str, typer.Argument(help="Thread id.")],
-          server: ServerOpt = None) -> None:
+def pause(
+    thread_id: Annotated[str, typer.Argument(help="Thread id.")], server: ServerOpt = None
+) -> None:
     """Pause a thread: no step runs until `threadline resume`."""
     if server:
+
         async def remote() -> Thread:
             async with _client(server) as client:
                 await client.pause(thread_id)
@@ -544,8 +626,11 @@ def fork(
             await rt.store.close()
 
     forked = run_async(go())
-    console.print(f"forked {thread_id} at {at} into [bold]{forked.id}[/] "
-                  f"(continue with: threadline resume {forked.id})", highlight=False)
+    console.print(
+        f"forked {thread_id} at {at} into [bold]{forked.id}[/] "
+        f"(continue with: threadline resume {forked.id})",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -569,8 +654,10 @@ def replay(
                 if thread.agent not in rt.agents:
                     ref = thread.metadata.get("agent_ref")
                     if not ref:
-                        raise ConfigError(f"thread {thread_id} was made by agent "
-                                          f"{thread.agent!r}; pass --agent path.py:name")
+                        raise ConfigError(
+                            f"thread {thread_id} was made by agent "
+                            f"{thread.agent!r}; pass --agent path.py:name"
+                        )
                     for loaded, _ in load_agents([str(ref)]).values():
                         rt.add_agent(loaded)
             else:
@@ -580,6 +667,4 @@ def replay(
             await rt.store.close()
 
     derived = run_async(go())
-    console.print(f"replayed {len(derived)} events of {thread_id}: no divergence",
-                  highlight=False)
-
+    console.print(f"replayed {len(derived)} events of {thread_id}: no divergence", highlight=False)

@@ -31,7 +31,17 @@ from ..errors import ConfigError, CorruptEvent, InvalidAction, StoreError, Threa
 from ..events import Status, Thread, WaitTimedOut, utcnow
 from ..runtime import Runtime
 from ..stores import Store, ThreadSummary, open_store
-from .common import app, console, err_console, fail, handle_errors, run_async, settings, threads_app
+from .common import (
+    LockedOpt,
+    app,
+    console,
+    err_console,
+    fail,
+    handle_errors,
+    run_async,
+    settings,
+    threads_app,
+)
 
 __all__ = ["parse_age", "stuck_threads"]
 
@@ -99,6 +109,7 @@ def worker(
     shutdown_timeout: Annotated[
         float, typer.Option(help="On SIGTERM/SIGINT, seconds to let current steps finish.")
     ] = 30.0,
+    locked: LockedOpt = False,
 ) -> None:
     """Lease runnable threads and advance them until SIGTERM/SIGINT (scale by running more)."""
     import logging
@@ -109,7 +120,7 @@ def worker(
     if not refs:
         raise ConfigError("no agents: pass --agent path.py:name")
     agents = [a for a, _ in load_agents(refs).values()]
-    cfg = settings()
+    cfg = settings(locked)
     runtime = open_runtime(cfg, agents, with_model=any(a.model is None for a in agents))
     logging.basicConfig(
         level=logging.INFO,

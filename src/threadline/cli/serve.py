@@ -15,7 +15,7 @@ from ..bootstrap import default_agent_refs, load_agents, open_runtime
 from ..errors import ConfigError, MissingExtraError
 from ..events import utcnow
 from ..stores import open_store
-from .common import app, console, err_console, handle_errors, run_async, settings
+from .common import LockedOpt, app, console, err_console, handle_errors, run_async, settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -86,6 +86,7 @@ def serve(
     drain_timeout: Annotated[
         float, typer.Option(help="On SIGTERM, seconds to let running steps finish.")
     ] = 30.0,
+    locked: LockedOpt = False,
 ) -> None:
     """Serve the HTTP API, the approvals inbox (/ui/) and run threads in the background."""
     try:
@@ -95,7 +96,7 @@ def serve(
     except ImportError as exc:
         raise MissingExtraError("server", exc.name or "fastapi") from None
 
-    cfg = settings()
+    cfg = settings(locked)
     file_cfg = load_serve_config(config) if config else {}
     host = host or str(file_cfg.get("host", "127.0.0.1"))
     port = port if port is not None else int(file_cfg.get("port", 8000))
