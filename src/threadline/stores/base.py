@@ -256,6 +256,42 @@ def fold_for_append(
     return new
 
 
+def list_query(
+    columns: str,
+    *,
+    status: Status | str | None,
+    agent: str | None,
+    cursor: str | None,
+    limit: int,
+    mark: str,
+) -> tuple[str, builtins.list[Any]]:
+    """The SQL of `Store.list` (newest first, one row more than `limit` to tell if there is
+    a next page) for a database whose parameter placeholder is `mark` (`?` or `%s`)."""
+    where: builtins.list[str] = []
+    args: builtins.list[Any] = []
+    if status is not None:
+        where.append(f"status = {mark}")
+        args.append(Status(status).value)
+    if agent is not None:
+        where.append(f"agent = {mark}")
+        args.append(agent)
+    if cursor:
+        where.append(f"id < {mark}")
+        args.append(decode_cursor(cursor))
+    sql = f"SELECT {columns} FROM threads"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    args.append(limit + 1)
+    return sql + f" ORDER BY id DESC LIMIT {mark}", args
+
+
+def page_of(rows: builtins.list[ThreadSummary], limit: int) -> Page:
+    """A page from up to `limit + 1` rows fetched by `list_query`."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+
+
 def encode_cursor(value: str) -> str:
     return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
 

@@ -18,8 +18,8 @@ from .base import (
     Store,
     ThreadSummary,
     decode_cursor,
-    encode_cursor,
     fold_for_append,
+    page_of,
 )
 
 __all__ = ["MemoryStore"]
@@ -42,8 +42,13 @@ class MemoryStore(Store):
         async with self._lock:
             if thread.id in self._threads:
                 raise StoreError(f"thread {thread.id} already exists")
-            copy = Thread(thread.id, thread.agent, thread.events, metadata=dict(thread.metadata),
-                          created_at=thread.created_at)
+            copy = Thread(
+                thread.id,
+                thread.agent,
+                thread.events,
+                metadata=dict(thread.metadata),
+                created_at=thread.created_at,
+            )
             self._threads[thread.id] = copy
             self._summaries[thread.id] = self._summary(copy)
             if copy.status == Status.RUNNING:
@@ -72,8 +77,13 @@ class MemoryStore(Store):
 
     async def load(self, thread_id: str) -> Thread:
         thread = self._require(thread_id)
-        return Thread(thread.id, thread.agent, thread.events, metadata=dict(thread.metadata),
-                      created_at=thread.created_at)
+        return Thread(
+            thread.id,
+            thread.agent,
+            thread.events,
+            metadata=dict(thread.metadata),
+            created_at=thread.created_at,
+        )
 
     async def events(self, thread_id: str, *, after: int = -1, limit: int = 1000) -> list[Event]:
         thread = self._require(thread_id)
@@ -94,14 +104,13 @@ class MemoryStore(Store):
         after = decode_cursor(cursor) if cursor else None
         rows = sorted(self._summaries.values(), key=lambda s: s.id, reverse=True)
         out = [
-            s for s in rows
+            s
+            for s in rows
             if (status is None or s.status == Status(status))
             and (agent is None or s.agent == agent)
             and (after is None or s.id < after)
         ]
-        page = out[:limit]
-        more = len(out) > limit
-        return Page(page, encode_cursor(page[-1].id) if more and page else None)
+        return page_of(out[: limit + 1], limit)
 
     async def delete(self, thread_id: str) -> None:
         async with self._lock:
@@ -183,8 +192,12 @@ class MemoryStore(Store):
 
     def _check_lease(self, lease: Lease) -> None:
         held = self._leases.get(lease.thread_id)
-        if (held is None or held.owner != lease.owner or held.token != lease.token
-                or held.expires <= utcnow()):
+        if (
+            held is None
+            or held.owner != lease.owner
+            or held.token != lease.token
+            or held.expires <= utcnow()
+        ):
             raise LeaseLost(lease.thread_id, lease.owner)
 
     async def create_api_key(self, key: ApiKey, secret_hash: str) -> None:
@@ -226,8 +239,13 @@ class MemoryStore(Store):
     @staticmethod
     def _summary(thread: Thread, lease: Lease | None = None) -> ThreadSummary:
         return ThreadSummary(
-            id=thread.id, agent=thread.agent, status=thread.status, next_seq=thread.next_seq,
-            created_at=thread.created_at, updated_at=utcnow(), metadata=thread.metadata,
+            id=thread.id,
+            agent=thread.agent,
+            status=thread.status,
+            next_seq=thread.next_seq,
+            created_at=thread.created_at,
+            updated_at=utcnow(),
+            metadata=thread.metadata,
             due_at=thread.state.waiting_until,
             lease_owner=lease.owner if lease else None,
             lease_expires=lease.expires if lease else None,

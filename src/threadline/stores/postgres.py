@@ -47,9 +47,9 @@ from .base import (
     Page,
     Store,
     ThreadSummary,
-    decode_cursor,
-    encode_cursor,
     fold_for_append,
+    list_query,
+    page_of,
     state_from_json,
 )
 
@@ -472,27 +472,12 @@ class PostgresStore(Store):
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        where: list[str] = []
-        args: list[Any] = []
-        if status is not None:
-            where.append("status = %s")
-            args.append(Status(status).value)
-        if agent is not None:
-            where.append("agent = %s")
-            args.append(agent)
-        if cursor:
-            where.append("id < %s")
-            args.append(decode_cursor(cursor))
-        sql = f"SELECT {_SUMMARY_COLS} FROM threads"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT %s"
-        args.append(limit + 1)
+        sql, args = list_query(
+            _SUMMARY_COLS, status=status, agent=agent, cursor=cursor, limit=limit, mark="%s"
+        )
         async with self._conn() as conn:
             rows = [_summary(r) for r in await (await conn.execute(sql, args)).fetchall()]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+        return page_of(rows, limit)
 
     async def delete(self, thread_id: str) -> None:
         async with self._conn() as conn, conn.transaction():

@@ -30,9 +30,9 @@ from .base import (
     Page,
     Store,
     ThreadSummary,
-    decode_cursor,
-    encode_cursor,
     fold_for_append,
+    list_query,
+    page_of,
     state_from_json,
 )
 from .migrations import apply_sqlite_migrations
@@ -55,8 +55,9 @@ class SQLiteStore(Store):
         self, path: str | Path, *, synchronous: str = "full", busy_timeout: float = 10.0
     ) -> None:
         if synchronous.lower() not in ("full", "normal", "extra", "off"):
-            raise ConfigError(f"sqlite synchronous must be full, normal, extra or off, not "
-                              f"{synchronous!r}")
+            raise ConfigError(
+                f"sqlite synchronous must be full, normal, extra or off, not {synchronous!r}"
+            )
         self.path = str(path)
         self._synchronous = synchronous.upper()
         self._busy_ms = int(busy_timeout * 1000)
@@ -111,14 +112,24 @@ class SQLiteStore(Store):
                         "INSERT INTO threads (id, agent, status, next_seq, schema_version, "
                         "metadata, state, created_at, updated_at, due_at) "
                         "VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        (thread.id, thread.agent, thread.status.value, thread.next_seq,
-                         SCHEMA_VERSION, json.dumps(thread.metadata), state,
-                         thread.created_at.isoformat(), now, _iso(thread.state.waiting_until)),
+                        (
+                            thread.id,
+                            thread.agent,
+                            thread.status.value,
+                            thread.next_seq,
+                            SCHEMA_VERSION,
+                            json.dumps(thread.metadata),
+                            state,
+                            thread.created_at.isoformat(),
+                            now,
+                            _iso(thread.state.waiting_until),
+                        ),
                     )
                 except sqlite3.IntegrityError:
                     raise StoreError(f"thread {thread.id} already exists") from None
-                conn.executemany("INSERT INTO events (thread_id, seq, kind, at, body) "
-                                 "VALUES (?,?,?,?,?)", rows)
+                conn.executemany(
+                    "INSERT INTO events (thread_id, seq, kind, at, body) VALUES (?,?,?,?,?)", rows
+                )
             self._remember(thread.id, thread.state.copy())
 
         await self._run(go)
@@ -139,23 +150,27 @@ class SQLiteStore(Store):
             with _transaction(conn):
                 row = conn.execute(
                     "SELECT next_seq, lease_owner, lease_expires, lease_token FROM threads "
-                    "WHERE id = ?", (thread_id,)
+                    "WHERE id = ?",
+                    (thread_id,),
                 ).fetchone()
                 if row is None:
                     raise ThreadNotFound(thread_id)
                 if lease is not None:
                     _check_lease(thread_id, lease, row[1], row[2], row[3])
-                state = fold_for_append(thread_id, self._current_state(conn, thread_id, row[0]),
-                                        events, expected_seq)
-                conn.executemany("INSERT INTO events (thread_id, seq, kind, at, body) "
-                                 "VALUES (?,?,?,?,?)", rows)
+                state = fold_for_append(
+                    thread_id, self._current_state(conn, thread_id, row[0]), events, expected_seq
+                )
+                conn.executemany(
+                    "INSERT INTO events (thread_id, seq, kind, at, body) VALUES (?,?,?,?,?)", rows
+                )
                 _write_state(conn, thread_id, state)
             self._remember(thread_id, state)
 
         await self._run(go)
 
-    def _current_state(self, conn: sqlite3.Connection, thread_id: str,
-                       next_seq: int) -> ThreadState:
+    def _current_state(
+        self, conn: sqlite3.Connection, thread_id: str, next_seq: int
+    ) -> ThreadState:
         """The folded state at `next_seq`: from this store's cache when it is current (checked
         inside the write transaction, so another process's append is always noticed), else
         parsed from the stored projection."""
@@ -187,8 +202,13 @@ class SQLiteStore(Store):
             ).fetchall()
             events = [_parse(thread_id, seq, body, head[1]) for seq, body in rows]
             try:
-                thread = Thread(thread_id, head[0], events, metadata=json.loads(head[2]),
-                                created_at=datetime.fromisoformat(head[3]))
+                thread = Thread(
+                    thread_id,
+                    head[0],
+                    events,
+                    metadata=json.loads(head[2]),
+                    created_at=datetime.fromisoformat(head[3]),
+                )
             except CorruptEvent as exc:
                 raise CorruptEvent(thread_id, exc.seq, exc.reason) from None
             self._remember(thread_id, thread.state.copy())
@@ -198,13 +218,14 @@ class SQLiteStore(Store):
 
     async def events(self, thread_id: str, *, after: int = -1, limit: int = 1000) -> list[Event]:
         def go(conn: sqlite3.Connection) -> list[Event]:
-            head = conn.execute("SELECT schema_version FROM threads WHERE id = ?",
-                                (thread_id,)).fetchone()
+            head = conn.execute(
+                "SELECT schema_version FROM threads WHERE id = ?", (thread_id,)
+            ).fetchone()
             if head is None:
                 raise ThreadNotFound(thread_id)
             rows = conn.execute(
-                "SELECT seq, body FROM events WHERE thread_id = ? AND seq > ? ORDER BY seq "
-                "LIMIT ?", (thread_id, after, limit)
+                "SELECT seq, body FROM events WHERE thread_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (thread_id, after, limit),
             ).fetchall()
             return [_parse(thread_id, seq, body, head[0]) for seq, body in rows]
 
@@ -212,8 +233,9 @@ class SQLiteStore(Store):
 
     async def get(self, thread_id: str) -> ThreadSummary:
         def go(conn: sqlite3.Connection) -> ThreadSummary:
-            row = conn.execute(f"SELECT {_SUMMARY_COLS} FROM threads WHERE id = ?",
-                               (thread_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_SUMMARY_COLS} FROM threads WHERE id = ?", (thread_id,)
+            ).fetchone()
             if row is None:
                 raise ThreadNotFound(thread_id)
             return _summary(row)
@@ -228,28 +250,12 @@ class SQLiteStore(Store):
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        where: list[str] = []
-        args: list[Any] = []
-        if status is not None:
-            where.append("status = ?")
-            args.append(Status(status).value)
-        if agent is not None:
-            where.append("agent = ?")
-            args.append(agent)
-        if cursor:
-            where.append("id < ?")
-            args.append(decode_cursor(cursor))
-        sql = f"SELECT {_SUMMARY_COLS} FROM threads"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(limit + 1)
+        sql, args = list_query(
+            _SUMMARY_COLS, status=status, agent=agent, cursor=cursor, limit=limit, mark="?"
+        )
 
         def go(conn: sqlite3.Connection) -> Page:
-            rows = [_summary(r) for r in conn.execute(sql, args).fetchall()]
-            more = len(rows) > limit
-            rows = rows[:limit]
-            return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+            return page_of([_summary(r) for r in conn.execute(sql, args).fetchall()], limit)
 
         return await self._run(go)
 
@@ -278,9 +284,11 @@ class SQLiteStore(Store):
         def go(conn: sqlite3.Connection) -> builtins.list[Lease]:
             now = utcnow()
             expires = now + timedelta(seconds=ttl)
-            sql = ("SELECT id FROM threads WHERE (status = 'running' OR (status = 'waiting' "
-                   "AND due_at IS NOT NULL AND due_at <= ?)) "
-                   "AND (lease_expires IS NULL OR lease_expires <= ?)")
+            sql = (
+                "SELECT id FROM threads WHERE (status = 'running' OR (status = 'waiting' "
+                "AND due_at IS NOT NULL AND due_at <= ?)) "
+                "AND (lease_expires IS NULL OR lease_expires <= ?)"
+            )
             args: list[Any] = [now.isoformat(), now.isoformat()]
             if agents is not None:
                 sql += f" AND agent IN ({','.join('?' * len(agents))})"
@@ -314,8 +322,13 @@ class SQLiteStore(Store):
                 row = conn.execute(
                     "UPDATE threads SET lease_expires = ? WHERE id = ? AND lease_owner = ? "
                     "AND lease_token = ? AND lease_expires > ? RETURNING id",
-                    (expires.isoformat(), lease.thread_id, lease.owner, lease.token,
-                     now.isoformat()),
+                    (
+                        expires.isoformat(),
+                        lease.thread_id,
+                        lease.owner,
+                        lease.token,
+                        now.isoformat(),
+                    ),
                 ).fetchone()
             if row is None:
                 raise LeaseLost(lease.thread_id, lease.owner)
@@ -340,7 +353,8 @@ class SQLiteStore(Store):
             with _transaction(conn):
                 cur = conn.execute(
                     "UPDATE threads SET lease_owner = NULL, lease_expires = NULL, "
-                    "lease_token = lease_token + 1 WHERE id = ?", (thread_id,),
+                    "lease_token = lease_token + 1 WHERE id = ?",
+                    (thread_id,),
                 )
                 if cur.rowcount == 0:
                     raise ThreadNotFound(thread_id)
@@ -354,8 +368,13 @@ class SQLiteStore(Store):
                     conn.execute(
                         "INSERT INTO api_keys (id, name, secret_hash, scopes, created_at) "
                         "VALUES (?,?,?,?,?)",
-                        (key.id, key.name, secret_hash, " ".join(key.scopes),
-                         key.created_at.isoformat()),
+                        (
+                            key.id,
+                            key.name,
+                            secret_hash,
+                            " ".join(key.scopes),
+                            key.created_at.isoformat(),
+                        ),
                     )
                 except sqlite3.IntegrityError:
                     raise StoreError(f"API key {key.id} already exists") from None
@@ -364,8 +383,9 @@ class SQLiteStore(Store):
 
     async def find_api_key(self, secret_hash: str) -> ApiKey | None:
         def go(conn: sqlite3.Connection) -> ApiKey | None:
-            row = conn.execute(f"SELECT {_KEY_COLS} FROM api_keys WHERE secret_hash = ?",
-                               (secret_hash,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_KEY_COLS} FROM api_keys WHERE secret_hash = ?", (secret_hash,)
+            ).fetchone()
             return _api_key(row) if row else None
 
         return await self._run(go)
@@ -380,8 +400,10 @@ class SQLiteStore(Store):
     async def revoke_api_key(self, key_id: str, *, at: datetime) -> bool:
         def go(conn: sqlite3.Connection) -> bool:
             with _transaction(conn):
-                cur = conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND "
-                                   "revoked_at IS NULL", (at.isoformat(), key_id))
+                cur = conn.execute(
+                    "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                    (at.isoformat(), key_id),
+                )
                 return cur.rowcount == 1
 
         return await self._run(go)
@@ -389,10 +411,14 @@ class SQLiteStore(Store):
     async def remember_delivery(self, delivery_id: str, *, at: datetime) -> bool:
         def go(conn: sqlite3.Connection) -> bool:
             with _transaction(conn):
-                conn.execute("DELETE FROM webhook_deliveries WHERE received_at < ?",
-                             ((at - timedelta(days=1)).isoformat(),))
-                cur = conn.execute("INSERT OR IGNORE INTO webhook_deliveries (id, received_at) "
-                                   "VALUES (?, ?)", (delivery_id, at.isoformat()))
+                conn.execute(
+                    "DELETE FROM webhook_deliveries WHERE received_at < ?",
+                    ((at - timedelta(days=1)).isoformat(),),
+                )
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO webhook_deliveries (id, received_at) VALUES (?, ?)",
+                    (delivery_id, at.isoformat()),
+                )
                 return cur.rowcount == 1
 
         return await self._run(go)
@@ -418,21 +444,34 @@ _KEY_COLS = "id, name, scopes, created_at, revoked_at"
 
 
 def _api_key(row: tuple[Any, ...]) -> ApiKey:
-    return ApiKey(id=row[0], name=row[1], scopes=tuple(row[2].split()),
-                  created_at=datetime.fromisoformat(row[3]), revoked_at=_dt(row[4]))
+    return ApiKey(
+        id=row[0],
+        name=row[1],
+        scopes=tuple(row[2].split()),
+        created_at=datetime.fromisoformat(row[3]),
+        revoked_at=_dt(row[4]),
+    )
 
 
 _STATE_CACHE = 4096
 
-_SUMMARY_COLS = ("id, agent, status, next_seq, created_at, updated_at, metadata, due_at, "
-                 "lease_owner, lease_expires")
+_SUMMARY_COLS = (
+    "id, agent, status, next_seq, created_at, updated_at, metadata, due_at, "
+    "lease_owner, lease_expires"
+)
 
 
 def _summary(row: tuple[Any, ...]) -> ThreadSummary:
     return ThreadSummary(
-        id=row[0], agent=row[1], status=Status(row[2]), next_seq=row[3],
-        created_at=datetime.fromisoformat(row[4]), updated_at=datetime.fromisoformat(row[5]),
-        metadata=json.loads(row[6]), due_at=_dt(row[7]), lease_owner=row[8],
+        id=row[0],
+        agent=row[1],
+        status=Status(row[2]),
+        next_seq=row[3],
+        created_at=datetime.fromisoformat(row[4]),
+        updated_at=datetime.fromisoformat(row[5]),
+        metadata=json.loads(row[6]),
+        due_at=_dt(row[7]),
+        lease_owner=row[8],
         lease_expires=_dt(row[9]),
     )
 
@@ -455,16 +494,26 @@ def _write_state(conn: sqlite3.Connection, thread_id: str, state: ThreadState) -
     conn.execute(
         "UPDATE threads SET state = ?, status = ?, next_seq = ?, updated_at = ?, due_at = ? "
         "WHERE id = ?",
-        (json.dumps(state.to_dict()), state.status.value, state.next_seq, utcnow().isoformat(),
-         _iso(state.waiting_until), thread_id),
+        (
+            json.dumps(state.to_dict()),
+            state.status.value,
+            state.next_seq,
+            utcnow().isoformat(),
+            _iso(state.waiting_until),
+            thread_id,
+        ),
     )
 
 
 def _check_lease(
     thread_id: str, lease: Lease, owner: str | None, expires: str | None, token: int | None
 ) -> None:
-    if owner != lease.owner or token != lease.token or expires is None or \
-            datetime.fromisoformat(expires) <= utcnow():
+    if (
+        owner != lease.owner
+        or token != lease.token
+        or expires is None
+        or datetime.fromisoformat(expires) <= utcnow()
+    ):
         raise LeaseLost(thread_id, lease.owner)
 
 
