@@ -126,6 +126,9 @@ def serve(
         public_url=public_url,
         drain_timeout=drain_timeout,
     )
+    # Fail here, in one line, if the store is unreachable or its schema is older than this
+    # code (SchemaOutOfDate names `threadline db migrate`), not inside uvicorn's start-up.
+    run_async(_check_store(cfg.store))
     fastapi_app = create_app(runtime, server_config)
     if not no_auth and not run_async(_has_keys(cfg.store)):
         err_console.print(
@@ -183,6 +186,11 @@ class _GracefulServer:
 
     def run(self) -> None:
         self.server.run()
+
+
+async def _check_store(store_url: str) -> None:
+    async with open_store(store_url) as store:
+        await store.ping()
 
 
 async def _has_keys(store_url: str) -> bool:
