@@ -59,8 +59,13 @@ class InstantModel:
         return ANSWER
 
 
-AGENT = Agent("bench", tools=[lookup], max_steps=10**9, model=InstantModel(),
-              renderer=lambda agent, thread: CONTEXT)
+AGENT = Agent(
+    "bench",
+    tools=[lookup],
+    max_steps=10**9,
+    model=InstantModel(),
+    renderer=lambda agent, thread: CONTEXT,
+)
 
 
 def prefilled(thread_id: str, length: int) -> Thread:
@@ -69,12 +74,20 @@ def prefilled(thread_id: str, length: int) -> Thread:
     thread = Thread(thread_id, "bench", [UserMessage(seq=0, at=at, text="go")])
     while thread.next_seq + 3 <= length:
         n = thread.next_seq
-        thread.extend([
-            ModelCall(seq=n, at=at, model="instant", output=ANSWER.text),
-            ToolCall(seq=n + 1, at=at, call_id=f"c{n + 1}", tool="lookup", version="1",
-                     arguments={"key": "abc"}),
-            ToolResult(seq=n + 2, at=at, call_id=f"c{n + 1}", tool="lookup", result="ABC"),
-        ])
+        thread.extend(
+            [
+                ModelCall(seq=n, at=at, model="instant", output=ANSWER.text),
+                ToolCall(
+                    seq=n + 1,
+                    at=at,
+                    call_id=f"c{n + 1}",
+                    tool="lookup",
+                    version="1",
+                    arguments={"key": "abc"},
+                ),
+                ToolResult(seq=n + 2, at=at, call_id=f"c{n + 1}", tool="lookup", result="ABC"),
+            ]
+        )
     while thread.next_seq < length:  # pad with user messages to hit the exact length
         thread.append(UserMessage(seq=thread.next_seq, at=at, text="more"))
     return thread
@@ -108,10 +121,12 @@ def sqlite_commit_us(path: Path, n: int = 400) -> float:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("DROP TABLE IF EXISTS e")
-    conn.execute("CREATE TABLE e (t TEXT, seq INTEGER, body TEXT, "
-                 "PRIMARY KEY (t, seq)) WITHOUT ROWID")
-    body = ToolResult(seq=0, at=datetime.now(UTC), call_id="c1", tool="lookup",
-                      result="ABC").model_dump_json()
+    conn.execute(
+        "CREATE TABLE e (t TEXT, seq INTEGER, body TEXT, PRIMARY KEY (t, seq)) WITHOUT ROWID"
+    )
+    body = ToolResult(
+        seq=0, at=datetime.now(UTC), call_id="c1", tool="lookup", result="ABC"
+    ).model_dump_json()
     started = time.perf_counter()
     for i in range(n):
         conn.execute("BEGIN IMMEDIATE")
@@ -161,8 +176,7 @@ def langgraph_step_us(path: Path, steps: int = 200) -> float | None:
     app = graph.compile(checkpointer=saver)
     config = {"configurable": {"thread_id": "bench"}, "recursion_limit": steps * 2 + 10}
     started = time.perf_counter()
-    app.invoke({"messages": [{"role": "user", "content": "go"}], "n": 0}, config,
-               durability="sync")
+    app.invoke({"messages": [{"role": "user", "content": "go"}], "n": 0}, config, durability="sync")
     elapsed = time.perf_counter() - started
     conn.close()
     return elapsed / (steps - 1) * 1e6
@@ -184,14 +198,19 @@ def main() -> None:
         for name in ("memory", "sqlite"):
             row = {}
             for length in LENGTHS:
+
                 def measure() -> float:
                     async def go() -> float:
-                        store: Store = MemoryStore() if name == "memory" else \
-                            SQLiteStore(tmpdir / f"{name}-{length}-{time.monotonic_ns()}.db")
+                        store: Store = (
+                            MemoryStore()
+                            if name == "memory"
+                            else SQLiteStore(tmpdir / f"{name}-{length}-{time.monotonic_ns()}.db")
+                        )
                         try:
                             return await per_step_us(store, length, args.threads)
                         finally:
                             await store.close()
+
                     return asyncio.run(go())
 
                 row[length] = best_of(3, measure)
@@ -217,12 +236,14 @@ def main() -> None:
     if lg is None:
         console.print("LangGraph: not installed (make bench installs it)")
     else:
-        console.print(f"LangGraph checkpointed loop (SqliteSaver, durability=sync): "
-                      f"{lg:.1f} us/step -> Threadline SQLite step is {lg / sqlite_step:.1f}x "
-                      "cheaper")
+        console.print(
+            f"LangGraph checkpointed loop (SqliteSaver, durability=sync): "
+            f"{lg:.1f} us/step -> Threadline SQLite step is {lg / sqlite_step:.1f}x "
+            "cheaper"
+        )
     results["ratios"] = {
-        "memory_growth_1000_vs_10": results["us_per_step"]["memory"][1000] /
-        results["us_per_step"]["memory"][10],
+        "memory_growth_1000_vs_10": results["us_per_step"]["memory"][1000]
+        / results["us_per_step"]["memory"][10],
         "sqlite_growth_1000_vs_10": sqlite_step / results["us_per_step"]["sqlite"][10],
         "sqlite_step_vs_commit": sqlite_step / commit,
         "langgraph_vs_sqlite_step": (lg / sqlite_step) if lg else None,

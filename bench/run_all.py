@@ -36,10 +36,14 @@ def main() -> int:
     for i, name in enumerate(names, 1):
         print(f"\n=== [{i}/{len(names)}] bench/{name}.py ===", flush=True)
         started = time.monotonic()
-        code = subprocess.call([sys.executable, str(HERE / f"{name}.py"), "--json",
-                                str(results / f"{name}.json")])
-        print(f"=== {name}: {'ok' if code == 0 else f'exit {code}'} in "
-              f"{time.monotonic() - started:.0f}s ===", flush=True)
+        code = subprocess.call(
+            [sys.executable, str(HERE / f"{name}.py"), "--json", str(results / f"{name}.json")]
+        )
+        print(
+            f"=== {name}: {'ok' if code == 0 else f'exit {code}'} in "
+            f"{time.monotonic() - started:.0f}s ===",
+            flush=True,
+        )
         if code:
             failed.append(name)
     return 1 if failed else 0

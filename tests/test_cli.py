@@ -14,16 +14,28 @@ ROOT = Path(__file__).resolve().parent.parent
 CALC = str(ROOT / "examples" / "calculator" / "agent.py") + ":agent"
 
 
-def cli(tmp: Path, *args: str, answers: list[object] | None = None,
-        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "THREADLINE_STORE": f"sqlite:///{tmp}/t.db", "THREADLINE_LOG": "off",
-           "COLUMNS": "200"}
+def cli(
+    tmp: Path, *args: str, answers: list[object] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "THREADLINE_STORE": f"sqlite:///{tmp}/t.db",
+        "THREADLINE_LOG": "off",
+        "COLUMNS": "200",
+    }
     if answers is not None:
         (tmp / "answers.json").write_text(json.dumps(answers))
     if (tmp / "answers.json").exists():
         env["THREADLINE_MODEL"] = f"scripted:{tmp}/answers.json"
-    return subprocess.run([sys.executable, "-m", "threadline", *args], cwd=tmp, env=env,
-                          capture_output=True, text=True, input=stdin, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "threadline", *args],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=120,
+    )
 
 
 def newest(tmp: Path) -> dict[str, object]:
@@ -32,8 +44,10 @@ def newest(tmp: Path) -> dict[str, object]:
 
 
 def test_run_pauses_without_a_terminal_then_approve_finishes(tmp_path: Path) -> None:
-    answers = [{"intent": "divide", "arguments": {"a": 9, "b": 3}},
-               {"intent": "done_for_now", "arguments": {"message": "3"}}]
+    answers = [
+        {"intent": "divide", "arguments": {"a": 9, "b": 3}},
+        {"intent": "done_for_now", "arguments": {"message": "3"}},
+    ]
     out = cli(tmp_path, "run", CALC, "9/3", answers=answers)
     assert out.returncode == 0, out.stderr
     assert "awaiting_approval" in out.stdout and "scripted model" in out.stderr
@@ -52,25 +66,41 @@ def test_run_pauses_without_a_terminal_then_approve_finishes(tmp_path: Path) -> 
 
 
 def test_interactive_rejection_with_feedback(tmp_path: Path) -> None:
-    answers = [{"intent": "divide", "arguments": {"a": 1, "b": 0}},
-               {"intent": "done_for_now", "arguments": {"message": "cannot divide by 0"}}]
-    out = cli(tmp_path, "run", CALC, "1/0", "--interactive", answers=answers,
-              stdin="n\nzero is not allowed\n")
+    answers = [
+        {"intent": "divide", "arguments": {"a": 1, "b": 0}},
+        {"intent": "done_for_now", "arguments": {"message": "cannot divide by 0"}},
+    ]
+    out = cli(
+        tmp_path,
+        "run",
+        CALC,
+        "1/0",
+        "--interactive",
+        answers=answers,
+        stdin="n\nzero is not allowed\n",
+    )
     assert out.returncode == 0, out.stderr
-    thread = json.loads(cli(tmp_path, "threads", "show", str(newest(tmp_path)["id"]),
-                            "--json").stdout)
+    thread = json.loads(
+        cli(tmp_path, "threads", "show", str(newest(tmp_path)["id"]), "--json").stdout
+    )
     approval = next(e for e in thread["events"] if e["kind"] == "approval")
     assert approval["approved"] is False and approval["comment"] == "zero is not allowed"
     assert thread["events"][-1]["kind"] == "done"
 
 
 def test_question_then_respond(tmp_path: Path) -> None:
-    out = cli(tmp_path, "run", CALC, "add 2 to something", answers=[
-        {"intent": "request_more_information", "arguments": {"message": "to what?"}}])
+    out = cli(
+        tmp_path,
+        "run",
+        CALC,
+        "add 2 to something",
+        answers=[{"intent": "request_more_information", "arguments": {"message": "to what?"}}],
+    )
     assert out.returncode == 0 and "awaiting_human" in out.stdout
     tid = str(newest(tmp_path)["id"])
-    (tmp_path / "answers.json").write_text(json.dumps(
-        [{"intent": "done_for_now", "arguments": {"message": "7"}}]))
+    (tmp_path / "answers.json").write_text(
+        json.dumps([{"intent": "done_for_now", "arguments": {"message": "7"}}])
+    )
     out = cli(tmp_path, "respond", tid, "five")
     assert out.returncode == 0, out.stderr
     assert newest(tmp_path)["status"] == "done"
@@ -84,26 +114,30 @@ def test_escalation_exits_3_and_fork_resume(tmp_path: Path) -> None:
     assert out.returncode == 0 and "forked" in out.stdout
     forked = str(newest(tmp_path)["id"])
     assert forked != tid
-    (tmp_path / "answers.json").write_text(json.dumps(
-        [{"intent": "done_for_now", "arguments": {"message": "ok"}}]))
+    (tmp_path / "answers.json").write_text(
+        json.dumps([{"intent": "done_for_now", "arguments": {"message": "ok"}}])
+    )
     out = cli(tmp_path, "resume", forked)
     assert out.returncode == 0, out.stderr
     assert newest(tmp_path)["status"] == "done"
 
 
-@pytest.mark.parametrize("args", [
-    ("threads", "show", "th_nope"),
-    ("approve", "th_nope"),
-    ("respond", "th_nope", "hi"),
-    ("resume", "th_nope"),
-    ("fork", "th_nope", "--at", "1"),
-    ("replay", "th_nope"),
-    ("run", "examples/none.py:agent", "hi"),
-    ("run", "no-colon", "hi"),
-    ("run", "json:dumps", "hi"),
-    ("threads", "list", "--status", "sleeping"),
-    ("approve", "th_x", "--edit", "{not json"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("threads", "show", "th_nope"),
+        ("approve", "th_nope"),
+        ("respond", "th_nope", "hi"),
+        ("resume", "th_nope"),
+        ("fork", "th_nope", "--at", "1"),
+        ("replay", "th_nope"),
+        ("run", "examples/none.py:agent", "hi"),
+        ("run", "no-colon", "hi"),
+        ("run", "json:dumps", "hi"),
+        ("threads", "list", "--status", "sleeping"),
+        ("approve", "th_x", "--edit", "{not json"),
+    ],
+)
 def test_bad_arguments_and_unknown_ids_exit_non_zero_with_one_line(
     tmp_path: Path, args: tuple[str, ...]
 ) -> None:

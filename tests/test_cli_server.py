@@ -27,16 +27,26 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    answers = [{"intent": "divide", "arguments": {"a": 9, "b": 3}},
-               {"intent": "done_for_now", "arguments": {"message": "9/3 = 3"}}]
+    answers = [
+        {"intent": "divide", "arguments": {"a": 9, "b": 3}},
+        {"intent": "done_for_now", "arguments": {"message": "9/3 = 3"}},
+    ]
     (tmp_path / "answers.json").write_text(json.dumps(answers))
-    env = {**os.environ, "THREADLINE_STORE": f"sqlite:///{tmp_path}/server.db",
-           "THREADLINE_MODEL": f"scripted:{tmp_path}/answers.json", "THREADLINE_LOG": "off",
-           "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "THREADLINE_STORE": f"sqlite:///{tmp_path}/server.db",
+        "THREADLINE_MODEL": f"scripted:{tmp_path}/answers.json",
+        "THREADLINE_LOG": "off",
+        "COLUMNS": "200",
+    }
     port = _free_port()
-    proc = subprocess.Popen([*THREADLINE, "serve", "--agent", f"{CALC}:agent", "--port",
-                             str(port), "--no-auth"], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*THREADLINE, "serve", "--agent", f"{CALC}:agent", "--port", str(port), "--no-auth"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -56,8 +66,9 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*THREADLINE, *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [*THREADLINE, *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_run_approve_show_replay_over_http(server: tuple[str, dict[str, str]]) -> None:
@@ -76,8 +87,7 @@ def test_run_approve_show_replay_over_http(server: tuple[str, dict[str, str]]) -
     assert out.returncode == 0, out.stderr
     assert "tool_result" in out.stdout and "is done" in out.stdout
 
-    shown = json.loads(cli(env, "threads", "show", "--server", url, thread_id,
-                           "--json").stdout)
+    shown = json.loads(cli(env, "threads", "show", "--server", url, thread_id, "--json").stdout)
     assert [e["kind"] for e in shown["events"]][-1] == "done"
     assert shown["events"][-1]["message"] == "9/3 = 3"
 
@@ -96,14 +106,17 @@ def test_run_approve_show_replay_over_http(server: tuple[str, dict[str, str]]) -
 def test_pause_resume_and_fork_over_http(server: tuple[str, dict[str, str]]) -> None:
     url, env = server
     cli(env, "run", "--server", url, "calculator", "what is 9/3?")
-    thread_id = json.loads(cli(env, "threads", "list", "--server", url,
-                               "--json").stdout.splitlines()[0])["id"]
+    thread_id = json.loads(
+        cli(env, "threads", "list", "--server", url, "--json").stdout.splitlines()[0]
+    )["id"]
     out = cli(env, "pause", "--server", url, thread_id)
     assert out.returncode == 0 and "paused" in out.stdout
     out = cli(env, "resume", "--server", url, thread_id)
     assert out.returncode == 0 and "awaiting_approval" in out.stdout
     out = cli(env, "fork", "--server", url, thread_id, "--at", "0")
     assert out.returncode == 0 and "forked" in out.stdout
-    rows = [json.loads(line) for line in
-            cli(env, "threads", "list", "--server", url, "--json").stdout.splitlines()]
+    rows = [
+        json.loads(line)
+        for line in cli(env, "threads", "list", "--server", url, "--json").stdout.splitlines()
+    ]
     assert len(rows) == 2

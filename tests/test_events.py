@@ -37,13 +37,23 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def test_thread_json_round_trip_is_lossless() -> None:
     thread = Thread("th_1", "calc", metadata={"k": [1, "x", None]})
-    thread.extend([
-        UserMessage(seq=0, at=T0, text="héllo ✓", channel="slack", sender="ana"),
-        ModelCall(seq=1, at=T0, model="m", output="x", input_tokens=3, output_tokens=4,
-                  cost_usd=0.001, tool_calls=(RawToolCall(id="t1", name="add", arguments="{"),)),
-        ToolCall(seq=2, at=T0, call_id="c2", tool="add", version="2", arguments={"a": 1.5}),
-        ToolResult(seq=3, at=T0, call_id="c2", tool="add", result={"nested": [1, {"x": None}]}),
-    ])
+    thread.extend(
+        [
+            UserMessage(seq=0, at=T0, text="héllo ✓", channel="slack", sender="ana"),
+            ModelCall(
+                seq=1,
+                at=T0,
+                model="m",
+                output="x",
+                input_tokens=3,
+                output_tokens=4,
+                cost_usd=0.001,
+                tool_calls=(RawToolCall(id="t1", name="add", arguments="{"),),
+            ),
+            ToolCall(seq=2, at=T0, call_id="c2", tool="add", version="2", arguments={"a": 1.5}),
+            ToolResult(seq=3, at=T0, call_id="c2", tool="add", result={"nested": [1, {"x": None}]}),
+        ]
+    )
     data = json.loads(json.dumps(thread.to_dict()))
     again = Thread.from_dict(data)
     assert again.events == thread.events
@@ -87,16 +97,29 @@ def test_status_is_derived_through_a_whole_life() -> None:
     t = Thread("th_1", "a")
     steps: list[tuple[object, Status]] = [
         (UserMessage(seq=0, at=T0, text="go"), Status.RUNNING),
-        (ToolCall(seq=1, at=T0, call_id="c1", tool="deploy", version="1", arguments={}),
-         Status.RUNNING),
-        (ApprovalRequested(seq=2, at=T0, call_id="c1", tool="deploy", arguments={}),
-         Status.AWAITING_APPROVAL),
+        (
+            ToolCall(seq=1, at=T0, call_id="c1", tool="deploy", version="1", arguments={}),
+            Status.RUNNING,
+        ),
+        (
+            ApprovalRequested(seq=2, at=T0, call_id="c1", tool="deploy", arguments={}),
+            Status.AWAITING_APPROVAL,
+        ),
         (Paused(seq=3, at=T0), Status.PAUSED),
         (Resumed(seq=4, at=T0), Status.AWAITING_APPROVAL),
         (Approval(seq=5, at=T0, call_id="c1", approved=True), Status.RUNNING),
         (ToolResult(seq=6, at=T0, call_id="c1", tool="deploy", result="ok"), Status.RUNNING),
-        (ToolCall(seq=7, at=T0, call_id="c7", tool="request_more_information", version="1",
-                  arguments={"message": "which?"}), Status.RUNNING),
+        (
+            ToolCall(
+                seq=7,
+                at=T0,
+                call_id="c7",
+                tool="request_more_information",
+                version="1",
+                arguments={"message": "which?"},
+            ),
+            Status.RUNNING,
+        ),
         (HumanRequest(seq=8, at=T0, request_id="c7", question="which?"), Status.AWAITING_HUMAN),
         (HumanResponse(seq=9, at=T0, request_id="c7", text="v2"), Status.RUNNING),
         (Done(seq=10, at=T0, message="ok"), Status.DONE),
@@ -132,21 +155,34 @@ def event_lists(draw: st.DrawFn) -> list[object]:
     open_calls: list[str] = []
     for _ in range(draw(st.integers(0, 30))):
         seq = len(events)
-        choice = draw(st.sampled_from(["call", "outcome", "error", "approval", "human", "msg",
-                                       "pause", "resume", "done"]))
+        choice = draw(
+            st.sampled_from(
+                ["call", "outcome", "error", "approval", "human", "msg", "pause", "resume", "done"]
+            )
+        )
         if choice == "call":
             cid = f"c{seq}"
             open_calls.append(cid)
-            events.append(ToolCall(seq=seq, at=T0, call_id=cid, tool="t", version="1",
-                                   arguments={"x": draw(st.integers())}))
+            events.append(
+                ToolCall(
+                    seq=seq,
+                    at=T0,
+                    call_id=cid,
+                    tool="t",
+                    version="1",
+                    arguments={"x": draw(st.integers())},
+                )
+            )
         elif choice == "outcome" and open_calls:
-            events.append(ToolResult(seq=seq, at=T0, call_id=open_calls.pop(0), tool="t",
-                                     result=draw(_texts)))
+            events.append(
+                ToolResult(seq=seq, at=T0, call_id=open_calls.pop(0), tool="t", result=draw(_texts))
+            )
         elif choice == "error":
             events.append(InvalidOutput(seq=seq, at=T0, reason=draw(_texts)))
         elif choice == "approval" and open_calls:
-            events.append(ApprovalRequested(seq=seq, at=T0, call_id=open_calls[0], tool="t",
-                                            arguments={}))
+            events.append(
+                ApprovalRequested(seq=seq, at=T0, call_id=open_calls[0], tool="t", arguments={})
+            )
         elif choice == "human":
             events.append(HumanRequest(seq=seq, at=T0, request_id=f"h{seq}", question="?"))
         elif choice == "msg":
@@ -168,6 +204,7 @@ def test_incremental_state_equals_refold_and_round_trips(events: list[object]) -
         incremental.append(e)  # type: ignore[arg-type]
     refolded = Thread.from_dict(json.loads(json.dumps(incremental.to_dict())))
     assert refolded.state.to_dict() == incremental.state.to_dict()
-    assert ThreadState.from_dict(incremental.state.to_dict()).to_dict() == \
-        incremental.state.to_dict()
+    assert (
+        ThreadState.from_dict(incremental.state.to_dict()).to_dict() == incremental.state.to_dict()
+    )
     assert [e.seq for e in refolded.events] == list(range(len(events)))

@@ -30,11 +30,20 @@ def _events(db: Path) -> list[tuple[int, str]]:
 @pytest.mark.parametrize("kill_after", random.Random(7).sample(range(2, 24), 5))
 def test_sigkill_at_a_random_step_then_resume(tmp_path: Path, kill_after: int) -> None:
     db = tmp_path / "t.db"
-    env = {**os.environ, "THREADLINE_STORE": f"sqlite:///{db}", "THREADLINE_LOG": "off",
-           "COUNTING_STEPS": "8", "COUNTING_DELAY": "0.05"}
-    proc = subprocess.Popen([sys.executable, "-m", "threadline", "run", AGENT, "count"],
-                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "THREADLINE_STORE": f"sqlite:///{db}",
+        "THREADLINE_LOG": "off",
+        "COUNTING_STEPS": "8",
+        "COUNTING_DELAY": "0.05",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "threadline", "run", AGENT, "count"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while len(_events(db)) < kill_after and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -47,8 +56,14 @@ def test_sigkill_at_a_random_step_then_resume(tmp_path: Path, kill_after: int) -
     tid = json.loads(before[0][1])
     with sqlite3.connect(db) as conn:
         (thread_id,) = conn.execute("SELECT id FROM threads").fetchone()
-    out = subprocess.run([sys.executable, "-m", "threadline", "resume", thread_id], env=env,
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "threadline", "resume", thread_id],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     after = _events(db)
     if len(before) >= 26:  # the run had already finished before the kill landed
         assert "nothing to resume" in out.stderr

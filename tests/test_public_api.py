@@ -15,8 +15,10 @@ def test_all_is_sorted_and_resolves() -> None:
 
 def test_every_public_attribute_is_exported() -> None:
     public = {
-        name for name, value in vars(threadline).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        name
+        for name, value in vars(threadline).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
         and name not in {"annotations", "Any", "Coroutine", "TypeVar", "T", "asyncio"}
     }
     assert public == set(threadline.__all__)
@@ -25,7 +27,10 @@ def test_every_public_attribute_is_exported() -> None:
 def test_every_exported_error_derives_from_the_root() -> None:
     for name in threadline.__all__:
         value = getattr(threadline, name)
-        if isinstance(value, type) and issubclass(value, Exception) and \
-                value is not threadline.RetryableToolError:
+        if (
+            isinstance(value, type)
+            and issubclass(value, Exception)
+            and value is not threadline.RetryableToolError
+        ):
             assert issubclass(value, threadline.ThreadlineError), name
     assert not issubclass(threadline.RetryableToolError, threadline.ThreadlineError)

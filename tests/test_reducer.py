@@ -90,25 +90,32 @@ def test_validated_call_runs_and_approval_pauses() -> None:
     assert isinstance(step, RunTool) and step.call.tool == "add" and step.attempt == 1
     step = decide(AGENT, thread_of(um(), call("charge", amount=5)))
     assert isinstance(step, AwaitApproval) and step.call.call_id == "c1"
-    waiting = thread_of(um(), call("charge", amount=5),
-                        ApprovalRequested(seq=0, at=T0, call_id="c1", tool="charge",
-                                          arguments={"amount": 5}))
+    waiting = thread_of(
+        um(),
+        call("charge", amount=5),
+        ApprovalRequested(seq=0, at=T0, call_id="c1", tool="charge", arguments={"amount": 5}),
+    )
     assert decide(AGENT, waiting) == Wait(waiting.status)
     approved = thread_of(*waiting.events, Approval(seq=0, at=T0, call_id="c1", approved=True))
     assert isinstance(decide(AGENT, approved), RunTool)
-    rejected = thread_of(*waiting.events, Approval(seq=0, at=T0, call_id="c1", approved=False,
-                                                   comment="too much"))
+    rejected = thread_of(
+        *waiting.events, Approval(seq=0, at=T0, call_id="c1", approved=False, comment="too much")
+    )
     assert decide(AGENT, rejected) == CallModel()
 
 
 def test_human_intents_ask_and_finish() -> None:
     step = decide(AGENT, thread_of(um(), call("request_more_information", message="which?")))
     assert step == AwaitHuman("c1", "which?")
-    asked = thread_of(um(), call("request_more_information", message="which?"),
-                      HumanRequest(seq=0, at=T0, request_id="c1", question="which?"))
+    asked = thread_of(
+        um(),
+        call("request_more_information", message="which?"),
+        HumanRequest(seq=0, at=T0, request_id="c1", question="which?"),
+    )
     assert isinstance(decide(AGENT, asked), Wait)
-    assert decide(AGENT, thread_of(um(), call("done_for_now", message="bye"))) == \
-        Finish("bye", "c1")
+    assert decide(AGENT, thread_of(um(), call("done_for_now", message="bye"))) == Finish(
+        "bye", "c1"
+    )
 
 
 def test_consecutive_errors_escalate_and_success_resets() -> None:
@@ -116,12 +123,19 @@ def test_consecutive_errors_escalate_and_success_resets() -> None:
     err = ToolError(seq=0, at=T0, call_id="c1", tool="add", error_type="E", message="boom")
     two = thread_of(um(), bad, call("add", a=1, b=1), err)
     assert decide(AGENT, two) == CallModel()
-    three = thread_of(*two.events, ModelError(seq=0, at=T0, model="m", error_type="X",
-                                              message="503"))
+    three = thread_of(
+        *two.events, ModelError(seq=0, at=T0, model="m", error_type="X", message="503")
+    )
     step = decide(AGENT, three)
     assert isinstance(step, Escalate) and "3 consecutive errors" in step.reason
-    reset = thread_of(um(), bad, bad, call("add", a=1, b=1),
-                      ToolResult(seq=0, at=T0, call_id="c1", tool="add", result=2), bad)
+    reset = thread_of(
+        um(),
+        bad,
+        bad,
+        call("add", a=1, b=1),
+        ToolResult(seq=0, at=T0, call_id="c1", tool="add", result=2),
+        bad,
+    )
     assert decide(AGENT, reset) == CallModel()
 
 
@@ -129,8 +143,11 @@ def test_step_limit_escalates() -> None:
     mc = ModelCall(seq=0, at=T0, model="m")
     events: list[object] = [um()]
     for i in range(3):
-        events += [mc, call("add", cid=f"c{i}", a=1, b=1),
-                   ToolResult(seq=0, at=T0, call_id=f"c{i}", tool="add", result=2)]
+        events += [
+            mc,
+            call("add", cid=f"c{i}", a=1, b=1),
+            ToolResult(seq=0, at=T0, call_id=f"c{i}", tool="add", result=2),
+        ]
     step = decide(AGENT, thread_of(*events))
     assert isinstance(step, Escalate) and "step limit" in step.reason
     assert decide(AGENT, thread_of(*events, um("more"))) == CallModel()
@@ -140,16 +157,16 @@ def test_started_without_outcome_reruns_idempotent_and_escalates_the_rest() -> N
     started = ToolStarted(seq=0, at=T0, call_id="c1", idempotency_key="k", attempt=1)
     step = decide(AGENT, thread_of(um(), call("upsert", key="x"), started))
     assert isinstance(step, RunTool) and step.attempt == 2
-    charged = thread_of(um(), call("charge", amount=3),
-                        Approval(seq=0, at=T0, call_id="c1", approved=True), started)
+    charged = thread_of(
+        um(), call("charge", amount=3), Approval(seq=0, at=T0, call_id="c1", approved=True), started
+    )
     step = decide(AGENT, charged)
     assert isinstance(step, Escalate) and "may have run" in step.reason
     assert step.details["idempotency_key"] == "k"
 
 
 def test_removed_tool_escalates_instead_of_guessing() -> None:
-    t = thread_of(um(), ToolCall(seq=0, at=T0, call_id="c1", tool="add", version="9",
-                                 arguments={}))
+    t = thread_of(um(), ToolCall(seq=0, at=T0, call_id="c1", tool="add", version="9", arguments={}))
     assert isinstance(decide(AGENT, t), Escalate)
 
 
@@ -160,38 +177,57 @@ def _interp(text: str = "", calls: tuple[RawToolCall, ...] = ()) -> list[object]
     return interpret(AGENT, text, calls, seq=5, at=T0)  # type: ignore[return-value]
 
 
-@pytest.mark.parametrize("text", [
-    '{"intent": "add", "arguments": {"a": 1, "b": 2}}',
-    '{"intent": "add", "a": 1, "b": 2}',
-    '```json\n{"intent": "add", "arguments": {"a": 1, "b": 2}}\n```',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"intent": "add", "arguments": {"a": 1, "b": 2}}',
+        '{"intent": "add", "a": 1, "b": 2}',
+        '```json\n{"intent": "add", "arguments": {"a": 1, "b": 2}}\n```',
+    ],
+)
 def test_interpret_accepts_the_intent_forms(text: str) -> None:
     (event,) = _interp(text)
     assert isinstance(event, ToolCall)
-    assert (event.seq, event.call_id, event.tool, event.arguments) == (5, "c5", "add",
-                                                                       {"a": 1, "b": 2})
+    assert (event.seq, event.call_id, event.tool, event.arguments) == (
+        5,
+        "c5",
+        "add",
+        {"a": 1, "b": 2},
+    )
 
 
 def test_interpret_native_and_parallel_calls() -> None:
-    events = _interp(calls=(RawToolCall(id="call_A", name="add", arguments='{"a":1,"b":2}'),
-                            RawToolCall(id="call_B", name="upsert", arguments='{"key":"k"}')))
+    events = _interp(
+        calls=(
+            RawToolCall(id="call_A", name="add", arguments='{"a":1,"b":2}'),
+            RawToolCall(id="call_B", name="upsert", arguments='{"key":"k"}'),
+        )
+    )
     assert [(e.seq, e.call_id) for e in events] == [(5, "call_A"), (6, "call_B")]  # type: ignore[attr-defined]
-    events = _interp('[{"intent":"add","arguments":{"a":1,"b":2}},'
-                     '{"intent":"add","arguments":{"a":3,"b":4}}]')
+    events = _interp(
+        '[{"intent":"add","arguments":{"a":1,"b":2}},{"intent":"add","arguments":{"a":3,"b":4}}]'
+    )
     assert [e.call_id for e in events] == ["c5.0", "c5.1"]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("text", "calls", "fragment"), [
-    ("I think the answer is 3", (), "not valid JSON"),
-    ("", (), "empty"),
-    ('{"arguments": {}}', (), '"intent"'),
-    ('{"intent": "launch_missiles", "arguments": {}}', (), "unknown tool 'launch_missiles'"),
-    ('{"intent": "add", "arguments": {"a": "one", "b": 2}}', (), "invalid arguments for add: a"),
-    ('{"intent": "add", "arguments": [1, 2]}', (), "must be a JSON object"),
-    ("", (RawToolCall(id="x", name="add", arguments='{"a": 1,'),), "not valid JSON"),
-    ("", (RawToolCall(id="x", name="nope", arguments="{}"),), "unknown tool"),
-    ('[{"intent": "add", "arguments": {"a": 1, "b": 2}}, {"intent": "zap"}]', (), "unknown"),
-])
+@pytest.mark.parametrize(
+    ("text", "calls", "fragment"),
+    [
+        ("I think the answer is 3", (), "not valid JSON"),
+        ("", (), "empty"),
+        ('{"arguments": {}}', (), '"intent"'),
+        ('{"intent": "launch_missiles", "arguments": {}}', (), "unknown tool 'launch_missiles'"),
+        (
+            '{"intent": "add", "arguments": {"a": "one", "b": 2}}',
+            (),
+            "invalid arguments for add: a",
+        ),
+        ('{"intent": "add", "arguments": [1, 2]}', (), "must be a JSON object"),
+        ("", (RawToolCall(id="x", name="add", arguments='{"a": 1,'),), "not valid JSON"),
+        ("", (RawToolCall(id="x", name="nope", arguments="{}"),), "unknown tool"),
+        ('[{"intent": "add", "arguments": {"a": 1, "b": 2}}, {"intent": "zap"}]', (), "unknown"),
+    ],
+)
 def test_interpret_turns_bad_output_into_one_short_reason(
     text: str, calls: tuple[RawToolCall, ...], fragment: str
 ) -> None:
@@ -203,9 +239,20 @@ def test_interpret_turns_bad_output_into_one_short_reason(
 
 # -- purity ----------------------------------------------------------------------------------
 
-_NOT_FOR_DECIDE = ("threadline.stores", "threadline.models", "threadline.runtime",
-                   "threadline.server", "httpx", "sqlite3", "socket", "urllib", "http",
-                   "openai", "anthropic", "psycopg")
+_NOT_FOR_DECIDE = (
+    "threadline.stores",
+    "threadline.models",
+    "threadline.runtime",
+    "threadline.server",
+    "httpx",
+    "sqlite3",
+    "socket",
+    "urllib",
+    "http",
+    "openai",
+    "anthropic",
+    "psycopg",
+)
 
 
 def _module_imports(path: Path) -> set[str]:
@@ -258,8 +305,16 @@ def test_decide_is_pure_and_does_no_io(ops: list[str]) -> None:
         elif op == "err":
             events.append(ModelError(seq=n, at=T0, model="m", error_type="E", message="x"))
         elif op == "call":
-            events.append(ToolCall(seq=n, at=T0, call_id=f"c{n}", tool="add", version="1",
-                                   arguments={"a": 1, "b": 1}))
+            events.append(
+                ToolCall(
+                    seq=n,
+                    at=T0,
+                    call_id=f"c{n}",
+                    tool="add",
+                    version="1",
+                    arguments={"a": 1, "b": 1},
+                )
+            )
             events.append(ToolResult(seq=n + 1, at=T0, call_id=f"c{n}", tool="add", result=2))
         elif op == "mc":
             events.append(ModelCall(seq=n, at=T0, model="m"))
@@ -274,7 +329,11 @@ def test_decide_is_pure_and_does_no_io(ops: list[str]) -> None:
 
     saved = (builtins.open, socket.socket, time.time, time.monotonic)
     builtins.open, socket.socket, time.time, time.monotonic = (  # type: ignore[assignment,misc]
-        forbidden, forbidden, forbidden, forbidden)
+        forbidden,
+        forbidden,
+        forbidden,
+        forbidden,
+    )
     try:
         first = decide(AGENT, thread)
         second = decide(AGENT, thread)

@@ -68,16 +68,27 @@ TOOLS = Agent("tools", tools=[slow_async, slow_sync, crash, flaky, echo])
 
 
 async def test_hanging_and_crashing_tools_never_take_the_loop_down() -> None:
-    model = ScriptedModel([intent("slow_async"), intent("slow_sync"), intent("echo", text="x"),
-                           intent("crash", x=1), intent("flaky"), intent("echo", text="y"),
-                           intent("done_for_now", message="survived")])
+    model = ScriptedModel(
+        [
+            intent("slow_async"),
+            intent("slow_sync"),
+            intent("echo", text="x"),
+            intent("crash", x=1),
+            intent("flaky"),
+            intent("echo", text="y"),
+            intent("done_for_now", message="survived"),
+        ]
+    )
     thread = await Runtime(MemoryStore(), model=model).launch(TOOLS, "go")
     _release.set()
     assert thread.status == Status.DONE
     errors = [e for e in thread.events if e.kind == "tool_error"]
     assert [(e.tool, e.error_type, e.retryable) for e in errors] == [
-        ("slow_async", "TimeoutError", True), ("slow_sync", "TimeoutError", True),
-        ("crash", "RuntimeError", False), ("flaky", "RetryableToolError", True)]
+        ("slow_async", "TimeoutError", True),
+        ("slow_sync", "TimeoutError", True),
+        ("crash", "RuntimeError", False),
+        ("flaky", "RetryableToolError", True),
+    ]
     crash_msg = errors[2].message
     assert crash_msg.startswith("disk on fire details") and len(crash_msg) <= 300
     assert "\n" not in crash_msg and "Traceback" not in crash_msg
@@ -105,8 +116,13 @@ async def test_every_event_is_in_the_store_before_the_next_step(tmp_path: Path) 
 
 
 async def test_provider_failures_become_events_then_escalate() -> None:
-    model = ScriptedModel([ModelError("429 slow down", retryable=True, status=429),
-                           ModelError("500", retryable=True), ValueError("sdk bug")])
+    model = ScriptedModel(
+        [
+            ModelError("429 slow down", retryable=True, status=429),
+            ModelError("500", retryable=True),
+            ValueError("sdk bug"),
+        ]
+    )
     thread = await Runtime(MemoryStore(), model=model).launch(TOOLS, "go")
     kinds = [e.kind for e in thread.events]
     assert kinds == ["user_message", "model_error", "model_error", "model_error", "escalated"]
@@ -137,8 +153,9 @@ async def test_actions_that_do_not_fit_the_state_write_nothing(calculator: Modul
     assert len(await rt.store.load(thread.id)) == n + 1
 
 
-async def test_two_racing_approvals_exactly_one_wins(tmp_path: Path,
-                                                     calculator: ModuleType) -> None:
+async def test_two_racing_approvals_exactly_one_wins(
+    tmp_path: Path, calculator: ModuleType
+) -> None:
     store = SQLiteStore(tmp_path / "race.db")
     other = SQLiteStore(tmp_path / "race.db")  # a second connection, like a second process
     rt = Runtime(store, model=ScriptedModel([intent("divide", a=1, b=2)]))
@@ -148,7 +165,8 @@ async def test_two_racing_approvals_exactly_one_wins(tmp_path: Path,
     results = await asyncio.gather(
         rt.approve(thread.id, call_id, approved=True, by="ana"),
         rt2.approve(thread.id, call_id, approved=False, comment="no", by="bo"),
-        return_exceptions=True)
+        return_exceptions=True,
+    )
     assert sum(isinstance(r, InvalidAction) for r in results) == 1
     stored = await store.load(thread.id)
     assert [e.kind for e in stored.events].count("approval") == 1
@@ -168,12 +186,24 @@ async def test_named_approvers_only() -> None:
     agent = Agent("bank", tools=[wire])
     rt = Runtime(MemoryStore(), agents=[agent], model=ScriptedModel([]))
     now = utcnow()
-    thread = Thread("th_bank", "bank", [
-        UserMessage(seq=0, at=now, text="send 5"),
-        ToolCall(seq=1, at=now, call_id="c1", tool="wire", version="1", arguments={"amount": 5}),
-        ApprovalRequested(seq=2, at=now, call_id="c1", tool="wire", arguments={"amount": 5},
-                          approvers=("ana",)),
-    ])
+    thread = Thread(
+        "th_bank",
+        "bank",
+        [
+            UserMessage(seq=0, at=now, text="send 5"),
+            ToolCall(
+                seq=1, at=now, call_id="c1", tool="wire", version="1", arguments={"amount": 5}
+            ),
+            ApprovalRequested(
+                seq=2,
+                at=now,
+                call_id="c1",
+                tool="wire",
+                arguments={"amount": 5},
+                approvers=("ana",),
+            ),
+        ],
+    )
     await rt.store.create(thread)
     with pytest.raises(NotAllowed, match="mallory"):
         await rt.approve(thread.id, "c1", by="mallory")
@@ -195,8 +225,14 @@ async def test_pause_and_resume(calculator: ModuleType) -> None:
 
 
 async def test_fork_copies_a_prefix_and_continues_independently(calculator: ModuleType) -> None:
-    model = ScriptedModel([intent("add", a=1, b=1), intent("done_for_now", message="2"),
-                           intent("multiply", a=2, b=5), intent("done_for_now", message="10")])
+    model = ScriptedModel(
+        [
+            intent("add", a=1, b=1),
+            intent("done_for_now", message="2"),
+            intent("multiply", a=2, b=5),
+            intent("done_for_now", message="10"),
+        ]
+    )
     rt = Runtime(MemoryStore(), model=model)
     original = await rt.launch(calculator.agent, "1+1")
     forked = await rt.fork(original.id, at=3)
@@ -212,8 +248,14 @@ async def test_fork_copies_a_prefix_and_continues_independently(calculator: Modu
 
 
 async def test_replay_matches_and_detects_changed_behaviour(calculator: ModuleType) -> None:
-    model = ScriptedModel([intent("add", a=2, b=2), "oops", intent("divide", a=4, b=2),
-                           intent("done_for_now", message="2")])
+    model = ScriptedModel(
+        [
+            intent("add", a=2, b=2),
+            "oops",
+            intent("divide", a=4, b=2),
+            intent("done_for_now", message="2"),
+        ]
+    )
     rt = Runtime(MemoryStore(), model=model)
     thread = await rt.launch(calculator.agent, "(2+2)/2")
     await rt.approve(thread.id, next(iter(thread.state.pending)))
@@ -222,8 +264,9 @@ async def test_replay_matches_and_detects_changed_behaviour(calculator: ModuleTy
     assert [e.kind for e in replayed.events] == [e.kind for e in thread.events]
 
     # Same tools, but divide no longer needs approval: the replay must say where it diverges.
-    changed = Agent("calculator", tools=[calculator.add, calculator.subtract,
-                                         calculator.multiply, _divide_free])
+    changed = Agent(
+        "calculator", tools=[calculator.add, calculator.subtract, calculator.multiply, _divide_free]
+    )
     from threadline.replay import replay_thread
 
     with pytest.raises(ReplayDivergence) as info:
@@ -259,7 +302,8 @@ async def test_a_broken_observer_does_not_break_the_step(calculator: ModuleType)
 
     model = ScriptedModel([intent("done_for_now", message="ok")])
     thread = await Runtime(MemoryStore(), model=model, observers=[broken]).launch(
-        calculator.agent, "hi")
+        calculator.agent, "hi"
+    )
     assert thread.status == Status.DONE
 
 
@@ -276,16 +320,25 @@ async def test_sync_wrapper_runs_a_thread(calculator: ModuleType) -> None:
 async def test_replay_model_reproduces_a_recorded_run(calculator: ModuleType) -> None:
     from threadline.testing import ReplayModel
 
-    model = ScriptedModel([intent("add", a=1, b=2), "garbage",
-                           intent("multiply", a=3, b=3), intent("done_for_now", message="9")])
+    model = ScriptedModel(
+        [
+            intent("add", a=1, b=2),
+            "garbage",
+            intent("multiply", a=3, b=3),
+            intent("done_for_now", message="9"),
+        ]
+    )
     rt = Runtime(MemoryStore(), model=model)
     recorded = await rt.launch(calculator.agent, "(1+2)*3")
     again = await Runtime(MemoryStore(), model=ReplayModel(recorded)).launch(
-        calculator.agent, "(1+2)*3")
+        calculator.agent, "(1+2)*3"
+    )
 
     def shape(thread: object) -> list[tuple[str, object]]:
-        return [(e.kind, getattr(e, "arguments", None) or getattr(e, "result", None))
-                for e in thread.events]  # type: ignore[attr-defined]
+        return [
+            (e.kind, getattr(e, "arguments", None) or getattr(e, "result", None))
+            for e in thread.events
+        ]  # type: ignore[attr-defined]
 
     assert shape(again) == shape(recorded) and again.status == Status.DONE
     from threadline import Thread
@@ -294,8 +347,9 @@ async def test_replay_model_reproduces_a_recorded_run(calculator: ModuleType) ->
         await ReplayModel(Thread("th_empty", "calculator")).request(model.contexts[0])
 
 
-async def test_a_pause_during_a_model_call_keeps_the_answer(tmp_path: Path,
-                                                            calculator: ModuleType) -> None:
+async def test_a_pause_during_a_model_call_keeps_the_answer(
+    tmp_path: Path, calculator: ModuleType
+) -> None:
     """A human action that lands mid-step: the step's events are re-based after it."""
     store = SQLiteStore(tmp_path / "p.db")
     other = Runtime(SQLiteStore(tmp_path / "p.db"), agents=[calculator.agent])
@@ -326,11 +380,13 @@ async def test_two_advancers_without_leases_never_record_a_step_twice(
         return intent("add", a=2, b=2)
 
     a = Runtime(SQLiteStore(tmp_path / "r.db"), model=FunctionModel(slow))
-    b = Runtime(SQLiteStore(tmp_path / "r.db"), agents=[calculator.agent],
-                model=FunctionModel(slow))
+    b = Runtime(
+        SQLiteStore(tmp_path / "r.db"), agents=[calculator.agent], model=FunctionModel(slow)
+    )
     thread = await a.launch(calculator.agent, "2+2", advance=False)
-    results = await asyncio.gather(a.advance(thread.id, max_steps=1),
-                                   b.advance(thread.id, max_steps=1), return_exceptions=True)
+    results = await asyncio.gather(
+        a.advance(thread.id, max_steps=1), b.advance(thread.id, max_steps=1), return_exceptions=True
+    )
     assert sum(isinstance(r, AppendConflict) for r in results) == 1
     kinds = [e.kind for e in (await a.store.load(thread.id)).events]
     assert kinds == ["user_message", "model_call", "tool_call"]

@@ -13,8 +13,9 @@ from threadline.tools import compact_validation_error
 
 
 @tool(side_effects=True, idempotent=True, approval=lambda a: a.env == "production")
-def deploy(tag: str, env: Literal["staging", "production"], ctx: ToolContext,
-           dry_run: bool = False) -> str:
+def deploy(
+    tag: str, env: Literal["staging", "production"], ctx: ToolContext, dry_run: bool = False
+) -> str:
     """Deploy a tag.
 
     Args:
@@ -88,8 +89,10 @@ async def test_tool_from_a_pydantic_model() -> None:
 
     t = Tool.from_model(Refund, handle, side_effects=True, approval="always", version="3")
     assert t.name == "refund" and t.key == "refund@3" and t.description == "Refund an order."
-    assert await t.invoke(t.validate({"order_id": "o1", "amount": 5}),
-                          ToolContext("th", "c9", "k", 1)) == "refunded"
+    assert (
+        await t.invoke(t.validate({"order_id": "o1", "amount": 5}), ToolContext("th", "c9", "k", 1))
+        == "refunded"
+    )
     assert seen and seen[0][1] == "c9"  # type: ignore[index]
 
 

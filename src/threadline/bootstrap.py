@@ -67,8 +67,8 @@ def open_runtime(
     all_observers = list(observers)
     if sink is not None:
         # Mask known secret shapes and the values of this process's own secret settings.
-        secrets = [v.get_secret_value() for v in settings.__dict__.values()
-                   if isinstance(v, SecretStr)]
+        secrets = [
+            v.get_secret_value() for v in settings.__dict__.values() if isinstance(v, SecretStr)
+        ]
         all_observers.insert(0, JsonEventLog(sink, redact=Redactor(values=secrets).redact))
-    return Runtime(open_store(settings.store), agents=agents, model=model,
-                   observers=all_observers)
+    return Runtime(open_store(settings.store), agents=agents, model=model, observers=all_observers)

@@ -78,9 +78,7 @@ class MissingExtraError(ConfigError):
     def __init__(self, extra: str, package: str) -> None:
         self.extra = extra
         self.package = package
-        super().__init__(
-            f"{package!r} is not installed; run: pip install 'threadline[{extra}]'"
-        )
+        super().__init__(f"{package!r} is not installed; run: pip install 'threadline[{extra}]'")
 
 
 class StoreError(ThreadlineError):
@@ -156,8 +154,9 @@ class ServerError(ThreadlineError):
         problem: the `application/problem+json` body, when there was one.
     """
 
-    def __init__(self, message: str, *, status: int = 0,
-                 problem: dict[str, object] | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int = 0, problem: dict[str, object] | None = None
+    ) -> None:
         self.status = status
         self.problem = problem or {}
         super().__init__(message)

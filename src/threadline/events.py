@@ -348,8 +348,9 @@ def event_from_dict(
         return _EVENT_ADAPTER.validate_python(data)
     except ValidationError as exc:
         seq = data.get("seq", -1) if isinstance(data, dict) else -1
-        raise CorruptEvent(thread_id, int(seq) if isinstance(seq, int) else -1,
-                           _short_validation(exc)) from None
+        raise CorruptEvent(
+            thread_id, int(seq) if isinstance(seq, int) else -1, _short_validation(exc)
+        ) from None
 
 
 def event_from_json(
@@ -470,8 +471,17 @@ class ThreadState:
         append in bench/overhead.py; only `pending` holds mutable values."""
         new = _copy.copy(self)
         new.pending = {
-            k: PendingCall(c.call_id, c.tool, c.version, dict(c.arguments), c.seq, c.approval,
-                           c.approvers, c.attempt, c.idempotency_key)
+            k: PendingCall(
+                c.call_id,
+                c.tool,
+                c.version,
+                dict(c.arguments),
+                c.seq,
+                c.approval,
+                c.approvers,
+                c.attempt,
+                c.idempotency_key,
+            )
             for k, c in self.pending.items()
         }
         return new
@@ -577,9 +587,14 @@ class ThreadState:
             "consecutive_errors": self.consecutive_errors,
             "pending": [
                 {
-                    "call_id": c.call_id, "tool": c.tool, "version": c.version,
-                    "arguments": c.arguments, "seq": c.seq, "approval": c.approval,
-                    "approvers": list(c.approvers), "attempt": c.attempt,
+                    "call_id": c.call_id,
+                    "tool": c.tool,
+                    "version": c.version,
+                    "arguments": c.arguments,
+                    "seq": c.seq,
+                    "approval": c.approval,
+                    "approvers": list(c.approvers),
+                    "attempt": c.attempt,
                     "idempotency_key": c.idempotency_key,
                 }
                 for c in self.pending.values()
@@ -599,8 +614,9 @@ class ThreadState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ThreadState:
-        state = cls(**{k: v for k, v in data.items() if k not in {"pending", "terminal",
-                                                                  "waiting_until"}})
+        state = cls(
+            **{k: v for k, v in data.items() if k not in {"pending", "terminal", "waiting_until"}}
+        )
         state.terminal = Status(data["terminal"]) if data.get("terminal") else None
         until = data.get("waiting_until")
         state.waiting_until = datetime.fromisoformat(until) if until else None
@@ -667,8 +683,10 @@ class Thread:
         return len(self.events)
 
     def __repr__(self) -> str:
-        return f"Thread(id={self.id!r}, agent={self.agent!r}, events={len(self.events)}, " \
-               f"status={self.status.value!r})"
+        return (
+            f"Thread(id={self.id!r}, agent={self.agent!r}, events={len(self.events)}, "
+            f"status={self.status.value!r})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Lossless JSON-ready form: `Thread.from_dict(t.to_dict())` equals `t`."""

@@ -21,8 +21,9 @@ def load_agent(ref: str) -> Agent:
     """
     module_ref, sep, attr = ref.rpartition(":")
     if not sep or not module_ref or not attr:
-        raise ConfigError(f"agent reference {ref!r} must look like path/to/file.py:name "
-                          "or package.module:name")
+        raise ConfigError(
+            f"agent reference {ref!r} must look like path/to/file.py:name or package.module:name"
+        )
     if module_ref.endswith(".py") or "/" in module_ref:
         path = Path(module_ref)
         if not path.is_file():
@@ -40,8 +41,9 @@ def load_agent(ref: str) -> Agent:
                 spec.loader.exec_module(module)
             except Exception as exc:
                 sys.modules.pop(name, None)
-                raise ConfigError(f"importing {module_ref} failed: {type(exc).__name__}: "
-                                  f"{exc}") from exc
+                raise ConfigError(
+                    f"importing {module_ref} failed: {type(exc).__name__}: {exc}"
+                ) from exc
             finally:
                 sys.path.remove(str(path.resolve().parent))
     else:

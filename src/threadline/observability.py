@@ -37,9 +37,14 @@ def event_log_record(thread: Thread, event: Event) -> dict[str, Any]:
     if call_id:
         record["call_id"] = call_id
     if event.kind == "model_call":
-        record.update(model=event.model, input_tokens=event.input_tokens,
-                      output_tokens=event.output_tokens, latency_ms=event.latency_ms,
-                      cost_usd=event.cost_usd, prompt=event.prompt_name)
+        record.update(
+            model=event.model,
+            input_tokens=event.input_tokens,
+            output_tokens=event.output_tokens,
+            latency_ms=event.latency_ms,
+            cost_usd=event.cost_usd,
+            prompt=event.prompt_name,
+        )
     elif event.kind in ("tool_error", "model_error"):
         record.update(error_type=event.error_type, message=event.message)
     elif event.kind == "invalid_output" or event.kind == "escalated":
@@ -55,16 +60,18 @@ class JsonEventLog:
         redact: optional function applied to each line before it is written.
     """
 
-    def __init__(self, sink: IO[str] | Callable[[str], None] | None = None,
-                 redact: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self,
+        sink: IO[str] | Callable[[str], None] | None = None,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
         self._sink = sink if sink is not None else sys.stderr
         self._redact = redact
         self._lock = threading.Lock()
 
     def __call__(self, thread: Thread, events: Sequence[Event]) -> None:
         for event in events:
-            line = json.dumps(event_log_record(thread, event), separators=(",", ":"),
-                              default=str)
+            line = json.dumps(event_log_record(thread, event), separators=(",", ":"), default=str)
             if self._redact is not None:
                 line = self._redact(line)
             with self._lock:

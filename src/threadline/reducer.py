@@ -197,8 +197,11 @@ def interpret(
             try:
                 args = json.loads(tc.arguments) if tc.arguments.strip() else {}
             except ValueError as exc:
-                return [_invalid(seq, at, f"arguments for {tc.name} are not valid JSON: {exc}",
-                                 tc.arguments)]
+                return [
+                    _invalid(
+                        seq, at, f"arguments for {tc.name} are not valid JSON: {exc}", tc.arguments
+                    )
+                ]
             raw.append((tc.id, tc.name, args))
     else:
         body = text.strip()
@@ -210,15 +213,17 @@ def interpret(
         try:
             parsed = json.loads(body)
         except ValueError as exc:
-            return [_invalid(seq, at, _expected_form(agent, f"output is not valid JSON ({exc})"),
-                             text)]
+            return [
+                _invalid(seq, at, _expected_form(agent, f"output is not valid JSON ({exc})"), text)
+            ]
         items = parsed if isinstance(parsed, list) else [parsed]
         if not items:
             return [_invalid(seq, at, _expected_form(agent, "the list of intents is empty"), text)]
         for item in items:
             if not isinstance(item, dict) or not isinstance(item.get("intent"), str):
-                return [_invalid(seq, at, _expected_form(agent, "missing the \"intent\" field"),
-                                 text)]
+                return [
+                    _invalid(seq, at, _expected_form(agent, 'missing the "intent" field'), text)
+                ]
             name = item["intent"]
             args = item.get("arguments")
             if args is None:
@@ -231,20 +236,37 @@ def interpret(
         tool = agent.registry.get(name)
         if tool is None:
             known = ", ".join(agent.registry.names())
-            return [_invalid(seq, at, f"unknown tool {name!r}; choose one of: {known}",
-                             text or _dump(tool_calls))]
+            return [
+                _invalid(
+                    seq,
+                    at,
+                    f"unknown tool {name!r}; choose one of: {known}",
+                    text or _dump(tool_calls),
+                )
+            ]
         if not isinstance(args, dict):
-            return [_invalid(seq, at, f"arguments for {name} must be a JSON object",
-                             text or _dump(tool_calls))]
+            return [
+                _invalid(
+                    seq,
+                    at,
+                    f"arguments for {name} must be a JSON object",
+                    text or _dump(tool_calls),
+                )
+            ]
         try:
             validated = tool.validate(args)
         except ValidationError as exc:
-            return [_invalid(seq, at, compact_validation_error(name, exc),
-                             text or _dump(tool_calls))]
+            return [
+                _invalid(seq, at, compact_validation_error(name, exc), text or _dump(tool_calls))
+            ]
         cid = call_id or (f"c{seq}.{i}" if many else f"c{seq}")
         events.append(
             ToolCall(
-                seq=seq + i, at=at, call_id=cid, tool=tool.name, version=tool.version,
+                seq=seq + i,
+                at=at,
+                call_id=cid,
+                tool=tool.name,
+                version=tool.version,
                 arguments=validated.model_dump(mode="json"),
             )
         )
@@ -257,8 +279,10 @@ def _invalid(seq: int, at: datetime, reason: str, output: str) -> InvalidOutput:
 
 def _expected_form(agent: Agent, problem: str) -> str:
     names = ", ".join(agent.registry.names())
-    return f'{problem}; answer with one JSON object {{"intent": <one of {names}>, ' \
-           '"arguments": {...}}'
+    return (
+        f'{problem}; answer with one JSON object {{"intent": <one of {names}>, '
+        '"arguments": {...}}'
+    )
 
 
 def _dump(tool_calls: Sequence[RawToolCall]) -> str:

@@ -24,11 +24,22 @@ from .runtime import step_events
 
 __all__ = ["replay_thread"]
 
-_INPUTS = frozenset({
-    "user_message", "human_response", "approval", "paused", "resumed", "external_event",
-    "forked_from", "compacted", "waiting", "wait_timed_out", "failed",
-    "token_budget_exceeded",
-})
+_INPUTS = frozenset(
+    {
+        "user_message",
+        "human_response",
+        "approval",
+        "paused",
+        "resumed",
+        "external_event",
+        "forked_from",
+        "compacted",
+        "waiting",
+        "wait_timed_out",
+        "failed",
+        "token_budget_exceeded",
+    }
+)
 """Event kinds that enter a thread from outside `decide`: fed in, not re-derived."""
 
 _OUTCOMES = frozenset({"tool_result", "tool_error"})
@@ -36,8 +47,12 @@ _OUTCOMES = frozenset({"tool_result", "tool_error"})
 
 def replay_thread(agent: Agent, recorded: Thread) -> Thread:
     """Re-derive `recorded` with `agent`; return the derived thread or raise ReplayDivergence."""
-    derived = Thread(recorded.id, recorded.agent, metadata=dict(recorded.metadata),
-                     created_at=recorded.created_at)
+    derived = Thread(
+        recorded.id,
+        recorded.agent,
+        metadata=dict(recorded.metadata),
+        created_at=recorded.created_at,
+    )
     events = recorded.events
     i = 0
     while i < len(events):
@@ -55,8 +70,10 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
                 produced = [event]
             elif event.kind == "model_call":
                 nxt = events[i + 1] if i + 1 < len(events) else event
-                produced = [event, *interpret(agent, event.output, event.tool_calls,
-                                              seq=event.seq + 1, at=nxt.at)]
+                produced = [
+                    event,
+                    *interpret(agent, event.output, event.tool_calls, seq=event.seq + 1, at=nxt.at),
+                ]
             else:
                 _diverge(recorded, event, "a model call")
         elif isinstance(step, RunTool):

@@ -85,9 +85,16 @@ Observer = Callable[[Thread, Sequence[Event]], Awaitable[None] | None]
 
 _MAX_REBASE = 5
 
-_FROM_OUTSIDE = frozenset({
-    "user_message", "approval", "human_response", "paused", "resumed", "external_event",
-})
+_FROM_OUTSIDE = frozenset(
+    {
+        "user_message",
+        "approval",
+        "human_response",
+        "paused",
+        "resumed",
+        "external_event",
+    }
+)
 """Event kinds written by people and triggers, not by advancing: safe to re-base over."""
 
 
@@ -101,8 +108,16 @@ def step_events(step: Step, seq: int, at: datetime) -> list[Event]:
     """The events a step without I/O writes. Shared by `perform` and `replay`."""
     match step:
         case AwaitApproval(call):
-            return [ApprovalRequested(seq=seq, at=at, call_id=call.call_id, tool=call.tool,
-                                      arguments=call.arguments, approvers=call.approvers)]
+            return [
+                ApprovalRequested(
+                    seq=seq,
+                    at=at,
+                    call_id=call.call_id,
+                    tool=call.tool,
+                    arguments=call.arguments,
+                    approvers=call.approvers,
+                )
+            ]
         case AwaitHuman(request_id, question):
             return [HumanRequest(seq=seq, at=at, request_id=request_id, question=question)]
         case Finish(message):
@@ -189,11 +204,20 @@ class Runtime:
         meta = dict(metadata or {})
         meta.setdefault("channel", channel)
         thread = Thread(thread_id or new_thread_id(), name, metadata=meta)
-        thread.append(UserMessage(seq=0, at=self.clock(), text=message, channel=channel,
-                                  sender=sender, metadata=dict(metadata or {})))
+        thread.append(
+            UserMessage(
+                seq=0,
+                at=self.clock(),
+                text=message,
+                channel=channel,
+                sender=sender,
+                metadata=dict(metadata or {}),
+            )
+        )
         # Pre-fetch (factor 13): the agent's deterministic tool calls, run before any model call.
-        thread.extend(prefetch_events(self.agent(name), message, meta, seq=thread.next_seq,
-                                      at=self.clock()))
+        thread.extend(
+            prefetch_events(self.agent(name), message, meta, seq=thread.next_seq, at=self.clock())
+        )
         thread = _redacted_copy(self.agents.get(name), thread)
         await self.store.create(thread)
         await self._notify(thread, thread.events)
@@ -270,17 +294,29 @@ class Runtime:
 
         def build(seq: int, at: datetime) -> list[Event]:
             if error is not None:
-                return [ModelErrorEvent(
-                    seq=seq, at=at, model=model.model_id, error_type=type(error).__name__,
-                    message=compact_error(error), retryable=error.retryable,
-                    attempts=error.attempts,
-                )]
+                return [
+                    ModelErrorEvent(
+                        seq=seq,
+                        at=at,
+                        model=model.model_id,
+                        error_type=type(error).__name__,
+                        message=compact_error(error),
+                        retryable=error.retryable,
+                        attempts=error.attempts,
+                    )
+                ]
             call = ModelCall(
-                seq=seq, at=at, model=out.model or model.model_id,
-                prompt_name=context.prompt_name, prompt_version=context.prompt_version,
-                prompt_hash=context.prompt_hash, input_tokens=out.input_tokens,
-                output_tokens=out.output_tokens, cost_usd=out.cost_usd,
-                latency_ms=round(out.latency_ms or latency, 3), output=out.text,
+                seq=seq,
+                at=at,
+                model=out.model or model.model_id,
+                prompt_name=context.prompt_name,
+                prompt_version=context.prompt_version,
+                prompt_hash=context.prompt_hash,
+                input_tokens=out.input_tokens,
+                output_tokens=out.output_tokens,
+                cost_usd=out.cost_usd,
+                latency_ms=round(out.latency_ms or latency, 3),
+                output=out.text,
                 tool_calls=out.tool_calls,
             )
             return [call, *interpret(agent, out.text, out.tool_calls, seq=seq + 1, at=at)]
@@ -298,9 +334,13 @@ class Runtime:
         if tool.side_effects:
             thread = await self._append_rebased(
                 thread,
-                lambda seq, at: [ToolStarted(seq=seq, at=at, call_id=call.call_id,
-                                             idempotency_key=key, attempt=attempt)],
-                lease, still_valid=still_pending,
+                lambda seq, at: [
+                    ToolStarted(
+                        seq=seq, at=at, call_id=call.call_id, idempotency_key=key, attempt=attempt
+                    )
+                ],
+                lease,
+                still_valid=still_pending,
             )
             if call.call_id not in thread.state.pending:
                 return thread
@@ -336,14 +376,26 @@ class Runtime:
 
         def build(seq: int, at: datetime) -> list[Event]:
             if failure is not None:
-                return [ToolError(seq=seq, at=at, call_id=call.call_id, tool=tool.name,
-                                  error_type=failure[0], message=failure[1],
-                                  retryable=failure[2])]
-            done: list[Event] = [ToolResult(seq=seq, at=at, call_id=call.call_id,
-                                            tool=tool.name, result=result)]
+                return [
+                    ToolError(
+                        seq=seq,
+                        at=at,
+                        call_id=call.call_id,
+                        tool=tool.name,
+                        error_type=failure[0],
+                        message=failure[1],
+                        retryable=failure[2],
+                    )
+                ]
+            done: list[Event] = [
+                ToolResult(seq=seq, at=at, call_id=call.call_id, tool=tool.name, result=result)
+            ]
             if park is not None:
-                done.append(Waiting(seq=seq + 1, at=at, until=park.until, event=park.event,
-                                    reason=park.reason))
+                done.append(
+                    Waiting(
+                        seq=seq + 1, at=at, until=park.until, event=park.event, reason=park.reason
+                    )
+                )
             return done
 
         return await self._append_rebased(thread, build, lease, still_valid=still_pending)
@@ -355,8 +407,11 @@ class Runtime:
         is not waiting, or not yet due, is returned unchanged.
         """
         state = thread.state
-        if thread.status != Status.WAITING or state.waiting_until is None \
-                or state.waiting_until > self.clock():
+        if (
+            thread.status != Status.WAITING
+            or state.waiting_until is None
+            or state.waiting_until > self.clock()
+        ):
             return thread
         return await self._append_rebased(
             thread,
@@ -467,13 +522,28 @@ class Runtime:
                     edited = tool.validate(edited_arguments).model_dump(mode="json")
                 except ValidationError as exc:
                     raise InvalidAction(compact_validation_error(call.tool, exc)) from None
-            return [Approval(seq=seq, at=at, call_id=call_id, approved=approved,
-                             comment=comment, edited_arguments=edited, by=by, channel=channel)]
+            return [
+                Approval(
+                    seq=seq,
+                    at=at,
+                    call_id=call_id,
+                    approved=approved,
+                    comment=comment,
+                    edited_arguments=edited,
+                    by=by,
+                    channel=channel,
+                )
+            ]
 
         return await self._act(thread_id, build)
 
     async def respond(
-        self, thread_id: str, request_id: str, text: str, *, by: str | None = None,
+        self,
+        thread_id: str,
+        request_id: str,
+        text: str,
+        *,
+        by: str | None = None,
         channel: str = "api",
     ) -> Thread:
         """Answer the thread's open question. Raises InvalidAction if it asked none."""
@@ -485,13 +555,21 @@ class Runtime:
                     f"thread {thread_id} has no open request {request_id!r}"
                     + (f"; the open one is {open_id!r}" if open_id else "; it asked nothing")
                 )
-            return [HumanResponse(seq=seq, at=at, request_id=request_id, text=text, by=by,
-                                  channel=channel)]
+            return [
+                HumanResponse(
+                    seq=seq, at=at, request_id=request_id, text=text, by=by, channel=channel
+                )
+            ]
 
         return await self._act(thread_id, build)
 
     async def message(
-        self, thread_id: str, text: str, *, sender: str | None = None, channel: str = "api",
+        self,
+        thread_id: str,
+        text: str,
+        *,
+        sender: str | None = None,
+        channel: str = "api",
         metadata: dict[str, Any] | None = None,
     ) -> Thread:
         """A new user message to a finished, escalated or question-asking thread."""
@@ -499,24 +577,43 @@ class Runtime:
         def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
             status = thread.status
             if status == Status.AWAITING_HUMAN and thread.state.human_request:
-                return [HumanResponse(seq=seq, at=at, request_id=thread.state.human_request,
-                                      text=text, by=sender, channel=channel)]
+                return [
+                    HumanResponse(
+                        seq=seq,
+                        at=at,
+                        request_id=thread.state.human_request,
+                        text=text,
+                        by=sender,
+                        channel=channel,
+                    )
+                ]
             if status not in (Status.DONE, Status.ESCALATED, Status.FAILED, Status.WAITING):
                 raise InvalidAction(
                     f"thread {thread_id} is {status.value}; messages are accepted when it is "
                     "done, escalated, failed, waiting or asking a question"
                 )
-            return [UserMessage(seq=seq, at=at, text=text, channel=channel, sender=sender,
-                                metadata=dict(metadata or {}))]
+            return [
+                UserMessage(
+                    seq=seq,
+                    at=at,
+                    text=text,
+                    channel=channel,
+                    sender=sender,
+                    metadata=dict(metadata or {}),
+                )
+            ]
 
         return await self._act(thread_id, build)
 
-    async def pause(self, thread_id: str, *, by: str | None = None,
-                    reason: str | None = None) -> Thread:
+    async def pause(
+        self, thread_id: str, *, by: str | None = None, reason: str | None = None
+    ) -> Thread:
         def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
             if thread.status in (Status.PAUSED, Status.DONE, Status.FAILED):
-                raise InvalidAction(f"thread {thread_id} is {thread.status.value}; "
-                                    "only an unfinished thread can be paused")
+                raise InvalidAction(
+                    f"thread {thread_id} is {thread.status.value}; "
+                    "only an unfinished thread can be paused"
+                )
             return [Paused(seq=seq, at=at, by=by, reason=reason)]
 
         return await self._act(thread_id, build)
@@ -526,19 +623,26 @@ class Runtime:
 
         def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
             if thread.status not in (Status.PAUSED, Status.ESCALATED):
-                raise InvalidAction(f"thread {thread_id} is {thread.status.value}; only a "
-                                    "paused or escalated thread can be resumed")
+                raise InvalidAction(
+                    f"thread {thread_id} is {thread.status.value}; only a "
+                    "paused or escalated thread can be resumed"
+                )
             return [Resumed(seq=seq, at=at, by=by)]
 
         return await self._act(thread_id, build)
 
     async def external_event(
-        self, thread_id: str, name: str, payload: dict[str, Any] | None = None,
-        *, source: str | None = None,
+        self,
+        thread_id: str,
+        name: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        source: str | None = None,
     ) -> Thread:
         def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
-            return [ExternalEvent(seq=seq, at=at, name=name, payload=dict(payload or {}),
-                                  source=source)]
+            return [
+                ExternalEvent(seq=seq, at=at, name=name, payload=dict(payload or {}), source=source)
+            ]
 
         return await self._act(thread_id, build)
 
@@ -551,8 +655,12 @@ class Runtime:
             raise InvalidAction(
                 f"cannot fork thread {thread_id} at {at}: it has events 0..{len(source) - 1}"
             )
-        forked = Thread(new_thread_id(), source.agent, source.events[: at + 1],
-                        metadata={**source.metadata, "forked_from": thread_id})
+        forked = Thread(
+            new_thread_id(),
+            source.agent,
+            source.events[: at + 1],
+            metadata={**source.metadata, "forked_from": thread_id},
+        )
         forked.append(ForkedFrom(seq=at + 1, at=self.clock(), thread_id=thread_id, at_seq=at))
         await self.store.create(forked)
         await self._notify(forked, forked.events)
@@ -575,8 +683,9 @@ def _redacted_copy(agent: Agent | None, thread: Thread) -> Thread:
     events = redact_for_storage(agent, thread.events)
     if all(a is b for a, b in zip(events, thread.events, strict=True)):
         return thread
-    return Thread(thread.id, thread.agent, events, metadata=thread.metadata,
-                  created_at=thread.created_at)
+    return Thread(
+        thread.id, thread.agent, events, metadata=thread.metadata, created_at=thread.created_at
+    )
 
 
 def _not_ended(thread: Thread) -> bool:

@@ -46,8 +46,9 @@ class ScriptedModel:
     An exception in the list is raised instead of answering (to script provider failures).
     """
 
-    def __init__(self, answers: Iterable[Answer], *, model_id: str = "scripted",
-                 delay: float = 0.0) -> None:
+    def __init__(
+        self, answers: Iterable[Answer], *, model_id: str = "scripted", delay: float = 0.0
+    ) -> None:
         self._answers = list(answers)
         self._model_id = model_id
         self._delay = delay
@@ -108,6 +109,11 @@ class ReplayModel:
             raise ModelError(f"ReplayModel has no recorded answer #{self._index + 1}")
         call = self._calls[self._index]
         self._index += 1
-        return ModelOutput(text=call.output, tool_calls=call.tool_calls, model=call.model,
-                           input_tokens=call.input_tokens, output_tokens=call.output_tokens,
-                           cost_usd=call.cost_usd)
+        return ModelOutput(
+            text=call.output,
+            tool_calls=call.tool_calls,
+            model=call.model,
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            cost_usd=call.cost_usd,
+        )

@@ -198,9 +198,7 @@ class Tool:
                 Field(default, description=param_docs.get(param.name)),
             )
         model_name = "".join(part.title() for part in tool_name.split("_")) + "Args"
-        args_model = create_model(
-            model_name, __config__=ConfigDict(extra="forbid"), **fields
-        )
+        args_model = create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
         return cls(
             tool_name,
             args_model,
@@ -297,8 +295,14 @@ def tool(
 
     def wrap(f: Callable[..., Any]) -> Tool:
         return Tool.from_function(
-            f, name=name, version=version, description=description,
-            side_effects=side_effects, idempotent=idempotent, approval=approval, timeout=timeout,
+            f,
+            name=name,
+            version=version,
+            description=description,
+            side_effects=side_effects,
+            idempotent=idempotent,
+            approval=approval,
+            timeout=timeout,
         )
 
     return wrap(fn) if fn is not None else wrap

@@ -276,7 +276,6 @@ class Worker:
             self._slot_free.set()
 
 
-
 def default_owner() -> str:
     """A lease owner naming this host and process, unique per call."""
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"

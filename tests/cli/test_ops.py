@@ -373,10 +373,19 @@ def test_serve_on_an_old_postgres_schema_refuses_in_one_line(
     postgres_url: str, pg_schema: str, tmp_path: Path
 ) -> None:
     """Even with --no-auth (no key lookup), serve checks the store before uvicorn starts."""
-    env = {**os.environ, "THREADLINE_STORE": pg_store_url(postgres_url, pg_schema, migrate=False),
-           "THREADLINE_LOG": "off"}
-    out = subprocess.run([sys.executable, "-m", "threadline", "serve", "--no-auth", "--port",
-                          "1"], env=env, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60)
+    env = {
+        **os.environ,
+        "THREADLINE_STORE": pg_store_url(postgres_url, pg_schema, migrate=False),
+        "THREADLINE_LOG": "off",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "threadline", "serve", "--no-auth", "--port", "1"],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "run: threadline db migrate" in lines[0]

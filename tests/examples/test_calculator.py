@@ -9,8 +9,13 @@ from threadline.testing import ScriptedModel, intent
 
 
 async def test_happy_path_with_an_approved_division(calculator: ModuleType) -> None:
-    model = ScriptedModel([intent("multiply", a=6, b=7), intent("divide", a=42, b=2),
-                           intent("done_for_now", message="21")])
+    model = ScriptedModel(
+        [
+            intent("multiply", a=6, b=7),
+            intent("divide", a=42, b=2),
+            intent("done_for_now", message="21"),
+        ]
+    )
     rt = Runtime(MemoryStore(), model=model)
     thread = await rt.launch(calculator.agent, "6*7, halved")
     assert thread.status == Status.AWAITING_APPROVAL
@@ -36,8 +41,13 @@ async def test_rejected_division_is_seen_by_the_model(calculator: ModuleType) ->
 
 
 async def test_clarification_round_trip(calculator: ModuleType) -> None:
-    model = ScriptedModel([intent("request_more_information", message="Add what to 5?"),
-                           intent("add", a=5, b=9), intent("done_for_now", message="14")])
+    model = ScriptedModel(
+        [
+            intent("request_more_information", message="Add what to 5?"),
+            intent("add", a=5, b=9),
+            intent("done_for_now", message="14"),
+        ]
+    )
     rt = Runtime(MemoryStore(), model=model)
     thread = await rt.launch(calculator.agent, "add something to 5")
     assert thread.status == Status.AWAITING_HUMAN
@@ -48,8 +58,14 @@ async def test_clarification_round_trip(calculator: ModuleType) -> None:
 
 
 async def test_error_spin_ends_in_escalation(calculator: ModuleType) -> None:
-    model = ScriptedModel(["the answer is 4", '{"intent": "add", "arguments": {"a": "x"}}',
-                           '{"intent": "sqrt", "arguments": {"x": 16}}', "never used"])
+    model = ScriptedModel(
+        [
+            "the answer is 4",
+            '{"intent": "add", "arguments": {"a": "x"}}',
+            '{"intent": "sqrt", "arguments": {"x": 16}}',
+            "never used",
+        ]
+    )
     rt = Runtime(MemoryStore(), model=model)
     thread = await rt.launch(calculator.agent, "sqrt 16")
     assert thread.status == Status.ESCALATED
