@@ -136,3 +136,26 @@ async def test_fallback_exhausted_is_one_model_error_event(calculator) -> None:
     event = thread.events[-1]
     assert event.kind == "model_error" and event.attempts == 2
     assert "a down" in event.message and "b refused" in event.message
+
+
+async def test_a_cancelled_trial_call_frees_the_half_open_slot() -> None:
+    import asyncio
+
+    now = [0.0]
+    breaker = CircuitBreaker("p", failure_threshold=1, reset_after=5, clock=lambda: now[0])
+    breaker.record_failure()
+    now[0] = 6.0
+
+    class Hang:
+        model_id = "hang"
+
+        async def request(self, context: Context) -> ModelOutput:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    task = asyncio.create_task(ResilientModel(Hang(), breaker=breaker).request(CTX))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    breaker.check()  # the trial slot is free again

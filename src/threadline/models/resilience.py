@@ -163,6 +163,10 @@ class CircuitBreaker:
         self._opened_at = None
         self._trial_in_flight = False
 
+    def abandon(self) -> None:
+        """The call was cancelled before an outcome: free the half-open trial slot."""
+        self._trial_in_flight = False
+
     def record_failure(self) -> None:
         self._failures += 1
         self._trial_in_flight = False
@@ -216,6 +220,10 @@ class ResilientModel:
                 error = exc
             except Exception as exc:  # a backend bug still ends as a ModelError
                 error = ModelError(f"{self.model_id}: {type(exc).__name__}: {exc}")
+            except BaseException:  # cancelled (shutdown): no verdict on the provider
+                if self.breaker is not None:
+                    self.breaker.abandon()
+                raise
             else:
                 if self.breaker is not None:
                     self.breaker.record_success()
