@@ -258,3 +258,14 @@ def test_response_format_wraps_the_union_in_an_object() -> None:
     fmt = json_schema_response_format({"oneOf": [{"type": "object"}]})
     assert fmt["json_schema"]["schema"] == {"anyOf": [{"type": "object"}], "type": "object"}
     assert json_schema_response_format({}) == {"type": "json_object"}
+
+
+async def test_connection_error_is_retried_then_recorded(calculator: ModuleType) -> None:
+    model, recorded, sleeps = make_model([httpx2.ConnectError("connection refused")], attempts=3)
+    rt = Runtime(MemoryStore(), model=model)
+    thread = await rt.launch(calculator.agent, "1+1", advance=False)
+    thread = await rt.advance(thread, max_steps=1)
+    event = thread.events[-1]
+    assert event.kind == "model_error" and event.retryable and event.attempts == 3
+    assert "connection failed" in event.message
+    assert len(recorded.requests) == 3 and len(sleeps.delays) == 2
