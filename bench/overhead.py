@@ -25,7 +25,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -182,72 +181,100 @@ def langgraph_step_us(path: Path, steps: int = 200) -> float | None:
     return elapsed / (steps - 1) * 1e6
 
 
-def best_of(runs: int, fn: Callable[[], float]) -> float:
-    return statistics.median(fn() for _ in range(runs))
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def sqlite_steps(tmpdir: Path, length: int, threads: int) -> float:
+    async def go() -> float:
+        store = SQLiteStore(tmpdir / f"sqlite-{length}-{time.monotonic_ns()}.db")
+        try:
+            return await per_step_us(store, length, threads)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def memory_steps(length: int, threads: int) -> float:
+    return asyncio.run(per_step_us(MemoryStore(), length, threads))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=40, help="threads per length")
+    parser.add_argument("--threads", type=int, default=20, help="threads per length per round")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    results: dict[str, Any] = {"python": sys.version.split()[0], "us_per_step": {}}
+    # Disk and CPU speed drift on a shared machine: every round measures the baseline and
+    # then the steps right after it, and each ratio is the median of the per-round ratios.
+    rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
-        commit = best_of(3, lambda: sqlite_commit_us(tmpdir / "baseline.db"))
-        for name in ("memory", "sqlite"):
-            row = {}
+        for r in range(args.rounds):
+            row: dict[str, Any] = {"commit": sqlite_commit_us(tmpdir / f"baseline-{r}.db", 200)}
             for length in LENGTHS:
+                row[f"memory-{length}"] = memory_steps(length, args.threads)
+                row[f"sqlite-{length}"] = sqlite_steps(tmpdir, length, args.threads)
+            row["langgraph"] = langgraph_step_us(tmpdir / f"langgraph-{r}.db")
+            rounds.append(row)
+            console.print(
+                f"  round {r + 1}/{args.rounds}: commit {row['commit']:.0f} us, sqlite step "
+                f"(1000 events) {row['sqlite-1000']:.0f} us, memory step "
+                f"{row['memory-1000']:.0f} us"
+                + (f", langgraph {row['langgraph']:.0f} us" if row["langgraph"] else "")
+            )
 
-                def measure() -> float:
-                    async def go() -> float:
-                        store: Store = (
-                            MemoryStore()
-                            if name == "memory"
-                            else SQLiteStore(tmpdir / f"{name}-{length}-{time.monotonic_ns()}.db")
-                        )
-                        try:
-                            return await per_step_us(store, length, args.threads)
-                        finally:
-                            await store.close()
+    def med(key: str) -> float:
+        return median([r[key] for r in rounds])
 
-                    return asyncio.run(go())
+    def med_ratio(top: str, bottom: str) -> float:
+        return median([r[top] / r[bottom] for r in rounds])
 
-                row[length] = best_of(3, measure)
-                console.print(f"  {name:<6} length {length:>5}: {row[length]:8.1f} us/step")
-            results["us_per_step"][name] = row
-        lg = langgraph_step_us(tmpdir / "langgraph.db")
-    results["sqlite_commit_us"] = commit
-    results["langgraph_us_per_step"] = lg
-
-    table = Table(title="Per-step runtime overhead (instant model, no rendering)")
+    lg = rounds[0]["langgraph"] is not None
+    results: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "rounds": rounds,
+        "us_per_step": {
+            name: {n: med(f"{name}-{n}") for n in LENGTHS} for name in ("memory", "sqlite")
+        },
+        "sqlite_commit_us": med("commit"),
+        "langgraph_us_per_step": med("langgraph") if lg else None,
+        "ratios": {
+            "memory_growth_1000_vs_10": med_ratio("memory-1000", "memory-10"),
+            "sqlite_growth_1000_vs_10": med_ratio("sqlite-1000", "sqlite-10"),
+            "sqlite_step_vs_commit": med_ratio("sqlite-1000", "commit"),
+            "langgraph_vs_sqlite_step": med_ratio("langgraph", "sqlite-1000") if lg else None,
+        },
+    }
+    ratios = results["ratios"]
+    table = Table(
+        title=f"Per-step overhead, median of {args.rounds} interleaved rounds "
+        "(instant model, no rendering)"
+    )
     table.add_column("store")
     for length in LENGTHS:
         table.add_column(f"{length} events\nus/step", justify="right")
     table.add_column("1000 / 10", justify="right")
-    table.add_column("vs SQLite commit", justify="right")
-    for name, row in results["us_per_step"].items():
-        growth = row[1000] / row[10]
-        vs = f"{row[1000] / commit:.2f}x" if name == "sqlite" else "-"
-        table.add_row(name, *(f"{row[n]:.1f}" for n in LENGTHS), f"{growth:.2f}", vs)
+    table.add_column("step / SQLite\ncommit", justify="right")
+    for name in ("memory", "sqlite"):
+        row_us = results["us_per_step"][name]
+        table.add_row(
+            name,
+            *(f"{row_us[n]:.1f}" for n in LENGTHS),
+            f"{ratios[f'{name}_growth_1000_vs_10']:.2f}",
+            f"{ratios['sqlite_step_vs_commit']:.2f}x" if name == "sqlite" else "-",
+        )
     console.print(table)
-    console.print(f"SQLite durable commit baseline: {commit:.1f} us")
-    sqlite_step = results["us_per_step"]["sqlite"][1000]
-    if lg is None:
+    console.print(f"SQLite durable commit (WAL, synchronous=FULL): {med('commit'):.1f} us")
+    if not lg:
         console.print("LangGraph: not installed (make bench installs it)")
     else:
         console.print(
-            f"LangGraph checkpointed loop (SqliteSaver, durability=sync): "
-            f"{lg:.1f} us/step -> Threadline SQLite step is {lg / sqlite_step:.1f}x "
+            f"LangGraph checkpointed loop (SqliteSaver, durability=sync): {med('langgraph'):.1f} "
+            f"us/step; Threadline's SQLite step is {ratios['langgraph_vs_sqlite_step']:.1f}x "
             "cheaper"
         )
-    results["ratios"] = {
-        "memory_growth_1000_vs_10": results["us_per_step"]["memory"][1000]
-        / results["us_per_step"]["memory"][10],
-        "sqlite_growth_1000_vs_10": sqlite_step / results["us_per_step"]["sqlite"][10],
-        "sqlite_step_vs_commit": sqlite_step / commit,
-        "langgraph_vs_sqlite_step": (lg / sqlite_step) if lg else None,
-    }
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 

@@ -13,9 +13,9 @@ Invariants:
 
 from __future__ import annotations
 
-import copy as _copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as _replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -467,24 +467,12 @@ class ThreadState:
         return Status.RUNNING
 
     def copy(self) -> ThreadState:
-        """An independent copy. Hand-written: `copy.deepcopy` was the largest cost of an
-        append in bench/overhead.py; only `pending` holds mutable values."""
-        new = _copy.copy(self)
-        new.pending = {
-            k: PendingCall(
-                c.call_id,
-                c.tool,
-                c.version,
-                dict(c.arguments),
-                c.seq,
-                c.approval,
-                c.approvers,
-                c.attempt,
-                c.idempotency_key,
-            )
-            for k, c in self.pending.items()
-        }
-        return new
+        """An independent copy: only `pending` holds mutable values. (`copy.deepcopy` was
+        the largest cost of an append in bench/overhead.py.)"""
+        return _replace(
+            self,
+            pending={k: _replace(c, arguments=dict(c.arguments)) for k, c in self.pending.items()},
+        )
 
     def apply(self, event: Event) -> None:
         """Fold one event into the state. O(1) in the thread's length."""

@@ -176,7 +176,13 @@ def redact_for_storage(agent: Agent | None, events: Sequence[Event]) -> list[Eve
     """
     if agent is None or agent.options.get("store_secrets"):
         return list(events)
-    redactor = redactor_for(agent)
+    if not any(event.kind in _FIELDS for event in events):
+        return list(events)
+    # The agent's cached redactor: building one compiles its patterns, which on the append
+    # path cost more than the masking itself (bench/overhead.py).
+    from .render import context_state
+
+    redactor = context_state(agent).redactor
     if redactor is None:
         return list(events)
     out: list[Event] = []

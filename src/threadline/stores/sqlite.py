@@ -15,6 +15,7 @@ import asyncio
 import builtins
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -52,7 +53,12 @@ class SQLiteStore(Store):
     """
 
     def __init__(
-        self, path: str | Path, *, synchronous: str = "full", busy_timeout: float = 10.0
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "full",
+        busy_timeout: float = 10.0,
+        inline_appends: bool = True,
     ) -> None:
         if synchronous.lower() not in ("full", "normal", "extra", "off"):
             raise ConfigError(
@@ -65,6 +71,9 @@ class SQLiteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._states: dict[str, ThreadState] = {}
+        self._states_lock = threading.Lock()  # appends run on the loop or the store's thread
+        self._inline = inline_appends and self.path != ":memory:"
+        self._inline_conn: sqlite3.Connection | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -76,7 +85,8 @@ class SQLiteStore(Store):
         if not path:
             raise ConfigError(f"sqlite URL {url!r} names no file; e.g. sqlite:///threads.db")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        return cls(path, synchronous=query.get("synchronous", "full"))
+        inline = query.get("inline_appends", "1").lower() not in ("0", "false", "no", "off")
+        return cls(path, synchronous=query.get("synchronous", "full"), inline_appends=inline)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
@@ -84,20 +94,44 @@ class SQLiteStore(Store):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._call, fn)
 
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a short write transaction, inline when the write lock is free.
+
+        Handing each append to the store's thread and back cost more than the rest of the
+        append besides the commit itself (bench/overhead.py), so appends first try on a
+        second connection, on the event loop's thread, whose busy timeout is zero: if
+        another writer holds the lock, `BEGIN IMMEDIATE` fails at once and the append is
+        handed to the store's thread, which waits for the lock there. The loop therefore
+        never waits for another writer; it does wait for the commit's own fsync.
+        `?inline_appends=0` in the URL sends every append to the store's thread.
+        """
+        if self._closed:
+            raise StoreError("store is closed")
+        if self._inline and self._conn is not None:
+            if self._inline_conn is None:
+                self._inline_conn = self._connect(busy_ms=0, migrate=False)
+            try:
+                return fn(self._inline_conn)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+        return await self._run(fn)
+
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
             self._conn = self._connect()
         return fn(self._conn)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, busy_ms: int | None = None, migrate: bool = True) -> sqlite3.Connection:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+        conn.execute(f"PRAGMA busy_timeout={self._busy_ms if busy_ms is None else busy_ms}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
-        apply_sqlite_migrations(conn)
+        if migrate:
+            apply_sqlite_migrations(conn)
         return conn
 
     async def create(self, thread: Thread) -> None:
@@ -166,7 +200,7 @@ class SQLiteStore(Store):
                 _write_state(conn, thread_id, state)
             self._remember(thread_id, state)
 
-        await self._run(go)
+        await self._write(go)
 
     def _current_state(
         self, conn: sqlite3.Connection, thread_id: str, next_seq: int
@@ -184,10 +218,11 @@ class SQLiteStore(Store):
         # Parsing the JSON projection was a third of an append's CPU time (bench/overhead.py);
         # a small per-store cache of the state after our own writes and loads avoids it.
         # Only the store's thread touches it. Bounded: oldest entries go first.
-        self._states.pop(thread_id, None)
-        self._states[thread_id] = state
-        if len(self._states) > _STATE_CACHE:
-            del self._states[next(iter(self._states))]
+        with self._states_lock:
+            self._states.pop(thread_id, None)
+            self._states[thread_id] = state
+            if len(self._states) > _STATE_CACHE:
+                del self._states[next(iter(self._states))]
 
     async def load(self, thread_id: str) -> Thread:
         def go(conn: sqlite3.Connection) -> Thread:
@@ -433,6 +468,9 @@ class SQLiteStore(Store):
         def go(conn: sqlite3.Connection) -> None:
             conn.close()
 
+        if self._inline_conn is not None:
+            self._inline_conn.close()
+            self._inline_conn = None
         if self._conn is not None:
             await self._run(go)
             self._conn = None
@@ -528,6 +566,14 @@ class _transaction:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock we need."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return int(code) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _iso(value: datetime | None) -> str | None:

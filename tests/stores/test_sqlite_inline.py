@@ -1,0 +1,64 @@
+"""SQLite appends run inline on the event loop only while the write lock is free."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from threadline import SQLiteStore, Thread
+from threadline.events import UserMessage, utcnow
+
+
+async def _thread(store: SQLiteStore) -> Thread:
+    thread = Thread("th_inline", "a", [UserMessage(seq=0, at=utcnow(), text="hi")])
+    await store.create(thread)
+    return thread
+
+
+def _msg(seq: int) -> UserMessage:
+    return UserMessage(seq=seq, at=utcnow(), text=f"m{seq}")
+
+
+async def test_a_locked_database_never_blocks_the_event_loop(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "t.db")
+    await _thread(store)
+    await store.append("th_inline", [_msg(1)], expected_seq=1)  # the inline path is warm
+
+    blocker = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    tick_task = asyncio.create_task(ticker())
+    append = asyncio.create_task(store.append("th_inline", [_msg(2)], expected_seq=2))
+    await asyncio.sleep(0.3)
+    assert not append.done(), "the append must wait for the lock"
+    assert ticks >= 10, "the loop kept running while the append waited (off the loop)"
+    blocker.execute("ROLLBACK")
+    await asyncio.wait_for(append, 10)
+    tick_task.cancel()
+    assert [e.seq for e in (await store.load("th_inline")).events] == [0, 1, 2]
+    blocker.close()
+    await store.close()
+
+
+async def test_inline_and_store_thread_appends_agree(tmp_path: Path) -> None:
+    inline = SQLiteStore(tmp_path / "t.db")
+    threaded = SQLiteStore.from_url(f"sqlite:///{tmp_path}/t.db?inline_appends=0")
+    await _thread(inline)
+    await threaded.load("th_inline")
+    for seq in range(1, 21):
+        store = inline if seq % 2 else threaded
+        await store.append("th_inline", [_msg(seq)], expected_seq=seq)
+    for store in (inline, threaded):
+        thread = await store.load("th_inline")
+        assert [e.seq for e in thread.events] == list(range(21))
+        assert thread.status.value == "running"
+    await inline.close()
+    await threaded.close()
