@@ -42,8 +42,14 @@ console = Console()
 
 
 @tool
-def lookup(key: str) -> str:
-    """Read-only lookup."""
+async def lookup(key: str) -> str:
+    """Read-only lookup (async: dispatched on the loop, like LangGraph's inline tool node)."""
+    return key.upper()
+
+
+@tool(name="lookup")
+def lookup_sync(key: str) -> str:
+    """The same lookup as a sync function: the runtime runs it in a worker thread."""
     return key.upper()
 
 
@@ -61,6 +67,14 @@ class InstantModel:
 AGENT = Agent(
     "bench",
     tools=[lookup],
+    max_steps=10**9,
+    model=InstantModel(),
+    renderer=lambda agent, thread: CONTEXT,
+)
+
+SYNC_AGENT = Agent(
+    "bench",
+    tools=[lookup_sync],
     max_steps=10**9,
     model=InstantModel(),
     renderer=lambda agent, thread: CONTEXT,
@@ -92,9 +106,11 @@ def prefilled(thread_id: str, length: int) -> Thread:
     return thread
 
 
-async def per_step_us(store: Store, length: int, threads: int, steps: int = 4) -> float:
+async def per_step_us(
+    store: Store, length: int, threads: int, steps: int = 4, agent: Agent = AGENT
+) -> float:
     """Mean microseconds per step over `threads` threads, `steps` steps each."""
-    rt = Runtime(store, agents=[AGENT])
+    rt = Runtime(store, agents=[agent])
     ids = []
     for i in range(threads):
         thread = prefilled(f"th_{length}_{i}_{time.monotonic_ns()}", length)
@@ -105,10 +121,10 @@ async def per_step_us(store: Store, length: int, threads: int, steps: int = 4) -
         thread = await store.load(thread_id)
         started = time.perf_counter()
         for _ in range(steps):
-            step = decide(AGENT, thread)
+            step = decide(agent, thread)
             if isinstance(step, Wait):
                 raise RuntimeError(f"bench thread stopped: {thread.status}")
-            thread = await rt.perform(AGENT, thread, step)
+            thread = await rt.perform(agent, thread, step)
         total += time.perf_counter() - started
         count += steps
     return total / count * 1e6
@@ -185,11 +201,11 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def sqlite_steps(tmpdir: Path, length: int, threads: int) -> float:
+def sqlite_steps(tmpdir: Path, length: int, threads: int, agent: Agent = AGENT) -> float:
     async def go() -> float:
         store = SQLiteStore(tmpdir / f"sqlite-{length}-{time.monotonic_ns()}.db")
         try:
-            return await per_step_us(store, length, threads)
+            return await per_step_us(store, length, threads, agent=agent)
         finally:
             await store.close()
 
@@ -216,6 +232,7 @@ def main() -> None:
             for length in LENGTHS:
                 row[f"memory-{length}"] = memory_steps(length, args.threads)
                 row[f"sqlite-{length}"] = sqlite_steps(tmpdir, length, args.threads)
+            row["sqlite-sync-tool"] = sqlite_steps(tmpdir, 1000, args.threads, SYNC_AGENT)
             row["langgraph"] = langgraph_step_us(tmpdir / f"langgraph-{r}.db")
             rounds.append(row)
             console.print(
@@ -244,6 +261,7 @@ def main() -> None:
             "memory_growth_1000_vs_10": med_ratio("memory-1000", "memory-10"),
             "sqlite_growth_1000_vs_10": med_ratio("sqlite-1000", "sqlite-10"),
             "sqlite_step_vs_commit": med_ratio("sqlite-1000", "commit"),
+            "sqlite_sync_tool_step_vs_commit": med_ratio("sqlite-sync-tool", "commit"),
             "langgraph_vs_sqlite_step": med_ratio("langgraph", "sqlite-1000") if lg else None,
         },
     }
@@ -267,6 +285,10 @@ def main() -> None:
         )
     console.print(table)
     console.print(f"SQLite durable commit (WAL, synchronous=FULL): {med('commit'):.1f} us")
+    console.print(
+        f"SQLite step with a sync tool (run in a worker thread), 1000 events: "
+        f"{med('sqlite-sync-tool'):.1f} us ({med_ratio('sqlite-sync-tool', 'commit'):.2f}x commit)"
+    )
     if not lg:
         console.print("LangGraph: not installed (make bench installs it)")
     else:
