@@ -274,6 +274,27 @@ def _remote_act(
     _finish(run_async(go()))
 
 
+def _local_act(
+    agent_refs: list[str] | None,
+    thread_id: str,
+    act: Callable[[Runtime, Thread], Awaitable[Thread]],
+    *,
+    advance: bool = True,
+) -> None:
+    """Load the thread (and its agent), `act(runtime, thread)`, then run it on unless
+    `advance=False`, and show where it got to."""
+
+    async def go() -> Thread:
+        rt = _open(agent_refs)
+        try:
+            thread = await act(rt, await _ensure_agent(rt, thread_id, model=advance))
+            return await _drive(rt, thread, False) if advance else thread
+        finally:
+            await rt.store.close()
+
+    _finish(run_async(go()))
+
+
 def _finish(thread: Thread) -> None:
     status = thread.status
     console.print(f"thread [bold]{thread.id}[/] is [bold]{status.value}[/]", highlight=False)
@@ -495,24 +516,19 @@ def approve(
         )
         return
 
-    async def go() -> Thread:
-        rt = _open(agent)
-        try:
-            thread = await _ensure_agent(rt, thread_id, model=advance)
-            cid = pending_call(thread)
-            thread = await rt.approve(
-                thread_id,
-                cid,
-                approved=not reject,
-                comment=comment,
-                edited_arguments=edited,
-                channel="cli",
-            )
-            return await _drive(rt, thread, False) if advance else thread
-        finally:
-            await rt.store.close()
-
-    _finish(run_async(go()))
+    _local_act(
+        agent,
+        thread_id,
+        lambda rt, thread: rt.approve(
+            thread_id,
+            pending_call(thread),
+            approved=not reject,
+            comment=comment,
+            edited_arguments=edited,
+            channel="cli",
+        ),
+        advance=advance,
+    )
 
 
 @app.command()
@@ -538,16 +554,11 @@ def respond(
         )
         return
 
-    async def go() -> Thread:
-        rt = _open(agent)
-        try:
-            thread = await _ensure_agent(rt, thread_id)
-            thread = await rt.respond(thread_id, open_request(thread), text, channel="cli")
-            return await _drive(rt, thread, False)
-        finally:
-            await rt.store.close()
-
-    _finish(run_async(go()))
+    _local_act(
+        agent,
+        thread_id,
+        lambda rt, thread: rt.respond(thread_id, open_request(thread), text, channel="cli"),
+    )
 
 
 @app.command()
@@ -562,21 +573,14 @@ def resume(
         _remote_act(server, thread_id, lambda client, thread: client.resume(thread_id))
         return
 
-    async def go() -> Thread:
-        rt = _open(agent)
-        try:
-            thread = await _ensure_agent(rt, thread_id)
-            if thread.status in (Status.PAUSED, Status.ESCALATED):
-                thread = await rt.resume(thread_id, by="cli")
-            elif thread.status != Status.RUNNING:
-                raise InvalidAction(
-                    f"thread {thread_id} is {thread.status.value}; nothing to resume"
-                )
-            return await _drive(rt, thread, False)
-        finally:
-            await rt.store.close()
+    async def resumed(rt: Runtime, thread: Thread) -> Thread:
+        if thread.status in (Status.PAUSED, Status.ESCALATED):
+            return await rt.resume(thread_id, by="cli")
+        if thread.status != Status.RUNNING:
+            raise InvalidAction(f"thread {thread_id} is {thread.status.value}; nothing to resume")
+        return thread  # running: a crashed process left it mid-way; just run it on
 
-    _finish(run_async(go()))
+    _local_act(agent, thread_id, resumed)
 
 
 @app.command()
