@@ -143,18 +143,24 @@ def _with_model(rt: Runtime, agent: Agent) -> None:
         rt.model = resolve_model(settings().model)
 
 
+def _know_agent(rt: Runtime, thread: Thread) -> None:
+    """Make sure the runtime knows the thread's agent: from --agent or the recorded ref."""
+    if thread.agent in rt.agents:
+        return
+    ref = thread.metadata.get("agent_ref")
+    if not ref:
+        raise ConfigError(
+            f"thread {thread.id} was made by agent {thread.agent!r}; pass --agent path.py:name"
+        )
+    for agent, _ in load_agents([str(ref)]).values():
+        rt.add_agent(agent)
+
+
 async def _ensure_agent(rt: Runtime, thread_id: str, *, model: bool = True) -> Thread:
-    """Load the thread and make sure its agent is known (from --agent or the recorded ref)
-    and, when `model`, that the runtime can call a model for it."""
+    """Load the thread, make sure its agent is known and, when `model`, that the runtime
+    can call a model for it."""
     thread = await rt.store.load(thread_id)
-    if thread.agent not in rt.agents:
-        ref = thread.metadata.get("agent_ref")
-        if not ref:
-            raise ConfigError(
-                f"thread {thread_id} was made by agent {thread.agent!r}; pass --agent path.py:name"
-            )
-        for agent, _ in load_agents([str(ref)]).values():
-            rt.add_agent(agent)
+    _know_agent(rt, thread)
     if model:
         _with_model(rt, rt.agent(thread.agent))
     return thread
@@ -655,15 +661,7 @@ def replay(
         try:
             if server:
                 thread = await _load(thread_id, server)
-                if thread.agent not in rt.agents:
-                    ref = thread.metadata.get("agent_ref")
-                    if not ref:
-                        raise ConfigError(
-                            f"thread {thread_id} was made by agent "
-                            f"{thread.agent!r}; pass --agent path.py:name"
-                        )
-                    for loaded, _ in load_agents([str(ref)]).values():
-                        rt.add_agent(loaded)
+                _know_agent(rt, thread)
             else:
                 thread = await _ensure_agent(rt, thread_id, model=False)
             return await rt.replay(thread)
