@@ -129,7 +129,8 @@ async def test_a_crashed_workers_thread_is_resumed_after_its_lease_expires(store
     assert RUNS == ["x"]  # the crashed attempt never ran here; the re-run did, with one key
 
 
-async def test_a_worker_that_lost_its_lease_writes_nothing(store: Store) -> None:
+def gated_agent(name: str) -> tuple[Agent, asyncio.Event, asyncio.Event]:
+    """An agent whose one side-effecting tool sets `entered`, then waits for `gate`."""
     gate = asyncio.Event()
     entered = asyncio.Event()
 
@@ -141,7 +142,7 @@ async def test_a_worker_that_lost_its_lease_writes_nothing(store: Store) -> None
         return n
 
     agent = Agent(
-        "slow",
+        name,
         tools=[slow],
         model=FunctionModel(
             lambda c: (
@@ -152,6 +153,11 @@ async def test_a_worker_that_lost_its_lease_writes_nothing(store: Store) -> None
         ),
         renderer=outline,
     )
+    return agent, gate, entered
+
+
+async def test_a_worker_that_lost_its_lease_writes_nothing(store: Store) -> None:
+    agent, gate, entered = gated_agent("slow")
     rt = Runtime(store, agents=[agent])
     t = await rt.launch(agent, "go", advance=False)
     worker = Worker(rt, poll_interval=0.05, lease_ttl=30)
@@ -233,28 +239,7 @@ async def test_worker_refuses_bad_settings_and_no_agents() -> None:
 
 
 async def test_stop_finishes_the_current_step_and_releases(store: Store) -> None:
-    gate = asyncio.Event()
-    entered = asyncio.Event()
-
-    @tool(side_effects=True, idempotent=True)
-    async def slow(n: int) -> int:
-        """Wait for the test."""
-        entered.set()
-        await gate.wait()
-        return n
-
-    agent = Agent(
-        "slow2",
-        tools=[slow],
-        model=FunctionModel(
-            lambda c: (
-                intent("done_for_now", message="")
-                if "slow_result" in c.as_text()
-                else intent("slow", n=1)
-            )
-        ),
-        renderer=outline,
-    )
+    agent, gate, entered = gated_agent("slow2")
     rt = Runtime(store, agents=[agent])
     t = await rt.launch(agent, "go", advance=False)
     worker = Worker(rt, poll_interval=0.05, shutdown_timeout=10)
