@@ -170,44 +170,26 @@ def test_cli_eval_json_with_a_scripted_model(data_dir, tmp_path, monkeypatch) ->
         json.dumps([{"intent": "done_for_now", "arguments": {"message": "none of these fit"}}] * 3)
     )
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(
-        app,
-        [
-            "eval",
-            "--suite",
-            "bfcl",
-            "--category",
-            "irrelevance",
-            "--limit",
-            "3",
-            "--model",
-            f"scripted:{answers}",
-            "--data",
-            str(data_dir),
-            "--json",
-        ],
-    )
+    args = [
+        "eval",
+        "--suite",
+        "bfcl",
+        "--category",
+        "irrelevance",
+        "--limit",
+        "3",
+        "--model",
+        f"scripted:{answers}",
+        "--data",
+        str(data_dir),
+    ]
+    result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["categories"]["irrelevance"]["accuracy"] == 1.0
     assert len(report["cases"]) == 3
 
-    table = CliRunner().invoke(
-        app,
-        [
-            "eval",
-            "--suite",
-            "bfcl",
-            "--category",
-            "irrelevance",
-            "--limit",
-            "3",
-            "--model",
-            f"scripted:{answers}",
-            "--data",
-            str(data_dir),
-        ],
-    )
+    table = CliRunner().invoke(app, args)
     assert table.exit_code == 0 and "irrelevance" in table.stdout and "100.0%" in table.stdout
 
 
