@@ -254,15 +254,16 @@ async def test_stop_finishes_the_current_step_and_releases(store: Store) -> None
     assert (await store.get(t.id)).lease_owner is None and stats.released == 1
 
 
-async def test_advance_thread_leases_just_that_thread(store: Store) -> None:
+async def test_advance_exclusively_leases_just_that_thread(store: Store) -> None:
+    from threadline.worker import advance_exclusively
+
     RUNS.clear()
     rt = Runtime(store, agents=[AGENT])
     a = await rt.launch(AGENT, "a", advance=False)
     b = await rt.launch(AGENT, "b", advance=False)
     held = await store.lease("someone-else", ttl=30, thread_ids=[b.id])
-    worker = Worker(rt)
-    assert await worker.advance_thread(a.id) is True
-    assert await worker.advance_thread(b.id) is False  # another holder has it
+    assert await advance_exclusively(rt, a.id) is True
+    assert await advance_exclusively(rt, b.id) is False  # another holder has it
     assert (await store.get(a.id)).status == Status.DONE
     assert (await store.get(a.id)).lease_owner is None
     assert (await store.get(b.id)).status == Status.RUNNING and held

@@ -211,21 +211,6 @@ class Worker:
                 len(pending),
             )
 
-    async def advance_thread(self, thread_id: str) -> bool:
-        """Lease one named thread, advance it under the lease (with heartbeat), release it.
-
-        For processes that advance the thread a request just touched (the server's
-        background runner) while workers may share the store: the lease guarantees one
-        advancer at a time. Returns False, doing nothing, if the thread is not runnable
-        or another holder has it (that holder will advance it).
-        """
-        leases = await self.store.lease(self.owner, ttl=self.lease_ttl, thread_ids=[thread_id])
-        if not leases:
-            return False
-        self.stats.leased += 1
-        await self._work(leases[0])
-        return True
-
     # -- one thread ----------------------------------------------------------------------
 
     async def _work(self, lease: Lease) -> None:
