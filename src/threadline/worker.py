@@ -39,7 +39,7 @@ from .events import Status
 from .runtime import Runtime
 from .stores.base import Lease
 
-__all__ = ["Worker", "WorkerStats", "advance_exclusively", "default_owner"]
+__all__ = ["Worker", "WorkerStats", "advance_exclusively", "default_owner", "owner_is_gone"]
 
 log = logging.getLogger("threadline.worker")
 
@@ -264,6 +264,21 @@ class Worker:
 def default_owner() -> str:
     """A lease owner naming this host and process, unique per call."""
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+def owner_is_gone(owner: str) -> bool:
+    """True if a lease owner (`[role:]host:pid:tag`) is a process on this host that no
+    longer exists: a crashed CLI or worker, whose lease can be taken over at once."""
+    parts = owner.rsplit(":", 3)
+    if len(parts) < 3 or not parts[-2].isdigit() or parts[-3] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(parts[-2]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 async def keep_lease(runtime: Runtime, lease: Lease, ttl: float, lost: asyncio.Event) -> None:

@@ -7,8 +7,6 @@ escalated, 4 when it failed, 1 for errors, 2 for bad usage.
 from __future__ import annotations
 
 import json
-import os
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -22,7 +20,7 @@ from ..errors import ConfigError, InvalidAction
 from ..events import Event, Status, Thread
 from ..runtime import Runtime
 from ..stores.base import Store
-from ..worker import advance_exclusively, default_owner
+from ..worker import advance_exclusively, default_owner, owner_is_gone
 from .common import (
     LockedOpt,
     app,
@@ -166,21 +164,6 @@ async def _ensure_agent(rt: Runtime, thread_id: str, *, model: bool = True) -> T
     return thread
 
 
-def _holder_is_gone(owner: str) -> bool:
-    """True if a lease owner (`[role:]host:pid:tag`) is a process on this host that no
-    longer exists: a crashed CLI or worker, whose lease can be taken over at once."""
-    parts = owner.rsplit(":", 3)
-    if len(parts) < 3 or not parts[-2].isdigit() or parts[-3] != socket.gethostname():
-        return False
-    try:
-        os.kill(int(parts[-2]), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
 async def _advance(rt: Runtime, thread: Thread) -> Thread:
     """Advance under a lease, so a worker or server sharing the store never advances the
     same thread at the same time; say so when someone else holds it."""
@@ -189,7 +172,7 @@ async def _advance(rt: Runtime, thread: Thread) -> Thread:
         summary = await rt.store.get(thread.id)
         holder = summary.lease_owner
         if holder and summary.status in (Status.RUNNING, Status.WAITING):
-            if _holder_is_gone(holder):
+            if owner_is_gone(holder):
                 err_console.print(
                     f"[yellow]note:[/] taking over from {holder}, which is no longer running",
                     highlight=False,
