@@ -15,10 +15,27 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# llama-cpp-python compiles from source once (about 8 minutes on 2 cores); pip keeps the
-# built wheel in its cache, so later installs reuse it.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --progress-bar off -e '.[all,dev]'
+# llama-cpp-python compiles from source once (about 8-18 minutes on 2 cores). It is built
+# with portable x86-64 flags, never -march=native: a native build on a Xeon with AMX turns
+# on the AMX repacking kernel, which crashes (docs/models.md). The wheel is kept in a
+# cache folder named after the version and the flags, so a wheel built with other flags
+# (pip's own cache of a native build, say) is never picked up, and later installs reuse it.
+LLAMA_VERSION := 0.3.36
+LLAMA_CMAKE   := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+                 -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLAMA_KEY     := $(shell echo '$(LLAMA_VERSION) $(LLAMA_CMAKE) $(shell uname -m)' | cksum | cut -d' ' -f1)
+WHEELS        := $(HOME)/.cache/threadline/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(LLAMA_KEY)
+
+$(WHEELS)/.built: | $(BIN)/python
+	mkdir -p $(WHEELS)
+	@echo "building llama-cpp-python $(LLAMA_VERSION) (portable flags; once per machine)"
+	CMAKE_ARGS="$(LLAMA_CMAKE)" FORCE_CMAKE=1 $(BIN)/pip wheel --no-deps --no-cache-dir \
+		--progress-bar off -w $(WHEELS) 'llama-cpp-python==$(LLAMA_VERSION)'
+	touch $@
+
+$(STAMP): pyproject.toml Makefile $(WHEELS)/.built | $(BIN)/python
+	$(BIN)/pip install --progress-bar off --find-links $(WHEELS) -e '.[all,dev]' \
+		'llama-cpp-python==$(LLAMA_VERSION)'
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
