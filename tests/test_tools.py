@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -128,3 +130,170 @@ def test_registry_keys_by_name_and_version_and_serves_the_newest() -> None:
     assert "lookup@1" in reg
     with pytest.raises(ToolDefinitionError):
         reg.register(tool(name="lookup", version="1")(lambda q: q))  # type: ignore[arg-type]
+
+
+# -- tools from a published JSON Schema ----------------------------------------------------
+
+TAU_TOOLS = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "tau-bench-airline" / "tools.json"
+)
+
+REFUND_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "order_id": {"type": "string", "pattern": "^o[0-9]+$"},
+        "amount": {"type": "number", "exclusiveMinimum": 0},
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}},
+                "required": ["sku", "qty"],
+            },
+        },
+    },
+    "required": ["order_id", "amount"],
+    "additionalProperties": False,
+}
+
+
+def _published_tau_tools() -> list[dict]:
+    if not TAU_TOOLS.is_file():
+        pytest.skip(f"shared data absent: {TAU_TOOLS} (see ../shared/data/README.md)")
+    return [t["function"] for t in json.loads(TAU_TOOLS.read_text())]
+
+
+def test_json_schema_tool_shows_the_published_schema_verbatim() -> None:
+    t = Tool.from_json_schema("refund", REFUND_SCHEMA, description="Refund an order.")
+    assert t.schema() == REFUND_SCHEMA
+    assert json.dumps(t.schema()) == json.dumps(REFUND_SCHEMA)  # same keys, same order
+    assert t.schema() is not REFUND_SCHEMA  # a private copy: later edits do not leak in
+    assert t.spec() == {
+        "name": "refund",
+        "description": "Refund an order.",
+        "parameters": REFUND_SCHEMA,
+    }
+
+
+def test_json_schema_validation_is_draft_2020_12_and_never_coerces() -> None:
+    t = Tool.from_json_schema("refund", REFUND_SCHEMA)
+    ok = {"order_id": "o12", "amount": 2.5, "items": [{"sku": "a", "qty": 1}]}
+    assert t.validate(ok).model_dump(mode="json") == ok
+    bad = [
+        {"order_id": "o12", "amount": "2.5"},  # pydantic's lax mode would coerce this
+        {"order_id": "x12", "amount": 1},  # pattern
+        {"order_id": "o1", "amount": 0},  # exclusiveMinimum
+        {"order_id": "o1", "amount": 1, "items": [{"sku": "a", "qty": 1.5}]},  # integer
+        {"order_id": "o1", "amount": 1, "force": True},  # additionalProperties
+        {"amount": 1},  # required
+        {"order_id": "o1", "amount": True},  # a boolean is not a number
+    ]
+    for arguments in bad:
+        with pytest.raises(ValidationError):
+            t.validate(arguments)
+    with pytest.raises(ValidationError) as info:
+        t.validate({"order_id": "o1", "amount": 1, "items": [{"sku": "a", "qty": "x"}]})
+    reason = compact_validation_error("refund", info.value)
+    assert reason.startswith("invalid arguments for refund: items.0.qty:"), reason
+    assert "integer" in reason
+    with pytest.raises(ValidationError) as info:
+        t.validate(["not", "an", "object"])
+    assert "JSON object" in compact_validation_error("refund", info.value)
+
+
+async def test_json_schema_tool_receives_exactly_the_validated_json() -> None:
+    seen: list[tuple[object, str]] = []
+
+    def refund(arguments: dict, ctx: ToolContext) -> str:
+        seen.append((arguments, ctx.call_id))
+        return "refunded"
+
+    t = Tool.from_json_schema(
+        "refund",
+        REFUND_SCHEMA,
+        refund,
+        approval=lambda a: a["amount"] > 100,
+        side_effects=True,
+        version="2",
+    )
+    sent = {"order_id": "o7", "amount": 12.0, "items": [{"sku": "a", "qty": 3}]}
+    args = t.validate(sent)
+    assert not t.needs_approval(args)
+    assert t.needs_approval(t.validate({"order_id": "o7", "amount": 500}))
+    assert await t.invoke(args, ToolContext("th", "c3", "k", 1)) == "refunded"
+    assert seen == [(sent, "c3")]
+    assert type(seen[0][0]["amount"]) is float  # exactly what was sent, no re-typing
+    assert t.key == "refund@2" and t.side_effects
+
+    async def lookup(arguments: dict) -> list:
+        return sorted(arguments)
+
+    t2 = Tool.from_json_schema("lookup", {"type": "object"}, lookup)
+    assert await t2.invoke(t2.validate({"b": 1, "a": 2}), ToolContext("t", "c", "k")) == ["a", "b"]
+
+
+def test_json_schema_tool_rejects_bad_schemas_and_handlers() -> None:
+    with pytest.raises(ToolDefinitionError, match="invalid JSON Schema"):
+        Tool.from_json_schema("x", {"type": "object", "properties": {"a": {"type": "nope"}}})
+    with pytest.raises(ToolDefinitionError, match="type 'object'"):
+        Tool.from_json_schema("x", {"type": "string"})
+    with pytest.raises(ToolDefinitionError, match="handler"):
+        Tool.from_json_schema("x", {"type": "object"}, lambda a, b, c: None)
+
+
+def test_json_schema_tools_in_an_agent_validate_model_output() -> None:
+    from datetime import UTC, datetime
+
+    from threadline import Agent
+    from threadline.reducer import interpret
+
+    agent = Agent("shop", tools=[Tool.from_json_schema("refund", REFUND_SCHEMA, lambda a: a)])
+    at = datetime.now(UTC)
+    [call] = interpret(
+        agent,
+        json.dumps({"intent": "refund", "arguments": {"order_id": "o1", "amount": 3}}),
+        (),
+        seq=1,
+        at=at,
+    )
+    assert call.kind == "tool_call" and call.arguments == {"order_id": "o1", "amount": 3}
+    [bad] = interpret(
+        agent,
+        json.dumps({"intent": "refund", "arguments": {"order_id": "o1", "amount": "3"}}),
+        (),
+        seq=1,
+        at=at,
+    )
+    assert bad.kind == "invalid_output" and "amount" in bad.reason
+    variant = next(
+        v for v in agent.output_schema()["oneOf"] if v["properties"]["intent"]["const"] == "refund"
+    )
+    assert variant["properties"]["arguments"] == REFUND_SCHEMA
+
+
+def test_tau_bench_airline_tools_are_shown_as_published() -> None:
+    """The 14 published airline tools: what the model is shown is what was published,
+    token for token (the pydantic round trip added titles, $defs and additionalProperties)."""
+    from threadline import Agent
+    from threadline.context.render import render
+    from threadline.context.tokens import BPECounter
+    from threadline.events import Thread, UserMessage
+
+    published = _published_tau_tools()
+    tools = [
+        Tool.from_json_schema(f["name"], f["parameters"], description=f["description"])
+        for f in published
+    ]
+    assert len(tools) == 14
+    counter = BPECounter("o200k_base")
+    shown = counter.count(json.dumps([t.spec() for t in tools]))
+    expected = counter.count(json.dumps(published))
+    assert shown == expected
+    agent = Agent("airline", tools=tools, human_tools=False, options={"context_format": "messages"})
+    thread = Thread("th_tau", "airline")
+    thread.append(UserMessage(seq=0, at=thread.created_at, text="Cancel my trip"))
+    context = render(agent, thread).context
+    assert [
+        {"name": s.name, "description": s.description, "parameters": s.parameters}
+        for s in context.tools
+    ] == published

@@ -4,9 +4,12 @@ A `Tool` is a typed signature plus the deterministic code that runs it. The mode
 sees the JSON Schema of its arguments; the runtime validates the model's JSON against the
 schema *before* anything runs, and dispatches the validated arguments to plain code.
 
-Build one with the `@tool` decorator on a typed function, or with `Tool.from_model` from a
-pydantic model. A function may take a `ToolContext` parameter (anywhere in its signature);
-it is injected by the runtime and never appears in the schema.
+Build one with the `@tool` decorator on a typed function, with `Tool.from_model` from a
+pydantic model, or with `Tool.from_json_schema` from a published JSON Schema (OpenAI
+function specs, MCP tools): then the model is shown that schema verbatim, arguments are
+checked by a JSON Schema validator, and the function receives exactly the validated JSON.
+A function may take a `ToolContext` parameter (anywhere in its signature); it is injected
+by the runtime and never appears in the schema.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Literal, TypeAlias, get_type_hints, overload
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .errors import ToolDefinitionError
+from .json_schema import JsonArguments, JsonSchemaValidator
 
 __all__ = [
     "DONE_FOR_NOW",
@@ -87,6 +91,7 @@ class Tool:
         kind: ToolKind = "function",
         context_param: str | None = None,
         pass_model: bool = False,
+        validator: JsonSchemaValidator | None = None,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", name):
             raise ToolDefinitionError(
@@ -108,6 +113,7 @@ class Tool:
         self.kind: ToolKind = kind
         self._context_param = context_param
         self._pass_model = pass_model
+        self._validator = validator
         self._is_async = fn is not None and inspect.iscoroutinefunction(fn)
         self._schema: dict[str, Any] | None = None
 
@@ -120,6 +126,8 @@ class Tool:
 
     def schema(self) -> dict[str, Any]:
         """JSON Schema of the arguments (cached; the object must not be mutated)."""
+        if self._validator is not None:
+            return self._validator.schema
         if self._schema is None:
             schema = self.args_model.model_json_schema()
             schema.pop("title", None)
@@ -136,6 +144,8 @@ class Tool:
 
     def validate(self, arguments: Any) -> BaseModel:
         """Validate the model's arguments. Raises pydantic's ValidationError."""
+        if self._validator is not None:
+            return self._validator.validate(arguments)
         return self.args_model.model_validate(arguments)
 
     def needs_approval(self, args: BaseModel) -> bool:
@@ -143,12 +153,17 @@ class Tool:
             return False
         if self.approval == "always":
             return True
-        return bool(self.approval(args))
+        return bool(self.approval(args.root if isinstance(args, JsonArguments) else args))
 
     async def invoke(self, args: BaseModel, ctx: ToolContext) -> Any:
         """Run the tool on validated arguments. Sync functions run in a worker thread."""
         if self.fn is None:
             raise ToolDefinitionError(f"tool {self.key} has no function to run")
+        if isinstance(args, JsonArguments):  # from_json_schema: fn(arguments[, ctx])
+            positional = (args.root, ctx) if self._context_param else (args.root,)
+            if self._is_async:
+                return await self.fn(*positional)
+            return await asyncio.to_thread(self.fn, *positional)
         if self._pass_model:
             call_args: dict[str, Any] = {"args": args}
         else:
@@ -251,6 +266,55 @@ class Tool:
             kind=kind,
             context_param=context_param,
             pass_model=True,
+        )
+
+    @classmethod
+    def from_json_schema(
+        cls,
+        name: str,
+        schema: dict[str, Any],
+        fn: Callable[..., Any] | None = None,
+        *,
+        version: str = "1",
+        description: str = "",
+        side_effects: bool = False,
+        idempotent: bool = False,
+        approval: ApprovalPolicy = "never",
+        timeout: float | None = 30.0,
+    ) -> Tool:
+        """Build a tool from a published JSON Schema of its arguments.
+
+        The model is shown `schema` verbatim (no titles, `$defs` or `additionalProperties`
+        added); arguments are validated with `jsonschema` (draft 2020-12 by default) before
+        anything runs; `fn(arguments)` or `fn(arguments, ctx)` receives exactly the validated
+        JSON dict. An approval predicate receives the same dict.
+
+        Raises:
+            ToolDefinitionError: the schema is not a valid JSON Schema of an object, or `fn`
+                takes neither one nor two parameters.
+        """
+        validator = JsonSchemaValidator(schema, name=name)
+        context_param = None
+        if fn is not None:
+            params = list(inspect.signature(fn).parameters.values())
+            if len(params) == 2:
+                context_param = params[1].name
+            elif len(params) != 1:
+                raise ToolDefinitionError(
+                    f"tool {name}: handler must take (arguments) or (arguments, ctx)"
+                )
+        return cls(
+            name,
+            JsonArguments,
+            fn,
+            version=version,
+            description=description,
+            side_effects=side_effects,
+            idempotent=idempotent,
+            approval=approval,
+            timeout=timeout,
+            context_param=context_param,
+            validator=validator,
         )
 
 
