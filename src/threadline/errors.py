@@ -17,6 +17,7 @@ Errors (something is wrong; callers catch these)::
     ├── ServerError              a Threadline server answered with an error (`--server` clients)
     ├── ToolDefinitionError      a tool's signature cannot be turned into a schema
     ├── ReplayDivergence         replaying a thread produced a different event (names the seq)
+    ├── RetrievalError           the retrieval index is unreachable or refused a request
     ├── ModelError               a provider failed (after retries); carries `retryable`
     │   └── CircuitOpen          the provider's circuit breaker is open: failing fast
     ├── PromptError              a prompt template is missing, malformed or misses a variable
@@ -47,6 +48,7 @@ __all__ = [
     "NotAllowed",
     "PromptError",
     "ReplayDivergence",
+    "RetrievalError",
     "RetryableToolError",
     "SchemaOutOfDate",
     "ServerError",
@@ -184,6 +186,10 @@ class ReplayDivergence(ThreadlineError):
             f"replay of thread {thread_id} diverged at event {seq}: "
             f"recorded {expected}, replay produced {got}"
         )
+
+
+class RetrievalError(ThreadlineError):
+    """The retrieval index (THREADLINE_RETRIEVAL) could not be reached or refused a request."""
 
 
 class ModelError(ThreadlineError):

@@ -20,11 +20,16 @@ class Settings(BaseSettings):
         model: `provider:model` (`local:smollm2`, `openai:gpt-4.1-mini`, ...).
         log: where the JSON event log goes: `stderr`, `stdout`, `off`, or a file path.
         release: refuse to run prompts/tool schemas that differ from threadline.lock.
+        retrieval: retrieval index URL (`sqlite:///...` embedded, `postgresql://...`).
+        embeddings: embedder of the index: `local` (all-MiniLM-L6-v2, offline),
+            `openai:MODEL` (an OpenAI-compatible `/embeddings`, `OPENAI_BASE_URL`), `none`.
     """
 
     model_config = SettingsConfigDict(env_prefix="THREADLINE_", extra="ignore")
 
     store: str = "sqlite:///.threadline/threads.db"
+    retrieval: str = "sqlite:///.threadline/index.db"
+    embeddings: str = "local"
     model: str = "local:smollm2"
     log: str = "stderr"
     release: bool = False

