@@ -68,6 +68,13 @@ class Agent:
             tools += [t for t in (request_more_information, done_for_now) if t.name not in names]
         self.registry = ToolRegistry(tools)
 
+    def add_tools(self, tools: Sequence[Tool]) -> None:
+        """Register tools found after construction (an MCP server's `tools/list_changed`):
+        each becomes the version the model is shown; older versions stay for old threads."""
+        for t in tools:
+            self.registry.register(t, newest=True)
+        self._output_schema = None
+
     def visible_tools(self) -> list[Tool]:
         """The newest version of each tool: what the model is shown."""
         return self.registry.latest()

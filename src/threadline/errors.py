@@ -16,6 +16,7 @@ Errors (something is wrong; callers catch these)::
     ├── NotAllowed               the caller may not take this action (not a named approver)
     ├── ServerError              a Threadline server answered with an error (`--server` clients)
     ├── ToolDefinitionError      a tool's signature cannot be turned into a schema
+    ├── RemoteToolError          a remote tool (MCP) answered with an error result
     ├── ReplayDivergence         replaying a thread produced a different event (names the seq)
     ├── RetrievalError           the retrieval index is unreachable or refused a request
     ├── ModelError               a provider failed (after retries); carries `retryable`
@@ -28,7 +29,10 @@ Errors (something is wrong; callers catch these)::
 Signals (user code raises these to steer the runtime; they are not errors)::
 
     ToolSignal
-    └── RetryableToolError       the tool failed in a way worth retrying; recorded as retryable
+    ├── RetryableToolError       the tool failed in a way worth retrying; recorded as retryable
+    └── ToolOutcomeUnknown       the tool cannot tell whether its effect happened (a remote
+                                 session dropped mid-call): a non-idempotent call records no
+                                 outcome and takes the maybe-ran path (escalation)
 
 Constructors only store their arguments: no I/O, no logging, no side effects.
 """
@@ -48,6 +52,7 @@ __all__ = [
     "NotAllowed",
     "PromptError",
     "ReplayDivergence",
+    "RemoteToolError",
     "RetrievalError",
     "RetryableToolError",
     "SchemaOutOfDate",
@@ -57,6 +62,7 @@ __all__ = [
     "ThreadlineError",
     "TokenBudgetError",
     "ToolDefinitionError",
+    "ToolOutcomeUnknown",
     "ToolSignal",
 ]
 
@@ -168,6 +174,10 @@ class ToolDefinitionError(ThreadlineError):
     """A tool cannot be built from the given function or model."""
 
 
+class RemoteToolError(ThreadlineError):
+    """A remote tool (an MCP server's) ran and answered with an error result."""
+
+
 class ReplayDivergence(ThreadlineError):
     """Replay re-derived an event that differs from the recorded one.
 
@@ -274,3 +284,13 @@ class ToolSignal(Exception):
 
 class RetryableToolError(ToolSignal):
     """Raised by a tool to say its failure is transient; recorded with retryable=True."""
+
+
+class ToolOutcomeUnknown(ToolSignal):
+    """Raised by a tool with side effects that cannot know whether its effect happened.
+
+    For a non-idempotent tool the runtime records no outcome: the call's `tool_started`
+    stands alone, which is the maybe-ran state, and the thread escalates to a human with
+    the facts instead of re-sending the call. From an idempotent tool or one without side
+    effects it is recorded as a retryable error (running it again is safe).
+    """

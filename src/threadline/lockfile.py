@@ -22,6 +22,11 @@ The lock is JSON, sorted, without timestamps (the same sources give the same byt
 At release (`THREADLINE_RELEASE=1`, or `--locked`), `check_lock` compares the running
 agents against the lock and raises `LockMismatch` naming the first file whose prompt or
 tool schema changed, so a release never runs a prompt nobody built.
+
+Tools discovered from MCP servers at start-up are pinned too, under the agent's `"mcp"`
+key (`remote_pins`): server, source (the stdio command or URL), remote tool name, version
+and schema hash. A server that changed a tool's schema or description since the build is
+refused at release, naming the server and the tool (`check_remote_pins`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import re
 import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import ConfigError, LockMismatch, PromptError, ThreadlineError
 from .prompts import Prompt, prompt_for
@@ -46,15 +51,26 @@ if TYPE_CHECKING:
 __all__ = [
     "LOCK_VERSION",
     "AgentReport",
+    "RemoteTool",
     "build_lock",
     "check_lock",
+    "check_remote_pins",
     "read_lock",
+    "remote_pins",
     "validate_agent",
     "write_lock",
 ]
 
 LOCK_VERSION = 1
 _MODEL_PIN = re.compile(r"[a-z][a-z0-9_\-]*:\S+")
+
+
+@runtime_checkable
+class RemoteTool(Protocol):
+    """A tool whose code lives on a remote server (an MCP tool): the lock pins it."""
+
+    @property
+    def remote_pin(self) -> dict[str, str]: ...
 
 
 class AgentReport:
@@ -159,7 +175,9 @@ def validate_agent(agent: Agent, ref: str | None, root: Path) -> AgentReport:
         agent.output_schema()
     except Exception as exc:
         report.problems.append(f"agent {agent.name}: intent schema cannot be built: {exc}")
+    pins = remote_pins(agent)
     report.entry = {
+        **({"mcp": pins} if pins else {}),
         "ref": ref,
         "prompt": None
         if prompt is None
@@ -256,6 +274,7 @@ def check_lock(
 
 
 def _compare(agent: Agent, locked: dict[str, Any], actual: dict[str, Any], lock: Path) -> None:
+    check_remote_pins(agent, locked.get("mcp") or {}, actual.get("mcp") or {})
     lp, ap = locked.get("prompt"), actual.get("prompt")
     if (lp is None) != (ap is None):
         where = (ap or lp or {}).get("file") or f"agent {agent.name}"
@@ -285,3 +304,43 @@ def _compare(agent: Agent, locked: dict[str, Any], actual: dict[str, Any], lock:
                 (old or {}).get("sha256", "(absent)"),
                 (new or {}).get("sha256", "(absent)"),
             )
+
+
+# -- MCP tools: pins of remote schemas -------------------------------------------------------
+
+
+def remote_pins(agent: Agent) -> dict[str, dict[str, str]]:
+    """`name@version` -> pin of every remote (MCP) tool the agent has discovered."""
+    tools: list[Tool] = list(agent.registry)
+    return {t.key: dict(t.remote_pin) for t in tools if isinstance(t, RemoteTool)}
+
+
+def check_remote_pins(
+    agent: Agent, locked: Mapping[str, Any], actual: Mapping[str, Mapping[str, str]]
+) -> None:
+    """Raise `LockMismatch` if a pinned MCP tool is now published with another schema or
+    description, or is gone, or if the servers publish a tool the build never saw."""
+
+    def by_tool(pins: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[str, Any]]:
+        return {
+            (str(p.get("server")), str(p.get("tool"))): p
+            for p in pins.values()
+            if isinstance(p, Mapping)
+        }
+
+    old, new = by_tool(locked), by_tool(actual)
+    for server, tool in sorted(set(old) | set(new)):
+        was, now = old.get((server, tool)), new.get((server, tool))
+        if (
+            was is not None
+            and now is not None
+            and was.get("schema_sha256") == now.get("schema_sha256")
+        ):
+            continue
+        where = (now or was or {}).get("source") or server
+        state = "changed its schema" if was and now else ("is gone" if was else "is new")
+        raise LockMismatch(
+            f"MCP server {server} ({where}): tool {tool} {state} (agent {agent.name})",
+            str((was or {}).get("schema_sha256", "(absent)")),
+            str((now or {}).get("schema_sha256", "(absent)")),
+        )

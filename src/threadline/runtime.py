@@ -35,6 +35,7 @@ from .errors import (
     NotAllowed,
     RetryableToolError,
     ThreadlineError,
+    ToolOutcomeUnknown,
 )
 from .events import (
     Approval,
@@ -362,6 +363,12 @@ class Runtime:
             except TimeoutError:
                 failure = ("TimeoutError", f"no result after {tool.timeout:g}s", True)
             except RetryableToolError as exc:
+                failure = (type(exc).__name__, compact_error(exc), True)
+            except ToolOutcomeUnknown as exc:
+                if tool.side_effects and not tool.idempotent:
+                    # No outcome is recorded: `tool_started` stands alone (maybe ran), and
+                    # decide() escalates with the facts; the call is never re-sent by itself.
+                    return thread
                 failure = (type(exc).__name__, compact_error(exc), True)
             except Exception as exc:
                 failure = (type(exc).__name__, compact_error(exc), False)

@@ -381,12 +381,14 @@ class ToolRegistry:
         for t in tools:
             self.register(t)
 
-    def register(self, t: Tool) -> None:
+    def register(self, t: Tool, *, newest: bool = False) -> None:
+        """Add `t`. It is shown for its name if its version sorts highest, or if `newest`
+        (tools versioned by a hash of their schema, like MCP tools, have no order)."""
         if t.key in self._by_key and self._by_key[t.key] is not t:
             raise ToolDefinitionError(f"two different tools registered as {t.key}")
         self._by_key[t.key] = t
         current = self._latest.get(t.name)
-        if current is None or _version_key(t.version) >= _version_key(current.version):
+        if newest or current is None or _version_key(t.version) >= _version_key(current.version):
             self._latest[t.name] = t
 
     def get(self, name: str, version: str | None = None) -> Tool | None:
@@ -422,8 +424,9 @@ def compact_validation_error(tool_name: str, exc: ValidationError, limit: int = 
     return f"invalid arguments for {tool_name}: " + "; ".join(parts) + suffix
 
 
-def _version_key(version: str) -> tuple[Any, ...]:
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\-]", version))
+def _version_key(version: str) -> tuple[tuple[int, int, str], ...]:
+    # Numbers sort numerically and before words, so "10" > "9" and "2" vs "beta" compares.
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-]", version))
 
 
 def _summary(doc: str | None) -> str:
