@@ -35,7 +35,7 @@ from rich.table import Table
 
 from threadline import Agent, Runtime, SQLiteStore, tool
 from threadline.models.base import Context
-from threadline.server import ServerConfig, create_app
+from threadline.server import ServerConfig, Services, create_app
 from threadline.server.auth import create_key
 from threadline.testing import FunctionModel, intent
 
@@ -109,8 +109,13 @@ def start_server(db: Path) -> tuple[uvicorn.Server, threading.Thread, str, str]:
             return (await create_key(store, "bench", ["admin"]))[1]
 
     secret = asyncio.run(key())
-    runtime = Runtime(SQLiteStore(db), agents=AGENTS, model=instant_model())
-    app = create_app(runtime, ServerConfig(poll_interval=1.0, concurrency=64))
+    services = Services.build(
+        ServerConfig(poll_interval=1.0, concurrency=64),
+        lambda observers: Runtime(
+            SQLiteStore(db), agents=AGENTS, model=instant_model(), observers=observers
+        ),
+    )
+    app = create_app(services)
     server = uvicorn.Server(
         uvicorn.Config(
             app, host="127.0.0.1", port=0, log_level="error", lifespan="on", access_log=False

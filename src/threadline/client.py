@@ -1,5 +1,8 @@
 """A small HTTP client for a Threadline server: what `--server URL` CLI commands use.
 
+It needs only the core install (httpx and pydantic): the request and response bodies come
+from `threadline.wire`, which the server uses too, so no FastAPI is imported here.
+
 Each method mirrors a runtime or store method and returns the same kinds of objects the
 local path returns (`Thread` with its events, `Event`s), so a command can print a remote
 thread exactly like a local one. Errors come back as the same exceptions too: 404 raises
@@ -24,8 +27,8 @@ import httpx
 
 from .errors import InvalidAction, NotAllowed, ServerError, ThreadNotFound
 from .events import Event, Status, Thread, event_from_dict
-from .server.schemas import ThreadOut, ThreadPage
 from .settings import Settings
+from .wire import ThreadOut, ThreadPage
 
 __all__ = ["Client"]
 

@@ -19,6 +19,11 @@ Invariants:
       their current step (`Runtime.stop`), are checkpointed, and their leases released;
       `run()` returns within `shutdown_timeout` seconds, abandoning (not releasing) any
       thread still mid-step, whose lease then expires.
+
+Beside the worker loop: `advance_exclusively` (one thread under a lease, for the server's
+runner and the CLI), `advance_or_take_over` (the same, taking over the lease of a crashed
+process on this host at once instead of waiting for it to expire) and `stuck_threads`
+(what operators look at when nothing moves).
 """
 
 from __future__ import annotations
@@ -30,16 +35,27 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from .errors import ConfigError, LeaseLost, ThreadlineError
-from .events import Status
+from .events import Status, utcnow
 from .runtime import Runtime
-from .stores.base import Lease
+from .stores.base import Lease, Store, ThreadSummary
 
-__all__ = ["Worker", "WorkerStats", "advance_exclusively", "default_owner", "owner_is_gone"]
+__all__ = [
+    "Advanced",
+    "Worker",
+    "WorkerStats",
+    "advance_exclusively",
+    "advance_or_take_over",
+    "default_owner",
+    "owner_is_gone",
+    "stuck_threads",
+    "summaries",
+]
 
 log = logging.getLogger("threadline.worker")
 
@@ -333,3 +349,78 @@ async def advance_exclusively(
             with contextlib.suppress(Exception):
                 await runtime.store.release(lease)
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class Advanced:
+    """What `advance_or_take_over` did.
+
+    Attributes:
+        advanced: this process advanced the thread (under its own lease).
+        took_over_from: the crashed owner whose lease was broken first, if any.
+        held_by: the live owner advancing the thread instead (nothing was done here).
+    """
+
+    advanced: bool
+    took_over_from: str | None = None
+    held_by: str | None = None
+
+
+async def advance_or_take_over(
+    runtime: Runtime, thread_id: str, *, owner: str, ttl: float = 10.0
+) -> Advanced:
+    """`advance_exclusively`, taking over at once from a crashed owner on this host.
+
+    A lease held by a process that no longer exists (a CLI killed mid-step) would block the
+    thread until it expires; since the owner is provably gone, its lease is broken and the
+    thread advanced here. A lease held by a live process is left alone: that process is
+    advancing the thread, and `held_by` names it.
+    """
+    if await advance_exclusively(runtime, thread_id, owner=owner, ttl=ttl):
+        return Advanced(advanced=True)
+    summary = await runtime.store.get(thread_id)
+    holder = summary.lease_owner
+    if not holder or summary.status not in (Status.RUNNING, Status.WAITING):
+        return Advanced(advanced=False)
+    if not owner_is_gone(holder):
+        return Advanced(advanced=False, held_by=holder)
+    await runtime.store.break_lease(thread_id)
+    advanced = await advance_exclusively(runtime, thread_id, owner=owner, ttl=ttl)
+    return Advanced(advanced=advanced, took_over_from=holder)
+
+
+async def summaries(
+    store: Store, status: Status | None = None, agent: str | None = None
+) -> AsyncIterator[ThreadSummary]:
+    """Every thread of the store (optionally of one status or agent), page by page."""
+    cursor = None
+    while True:
+        page = await store.list(status=status, agent=agent, limit=500, cursor=cursor)
+        for item in page.items:
+            yield item
+        cursor = page.cursor
+        if cursor is None:
+            return
+
+
+async def stuck_threads(
+    store: Store, *, grace: timedelta, now: datetime | None = None
+) -> list[tuple[ThreadSummary, str]]:
+    """Threads no worker is making progress on, each with the reason.
+
+    * running with a lease that expired more than `grace` ago (its worker died and no
+      worker has taken it since: are any workers running for its agent?);
+    * running with no lease, untouched for more than `grace` (nobody is working on it);
+    * waiting with a due time more than `grace` in the past (no worker woke it).
+    """
+    now = now or utcnow()
+    out = []
+    async for s in summaries(store, Status.RUNNING):
+        if s.lease_expires is not None and s.lease_expires < now - grace:
+            out.append((s, f"lease of {s.lease_owner} expired at {s.lease_expires:%F %T}Z"))
+        elif s.lease_owner is None and s.updated_at < now - grace:
+            out.append((s, f"runnable, no worker since {s.updated_at:%F %T}Z"))
+    async for s in summaries(store, Status.WAITING):
+        if s.due_at is not None and s.due_at < now - grace:
+            out.append((s, f"wait was due at {s.due_at:%F %T}Z"))
+    return out

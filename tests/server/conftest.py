@@ -1,12 +1,7 @@
-"""Server test fixtures (the helpers live in server_support.py, importable by name)."""
+"""Server test fixtures (the helpers live in tests/server_support.py, importable by name)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from server_support import deploybot, live  # noqa: E402
+from server_support import deploybot, live
 
 __all__ = ["deploybot", "live"]

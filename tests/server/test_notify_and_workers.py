@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_support import SECRET, LiveServer, deploy_model, signed, start_server
 
+from server_support import SECRET, LiveServer, deploy_model, signed, start_server
 from threadline import Agent
 from threadline.runtime import Runtime
 from threadline.server import ServerConfig
@@ -168,7 +168,7 @@ def test_api_only_server_appends_and_streams_what_a_worker_does(
 
 def test_shutdown_refuses_new_work(live: LiveServer) -> None:
     thread = live.launch()
-    live.app.state.lifecycle.begin_shutdown()
+    live.services.lifecycle.begin_shutdown()
     with live.client("admin") as c:
         r = c.post("/v1/threads", json={"agent": "deploybot", "message": "one more"})
         assert r.status_code == 503

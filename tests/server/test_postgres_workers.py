@@ -16,9 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_serve_cli import THREADLINE, _free_port
 
 from pg_support import pg_store_url
+from server_support import THREADLINE, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -64,7 +64,7 @@ def test_api_only_server_with_a_postgres_worker(
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [THREADLINE, "serve", "--no-worker", "--agent", ref, "--port", str(port)],
         env=env,

@@ -22,6 +22,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
 from server_support import LiveServer
 
 pytestmark = pytest.mark.slow

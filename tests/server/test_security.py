@@ -9,6 +9,7 @@ import time
 
 import httpx
 import pytest
+
 from server_support import LiveServer, signed
 
 

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from server_support import LiveServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -7,20 +7,19 @@ escalated, 4 when it failed, 1 for errors, 2 for bad usage.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..agent import Agent
-from ..bootstrap import load_agents, open_runtime
 from ..errors import ConfigError, InvalidAction
 from ..events import Event, Status, Thread
-from ..runtime import Runtime
-from ..stores.base import Store
-from ..worker import advance_exclusively, default_owner, owner_is_gone
+from ..replay import replay_thread
+from ..wire import ThreadOut, ThreadPage
+from .api import ThreadsAPI, agent_of, open_threads
 from .common import (
     LockedOpt,
     app,
@@ -33,7 +32,7 @@ from .common import (
     threads_app,
 )
 
-__all__ = ["format_event"]
+__all__ = ["Printer", "drive", "format_event", "session"]
 
 AgentOpt = Annotated[
     list[str] | None,
@@ -115,121 +114,59 @@ def _args(arguments: dict[str, Any]) -> str:
     return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items())
 
 
-def _printer(thread: Thread, events: Any) -> None:
-    for event in events:
-        console.print(format_event(event), highlight=False, soft_wrap=True)
+class Printer:
+    """Prints each event of the threads it follows once, in seq order: live, as a runtime
+    observer (local appends), or when caught up with a loaded thread (remote ones)."""
 
+    def __init__(self) -> None:
+        self.shown: dict[str, int] = {}
 
-def _open(agent_refs: list[str] | None, *, echo: bool = True, locked: bool = False) -> Runtime:
-    """A runtime without a model yet: `_with_model` adds the configured one only when an
-    agent that will run does not pin its own (so a pinned agent needs no model config)."""
-    loaded = load_agents(agent_refs or [])
-    rt = open_runtime(
-        settings(locked),
-        [a for a, _ in loaded.values()],
-        with_model=False,
-        observers=[_printer] if echo else [],
-    )
-    rt.agent_refs = {name: ref for name, (_, ref) in loaded.items()}  # type: ignore[attr-defined]
-    return rt
-
-
-def _with_model(rt: Runtime, agent: Agent) -> None:
-    if agent.model is None and rt.model is None:
-        from ..models.registry import resolve_model
-
-        rt.model = resolve_model(settings().model)
-
-
-def _know_agent(rt: Runtime, thread: Thread) -> None:
-    """Make sure the runtime knows the thread's agent: from --agent or the recorded ref."""
-    if thread.agent in rt.agents:
-        return
-    ref = thread.metadata.get("agent_ref")
-    if not ref:
-        raise ConfigError(
-            f"thread {thread.id} was made by agent {thread.agent!r}; pass --agent path.py:name"
-        )
-    for agent, _ in load_agents([str(ref)]).values():
-        rt.add_agent(agent)
-
-
-async def _ensure_agent(rt: Runtime, thread_id: str, *, model: bool = True) -> Thread:
-    """Load the thread, make sure its agent is known and, when `model`, that the runtime
-    can call a model for it."""
-    thread = await rt.store.load(thread_id)
-    _know_agent(rt, thread)
-    if model:
-        _with_model(rt, rt.agent(thread.agent))
-    return thread
-
-
-async def _advance(rt: Runtime, thread: Thread) -> Thread:
-    """Advance under a lease, so a worker or server sharing the store never advances the
-    same thread at the same time; say so when someone else holds it."""
-    owner = f"cli:{default_owner()}"
-    if not await advance_exclusively(rt, thread.id, owner=owner, ttl=10.0):
-        summary = await rt.store.get(thread.id)
-        holder = summary.lease_owner
-        if holder and summary.status in (Status.RUNNING, Status.WAITING):
-            if owner_is_gone(holder):
-                err_console.print(
-                    f"[yellow]note:[/] taking over from {holder}, which is no longer running",
-                    highlight=False,
-                )
-                await rt.store.break_lease(thread.id)
-                await advance_exclusively(rt, thread.id, owner=owner, ttl=10.0)
-            else:
-                err_console.print(
-                    f"[yellow]note:[/] {holder} is advancing this thread; not advancing it here",
-                    highlight=False,
-                )
-    return await rt.store.load(thread.id)
-
-
-async def _drive(rt: Runtime, thread: Thread, interactive: bool) -> Thread:
-    """Advance; at a pause in a terminal ask the human, otherwise leave it paused."""
-    thread = await _advance(rt, thread)
-    while interactive:
-        state = thread.state
-        if thread.status == Status.AWAITING_APPROVAL:
-            call = next(c for c in state.pending.values() if c.approval == "requested")
-            console.print(f"[bold magenta]approve[/] {call.tool}({escape(_args(call.arguments))})?")
-            answer = typer.prompt("approve? [y]es / [n]o", default="y").strip().lower()
-            if answer.startswith("y"):
-                await rt.approve(thread.id, call.call_id, approved=True, channel="cli")
-            else:
-                comment = typer.prompt("feedback for the agent", default="", show_default=False)
-                await rt.approve(
-                    thread.id, call.call_id, approved=False, comment=comment or None, channel="cli"
-                )
-        elif thread.status == Status.AWAITING_HUMAN and state.human_request:
-            text = typer.prompt("your answer")
-            await rt.respond(thread.id, state.human_request, text, channel="cli")
+    def follow(self, thread: Thread | str, *, after: int | None = None) -> None:
+        """Print `thread`'s events after `after` (default: after those it has now)."""
+        if isinstance(thread, Thread):
+            self.shown[thread.id] = thread.next_seq - 1 if after is None else after
         else:
-            break
-        thread = await _advance(rt, thread)
-    return thread
+            self.shown[thread] = -1 if after is None else after
+
+    def __call__(self, thread: Thread, events: Sequence[Event]) -> None:
+        if thread.id in self.shown:
+            self._print(thread.id, events)
+
+    def catch_up(self, thread: Thread) -> Thread:
+        """Print what of `thread` was not printed yet; returns it."""
+        self.shown.setdefault(thread.id, -1)
+        self._print(thread.id, thread.events)
+        return thread
+
+    def _print(self, thread_id: str, events: Sequence[Event]) -> None:
+        for event in events:
+            if event.seq > self.shown[thread_id]:
+                console.print(format_event(event), highlight=False, soft_wrap=True)
+                self.shown[thread_id] = event.seq
 
 
-def _client(server: str) -> Any:
-    from ..client import Client
-
-    return Client.from_settings(server, settings())
+def _note(text: str) -> None:
+    err_console.print(f"[yellow]note:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
-def _print_from(thread: Thread, seq: int) -> None:
-    for event in thread.events[seq:]:
-        console.print(format_event(event), highlight=False, soft_wrap=True)
+@asynccontextmanager
+async def session(
+    server: str | None, agent_refs: Sequence[str] = (), *, locked: bool = False
+) -> AsyncIterator[tuple[ThreadsAPI, Printer]]:
+    """The threads interface (the server's or the local store's) and a printer it feeds."""
+    printer = Printer()
+    api = open_threads(server, settings(locked), agent_refs, observers=[printer], note=_note)
+    try:
+        yield api, printer
+    finally:
+        await api.aclose()
 
 
-async def _remote_drive(client: Any, thread_id: str, shown: int, interactive: bool) -> Thread:
-    """Wait for the server to stop running the thread, print what is new, and in a
-    terminal answer its approval or question, like `_drive` does locally."""
+async def drive(api: ThreadsAPI, printer: Printer, thread_id: str, interactive: bool) -> Thread:
+    """Get the thread to where it stops, printing what happens; in a terminal answer its
+    approval or question and go on, otherwise leave it waiting."""
     while True:
-        thread: Thread = await client.settle(thread_id)
-        _print_from(thread, shown)
-        shown = len(thread)
+        thread = printer.catch_up(await api.settle(thread_id))
         state = thread.state
         if not interactive:
             return thread
@@ -237,49 +174,35 @@ async def _remote_drive(client: Any, thread_id: str, shown: int, interactive: bo
             call = next(c for c in state.pending.values() if c.approval == "requested")
             console.print(f"[bold magenta]approve[/] {call.tool}({escape(_args(call.arguments))})?")
             if typer.prompt("approve? [y]es / [n]o", default="y").strip().lower().startswith("y"):
-                await client.approve(thread_id, call.call_id, approved=True)
+                await api.approve(thread_id, call.call_id, approved=True)
             else:
                 comment = typer.prompt("feedback for the agent", default="", show_default=False)
-                await client.approve(
-                    thread_id, call.call_id, approved=False, comment=comment or None
-                )
+                await api.approve(thread_id, call.call_id, approved=False, comment=comment or None)
         elif thread.status == Status.AWAITING_HUMAN and state.human_request:
-            await client.respond(thread_id, state.human_request, typer.prompt("your answer"))
+            await api.respond(thread_id, state.human_request, typer.prompt("your answer"))
         else:
             return thread
 
 
-def _remote_act(
-    server: str, thread_id: str, act: Callable[[Any, Thread], Awaitable[object]]
-) -> None:
-    """Load the thread from the server, `act(client, thread)`, then show where it got to."""
-
-    async def go() -> Thread:
-        async with _client(server) as client:
-            thread = await client.load(thread_id)
-            await act(client, thread)
-            return await _remote_drive(client, thread_id, len(thread), False)
-
-    _finish(run_async(go()))
-
-
-def _local_act(
-    agent_refs: list[str] | None,
+def _act(
+    server: str | None,
+    agent_refs: Sequence[str] | None,
     thread_id: str,
-    act: Callable[[Runtime, Thread], Awaitable[Thread]],
+    act: Callable[[ThreadsAPI, Thread], Awaitable[object]],
     *,
     advance: bool = True,
 ) -> None:
-    """Load the thread (and its agent), `act(runtime, thread)`, then run it on unless
-    `advance=False`, and show where it got to."""
+    """Load the thread, `act(api, thread)`, then (unless `advance=False`) get it to where it
+    stops, and show where it got to."""
 
     async def go() -> Thread:
-        rt = _open(agent_refs)
-        try:
-            thread = await act(rt, await _ensure_agent(rt, thread_id, model=advance))
-            return await _drive(rt, thread, False) if advance else thread
-        finally:
-            await rt.store.close()
+        async with session(server, agent_refs or ()) as (api, printer):
+            thread = await api.load(thread_id)
+            printer.follow(thread)
+            await act(api, thread)
+            if advance:
+                return await drive(api, printer, thread_id, False)
+            return printer.catch_up(await api.load(thread_id))
 
     _finish(run_async(go()))
 
@@ -303,7 +226,13 @@ def _finish(thread: Thread) -> None:
 @app.command()
 @handle_errors
 def run(
-    agent: Annotated[str, typer.Argument(help="path/to/file.py:name or package.module:name")],
+    agent: Annotated[
+        str,
+        typer.Argument(
+            help="path/to/file.py:name or package.module:name (with --server: an agent "
+            "the server serves)"
+        ),
+    ],
     message: Annotated[str, typer.Argument(help="The user's message.")],
     interactive: Annotated[
         bool | None,
@@ -319,34 +248,12 @@ def run(
 
     With --server, AGENT is the name of an agent the server serves.
     """
-    if server:
-
-        async def remote() -> Thread:
-            async with _client(server) as client:
-                launched = await client.launch(agent, message, metadata={"channel": "cli"})
-                return await _remote_drive(client, launched.id, 0, _interactive(interactive))
-
-        _finish(run_async(remote()))
-        return
 
     async def go() -> Thread:
-        loaded = load_agents([agent])
-        ((the_agent, ref),) = loaded.values()
-        rt = _open([agent], locked=locked)
-        try:
-            _with_model(rt, the_agent)
-            model = the_agent.model or rt.model
-            if model is not None and model.model_id.startswith("scripted"):
-                err_console.print(
-                    f"[yellow]note:[/] using the scripted model {model.model_id} "
-                    "(canned answers, not a real LLM)"
-                )
-            thread = await rt.launch(
-                the_agent, message, channel="cli", advance=False, metadata={"agent_ref": ref}
-            )
-            return await _drive(rt, thread, _interactive(interactive))
-        finally:
-            await rt.store.close()
+        async with session(server, [agent], locked=locked) as (api, printer):
+            launched = await api.launch(agent, message, metadata={"channel": "cli"})
+            printer.catch_up(await api.load(launched.id))
+            return await drive(api, printer, launched.id, _interactive(interactive))
 
     _finish(run_async(go()))
 
@@ -370,43 +277,32 @@ def threads_list(
             f"unknown status {status!r}; one of: " + ", ".join(s.value for s in Status)
         )
 
-    async def go() -> None:
-        page: Any
-        if server:
-            async with _client(server) as client:
-                page = await client.list_threads(status=status, agent=agent, limit=limit)
-        else:
-            store = _store()
-            try:
-                page = await store.list(status=status, agent=agent, limit=limit)
-            finally:
-                await store.close()
-        if as_json:
-            for s in page.items:
-                typer.echo(
-                    json.dumps(
-                        {
-                            "id": s.id,
-                            "agent": s.agent,
-                            "status": s.status.value,
-                            "events": s.next_seq,
-                            "updated_at": s.updated_at.isoformat(),
-                        }
-                    )
-                )
-            return
-        table = Table("id", "agent", "status", "events", "updated")
-        for s in page.items:
-            table.add_row(
-                s.id,
-                s.agent,
-                s.status.value,
-                str(s.next_seq),
-                s.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
-            )
-        console.print(table)
+    async def go() -> ThreadPage:
+        async with session(server) as (api, _):
+            return await api.list_threads(status=status, agent=agent, limit=limit)
 
-    run_async(go())
+    page = run_async(go())
+    if as_json:
+        for s in page.items:
+            row = {
+                "id": s.id,
+                "agent": s.agent,
+                "status": s.status.value,
+                "events": s.next_seq,
+                "updated_at": s.updated_at.isoformat(),
+            }
+            typer.echo(json.dumps(row))
+        return
+    table = Table("id", "agent", "status", "events", "updated")
+    for s in page.items:
+        table.add_row(
+            s.id,
+            s.agent,
+            s.status.value,
+            str(s.next_seq),
+            s.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    console.print(table)
 
 
 @threads_app.command("show")
@@ -418,41 +314,24 @@ def threads_show(
 ) -> None:
     """Show a thread's events and derived state."""
 
-    async def go() -> None:
-        thread = await _load(thread_id, server)
-        if as_json:
-            typer.echo(json.dumps(thread.to_dict()))
-            return
-        st = thread.state
-        console.print(
-            f"[bold]{thread.id}[/] agent={thread.agent} status=[bold]"
-            f"{thread.status.value}[/] events={len(thread)} model_calls="
-            f"{st.model_calls} errors_in_a_row={st.consecutive_errors} tokens="
-            f"{st.input_tokens}/{st.output_tokens}",
-            highlight=False,
-        )
-        for event in thread.events:
-            console.print(format_event(event), highlight=False, soft_wrap=True)
+    async def go() -> Thread:
+        async with session(server) as (api, _):
+            return await api.load(thread_id)
 
-    run_async(go())
-
-
-async def _load(thread_id: str, server: str | None) -> Thread:
-    if server:
-        async with _client(server) as client:
-            thread: Thread = await client.load(thread_id)
-            return thread
-    store = _store()
-    try:
-        return await store.load(thread_id)
-    finally:
-        await store.close()
-
-
-def _store() -> Store:
-    from ..stores import open_store
-
-    return open_store(settings().store)
+    thread = run_async(go())
+    if as_json:
+        typer.echo(json.dumps(thread.to_dict()))
+        return
+    st = thread.state
+    console.print(
+        f"[bold]{thread.id}[/] agent={thread.agent} status=[bold]"
+        f"{thread.status.value}[/] events={len(thread)} model_calls="
+        f"{st.model_calls} errors_in_a_row={st.consecutive_errors} tokens="
+        f"{st.input_tokens}/{st.output_tokens}",
+        highlight=False,
+    )
+    for event in thread.events:
+        console.print(format_event(event), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -491,30 +370,16 @@ def approve(
             )
         return waiting[0]
 
-    if server:
-        _remote_act(
-            server,
-            thread_id,
-            lambda client, thread: client.approve(
-                thread_id,
-                pending_call(thread),
-                approved=not reject,
-                comment=comment,
-                edited_arguments=edited,
-            ),
-        )
-        return
-
-    _local_act(
+    _act(
+        server,
         agent,
         thread_id,
-        lambda rt, thread: rt.approve(
+        lambda api, thread: api.approve(
             thread_id,
             pending_call(thread),
             approved=not reject,
             comment=comment,
             edited_arguments=edited,
-            channel="cli",
         ),
         advance=advance,
     )
@@ -535,18 +400,11 @@ def respond(
             raise InvalidAction(f"thread {thread_id} is {thread.status.value}; it asked nothing")
         return thread.state.human_request
 
-    if server:
-        _remote_act(
-            server,
-            thread_id,
-            lambda client, thread: client.respond(thread_id, open_request(thread), text),
-        )
-        return
-
-    _local_act(
+    _act(
+        server,
         agent,
         thread_id,
-        lambda rt, thread: rt.respond(thread_id, open_request(thread), text, channel="cli"),
+        lambda api, thread: api.respond(thread_id, open_request(thread), text),
     )
 
 
@@ -558,18 +416,7 @@ def resume(
     server: ServerOpt = None,
 ) -> None:
     """Resume a paused or escalated thread, or continue a running one (after a crash)."""
-    if server:
-        _remote_act(server, thread_id, lambda client, thread: client.resume(thread_id))
-        return
-
-    async def resumed(rt: Runtime, thread: Thread) -> Thread:
-        if thread.status in (Status.PAUSED, Status.ESCALATED):
-            return await rt.resume(thread_id, by="cli")
-        if thread.status != Status.RUNNING:
-            raise InvalidAction(f"thread {thread_id} is {thread.status.value}; nothing to resume")
-        return thread  # running: a crashed process left it mid-way; just run it on
-
-    _local_act(agent, thread_id, resumed)
+    _act(server, agent, thread_id, lambda api, _: api.resume(thread_id))
 
 
 @app.command()
@@ -578,25 +425,7 @@ def pause(
     thread_id: Annotated[str, typer.Argument(help="Thread id.")], server: ServerOpt = None
 ) -> None:
     """Pause a thread: no step runs until `threadline resume`."""
-    if server:
-
-        async def remote() -> Thread:
-            async with _client(server) as client:
-                await client.pause(thread_id)
-                thread: Thread = await client.load(thread_id)
-                return thread
-
-        _finish(run_async(remote()))
-        return
-
-    async def go() -> Thread:
-        rt = _open(None)
-        try:
-            return await rt.pause(thread_id, by="cli")
-        finally:
-            await rt.store.close()
-
-    _finish(run_async(go()))
+    _act(server, None, thread_id, lambda api, _: api.pause(thread_id), advance=False)
 
 
 @app.command()
@@ -608,15 +437,9 @@ def fork(
 ) -> None:
     """Copy events 0..AT of a thread into a new thread (with a forked_from event)."""
 
-    async def go() -> Any:
-        if server:
-            async with _client(server) as client:
-                return await client.fork(thread_id, at=at)
-        rt = _open(None, echo=False)
-        try:
-            return await rt.fork(thread_id, at=at)
-        finally:
-            await rt.store.close()
+    async def go() -> ThreadOut:
+        async with session(server) as (api, _):
+            return await api.fork(thread_id, at=at)
 
     forked = run_async(go())
     console.print(
@@ -635,21 +458,14 @@ def replay(
 ) -> None:
     """Re-derive every step from the recorded inputs; fail naming the first divergent event.
 
-    With --server the thread is fetched from the server and replayed against the local
-    agent code (--agent, or the reference recorded on the thread).
+    The thread comes from the store (or the server, with --server) and is replayed against
+    the local agent code (--agent, or the reference recorded on the thread).
     """
 
     async def go() -> Thread:
-        rt = _open(agent, echo=False)
-        try:
-            if server:
-                thread = await _load(thread_id, server)
-                _know_agent(rt, thread)
-            else:
-                thread = await _ensure_agent(rt, thread_id, model=False)
-            return await rt.replay(thread)
-        finally:
-            await rt.store.close()
+        async with session(server) as (api, _):
+            return await api.load(thread_id)
 
-    derived = run_async(go())
+    thread = run_async(go())
+    derived = replay_thread(agent_of(thread, agent or ()), thread)
     console.print(f"replayed {len(derived)} events of {thread_id}: no divergence", highlight=False)

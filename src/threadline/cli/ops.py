@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import AsyncIterator, Iterable
-from datetime import datetime, timedelta
+from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +31,7 @@ from ..errors import ConfigError, CorruptEvent, InvalidAction, StoreError, Threa
 from ..events import Status, Thread, WaitTimedOut, utcnow
 from ..runtime import Runtime
 from ..stores import Store, ThreadSummary, open_store
+from ..worker import stuck_threads, summaries
 from .common import (
     LockedOpt,
     app,
@@ -43,7 +44,7 @@ from .common import (
     threads_app,
 )
 
-__all__ = ["parse_age", "stuck_threads"]
+__all__ = ["parse_age"]
 
 db_app = typer.Typer(help="The database schema: migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -68,19 +69,6 @@ def parse_age(text: str) -> timedelta:
     for number, unit in re.findall(r"(\d+(?:\.\d+)?)([wdhms])", compact):
         total += timedelta(**{units[unit]: float(number)})
     return total
-
-
-async def _all(
-    store: Store, status: Status | None = None, agent: str | None = None
-) -> AsyncIterator[ThreadSummary]:
-    cursor = None
-    while True:
-        page = await store.list(status=status, agent=agent, limit=500, cursor=cursor)
-        for item in page.items:
-            yield item
-        cursor = page.cursor
-        if cursor is None:
-            return
 
 
 # -- worker --------------------------------------------------------------------------------
@@ -227,29 +215,6 @@ def db_status(store_url: StoreOpt = None) -> None:
 # -- threads: stuck, retry, prune ----------------------------------------------------------
 
 
-async def stuck_threads(
-    store: Store, *, grace: timedelta, now: datetime | None = None
-) -> list[tuple[ThreadSummary, str]]:
-    """Threads no worker is making progress on, each with the reason.
-
-    * running with a lease that expired more than `grace` ago (its worker died and no
-      worker has taken it since: are any workers running for its agent?);
-    * running with no lease, untouched for more than `grace` (nobody is working on it);
-    * waiting with a due time more than `grace` in the past (no worker woke it).
-    """
-    now = now or utcnow()
-    out = []
-    async for s in _all(store, Status.RUNNING):
-        if s.lease_expires is not None and s.lease_expires < now - grace:
-            out.append((s, f"lease of {s.lease_owner} expired at {s.lease_expires:%F %T}Z"))
-        elif s.lease_owner is None and s.updated_at < now - grace:
-            out.append((s, f"runnable, no worker since {s.updated_at:%F %T}Z"))
-    async for s in _all(store, Status.WAITING):
-        if s.due_at is not None and s.due_at < now - grace:
-            out.append((s, f"wait was due at {s.due_at:%F %T}Z"))
-    return out
-
-
 @threads_app.command("stuck")
 @handle_errors
 def threads_stuck(
@@ -353,7 +318,7 @@ def threads_prune(
         count = 0
         try:
             for st in statuses:
-                doomed = [s.id async for s in _all(store, st) if s.updated_at < cutoff]
+                doomed = [s.id async for s in summaries(store, st) if s.updated_at < cutoff]
                 for thread_id in doomed:
                     if not dry_run:
                         try:
@@ -390,7 +355,7 @@ def threads_export(
         store = _store(store_url)
         count = 0
         try:
-            async for s in _all(store, st, agent):
+            async for s in summaries(store, st, agent):
                 thread = await store.load(s.id)
                 out.write(json.dumps(thread.to_dict(), ensure_ascii=False) + "\n")
                 count += 1

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from ..agent import Agent
 from ..bootstrap import default_agent_refs, load_agents, open_runtime
 from ..errors import ConfigError, MissingExtraError
 from ..events import utcnow
@@ -18,7 +19,7 @@ from ..stores import open_store
 from .common import LockedOpt, app, console, err_console, handle_errors, run_async, settings
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
+    from ..server import Lifecycle
 
 __all__ = ["is_loopback", "load_serve_config"]
 
@@ -92,7 +93,7 @@ def serve(
     try:
         import uvicorn
 
-        from ..server import ServerConfig, create_app
+        from ..server import ServerConfig, Services, create_app
     except ImportError as exc:
         raise MissingExtraError("server", exc.name or "fastapi") from None
 
@@ -106,16 +107,7 @@ def serve(
             "it could act on threads; bind 127.0.0.1 or create a key with "
             "`threadline keys create`"
         )
-    refs = list(agent or []) + list(file_cfg.get("agents", []))
-    if not refs:
-        refs = default_agent_refs()
-    if not refs:
-        raise ConfigError(
-            "no agents to serve: pass --agent path.py:name (or run from the "
-            "project folder, where the example agents live)"
-        )
-    agents = [a for a, _ in load_agents(refs).values()]
-    runtime = open_runtime(cfg, agents)
+    agents = _agents_to_serve(list(agent or []) + list(file_cfg.get("agents", [])))
     secret = cfg.webhook_secret.get_secret_value() if cfg.webhook_secret else None
     public_url = cfg.public_url or f"http://{_url_host(host)}:{port}"
     server_config = ServerConfig(
@@ -129,7 +121,10 @@ def serve(
     # Fail here, in one line, if the store is unreachable or its schema is older than this
     # code (SchemaOutOfDate names `threadline db migrate`), not inside uvicorn's start-up.
     run_async(_check_store(cfg.store))
-    fastapi_app = create_app(runtime, server_config)
+    services = Services.build(
+        server_config, lambda observers: open_runtime(cfg, agents, observers=observers)
+    )
+    fastapi_app = create_app(services)
     if not no_auth and not run_async(_has_keys(cfg.store)):
         err_console.print(
             "[yellow]no API keys yet:[/] create one with "
@@ -137,7 +132,7 @@ def serve(
             "(or use --no-auth on loopback)"
         )
     _configure_logging()
-    names = ", ".join(sorted(runtime.agents))
+    names = ", ".join(sorted(services.runtime.agents))
     err_console.print(
         f"threadline serving [bold]{names}[/] on {public_url} "
         f"(store {_redact_url(cfg.store)}, model {cfg.model}"
@@ -156,7 +151,18 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
-    _GracefulServer(uv_config, fastapi_app).run()
+    _GracefulServer(uv_config, services.lifecycle).run()
+
+
+def _agents_to_serve(refs: list[str]) -> list[Agent]:
+    """The named agents, else the example agents when run from the project folder."""
+    refs = refs or default_agent_refs()
+    if not refs:
+        raise ConfigError(
+            "no agents to serve: pass --agent path.py:name (or run from the "
+            "project folder, where the example agents live)"
+        )
+    return [a for a, _ in load_agents(refs).values()]
 
 
 class _GracefulServer:
@@ -167,10 +173,8 @@ class _GracefulServer:
     event streams end (otherwise an open stream would hold shutdown until its timeout).
     """
 
-    def __init__(self, config: Any, app: FastAPI) -> None:
+    def __init__(self, config: Any, lifecycle: Lifecycle) -> None:
         import uvicorn
-
-        lifecycle = app.state.lifecycle
 
         class Server(uvicorn.Server):
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -22,10 +23,10 @@ from ..errors import ConfigError, InvalidAction, NotAllowed, ThreadlineError, Th
 from ..stores.base import InvalidCursor
 
 __all__ = [
+    "PROBLEM_HANDLERS",
     "PROBLEM_RESPONSES",
     "Problem",
     "ProblemError",
-    "install_problem_handlers",
     "problem_bytes",
     "problem_response",
 ]
@@ -90,69 +91,76 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Route every error the app can raise to a problem document."""
+async def _problem(_: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, ProblemError):  # pragma: no cover - registered for ProblemError
+        raise exc
+    return problem_response(exc.status, exc.title, exc.detail, **exc.extra)
 
-    @app.exception_handler(ProblemError)
-    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
-        return problem_response(exc.status, exc.title, exc.detail, **exc.extra)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}
-        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
-        return problem_response(
-            exc.status_code,
-            titles.get(exc.status_code, "Error"),
-            detail,
-            headers=dict(exc.headers or {}),
-        )
+async def _http(_: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, StarletteHTTPException):  # pragma: no cover
+        raise exc
+    titles = {404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}
+    detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+    return problem_response(
+        exc.status_code,
+        titles.get(exc.status_code, "Error"),
+        detail,
+        headers=dict(exc.headers or {}),
+    )
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return problem_response(400, "Malformed JSON", "the request body is not valid JSON")
-        return problem_response(
-            422,
-            "Invalid request",
-            "the request does not match the schema; see `errors`",
-            errors=_validation_errors(exc),
-        )
 
-    @app.exception_handler(ThreadNotFound)
-    async def _not_found(_: Request, exc: ThreadNotFound) -> JSONResponse:
-        return problem_response(404, "Thread not found", str(exc))
+async def _invalid(_: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, RequestValidationError):  # pragma: no cover
+        raise exc
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return problem_response(400, "Malformed JSON", "the request body is not valid JSON")
+    return problem_response(
+        422,
+        "Invalid request",
+        "the request does not match the schema; see `errors`",
+        errors=_validation_errors(exc),
+    )
 
-    @app.exception_handler(InvalidAction)
-    async def _conflict(_: Request, exc: InvalidAction) -> JSONResponse:
-        return problem_response(409, "Action does not fit the thread's state", str(exc))
 
-    @app.exception_handler(NotAllowed)
-    async def _forbidden(_: Request, exc: NotAllowed) -> JSONResponse:
-        return problem_response(403, "Not allowed", str(exc))
+def _mapped(status: int, title: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    """A handler answering `status` with the exception's message as the detail."""
 
-    @app.exception_handler(InvalidCursor)
-    async def _cursor(_: Request, exc: InvalidCursor) -> JSONResponse:
-        return problem_response(400, "Invalid cursor", str(exc))
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        return problem_response(status, title, str(exc))
 
-    @app.exception_handler(ConfigError)
-    async def _config(_: Request, exc: ConfigError) -> JSONResponse:
-        return problem_response(409, "Not served here", str(exc))
+    return handler
 
-    @app.exception_handler(ThreadlineError)
-    async def _threadline(_: Request, exc: ThreadlineError) -> JSONResponse:
-        log.error("request failed: %s: %s", type(exc).__name__, exc)
-        return problem_response(
-            500,
-            "Server error",
-            f"{type(exc).__name__}: the server could not complete the "
-            "request; nothing was written by it",
-        )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return problem_response(
-            500, "Server error", "an unexpected error occurred; it was logged on the server"
-        )
+async def _threadline(_: Request, exc: Exception) -> JSONResponse:
+    log.error("request failed: %s: %s", type(exc).__name__, exc)
+    return problem_response(
+        500,
+        "Server error",
+        f"{type(exc).__name__}: the server could not complete the "
+        "request; nothing was written by it",
+    )
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error")
+    return problem_response(
+        500, "Server error", "an unexpected error occurred; it was logged on the server"
+    )
+
+
+PROBLEM_HANDLERS: dict[int | type[Exception], Callable[[Request, Exception], Any]] = {
+    ProblemError: _problem,
+    StarletteHTTPException: _http,
+    RequestValidationError: _invalid,
+    ThreadNotFound: _mapped(404, "Thread not found"),
+    InvalidAction: _mapped(409, "Action does not fit the thread's state"),
+    NotAllowed: _mapped(403, "Not allowed"),
+    InvalidCursor: _mapped(400, "Invalid cursor"),
+    ConfigError: _mapped(409, "Not served here"),
+    ThreadlineError: _threadline,
+    Exception: _unexpected,
+}
+"""Every error the app can raise, as a problem document (`FastAPI(exception_handlers=...)`).
+The most specific class wins, so `ThreadNotFound` is a 404 though it is a ThreadlineError."""

@@ -4,7 +4,6 @@
 "use strict";
 
 const KEY = "threadline.key";
-const WAITING = ["awaiting_approval", "awaiting_human"];
 const state = { selected: null, stream: null, events: [], refreshing: false };
 
 function el(tag, attrs = {}, ...children) {
@@ -97,10 +96,7 @@ async function refresh() {
   if (state.refreshing) return;
   state.refreshing = true;
   try {
-    const pages = await Promise.all(
-      WAITING.map((s) => api("GET", `/v1/threads?status=${s}&limit=50`)));
-    const waiting = pages.flatMap((p) => p.items);
-    const threads = await Promise.all(waiting.map((t) => api("GET", `/v1/threads/${t.id}`)));
+    const threads = (await api("GET", "/v1/inbox?limit=50")).items;
     renderInbox(threads);
     if (!state.selected && threads.length) openThread(threads[0].id);
     const recent = await api("GET", "/v1/threads?limit=25");

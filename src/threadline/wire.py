@@ -1,4 +1,7 @@
-"""The server's request and response bodies (pydantic only, so the HTTP client shares them).
+"""The HTTP API's request and response bodies, shared by the server and the client.
+
+Pydantic only: nothing here imports FastAPI, Starlette or uvicorn, so `threadline.client`
+(and anything else that speaks the wire format) works without the `server` extra.
 
 Every field the API accepts is bounded (lengths, ranges), so a request the server takes is
 one it can store; anything else is a 422 problem document before any handler runs.
@@ -7,15 +10,22 @@ one it can store; anything else is a 422 problem document before any handler run
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..events import Done, HumanRequest, Status, Thread
+from .events import Done, Event, HumanRequest, Status, Thread
+
+if TYPE_CHECKING:
+    from .stores.base import Page, ThreadSummary
 
 __all__ = [
+    "MAX_TEXT",
     "ApprovalBody",
+    "EventPage",
     "ForkBody",
+    "Health",
+    "Inbox",
     "LaunchBody",
     "MessageBody",
     "OpenQuestion",
@@ -141,11 +151,37 @@ class ThreadListItem(BaseModel):
     updated_at: datetime
     metadata: dict[str, Any]
 
+    @classmethod
+    def from_summary(cls, summary: ThreadSummary) -> ThreadListItem:
+        return cls(
+            id=summary.id,
+            agent=summary.agent,
+            status=summary.status,
+            next_seq=summary.next_seq,
+            created_at=summary.created_at,
+            updated_at=summary.updated_at,
+            metadata=summary.metadata,
+        )
+
 
 class ThreadPage(BaseModel):
     items: list[ThreadListItem]
     cursor: str | None
     """Pass back as `cursor` for the next page; null when there is none."""
+
+    @classmethod
+    def from_page(cls, page: Page) -> ThreadPage:
+        return cls(items=[ThreadListItem.from_summary(s) for s in page.items], cursor=page.cursor)
+
+
+class EventPage(BaseModel):
+    events: list[Event]
+    next_after: int
+    """Pass as `after` to get the events that follow."""
+
+
+class Health(BaseModel):
+    status: str
 
 
 class ThreadOut(BaseModel):
@@ -164,6 +200,12 @@ class ThreadOut(BaseModel):
     """The `done` message, once the thread finished."""
     last_error: str | None
     usage: Usage
+
+
+class Inbox(BaseModel):
+    """Threads waiting for a person (an approval or an answer), newest first."""
+
+    items: list[ThreadOut]
 
 
 def thread_out(thread: Thread) -> ThreadOut:

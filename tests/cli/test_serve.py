@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-THREADLINE = str(Path(sys.executable).parent / "threadline")
+from server_support import THREADLINE, free_port
 
 AGENT = '''
 import time
@@ -29,12 +27,6 @@ def slow_step(n: int) -> str:
 
 agent = Agent(name="slowpoke", tools=[slow_step], instructions="Run the slow step, then finish.")
 '''
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(tmp_path: Path, answers: list[dict]) -> dict[str, str]:
@@ -106,7 +98,7 @@ def test_keys_sigterm_finishes_the_step_and_a_restart_resumes(tmp_path: Path) ->
         [(stored,)] = conn.execute("SELECT secret_hash FROM api_keys").fetchall()
     assert secret not in stored and len(stored) == 64
 
-    port = _free_port()
+    port = free_port()
     proc = _serve(env, ref, port)
     try:
         base = f"http://127.0.0.1:{port}"

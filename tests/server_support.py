@@ -8,10 +8,15 @@ the SQLite file directly to check what was (and was not) written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import os
 import re
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,13 +31,16 @@ import uvicorn
 from threadline import Agent, load_agent
 from threadline.models.base import Context
 from threadline.runtime import Runtime
-from threadline.server import ServerConfig, create_app
+from threadline.server import ServerConfig, Services, create_app
 from threadline.server.auth import create_key
 from threadline.stores import SQLiteStore
 from threadline.testing import FunctionModel, intent
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SECRET = "test-webhook-secret"
+THREADLINE = str(Path(sys.executable).parent / "threadline")
+"""The installed script (runs this checkout's code: PYTHONPATH is inherited)."""
+CALC = str(ROOT / "examples" / "calculator" / "agent.py")
 
 
 @dataclass
@@ -40,6 +48,7 @@ class LiveServer:
     url: str
     db_path: Path
     runtime: Runtime
+    services: Services
     server: uvicorn.Server
     thread: threading.Thread
     app: Any
@@ -101,9 +110,14 @@ def start_server(
                 created[name] = secret
 
     asyncio.run(make_keys())
-    runtime = Runtime(SQLiteStore(db_path), agents=agents, model=model)
     config = config or ServerConfig(webhook_secret=SECRET, poll_interval=0.2)
-    app = create_app(runtime, config)
+    services = Services.build(
+        config,
+        lambda observers: Runtime(
+            SQLiteStore(db_path), agents=agents, model=model, observers=observers
+        ),
+    )
+    app = create_app(services)
     uv = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
@@ -113,7 +127,9 @@ def start_server(
             raise RuntimeError("server did not start")
         time.sleep(0.01)
     port = uv.servers[0].sockets[0].getsockname()[1]
-    return LiveServer(f"http://{host}:{port}", db_path, runtime, uv, thread, app, created)
+    return LiveServer(
+        f"http://{host}:{port}", db_path, services.runtime, services, uv, thread, app, created
+    )
 
 
 DEFAULT_KEYS = {
@@ -197,3 +213,58 @@ def signed(
 
 
 Factory = Callable[..., LiveServer]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+CALC_ANSWERS = [
+    {"intent": "divide", "arguments": {"a": 9, "b": 3}},
+    {"intent": "done_for_now", "arguments": {"message": "9/3 = 3"}},
+]
+"""The calculator's scripted model: ask to divide 9 by 3 (needs approval), then answer."""
+
+
+@contextlib.contextmanager
+def serve_calculator(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """`threadline serve --no-auth` of the calculator (scripted model) in its own process.
+
+    Yields the server's URL and an environment for client processes whose own local store
+    is a different, empty file: anything they see came over HTTP.
+    """
+    (tmp_path / "answers.json").write_text(json.dumps(CALC_ANSWERS))
+    env = {
+        **os.environ,
+        "THREADLINE_STORE": f"sqlite:///{tmp_path}/server.db",
+        "THREADLINE_MODEL": f"scripted:{tmp_path}/answers.json",
+        "THREADLINE_LOG": "off",
+        "COLUMNS": "200",
+    }
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "threadline", "serve", "--agent", f"{CALC}:agent"]
+        + ["--port", str(port), "--no-auth"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "server died")
+            time.sleep(0.1)
+        yield url, {**env, "THREADLINE_STORE": f"sqlite:///{tmp_path}/client-local.db"}
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -1,4 +1,6 @@
-"""The CLI as users run it: a real subprocess, a real SQLite file, exit codes, one-line errors."""
+"""The core commands (cli/core.py) as users run them: a real subprocess, a real SQLite file,
+exit codes, one-line errors; and the same commands with --server driving a real
+`threadline serve` over HTTP."""
 
 from __future__ import annotations
 
@@ -6,11 +8,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from server_support import serve_calculator
+
+ROOT = Path(__file__).resolve().parents[2]
 CALC = str(ROOT / "examples" / "calculator" / "agent.py") + ":agent"
 
 
@@ -171,3 +176,77 @@ def test_locked_run_refuses_without_a_matching_lock(tmp_path: Path) -> None:
     out = cli(tmp_path, "run", "--locked", agent, "hi")
     assert out.returncode == 1 and prompt.name in out.stderr
     assert cli(tmp_path, "run", agent, "hi").returncode == 0  # not locked: runs anyway
+
+
+# -- the same commands with --server ---------------------------------------------------
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    with serve_calculator(tmp_path) as served:
+        yield served
+
+
+def remote_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "threadline", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_run_approve_show_replay_over_http(server: tuple[str, dict[str, str]]) -> None:
+    url, env = server
+    out = remote_cli(env, "run", "--server", url, "calculator", "what is 9/3?")
+    assert out.returncode == 0, out.stderr
+    assert "approval_requested" in out.stdout and "awaiting_approval" in out.stdout
+
+    listed = remote_cli(env, "threads", "list", "--server", url, "--json")
+    row = json.loads(listed.stdout.splitlines()[0])
+    assert row["status"] == "awaiting_approval"
+    thread_id = row["id"]
+    assert remote_cli(env, "threads", "list", "--json").stdout == ""  # nothing in the local store
+
+    out = remote_cli(env, "approve", "--server", url, thread_id)
+    assert out.returncode == 0, out.stderr
+    assert "tool_result" in out.stdout and "is done" in out.stdout
+
+    shown = json.loads(
+        remote_cli(env, "threads", "show", "--server", url, thread_id, "--json").stdout
+    )
+    assert [e["kind"] for e in shown["events"]][-1] == "done"
+    assert shown["events"][-1]["message"] == "9/3 = 3"
+
+    again = remote_cli(env, "approve", "--server", url, thread_id)
+    assert again.returncode == 1 and again.stderr.startswith("error:")
+    assert "Traceback" not in again.stderr
+
+    replayed = remote_cli(env, "replay", "--server", url, thread_id, "--agent", CALC)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "no divergence" in replayed.stdout
+
+    missing = remote_cli(env, "threads", "show", "--server", url, "th_missing")
+    assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_pause_resume_and_fork_over_http(server: tuple[str, dict[str, str]]) -> None:
+    url, env = server
+    remote_cli(env, "run", "--server", url, "calculator", "what is 9/3?")
+    thread_id = json.loads(
+        remote_cli(env, "threads", "list", "--server", url, "--json").stdout.splitlines()[0]
+    )["id"]
+    out = remote_cli(env, "pause", "--server", url, thread_id)
+    assert out.returncode == 0 and "paused" in out.stdout
+    out = remote_cli(env, "resume", "--server", url, thread_id)
+    assert out.returncode == 0 and "awaiting_approval" in out.stdout
+    out = remote_cli(env, "fork", "--server", url, thread_id, "--at", "0")
+    assert out.returncode == 0 and "forked" in out.stdout
+    rows = [
+        json.loads(line)
+        for line in remote_cli(
+            env, "threads", "list", "--server", url, "--json"
+        ).stdout.splitlines()
+    ]
+    assert len(rows) == 2

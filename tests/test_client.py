@@ -1,16 +1,26 @@
-"""`threadline.client.Client` (what `--server URL` CLI commands use) against a live server."""
+"""`threadline.client.Client` (what `--server URL` CLI commands use) against a live server,
+including from a process where the `server` extra (FastAPI, Starlette, uvicorn) is missing."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from server_support import LiveServer
 
+import server_support
+from server_support import LiveServer, serve_calculator
 from threadline.client import Client
 from threadline.errors import InvalidAction, NotAllowed, ServerError, ThreadNotFound
 from threadline.events import Status, Thread
 from threadline.settings import Settings
+
+deploybot = server_support.deploybot
+live = server_support.live
+"""The live-server fixtures of tests/server, used here too."""
 
 
 async def test_launch_approve_stream_and_load(live: LiveServer) -> None:
@@ -116,3 +126,71 @@ async def test_from_settings_reads_the_api_key(live: LiveServer, monkeypatch) ->
     async with Client.from_settings(live.url, Settings()) as client:
         page = await client.list_threads()
         assert page.items == []
+
+
+WITHOUT_SERVER_EXTRA = """
+import importlib.abc, sys
+
+BLOCKED = {"fastapi", "starlette", "uvicorn"}
+
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ImportError(f"No module named {name!r} (the server extra is not installed)")
+        return None
+
+
+sys.meta_path.insert(0, NotInstalled())
+try:
+    import fastapi  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise SystemExit("the finder did not block fastapi")
+
+import asyncio, json
+from threadline.client import Client
+from threadline.errors import InvalidAction
+
+
+async def main(url):
+    async with Client(url) as client:
+        view = await client.launch("calculator", "what is 9/3?", wait=True, wait_timeout=20)
+        call = view.pending_approvals[0].call_id
+        await client.approve(view.id, call)
+        thread = await client.settle(view.id, within=20)
+        try:
+            await client.approve(view.id, call)
+            conflict = None
+        except InvalidAction as exc:
+            conflict = type(exc).__name__
+    return {
+        "launched": view.status.value,
+        "status": thread.status.value,
+        "kinds": [e.kind for e in thread.events],
+        "conflict": conflict,
+        "server_modules": sorted(m for m in sys.modules if m.partition(".")[0] in BLOCKED),
+    }
+
+
+print(json.dumps(asyncio.run(main(sys.argv[1]))))
+"""
+
+
+def test_client_works_without_the_server_extra(tmp_path: Path) -> None:
+    with serve_calculator(tmp_path) as (url, env):
+        out = subprocess.run(
+            [sys.executable, "-c", WITHOUT_SERVER_EXTRA, url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["launched"] == "awaiting_approval"
+    assert result["status"] == "done"
+    assert result["kinds"][-1] == "done" and "approval" in result["kinds"]
+    assert result["conflict"] == "InvalidAction"
+    assert result["server_modules"] == []

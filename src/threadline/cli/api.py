@@ -1,0 +1,279 @@
+"""The one interface CLI commands are written against, and its local implementation.
+
+`ThreadsAPI` is what a command may do to threads. Two things satisfy it:
+
+* `threadline.client.Client`: a Threadline server over HTTP (`--server URL`);
+* `LocalThreads`: a `Runtime` on the local store, advancing threads in this process.
+
+`open_threads` picks one; after that no command knows which it has. Both return the wire
+view (`ThreadOut`) from actions and the whole `Thread` from `load` and `settle`, so a
+command prints a remote thread exactly like a local one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from ..agent import Agent
+from ..bootstrap import load_agents, open_runtime
+from ..errors import ConfigError, InvalidAction
+from ..events import Event, Status, Thread
+from ..runtime import Observer, Runtime
+from ..settings import Settings
+from ..wire import ThreadOut, ThreadPage, thread_out
+from ..worker import advance_or_take_over, default_owner
+
+__all__ = ["LocalThreads", "ThreadsAPI", "agent_of", "open_threads"]
+
+
+def agent_of(thread: Thread, agent_refs: Sequence[str] = ()) -> Agent:
+    """The code of the agent that made `thread`: among `agent_refs`, else the reference its
+    launch recorded (`agent_ref` in its metadata)."""
+    for agent, _ in load_agents(agent_refs).values():
+        if agent.name == thread.agent:
+            return agent
+    ref = thread.metadata.get("agent_ref")
+    if not ref:
+        raise ConfigError(
+            f"thread {thread.id} was made by agent {thread.agent!r}; pass --agent path.py:name"
+        )
+    ((agent, _),) = load_agents([str(ref)]).values()
+    return agent
+
+
+@runtime_checkable
+class ThreadsAPI(Protocol):
+    """Launch, inspect and act on threads, wherever they live.
+
+    Actions (`approve`, `respond`, `message`, `pause`, `resume`) only write; `settle` then
+    gets the thread to where it stops (awaiting someone, paused, ended) and returns it.
+    """
+
+    async def launch(
+        self, agent: str, message: str, *, metadata: dict[str, Any] | None = None
+    ) -> ThreadOut: ...
+
+    async def get(self, thread_id: str) -> ThreadOut: ...
+
+    async def load(self, thread_id: str) -> Thread: ...
+
+    async def list_threads(
+        self,
+        *,
+        status: Status | str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> ThreadPage: ...
+
+    async def events(
+        self, thread_id: str, *, after: int = -1, limit: int = 1000
+    ) -> list[Event]: ...
+
+    async def approve(
+        self,
+        thread_id: str,
+        call_id: str,
+        *,
+        approved: bool = True,
+        comment: str | None = None,
+        edited_arguments: dict[str, Any] | None = None,
+    ) -> ThreadOut: ...
+
+    async def respond(self, thread_id: str, request_id: str, text: str) -> ThreadOut: ...
+
+    async def message(self, thread_id: str, text: str) -> ThreadOut: ...
+
+    async def pause(self, thread_id: str, *, reason: str | None = None) -> ThreadOut: ...
+
+    async def resume(self, thread_id: str) -> ThreadOut: ...
+
+    async def fork(self, thread_id: str, *, at: int) -> ThreadOut: ...
+
+    async def settle(self, thread_id: str) -> Thread: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalThreads:
+    """`ThreadsAPI` over a local `Runtime`: actions are written with channel `cli`, and
+    `settle` advances the thread here, under a lease.
+
+    Agents come from `agent_refs` or, for a thread, from the `agent_ref` its launch
+    recorded; the configured model is resolved only when an agent that does not pin its
+    own is about to run (so `threads show` needs no model configuration).
+
+    Args:
+        settings: the process settings (store, model, log, release mode).
+        agent_refs: `path.py:name` references to load up front.
+        observers: also told of every append (the CLI's live printer).
+        note: where to say things the user should know (takeovers, scripted models).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        agent_refs: Sequence[str] = (),
+        *,
+        observers: Sequence[Observer] = (),
+        note: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.settings = settings
+        loaded = load_agents(agent_refs)
+        self.refs = {name: ref for name, (_, ref) in loaded.items()}
+        self.runtime: Runtime = open_runtime(
+            settings, [agent for agent, _ in loaded.values()], with_model=False, observers=observers
+        )
+        self.note = note
+        self.owner = f"cli:{default_owner()}"
+
+    async def __aenter__(self) -> LocalThreads:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.runtime.store.close()
+
+    # -- agents and model ------------------------------------------------------------------
+
+    def _know(self, thread: Thread) -> None:
+        """Make sure the runtime knows the thread's agent (loaded, or the recorded ref)."""
+        if thread.agent not in self.runtime.agents:
+            self.runtime.add_agent(agent_of(thread))
+
+    def _with_model(self, agent_name: str, *, announce: bool = False) -> None:
+        agent = self.runtime.agent(agent_name)
+        if agent.model is None and self.runtime.model is None:
+            from ..models.registry import resolve_model
+
+            self.runtime.model = resolve_model(self.settings.model)
+        model = agent.model or self.runtime.model
+        if announce and model is not None and model.model_id.startswith("scripted"):
+            self.note(f"using the scripted model {model.model_id} (canned answers, not a real LLM)")
+
+    async def _thread(self, thread_id: str) -> Thread:
+        thread = await self.runtime.store.load(thread_id)
+        self._know(thread)
+        return thread
+
+    # -- ThreadsAPI -----------------------------------------------------------------------
+
+    async def launch(
+        self, agent: str, message: str, *, metadata: dict[str, Any] | None = None
+    ) -> ThreadOut:
+        """Launch `agent`: a loaded agent's name or a `path.py:name` reference (the thread
+        records the reference, so later commands find the agent's code)."""
+        name = next((n for n, ref in self.refs.items() if ref == agent), agent)
+        if name not in self.runtime.agents:
+            ((loaded, ref),) = load_agents([agent]).values()
+            self.runtime.add_agent(loaded)
+            name = loaded.name
+            self.refs[name] = ref
+        meta = dict(metadata or {})
+        if name in self.refs:
+            meta.setdefault("agent_ref", self.refs[name])
+        self._with_model(name, announce=True)
+        thread = await self.runtime.launch(
+            name, message, channel="cli", metadata=meta, advance=False
+        )
+        return thread_out(thread)
+
+    async def get(self, thread_id: str) -> ThreadOut:
+        return thread_out(await self.runtime.store.load(thread_id))
+
+    async def load(self, thread_id: str) -> Thread:
+        return await self.runtime.store.load(thread_id)
+
+    async def list_threads(
+        self,
+        *,
+        status: Status | str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> ThreadPage:
+        wanted = Status(status) if status is not None else None
+        page = await self.runtime.store.list(status=wanted, agent=agent, limit=limit, cursor=cursor)
+        return ThreadPage.from_page(page)
+
+    async def events(self, thread_id: str, *, after: int = -1, limit: int = 1000) -> list[Event]:
+        return list(await self.runtime.store.events(thread_id, after=after, limit=limit))
+
+    async def approve(
+        self,
+        thread_id: str,
+        call_id: str,
+        *,
+        approved: bool = True,
+        comment: str | None = None,
+        edited_arguments: dict[str, Any] | None = None,
+    ) -> ThreadOut:
+        await self._thread(thread_id)  # edited arguments are validated by the agent's tool
+        thread = await self.runtime.approve(
+            thread_id,
+            call_id,
+            approved=approved,
+            comment=comment,
+            edited_arguments=edited_arguments,
+            channel="cli",
+        )
+        return thread_out(thread)
+
+    async def respond(self, thread_id: str, request_id: str, text: str) -> ThreadOut:
+        await self._thread(thread_id)  # an unknown agent fails before anything is written
+        return thread_out(await self.runtime.respond(thread_id, request_id, text, channel="cli"))
+
+    async def message(self, thread_id: str, text: str) -> ThreadOut:
+        await self._thread(thread_id)
+        return thread_out(await self.runtime.message(thread_id, text, channel="cli"))
+
+    async def pause(self, thread_id: str, *, reason: str | None = None) -> ThreadOut:
+        return thread_out(await self.runtime.pause(thread_id, by="cli", reason=reason))
+
+    async def resume(self, thread_id: str) -> ThreadOut:
+        """Resume a paused or escalated thread; a `running` one (left mid-way by a crashed
+        process) needs no event: `settle` runs it on, taking over its lease."""
+        thread = await self._thread(thread_id)
+        if thread.status in (Status.PAUSED, Status.ESCALATED):
+            thread = await self.runtime.resume(thread_id, by="cli")
+        elif thread.status != Status.RUNNING:
+            raise InvalidAction(f"thread {thread_id} is {thread.status.value}; nothing to resume")
+        return thread_out(thread)
+
+    async def fork(self, thread_id: str, *, at: int) -> ThreadOut:
+        return thread_out(await self.runtime.fork(thread_id, at=at))
+
+    async def settle(self, thread_id: str) -> Thread:
+        """Advance the thread here until it stops, unless a live process holds it."""
+        thread = await self._thread(thread_id)
+        if thread.status in (Status.RUNNING, Status.WAITING):
+            self._with_model(thread.agent)
+            outcome = await advance_or_take_over(self.runtime, thread_id, owner=self.owner)
+            if outcome.took_over_from:
+                self.note(f"taking over from {outcome.took_over_from}, which is no longer running")
+            elif outcome.held_by:
+                self.note(f"{outcome.held_by} is advancing this thread; not advancing it here")
+        return await self.runtime.store.load(thread_id)
+
+
+def open_threads(
+    server: str | None,
+    settings: Settings,
+    agent_refs: Sequence[str] = (),
+    *,
+    observers: Sequence[Observer] = (),
+    note: Callable[[str], None] = lambda _: None,
+) -> ThreadsAPI:
+    """The server at `server` (key from THREADLINE_API_KEY), or the local store.
+
+    (The return type makes mypy check that both `Client` and `LocalThreads` satisfy
+    `ThreadsAPI`.)
+    """
+    if server:
+        from ..client import Client
+
+        return Client.from_settings(server, settings)
+    return LocalThreads(settings, agent_refs, observers=observers, note=note)

@@ -1,0 +1,124 @@
+"""ASGI middleware of the app: body limits and security headers (auth lives in auth.py).
+
+Pure ASGI classes rather than `BaseHTTPMiddleware`, so streaming responses (live event
+streams) pass through untouched and a refused request costs no body parsing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .problems import problem_bytes
+
+__all__ = ["BodyLimitMiddleware", "SecurityHeadersMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over `max_bytes` with 413, before any parsing.
+
+    The body is read (at most `max_bytes`) and handed on whole, so a chunked upload that
+    lies about its size is cut off too.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                if not value.isdigit():
+                    await _send_problem(send, 400, "Bad Content-Length", "not a number")
+                    return
+                if int(value) > self.max_bytes:
+                    await self._too_large(send)
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> MutableMapping[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        await _send_problem(
+            send, 413, "Payload Too Large", f"request bodies are limited to {self.max_bytes} bytes"
+        )
+
+
+async def _send_problem(send: Send, status: int, title: str, detail: str) -> None:
+    body = problem_bytes(status, title, detail)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+_UI_CSP = (
+    b"default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    b"img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+class SecurityHeadersMiddleware:
+    """nosniff everywhere; a strict Content-Security-Policy on the web page."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_ui = scope["path"].startswith("/ui")
+
+        async def with_headers(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if is_ui:
+                    headers += [
+                        (b"content-security-policy", _UI_CSP),
+                        (b"referrer-policy", b"no-referrer"),
+                        (b"x-frame-options", b"DENY"),
+                    ]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -1,0 +1,7 @@
+"""The server's routers, one per concern; `create_app` lists them in order."""
+
+from __future__ import annotations
+
+from . import channels, health, humans, threads, ui, webhooks
+
+__all__ = ["channels", "health", "humans", "threads", "ui", "webhooks"]

@@ -1,0 +1,82 @@
+"""People in the loop (factor 7): the inbox, approvals, answers and new messages.
+
+    GET  /v1/inbox                             threads waiting for a person, newest first
+    POST /v1/threads/{id}/approvals/{call_id}  {approved, comment?, edited_arguments?}
+    POST /v1/threads/{id}/responses            {request_id, text}
+    POST /v1/threads/{id}/messages             {text}
+
+The caller's key name is recorded as `by` on what they write; a named approver list on an
+approval is enforced by the runtime (403 for anyone else).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from ...errors import ThreadNotFound
+from ...events import Status
+from ...wire import ApprovalBody, Inbox, MessageBody, ResponseBody, ThreadOut, thread_out
+from ..deps import Caller, CallId, Svc, ThreadId
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["humans"])
+
+WAITING = (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN)
+
+
+@router.get("/inbox", response_model=Inbox)
+async def inbox(svc: Svc, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Inbox:
+    """Threads awaiting an approval or an answer, each with what it waits for."""
+    summaries = []
+    for status in WAITING:
+        summaries += (await svc.store.list(status=status, limit=limit)).items
+    summaries.sort(key=lambda s: s.updated_at, reverse=True)
+    items = []
+    for summary in summaries[:limit]:
+        try:
+            items.append(thread_out(await svc.store.load(summary.id)))
+        except ThreadNotFound:  # deleted since it was listed (retention)
+            continue
+    return Inbox(items=items)
+
+
+@router.post("/threads/{thread_id}/approvals/{call_id}", response_model=ThreadOut)
+async def approve(
+    thread_id: ThreadId, call_id: CallId, body: ApprovalBody, svc: Svc, who: Caller
+) -> ThreadOut:
+    """Approve (maybe with edited arguments) or reject a pending call. A rejection's
+    comment is shown to the model. 409 if the call is not awaiting approval."""
+    thread = await svc.runtime.approve(
+        thread_id,
+        call_id,
+        approved=body.approved,
+        comment=body.comment,
+        edited_arguments=body.edited_arguments,
+        by=who.name,
+        channel="api",
+    )
+    svc.runner.kick(thread_id)
+    return thread_out(thread)
+
+
+@router.post("/threads/{thread_id}/responses", response_model=ThreadOut)
+async def respond(thread_id: ThreadId, body: ResponseBody, svc: Svc, who: Caller) -> ThreadOut:
+    """Answer the thread's open question. 409 if it asked nothing (or something else)."""
+    thread = await svc.runtime.respond(
+        thread_id, body.request_id, body.text, by=who.name, channel="api"
+    )
+    svc.runner.kick(thread_id)
+    return thread_out(thread)
+
+
+@router.post("/threads/{thread_id}/messages", response_model=ThreadOut)
+async def message(thread_id: ThreadId, body: MessageBody, svc: Svc, who: Caller) -> ThreadOut:
+    """A new user message to a finished, escalated, waiting or question-asking thread."""
+    thread = await svc.runtime.message(
+        thread_id, body.text, sender=who.name, channel="api", metadata=body.metadata
+    )
+    svc.runner.kick(thread_id)
+    return thread_out(thread)

@@ -1,0 +1,168 @@
+"""Threads: launch, list, inspect, stream events, pause, resume, fork.
+
+    POST /v1/threads                           launch {agent, message, metadata?, wait?}
+    GET  /v1/threads?status=&agent=&limit=&cursor=
+    GET  /v1/threads/{id}
+    GET  /v1/threads/{id}/events?after=SEQ     (Accept: text/event-stream streams instead)
+    GET  /v1/threads/{id}/events/stream        Server-Sent Events, live
+    POST /v1/threads/{id}/pause | /resume | /fork {at}
+
+Every route loads what it needs from the store and asks the runtime to act; the runtime
+checks that the action fits the thread's state and appends optimistically. A thread the
+action made runnable is handed to the background runner (`runner.kick`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from ...events import Status
+from ...wire import EventPage, ForkBody, LaunchBody, PauseBody, ThreadOut, ThreadPage, thread_out
+from ..deps import Caller, Svc, ThreadId
+from ..problems import ProblemError
+from ..services import Services
+from ..sse import event_stream, wait_until_settled
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/threads")
+
+After = Annotated[int, Query(ge=-1, le=10_000_000)]
+
+
+@router.post("", status_code=201, response_model=ThreadOut, tags=["threads"])
+async def launch(body: LaunchBody, svc: Svc, who: Caller) -> ThreadOut:
+    """Start a thread. Returns at once (status `running`), or with `wait` once it stops
+    running (paused, awaiting someone, ended) or `wait_timeout` passes."""
+    if svc.closing():
+        raise ProblemError(503, "Shutting down", "this server is stopping; retry shortly")
+    runtime = svc.runtime
+    if body.agent not in runtime.agents:
+        served = ", ".join(sorted(runtime.agents)) or "none"
+        raise ProblemError(
+            422, "Unknown agent", f"no agent named {body.agent!r}; this server serves: {served}"
+        )
+    thread = await runtime.launch(
+        body.agent, body.message, sender=who.name, metadata=body.metadata, advance=False
+    )
+    svc.runner.kick(thread.id)
+    if body.wait:
+        await wait_until_settled(
+            svc.store,
+            svc.feed,
+            thread.id,
+            within=body.wait_timeout,
+            poll=svc.config.poll_interval,
+            closing=svc.closing,
+        )
+        thread = await svc.store.load(thread.id)
+    return thread_out(thread)
+
+
+@router.get("", response_model=ThreadPage, tags=["threads"])
+async def list_threads(
+    svc: Svc,
+    status: Status | None = None,
+    agent: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=400, pattern=r"^[A-Za-z0-9_-]*$")] = None,
+) -> ThreadPage:
+    """Threads newest first; pass the returned `cursor` back for the next page."""
+    page = await svc.store.list(status=status, agent=agent, limit=limit, cursor=cursor)
+    return ThreadPage.from_page(page)
+
+
+@router.get("/{thread_id}", response_model=ThreadOut, tags=["threads"])
+async def get_thread(thread_id: ThreadId, svc: Svc) -> ThreadOut:
+    """The thread's derived state: status, pending approvals, open question, usage."""
+    return thread_out(await svc.store.load(thread_id))
+
+
+def _stream(svc: Services, thread_id: str, after: int) -> StreamingResponse:
+    return StreamingResponse(
+        event_stream(
+            svc.store,
+            svc.feed,
+            thread_id,
+            after,
+            poll=svc.config.poll_interval,
+            closing=svc.closing,
+        ),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/{thread_id}/events",
+    response_model=EventPage,
+    tags=["events"],
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def list_events(
+    thread_id: ThreadId,
+    request: Request,
+    svc: Svc,
+    after: After = -1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> Any:
+    """Events with seq > `after`, oldest first. With `Accept: text/event-stream`, the
+    same as `/events/stream`."""
+    if "text/event-stream" in request.headers.get("accept", ""):
+        await svc.store.get(thread_id)
+        return _stream(svc, thread_id, after)
+    events = await svc.store.events(thread_id, after=after, limit=limit)
+    return EventPage(events=events, next_after=events[-1].seq if events else after)
+
+
+@router.get(
+    "/{thread_id}/events/stream",
+    tags=["events"],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "SSE: `id` is the seq, `event` the kind, `data` the event as JSON",
+        }
+    },
+)
+async def stream_events(
+    thread_id: ThreadId,
+    svc: Svc,
+    after: After = -1,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+) -> StreamingResponse:
+    """Every event after `after` (or `Last-Event-ID`), then new ones live."""
+    await svc.store.get(thread_id)
+    if last_event_id is not None and last_event_id.strip().lstrip("-").isdigit():
+        after = max(after, int(last_event_id))
+    return _stream(svc, thread_id, after)
+
+
+@router.post("/{thread_id}/pause", response_model=ThreadOut, tags=["lifecycle"])
+async def pause(
+    thread_id: ThreadId, svc: Svc, who: Caller, body: PauseBody | None = None
+) -> ThreadOut:
+    """Pause: the thread stops after its current step until resumed."""
+    thread = await svc.runtime.pause(thread_id, by=who.name, reason=body.reason if body else None)
+    return thread_out(thread)
+
+
+@router.post("/{thread_id}/resume", response_model=ThreadOut, tags=["lifecycle"])
+async def resume(thread_id: ThreadId, svc: Svc, who: Caller) -> ThreadOut:
+    """Resume a paused or escalated thread."""
+    thread = await svc.runtime.resume(thread_id, by=who.name)
+    svc.runner.kick(thread_id)
+    return thread_out(thread)
+
+
+@router.post("/{thread_id}/fork", status_code=201, response_model=ThreadOut, tags=["lifecycle"])
+async def fork(thread_id: ThreadId, body: ForkBody, svc: Svc) -> ThreadOut:
+    """A new thread holding events 0..`at` of this one (then advanced if runnable)."""
+    forked = await svc.runtime.fork(thread_id, at=body.at)
+    if forked.status == Status.RUNNING:
+        svc.runner.kick(forked.id)
+    return thread_out(forked)

@@ -1,0 +1,149 @@
+"""What every route works with, built once at start-up: the services object.
+
+`Services.build(config, make_runtime)` creates the server's own runtime observers (the
+change feed that wakes live streams, the notifier that posts signed webhooks) and hands them
+to `make_runtime`, so the runtime is born with every observer it will ever have: nothing
+adds observers to a running runtime. The routers receive the services through one FastAPI
+dependency (`deps.py`); the app's lifespan is the services' `lifespan`.
+
+    services = Services.build(
+        ServerConfig(webhook_secret=...),
+        lambda observers: Runtime(store, agents=agents, model=model, observers=observers),
+    )
+    app = create_app(services)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+from ..runtime import Observer, Runtime
+from ..stores.base import Store
+from .runner import ThreadRunner
+from .sse import ChangeFeed
+from .webhooks import Notifier
+
+__all__ = ["Lifecycle", "ServerConfig", "Services"]
+
+log = logging.getLogger("threadline.server")
+
+
+@dataclass
+class ServerConfig:
+    """How the app behaves; built by `threadline serve` from flags and settings.
+
+    Attributes:
+        auth: require API keys on /v1 (only `threadline serve --no-auth` on loopback
+            turns this off).
+        worker: advance threads in this process; False for an API-only server whose
+            threads are advanced by workers leasing from the same store.
+        webhook_secret: HMAC secret for inbound webhooks and outbound notifications; inbound
+            webhooks are refused while it is unset.
+        notify_url: POST a signed notification here for each pending approval / question.
+        public_url: this server's base URL, as notifications tell people to respond to.
+        max_body_bytes: larger request bodies get a 413 before anything parses them.
+        poll_interval: how often streams and waits re-read the store for appends made by
+            other processes (appends made here wake them at once).
+        drain_timeout: on shutdown, seconds to let running steps finish.
+        close_store: close the runtime's store when the app shuts down.
+    """
+
+    auth: bool = True
+    worker: bool = True
+    webhook_secret: str | None = None
+    notify_url: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    max_body_bytes: int = 1 << 20
+    webhook_tolerance: float = 300.0
+    poll_interval: float = 1.0
+    drain_timeout: float = 30.0
+    concurrency: int = 32
+    close_store: bool = True
+
+
+class Lifecycle:
+    """Shutdown state. `begin_shutdown` only flips flags, so a signal handler may call it."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.closing = False
+
+    def begin_shutdown(self) -> None:
+        """Stop taking work: new launches get 503, loops stop after their current step,
+        streams end (at their next poll)."""
+        self.closing = True
+        self.runtime.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The server's collaborators. Invariant: `runtime.observers` already holds `feed` (and
+    `notifier`, when configured) because `build` gave them to the runtime's constructor."""
+
+    config: ServerConfig
+    runtime: Runtime
+    feed: ChangeFeed
+    runner: ThreadRunner
+    lifecycle: Lifecycle
+    notifier: Notifier | None
+
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    @classmethod
+    def build(
+        cls, config: ServerConfig, make_runtime: Callable[[Sequence[Observer]], Runtime]
+    ) -> Services:
+        """Create the feed and notifier, then the runtime (given them as its observers).
+
+        Raises:
+            ConfigError: notifications are configured without a secret to sign them.
+        """
+        if config.notify_url and not config.webhook_secret:
+            raise ConfigError("notifications are signed: set THREADLINE_WEBHOOK_SECRET too")
+        feed = ChangeFeed()
+        notifier = None
+        if config.notify_url and config.webhook_secret:
+            notifier = Notifier(config.notify_url, config.webhook_secret, config.public_url)
+        runtime = make_runtime([feed] if notifier is None else [feed, notifier])
+        runner = ThreadRunner(runtime, enabled=config.worker, concurrency=config.concurrency)
+        return cls(
+            config=config,
+            runtime=runtime,
+            feed=feed,
+            runner=runner,
+            lifecycle=Lifecycle(runtime),
+            notifier=notifier,
+        )
+
+    def closing(self) -> bool:
+        return self.lifecycle.closing
+
+    @asynccontextmanager
+    async def lifespan(self, _app: Any) -> AsyncIterator[None]:
+        """Start: resume threads a previous process left running. Stop: refuse new work,
+        let running steps finish (up to `drain_timeout`), flush notifications, close."""
+        resumed = await self.runner.resume_running()
+        if resumed:
+            log.info("resuming %d thread(s) left running by a previous process", resumed)
+        try:
+            yield
+        finally:
+            self.lifecycle.begin_shutdown()
+            self.feed.wake_all()
+            if not await self.runner.drain(self.config.drain_timeout):
+                log.warning(
+                    "shutdown: some steps did not finish in %.0fs; their threads "
+                    "resume from the last checkpoint",
+                    self.config.drain_timeout,
+                )
+            if self.notifier is not None:
+                await self.notifier.aclose()
+            if self.config.close_store:
+                await self.store.close()
