@@ -8,6 +8,7 @@ Each command group lives in its own module and registers itself on `app`:
     serve.py    serve, keys
     ops.py      worker, db, threads stuck/retry/prune/export/import
     index.py    index add/search/list/remove (retrieval)
+    mcp.py      mcp (serve the runtime to MCP clients)
 
 Every command turns a `ThreadlineError` or bad argument into one clear line on stderr and
 a non-zero exit; no traceback reaches the user.
@@ -22,7 +23,7 @@ __all__ = ["app", "main"]
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from . import context, core, index, models, ops, serve  # noqa: F401
+    from . import context, core, index, mcp, models, ops, serve  # noqa: F401
 
 
 def main() -> None:

@@ -1,0 +1,200 @@
+"""`threadline mcp` driven by the MCP SDK's own client: over stdio (the client starts the
+process) and over streamable HTTP on loopback with the server's API keys and scopes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mcp")
+
+import httpx2  # noqa: E402
+from mcp import ClientSession  # noqa: E402
+from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+
+from threadline.events import Status  # noqa: E402
+from threadline.server.auth import create_key  # noqa: E402
+from threadline.stores import SQLiteStore  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+REF = f"{HERE / 'deploy_agent.py'}:agent"
+TOOLS = {
+    "list_agents",
+    "launch_thread",
+    "get_thread",
+    "list_pending",
+    "approve",
+    "reject",
+    "respond",
+}
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "THREADLINE_STORE": f"sqlite:///{tmp_path / 'threads.db'}",
+        "THREADLINE_LOG": "off",
+    }
+
+
+async def _call(session: ClientSession, name: str, **arguments: Any) -> dict[str, Any]:
+    result = await session.call_tool(name, arguments)
+    assert not result.is_error, result.content
+    assert isinstance(result.structured_content, dict)
+    return result.structured_content
+
+
+async def _error(session: ClientSession, name: str, **arguments: Any) -> str:
+    result = await session.call_tool(name, arguments)
+    assert result.is_error
+    return " ".join(getattr(b, "text", "") for b in result.content)
+
+
+async def _launch_approve_done(session: ClientSession, who: str) -> str:
+    launched = await _call(session, "launch_thread", agent="deployer", message="deploy v1.2")
+    assert launched["status"] == "awaiting_approval"
+    thread_id = launched["thread_id"]
+    pending = (await _call(session, "list_pending"))["pending"]
+    mine = [p for p in pending if p["thread_id"] == thread_id]
+    assert len(mine) == 1
+    assert mine[0]["kind"] == "approval" and mine[0]["tool"] == "deploy"
+    assert mine[0]["arguments"] == {"tag": "v1.2"}
+
+    done = await _call(session, "approve", thread_id=thread_id, call_id=mine[0]["call_id"])
+    assert done["status"] == "done"
+    assert done["outcome"]["message"] == "the deploy is out"
+    assert not (await _call(session, "list_pending"))["pending"]
+
+    thread = await _call(session, "get_thread", thread_id=thread_id, events=100)
+    approval = next(e for e in thread["events"] if e["kind"] == "approval")
+    assert approval["approved"] and approval["by"] == who and approval["channel"] == "mcp"
+    result = next(e for e in thread["events"] if e["kind"] == "tool_result")
+    assert result["result"] == "deployed v1.2"
+    return str(thread_id)
+
+
+async def test_stdio_launch_list_approve_reaches_done(tmp_path: Path) -> None:
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "threadline", "mcp", "--agent", REF],
+        env=_env(tmp_path),
+        cwd=str(tmp_path),
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        listed = await session.list_tools()
+        assert {t.name for t in listed.tools} >= TOOLS
+        agents = await _call(session, "list_agents")
+        assert agents["agents"] == [
+            {"name": "deployer", "tools": ["deploy", "request_more_information", "done_for_now"]}
+        ]
+        thread_id = await _launch_approve_done(session, "local")
+
+        # a rejected call: the agent is told and finishes without deploying
+        second = await _call(session, "launch_thread", agent="deployer", message="deploy v2")
+        call_id = second["waiting"][0]["call_id"]
+        rejected = await _call(
+            session, "reject", thread_id=second["thread_id"], call_id=call_id, comment="freeze"
+        )
+        assert rejected["status"] == "done"
+        assert rejected["outcome"]["message"] == "not deployed"
+        # acting on something that is not waiting is a clear error, nothing written
+        message = await _error(session, "approve", thread_id=thread_id, call_id="c2")
+        assert "not awaiting approval" in message
+        assert "no thread" in await _error(session, "get_thread", thread_id="th_nope")
+
+    async with SQLiteStore(tmp_path / "threads.db") as store:
+        assert (await store.load(thread_id)).status == Status.DONE
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, str]:
+    async def make() -> dict[str, str]:
+        async with SQLiteStore(tmp_path / "threads.db") as store:
+            _, ops = await create_key(store, "ops", ["launch", "respond", "read"])
+            _, viewer = await create_key(store, "viewer", ["read"])
+        return {"ops": ops, "viewer": viewer}
+
+    import asyncio
+
+    return asyncio.run(make())
+
+
+@pytest.fixture
+def mcp_http(tmp_path: Path, keys: dict[str, str]) -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "threadline", "mcp", "--agent", REF]
+        + ["--transport", "http", "--port", str(port)],
+        env=_env(tmp_path),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"threadline mcp exited with {proc.returncode}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _client(key: str | None) -> httpx2.AsyncClient:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60, read=120))
+
+
+async def test_http_requires_a_key_and_its_scopes(mcp_http: str, keys: dict[str, str]) -> None:
+    async with _client(None) as raw:  # no key: refused before any MCP processing
+        response = await raw.post(
+            mcp_http,
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={"Accept": "application/json, text/event-stream"},
+        )
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    async with _client("tl_not-a-real-key") as raw:
+        response = await raw.post(mcp_http, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert response.status_code == 401
+
+    async with (
+        _client(keys["viewer"]) as http,
+        streamable_http_client(mcp_http, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        assert (await _call(session, "list_pending"))["pending"] == []
+        assert "'launch' scope" in await _error(
+            session, "launch_thread", agent="deployer", message="deploy v3"
+        )
+
+    async with (
+        _client(keys["ops"]) as http,
+        streamable_http_client(mcp_http, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        assert {t.name for t in (await session.list_tools()).tools} >= TOOLS
+        await _launch_approve_done(session, "ops")
