@@ -170,7 +170,8 @@ def validate_agent(agent: Agent, ref: str | None, root: Path) -> AgentReport:
         problem = _check_schema(schema)
         if problem:
             report.problems.append(f"tool {t.key}: {problem}")
-        tools[t.key] = {"sha256": t.schema_hash(), "file": _rel(_tool_file(t), root)}
+        where = t.remote_pin["source"] if isinstance(t, RemoteTool) else None
+        tools[t.key] = {"sha256": t.schema_hash(), "file": where or _rel(_tool_file(t), root)}
     try:
         agent.output_schema()
     except Exception as exc:
@@ -338,9 +339,9 @@ def check_remote_pins(
         ):
             continue
         where = (now or was or {}).get("source") or server
-        state = "changed its schema" if was and now else ("is gone" if was else "is new")
+        state = "new schema" if was and now else ("no longer published" if was else "not built")
         raise LockMismatch(
-            f"MCP server {server} ({where}): tool {tool} {state} (agent {agent.name})",
+            f"MCP server {server} ({where}): tool {tool} ({state}, agent {agent.name})",
             str((was or {}).get("schema_sha256", "(absent)")),
             str((now or {}).get("schema_sha256", "(absent)")),
         )

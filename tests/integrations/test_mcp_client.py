@@ -299,6 +299,21 @@ def test_results_map_text_structured_and_errors() -> None:
 # -- build and release: pins in the lock ----------------------------------------------------
 
 
+def test_remote_pins_refuse_a_changed_gone_or_new_tool() -> None:
+    from threadline.errors import LockMismatch
+    from threadline.lockfile import check_remote_pins
+
+    agent = Agent("a")
+    pin = {"server": "s", "source": "http:x", "tool": "t", "version": "1", "schema_sha256": "aa"}
+    check_remote_pins(agent, {"t@1": pin}, {"t@1": pin})
+    with pytest.raises(LockMismatch, match="tool t \\(new schema"):
+        check_remote_pins(agent, {"t@1": pin}, {"t@2": {**pin, "schema_sha256": "bb"}})
+    with pytest.raises(LockMismatch, match="no longer published"):
+        check_remote_pins(agent, {"t@1": pin}, {})
+    with pytest.raises(LockMismatch, match="not built"):
+        check_remote_pins(agent, {}, {"t@1": pin})
+
+
 def _cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "threadline", *args],
