@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["overhead", "context_tokens", "server", "scale", "local_model"]
+BENCHES = ["overhead", "context_tokens", "server", "scale", "local_model", "retrieval"]
 
 
 def main() -> int:

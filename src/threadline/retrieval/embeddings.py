@@ -75,7 +75,7 @@ class LocalEmbedder:
     name = "all-MiniLM-L6-v2-int8"
     dimensions = 384
 
-    def __init__(self, *, threads: int = 1, batch_size: int = 32, max_length: int = 256):
+    def __init__(self, *, threads: int = 1, batch_size: int = 16, max_length: int = 256):
         self.threads = threads
         self.batch_size = batch_size
         self.max_length = max_length
@@ -103,25 +103,33 @@ class LocalEmbedder:
         text = resources.files(__package__).joinpath("data", _TOKENIZER).read_text("utf-8")
         tok = Tokenizer.from_str(text)
         tok.enable_truncation(self.max_length)
-        tok.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - a token, not a secret
+        tok.no_padding()  # embed_sync pads each length-sorted batch itself
         return tok
 
     def embed_sync(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """`embed` without the thread hop (for callers already off the event loop)."""
+        """`embed` without the thread hop (for callers already off the event loop).
+
+        Texts are batched in order of length, so a batch pads to about its own length
+        rather than to the longest text of all (padding costs as much as text).
+        """
         np_ = _numpy()
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start : start + self.batch_size])
-            enc = self._tokenizer.encode_batch(batch)
-            ids = np_.array([e.ids for e in enc], dtype=np_.int64)
-            mask = np_.array([e.attention_mask for e in enc], dtype=np_.int64)
+        out = np_.zeros((len(texts), self.dimensions), dtype=np_.float32)
+        encodings = self._tokenizer.encode_batch(list(texts))
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            width = max(len(encodings[i].ids) for i in rows)
+            ids = np_.zeros((len(rows), width), dtype=np_.int64)
+            mask = np_.zeros((len(rows), width), dtype=np_.int64)
+            for r, i in enumerate(rows):
+                n = len(encodings[i].ids)
+                ids[r, :n] = encodings[i].ids
+                mask[r, :n] = 1
             feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * ids}
             hidden = self._session.run(None, feeds)[0]
             summed = (hidden * mask[..., None]).sum(axis=1)
-            out.append(summed / np_.maximum(mask.sum(axis=1, keepdims=True), 1))
-        if not out:
-            return _normalise(np_.zeros((0, self.dimensions)))
-        return _normalise(np_.concatenate(out))
+            out[rows] = summed / np_.maximum(mask.sum(axis=1, keepdims=True), 1)
+        return _normalise(out)
 
     async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         return await asyncio.to_thread(self.embed_sync, list(texts))
