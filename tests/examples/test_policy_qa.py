@@ -3,13 +3,14 @@ retrieved material stays inside its share of a small window."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from conftest import load_example
 from threadline import MemoryStore, Runtime, Status
 from threadline.context.render import context_state, render
 from threadline.replay import replay_thread
@@ -24,7 +25,12 @@ def policy_qa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, embedder) -> Modu
         pytest.skip(f"tau-bench data not found at {DATA} (../shared/data)")
     monkeypatch.setenv("THREADLINE_RETRIEVAL", f"sqlite:///{tmp_path / 'policy.db'}")
     monkeypatch.setenv("THREADLINE_EMBEDDINGS", "local")
-    module = load_example("policy_qa")
+    path = Path(__file__).resolve().parents[2] / "examples" / "policy_qa" / "agent.py"
+    spec = importlib.util.spec_from_file_location("example_policy_qa", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
     return module
 
 
