@@ -268,3 +268,25 @@ def serve_calculator(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def assert_problem(r: httpx.Response, status: int) -> dict[str, Any]:
+    """`r` is a problem document with `status`, a title and a detail, and no traceback."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = r.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    assert "Traceback" not in r.text
+    return body
+
+
+def approval_body(thread_id: str, call_id: str, **extra: object) -> dict[str, Any]:
+    """An inbound webhook approving `call_id`, from alice."""
+    return {
+        "type": "approval",
+        "thread_id": thread_id,
+        "call_id": call_id,
+        "approved": True,
+        "by": "alice",
+        **extra,
+    }

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_TEXT",
     "ApprovalBody",
+    "Channel",
+    "ChannelList",
     "EventPage",
     "ForkBody",
     "Health",
@@ -200,6 +202,19 @@ class ThreadOut(BaseModel):
     """The `done` message, once the thread finished."""
     last_error: str | None
     usage: Usage
+
+
+class Channel(BaseModel):
+    """A way into this server: where to send, and whether it is on."""
+
+    name: str
+    path: str
+    enabled: bool
+    """False when its configuration is missing (e.g. webhooks without a secret)."""
+
+
+class ChannelList(BaseModel):
+    items: list[Channel]
 
 
 class Inbox(BaseModel):

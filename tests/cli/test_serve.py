@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from server_support import THREADLINE, free_port
+from threadline.cli.serve import is_loopback, load_serve_config
+from threadline.errors import ConfigError
 
 AGENT = '''
 import time
@@ -157,3 +159,37 @@ def test_bad_scope_and_unknown_key(tmp_path: Path) -> None:
     assert r.returncode == 1 and "unknown: root" in r.stderr
     r = _cli(env, "keys", "revoke", "key_nope")
     assert r.returncode == 1 and "no active key" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("127.0.0.2", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.5", False),
+        ("example.com", False),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_serve_config_file(tmp_path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("agents:\n  - a.py:agent\nport: 9000\n")
+    assert load_serve_config(good) == {"agents": ["a.py:agent"], "port": 9000}
+    for text, message in [
+        ("agents: a.py:agent\n", "must be a list"),
+        ("agent: [x]\n", "unknown keys agent"),
+        ("- 1\n", "must be a mapping"),
+        ("agents: [\n", "cannot read"),
+    ]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_serve_config(bad)

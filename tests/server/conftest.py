@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
-from server_support import deploybot, live
+import pytest
 
-__all__ = ["deploybot", "live"]
+from server_support import LiveServer, deploybot, live
+
+__all__ = ["deploybot", "live", "pending"]
+
+
+@pytest.fixture
+def pending(live: LiveServer) -> tuple[str, str]:
+    """A deploybot thread awaiting approval: (thread id, call id)."""
+    thread = live.launch()
+    assert thread["status"] == "awaiting_approval"
+    return thread["id"], thread["pending_approvals"][0]["call_id"]

@@ -1,14 +1,39 @@
-"""Channels (factor 11): where Slack, email, cron and other inbound channels mount.
+"""Channels (factor 11): the ways into this server, and where new ones mount.
 
-Mounted at `/v1/channels` and empty for now. A channel adds its routes here (verified by
-its own signature scheme, like `webhooks`), turns what arrives into `Runtime.launch`,
-`respond` or `approve` calls through the services, and answers where the thread came from.
+    GET  /v1/channels                          the channels this server answers on
+
+Every channel reaches the same runtime actions (launch, respond, approve) and a thread
+answers where it came from. A new channel (Slack, email, cron) adds its inbound routes to
+this router, verified by its own signature scheme as `webhooks` is (so exempt from API
+keys in `auth.required_scope`), and lists itself in `channels()`.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-__all__ = ["router"]
+from ...wire import Channel, ChannelList
+from ..deps import Svc
+from ..services import Services
+
+__all__ = ["channels", "router"]
 
 router = APIRouter(prefix="/v1/channels", tags=["channels"])
+
+
+def channels(svc: Services) -> list[Channel]:
+    """The channels of a server with these services."""
+    return [
+        Channel(name="api", path="/v1/threads", enabled=True),
+        Channel(
+            name="webhook",
+            path="/v1/webhooks/inbound",
+            enabled=svc.config.webhook_secret is not None,
+        ),
+    ]
+
+
+@router.get("", response_model=ChannelList)
+async def list_channels(svc: Svc) -> ChannelList:
+    """The ways into this server: the API and signed webhooks (more as channels land)."""
+    return ChannelList(items=channels(svc))

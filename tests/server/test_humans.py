@@ -1,0 +1,103 @@
+"""routers/humans.py: approvals (one winner among racing ones, named approvers only), the inbox."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from server_support import LiveServer, assert_problem, signed
+
+
+def test_second_approval_is_409(live: LiveServer, pending: tuple[str, str]) -> None:
+    thread_id, call_id = pending
+    with live.client("alice") as c:
+        assert (
+            c.post(
+                f"/v1/threads/{thread_id}/approvals/{call_id}", json={"approved": True}
+            ).status_code
+            == 200
+        )
+        live.wait_status(thread_id, {"done"})
+        after = live.stored_events(thread_id)
+        assert_problem(
+            c.post(f"/v1/threads/{thread_id}/approvals/{call_id}", json={"approved": False}), 409
+        )
+    assert live.stored_events(thread_id) == after
+
+
+def test_racing_approvals_exactly_one_wins(live: LiveServer) -> None:
+    for _ in range(3):
+        thread = live.launch()
+        thread_id, call_id = thread["id"], thread["pending_approvals"][0]["call_id"]
+        codes: list[int] = []
+        barrier = threading.Barrier(4)
+
+        def answer(approved: bool) -> None:
+            with live.client("alice") as c:
+                barrier.wait()
+                r = c.post(
+                    f"/v1/threads/{thread_id}/approvals/{call_id}",
+                    json={"approved": approved, "comment": "race"},
+                )
+                codes.append(r.status_code)
+
+        workers = [threading.Thread(target=answer, args=(i % 2 == 0,)) for i in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert sorted(codes) == [200, 409, 409, 409]
+        live.wait_status(thread_id, {"done"})
+        verdicts = [
+            b for _, b in live.stored_events(thread_id) if json.loads(b)["kind"] == "approval"
+        ]
+        assert len(verdicts) == 1
+
+
+def test_named_approvers_only(live: LiveServer) -> None:
+    thread = live.launch("guarded")
+    thread_id = thread["id"]
+    [pending] = thread["pending_approvals"]
+    assert pending["approvers"] == ["alice"]
+    before = live.stored_events(thread_id)
+    path = f"/v1/threads/{thread_id}/approvals/{pending['call_id']}"
+    with live.client("bob") as c:
+        assert (
+            "bob may not answer"
+            in assert_problem(c.post(path, json={"approved": True}), 403)["detail"]
+        )
+    with live.client(None) as c:
+        for by in ("mallory", None):
+            raw, headers = signed(
+                {
+                    "type": "approval",
+                    "thread_id": thread_id,
+                    "call_id": pending["call_id"],
+                    "approved": True,
+                    "by": by,
+                }
+            )
+            assert_problem(c.post("/v1/webhooks/inbound", content=raw, headers=headers), 403)
+    assert live.stored_events(thread_id) == before
+    with live.client("alice") as c:
+        assert c.post(path, json={"approved": True}).status_code == 200
+    assert live.wait_status(thread_id, {"done"})["status"] == "done"
+
+
+def test_the_inbox_lists_threads_waiting_for_a_person(live: LiveServer) -> None:
+    approval = live.launch()
+    question = live.launch("asker", "deploy something")
+    finished = live.launch()
+    with live.client("admin") as c:
+        call_id = finished["pending_approvals"][0]["call_id"]
+        c.post(f"/v1/threads/{finished['id']}/approvals/{call_id}", json={"approved": True})
+    live.wait_status(finished["id"], {"done"})
+    with live.client("reader") as c:
+        r = c.get("/v1/inbox")
+    assert r.status_code == 200, r.text
+    items = {t["id"]: t for t in r.json()["items"]}
+    assert set(items) == {approval["id"], question["id"]}
+    assert items[approval["id"]]["pending_approvals"][0]["tool"] == "deploy_backend"
+    assert items[question["id"]]["question"]["question"] == "Which environment?"
+    with live.client(None) as c:
+        assert_problem(c.get("/v1/inbox"), 401)

@@ -1,0 +1,124 @@
+"""routers/threads.py: launch, get, events and the live stream (also on an API-only server
+whose threads a separate worker advances), pause, resume, fork, unknown ids."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+
+import httpx
+
+from server_support import SECRET, LiveServer, assert_problem, deploy_model, start_server
+from threadline import Agent
+from threadline.runtime import Runtime
+from threadline.server import ServerConfig
+from threadline.stores import SQLiteStore
+
+
+def test_api_only_server_appends_and_streams_what_a_worker_does(
+    tmp_path: Path, deploybot: Agent
+) -> None:
+    config = ServerConfig(worker=False, webhook_secret=SECRET, poll_interval=0.1)
+    live = start_server(
+        tmp_path, [deploybot], deploy_model(), config=config, keys={"admin": ["admin"]}
+    )
+    try:
+        with live.client("admin") as c:
+            r = c.post(
+                "/v1/threads",
+                json={"agent": "deploybot", "message": "deploy", "wait": True, "wait_timeout": 0.5},
+            )
+            assert r.status_code == 201
+            thread_id = r.json()["id"]
+            assert r.json()["status"] == "running"
+            assert [json.loads(b)["kind"] for _, b in live.stored_events(thread_id)] == [
+                "user_message"
+            ]
+
+            seen: list[str] = []
+
+            def listen() -> None:
+                with (
+                    httpx.Client(base_url=live.url, headers=c.headers, timeout=30) as s,
+                    s.stream(
+                        "GET",
+                        f"/v1/threads/{thread_id}/events",
+                        headers={"Accept": "text/event-stream"},
+                    ) as resp,
+                ):
+                    assert resp.headers["content-type"].startswith("text/event-stream")
+                    for line in resp.iter_lines():
+                        if line.startswith("event: "):
+                            seen.append(line[7:])
+                            if line == "event: approval_requested":
+                                return
+
+            listener = threading.Thread(target=listen)
+            listener.start()
+
+            # A worker in another "process" (its own runtime and store) advances the thread.
+            async def work() -> str:
+                async with SQLiteStore(live.db_path) as store:
+                    worker = Runtime(store, agents=[deploybot], model=deploy_model())
+                    return (await worker.advance(thread_id)).status.value
+
+            assert asyncio.run(work()) == "awaiting_approval"
+            listener.join(timeout=20)
+            assert seen[0] == "user_message" and seen[-1] == "approval_requested"
+
+            call_id = c.get(f"/v1/threads/{thread_id}").json()["pending_approvals"][0]["call_id"]
+            r = c.post(f"/v1/threads/{thread_id}/approvals/{call_id}", json={"approved": True})
+            assert r.status_code == 200 and r.json()["status"] == "running"
+        # The API-only server appended the approval and ran nothing itself.
+        kinds = [json.loads(b)["kind"] for _, b in live.stored_events(thread_id)]
+        assert kinds[-1] == "approval" and "tool_started" not in kinds
+    finally:
+        live.stop()
+
+
+def test_stream_resumes_after_last_event_id(live: LiveServer) -> None:
+    thread = live.launch()
+    with (
+        live.client("reader") as c,
+        c.stream(
+            "GET", f"/v1/threads/{thread['id']}/events/stream", headers={"Last-Event-ID": "4"}
+        ) as resp,
+    ):
+        ids = []
+        for line in resp.iter_lines():
+            if line.startswith("id: "):
+                ids.append(int(line[4:]))
+            if len(ids) == thread["next_seq"] - 5:
+                break
+    assert ids == list(range(5, thread["next_seq"]))
+
+
+def test_unknown_ids_and_actions_that_do_not_fit(
+    live: LiveServer, pending: tuple[str, str]
+) -> None:
+    thread_id, call_id = pending
+    before = live.stored_events(thread_id)
+    with live.client("admin") as c:
+        for method, path, body in [
+            ("GET", "/v1/threads/th_missing", None),
+            ("GET", "/v1/threads/th_missing/events", None),
+            ("GET", "/v1/threads/th_missing/events/stream", None),
+            ("POST", f"/v1/threads/th_missing/approvals/{call_id}", {"approved": True}),
+            ("POST", "/v1/threads/th_missing/responses", {"request_id": "r", "text": "t"}),
+            ("POST", "/v1/threads/th_missing/messages", {"text": "t"}),
+            ("POST", "/v1/threads/th_missing/pause", None),
+            ("POST", "/v1/threads/th_missing/resume", None),
+            ("POST", "/v1/threads/th_missing/fork", {"at": 0}),
+        ]:
+            assert_problem(c.request(method, path, json=body), 404)
+        # State checks: 409 with a clear message, nothing written.
+        r = c.post(f"/v1/threads/{thread_id}/approvals/c999", json={"approved": True})
+        assert "not awaiting approval" in assert_problem(r, 409)["detail"]
+        r = c.post(f"/v1/threads/{thread_id}/responses", json={"request_id": "r", "text": "t"})
+        assert "asked nothing" in assert_problem(r, 409)["detail"]
+        assert_problem(c.post(f"/v1/threads/{thread_id}/messages", json={"text": "hi"}), 409)
+        assert_problem(c.post(f"/v1/threads/{thread_id}/resume"), 409)
+        assert_problem(c.post(f"/v1/threads/{thread_id}/fork", json={"at": 999}), 409)
+    assert live.stored_events(thread_id) == before
