@@ -20,7 +20,8 @@ Errors (something is wrong; callers catch these)::
     ├── ReplayDivergence         replaying a thread produced a different event (names the seq)
     ├── RetrievalError           the retrieval index is unreachable or refused a request
     ├── ModelError               a provider failed (after retries); carries `retryable`
-    │   └── CircuitOpen          the provider's circuit breaker is open: failing fast
+    │   ├── CircuitOpen          the provider's circuit breaker is open: the thread waits
+    │   └── InvalidRequest       the provider says the request itself is invalid: never retried
     ├── PromptError              a prompt template is missing, malformed or misses a variable
     ├── LockMismatch             a prompt or tool schema differs from threadline.lock (names
     │                            the file)
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigError",
     "CorruptEvent",
     "InvalidAction",
+    "InvalidRequest",
     "LeaseLost",
     "LockMismatch",
     "MissingExtraError",
@@ -239,6 +241,18 @@ class CircuitOpen(ModelError):
             retryable=True,
             retry_after=retry_in,
         )
+
+
+class InvalidRequest(ModelError):
+    """The provider rejected the request itself (HTTP 400, 404 unknown model, 413, 422, or a
+    5xx whose body is a request-validation message).
+
+    Sending the same request again cannot succeed, so it is never retried and the thread
+    escalates at once with the server's message instead of asking again.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message, retryable=False, status=status)
 
 
 class PromptError(ThreadlineError):

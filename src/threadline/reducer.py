@@ -32,6 +32,7 @@ from .agent import Agent
 from .events import (
     Event,
     InvalidOutput,
+    ModelError,
     PendingCall,
     RawToolCall,
     Status,
@@ -104,6 +105,10 @@ def decide(agent: Agent, thread: Thread) -> Step:
         return Wait(status)
     if state.next_seq == 0:
         return Wait(status)
+    if state.last_kind == "model_error":
+        rejected = _rejected_request(thread)
+        if rejected is not None:
+            return rejected
     if state.consecutive_errors >= agent.max_consecutive_errors:
         return Escalate(
             f"{state.consecutive_errors} consecutive errors",
@@ -120,6 +125,18 @@ def decide(agent: Agent, thread: Thread) -> Step:
             {"max_steps": agent.max_steps},
         )
     return CallModel()
+
+
+def _rejected_request(thread: Thread) -> Escalate | None:
+    """Escalate at once when the provider called the request itself invalid: asking again
+    would send the same request and fail the same way (reported once, not retried)."""
+    last = thread.events[-1]
+    if isinstance(last, ModelError) and last.error_type == "InvalidRequest":
+        return Escalate(
+            f"the model provider rejected the request: {last.message}",
+            {"last_error": f"{last.error_type}: {last.message}"},
+        )
+    return None
 
 
 def _decide_call(agent: Agent, call: PendingCall) -> Step:

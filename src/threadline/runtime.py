@@ -29,6 +29,7 @@ from .context.prefetch import prefetch_events
 from .context.redaction import redact_for_storage
 from .errors import (
     AppendConflict,
+    CircuitOpen,
     ConfigError,
     InvalidAction,
     ModelError,
@@ -77,7 +78,7 @@ from .reducer import (
 )
 from .stores.base import Lease, Store, new_thread_id
 from .tools import compact_validation_error, idempotency_key
-from .waits import Park
+from .waits import Park, breaker_wait
 
 __all__ = ["Observer", "Runtime", "compact_error", "step_events"]
 
@@ -294,6 +295,8 @@ class Runtime:
         latency = (time.perf_counter() - started) * 1000
 
         def build(seq: int, at: datetime) -> list[Event]:
+            if isinstance(error, CircuitOpen):  # the provider is down: wait, not an error
+                return [breaker_wait(error, seq, at)]
             if error is not None:
                 return [
                     ModelErrorEvent(

@@ -12,6 +12,10 @@ Two built-in tools cover the common cases; add them to an agent's tools:
 
     Agent("reminder", tools=[*my_tools, sleep_until, wait_for_event])
 
+The runtime parks a thread the same way when its model provider's circuit breaker is open
+(`breaker_wait`): the thread waits, holding no worker, until the breaker's next trial time,
+and the wait is not an error (it does not count toward `max_consecutive_errors`).
+
 Invariants:
     * A wait always has an end: `until`, an `event`, or both (a `Park` with neither is
       refused when it is built).
@@ -24,12 +28,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from .events import utcnow
+from .errors import CircuitOpen
+from .events import Waiting, utcnow
 from .tools import tool
 
-__all__ = ["WAIT_TOOLS", "Park", "sleep_until", "wait_for_event"]
+__all__ = ["WAIT_TOOLS", "Park", "breaker_wait", "sleep_until", "wait_for_event"]
 
 _MAX_WAIT = timedelta(days=366)
+_MIN_BREAKER_WAIT = 1.0
+"""Seconds a thread waits at least on an open breaker (its trial may be in flight now)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,26 @@ class Park:
         if self.event:
             out["event"] = self.event
         return out
+
+
+def breaker_wait(error: CircuitOpen, seq: int, at: datetime) -> Waiting:
+    """The durable wait for a model call refused by an open circuit breaker.
+
+    The thread waits until the breaker's next trial time (`error.retry_after` seconds after
+    `at`, at least one second), then a worker wakes it and the model is asked again. Any
+    outside event or message ends the wait early.
+    """
+    seconds = max(error.retry_after or 0.0, _MIN_BREAKER_WAIT)
+    until = at + timedelta(seconds=seconds)
+    return Waiting(
+        seq=seq,
+        at=at,
+        until=until,
+        reason=(
+            f"model provider {error.provider} unavailable (circuit breaker open); "
+            f"next trial at {until.isoformat(timespec='seconds')}"
+        ),
+    )
 
 
 @tool(name="sleep_until")

@@ -160,7 +160,7 @@ async def test_500_until_retries_run_out_is_a_model_error_event(calculator: Modu
     assert sleeps.delays[1] <= 1.0  # full jitter under base_delay * 2
 
 
-async def test_persistent_failure_escalates_and_the_breaker_fails_fast(
+async def test_persistent_failure_opens_the_breaker_and_the_thread_waits(
     calculator: ModuleType,
 ) -> None:
     now = [0.0]
@@ -169,10 +169,14 @@ async def test_persistent_failure_escalates_and_the_breaker_fails_fast(
         [(503, openai_error(503, "overloaded"))], attempts=4, breaker=breaker
     )
     thread = await Runtime(MemoryStore(), model=model).launch(calculator.agent, "1+1")
-    assert thread.status == Status.ESCALATED  # three model errors in a row: a human takes over
-    errors = [e for e in thread.events if e.kind == "model_error"]
-    assert [e.error_type for e in errors] == ["ModelError", "CircuitOpen", "CircuitOpen"]
+    # One real failure (4 attempts), then the open breaker parks the thread: a durable wait
+    # until the breaker's trial time, not a second error and not an escalation.
+    assert kinds(thread) == ["user_message", "model_error", "waiting"]
+    assert thread.status == Status.WAITING and thread.state.consecutive_errors == 1
     assert len(recorded.requests) == 5  # 4 + 1, then the open breaker stops the pile-up
+    wait = thread.events[2]
+    assert "circuit breaker open" in (wait.reason or "")
+    assert 29 <= (wait.until - wait.at).total_seconds() <= 31
     assert breaker.state == "open"
     now[0] = 31.0
     assert breaker.state == "half-open"

@@ -1,17 +1,27 @@
-"""OpenAI and every server speaking its chat-completions protocol (vLLM, llama.cpp server,
-Ollama, LM Studio), on the official `openai` SDK.
+"""OpenAI and every server speaking its chat-completions protocol (vLLM, llama.cpp's
+`llama-server`, llama-cpp-python's server, Ollama, LM Studio), on the official `openai` SDK.
 
-Two ways to get a typed intent out, chosen per model (`mode`):
+Three ways to get a typed intent out (`mode`), each sent the way the configured server kind
+accepts it (`server`, a declared `OpenAIServer` profile, never probed per call):
 
 * `json_schema`: `response_format={"type": "json_schema", ...}` built from
   `Context.output_schema`; the answer is the JSON intent as text.
-* `tools`: native tool calling, one function per `Context.tools`, `tool_choice="required"`;
-  the answer is the provider's tool calls.
+* `json_object`: the same schema as llama.cpp's servers take it,
+  `response_format={"type": "json_object", "schema": ...}` (vLLM: its `structured_outputs`
+  field); the answer is the JSON intent as text.
+* `tools`: native tool calling, one function per `Context.tools`, with the `tool_choice`
+  the server supports (`required` where it forces a call, `auto` where `required` is
+  refused, nothing where the field is ignored); the answer is the provider's tool calls.
 
-Either way the answer is returned verbatim; `threadline.reducer.interpret` validates it.
+In the JSON modes the tools are also described in the system message (as for the embedded
+model): the schema alone names them but does not say what they do. Whatever the mode, the
+answer is returned verbatim; `threadline.reducer.interpret` validates it.
+
 The SDK's own retries are off (`max_retries=0`): `ResilientModel` retries and counts the
-attempts. Every failure (timeout, connection error, HTTP error, malformed body) is raised
-as `ModelError` with `retryable` and `status` set.
+attempts. Every failure (timeout, connection error, HTTP error, malformed body) is raised as
+`ModelError` with `retryable` and `status` set; an HTTP error saying the request itself is
+invalid is raised as `InvalidRequest` (never retried; the thread escalates with the
+server's message).
 
 Tool names outside OpenAI's `^[a-zA-Z0-9_-]{1,64}$` (BFCL's `math.factorial`) are sent
 sanitised and mapped back, so callers always see their own names.
@@ -23,21 +33,82 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import ConfigError, MissingExtraError, ModelError
+from ..errors import ConfigError, InvalidRequest, MissingExtraError, ModelError
 from ..events import RawToolCall
 from .base import Context, Message, ModelOutput, ToolSpec
+from .local import tools_prompt  # pure text; llama.cpp itself is imported lazily there
 from .pricing import PriceTable
-from .resilience import is_retryable_status, parse_retry_after
+from .resilience import is_invalid_request, is_retryable_status, parse_retry_after
 
 if TYPE_CHECKING:
     import openai
 
-__all__ = ["OpenAIModel", "json_schema_response_format", "tool_name_map"]
+__all__ = [
+    "MODES",
+    "SERVERS",
+    "OpenAIModel",
+    "OpenAIServer",
+    "json_object_response_format",
+    "json_schema_response_format",
+    "tool_name_map",
+]
 
-Mode = Literal["json_schema", "tools"]
+Mode = Literal["json_schema", "json_object", "tools"]
+MODES: tuple[Mode, ...] = ("json_schema", "json_object", "tools")
 _SAFE_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIServer:
+    """What one kind of OpenAI-compatible server accepts: declared, never guessed per call.
+
+    Attributes:
+        name: the `server=` value in a model spec.
+        modes: the output modes the server honours; the first is the default.
+        tool_choice: what `tools` mode sends to force a tool call: `required`, `auto` where
+            `required` is refused, or None where the field is ignored (then it is not sent).
+        json_object_schema: where `json_object` mode puts the intent schema:
+            `response_format` (`{"type": "json_object", "schema": ...}`) or
+            `structured_outputs` (vLLM's extra field `{"structured_outputs": {"json": ...}}`).
+    """
+
+    name: str
+    modes: tuple[Mode, ...]
+    tool_choice: Literal["required", "auto"] | None = "required"
+    json_object_schema: Literal["response_format", "structured_outputs"] = "response_format"
+
+
+SERVERS: dict[str, OpenAIServer] = {
+    s.name: s
+    for s in (
+        # OpenAI's own API: strict tool choice and JSON schema; its json_object takes no schema.
+        OpenAIServer("openai", ("tools", "json_schema")),
+        # llama-cpp-python (`python -m llama_cpp.server`): response_format must be text or
+        # json_object (json_schema is refused); tools need `--chat_format
+        # chatml-function-calling`, whose handler asserts on tool_choice="required".
+        OpenAIServer("llama-cpp-python", ("json_object", "tools"), tool_choice="auto"),
+        # llama.cpp's `llama-server`: json_object+schema and json_schema; tools with --jinja.
+        OpenAIServer("llama-server", ("json_schema", "json_object", "tools")),
+        # vLLM: json_schema; schema-constrained JSON through structured_outputs (guided_json
+        # before v0.12); tool_choice="required" since v0.8.3.
+        OpenAIServer(
+            "vllm",
+            ("json_schema", "json_object", "tools"),
+            json_object_schema="structured_outputs",
+        ),
+        # Ollama's /v1: json_schema becomes its `format` schema; json_object is plain JSON
+        # without the schema (so not offered); tool_choice is not a field it reads.
+        OpenAIServer("ollama", ("json_schema", "tools"), tool_choice=None),
+        # LM Studio: json_schema is documented; json_object is not accepted.
+        OpenAIServer("lmstudio", ("json_schema", "tools"), tool_choice="auto"),
+        # Any other compatible server: everything is allowed, the OpenAI defaults apply.
+        OpenAIServer("generic", ("tools", "json_schema", "json_object")),
+    )
+}
+"""The server kinds `server=` accepts (docs/models.md has the table with what was verified)."""
 
 
 def tool_name_map(tools: tuple[ToolSpec, ...]) -> dict[str, str]:
@@ -78,52 +149,71 @@ def json_schema_response_format(schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def json_object_response_format(schema: dict[str, Any]) -> dict[str, Any]:
+    """`response_format` in the form llama.cpp's servers take a schema:
+    `{"type": "json_object", "schema": ...}` (plain JSON mode when there is no schema)."""
+    if not schema:
+        return {"type": "json_object"}
+    return {"type": "json_object", "schema": schema}
+
+
 class OpenAIModel:
     """A chat-completions model.
 
     Args:
         model: the model id sent to the API (`gpt-4.1-mini`, or whatever a compatible server
             serves). The id the API answers with (a dated snapshot) is recorded.
-        mode: `json_schema` or `tools` (see the module docstring).
+        mode: `json_schema`, `json_object` or `tools` (see the module docstring); default:
+            the server kind's first mode.
+        server: the kind of server (a key of `SERVERS`); default `openai` for OpenAI's API,
+            `generic` for any other base URL.
         base_url: defaults to `OPENAI_BASE_URL`, then OpenAI itself.
         api_key: defaults to `OPENAI_API_KEY`; optional when a base URL is set (local servers).
         timeout: seconds the SDK waits for one response.
         temperature: sent only when given (reasoning models reject it).
+        max_output_tokens: a cap on the tokens asked for per call, below the context's
+            output reservation (small local models that would otherwise run long).
         prices: the price table for `cost_usd`.
         client: an `openai.AsyncOpenAI` to use instead (tests, custom transports).
         http_client: an `httpx2.AsyncClient` for the SDK (recorded-exchange tests).
 
     Raises:
         MissingExtraError: `openai` is not installed.
-        ConfigError: no API key and no base URL.
+        ConfigError: no API key and no base URL; an unknown server kind; a mode the server
+            kind does not support.
     """
 
     def __init__(
         self,
         model: str,
         *,
-        mode: Mode = "tools",
+        mode: Mode | None = None,
+        server: str | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
         timeout: float = 60.0,
         temperature: float | None = None,
+        max_output_tokens: int | None = None,
         prices: PriceTable | None = None,
         client: openai.AsyncOpenAI | None = None,
         http_client: Any = None,
     ) -> None:
-        if mode not in ("json_schema", "tools"):
-            raise ConfigError(f"openai mode must be json_schema or tools, not {mode!r}")
+        if client is None:
+            base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        elif base_url is None:
+            base_url = str(client.base_url)
+        self.server = _server(server, base_url)
+        self.mode: Mode = _mode(mode, self.server)
         try:
             import openai
         except ImportError:
             raise MissingExtraError("openai", "openai") from None
         self.model = model
-        self.mode: Mode = mode
         self.temperature = temperature
+        self.max_output_tokens = max_output_tokens
         self.prices = prices or PriceTable()
         self._openai = openai
         if client is None:
-            base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
             api_key = api_key or os.environ.get("OPENAI_API_KEY")
             if not api_key:
                 if base_url is None:
@@ -153,14 +243,17 @@ class OpenAIModel:
     def request_body(self, context: Context) -> tuple[dict[str, Any], dict[str, str]]:
         """The chat-completions arguments for `context`, and safe name -> original name."""
         names = tool_name_map(context.tools)
+        native = self.mode == "tools" and bool(context.tools)
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": _messages(context, names),
-            self._max_tokens_param: context.max_output_tokens,
+            "messages": _messages(context, names, describe_tools=not native),
+            self._max_tokens_param: min(
+                context.max_output_tokens, self.max_output_tokens or context.max_output_tokens
+            ),
         }
         if self.temperature is not None:
             body["temperature"] = self.temperature
-        if self.mode == "tools" and context.tools:
+        if native:
             body["tools"] = [
                 {
                     "type": "function",
@@ -172,10 +265,23 @@ class OpenAIModel:
                 }
                 for t in context.tools
             ]
-            body["tool_choice"] = "required"
+            if self.server.tool_choice is not None:
+                body["tool_choice"] = self.server.tool_choice
+        elif self._json_mode() == "json_object":
+            schema = context.output_schema
+            if self.server.json_object_schema == "structured_outputs" and schema:
+                body["extra_body"] = {"structured_outputs": {"json": schema}}
+            else:
+                body["response_format"] = json_object_response_format(schema)
         else:
             body["response_format"] = json_schema_response_format(context.output_schema)
         return body, {safe: name for name, safe in names.items()}
+
+    def _json_mode(self) -> Mode:
+        """The JSON mode used when no native tool call is made (`tools` mode without tools)."""
+        if self.mode != "tools":
+            return self.mode
+        return "json_schema" if "json_schema" in self.server.modes else "json_object"
 
     async def request(self, context: Context) -> ModelOutput:
         body, original = self.request_body(context)
@@ -221,10 +327,39 @@ class OpenAIModel:
         )
 
 
-def _messages(context: Context, names: dict[str, str]) -> list[dict[str, Any]]:
+def _server(name: str | None, base_url: str | None) -> OpenAIServer:
+    if name is None:
+        name = "openai" if base_url is None or "api.openai.com" in base_url else "generic"
+    try:
+        return SERVERS[name]
+    except KeyError:
+        known = ", ".join(SERVERS)
+        raise ConfigError(
+            f"unknown OpenAI-compatible server {name!r}; use one of {known}"
+        ) from None
+
+
+def _mode(mode: str | None, server: OpenAIServer) -> Mode:
+    if mode is None:
+        return server.modes[0]
+    for known in server.modes:
+        if known == mode:
+            return known
+    allowed = ", ".join(server.modes)
+    if mode not in MODES:
+        raise ConfigError(f"openai mode must be one of {', '.join(MODES)}, not {mode!r}")
+    raise ConfigError(f"server {server.name} does not support mode {mode}; use {allowed}")
+
+
+def _messages(
+    context: Context, names: dict[str, str], *, describe_tools: bool = False
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    if context.system:
-        out.append({"role": "system", "content": context.system})
+    system = context.system
+    if describe_tools and context.tools:
+        system = f"{system}\n\n{tools_prompt(context.tools)}".strip()
+    if system:
+        out.append({"role": "system", "content": system})
     for m in context.messages:
         out.append(_message(m, names))
     return out
@@ -255,8 +390,11 @@ def _model_error(openai: Any, exc: Exception, model: str) -> ModelError:
         return ModelError(f"{model}: connection failed: {exc}", retryable=True)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
+        detail = _short(exc)
+        if is_invalid_request(status, detail):
+            return InvalidRequest(f"{model}: HTTP {status}: {detail}", status=status)
         return ModelError(
-            f"{model}: HTTP {status}: {_short(exc)}",
+            f"{model}: HTTP {status}: {detail}",
             retryable=is_retryable_status(status),
             status=status,
             retry_after=parse_retry_after(exc.response.headers),

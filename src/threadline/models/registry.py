@@ -4,6 +4,7 @@
     local:/path/model.gguf             any GGUF file
     openai:gpt-4.1-mini                OpenAI or any OpenAI-compatible server (OPENAI_BASE_URL)
     openai:gpt-4.1-mini?mode=json_schema
+    openai:smollm2?server=llama-cpp-python&base_url=http://127.0.0.1:8000/v1
     anthropic:claude-sonnet-4-5        Anthropic (ANTHROPIC_API_KEY)
     scripted:answers.json              a ScriptedModel reading a JSON list of answers
     openai:gpt-4.1-mini,anthropic:claude-sonnet-4-5   a fallback chain, tried in order
@@ -12,7 +13,10 @@ Options (after `?`, `&`-separated):
 
     all remote:  retries=N (attempts in all, default 4), timeout=S (per attempt, default 60),
                  temperature=T
-    openai:      mode=tools|json_schema (default tools)
+    openai:      server=openai|llama-cpp-python|llama-server|vllm|ollama|lmstudio|generic
+                 (default openai, or generic when a base URL is set), base_url=URL (default
+                 OPENAI_BASE_URL), mode=tools|json_schema|json_object (default: the server's
+                 first mode; docs/models.md has the table), max_tokens=N (cap per call)
     anthropic:   mode=tools|json (default tools)
     local:       grammar=on|off, n_ctx=N, max_tokens=N, temperature=T
 
@@ -39,7 +43,7 @@ __all__ = ["DEFAULT_MODEL", "parse_spec", "resolve_model"]
 DEFAULT_MODEL = "local:smollm2"
 
 _OPTIONS = {
-    "openai": {"mode", "retries", "timeout", "temperature"},
+    "openai": {"mode", "server", "base_url", "max_tokens", "retries", "timeout", "temperature"},
     "anthropic": {"mode", "retries", "timeout", "temperature"},
     "local": {"grammar", "n_ctx", "max_tokens", "temperature"},
     "scripted": set(),
@@ -113,10 +117,13 @@ def _one(spec: str, prices: PriceTable | None, breakers: dict[str, CircuitBreake
     if provider == "openai":
         from .openai import OpenAIModel
 
-        # The backend checks the mode and raises ConfigError for an unknown one.
+        # The backend checks server and mode and raises ConfigError for unknown ones.
         model = OpenAIModel(
             name,
-            mode=options.get("mode", "tools"),  # type: ignore[arg-type]
+            mode=options.get("mode"),  # type: ignore[arg-type]
+            server=options.get("server"),
+            base_url=options.get("base_url") or None,
+            max_output_tokens=_number(options, "max_tokens", int, 0) or None,
             timeout=timeout,
             temperature=temp,
             prices=prices,

@@ -12,7 +12,11 @@ that outlasts the retries, or a bug. The runtime records that error as a `model_
 event, so a failing provider never crashes the loop.
 
 Retries happen only for `ModelError.retryable` failures (429, 5xx, timeouts, connection
-errors). The wait before attempt n+1 is the provider's `Retry-After` when it sent one, else
+errors). A request the provider calls invalid (`InvalidRequest`: 400, 404, 413, 422, or a 5xx
+whose body is a validation message, see `is_invalid_request`) is never retried: the same
+bytes cannot succeed. An open breaker raises `CircuitOpen`, which the runtime turns into a
+durable wait until the breaker's next trial time (`threadline.waits.breaker_wait`), not an
+error. The wait before attempt n+1 is the provider's `Retry-After` when it sent one, else
 "full jitter" exponential backoff: uniform(0, min(max_delay, base_delay * 2**(n-1))), which
 spreads the retries of many workers instead of having them hammer a recovering provider in
 lockstep. Sleeping and randomness are injectable so tests never wait.
@@ -24,6 +28,7 @@ import asyncio
 import dataclasses
 import email.utils
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +41,7 @@ __all__ = [
     "FallbackModel",
     "ResilientModel",
     "RetryPolicy",
+    "is_invalid_request",
     "is_retryable_status",
     "parse_retry_after",
 ]
@@ -46,6 +52,28 @@ Sleep = Callable[[float], Awaitable[None]]
 def is_retryable_status(status: int) -> bool:
     """429, 408, 409 and 5xx (including Anthropic's 529 "overloaded") are worth retrying."""
     return status in (408, 409, 429) or status >= 500
+
+
+_INVALID_STATUSES = frozenset({400, 404, 413, 422})
+# What servers put in the body of a 5xx that is really a rejected request: llama-cpp-python's
+# server answers FastAPI/pydantic validation failures with HTTP 500.
+_VALIDATION_MESSAGE = re.compile(
+    r"validation error|literal_error|input should be|field required|extra inputs are not "
+    r"permitted|unexpected keyword argument|invalid request",
+    re.IGNORECASE,
+)
+
+
+def is_invalid_request(status: int, message: str) -> bool:
+    """Whether an HTTP error says the request itself is invalid (so retrying cannot help).
+
+    400, 404 (unknown model or route), 413 and 422 always do; a 5xx does when its message is
+    recognisably a request-validation error. 401/403/408/409/429 do not: those are about
+    credentials or load, not the request.
+    """
+    if status in _INVALID_STATUSES:
+        return True
+    return status >= 500 and bool(_VALIDATION_MESSAGE.search(message))
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -263,6 +291,7 @@ class FallbackModel:
         failures: list[str] = []
         attempts = 0
         last = ModelError("no model was tried")
+        open_circuits: list[CircuitOpen] = []
         for model in self.models:
             try:
                 out = await model.request(context)
@@ -270,8 +299,17 @@ class FallbackModel:
                 failures.append(f"{model.model_id}: {exc}")
                 attempts += exc.attempts
                 last = exc
+                if isinstance(exc, CircuitOpen):
+                    open_circuits.append(exc)
                 continue
             return out if out.model else dataclasses.replace(out, model=model.model_id)
+        if open_circuits and len(open_circuits) == len(self.models):
+            # Every provider is cooling down: wait for the first one to allow a trial.
+            soonest = min(open_circuits, key=lambda e: e.retry_after or 0.0)
+            providers = ",".join(e.provider for e in open_circuits)
+            error: ModelError = CircuitOpen(providers, soonest.retry_after or 0.0)
+            error.attempts = attempts
+            raise error
         error = ModelError(
             "every model in the fallback chain failed: " + " | ".join(failures),
             retryable=last.retryable,
