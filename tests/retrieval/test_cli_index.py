@@ -105,6 +105,12 @@ def test_add_search_list_remove(tmp_path: Path) -> None:
     r = cli(tmp_path, "search", "cat in a carrier", "-k", "1", "--filter", "team=ops")
     assert r.returncode == 0 and "pets.md > Pet policy > Cabin" in r.stdout
 
+    (docs / "notes.txt").unlink()
+    r = cli(tmp_path, "add", "kb", "--meta", "team=ops", "--prune")
+    assert "3 files: 0 changed, 3 unchanged" in r.stdout and "pruned 1 missing files" in r.stdout
+    r = cli(tmp_path, "list", "--json")
+    assert "kb/notes.txt" not in {d["id"] for d in json.loads(r.stdout)["documents"]}
+
     r = cli(tmp_path, "remove", "kb/pets.md", "kb/nope.md")
     assert r.returncode == 1 and "removed 1 of 2 documents" in r.stdout
     r = cli(tmp_path, "list", "--json")

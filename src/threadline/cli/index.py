@@ -1,6 +1,6 @@
 """Retrieval index commands (THREADLINE_RETRIEVAL, THREADLINE_EMBEDDINGS).
 
-threadline index add PATH... [--meta key=value]...   index files; only changes are re-embedded
+threadline index add PATH... [--meta key=value]... [--prune]   only changes are re-embedded
 threadline index search QUERY [-k N] [--mode hybrid|lexical|vector] [--filter key=value]...
 threadline index list [--json]
 threadline index remove ID...
@@ -70,6 +70,10 @@ def add(
     meta: Annotated[
         list[str] | None, typer.Option("--meta", help="key=value metadata (repeatable).")
     ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option("--prune", help="Also remove indexed files under PATHs that are gone."),
+    ] = False,
     index: IndexOpt = None,
     embeddings: EmbeddingsOpt = None,
 ) -> None:
@@ -98,13 +102,25 @@ def add(
                     total = total.merge(await retriever.upsert(docs))
                     progress.advance(task, len(batch))
                 progress.update(task, description="indexed")
+            if prune:
+                present = {f.as_posix() for f in files}
+                dirs = [p.as_posix().rstrip("/") + "/" for p in paths if p.is_dir()]
+                gone = [
+                    d["id"]
+                    for d in (await retriever.stats()).documents
+                    if d["id"] not in present and any(d["id"].startswith(x) for x in dirs)
+                ]
+                pruned.extend(gone)
+                await retriever.delete(gone)
         return total
 
+    pruned: list[str] = []
     r = run_async(go())
     console.print(
         f"{r.documents} files: {r.documents - r.unchanged_documents} changed, "
         f"{r.unchanged_documents} unchanged; chunks {r.added_chunks} embedded, "
-        f"{r.kept_chunks} kept, {r.deleted_chunks} deleted",
+        f"{r.kept_chunks} kept, {r.deleted_chunks} deleted"
+        + (f"; pruned {len(pruned)} missing files" if prune else ""),
         highlight=False,
     )
 

@@ -173,11 +173,15 @@ class PostgresRetriever(Retriever):
             log.warning("retrieval: %s", self.notice)
             return
         try:
+            dims = embedder.dimensions
+        except ConfigError:  # a provider's model: its size is known after one embedding
+            dims = int((await embedder.embed(["dimensions"])).shape[1])
+        try:
             async with self._cursor() as cur:
                 await cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
                 await cur.execute(
                     "ALTER TABLE retrieval_chunks ADD COLUMN IF NOT EXISTS embedding "
-                    f"vector({int(embedder.dimensions)})"
+                    f"vector({dims})"
                 )
                 await cur.execute(
                     "CREATE INDEX IF NOT EXISTS retrieval_chunks_hnsw ON retrieval_chunks "
