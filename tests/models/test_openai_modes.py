@@ -125,6 +125,18 @@ def test_the_model_spec_configures_server_mode_and_base_url(
         resolve_model("openai:m?server=lmstudio&mode=json_object&base_url=http://h/v1")
 
 
+def test_each_base_url_has_its_own_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    chain = resolve_model(
+        "openai:gpt-4.1-mini,openai:smollm2?server=llama-cpp-python&base_url=http://h:8000/v1,"
+        "openai:other?base_url=http://h:8000/v1"
+    )
+    first, second, third = chain.models  # type: ignore[attr-defined]
+    assert first.breaker.provider == "openai"
+    assert second.breaker.provider == "openai@http://h:8000/v1"
+    assert second.breaker is third.breaker and first.breaker is not second.breaker
+
+
 @pytest.mark.parametrize(
     ("status", "message", "invalid"),
     [

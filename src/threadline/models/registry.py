@@ -21,8 +21,9 @@ Options (after `?`, `&`-separated):
     local:       grammar=on|off, n_ctx=N, max_tokens=N, temperature=T
 
 Remote models are wrapped in `ResilientModel` (retries with backoff, honouring Retry-After)
-and share one `CircuitBreaker` per provider within one `resolve_model` call. Nothing is
-imported or connected until a model of that provider is asked for.
+and share one `CircuitBreaker` per provider (per provider and `base_url` when one is given:
+a local server being down says nothing about OpenAI) within one `resolve_model` call.
+Nothing is imported or connected until a model of that provider is asked for.
 """
 
 from __future__ import annotations
@@ -138,7 +139,9 @@ def _one(spec: str, prices: PriceTable | None, breakers: dict[str, CircuitBreake
             temperature=temp,
             prices=prices,
         )
-    breaker = breakers.setdefault(provider, CircuitBreaker(provider))
+    base_url = options.get("base_url")
+    key = f"{provider}@{base_url}" if base_url else provider
+    breaker = breakers.setdefault(key, CircuitBreaker(key))
     policy = RetryPolicy(
         max_attempts=_number(options, "retries", int, 4), timeout=timeout + 5
     )  # the SDK's own timeout fires first
