@@ -69,6 +69,8 @@ async def test_search_ranks_the_matching_chunk_first(url: str, embedder) -> None
             assert hits[0].metadata["team"] == "ops"
             assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
             assert all(h.tokens == count_tokens(h.text) for h in hits)
+            assert all(0 < h.relevance <= 1 for h in hits)
+            assert [h.relevance for h in hits] == sorted((h.relevance for h in hits), reverse=True)
             assert len({h.chunk_id for h in hits}) == len(hits)
 
 

@@ -64,6 +64,15 @@ def test_reciprocal_rank_fusion_rewards_agreement() -> None:
     assert [k for k, _ in tie] == ["a", "b"]  # equal scores keep first appearance
 
 
+def test_relevance_maps_each_mode_to_unit_range() -> None:
+    from threadline.retrieval.base import relevance
+
+    assert relevance(2 / 61, "hybrid") == 1.0  # first in both rankings
+    assert relevance(1 / 61, "hybrid") == 0.5  # first in one, absent from the other
+    assert relevance(0.8, "vector") == 0.8 and relevance(-0.2, "vector") == 0.0
+    assert relevance(1.0, "lexical") == 0.5 and relevance(0.0, "lexical") == 0.0
+
+
 def test_unknown_urls_and_embeddings_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="sqlite:///"):
         open_retriever("redis://x", embeddings="none")

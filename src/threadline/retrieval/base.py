@@ -46,6 +46,7 @@ __all__ = [
     "plan_document",
     "query_terms",
     "reciprocal_rank_fusion",
+    "relevance",
 ]
 
 SearchMode = Literal["hybrid", "lexical", "vector"]
@@ -77,6 +78,8 @@ class Hit(BaseModel):
             better) for lexical, cosine similarity for vector.
         tokens: token count of `text`.
         metadata: the document's metadata plus the chunk's `heading`.
+        relevance: `score` mapped to [0, 1] (see `relevance`), comparable across queries
+            of one mode; the renderer's dynamic split reads it.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -87,6 +90,20 @@ class Hit(BaseModel):
     score: float
     tokens: int
     metadata: dict[str, Any] = Field(default_factory=dict)
+    relevance: float = 0.0
+
+
+def relevance(score: float, mode: SearchMode) -> float:
+    """A score in [0, 1]: for `hybrid` the RRF score over its maximum (1 when both rankers
+    put the chunk first, 0.5 when one does and the other missed it); for `vector` the
+    cosine similarity clipped at 0; for `lexical` s / (1 + s) of the backend's rank."""
+    if mode == "hybrid":
+        value = score * (RRF_K + 1) / 2
+    elif mode == "vector":
+        value = score
+    else:
+        value = score / (1.0 + score) if score > 0 else 0.0
+    return round(min(1.0, max(0.0, value)), 6)
 
 
 class UpsertReport(BaseModel):

@@ -40,6 +40,7 @@ from .base import (
     plan_document,
     query_terms,
     reciprocal_rank_fusion,
+    relevance,
 )
 from .embeddings import Embedder
 
@@ -331,9 +332,9 @@ class PostgresRetriever(Retriever):
             ranked = ranked[:k]
         else:
             ranked = (lexical or vector)[:k]
-        return await self._hits(ranked)
+        return await self._hits(ranked, mode)
 
-    async def _hits(self, ranked: list[tuple[str, float]]) -> list[Hit]:
+    async def _hits(self, ranked: list[tuple[str, float]], mode: SearchMode) -> list[Hit]:
         if not ranked:
             return []
         async with self._cursor() as cur:
@@ -352,6 +353,7 @@ class PostgresRetriever(Retriever):
                 score=score,
                 tokens=rows[cid][3],
                 metadata={**rows[cid][5], "heading": rows[cid][4]},
+                relevance=relevance(score, mode),
             )
             for cid, score in ranked
         ]

@@ -40,6 +40,7 @@ from .base import (
     plan_document,
     query_terms,
     reciprocal_rank_fusion,
+    relevance,
 )
 from .embeddings import Embedder
 
@@ -264,7 +265,7 @@ class SQLiteRetriever(Retriever):
             ranked = [(int(r), s) for r, s in fused[:k]]
         else:
             ranked = (lexical or vector)[:k]
-        return await self._run(lambda c: self._hits(c, ranked))
+        return await self._run(lambda c: self._hits(c, ranked, mode))
 
     @staticmethod
     def _lexical(
@@ -329,7 +330,9 @@ class SQLiteRetriever(Retriever):
         )
 
     @staticmethod
-    def _hits(conn: sqlite3.Connection, ranked: list[tuple[int, float]]) -> list[Hit]:
+    def _hits(
+        conn: sqlite3.Connection, ranked: list[tuple[int, float]], mode: SearchMode
+    ) -> list[Hit]:
         if not ranked:
             return []
         rows = {
@@ -353,6 +356,7 @@ class SQLiteRetriever(Retriever):
                     score=score,
                     tokens=tokens,
                     metadata=metadata,
+                    relevance=relevance(score, mode),
                 )
             )
         return hits

@@ -11,11 +11,12 @@ Two query policies (`retrieval_options(query=...)`):
 * `"model"`: only the model searches, by choosing the `search_knowledge` intent with a query
   it writes.
 
-Either way the chunks come back as the tool's result, a list of hits best first, each with
-its chunk id, document id, score, token count, heading and text. That result is an event
-in the thread, so replay re-derives every event from the log without the index (tools are
-never re-run on replay), and the renderer budgets it as retrieved material: at most the
-agent's retrieval share of the window, cut from the worst hit up with a pointer to the event.
+Either way the chunks come back as the tool's result, a list of hits best first, each
+with its chunk id, document id, score, relevance (0-1), token count, heading and text.
+That result is an event in the thread, so replay re-derives every event from the log
+without the index (tools are never re-run on replay), and the renderer budgets it as
+retrieved material: at most the agent's retrieval share of the window, cut from the worst
+hit up with a pointer to the event.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def knowledge_tool(
                 "chunk_id": h.chunk_id,
                 "document_id": h.document_id,
                 "score": round(h.score, 6),
+                "relevance": h.relevance,
                 "tokens": h.tokens,
                 "heading": h.metadata.get("heading", ""),
                 "text": h.text,
