@@ -392,3 +392,36 @@ async def test_two_advancers_without_leases_never_record_a_step_twice(
     assert kinds == ["user_message", "model_call", "tool_call"]
     await a.store.close()
     await b.store.close()
+
+
+async def test_a_tool_that_cannot_know_its_outcome_takes_the_maybe_ran_path() -> None:
+    """ToolOutcomeUnknown: a non-idempotent side effect records no outcome and escalates
+    (never re-run); an idempotent or side-effect-free tool records a retryable error."""
+    from threadline.errors import ToolOutcomeUnknown
+
+    runs: list[str] = []
+
+    @tool(side_effects=True)
+    def transfer(amount: int) -> str:
+        runs.append("transfer")
+        raise ToolOutcomeUnknown("the bank hung up mid-call")
+
+    @tool(side_effects=True, idempotent=True)
+    def sync() -> str:
+        runs.append("sync")
+        raise ToolOutcomeUnknown("the mirror hung up mid-call")
+
+    model = ScriptedModel(
+        [intent("sync"), intent("transfer", amount=5), intent("done_for_now", message="x")]
+    )
+    agent = Agent("bank", tools=[transfer, sync], model=model)
+    rt = Runtime(MemoryStore(), agents=[agent])
+    thread = await rt.launch(agent, "sync then transfer")
+    error = next(e for e in thread.events if e.kind == "tool_error")
+    assert error.tool == "sync" and error.retryable
+    assert thread.status == Status.ESCALATED
+    assert thread.events[-2].kind == "tool_started"
+    assert "may have run" in thread.events[-1].reason
+    assert thread.events[-1].details["arguments"] == {"amount": 5}
+    thread = await rt.advance(thread.id)
+    assert runs == ["sync", "transfer"]  # the transfer was never run again

@@ -22,11 +22,13 @@ def shop_log(tmp_path: Path) -> Path:
     return tmp_path / "shop.log"
 
 
-def start_http_shop(tmp_path: Path, log: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_http_shop(
+    tmp_path: Path, log: Path, port: int | None = None, **env: str
+) -> tuple[subprocess.Popen[bytes], str]:
     """Start the shop server over streamable HTTP; returns the process and its URL."""
     port_file = tmp_path / f"port-{time.monotonic_ns()}"
     proc = subprocess.Popen(
-        [sys.executable, str(SHOP), "http", str(port_file)],
+        [sys.executable, str(SHOP), "http", str(port_file), *([str(port)] if port else [])],
         env={**os.environ, "SHOP_LOG": str(log), **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

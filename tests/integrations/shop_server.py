@@ -2,7 +2,7 @@
 successor of FastMCP in mcp 2.x).
 
     python shop_server.py stdio
-    python shop_server.py http PORT_FILE      # streamable HTTP on 127.0.0.1, port written
+    python shop_server.py http PORT_FILE [PORT]  # streamable HTTP on 127.0.0.1, port written
 
 Environment:
     SHOP_LOG      append one JSON line per tool run (what actually happened on the server)
@@ -82,9 +82,12 @@ def main() -> None:
     if mode == "stdio":
         shop.run()
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    if len(sys.argv) > 3:
+        port = int(sys.argv[3])
+    else:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     with open(sys.argv[2] + ".tmp", "w", encoding="utf-8") as f:
         f.write(str(port))
     os.replace(sys.argv[2] + ".tmp", sys.argv[2])

@@ -196,6 +196,39 @@ async def test_a_dropped_stdio_session_reconnects(shop_log: Path, tmp_path: Path
     await conn.aclose()
 
 
+async def test_a_dropped_http_session_reconnects(shop_log: Path, tmp_path: Path) -> None:
+    first_proc, url = start_http_shop(tmp_path, shop_log)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    server = MCPServer("shop", url=url)
+    conn = connection(server)
+    try:
+        assert await conn.call("lookup", {"order_id": "a"}, side_effects=False, idempotent=True)
+        first_proc.kill()  # the server restarts between calls: its sessions are gone
+        first_proc.wait(timeout=10)
+        second_proc, _ = start_http_shop(tmp_path, shop_log, port=port)
+        try:
+            # a call that must not be re-sent: the dead session is found by a ping first,
+            # so the refund goes out once, on a new session
+            refund = await conn.call(
+                "refund", {"order_id": "b", "amount": 1}, side_effects=True, idempotent=False
+            )
+            assert refund == {"refunded": 1, "order_id": "b"}
+            assert [s["tool"] for s in _served(shop_log)].count("refund") == 1
+            again = await conn.call(
+                "lookup", {"order_id": "b"}, side_effects=False, idempotent=True
+            )
+            assert again == {"result": "order b: shipped"}
+            assert conn.sessions_opened == 2
+            pids = {s["pid"] for s in _served(shop_log)}
+            assert len(pids) == 2
+        finally:
+            await conn.aclose()
+            second_proc.kill()
+            second_proc.wait(timeout=10)
+    finally:
+        first_proc.kill()
+
+
 async def test_list_changed_adds_the_new_tool_to_the_agent(shop_log: Path) -> None:
     server = stdio_shop(shop_log)
     agent = Agent("shop", tools=await discover(server))

@@ -350,8 +350,13 @@ def _classify(exc: BaseException) -> str:
     from mcp.types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, REQUEST_TIMEOUT
 
     if isinstance(exc, MCPError):
-        if exc.code == INVALID_REQUEST and "terminated" in exc.message.lower():
-            return "unsent"
+        text = exc.message.lower()
+        if (
+            exc.code == INVALID_REQUEST
+            and "session" in text
+            and ("termin" in text or "not found" in text)
+        ):
+            return "unsent"  # the server no longer knows the session (restarted, expired)
         if exc.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT, INTERNAL_ERROR):
             return "unknown"
         return "failed"
