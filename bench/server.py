@@ -37,6 +37,7 @@ from threadline import Agent, Runtime, SQLiteStore, tool
 from threadline.models.base import Context
 from threadline.server import ServerConfig, Services, create_app
 from threadline.server.auth import create_key
+from threadline.stores import key_store
 from threadline.testing import FunctionModel, intent
 
 console = Console()
@@ -106,7 +107,7 @@ async def inprocess(db: Path, threads: int, concurrency: int, approvals: int) ->
 def start_server(db: Path) -> tuple[uvicorn.Server, threading.Thread, str, str]:
     async def key() -> str:
         async with SQLiteStore(db) as store:
-            return (await create_key(store, "bench", ["admin"]))[1]
+            return (await create_key(key_store(store), "bench", ["admin"]))[1]
 
     secret = asyncio.run(key())
     services = Services.build(

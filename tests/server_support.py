@@ -33,7 +33,7 @@ from threadline.models.base import Context
 from threadline.runtime import Runtime
 from threadline.server import ServerConfig, Services, create_app
 from threadline.server.auth import create_key
-from threadline.stores import SQLiteStore
+from threadline.stores import SQLiteStore, key_store
 from threadline.testing import FunctionModel, intent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +106,7 @@ def start_server(
     async def make_keys() -> None:
         async with SQLiteStore(db_path) as store:
             for name, scopes in (keys or {}).items():
-                _, secret = await create_key(store, name, scopes)
+                _, secret = await create_key(key_store(store), name, scopes)
                 created[name] = secret
 
     asyncio.run(make_keys())

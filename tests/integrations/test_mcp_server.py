@@ -23,7 +23,7 @@ from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
 from threadline.events import Status  # noqa: E402
 from threadline.server.auth import create_key  # noqa: E402
-from threadline.stores import SQLiteStore  # noqa: E402
+from threadline.stores import SQLiteStore, key_store  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REF = f"{HERE / 'deploy_agent.py'}:agent"
@@ -126,8 +126,8 @@ def _free_port() -> int:
 def keys(tmp_path: Path) -> dict[str, str]:
     async def make() -> dict[str, str]:
         async with SQLiteStore(tmp_path / "threads.db") as store:
-            _, ops = await create_key(store, "ops", ["launch", "respond", "read"])
-            _, viewer = await create_key(store, "viewer", ["read"])
+            _, ops = await create_key(key_store(store), "ops", ["launch", "respond", "read"])
+            _, viewer = await create_key(key_store(store), "viewer", ["read"])
         return {"ops": ops, "viewer": viewer}
 
     import asyncio

@@ -67,12 +67,12 @@ def test_keys_missing_wrong_revoked_and_out_of_scope(
     import asyncio
 
     from threadline.events import utcnow
-    from threadline.stores import SQLiteStore
+    from threadline.stores import SQLiteStore, key_store
 
     async def revoke() -> None:
         async with SQLiteStore(live.db_path) as store:
-            [key] = [k for k in await store.list_api_keys() if k.name == "alice"]
-            assert await store.revoke_api_key(key.id, at=utcnow())
+            [key] = [k for k in await key_store(store).list() if k.name == "alice"]
+            assert await key_store(store).revoke(key.id, at=utcnow())
 
     asyncio.run(revoke())
     with live.client("alice") as c:
@@ -112,16 +112,16 @@ async def test_key_store_failure_is_a_503_problem_not_a_crash() -> None:
     import httpx
 
     from threadline.server.auth import AuthMiddleware
-    from threadline.stores import MemoryStore
+    from threadline.stores.keys import MemoryKeyStore
 
-    class Broken(MemoryStore):
-        async def find_api_key(self, secret_hash: str):  # type: ignore[override]
+    class Broken(MemoryKeyStore):
+        async def find(self, secret_hash: str):  # type: ignore[override]
             raise OSError("disk on fire")
 
     async def app(scope, receive, send) -> None:  # never reached
         raise AssertionError("the route ran without a key check")
 
-    guarded = AuthMiddleware(app, store=Broken(), enabled=True)
+    guarded = AuthMiddleware(app, keys=Broken(), enabled=True)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=guarded), base_url="http://t"
     ) as c:

@@ -234,7 +234,7 @@ async def test_migrations_numbered_and_recorded(store_env: StoreEnv) -> None:
     if store_env.kind == "sqlite":
         from threadline.stores.migrations import SQLITE_MIGRATIONS as expected
     else:
-        from threadline.stores.postgres import POSTGRES_MIGRATIONS as expected
+        from threadline.stores.migrations import POSTGRES_MIGRATIONS as expected
     assert [r[0] for r in rows] == list(range(1, len(expected) + 1))
     assert [r[1] for r in rows] == [m[1] for m in expected]
     # Opening the store again applies nothing twice.

@@ -11,7 +11,8 @@ from pg_support import pg_store_url
 from threadline.errors import ConfigError, SchemaOutOfDate
 from threadline.events import HumanRequest, HumanResponse, Thread, UserMessage, utcnow
 from threadline.stores import new_thread_id, open_store
-from threadline.stores.postgres import POSTGRES_MIGRATIONS, PostgresStore
+from threadline.stores.migrations import POSTGRES_MIGRATIONS
+from threadline.stores.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
 

@@ -30,7 +30,7 @@ from ..bootstrap import default_agent_refs, load_agents, open_runtime
 from ..errors import ConfigError, CorruptEvent, InvalidAction, StoreError, ThreadNotFound
 from ..events import Status, Thread, WaitTimedOut, utcnow
 from ..runtime import Runtime
-from ..stores import Store, ThreadSummary, open_store
+from ..stores import SQLStore, Store, ThreadSummary, open_store
 from ..worker import stuck_threads, summaries
 from .common import (
     LockedOpt,
@@ -172,32 +172,11 @@ def db_status(store_url: StoreOpt = None) -> None:
     async def go() -> tuple[list[tuple[int, str, Any]], list[tuple[int, str]]]:
         store = _store(store_url)
         try:
-            from ..stores.sqlite import SQLiteStore
-
-            if isinstance(store, SQLiteStore):
-                import sqlite3
-
-                from ..stores.migrations import SQLITE_MIGRATIONS
-
-                await store.ping()
-                conn = sqlite3.connect(store.path)
-                try:
-                    rows = conn.execute(
-                        "SELECT version, name, applied_at FROM "
-                        "threadline_migrations ORDER BY version"
-                    ).fetchall()
-                finally:
-                    conn.close()
-                known = [(n, name) for n, name, _ in SQLITE_MIGRATIONS]
-            elif hasattr(store, "migrations"):
-                from ..stores.postgres import POSTGRES_MIGRATIONS
-
-                rows = await store.migrations()
-                known = [(n, name) for n, name, _ in POSTGRES_MIGRATIONS]
-            else:
+            if not isinstance(store, SQLStore):
                 return [], []
+            rows = await store.migrations()
             have = {r[0] for r in rows}
-            return rows, [k for k in known if k[0] not in have]
+            return rows, [(n, name) for n, name, _ in store.dialect.migrations if n not in have]
         finally:
             await store.close()
 

@@ -15,7 +15,7 @@ from ..agent import Agent
 from ..bootstrap import default_agent_refs, load_agents, open_runtime
 from ..errors import ConfigError, MissingExtraError
 from ..events import utcnow
-from ..stores import open_store
+from ..stores import key_store, open_store
 from .common import LockedOpt, app, console, err_console, handle_errors, run_async, settings
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ async def _check_store(store_url: str) -> None:
 
 async def _has_keys(store_url: str) -> bool:
     async with open_store(store_url) as store:
-        return any(k.revoked_at is None for k in await store.list_api_keys())
+        return any(k.revoked_at is None for k in await key_store(store).list())
 
 
 def _url_host(host: str) -> str:
@@ -250,7 +250,7 @@ def keys_create(
 
     async def go() -> tuple[Any, str]:
         async with open_store(settings().store) as store:
-            return await create_key(store, name, scopes)
+            return await create_key(key_store(store), name, scopes)
 
     key, secret = run_async(go())
     err_console.print(
@@ -268,7 +268,7 @@ def keys_list() -> None:
 
     async def go() -> list[Any]:
         async with open_store(settings().store) as store:
-            return list(await store.list_api_keys())
+            return list(await key_store(store).list())
 
     keys = run_async(go())
     table = Table("id", "name", "scopes", "created", "revoked")
@@ -290,7 +290,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_..
 
     async def go() -> bool:
         async with open_store(settings().store) as store:
-            return await store.revoke_api_key(key_id, at=utcnow())
+            return await key_store(store).revoke(key_id, at=utcnow())
 
     if not run_async(go()):
         raise ConfigError(f"no active key {key_id!r} (see `threadline keys list`)")

@@ -47,7 +47,7 @@ def create_app(services: Services) -> FastAPI:
         # Outermost first: headers wrap everything; keys are checked before bodies are read.
         middleware=[
             Middleware(SecurityHeadersMiddleware),
-            Middleware(AuthMiddleware, store=services.store, enabled=config.auth),
+            Middleware(AuthMiddleware, keys=services.keys, enabled=config.auth),
             Middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes),
         ],
         exception_handlers=PROBLEM_HANDLERS,

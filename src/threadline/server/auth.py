@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..events import utcnow
-from ..stores.base import ApiKey, Store
+from ..stores.keys import ApiKey, KeyStore
 
 __all__ = [
     "SCOPES",
@@ -80,7 +80,7 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
 
 
 async def create_key(
-    store: Store, name: str, scopes: Iterable[str], *, now: datetime | None = None
+    keys: KeyStore, name: str, scopes: Iterable[str], *, now: datetime | None = None
 ) -> tuple[ApiKey, str]:
     """Create and store a key; returns the record and the secret (shown once, never stored)."""
     name = name.strip()
@@ -93,7 +93,7 @@ async def create_key(
         created_at=now or utcnow(),
     )
     secret = "tl_" + secrets.token_urlsafe(32)
-    await store.create_api_key(key, hash_secret(secret))
+    await keys.create(key, hash_secret(secret))
     return key, secret
 
 
@@ -127,9 +127,9 @@ class AuthMiddleware:
     principal is put in `scope["state"]["principal"]` for handlers.
     """
 
-    def __init__(self, app: ASGIApp, *, store: Store, enabled: bool) -> None:
+    def __init__(self, app: ASGIApp, *, keys: KeyStore, enabled: bool) -> None:
         self.app = app
-        self.store = store
+        self.keys = keys
         self.enabled = enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -180,7 +180,7 @@ class AuthMiddleware:
         if scheme.lower() != "bearer" or not token.startswith("tl_") or len(token) > 200:
             return None
         # Looked up by digest: timing reveals nothing useful about a 256-bit secret's hash.
-        key = await self.store.find_api_key(hash_secret(token))
+        key = await self.keys.find(hash_secret(token))
         if key is None or key.revoked_at is not None:
             return None
         return Principal(key.name, frozenset(key.scopes), key.id)

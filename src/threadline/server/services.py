@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..runtime import Observer, Runtime
-from ..stores.base import Store
+from ..stores import DeliveryLog, KeyStore, Store, delivery_log, key_store
 from .runner import ThreadRunner
 from .sse import ChangeFeed
 from .webhooks import Notifier
@@ -95,6 +95,16 @@ class Services:
     @property
     def store(self) -> Store:
         return self.runtime.store
+
+    @property
+    def keys(self) -> KeyStore:
+        """The API keys kept beside the store's threads."""
+        return key_store(self.runtime.store)
+
+    @property
+    def deliveries(self) -> DeliveryLog:
+        """The inbound webhook deliveries already received."""
+        return delivery_log(self.runtime.store)
 
     @classmethod
     def build(

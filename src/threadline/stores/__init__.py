@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreError
 from .base import Lease, Page, Store, ThreadSummary, new_thread_id
+from .keys import ApiKey, DeliveryLog, KeyStore
 from .memory import MemoryStore
+from .sql import SQLStore
 from .sqlite import SQLiteStore
 
 __all__ = [
+    "ApiKey",
+    "DeliveryLog",
+    "KeyStore",
     "Lease",
     "MemoryStore",
     "Page",
+    "SQLStore",
     "SQLiteStore",
     "Store",
     "ThreadSummary",
+    "delivery_log",
+    "key_store",
     "new_thread_id",
     "open_store",
 ]
@@ -33,3 +41,17 @@ def open_store(url: str) -> Store:
     raise ConfigError(
         f"unknown store URL {url!r}; use sqlite:///path.db, memory:// or postgresql://..."
     )
+
+
+def key_store(store: Store) -> KeyStore:
+    """The API keys kept beside `store`'s threads (same database, same connections)."""
+    if isinstance(store, SQLStore | MemoryStore):
+        return store.keys
+    raise StoreError(f"{type(store).__name__} keeps no API keys")
+
+
+def delivery_log(store: Store) -> DeliveryLog:
+    """The webhook deliveries remembered beside `store`'s threads."""
+    if isinstance(store, SQLStore | MemoryStore):
+        return store.deliveries
+    raise StoreError(f"{type(store).__name__} remembers no webhook deliveries")

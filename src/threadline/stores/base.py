@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import AppendConflict, CorruptEvent, StoreError, ThreadlineError
+from ..errors import AppendConflict, CorruptEvent, ThreadlineError
 from ..events import Event, Status, Thread, ThreadState
 
-__all__ = ["ApiKey", "Lease", "Page", "Store", "ThreadSummary", "new_thread_id"]
+__all__ = ["Lease", "Page", "Store", "ThreadSummary", "new_thread_id"]
 
 
 def new_thread_id() -> str:
@@ -64,23 +64,6 @@ class Page:
 
     items: list[ThreadSummary]
     cursor: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    """A server API key's public record; its secret is stored only as a sha256 digest.
-
-    Attributes:
-        id: public identifier (`key_` + hex), shown in listings and used to revoke.
-        name: who holds it; approvals made with the key are recorded as `by=name`.
-        scopes: subset of `launch`, `respond`, `read`, `admin`.
-    """
-
-    id: str
-    name: str
-    scopes: tuple[str, ...]
-    created_at: datetime
-    revoked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,36 +182,6 @@ class Store(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook with a working default
         """Release connections. The store must not be used afterwards."""
 
-    # -- API keys and webhook deliveries (the server's security state) ------------------
-    # Not abstract so a store without a server still works; the server needs all four.
-
-    async def create_api_key(self, key: ApiKey, secret_hash: str) -> None:
-        """Store a key under the sha256 hex digest of its secret (never the secret).
-
-        Raises StoreError if `key.id` or `secret_hash` already exists.
-        """
-        raise StoreError(f"{type(self).__name__} does not keep API keys")
-
-    async def find_api_key(self, secret_hash: str) -> ApiKey | None:
-        """The key whose secret hashes to `secret_hash` (revoked ones too), or None."""
-        raise StoreError(f"{type(self).__name__} does not keep API keys")
-
-    async def list_api_keys(self) -> Sequence[ApiKey]:
-        """Every key, revoked ones included, oldest first."""
-        raise StoreError(f"{type(self).__name__} does not keep API keys")
-
-    async def revoke_api_key(self, key_id: str, *, at: datetime) -> bool:
-        """Mark a key revoked at `at`. False if no such key or it was already revoked."""
-        raise StoreError(f"{type(self).__name__} does not keep API keys")
-
-    async def remember_delivery(self, delivery_id: str, *, at: datetime) -> bool:
-        """Record an inbound webhook delivery id; False if it was already recorded (a replay).
-
-        Atomic: of two racing calls with one id exactly one returns True. Ids recorded more
-        than a day before `at` may be forgotten (stale deliveries are refused anyway).
-        """
-        raise StoreError(f"{type(self).__name__} does not remember webhook deliveries")
-
     async def __aenter__(self) -> Store:
         return self
 
@@ -256,37 +209,8 @@ def fold_for_append(
     return new
 
 
-def list_query(
-    columns: str,
-    *,
-    status: Status | str | None,
-    agent: str | None,
-    cursor: str | None,
-    limit: int,
-    mark: str,
-) -> tuple[str, builtins.list[Any]]:
-    """The SQL of `Store.list` (newest first, one row more than `limit` to tell if there is
-    a next page) for a database whose parameter placeholder is `mark` (`?` or `%s`)."""
-    where: builtins.list[str] = []
-    args: builtins.list[Any] = []
-    if status is not None:
-        where.append(f"status = {mark}")
-        args.append(Status(status).value)
-    if agent is not None:
-        where.append(f"agent = {mark}")
-        args.append(agent)
-    if cursor:
-        where.append(f"id < {mark}")
-        args.append(decode_cursor(cursor))
-    sql = f"SELECT {columns} FROM threads"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    args.append(limit + 1)
-    return sql + f" ORDER BY id DESC LIMIT {mark}", args
-
-
 def page_of(rows: builtins.list[ThreadSummary], limit: int) -> Page:
-    """A page from up to `limit + 1` rows fetched by `list_query`."""
+    """A page from up to `limit + 1` rows (the extra one says there is a next page)."""
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)

@@ -7,12 +7,11 @@ import builtins
 import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from ..errors import LeaseLost, StoreError, ThreadNotFound
 from ..events import Event, Status, Thread, utcnow
 from .base import (
-    ApiKey,
     Lease,
     Page,
     Store,
@@ -21,6 +20,7 @@ from .base import (
     fold_for_append,
     page_of,
 )
+from .keys import MemoryDeliveryLog, MemoryKeyStore
 
 __all__ = ["MemoryStore"]
 
@@ -32,11 +32,13 @@ class MemoryStore(Store):
         self._threads: dict[str, Thread] = {}
         self._summaries: dict[str, ThreadSummary] = {}
         self._lock = asyncio.Lock()
-        self._keys: dict[str, tuple[ApiKey, str]] = {}
-        self._deliveries: dict[str, datetime] = {}
         self._leases: dict[str, Lease] = {}
         self._tokens: dict[str, int] = {}
         self._work = asyncio.Event()
+        self.keys = MemoryKeyStore()
+        """API keys beside the threads (`threadline.stores.key_store`)."""
+        self.deliveries = MemoryDeliveryLog()
+        """Webhook delivery ids beside the threads (`threadline.stores.delivery_log`)."""
 
     async def create(self, thread: Thread) -> None:
         async with self._lock:
@@ -199,36 +201,6 @@ class MemoryStore(Store):
             or held.expires <= utcnow()
         ):
             raise LeaseLost(lease.thread_id, lease.owner)
-
-    async def create_api_key(self, key: ApiKey, secret_hash: str) -> None:
-        async with self._lock:
-            if key.id in self._keys or any(h == secret_hash for _, h in self._keys.values()):
-                raise StoreError(f"API key {key.id} already exists")
-            self._keys[key.id] = (key, secret_hash)
-
-    async def find_api_key(self, secret_hash: str) -> ApiKey | None:
-        return next((k for k, h in self._keys.values() if h == secret_hash), None)
-
-    async def list_api_keys(self) -> Sequence[ApiKey]:
-        return sorted((k for k, _ in self._keys.values()), key=lambda k: k.created_at)
-
-    async def revoke_api_key(self, key_id: str, *, at: datetime) -> bool:
-        async with self._lock:
-            found = self._keys.get(key_id)
-            if found is None or found[0].revoked_at is not None:
-                return False
-            self._keys[key_id] = (replace(found[0], revoked_at=at), found[1])
-            return True
-
-    async def remember_delivery(self, delivery_id: str, *, at: datetime) -> bool:
-        async with self._lock:
-            if delivery_id in self._deliveries:
-                return False
-            horizon = at - timedelta(days=1)
-            for old in [d for d, t in self._deliveries.items() if t < horizon]:
-                del self._deliveries[old]
-            self._deliveries[delivery_id] = at
-            return True
 
     def _require(self, thread_id: str) -> Thread:
         thread = self._threads.get(thread_id)

@@ -1,19 +1,22 @@
-"""Numbered schema migrations, recorded in the database they were applied to.
+"""The numbered schema migrations of both SQL databases, side by side.
 
 A migration is `(number, name, sql)`; numbers are dense from 1 and never reused or edited
-once released. `threadline_migrations` records each applied number with its time, so any
-database can say exactly which schema it has.
+once released: a change to the schema is a new migration, written for *both* databases
+with the same number and name, creating the same tables and columns (each in its own
+types: TEXT times and JSON in SQLite, TIMESTAMPTZ and JSONB in PostgreSQL).
+`tests/stores/test_migrations.py` migrates a real database of each kind and compares them.
+Each database records the numbers applied to it in `threadline_migrations`
+(`SQLiteStore.migrations()`, `PostgresStore.migrations()`), so any database can say
+exactly which schema it has. SQLite applies pending migrations when a store opens its file;
+PostgreSQL only on `threadline db migrate` (see the stores).
 """
 
 from __future__ import annotations
 
-import sqlite3
-
-from ..events import utcnow
-
-__all__ = ["SQLITE_MIGRATIONS", "apply_sqlite_migrations", "sqlite_schema_version"]
+__all__ = ["POSTGRES_MIGRATIONS", "SQLITE_MIGRATIONS", "Migration"]
 
 Migration = tuple[int, str, str]
+"""(number, name, SQL: statements separated by semicolons)."""
 
 SQLITE_MIGRATIONS: list[Migration] = [
     (
@@ -68,38 +71,57 @@ SQLITE_MIGRATIONS: list[Migration] = [
     ),
 ]
 
-
-def sqlite_schema_version(conn: sqlite3.Connection) -> int:
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS threadline_migrations "
-        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-    )
-    row = conn.execute("SELECT MAX(version) FROM threadline_migrations").fetchone()
-    return int(row[0] or 0)
-
-
-def apply_sqlite_migrations(conn: sqlite3.Connection) -> list[int]:
-    """Apply every migration newer than the database, each in its own transaction.
-
-    Returns the numbers applied. Concurrent processes are safe: the version is re-read
-    inside the write transaction, so a migration is applied once.
-    """
-    applied = []
-    for number, name, sql in SQLITE_MIGRATIONS:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if sqlite_schema_version(conn) >= number:
-                conn.execute("COMMIT")
-                continue
-            for statement in filter(str.strip, sql.split(";")):
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO threadline_migrations (version, name, applied_at) VALUES (?,?,?)",
-                (number, name, utcnow().isoformat()),
-            )
-            conn.execute("COMMIT")
-            applied.append(number)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    return applied
+POSTGRES_MIGRATIONS: list[Migration] = [
+    (
+        1,
+        "threads and events",
+        """
+        CREATE TABLE threads (
+            id TEXT PRIMARY KEY,
+            agent TEXT NOT NULL,
+            status TEXT NOT NULL,
+            next_seq INTEGER NOT NULL,
+            schema_version INTEGER NOT NULL,
+            metadata JSONB NOT NULL,
+            state JSONB NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL,
+            due_at TIMESTAMPTZ,
+            lease_owner TEXT,
+            lease_expires TIMESTAMPTZ,
+            lease_token BIGINT NOT NULL DEFAULT 0
+        );
+        CREATE INDEX threads_status ON threads (status, id);
+        CREATE INDEX threads_agent ON threads (agent, id);
+        CREATE INDEX threads_runnable ON threads (updated_at)
+            WHERE status IN ('running', 'waiting');
+        CREATE TABLE events (
+            thread_id TEXT NOT NULL REFERENCES threads (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            at TIMESTAMPTZ NOT NULL,
+            body JSONB NOT NULL,
+            PRIMARY KEY (thread_id, seq)
+        );
+        """,
+    ),
+    (
+        2,
+        "server API keys and webhook deliveries",
+        """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            secret_hash TEXT NOT NULL UNIQUE,
+            scopes TEXT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            revoked_at TIMESTAMPTZ
+        );
+        CREATE TABLE webhook_deliveries (
+            id TEXT PRIMARY KEY,
+            received_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at);
+        """,
+    ),
+]

@@ -31,6 +31,7 @@ from mcp.types import ToolAnnotations
 
 from ...errors import ThreadlineError
 from ...events import Status, Thread
+from ...stores import key_store
 from ...worker import advance_exclusively, default_owner
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ async def authenticate(store: Store, authorization: str | None) -> Caller | None
     token = token.strip()
     if scheme.lower() != "bearer" or not token.startswith("tl_") or len(token) > 200:
         return None
-    key = await store.find_api_key(hashlib.sha256(token.encode()).hexdigest())
+    key = await key_store(store).find(hashlib.sha256(token.encode()).hexdigest())
     if key is None or key.revoked_at is not None:
         return None
     return Caller(key.name, frozenset(key.scopes))

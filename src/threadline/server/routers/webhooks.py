@@ -66,7 +66,7 @@ async def inbound_webhook(request: Request, svc: Svc) -> ThreadOut:
     except WebhookRejected as exc:
         raise ProblemError(401, "Webhook rejected", exc.reason) from None
     delivery = _parse(raw)
-    if not await svc.store.remember_delivery(
+    if not await svc.deliveries.remember(
         f"webhook:{delivery.delivery_id or signature}", at=utcnow()
     ):
         raise ProblemError(

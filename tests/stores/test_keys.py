@@ -1,4 +1,4 @@
-"""The store methods the server needs (API keys, webhook delivery ids), on each store."""
+"""API keys and webhook delivery ids, kept beside each store (memory, SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,15 @@ import pytest
 from threadline.errors import StoreError
 from threadline.events import utcnow
 from threadline.server.auth import create_key, hash_secret
-from threadline.stores import MemoryStore, SQLiteStore, Store, open_store
-from threadline.stores.base import ApiKey
+from threadline.stores import (
+    ApiKey,
+    MemoryStore,
+    SQLiteStore,
+    Store,
+    delivery_log,
+    key_store,
+    open_store,
+)
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -34,51 +41,53 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 async def test_keys_are_stored_hashed_found_listed_and_revoked(store: Store) -> None:
-    key, secret = await create_key(store, "alice", ["respond", "read", "respond"])
+    keys = key_store(store)
+    key, secret = await create_key(keys, "alice", ["respond", "read", "respond"])
     assert key.scopes == ("respond", "read")
-    assert await store.find_api_key(secret) is None  # never by the secret itself
-    found = await store.find_api_key(hash_secret(secret))
+    assert await keys.find(secret) is None  # never by the secret itself
+    found = await keys.find(hash_secret(secret))
     assert found is not None and found.id == key.id and found.revoked_at is None
-    other, _ = await create_key(store, "bob", ["admin"])
-    assert [k.name for k in await store.list_api_keys()] == ["alice", "bob"]
-    assert await store.revoke_api_key(key.id, at=utcnow())
-    assert not await store.revoke_api_key(key.id, at=utcnow())  # already revoked
-    assert not await store.revoke_api_key("key_missing", at=utcnow())
-    revoked = await store.find_api_key(hash_secret(secret))
+    other, _ = await create_key(keys, "bob", ["admin"])
+    assert [k.name for k in await keys.list()] == ["alice", "bob"]
+    assert await keys.revoke(key.id, at=utcnow())
+    assert not await keys.revoke(key.id, at=utcnow())  # already revoked
+    assert not await keys.revoke("key_missing", at=utcnow())
+    revoked = await keys.find(hash_secret(secret))
     assert revoked is not None and revoked.revoked_at is not None
-    assert (await store.find_api_key(hash_secret(_))).id == other.id  # type: ignore[union-attr]
+    assert (await keys.find(hash_secret(_))).id == other.id  # type: ignore[union-attr]
 
 
 async def test_duplicate_key_is_refused(store: Store) -> None:
+    keys = key_store(store)
     key = ApiKey("key_1", "x", ("read",), utcnow())
-    await store.create_api_key(key, "h1")
+    await keys.create(key, "h1")
     with pytest.raises(StoreError):
-        await store.create_api_key(key, "h2")
+        await keys.create(key, "h2")
     with pytest.raises(StoreError):
-        await store.create_api_key(ApiKey("key_2", "y", ("read",), utcnow()), "h1")
+        await keys.create(ApiKey("key_2", "y", ("read",), utcnow()), "h1")
 
 
 async def test_deliveries_are_remembered_once_even_when_racing(store: Store) -> None:
-    now = utcnow()
-    results = await asyncio.gather(*(store.remember_delivery("d-1", at=now) for _ in range(8)))
+    log, now = delivery_log(store), utcnow()
+    results = await asyncio.gather(*(log.remember("d-1", at=now) for _ in range(8)))
     assert sorted(results) == [False] * 7 + [True]
-    assert not await store.remember_delivery("d-1", at=now + timedelta(minutes=10))
-    assert await store.remember_delivery("d-2", at=now)
+    assert not await log.remember("d-1", at=now + timedelta(minutes=10))
+    assert await log.remember("d-2", at=now)
     # Ids older than a day may be forgotten (stale deliveries are refused by timestamp).
-    assert await store.remember_delivery("d-3", at=now + timedelta(days=2))
+    assert await log.remember("d-3", at=now + timedelta(days=2))
 
 
 def test_bad_scopes_and_names() -> None:
     from threadline.errors import ConfigError
 
     async def go() -> None:
-        store = MemoryStore()
+        keys = key_store(MemoryStore())
         with pytest.raises(ConfigError, match="unknown: root"):
-            await create_key(store, "x", ["root"])
+            await create_key(keys, "x", ["root"])
         with pytest.raises(ConfigError, match="none given"):
-            await create_key(store, "x", [])
+            await create_key(keys, "x", [])
         with pytest.raises(ConfigError, match="name"):
-            await create_key(store, "  ", ["read"])
+            await create_key(keys, "  ", ["read"])
 
     asyncio.run(go())
 

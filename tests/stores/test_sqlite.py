@@ -1,4 +1,4 @@
-"""SQLite appends run inline on the event loop only while the write lock is free."""
+"""SQLite only: appends run inline on the event loop only while the write lock is free."""
 
 from __future__ import annotations
 

@@ -1,0 +1,457 @@
+"""Every query of the SQL stores, written once over a small dialect.
+
+`SQLStore` holds the queries and what they mean; `SQLiteStore` and `PostgresStore` hold
+only connections (a thread or a pool), transactions, NOTIFY/LISTEN, migrations and the
+classification of their database's errors. Each operation is a *plan* (see `dialect.py`)
+that both stores drive with their own connections. Where the two databases need a
+different shape, the dialect says so as data (`fused_writes`: an append's events and
+projection in one statement, in PostgreSQL).
+
+Invariants kept here for both databases (see `base.py` for the contract):
+
+* An append reads the thread row (locked: `FOR UPDATE`, or SQLite's `BEGIN IMMEDIATE`),
+  checks the expected seq and the lease (owner, token, expiry against the database's
+  clock), then writes events and projection in the same transaction.
+* A lease is one `UPDATE ... FROM (SELECT ...)`: PostgreSQL's workers skip rows another
+  is leasing (`SKIP LOCKED`); SQLite's single writer needs no skipping.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import threading
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from ..errors import CorruptEvent, LeaseLost, StoreError, ThreadNotFound
+from ..events import SCHEMA_VERSION, Event, Status, Thread, ThreadState, event_from_json, utcnow
+from .base import (
+    Lease,
+    Page,
+    Store,
+    ThreadSummary,
+    decode_cursor,
+    fold_for_append,
+    page_of,
+    state_from_json,
+)
+from .dialect import Dialect, DuplicateKey, Plan, Query, Tx, stored_json, stored_time
+from .keys import SQLDeliveryLog, SQLKeyStore
+
+__all__ = ["SQLStore"]
+
+T = TypeVar("T")
+
+
+class SQLStore(Store):
+    """The queries of a store on a SQL database; subclasses supply the connections.
+
+    A subclass implements `run` (execute a plan on a connection, in a transaction as `Tx`
+    says, classifying unique-key violations as `DuplicateKey`) and may override `_wake`
+    (a statement announcing that a thread became runnable, sent in the same transaction).
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._states: dict[str, ThreadState] = {}
+        self._states_lock = threading.Lock()  # SQLite appends run on the loop or its thread
+        self.keys = SQLKeyStore(self)
+        """API keys in the same database (`threadline.stores.key_store`)."""
+        self.deliveries = SQLDeliveryLog(self)
+        """Webhook delivery ids in the same database (`threadline.stores.delivery_log`)."""
+
+    @abstractmethod
+    async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, hot: bool = False) -> T:
+        """Run a fresh `plan()` to its end and return its value.
+
+        `hot`: a short write on the latency path (appends); a driver may try it inline.
+        """
+
+    @abstractmethod
+    async def migrations(self) -> builtins.list[tuple[int, str, datetime]]:
+        """The applied migrations: (number, name, applied_at), oldest first."""
+
+    def _wake(self, thread_id: str) -> Query | None:
+        """A statement telling idle workers `thread_id` became runnable (None: polling)."""
+        return None
+
+    # -- threads and events --------------------------------------------------------------
+
+    async def create(self, thread: Thread) -> None:
+        d = self.dialect
+        head = {
+            "id": thread.id,
+            "agent": thread.agent,
+            "status": thread.status.value,
+            "next_seq": thread.next_seq,
+            "schema_version": SCHEMA_VERSION,
+            "metadata": json.dumps(thread.metadata),
+            "state": json.dumps(thread.state.to_dict()),
+            "created_at": d.time(thread.created_at),
+            "now": d.time(utcnow()),
+            "due_at": d.at(thread.state.waiting_until),
+        }
+
+        def plan() -> Plan[None]:
+            try:
+                yield Query(d.sql(_INSERT_THREAD), head)
+            except DuplicateKey:
+                raise StoreError(f"thread {thread.id} already exists") from None
+            if thread.events:
+                yield self._insert_events(thread.id, thread.events)
+            wake = self._wake(thread.id) if thread.status == Status.RUNNING else None
+            if wake is not None:
+                yield wake
+
+        await self.run(plan, Tx.ATOMIC)
+        self._remember(thread.id, thread.state.copy())
+
+    async def append(
+        self,
+        thread_id: str,
+        events: Sequence[Event],
+        *,
+        expected_seq: int,
+        lease: Lease | None = None,
+    ) -> None:
+        if not events:
+            return
+        d = self.dialect
+
+        def plan() -> Plan[ThreadState]:
+            now = d.time(utcnow())
+            found = yield Query(d.sql(_HEAD_FOR_APPEND), {"id": thread_id, "now": now})
+            if not found.rows:
+                raise ThreadNotFound(thread_id)
+            next_seq, status, owner, token, live, stored = found.rows[0]
+            if lease is not None and (owner != lease.owner or token != lease.token or not live):
+                raise LeaseLost(thread_id, lease.owner)
+            cached = self._states.get(thread_id)
+            if cached is None or cached.next_seq != next_seq:
+                cached = state_from_json(thread_id, stored)
+            state = fold_for_append(thread_id, cached, events, expected_seq)
+            update = {
+                "id": thread_id,
+                "now": now,
+                "state": json.dumps(state.to_dict()),
+                "status": state.status.value,
+                "next_seq": state.next_seq,
+                "due_at": d.at(state.waiting_until),
+            }
+            if d.fused_writes:
+                yield self._fused_append(thread_id, events, update)
+            else:
+                yield self._insert_events(thread_id, events)
+                yield Query(d.sql(_SET_STATE), update)
+            wake = None
+            if state.status == Status.RUNNING and status != Status.RUNNING.value:
+                wake = self._wake(thread_id)
+            if wake is not None:
+                yield wake
+            return state
+
+        self._remember(thread_id, await self.run(plan, Tx.ATOMIC, hot=True))
+
+    def _insert_events(self, thread_id: str, events: Sequence[Event]) -> Query:
+        d = self.dialect
+        rows = [
+            {
+                "thread_id": thread_id,
+                "seq": e.seq,
+                "kind": e.kind,
+                "at": d.time(e.at),
+                "body": e.model_dump_json(),
+            }
+            for e in events
+        ]
+        return Query(d.sql(_INSERT_EVENT), rows, many=True)
+
+    def _fused_append(
+        self, thread_id: str, events: Sequence[Event], update: dict[str, Any]
+    ) -> Query:
+        d = self.dialect
+        values = ", ".join(
+            f"(:id, :seq_{i}, :kind_{i}, :at_{i}, :body_{i}{{json}})" for i in range(len(events))
+        )
+        for i, e in enumerate(events):
+            update |= {
+                f"seq_{i}": e.seq,
+                f"kind_{i}": e.kind,
+                f"at_{i}": d.time(e.at),
+                f"body_{i}": e.model_dump_json(),
+            }
+        return Query(d.sql(_FUSED_APPEND.replace("{values}", values)), update)
+
+    def _remember(self, thread_id: str, state: ThreadState) -> None:
+        # Parsing the JSON projection was a third of an append's CPU time (bench/overhead.py);
+        # a small per-store cache of the state after our own writes and loads avoids it. It
+        # is trusted only when its next_seq matches the row read inside the append's locked
+        # transaction, so another process's append is always noticed. Oldest entries go first.
+        with self._states_lock:
+            self._states.pop(thread_id, None)
+            self._states[thread_id] = state
+            if len(self._states) > _STATE_CACHE:
+                del self._states[next(iter(self._states))]
+
+    async def load(self, thread_id: str) -> Thread:
+        d = self.dialect
+
+        def plan() -> Plan[Thread]:
+            found = yield Query(d.sql(_HEAD), {"id": thread_id})
+            if not found.rows:
+                raise ThreadNotFound(thread_id)
+            agent, schema_version, metadata, created_at = found.rows[0]
+            rows = (yield Query(d.sql(_ALL_EVENTS), {"id": thread_id})).rows
+            events = [_parse(thread_id, seq, body, schema_version) for seq, body in rows]
+            try:
+                return Thread(
+                    thread_id,
+                    agent,
+                    events,
+                    metadata=stored_json(metadata),
+                    created_at=stored_time(created_at),
+                )
+            except CorruptEvent as exc:
+                raise CorruptEvent(thread_id, exc.seq, exc.reason) from None
+
+        thread = await self.run(plan, Tx.READ)
+        self._remember(thread_id, thread.state.copy())
+        return thread
+
+    async def events(
+        self, thread_id: str, *, after: int = -1, limit: int = 1000
+    ) -> builtins.list[Event]:
+        d = self.dialect
+
+        def plan() -> Plan[builtins.list[Event]]:
+            found = yield Query(d.sql(_HEAD), {"id": thread_id})
+            if not found.rows:
+                raise ThreadNotFound(thread_id)
+            args = {"id": thread_id, "after": after, "limit": limit}
+            rows = (yield Query(d.sql(_EVENTS), args)).rows
+            return [_parse(thread_id, seq, body, found.rows[0][1]) for seq, body in rows]
+
+        return await self.run(plan, Tx.READ)
+
+    async def get(self, thread_id: str) -> ThreadSummary:
+        d = self.dialect
+
+        def plan() -> Plan[ThreadSummary]:
+            found = yield Query(d.sql(f"{_SUMMARY} WHERE id = :id"), {"id": thread_id})
+            if not found.rows:
+                raise ThreadNotFound(thread_id)
+            return _summary(found.rows[0])
+
+        return await self.run(plan, Tx.READ)
+
+    async def list(
+        self,
+        *,
+        status: Status | str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        where: builtins.list[str] = []
+        args: dict[str, Any] = {"limit": limit + 1}  # one more: is there a next page?
+        if status is not None:
+            where.append("status = :status")
+            args["status"] = Status(status).value
+        if agent is not None:
+            where.append("agent = :agent")
+            args["agent"] = agent
+        if cursor:
+            where.append("id < :cursor")
+            args["cursor"] = decode_cursor(cursor)
+        sql = _SUMMARY + (" WHERE " + " AND ".join(where) if where else "")
+        query = Query(self.dialect.sql(sql + " ORDER BY id DESC LIMIT :limit"), args)
+
+        def plan() -> Plan[Page]:
+            return page_of([_summary(r) for r in (yield query).rows], limit)
+
+        return await self.run(plan, Tx.READ)
+
+    async def delete(self, thread_id: str) -> None:
+        d = self.dialect
+
+        def plan() -> Plan[None]:
+            # Events first: foreign keys cascade too, but not on SQLite connections that
+            # turned them off, and an explicit delete states the intent.
+            yield Query(d.sql("DELETE FROM events WHERE thread_id = :id"), {"id": thread_id})
+            gone = yield Query(d.sql("DELETE FROM threads WHERE id = :id"), {"id": thread_id})
+            if gone.rowcount == 0:
+                raise ThreadNotFound(thread_id)
+
+        await self.run(plan, Tx.ATOMIC)
+
+    # -- leases --------------------------------------------------------------------------
+
+    async def lease(
+        self,
+        owner: str,
+        *,
+        ttl: float,
+        limit: int = 1,
+        agents: Sequence[str] | None = None,
+        thread_ids: Sequence[str] | None = None,
+    ) -> builtins.list[Lease]:
+        if (agents is not None and not agents) or (thread_ids is not None and not thread_ids):
+            return []
+        d = self.dialect
+        filters = ""
+        args: dict[str, Any] = {"owner": owner, "ttl": ttl, "limit": limit}
+        for column, name, values in (("agent", "agents", agents), ("id", "ids", thread_ids)):
+            if values is not None:
+                condition, bound = d.any_of(column, name, values)
+                filters += f" AND {condition}"
+                args |= bound
+        sql = d.sql(_LEASE.replace("{filters}", filters))
+
+        def plan() -> Plan[builtins.list[Lease]]:
+            now = utcnow()
+            times = {"now": d.time(now), "expires": d.time(now + timedelta(seconds=ttl))}
+            rows = (yield Query(sql, args | times)).rows
+            return [Lease(r[0], owner, stored_time(r[1]), int(r[2])) for r in rows]
+
+        return await self.run(plan, Tx.WRITE)
+
+    async def renew(self, lease: Lease, *, ttl: float) -> Lease:
+        d = self.dialect
+
+        def plan() -> Plan[Lease]:
+            now = utcnow()
+            args = {
+                "id": lease.thread_id,
+                "owner": lease.owner,
+                "token": lease.token,
+                "ttl": ttl,
+                "now": d.time(now),
+                "expires": d.time(now + timedelta(seconds=ttl)),
+            }
+            found = yield Query(d.sql(_RENEW), args)
+            if not found.rows:
+                raise LeaseLost(lease.thread_id, lease.owner)
+            return Lease(lease.thread_id, lease.owner, stored_time(found.rows[0][0]), lease.token)
+
+        return await self.run(plan, Tx.WRITE)
+
+    async def release(self, lease: Lease) -> bool:
+        d = self.dialect
+        args = {"id": lease.thread_id, "owner": lease.owner, "token": lease.token}
+
+        def plan() -> Plan[bool]:
+            found = yield Query(d.sql(_RELEASE), args)
+            if not found.rows:
+                return False
+            if found.rows[0][0] == Status.RUNNING.value:
+                # Released while still runnable (shutdown, step limit): wake another worker.
+                wake = self._wake(lease.thread_id)
+                if wake is not None:
+                    yield wake
+            return True
+
+        return await self.run(plan, Tx.WRITE)
+
+    async def break_lease(self, thread_id: str) -> None:
+        d = self.dialect
+
+        def plan() -> Plan[None]:
+            found = yield Query(d.sql(_BREAK_LEASE), {"id": thread_id})
+            if not found.rows:
+                raise ThreadNotFound(thread_id)
+            wake = self._wake(thread_id) if found.rows[0][0] == Status.RUNNING.value else None
+            if wake is not None:
+                yield wake
+
+        await self.run(plan, Tx.WRITE)
+
+    async def ping(self) -> None:
+        def plan() -> Plan[None]:
+            yield Query("SELECT 1")
+
+        await self.run(plan, Tx.READ)
+
+
+_STATE_CACHE = 4096
+
+_INSERT_THREAD = (
+    "INSERT INTO threads (id, agent, status, next_seq, schema_version, metadata, state, "
+    "created_at, updated_at, due_at) VALUES (:id, :agent, :status, :next_seq, "
+    ":schema_version, :metadata{json}, :state{json}, :created_at, {now}, :due_at)"
+)
+_INSERT_EVENT = (
+    "INSERT INTO events (thread_id, seq, kind, at, body) "
+    "VALUES (:thread_id, :seq, :kind, :at, :body{json})"
+)
+_HEAD_FOR_APPEND = (
+    "SELECT next_seq, status, lease_owner, lease_token, "
+    "lease_expires IS NOT NULL AND lease_expires > {now}, state{text} "
+    "FROM threads WHERE id = :id{lock}"
+)
+_SET_STATE = (
+    "UPDATE threads SET state = :state{json}, status = :status, next_seq = :next_seq, "
+    "updated_at = {now}, due_at = :due_at WHERE id = :id"
+)
+_FUSED_APPEND = (
+    "WITH new_events AS (INSERT INTO events (thread_id, seq, kind, at, body) "
+    "VALUES {values}) " + _SET_STATE
+)
+_HEAD = "SELECT agent, schema_version, metadata{text}, created_at FROM threads WHERE id = :id"
+_ALL_EVENTS = "SELECT seq, body{text} FROM events WHERE thread_id = :id ORDER BY seq"
+_EVENTS = (
+    "SELECT seq, body{text} FROM events WHERE thread_id = :id AND seq > :after "
+    "ORDER BY seq LIMIT :limit"
+)
+_SUMMARY = (
+    "SELECT id, agent, status, next_seq, created_at, updated_at, metadata{text}, due_at, "
+    "lease_owner, lease_expires FROM threads"
+)
+_LEASE = (
+    "UPDATE threads AS t SET lease_owner = :owner, lease_expires = {expires}, "
+    "lease_token = t.lease_token + 1 "
+    "FROM (SELECT id AS leased FROM threads "
+    "WHERE (status = 'running' OR (status = 'waiting' AND due_at <= {now})) "
+    "AND (lease_expires IS NULL OR lease_expires <= {now}){filters} "
+    "ORDER BY updated_at LIMIT :limit{skip_locked}) AS c "
+    "WHERE t.id = c.leased RETURNING id, lease_expires, lease_token"
+)
+_RENEW = (
+    "UPDATE threads SET lease_expires = {expires} WHERE id = :id AND lease_owner = :owner "
+    "AND lease_token = :token AND lease_expires > {now} RETURNING lease_expires"
+)
+_RELEASE = (
+    "UPDATE threads SET lease_owner = NULL, lease_expires = NULL "
+    "WHERE id = :id AND lease_owner = :owner AND lease_token = :token RETURNING status"
+)
+_BREAK_LEASE = (
+    "UPDATE threads SET lease_owner = NULL, lease_expires = NULL, "
+    "lease_token = lease_token + 1 WHERE id = :id RETURNING status"
+)
+
+
+def _summary(row: Sequence[Any]) -> ThreadSummary:
+    return ThreadSummary(
+        id=row[0],
+        agent=row[1],
+        status=Status(row[2]),
+        next_seq=row[3],
+        created_at=stored_time(row[4]),
+        updated_at=stored_time(row[5]),
+        metadata=stored_json(row[6]),
+        due_at=stored_time(row[7]) if row[7] is not None else None,
+        lease_owner=row[8],
+        lease_expires=stored_time(row[9]) if row[9] is not None else None,
+    )
+
+
+def _parse(thread_id: str, seq: int, body: str, schema_version: int) -> Event:
+    try:
+        event = event_from_json(body, schema_version=schema_version, thread_id=thread_id)
+    except CorruptEvent as exc:
+        raise CorruptEvent(thread_id, seq, exc.reason) from None
+    if event.seq != seq:
+        raise CorruptEvent(thread_id, seq, f"row seq {seq} holds an event with seq {event.seq}")
+    return event
