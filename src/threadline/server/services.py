@@ -91,20 +91,14 @@ class Services:
     runner: ThreadRunner
     lifecycle: Lifecycle
     notifier: Notifier | None
+    keys: KeyStore
+    """The API keys kept beside the store's threads."""
+    deliveries: DeliveryLog
+    """The inbound webhook deliveries already received."""
 
     @property
     def store(self) -> Store:
         return self.runtime.store
-
-    @property
-    def keys(self) -> KeyStore:
-        """The API keys kept beside the store's threads."""
-        return key_store(self.runtime.store)
-
-    @property
-    def deliveries(self) -> DeliveryLog:
-        """The inbound webhook deliveries already received."""
-        return delivery_log(self.runtime.store)
 
     @classmethod
     def build(
@@ -130,6 +124,8 @@ class Services:
             runner=runner,
             lifecycle=Lifecycle(runtime),
             notifier=notifier,
+            keys=key_store(runtime.store),
+            deliveries=delivery_log(runtime.store),
         )
 
     def closing(self) -> bool:
