@@ -232,6 +232,49 @@ async def test_json_schema_tool_receives_exactly_the_validated_json() -> None:
     assert await t2.invoke(t2.validate({"b": 1, "a": 2}), ToolContext("t", "c", "k")) == ["a", "b"]
 
 
+def test_json_schema_refs_resolve_locally_and_are_never_fetched() -> None:
+    local = {
+        "type": "object",
+        "$defs": {"sku": {"type": "string", "minLength": 2}},
+        "properties": {"sku": {"$ref": "#/$defs/sku"}},
+    }
+    t = Tool.from_json_schema("stock", local)
+    assert t.validate({"sku": "ab"}).model_dump(mode="json") == {"sku": "ab"}
+    with pytest.raises(ValidationError):
+        t.validate({"sku": "a"})
+    # a $ref to a URL that would answer: it is not fetched, the validation fails cleanly
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            body = b'{"type": "integer"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/x.json"
+        t = Tool.from_json_schema("remote", {"type": "object", "properties": {"x": {"$ref": url}}})
+        with pytest.raises(ValidationError) as info:
+            t.validate({"x": 1})
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert "cannot be applied" in compact_validation_error("remote", info.value)
+    assert hits == []
+
+
 def test_json_schema_tool_rejects_bad_schemas_and_handlers() -> None:
     with pytest.raises(ToolDefinitionError, match="invalid JSON Schema"):
         Tool.from_json_schema("x", {"type": "object", "properties": {"a": {"type": "nope"}}})

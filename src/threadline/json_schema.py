@@ -19,6 +19,8 @@ from .errors import ToolDefinitionError
 
 __all__ = ["JsonArguments", "JsonSchemaValidator"]
 
+_WEAK = frozenset({"anyOf", "oneOf"})
+
 
 class JsonArguments(RootModel[dict[str, Any]]):
     """Arguments validated against a published JSON Schema, kept exactly as received.
@@ -41,6 +43,7 @@ class JsonSchemaValidator:
 
     def __init__(self, schema: dict[str, Any], *, name: str = "tool") -> None:
         import jsonschema  # type: ignore[import-untyped]  # a core dependency, imported on use
+        import referencing
 
         if not isinstance(schema, dict):
             raise ToolDefinitionError(f"tool {name}: the schema must be a JSON object")
@@ -56,14 +59,22 @@ class JsonSchemaValidator:
             raise ToolDefinitionError(f"tool {name}: invalid JSON Schema: {exc.message}") from None
         self.name = name
         self.schema: dict[str, Any] = copy.deepcopy(schema)
-        self._validator = cls(self.schema)
-        self._relevance = jsonschema.exceptions.relevance
+        # An explicit, empty registry: without one jsonschema still falls back to fetching
+        # `$ref` URLs over the network (deprecated there, forbidden here).
+        self._validator = cls(self.schema, registry=referencing.Registry())
 
     def validate(self, arguments: Any) -> JsonArguments:
         """The arguments, unchanged, if the schema accepts them; else `ValidationError`."""
         if not isinstance(arguments, dict):
             raise _validation_error(self.name, [((), "the arguments must be a JSON object")])
-        errors = sorted(self._validator.iter_errors(arguments), key=self._relevance)
+        # Schema order, with the vague anyOf/oneOf failures after the specific ones.
+        try:
+            errors = sorted(
+                self._validator.iter_errors(arguments), key=lambda e: e.validator in _WEAK
+            )
+        except Exception as exc:  # e.g. a $ref to a URL: never fetched, so unresolvable
+            reason = f"the tool's schema cannot be applied: {type(exc).__name__}: {exc}"
+            raise _validation_error(self.name, [((), _short(reason))]) from None
         if errors:
             raise _validation_error(
                 self.name, [(tuple(e.absolute_path), _short(e.message)) for e in errors]
