@@ -385,3 +385,28 @@ def test_build_pins_mcp_schemas_and_a_release_refuses_a_drifted_one(tmp_path: Pa
     # without --locked (not a release) the changed tool is simply a new version
     unlocked = _cli(["run", ref, "where is o1", "--no-interactive"], tmp_path, SHOP_SCHEMA="2")
     assert unlocked.returncode == 0, unlocked.stderr
+
+
+def test_call_failures_are_judged_by_what_the_server_can_have_done() -> None:
+    from mcp import MCPError
+    from mcp.types import (
+        CONNECTION_CLOSED,
+        INTERNAL_ERROR,
+        INVALID_PARAMS,
+        INVALID_REQUEST,
+        REQUEST_TIMEOUT,
+    )
+
+    from threadline.integrations.mcp.client import _classify
+
+    # the request may have been processed: never re-send a non-idempotent call
+    assert _classify(MCPError(CONNECTION_CLOSED, "Connection closed")) == "unknown"
+    assert _classify(MCPError(REQUEST_TIMEOUT, "Request timed out")) == "unknown"
+    assert _classify(MCPError(INTERNAL_ERROR, "Server returned an error response")) == "unknown"
+    assert _classify(OSError("broken pipe")) == "unknown"
+    # the server did not know the session: nothing was processed, safe to send again
+    assert _classify(MCPError(INVALID_REQUEST, "Session not found")) == "unsent"
+    assert _classify(MCPError(INVALID_REQUEST, "Session terminated")) == "unsent"
+    # the server answered: the outcome is known
+    assert _classify(MCPError(INVALID_PARAMS, "Invalid params")) == "failed"
+    assert _classify(RuntimeError("Invalid structured content returned by tool x")) == "failed"

@@ -360,8 +360,10 @@ def _classify(exc: BaseException) -> str:
         if exc.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT, INTERNAL_ERROR):
             return "unknown"
         return "failed"
-    if isinstance(exc, RuntimeError) and "input" in str(exc).lower():
-        return "failed"  # the server asked for input mid-call: not supported here
+    if isinstance(exc, RuntimeError):
+        # The SDK's own verdict on an answer it received: structured content failing the
+        # tool's output schema, or a request for more input (not supported here).
+        return "failed"
     return "unknown"
 
 
