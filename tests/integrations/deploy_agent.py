@@ -23,7 +23,9 @@ def decide(context: Context) -> dict[str, object]:
     if "rejected" in seen.lower():
         return intent("done_for_now", message="not deployed")
     tag = re.search(r"\bv[0-9]+(?:\.[0-9]+)*", seen)
-    return intent("deploy", tag=tag.group(0) if tag else "v0")
+    if tag is None:
+        return intent("request_more_information", message="Which tag should I deploy?")
+    return intent("deploy", tag=tag.group(0))
 
 
 agent = Agent(

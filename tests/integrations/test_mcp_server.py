@@ -107,6 +107,21 @@ async def test_stdio_launch_list_approve_reaches_done(tmp_path: Path) -> None:
         )
         assert rejected["status"] == "done"
         assert rejected["outcome"]["message"] == "not deployed"
+        # a question: listed as pending, answered with respond, then the approval
+        asked = await _call(session, "launch_thread", agent="deployer", message="deploy, please")
+        assert asked["status"] == "awaiting_human"
+        question = (await _call(session, "list_pending"))["pending"][0]
+        assert question["kind"] == "question"
+        assert question["question"] == "Which tag should I deploy?"
+        answered = await _call(
+            session,
+            "respond",
+            thread_id=asked["thread_id"],
+            request_id=question["request_id"],
+            text="v3.1",
+        )
+        assert answered["status"] == "awaiting_approval"
+        assert answered["waiting"][0]["arguments"] == {"tag": "v3.1"}
         # acting on something that is not waiting is a clear error, nothing written
         message = await _error(session, "approve", thread_id=thread_id, call_id="c2")
         assert "not awaiting approval" in message
