@@ -1,4 +1,17 @@
-"""Deploybot: lists git tags and deploys them; a production deploy needs approval.
+"""Deploybot: deploys tagged releases; a production deploy needs approval.
+
+Only tags that exist can be deployed, and the model cannot even propose another one. The
+tags are fetched once when the agent is built (`available_tags`, a stand-in for asking the
+git server) and the deploy tools take `tag` as an enum of them, so:
+
+* the model sees the list in the tool schema, and a grammar-constrained local model can
+  only write one of them (the grammar follows the enum);
+* validation rejects any other tag as an `invalid_output`, before anything runs and before
+  anyone is asked to approve it.
+
+Every thread also pre-fetches the list (`options["prefetch"]`, see docs/context.md): a
+`list_git_tags` call runs before the first model call, so the model knows which tag is
+newest without spending a step on asking.
 
 The deploy tools record what they did in `DEPLOYMENTS` (a stand-in for a real deploy
 system) and use the idempotency key so a retried call is not applied twice.
@@ -13,10 +26,18 @@ TAGS = ["v1.4.0", "v1.4.1", "v1.5.0"]
 DEPLOYMENTS: list[dict[str, str]] = []
 
 
+def available_tags() -> list[str]:
+    """The release tags that exist, oldest first (a real agent would ask its git server)."""
+    return list(TAGS)
+
+
+Tag = Literal[tuple(available_tags())]  # type: ignore[valid-type]  # an enum of the tags
+
+
 @tool
 def list_git_tags() -> list[str]:
     """List the release tags of the repository, oldest first."""
-    return TAGS
+    return available_tags()
 
 
 def _deploy(target: str, tag: str, environment: str, ctx: ToolContext) -> str:
@@ -31,12 +52,12 @@ def _deploy(target: str, tag: str, environment: str, ctx: ToolContext) -> str:
 
 @tool(side_effects=True, idempotent=True, approval=lambda args: args.environment == "production")
 def deploy_backend(
-    tag: str, environment: Literal["staging", "production"], ctx: ToolContext
+    tag: Tag, environment: Literal["staging", "production"], ctx: ToolContext
 ) -> str:
     """Deploy a tag of the backend. Production deploys need a human's approval.
 
     Args:
-        tag: the git tag to deploy, e.g. v1.5.0
+        tag: the git tag to deploy (one that exists)
         environment: staging or production
     """
     return _deploy("backend", tag, environment, ctx)
@@ -44,12 +65,12 @@ def deploy_backend(
 
 @tool(side_effects=True, idempotent=True, approval="always")
 def deploy_frontend(
-    tag: str, environment: Literal["staging", "production"], ctx: ToolContext
+    tag: Tag, environment: Literal["staging", "production"], ctx: ToolContext
 ) -> str:
     """Deploy a tag of the frontend (always needs a human's approval).
 
     Args:
-        tag: the git tag to deploy, e.g. v1.5.0
+        tag: the git tag to deploy (one that exists)
         environment: staging or production
     """
     return _deploy("frontend", tag, environment, ctx)
@@ -59,5 +80,8 @@ agent = Agent(
     name="deploybot",
     tools=[list_git_tags, deploy_backend, deploy_frontend],
     prompt=Path(__file__).with_name("prompt.md.j2"),  # versioned template (docs/prompts.md)
-    options={"prompt_vars": {"default_environment": "staging"}},
+    options={
+        "prompt_vars": {"default_environment": "staging"},
+        "prefetch": [(list_git_tags, {})],
+    },
 )

@@ -14,6 +14,7 @@ from threadline.evals import (
     load_when2call,
     parse_move,
     run_eval,
+    score_case,
 )
 from threadline.evals.runner import gold_arguments
 from threadline.events import RawToolCall
@@ -83,11 +84,77 @@ TOOLS = (
             False,
             [],
         ),
+        # a human intent beside a call is one more call, and not schema-valid
+        (
+            ModelOutput(
+                text='[{"intent": "f", "arguments": {"x": 1}}, '
+                '{"intent": "done_for_now", "arguments": {"message": "done"}}]'
+            ),
+            "calls",
+            False,
+            [("f", {"x": 1}), ("done_for_now", {"message": "done"})],
+        ),
+        (
+            ModelOutput(
+                tool_calls=(
+                    RawToolCall(name="f", arguments='{"x": 1}'),
+                    RawToolCall(name="done_for_now", arguments='{"message": "done"}'),
+                )
+            ),
+            "calls",
+            False,
+            [("f", {"x": 1}), ("done_for_now", {"message": "done"})],
+        ),
+        # arguments that are not an object are a format error
+        (ModelOutput(text='{"intent": "f", "arguments": "x=1"}'), "invalid", False, []),
+        (ModelOutput(text='{"intent": "f", "arguments": [1]}'), "invalid", False, []),
+        (ModelOutput(text='{"intent": "f", "arguments": null}'), "invalid", False, []),
+        (
+            ModelOutput(tool_calls=(RawToolCall(name="f", arguments="[1]"),)),
+            "invalid",
+            False,
+            [],
+        ),
+        # the list form holds function intents only
+        (
+            ModelOutput(text='[{"intent": "done_for_now", "arguments": {"message": "no"}}]'),
+            "finish",
+            False,
+            [],
+        ),
     ],
 )
 def test_parse_move(output, kind, valid, calls) -> None:
     move = parse_move(output, TOOLS)
     assert (move.kind, move.valid, list(move.calls)) == (kind, valid, calls)
+
+
+def test_a_call_with_done_for_now_counts_as_two_calls() -> None:
+    fn = {
+        "name": "f",
+        "parameters": {"type": "dict", "properties": {"x": {"type": "integer"}}, "required": ["x"]},
+    }
+    truth = [{"f": {"x": [1]}}]
+    move = parse_move(
+        ModelOutput(
+            text='[{"intent": "f", "arguments": {"x": 1}}, '
+            '{"intent": "done_for_now", "arguments": {"message": "done"}}]'
+        ),
+        TOOLS,
+    )
+    assert score_case("simple_python", [fn], move.calls, truth) == (
+        False,
+        "wrong number of calls: 2 for 1",
+    )
+    assert not score_case("irrelevance", [fn], move.calls, [])[0]
+    alone = parse_move(ModelOutput(text='{"intent": "f", "arguments": {"x": 1}}'), TOOLS)
+    assert score_case("simple_python", [fn], alone.calls, truth) == (True, "")
+
+
+def test_a_non_object_arguments_is_no_call() -> None:
+    move = parse_move(ModelOutput(text='{"intent": "f", "arguments": "x=1"}'), TOOLS)
+    assert move.detail == "arguments of f are not an object"
+    assert move.calls == ()  # so, as in BFCL, a format error is "no call"
 
 
 def gold_model() -> FunctionModel:
@@ -137,7 +204,7 @@ async def test_when2call_moves(data_dir) -> None:
     assert summary["tool_call"].correct == 0 and summary["cannot_answer"].correct == 0
     assert report.as_dict()["categories"]["request_for_info"]["accuracy"] == 1.0
     wrong = next(r for r in report.results if r.category == "tool_call")
-    assert wrong.reason == "chose ask, wanted calls"
+    assert wrong.reason == "chose request_for_info, wanted tool_call"
 
 
 async def test_provider_errors_are_counted_not_raised(data_dir) -> None:

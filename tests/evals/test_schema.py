@@ -58,3 +58,32 @@ def test_output_schema_offers_one_intent_or_a_list_of_calls() -> None:
     assert validate({"intent": "done_for_now", "arguments": {"message": "no"}}, schema) == []
     assert validate([{"intent": "done_for_now", "arguments": {"message": "no"}}], schema)
     assert validate({"intent": "g", "arguments": {}}, schema)
+
+
+def test_the_largest_parallel_gold_answers_fit_the_output_schema(data_dir) -> None:
+    """BFCL's parallel cases want up to 8 calls; the schema must not make them impossible."""
+    from threadline.evals import load_bfcl
+    from threadline.evals.runner import gold_arguments
+
+    big = [c for c in load_bfcl(data_dir, "parallel") if len(c.ground_truth) >= 5]
+    assert max(len(c.ground_truth) for c in big) == 8
+    for case in big:
+        answer = [
+            {"intent": name, "arguments": gold_arguments(options)}
+            for entry in case.ground_truth
+            for name, options in entry.items()
+        ]
+        assert validate(answer, eval_output_schema(eval_tools(case.functions))) == [], case.id
+
+
+def test_the_local_grammar_keeps_the_schemas_own_bound_on_calls() -> None:
+    from threadline.evals import MAX_CALLS
+    from threadline.models.local import _bounded
+
+    tools = eval_tools([{"name": "f", "description": "", "parameters": BFCL_PARAMS}])
+    bounded = _bounded(eval_output_schema(tools), {})
+    (calls,) = [s for s in bounded["oneOf"] if s.get("type") == "array"]
+    assert calls["maxItems"] == MAX_CALLS >= 8
+    # arrays without a bound of their own still get the short default
+    point = calls["items"]["oneOf"][0]["properties"]["arguments"]["properties"]["point"]
+    assert point["maxItems"] == 6

@@ -22,7 +22,9 @@ from ..errors import ConfigError
 from ..evals import (
     BFCL_CATEGORIES,
     WHEN2CALL_CATEGORIES,
+    WHEN2CALL_CLASSES,
     CaseResult,
+    CategorySummary,
     EvalDataMissing,
     EvalReport,
     load_bfcl,
@@ -163,41 +165,44 @@ async def _run(
 
 
 def report_table(report: EvalReport) -> Table:
-    """Accuracy per category, with schema validity, invalid outputs and provider errors."""
+    """Accuracy per category, with schema validity, invalid outputs and provider errors;
+    BFCL adds the gold answers the strict validator rejects, When2Call what class the moves
+    fell in (the four When2Call classes) and the paper's summary metrics as a caption."""
     table = Table(title=f"{report.suite} · {report.model} · {report.seconds:.0f}s")
     for column in ("category", "n", "accuracy", "schema-valid", "invalid", "errors"):
         table.add_column(column, justify="left" if column == "category" else "right")
     if report.suite == "bfcl":
         table.add_column("gold rejected", justify="right")
-    total_n = total_ok = total_valid = total_invalid = total_errors = 0
-    for summary in report.categories.values():
+    classes = WHEN2CALL_CLASSES if report.suite == "when2call" else ()
+    for name in classes:
+        table.add_column(f"→{name}", justify="right")
+    summaries = list(report.categories.values())
+    for summary in summaries:
         label = summary.category + (" (held out)" if summary.held_out else "")
-        row = [
-            label,
-            str(summary.n),
-            f"{summary.accuracy:.1%}",
-            f"{summary.valid_rate:.1%}",
-            str(summary.invalid),
-            str(summary.errors),
-        ]
-        if report.suite == "bfcl":
-            row.append(str(summary.gold_rejected))
-        table.add_row(*row)
-        total_n += summary.n
-        total_ok += summary.correct
-        total_valid += summary.valid
-        total_invalid += summary.invalid
-        total_errors += summary.errors
-    if len(report.categories) > 1 and total_n:
-        row = [
-            "all",
-            str(total_n),
-            f"{total_ok / total_n:.1%}",
-            f"{total_valid / total_n:.1%}",
-            str(total_invalid),
-            str(total_errors),
-        ]
-        if report.suite == "bfcl":
-            row.append(str(sum(s.gold_rejected for s in report.categories.values())))
-        table.add_row(*row, style="bold")
+        table.add_row(label, *_cells(report, [summary], classes))
+    if len(summaries) > 1:
+        table.add_row("all", *_cells(report, summaries, classes), style="bold")
+    if classes:
+        metrics = report.as_dict(cases=False)["metrics"]
+        rate = metrics["tool_hallucination_rate"]
+        table.caption = f"macro F1 {metrics['macro_f1']:.3f} · tool hallucination " + (
+            "n/a" if rate is None else f"{rate:.0%} of {metrics['no_tool_cases']} no-tool cases"
+        )
     return table
+
+
+def _cells(
+    report: EvalReport, summaries: list[CategorySummary], classes: tuple[str, ...]
+) -> list[str]:
+    n = sum(s.n for s in summaries)
+    cells = [
+        str(n),
+        f"{sum(s.correct for s in summaries) / n:.1%}" if n else "-",
+        f"{sum(s.valid for s in summaries) / n:.1%}" if n else "-",
+        str(sum(s.invalid for s in summaries)),
+        str(sum(s.errors for s in summaries)),
+    ]
+    if report.suite == "bfcl":
+        cells.append(str(sum(s.gold_rejected for s in summaries)))
+    cells.extend(str(sum(s.predicted.get(name, 0) for s in summaries)) for name in classes)
+    return cells

@@ -28,13 +28,16 @@ from .runner import (
     parse_move,
     run_eval,
 )
-from .schema import eval_output_schema, eval_tools, to_json_schema, validate
+from .schema import MAX_CALLS, eval_output_schema, eval_tools, to_json_schema, validate
+from .when2call import WHEN2CALL_CLASSES, classify, is_refusal, macro_f1, when2call_metrics
 
 __all__ = [
     "BFCL_CATEGORIES",
     "DEFAULT_DATA_DIR",
     "EVAL_SYSTEM_PROMPT",
+    "MAX_CALLS",
     "WHEN2CALL_CATEGORIES",
+    "WHEN2CALL_CLASSES",
     "BfclCase",
     "CaseResult",
     "CategorySummary",
@@ -44,11 +47,14 @@ __all__ = [
     "When2CallCase",
     "build_context",
     "check_call",
+    "classify",
     "eval_output_schema",
     "eval_tools",
     "gold_rejections",
+    "is_refusal",
     "load_bfcl",
     "load_when2call",
+    "macro_f1",
     "parse_move",
     "resolve_data_dir",
     "run_eval",
@@ -56,4 +62,5 @@ __all__ = [
     "standardize",
     "to_json_schema",
     "validate",
+    "when2call_metrics",
 ]

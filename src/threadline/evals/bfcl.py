@@ -5,15 +5,21 @@ means the parameter may be omitted. A call is correct when (BFCL's `ast_checker`
 
 * the function name matches and every `required` parameter is present;
 * no parameter is unknown to the schema or absent from the ground truth;
-* each value has the schema's type (an int is accepted for a float; a bool is not an int),
-  or, for "variables", the ground truth's type;
+* each value has the schema's type, or the type of the acceptable values (a "variable":
+  the ground truth gives a value of another type, e.g. strings for an integer list). An
+  int is accepted for a float at the top level only, never inside a list; a bool is not
+  an int. A list's items are checked against the item type the same way, each list of
+  acceptable values lending its own item type; an acceptable value that is not a list
+  (such as `""`) lets any items through;
 * strings compare after standardisation (lower case; spaces and `,./-_*^` removed; `'`
   as `"`), lists element-wise the same way, dicts key by key, lists of dicts in order;
-  anything else by equality with one acceptable value;
+  anything else by equality with one acceptable value. For a list parameter `""` also
+  stands for the empty list, so `[]` passes where the parameter is optional;
 * every ground-truth parameter the call omits allows `""`.
 
 Per category: `simple_*` and `multiple` need exactly one call; `parallel*` need as many
-calls as the ground truth, matched in any order; `irrelevance` is correct iff no call.
+calls as the ground truth, matched in any order (greedily, ground truth first, as BFCL
+does); `irrelevance` is correct iff no call.
 """
 
 from __future__ import annotations
@@ -119,15 +125,11 @@ def _check_value(
     if type_name in ("array", "tuple"):
         nested = _PY_TYPES.get(str((detail.get("items") or {}).get("type", "any")), str)
     if type_name in ("float", "number") and type(value) is int:
-        value = float(value)
-    answer_type = next((type(a) for a in acceptable if a != ""), None)
-    is_variable = answer_type is not None and answer_type is not expected
-    if type(value) is expected:
-        if nested is not None and not _nested_ok(value, acceptable, nested):
-            return False, f"wrong item types in {param!r}"
-    elif answer_type is not None and type(value) is answer_type:
-        is_variable = True
-    else:
+        value = float(value)  # top level only: an int inside a list stays an int
+    ok, is_variable = _type_ok(value, acceptable, expected, nested)
+    if not ok:
+        if type(value) is expected:
+            return False, f"wrong item types in {param!r}: {value!r}"
         return False, f"{param!r} should be {type_name}, got {type(value).__name__}"
     if not is_variable:
         if expected is dict:
@@ -140,13 +142,8 @@ def _check_value(
                 return True, ""
             return False, f"{param!r}={value!r} not in {acceptable!r}"
         if expected is list:
-            got = [standardize(v) if isinstance(v, str) else v for v in value]
-            lists = [
-                [standardize(v) if isinstance(v, str) else v for v in a]
-                for a in acceptable
-                if isinstance(a, list)
-            ]
-            if got in lists:
+            lists = [_standard_list(a) for a in acceptable if isinstance(a, list) or a == ""]
+            if _standard_list(value) in lists:
                 return True, ""
             return False, f"{param!r}={value!r} not in {acceptable!r}"
     if value in acceptable:
@@ -154,13 +151,41 @@ def _check_value(
     return False, f"{param!r}={value!r} not in {acceptable!r}"
 
 
-def _nested_ok(value: Any, acceptable: list[Any], nested: type) -> bool:
-    for answer in acceptable:
-        if isinstance(answer, list) and all(
-            type(item) is nested or (nested is float and type(item) is int) for item in value
-        ):
-            return True
-    return not any(isinstance(a, list) for a in acceptable)
+def _answer_type(acceptable: list[Any]) -> type | None:
+    """The type of the first acceptable value that is not "may be omitted"."""
+    return next((type(a) for a in acceptable if a != ""), None)
+
+
+def _type_ok(
+    value: Any, acceptable: list[Any], expected: type, nested: type | None
+) -> tuple[bool, bool]:
+    """(type is acceptable, value is a "variable"), BFCL's type rule.
+
+    `nested` is the item type of a list parameter; each item is checked with the same rule
+    (no int-for-float conversion) against each acceptable list in turn.
+    """
+    answer_type = _answer_type(acceptable)
+    is_variable = answer_type is not None and answer_type is not expected
+    if type(value) is expected:
+        if nested is None:
+            return True, is_variable
+        items = value if isinstance(value, list) else []  # `nested` implies a list
+        for answer in acceptable:
+            if not isinstance(answer, list) or all(
+                _type_ok(item, answer, nested, None)[0] for item in items
+            ):
+                return True, is_variable
+        return False, is_variable
+    if answer_type is not None and type(value) is answer_type:
+        return True, True
+    return False, False
+
+
+def _standard_list(value: Any) -> list[Any]:
+    """A list with its strings standardised; `""` (may be omitted) is the empty list."""
+    if value == "":
+        return []
+    return [standardize(v) if isinstance(v, str) else v for v in value]
 
 
 def _dict_ok(param: str, value: dict[str, Any], acceptable: list[Any]) -> tuple[bool, str]:
@@ -183,7 +208,8 @@ def _one_dict_ok(value: dict[str, Any], answer: dict[str, list[Any]]) -> bool:
 
 
 def _list_of_dicts_ok(param: str, value: list[Any], acceptable: list[Any]) -> tuple[bool, str]:
-    for answer in acceptable:
+    for option in acceptable:
+        answer = [] if option == "" else option
         if (
             isinstance(answer, list)
             and len(answer) == len(value)

@@ -7,14 +7,16 @@ function intents (the same for every category, so the model is never told how ma
 a case wants). The model's answer is decoded the way `threadline.reducer.interpret` reads
 answers (native tool calls, or JSON intents as text, optionally fenced) into a `Move`:
 
-    calls     one or more function calls (the BFCL score looks at these)
+    calls     one or more function calls (the BFCL score looks at these); a human intent
+              beside a function call is one more call
     ask       request_more_information and no function call
     finish    done_for_now and no function call
-    invalid   nothing decodable (not JSON, no "intent")
+    invalid   nothing decodable (not JSON, no "intent", arguments not an object)
     error     the provider failed (ModelError)
 
 A move is *schema-valid* when it decoded and every call names an offered function with
-arguments that pass the strict validator; that rate is reported beside accuracy.
+arguments that pass the strict validator; that rate is reported beside accuracy. When2Call
+cases are scored by the class of the move (`threadline.evals.when2call`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..models.base import Context, Message, Model, ModelOutput, ToolSpec
 from .bfcl import Call, score_case
 from .data import HELD_OUT, BfclCase, When2CallCase
 from .schema import HUMAN_TOOLS, eval_output_schema, eval_tools, to_json_schema, validate
+from .when2call import classify, when2call_metrics
 
 __all__ = [
     "EVAL_SYSTEM_PROMPT",
@@ -47,15 +50,14 @@ __all__ = [
 ]
 
 EVAL_SYSTEM_PROMPT = (
-    "You are an assistant that acts by calling functions. Choose the next step for the "
-    "user's request.\n"
-    "- If the functions can do it, call them with argument values taken from the request "
-    "(a JSON list of calls when several are needed).\n"
-    "- If a function fits but a value it requires is missing, ask with "
-    "request_more_information.\n"
-    "- If no function can help, say so with done_for_now.\n"
-    'Answer with JSON only: {"intent": <function name>, "arguments": {...}}.'
+    "You are a helpful assistant. Choose the next step for the user's request: one of the "
+    "tools below, with argument values taken from the request.\n"
+    'Answer with JSON only: {"intent": <tool name>, "arguments": {...}}, or a JSON list of '
+    "such objects to call several functions at once."
 )
+"""The system prompt of every case. It names no category and says nothing about which
+intent fits which situation: the tools' own descriptions are all the model gets, as in
+an agent."""
 
 MoveKind = Literal["calls", "ask", "finish", "invalid", "error"]
 Case = BfclCase | When2CallCase
@@ -69,6 +71,8 @@ class Move:
     calls: tuple[Call, ...] = ()
     valid: bool = False
     detail: str = ""
+    message: str = ""
+    """The text of an `ask` or `finish` (what the human would read)."""
 
 
 @dataclass(slots=True)
@@ -80,6 +84,9 @@ class CaseResult:
     move: MoveKind
     valid: bool
     reason: str = ""
+    predicted: str = ""
+    """When2Call: the class of the move (`threadline.evals.when2call.classify`)."""
+    tools_offered: int = 0
     calls: list[dict[str, Any]] = field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0
@@ -96,6 +103,8 @@ class CategorySummary:
     errors: int = 0
     gold_rejected: int = 0
     held_out: bool = False
+    predicted: dict[str, int] = field(default_factory=dict)
+    """When2Call: how many moves fell in each class (the paper's response distribution)."""
 
     @property
     def accuracy(self) -> float:
@@ -128,6 +137,8 @@ class EvalReport:
             "seconds": round(self.seconds, 2),
             "categories": {k: v.as_dict() for k, v in self.categories.items()},
         }
+        if self.suite == "when2call":
+            out["metrics"] = when2call_metrics(self.results)
         if cases:
             out["cases"] = [asdict(r) for r in self.results]
         return out
@@ -163,15 +174,46 @@ _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
 
 
 def parse_move(output: ModelOutput, tools: Sequence[ToolSpec]) -> Move:
-    """Decode a model's answer into a `Move` (never raises)."""
+    """Decode a model's answer into a `Move` (never raises).
+
+    Arguments that are not a JSON object are a format error (`invalid`). A human intent
+    beside a function call is a call too (`[f, done_for_now]` is two calls, and not
+    schema-valid: the list form holds function intents only).
+    """
+    raw, as_list, problem = _decode(output)
+    if problem:
+        return Move("invalid", detail=problem)
+    by_name = {t.name: t for t in tools}
+    if any(name not in HUMAN_TOOLS for name, _ in raw):
+        valid = True
+        for name, args in raw:
+            spec = by_name.get(name)
+            if name in HUMAN_TOOLS or spec is None or validate(args, spec.parameters):
+                valid = False
+        return Move("calls", tuple(raw), valid)
+    asks = [args for name, args in raw if name == "request_more_information"]
+    name, args = ("request_more_information", asks[0]) if asks else raw[0]
+    spec = by_name.get(name)
+    valid = not as_list and spec is not None and not validate(args, spec.parameters)
+    message = args.get("message")
+    return Move(
+        "ask" if asks else "finish",
+        valid=valid,
+        message=message if isinstance(message, str) else "",
+    )
+
+
+def _decode(output: ModelOutput) -> tuple[list[Call], bool, str]:
+    """(calls, answered as a list, problem): the intents in an answer, or why there are none."""
     raw: list[tuple[str, Any]] = []
     if output.tool_calls:
         for tc in output.tool_calls:
             try:
                 args = json.loads(tc.arguments) if tc.arguments.strip() else {}
             except ValueError:
-                return Move("invalid", detail=f"arguments of {tc.name} are not JSON")
+                return [], False, f"arguments of {tc.name} are not JSON"
             raw.append((tc.name, args))
+        as_list = len(raw) > 1
     else:
         body = output.text.strip()
         fenced = _FENCE.match(body)
@@ -180,34 +222,23 @@ def parse_move(output: ModelOutput, tools: Sequence[ToolSpec]) -> Move:
         try:
             parsed = json.loads(body)
         except ValueError:
-            return Move("invalid", detail="not JSON")
-        items = parsed if isinstance(parsed, list) else [parsed]
+            return [], False, "not JSON"
+        as_list = isinstance(parsed, list)
+        items = parsed if as_list else [parsed]
         if not items:
-            return Move("invalid", detail="empty list")
+            return [], as_list, "empty list"
         for item in items:
             if not isinstance(item, dict) or not isinstance(item.get("intent"), str):
-                return Move("invalid", detail='missing "intent"')
-            args = item.get("arguments")
-            if args is None:
+                return [], as_list, 'missing "intent"'
+            if "arguments" in item:
+                args = item["arguments"]
+            else:
                 args = {k: v for k, v in item.items() if k != "intent"}
             raw.append((item["intent"], args))
-    by_name = {t.name: t for t in tools}
-    calls: list[Call] = []
-    valid = True
-    human: set[str] = set()
     for name, args in raw:
-        if name in HUMAN_TOOLS:
-            human.add(name)
-            continue
-        spec = by_name.get(name)
-        if spec is None or not isinstance(args, dict) or validate(args, spec.parameters):
-            valid = False
-        calls.append((name, args if isinstance(args, dict) else {}))
-    if calls:
-        return Move("calls", tuple(calls), valid)
-    if "request_more_information" in human:
-        return Move("ask", valid=True)
-    return Move("finish", valid=True)
+        if not isinstance(args, dict):
+            return [], as_list, f"arguments of {name} are not an object"
+    return raw, as_list, ""
 
 
 def gold_rejections(case: BfclCase) -> int:
@@ -256,9 +287,9 @@ def _score(case: Case, move: Move) -> tuple[bool, str]:
         if move.kind == "error":
             return False, move.detail
         return score_case(case.category, case.functions, move.calls, case.ground_truth)
-    wanted = {"tool_call": "calls", "request_for_info": "ask", "cannot_answer": "finish"}
-    ok = move.kind == wanted[case.category]
-    return ok, "" if ok else f"chose {move.kind}, wanted {wanted[case.category]}"
+    predicted = classify(move.kind, move.message)
+    ok = predicted == case.category
+    return ok, "" if ok else f"chose {predicted}, wanted {case.category}"
 
 
 async def run_eval(
@@ -299,6 +330,8 @@ async def run_eval(
             move=move.kind,
             valid=move.valid,
             reason=reason or move.detail,
+            predicted=classify(move.kind, move.message) if isinstance(case, When2CallCase) else "",
+            tools_offered=len(case.functions),
             calls=[{"name": n, "arguments": a} for n, a in move.calls],
             input_tokens=output.input_tokens if output else 0,
             output_tokens=output.output_tokens if output else 0,
@@ -310,6 +343,8 @@ async def run_eval(
         summary.valid += move.valid
         summary.invalid += move.kind == "invalid"
         summary.errors += move.kind == "error"
+        if result.predicted:
+            summary.predicted[result.predicted] = summary.predicted.get(result.predicted, 0) + 1
         if on_result is not None:
             on_result(result)
         return result

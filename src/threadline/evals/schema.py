@@ -23,6 +23,7 @@ from ..tools import done_for_now, request_more_information
 
 __all__ = [
     "HUMAN_TOOLS",
+    "MAX_CALLS",
     "eval_output_schema",
     "eval_tools",
     "function_spec",
@@ -31,6 +32,10 @@ __all__ = [
 ]
 
 _TYPES = {"dict": "object", "float": "number", "tuple": "array", "any": "string"}
+MAX_CALLS = 16
+"""The most calls one answer may hold: twice the most any BFCL case wants (8, in
+`parallel`). It is a bound at all only so that a grammar-constrained model's answer stays
+finite; it must never be what makes a gold answer impossible."""
 HUMAN_TOOLS = (request_more_information.name, done_for_now.name)
 
 
@@ -105,7 +110,7 @@ def eval_output_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
     alternatives: list[dict[str, Any]] = list(variants)
     if functions:
         alternatives.append(
-            {"type": "array", "items": {"oneOf": functions}, "minItems": 1, "maxItems": 4}
+            {"type": "array", "items": {"oneOf": functions}, "minItems": 1, "maxItems": MAX_CALLS}
         )
     return {"oneOf": alternatives}
 

@@ -38,7 +38,8 @@ __all__ = ["DEFAULT_GGUF", "LocalModel", "default_model_path", "grammar_text", "
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _MAX_STRING = 120
-_MAX_ITEMS = 6
+_MAX_ITEMS = 6  # arrays whose schema sets no maxItems
+_MAX_ITEMS_EXPLICIT = 16  # a schema's own maxItems is kept up to this
 
 # Loaded models, keyed by (path, n_ctx). A process-wide cache on purpose: a GGUF costs
 # real memory and load time, every `LocalModel` for the same file can share one, and
@@ -148,7 +149,7 @@ def _bounded(schema: Any, defs: dict[str, Any], depth: int = 0) -> Any:
     if kind == "string" and not {"enum", "const", "pattern", "format"} & out.keys():
         out["maxLength"] = min(int(out.get("maxLength", _MAX_STRING)), _MAX_STRING)
     if kind == "array":
-        out["maxItems"] = min(int(out.get("maxItems", _MAX_ITEMS)), _MAX_ITEMS)
+        out["maxItems"] = min(int(out.get("maxItems", _MAX_ITEMS)), _MAX_ITEMS_EXPLICIT)
     return out
 
 
