@@ -22,13 +22,17 @@ from typing import Literal
 
 from threadline import Agent, ToolContext, tool
 
-TAGS = ["v1.4.0", "v1.4.1", "v1.5.0"]
+TAGS = ["v1.4.0", "v1.4.1", "v1.5.0"]  # oldest first, as they were made
 DEPLOYMENTS: list[dict[str, str]] = []
 
 
 def available_tags() -> list[str]:
-    """The release tags that exist, oldest first (a real agent would ask its git server)."""
-    return list(TAGS)
+    """The release tags that exist, newest first (a real agent would ask its git server).
+
+    Newest first because the newest is the usual choice ("deploy the latest"), and a small
+    model leans to what it read first.
+    """
+    return list(reversed(TAGS))
 
 
 Tag = Literal[tuple(available_tags())]  # type: ignore[valid-type]  # an enum of the tags
@@ -36,7 +40,7 @@ Tag = Literal[tuple(available_tags())]  # type: ignore[valid-type]  # an enum of
 
 @tool
 def list_git_tags() -> list[str]:
-    """List the release tags of the repository, oldest first."""
+    """List the release tags of the repository, newest first."""
     return available_tags()
 
 

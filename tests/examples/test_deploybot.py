@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from types import ModuleType
+
+import pytest
 
 from threadline import MemoryStore, Runtime, Status
 from threadline.testing import ScriptedModel, intent
@@ -80,14 +83,71 @@ async def test_clarification_then_deploy(deploybot: ModuleType) -> None:
     assert thread.status == Status.DONE and len(deploybot.DEPLOYMENTS) == 1
 
 
-async def test_tool_error_spin_escalates(deploybot: ModuleType) -> None:
+def test_the_tag_is_an_enum_of_the_tags_that_exist(deploybot: ModuleType) -> None:
+    assert deploybot.available_tags() == ["v1.5.0", "v1.4.1", "v1.4.0"]  # newest first
+    for name in ("deploy_backend", "deploy_frontend"):
+        schema = deploybot.agent.registry.get(name).schema()
+        assert schema["properties"]["tag"]["enum"] == deploybot.available_tags()
+
+
+async def test_the_model_sees_the_enum_and_the_prefetched_tags(deploybot: ModuleType) -> None:
+    model = ScriptedModel([intent("request_more_information", message="Which one?")])
+    thread = await Runtime(MemoryStore(), model=model).launch(deploybot.agent, "deploy")
+    kinds = [e.kind for e in thread.events]
+    assert kinds[:4] == ["user_message", "tool_call", "tool_result", "model_call"]
+    assert thread.events[1].tool == "list_git_tags"  # pre-fetched, before the model is asked
+    (context,) = model.contexts
+    tools = {t.name: t.parameters for t in context.tools}
+    assert tools["deploy_backend"]["properties"]["tag"]["enum"] == deploybot.available_tags()
+    assert "v1.4.1" in context.as_text()  # the listed tags are in the context too
+
+
+def test_the_local_grammar_follows_the_enum(deploybot: ModuleType) -> None:
+    pytest.importorskip("llama_cpp", reason="needs threadline[local] (llama-cpp-python)")
+    from threadline.models.local import grammar_text
+
+    tools = deploybot.agent.registry
+    schema = {
+        "type": "object",
+        "properties": {
+            "intent": {"const": "deploy_backend"},
+            "arguments": tools.get("deploy_backend").schema(),
+        },
+    }
+    grammar = grammar_text(schema)
+    tags = re.findall(r'"\\"(v[0-9.]+)\\""', grammar)
+    assert sorted(tags) == sorted(deploybot.available_tags())
+
+
+async def test_a_tag_that_does_not_exist_is_rejected_before_approval(
+    deploybot: ModuleType,
+) -> None:
     model = ScriptedModel(
-        [intent("deploy_backend", tag=f"v9.{i}", environment="staging") for i in range(5)]
+        [intent("deploy_backend", tag=f"v9.{i}", environment="production") for i in range(5)]
     )
     rt = Runtime(MemoryStore(), model=model)
-    thread = await rt.launch(deploybot.agent, "deploy v9 to staging")
+    thread = await rt.launch(deploybot.agent, "deploy v9 to production")
     assert thread.status == Status.ESCALATED
-    errors = [e for e in thread.events if e.kind == "tool_error"]
-    assert len(errors) == 3 and all(e.error_type == "ValueError" for e in errors)
-    assert "unknown tag v9.0" in errors[0].message
+    kinds = [e.kind for e in thread.events]
+    assert "approval_requested" not in kinds and "tool_started" not in kinds
+    invalid = [e for e in thread.events if e.kind == "invalid_output"]
+    assert len(invalid) == 3
+    assert "tag" in invalid[0].reason and "'v1.5.0'" in invalid[0].reason
+    assert deploybot.DEPLOYMENTS == []
+
+
+@pytest.mark.local_model
+async def test_with_the_local_model_the_approval_is_for_a_tag_that_exists(
+    deploybot: ModuleType,
+) -> None:
+    pytest.importorskip("llama_cpp", reason="needs threadline[local] (llama-cpp-python)")
+    from threadline.models.registry import resolve_model
+
+    rt = Runtime(MemoryStore(), model=resolve_model("local:smollm2"))
+    thread = await rt.launch(deploybot.agent, "deploy the latest tag to production")
+    assert thread.status == Status.AWAITING_APPROVAL, [
+        (e.kind, getattr(e, "output", "")) for e in thread.events
+    ]
+    (shown,) = [e for e in thread.events if e.kind == "approval_requested"]
+    assert shown.arguments["tag"] in deploybot.available_tags()
     assert deploybot.DEPLOYMENTS == []

@@ -33,8 +33,10 @@ def test_api_only_server_appends_and_streams_what_a_worker_does(
             assert r.status_code == 201
             thread_id = r.json()["id"]
             assert r.json()["status"] == "running"
+            # the input and deploybot's pre-fetched tag listing, not run: nothing advanced
             assert [json.loads(b)["kind"] for _, b in live.stored_events(thread_id)] == [
-                "user_message"
+                "user_message",
+                "tool_call",
             ]
 
             seen: list[str] = []
