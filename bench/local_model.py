@@ -1,18 +1,32 @@
-"""The embedded local model: tokens per second and time to first intent, grammar on vs off.
+"""The embedded local model: tokens/s in and out of process, repacking on and off, grammar.
 
 For each prompt, the calculator agent's first context is rendered (as the runtime would)
 and sent to the local model; the answer is interpreted by the reducer exactly as in a run.
 
-  time to first intent  request start -> a validated `tool_call` (or the invalid_output that
-                        replaced it): what a user waits for before anything happens
-  output tokens/s       output tokens / generation latency (llama.cpp's own token count)
+Variants, measured in the same run, in interleaved rounds (medians over rounds):
+
+  before                 llama.cpp in this process, weight repacking on (llama.cpp's
+                         default `use_extra_bufts=True`): how the backend ran until the
+                         out-of-process change
+  in-process             in this process, repacking off
+  out-of-process         the backend as shipped: a child process, repacking off
+  out-of-process+repack  a child process with THREADLINE_LOCAL_REPACK=1
+  no grammar             the shipped backend sampling freely (the grammar's baseline)
+
+The in-process variants drive the same code the child runs (`local_child`), minus the
+pipes, so the difference is the process boundary alone.
+
+  output tokens/s       output tokens / time from request to answer, over all prompts
+  time to first intent  request start -> a validated `tool_call` (or the invalid_output
+                        that replaced it): what a user waits for before anything happens
   valid                 answers that became tool_call events (not invalid_output)
 
-The baseline is the same model sampling without the grammar, measured in the same run;
-the ratio column is grammar-on / grammar-off. The model load (once per process) is
-reported separately and excluded from the per-call numbers.
+The model load (once per variant) is reported separately and excluded from the numbers.
+Which llama-cpp-python build is measured is the one the interpreter imports: to compare a
+`-march=native` build, run this file with that build's interpreter and compare the JSON.
 
-Run: python bench/local_model.py [--prompts 20] [--model /path/model.gguf] [--json out.json]
+Run: python bench/local_model.py [--prompts 20] [--rounds 3] [--only out-of-process,before]
+     [--model /path/model.gguf] [--json out.json]
 """
 
 from __future__ import annotations
@@ -21,9 +35,11 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import platform
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -34,7 +50,8 @@ from rich.table import Table
 
 from threadline import Thread
 from threadline.events import UserMessage
-from threadline.models.local import LocalModel
+from threadline.models.base import Context, ModelOutput
+from threadline.models.local import LocalModel, default_model_path
 from threadline.reducer import interpret
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +77,47 @@ PROMPTS = [
     "what's 9 squared?",
     "add 1, 2 and 3",
 ]
-console = Console()
+VARIANTS = ["before", "in-process", "out-of-process", "out-of-process+repack", "no grammar"]
+BASELINE = "before"
+console = Console(stderr=True)
+
+Request = Callable[[Context], Awaitable[ModelOutput]]
+
+
+class InProcess:
+    """The child's own serving code called directly in this process (no pipes)."""
+
+    def __init__(self, model: LocalModel) -> None:
+        from threadline.models.local_child import _Server
+
+        self.model = model
+        self.server = _Server(out=sys.stdout.buffer)  # never written: we call its methods
+        self.info: dict[str, Any] = {}
+
+    def load(self) -> dict[str, Any]:
+        m = self.model
+        self.info = self.server.load(
+            {"path": str(m.path), "n_ctx": m.n_ctx, "n_threads": m.n_threads, "repack": m.repack}
+        )
+        return self.info
+
+    async def request(self, context: Context) -> ModelOutput:
+        m = self.model
+        fields = {
+            "messages": m.messages(context),
+            "schema": context.output_schema if m.grammar else None,
+            "max_tokens": max(1, min(context.max_output_tokens, m.max_output_tokens)),
+            "temperature": m.temperature,
+            "seed": m.seed,
+        }
+        result = await asyncio.to_thread(self.server.chat, fields)
+        return ModelOutput(
+            text=result["text"],
+            model=m.model_id,
+            input_tokens=result["input_tokens"],
+            output_tokens=result["output_tokens"],
+            latency_ms=result["latency_ms"],
+        )
 
 
 def load_calculator() -> ModuleType:
@@ -74,9 +131,18 @@ def load_calculator() -> ModuleType:
     return module
 
 
-async def measure(model: LocalModel, agent: Any, prompts: list[str]) -> dict[str, Any]:
+def build(name: str, path: str | None) -> tuple[Callable[[], dict[str, Any]], Request]:
+    """(load, request) for one variant. Each variant gets its own llama.cpp instance."""
+    if name in ("before", "in-process"):
+        runner = InProcess(LocalModel(path, repack=name == "before"))
+        return runner.load, runner.request
+    repack = name == "out-of-process+repack"  # a child of its own (another ChildConfig)
+    model = LocalModel(path, repack=repack, grammar=name != "no grammar")
+    return model.load, model.request
+
+
+async def measure(request: Request, agent: Any, prompts: list[str]) -> dict[str, Any]:
     first_intent: list[float] = []
-    tokens_per_s: list[float] = []
     out_tokens: list[int] = []
     in_tokens: list[int] = []
     valid = 0
@@ -86,74 +152,112 @@ async def measure(model: LocalModel, agent: Any, prompts: list[str]) -> dict[str
         thread.append(UserMessage(seq=0, at=at, text=prompt))
         context = agent.render(thread)
         started = time.perf_counter()
-        output = await model.request(context)
+        output = await request(context)
         events = interpret(agent, output.text, output.tool_calls, seq=1, at=at)
         first_intent.append((time.perf_counter() - started) * 1000)
         valid += events[0].kind == "tool_call"
         out_tokens.append(output.output_tokens)
         in_tokens.append(output.input_tokens)
-        if output.latency_ms > 0:
-            tokens_per_s.append(output.output_tokens / (output.latency_ms / 1000))
     return {
-        "model": model.model_id,
         "prompts": len(prompts),
         "valid": valid,
         "first_intent_ms_median": statistics.median(first_intent),
         "first_intent_ms_p90": sorted(first_intent)[int(0.9 * (len(first_intent) - 1))],
         "output_tokens_per_s": sum(out_tokens) / (sum(first_intent) / 1000),
-        "output_tokens_per_s_median": statistics.median(tokens_per_s),
         "output_tokens_mean": statistics.mean(out_tokens),
         "input_tokens_mean": statistics.mean(in_tokens),
     }
 
 
+def median_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prompts", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default=",".join(VARIANTS), help="comma-separated variants")
     parser.add_argument("--model", default=None, help="a GGUF path (default: SmolLM2-135M)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("llama_cpp") is None:
         console.print(
             "skipped: llama-cpp-python is not installed (pip install 'threadline[local]')"
         )
         return
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = set(names) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {sorted(unknown)}; known: {VARIANTS}")
     agent = load_calculator().agent
     prompts = (PROMPTS * (args.prompts // len(PROMPTS) + 1))[: args.prompts]
-    constrained = LocalModel(args.model, grammar=True)
-    free = LocalModel(args.model, grammar=False)
-    started = time.perf_counter()
-    constrained.load()
-    load_ms = (time.perf_counter() - started) * 1000
-    await constrained.request(agent.render(_warm_thread(agent)))  # first-call warm-up
-    results = {
-        "grammar": await measure(constrained, agent, prompts),
-        "no_grammar": await measure(free, agent, prompts),
-    }
-    on, off = results["grammar"], results["no_grammar"]
-    table = Table(
-        title=f"local model · {on['model']} · {len(prompts)} prompts · load {load_ms:.0f} ms"
-    )
-    for column in ("metric", "grammar", "no grammar (baseline)", "ratio"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
-    rows = [
-        ("time to first intent, median (ms)", "first_intent_ms_median", "{:.0f}"),
-        ("time to first intent, p90 (ms)", "first_intent_ms_p90", "{:.0f}"),
-        ("output tokens/s (overall)", "output_tokens_per_s", "{:.1f}"),
-        ("output tokens/s (median call)", "output_tokens_per_s_median", "{:.1f}"),
-        ("output tokens per answer", "output_tokens_mean", "{:.1f}"),
-        ("input tokens per answer", "input_tokens_mean", "{:.0f}"),
-        ("valid intents", "valid", "{}"),
-    ]
-    for label, key, fmt in rows:
-        ratio = f"{on[key] / off[key]:.2f}x" if off[key] else "-"
-        table.add_row(label, fmt.format(on[key]), fmt.format(off[key]), ratio)
-    console.print(table)
+    variants: dict[str, Request] = {}
+    loads: dict[str, dict[str, Any]] = {}
+    for name in names:
+        load, request = build(name, args.model)
+        started = time.perf_counter()
+        info = await asyncio.to_thread(load)
+        loads[name] = {**info, "load_ms_wall": (time.perf_counter() - started) * 1000}
+        await request(agent.render(_warm_thread(agent)))  # first-call warm-up
+        variants[name] = request
+        console.print(f"loaded {name}: use_extra_bufts={info['use_extra_bufts']}")
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for i in range(args.rounds):
+        for name, request in variants.items():
+            result = await measure(request, agent, prompts)
+            rounds[name].append(result)
+            console.print(
+                f"round {i + 1}/{args.rounds} {name}: "
+                f"{result['output_tokens_per_s']:.1f} tokens/s, {result['valid']} valid"
+            )
+    results = {name: median_of(r) for name, r in rounds.items()}
+    print_table(results, loads, args)
     if args.json:
-        text = json.dumps({"load_ms": load_ms, **results}, indent=2)
+        text = json.dumps(
+            {"machine": _machine(), "loads": loads, "rounds": rounds, "results": results},
+            indent=2,
+        )
         await asyncio.to_thread(Path(args.json).write_text, text)
+
+
+def print_table(
+    results: dict[str, dict[str, Any]], loads: dict[str, dict[str, Any]], args: Any
+) -> None:
+    base = results.get(BASELINE)
+    model = Path(args.model).name if args.model else default_model_path().name
+    llama = next(iter(loads.values()))["llama_cpp"]
+    table = Table(
+        title=f"local model · {model} · llama-cpp-python {llama} · {args.prompts} prompts "
+        f"x {args.rounds} rounds (medians)"
+    )
+    columns = ["variant", "tokens/s", "vs before", "first intent ms (median / p90)"]
+    columns += ["out tokens", "valid", "load ms"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for name, r in results.items():
+        ratio = f"{r['output_tokens_per_s'] / base['output_tokens_per_s']:.2f}x" if base else "-"
+        table.add_row(
+            name,
+            f"{r['output_tokens_per_s']:.1f}",
+            ratio,
+            f"{r['first_intent_ms_median']:.0f} / {r['first_intent_ms_p90']:.0f}",
+            f"{r['output_tokens_mean']:.1f}",
+            f"{r['valid']:.0f}/{r['prompts']:.0f}",
+            f"{loads[name]['load_ms']:.0f}",
+        )
+    Console().print(table)
+
+
+def _machine() -> dict[str, Any]:
+    cpu = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "python": platform.python_version(), "at": datetime.now(UTC).isoformat()}
 
 
 def _warm_thread(agent: Any) -> Thread:

@@ -60,7 +60,7 @@ def open_runtime(
     if model is None and with_model:
         from .models.registry import resolve_model
 
-        model = resolve_model(settings.model)
+        model = resolve_model(settings.model, local_repack=settings.local_repack)
     # Release (12-factor): refuse prompts / tool schemas that differ from threadline.lock.
     check_lock(settings, agents)
     sink = open_sink(settings.log)

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
         retrieval: retrieval index URL (`sqlite:///...` embedded, `postgresql://...`).
         embeddings: embedder of the index: `local` (all-MiniLM-L6-v2, offline),
             `openai:MODEL` (an OpenAI-compatible `/embeddings`, `OPENAI_BASE_URL`), `none`.
+        local_repack: let llama.cpp repack the local model's weights for the CPU
+            (`use_extra_bufts`); off by default: the AMX repacking kernel crashes on some
+            Xeons (docs/models.md).
     """
 
     model_config = SettingsConfigDict(env_prefix="THREADLINE_", extra="ignore")
@@ -34,6 +37,7 @@ class Settings(BaseSettings):
     log: str = "stderr"
     release: bool = False
     lock_file: str = "threadline.lock"
+    local_repack: bool = False
     # The server (docs/server.md): inbound webhooks are verified with `webhook_secret`;
     # pending approvals and questions are POSTed to `notify_url`, signed with the same
     # secret; `public_url` is the base the notification says to respond to; `api_key`

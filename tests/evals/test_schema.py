@@ -78,10 +78,10 @@ def test_the_largest_parallel_gold_answers_fit_the_output_schema(data_dir) -> No
 
 def test_the_local_grammar_keeps_the_schemas_own_bound_on_calls() -> None:
     from threadline.evals import MAX_CALLS
-    from threadline.models.local import _bounded
+    from threadline.models.local_grammar import bounded_schema
 
     tools = eval_tools([{"name": "f", "description": "", "parameters": BFCL_PARAMS}])
-    bounded = _bounded(eval_output_schema(tools), {})
+    bounded = bounded_schema(eval_output_schema(tools))
     (calls,) = [s for s in bounded["oneOf"] if s.get("type") == "array"]
     assert calls["maxItems"] == MAX_CALLS >= 8
     # arrays without a bound of their own still get the short default

@@ -149,7 +149,9 @@ class LocalThreads:
         if agent.model is None and self.runtime.model is None:
             from ..models.registry import resolve_model
 
-            self.runtime.model = resolve_model(self.settings.model)
+            self.runtime.model = resolve_model(
+                self.settings.model, local_repack=self.settings.local_repack
+            )
         model = agent.model or self.runtime.model
         if announce and model is not None and model.model_id.startswith("scripted"):
             self.note(f"using the scripted model {model.model_id} (canned answers, not a real LLM)")

@@ -128,7 +128,8 @@ def _render(agent: Agent, thread: Thread, fmt: str | None) -> Any:
 
         # Without a usable model config the agent's own options decide the budget.
         with contextlib.suppress(ThreadlineError):
-            bind_model(agent, resolve_model(settings().model))
+            cfg = settings()
+            bind_model(agent, resolve_model(cfg.model, local_repack=cfg.local_repack))
     return render(agent, thread, fmt)
 
 
@@ -280,7 +281,8 @@ def prompts_test(
     from ..prompts import run_cases
 
     loaded = load_agents(_refs(agent))
-    the_model = resolve_model(model or settings().model)
+    cfg = settings()
+    the_model = resolve_model(model or cfg.model, local_repack=cfg.local_repack)
     table = Table("agent", "case", "expected", "got", "result")
     failures = 0
     ran = 0

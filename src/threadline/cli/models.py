@@ -104,14 +104,15 @@ def eval_command(
     """Score a model's intents on public function-calling data, per category."""
     from ..models.registry import resolve_model
 
-    spec = model or settings().model
+    cfg = settings()
+    spec = model or cfg.model
     if no_grammar:
         spec = with_grammar_off(spec)
     data_dir = resolve_data_dir(data)
     cases = _load(suite, category, data_dir, limit)
     if cases is None:
         return
-    resolved = resolve_model(spec)
+    resolved = resolve_model(spec, local_repack=cfg.local_repack)
     report = run_async(_run(resolved, cases, suite, concurrency, quiet=as_json))
     if as_json:
         meta = {"model_spec": spec, "limit_per_category": limit, "data": str(data_dir)}

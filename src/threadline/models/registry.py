@@ -18,7 +18,8 @@ Options (after `?`, `&`-separated):
                  OPENAI_BASE_URL), mode=tools|json_schema|json_object (default: the server's
                  first mode; docs/models.md has the table), max_tokens=N (cap per call)
     anthropic:   mode=tools|json (default tools)
-    local:       grammar=on|off, n_ctx=N, max_tokens=N, temperature=T
+    local:       grammar=on|off, n_ctx=N, max_tokens=N, temperature=T, timeout=S (per call,
+                 default 300, 0 for none; past it the child process is killed)
 
 Remote models are wrapped in `ResilientModel` (retries with backoff, honouring Retry-After)
 and share one `CircuitBreaker` per provider (per provider and `base_url` when one is given:
@@ -46,7 +47,7 @@ DEFAULT_MODEL = "local:smollm2"
 _OPTIONS = {
     "openai": {"mode", "server", "base_url", "max_tokens", "retries", "timeout", "temperature"},
     "anthropic": {"mode", "retries", "timeout", "temperature"},
-    "local": {"grammar", "n_ctx", "max_tokens", "temperature"},
+    "local": {"grammar", "n_ctx", "max_tokens", "temperature", "timeout"},
     "scripted": set(),
 }
 
@@ -78,6 +79,7 @@ def resolve_model(
     *,
     prices: PriceTable | None = None,
     breakers: dict[str, CircuitBreaker] | None = None,
+    local_repack: bool = False,
 ) -> Model:
     """Build the model named by `spec` (empty means the local default).
 
@@ -85,6 +87,7 @@ def resolve_model(
         spec: one spec, or several separated by commas (a fallback chain).
         prices: the price table for remote models' `cost_usd`.
         breakers: circuit breakers by provider to share with other calls (default: fresh).
+        local_repack: let llama.cpp repack local models' weights (`Settings.local_repack`).
 
     Raises:
         ConfigError: a malformed spec, unknown provider or option, missing key or file.
@@ -93,11 +96,16 @@ def resolve_model(
     spec = (spec or "").strip() or DEFAULT_MODEL
     shared = breakers if breakers is not None else {}
     parts = [p.strip() for p in spec.split(",") if p.strip()]
-    models = [_one(p, prices, shared) for p in parts]
+    models = [_one(p, prices, shared, local_repack) for p in parts]
     return models[0] if len(models) == 1 else FallbackModel(models)
 
 
-def _one(spec: str, prices: PriceTable | None, breakers: dict[str, CircuitBreaker]) -> Model:
+def _one(
+    spec: str,
+    prices: PriceTable | None,
+    breakers: dict[str, CircuitBreaker],
+    local_repack: bool = False,
+) -> Model:
     provider, name, options = parse_spec(spec)
     if provider == "scripted":
         return _scripted(name)
@@ -110,6 +118,8 @@ def _one(spec: str, prices: PriceTable | None, breakers: dict[str, CircuitBreake
             n_ctx=_number(options, "n_ctx", int, 2048),
             max_output_tokens=_number(options, "max_tokens", int, 384),
             temperature=_number(options, "temperature", float, 0.0),
+            timeout=_number(options, "timeout", float, 300.0) or None,
+            repack=local_repack,
         )
     timeout = _number(options, "timeout", float, 60.0)
     temperature = options.get("temperature")
