@@ -134,6 +134,24 @@ def test_the_model_is_loaded_with_repacking_off_by_default() -> None:
     assert info["llama_cpp"].startswith("0.3.")
 
 
+def test_the_repack_setting_reaches_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from threadline.bootstrap import open_runtime
+    from threadline.settings import Settings
+
+    def model_of(settings: Settings) -> LocalModel:
+        rt = open_runtime(
+            settings.model_copy(
+                update={"store": "memory://", "log": "off", "model": "local:smollm2"}
+            )
+        )
+        assert isinstance(rt.model, LocalModel)
+        return rt.model
+
+    assert model_of(Settings()).process.config.repack is False
+    monkeypatch.setenv("THREADLINE_LOCAL_REPACK", "1")
+    assert model_of(Settings()).process.config.repack is True
+
+
 def test_repacking_is_on_only_when_asked() -> None:
     model = local(repack=True, n_ctx=512)
     try:
