@@ -1,69 +1,14 @@
-"""The queries written once (`SQLStore`) and the dialect and plans they run through."""
+"""The queries written once (`SQLStore`), on rows this code did not write."""
 
 from __future__ import annotations
 
 import json
 from datetime import timedelta
 
-import pytest
 from store_env import StoreEnv, needs_sql
 
-from threadline.errors import StoreError
 from threadline.events import Status, ToolResult, UserMessage, utcnow
 from threadline.stores import SQLStore
-from threadline.stores.dialect import (
-    POSTGRES,
-    SQLITE,
-    DuplicateKey,
-    Plan,
-    Query,
-    Result,
-    Returned,
-    advance,
-)
-
-
-def test_dialects_fill_fragments_and_parameter_style() -> None:
-    template = "SELECT :a{json}, {now}, x::text FROM t WHERE id = :id{lock}"
-    assert POSTGRES.sql(template) == (
-        "SELECT %(a)s::jsonb, now(), x::text FROM t WHERE id = %(id)s FOR UPDATE"
-    )
-    assert SQLITE.sql(template) == "SELECT :a, :now, x::text FROM t WHERE id = :id"
-    assert POSTGRES.any_of("agent", "agents", ("a", "b")) == (
-        "agent = ANY(:agents)",
-        {"agents": ["a", "b"]},
-    )
-    assert SQLITE.any_of("agent", "agents", ("a", "b")) == (
-        "agent IN (:agents_0, :agents_1)",
-        {"agents_0": "a", "agents_1": "b"},
-    )
-
-
-def test_a_plan_sees_a_duplicate_key_where_it_happened() -> None:
-    seen: list[str] = []
-
-    def plan() -> Plan[str]:
-        first = yield Query("INSERT 1")
-        seen.append(f"rows {first.rowcount}")
-        try:
-            yield Query("INSERT 2")
-        except DuplicateKey:
-            raise StoreError("thread x already exists") from None
-        return "unreachable"
-
-    steps = plan()
-    assert advance(steps, None) == Query("INSERT 1")
-    assert advance(steps, Result([], 1)) == Query("INSERT 2")
-    with pytest.raises(StoreError, match="already exists"):
-        advance(steps, DuplicateKey("unique"))
-    assert seen == ["rows 1"]
-
-    def reader() -> Plan[int]:
-        return len((yield Query("SELECT")).rows)
-
-    steps = reader()
-    advance(steps, None)
-    assert advance(steps, Result([(1,), (2,)], 2)) == Returned(2)
 
 
 def _old_rows(env: StoreEnv, thread_id: str) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, Generic, Protocol, TypeAlias, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeAlias, TypeVar
 
 from ..errors import StoreError
 from .migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Migration
@@ -47,17 +47,18 @@ T = TypeVar("T")
 Params: TypeAlias = Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
-    """One statement with its named parameters (`many`: run once per mapping in `params`)."""
+class Query(NamedTuple):
+    """One statement with its named parameters (`many`: run once per mapping in `params`).
+
+    A named tuple, not a dataclass: several are made per append, on the hot path.
+    """
 
     sql: str
-    params: Params | Sequence[Params] = field(default_factory=dict)
+    params: Params | Sequence[Params] = ()
     many: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(NamedTuple):
     """What a statement returned: its rows (none for most writes) and the rows it touched."""
 
     rows: builtins.list[Sequence[Any]]
@@ -85,11 +86,11 @@ class Returned(Generic[T]):
 def advance(plan: Plan[T], outcome: Result | DuplicateKey | None) -> Query | Returned[T]:
     """Feed `plan` the outcome of its last query (None: start it); its next query or value."""
     try:
+        if outcome.__class__ is Result:  # the common case first, without isinstance
+            return plan.send(outcome)
         if outcome is None:
             return next(plan)
-        if isinstance(outcome, DuplicateKey):
-            return plan.throw(outcome)
-        return plan.send(outcome)
+        return plan.throw(outcome)  # type: ignore[arg-type]
     except StopIteration as stop:
         return Returned(stop.value)
 

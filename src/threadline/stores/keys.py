@@ -153,10 +153,10 @@ class SQLKeyStore:
         await self._store.run(plan, Tx.WRITE)
 
     async def find(self, secret_hash: str) -> ApiKey | None:
-        query = Query(self._store.dialect.sql(f"{_KEYS} WHERE secret_hash = :hash"))
+        sql = self._store.dialect.sql(f"{_KEYS} WHERE secret_hash = :hash")
 
         def plan() -> Plan[ApiKey | None]:
-            found = yield replace(query, params={"hash": secret_hash})
+            found = yield Query(sql, {"hash": secret_hash})
             return _api_key(found.rows[0]) if found.rows else None
 
         return await self._store.run(plan, Tx.READ)

@@ -270,13 +270,13 @@ class PostgresStore(SQLStore):
                 atomic = conn.transaction() if tx is Tx.ATOMIC else contextlib.nullcontext()
                 async with atomic:
                     step = advance(steps, None)
-                    while isinstance(step, Query):
+                    while step.__class__ is Query:
                         try:
                             outcome: Result | DuplicateKey = await _execute(conn, step)
                         except psycopg.errors.UniqueViolation as exc:
                             outcome = DuplicateKey(_short(exc))
                         step = advance(steps, outcome)
-                    return step.value
+                    return step.value  # type: ignore[union-attr]
         finally:
             steps.close()
 

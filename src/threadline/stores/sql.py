@@ -78,6 +78,12 @@ class SQLStore(Store):
         """A statement telling idle workers `thread_id` became runnable (None: polling)."""
         return None
 
+    def _announce(self, thread_id: str) -> Plan[None]:
+        """The `_wake` statement, if this database has one, inside the current plan."""
+        wake = self._wake(thread_id)
+        if wake is not None:
+            yield wake
+
     # -- threads and events --------------------------------------------------------------
 
     async def create(self, thread: Thread) -> None:
@@ -102,9 +108,8 @@ class SQLStore(Store):
                 raise StoreError(f"thread {thread.id} already exists") from None
             if thread.events:
                 yield self._insert_events(thread.id, thread.events)
-            wake = self._wake(thread.id) if thread.status == Status.RUNNING else None
-            if wake is not None:
-                yield wake
+            if thread.status == Status.RUNNING:
+                yield from self._announce(thread.id)
 
         await self.run(plan, Tx.ATOMIC)
         self._remember(thread.id, thread.state.copy())
@@ -120,6 +125,7 @@ class SQLStore(Store):
         if not events:
             return
         d = self.dialect
+        insert = None if d.fused_writes else self._insert_events(thread_id, events)
 
         def plan() -> Plan[ThreadState]:
             now = d.time(utcnow())
@@ -133,24 +139,22 @@ class SQLStore(Store):
             if cached is None or cached.next_seq != next_seq:
                 cached = state_from_json(thread_id, stored)
             state = fold_for_append(thread_id, cached, events, expected_seq)
+            now_status = state.status
             update = {
                 "id": thread_id,
                 "now": now,
                 "state": json.dumps(state.to_dict()),
-                "status": state.status.value,
+                "status": now_status.value,
                 "next_seq": state.next_seq,
                 "due_at": d.at(state.waiting_until),
             }
-            if d.fused_writes:
+            if insert is None:
                 yield self._fused_append(thread_id, events, update)
             else:
-                yield self._insert_events(thread_id, events)
+                yield insert
                 yield Query(d.sql(_SET_STATE), update)
-            wake = None
-            if state.status == Status.RUNNING and status != Status.RUNNING.value:
-                wake = self._wake(thread_id)
-            if wake is not None:
-                yield wake
+            if now_status is Status.RUNNING and status != _RUNNING:
+                yield from self._announce(thread_id)
             return state
 
         self._remember(thread_id, await self.run(plan, Tx.ATOMIC, hot=True))
@@ -167,6 +171,8 @@ class SQLStore(Store):
             }
             for e in events
         ]
+        if len(rows) == 1:  # the usual append: execute is cheaper than executemany
+            return Query(d.sql(_INSERT_EVENT), rows[0])
         return Query(d.sql(_INSERT_EVENT), rows, many=True)
 
     def _fused_append(
@@ -348,9 +354,7 @@ class SQLStore(Store):
                 return False
             if found.rows[0][0] == Status.RUNNING.value:
                 # Released while still runnable (shutdown, step limit): wake another worker.
-                wake = self._wake(lease.thread_id)
-                if wake is not None:
-                    yield wake
+                yield from self._announce(lease.thread_id)
             return True
 
         return await self.run(plan, Tx.WRITE)
@@ -362,9 +366,8 @@ class SQLStore(Store):
             found = yield Query(d.sql(_BREAK_LEASE), {"id": thread_id})
             if not found.rows:
                 raise ThreadNotFound(thread_id)
-            wake = self._wake(thread_id) if found.rows[0][0] == Status.RUNNING.value else None
-            if wake is not None:
-                yield wake
+            if found.rows[0][0] == Status.RUNNING.value:
+                yield from self._announce(thread_id)
 
         await self.run(plan, Tx.WRITE)
 
@@ -376,6 +379,7 @@ class SQLStore(Store):
 
 
 _STATE_CACHE = 4096
+_RUNNING = Status.RUNNING.value
 
 _INSERT_THREAD = (
     "INSERT INTO threads (id, agent, status, next_seq, schema_version, metadata, state, "

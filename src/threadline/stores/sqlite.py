@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError, StoreError
 from ..events import utcnow
-from .dialect import SQLITE, DuplicateKey, Plan, Query, Result, Tx, advance
+from .dialect import SQLITE, DuplicateKey, Plan, Query, Result, Tx
 from .migrations import SQLITE_MIGRATIONS
 from .sql import SQLStore
 
@@ -156,22 +156,25 @@ def _drive(conn: sqlite3.Connection, plan: Plan[T], tx: Tx) -> T:
     if writes:
         conn.execute("BEGIN IMMEDIATE")
     try:
-        step = advance(plan, None)
-        while isinstance(step, Query):
-            try:
-                if step.many:
-                    cur = conn.executemany(step.sql, step.params)
-                else:
-                    cur = conn.execute(step.sql, step.params)
-                outcome: Result | DuplicateKey = Result(cur.fetchall(), cur.rowcount)
-            except sqlite3.IntegrityError as exc:
-                if not _is_duplicate(exc):
-                    raise
-                outcome = DuplicateKey(str(exc))
-            step = advance(plan, outcome)
+        try:
+            # Stepped by hand rather than through `advance`: this loop is an inline append's
+            # whole overhead over its SQL, so it sends results straight in.
+            sql, params, many = next(plan)
+            while True:
+                try:
+                    cur = conn.executemany(sql, params) if many else conn.execute(sql, params)
+                except sqlite3.IntegrityError as exc:
+                    if not _is_duplicate(exc):
+                        raise
+                    sql, params, many = plan.throw(DuplicateKey(str(exc)))
+                    continue
+                rows = cur.fetchall() if cur.description is not None else []
+                sql, params, many = plan.send(Result(rows, cur.rowcount))
+        except StopIteration as stop:
+            value: T = stop.value
         if writes:
             conn.execute("COMMIT")
-        return step.value
+        return value
     except BaseException:
         if writes and conn.in_transaction:
             conn.execute("ROLLBACK")
