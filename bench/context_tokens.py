@@ -37,11 +37,13 @@ from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.table import Table
 
-from threadline import Agent, Tool, tool
+from threadline import Agent, ContextSettings, Tool, tool
+from threadline.context.compact import compact_block
 from threadline.context.messages import thread_from_openai, to_openai
-from threadline.context.render import compact_block, render
+from threadline.context.renderer import Renderer
 from threadline.context.tokens import BPECounter
 from threadline.events import Compacted, ModelCall, Thread, ToolCall, ToolResult, UserMessage
+from threadline.prompts import renderer_for
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tau-bench-airline"
 console = Console()
@@ -69,21 +71,22 @@ def schema_tool(spec: dict[str, Any]) -> Tool:
 
 def tau_agent(
     policy: str, tools: list[dict[str, Any]], fmt: str, native_tools: bool = False
-) -> Agent:
-    return Agent(
+) -> Renderer:
+    agent = Agent(
         "airline",
         tools=[schema_tool(t) for t in tools],
         instructions=policy,
         human_tools=False,  # the recorded requests carry exactly the 14 airline tools
-        options={
-            "tokenizer": "o200k_base",
-            "context_window": 1_000_000,
-            "context_format": fmt,
+        context=ContextSettings(
+            tokenizer="o200k_base",
+            context_window=1_000_000,
+            format=fmt,  # type: ignore[arg-type]
             # False: tool definitions as signatures in the prompt, none sent natively
-            "native_tools": native_tools,
-            "redact": False,
-        },
+            native_tools=native_tools,
+            redact=False,
+        ),
     )
+    return renderer_for(agent)
 
 
 def _tools_json(tools: Any) -> list[dict[str, Any]]:
@@ -100,7 +103,7 @@ def token_bench(
     runs: list[dict[str, Any]], tools: list[dict[str, Any]], per_run: bool
 ) -> dict[str, Any]:
     rows = []
-    agents: dict[tuple[str, str], Agent] = {}
+    agents: dict[tuple[str, str], Renderer] = {}
     for n, run in enumerate(runs):
         traj = run["traj"]
         baseline = COUNTER.count(_dump({"model": "gpt-4o", "messages": traj, "tools": tools}))
@@ -108,7 +111,7 @@ def token_bench(
         for fmt in ("compact", "messages"):
             agents.setdefault((policy, fmt), tau_agent(policy, tools, fmt))
         agents.setdefault((policy, "native"), tau_agent(policy, tools, "compact", True))
-        native_ctx = render(agents[(policy, "native")], thread).context
+        native_ctx = agents[(policy, "native")].render(thread).context
         native = COUNTER.count(
             _dump(
                 {
@@ -118,11 +121,11 @@ def token_bench(
                 }
             )
         )
-        compact_ctx = render(agents[(policy, "compact")], thread).context
+        compact_ctx = agents[(policy, "compact")].render(thread).context
         compact = COUNTER.count(compact_ctx.system) + sum(
             COUNTER.count(m.content) for m in compact_ctx.messages
         )
-        msg_ctx = render(agents[(policy, "messages")], thread).context
+        msg_ctx = agents[(policy, "messages")].render(thread).context
         body = {
             "model": "gpt-4o",
             "messages": to_openai(msg_ctx.system, msg_ctx.messages),
@@ -274,11 +277,13 @@ def _store_compaction(thread: Thread, rendered: Any) -> None:
 
 
 def render_bench(lengths: tuple[int, ...], steps: int) -> dict[str, Any]:
-    agent = Agent(
-        "long",
-        tools=[fetch],
-        instructions="Fetch what is asked.",
-        options={"tokenizer": "o200k_base", "context_window": 32_000},
+    renderer = renderer_for(
+        Agent(
+            "long",
+            tools=[fetch],
+            instructions="Fetch what is asked.",
+            context=ContextSettings(tokenizer="o200k_base", context_window=32_000),
+        )
     )
     results = []
     for length in lengths:
@@ -289,7 +294,7 @@ def render_bench(lengths: tuple[int, ...], steps: int) -> dict[str, Any]:
             _step(thread, i)
             i += 1
         started = time.perf_counter()
-        rendered = render(agent, thread)  # the first render counts what it looks at
+        rendered = renderer.render(thread)  # the first render counts what it looks at
         cold = time.perf_counter() - started
         _store_compaction(thread, rendered)
         times = []
@@ -300,7 +305,7 @@ def render_bench(lengths: tuple[int, ...], steps: int) -> dict[str, Any]:
                 _step(thread, i)
                 i += 1
                 started = time.perf_counter()
-                rendered = render(agent, thread)
+                rendered = renderer.render(thread)
                 times.append(time.perf_counter() - started)
                 _store_compaction(thread, rendered)
         finally:

@@ -52,6 +52,7 @@ from threadline import Thread
 from threadline.events import UserMessage
 from threadline.models.base import Context, ModelOutput
 from threadline.models.local import LocalModel, default_model_path
+from threadline.prompts import renderer_for
 from threadline.reducer import interpret
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,10 +148,11 @@ async def measure(request: Request, agent: Any, prompts: list[str]) -> dict[str,
     in_tokens: list[int] = []
     valid = 0
     at = datetime.now(UTC)
+    renderer = renderer_for(agent)
     for prompt in prompts:
         thread = Thread("bench", agent.name)
         thread.append(UserMessage(seq=0, at=at, text=prompt))
-        context = agent.render(thread)
+        context = renderer.context(thread)
         started = time.perf_counter()
         output = await request(context)
         events = interpret(agent, output.text, output.tool_calls, seq=1, at=at)
@@ -199,7 +201,7 @@ async def main() -> None:
         started = time.perf_counter()
         info = await asyncio.to_thread(load)
         loads[name] = {**info, "load_ms_wall": (time.perf_counter() - started) * 1000}
-        await request(agent.render(_warm_thread(agent)))  # first-call warm-up
+        await request(renderer_for(agent).context(_warm_thread(agent)))  # first-call warm-up
         variants[name] = request
         console.print(f"loaded {name}: use_extra_bufts={info['use_extra_bufts']}")
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}

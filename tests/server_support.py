@@ -169,7 +169,7 @@ def guarded(deploybot: Agent) -> Agent:
     return dataclasses.replace(
         deploybot,
         name="guarded",
-        options={**deploybot.options, "approvers": {"deploy_backend": ["alice"]}},
+        approvers={"deploy_backend": ["alice"]},
     )
 
 

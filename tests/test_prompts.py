@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from threadline import Agent, MemoryStore, Runtime, tool
+from threadline import Agent, ContextSettings, MemoryStore, Runtime, tool
 from threadline.errors import PromptError
-from threadline.prompts import Prompt, load_cases, prompt_for, run_cases
+from threadline.prompts import Prompt, load_cases, prompt_for, renderer_for, run_cases
 from threadline.testing import FunctionModel, ScriptedModel, intent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +79,10 @@ async def test_runtime_variables_come_from_options_and_thread_metadata(tmp_path:
     path = tmp_path / "p.md.j2"
     path.write_text("Agent {{ agent }} for {{ company }}; user {{ user }}.")
     agent = Agent(
-        "greeter", tools=[wave], prompt=str(path), options={"prompt_vars": {"company": "Acme"}}
+        "greeter",
+        tools=[wave],
+        prompt=str(path),
+        context=ContextSettings(prompt_vars={"company": "Acme"}),
     )
     model = ScriptedModel([intent("done_for_now", message="hi")])
     rt = Runtime(MemoryStore(), agents=[agent], model=model)
@@ -93,16 +96,16 @@ async def test_runtime_variables_come_from_options_and_thread_metadata(tmp_path:
 
 
 def test_the_prompt_is_loaded_once(tmp_path: Path) -> None:
-    from threadline.context.render import render
     from threadline.events import Thread, UserMessage, utcnow
 
     path = tmp_path / "p.md.j2"
     path.write_text("version one")
     agent = Agent("once", tools=[wave], prompt=str(path))
     thread = Thread("t", "once", [UserMessage(seq=0, at=utcnow(), text="hi")])
-    assert render(agent, thread).context.system.startswith("version one")
+    renderer = renderer_for(agent)
+    assert renderer.render(thread).context.system.startswith("version one")
     path.write_text("version two")  # edits after start-up need a new build and release
-    assert render(agent, thread).context.system.startswith("version one")
+    assert renderer.render(thread).context.system.startswith("version one")
 
 
 def test_example_cases_parse_and_bad_cases_are_rejected(tmp_path: Path) -> None:

@@ -425,3 +425,25 @@ async def test_a_tool_that_cannot_know_its_outcome_takes_the_maybe_ran_path() ->
     assert thread.events[-1].details["arguments"] == {"amount": 5}
     thread = await rt.advance(thread.id)
     assert runs == ["sync", "transfer"]  # the transfer was never run again
+
+
+async def test_tool_arguments_are_validated_once_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    @tool(approval=lambda args: args.a > 100)
+    def add(a: float, b: float) -> float:
+        """Add."""
+        return a + b
+
+    seen: list[object] = []
+    real = add.validate
+
+    def counting(arguments: object) -> object:
+        seen.append(arguments)
+        return real(arguments)
+
+    monkeypatch.setattr(add, "validate", counting)
+    agent = Agent("adder", tools=[add])
+    model = ScriptedModel([intent("add", a=1, b=2), intent("done_for_now", message="3")])
+    thread = await Runtime(MemoryStore(), agents=[agent], model=model).launch(agent, "1+2")
+    assert thread.status is Status.DONE
+    assert [e.kind for e in thread.events].count("tool_result") == 1
+    assert len(seen) == 1  # read from the answer; deciding and running reuse the value

@@ -20,7 +20,7 @@ system) and use the idempotency key so a retried call is not applied twice.
 from pathlib import Path
 from typing import Literal
 
-from threadline import Agent, ToolContext, tool
+from threadline import Agent, ContextSettings, ToolContext, tool
 
 TAGS = ["v1.4.0", "v1.4.1", "v1.5.0"]  # oldest first, as they were made
 DEPLOYMENTS: list[dict[str, str]] = []
@@ -84,8 +84,8 @@ agent = Agent(
     name="deploybot",
     tools=[list_git_tags, deploy_backend, deploy_frontend],
     prompt=Path(__file__).with_name("prompt.md.j2"),  # versioned template (docs/prompts.md)
-    options={
-        "prompt_vars": {"default_environment": "staging"},
-        "prefetch": [(list_git_tags, {})],
-    },
+    context=ContextSettings(
+        prompt_vars={"default_environment": "staging"},
+        prefetch=[(list_git_tags, {})],
+    ),
 )

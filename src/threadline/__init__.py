@@ -10,7 +10,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from .agent import Agent, intent_schema
-from .context import ContextBudget, LLMSummariser, Redactor
+from .context import ContextBudget, ContextSettings, LLMSummariser, Redactor, Renderer
 from .errors import (
     AppendConflict,
     ConfigError,
@@ -61,6 +61,7 @@ __all__ = [
     "ConfigError",
     "Context",
     "ContextBudget",
+    "ContextSettings",
     "CorruptEvent",
     "Escalate",
     "Event",
@@ -79,6 +80,7 @@ __all__ = [
     "Prompt",
     "PromptError",
     "Redactor",
+    "Renderer",
     "ReplayDivergence",
     "RetryableToolError",
     "RunTool",

@@ -6,10 +6,11 @@ object decides for any number of threads at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .context.settings import ContextSettings
 from .errors import ConfigError
 from .tools import Tool, ToolRegistry, done_for_now, request_more_information
 
@@ -17,9 +18,13 @@ if TYPE_CHECKING:
     from .events import Thread
     from .models.base import Context, Model
 
-__all__ = ["Agent", "intent_schema"]
+__all__ = ["Agent", "Approvers", "ContextSettings", "intent_schema"]
 
-Renderer = Callable[["Agent", "Thread"], "Context"]
+RenderFunction = Callable[["Agent", "Thread"], "Context"]
+"""A user's own rendering: `(agent, thread) -> Context` (it owns format and budget)."""
+
+Approvers = Sequence[str] | Mapping[str, Sequence[str]]
+"""Who may answer approvals: names for every tool, or tool name (or `"*"`) -> names."""
 
 
 @dataclass(eq=False)
@@ -36,8 +41,13 @@ class Agent:
         max_consecutive_errors: invalid outputs / tool errors / model errors in a row before
             escalating to a human (factor 9).
         model: a `Model` to use instead of the runtime's configured one (tests, pinning).
-        renderer: builds the model's context from the thread; default is the compact form.
-        options: free-form settings read by renderers and budgets (e.g. `context_window`).
+        renderer: builds the model's context from the thread, replacing the built-in
+            formats (`(agent, thread) -> Context`).
+        context: how the context is rendered, budgeted, summarised and redacted
+            (`ContextSettings`).
+        approvers: who may answer this agent's approvals: a list of names (every tool), or
+            a mapping of tool name (or `"*"`) to names. None named: anyone with the
+            `respond` scope.
 
     Invariants:
         * `registry` holds every tool version the agent knows; the model is shown only the
@@ -51,9 +61,10 @@ class Agent:
     max_steps: int = 20
     max_consecutive_errors: int = 3
     model: Model | None = None
-    renderer: Renderer | None = None
+    renderer: RenderFunction | None = None
     human_tools: bool = True
-    options: dict[str, Any] = field(default_factory=dict)
+    context: ContextSettings = field(default_factory=ContextSettings)
+    approvers: Approvers = ()
     registry: ToolRegistry = field(init=False)
     _output_schema: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
@@ -62,6 +73,13 @@ class Agent:
             raise ConfigError(f"agent {self.name}: max_steps must be at least 1")
         if self.max_consecutive_errors < 1:
             raise ConfigError(f"agent {self.name}: max_consecutive_errors must be at least 1")
+        if not isinstance(self.context, ContextSettings):
+            raise ConfigError(
+                f"agent {self.name}: context must be a threadline.ContextSettings, "
+                f"not {type(self.context).__name__}"
+            )
+        if isinstance(self.approvers, str):
+            raise ConfigError(f"agent {self.name}: approvers must be a list of names or a mapping")
         tools = list(self.tools)
         if self.human_tools:
             names = {t.name for t in tools}
@@ -85,13 +103,11 @@ class Agent:
             self._output_schema = intent_schema(self.visible_tools())
         return self._output_schema
 
-    def render(self, thread: Thread) -> Context:
-        """The context the next model call receives (pure function of the thread)."""
-        if self.renderer is not None:
-            return self.renderer(self, thread)
-        from .context.render import render_context
-
-        return render_context(self, thread)
+    def approvers_for(self, tool: str) -> tuple[str, ...]:
+        """The people allowed to answer an approval of `tool` (empty: anyone)."""
+        table = self.approvers
+        names = table.get(tool, table.get("*", ())) if isinstance(table, Mapping) else table
+        return tuple(str(n) for n in names)
 
 
 def intent_schema(tools: Sequence[Tool]) -> dict[str, Any]:

@@ -18,13 +18,16 @@ from dataclasses import dataclass, field
 from dataclasses import replace as _replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, assert_never
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import CorruptEvent
 
 __all__ = [
+    "CONTEXT_SOURCE",
+    "EVENT_CLASSES",
+    "PREFETCH_PREFIX",
     "SCHEMA_VERSION",
     "Approval",
     "ApprovalRequested",
@@ -32,6 +35,7 @@ __all__ = [
     "Done",
     "Escalated",
     "Event",
+    "EventTraits",
     "ExternalEvent",
     "Failed",
     "ForkedFrom",
@@ -40,9 +44,11 @@ __all__ = [
     "InvalidOutput",
     "ModelCall",
     "ModelError",
+    "Origin",
     "Paused",
     "PendingCall",
     "RawToolCall",
+    "ReplayRole",
     "Resumed",
     "Status",
     "Thread",
@@ -57,11 +63,19 @@ __all__ = [
     "Waiting",
     "event_from_dict",
     "event_from_json",
+    "is_prefetch",
     "utcnow",
 ]
 
 SCHEMA_VERSION = 1
 """The event schema this code writes. Older threads are upgraded on load (see `_UPGRADES`)."""
+
+PREFETCH_PREFIX = "prefetch-"
+"""Call ids of pre-fetched tool calls start with this (they come from the agent's
+configuration, not from a model; their results are 'retrieved' material)."""
+
+CONTEXT_SOURCE = "context"
+"""`Escalated.details["source"]` of escalations the context layer writes (budget, prompt)."""
 
 JsonValue = Any
 
@@ -71,9 +85,42 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+Origin = Literal["outside", "model", "runtime"]
+ReplayRole = Literal["input", "derived", "outcome"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventTraits:
+    """What every consumer needs to know about an event kind, declared once by its class.
+
+    Attributes:
+        label: a short human label (timelines, the web page).
+        origin: who writes it. `outside`: people and triggers (messages, approvals,
+            answers, pause and resume, external events); they land whenever they like, and
+            an advancer whose step raced one re-bases its step over it. `model`: a model call
+            and what is read from its answer. `runtime`: what advancing writes (tool runs,
+            questions, endings) and what the context layer, the clock or an operator write.
+        replay: how replay treats it. `input`: fed in as recorded. `derived`: re-derived by
+            `decide` / `interpret` and compared. `outcome`: the recorded result of I/O (a
+            model call, a tool run), matched to the step that made it.
+        untrusted: fields holding content from outside the agent: masked before storage
+            (unless the agent stores secrets), never taken as instructions.
+        human_input: a person acted: resets the step count and the consecutive errors.
+        error: counts as one consecutive error.
+    """
+
+    label: str
+    origin: Origin
+    replay: ReplayRole
+    untrusted: tuple[str, ...] = ()
+    human_input: bool = False
+    error: bool = False
+
+
 class _EventBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    traits: ClassVar[EventTraits]
     seq: int = Field(ge=0)
     at: datetime
 
@@ -82,6 +129,9 @@ class UserMessage(_EventBase):
     """Input from a person or a trigger."""
 
     kind: Literal["user_message"] = "user_message"
+    traits: ClassVar[EventTraits] = EventTraits(
+        "user message", "outside", "input", ("text",), human_input=True
+    )
     text: str
     channel: str = "api"
     sender: str | None = None
@@ -103,6 +153,7 @@ class ModelCall(_EventBase):
     """One LLM request and its raw answer."""
 
     kind: Literal["model_call"] = "model_call"
+    traits: ClassVar[EventTraits] = EventTraits("model call", "model", "outcome")
     model: str
     prompt_name: str | None = None
     prompt_version: str | None = None
@@ -121,6 +172,7 @@ class ModelError(_EventBase):
     """A provider failed after its retries; counts as one consecutive error."""
 
     kind: Literal["model_error"] = "model_error"
+    traits: ClassVar[EventTraits] = EventTraits("model error", "model", "outcome", error=True)
     model: str
     error_type: str
     message: str
@@ -132,6 +184,7 @@ class ToolCall(_EventBase):
     """The model's chosen intent, already validated against the tool's schema."""
 
     kind: Literal["tool_call"] = "tool_call"
+    traits: ClassVar[EventTraits] = EventTraits("tool call", "model", "derived")
     call_id: str
     tool: str
     version: str
@@ -142,6 +195,7 @@ class InvalidOutput(_EventBase):
     """The model's output failed parsing or validation; `reason` is shown to the model."""
 
     kind: Literal["invalid_output"] = "invalid_output"
+    traits: ClassVar[EventTraits] = EventTraits("invalid output", "model", "derived", error=True)
     reason: str
     output: str = ""
 
@@ -150,6 +204,7 @@ class ApprovalRequested(_EventBase):
     """The pause between choosing a tool and running it."""
 
     kind: Literal["approval_requested"] = "approval_requested"
+    traits: ClassVar[EventTraits] = EventTraits("approval requested", "runtime", "derived")
     call_id: str
     tool: str
     arguments: dict[str, JsonValue]
@@ -161,6 +216,7 @@ class Approval(_EventBase):
     """A human's verdict on a pending call."""
 
     kind: Literal["approval"] = "approval"
+    traits: ClassVar[EventTraits] = EventTraits("approval", "outside", "input", human_input=True)
     call_id: str
     approved: bool
     comment: str | None = None
@@ -173,6 +229,7 @@ class ToolStarted(_EventBase):
     """Written before a tool with side effects runs. Without an outcome it means 'maybe ran'."""
 
     kind: Literal["tool_started"] = "tool_started"
+    traits: ClassVar[EventTraits] = EventTraits("tool started", "runtime", "outcome")
     call_id: str
     idempotency_key: str
     attempt: int = 1
@@ -180,6 +237,7 @@ class ToolStarted(_EventBase):
 
 class ToolResult(_EventBase):
     kind: Literal["tool_result"] = "tool_result"
+    traits: ClassVar[EventTraits] = EventTraits("tool result", "runtime", "outcome", ("result",))
     call_id: str
     tool: str
     result: JsonValue = None
@@ -189,6 +247,9 @@ class ToolError(_EventBase):
     """A tool failed; compacted to type and message, never a stack trace."""
 
     kind: Literal["tool_error"] = "tool_error"
+    traits: ClassVar[EventTraits] = EventTraits(
+        "tool error", "runtime", "outcome", ("message",), error=True
+    )
     call_id: str
     tool: str
     error_type: str
@@ -200,6 +261,7 @@ class HumanRequest(_EventBase):
     """The agent asked a human something (the `request_more_information` intent)."""
 
     kind: Literal["human_request"] = "human_request"
+    traits: ClassVar[EventTraits] = EventTraits("question", "runtime", "derived")
     request_id: str
     question: str
     responders: tuple[str, ...] = ()
@@ -207,6 +269,9 @@ class HumanRequest(_EventBase):
 
 class HumanResponse(_EventBase):
     kind: Literal["human_response"] = "human_response"
+    traits: ClassVar[EventTraits] = EventTraits(
+        "answer", "outside", "input", ("text",), human_input=True
+    )
     request_id: str
     text: str
     by: str | None = None
@@ -215,6 +280,7 @@ class HumanResponse(_EventBase):
 
 class Done(_EventBase):
     kind: Literal["done"] = "done"
+    traits: ClassVar[EventTraits] = EventTraits("done", "runtime", "derived")
     message: str = ""
 
 
@@ -222,23 +288,27 @@ class Escalated(_EventBase):
     """Handed to a human: too many errors, step limit, a tool that may have run, ..."""
 
     kind: Literal["escalated"] = "escalated"
+    traits: ClassVar[EventTraits] = EventTraits("escalated", "runtime", "derived")
     reason: str
     details: dict[str, JsonValue] = Field(default_factory=dict)
 
 
 class Failed(_EventBase):
     kind: Literal["failed"] = "failed"
+    traits: ClassVar[EventTraits] = EventTraits("failed", "runtime", "input")
     reason: str
 
 
 class Paused(_EventBase):
     kind: Literal["paused"] = "paused"
+    traits: ClassVar[EventTraits] = EventTraits("paused", "outside", "input")
     by: str | None = None
     reason: str | None = None
 
 
 class Resumed(_EventBase):
     kind: Literal["resumed"] = "resumed"
+    traits: ClassVar[EventTraits] = EventTraits("resumed", "outside", "input", human_input=True)
     by: str | None = None
 
 
@@ -246,6 +316,7 @@ class Compacted(_EventBase):
     """Events `from_seq..to_seq` are represented in context by `summary`."""
 
     kind: Literal["compacted"] = "compacted"
+    traits: ClassVar[EventTraits] = EventTraits("compacted", "runtime", "input")
     from_seq: int
     to_seq: int
     summary: str
@@ -253,6 +324,7 @@ class Compacted(_EventBase):
 
 class ForkedFrom(_EventBase):
     kind: Literal["forked_from"] = "forked_from"
+    traits: ClassVar[EventTraits] = EventTraits("forked", "runtime", "input")
     thread_id: str
     at_seq: int
 
@@ -261,6 +333,7 @@ class ExternalEvent(_EventBase):
     """Something happened outside (a webhook, a timer, another agent)."""
 
     kind: Literal["external_event"] = "external_event"
+    traits: ClassVar[EventTraits] = EventTraits("external event", "outside", "input", ("payload",))
     name: str
     payload: dict[str, JsonValue] = Field(default_factory=dict)
     source: str | None = None
@@ -268,6 +341,7 @@ class ExternalEvent(_EventBase):
 
 class TokenBudgetExceeded(_EventBase):
     kind: Literal["token_budget_exceeded"] = "token_budget_exceeded"
+    traits: ClassVar[EventTraits] = EventTraits("token budget exceeded", "runtime", "input")
     needed: int
     available: int
 
@@ -276,6 +350,7 @@ class Waiting(_EventBase):
     """A durable wait: no process holds the thread until `until` or the named event."""
 
     kind: Literal["waiting"] = "waiting"
+    traits: ClassVar[EventTraits] = EventTraits("waiting", "runtime", "input")
     until: datetime | None = None
     event: str | None = None
     """Name of the external event that ends the wait early, if any."""
@@ -284,6 +359,7 @@ class Waiting(_EventBase):
 
 class WaitTimedOut(_EventBase):
     kind: Literal["wait_timed_out"] = "wait_timed_out"
+    traits: ClassVar[EventTraits] = EventTraits("wait timed out", "runtime", "input")
     event: str | None = None
 
 
@@ -314,8 +390,40 @@ Event = Annotated[
     Field(discriminator="kind"),
 ]
 
+EVENT_CLASSES: tuple[type[_EventBase], ...] = (
+    UserMessage,
+    ModelCall,
+    ModelError,
+    ToolCall,
+    InvalidOutput,
+    ApprovalRequested,
+    Approval,
+    ToolStarted,
+    ToolResult,
+    ToolError,
+    HumanRequest,
+    HumanResponse,
+    Done,
+    Escalated,
+    Failed,
+    Paused,
+    Resumed,
+    Compacted,
+    ForkedFrom,
+    ExternalEvent,
+    TokenBudgetExceeded,
+    Waiting,
+    WaitTimedOut,
+)
+"""Every event class, in the order of the `Event` union."""
+
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 _EVENT_LIST_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+
+
+def is_prefetch(event: Event) -> bool:
+    """Whether `event` is a pre-fetched tool call (configuration, not a model's choice)."""
+    return isinstance(event, ToolCall) and event.call_id.startswith(PREFETCH_PREFIX)
 
 
 def _upgrade_v0(data: dict[str, Any]) -> dict[str, Any]:
@@ -409,10 +517,9 @@ class PendingCall:
     attempt: int = 0
     """Number of `tool_started` events seen; >0 with no outcome means 'maybe ran'."""
     idempotency_key: str | None = None
-
-
-_HUMAN_INPUT = frozenset({"user_message", "human_response", "approval", "resumed"})
-_ERRORS = frozenset({"invalid_output", "tool_error", "model_error"})
+    validated: Any = field(default=None, compare=False, repr=False)
+    """The arguments as the tool's validated model, when this process validated them
+    (reading the model's answer); never stored, so a loaded thread validates afresh."""
 
 
 @dataclass(slots=True)
@@ -479,12 +586,12 @@ class ThreadState:
         if event.seq != self.next_seq:
             raise CorruptEvent("?", event.seq, f"expected seq {self.next_seq}")
         self.next_seq += 1
-        kind = event.kind
-        self.last_kind = kind
-        if kind in _HUMAN_INPUT:
+        self.last_kind = event.kind
+        traits = event.traits
+        if traits.human_input:
             self.run_steps = 0
             self.consecutive_errors = 0
-        if kind in _ERRORS:
+        if traits.error:
             self.consecutive_errors += 1
         match event:
             case UserMessage():
@@ -516,6 +623,7 @@ class ThreadState:
                         call.approval = "approved"
                         if event.edited_arguments is not None:
                             call.arguments = dict(event.edited_arguments)
+                            call.validated = None
                     else:
                         del self.pending[event.call_id]
             case ToolStarted():
@@ -558,8 +666,10 @@ class ThreadState:
                     self._end_wait()
             case WaitTimedOut():
                 self._end_wait()
-            case _:
+            case Compacted() | ForkedFrom() | TokenBudgetExceeded():
                 pass
+            case _:
+                assert_never(event)
 
     def _end_wait(self) -> None:
         self.waiting = False

@@ -134,7 +134,7 @@ def validate_agent(agent: Agent, ref: str | None, root: Path) -> AgentReport:
                         {"name": t.name, "description": t.description}
                         for t in agent.visible_tools()
                     ],
-                    **dict(agent.options.get("prompt_vars") or {}),
+                    **dict(agent.context.prompt_vars),
                 }
             )
         except PromptError as exc:

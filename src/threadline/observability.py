@@ -13,9 +13,35 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, assert_never
 
-from .events import Event, Thread
+from .events import (
+    Approval,
+    ApprovalRequested,
+    Compacted,
+    Done,
+    Escalated,
+    Event,
+    ExternalEvent,
+    Failed,
+    ForkedFrom,
+    HumanRequest,
+    HumanResponse,
+    InvalidOutput,
+    ModelCall,
+    ModelError,
+    Paused,
+    Resumed,
+    Thread,
+    TokenBudgetExceeded,
+    ToolCall,
+    ToolError,
+    ToolResult,
+    ToolStarted,
+    UserMessage,
+    Waiting,
+    WaitTimedOut,
+)
 
 __all__ = ["JsonEventLog", "event_log_record", "open_sink"]
 
@@ -30,25 +56,53 @@ def event_log_record(thread: Thread, event: Event) -> dict[str, Any]:
         "agent": thread.agent,
         "status": thread.status.value,
     }
-    tool = getattr(event, "tool", None)
-    if isinstance(tool, str):
-        record["tool"] = tool
-    call_id = getattr(event, "call_id", None)
-    if call_id:
-        record["call_id"] = call_id
-    if event.kind == "model_call":
-        record.update(
-            model=event.model,
-            input_tokens=event.input_tokens,
-            output_tokens=event.output_tokens,
-            latency_ms=event.latency_ms,
-            cost_usd=event.cost_usd,
-            prompt=event.prompt_name,
-        )
-    elif event.kind in ("tool_error", "model_error"):
-        record.update(error_type=event.error_type, message=event.message)
-    elif event.kind == "invalid_output" or event.kind == "escalated":
-        record["reason"] = event.reason
+    match event:
+        case ModelCall():
+            record.update(
+                model=event.model,
+                input_tokens=event.input_tokens,
+                output_tokens=event.output_tokens,
+                latency_ms=event.latency_ms,
+                cost_usd=event.cost_usd,
+                prompt=event.prompt_name,
+            )
+        case ToolCall() | ToolResult():
+            record.update(tool=event.tool, call_id=event.call_id)
+        case ToolError():
+            record.update(
+                tool=event.tool,
+                call_id=event.call_id,
+                error_type=event.error_type,
+                message=event.message,
+            )
+        case ModelError():
+            record.update(error_type=event.error_type, message=event.message)
+        case ApprovalRequested():
+            record.update(tool=event.tool, call_id=event.call_id)
+        case Approval() | ToolStarted():
+            record["call_id"] = event.call_id
+        case InvalidOutput() | Escalated():
+            record["reason"] = event.reason
+        case (
+            UserMessage()
+            | HumanRequest()
+            | HumanResponse()
+            | Done()
+            | Failed()
+            | Paused()
+            | Resumed()
+            | Compacted()
+            | ForkedFrom()
+            | ExternalEvent()
+            | TokenBudgetExceeded()
+            | Waiting()
+            | WaitTimedOut()
+        ):
+            pass
+        case _:
+            assert_never(event)
+    if record.get("call_id") == "":
+        del record["call_id"]  # calls imported without provider ids
     return record
 
 

@@ -15,10 +15,12 @@ A prompt is a Jinja2 file with a small YAML front matter::
 Templates render with `StrictUndefined`: a variable nobody supplied is a `PromptError`
 naming the variable and the file, never an empty string. At run time the variables are
 `agent` (its name), `tools` (name and description of each), `thread` (id and metadata),
-then `Agent.options["prompt_vars"]`, then the thread's `metadata["prompt_vars"]`.
+then `ContextSettings.prompt_vars`, then the thread's `metadata["prompt_vars"]`.
 
 An agent names its prompt with `Agent(prompt="path/to/prompt.md.j2")` or
-`Agent(prompt=Prompt.load(path))`; `prompt_for(agent)` loads a path once, on first use.
+`Agent(prompt=Prompt.load(path))`. `renderer_for(agent)` loads it (once: a runtime builds
+one renderer per agent when the agent joins it, so a missing or malformed prompt fails at
+start).
 `Prompt.sha256` (of the whole file) is what `model_call` events and `threadline.lock`
 record.
 
@@ -32,10 +34,15 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .context.renderer import Renderer
 from .errors import ConfigError, PromptError
+from .events import InvalidOutput, Thread, ToolCall, ToolResult, UserMessage
+from .models.base import ToolSpec
+from .reducer import interpret
 
 if TYPE_CHECKING:
     import jinja2
@@ -49,6 +56,7 @@ __all__ = [
     "case_thread",
     "load_cases",
     "prompt_for",
+    "renderer_for",
     "run_cases",
 ]
 
@@ -148,7 +156,7 @@ class Prompt:
         except jinja2.UndefinedError as exc:
             raise PromptError(
                 f"prompt {self.name} ({self.path or 'inline'}): {exc.message}; "
-                "pass it in Agent.options['prompt_vars'], the thread's "
+                "pass it in ContextSettings.prompt_vars, the thread's "
                 "metadata['prompt_vars'] or the front matter's variables"
             ) from None
         except jinja2.TemplateError as exc:
@@ -188,7 +196,12 @@ def _compile(body: str, label: str) -> jinja2.Template:
 
 
 def prompt_for(agent: Agent) -> Prompt | None:
-    """The agent's prompt, loaded (once per agent; rendering caches the result)."""
+    """The agent's prompt, loaded from its file when it names a path.
+
+    Raises:
+        PromptError: the file is missing or malformed.
+        ConfigError: `agent.prompt` is neither a path nor a `Prompt`.
+    """
     spec = agent.prompt
     if spec is None:
         return None
@@ -197,6 +210,26 @@ def prompt_for(agent: Agent) -> Prompt | None:
     if isinstance(spec, str | Path):
         return Prompt.load(spec)
     raise ConfigError(f"agent {agent.name}: prompt must be a path or a threadline.prompts.Prompt")
+
+
+def renderer_for(agent: Agent) -> Renderer:
+    """A `Renderer` for `agent`: its prompt loaded and compiled, its tools, output schema
+    and `ContextSettings` (the runtime builds one per agent, when the agent joins it).
+
+    Raises:
+        PromptError: the prompt file is missing or malformed.
+        ConfigError: `agent.prompt` is neither a path nor a `Prompt`.
+    """
+    custom = agent.renderer
+    return Renderer(
+        name=agent.name,
+        instructions=agent.instructions,
+        prompt=prompt_for(agent),
+        tools=[ToolSpec(t.name, t.description, t.schema()) for t in agent.visible_tools()],
+        output_schema=agent.output_schema(),
+        settings=agent.context,
+        custom=(lambda thread: custom(agent, thread)) if custom is not None else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -282,10 +315,6 @@ class CaseResult:
 
 def case_thread(agent: Agent, case: PromptCase) -> Any:
     """The input thread of a regression case (fixed timestamps: a pure function of it)."""
-    from datetime import UTC, datetime
-
-    from .events import Thread, ToolCall, ToolResult, UserMessage
-
     at = datetime(2024, 1, 1, tzinfo=UTC)
     thread = Thread(
         f"case-{case.name}", agent.name, metadata={"prompt_vars": dict(case.prompt_vars)}
@@ -324,25 +353,25 @@ async def run_cases(
     """Run the agent's prompt regression cases (from the file next to its prompt, unless
     `cases` is given) against `model`: render each input thread, ask the model once, and
     compare the intent it chose (and any expected argument values)."""
-    from .reducer import interpret
-
+    renderer = renderer_for(agent)
+    renderer.bind(model)
     if cases is None:
-        prompt = prompt_for(agent)
-        path = prompt.cases_path if prompt is not None else None
+        prompt = renderer.prompt
+        path = prompt.cases_path if isinstance(prompt, Prompt) else None
         if path is None or not path.is_file():
             return []
         cases = load_cases(path)
     results = []
     for case in cases:
         thread = case_thread(agent, case)
-        context = agent.render(thread)
+        context = renderer.context(thread)
         out = await model.request(context)
         events = interpret(
             agent, out.text, out.tool_calls, seq=thread.next_seq, at=thread.events[-1].at
         )
         first = events[0]
-        if first.kind != "tool_call":
-            got = f"invalid: {getattr(first, 'reason', '')}"
+        if not isinstance(first, ToolCall):
+            got = f"invalid: {first.reason if isinstance(first, InvalidOutput) else first.kind}"
             passed = False
         else:
             args = first.arguments

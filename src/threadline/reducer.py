@@ -26,11 +26,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .agent import Agent
 from .events import (
+    CONTEXT_SOURCE,
+    ApprovalRequested,
+    Done,
+    Escalated,
     Event,
+    HumanRequest,
     InvalidOutput,
     ModelError,
     PendingCall,
@@ -38,8 +43,9 @@ from .events import (
     Status,
     Thread,
     ToolCall,
+    is_prefetch,
 )
-from .tools import compact_validation_error
+from .tools import Tool, compact_validation_error
 
 __all__ = [
     "AwaitApproval",
@@ -47,11 +53,15 @@ __all__ = [
     "CallModel",
     "Escalate",
     "Finish",
+    "Intents",
     "RunTool",
     "Step",
     "Wait",
     "decide",
     "interpret",
+    "is_input",
+    "read_intents",
+    "step_events",
 ]
 
 
@@ -62,8 +72,12 @@ class CallModel:
 
 @dataclass(frozen=True, slots=True)
 class RunTool:
+    """Run `call`. `args` is its validated arguments (validated once per call; None only
+    when they no longer validate, which the run then records as a tool error)."""
+
     call: PendingCall
     attempt: int = 1
+    args: BaseModel | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,31 +177,84 @@ def _decide_call(agent: Agent, call: PendingCall) -> Step:
                     "idempotency_key": call.idempotency_key,
                 },
             )
-        return RunTool(call, call.attempt + 1)
-    if call.approval == "none":
-        try:
-            needs = tool.needs_approval(tool.validate(call.arguments))
-        except ValidationError:
-            needs = True  # edited arguments that no longer validate are caught at run time
-        if needs:
-            return AwaitApproval(_with_approvers(agent, call))
-    return RunTool(call, 1)
+        return RunTool(call, call.attempt + 1, _validated(tool, call))
+    args = _validated(tool, call)
+    # Arguments that no longer validate wait for a human, and fail at run time.
+    if call.approval == "none" and (args is None or tool.needs_approval(args)):
+        return AwaitApproval(_with_approvers(agent, call))
+    return RunTool(call, 1, args)
+
+
+def _validated(tool: Tool, call: PendingCall) -> BaseModel | None:
+    """The call's validated arguments: the ones `read_intents` made, else validated now."""
+    if isinstance(call.validated, BaseModel):
+        return call.validated
+    try:
+        return tool.validate(call.arguments)
+    except ValidationError:
+        return None
 
 
 def _with_approvers(agent: Agent, call: PendingCall) -> PendingCall:
-    """The call with the people allowed to answer its approval.
+    """The call with the people allowed to answer its approval (`Agent.approvers`)."""
+    names = agent.approvers_for(call.tool)
+    return replace(call, approvers=names) if names else call
 
-    They come from `agent.options["approvers"]`: a list of names (every tool), or a mapping
-    of tool name (or `"*"`) to names. None named means anyone with the `respond` scope.
+
+def step_events(step: Step, seq: int, at: datetime) -> list[Event]:
+    """The events a step without I/O writes. Shared by the runtime and replay.
+
+    Raises:
+        TypeError: `step` needs I/O (a model call or a tool run) or writes nothing.
     """
-    table = agent.options.get("approvers")
-    names = table.get(call.tool, table.get("*", ())) if isinstance(table, dict) else table or ()
-    if not names:
-        return call
-    return replace(call, approvers=tuple(str(n) for n in names))
+    match step:
+        case AwaitApproval(call):
+            return [
+                ApprovalRequested(
+                    seq=seq,
+                    at=at,
+                    call_id=call.call_id,
+                    tool=call.tool,
+                    arguments=call.arguments,
+                    approvers=call.approvers,
+                )
+            ]
+        case AwaitHuman(request_id, question):
+            return [HumanRequest(seq=seq, at=at, request_id=request_id, question=question)]
+        case Finish(message):
+            return [Done(seq=seq, at=at, message=message)]
+        case Escalate(reason, details):
+            return [Escalated(seq=seq, at=at, reason=reason, details=details)]
+    raise TypeError(f"step {step!r} needs I/O")
+
+
+def is_input(event: Event) -> bool:
+    """Whether `event` entered the thread from outside `decide` and `interpret` (people,
+    triggers, the clock, the context layer, the agent's pre-fetch configuration): replay
+    feeds such events in instead of re-deriving them. The kinds say so in their traits
+    (`replay="input"`); two kinds are inputs only when the context layer wrote them."""
+    if event.traits.replay == "input":
+        return True
+    if isinstance(event, Escalated):
+        return event.details.get("source") == CONTEXT_SOURCE
+    return is_prefetch(event)
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class Intents:
+    """A model answer read by `read_intents`.
+
+    Attributes:
+        events: validated `tool_call` events, or one `invalid_output`.
+        validated: the validated arguments of each call, by call id (what `RunTool`
+            carries, so a call's arguments are validated once).
+    """
+
+    events: list[Event]
+    validated: dict[str, BaseModel] = field(default_factory=dict)
 
 
 def interpret(
@@ -198,6 +265,18 @@ def interpret(
     seq: int,
     at: datetime,
 ) -> list[Event]:
+    """The events of a model's raw answer (`read_intents(...).events`)."""
+    return read_intents(agent, text, tool_calls, seq=seq, at=at).events
+
+
+def read_intents(
+    agent: Agent,
+    text: str,
+    tool_calls: Sequence[RawToolCall],
+    *,
+    seq: int,
+    at: datetime,
+) -> Intents:
     """Turn a model's raw answer into validated `tool_call` events, or one `invalid_output`.
 
     Accepted forms: native tool calls; or text holding one JSON intent
@@ -208,75 +287,28 @@ def interpret(
     Call ids are the provider's when it gave one, else `c<seq>` / `c<seq>.<i>`, so a
     replay re-derives identical ids.
     """
-    raw: list[tuple[str | None, str, Any]] = []
-    if tool_calls:
-        for tc in tool_calls:
-            try:
-                args = json.loads(tc.arguments) if tc.arguments.strip() else {}
-            except ValueError as exc:
-                return [
-                    _invalid(
-                        seq, at, f"arguments for {tc.name} are not valid JSON: {exc}", tc.arguments
-                    )
-                ]
-            raw.append((tc.id, tc.name, args))
-    else:
-        body = text.strip()
-        fenced = _FENCE.match(body)
-        if fenced:
-            body = fenced.group(1)
-        if not body:
-            return [_invalid(seq, at, _expected_form(agent, "the output was empty"), text)]
-        try:
-            parsed = json.loads(body)
-        except ValueError as exc:
-            return [
-                _invalid(seq, at, _expected_form(agent, f"output is not valid JSON ({exc})"), text)
-            ]
-        items = parsed if isinstance(parsed, list) else [parsed]
-        if not items:
-            return [_invalid(seq, at, _expected_form(agent, "the list of intents is empty"), text)]
-        for item in items:
-            if not isinstance(item, dict) or not isinstance(item.get("intent"), str):
-                return [
-                    _invalid(seq, at, _expected_form(agent, 'missing the "intent" field'), text)
-                ]
-            name = item["intent"]
-            args = item.get("arguments")
-            if args is None:
-                args = {k: v for k, v in item.items() if k != "intent"}
-            raw.append((None, name, args))
-
+    raw = _parse(agent, text, tool_calls, seq, at)
+    if isinstance(raw, InvalidOutput):
+        return Intents([raw])
     events: list[Event] = []
+    validated: dict[str, BaseModel] = {}
     many = len(raw) > 1
     for i, (call_id, name, args) in enumerate(raw):
         tool = agent.registry.get(name)
         if tool is None:
             known = ", ".join(agent.registry.names())
-            return [
-                _invalid(
-                    seq,
-                    at,
-                    f"unknown tool {name!r}; choose one of: {known}",
-                    text or _dump(tool_calls),
-                )
-            ]
+            reason = f"unknown tool {name!r}; choose one of: {known}"
+            return Intents([_invalid(seq, at, reason, text or _dump(tool_calls))])
         if not isinstance(args, dict):
-            return [
-                _invalid(
-                    seq,
-                    at,
-                    f"arguments for {name} must be a JSON object",
-                    text or _dump(tool_calls),
-                )
-            ]
+            reason = f"arguments for {name} must be a JSON object"
+            return Intents([_invalid(seq, at, reason, text or _dump(tool_calls))])
         try:
-            validated = tool.validate(args)
+            value = tool.validate(args)
         except ValidationError as exc:
-            return [
-                _invalid(seq, at, compact_validation_error(name, exc), text or _dump(tool_calls))
-            ]
+            reason = compact_validation_error(name, exc)
+            return Intents([_invalid(seq, at, reason, text or _dump(tool_calls))])
         cid = call_id or (f"c{seq}.{i}" if many else f"c{seq}")
+        validated[cid] = value
         events.append(
             ToolCall(
                 seq=seq + i,
@@ -284,10 +316,47 @@ def interpret(
                 call_id=cid,
                 tool=tool.name,
                 version=tool.version,
-                arguments=validated.model_dump(mode="json"),
+                arguments=value.model_dump(mode="json"),
             )
         )
-    return events
+    return Intents(events, validated)
+
+
+def _parse(
+    agent: Agent, text: str, tool_calls: Sequence[RawToolCall], seq: int, at: datetime
+) -> list[tuple[str | None, str, Any]] | InvalidOutput:
+    """(call id, tool name, arguments) of each call in the answer, or why it is unreadable."""
+    raw: list[tuple[str | None, str, Any]] = []
+    if tool_calls:
+        for tc in tool_calls:
+            try:
+                args = json.loads(tc.arguments) if tc.arguments.strip() else {}
+            except ValueError as exc:
+                reason = f"arguments for {tc.name} are not valid JSON: {exc}"
+                return _invalid(seq, at, reason, tc.arguments)
+            raw.append((tc.id, tc.name, args))
+        return raw
+    body = text.strip()
+    fenced = _FENCE.match(body)
+    if fenced:
+        body = fenced.group(1)
+    if not body:
+        return _invalid(seq, at, _expected_form(agent, "the output was empty"), text)
+    try:
+        parsed = json.loads(body)
+    except ValueError as exc:
+        return _invalid(seq, at, _expected_form(agent, f"output is not valid JSON ({exc})"), text)
+    items = parsed if isinstance(parsed, list) else [parsed]
+    if not items:
+        return _invalid(seq, at, _expected_form(agent, "the list of intents is empty"), text)
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("intent"), str):
+            return _invalid(seq, at, _expected_form(agent, 'missing the "intent" field'), text)
+        args = item.get("arguments")
+        if args is None:
+            args = {k: v for k, v in item.items() if k != "intent"}
+        raw.append((None, item["intent"], args))
+    return raw
 
 
 def _invalid(seq: int, at: datetime, reason: str, output: str) -> InvalidOutput:

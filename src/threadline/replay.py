@@ -13,36 +13,11 @@ event's seq; a replay that matches returns the re-derived thread.
 from __future__ import annotations
 
 from .agent import Agent
-from .context.compaction import is_context_input
 from .errors import ReplayDivergence
-from .events import (
-    Event,
-    Thread,
-)
-from .reducer import CallModel, RunTool, Wait, decide, interpret
-from .runtime import step_events
+from .events import Event, ModelCall, ModelError, Thread, ToolError, ToolResult, ToolStarted
+from .reducer import CallModel, RunTool, Wait, decide, interpret, is_input, step_events
 
 __all__ = ["replay_thread"]
-
-_INPUTS = frozenset(
-    {
-        "user_message",
-        "human_response",
-        "approval",
-        "paused",
-        "resumed",
-        "external_event",
-        "forked_from",
-        "compacted",
-        "waiting",
-        "wait_timed_out",
-        "failed",
-        "token_budget_exceeded",
-    }
-)
-"""Event kinds that enter a thread from outside `decide`: fed in, not re-derived."""
-
-_OUTCOMES = frozenset({"tool_result", "tool_error"})
 
 
 def replay_thread(agent: Agent, recorded: Thread) -> Thread:
@@ -57,7 +32,7 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
     i = 0
     while i < len(events):
         event = events[i]
-        if event.kind in _INPUTS or is_context_input(event):
+        if is_input(event):
             derived.append(event)
             i += 1
             continue
@@ -66,9 +41,9 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
         if isinstance(step, Wait):
             _diverge(recorded, event, f"a wait ({step.status.value})")
         if isinstance(step, CallModel):
-            if event.kind == "model_error":
+            if isinstance(event, ModelError):
                 produced = [event]
-            elif event.kind == "model_call":
+            elif isinstance(event, ModelCall):
                 nxt = events[i + 1] if i + 1 < len(events) else event
                 produced = [
                     event,
@@ -78,11 +53,11 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
                 _diverge(recorded, event, "a model call")
         elif isinstance(step, RunTool):
             call = step.call
-            if event.kind == "tool_started":
+            if isinstance(event, ToolStarted):
                 if event.call_id != call.call_id:
                     _diverge(recorded, event, f"tool_started for {call.call_id}")
                 produced = [event]
-            elif event.kind in _OUTCOMES and event.call_id == call.call_id:  # type: ignore[union-attr]
+            elif isinstance(event, ToolResult | ToolError) and event.call_id == call.call_id:
                 produced = [event]
             else:
                 _diverge(recorded, event, f"running {call.tool} ({call.call_id})")

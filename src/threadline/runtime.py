@@ -24,9 +24,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .agent import Agent
-from .context.compaction import prepare_call
 from .context.prefetch import prefetch_events
 from .context.redaction import redact_for_storage
+from .context.renderer import Renderer
 from .errors import (
     AppendConflict,
     CircuitOpen,
@@ -40,13 +40,9 @@ from .errors import (
 )
 from .events import (
     Approval,
-    ApprovalRequested,
-    Done,
-    Escalated,
     Event,
     ExternalEvent,
     ForkedFrom,
-    HumanRequest,
     HumanResponse,
     ModelCall,
     Paused,
@@ -64,69 +60,32 @@ from .events import (
 )
 from .events import ModelError as ModelErrorEvent
 from .models.base import Model
+from .prompts import renderer_for
 from .reducer import (
-    AwaitApproval,
-    AwaitHuman,
     CallModel,
-    Escalate,
-    Finish,
     RunTool,
     Step,
     Wait,
     decide,
-    interpret,
+    read_intents,
+    step_events,
 )
 from .stores.base import Lease, Store, new_thread_id
 from .tools import compact_validation_error, idempotency_key
 from .waits import Park, breaker_wait
 
-__all__ = ["Observer", "Runtime", "compact_error", "step_events"]
+__all__ = ["Observer", "Runtime", "compact_error"]
 
 Observer = Callable[[Thread, Sequence[Event]], Awaitable[None] | None]
 """Called after every successful append with the thread and the events just written."""
 
 _MAX_REBASE = 5
 
-_FROM_OUTSIDE = frozenset(
-    {
-        "user_message",
-        "approval",
-        "human_response",
-        "paused",
-        "resumed",
-        "external_event",
-    }
-)
-"""Event kinds written by people and triggers, not by advancing: safe to re-base over."""
-
 
 def compact_error(exc: BaseException, limit: int = 300) -> str:
     """An exception as one short line: no stack trace, no multi-line dumps."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def step_events(step: Step, seq: int, at: datetime) -> list[Event]:
-    """The events a step without I/O writes. Shared by `perform` and `replay`."""
-    match step:
-        case AwaitApproval(call):
-            return [
-                ApprovalRequested(
-                    seq=seq,
-                    at=at,
-                    call_id=call.call_id,
-                    tool=call.tool,
-                    arguments=call.arguments,
-                    approvers=call.approvers,
-                )
-            ]
-        case AwaitHuman(request_id, question):
-            return [HumanRequest(seq=seq, at=at, request_id=request_id, question=question)]
-        case Finish(message):
-            return [Done(seq=seq, at=at, message=message)]
-        case Escalate(reason, details):
-            return [Escalated(seq=seq, at=at, reason=reason, details=details)]
-    raise TypeError(f"step {step!r} needs I/O")
 
 
 class Runtime:
@@ -155,6 +114,7 @@ class Runtime:
         self.store = store
         self.model = model
         self.agents: dict[str, Agent] = {}
+        self._renderers: dict[str, Renderer] = {}
         for agent in agents:
             self.add_agent(agent)
         self.observers: list[Observer] = list(observers)
@@ -164,10 +124,25 @@ class Runtime:
     # -- configuration -------------------------------------------------------------------
 
     def add_agent(self, agent: Agent) -> None:
+        """Let this runtime advance `agent`'s threads; its renderer is built here.
+
+        Raises:
+            ConfigError: another agent has the same name, or the prompt spec is wrong.
+            PromptError: the agent's prompt file is missing or malformed (at start, not in
+                the middle of a run).
+        """
         existing = self.agents.get(agent.name)
-        if existing is not None and existing is not agent:
+        if existing is agent:
+            return
+        if existing is not None:
             raise ConfigError(f"two different agents are named {agent.name!r}")
+        self._renderers[agent.name] = renderer_for(agent)
         self.agents[agent.name] = agent
+
+    def renderer(self, name: str) -> Renderer:
+        """The renderer of agent `name` (built when it joined)."""
+        self.agent(name)
+        return self._renderers[name]
 
     def agent(self, name: str) -> Agent:
         try:
@@ -217,10 +192,19 @@ class Runtime:
             )
         )
         # Pre-fetch (factor 13): the agent's deterministic tool calls, run before any model call.
+        the_agent = self.agent(name)
         thread.extend(
-            prefetch_events(self.agent(name), message, meta, seq=thread.next_seq, at=self.clock())
+            prefetch_events(
+                the_agent.context.prefetch,
+                the_agent.registry,
+                message,
+                meta,
+                seq=thread.next_seq,
+                at=self.clock(),
+                owner=f"agent {name}",
+            )
         )
-        thread = _redacted_copy(self.agents.get(name), thread)
+        thread = _redacted_copy(the_agent, thread)
         await self.store.create(thread)
         await self._notify(thread, thread.events)
         if advance:
@@ -256,8 +240,8 @@ class Runtime:
         match step:
             case CallModel():
                 return await self._call_model(agent, thread, lease)
-            case RunTool(call, attempt):
-                return await self._run_tool(agent, thread, call, attempt, lease)
+            case RunTool(call, attempt, args):
+                return await self._run_tool(agent, thread, call, attempt, args, lease)
             case Wait():
                 return thread
         try:
@@ -272,17 +256,18 @@ class Runtime:
             raise ConfigError(
                 f"agent {agent.name!r} has no model; set THREADLINE_MODEL or pass model="
             )
-        # Compaction, or escalation when even the minimum context cannot fit (never an
-        # oversize request): stored before the call, so the thread stays replayable.
-        pre = await prepare_call(agent, thread, self.clock(), model)
-        if pre:
+        # One rendering per call. Compaction, or escalation when even the minimum context
+        # cannot fit (never an oversize request), is stored before the call, so the thread
+        # stays replayable.
+        prepared = await self.renderer(agent.name).prepare(thread, model, self.clock())
+        if prepared.events:
             try:
-                await self._append(thread, pre, lease)
+                await self._append(thread, prepared.events, lease)
             except AppendConflict:
                 return await self.store.load(thread.id)
-            if thread.status is not Status.RUNNING:
-                return thread
-        context = agent.render(thread)
+        context = prepared.context
+        if context is None or thread.status is not Status.RUNNING:
+            return thread
         started = time.perf_counter()
         try:
             out = await model.request(context)
@@ -323,12 +308,29 @@ class Runtime:
                 output=out.text,
                 tool_calls=out.tool_calls,
             )
-            return [call, *interpret(agent, out.text, out.tool_calls, seq=seq + 1, at=at)]
+            intents = read_intents(agent, out.text, out.tool_calls, seq=seq + 1, at=at)
+            validated.clear()
+            validated.update(intents.validated)
+            return [call, *intents.events]
 
-        return await self._append_rebased(thread, build, lease, still_valid=_not_ended)
+        validated: dict[str, BaseModel] = {}
+        thread = await self._append_rebased(thread, build, lease, still_valid=_not_ended)
+        # The arguments were validated once, reading the answer: the pending calls carry
+        # the validated values, so deciding and running them validates nothing again.
+        for call_id, args in validated.items():
+            pending = thread.state.pending.get(call_id)
+            if pending is not None:
+                pending.validated = args
+        return thread
 
     async def _run_tool(
-        self, agent: Agent, thread: Thread, call: PendingCall, attempt: int, lease: Lease | None
+        self,
+        agent: Agent,
+        thread: Thread,
+        call: PendingCall,
+        attempt: int,
+        validated: BaseModel | None,
+        lease: Lease | None,
     ) -> Thread:
         tool = agent.registry.get(call.tool, call.version)
         if tool is None:  # decide() escalates this case; reaching here is a bug
@@ -355,7 +357,7 @@ class Runtime:
         failure: tuple[str, str, bool] | None = None
         park: Park | None = None
         try:
-            args = tool.validate(call.arguments)
+            args = validated if validated is not None else tool.validate(call.arguments)
         except ValidationError as exc:
             failure = ("ValidationError", compact_validation_error(tool.name, exc), False)
         else:
@@ -433,7 +435,9 @@ class Runtime:
     # -- appending -----------------------------------------------------------------------
 
     async def _append(self, thread: Thread, events: Sequence[Event], lease: Lease | None) -> None:
-        events = redact_for_storage(self.agents.get(thread.agent), events)
+        agent = self.agents.get(thread.agent)
+        if agent is not None:
+            events = redact_for_storage(agent.context.storage_redactor, events)
         await self.store.append(thread.id, events, expected_seq=thread.next_seq, lease=lease)
         thread.extend(events)
         await self._notify(thread, events)
@@ -462,7 +466,8 @@ class Runtime:
                 return thread
             except AppendConflict as conflict:
                 thread = await self.store.load(thread.id)
-                if any(e.kind not in _FROM_OUTSIDE for e in thread.events[expected:]):
+                # Events from outside (people, triggers) are safe to re-base over.
+                if any(e.traits.origin != "outside" for e in thread.events[expected:]):
                     raise conflict from None
                 if not still_valid(thread):
                     return thread
@@ -688,9 +693,9 @@ class Runtime:
         return replay_thread(self.agent(thread.agent), thread)
 
 
-def _redacted_copy(agent: Agent | None, thread: Thread) -> Thread:
+def _redacted_copy(agent: Agent, thread: Thread) -> Thread:
     """`thread` with its launch events passed through storage redaction."""
-    events = redact_for_storage(agent, thread.events)
+    events = redact_for_storage(agent.context.storage_redactor, thread.events)
     if all(a is b for a, b in zip(events, thread.events, strict=True)):
         return thread
     return Thread(

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import ModelError
-from .events import Thread
+from .events import ModelCall, Thread
 from .models.base import Context, ModelOutput
 
 __all__ = ["FunctionModel", "ReplayModel", "ScriptedModel", "intent"]
@@ -96,7 +96,7 @@ class ReplayModel:
     """Answers with the outputs recorded in `thread`'s `model_call` events, in order."""
 
     def __init__(self, thread: Thread) -> None:
-        self._calls = [e for e in thread.events if e.kind == "model_call"]
+        self._calls = [e for e in thread.events if isinstance(e, ModelCall)]
         self._index = 0
         self._model_id = self._calls[0].model if self._calls else "replay"
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from threadline import Agent, MemoryStore, Runtime, Status, tool
+from threadline import Agent, ContextSettings, MemoryStore, Runtime, Status, tool
 from threadline.context.budget import ContextBudget
-from threadline.context.render import compact_block, render
+from threadline.context.compact import compact_block
 from threadline.context.tokens import BPECounter
 from threadline.errors import ConfigError, TokenBudgetError
 from threadline.events import (
@@ -20,6 +20,7 @@ from threadline.events import (
     ToolResult,
     UserMessage,
 )
+from threadline.prompts import renderer_for
 from threadline.testing import ScriptedModel, intent
 
 AT = datetime(2024, 1, 1, tzinfo=UTC)
@@ -37,13 +38,17 @@ def add(a: float, b: float) -> float:
     return a + b
 
 
-def _agent(name: str = "budgeted", **options: object) -> Agent:
+def _agent(name: str = "budgeted", **settings: object) -> Agent:
     return Agent(
         name,
         tools=[lookup, add],
         instructions="Work it out step by step.",
-        options={"tokenizer": "o200k_base", **options},
+        context=ContextSettings(tokenizer="o200k_base", **settings),  # type: ignore[arg-type]
     )
+
+
+def render(agent: Agent, thread: Thread):
+    return renderer_for(agent).render(thread)
 
 
 def long_thread(n_events: int, agent: str = "budgeted") -> Thread:
@@ -147,7 +152,7 @@ async def test_a_context_that_cannot_fit_escalates_and_never_calls_the_model() -
         "tiny",
         tools=[add],
         instructions="You add numbers. " * 200,
-        options={"tokenizer": "o200k_base", "context_window": 600, "max_output_tokens": 100},
+        context=ContextSettings(tokenizer="o200k_base", context_window=600, max_output_tokens=100),
     )
     model = ScriptedModel([intent("done_for_now", message="never")])
     rt = Runtime(MemoryStore(), agents=[agent], model=model)
@@ -179,7 +184,7 @@ def test_budget_options_are_validated() -> None:
         ContextBudget(window=0)
     with pytest.raises(ConfigError):
         ContextBudget(retrieved_share=1.5)
-    budget = ContextBudget.for_agent(Agent("x", options={"context_window": 8000, "keep_recent": 3}))
+    budget = ContextSettings(context_window=8000, keep_recent=3).budget_for(None)
     assert (budget.window, budget.keep_recent) == (8000, 3)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from threadline import Agent, MemoryStore, Runtime, Status, tool
-from threadline.context.render import render
+from threadline import Agent, ContextSettings, MemoryStore, Runtime, Status, tool
 from threadline.errors import ConfigError
+from threadline.prompts import renderer_for
 from threadline.testing import ScriptedModel, intent
 
 CALLS: list[str] = []
@@ -31,12 +31,12 @@ def _agent() -> Agent:
         "pre",
         tools=[list_tags, get_user],
         instructions="Help.",
-        options={
-            "prefetch": [
+        context=ContextSettings(
+            prefetch=[
                 (list_tags, {}),
                 ("get_user", lambda text, meta: {"user_id": meta["user_id"]}),
             ]
-        },
+        ),
     )
 
 
@@ -58,7 +58,7 @@ async def test_prefetched_results_are_in_the_first_context_and_replay() -> None:
     ]
     first = model.contexts[0].messages[0].content
     assert "v1.0" in first and "plan: pro" in first
-    rendered = render(_agent(), thread)
+    rendered = renderer_for(_agent()).render(thread)
     assert rendered.sections["retrieved"] > 0
     CALLS.clear()
     await rt.replay(thread.id)
@@ -66,7 +66,7 @@ async def test_prefetched_results_are_in_the_first_context_and_replay() -> None:
 
 
 async def test_a_bad_prefetch_step_is_a_config_error_and_writes_nothing() -> None:
-    agent = Agent("bad", tools=[get_user], options={"prefetch": [("get_user", {})]})
+    agent = Agent("bad", tools=[get_user], context=ContextSettings(prefetch=[("get_user", {})]))
     store = MemoryStore()
     rt = Runtime(store, agents=[agent], model=ScriptedModel([]))
     with pytest.raises(ConfigError, match="user_id"):

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from threadline import Agent, MemoryStore, Runtime, tool
+from threadline import Agent, ContextSettings, MemoryStore, Runtime, tool
 from threadline.context.redaction import MASK, Redactor
 from threadline.errors import ConfigError
 from threadline.observability import JsonEventLog
@@ -28,8 +28,9 @@ def read_config(service: str) -> dict:
     }
 
 
-def _agent(**options: object) -> Agent:
-    return Agent("ops", tools=[read_config], instructions="Inspect configs.", options=options)
+def _agent(**settings: object) -> Agent:
+    context = ContextSettings(**settings)  # type: ignore[arg-type]
+    return Agent("ops", tools=[read_config], instructions="Inspect configs.", context=context)
 
 
 async def _run(agent: Agent) -> tuple[Runtime, ScriptedModel, io.StringIO, str]:
@@ -83,9 +84,7 @@ def test_user_patterns_and_values() -> None:
     assert redactor(text) == f"acct {MASK}, pin {MASK}, codename {MASK}, order 12345"
     assert redactor(redactor(text)) == redactor(text)
     agent = _agent(redact={"patterns": [r"ACCT-\d{6}"], "values": ["blue-falcon-42"]})
-    from threadline.context.redaction import redactor_for
-
-    assert redactor_for(agent)(text).count(MASK) == 2  # type: ignore[misc]
+    assert agent.context.redactor(text).count(MASK) == 2  # type: ignore[misc]
     with pytest.raises(ConfigError, match="not a valid regex"):
         Redactor(["(unclosed"])
 

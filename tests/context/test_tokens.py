@@ -9,13 +9,12 @@ import textwrap
 
 import pytest
 
-from threadline import Agent
+from threadline import Agent, ContextSettings
 from threadline.context.tokens import (
     ApproxCounter,
     BPECounter,
     CallableCounter,
     CountCache,
-    counter_for,
     counter_for_model,
 )
 from threadline.errors import ConfigError
@@ -83,16 +82,16 @@ def test_the_model_tokenizer_is_used_when_the_model_has_one() -> None:
     assert isinstance(counter, CallableCounter)
     assert counter.count("one two three") == 3
     agent = Agent("a", model=_LocalModel())  # type: ignore[arg-type]
-    assert counter_for(agent).count("a b") == 2
+    assert agent.context.counter_for(agent.model).count("a b") == 2
 
 
 def test_openai_ids_map_to_their_encoding_and_others_to_the_approximation() -> None:
     assert counter_for_model("openai:gpt-4.1-mini").name == "o200k_base"
     assert counter_for_model("openai:gpt-4-turbo").name == "cl100k_base"
     assert isinstance(counter_for_model(ScriptedModel([])), ApproxCounter)
-    assert counter_for(Agent("a", options={"tokenizer": "cl100k_base"})).name == "cl100k_base"
+    assert ContextSettings(tokenizer="cl100k_base").counter_for(None).name == "cl100k_base"
     with pytest.raises(ConfigError, match="unknown BPE encoding"):
-        counter_for(Agent("a", options={"tokenizer": "nope_base"}))
+        ContextSettings(tokenizer="nope_base").counter_for(None)
 
 
 def test_the_approximation_overestimates_real_counts() -> None:

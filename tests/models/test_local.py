@@ -112,11 +112,13 @@ async def test_without_grammar_bad_output_is_an_event_not_a_crash(calculator: Mo
 
 
 async def test_context_overflow_is_a_model_error_event(calculator: ModuleType) -> None:
-    from threadline import Agent
+    from threadline import Agent, ContextSettings
 
     # An agent that claims a bigger window than the model has gets past the token budget,
     # so the overflow reaches llama.cpp, which must answer with a model_error.
-    agent = Agent("calc", tools=calculator.agent.tools, options={"context_window": 100_000})
+    agent = Agent(
+        "calc", tools=calculator.agent.tools, context=ContextSettings(context_window=100_000)
+    )
     rt = Runtime(MemoryStore(), model=local(n_ctx=256))
     thread = await rt.launch(agent, "add these: " + "1 + " * 400 + "1", advance=False)
     thread = await rt.advance(thread, max_steps=1)

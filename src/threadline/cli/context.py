@@ -11,14 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..agent import Agent
 from ..bootstrap import default_agent_refs, load_agents, open_runtime
+from ..context.base import Rendered
+from ..context.renderer import Renderer
 from ..errors import ConfigError, PromptError, ThreadlineError
 from ..events import Thread
 from .common import app, console, err_console, handle_errors, run_async, settings
@@ -102,7 +103,7 @@ def build(
 # -- render and profile ------------------------------------------------------------------
 
 
-async def _load(thread_id: str, refs: list[str] | None) -> tuple[Agent, Thread]:
+async def _load(thread_id: str, refs: list[str] | None) -> tuple[Renderer, Thread]:
     loaded = load_agents(refs or [])
     rt = open_runtime(settings(), [a for a, _ in loaded.values()], with_model=False)
     thread = await rt.store.load(thread_id)
@@ -114,23 +115,25 @@ async def _load(thread_id: str, refs: list[str] | None) -> tuple[Agent, Thread]:
             )
         for a, _ in load_agents([str(ref)]).values():
             rt.add_agent(a)
-    return rt.agent(thread.agent), thread
-
-
-def _render(agent: Agent, thread: Thread, fmt: str | None) -> Any:
-    from ..context.render import bind_model, render
-
-    if fmt is None and agent.renderer is not None:
-        return None
-    if agent.model is None:
+    agent = rt.agent(thread.agent)
+    renderer = rt.renderer(agent.name)
+    if agent.model is not None:
+        renderer.bind(agent.model)
+    else:
         # Size the budget for the configured model, as the runtime will before its call.
         from ..models.registry import resolve_model
 
-        # Without a usable model config the agent's own options decide the budget.
+        # Without a usable model config the agent's own settings decide the budget.
         with contextlib.suppress(ThreadlineError):
             cfg = settings()
-            bind_model(agent, resolve_model(cfg.model, local_repack=cfg.local_repack))
-    return render(agent, thread, fmt)
+            renderer.bind(resolve_model(cfg.model, local_repack=cfg.local_repack))
+    return renderer, thread
+
+
+def _render(renderer: Renderer, thread: Thread, fmt: str | None) -> Rendered | None:
+    if fmt is None and renderer.custom is not None:
+        return None
+    return renderer.render(thread, fmt)
 
 
 @app.command("render")
@@ -144,9 +147,9 @@ def render_cmd(
     """Print exactly what the thread's next model call receives, with its token count."""
     from ..context.messages import to_openai
 
-    a, thread = run_async(_load(thread_id, agent))
-    rendered = _render(a, thread, fmt)
-    context = rendered.context if rendered is not None else a.render(thread)
+    renderer, thread = run_async(_load(thread_id, agent))
+    rendered = _render(renderer, thread, fmt)
+    context = rendered.context if rendered is not None else renderer.context(thread)
     if as_json:
         typer.echo(
             json.dumps(
@@ -194,18 +197,17 @@ def profile(
     ] = None,
 ) -> None:
     """Tokens per section of the thread's next model call: system, tools, history, retrieved."""
-    a, thread = run_async(_load(thread_id, agent))
-    rendered = _render(a, thread, fmt)
+    renderer, thread = run_async(_load(thread_id, agent))
+    rendered = _render(renderer, thread, fmt)
     if rendered is None:
         raise ConfigError(
-            f"agent {a.name} uses a custom renderer; pass --format to profile a built-in format"
+            f"agent {renderer.name} uses a custom renderer; pass --format to profile a "
+            "built-in format"
         )
     sections = {k: v for k, v in rendered.sections.items() if v}
     budget = rendered.context.max_output_tokens
     total = sum(sections.values())
-    from ..context.render import context_state
-
-    window = context_state(a).budget.window
+    window = renderer.budget.window
     table = Table(
         "section",
         "tokens",

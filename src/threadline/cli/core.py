@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -31,6 +31,7 @@ from .common import (
     stdin_is_terminal,
     threads_app,
 )
+from .display import format_arguments, format_event
 
 __all__ = ["Printer", "drive", "format_event", "session"]
 
@@ -52,66 +53,6 @@ ServerOpt = Annotated[
         "(key from THREADLINE_API_KEY).",
     ),
 ]
-
-_STYLE = {
-    "user_message": "bold cyan",
-    "model_call": "dim",
-    "tool_call": "yellow",
-    "tool_result": "green",
-    "tool_error": "red",
-    "invalid_output": "red",
-    "model_error": "red",
-    "approval_requested": "bold magenta",
-    "approval": "magenta",
-    "human_request": "bold blue",
-    "human_response": "blue",
-    "done": "bold green",
-    "escalated": "bold red",
-    "failed": "bold red",
-}
-
-
-def format_event(event: Event) -> str:
-    """One readable line for an event (Rich markup)."""
-    style = _STYLE.get(event.kind, "white")
-    detail = ""
-    match event.kind:
-        case "user_message" | "human_response":
-            detail = event.text
-        case "model_call":
-            detail = (
-                f"{event.model} in={event.input_tokens} out={event.output_tokens} "
-                f"{event.latency_ms:.0f}ms"
-            )
-        case "tool_call":
-            detail = f"{event.tool}({_args(event.arguments)}) [{event.call_id}]"
-        case "tool_result":
-            detail = f"{event.tool} -> {json.dumps(event.result, ensure_ascii=False)}"
-        case "tool_error" | "model_error":
-            detail = f"{event.error_type}: {event.message}"
-        case "invalid_output":
-            detail = event.reason
-        case "approval_requested":
-            detail = f"{event.tool}({_args(event.arguments)}) [{event.call_id}] needs approval"
-        case "approval":
-            verdict = "approved" if event.approved else "rejected"
-            detail = f"{verdict} {event.call_id}" + (f": {event.comment}" if event.comment else "")
-        case "human_request":
-            detail = f"{event.question} [{event.request_id}]"
-        case "done":
-            detail = event.message
-        case "escalated" | "failed":
-            detail = event.reason
-        case "forked_from":
-            detail = f"{event.thread_id} at {event.at_seq}"
-        case "tool_started":
-            detail = f"{event.call_id} attempt {event.attempt}"
-    detail = detail if len(detail) <= 300 else detail[:299] + "…"
-    return f"[dim]{event.seq:>4}[/] [{style}]{event.kind:<18}[/] {escape(detail)}"
-
-
-def _args(arguments: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items())
 
 
 class Printer:
@@ -172,7 +113,9 @@ async def drive(api: ThreadsAPI, printer: Printer, thread_id: str, interactive: 
             return thread
         if thread.status == Status.AWAITING_APPROVAL:
             call = next(c for c in state.pending.values() if c.approval == "requested")
-            console.print(f"[bold magenta]approve[/] {call.tool}({escape(_args(call.arguments))})?")
+            console.print(
+                f"[bold magenta]approve[/] {call.tool}({escape(format_arguments(call.arguments))})?"
+            )
             if typer.prompt("approve? [y]es / [n]o", default="y").strip().lower().startswith("y"):
                 await api.approve(thread_id, call.call_id, approved=True)
             else:

@@ -1,26 +1,35 @@
-"""Owning the context window (factor 3): renderers, token counting, budgets, compaction,
-redaction and pre-fetch. See docs/context.md."""
+"""Owning the context window (factor 3): the renderer, formats, token counting, budgets,
+compaction, redaction and pre-fetch. See docs/context.md.
 
+Nothing in this package knows an `Agent` or a store: an agent's `ContextSettings` and its
+loaded prompt are handed to a `Renderer` when the agent joins a runtime.
+"""
+
+from .base import ContextFormat, Rendered
 from .budget import ContextBudget
-from .compaction import LLMSummariser, digest, prepare_call
+from .compact import compact_block, render_event
+from .compaction import LLMSummariser, digest
 from .redaction import Redactor, redact_for_storage
-from .render import Rendered, render, render_context, render_event
-from .tokens import ApproxCounter, BPECounter, CallableCounter, TokenCounter, counter_for
+from .renderer import Prepared, Renderer
+from .settings import ContextSettings
+from .tokens import ApproxCounter, BPECounter, CallableCounter, TokenCounter, counter_for_model
 
 __all__ = [
     "ApproxCounter",
     "BPECounter",
     "CallableCounter",
     "ContextBudget",
+    "ContextFormat",
+    "ContextSettings",
     "LLMSummariser",
+    "Prepared",
     "Redactor",
     "Rendered",
+    "Renderer",
     "TokenCounter",
-    "counter_for",
+    "compact_block",
+    "counter_for_model",
     "digest",
-    "prepare_call",
     "redact_for_storage",
-    "render",
-    "render_context",
     "render_event",
 ]

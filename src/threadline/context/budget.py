@@ -31,15 +31,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, TokenBudgetError
+from ..events import Compacted, ToolResult
 
 if TYPE_CHECKING:
-    from ..agent import Agent
-    from ..events import Compacted, Event
+    from ..events import Event
 
 __all__ = ["ContextBudget", "Layout", "known_window", "plan_layout"]
 
-_ERROR_KINDS = frozenset({"invalid_output", "tool_error", "model_error"})
-_RESOLVES = frozenset({"tool_result", "user_message", "human_response", "approval", "resumed"})
 
 DEFAULT_WINDOW = 32_000
 """The window assumed for a model we know nothing about (set `context_window` instead)."""
@@ -58,11 +56,11 @@ KNOWN_WINDOWS = {
 
 @dataclass(frozen=True, slots=True)
 class ContextBudget:
-    """How the model's window is shared out. Set per agent through `Agent.options`.
+    """How the model's window is shared out. Set per agent through `ContextSettings`.
 
     Attributes:
-        window: the model's context window in tokens (`options["context_window"]`).
-        max_output_tokens: reserved for the answer (`options["max_output_tokens"]`).
+        window: the model's context window in tokens (`ContextSettings.context_window`).
+        max_output_tokens: reserved for the answer (`ContextSettings.max_output_tokens`).
         retrieved_share: at most this share of what is left after the fixed parts goes to
             retrieved / pre-fetched material; whatever it does not use goes to history.
         keep_recent: the newest events that stay verbatim while older ones are reduced.
@@ -93,16 +91,6 @@ class ContextBudget:
             raise ConfigError("keep_recent >= 1, max_result_tokens >= 16, summary_tokens >= 16")
 
     @classmethod
-    def for_agent(cls, agent: Agent) -> ContextBudget:
-        """The budget an agent's options describe (defaults fill the rest)."""
-        opts = agent.options
-        budget = opts.get("budget")
-        if isinstance(budget, ContextBudget):
-            return budget
-        window = int(opts.get("context_window") or _known_window(agent))
-        return cls.sized(window, opts)
-
-    @classmethod
     def sized(cls, window: int, opts: Mapping[str, Any] | None = None) -> ContextBudget:
         """A budget for `window`: explicit `opts` win; the output reservation, result cut
         and summary room default to a share of small windows (a 2k-token local model
@@ -131,15 +119,6 @@ class ContextBudget:
     def available(self, fixed: int) -> int:
         """Tokens left for retrieved material and history after the fixed parts."""
         return self.window - self.max_output_tokens - self.margin - fixed
-
-
-def _known_window(agent: Agent) -> int:
-    model = agent.model
-    window = getattr(model, "context_window", None) or getattr(model, "n_ctx", None)
-    if isinstance(window, int) and window > 0:
-        return window
-    model_id = str(getattr(model, "model_id", "") or agent.options.get("model_id", ""))
-    return known_window(model_id) or DEFAULT_WINDOW
 
 
 def known_window(model_id: str) -> int | None:
@@ -195,7 +174,7 @@ def _walk(
             i = hit[0] - 1
             continue
         event = events[i]
-        if event.kind == "compacted":
+        if isinstance(event, Compacted):
             if event.to_seq < i:
                 covered.append((event.from_seq, event.to_seq, i))
                 covered.sort(key=lambda x: -x[1])
@@ -227,11 +206,12 @@ def _fit(
             cost = summary_tokens(i)
             reduced = False
         else:
-            kind_i = events[i].kind
+            event = events[i]
+            traits = event.traits
             reduced = reduce and shown >= keep_recent
-            if kind_i in _RESOLVES:
-                resolved = True
-            elif reduced and kind_i in _ERROR_KINDS and resolved:
+            if traits.human_input or isinstance(event, ToolResult):
+                resolved = True  # a success or a person's input resolves earlier errors
+            elif reduced and traits.error and resolved:
                 continue  # an error a later success resolved: dropped from view
             cost = tokens(i, reduced)
         if total + cost > budget:

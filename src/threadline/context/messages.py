@@ -1,6 +1,6 @@
 """The standard chat message array, with native tool-call messages.
 
-Choose it with `Agent(options={"context_format": "messages"})`. Each event becomes zero or
+Choose it with `Agent(context=ContextSettings(format="messages"))`. Each event becomes zero or
 more chat messages:
 
     user_message                    -> user
@@ -24,20 +24,38 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, assert_never
 
 from ..events import (
+    Approval,
+    ApprovalRequested,
+    Compacted,
+    Done,
+    Escalated,
     Event,
+    ExternalEvent,
+    Failed,
+    ForkedFrom,
     HumanRequest,
     HumanResponse,
+    InvalidOutput,
     ModelCall,
+    ModelError,
+    Paused,
     RawToolCall,
+    Resumed,
     Thread,
+    TokenBudgetExceeded,
     ToolCall,
+    ToolError,
     ToolResult,
+    ToolStarted,
     UserMessage,
+    Waiting,
+    WaitTimedOut,
 )
 from ..models.base import Message, ToolSpec
+from .base import tools_json, truncate_to
 from .notation import dump_block
 from .tokens import TokenCounter
 
@@ -61,81 +79,72 @@ class MessagesFormat:
         return base.strip()
 
     def tools_text(self, tools: Sequence[ToolSpec]) -> str:
-        return _json(
-            [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": t.name,
-                        "description": t.description,
-                        "parameters": t.parameters,
-                    },
-                }
-                for t in tools
-            ]
-        )
+        return tools_json(tools)
 
     def block(
         self, events: Sequence[Event], i: int, reduced: bool, max_tokens: int, counter: TokenCounter
     ) -> tuple[Message, ...] | None:
+        """The messages of `events[i]` (None when it renders nothing).
+
+        Raises:
+            AssertionError: `events[i]` is of a kind this format does not know.
+        """
         e = events[i]
-        match e.kind:
-            case "user_message":
+        match e:
+            case UserMessage():
                 return (Message("user", e.text),)
-            case "human_response":
+            case HumanResponse():
                 # The answer to a request_more_information call: its tool result.
                 return (Message("tool", e.text, tool_call_id=e.request_id),)
-            case "done":
+            case Done():
                 prev = events[i - 1] if i > 0 else None
                 if isinstance(prev, ToolCall) and prev.tool == "done_for_now":
                     return (Message("tool", "done", tool_call_id=prev.call_id),)
                 return None
-            case "model_call":
+            case ModelCall():
                 if e.tool_calls and e.output.strip():
                     return (Message("assistant", e.output),)
                 return None
-            case "tool_call":
+            case ToolCall():
                 call = RawToolCall(id=e.call_id, name=e.tool, arguments=_json(e.arguments))
                 return (Message("assistant", "", (call,)),)
-            case "tool_result":
+            case ToolResult():
                 result = e.result
                 text = result if isinstance(result, str) else _json(result)
                 if reduced:
-                    from .render import truncate_to
-
                     text = truncate_to(text, max_tokens, counter, e.seq)
                 return (Message("tool", text, tool_call_id=e.call_id),)
-            case "tool_error":
+            case ToolError():
                 return (
                     Message("tool", f"error: {e.error_type}: {e.message}", tool_call_id=e.call_id),
                 )
-            case "approval":
-                if not e.approved:
-                    return (
-                        Message(
-                            "tool",
-                            f"rejected by a human: {e.comment or ''}".strip(),
-                            tool_call_id=e.call_id,
-                        ),
-                    )
-                if e.edited_arguments is not None:
-                    return (
-                        Message(
-                            "user",
-                            "A human approved the call with these arguments:\n"
-                            + dump_block(e.edited_arguments),
-                        ),
-                    )
-                return None
-            case "invalid_output":
+            case Approval():
+                return _approval(e)
+            case InvalidOutput():
                 return (Message("user", f"Your last output was invalid: {e.reason}"),)
-            case "escalated":
+            case Escalated():
                 return (Message("user", f"<escalated>{e.reason}</escalated>"),)
-            case "external_event":
+            case ExternalEvent():
                 return (
                     Message("user", f"<event name={e.name}>\n{dump_block(e.payload)}\n</event>"),
                 )
-        return None
+            case (
+                ModelError()
+                | ApprovalRequested()
+                | ToolStarted()
+                | HumanRequest()
+                | Failed()
+                | Paused()
+                | Resumed()
+                | Compacted()
+                | ForkedFrom()
+                | TokenBudgetExceeded()
+                | Waiting()
+                | WaitTimedOut()
+            ):
+                return None
+            case _:
+                assert_never(e)
 
     def tokens(self, payload: Any, counter: TokenCounter) -> int:
         if not payload:
@@ -206,6 +215,26 @@ class MessagesFormat:
             else:
                 merged.append(m)
         return tuple(merged)
+
+
+def _approval(e: Approval) -> tuple[Message, ...] | None:
+    if not e.approved:
+        return (
+            Message(
+                "tool",
+                f"rejected by a human: {e.comment or ''}".strip(),
+                tool_call_id=e.call_id,
+            ),
+        )
+    if e.edited_arguments is not None:
+        return (
+            Message(
+                "user",
+                "A human approved the call with these arguments:\n"
+                + dump_block(e.edited_arguments),
+            ),
+        )
+    return None
 
 
 MESSAGES = MessagesFormat()

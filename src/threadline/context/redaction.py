@@ -9,7 +9,7 @@ A `Redactor` replaces secrets with `[REDACTED]` (or `[REDACTED:<label>]`). Built
 * passwords in URLs (`scheme://user:password@host`: the password only);
 * `password=...`, `secret: ...`, `api_key=...`, `token=...` assignments.
 
-Agents add their own through `Agent.options["redact"]`: a list of regular expressions
+Agents add their own through `ContextSettings(redact=...)`: a list of regular expressions
 (strings or compiled; the whole match is masked, or group 1 when the pattern has one) and
 literal values (`{"patterns": [...], "values": [...]}`), or `False` to switch redaction off.
 
@@ -18,11 +18,11 @@ Where it applies:
 * rendering: every block and the system prompt pass through the agent's redactor, so a
   model never sees a secret even when the stored event still holds it;
 * logs: `JsonEventLog(redact=Redactor().redact)` masks each line (bootstrap wires it);
-* storage: `redact_for_storage(agent, events)` masks the *inputs* that enter a thread from
-  outside (user and human messages, tool results and errors, external events) before they
-  are appended, unless `options["store_secrets"]` is true. Model outputs and tool calls are
-  never rewritten: the model only ever saw redacted context, and rewriting them would break
-  deterministic replay.
+* storage: `redact_for_storage(redactor, events)` masks the *inputs* that enter a thread
+  from outside (user and human messages, tool results and errors, external events) before
+  they are appended, unless `ContextSettings.store_secrets` is true. Model outputs and
+  tool calls are never rewritten: the model only ever saw redacted context, and rewriting
+  them would break deterministic replay.
 
 Invariant: `redact(redact(x)) == redact(x)`.
 """
@@ -34,13 +34,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..models.base import Message
 
 if TYPE_CHECKING:
-    from ..agent import Agent
     from ..events import Event
 
-__all__ = ["DEFAULT_PATTERNS", "MASK", "Redactor", "redact_for_storage", "redactor_for"]
+__all__ = ["DEFAULT_PATTERNS", "MASK", "Redactor", "redact_for_storage", "redactor_from"]
 
 MASK = "[REDACTED]"
 
@@ -122,24 +120,14 @@ class Redactor:
             return [self.redact_value(v) for v in value]
         return value
 
-    def redact_payload(self, payload: Any) -> Any:
-        """A rendered block: a string, or a tuple of `Message`s (the messages format)."""
-        if isinstance(payload, str):
-            return self.redact(payload)
-        if isinstance(payload, tuple):
-            return tuple(self._message(m) if isinstance(m, Message) else m for m in payload)
-        return payload
 
-    def _message(self, m: Message) -> Message:
-        calls = tuple(
-            c.model_copy(update={"arguments": self.redact(c.arguments)}) for c in m.tool_calls
-        )
-        return Message(m.role, self.redact(m.content), calls, m.tool_call_id, m.name)
+def redactor_from(spec: object) -> Redactor | None:
+    """The redactor a `ContextSettings.redact` value describes (None when switched off).
 
-
-def redactor_for(agent: Agent) -> Redactor | None:
-    """The redactor `agent.options["redact"]` describes (None when switched off)."""
-    spec = agent.options.get("redact", True)
+    Raises:
+        ConfigError: `spec` is none of True, False, a list of patterns, a mapping
+            `{patterns, values, defaults}` or a `Redactor`.
+    """
     if spec is False:
         return None
     if isinstance(spec, Redactor):
@@ -155,39 +143,24 @@ def redactor_for(agent: Agent) -> Redactor | None:
     if isinstance(spec, list | tuple):
         return Redactor(spec)
     raise ConfigError(
-        f"agent {agent.name}: options['redact'] must be True, False, a list of "
-        "patterns, a mapping {patterns, values} or a Redactor"
+        "ContextSettings.redact must be True, False, a list of patterns, "
+        "a mapping {patterns, values} or a Redactor"
     )
 
 
-_FIELDS: dict[str, tuple[str, ...]] = {
-    "user_message": ("text",),
-    "human_response": ("text",),
-    "tool_result": ("result",),
-    "tool_error": ("message",),
-    "external_event": ("payload",),
-}
+def redact_for_storage(redactor: Redactor | None, events: Sequence[Event]) -> list[Event]:
+    """`events` with secrets masked in the fields that hold outside input (each event
+    class names them: `EventTraits.untrusted`).
 
-
-def redact_for_storage(agent: Agent | None, events: Sequence[Event]) -> list[Event]:
-    """`events` with secrets masked in outside inputs, unless the agent stores secrets.
-
-    Returns the same event objects when nothing needed masking.
+    `redactor` is the agent's storage redactor (`ContextSettings.storage_redactor`: None
+    when the agent stores secrets or switched redaction off). Returns the same event
+    objects when nothing needed masking.
     """
-    if agent is None or agent.options.get("store_secrets"):
-        return list(events)
-    if not any(event.kind in _FIELDS for event in events):
-        return list(events)
-    # The agent's cached redactor: building one compiles its patterns, which on the append
-    # path cost more than the masking itself (bench/overhead.py).
-    from .render import context_state
-
-    redactor = context_state(agent).redactor
-    if redactor is None:
+    if redactor is None or not any(event.traits.untrusted for event in events):
         return list(events)
     out: list[Event] = []
     for event in events:
-        fields = _FIELDS.get(event.kind)
+        fields = event.traits.untrusted
         if fields:
             update = {}
             for name in fields:

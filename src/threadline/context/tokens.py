@@ -1,6 +1,6 @@
 """Token counting: exact where we can, a documented overestimate where we cannot.
 
-Three counters, chosen per agent by `counter_for(agent)`:
+Three counters, chosen per agent by `ContextSettings.counter_for(model)`:
 
 * `BPECounter("o200k_base" | "cl100k_base")`: OpenAI's encodings, from the `bpe-openai`
   package, which embeds its BPE tables in the wheel. Unlike `tiktoken` it never downloads
@@ -23,12 +23,9 @@ import functools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    from ..agent import Agent
 
 __all__ = [
     "ApproxCounter",
@@ -36,8 +33,8 @@ __all__ = [
     "CallableCounter",
     "CountCache",
     "TokenCounter",
-    "counter_for",
     "counter_for_model",
+    "counter_from",
 ]
 
 _CHUNK = 100_000
@@ -164,15 +161,13 @@ def counter_for_model(model: Any) -> TokenCounter:
     return ApproxCounter()
 
 
-def counter_for(agent: Agent) -> TokenCounter:
-    """The counter an agent's budget uses.
+def counter_from(spec: object) -> TokenCounter:
+    """The counter a `ContextSettings.tokenizer` value names: a `TokenCounter`, a callable
+    `text -> int`, an encoding name (`"o200k_base"`) or `"approx"`.
 
-    `agent.options["tokenizer"]` wins: a `TokenCounter`, a callable `text -> int`, an
-    encoding name (`"o200k_base"`), or `"approx"`. Otherwise the agent's pinned model
-    decides (`counter_for_model`); an agent without a pinned model gets `o200k_base` when
-    `options["model_id"]` names an OpenAI model, else the approximation.
+    Raises:
+        ConfigError: `spec` is none of those, or names an unknown encoding.
     """
-    spec = agent.options.get("tokenizer")
     if isinstance(spec, TokenCounter):
         return spec
     if callable(spec):
@@ -181,17 +176,9 @@ def counter_for(agent: Agent) -> TokenCounter:
         if spec == "approx":
             return ApproxCounter()
         return BPECounter(spec)
-    if spec is not None:
-        raise ConfigError(
-            f"agent {agent.name}: options['tokenizer'] must be a TokenCounter, "
-            "a callable or an encoding name"
-        )
-    if agent.model is not None:
-        return counter_for_model(agent.model)
-    model_id = agent.options.get("model_id")
-    if isinstance(model_id, str):
-        return counter_for_model(model_id)
-    return ApproxCounter()
+    raise ConfigError(
+        "ContextSettings.tokenizer must be a TokenCounter, a callable or an encoding name"
+    )
 
 
 class CountCache:

@@ -1,0 +1,239 @@
+"""The compact format (the default): one user message of tagged blocks.
+
+The system prompt holds the instructions and, unless tools travel natively, every tool as a
+short signature (`notation.dump_tools`); the whole thread is one user message in which each
+event is a tagged block. A tool call is a tag named after the intent with its arguments as
+YAML-like lines; its result follows as `<name_result>` (call ids appear only when a result
+is not right after its call). Results use the compact notation: mappings as lines, uniform
+lists as tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, assert_never
+
+from ..events import (
+    Approval,
+    ApprovalRequested,
+    Compacted,
+    Done,
+    Escalated,
+    Event,
+    ExternalEvent,
+    Failed,
+    ForkedFrom,
+    HumanRequest,
+    HumanResponse,
+    InvalidOutput,
+    ModelCall,
+    ModelError,
+    Paused,
+    Resumed,
+    TokenBudgetExceeded,
+    ToolCall,
+    ToolError,
+    ToolResult,
+    ToolStarted,
+    UserMessage,
+    Waiting,
+    WaitTimedOut,
+)
+from ..models.base import Message, ToolSpec
+from .base import tagged, tools_json, truncate_to
+from .notation import dump_block, dump_tools
+from .tokens import TokenCounter
+
+__all__ = [
+    "ANSWER_FORMAT",
+    "COMPACT",
+    "COMPACT_NATIVE",
+    "NATIVE_ANSWER",
+    "CompactFormat",
+    "call_precedes",
+    "compact_block",
+    "outcome_follows",
+    "render_event",
+]
+
+NATIVE_ANSWER = "Choose the next step by calling exactly one of the tools."
+
+ANSWER_FORMAT = (
+    'Answer with the next step as one JSON object: {"intent": <tool name>, "arguments": '
+    "{...}}. Only the listed arguments are accepted."
+)
+
+
+def _attrs(**kwargs: Any) -> str:
+    return "".join(f" {k}={v}" for k, v in kwargs.items() if v not in (None, ""))
+
+
+def outcome_follows(events: Sequence[Event], i: int, call_id: str) -> bool:
+    """Whether the outcome of call `call_id` (at `events[i]`) comes right after it."""
+    for j in (i + 1, i + 2):
+        if j >= len(events):
+            return False
+        nxt = events[j]
+        if isinstance(nxt, ToolResult | ToolError):
+            return nxt.call_id == call_id
+        if not isinstance(nxt, ToolStarted):
+            return False
+    return False
+
+
+def call_precedes(events: Sequence[Event], i: int, call_id: str) -> bool:
+    """Whether the call of the outcome at `events[i]` comes right before it."""
+    for j in (i - 1, i - 2):
+        if j < 0:
+            return False
+        prev = events[j]
+        if isinstance(prev, ToolCall):
+            return prev.call_id == call_id
+        if not isinstance(prev, ToolStarted):
+            return False
+    return False
+
+
+def compact_block(
+    events: Sequence[Event],
+    i: int,
+    *,
+    reduced: bool = False,
+    max_tokens: int = 800,
+    counter: TokenCounter | None = None,
+) -> str:
+    """`events[i]` as a tagged block ('' for events the model does not need).
+
+    Raises:
+        AssertionError: `events[i]` is of a kind this function does not know (every kind
+            must be handled here; mypy names the one that is not).
+    """
+    e = events[i]
+    match e:
+        case UserMessage():
+            return tagged("user", _attrs(name=e.sender), e.text)
+        case HumanResponse():
+            return tagged("user", _attrs(name=e.by), e.text)
+        case ModelCall():
+            # Text beside native tool calls is the model talking (to the user or itself);
+            # without tool calls the text *is* the intent and its tool_call shows it.
+            if e.tool_calls and e.output.strip():
+                return tagged("assistant", "", e.output)
+            return ""
+        case ToolCall():
+            return _call_block(events, i, e)
+        case ToolResult():
+            cid = None if call_precedes(events, i, e.call_id) else e.call_id
+            body = dump_block(e.result)
+            if reduced and counter is not None:
+                body = truncate_to(body, max_tokens, counter, e.seq)
+            return tagged(f"{e.tool}_result", _attrs(id=cid), body)
+        case ToolError():
+            cid = None if call_precedes(events, i, e.call_id) else e.call_id
+            return f"<error{_attrs(id=cid)}>{e.error_type}: {e.message}</error>"
+        case InvalidOutput():
+            return f"<invalid_output>{e.reason}</invalid_output>"
+        case Approval():
+            who = _attrs(id=e.call_id, by=e.by)
+            if not e.approved:
+                return f"<rejected{who}>{e.comment or ''}</rejected>"
+            if e.edited_arguments is not None:
+                return f"<approved{who} edited>\n{dump_block(e.edited_arguments)}\n</approved>"
+            return f"<approved{who}/>"
+        case Escalated():
+            return f"<escalated>{e.reason}</escalated>"
+        case ExternalEvent():
+            body = dump_block(e.payload) if e.payload else ""
+            return f"<event{_attrs(name=e.name, source=e.source)}>\n{body}\n</event>"
+        case WaitTimedOut():
+            return f"<wait_timed_out{_attrs(event=e.event)}/>"
+        case (
+            ModelError()
+            | ApprovalRequested()
+            | ToolStarted()
+            | HumanRequest()
+            | Done()
+            | Failed()
+            | Paused()
+            | Resumed()
+            | Compacted()
+            | ForkedFrom()
+            | TokenBudgetExceeded()
+            | Waiting()
+        ):
+            return ""
+        case _:
+            assert_never(e)
+
+
+def _call_block(events: Sequence[Event], i: int, e: ToolCall) -> str:
+    args = e.arguments
+    cid = None if outcome_follows(events, i, e.call_id) else e.call_id
+    if set(args) == {"message"} and isinstance(args["message"], str):
+        # The human tools: the message is the whole intent, and the answer (a human
+        # response, or the end of the thread) needs no id to be matched.
+        return tagged(e.tool, "", args["message"])
+    if not args:
+        return f"<{e.tool}{_attrs(id=cid)}/>"
+    return tagged(e.tool, _attrs(id=cid), dump_block(args))
+
+
+def render_event(event: Event) -> str:
+    """One event as a tagged block, out of context (ids always shown)."""
+    return compact_block([event], 0)
+
+
+class CompactFormat:
+    """The default: one user message of tagged blocks.
+
+    Args:
+        native_tools: True (the default for agents): tool definitions travel as
+            `Context.tools` for the backend to send natively and the system text does not
+            repeat them. False (`ContextSettings(native_tools=False)`): they are compact
+            signatures in the system text and `Context.tools` is empty, so a backend asks
+            for the JSON intent with `output_schema` instead; this is the smallest context.
+    """
+
+    name = "compact"
+
+    def __init__(self, native_tools: bool = False) -> None:
+        self.native_tools = native_tools
+        if native_tools:
+            self.name = "compact+native"
+
+    def system(self, base: str, tools: Sequence[ToolSpec]) -> str:
+        if self.native_tools:
+            parts = [base.strip(), NATIVE_ANSWER]
+        else:
+            parts = [base.strip(), self.tools_text(tools), ANSWER_FORMAT]
+        return "\n\n".join(p for p in parts if p)
+
+    def tools_text(self, tools: Sequence[ToolSpec]) -> str:
+        if self.native_tools:
+            return tools_json(tools)
+        sigs = dump_tools([(t.name, t.description, t.parameters) for t in tools])
+        return f"## Tools\n{sigs}"
+
+    def block(
+        self, events: Sequence[Event], i: int, reduced: bool, max_tokens: int, counter: TokenCounter
+    ) -> str | None:
+        return (
+            compact_block(events, i, reduced=reduced, max_tokens=max_tokens, counter=counter)
+            or None
+        )
+
+    def tokens(self, payload: Any, counter: TokenCounter) -> int:
+        return counter.count(payload) + 1 if payload else 0
+
+    def summary(self, from_seq: int, to_seq: int, text: str) -> str:
+        return tagged("summary", f" events={from_seq}-{to_seq}", text)
+
+    def assemble(self, payloads: Sequence[Any]) -> tuple[Message, ...]:
+        body = "\n".join(p for p in payloads if p)
+        return (Message("user", body),) if body else ()
+
+
+COMPACT = CompactFormat()
+"""The compact form with tool signatures in the system text (the smallest context)."""
+COMPACT_NATIVE = CompactFormat(native_tools=True)
+"""The compact form with tool definitions sent natively by the backend."""

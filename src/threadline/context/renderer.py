@@ -1,0 +1,465 @@
+"""The `Renderer`: a thread -> the exact context one model call receives (factor 3).
+
+One renderer is built per agent when the agent joins a `Runtime` (its prompt is loaded and
+validated then, so a broken prompt fails at start, not in the middle of a run). It owns
+what rendering reuses: the prompt, the token counter and budget for the model that answers,
+and caches of per-event blocks and counts (events are frozen), so rendering a long thread
+costs in proportion to the window, not the thread.
+
+`prepare(thread, model, at)` is what the runtime calls before each model call: it renders
+once and returns the events to store first (a `compacted` summary, or `token_budget_exceeded`
+plus `escalated` when even the minimum context cannot fit or the prompt cannot render)
+together with the context to send. `render(thread)` is the same rendering without the
+events (for `threadline render` / `profile` and tests); it is a pure function of the thread
+for a given binding: no clock, no I/O.
+
+Both formats (`compact`, `messages`) go through the same budget (`budget.plan_layout`) and
+redaction. The renderer knows no agent: it is given the agent's name, instructions, loaded
+prompt, tool specs, output schema and `ContextSettings`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from ..errors import ConfigError, PromptError, TokenBudgetError
+from ..events import (
+    CONTEXT_SOURCE,
+    PREFETCH_PREFIX,
+    Compacted,
+    Escalated,
+    Event,
+    InvalidOutput,
+    ModelCall,
+    ModelError,
+    Thread,
+    TokenBudgetExceeded,
+    ToolCall,
+    ToolError,
+    ToolResult,
+    ToolStarted,
+    UserMessage,
+)
+from ..models.base import Context, Message, ToolSpec
+from .base import ContextFormat, PromptTemplate, Rendered, message_tokens, truncate_to
+from .budget import ContextBudget, Layout, plan_layout
+from .compact import COMPACT, COMPACT_NATIVE, call_precedes, outcome_follows
+from .compaction import DigestCache, previous_summary
+from .messages import MESSAGES
+from .redaction import Redactor
+from .settings import ContextSettings
+from .tokens import CountCache, TokenCounter
+
+__all__ = ["Prepared", "Renderer", "format_named", "retrieved_indexes"]
+
+CustomRender = Callable[[Thread], Context]
+"""A user's own rendering: the thread -> the context (it owns budget and format)."""
+
+
+def format_named(name: str, native_tools: bool = True) -> ContextFormat:
+    """The built-in format called `name` (`compact` or `messages`)."""
+    if name == "messages":
+        return MESSAGES
+    if name == "compact":
+        return COMPACT_NATIVE if native_tools else COMPACT
+    raise ConfigError(f"unknown context format {name!r}; use 'compact' or 'messages'")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What the runtime does before one model call.
+
+    Attributes:
+        events: to append before the call (a `compacted` summary; or an escalation, and
+            then `context` is None and the model must not be called).
+        context: the one rendering to send.
+        rendered: how `context` was built (None for a custom renderer).
+    """
+
+    events: list[Event]
+    context: Context | None
+    rendered: Rendered | None = None
+
+
+def retrieved_indexes(thread: Thread) -> list[int]:
+    """Pre-fetched tool calls and outcomes: they follow the first message, before any model
+    call, so a bounded scan from the start finds them all."""
+    out: list[int] = []
+    for i, e in enumerate(thread.events):
+        if isinstance(e, ModelCall | ModelError | InvalidOutput):
+            break
+        call_id = getattr(e, "call_id", "")
+        if isinstance(call_id, str) and call_id.startswith(PREFETCH_PREFIX):
+            if isinstance(e, ToolCall | ToolResult | ToolError):
+                out.append(i)
+        elif i > 0 and not isinstance(e, ToolStarted | UserMessage):
+            break
+    return out
+
+
+def _neighbour_key(events: Sequence[Event], i: int) -> int:
+    """Tool call and result blocks depend on whether their partner is adjacent; encode
+    that in the cache key (it changes once, when the outcome arrives)."""
+    e = events[i]
+    if isinstance(e, ToolCall):
+        return 1 if outcome_follows(events, i, e.call_id) else 0
+    if isinstance(e, ToolResult | ToolError):
+        return 1 if call_precedes(events, i, e.call_id) else 0
+    return 0
+
+
+def _redact_payload(redactor: Redactor, payload: Any) -> Any:
+    """A rendered block with secrets masked: a string, or a tuple of `Message`s."""
+    if isinstance(payload, str):
+        return redactor.redact(payload)
+    if isinstance(payload, tuple):
+        return tuple(_redact_message(redactor, m) if isinstance(m, Message) else m for m in payload)
+    return payload
+
+
+def _redact_message(redactor: Redactor, m: Message) -> Message:
+    calls = tuple(
+        c.model_copy(update={"arguments": redactor.redact(c.arguments)}) for c in m.tool_calls
+    )
+    return Message(m.role, redactor.redact(m.content), calls, m.tool_call_id, m.name)
+
+
+class Renderer:
+    """Renders one agent's threads (see the module docstring).
+
+    Args:
+        name: the agent's name (a prompt variable, and the prompt name without a file).
+        instructions: the system text when there is no `prompt`.
+        prompt: the loaded prompt template, or None.
+        tools: the tools the model is shown.
+        output_schema: JSON Schema of one intent (sent as `Context.output_schema`).
+        settings: the agent's `ContextSettings`.
+        custom: a user's own rendering, replacing the built-in formats.
+
+    Attributes:
+        renders: how many renderings this renderer has made (one per model call).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        instructions: str = "",
+        prompt: PromptTemplate | None = None,
+        tools: Sequence[ToolSpec] = (),
+        output_schema: dict[str, Any] | None = None,
+        settings: ContextSettings | None = None,
+        custom: CustomRender | None = None,
+    ) -> None:
+        self.name = name
+        self.instructions = instructions
+        self.prompt = prompt
+        self.tools = tuple(tools)
+        self.output_schema = output_schema or {}
+        self.settings = settings or ContextSettings()
+        self.custom = custom
+        self.format = format_named(self.settings.format, self.settings.native_tools)
+        self.redactor = self.settings.redactor
+        self.counter: TokenCounter = self.settings.counter_for(None)
+        self.budget: ContextBudget = self.settings.budget_for(None)
+        self.renders = 0
+        self._bound: object | None = None
+        self._instructions_hash = hashlib.sha256(instructions.encode()).hexdigest()
+        self._blocks = CountCache()
+        self._texts = CountCache(4096)
+        self._digests = DigestCache()
+
+    # -- binding to the model that answers ---------------------------------------------
+
+    def bind(self, model: object | None) -> None:
+        """Size the budget and counter for `model` (cheap when it is the bound one)."""
+        if model is None or model is self._bound:
+            return
+        self.counter = self.settings.counter_for(model)
+        self.budget = self.settings.budget_for(model)
+        self._bound = model
+
+    # -- the runtime's entry point -------------------------------------------------------
+
+    async def prepare(self, thread: Thread, model: object | None, at: datetime) -> Prepared:
+        """Render the next model call's context once, with the events to store first.
+
+        Never raises for budget or prompt problems: those become events (`escalated`), so
+        the runtime records them instead of crashing or sending an oversize request.
+        """
+        self.bind(model)
+        if self.custom is not None:
+            self.renders += 1
+            return Prepared([], self.custom(thread))
+        seq = thread.next_seq
+        try:
+            rendered = await self._render_async(thread, self.format)
+        except TokenBudgetError as exc:
+            return Prepared(
+                [
+                    TokenBudgetExceeded(seq=seq, at=at, needed=exc.needed, available=exc.available),
+                    Escalated(
+                        seq=seq + 1,
+                        at=at,
+                        reason=f"token budget exceeded: {exc}",
+                        details={
+                            "needed": exc.needed,
+                            "available": exc.available,
+                            "source": CONTEXT_SOURCE,
+                        },
+                    ),
+                ],
+                None,
+            )
+        except PromptError as exc:
+            reason = f"prompt error: {exc}"
+            details = {"source": CONTEXT_SOURCE}
+            return Prepared([Escalated(seq=seq, at=at, reason=reason, details=details)], None)
+        events: list[Event] = []
+        if rendered.compaction is not None:
+            lo, hi, text = rendered.compaction
+            events.append(Compacted(seq=seq, at=at, from_seq=lo, to_seq=hi, summary=text))
+        return Prepared(events, rendered.context, rendered)
+
+    # -- rendering ---------------------------------------------------------------------
+
+    def context(self, thread: Thread) -> Context:
+        """The context the next model call receives (the custom renderer's, if any)."""
+        if self.custom is not None:
+            self.renders += 1
+            return self.custom(thread)
+        return self.render(thread).context
+
+    def render(self, thread: Thread, fmt: str | ContextFormat | None = None) -> Rendered:
+        """Render `thread` under the bound budget, summarising with `digest` when the
+        history must be compacted (the summary the runtime would store is shown).
+
+        Raises:
+            TokenBudgetError: even the minimum context does not fit the window.
+            PromptError: the prompt template needs a variable nobody supplied.
+        """
+        form = self._form(fmt)
+        self.renders += 1
+        render = _Pass(self, thread, form)
+        budget = self.budget
+        for _attempt in range(3):
+            layout = render.plan(budget)
+            text = render.digest(layout, budget) if layout.compact is not None else None
+            rendered, exact = render.assemble(layout, budget, text)
+            if rendered is not None:
+                return rendered
+            budget = replace(budget, margin=budget.margin + exact - render.limit + 16)
+        raise TokenBudgetError(exact, render.limit, "the rendered context overshoots its plan")
+
+    async def _render_async(self, thread: Thread, form: ContextFormat) -> Rendered:
+        """`render`, with the settings' summariser (which may be async) when compacting."""
+        self.renders += 1
+        render = _Pass(self, thread, form)
+        budget = self.budget
+        summaries: dict[tuple[int, int], str] = {}
+        for _attempt in range(3):
+            layout = render.plan(budget)
+            text = None
+            if layout.compact is not None:
+                text = summaries.get(layout.compact)
+                if text is None:
+                    text = await render.summarise(layout, budget)
+                    summaries[layout.compact] = text
+            rendered, exact = render.assemble(layout, budget, text)
+            if rendered is not None:
+                return rendered
+            budget = replace(budget, margin=budget.margin + exact - render.limit + 16)
+        raise TokenBudgetError(exact, render.limit, "the rendered context overshoots its plan")
+
+    def _form(self, fmt: str | ContextFormat | None) -> ContextFormat:
+        if fmt is None:
+            return self.format
+        if isinstance(fmt, str):
+            return format_named(fmt, self.settings.native_tools)
+        return fmt
+
+    def count_text(self, text: str) -> int:
+        key = (self.counter.name, text)
+        cached = self._texts.get(key, text)
+        if cached is None:
+            cached = self.counter.count(text)
+            self._texts.put(key, text, cached)
+        return int(cached)
+
+    def fit_summary(self, text: str, max_tokens: int, seq: int) -> str:
+        """`text` cut to fit the summary room, redacted."""
+        if self.count_text(text) + 12 > max_tokens:
+            text = truncate_to(text, max_tokens - 24, self.counter, seq)
+        return self.redactor.redact(text) if self.redactor is not None else text
+
+    def base_prompt(self, thread: Thread) -> tuple[str, str | None, str | None, str]:
+        """(text, name, version, hash) of the system prompt before tool definitions."""
+        if self.prompt is None:
+            return self.instructions, self.name, None, self._instructions_hash
+        variables: dict[str, Any] = {
+            "agent": self.name,
+            "tools": [{"name": t.name, "description": t.description} for t in self.tools],
+            "thread": {"id": thread.id, "metadata": thread.metadata},
+        }
+        variables.update(self.settings.prompt_vars)
+        dynamic = thread.metadata.get("prompt_vars")
+        if isinstance(dynamic, Mapping):
+            variables.update(dynamic)
+        text = self.prompt.render(variables)
+        return text, self.prompt.name, self.prompt.version, self.prompt.sha256
+
+
+@dataclass(eq=False)
+class _Pass:
+    """One rendering of one thread: the fixed parts, then plan and assemble (the plan is
+    retried with a wider margin in the rare case the exact count overshoots it)."""
+
+    r: Renderer
+    thread: Thread
+    form: ContextFormat
+    system: str = ""
+    prompt: tuple[str | None, str | None, str] = (None, None, "")
+    sys_tokens: int = 0
+    tools_tokens: int = 0
+    fixed: int = 0
+    retrieved: list[int] = field(default_factory=list)
+    limit: int = 0
+
+    def __post_init__(self) -> None:
+        r, form = self.r, self.form
+        base, name, version, digest = r.base_prompt(self.thread)
+        self.prompt = (name, version, digest)
+        system = form.system(base, r.tools)
+        if r.redactor is not None:
+            system = r.redactor.redact(system)
+        self.system = system
+        tools_text = form.tools_text(r.tools)
+        self.sys_tokens = r.count_text(system) + 4
+        self.tools_tokens = r.count_text(tools_text) if tools_text else 0
+        self.fixed = self.sys_tokens + (self.tools_tokens if form.native_tools else 0) + 3
+        self.retrieved = retrieved_indexes(self.thread)
+        self.limit = r.budget.window - r.budget.max_output_tokens
+
+    def payload(self, i: int, reduced: bool, budget: ContextBudget) -> tuple[Any, int]:
+        r, events = self.r, self.thread.events
+        e = events[i]
+        reduced = reduced and isinstance(e, ToolResult)
+        key = (
+            self.thread.id,
+            e.seq,
+            self.form.name,
+            reduced,
+            r.counter.name,
+            _neighbour_key(events, i),
+        )
+        hit = r._blocks.get(key, e)
+        if hit is None:
+            block = self.form.block(events, i, reduced, budget.max_result_tokens, r.counter)
+            if block is not None and r.redactor is not None:
+                block = _redact_payload(r.redactor, block)
+            hit = (block, self.form.tokens(block, r.counter) if block is not None else 0)
+            r._blocks.put(key, e, hit)
+        return hit
+
+    def _stored_summary(self, i: int) -> Any:
+        c = self.thread.events[i]
+        if not isinstance(c, Compacted):  # the planner only passes compacted events here
+            raise TypeError(f"event {i} is not a compacted event")
+        return self.form.summary(c.from_seq, c.to_seq, c.summary)
+
+    def plan(self, budget: ContextBudget) -> Layout:
+        counter = self.r.counter
+        return plan_layout(
+            self.thread.events,
+            budget=budget,
+            fixed=self.fixed,
+            tokens=lambda i, red: int(self.payload(i, red, budget)[1]),
+            summary_tokens=lambda i: self.form.tokens(self._stored_summary(i), counter),
+            virtual_summary_tokens=budget.summary_tokens,
+            retrieved=self.retrieved,
+        )
+
+    def digest(self, layout: Layout, budget: ContextBudget) -> str:
+        """The deterministic summary of the span `layout` compacts (incremental per thread)."""
+        if layout.compact is None:
+            raise TypeError("the layout compacts nothing")
+        hi = layout.compact[1]
+        fold = self.r._digests.fold(self.thread, hi, frozenset(self.retrieved))
+        return self.r.fit_summary(fold.text(0), budget.summary_tokens, hi)
+
+    async def summarise(self, layout: Layout, budget: ContextBudget) -> str:
+        """The summary of the span `layout` compacts, by the settings' summariser."""
+        summariser = self.r.settings.summariser
+        if summariser is None or layout.compact is None:
+            return self.digest(layout, budget)
+        lo, hi = layout.compact
+        previous = previous_summary(self.thread, hi)
+        start = previous[1] + 1 if previous else lo
+        span = [e for e in self.thread.events[start : hi + 1] if not isinstance(e, Compacted)]
+        result: Any = summariser(span, previous[0] if previous else None)
+        if inspect.isawaitable(result):
+            result = await result
+        return self.r.fit_summary(str(result), budget.summary_tokens, hi)
+
+    def assemble(
+        self, layout: Layout, budget: ContextBudget, summary: str | None
+    ) -> tuple[Rendered | None, int]:
+        """(the rendering of `layout`, its exact token count); the rendering is None when
+        that count is over the limit."""
+        form, counter, events = self.form, self.r.counter, self.thread.events
+        compaction = None
+        if layout.compact is not None and summary is not None:
+            compaction = (layout.compact[0], layout.compact[1], summary)
+        native = form.native_tools
+        sections: dict[str, int] = {
+            "system": self.sys_tokens - (0 if native else self.tools_tokens),
+            "tools": self.tools_tokens,
+            "retrieved": 0,
+            "summary": 0,
+        }
+        payloads: list[Any] = []
+        for i in layout.retrieved:
+            block, n = self.payload(i, layout.retrieved_reduced, budget)
+            if block is not None:
+                payloads.append(block)
+                sections["retrieved"] += n
+        for kind, i, reduced in layout.units:
+            if kind == "summary":
+                if i == -1 and compaction is not None:
+                    block = form.summary(*compaction)
+                else:
+                    block = self._stored_summary(i)
+                payloads.append(block)
+                sections["summary"] += form.tokens(block, counter)
+                continue
+            block, n = self.payload(i, reduced, budget)
+            if block is None:
+                continue
+            payloads.append(block)
+            key = f"history:{events[i].kind}"
+            sections[key] = sections.get(key, 0) + n
+        messages = form.assemble(payloads)
+        # The planner adds up cached per-block counts; the request is counted whole, once,
+        # so `input_tokens` is exact. Should boundary effects ever push it over the limit,
+        # the caller plans again with a wider margin rather than send it.
+        exact = self.fixed + message_tokens(messages, counter)
+        if exact > self.limit:
+            return None, exact
+        name, version, digest = self.prompt
+        context = Context(
+            system=self.system,
+            messages=messages,
+            tools=self.r.tools if native else (),
+            output_schema=self.r.output_schema,
+            max_output_tokens=budget.max_output_tokens,
+            prompt_name=name,
+            prompt_version=version,
+            prompt_hash=digest,
+            input_tokens=exact,
+        )
+        return Rendered(context, layout, sections, compaction), exact

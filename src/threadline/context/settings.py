@@ -1,0 +1,147 @@
+"""`ContextSettings`: how one agent's context is built, as typed configuration.
+
+An agent owns one (`Agent(context=ContextSettings(...))`); the `Renderer` and the runtime's
+storage redaction read it. Every field is optional: the defaults give the compact format
+with native tool definitions, a budget sized for the model that answers, the built-in
+secret patterns and the deterministic `digest` summariser.
+
+Sizing for a model (`budget_for`, `counter_for`) follows one order: what the settings say
+wins; then what the model declares (`context_window` / `n_ctx`, `max_output_tokens`, its
+own `count_tokens`); then what its id tells (`known_window`, OpenAI encodings); then the
+defaults (`DEFAULT_WINDOW`, `ApproxCounter`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, Literal
+
+from ..errors import ConfigError
+from ..events import Event
+from .budget import DEFAULT_WINDOW, ContextBudget, known_window
+from .prefetch import PrefetchStep
+from .redaction import Redactor, redactor_from
+from .tokens import ApproxCounter, TokenCounter, counter_for_model, counter_from
+
+__all__ = ["ContextSettings", "RedactSpec", "Summariser", "Tokenizer"]
+
+Summariser = Callable[[Sequence[Event], str | None], "str | Awaitable[str]"]
+"""`(events of the span, the previous summary or None) -> summary text` (sync or async)."""
+
+Tokenizer = TokenCounter | Callable[[str], int] | str
+"""A `TokenCounter`, a function `text -> int`, an encoding name (`"o200k_base"`) or
+`"approx"`."""
+
+RedactSpec = bool | Redactor | Sequence[str | re.Pattern[str]] | Mapping[str, Any]
+"""True (the built-in patterns), False (off), extra patterns, `{patterns, values,
+defaults}` or a ready `Redactor`."""
+
+_BUDGET_INTS = ("max_output_tokens", "keep_recent", "max_result_tokens", "summary_tokens", "margin")
+_BUDGET_FLOATS = ("retrieved_share", "compact_to")
+
+
+@dataclass(frozen=True, eq=False)
+class ContextSettings:
+    """How an agent's context is rendered, budgeted, summarised and redacted.
+
+    Attributes:
+        format: `compact` (one user message of tagged blocks) or `messages` (the chat array).
+        native_tools: in the compact format, send tool definitions natively (True) or as
+            signatures in the system text (False: the smallest context).
+        tokenizer: how tokens are counted; None: the model's own, else by its id.
+        model_id: the model to size for when none is bound (e.g. `threadline render`).
+        context_window / max_output_tokens / keep_recent / max_result_tokens /
+            summary_tokens / retrieved_share / compact_to / margin: budget overrides (see
+            `ContextBudget`); None: sized for the model.
+        budget: a whole `ContextBudget`, used as is (the overrides are then ignored).
+        redact: which secrets rendering and storage mask (see `RedactSpec`).
+        store_secrets: True stores outside input unmasked (rendering still masks).
+        summariser: replaces the deterministic `digest` when history is compacted.
+        prefetch: deterministic tool calls made at launch (see `context.prefetch`).
+        prompt_vars: template variables for the agent's prompt (the thread's
+            `metadata["prompt_vars"]` override them).
+
+    Raises:
+        ConfigError: (at construction) an unknown format, a bad tokenizer or redaction
+            spec, or budget values `ContextBudget` rejects.
+    """
+
+    format: Literal["compact", "messages"] = "compact"
+    native_tools: bool = True
+    tokenizer: Tokenizer | None = None
+    model_id: str | None = None
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    keep_recent: int | None = None
+    max_result_tokens: int | None = None
+    summary_tokens: int | None = None
+    retrieved_share: float | None = None
+    compact_to: float | None = None
+    margin: int | None = None
+    budget: ContextBudget | None = None
+    redact: RedactSpec = True
+    store_secrets: bool = False
+    summariser: Summariser | None = None
+    prefetch: Sequence[PrefetchStep] = ()
+    prompt_vars: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.format not in ("compact", "messages"):
+            raise ConfigError(
+                f"unknown context format {self.format!r}; use 'compact' or 'messages'"
+            )
+        if self.tokenizer is not None and not isinstance(self.tokenizer, str):
+            counter_from(self.tokenizer)  # raises for a wrong type; names load lazily
+        _ = self.redactor  # a bad spec or pattern fails here, not at the first append
+        self.budget_for(None)  # a bad override fails here too
+
+    @cached_property
+    def redactor(self) -> Redactor | None:
+        """The redactor rendering uses (None when redaction is off)."""
+        return redactor_from(self.redact)
+
+    @property
+    def storage_redactor(self) -> Redactor | None:
+        """The redactor appends use: None when secrets are stored or redaction is off."""
+        return None if self.store_secrets else self.redactor
+
+    def overrides(self) -> dict[str, Any]:
+        """The budget fields these settings set explicitly."""
+        out: dict[str, Any] = {}
+        for name in (*_BUDGET_INTS, *_BUDGET_FLOATS):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def counter_for(self, model: object | None) -> TokenCounter:
+        """The token counter for `model` (None: no model bound)."""
+        if self.tokenizer is not None:
+            return counter_from(self.tokenizer)
+        if model is not None:
+            return counter_for_model(model)
+        if self.model_id:
+            return counter_for_model(self.model_id)
+        return ApproxCounter()
+
+    def budget_for(self, model: object | None) -> ContextBudget:
+        """The budget for `model` (None: no model bound)."""
+        if self.budget is not None:
+            return self.budget
+        window = self.context_window or _declared_window(model)
+        if not window:
+            model_id = str(getattr(model, "model_id", "") or "")
+            window = known_window(model_id) or known_window(self.model_id or "") or DEFAULT_WINDOW
+        budget = ContextBudget.sized(int(window), self.overrides())
+        cap = getattr(model, "max_output_tokens", None)
+        if isinstance(cap, int) and cap > 0 and self.max_output_tokens is None:
+            budget = replace(budget, max_output_tokens=min(budget.max_output_tokens, cap))
+        return budget
+
+
+def _declared_window(model: object | None) -> int | None:
+    window = getattr(model, "context_window", None) or getattr(model, "n_ctx", None)
+    return window if isinstance(window, int) and window > 0 else None

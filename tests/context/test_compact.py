@@ -1,0 +1,113 @@
+"""The compact format: one user message of tagged blocks, ids only where needed, and no
+argument or result lost."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from context_support import TAU, finished_calculator, tau_runs
+
+from threadline import MemoryStore, Runtime
+from threadline.context.compact import COMPACT, compact_block
+from threadline.context.messages import thread_from_openai
+from threadline.context.tokens import BPECounter
+from threadline.models.base import ToolSpec
+from threadline.testing import ScriptedModel, intent
+
+
+async def test_compact_form_is_one_user_message_of_tagged_blocks(calculator) -> None:
+    agent, thread, model = await finished_calculator(calculator, native_tools=False)
+    second = model.contexts[1]
+    assert [m.role for m in second.messages] == ["user"]
+    assert second.messages[0].content == (
+        "<user>what is 2 + 3?</user>\n<add>\na: 2.0\nb: 3.0\n</add>\n<add_result>5.0</add_result>"
+    )
+    assert "add: Add two numbers." in second.system
+    assert '{"intent": <tool name>, "arguments": {...}}' in second.system
+    assert second.input_tokens and second.input_tokens > 50
+    # The tools are in the system text; none is sent twice as a native definition.
+    assert second.tools == () and second.output_schema["oneOf"]
+
+
+async def test_call_ids_appear_only_when_a_result_is_not_next_to_its_call(calculator) -> None:
+    model = ScriptedModel([intent("divide", a=9, b=3), intent("done_for_now", message="3")])
+    rt = Runtime(MemoryStore(), agents=[calculator.agent], model=model)
+    thread = await rt.launch("calculator", "9/3")
+    call = next(e for e in thread.events if e.kind == "tool_call")
+    thread = await rt.approve(thread.id, call.call_id, by="alice")
+    await rt.advance(thread.id)
+    text = model.contexts[1].messages[0].content
+    assert f"<divide id={call.call_id}>" in text
+    assert f"<approved id={call.call_id} by=alice/>" in text
+    assert f"<divide_result id={call.call_id}>3.0</divide_result>" in text
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+@pytest.mark.parametrize("index", [0, 7, 42, 133])
+def test_compact_tau_run_keeps_every_call_argument_and_result(index: int) -> None:
+    run = tau_runs()[index]
+    tools = json.loads((TAU / "tools.json").read_text())
+    specs = [
+        ToolSpec(t["function"]["name"], t["function"]["description"], t["function"]["parameters"])
+        for t in tools
+    ]
+    system, thread = thread_from_openai(run["traj"])
+    body = "\n".join(
+        b for b in (compact_block(thread.events, i) for i in range(len(thread.events))) if b
+    )
+    sys_text = COMPACT.system(system, specs)
+    assert system in sys_text
+    for t in tools:
+        fn = t["function"]
+        assert f"{fn['name']}: {' '.join(fn['description'].split())}" in sys_text
+        for name, prop in fn["parameters"].get("properties", {}).items():
+            assert name in sys_text
+            if "description" in prop:
+                assert " ".join(prop["description"].split()) in sys_text
+    checked = 0
+    for message in run["traj"][1:]:
+        if message["role"] in ("user",) or (
+            message["role"] == "assistant" and message.get("content")
+        ):
+            assert message["content"] in body
+        for call in message.get("tool_calls") or ():
+            assert f"<{call['function']['name']}" in body
+            for leaf in _leaves(json.loads(call["function"]["arguments"])):
+                assert _spelled(leaf) in body, leaf
+                checked += 1
+        if message["role"] == "tool":
+            try:
+                result = json.loads(message["content"])
+            except ValueError:
+                result = message["content"]
+            for leaf in _leaves(result):
+                assert _spelled(leaf) in body, leaf
+                checked += 1
+    assert checked > 5
+    counter = BPECounter("o200k_base")
+    compact = counter.count(sys_text) + counter.count(body)
+    baseline = counter.count(
+        json.dumps(
+            {"model": "gpt-4o", "messages": run["traj"], "tools": tools},
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+    )
+    assert compact < baseline
+
+
+def _spelled(leaf: object) -> str:
+    if isinstance(leaf, str):
+        return leaf.split("\n")[0]
+    return json.dumps(leaf)
