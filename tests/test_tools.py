@@ -317,10 +317,10 @@ def test_json_schema_tools_in_an_agent_validate_model_output() -> None:
 def test_tau_bench_airline_tools_are_shown_as_published() -> None:
     """The 14 published airline tools: what the model is shown is what was published,
     token for token (the pydantic round trip added titles, $defs and additionalProperties)."""
-    from threadline import Agent
-    from threadline.context.render import render
+    from threadline import Agent, ContextSettings
     from threadline.context.tokens import BPECounter
     from threadline.events import Thread, UserMessage
+    from threadline.prompts import renderer_for
 
     published = _published_tau_tools()
     tools = [
@@ -332,10 +332,12 @@ def test_tau_bench_airline_tools_are_shown_as_published() -> None:
     shown = counter.count(json.dumps([t.spec() for t in tools]))
     expected = counter.count(json.dumps(published))
     assert shown == expected
-    agent = Agent("airline", tools=tools, human_tools=False, options={"context_format": "messages"})
+    agent = Agent(
+        "airline", tools=tools, human_tools=False, context=ContextSettings(format="messages")
+    )
     thread = Thread("th_tau", "airline")
     thread.append(UserMessage(seq=0, at=thread.created_at, text="Cancel my trip"))
-    context = render(agent, thread).context
+    context = renderer_for(agent).render(thread).context
     assert [
         {"name": s.name, "description": s.description, "parameters": s.parameters}
         for s in context.tools
