@@ -20,7 +20,7 @@ from pathlib import Path
 
 from threadline import Agent
 from threadline.retrieval import Document, UpsertReport, open_retriever
-from threadline.retrieval.tool import knowledge_tool, retrieval_options
+from threadline.retrieval.tool import knowledge_tool, retrieval_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from knowledge import load_policy
@@ -38,7 +38,7 @@ agent = Agent(
         "the passages do not settle the question, search again with other words, or say "
         "that the policy does not cover it. Finish with done_for_now and the answer."
     ),
-    options=retrieval_options(search_knowledge, query="latest_user_message", share=0.6),
+    context=retrieval_settings(search_knowledge, query="latest_user_message", share=0.6),
 )
 
 

@@ -12,7 +12,6 @@ from types import ModuleType
 import pytest
 
 from threadline import MemoryStore, Runtime, Status
-from threadline.context.render import context_state, render
 from threadline.replay import replay_thread
 from threadline.testing import ScriptedModel, intent
 
@@ -111,16 +110,18 @@ async def test_retrieval_and_history_shares_hold_under_a_small_window(
     policy_qa: ModuleType,
 ) -> None:
     await policy_qa.index_policy()
-    from threadline import Agent
-    from threadline.retrieval.tool import knowledge_tool, retrieval_options
+    from threadline import Agent, ContextSettings
+    from threadline.retrieval.tool import knowledge_tool, retrieval_settings
 
     wide = knowledge_tool(k=8)  # about 1,100 tokens of passages: far over the share
     agent = Agent(
         name="policy_small",
         tools=[wide],
         instructions=policy_qa.agent.instructions,
-        options=retrieval_options(
-            wide, share=0.4, options={"context_window": 2000, "max_output_tokens": 200}
+        context=retrieval_settings(
+            wide,
+            share=0.4,
+            settings=ContextSettings(context_window=2000, max_output_tokens=200),
         ),
     )
     answers = [intent("request_more_information", message=f"Question {n}?") for n in range(6)]
@@ -132,8 +133,9 @@ async def test_retrieval_and_history_shares_hold_under_a_small_window(
         thread = await rt.advance(thread.id)
     assert thread.status == Status.DONE
 
-    budget = context_state(agent).budget
-    rendered = render(agent, thread)
+    renderer = rt.renderer(agent.name)
+    budget = renderer.budget
+    rendered = renderer.render(thread)
     fixed = rendered.sections["system"] + rendered.sections["tools"] + 3
     avail = budget.available(fixed)
     history = sum(v for k, v in rendered.sections.items() if k.startswith("history:"))

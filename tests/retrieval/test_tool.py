@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from threadline import Agent, MemoryStore, Runtime, Status
 from threadline.errors import ConfigError
 from threadline.retrieval import Document, open_retriever
-from threadline.retrieval.tool import knowledge_tool, retrieval_options
+from threadline.retrieval.tool import knowledge_tool, retrieval_settings
 from threadline.testing import ScriptedModel, intent
 
 
@@ -18,15 +19,15 @@ async def test_model_policy_searches_only_when_the_model_asks(tmp_path: Path) ->
     async with open_retriever(url, embeddings="none") as index:
         await index.upsert([Document(id="wifi", text="# Wifi\n\nWifi costs eight dollars.")])
     search = knowledge_tool(url, k=2, embeddings="none", name="lookup_docs")
-    options = retrieval_options(search, query="model", share=0.3)
-    assert "prefetch" not in options and options["retrieved_share"] == 0.3
-    assert options["retrieval"] == {
+    settings = retrieval_settings(search, query="model", share=0.3)
+    assert not settings.prefetch and settings.retrieved_share == 0.3
+    assert settings.retrieval is not None and asdict(settings.retrieval) == {
         "tool": "lookup_docs",
         "query": "model",
         "split": "static",
         "share": 0.3,
     }
-    agent = Agent("kb", tools=[search], instructions="Answer.", options=options)
+    agent = Agent("kb", tools=[search], instructions="Answer.", context=settings)
     model = ScriptedModel(
         [intent("lookup_docs", query="wifi price"), intent("done_for_now", message="$8")]
     )
@@ -44,6 +45,6 @@ async def test_model_policy_searches_only_when_the_model_asks(tmp_path: Path) ->
 def test_bad_policies_are_config_errors() -> None:
     search = knowledge_tool("sqlite:///x.db", embeddings="none")
     with pytest.raises(ConfigError, match="share"):
-        retrieval_options(search, share=1.0)
+        retrieval_settings(search, share=1.0)
     with pytest.raises(ConfigError, match="query policy"):
-        retrieval_options(search, query="sometimes")  # type: ignore[arg-type]
+        retrieval_settings(search, query="sometimes")  # type: ignore[arg-type]

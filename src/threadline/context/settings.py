@@ -26,7 +26,7 @@ from .prefetch import PrefetchStep
 from .redaction import Redactor, redactor_from
 from .tokens import ApproxCounter, TokenCounter, counter_for_model, counter_from
 
-__all__ = ["ContextSettings", "RedactSpec", "Summariser", "Tokenizer"]
+__all__ = ["ContextSettings", "RedactSpec", "RetrievalPolicy", "Summariser", "Tokenizer"]
 
 Summariser = Callable[[Sequence[Event], str | None], "str | Awaitable[str]"]
 """`(events of the span, the previous summary or None) -> summary text` (sync or async)."""
@@ -41,6 +41,24 @@ defaults}` or a ready `Redactor`."""
 
 _BUDGET_INTS = ("max_output_tokens", "keep_recent", "max_result_tokens", "summary_tokens", "margin")
 _BUDGET_FLOATS = ("retrieved_share", "compact_to")
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalPolicy:
+    """How an agent retrieves (see `threadline.retrieval.tool.retrieval_settings`).
+
+    Attributes:
+        tool: the name of the agent's knowledge tool.
+        query: who writes the query: the agent's configuration from the latest user
+            message (a pre-fetched call), or only the model.
+        split: `static` keeps `share`; `dynamic` lets the renderer move it per call.
+        share: the share of the window retrieved material may take.
+    """
+
+    tool: str
+    query: Literal["latest_user_message", "model"] = "latest_user_message"
+    split: Literal["static", "dynamic"] = "static"
+    share: float = 0.25
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +81,7 @@ class ContextSettings:
         prefetch: deterministic tool calls made at launch (see `context.prefetch`).
         prompt_vars: template variables for the agent's prompt (the thread's
             `metadata["prompt_vars"]` override them).
+        retrieval: the agent's retrieval policy, if it retrieves.
 
     Raises:
         ConfigError: (at construction) an unknown format, a bad tokenizer or redaction
@@ -87,6 +106,7 @@ class ContextSettings:
     summariser: Summariser | None = None
     prefetch: Sequence[PrefetchStep] = ()
     prompt_vars: Mapping[str, Any] = field(default_factory=dict)
+    retrieval: RetrievalPolicy | None = None
 
     def __post_init__(self) -> None:
         if self.format not in ("compact", "messages"):

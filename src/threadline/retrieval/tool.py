@@ -1,9 +1,9 @@
 """Retrieval as an intent: the `search_knowledge` tool and the agent's query policy.
 
     index = knowledge_tool("sqlite:///.threadline/index.db", k=4)
-    agent = Agent("policy_qa", tools=[index], options=retrieval_options(index))
+    agent = Agent("policy_qa", tools=[index], context=retrieval_settings(index))
 
-Two query policies (`retrieval_options(query=...)`):
+Two query policies (`retrieval_settings(query=...)`):
 
 * `"latest_user_message"` (default): the agent's configuration, not the model, searches
   with the user's message, as a pre-fetched `search_knowledge` call before the first model
@@ -21,17 +21,19 @@ hit up with a pointer to the event.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..context.prefetch import PrefetchStep
+from ..context.settings import ContextSettings, RetrievalPolicy
 from ..errors import ConfigError
 from ..tools import Tool
 from .base import MetadataFilter, SearchMode
 from .embeddings import Embedder, open_embedder
 
-__all__ = ["SearchKnowledge", "knowledge_tool", "retrieval_options"]
+__all__ = ["SearchKnowledge", "knowledge_tool", "retrieval_settings"]
 
 QueryPolicy = Literal["latest_user_message", "model"]
 
@@ -108,15 +110,15 @@ def knowledge_tool(
     )
 
 
-def retrieval_options(
+def retrieval_settings(
     tool: Tool,
     *,
     query: QueryPolicy = "latest_user_message",
     share: float = 0.5,
     split: Literal["static", "dynamic"] = "static",
-    options: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """`Agent.options` that attach a retriever with a query policy and a retrieval share.
+    settings: ContextSettings | None = None,
+) -> ContextSettings:
+    """`ContextSettings` that attach a retriever with a query policy and a retrieval share.
 
     Args:
         tool: the agent's `knowledge_tool` (also list it in `Agent(tools=...)`).
@@ -124,17 +126,19 @@ def retrieval_options(
         share: the share of the window left after the system prompt, tools and output
             reservation that retrieved material may take; the rest is history's.
         split: `static` keeps `share`; `dynamic` lets the renderer move it per call.
-        options: other options to keep.
+        settings: other settings to keep.
     """
     if not 0.0 <= share < 1.0:
         raise ConfigError(f"retrieval share must be in [0, 1), got {share}")
     if query not in ("latest_user_message", "model"):
         raise ConfigError(f"query policy must be latest_user_message or model, not {query!r}")
-    out = dict(options or {})
-    out["retrieved_share"] = share
-    out["retrieval"] = {"tool": tool.name, "query": query, "split": split, "share": share}
+    base = settings or ContextSettings()
+    steps: list[PrefetchStep] = list(base.prefetch)
     if query == "latest_user_message":
-        steps = list(out.get("prefetch") or ())
         steps.append((tool, lambda text, _meta: {"query": text}))
-        out["prefetch"] = steps
-    return out
+    return replace(
+        base,
+        retrieved_share=share,
+        retrieval=RetrievalPolicy(tool.name, query, split, share),
+        prefetch=steps,
+    )
