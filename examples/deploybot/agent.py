@@ -9,7 +9,7 @@ git server) and the deploy tools take `tag` as an enum of them, so:
 * validation rejects any other tag as an `invalid_output`, before anything runs and before
   anyone is asked to approve it.
 
-Every thread also pre-fetches the list (`options["prefetch"]`, see docs/context.md): a
+Every thread also pre-fetches the list (`ContextSettings.prefetch`, see docs/context.md): a
 `list_git_tags` call runs before the first model call, so the model knows which tag is
 newest without spending a step on asking.
 
