@@ -7,7 +7,7 @@ answered from the passages retrieved for it:
     threadline run --agent examples/policy_qa/agent.py:agent \
         "Can I get my money back for a basic economy ticket I booked last week?"
 
-The user's message is searched before the first model call (a pre-fetched
+Every user message is searched before the next model call (a pre-fetched
 `search_knowledge` call); the model may search again in its own words. The retrieved
 chunks are recorded in the thread, so `threadline replay` needs no index.
 """

@@ -10,7 +10,14 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from .agent import Agent, intent_schema
-from .context import ContextBudget, ContextSettings, LLMSummariser, Redactor, Renderer
+from .context import (
+    ContextBudget,
+    ContextSettings,
+    LLMSummariser,
+    Redactor,
+    Renderer,
+    RetrievalPolicy,
+)
 from .errors import (
     AppendConflict,
     ConfigError,
@@ -82,6 +89,7 @@ __all__ = [
     "Redactor",
     "Renderer",
     "ReplayDivergence",
+    "RetrievalPolicy",
     "RetryableToolError",
     "RunTool",
     "Runtime",

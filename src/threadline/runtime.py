@@ -193,9 +193,10 @@ class Runtime:
         )
         # Pre-fetch (factor 13): the agent's deterministic tool calls, run before any model call.
         the_agent = self.agent(name)
+        retrieval = the_agent.context.retrieval
         thread.extend(
             prefetch_events(
-                the_agent.context.prefetch,
+                [*the_agent.context.prefetch, *(retrieval.prefetch_steps() if retrieval else ())],
                 the_agent.registry,
                 message,
                 meta,
@@ -607,15 +608,31 @@ class Runtime:
                     f"thread {thread_id} is {status.value}; messages are accepted when it is "
                     "done, escalated, failed, waiting or asking a question"
                 )
+            message = UserMessage(
+                seq=seq,
+                at=at,
+                text=text,
+                channel=channel,
+                sender=sender,
+                metadata=dict(metadata or {}),
+            )
+            # An agent that searches every user message (RetrievalPolicy) searches this one
+            # before its next model call, as it did the launch message.
+            agent = self.agents.get(thread.agent)
+            if agent is None or agent.context.retrieval is None:
+                return [message]
             return [
-                UserMessage(
-                    seq=seq,
+                message,
+                *prefetch_events(
+                    agent.context.retrieval.prefetch_steps(),
+                    agent.registry,
+                    text,
+                    thread.metadata,
+                    seq=seq + 1,
                     at=at,
-                    text=text,
-                    channel=channel,
-                    sender=sender,
-                    metadata=dict(metadata or {}),
-                )
+                    owner=f"agent {thread.agent}",
+                    label=f"m{seq}-",
+                ),
             ]
 
         return await self._act(thread_id, build)

@@ -106,11 +106,14 @@ async def test_replay_with_the_index_deleted_rederives_every_event(
     assert delete_index(tmp_path) == 0  # replay never opened (so never re-created) it
 
 
+@pytest.mark.parametrize("max_result_tokens", [None, 1500])
 async def test_retrieval_and_history_shares_hold_under_a_small_window(
-    policy_qa: ModuleType,
+    policy_qa: ModuleType, max_result_tokens: int | None
 ) -> None:
+    """With the default result cut (window / 10) the passages are cut to it; with a cut
+    larger than the share (1500), they are cut to the share itself."""
     await policy_qa.index_policy()
-    from threadline import Agent, ContextSettings
+    from threadline import Agent
     from threadline.retrieval.tool import knowledge_tool, retrieval_settings
 
     wide = knowledge_tool(k=8)  # about 1,100 tokens of passages: far over the share
@@ -121,7 +124,9 @@ async def test_retrieval_and_history_shares_hold_under_a_small_window(
         context=retrieval_settings(
             wide,
             share=0.4,
-            settings=ContextSettings(context_window=2000, max_output_tokens=200),
+            context_window=2000,
+            max_output_tokens=200,
+            max_result_tokens=max_result_tokens,
         ),
     )
     answers = [intent("request_more_information", message=f"Question {n}?") for n in range(6)]
@@ -139,7 +144,9 @@ async def test_retrieval_and_history_shares_hold_under_a_small_window(
     fixed = rendered.sections["system"] + rendered.sections["tools"] + 3
     avail = budget.available(fixed)
     history = sum(v for k, v in rendered.sections.items() if k.startswith("history:"))
-    assert 0 < rendered.sections["retrieved"] <= int(avail * 0.4)
+    assert rendered.layout.retrieved_cap == int(avail * 0.4)
+    assert 0 < rendered.sections["retrieved"] <= rendered.layout.retrieved_cap
+    assert (rendered.layout.retrieved_limit is not None) == (max_result_tokens is not None)
     assert history + rendered.sections["summary"] <= avail - rendered.sections["retrieved"]
     assert rendered.context.input_tokens <= budget.window - budget.max_output_tokens
     text = rendered.context.as_text()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from threadline import Agent, MemoryStore, Runtime, Status
+from threadline import Agent, MemoryStore, RetrievalPolicy, Runtime, Status
 from threadline.errors import ConfigError
 from threadline.retrieval import Document, open_retriever
 from threadline.retrieval.tool import knowledge_tool, retrieval_settings
@@ -21,12 +20,8 @@ async def test_model_policy_searches_only_when_the_model_asks(tmp_path: Path) ->
     search = knowledge_tool(url, k=2, embeddings="none", name="lookup_docs")
     settings = retrieval_settings(search, query="model", share=0.3)
     assert not settings.prefetch and settings.retrieved_share == 0.3
-    assert settings.retrieval is not None and asdict(settings.retrieval) == {
-        "tool": "lookup_docs",
-        "query": "model",
-        "split": "static",
-        "share": 0.3,
-    }
+    assert settings.retrieval == RetrievalPolicy("lookup_docs", "model", "static")
+    assert settings.retrieval.prefetch_steps() == []
     agent = Agent("kb", tools=[search], instructions="Answer.", context=settings)
     model = ScriptedModel(
         [intent("lookup_docs", query="wifi price"), intent("done_for_now", message="$8")]
@@ -48,3 +43,5 @@ def test_bad_policies_are_config_errors() -> None:
         retrieval_settings(search, share=1.0)
     with pytest.raises(ConfigError, match="query policy"):
         retrieval_settings(search, query="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="split"):
+        retrieval_settings(search, split="sometimes")  # type: ignore[arg-type]

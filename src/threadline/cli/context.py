@@ -219,6 +219,19 @@ def profile(
         table.add_row(name, str(n), f"{n / max(total, 1):.1%}")
     table.add_row("[dim]free[/]", str(max(window - budget - total, 0)), "")
     console.print(table)
+    layout = rendered.layout
+    fixed = rendered.sections.get("system", 0) + rendered.sections.get("tools", 0)
+    room = max(layout.retrieved_cap, 1)
+    share = layout.retrieved_cap / max(renderer.budget.available(fixed + 3), 1)
+    retrieval = renderer.settings.retrieval
+    console.print(
+        f"retrieval share: {rendered.sections.get('retrieved', 0)} of {layout.retrieved_cap} "
+        f"tokens used ({rendered.sections.get('retrieved', 0) / room:.0%}); the share is "
+        f"{share:.0%} of the room after system, tools and output"
+        + (f", {retrieval.split} split" if retrieval else "")
+        + (" (results cut to fit it)" if layout.retrieved_reduced else ""),
+        highlight=False,
+    )
     if html is not None:
         html.write_text(_html_chart(thread.id, sections, window), encoding="utf-8")
         console.print(f"wrote {html}", highlight=False)

@@ -11,7 +11,7 @@ from .compact import compact_block, render_event
 from .compaction import LLMSummariser, digest
 from .redaction import Redactor, redact_for_storage
 from .renderer import Prepared, Renderer
-from .settings import ContextSettings
+from .settings import ContextSettings, RetrievalPolicy
 from .tokens import ApproxCounter, BPECounter, CallableCounter, TokenCounter, counter_for_model
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "Redactor",
     "Rendered",
     "Renderer",
+    "RetrievalPolicy",
     "TokenCounter",
     "compact_block",
     "counter_for_model",

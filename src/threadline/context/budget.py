@@ -15,6 +15,12 @@ When the history does not fit, the planner tries, in order, until it does:
    front), cutting the kept history to `compact_to` of its budget so that the next few
    steps fit without compacting again; the rest is laid out as in 1 or 2.
 
+Retrieved material (pre-fetched results, and the search results of an agent's retriever
+since the latest user message) never takes more than its share: over it, each result is
+cut to `max_result_tokens`, and if that is still too much, to an equal part of the share
+(`Layout.retrieved_limit`), always ending with the pointer to the full event. The share is
+static, or moved per call by `dynamic_share`.
+
 If even the newest event cannot fit next to the fixed parts and the summary, the planner
 raises `TokenBudgetError`: the runtime records `token_budget_exceeded` and escalates. A
 prompt is never silently cut and a provider never sees an oversize request.
@@ -27,7 +33,7 @@ size of the window, not the length of the thread.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, TokenBudgetError
@@ -36,7 +42,7 @@ from ..events import Compacted, ToolResult
 if TYPE_CHECKING:
     from ..events import Event
 
-__all__ = ["ContextBudget", "Layout", "known_window", "plan_layout"]
+__all__ = ["ContextBudget", "Layout", "dynamic_share", "known_window", "plan_layout"]
 
 
 DEFAULT_WINDOW = 32_000
@@ -144,6 +150,9 @@ class Layout:
             the thread fits without a new compaction).
         level: 0 verbatim, 1 reduced, 2 compacted.
         tokens: planned tokens of retrieved material plus history.
+        retrieved_cap: the tokens the retrieval share allows in this call.
+        retrieved_limit: when set, each retrieved result is cut to this many tokens (cutting
+            to `max_result_tokens` was not enough to fit the share).
     """
 
     units: tuple[tuple[str, int, bool], ...]
@@ -152,6 +161,21 @@ class Layout:
     compact: tuple[int, int] | None
     level: int
     tokens: int
+    retrieved_cap: int = 0
+    retrieved_limit: int | None = None
+
+
+def dynamic_share(share: float, model_calls: int, relevance: float) -> float:
+    """The retrieval share for one call under the `dynamic` split.
+
+    More history as the conversation grows: each model call already made moves 5% of the
+    share to history, down to half of it. More retrieval when the best hit is relevant: the
+    share is scaled by `0.5 + relevance` (relevance in [0, 1]: half the share for a miss, one
+    and a half for a hit both rankers put first). The result stays in [0.05, 0.9].
+    """
+    growth = max(0.5, 1.0 - 0.05 * max(0, model_calls))
+    scaled = share * growth * (0.5 + min(1.0, max(0.0, relevance)))
+    return round(min(0.9, max(0.05, scaled)), 4)
 
 
 TokenFn = Callable[[int, bool], int]
@@ -260,19 +284,59 @@ def plan_layout(
         raise TokenBudgetError(
             minimum, budget.window, "system prompt and tool definitions alone exceed the window"
         )
-    skip = frozenset(retrieved)
-    ret_full = sum(tokens(i, False) for i in retrieved)
     ret_cap = int(avail * budget.retrieved_share)
-    if ret_full <= ret_cap:
-        ret_tokens, ret_reduced = ret_full, False
-    else:
-        ret_tokens, ret_reduced = sum(tokens(i, True) for i in retrieved), True
-        if ret_tokens > ret_cap:
-            raise TokenBudgetError(
-                minimum + ret_tokens,
-                budget.window,
-                "pre-fetched material exceeds its share even when cut",
-            )
+    ret_tokens, ret_reduced, ret_limit = _fit_retrieved(events, retrieved, tokens, ret_cap)
+    if ret_tokens > ret_cap:
+        raise TokenBudgetError(
+            minimum + ret_tokens, budget.window, "retrieved tool calls alone exceed their share"
+        )
+    layout = _plan_history(
+        events,
+        budget,
+        fixed,
+        tokens,
+        summary_tokens,
+        virtual_summary_tokens,
+        retrieved,
+        avail,
+        ret_tokens,
+        ret_reduced,
+    )
+    return replace(layout, retrieved_cap=ret_cap, retrieved_limit=ret_limit)
+
+
+def _fit_retrieved(
+    events: Sequence[Event], retrieved: Sequence[int], tokens: TokenFn, cap: int
+) -> tuple[int, bool, int | None]:
+    """(planned tokens, reduced, per-result limit) of the retrieved events under `cap`."""
+    full = sum(tokens(i, False) for i in retrieved)
+    if full <= cap:
+        return full, False, None
+    reduced = sum(tokens(i, True) for i in retrieved)
+    if reduced <= cap:
+        return reduced, True, None
+    results = [i for i in retrieved if isinstance(events[i], ToolResult)]
+    others = sum(tokens(i, True) for i in retrieved if i not in results)
+    per = (cap - others) // len(results) if results else 0
+    if per < 16:  # not even a pointer fits: the calls themselves are over the share
+        return reduced, True, None
+    return others + per * len(results), True, per
+
+
+def _plan_history(
+    events: Sequence[Event],
+    budget: ContextBudget,
+    fixed: int,
+    tokens: TokenFn,
+    summary_tokens: Callable[[int], int],
+    virtual_summary_tokens: int | None,
+    retrieved: Sequence[int],
+    avail: int,
+    ret_tokens: int,
+    ret_reduced: bool,
+) -> Layout:
+    minimum = fixed + budget.max_output_tokens + budget.margin
+    skip = frozenset(retrieved)
     history = avail - ret_tokens
     for level, reduce in ((0, False), (1, True)):
         units, total, stop = _fit(

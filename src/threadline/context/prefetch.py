@@ -45,12 +45,15 @@ def prefetch_events(
     seq: int,
     at: datetime,
     owner: str = "agent",
+    label: str = "",
 ) -> list[Event]:
-    """The `tool_call` events of the pre-fetch `steps` for one launch.
+    """The `tool_call` events of the pre-fetch `steps` for one launch (or one message).
 
     Args:
         registry: the tools the steps may name.
         owner: who declared the steps (named in errors).
+        label: inserted into the call ids (`prefetch-<label><n>`), so the searches of a
+            later user message (label `m<seq>-`) never reuse the launch's call ids.
 
     Raises:
         ConfigError: a step names an unknown tool or its arguments fail the tool's schema
@@ -83,7 +86,7 @@ def prefetch_events(
             ToolCall(
                 seq=seq + len(events),
                 at=at,
-                call_id=f"{PREFETCH_PREFIX}{n}",
+                call_id=f"{PREFETCH_PREFIX}{label}{n}",
                 tool=tool.name,
                 version=tool.version,
                 arguments=validated.model_dump(mode="json"),

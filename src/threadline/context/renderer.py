@@ -47,7 +47,7 @@ from ..events import (
 )
 from ..models.base import Context, Message, ToolSpec
 from .base import ContextFormat, PromptTemplate, Rendered, message_tokens, truncate_to
-from .budget import ContextBudget, Layout, plan_layout
+from .budget import ContextBudget, Layout, dynamic_share, plan_layout
 from .compact import COMPACT, COMPACT_NATIVE, call_precedes, outcome_follows
 from .compaction import DigestCache, previous_summary
 from .messages import MESSAGES
@@ -55,7 +55,7 @@ from .redaction import Redactor
 from .settings import ContextSettings
 from .tokens import CountCache, TokenCounter
 
-__all__ = ["Prepared", "Renderer", "format_named", "retrieved_indexes"]
+__all__ = ["Prepared", "Renderer", "best_relevance", "format_named", "retrieved_indexes"]
 
 CustomRender = Callable[[Thread], Context]
 """A user's own rendering: the thread -> the context (it owns budget and format)."""
@@ -86,9 +86,15 @@ class Prepared:
     rendered: Rendered | None = None
 
 
-def retrieved_indexes(thread: Thread) -> list[int]:
-    """Pre-fetched tool calls and outcomes: they follow the first message, before any model
-    call, so a bounded scan from the start finds them all."""
+def retrieved_indexes(thread: Thread, tool: str | None = None) -> list[int]:
+    """The events budgeted as retrieved material, oldest first.
+
+    Pre-fetched tool calls and outcomes that follow the first message, before any model
+    call (a bounded scan from the start finds them all); and, for an agent with a retriever
+    (`tool`), the calls of that tool and their outcomes since the latest user message, plus
+    the pre-fetched search of that message (a bounded scan back from the end). Older
+    searches have aged into history.
+    """
     out: list[int] = []
     for i, e in enumerate(thread.events):
         if isinstance(e, ModelCall | ModelError | InvalidOutput):
@@ -99,7 +105,44 @@ def retrieved_indexes(thread: Thread) -> list[int]:
                 out.append(i)
         elif i > 0 and not isinstance(e, ToolStarted | UserMessage):
             break
-    return out
+    if tool is None:
+        return out
+    events = thread.events
+    # The retriever's searches are retrieved material only until the next user message
+    # (then they have aged into history): collect the tool's calls since that message.
+    calls: set[str] = set()
+    for i in range(len(events) - 1, -1, -1):
+        e = events[i]
+        if isinstance(e, UserMessage):
+            break
+        if isinstance(e, ToolCall) and e.tool == tool:
+            calls.add(e.call_id)
+    aged = {
+        e.call_id
+        for e in (events[i] for i in out)
+        if isinstance(e, ToolCall) and e.tool == tool and e.call_id not in calls
+    }
+    keep = {i for i in out if getattr(events[i], "call_id", None) not in aged}
+    for i in range(len(events) - 1, -1, -1):
+        e = events[i]
+        if isinstance(e, UserMessage):
+            break
+        if isinstance(e, ToolCall | ToolResult | ToolError) and e.call_id in calls:
+            keep.add(i)
+    return sorted(keep)
+
+
+def best_relevance(thread: Thread, indexes: Sequence[int]) -> float:
+    """The highest `relevance` among the retrieved hits at `indexes` (0 when none says)."""
+    best = 0.0
+    for i in indexes:
+        e = thread.events[i]
+        if isinstance(e, ToolResult) and isinstance(e.result, list):
+            for hit in e.result:
+                value = hit.get("relevance") if isinstance(hit, dict) else None
+                if isinstance(value, int | float):
+                    best = max(best, float(value))
+    return best
 
 
 def _neighbour_key(events: Sequence[Event], i: int) -> int:
@@ -342,13 +385,17 @@ class _Pass:
         self.sys_tokens = r.count_text(system) + 4
         self.tools_tokens = r.count_text(tools_text) if tools_text else 0
         self.fixed = self.sys_tokens + (self.tools_tokens if form.native_tools else 0) + 3
-        self.retrieved = retrieved_indexes(self.thread)
+        retrieval = r.settings.retrieval
+        self.retrieved = retrieved_indexes(self.thread, retrieval.tool if retrieval else None)
         self.limit = r.budget.window - r.budget.max_output_tokens
 
-    def payload(self, i: int, reduced: bool, budget: ContextBudget) -> tuple[Any, int]:
+    def payload(
+        self, i: int, reduced: bool, budget: ContextBudget, limit: int | None = None
+    ) -> tuple[Any, int]:
         r, events = self.r, self.thread.events
         e = events[i]
         reduced = reduced and isinstance(e, ToolResult)
+        cut = (limit or budget.max_result_tokens) if reduced else budget.max_result_tokens
         key = (
             self.thread.id,
             e.seq,
@@ -356,10 +403,11 @@ class _Pass:
             reduced,
             r.counter.name,
             _neighbour_key(events, i),
+            cut,
         )
         hit = r._blocks.get(key, e)
         if hit is None:
-            block = self.form.block(events, i, reduced, budget.max_result_tokens, r.counter)
+            block = self.form.block(events, i, reduced, cut, r.counter)
             if block is not None and r.redactor is not None:
                 block = _redact_payload(r.redactor, block)
             hit = (block, self.form.tokens(block, r.counter) if block is not None else 0)
@@ -372,8 +420,34 @@ class _Pass:
             raise TypeError(f"event {i} is not a compacted event")
         return self.form.summary(c.from_seq, c.to_seq, c.summary)
 
+    def share(self, budget: ContextBudget) -> ContextBudget:
+        """The budget with this call's retrieval share (moved under a `dynamic` split)."""
+        retrieval = self.r.settings.retrieval
+        if retrieval is None or retrieval.split != "dynamic" or not self.retrieved:
+            return budget
+        share = dynamic_share(
+            budget.retrieved_share,
+            self.thread.state.model_calls,
+            best_relevance(self.thread, self.retrieved),
+        )
+        return replace(budget, retrieved_share=share)
+
+    def retrieved_payload(self, i: int, layout: Layout, budget: ContextBudget) -> tuple[Any, int]:
+        """A retrieved event's block, cut to the layout's per-result limit when it has one
+        (cut shorter if the rough cut came out over it, so the share always holds)."""
+        limit = layout.retrieved_limit
+        block, n = self.payload(i, layout.retrieved_reduced, budget, limit)
+        if limit is None or not isinstance(self.thread.events[i], ToolResult):
+            return block, n
+        cut = limit
+        while n > limit and cut > 16:
+            cut = max(16, cut - (n - limit) - 8)
+            block, n = self.payload(i, True, budget, cut)
+        return block, n
+
     def plan(self, budget: ContextBudget) -> Layout:
         counter = self.r.counter
+        budget = self.share(budget)
         return plan_layout(
             self.thread.events,
             budget=budget,
@@ -424,7 +498,7 @@ class _Pass:
         }
         payloads: list[Any] = []
         for i in layout.retrieved:
-            block, n = self.payload(i, layout.retrieved_reduced, budget)
+            block, n = self.retrieved_payload(i, layout, budget)
             if block is not None:
                 payloads.append(block)
                 sections["retrieved"] += n

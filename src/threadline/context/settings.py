@@ -43,22 +43,42 @@ _BUDGET_INTS = ("max_output_tokens", "keep_recent", "max_result_tokens", "summar
 _BUDGET_FLOATS = ("retrieved_share", "compact_to")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RetrievalPolicy:
-    """How an agent retrieves (see `threadline.retrieval.tool.retrieval_settings`).
+    """How an agent retrieves: which tool searches, who writes the query, how the split moves.
 
     Attributes:
-        tool: the name of the agent's knowledge tool.
-        query: who writes the query: the agent's configuration from the latest user
-            message (a pre-fetched call), or only the model.
-        split: `static` keeps `share`; `dynamic` lets the renderer move it per call.
-        share: the share of the window retrieved material may take.
+        tool: the search tool (`threadline.retrieval.tool.knowledge_tool`); its calls and
+            results since the latest user message are budgeted as retrieved material.
+        query: `latest_user_message`: every user message is searched before the next model
+            call (a pre-fetched call, an input for replay); `model`: only the model searches,
+            by choosing the tool with a query it writes.
+        split: `static` keeps `ContextSettings.retrieved_share`; `dynamic` moves it per call
+            (`budget.dynamic_share`): towards history as the conversation grows, towards
+            retrieval when the best hit's relevance is high.
     """
 
-    tool: str
+    tool: str = "search_knowledge"
     query: Literal["latest_user_message", "model"] = "latest_user_message"
     split: Literal["static", "dynamic"] = "static"
-    share: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.query not in ("latest_user_message", "model"):
+            raise ConfigError(
+                f"retrieval query policy must be latest_user_message or model, not {self.query!r}"
+            )
+        if self.split not in ("static", "dynamic"):
+            raise ConfigError(f"retrieval split must be static or dynamic, not {self.split!r}")
+
+    def prefetch_steps(self) -> list[PrefetchStep]:
+        """The pre-fetch step that searches a user message (none for the `model` policy)."""
+        if self.query != "latest_user_message":
+            return []
+        return [(self.tool, _query_of)]
+
+
+def _query_of(text: str, _metadata: dict[str, Any]) -> Mapping[str, Any]:
+    return {"query": text}
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,7 +101,7 @@ class ContextSettings:
         prefetch: deterministic tool calls made at launch (see `context.prefetch`).
         prompt_vars: template variables for the agent's prompt (the thread's
             `metadata["prompt_vars"]` override them).
-        retrieval: the agent's retrieval policy, if it retrieves.
+        retrieval: the agent's retriever and query policy (see `RetrievalPolicy`).
 
     Raises:
         ConfigError: (at construction) an unknown format, a bad tokenizer or redaction

@@ -1,13 +1,14 @@
 """Retrieval as an intent: the `search_knowledge` tool and the agent's query policy.
 
     index = knowledge_tool("sqlite:///.threadline/index.db", k=4)
-    agent = Agent("policy_qa", tools=[index], context=retrieval_settings(index))
+    agent = Agent("policy_qa", tools=[index], context=retrieval_settings(index, share=0.6))
 
-Two query policies (`retrieval_settings(query=...)`):
+Two query policies (`retrieval_settings(query=...)`, kept in `ContextSettings.retrieval`):
 
 * `"latest_user_message"` (default): the agent's configuration, not the model, searches
-  with the user's message, as a pre-fetched `search_knowledge` call before the first model
-  call (appendix factor 13). The model can still search again with its own words.
+  every user message (the launch message and each later `message`), as a pre-fetched
+  `search_knowledge` call before the next model call (appendix factor 13). The model can
+  still search again in its own words.
 * `"model"`: only the model searches, by choosing the `search_knowledge` intent with a query
   it writes.
 
@@ -21,12 +22,10 @@ hit up with a pointer to the event.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..context.prefetch import PrefetchStep
 from ..context.settings import ContextSettings, RetrievalPolicy
 from ..errors import ConfigError
 from ..tools import Tool
@@ -116,7 +115,7 @@ def retrieval_settings(
     query: QueryPolicy = "latest_user_message",
     share: float = 0.5,
     split: Literal["static", "dynamic"] = "static",
-    settings: ContextSettings | None = None,
+    **settings: Any,
 ) -> ContextSettings:
     """`ContextSettings` that attach a retriever with a query policy and a retrieval share.
 
@@ -125,20 +124,13 @@ def retrieval_settings(
         query: who writes the query (see the module docstring).
         share: the share of the window left after the system prompt, tools and output
             reservation that retrieved material may take; the rest is history's.
-        split: `static` keeps `share`; `dynamic` lets the renderer move it per call.
-        settings: other settings to keep.
+        split: `static` keeps `share`; `dynamic` moves it per call (`budget.dynamic_share`).
+        settings: any other `ContextSettings` field (`context_window`, `prefetch`, ...).
+
+    Raises:
+        ConfigError: a share outside [0, 1), or an unknown policy or split.
     """
     if not 0.0 <= share < 1.0:
         raise ConfigError(f"retrieval share must be in [0, 1), got {share}")
-    if query not in ("latest_user_message", "model"):
-        raise ConfigError(f"query policy must be latest_user_message or model, not {query!r}")
-    base = settings or ContextSettings()
-    steps: list[PrefetchStep] = list(base.prefetch)
-    if query == "latest_user_message":
-        steps.append((tool, lambda text, _meta: {"query": text}))
-    return replace(
-        base,
-        retrieved_share=share,
-        retrieval=RetrievalPolicy(tool.name, query, split, share),
-        prefetch=steps,
-    )
+    retrieval = RetrievalPolicy(tool=tool.name, query=query, split=split)
+    return ContextSettings(retrieved_share=share, retrieval=retrieval, **settings)
