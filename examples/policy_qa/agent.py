@@ -4,7 +4,7 @@ The policy (../shared/data/tau-bench-airline) is indexed once, then every questi
 answered from the passages retrieved for it:
 
     python examples/policy_qa/agent.py index          # writes THREADLINE_RETRIEVAL
-    threadline run --agent examples/policy_qa/agent.py:agent \
+    threadline run examples/policy_qa/agent.py:agent \
         "Can I get my money back for a basic economy ticket I booked last week?"
 
 Every user message is searched before the next model call (a pre-fetched
