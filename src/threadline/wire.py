@@ -24,6 +24,8 @@ __all__ = [
     "ApprovalBody",
     "Channel",
     "ChannelList",
+    "EventKind",
+    "EventKinds",
     "EventPage",
     "ForkBody",
     "Health",
@@ -180,6 +182,22 @@ class EventPage(BaseModel):
     events: list[Event]
     next_after: int
     """Pass as `after` to get the events that follow."""
+
+
+class EventKind(BaseModel):
+    """How to show one kind of event, as its class declares it (`Event.traits`)."""
+
+    kind: str
+    label: str
+    """A short human label for timelines."""
+    origin: str
+    """Who writes it: `outside` (people, triggers), `model` or `runtime`."""
+    error: bool
+    """It counts as an error (shown as one)."""
+
+
+class EventKinds(BaseModel):
+    items: list[EventKind]
 
 
 class Health(BaseModel):

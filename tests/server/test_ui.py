@@ -67,6 +67,14 @@ def test_approve_from_the_inbox_and_see_the_thread_finish(
     timeline = page.locator("#timeline").inner_text()
     assert "approved" in timeline and "by alice" in timeline
     assert "Deployed v1.5.0 to production." in timeline
+    # Each row is labelled as the server declares its kind, not by the page's own table.
+    with live.client("admin") as c:
+        labels = {k["kind"]: k["label"] for k in c.get("/v1/event-kinds").json()["items"]}
+        events = c.get(f"/v1/threads/{thread['id']}/events").json()["events"]
+    shown = page.eval_on_selector_all(
+        "#timeline li .kind", "els => els.map((e) => e.firstChild.textContent)"
+    )
+    assert shown == [labels[e["kind"]] for e in events]
     assert page.locator(f'article.approval[data-thread="{thread["id"]}"]').count() == 0
     # The key stays in this tab's session storage, never in local storage.
     assert page.evaluate("sessionStorage.getItem('threadline.key')") == live.keys["alice"]

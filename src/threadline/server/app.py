@@ -4,6 +4,7 @@ The app is its list of routers, its middleware and its lifespan, over one `Servi
 built at start-up (see `services.py`). Each router is one concern:
 
     routers/threads.py    launch, list, get, events (and the live stream), pause, resume, fork
+    routers/events.py     the event kinds and their labels (declared by the event classes)
     routers/humans.py     the inbox, approvals, answers, messages
     routers/webhooks.py   signed inbound deliveries (no API key)
     routers/channels.py   where channels mount (Slack, email, cron)
@@ -26,12 +27,12 @@ from .auth import AuthMiddleware
 from .deps import bearer
 from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from .problems import PROBLEM_HANDLERS, PROBLEM_RESPONSES
-from .routers import channels, health, humans, threads, ui, webhooks
+from .routers import channels, events, health, humans, threads, ui, webhooks
 from .services import Services
 
 __all__ = ["create_app"]
 
-API_ROUTERS = (threads.router, humans.router, webhooks.router, channels.router)
+API_ROUTERS = (threads.router, events.router, humans.router, webhooks.router, channels.router)
 """Under /v1: documented with the problem responses and the bearer scheme."""
 
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from . import channels, health, humans, threads, ui, webhooks
+from . import channels, events, health, humans, threads, ui, webhooks
 
-__all__ = ["channels", "health", "humans", "threads", "ui", "webhooks"]
+__all__ = ["channels", "events", "health", "humans", "threads", "ui", "webhooks"]

@@ -4,7 +4,7 @@
 "use strict";
 
 const KEY = "threadline.key";
-const state = { selected: null, stream: null, events: [], refreshing: false };
+const state = { selected: null, stream: null, events: [], refreshing: false, kinds: null };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -239,10 +239,21 @@ function describe(e) {
   }
 }
 
+// Labels, origins and error flags come from the server (each event class declares them),
+// fetched once: a new kind of event shows with its own label without a change here.
+async function eventKinds() {
+  if (!state.kinds) {
+    const { items } = await api("GET", "/v1/event-kinds");
+    state.kinds = new Map(items.map((k) => [k.kind, k]));
+  }
+  return state.kinds;
+}
+
 function eventRow(e) {
-  return el("li", { class: `k-${e.kind}`, "data-seq": e.seq },
+  const k = state.kinds.get(e.kind) || { label: e.kind, origin: "runtime", error: false };
+  return el("li", { class: `k-${e.kind} o-${k.origin}${k.error ? " error" : ""}`, "data-seq": e.seq },
     el("span", { class: "seq" }, e.seq),
-    el("span", { class: "kind" }, e.kind.replaceAll("_", " "), el("span", { class: "at" }, clock(e.at))),
+    el("span", { class: "kind" }, k.label, el("span", { class: "at" }, clock(e.at))),
     el("div", { class: "body" }, ...describe(e)));
 }
 
@@ -256,7 +267,8 @@ async function openThread(id) {
   if (state.stream) state.stream.abort();
   try {
     const [thread, page] = await Promise.all([
-      api("GET", `/v1/threads/${id}`), api("GET", `/v1/threads/${id}/events?limit=1000`)]);
+      api("GET", `/v1/threads/${id}`), api("GET", `/v1/threads/${id}/events?limit=1000`),
+      eventKinds()]);
     state.events = page.events;
     renderThread(thread);
     follow(id, page.next_after);
