@@ -10,6 +10,10 @@ Each command group lives in its own module and registers itself on `app`:
     index.py    index add/search/list/remove (retrieval)
     mcp.py      mcp (serve the runtime to MCP clients)
 
+The thread commands in core.py are written once against `api.ThreadsAPI`, which both the
+local store (`api.LocalThreads`, a Runtime) and a server (`threadline.client.Client`, with
+`--server URL`) satisfy; no command branches on where the threads live.
+
 Every command turns a `ThreadlineError` or bad argument into one clear line on stderr and
 a non-zero exit; no traceback reaches the user.
 """
