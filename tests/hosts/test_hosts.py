@@ -409,3 +409,58 @@ def test_postgres_restarting_under_load_loses_nothing(lan: Lan, tmp_path: Path) 
         f"{summary['leased_again']} threads leased again; per host: "
         f"{_per_host(stats)}"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(600)
+def test_a_host_cut_off_inside_a_transaction_does_not_block_the_takeover(
+    lan: Lan, postgres_url: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A host cut off between two statements of a store transaction leaves its session idle
+    in the transaction, holding the thread's row lock; the server hears nothing from it
+    (for hours, with default TCP keepalives). Leasing skips locked rows, so no other host
+    could take the thread over: the store's sessions end such a transaction themselves."""
+    url, schema = postgres_url, pg_schema
+    _prepare(url, schema)
+    (thread_id,) = launch(url, schema, ["order stuck"])
+    target = urlsplit(url)
+    forwarder = Forwarder(lan.gateway, 5432, target.hostname or "127.0.0.1", target.port or 5432)
+    out = tmp_path / "locker.out"
+    locker = None
+    try:
+        forwarder.start()
+        locker = lan.popen(
+            0,
+            [
+                sys.executable,
+                str(HERE / "locker.py"),
+                _via(url, lan.gateway, 5432),
+                schema,
+                thread_id,
+            ],
+            stdout=open(out, "wb"),  # noqa: SIM115 - the child's
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: "locked" in out.read_text(), "the host to lock the thread's row", WAIT)
+        lan.cut(0)
+        try:
+
+            async def take() -> Any:
+                store = PostgresStore(url, schema=schema)
+                try:
+                    return await store.lease("the-taker", ttl=60, thread_ids=[thread_id])
+                finally:
+                    await store.close()
+
+            leases = wait_until(lambda: asyncio.run(take()), "another host to lease it", WAIT, 1.0)
+        finally:
+            lan.restore(0)
+    finally:
+        if locker is not None:
+            locker.kill()
+            locker.wait()
+        forwarder.stop()
+    assert leases[0].thread_id == thread_id
+    ((owner,),) = _query(url, schema, "SELECT lease_owner FROM threads WHERE id = %s", (thread_id,))
+    assert owner == "the-taker"

@@ -78,6 +78,12 @@ class PostgresStore(SQLStore):
         min_size / max_size: connection pool bounds.
         migrate: apply pending migrations on first use instead of refusing to start
             (tests and single-process demos; production runs `threadline db migrate`).
+        idle_in_transaction_timeout: seconds the server lets one of this store's sessions
+            sit idle inside a transaction before ending it. A worker whose host is cut off
+            between two statements of an append holds the thread's row lock, and leasing
+            skips locked rows, so no other worker could take the thread over until the
+            server noticed the dead connection (hours, with default TCP keepalives). The
+            store's transactions are a few statements with no waiting between them.
     """
 
     def __init__(
@@ -88,7 +94,10 @@ class PostgresStore(SQLStore):
         min_size: int = 1,
         max_size: int = 10,
         migrate: bool = False,
+        idle_in_transaction_timeout: float = 30.0,
     ) -> None:
+        if idle_in_transaction_timeout <= 0:
+            raise ConfigError("postgres idle_in_transaction_timeout must be positive")
         if schema is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
             raise ConfigError(f"postgres schema name {schema!r} must be a plain identifier")
         super().__init__(POSTGRES)
@@ -97,6 +106,7 @@ class PostgresStore(SQLStore):
         self._min = min_size
         self._max = max_size
         self._auto_migrate = migrate
+        self._idle_tx_ms = max(1, round(idle_in_transaction_timeout * 1000))
         self._pool: AsyncConnectionPool | None = None
         self._pool_lock: asyncio.Lock | None = None
         self._listener: psycopg.AsyncConnection[Any] | None = None
@@ -166,8 +176,10 @@ class PostgresStore(SQLStore):
             return self._pool
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        sql = f"SET idle_in_transaction_session_timeout = {self._idle_tx_ms}"
         if self.schema:
-            await conn.execute(f'SET search_path TO "{self.schema}"')
+            sql += f'; SET search_path TO "{self.schema}"'
+        await conn.execute(sql)
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -179,8 +191,13 @@ class PostgresStore(SQLStore):
                 await self._check_schema(pool)
             async with pool.connection() as conn:
                 yield conn
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-            # The server went away or the pool is exhausted: one clear StoreError line.
+        except (
+            psycopg.OperationalError,
+            psycopg.errors.IdleInTransactionSessionTimeout,  # an InternalError, yet the same
+            psycopg_pool.PoolTimeout,
+        ) as exc:
+            # The server went away, ended the session or the pool is exhausted: one clear
+            # StoreError line.
             raise StoreError(f"PostgreSQL unavailable: {_short(exc)}") from exc
 
     async def _check_schema(self, pool: AsyncConnectionPool) -> None:
