@@ -110,8 +110,8 @@ async def test_replay_with_the_index_deleted_rederives_every_event(
 async def test_retrieval_and_history_shares_hold_under_a_small_window(
     policy_qa: ModuleType, max_result_tokens: int | None
 ) -> None:
-    """With the default result cut (window / 10) the passages are cut to it; with a cut
-    larger than the share (1500), they are cut to the share itself."""
+    """Whether the result cut (`max_result_tokens`) is small (window / 10) or larger than
+    the share (1500), the passages are cut to the share itself."""
     await policy_qa.index_policy()
     from threadline import Agent
     from threadline.retrieval.tool import knowledge_tool, retrieval_settings
@@ -146,7 +146,11 @@ async def test_retrieval_and_history_shares_hold_under_a_small_window(
     history = sum(v for k, v in rendered.sections.items() if k.startswith("history:"))
     assert rendered.layout.retrieved_cap == int(avail * 0.4)
     assert 0 < rendered.sections["retrieved"] <= rendered.layout.retrieved_cap
-    assert (rendered.layout.retrieved_limit is not None) == (max_result_tokens is not None)
+    assert rendered.layout.retrieved_limit is not None  # cut to the share, whatever the cut
+    # The share is used, not wasted on the smaller per-result cut (the cut falls at a line
+    # end, so whole hits are kept and up to one hit's worth of the share stays free).
+    assert rendered.sections["retrieved"] > min(budget.max_result_tokens, budget.window // 10)
+    assert rendered.sections["retrieved"] > rendered.layout.retrieved_cap // 2
     assert history + rendered.sections["summary"] <= avail - rendered.sections["retrieved"]
     assert rendered.context.input_tokens <= budget.window - budget.max_output_tokens
     text = rendered.context.as_text()

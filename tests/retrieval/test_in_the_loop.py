@@ -146,3 +146,30 @@ def test_the_split_is_static_or_moves_with_relevance(index_url: str, split: str)
         assert caps[0.0] == caps[1.0]
     else:
         assert caps[1.0] == pytest.approx(3 * caps[0.0], abs=2)  # 1.5x against 0.5x
+
+
+def test_results_share_the_retrieval_room_like_water() -> None:
+    from threadline.context.budget import _fit_retrieved
+
+    events = [
+        UserMessage(seq=0, at=AT, text="q"),
+        ToolCall(seq=1, at=AT, call_id="a", tool="s", version="1", arguments={}),
+        ToolResult(seq=2, at=AT, call_id="a", tool="s", result="small"),
+        ToolCall(seq=3, at=AT, call_id="b", tool="s", version="1", arguments={}),
+        ToolResult(seq=4, at=AT, call_id="b", tool="s", result="big"),
+    ]
+    size = {1: 20, 2: 100, 3: 20, 4: 2000}
+
+    def tokens(i: int, reduced: bool) -> int:
+        return size[i]
+
+    assert _fit_retrieved(events, [1, 2, 3, 4], tokens, 5000) == (2140, False, None)
+    # 1,000 of room: the calls take 40, the small result keeps its 100, the big one gets
+    # the other 860: the share is filled, not split evenly (which would waste 380).
+    assert _fit_retrieved(events, [1, 2, 3, 4], tokens, 1000) == (1000, True, 860)
+    # Two big results split the room evenly.
+    size[2] = 2000
+    assert _fit_retrieved(events, [1, 2, 3, 4], tokens, 1000) == (1000, True, 480)
+    # Not even a pointer fits next to the calls: reported as over (the planner raises).
+    planned, _, limit = _fit_retrieved(events, [1, 2, 3, 4], tokens, 60)
+    assert planned > 60 and limit is None

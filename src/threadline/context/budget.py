@@ -16,9 +16,9 @@ When the history does not fit, the planner tries, in order, until it does:
    steps fit without compacting again; the rest is laid out as in 1 or 2.
 
 Retrieved material (pre-fetched results, and the search results of an agent's retriever
-since the latest user message) never takes more than its share: over it, each result is
-cut to `max_result_tokens`, and if that is still too much, to an equal part of the share
-(`Layout.retrieved_limit`), always ending with the pointer to the full event. The share is
+since the latest user message) never takes more than its share: over it, the larger
+results are cut to the level that fills the share (`Layout.retrieved_limit`), each ending
+with the pointer to the full event. The share is
 static, or moved per call by `dynamic_share`.
 
 If even the newest event cannot fit next to the fixed parts and the summary, the planner
@@ -308,19 +308,28 @@ def plan_layout(
 def _fit_retrieved(
     events: Sequence[Event], retrieved: Sequence[int], tokens: TokenFn, cap: int
 ) -> tuple[int, bool, int | None]:
-    """(planned tokens, reduced, per-result limit) of the retrieved events under `cap`."""
+    """(planned tokens, reduced, per-result limit) of the retrieved events under `cap`.
+
+    Over the cap, the results share what the calls leave like water: results smaller than
+    an equal part keep their size, the larger ones are cut to the level that fills the
+    share exactly (`limit`), so the share is used, never exceeded.
+    """
     full = sum(tokens(i, False) for i in retrieved)
     if full <= cap:
         return full, False, None
-    reduced = sum(tokens(i, True) for i in retrieved)
-    if reduced <= cap:
-        return reduced, True, None
     results = [i for i in retrieved if isinstance(events[i], ToolResult)]
     others = sum(tokens(i, True) for i in retrieved if i not in results)
-    per = (cap - others) // len(results) if results else 0
-    if per < 16:  # not even a pointer fits: the calls themselves are over the share
-        return reduced, True, None
-    return others + per * len(results), True, per
+    room = cap - others
+    sizes = sorted(tokens(i, False) for i in results)
+    level = 0
+    for k, size in enumerate(sizes):
+        level = room // (len(sizes) - k)
+        if size > level:
+            break
+        room -= size
+    if not results or level < 16:  # not even a pointer fits: the calls are over the share
+        return others + sum(sizes), True, None
+    return others + sum(min(size, level) for size in sizes), True, level
 
 
 def _plan_history(
