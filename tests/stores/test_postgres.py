@@ -92,3 +92,25 @@ async def test_notify_wakes_a_waiting_worker(postgres_url: str, pg_schema: str) 
     finally:
         await listener.close()
         await writer.close()
+
+
+async def test_releasing_a_runnable_thread_wakes_a_waiting_worker(
+    postgres_url: str, pg_schema: str
+) -> None:
+    url = pg_store_url(postgres_url, pg_schema)
+    listener, holder = open_store(url), open_store(url)
+    try:
+        t = Thread(new_thread_id(), "a")
+        t.append(UserMessage(seq=0, at=utcnow(), text="hi"))
+        await holder.create(t)
+        [lease] = await holder.lease("w1", ttl=30)
+        await listener.wait_for_work(0.01)  # opens the LISTEN connection
+        waiting = asyncio.create_task(listener.wait_for_work(30))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        assert await holder.release(lease)  # still running: another worker should take it
+        await asyncio.wait_for(waiting, 10)
+        assert [x.thread_id for x in await listener.lease("w2", ttl=30)] == [t.id]
+    finally:
+        await listener.close()
+        await holder.close()

@@ -3,8 +3,8 @@
 A *plan* is a generator that yields `Query` objects and receives each one's `Result`,
 ending with a value. Plans hold the logic of a store operation and do no I/O of their own,
 so one plan runs on SQLite's synchronous connection and on psycopg's asynchronous one: each
-store drives it (`advance`) with its own connection. A plan has no effect before its last
-query, so a driver may throw one away and run a fresh one.
+store drives it with its own connection (`advance` feeds it one outcome). A plan has no
+effect before its last query, so a driver may throw one away and run a fresh one.
 
 Queries are written with `:name` parameters and `{fragment}` holes that a `Dialect` fills
 (`Dialect.sql`): the clock, row locks, JSON casts. A unique-key violation is classified by
@@ -112,7 +112,8 @@ class Tx(Enum):
     READ = "read"
     """Reads only; no transaction needed."""
     WRITE = "write"
-    """Writes that are each atomic alone (one statement, or independent ones)."""
+    """Writes that are each atomic alone (one statement, or independent ones): PostgreSQL
+    runs them in autocommit; SQLite still takes its write lock (`BEGIN IMMEDIATE`)."""
     ATOMIC = "atomic"
     """Several statements that commit together or not at all."""
 
