@@ -71,6 +71,7 @@ def test_approve_from_the_inbox_and_see_the_thread_finish(
     with live.client("admin") as c:
         labels = {k["kind"]: k["label"] for k in c.get("/v1/event-kinds").json()["items"]}
         events = c.get(f"/v1/threads/{thread['id']}/events").json()["events"]
+    page.locator("#timeline li").nth(len(events) - 1).wait_for(timeout=15_000)
     shown = page.eval_on_selector_all(
         "#timeline li .kind", "els => els.map((e) => e.firstChild.textContent)"
     )

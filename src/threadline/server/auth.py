@@ -18,14 +18,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from ..errors import ConfigError
 from ..events import utcnow
 from ..stores.keys import ApiKey, KeyStore
+from .asgi import ASGIApp, Receive, Scope, Send, send_problem
 
 __all__ = [
     "SCOPES",
@@ -39,11 +39,6 @@ __all__ = [
 SCOPES = ("launch", "respond", "read", "admin")
 
 log = logging.getLogger("threadline.server")
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,21 +139,22 @@ class AuthMiddleware:
             principal = LOCAL if not self.enabled else await self._authenticate(scope)
         except Exception:
             log.exception("API key lookup failed")
-            await _deny(
+            await send_problem(
                 send, 503, "Service Unavailable", "the key store did not answer; retry shortly"
             )
             return
         if principal is None:
-            await _deny(
+            await send_problem(
                 send,
                 401,
                 "Unauthorized",
                 "send a valid API key: `Authorization: Bearer tl_...` "
                 "(create one with `threadline keys create`)",
+                headers=[(b"www-authenticate", b'Bearer realm="threadline"')],
             )
             return
         if not principal.can(needed):
-            await _deny(
+            await send_problem(
                 send,
                 403,
                 "Forbidden",
@@ -184,17 +180,3 @@ class AuthMiddleware:
         if key is None or key.revoked_at is not None:
             return None
         return Principal(key.name, frozenset(key.scopes), key.id)
-
-
-async def _deny(send: Send, status: int, title: str, detail: str) -> None:
-    from .problems import problem_bytes
-
-    body = problem_bytes(status, title, detail)
-    headers = [
-        (b"content-type", b"application/problem+json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="threadline"'))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -6,17 +6,16 @@ streams) pass through untouched and a refused request costs no body parsing.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
-from .problems import problem_bytes
+from .asgi import ASGIApp, Receive, Scope, Send, send_problem
 
 __all__ = ["BodyLimitMiddleware", "SecurityHeadersMiddleware"]
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_CLOSE = ((b"connection", b"close"),)
+"""A refused body may still be arriving: close the connection rather than read it."""
 
 
 class BodyLimitMiddleware:
@@ -37,7 +36,9 @@ class BodyLimitMiddleware:
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 if not value.isdigit():
-                    await _send_problem(send, 400, "Bad Content-Length", "not a number")
+                    await send_problem(
+                        send, 400, "Bad Content-Length", "not a number", headers=_CLOSE
+                    )
                     return
                 if int(value) > self.max_bytes:
                     await self._too_large(send)
@@ -69,25 +70,13 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _too_large(self, send: Send) -> None:
-        await _send_problem(
-            send, 413, "Payload Too Large", f"request bodies are limited to {self.max_bytes} bytes"
+        await send_problem(
+            send,
+            413,
+            "Payload Too Large",
+            f"request bodies are limited to {self.max_bytes} bytes",
+            headers=_CLOSE,
         )
-
-
-async def _send_problem(send: Send, status: int, title: str, detail: str) -> None:
-    body = problem_bytes(status, title, detail)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 _UI_CSP = (
