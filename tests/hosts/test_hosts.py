@@ -116,16 +116,12 @@ class Fleet:
                 "--concurrency", str(CONCURRENCY), "--lease-ttl", str(LEASE_TTL),
                 "--poll", "0.5", "--shutdown-timeout", str(3 * LEASE_TTL),
             ]  # fmt: skip
-            self.procs.append(
-                self.lan.popen(
-                    host,
-                    argv,
-                    env=self.env,
-                    cwd=self.logs,
-                    stdout=subprocess.PIPE,
-                    stderr=open(self.log_path(host), "wb"),  # noqa: SIM115 - the child's
+            with open(self.log_path(host), "wb") as err:  # the child keeps its own copy
+                self.procs.append(
+                    self.lan.popen(
+                        host, argv, env=self.env, cwd=self.logs, stdout=subprocess.PIPE, stderr=err
+                    )
                 )
-            )
         return self
 
     def log_path(self, host: int) -> Path:
@@ -168,6 +164,8 @@ class Fleet:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 @pytest.fixture
@@ -453,21 +451,17 @@ def test_a_host_cut_off_inside_a_transaction_does_not_block_the_takeover(
     target = urlsplit(url)
     forwarder = Forwarder(lan.gateway, 5432, target.hostname or "127.0.0.1", target.port or 5432)
     out = tmp_path / "locker.out"
+    host_url = _via(url, lan.gateway, 5432)
     locker = None
     try:
         forwarder.start()
-        locker = lan.popen(
-            0,
-            [
-                sys.executable,
-                str(HERE / "locker.py"),
-                _via(url, lan.gateway, 5432),
-                schema,
-                thread_id,
-            ],
-            stdout=open(out, "wb"),  # noqa: SIM115 - the child's
-            stderr=subprocess.STDOUT,
-        )
+        with open(out, "wb") as sink:  # the child keeps its own copy
+            locker = lan.popen(
+                0,
+                [sys.executable, str(HERE / "locker.py"), host_url, schema, thread_id],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
         wait_until(lambda: "locked" in out.read_text(), "the host to lock the thread's row", WAIT)
         lan.cut(0)
         try:
