@@ -132,6 +132,8 @@ def test_the_model_is_loaded_with_repacking_off_by_default() -> None:
     assert info["use_extra_bufts"] is False
     assert info["pid"] != os.getpid()
     assert info["llama_cpp"].startswith("0.3.")
+    # OpenMP threads wait passively (spinning ones starve each other on shared CPUs)
+    assert info["omp_wait_policy"] == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def test_the_repack_setting_reaches_the_model(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -80,6 +80,7 @@ class _Server:
             "n_ctx": llm.n_ctx(),
             "n_threads": llm.n_threads,
             "llama_cpp": llama_cpp.__version__,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "load_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 

@@ -11,7 +11,8 @@ object). The parent sends `{"id", "op", ...}`; the child answers each with
 `{"id", "ok": true, "result": {...}}` or `{"id", "ok": false, "error": {"kind", "message"}}`.
 
     op="load"      first frame: path, n_ctx, n_threads, seed, repack
-                   -> pid, use_extra_bufts (as loaded), n_ctx, n_threads, llama_cpp, load_ms
+                   -> pid, use_extra_bufts (as loaded), n_ctx, n_threads, llama_cpp,
+                      omp_wait_policy, load_ms
     op="chat"      messages, schema (JSON Schema or null), max_tokens, temperature, seed
                    -> text, input_tokens, output_tokens, latency_ms
     op="tokenize"  text -> tokens (the count, by the GGUF's own tokenizer)
@@ -150,6 +151,11 @@ class _Child:
         src = str(Path(__file__).resolve().parents[2])  # the folder holding `threadline`
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+        # llama.cpp's OpenMP threads spin while they wait by default; when the CPUs are
+        # shared (a server, tests, other work) spinning threads starve each other and one
+        # call can take minutes instead of a second. Waiting passively avoids that
+        # (docs/models.md); a user's own setting wins.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "threadline.models.local_child"],
             stdin=subprocess.PIPE,
