@@ -41,7 +41,9 @@ from shop import SIDE_TABLE, agent  # noqa: E402
 THREADS = 200
 WORKERS = 4
 LEASE_TTL = 1.5
-DEADLINE = 150.0  # seconds; a run that does not finish by then fails
+# The run fails when no thread finishes for this long (a stall), not after a fixed total:
+# on a loaded machine the same run simply takes longer.
+STALL = 90.0
 
 
 def start_worker(env: dict[str, str], logs: Path, n: int) -> subprocess.Popen[bytes]:
@@ -55,7 +57,7 @@ def start_worker(env: dict[str, str], logs: Path, n: int) -> subprocess.Popen[by
 
 @pytest.mark.slow
 @pytest.mark.postgres
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(900)
 async def test_sigkilled_workers_lose_nothing_and_never_double_charge(
     postgres_url: str, pg_schema: str, tmp_path: Path
 ) -> None:
@@ -82,17 +84,27 @@ async def test_sigkilled_workers_lose_nothing_and_never_double_charge(
         workers.append(start_worker(env, tmp_path, started))
         started += 1
     kills = 0
-    begin = time.monotonic()
+    begin = last_progress = time.monotonic()
+    last_open = open_at_kill = THREADS
     try:
         while True:
             await asyncio.sleep(rng.uniform(0.2, 0.8))
             open_ = await _unfinished(store)
             if open_ == 0:
                 break
-            if time.monotonic() - begin > DEADLINE:
+            now = time.monotonic()
+            if open_ < last_open:
+                last_open, last_progress = open_, now
+            elif now - last_progress > STALL:
                 pytest.fail(
-                    f"{open_} threads still open after {DEADLINE:.0f}s; worker logs in {tmp_path}"
+                    f"no thread finished for {STALL:.0f}s ({open_} still open, {kills} kills); "
+                    f"worker logs in {tmp_path}"
                 )
+            if open_ == open_at_kill:
+                # Nothing finished since the last kill: on a slow machine the replacement
+                # may still be starting, and killing it again would only test start-up.
+                continue
+            open_at_kill = open_
             victim = rng.randrange(len(workers))
             workers[victim].send_signal(signal.SIGKILL)
             workers[victim].wait()
