@@ -14,7 +14,10 @@ Variants, measured in the same run, in interleaved rounds (medians over rounds):
   no grammar             the shipped backend sampling freely (the grammar's baseline)
 
 The in-process variants drive the same code the child runs (`local_child`), minus the
-pipes, so the difference is the process boundary alone.
+pipes. The child also waits passively for OpenMP work (`OMP_WAIT_POLICY=PASSIVE`) while
+this process keeps the environment's policy (spinning by default, as before): run with
+`OMP_WAIT_POLICY=PASSIVE` set to give every variant the same policy and measure the
+process boundary and repacking alone.
 
   output tokens/s       output tokens / time from request to answer, over all prompts
   time to first intent  request start -> a validated `tool_call` (or the invalid_output
@@ -248,7 +251,7 @@ def print_table(
             f"{r['valid']:.0f}/{r['prompts']:.0f}",
             f"{loads[name]['load_ms']:.0f}",
         )
-    Console().print(table)
+    Console(width=140).print(table)
 
 
 def _machine() -> dict[str, Any]:
