@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from pg_support import pg_store_url
 from threadline import Agent, Runtime, tool
-from threadline.errors import ConfigError
+from threadline.errors import ConfigError, StoreError
 from threadline.events import Status, Thread, utcnow
 from threadline.models.base import Context, Message
 from threadline.stores import MemoryStore, SQLiteStore, Store, open_store
@@ -308,3 +309,25 @@ async def test_an_idle_worker_is_woken_by_notify_not_the_poll(
     finally:
         await worker_store.close()
         await api_store.close()
+
+
+async def test_a_lost_database_connection_is_one_warning_line_per_failed_step(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Cut(MemoryStore):
+        async def load(self, thread_id: str) -> Thread:
+            raise StoreError("PostgreSQL unavailable: server closed the connection unexpectedly")
+
+    store = Cut()
+    rt = Runtime(store, agents=[AGENT])
+    await rt.launch(AGENT, "job", advance=False)
+    with caplog.at_level(logging.DEBUG, logger="threadline.worker"):
+        stats = await Worker(rt, poll_interval=0.01, lease_ttl=0.5).run(until_idle=True)
+    assert stats.failed == 1
+    failures = [r for r in caplog.records if "failed" in r.getMessage()]
+    [warning] = [r for r in failures if r.levelno >= logging.WARNING]
+    assert warning.levelno == logging.WARNING and warning.exc_info is None
+    assert "StoreError" in warning.getMessage() and "PostgreSQL unavailable" in warning.getMessage()
+    assert "\n" not in warning.getMessage()
+    [trace] = [r for r in caplog.records if r.levelno == logging.DEBUG and r.exc_info]
+    assert isinstance(trace.exc_info[1], StoreError)  # type: ignore[index]

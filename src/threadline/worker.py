@@ -261,10 +261,7 @@ class Worker:
             # Keep the lease until it expires: a natural back-off before another try.
             self.stats.failed += 1
             release = False
-            kind = "error" if isinstance(exc, ThreadlineError) else "bug"
-            log.exception(
-                "worker %s: advancing %s failed (%s): %s", self.owner, lease.thread_id, kind, exc
-            )
+            _log_step_failure(self.owner, lease.thread_id, exc)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -275,6 +272,33 @@ class Worker:
                         self.stats.released += 1
             self._active.pop((lease.thread_id, lease.token), None)
             self._slot_free.set()
+
+
+def _log_step_failure(owner: str, thread_id: str, exc: BaseException) -> None:
+    """One warning line for a failed step; the traceback only at debug level.
+
+    An expected failure (a `ThreadlineError` such as a lost database connection, or an
+    `OSError`) is one line per failure, not a traceback per step while the database is away;
+    anything else is a bug and keeps its traceback.
+    """
+    if isinstance(exc, ThreadlineError | OSError):
+        log.warning(
+            "worker %s: advancing %s failed (%s): %s",
+            owner,
+            thread_id,
+            type(exc).__name__,
+            exc,
+        )
+        log.debug("worker %s: traceback of the failed step on %s", owner, thread_id, exc_info=exc)
+        return
+    log.error(
+        "worker %s: advancing %s failed (bug, %s): %s",
+        owner,
+        thread_id,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
 
 
 def default_owner() -> str:

@@ -97,6 +97,15 @@ def test_stream_resumes_after_last_event_id(live: LiveServer) -> None:
     assert ids == list(range(5, thread["next_seq"]))
 
 
+def test_a_last_event_id_that_is_not_ascii_digits_is_400(live: LiveServer) -> None:
+    thread = live.launch()
+    path = f"/v1/threads/{thread['id']}/events/stream"
+    with live.client("reader") as c:
+        for value in ["\xb2".encode("latin-1"), "¹²".encode("latin-1"), b"4x", b"--1", b"-"]:
+            problem = assert_problem(c.get(path, headers={"Last-Event-ID": value}), 400)
+            assert "Last-Event-ID" in problem["detail"], value
+
+
 def test_unknown_ids_and_actions_that_do_not_fit(
     live: LiveServer, pending: tuple[str, str]
 ) -> None:

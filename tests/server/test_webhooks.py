@@ -136,6 +136,9 @@ def test_bad_webhooks_are_refused_and_write_nothing(
         "stale": (raw, stale),
         "from the future": (raw, future),
         "garbage timestamp": (raw, {**good, "X-Threadline-Timestamp": "yesterday"}),
+        # Digits to str.isdigit, not to int(): once a 500.
+        "superscript timestamp": (raw, {**good, "X-Threadline-Timestamp": "¹²".encode("latin-1")}),
+        "arabic-indic timestamp": (raw, {**good, "X-Threadline-Timestamp": "١٧٠٠٠٠٠٠٠٠".encode()}),
     }
     with live.client(None) as c:
         for name, (content, headers) in cases.items():
@@ -304,6 +307,8 @@ def test_signature_round_trip_and_failures() -> None:
         ("s3cret", headers, body + b" ", 1_700_000_000, "does not match"),
         ("s3cret", headers, body, 1_700_000_301, "stale"),
         ("s3cret", {}, body, 1_700_000_000, "unsigned"),
+        ("s3cret", {**headers, "X-Threadline-Timestamp": "¹²"}, body, 12, "unix seconds"),
+        ("s3cret", {**headers, "X-Threadline-Timestamp": " 12"}, body, 12, "unix seconds"),
     ]:
         with pytest.raises(WebhookRejected, match=reason):
             verify(secret, hdrs, raw, now=now)

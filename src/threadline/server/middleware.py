@@ -35,7 +35,7 @@ class BodyLimitMiddleware:
             return
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
-                if not value.isdigit():
+                if not value.isascii() or not value.isdigit():
                     await send_problem(
                         send, 400, "Bad Content-Length", "not a number", headers=_CLOSE
                     )

@@ -137,8 +137,8 @@ async def stream_events(
 ) -> StreamingResponse:
     """Every event after `after` (or `Last-Event-ID`), then new ones live."""
     await svc.store.get(thread_id)
-    if last_event_id is not None and last_event_id.strip().lstrip("-").isdigit():
-        after = max(after, int(last_event_id))
+    if last_event_id is not None:
+        after = max(after, _last_event_id(last_event_id))
     return _stream(svc, thread_id, after)
 
 
@@ -166,3 +166,14 @@ async def fork(thread_id: ThreadId, body: ForkBody, svc: Svc) -> ThreadOut:
     if forked.status == Status.RUNNING:
         svc.runner.kick(forked.id)
     return thread_out(forked)
+
+
+def _last_event_id(value: str) -> int:
+    """`Last-Event-ID` as a seq: ASCII digits (or -1), else a 400 problem."""
+    text = value.strip()
+    digits = text[1:] if text.startswith("-") else text
+    if not digits or not digits.isascii() or not digits.isdigit():
+        raise ProblemError(
+            400, "Bad Last-Event-ID", "Last-Event-ID must be the seq of an event (ASCII digits)"
+        )
+    return int(text)
