@@ -184,6 +184,27 @@ def test_same_delivery_id_resent_with_a_fresh_signature_counts_once(
     assert len(verdicts) == 1
 
 
+def test_a_refused_delivery_does_not_burn_its_delivery_id(live: LiveServer) -> None:
+    thread = live.launch("guarded")  # only alice may approve
+    thread_id, call_id = thread["id"], thread["pending_approvals"][0]["call_id"]
+    before = live.stored_events(thread_id)
+    wrong_responder = approval_body(thread_id, call_id, by="mallory", delivery_id="slack-7")
+    wrong_call = approval_body(thread_id, "c999", delivery_id="slack-7")
+    with live.client(None) as c:
+        for body, status in [(wrong_responder, 403), (wrong_call, 409)]:
+            raw, headers = signed(body)
+            assert_problem(c.post("/v1/webhooks/inbound", content=raw, headers=headers), status)
+            assert live.stored_events(thread_id) == before
+        # The right approver's retry with the same delivery id is applied, once.
+        raw, headers = signed(approval_body(thread_id, call_id, delivery_id="slack-7"))
+        r = c.post("/v1/webhooks/inbound", content=raw, headers=headers)
+        assert r.status_code == 200, r.text
+        live.wait_status(thread_id, {"done"})
+        raw, headers = signed(approval_body(thread_id, call_id, delivery_id="slack-7"))
+        problem = assert_problem(c.post("/v1/webhooks/inbound", content=raw, headers=headers), 409)
+        assert problem["title"] == "Replayed delivery"
+
+
 def test_invalid_webhook_payloads_are_422_and_write_nothing(
     live: LiveServer, pending: tuple[str, str]
 ) -> None:

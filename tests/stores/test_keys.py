@@ -77,6 +77,15 @@ async def test_deliveries_are_remembered_once_even_when_racing(store: Store) -> 
     assert await log.remember("d-3", at=now + timedelta(days=2))
 
 
+async def test_a_forgotten_delivery_may_be_received_again(store: Store) -> None:
+    log, now = delivery_log(store), utcnow()
+    assert await log.remember("d-1", at=now) and await log.remember("d-2", at=now)
+    await log.forget("d-1")
+    await log.forget("never-seen")  # nothing to forget: no error
+    assert await log.remember("d-1", at=now)
+    assert not await log.remember("d-2", at=now)
+
+
 def test_bad_scopes_and_names() -> None:
     from threadline.errors import ConfigError
 

@@ -80,6 +80,9 @@ class DeliveryLog(Protocol):
         than a day before `at` may be forgotten (stale deliveries are refused anyway).
         """
 
+    async def forget(self, delivery_id: str) -> None:
+        """Drop a recorded delivery id: it was refused, so a retry of it may be applied."""
+
 
 FORGET_AFTER = timedelta(days=1)
 
@@ -126,6 +129,9 @@ class MemoryDeliveryLog:
             del self._seen[old]
         self._seen[delivery_id] = at
         return True
+
+    async def forget(self, delivery_id: str) -> None:
+        self._seen.pop(delivery_id, None)
 
 
 class SQLKeyStore:
@@ -194,6 +200,14 @@ class SQLDeliveryLog:
             return (yield Query(d.sql(_REMEMBER), args)).rowcount == 1
 
         return await self._store.run(plan, Tx.ATOMIC)
+
+    async def forget(self, delivery_id: str) -> None:
+        d = self._store.dialect
+
+        def plan() -> Plan[None]:
+            yield Query(d.sql("DELETE FROM webhook_deliveries WHERE id = :id"), {"id": delivery_id})
+
+        await self._store.run(plan, Tx.WRITE)
 
 
 _KEYS = "SELECT id, name, scopes, created_at, revoked_at FROM api_keys"

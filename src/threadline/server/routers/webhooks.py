@@ -4,7 +4,9 @@
 
 Verified by its HMAC signature (`..webhooks.verify`) over the exact bytes received, checked
 for freshness, then remembered by delivery id (or signature) so a replayed or retried
-delivery is applied once. Only then is the body parsed and acted on.
+delivery is applied once. Only then is the body parsed and acted on; a delivery that is
+refused (wrong responder, unknown call or question) is forgotten again, so a corrected
+retry with the same delivery id is applied.
 """
 
 from __future__ import annotations
@@ -66,13 +68,18 @@ async def inbound_webhook(request: Request, svc: Svc) -> ThreadOut:
     except WebhookRejected as exc:
         raise ProblemError(401, "Webhook rejected", exc.reason) from None
     delivery = _parse(raw)
-    if not await svc.deliveries.remember(
-        f"webhook:{delivery.delivery_id or signature}", at=utcnow()
-    ):
+    delivery_key = f"webhook:{delivery.delivery_id or signature}"
+    if not await svc.deliveries.remember(delivery_key, at=utcnow()):
         raise ProblemError(
             409, "Replayed delivery", "this delivery was already received; it is not applied twice"
         )
-    thread = await _apply(svc, delivery)
+    try:
+        thread = await _apply(svc, delivery)
+    except BaseException:
+        # Refused (wrong responder, unknown call, ...) or failed: not received, so the
+        # right approver's retry with the same delivery id is applied, not called a replay.
+        await svc.deliveries.forget(delivery_key)
+        raise
     svc.runner.kick(delivery.thread_id)
     return thread_out(thread)
 
