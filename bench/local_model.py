@@ -160,6 +160,8 @@ async def measure(request: Request, agent: Any, prompts: list[str]) -> dict[str,
         output = await request(context)
         events = interpret(agent, output.text, output.tool_calls, seq=1, at=at)
         first_intent.append((time.perf_counter() - started) * 1000)
+        if first_intent[-1] > 5000:  # say so while a long run is still going
+            console.print(f"  slow call: {first_intent[-1] / 1000:.1f}s for {prompt!r}")
         valid += events[0].kind == "tool_call"
         out_tokens.append(output.output_tokens)
         in_tokens.append(output.input_tokens)
