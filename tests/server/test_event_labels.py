@@ -1,4 +1,5 @@
-"""routers/events.py: every event kind with the label its class declares."""
+"""routers/events.py (named apart from tests/test_events.py: test basenames must be unique): every
+event kind with the label its class declares."""
 
 from __future__ import annotations
 
