@@ -165,7 +165,8 @@ class _Child:
         )
         self.config = config
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
-        self._lock = threading.Lock()  # guards _pending, _next_id, _dead and stdin writes
+        self._lock = threading.Lock()  # guards _pending, _next_id and _dead
+        self._write_lock = threading.Lock()  # one frame at a time on stdin
         self._pending: dict[int, concurrent.futures.Future[dict[str, Any]]] = {}
         self._next_id = 0
         self._dead = False
@@ -190,6 +191,9 @@ class _Child:
             request_id = self._next_id
             self._next_id += 1
             self._pending[request_id] = future
+        # Written outside `_lock`, which the reader needs to deliver answers: a large frame
+        # must never wait on a reader that waits on it.
+        with self._write_lock:
             try:
                 if self.proc.stdin is None:
                     raise BrokenPipeError
