@@ -34,7 +34,7 @@ from rich.table import Table
 
 from threadline import Agent, MemoryStore, Runtime, SQLiteStore, Store, Thread, decide, tool
 from threadline.events import ModelCall, ToolCall, ToolResult, UserMessage
-from threadline.models.base import Context, Message, ModelOutput
+from threadline.models.base import Context, Message, ModelOutput, ModelProfile
 from threadline.reducer import Wait
 
 LENGTHS = (10, 100, 1000)
@@ -59,6 +59,7 @@ CONTEXT = Context(system="bench", messages=(Message("user", "go"),))
 
 class InstantModel:
     model_id = "instant"
+    profile = ModelProfile()
 
     async def request(self, context: Context) -> ModelOutput:
         return ANSWER

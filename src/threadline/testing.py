@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import ModelError
 from .events import ModelCall, Thread
-from .models.base import Context, ModelOutput
+from .models.base import Context, ModelOutput, ModelProfile
 
 __all__ = ["FunctionModel", "ReplayModel", "ScriptedModel", "intent"]
 
@@ -47,11 +47,17 @@ class ScriptedModel:
     """
 
     def __init__(
-        self, answers: Iterable[Answer], *, model_id: str = "scripted", delay: float = 0.0
+        self,
+        answers: Iterable[Answer],
+        *,
+        model_id: str = "scripted",
+        delay: float = 0.0,
+        profile: ModelProfile | None = None,
     ) -> None:
         self._answers = list(answers)
         self._model_id = model_id
         self._delay = delay
+        self.profile = profile or ModelProfile.for_id(model_id)
         self.contexts: list[Context] = []
 
     @property
@@ -75,9 +81,16 @@ class ScriptedModel:
 class FunctionModel:
     """Answers with `fn(context)`; the function may be sync or async."""
 
-    def __init__(self, fn: Callable[[Context], Any], *, model_id: str = "function") -> None:
+    def __init__(
+        self,
+        fn: Callable[[Context], Any],
+        *,
+        model_id: str = "function",
+        profile: ModelProfile | None = None,
+    ) -> None:
         self._fn = fn
         self._model_id = model_id
+        self.profile = profile or ModelProfile.for_id(model_id)
         self.contexts: list[Context] = []
 
     @property
@@ -99,6 +112,7 @@ class ReplayModel:
         self._calls = [e for e in thread.events if isinstance(e, ModelCall)]
         self._index = 0
         self._model_id = self._calls[0].model if self._calls else "replay"
+        self.profile = ModelProfile.for_id(self._model_id)
 
     @property
     def model_id(self) -> str:

@@ -20,6 +20,7 @@ from threadline.events import (
     ToolResult,
     UserMessage,
 )
+from threadline.models.base import ModelProfile
 from threadline.prompts import renderer_for
 from threadline.testing import ScriptedModel, intent
 
@@ -220,15 +221,17 @@ async def test_a_pluggable_summariser_writes_the_stored_summary() -> None:
 
 
 class _SmallLocalModel:
-    """Looks like models/local.py: its own tokenizer, a small window and an output cap."""
+    """Declares what models/local.py declares: its own tokenizer, a small window and an
+    output cap."""
 
     model_id = "local:tiny.gguf"
-    n_ctx = 1_200
-    max_output_tokens = 100
 
     def __init__(self, answers: list[object]) -> None:
         self.inner = ScriptedModel(answers, model_id=self.model_id)
         self.contexts = self.inner.contexts
+        self.profile = ModelProfile(
+            context_window=1_200, max_output_tokens=100, tokenizer=self.count_tokens
+        )
 
     def count_tokens(self, text: str) -> int:
         return len(text.split()) + text.count("\n")

@@ -18,6 +18,7 @@ from threadline.context.tokens import (
     counter_for_model,
 )
 from threadline.errors import ConfigError
+from threadline.models.base import ModelProfile
 from threadline.testing import ScriptedModel
 
 
@@ -66,12 +67,16 @@ def test_counting_works_with_the_network_off() -> None:
 
 
 class _LocalModel:
-    """A model with its own tokenizer (duck-typed, like models/local.py)."""
+    """A model with its own tokenizer (declared in its profile, like models/local.py)."""
 
     model_id = "local:tiny"
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
+
+    @property
+    def profile(self) -> ModelProfile:
+        return ModelProfile(tokenizer=self.count_tokens)
 
     async def request(self, context):  # pragma: no cover - never called
         raise NotImplementedError

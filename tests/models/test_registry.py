@@ -60,3 +60,35 @@ def test_no_configuration_means_the_local_model() -> None:
     assert model.model_id == "local:SmolLM2-135M-Instruct.Q4_1.gguf"
     off = resolve_model("local:smollm2?grammar=off&max_tokens=64")
     assert off.model_id.endswith("?grammar=off")
+
+
+def test_providers_come_from_one_table_and_a_table_can_add_one() -> None:
+    from threadline.models.registry import PROVIDERS, Provider
+    from threadline.testing import ScriptedModel
+
+    assert set(PROVIDERS) == {"local", "openai", "anthropic", "scripted"}
+    with pytest.raises(ConfigError, match="use one of: anthropic, local, openai, scripted"):
+        resolve_model("mystery:x")
+
+    def echo(name: str, options: dict[str, str], ctx: object) -> ScriptedModel:
+        return ScriptedModel([], model_id=f"echo:{name}:{options.get('tone', '')}")
+
+    table = {**PROVIDERS, "echo": Provider("echo", frozenset({"tone"}), echo)}
+    assert resolve_model("echo:x?tone=dry", providers=table).model_id == "echo:x:dry"
+    with pytest.raises(ConfigError, match="allowed: tone"):
+        resolve_model("echo:x?colour=red", providers=table)
+    remote = {**PROVIDERS, "echo": Provider("echo", frozenset(), echo, remote=True)}
+    wrapped = resolve_model("echo:x?retries=2", providers=remote)
+    assert isinstance(wrapped, ResilientModel) and wrapped.policy.max_attempts == 2
+
+
+def test_wrappers_pass_the_profile_through(monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    one = resolve_model("openai:gpt-4.1-mini?mode=json_schema&max_tokens=500")
+    assert one.profile.context_window == 1_000_000
+    assert one.profile.max_output_tokens == 500
+    assert one.profile.tokenizer == "o200k_base"
+    assert one.profile.output_modes == {"json_schema"}
+    chain = resolve_model("openai:gpt-4.1-mini,anthropic:claude-sonnet-4-5")
+    assert chain.profile.context_window == 200_000  # what every model of the chain takes

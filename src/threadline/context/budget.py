@@ -42,22 +42,11 @@ from ..events import Compacted, ToolResult
 if TYPE_CHECKING:
     from ..events import Event
 
-__all__ = ["ContextBudget", "Layout", "dynamic_share", "known_window", "plan_layout"]
+__all__ = ["DEFAULT_WINDOW", "ContextBudget", "Layout", "dynamic_share", "plan_layout"]
 
 
 DEFAULT_WINDOW = 32_000
-"""The window assumed for a model we know nothing about (set `context_window` instead)."""
-
-KNOWN_WINDOWS = {
-    "gpt-4o": 128_000,
-    "gpt-4.1": 1_000_000,
-    "gpt-5": 400_000,
-    "o3": 200_000,
-    "o4": 200_000,
-    "claude": 200_000,
-    "smollm2": 8_192,
-}
-"""Context windows by model-id prefix, used when an agent does not set `context_window`."""
+"""The window assumed for a model that declares none (set `context_window` instead)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,15 +114,6 @@ class ContextBudget:
     def available(self, fixed: int) -> int:
         """Tokens left for retrieved material and history after the fixed parts."""
         return self.window - self.max_output_tokens - self.margin - fixed
-
-
-def known_window(model_id: str) -> int | None:
-    """The window of a model id we know (`provider:name`, by name prefix), else None."""
-    name = (model_id.partition(":")[2] or model_id).rsplit("/", 1)[-1].lower()
-    for prefix, size in KNOWN_WINDOWS.items():
-        if name.startswith(prefix):
-            return size
-    return None
 
 
 @dataclass(frozen=True, slots=True)

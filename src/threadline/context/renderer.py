@@ -45,7 +45,7 @@ from ..events import (
     ToolStarted,
     UserMessage,
 )
-from ..models.base import Context, Message, ToolSpec
+from ..models.base import Context, Message, Model, ToolSpec
 from .base import ContextFormat, PromptTemplate, Rendered, message_tokens, truncate_to
 from .budget import ContextBudget, Layout, dynamic_share, plan_layout
 from .compact import COMPACT, COMPACT_NATIVE, call_precedes, outcome_follows
@@ -211,7 +211,7 @@ class Renderer:
         self.counter: TokenCounter = self.settings.counter_for(None)
         self.budget: ContextBudget = self.settings.budget_for(None)
         self.renders = 0
-        self._bound: object | None = None
+        self._bound: Model | None = None
         self._instructions_hash = hashlib.sha256(instructions.encode()).hexdigest()
         self._blocks = CountCache()
         self._texts = CountCache(4096)
@@ -219,7 +219,7 @@ class Renderer:
 
     # -- binding to the model that answers ---------------------------------------------
 
-    def bind(self, model: object | None) -> None:
+    def bind(self, model: Model | None) -> None:
         """Size the budget and counter for `model` (cheap when it is the bound one)."""
         if model is None or model is self._bound:
             return
@@ -229,7 +229,7 @@ class Renderer:
 
     # -- the runtime's entry point -------------------------------------------------------
 
-    async def prepare(self, thread: Thread, model: object | None, at: datetime) -> Prepared:
+    async def prepare(self, thread: Thread, model: Model | None, at: datetime) -> Prepared:
         """Render the next model call's context once, with the events to store first.
 
         Never raises for budget or prompt problems: those become events (`escalated`), so

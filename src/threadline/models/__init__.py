@@ -4,7 +4,7 @@ The provider backends (`openai`, `anthropic`, `local`) import their SDKs lazily;
 with `resolve_model("provider:model")`.
 """
 
-from .base import Context, Message, Model, ModelOutput, ToolSpec
+from .base import Context, Message, Model, ModelOutput, ModelProfile, ToolSpec
 from .pricing import DEFAULT_PRICES, Price, PriceTable, load_prices
 from .registry import resolve_model
 from .resilience import CircuitBreaker, FallbackModel, ResilientModel, RetryPolicy
@@ -17,6 +17,7 @@ __all__ = [
     "Message",
     "Model",
     "ModelOutput",
+    "ModelProfile",
     "Price",
     "PriceTable",
     "ResilientModel",

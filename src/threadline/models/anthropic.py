@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, MissingExtraError, ModelError
 from ..events import RawToolCall
-from .base import Context, ModelOutput
+from .base import Context, ModelOutput, ModelProfile
 from .openai import tool_name_map
 from .pricing import PriceTable
 from .resilience import is_retryable_status, parse_retry_after
@@ -88,6 +88,11 @@ class AnthropicModel:
     @property
     def model_id(self) -> str:
         return f"anthropic:{self.model}"
+
+    @property
+    def profile(self) -> ModelProfile:
+        """Window by model name (its tokenizer is not public: counts are approximate)."""
+        return ModelProfile.for_id(self.model_id, output_modes=(self.mode,))
 
     def request_body(self, context: Context) -> tuple[dict[str, Any], dict[str, str]]:
         """The Messages API arguments for `context`, and safe name -> original name."""

@@ -11,12 +11,123 @@ runtime turns that into a `model_error` event, never a crashed loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..events import RawToolCall
 
-__all__ = ["Context", "Message", "Model", "ModelOutput", "ToolSpec"]
+__all__ = [
+    "KNOWN_WINDOWS",
+    "Context",
+    "Message",
+    "Model",
+    "ModelOutput",
+    "ModelProfile",
+    "OutputMode",
+    "ToolSpec",
+    "known_encoding",
+    "known_window",
+]
+
+OutputMode = Literal["text", "tools", "json_schema", "json_object", "json", "grammar"]
+"""How a backend gets an intent out of a model: free text (parsed), native tool calls,
+a JSON schema or JSON object response format, Anthropic's JSON prompt, or a grammar."""
+
+KNOWN_WINDOWS = {
+    "gpt-4o": 128_000,
+    "gpt-4.1": 1_000_000,
+    "gpt-5": 400_000,
+    "o3": 200_000,
+    "o4": 200_000,
+    "claude": 200_000,
+    "smollm2": 8_192,
+}
+"""Context windows by model-name prefix, for models that do not declare their own."""
+
+_O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt")
+_CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "text-embedding")
+
+
+def _model_name(model_id: str) -> str:
+    """`provider:org/name` -> `name`, lower case."""
+    name = model_id.partition(":")[2] if ":" in model_id else model_id
+    return name.rsplit("/", 1)[-1].lower()
+
+
+def known_window(model_id: str) -> int | None:
+    """The window of a model id we know (`provider:name`, by name prefix), else None."""
+    name = _model_name(model_id)
+    for prefix, size in KNOWN_WINDOWS.items():
+        if name.startswith(prefix):
+            return size
+    return None
+
+
+def known_encoding(model_id: str) -> str | None:
+    """The BPE encoding of an OpenAI model id (`o200k_base`, `cl100k_base`), else None."""
+    name = _model_name(model_id)
+    if name.startswith(_O200K_PREFIXES):
+        return "o200k_base"
+    if name.startswith(_CL100K_PREFIXES):
+        return "cl100k_base"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelProfile:
+    """What a model declares about itself, as typed data (the renderer sizes the budget
+    and counts tokens from it; nothing probes a model's attributes).
+
+    Attributes:
+        context_window: tokens of context it accepts (None: unknown; the renderer then
+            assumes its default).
+        max_output_tokens: the most it answers in one call (None: no cap of its own).
+        tokenizer: how to count its tokens exactly: its own function `text -> int`, or a
+            BPE encoding name; None: approximately.
+        output_modes: how this backend gets an intent out of the model.
+    """
+
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    tokenizer: Callable[[str], int] | str | None = None
+    output_modes: frozenset[OutputMode] = frozenset({"text"})
+
+    @classmethod
+    def for_id(
+        cls,
+        model_id: str,
+        *,
+        output_modes: Iterable[OutputMode] = ("text",),
+        context_window: int | None = None,
+        max_output_tokens: int | None = None,
+        tokenizer: Callable[[str], int] | str | None = None,
+    ) -> ModelProfile:
+        """A profile from what the model id tells (`known_window`, `known_encoding`);
+        explicit values win."""
+        return cls(
+            context_window=context_window or known_window(model_id),
+            max_output_tokens=max_output_tokens,
+            tokenizer=tokenizer or known_encoding(model_id),
+            output_modes=frozenset(output_modes),
+        )
+
+    @classmethod
+    def narrowest(cls, profiles: Iterable[ModelProfile]) -> ModelProfile:
+        """One profile any of `profiles` can serve (a fallback chain): the smallest known
+        window and output cap, the first model's tokenizer, the modes all share."""
+        items = list(profiles)
+        if not items:
+            return cls()
+        windows = [p.context_window for p in items if p.context_window]
+        caps = [p.max_output_tokens for p in items if p.max_output_tokens]
+        modes = frozenset.intersection(*(p.output_modes for p in items))
+        return cls(
+            context_window=min(windows) if windows else None,
+            max_output_tokens=min(caps) if caps else None,
+            tokenizer=items[0].tokenizer,
+            output_modes=modes,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +214,11 @@ class Model(Protocol):
     @property
     def model_id(self) -> str:
         """The pinned id recorded in every `model_call` event."""
+        ...
+
+    @property
+    def profile(self) -> ModelProfile:
+        """What the model declares: window, output cap, tokenizer, output modes."""
         ...
 
     async def request(self, context: Context) -> ModelOutput:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, MissingExtraError, ModelError
-from .base import Context, Message, ModelOutput, ToolSpec
+from .base import Context, Message, ModelOutput, ModelProfile, ToolSpec
 from .local_grammar import grammar_text
 from .local_process import ChildConfig, ModelProcess, model_process
 
@@ -135,6 +135,16 @@ class LocalModel:
         self.repack = repack
         self.timeout = timeout
         self.name = name or ("smollm2" if path is None else resolved.name)
+
+    @property
+    def profile(self) -> ModelProfile:
+        """Its window (`n_ctx`), output cap, own tokenizer, and grammar-constrained output."""
+        return ModelProfile(
+            context_window=self.n_ctx,
+            max_output_tokens=self.max_output_tokens,
+            tokenizer=self.count_tokens,
+            output_modes=frozenset({"grammar"} if self.grammar else {"text"}),
+        )
 
     @property
     def model_id(self) -> str:

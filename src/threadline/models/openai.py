@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, InvalidRequest, MissingExtraError, ModelError
 from ..events import RawToolCall
-from .base import Context, Message, ModelOutput, ToolSpec
+from .base import Context, Message, ModelOutput, ModelProfile, ToolSpec
 from .local import tools_prompt  # pure text; llama.cpp itself is imported lazily there
 from .pricing import PriceTable
 from .resilience import is_invalid_request, is_retryable_status, parse_retry_after
@@ -239,6 +239,13 @@ class OpenAIModel:
     @property
     def model_id(self) -> str:
         return f"openai:{self.model}"
+
+    @property
+    def profile(self) -> ModelProfile:
+        """Window and encoding by model name, its output cap and its mode."""
+        return ModelProfile.for_id(
+            self.model_id, output_modes=(self.mode,), max_output_tokens=self.max_output_tokens
+        )
 
     def request_body(self, context: Context) -> tuple[dict[str, Any], dict[str, str]]:
         """The chat-completions arguments for `context`, and safe name -> original name."""

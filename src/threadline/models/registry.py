@@ -30,7 +30,8 @@ Nothing is imported or connected until a model of that provider is asked for.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qsl
@@ -40,33 +41,137 @@ from .base import Model
 from .pricing import PriceTable
 from .resilience import CircuitBreaker, FallbackModel, ResilientModel, RetryPolicy
 
-__all__ = ["DEFAULT_MODEL", "parse_spec", "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "PROVIDERS", "BuildContext", "Provider", "parse_spec", "resolve_model"]
 
 DEFAULT_MODEL = "local:smollm2"
 
-_OPTIONS = {
-    "openai": {"mode", "server", "base_url", "max_tokens", "retries", "timeout", "temperature"},
-    "anthropic": {"mode", "retries", "timeout", "temperature"},
-    "local": {"grammar", "n_ctx", "max_tokens", "temperature", "timeout"},
-    "scripted": set(),
+_REMOTE = frozenset({"retries", "timeout", "temperature"})
+"""Options every remote provider accepts (its retry policy, timeout and temperature)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What building a model may use beside its spec."""
+
+    prices: PriceTable | None = None
+    local_repack: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """One model provider: the spec prefix, the options it accepts and how to build it.
+
+    Attributes:
+        name: the prefix of its specs (`openai` in `openai:gpt-4.1-mini`).
+        options: the `?key=value` options its specs accept.
+        build: `(model name, options, context) -> Model`; imports its SDK lazily.
+        remote: wrap the model in a `ResilientModel` (retries, timeout, a circuit breaker
+            per provider and base URL); such providers also accept `retries`, `timeout`
+            and `temperature`.
+    """
+
+    name: str
+    options: frozenset[str]
+    build: Callable[[str, dict[str, str], BuildContext], Model]
+    remote: bool = False
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        return self.options | _REMOTE if self.remote else self.options
+
+
+def _local(name: str, options: dict[str, str], ctx: BuildContext) -> Model:
+    from .local import LocalModel
+
+    return LocalModel(
+        None if name == "smollm2" else name,
+        grammar=_flag(options.get("grammar", "on"), "grammar"),
+        n_ctx=_number(options, "n_ctx", int, 2048),
+        max_output_tokens=_number(options, "max_tokens", int, 384),
+        temperature=_number(options, "temperature", float, 0.0),
+        timeout=_number(options, "timeout", float, 300.0) or None,
+        repack=ctx.local_repack,
+    )
+
+
+def _temperature(options: dict[str, str]) -> float | None:
+    if options.get("temperature") is None:
+        return None
+    return _number(options, "temperature", float, 0.0)
+
+
+def _openai(name: str, options: dict[str, str], ctx: BuildContext) -> Model:
+    from .openai import OpenAIModel
+
+    # The backend checks server and mode and raises ConfigError for unknown ones.
+    return OpenAIModel(
+        name,
+        mode=options.get("mode"),  # type: ignore[arg-type]
+        server=options.get("server"),
+        base_url=options.get("base_url") or None,
+        max_output_tokens=_number(options, "max_tokens", int, 0) or None,
+        timeout=_number(options, "timeout", float, 60.0),
+        temperature=_temperature(options),
+        prices=ctx.prices,
+    )
+
+
+def _anthropic(name: str, options: dict[str, str], ctx: BuildContext) -> Model:
+    from .anthropic import AnthropicModel
+
+    return AnthropicModel(
+        name,
+        mode=options.get("mode", "tools"),  # type: ignore[arg-type]
+        timeout=_number(options, "timeout", float, 60.0),
+        temperature=_temperature(options),
+        prices=ctx.prices,
+    )
+
+
+def _scripted_provider(name: str, options: dict[str, str], ctx: BuildContext) -> Model:
+    return _scripted(name)
+
+
+PROVIDERS: Mapping[str, Provider] = {
+    p.name: p
+    for p in (
+        Provider(
+            "local",
+            frozenset({"grammar", "n_ctx", "max_tokens", "temperature", "timeout"}),
+            _local,
+        ),
+        Provider(
+            "openai", frozenset({"mode", "server", "base_url", "max_tokens"}), _openai, remote=True
+        ),
+        Provider("anthropic", frozenset({"mode"}), _anthropic, remote=True),
+        Provider("scripted", frozenset(), _scripted_provider),
+    )
 }
+"""The built-in providers, by spec prefix. Pass `providers=` to `resolve_model` to add
+your own (a mapping built from this one)."""
 
 
-def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
-    """`provider:name?a=1&b=2` -> (provider, name, options). Raises ConfigError."""
+def parse_spec(
+    spec: str, providers: Mapping[str, Provider] = PROVIDERS
+) -> tuple[str, str, dict[str, str]]:
+    """`provider:name?a=1&b=2` -> (provider, name, options).
+
+    Raises:
+        ConfigError: the spec is malformed, names no provider of the table, or an option
+            that provider does not accept.
+    """
     provider, sep, rest = spec.strip().partition(":")
     name, _, query = rest.partition("?")
     if not sep or not name or not provider:
         raise ConfigError(f"model {spec!r} must look like provider:model, e.g. local:smollm2")
-    if provider not in _OPTIONS:
-        raise ConfigError(
-            f"unknown model provider {provider!r} in {spec!r}; use local, openai, "
-            "anthropic or scripted"
-        )
+    entry = providers.get(provider)
+    if entry is None:
+        known = ", ".join(sorted(providers))
+        raise ConfigError(f"unknown model provider {provider!r} in {spec!r}; use one of: {known}")
     options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
-    unknown = set(options) - _OPTIONS[provider]
+    unknown = set(options) - entry.allowed
     if unknown:
-        allowed = ", ".join(sorted(_OPTIONS[provider])) or "none"
+        allowed = ", ".join(sorted(entry.allowed)) or "none"
         raise ConfigError(
             f"unknown option(s) {', '.join(sorted(unknown))} for {provider} in "
             f"{spec!r}; allowed: {allowed}"
@@ -80,6 +185,7 @@ def resolve_model(
     prices: PriceTable | None = None,
     breakers: dict[str, CircuitBreaker] | None = None,
     local_repack: bool = False,
+    providers: Mapping[str, Provider] = PROVIDERS,
 ) -> Model:
     """Build the model named by `spec` (empty means the local default).
 
@@ -88,6 +194,7 @@ def resolve_model(
         prices: the price table for remote models' `cost_usd`.
         breakers: circuit breakers by provider to share with other calls (default: fresh).
         local_repack: let llama.cpp repack local models' weights (`Settings.local_repack`).
+        providers: the provider table (default: the built-in `PROVIDERS`).
 
     Raises:
         ConfigError: a malformed spec, unknown provider or option, missing key or file.
@@ -95,60 +202,24 @@ def resolve_model(
     """
     spec = (spec or "").strip() or DEFAULT_MODEL
     shared = breakers if breakers is not None else {}
+    ctx = BuildContext(prices, local_repack)
     parts = [p.strip() for p in spec.split(",") if p.strip()]
-    models = [_one(p, prices, shared, local_repack) for p in parts]
+    models = [_one(p, ctx, shared, providers) for p in parts]
     return models[0] if len(models) == 1 else FallbackModel(models)
 
 
 def _one(
     spec: str,
-    prices: PriceTable | None,
+    ctx: BuildContext,
     breakers: dict[str, CircuitBreaker],
-    local_repack: bool = False,
+    providers: Mapping[str, Provider],
 ) -> Model:
-    provider, name, options = parse_spec(spec)
-    if provider == "scripted":
-        return _scripted(name)
-    if provider == "local":
-        from .local import LocalModel
-
-        return LocalModel(
-            None if name == "smollm2" else name,
-            grammar=_flag(options.get("grammar", "on"), "grammar"),
-            n_ctx=_number(options, "n_ctx", int, 2048),
-            max_output_tokens=_number(options, "max_tokens", int, 384),
-            temperature=_number(options, "temperature", float, 0.0),
-            timeout=_number(options, "timeout", float, 300.0) or None,
-            repack=local_repack,
-        )
+    provider, name, options = parse_spec(spec, providers)
+    entry = providers[provider]
+    model = entry.build(name, options, ctx)
+    if not entry.remote:
+        return model
     timeout = _number(options, "timeout", float, 60.0)
-    temperature = options.get("temperature")
-    temp = None if temperature is None else _number(options, "temperature", float, 0.0)
-    model: Model
-    if provider == "openai":
-        from .openai import OpenAIModel
-
-        # The backend checks server and mode and raises ConfigError for unknown ones.
-        model = OpenAIModel(
-            name,
-            mode=options.get("mode"),  # type: ignore[arg-type]
-            server=options.get("server"),
-            base_url=options.get("base_url") or None,
-            max_output_tokens=_number(options, "max_tokens", int, 0) or None,
-            timeout=timeout,
-            temperature=temp,
-            prices=prices,
-        )
-    else:
-        from .anthropic import AnthropicModel
-
-        model = AnthropicModel(
-            name,
-            mode=options.get("mode", "tools"),  # type: ignore[arg-type]
-            timeout=timeout,
-            temperature=temp,
-            prices=prices,
-        )
     base_url = options.get("base_url")
     key = f"{provider}@{base_url}" if base_url else provider
     breaker = breakers.setdefault(key, CircuitBreaker(key))

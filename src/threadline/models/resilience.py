@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import CircuitOpen, ConfigError, ModelError
-from .base import Context, Model, ModelOutput
+from .base import Context, Model, ModelOutput, ModelProfile
 
 __all__ = [
     "CircuitBreaker",
@@ -227,6 +227,10 @@ class ResilientModel:
     def model_id(self) -> str:
         return self.model.model_id
 
+    @property
+    def profile(self) -> ModelProfile:
+        return self.model.profile
+
     async def request(self, context: Context) -> ModelOutput:
         attempt = 0
         while True:
@@ -286,6 +290,11 @@ class FallbackModel:
     @property
     def model_id(self) -> str:
         return ",".join(m.model_id for m in self.models)
+
+    @property
+    def profile(self) -> ModelProfile:
+        """What every model of the chain can serve (`ModelProfile.narrowest`)."""
+        return ModelProfile.narrowest(m.profile for m in self.models)
 
     async def request(self, context: Context) -> ModelOutput:
         failures: list[str] = []
