@@ -1,0 +1,56 @@
+"""Replay feeds recorded inputs in and re-derives every decision; a difference is an error
+naming the event."""
+
+from __future__ import annotations
+
+import pytest
+
+from threadline import Agent, ContextSettings, MemoryStore, Runtime, Status, tool
+from threadline.errors import ReplayDivergence
+from threadline.events import ToolCall
+from threadline.reducer import is_input
+from threadline.replay import replay_thread
+from threadline.testing import ScriptedModel, intent
+
+
+@tool
+def lookup(key: str) -> str:
+    """Look a key up."""
+    return key.upper()
+
+
+async def test_context_escalations_and_prefetched_calls_are_inputs() -> None:
+    agent = Agent(
+        "tiny",
+        tools=[lookup],
+        instructions="Look up. " * 300,
+        context=ContextSettings(
+            tokenizer="o200k_base",
+            context_window=700,
+            max_output_tokens=100,
+            prefetch=[("lookup", {"key": "a"})],
+        ),
+    )
+    rt = Runtime(MemoryStore(), agents=[agent], model=ScriptedModel([]))
+    thread = await rt.launch(agent, "go")
+    assert thread.status is Status.ESCALATED
+    kinds = [e.kind for e in thread.events]
+    assert kinds[1] == "tool_call" and kinds[-2:] == ["token_budget_exceeded", "escalated"]
+    assert is_input(thread.events[1]) and is_input(thread.events[-1])
+    derived = replay_thread(agent, thread)
+    assert [e.kind for e in derived.events] == kinds
+
+
+async def test_a_changed_decision_names_the_event_where_it_diverges() -> None:
+    agent = Agent("a", tools=[lookup])
+    model = ScriptedModel([intent("lookup", key="x"), intent("done_for_now", message="X")])
+    thread = await Runtime(MemoryStore(), agents=[agent], model=model).launch(agent, "x?")
+    assert thread.status is Status.DONE
+    assert [e.kind for e in replay_thread(agent, thread).events] == [e.kind for e in thread.events]
+    # Without the lookup tool, the recorded call no longer validates: an invalid output.
+    stricter = Agent("a", tools=[])
+    call = next(e for e in thread.events if isinstance(e, ToolCall))
+    with pytest.raises(ReplayDivergence) as info:
+        replay_thread(stricter, thread)
+    assert info.value.seq == call.seq
+    assert "invalid_output" in str(info.value)
