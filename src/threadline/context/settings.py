@@ -17,15 +17,17 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError
 from ..events import Event
-from ..models.base import Model, known_window
 from .budget import DEFAULT_WINDOW, ContextBudget
 from .prefetch import PrefetchStep
 from .redaction import Redactor, redactor_from
 from .tokens import ApproxCounter, TokenCounter, counter_for_model, counter_from
+
+if TYPE_CHECKING:
+    from ..models.base import Model
 
 __all__ = ["ContextSettings", "RedactSpec", "RetrievalPolicy", "Summariser", "Tokenizer"]
 
@@ -175,6 +177,10 @@ class ContextSettings:
         profile = model.profile if model is not None else None
         window = self.context_window or (profile.context_window if profile else None)
         if not window:
+            # Imported here: the agent's settings are imported by `decide`, whose import
+            # closure stays free of the model package (tests/test_reducer.py).
+            from ..models.base import known_window
+
             window = known_window(self.model_id or "") or DEFAULT_WINDOW
         budget = ContextBudget.sized(int(window), self.overrides())
         cap = profile.max_output_tokens if profile else None

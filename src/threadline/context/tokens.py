@@ -23,10 +23,12 @@ import functools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError
-from ..models.base import Model, ModelProfile
+
+if TYPE_CHECKING:
+    from ..models.base import Model, ModelProfile
 
 __all__ = [
     "ApproxCounter",
@@ -154,6 +156,9 @@ def counter_for_profile(profile: ModelProfile, model_id: str = "") -> TokenCount
 def counter_for_model(model: Model | str) -> TokenCounter:
     """The best counter for a model object (its `profile`) or a `provider:model` id."""
     if isinstance(model, str):
+        # Imported here: `decide`'s import closure stays free of the model package.
+        from ..models.base import ModelProfile
+
         return counter_for_profile(ModelProfile.for_id(model), model)
     return counter_for_profile(model.profile, model.model_id)
 
