@@ -47,7 +47,9 @@ __all__ = [
 MAX_TEXT = 100_000
 """Longest message, answer or comment accepted (characters)."""
 
-_Strict = ConfigDict(extra="forbid")
+_Strict = ConfigDict(extra="forbid", strict=True)
+"""Request bodies: unknown fields refused, and no coercion (`"wait": "yes"` is not true,
+`"at": false` is not 0): a client's mistake is a 422, not a guess."""
 
 
 class LaunchBody(BaseModel):

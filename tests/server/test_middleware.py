@@ -39,3 +39,42 @@ def test_oversized_malformed_and_invalid_bodies(live: LiveServer, pending: tuple
         assert_problem(c.get("/v1/threads", params={"cursor": "__4"}), 400)  # not UTF-8
         assert_problem(c.post("/v1/threads", json={"agent": "nobody", "message": "hi"}), 422)
     assert live.stored_events(thread_id) == before
+
+
+def test_request_bodies_are_strict_no_coercion(live: LiveServer, pending: tuple[str, str]) -> None:
+    thread_id, call_id = pending
+    before = live.stored_events(thread_id)
+    approve = f"/v1/threads/{thread_id}/approvals/{call_id}"
+    with live.client("admin") as c:
+        for path, body, field in [
+            (f"/v1/threads/{thread_id}/fork", {"at": False}, "at"),
+            (f"/v1/threads/{thread_id}/fork", {"at": "2"}, "at"),
+            (f"/v1/threads/{thread_id}/fork", {"at": 2.5}, "at"),
+            ("/v1/threads", {"agent": "deploybot", "message": "hi", "wait": "yes"}, "wait"),
+            ("/v1/threads", {"agent": "deploybot", "message": "hi", "wait": 1}, "wait"),
+            (approve, {"approved": "true"}, "approved"),
+            (approve, {"approved": 1}, "approved"),
+        ]:
+            problem = assert_problem(c.post(path, json=body), 422)
+            assert problem["errors"][0]["loc"][-1] == field, body
+        listed = c.get("/v1/threads").json()["items"]
+    assert live.stored_events(thread_id) == before
+    assert [t["id"] for t in listed] == [thread_id]  # no fork, no launch
+
+
+def test_options_and_405_list_every_method_of_the_path(
+    live: LiveServer, pending: tuple[str, str]
+) -> None:
+    thread_id, _ = pending
+    with live.client("admin") as c:
+        for path, methods in [
+            ("/v1/threads", {"GET", "POST", "OPTIONS"}),
+            (f"/v1/threads/{thread_id}", {"GET", "OPTIONS"}),
+            (f"/v1/threads/{thread_id}/messages", {"POST", "OPTIONS"}),
+        ]:
+            r = c.options(path)
+            assert r.status_code == 204, (path, r.text)
+            assert {m.strip() for m in r.headers["allow"].split(",")} == methods, path
+        r = c.delete("/v1/threads")
+        assert_problem(r, 405)
+        assert {m.strip() for m in r.headers["allow"].split(",")} == {"GET", "POST", "OPTIONS"}

@@ -21,12 +21,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 
 from .auth import AuthMiddleware
 from .deps import bearer
 from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
-from .problems import PROBLEM_HANDLERS, PROBLEM_RESPONSES
+from .problems import PROBLEM_HANDLERS, PROBLEM_RESPONSES, http_problems
 from .routers import channels, events, health, humans, threads, ui, webhooks
 from .services import Services
 
@@ -39,6 +41,13 @@ API_ROUTERS = (threads.router, events.router, humans.router, webhooks.router, ch
 def create_app(services: Services) -> FastAPI:
     """The ASGI app serving `services.runtime` (its lifespan is the services' lifespan)."""
     config = services.config
+    routers = [*API_ROUTERS, health.router, ui.router]
+    allow = [
+        (route.path_regex, frozenset(route.methods or ()))
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute)
+    ]
     app = FastAPI(
         title="Threadline",
         version="1",
@@ -51,7 +60,8 @@ def create_app(services: Services) -> FastAPI:
             Middleware(AuthMiddleware, keys=services.keys, enabled=config.auth),
             Middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes),
         ],
-        exception_handlers=PROBLEM_HANDLERS,
+        # The 405/OPTIONS Allow header names every route of the path.
+        exception_handlers={**PROBLEM_HANDLERS, StarletteHTTPException: http_problems(allow)},
         responses={500: {"model": None, "description": "Server error (problem document)"}},
     )
     app.state.services = services  # read by `deps.services`, the routes' one dependency

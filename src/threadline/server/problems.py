@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Coroutine, Sequence, Set
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -27,6 +28,7 @@ __all__ = [
     "PROBLEM_RESPONSES",
     "Problem",
     "ProblemError",
+    "http_problems",
     "problem_bytes",
     "problem_response",
 ]
@@ -97,17 +99,36 @@ async def _problem(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status, exc.title, exc.detail, **exc.extra)
 
 
-async def _http(_: Request, exc: Exception) -> JSONResponse:
-    if not isinstance(exc, StarletteHTTPException):  # pragma: no cover
-        raise exc
-    titles = {404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}
-    detail = exc.detail if isinstance(exc.detail, str) else "request refused"
-    return problem_response(
-        exc.status_code,
-        titles.get(exc.status_code, "Error"),
-        detail,
-        headers=dict(exc.headers or {}),
-    )
+Handler = Callable[[Request, Exception], Coroutine[Any, Any, Response]]
+RouteMethods = Sequence[tuple[re.Pattern[str], Set[str]]]
+"""The app's routes as (path regex, methods) pairs, for the Allow header."""
+
+
+def http_problems(routes: RouteMethods = ()) -> Handler:
+    """The handler of Starlette's HTTP errors (404, 405, ...) as problem documents.
+
+    Starlette's 405 names the methods of the first route matching the path only; with
+    `routes` a path served by several routes (GET and POST /v1/threads) allows them all,
+    and OPTIONS answers 204 with that Allow header.
+    """
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        if not isinstance(exc, StarletteHTTPException):  # pragma: no cover
+            raise exc
+        titles = {404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}
+        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405 and routes:
+            path = request.scope.get("path", "")
+            allowed = {"OPTIONS"}.union(*(m for regex, m in routes if regex.match(path)))
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers={"Allow": ", ".join(sorted(allowed))})
+            headers["Allow"] = ", ".join(sorted(allowed))
+        return problem_response(
+            exc.status_code, titles.get(exc.status_code, "Error"), detail, headers=headers
+        )
+
+    return handler
 
 
 async def _invalid(_: Request, exc: Exception) -> JSONResponse:
@@ -152,7 +173,7 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 PROBLEM_HANDLERS: dict[int | type[Exception], Callable[[Request, Exception], Any]] = {
     ProblemError: _problem,
-    StarletteHTTPException: _http,
+    StarletteHTTPException: http_problems(),
     RequestValidationError: _invalid,
     ThreadNotFound: _mapped(404, "Thread not found"),
     InvalidAction: _mapped(409, "Action does not fit the thread's state"),
