@@ -36,6 +36,7 @@ __all__ = [
     "PauseBody",
     "PendingApproval",
     "ResponseBody",
+    "SkippedThread",
     "ThreadListItem",
     "ThreadOut",
     "ThreadPage",
@@ -170,14 +171,27 @@ class ThreadListItem(BaseModel):
         )
 
 
+class SkippedThread(BaseModel):
+    """A thread row that does not parse: left out of the listing, reported here."""
+
+    id: str
+    reason: str
+
+
 class ThreadPage(BaseModel):
     items: list[ThreadListItem]
     cursor: str | None
     """Pass back as `cursor` for the next page; null when there is none."""
+    skipped: list[SkippedThread] = Field(default_factory=list)
+    """Rows of this page that do not parse (bad metadata JSON, unknown status), with why."""
 
     @classmethod
     def from_page(cls, page: Page) -> ThreadPage:
-        return cls(items=[ThreadListItem.from_summary(s) for s in page.items], cursor=page.cursor)
+        return cls(
+            items=[ThreadListItem.from_summary(s) for s in page.items],
+            cursor=page.cursor,
+            skipped=[SkippedThread(id=b.id, reason=b.reason) for b in page.skipped],
+        )
 
 
 class EventPage(BaseModel):

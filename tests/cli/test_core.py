@@ -250,3 +250,25 @@ def test_pause_resume_and_fork_over_http(server: tuple[str, dict[str, str]]) -> 
         ).stdout.splitlines()
     ]
     assert len(rows) == 2
+
+
+def test_threads_list_skips_and_reports_a_bad_row(tmp_path: Path) -> None:
+    import asyncio
+    import sqlite3
+
+    from threadline.events import Thread, UserMessage, utcnow
+    from threadline.stores import SQLiteStore
+
+    async def make() -> None:
+        async with SQLiteStore(tmp_path / "t.db") as store:
+            for n in range(3):
+                event = UserMessage(seq=0, at=utcnow(), text="hi")
+                await store.create(Thread(f"th_cli{n}", "calc", [event]))
+
+    asyncio.run(make())
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        conn.execute("UPDATE threads SET metadata = '{not json' WHERE id = 'th_cli1'")
+    out = cli(tmp_path, "threads", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["id"] for line in out.stdout.splitlines()] == ["th_cli2", "th_cli0"]
+    assert "skipped thread th_cli1" in out.stderr and "does not parse" in out.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -104,6 +105,18 @@ def test_a_last_event_id_that_is_not_ascii_digits_is_400(live: LiveServer) -> No
         for value in ["\xb2".encode("latin-1"), "¹²".encode("latin-1"), b"4x", b"--1", b"-"]:
             problem = assert_problem(c.get(path, headers={"Last-Event-ID": value}), 400)
             assert "Last-Event-ID" in problem["detail"], value
+
+
+def test_a_bad_thread_row_is_skipped_and_reported_by_the_listing(live: LiveServer) -> None:
+    good, bad = live.launch()["id"], live.launch()["id"]
+    with sqlite3.connect(live.db_path) as conn:
+        conn.execute("UPDATE threads SET status = 'zombie' WHERE id = ?", (bad,))
+    with live.client("reader") as c:
+        r = c.get("/v1/threads")
+    assert r.status_code == 200, r.text
+    assert [t["id"] for t in r.json()["items"]] == [good]
+    [skipped] = r.json()["skipped"]
+    assert skipped["id"] == bad and "zombie" in skipped["reason"]
 
 
 def test_unknown_ids_and_actions_that_do_not_fit(

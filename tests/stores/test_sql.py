@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from store_env import StoreEnv, needs_sql
 
-from threadline.events import Status, ToolResult, UserMessage, utcnow
+from threadline.events import Status, Thread, ToolResult, UserMessage, utcnow
 from threadline.stores import SQLStore
 
 
@@ -57,3 +57,33 @@ async def test_rows_written_by_earlier_versions_load_lease_and_append(store_env:
         lease=lease,
     )
     assert len(await store.load("th_old")) == 3
+
+
+async def test_a_bad_thread_row_is_skipped_and_reported_by_list(store_env: StoreEnv) -> None:
+    needs_sql(store_env)
+    store = store_env.open()
+    ids = []
+    for n in range(5):
+        thread = Thread(f"th_list{n}", "lister", [UserMessage(seq=0, at=utcnow(), text="hi")])
+        await store.create(thread)
+        ids.append(thread.id)
+    bad_json = "'[1, 2]'::jsonb" if store_env.kind == "postgres" else "'{not json'"
+    store_env.sql(f"UPDATE threads SET metadata = {bad_json} WHERE id = '{ids[1]}'")
+    store_env.sql(f"UPDATE threads SET status = 'zombie' WHERE id = '{ids[3]}'")
+    page = await store.list()
+    assert [s.id for s in page.items] == [ids[4], ids[2], ids[0]]
+    assert {b.id: b.reason.split(":")[0] for b in page.skipped} == {
+        ids[3]: "thread row does not parse",
+        ids[1]: "thread row does not parse",
+    }
+    assert "zombie" in next(b.reason for b in page.skipped if b.id == ids[3])
+    # Paging counts the bad rows in their place: nothing is listed twice or lost.
+    seen, skipped, cursor = [], [], None
+    while True:
+        page = await store.list(limit=2, cursor=cursor)
+        seen += [s.id for s in page.items]
+        skipped += [b.id for b in page.skipped]
+        if page.cursor is None:
+            break
+        cursor = page.cursor
+    assert seen == [ids[4], ids[2], ids[0]] and skipped == [ids[3], ids[1]]

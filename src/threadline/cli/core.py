@@ -225,6 +225,12 @@ def threads_list(
             return await api.list_threads(status=status, agent=agent, limit=limit)
 
     page = run_async(go())
+    for bad in page.skipped:
+        err_console.print(
+            f"[yellow]skipped thread {escape(bad.id)}:[/] {escape(bad.reason)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if as_json:
         for s in page.items:
             row = {

@@ -34,7 +34,7 @@ from typing import Any
 from ..errors import AppendConflict, CorruptEvent, ThreadlineError
 from ..events import Event, Status, Thread, ThreadState
 
-__all__ = ["Lease", "Page", "Store", "ThreadSummary", "new_thread_id"]
+__all__ = ["BadRow", "Lease", "Page", "Store", "ThreadSummary", "new_thread_id"]
 
 
 def new_thread_id() -> str:
@@ -59,11 +59,23 @@ class ThreadSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class BadRow:
+    """A thread row that does not parse (bad metadata JSON, unknown status): skipped by a
+    listing and reported, so one damaged row does not hide every other thread."""
+
+    id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
-    """One page of a listing; pass `cursor` back to get the next (None: no more)."""
+    """One page of a listing; pass `cursor` back to get the next (None: no more).
+
+    `skipped` are the rows of this page that did not parse, with why."""
 
     items: list[ThreadSummary]
     cursor: str | None
+    skipped: list[BadRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,11 +221,16 @@ def fold_for_append(
     return new
 
 
-def page_of(rows: builtins.list[ThreadSummary], limit: int) -> Page:
-    """A page from up to `limit + 1` rows (the extra one says there is a next page)."""
+def page_of(rows: Sequence[ThreadSummary | BadRow], limit: int) -> Page:
+    """A page from up to `limit + 1` rows (the extra one says there is a next page); bad
+    rows take their place in the page (and the cursor) but are reported apart."""
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+    return Page(
+        [r for r in rows if isinstance(r, ThreadSummary)],
+        encode_cursor(rows[-1].id) if more and rows else None,
+        [r for r in rows if isinstance(r, BadRow)],
+    )
 
 
 def encode_cursor(value: str) -> str:

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from ..errors import CorruptEvent, LeaseLost, StoreError, ThreadNotFound
 from ..events import SCHEMA_VERSION, Event, Status, Thread, ThreadState, event_from_json, utcnow
 from .base import (
+    BadRow,
     Lease,
     Page,
     Store,
@@ -276,7 +277,7 @@ class SQLStore(Store):
         query = Query(self.dialect.sql(sql + " ORDER BY id DESC LIMIT :limit"), args)
 
         def plan() -> Plan[Page]:
-            return page_of([_summary(r) for r in (yield query).rows], limit)
+            return page_of([_listed(r) for r in (yield query).rows], limit)
 
         return await self.run(plan, Tx.READ)
 
@@ -449,6 +450,14 @@ def _summary(row: Sequence[Any]) -> ThreadSummary:
         lease_owner=row[8],
         lease_expires=stored_time(row[9]) if row[9] is not None else None,
     )
+
+
+def _listed(row: Sequence[Any]) -> ThreadSummary | BadRow:
+    """A listed row, or why it does not parse (skipped and reported by `list`)."""
+    try:
+        return _summary(row)
+    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        return BadRow(str(row[0]), f"thread row does not parse: {type(exc).__name__}: {exc}"[:300])
 
 
 def _parse(thread_id: str, seq: int, body: str, schema_version: int) -> Event:
