@@ -119,6 +119,29 @@ def test_a_bad_thread_row_is_skipped_and_reported_by_the_listing(live: LiveServe
     assert skipped["id"] == bad and "zombie" in skipped["reason"]
 
 
+def test_a_damaged_thread_is_one_clear_409_everywhere(live: LiveServer) -> None:
+    corrupt, holed = live.launch()["id"], live.launch()["id"]
+    with sqlite3.connect(live.db_path) as conn:
+        conn.execute("UPDATE events SET body = '{oops' WHERE thread_id = ? AND seq = 2", (corrupt,))
+        conn.execute("DELETE FROM events WHERE thread_id = ? AND seq = 3", (holed,))
+    sse = {"Accept": "text/event-stream"}
+    with live.client("reader") as c:
+        for thread_id, seq in [(corrupt, 2), (holed, 3)]:
+            for path, headers in [
+                (f"/v1/threads/{thread_id}", {}),
+                (f"/v1/threads/{thread_id}/events", {}),
+                (f"/v1/threads/{thread_id}/events", sse),
+                (f"/v1/threads/{thread_id}/events/stream", {}),
+            ]:
+                problem = assert_problem(c.get(path, headers=headers), 409)
+                assert problem["title"] == "Damaged thread", path
+                assert (problem["thread_id"], problem["seq"]) == (thread_id, seq), path
+                assert f"thread {thread_id} event {seq}" in problem["detail"], path
+        # Before the damage the pages are whole; past it they are served.
+        r = c.get(f"/v1/threads/{holed}/events", params={"after": 3})
+        assert r.status_code == 200 and r.json()["events"][0]["seq"] == 4
+
+
 def test_unknown_ids_and_actions_that_do_not_fit(
     live: LiveServer, pending: tuple[str, str]
 ) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
 from store_env import StoreEnv, needs_sql
 
+from threadline.errors import CorruptEvent
 from threadline.events import Status, Thread, ToolResult, UserMessage, utcnow
 from threadline.stores import SQLStore
 
@@ -87,3 +89,24 @@ async def test_a_bad_thread_row_is_skipped_and_reported_by_list(store_env: Store
             break
         cursor = page.cursor
     assert seen == [ids[4], ids[2], ids[0]] and skipped == [ids[3], ids[1]]
+
+
+async def test_a_hole_in_the_events_is_a_corrupt_event_naming_the_missing_seq(
+    store_env: StoreEnv,
+) -> None:
+    needs_sql(store_env)
+    store = store_env.open()
+    events = [UserMessage(seq=n, at=utcnow(), text=f"m{n}") for n in range(5)]
+    await store.create(Thread("th_holed", "a", events))
+    store_env.sql("DELETE FROM events WHERE thread_id = 'th_holed' AND seq = 2")
+    fresh = store_env.open()
+    for read in (
+        fresh.load("th_holed"),
+        fresh.events("th_holed"),
+        fresh.events("th_holed", after=0),
+    ):
+        with pytest.raises(CorruptEvent) as caught:
+            await read
+        assert (caught.value.thread_id, caught.value.seq) == ("th_holed", 2)
+        assert "missing" in caught.value.reason
+    assert [e.seq for e in await fresh.events("th_holed", after=2)] == [3, 4]

@@ -20,7 +20,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import ConfigError, InvalidAction, NotAllowed, ThreadlineError, ThreadNotFound
+from ..errors import (
+    ConfigError,
+    CorruptEvent,
+    InvalidAction,
+    NotAllowed,
+    ThreadlineError,
+    ThreadNotFound,
+)
 from ..stores.base import InvalidCursor
 
 __all__ = [
@@ -164,6 +171,19 @@ async def _threadline(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _corrupt(_: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, CorruptEvent):  # pragma: no cover
+        raise exc
+    log.error("damaged thread: %s", exc)
+    return problem_response(
+        409,
+        "Damaged thread",
+        f"{exc}; the stored rows are left untouched for inspection",
+        thread_id=exc.thread_id,
+        seq=exc.seq,
+    )
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error")
     return problem_response(
@@ -180,6 +200,7 @@ PROBLEM_HANDLERS: dict[int | type[Exception], Callable[[Request, Exception], Any
     NotAllowed: _mapped(403, "Not allowed"),
     InvalidCursor: _mapped(400, "Invalid cursor"),
     ConfigError: _mapped(409, "Not served here"),
+    CorruptEvent: _corrupt,
     ThreadlineError: _threadline,
     Exception: _unexpected,
 }

@@ -13,7 +13,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from ..errors import ThreadNotFound
+from ..errors import CorruptEvent, ThreadNotFound
 from ..events import Event, Status, Thread
 from ..stores.base import Store
 
@@ -80,6 +80,10 @@ async def event_stream(
         try:
             events = await store.events(thread_id, after=last, limit=500)
         except ThreadNotFound:  # deleted while watched (retention): the stream just ends
+            return
+        except CorruptEvent as exc:  # damaged while watched: say so, then end the stream
+            data = json.dumps({"thread_id": exc.thread_id, "seq": exc.seq, "detail": str(exc)})
+            yield f"event: error\ndata: {data}\n\n".encode()
             return
         for event in events:
             yield format_sse(event)

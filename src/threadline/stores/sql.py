@@ -212,6 +212,7 @@ class SQLStore(Store):
                 raise ThreadNotFound(thread_id)
             agent, schema_version, metadata, created_at = found.rows[0]
             rows = (yield Query(d.sql(_ALL_EVENTS), {"id": thread_id})).rows
+            _check_dense(thread_id, rows, first=0)
             events = [_parse(thread_id, seq, body, schema_version) for seq, body in rows]
             try:
                 return Thread(
@@ -239,6 +240,7 @@ class SQLStore(Store):
                 raise ThreadNotFound(thread_id)
             args = {"id": thread_id, "after": after, "limit": limit}
             rows = (yield Query(d.sql(_EVENTS), args)).rows
+            _check_dense(thread_id, rows, first=max(after, -1) + 1)
             return [_parse(thread_id, seq, body, found.rows[0][1]) for seq, body in rows]
 
         return await self.run(plan, Tx.READ)
@@ -450,6 +452,14 @@ def _summary(row: Sequence[Any]) -> ThreadSummary:
         lease_owner=row[8],
         lease_expires=stored_time(row[9]) if row[9] is not None else None,
     )
+
+
+def _check_dense(thread_id: str, rows: Sequence[Sequence[Any]], *, first: int) -> None:
+    """Rows hold seqs first, first+1, ...: a hole raises CorruptEvent naming the missing seq
+    (a page with a hole would otherwise serve a gap silently)."""
+    for expected, row in enumerate(rows, start=first):
+        if row[0] != expected:
+            raise CorruptEvent(thread_id, expected, f"missing (the next stored is {row[0]})")
 
 
 def _listed(row: Sequence[Any]) -> ThreadSummary | BadRow:

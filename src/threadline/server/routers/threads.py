@@ -112,7 +112,7 @@ async def list_events(
     """Events with seq > `after`, oldest first. With `Accept: text/event-stream`, the
     same as `/events/stream`."""
     if "text/event-stream" in request.headers.get("accept", ""):
-        await svc.store.get(thread_id)
+        await svc.store.load(thread_id)  # a damaged thread: one 409 before any stream
         return _stream(svc, thread_id, after)
     events = await svc.store.events(thread_id, after=after, limit=limit)
     return EventPage(events=events, next_after=events[-1].seq if events else after)
@@ -136,7 +136,7 @@ async def stream_events(
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> StreamingResponse:
     """Every event after `after` (or `Last-Event-ID`), then new ones live."""
-    await svc.store.get(thread_id)
+    await svc.store.load(thread_id)  # a damaged thread: one 409 before any stream
     if last_event_id is not None:
         after = max(after, _last_event_id(last_event_id))
     return _stream(svc, thread_id, after)
