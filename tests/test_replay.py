@@ -54,3 +54,49 @@ async def test_a_changed_decision_names_the_event_where_it_diverges() -> None:
         replay_thread(stricter, thread)
     assert info.value.seq == call.seq
     assert "invalid_output" in str(info.value)
+
+
+async def test_replay_takes_the_recorded_outcome_of_a_non_idempotent_tool() -> None:
+    """A side-effecting, non-idempotent tool ran once: replay re-derives the run (the
+    `tool_started` checks the decision, the recorded `tool_result` is taken as it was)."""
+    runs: list[int] = []
+
+    @tool(side_effects=True)
+    def transfer(amount: int) -> str:
+        """Move money."""
+        runs.append(amount)
+        return "sent"
+
+    model = ScriptedModel([intent("transfer", amount=5), intent("done_for_now", message="ok")])
+    agent = Agent("bank", tools=[transfer], model=model)
+    rt = Runtime(MemoryStore(), agents=[agent])
+    thread = await rt.launch(agent, "send 5")
+    kinds = [e.kind for e in thread.events]
+    assert "tool_started" in kinds and "tool_result" in kinds
+    assert thread.status == Status.DONE
+    replayed = await rt.replay(thread.id)
+    assert [e.kind for e in replayed.events] == kinds
+    assert runs == [5]  # replay never runs the tool
+
+
+async def test_replay_of_a_crash_after_tool_started_still_derives_the_escalation() -> None:
+    """No outcome recorded after `tool_started`: replay derives "may have run" again."""
+    from threadline.errors import ToolOutcomeUnknown
+
+    @tool(side_effects=True)
+    def transfer(amount: int) -> str:
+        """Move money."""
+        raise ToolOutcomeUnknown("hung up")
+
+    model = ScriptedModel([intent("transfer", amount=5)])
+    agent = Agent("bank", tools=[transfer], model=model)
+    rt = Runtime(MemoryStore(), agents=[agent])
+    thread = await rt.launch(agent, "send 5")
+    assert thread.status == Status.ESCALATED
+    replayed = replay_thread(agent, thread)
+    assert replayed.events[-1].kind == "escalated"
+    # A different recorded escalation reason is still a divergence.
+    forged = thread.events[-1].model_copy(update={"reason": "something else"})
+    thread.events[-1] = forged
+    with pytest.raises(ReplayDivergence):
+        replay_thread(agent, thread)

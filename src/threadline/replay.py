@@ -32,7 +32,7 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
     i = 0
     while i < len(events):
         event = events[i]
-        if is_input(event):
+        if is_input(event) or _recorded_outcome(derived, event):
             derived.append(event)
             i += 1
             continue
@@ -73,6 +73,20 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
             derived.append(old)
         i += len(produced)
     return derived
+
+
+def _recorded_outcome(derived: Thread, event: Event) -> bool:
+    """Whether `event` is the recorded outcome of a call replay already saw start.
+
+    The decision to run the call was checked at its `tool_started`; what the tool returned
+    came from outside. Today's `decide` would read the started call as "may have run" (a
+    crash) and escalate a non-idempotent one, but replay never runs tools: it takes the
+    recorded outcome, as the run did.
+    """
+    if not isinstance(event, ToolResult | ToolError):
+        return False
+    call = derived.state.pending.get(event.call_id)
+    return call is not None and call.attempt > 0
 
 
 def _comparable(event: Event) -> dict[str, object]:

@@ -97,3 +97,45 @@ def test_plain_text_is_left_alone() -> None:
 async def test_redaction_can_be_switched_off() -> None:
     rt, model, _, _ = await _run(_agent(redact=False, store_secrets=True))
     assert KEY in model.contexts[1].messages[0].content
+
+
+def _redacts_within(text: str, seconds: float = 120.0) -> str:
+    """`Redactor().redact(text)`, run in a thread: a backtracking pattern takes hours on a
+    megabyte (quadratic), a linear one well under the generous bound."""
+    import threading
+
+    out: list[str] = []
+    worker = threading.Thread(target=lambda: out.append(Redactor().redact(text)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not out:
+        pytest.fail(f"redaction of {len(text):,} characters ({text[:20]!r}...) did not finish")
+    return out[0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 1_000_000,
+        "a." * 500_000,  # every position could start a URL scheme
+        "eyJ-" * 250_000,  # every position could start a JWT
+        "ab://" + "c" * 1_000_000,
+        "token " + " " * 1_000_000,
+        "sk-" * 333_333,
+        ("a://b:c" + "d" * 100) * 9_000,
+    ],
+    ids=["letters", "scheme-chars", "jwt-starts", "no-password", "spaces", "key-starts", "urls"],
+)
+def test_redaction_is_linear_on_megabyte_inputs(text: str) -> None:
+    redacted = _redacts_within(text)
+    assert redacted == Redactor().redact(redacted)  # idempotent on the hostile input too
+
+
+def test_linear_patterns_still_mask_what_they_did() -> None:
+    r = Redactor()
+    assert r.redact("see https://bob:hunter22@example.com/x") == (
+        f"see https://bob:{MASK}@example.com/x"
+    )
+    assert r.redact("db=postgres+psycopg://u:pw@h") == f"db=postgres+psycopg://u:{MASK}@h"
+    jwt = "eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.SflKxwRJSMeKKF2QT4"
+    assert r.redact(f"jwt {jwt} end") == f"jwt {MASK} end"

@@ -24,7 +24,10 @@ Where it applies:
   tool calls are never rewritten: the model only ever saw redacted context, and rewriting
   them would break deterministic replay.
 
-Invariant: `redact(redact(x)) == redact(x)`.
+Invariant: `redact(redact(x)) == redact(x)`. The built-in patterns run in time linear in
+the input: a repeated class that must be followed by a delimiter is possessive (`*+`, `++`)
+and starts only where the class does not continue to its left (a lookbehind), so no
+start position rescans a run another already scanned (`"x" * 1_000_000` is one pass).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ __all__ = ["DEFAULT_PATTERNS", "MASK", "Redactor", "redact_for_storage", "redact
 MASK = "[REDACTED]"
 
 DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
-    ("url-password", r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]+:([^\s@/]+)@"),
+    ("url-password", r"(?<![a-zA-Z0-9+.\-])[a-zA-Z0-9+.\-]++://[^\s:/@]++:([^\s@/]++)@"),
     ("bearer", r"(?i:\b(?:bearer|basic|token)\s+)([A-Za-z0-9\-._~+/]{16,}=*)"),
     ("anthropic-key", r"\bsk-ant-[A-Za-z0-9\-_]{16,}"),
     ("openai-key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9\-_]{20,}"),
@@ -52,7 +55,10 @@ DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
     ("aws-access-key", r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),
     ("google-api-key", r"\bAIza[0-9A-Za-z\-_]{35}"),
     ("stripe-key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}"),
-    ("jwt", r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
+    (
+        "jwt",
+        r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{8,}+\.eyJ[A-Za-z0-9_\-]{8,}+\.[A-Za-z0-9_\-]{8,}",
+    ),
     (
         "assignment",
         r"(?i:\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token"
