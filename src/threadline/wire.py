@@ -9,10 +9,13 @@ one it can store; anything else is a 422 problem document before any handler run
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from functools import partial
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from .events import Done, Event, HumanRequest, Status, Thread
 
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
     from .stores.base import Page, ThreadSummary
 
 __all__ = [
+    "MAX_JSON_DEPTH",
+    "MAX_METADATA_BYTES",
     "MAX_TEXT",
     "ApprovalBody",
     "Channel",
@@ -48,6 +53,54 @@ __all__ = [
 MAX_TEXT = 100_000
 """Longest message, answer or comment accepted (characters)."""
 
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of client JSON stored in a thread (metadata, edited arguments)."""
+MAX_METADATA_BYTES = 65_536
+"""Largest metadata object accepted (bytes of JSON)."""
+
+
+def _storable(value: Any, *, what: str, max_bytes: int | None = None) -> Any:
+    """`value` if every thread that stores it loads and renders forever after; else
+    ValueError (a 422 naming the limit) before anything is appended.
+
+    Walked without recursion: nesting deeper than MAX_JSON_DEPTH, non-finite numbers
+    (NaN, Infinity: not JSON) and strings that are not valid Unicode (lone surrogates)
+    are refused, and so is JSON larger than `max_bytes`.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+            children = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in children:
+                if isinstance(key, str):
+                    _check_text(key, what)
+                stack.append((child, depth + 1))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{what} holds a non-finite number ({item}); JSON has none")
+        elif isinstance(item, str):
+            _check_text(item, what)
+    if max_bytes is not None and len(json.dumps(value)) > max_bytes:
+        raise ValueError(f"{what} is larger than {max_bytes} bytes of JSON")
+    return value
+
+
+def _check_text(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} holds a string that is not valid Unicode") from None
+
+
+Metadata = Annotated[
+    dict[str, Any],
+    AfterValidator(partial(_storable, what="metadata", max_bytes=MAX_METADATA_BYTES)),
+]
+"""A thread's or message's metadata: bounded so that what is accepted always loads."""
+EditedArguments = Annotated[dict[str, Any], AfterValidator(partial(_storable, what="arguments"))]
+
 _Strict = ConfigDict(extra="forbid", strict=True)
 """Request bodies: unknown fields refused, and no coercion (`"wait": "yes"` is not true,
 `"at": false` is not 0): a client's mistake is a 422, not a guess."""
@@ -60,7 +113,7 @@ class LaunchBody(BaseModel):
 
     agent: str = Field(min_length=1, max_length=200)
     message: str = Field(min_length=1, max_length=MAX_TEXT)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
     wait: bool = False
     """Answer only when the thread stops running (paused, awaiting someone, ended)."""
     wait_timeout: float = Field(default=30.0, gt=0, le=300)
@@ -75,7 +128,7 @@ class ApprovalBody(BaseModel):
     approved: bool
     comment: str | None = Field(default=None, max_length=MAX_TEXT)
     """Shown to the model with a rejection: say why, and what to do instead."""
-    edited_arguments: dict[str, Any] | None = None
+    edited_arguments: EditedArguments | None = None
     """Run with these arguments instead (re-validated against the tool's schema)."""
 
 
@@ -90,7 +143,7 @@ class MessageBody(BaseModel):
     model_config = _Strict
 
     text: str = Field(min_length=1, max_length=MAX_TEXT)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class PauseBody(BaseModel):
@@ -123,7 +176,7 @@ class WebhookDelivery(BaseModel):
     call_id: str | None = Field(default=None, max_length=200)
     approved: bool | None = None
     comment: str | None = Field(default=None, max_length=MAX_TEXT)
-    edited_arguments: dict[str, Any] | None = None
+    edited_arguments: EditedArguments | None = None
     request_id: str | None = Field(default=None, max_length=200)
     text: str | None = Field(default=None, max_length=MAX_TEXT)
 

@@ -142,6 +142,41 @@ def test_a_damaged_thread_is_one_clear_409_everywhere(live: LiveServer) -> None:
         assert r.status_code == 200 and r.json()["events"][0]["seq"] == 4
 
 
+def _nested(depth: int) -> str:
+    return '{"k": ' * (depth - 1) + "{}" + "}" * (depth - 1)
+
+
+def test_metadata_that_could_not_load_is_refused_at_launch(live: LiveServer) -> None:
+    head = '{"agent": "deploybot", "message": "deploy", "metadata": '
+    json_headers = {"Content-Type": "application/json"}
+    with live.client("admin") as c:
+        for metadata, says in [
+            (_nested(33), "deeper than 32"),
+            (_nested(220), "deeper than 32"),
+            (_nested(300), "deeper than 32"),
+            ('{"a": ' + "[" * 40 + "1" + "]" * 40 + "}", "deeper than 32"),
+            ('{"x": NaN}', "non-finite"),
+            ('{"x": -Infinity}', "non-finite"),
+            ('{"x": "a\\ud800b"}', "not valid Unicode"),
+            ('{"\\udfff": 1}', "not valid Unicode"),
+            ('{"x": "' + "y" * 70_000 + '"}', "larger than"),
+        ]:
+            r = c.post("/v1/threads", content=head + metadata + "}", headers=json_headers)
+            problem = assert_problem(r, 422)
+            assert says in problem["errors"][0]["msg"], says
+        deep = "[" * 100_000 + "]" * 100_000
+        r = c.post("/v1/threads", content=head + deep + "}", headers=json_headers)
+        assert r.status_code in (400, 422), r.text
+        assert c.get("/v1/threads").json()["items"] == []  # nothing launched
+        # At the limit: accepted, and it loads, lists and streams ever after.
+        r = c.post("/v1/threads", content=head + _nested(32) + "}", headers=json_headers)
+        assert r.status_code == 201, r.text
+        thread_id = r.json()["id"]
+        assert c.get(f"/v1/threads/{thread_id}").status_code == 200
+        assert c.get(f"/v1/threads/{thread_id}/events").status_code == 200
+        assert [t["id"] for t in c.get("/v1/threads").json()["items"]] == [thread_id]
+
+
 def test_unknown_ids_and_actions_that_do_not_fit(
     live: LiveServer, pending: tuple[str, str]
 ) -> None:
