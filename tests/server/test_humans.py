@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 
-from server_support import LiveServer, assert_problem, signed
+from server_support import LiveServer, approval_body, assert_problem, signed
 
 
 def test_second_approval_is_409(live: LiveServer, pending: tuple[str, str]) -> None:
@@ -101,3 +102,28 @@ def test_the_inbox_lists_threads_waiting_for_a_person(live: LiveServer) -> None:
     assert items[question["id"]]["question"]["question"] == "Which environment?"
     with live.client(None) as c:
         assert_problem(c.get("/v1/inbox"), 401)
+
+
+def test_acting_on_a_thread_whose_agent_this_server_does_not_serve_is_409(
+    live: LiveServer, pending: tuple[str, str]
+) -> None:
+    thread_id, call_id = pending
+    with sqlite3.connect(live.db_path) as conn:
+        conn.execute("UPDATE threads SET agent = 'ghost' WHERE id = ?", (thread_id,))
+    before = live.stored_events(thread_id)
+    with live.client("admin") as c:
+        for path, body in [
+            (f"/v1/threads/{thread_id}/approvals/{call_id}", {"approved": True}),
+            (f"/v1/threads/{thread_id}/responses", {"request_id": "r1", "text": "yes"}),
+            (f"/v1/threads/{thread_id}/messages", {"text": "hello"}),
+            (f"/v1/threads/{thread_id}/resume", None),
+        ]:
+            problem = assert_problem(c.post(path, json=body), 409)
+            assert problem["title"] == "Not served here", path
+            assert "'ghost'" in problem["detail"], path
+        raw, headers = signed(approval_body(thread_id, call_id, delivery_id="d-ghost"))
+        with live.client(None) as anon:
+            r = anon.post("/v1/webhooks/inbound", content=raw, headers=headers)
+        assert assert_problem(r, 409)["title"] == "Not served here"
+        assert c.get(f"/v1/threads/{thread_id}").json()["status"] == "awaiting_approval"
+    assert live.stored_events(thread_id) == before

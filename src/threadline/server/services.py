@@ -131,6 +131,23 @@ class Services:
     def closing(self) -> bool:
         return self.lifecycle.closing
 
+    async def check_served(self, thread_id: str) -> None:
+        """Refuse an action that would leave the thread with nothing to advance it.
+
+        A server that advances its threads (`config.worker`) can only move on a thread of
+        an agent it serves: approving, answering or resuming another would write the
+        action, then the thread would sit `running` forever. Raises ConfigError (a 409
+        "Not served here") before anything is written; ThreadNotFound for an unknown id.
+        """
+        if not self.config.worker:
+            return  # API-only: the workers leasing from the store advance every agent
+        agent = (await self.store.get(thread_id)).agent
+        if agent not in self.runtime.agents:
+            raise ConfigError(
+                f"thread {thread_id} runs agent {agent!r}, which this server does not "
+                "serve; act on it through a server or worker that serves it"
+            )
+
     @asynccontextmanager
     async def lifespan(self, _app: Any) -> AsyncIterator[None]:
         """Start: resume threads a previous process left running. Stop: refuse new work,

@@ -49,6 +49,7 @@ async def approve(
 ) -> ThreadOut:
     """Approve (maybe with edited arguments) or reject a pending call. A rejection's
     comment is shown to the model. 409 if the call is not awaiting approval."""
+    await svc.check_served(thread_id)
     thread = await svc.runtime.approve(
         thread_id,
         call_id,
@@ -65,6 +66,7 @@ async def approve(
 @router.post("/threads/{thread_id}/responses", response_model=ThreadOut)
 async def respond(thread_id: ThreadId, body: ResponseBody, svc: Svc, who: Caller) -> ThreadOut:
     """Answer the thread's open question. 409 if it asked nothing (or something else)."""
+    await svc.check_served(thread_id)
     thread = await svc.runtime.respond(
         thread_id, body.request_id, body.text, by=who.name, channel="api"
     )
@@ -75,6 +77,7 @@ async def respond(thread_id: ThreadId, body: ResponseBody, svc: Svc, who: Caller
 @router.post("/threads/{thread_id}/messages", response_model=ThreadOut)
 async def message(thread_id: ThreadId, body: MessageBody, svc: Svc, who: Caller) -> ThreadOut:
     """A new user message to a finished, escalated, waiting or question-asking thread."""
+    await svc.check_served(thread_id)
     thread = await svc.runtime.message(
         thread_id, body.text, sender=who.name, channel="api", metadata=body.metadata
     )

@@ -154,6 +154,7 @@ async def pause(
 @router.post("/{thread_id}/resume", response_model=ThreadOut, tags=["lifecycle"])
 async def resume(thread_id: ThreadId, svc: Svc, who: Caller) -> ThreadOut:
     """Resume a paused or escalated thread."""
+    await svc.check_served(thread_id)
     thread = await svc.runtime.resume(thread_id, by=who.name)
     svc.runner.kick(thread_id)
     return thread_out(thread)

@@ -98,6 +98,7 @@ def _parse(raw: bytes) -> WebhookDelivery:
 
 
 async def _apply(svc: Services, delivery: WebhookDelivery) -> Thread:
+    await svc.check_served(delivery.thread_id)
     if delivery.type == "approval":
         return await svc.runtime.approve(
             delivery.thread_id,
