@@ -11,7 +11,12 @@ Baselines, measured in the same run:
   * LangGraph's checkpointed loop on the same work (model node -> tool node, SqliteSaver,
     durability="sync"), when langgraph is installed (`make bench` installs it).
 
-Run: python bench/overhead.py [--threads 40] [--json results.json]
+Part 2 (the loop as users run it, bench/loop.py): Runtime.launch/advance with the default
+renderer, the renderer-less figure as a second labelled row, LangGraph on the same loop in
+memory and with SqliteSaver, and the growth of a turn's cost to turn 1,000; printed as
+ratios against baselines measured in the same rounds, next to issue 15's goals.
+
+Run: python bench/overhead.py [--threads 40] [--json results.json] [--quick] [--loop-only]
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ from threadline.events import ModelCall, ToolCall, ToolResult, UserMessage
 from threadline.models.base import Context, Message, ModelOutput, ModelProfile
 from threadline.reducer import Wait
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loop  # bench/loop.py, next to this file
+
 LENGTHS = (10, 100, 1000)
-console = Console()
+console = Console(width=160)
 
 
 @tool
@@ -217,12 +225,114 @@ def memory_steps(length: int, threads: int) -> float:
     return asyncio.run(per_step_us(MemoryStore(), length, threads))
 
 
+LOOP_KEYS = (
+    ("tl-memory", "memory", True),
+    ("tl-memory-bare", "memory", False),
+    ("tl-sqlite", "sqlite", True),
+    ("tl-sqlite-bare", "sqlite", False),
+)
+
+
+def loop_rounds(rounds: int, loops: int) -> list[dict[str, Any]]:
+    """Interleaved rounds of every loop figure (us per model turn) and the commit baseline."""
+    out: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        for r in range(rounds + 1):  # round 0 warms imports and caches; it is dropped
+            row: dict[str, Any] = {"commit": sqlite_commit_us(tmpdir / f"loop-{r}.db", 200)}
+            for key, store, renderer in LOOP_KEYS:
+                row[key] = loop.threadline_us(tmpdir, store, renderer, loops)
+            row["lg-memory"] = loop.langgraph_us(tmpdir, False, loops)
+            row["lg-sqlite"] = loop.langgraph_us(tmpdir, True, loops)
+            if r:
+                out.append(row)
+                console.print(
+                    f"  loop round {r}/{rounds}: "
+                    + ", ".join(f"{k} {v:.0f} us" for k, v in row.items() if v is not None)
+                )
+    return out
+
+
+def loop_report(rounds: list[dict[str, Any]], growth: dict[str, float] | None) -> dict[str, Any]:
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in rounds)
+
+    def ratio(top: str, bottom: str) -> float | None:
+        if rounds[0][bottom] is None or rounds[0][top] is None:
+            return None
+        return statistics.median(r[top] / r[bottom] for r in rounds)
+
+    table = Table(
+        title=f"Agent loop, per model turn: median of {len(rounds)} interleaved rounds "
+        "(10-turn loop: 9 read-only tool calls + final answer, instant model)"
+    )
+    for col in ("Threadline row", "us/turn", "vs LangGraph same store", "goal", "vs SQLite commit"):
+        table.add_column(col, justify="left" if col == "Threadline row" else "right")
+    goals = {"memory": 1 / 3, "sqlite": 1 / 5}
+    result: dict[str, Any] = {"us": {}, "ratios": {}}
+    for key, store, renderer in LOOP_KEYS:
+        lg_key = f"lg-{store}"
+        vs_lg = ratio(key, lg_key)
+        vs_commit = ratio(key, "commit")
+        result["us"][key] = med(key)
+        result["ratios"][f"{key}/{lg_key}"] = vs_lg
+        result["ratios"][f"{key}/commit"] = vs_commit
+        label = f"{'MemoryStore' if store == 'memory' else 'SQLiteStore FULL'}, " + (
+            "default renderer" if renderer else "renderer-less (constant context)"
+        )
+        table.add_row(
+            label,
+            f"{med(key):.0f}",
+            "-" if vs_lg is None else f"{vs_lg:.2f}",
+            f"<= {goals[store]:.2f}" if renderer else "(lower bound)",
+            f"{vs_commit:.2f}",
+        )
+    console.print(table)
+    result["us"]["commit"] = med("commit")
+    console.print(f"SQLite durable commit (WAL, FULL): {med('commit'):.0f} us", highlight=False)
+    if rounds[0]["lg-memory"] is not None:
+        result["us"]["lg-memory"] = med("lg-memory")
+        result["us"]["lg-sqlite"] = med("lg-sqlite")
+        console.print(
+            f"LangGraph: {med('lg-memory'):.0f} us/turn without a checkpointer, "
+            f"{med('lg-sqlite'):.0f} us/turn with SqliteSaver (WAL, FULL, durability=sync)",
+            highlight=False,
+        )
+    else:
+        console.print("LangGraph: not installed (make bench installs it)")
+    if growth is not None:
+        result["growth"] = growth
+        console.print(
+            f"Growth (default renderer, 16k window, MemoryStore): median turn "
+            f"{growth['turn_10_us']:.0f} us at turns 1-10, {growth['turn_1000_us']:.0f} us at "
+            f"the last 10 of {growth['turns']:.0f}: ratio {growth['ratio']:.2f} (goal < 1.3)",
+            highlight=False,
+        )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=20, help="threads per length per round")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--loops", type=int, default=20, help="10-turn loops per figure per round")
+    parser.add_argument("--growth-turns", type=int, default=1000, help="0 skips the growth test")
+    parser.add_argument("--quick", action="store_true", help="few rounds, a shorter growth test")
+    parser.add_argument("--loop-only", action="store_true", help="only part 2 (the agent loop)")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.threads, args.loops = 3, 5, 5
+        args.growth_turns = min(args.growth_turns, 300)
+    growth = None
+    if args.growth_turns:
+        console.print(f"growth test: {args.growth_turns} turns ...")
+        growth = {"turns": float(args.growth_turns), **loop.growth(args.growth_turns)}
+    loop_result = loop_report(loop_rounds(args.rounds, args.loops), growth)
+    if args.loop_only:
+        if args.json:
+            args.json.write_text(json.dumps({"loop": loop_result}, indent=2, default=str))
+        return
     # Disk and CPU speed drift on a shared machine: every round measures the baseline and
     # then the steps right after it, and each ratio is the median of the per-round ratios.
     rounds: list[dict[str, Any]] = []
@@ -253,6 +363,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "python": sys.version.split()[0],
         "rounds": rounds,
+        "loop": loop_result,
         "us_per_step": {
             name: {n: med(f"{name}-{n}") for n in LENGTHS} for name in ("memory", "sqlite")
         },

@@ -1,0 +1,178 @@
+"""The agent loop as users run it: Threadline through its public API and LangGraph, side by side.
+
+One run of the loop is 10 model turns: 9 calls of a cheap read-only tool, then a final
+answer, from an instant scripted model. A figure is wall time per model turn.
+
+  * Threadline, default: `Runtime.launch` (which advances to the end) with the default
+    renderer (compact format, budgeted) on `MemoryStore` and on `SQLiteStore` (WAL,
+    synchronous=FULL, its default).
+  * Threadline, renderer-less: the same with a renderer that returns a constant context,
+    so the figure is decide + validation + dispatch + append only (a lower bound, labelled).
+  * LangGraph: the same loop as a graph (model node -> tool node), without a checkpointer
+    and with `SqliteSaver` (durability="sync"; WAL, synchronous=FULL set on the connection).
+  * SQLite's own durable commit of one event-sized row (WAL, synchronous=FULL).
+
+Growth: one thread run to 1,000 model turns with the default renderer and a 16k window (so
+the budget compacts); the median turn at turns 990-1000 over the median at turns 1-10.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import operator
+import sqlite3
+import statistics
+import time
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+from threadline import Agent, ContextSettings, MemoryStore, Runtime, SQLiteStore, Store, tool
+from threadline.models.base import Context, Message, ModelOutput, ModelProfile
+
+TURNS = 10  # model turns per loop: 9 tool calls and a final answer
+CALL = '{"intent": "lookup", "arguments": {"key": "abc"}}'
+DONE = '{"intent": "done_for_now", "arguments": {"message": "ABC"}}'
+CONSTANT = Context(system="bench", messages=(Message("user", "go"),))
+
+
+@tool
+async def lookup(key: str) -> str:
+    """Read-only lookup of a key."""
+    return key.upper()
+
+
+class ScriptModel:
+    """Instant: `turns - 1` lookups, then the final answer; loops run one at a time."""
+
+    model_id = "instant"
+    profile = ModelProfile()
+
+    def __init__(self, turns: int = TURNS) -> None:
+        self.turns = turns
+        self.n = 0
+
+    async def request(self, context: Context) -> ModelOutput:
+        self.n += 1
+        if self.n >= self.turns:
+            self.n = 0
+            return ModelOutput(text=DONE, model="instant")
+        return ModelOutput(text=CALL, model="instant")
+
+
+def agent(renderer: bool, turns: int = TURNS, window: int | None = None) -> Agent:
+    extra: dict[str, Any] = {} if renderer else {"renderer": lambda agent, thread: CONSTANT}
+    return Agent(
+        "bench",
+        tools=[lookup],
+        max_steps=turns + 5,
+        model=ScriptModel(turns),
+        context=ContextSettings(context_window=window) if window else ContextSettings(),
+        **extra,
+    )
+
+
+async def _loops(store: Store, the_agent: Agent, loops: int) -> float:
+    rt = Runtime(store, agents=[the_agent])
+    started = time.perf_counter()
+    for _ in range(loops):
+        thread = await rt.launch(the_agent, "look up abc")
+        if thread.status != "done" and len(thread) < 2 * TURNS:
+            raise RuntimeError(f"bench loop stopped early: {thread.status}, {len(thread)} events")
+    return (time.perf_counter() - started) / (loops * TURNS) * 1e6
+
+
+def threadline_us(tmpdir: Path, store_kind: str, renderer: bool, loops: int) -> float:
+    """Microseconds per model turn through Runtime.launch/advance."""
+
+    async def go() -> float:
+        if store_kind == "memory":
+            return await _loops(MemoryStore(), agent(renderer), loops)
+        store = SQLiteStore(tmpdir / f"tl-{time.monotonic_ns()}.db")
+        try:
+            return await _loops(store, agent(renderer), loops)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+class State(TypedDict):
+    messages: Annotated[list[dict[str, Any]], operator.add]
+    n: int
+
+
+def _graph() -> Any:
+    from langgraph.graph import END, START, StateGraph
+
+    def model(state: State) -> dict[str, Any]:
+        n = state["n"] + 1
+        text = DONE if n >= TURNS else CALL
+        return {"messages": [{"role": "assistant", "content": json.loads(text)}], "n": n}
+
+    def run_tool(state: State) -> dict[str, Any]:
+        args = state["messages"][-1]["content"]["arguments"]
+        return {"messages": [{"role": "tool", "content": args["key"].upper()}]}
+
+    def route(state: State) -> str:
+        return END if state["n"] >= TURNS else "tool"
+
+    graph = StateGraph(State)
+    graph.add_node("model", model)
+    graph.add_node("tool", run_tool)
+    graph.add_edge(START, "model")
+    graph.add_conditional_edges("model", route)
+    graph.add_edge("tool", "model")
+    return graph
+
+
+def langgraph_us(tmpdir: Path, checkpointed: bool, loops: int) -> float | None:
+    """Microseconds per model turn for LangGraph on the same loop, or None if not installed."""
+    try:
+        graph = _graph()
+        from langgraph.checkpoint.sqlite import SqliteSaver
+    except ImportError:
+        return None
+    conn = None
+    if checkpointed:
+        conn = sqlite3.connect(tmpdir / f"lg-{time.monotonic_ns()}.db", check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        app = graph.compile(checkpointer=SqliteSaver(conn))
+    else:
+        app = graph.compile()
+    started = time.perf_counter()
+    for i in range(loops):
+        config = {"configurable": {"thread_id": f"t{i}"}}
+        kwargs = {"durability": "sync"} if checkpointed else {}
+        out = app.invoke(
+            {"messages": [{"role": "user", "content": "go"}], "n": 0}, config, **kwargs
+        )
+        if out["n"] != TURNS:
+            raise RuntimeError("langgraph loop stopped early")
+    elapsed = time.perf_counter() - started
+    if conn is not None:
+        conn.close()
+    return elapsed / (loops * TURNS) * 1e6
+
+
+def growth(turns: int = 1000, window: int = 16_000) -> dict[str, float]:
+    """Median turn cost near turn `turns` over near turn 10 (default renderer, compacting)."""
+
+    async def go() -> dict[str, float]:
+        the_agent = agent(True, turns=turns + 10, window=window)
+        rt = Runtime(MemoryStore(), agents=[the_agent])
+        thread = await rt.launch(the_agent, "look up abc, every time", advance=False)
+        times: list[float] = []
+        for _ in range(turns):  # one model turn and its tool call per iteration
+            started = time.perf_counter()
+            thread = await rt.advance(thread, max_steps=2)
+            times.append(time.perf_counter() - started)
+        early = statistics.median(times[:10])
+        late = statistics.median(times[-10:])
+        return {"turn_10_us": early * 1e6, "turn_1000_us": late * 1e6, "ratio": late / early}
+
+    return asyncio.run(go())
+
+
+__all__ = ["growth", "langgraph_us", "threadline_us"]
