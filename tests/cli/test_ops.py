@@ -389,3 +389,48 @@ def test_serve_on_an_old_postgres_schema_refuses_in_one_line(
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "run: threadline db migrate" in lines[0]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_export_writes_every_readable_thread_and_reports_the_bad_ones(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'src.db'}"
+    else:
+        url = pg_store_url(
+            request.getfixturevalue("postgres_url"), request.getfixturevalue("pg_schema")
+        )
+    threads = [make("done") for _ in range(6)]
+    fill(url, *threads)
+    corrupt, holed, bad_row = threads[1].id, threads[3].id, threads[4].id
+    statements = [
+        f"DELETE FROM events WHERE thread_id = '{holed}' AND seq = 1",
+        f"UPDATE threads SET status = 'zombie' WHERE id = '{bad_row}'",
+    ]
+    if kind == "sqlite":
+        statements.append(f"UPDATE events SET body = '{{oops' WHERE thread_id = '{corrupt}'")
+        with sqlite3.connect(tmp_path / "src.db") as conn:
+            for sql in statements:
+                conn.execute(sql)
+    else:
+        statements.append(
+            'UPDATE events SET body = \'{"kind": "nope"}\'::jsonb '
+            f"WHERE thread_id = '{corrupt}'"
+        )
+        import psycopg
+
+        with psycopg.connect(request.getfixturevalue("postgres_url")) as conn:
+            conn.execute(f"SET search_path TO {request.getfixturevalue('pg_schema')}")
+            for sql in statements:
+                conn.execute(sql)
+    dump = tmp_path / "threads.jsonl"
+    code, out = cli("threads", "export", "--store", url, "-o", str(dump))
+    assert code == 1, out
+    exported = [json.loads(line)["id"] for line in dump.read_text().splitlines()]
+    assert sorted(exported) == sorted(
+        t.id for t in threads if t.id not in (corrupt, holed, bad_row)
+    )
+    assert "exported 3 thread(s)" in out and "3 thread(s) could not be read" in out
+    for thread_id in (corrupt, holed, bad_row):
+        assert f"not exported {thread_id}" in out

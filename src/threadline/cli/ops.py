@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..bootstrap import default_agent_refs, load_agents, open_runtime
@@ -327,18 +328,34 @@ def threads_export(
     agent: Annotated[str | None, typer.Option(help="Only threads of this agent.")] = None,
     store_url: StoreOpt = None,
 ) -> None:
-    """Write threads as JSON lines (one `Thread.to_dict()` per line): backups, migrations."""
+    """Write threads as JSON lines (one `Thread.to_dict()` per line): backups, migrations.
+
+    Every readable thread is written; one that cannot be read (a damaged row or event) is
+    reported on stderr and the command exits 1 after writing all the others."""
     st = Status(status) if status else None
+    bad: list[tuple[str, str]] = []
 
     async def go(out: Any) -> int:
         store = _store(store_url)
         count = 0
+        cursor = None
         try:
-            async for s in summaries(store, st, agent):
-                thread = await store.load(s.id)
-                out.write(json.dumps(thread.to_dict(), ensure_ascii=False) + "\n")
-                count += 1
-            return count
+            while True:
+                page = await store.list(status=st, agent=agent, limit=500, cursor=cursor)
+                bad.extend((b.id, b.reason) for b in page.skipped)
+                for s in page.items:
+                    try:
+                        thread = await store.load(s.id)
+                    except ThreadNotFound:  # deleted since it was listed
+                        continue
+                    except StoreError as exc:  # CorruptEvent and kin: report, go on
+                        bad.append((s.id, str(exc)))
+                        continue
+                    out.write(json.dumps(thread.to_dict(), ensure_ascii=False) + "\n")
+                    count += 1
+                cursor = page.cursor
+                if cursor is None:
+                    return count
         finally:
             await store.close()
 
@@ -347,7 +364,12 @@ def threads_export(
     else:
         with output.open("w", encoding="utf-8") as fh:
             count = run_async(go(fh))
+    for thread_id, reason in bad:
+        err_console.print(f"[red]not exported[/] {escape(thread_id)}: {escape(reason)}")
     err_console.print(f"exported {count} thread(s)", highlight=False)
+    if bad:
+        err_console.print(f"{len(bad)} thread(s) could not be read", highlight=False)
+        raise typer.Exit(1)
 
 
 def read_thread_lines(lines: Iterable[str], source: str) -> list[Thread]:
