@@ -93,7 +93,7 @@ def test_mypy_names_every_consumer_of_a_new_kind(tmp_path: Path) -> None:
     """Add a kind to a copy of the source: mypy lists each place that must handle it."""
     src = tmp_path / "src"
     shutil.copytree(ROOT / "src" / "threadline", src / "threadline")
-    events = src / "threadline" / "events.py"
+    events = src / "threadline" / "events" / "kinds.py"
     text = events.read_text()
     marker = "\n\nEvent = Annotated["
     assert marker in text and "    | WaitTimedOut,\n" in text
@@ -118,7 +118,7 @@ def test_mypy_names_every_consumer_of_a_new_kind(tmp_path: Path) -> None:
         if "assert_never" in line and "Poked" in line
     }
     assert flagged == {
-        "src/threadline/events.py",
+        "src/threadline/events/state.py",
         "src/threadline/observability.py",
         "src/threadline/cli/display.py",
         "src/threadline/context/compact.py",

@@ -255,7 +255,7 @@ _NOT_FOR_DECIDE = (
 )
 
 
-def _module_imports(path: Path) -> set[str]:
+def _module_imports(path: Path, name: str = "threadline.") -> set[str]:
     """Module-level imports of a threadline module (TYPE_CHECKING blocks excluded)."""
     tree = ast.parse(path.read_text())
     found: set[str] = set()
@@ -271,7 +271,9 @@ def _module_imports(path: Path) -> set[str]:
             if isinstance(sub, ast.Import):
                 found.update(a.name for a in sub.names)
             elif isinstance(sub, ast.ImportFrom):
-                base = "threadline." + (sub.module or "") if sub.level else (sub.module or "")
+                package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                parent = ".".join(package[: len(package) - sub.level + 1]) + "."
+                base = parent + (sub.module or "") if sub.level else (sub.module or "")
                 found.add(base.rstrip("."))
     return found
 
@@ -286,8 +288,10 @@ def test_decide_imports_nothing_from_stores_models_or_the_network() -> None:
         seen.add(name)
         path = src / (name.removeprefix("threadline.").replace(".", "/") + ".py")
         if not path.exists():
+            path = path.with_suffix("") / "__init__.py"  # a package
+        if not path.exists():
             continue
-        for imported in _module_imports(path):
+        for imported in _module_imports(path, name):
             assert not imported.startswith(_NOT_FOR_DECIDE), f"{name} imports {imported}"
             if imported.startswith("threadline."):
                 todo.append(imported)

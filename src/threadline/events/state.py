@@ -1,0 +1,285 @@
+"""The state derived from a thread: status and `ThreadState`, folded one event at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from dataclasses import replace as _replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal, assert_never
+
+from ..errors import CorruptEvent
+from .kinds import (
+    Approval,
+    ApprovalRequested,
+    Compacted,
+    Done,
+    Escalated,
+    Event,
+    ExternalEvent,
+    Failed,
+    ForkedFrom,
+    HumanRequest,
+    HumanResponse,
+    InvalidOutput,
+    JsonValue,
+    ModelCall,
+    ModelError,
+    Paused,
+    Resumed,
+    TokenBudgetExceeded,
+    ToolCall,
+    ToolError,
+    ToolResult,
+    ToolStarted,
+    UserMessage,
+    Waiting,
+    WaitTimedOut,
+)
+
+__all__ = [
+    "PendingCall",
+    "Status",
+    "ThreadState",
+]
+
+
+class Status(StrEnum):
+    """A thread's status; always derived from its events."""
+
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    AWAITING_HUMAN = "awaiting_human"
+    WAITING = "waiting"
+    PAUSED = "paused"
+    DONE = "done"
+    ESCALATED = "escalated"
+    FAILED = "failed"
+
+
+TERMINAL = frozenset({Status.DONE, Status.ESCALATED, Status.FAILED})
+
+
+@dataclass(slots=True)
+class PendingCall:
+    """A validated tool call that has no outcome yet."""
+
+    call_id: str
+    tool: str
+    version: str
+    arguments: dict[str, JsonValue]
+    seq: int
+    approval: Literal["none", "requested", "approved"] = "none"
+    approvers: tuple[str, ...] = ()
+    attempt: int = 0
+    """Number of `tool_started` events seen; >0 with no outcome means 'maybe ran'."""
+    idempotency_key: str | None = None
+    validated: Any = field(default=None, compare=False, repr=False)
+    """The arguments as the tool's validated model, when this process validated them
+    (reading the model's answer); never stored, so a loaded thread validates afresh."""
+
+
+@dataclass(slots=True)
+class ThreadState:
+    """Everything derived from a thread, folded one event at a time.
+
+    Attributes:
+        next_seq: the seq the next appended event must carry.
+        model_calls: model calls in the whole thread.
+        run_steps: model calls since the last human input (bounded by `max_steps`).
+        consecutive_errors: invalid outputs, tool errors and model errors since the last
+            success (a tool result) or human input.
+        pending: calls without an outcome, in the order the model made them.
+        human_request: id of the open `human_request`, if any.
+        terminal: `done`, `escalated` or `failed` once the thread ended; cleared by new input.
+        paused: set by `paused`, cleared by `resumed`.
+        waiting_until / waiting_for: an open durable wait.
+        last_error: the compacted text of the latest error, for escalation messages.
+        last_kind: kind of the latest event.
+    """
+
+    next_seq: int = 0
+    model_calls: int = 0
+    run_steps: int = 0
+    consecutive_errors: int = 0
+    pending: dict[str, PendingCall] = field(default_factory=dict)
+    human_request: str | None = None
+    terminal: Status | None = None
+    paused: bool = False
+    waiting: bool = False
+    waiting_until: datetime | None = None
+    waiting_for: str | None = None
+    last_error: str | None = None
+    last_kind: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def status(self) -> Status:
+        if self.paused:
+            return Status.PAUSED
+        if self.terminal is not None:
+            return self.terminal
+        if self.human_request is not None:
+            return Status.AWAITING_HUMAN
+        if self.waiting:
+            return Status.WAITING
+        for call in self.pending.values():
+            if call.approval == "requested":
+                return Status.AWAITING_APPROVAL
+        return Status.RUNNING
+
+    def copy(self) -> ThreadState:
+        """An independent copy: only `pending` holds mutable values. (`copy.deepcopy` was
+        the largest cost of an append in bench/overhead.py.)"""
+        return _replace(
+            self,
+            pending={k: _replace(c, arguments=dict(c.arguments)) for k, c in self.pending.items()},
+        )
+
+    def apply(self, event: Event) -> None:
+        """Fold one event into the state. O(1) in the thread's length."""
+        if event.seq != self.next_seq:
+            raise CorruptEvent("?", event.seq, f"expected seq {self.next_seq}")
+        self.next_seq += 1
+        self.last_kind = event.kind
+        traits = event.traits
+        if traits.human_input:
+            self.run_steps = 0
+            self.consecutive_errors = 0
+        if traits.error:
+            self.consecutive_errors += 1
+        match event:
+            case UserMessage():
+                self.terminal = None
+                self.waiting = False
+            case ModelCall():
+                self.model_calls += 1
+                self.run_steps += 1
+                self.input_tokens += event.input_tokens
+                self.output_tokens += event.output_tokens
+                self.cost_usd += event.cost_usd or 0.0
+            case ModelError():
+                self.last_error = f"{event.error_type}: {event.message}"
+            case InvalidOutput():
+                self.last_error = event.reason
+            case ToolCall():
+                self.pending[event.call_id] = PendingCall(
+                    event.call_id, event.tool, event.version, dict(event.arguments), event.seq
+                )
+            case ApprovalRequested():
+                call = self.pending.get(event.call_id)
+                if call is not None:
+                    call.approval = "requested"
+                    call.approvers = event.approvers
+            case Approval():
+                call = self.pending.get(event.call_id)
+                if call is not None:
+                    if event.approved:
+                        call.approval = "approved"
+                        if event.edited_arguments is not None:
+                            call.arguments = dict(event.edited_arguments)
+                            call.validated = None
+                    else:
+                        del self.pending[event.call_id]
+            case ToolStarted():
+                call = self.pending.get(event.call_id)
+                if call is not None:
+                    call.attempt = event.attempt
+                    call.idempotency_key = event.idempotency_key
+            case ToolResult():
+                self.pending.pop(event.call_id, None)
+                self.consecutive_errors = 0
+            case ToolError():
+                self.pending.pop(event.call_id, None)
+                self.last_error = f"{event.tool}: {event.error_type}: {event.message}"
+            case HumanRequest():
+                self.human_request = event.request_id
+            case HumanResponse():
+                if self.human_request == event.request_id:
+                    self.human_request = None
+                self.pending.pop(event.request_id, None)
+                self.terminal = None
+            case Done():
+                self.terminal = Status.DONE
+                self.pending.clear()
+            case Escalated():
+                self.terminal = Status.ESCALATED
+            case Failed():
+                self.terminal = Status.FAILED
+            case Paused():
+                self.paused = True
+            case Resumed():
+                self.paused = False
+                if self.terminal == Status.ESCALATED:
+                    self.terminal = None
+            case Waiting():
+                self.waiting = True
+                self.waiting_until = event.until
+                self.waiting_for = event.event
+            case ExternalEvent():
+                if self.waiting and (self.waiting_for is None or self.waiting_for == event.name):
+                    self._end_wait()
+            case WaitTimedOut():
+                self._end_wait()
+            case Compacted() | ForkedFrom() | TokenBudgetExceeded():
+                pass
+            case _:
+                assert_never(event)
+
+    def _end_wait(self) -> None:
+        self.waiting = False
+        self.waiting_until = None
+        self.waiting_for = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready snapshot (stores keep it beside the events as a rebuildable cache)."""
+        return {
+            "next_seq": self.next_seq,
+            "model_calls": self.model_calls,
+            "run_steps": self.run_steps,
+            "consecutive_errors": self.consecutive_errors,
+            "pending": [
+                {
+                    "call_id": c.call_id,
+                    "tool": c.tool,
+                    "version": c.version,
+                    "arguments": c.arguments,
+                    "seq": c.seq,
+                    "approval": c.approval,
+                    "approvers": list(c.approvers),
+                    "attempt": c.attempt,
+                    "idempotency_key": c.idempotency_key,
+                }
+                for c in self.pending.values()
+            ],
+            "human_request": self.human_request,
+            "terminal": self.terminal.value if self.terminal else None,
+            "paused": self.paused,
+            "waiting": self.waiting,
+            "waiting_until": self.waiting_until.isoformat() if self.waiting_until else None,
+            "waiting_for": self.waiting_for,
+            "last_error": self.last_error,
+            "last_kind": self.last_kind,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ThreadState:
+        state = cls(
+            **{k: v for k, v in data.items() if k not in {"pending", "terminal", "waiting_until"}}
+        )
+        state.terminal = Status(data["terminal"]) if data.get("terminal") else None
+        until = data.get("waiting_until")
+        state.waiting_until = datetime.fromisoformat(until) if until else None
+        for c in data.get("pending", []):
+            c = dict(c)
+            c["approvers"] = tuple(c.get("approvers", ()))
+            state.pending[c["call_id"]] = PendingCall(**c)
+        return state
+
+
+_EMPTY: dict[str, Any] = {}
