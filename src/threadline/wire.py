@@ -163,13 +163,14 @@ class WebhookDelivery(BaseModel):
     """An inbound webhook: a human's verdict or answer relayed by another system.
 
     `type: approval` needs `call_id` and `approved`; `type: response` needs `request_id` and
-    `text`. `by` names the person (checked against the approval's approvers);
-    `delivery_id`, when given, makes retried sends of one delivery count once.
+    `text`; `type: event` needs `name` (an external event, with its `payload`: it ends a
+    `wait_for_event` for that name). `by` names the person (checked against the approval's
+    approvers); `delivery_id`, when given, makes retried sends of one delivery count once.
     """
 
     model_config = _Strict
 
-    type: Literal["approval", "response"]
+    type: Literal["approval", "response", "event"]
     thread_id: str = Field(min_length=1, max_length=200)
     delivery_id: str | None = Field(default=None, min_length=1, max_length=200)
     by: str | None = Field(default=None, max_length=200)
@@ -179,6 +180,10 @@ class WebhookDelivery(BaseModel):
     edited_arguments: EditedArguments | None = None
     request_id: str | None = Field(default=None, max_length=200)
     text: str | None = Field(default=None, max_length=MAX_TEXT)
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    """The external event's name (`type: event`)."""
+    payload: Metadata | None = None
+    """The external event's data (`type: event`)."""
 
 
 class PendingApproval(BaseModel):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -25,8 +26,12 @@ from server_support import (
     start_server,
 )
 from threadline import Agent
+from threadline.events import ExternalEvent, Thread
+from threadline.models.base import Context, Message
 from threadline.server import ServerConfig
 from threadline.server.webhooks import WebhookRejected, sign, signed_headers, verify
+from threadline.testing import FunctionModel, intent
+from threadline.waits import WAIT_TOOLS
 
 
 def _launch(live: LiveServer, message: str = "deploy the backend to production") -> dict:
@@ -333,3 +338,53 @@ def test_signature_round_trip_and_failures() -> None:
     ]:
         with pytest.raises(WebhookRejected, match=reason):
             verify(secret, hdrs, raw, now=now)
+
+
+def _outline(agent: Agent, thread: Thread) -> Context:
+    """One line per event (external events as `<name amount>`): the script reads it."""
+    lines = []
+    for e in thread.events:
+        if isinstance(e, ExternalEvent):
+            lines.append(f"<{e.name} {e.payload.get('amount')}>")
+        else:
+            lines.append(e.kind)
+    return Context(system="", messages=(Message("user", "\n".join(lines)),))
+
+
+def test_a_signed_event_webhook_ends_a_wait_for_event(tmp_path: Path) -> None:
+    def script(context: Context) -> object:
+        paid = re.search(r"<payment (\d+)>", context.as_text())
+        if paid:
+            return intent("done_for_now", message=f"paid {paid.group(1)}")
+        return intent("wait_for_event", event="payment", timeout_seconds=3600)
+
+    payee = Agent("payee", tools=list(WAIT_TOOLS), model=FunctionModel(script), renderer=_outline)
+    config = ServerConfig(webhook_secret=SECRET, poll_interval=0.1)
+    live = start_server(tmp_path, [payee], None, config=config, keys={"admin": ["admin"]})
+    try:
+        with live.client("admin") as c:
+            r = c.post(
+                "/v1/threads",
+                json={"agent": "payee", "message": "wait", "wait": True, "wait_timeout": 20},
+            )
+        assert r.status_code == 201 and r.json()["status"] == "waiting", r.text
+        thread_id = r.json()["id"]
+        event = {"type": "event", "thread_id": thread_id, "delivery_id": "pay-1"}
+        with live.client(None) as c:
+            raw, headers = signed({**event, "payload": {"amount": 5}})  # no name
+            assert_problem(c.post("/v1/webhooks/inbound", content=raw, headers=headers), 422)
+            raw, headers = signed({**event, "name": "payment", "payload": {"amount": 5}})
+            forged = {**headers, "X-Threadline-Signature": "sha256=" + "0" * 64}
+            assert_problem(c.post("/v1/webhooks/inbound", content=raw, headers=forged), 401)
+            r = c.post("/v1/webhooks/inbound", content=raw, headers=headers)
+            assert r.status_code == 200, r.text
+            assert_problem(c.post("/v1/webhooks/inbound", content=raw, headers=headers), 409)
+        done = live.wait_status(thread_id, {"done"})
+        assert done["result"] == "paid 5"
+        [external] = [
+            json.loads(b) for _, b in live.stored_events(thread_id) if "external_event" in b
+        ]
+        assert external["name"] == "payment" and external["payload"] == {"amount": 5}
+        assert external["source"] == "webhook"
+    finally:
+        live.stop()

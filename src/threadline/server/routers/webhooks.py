@@ -1,6 +1,7 @@
-"""Inbound webhooks: a human's verdict or answer relayed by another system.
+"""Inbound webhooks: a human's verdict or answer, or an external event, relayed by
+another system.
 
-    POST /v1/webhooks/inbound                  signed approval or answer (no API key)
+    POST /v1/webhooks/inbound                  signed approval, answer or event (no API key)
 
 Verified by its HMAC signature (`..webhooks.verify`) over the exact bytes received, checked
 for freshness, then remembered by delivery id (or signature) so a replayed or retried
@@ -94,6 +95,8 @@ def _parse(raw: bytes) -> WebhookDelivery:
         raise ProblemError(422, "Invalid delivery", "an approval needs call_id and approved")
     if delivery.type == "response" and (delivery.request_id is None or not delivery.text):
         raise ProblemError(422, "Invalid delivery", "a response needs request_id and text")
+    if delivery.type == "event" and not delivery.name:
+        raise ProblemError(422, "Invalid delivery", "an event needs a name")
     return delivery
 
 
@@ -108,6 +111,13 @@ async def _apply(svc: Services, delivery: WebhookDelivery) -> Thread:
             edited_arguments=delivery.edited_arguments,
             by=delivery.by,
             channel="webhook",
+        )
+    if delivery.type == "event":
+        return await svc.runtime.external_event(
+            delivery.thread_id,
+            delivery.name or "",
+            delivery.payload,
+            source=f"webhook:{delivery.by}" if delivery.by else "webhook",
         )
     return await svc.runtime.respond(
         delivery.thread_id,
