@@ -1,0 +1,284 @@
+"""Human actions on a thread (factor 7): approve, respond, message, pause, resume, external
+events, fork and replay, each checked against the thread's derived state.
+
+`HumanActions` is a base of `threadline.runtime.Runtime`; it only needs the store, the clock,
+the agents and the runtime's checkpointed append.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from .agent import Agent
+from .context.prefetch import prefetch_events
+from .errors import (
+    AppendConflict,
+    InvalidAction,
+    NotAllowed,
+)
+from .events import (
+    Approval,
+    Event,
+    ExternalEvent,
+    ForkedFrom,
+    HumanResponse,
+    Paused,
+    Resumed,
+    Status,
+    Thread,
+    UserMessage,
+)
+from .stores.base import Lease, Store, new_thread_id
+from .tools import compact_validation_error
+
+__all__ = ["HumanActions"]
+
+
+_MAX_REBASE = 5
+"""How many times a conflicting append is re-checked against the new tail before giving up."""
+
+
+class HumanActions:
+    """The human-facing actions of a `Runtime` (see that class)."""
+
+    store: Store
+    agents: dict[str, Agent]
+    clock: Callable[[], datetime]
+
+    if TYPE_CHECKING:
+
+        def agent(self, name: str) -> Agent: ...
+
+        async def _append(
+            self, thread: Thread, events: Sequence[Event], lease: Lease | None
+        ) -> None: ...
+
+        async def _notify(self, thread: Thread, events: Sequence[Event]) -> None: ...
+
+    async def _act(
+        self, thread_id: str, build: Callable[[Thread, int, datetime], list[Event]]
+    ) -> Thread:
+        """Load, check and append a human action atomically: a racing writer makes the loser
+        re-check against the new state, so two racing approvals cannot both win."""
+        for _ in range(_MAX_REBASE):
+            thread = await self.store.load(thread_id)
+            events = build(thread, thread.next_seq, self.clock())
+            try:
+                await self._append(thread, events, None)
+                return thread
+            except AppendConflict:
+                continue
+        raise InvalidAction(f"thread {thread_id} is changing too fast; try again")
+
+    async def approve(
+        self,
+        thread_id: str,
+        call_id: str,
+        *,
+        approved: bool = True,
+        comment: str | None = None,
+        edited_arguments: dict[str, Any] | None = None,
+        by: str | None = None,
+        channel: str = "api",
+    ) -> Thread:
+        """Approve or reject a pending call. Does not advance the thread.
+
+        Raises:
+            InvalidAction: the call is not awaiting approval, or the edited arguments fail
+                the tool's schema.
+            NotAllowed: the approval names its approvers and `by` is not one of them.
+        """
+
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            call = thread.state.pending.get(call_id)
+            if call is None or call.approval != "requested":
+                raise InvalidAction(
+                    f"call {call_id!r} of thread {thread_id} is not awaiting approval"
+                    + (f" (it is {call.approval})" if call else "")
+                )
+            if call.approvers and by not in call.approvers:
+                raise NotAllowed(f"{by or 'anonymous'} may not answer this approval")
+            edited = None
+            if edited_arguments is not None and approved:
+                agent = self.agent(thread.agent)
+                tool = agent.registry.get(call.tool, call.version)
+                if tool is None:
+                    raise InvalidAction(f"tool {call.tool}@{call.version} is not registered")
+                try:
+                    edited = tool.validate(edited_arguments).model_dump(mode="json")
+                except ValidationError as exc:
+                    raise InvalidAction(compact_validation_error(call.tool, exc)) from None
+            return [
+                Approval(
+                    seq=seq,
+                    at=at,
+                    call_id=call_id,
+                    approved=approved,
+                    comment=comment,
+                    edited_arguments=edited,
+                    by=by,
+                    channel=channel,
+                )
+            ]
+
+        return await self._act(thread_id, build)
+
+    async def respond(
+        self,
+        thread_id: str,
+        request_id: str,
+        text: str,
+        *,
+        by: str | None = None,
+        channel: str = "api",
+    ) -> Thread:
+        """Answer the thread's open question. Raises InvalidAction if it asked none."""
+
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            if thread.state.human_request != request_id:
+                open_id = thread.state.human_request
+                raise InvalidAction(
+                    f"thread {thread_id} has no open request {request_id!r}"
+                    + (f"; the open one is {open_id!r}" if open_id else "; it asked nothing")
+                )
+            return [
+                HumanResponse(
+                    seq=seq, at=at, request_id=request_id, text=text, by=by, channel=channel
+                )
+            ]
+
+        return await self._act(thread_id, build)
+
+    async def message(
+        self,
+        thread_id: str,
+        text: str,
+        *,
+        sender: str | None = None,
+        channel: str = "api",
+        metadata: dict[str, Any] | None = None,
+    ) -> Thread:
+        """A new user message to a finished, escalated or question-asking thread."""
+
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            status = thread.status
+            if status == Status.AWAITING_HUMAN and thread.state.human_request:
+                return [
+                    HumanResponse(
+                        seq=seq,
+                        at=at,
+                        request_id=thread.state.human_request,
+                        text=text,
+                        by=sender,
+                        channel=channel,
+                    )
+                ]
+            if status not in (Status.DONE, Status.ESCALATED, Status.FAILED, Status.WAITING):
+                raise InvalidAction(
+                    f"thread {thread_id} is {status.value}; messages are accepted when it is "
+                    "done, escalated, failed, waiting or asking a question"
+                )
+            message = UserMessage(
+                seq=seq,
+                at=at,
+                text=text,
+                channel=channel,
+                sender=sender,
+                metadata=dict(metadata or {}),
+            )
+            # An agent that searches every user message (RetrievalPolicy) searches this one
+            # before its next model call, as it did the launch message.
+            agent = self.agents.get(thread.agent)
+            if agent is None or agent.context.retrieval is None:
+                return [message]
+            return [
+                message,
+                *prefetch_events(
+                    agent.context.retrieval.prefetch_steps(),
+                    agent.registry,
+                    text,
+                    thread.metadata,
+                    seq=seq + 1,
+                    at=at,
+                    owner=f"agent {thread.agent}",
+                    label=f"m{seq}-",
+                ),
+            ]
+
+        return await self._act(thread_id, build)
+
+    async def pause(
+        self, thread_id: str, *, by: str | None = None, reason: str | None = None
+    ) -> Thread:
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            if thread.status in (Status.PAUSED, Status.DONE, Status.FAILED):
+                raise InvalidAction(
+                    f"thread {thread_id} is {thread.status.value}; "
+                    "only an unfinished thread can be paused"
+                )
+            return [Paused(seq=seq, at=at, by=by, reason=reason)]
+
+        return await self._act(thread_id, build)
+
+    async def resume(self, thread_id: str, *, by: str | None = None) -> Thread:
+        """Resume a paused or escalated thread (resetting its error count)."""
+
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            if thread.status not in (Status.PAUSED, Status.ESCALATED):
+                raise InvalidAction(
+                    f"thread {thread_id} is {thread.status.value}; only a "
+                    "paused or escalated thread can be resumed"
+                )
+            return [Resumed(seq=seq, at=at, by=by)]
+
+        return await self._act(thread_id, build)
+
+    async def external_event(
+        self,
+        thread_id: str,
+        name: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        source: str | None = None,
+    ) -> Thread:
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            return [
+                ExternalEvent(seq=seq, at=at, name=name, payload=dict(payload or {}), source=source)
+            ]
+
+        return await self._act(thread_id, build)
+
+    # -- fork and replay (factor 12) -----------------------------------------------------
+
+    async def fork(self, thread_id: str, *, at: int) -> Thread:
+        """A new thread holding events `0..at` of `thread_id` plus a `forked_from` event."""
+        source = await self.store.load(thread_id)
+        if not 0 <= at < len(source.events):
+            raise InvalidAction(
+                f"cannot fork thread {thread_id} at {at}: it has events 0..{len(source) - 1}"
+            )
+        forked = Thread(
+            new_thread_id(),
+            source.agent,
+            source.events[: at + 1],
+            metadata={**source.metadata, "forked_from": thread_id},
+        )
+        forked.append(ForkedFrom(seq=at + 1, at=self.clock(), thread_id=thread_id, at_seq=at))
+        await self.store.create(forked)
+        await self._notify(forked, forked.events)
+        return forked
+
+    async def replay(self, thread: Thread | str) -> Thread:
+        """Re-derive every step of a thread from its recorded inputs and model outputs.
+
+        Raises `ReplayDivergence` naming the first seq where today's code decides differently.
+        """
+        from .replay import replay_thread
+
+        if isinstance(thread, str):
+            thread = await self.store.load(thread)
+        return replay_thread(self.agent(thread.agent), thread)
