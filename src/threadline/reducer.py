@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .agent import Agent
+from .bounds import BoundsError, check_value, clip, parse_json, scrub_text
 from .events import (
     CONTEXT_SOURCE,
     ApprovalRequested,
@@ -57,6 +58,7 @@ __all__ = [
     "RunTool",
     "Step",
     "Wait",
+    "call_ids",
     "decide",
     "interpret",
     "is_input",
@@ -264,9 +266,10 @@ def interpret(
     *,
     seq: int,
     at: datetime,
+    taken: Collection[str] = (),
 ) -> list[Event]:
     """The events of a model's raw answer (`read_intents(...).events`)."""
-    return read_intents(agent, text, tool_calls, seq=seq, at=at).events
+    return read_intents(agent, text, tool_calls, seq=seq, at=at, taken=taken).events
 
 
 def read_intents(
@@ -276,6 +279,7 @@ def read_intents(
     *,
     seq: int,
     at: datetime,
+    taken: Collection[str] = (),
 ) -> Intents:
     """Turn a model's raw answer into validated `tool_call` events, or one `invalid_output`.
 
@@ -285,7 +289,14 @@ def read_intents(
     validated before any is accepted: one bad call rejects the whole answer.
 
     Call ids are the provider's when it gave one, else `c<seq>` / `c<seq>.<i>`, so a
-    replay re-derives identical ids.
+    replay re-derives identical ids. A provider id that is already `taken` in the thread
+    (`call_ids(thread)`), repeated in the answer, longer than 64 characters or not valid
+    Unicode is replaced by `c<seq>.<i>`: call ids (and so idempotency keys) are unique per
+    thread whatever the provider returns.
+
+    Anything nested deeper than `bounds.MAX_DEPTH`, holding a non-finite number or a lone
+    surrogate is one `invalid_output` (nothing else is written). The arguments stored are
+    the ones the model wrote, not a coerced copy (an integer for a `number` stays one).
     """
     raw = _parse(agent, text, tool_calls, seq, at)
     if isinstance(raw, InvalidOutput):
@@ -293,11 +304,12 @@ def read_intents(
     events: list[Event] = []
     validated: dict[str, BaseModel] = {}
     many = len(raw) > 1
+    used = set(taken)
     for i, (call_id, name, args) in enumerate(raw):
         tool = agent.registry.get(name)
         if tool is None:
             known = ", ".join(agent.registry.names())
-            reason = f"unknown tool {name!r}; choose one of: {known}"
+            reason = f"unknown tool {clip(scrub_text(name), 80)!r}; choose one of: {known}"
             return Intents([_invalid(seq, at, reason, text or _dump(tool_calls))])
         if not isinstance(args, dict):
             reason = f"arguments for {name} must be a JSON object"
@@ -307,7 +319,14 @@ def read_intents(
         except ValidationError as exc:
             reason = compact_validation_error(name, exc)
             return Intents([_invalid(seq, at, reason, text or _dump(tool_calls))])
+        try:
+            check_value(value.model_dump(), where=f"arguments for {name}")
+        except BoundsError as exc:  # e.g. "NaN" coerced to a float by lax validation
+            return Intents([_invalid(seq, at, str(exc), text or _dump(tool_calls))])
         cid = call_id or (f"c{seq}.{i}" if many else f"c{seq}")
+        if cid in used or len(cid) > 64 or scrub_text(cid) != cid:
+            cid = f"c{seq}.{i}"
+        used.add(cid)
         validated[cid] = value
         events.append(
             ToolCall(
@@ -316,7 +335,7 @@ def read_intents(
                 call_id=cid,
                 tool=tool.name,
                 version=tool.version,
-                arguments=value.model_dump(mode="json"),
+                arguments=args,
             )
         )
     return Intents(events, validated)
@@ -330,9 +349,12 @@ def _parse(
     if tool_calls:
         for tc in tool_calls:
             try:
-                args = json.loads(tc.arguments) if tc.arguments.strip() else {}
+                args = parse_json(tc.arguments) if tc.arguments.strip() else {}
+            except BoundsError as exc:
+                reason = f"arguments for {clip(scrub_text(tc.name), 80)} rejected: {exc}"
+                return _invalid(seq, at, reason, tc.arguments)
             except ValueError as exc:
-                reason = f"arguments for {tc.name} are not valid JSON: {exc}"
+                reason = f"arguments for {clip(scrub_text(tc.name), 80)} are not valid JSON: {exc}"
                 return _invalid(seq, at, reason, tc.arguments)
             raw.append((tc.id, tc.name, args))
         return raw
@@ -343,7 +365,9 @@ def _parse(
     if not body:
         return _invalid(seq, at, _expected_form(agent, "the output was empty"), text)
     try:
-        parsed = json.loads(body)
+        parsed = parse_json(body)
+    except BoundsError as exc:
+        return _invalid(seq, at, _expected_form(agent, f"output rejected: {exc}"), text)
     except ValueError as exc:
         return _invalid(seq, at, _expected_form(agent, f"output is not valid JSON ({exc})"), text)
     items = parsed if isinstance(parsed, list) else [parsed]
@@ -360,7 +384,14 @@ def _parse(
 
 
 def _invalid(seq: int, at: datetime, reason: str, output: str) -> InvalidOutput:
-    return InvalidOutput(seq=seq, at=at, reason=reason, output=output[:2000])
+    return InvalidOutput(
+        seq=seq, at=at, reason=scrub_text(clip(reason, 2000)), output=scrub_text(output[:2000])
+    )
+
+
+def call_ids(thread: Thread) -> frozenset[str]:
+    """The call ids already used in `thread` (what `read_intents` must not reuse)."""
+    return frozenset(e.call_id for e in thread.events if isinstance(e, ToolCall))
 
 
 def _expected_form(agent: Agent, problem: str) -> str:

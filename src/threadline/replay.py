@@ -15,7 +15,7 @@ from __future__ import annotations
 from .agent import Agent
 from .errors import ReplayDivergence
 from .events import Event, ModelCall, ModelError, Thread, ToolError, ToolResult, ToolStarted
-from .reducer import CallModel, RunTool, Wait, decide, interpret, is_input, step_events
+from .reducer import CallModel, RunTool, Wait, call_ids, decide, interpret, is_input, step_events
 
 __all__ = ["replay_thread"]
 
@@ -47,7 +47,14 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
                 nxt = events[i + 1] if i + 1 < len(events) else event
                 produced = [
                     event,
-                    *interpret(agent, event.output, event.tool_calls, seq=event.seq + 1, at=nxt.at),
+                    *interpret(
+                        agent,
+                        event.output,
+                        event.tool_calls,
+                        seq=event.seq + 1,
+                        at=nxt.at,
+                        taken=call_ids(derived),
+                    ),
                 ]
             else:
                 _diverge(recorded, event, "a model call")

@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .agent import Agent
+from .bounds import BoundsError, check_value, scrub_text
 from .context.prefetch import prefetch_events
 from .context.redaction import redact_for_storage
 from .context.renderer import Renderer
@@ -58,6 +59,7 @@ from .reducer import (
     RunTool,
     Step,
     Wait,
+    call_ids,
     decide,
     read_intents,
     step_events,
@@ -286,6 +288,17 @@ class Runtime(HumanActions):
                         attempts=error.attempts,
                     )
                 ]
+            text = scrub_text(out.text)  # lone surrogates cannot be stored
+            raw_calls = tuple(
+                c.model_copy(
+                    update={
+                        "id": None if c.id is None else scrub_text(c.id),
+                        "name": scrub_text(c.name),
+                        "arguments": scrub_text(c.arguments),
+                    }
+                )
+                for c in out.tool_calls
+            )
             call = ModelCall(
                 seq=seq,
                 at=at,
@@ -297,15 +310,16 @@ class Runtime(HumanActions):
                 output_tokens=out.output_tokens,
                 cost_usd=out.cost_usd,
                 latency_ms=round(out.latency_ms or latency, 3),
-                output=out.text,
-                tool_calls=out.tool_calls,
+                output=text,
+                tool_calls=raw_calls,
             )
-            intents = read_intents(agent, out.text, out.tool_calls, seq=seq + 1, at=at)
+            intents = read_intents(agent, text, raw_calls, seq=seq + 1, at=at, taken=taken)
             validated.clear()
             validated.update(intents.validated)
             return [call, *intents.events]
 
         validated: dict[str, BaseModel] = {}
+        taken = call_ids(thread)
         thread = await self._append_rebased(thread, build, lease, still_valid=_not_ended)
         # The arguments were validated once, reading the answer: the pending calls carry
         # the validated values, so deciding and running them validates nothing again.
@@ -375,6 +389,9 @@ class Runtime(HumanActions):
                     result = park.result if park.result is not None else park.describe()
                 try:
                     result = _jsonable(result)
+                    check_value(result, where="result")
+                except BoundsError as exc:  # stored results must load and render
+                    failure = ("ResultRejected", compact_error(exc), False)
                 except (TypeError, ValueError) as exc:
                     failure = ("TypeError", f"result is not JSON-serialisable: {exc}", False)
 

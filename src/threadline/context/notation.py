@@ -32,6 +32,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..bounds import parse_json
+
 __all__ = ["dump_block", "dump_inline", "dump_schema", "dump_tools"]
 
 _BARE = re.compile(r"[^\s,{}\[\]\"'#|`][^,{}\[\]\"\n|`]*")
@@ -234,8 +236,8 @@ def dump_block(value: Any) -> str:
         stripped = value.strip()
         if stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]"):
             try:
-                return dump_block(json.loads(stripped))
-            except ValueError:
+                return dump_block(parse_json(stripped))
+            except ValueError:  # not JSON, or outside the limits: shown as text
                 pass
         return value
     return "\n".join(_lines(value, ""))

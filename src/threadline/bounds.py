@@ -1,0 +1,130 @@
+"""Limits on what the runtime accepts from a model or a tool (checked before any append).
+
+Whatever is accepted must load and render: JSON nested deeper than `MAX_DEPTH`, strings
+with lone surrogates (not encodable as UTF-8), and non-finite numbers (`NaN`, `Infinity`,
+`1e400`: JSON cannot store them, so the log would not say what ran) are refused with a
+clear reason before anything is written. Parsing counts the nesting *before* `json.loads`
+recurses, so a hostile `"[" * 100_000` is a reason, never a `RecursionError`.
+
+Every string echoed back to the model (an unknown tool name, a bad output) is cut by
+`clip` to a bounded length.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_ECHO",
+    "BoundsError",
+    "check_value",
+    "clip",
+    "parse_json",
+    "scrub_text",
+]
+
+MAX_DEPTH = 64
+"""Deepest JSON nesting accepted in model output, tool arguments and tool results."""
+
+MAX_ECHO = 200
+"""Longest piece of untrusted text quoted back in a reason."""
+
+
+class BoundsError(ValueError):
+    """A value is outside the limits; the message says which and where."""
+
+
+def clip(text: str, limit: int = MAX_ECHO) -> str:
+    """`text` cut to `limit` characters (with a marker saying how much was cut)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit:,} more characters]"
+
+
+def _depth(text: str) -> int:
+    """The deepest bracket nesting of JSON text (brackets inside strings not counted)."""
+    deepest = depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _reject_constant(name: str) -> Any:
+    raise BoundsError(f"{name} is not a finite number")
+
+
+def parse_json(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """`json.loads(text)` within the limits.
+
+    Raises:
+        BoundsError: nested deeper than `max_depth`, a non-finite number, a lone surrogate.
+        ValueError: not valid JSON.
+    """
+    depth = _depth(text)
+    if depth > max_depth:
+        raise BoundsError(f"JSON nested {depth} levels deep (the limit is {max_depth})")
+    value = json.loads(text, parse_constant=_reject_constant)
+    check_value(value, max_depth=max_depth)
+    return value
+
+
+def check_value(value: Any, *, max_depth: int = MAX_DEPTH, where: str = "value") -> None:
+    """Check a JSON-like value without recursion.
+
+    Raises:
+        BoundsError: nested deeper than `max_depth`, a non-finite float, or a string (or
+            key) holding a lone surrogate.
+    """
+    stack: list[tuple[Any, int, str]] = [(value, 0, where)]
+    while stack:
+        item, depth, path = stack.pop()
+        if isinstance(item, str):
+            _check_text(item, path)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise BoundsError(f"{path} is {item!r}, not a finite number")
+        elif isinstance(item, dict | list | tuple):
+            if depth >= max_depth:
+                raise BoundsError(f"{path} is nested deeper than {max_depth} levels")
+            if isinstance(item, dict):
+                for k, v in item.items():
+                    key = str(k)
+                    _check_text(key, path)
+                    stack.append((v, depth + 1, f"{path}.{clip(key, 40)}"))
+            else:
+                stack.extend((v, depth + 1, f"{path}[{i}]") for i, v in enumerate(item))
+
+
+def _check_text(text: str, path: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BoundsError(
+            f"{path} holds a lone surrogate at character {exc.start} (not valid Unicode)"
+        ) from None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def scrub_text(text: str) -> str:
+    """`text` with lone surrogates replaced by U+FFFD (raw output kept as evidence)."""
+    return _SURROGATE.sub("\ufffd", text)
