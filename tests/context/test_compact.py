@@ -21,7 +21,7 @@ async def test_compact_form_is_one_user_message_of_tagged_blocks(calculator) -> 
     second = model.contexts[1]
     assert [m.role for m in second.messages] == ["user"]
     assert second.messages[0].content == (
-        "<user>what is 2 + 3?</user>\n<add>\na: 2.0\nb: 3.0\n</add>\n<add_result>5.0</add_result>"
+        "<user>what is 2 + 3?</user>\n<add>\na: 2\nb: 3\n</add>\n<add_result>5.0</add_result>"
     )
     assert "add: Add two numbers." in second.system
     assert '{"intent": <tool name>, "arguments": {...}}' in second.system
