@@ -7,15 +7,20 @@ import asyncio
 import json
 import sqlite3
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 
 from server_support import SECRET, LiveServer, assert_problem, deploy_model, start_server
 from threadline import Agent
+from threadline.events import Thread, utcnow
+from threadline.models.base import Context, Message
 from threadline.runtime import Runtime
 from threadline.server import ServerConfig
 from threadline.stores import SQLiteStore
+from threadline.testing import FunctionModel, intent
+from threadline.waits import WAIT_TOOLS
 
 
 def test_api_only_server_appends_and_streams_what_a_worker_does(
@@ -204,3 +209,35 @@ def test_unknown_ids_and_actions_that_do_not_fit(
         assert_problem(c.post(f"/v1/threads/{thread_id}/resume"), 409)
         assert_problem(c.post(f"/v1/threads/{thread_id}/fork", json={"at": 999}), 409)
     assert live.stored_events(thread_id) == before
+
+
+def test_serve_alone_wakes_a_durable_wait_when_it_is_due(tmp_path: Path) -> None:
+    until = utcnow() + timedelta(seconds=1)
+
+    def outline(agent: Agent, thread: Thread) -> Context:
+        lines = [f"{e.tool}_result" if e.kind == "tool_result" else e.kind for e in thread.events]
+        return Context(system="", messages=(Message("user", "\n".join(lines)),))
+
+    def script(context: Context) -> object:
+        if "sleep_until_result" not in context.as_text():
+            return intent("sleep_until", until=until.isoformat(), reason="cool down")
+        return intent("done_for_now", message="woke up")
+
+    sleeper = Agent(
+        "sleeper", tools=list(WAIT_TOOLS), model=FunctionModel(script), renderer=outline
+    )
+    live = start_server(tmp_path, [sleeper], None, keys={"admin": ["admin"]})
+    try:
+        with live.client("admin") as c:
+            r = c.post(
+                "/v1/threads",
+                json={"agent": "sleeper", "message": "nap", "wait": True, "wait_timeout": 20},
+            )
+        assert r.status_code == 201 and r.json()["status"] == "waiting", r.text
+        # No worker, no request: the server's own periodic pass wakes it once due.
+        done = live.wait_status(r.json()["id"], {"done"}, timeout=30)
+        assert done["result"] == "woke up"
+        kinds = [json.loads(b)["kind"] for _, b in live.stored_events(r.json()["id"])]
+        assert kinds[kinds.index("waiting") + 1] == "wait_timed_out"
+    finally:
+        live.stop()

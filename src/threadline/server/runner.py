@@ -13,7 +13,7 @@ import asyncio
 import logging
 
 from ..errors import ThreadlineError
-from ..events import Status
+from ..events import Status, utcnow
 from ..runtime import Runtime
 from ..worker import advance_exclusively, default_owner
 
@@ -29,11 +29,21 @@ class ThreadRunner:
         runtime: the runtime whose `advance` does the work.
         enabled: False makes every kick a no-op (API-only servers; workers advance).
         concurrency: threads advanced at once (model calls and tools in flight).
+        timer_interval: seconds between passes over due waits (`start_timers`).
     """
 
-    def __init__(self, runtime: Runtime, *, enabled: bool = True, concurrency: int = 32) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        enabled: bool = True,
+        concurrency: int = 32,
+        timer_interval: float = 1.0,
+    ) -> None:
         self.runtime = runtime
         self.enabled = enabled
+        self.timer_interval = timer_interval
+        self._timers: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._slots = asyncio.Semaphore(concurrency)
@@ -98,11 +108,49 @@ class ThreadRunner:
             if cursor is None:
                 return count
 
+    async def wake_due(self) -> int:
+        """Kick every `waiting` thread served here whose wait is due (a `sleep_until`, a
+        breaker wait, a `wait_for_event` timeout); the kick advances it under a lease, as a
+        worker would. Returns how many were kicked."""
+        if not self.enabled:
+            return 0
+        now, count, cursor = utcnow(), 0, None
+        while True:
+            page = await self.runtime.store.list(status=Status.WAITING, limit=200, cursor=cursor)
+            for summary in page.items:
+                due = summary.due_at is not None and summary.due_at <= now
+                if due and summary.agent in self.runtime.agents:
+                    self.kick(summary.id)
+                    count += 1
+            cursor = page.cursor
+            if cursor is None:
+                return count
+
+    def start_timers(self) -> None:
+        """Start the periodic pass over due waits (every `timer_interval` seconds) until
+        `drain`: without it only a `threadline worker` would wake them."""
+        if self.enabled and self._timers is None:
+            self._timers = asyncio.get_running_loop().create_task(
+                self._timer_loop(), name="wake due waits"
+            )
+
+    async def _timer_loop(self) -> None:
+        while not self.runtime.stopping:
+            try:
+                await self.wake_due()
+            except Exception as exc:  # the store away for a moment: try again next pass
+                log.warning("waking due waits failed: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(self.timer_interval)
+
     async def drain(self, grace: float) -> bool:
         """Wait up to `grace` seconds for running tasks (each stops after its step).
 
         Returns True if all finished; stragglers are cancelled (their last checkpoint stands).
         """
+        if self._timers is not None:
+            self._timers.cancel()
+            await asyncio.gather(self._timers, return_exceptions=True)
+            self._timers = None
         tasks = [t for t in self._tasks.values() if not t.done()]
         if not tasks:
             return True

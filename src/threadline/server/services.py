@@ -153,6 +153,7 @@ class Services:
         """Start: resume threads a previous process left running. Stop: refuse new work,
         let running steps finish (up to `drain_timeout`), flush notifications, close."""
         resumed = await self.runner.resume_running()
+        self.runner.start_timers()
         if resumed:
             log.info("resuming %d thread(s) left running by a previous process", resumed)
         try:
