@@ -119,7 +119,7 @@ def test_mypy_names_every_consumer_of_a_new_kind(tmp_path: Path) -> None:
     }
     assert flagged == {
         "src/threadline/events/state.py",
-        "src/threadline/observability.py",
+        "src/threadline/observability/log.py",
         "src/threadline/cli/display.py",
         "src/threadline/context/compact.py",
         "src/threadline/context/compaction.py",

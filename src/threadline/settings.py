@@ -46,3 +46,7 @@ class Settings(BaseSettings):
     notify_url: str | None = None
     public_url: str | None = None
     api_key: SecretStr | None = None
+    # GET /metrics (docs/observability.md): served by `threadline serve` unless `metrics`
+    # is off; open to scrapers unless `metrics_auth` (then a key with the `read` scope).
+    metrics: bool = True
+    metrics_auth: bool = False

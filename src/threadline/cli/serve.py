@@ -117,6 +117,8 @@ def serve(
         notify_url=cfg.notify_url,
         public_url=public_url,
         drain_timeout=drain_timeout,
+        metrics=cfg.metrics,
+        metrics_auth=cfg.metrics_auth,
     )
     # Fail here, in one line, if the store is unreachable or its schema is older than this
     # code (SchemaOutOfDate names `threadline db migrate`), not inside uvicorn's start-up.

@@ -9,6 +9,7 @@ built at start-up (see `services.py`). Each router is one concern:
     routers/webhooks.py   signed inbound deliveries (no API key)
     routers/channels.py   where channels mount (Slack, email, cron)
     routers/health.py     /healthz, /readyz
+    routers/metrics.py    /metrics (Prometheus; no API key unless metrics_auth)
     routers/ui.py         / and the web page under /ui/
 
 All routes under /v1 need an API key (`auth.py`), except webhooks and channels that verify
@@ -29,7 +30,7 @@ from .auth import AuthMiddleware
 from .deps import bearer
 from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from .problems import PROBLEM_HANDLERS, PROBLEM_RESPONSES, http_problems
-from .routers import channels, events, health, humans, threads, ui, webhooks
+from .routers import channels, events, health, humans, metrics, threads, ui, webhooks
 from .services import Services
 
 __all__ = ["create_app"]
@@ -41,7 +42,7 @@ API_ROUTERS = (threads.router, events.router, humans.router, webhooks.router, ch
 def create_app(services: Services) -> FastAPI:
     """The ASGI app serving `services.runtime` (its lifespan is the services' lifespan)."""
     config = services.config
-    routers = [*API_ROUTERS, health.router, ui.router]
+    routers = [*API_ROUTERS, health.router, metrics.router, ui.router]
     allow = [
         (route.path_regex, frozenset(route.methods or ()))
         for router in routers
@@ -68,6 +69,7 @@ def create_app(services: Services) -> FastAPI:
     for router in API_ROUTERS:
         app.include_router(router, dependencies=[bearer], responses=PROBLEM_RESPONSES)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(ui.router)
     app.openapi = lambda: _openapi(app, services)  # type: ignore[method-assign]
     return app

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..observability.metrics import RuntimeMetrics
 from ..runtime import Observer, Runtime
 from ..stores import DeliveryLog, KeyStore, Store, delivery_log, key_store
 from .runner import ThreadRunner
@@ -51,6 +52,10 @@ class ServerConfig:
             other processes (appends made here wake them at once).
         drain_timeout: on shutdown, seconds to let running steps finish.
         close_store: close the runtime's store when the app shuts down.
+        metrics: count events into Prometheus metrics served at GET /metrics.
+        metrics_auth: GET /metrics needs an API key with the `read` scope. Off by default:
+            Prometheus scrapes without credentials, so keep /metrics on a private network
+            (or turn this on and give the scraper a read key).
     """
 
     auth: bool = True
@@ -64,6 +69,8 @@ class ServerConfig:
     drain_timeout: float = 30.0
     concurrency: int = 32
     close_store: bool = True
+    metrics: bool = True
+    metrics_auth: bool = False
 
 
 class Lifecycle:
@@ -95,6 +102,8 @@ class Services:
     """The API keys kept beside the store's threads."""
     deliveries: DeliveryLog
     """The inbound webhook deliveries already received."""
+    metrics: RuntimeMetrics | None = None
+    """The Prometheus metrics of this process's runtime (None when turned off)."""
 
     @property
     def store(self) -> Store:
@@ -115,7 +124,10 @@ class Services:
         notifier = None
         if config.notify_url and config.webhook_secret:
             notifier = Notifier(config.notify_url, config.webhook_secret, config.public_url)
-        runtime = make_runtime([feed] if notifier is None else [feed, notifier])
+        metrics = RuntimeMetrics() if config.metrics else None
+        observers: list[Observer] = [feed]
+        observers += [o for o in (notifier, metrics) if o is not None]
+        runtime = make_runtime(observers)
         runner = ThreadRunner(runtime, enabled=config.worker, concurrency=config.concurrency)
         return cls(
             config=config,
@@ -126,6 +138,7 @@ class Services:
             notifier=notifier,
             keys=key_store(runtime.store),
             deliveries=delivery_log(runtime.store),
+            metrics=metrics,
         )
 
     def closing(self) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, assert_never
 
-from .events import (
+from ..events import (
     Approval,
     ApprovalRequested,
     Compacted,
