@@ -91,21 +91,8 @@ def build_server(runtime: Runtime, *, auth: bool = False) -> MCPServer:
     reading = ToolAnnotations(read_only_hint=True)
     acting = ToolAnnotations(destructive_hint=False, idempotent_hint=False)
 
-    async def caller(ctx: Context, scope: str) -> Caller:
-        if not auth:
-            return LOCAL
-        who = await authenticate(runtime.store, (ctx.headers or {}).get("authorization"))
-        if who is None:
-            raise ToolError("send a valid API key: Authorization: Bearer tl_...")
-        if not who.can(scope):
-            raise ToolError(f"key {who.name!r} lacks the {scope!r} scope this tool needs")
-        return who
-
-    async def guarded(step: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-        try:
-            return await step
-        except ThreadlineError as exc:
-            raise ToolError(str(exc)) from None
+    caller = _caller(runtime, auth)
+    guarded = _guarded
 
     @server.tool(annotations=reading)
     async def list_agents(ctx: Context) -> dict[str, Any]:
@@ -189,6 +176,29 @@ def build_server(runtime: Runtime, *, auth: bool = False) -> MCPServer:
         return await guarded(go())
 
     return server
+
+
+def _caller(runtime: Runtime, auth: bool) -> Callable[[Context, str], Awaitable[Caller]]:
+    """Who calls a tool: the key in the request's headers (with `auth`), else the local user."""
+
+    async def caller(ctx: Context, scope: str) -> Caller:
+        if not auth:
+            return LOCAL
+        who = await authenticate(runtime.store, (ctx.headers or {}).get("authorization"))
+        if who is None:
+            raise ToolError("send a valid API key: Authorization: Bearer tl_...")
+        if not who.can(scope):
+            raise ToolError(f"key {who.name!r} lacks the {scope!r} scope this tool needs")
+        return who
+
+    return caller
+
+
+async def _guarded(step: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return await step
+    except ThreadlineError as exc:
+        raise ToolError(str(exc)) from None
 
 
 async def _verdict(
