@@ -13,89 +13,13 @@ Invariants:
 
 from __future__ import annotations
 
-from .kinds import (
-    CONTEXT_SOURCE,
-    EVENT_CLASSES,
-    PREFETCH_PREFIX,
-    SCHEMA_VERSION,
-    Approval,
-    ApprovalRequested,
-    Compacted,
-    Done,
-    Escalated,
-    Event,
-    EventTraits,
-    ExternalEvent,
-    Failed,
-    ForkedFrom,
-    HumanRequest,
-    HumanResponse,
-    InvalidOutput,
-    ModelCall,
-    ModelError,
-    Origin,
-    Paused,
-    RawToolCall,
-    ReplayRole,
-    Resumed,
-    TokenBudgetExceeded,
-    ToolCall,
-    ToolError,
-    ToolResult,
-    ToolStarted,
-    UserMessage,
-    Waiting,
-    WaitTimedOut,
-    event_from_dict,
-    event_from_json,
-    is_prefetch,
-    utcnow,
-)
-from .kinds import (
-    _EventBase as _EventBase,  # for tests that define a kind
-)
-from .state import PendingCall, Status, ThreadState
-from .thread import Thread
+from . import kinds, state, thread
+from .kinds import *  # noqa: F403 - the package re-exports each module's __all__
+from .kinds import _EventBase as _EventBase  # for tests that define a kind
+from .state import *  # noqa: F403
+from .thread import *  # noqa: F403
 
-__all__ = [
-    "CONTEXT_SOURCE",
-    "EVENT_CLASSES",
-    "PREFETCH_PREFIX",
-    "SCHEMA_VERSION",
-    "Approval",
-    "ApprovalRequested",
-    "Compacted",
-    "Done",
-    "Escalated",
-    "Event",
-    "EventTraits",
-    "ExternalEvent",
-    "Failed",
-    "ForkedFrom",
-    "HumanRequest",
-    "HumanResponse",
-    "InvalidOutput",
-    "ModelCall",
-    "ModelError",
-    "Origin",
-    "Paused",
-    "PendingCall",
-    "RawToolCall",
-    "ReplayRole",
-    "Resumed",
-    "Status",
-    "Thread",
-    "ThreadState",
-    "TokenBudgetExceeded",
-    "ToolCall",
-    "ToolError",
-    "ToolResult",
-    "ToolStarted",
-    "UserMessage",
-    "WaitTimedOut",
-    "Waiting",
-    "event_from_dict",
-    "event_from_json",
-    "is_prefetch",
-    "utcnow",
-]
+__all__: list[str] = []
+__all__ += kinds.__all__
+__all__ += state.__all__
+__all__ += thread.__all__
