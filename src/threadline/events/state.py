@@ -9,33 +9,7 @@ from enum import StrEnum
 from typing import Any, Literal, assert_never
 
 from ..errors import CorruptEvent
-from .kinds import (
-    Approval,
-    ApprovalRequested,
-    Compacted,
-    Done,
-    Escalated,
-    Event,
-    ExternalEvent,
-    Failed,
-    ForkedFrom,
-    HumanRequest,
-    HumanResponse,
-    InvalidOutput,
-    JsonValue,
-    ModelCall,
-    ModelError,
-    Paused,
-    Resumed,
-    TokenBudgetExceeded,
-    ToolCall,
-    ToolError,
-    ToolResult,
-    ToolStarted,
-    UserMessage,
-    Waiting,
-    WaitTimedOut,
-)
+from . import kinds as ev
 
 __all__ = [
     "PendingCall",
@@ -67,7 +41,7 @@ class PendingCall:
     call_id: str
     tool: str
     version: str
-    arguments: dict[str, JsonValue]
+    arguments: dict[str, ev.JsonValue]
     seq: int
     approval: Literal["none", "requested", "approved"] = "none"
     approvers: tuple[str, ...] = ()
@@ -138,7 +112,7 @@ class ThreadState:
             pending={k: _replace(c, arguments=dict(c.arguments)) for k, c in self.pending.items()},
         )
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: ev.Event) -> None:
         """Fold one event into the state. O(1) in the thread's length."""
         if event.seq != self.next_seq:
             raise CorruptEvent("?", event.seq, f"expected seq {self.next_seq}")
@@ -151,29 +125,29 @@ class ThreadState:
         if traits.error:
             self.consecutive_errors += 1
         match event:
-            case UserMessage():
+            case ev.UserMessage():
                 self.terminal = None
                 self.waiting = False
-            case ModelCall():
+            case ev.ModelCall():
                 self.model_calls += 1
                 self.run_steps += 1
                 self.input_tokens += event.input_tokens
                 self.output_tokens += event.output_tokens
                 self.cost_usd += event.cost_usd or 0.0
-            case ModelError():
+            case ev.ModelError():
                 self.last_error = f"{event.error_type}: {event.message}"
-            case InvalidOutput():
+            case ev.InvalidOutput():
                 self.last_error = event.reason
-            case ToolCall():
+            case ev.ToolCall():
                 self.pending[event.call_id] = PendingCall(
                     event.call_id, event.tool, event.version, dict(event.arguments), event.seq
                 )
-            case ApprovalRequested():
+            case ev.ApprovalRequested():
                 call = self.pending.get(event.call_id)
                 if call is not None:
                     call.approval = "requested"
                     call.approvers = event.approvers
-            case Approval():
+            case ev.Approval():
                 call = self.pending.get(event.call_id)
                 if call is not None:
                     if event.approved:
@@ -183,47 +157,47 @@ class ThreadState:
                             call.validated = None
                     else:
                         del self.pending[event.call_id]
-            case ToolStarted():
+            case ev.ToolStarted():
                 call = self.pending.get(event.call_id)
                 if call is not None:
                     call.attempt = event.attempt
                     call.idempotency_key = event.idempotency_key
-            case ToolResult():
+            case ev.ToolResult():
                 self.pending.pop(event.call_id, None)
                 self.consecutive_errors = 0
-            case ToolError():
+            case ev.ToolError():
                 self.pending.pop(event.call_id, None)
                 self.last_error = f"{event.tool}: {event.error_type}: {event.message}"
-            case HumanRequest():
+            case ev.HumanRequest():
                 self.human_request = event.request_id
-            case HumanResponse():
+            case ev.HumanResponse():
                 if self.human_request == event.request_id:
                     self.human_request = None
                 self.pending.pop(event.request_id, None)
                 self.terminal = None
-            case Done():
+            case ev.Done():
                 self.terminal = Status.DONE
                 self.pending.clear()
-            case Escalated():
+            case ev.Escalated():
                 self.terminal = Status.ESCALATED
-            case Failed():
+            case ev.Failed():
                 self.terminal = Status.FAILED
-            case Paused():
+            case ev.Paused():
                 self.paused = True
-            case Resumed():
+            case ev.Resumed():
                 self.paused = False
                 if self.terminal == Status.ESCALATED:
                     self.terminal = None
-            case Waiting():
+            case ev.Waiting():
                 self.waiting = True
                 self.waiting_until = event.until
                 self.waiting_for = event.event
-            case ExternalEvent():
+            case ev.ExternalEvent():
                 if self.waiting and (self.waiting_for is None or self.waiting_for == event.name):
                     self._end_wait()
-            case WaitTimedOut():
+            case ev.WaitTimedOut():
                 self._end_wait()
-            case Compacted() | ForkedFrom() | TokenBudgetExceeded():
+            case ev.Compacted() | ev.ForkedFrom() | ev.TokenBudgetExceeded():
                 pass
             case _:
                 assert_never(event)
