@@ -144,6 +144,32 @@ async def test_500_until_retries_run_out(calculator: ModuleType) -> None:
     assert "HTTP 500" in thread.events[1].message and len(recorded.requests) == 2
 
 
+async def test_an_invalid_request_is_not_retried_and_escalates(calculator: ModuleType) -> None:
+    """A 400 invalid_request_error (recorded shape of the Anthropic API): the same request
+    would fail the same way, so it is sent once and the thread escalates with the reason."""
+    model, recorded, sleeps = make_model(
+        [
+            (
+                400,
+                anthropic_error(
+                    "invalid_request_error", "messages: text content blocks must be non-empty"
+                ),
+            )
+        ],
+        attempts=4,
+    )
+    thread = await one_step(calculator.agent, model)
+    assert kinds(thread) == ["user_message", "model_error"]
+    event = thread.events[1]
+    assert event.error_type == "InvalidRequest" and not event.retryable
+    assert "non-empty" in event.message
+    assert len(recorded.requests) == 1 and sleeps.delays == []
+    from threadline.reducer import Escalate, decide
+
+    step = decide(calculator.agent, thread)
+    assert isinstance(step, Escalate) and "rejected the request" in step.reason
+
+
 async def test_timeout(calculator: ModuleType) -> None:
     model, recorded, _ = make_model([httpx2.ConnectTimeout("connect timed out")], attempts=2)
     thread = await one_step(calculator.agent, model)

@@ -16,12 +16,12 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import ConfigError, MissingExtraError, ModelError
+from ..errors import ConfigError, InvalidRequest, MissingExtraError, ModelError
 from ..events import RawToolCall
 from .base import Context, ModelOutput, ModelProfile
 from .openai import tool_name_map
 from .pricing import PriceTable
-from .resilience import is_retryable_status, parse_retry_after
+from .resilience import is_invalid_request, is_retryable_status, parse_retry_after
 
 if TYPE_CHECKING:
     import anthropic
@@ -230,6 +230,8 @@ def _model_error(anthropic: Any, exc: Exception, model: str) -> ModelError:
         message = str(exc)
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
             message = str(body["error"].get("message", message))
+        if is_invalid_request(status, message):  # the same request would fail again
+            return InvalidRequest(f"{model}: HTTP {status}: {message[:300]}", status=status)
         return ModelError(
             f"{model}: HTTP {status}: {message[:300]}",
             retryable=is_retryable_status(status),
