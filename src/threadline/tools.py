@@ -244,15 +244,7 @@ class Tool:
     ) -> Tool:
         """Build a tool from a pydantic model; `fn(args, [ctx])` receives the validated model."""
         tool_name = name or _snake(model.__name__)
-        context_param = None
-        if fn is not None:
-            params = list(inspect.signature(fn).parameters.values())
-            if len(params) == 2:
-                context_param = params[1].name
-            elif len(params) != 1:
-                raise ToolDefinitionError(
-                    f"tool {tool_name}: handler must take (args) or (args, ctx)"
-                )
+        context_param = _context_param(tool_name, fn, "args")
         return cls(
             tool_name,
             model,
@@ -294,15 +286,7 @@ class Tool:
                 takes neither one nor two parameters.
         """
         validator = JsonSchemaValidator(schema, name=name)
-        context_param = None
-        if fn is not None:
-            params = list(inspect.signature(fn).parameters.values())
-            if len(params) == 2:
-                context_param = params[1].name
-            elif len(params) != 1:
-                raise ToolDefinitionError(
-                    f"tool {name}: handler must take (arguments) or (arguments, ctx)"
-                )
+        context_param = _context_param(name, fn, "arguments")
         return cls(
             name,
             JsonArguments,
@@ -316,6 +300,22 @@ class Tool:
             context_param=context_param,
             validator=validator,
         )
+
+
+def _context_param(tool: str, fn: Callable[..., Any] | None, first: str) -> str | None:
+    """The name of `fn`'s context parameter: handlers take (`first`) or (`first`, ctx).
+
+    Raises:
+        ToolDefinitionError: `fn` takes neither one nor two parameters.
+    """
+    if fn is None:
+        return None
+    params = list(inspect.signature(fn).parameters.values())
+    if len(params) == 2:
+        return params[1].name
+    if len(params) != 1:
+        raise ToolDefinitionError(f"tool {tool}: handler must take ({first}) or ({first}, ctx)")
+    return None
 
 
 @overload
