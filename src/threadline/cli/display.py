@@ -11,32 +11,7 @@ from typing import Any, assert_never
 
 from rich.markup import escape
 
-from ..events import (
-    Approval,
-    ApprovalRequested,
-    Compacted,
-    Done,
-    Escalated,
-    Event,
-    ExternalEvent,
-    Failed,
-    ForkedFrom,
-    HumanRequest,
-    HumanResponse,
-    InvalidOutput,
-    ModelCall,
-    ModelError,
-    Paused,
-    Resumed,
-    TokenBudgetExceeded,
-    ToolCall,
-    ToolError,
-    ToolResult,
-    ToolStarted,
-    UserMessage,
-    Waiting,
-    WaitTimedOut,
-)
+from .. import events as ev
 
 __all__ = ["event_detail", "format_arguments", "format_event"]
 
@@ -47,60 +22,60 @@ def format_arguments(arguments: dict[str, Any]) -> str:
     return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items())
 
 
-def event_detail(event: Event) -> tuple[str, str]:
+def event_detail(event: ev.Event) -> tuple[str, str]:
     """(Rich style, detail text) of one event.
 
     Raises:
         AssertionError: `event` is of a kind this function does not know.
     """
     match event:
-        case UserMessage() | HumanResponse():
-            return ("bold cyan" if isinstance(event, UserMessage) else "blue"), event.text
-        case ModelCall():
+        case ev.UserMessage() | ev.HumanResponse():
+            return ("bold cyan" if isinstance(event, ev.UserMessage) else "blue"), event.text
+        case ev.ModelCall():
             return "dim", (
                 f"{event.model} in={event.input_tokens} out={event.output_tokens} "
                 f"{event.latency_ms:.0f}ms"
             )
-        case ToolCall():
+        case ev.ToolCall():
             return "yellow", f"{event.tool}({format_arguments(event.arguments)}) [{event.call_id}]"
-        case ToolResult():
+        case ev.ToolResult():
             return "green", f"{event.tool} -> {json.dumps(event.result, ensure_ascii=False)}"
-        case ToolError() | ModelError():
+        case ev.ToolError() | ev.ModelError():
             return "red", f"{event.error_type}: {event.message}"
-        case InvalidOutput():
+        case ev.InvalidOutput():
             return "red", event.reason
-        case ApprovalRequested():
+        case ev.ApprovalRequested():
             call = f"{event.tool}({format_arguments(event.arguments)}) [{event.call_id}]"
             return "bold magenta", f"{call} needs approval"
-        case Approval():
+        case ev.Approval():
             verdict = "approved" if event.approved else "rejected"
             comment = f": {event.comment}" if event.comment else ""
             return "magenta", f"{verdict} {event.call_id}{comment}"
-        case HumanRequest():
+        case ev.HumanRequest():
             return "bold blue", f"{event.question} [{event.request_id}]"
-        case Done():
+        case ev.Done():
             return "bold green", event.message
-        case Escalated() | Failed():
+        case ev.Escalated() | ev.Failed():
             return "bold red", event.reason
-        case ForkedFrom():
+        case ev.ForkedFrom():
             return "white", f"{event.thread_id} at {event.at_seq}"
-        case ToolStarted():
+        case ev.ToolStarted():
             return "white", f"{event.call_id} attempt {event.attempt}"
         case (
-            Paused()
-            | Resumed()
-            | Compacted()
-            | ExternalEvent()
-            | TokenBudgetExceeded()
-            | Waiting()
-            | WaitTimedOut()
+            ev.Paused()
+            | ev.Resumed()
+            | ev.Compacted()
+            | ev.ExternalEvent()
+            | ev.TokenBudgetExceeded()
+            | ev.Waiting()
+            | ev.WaitTimedOut()
         ):
             return "white", ""
         case _:
             assert_never(event)
 
 
-def format_event(event: Event) -> str:
+def format_event(event: ev.Event) -> str:
     """One readable line for an event (Rich markup)."""
     style, detail = event_detail(event)
     detail = detail if len(detail) <= _LIMIT else detail[: _LIMIT - 1] + "…"

@@ -13,32 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, assert_never
 
-from ..events import (
-    Approval,
-    ApprovalRequested,
-    Compacted,
-    Done,
-    Escalated,
-    Event,
-    ExternalEvent,
-    Failed,
-    ForkedFrom,
-    HumanRequest,
-    HumanResponse,
-    InvalidOutput,
-    ModelCall,
-    ModelError,
-    Paused,
-    Resumed,
-    TokenBudgetExceeded,
-    ToolCall,
-    ToolError,
-    ToolResult,
-    ToolStarted,
-    UserMessage,
-    Waiting,
-    WaitTimedOut,
-)
+from .. import events as ev
 from ..models.base import Message, ToolSpec
 from .base import tagged, tools_json, truncate_to
 from .notation import dump_block, dump_tools
@@ -68,34 +43,34 @@ def _attrs(**kwargs: Any) -> str:
     return "".join(f" {k}={v}" for k, v in kwargs.items() if v not in (None, ""))
 
 
-def outcome_follows(events: Sequence[Event], i: int, call_id: str) -> bool:
+def outcome_follows(events: Sequence[ev.Event], i: int, call_id: str) -> bool:
     """Whether the outcome of call `call_id` (at `events[i]`) comes right after it."""
     for j in (i + 1, i + 2):
         if j >= len(events):
             return False
         nxt = events[j]
-        if isinstance(nxt, ToolResult | ToolError):
+        if isinstance(nxt, ev.ToolResult | ev.ToolError):
             return nxt.call_id == call_id
-        if not isinstance(nxt, ToolStarted):
+        if not isinstance(nxt, ev.ToolStarted):
             return False
     return False
 
 
-def call_precedes(events: Sequence[Event], i: int, call_id: str) -> bool:
+def call_precedes(events: Sequence[ev.Event], i: int, call_id: str) -> bool:
     """Whether the call of the outcome at `events[i]` comes right before it."""
     for j in (i - 1, i - 2):
         if j < 0:
             return False
         prev = events[j]
-        if isinstance(prev, ToolCall):
+        if isinstance(prev, ev.ToolCall):
             return prev.call_id == call_id
-        if not isinstance(prev, ToolStarted):
+        if not isinstance(prev, ev.ToolStarted):
             return False
     return False
 
 
 def compact_block(
-    events: Sequence[Event],
+    events: Sequence[ev.Event],
     i: int,
     *,
     reduced: bool = False,
@@ -110,63 +85,63 @@ def compact_block(
     """
     e = events[i]
     match e:
-        case UserMessage():
+        case ev.UserMessage():
             return tagged("user", _attrs(name=e.sender), e.text)
-        case HumanResponse():
+        case ev.HumanResponse():
             return tagged("user", _attrs(name=e.by), e.text)
-        case ModelCall():
+        case ev.ModelCall():
             # Text beside native tool calls is the model talking (to the user or itself);
             # without tool calls the text *is* the intent and its tool_call shows it.
             if e.tool_calls and e.output.strip():
                 return tagged("assistant", "", e.output)
             return ""
-        case ToolCall():
+        case ev.ToolCall():
             return _call_block(events, i, e)
-        case ToolResult():
+        case ev.ToolResult():
             cid = None if call_precedes(events, i, e.call_id) else e.call_id
             body = dump_block(e.result)
             if reduced and counter is not None:
                 body = truncate_to(body, max_tokens, counter, e.seq)
             return tagged(f"{e.tool}_result", _attrs(id=cid), body)
-        case ToolError():
+        case ev.ToolError():
             cid = None if call_precedes(events, i, e.call_id) else e.call_id
             return f"<error{_attrs(id=cid)}>{e.error_type}: {e.message}</error>"
-        case InvalidOutput():
+        case ev.InvalidOutput():
             return f"<invalid_output>{e.reason}</invalid_output>"
-        case Approval():
+        case ev.Approval():
             who = _attrs(id=e.call_id, by=e.by)
             if not e.approved:
                 return f"<rejected{who}>{e.comment or ''}</rejected>"
             if e.edited_arguments is not None:
                 return f"<approved{who} edited>\n{dump_block(e.edited_arguments)}\n</approved>"
             return f"<approved{who}/>"
-        case Escalated():
+        case ev.Escalated():
             return f"<escalated>{e.reason}</escalated>"
-        case ExternalEvent():
+        case ev.ExternalEvent():
             body = dump_block(e.payload) if e.payload else ""
             return f"<event{_attrs(name=e.name, source=e.source)}>\n{body}\n</event>"
-        case WaitTimedOut():
+        case ev.WaitTimedOut():
             return f"<wait_timed_out{_attrs(event=e.event)}/>"
         case (
-            ModelError()
-            | ApprovalRequested()
-            | ToolStarted()
-            | HumanRequest()
-            | Done()
-            | Failed()
-            | Paused()
-            | Resumed()
-            | Compacted()
-            | ForkedFrom()
-            | TokenBudgetExceeded()
-            | Waiting()
+            ev.ModelError()
+            | ev.ApprovalRequested()
+            | ev.ToolStarted()
+            | ev.HumanRequest()
+            | ev.Done()
+            | ev.Failed()
+            | ev.Paused()
+            | ev.Resumed()
+            | ev.Compacted()
+            | ev.ForkedFrom()
+            | ev.TokenBudgetExceeded()
+            | ev.Waiting()
         ):
             return ""
         case _:
             assert_never(e)
 
 
-def _call_block(events: Sequence[Event], i: int, e: ToolCall) -> str:
+def _call_block(events: Sequence[ev.Event], i: int, e: ev.ToolCall) -> str:
     args = e.arguments
     cid = None if outcome_follows(events, i, e.call_id) else e.call_id
     if set(args) == {"message"} and isinstance(args["message"], str):
@@ -178,7 +153,7 @@ def _call_block(events: Sequence[Event], i: int, e: ToolCall) -> str:
     return tagged(e.tool, _attrs(id=cid), dump_block(args))
 
 
-def render_event(event: Event) -> str:
+def render_event(event: ev.Event) -> str:
     """One event as a tagged block, out of context (ids always shown)."""
     return compact_block([event], 0)
 
@@ -215,7 +190,12 @@ class CompactFormat:
         return f"## Tools\n{sigs}"
 
     def block(
-        self, events: Sequence[Event], i: int, reduced: bool, max_tokens: int, counter: TokenCounter
+        self,
+        events: Sequence[ev.Event],
+        i: int,
+        reduced: bool,
+        max_tokens: int,
+        counter: TokenCounter,
     ) -> str | None:
         return (
             compact_block(events, i, reduced=reduced, max_tokens=max_tokens, counter=counter)

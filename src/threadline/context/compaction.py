@@ -22,33 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, assert_never
 
-from ..events import (
-    Approval,
-    ApprovalRequested,
-    Compacted,
-    Done,
-    Escalated,
-    Event,
-    ExternalEvent,
-    Failed,
-    ForkedFrom,
-    HumanRequest,
-    HumanResponse,
-    InvalidOutput,
-    ModelCall,
-    ModelError,
-    Paused,
-    Resumed,
-    Thread,
-    TokenBudgetExceeded,
-    ToolCall,
-    ToolError,
-    ToolResult,
-    ToolStarted,
-    UserMessage,
-    Waiting,
-    WaitTimedOut,
-)
+from .. import events as ev
 from ..models.base import Context, Message
 from .compact import compact_block
 from .notation import dump_inline
@@ -66,7 +40,7 @@ __all__ = [
 ]
 
 
-Summariser = Callable[[Sequence[Event], str | None], "str | Awaitable[str]"]
+Summariser = Callable[[Sequence[ev.Event], str | None], "str | Awaitable[str]"]
 """`(events of the span, the previous summary or None) -> summary text`."""
 
 _SNIPPET = 240
@@ -82,7 +56,7 @@ class _Digest:
     """The running fold behind `digest`: O(1) per event, bounded in size."""
 
     upto: int = -1
-    last: Event | None = None
+    last: ev.Event | None = None
     first_request: str | None = None
     kinds: Counter[str] = field(default_factory=Counter)
     tools: Counter[str] = field(default_factory=Counter)
@@ -91,7 +65,7 @@ class _Digest:
     calls: deque[str] = field(default_factory=lambda: deque(maxlen=5))
     answers: deque[str] = field(default_factory=lambda: deque(maxlen=2))
 
-    def add(self, e: Event) -> None:
+    def add(self, e: ev.Event) -> None:
         """Fold one event in.
 
         Raises:
@@ -99,16 +73,16 @@ class _Digest:
         """
         self.upto = e.seq
         self.last = e
-        if isinstance(e, Compacted):
+        if isinstance(e, ev.Compacted):
             return
         self.kinds[e.kind] += 1
         match e:
-            case UserMessage() | HumanResponse():
+            case ev.UserMessage() | ev.HumanResponse():
                 if self.first_request is None:
                     self.first_request = _clip(e.text, 600)
                 else:
                     self.inputs.append(f"[{e.seq}] user: {_clip(e.text)}")
-            case ToolCall():
+            case ev.ToolCall():
                 self.tools[e.tool] += 1
                 if e.tool in ("done_for_now", "request_more_information"):
                     message = _clip(str(e.arguments.get("message", "")))
@@ -116,27 +90,27 @@ class _Digest:
                 else:
                     args = _clip(dump_inline(e.arguments), 160)
                     self.calls.append(f"[{e.seq}] {e.tool} {args}")
-            case ToolResult():
+            case ev.ToolResult():
                 if self.calls:
                     self.calls[-1] += f" -> {_clip(dump_inline(e.result), 160)}"
-            case ToolError() | InvalidOutput() | ModelError():
+            case ev.ToolError() | ev.InvalidOutput() | ev.ModelError():
                 self.errors += 1
             case (
-                ModelCall()
-                | ApprovalRequested()
-                | Approval()
-                | ToolStarted()
-                | HumanRequest()
-                | Done()
-                | Escalated()
-                | Failed()
-                | Paused()
-                | Resumed()
-                | ForkedFrom()
-                | ExternalEvent()
-                | TokenBudgetExceeded()
-                | Waiting()
-                | WaitTimedOut()
+                ev.ModelCall()
+                | ev.ApprovalRequested()
+                | ev.Approval()
+                | ev.ToolStarted()
+                | ev.HumanRequest()
+                | ev.Done()
+                | ev.Escalated()
+                | ev.Failed()
+                | ev.Paused()
+                | ev.Resumed()
+                | ev.ForkedFrom()
+                | ev.ExternalEvent()
+                | ev.TokenBudgetExceeded()
+                | ev.Waiting()
+                | ev.WaitTimedOut()
             ):
                 pass
             case _:
@@ -172,7 +146,7 @@ class DigestCache:
     def __init__(self, maxsize: int = 1024) -> None:
         self._data = CountCache(maxsize)
 
-    def fold(self, thread: Thread, upto: int, exclude: frozenset[int]) -> _Digest:
+    def fold(self, thread: ev.Thread, upto: int, exclude: frozenset[int]) -> _Digest:
         events = thread.events
         state: _Digest | None = self._data.get(thread.id, thread.id)
         if (
@@ -190,7 +164,7 @@ class DigestCache:
         return state
 
 
-def digest(events: Sequence[Event], previous: str | None = None) -> str:
+def digest(events: Sequence[ev.Event], previous: str | None = None) -> str:
     """The default summariser: a deterministic digest of `events` (no model involved)."""
     state = _Digest()
     for e in events:
@@ -214,7 +188,7 @@ class LLMSummariser:
             "open questions. Plain text, no preamble."
         )
 
-    async def __call__(self, events: Sequence[Event], previous: str | None) -> str:
+    async def __call__(self, events: Sequence[ev.Event], previous: str | None) -> str:
         blocks = [b for b in (compact_block(events, i) for i in range(len(events))) if b]
         if previous:
             blocks.insert(0, f"<previous_summary>\n{previous}\n</previous_summary>")
@@ -228,10 +202,10 @@ class LLMSummariser:
         return out.text.strip()
 
 
-def previous_summary(thread: Thread, upto: int) -> tuple[str, int] | None:
+def previous_summary(thread: ev.Thread, upto: int) -> tuple[str, int] | None:
     """The latest stored summary whose span ends at or before `upto` (scanning back from
     the end; compactions are recent, so this stops early)."""
     for e in reversed(thread.events):
-        if isinstance(e, Compacted) and e.to_seq <= upto:
+        if isinstance(e, ev.Compacted) and e.to_seq <= upto:
             return e.summary, e.to_seq
     return None

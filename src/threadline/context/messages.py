@@ -26,34 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
-from ..events import (
-    Approval,
-    ApprovalRequested,
-    Compacted,
-    Done,
-    Escalated,
-    Event,
-    ExternalEvent,
-    Failed,
-    ForkedFrom,
-    HumanRequest,
-    HumanResponse,
-    InvalidOutput,
-    ModelCall,
-    ModelError,
-    Paused,
-    RawToolCall,
-    Resumed,
-    Thread,
-    TokenBudgetExceeded,
-    ToolCall,
-    ToolError,
-    ToolResult,
-    ToolStarted,
-    UserMessage,
-    Waiting,
-    WaitTimedOut,
-)
+from .. import events as ev
 from ..models.base import Message, ToolSpec
 from .base import tools_json, truncate_to
 from .notation import dump_block
@@ -82,7 +55,12 @@ class MessagesFormat:
         return tools_json(tools)
 
     def block(
-        self, events: Sequence[Event], i: int, reduced: bool, max_tokens: int, counter: TokenCounter
+        self,
+        events: Sequence[ev.Event],
+        i: int,
+        reduced: bool,
+        max_tokens: int,
+        counter: TokenCounter,
     ) -> tuple[Message, ...] | None:
         """The messages of `events[i]` (None when it renders nothing).
 
@@ -91,56 +69,56 @@ class MessagesFormat:
         """
         e = events[i]
         match e:
-            case UserMessage():
+            case ev.UserMessage():
                 return (Message("user", e.text),)
-            case HumanResponse():
+            case ev.HumanResponse():
                 # The answer to a request_more_information call: its tool result.
                 return (Message("tool", e.text, tool_call_id=e.request_id),)
-            case Done():
+            case ev.Done():
                 prev = events[i - 1] if i > 0 else None
-                if isinstance(prev, ToolCall) and prev.tool == "done_for_now":
+                if isinstance(prev, ev.ToolCall) and prev.tool == "done_for_now":
                     return (Message("tool", "done", tool_call_id=prev.call_id),)
                 return None
-            case ModelCall():
+            case ev.ModelCall():
                 if e.tool_calls and e.output.strip():
                     return (Message("assistant", e.output),)
                 return None
-            case ToolCall():
-                call = RawToolCall(id=e.call_id, name=e.tool, arguments=_json(e.arguments))
+            case ev.ToolCall():
+                call = ev.RawToolCall(id=e.call_id, name=e.tool, arguments=_json(e.arguments))
                 return (Message("assistant", "", (call,)),)
-            case ToolResult():
+            case ev.ToolResult():
                 result = e.result
                 text = result if isinstance(result, str) else _json(result)
                 if reduced:
                     text = truncate_to(text, max_tokens, counter, e.seq)
                 return (Message("tool", text, tool_call_id=e.call_id),)
-            case ToolError():
+            case ev.ToolError():
                 return (
                     Message("tool", f"error: {e.error_type}: {e.message}", tool_call_id=e.call_id),
                 )
-            case Approval():
+            case ev.Approval():
                 return _approval(e)
-            case InvalidOutput():
+            case ev.InvalidOutput():
                 return (Message("user", f"Your last output was invalid: {e.reason}"),)
-            case Escalated():
+            case ev.Escalated():
                 return (Message("user", f"<escalated>{e.reason}</escalated>"),)
-            case ExternalEvent():
+            case ev.ExternalEvent():
                 return (
                     Message("user", f"<event name={e.name}>\n{dump_block(e.payload)}\n</event>"),
                 )
             case (
-                ModelError()
-                | ApprovalRequested()
-                | ToolStarted()
-                | HumanRequest()
-                | Failed()
-                | Paused()
-                | Resumed()
-                | Compacted()
-                | ForkedFrom()
-                | TokenBudgetExceeded()
-                | Waiting()
-                | WaitTimedOut()
+                ev.ModelError()
+                | ev.ApprovalRequested()
+                | ev.ToolStarted()
+                | ev.HumanRequest()
+                | ev.Failed()
+                | ev.Paused()
+                | ev.Resumed()
+                | ev.Compacted()
+                | ev.ForkedFrom()
+                | ev.TokenBudgetExceeded()
+                | ev.Waiting()
+                | ev.WaitTimedOut()
             ):
                 return None
             case _:
@@ -217,7 +195,7 @@ class MessagesFormat:
         return tuple(merged)
 
 
-def _approval(e: Approval) -> tuple[Message, ...] | None:
+def _approval(e: ev.Approval) -> tuple[Message, ...] | None:
     if not e.approved:
         return (
             Message(
@@ -269,7 +247,7 @@ def thread_from_openai(
     thread_id: str = "imported",
     agent: str = "imported",
     model: str = "imported",
-) -> tuple[str, Thread]:
+) -> tuple[str, ev.Thread]:
     """An OpenAI chat transcript as (system prompt, thread).
 
     Assistant text becomes a `request_more_information` intent (the agent talking to the
@@ -279,7 +257,7 @@ def thread_from_openai(
     when it is JSON).
     """
     system = ""
-    thread = Thread(thread_id, agent)
+    thread = ev.Thread(thread_id, agent)
     open_request: str | None = None
 
     def add(event_cls: Any, **fields: Any) -> None:
@@ -292,23 +270,23 @@ def thread_from_openai(
             system = content
         elif role == "user":
             if open_request is not None:
-                add(HumanResponse, request_id=open_request, text=content)
+                add(ev.HumanResponse, request_id=open_request, text=content)
                 open_request = None
             else:
-                add(UserMessage, text=content)
+                add(ev.UserMessage, text=content)
         elif role == "assistant":
             calls = m.get("tool_calls") or []
             raw = tuple(
-                RawToolCall(
+                ev.RawToolCall(
                     id=c.get("id"), name=c["function"]["name"], arguments=c["function"]["arguments"]
                 )
                 for c in calls
             )
-            add(ModelCall, model=model, output=content, tool_calls=raw)
+            add(ev.ModelCall, model=model, output=content, tool_calls=raw)
             for c in raw:
                 args = json.loads(c.arguments) if c.arguments.strip() else {}
                 add(
-                    ToolCall,
+                    ev.ToolCall,
                     call_id=c.id or f"c{thread.next_seq}",
                     tool=c.name,
                     version="1",
@@ -317,13 +295,13 @@ def thread_from_openai(
             if content and not raw:
                 cid = f"c{thread.next_seq}"
                 add(
-                    ToolCall,
+                    ev.ToolCall,
                     call_id=cid,
                     tool="request_more_information",
                     version="1",
                     arguments={"message": content},
                 )
-                add(HumanRequest, request_id=cid, question=content)
+                add(ev.HumanRequest, request_id=cid, question=content)
                 open_request = cid
         elif role == "tool":
             try:
@@ -331,7 +309,7 @@ def thread_from_openai(
             except ValueError:
                 result = content
             add(
-                ToolResult,
+                ev.ToolResult,
                 call_id=m.get("tool_call_id") or "",
                 tool=m.get("name") or "",
                 result=result,

@@ -15,38 +15,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, assert_never
 
-from ..events import (
-    Approval,
-    ApprovalRequested,
-    Compacted,
-    Done,
-    Escalated,
-    Event,
-    ExternalEvent,
-    Failed,
-    ForkedFrom,
-    HumanRequest,
-    HumanResponse,
-    InvalidOutput,
-    ModelCall,
-    ModelError,
-    Paused,
-    Resumed,
-    Thread,
-    TokenBudgetExceeded,
-    ToolCall,
-    ToolError,
-    ToolResult,
-    ToolStarted,
-    UserMessage,
-    Waiting,
-    WaitTimedOut,
-)
+from .. import events as ev
 
 __all__ = ["JsonEventLog", "event_log_record", "open_sink"]
 
 
-def event_log_record(thread: Thread, event: Event) -> dict[str, Any]:
+def event_log_record(thread: ev.Thread, event: ev.Event) -> dict[str, Any]:
     """The structured log record of one event (stable field names; null fields omitted)."""
     record: dict[str, Any] = {
         "ts": event.at.isoformat(),
@@ -57,7 +31,7 @@ def event_log_record(thread: Thread, event: Event) -> dict[str, Any]:
         "status": thread.status.value,
     }
     match event:
-        case ModelCall():
+        case ev.ModelCall():
             record.update(
                 model=event.model,
                 input_tokens=event.input_tokens,
@@ -66,37 +40,37 @@ def event_log_record(thread: Thread, event: Event) -> dict[str, Any]:
                 cost_usd=event.cost_usd,
                 prompt=event.prompt_name,
             )
-        case ToolCall() | ToolResult():
+        case ev.ToolCall() | ev.ToolResult():
             record.update(tool=event.tool, call_id=event.call_id)
-        case ToolError():
+        case ev.ToolError():
             record.update(
                 tool=event.tool,
                 call_id=event.call_id,
                 error_type=event.error_type,
                 message=event.message,
             )
-        case ModelError():
+        case ev.ModelError():
             record.update(error_type=event.error_type, message=event.message)
-        case ApprovalRequested():
+        case ev.ApprovalRequested():
             record.update(tool=event.tool, call_id=event.call_id)
-        case Approval() | ToolStarted():
+        case ev.Approval() | ev.ToolStarted():
             record["call_id"] = event.call_id
-        case InvalidOutput() | Escalated():
+        case ev.InvalidOutput() | ev.Escalated():
             record["reason"] = event.reason
         case (
-            UserMessage()
-            | HumanRequest()
-            | HumanResponse()
-            | Done()
-            | Failed()
-            | Paused()
-            | Resumed()
-            | Compacted()
-            | ForkedFrom()
-            | ExternalEvent()
-            | TokenBudgetExceeded()
-            | Waiting()
-            | WaitTimedOut()
+            ev.UserMessage()
+            | ev.HumanRequest()
+            | ev.HumanResponse()
+            | ev.Done()
+            | ev.Failed()
+            | ev.Paused()
+            | ev.Resumed()
+            | ev.Compacted()
+            | ev.ForkedFrom()
+            | ev.ExternalEvent()
+            | ev.TokenBudgetExceeded()
+            | ev.Waiting()
+            | ev.WaitTimedOut()
         ):
             pass
         case _:
@@ -123,7 +97,7 @@ class JsonEventLog:
         self._redact = redact
         self._lock = threading.Lock()
 
-    def __call__(self, thread: Thread, events: Sequence[Event]) -> None:
+    def __call__(self, thread: ev.Thread, events: Sequence[ev.Event]) -> None:
         for event in events:
             line = json.dumps(event_log_record(thread, event), separators=(",", ":"), default=str)
             if self._redact is not None:
