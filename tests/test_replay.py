@@ -210,3 +210,18 @@ async def test_recorded_airline_conversations_replay() -> None:
             diverged.append((run["task_id"], str(exc)[:200]))
     assert writes >= 5
     assert diverged == []
+
+
+async def test_a_fork_inside_one_append_is_refused_with_the_whole_append_named() -> None:
+    from threadline.errors import InvalidAction
+
+    model = ScriptedModel([intent("lookup", key="x"), intent("done_for_now", message="X")])
+    agent = Agent("a", tools=[lookup])
+    rt = Runtime(MemoryStore(), agents=[agent], model=model)
+    thread = await rt.launch(agent, "x?")
+    call = next(e for e in thread.events if e.kind == "model_call")
+    with pytest.raises(InvalidAction, match=rf"events {call.seq}..{call.seq + 1} .* one append"):
+        await rt.fork(thread.id, at=call.seq)
+    forked = await rt.fork(thread.id, at=call.seq + 1)  # the whole append: the answer kept
+    assert [e.kind for e in forked.events][-3:] == ["model_call", "tool_call", "forked_from"]
+    replay_thread(agent, forked)

@@ -261,6 +261,15 @@ class HumanActions:
             raise InvalidAction(
                 f"cannot fork thread {thread_id} at {at}: it has events 0..{len(source) - 1}"
             )
+        end = at
+        while end + 1 < len(source.events) and _read_from_answer(source.events[end + 1]):
+            end += 1
+        if end != at:
+            raise InvalidAction(
+                f"cannot fork thread {thread_id} at {at}: events {at}..{end} were written in "
+                f"one append (a model call and what was read from its answer); fork at {end} "
+                f"to keep the answer, or at {at - 1} to ask the model again"
+            )
         forked = Thread(
             new_thread_id(),
             source.agent,
@@ -282,3 +291,8 @@ class HumanActions:
         if isinstance(thread, str):
             thread = await self.store.load(thread)
         return replay_thread(self.agent(thread.agent), thread)
+
+
+def _read_from_answer(event: Event) -> bool:
+    """Whether `event` was written in the same append as the model call before it."""
+    return event.traits.origin == "model" and event.kind != "model_call"
