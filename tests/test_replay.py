@@ -225,3 +225,19 @@ async def test_a_fork_inside_one_append_is_refused_with_the_whole_append_named()
     forked = await rt.fork(thread.id, at=call.seq + 1)  # the whole append: the answer kept
     assert [e.kind for e in forked.events][-3:] == ["model_call", "tool_call", "forked_from"]
     replay_thread(agent, forked)
+
+
+async def test_replay_rederives_with_the_tool_version_the_thread_recorded() -> None:
+    model = ScriptedModel([intent("lookup", key="x"), intent("done_for_now", message="X")])
+    agent = Agent("a", tools=[lookup])
+    thread = await Runtime(MemoryStore(), agents=[agent], model=model).launch(agent, "x?")
+
+    @tool(name="lookup", version="2")
+    def lookup_v2(key: str) -> str:
+        """Look a key up, louder."""
+        return key.upper() + "!"
+
+    newer = Agent("a", tools=[lookup, lookup_v2])
+    assert newer.registry.get("lookup").version == "2"
+    derived = replay_thread(newer, thread)
+    assert [e.kind for e in derived.events] == [e.kind for e in thread.events]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -267,9 +267,12 @@ def interpret(
     seq: int,
     at: datetime,
     taken: Collection[str] = (),
+    versions: Mapping[str, str] | None = None,
 ) -> list[Event]:
     """The events of a model's raw answer (`read_intents(...).events`)."""
-    return read_intents(agent, text, tool_calls, seq=seq, at=at, taken=taken).events
+    return read_intents(
+        agent, text, tool_calls, seq=seq, at=at, taken=taken, versions=versions
+    ).events
 
 
 def read_intents(
@@ -280,6 +283,7 @@ def read_intents(
     seq: int,
     at: datetime,
     taken: Collection[str] = (),
+    versions: Mapping[str, str] | None = None,
 ) -> Intents:
     """Turn a model's raw answer into validated `tool_call` events, or one `invalid_output`.
 
@@ -292,7 +296,8 @@ def read_intents(
     replay re-derives identical ids. A provider id that is already `taken` in the thread
     (`call_ids(thread)`), repeated in the answer, longer than 64 characters or not valid
     Unicode is replaced by `c<seq>.<i>`: call ids (and so idempotency keys) are unique per
-    thread whatever the provider returns.
+    thread whatever the provider returns. `versions` pins a tool name to the version a
+    recorded thread called (replay re-derives with it, not the newest, when registered).
 
     Anything nested deeper than `bounds.MAX_DEPTH`, holding a non-finite number or a lone
     surrogate is one `invalid_output` (nothing else is written). The arguments stored are
@@ -306,7 +311,8 @@ def read_intents(
     many = len(raw) > 1
     used = set(taken)
     for i, (call_id, name, args) in enumerate(raw):
-        tool = agent.registry.get(name)
+        pinned = (versions or {}).get(name)
+        tool = (pinned and agent.registry.get(name, pinned)) or agent.registry.get(name)
         if tool is None:
             known = ", ".join(agent.registry.names())
             reason = f"unknown tool {clip(scrub_text(name), 80)!r}; choose one of: {known}"

@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from .agent import Agent
 from .errors import ReplayDivergence
-from .events import Event, ModelCall, ModelError, Thread, ToolError, ToolResult, ToolStarted
+from .events import (
+    Event,
+    ModelCall,
+    ModelError,
+    Thread,
+    ToolCall,
+    ToolError,
+    ToolResult,
+    ToolStarted,
+)
 from .reducer import CallModel, RunTool, Wait, call_ids, decide, interpret, is_input, step_events
 
 __all__ = ["replay_thread"]
@@ -54,6 +63,7 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
                         seq=event.seq + 1,
                         at=nxt.at,
                         taken=call_ids(derived),
+                        versions=_recorded_versions(events, i + 1),
                     ),
                 ]
             else:
@@ -80,6 +90,16 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
             derived.append(old)
         i += len(produced)
     return derived
+
+
+def _recorded_versions(events: list[Event], start: int) -> dict[str, str]:
+    """Tool versions of the calls recorded right after a model call (the same append)."""
+    versions: dict[str, str] = {}
+    for event in events[start:]:
+        if not isinstance(event, ToolCall):
+            break
+        versions.setdefault(event.tool, event.version)
+    return versions
 
 
 def _recorded_outcome(derived: Thread, event: Event) -> bool:
