@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from shared_data import require_shared
 from threadline import Agent, ContextSettings, MemoryStore, Runtime, Status, tool
 from threadline.errors import ReplayDivergence
 from threadline.events import RawToolCall, ToolCall
@@ -190,8 +191,7 @@ async def _run_recorded(run: dict[str, Any]) -> tuple[Agent, Any]:
 
 def _tau_runs() -> list[dict[str, Any]]:
     path = TAU / "trajectories-gpt-4o.json"
-    if not path.is_file():
-        pytest.skip(f"shared data absent: {path} (see ../shared/data/README.md)")
+    require_shared(path)
     return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 

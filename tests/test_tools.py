@@ -9,6 +9,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from shared_data import require_shared
 from threadline import Tool, ToolContext, ToolRegistry, tool
 from threadline.errors import ToolDefinitionError
 from threadline.tools import compact_validation_error
@@ -158,8 +159,7 @@ REFUND_SCHEMA = {
 
 
 def _published_tau_tools() -> list[dict]:
-    if not TAU_TOOLS.is_file():
-        pytest.skip(f"shared data absent: {TAU_TOOLS} (see ../shared/data/README.md)")
+    require_shared(TAU_TOOLS)
     return [t["function"] for t in json.loads(TAU_TOOLS.read_text())]
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
-
+from shared_data import require_shared
 from threadline import Agent, ContextSettings, MemoryStore, Runtime
 from threadline.context.base import Rendered
 from threadline.prompts import renderer_for
@@ -43,6 +42,5 @@ async def finished_calculator(calculator: ModuleType, **settings: object) -> tup
 
 def tau_runs() -> list[dict[str, Any]]:
     path = TAU / "trajectories-gpt-4o.json"
-    if not path.is_file():
-        pytest.skip(f"shared data absent: {path} (see ../shared/data/README.md)")
+    require_shared(path)
     return json.loads(path.read_text())  # type: ignore[no-any-return]

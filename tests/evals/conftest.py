@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from shared_data import require_shared
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def data_dir() -> Path:
     path = (ROOT / ".." / "shared" / "data").resolve()
-    if not (path / "bfcl").is_dir() or not (path / "when2call").is_dir():
-        pytest.skip(f"public eval data not found at {path} (../shared/data)")
+    require_shared(path / "bfcl", path / "when2call")
     return path

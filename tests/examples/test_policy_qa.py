@@ -11,6 +11,7 @@ from types import ModuleType
 
 import pytest
 
+from shared_data import require_shared
 from threadline import MemoryStore, Runtime, Status
 from threadline.replay import replay_thread
 from threadline.testing import ScriptedModel, intent
@@ -20,8 +21,7 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tau-ben
 
 @pytest.fixture
 def policy_qa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, embedder) -> ModuleType:
-    if not (DATA / "trajectories-gpt-4o.json").exists():
-        pytest.skip(f"tau-bench data not found at {DATA} (../shared/data)")
+    require_shared(DATA / "trajectories-gpt-4o.json")
     monkeypatch.setenv("THREADLINE_RETRIEVAL", f"sqlite:///{tmp_path / 'policy.db'}")
     monkeypatch.setenv("THREADLINE_EMBEDDINGS", "local")
     path = Path(__file__).resolve().parents[2] / "examples" / "policy_qa" / "agent.py"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from shared_data import require_shared
 from threadline.retrieval import Document, open_retriever
 from threadline.retrieval.chunking import count_tokens
 
@@ -24,8 +25,7 @@ def kb():
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    if not module.DATA.exists():
-        pytest.skip(f"tau-bench data not found at {module.DATA} (../shared/data)")
+    require_shared(module.DATA)
     return module
 
 
