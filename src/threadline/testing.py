@@ -39,7 +39,20 @@ def _as_output(answer: Answer, model_id: str) -> ModelOutput:
     return ModelOutput(text=text, model=model_id, input_tokens=0, output_tokens=0)
 
 
-class ScriptedModel:
+class _TestModel:
+    """What the test models share: a fixed id, a profile, and every context received."""
+
+    def __init__(self, model_id: str, profile: ModelProfile | None) -> None:
+        self._model_id = model_id
+        self.profile = profile or ModelProfile.for_id(model_id)
+        self.contexts: list[Context] = []
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+
+class ScriptedModel(_TestModel):
     """Answers from a fixed list, in order; running past the end raises ModelError.
 
     `contexts` records every context it received, so tests can assert on what was sent.
@@ -54,15 +67,9 @@ class ScriptedModel:
         delay: float = 0.0,
         profile: ModelProfile | None = None,
     ) -> None:
+        super().__init__(model_id, profile)
         self._answers = list(answers)
-        self._model_id = model_id
         self._delay = delay
-        self.profile = profile or ModelProfile.for_id(model_id)
-        self.contexts: list[Context] = []
-
-    @property
-    def model_id(self) -> str:
-        return self._model_id
 
     @property
     def remaining(self) -> int:
@@ -78,7 +85,7 @@ class ScriptedModel:
         return _as_output(self._answers[index], self._model_id)
 
 
-class FunctionModel:
+class FunctionModel(_TestModel):
     """Answers with `fn(context)`; the function may be sync or async."""
 
     def __init__(
@@ -88,14 +95,8 @@ class FunctionModel:
         model_id: str = "function",
         profile: ModelProfile | None = None,
     ) -> None:
+        super().__init__(model_id, profile)
         self._fn = fn
-        self._model_id = model_id
-        self.profile = profile or ModelProfile.for_id(model_id)
-        self.contexts: list[Context] = []
-
-    @property
-    def model_id(self) -> str:
-        return self._model_id
 
     async def request(self, context: Context) -> ModelOutput:
         self.contexts.append(context)

@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, get_type_hints, overload
+from typing import Any, Literal, TypeAlias, TypedDict, Unpack, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -34,6 +34,7 @@ __all__ = [
     "ApprovalPolicy",
     "Tool",
     "ToolContext",
+    "ToolOptions",
     "ToolRegistry",
     "compact_validation_error",
     "done_for_now",
@@ -45,6 +46,25 @@ ApprovalPolicy: TypeAlias = Literal["never", "always"] | Callable[[Any], bool]
 """`never`, `always`, or a predicate on the validated arguments (a pydantic model)."""
 
 ToolKind = Literal["function", "human", "finish"]
+
+
+class ToolOptions(TypedDict, total=False):
+    """How a tool behaves: the keywords every way of building one takes (defaults in `Tool`).
+
+    Attributes:
+        version: with the name, the key a thread records (`name@version`).
+        side_effects: the tool changes the world; a `tool_started` event is written before
+            it runs, and after a crash it is re-run only if `idempotent`.
+        idempotent: running it twice with the same `ToolContext.idempotency_key` is safe.
+        approval: `never`, `always`, or a predicate on the validated arguments.
+        timeout: seconds before the call is abandoned and recorded as a `TimeoutError`.
+    """
+
+    version: str
+    side_effects: bool
+    idempotent: bool
+    approval: ApprovalPolicy
+    timeout: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,12 +200,8 @@ class Tool:
         fn: Callable[..., Any],
         *,
         name: str | None = None,
-        version: str = "1",
         description: str | None = None,
-        side_effects: bool = False,
-        idempotent: bool = False,
-        approval: ApprovalPolicy = "never",
-        timeout: float | None = 30.0,
+        **options: Unpack[ToolOptions],
     ) -> Tool:
         """Build a tool from a function whose parameters all carry type annotations."""
         tool_name = name or fn.__name__
@@ -218,13 +234,9 @@ class Tool:
             tool_name,
             args_model,
             fn,
-            version=version,
             description=description if description is not None else _summary(fn.__doc__),
-            side_effects=side_effects,
-            idempotent=idempotent,
-            approval=approval,
-            timeout=timeout,
             context_param=context_param,
+            **options,
         )
 
     @classmethod
@@ -234,13 +246,9 @@ class Tool:
         fn: Callable[..., Any] | None = None,
         *,
         name: str | None = None,
-        version: str = "1",
         description: str | None = None,
-        side_effects: bool = False,
-        idempotent: bool = False,
-        approval: ApprovalPolicy = "never",
-        timeout: float | None = 30.0,
         kind: ToolKind = "function",
+        **options: Unpack[ToolOptions],
     ) -> Tool:
         """Build a tool from a pydantic model; `fn(args, [ctx])` receives the validated model."""
         tool_name = name or _snake(model.__name__)
@@ -249,15 +257,11 @@ class Tool:
             tool_name,
             model,
             fn,
-            version=version,
             description=description if description is not None else _summary(model.__doc__),
-            side_effects=side_effects,
-            idempotent=idempotent,
-            approval=approval,
-            timeout=timeout,
             kind=kind,
             context_param=context_param,
             pass_model=True,
+            **options,
         )
 
     @classmethod
@@ -267,12 +271,8 @@ class Tool:
         schema: dict[str, Any],
         fn: Callable[..., Any] | None = None,
         *,
-        version: str = "1",
         description: str = "",
-        side_effects: bool = False,
-        idempotent: bool = False,
-        approval: ApprovalPolicy = "never",
-        timeout: float | None = 30.0,
+        **options: Unpack[ToolOptions],
     ) -> Tool:
         """Build a tool from a published JSON Schema of its arguments.
 
@@ -291,14 +291,10 @@ class Tool:
             name,
             JsonArguments,
             fn,
-            version=version,
             description=description,
-            side_effects=side_effects,
-            idempotent=idempotent,
-            approval=approval,
-            timeout=timeout,
             context_param=context_param,
             validator=validator,
+            **options,
         )
 
 
@@ -326,12 +322,8 @@ def tool(fn: Callable[..., Any], /) -> Tool: ...
 def tool(
     *,
     name: str | None = None,
-    version: str = "1",
     description: str | None = None,
-    side_effects: bool = False,
-    idempotent: bool = False,
-    approval: ApprovalPolicy = "never",
-    timeout: float | None = 30.0,
+    **options: Unpack[ToolOptions],
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -340,34 +332,14 @@ def tool(
     /,
     *,
     name: str | None = None,
-    version: str = "1",
     description: str | None = None,
-    side_effects: bool = False,
-    idempotent: bool = False,
-    approval: ApprovalPolicy = "never",
-    timeout: float | None = 30.0,
+    **options: Unpack[ToolOptions],
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Turn a typed function into a `Tool`. Usable bare (`@tool`) or with options.
-
-    Args:
-        side_effects: the tool changes the world; a `tool_started` event is written before
-            it runs, and after a crash it is re-run only if `idempotent`.
-        idempotent: running it twice with the same `ToolContext.idempotency_key` is safe.
-        approval: `never`, `always`, or a predicate on the validated arguments.
-        timeout: seconds before the call is abandoned and recorded as a `TimeoutError`.
-    """
+    """Turn a typed function into a `Tool`. Usable bare (`@tool`) or with options
+    (`ToolOptions`: version, side_effects, idempotent, approval, timeout)."""
 
     def wrap(f: Callable[..., Any]) -> Tool:
-        return Tool.from_function(
-            f,
-            name=name,
-            version=version,
-            description=description,
-            side_effects=side_effects,
-            idempotent=idempotent,
-            approval=approval,
-            timeout=timeout,
-        )
+        return Tool.from_function(f, name=name, description=description, **options)
 
     return wrap(fn) if fn is not None else wrap
 

@@ -218,15 +218,7 @@ class ThreadListItem(BaseModel):
 
     @classmethod
     def from_summary(cls, summary: ThreadSummary) -> ThreadListItem:
-        return cls(
-            id=summary.id,
-            agent=summary.agent,
-            status=summary.status,
-            next_seq=summary.next_seq,
-            created_at=summary.created_at,
-            updated_at=summary.updated_at,
-            metadata=summary.metadata,
-        )
+        return cls.model_validate(summary, from_attributes=True)
 
 
 class SkippedThread(BaseModel):
@@ -278,16 +270,10 @@ class Health(BaseModel):
     status: str
 
 
-class ThreadOut(BaseModel):
-    """A thread's derived state (never its stored beside-state: it is folded from events)."""
+class ThreadOut(ThreadListItem):
+    """A thread's derived state (never its stored beside-state: it is folded from events):
+    its listing's fields, then what is pending, its result or last error, and its usage."""
 
-    id: str
-    agent: str
-    status: Status
-    next_seq: int
-    created_at: datetime
-    updated_at: datetime
-    metadata: dict[str, Any]
     pending_approvals: list[PendingApproval]
     question: OpenQuestion | None
     result: str | None

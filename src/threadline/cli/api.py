@@ -1,6 +1,7 @@
 """The one interface CLI commands are written against, and its local implementation.
 
-`ThreadsAPI` is what a command may do to threads. Two things satisfy it:
+`ThreadsAPI` is what a command may do to threads: one of two things that offer the same
+methods with the same parameters:
 
 * `threadline.client.Client`: a Threadline server over HTTP (`--server URL`);
 * `LocalThreads`: a `Runtime` on the local store, advancing threads in this process.
@@ -13,10 +14,11 @@ command prints a remote thread exactly like a local one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, TypeAlias
 
 from ..agent import Agent
 from ..bootstrap import load_agents, open_runtime
+from ..client import Client
 from ..errors import ConfigError, InvalidAction
 from ..events import Event, Status, Thread
 from ..runtime import Observer, Runtime
@@ -42,63 +44,9 @@ def agent_of(thread: Thread, agent_refs: Sequence[str] = ()) -> Agent:
     return agent
 
 
-@runtime_checkable
-class ThreadsAPI(Protocol):
-    """Launch, inspect and act on threads, wherever they live.
-
-    Actions (`approve`, `respond`, `message`, `pause`, `resume`) only write; `settle` then
-    gets the thread to where it stops (awaiting someone, paused, ended) and returns it.
-    """
-
-    async def launch(
-        self, agent: str, message: str, *, metadata: dict[str, Any] | None = None
-    ) -> ThreadOut: ...
-
-    async def get(self, thread_id: str) -> ThreadOut: ...
-
-    async def load(self, thread_id: str) -> Thread: ...
-
-    async def list_threads(
-        self,
-        *,
-        status: Status | str | None = None,
-        agent: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> ThreadPage: ...
-
-    async def events(
-        self, thread_id: str, *, after: int = -1, limit: int = 1000
-    ) -> list[Event]: ...
-
-    async def approve(
-        self,
-        thread_id: str,
-        call_id: str,
-        *,
-        approved: bool = True,
-        comment: str | None = None,
-        edited_arguments: dict[str, Any] | None = None,
-    ) -> ThreadOut: ...
-
-    async def respond(self, thread_id: str, request_id: str, text: str) -> ThreadOut: ...
-
-    async def message(self, thread_id: str, text: str) -> ThreadOut: ...
-
-    async def pause(self, thread_id: str, *, reason: str | None = None) -> ThreadOut: ...
-
-    async def resume(self, thread_id: str) -> ThreadOut: ...
-
-    async def fork(self, thread_id: str, *, at: int) -> ThreadOut: ...
-
-    async def settle(self, thread_id: str) -> Thread: ...
-
-    async def aclose(self) -> None: ...
-
-
 class LocalThreads:
-    """`ThreadsAPI` over a local `Runtime`: actions are written with channel `cli`, and
-    `settle` advances the thread here, under a lease.
+    """Threads on a local `Runtime` (the `Client` methods, over the store): actions are
+    written with channel `cli`, and `settle` advances the thread here, under a lease.
 
     Agents come from `agent_refs` or, for a thread, from the `agent_ref` its launch
     recorded; the configured model is resolved only when an agent that does not pin its
@@ -261,6 +209,14 @@ class LocalThreads:
         return await self.runtime.store.load(thread_id)
 
 
+ThreadsAPI: TypeAlias = LocalThreads | Client
+"""What a command may do to threads: launch, inspect, act (`approve`, `respond`, `message`,
+`pause`, `resume`, `fork`: they only write), `settle` (get the thread to where it stops:
+awaiting someone, paused, ended) and `aclose`. No protocol restates the methods: mypy checks
+every command against both implementations, and tests/cli/test_api.py that they take the
+same parameters."""
+
+
 def open_threads(
     server: str | None,
     settings: Settings,
@@ -269,13 +225,7 @@ def open_threads(
     observers: Sequence[Observer] = (),
     note: Callable[[str], None] = lambda _: None,
 ) -> ThreadsAPI:
-    """The server at `server` (key from THREADLINE_API_KEY), or the local store.
-
-    (The return type makes mypy check that both `Client` and `LocalThreads` satisfy
-    `ThreadsAPI`.)
-    """
+    """The server at `server` (key from THREADLINE_API_KEY), or the local store."""
     if server:
-        from ..client import Client
-
         return Client.from_settings(server, settings)
     return LocalThreads(settings, agent_refs, observers=observers, note=note)

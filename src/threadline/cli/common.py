@@ -16,6 +16,8 @@ from ..settings import Settings
 
 __all__ = [
     "LockedOpt",
+    "ServedAgentsOpt",
+    "ThreadIdArg",
     "app",
     "console",
     "err_console",
@@ -86,6 +88,19 @@ LockedOpt = Annotated[
         "threadline.lock (like THREADLINE_RELEASE=1).",
     ),
 ]
+
+
+ThreadIdArg = Annotated[str, typer.Argument(help="Thread id.")]
+
+ServedAgentsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--agent",
+        "-a",
+        help="Agent reference path.py:name (repeatable). Default: the example agents.",
+    ),
+]
+"""The agents a long-running process (server, worker) advances."""
 
 
 def stdin_is_terminal() -> bool:

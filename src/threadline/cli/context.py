@@ -22,7 +22,7 @@ from ..context.base import Rendered
 from ..context.renderer import Renderer
 from ..errors import ConfigError, PromptError, ThreadlineError
 from ..events import Thread
-from .common import app, console, err_console, handle_errors, run_async, settings
+from .common import ThreadIdArg, app, console, err_console, handle_errors, run_async, settings
 
 __all__ = ["prompts_app"]
 
@@ -139,7 +139,7 @@ def _render(renderer: Renderer, thread: Thread, fmt: str | None) -> Rendered | N
 @app.command("render")
 @handle_errors
 def render_cmd(
-    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    thread_id: ThreadIdArg,
     fmt: Format = None,
     agent: AgentRefs = None,
     as_json: Annotated[bool, typer.Option("--json", help="The context as JSON.")] = False,
@@ -188,7 +188,7 @@ def render_cmd(
 @app.command()
 @handle_errors
 def profile(
-    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    thread_id: ThreadIdArg,
     fmt: Format = None,
     agent: AgentRefs = None,
     html: Annotated[Path | None, typer.Option(help="Write an HTML chart here.")] = None,

@@ -22,6 +22,7 @@ from ..wire import ThreadOut, ThreadPage
 from .api import ThreadsAPI, agent_of, open_threads
 from .common import (
     LockedOpt,
+    ThreadIdArg,
     app,
     console,
     err_console,
@@ -257,7 +258,7 @@ def threads_list(
 @threads_app.command("show")
 @handle_errors
 def threads_show(
-    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    thread_id: ThreadIdArg,
     as_json: Annotated[bool, typer.Option("--json", help="The whole thread as JSON.")] = False,
     server: ServerOpt = None,
 ) -> None:
@@ -286,7 +287,7 @@ def threads_show(
 @app.command()
 @handle_errors
 def approve(
-    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    thread_id: ThreadIdArg,
     call_id: Annotated[
         str | None, typer.Option("--call", help="Call id (default: the pending one).")
     ] = None,
@@ -337,7 +338,7 @@ def approve(
 @app.command()
 @handle_errors
 def respond(
-    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    thread_id: ThreadIdArg,
     text: Annotated[str, typer.Argument(help="Your answer to the thread's question.")],
     agent: AgentOpt = None,
     server: ServerOpt = None,
@@ -360,7 +361,7 @@ def respond(
 @app.command()
 @handle_errors
 def resume(
-    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    thread_id: ThreadIdArg,
     agent: AgentOpt = None,
     server: ServerOpt = None,
 ) -> None:
@@ -370,9 +371,7 @@ def resume(
 
 @app.command()
 @handle_errors
-def pause(
-    thread_id: Annotated[str, typer.Argument(help="Thread id.")], server: ServerOpt = None
-) -> None:
+def pause(thread_id: ThreadIdArg, server: ServerOpt = None) -> None:
     """Pause a thread: no step runs until `threadline resume`."""
     _act(server, None, thread_id, lambda api, _: api.pause(thread_id), advance=False)
 
@@ -380,7 +379,7 @@ def pause(
 @app.command()
 @handle_errors
 def fork(
-    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    thread_id: ThreadIdArg,
     at: Annotated[int, typer.Option("--at", help="Keep events 0..AT.")],
     server: ServerOpt = None,
 ) -> None:
@@ -401,7 +400,7 @@ def fork(
 @app.command()
 @handle_errors
 def replay(
-    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    thread_id: ThreadIdArg,
     agent: AgentOpt = None,
     server: ServerOpt = None,
 ) -> None:

@@ -35,6 +35,7 @@ from ..stores import SQLStore, Store, ThreadSummary, open_store
 from ..worker import stuck_threads, summaries
 from .common import (
     LockedOpt,
+    ServedAgentsOpt,
     app,
     console,
     err_console,
@@ -78,14 +79,7 @@ def parse_age(text: str) -> timedelta:
 @app.command()
 @handle_errors
 def worker(
-    agent: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--agent",
-            "-a",
-            help="Agent reference path.py:name (repeatable). Default: the example agents.",
-        ),
-    ] = None,
+    agent: ServedAgentsOpt = None,
     concurrency: Annotated[int, typer.Option(help="Threads advanced at once.")] = 4,
     lease_ttl: Annotated[
         float,

@@ -16,7 +16,16 @@ from ..bootstrap import default_agent_refs, load_agents, open_runtime
 from ..errors import ConfigError, MissingExtraError
 from ..events import utcnow
 from ..stores import key_store, open_store
-from .common import LockedOpt, app, console, err_console, handle_errors, run_async, settings
+from .common import (
+    LockedOpt,
+    ServedAgentsOpt,
+    app,
+    console,
+    err_console,
+    handle_errors,
+    run_async,
+    settings,
+)
 
 if TYPE_CHECKING:
     from ..server import Lifecycle
@@ -61,14 +70,7 @@ def load_serve_config(path: Path) -> dict[str, Any]:
 @app.command()
 @handle_errors
 def serve(
-    agent: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--agent",
-            "-a",
-            help="Agent reference path.py:name (repeatable). Default: the example agents.",
-        ),
-    ] = None,
+    agent: ServedAgentsOpt = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="YAML file with `agents:` (and `host`, `port`)."),

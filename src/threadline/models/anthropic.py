@@ -16,12 +16,12 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import ConfigError, InvalidRequest, MissingExtraError, ModelError
+from ..errors import ConfigError, MissingExtraError, ModelError
 from ..events import RawToolCall
 from .base import Context, ModelOutput, ModelProfile
 from .openai import tool_name_map
 from .pricing import PriceTable
-from .resilience import is_invalid_request, is_retryable_status, parse_retry_after
+from .resilience import sdk_model_error
 
 if TYPE_CHECKING:
     import anthropic
@@ -130,7 +130,7 @@ class AnthropicModel:
         try:
             response = await self.client.messages.create(**body)
         except self._anthropic.APIError as exc:
-            raise _model_error(self._anthropic, exc, self.model) from exc
+            raise sdk_model_error(self._anthropic, exc, self.model) from exc
         except Exception as exc:
             raise ModelError(
                 f"{self.model}: unreadable response ({type(exc).__name__}: {exc})",
@@ -217,25 +217,3 @@ def _messages(context: Context, names: dict[str, str]) -> list[dict[str, Any]]:
         else:
             add("user", [{"type": "text", "text": m.content}])
     return out
-
-
-def _model_error(anthropic: Any, exc: Exception, model: str) -> ModelError:
-    if isinstance(exc, anthropic.APITimeoutError):
-        return ModelError(f"{model}: request timed out", retryable=True)
-    if isinstance(exc, anthropic.APIConnectionError):
-        return ModelError(f"{model}: connection failed: {exc}", retryable=True)
-    if isinstance(exc, anthropic.APIStatusError):
-        status = exc.status_code
-        body = getattr(exc, "body", None)
-        message = str(exc)
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            message = str(body["error"].get("message", message))
-        if is_invalid_request(status, message):  # the same request would fail again
-            return InvalidRequest(f"{model}: HTTP {status}: {message[:300]}", status=status)
-        return ModelError(
-            f"{model}: HTTP {status}: {message[:300]}",
-            retryable=is_retryable_status(status),
-            status=status,
-            retry_after=parse_retry_after(exc.response.headers),
-        )
-    return ModelError(f"{model}: malformed response: {str(exc)[:300]}", retryable=True)

@@ -29,19 +29,18 @@ sanitised and mapped back, so callers always see their own names.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import ConfigError, InvalidRequest, MissingExtraError, ModelError
+from ..errors import ConfigError, MissingExtraError, ModelError
 from ..events import RawToolCall
 from .base import Context, Message, ModelOutput, ModelProfile, ToolSpec
 from .local import tools_prompt  # pure text; llama.cpp itself is imported lazily there
 from .pricing import PriceTable
-from .resilience import is_invalid_request, is_retryable_status, parse_retry_after
+from .resilience import sdk_model_error
 
 if TYPE_CHECKING:
     import openai
@@ -296,7 +295,7 @@ class OpenAIModel:
         try:
             response = await self.client.chat.completions.create(**body)
         except self._openai.APIError as exc:
-            raise _model_error(self._openai, exc, self.model) from exc
+            raise sdk_model_error(self._openai, exc, self.model) from exc
         except Exception as exc:  # e.g. a body that is not JSON at all
             raise ModelError(
                 f"{self.model}: unreadable response ({type(exc).__name__}: {exc})",
@@ -387,34 +386,3 @@ def _message(m: Message, names: dict[str, str]) -> dict[str, Any]:
         ]
         item["content"] = m.content or None
     return item
-
-
-def _model_error(openai: Any, exc: Exception, model: str) -> ModelError:
-    """Map an SDK exception to a `ModelError` that says whether a retry could help."""
-    if isinstance(exc, openai.APITimeoutError):
-        return ModelError(f"{model}: request timed out", retryable=True)
-    if isinstance(exc, openai.APIConnectionError):
-        return ModelError(f"{model}: connection failed: {exc}", retryable=True)
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        detail = _short(exc)
-        if is_invalid_request(status, detail):
-            return InvalidRequest(f"{model}: HTTP {status}: {detail}", status=status)
-        return ModelError(
-            f"{model}: HTTP {status}: {detail}",
-            retryable=is_retryable_status(status),
-            status=status,
-            retry_after=parse_retry_after(exc.response.headers),
-        )
-    # APIResponseValidationError and friends: a 2xx whose body is not what the API promises.
-    return ModelError(f"{model}: malformed response: {_short(exc)}", retryable=True)
-
-
-def _short(exc: Exception) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:300]
-        return json.dumps(body)[:300]
-    return str(exc)[:300]

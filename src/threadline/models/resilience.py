@@ -27,13 +27,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import json
 import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from ..errors import CircuitOpen, ConfigError, ModelError
+from ..errors import CircuitOpen, ConfigError, InvalidRequest, ModelError
 from .base import Context, Model, ModelOutput, ModelProfile
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "is_invalid_request",
     "is_retryable_status",
     "parse_retry_after",
+    "sdk_model_error",
 ]
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -98,6 +101,43 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
         return None
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
+
+
+def sdk_model_error(sdk: Any, exc: Exception, model: str) -> ModelError:
+    """Map an exception of the `openai` or `anthropic` SDK to a `ModelError` that says
+    whether a retry could help (`InvalidRequest` when the same request would fail again).
+
+    Both SDKs are generated from one template and share these exception classes:
+    `APITimeoutError`, `APIConnectionError`, `APIStatusError` (with `status_code`, `body`
+    and `response`); anything else is a 2xx whose body is not what the API promises.
+    """
+    if isinstance(exc, sdk.APITimeoutError):
+        return ModelError(f"{model}: request timed out", retryable=True)
+    if isinstance(exc, sdk.APIConnectionError):
+        return ModelError(f"{model}: connection failed: {exc}", retryable=True)
+    if isinstance(exc, sdk.APIStatusError):
+        status = exc.status_code
+        detail = _error_detail(exc)
+        if is_invalid_request(status, detail):
+            return InvalidRequest(f"{model}: HTTP {status}: {detail}", status=status)
+        return ModelError(
+            f"{model}: HTTP {status}: {detail}",
+            retryable=is_retryable_status(status),
+            status=status,
+            retry_after=parse_retry_after(exc.response.headers),
+        )
+    return ModelError(f"{model}: malformed response: {_error_detail(exc)}", retryable=True)
+
+
+def _error_detail(exc: Exception) -> str:
+    """The provider's own message (`{"error": {"message": ...}}`), at most 300 characters."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:300]
+        return json.dumps(body)[:300]
+    return str(exc)[:300]
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ConfigError
 
 __all__ = [
+    "CANDIDATES",
     "RRF_K",
     "Document",
     "DocumentPlan",
@@ -54,6 +55,9 @@ MetadataFilter = Mapping[str, Any]
 
 RRF_K = 60
 """The constant of reciprocal rank fusion (Cormack et al. 2009): score = sum 1/(RRF_K + rank)."""
+
+CANDIDATES = 50
+"""Chunks each ranking reads at least, before fusion cuts to `k`."""
 
 
 class Document(BaseModel):
@@ -214,7 +218,6 @@ class Retriever(ABC):
     async def delete(self, document_ids: Sequence[str]) -> int:
         """Remove documents and their chunks; returns how many documents were removed."""
 
-    @abstractmethod
     async def search(
         self,
         query: str,
@@ -223,7 +226,39 @@ class Retriever(ABC):
         filter: MetadataFilter | None = None,
         mode: SearchMode = "hybrid",
     ) -> list[Hit]:
-        """At most `k` hits, best first."""
+        """At most `k` hits, best first.
+
+        Each ranking the mode asks for (`_lexical`, `_vector`) reads `CANDIDATES` or `4k`
+        chunks, whichever is more; `hybrid` fuses the two by reciprocal rank fusion.
+        """
+        if k <= 0:
+            return []
+        if not self.vectors:
+            mode = "lexical"
+        depth = max(CANDIDATES, 4 * k)
+        lexical = await self._lexical(query, depth, filter) if mode != "vector" else []
+        vector = await self._vector(query, depth, filter) if mode != "lexical" else []
+        if mode == "hybrid":
+            ranked = reciprocal_rank_fusion([[c for c, _ in lexical], [c for c, _ in vector]])
+        else:
+            ranked = lexical or vector
+        return await self._hits(ranked[:k], mode)
+
+    @abstractmethod
+    async def _lexical(
+        self, query: str, depth: int, flt: MetadataFilter | None
+    ) -> list[tuple[str, float]]:
+        """At most `depth` (chunk key, score) pairs matching `query`'s words, best first."""
+
+    @abstractmethod
+    async def _vector(
+        self, query: str, depth: int, flt: MetadataFilter | None
+    ) -> list[tuple[str, float]]:
+        """At most `depth` (chunk key, similarity) pairs nearest `query`, best first."""
+
+    @abstractmethod
+    async def _hits(self, ranked: list[tuple[str, float]], mode: SearchMode) -> list[Hit]:
+        """The `Hit`s of ranked chunk keys, in that order (keys are the backend's own)."""
 
     @abstractmethod
     async def stats(self) -> IndexStats:

@@ -39,7 +39,6 @@ from .base import (
     check_filter,
     plan_document,
     query_terms,
-    reciprocal_rank_fusion,
     relevance,
 )
 from .embeddings import Embedder
@@ -51,7 +50,6 @@ __all__ = ["PostgresRetriever"]
 
 log = logging.getLogger("threadline.retrieval")
 
-_CANDIDATES = 50
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS retrieval_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -289,50 +287,39 @@ class PostgresRetriever(Retriever):
 
     # -- reads ---------------------------------------------------------------------------
 
-    async def search(
-        self,
-        query: str,
-        *,
-        k: int = 5,
-        filter: MetadataFilter | None = None,
-        mode: SearchMode = "hybrid",
-    ) -> list[Hit]:
-        if k <= 0:
-            return []
-        if not self.vectors:
-            mode = "lexical"
-        depth = max(_CANDIDATES, 4 * k)
-        where, params = _filter_sql(filter)
-        lexical: list[tuple[str, float]] = []
-        vector: list[tuple[str, float]] = []
+    async def _lexical(
+        self, query: str, depth: int, flt: MetadataFilter | None
+    ) -> list[tuple[str, float]]:
         terms = query_terms(query)
+        if not terms:
+            return []
+        where, params = _filter_sql(flt)
         async with self._cursor() as cur:
-            if mode in ("hybrid", "lexical") and terms:
-                await cur.execute(
-                    "SELECT c.id, ts_rank(c.tsv, q, 1) AS r FROM retrieval_chunks c "
-                    "JOIN retrieval_documents d ON d.id = c.document_id, "
-                    "to_tsquery('english', %s) q "
-                    f"WHERE c.tsv @@ q{where} ORDER BY r DESC, c.id LIMIT %s",
-                    [" | ".join(terms), *params, depth],
-                )
-                lexical = [(i, float(s)) for i, s in await cur.fetchall()]
-        if mode in ("hybrid", "vector") and self.embedder is not None:
-            q = _vector_literal((await self.embedder.embed([query]))[0])
-            async with self._cursor() as cur:
-                await cur.execute(
-                    "SELECT c.id, 1 - (c.embedding <=> %s::vector) AS s FROM retrieval_chunks c "
-                    "JOIN retrieval_documents d ON d.id = c.document_id "
-                    f"WHERE c.embedding IS NOT NULL{where} "
-                    "ORDER BY c.embedding <=> %s::vector, c.id LIMIT %s",
-                    [q, *params, q, depth],
-                )
-                vector = [(i, float(s)) for i, s in await cur.fetchall()]
-        if mode == "hybrid":
-            ranked = reciprocal_rank_fusion([[i for i, _ in lexical], [i for i, _ in vector]])
-            ranked = ranked[:k]
-        else:
-            ranked = (lexical or vector)[:k]
-        return await self._hits(ranked, mode)
+            await cur.execute(
+                "SELECT c.id, ts_rank(c.tsv, q, 1) AS r FROM retrieval_chunks c "
+                "JOIN retrieval_documents d ON d.id = c.document_id, "
+                "to_tsquery('english', %s) q "
+                f"WHERE c.tsv @@ q{where} ORDER BY r DESC, c.id LIMIT %s",
+                [" | ".join(terms), *params, depth],
+            )
+            return [(i, float(s)) for i, s in await cur.fetchall()]
+
+    async def _vector(
+        self, query: str, depth: int, flt: MetadataFilter | None
+    ) -> list[tuple[str, float]]:
+        if self.embedder is None:
+            return []
+        where, params = _filter_sql(flt)
+        q = _vector_literal((await self.embedder.embed([query]))[0])
+        async with self._cursor() as cur:
+            await cur.execute(
+                "SELECT c.id, 1 - (c.embedding <=> %s::vector) AS s FROM retrieval_chunks c "
+                "JOIN retrieval_documents d ON d.id = c.document_id "
+                f"WHERE c.embedding IS NOT NULL{where} "
+                "ORDER BY c.embedding <=> %s::vector, c.id LIMIT %s",
+                [q, *params, q, depth],
+            )
+            return [(i, float(s)) for i, s in await cur.fetchall()]
 
     async def _hits(self, ranked: list[tuple[str, float]], mode: SearchMode) -> list[Hit]:
         if not ranked:

@@ -39,7 +39,6 @@ from .base import (
     check_filter,
     plan_document,
     query_terms,
-    reciprocal_rank_fusion,
     relevance,
 )
 from .embeddings import Embedder
@@ -79,7 +78,6 @@ CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
 END;
 """
 
-_CANDIDATES = 50
 """How deep each ranking goes before fusion (at least 4 x k)."""
 
 
@@ -239,54 +237,27 @@ class SQLiteRetriever(Retriever):
 
     # -- reads ---------------------------------------------------------------------------
 
-    async def search(
-        self,
-        query: str,
-        *,
-        k: int = 5,
-        filter: MetadataFilter | None = None,
-        mode: SearchMode = "hybrid",
-    ) -> list[Hit]:
-        if k <= 0:
-            return []
-        if not self.vectors:
-            mode = "lexical"
-        depth = max(_CANDIDATES, 4 * k)
-        lexical: list[tuple[int, float]] = []
-        vector: list[tuple[int, float]] = []
-        if mode in ("hybrid", "lexical"):
-            lexical = await self._run(lambda c: self._lexical(c, query, depth, filter))
-        if mode in ("hybrid", "vector"):
-            vector = await self._vector(query, depth, filter)
-        if mode == "hybrid":
-            fused = reciprocal_rank_fusion(
-                [[str(r) for r, _ in lexical], [str(r) for r, _ in vector]]
-            )
-            ranked = [(int(r), s) for r, s in fused[:k]]
-        else:
-            ranked = (lexical or vector)[:k]
-        return await self._run(lambda c: self._hits(c, ranked, mode))
-
-    @staticmethod
-    def _lexical(
-        conn: sqlite3.Connection, query: str, depth: int, flt: MetadataFilter | None
-    ) -> list[tuple[int, float]]:
+    async def _lexical(
+        self, query: str, depth: int, flt: MetadataFilter | None
+    ) -> list[tuple[str, float]]:
         terms = query_terms(query)
         if not terms:
             return []
         match = " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
         where, params = filter_sql(flt)
-        rows = conn.execute(
-            "SELECT c.rowid, bm25(chunks_fts) FROM chunks_fts JOIN chunks c "
-            "ON c.rowid = chunks_fts.rowid JOIN documents d ON d.id = c.document_id "
-            f"WHERE chunks_fts MATCH ?{where} ORDER BY bm25(chunks_fts), c.rowid LIMIT ?",
-            [match, *params, depth],
-        ).fetchall()
-        return [(r, -s) for r, s in rows]
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT c.rowid, bm25(chunks_fts) FROM chunks_fts JOIN chunks c "
+                "ON c.rowid = chunks_fts.rowid JOIN documents d ON d.id = c.document_id "
+                f"WHERE chunks_fts MATCH ?{where} ORDER BY bm25(chunks_fts), c.rowid LIMIT ?",
+                [match, *params, depth],
+            ).fetchall()
+        )
+        return [(str(r), -s) for r, s in rows]
 
     async def _vector(
         self, query: str, depth: int, flt: MetadataFilter | None
-    ) -> list[tuple[int, float]]:
+    ) -> list[tuple[str, float]]:
         import numpy as np
 
         if self.embedder is None:
@@ -314,7 +285,7 @@ class SQLiteRetriever(Retriever):
         n = min(depth, len(rowids))
         top = np.argpartition(-scores, n - 1)[:n]
         top = top[np.lexsort((rowids[top], -scores[top]))]
-        return [(int(rowids[i]), float(scores[i])) for i in top if np.isfinite(scores[i])]
+        return [(str(rowids[i]), float(scores[i])) for i in top if np.isfinite(scores[i])]
 
     def _load_matrix(self, conn: sqlite3.Connection) -> tuple[Any, Any]:
         import numpy as np
@@ -329,19 +300,18 @@ class SQLiteRetriever(Retriever):
             matrix.reshape(len(rows), dims) if rows else np.zeros((0, dims), np.float32),
         )
 
-    @staticmethod
-    def _hits(
-        conn: sqlite3.Connection, ranked: list[tuple[int, float]], mode: SearchMode
-    ) -> list[Hit]:
+    async def _hits(self, ranked: list[tuple[str, float]], mode: SearchMode) -> list[Hit]:
         if not ranked:
             return []
         rows = {
-            r[0]: r
-            for r in conn.execute(
-                "SELECT c.rowid, c.id, c.document_id, c.text, c.tokens, c.heading, d.metadata "
-                "FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.rowid IN "
-                f"({','.join('?' * len(ranked))})",
-                [r for r, _ in ranked],
+            str(r[0]): r
+            for r in await self._run(
+                lambda c: c.execute(
+                    "SELECT c.rowid, c.id, c.document_id, c.text, c.tokens, c.heading, "
+                    "d.metadata FROM chunks c JOIN documents d ON d.id = c.document_id "
+                    f"WHERE c.rowid IN ({','.join('?' * len(ranked))})",
+                    [int(r) for r, _ in ranked],
+                ).fetchall()
             )
         }
         hits = []

@@ -34,7 +34,16 @@ from typing import Any
 from ..errors import AppendConflict, CorruptEvent, ThreadlineError
 from ..events import Event, Status, Thread, ThreadState
 
-__all__ = ["BadRow", "Lease", "Page", "Store", "ThreadSummary", "new_thread_id"]
+__all__ = [
+    "BadRow",
+    "Lease",
+    "LeaseQuery",
+    "Page",
+    "Store",
+    "ThreadQuery",
+    "ThreadSummary",
+    "new_thread_id",
+]
 
 
 def new_thread_id() -> str:
@@ -89,6 +98,28 @@ class Lease:
     """Fencing token: grows every time the thread is leased; stale holders carry old ones."""
 
 
+@dataclass(frozen=True, slots=True)
+class ThreadQuery:
+    """A listing's arguments, parsed (`Store.list`): `before` is the decoded cursor, the id
+    the page continues below."""
+
+    status: Status | None
+    agent: str | None
+    limit: int
+    before: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseQuery:
+    """A lease request (`Store.lease`): `agents` and `thread_ids` are None or not empty."""
+
+    owner: str
+    ttl: float
+    limit: int
+    agents: Sequence[str] | None
+    thread_ids: Sequence[str] | None
+
+
 class Store(ABC):
     """Where threads live. Async throughout; sync callers use `threadline.run_sync`."""
 
@@ -125,7 +156,6 @@ class Store(ABC):
     async def get(self, thread_id: str) -> ThreadSummary:
         """The thread's row. Raises ThreadNotFound."""
 
-    @abstractmethod
     async def list(
         self,
         *,
@@ -134,7 +164,19 @@ class Store(ABC):
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        """Threads newest first, optionally filtered; paginated by an opaque cursor."""
+        """Threads newest first, optionally filtered; paginated by an opaque cursor.
+
+        Raises:
+            ValueError: `status` is not a status, or `cursor` is not one a listing returned
+                (`InvalidCursor`).
+        """
+        wanted = Status(status) if status is not None else None
+        before = decode_cursor(cursor) if cursor else None
+        return await self._list(ThreadQuery(wanted, agent, limit, before))
+
+    @abstractmethod
+    async def _list(self, query: ThreadQuery) -> Page:
+        """`list` with its arguments parsed: at most `query.limit` rows (`page_of`)."""
 
     @abstractmethod
     async def delete(self, thread_id: str) -> None:
@@ -142,7 +184,6 @@ class Store(ABC):
 
     # -- leases: the work queue ----------------------------------------------------------
 
-    @abstractmethod
     async def lease(
         self,
         owner: str,
@@ -161,6 +202,13 @@ class Store(ABC):
         (a worker only takes threads it can advance); `thread_ids` to those threads (a
         server advancing the thread a request just touched).
         """
+        if (agents is not None and not agents) or (thread_ids is not None and not thread_ids):
+            return []  # an empty filter admits no thread
+        return await self._lease(LeaseQuery(owner, ttl, limit, agents, thread_ids))
+
+    @abstractmethod
+    async def _lease(self, query: LeaseQuery) -> builtins.list[Lease]:
+        """`lease` once its filters admit some thread."""
 
     @abstractmethod
     async def renew(self, lease: Lease, *, ttl: float) -> Lease:

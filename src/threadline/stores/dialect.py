@@ -121,6 +121,10 @@ class Tx(Enum):
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
+_FRAGMENTS = ("now", "expires", "lock", "skip_locked", "json", "text")
+"""The `Dialect` fields a query template names in braces (`{now}`, `{lock}`, ...)."""
+
+
 @dataclass(frozen=True)
 class Dialect:
     """What differs between the SQL databases, as data (see the module docstring).
@@ -158,14 +162,7 @@ class Dialect:
         """`template` with its fragments filled and its parameters in this driver's style."""
         done = self._compiled.get(template)
         if done is None:
-            done = template.format(
-                now=self.now,
-                expires=self.expires,
-                lock=self.lock,
-                skip_locked=self.skip_locked,
-                json=self.json,
-                text=self.text,
-            )
+            done = template.format_map({name: getattr(self, name) for name in _FRAGMENTS})
             if self.pyformat:
                 done = _PARAM.sub(r"%(\1)s", done)
             if len(self._compiled) < 512:  # the templates are few; dynamic ones are bounded

@@ -13,10 +13,11 @@ from ..errors import LeaseLost, StoreError, ThreadNotFound
 from ..events import Event, Status, Thread, utcnow
 from .base import (
     Lease,
+    LeaseQuery,
     Page,
     Store,
+    ThreadQuery,
     ThreadSummary,
-    decode_cursor,
     fold_for_append,
     page_of,
 )
@@ -95,24 +96,16 @@ class MemoryStore(Store):
         self._require(thread_id)
         return self._summaries[thread_id]
 
-    async def list(
-        self,
-        *,
-        status: Status | str | None = None,
-        agent: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> Page:
-        after = decode_cursor(cursor) if cursor else None
+    async def _list(self, query: ThreadQuery) -> Page:
         rows = sorted(self._summaries.values(), key=lambda s: s.id, reverse=True)
         out = [
             s
             for s in rows
-            if (status is None or s.status == Status(status))
-            and (agent is None or s.agent == agent)
-            and (after is None or s.id < after)
+            if (query.status is None or s.status == query.status)
+            and (query.agent is None or s.agent == query.agent)
+            and (query.before is None or s.id < query.before)
         ]
-        return page_of(out[: limit + 1], limit)
+        return page_of(out[: query.limit + 1], query.limit)
 
     async def delete(self, thread_id: str) -> None:
         async with self._lock:
@@ -121,20 +114,13 @@ class MemoryStore(Store):
             del self._summaries[thread_id]
             self._leases.pop(thread_id, None)
 
-    async def lease(
-        self,
-        owner: str,
-        *,
-        ttl: float,
-        limit: int = 1,
-        agents: Sequence[str] | None = None,
-        thread_ids: Sequence[str] | None = None,
-    ) -> builtins.list[Lease]:
+    async def _lease(self, query: LeaseQuery) -> builtins.list[Lease]:
+        owner, agents, thread_ids = query.owner, query.agents, query.thread_ids
         async with self._lock:
             now = utcnow()
             out: builtins.list[Lease] = []
             for s in sorted(self._summaries.values(), key=lambda s: s.updated_at):
-                if len(out) >= limit:
+                if len(out) >= query.limit:
                     break
                 if agents is not None and s.agent not in agents:
                     continue
@@ -150,7 +136,7 @@ class MemoryStore(Store):
                     continue
                 token = self._tokens.get(s.id, 0) + 1
                 self._tokens[s.id] = token
-                lease = Lease(s.id, owner, now + timedelta(seconds=ttl), token)
+                lease = Lease(s.id, owner, now + timedelta(seconds=query.ttl), token)
                 self._leases[s.id] = lease
                 self._summaries[s.id] = replace(s, lease_owner=owner, lease_expires=lease.expires)
                 out.append(lease)

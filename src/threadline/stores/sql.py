@@ -31,10 +31,11 @@ from ..events import SCHEMA_VERSION, Event, Status, Thread, ThreadState, event_f
 from .base import (
     BadRow,
     Lease,
+    LeaseQuery,
     Page,
     Store,
+    ThreadQuery,
     ThreadSummary,
-    decode_cursor,
     fold_for_append,
     page_of,
     state_from_json,
@@ -256,30 +257,24 @@ class SQLStore(Store):
 
         return await self.run(plan, Tx.READ)
 
-    async def list(
-        self,
-        *,
-        status: Status | str | None = None,
-        agent: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> Page:
+    async def _list(self, query: ThreadQuery) -> Page:
+        limit = query.limit
         where: builtins.list[str] = []
         args: dict[str, Any] = {"limit": limit + 1}  # one more: is there a next page?
-        if status is not None:
+        if query.status is not None:
             where.append("status = :status")
-            args["status"] = Status(status).value
-        if agent is not None:
+            args["status"] = query.status.value
+        if query.agent is not None:
             where.append("agent = :agent")
-            args["agent"] = agent
-        if cursor:
+            args["agent"] = query.agent
+        if query.before is not None:
             where.append("id < :cursor")
-            args["cursor"] = decode_cursor(cursor)
+            args["cursor"] = query.before
         sql = _SUMMARY + (" WHERE " + " AND ".join(where) if where else "")
-        query = Query(self.dialect.sql(sql + " ORDER BY id DESC LIMIT :limit"), args)
+        select = Query(self.dialect.sql(sql + " ORDER BY id DESC LIMIT :limit"), args)
 
         def plan() -> Plan[Page]:
-            return page_of([_listed(r) for r in (yield query).rows], limit)
+            return page_of([_listed(r) for r in (yield select).rows], limit)
 
         return await self.run(plan, Tx.READ)
 
@@ -298,21 +293,13 @@ class SQLStore(Store):
 
     # -- leases --------------------------------------------------------------------------
 
-    async def lease(
-        self,
-        owner: str,
-        *,
-        ttl: float,
-        limit: int = 1,
-        agents: Sequence[str] | None = None,
-        thread_ids: Sequence[str] | None = None,
-    ) -> builtins.list[Lease]:
-        if (agents is not None and not agents) or (thread_ids is not None and not thread_ids):
-            return []
+    async def _lease(self, query: LeaseQuery) -> builtins.list[Lease]:
+        owner, ttl = query.owner, query.ttl
         d = self.dialect
         filters = ""
-        args: dict[str, Any] = {"owner": owner, "ttl": ttl, "limit": limit}
-        for column, name, values in (("agent", "agents", agents), ("id", "ids", thread_ids)):
+        args: dict[str, Any] = {"owner": owner, "ttl": ttl, "limit": query.limit}
+        filtered = (("agent", "agents", query.agents), ("id", "ids", query.thread_ids))
+        for column, name, values in filtered:
             if values is not None:
                 condition, bound = d.any_of(column, name, values)
                 filters += f" AND {condition}"
