@@ -25,6 +25,7 @@ from threadline.events import (
     Thread,
     ThreadState,
     _EventBase,
+    summarize,
 )
 from threadline.observability import event_log_record
 
@@ -71,6 +72,7 @@ CONSUMERS = {
     "event log": lambda e: event_log_record(Thread("t", "a"), e),
     "CLI display": format_event,
     "derived state": lambda e: ThreadState().apply(e),
+    "web summary": summarize,
 }
 
 
@@ -119,6 +121,7 @@ def test_mypy_names_every_consumer_of_a_new_kind(tmp_path: Path) -> None:
     }
     assert flagged == {
         "src/threadline/events/state.py",
+        "src/threadline/events/summary.py",
         "src/threadline/observability/log.py",
         "src/threadline/cli/display.py",
         "src/threadline/context/compact.py",

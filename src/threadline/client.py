@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 
 from .errors import InvalidAction, NotAllowed, ServerError, ThreadNotFound
-from .events import Event, Status, Thread, event_from_dict
+from .events import Event, Status, Thread
 from .settings import Settings
-from .wire import ThreadOut, ThreadPage
+from .wire import ThreadOut, ThreadPage, event_from_wire
 
 __all__ = ["Client"]
 
@@ -146,7 +146,7 @@ class Client:
         data = await self._request(
             "GET", f"/v1/threads/{thread_id}/events", params={"after": after, "limit": limit}
         )
-        return [event_from_dict(e, thread_id=thread_id) for e in data["events"]]
+        return [event_from_wire(e, thread_id=thread_id) for e in data["events"]]
 
     async def load(self, thread_id: str) -> Thread:
         """The whole thread with every event, like `Store.load`."""
@@ -177,7 +177,7 @@ class Client:
                 if line.startswith("data:"):
                     data.append(line[5:].strip())
                 elif not line and data:
-                    yield event_from_dict(json.loads("\n".join(data)), thread_id=thread_id)
+                    yield event_from_wire(json.loads("\n".join(data)), thread_id=thread_id)
                     data = []
 
     async def approve(

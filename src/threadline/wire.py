@@ -15,9 +15,9 @@ from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
-from .events import Done, Event, HumanRequest, Status, Thread
+from .events import Done, Event, HumanRequest, Status, Thread, event_from_dict, summarize
 
 if TYPE_CHECKING:
     from .stores.base import Page, ThreadSummary
@@ -41,12 +41,15 @@ __all__ = [
     "PauseBody",
     "PendingApproval",
     "ResponseBody",
+    "ServedEvent",
     "SkippedThread",
     "ThreadListItem",
     "ThreadOut",
     "ThreadPage",
     "Usage",
     "WebhookDelivery",
+    "event_from_wire",
+    "event_json",
     "thread_out",
 ]
 
@@ -244,8 +247,39 @@ class ThreadPage(BaseModel):
         )
 
 
+def event_json(event: Event) -> dict[str, Any]:
+    """An event as the API sends it: its stored fields, and `summary` (what a person reads,
+    `threadline.events.summarize`), derived on the way out and never stored."""
+    data = event.model_dump(mode="json")
+    data["summary"] = summarize(event).model_dump()
+    return data
+
+
+def _without_summary(data: Any) -> Any:
+    if isinstance(data, dict) and "summary" in data:
+        return {k: v for k, v in data.items() if k != "summary"}
+    return data
+
+
+def event_from_wire(data: dict[str, Any], *, thread_id: str = "?") -> Event:
+    """An event the API sent (`event_json`), as the event it is.
+
+    Raises:
+        CorruptEvent: the data is not a valid event of any known kind.
+    """
+    return event_from_dict(_without_summary(data), thread_id=thread_id)
+
+
+ServedEvent = Annotated[
+    Event,
+    BeforeValidator(_without_summary),
+    PlainSerializer(event_json, return_type=dict[str, Any]),
+]
+"""An event on the wire: `event_json` out, its `summary` dropped on the way back in."""
+
+
 class EventPage(BaseModel):
-    events: list[Event]
+    events: list[ServedEvent]
     next_after: int
     """Pass as `after` to get the events that follow."""
 

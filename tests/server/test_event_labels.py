@@ -3,8 +3,10 @@ event kind with the label its class declares."""
 
 from __future__ import annotations
 
+import json
+
 from server_support import LiveServer, assert_problem
-from threadline.events import EVENT_CLASSES
+from threadline.events import EVENT_CLASSES, event_from_json, summarize
 
 
 def test_every_event_kind_is_served_with_its_declared_traits(live: LiveServer) -> None:
@@ -23,3 +25,21 @@ def test_every_event_kind_is_served_with_its_declared_traits(live: LiveServer) -
     assert len({k["label"] for k in served}) == len(served)  # a label names one kind
     with live.client(None) as c:
         assert_problem(c.get("/v1/event-kinds"), 401)
+
+
+def test_every_served_event_carries_its_summary_in_pages_and_streams(live: LiveServer) -> None:
+    thread = live.launch()
+    stored = [event_from_json(body) for _, body in live.stored_events(thread["id"])]
+    with live.client("reader") as c:
+        page = c.get(f"/v1/threads/{thread['id']}/events").json()["events"]
+        sent: list[dict[str, object]] = []
+        with c.stream("GET", f"/v1/threads/{thread['id']}/events/stream") as resp:
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    sent.append(json.loads(line[6:]))
+                if len(sent) == len(stored):
+                    break
+    expected = [summarize(e).model_dump() for e in stored]
+    assert [e["summary"] for e in page] == expected
+    assert [e["summary"] for e in sent] == expected
+    assert any(s["detail"] for s in expected) and all(s["text"] is not None for s in expected)

@@ -76,6 +76,9 @@ def test_approve_from_the_inbox_and_see_the_thread_finish(
         "#timeline li .kind", "els => els.map((e) => e.firstChild.textContent)"
     )
     assert shown == [labels[e["kind"]] for e in events]
+    # ...and each row says what the server's summary of the event says.
+    bodies = page.eval_on_selector_all("#timeline li .body", "els => els.map((e) => e.textContent)")
+    assert bodies == [e["summary"]["text"] + (e["summary"]["detail"] or "") for e in events]
     assert page.locator(f'article.approval[data-thread="{thread["id"]}"]').count() == 0
     # The key stays in this tab's session storage, never in local storage.
     assert page.evaluate("sessionStorage.getItem('threadline.key')") == live.keys["alice"]

@@ -13,13 +13,15 @@ Invariants:
 
 from __future__ import annotations
 
-from . import kinds, state, thread
+from . import kinds, state, summary, thread
 from .kinds import *  # noqa: F403 - the package re-exports each module's __all__
 from .kinds import _EventBase as _EventBase  # for tests that define a kind
 from .state import *  # noqa: F403
+from .summary import *  # noqa: F403
 from .thread import *  # noqa: F403
 
 __all__: list[str] = []
 __all__ += kinds.__all__
 __all__ += state.__all__
+__all__ += summary.__all__
 __all__ += thread.__all__

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from ..errors import CorruptEvent, ThreadNotFound
 from ..events import Event, Status, Thread
 from ..stores.base import Store
+from ..wire import event_json
 
 __all__ = ["ChangeFeed", "event_stream", "format_sse", "wait_until_settled"]
 
@@ -57,8 +58,9 @@ async def _sleep_on(signal: asyncio.Event, seconds: float) -> bool:
 
 
 def format_sse(event: Event) -> bytes:
-    """One SSE message: `id` is the seq (for Last-Event-ID), `event` the kind."""
-    data = json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
+    """One SSE message: `id` is the seq (for Last-Event-ID), `event` the kind, `data` the
+    event as the API sends it (with its `summary`, see `threadline.wire.event_json`)."""
+    data = json.dumps(event_json(event), separators=(",", ":"))
     return f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode()
 
 

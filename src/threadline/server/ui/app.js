@@ -205,38 +205,11 @@ function renderRecent(items) {
 
 // -- thread timeline --------------------------------------------------------------------
 
+// What each event says comes from the server too: every event arrives with its `summary`
+// (a line, and a block shown as is), so no kind of event is named here.
 function describe(e) {
-  switch (e.kind) {
-    case "user_message": return [e.text, e.sender ? ` — ${e.sender} via ${e.channel}` : ""];
-    case "model_call": {
-      const cost = e.cost_usd ? ` · $${e.cost_usd.toFixed(5)}` : "";
-      return [el("span", { class: "tokens" },
-        `${e.model} · ${e.input_tokens} in / ${e.output_tokens} out tokens · ` +
-        `${Math.round(e.latency_ms)} ms${cost}`), e.output ? el("pre", {}, e.output) : null];
-    }
-    case "tool_call": return [el("code", {}, `${e.tool}@${e.version}`), ` [${e.call_id}]`,
-      el("pre", {}, pretty(e.arguments))];
-    case "approval_requested": return [`${e.tool} needs approval [${e.call_id}]`,
-      e.approvers.length ? ` — only ${e.approvers.join(", ")}` : ""];
-    case "approval": return [`${e.approved ? "approved" : "rejected"} ${e.call_id}`,
-      e.by ? ` by ${e.by}` : "", ` via ${e.channel}`, e.comment ? `: “${e.comment}”` : "",
-      e.edited_arguments ? el("pre", {}, pretty(e.edited_arguments)) : null];
-    case "tool_started": return [`${e.call_id} attempt ${e.attempt}`];
-    case "tool_result": return [el("code", {}, e.tool), el("pre", {}, pretty(e.result))];
-    case "tool_error": case "model_error": return [`${e.error_type}: ${e.message}`];
-    case "invalid_output": return [e.reason];
-    case "human_request": return [e.question];
-    case "human_response": return [e.text, e.by ? ` — ${e.by}` : ""];
-    case "done": return [e.message];
-    case "escalated": case "failed": return [e.reason];
-    case "paused": return [e.reason || "", e.by ? ` by ${e.by}` : ""];
-    case "resumed": return [e.by ? `by ${e.by}` : ""];
-    case "forked_from": return [`${e.thread_id} at event ${e.at_seq}`];
-    default: {
-      const { seq, at, kind, ...rest } = e;
-      return [el("pre", {}, pretty(rest))];
-    }
-  }
+  const s = e.summary || { text: "", detail: pretty(e) };
+  return [s.text, s.detail != null ? el("pre", {}, s.detail) : null];
 }
 
 // Labels, origins and error flags come from the server (each event class declares them),
