@@ -46,6 +46,7 @@ from .reducer import (
     Escalate,
     Finish,
     RunTool,
+    RunTools,
     Step,
     Wait,
     decide,
@@ -53,6 +54,7 @@ from .reducer import (
 )
 from .replay import replay_thread
 from .runtime import Runtime
+from .runtime_actions import Verdict
 from .settings import Settings
 from .stores import MemoryStore, SQLiteStore, Store, open_store
 from .tools import Tool, ToolContext, ToolRegistry, done_for_now, request_more_information, tool
@@ -92,6 +94,7 @@ __all__ = [
     "RetrievalPolicy",
     "RetryableToolError",
     "RunTool",
+    "RunTools",
     "Runtime",
     "SQLiteStore",
     "Settings",
@@ -107,6 +110,7 @@ __all__ = [
     "ToolContext",
     "ToolRegistry",
     "ToolSpec",
+    "Verdict",
     "Wait",
     "Worker",
     "advance_exclusively",

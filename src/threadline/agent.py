@@ -8,11 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .context.settings import ContextSettings
 from .errors import ConfigError
-from .tools import Tool, ToolRegistry, done_for_now, request_more_information
+from .tools import (
+    ApprovalPolicy,
+    SubAgent,
+    SubAgentTask,
+    Tool,
+    ToolRegistry,
+    done_for_now,
+    request_more_information,
+)
 
 if TYPE_CHECKING:
     from .events import Thread
@@ -48,6 +56,14 @@ class Agent:
         approvers: who may answer this agent's approvals: a list of names (every tool), or
             a mapping of tool name (or `"*"`) to names. None named: anyone with the
             `respond` scope.
+        max_parallel_tools: how many calls of one answer run at once (read-only calls, and
+            calls that need no approval or were approved).
+        resource_keys: calls that must not run concurrently: tool name -> a resource key,
+            or a function of the validated arguments giving one. Calls of one answer with
+            the same key run one after another, in the order the model wrote them.
+        max_repeated_calls: the same call (intent and arguments) in this many answers in a
+            row is refused as an `invalid_output` telling the model so (then escalates if
+            it persists, as any repeated error); 0 turns the loop guard off.
 
     Invariants:
         * `registry` holds every tool version the agent knows; the model is shown only the
@@ -65,6 +81,9 @@ class Agent:
     human_tools: bool = True
     context: ContextSettings = field(default_factory=ContextSettings)
     approvers: Approvers = ()
+    max_parallel_tools: int = 4
+    resource_keys: Mapping[str, str | Callable[[Any], str]] = field(default_factory=dict)
+    max_repeated_calls: int = 3
     registry: ToolRegistry = field(init=False)
     _output_schema: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
@@ -73,6 +92,12 @@ class Agent:
             raise ConfigError(f"agent {self.name}: max_steps must be at least 1")
         if self.max_consecutive_errors < 1:
             raise ConfigError(f"agent {self.name}: max_consecutive_errors must be at least 1")
+        if self.max_parallel_tools < 1:
+            raise ConfigError(f"agent {self.name}: max_parallel_tools must be at least 1")
+        if self.max_repeated_calls < 0 or self.max_repeated_calls == 1:
+            raise ConfigError(
+                f"agent {self.name}: max_repeated_calls must be 0 (off) or at least 2"
+            )
         if not isinstance(self.context, ContextSettings):
             raise ConfigError(
                 f"agent {self.name}: context must be a threadline.ContextSettings, "
@@ -93,6 +118,45 @@ class Agent:
             self.registry.register(t, newest=True)
         self._output_schema = None
 
+    def as_tool(
+        self,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        on_escalation: Literal["error", "escalate"] = "error",
+        approval: ApprovalPolicy = "never",
+    ) -> Tool:
+        """This agent as a tool another agent may call (a sub-agent, factor 10).
+
+        A call `{"task": "..."}` starts a child thread of this agent in the same store,
+        linked to its parent (`parent_thread`, `parent_call` in its metadata). The parent
+        waits durably, holding no process; the child's `done` message is the call's
+        result; its escalation is the call's tool error, or escalates the parent too with
+        `on_escalation="escalate"`. See docs/composition.md.
+        """
+        if on_escalation not in ("error", "escalate"):
+            raise ConfigError(f"on_escalation must be 'error' or 'escalate', not {on_escalation!r}")
+        return Tool.from_model(
+            SubAgentTask,
+            None,
+            name=name or self.name,
+            description=description
+            or f"Hand a task to the {self.name} agent; its final answer is the result.",
+            approval=approval,
+            timeout=None,
+            kind="agent",
+            sub_agent=SubAgent(self, on_escalation),
+        )
+
+    def sub_agents(self) -> list[Agent]:
+        """The agents this agent's tools hand calls to (`as_tool`), each once."""
+        found: list[Agent] = []
+        for t in self.registry:
+            sub = t.sub_agent.agent if t.sub_agent is not None else None
+            if isinstance(sub, Agent) and all(sub is not f for f in found):
+                found.append(sub)
+        return found
+
     def visible_tools(self) -> list[Tool]:
         """The newest version of each tool: what the model is shown."""
         return self.registry.latest()
@@ -102,6 +166,18 @@ class Agent:
         if self._output_schema is None:
             self._output_schema = intent_schema(self.visible_tools())
         return self._output_schema
+
+    def resource_key(self, tool: str, args: Any) -> str | None:
+        """The resource a call of `tool` holds while it runs (None: none; see
+        `resource_keys`). A key function that fails holds the tool's name: such calls run
+        one at a time rather than at once by mistake."""
+        key = self.resource_keys.get(tool)
+        if key is None or isinstance(key, str):
+            return key
+        try:
+            return str(key(args))
+        except Exception:
+            return f"tool:{tool}"
 
     def approvers_for(self, tool: str) -> tuple[str, ...]:
         """The people allowed to answer an approval of `tool` (empty: anyone)."""

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -29,6 +30,9 @@ from .errors import InvalidAction, NotAllowed, ServerError, ThreadNotFound
 from .events import Event, Status, Thread
 from .settings import Settings
 from .wire import ThreadOut, ThreadPage, event_from_wire
+
+if TYPE_CHECKING:
+    from .runtime_actions import Verdict
 
 __all__ = ["Client"]
 
@@ -197,6 +201,16 @@ class Client:
         data = await self._request(
             "POST", f"/v1/threads/{thread_id}/approvals/{call_id}", json_body=body
         )
+        return ThreadOut.model_validate(data)
+
+    async def approve_many(self, thread_id: str, verdicts: Sequence[Verdict]) -> ThreadOut:
+        """Verdicts on several pending calls, written together or not at all."""
+        body = {
+            "verdicts": [
+                {k: v for k, v in asdict(verdict).items() if v is not None} for verdict in verdicts
+            ]
+        }
+        data = await self._request("POST", f"/v1/threads/{thread_id}/approvals", json_body=body)
         return ThreadOut.model_validate(data)
 
     async def respond(self, thread_id: str, request_id: str, text: str) -> ThreadOut:

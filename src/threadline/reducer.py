@@ -10,7 +10,8 @@ The steps::
 
     CallModel()            ask the model for the next intent
     RunTool(call, attempt) run a validated (and, if needed, approved) tool call
-    AwaitApproval(call)    write approval_requested and pause
+    RunTools(runs)         run several such calls of one answer concurrently
+    AwaitApproval(call)    write approval_requested (one per call needing it) and pause
     AwaitHuman(id, text)   write human_request and pause
     Finish(message)        write done
     Escalate(reason)       write escalated: a human takes over
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -44,9 +45,11 @@ from .events import (
     Status,
     Thread,
     ToolCall,
+    ToolError,
     is_prefetch,
 )
-from .tools import Tool, compact_validation_error
+from .loop_guard import CallHistory, repeat_reason
+from .tools import ESCALATED_CHILD, Tool, compact_validation_error
 
 __all__ = [
     "AwaitApproval",
@@ -56,6 +59,7 @@ __all__ = [
     "Finish",
     "Intents",
     "RunTool",
+    "RunTools",
     "Step",
     "Wait",
     "call_ids",
@@ -83,8 +87,25 @@ class RunTool:
 
 
 @dataclass(frozen=True, slots=True)
+class RunTools:
+    """Run several calls of one answer concurrently (`Agent.max_parallel_tools` at once;
+    calls sharing a resource key one after another, in call order). The runtime records
+    each outcome as it finishes; replay follows the recorded order."""
+
+    runs: tuple[RunTool, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AwaitApproval:
+    """Ask for approval of `call` and of the `more` calls of the same answer that need it:
+    one `approval_requested` each, written together before anyone answers."""
+
     call: PendingCall
+    more: tuple[PendingCall, ...] = ()
+
+    @property
+    def calls(self) -> tuple[PendingCall, ...]:
+        return (self.call, *self.more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +131,7 @@ class Wait:
     status: Status
 
 
-Step = CallModel | RunTool | AwaitApproval | AwaitHuman | Finish | Escalate | Wait
+Step = CallModel | RunTool | RunTools | AwaitApproval | AwaitHuman | Finish | Escalate | Wait
 
 
 def decide(agent: Agent, thread: Thread) -> Step:
@@ -125,14 +146,17 @@ def decide(agent: Agent, thread: Thread) -> Step:
         rejected = _rejected_request(thread)
         if rejected is not None:
             return rejected
+    if state.last_kind == "tool_error":
+        escalated = _escalated_child(agent, thread)
+        if escalated is not None:
+            return escalated
     if state.consecutive_errors >= agent.max_consecutive_errors:
         return Escalate(
             f"{state.consecutive_errors} consecutive errors",
             {"last_error": state.last_error or ""},
         )
     if state.pending:
-        call = next(iter(state.pending.values()))
-        return _decide_call(agent, call)
+        return _decide_calls(agent, state.pending.values())
     if state.last_kind in ("done", "escalated", "failed"):
         return Wait(status)
     if state.run_steps >= agent.max_steps:
@@ -141,6 +165,18 @@ def decide(agent: Agent, thread: Thread) -> Step:
             {"max_steps": agent.max_steps},
         )
     return CallModel()
+
+
+def _escalated_child(agent: Agent, thread: Thread) -> Escalate | None:
+    """Escalate with a sub-agent that escalated, when its tool says so
+    (`Agent.as_tool(on_escalation="escalate")`); else its error goes to the model."""
+    last = thread.events[-1]
+    if not isinstance(last, ToolError) or last.error_type != ESCALATED_CHILD:
+        return None
+    tool = agent.registry.get(last.tool)
+    if tool is None or tool.sub_agent is None or tool.sub_agent.on_escalation != "escalate":
+        return None
+    return Escalate(last.message, {"call_id": last.call_id, "last_error": last.message})
 
 
 def _rejected_request(thread: Thread) -> Escalate | None:
@@ -153,6 +189,40 @@ def _rejected_request(thread: Thread) -> Escalate | None:
             {"last_error": f"{last.error_type}: {last.message}"},
         )
     return None
+
+
+def _decide_calls(agent: Agent, calls: Iterable[PendingCall]) -> Step:
+    """The step for the pending calls of an answer, taken together (factor 8's parallel
+    calls): the calls needing approval are all requested at once; then every runnable call
+    runs (concurrently when several); then a question; a finish last, once it is alone.
+    Calls already awaiting their verdict are skipped; any escalation comes first."""
+    approvals: list[PendingCall] = []
+    runs: list[RunTool] = []
+    later: list[AwaitHuman | Finish] = []
+    for call in calls:
+        if call.approval == "requested" or call.child is not None:
+            continue  # awaiting a verdict, or a sub-agent's end
+        step = _decide_call(agent, call)
+        if isinstance(step, Escalate):
+            return step
+        if isinstance(step, AwaitApproval):
+            approvals.append(step.call)
+        elif isinstance(step, RunTool):
+            runs.append(step)
+        elif isinstance(step, AwaitHuman | Finish):
+            later.append(step)
+    if approvals:
+        return AwaitApproval(approvals[0], tuple(approvals[1:]))
+    if len(runs) > 1:
+        return RunTools(tuple(runs))
+    if runs:
+        return runs[0]
+    for step in later:
+        if isinstance(step, AwaitHuman):
+            return step
+    if later:
+        return later[0]
+    return Wait(Status.AWAITING_APPROVAL)
 
 
 def _decide_call(agent: Agent, call: PendingCall) -> Step:
@@ -210,16 +280,17 @@ def step_events(step: Step, seq: int, at: datetime) -> list[Event]:
         TypeError: `step` needs I/O (a model call or a tool run) or writes nothing.
     """
     match step:
-        case AwaitApproval(call):
+        case AwaitApproval():
             return [
                 ApprovalRequested(
-                    seq=seq,
+                    seq=seq + i,
                     at=at,
                     call_id=call.call_id,
                     tool=call.tool,
                     arguments=call.arguments,
                     approvers=call.approvers,
                 )
+                for i, call in enumerate(step.calls)
             ]
         case AwaitHuman(request_id, question):
             return [HumanRequest(seq=seq, at=at, request_id=request_id, question=question)]
@@ -268,10 +339,11 @@ def interpret(
     at: datetime,
     taken: Collection[str] = (),
     versions: Mapping[str, str] | None = None,
+    history: CallHistory | None = None,
 ) -> list[Event]:
     """The events of a model's raw answer (`read_intents(...).events`)."""
     return read_intents(
-        agent, text, tool_calls, seq=seq, at=at, taken=taken, versions=versions
+        agent, text, tool_calls, seq=seq, at=at, taken=taken, versions=versions, history=history
     ).events
 
 
@@ -284,6 +356,7 @@ def read_intents(
     at: datetime,
     taken: Collection[str] = (),
     versions: Mapping[str, str] | None = None,
+    history: CallHistory | None = None,
 ) -> Intents:
     """Turn a model's raw answer into validated `tool_call` events, or one `invalid_output`.
 
@@ -302,6 +375,10 @@ def read_intents(
     Anything nested deeper than `bounds.MAX_DEPTH`, holding a non-finite number or a lone
     surrogate is one `invalid_output` (nothing else is written). The arguments stored are
     the ones the model wrote, not a coerced copy (an integer for a `number` stays one).
+
+    With `history` (`loop_guard.call_history` of the thread), an answer repeating a call
+    too often, or repeating a call a person rejected, is one `invalid_output` saying so
+    (see `threadline.loop_guard`).
     """
     raw = _parse(agent, text, tool_calls, seq, at)
     if isinstance(raw, InvalidOutput):
@@ -344,6 +421,12 @@ def read_intents(
                 arguments=args,
             )
         )
+    if history is not None:
+        exempt = frozenset(t.name for t in agent.registry if t.kind != "function")
+        calls = [e for e in events if isinstance(e, ToolCall)]
+        refused = repeat_reason(history, calls, agent.max_repeated_calls, exempt)
+        if refused is not None:
+            return Intents([_invalid(seq, at, refused, text or _dump(tool_calls))])
     return Intents(events, validated)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from .agent import Agent
 from .errors import ReplayDivergence
 from .events import (
+    ChildStarted,
     Event,
     ModelCall,
     ModelError,
@@ -24,7 +25,18 @@ from .events import (
     ToolResult,
     ToolStarted,
 )
-from .reducer import CallModel, RunTool, Wait, call_ids, decide, interpret, is_input, step_events
+from .loop_guard import call_history
+from .reducer import (
+    CallModel,
+    RunTool,
+    RunTools,
+    Wait,
+    call_ids,
+    decide,
+    interpret,
+    is_input,
+    step_events,
+)
 
 __all__ = ["replay_thread"]
 
@@ -38,14 +50,24 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
         created_at=recorded.created_at,
     )
     events = recorded.events
+    batch: frozenset[str] = frozenset()
+    """Call ids of the batch being run: its events came in the order its tools finished."""
     i = 0
     while i < len(events):
         event = events[i]
-        if is_input(event) or _recorded_outcome(derived, event):
+        if is_input(event) or _recorded_outcome(derived, event) or _of_batch(derived, event, batch):
             derived.append(event)
             i += 1
             continue
         step = decide(agent, derived)
+        if isinstance(step, RunTools):
+            batch = frozenset(run.call.call_id for run in step.runs)
+            if not _of_batch(derived, event, batch):
+                _diverge(recorded, event, f"running {', '.join(sorted(batch))}")
+            derived.append(event)
+            i += 1
+            continue
+        batch = frozenset()
         produced: list[Event]
         if isinstance(step, Wait):
             _diverge(recorded, event, f"a wait ({step.status.value})")
@@ -64,15 +86,16 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
                         at=nxt.at,
                         taken=call_ids(derived),
                         versions=_recorded_versions(events, i + 1),
+                        history=call_history(derived, agent.max_repeated_calls),
                     ),
                 ]
             else:
                 _diverge(recorded, event, "a model call")
         elif isinstance(step, RunTool):
             call = step.call
-            if isinstance(event, ToolStarted):
+            if isinstance(event, ToolStarted | ChildStarted):
                 if event.call_id != call.call_id:
-                    _diverge(recorded, event, f"tool_started for {call.call_id}")
+                    _diverge(recorded, event, f"{event.kind} for {call.call_id}")
                 produced = [event]
             elif isinstance(event, ToolResult | ToolError) and event.call_id == call.call_id:
                 produced = [event]
@@ -102,6 +125,16 @@ def _recorded_versions(events: list[Event], start: int) -> dict[str, str]:
     return versions
 
 
+def _of_batch(derived: Thread, event: Event, batch: frozenset[str]) -> bool:
+    """Whether `event` starts or ends a pending call of the batch being run (the batch's
+    events are taken in the order recorded: the order its tools finished)."""
+    return (
+        isinstance(event, ToolStarted | ChildStarted | ToolResult | ToolError)
+        and event.call_id in batch
+        and event.call_id in derived.state.pending
+    )
+
+
 def _recorded_outcome(derived: Thread, event: Event) -> bool:
     """Whether `event` is the recorded outcome of a call replay already saw start.
 
@@ -113,7 +146,7 @@ def _recorded_outcome(derived: Thread, event: Event) -> bool:
     if not isinstance(event, ToolResult | ToolError):
         return False
     call = derived.state.pending.get(event.call_id)
-    return call is not None and call.attempt > 0
+    return call is not None and (call.attempt > 0 or call.child is not None)
 
 
 def _comparable(event: Event) -> dict[str, object]:

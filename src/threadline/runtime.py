@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from .agent import Agent
 from .bounds import BoundsError, check_value, scrub_text
+from .composition import deliver, start_child
 from .context.prefetch import prefetch_events
 from .context.redaction import redact_for_storage
 from .context.renderer import Renderer
@@ -40,7 +41,6 @@ from .errors import (
 from .events import (
     Event,
     ModelCall,
-    PendingCall,
     Status,
     Thread,
     ToolError,
@@ -52,11 +52,14 @@ from .events import (
     utcnow,
 )
 from .events import ModelError as ModelErrorEvent
+from .loop_guard import call_history
 from .models.base import Model
+from .parallel import Tail, run_batch
 from .prompts import renderer_for
 from .reducer import (
     CallModel,
     RunTool,
+    RunTools,
     Step,
     Wait,
     call_ids,
@@ -131,6 +134,8 @@ class Runtime(HumanActions):
             raise ConfigError(f"two different agents are named {agent.name!r}")
         self._renderers[agent.name] = renderer_for(agent)
         self.agents[agent.name] = agent
+        for sub in agent.sub_agents():  # their child threads run here too
+            self.add_agent(sub)
 
     def renderer(self, name: str) -> Renderer:
         """The renderer of agent `name` (built when it joined)."""
@@ -215,6 +220,16 @@ class Runtime(HumanActions):
                 `LeaseLost` and writes nothing.
             max_steps: stop after this many steps even if more could run (tests, fairness).
         """
+        thread = await self.advance_only(thread, lease=lease, max_steps=max_steps)
+        if thread.status in _ENDED and "parent_thread" in thread.metadata:
+            await deliver(self, thread, lease)  # a sub-agent's end: its parent goes on
+        return thread
+
+    async def advance_only(
+        self, thread: Thread | str, *, lease: Lease | None = None, max_steps: int | None = None
+    ) -> Thread:
+        """`advance`, without going on to the parent of a sub-agent thread that ended (its
+        parent's run, which advanced it, records the outcome itself)."""
         if isinstance(thread, str):
             thread = await self.store.load(thread)
         agent = self.agent(thread.agent)
@@ -234,8 +249,10 @@ class Runtime(HumanActions):
         match step:
             case CallModel():
                 return await self._call_model(agent, thread, lease)
-            case RunTool(call, attempt, args):
-                return await self._run_tool(agent, thread, call, attempt, args, lease)
+            case RunTool():
+                return await self._run_tools(agent, thread, (step,), lease)
+            case RunTools(runs):
+                return await self._run_tools(agent, thread, runs, lease)
             case Wait():
                 return thread
         try:
@@ -313,13 +330,16 @@ class Runtime(HumanActions):
                 output=text,
                 tool_calls=raw_calls,
             )
-            intents = read_intents(agent, text, raw_calls, seq=seq + 1, at=at, taken=taken)
+            intents = read_intents(
+                agent, text, raw_calls, seq=seq + 1, at=at, taken=taken, history=history
+            )
             validated.clear()
             validated.update(intents.validated)
             return [call, *intents.events]
 
         validated: dict[str, BaseModel] = {}
         taken = call_ids(thread)
+        history = call_history(thread, agent.max_repeated_calls)
         thread = await self._append_rebased(thread, build, lease, still_valid=_not_ended)
         # The arguments were validated once, reading the answer: the pending calls carry
         # the validated values, so deciding and running them validates nothing again.
@@ -329,33 +349,53 @@ class Runtime(HumanActions):
                 pending.validated = args
         return thread
 
-    async def _run_tool(
-        self,
-        agent: Agent,
-        thread: Thread,
-        call: PendingCall,
-        attempt: int,
-        validated: BaseModel | None,
-        lease: Lease | None,
+    async def _run_tools(
+        self, agent: Agent, thread: Thread, runs: Sequence[RunTool], lease: Lease | None
     ) -> Thread:
+        """Run the calls (concurrently when several, see `threadline.parallel`); each
+        appends its own events through one shared tail."""
+
+        async def append(
+            at: Thread, build: Callable[[int, datetime], list[Event]], ok: Callable[[Thread], bool]
+        ) -> Thread:
+            return await self._append_rebased(at, build, lease, still_valid=ok)
+
+        tail = Tail(thread, append)
+        await run_batch(agent, runs, lambda run: self._run_tool(agent, tail, run, lease))
+        return tail.thread
+
+    async def append_outcome(
+        self,
+        thread: Thread,
+        build: Callable[[int, datetime], list[Event]],
+        still_valid: Callable[[Thread], bool],
+    ) -> Thread:
+        """Append a call's outcome from elsewhere (a sub-agent's end) to a thread that no
+        advancer holds (see `_append_rebased`)."""
+        return await self._append_rebased(thread, build, None, still_valid=still_valid)
+
+    async def _run_tool(self, agent: Agent, tail: Tail, run: RunTool, lease: Lease | None) -> None:
+        call, attempt, validated = run.call, run.attempt, run.args
+        thread = tail.thread
         tool = agent.registry.get(call.tool, call.version)
         if tool is None:  # decide() escalates this case; reaching here is a bug
             raise ThreadlineError(f"tool {call.tool}@{call.version} vanished")
+        if tool.kind == "agent":
+            await start_child(self, tail, call, tool, validated, lease)
+            return
         key = idempotency_key(thread.id, call.call_id)
         still_pending: Callable[[Thread], bool] = lambda t: call.call_id in t.state.pending  # noqa: E731
         if tool.side_effects:
-            thread = await self._append_rebased(
-                thread,
+            thread = await tail.append(
                 lambda seq, at: [
                     ToolStarted(
                         seq=seq, at=at, call_id=call.call_id, idempotency_key=key, attempt=attempt
                     )
                 ],
-                lease,
-                still_valid=still_pending,
+                still_pending,
             )
             if call.call_id not in thread.state.pending:
-                return thread
+                return
         from .tools import ToolContext
 
         ctx = ToolContext(thread.id, call.call_id, key, attempt)
@@ -379,7 +419,7 @@ class Runtime(HumanActions):
                 if tool.side_effects and not tool.idempotent:
                     # No outcome is recorded: `tool_started` stands alone (maybe ran), and
                     # decide() escalates with the facts; the call is never re-sent by itself.
-                    return thread
+                    return
                 failure = (type(exc).__name__, compact_error(exc), True)
             except Exception as exc:
                 failure = (type(exc).__name__, compact_error(exc), False)
@@ -419,7 +459,7 @@ class Runtime(HumanActions):
                 )
             return done
 
-        return await self._append_rebased(thread, build, lease, still_valid=still_pending)
+        await tail.append(build, still_pending)
 
     async def wake_if_due(self, thread: Thread, *, lease: Lease | None = None) -> Thread:
         """End the thread's durable wait with `wait_timed_out` if its due time has passed.
@@ -502,6 +542,9 @@ def _redacted_copy(agent: Agent, thread: Thread) -> Thread:
     return Thread(
         thread.id, thread.agent, events, metadata=thread.metadata, created_at=thread.created_at
     )
+
+
+_ENDED = (Status.DONE, Status.ESCALATED, Status.FAILED)
 
 
 def _not_ended(thread: Thread) -> bool:

@@ -7,7 +7,9 @@ the agents and the runtime's checkpointed append.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,11 +37,28 @@ from .events import (
 from .stores.base import Lease, Store, new_thread_id
 from .tools import compact_validation_error
 
-__all__ = ["HumanActions"]
+__all__ = ["HumanActions", "Verdict"]
 
 
 _MAX_REBASE = 5
 """How many times a conflicting append is re-checked against the new tail before giving up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A human's verdict on one pending call (`Runtime.approve_many` takes a list).
+
+    Attributes:
+        call_id: the call awaiting approval.
+        approved: run it (True) or not.
+        comment: shown to the model; say why, with a rejection.
+        edited_arguments: run with these arguments instead (validated by the tool).
+    """
+
+    call_id: str
+    approved: bool = True
+    comment: str | None = None
+    edited_arguments: dict[str, Any] | None = None
 
 
 class HumanActions:
@@ -92,40 +111,76 @@ class HumanActions:
                 the tool's schema.
             NotAllowed: the approval names its approvers and `by` is not one of them.
         """
+        verdict = Verdict(call_id, approved, comment, edited_arguments)
+        return await self.approve_many(thread_id, [verdict], by=by, channel=channel)
+
+    async def approve_many(
+        self,
+        thread_id: str,
+        verdicts: Sequence[Verdict],
+        *,
+        by: str | None = None,
+        channel: str = "api",
+    ) -> Thread:
+        """Verdicts on several pending calls of a thread, written together (one `approval`
+        each, in one append) or not at all. Does not advance the thread.
+
+        Raises:
+            InvalidAction: no verdict, two verdicts on one call, a call not awaiting
+                approval, or edited arguments that fail the tool's schema.
+            NotAllowed: an approval names its approvers and `by` is not one of them.
+        """
+        if not verdicts:
+            raise InvalidAction("give at least one verdict")
+        ids = [v.call_id for v in verdicts]
+        if len(set(ids)) != len(ids):
+            raise InvalidAction(f"one verdict per call: {sorted(ids)} names a call twice")
 
         def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
-            call = thread.state.pending.get(call_id)
-            if call is None or call.approval != "requested":
-                raise InvalidAction(
-                    f"call {call_id!r} of thread {thread_id} is not awaiting approval"
-                    + (f" (it is {call.approval})" if call else "")
-                )
-            if call.approvers and by not in call.approvers:
-                raise NotAllowed(f"{by or 'anonymous'} may not answer this approval")
-            edited = None
-            if edited_arguments is not None and approved:
-                agent = self.agent(thread.agent)
-                tool = agent.registry.get(call.tool, call.version)
-                if tool is None:
-                    raise InvalidAction(f"tool {call.tool}@{call.version} is not registered")
-                try:
-                    edited = tool.validate(edited_arguments).model_dump(mode="json")
-                except ValidationError as exc:
-                    raise InvalidAction(compact_validation_error(call.tool, exc)) from None
             return [
-                Approval(
-                    seq=seq,
-                    at=at,
-                    call_id=call_id,
-                    approved=approved,
-                    comment=comment,
-                    edited_arguments=edited,
-                    by=by,
-                    channel=channel,
-                )
+                self._approval(thread, v, seq + i, at, by, channel) for i, v in enumerate(verdicts)
             ]
 
         return await self._act(thread_id, build)
+
+    def _approval(
+        self,
+        thread: Thread,
+        verdict: Verdict,
+        seq: int,
+        at: datetime,
+        by: str | None,
+        channel: str,
+    ) -> Approval:
+        """The `approval` event of `verdict`, checked against the thread's state."""
+        call = thread.state.pending.get(verdict.call_id)
+        if call is None or call.approval != "requested":
+            raise InvalidAction(
+                f"call {verdict.call_id!r} of thread {thread.id} is not awaiting approval"
+                + (f" (it is {call.approval})" if call else "")
+            )
+        if call.approvers and by not in call.approvers:
+            raise NotAllowed(f"{by or 'anonymous'} may not answer this approval")
+        edited = None
+        if verdict.edited_arguments is not None and verdict.approved:
+            agent = self.agent(thread.agent)
+            tool = agent.registry.get(call.tool, call.version)
+            if tool is None:
+                raise InvalidAction(f"tool {call.tool}@{call.version} is not registered")
+            try:
+                edited = tool.validate(verdict.edited_arguments).model_dump(mode="json")
+            except ValidationError as exc:
+                raise InvalidAction(compact_validation_error(call.tool, exc)) from None
+        return Approval(
+            seq=seq,
+            at=at,
+            call_id=verdict.call_id,
+            approved=verdict.approved,
+            comment=verdict.comment,
+            edited_arguments=edited,
+            by=by,
+            channel=channel,
+        )
 
     async def respond(
         self,
@@ -222,7 +277,11 @@ class HumanActions:
                 )
             return [Paused(seq=seq, at=at, by=by, reason=reason)]
 
-        return await self._act(thread_id, build)
+        thread = await self._act(thread_id, build)
+        for child in _running_children(thread):  # a paused parent pauses its sub-agents
+            with contextlib.suppress(InvalidAction):
+                await self.pause(child, by=by, reason=reason or f"parent {thread_id} paused")
+        return thread
 
     async def resume(self, thread_id: str, *, by: str | None = None) -> Thread:
         """Resume a paused or escalated thread (resetting its error count)."""
@@ -235,7 +294,13 @@ class HumanActions:
                 )
             return [Resumed(seq=seq, at=at, by=by)]
 
-        return await self._act(thread_id, build)
+        thread = await self._act(thread_id, build)
+        for child in _running_children(thread):  # and resuming it resumes them
+            with contextlib.suppress(InvalidAction):
+                child_thread = await self.store.load(child)
+                if child_thread.status == Status.PAUSED:
+                    await self.resume(child, by=by)
+        return thread
 
     async def external_event(
         self,
@@ -291,6 +356,11 @@ class HumanActions:
         if isinstance(thread, str):
             thread = await self.store.load(thread)
         return replay_thread(self.agent(thread.agent), thread)
+
+
+def _running_children(thread: Thread) -> list[str]:
+    """The sub-agent threads working on `thread`'s pending calls."""
+    return [c.child for c in thread.state.pending.values() if c.child is not None]
 
 
 def _read_from_answer(event: Event) -> bool:

@@ -30,8 +30,11 @@ from .json_schema import JsonArguments, JsonSchemaValidator
 
 __all__ = [
     "DONE_FOR_NOW",
+    "ESCALATED_CHILD",
     "REQUEST_MORE_INFORMATION",
     "ApprovalPolicy",
+    "SubAgent",
+    "SubAgentTask",
     "Tool",
     "ToolContext",
     "ToolOptions",
@@ -45,7 +48,8 @@ __all__ = [
 ApprovalPolicy: TypeAlias = Literal["never", "always"] | Callable[[Any], bool]
 """`never`, `always`, or a predicate on the validated arguments (a pydantic model)."""
 
-ToolKind = Literal["function", "human", "finish"]
+ToolKind = Literal["function", "human", "finish", "agent"]
+"""`agent`: a sub-agent (`Agent.as_tool`); the runtime runs it as a child thread."""
 
 
 class ToolOptions(TypedDict, total=False):
@@ -112,6 +116,7 @@ class Tool:
         context_param: str | None = None,
         pass_model: bool = False,
         validator: JsonSchemaValidator | None = None,
+        sub_agent: SubAgent | None = None,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", name):
             raise ToolDefinitionError(
@@ -134,6 +139,7 @@ class Tool:
         self._context_param = context_param
         self._pass_model = pass_model
         self._validator = validator
+        self.sub_agent = sub_agent
         self._is_async = fn is not None and inspect.iscoroutinefunction(fn)
         self._schema: dict[str, Any] | None = None
 
@@ -248,6 +254,7 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         kind: ToolKind = "function",
+        sub_agent: SubAgent | None = None,
         **options: Unpack[ToolOptions],
     ) -> Tool:
         """Build a tool from a pydantic model; `fn(args, [ctx])` receives the validated model."""
@@ -261,6 +268,7 @@ class Tool:
             kind=kind,
             context_param=context_param,
             pass_model=True,
+            sub_agent=sub_agent,
             **options,
         )
 
@@ -342,6 +350,34 @@ def tool(
         return Tool.from_function(f, name=name, description=description, **options)
 
     return wrap(fn) if fn is not None else wrap
+
+
+ESCALATED_CHILD = "SubAgentEscalated"
+"""`ToolError.error_type` of a sub-agent call whose child thread escalated or failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubAgent:
+    """What a sub-agent tool (`Agent.as_tool`) hands its calls to.
+
+    Attributes:
+        agent: the `threadline.Agent` that works on each call in a child thread.
+        on_escalation: `error`: the child's escalation is the call's tool error (the
+            parent's model sees it and carries on); `escalate`: the parent escalates too.
+    """
+
+    agent: Any
+    on_escalation: Literal["error", "escalate"] = "error"
+
+
+class SubAgentTask(BaseModel):
+    """Hand a task to a sub-agent; its final answer is this call's result."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: str = Field(
+        min_length=1,
+        description="What the sub-agent should do, with everything it needs to know.",
+    )
 
 
 class ToolRegistry:

@@ -15,9 +15,26 @@ from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+)
 
-from .events import Done, Event, HumanRequest, Status, Thread, event_from_dict, summarize
+from .events import (
+    ChildStarted,
+    Done,
+    Event,
+    HumanRequest,
+    Status,
+    Thread,
+    event_from_dict,
+    summarize,
+)
 
 if TYPE_CHECKING:
     from .stores.base import Page, ThreadSummary
@@ -26,7 +43,9 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_METADATA_BYTES",
     "MAX_TEXT",
+    "Ancestor",
     "ApprovalBody",
+    "ApprovalsBody",
     "Channel",
     "ChannelList",
     "EventKind",
@@ -47,6 +66,7 @@ __all__ = [
     "ThreadOut",
     "ThreadPage",
     "Usage",
+    "VerdictBody",
     "WebhookDelivery",
     "event_from_wire",
     "event_json",
@@ -135,6 +155,20 @@ class ApprovalBody(BaseModel):
     """Run with these arguments instead (re-validated against the tool's schema)."""
 
 
+class VerdictBody(ApprovalBody):
+    """One verdict of a batch: which call, and the verdict on it."""
+
+    call_id: str = Field(min_length=1, max_length=200)
+
+
+class ApprovalsBody(BaseModel):
+    """Verdicts on several pending calls of one thread: all are written, or none."""
+
+    model_config = _Strict
+
+    verdicts: list[VerdictBody] = Field(min_length=1, max_length=100)
+
+
 class ResponseBody(BaseModel):
     model_config = _Strict
 
@@ -196,6 +230,14 @@ class PendingApproval(BaseModel):
     arguments: dict[str, Any]
     approvers: list[str]
     """Who may answer; empty means anyone holding the `respond` scope."""
+
+
+class Ancestor(BaseModel):
+    """A thread above a sub-agent's thread: which thread, its agent, and its call."""
+
+    thread: str
+    agent: str
+    call: str
 
 
 class OpenQuestion(BaseModel):
@@ -314,6 +356,10 @@ class ThreadOut(ThreadListItem):
     """The `done` message, once the thread finished."""
     last_error: str | None
     usage: Usage
+    ancestors: list[Ancestor] = Field(default_factory=list)
+    """For a sub-agent's thread: the chain of parents from the root down to its parent."""
+    children: list[str] = Field(default_factory=list)
+    """The sub-agent threads this thread started, in order."""
 
 
 class Channel(BaseModel):
@@ -333,6 +379,16 @@ class Inbox(BaseModel):
     """Threads waiting for a person (an approval or an answer), newest first."""
 
     items: list[ThreadOut]
+
+
+def _ancestors(thread: Thread) -> list[Ancestor]:
+    chain = thread.metadata.get("ancestors")
+    if not isinstance(chain, list):
+        return []
+    try:
+        return [Ancestor.model_validate(a) for a in chain]
+    except ValidationError:  # metadata a launch wrote by hand: no links to show
+        return []
 
 
 def thread_out(thread: Thread) -> ThreadOut:
@@ -374,6 +430,8 @@ def thread_out(thread: Thread) -> ThreadOut:
         question=question,
         result=result,
         last_error=state.last_error,
+        ancestors=_ancestors(thread),
+        children=[e.thread_id for e in thread.events if isinstance(e, ChildStarted)],
         usage=Usage(
             model_calls=state.model_calls,
             input_tokens=state.input_tokens,

@@ -48,7 +48,7 @@ async def test_rejection_with_feedback_and_edited_arguments(deploybot: ModuleTyp
     model = ScriptedModel(
         [
             intent("deploy_frontend", tag="v1.5.0", environment="production"),
-            intent("deploy_frontend", tag="v1.5.0", environment="production"),
+            intent("deploy_frontend", tag="v1.5.0", environment="staging"),
             intent("done_for_now", message="done"),
         ]
     )

@@ -22,6 +22,7 @@ from ..client import Client
 from ..errors import ConfigError, InvalidAction
 from ..events import Event, Status, Thread
 from ..runtime import Observer, Runtime
+from ..runtime_actions import Verdict
 from ..settings import Settings
 from ..wire import ThreadOut, ThreadPage, thread_out
 from ..worker import advance_or_take_over, default_owner
@@ -171,6 +172,10 @@ class LocalThreads:
             channel="cli",
         )
         return thread_out(thread)
+
+    async def approve_many(self, thread_id: str, verdicts: Sequence[Verdict]) -> ThreadOut:
+        await self._thread(thread_id)
+        return thread_out(await self.runtime.approve_many(thread_id, verdicts, channel="cli"))
 
     async def respond(self, thread_id: str, request_id: str, text: str) -> ThreadOut:
         await self._thread(thread_id)  # an unknown agent fails before anything is written

@@ -6,6 +6,7 @@ escalated, 4 when it failed, 1 for errors, 2 for bad usage.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -15,9 +16,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import ConfigError, InvalidAction
+from ..composition import children
+from ..errors import ConfigError, InvalidAction, ThreadlineError
 from ..events import Event, Status, Thread
 from ..replay import replay_thread
+from ..runtime_actions import Verdict
 from ..wire import ThreadOut, ThreadPage
 from .api import ThreadsAPI, agent_of, open_threads
 from .common import (
@@ -264,11 +267,12 @@ def threads_show(
 ) -> None:
     """Show a thread's events and derived state."""
 
-    async def go() -> Thread:
+    async def go() -> tuple[Thread, list[tuple[int, Thread]]]:
         async with session(server) as (api, _):
-            return await api.load(thread_id)
+            thread = await api.load(thread_id)
+            return thread, await _tree(api, thread)
 
-    thread = run_async(go())
+    thread, tree = run_async(go())
     if as_json:
         typer.echo(json.dumps(thread.to_dict()))
         return
@@ -280,8 +284,40 @@ def threads_show(
         f"{st.input_tokens}/{st.output_tokens}",
         highlight=False,
     )
+    if len(tree) > 1:
+        console.print("sub-agent tree:", highlight=False)
+        for depth, node in tree:
+            mark = " [bold]<- this thread[/]" if node.id == thread.id else ""
+            console.print(
+                f"  {'  ' * depth}{'└ ' if depth else ''}{node.id} {node.agent} "
+                f"[bold]{node.status.value}[/]{mark}",
+                highlight=False,
+            )
     for event in thread.events:
         console.print(format_event(event), highlight=False, soft_wrap=True)
+
+
+_MAX_TREE = 200
+"""Threads shown at most in a sub-agent tree."""
+
+
+async def _tree(api: ThreadsAPI, thread: Thread) -> list[tuple[int, Thread]]:
+    """The sub-agent tree `thread` belongs to, from its root, depth first: (depth, thread)."""
+    ancestors = thread.metadata.get("ancestors")
+    root = thread
+    if isinstance(ancestors, list) and ancestors and isinstance(ancestors[0], dict):
+        with contextlib.suppress(ThreadlineError):
+            root = await api.load(str(ancestors[0].get("thread")))
+    out: list[tuple[int, Thread]] = []
+    todo = [(0, root)]
+    while todo and len(out) < _MAX_TREE:
+        depth, node = todo.pop()
+        out.append((depth, node))
+        for kid in reversed(children(node)):
+            with contextlib.suppress(ThreadlineError):
+                loaded = thread if kid == thread.id else await api.load(kid)
+                todo.append((depth + 1, loaded))
+    return out
 
 
 @app.command()
@@ -294,13 +330,34 @@ def approve(
     reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approve.")] = False,
     comment: Annotated[str | None, typer.Option(help="Feedback the model will see.")] = None,
     edit: Annotated[str | None, typer.Option(help="Approve with these arguments (JSON).")] = None,
+    verdicts: Annotated[
+        str | None,
+        typer.Option(
+            help='Several verdicts at once (JSON list): [{"call_id": "c1", "approved": true}, '
+            '{"call_id": "c2", "approved": false, "comment": "..."}, {"call_id": "c3", '
+            '"edited_arguments": {...}}]; written together or not at all.'
+        ),
+    ] = None,
     agent: AgentOpt = None,
     advance: Annotated[
         bool, typer.Option("--advance/--no-advance", help="Run the thread on afterwards.")
     ] = True,
     server: ServerOpt = None,
 ) -> None:
-    """Approve (or --reject) the call a thread is waiting on, then run the thread on."""
+    """Approve (or --reject) the call a thread is waiting on, then run the thread on.
+
+    With --verdicts, answer several of its calls in one go (approve some, reject some,
+    edit some)."""
+    if verdicts is not None:
+        batch = _parse_verdicts(verdicts)
+        _act(
+            server,
+            agent,
+            thread_id,
+            lambda api, _: api.approve_many(thread_id, batch),
+            advance=advance,
+        )
+        return
     edited = None
     if edit is not None:
         try:
@@ -333,6 +390,30 @@ def approve(
         ),
         advance=advance,
     )
+
+
+def _parse_verdicts(text: str) -> list[Verdict]:
+    """`--verdicts` JSON as verdicts. Raises ConfigError saying what is wrong."""
+    try:
+        items = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"--verdicts is not JSON: {exc}") from None
+    if not isinstance(items, list) or not items:
+        raise ConfigError("--verdicts must be a non-empty JSON list of verdicts")
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("call_id"), str):
+            raise ConfigError('each verdict must be a JSON object with a "call_id"')
+        unknown = set(item) - {"call_id", "approved", "comment", "edited_arguments"}
+        if unknown:
+            raise ConfigError(f"unknown verdict fields: {', '.join(sorted(unknown))}")
+        edited = item.get("edited_arguments")
+        if edited is not None and not isinstance(edited, dict):
+            raise ConfigError("edited_arguments must be a JSON object of arguments")
+        out.append(
+            Verdict(item["call_id"], bool(item.get("approved", True)), item.get("comment"), edited)
+        )
+    return out
 
 
 @app.command()

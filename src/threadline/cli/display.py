@@ -61,6 +61,8 @@ def event_detail(event: ev.Event) -> tuple[str, str]:
             return "white", f"{event.thread_id} at {event.at_seq}"
         case ev.ToolStarted():
             return "white", f"{event.call_id} attempt {event.attempt}"
+        case ev.ChildStarted():
+            return "cyan", f"{event.call_id} -> {event.agent} in thread {event.thread_id}"
         case (
             ev.Paused()
             | ev.Resumed()

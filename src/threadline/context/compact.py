@@ -51,7 +51,7 @@ def outcome_follows(events: Sequence[ev.Event], i: int, call_id: str) -> bool:
         nxt = events[j]
         if isinstance(nxt, ev.ToolResult | ev.ToolError):
             return nxt.call_id == call_id
-        if not isinstance(nxt, ev.ToolStarted):
+        if not isinstance(nxt, ev.ToolStarted | ev.ChildStarted):
             return False
     return False
 
@@ -64,7 +64,7 @@ def call_precedes(events: Sequence[ev.Event], i: int, call_id: str) -> bool:
         prev = events[j]
         if isinstance(prev, ev.ToolCall):
             return prev.call_id == call_id
-        if not isinstance(prev, ev.ToolStarted):
+        if not isinstance(prev, ev.ToolStarted | ev.ChildStarted):
             return False
     return False
 
@@ -126,6 +126,7 @@ def compact_block(
             ev.ModelError()
             | ev.ApprovalRequested()
             | ev.ToolStarted()
+            | ev.ChildStarted()
             | ev.HumanRequest()
             | ev.Done()
             | ev.Failed()

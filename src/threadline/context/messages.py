@@ -110,6 +110,7 @@ class MessagesFormat:
                 ev.ModelError()
                 | ev.ApprovalRequested()
                 | ev.ToolStarted()
+                | ev.ChildStarted()
                 | ev.HumanRequest()
                 | ev.Failed()
                 | ev.Paused()

@@ -17,6 +17,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Approval",
     "ApprovalRequested",
+    "ChildStarted",
     "Compacted",
     "Done",
     "Escalated",
@@ -328,6 +329,18 @@ class TokenBudgetExceeded(_EventBase):
     available: int
 
 
+class ChildStarted(_EventBase):
+    """A call handed to a sub-agent (`Agent.as_tool`): the child thread `thread_id` works on
+    it, and its end becomes the call's outcome. Until then the parent waits, holding no
+    process."""
+
+    kind: Literal["child_started"] = "child_started"
+    traits: ClassVar[EventTraits] = EventTraits("sub-agent started", "runtime", "outcome")
+    call_id: str
+    thread_id: str
+    agent: str
+
+
 class Waiting(_EventBase):
     """A durable wait: no process holds the thread until `until` or the named event."""
 
@@ -367,6 +380,7 @@ Event = Annotated[
     | ForkedFrom
     | ExternalEvent
     | TokenBudgetExceeded
+    | ChildStarted
     | Waiting
     | WaitTimedOut,
     Field(discriminator="kind"),
@@ -394,6 +408,7 @@ EVENT_CLASSES: tuple[type[_EventBase], ...] = (
     ForkedFrom,
     ExternalEvent,
     TokenBudgetExceeded,
+    ChildStarted,
     Waiting,
     WaitTimedOut,
 )

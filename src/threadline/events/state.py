@@ -31,6 +31,10 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
+_FINISH = "done_for_now"
+"""The built-in finishing intent. Beside calls awaiting approval it waits for them (a
+thread whose other calls all await a verdict is awaiting approval, not running)."""
+
 TERMINAL = frozenset({Status.DONE, Status.ESCALATED, Status.FAILED})
 
 
@@ -48,6 +52,8 @@ class PendingCall:
     attempt: int = 0
     """Number of `tool_started` events seen; >0 with no outcome means 'maybe ran'."""
     idempotency_key: str | None = None
+    child: str | None = None
+    """The sub-agent thread working on the call (`child_started`), until its outcome."""
     validated: Any = field(default=None, compare=False, repr=False)
     """The arguments as the tool's validated model, when this process validated them
     (reading the model's answer); never stored, so a loaded thread validates afresh."""
@@ -99,10 +105,17 @@ class ThreadState:
             return Status.AWAITING_HUMAN
         if self.waiting:
             return Status.WAITING
+        requested = delegated = False
         for call in self.pending.values():
             if call.approval == "requested":
-                return Status.AWAITING_APPROVAL
-        return Status.RUNNING
+                requested = True
+            elif call.child is not None:
+                delegated = True
+            elif call.tool != _FINISH:
+                return Status.RUNNING  # a call of the answer can run while others await
+        if requested:
+            return Status.AWAITING_APPROVAL
+        return Status.WAITING if delegated else Status.RUNNING
 
     def copy(self) -> ThreadState:
         """An independent copy: only `pending` holds mutable values. (`copy.deepcopy` was
@@ -162,6 +175,10 @@ class ThreadState:
                 if call is not None:
                     call.attempt = event.attempt
                     call.idempotency_key = event.idempotency_key
+            case ev.ChildStarted():
+                call = self.pending.get(event.call_id)
+                if call is not None:
+                    call.child = event.thread_id
             case ev.ToolResult():
                 self.pending.pop(event.call_id, None)
                 self.consecutive_errors = 0
@@ -225,6 +242,7 @@ class ThreadState:
                     "approvers": list(c.approvers),
                     "attempt": c.attempt,
                     "idempotency_key": c.idempotency_key,
+                    "child": c.child,
                 }
                 for c in self.pending.values()
             ],

@@ -72,6 +72,8 @@ def summarize(event: ev.Event) -> Summary:
             )
         case ev.ToolStarted():
             return Summary(text=f"{event.call_id} attempt {event.attempt}")
+        case ev.ChildStarted():
+            return Summary(text=f"{event.call_id} -> sub-agent {event.agent} in {event.thread_id}")
         case ev.ToolResult():
             return Summary(text=f"{event.tool} [{event.call_id}]", detail=_json(event.result))
         case ev.ToolError() | ev.ModelError():

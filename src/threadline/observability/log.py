@@ -55,6 +55,9 @@ def event_log_record(thread: ev.Thread, event: ev.Event) -> dict[str, Any]:
             record.update(tool=event.tool, call_id=event.call_id)
         case ev.Approval() | ev.ToolStarted():
             record["call_id"] = event.call_id
+        case ev.ChildStarted():
+            record["call_id"] = event.call_id
+            record["child_thread"] = event.thread_id
         case ev.InvalidOutput() | ev.Escalated():
             record["reason"] = event.reason
         case (

@@ -2,6 +2,7 @@
 
     GET  /v1/inbox                             threads waiting for a person, newest first
     POST /v1/threads/{id}/approvals/{call_id}  {approved, comment?, edited_arguments?}
+    POST /v1/threads/{id}/approvals            {verdicts: [{call_id, approved, ...}, ...]}
     POST /v1/threads/{id}/responses            {request_id, text}
     POST /v1/threads/{id}/messages             {text}
 
@@ -17,7 +18,16 @@ from fastapi import APIRouter, Query
 
 from ...errors import ThreadNotFound
 from ...events import Status
-from ...wire import ApprovalBody, Inbox, MessageBody, ResponseBody, ThreadOut, thread_out
+from ...runtime_actions import Verdict
+from ...wire import (
+    ApprovalBody,
+    ApprovalsBody,
+    Inbox,
+    MessageBody,
+    ResponseBody,
+    ThreadOut,
+    thread_out,
+)
 from ..deps import Caller, CallId, Svc, ThreadId
 
 __all__ = ["router"]
@@ -56,6 +66,24 @@ async def approve(
         approved=body.approved,
         comment=body.comment,
         edited_arguments=body.edited_arguments,
+        by=who.name,
+        channel="api",
+    )
+    svc.runner.kick(thread_id)
+    return thread_out(thread)
+
+
+@router.post("/threads/{thread_id}/approvals", response_model=ThreadOut)
+async def approve_many(
+    thread_id: ThreadId, body: ApprovalsBody, svc: Svc, who: Caller
+) -> ThreadOut:
+    """Verdicts on several pending calls at once (approve some, reject some, edit some):
+    all are written in one append, or none (409 naming the call that is not awaiting
+    approval, 403 if the caller may not answer one of them)."""
+    await svc.check_served(thread_id)
+    thread = await svc.runtime.approve_many(
+        thread_id,
+        [Verdict(v.call_id, v.approved, v.comment, v.edited_arguments) for v in body.verdicts],
         by=who.name,
         channel="api",
     )

@@ -121,6 +121,7 @@ function renderInbox(threads) {
   const cards = [];
   for (const t of threads) {
     for (const call of t.pending_approvals) cards.push(approvalCard(t, call));
+    if (t.pending_approvals.length > 1) cards.push(batchCard(t));
     if (t.question) cards.push(questionCard(t));
   }
   document.getElementById("inbox-count").textContent = String(cards.length);
@@ -129,8 +130,37 @@ function renderInbox(threads) {
 }
 
 function cardMeta(t) {
-  return el("div", { class: "meta" }, `${t.agent} · `,
+  const chain = (t.ancestors || []).flatMap((a) => [
+    el("a", { href: `#thread=${a.thread}`, "data-open": a.thread }, a.agent), " › "]);
+  return el("div", { class: "meta" },
+    chain.length ? el("span", { class: "ancestry" }, "sub-agent of ", ...chain) : null,
+    `${t.agent} · `,
     el("a", { href: `#thread=${t.id}`, "data-open": t.id }, t.id), ` · ${ago(t.updated_at)}`);
+}
+
+// One request for every pending call of a thread: approve some, reject some.
+function batchCard(t) {
+  const rows = t.pending_approvals.map((call) => {
+    const pick = el("select", { "aria-label": `Verdict on ${call.call_id}`, "data-call": call.call_id },
+      el("option", { value: "approve" }, "approve"),
+      el("option", { value: "reject" }, "reject"));
+    return el("li", {}, pick, " ", el("code", {}, call.tool), ` [${call.call_id}]`);
+  });
+  const comment = el("textarea", {
+    placeholder: "Why the rejections? The agent reads this.", "aria-label": "Batch comment",
+  });
+  const send = el("button", { class: "primary", type: "button" }, "Send all verdicts");
+  const card = el("article", { class: "card batch", "data-thread": t.id },
+    el("h3", {}, `Answer all ${rows.length} calls at once`),
+    cardMeta(t), el("ul", {}, ...rows), comment, el("div", { class: "actions" }, send));
+  send.addEventListener("click", () => {
+    const note = comment.value.trim() || null;
+    const verdicts = [...card.querySelectorAll("select")].map((pick) => (
+      pick.value === "approve" ? { call_id: pick.dataset.call, approved: true }
+        : { call_id: pick.dataset.call, approved: false, comment: note }));
+    act(card, `/v1/threads/${t.id}/approvals`, { verdicts }, t.id);
+  });
+  return card;
 }
 
 function approvalCard(t, call) {

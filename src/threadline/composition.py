@@ -1,0 +1,186 @@
+"""Sub-agents as tools: child threads linked to their parent (factor 10, small agents).
+
+`Agent.as_tool()` makes a tool of kind `agent`. When a parent's call of it runs:
+
+1. the child thread is created in the same store, with the call's `task` as its first
+   message and its parent in its metadata (`parent_thread`, `parent_call`, and
+   `ancestors`: the chain from the root, each `{thread, agent, call}`). Its id is derived
+   from the parent's id and the call id, so a run repeated after a crash finds the child
+   it made instead of making a second one;
+2. the parent records `child_started`: the call is delegated, and while nothing else of
+   its answer can run the parent is `waiting`, held by no process (a durable wait);
+3. the child is advanced like any thread. When it ends, its outcome is appended to the
+   parent as the call's outcome: `done` -> `tool_result` (the final message), `escalated`
+   or `failed` -> `tool_error` (`SubAgentEscalated`), which escalates the parent too when
+   the tool says `on_escalation="escalate"`. Then the parent is advanced.
+
+A child waiting for a person (an approval, a question) leaves its ancestors waiting; the
+inbox shows it with its `ancestors`, and answering it resumes the child, then each parent
+in turn. Pausing or resuming a parent does the same to its running children.
+
+Replaying a parent never runs a child: `child_started` and the delivered outcome are
+recorded results, taken as they are.
+
+Invariants:
+    * A delegated call gets exactly one outcome: delivery checks the parent's call is still
+      pending and delegated to this very child, in the same append.
+    * Every child's advance, and every parent's after delivery, happens under a lease when
+      the caller holds one (workers, the server, the CLI), so no thread has two advancers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .errors import ThreadNotFound
+from .events import ChildStarted, Done, Event, Status, Thread, ToolError, ToolResult
+from .events.state import PendingCall
+from .stores.base import Lease
+from .tools import ESCALATED_CHILD, SubAgentTask, Tool
+
+if TYPE_CHECKING:
+    from .parallel import Tail
+    from .runtime import Runtime
+
+__all__ = ["ESCALATED_CHILD", "child_id", "children", "deliver", "outcome_events", "start_child"]
+
+_LEASE_TTL = 60.0
+"""Seconds of a lease taken on a child or a parent advanced along the tree."""
+
+
+def child_id(parent_id: str, call_id: str) -> str:
+    """The id of the child thread working on `call_id` of `parent_id` (stable)."""
+    digest = hashlib.sha256(f"{parent_id}:{call_id}".encode()).hexdigest()
+    return f"th_{digest[:28]}"
+
+
+def children(thread: Thread) -> list[str]:
+    """Ids of every child thread `thread` started, in the order it started them."""
+    return [e.thread_id for e in thread.events if isinstance(e, ChildStarted)]
+
+
+def _ancestry(parent: Thread, call_id: str) -> list[dict[str, str]]:
+    above = parent.metadata.get("ancestors")
+    chain = [dict(a) for a in above] if isinstance(above, list) else []
+    return [*chain, {"thread": parent.id, "agent": parent.agent, "call": call_id}]
+
+
+async def start_child(
+    runtime: Runtime, tail: Tail, call: PendingCall, tool: Tool, args: Any, lease: Lease | None
+) -> None:
+    """Run a sub-agent call of the thread at `tail`: create (or find) the child, record
+    `child_started`, advance the child, and deliver its outcome if it ended."""
+    sub = tool.sub_agent
+    if sub is None:  # only `agent` tools come here
+        raise TypeError(f"tool {tool.key} is not a sub-agent")
+    parent = tail.thread
+    cid = child_id(parent.id, call.call_id)
+    task = args.task if isinstance(args, SubAgentTask) else str(call.arguments.get("task", ""))
+    runtime.add_agent(sub.agent)
+    try:
+        await runtime.store.get(cid)
+    except ThreadNotFound:
+        await runtime.launch(
+            sub.agent,
+            task,
+            channel="agent",
+            sender=parent.agent,
+            metadata={
+                "parent_thread": parent.id,
+                "parent_call": call.call_id,
+                "ancestors": _ancestry(parent, call.call_id),
+            },
+            thread_id=cid,
+            advance=False,
+        )
+    parent = await tail.append(
+        lambda seq, at: [
+            ChildStarted(seq=seq, at=at, call_id=call.call_id, thread_id=cid, agent=sub.agent.name)
+        ],
+        lambda t: _still_pending(t, call.call_id, None),
+    )
+    if call.call_id not in parent.state.pending:
+        return  # someone resolved the call meanwhile (a rejection landed first)
+    await with_lease(runtime, cid, lease, lambda held: runtime.advance_only(cid, lease=held))
+    child = await runtime.store.load(cid)  # also when another holder advanced it
+    if child.status in _ENDED:
+        await tail.append(
+            lambda seq, at: outcome_events(child, call.call_id, tool.name, seq, at),
+            lambda t: _still_pending(t, call.call_id, cid),
+        )
+
+
+_ENDED = (Status.DONE, Status.ESCALATED, Status.FAILED)
+
+
+def _still_pending(thread: Thread, call_id: str, child: str | None) -> bool:
+    call = thread.state.pending.get(call_id)
+    return call is not None and call.child == child
+
+
+def outcome_events(child: Thread, call_id: str, tool: str, seq: int, at: datetime) -> list[Event]:
+    """The parent's outcome of a call whose child thread ended."""
+    last = child.events[-1]
+    if isinstance(last, Done) or child.status == Status.DONE:
+        message = last.message if isinstance(last, Done) else ""
+        return [ToolResult(seq=seq, at=at, call_id=call_id, tool=tool, result=message)]
+    reason = getattr(last, "reason", "") or child.state.last_error or child.status.value
+    return [
+        ToolError(
+            seq=seq,
+            at=at,
+            call_id=call_id,
+            tool=tool,
+            error_type=ESCALATED_CHILD,
+            message=f"sub-agent {child.agent} ({child.id}) {child.status.value}: {reason}",
+        )
+    ]
+
+
+async def deliver(runtime: Runtime, child: Thread, lease: Lease | None) -> None:
+    """`child` ended: append its outcome to its parent's call, then advance the parent (which
+    delivers further up when it ends). Nothing happens when the parent has moved on (the
+    call already has an outcome) or the child has no parent."""
+    parent_id = child.metadata.get("parent_thread")
+    call_id = child.metadata.get("parent_call")
+    if not isinstance(parent_id, str) or not isinstance(call_id, str):
+        return
+    try:
+        parent = await runtime.store.load(parent_id)
+    except ThreadNotFound:
+        return
+    call = parent.state.pending.get(call_id)
+    if call is None or call.child != child.id:
+        return
+    parent = await runtime.append_outcome(
+        parent,
+        lambda seq, at: outcome_events(child, call_id, call.tool, seq, at),
+        lambda t: _still_pending(t, call_id, child.id),
+    )
+    if parent.status == Status.RUNNING:
+        await with_lease(
+            runtime, parent_id, lease, lambda held: runtime.advance(parent_id, lease=held)
+        )
+
+
+async def with_lease(
+    runtime: Runtime,
+    thread_id: str,
+    lease: Lease | None,
+    advance: Callable[[Lease | None], Awaitable[Thread]],
+) -> Thread | None:
+    """`advance(None)` when the caller holds no lease; else lease `thread_id` for the same
+    owner, `advance(held)` and release it. None when another holder has the thread (that
+    holder advances it) or it is not runnable."""
+    if lease is None:
+        return await advance(None)
+    leases = await runtime.store.lease(lease.owner, ttl=_LEASE_TTL, thread_ids=[thread_id])
+    if not leases:
+        return None
+    try:
+        return await advance(leases[0])
+    finally:
+        await runtime.store.release(leases[0])

@@ -1,0 +1,118 @@
+"""The loop guard: a model repeating itself is told so instead of being obeyed (factor 9).
+
+Two repeats are refused, as an `invalid_output` the model reads next turn:
+
+* the same call (intent and arguments) in `Agent.max_repeated_calls` answers in a row
+  (default 3: the third identical answer is refused; the first two ran);
+* a call identical to one a person just rejected (within the answers the guard looks back
+  at, and since a person last wrote to the thread).
+
+A refusal is an error like any invalid output: if the model persists, the thread escalates
+after `Agent.max_consecutive_errors` of them, with the guard's reason as the last error.
+
+"In a row" counts the answers that made tool calls since the last message or answer from a
+person (`user_message`, `human_response`): new input may make the same call right again.
+Refused answers make no calls and do not break the row, so a model that repeats the
+refused call is refused again. Everything here is pure, read from the thread, so replay
+re-derives each refusal from the record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .events import (
+    Approval,
+    HumanResponse,
+    ModelCall,
+    Thread,
+    ToolCall,
+    UserMessage,
+    is_prefetch,
+)
+
+__all__ = ["CallHistory", "call_history", "repeat_reason"]
+
+
+def signature(tool: str, arguments: object) -> str:
+    """A call's identity for the guard: its tool and its arguments, key order ignored."""
+    return tool + "\x00" + json.dumps(arguments, sort_keys=True, default=str)
+
+
+@dataclass(frozen=True, slots=True)
+class CallHistory:
+    """What the guard needs from a thread.
+
+    Attributes:
+        answers: the call signatures of each recent answer that made calls, oldest first
+            (only as many as the guard looks at).
+        rejected: signature -> the person's comment, for calls rejected since a person
+            last wrote.
+    """
+
+    answers: tuple[frozenset[str], ...] = ()
+    rejected: dict[str, str | None] = field(default_factory=dict)
+
+
+_MIN_DEPTH = 3
+"""Answers looked back at least (for rejected calls, when the repeat check is off)."""
+
+
+def call_history(thread: Thread, depth: int) -> CallHistory:
+    """The last `depth` answers with calls (at least 3), and the calls rejected within
+    them, since a person last wrote to `thread`. O(events of those answers)."""
+    answers: list[set[str]] = []
+    rejected_ids: dict[str, str | None] = {}
+    calls: dict[str, str] = {}
+    current: set[str] = set()
+    for event in reversed(thread.events):
+        if isinstance(event, UserMessage | HumanResponse):
+            break
+        if isinstance(event, ToolCall) and not is_prefetch(event):
+            sig = signature(event.tool, event.arguments)
+            calls[event.call_id] = sig
+            current.add(sig)
+        elif isinstance(event, ModelCall):
+            if current:
+                answers.append(current)
+                if len(answers) >= max(depth, _MIN_DEPTH):
+                    break  # bounded scan: older rejections are not "just" rejected
+            current = set()
+        elif isinstance(event, Approval) and not event.approved:
+            rejected_ids.setdefault(event.call_id, event.comment)
+    rejected = {calls[cid]: note for cid, note in rejected_ids.items() if cid in calls}
+    return CallHistory(tuple(frozenset(a) for a in reversed(answers)), rejected)
+
+
+def repeat_reason(
+    history: CallHistory, calls: Sequence[ToolCall], max_repeated: int, exempt: frozenset[str]
+) -> str | None:
+    """Why the calls of a new answer are refused as repeats, or None.
+
+    Args:
+        calls: the answer's validated calls.
+        max_repeated: `Agent.max_repeated_calls` (0: only rejected calls are refused).
+        exempt: tool names never refused as repeats (finishing, asking a person).
+    """
+    window = history.answers[-(max_repeated - 1) :] if max_repeated > 1 else ()
+    for call in calls:
+        if call.tool in exempt:
+            continue
+        sig = signature(call.tool, call.arguments)
+        if sig in history.rejected:
+            note = history.rejected[sig]
+            said = f' (they said: "{note}")' if note else ""
+            return (
+                f"a person rejected exactly this call: {call.tool} with these arguments{said}; "
+                "do not propose it again unchanged: change what they objected to, choose "
+                "another intent, or ask with request_more_information"
+            )
+        if window and len(window) == max_repeated - 1 and all(sig in a for a in window):
+            return (
+                f"repeated call: {call.tool} with the same arguments {max_repeated} times in a "
+                "row; its outcome is already in the thread: use it, choose another intent, or "
+                "finish with done_for_now"
+            )
+    return None

@@ -1,0 +1,202 @@
+"""Sub-agents as tools (issue 13): child threads linked to their parent, durable waits,
+approvals deep in the tree, escalation, pause cascades and replay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from threadline import (
+    Agent,
+    MemoryStore,
+    Runtime,
+    SQLiteStore,
+    Status,
+    Thread,
+    advance_exclusively,
+    replay_thread,
+    tool,
+)
+from threadline.composition import child_id, children
+from threadline.testing import ScriptedModel, intent
+from threadline.wire import thread_out
+
+POSTED: list[int] = []
+
+
+@tool(side_effects=True, approval="always")
+def post_entry(amount: int) -> str:
+    """Post an entry to the ledger (needs approval)."""
+    POSTED.append(amount)
+    return f"posted {amount}"
+
+
+def _tree(**child_options: Any) -> tuple[Agent, Agent, Agent]:
+    """coordinator -> accounts -> ledger; the ledger's entry needs approval."""
+    ledger = Agent(
+        "ledger",
+        tools=[post_entry],
+        model=ScriptedModel(
+            [intent("post_entry", amount=5), intent("done_for_now", message="entry of 5 posted")]
+        ),
+    )
+    accounts = Agent(
+        "accounts",
+        tools=[ledger.as_tool()],
+        model=ScriptedModel(
+            [
+                intent("ledger", task="post an entry of 5"),
+                intent("done_for_now", message="booked: entry of 5 posted"),
+            ]
+        ),
+    )
+    coordinator = Agent(
+        "coordinator",
+        tools=[accounts.as_tool(**child_options)],
+        model=ScriptedModel(
+            [
+                intent("accounts", task="book 5"),
+                intent("done_for_now", message="all done: booked"),
+            ]
+        ),
+    )
+    return coordinator, accounts, ledger
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    POSTED.clear()
+
+
+async def _three(rt: Runtime, root: Thread) -> tuple[Thread, Thread, Thread]:
+    (child,) = children(await rt.store.load(root.id))
+    (grandchild,) = children(await rt.store.load(child))
+    return (
+        await rt.store.load(root.id),
+        await rt.store.load(child),
+        await rt.store.load(grandchild),
+    )
+
+
+async def test_an_approval_deep_in_the_tree_resumes_all_three_to_done(tmp_path: Path) -> None:
+    coordinator, accounts, ledger = _tree()
+    async with SQLiteStore(tmp_path / "t.db") as store:
+        rt = Runtime(store, agents=[coordinator])
+        assert set(rt.agents) == {"coordinator", "accounts", "ledger"}
+        root = await rt.launch(coordinator, "book 5")
+        parent, child, grandchild = await _three(rt, root)
+        assert (parent.status, child.status, grandchild.status) == (
+            Status.WAITING,
+            Status.WAITING,
+            Status.AWAITING_APPROVAL,
+        )
+        assert child.id == child_id(parent.id, parent.events[2].call_id)
+        assert child.metadata["parent_thread"] == parent.id
+        assert grandchild.metadata["parent_thread"] == child.id
+        assert child.events[0].text == "book 5" and child.events[0].channel == "agent"
+        shown = thread_out(grandchild)
+        assert [(a.thread, a.agent) for a in shown.ancestors] == [
+            (parent.id, "coordinator"),
+            (child.id, "accounts"),
+        ]
+        assert thread_out(parent).children == [child.id]
+        # waiting parents hold no lease and are not runnable: nothing leases them
+        assert await store.lease("w", ttl=30, limit=10) == []
+
+        (call,) = grandchild.state.pending
+        await rt.approve(grandchild.id, call, by="ana")
+        assert await advance_exclusively(rt, grandchild.id)  # under a lease, as the server
+        parent, child, grandchild = await _three(rt, root)
+        assert [t.status for t in (parent, child, grandchild)] == [Status.DONE] * 3
+        assert POSTED == [5]
+        results = [e for e in parent.events if e.kind == "tool_result"]
+        assert [r.result for r in results] == ["booked: entry of 5 posted"]
+        assert [r.result for r in child.events if r.kind == "tool_result"] == ["entry of 5 posted"]
+        assert parent.events[-1].message == "all done: booked"
+        for agent, thread in ((coordinator, parent), (accounts, child), (ledger, grandchild)):
+            derived = replay_thread(agent, thread)
+            assert [e.model_dump() for e in derived.events] == [
+                e.model_dump() for e in thread.events
+            ]
+
+
+async def test_without_a_lease_the_answer_resumes_the_tree_in_process() -> None:
+    coordinator, _, _ = _tree()
+    rt = Runtime(MemoryStore(), agents=[coordinator])
+    root = await rt.launch(coordinator, "book 5")
+    _, _, grandchild = await _three(rt, root)
+    await rt.approve(grandchild.id, next(iter(grandchild.state.pending)))
+    await rt.advance(grandchild.id)
+    parent, child, grandchild = await _three(rt, root)
+    assert [t.status for t in (parent, child, grandchild)] == [Status.DONE] * 3
+
+
+async def test_a_sub_agent_that_escalates_reaches_its_parent_as_configured() -> None:
+    for mode, expected in (("error", Status.DONE), ("escalate", Status.ESCALATED)):
+        failing = Agent(
+            "failing",
+            tools=[],
+            max_consecutive_errors=1,
+            model=ScriptedModel(["not json"]),
+        )
+        parent_agent = Agent(
+            "boss",
+            tools=[failing.as_tool(on_escalation=mode)],  # type: ignore[arg-type]
+            model=ScriptedModel(
+                [intent("failing", task="try"), intent("done_for_now", message="it failed")]
+            ),
+        )
+        rt = Runtime(MemoryStore(), agents=[parent_agent])
+        parent = await rt.launch(parent_agent, "go")
+        (child,) = children(parent)
+        assert (await rt.store.load(child)).status == Status.ESCALATED
+        assert parent.status == expected, mode
+        (error,) = [e for e in parent.events if e.kind == "tool_error"]
+        assert error.error_type == "SubAgentEscalated" and "escalated" in error.message
+        replay_thread(parent_agent, parent)
+
+
+async def test_pausing_a_parent_pauses_its_children_and_resuming_resumes_them() -> None:
+    coordinator, _, _ = _tree()
+    rt = Runtime(MemoryStore(), agents=[coordinator])
+    root = await rt.launch(coordinator, "book 5")
+    await rt.pause(root.id, by="ops")
+    parent, child, grandchild = await _three(rt, root)
+    assert [t.status for t in (parent, child, grandchild)] == [Status.PAUSED] * 3
+    await rt.resume(root.id, by="ops")
+    parent, child, grandchild = await _three(rt, root)
+    assert (parent.status, child.status, grandchild.status) == (
+        Status.WAITING,
+        Status.WAITING,
+        Status.AWAITING_APPROVAL,
+    )
+
+
+async def test_two_sub_agents_of_one_answer_run_and_both_results_come_back() -> None:
+    def helper(name: str) -> Agent:
+        return Agent(
+            name,
+            tools=[],
+            model=ScriptedModel([intent("done_for_now", message=f"{name} says hi")]),
+        )
+
+    a, b = helper("alpha"), helper("beta")
+    boss = Agent(
+        "boss",
+        tools=[a.as_tool(), b.as_tool()],
+        model=ScriptedModel(
+            [
+                [intent("alpha", task="greet"), intent("beta", task="greet")],
+                intent("done_for_now", message="both greeted"),
+            ]
+        ),
+    )
+    rt = Runtime(MemoryStore(), agents=[boss])
+    thread = await rt.launch(boss, "greet twice")
+    assert thread.status == Status.DONE
+    results = sorted(e.result for e in thread.events if e.kind == "tool_result")
+    assert results == ["alpha says hi", "beta says hi"]
+    assert len(children(thread)) == 2
+    replay_thread(boss, thread)

@@ -1,0 +1,112 @@
+"""The loop guard (issue 13): repeats and rejected calls are refused, then escalate."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import pytest
+
+from threadline import Agent, MemoryStore, Runtime, Status, replay_thread
+from threadline.testing import ScriptedModel, intent
+
+STAGING = intent("deploy_backend", tag="v1.5.0", environment="staging")
+
+
+async def test_the_same_deploy_three_times_in_a_row_is_refused_then_escalates(
+    deploybot: ModuleType,
+) -> None:
+    model = ScriptedModel([STAGING] * 8)
+    rt = Runtime(MemoryStore(), model=model)
+    thread = await rt.launch(deploybot.agent, "deploy the latest tag to staging")
+    assert thread.status == Status.ESCALATED
+    assert len(deploybot.DEPLOYMENTS) == 2  # the first two ran; the third never did
+    invalid = [e for e in thread.events if e.kind == "invalid_output"]
+    assert len(invalid) == 3 and len(model.contexts) == 5
+    assert all(
+        "deploy_backend with the same arguments 3 times in a row" in e.reason for e in invalid
+    )
+    assert "repeated call" in thread.events[-1].details["last_error"]
+    assert "3 times in a row" in model.contexts[3].as_text()  # the model was told
+    replay_thread(deploybot.agent, thread)
+
+
+async def test_a_call_a_person_rejected_is_refused_until_the_model_changes_it(
+    deploybot: ModuleType,
+) -> None:
+    prod = intent("deploy_backend", tag="v1.5.0", environment="production")
+    model = ScriptedModel(
+        [prod, prod, STAGING, intent("done_for_now", message="deployed to staging instead")]
+    )
+    rt = Runtime(MemoryStore(), model=model)
+    thread = await rt.launch(deploybot.agent, "deploy the latest")
+    (call_id,) = thread.state.pending
+    await rt.approve(thread.id, call_id, approved=False, comment="not production today")
+    thread = await rt.advance(thread.id)
+    assert thread.status == Status.DONE
+    (refused,) = [e for e in thread.events if e.kind == "invalid_output"]
+    assert "a person rejected exactly this call" in refused.reason
+    assert "not production today" in refused.reason
+    assert [d["environment"] for d in deploybot.DEPLOYMENTS] == ["staging"]
+    assert [e.kind for e in thread.events].count("approval_requested") == 1
+    replay_thread(deploybot.agent, thread)
+
+
+async def test_a_new_message_from_a_person_starts_a_new_row(deploybot: ModuleType) -> None:
+    done = intent("done_for_now", message="ok")
+    model = ScriptedModel([STAGING, STAGING, done, STAGING, done])
+    rt = Runtime(MemoryStore(), model=model)
+    thread = await rt.launch(deploybot.agent, "deploy to staging, twice")
+    assert thread.status == Status.DONE
+    await rt.message(thread.id, "and once more please")
+    thread = await rt.advance(thread.id)
+    assert thread.status == Status.DONE
+    assert "invalid_output" not in [e.kind for e in thread.events]
+    assert len(deploybot.DEPLOYMENTS) == 3
+
+
+@pytest.mark.parametrize(("limit", "refused"), [(0, 0), (2, 2), (4, 0)])
+async def test_the_limit_is_the_agent_s(deploybot: ModuleType, limit: int, refused: int) -> None:
+    base = deploybot.agent
+    agent = Agent(
+        "deploybot",
+        tools=[base.registry.get(n) for n in ("list_git_tags", "deploy_backend")],
+        max_repeated_calls=limit,
+    )
+    model = ScriptedModel([STAGING] * 3 + [intent("done_for_now", message="ok")] * 3)
+    thread = await Runtime(MemoryStore(), model=model).launch(agent, "deploy")
+    invalid = [e for e in thread.events if e.kind == "invalid_output"]
+    assert len(invalid) == refused
+
+
+def test_one_repeat_allowed_makes_no_sense() -> None:
+    from threadline import ConfigError
+
+    with pytest.raises(ConfigError, match="max_repeated_calls"):
+        Agent("a", max_repeated_calls=1)
+
+
+@pytest.mark.local_model
+async def test_the_tiny_local_model_repeating_its_deploy_is_stopped(deploybot: ModuleType) -> None:
+    """The real failure: SmolLM2-135M (out of process) deploys to staging again and again."""
+    pytest.importorskip("llama_cpp", reason="needs threadline[local] (llama-cpp-python)")
+    from threadline.models.registry import resolve_model
+
+    model = resolve_model("local:smollm2")
+    try:
+        rt = Runtime(MemoryStore(), model=model)
+        thread = await rt.launch(deploybot.agent, "deploy the latest tag of the backend to staging")
+    finally:
+        close = getattr(model, "aclose", None)
+        if close is not None:
+            await close()
+    calls = [e for e in thread.events if e.kind == "tool_call" and e.tool == "deploy_backend"]
+    report = [(e.kind, getattr(e, "reason", getattr(e, "arguments", ""))) for e in thread.events]
+    assert calls, report
+    assert len(deploybot.DEPLOYMENTS) <= 2, report  # never a third identical deploy
+    refused = [e for e in thread.events if e.kind == "invalid_output" and "in a row" in e.reason]
+    if thread.status == Status.ESCALATED:
+        assert refused, report  # it escalated because it kept repeating, not by step limit
+        assert thread.state.run_steps < deploybot.agent.max_steps
+    else:
+        assert thread.status == Status.DONE, report
+    replay_thread(deploybot.agent, thread)
