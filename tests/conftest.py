@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pg_support import pg_schema, postgres_url  # noqa: E402
 
-__all__ = ["calculator", "deploybot", "load_example", "pg_schema", "postgres_url"]
+__all__ = ["calculator", "deploybot", "load_example", "multi_agent", "pg_schema", "postgres_url"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,4 +38,11 @@ def calculator() -> ModuleType:
 def deploybot() -> ModuleType:
     module = load_example("deploybot")
     module.DEPLOYMENTS.clear()
+    return module
+
+
+@pytest.fixture
+def multi_agent() -> ModuleType:
+    module = load_example("multi_agent")
+    module.REFUNDS.clear()
     return module

@@ -5,21 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
-from conftest import load_example
 from threadline import Runtime, SQLiteStore, Status, replay_thread
 from threadline.composition import children
 from threadline.models.base import Context
 from threadline.testing import FunctionModel, intent
 from threadline.wire import thread_out
-
-
-@pytest.fixture
-def multi_agent() -> ModuleType:
-    module = load_example("multi_agent")
-    module.REFUNDS.clear()
-    return module
 
 
 def _answer(context: Context) -> object:
