@@ -99,6 +99,7 @@ def start_server(
     config: ServerConfig | None = None,
     keys: dict[str, list[str]] | None = None,
     host: str = "127.0.0.1",
+    channels: Any = None,
 ) -> LiveServer:
     db_path = tmp_path / "threads.db"
     created: dict[str, str] = {}
@@ -116,6 +117,7 @@ def start_server(
         lambda observers: Runtime(
             SQLiteStore(db_path), agents=agents, model=model, observers=observers
         ),
+        channels=channels,
     )
     app = create_app(services)
     uv = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on"))

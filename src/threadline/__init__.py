@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from .agent import Agent, intent_schema
+from .agent import Agent, ApprovalExpiry, intent_schema
 from .context import (
     ContextBudget,
     ContextSettings,
@@ -64,6 +64,7 @@ from .worker import Worker, advance_exclusively
 __all__ = [
     "Agent",
     "AppendConflict",
+    "ApprovalExpiry",
     "AwaitApproval",
     "AwaitHuman",
     "CallModel",

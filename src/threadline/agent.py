@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from .context.settings import ContextSettings
@@ -26,13 +27,52 @@ if TYPE_CHECKING:
     from .events import Thread
     from .models.base import Context, Model
 
-__all__ = ["Agent", "Approvers", "ContextSettings", "intent_schema"]
+__all__ = [
+    "Agent",
+    "ApprovalExpiry",
+    "Approvers",
+    "ContextSettings",
+    "Routes",
+    "intent_schema",
+]
 
 RenderFunction = Callable[["Agent", "Thread"], "Context"]
 """A user's own rendering: `(agent, thread) -> Context` (it owns format and budget)."""
 
 Approvers = Sequence[str] | Mapping[str, Sequence[str]]
 """Who may answer approvals: names for every tool, or tool name (or `"*"`) -> names."""
+
+Routes = Mapping[str, str | Sequence[str]]
+"""Where a thread's notices go, by kind (`approval`, `question`, `answer`, `escalation`):
+targets like `"slack:#oncall"`, `"email:ops@example.com"`, or `"origin"` (where the thread
+came from: the default for every kind). See docs/channels.md."""
+
+ROUTE_KINDS = frozenset({"approval", "question", "answer", "escalation"})
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalExpiry:
+    """What happens to an approval nobody answers (channels send the reminders).
+
+    Attributes:
+        after: how long the approval stays open.
+        reminders: how long *before* the expiry to remind where the approval was sent
+            (e.g. `(timedelta(minutes=10),)`).
+        then: `reject` the call (the model hears "nobody approved in time") or
+            `escalate` (send an escalation notice and keep the approval open).
+    """
+
+    after: timedelta
+    reminders: tuple[timedelta, ...] = ()
+    then: Literal["reject", "escalate"] = "reject"
+
+    def __post_init__(self) -> None:
+        if self.after <= timedelta(0):
+            raise ConfigError("ApprovalExpiry.after must be positive")
+        if self.then not in ("reject", "escalate"):
+            raise ConfigError("ApprovalExpiry.then must be 'reject' or 'escalate'")
+        if any(r <= timedelta(0) or r >= self.after for r in self.reminders):
+            raise ConfigError("each reminder must be a positive time before the expiry")
 
 
 @dataclass(eq=False)
@@ -64,6 +104,10 @@ class Agent:
         max_repeated_calls: the same call (intent and arguments) in this many answers in a
             row is refused as an `invalid_output` telling the model so (then escalates if
             it persists, as any repeated error); 0 turns the loop guard off.
+        routes: where notices of each kind go (`{"approval": "slack:#oncall"}`); a
+            thread answers where it came from unless a kind is routed here.
+        approval_expiry: an `ApprovalExpiry` for every tool, or tool name (or `"*"`) ->
+            `ApprovalExpiry`: approvals nobody answers in time are rejected or escalated.
 
     Invariants:
         * `registry` holds every tool version the agent knows; the model is shown only the
@@ -84,6 +128,8 @@ class Agent:
     max_parallel_tools: int = 4
     resource_keys: Mapping[str, str | Callable[[Any], str]] = field(default_factory=dict)
     max_repeated_calls: int = 3
+    routes: Routes = field(default_factory=dict)
+    approval_expiry: ApprovalExpiry | Mapping[str, ApprovalExpiry] | None = None
     registry: ToolRegistry = field(init=False)
     _output_schema: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
@@ -105,6 +151,12 @@ class Agent:
             )
         if isinstance(self.approvers, str):
             raise ConfigError(f"agent {self.name}: approvers must be a list of names or a mapping")
+        unknown = set(self.routes) - ROUTE_KINDS
+        if unknown:
+            raise ConfigError(
+                f"agent {self.name}: routes for unknown kinds {sorted(unknown)}; "
+                f"use {', '.join(sorted(ROUTE_KINDS))}"
+            )
         tools = list(self.tools)
         if self.human_tools:
             names = {t.name for t in tools}
@@ -184,6 +236,13 @@ class Agent:
         table = self.approvers
         names = table.get(tool, table.get("*", ())) if isinstance(table, Mapping) else table
         return tuple(str(n) for n in names)
+
+    def expiry_for(self, tool: str) -> ApprovalExpiry | None:
+        """How an approval of `tool` expires (None: it waits as long as it takes)."""
+        table = self.approval_expiry
+        if table is None or isinstance(table, ApprovalExpiry):
+            return table
+        return table.get(tool, table.get("*"))
 
 
 def intent_schema(tools: Sequence[Tool]) -> dict[str, Any]:

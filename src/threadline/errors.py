@@ -19,6 +19,7 @@ Errors (something is wrong; callers catch these)::
     ├── RemoteToolError          a remote tool (MCP) answered with an error result
     ├── ReplayDivergence         replaying a thread produced a different event (names the seq)
     ├── RetrievalError           the retrieval index is unreachable or refused a request
+    ├── ChannelError             a channel (Slack, email) could not send; carries `retryable`
     ├── ModelError               a provider failed (after retries); carries `retryable`
     │   ├── CircuitOpen          the provider's circuit breaker is open: the thread waits
     │   └── InvalidRequest       the provider says the request itself is invalid: never retried
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 __all__ = [
     "AppendConflict",
+    "ChannelError",
     "CircuitOpen",
     "ConfigError",
     "CorruptEvent",
@@ -308,3 +310,15 @@ class ToolOutcomeUnknown(ToolSignal):
     the facts instead of re-sending the call. From an idempotent tool or one without side
     effects it is recorded as a retryable error (running it again is safe).
     """
+
+
+class ChannelError(ThreadlineError):
+    """A channel (Slack, email, ...) could not send a notice.
+
+    `retryable` False means retrying cannot help (a bad token, an unknown conversation):
+    the outbox marks the notice failed at once instead of trying again later.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable

@@ -182,6 +182,31 @@ class HumanActions:
             channel=channel,
         )
 
+    async def expire_approval(self, thread_id: str, call_id: str, *, reason: str) -> Thread:
+        """Reject a pending approval nobody answered in time (`ApprovalExpiry`): written
+        by no one, through channel `expiry`, with `reason` as the comment the model sees.
+
+        Raises:
+            InvalidAction: the call is no longer awaiting approval (someone answered).
+        """
+
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            call = thread.state.pending.get(call_id)
+            if call is None or call.approval != "requested":
+                raise InvalidAction(f"call {call_id!r} of thread {thread_id} was answered")
+            return [
+                Approval(
+                    seq=seq,
+                    at=at,
+                    call_id=call_id,
+                    approved=False,
+                    comment=reason,
+                    channel="expiry",
+                )
+            ]
+
+        return await self._act(thread_id, build)
+
     async def respond(
         self,
         thread_id: str,

@@ -50,3 +50,6 @@ class Settings(BaseSettings):
     # is off; open to scrapers unless `metrics_auth` (then a key with the `read` scope).
     metrics: bool = True
     metrics_auth: bool = False
+    # Channels (docs/channels.md): which run in `threadline serve`, comma separated
+    # (`slack,email`); each reads its own THREADLINE_SLACK_* / THREADLINE_EMAIL_* variables.
+    channels: str = ""

@@ -39,10 +39,11 @@ def test_the_runtime_is_born_with_the_server_observers() -> None:
     config = ServerConfig(notify_url="http://127.0.0.1:9/hook", webhook_secret="s3cret")
     services = Services.build(config, make_runtime)
     assert services.notifier is not None
-    assert given == [[services.feed, services.notifier, services.metrics]]
+    born = [services.feed, services.notifier, services.metrics, services.dispatcher]
+    assert given == [born]
     app = create_app(services)
     # Building the app adds nothing to the runtime, and keeps one thing in app.state.
-    assert services.runtime.observers == [services.feed, services.notifier, services.metrics]
+    assert services.runtime.observers == born
     assert app.state._state == {"services": services}
 
 

@@ -96,7 +96,18 @@ async def test_migrated_databases_have_the_same_tables_and_columns(
 ) -> None:
     lite, lite_indexes = await _sqlite_columns(tmp_path / "m.db")
     pg, pg_indexes = await _postgres_columns(postgres_url, pg_schema)
-    assert set(lite) == set(pg) == {"threads", "events", "api_keys", "webhook_deliveries"}
+    assert (
+        set(lite)
+        == set(pg)
+        == {
+            "threads",
+            "events",
+            "api_keys",
+            "webhook_deliveries",
+            "channel_outbox",
+            "channel_conversations",
+        }
+    )
     for table, columns in pg.items():
         assert set(lite[table]) == set(columns), table
         for name, (pg_type, pg_nullable) in columns.items():

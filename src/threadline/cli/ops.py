@@ -104,7 +104,15 @@ def worker(
         raise ConfigError("no agents: pass --agent path.py:name")
     agents = [a for a, _ in load_agents(refs).values()]
     cfg = settings(locked)
-    runtime = open_runtime(cfg, agents, with_model=any(a.model is None for a in agents))
+    # Threads this worker advances tell people on the configured channels (the outbox
+    # records each notice; a server's sweep sends what a stopped worker left).
+    from ..channels import Dispatcher, open_channels
+
+    dispatcher = Dispatcher(open_channels(cfg.channels, agents=[a.name for a in agents]))
+    runtime = open_runtime(
+        cfg, agents, observers=[dispatcher], with_model=any(a.model is None for a in agents)
+    )
+    dispatcher.bind(runtime)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

@@ -125,8 +125,13 @@ def serve(
     # Fail here, in one line, if the store is unreachable or its schema is older than this
     # code (SchemaOutOfDate names `threadline db migrate`), not inside uvicorn's start-up.
     run_async(_check_store(cfg.store))
+    from ..channels import open_channels
+
+    channels = open_channels(cfg.channels, agents=[a.name for a in agents])
     services = Services.build(
-        server_config, lambda observers: open_runtime(cfg, agents, observers=observers)
+        server_config,
+        lambda observers: open_runtime(cfg, agents, observers=observers),
+        channels=channels,
     )
     fastapi_app = create_app(services)
     if not no_auth and not run_async(_has_keys(cfg.store)):
@@ -140,7 +145,8 @@ def serve(
     err_console.print(
         f"threadline serving [bold]{names}[/] on {public_url} "
         f"(store {_redact_url(cfg.store)}, model {cfg.model}"
-        f"{', API only' if no_worker else ''}{', no auth' if no_auth else ''}); "
+        f"{', API only' if no_worker else ''}{', no auth' if no_auth else ''}"
+        f"{', channels ' + ', '.join(channels) if channels else ''}); "
         f"inbox: {public_url}/ui/",
         highlight=False,
         soft_wrap=True,

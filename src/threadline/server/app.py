@@ -7,7 +7,8 @@ built at start-up (see `services.py`). Each router is one concern:
     routers/events.py     the event kinds and their labels (declared by the event classes)
     routers/humans.py     the inbox, approvals, answers, messages
     routers/webhooks.py   signed inbound deliveries (no API key)
-    routers/channels.py   where channels mount (Slack, email, cron)
+    routers/channels.py   the channel list; each channel's own routes mount under
+                          /v1/channels/<name> (`threadline.channels`)
     routers/health.py     /healthz, /readyz
     routers/metrics.py    /metrics (Prometheus; no API key unless metrics_auth)
     routers/ui.py         / and the web page under /ui/
@@ -68,6 +69,10 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services  # read by `deps.services`, the routes' one dependency
     for router in API_ROUTERS:
         app.include_router(router, dependencies=[bearer], responses=PROBLEM_RESPONSES)
+    for name, channel in services.channels.items():
+        inbound = channel.router(services.hub_or_fail())
+        if inbound is not None:  # verified by the channel's own signatures, not API keys
+            app.include_router(inbound, prefix=f"/v1/channels/{name}", tags=["channels"])
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(ui.router)

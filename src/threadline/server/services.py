@@ -15,12 +15,15 @@ dependency (`deps.py`); the app's lifespan is the services' `lifespan`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..channels import Channel, Dispatcher, Hub
 from ..errors import ConfigError
 from ..observability.metrics import RuntimeMetrics
 from ..runtime import Observer, Runtime
@@ -71,6 +74,8 @@ class ServerConfig:
     close_store: bool = True
     metrics: bool = True
     metrics_auth: bool = False
+    channel_sweep_interval: float = 1.0
+    """Seconds between passes over the channel outbox (reminders, expiries, retries)."""
 
 
 class Lifecycle:
@@ -104,6 +109,13 @@ class Services:
     """The inbound webhook deliveries already received."""
     metrics: RuntimeMetrics | None = None
     """The Prometheus metrics of this process's runtime (None when turned off)."""
+    channels: Mapping[str, Channel] = field(default_factory=dict)
+    """The channels this server runs (`THREADLINE_CHANNELS`), mounted under
+    /v1/channels/<name>."""
+    dispatcher: Dispatcher | None = None
+    """Sends notices on the channels (and acts on approval expiries) via the outbox."""
+    hub: Hub | None = None
+    """What the channels' inbound side acts through."""
 
     @property
     def store(self) -> Store:
@@ -111,9 +123,15 @@ class Services:
 
     @classmethod
     def build(
-        cls, config: ServerConfig, make_runtime: Callable[[Sequence[Observer]], Runtime]
+        cls,
+        config: ServerConfig,
+        make_runtime: Callable[[Sequence[Observer]], Runtime],
+        *,
+        channels: Mapping[str, Channel] | None = None,
     ) -> Services:
-        """Create the feed and notifier, then the runtime (given them as its observers).
+        """Create the feed, notifier and channel dispatcher, then the runtime (given them
+        as its observers). The dispatcher always runs: approval expiries need it even
+        with no channel configured.
 
         Raises:
             ConfigError: notifications are configured without a secret to sign them.
@@ -125,10 +143,13 @@ class Services:
         if config.notify_url and config.webhook_secret:
             notifier = Notifier(config.notify_url, config.webhook_secret, config.public_url)
         metrics = RuntimeMetrics() if config.metrics else None
+        dispatcher = Dispatcher(channels or {})
         observers: list[Observer] = [feed]
         observers += [o for o in (notifier, metrics) if o is not None]
+        observers.append(dispatcher)
         runtime = make_runtime(observers)
         runner = ThreadRunner(runtime, enabled=config.worker, concurrency=config.concurrency)
+        dispatcher.bind(runtime, runner.kick)
         return cls(
             config=config,
             runtime=runtime,
@@ -139,6 +160,9 @@ class Services:
             keys=key_store(runtime.store),
             deliveries=delivery_log(runtime.store),
             metrics=metrics,
+            channels=dict(channels or {}),
+            dispatcher=dispatcher,
+            hub=Hub(runtime, runner.kick),
         )
 
     def closing(self) -> bool:
@@ -169,11 +193,29 @@ class Services:
         self.runner.start_timers()
         if resumed:
             log.info("resuming %d thread(s) left running by a previous process", resumed)
+        started: list[Channel] = []
+        sweeper: asyncio.Task[None] | None = None
         try:
+            for channel in self.channels.values():
+                await channel.start(self.hub_or_fail())
+                started.append(channel)
+            if self.dispatcher is not None:
+                sweeper = asyncio.get_running_loop().create_task(
+                    self._sweep_outbox(self.dispatcher), name="channel outbox"
+                )
             yield
         finally:
             self.lifecycle.begin_shutdown()
             self.feed.wake_all()
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            for channel in started:
+                try:
+                    await channel.stop()
+                except Exception:
+                    log.exception("stopping channel %s failed", channel.name)
             if not await self.runner.drain(self.config.drain_timeout):
                 log.warning(
                     "shutdown: some steps did not finish in %.0fs; their threads "
@@ -182,5 +224,22 @@ class Services:
                 )
             if self.notifier is not None:
                 await self.notifier.aclose()
+            if self.dispatcher is not None:
+                await self.dispatcher.aclose()
             if self.config.close_store:
                 await self.store.close()
+
+    def hub_or_fail(self) -> Hub:
+        if self.hub is None:
+            raise ConfigError("services were built without a channel hub (use Services.build)")
+        return self.hub
+
+    async def _sweep_outbox(self, dispatcher: Dispatcher) -> None:
+        """Send due channel notices, reminders, retries and expiries until shutdown."""
+        while not self.closing():
+            try:
+                while await dispatcher.sweep() and not self.closing():
+                    pass
+            except Exception as exc:  # the store away for a moment: try again next pass
+                log.warning("channel outbox pass failed: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(self.config.channel_sweep_interval)

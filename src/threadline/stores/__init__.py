@@ -6,6 +6,7 @@ from ..errors import ConfigError, StoreError
 from .base import Lease, Page, Store, ThreadSummary, new_thread_id
 from .keys import ApiKey, DeliveryLog, KeyStore
 from .memory import MemoryStore
+from .outbox import Outbox, OutboxEntry
 from .sql import SQLStore
 from .sqlite import SQLiteStore
 
@@ -15,6 +16,8 @@ __all__ = [
     "KeyStore",
     "Lease",
     "MemoryStore",
+    "Outbox",
+    "OutboxEntry",
     "Page",
     "SQLStore",
     "SQLiteStore",
@@ -24,6 +27,7 @@ __all__ = [
     "key_store",
     "new_thread_id",
     "open_store",
+    "outbox",
 ]
 
 
@@ -55,3 +59,10 @@ def delivery_log(store: Store) -> DeliveryLog:
     if isinstance(store, SQLStore | MemoryStore):
         return store.deliveries
     raise StoreError(f"{type(store).__name__} remembers no webhook deliveries")
+
+
+def outbox(store: Store) -> Outbox:
+    """The channel outbox and conversation links beside `store`'s threads."""
+    if isinstance(store, SQLStore | MemoryStore):
+        return store.outbox
+    raise StoreError(f"{type(store).__name__} keeps no channel outbox")

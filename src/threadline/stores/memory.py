@@ -22,6 +22,7 @@ from .base import (
     page_of,
 )
 from .keys import MemoryDeliveryLog, MemoryKeyStore
+from .outbox import MemoryOutbox
 
 __all__ = ["MemoryStore"]
 
@@ -40,6 +41,8 @@ class MemoryStore(Store):
         """API keys beside the threads (`threadline.stores.key_store`)."""
         self.deliveries = MemoryDeliveryLog()
         """Webhook delivery ids beside the threads (`threadline.stores.delivery_log`)."""
+        self.outbox = MemoryOutbox()
+        """Channel notices to send beside the threads (`threadline.stores.outbox`)."""
 
     async def create(self, thread: Thread) -> None:
         async with self._lock:

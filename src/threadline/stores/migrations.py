@@ -69,6 +69,36 @@ SQLITE_MIGRATIONS: list[Migration] = [
         CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at);
         """,
     ),
+    (
+        3,
+        "channel outbox and conversations",
+        """
+        CREATE TABLE channel_outbox (
+            id TEXT PRIMARY KEY,
+            thread_id TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            body TEXT NOT NULL,
+            status TEXT NOT NULL,
+            due_at TEXT NOT NULL,
+            claimed_until TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            ref TEXT,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            sent_at TEXT
+        );
+        CREATE INDEX channel_outbox_due ON channel_outbox (status, due_at);
+        CREATE INDEX channel_outbox_topic ON channel_outbox (thread_id, topic);
+        CREATE TABLE channel_conversations (
+            channel TEXT NOT NULL,
+            conversation TEXT NOT NULL,
+            thread_id TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (channel, conversation)
+        );
+        """,
+    ),
 ]
 
 POSTGRES_MIGRATIONS: list[Migration] = [
@@ -122,6 +152,36 @@ POSTGRES_MIGRATIONS: list[Migration] = [
             received_at TIMESTAMPTZ NOT NULL
         );
         CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at);
+        """,
+    ),
+    (
+        3,
+        "channel outbox and conversations",
+        """
+        CREATE TABLE channel_outbox (
+            id TEXT PRIMARY KEY,
+            thread_id TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            body JSONB NOT NULL,
+            status TEXT NOT NULL,
+            due_at TIMESTAMPTZ NOT NULL,
+            claimed_until TIMESTAMPTZ,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            ref JSONB,
+            error TEXT,
+            created_at TIMESTAMPTZ NOT NULL,
+            sent_at TIMESTAMPTZ
+        );
+        CREATE INDEX channel_outbox_due ON channel_outbox (status, due_at);
+        CREATE INDEX channel_outbox_topic ON channel_outbox (thread_id, topic);
+        CREATE TABLE channel_conversations (
+            channel TEXT NOT NULL,
+            conversation TEXT NOT NULL,
+            thread_id TEXT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (channel, conversation)
+        );
         """,
     ),
 ]

@@ -42,6 +42,7 @@ from .base import (
 )
 from .dialect import Dialect, DuplicateKey, Plan, Query, Tx, stored_json, stored_time
 from .keys import SQLDeliveryLog, SQLKeyStore
+from .outbox import SQLOutbox
 
 __all__ = ["SQLStore"]
 
@@ -64,6 +65,8 @@ class SQLStore(Store):
         """API keys in the same database (`threadline.stores.key_store`)."""
         self.deliveries = SQLDeliveryLog(self)
         """Webhook delivery ids in the same database (`threadline.stores.delivery_log`)."""
+        self.outbox = SQLOutbox(self)
+        """Channel notices to send, in the same database (`threadline.stores.outbox`)."""
 
     @abstractmethod
     async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, hot: bool = False) -> T:

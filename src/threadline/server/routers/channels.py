@@ -4,8 +4,8 @@
 
 Every channel reaches the same runtime actions (launch, respond, approve) and a thread
 answers where it came from. A new channel (Slack, email, cron) adds its inbound routes to
-this router, verified by its own signature scheme as `webhooks` is (so exempt from API
-keys in `auth.required_scope`), and lists itself in `channels()`.
+`/v1/channels/<name>` (see `threadline.channels`), verified by its own signature scheme
+as `webhooks` is (so exempt from API keys in `auth.required_scope`), and is listed here.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ def channels(svc: Services) -> list[Channel]:
             name="webhook",
             path="/v1/webhooks/inbound",
             enabled=svc.config.webhook_secret is not None,
+        ),
+        *(
+            Channel(name=name, path=f"/v1/channels/{name}", enabled=True)
+            for name in sorted(svc.channels)
         ),
     ]
 

@@ -1,0 +1,94 @@
+"""`threadline channels`: the channels configured here, and the email receiver on its own.
+
+    threadline channels list                 what THREADLINE_CHANNELS turns on
+    threadline channels email -a app.py:bot  run the SMTP receiver (and the outbox sweep)
+                                             without the HTTP server; workers advance
+
+`threadline serve` runs the channels itself; this command is for a receiver that lives on
+another machine than the API (an MX host), sharing the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..bootstrap import default_agent_refs, load_agents, open_runtime
+from ..errors import ConfigError
+from .common import LockedOpt, app, console, err_console, handle_errors, run_async, settings
+
+__all__: list[str] = []
+
+channels_app = typer.Typer(
+    help="Slack and email channels (docs/channels.md).", no_args_is_help=True
+)
+app.add_typer(channels_app, name="channels")
+
+
+@channels_app.command("list")
+@handle_errors
+def channels_list() -> None:
+    """The channels THREADLINE_CHANNELS turns on, checked against their settings."""
+    from ..channels import CHANNELS, open_channels
+
+    cfg = settings()
+    names = {n.strip().lower() for n in cfg.channels.split(",") if n.strip()}
+    refs = default_agent_refs()
+    agents = [a.name for a, _ in load_agents(refs).values()] if refs else []
+    opened = open_channels(cfg.channels, agents=agents or ["?"]) if names else {}
+    table = Table("channel", "on", "inbound")
+    for name in sorted(CHANNELS):
+        inbound = f"/v1/channels/{name}" if name == "slack" else "SMTP (THREADLINE_EMAIL_LISTEN)"
+        table.add_row(name, "yes" if name in opened else "no", inbound)
+    console.print(table)
+
+
+@channels_app.command("email")
+@handle_errors
+def channels_email(
+    agent: Annotated[
+        list[str] | None,
+        typer.Option("--agent", "-a", help="Agent reference path.py:name (repeatable)."),
+    ] = None,
+    locked: LockedOpt = False,
+) -> None:
+    """Run the email receiver (THREADLINE_EMAIL_LISTEN) until SIGTERM/SIGINT."""
+    from ..channels import Dispatcher, Hub, open_channels
+    from ..channels.email import EmailChannel
+
+    refs = list(agent or []) or default_agent_refs()
+    if not refs:
+        raise ConfigError("no agents: pass --agent path.py:name")
+    agents = [a for a, _ in load_agents(refs).values()]
+    cfg = settings(locked)
+    channels = open_channels("email", agents=[a.name for a in agents])
+    email = channels["email"]
+    if not isinstance(email, EmailChannel) or email.listen is None:
+        raise ConfigError("set THREADLINE_EMAIL_LISTEN=host:port for the receiver to listen on")
+    dispatcher = Dispatcher(channels)
+    runtime = open_runtime(cfg, agents, observers=[dispatcher], with_model=False)
+    dispatcher.bind(runtime)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await email.start(Hub(runtime))
+        err_console.print(f"threadline email receiver listening on {email.listen}")
+        try:
+            while not stop.is_set():
+                await dispatcher.sweep()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+        finally:
+            await email.stop()
+            await dispatcher.aclose()
+            await runtime.store.close()
+
+    run_async(go())
