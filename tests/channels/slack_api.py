@@ -156,6 +156,9 @@ def click(action: str, value: str, *, user: str = "UALICE", ts: str = "") -> dic
         "channel": {"id": "CDEV"},
         "message": {"ts": ts},
         "trigger_id": "trigger-1",
-        "actions": [{"action_id": f"threadline_{action}", "value": value}],
+        # Slack stamps every click (so two clicks never sign the same body).
+        "actions": [
+            {"action_id": f"threadline_{action}", "value": value, "action_ts": str(time.time_ns())}
+        ],
     }
     return {"payload": json.dumps(payload)}
