@@ -206,7 +206,9 @@ def test_db_migrate_and_status_on_postgres(postgres_url: str, pg_schema: str) ->
     import psycopg
 
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'DELETE FROM "{pg_schema}".threadline_migrations WHERE version = 2')
+        conn.execute(
+            f'DELETE FROM "{pg_schema}".threadline_migrations WHERE version = %s', (every[-1],)
+        )
     code, out = cli("db", "status", "--store", url)
     assert code == 1 and "pending" in out and "threadline db migrate" in out
     code, out = cli("threads", "stuck", "--store", url)  # any command refuses the old schema
