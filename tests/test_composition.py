@@ -3,6 +3,10 @@ approvals deep in the tree, escalation, pause cascades and replay."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +204,30 @@ async def test_two_sub_agents_of_one_answer_run_and_both_results_come_back() -> 
     assert results == ["alpha says hi", "beta says hi"]
     assert len(children(thread)) == 2
     replay_thread(boss, thread)
+
+
+def test_threads_show_prints_the_tree_from_the_root(tmp_path: Path) -> None:
+    coordinator, _, _ = _tree()
+
+    async def make() -> tuple[str, str, str]:
+        async with SQLiteStore(tmp_path / "t.db") as store:
+            rt = Runtime(store, agents=[coordinator])
+            root = await rt.launch(coordinator, "book 5")
+            parent, child, grandchild = await _three(rt, root)
+            return parent.id, child.id, grandchild.id
+
+    parent, child, grandchild = asyncio.run(make())
+    env = {**os.environ, "THREADLINE_STORE": f"sqlite:///{tmp_path}/t.db", "COLUMNS": "200"}
+    out = subprocess.run(
+        [sys.executable, "-m", "threadline", "threads", "show", grandchild],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("sub-agent tree:", 1)[1].strip().splitlines()
+    assert parent in lines[0] and "coordinator waiting" in lines[0]
+    assert child in lines[1] and "accounts waiting" in lines[1] and "└" in lines[1]
+    assert grandchild in lines[2] and "ledger awaiting_approval" in lines[2]
+    assert "<- this thread" in lines[2]
