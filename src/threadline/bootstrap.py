@@ -17,6 +17,7 @@ from .loader import load_agent
 from .lockfile import check_lock
 from .models.base import Model
 from .observability import JsonEventLog, open_sink
+from .observability.telemetry import tracing_from_settings
 from .runtime import Observer, Runtime
 from .settings import Settings
 from .stores import open_store
@@ -26,8 +27,10 @@ __all__ = ["DEFAULT_AGENT_REFS", "load_agents", "open_runtime"]
 DEFAULT_AGENT_REFS = (
     "examples/calculator/agent.py:agent",
     "examples/deploybot/agent.py:agent",
+    "agent.py:agent",
 )
-"""Served when no agent is named (paths relative to the working directory)."""
+"""Used when no agent is named (paths relative to the working directory): the examples in
+this project's folder, or the agent of a project made by `threadline new`."""
 
 
 def load_agents(refs: Iterable[str]) -> dict[str, tuple[Agent, str]]:
@@ -53,7 +56,8 @@ def open_runtime(
     observers: Sequence[Observer] = (),
     with_model: bool = True,
 ) -> Runtime:
-    """A runtime on the configured store and model, logging events to the configured sink.
+    """A runtime on the configured store and model, logging events to the configured sink,
+    and exporting traces when telemetry is enabled (`observability.telemetry`).
 
     `with_model=False` skips building the model (commands that never call one).
     """
@@ -65,10 +69,12 @@ def open_runtime(
     check_lock(settings, agents)
     sink = open_sink(settings.log)
     all_observers = list(observers)
+    # Mask known secret shapes and the values of this process's own secret settings.
+    secrets = [v.get_secret_value() for v in settings.__dict__.values() if isinstance(v, SecretStr)]
+    redact = Redactor(values=secrets).redact
     if sink is not None:
-        # Mask known secret shapes and the values of this process's own secret settings.
-        secrets = [
-            v.get_secret_value() for v in settings.__dict__.values() if isinstance(v, SecretStr)
-        ]
-        all_observers.insert(0, JsonEventLog(sink, redact=Redactor(values=secrets).redact))
+        all_observers.insert(0, JsonEventLog(sink, redact=redact))
+    tracing = tracing_from_settings(settings, redact=redact)
+    if tracing is not None:
+        all_observers.append(tracing)
     return Runtime(open_store(settings.store), agents=agents, model=model, observers=all_observers)

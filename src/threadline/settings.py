@@ -6,7 +6,7 @@ at start-up and handed to what needs it.
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -53,3 +53,24 @@ class Settings(BaseSettings):
     # Channels (docs/channels.md): which run in `threadline serve`, comma separated
     # (`slack,email`); each reads its own THREADLINE_SLACK_* / THREADLINE_EMAIL_* variables.
     channels: str = ""
+    # OpenTelemetry (docs/observability.md): traces are exported when `otel` is on, or, when
+    # it is unset, when the standard variables ask for an exporter or name an endpoint.
+    # `otel_content` records prompt and completion text (redacted) on the spans.
+    otel: bool | None = None
+    otel_content: bool = False
+    otel_traces_exporter: str | None = Field(
+        None, validation_alias=AliasChoices("OTEL_TRACES_EXPORTER")
+    )
+    otel_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+    )
+    otel_protocol: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
+        ),
+    )
+    otel_sdk_disabled: bool = Field(False, validation_alias=AliasChoices("OTEL_SDK_DISABLED"))

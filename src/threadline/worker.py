@@ -38,12 +38,15 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, LeaseLost, ThreadlineError
 from .events import Status, utcnow
 from .runtime import Runtime
 from .stores.base import Lease, Store, ThreadSummary
+
+if TYPE_CHECKING:
+    from .observability.metrics import RuntimeMetrics
 
 __all__ = [
     "Advanced",
@@ -73,6 +76,8 @@ class WorkerStats:
     """Advances that raised; their leases were left to expire (a back-off)."""
     steps: int = 0
     """Events appended by this worker (a proxy for steps)."""
+    taken_over: int = 0
+    """Leases taken from a holder whose lease lapsed (it crashed or stalled)."""
 
 
 class Worker:
@@ -87,6 +92,7 @@ class Worker:
         poll_interval: seconds between polls when the store cannot wake the worker.
         owner: the lease owner name (default `hostname:pid:random`).
         shutdown_timeout: seconds `run()` waits, once stopping, for current steps to end.
+        metrics: counts lease expiries and takeovers (`threadline worker --metrics-port`).
     """
 
     def __init__(
@@ -98,6 +104,7 @@ class Worker:
         poll_interval: float = 1.0,
         owner: str | None = None,
         shutdown_timeout: float = 30.0,
+        metrics: RuntimeMetrics | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"worker concurrency must be at least 1, not {concurrency}")
@@ -110,6 +117,7 @@ class Worker:
         self.poll_interval = poll_interval
         self.owner = owner or default_owner()
         self.shutdown_timeout = shutdown_timeout
+        self.metrics = metrics
         self.stats = WorkerStats()
         # Keyed by lease, not thread: after a lapsed lease this worker may lease the same
         # thread again while the old task winds down (its next append gets LeaseLost).
@@ -166,6 +174,9 @@ class Worker:
                         continue
                 for lease in leases:
                     self.stats.leased += 1
+                    if lease.taken_over_from is not None:
+                        self.stats.taken_over += 1
+                        _count_takeover(self.metrics, lease)
                     task = asyncio.create_task(self._work(lease))
                     self._active[lease.thread_id, lease.token] = task
                 if leases and len(leases) == free:
@@ -251,6 +262,8 @@ class Worker:
         except LeaseLost:
             self.stats.lost += 1
             release = False
+            if self.metrics is not None:
+                self.metrics.lease_expired()
             log.warning(
                 "worker %s lost the lease on %s; abandoning it", self.owner, lease.thread_id
             )
@@ -272,6 +285,17 @@ class Worker:
                         self.stats.released += 1
             self._active.pop((lease.thread_id, lease.token), None)
             self._slot_free.set()
+
+
+def _count_takeover(metrics: RuntimeMetrics | None, lease: Lease) -> None:
+    log.info(
+        "%s took over %s from %s, whose lease lapsed",
+        lease.owner,
+        lease.thread_id,
+        lease.taken_over_from,
+    )
+    if metrics is not None:
+        metrics.lease_taken_over()
 
 
 def _log_step_failure(owner: str, thread_id: str, exc: BaseException) -> None:
@@ -344,7 +368,12 @@ async def keep_lease(runtime: Runtime, lease: Lease, ttl: float, lost: asyncio.E
 
 
 async def advance_exclusively(
-    runtime: Runtime, thread_id: str, *, owner: str | None = None, ttl: float = 30.0
+    runtime: Runtime,
+    thread_id: str,
+    *,
+    owner: str | None = None,
+    ttl: float = 30.0,
+    metrics: RuntimeMetrics | None = None,
 ) -> bool:
     """Lease `thread_id`, advance it under the lease (with a heartbeat), release it.
 
@@ -359,12 +388,18 @@ async def advance_exclusively(
     if not leases:
         return False
     lease = leases[0]
+    if lease.taken_over_from is not None:
+        _count_takeover(metrics, lease)
     lost = asyncio.Event()
     heartbeat = asyncio.create_task(keep_lease(runtime, lease, ttl, lost))
     try:
         thread = await runtime.store.load(thread_id)
         thread = await runtime.wake_if_due(thread, lease=lease)
         await runtime.advance(thread, lease=lease)
+    except LeaseLost:
+        if metrics is not None:
+            metrics.lease_expired()
+        raise
     finally:
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -9,10 +11,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from threadline import Agent, Runtime, tool
+from threadline.events import Status
 from threadline.models.base import Context
+from threadline.observability.propagation import parse_traceparent, trace_parent_of
 from threadline.observability.tracing import TracingObserver, thread_trace_id
-from threadline.stores import MemoryStore
-from threadline.testing import FunctionModel, intent
+from threadline.stores import MemoryStore, SQLiteStore
+from threadline.testing import FunctionModel, ScriptedModel, intent
+from threadline.worker import Worker
 
 
 @tool
@@ -90,3 +95,99 @@ async def test_another_runtime_continues_the_same_trace() -> None:
     ids1 = {s.context.trace_id for s in e1.get_finished_spans()}
     ids2 = {s.context.trace_id for s in e2.get_finished_spans()}
     assert ids1 == ids2 == {thread_trace_id(thread.id)}
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@tool(side_effects=True, approval="always")
+def transfer(amount: int, note: str) -> str:
+    """Move money (a person approves every transfer)."""
+    return f"moved {amount}"
+
+
+BANK = Agent("bank", tools=[transfer])
+
+
+async def test_a_launch_traceparent_is_continued_by_another_worker(tmp_path: Path) -> None:
+    """Launched under a caller's span in one runtime, approved and finished by a `Worker`
+    of another runtime (another provider): every span is in the caller's trace."""
+    model = ScriptedModel(
+        [intent("transfer", amount=5, note="rent"), intent("done_for_now", message="sent")]
+    )
+    db = f"sqlite:///{tmp_path / 'threads.db'}"
+    p1, e1 = _provider()
+    first = Runtime(
+        SQLiteStore.from_url(db), agents=[BANK], model=model, observers=[TracingObserver(p1)]
+    )
+    thread = await first.launch(BANK, "pay the rent", metadata={"traceparent": TRACEPARENT})
+    assert thread.status == Status.AWAITING_APPROVAL
+    call_id = next(e.call_id for e in thread.events if e.kind == "approval_requested")
+    await first.approve(thread.id, call_id, by="ops")
+    await first.store.close()
+
+    p2, e2 = _provider()
+    second = Runtime(
+        SQLiteStore.from_url(db), agents=[BANK], model=model, observers=[TracingObserver(p2)]
+    )
+    stats = await Worker(second, poll_interval=0.05).run(until_idle=True)
+    assert stats.advanced == 1
+    done = await second.store.load(thread.id)
+    assert done.status == Status.DONE
+    await second.store.close()
+
+    parent = parse_traceparent(TRACEPARENT)
+    assert parent is not None
+    before, after = e1.get_finished_spans(), e2.get_finished_spans()
+    assert before and any(s.name == "execute_tool transfer" for s in after)
+    assert {s.context.trace_id for s in (*before, *after)} == {parent.trace_id}
+    for span in (*before, *after):
+        if span.name == "advance bank":
+            assert span.parent is not None and span.parent.span_id == parent.span_id
+    # without a traceparent the trace id is the thread's own
+    other = await Runtime(MemoryStore(), model=model, observers=[TracingObserver(p1)]).launch(
+        BANK, "pay", advance=False
+    )
+    assert trace_parent_of(other.id, other.metadata).trace_id == thread_trace_id(other.id)
+
+
+async def test_content_is_off_by_default_and_redacted_when_on() -> None:
+    key = "sk-proj-" + "Q7" * 14
+
+    def answer(context: Context) -> Any:
+        text = "\n".join(m.content for m in context.messages)
+        if "<add" in text:
+            return intent("done_for_now", message=f"done, key {key}")
+        return intent("add", a=2, b=3)
+
+    spans = {}
+    for content in (False, True):
+        provider, exporter = _provider()
+        rt = Runtime(
+            MemoryStore(),
+            model=FunctionModel(answer, model_id="openai:gpt-test"),
+            observers=[TracingObserver(provider, content=content)],
+        )
+        await rt.launch(AGENT, f"add 2 and 3, my key is {key}")
+        spans[content] = exporter.get_finished_spans()
+
+    for span in spans[False]:
+        attrs = dict(span.attributes or {})
+        assert not [k for k in attrs if k.endswith(("messages", ".arguments", ".result"))]
+    chats = [s for s in spans[True] if s.name == "chat gpt-test"]
+    assert chats and all((s.attributes or {})["gen_ai.provider.name"] == "openai" for s in chats)
+    first_in = json.loads(str((chats[0].attributes or {})["gen_ai.input.messages"]))
+    assert first_in[0]["role"] == "user"
+    assert "add 2 and 3" in first_in[0]["parts"][0]["content"]
+    recorded = " ".join(str(v) for s in spans[True] for v in (s.attributes or {}).values())
+    assert key not in recorded and "[REDACTED" in recorded
+    last_out = json.loads(str((chats[-1].attributes or {})["gen_ai.output.messages"]))
+    assert (
+        last_out[0]["role"] == "assistant" and "done_for_now" in last_out[0]["parts"][0]["content"]
+    )
+    tool = next(s for s in spans[True] if s.name == "execute_tool add")
+    assert json.loads(str((tool.attributes or {})["gen_ai.tool.call.arguments"])) == {
+        "a": 2,
+        "b": 3,
+    }
+    assert (tool.attributes or {})["gen_ai.tool.call.result"] == "5"

@@ -165,3 +165,19 @@ async def test_lease_specific_threads(store: Store) -> None:
     assert await store.lease("other", ttl=30, thread_ids=[b.id]) == []  # live lease
     rest = await store.lease("w", ttl=30, limit=5)
     assert {lease.thread_id for lease in rest} == {a.id, c.id}
+
+
+async def test_a_lease_names_the_lapsed_holder_it_replaces(store: Store) -> None:
+    """Taking a thread whose lease lapsed is a takeover (metrics count them); taking one
+    whose lease was released, or never held, is not."""
+    lapsed, released = running(), running()
+    for t in (lapsed, released):
+        await store.create(t)
+    [first] = await store.lease("crashed", ttl=0.05, thread_ids=[lapsed.id])
+    [other] = await store.lease("tidy", ttl=30, thread_ids=[released.id])
+    assert first.taken_over_from is None and other.taken_over_from is None
+    await store.release(other)
+    await asyncio.sleep(0.3)
+    leases = {lease.thread_id: lease for lease in await store.lease("w", ttl=30, limit=10)}
+    assert leases[lapsed.id].taken_over_from == "crashed"
+    assert leases[released.id].taken_over_from is None

@@ -10,6 +10,7 @@ Each command group lives in its own module and registers itself on `app`:
     index.py    index add/search/list/remove (retrieval)
     mcp.py      mcp (serve the runtime to MCP clients)
     channels.py channels list, channels email (the SMTP receiver alone)
+    new.py      new (scaffold an agent project)
 
 The thread commands in core.py are written once against `api.ThreadsAPI`, which both the
 local store (`api.LocalThreads`, a Runtime) and a server (`threadline.client.Client`, with
@@ -28,7 +29,7 @@ __all__ = ["app", "main"]
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from . import channels, context, core, index, mcp, models, ops, serve  # noqa: F401
+    from . import channels, context, core, index, mcp, models, new, ops, serve  # noqa: F401
 
 
 def main() -> None:

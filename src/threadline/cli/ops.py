@@ -1,6 +1,6 @@
 """Operations commands: worker, db migrate/status, threads stuck/retry/prune/export/import.
 
-    threadline worker --agent app.py:agent --concurrency 8
+    threadline worker --agent app.py:agent --concurrency 8 [--metrics-port 9464]
     threadline db migrate            # PostgreSQL: apply numbered migrations (SQLite: automatic)
     threadline db status
     threadline threads stuck         # expired leases, unworked threads, waits past due
@@ -28,8 +28,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..bootstrap import default_agent_refs, load_agents, open_runtime
-from ..errors import ConfigError, CorruptEvent, InvalidAction, StoreError, ThreadNotFound
+from ..errors import (
+    ConfigError,
+    CorruptEvent,
+    InvalidAction,
+    MissingExtraError,
+    StoreError,
+    ThreadNotFound,
+)
 from ..events import Status, Thread, WaitTimedOut, utcnow
+from ..observability.metrics import RuntimeMetrics
 from ..runtime import Runtime
 from ..stores import SQLStore, Store, ThreadSummary, open_store
 from ..worker import stuck_threads, summaries
@@ -92,6 +100,13 @@ def worker(
     shutdown_timeout: Annotated[
         float, typer.Option(help="On SIGTERM/SIGINT, seconds to let current steps finish.")
     ] = 30.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve this worker's Prometheus metrics at :PORT/metrics."),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Interface for --metrics-port (0.0.0.0 for a remote scraper).")
+    ] = "127.0.0.1",
     locked: LockedOpt = False,
 ) -> None:
     """Lease runnable threads and advance them until SIGTERM/SIGINT (scale by running more)."""
@@ -109,10 +124,16 @@ def worker(
     from ..channels import Dispatcher, open_channels
 
     dispatcher = Dispatcher(open_channels(cfg.channels, agents=[a.name for a in agents]))
+    metrics = _worker_metrics() if metrics_port is not None else None
     runtime = open_runtime(
-        cfg, agents, observers=[dispatcher], with_model=any(a.model is None for a in agents)
+        cfg,
+        agents,
+        observers=[dispatcher, *([metrics] if metrics is not None else [])],
+        with_model=any(a.model is None for a in agents),
     )
     dispatcher.bind(runtime)
+    if metrics is not None and metrics_port is not None:
+        _serve_metrics(metrics, runtime, metrics_host, metrics_port)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -126,6 +147,7 @@ def worker(
             lease_ttl=lease_ttl,
             poll_interval=poll,
             shutdown_timeout=shutdown_timeout,
+            metrics=metrics,
         )
         w.install_signal_handlers()
         err_console.print(
@@ -142,6 +164,29 @@ def worker(
 
     stats = run_async(go())
     console.print(json.dumps({"worker": "stopped", **stats}), highlight=False, soft_wrap=True)
+
+
+def _worker_metrics() -> RuntimeMetrics:
+    try:
+        return RuntimeMetrics()
+    except ImportError as exc:
+        raise MissingExtraError("server", exc.name or "prometheus-client") from None
+
+
+def _serve_metrics(metrics: RuntimeMetrics, runtime: Runtime, host: str, port: int) -> None:
+    """prometheus_client's own small HTTP server, on a thread of its own."""
+    from prometheus_client import start_http_server
+
+    from ..models.resilience import breakers_of
+
+    metrics.watch_breakers(
+        lambda: breakers_of([runtime.model, *(a.model for a in runtime.agents.values())])
+    )
+    try:
+        start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+    err_console.print(f"metrics on http://{host}:{port}/metrics", highlight=False)
 
 
 # -- db ------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "FallbackModel",
     "ResilientModel",
     "RetryPolicy",
+    "breakers_of",
     "is_invalid_request",
     "is_retryable_status",
     "parse_retry_after",
@@ -366,3 +367,19 @@ class FallbackModel:
             attempts=attempts,
         )
         raise error
+
+
+def breakers_of(models: Iterable[Model | None]) -> list[CircuitBreaker]:
+    """The circuit breakers inside these models (through resilient and fallback wrappers),
+    each once, in the order found."""
+    found: list[CircuitBreaker] = []
+    todo = [m for m in models if m is not None]
+    while todo:
+        model = todo.pop(0)
+        if isinstance(model, ResilientModel):
+            if model.breaker is not None and all(b is not model.breaker for b in found):
+                found.append(model.breaker)
+            todo.append(model.model)
+        elif isinstance(model, FallbackModel):
+            todo.extend(model.models)
+    return found

@@ -6,6 +6,7 @@ one process never mix their numbers; the server serves `render()` at GET /metric
 
     threadline_events_total{agent,kind}                 every appended event
     threadline_steps_total{agent}                       batches written by an advancer
+    threadline_step_latency_seconds{agent}              histogram: model and tool steps
     threadline_model_calls_total{agent,model}
     threadline_model_errors_total{agent,model}
     threadline_tokens_total{agent,model,direction}      direction: input | output
@@ -13,7 +14,18 @@ one process never mix their numbers; the server serves `render()` at GET /metric
     threadline_model_latency_seconds{agent,model}       histogram
     threadline_tool_calls_total{agent,tool}
     threadline_tool_errors_total{agent,tool}
+    threadline_approval_wait_seconds{agent}             histogram: request to verdict
     threadline_threads{status}                          threads this process last saw, by status
+    threadline_threads_awaiting_approval{agent}         in the store (at scrape, `refresh`)
+    threadline_approval_oldest_wait_seconds{agent}      in the store (at scrape, `refresh`)
+    threadline_lease_expiries_total                     leases this process lost mid-work
+    threadline_lease_takeovers_total                    leases taken over from a lapsed holder
+    threadline_breaker_state{provider,state}            1 for each breaker's current state
+
+A step's latency runs from the start of its work (the model call, as timed by its recorded
+latency; a tool run, from its `tool_started` checkpoint or else from the event it followed)
+to the checkpoint of its outcome. Bookkeeping batches (approval requests, waits) are not
+steps of work and are not observed.
 
 prometheus_client is imported when a `RuntimeMetrics` is built (it is in the `server` extra).
 """
@@ -21,16 +33,52 @@ prometheus_client is imported when a `RuntimeMetrics` is built (it is in the `se
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from ..events import Event, ModelCall, ModelError, Thread, ToolCall, ToolError
+from ..events import (
+    Approval,
+    ApprovalRequested,
+    Event,
+    ModelCall,
+    ModelError,
+    Status,
+    Thread,
+    ToolCall,
+    ToolError,
+    utcnow,
+)
+from .timing import work_started
 
-__all__ = ["CONTENT_TYPE", "RuntimeMetrics"]
+if TYPE_CHECKING:
+    from ..models.resilience import CircuitBreaker
+    from ..stores.base import Store
+
+__all__ = ["CONTENT_TYPE", "RuntimeMetrics", "step_seconds"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_WAIT_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 7 * 86400.0)
+_BREAKER_STATES = ("closed", "half-open", "open")
+
+
+def step_seconds(thread: Thread, events: Sequence[Event]) -> float | None:
+    """How long the step that wrote `events` took (see the module docstring), or None
+    when the batch holds no model call or tool outcome."""
+    first = events[0].seq
+    starts = [s for e in events if (s := work_started(thread, e, first)) is not None]
+    if not starts:
+        return None
+    return max(0.0, (events[-1].at - min(starts)).total_seconds())
+
+
+def _requested_at(thread: Thread, call_id: str, before: int) -> datetime | None:
+    for event in reversed(thread.events[:before]):
+        if isinstance(event, ApprovalRequested) and event.call_id == call_id:
+            return event.at
+    return None
 
 
 class RuntimeMetrics:
@@ -41,39 +89,46 @@ class RuntimeMetrics:
 
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
-        self.events = Counter(
-            "threadline_events", "Events appended", ["agent", "kind"], registry=reg
+
+        def counter(name: str, doc: str, labels: Sequence[str]) -> Any:
+            return Counter(name, doc, list(labels), registry=reg)
+
+        def histogram(name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]) -> Any:
+            return Histogram(name, doc, list(labels), buckets=buckets, registry=reg)
+
+        self.events = counter("threadline_events", "Events appended", ["agent", "kind"])
+        self.steps = counter("threadline_steps", "Batches written by an advancer", ["agent"])
+        self.step_latency = histogram(
+            "threadline_step_latency_seconds",
+            "Model and tool steps, from the start of the work to its checkpoint",
+            ["agent"],
+            _LATENCY_BUCKETS,
         )
-        self.steps = Counter(
-            "threadline_steps", "Batches of events written by an advancer", ["agent"], registry=reg
+        self.model_calls = counter("threadline_model_calls", "Model calls", ["agent", "model"])
+        self.model_errors = counter(
+            "threadline_model_errors", "Failed model calls", ["agent", "model"]
         )
-        self.model_calls = Counter(
-            "threadline_model_calls", "Model calls", ["agent", "model"], registry=reg
+        self.tokens = counter(
+            "threadline_tokens", "Tokens used by model calls", ["agent", "model", "direction"]
         )
-        self.model_errors = Counter(
-            "threadline_model_errors", "Failed model calls", ["agent", "model"], registry=reg
-        )
-        self.tokens = Counter(
-            "threadline_tokens",
-            "Tokens used by model calls",
-            ["agent", "model", "direction"],
-            registry=reg,
-        )
-        self.cost = Counter(
-            "threadline_cost_usd", "Cost of model calls in USD", ["agent", "model"], registry=reg
-        )
-        self.model_latency = Histogram(
+        self.cost = counter("threadline_cost_usd", "Cost of model calls in USD", ["agent", "model"])
+        self.model_latency = histogram(
             "threadline_model_latency_seconds",
             "Latency of model calls",
             ["agent", "model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=reg,
+            _LATENCY_BUCKETS,
         )
-        self.tool_calls = Counter(
-            "threadline_tool_calls", "Tool calls requested", ["agent", "tool"], registry=reg
+        self.tool_calls = counter(
+            "threadline_tool_calls", "Tool calls requested", ["agent", "tool"]
         )
-        self.tool_errors = Counter(
-            "threadline_tool_errors", "Tool calls that failed", ["agent", "tool"], registry=reg
+        self.tool_errors = counter(
+            "threadline_tool_errors", "Tool calls that failed", ["agent", "tool"]
+        )
+        self.approval_wait = histogram(
+            "threadline_approval_wait_seconds",
+            "From an approval request to its verdict",
+            ["agent"],
+            _WAIT_BUCKETS,
         )
         self.threads = Gauge(
             "threadline_threads",
@@ -81,6 +136,26 @@ class RuntimeMetrics:
             ["status"],
             registry=reg,
         )
+        self.awaiting_approval = Gauge(
+            "threadline_threads_awaiting_approval",
+            "Threads in the store awaiting an approval",
+            ["agent"],
+            registry=reg,
+        )
+        self.oldest_approval = Gauge(
+            "threadline_approval_oldest_wait_seconds",
+            "Age of the oldest thread in the store awaiting an approval",
+            ["agent"],
+            registry=reg,
+        )
+        self.lease_expiries = counter(
+            "threadline_lease_expiries", "Leases this process lost before it was done", []
+        )
+        self.lease_takeovers = counter(
+            "threadline_lease_takeovers", "Leases taken over after their holder's lapsed", []
+        )
+        self._breakers: Callable[[], Iterable[CircuitBreaker]] = tuple
+        reg.register(_BreakerCollector(lambda: self._breakers()))
         self._status: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -88,12 +163,16 @@ class RuntimeMetrics:
         agent = thread.agent
         if any(e.traits.origin != "outside" for e in events):
             self.steps.labels(agent).inc()
+        seconds = step_seconds(thread, events)
+        if seconds is not None:
+            self.step_latency.labels(agent).observe(seconds)
         for event in events:
             self.events.labels(agent, event.kind).inc()
-            self._count(agent, event)
+            self._count(thread, event)
         self._track_status(thread.id, thread.status.value)
 
-    def _count(self, agent: str, event: Event) -> None:
+    def _count(self, thread: Thread, event: Event) -> None:
+        agent = thread.agent
         match event:
             case ModelCall():
                 self.model_calls.labels(agent, event.model).inc()
@@ -108,6 +187,11 @@ class RuntimeMetrics:
                 self.tool_calls.labels(agent, event.tool).inc()
             case ToolError():
                 self.tool_errors.labels(agent, event.tool).inc()
+            case Approval():
+                requested = _requested_at(thread, event.call_id, event.seq)
+                if requested is not None:
+                    waited = max(0.0, (event.at - requested).total_seconds())
+                    self.approval_wait.labels(agent).observe(waited)
             case _:
                 pass
 
@@ -121,6 +205,43 @@ class RuntimeMetrics:
             self.threads.labels(status).inc()
             self._status[thread_id] = status
 
+    # -- what the events do not say ------------------------------------------------------
+
+    def watch_breakers(self, breakers: Callable[[], Iterable[CircuitBreaker]]) -> None:
+        """Report these circuit breakers' states (read at every scrape)."""
+        self._breakers = breakers
+
+    def lease_expired(self) -> None:
+        """A lease this process held lapsed (or was taken) before it was done."""
+        self.lease_expiries.inc()
+
+    def lease_taken_over(self) -> None:
+        """This process leased a thread whose previous holder's lease had lapsed."""
+        self.lease_takeovers.inc()
+
+    async def refresh(self, store: Store, *, now: datetime | None = None) -> None:
+        """Read the approval gauges from the store (the server calls this per scrape), so
+        they count every process's threads, not only this one's."""
+        now = now or utcnow()
+        count: dict[str, int] = {}
+        oldest: dict[str, datetime] = {}
+        cursor = None
+        while True:
+            page = await store.list(status=Status.AWAITING_APPROVAL, limit=500, cursor=cursor)
+            for item in page.items:
+                count[item.agent] = count.get(item.agent, 0) + 1
+                if item.agent not in oldest or item.updated_at < oldest[item.agent]:
+                    oldest[item.agent] = item.updated_at
+            cursor = page.cursor
+            if cursor is None:
+                break
+        self.awaiting_approval.clear()
+        self.oldest_approval.clear()
+        for agent, n in count.items():
+            self.awaiting_approval.labels(agent).set(n)
+            age = (now - oldest[agent]).total_seconds()
+            self.oldest_approval.labels(agent).set(max(0.0, age))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         from prometheus_client import generate_latest
@@ -130,3 +251,27 @@ class RuntimeMetrics:
     def value(self, name: str, **labels: Any) -> float | None:
         """One sample's current value (tests and diagnostics)."""
         return self.registry.get_sample_value(name, {k: str(v) for k, v in labels.items()})
+
+
+class _BreakerCollector:
+    """`threadline_breaker_state{provider,state}`: 1 for the state each breaker is in now."""
+
+    def __init__(self, breakers: Callable[[], Iterable[CircuitBreaker]]) -> None:
+        self._breakers = breakers
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily(
+            "threadline_breaker_state",
+            "Circuit breaker state per provider (1 for the current state)",
+            labels=["provider", "state"],
+        )
+        for breaker in self._breakers():
+            current = breaker.state
+            for state in _BREAKER_STATES:
+                family.add_metric([breaker.provider, state], 1.0 if state == current else 0.0)
+        yield family
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())

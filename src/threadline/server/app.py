@@ -29,7 +29,7 @@ from starlette.middleware import Middleware
 
 from .auth import AuthMiddleware
 from .deps import bearer
-from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware, TraceContextMiddleware
 from .problems import PROBLEM_HANDLERS, PROBLEM_RESPONSES, http_problems
 from .routers import channels, events, health, humans, metrics, threads, ui, webhooks
 from .services import Services
@@ -59,6 +59,7 @@ def create_app(services: Services) -> FastAPI:
         # Outermost first: headers wrap everything; keys are checked before bodies are read.
         middleware=[
             Middleware(SecurityHeadersMiddleware),
+            Middleware(TraceContextMiddleware),
             Middleware(AuthMiddleware, keys=services.keys, enabled=config.auth),
             Middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes),
         ],

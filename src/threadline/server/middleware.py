@@ -1,4 +1,5 @@
-"""ASGI middleware of the app: body limits and security headers (auth lives in auth.py).
+"""ASGI middleware of the app: body limits, security headers and the inbound W3C trace
+context (auth lives in auth.py).
 
 Pure ASGI classes rather than `BaseHTTPMiddleware`, so streaming responses (live event
 streams) pass through untouched and a refused request costs no body parsing.
@@ -9,9 +10,14 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
+from ..observability.propagation import (
+    parse_traceparent,
+    reset_inbound_traceparent,
+    set_inbound_traceparent,
+)
 from .asgi import ASGIApp, Receive, Scope, Send, send_problem
 
-__all__ = ["BodyLimitMiddleware", "SecurityHeadersMiddleware"]
+__all__ = ["BodyLimitMiddleware", "SecurityHeadersMiddleware", "TraceContextMiddleware"]
 
 
 _CLOSE = ((b"connection", b"close"),)
@@ -111,3 +117,30 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+class TraceContextMiddleware:
+    """Make a valid inbound `traceparent` header the request's `inbound_traceparent()`.
+
+    A launch stores it with the thread, so the thread's steps join the caller's trace
+    (`threadline.observability.propagation`). An invalid header is ignored, as W3C Trace
+    Context says; nothing of OpenTelemetry is imported here.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        found = None
+        for name, value in scope.get("headers", ()):
+            if name == b"traceparent":
+                found = parse_traceparent(value.decode("latin-1"))
+                break
+        token = set_inbound_traceparent(found.header() if found else None)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            reset_inbound_traceparent(token)

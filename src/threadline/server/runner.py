@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from ..errors import ThreadlineError
 from ..events import Status, utcnow
 from ..runtime import Runtime
 from ..worker import advance_exclusively, default_owner
+
+if TYPE_CHECKING:
+    from ..observability.metrics import RuntimeMetrics
 
 __all__ = ["ThreadRunner"]
 
@@ -30,6 +34,7 @@ class ThreadRunner:
         enabled: False makes every kick a no-op (API-only servers; workers advance).
         concurrency: threads advanced at once (model calls and tools in flight).
         timer_interval: seconds between passes over due waits (`start_timers`).
+        metrics: counts the lease expiries and takeovers of its advances.
     """
 
     def __init__(
@@ -39,10 +44,12 @@ class ThreadRunner:
         enabled: bool = True,
         concurrency: int = 32,
         timer_interval: float = 1.0,
+        metrics: RuntimeMetrics | None = None,
     ) -> None:
         self.runtime = runtime
         self.enabled = enabled
         self.timer_interval = timer_interval
+        self.metrics = metrics
         self._timers: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
@@ -74,7 +81,9 @@ class ThreadRunner:
                     try:
                         # Under a lease: a `threadline worker` sharing the store (or another
                         # server) can never advance the same thread at the same time.
-                        await advance_exclusively(self.runtime, thread_id, owner=self.owner)
+                        await advance_exclusively(
+                            self.runtime, thread_id, owner=self.owner, metrics=self.metrics
+                        )
                     except ThreadlineError as exc:
                         # The thread stays as its last event left it; a later kick retries.
                         self.failures += 1

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..channels import Channel, Dispatcher, Hub
 from ..errors import ConfigError
+from ..models.resilience import breakers_of
 from ..observability.metrics import RuntimeMetrics
 from ..runtime import Observer, Runtime
 from ..stores import DeliveryLog, KeyStore, Store, delivery_log, key_store
@@ -148,7 +149,13 @@ class Services:
         observers += [o for o in (notifier, metrics) if o is not None]
         observers.append(dispatcher)
         runtime = make_runtime(observers)
-        runner = ThreadRunner(runtime, enabled=config.worker, concurrency=config.concurrency)
+        if metrics is not None:
+            metrics.watch_breakers(
+                lambda: breakers_of([runtime.model, *(a.model for a in runtime.agents.values())])
+            )
+        runner = ThreadRunner(
+            runtime, enabled=config.worker, concurrency=config.concurrency, metrics=metrics
+        )
         dispatcher.bind(runtime, runner.kick)
         return cls(
             config=config,

@@ -96,6 +96,9 @@ class Lease:
     expires: datetime
     token: int = 0
     """Fencing token: grows every time the thread is leased; stale holders carry old ones."""
+    taken_over_from: str | None = None
+    """The previous holder, when this lease replaced one that lapsed instead of being
+    released (its holder crashed or stalled): a takeover, which metrics count."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,7 +139,13 @@ class MemoryStore(Store):
                     continue
                 token = self._tokens.get(s.id, 0) + 1
                 self._tokens[s.id] = token
-                lease = Lease(s.id, owner, now + timedelta(seconds=query.ttl), token)
+                lease = Lease(
+                    s.id,
+                    owner,
+                    now + timedelta(seconds=query.ttl),
+                    token,
+                    taken_over_from=held.owner if held is not None else None,
+                )
                 self._leases[s.id] = lease
                 self._summaries[s.id] = replace(s, lease_owner=owner, lease_expires=lease.expires)
                 out.append(lease)

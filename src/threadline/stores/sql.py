@@ -308,12 +308,21 @@ class SQLStore(Store):
                 filters += f" AND {condition}"
                 args |= bound
         sql = d.sql(_LEASE.replace("{filters}", filters))
+        lapsed_sql = d.sql(_LAPSED.replace("{filters}", filters))
 
         def plan() -> Plan[builtins.list[Lease]]:
             now = utcnow()
             times = {"now": d.time(now), "expires": d.time(now + timedelta(seconds=ttl))}
+            # Who held the lapsed leases among the candidates, read in the same transaction
+            # (RETURNING cannot give the old owner on SQLite): a lease that replaces one of
+            # them is a takeover. Reading them never changes which threads are leased.
+            found = (yield Query(lapsed_sql, args | times)).rows
+            lapsed: dict[str, str] = {str(r[0]): str(r[1]) for r in found}
             rows = (yield Query(sql, args | times)).rows
-            return [Lease(r[0], owner, stored_time(r[1]), int(r[2])) for r in rows]
+            return [
+                Lease(r[0], owner, stored_time(r[1]), int(r[2]), taken_over_from=lapsed.get(r[0]))
+                for r in rows
+            ]
 
         return await self.run(plan, Tx.WRITE)
 
@@ -406,14 +415,18 @@ _SUMMARY = (
     "SELECT id, agent, status, next_seq, created_at, updated_at, metadata{text}, due_at, "
     "lease_owner, lease_expires FROM threads"
 )
+_RUNNABLE = "(status = 'running' OR (status = 'waiting' AND due_at <= {now}))"
 _LEASE = (
     "UPDATE threads AS t SET lease_owner = :owner, lease_expires = {expires}, "
     "lease_token = t.lease_token + 1 "
-    "FROM (SELECT id AS leased FROM threads "
-    "WHERE (status = 'running' OR (status = 'waiting' AND due_at <= {now})) "
+    f"FROM (SELECT id AS leased FROM threads WHERE {_RUNNABLE} "
     "AND (lease_expires IS NULL OR lease_expires <= {now}){filters} "
     "ORDER BY updated_at LIMIT :limit{skip_locked}) AS c "
     "WHERE t.id = c.leased RETURNING id, lease_expires, lease_token"
+)
+_LAPSED = (
+    f"SELECT id, lease_owner FROM threads WHERE {_RUNNABLE} "
+    "AND lease_owner IS NOT NULL AND lease_expires <= {now}{filters}"
 )
 _RENEW = (
     "UPDATE threads SET lease_expires = {expires} WHERE id = :id AND lease_owner = :owner "

@@ -32,6 +32,7 @@ async def metrics(request: Request, svc: Svc) -> Response:
         raise ProblemError(404, "Not Found", "metrics are turned off on this server")
     if svc.config.metrics_auth and svc.config.auth:
         await _check_key(request, svc)
+    await svc.metrics.refresh(svc.store)
     return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
 
 

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from ...events import Status
+from ...observability.propagation import TRACEPARENT_KEY, inbound_traceparent
 from ...wire import EventPage, ForkBody, LaunchBody, PauseBody, ThreadOut, ThreadPage, thread_out
 from ..deps import Caller, Svc, ThreadId
 from ..problems import ProblemError
@@ -45,8 +46,13 @@ async def launch(body: LaunchBody, svc: Svc, who: Caller) -> ThreadOut:
         raise ProblemError(
             422, "Unknown agent", f"no agent named {body.agent!r}; this server serves: {served}"
         )
+    metadata = body.metadata
+    traceparent = inbound_traceparent()
+    if traceparent and TRACEPARENT_KEY not in (metadata or {}):
+        # The caller's trace: every step of the thread becomes part of it.
+        metadata = {**(metadata or {}), TRACEPARENT_KEY: traceparent}
     thread = await runtime.launch(
-        body.agent, body.message, sender=who.name, metadata=body.metadata, advance=False
+        body.agent, body.message, sender=who.name, metadata=metadata, advance=False
     )
     svc.runner.kick(thread.id)
     if body.wait:
