@@ -231,8 +231,11 @@ CALC_ANSWERS = [
 
 
 @contextlib.contextmanager
-def serve_calculator(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """`threadline serve --no-auth` of the calculator (scripted model) in its own process.
+def serve_calculator(
+    tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """`threadline serve --no-auth` of the calculator (scripted model) in its own process,
+    with `extra_env` added to its environment.
 
     Yields the server's URL and an environment for client processes whose own local store
     is a different, empty file: anything they see came over HTTP.
@@ -244,6 +247,7 @@ def serve_calculator(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         "THREADLINE_MODEL": f"scripted:{tmp_path}/answers.json",
         "THREADLINE_LOG": "off",
         "COLUMNS": "200",
+        **(extra_env or {}),
     }
     port = free_port()
     proc = subprocess.Popen(

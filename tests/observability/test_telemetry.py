@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from server_support import CALC, CALC_ANSWERS, free_port
+from server_support import CALC, CALC_ANSWERS, serve_calculator
 from threadline.errors import ConfigError
 from threadline.observability.propagation import parse_traceparent
 from threadline.observability.telemetry import telemetry_enabled, tracing_from_settings
@@ -87,31 +86,6 @@ def receiver() -> Iterator[_Receiver]:
     r.server.shutdown()
 
 
-def _serve(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "threadline", "serve", "--agent", f"{CALC}:agent"]
-        + ["--port", str(port), "--no-auth"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read().decode() if proc.stderr else "server died")
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("serve did not become ready")
-
-
 def _base_env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "answers.json").write_text(json.dumps(CALC_ANSWERS))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "THREADLINE_"))}
@@ -135,41 +109,36 @@ def _wait_for(predicate: Any, what: str, seconds: float = 30) -> None:
 def test_threadline_serve_exports_the_span_tree_over_otlp_http(
     tmp_path: Path, receiver: _Receiver
 ) -> None:
-    env = {
-        **_base_env(tmp_path),
+    otel = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,  # turns telemetry on by itself
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_SERVICE_NAME": "threadline-test",
     }
-    proc, url = _serve(tmp_path, env)
-    try:
-        with httpx.Client(base_url=url, timeout=30) as http:
-            r = http.post(
-                "/v1/threads",
-                json={"agent": "calculator", "message": "what is 9/3?", "wait": True},
-                headers={"traceparent": TRACEPARENT},
-            )
-            assert r.status_code == 201, r.text
-            thread = r.json()
-            assert thread["status"] == "awaiting_approval"
-            call_id = thread["pending_approvals"][0]["call_id"]
-            # The approval carries no traceparent: its steps still join the launch's trace.
-            r = http.post(
-                f"/v1/threads/{thread['id']}/approvals/{call_id}", json={"approved": True}
-            )
-            assert r.status_code == 200, r.text
-            _wait_for(
-                lambda: http.get(f"/v1/threads/{thread['id']}").json()["status"] == "done",
-                "the thread to finish",
-            )
-            events = http.get(f"/v1/threads/{thread['id']}/events").json()["events"]
+    with (
+        serve_calculator(tmp_path, otel) as (url, _),
+        httpx.Client(base_url=url, timeout=30) as http,
+    ):
+        r = http.post(
+            "/v1/threads",
+            json={"agent": "calculator", "message": "what is 9/3?", "wait": True},
+            headers={"traceparent": TRACEPARENT},
+        )
+        assert r.status_code == 201, r.text
+        thread = r.json()
+        assert thread["status"] == "awaiting_approval"
+        call_id = thread["pending_approvals"][0]["call_id"]
+        # The approval carries no traceparent: its steps still join the launch's trace.
+        r = http.post(f"/v1/threads/{thread['id']}/approvals/{call_id}", json={"approved": True})
+        assert r.status_code == 200, r.text
+        _wait_for(
+            lambda: http.get(f"/v1/threads/{thread['id']}").json()["status"] == "done",
+            "the thread to finish",
+        )
+        events = http.get(f"/v1/threads/{thread['id']}/events").json()["events"]
         _wait_for(
             lambda: any(s.name == "execute_tool divide" for _, s in receiver.spans()),
             "the tool span to be exported",
         )
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
 
     assert set(receiver.paths) == {"/v1/traces"}
     assert set(receiver.content_types) == {"application/x-protobuf"}
