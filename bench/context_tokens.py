@@ -1,17 +1,28 @@
-"""Context tokens: the compact form against the chat-completions request, and render cost.
+"""Context tokens: what Threadline sends against the raw chat-completions request, the
+prompt-cache prefix, and render cost.
 
 Part 1 (tokens). The 200 recorded tau-bench airline runs (`../shared/data/tau-bench-airline/`:
 system policy, user turns, tool calls and results; `tools.json` holds the 14 tool schemas)
-are imported as threads and rendered by Threadline's own renderer, counted with o200k_base:
+are imported as threads. The airline agent registers the 14 published schemas with
+`Tool.from_json_schema` (validating; the writes side-effecting and behind approvals) and
+keeps every setting as shipped (the 2 built-in human tools included). Each form is counted
+as the JSON request body the backend's SDK would send (`request_body`), o200k_base tokens:
 
-  * baseline: the JSON request body a chat-completions client sends for the whole run,
+  * baseline: the recorded run as a chat-completions client sends it,
     `{"model", "messages", "tools"}` serialised the way the openai client does
     (`separators=(",", ":")`, `ensure_ascii=False`);
-  * messages: Threadline's `messages` format as the same kind of request body;
-  * compact: Threadline's default `compact` format (system text + one user message).
+  * default: `ContextSettings()` bound to `OpenAIModel("gpt-4o")` (the hosted default:
+    tool signatures in the system text, the intent envelope as the response format);
+  * anthropic: the same agent bound to `AnthropicModel` (tools mode: native tool use);
+  * native: `native_tools=True` (compact history, tool JSON in the `tools` parameter);
+  * messages: the chat-array format with native tool JSON.
 
-Nothing is dropped: tests/context/test_render.py checks that every tool call, argument
-value and result of sample runs appears in the compact text.
+Nothing is dropped: tests/context/test_token_lean.py checks on all 200 runs that every
+tool definition, text, call argument and result value is in what the default sends.
+
+Prompt-cache prefix: each run is rendered before each of its model calls (the thread up to
+that call); the share of one call's rendering (system, then messages) that is byte-identical
+at the start of the next call's, summed over the consecutive pairs.
 
 Part 2 (render time). Threads of 1,000 to 10,000 events are rendered under a 32k budget the
 way the runtime does it: after every step (3 new events) the next context is rendered. The
@@ -30,6 +41,7 @@ import statistics
 import sys
 import time
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +50,11 @@ from rich.table import Table
 
 from threadline import Agent, ContextSettings, Tool, tool
 from threadline.context.compact import compact_block
-from threadline.context.messages import thread_from_openai, to_openai
+from threadline.context.messages import thread_from_openai
 from threadline.context.renderer import Renderer
 from threadline.context.tokens import BPECounter
 from threadline.events import Compacted, ModelCall, Thread, ToolCall, ToolResult, UserMessage
+from threadline.models.base import Context, Model
 from threadline.prompts import renderer_for
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tau-bench-airline"
@@ -82,95 +95,120 @@ def schema_tool(spec: dict[str, Any]) -> Tool:
     )
 
 
-def tau_agent(
-    policy: str, tools: list[dict[str, Any]], fmt: str, native_tools: bool = False
+def tau_renderer(
+    policy: str,
+    tools: list[dict[str, Any]],
+    model: Model,
+    fmt: str = "compact",
+    native_tools: bool | None = None,
 ) -> Renderer:
+    """The renderer of the airline agent as a user declares it, bound to `model`.
+
+    Everything as shipped (the built-in human tools, redaction, the budget sized for the
+    model) except the format and `native_tools` a row asks for.
+    """
     agent = Agent(
         "airline",
         tools=[schema_tool(t) for t in tools],
         instructions=policy,
-        human_tools=False,  # the recorded requests carry exactly the 14 airline tools
-        context=ContextSettings(
-            tokenizer="o200k_base",
-            context_window=1_000_000,
-            format=fmt,  # type: ignore[arg-type]
-            # False: tool definitions as signatures in the prompt, none sent natively
-            native_tools=native_tools,
-            redact=False,
-        ),
+        context=ContextSettings(format=fmt, native_tools=native_tools),  # type: ignore[arg-type]
     )
-    return renderer_for(agent)
+    renderer = renderer_for(agent)
+    renderer.bind(model)
+    return renderer
 
 
-def _tools_json(tools: Any) -> list[dict[str, Any]]:
-    return [
-        {
-            "type": "function",
-            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
-        }
-        for t in tools
-    ]
+def hosted_models() -> tuple[Model, Model]:
+    """OpenAI's and Anthropic's backends, for their request bodies (never called: a key is
+    given so the SDK clients build, and nothing is sent)."""
+    from threadline.models.anthropic import AnthropicModel
+    from threadline.models.openai import OpenAIModel
+
+    return (
+        OpenAIModel("gpt-4o", api_key="bench-never-sent"),
+        AnthropicModel("claude-sonnet-4-5", api_key="bench-never-sent"),
+    )
+
+
+FORMS = (
+    ("default", "default (OpenAI gpt-4o): compact, tool signatures, intent envelope"),
+    ("anthropic", "default (Anthropic): the same context as its Messages API body"),
+    ("native", "compact + native tool JSON (native_tools=True)"),
+    ("messages", "messages format (chat array + native tool JSON)"),
+)
+
+
+def _body_tokens(model: Model, ctx: Context) -> int:
+    """Tokens of the request body the backend's SDK would send for `ctx`."""
+    body, _ = model.request_body(ctx)  # type: ignore[attr-defined]
+    return COUNTER.count(_dump(body))
+
+
+def _rendered_text(ctx: Context) -> str:
+    """What a provider's prompt cache sees, in order: system, then every message."""
+    return "\n".join([ctx.system, *(f"{m.role}:{m.content}" for m in ctx.messages)])
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    lo, hi = 0, n  # the largest k with a[:k] == b[:k], by bisection (C-speed compares)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def prefix_shares(renderer: Renderer, thread: Thread) -> list[tuple[int, int]]:
+    """(bytes of call k's rendering reused verbatim by call k+1, bytes of call k) for each
+    pair of consecutive model calls of `thread`, each rendered from the events before it."""
+    texts = []
+    for i, e in enumerate(thread.events):
+        if isinstance(e, ModelCall) and i > 0:
+            part = Thread(thread.id, thread.agent)
+            for event in thread.events[:i]:
+                part.append(event)
+            texts.append(_rendered_text(renderer.render(part).context))
+    return [(_common_prefix(a, b), len(a)) for a, b in pairwise(texts)]
 
 
 def token_bench(
     runs: list[dict[str, Any]], tools: list[dict[str, Any]], per_run: bool
 ) -> dict[str, Any]:
     rows = []
-    agents: dict[tuple[str, str], Renderer] = {}
+    shares: list[tuple[int, int]] = []
+    openai_model, anthropic_model = hosted_models()
+    renderers: dict[tuple[str, str], Renderer] = {}
     for n, run in enumerate(runs):
         traj = run["traj"]
         baseline = COUNTER.count(_dump({"model": "gpt-4o", "messages": traj, "tools": tools}))
         policy, thread = thread_from_openai(traj, thread_id=f"run{n}", agent="airline")
-        for fmt in ("compact", "messages"):
-            agents.setdefault((policy, fmt), tau_agent(policy, tools, fmt))
-        agents.setdefault((policy, "native"), tau_agent(policy, tools, "compact", True))
-        native_ctx = agents[(policy, "native")].render(thread).context
-        native = COUNTER.count(
-            _dump(
-                {
-                    "model": "gpt-4o",
-                    "messages": to_openai(native_ctx.system, native_ctx.messages),
-                    "tools": _tools_json(native_ctx.tools),
-                }
+        if (policy, "default") not in renderers:
+            renderers[(policy, "default")] = tau_renderer(policy, tools, openai_model)
+            renderers[(policy, "anthropic")] = tau_renderer(policy, tools, anthropic_model)
+            renderers[(policy, "native")] = tau_renderer(
+                policy, tools, openai_model, "compact", True
             )
-        )
-        compact_ctx = agents[(policy, "compact")].render(thread).context
-        compact = COUNTER.count(compact_ctx.system) + sum(
-            COUNTER.count(m.content) for m in compact_ctx.messages
-        )
-        msg_ctx = agents[(policy, "messages")].render(thread).context
-        body = {
-            "model": "gpt-4o",
-            "messages": to_openai(msg_ctx.system, msg_ctx.messages),
-            "tools": _tools_json(msg_ctx.tools),
-        }
-        messages = COUNTER.count(_dump(body))
-        rows.append(
-            {
-                "run": n,
-                "task": run.get("task_id"),
-                "baseline": baseline,
-                "messages": messages,
-                "compact_native": native,
-                "compact": compact,
-            }
-        )
+            renderers[(policy, "messages")] = tau_renderer(policy, tools, openai_model, "messages")
+        row: dict[str, Any] = {"run": n, "task": run.get("task_id"), "baseline": baseline}
+        for key, _ in FORMS:
+            model = anthropic_model if key == "anthropic" else openai_model
+            row[key] = _body_tokens(model, renderers[(policy, key)].render(thread).context)
+        rows.append(row)
+        shares += prefix_shares(renderers[(policy, "default")], thread)
     total_b = sum(r["baseline"] for r in rows)
-    forms = (
-        ("compact_native", "default: compact history + native tool JSON"),
-        ("messages", "messages format (chat array + native tool JSON)"),
-        ("compact", "compact, tool signatures in the prompt (native_tools=False)"),
-    )
     table = Table(
-        title=f"tau-bench airline: {len(rows)} runs, o200k_base tokens, "
-        "14 published tools registered with Tool.from_json_schema"
+        title=f"tau-bench airline: {len(rows)} runs, o200k_base tokens of the request body, "
+        "14 published tools registered with Tool.from_json_schema (+ the 2 human tools)"
     )
     for col in ("form", "total tokens", "vs raw body", "run min", "run median", "run max"):
         table.add_column(col, justify="right" if col != "form" else "left")
     table.add_column("runs > 1.0", justify="right")
     table.add_row("raw chat-completions JSON body", f"{total_b:,}", "1.000", "", "", "", "")
     out: dict[str, Any] = {"runs": len(rows), "baseline": total_b, "forms": {}}
-    for key, label in forms:
+    for key, label in FORMS:
         total = sum(r[key] for r in rows)
         ratios = sorted(r[key] / r["baseline"] for r in rows)
         above = sum(1 for v in ratios if v > 1.0)
@@ -195,21 +233,30 @@ def token_bench(
     console.print(table)
     if per_run:
         each = Table(title="per run (ratios against the raw body)")
-        for col in ("run", "task", "raw", "default", "messages", "signatures"):
+        for col in ("run", "task", "raw", *(k for k, _ in FORMS)):
             each.add_column(col, justify="right")
         for r in rows:
             each.add_row(
                 str(r["run"]),
                 str(r["task"]),
                 str(r["baseline"]),
-                *(f"{r[k] / r['baseline']:.3f}" for k in ("compact_native", "messages", "compact")),
+                *(f"{r[k] / r['baseline']:.3f}" for k, _ in FORMS),
             )
         console.print(each)
-    default = out["forms"]["compact_native"]
+    default = out["forms"]["default"]
     console.print(
         f"default rendering: {default['ratio']:.3f} of the raw body (goal: at most 0.70), "
         f"worst run {default['ratio_max']:.3f} (goal: never above 1.0; "
         f"{default['runs_above_raw']} runs above)",
+        highlight=False,
+    )
+    reused = sum(a for a, _ in shares) / max(1, sum(b for _, b in shares))
+    per_call = statistics.median(a / b for a, b in shares) if shares else 0.0
+    out["prefix"] = {"pairs": len(shares), "reused_share": reused, "median_share": per_call}
+    console.print(
+        f"prompt-cache prefix: over {len(shares)} consecutive model-call pairs, "
+        f"{reused:.4f} of the previous call's rendering is byte-identical at the start of the "
+        f"next (median per call {per_call:.4f})",
         highlight=False,
     )
     return out

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -54,6 +55,7 @@ from .tools import ESCALATED_CHILD, Tool, compact_validation_error
 __all__ = [
     "AwaitApproval",
     "AwaitHuman",
+    "CallIdIndex",
     "CallModel",
     "Escalate",
     "Finish",
@@ -386,7 +388,7 @@ def read_intents(
     events: list[Event] = []
     validated: dict[str, BaseModel] = {}
     many = len(raw) > 1
-    used = set(taken)
+    used: set[str] = set()
     for i, (call_id, name, args) in enumerate(raw):
         pinned = (versions or {}).get(name)
         tool = (pinned and agent.registry.get(name, pinned)) or agent.registry.get(name)
@@ -407,7 +409,7 @@ def read_intents(
         except BoundsError as exc:  # e.g. "NaN" coerced to a float by lax validation
             return Intents([_invalid(seq, at, str(exc), text or _dump(tool_calls))])
         cid = call_id or (f"c{seq}.{i}" if many else f"c{seq}")
-        if cid in used or len(cid) > 64 or scrub_text(cid) != cid:
+        if cid in used or cid in taken or len(cid) > 64 or scrub_text(cid) != cid:
             cid = f"c{seq}.{i}"
         used.add(cid)
         validated[cid] = value
@@ -481,6 +483,28 @@ def _invalid(seq: int, at: datetime, reason: str, output: str) -> InvalidOutput:
 def call_ids(thread: Thread) -> frozenset[str]:
     """The call ids already used in `thread` (what `read_intents` must not reuse)."""
     return frozenset(e.call_id for e in thread.events if isinstance(e, ToolCall))
+
+
+class CallIdIndex:
+    """`call_ids` per thread, extended by the events new since the last look (a turn of
+    a long thread costs O(new events), not a scan); bounded to `maxsize` threads."""
+
+    def __init__(self, maxsize: int = 1024) -> None:
+        self._data: OrderedDict[str, tuple[int, Event | None, set[str]]] = OrderedDict()
+        self._maxsize = maxsize
+
+    def taken(self, thread: Thread) -> Collection[str]:
+        """The call ids used in `thread` (read it before the thread grows again)."""
+        events = thread.events
+        n, last, ids = self._data.get(thread.id) or (0, None, set())
+        if n > len(events) or (n and events[n - 1] is not last and events[n - 1] != last):
+            n, ids = 0, set()  # another thread under the same id: start over
+        ids.update(e.call_id for e in events[n:] if isinstance(e, ToolCall))
+        self._data[thread.id] = (len(events), events[-1] if events else None, ids)
+        self._data.move_to_end(thread.id)
+        if len(self._data) > self._maxsize:
+            self._data.popitem(last=False)
+        return ids
 
 
 def _expected_form(agent: Agent, problem: str) -> str:

@@ -57,12 +57,12 @@ from .models.base import Model
 from .parallel import Tail, run_batch
 from .prompts import renderer_for
 from .reducer import (
+    CallIdIndex,
     CallModel,
     RunTool,
     RunTools,
     Step,
     Wait,
-    call_ids,
     decide,
     read_intents,
     step_events,
@@ -111,6 +111,7 @@ class Runtime(HumanActions):
         self.model = model
         self.agents: dict[str, Agent] = {}
         self._renderers: dict[str, Renderer] = {}
+        self._call_ids = CallIdIndex()
         for agent in agents:
             self.add_agent(agent)
         self.observers: list[Observer] = list(observers)
@@ -338,7 +339,7 @@ class Runtime(HumanActions):
             return [call, *intents.events]
 
         validated: dict[str, BaseModel] = {}
-        taken = call_ids(thread)
+        taken = self._call_ids.taken(thread)
         history = call_history(thread, agent.max_repeated_calls)
         thread = await self._append_rebased(thread, build, lease, still_valid=_not_ended)
         # The arguments were validated once, reading the answer: the pending calls carry

@@ -6,6 +6,7 @@ replayed at the HTTP transport (see recorded.py). Each case must end in the righ
 
 from __future__ import annotations
 
+import json
 import random
 from types import ModuleType
 
@@ -16,7 +17,7 @@ from recorded import Recorded, Sleeps, anthropic_error, anthropic_message
 from threadline import MemoryStore, Runtime, Status
 from threadline.errors import ConfigError
 from threadline.models.anthropic import AnthropicModel
-from threadline.models.base import Context, Message
+from threadline.models.base import Context, Message, intent_envelope
 from threadline.models.resilience import ResilientModel, RetryPolicy
 
 
@@ -67,7 +68,8 @@ async def test_tool_use_success(calculator: ModuleType) -> None:
     assert thread.events[2].call_id == "toolu_010Recorded"
     body = recorded.bodies[0]
     assert body["tool_choice"] == {"type": "any"}
-    assert "input_schema" in body["tools"][0] and body["system"].startswith("You are a calc")
+    assert "input_schema" in body["tools"][0]
+    assert body["system"][0]["text"].startswith("You are a calc")
     headers = recorded.requests[0].headers
     assert "sk-ant-test" in headers.get("x-api-key", "") + headers.get("authorization", "")
     assert headers["x-stainless-retry-count"] == "0"  # the SDK itself never retries
@@ -82,7 +84,11 @@ async def test_json_answer_in_json_mode(calculator: ModuleType) -> None:
     assert kinds(thread) == ["user_message", "model_call", "tool_call"]
     assert thread.events[2].tool == "subtract"
     body = recorded.bodies[0]
-    assert "tools" not in body and '"oneOf"' in body["system"]
+    # json mode: the tools are signatures in the system text, followed by the schema of
+    # the answer's envelope (the arguments are described once, and validated).
+    system = body["system"][0]["text"]
+    assert "tools" not in body and "subtract: Subtract" in system
+    assert json.dumps(intent_envelope(calculator.agent.output_schema())) in system
 
 
 async def test_malformed_json_becomes_invalid_output(calculator: ModuleType) -> None:
@@ -212,6 +218,28 @@ async def test_tool_turns_alternate_roles() -> None:
         "input": {"a": 1, "b": 2},
     }
     assert [b["type"] for b in messages[2]["content"]] == ["tool_result", "text"]
+
+
+async def test_the_prompt_cache_boundary_is_where_the_previous_call_ended(calculator) -> None:
+    model, recorded, _ = make_model(
+        [
+            anthropic_message(text="I'll add them.", tool_uses=[("add", {"a": 2, "b": 3})]),
+            anthropic_message(tool_uses=[("done_for_now", {"message": "5"})]),
+        ]
+    )
+    thread = await Runtime(MemoryStore(), model=model).launch(calculator.agent, "2 plus 3")
+    assert thread.status == Status.DONE
+    first, second = recorded.bodies
+    for body in (first, second):  # the system text (instructions) is cached on every call
+        assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
+    (sent,) = first["messages"][0]["content"]
+    assert sent["cache_control"] == {"type": "ephemeral"}  # written whole for the next call
+    # The next call repeats the first call's text as its own block (where the previous
+    # write ends, so it is read from the cache) and marks its own end for the one after.
+    stable, new = second["messages"][0]["content"]
+    assert stable == {"type": "text", "text": sent["text"]}
+    assert new["text"].startswith("\n<assistant>I'll add them.</assistant>\n<add>")
+    assert new["cache_control"] == {"type": "ephemeral"}
 
 
 def test_missing_key_is_a_config_error(monkeypatch) -> None:

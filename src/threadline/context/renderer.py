@@ -30,28 +30,25 @@ from typing import Any
 from ..errors import ConfigError, PromptError, TokenBudgetError
 from ..events import (
     CONTEXT_SOURCE,
-    PREFETCH_PREFIX,
     Compacted,
     Escalated,
     Event,
-    InvalidOutput,
     ModelCall,
-    ModelError,
     Thread,
     TokenBudgetExceeded,
     ToolCall,
     ToolError,
     ToolResult,
-    ToolStarted,
-    UserMessage,
 )
 from ..models.base import Context, Message, Model, ToolSpec
 from .base import ContextFormat, PromptTemplate, Rendered, message_tokens, truncate_to
 from .budget import ContextBudget, Layout, dynamic_share, plan_layout
 from .compact import COMPACT, COMPACT_NATIVE, call_precedes, outcome_follows
 from .compaction import DigestCache, previous_summary
+from .incremental import Tails, cached_prefix
 from .messages import MESSAGES
 from .redaction import Redactor
+from .retrieved import best_relevance, retrieved_indexes
 from .settings import ContextSettings
 from .tokens import CountCache, TokenCounter
 
@@ -84,65 +81,6 @@ class Prepared:
     events: list[Event]
     context: Context | None
     rendered: Rendered | None = None
-
-
-def retrieved_indexes(thread: Thread, tool: str | None = None) -> list[int]:
-    """The events budgeted as retrieved material, oldest first.
-
-    Pre-fetched tool calls and outcomes that follow the first message, before any model
-    call (a bounded scan from the start finds them all); and, for an agent with a retriever
-    (`tool`), the calls of that tool and their outcomes since the latest user message, plus
-    the pre-fetched search of that message (a bounded scan back from the end). Older
-    searches have aged into history.
-    """
-    out: list[int] = []
-    for i, e in enumerate(thread.events):
-        if isinstance(e, ModelCall | ModelError | InvalidOutput):
-            break
-        call_id = getattr(e, "call_id", "")
-        if isinstance(call_id, str) and call_id.startswith(PREFETCH_PREFIX):
-            if isinstance(e, ToolCall | ToolResult | ToolError):
-                out.append(i)
-        elif i > 0 and not isinstance(e, ToolStarted | UserMessage):
-            break
-    if tool is None:
-        return out
-    events = thread.events
-    # The retriever's searches are retrieved material only until the next user message
-    # (then they have aged into history): collect the tool's calls since that message.
-    calls: set[str] = set()
-    for i in range(len(events) - 1, -1, -1):
-        e = events[i]
-        if isinstance(e, UserMessage):
-            break
-        if isinstance(e, ToolCall) and e.tool == tool:
-            calls.add(e.call_id)
-    aged = {
-        e.call_id
-        for e in (events[i] for i in out)
-        if isinstance(e, ToolCall) and e.tool == tool and e.call_id not in calls
-    }
-    keep = {i for i in out if getattr(events[i], "call_id", None) not in aged}
-    for i in range(len(events) - 1, -1, -1):
-        e = events[i]
-        if isinstance(e, UserMessage):
-            break
-        if isinstance(e, ToolCall | ToolResult | ToolError) and e.call_id in calls:
-            keep.add(i)
-    return sorted(keep)
-
-
-def best_relevance(thread: Thread, indexes: Sequence[int]) -> float:
-    """The highest `relevance` among the retrieved hits at `indexes` (0 when none says)."""
-    best = 0.0
-    for i in indexes:
-        e = thread.events[i]
-        if isinstance(e, ToolResult) and isinstance(e.result, list):
-            for hit in e.result:
-                value = hit.get("relevance") if isinstance(hit, dict) else None
-                if isinstance(value, int | float):
-                    best = max(best, float(value))
-    return best
 
 
 def _neighbour_key(events: Sequence[Event], i: int) -> int:
@@ -183,6 +121,8 @@ class Renderer:
         output_schema: JSON Schema of one intent (sent as `Context.output_schema`).
         settings: the agent's `ContextSettings`.
         custom: a user's own rendering, replacing the built-in formats.
+        incremental: extend a thread's previous rendering by its new events when the
+            result is the same (`incremental.Tails`); False always plans from the window.
 
     Attributes:
         renders: how many renderings this renderer has made (one per model call).
@@ -198,6 +138,7 @@ class Renderer:
         output_schema: dict[str, Any] | None = None,
         settings: ContextSettings | None = None,
         custom: CustomRender | None = None,
+        incremental: bool = True,
     ) -> None:
         self.name = name
         self.instructions = instructions
@@ -206,7 +147,7 @@ class Renderer:
         self.output_schema = output_schema or {}
         self.settings = settings or ContextSettings()
         self.custom = custom
-        self.format = format_named(self.settings.format, self.settings.native_tools)
+        self.format = format_named(self.settings.format, self.settings.native_tools_for(None))
         self.redactor = self.settings.redactor
         self.counter: TokenCounter = self.settings.counter_for(None)
         self.budget: ContextBudget = self.settings.budget_for(None)
@@ -216,6 +157,8 @@ class Renderer:
         self._blocks = CountCache()
         self._texts = CountCache(4096)
         self._digests = DigestCache()
+        self._fixed: dict[tuple[str, str, str], tuple[str, int, int]] = {}
+        self._tails = Tails() if incremental else None
 
     # -- binding to the model that answers ---------------------------------------------
 
@@ -225,6 +168,7 @@ class Renderer:
             return
         self.counter = self.settings.counter_for(model)
         self.budget = self.settings.budget_for(model)
+        self.format = format_named(self.settings.format, self.settings.native_tools_for(model))
         self._bound = model
 
     # -- the runtime's entry point -------------------------------------------------------
@@ -289,13 +233,16 @@ class Renderer:
         form = self._form(fmt)
         self.renders += 1
         render = _Pass(self, thread, form)
+        fast = self._tails.extend(render) if self._tails is not None else None
+        if fast is not None:
+            return fast
         budget = self.budget
         for _attempt in range(3):
             layout = render.plan(budget)
             text = render.digest(layout, budget) if layout.compact is not None else None
             rendered, exact = render.assemble(layout, budget, text)
             if rendered is not None:
-                return rendered
+                return self._seed(render, rendered)
             budget = replace(budget, margin=budget.margin + exact - render.limit + 16)
         raise TokenBudgetError(exact, render.limit, "the rendered context overshoots its plan")
 
@@ -303,6 +250,9 @@ class Renderer:
         """`render`, with the settings' summariser (which may be async) when compacting."""
         self.renders += 1
         render = _Pass(self, thread, form)
+        fast = self._tails.extend(render) if self._tails is not None else None
+        if fast is not None:
+            return fast
         budget = self.budget
         summaries: dict[tuple[int, int], str] = {}
         for _attempt in range(3):
@@ -315,15 +265,42 @@ class Renderer:
                     summaries[layout.compact] = text
             rendered, exact = render.assemble(layout, budget, text)
             if rendered is not None:
-                return rendered
+                return self._seed(render, rendered)
             budget = replace(budget, margin=budget.margin + exact - render.limit + 16)
         raise TokenBudgetError(exact, render.limit, "the rendered context overshoots its plan")
+
+    def _seed(self, render: _Pass, rendered: Rendered) -> Rendered:
+        """Keep what the next render of this thread may extend (see `Tails.seed`)."""
+        if self._tails is not None:
+            self._tails.seed(render, rendered)
+        return rendered
+
+    def fixed_parts(self, base: str, form: ContextFormat) -> tuple[str, int, int]:
+        """(system text, its tokens, tokens of the tool definitions) for a base prompt:
+        computed once per prompt text and format (a prompt with thread variables has a
+        few texts)."""
+        key = (form.name, self.counter.name, base)
+        hit = self._fixed.get(key)
+        if hit is None:
+            system = form.system(base, self.tools)
+            if self.redactor is not None:
+                system = self.redactor.redact(system)
+            tools_text = form.tools_text(self.tools)
+            hit = (
+                system,
+                self.count_text(system) + 4,
+                self.count_text(tools_text) if tools_text else 0,
+            )
+            if len(self._fixed) >= 64:
+                self._fixed.clear()
+            self._fixed[key] = hit
+        return hit
 
     def _form(self, fmt: str | ContextFormat | None) -> ContextFormat:
         if fmt is None:
             return self.format
         if isinstance(fmt, str):
-            return format_named(fmt, self.settings.native_tools)
+            return format_named(fmt, self.settings.native_tools_for(self._bound))
         return fmt
 
     def count_text(self, text: str) -> int:
@@ -377,13 +354,7 @@ class _Pass:
         r, form = self.r, self.form
         base, name, version, digest = r.base_prompt(self.thread)
         self.prompt = (name, version, digest)
-        system = form.system(base, r.tools)
-        if r.redactor is not None:
-            system = r.redactor.redact(system)
-        self.system = system
-        tools_text = form.tools_text(r.tools)
-        self.sys_tokens = r.count_text(system) + 4
-        self.tools_tokens = r.count_text(tools_text) if tools_text else 0
+        self.system, self.sys_tokens, self.tools_tokens = r.fixed_parts(base, form)
         self.fixed = self.sys_tokens + (self.tools_tokens if form.native_tools else 0) + 3
         retrieval = r.settings.retrieval
         self.retrieved = retrieved_indexes(self.thread, retrieval.tool if retrieval else None)
@@ -497,9 +468,16 @@ class _Pass:
             "summary": 0,
         }
         payloads: list[Any] = []
+        # Blocks of events before the latest model call were in that call's context: the
+        # prefix a provider may have cached (none when this call compacts anew).
+        latest = self.latest_model_call()
+        boundary = -1 if layout.compact is not None or latest is None else latest
+        stable: int | None = None if boundary >= 0 else 0
         for i in layout.retrieved:
             block, n = self.retrieved_payload(i, layout, budget)
             if block is not None:
+                if stable is None and i >= boundary:
+                    stable = len(payloads)
                 payloads.append(block)
                 sections["retrieved"] += n
         for kind, i, reduced in layout.units:
@@ -514,6 +492,8 @@ class _Pass:
             block, n = self.payload(i, reduced, budget)
             if block is None:
                 continue
+            if stable is None and i >= boundary:
+                stable = len(payloads)
             payloads.append(block)
             key = f"history:{events[i].kind}"
             sections[key] = sections.get(key, 0) + n
@@ -524,16 +504,34 @@ class _Pass:
         exact = self.fixed + message_tokens(messages, counter)
         if exact > self.limit:
             return None, exact
+        prefix = cached_prefix(messages, payloads, len(payloads) if stable is None else stable)
+        context = self.context(messages, budget, exact, prefix)
+        return Rendered(context, layout, sections, compaction), exact
+
+    def latest_model_call(self) -> int | None:
+        """Index of the thread's latest `model_call` (None before the first)."""
+        events = self.thread.events
+        for i in range(len(events) - 1, -1, -1):
+            if isinstance(events[i], ModelCall):
+                return i
+        return None
+
+    def context(
+        self, messages: tuple[Message, ...], budget: ContextBudget, exact: int, prefix: int
+    ) -> Context:
+        """The context of a finished plan (the full and the incremental path share it)."""
+        native = self.form.native_tools
         name, version, digest = self.prompt
-        context = Context(
+        return Context(
             system=self.system,
             messages=messages,
             tools=self.r.tools if native else (),
             output_schema=self.r.output_schema,
+            tools_in_prompt=not native and bool(self.r.tools),
             max_output_tokens=budget.max_output_tokens,
             prompt_name=name,
             prompt_version=version,
             prompt_hash=digest,
             input_tokens=exact,
+            cached_prefix=prefix,
         )
-        return Rendered(context, layout, sections, compaction), exact

@@ -91,7 +91,10 @@ class ContextSettings:
     Attributes:
         format: `compact` (one user message of tagged blocks) or `messages` (the chat array).
         native_tools: in the compact format, send tool definitions natively (True) or as
-            signatures in the system text (False: the smallest context).
+            signatures in the system text (False: the smallest context); None (the
+            default): as the answering model declares (`ModelProfile.tools_in_prompt`:
+            hosted APIs that bill every prompt token get signatures, local and test
+            models native definitions).
         tokenizer: how tokens are counted; None: the model's own, else by its id.
         model_id: the model to size for when none is bound (e.g. `threadline render`).
         context_window / max_output_tokens / keep_recent / max_result_tokens /
@@ -112,7 +115,7 @@ class ContextSettings:
     """
 
     format: Literal["compact", "messages"] = "compact"
-    native_tools: bool = True
+    native_tools: bool | None = None
     tokenizer: Tokenizer | None = None
     model_id: str | None = None
     context_window: int | None = None
@@ -159,6 +162,12 @@ class ContextSettings:
             if value is not None:
                 out[name] = value
         return out
+
+    def native_tools_for(self, model: Model | None) -> bool:
+        """Whether tool definitions travel natively for `model` (None: no model bound)."""
+        if self.native_tools is not None:
+            return self.native_tools
+        return model is None or not model.profile.tools_in_prompt
 
     def counter_for(self, model: Model | None) -> TokenCounter:
         """The token counter for `model` (None: no model bound)."""

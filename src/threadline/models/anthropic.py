@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, MissingExtraError, ModelError
 from ..events import RawToolCall
-from .base import Context, ModelOutput, ModelProfile
+from .base import Context, ModelOutput, ModelProfile, intent_envelope
 from .openai import tool_name_map
 from .pricing import PriceTable
 from .resilience import sdk_model_error
@@ -91,8 +91,12 @@ class AnthropicModel:
 
     @property
     def profile(self) -> ModelProfile:
-        """Window by model name (its tokenizer is not public: counts are approximate)."""
-        return ModelProfile.for_id(self.model_id, output_modes=(self.mode,))
+        """Window by model name (its tokenizer is not public: counts are approximate).
+        In `json` mode the tools are signatures in the system text (described once); in
+        `tools` mode they are native (tool use is how the answer is forced)."""
+        return ModelProfile.for_id(
+            self.model_id, output_modes=(self.mode,), tools_in_prompt=self.mode == "json"
+        )
 
     def request_body(self, context: Context) -> tuple[dict[str, Any], dict[str, str]]:
         """The Messages API arguments for `context`, and safe name -> original name."""
@@ -116,12 +120,17 @@ class AnthropicModel:
             ]
             body["tool_choice"] = {"type": "any"}
         elif context.output_schema:
+            schema = context.output_schema
+            if context.tools_in_prompt:  # the arguments are described in the system text
+                schema = intent_envelope(schema)
             system = (
                 f"{system}\n\nReply with JSON only, matching this JSON Schema:\n"
-                f"{json.dumps(context.output_schema)}"
+                f"{json.dumps(schema)}"
             ).strip()
         if system:
-            body["system"] = system
+            # The system text (instructions and tools) is the same on every call: cached.
+            body["system"] = [{"type": "text", "text": system, "cache_control": _EPHEMERAL}]
+        _mark_cache(body["messages"], context)
         return body, {safe: name for name, safe in names.items()}
 
     async def request(self, context: Context) -> ModelOutput:
@@ -217,3 +226,27 @@ def _messages(context: Context, names: dict[str, str]) -> list[dict[str, Any]]:
         else:
             add("user", [{"type": "text", "text": m.content}])
     return out
+
+
+_EPHEMERAL = {"type": "ephemeral"}
+
+
+def _mark_cache(messages: list[dict[str, Any]], context: Context) -> None:
+    """Mark the prompt cache's boundaries in the last message (Anthropic caches a prefix
+    up to a block marked `cache_control`, and finds an earlier write at any of the ~20
+    block boundaries before a mark).
+
+    The last block is marked, so each call writes its whole prompt. When the renderer says
+    how much of the last message the previous call was sent verbatim
+    (`Context.cached_prefix`), that text is split there into two blocks: the boundary
+    where the previous call's write ends, so this call reads it.
+    """
+    if not messages or not context.messages:
+        return
+    blocks = messages[-1]["content"]
+    last = blocks[-1]
+    cut = context.cached_prefix
+    text = context.messages[-1].content
+    if last.get("type") == "text" and last.get("text") == text and 0 < cut < len(text):
+        blocks[-1:] = [{"type": "text", "text": text[:cut]}, {"type": "text", "text": text[cut:]}]
+    blocks[-1] = {**blocks[-1], "cache_control": _EPHEMERAL}

@@ -26,6 +26,7 @@ __all__ = [
     "ModelProfile",
     "OutputMode",
     "ToolSpec",
+    "intent_envelope",
     "known_encoding",
     "known_window",
 ]
@@ -86,12 +87,17 @@ class ModelProfile:
         tokenizer: how to count its tokens exactly: its own function `text -> int`, or a
             BPE encoding name; None: approximately.
         output_modes: how this backend gets an intent out of the model.
+        tools_in_prompt: the tool definitions are cheaper as compact signatures in the
+            system text than as native JSON definitions: hosted APIs that bill every
+            prompt token declare it (`ContextSettings(native_tools=None)`, the default,
+            follows it); local and test models keep native definitions.
     """
 
     context_window: int | None = None
     max_output_tokens: int | None = None
     tokenizer: Callable[[str], int] | str | None = None
     output_modes: frozenset[OutputMode] = frozenset({"text"})
+    tools_in_prompt: bool = False
 
     @classmethod
     def for_id(
@@ -102,6 +108,7 @@ class ModelProfile:
         context_window: int | None = None,
         max_output_tokens: int | None = None,
         tokenizer: Callable[[str], int] | str | None = None,
+        tools_in_prompt: bool = False,
     ) -> ModelProfile:
         """A profile from what the model id tells (`known_window`, `known_encoding`);
         explicit values win."""
@@ -110,12 +117,14 @@ class ModelProfile:
             max_output_tokens=max_output_tokens,
             tokenizer=tokenizer or known_encoding(model_id),
             output_modes=frozenset(output_modes),
+            tools_in_prompt=tools_in_prompt,
         )
 
     @classmethod
     def narrowest(cls, profiles: Iterable[ModelProfile]) -> ModelProfile:
         """One profile any of `profiles` can serve (a fallback chain): the smallest known
-        window and output cap, the first model's tokenizer, the modes all share."""
+        window and output cap, the first model's tokenizer, the modes all share, tools in
+        the prompt when any of them wants them there (every backend reads them there)."""
         items = list(profiles)
         if not items:
             return cls()
@@ -127,6 +136,7 @@ class ModelProfile:
             max_output_tokens=min(caps) if caps else None,
             tokenizer=items[0].tokenizer,
             output_modes=modes,
+            tools_in_prompt=any(p.tools_in_prompt for p in items),
         )
 
 
@@ -160,20 +170,31 @@ class Context:
         tools: the intents the model may choose, as specs.
         output_schema: JSON Schema of one valid intent (a discriminated union on `intent`);
             backends that constrain output (JSON schema mode, grammars) use it.
+        tools_in_prompt: the system text already describes every tool and its arguments
+            (the compact signatures; `tools` is then empty). A backend that would send
+            `output_schema` as billed prompt text sends `intent_envelope(output_schema)`
+            instead: the arguments are described once, and validated by the runtime (an
+            invalid one is shown back to the model), not described twice.
         max_output_tokens: the output reservation of the token budget.
         prompt_name / prompt_version / prompt_hash: recorded in the `model_call` event.
         input_tokens: the renderer's own count of the context, when it made one.
+        cached_prefix: characters at the start of the last message's content that the
+            thread's previous model call was sent verbatim (0: none known). Backends with
+            explicit prompt caching mark the cache boundary there (Anthropic: two text
+            blocks, `cache_control` on the last); a wrong guess costs a cache miss only.
     """
 
     system: str
     messages: tuple[Message, ...]
     tools: tuple[ToolSpec, ...] = ()
     output_schema: dict[str, Any] = field(default_factory=dict)
+    tools_in_prompt: bool = False
     max_output_tokens: int = 1024
     prompt_name: str | None = None
     prompt_version: str | None = None
     prompt_hash: str | None = None
     input_tokens: int | None = None
+    cached_prefix: int = 0
 
     def as_text(self) -> str:
         """The context as plain text, for display (`threadline render`) and test models."""
@@ -185,6 +206,28 @@ class Context:
                 body += f"\n<call {tc.id or ''} {tc.name}>{tc.arguments}</call>"
             parts.append(f"{head}\n{body}")
         return "\n\n".join(parts)
+
+
+def intent_envelope(schema: dict[str, Any]) -> dict[str, Any]:
+    """The outer shape of an intent union: `{"intent": one of the names, "arguments": {}}`.
+
+    `schema` is `Agent.output_schema()`'s `oneOf` of `{"intent": {"const": name},
+    "arguments": ...}` variants; anything else is returned unchanged.
+    """
+    names: list[Any] = []
+    for variant in schema.get("oneOf") or ():
+        intent = variant.get("properties", {}).get("intent") if isinstance(variant, dict) else None
+        if not isinstance(intent, dict) or "const" not in intent:
+            return schema
+        names.append(intent["const"])
+    if not names:
+        return schema
+    return {
+        "type": "object",
+        "properties": {"intent": {"enum": names}, "arguments": {"type": "object"}},
+        "required": ["intent", "arguments"],
+        "additionalProperties": False,
+    }
 
 
 @dataclass(frozen=True, slots=True)

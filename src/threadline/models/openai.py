@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, MissingExtraError, ModelError
 from ..events import RawToolCall
-from .base import Context, Message, ModelOutput, ModelProfile, ToolSpec
+from .base import Context, Message, ModelOutput, ModelProfile, ToolSpec, intent_envelope
 from .local import tools_prompt  # pure text; llama.cpp itself is imported lazily there
 from .pricing import PriceTable
 from .resilience import sdk_model_error
@@ -72,19 +72,27 @@ class OpenAIServer:
         json_object_schema: where `json_object` mode puts the intent schema:
             `response_format` (`{"type": "json_object", "schema": ...}`) or
             `structured_outputs` (vLLM's extra field `{"structured_outputs": {"json": ...}}`).
+        bills_prompt: a hosted API billing every prompt token (the schema of a response
+            format included). Its models in a JSON mode declare `tools_in_prompt`: the
+            tools go once, as signatures in the system text, and the response format
+            carries only the intent envelope. Local servers turn the full schema into a
+            grammar for free.
     """
 
     name: str
     modes: tuple[Mode, ...]
     tool_choice: Literal["required", "auto"] | None = "required"
     json_object_schema: Literal["response_format", "structured_outputs"] = "response_format"
+    bills_prompt: bool = False
 
 
 SERVERS: dict[str, OpenAIServer] = {
     s.name: s
     for s in (
-        # OpenAI's own API: strict tool choice and JSON schema; its json_object takes no schema.
-        OpenAIServer("openai", ("tools", "json_schema")),
+        # OpenAI's own API: JSON schema and strict tool choice; its json_object takes no
+        # schema. It bills every prompt token: by default the tools are described once as
+        # signatures and the answer is the JSON intent (`tools` mode sends them natively).
+        OpenAIServer("openai", ("json_schema", "tools"), bills_prompt=True),
         # llama-cpp-python (`python -m llama_cpp.server`): response_format must be text or
         # json_object (json_schema is refused); tools need `--chat_format
         # chatml-function-calling`, whose handler asserts on tool_choice="required".
@@ -243,7 +251,10 @@ class OpenAIModel:
     def profile(self) -> ModelProfile:
         """Window and encoding by model name, its output cap and its mode."""
         return ModelProfile.for_id(
-            self.model_id, output_modes=(self.mode,), max_output_tokens=self.max_output_tokens
+            self.model_id,
+            output_modes=(self.mode,),
+            max_output_tokens=self.max_output_tokens,
+            tools_in_prompt=self.server.bills_prompt and self.mode != "tools",
         )
 
     def request_body(self, context: Context) -> tuple[dict[str, Any], dict[str, str]]:
@@ -280,7 +291,10 @@ class OpenAIModel:
             else:
                 body["response_format"] = json_object_response_format(schema)
         else:
-            body["response_format"] = json_schema_response_format(context.output_schema)
+            schema = context.output_schema
+            if context.tools_in_prompt and self.server.bills_prompt:
+                schema = intent_envelope(schema)  # the arguments are in the system text
+            body["response_format"] = json_schema_response_format(schema)
         return body, {safe: name for name, safe in names.items()}
 
     def _json_mode(self) -> Mode:

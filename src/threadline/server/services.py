@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..channels import Channel, Dispatcher, Hub
-from ..channels.hub import refuse_unserved
 from ..errors import ConfigError
 from ..models.resilience import breakers_of
 from ..observability.metrics import RuntimeMetrics
@@ -170,7 +169,7 @@ class Services:
             metrics=metrics,
             channels=dict(channels or {}),
             dispatcher=dispatcher,
-            hub=Hub(runtime, runner.kick, advances=config.worker),
+            hub=Hub(runtime, runner.kick),
         )
 
     def closing(self) -> bool:
@@ -184,7 +183,14 @@ class Services:
         action, then the thread would sit `running` forever. Raises ConfigError (a 409
         "Not served here") before anything is written; ThreadNotFound for an unknown id.
         """
-        await refuse_unserved(self.runtime, thread_id, advances=self.config.worker)
+        if not self.config.worker:
+            return  # API-only: the workers leasing from the store advance every agent
+        agent = (await self.store.get(thread_id)).agent
+        if agent not in self.runtime.agents:
+            raise ConfigError(
+                f"thread {thread_id} runs agent {agent!r}, which this server does not "
+                "serve; act on it through a server or worker that serves it"
+            )
 
     @asynccontextmanager
     async def lifespan(self, _app: Any) -> AsyncIterator[None]:
@@ -201,7 +207,6 @@ class Services:
                 await channel.start(self.hub_or_fail())
                 started.append(channel)
             if self.dispatcher is not None:
-                await self._catch_up(self.dispatcher)
                 sweeper = asyncio.get_running_loop().create_task(
                     self._sweep_outbox(self.dispatcher), name="channel outbox"
                 )
@@ -235,17 +240,6 @@ class Services:
         if self.hub is None:
             raise ConfigError("services were built without a channel hub (use Services.build)")
         return self.hub
-
-    async def _catch_up(self, dispatcher: Dispatcher) -> None:
-        """Record the notices a stopped process may have left out (open approvals and
-        questions); a failure is logged, never a reason not to start."""
-        try:
-            looked = await dispatcher.catch_up()
-        except Exception as exc:
-            log.warning("channel catch-up failed: %s: %s", type(exc).__name__, exc)
-            return
-        if looked:
-            log.info("channels: checked the notices of %d waiting thread(s)", looked)
 
     async def _sweep_outbox(self, dispatcher: Dispatcher) -> None:
         """Send due channel notices, reminders, retries and expiries until shutdown."""

@@ -1,0 +1,296 @@
+"""Incremental rendering: a thread's next compact rendering, extended from its previous one.
+
+Between compactions the compact rendering of a thread only grows at its end: the latest
+stored summary, then every later event verbatim (the planner's level 0). `Tails` keeps, per
+thread (bounded, least recently used out first), that rendering's layout units, each unit's
+planned tokens and block, running sums per section, and the exact token count of every line
+of the body. The next render of the thread re-plans only its last two old units (a tool
+call's block changes once, when its outcome arrives right after it) and the new events, so
+planning costs O(new events); whether level 0 still fits is the running sum against the
+history budget, not a walk of the thread.
+
+Anything else falls back to the full plan (`budget.plan_layout`), which seeds the next
+extension when it comes out at level 0: a new `compacted` event, retrieved or pre-fetched
+material, another budget, format or prompt, the `messages` format (its assembly merges
+messages across events), or a total over the history budget (the full plan then reduces
+older events or compacts, and its summary starts the next run of extensions: compaction
+makes the stable prefix).
+
+Exact counts. The request is counted exactly on both paths. For the BPE encodings whose
+pre-tokenizer never joins a newline to the character after it when that character is
+neither whitespace nor `/` (`o200k_base`, `cl100k_base`), `count("\\n".join(lines))` is the
+sum of `count(line + "\\n")` over every line but the last, plus `count(last)`; compact blocks
+start with `<`, so the count of the body is a running sum (a line that starts otherwise
+makes the body be counted whole). Other counters count the joined body.
+
+Invariant: an extension equals the full path's rendering of the same thread, byte for byte
+(tests/context/test_incremental.py compares them over the 200 recorded airline runs and
+random event sequences).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..events import Compacted, Event
+from ..models.base import Message
+from .base import Rendered
+from .budget import ContextBudget, Layout
+from .compact import CompactFormat
+from .tokens import BPECounter, TokenCounter
+
+if TYPE_CHECKING:
+    from .renderer import _Pass
+
+__all__ = ["LINE_ADDITIVE", "Tails", "cached_prefix", "line_additive"]
+
+LINE_ADDITIVE = frozenset({"o200k_base", "cl100k_base"})
+"""Encodings whose count of newline-joined lines is the sum of the lines' counts (above)."""
+
+_REDO = 2
+"""Old units re-planned on each extension: a tool call's block depends on whether its
+outcome is one of the next two events."""
+
+
+def line_additive(counter: TokenCounter) -> bool:
+    """Whether `counter` counts newline-joined compact blocks as a sum (module docstring)."""
+    return isinstance(counter, BPECounter) and counter.name in LINE_ADDITIVE
+
+
+def cached_prefix(messages: Sequence[Message], blocks: Sequence[Any], stable: int) -> int:
+    """Characters of a compact body (`blocks` joined by newlines) made of its first
+    `stable` blocks, those of events before the latest model call, which that call was
+    sent verbatim (0 for the messages format). Counted back from the end: O(new blocks)."""
+    if stable <= 0 or not messages or not isinstance(blocks[0], str):
+        return 0
+    return len(messages[-1].content) - sum(len(b) + 1 for b in blocks[stable:])
+
+
+def _joins_cleanly(line: str) -> bool:
+    return bool(line) and not line[0].isspace() and line[0] != "/"
+
+
+@dataclass(eq=False)
+class _Tail:
+    """One thread's last level-0 compact rendering, unit by unit."""
+
+    key: Hashable
+    n: int
+    first: Event
+    last: Event
+    units: list[tuple[str, int, bool]] = field(default_factory=list)
+    costs: list[int] = field(default_factory=list)
+    lines: list[str | None] = field(default_factory=list)  # the unit's block, or None
+    texts: list[str] = field(default_factory=list)  # the blocks that are not None
+    line_counts: list[int] = field(default_factory=list)  # count(block + "\n"), or 0
+    total: int = 0
+    counted: int = 0  # sum of line_counts
+    additive: bool = True
+    unclean: int = 0  # blocks that do not start where the pre-tokenizer cuts
+    sections: dict[str, int] = field(default_factory=dict)
+
+    def push(self, unit: tuple[str, int, bool], cost: int, block: str | None, section: str) -> None:
+        self.units.append(unit)
+        self.costs.append(cost)
+        self.lines.append(block)
+        self.line_counts.append(0)
+        self.total += cost
+        if block is not None:
+            self.texts.append(block)
+            self.sections[section] = self.sections.get(section, 0) + cost
+            self.unclean += not _joins_cleanly(block)
+
+    def pop(self, section: str) -> None:
+        self.units.pop()
+        cost = self.costs.pop()
+        block = self.lines.pop()
+        self.total -= cost
+        if block is not None:
+            self.texts.pop()
+            self.sections[section] -= cost
+            self.unclean -= not _joins_cleanly(block)
+        self.counted -= self.line_counts.pop()
+
+    def body_tokens(self, counter: TokenCounter, lines: list[str]) -> int | None:
+        """`count("\n".join(lines))` from the line counts, or None when it is not a sum."""
+        if not self.additive or self.unclean > (0 if _joins_cleanly(lines[0]) else 1):
+            return None
+        j = len(self.lines) - 1
+        while self.lines[j] is None:
+            j -= 1
+        last = lines[-1]
+        return self.counted - self.line_counts[j] + counter.count(last)
+
+
+def _section(render: _Pass, unit: tuple[str, int, bool]) -> str:
+    kind, i, _ = unit
+    return "summary" if kind == "summary" else f"history:{render.thread.events[i].kind}"
+
+
+class Tails:
+    """Per-thread state of the incremental path (bounded: `maxsize` threads)."""
+
+    def __init__(self, maxsize: int = 256) -> None:
+        self._data: OrderedDict[str, _Tail] = OrderedDict()
+        self._maxsize = maxsize
+        self.extended = 0
+
+    def _key(self, render: _Pass) -> Hashable | None:
+        """What must not change between two renders for an extension to hold."""
+        if render.retrieved or type(render.form) is not CompactFormat:
+            return None
+        budget = render.share(render.r.budget)
+        return (
+            render.form.name,
+            render.r.counter.name,
+            budget,
+            render.system,
+            render.fixed,
+            render.prompt,
+        )
+
+    def seed(self, render: _Pass, rendered: Rendered) -> None:
+        """Keep a full-path rendering that later renders may extend (level 0 only)."""
+        thread = render.thread
+        self._data.pop(thread.id, None)
+        layout = rendered.layout
+        key = self._key(render)
+        if key is None or layout.level != 0 or layout.compact is not None or not len(thread):
+            return
+        events = thread.events
+        tail = _Tail(key, len(events), events[0], events[-1])
+        tail.additive = line_additive(render.r.counter)
+        budget = render.share(render.r.budget)
+        for unit in layout.units:
+            self._add(render, tail, unit, budget)
+        self._count_lines(render, tail, 0)
+        self._data[thread.id] = tail
+        while len(self._data) > self._maxsize:
+            self._data.popitem(last=False)
+
+    def extend(self, render: _Pass) -> Rendered | None:
+        """The rendering of `render.thread` extended from its tail, or None (full path)."""
+        thread = render.thread
+        tail = self._data.get(thread.id)
+        if tail is None:
+            return None
+        events = thread.events
+        n = len(events)
+        if (
+            n < tail.n
+            or self._key(render) != tail.key
+            or (events[tail.n - 1] is not tail.last and events[tail.n - 1] != tail.last)
+            or (events[0] is not tail.first and events[0] != tail.first)
+            or any(isinstance(e, Compacted) for e in events[tail.n :])
+        ):
+            del self._data[thread.id]
+            return None
+        self._data.move_to_end(thread.id)
+        budget = render.share(render.r.budget)
+        redo = [*self._rewind(render, tail), *range(tail.n, n)]
+        for i in redo:
+            self._add(render, tail, ("event", i, False), budget)
+        self._count_lines(render, tail, len(tail.units) - len(redo))
+        tail.n, tail.last = n, events[-1]
+        avail = budget.available(render.fixed)
+        if (
+            avail <= 0 or tail.total > avail
+        ):  # level 0 no longer fits: the full plan reduces or compacts
+            del self._data[thread.id]
+            return None
+        rendered = self._rendered(render, tail, budget, avail)
+        if rendered is None:
+            del self._data[thread.id]
+        else:
+            self.extended += 1
+        return rendered
+
+    def _rewind(self, render: _Pass, tail: _Tail) -> list[int]:
+        """Drop the last old units whose block a new event may change; their indexes."""
+        dropped: list[int] = []
+        while tail.units and tail.units[-1][0] == "event" and tail.units[-1][1] >= tail.n - _REDO:
+            dropped.append(tail.units[-1][1])
+            tail.pop(_section(render, tail.units[-1]))
+        return dropped[::-1]
+
+    def _add(
+        self, render: _Pass, tail: _Tail, unit: tuple[str, int, bool], budget: ContextBudget
+    ) -> None:
+        kind, i, reduced = unit
+        if kind == "summary":
+            block = render.form.summary(*_summary_args(render, i))
+            cost = render.form.tokens(block, render.r.counter)
+        else:
+            block, cost = render.payload(i, reduced, budget)
+        tail.push(unit, int(cost), block, _section(render, unit))
+
+    def _count_lines(self, render: _Pass, tail: _Tail, start: int) -> None:
+        if not tail.additive:
+            return
+        count = render.r.counter.count
+        for j in range(start, len(tail.lines)):
+            line = tail.lines[j]
+            if line is not None:
+                n = count(line + "\n")
+                tail.line_counts[j] = n
+                tail.counted += n
+
+    def _rendered(
+        self, render: _Pass, tail: _Tail, budget: ContextBudget, avail: int
+    ) -> Rendered | None:
+        lines = tail.texts
+        # `CompactFormat.assemble`, joining the list directly (its blocks are not empty).
+        body = "\n".join(lines)
+        messages: tuple[Message, ...] = (Message("user", body),) if lines else ()
+        counter = render.r.counter
+        body_tokens = 0
+        if lines:
+            summed = tail.body_tokens(counter, lines)
+            body_tokens = 4 + (counter.count(body) if summed is None else summed)
+        exact = render.fixed + body_tokens
+        if exact > render.limit:
+            return None
+        layout = Layout(
+            tuple(tail.units),
+            (),
+            False,
+            None,
+            0,
+            tail.total,
+            retrieved_cap=int(avail * budget.retrieved_share),
+        )
+        native = render.form.native_tools
+        sections = {
+            "system": render.sys_tokens - (0 if native else render.tools_tokens),
+            "tools": render.tools_tokens,
+            "retrieved": 0,
+            "summary": 0,
+            **{k: v for k, v in tail.sections.items() if v or k == "summary"},
+        }
+        context = render.context(messages, budget, exact, _prefix(render, tail, messages, lines))
+        return Rendered(context, layout, sections, None)
+
+
+def _summary_args(render: _Pass, i: int) -> tuple[int, int, str]:
+    c = render.thread.events[i]
+    if not isinstance(c, Compacted):
+        raise TypeError(f"event {i} is not a compacted event")
+    return c.from_seq, c.to_seq, c.summary
+
+
+def _prefix(render: _Pass, tail: _Tail, messages: tuple[Message, ...], lines: list[str]) -> int:
+    """`cached_prefix` of the extended body (the lines of events before the latest
+    model call), found from the end."""
+    latest = render.latest_model_call()
+    if latest is None:
+        return 0
+    after = 0
+    for (kind, i, _), line in zip(reversed(tail.units), reversed(tail.lines), strict=True):
+        if kind == "summary" or i < latest:
+            break
+        if line is not None:
+            after += 1
+    return cached_prefix(messages, lines, len(lines) - after)

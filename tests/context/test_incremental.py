@@ -1,0 +1,188 @@
+"""Incremental rendering equals the full plan, byte for byte: on the 200 recorded airline
+runs (rendered before every model call, as the runtime does, with and without a budget
+that compacts) and on random event sequences; and it is what the renderer actually used."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from context_support import TAU, tau_runs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from threadline import Agent, ContextSettings, Tool, tool
+from threadline.context.base import Rendered
+from threadline.context.messages import thread_from_openai
+from threadline.context.renderer import Renderer
+from threadline.errors import TokenBudgetError
+from threadline.events import (
+    Compacted,
+    Event,
+    HumanResponse,
+    InvalidOutput,
+    ModelCall,
+    RawToolCall,
+    Thread,
+    ToolCall,
+    ToolError,
+    ToolResult,
+    ToolStarted,
+    UserMessage,
+)
+from threadline.prompts import renderer_for
+
+AT = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _pair(agent: Agent) -> tuple[Renderer, Renderer]:
+    """(the agent's renderer, incremental; a full-plan renderer of the same agent)."""
+    incremental = renderer_for(agent)
+    full = renderer_for(agent)
+    full._tails = None  # the non-incremental path: every render plans from the window
+    return incremental, full
+
+
+def _same(a: Rendered, b: Rendered) -> None:
+    assert a.context == b.context
+    assert a.layout == b.layout
+    assert a.sections == b.sections
+    assert a.compaction == b.compaction
+
+
+def _replay(events: list[Event], incremental: Renderer, full: Renderer, tid: str) -> int:
+    """Append `events` one by one; before every model call render with both renderers,
+    compare, and store the compaction the rendering asks for (as `Runtime` does).
+    Returns how many renders were compared."""
+    thread = Thread(tid, "agent")
+    compared = 0
+
+    def render_now() -> None:
+        nonlocal compared
+        try:
+            a = incremental.render(thread)
+        except TokenBudgetError as exc:
+            with pytest.raises(TokenBudgetError) as info:
+                full.render(thread)
+            assert (info.value.needed, info.value.available) == (exc.needed, exc.available)
+            return
+        _same(a, full.render(thread))
+        compared += 1
+        if a.compaction is not None:
+            lo, hi, text = a.compaction
+            thread.append(
+                Compacted(seq=thread.next_seq, at=AT, from_seq=lo, to_seq=hi, summary=text)
+            )
+
+    for e in events:
+        if isinstance(e, ModelCall) and len(thread):
+            render_now()
+        thread.append(e.model_copy(update={"seq": thread.next_seq}))
+    render_now()
+    return compared
+
+
+def _airline_agent(policy: str, **settings: Any) -> Agent:
+    tools = json.loads((TAU / "tools.json").read_text())
+    return Agent(
+        "airline",
+        tools=[
+            Tool.from_json_schema(
+                t["function"]["name"],
+                t["function"]["parameters"],
+                description=t["function"]["description"],
+            )
+            for t in tools
+        ],
+        instructions=policy,
+        context=ContextSettings(tokenizer="o200k_base", **settings),
+    )
+
+
+def test_the_airline_runs_render_the_same_incrementally() -> None:
+    runs = tau_runs()
+    compared = 0
+    for native, window in ((False, None), (True, 7_000)):
+        pairs: dict[str, tuple[Renderer, Renderer]] = {}
+        for n, run in enumerate(runs):
+            policy, thread = thread_from_openai(run["traj"], thread_id=f"run{n}")
+            if policy not in pairs:
+                extra = {"context_window": window} if window else {}
+                pairs[policy] = _pair(_airline_agent(policy, native_tools=native, **extra))
+            incremental, full = pairs[policy]
+            compared += _replay(list(thread.events), incremental, full, f"{native}-{window}-{n}")
+        extended = sum(p[0]._tails.extended for p in pairs.values())  # type: ignore[union-attr]
+        assert extended > len(runs)  # most renders were extensions, not full plans
+    assert compared > 3_000
+
+
+@tool
+def fetch(key: str) -> dict[str, Any]:
+    """Fetch a record."""
+    return {"key": key}
+
+
+def _events(steps: list[tuple[str, int]]) -> list[Event]:
+    """A thread's events from drawn steps (seq numbers are given on replay)."""
+    out: list[Event] = [UserMessage(seq=0, at=AT, text="Fetch the records, one by one.")]
+    for n, (kind, size) in enumerate(steps):
+        cid = f"c{n}"
+        if kind == "user":
+            out.append(UserMessage(seq=0, at=AT, text=f"also record {size} " * (size % 7 + 1)))
+            continue
+        if kind == "human":
+            out.append(HumanResponse(seq=0, at=AT, request_id=f"r{n}", text="yes " * size))
+            continue
+        text = "Let me look." if kind == "talk" else ""
+        raw = (RawToolCall(id=cid, name="fetch", arguments=json.dumps({"key": f"k{n}"})),)
+        out.append(ModelCall(seq=0, at=AT, model="m", output=text, tool_calls=raw))
+        if kind == "invalid":
+            out.append(InvalidOutput(seq=0, at=AT, reason=f"unknown tool x{n}"))
+            continue
+        out.append(
+            ToolCall(
+                seq=0, at=AT, call_id=cid, tool="fetch", version="1", arguments={"key": f"k{n}"}
+            )
+        )
+        if kind == "started":
+            out.append(ToolStarted(seq=0, at=AT, call_id=cid, idempotency_key=cid))
+        if kind == "error":
+            out.append(
+                ToolError(seq=0, at=AT, call_id=cid, tool="fetch", error_type="E", message="no")
+            )
+        elif kind != "pending":
+            result = {"key": f"k{n}", "rows": [{"i": j, "v": f"value {j}"} for j in range(size)]}
+            out.append(ToolResult(seq=0, at=AT, call_id=cid, tool="fetch", result=result))
+    return out
+
+
+_STEP = st.tuples(
+    st.sampled_from(
+        ["call", "call", "call", "talk", "error", "invalid", "started", "user", "human", "pending"]
+    ),
+    st.integers(min_value=0, max_value=60),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.lists(_STEP, min_size=1, max_size=90),
+    tokenizer=st.sampled_from(["o200k_base", "approx"]),
+    window=st.sampled_from([2_500, 6_000, 50_000]),
+    native=st.booleans(),
+)
+def test_random_threads_render_the_same_incrementally(
+    steps: list[tuple[str, int]], tokenizer: str, window: int, native: bool
+) -> None:
+    agent = Agent(
+        "agent",
+        tools=[fetch],
+        instructions="Fetch what is asked.",
+        context=ContextSettings(
+            tokenizer=tokenizer, context_window=window, native_tools=native, keep_recent=4
+        ),
+    )
+    incremental, full = _pair(agent)
+    assert _replay(_events(steps), incremental, full, "random") >= 1
