@@ -175,8 +175,9 @@ def guarded(deploybot: Agent) -> Agent:
     )
 
 
-def asker() -> Agent:
-    """Asks one question, then finishes with the latest answer (its own model)."""
+def asker(name: str = "asker", responders: tuple[str, ...] = ()) -> Agent:
+    """Asks one question, then finishes with the latest answer (its own model); only
+    `responders` may answer when any are named."""
 
     def answer(context: Context) -> Any:
         events = context.messages[-1].content
@@ -187,16 +188,20 @@ def asker() -> Agent:
         return intent("request_more_information", message="Which environment?")
 
     return Agent(
-        name="asker",
+        name=name,
         instructions="Ask, then answer.",
         model=FunctionModel(answer, model_id="asker-script"),
+        responders=responders,
     )
 
 
 @pytest.fixture
 def live(tmp_path: Path, deploybot: Agent) -> Iterator[LiveServer]:
     server = start_server(
-        tmp_path, [deploybot, guarded(deploybot), asker()], deploy_model(), keys=DEFAULT_KEYS
+        tmp_path,
+        [deploybot, guarded(deploybot), asker(), asker("gated_asker", ("alice",))],
+        deploy_model(),
+        keys=DEFAULT_KEYS,
     )
     yield server
     server.stop()

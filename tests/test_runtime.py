@@ -144,7 +144,7 @@ async def test_actions_that_do_not_fit_the_state_write_nothing(calculator: Modul
         await rt.message(thread.id, "hello?")
     with pytest.raises(InvalidAction, match="b: Input should be a valid number"):
         await rt.approve(thread.id, call_id, edited_arguments={"a": 1, "b": "two"})
-    with pytest.raises(InvalidAction, match="paused or escalated"):
+    with pytest.raises(InvalidAction, match="paused, escalated or failed"):
         await rt.resume(thread.id)
     assert len(await rt.store.load(thread.id)) == n
     await rt.approve(thread.id, call_id)
@@ -210,6 +210,30 @@ async def test_named_approvers_only() -> None:
     assert len(await rt.store.load(thread.id)) == 3
     await rt.approve(thread.id, "c1", by="ana")
     assert (await rt.store.load(thread.id)).events[-1].by == "ana"
+
+
+async def test_named_responders_only() -> None:
+    """`Agent.responders` is recorded on each question and enforced by the runtime."""
+    agent = Agent("asks", responders=["ana"])
+    model = ScriptedModel(
+        [intent("request_more_information", message="which?"), intent("done_for_now", message="ok")]
+    )
+    rt = Runtime(MemoryStore(), agents=[agent], model=model)
+    thread = await rt.launch(agent, "do it")
+    request = thread.events[-1]
+    assert request.kind == "human_request" and request.responders == ("ana",)
+    for act in (
+        rt.respond(thread.id, request.request_id, "this", by="mallory"),
+        rt.respond(thread.id, request.request_id, "this"),
+        rt.message(thread.id, "this", sender="mallory"),
+    ):
+        with pytest.raises(NotAllowed, match="may not answer this question"):
+            await act
+    assert len(await rt.store.load(thread.id)) == len(thread)
+    await rt.respond(thread.id, request.request_id, "this", by="ana")
+    assert (await rt.advance(thread.id)).status is Status.DONE
+    # Replay re-derives the question with its responders.
+    await rt.replay(thread.id)
 
 
 async def test_pause_and_resume(calculator: ModuleType) -> None:

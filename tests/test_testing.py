@@ -49,3 +49,29 @@ async def test_replay_model_answers_with_the_recorded_outputs() -> None:
     assert [e.kind for e in again.events] == [e.kind for e in recorded.events]
     with pytest.raises(ModelError, match="no recorded answer #3"):
         await replay.request(CONTEXT)
+
+
+async def test_scripted_model_following_the_thread_continues_where_it_is() -> None:
+    """`scripted:answers.json` in a second process: the thread's model calls so far pick
+    the answer, so a thread continued elsewhere is not asked the first question again."""
+    agent = Agent("q", tools=[ping])
+    answers = [
+        intent("request_more_information", message="which host?"),
+        intent("done_for_now", message="pinged"),
+    ]
+    store = MemoryStore()
+    first = ScriptedModel(answers, follow_thread=True)
+    thread = await Runtime(store, agents=[agent], model=first).launch(agent, "ping it")
+    assert thread.status.value == "awaiting_human"
+    # Another process: a fresh model object reading the same answers.
+    second = ScriptedModel(answers, follow_thread=True)
+    runtime = Runtime(store, agents=[agent], model=second)
+    await runtime.respond(thread.id, thread.state.human_request or "", "host-1")
+    thread = await runtime.advance(thread.id)
+    assert thread.status.value == "done" and second.contexts[0].model_calls == 1
+    assert [e.kind for e in thread.events].count("human_request") == 1
+    # Threads one after another in one process still share the list in order.
+    shared = ScriptedModel([intent("done_for_now", message="a"), "x"], follow_thread=True)
+    one = await Runtime(MemoryStore(), agents=[agent], model=shared).launch(agent, "1")
+    two = await Runtime(MemoryStore(), agents=[agent], model=shared).launch(agent, "2")
+    assert one.status.value == "done" and two.events[2].kind == "invalid_output"

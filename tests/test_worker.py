@@ -331,3 +331,81 @@ async def test_a_lost_database_connection_is_one_warning_line_per_failed_step(
     assert "\n" not in warning.getMessage()
     [trace] = [r for r in caplog.records if r.levelno == logging.DEBUG and r.exc_info]
     assert isinstance(trace.exc_info[1], StoreError)  # type: ignore[index]
+
+
+BROKEN: list[str] = []
+
+
+def fragile_outline(agent: Agent, thread: Thread) -> Context:
+    """`outline`, crashing while BROKEN holds a bug (a renderer with a bug in it)."""
+    if BROKEN:
+        raise RuntimeError(BROKEN[0])
+    return outline(agent, thread)
+
+
+async def _until(store: Store, thread_id: str, status: Status) -> None:
+    for _ in range(600):  # a bound, not a timing assertion: fails instead of hanging
+        if (await store.get(thread_id)).status == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{thread_id} never became {status.value}")
+
+
+async def test_a_poison_thread_becomes_failed_and_retry_rearms_it(store: Store) -> None:
+    """A thread whose advance raises every time is not re-leased forever: after
+    `max_failures` in a row it is `failed` with the reason, listed by `stuck_threads`, and
+    other threads go on; resumed once fixed (`threads retry`), it finishes."""
+    from threadline.worker import stuck_threads
+
+    BROKEN[:] = ["template bug: 'NoneType' object is not subscriptable"]
+    fragile = Agent(
+        "fragile", tools=[record], model=FunctionModel(two_step), renderer=fragile_outline
+    )
+    rt = Runtime(store, agents=[fragile, AGENT])
+    poison = await rt.launch(fragile, "job", advance=False)
+    healthy = await rt.launch(AGENT, "job", advance=False)
+    worker = Worker(rt, poll_interval=0.02, lease_ttl=0.3, max_failures=3)
+    run = asyncio.create_task(worker.run())
+    try:
+        await _until(store, poison.id, Status.FAILED)
+        await _until(store, healthy.id, Status.DONE)
+        assert worker.stats.failed == 3 and worker.stats.poisoned == 1
+        last = (await store.load(poison.id)).events[-1]
+        assert last.kind == "failed" and "failed 3 times in a row" in last.reason
+        assert "RuntimeError: template bug" in last.reason
+        assert (await store.get(poison.id)).lease_owner is None  # released, not held
+        [(summary, why)] = await stuck_threads(store, grace=timedelta(0))
+        assert summary.id == poison.id and why.startswith("failed: advancing the thread")
+        # Fixed, then re-armed: the same worker finishes it.
+        BROKEN.clear()
+        await rt.resume(poison.id, by="operator")
+        await _until(store, poison.id, Status.DONE)
+        assert worker.stats.failed == 3  # no failure since
+    finally:
+        BROKEN.clear()
+        worker.stop()
+        await asyncio.wait_for(run, 30)
+
+
+async def test_a_damaged_thread_becomes_failed_naming_the_event(tmp_path: Path) -> None:
+    """A thread whose stored event does not parse cannot be loaded, yet is marked failed
+    (the append reads the projection, not the events) instead of being leased forever."""
+    import sqlite3
+
+    store = SQLiteStore(tmp_path / "d.db")
+    try:
+        rt = Runtime(store, agents=[AGENT])
+        damaged = await rt.launch(AGENT, "job", advance=False)
+        with sqlite3.connect(tmp_path / "d.db") as db:
+            db.execute('UPDATE events SET body = \'{"kind": "nope"}\' WHERE seq = 0')
+        worker = Worker(rt, poll_interval=0.02, lease_ttl=0.3, max_failures=2)
+        run = asyncio.create_task(worker.run())
+        try:
+            await _until(store, damaged.id, Status.FAILED)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(run, 30)
+        [failed] = await store.events(damaged.id, after=0)
+        assert "CorruptEvent" in failed.reason and "failed 2 times" in failed.reason
+    finally:
+        await store.close()

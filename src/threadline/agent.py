@@ -88,6 +88,8 @@ class Agent:
         max_steps: model calls allowed between two human inputs before escalating.
         max_consecutive_errors: invalid outputs / tool errors / model errors in a row before
             escalating to a human (factor 9).
+        max_breaker_waits: waits on an open circuit breaker in a row (no model call
+            answered in between) before escalating: the provider has been down too long.
         model: a `Model` to use instead of the runtime's configured one (tests, pinning).
         renderer: builds the model's context from the thread, replacing the built-in
             formats (`(agent, thread) -> Context`).
@@ -108,6 +110,9 @@ class Agent:
             thread answers where it came from unless a kind is routed here.
         approval_expiry: an `ApprovalExpiry` for every tool, or tool name (or `"*"`) ->
             `ApprovalExpiry`: approvals nobody answers in time are rejected or escalated.
+        responders: who may answer this agent's questions (`request_more_information`),
+            recorded on each `human_request` and enforced like approvers. None named:
+            anyone with the `respond` scope.
 
     Invariants:
         * `registry` holds every tool version the agent knows; the model is shown only the
@@ -120,6 +125,7 @@ class Agent:
     prompt: Any = None
     max_steps: int = 20
     max_consecutive_errors: int = 3
+    max_breaker_waits: int = 20
     model: Model | None = None
     renderer: RenderFunction | None = None
     human_tools: bool = True
@@ -130,6 +136,7 @@ class Agent:
     max_repeated_calls: int = 3
     routes: Routes = field(default_factory=dict)
     approval_expiry: ApprovalExpiry | Mapping[str, ApprovalExpiry] | None = None
+    responders: Sequence[str] = ()
     registry: ToolRegistry = field(init=False)
     _output_schema: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
@@ -144,6 +151,8 @@ class Agent:
             raise ConfigError(
                 f"agent {self.name}: max_repeated_calls must be 0 (off) or at least 2"
             )
+        if self.max_breaker_waits < 1:
+            raise ConfigError(f"agent {self.name}: max_breaker_waits must be at least 1")
         if not isinstance(self.context, ContextSettings):
             raise ConfigError(
                 f"agent {self.name}: context must be a threadline.ContextSettings, "
@@ -157,6 +166,9 @@ class Agent:
                 f"agent {self.name}: routes for unknown kinds {sorted(unknown)}; "
                 f"use {', '.join(sorted(ROUTE_KINDS))}"
             )
+        if isinstance(self.responders, str):
+            raise ConfigError(f"agent {self.name}: responders must be a list of names")
+        self.responders = tuple(str(n) for n in self.responders)
         tools = list(self.tools)
         if self.human_tools:
             names = {t.name for t in tools}

@@ -227,6 +227,16 @@ class Client:
         )
         return ThreadOut.model_validate(data)
 
+    async def external_event(
+        self, thread_id: str, name: str, payload: dict[str, Any] | None = None
+    ) -> ThreadOut:
+        data = await self._request(
+            "POST",
+            f"/v1/threads/{thread_id}/events",
+            json_body={"name": name, "payload": payload or {}},
+        )
+        return ThreadOut.model_validate(data)
+
     async def pause(self, thread_id: str, *, reason: str | None = None) -> ThreadOut:
         data = await self._request(
             "POST", f"/v1/threads/{thread_id}/pause", json_body={"reason": reason}

@@ -112,8 +112,11 @@ class AwaitApproval:
 
 @dataclass(frozen=True, slots=True)
 class AwaitHuman:
+    """Ask a person `question`; only `responders` may answer (empty: anyone allowed)."""
+
     request_id: str
     question: str
+    responders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +168,12 @@ def decide(agent: Agent, thread: Thread) -> Step:
         return Escalate(
             f"step limit reached: {state.run_steps} model calls without human input",
             {"max_steps": agent.max_steps},
+        )
+    if state.breaker_waits >= agent.max_breaker_waits:
+        return Escalate(
+            f"the model provider stayed unavailable: {state.breaker_waits} circuit-breaker "
+            "waits in a row without an answer",
+            {"max_breaker_waits": agent.max_breaker_waits, "last_error": state.last_error or ""},
         )
     return CallModel()
 
@@ -237,7 +246,8 @@ def _decide_call(agent: Agent, call: PendingCall) -> Step:
     if tool.kind == "finish":
         return Finish(str(call.arguments.get("message", "")), call.call_id)
     if tool.kind == "human":
-        return AwaitHuman(call.call_id, str(call.arguments.get("message", "")))
+        message = str(call.arguments.get("message", ""))
+        return AwaitHuman(call.call_id, message, tuple(agent.responders))
     if call.attempt > 0:
         # A tool_started without an outcome: the tool may have run before a crash.
         if tool.side_effects and not tool.idempotent:
@@ -294,8 +304,16 @@ def step_events(step: Step, seq: int, at: datetime) -> list[Event]:
                 )
                 for i, call in enumerate(step.calls)
             ]
-        case AwaitHuman(request_id, question):
-            return [HumanRequest(seq=seq, at=at, request_id=request_id, question=question)]
+        case AwaitHuman(request_id, question, responders):
+            return [
+                HumanRequest(
+                    seq=seq,
+                    at=at,
+                    request_id=request_id,
+                    question=question,
+                    responders=responders,
+                )
+            ]
         case Finish(message):
             return [Done(seq=seq, at=at, message=message)]
         case Escalate(reason, details):

@@ -18,8 +18,10 @@ import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -74,6 +76,8 @@ from .waits import Park, breaker_wait
 
 __all__ = ["Observer", "Runtime", "compact_error"]
 
+T = TypeVar("T")
+
 Observer = Callable[[Thread, Sequence[Event]], Awaitable[None] | None]
 """Called after every successful append with the thread and the events just written."""
 
@@ -92,7 +96,11 @@ class Runtime(HumanActions):
         agents: the agents this runtime can advance, by name.
         model: the model for agents that do not pin their own.
         observers: called after each append (logging, live streams, webhooks).
-        approvers: optional policy giving each approval's allowed responders.
+        offload: do the CPU-heavy pure work of a step (rendering, storage redaction, the
+            checks of a tool's result, a launch's redaction) in one worker thread of this
+            runtime instead of on the event loop. The server turns it on, so a large launch
+            or result never stops it answering other requests; a plain script, whose loop
+            serves nothing else, saves the thread hops.
 
     A runtime holds no thread state between calls: every method loads what it needs, so any
     number of runtimes (processes, machines) can share one store.
@@ -106,8 +114,11 @@ class Runtime(HumanActions):
         model: Model | None = None,
         observers: Sequence[Observer] = (),
         clock: Callable[[], datetime] = utcnow,
+        offload: bool = False,
     ) -> None:
         self.store = store
+        self.offload = offload
+        self._cpu: ThreadPoolExecutor | None = None
         self.model = model
         self.agents: dict[str, Agent] = {}
         self._renderers: dict[str, Renderer] = {}
@@ -154,6 +165,17 @@ class Runtime(HumanActions):
         """Ask running loops to stop after their current step (graceful shutdown)."""
         self._stopping = True
 
+    async def _cpu_bound(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)`: in this runtime's worker thread when `offload` is on, else here.
+
+        One thread, so renders (whose caches are plain dicts) never run two at a time.
+        """
+        if not self.offload:
+            return fn(*args)
+        if self._cpu is None:
+            self._cpu = ThreadPoolExecutor(1, thread_name_prefix="threadline-cpu")
+        return await asyncio.get_running_loop().run_in_executor(self._cpu, fn, *args)
+
     @property
     def stopping(self) -> bool:
         return self._stopping
@@ -179,32 +201,16 @@ class Runtime(HumanActions):
             name = self.agent(agent).name
         meta = dict(metadata or {})
         meta.setdefault("channel", channel)
-        thread = Thread(thread_id or new_thread_id(), name, metadata=meta)
-        thread.append(
-            UserMessage(
-                seq=0,
-                at=self.clock(),
-                text=message,
-                channel=channel,
-                sender=sender,
-                metadata=dict(metadata or {}),
-            )
+        first = UserMessage(
+            seq=0,
+            at=self.clock(),
+            text=message,
+            channel=channel,
+            sender=sender,
+            metadata=dict(metadata or {}),
         )
-        # Pre-fetch (factor 13): the agent's deterministic tool calls, run before any model call.
-        the_agent = self.agent(name)
-        retrieval = the_agent.context.retrieval
-        thread.extend(
-            prefetch_events(
-                [*the_agent.context.prefetch, *(retrieval.prefetch_steps() if retrieval else ())],
-                the_agent.registry,
-                message,
-                meta,
-                seq=thread.next_seq,
-                at=self.clock(),
-                owner=f"agent {name}",
-            )
-        )
-        thread = _redacted_copy(the_agent, thread)
+        made = Thread(thread_id or new_thread_id(), name, metadata=meta)
+        thread = await self._cpu_bound(_launched, self.agent(name), made, first, self.clock())
         await self.store.create(thread)
         await self._notify(thread, thread.events)
         if advance:
@@ -271,7 +277,11 @@ class Runtime(HumanActions):
         # One rendering per call. Compaction, or escalation when even the minimum context
         # cannot fit (never an oversize request), is stored before the call, so the thread
         # stays replayable.
-        prepared = await self.renderer(agent.name).prepare(thread, model, self.clock())
+        renderer = self.renderer(agent.name)
+        if self.offload and renderer.renders_in_thread:
+            prepared = await self._cpu_bound(renderer.prepare_now, thread, model, self.clock())
+        else:
+            prepared = await renderer.prepare(thread, model, self.clock())
         if prepared.events:
             try:
                 await self._append(thread, prepared.events, lease)
@@ -280,6 +290,7 @@ class Runtime(HumanActions):
         context = prepared.context
         if context is None or thread.status is not Status.RUNNING:
             return thread
+        context = replace(context, model_calls=thread.state.model_calls)
         started = time.perf_counter()
         try:
             out = await model.request(context)
@@ -429,8 +440,7 @@ class Runtime(HumanActions):
                     park = result
                     result = park.result if park.result is not None else park.describe()
                 try:
-                    result = _jsonable(result)
-                    check_value(result, where="result")
+                    result = await self._cpu_bound(_storable, result)
                 except BoundsError as exc:  # stored results must load and render
                     failure = ("ResultRejected", compact_error(exc), False)
                 except (TypeError, ValueError) as exc:
@@ -486,8 +496,9 @@ class Runtime(HumanActions):
 
     async def _append(self, thread: Thread, events: Sequence[Event], lease: Lease | None) -> None:
         agent = self.agents.get(thread.agent)
-        if agent is not None:
-            events = redact_for_storage(agent.context.storage_redactor, events)
+        redactor = agent.context.storage_redactor if agent is not None else None
+        if redactor is not None and any(e.traits.untrusted for e in events):
+            events = await self._cpu_bound(redact_for_storage, redactor, events)
         await self.store.append(thread.id, events, expected_seq=thread.next_seq, lease=lease)
         thread.extend(events)
         await self._notify(thread, events)
@@ -533,6 +544,32 @@ class Runtime(HumanActions):
                 continue
 
     # -- human actions (factor 7): see `HumanActions` in runtime_actions.py -------------
+
+
+def _launched(agent: Agent, thread: Thread, first: UserMessage, at: datetime) -> Thread:
+    """A new thread: its first message, the agent's pre-fetch (factor 13: deterministic
+    tool calls run before any model call), all passed through storage redaction."""
+    thread.append(first)
+    retrieval = agent.context.retrieval
+    thread.extend(
+        prefetch_events(
+            [*agent.context.prefetch, *(retrieval.prefetch_steps() if retrieval else ())],
+            agent.registry,
+            first.text,
+            thread.metadata,
+            seq=thread.next_seq,
+            at=at,
+            owner=f"agent {agent.name}",
+        )
+    )
+    return _redacted_copy(agent, thread)
+
+
+def _storable(result: Any) -> Any:
+    """A tool's result as JSON values, within the limits every stored value keeps."""
+    value = _jsonable(result)
+    check_value(value, where="result")
+    return value
 
 
 def _redacted_copy(agent: Agent, thread: Thread) -> Thread:

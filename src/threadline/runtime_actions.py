@@ -27,6 +27,7 @@ from .events import (
     Event,
     ExternalEvent,
     ForkedFrom,
+    HumanRequest,
     HumanResponse,
     Paused,
     Resumed,
@@ -216,7 +217,12 @@ class HumanActions:
         by: str | None = None,
         channel: str = "api",
     ) -> Thread:
-        """Answer the thread's open question. Raises InvalidAction if it asked none."""
+        """Answer the thread's open question.
+
+        Raises:
+            InvalidAction: the thread asked no question with this id.
+            NotAllowed: the question names its responders and `by` is not one of them.
+        """
 
         def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
             if thread.state.human_request != request_id:
@@ -225,6 +231,7 @@ class HumanActions:
                     f"thread {thread_id} has no open request {request_id!r}"
                     + (f"; the open one is {open_id!r}" if open_id else "; it asked nothing")
                 )
+            _check_responder(thread, request_id, by)
             return [
                 HumanResponse(
                     seq=seq, at=at, request_id=request_id, text=text, by=by, channel=channel
@@ -247,6 +254,7 @@ class HumanActions:
         def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
             status = thread.status
             if status == Status.AWAITING_HUMAN and thread.state.human_request:
+                _check_responder(thread, thread.state.human_request, sender)
                 return [
                     HumanResponse(
                         seq=seq,
@@ -309,13 +317,16 @@ class HumanActions:
         return thread
 
     async def resume(self, thread_id: str, *, by: str | None = None) -> Thread:
-        """Resume a paused or escalated thread (resetting its error count)."""
+        """Resume a paused, escalated or failed thread (resetting its error count).
+
+        A failed thread is one whose advance kept failing (see `threadline.worker`); resume
+        it once the cause is fixed (`threadline threads retry`)."""
 
         def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
-            if thread.status not in (Status.PAUSED, Status.ESCALATED):
+            if thread.status not in (Status.PAUSED, Status.ESCALATED, Status.FAILED):
                 raise InvalidAction(
                     f"thread {thread_id} is {thread.status.value}; only a "
-                    "paused or escalated thread can be resumed"
+                    "paused, escalated or failed thread can be resumed"
                 )
             return [Resumed(seq=seq, at=at, by=by)]
 
@@ -386,6 +397,15 @@ class HumanActions:
 def _running_children(thread: Thread) -> list[str]:
     """The sub-agent threads working on `thread`'s pending calls."""
     return [c.child for c in thread.state.pending.values() if c.child is not None]
+
+
+def _check_responder(thread: Thread, request_id: str, by: str | None) -> None:
+    """Raise NotAllowed unless `by` may answer question `request_id` (its `responders`)."""
+    for event in reversed(thread.events):
+        if isinstance(event, HumanRequest) and event.request_id == request_id:
+            if event.responders and by not in event.responders:
+                raise NotAllowed(f"{by or 'anonymous'} may not answer this question")
+            return
 
 
 def _read_from_answer(event: Event) -> bool:

@@ -1,6 +1,6 @@
 """Test models and helpers, shipped in the library so users test agents the way we do.
 
-* `ScriptedModel`: answers from a list, in order.
+* `ScriptedModel`: answers from a list, in order (or resuming where a thread is).
 * `FunctionModel`: answers with a function of the rendered context.
 * `ReplayModel`: answers with the model outputs recorded in a thread.
 
@@ -57,6 +57,14 @@ class ScriptedModel(_TestModel):
 
     `contexts` records every context it received, so tests can assert on what was sent.
     An exception in the list is raised instead of answering (to script provider failures).
+
+    Args:
+        follow_thread: never give a thread an answer its earlier model calls used: the
+            answer is `answers[n]` with n the larger of this model's requests so far and
+            the thread's own model calls (`Context.model_calls`). A thread continued by
+            another process (`threadline run`, then `threadline respond`) gets its next
+            answer, not the first again, while threads run one after another in one
+            process still share the list in order. `scripted:answers.json` works this way.
     """
 
     def __init__(
@@ -66,10 +74,12 @@ class ScriptedModel(_TestModel):
         model_id: str = "scripted",
         delay: float = 0.0,
         profile: ModelProfile | None = None,
+        follow_thread: bool = False,
     ) -> None:
         super().__init__(model_id, profile)
         self._answers = list(answers)
         self._delay = delay
+        self.follow_thread = follow_thread
 
     @property
     def remaining(self) -> int:
@@ -77,11 +87,16 @@ class ScriptedModel(_TestModel):
 
     async def request(self, context: Context) -> ModelOutput:
         index = len(self.contexts)
+        if self.follow_thread:
+            index = max(index, context.model_calls)
         self.contexts.append(context)
         if self._delay:
             await asyncio.sleep(self._delay)
         if index >= len(self._answers):
-            raise ModelError(f"ScriptedModel ran out of answers after {len(self._answers)}")
+            raise ModelError(
+                f"ScriptedModel ran out of answers: no answer #{index + 1} "
+                f"(it holds {len(self._answers)})"
+            )
         return _as_output(self._answers[index], self._model_id)
 
 

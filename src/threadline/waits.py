@@ -14,7 +14,9 @@ Two built-in tools cover the common cases; add them to an agent's tools:
 
 The runtime parks a thread the same way when its model provider's circuit breaker is open
 (`breaker_wait`): the thread waits, holding no worker, until the breaker's next trial time,
-and the wait is not an error (it does not count toward `max_consecutive_errors`).
+and the wait is not an error (it does not count toward `max_consecutive_errors`). Such
+waits are bounded instead: after `Agent.max_breaker_waits` in a row without a model call
+the thread escalates, and the model never sees them in its context.
 
 Invariants:
     * A wait always has an end: `until`, an `event`, or both (a `Park` with neither is
@@ -88,6 +90,7 @@ def breaker_wait(error: CircuitOpen, seq: int, at: datetime) -> Waiting:
             f"model provider {error.provider} unavailable (circuit breaker open); "
             f"next trial at {until.isoformat(timespec='seconds')}"
         ),
+        breaker=True,
     )
 
 

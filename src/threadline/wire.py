@@ -10,7 +10,6 @@ one it can store; anything else is a 422 problem document before any handler run
 from __future__ import annotations
 
 import json
-import math
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -25,6 +24,7 @@ from pydantic import (
     ValidationError,
 )
 
+from .bounds import MAX_DEPTH, check_value
 from .events import (
     ChildStarted,
     Done,
@@ -51,6 +51,7 @@ __all__ = [
     "EventKind",
     "EventKinds",
     "EventPage",
+    "ExternalEventBody",
     "ForkBody",
     "Health",
     "Inbox",
@@ -76,8 +77,9 @@ __all__ = [
 MAX_TEXT = 100_000
 """Longest message, answer or comment accepted (characters)."""
 
-MAX_JSON_DEPTH = 32
-"""Deepest nesting of client JSON stored in a thread (metadata, edited arguments)."""
+MAX_JSON_DEPTH = MAX_DEPTH
+"""Deepest nesting of client JSON stored in a thread (metadata, edited arguments): the one
+limit of `threadline.bounds`, the same as for model output and tool results."""
 MAX_METADATA_BYTES = 65_536
 """Largest metadata object accepted (bytes of JSON)."""
 
@@ -86,35 +88,14 @@ def _storable(value: Any, *, what: str, max_bytes: int | None = None) -> Any:
     """`value` if every thread that stores it loads and renders forever after; else
     ValueError (a 422 naming the limit) before anything is appended.
 
-    Walked without recursion: nesting deeper than MAX_JSON_DEPTH, non-finite numbers
-    (NaN, Infinity: not JSON) and strings that are not valid Unicode (lone surrogates)
-    are refused, and so is JSON larger than `max_bytes`.
+    The limits are `threadline.bounds`' (walked without recursion): nesting deeper than
+    `MAX_DEPTH`, non-finite numbers (NaN, Infinity: not JSON) and strings that are not
+    valid Unicode (lone surrogates) are refused, and so is JSON larger than `max_bytes`.
     """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > MAX_JSON_DEPTH:
-                raise ValueError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
-            children = item.items() if isinstance(item, dict) else enumerate(item)
-            for key, child in children:
-                if isinstance(key, str):
-                    _check_text(key, what)
-                stack.append((child, depth + 1))
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise ValueError(f"{what} holds a non-finite number ({item}); JSON has none")
-        elif isinstance(item, str):
-            _check_text(item, what)
+    check_value(value, where=what)  # BoundsError is a ValueError: pydantic reports it
     if max_bytes is not None and len(json.dumps(value)) > max_bytes:
         raise ValueError(f"{what} is larger than {max_bytes} bytes of JSON")
     return value
-
-
-def _check_text(text: str, what: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} holds a string that is not valid Unicode") from None
 
 
 Metadata = Annotated[
@@ -189,6 +170,16 @@ class PauseBody(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
+class ExternalEventBody(BaseModel):
+    """Something happened outside: an `external_event` named `name` (it ends a
+    `wait_for_event` waiting for that name) with its data."""
+
+    model_config = _Strict
+
+    name: str = Field(min_length=1, max_length=200)
+    payload: Metadata = Field(default_factory=dict)
+
+
 class ForkBody(BaseModel):
     model_config = _Strict
 
@@ -243,6 +234,8 @@ class Ancestor(BaseModel):
 class OpenQuestion(BaseModel):
     request_id: str
     question: str
+    responders: list[str] = Field(default_factory=list)
+    """Who may answer; empty means anyone holding the `respond` scope."""
 
 
 class Usage(BaseModel):
@@ -396,15 +389,19 @@ def thread_out(thread: Thread) -> ThreadOut:
     state = thread.state
     question = None
     if state.human_request is not None:
-        text = next(
+        asked = next(
             (
-                e.question
+                e
                 for e in reversed(thread.events)
                 if isinstance(e, HumanRequest) and e.request_id == state.human_request
             ),
-            "",
+            None,
         )
-        question = OpenQuestion(request_id=state.human_request, question=text)
+        question = OpenQuestion(
+            request_id=state.human_request,
+            question=asked.question if asked else "",
+            responders=list(asked.responders) if asked else [],
+        )
     result = None
     if thread.status == Status.DONE:
         result = next((e.message for e in reversed(thread.events) if isinstance(e, Done)), None)

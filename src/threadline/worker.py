@@ -15,6 +15,12 @@ Invariants:
     * Nothing lives in the worker: after a crash the lease expires and any worker resumes
       the thread from its last event. A `tool_started` without an outcome is resolved by
       `decide` (idempotent tools re-run with the same key, others escalate).
+    * Poison threads: a thread whose advance raises `max_failures` times in a row (no event
+      appended in between: a corrupt row, a renderer or tool wrapper that crashes, a bug)
+      becomes `failed` with the reason (a `failed` event), instead of being re-leased
+      every lease TTL forever. `threadline threads stuck` lists it, `threadline threads
+      retry` re-arms it once fixed. Store outages (`StoreError`, `OSError`) do not count:
+      they are not the thread's fault, and the thread waits them out.
     * Graceful shutdown (`stop()`, SIGTERM, SIGINT): no new leases; running threads finish
       their current step (`Runtime.stop`), are checkpointed, and their leases released;
       `run()` returns within `shutdown_timeout` seconds, abandoning (not releasing) any
@@ -40,9 +46,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, LeaseLost, ThreadlineError
-from .events import Status, utcnow
-from .runtime import Runtime
+from .errors import ConfigError, CorruptEvent, LeaseLost, StoreError, ThreadlineError
+from .events import Failed, Status, utcnow
+from .runtime import Runtime, compact_error
 from .stores.base import Lease, Store, ThreadSummary
 
 if TYPE_CHECKING:
@@ -50,6 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Advanced",
+    "PoisonGuard",
     "Worker",
     "WorkerStats",
     "advance_exclusively",
@@ -78,6 +85,50 @@ class WorkerStats:
     """Events appended by this worker (a proxy for steps)."""
     taken_over: int = 0
     """Leases taken from a holder whose lease lapsed (it crashed or stalled)."""
+    poisoned: int = 0
+    """Threads this worker marked `failed` after `max_failures` failed advances in a row."""
+
+
+class PoisonGuard:
+    """Counts failed attempts to advance each thread; the `limit`-th in a row (nothing
+    appended in between) appends a `failed` event with the reason.
+
+    Only failures that are the thread's own count: a `StoreError` (other than a corrupt
+    event) or an `OSError` is the database or the network, and the thread waits it out.
+    Memory is one entry per thread currently failing.
+    """
+
+    def __init__(self, store: Store, limit: int = 3) -> None:
+        if limit < 1:
+            raise ConfigError(f"max_failures must be at least 1, not {limit}")
+        self.store = store
+        self.limit = limit
+        self._failing: dict[str, tuple[int, int]] = {}
+
+    def succeeded(self, thread_id: str) -> None:
+        """The thread advanced without an error: its count starts again."""
+        self._failing.pop(thread_id, None)
+
+    async def failed(self, thread_id: str, exc: BaseException, lease: Lease | None) -> bool:
+        """Count one failed advance; True when this one made the thread `failed`."""
+        if isinstance(exc, StoreError | OSError) and not isinstance(exc, CorruptEvent):
+            return False
+        seq = (await self.store.get(thread_id)).next_seq
+        at_seq, count = self._failing.get(thread_id, (-1, 0))
+        count = count + 1 if at_seq == seq else 1
+        if count < self.limit:
+            self._failing[thread_id] = (seq, count)
+            return False
+        self._failing.pop(thread_id, None)
+        reason = (
+            f"advancing the thread failed {count} times in a row; the last error: "
+            f"{type(exc).__name__}: {compact_error(exc)} (fix it, then: threadline threads "
+            f"retry {thread_id})"
+        )
+        event = Failed(seq=seq, at=utcnow(), reason=reason)
+        await self.store.append(thread_id, [event], expected_seq=seq, lease=lease)
+        log.error("thread %s failed: %s", thread_id, reason)
+        return True
 
 
 class Worker:
@@ -93,6 +144,8 @@ class Worker:
         owner: the lease owner name (default `hostname:pid:random`).
         shutdown_timeout: seconds `run()` waits, once stopping, for current steps to end.
         metrics: counts lease expiries and takeovers (`threadline worker --metrics-port`).
+        max_failures: failed advances of one thread in a row before it becomes `failed`
+            (see `PoisonGuard`).
     """
 
     def __init__(
@@ -105,6 +158,7 @@ class Worker:
         owner: str | None = None,
         shutdown_timeout: float = 30.0,
         metrics: RuntimeMetrics | None = None,
+        max_failures: int = 3,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"worker concurrency must be at least 1, not {concurrency}")
@@ -119,6 +173,7 @@ class Worker:
         self.shutdown_timeout = shutdown_timeout
         self.metrics = metrics
         self.stats = WorkerStats()
+        self.poison = PoisonGuard(runtime.store, max_failures)
         # Keyed by lease, not thread: after a lapsed lease this worker may lease the same
         # thread again while the old task winds down (its next append gets LeaseLost).
         self._active: dict[tuple[str, int], asyncio.Task[None]] = {}
@@ -249,6 +304,7 @@ class Worker:
             before = thread.next_seq
             thread = await self.runtime.wake_if_due(thread, lease=lease)
             thread = await self.runtime.advance(thread, lease=lease)
+            self.poison.succeeded(lease.thread_id)
             self.stats.steps += thread.next_seq - before
             self.stats.advanced += 1
             if (
@@ -275,6 +331,10 @@ class Worker:
             self.stats.failed += 1
             release = False
             _log_step_failure(self.owner, lease.thread_id, exc)
+            with contextlib.suppress(Exception):  # marking it is best effort; the next try counts
+                if await self.poison.failed(lease.thread_id, exc, lease):
+                    self.stats.poisoned += 1
+                    release = True
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -470,7 +530,8 @@ async def stuck_threads(
     * running with a lease that expired more than `grace` ago (its worker died and no
       worker has taken it since: are any workers running for its agent?);
     * running with no lease, untouched for more than `grace` (nobody is working on it);
-    * waiting with a due time more than `grace` in the past (no worker woke it).
+    * waiting with a due time more than `grace` in the past (no worker woke it);
+    * failed: its advance kept failing (a poison thread, see `PoisonGuard`), with why.
     """
     now = now or utcnow()
     out = []
@@ -482,4 +543,18 @@ async def stuck_threads(
     async for s in summaries(store, Status.WAITING):
         if s.due_at is not None and s.due_at < now - grace:
             out.append((s, f"wait was due at {s.due_at:%F %T}Z"))
+    async for s in summaries(store, Status.FAILED):
+        out.append((s, await _failure_reason(store, s)))
     return out
+
+
+async def _failure_reason(store: Store, summary: ThreadSummary) -> str:
+    """Why a failed thread failed: its last event's reason (read alone, so a thread whose
+    earlier events are damaged still says)."""
+    try:
+        last = await store.events(summary.id, after=summary.next_seq - 2, limit=1)
+    except ThreadlineError as exc:
+        return f"failed; its last event is unreadable: {exc}"
+    if last and isinstance(last[-1], Failed):
+        return f"failed: {last[-1].reason}"
+    return "failed"

@@ -89,11 +89,12 @@ async def test_launch_by_reference_then_approve_and_settle(tmp_path: Path) -> No
 async def test_a_later_process_finds_the_agent_from_the_recorded_reference(
     tmp_path: Path,
 ) -> None:
-    settings = _settings(tmp_path, [DIVIDE])
+    settings = _settings(tmp_path, [DIVIDE, DONE])
     async with LocalThreads(settings) as first:
         thread_id = (await first.launch(CALC, "9/3?")).id
         await first.settle(thread_id)
-    (tmp_path / "answers.json").write_text(json.dumps([DONE]))
+    # The same answers file: the thread made one model call, so the later process's
+    # scripted model answers with the second answer.
     async with LocalThreads(settings) as later:  # no agent references given
         call = next(iter((await later.load(thread_id)).state.pending))
         await later.approve(thread_id, call)

@@ -58,8 +58,8 @@ def test_run_pauses_without_a_terminal_then_approve_finishes(tmp_path: Path) -> 
     assert "awaiting_approval" in out.stdout and "scripted model" in out.stderr
     row = newest(tmp_path)
     assert row["status"] == "awaiting_approval" and row["id"] in out.stdout
-    # The model file restarts in each process: the second process sees answer 1 next.
-    (tmp_path / "answers.json").write_text(json.dumps(answers[1:]))
+    # The same file in a second process: the thread made one model call, so the scripted
+    # model answers with answer 1 (not answer 0 again).
     out = cli(tmp_path, "approve", str(row["id"]))
     assert out.returncode == 0, out.stderr
     assert "tool_result" in out.stdout and "done" in out.stdout
@@ -99,16 +99,18 @@ def test_question_then_respond(tmp_path: Path) -> None:
         "run",
         CALC,
         "add 2 to something",
-        answers=[{"intent": "request_more_information", "arguments": {"message": "to what?"}}],
+        answers=[
+            {"intent": "request_more_information", "arguments": {"message": "to what?"}},
+            {"intent": "done_for_now", "arguments": {"message": "7"}},
+        ],
     )
     assert out.returncode == 0 and "awaiting_human" in out.stdout
     tid = str(newest(tmp_path)["id"])
-    (tmp_path / "answers.json").write_text(
-        json.dumps([{"intent": "done_for_now", "arguments": {"message": "7"}}])
-    )
-    out = cli(tmp_path, "respond", tid, "five")
+    out = cli(tmp_path, "respond", tid, "five")  # answer 1 of the same file: not asked again
     assert out.returncode == 0, out.stderr
     assert newest(tmp_path)["status"] == "done"
+    shown = json.loads(cli(tmp_path, "threads", "show", tid, "--json").stdout)
+    assert [e["kind"] for e in shown["events"]].count("human_request") == 1
 
 
 def test_escalation_exits_3_and_fork_resume(tmp_path: Path) -> None:
@@ -272,3 +274,31 @@ def test_threads_list_skips_and_reports_a_bad_row(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert [json.loads(line)["id"] for line in out.stdout.splitlines()] == ["th_cli2", "th_cli0"]
     assert "skipped thread th_cli1" in out.stderr and "does not parse" in out.stderr
+
+
+PAYEE = """
+from threadline import Agent
+from threadline.waits import WAIT_TOOLS
+
+agent = Agent(name="payee", tools=list(WAIT_TOOLS), instructions="Wait for the payment.")
+"""
+
+
+def test_threads_event_ends_a_wait_for_event(tmp_path: Path) -> None:
+    (tmp_path / "payee.py").write_text(PAYEE)
+    answers = [
+        {"intent": "wait_for_event", "arguments": {"event": "payment", "timeout_seconds": 3600}},
+        {"intent": "done_for_now", "arguments": {"message": "paid"}},
+    ]
+    out = cli(tmp_path, "run", f"{tmp_path / 'payee.py'}:agent", "wait", answers=answers)
+    assert out.returncode == 0 and "waiting" in out.stdout, out.stderr
+    tid = str(newest(tmp_path)["id"])
+    for bad in ("[1]", '{"x": NaN}', "{not json"):
+        out = cli(tmp_path, "threads", "event", tid, "payment", "--payload", bad)
+        assert out.returncode == 1 and out.stderr.startswith("error: --payload"), out.stderr
+    out = cli(tmp_path, "threads", "event", tid, "payment", "--payload", '{"amount": 5}')
+    assert out.returncode == 0, out.stderr
+    assert "external_event" in out.stdout and newest(tmp_path)["status"] == "done"
+    shown = json.loads(cli(tmp_path, "threads", "show", tid, "--json").stdout)
+    [event] = [e for e in shown["events"] if e["kind"] == "external_event"]
+    assert event["payload"] == {"amount": 5} and event["source"] == "cli"

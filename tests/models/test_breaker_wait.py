@@ -127,3 +127,47 @@ async def test_a_fallback_chain_with_one_live_model_is_still_an_error() -> None:
     with pytest.raises(ModelError, match="every model in the fallback chain failed") as info:
         await chain.request(ctx)
     assert not isinstance(info.value, CircuitOpen)  # a real failure is an error, not a wait
+
+
+async def test_breaker_waits_are_capped_and_hidden_from_the_model(
+    calculator: ModuleType, tmp_path: Path
+) -> None:
+    """A provider whose breaker never closes: the thread waits `max_breaker_waits` times in
+    a row, then escalates (not parked forever); the model's context never shows the waits."""
+    from datetime import timedelta
+
+    from threadline import Agent
+    from threadline.testing import FunctionModel
+
+    contexts: list[Context] = []
+
+    def down(context: Context) -> object:
+        contexts.append(context)
+        raise CircuitOpen("flaky", 5.0)
+
+    agent = Agent("calc", tools=[calculator.add], max_breaker_waits=3, model=FunctionModel(down))
+    start = utcnow()
+    offset = [timedelta(0)]
+    store = SQLiteStore(tmp_path / "threads.db")
+    try:
+        rt = Runtime(store, agents=[agent], clock=lambda: start + offset[0])
+        thread = await rt.launch(agent, "2 plus 3")
+        for _ in range(10):  # each pass: the wait falls due, a worker wakes the thread
+            if thread.status is not Status.WAITING:
+                break
+            offset[0] += timedelta(seconds=10)
+            thread = await rt.advance(await rt.wake_if_due(thread))
+        assert thread.status is Status.ESCALATED
+        assert "3 circuit-breaker waits in a row" in thread.events[-1].reason
+        kinds = [e.kind for e in thread.events]
+        assert kinds == ["user_message"] + ["waiting", "wait_timed_out"] * 3 + ["escalated"]
+        assert len(contexts) == 3 and thread.state.consecutive_errors == 0
+        for context in contexts[1:]:
+            text = context.as_text()
+            assert "wait_timed_out" not in text and "circuit breaker" not in text
+        # A person takes it back: the count starts again and the model is asked.
+        await rt.resume(thread.id, by="ops")
+        thread = await rt.advance(thread.id)
+        assert len(contexts) == 4 and thread.status is Status.WAITING
+    finally:
+        await store.close()

@@ -85,6 +85,31 @@ def test_named_approvers_only(live: LiveServer) -> None:
     assert live.wait_status(thread_id, {"done"})["status"] == "done"
 
 
+def test_named_responders_only(live: LiveServer) -> None:
+    """A question names who may answer it (`Agent.responders`), enforced like approvers:
+    anyone else gets 403 by API, message or webhook, and nothing is written."""
+    thread = live.launch("gated_asker", "deploy something")
+    thread_id = thread["id"]
+    question = thread["question"]
+    assert question["responders"] == ["alice"]
+    before = live.stored_events(thread_id)
+    answer = {"request_id": question["request_id"], "text": "staging"}
+    with live.client("bob") as c:
+        problem = assert_problem(c.post(f"/v1/threads/{thread_id}/responses", json=answer), 403)
+        assert "bob may not answer this question" in problem["detail"]
+    with live.client("admin") as c:  # a message would answer the question: same rule
+        assert_problem(c.post(f"/v1/threads/{thread_id}/messages", json={"text": "prod"}), 403)
+    with live.client(None) as c:
+        for by in ("mallory", None):
+            raw, headers = signed({"type": "response", "thread_id": thread_id, **answer, "by": by})
+            assert_problem(c.post("/v1/webhooks/inbound", content=raw, headers=headers), 403)
+    assert live.stored_events(thread_id) == before
+    with live.client("alice") as c:
+        assert c.post(f"/v1/threads/{thread_id}/responses", json=answer).status_code == 200
+    done = live.wait_status(thread_id, {"done"})
+    assert done["result"] == "Thanks: staging"
+
+
 def test_the_inbox_lists_threads_waiting_for_a_person(live: LiveServer) -> None:
     approval = live.launch()
     question = live.launch("asker", "deploy something")

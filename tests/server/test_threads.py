@@ -14,6 +14,7 @@ import httpx
 
 from server_support import SECRET, LiveServer, assert_problem, deploy_model, start_server
 from threadline import Agent
+from threadline.bounds import MAX_DEPTH
 from threadline.events import Thread, utcnow
 from threadline.models.base import Context, Message
 from threadline.runtime import Runtime
@@ -156,12 +157,12 @@ def test_metadata_that_could_not_load_is_refused_at_launch(live: LiveServer) -> 
     json_headers = {"Content-Type": "application/json"}
     with live.client("admin") as c:
         for metadata, says in [
-            (_nested(33), "deeper than 32"),
-            (_nested(220), "deeper than 32"),
-            (_nested(300), "deeper than 32"),
-            ('{"a": ' + "[" * 40 + "1" + "]" * 40 + "}", "deeper than 32"),
-            ('{"x": NaN}', "non-finite"),
-            ('{"x": -Infinity}', "non-finite"),
+            (_nested(MAX_DEPTH + 1), f"deeper than {MAX_DEPTH}"),
+            (_nested(220), f"deeper than {MAX_DEPTH}"),
+            (_nested(300), f"deeper than {MAX_DEPTH}"),
+            ('{"a": ' + "[" * 70 + "1" + "]" * 70 + "}", f"deeper than {MAX_DEPTH}"),
+            ('{"x": NaN}', "not a finite number"),
+            ('{"x": -Infinity}', "not a finite number"),
             ('{"x": "a\\ud800b"}', "not valid Unicode"),
             ('{"\\udfff": 1}', "not valid Unicode"),
             ('{"x": "' + "y" * 70_000 + '"}', "larger than"),
@@ -173,8 +174,9 @@ def test_metadata_that_could_not_load_is_refused_at_launch(live: LiveServer) -> 
         r = c.post("/v1/threads", content=head + deep + "}", headers=json_headers)
         assert r.status_code in (400, 422), r.text
         assert c.get("/v1/threads").json()["items"] == []  # nothing launched
-        # At the limit: accepted, and it loads, lists and streams ever after.
-        r = c.post("/v1/threads", content=head + _nested(32) + "}", headers=json_headers)
+        # At the limit (the one of threadline.bounds, as for model output): accepted, and
+        # it loads, lists and streams ever after.
+        r = c.post("/v1/threads", content=head + _nested(MAX_DEPTH) + "}", headers=json_headers)
         assert r.status_code == 201, r.text
         thread_id = r.json()["id"]
         assert c.get(f"/v1/threads/{thread_id}").status_code == 200

@@ -388,3 +388,47 @@ def test_a_signed_event_webhook_ends_a_wait_for_event(tmp_path: Path) -> None:
         assert external["source"] == "webhook"
     finally:
         live.stop()
+
+
+def test_an_external_event_by_api_key_ends_a_wait_for_event(tmp_path: Path) -> None:
+    """`POST /v1/threads/{id}/events` (the `launch` scope): the API route for the external
+    events that end a `wait_for_event`, beside the signed webhook."""
+
+    def script(context: Context) -> object:
+        paid = re.search(r"<payment (\d+)>", context.as_text())
+        if paid:
+            return intent("done_for_now", message=f"paid {paid.group(1)}")
+        return intent("wait_for_event", event="payment", timeout_seconds=3600)
+
+    payee = Agent("payee", tools=list(WAIT_TOOLS), model=FunctionModel(script), renderer=_outline)
+    keys = {"admin": ["admin"], "launcher": ["launch"], "reader": ["read"]}
+    live = start_server(tmp_path, [payee], None, config=ServerConfig(poll_interval=0.1), keys=keys)
+    try:
+        with live.client("admin") as c:
+            r = c.post(
+                "/v1/threads",
+                json={"agent": "payee", "message": "wait", "wait": True, "wait_timeout": 20},
+            )
+        assert r.status_code == 201 and r.json()["status"] == "waiting", r.text
+        thread_id = r.json()["id"]
+        path = f"/v1/threads/{thread_id}/events"
+        body = {"name": "payment", "payload": {"amount": 5}}
+        with live.client("reader") as c:
+            assert_problem(c.post(path, json=body), 403)
+            assert c.get(path).status_code == 200  # reading events stays `read`
+        with live.client("launcher") as c:
+            assert_problem(c.post(path, json={"payload": {"amount": 5}}), 422)  # no name
+            infinite = '{"name": "payment", "payload": {"x": Infinity}}'
+            headers = {"Content-Type": "application/json"}
+            assert_problem(c.post(path, content=infinite, headers=headers), 422)
+            assert_problem(c.post("/v1/threads/th_nope/events", json=body), 404)
+            r = c.post(path, json=body)
+            assert r.status_code == 200, r.text
+        done = live.wait_status(thread_id, {"done"})
+        assert done["result"] == "paid 5"
+        [external] = [
+            json.loads(b) for _, b in live.stored_events(thread_id) if "external_event" in b
+        ]
+        assert external["payload"] == {"amount": 5} and external["source"] == "api:launcher"
+    finally:
+        live.stop()

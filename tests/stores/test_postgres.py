@@ -119,3 +119,65 @@ async def test_releasing_a_runnable_thread_wakes_a_waiting_worker(
     finally:
         await listener.close()
         await holder.close()
+
+
+async def test_a_result_append_survives_a_terminated_connection(
+    postgres_url: str, pg_schema: str
+) -> None:
+    """The store's connections are killed (`pg_terminate_backend`) while a side-effecting
+    tool runs: the append of its result runs again on a fresh connection, and the thread
+    holds exactly one start and one result (the charge is neither lost nor repeated)."""
+    from threadline import Agent, Runtime, Status, tool
+    from threadline.testing import ScriptedModel, intent
+
+    app = f"tl_{pg_schema}"[:60]
+    store = open_store(pg_store_url(postgres_url, pg_schema) + f"&application_name={app}")
+    killed: list[int] = []
+    charges: list[int] = []
+
+    @tool(side_effects=True)
+    def charge(amount: int) -> str:
+        """Charge a card."""
+        charges.append(amount)
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            row = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (app,),
+            ).fetchone()
+        killed.append(int(row[0]) if row else 0)
+        return f"charged {amount}"
+
+    agent = Agent("payer", tools=[charge])
+    model = ScriptedModel([intent("charge", amount=5), intent("done_for_now", message="ok")])
+    try:
+        thread = await Runtime(store, agents=[agent], model=model).launch(agent, "charge 5")
+        assert killed and killed[0] >= 1  # the store's connections really were cut
+        assert thread.status is Status.DONE and charges == [5]
+        kinds = [e.kind for e in (await store.load(thread.id)).events]
+        assert kinds.count("tool_started") == 1 and kinds.count("tool_result") == 1
+    finally:
+        await store.close()
+
+
+async def test_an_append_retried_after_its_commit_is_recognised(
+    postgres_url: str, pg_schema: str
+) -> None:
+    """The same events appended twice at one seq (a retry whose first try committed before
+    the connection broke) are recognised as written; different events still conflict."""
+    from threadline.errors import AppendConflict
+
+    store = open_store(pg_store_url(postgres_url, pg_schema))
+    try:
+        now = utcnow()
+        thread = Thread(new_thread_id(), "a", [UserMessage(seq=0, at=now, text="hi")])
+        await store.create(thread)
+        question = HumanRequest(seq=1, at=now, request_id="r1", question="which?")
+        await store.append(thread.id, [question], expected_seq=1)
+        await store.append(thread.id, [question], expected_seq=1)  # the retry: no error
+        other = HumanRequest(seq=1, at=now, request_id="r2", question="which?")
+        with pytest.raises(AppendConflict):
+            await store.append(thread.id, [other], expected_seq=1)
+        assert len(await store.load(thread.id)) == 2
+    finally:
+        await store.close()

@@ -185,6 +185,13 @@ class LocalThreads:
         await self._thread(thread_id)
         return thread_out(await self.runtime.message(thread_id, text, channel="cli"))
 
+    async def external_event(
+        self, thread_id: str, name: str, payload: dict[str, Any] | None = None
+    ) -> ThreadOut:
+        await self._thread(thread_id)
+        event = await self.runtime.external_event(thread_id, name, payload, source="cli")
+        return thread_out(event)
+
     async def pause(self, thread_id: str, *, reason: str | None = None) -> ThreadOut:
         return thread_out(await self.runtime.pause(thread_id, by="cli", reason=reason))
 

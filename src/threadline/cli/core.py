@@ -1,4 +1,4 @@
-"""Core commands: run, threads list/show, approve, respond, resume, fork, replay.
+"""Core commands: run, threads list/show/event, approve, respond, resume, fork, replay.
 
 Exit codes: 0 when the thread is done or waiting for someone (its id is printed), 3 when it
 escalated, 4 when it failed, 1 for errors, 2 for bad usage.
@@ -10,12 +10,13 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..bounds import BoundsError, parse_json
 from ..composition import children
 from ..errors import ConfigError, InvalidAction, ThreadlineError
 from ..events import Event, Status, Thread
@@ -358,14 +359,7 @@ def approve(
             advance=advance,
         )
         return
-    edited = None
-    if edit is not None:
-        try:
-            edited = json.loads(edit)
-        except ValueError as exc:
-            raise ConfigError(f"--edit is not JSON: {exc}") from None
-        if not isinstance(edited, dict):
-            raise ConfigError("--edit must be a JSON object of arguments")
+    edited = _json_object(edit, "--edit", "of arguments")
 
     def pending_call(thread: Thread) -> str:
         if call_id is not None:
@@ -414,6 +408,45 @@ def _parse_verdicts(text: str) -> list[Verdict]:
             Verdict(item["call_id"], bool(item.get("approved", True)), item.get("comment"), edited)
         )
     return out
+
+
+def _json_object(text: str | None, option: str, what: str = "") -> dict[str, Any] | None:
+    """A command-line JSON object within the limits every stored value keeps (bounds)."""
+    if text is None:
+        return None
+    try:
+        value = parse_json(text)
+    except BoundsError as exc:
+        raise ConfigError(f"{option} is refused: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{option} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option} must be a JSON object {what}".strip())
+    return value
+
+
+@threads_app.command("event")
+@handle_errors
+def threads_event(
+    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    name: Annotated[str, typer.Argument(help="The event's name (what wait_for_event waits for).")],
+    payload: Annotated[str | None, typer.Option(help="The event's data: a JSON object.")] = None,
+    agent: AgentOpt = None,
+    advance: Annotated[
+        bool, typer.Option("--advance/--no-advance", help="Run the thread on afterwards.")
+    ] = True,
+    server: ServerOpt = None,
+) -> None:
+    """Record an external event on a thread (a payment arrived, a job finished): it ends a
+    wait_for_event waiting for NAME; then the thread runs on."""
+    data = _json_object(payload, "--payload")
+    _act(
+        server,
+        agent,
+        thread_id,
+        lambda api, _: api.external_event(thread_id, name, data),
+        advance=advance,
+    )
 
 
 @app.command()

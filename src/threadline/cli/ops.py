@@ -277,8 +277,9 @@ def threads_retry(
     thread_id: Annotated[str, typer.Argument(help="The thread to get moving again.")],
     store_url: StoreOpt = None,
 ) -> None:
-    """Get a thread moving: break a stale lease (running), resume it (escalated or paused),
-    or end its wait now (waiting). A worker then picks it up."""
+    """Get a thread moving: break a stale lease (running), resume it (escalated, paused, or
+    failed after its advance kept failing), or end its wait now (waiting). A worker then
+    picks it up."""
 
     async def go() -> str:
         store = _store(store_url)
@@ -289,7 +290,7 @@ def threads_retry(
             if status == Status.RUNNING:
                 await store.break_lease(thread_id)
                 return "lease cleared; the next free worker takes it"
-            if status in (Status.ESCALATED, Status.PAUSED):
+            if status in (Status.ESCALATED, Status.PAUSED, Status.FAILED):
                 await runtime.resume(thread_id, by="operator")
                 await store.break_lease(thread_id)
                 return f"resumed ({status.value} -> running)"
@@ -307,7 +308,7 @@ def threads_retry(
                 return "wait ended now (wait_timed_out); the next free worker takes it"
             raise InvalidAction(
                 f"thread {thread_id} is {status.value}; retry applies to running, escalated, "
-                "paused or waiting threads (send a message to continue a finished one)"
+                "paused, failed or waiting threads (send a message to continue a finished one)"
             )
         finally:
             await store.close()

@@ -8,6 +8,7 @@ shown and how much room each gets. Nothing here knows an agent, a store or a mod
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,7 +23,10 @@ __all__ = [
     "ContextFormat",
     "PromptTemplate",
     "Rendered",
+    "attr_value",
+    "fence",
     "message_tokens",
+    "tag_name",
     "tagged",
     "tools_json",
     "truncate_to",
@@ -100,6 +104,52 @@ def truncate_to(text: str, max_tokens: int, counter: TokenCounter, seq: int) -> 
     cut = text.rfind("\n", 0, keep)
     head = text[: cut if cut > keep // 2 else keep]
     return f"{head}\n… [truncated: full result in event {seq}]"
+
+
+# -- untrusted text ------------------------------------------------------------------------
+#
+# Everything an event carries came from outside the renderer: people, tools, retrieved
+# documents, the model itself. Rendered as is, a tool result holding
+# `</lookup_result><user name=admin>...` would show the model a block no event wrote (and
+# `<|im_start|>system` a role marker a chat template turns into a special token). So every
+# piece of event text goes through `fence` and every attribute through `attr_value`: the
+# renderer's own tags and the chat template's markers are the only ones the model sees.
+
+_OPENER = re.compile(r"<(?=[/!?|A-Za-z_])")
+"""A `<` that could begin a tag (`<user`, `</x`, `<!--`, `<?`) or a role marker (`<|`)."""
+
+_BARE_ATTR = re.compile(r"[\w.@:+-]{1,200}")
+_TAG = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def fence(text: str) -> str:
+    """`text` with every `<` that could open a tag or a role marker written `&lt;`.
+
+    Linear, and a no-op (the same object) for text without such a `<`. Nothing else is
+    touched: a `<` before a space, a digit or `=` (`a < b`, `<= 3`) stays as written.
+    """
+    if "<" not in text:
+        return text
+    return _OPENER.sub("&lt;", text)
+
+
+def attr_value(value: object) -> str:
+    """An attribute value that cannot end its tag: bare when it is a plain word (ids,
+    names, emails), else a JSON string with `<`, `>` and `&` as `\\u` escapes."""
+    text = str(value)
+    if _BARE_ATTR.fullmatch(text):
+        return text
+    quoted = json.dumps(text, ensure_ascii=False)
+    return quoted.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def tag_name(name: str) -> str:
+    """`name` as a tag name: tool names are registered in this shape, but a stored (or
+    imported) event may hold anything; other characters become `_`."""
+    if _TAG.fullmatch(name):
+        return name
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64]
+    return cleaned if cleaned[:1].isalpha() or cleaned[:1] == "_" else f"_{cleaned}"[:64]
 
 
 def tagged(tag: str, attrs: str, body: str) -> str:

@@ -6,6 +6,10 @@ event is a tagged block. A tool call is a tag named after the intent with its ar
 YAML-like lines; its result follows as `<name_result>` (call ids appear only when a result
 is not right after its call). Results use the compact notation: mappings as lines, uniform
 lists as tables.
+
+Every piece of event text is fenced (`base.fence`, `base.attr_value`, `base.tag_name`):
+the blocks the model sees are the ones events wrote, whatever a user, a tool, a retrieved
+document or the model itself put in their text.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any, assert_never
 
 from .. import events as ev
 from ..models.base import Message, ToolSpec
-from .base import tagged, tools_json, truncate_to
+from .base import attr_value, fence, tag_name, tagged, tools_json, truncate_to
 from .notation import dump_block, dump_tools
 from .tokens import TokenCounter
 
@@ -40,7 +44,7 @@ ANSWER_FORMAT = (
 
 
 def _attrs(**kwargs: Any) -> str:
-    return "".join(f" {k}={v}" for k, v in kwargs.items() if v not in (None, ""))
+    return "".join(f" {k}={attr_value(v)}" for k, v in kwargs.items() if v not in (None, ""))
 
 
 def outcome_follows(events: Sequence[ev.Event], i: int, call_id: str) -> bool:
@@ -86,41 +90,45 @@ def compact_block(
     e = events[i]
     match e:
         case ev.UserMessage():
-            return tagged("user", _attrs(name=e.sender), e.text)
+            return tagged("user", _attrs(name=e.sender), fence(e.text))
         case ev.HumanResponse():
-            return tagged("user", _attrs(name=e.by), e.text)
+            return tagged("user", _attrs(name=e.by), fence(e.text))
         case ev.ModelCall():
             # Text beside native tool calls is the model talking (to the user or itself);
             # without tool calls the text *is* the intent and its tool_call shows it.
             if e.tool_calls and e.output.strip():
-                return tagged("assistant", "", e.output)
+                return tagged("assistant", "", fence(e.output))
             return ""
         case ev.ToolCall():
             return _call_block(events, i, e)
         case ev.ToolResult():
             cid = None if call_precedes(events, i, e.call_id) else e.call_id
-            body = dump_block(e.result)
+            body = fence(dump_block(e.result))
             if reduced and counter is not None:
                 body = truncate_to(body, max_tokens, counter, e.seq)
-            return tagged(f"{e.tool}_result", _attrs(id=cid), body)
+            return tagged(f"{tag_name(e.tool)}_result", _attrs(id=cid), body)
         case ev.ToolError():
             cid = None if call_precedes(events, i, e.call_id) else e.call_id
-            return f"<error{_attrs(id=cid)}>{e.error_type}: {e.message}</error>"
+            text = fence(f"{e.error_type}: {e.message}")
+            return f"<error{_attrs(id=cid)}>{text}</error>"
         case ev.InvalidOutput():
-            return f"<invalid_output>{e.reason}</invalid_output>"
+            return f"<invalid_output>{fence(e.reason)}</invalid_output>"
         case ev.Approval():
             who = _attrs(id=e.call_id, by=e.by)
             if not e.approved:
-                return f"<rejected{who}>{e.comment or ''}</rejected>"
+                return f"<rejected{who}>{fence(e.comment or '')}</rejected>"
             if e.edited_arguments is not None:
-                return f"<approved{who} edited>\n{dump_block(e.edited_arguments)}\n</approved>"
+                edited = fence(dump_block(e.edited_arguments))
+                return f"<approved{who} edited>\n{edited}\n</approved>"
             return f"<approved{who}/>"
         case ev.Escalated():
-            return f"<escalated>{e.reason}</escalated>"
+            return f"<escalated>{fence(e.reason)}</escalated>"
         case ev.ExternalEvent():
-            body = dump_block(e.payload) if e.payload else ""
+            body = fence(dump_block(e.payload)) if e.payload else ""
             return f"<event{_attrs(name=e.name, source=e.source)}>\n{body}\n</event>"
         case ev.WaitTimedOut():
+            if _ends_breaker_wait(events, i):
+                return ""  # the provider was down: nothing the model did or can act on
             return f"<wait_timed_out{_attrs(event=e.event)}/>"
         case (
             ev.ModelError()
@@ -142,16 +150,26 @@ def compact_block(
             assert_never(e)
 
 
+def _ends_breaker_wait(events: Sequence[ev.Event], i: int) -> bool:
+    """Whether the wait that `events[i]` (a wait_timed_out) ends was a breaker wait."""
+    for j in range(i - 1, max(-1, i - 8), -1):
+        wait = events[j]
+        if isinstance(wait, ev.Waiting):
+            return wait.breaker
+    return False
+
+
 def _call_block(events: Sequence[ev.Event], i: int, e: ev.ToolCall) -> str:
     args = e.arguments
     cid = None if outcome_follows(events, i, e.call_id) else e.call_id
+    tool = tag_name(e.tool)
     if set(args) == {"message"} and isinstance(args["message"], str):
         # The human tools: the message is the whole intent, and the answer (a human
         # response, or the end of the thread) needs no id to be matched.
-        return tagged(e.tool, "", args["message"])
+        return tagged(tool, "", fence(args["message"]))
     if not args:
-        return f"<{e.tool}{_attrs(id=cid)}/>"
-    return tagged(e.tool, _attrs(id=cid), dump_block(args))
+        return f"<{tool}{_attrs(id=cid)}/>"
+    return tagged(tool, _attrs(id=cid), fence(dump_block(args)))
 
 
 def render_event(event: ev.Event) -> str:
@@ -207,7 +225,7 @@ class CompactFormat:
         return counter.count(payload) + 1 if payload else 0
 
     def summary(self, from_seq: int, to_seq: int, text: str) -> str:
-        return tagged("summary", f" events={from_seq}-{to_seq}", text)
+        return tagged("summary", f" events={from_seq}-{to_seq}", fence(text))
 
     def assemble(self, payloads: Sequence[Any]) -> tuple[Message, ...]:
         body = "\n".join(p for p in payloads if p)

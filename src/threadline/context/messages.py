@@ -14,6 +14,9 @@ more chat messages:
     external_event / escalated      -> user, as a tagged block
     compacted summary               -> user: the summary of the events it replaces
 
+Message text from events is fenced (`base.fence`): no user, tool or document can write a
+tag (or a chat template's role marker) the model would take for one of the renderer's.
+
 Tool definitions travel as `Context.tools` (`ToolSpec`s) and the system prompt holds only
 the instructions. `thread_from_openai` is the reverse: it turns an OpenAI chat transcript
 into a thread, which the benchmark uses to render recorded runs both ways.
@@ -28,7 +31,7 @@ from typing import Any, assert_never
 
 from .. import events as ev
 from ..models.base import Message, ToolSpec
-from .base import tools_json, truncate_to
+from .base import attr_value, fence, tools_json, truncate_to
 from .notation import dump_block
 from .tokens import TokenCounter
 
@@ -70,10 +73,10 @@ class MessagesFormat:
         e = events[i]
         match e:
             case ev.UserMessage():
-                return (Message("user", e.text),)
+                return (Message("user", fence(e.text)),)
             case ev.HumanResponse():
                 # The answer to a request_more_information call: its tool result.
-                return (Message("tool", e.text, tool_call_id=e.request_id),)
+                return (Message("tool", fence(e.text), tool_call_id=e.request_id),)
             case ev.Done():
                 prev = events[i - 1] if i > 0 else None
                 if isinstance(prev, ev.ToolCall) and prev.tool == "done_for_now":
@@ -81,31 +84,30 @@ class MessagesFormat:
                 return None
             case ev.ModelCall():
                 if e.tool_calls and e.output.strip():
-                    return (Message("assistant", e.output),)
+                    return (Message("assistant", fence(e.output)),)
                 return None
             case ev.ToolCall():
                 call = ev.RawToolCall(id=e.call_id, name=e.tool, arguments=_json(e.arguments))
                 return (Message("assistant", "", (call,)),)
             case ev.ToolResult():
                 result = e.result
-                text = result if isinstance(result, str) else _json(result)
+                text = fence(result if isinstance(result, str) else _json(result))
                 if reduced:
                     text = truncate_to(text, max_tokens, counter, e.seq)
                 return (Message("tool", text, tool_call_id=e.call_id),)
             case ev.ToolError():
-                return (
-                    Message("tool", f"error: {e.error_type}: {e.message}", tool_call_id=e.call_id),
-                )
+                text = fence(f"error: {e.error_type}: {e.message}")
+                return (Message("tool", text, tool_call_id=e.call_id),)
             case ev.Approval():
                 return _approval(e)
             case ev.InvalidOutput():
-                return (Message("user", f"Your last output was invalid: {e.reason}"),)
+                return (Message("user", f"Your last output was invalid: {fence(e.reason)}"),)
             case ev.Escalated():
-                return (Message("user", f"<escalated>{e.reason}</escalated>"),)
+                return (Message("user", f"<escalated>{fence(e.reason)}</escalated>"),)
             case ev.ExternalEvent():
-                return (
-                    Message("user", f"<event name={e.name}>\n{dump_block(e.payload)}\n</event>"),
-                )
+                body = fence(dump_block(e.payload))
+                name = attr_value(e.name)
+                return (Message("user", f"<event name={name}>\n{body}\n</event>"),)
             case (
                 ev.ModelError()
                 | ev.ApprovalRequested()
@@ -136,7 +138,8 @@ class MessagesFormat:
         return total
 
     def summary(self, from_seq: int, to_seq: int, text: str) -> tuple[Message, ...]:
-        return (Message("user", f"<summary events={from_seq}-{to_seq}>\n{text}\n</summary>"),)
+        body = fence(text)
+        return (Message("user", f"<summary events={from_seq}-{to_seq}>\n{body}\n</summary>"),)
 
     def assemble(self, payloads: Sequence[Any]) -> tuple[Message, ...]:
         """Join the messages so that a chat API accepts them: one assistant message per
@@ -201,7 +204,7 @@ def _approval(e: ev.Approval) -> tuple[Message, ...] | None:
         return (
             Message(
                 "tool",
-                f"rejected by a human: {e.comment or ''}".strip(),
+                fence(f"rejected by a human: {e.comment or ''}".strip()),
                 tool_call_id=e.call_id,
             ),
         )
@@ -210,7 +213,7 @@ def _approval(e: ev.Approval) -> tuple[Message, ...] | None:
             Message(
                 "user",
                 "A human approved the call with these arguments:\n"
-                + dump_block(e.edited_arguments),
+                + fence(dump_block(e.edited_arguments)),
             ),
         )
     return None

@@ -54,6 +54,40 @@ from .tokens import CountCache, TokenCounter
 
 __all__ = ["Prepared", "Renderer", "best_relevance", "format_named", "retrieved_indexes"]
 
+
+def _refused(exc: TokenBudgetError | PromptError, seq: int, at: datetime) -> Prepared:
+    """What the runtime stores instead of a call the context cannot be made for."""
+    if isinstance(exc, PromptError):
+        details = {"source": CONTEXT_SOURCE}
+        reason = f"prompt error: {exc}"
+        return Prepared([Escalated(seq=seq, at=at, reason=reason, details=details)], None)
+    return Prepared(
+        [
+            TokenBudgetExceeded(seq=seq, at=at, needed=exc.needed, available=exc.available),
+            Escalated(
+                seq=seq + 1,
+                at=at,
+                reason=f"token budget exceeded: {exc}",
+                details={
+                    "needed": exc.needed,
+                    "available": exc.available,
+                    "source": CONTEXT_SOURCE,
+                },
+            ),
+        ],
+        None,
+    )
+
+
+def _prepared(rendered: Rendered, seq: int, at: datetime) -> Prepared:
+    """A rendering, with the `compacted` event to store first when it compacts."""
+    events: list[Event] = []
+    if rendered.compaction is not None:
+        lo, hi, text = rendered.compaction
+        events.append(Compacted(seq=seq, at=at, from_seq=lo, to_seq=hi, summary=text))
+    return Prepared(events, rendered.context, rendered)
+
+
 CustomRender = Callable[[Thread], Context]
 """A user's own rendering: the thread -> the context (it owns budget and format)."""
 
@@ -183,35 +217,36 @@ class Renderer:
         if self.custom is not None:
             self.renders += 1
             return Prepared([], self.custom(thread))
-        seq = thread.next_seq
         try:
             rendered = await self._render_async(thread, self.format)
-        except TokenBudgetError as exc:
-            return Prepared(
-                [
-                    TokenBudgetExceeded(seq=seq, at=at, needed=exc.needed, available=exc.available),
-                    Escalated(
-                        seq=seq + 1,
-                        at=at,
-                        reason=f"token budget exceeded: {exc}",
-                        details={
-                            "needed": exc.needed,
-                            "available": exc.available,
-                            "source": CONTEXT_SOURCE,
-                        },
-                    ),
-                ],
-                None,
-            )
-        except PromptError as exc:
-            reason = f"prompt error: {exc}"
-            details = {"source": CONTEXT_SOURCE}
-            return Prepared([Escalated(seq=seq, at=at, reason=reason, details=details)], None)
-        events: list[Event] = []
-        if rendered.compaction is not None:
-            lo, hi, text = rendered.compaction
-            events.append(Compacted(seq=seq, at=at, from_seq=lo, to_seq=hi, summary=text))
-        return Prepared(events, rendered.context, rendered)
+        except (TokenBudgetError, PromptError) as exc:
+            return _refused(exc, thread.next_seq, at)
+        return _prepared(rendered, thread.next_seq, at)
+
+    @property
+    def renders_in_thread(self) -> bool:
+        """Whether `prepare_now` can stand in for `prepare`: nothing to await (the built-in
+        formats and digest; no custom rendering or summariser of the user's own)."""
+        return self.custom is None and self.settings.summariser is None
+
+    def prepare_now(self, thread: Thread, model: Model | None, at: datetime) -> Prepared:
+        """`prepare` without an event loop, for a worker thread (see `renders_in_thread`).
+
+        A server renders there, so rendering a large thread never holds its event loop.
+        Renders of one renderer must not run in two threads at once (its caches are
+        plain dicts): the runtime sends them all to one worker thread.
+
+        Raises:
+            TypeError: the renderer needs to await something (`renders_in_thread` is False).
+        """
+        if not self.renders_in_thread:
+            raise TypeError("this renderer awaits its custom rendering or summariser")
+        self.bind(model)
+        try:
+            rendered = self.render(thread)
+        except (TokenBudgetError, PromptError) as exc:
+            return _refused(exc, thread.next_seq, at)
+        return _prepared(rendered, thread.next_seq, at)
 
     # -- rendering ---------------------------------------------------------------------
 

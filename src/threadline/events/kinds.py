@@ -350,6 +350,9 @@ class Waiting(_EventBase):
     event: str | None = None
     """Name of the external event that ends the wait early, if any."""
     reason: str | None = None
+    breaker: bool = False
+    """Written by the runtime because the model provider's circuit breaker is open (not by
+    a tool): not shown to the model, and counted toward `Agent.max_breaker_waits`."""
 
 
 class WaitTimedOut(_EventBase):

@@ -74,6 +74,8 @@ class ThreadState:
         terminal: `done`, `escalated` or `failed` once the thread ended; cleared by new input.
         paused: set by `paused`, cleared by `resumed`.
         waiting_until / waiting_for: an open durable wait.
+        breaker_waits: waits on an open circuit breaker since the last model call or human
+            input (bounded by `Agent.max_breaker_waits`).
         last_error: the compacted text of the latest error, for escalation messages.
         last_kind: kind of the latest event.
     """
@@ -91,6 +93,7 @@ class ThreadState:
     waiting_for: str | None = None
     last_error: str | None = None
     last_kind: str | None = None
+    breaker_waits: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
@@ -135,6 +138,7 @@ class ThreadState:
         if traits.human_input:
             self.run_steps = 0
             self.consecutive_errors = 0
+            self.breaker_waits = 0
         if traits.error:
             self.consecutive_errors += 1
         match event:
@@ -142,6 +146,7 @@ class ThreadState:
                 self.terminal = None
                 self.waiting = False
             case ev.ModelCall():
+                self.breaker_waits = 0
                 self.model_calls += 1
                 self.run_steps += 1
                 self.input_tokens += event.input_tokens
@@ -203,12 +208,14 @@ class ThreadState:
                 self.paused = True
             case ev.Resumed():
                 self.paused = False
-                if self.terminal == Status.ESCALATED:
-                    self.terminal = None
+                if self.terminal in (Status.ESCALATED, Status.FAILED):
+                    self.terminal = None  # a person took it back (an operator's retry)
             case ev.Waiting():
                 self.waiting = True
                 self.waiting_until = event.until
                 self.waiting_for = event.event
+                if event.breaker:
+                    self.breaker_waits += 1
             case ev.ExternalEvent():
                 if self.waiting and (self.waiting_for is None or self.waiting_for == event.name):
                     self._end_wait()
@@ -254,6 +261,7 @@ class ThreadState:
             "waiting_for": self.waiting_for,
             "last_error": self.last_error,
             "last_kind": self.last_kind,
+            "breaker_waits": self.breaker_waits,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": self.cost_usd,

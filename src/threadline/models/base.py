@@ -182,6 +182,8 @@ class Context:
             thread's previous model call was sent verbatim (0: none known). Backends with
             explicit prompt caching mark the cache boundary there (Anthropic: two text
             blocks, `cache_control` on the last); a wrong guess costs a cache miss only.
+        model_calls: the thread's model calls before this one (the runtime sets it), so a
+            test model can answer by the thread's progress, not by its own call count.
     """
 
     system: str
@@ -195,6 +197,7 @@ class Context:
     prompt_hash: str | None = None
     input_tokens: int | None = None
     cached_prefix: int = 0
+    model_calls: int = 0
 
     def as_text(self) -> str:
         """The context as plain text, for display (`threadline render`) and test models."""

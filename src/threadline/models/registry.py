@@ -241,7 +241,9 @@ def _scripted(name: str) -> Model:
         raise ConfigError(f"scripted model file {name}: not JSON: {exc}") from None
     if not isinstance(answers, list):
         raise ConfigError(f"scripted model file {name}: expected a JSON list of answers")
-    return ScriptedModel(answers, model_id=f"scripted:{path.name}")
+    # Indexed by the thread's model calls too: a thread continued in another process (`run`,
+    # then `respond`) gets its next answer, not answer 0 again (docs/models.md).
+    return ScriptedModel(answers, model_id=f"scripted:{path.name}", follow_thread=True)
 
 
 def _flag(value: str, name: str) -> bool:

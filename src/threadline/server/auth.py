@@ -5,7 +5,7 @@ digest, so a leaked database does not leak working keys; the secret is shown onc
 key is created. Each key has a name (recorded as `by` on the approvals it makes) and scopes:
 
     read      GET any thread, its events and its live stream
-    launch    start threads, send messages, fork
+    launch    start threads, send messages and external events, fork
     respond   approve, reject, answer questions
     admin     pause and resume; implies every other scope
 
@@ -110,6 +110,7 @@ _ACTION_SCOPES = {
     "approvals": "respond",
     "responses": "respond",
     "messages": "launch",
+    "events": "launch",  # POST: an external event (GET events is `read`)
     "fork": "launch",
     "pause": "admin",
     "resume": "admin",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..errors import ThreadlineError
 from ..events import Status, utcnow
 from ..runtime import Runtime
-from ..worker import advance_exclusively, default_owner
+from ..worker import PoisonGuard, advance_exclusively, default_owner
 
 if TYPE_CHECKING:
     from ..observability.metrics import RuntimeMetrics
@@ -35,6 +35,9 @@ class ThreadRunner:
         concurrency: threads advanced at once (model calls and tools in flight).
         timer_interval: seconds between passes over due waits (`start_timers`).
         metrics: counts the lease expiries and takeovers of its advances.
+        max_failures: failed advances of one thread in a row before it becomes `failed`
+            (`threadline.worker.PoisonGuard`), so a thread every kick or timer pass would
+            fail on is not retried forever.
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class ThreadRunner:
         concurrency: int = 32,
         timer_interval: float = 1.0,
         metrics: RuntimeMetrics | None = None,
+        max_failures: int = 3,
     ) -> None:
         self.runtime = runtime
         self.enabled = enabled
@@ -55,6 +59,7 @@ class ThreadRunner:
         self._again: set[str] = set()
         self._slots = asyncio.Semaphore(concurrency)
         self.failures = 0
+        self.poison = PoisonGuard(runtime.store, max_failures)
         self.owner = f"server:{default_owner()}"
 
     @property
@@ -84,23 +89,31 @@ class ThreadRunner:
                         await advance_exclusively(
                             self.runtime, thread_id, owner=self.owner, metrics=self.metrics
                         )
-                    except ThreadlineError as exc:
-                        # The thread stays as its last event left it; a later kick retries.
+                    except Exception as exc:
+                        # The thread stays as its last event left it; a later kick retries,
+                        # until it has failed `max_failures` times in a row.
                         self.failures += 1
-                        log.warning(
-                            "advancing %s stopped: %s: %s", thread_id, type(exc).__name__, exc
-                        )
+                        if isinstance(exc, ThreadlineError):
+                            log.warning(
+                                "advancing %s stopped: %s: %s", thread_id, type(exc).__name__, exc
+                            )
+                        else:
+                            log.exception("advancing %s failed", thread_id)
+                        await self._count_failure(thread_id, exc)
                         return
-                    except Exception:
-                        self.failures += 1
-                        log.exception("advancing %s failed", thread_id)
-                        return
+                    self.poison.succeeded(thread_id)
                     if thread_id not in self._again:
                         return
         finally:
             self._again.discard(thread_id)
             if self._tasks.get(thread_id) is asyncio.current_task():
                 del self._tasks[thread_id]
+
+    async def _count_failure(self, thread_id: str, exc: Exception) -> None:
+        try:
+            await self.poison.failed(thread_id, exc, None)
+        except Exception as again:  # the store is away: the next failure counts again
+            log.warning("could not count the failure of %s: %s", thread_id, again)
 
     async def resume_running(self) -> int:
         """Kick every thread a previous process left `running` whose agent is served here."""

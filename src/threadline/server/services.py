@@ -149,6 +149,9 @@ class Services:
         observers += [o for o in (notifier, metrics) if o is not None]
         observers.append(dispatcher)
         runtime = make_runtime(observers)
+        # CPU-heavy work of a step (rendering, redaction, checking a large result) goes to
+        # the runtime's worker thread: a 100,000-character launch must not hold /healthz.
+        runtime.offload = True
         if metrics is not None:
             metrics.watch_breakers(
                 lambda: breakers_of([runtime.model, *(a.model for a in runtime.agents.values())])

@@ -132,7 +132,11 @@ def notification(thread: Thread, event: Event, public_url: str) -> dict[str, Any
         respond["api"] = f"{base}/v1/threads/{thread.id}/responses"
         payload.update(
             type="human_request",
-            request={"request_id": event.request_id, "question": event.question},
+            request={
+                "request_id": event.request_id,
+                "question": event.question,
+                "responders": list(event.responders),
+            },
         )
     else:
         return None

@@ -18,6 +18,11 @@ processes:
   `threadline_migrations`, applied only by `threadline db migrate` (`migrate()`); a store
   whose database is older than this code refuses to work with `SchemaOutOfDate` naming
   that command.
+* A statement that finds its pooled connection dead (the server restarted, an operator ran
+  `pg_terminate_backend`, a proxy dropped it) is run again, once, on a fresh connection:
+  every operation is a plan that can be started afresh, and an append whose first attempt
+  did commit is recognised by its events (see `SQLStore.append`), so a tool's result is
+  not lost to a connection that broke between the tool run and the append.
 
 Events are stored as JSONB with `(thread_id, seq)` as the primary key.
 """
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -183,14 +189,26 @@ class PostgresStore(SQLStore):
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection on a schema this code understands."""
+        """A pooled connection on a schema this code understands.
+
+        Raises:
+            ConnectionDropped: the connection turned out dead (the pool discards it).
+            StoreError: the server is unavailable or the pool exhausted.
+        """
         psycopg, psycopg_pool = _import_psycopg()
         pool = await self._get_pool()
         try:
             if not self._checked:
                 await self._check_schema(pool)
             async with pool.connection() as conn:
-                yield conn
+                try:
+                    yield conn
+                except psycopg.OperationalError as exc:
+                    if conn.broken or conn.closed:
+                        raise ConnectionDropped(
+                            f"PostgreSQL connection lost: {_short(exc)}"
+                        ) from exc
+                    raise
         except (
             psycopg.OperationalError,
             psycopg.errors.IdleInTransactionSessionTimeout,  # an InternalError, yet the same
@@ -279,7 +297,19 @@ class PostgresStore(SQLStore):
 
     async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, hot: bool = False) -> T:
         """Run `plan` on a pooled connection: in a transaction if `Tx.ATOMIC`, else each
-        statement in autocommit (a single statement needs no BEGIN/COMMIT round trips)."""
+        statement in autocommit (a single statement needs no BEGIN/COMMIT round trips).
+
+        A connection found dead is replaced and a fresh `plan()` run once more (a pool may
+        hold several connections the same restart killed: each try takes another one).
+        """
+        for _ in range(_RECONNECTS):
+            try:
+                return await self._run_once(plan, tx)
+            except ConnectionDropped as exc:
+                log.warning("%s; running the operation again on a new connection", exc)
+        return await self._run_once(plan, tx)
+
+    async def _run_once(self, plan: Callable[[], Plan[T]], tx: Tx) -> T:
         psycopg, _ = _import_psycopg()
         steps = plan()
         try:
@@ -349,6 +379,17 @@ async def _execute(conn: psycopg.AsyncConnection[Any], query: Query) -> Result:
     cur = await conn.execute(query.sql, query.params)
     rows = await cur.fetchall() if cur.description is not None else []
     return Result(rows, cur.rowcount)
+
+
+class ConnectionDropped(StoreError):
+    """A pooled connection was found dead mid-operation (nothing of a transaction it had
+    not committed is written); `PostgresStore.run` retries on a fresh connection."""
+
+
+_RECONNECTS = 3
+"""Fresh connections tried after a dead one before the error reaches the caller."""
+
+log = logging.getLogger("threadline.stores.postgres")
 
 
 def _short(exc: BaseException) -> str:

@@ -140,6 +140,13 @@ class SQLStore(Store):
             next_seq, status, owner, token, live, stored = found.rows[0]
             if lease is not None and (owner != lease.owner or token != lease.token or not live):
                 raise LeaseLost(thread_id, lease.owner)
+            if next_seq >= expected_seq + len(events):
+                args = {"id": thread_id, "after": expected_seq - 1, "limit": len(events)}
+                rows = (yield Query(d.sql(_EVENTS), args)).rows
+                if _already_written(rows, events):
+                    # A retried append whose first try committed before its connection
+                    # broke: the events are there, exactly; nothing more to write.
+                    return state_from_json(thread_id, stored)
             cached = self._states.get(thread_id)
             if cached is None or cached.next_seq != next_seq:
                 cached = state_from_json(thread_id, stored)
@@ -463,6 +470,19 @@ def _check_dense(thread_id: str, rows: Sequence[Sequence[Any]], *, first: int) -
     for expected, row in enumerate(rows, start=first):
         if row[0] != expected:
             raise CorruptEvent(thread_id, expected, f"missing (the next stored is {row[0]})")
+
+
+def _already_written(rows: Sequence[Sequence[Any]], events: Sequence[Event]) -> bool:
+    """Whether the stored `rows` (seq, body) are exactly `events` (a committed retry)."""
+    if len(rows) != len(events):
+        return False
+    try:
+        return all(
+            seq == e.seq and event_from_json(body) == e
+            for (seq, body), e in zip(rows, events, strict=True)
+        )
+    except CorruptEvent:
+        return False
 
 
 def _listed(row: Sequence[Any]) -> ThreadSummary | BadRow:

@@ -5,6 +5,7 @@
     GET  /v1/threads/{id}
     GET  /v1/threads/{id}/events?after=SEQ     (Accept: text/event-stream streams instead)
     GET  /v1/threads/{id}/events/stream        Server-Sent Events, live
+    POST /v1/threads/{id}/events               an external event {name, payload?} (`launch`)
     POST /v1/threads/{id}/pause | /resume | /fork {at}
 
 Every route loads what it needs from the store and asks the runtime to act; the runtime
@@ -21,7 +22,16 @@ from fastapi.responses import StreamingResponse
 
 from ...events import Status
 from ...observability.propagation import TRACEPARENT_KEY, inbound_traceparent
-from ...wire import EventPage, ForkBody, LaunchBody, PauseBody, ThreadOut, ThreadPage, thread_out
+from ...wire import (
+    EventPage,
+    ExternalEventBody,
+    ForkBody,
+    LaunchBody,
+    PauseBody,
+    ThreadOut,
+    ThreadPage,
+    thread_out,
+)
 from ..deps import Caller, Svc, ThreadId
 from ..problems import ProblemError
 from ..services import Services
@@ -122,6 +132,21 @@ async def list_events(
         return _stream(svc, thread_id, after)
     events = await svc.store.events(thread_id, after=after, limit=limit)
     return EventPage(events=events, next_after=events[-1].seq if events else after)
+
+
+@router.post("/{thread_id}/events", response_model=ThreadOut, tags=["events"])
+async def external_event(
+    thread_id: ThreadId, body: ExternalEventBody, svc: Svc, who: Caller
+) -> ThreadOut:
+    """Record an external event (a payment arrived, a job finished): it ends a
+    `wait_for_event` waiting for `name`, and the thread runs on. Needs the `launch` scope;
+    the caller's key name is recorded as the event's `source`."""
+    await svc.check_served(thread_id)
+    thread = await svc.runtime.external_event(
+        thread_id, body.name, body.payload, source=f"api:{who.name}"
+    )
+    svc.runner.kick(thread_id)
+    return thread_out(thread)
 
 
 @router.get(
