@@ -351,24 +351,35 @@ def _outline(agent: Agent, thread: Thread) -> Context:
     return Context(system="", messages=(Message("user", "\n".join(lines)),))
 
 
-def test_a_signed_event_webhook_ends_a_wait_for_event(tmp_path: Path) -> None:
-    def script(context: Context) -> object:
-        paid = re.search(r"<payment (\d+)>", context.as_text())
-        if paid:
-            return intent("done_for_now", message=f"paid {paid.group(1)}")
-        return intent("wait_for_event", event="payment", timeout_seconds=3600)
+def _payee_script(context: Context) -> object:
+    """Wait for a payment, then report its amount."""
+    paid = re.search(r"<payment (\d+)>", context.as_text())
+    if paid:
+        return intent("done_for_now", message=f"paid {paid.group(1)}")
+    return intent("wait_for_event", event="payment", timeout_seconds=3600)
 
-    payee = Agent("payee", tools=list(WAIT_TOOLS), model=FunctionModel(script), renderer=_outline)
+
+PAYEE = Agent(
+    "payee", tools=list(WAIT_TOOLS), model=FunctionModel(_payee_script), renderer=_outline
+)
+
+
+def _waiting_payee(live: LiveServer) -> str:
+    """Launch the payee and return its thread id once it waits for the payment."""
+    with live.client("admin") as c:
+        r = c.post(
+            "/v1/threads",
+            json={"agent": "payee", "message": "wait", "wait": True, "wait_timeout": 20},
+        )
+    assert r.status_code == 201 and r.json()["status"] == "waiting", r.text
+    return str(r.json()["id"])
+
+
+def test_a_signed_event_webhook_ends_a_wait_for_event(tmp_path: Path) -> None:
     config = ServerConfig(webhook_secret=SECRET, poll_interval=0.1)
-    live = start_server(tmp_path, [payee], None, config=config, keys={"admin": ["admin"]})
+    live = start_server(tmp_path, [PAYEE], None, config=config, keys={"admin": ["admin"]})
     try:
-        with live.client("admin") as c:
-            r = c.post(
-                "/v1/threads",
-                json={"agent": "payee", "message": "wait", "wait": True, "wait_timeout": 20},
-            )
-        assert r.status_code == 201 and r.json()["status"] == "waiting", r.text
-        thread_id = r.json()["id"]
+        thread_id = _waiting_payee(live)
         event = {"type": "event", "thread_id": thread_id, "delivery_id": "pay-1"}
         with live.client(None) as c:
             raw, headers = signed({**event, "payload": {"amount": 5}})  # no name
@@ -393,24 +404,10 @@ def test_a_signed_event_webhook_ends_a_wait_for_event(tmp_path: Path) -> None:
 def test_an_external_event_by_api_key_ends_a_wait_for_event(tmp_path: Path) -> None:
     """`POST /v1/threads/{id}/events` (the `launch` scope): the API route for the external
     events that end a `wait_for_event`, beside the signed webhook."""
-
-    def script(context: Context) -> object:
-        paid = re.search(r"<payment (\d+)>", context.as_text())
-        if paid:
-            return intent("done_for_now", message=f"paid {paid.group(1)}")
-        return intent("wait_for_event", event="payment", timeout_seconds=3600)
-
-    payee = Agent("payee", tools=list(WAIT_TOOLS), model=FunctionModel(script), renderer=_outline)
     keys = {"admin": ["admin"], "launcher": ["launch"], "reader": ["read"]}
-    live = start_server(tmp_path, [payee], None, config=ServerConfig(poll_interval=0.1), keys=keys)
+    live = start_server(tmp_path, [PAYEE], None, config=ServerConfig(poll_interval=0.1), keys=keys)
     try:
-        with live.client("admin") as c:
-            r = c.post(
-                "/v1/threads",
-                json={"agent": "payee", "message": "wait", "wait": True, "wait_timeout": 20},
-            )
-        assert r.status_code == 201 and r.json()["status"] == "waiting", r.text
-        thread_id = r.json()["id"]
+        thread_id = _waiting_payee(live)
         path = f"/v1/threads/{thread_id}/events"
         body = {"name": "payment", "payload": {"amount": 5}}
         with live.client("reader") as c:

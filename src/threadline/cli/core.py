@@ -59,6 +59,10 @@ ServerOpt = Annotated[
     ),
 ]
 
+AdvanceOpt = Annotated[
+    bool, typer.Option("--advance/--no-advance", help="Run the thread on afterwards.")
+]
+
 
 class Printer:
     """Prints each event of the threads it follows once, in seq order: live, as a runtime
@@ -340,9 +344,7 @@ def approve(
         ),
     ] = None,
     agent: AgentOpt = None,
-    advance: Annotated[
-        bool, typer.Option("--advance/--no-advance", help="Run the thread on afterwards.")
-    ] = True,
+    advance: AdvanceOpt = True,
     server: ServerOpt = None,
 ) -> None:
     """Approve (or --reject) the call a thread is waiting on, then run the thread on.
@@ -428,13 +430,11 @@ def _json_object(text: str | None, option: str, what: str = "") -> dict[str, Any
 @threads_app.command("event")
 @handle_errors
 def threads_event(
-    thread_id: Annotated[str, typer.Argument(help="Thread id.")],
+    thread_id: ThreadIdArg,
     name: Annotated[str, typer.Argument(help="The event's name (what wait_for_event waits for).")],
     payload: Annotated[str | None, typer.Option(help="The event's data: a JSON object.")] = None,
     agent: AgentOpt = None,
-    advance: Annotated[
-        bool, typer.Option("--advance/--no-advance", help="Run the thread on afterwards.")
-    ] = True,
+    advance: AdvanceOpt = True,
     server: ServerOpt = None,
 ) -> None:
     """Record an external event on a thread (a payment arrived, a job finished): it ends a
