@@ -7,7 +7,8 @@ clear reason before anything is written. Parsing counts the nesting *before* `js
 recurses, so a hostile `"[" * 100_000` is a reason, never a `RecursionError`.
 
 Every string echoed back to the model (an unknown tool name, a bad output) is cut by
-`clip` to a bounded length.
+`clip` to a bounded length. A tool's result becomes JSON values within the limits through
+`stored_result`, or is refused.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import datetime
 from typing import Any
+
+from pydantic import BaseModel
 
 __all__ = [
     "MAX_DEPTH",
@@ -25,6 +29,7 @@ __all__ = [
     "clip",
     "parse_json",
     "scrub_text",
+    "stored_result",
 ]
 
 MAX_DEPTH = 64
@@ -128,3 +133,30 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def scrub_text(text: str) -> str:
     """`text` with lone surrogates replaced by U+FFFD (raw output kept as evidence)."""
     return _SURROGATE.sub("\ufffd", text)
+
+
+def stored_result(value: Any, *, where: str = "result") -> Any:
+    """A tool's result as JSON values (pydantic models dumped, datetimes in ISO 8601, sets
+    and tuples as lists), checked against the limits.
+
+    Raises:
+        BoundsError: outside the limits (see `check_value`).
+        TypeError: a value JSON cannot hold.
+        ValueError: a structure JSON cannot hold (a cycle).
+    """
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    else:
+        value = json.loads(json.dumps(value, default=_json_default))
+    check_value(value, where=where)
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")

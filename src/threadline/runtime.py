@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from .agent import Agent
-from .bounds import BoundsError, check_value, scrub_text
+from .bounds import BoundsError, scrub_text, stored_result
 from .composition import deliver, start_child
 from .context.prefetch import prefetch_events
 from .context.redaction import redact_for_storage
@@ -440,7 +439,7 @@ class Runtime(HumanActions):
                     park = result
                     result = park.result if park.result is not None else park.describe()
                 try:
-                    result = await self._cpu_bound(_storable, result)
+                    result = await self._cpu_bound(stored_result, result)
                 except BoundsError as exc:  # stored results must load and render
                     failure = ("ResultRejected", compact_error(exc), False)
                 except (TypeError, ValueError) as exc:
@@ -565,13 +564,6 @@ def _launched(agent: Agent, thread: Thread, first: UserMessage, at: datetime) ->
     return _redacted_copy(agent, thread)
 
 
-def _storable(result: Any) -> Any:
-    """A tool's result as JSON values, within the limits every stored value keeps."""
-    value = _jsonable(result)
-    check_value(value, where="result")
-    return value
-
-
 def _redacted_copy(agent: Agent, thread: Thread) -> Thread:
     """`thread` with its launch events passed through storage redaction."""
     events = redact_for_storage(agent.context.storage_redactor, thread.events)
@@ -587,19 +579,3 @@ _ENDED = (Status.DONE, Status.ESCALATED, Status.FAILED)
 
 def _not_ended(thread: Thread) -> bool:
     return thread.status not in (Status.DONE, Status.FAILED)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return json.loads(json.dumps(value, default=_default))
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
