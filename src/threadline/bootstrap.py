@@ -17,7 +17,7 @@ from .loader import load_agent
 from .lockfile import check_lock
 from .models.base import Model
 from .observability import JsonEventLog, open_sink
-from .observability.telemetry import tracing_from_settings
+from .observability.telemetry import telemetry_observers
 from .runtime import Observer, Runtime
 from .settings import Settings
 from .stores import open_store
@@ -57,7 +57,7 @@ def open_runtime(
     with_model: bool = True,
 ) -> Runtime:
     """A runtime on the configured store and model, logging events to the configured sink,
-    and exporting traces when telemetry is enabled (`observability.telemetry`).
+    and exporting traces and metrics when telemetry is enabled (`observability.telemetry`).
 
     `with_model=False` skips building the model (commands that never call one).
     """
@@ -74,7 +74,5 @@ def open_runtime(
     redact = Redactor(values=secrets).redact
     if sink is not None:
         all_observers.insert(0, JsonEventLog(sink, redact=redact))
-    tracing = tracing_from_settings(settings, redact=redact)
-    if tracing is not None:
-        all_observers.append(tracing)
+    all_observers += telemetry_observers(settings, redact=redact)
     return Runtime(open_store(settings.store), agents=agents, model=model, observers=all_observers)

@@ -74,3 +74,6 @@ class Settings(BaseSettings):
         ),
     )
     otel_sdk_disabled: bool = Field(False, validation_alias=AliasChoices("OTEL_SDK_DISABLED"))
+    otel_metrics_exporter: str | None = Field(
+        None, validation_alias=AliasChoices("OTEL_METRICS_EXPORTER")
+    )

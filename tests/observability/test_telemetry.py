@@ -17,22 +17,27 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from server_support import CALC, CALC_ANSWERS, serve_calculator
 from threadline.errors import ConfigError
 from threadline.observability.propagation import parse_traceparent
-from threadline.observability.telemetry import telemetry_enabled, tracing_from_settings
+from threadline.observability.telemetry import telemetry_enabled, telemetry_observers
 from threadline.settings import Settings
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+DURATION = "gen_ai.client.operation.duration"
 
 
 class _Receiver:
-    """An OTLP/HTTP trace receiver: keeps every decoded export request POSTed to it."""
+    """An OTLP/HTTP receiver: keeps every decoded trace and metrics export POSTed to it."""
 
     def __init__(self) -> None:
         self.requests: list[ExportTraceServiceRequest] = []
+        self.metric_requests: list[ExportMetricsServiceRequest] = []
         self.paths: list[str] = []
         self.content_types: list[str] = []
         received = self
@@ -40,11 +45,16 @@ class _Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
                 received.paths.append(self.path)
                 received.content_types.append(self.headers["content-type"])
-                received.requests.append(request)
+                if self.path == "/v1/metrics":
+                    metrics = ExportMetricsServiceRequest()
+                    metrics.ParseFromString(body)
+                    received.metric_requests.append(metrics)
+                else:
+                    request = ExportTraceServiceRequest()
+                    request.ParseFromString(body)
+                    received.requests.append(request)
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")
                 self.end_headers()
@@ -65,6 +75,17 @@ class _Receiver:
                 for scope in resource_spans.scope_spans:
                     out += [(resource, span) for span in scope.spans]
         return out
+
+    def metric(self, name: str) -> list[Any]:
+        """The data points of `name` in the latest export that has it (cumulative)."""
+        for request in reversed(self.metric_requests):
+            for resource_metrics in request.resource_metrics:
+                for scope in resource_metrics.scope_metrics:
+                    for metric in scope.metrics:
+                        if metric.name == name:
+                            kind = metric.WhichOneof("data")
+                            return list(getattr(metric, kind).data_points)
+        return []
 
 
 def _attributes(items: Any) -> dict[str, Any]:
@@ -112,6 +133,7 @@ def test_threadline_serve_exports_the_span_tree_over_otlp_http(
     otel = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,  # turns telemetry on by itself
         "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
         "OTEL_SERVICE_NAME": "threadline-test",
     }
     with (
@@ -139,8 +161,12 @@ def test_threadline_serve_exports_the_span_tree_over_otlp_http(
             lambda: any(s.name == "execute_tool divide" for _, s in receiver.spans()),
             "the tool span to be exported",
         )
+        _wait_for(
+            lambda: sum(p.count for p in receiver.metric(DURATION)) == 2,
+            "the model call metrics to be exported",
+        )
 
-    assert set(receiver.paths) == {"/v1/traces"}
+    assert set(receiver.paths) == {"/v1/traces", "/v1/metrics"}
     assert set(receiver.content_types) == {"application/x-protobuf"}
     spans = receiver.spans()
     parent = parse_traceparent(TRACEPARENT)
@@ -175,6 +201,21 @@ def test_threadline_serve_exports_the_span_tree_over_otlp_http(
     assert tool["gen_ai.operation.name"] == "execute_tool"
     assert tool["gen_ai.tool.name"] == "divide"
     assert tool["gen_ai.tool.call.id"] == results[0]["call_id"] == call_id
+
+    # metrics: the GenAI client metrics, with the convention's attributes
+    tokens = {
+        _attributes(p.attributes)["gen_ai.token.type"]: p
+        for p in receiver.metric("gen_ai.client.token.usage")
+    }
+    for kind in ("input", "output"):
+        assert tokens[kind].count == 2
+        assert tokens[kind].sum == sum(e[f"{kind}_tokens"] for e in model_calls)
+        assert _attributes(tokens[kind].attributes)["gen_ai.provider.name"] == "scripted"
+    calls = {
+        _attributes(p.attributes)["gen_ai.tool.name"]: p.as_int
+        for p in receiver.metric("threadline.tool.calls")
+    }
+    assert calls == {"divide": 1, "done_for_now": 1}
 
 
 _IMPORTS = """
@@ -246,15 +287,15 @@ def test_when_telemetry_is_on(
         monkeypatch.setenv(name, value)
     settings = Settings()
     assert telemetry_enabled(settings) is enabled
-    assert (tracing_from_settings(settings) is not None) is enabled
+    assert len(telemetry_observers(settings)) == (2 if enabled else 0)
 
 
 def test_unsupported_exporters_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("THREADLINE_OTEL", "1")
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
     with pytest.raises(ConfigError, match="zipkin"):
-        tracing_from_settings(Settings())
+        telemetry_observers(Settings())
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
     with pytest.raises(ConfigError, match="http/protobuf"):
-        tracing_from_settings(Settings())
+        telemetry_observers(Settings())

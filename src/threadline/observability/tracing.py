@@ -40,14 +40,14 @@ from ..events import (
 from .propagation import thread_trace_id, trace_parent_of
 from .timing import work_started
 
-__all__ = ["TracingObserver", "thread_trace_id"]
+__all__ = ["TracingObserver", "provider_and_model", "thread_trace_id"]
 
 
 def _ns(at: datetime) -> int:
     return int(at.timestamp() * 1_000_000_000)
 
 
-def _provider_and_model(model_id: str) -> tuple[str, str]:
+def provider_and_model(model_id: str) -> tuple[str, str]:
     """`openai:gpt-4.1-mini` -> (`openai`, `gpt-4.1-mini`); an unprefixed id is ours."""
     provider, sep, name = model_id.partition(":")
     return (provider, name) if sep and provider and name else ("threadline", model_id)
@@ -124,7 +124,7 @@ class TracingObserver:
                 attrs = {**base, **self._chat_attributes(thread, event)}
                 name = f"chat {attrs['gen_ai.request.model']}"
             case ModelError():
-                provider, model = _provider_and_model(event.model)
+                provider, model = provider_and_model(event.model)
                 attrs = {
                     **base,
                     "gen_ai.operation.name": "chat",
@@ -144,7 +144,7 @@ class TracingObserver:
         span.end(end_time=_ns(event.at))
 
     def _chat_attributes(self, thread: Thread, event: ModelCall) -> dict[str, Any]:
-        provider, model = _provider_and_model(event.model)
+        provider, model = provider_and_model(event.model)
         finish = "tool_calls" if event.tool_calls else "stop"
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
