@@ -217,6 +217,7 @@ async def test_an_unanswered_approval_is_reminded_then_rejected(tmp_path: Path) 
     clock.move(60)
     assert await dispatcher.sweep() == 1
     assert channel.kinds() == ["approval", "reminder"]
+    assert channel.sent[1].previous == {"n": 1}  # under the approval message
     clock.move(10 * 60)
     assert await dispatcher.sweep() == 1
     thread = await runtime.store.load(thread_id)

@@ -247,7 +247,10 @@ class Dispatcher:
                     "kind": "reminder",
                 }
             )
-            out += [self._entry(reminder, dest, deadline - before) for dest in dests]
+            out += [
+                self._entry(reminder, d, deadline - before, updates=_entry_id(notice.id, d))
+                for d in dests
+            ]
         out.append(
             OutboxEntry(
                 id=f"{notice.id}:expire",

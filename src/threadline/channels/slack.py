@@ -165,7 +165,8 @@ class SlackChannel:
             )
             return {"channel": previous["channel"], "ts": previous["ts"], "updated": True}
         channel = str(to.conversation.get("channel") or to.address)
-        thread_ts = to.conversation.get("thread_ts")
+        # A reminder goes under the approval it is about when the conversation has no thread.
+        thread_ts = to.conversation.get("thread_ts") or (previous or {}).get("ts")
         text, blocks = ui.message(notice)
         kwargs: dict[str, Any] = {"channel": channel, "text": text}
         if blocks is not None:

@@ -33,18 +33,24 @@ app.add_typer(channels_app, name="channels")
 @channels_app.command("list")
 @handle_errors
 def channels_list() -> None:
-    """The channels THREADLINE_CHANNELS turns on, checked against their settings."""
+    """The channels THREADLINE_CHANNELS turns on, each checked against its settings."""
     from ..channels import CHANNELS, open_channels
 
     cfg = settings()
     names = {n.strip().lower() for n in cfg.channels.split(",") if n.strip()}
     refs = default_agent_refs()
     agents = [a.name for a, _ in load_agents(refs).values()] if refs else []
-    opened = open_channels(cfg.channels, agents=agents or ["?"]) if names else {}
-    table = Table("channel", "on", "inbound")
-    for name in sorted(CHANNELS):
+    table = Table("channel", "state", "inbound")
+    for name in sorted(CHANNELS | dict.fromkeys(names, "")):
+        state = "off"
+        if name in names:
+            try:
+                open_channels(name, agents=agents)
+                state = "on"
+            except ConfigError as exc:
+                state = f"error: {exc}"
         inbound = f"/v1/channels/{name}" if name == "slack" else "SMTP (THREADLINE_EMAIL_LISTEN)"
-        table.add_row(name, "yes" if name in opened else "no", inbound)
+        table.add_row(name, state, inbound)
     console.print(table)
 
 
