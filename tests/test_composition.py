@@ -24,6 +24,7 @@ from threadline import (
     tool,
 )
 from threadline.composition import child_id, children
+from threadline.events import ChildStarted
 from threadline.testing import ScriptedModel, intent
 from threadline.wire import thread_out
 
@@ -231,3 +232,45 @@ def test_threads_show_prints_the_tree_from_the_root(tmp_path: Path) -> None:
     assert child in lines[1] and "accounts waiting" in lines[1] and "└" in lines[1]
     assert grandchild in lines[2] and "ledger awaiting_approval" in lines[2]
     assert "<- this thread" in lines[2]
+
+
+@pytest.mark.parametrize("via_resume", [False, True])
+async def test_a_child_that_ended_unreported_is_collected_when_the_parent_advances(
+    via_resume: bool,
+) -> None:
+    """A crash between a child's end and its delivery: advancing the parent collects it."""
+    helper = Agent("helper", tools=[], model=ScriptedModel([intent("done_for_now", message="hi")]))
+    boss = Agent(
+        "boss",
+        tools=[helper.as_tool()],
+        model=ScriptedModel(
+            [intent("helper", task="say hi"), intent("done_for_now", message="ok")]
+        ),
+    )
+    store = MemoryStore()
+    rt = Runtime(store, agents=[boss])
+    parent = await rt.launch(boss, "go", advance=False)
+    parent = await rt.advance(parent.id, max_steps=1)  # the model call: one sub-agent call
+    (call_id,) = parent.state.pending
+    child = child_id(parent.id, call_id)
+    # What the run does before the crash: the child, and the parent's child_started ...
+    meta = {"parent_thread": parent.id, "parent_call": call_id}
+    await rt.launch(helper, "say hi", metadata=meta, thread_id=child, advance=False)
+    started = ChildStarted(
+        seq=parent.next_seq,
+        at=parent.events[-1].at,
+        call_id=call_id,
+        thread_id=child,
+        agent="helper",
+    )
+    await store.append(parent.id, [started], expected_seq=parent.next_seq)
+    assert (await store.load(parent.id)).status == Status.WAITING
+    await rt.advance_only(child)  # ... and the child's end, whose delivery is lost
+    assert (await store.load(parent.id)).status == Status.WAITING
+    if via_resume:  # `threadline resume` / POST .../resume: collect, then run on
+        parent = await rt.resume(parent.id)
+        assert parent.status == Status.RUNNING
+    parent = await rt.advance(parent.id)
+    assert parent.status == Status.DONE
+    assert [e.result for e in parent.events if e.kind == "tool_result"] == ["hi"]
+    replay_thread(boss, parent)

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .parallel import Tail
     from .runtime import Runtime
 
-__all__ = ["ESCALATED_CHILD", "child_id", "children", "deliver", "outcome_events", "start_child"]
+__all__ = ["child_id", "children", "collect", "deliver", "outcome_events", "start_child"]
 
 _LEASE_TTL = 60.0
 """Seconds of a lease taken on a child or a parent advanced along the tree."""
@@ -155,15 +155,39 @@ async def deliver(runtime: Runtime, child: Thread, lease: Lease | None) -> None:
     call = parent.state.pending.get(call_id)
     if call is None or call.child != child.id:
         return
-    parent = await runtime.append_outcome(
-        parent,
-        lambda seq, at: outcome_events(child, call_id, call.tool, seq, at),
-        lambda t: _still_pending(t, call_id, child.id),
-    )
+    parent = await _report(runtime, parent, call, child)
     if parent.status == Status.RUNNING:
         await with_lease(
             runtime, parent_id, lease, lambda held: runtime.advance(parent_id, lease=held)
         )
+
+
+async def collect(runtime: Runtime, thread: Thread) -> Thread:
+    """Append the outcome of every delegated call of `thread` whose child already ended.
+
+    Delivery normally follows the child's end at once; a crash between the two leaves the
+    parent waiting on a child that is done. Advancing the parent (a kick, a worker, the
+    CLI) collects those outcomes here, so the parent never waits on an ended child.
+    """
+    for call in list(thread.state.pending.values()):
+        if call.child is None or thread.status == Status.PAUSED:
+            continue
+        try:
+            child = await runtime.store.load(call.child)
+        except ThreadNotFound:
+            continue
+        if child.status in _ENDED:
+            thread = await _report(runtime, thread, call, child)
+    return thread
+
+
+async def _report(runtime: Runtime, parent: Thread, call: PendingCall, child: Thread) -> Thread:
+    """Append the ended `child`'s outcome to `call` of `parent` (once: see the invariant)."""
+    return await runtime.append_outcome(
+        parent,
+        lambda seq, at: outcome_events(child, call.call_id, call.tool, seq, at),
+        lambda t: _still_pending(t, call.call_id, child.id),
+    )
 
 
 async def with_lease(

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from .agent import Agent
 from .bounds import BoundsError, scrub_text, stored_result
-from .composition import deliver, start_child
+from .composition import collect, deliver, start_child
 from .context.prefetch import prefetch_events
 from .context.redaction import redact_for_storage
 from .context.renderer import Renderer
@@ -239,6 +239,8 @@ class Runtime(HumanActions):
         if isinstance(thread, str):
             thread = await self.store.load(thread)
         agent = self.agent(thread.agent)
+        if thread.status == Status.WAITING and any(c.child for c in thread.state.pending.values()):
+            thread = await collect(self, thread)  # children that ended unreported (a crash)
         done = 0
         while not self._stopping and (max_steps is None or done < max_steps):
             step = decide(agent, thread)
@@ -470,6 +472,23 @@ class Runtime(HumanActions):
             return done
 
         await tail.append(build, still_pending)
+
+    async def resume(self, thread_id: str, *, by: str | None = None) -> Thread:
+        """Resume a paused or escalated thread (see `HumanActions.resume`). A thread waiting
+        on sub-agents that already ended (a crash lost their delivery) collects their
+        outcomes instead and runs on.
+
+        Raises:
+            InvalidAction: the thread is neither paused, escalated, nor waiting on an
+                ended sub-agent.
+        """
+        thread = await self.store.load(thread_id)
+        if thread.status == Status.WAITING:
+            before = thread.next_seq
+            collected = await collect(self, thread)
+            if collected.next_seq != before:
+                return collected
+        return await super().resume(thread_id, by=by)
 
     async def wake_if_due(self, thread: Thread, *, lease: Lease | None = None) -> Thread:
         """End the thread's durable wait with `wait_timed_out` if its due time has passed.

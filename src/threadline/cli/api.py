@@ -196,10 +196,11 @@ class LocalThreads:
         return thread_out(await self.runtime.pause(thread_id, by="cli", reason=reason))
 
     async def resume(self, thread_id: str) -> ThreadOut:
-        """Resume a paused or escalated thread; a `running` one (left mid-way by a crashed
-        process) needs no event: `settle` runs it on, taking over its lease."""
+        """Resume a paused or escalated thread (or one waiting on sub-agents that ended
+        unreported); a `running` one (left mid-way by a crashed process) needs no event:
+        `settle` runs it on, taking over its lease."""
         thread = await self._thread(thread_id)
-        if thread.status in (Status.PAUSED, Status.ESCALATED):
+        if thread.status in (Status.PAUSED, Status.ESCALATED, Status.WAITING):
             thread = await self.runtime.resume(thread_id, by="cli")
         elif thread.status != Status.RUNNING:
             raise InvalidAction(f"thread {thread_id} is {thread.status.value}; nothing to resume")
