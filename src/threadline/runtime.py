@@ -473,22 +473,8 @@ class Runtime(HumanActions):
 
         await tail.append(build, still_pending)
 
-    async def resume(self, thread_id: str, *, by: str | None = None) -> Thread:
-        """Resume a paused or escalated thread (see `HumanActions.resume`). A thread waiting
-        on sub-agents that already ended (a crash lost their delivery) collects their
-        outcomes instead and runs on.
-
-        Raises:
-            InvalidAction: the thread is neither paused, escalated, nor waiting on an
-                ended sub-agent.
-        """
-        thread = await self.store.load(thread_id)
-        if thread.status == Status.WAITING:
-            before = thread.next_seq
-            collected = await collect(self, thread)
-            if collected.next_seq != before:
-                return collected
-        return await super().resume(thread_id, by=by)
+    async def _collect(self, thread: Thread) -> Thread:
+        return await collect(self, thread)
 
     async def wake_if_due(self, thread: Thread, *, lease: Lease | None = None) -> Thread:
         """End the thread's durable wait with `wait_timed_out` if its due time has passed.

@@ -79,6 +79,8 @@ class HumanActions:
 
         async def _notify(self, thread: Thread, events: Sequence[Event]) -> None: ...
 
+        async def _collect(self, thread: Thread) -> Thread: ...
+
     async def _act(
         self, thread_id: str, build: Callable[[Thread, int, datetime], list[Event]]
     ) -> Thread:
@@ -320,7 +322,15 @@ class HumanActions:
         """Resume a paused, escalated or failed thread (resetting its error count).
 
         A failed thread is one whose advance kept failing (see `threadline.worker`); resume
-        it once the cause is fixed (`threadline threads retry`)."""
+        it once the cause is fixed (`threadline threads retry`). A thread waiting on
+        sub-agents that already ended (a crash lost their delivery) collects their outcomes
+        instead, and runs on (`threadline.composition.collect`)."""
+        waiting = await self.store.load(thread_id)
+        if waiting.status == Status.WAITING:
+            before = waiting.next_seq
+            collected = await self._collect(waiting)
+            if collected.next_seq != before:
+                return collected
 
         def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
             if thread.status not in (Status.PAUSED, Status.ESCALATED, Status.FAILED):
