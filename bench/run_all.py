@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["overhead", "context_tokens", "server", "scale", "local_model", "retrieval"]
+BENCHES = ["overhead", "context_tokens", "server", "scale", "local_model", "retrieval", "parallel"]
 
 
 def main() -> int:
