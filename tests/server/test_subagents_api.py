@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_ui import browser  # noqa: F401 - headless Chromium, as the inbox test uses it
 
 from server_support import DEFAULT_KEYS, LiveServer, start_server
 from threadline import Agent, SQLiteStore, replay_thread, tool
@@ -123,3 +124,43 @@ def test_a_grandchild_approval_surfaces_with_its_ancestry_and_resumes_the_tree(
                 assert len(derived.events) == len(thread.events)
 
     asyncio.run(replay())
+
+
+@pytest.mark.browser
+def test_the_inbox_page_shows_the_ancestry_and_sends_one_batch(
+    tree_server: LiveServer,
+    browser: Any,  # noqa: F811 - the fixture from test_ui
+) -> None:
+    live = tree_server
+    root = live.launch("coordinator", "book the entries")
+    root = _wait(live, root["id"], "waiting")
+    (child_id,) = root["children"]
+    (grandchild_id,) = _wait(live, child_id, "waiting")["children"]
+    _wait(live, grandchild_id, "awaiting_approval")
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(live.url + "/")
+    page.fill("#key-input", live.keys["alice"])
+    page.click("#key-form button")
+    card = page.locator(f'article.batch[data-thread="{grandchild_id}"]')
+    card.wait_for(timeout=15_000)
+    meta = card.locator(".meta").inner_text()
+    assert "sub-agent of coordinator › accounts ›" in meta and "ledger" in meta
+    assert card.locator("select").count() == 2
+    card.locator("select").nth(1).select_option("reject")
+    card.locator("textarea").fill("not 7")
+    card.get_by_role("button", name="Send all verdicts").click()
+    final = _wait(live, root["id"], "done")
+    assert final["result"] == "coordinator: all booked"
+    assert POSTED == [5]
+    verdicts = [
+        json.loads(b)
+        for _, b in live.stored_events(grandchild_id)
+        if json.loads(b)["kind"] == "approval"
+    ]
+    assert [(v["approved"], v["comment"], v["by"]) for v in verdicts] == [
+        (True, None, "alice"),
+        (False, "not 7", "alice"),
+    ]
+    assert errors == []
