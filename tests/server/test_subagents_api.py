@@ -14,9 +14,11 @@ import pytest
 from test_ui import browser  # noqa: F401 - headless Chromium, as the inbox test uses it
 
 from server_support import DEFAULT_KEYS, LiveServer, start_server
-from threadline import Agent, SQLiteStore, replay_thread, tool
+from threadline import Agent, InvalidAction, SQLiteStore, Verdict, replay_thread, tool
+from threadline.client import Client
 from threadline.models.base import Context
 from threadline.testing import FunctionModel, intent
+from threadline.wire import ThreadOut
 
 POSTED: list[int] = []
 
@@ -164,3 +166,26 @@ def test_the_inbox_page_shows_the_ancestry_and_sends_one_batch(
         (False, "not 7", "alice"),
     ]
     assert errors == []
+
+
+def test_the_client_sends_a_batch_of_verdicts(tree_server: LiveServer) -> None:
+    live = tree_server
+    root = live.launch("coordinator", "book the entries")
+    (child_id,) = _wait(live, root["id"], "waiting")["children"]
+    (grandchild_id,) = _wait(live, child_id, "waiting")["children"]
+    pending = _wait(live, grandchild_id, "awaiting_approval")["pending_approvals"]
+    five, seven = (p["call_id"] for p in pending)
+
+    async def answer() -> ThreadOut:
+        async with Client(live.url, api_key=live.keys["alice"]) as client:
+            with pytest.raises(InvalidAction):
+                await client.approve_many(grandchild_id, [Verdict(five), Verdict("nope")])
+            return await client.approve_many(
+                grandchild_id,
+                [Verdict(five, edited_arguments={"amount": 6}), Verdict(seven, approved=False)],
+            )
+
+    shown = asyncio.run(answer())
+    assert shown.id == grandchild_id
+    _wait(live, root["id"], "done")
+    assert POSTED == [6]
