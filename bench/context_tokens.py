@@ -118,23 +118,28 @@ def tau_renderer(
     return renderer
 
 
-def hosted_models() -> tuple[Model, Model]:
-    """OpenAI's and Anthropic's backends, for their request bodies (never called: a key is
-    given so the SDK clients build, and nothing is sent)."""
+def hosted_models() -> dict[str, Model]:
+    """The backend each form is sent by, for its request body (never called: a key is
+    given so the SDK clients build, and nothing is sent). The native forms use OpenAI's
+    `tools` mode, where the definitions travel in the `tools` parameter."""
     from threadline.models.anthropic import AnthropicModel
     from threadline.models.openai import OpenAIModel
 
-    return (
-        OpenAIModel("gpt-4o", api_key="bench-never-sent"),
-        AnthropicModel("claude-sonnet-4-5", api_key="bench-never-sent"),
-    )
+    key = "bench-never-sent"
+    native = OpenAIModel("gpt-4o", mode="tools", api_key=key)
+    return {
+        "default": OpenAIModel("gpt-4o", api_key=key),
+        "anthropic": AnthropicModel("claude-sonnet-4-5", api_key=key),
+        "native": native,
+        "messages": native,
+    }
 
 
 FORMS = (
-    ("default", "default (OpenAI gpt-4o): compact, tool signatures, intent envelope"),
+    ("default", "default (OpenAI gpt-4o): compact, tool signatures, JSON mode"),
     ("anthropic", "default (Anthropic): the same context as its Messages API body"),
-    ("native", "compact + native tool JSON (native_tools=True)"),
-    ("messages", "messages format (chat array + native tool JSON)"),
+    ("native", "compact + native tool JSON (OpenAI tools mode)"),
+    ("messages", "messages format (chat array + native tool JSON, tools mode)"),
 )
 
 
@@ -179,23 +184,21 @@ def token_bench(
 ) -> dict[str, Any]:
     rows = []
     shares: list[tuple[int, int]] = []
-    openai_model, anthropic_model = hosted_models()
+    models = hosted_models()
     renderers: dict[tuple[str, str], Renderer] = {}
     for n, run in enumerate(runs):
         traj = run["traj"]
         baseline = COUNTER.count(_dump({"model": "gpt-4o", "messages": traj, "tools": tools}))
         policy, thread = thread_from_openai(traj, thread_id=f"run{n}", agent="airline")
         if (policy, "default") not in renderers:
-            renderers[(policy, "default")] = tau_renderer(policy, tools, openai_model)
-            renderers[(policy, "anthropic")] = tau_renderer(policy, tools, anthropic_model)
-            renderers[(policy, "native")] = tau_renderer(
-                policy, tools, openai_model, "compact", True
-            )
-            renderers[(policy, "messages")] = tau_renderer(policy, tools, openai_model, "messages")
+            for key, model in models.items():
+                fmt = "messages" if key == "messages" else "compact"
+                native = True if key == "native" else None
+                renderers[(policy, key)] = tau_renderer(policy, tools, model, fmt, native)
         row: dict[str, Any] = {"run": n, "task": run.get("task_id"), "baseline": baseline}
         for key, _ in FORMS:
-            model = anthropic_model if key == "anthropic" else openai_model
-            row[key] = _body_tokens(model, renderers[(policy, key)].render(thread).context)
+            rendered = renderers[(policy, key)].render(thread)
+            row[key] = _body_tokens(models[key], rendered.context)
         rows.append(row)
         shares += prefix_shares(renderers[(policy, "default")], thread)
     total_b = sum(r["baseline"] for r in rows)

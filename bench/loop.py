@@ -57,7 +57,8 @@ class ScriptModel:
         if self.n >= self.turns:
             self.n = 0
             return ModelOutput(text=DONE, model="instant")
-        return ModelOutput(text=CALL, model="instant")
+        # A new key each turn: the same call repeated is refused as a loop (loop_guard).
+        return ModelOutput(text=CALL.replace("abc", f"abc{self.n}"), model="instant")
 
 
 def agent(renderer: bool, turns: int = TURNS, window: int | None = None) -> Agent:
@@ -168,6 +169,8 @@ def growth(turns: int = 1000, window: int = 16_000) -> dict[str, float]:
             started = time.perf_counter()
             thread = await rt.advance(thread, max_steps=2)
             times.append(time.perf_counter() - started)
+        if thread.status != "running" or len(thread) < 3 * turns:
+            raise RuntimeError(f"growth thread stopped: {thread.status}, {len(thread)} events")
         early = statistics.median(times[:10])
         late = statistics.median(times[-10:])
         return {"turn_10_us": early * 1e6, "turn_1000_us": late * 1e6, "ratio": late / early}

@@ -133,10 +133,10 @@ def test_the_default_for_a_hosted_model_drops_nothing_and_never_exceeds_the_raw_
         total_raw += raw
         total_sent += sent
     assert checked > 10_000
-    assert total_sent <= 0.77 * total_raw, total_sent / total_raw
+    assert total_sent <= 0.75 * total_raw, total_sent / total_raw  # 0.748 measured
 
 
-def test_hosted_backends_send_the_intent_envelope_when_the_tools_are_in_the_prompt() -> None:
+def test_hosted_backends_describe_the_tools_once_when_they_are_in_the_prompt() -> None:
     run = tau_runs()[0]
     policy, thread = thread_from_openai(run["traj"], agent="airline")
     agent = _agent(policy, _tools())
@@ -147,8 +147,8 @@ def test_hosted_backends_send_the_intent_envelope_when_the_tools_are_in_the_prom
     envelope = intent_envelope(agent.output_schema())
     assert envelope["properties"]["intent"]["enum"] == [t.name for t in agent.visible_tools()]
     body, _ = openai_model.request_body(ctx)
-    assert "tools" not in body
-    assert body["response_format"]["json_schema"]["schema"]["properties"] == envelope["properties"]
+    assert "tools" not in body and body["response_format"] == {"type": "json_object"}
+    assert "book_reservation: " in body["messages"][0]["content"]  # the system text
     # The full union stays on the context: a grammar (local models) is built from it.
     assert ctx.output_schema == agent.output_schema()
     # Anthropic: tool use forces the answer, so its tools mode keeps native definitions;

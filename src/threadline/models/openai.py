@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, MissingExtraError, ModelError
 from ..events import RawToolCall
-from .base import Context, Message, ModelOutput, ModelProfile, ToolSpec, intent_envelope
+from .base import Context, Message, ModelOutput, ModelProfile, ToolSpec
 from .local import tools_prompt  # pure text; llama.cpp itself is imported lazily there
 from .pricing import PriceTable
 from .resilience import sdk_model_error
@@ -74,9 +74,9 @@ class OpenAIServer:
             `structured_outputs` (vLLM's extra field `{"structured_outputs": {"json": ...}}`).
         bills_prompt: a hosted API billing every prompt token (the schema of a response
             format included). Its models in a JSON mode declare `tools_in_prompt`: the
-            tools go once, as signatures in the system text, and the response format
-            carries only the intent envelope. Local servers turn the full schema into a
-            grammar for free.
+            tools go once, as signatures in the system text, and the response format is
+            JSON mode (`{"type": "json_object"}`), not a schema repeating them. Local
+            servers turn the full schema into a grammar for free.
     """
 
     name: str
@@ -290,11 +290,13 @@ class OpenAIModel:
                 body["extra_body"] = {"structured_outputs": {"json": schema}}
             else:
                 body["response_format"] = json_object_response_format(schema)
+        elif context.tools_in_prompt and self.server.bills_prompt:
+            # The system text describes every intent and its arguments once, and asks for
+            # one JSON object: JSON mode guarantees the object, the runtime validates it
+            # (an invalid one is shown back). A schema would bill the tools a second time.
+            body["response_format"] = {"type": "json_object"}
         else:
-            schema = context.output_schema
-            if context.tools_in_prompt and self.server.bills_prompt:
-                schema = intent_envelope(schema)  # the arguments are in the system text
-            body["response_format"] = json_schema_response_format(schema)
+            body["response_format"] = json_schema_response_format(context.output_schema)
         return body, {safe: name for name, safe in names.items()}
 
     def _json_mode(self) -> Mode:
