@@ -50,7 +50,10 @@ class PerThreadScript:
         found = _TAG.search(context.as_text())
         tag = found.group(1) if found else "?"
         self.turns[tag] += 1
-        return ModelOutput(text=DONE if self.turns[tag] >= TURNS else CALL, model="instant")
+        n = self.turns[tag]
+        # A new key each turn: the same call repeated is refused as a loop (loop_guard).
+        text = DONE if n >= TURNS else CALL.replace("abc", f"abc{n}")
+        return ModelOutput(text=text, model="instant")
 
 
 class _Counted:

@@ -40,7 +40,9 @@ class _Script:
 
     async def request(self, context: Context) -> ModelOutput:
         self.n += 1
-        return ModelOutput(text=DONE if self.n >= self.turns else CALL, model="instant")
+        # A new key each turn: the same call repeated is refused as a loop (loop_guard).
+        text = DONE if self.n >= self.turns else CALL.replace("abc", f"abc{self.n}")
+        return ModelOutput(text=text, model="instant")
 
 
 def _size(path: Path) -> int:
