@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..errors import ThreadlineError
 from ..events import Status, utcnow
 from ..runtime import Runtime
+from ..schedules import RECOVER_EVERY, Scheduler, scheduler_for
 from ..worker import PoisonGuard, advance_exclusively, default_owner
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ class ThreadRunner:
         self.retry_after = retry_after
         self._retries: dict[str, asyncio.TimerHandle] = {}
         self.owner = f"server:{default_owner()}"
+        self.scheduler: Scheduler | None = scheduler_for(runtime)
+        """Fires the schedules of the served agents with the timer pass (None: the store
+        keeps no schedules)."""
 
     @property
     def active(self) -> int:
@@ -171,12 +175,29 @@ class ThreadRunner:
                 self._timer_loop(), name="wake due waits"
             )
 
+    async def fire_schedules(self, *, recover: bool = False) -> int:
+        """Fire the due schedule ticks of the served agents (exactly once per tick across
+        every server and worker sharing the store) and kick the threads launched."""
+        if not self.enabled or self.scheduler is None:
+            return 0
+        fired = await self.scheduler.recover() if recover else []
+        fired += await self.scheduler.fire_due()
+        for thread in fired:
+            self.kick(thread.id)
+        return len(fired)
+
     async def _timer_loop(self) -> None:
+        passes = 0
         while not self.runtime.stopping:
             try:
                 await self.wake_due()
             except Exception as exc:  # the store away for a moment: try again next pass
                 log.warning("waking due waits failed: %s: %s", type(exc).__name__, exc)
+            try:
+                await self.fire_schedules(recover=passes % RECOVER_EVERY == 0)
+            except Exception as exc:
+                log.warning("firing schedules failed: %s: %s", type(exc).__name__, exc)
+            passes += 1
             await asyncio.sleep(self.timer_interval)
 
     async def drain(self, grace: float) -> bool:

@@ -43,6 +43,7 @@ from .base import (
 from .dialect import Dialect, DuplicateKey, Plan, Query, Tx, stored_json, stored_time
 from .keys import SQLDeliveryLog, SQLKeyStore
 from .outbox import SQLOutbox
+from .schedules import SQLScheduleStore
 
 __all__ = ["SQLStore"]
 
@@ -67,6 +68,8 @@ class SQLStore(Store):
         """Webhook delivery ids in the same database (`threadline.stores.delivery_log`)."""
         self.outbox = SQLOutbox(self)
         """Channel notices to send, in the same database (`threadline.stores.outbox`)."""
+        self.schedules = SQLScheduleStore(self)
+        """Schedules in the same database (`threadline.stores.schedule_store`)."""
 
     @abstractmethod
     async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, append_to: str | None = None) -> T:
