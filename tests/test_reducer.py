@@ -32,11 +32,13 @@ from threadline.events import (
 from threadline.reducer import (
     AwaitApproval,
     AwaitHuman,
+    CallIdIndex,
     CallModel,
     Escalate,
     Finish,
     RunTool,
     Wait,
+    call_ids,
     decide,
     interpret,
 )
@@ -347,3 +349,23 @@ def test_decide_is_pure_and_does_no_io(ops: list[str]) -> None:
     assert json.dumps(thread.to_dict()) == before and thread.state.to_dict() == state_before
     if thread.state.consecutive_errors >= AGENT.max_consecutive_errors:
         assert isinstance(first, Escalate)
+
+
+def test_the_call_id_index_follows_the_thread_and_restarts_for_another() -> None:
+    def call(thread: Thread, cid: str) -> None:
+        thread.append(
+            ToolCall(seq=thread.next_seq, at=T0, call_id=cid, tool="t", version="1", arguments={})
+        )
+
+    index = CallIdIndex(maxsize=2)
+    thread = Thread("t1", "a", [UserMessage(seq=0, at=T0, text="go")])
+    call(thread, "x")
+    assert set(index.taken(thread)) == call_ids(thread) == {"x"}
+    call(thread, "y")  # extended by the new event only
+    assert set(index.taken(thread)) == call_ids(thread) == {"x", "y"}
+    other = Thread("t1", "a", [UserMessage(seq=0, at=T0, text="another thread, same id")])
+    call(other, "z")
+    assert set(index.taken(other)) == {"z"}  # not the first thread's ids
+    for n in range(3):  # bounded: the oldest thread is dropped, and recounted when seen again
+        index.taken(Thread(f"u{n}", "a"))
+    assert set(index.taken(other)) == {"z"}

@@ -35,6 +35,7 @@ from threadline.events import (
 from threadline.prompts import renderer_for
 
 AT = datetime(2024, 1, 1, tzinfo=UTC)
+COMPACTIONS = [0]  # compactions stored by `_replay` (a budget that compacts was exercised)
 
 
 def _pair(agent: Agent) -> tuple[Renderer, Renderer]:
@@ -71,6 +72,7 @@ def _replay(events: list[Event], incremental: Renderer, full: Renderer, tid: str
         _same(a, full.render(thread))
         compared += 1
         if a.compaction is not None:
+            COMPACTIONS[0] += 1
             lo, hi, text = a.compaction
             thread.append(
                 Compacted(seq=thread.next_seq, at=AT, from_seq=lo, to_seq=hi, summary=text)
@@ -104,6 +106,7 @@ def _airline_agent(policy: str, **settings: Any) -> Agent:
 def test_the_airline_runs_render_the_same_incrementally() -> None:
     runs = tau_runs()
     compared = 0
+    COMPACTIONS[0] = 0
     for native, window in ((False, None), (True, 7_000)):
         pairs: dict[str, tuple[Renderer, Renderer]] = {}
         for n, run in enumerate(runs):
@@ -116,6 +119,7 @@ def test_the_airline_runs_render_the_same_incrementally() -> None:
         extended = sum(p[0]._tails.extended for p in pairs.values())  # type: ignore[union-attr]
         assert extended > len(runs)  # most renders were extensions, not full plans
     assert compared > 3_000
+    assert COMPACTIONS[0] > 100  # the 7k window compacts: full plans and reseeds in between
 
 
 @tool

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from server_support import LiveServer, browser, deploybot, live
+from server_support import LiveServer, deploybot, live
 
-__all__ = ["browser", "deploybot", "live", "pending"]
+__all__ = ["deploybot", "live", "pending"]
 
 
 @pytest.fixture

@@ -229,8 +229,7 @@ class Dispatcher:
         """The outbox entries of one notice: one per destination, plus the reminders and
         expiry of an approval whose tool has an `ApprovalExpiry`."""
         if notice.kind == "decided":
-            # Without channels nothing was sent that a decision could update.
-            return await self._decided_entries(notice, at) if self.channels else []
+            return await self._decided_entries(notice, at)
         agent = self._agent(thread.agent)
         routes = agent.routes if agent is not None else {}
         dests = destinations(thread, notice.kind, routes, self.channels)

@@ -3,8 +3,10 @@
 One renderer is built per agent when the agent joins a `Runtime` (its prompt is loaded and
 validated then, so a broken prompt fails at start, not in the middle of a run). It owns
 what rendering reuses: the prompt, the token counter and budget for the model that answers,
-and caches of per-event blocks and counts (events are frozen), so rendering a long thread
-costs in proportion to the window, not the thread.
+caches of per-event blocks and counts (events are frozen), so rendering a long thread
+costs in proportion to the window, not the thread; and each thread's previous rendering,
+which the next render extends by the new events when nothing else changed
+(`incremental.Tails`: the same result as the full plan, in proportion to the new events).
 
 `prepare(thread, model, at)` is what the runtime calls before each model call: it renders
 once and returns the events to store first (a `compacted` summary, or `token_budget_exceeded`

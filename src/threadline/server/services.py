@@ -31,7 +31,6 @@ from ..runtime import Observer, Runtime
 from ..stores import DeliveryLog, KeyStore, Store, delivery_log, key_store
 from .runner import ThreadRunner
 from .sse import ChangeFeed
-from .triggers import Trigger
 from .webhooks import Notifier
 
 __all__ = ["Lifecycle", "ServerConfig", "Services"]
@@ -61,7 +60,6 @@ class ServerConfig:
         metrics_auth: GET /metrics needs an API key with the `read` scope. Off by default:
             Prometheus scrapes without credentials, so keep /metrics on a private network
             (or turn this on and give the scraper a read key).
-        triggers: signed webhooks from other systems that launch threads (`triggers.py`).
     """
 
     auth: bool = True
@@ -79,11 +77,6 @@ class ServerConfig:
     metrics_auth: bool = False
     channel_sweep_interval: float = 1.0
     """Seconds between passes over the channel outbox (reminders, expiries, retries)."""
-    triggers: tuple[Trigger, ...] = ()
-
-    def trigger(self, name: str) -> Trigger | None:
-        """The trigger named `name`, if configured."""
-        return next((t for t in self.triggers if t.name == name), None)
 
 
 class Lifecycle:
@@ -156,11 +149,6 @@ class Services:
         observers += [o for o in (notifier, metrics) if o is not None]
         observers.append(dispatcher)
         runtime = make_runtime(observers)
-        unserved = [t.name for t in config.triggers if t.agent not in runtime.agents]
-        if unserved and config.worker:
-            raise ConfigError(
-                f"trigger(s) {', '.join(unserved)} launch an agent this server does not serve"
-            )
         # CPU-heavy work of a step (rendering, redaction, checking a large result) goes to
         # the runtime's worker thread: a 100,000-character launch must not hold /healthz.
         runtime.offload = True

@@ -7,7 +7,6 @@ from .base import Lease, Page, Store, ThreadSummary, new_thread_id
 from .keys import ApiKey, DeliveryLog, KeyStore
 from .memory import MemoryStore
 from .outbox import Outbox, OutboxEntry
-from .schedules import Schedule, ScheduleStore
 from .sql import SQLStore
 from .sqlite import SQLiteStore
 
@@ -22,8 +21,6 @@ __all__ = [
     "Page",
     "SQLStore",
     "SQLiteStore",
-    "Schedule",
-    "ScheduleStore",
     "Store",
     "ThreadSummary",
     "delivery_log",
@@ -31,7 +28,6 @@ __all__ = [
     "new_thread_id",
     "open_store",
     "outbox",
-    "schedule_store",
 ]
 
 
@@ -70,10 +66,3 @@ def outbox(store: Store) -> Outbox:
     if isinstance(store, SQLStore | MemoryStore):
         return store.outbox
     raise StoreError(f"{type(store).__name__} keeps no channel outbox")
-
-
-def schedule_store(store: Store) -> ScheduleStore:
-    """The schedules kept beside `store`'s threads (same database, same connections)."""
-    if isinstance(store, SQLStore | MemoryStore):
-        return store.schedules
-    raise StoreError(f"{type(store).__name__} keeps no schedules")
