@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install serve test check lint types bench services clean
+.PHONY: install serve test check lint types bench bench-quick services clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ check: lint types test
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run_all.py
+
+# A smoke run of the loop, growth, storage and concurrency figures (a minute or two).
+bench-quick: install
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/overhead.py --quick
 
 clean:
 	rm -rf $(VENV) .threadline .pytest_cache .mypy_cache .ruff_cache

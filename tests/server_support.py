@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -37,6 +38,17 @@ from threadline.stores import SQLiteStore, key_store
 from threadline.testing import FunctionModel, intent
 
 ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+"""Debian's chromium (Playwright's own browser download cannot work here)."""
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SECRET = "test-webhook-secret"
 THREADLINE = str(Path(sys.executable).parent / "threadline")
 """The installed script (runs this checkout's code: PYTHONPATH is inherited)."""
@@ -301,3 +313,21 @@ def approval_body(thread_id: str, call_id: str, **extra: object) -> dict[str, An
         "by": "alice",
         **extra,
     }
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Chromium driven by Playwright. Without Debian's chromium the test skips,
+    except in CI (CI=true), where a missing browser is a failure."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing in CI: scripts/services.sh installs it")
+        pytest.skip(
+            "Debian's chromium is not installed (apt-get install chromium, or `make services`)"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

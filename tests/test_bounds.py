@@ -181,3 +181,14 @@ def test_parse_json_refuses_before_recursing() -> None:
     assert parse_json('{"a": "[[[[", "b": [1]}') == {"a": "[[[[", "b": [1]}
     with pytest.raises(BoundsError, match="surrogate"):
         check_value({"k": "a\ud800"})
+
+
+def test_a_bad_value_is_named_by_its_whole_path() -> None:
+    with pytest.raises(BoundsError, match=r"^args\.a\[1\]\.b is nan, not a finite number$"):
+        check_value({"a": [1, {"b": float("nan")}]}, where="args")
+    long_key = r"k{40}\.\.\. \[20 more characters\]"
+    with pytest.raises(BoundsError, match=rf"^args\.{long_key}\.x holds a lone surrogate at"):
+        check_value({"k" * 60: {"x": "\ud800"}}, where="args")
+    with pytest.raises(BoundsError, match=r"^args holds a lone surrogate at character 0"):
+        check_value({"\udc00": 1}, where="args")  # a bad key names the object holding it
+    check_value({"é": ["ü", 1.5, {"ok": "ascii"}]})  # valid non-ASCII text passes

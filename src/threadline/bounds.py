@@ -83,12 +83,28 @@ def parse_json(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
         BoundsError: nested deeper than `max_depth`, a non-finite number, a lone surrogate.
         ValueError: not valid JSON.
     """
-    depth = _depth(text)
+    # Nesting can only pass the limit if there are more opening brackets than that: the
+    # character walk (Python, O(text)) runs only for text with that many.
+    openers = text.count("[") + text.count("{")
+    depth = _depth(text) if openers > max_depth else 0
     if depth > max_depth:
         raise BoundsError(f"JSON nested {depth} levels deep (the limit is {max_depth})")
     value = json.loads(text, parse_constant=_reject_constant)
     check_value(value, max_depth=max_depth)
     return value
+
+
+_Path = str | tuple[Any, str | int]
+"""Where a value sits: the root's name, or (the parent's path, a key or an index)."""
+
+
+def _spell(path: _Path) -> str:
+    """`value.a[2].b`: keys cut to 40 characters."""
+    parts: list[str] = []
+    while isinstance(path, tuple):
+        path, step = path
+        parts.append(f"[{step}]" if isinstance(step, int) else f".{clip(step, 40)}")
+    return path + "".join(reversed(parts))
 
 
 def check_value(value: Any, *, max_depth: int = MAX_DEPTH, where: str = "value") -> None:
@@ -98,32 +114,36 @@ def check_value(value: Any, *, max_depth: int = MAX_DEPTH, where: str = "value")
         BoundsError: nested deeper than `max_depth`, a non-finite float, or a string (or
             key) holding a lone surrogate.
     """
-    stack: list[tuple[Any, int, str]] = [(value, 0, where)]
+    # Paths are (parent, key) links, spelled out only for an error: a check that passes
+    # builds no strings. ASCII text cannot hold a surrogate, so only other text is encoded.
+    stack: list[tuple[Any, int, _Path]] = [(value, 0, where)]
     while stack:
         item, depth, path = stack.pop()
         if isinstance(item, str):
-            _check_text(item, path)
+            if not item.isascii():
+                _check_text(item, path)
         elif isinstance(item, float):
             if not math.isfinite(item):
-                raise BoundsError(f"{path} is {item!r}, not a finite number")
+                raise BoundsError(f"{_spell(path)} is {item!r}, not a finite number")
         elif isinstance(item, dict | list | tuple):
             if depth >= max_depth:
-                raise BoundsError(f"{path} is nested deeper than {max_depth} levels")
+                raise BoundsError(f"{_spell(path)} is nested deeper than {max_depth} levels")
             if isinstance(item, dict):
                 for k, v in item.items():
-                    key = str(k)
-                    _check_text(key, path)
-                    stack.append((v, depth + 1, f"{path}.{clip(key, 40)}"))
+                    key = k if isinstance(k, str) else str(k)
+                    if not key.isascii():
+                        _check_text(key, path)
+                    stack.append((v, depth + 1, (path, key)))
             else:
-                stack.extend((v, depth + 1, f"{path}[{i}]") for i, v in enumerate(item))
+                stack.extend((v, depth + 1, (path, i)) for i, v in enumerate(item))
 
 
-def _check_text(text: str, path: str) -> None:
+def _check_text(text: str, path: _Path) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise BoundsError(
-            f"{path} holds a lone surrogate at character {exc.start} (not valid Unicode)"
+            f"{_spell(path)} holds a lone surrogate at character {exc.start} (not valid Unicode)"
         ) from None
 
 
@@ -132,7 +152,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def scrub_text(text: str) -> str:
     """`text` with lone surrogates replaced by U+FFFD (raw output kept as evidence)."""
-    return _SURROGATE.sub("\ufffd", text)
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 def stored_result(value: Any, *, where: str = "result") -> Any:

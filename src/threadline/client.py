@@ -29,7 +29,7 @@ import httpx
 from .errors import InvalidAction, NotAllowed, ServerError, ThreadNotFound
 from .events import Event, Status, Thread
 from .settings import Settings
-from .wire import ThreadOut, ThreadPage, event_from_wire
+from .wire import ScheduleBody, ScheduleList, ScheduleOut, ThreadOut, ThreadPage, event_from_wire
 
 if TYPE_CHECKING:
     from .runtime_actions import Verdict
@@ -100,7 +100,7 @@ class Client:
             ) from None
         if resp.status_code >= 400:
             _raise_for(resp)
-        return resp.json()
+        return resp.json() if resp.content else None
 
     async def launch(
         self,
@@ -266,6 +266,29 @@ class Client:
                 break
             await asyncio.sleep(poll)
         return await self.load(thread_id)
+
+    # -- schedules (the `SchedulesAPI` of cli/api.py) -----------------------------------------
+
+    async def add_schedule(self, spec: ScheduleBody) -> ScheduleOut:
+        data = await self._request("POST", "/v1/schedules", json_body=spec.model_dump())
+        return ScheduleOut.model_validate(data)
+
+    async def list_schedules(self) -> list[ScheduleOut]:
+        return ScheduleList.model_validate(await self._request("GET", "/v1/schedules")).items
+
+    async def get_schedule(self, name: str) -> ScheduleOut:
+        return ScheduleOut.model_validate(await self._request("GET", f"/v1/schedules/{name}"))
+
+    async def remove_schedule(self, name: str) -> None:
+        await self._request("DELETE", f"/v1/schedules/{name}")
+
+    async def pause_schedule(self, name: str) -> ScheduleOut:
+        data = await self._request("POST", f"/v1/schedules/{name}/pause")
+        return ScheduleOut.model_validate(data)
+
+    async def resume_schedule(self, name: str) -> ScheduleOut:
+        data = await self._request("POST", f"/v1/schedules/{name}/resume")
+        return ScheduleOut.model_validate(data)
 
     async def ready(self) -> bool:
         try:

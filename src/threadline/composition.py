@@ -47,8 +47,9 @@ if TYPE_CHECKING:
 
 __all__ = ["child_id", "children", "collect", "deliver", "outcome_events", "start_child"]
 
-_LEASE_TTL = 60.0
-"""Seconds of a lease taken on a child or a parent advanced along the tree."""
+_LEASE_TTL = 120.0
+"""Seconds of a lease taken on a child or a parent advanced along the tree (renewed after
+each step)."""
 
 
 def child_id(parent_id: str, call_id: str) -> str:
@@ -104,7 +105,9 @@ async def start_child(
     )
     if call.call_id not in parent.state.pending:
         return  # someone resolved the call meanwhile (a rejection landed first)
-    await with_lease(runtime, cid, lease, lambda held: runtime.advance_only(cid, lease=held))
+    await with_lease(
+        runtime, cid, lease, lambda held, n: runtime.advance_only(cid, lease=held, max_steps=n)
+    )
     child = await runtime.store.load(cid)  # also when another holder advanced it
     if child.status in _ENDED:
         await tail.append(
@@ -158,7 +161,10 @@ async def deliver(runtime: Runtime, child: Thread, lease: Lease | None) -> None:
     parent = await _report(runtime, parent, call, child)
     if parent.status == Status.RUNNING:
         await with_lease(
-            runtime, parent_id, lease, lambda held: runtime.advance(parent_id, lease=held)
+            runtime,
+            parent_id,
+            lease,
+            lambda held, n: runtime.advance(parent_id, lease=held, max_steps=n),
         )
 
 
@@ -194,17 +200,27 @@ async def with_lease(
     runtime: Runtime,
     thread_id: str,
     lease: Lease | None,
-    advance: Callable[[Lease | None], Awaitable[Thread]],
+    advance: Callable[[Lease | None, int | None], Awaitable[Thread]],
 ) -> Thread | None:
-    """`advance(None)` when the caller holds no lease; else lease `thread_id` for the same
-    owner, `advance(held)` and release it. None when another holder has the thread (that
-    holder advances it) or it is not runnable."""
+    """Advance `thread_id` as the caller does: `advance(None, None)` (to where it stops)
+    when the caller holds no lease; else lease it for the same owner and advance it one
+    step at a time, renewing the lease between steps (a child may take many steps; no
+    single lease outlives `_LEASE_TTL` unrenewed), then release it. None when another
+    holder has the thread (that holder advances it) or it is not runnable."""
     if lease is None:
-        return await advance(None)
+        return await advance(None, None)
     leases = await runtime.store.lease(lease.owner, ttl=_LEASE_TTL, thread_ids=[thread_id])
     if not leases:
         return None
+    held = leases[0]
     try:
-        return await advance(leases[0])
+        thread = await advance(held, 1)
+        while thread.status == Status.RUNNING and not runtime.stopping:
+            seq = thread.next_seq
+            held = await runtime.store.renew(held, ttl=_LEASE_TTL)
+            thread = await advance(held, 1)
+            if thread.next_seq == seq:
+                break  # nothing more to do now
+        return thread
     finally:
-        await runtime.store.release(leases[0])
+        await runtime.store.release(held)

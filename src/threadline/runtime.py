@@ -20,58 +20,47 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from .agent import Agent
-from .bounds import BoundsError, scrub_text, stored_result
+from .bounds import stored_result
 from .composition import collect, deliver, start_child
 from .context.prefetch import prefetch_events
 from .context.redaction import redact_for_storage
 from .context.renderer import Renderer
-from .errors import (
-    AppendConflict,
-    CircuitOpen,
-    ConfigError,
-    ModelError,
-    RetryableToolError,
-    ThreadlineError,
-    ToolOutcomeUnknown,
-)
+from .errors import AppendConflict, ConfigError, ModelError
 from .events import (
     Event,
-    ModelCall,
     Status,
     Thread,
-    ToolError,
-    ToolResult,
-    ToolStarted,
+    ThreadState,
     UserMessage,
-    Waiting,
     WaitTimedOut,
     utcnow,
 )
-from .events import ModelError as ModelErrorEvent
-from .loop_guard import call_history
-from .models.base import Model
-from .parallel import Tail, run_batch
+from .execution import Outcome, compact_error, execute, model_answer, tool_of, tool_started
+from .models.base import Model, ModelOutput
+from .parallel import Append, Tail, run_batch
 from .prompts import renderer_for
 from .reducer import (
+    AwaitApproval,
+    AwaitHuman,
     CallIdIndex,
     CallModel,
+    Escalate,
+    Finish,
     RunTool,
     RunTools,
     Step,
     Wait,
     decide,
-    read_intents,
     step_events,
 )
 from .runtime_actions import _MAX_REBASE, HumanActions
 from .stores.base import Lease, Store, new_thread_id
-from .tools import compact_validation_error, idempotency_key
-from .waits import Park, breaker_wait
 
 __all__ = ["Observer", "Runtime", "compact_error"]
 
@@ -79,12 +68,6 @@ T = TypeVar("T")
 
 Observer = Callable[[Thread, Sequence[Event]], Awaitable[None] | None]
 """Called after every successful append with the thread and the events just written."""
-
-
-def compact_error(exc: BaseException, limit: int = 300) -> str:
-    """An exception as one short line: no stack trace, no multi-line dumps."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class Runtime(HumanActions):
@@ -246,30 +229,43 @@ class Runtime(HumanActions):
             step = decide(agent, thread)
             if isinstance(step, Wait):
                 break
-            thread = await self.perform(agent, thread, step, lease=lease)
-            done += 1
+            budget = None if max_steps is None else max_steps - done
+            thread, steps = await self._perform(agent, thread, step, lease, budget)
+            done += steps
         return thread
 
     async def perform(
         self, agent: Agent, thread: Thread, step: Step, *, lease: Lease | None = None
     ) -> Thread:
-        """Carry out one step and checkpoint its events. Returns the (possibly reloaded) thread."""
+        """Carry out one step and checkpoint its events. Returns the (possibly reloaded) thread.
+
+        One step exactly: a model's answer is committed alone, never together with the tool
+        runs it leads to (`advance` does that, within its `max_steps`).
+        """
+        return (await self._perform(agent, thread, step, lease, 1))[0]
+
+    async def _perform(
+        self, agent: Agent, thread: Thread, step: Step, lease: Lease | None, budget: int | None
+    ) -> tuple[Thread, int]:
+        """`perform`, allowed up to `budget` steps (None: no limit); returns the steps taken."""
         match step:
             case CallModel():
-                return await self._call_model(agent, thread, lease)
+                return await self._call_model(agent, thread, lease, budget)
             case RunTool():
-                return await self._run_tools(agent, thread, (step,), lease)
+                return await self._run_tools(agent, thread, (step,), lease), 1
             case RunTools(runs):
-                return await self._run_tools(agent, thread, runs, lease)
+                return await self._run_tools(agent, thread, runs, lease), 1
             case Wait():
-                return thread
+                return thread, 1
         try:
             await self._append(thread, step_events(step, thread.next_seq, self.clock()), lease)
         except AppendConflict:
             thread = await self.store.load(thread.id)  # someone acted first; decide again
-        return thread
+        return thread, 1
 
-    async def _call_model(self, agent: Agent, thread: Thread, lease: Lease | None) -> Thread:
+    async def _call_model(
+        self, agent: Agent, thread: Thread, lease: Lease | None, budget: int | None
+    ) -> tuple[Thread, int]:
         model = agent.model or self.model
         if model is None:
             raise ConfigError(
@@ -287,86 +283,42 @@ class Runtime(HumanActions):
             try:
                 await self._append(thread, prepared.events, lease)
             except AppendConflict:
-                return await self.store.load(thread.id)
+                return await self.store.load(thread.id), 1
         context = prepared.context
         if context is None or thread.status is not Status.RUNNING:
-            return thread
+            return thread, 1
         context = replace(context, model_calls=thread.state.model_calls)
         started = time.perf_counter()
+        out: ModelOutput | None = None
+        error: ModelError | None = None
         try:
             out = await model.request(context)
         except ModelError as exc:
-            error: ModelError | None = exc
+            error = exc
         except Exception as exc:  # a backend bug must not take the loop down
             error = ModelError(f"{type(exc).__name__}: {compact_error(exc)}")
-        else:
-            error = None
         latency = (time.perf_counter() - started) * 1000
-
-        def build(seq: int, at: datetime) -> list[Event]:
-            if isinstance(error, CircuitOpen):  # the provider is down: wait, not an error
-                return [breaker_wait(error, seq, at)]
-            if error is not None:
-                return [
-                    ModelErrorEvent(
-                        seq=seq,
-                        at=at,
-                        model=model.model_id,
-                        error_type=type(error).__name__,
-                        message=compact_error(error),
-                        retryable=error.retryable,
-                        attempts=error.attempts,
-                    )
-                ]
-            text = scrub_text(out.text)  # lone surrogates cannot be stored
-            raw_calls = tuple(
-                c.model_copy(
-                    update={
-                        "id": None if c.id is None else scrub_text(c.id),
-                        "name": scrub_text(c.name),
-                        "arguments": scrub_text(c.arguments),
-                    }
-                )
-                for c in out.tool_calls
-            )
-            call = ModelCall(
-                seq=seq,
-                at=at,
-                model=out.model or model.model_id,
-                prompt_name=context.prompt_name,
-                prompt_version=context.prompt_version,
-                prompt_hash=context.prompt_hash,
-                input_tokens=out.input_tokens,
-                output_tokens=out.output_tokens,
-                cost_usd=out.cost_usd,
-                latency_ms=round(out.latency_ms or latency, 3),
-                output=text,
-                tool_calls=raw_calls,
-            )
-            intents = read_intents(
-                agent, text, raw_calls, seq=seq + 1, at=at, taken=taken, history=history
-            )
-            validated.clear()
-            validated.update(intents.validated)
-            return [call, *intents.events]
-
         validated: dict[str, BaseModel] = {}
         taken = self._call_ids.taken(thread)
-        history = call_history(thread, agent.max_repeated_calls)
+        build = model_answer(agent, model, context, out, error, latency, thread, taken, validated)
+        if budget is None or budget > 1:
+            return await self._turn(agent, thread, build, validated, lease, budget)
         thread = await self._append_rebased(thread, build, lease, still_valid=_not_ended)
-        # The arguments were validated once, reading the answer: the pending calls carry
-        # the validated values, so deciding and running them validates nothing again.
-        for call_id, args in validated.items():
-            pending = thread.state.pending.get(call_id)
-            if pending is not None:
-                pending.validated = args
-        return thread
+        _carry_validated(thread, validated)
+        return thread, 1
 
     async def _run_tools(
-        self, agent: Agent, thread: Thread, runs: Sequence[RunTool], lease: Lease | None
+        self,
+        agent: Agent,
+        thread: Thread,
+        runs: Sequence[RunTool],
+        lease: Lease | None,
+        *,
+        started: bool = False,
     ) -> Thread:
         """Run the calls (concurrently when several, see `threadline.parallel`); each
-        appends its own events through one shared tail."""
+        appends its own events through one shared tail. `started`: the `tool_started` of
+        each is already written."""
 
         async def append(
             at: Thread, build: Callable[[int, datetime], list[Event]], ok: Callable[[Thread], bool]
@@ -374,8 +326,95 @@ class Runtime(HumanActions):
             return await self._append_rebased(at, build, lease, still_valid=ok)
 
         tail = Tail(thread, append)
-        await run_batch(agent, runs, lambda run: self._run_tool(agent, tail, run, lease))
+        await run_batch(
+            agent, runs, lambda run: self._run_tool(agent, tail, run, lease, started=started)
+        )
         return tail.thread
+
+    async def _turn(
+        self,
+        agent: Agent,
+        thread: Thread,
+        answer: Callable[[int, datetime], list[Event]],
+        validated: dict[str, BaseModel],
+        lease: Lease | None,
+        budget: int | None,
+    ) -> tuple[Thread, int]:
+        """Commit a model's answer together with the steps it leads to that need no
+        write-ahead: one commit per read-only turn.
+
+        The answer (`model_call` and its `tool_call`s) is held in memory while its calls to
+        read-only tools run, then written in one append with their outcomes and with what
+        follows without I/O (`done`, `approval_requested`, `human_request`, `escalated`).
+        Re-running a read-only tool after a crash is harmless, and a crash before the commit
+        loses only the model's answer, as a crash during the model call would. A tool with
+        side effects keeps its write-ahead: its `tool_started` joins the held events, they
+        commit, and only then does it run (its outcome is a second commit); calls with side
+        effects run in parallel, or sub-agents, end the held turn before they start. If the
+        commit conflicts (a human action landed meanwhile), the held events are dropped and
+        the answer is re-based alone, as `perform` does; the read-only tools run again.
+        """
+        expected, saved = thread.next_seq, thread.state.copy()
+        held = await self._redacted(thread, answer(expected, self.clock()))
+        thread.extend(held)  # in memory only until the append below
+        _carry_validated(thread, validated)
+
+        async def hold(at: Thread, build: Outcome, ok: Callable[[Thread], bool]) -> Thread:
+            events = await self._redacted(at, build(at.next_seq, self.clock()))
+            at.extend(events)
+            held.extend(events)
+            return at
+
+        steps, write_ahead = 1, None
+        try:
+            while not self._stopping and (budget is None or steps < budget):
+                done = await self._hold_step(agent, thread, decide(agent, thread), hold, lease)
+                if done is False:
+                    break
+                steps += 1
+                if isinstance(done, RunTool):
+                    write_ahead = done
+                    break
+            await self.store.append(thread.id, held, expected_seq=expected, lease=lease)
+        except AppendConflict:
+            _rollback(thread, expected, saved)
+            thread = await self._append_rebased(thread, answer, lease, still_valid=_not_ended)
+            _carry_validated(thread, validated)
+            return thread, 1
+        except BaseException:
+            _rollback(thread, expected, saved)
+            raise
+        await self._notify(thread, held)
+        if write_ahead is not None:
+            thread = await self._run_tools(agent, thread, (write_ahead,), lease, started=True)
+        return thread, steps
+
+    async def _hold_step(
+        self, agent: Agent, thread: Thread, step: Step, hold: Append, lease: Lease | None
+    ) -> RunTool | bool:
+        """Carry out `step` inside a held turn (`_turn`), its events appended by `hold`.
+        False: it cannot be held (a model call, a wait, calls with side effects in parallel,
+        a sub-agent), and ends the turn; a `RunTool`: its `tool_started` was held, and it
+        runs once that is committed; True: done."""
+        runs = (
+            step.runs
+            if isinstance(step, RunTools)
+            else (step,)
+            if isinstance(step, RunTool)
+            else ()
+        )
+        tools = [tool_of(agent, run.call) for run in runs]
+        if runs and all(t.kind == "function" and not t.side_effects for t in tools):
+            tail = Tail(thread, hold)
+            await run_batch(agent, runs, lambda run: self._run_tool(agent, tail, run, lease))
+            return True
+        if len(runs) == 1 and tools[0].kind == "function":
+            await hold(thread, tool_started(thread.id, runs[0].call, runs[0].attempt), _any)
+            return runs[0]
+        if isinstance(step, AwaitApproval | AwaitHuman | Finish | Escalate):
+            await hold(thread, partial(step_events, step), _any)
+            return True
+        return False
 
     async def append_outcome(
         self,
@@ -387,91 +426,27 @@ class Runtime(HumanActions):
         advancer holds (see `_append_rebased`)."""
         return await self._append_rebased(thread, build, None, still_valid=still_valid)
 
-    async def _run_tool(self, agent: Agent, tail: Tail, run: RunTool, lease: Lease | None) -> None:
+    async def _run_tool(
+        self, agent: Agent, tail: Tail, run: RunTool, lease: Lease | None, *, started: bool = False
+    ) -> None:
+        """Run one call: `tool_started` first if the tool has side effects (unless `started`:
+        the caller committed it), then its outcome, both appended at `tail`."""
         call, attempt, validated = run.call, run.attempt, run.args
         thread = tail.thread
-        tool = agent.registry.get(call.tool, call.version)
-        if tool is None:  # decide() escalates this case; reaching here is a bug
-            raise ThreadlineError(f"tool {call.tool}@{call.version} vanished")
+        tool = tool_of(agent, call)
         if tool.kind == "agent":
             await start_child(self, tail, call, tool, validated, lease)
             return
-        key = idempotency_key(thread.id, call.call_id)
         still_pending: Callable[[Thread], bool] = lambda t: call.call_id in t.state.pending  # noqa: E731
-        if tool.side_effects:
-            thread = await tail.append(
-                lambda seq, at: [
-                    ToolStarted(
-                        seq=seq, at=at, call_id=call.call_id, idempotency_key=key, attempt=attempt
-                    )
-                ],
-                still_pending,
-            )
+        if tool.side_effects and not started:
+            thread = await tail.append(tool_started(thread.id, call, attempt), still_pending)
             if call.call_id not in thread.state.pending:
                 return
-        from .tools import ToolContext
-
-        ctx = ToolContext(thread.id, call.call_id, key, attempt)
-        result: Any = None
-        failure: tuple[str, str, bool] | None = None
-        park: Park | None = None
-        try:
-            args = validated if validated is not None else tool.validate(call.arguments)
-        except ValidationError as exc:
-            failure = ("ValidationError", compact_validation_error(tool.name, exc), False)
-        else:
-            try:
-                # asyncio.timeout, not wait_for: no extra task per call (see bench/overhead.py)
-                async with asyncio.timeout(tool.timeout):
-                    result = await tool.invoke(args, ctx)
-            except TimeoutError:
-                failure = ("TimeoutError", f"no result after {tool.timeout:g}s", True)
-            except RetryableToolError as exc:
-                failure = (type(exc).__name__, compact_error(exc), True)
-            except ToolOutcomeUnknown as exc:
-                if tool.side_effects and not tool.idempotent:
-                    # No outcome is recorded: `tool_started` stands alone (maybe ran), and
-                    # decide() escalates with the facts; the call is never re-sent by itself.
-                    return
-                failure = (type(exc).__name__, compact_error(exc), True)
-            except Exception as exc:
-                failure = (type(exc).__name__, compact_error(exc), False)
-            else:
-                if isinstance(result, Park):  # a durable wait (threadline.waits)
-                    park = result
-                    result = park.result if park.result is not None else park.describe()
-                try:
-                    result = await self._cpu_bound(stored_result, result)
-                except BoundsError as exc:  # stored results must load and render
-                    failure = ("ResultRejected", compact_error(exc), False)
-                except (TypeError, ValueError) as exc:
-                    failure = ("TypeError", f"result is not JSON-serialisable: {exc}", False)
-
-        def build(seq: int, at: datetime) -> list[Event]:
-            if failure is not None:
-                return [
-                    ToolError(
-                        seq=seq,
-                        at=at,
-                        call_id=call.call_id,
-                        tool=tool.name,
-                        error_type=failure[0],
-                        message=failure[1],
-                        retryable=failure[2],
-                    )
-                ]
-            done: list[Event] = [
-                ToolResult(seq=seq, at=at, call_id=call.call_id, tool=tool.name, result=result)
-            ]
-            if park is not None:
-                done.append(
-                    Waiting(
-                        seq=seq + 1, at=at, until=park.until, event=park.event, reason=park.reason
-                    )
-                )
-            return done
-
-        await tail.append(build, still_pending)
+        outcome = await execute(
+            tool, thread.id, call, attempt, validated, lambda r: self._cpu_bound(stored_result, r)
+        )
+        if outcome is not None:  # None: outcome unknown, `tool_started` stands alone (maybe ran)
+            await tail.append(outcome, still_pending)
 
     async def _collect(self, thread: Thread) -> Thread:
         return await collect(self, thread)
@@ -498,11 +473,15 @@ class Runtime(HumanActions):
 
     # -- appending -----------------------------------------------------------------------
 
-    async def _append(self, thread: Thread, events: Sequence[Event], lease: Lease | None) -> None:
+    async def _redacted(self, thread: Thread, events: list[Event]) -> list[Event]:
         agent = self.agents.get(thread.agent)
         redactor = agent.context.storage_redactor if agent is not None else None
         if redactor is not None and any(e.traits.untrusted for e in events):
-            events = await self._cpu_bound(redact_for_storage, redactor, events)
+            return await self._cpu_bound(redact_for_storage, redactor, events)
+        return events
+
+    async def _append(self, thread: Thread, events: Sequence[Event], lease: Lease | None) -> None:
+        events = await self._redacted(thread, list(events))
         await self.store.append(thread.id, events, expected_seq=thread.next_seq, lease=lease)
         thread.extend(events)
         await self._notify(thread, events)
@@ -584,3 +563,22 @@ _ENDED = (Status.DONE, Status.ESCALATED, Status.FAILED)
 
 def _not_ended(thread: Thread) -> bool:
     return thread.status not in (Status.DONE, Status.FAILED)
+
+
+def _carry_validated(thread: Thread, validated: dict[str, BaseModel]) -> None:
+    """The arguments were validated once, reading the answer: the pending calls carry the
+    validated values, so deciding and running them validates nothing again."""
+    for call_id, args in validated.items():
+        pending = thread.state.pending.get(call_id)
+        if pending is not None:
+            pending.validated = args
+
+
+def _any(thread: Thread) -> bool:
+    return True
+
+
+def _rollback(thread: Thread, seq: int, state: ThreadState) -> None:
+    """Drop the events from `seq` on that were extended in memory but never stored."""
+    del thread.events[seq:]
+    thread.state = state

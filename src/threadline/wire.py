@@ -30,8 +30,11 @@ from .events import (
     Done,
     Event,
     HumanRequest,
+    ModelCall,
     Status,
     Thread,
+    ToolCall,
+    UserMessage,
     event_from_dict,
     summarize,
 )
@@ -61,11 +64,15 @@ __all__ = [
     "PauseBody",
     "PendingApproval",
     "ResponseBody",
+    "ScheduleBody",
+    "ScheduleList",
+    "ScheduleOut",
     "ServedEvent",
     "SkippedThread",
     "ThreadListItem",
     "ThreadOut",
     "ThreadPage",
+    "TriggerOut",
     "Usage",
     "VerdictBody",
     "WebhookDelivery",
@@ -214,6 +221,57 @@ class WebhookDelivery(BaseModel):
     """The external event's data (`type: event`)."""
 
 
+class ScheduleBody(BaseModel):
+    """A cron schedule: launch `agent` with `message` on every tick of `cron` in
+    `timezone`. `missed` is what happens to ticks no worker was up for (`skip`, or
+    `catch-up` once); `to` is the channel each thread's final answer goes to."""
+
+    model_config = _Strict
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    cron: str = Field(min_length=1, max_length=200)
+    agent: str = Field(min_length=1, max_length=200)
+    message: str = Field(min_length=1, max_length=MAX_TEXT)
+    timezone: str = Field(default="UTC", min_length=1, max_length=100)
+    missed: Literal["skip", "catch-up"] = "skip"
+    to: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class ScheduleOut(BaseModel):
+    """A schedule, its next tick (None while paused) and its latest firing."""
+
+    id: str
+    name: str
+    agent: str
+    message: str
+    cron: str
+    timezone: str
+    missed: Literal["skip", "catch-up"]
+    to: str | None
+    paused: bool
+    created_at: datetime
+    fired_through: datetime
+    next_tick: datetime | None
+    last_tick: datetime | None = None
+    last_thread_id: str | None = None
+
+
+class ScheduleList(BaseModel):
+    items: list[ScheduleOut]
+
+
+class TriggerOut(BaseModel):
+    """What a webhook trigger did with a delivery: `launched` a thread, acknowledged a
+    `duplicate` (the delivery id was seen before), or `ignored` an event it does not
+    launch on."""
+
+    status: Literal["launched", "duplicate", "ignored"]
+    trigger: str
+    delivery: str
+    event: str | None = None
+    thread_id: str | None = None
+
+
 class PendingApproval(BaseModel):
     call_id: str
     tool: str
@@ -221,6 +279,11 @@ class PendingApproval(BaseModel):
     arguments: dict[str, Any]
     approvers: list[str]
     """Who may answer; empty means anyone holding the `respond` scope."""
+    request: str | None = None
+    """The person's message the call answers (the latest user message before it)."""
+    reason: str | None = None
+    """What the model said alongside the call (its text, or a `reason` field of its JSON
+    intent); None when it said nothing beyond the call itself."""
 
 
 class Ancestor(BaseModel):
@@ -420,6 +483,7 @@ def thread_out(thread: Thread) -> ThreadOut:
                 version=c.version,
                 arguments=c.arguments,
                 approvers=list(c.approvers),
+                **_why(thread, c.call_id),
             )
             for c in state.pending.values()
             if c.approval == "requested"
@@ -436,3 +500,34 @@ def thread_out(thread: Thread) -> ThreadOut:
             cost_usd=state.cost_usd,
         ),
     )
+
+
+def _why(thread: Thread, call_id: str) -> dict[str, str | None]:
+    """The user's request and the model's stated reason around the call `call_id`."""
+    request = reason = None
+    seen_call = False
+    for event in reversed(thread.events):
+        if isinstance(event, ToolCall) and event.call_id == call_id:
+            seen_call = True
+        elif seen_call and reason is None and isinstance(event, ModelCall):
+            reason = _stated_reason(event.output) or ""
+        elif seen_call and isinstance(event, UserMessage):
+            request = event.text
+            break
+    return {"request": request, "reason": reason or None}
+
+
+def _stated_reason(output: str) -> str | None:
+    """The model's words beside its intent: a JSON intent's `reason` (or `why`), or the
+    text of an answer that is not just the intent's JSON."""
+    text = output.strip()
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:2000]
+    if isinstance(data, dict):
+        found = data.get("reason") or data.get("why")
+        return str(found)[:2000] if found else None
+    return None

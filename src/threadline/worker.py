@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError, CorruptEvent, LeaseLost, StoreError, ThreadlineError
 from .events import Failed, Status, utcnow
 from .runtime import Runtime, compact_error
+from .schedules import keep_firing, scheduler_for
 from .stores.base import Lease, Store, ThreadSummary
 
 if TYPE_CHECKING:
@@ -87,6 +88,10 @@ class WorkerStats:
     """Leases taken from a holder whose lease lapsed (it crashed or stalled)."""
     poisoned: int = 0
     """Threads this worker marked `failed` after `max_failures` failed advances in a row."""
+    fired: int = 0
+    """Schedule ticks this worker claimed and launched (`threadline.schedules`)."""
+    fire_lost: int = 0
+    """Schedule ticks another process claimed first."""
 
 
 class PoisonGuard:
@@ -146,6 +151,8 @@ class Worker:
         metrics: counts lease expiries and takeovers (`threadline worker --metrics-port`).
         max_failures: failed advances of one thread in a row before it becomes `failed`
             (see `PoisonGuard`).
+        schedules: also fire the due ticks of the schedules of the runtime's agents (a
+            pass every `poll_interval` seconds at most, sooner when a tick is due).
     """
 
     def __init__(
@@ -159,6 +166,7 @@ class Worker:
         shutdown_timeout: float = 30.0,
         metrics: RuntimeMetrics | None = None,
         max_failures: int = 3,
+        schedules: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"worker concurrency must be at least 1, not {concurrency}")
@@ -174,6 +182,7 @@ class Worker:
         self.metrics = metrics
         self.stats = WorkerStats()
         self.poison = PoisonGuard(runtime.store, max_failures)
+        self.scheduler = scheduler_for(runtime) if schedules else None
         # Keyed by lease, not thread: after a lapsed lease this worker may lease the same
         # thread again while the old task winds down (its next append gets LeaseLost).
         self._active: dict[tuple[str, int], asyncio.Task[None]] = {}
@@ -211,6 +220,7 @@ class Worker:
             "worker %s started: agents=%s concurrency=%d", self.owner, agents, self.concurrency
         )
         listener = asyncio.create_task(self._listen())
+        firing = asyncio.create_task(self._fire_schedules()) if self.scheduler else None
         try:
             while not self._stopping.is_set():
                 free = self.concurrency - len(self._active)
@@ -240,9 +250,14 @@ class Worker:
                     break
                 await self._idle(full=free <= 0)
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await listener
+            for background in (listener, firing):
+                if background is not None:
+                    background.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await background
+            if self.scheduler is not None:
+                self.stats.fired = self.scheduler.stats.fired
+                self.stats.fire_lost = self.scheduler.stats.lost
             await self._drain()
         return self.stats
 
@@ -273,6 +288,20 @@ class Worker:
                 log.warning("worker %s: waiting for work failed: %s", self.owner, exc)
                 await asyncio.sleep(self.poll_interval)
             self._work_signal.set()
+
+    async def _fire_schedules(self) -> None:
+        """Fire due schedule ticks until `run` ends; the launched threads are then leased
+        like any other (this worker is told at once; others by NOTIFY or their poll)."""
+        if self.scheduler is None:
+            return
+
+        await keep_firing(
+            self.scheduler,
+            interval=self.poll_interval,
+            stopping=self._stopping.is_set,
+            on_fired=lambda _: self._work_signal.set(),
+            who=f"worker {self.owner}",
+        )
 
     async def _drain(self) -> None:
         """Let running threads finish their current step, then give up the rest."""

@@ -262,3 +262,20 @@ async def test_an_expiry_can_escalate_and_keep_the_approval_open(tmp_path: Path)
     assert "nobody answered the approval of deploy" in channel.sent[1].notice.text
     assert (await runtime.store.load(thread_id)).status == Status.AWAITING_APPROVAL
     await runtime.store.close()
+
+
+async def test_catch_up_records_what_a_stopped_process_left_out(tmp_path: Path) -> None:
+    channel = MemoryChannel()
+    runtime, dispatcher = await _setup(tmp_path, _agent(), channel)
+    runtime.observers.clear()  # the process that appended stopped before recording
+    thread = await runtime.launch(
+        "ops", "deploy", channel="memory", metadata={"conversation": {"room": "r"}}
+    )
+    assert thread.status == Status.AWAITING_APPROVAL and channel.sent == []
+    assert await dispatcher.catch_up() == 1
+    await dispatcher.flush()
+    assert channel.kinds() == ["approval"]
+    assert await dispatcher.catch_up() == 1  # looked again: nothing recorded twice
+    await dispatcher.flush()
+    assert channel.kinds() == ["approval"]
+    await runtime.store.close()

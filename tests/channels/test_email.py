@@ -17,7 +17,7 @@ from mail_support import MailServer, mail, send
 from server_support import DEFAULT_KEYS, LiveServer, asker, deploy_model, start_server
 from threadline import Agent
 from threadline.channels.email import EmailChannel
-from threadline.channels.email_inbound import verdict
+from threadline.channels.email_inbound import reply_text, verdict
 
 AGENT = "agent@example.com"
 SECRET = "a-long-reply-token-secret-for-tests"
@@ -157,3 +157,15 @@ def test_verdict_words() -> None:
     assert verdict("no") == (False, None)
     assert verdict("maybe later") is None
     assert verdict("approvedly") is None
+
+
+def test_reply_text_strips_quotes_and_signatures_and_reads_html() -> None:
+    question = mail("agent@example.com", "amy@customer.org", "Q", "Which environment?")
+    plain = mail("amy@customer.org", AGENT, "Re: Q", "staging\n\n-- \nAmy", reply_to=question)
+    assert reply_text(plain) == "staging"
+    html = mail("amy@customer.org", AGENT, "Re: Q", "staging")
+    html.add_alternative("<p>prod<br>please</p><blockquote>old</blockquote>", subtype="html")
+    assert reply_text(html) == "staging"  # the plain part is preferred
+    only_html = mail("amy@customer.org", AGENT, "Re: Q", "x")
+    only_html.set_content("<div>prod</div><div>please</div>", subtype="html")
+    assert reply_text(only_html) == "prod\nplease"

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiosmtplib
 import pytest
 from mail_support import MailServer, mail, send
 from slack_api import SIGNING, SlackAPI, click, mention, post_form, post_json
@@ -91,3 +92,28 @@ def test_first_answer_wins_and_the_other_channel_is_updated(
     answer = slack_api.wait("chat.postMessage", 2)[1]
     assert answer.args["thread_ts"] == "1700000000.000100"
     assert answer.args["text"] == "Deployed v1.5.0 to production."
+
+
+def test_approved_in_slack_the_email_conversation_is_told_and_a_late_mail_refused(
+    both: tuple[LiveServer, SlackAPI, MailServer, int],
+) -> None:
+    live, slack_api, mailbox, port = both
+    post_json(live.url, "events", mention("<@UBOT> deploy the backend to production"))
+    [in_slack] = slack_api.wait("chat.postMessage")
+    [by_mail] = mailbox.wait(1)
+    value = in_slack.args["blocks"][-1]["elements"][0]["value"]
+    thread_id = json.loads(value)["thread"]
+    assert (
+        post_form(live.url, "interactions", click("approve", value, user="UBOB")).status_code == 200
+    )
+    assert live.wait_status(thread_id, {"done"})["status"] == "done"
+    told = mailbox.wait(2)[1]
+    assert told["To"] == "alice@example.com"
+    assert told["In-Reply-To"] == by_mail["Message-ID"]
+    assert told.get_content().startswith("approved by bob in Slack")
+    before = len(live.stored_events(thread_id))
+    late = mail("alice@example.com", by_mail["Reply-To"], "Re", "approve", reply_to=by_mail)
+    with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+        send(late, port)
+    assert "not awaiting approval" in refused.value.message
+    assert len(live.stored_events(thread_id)) == before

@@ -305,3 +305,35 @@ def test_a_question_is_answered_by_a_reply_in_the_slack_thread(
         assert update.args["text"] == "answered by slack:UAMY in Slack"
     finally:
         live.stop()
+
+
+def test_a_thread_this_server_does_not_serve_is_not_acted_on(
+    live: LiveServer, slack_api: SlackAPI
+) -> None:
+    """Approving it would leave it running with nothing to advance it: refused."""
+    import asyncio
+
+    from threadline.events import ApprovalRequested, Thread, ToolCall, UserMessage, utcnow
+    from threadline.stores import SQLiteStore
+
+    at = utcnow()
+    thread = Thread(
+        "th_elsewhere",
+        "elsewhere",
+        [
+            UserMessage(seq=0, at=at, text="go", channel="slack"),
+            ToolCall(seq=1, at=at, call_id="c1", tool="go", version="1", arguments={}),
+            ApprovalRequested(seq=2, at=at, call_id="c1", tool="go", arguments={}),
+        ],
+    )
+
+    async def create() -> None:
+        async with SQLiteStore(live.db_path) as store:
+            await store.create(thread)
+
+    asyncio.run(create())
+    value = json.dumps({"thread": "th_elsewhere", "call": "c1"})
+    assert post_form(live.url, "interactions", click("approve", value)).status_code == 200
+    [note] = slack_api.wait("chat.postEphemeral")
+    assert "does not serve" in note.args["text"]
+    assert event_count(live, "th_elsewhere") == 3

@@ -33,6 +33,7 @@ from threadline.events import (
     utcnow,
 )
 from threadline.stores import SQLiteStore, new_thread_id, open_store
+from threadline.stores.migrations import POSTGRES_MIGRATIONS
 
 _register()
 HERE = Path(__file__).resolve().parent
@@ -195,7 +196,6 @@ def test_stuck_and_retry(tmp_path: Path) -> None:
 def test_db_migrate_and_status_on_postgres(postgres_url: str, pg_schema: str) -> None:
     url = pg_store_url(postgres_url, pg_schema, migrate=False)
     code, out = cli("db", "migrate", "--store", url)
-    from threadline.stores.migrations import POSTGRES_MIGRATIONS
 
     every = [m[0] for m in POSTGRES_MIGRATIONS]
     assert code == 0 and f"applied migrations {every}" in out, out

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from server_support import LiveServer, deploybot, live
+from server_support import LiveServer, browser, deploybot, live
 
-__all__ = ["deploybot", "live", "pending"]
+__all__ = ["browser", "deploybot", "live", "pending"]
 
 
 @pytest.fixture

@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_ui import browser  # noqa: F401 - headless Chromium, as the inbox test uses it
 
 from server_support import DEFAULT_KEYS, LiveServer, start_server
-from threadline import Agent, SQLiteStore, replay_thread, tool
+from threadline import Agent, InvalidAction, SQLiteStore, Verdict, replay_thread, tool
+from threadline.client import Client
 from threadline.models.base import Context
 from threadline.testing import FunctionModel, intent
+from threadline.wire import ThreadOut
 
 POSTED: list[int] = []
 
@@ -123,3 +126,66 @@ def test_a_grandchild_approval_surfaces_with_its_ancestry_and_resumes_the_tree(
                 assert len(derived.events) == len(thread.events)
 
     asyncio.run(replay())
+
+
+@pytest.mark.browser
+def test_the_inbox_page_shows_the_ancestry_and_sends_one_batch(
+    tree_server: LiveServer,
+    browser: Any,  # noqa: F811 - the fixture from test_ui
+) -> None:
+    live = tree_server
+    root = live.launch("coordinator", "book the entries")
+    root = _wait(live, root["id"], "waiting")
+    (child_id,) = root["children"]
+    (grandchild_id,) = _wait(live, child_id, "waiting")["children"]
+    _wait(live, grandchild_id, "awaiting_approval")
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(live.url + "/")
+    page.fill("#key-input", live.keys["alice"])
+    page.click("#key-form button")
+    card = page.locator(f'article.batch[data-thread="{grandchild_id}"]')
+    card.wait_for(timeout=15_000)
+    meta = card.locator(".meta").inner_text()
+    assert "sub-agent of coordinator › accounts ›" in meta and "ledger" in meta
+    assert card.locator("select").count() == 2
+    card.locator("select").nth(1).select_option("reject")
+    card.locator("textarea").fill("not 7")
+    card.get_by_role("button", name="Send all verdicts").click()
+    final = _wait(live, root["id"], "done")
+    assert final["result"] == "coordinator: all booked"
+    assert POSTED == [5]
+    verdicts = [
+        json.loads(b)
+        for _, b in live.stored_events(grandchild_id)
+        if json.loads(b)["kind"] == "approval"
+    ]
+    assert [(v["approved"], v["comment"], v["by"]) for v in verdicts] == [
+        (True, None, "alice"),
+        (False, "not 7", "alice"),
+    ]
+    assert errors == []
+
+
+def test_the_client_sends_a_batch_of_verdicts(tree_server: LiveServer) -> None:
+    live = tree_server
+    root = live.launch("coordinator", "book the entries")
+    (child_id,) = _wait(live, root["id"], "waiting")["children"]
+    (grandchild_id,) = _wait(live, child_id, "waiting")["children"]
+    pending = _wait(live, grandchild_id, "awaiting_approval")["pending_approvals"]
+    five, seven = (p["call_id"] for p in pending)
+
+    async def answer() -> ThreadOut:
+        async with Client(live.url, api_key=live.keys["alice"]) as client:
+            with pytest.raises(InvalidAction):
+                await client.approve_many(grandchild_id, [Verdict(five), Verdict("nope")])
+            return await client.approve_many(
+                grandchild_id,
+                [Verdict(five, edited_arguments={"amount": 6}), Verdict(seven, approved=False)],
+            )
+
+    shown = asyncio.run(answer())
+    assert shown.id == grandchild_id
+    _wait(live, root["id"], "done")
+    assert POSTED == [6]

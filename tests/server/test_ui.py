@@ -1,47 +1,18 @@
 """The inbox in headless Chromium: approve a pending call and watch the thread finish.
 
-Uses Debian's `chromium` (Playwright's own browser download cannot work here). Without it
-the test skips, except in CI (CI=true), where a missing browser is a failure.
+Uses Debian's `chromium` through the `browser` fixture of tests/server_support.py.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from server_support import LiveServer
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing in CI: scripts/services.sh installs it")
-        pytest.skip(
-            "Debian's chromium is not installed (apt-get install chromium, or `make services`)"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def test_approve_from_the_inbox_and_see_the_thread_finish(

@@ -106,6 +106,8 @@ async def test_migrated_databases_have_the_same_tables_and_columns(
             "webhook_deliveries",
             "channel_outbox",
             "channel_conversations",
+            "schedules",
+            "schedule_firings",
         }
     )
     for table, columns in pg.items():

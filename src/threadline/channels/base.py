@@ -131,6 +131,10 @@ class ChannelHub(Protocol):
     def kick(self, thread_id: str) -> None:
         """Advance the thread in the background after an action (the server's runner)."""
 
+    async def check_served(self, thread_id: str) -> None:
+        """Raise ConfigError (before anything is written) when acting on the thread here
+        would leave it with nothing to advance it (its agent is not served here)."""
+
     async def launch(
         self,
         agent: str,

@@ -152,6 +152,14 @@ def _request_text(thread: Thread) -> str:
     return text if isinstance(text, str) else ""
 
 
+def _still_open(thread: Thread, event: Event) -> bool:
+    """An approval request or question nobody has answered yet."""
+    if isinstance(event, ApprovalRequested):
+        call = thread.state.pending.get(event.call_id)
+        return call is not None and call.approval == "requested"
+    return isinstance(event, HumanRequest) and event.request_id == thread.state.human_request
+
+
 def _entry_id(notice_id: str, destination: Destination) -> str:
     digest = hashlib.sha256(destination.key.encode()).hexdigest()[:16]
     return f"{notice_id}@{destination.channel}:{digest}"
@@ -229,7 +237,8 @@ class Dispatcher:
         """The outbox entries of one notice: one per destination, plus the reminders and
         expiry of an approval whose tool has an `ApprovalExpiry`."""
         if notice.kind == "decided":
-            return await self._decided_entries(notice, at)
+            # Without channels nothing was sent that a decision could update.
+            return await self._decided_entries(notice, at) if self.channels else []
         agent = self._agent(thread.agent)
         routes = agent.routes if agent is not None else {}
         dests = destinations(thread, notice.kind, routes, self.channels)
@@ -301,6 +310,29 @@ class Dispatcher:
     def _agent(self, name: str) -> Agent | None:
         agents: dict[str, Agent] = getattr(self._runtime, "agents", {})
         return agents.get(name)
+
+    async def catch_up(self, *, limit: int = 10_000) -> int:
+        """Record the notices of every approval and question still open.
+
+        A process can stop between an append and its outbox record; run at start-up, this
+        records what such a stop left out. Idempotent (entry ids are stable: what was
+        recorded is not recorded again). Returns how many threads were looked at.
+        """
+        store, seen = self._runtime.store, 0
+        for status in (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN):
+            cursor = None
+            while seen < limit:
+                page = await store.list(status=status, limit=200, cursor=cursor)
+                for summary in page.items:
+                    thread = await store.load(summary.id)
+                    pending = [e for e in thread.events if _still_open(thread, e)]
+                    if pending:
+                        await self(thread, pending)
+                    seen += 1
+                cursor = page.cursor
+                if cursor is None:
+                    break
+        return seen
 
     # -- sending ---------------------------------------------------------------------------
 

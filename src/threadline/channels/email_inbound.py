@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from mailparser_reply import EmailReplyParser
 
-from ..errors import InvalidAction, NotAllowed, ThreadlineError, ThreadNotFound
+from ..errors import ConfigError, InvalidAction, NotAllowed, ThreadlineError, ThreadNotFound
 from ..events import ApprovalRequested, Done, Escalated, HumanRequest, utcnow
 from .base import ChannelHub
 
@@ -205,8 +205,9 @@ class Receiver:
         if not await self._first_time(message_id):
             return "250 OK (already received)"
         try:
+            await self.hub.check_served(thread_id)
             await self._act(thread_id, event, sender, text)
-        except (InvalidAction, NotAllowed, ThreadNotFound) as exc:
+        except (InvalidAction, NotAllowed, ThreadNotFound, ConfigError) as exc:
             if message_id:
                 await self.hub.deliveries.forget(f"email:{message_id}")
             raise Refused(f"550 5.7.1 not taken: {exc}") from None

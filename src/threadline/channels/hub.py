@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ConfigError
 from ..events import utcnow
 from ..runtime import Runtime
 from ..stores import delivery_log
@@ -18,11 +19,30 @@ from ..stores.base import Store
 from ..stores.keys import DeliveryLog
 from ..stores.outbox import Outbox
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "refuse_unserved"]
 
 
 def _no_kick(_thread_id: str) -> None:
     return None
+
+
+async def refuse_unserved(runtime: Runtime, thread_id: str, *, advances: bool) -> None:
+    """Refuse an action that would leave the thread with nothing to advance it.
+
+    A process that advances its threads can only act on a thread of an agent it serves:
+    approving, answering or resuming another would write the action, then the thread
+    would sit `running` forever. Raises ConfigError before anything is written;
+    ThreadNotFound for an unknown id. With `advances` False (API-only servers, receivers)
+    the workers leasing from the store advance every agent, so nothing is refused.
+    """
+    if not advances:
+        return
+    agent = (await runtime.store.get(thread_id)).agent
+    if agent not in runtime.agents:
+        raise ConfigError(
+            f"thread {thread_id} runs agent {agent!r}, which this server does not "
+            "serve; act on it through a server or worker that serves it"
+        )
 
 
 @dataclass
@@ -31,12 +51,15 @@ class Hub:
 
     Args:
         runtime: the runtime whose checked actions channels call.
-        kick: advance a thread in the background (the server's runner); the default does
-            nothing (API-only servers: workers leasing from the store advance threads).
+        kick_thread: advance a thread in the background (the server's runner); the default
+            does nothing (API-only servers: workers leasing from the store advance threads).
+        advances: this process advances threads (`kick_thread` does something), so it
+            refuses actions on threads of agents it does not serve (`check_served`).
     """
 
     runtime: Runtime
     kick_thread: Callable[[str], None] = field(default=_no_kick)
+    advances: bool = False
 
     @property
     def store(self) -> Store:
@@ -52,6 +75,9 @@ class Hub:
 
     def kick(self, thread_id: str) -> None:
         self.kick_thread(thread_id)
+
+    async def check_served(self, thread_id: str) -> None:
+        await refuse_unserved(self.runtime, thread_id, advances=self.advances)
 
     async def launch(
         self,

@@ -36,15 +36,15 @@ def open_channels(spec: str, *, agents: Sequence[str]) -> dict[str, Channel]:
         MissingExtraError: the channel's libraries are not installed.
     """
     names = [n.strip().lower() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CHANNELS]
+    if unknown:
+        raise ConfigError(
+            f"unknown channel {unknown[0]!r} in THREADLINE_CHANNELS; known: "
+            + ", ".join(sorted(CHANNELS))
+        )
     out: dict[str, Channel] = {}
     for name in names:
-        ref = CHANNELS.get(name)
-        if ref is None:
-            raise ConfigError(
-                f"unknown channel {name!r} in THREADLINE_CHANNELS; known: "
-                + ", ".join(sorted(CHANNELS))
-            )
-        module_name, _, function = ref.partition(":")
+        module_name, _, function = CHANNELS[name].partition(":")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:

@@ -276,6 +276,7 @@ class SlackChannel:
         by = name or f"slack:{user}"
         thread = await hub.store.load(thread_id)
         try:
+            await hub.check_served(thread_id)
             if thread.status == Status.AWAITING_HUMAN and thread.state.human_request:
                 request = next(
                     e
@@ -289,7 +290,7 @@ class SlackChannel:
                 )
             else:
                 await hub.runtime.message(thread_id, text, sender=by, channel="slack")
-        except (InvalidAction, NotAllowed) as exc:
+        except (InvalidAction, NotAllowed, ConfigError) as exc:
             await self._tell(channel, user, f"Not taken: {exc}", thread_ts)
             return
         hub.kick(thread_id)
@@ -395,6 +396,7 @@ class SlackChannel:
     ) -> str | None:
         """Approve or reject through the runtime; the reason it was refused, else None."""
         try:
+            await hub.check_served(thread_id)
             await hub.runtime.approve(
                 thread_id,
                 call_id,

@@ -9,6 +9,9 @@ methods with the same parameters:
 `open_threads` picks one; after that no command knows which it has. Both return the wire
 view (`ThreadOut`) from actions and the whole `Thread` from `load` and `settle`, so a
 command prints a remote thread exactly like a local one.
+
+`SchedulesAPI` is the same for cron schedules: `Client` (remote) or `LocalSchedules` (the
+schedules beside the local store), picked by `open_schedules`.
 """
 
 from __future__ import annotations
@@ -19,15 +22,26 @@ from typing import Any, TypeAlias
 from ..agent import Agent
 from ..bootstrap import load_agents, open_runtime
 from ..client import Client
-from ..errors import ConfigError, InvalidAction
-from ..events import Event, Status, Thread
+from ..errors import ConfigError, InvalidAction, StoreError
+from ..events import Event, Status, Thread, utcnow
 from ..runtime import Observer, Runtime
 from ..runtime_actions import Verdict
+from ..schedules import schedule_from, view_of
 from ..settings import Settings
-from ..wire import ThreadOut, ThreadPage, thread_out
+from ..stores import open_store, schedule_store
+from ..stores.schedules import Schedule, ScheduleStore
+from ..wire import ScheduleBody, ScheduleOut, ThreadOut, ThreadPage, thread_out
 from ..worker import advance_or_take_over, default_owner
 
-__all__ = ["LocalThreads", "ThreadsAPI", "agent_of", "open_threads"]
+__all__ = [
+    "LocalSchedules",
+    "LocalThreads",
+    "SchedulesAPI",
+    "ThreadsAPI",
+    "agent_of",
+    "open_schedules",
+    "open_threads",
+]
 
 
 def agent_of(thread: Thread, agent_refs: Sequence[str] = ()) -> Agent:
@@ -242,3 +256,67 @@ def open_threads(
     if server:
         return Client.from_settings(server, settings)
     return LocalThreads(settings, agent_refs, observers=observers, note=note)
+
+
+class LocalSchedules:
+    """Schedules beside the local store (`THREADLINE_STORE`), with the `Client`'s
+    schedule methods.
+
+    `agent` may be an agent's name or a `path.py:name` reference (the schedule stores the
+    agent's name; run `threadline worker --agent path.py:name` to fire it).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.store = open_store(settings.store)
+        self.schedules: ScheduleStore = schedule_store(self.store)
+
+    async def aclose(self) -> None:
+        await self.store.close()
+
+    async def _found(self, name: str) -> Schedule:
+        found = await self.schedules.get(name)
+        if found is None:
+            raise ConfigError(f"no schedule named {name!r} (see `threadline schedules list`)")
+        return found
+
+    async def add_schedule(self, spec: ScheduleBody) -> ScheduleOut:
+        if ":" in spec.agent:  # a path.py:name reference: the schedule keeps the agent's name
+            ((loaded, _),) = load_agents([spec.agent]).values()
+            spec = spec.model_copy(update={"agent": loaded.name})
+        schedule = schedule_from(spec)
+        try:
+            await self.schedules.add(schedule)
+        except StoreError as exc:
+            raise InvalidAction(str(exc)) from None
+        return await view_of(self.schedules, schedule, now=utcnow())
+
+    async def list_schedules(self) -> list[ScheduleOut]:
+        now = utcnow()
+        return [await view_of(self.schedules, s, now=now) for s in await self.schedules.list()]
+
+    async def get_schedule(self, name: str) -> ScheduleOut:
+        return await view_of(self.schedules, await self._found(name), now=utcnow())
+
+    async def remove_schedule(self, name: str) -> None:
+        if not await self.schedules.remove(name):
+            raise ConfigError(f"no schedule named {name!r} (see `threadline schedules list`)")
+
+    async def pause_schedule(self, name: str) -> ScheduleOut:
+        await self.schedules.set_paused(name, True, at=utcnow())
+        return await self.get_schedule(name)
+
+    async def resume_schedule(self, name: str) -> ScheduleOut:
+        await self.schedules.set_paused(name, False, at=utcnow())
+        return await self.get_schedule(name)
+
+
+SchedulesAPI: TypeAlias = "LocalSchedules | Client"
+"""Add, list, pause, resume and remove cron schedules, wherever they live."""
+
+
+def open_schedules(server: str | None, settings: Settings) -> SchedulesAPI:
+    """The server's schedules at `server` (key from THREADLINE_API_KEY), or the local
+    store's."""
+    if server:
+        return Client.from_settings(server, settings)
+    return LocalSchedules(settings)

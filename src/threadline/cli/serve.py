@@ -47,7 +47,8 @@ def is_loopback(host: str) -> bool:
 
 
 def load_serve_config(path: Path) -> dict[str, Any]:
-    """A YAML file of `agents: [path.py:name, ...]`, and optionally `host`, `port`."""
+    """A YAML file of `agents: [path.py:name, ...]`, and optionally `host`, `port` and
+    `triggers` (webhook triggers, see `threadline.server.triggers`)."""
     import yaml
 
     try:
@@ -56,11 +57,14 @@ def load_serve_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping with an `agents` list")
-    unknown = set(data) - {"agents", "host", "port"}
+    unknown = set(data) - {"agents", "host", "port", "triggers"}
     if unknown:
         raise ConfigError(
-            f"config {path}: unknown keys {', '.join(sorted(unknown))}; expected agents, host, port"
+            f"config {path}: unknown keys {', '.join(sorted(unknown))}; "
+            "expected agents, host, port, triggers"
         )
+    if not isinstance(data.get("triggers", []), list):
+        raise ConfigError(f"config {path}: `triggers` must be a list")
     agents = data.get("agents", [])
     if not isinstance(agents, list) or not all(isinstance(a, str) for a in agents):
         raise ConfigError(f"config {path}: `agents` must be a list of path.py:name references")
@@ -96,6 +100,7 @@ def serve(
         import uvicorn
 
         from ..server import ServerConfig, Services, create_app
+        from ..server.triggers import parse_triggers
     except ImportError as exc:
         raise MissingExtraError("server", exc.name or "fastapi") from None
 
@@ -121,6 +126,7 @@ def serve(
         drain_timeout=drain_timeout,
         metrics=cfg.metrics,
         metrics_auth=cfg.metrics_auth,
+        triggers=tuple(parse_triggers(file_cfg.get("triggers", []))),
     )
     # Fail here, in one line, if the store is unreachable or its schema is older than this
     # code (SchemaOutOfDate names `threadline db migrate`), not inside uvicorn's start-up.

@@ -9,6 +9,7 @@ built at start-up (see `services.py`). Each router is one concern:
     routers/webhooks.py   signed inbound deliveries (no API key)
     routers/channels.py   the channel list; each channel's own routes mount under
                           /v1/channels/<name> (`threadline.channels`)
+    routers/schedules.py  cron schedules that launch threads
     routers/health.py     /healthz, /readyz
     routers/metrics.py    /metrics (Prometheus; no API key unless metrics_auth)
     routers/ui.py         / and the web page under /ui/
@@ -31,12 +32,29 @@ from .auth import AuthMiddleware
 from .deps import bearer
 from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware, TraceContextMiddleware
 from .problems import PROBLEM_HANDLERS, PROBLEM_RESPONSES, http_problems
-from .routers import channels, events, health, humans, metrics, threads, ui, webhooks
+from .routers import (
+    channels,
+    events,
+    health,
+    humans,
+    metrics,
+    schedules,
+    threads,
+    ui,
+    webhooks,
+)
 from .services import Services
 
 __all__ = ["create_app"]
 
-API_ROUTERS = (threads.router, events.router, humans.router, webhooks.router, channels.router)
+API_ROUTERS = (
+    threads.router,
+    events.router,
+    humans.router,
+    webhooks.router,
+    channels.router,
+    schedules.router,
+)
 """Under /v1: documented with the problem responses and the bearer scheme."""
 
 

@@ -15,7 +15,18 @@ from fastapi.security import HTTPBearer
 from .auth import LOCAL, Principal
 from .services import Services
 
-__all__ = ["CallId", "Caller", "Svc", "ThreadId", "bearer", "caller", "services"]
+__all__ = [
+    "CHANNEL_HEADER",
+    "CallId",
+    "Caller",
+    "Svc",
+    "ThreadId",
+    "Via",
+    "bearer",
+    "caller",
+    "channel",
+    "services",
+]
 
 bearer = Security(HTTPBearer(auto_error=False, description="An API key: `threadline keys create`"))
 """Declares the key scheme in the OpenAPI document; `AuthMiddleware` does the checking."""
@@ -33,7 +44,19 @@ def caller(request: Request) -> Principal:
     return found if isinstance(found, Principal) else LOCAL
 
 
+CHANNEL_HEADER = "X-Threadline-Channel"
+"""Sent as `ui` by the web page, so what people do there is recorded with channel `ui`."""
+
+
+def channel(request: Request) -> str:
+    """The channel a person's action is recorded under: `ui` when the web page says so
+    (`X-Threadline-Channel: ui`), else `api`. Any other value is `api`: a header cannot
+    make an action claim to come from Slack or email, whose channels verify their own."""
+    return "ui" if request.headers.get(CHANNEL_HEADER, "").lower() == "ui" else "api"
+
+
 Svc = Annotated[Services, Depends(services)]
+Via = Annotated[str, Depends(channel)]
 Caller = Annotated[Principal, Depends(caller)]
 ThreadId = Annotated[str, PathParam(min_length=1, max_length=200)]
 CallId = Annotated[str, PathParam(min_length=1, max_length=200)]

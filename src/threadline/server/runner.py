@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..errors import ThreadlineError
 from ..events import Status, utcnow
 from ..runtime import Runtime
+from ..schedules import RECOVER_EVERY, Scheduler, scheduler_for
 from ..worker import PoisonGuard, advance_exclusively, default_owner
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ class ThreadRunner:
         max_failures: failed advances of one thread in a row before it becomes `failed`
             (`threadline.worker.PoisonGuard`), so a thread every kick or timer pass would
             fail on is not retried forever.
+        retry_after: seconds before a thread whose advance failed is kicked again (it is
+            left `running`, and nothing else would advance it before the next restart).
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class ThreadRunner:
         timer_interval: float = 1.0,
         metrics: RuntimeMetrics | None = None,
         max_failures: int = 3,
+        retry_after: float = 10.0,
     ) -> None:
         self.runtime = runtime
         self.enabled = enabled
@@ -60,7 +64,12 @@ class ThreadRunner:
         self._slots = asyncio.Semaphore(concurrency)
         self.failures = 0
         self.poison = PoisonGuard(runtime.store, max_failures)
+        self.retry_after = retry_after
+        self._retries: dict[str, asyncio.TimerHandle] = {}
         self.owner = f"server:{default_owner()}"
+        self.scheduler: Scheduler | None = scheduler_for(runtime)
+        """Fires the schedules of the served agents with the timer pass (None: the store
+        keeps no schedules)."""
 
     @property
     def active(self) -> int:
@@ -110,10 +119,20 @@ class ThreadRunner:
                 del self._tasks[thread_id]
 
     async def _count_failure(self, thread_id: str, exc: Exception) -> None:
+        """Count the failure; unless it made the thread `failed`, try again later (a thread
+        left `running` with no task advancing it would sit until the next restart)."""
         try:
-            await self.poison.failed(thread_id, exc, None)
+            if await self.poison.failed(thread_id, exc, None):
+                return
         except Exception as again:  # the store is away: the next failure counts again
             log.warning("could not count the failure of %s: %s", thread_id, again)
+        if not self.runtime.stopping:
+            loop = asyncio.get_running_loop()
+            self._retries[thread_id] = loop.call_later(self.retry_after, self._retry, thread_id)
+
+    def _retry(self, thread_id: str) -> None:
+        self._retries.pop(thread_id, None)
+        self.kick(thread_id)
 
     async def resume_running(self) -> int:
         """Kick every thread a previous process left `running` whose agent is served here."""
@@ -156,12 +175,29 @@ class ThreadRunner:
                 self._timer_loop(), name="wake due waits"
             )
 
+    async def fire_schedules(self, *, recover: bool = False) -> int:
+        """Fire the due schedule ticks of the served agents (exactly once per tick across
+        every server and worker sharing the store) and kick the threads launched."""
+        if not self.enabled or self.scheduler is None:
+            return 0
+        fired = await self.scheduler.recover() if recover else []
+        fired += await self.scheduler.fire_due()
+        for thread in fired:
+            self.kick(thread.id)
+        return len(fired)
+
     async def _timer_loop(self) -> None:
+        passes = 0
         while not self.runtime.stopping:
             try:
                 await self.wake_due()
             except Exception as exc:  # the store away for a moment: try again next pass
                 log.warning("waking due waits failed: %s: %s", type(exc).__name__, exc)
+            try:
+                await self.fire_schedules(recover=passes % RECOVER_EVERY == 0)
+            except Exception as exc:
+                log.warning("firing schedules failed: %s: %s", type(exc).__name__, exc)
+            passes += 1
             await asyncio.sleep(self.timer_interval)
 
     async def drain(self, grace: float) -> bool:
@@ -173,6 +209,9 @@ class ThreadRunner:
             self._timers.cancel()
             await asyncio.gather(self._timers, return_exceptions=True)
             self._timers = None
+        for handle in self._retries.values():
+            handle.cancel()
+        self._retries.clear()
         tasks = [t for t in self._tasks.values() if not t.done()]
         if not tasks:
             return True

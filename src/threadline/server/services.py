@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..channels import Channel, Dispatcher, Hub
+from ..channels.hub import refuse_unserved
 from ..errors import ConfigError
 from ..models.resilience import breakers_of
 from ..observability.metrics import RuntimeMetrics
@@ -31,6 +32,7 @@ from ..runtime import Observer, Runtime
 from ..stores import DeliveryLog, KeyStore, Store, delivery_log, key_store
 from .runner import ThreadRunner
 from .sse import ChangeFeed
+from .triggers import Trigger
 from .webhooks import Notifier
 
 __all__ = ["Lifecycle", "ServerConfig", "Services"]
@@ -60,6 +62,7 @@ class ServerConfig:
         metrics_auth: GET /metrics needs an API key with the `read` scope. Off by default:
             Prometheus scrapes without credentials, so keep /metrics on a private network
             (or turn this on and give the scraper a read key).
+        triggers: signed webhooks from other systems that launch threads (`triggers.py`).
     """
 
     auth: bool = True
@@ -77,6 +80,11 @@ class ServerConfig:
     metrics_auth: bool = False
     channel_sweep_interval: float = 1.0
     """Seconds between passes over the channel outbox (reminders, expiries, retries)."""
+    triggers: tuple[Trigger, ...] = ()
+
+    def trigger(self, name: str) -> Trigger | None:
+        """The trigger named `name`, if configured."""
+        return next((t for t in self.triggers if t.name == name), None)
 
 
 class Lifecycle:
@@ -149,6 +157,11 @@ class Services:
         observers += [o for o in (notifier, metrics) if o is not None]
         observers.append(dispatcher)
         runtime = make_runtime(observers)
+        unserved = [t.name for t in config.triggers if t.agent not in runtime.agents]
+        if unserved and config.worker:
+            raise ConfigError(
+                f"trigger(s) {', '.join(unserved)} launch an agent this server does not serve"
+            )
         # CPU-heavy work of a step (rendering, redaction, checking a large result) goes to
         # the runtime's worker thread: a 100,000-character launch must not hold /healthz.
         runtime.offload = True
@@ -172,7 +185,7 @@ class Services:
             metrics=metrics,
             channels=dict(channels or {}),
             dispatcher=dispatcher,
-            hub=Hub(runtime, runner.kick),
+            hub=Hub(runtime, runner.kick, advances=config.worker),
         )
 
     def closing(self) -> bool:
@@ -186,14 +199,7 @@ class Services:
         action, then the thread would sit `running` forever. Raises ConfigError (a 409
         "Not served here") before anything is written; ThreadNotFound for an unknown id.
         """
-        if not self.config.worker:
-            return  # API-only: the workers leasing from the store advance every agent
-        agent = (await self.store.get(thread_id)).agent
-        if agent not in self.runtime.agents:
-            raise ConfigError(
-                f"thread {thread_id} runs agent {agent!r}, which this server does not "
-                "serve; act on it through a server or worker that serves it"
-            )
+        await refuse_unserved(self.runtime, thread_id, advances=self.config.worker)
 
     @asynccontextmanager
     async def lifespan(self, _app: Any) -> AsyncIterator[None]:
@@ -210,6 +216,7 @@ class Services:
                 await channel.start(self.hub_or_fail())
                 started.append(channel)
             if self.dispatcher is not None:
+                await self._catch_up(self.dispatcher)
                 sweeper = asyncio.get_running_loop().create_task(
                     self._sweep_outbox(self.dispatcher), name="channel outbox"
                 )
@@ -243,6 +250,17 @@ class Services:
         if self.hub is None:
             raise ConfigError("services were built without a channel hub (use Services.build)")
         return self.hub
+
+    async def _catch_up(self, dispatcher: Dispatcher) -> None:
+        """Record the notices a stopped process may have left out (open approvals and
+        questions); a failure is logged, never a reason not to start."""
+        try:
+            looked = await dispatcher.catch_up()
+        except Exception as exc:
+            log.warning("channel catch-up failed: %s: %s", type(exc).__name__, exc)
+            return
+        if looked:
+            log.info("channels: checked the notices of %d waiting thread(s)", looked)
 
     async def _sweep_outbox(self, dispatcher: Dispatcher) -> None:
         """Send due channel notices, reminders, retries and expiries until shutdown."""

@@ -7,6 +7,7 @@ from .base import Lease, Page, Store, ThreadSummary, new_thread_id
 from .keys import ApiKey, DeliveryLog, KeyStore
 from .memory import MemoryStore
 from .outbox import Outbox, OutboxEntry
+from .schedules import Schedule, ScheduleStore
 from .sql import SQLStore
 from .sqlite import SQLiteStore
 
@@ -21,6 +22,8 @@ __all__ = [
     "Page",
     "SQLStore",
     "SQLiteStore",
+    "Schedule",
+    "ScheduleStore",
     "Store",
     "ThreadSummary",
     "delivery_log",
@@ -28,6 +31,7 @@ __all__ = [
     "new_thread_id",
     "open_store",
     "outbox",
+    "schedule_store",
 ]
 
 
@@ -66,3 +70,10 @@ def outbox(store: Store) -> Outbox:
     if isinstance(store, SQLStore | MemoryStore):
         return store.outbox
     raise StoreError(f"{type(store).__name__} keeps no channel outbox")
+
+
+def schedule_store(store: Store) -> ScheduleStore:
+    """The schedules kept beside `store`'s threads (same database, same connections)."""
+    if isinstance(store, SQLStore | MemoryStore):
+        return store.schedules
+    raise StoreError(f"{type(store).__name__} keeps no schedules")

@@ -101,7 +101,7 @@ class PlanRunner(Protocol):
     @property
     def dialect(self) -> Dialect: ...
 
-    async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, hot: bool = False) -> T:
+    async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, append_to: str | None = None) -> T:
         """Run a fresh `plan()` to its end and return its value."""
         ...
 

@@ -23,6 +23,7 @@ from .base import (
 )
 from .keys import MemoryDeliveryLog, MemoryKeyStore
 from .outbox import MemoryOutbox
+from .schedules import MemoryScheduleStore
 
 __all__ = ["MemoryStore"]
 
@@ -43,6 +44,8 @@ class MemoryStore(Store):
         """Webhook delivery ids beside the threads (`threadline.stores.delivery_log`)."""
         self.outbox = MemoryOutbox()
         """Channel notices to send beside the threads (`threadline.stores.outbox`)."""
+        self.schedules = MemoryScheduleStore()
+        """Schedules beside the threads (`threadline.stores.schedule_store`)."""
 
     async def create(self, thread: Thread) -> None:
         async with self._lock:

@@ -99,6 +99,32 @@ SQLITE_MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    (
+        4,
+        "schedules and their firings",
+        """
+        CREATE TABLE schedules (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            agent TEXT NOT NULL,
+            message TEXT NOT NULL,
+            cron TEXT NOT NULL,
+            timezone TEXT NOT NULL,
+            missed TEXT NOT NULL,
+            destination TEXT,
+            paused INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            fired_through TEXT NOT NULL
+        );
+        CREATE TABLE schedule_firings (
+            schedule_id TEXT NOT NULL REFERENCES schedules (id) ON DELETE CASCADE,
+            tick TEXT NOT NULL,
+            thread_id TEXT NOT NULL,
+            fired_at TEXT NOT NULL,
+            PRIMARY KEY (schedule_id, tick)
+        );
+        """,
+    ),
 ]
 
 POSTGRES_MIGRATIONS: list[Migration] = [
@@ -181,6 +207,32 @@ POSTGRES_MIGRATIONS: list[Migration] = [
             thread_id TEXT NOT NULL,
             created_at TIMESTAMPTZ NOT NULL,
             PRIMARY KEY (channel, conversation)
+        );
+        """,
+    ),
+    (
+        4,
+        "schedules and their firings",
+        """
+        CREATE TABLE schedules (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            agent TEXT NOT NULL,
+            message TEXT NOT NULL,
+            cron TEXT NOT NULL,
+            timezone TEXT NOT NULL,
+            missed TEXT NOT NULL,
+            destination TEXT,
+            paused INTEGER NOT NULL DEFAULT 0,
+            created_at TIMESTAMPTZ NOT NULL,
+            fired_through TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE schedule_firings (
+            schedule_id TEXT NOT NULL REFERENCES schedules (id) ON DELETE CASCADE,
+            tick TIMESTAMPTZ NOT NULL,
+            thread_id TEXT NOT NULL,
+            fired_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (schedule_id, tick)
         );
         """,
     ),

@@ -295,7 +295,7 @@ class PostgresStore(SQLStore):
 
     # -- running plans -------------------------------------------------------------------
 
-    async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, hot: bool = False) -> T:
+    async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, append_to: str | None = None) -> T:
         """Run `plan` on a pooled connection: in a transaction if `Tx.ATOMIC`, else each
         statement in autocommit (a single statement needs no BEGIN/COMMIT round trips).
 

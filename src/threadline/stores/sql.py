@@ -43,6 +43,7 @@ from .base import (
 from .dialect import Dialect, DuplicateKey, Plan, Query, Tx, stored_json, stored_time
 from .keys import SQLDeliveryLog, SQLKeyStore
 from .outbox import SQLOutbox
+from .schedules import SQLScheduleStore
 
 __all__ = ["SQLStore"]
 
@@ -67,12 +68,15 @@ class SQLStore(Store):
         """Webhook delivery ids in the same database (`threadline.stores.delivery_log`)."""
         self.outbox = SQLOutbox(self)
         """Channel notices to send, in the same database (`threadline.stores.outbox`)."""
+        self.schedules = SQLScheduleStore(self)
+        """Schedules in the same database (`threadline.stores.schedule_store`)."""
 
     @abstractmethod
-    async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, hot: bool = False) -> T:
+    async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, append_to: str | None = None) -> T:
         """Run a fresh `plan()` to its end and return its value.
 
-        `hot`: a short write on the latency path (appends); a driver may try it inline.
+        `append_to`: the plan is an append to this thread, a short write on the latency
+        path; a driver may run it inline, or group it with other threads' appends.
         """
 
     @abstractmethod
@@ -129,6 +133,12 @@ class SQLStore(Store):
     ) -> None:
         if not events:
             return
+        cached = self._states.get(thread_id)
+        if cached is not None and cached.next_seq == expected_seq:
+            state = fold_for_append(thread_id, cached, events, expected_seq)
+            if await self._append_known(thread_id, events, cached, state, lease):
+                self._appended(thread_id, state)
+                return
         d = self.dialect
         insert = None if d.fused_writes else self._insert_events(thread_id, events)
 
@@ -151,25 +161,75 @@ class SQLStore(Store):
             if cached is None or cached.next_seq != next_seq:
                 cached = state_from_json(thread_id, stored)
             state = fold_for_append(thread_id, cached, events, expected_seq)
-            now_status = state.status
-            update = {
-                "id": thread_id,
-                "now": now,
-                "state": json.dumps(state.to_dict()),
-                "status": now_status.value,
-                "next_seq": state.next_seq,
-                "due_at": d.at(state.waiting_until),
-            }
+            update = self._projection(thread_id, now, state)
             if insert is None:
                 yield self._fused_append(thread_id, events, update)
             else:
                 yield insert
                 yield Query(d.sql(_SET_STATE), update)
-            if now_status is Status.RUNNING and status != _RUNNING:
+            if state.status is Status.RUNNING and status != _RUNNING:
                 yield from self._announce(thread_id)
             return state
 
-        self._remember(thread_id, await self.run(plan, Tx.ATOMIC, hot=True))
+        self._appended(thread_id, await self.run(plan, Tx.ATOMIC, append_to=thread_id))
+
+    def _appended(self, thread_id: str, state: ThreadState) -> None:
+        """An append to `thread_id` committed, leaving it in `state`."""
+        self._remember(thread_id, state)
+
+    async def _append_known(
+        self,
+        thread_id: str,
+        events: Sequence[Event],
+        before: ThreadState,
+        after: ThreadState,
+        lease: Lease | None,
+    ) -> bool:
+        """The append when this store knows the thread's state at `expected_seq` (its own
+        last write or load): the projection is updated only if the row is still at that
+        seq (and the lease still held), and the events inserted after it, in two statements
+        (one in PostgreSQL, in autocommit: one round trip). False when the row moved on or
+        the lease is gone: nothing was written, and the full append finds out why."""
+        d = self.dialect
+        checks = _LEASE_HELD if lease is not None else ""
+        # Everything but the time is computed here, outside the transaction: under group
+        # commit the plans run one after another inside one, on the store's thread.
+        args = self._projection(thread_id, None, after)
+        args["expected"] = before.next_seq
+        if lease is not None:
+            args |= {"owner": lease.owner, "token": lease.token}
+        if d.fused_writes:
+            update, insert = self._fused_append(thread_id, events, args, checks), None
+        else:
+            update = Query(d.sql(_SET_STATE_IF.replace("{checks}", checks)), args)
+            insert = self._insert_events(thread_id, events)
+        params: dict[str, Any] = update.params  # type: ignore[assignment]
+
+        def plan() -> Plan[bool]:
+            params["now"] = d.time(utcnow())
+            done = yield update
+            if not (done.rows[0][0] if insert is None else done.rowcount == 1):
+                return False
+            if insert is not None:
+                yield insert
+            if after.status is Status.RUNNING and before.status is not Status.RUNNING:
+                yield from self._announce(thread_id)
+            return True
+
+        # One statement in PostgreSQL needs no transaction around it; SQLite's two run in
+        # one BEGIN IMMEDIATE either way.
+        tx = Tx.WRITE if d.fused_writes else Tx.ATOMIC
+        return await self.run(plan, tx, append_to=thread_id)
+
+    def _projection(self, thread_id: str, now: Any, state: ThreadState) -> dict[str, Any]:
+        return {
+            "id": thread_id,
+            "now": now,
+            "state": json.dumps(state.to_dict()),
+            "status": state.status.value,
+            "next_seq": state.next_seq,
+            "due_at": self.dialect.at(state.waiting_until),
+        }
 
     def _insert_events(self, thread_id: str, events: Sequence[Event]) -> Query:
         d = self.dialect
@@ -188,8 +248,16 @@ class SQLStore(Store):
         return Query(d.sql(_INSERT_EVENT), rows, many=True)
 
     def _fused_append(
-        self, thread_id: str, events: Sequence[Event], update: dict[str, Any]
+        self,
+        thread_id: str,
+        events: Sequence[Event],
+        update: dict[str, Any],
+        checks: str | None = None,
     ) -> Query:
+        """Events and projection in one statement (PostgreSQL). With `checks` (the known-
+        state append), the projection is updated only if the row is at `:expected` (and
+        `checks` hold), the events are inserted only if it was, and the one row returned
+        says whether it was."""
         d = self.dialect
         values = ", ".join(
             f"(:id, :seq_{i}, :kind_{i}, :at_{i}, :body_{i}{{json}})" for i in range(len(events))
@@ -201,7 +269,11 @@ class SQLStore(Store):
                 f"at_{i}": d.time(e.at),
                 f"body_{i}": e.model_dump_json(),
             }
-        return Query(d.sql(_FUSED_APPEND.replace("{values}", values)), update)
+        if checks is None:
+            template = _FUSED_APPEND.replace("{values}", values)
+        else:
+            template = _FUSED_APPEND_IF.replace("{values}", values).replace("{checks}", checks)
+        return Query(d.sql(template), update)
 
     def _remember(self, thread_id: str, state: ThreadState) -> None:
         # Parsing the JSON projection was a third of an append's CPU time (bench/overhead.py);
@@ -411,6 +483,17 @@ _SET_STATE = (
 _FUSED_APPEND = (
     "WITH new_events AS (INSERT INTO events (thread_id, seq, kind, at, body) "
     "VALUES {values}) " + _SET_STATE
+)
+_LEASE_HELD = (
+    " AND lease_owner = :owner AND lease_token = :token AND lease_expires IS NOT NULL "
+    "AND lease_expires > {now}"
+)
+_SET_STATE_IF = _SET_STATE + " AND next_seq = :expected{checks}"
+_FUSED_APPEND_IF = (
+    "WITH moved AS (" + _SET_STATE_IF + " RETURNING id), "
+    "new_events AS (INSERT INTO events (thread_id, seq, kind, at, body) "
+    "SELECT * FROM (VALUES {values}) AS v WHERE EXISTS (SELECT 1 FROM moved)) "
+    "SELECT count(*) FROM moved"
 )
 _HEAD = "SELECT agent, schema_version, metadata{text}, created_at FROM threads WHERE id = :id"
 _ALL_EVENTS = "SELECT seq, body{text} FROM events WHERE thread_id = :id ORDER BY seq"

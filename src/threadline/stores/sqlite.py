@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -25,8 +26,9 @@ from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError, StoreError
-from ..events import utcnow
+from ..events import Status, ThreadState, utcnow
 from .dialect import SQLITE, DuplicateKey, Plan, Query, Result, Tx
+from .group_commit import CommitStats, GroupCommit
 from .migrations import SQLITE_MIGRATIONS
 from .sql import SQLStore
 
@@ -42,7 +44,12 @@ class SQLiteStore(SQLStore):
         path: database file (created with its folder if missing), or ":memory:".
         synchronous: `full` (default, durable across power loss) or `normal`.
         busy_timeout: seconds to wait for another process's write lock.
-        inline_appends: run appends on the event loop while the write lock is free.
+        inline_appends: run a lone thread's appends on the event loop while the write
+            lock is free.
+        group_window: seconds an append may wait for other threads' appends to share its
+            commit (`group_commit.py`); 0 commits each append alone.
+
+    `stats` counts the write transactions committed (`CommitStats`).
     """
 
     def __init__(
@@ -52,6 +59,7 @@ class SQLiteStore(SQLStore):
         synchronous: str = "full",
         busy_timeout: float = 10.0,
         inline_appends: bool = True,
+        group_window: float = 0.005,
     ) -> None:
         if synchronous.lower() not in ("full", "normal", "extra", "off"):
             raise ConfigError(
@@ -66,6 +74,20 @@ class SQLiteStore(SQLStore):
         self._closed = False
         self._inline = inline_appends and self.path != ":memory:"
         self._inline_conn: sqlite3.Connection | None = None
+        if group_window < 0:
+            raise ConfigError(f"sqlite group_window must be >= 0 seconds, not {group_window}")
+        self.stats = CommitStats()
+        self._stats_lock = threading.Lock()
+        self._group: GroupCommit | None = None
+        if group_window > 0 and self.path != ":memory:":
+            self._group = GroupCommit(
+                group_window,
+                self._store_conn,
+                self._executor,
+                _steps,
+                self.stats,
+                self._stats_lock,
+            )
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -78,36 +100,75 @@ class SQLiteStore(SQLStore):
             raise ConfigError(f"sqlite URL {url!r} names no file; e.g. sqlite:///threads.db")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         inline = query.get("inline_appends", "1").lower() not in ("0", "false", "no", "off")
-        return cls(path, synchronous=query.get("synchronous", "full"), inline_appends=inline)
+        try:
+            window = float(query.get("group_window_ms", "5")) / 1000
+        except ValueError:
+            raise ConfigError(f"group_window_ms in {url!r} must be a number") from None
+        return cls(
+            path,
+            synchronous=query.get("synchronous", "full"),
+            inline_appends=inline,
+            group_window=window,
+        )
 
-    async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, hot: bool = False) -> T:
-        """Run `plan` on the store's thread; a `hot` write first inline, if the lock is free.
+    async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, append_to: str | None = None) -> T:
+        """Run `plan` on the store's thread; an append inline or in a group commit.
 
         Handing each append to the store's thread and back cost more than the rest of the
-        append besides the commit itself (bench/overhead.py), so appends first try on a
-        second connection, on the event loop's thread, whose busy timeout is zero: if
-        another writer holds the lock, `BEGIN IMMEDIATE` fails at once and a fresh plan is
-        handed to the store's thread, which waits for the lock there. The loop therefore
-        never waits for another writer; it does wait for the commit's own fsync.
-        `?inline_appends=0` in the URL sends every append to the store's thread.
+        append besides the commit itself (bench/overhead.py), so an append from a lone
+        thread runs on a second connection, on the event loop's thread, whose busy timeout
+        is zero: if another writer holds the lock, `BEGIN IMMEDIATE` fails at once and the
+        append goes to the store's thread, which waits for the lock there. The loop
+        therefore never waits for another writer; it does wait for the commit's own fsync.
+        When other threads of this process are appending too, the append joins a group
+        commit instead (`group_commit.py`): one transaction and one fsync for the group,
+        committed on the store's thread while the loop goes on. `?inline_appends=0` in the
+        URL sends every lone append to the store's thread; `?group_window_ms=0` turns
+        grouping off.
         """
         if self._closed:
             raise StoreError("store is closed")
-        if hot and self._inline and self._conn is not None:
-            if self._inline_conn is None:
-                self._inline_conn = self._connect(busy_ms=0, migrate=False)
-            try:
-                return _drive(self._inline_conn, plan(), tx)
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
+        if append_to is not None and self._conn is not None:
+            group = self._group
+            if group is not None and group.crowded(append_to):
+                return await group.submit(plan)
+            if self._inline:
+                if self._inline_conn is None:
+                    self._inline_conn = self._connect(busy_ms=0, migrate=False)
+                try:
+                    value = _drive(self._inline_conn, plan(), tx)
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc):
+                        raise
+                else:
+                    self._count(appends=1)
+                    return value
+            if group is not None:
+                return await group.submit(plan)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, plan, tx)
+        return await loop.run_in_executor(self._executor, self._call, plan, tx, append_to)
 
-    def _call(self, plan: Callable[[], Plan[T]], tx: Tx) -> T:
+    def _call(self, plan: Callable[[], Plan[T]], tx: Tx, append_to: str | None = None) -> T:
+        value = _drive(self._store_conn(), plan(), tx)
+        if tx is not Tx.READ:
+            self._count(appends=int(append_to is not None))
+        return value
+
+    def _appended(self, thread_id: str, state: ThreadState) -> None:
+        super()._appended(thread_id, state)
+        if self._group is not None:
+            self._group.finished(thread_id, state.status is Status.RUNNING)
+
+    def _store_conn(self) -> sqlite3.Connection:
+        """The store thread's connection (opened, and the schema migrated, on first use)."""
         if self._conn is None:
             self._conn = self._connect()
-        return _drive(self._conn, plan(), tx)
+        return self._conn
+
+    def _count(self, *, appends: int) -> None:
+        with self._stats_lock:
+            self.stats.commits += 1
+            self.stats.appends += appends
 
     def _connect(self, *, busy_ms: int | None = None, migrate: bool = True) -> sqlite3.Connection:
         if self.path != ":memory:":
@@ -156,22 +217,7 @@ def _drive(conn: sqlite3.Connection, plan: Plan[T], tx: Tx) -> T:
     if writes:
         conn.execute("BEGIN IMMEDIATE")
     try:
-        try:
-            # Stepped by hand rather than through `advance`: this loop is an inline append's
-            # whole overhead over its SQL, so it sends results straight in.
-            sql, params, many = next(plan)
-            while True:
-                try:
-                    cur = conn.executemany(sql, params) if many else conn.execute(sql, params)
-                except sqlite3.IntegrityError as exc:
-                    if not _is_duplicate(exc):
-                        raise
-                    sql, params, many = plan.throw(DuplicateKey(str(exc)))
-                    continue
-                rows = cur.fetchall() if cur.description is not None else []
-                sql, params, many = plan.send(Result(rows, cur.rowcount))
-        except StopIteration as stop:
-            value: T = stop.value
+        value = _steps(conn, plan)
         if writes:
             conn.execute("COMMIT")
         return value
@@ -179,6 +225,27 @@ def _drive(conn: sqlite3.Connection, plan: Plan[T], tx: Tx) -> T:
         if writes and conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _steps(conn: sqlite3.Connection, plan: Plan[T]) -> T:
+    """Run `plan`'s statements on `conn` (inside whatever transaction is open) to its value."""
+    try:
+        # Stepped by hand rather than through `advance`: this loop is an inline append's
+        # whole overhead over its SQL, so it sends results straight in.
+        sql, params, many = next(plan)
+        while True:
+            try:
+                cur = conn.executemany(sql, params) if many else conn.execute(sql, params)
+            except sqlite3.IntegrityError as exc:
+                if not _is_duplicate(exc):
+                    raise
+                sql, params, many = plan.throw(DuplicateKey(str(exc)))
+                continue
+            rows = cur.fetchall() if cur.description is not None else []
+            sql, params, many = plan.send(Result(rows, cur.rowcount))
+    except StopIteration as stop:
+        value: T = stop.value
+        return value
     finally:
         plan.close()
 

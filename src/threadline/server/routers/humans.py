@@ -28,7 +28,7 @@ from ...wire import (
     ThreadOut,
     thread_out,
 )
-from ..deps import Caller, CallId, Svc, ThreadId
+from ..deps import Caller, CallId, Svc, ThreadId, Via
 
 __all__ = ["router"]
 
@@ -55,7 +55,7 @@ async def inbox(svc: Svc, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> In
 
 @router.post("/threads/{thread_id}/approvals/{call_id}", response_model=ThreadOut)
 async def approve(
-    thread_id: ThreadId, call_id: CallId, body: ApprovalBody, svc: Svc, who: Caller
+    thread_id: ThreadId, call_id: CallId, body: ApprovalBody, svc: Svc, who: Caller, via: Via
 ) -> ThreadOut:
     """Approve (maybe with edited arguments) or reject a pending call. A rejection's
     comment is shown to the model. 409 if the call is not awaiting approval."""
@@ -67,7 +67,7 @@ async def approve(
         comment=body.comment,
         edited_arguments=body.edited_arguments,
         by=who.name,
-        channel="api",
+        channel=via,
     )
     svc.runner.kick(thread_id)
     return thread_out(thread)
@@ -75,7 +75,7 @@ async def approve(
 
 @router.post("/threads/{thread_id}/approvals", response_model=ThreadOut)
 async def approve_many(
-    thread_id: ThreadId, body: ApprovalsBody, svc: Svc, who: Caller
+    thread_id: ThreadId, body: ApprovalsBody, svc: Svc, who: Caller, via: Via
 ) -> ThreadOut:
     """Verdicts on several pending calls at once (approve some, reject some, edit some):
     all are written in one append, or none (409 naming the call that is not awaiting
@@ -85,29 +85,33 @@ async def approve_many(
         thread_id,
         [Verdict(v.call_id, v.approved, v.comment, v.edited_arguments) for v in body.verdicts],
         by=who.name,
-        channel="api",
+        channel=via,
     )
     svc.runner.kick(thread_id)
     return thread_out(thread)
 
 
 @router.post("/threads/{thread_id}/responses", response_model=ThreadOut)
-async def respond(thread_id: ThreadId, body: ResponseBody, svc: Svc, who: Caller) -> ThreadOut:
+async def respond(
+    thread_id: ThreadId, body: ResponseBody, svc: Svc, who: Caller, via: Via
+) -> ThreadOut:
     """Answer the thread's open question. 409 if it asked nothing (or something else)."""
     await svc.check_served(thread_id)
     thread = await svc.runtime.respond(
-        thread_id, body.request_id, body.text, by=who.name, channel="api"
+        thread_id, body.request_id, body.text, by=who.name, channel=via
     )
     svc.runner.kick(thread_id)
     return thread_out(thread)
 
 
 @router.post("/threads/{thread_id}/messages", response_model=ThreadOut)
-async def message(thread_id: ThreadId, body: MessageBody, svc: Svc, who: Caller) -> ThreadOut:
+async def message(
+    thread_id: ThreadId, body: MessageBody, svc: Svc, who: Caller, via: Via
+) -> ThreadOut:
     """A new user message to a finished, escalated, waiting or question-asking thread."""
     await svc.check_served(thread_id)
     thread = await svc.runtime.message(
-        thread_id, body.text, sender=who.name, channel="api", metadata=body.metadata
+        thread_id, body.text, sender=who.name, channel=via, metadata=body.metadata
     )
     svc.runner.kick(thread_id)
     return thread_out(thread)

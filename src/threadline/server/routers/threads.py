@@ -1,7 +1,7 @@
 """Threads: launch, list, inspect, stream events, pause, resume, fork.
 
     POST /v1/threads                           launch {agent, message, metadata?, wait?}
-    GET  /v1/threads?status=&agent=&limit=&cursor=
+    GET  /v1/threads?status=&agent=&channel=&q=&limit=&cursor=
     GET  /v1/threads/{id}
     GET  /v1/threads/{id}/events?after=SEQ     (Accept: text/event-stream streams instead)
     GET  /v1/threads/{id}/events/stream        Server-Sent Events, live
@@ -32,8 +32,9 @@ from ...wire import (
     ThreadPage,
     thread_out,
 )
-from ..deps import Caller, Svc, ThreadId
+from ..deps import Caller, Svc, ThreadId, Via
 from ..problems import ProblemError
+from ..search import Filters, search_threads
 from ..services import Services
 from ..sse import event_stream, wait_until_settled
 
@@ -45,7 +46,7 @@ After = Annotated[int, Query(ge=-1, le=10_000_000)]
 
 
 @router.post("", status_code=201, response_model=ThreadOut, tags=["threads"])
-async def launch(body: LaunchBody, svc: Svc, who: Caller) -> ThreadOut:
+async def launch(body: LaunchBody, svc: Svc, who: Caller, via: Via) -> ThreadOut:
     """Start a thread. Returns at once (status `running`), or with `wait` once it stops
     running (paused, awaiting someone, ended) or `wait_timeout` passes."""
     if svc.closing():
@@ -62,7 +63,12 @@ async def launch(body: LaunchBody, svc: Svc, who: Caller) -> ThreadOut:
         # The caller's trace: every step of the thread becomes part of it.
         metadata = {**(metadata or {}), TRACEPARENT_KEY: traceparent}
     thread = await runtime.launch(
-        body.agent, body.message, sender=who.name, metadata=metadata, advance=False
+        body.agent,
+        body.message,
+        channel=via,
+        sender=who.name,
+        metadata=metadata,
+        advance=False,
     )
     svc.runner.kick(thread.id)
     if body.wait:
@@ -85,9 +91,17 @@ async def list_threads(
     agent: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=400, pattern=r"^[A-Za-z0-9_-]*$")] = None,
+    channel: Annotated[str | None, Query(max_length=100)] = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ThreadPage:
-    """Threads newest first; pass the returned `cursor` back for the next page."""
-    page = await svc.store.list(status=status, agent=agent, limit=limit, cursor=cursor)
+    """Threads newest first; pass the returned `cursor` back for the next page.
+
+    `channel` keeps the threads launched from that channel (`api`, `ui`, `cron`, ...);
+    `q` those whose id, agent, metadata or messages contain the text. With either, a
+    page looks at a bounded number of threads, so it may be short (or empty) and still
+    have a `cursor` to go on with (see `server/search.py`)."""
+    filters = Filters(status=status, agent=agent, channel=channel or None, text=q or None)
+    page = await search_threads(svc.store, filters, limit=limit, cursor=cursor)
     return ThreadPage.from_page(page)
 
 

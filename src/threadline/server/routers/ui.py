@@ -1,7 +1,9 @@
 """The web page: the approvals inbox and thread timelines (static files under /ui/).
 
     GET  /            redirects to /ui/
-    GET  /ui/...      index.html, app.js, style.css (a strict CSP, see middleware.py)
+    GET  /favicon.ico redirects to /ui/favicon.svg
+    GET  /ui/...      index.html, app.js, style.css, favicon.svg (a strict CSP, see
+                      middleware.py)
 
 The page is plain JavaScript against the same /v1 API as every other client.
 """
@@ -28,3 +30,8 @@ static = Mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
 @router.get("/")
 async def index() -> RedirectResponse:
     return RedirectResponse("/ui/")
+
+
+@router.get("/favicon.ico")
+async def favicon() -> RedirectResponse:
+    return RedirectResponse("/ui/favicon.svg")

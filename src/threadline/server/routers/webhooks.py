@@ -1,7 +1,8 @@
 """Inbound webhooks: a human's verdict or answer, or an external event, relayed by
-another system.
+another system; and triggers, another system's event launching a thread.
 
     POST /v1/webhooks/inbound                  signed approval, answer or event (no API key)
+    POST /v1/webhooks/triggers/{name}          signed by the sender: launch (see triggers.py)
 
 Verified by its HMAC signature (`..webhooks.verify`) over the exact bytes received, checked
 for freshness, then remembered by delivery id (or signature) so a replayed or retried
@@ -12,16 +13,18 @@ retry with the same delivery id is applied.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from fastapi import Path as PathParam
 from pydantic import ValidationError
 
 from ...events import Thread, utcnow
-from ...wire import ThreadOut, WebhookDelivery, thread_out
+from ...wire import ThreadOut, TriggerOut, WebhookDelivery, thread_out
 from ..deps import Svc
 from ..problems import ProblemError
 from ..services import Services
+from ..triggers import GITHUB_SIGNATURE, Trigger, TriggerEvent, read_delivery
 from ..webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookRejected, verify
 
 __all__ = ["router"]
@@ -83,6 +86,71 @@ async def inbound_webhook(request: Request, svc: Svc) -> ThreadOut:
         raise
     svc.runner.kick(delivery.thread_id)
     return thread_out(thread)
+
+
+@router.post(
+    "/triggers/{name}",
+    status_code=201,
+    response_model=TriggerOut,
+    responses={200: {"description": "A duplicate delivery"}, 202: {"description": "Ignored"}},
+    openapi_extra={
+        "parameters": [
+            {"name": GITHUB_SIGNATURE, "in": "header", "schema": {"type": "string"}},
+            {"name": "X-GitHub-Delivery", "in": "header", "schema": {"type": "string"}},
+            {"name": "X-GitHub-Event", "in": "header", "schema": {"type": "string"}},
+        ]
+    },
+)
+async def trigger_webhook(
+    name: Annotated[str, PathParam(min_length=1, max_length=100)],
+    request: Request,
+    response: Response,
+    svc: Svc,
+) -> TriggerOut:
+    """Another system's event launches a thread: signed by the sender (no API key), once
+    per delivery id (a retry is a 200 `duplicate`), for the events the trigger takes."""
+    trigger = svc.config.trigger(name)
+    if trigger is None:
+        raise ProblemError(404, "Not found", f"no webhook trigger named {name!r}")
+    if svc.closing():
+        raise ProblemError(503, "Shutting down", "this server is stopping; retry shortly")
+    try:
+        event = read_delivery(trigger, request.headers, await request.body())
+    except WebhookRejected as exc:
+        raise ProblemError(401, "Webhook rejected", exc.reason) from None
+    except ValueError as exc:
+        raise ProblemError(422, "Invalid delivery", str(exc)) from None
+    out = TriggerOut(status="ignored", trigger=name, delivery=event.delivery, event=event.event)
+    if event.message is None:
+        response.status_code = 202
+        return out
+    key = f"trigger:{name}:{event.delivery}"
+    if not await svc.deliveries.remember(key, at=utcnow()):
+        response.status_code = 200
+        return out.model_copy(update={"status": "duplicate"})
+    try:
+        thread = await _launch(svc, trigger, event)
+    except BaseException:
+        await svc.deliveries.forget(key)  # not launched: the sender's retry must launch
+        raise
+    svc.runner.kick(thread.id)
+    return out.model_copy(update={"status": "launched", "thread_id": thread.id})
+
+
+async def _launch(svc: Services, trigger: Trigger, event: TriggerEvent) -> Thread:
+    metadata: dict[str, Any] = {"trigger": trigger.name, "delivery": event.delivery}
+    if event.event:
+        metadata["event"] = event.event
+    if trigger.to:
+        metadata["reply_to"] = trigger.to
+    return await svc.runtime.launch(
+        trigger.agent,
+        event.message or "",
+        channel="webhook",
+        sender=f"trigger:{trigger.name}",
+        metadata=metadata,
+        advance=False,
+    )
 
 
 def _parse(raw: bytes) -> WebhookDelivery:

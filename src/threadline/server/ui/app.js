@@ -4,7 +4,15 @@
 "use strict";
 
 const KEY = "threadline.key";
-const state = { selected: null, stream: null, events: [], refreshing: false, kinds: null };
+const state = {
+  selected: null, stream: null, events: [], refreshing: false, kinds: null,
+  // The thread list: its filters, and the cursor of each page seen (index 0: the first).
+  filters: { q: "", status: "", agent: "", channel: "" }, cursors: [null], page: 0, next: null,
+  agents: null,
+};
+const PAGE_SIZE = 20;
+// Sent with every request: what people do here is recorded with channel `ui`.
+const CHANNEL = { "X-Threadline-Channel": "ui" };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -42,7 +50,7 @@ function authHeaders() {
 }
 
 async function api(method, path, body) {
-  const headers = { Accept: "application/json", ...authHeaders() };
+  const headers = { Accept: "application/json", ...CHANNEL, ...authHeaders() };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const resp = await fetch(path, {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body),
@@ -51,7 +59,10 @@ async function api(method, path, body) {
   let data = {};
   try { data = text ? JSON.parse(text) : {}; } catch { data = { detail: text }; }
   if (!resp.ok) {
-    if (resp.status === 401) showKeyForm("That key was refused: enter a valid API key.");
+    if (resp.status === 401) {
+      if (sessionStorage.getItem(KEY)) showKeyForm("That key was refused: enter a valid API key.");
+      else welcome(true);
+    }
     throw new ApiError(resp.status, data);
   }
   return data;
@@ -63,6 +74,17 @@ function showKeyForm(message) {
   document.getElementById("key-form").hidden = false;
   document.getElementById("key-set").hidden = true;
   if (message) notice(message, true);
+}
+
+// First visit (no key yet, and the server wants one): a neutral welcome, not an error.
+function welcome(show) {
+  document.getElementById("welcome").hidden = !show;
+  document.getElementById("main").hidden = show;
+  if (show) {
+    showKeyForm();
+    notice("");
+    document.getElementById("key-input").focus();
+  }
 }
 
 function showKeySet() {
@@ -97,11 +119,11 @@ async function refresh() {
   state.refreshing = true;
   try {
     const threads = (await api("GET", "/v1/inbox?limit=50")).items;
+    welcome(false);
     renderInbox(threads);
     if (!state.selected && threads.length) openThread(threads[0].id);
-    const recent = await api("GET", "/v1/threads?limit=25");
-    renderRecent(recent.items);
-    notice("");
+    await loadThreads();
+    loadAgents();
     if (!sessionStorage.getItem(KEY)) {
       // The server answered without a key: it runs with --no-auth on loopback.
       document.getElementById("key-form").hidden = true;
@@ -116,13 +138,73 @@ async function refresh() {
   }
 }
 
+// The agents this server serves, from its OpenAPI document (the launch form's choices).
+async function loadAgents() {
+  if (state.agents) return;
+  try {
+    const doc = await (await fetch("/openapi.json")).json();
+    state.agents = doc.components.schemas.LaunchBody.properties.agent.enum || [];
+  } catch { state.agents = []; }
+  const options = (first) => [el("option", { value: "" }, first),
+    ...state.agents.map((a) => el("option", { value: a }, a))];
+  document.getElementById("launch-agent").replaceChildren(...options("choose an agent"));
+  const filter = document.getElementById("f-agent");
+  filter.replaceChildren(...options("any agent"));
+  filter.value = state.filters.agent;
+}
+
+async function loadThreads() {
+  const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  for (const [name, value] of Object.entries(state.filters)) if (value) params.set(name, value);
+  const cursor = state.cursors[state.page];
+  if (cursor) params.set("cursor", cursor);
+  const page = await api("GET", `/v1/threads?${params}`);
+  state.next = page.cursor;
+  renderRecent(page.items);
+  document.getElementById("page-newer").disabled = state.page === 0;
+  document.getElementById("page-older").disabled = !page.cursor;
+  document.getElementById("page-label").textContent = `page ${state.page + 1}`;
+}
+
+function turnPage(step) {
+  if (step > 0) {
+    if (!state.next) return;
+    state.cursors[state.page + 1] = state.next;
+  }
+  state.page = Math.max(0, state.page + step);
+  loadThreads().catch((err) => notice(`Could not list threads: ${err.message}`, true));
+}
+
+function setFilters() {
+  state.filters = {
+    q: document.getElementById("f-q").value.trim(),
+    status: document.getElementById("f-status").value,
+    agent: document.getElementById("f-agent").value,
+    channel: document.getElementById("f-channel").value,
+  };
+  state.cursors = [null];
+  state.page = 0;
+  loadThreads().catch((err) => notice(`Could not list threads: ${err.message}`, true));
+}
+
 function renderInbox(threads) {
   const box = document.getElementById("inbox");
+  // A card being read or edited is kept as it is: only new ones are built.
+  const existing = new Map([...box.querySelectorAll("article.card")].map((c) => [c.dataset.key, c]));
   const cards = [];
   for (const t of threads) {
-    for (const call of t.pending_approvals) cards.push(approvalCard(t, call));
-    if (t.pending_approvals.length > 1) cards.push(batchCard(t));
-    if (t.question) cards.push(questionCard(t));
+    for (const call of t.pending_approvals) {
+      const key = `${t.id}/${call.call_id}`;
+      cards.push(existing.get(key) || approvalCard(t, call, key));
+    }
+    if (t.question) {
+      const key = `${t.id}?${t.question.request_id}`;
+      cards.push(existing.get(key) || questionCard(t, key));
+    }
+    if (t.pending_approvals.length > 1) {
+      const key = `${t.id}/*${t.pending_approvals.map((c) => c.call_id).join(",")}`;
+      cards.push(existing.get(key) || batchCard(t, key));
+    }
   }
   document.getElementById("inbox-count").textContent = String(cards.length);
   box.replaceChildren(...(cards.length ? cards
@@ -139,7 +221,7 @@ function cardMeta(t) {
 }
 
 // One request for every pending call of a thread: approve some, reject some.
-function batchCard(t) {
+function batchCard(t, key) {
   const rows = t.pending_approvals.map((call) => {
     const pick = el("select", { "aria-label": `Verdict on ${call.call_id}`, "data-call": call.call_id },
       el("option", { value: "approve" }, "approve"),
@@ -150,7 +232,7 @@ function batchCard(t) {
     placeholder: "Why the rejections? The agent reads this.", "aria-label": "Batch comment",
   });
   const send = el("button", { class: "primary", type: "button" }, "Send all verdicts");
-  const card = el("article", { class: "card batch", "data-thread": t.id },
+  const card = el("article", { class: "card batch", "data-thread": t.id, "data-key": key },
     el("h3", {}, `Answer all ${rows.length} calls at once`),
     cardMeta(t), el("ul", {}, ...rows), comment, el("div", { class: "actions" }, send));
   send.addEventListener("click", () => {
@@ -163,41 +245,92 @@ function batchCard(t) {
   return card;
 }
 
-function approvalCard(t, call) {
-  const comment = el("textarea", {
-    placeholder: "Why not? The agent reads this.", hidden: true, "aria-label": "Rejection comment",
+function approvalCard(t, call, key) {
+  const path = `/v1/threads/${t.id}/approvals/${encodeURIComponent(call.call_id)}`;
+  const args = el("pre", { class: "args" }, pretty(call.arguments));
+  // Made when editing starts, so a card holds one text box at a time.
+  const editor = el("textarea", {
+    class: "args-editor", spellcheck: "false", "aria-label": "Edited arguments",
   });
+  const text = el("textarea", { hidden: true });
   const approve = el("button", { class: "primary", type: "button" }, "Approve");
+  const edit = el("button", { type: "button" }, "Edit arguments…");
   const reject = el("button", { class: "danger", type: "button" }, "Reject…");
-  const card = el("article", { class: "card approval", "data-thread": t.id, "data-call": call.call_id },
-    el("h3", {}, "Approve ", el("code", {}, call.tool), "?"),
-    cardMeta(t),
-    el("pre", { class: "args" }, pretty(call.arguments)),
-    call.approvers.length
-      ? el("div", { class: "approvers" }, `Only ${call.approvers.join(", ")} may answer.`) : null,
-    comment,
-    el("div", { class: "actions" }, approve, reject));
-  approve.addEventListener("click", () =>
-    act(card, `/v1/threads/${t.id}/approvals/${encodeURIComponent(call.call_id)}`,
-      { approved: true }, t.id));
-  reject.addEventListener("click", () => {
-    if (comment.hidden) {
-      comment.hidden = false;
-      reject.textContent = "Reject with comment";
-      reject.classList.add("confirm");
-      comment.focus();
+  const respond = el("button", { type: "button" }, "Respond instead…");
+  const cancel = el("button", { type: "button", class: "link dark", hidden: true }, "cancel");
+  const card = el("article", {
+    class: "card approval", "data-thread": t.id, "data-call": call.call_id, "data-key": key,
+  },
+  el("h3", {}, "Approve ", el("code", {}, call.tool), "?"),
+  cardMeta(t),
+  call.request ? el("p", { class: "request" }, el("span", { class: "label" }, "Asked"),
+    call.request) : null,
+  call.reason ? el("p", { class: "reason" }, el("span", { class: "label" }, "Agent's reason"),
+    call.reason) : null,
+  args,
+  call.approvers.length
+    ? el("div", { class: "approvers" }, `Only ${call.approvers.join(", ")} may answer.`) : null,
+  text,
+  el("div", { class: "actions" }, approve, edit, reject, respond, cancel));
+  let mode = "approve";
+  const setMode = (next) => {
+    mode = next;
+    if (next === "edit") args.after(editor);
+    else editor.remove();
+    args.hidden = next === "edit";
+    text.hidden = !["reject", "respond"].includes(next);
+    text.placeholder = next === "reject" ? "Why not? The agent reads this."
+      : "Tell the agent what to do instead of this call.";
+    text.setAttribute("aria-label", next === "reject" ? "Rejection comment" : "Your message");
+    approve.textContent = next === "edit" ? "Approve with edits" : "Approve";
+    reject.textContent = next === "reject" ? "Reject with comment" : "Reject…";
+    reject.classList.toggle("confirm", next === "reject");
+    respond.textContent = next === "respond" ? "Send to the agent" : "Respond instead…";
+    approve.hidden = next === "reject" || next === "respond";
+    edit.hidden = next !== "approve";
+    reject.hidden = next === "edit" || next === "respond";
+    respond.hidden = next === "edit" || next === "reject";
+    cancel.hidden = next === "approve";
+  };
+  approve.addEventListener("click", () => {
+    if (mode !== "edit") { act(card, path, { approved: true }, t.id); return; }
+    let edited;
+    try { edited = JSON.parse(editor.value); } catch (err) {
+      notice(`The edited arguments are not valid JSON: ${err.message}`, true);
+      editor.focus();
       return;
     }
-    act(card, `/v1/threads/${t.id}/approvals/${encodeURIComponent(call.call_id)}`,
-      { approved: false, comment: comment.value.trim() || null }, t.id);
+    if (!edited || typeof edited !== "object" || Array.isArray(edited)) {
+      notice("The edited arguments must be a JSON object.", true);
+      return;
+    }
+    act(card, path, { approved: true, edited_arguments: edited }, t.id);
   });
+  edit.addEventListener("click", () => {
+    editor.value = pretty(call.arguments);
+    setMode("edit");
+    editor.focus();
+  });
+  reject.addEventListener("click", () => {
+    if (mode !== "reject") { setMode("reject"); text.focus(); return; }
+    act(card, path, { approved: false, comment: text.value.trim() || null }, t.id);
+  });
+  // "Respond instead": no verdict of the call as asked; the agent gets the person's
+  // message (recorded as the call's rejection comment) and decides again.
+  respond.addEventListener("click", () => {
+    if (mode !== "respond") { setMode("respond"); text.focus(); return; }
+    const message = text.value.trim();
+    if (!message) { text.focus(); return; }
+    act(card, path, { approved: false, comment: message }, t.id);
+  });
+  cancel.addEventListener("click", () => setMode("approve"));
   return card;
 }
 
-function questionCard(t) {
+function questionCard(t, key) {
   const answer = el("textarea", { placeholder: "Your answer", "aria-label": "Answer" });
   const send = el("button", { class: "primary", type: "button" }, "Send answer");
-  const card = el("article", { class: "card question", "data-thread": t.id },
+  const card = el("article", { class: "card question", "data-thread": t.id, "data-key": key },
     el("h3", {}, "Question"),
     cardMeta(t),
     el("p", {}, t.question.question),
@@ -228,9 +361,17 @@ async function act(card, path, body, threadId) {
 
 function renderRecent(items) {
   const list = document.getElementById("recent");
+  if (!items.length) {
+    list.replaceChildren(el("li", { class: "empty" }, "No threads match."));
+    return;
+  }
   list.replaceChildren(...items.map((t) => el("li", {
     class: t.id === state.selected ? "selected" : null, "data-open": t.id,
-  }, badge(t.status), el("span", {}, t.agent), el("span", { class: "id" }, t.id))));
+  }, badge(t.status), el("span", { class: "agent" }, t.agent),
+  el("span", { class: "channel" }, t.metadata.channel || ""),
+  el("span", { class: "id" }, t.id),
+  el("time", { class: "when", datetime: t.updated_at, title: new Date(t.updated_at).toLocaleString() },
+    ago(t.updated_at)))));
 }
 
 // -- thread timeline --------------------------------------------------------------------
@@ -269,9 +410,12 @@ async function openThread(id) {
   }
   if (state.stream) state.stream.abort();
   try {
-    const [thread, page] = await Promise.all([
-      api("GET", `/v1/threads/${id}`), api("GET", `/v1/threads/${id}/events?limit=1000`),
-      eventKinds()]);
+    // Events first, then the thread: its status is then at least as new as the events
+    // shown, and anything later arrives on the stream (which refreshes the status). Read
+    // the other way round, a thread that stopped in between would show a stale status.
+    const [page] = await Promise.all([
+      api("GET", `/v1/threads/${id}/events?limit=1000`), eventKinds()]);
+    const thread = await api("GET", `/v1/threads/${id}`);
     state.events = page.events;
     renderThread(thread);
     follow(id, page.next_after);
@@ -290,7 +434,58 @@ function renderThread(t) {
       `${u.model_calls} model calls · ${u.input_tokens} in / ${u.output_tokens} out tokens` +
       (u.cost_usd ? ` · $${u.cost_usd.toFixed(4)}` : "")));
   const list = el("ol", { class: "timeline", id: "timeline" }, ...state.events.map(eventRow));
-  document.getElementById("thread").replaceChildren(header, list);
+  document.getElementById("thread").replaceChildren(header, threadActions(t), list);
+}
+
+const PAUSABLE = ["running", "waiting", "awaiting_approval", "awaiting_human"];
+const RESUMABLE = ["paused", "escalated"];
+const MESSAGEABLE = ["done", "escalated", "failed", "waiting", "awaiting_human"];
+
+// Pause / resume, fork and a new message, from the page (recorded as channel `ui`).
+function threadActions(t) {
+  const bar = el("div", { class: "thread-actions" });
+  const run = async (button, method, path, body, then) => {
+    button.disabled = true;
+    try {
+      const out = await api(method, path, body);
+      notice("");
+      if (then) then(out);
+      openThread(out.id);
+      refresh();
+    } catch (err) {
+      notice(`${err.problem?.title || "Refused"}: ${err.message}`, true);
+      button.disabled = false;
+    }
+  };
+  if (PAUSABLE.includes(t.status)) {
+    const pause = el("button", { type: "button", id: "thread-pause" }, "Pause");
+    pause.addEventListener("click", () => run(pause, "POST", `/v1/threads/${t.id}/pause`, {}));
+    bar.append(pause);
+  }
+  if (RESUMABLE.includes(t.status)) {
+    const resume = el("button", { type: "button", id: "thread-resume", class: "primary" }, "Resume");
+    resume.addEventListener("click", () => run(resume, "POST", `/v1/threads/${t.id}/resume`));
+    bar.append(resume);
+  }
+  const at = el("input", {
+    type: "number", min: "0", max: String(t.next_seq - 1), value: String(t.next_seq - 1),
+    id: "fork-at", "aria-label": "Fork after event",
+  });
+  const fork = el("button", { type: "button", id: "thread-fork" }, "Fork");
+  fork.addEventListener("click", () =>
+    run(fork, "POST", `/v1/threads/${t.id}/fork`, { at: Number(at.value) }));
+  bar.append(el("span", { class: "fork" }, fork, " after event ", at));
+  if (MESSAGEABLE.includes(t.status)) {
+    const text = el("textarea", { id: "thread-message", placeholder: "Message the agent",
+      "aria-label": "Message" });
+    const send = el("button", { type: "button", class: "primary", id: "thread-send" }, "Send");
+    send.addEventListener("click", () => {
+      if (!text.value.trim()) { text.focus(); return; }
+      run(send, "POST", `/v1/threads/${t.id}/messages`, { text: text.value.trim() });
+    });
+    bar.append(el("div", { class: "message" }, text, send));
+  }
+  return bar;
 }
 
 // Live updates: the SSE endpoint read with fetch (EventSource cannot send the key).
@@ -367,6 +562,42 @@ document.getElementById("key-forget").addEventListener("click", () => {
 window.addEventListener("hashchange", () => {
   const m = location.hash.match(/thread=([\w-]+)/);
   if (m && m[1] !== state.selected) openThread(m[1]);
+});
+
+document.getElementById("filters").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  setFilters();
+});
+for (const id of ["f-status", "f-agent", "f-channel"]) {
+  document.getElementById(id).addEventListener("change", setFilters);
+}
+let typing = null;
+document.getElementById("f-q").addEventListener("input", () => {
+  clearTimeout(typing);
+  typing = setTimeout(setFilters, 300);
+});
+document.getElementById("page-older").addEventListener("click", () => turnPage(1));
+document.getElementById("page-newer").addEventListener("click", () => turnPage(-1));
+
+document.getElementById("launch-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const agent = document.getElementById("launch-agent").value;
+  const message = document.getElementById("launch-message");
+  const button = ev.target.querySelector("button");
+  if (!agent || !message.value.trim()) return;
+  button.disabled = true;
+  try {
+    const t = await api("POST", "/v1/threads", { agent, message: message.value.trim() });
+    message.value = "";
+    document.getElementById("launch").open = false;
+    notice("");
+    openThread(t.id);
+    refresh();
+  } catch (err) {
+    notice(`${err.problem?.title || "Refused"}: ${err.message}`, true);
+  } finally {
+    button.disabled = false;
+  }
 });
 
 showKeySet();

@@ -1,0 +1,132 @@
+"""Many threads advancing at once in one process on SQLite FULL: commits (fsyncs) per turn.
+
+64 threads are launched (not advanced), then advanced concurrently on one event loop with
+`asyncio.gather(runtime.advance(...))`: each runs the 10-turn loop of bench/loop.py (9 calls
+of a read-only tool, then a final answer) with the default renderer. Counted:
+
+  * commits per model turn: write transactions the store committed while the threads ran
+    (`SQLiteStore.stats`). In WAL mode at synchronous=FULL each commit is one fsync of the
+    WAL (a checkpoint adds its own fsyncs now and then, every ~1,000 pages), so this is the
+    fsync count without strace. On code without `stats` (the figure before the levers) the
+    store's transaction driver is wrapped to count its write transactions instead.
+  * the longest wait of a grouped append (arrival to its group's COMMIT returning) against
+    the group window: no append should wait longer than one window plus one commit.
+
+Baseline in the same run: the same 64 threads with group commit off (`group_window=0`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from threadline import Agent, Runtime, SQLiteStore
+from threadline.models.base import Context, ModelOutput, ModelProfile
+from threadline.stores import sqlite as sqlite_module
+
+TURNS = 10
+CALL = '{"intent": "lookup", "arguments": {"key": "abc"}}'
+DONE = '{"intent": "done_for_now", "arguments": {"message": "ABC"}}'
+_TAG = re.compile(r"loop #(\d+)")
+
+
+class PerThreadScript:
+    """Instant; counts each thread's turns by the tag in its first message."""
+
+    model_id = "instant"
+    profile = ModelProfile()
+
+    def __init__(self) -> None:
+        self.turns: Counter[str] = Counter()
+
+    async def request(self, context: Context) -> ModelOutput:
+        # A real model call yields to the event loop (it waits for the network); without
+        # this the instant model would let one thread run to its end before the next.
+        await asyncio.sleep(0)
+        found = _TAG.search(context.as_text())
+        tag = found.group(1) if found else "?"
+        self.turns[tag] += 1
+        n = self.turns[tag]
+        # A new key each turn: the same call repeated is refused as a loop (loop_guard).
+        text = DONE if n >= TURNS else CALL.replace("abc", f"abc{n}")
+        return ModelOutput(text=text, model="instant")
+
+
+class _Counted:
+    """Write transactions of a store, from `stats` or by wrapping the driver (older code)."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.wrapped = 0
+        self._original: Any = None
+        if getattr(store, "stats", None) is None:
+            self._original = sqlite_module._drive
+
+            def counting(conn: Any, plan: Any, tx: Any) -> Any:
+                value = self._original(conn, plan, tx)
+                if tx is not sqlite_module.Tx.READ:
+                    self.wrapped += 1
+                return value
+
+            sqlite_module._drive = counting
+
+    def commits(self) -> int:
+        stats = getattr(self.store, "stats", None)
+        return stats.commits if stats is not None else self.wrapped
+
+    def restore(self) -> None:
+        if self._original is not None:
+            sqlite_module._drive = self._original
+
+
+def run(tmpdir: Path, threads: int, window: float) -> dict[str, float]:
+    """One concurrent run; commits per turn, turns per second, the longest grouped wait."""
+    from loop import lookup  # bench/loop.py's tool: the same read-only lookup
+
+    async def go() -> dict[str, float]:
+        path = tmpdir / f"conc-{window}-{time.monotonic_ns()}.db"
+        try:
+            store = SQLiteStore(path, group_window=window)
+        except TypeError:  # code before group commit
+            store = SQLiteStore(path)
+        counted = _Counted(store)
+        model = PerThreadScript()
+        agent = Agent("conc", tools=[lookup], model=model, max_steps=TURNS + 5)
+        rt = Runtime(store, agents=[agent])
+        try:
+            launched = [
+                await rt.launch(agent, f"look up abc (loop #{i})", advance=False)
+                for i in range(threads)
+            ]
+            before = counted.commits()
+            started = time.perf_counter()
+            done = await asyncio.gather(*(rt.advance(t) for t in launched))
+            elapsed = time.perf_counter() - started
+            commits = counted.commits() - before
+        finally:
+            counted.restore()
+            await store.close()
+        if any(t.status != "done" for t in done):
+            raise RuntimeError("a concurrent thread did not finish")
+        turns = sum(model.turns.values())
+        stats = getattr(store, "stats", None)
+        return {
+            "turns": float(turns),
+            "commits_per_turn": commits / turns,
+            "turns_per_s": turns / elapsed,
+            "longest_wait_ms": stats.longest_wait * 1000 if stats is not None else 0.0,
+            "commit_ms": (
+                stats.group_seconds / stats.groups * 1000
+                if stats is not None and stats.groups
+                else 0.0
+            ),
+        }
+
+    return asyncio.run(go())
+
+
+__all__ = ["run"]

@@ -1,0 +1,232 @@
+"""A step's I/O as the events that record it: a tool run's outcome, a model's answer.
+
+`execute` is the only place a tool's code runs. Every way a run can go wrong becomes one
+`tool_error` (arguments that no longer validate, a timeout, an exception, a result that
+cannot be stored); a tool that parks its thread (`threadline.waits.Park`) is recorded as
+its result followed by a `waiting` event. The outcome is returned as a builder
+`(seq, at) -> events`, so the runtime can place it at whatever tail the thread has when it
+is written (a human action may land while the tool runs).
+
+`execute` writes nothing: whether the write-ahead `tool_started` was committed first, and
+whether the outcome is committed alone or together with the turn that chose the call, is
+the runtime's decision (`Runtime.advance`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .agent import Agent
+from .bounds import BoundsError, scrub_text, stored_result
+from .errors import (
+    CircuitOpen,
+    ModelError,
+    RetryableToolError,
+    ThreadlineError,
+    ToolOutcomeUnknown,
+)
+from .events import (
+    Event,
+    ModelCall,
+    PendingCall,
+    Thread,
+    ToolError,
+    ToolResult,
+    ToolStarted,
+    Waiting,
+)
+from .events import ModelError as ModelErrorEvent
+from .loop_guard import call_history
+from .models.base import Context, Model, ModelOutput
+from .reducer import read_intents
+from .tools import Tool, ToolContext, compact_validation_error, idempotency_key
+from .waits import Park, breaker_wait
+
+__all__ = ["Outcome", "compact_error", "execute", "model_answer", "tool_of", "tool_started"]
+
+Outcome = Callable[[int, datetime], list[Event]]
+"""What a step's I/O came to (a tool's outcome, a model's answer): the events recording it,
+given the seq and time they get."""
+
+
+def compact_error(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line: no stack trace, no multi-line dumps."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def tool_of(agent: Agent, call: PendingCall) -> Tool:
+    """The registered tool a pending call names (`decide` escalates calls of tools no longer
+    registered, so a missing one here is a bug)."""
+    tool = agent.registry.get(call.tool, call.version)
+    if tool is None:
+        raise ThreadlineError(f"tool {call.tool}@{call.version} vanished")
+    return tool
+
+
+def tool_started(thread_id: str, call: PendingCall, attempt: int) -> Outcome:
+    """The write-ahead record of a side-effecting call about to run (`tool_started`)."""
+    key = idempotency_key(thread_id, call.call_id)
+
+    def build(seq: int, at: datetime) -> list[Event]:
+        return [
+            ToolStarted(seq=seq, at=at, call_id=call.call_id, idempotency_key=key, attempt=attempt)
+        ]
+
+    return build
+
+
+async def execute(
+    tool: Tool,
+    thread_id: str,
+    call: PendingCall,
+    attempt: int,
+    validated: BaseModel | None,
+    stored: Callable[[Any], Awaitable[Any]] | None = None,
+) -> Outcome | None:
+    """Run `call` with `tool` and return its outcome's builder.
+
+    `stored` turns the tool's result into what is stored (`bounds.stored_result`, run where
+    the runtime does its CPU-heavy work); by default it runs here.
+
+    Returns None only when a non-idempotent tool with side effects raised
+    `ToolOutcomeUnknown`: nothing may be recorded then (its `tool_started` stands alone,
+    meaning "maybe ran", and `decide` escalates with the facts; the call is never re-sent
+    by itself).
+    """
+    key = idempotency_key(thread_id, call.call_id)
+    ctx = ToolContext(thread_id, call.call_id, key, attempt)
+    result: Any = None
+    failure: tuple[str, str, bool] | None = None
+    park: Park | None = None
+    try:
+        args = validated if validated is not None else tool.validate(call.arguments)
+    except ValidationError as exc:
+        failure = ("ValidationError", compact_validation_error(tool.name, exc), False)
+    else:
+        try:
+            # asyncio.timeout, not wait_for: no extra task per call (see bench/overhead.py)
+            async with asyncio.timeout(tool.timeout):
+                result = await tool.invoke(args, ctx)
+        except TimeoutError:
+            failure = ("TimeoutError", f"no result after {tool.timeout:g}s", True)
+        except RetryableToolError as exc:
+            failure = (type(exc).__name__, compact_error(exc), True)
+        except ToolOutcomeUnknown as exc:
+            if tool.side_effects and not tool.idempotent:
+                return None
+            failure = (type(exc).__name__, compact_error(exc), True)
+        except Exception as exc:
+            failure = (type(exc).__name__, compact_error(exc), False)
+        else:
+            if isinstance(result, Park):  # a durable wait (threadline.waits)
+                park = result
+                result = park.result if park.result is not None else park.describe()
+            try:
+                result = stored_result(result) if stored is None else await stored(result)
+            except BoundsError as exc:  # stored results must load and render
+                failure = ("ResultRejected", compact_error(exc), False)
+            except (TypeError, ValueError) as exc:
+                failure = ("TypeError", f"result is not JSON-serialisable: {exc}", False)
+    return _outcome(tool.name, call.call_id, result, failure, park)
+
+
+def model_answer(
+    agent: Agent,
+    model: Model,
+    context: Context,
+    out: ModelOutput | None,
+    error: ModelError | None,
+    latency: float,
+    thread: Thread,
+    taken: Collection[str],
+    validated: dict[str, BaseModel],
+) -> Outcome:
+    """The events of a model call that answered `out` (or failed with `error`) after
+    `latency` ms: a `model_call` and the intents read from it, a `model_error`, or a wait on
+    an open circuit breaker. Building them fills `validated` with each call's validated
+    arguments (so they are validated once). `taken`: the call ids `thread` already used;
+    the loop guard's history is that of `thread` as it is now."""
+    history = call_history(thread, agent.max_repeated_calls)
+
+    def build(seq: int, at: datetime) -> list[Event]:
+        if isinstance(error, CircuitOpen):  # the provider is down: wait, not an error
+            return [breaker_wait(error, seq, at)]
+        if error is not None or out is None:
+            failed = error or ModelError("no answer")
+            return [
+                ModelErrorEvent(
+                    seq=seq,
+                    at=at,
+                    model=model.model_id,
+                    error_type=type(failed).__name__,
+                    message=compact_error(failed),
+                    retryable=failed.retryable,
+                    attempts=failed.attempts,
+                )
+            ]
+        text = scrub_text(out.text)  # lone surrogates cannot be stored
+        raw_calls = tuple(
+            c.model_copy(
+                update={
+                    "id": None if c.id is None else scrub_text(c.id),
+                    "name": scrub_text(c.name),
+                    "arguments": scrub_text(c.arguments),
+                }
+            )
+            for c in out.tool_calls
+        )
+        call = ModelCall(
+            seq=seq,
+            at=at,
+            model=out.model or model.model_id,
+            prompt_name=context.prompt_name,
+            prompt_version=context.prompt_version,
+            prompt_hash=context.prompt_hash,
+            input_tokens=out.input_tokens,
+            output_tokens=out.output_tokens,
+            cost_usd=out.cost_usd,
+            latency_ms=round(out.latency_ms or latency, 3),
+            output=text,
+            tool_calls=raw_calls,
+        )
+        intents = read_intents(
+            agent, text, raw_calls, seq=seq + 1, at=at, taken=taken, history=history
+        )
+        validated.clear()
+        validated.update(intents.validated)
+        return [call, *intents.events]
+
+    return build
+
+
+def _outcome(
+    name: str, call_id: str, result: Any, failure: tuple[str, str, bool] | None, park: Park | None
+) -> Outcome:
+    def build(seq: int, at: datetime) -> list[Event]:
+        if failure is not None:
+            error_type, message, retryable = failure
+            return [
+                ToolError(
+                    seq=seq,
+                    at=at,
+                    call_id=call_id,
+                    tool=name,
+                    error_type=error_type,
+                    message=message,
+                    retryable=retryable,
+                )
+            ]
+        done: list[Event] = [ToolResult(seq=seq, at=at, call_id=call_id, tool=name, result=result)]
+        if park is not None:
+            done.append(
+                Waiting(seq=seq + 1, at=at, until=park.until, event=park.event, reason=park.reason)
+            )
+        return done
+
+    return build

@@ -1,0 +1,235 @@
+"""The inbox as a product, in headless Chromium against a real server: the first-visit
+prompt, approval cards with the request and the agent's reason, editing arguments,
+responding instead, the thread list's filters, search and pages, acting on a thread from
+the page (recorded as channel `ui`), and narrow screens.
+
+With THREADLINE_UI_SCREENSHOTS=DIR the tests save the screenshots of docs/channels.md there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from server_support import DEFAULT_KEYS, LiveServer, asker, start_server
+from threadline import Agent
+from threadline.events import RawToolCall
+from threadline.models.base import Context, ModelOutput
+from threadline.testing import FunctionModel, intent
+
+pytestmark = pytest.mark.browser
+
+REASON = "v1.5.0 is the newest tag, and you asked for production."
+
+
+def explaining_model() -> FunctionModel:
+    """Deploybot's model, calling tools natively with a sentence of reasoning beside them."""
+
+    def answer(context: Context) -> Any:
+        text = "\n".join(m.content for m in context.messages)
+        if "rejected" in text:
+            return intent("done_for_now", message="Understood, not deploying.")
+        if "deployed to" in text:
+            tag = "v1.4.1" if "v1.4.1 deployed" in text else "v1.5.0"
+            return intent("done_for_now", message=f"Deployed {tag}.")
+        call = RawToolCall(
+            id="call_1",
+            name="deploy_backend",
+            arguments=json.dumps({"tag": "v1.5.0", "environment": "production"}),
+        )
+        return ModelOutput(text=REASON, tool_calls=(call,), model="explaining")
+
+    return FunctionModel(answer, model_id="explaining")
+
+
+@pytest.fixture
+def served(tmp_path: Path, deploybot: Agent) -> Iterator[LiveServer]:
+    server = start_server(tmp_path, [deploybot, asker()], explaining_model(), keys=DEFAULT_KEYS)
+    yield server
+    server.stop()
+
+
+def shot(page: Any, name: str) -> None:
+    folder = os.environ.get("THREADLINE_UI_SCREENSHOTS")
+    if folder:
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+def open_inbox(
+    server: LiveServer, browser: Any, key: str = "admin", **kw: Any
+) -> tuple[Any, list[str]]:
+    """The page with `key` entered, and the list its script errors are collected in."""
+    page = browser.new_page(**({"viewport": {"width": 1280, "height": 860}} | kw))
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url + "/")
+    page.fill("#key-input", server.keys[key])
+    page.click("#key-form button")
+    page.locator("#welcome").wait_for(state="hidden")
+    return page, errors
+
+
+def events_of(server: LiveServer, thread_id: str) -> list[dict[str, Any]]:
+    return [json.loads(body) for _, body in server.stored_events(thread_id)]
+
+
+def test_first_visit_asks_for_a_key_without_an_error(served: LiveServer, browser: Any) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 700})
+    page.goto(served.url + "/")
+    welcome = page.locator("#welcome")
+    welcome.wait_for()
+    assert "Enter an API key" in welcome.inner_text()
+    assert page.locator("#main").is_hidden()
+    assert page.locator("#notice").is_hidden()  # no red error on a first visit
+    assert page.locator("#key-input").is_visible()
+    assert page.locator("link[rel=icon]").get_attribute("href") == "favicon.svg"
+    shot(page, "welcome.png")
+    # A wrong key is an error, said as one.
+    page.fill("#key-input", "tl_wrong")
+    page.click("#key-form button")
+    page.locator("#notice.error").wait_for()
+    assert "refused" in page.locator("#notice").inner_text()
+    icon = httpx.get(served.url + "/ui/favicon.svg")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg")
+    assert httpx.get(served.url + "/favicon.ico").headers["location"] == "/ui/favicon.svg"
+
+
+def test_an_approval_card_shows_the_request_and_reason_and_takes_edited_arguments(
+    served: LiveServer, browser: Any
+) -> None:
+    thread = served.launch(message="please ship the latest backend to production")
+    assert thread["status"] == "awaiting_approval", thread
+    page, errors = open_inbox(served, browser, "alice")
+    card = page.locator(f'article.approval[data-thread="{thread["id"]}"]')
+    card.wait_for()
+    assert "please ship the latest backend to production" in card.locator(".request").inner_text()
+    assert REASON in card.locator(".reason").inner_text()
+    shot(page, "inbox.png")
+
+    card.get_by_role("button", name="Edit arguments…").click()
+    editor = card.locator("textarea.args-editor")
+    editor.fill("{not json")
+    card.get_by_role("button", name="Approve with edits").click()
+    page.locator("#notice.error").wait_for()
+    assert "not valid JSON" in page.locator("#notice").inner_text()
+    editor.fill(json.dumps({"tag": "v1.4.1", "environment": "production"}))
+    card.get_by_role("button", name="Approve with edits").click()
+    page.locator("#thread-status .badge.done").wait_for(timeout=15_000)
+    assert "Deployed v1.4.1." in page.locator("#timeline").inner_text()
+    approval = next(e for e in events_of(served, thread["id"]) if e["kind"] == "approval")
+    assert approval["edited_arguments"] == {"tag": "v1.4.1", "environment": "production"}
+    assert (approval["by"], approval["channel"]) == ("alice", "ui")
+    assert errors == []
+
+
+def test_respond_instead_sends_the_agent_a_message(served: LiveServer, browser: Any) -> None:
+    thread = served.launch(message="deploy to production")
+    page, errors = open_inbox(served, browser, "alice")
+    card = page.locator(f'article.approval[data-thread="{thread["id"]}"]')
+    card.get_by_role("button", name="Respond instead…").click()
+    card.locator("textarea").fill("Wait for the release notes, then try staging first.")
+    card.get_by_role("button", name="Send to the agent").click()
+    page.locator("#thread-status .badge.done").wait_for(timeout=15_000)
+    approval = next(e for e in events_of(served, thread["id"]) if e["kind"] == "approval")
+    assert approval["approved"] is False and approval["channel"] == "ui"
+    assert approval["comment"] == "Wait for the release notes, then try staging first."
+    assert served.wait_status(thread["id"], {"done"})["result"] == "Understood, not deploying."
+
+
+def test_thread_list_filters_search_and_pages(served: LiveServer, browser: Any) -> None:
+    with served.client("admin") as c:
+        for n in range(22):
+            r = c.post("/v1/threads", json={"agent": "asker", "message": f"question {n}"})
+            assert r.status_code == 201
+        special = c.post(
+            "/v1/threads", json={"agent": "asker", "message": "the zebra migration"}
+        ).json()
+    deploy = served.launch(message="deploy to production")
+    page, errors = open_inbox(served, browser)
+    rows = page.locator("#recent li[data-open]")
+    rows.first.wait_for()
+    assert rows.count() == 20
+    assert "ago" in rows.first.locator("time").inner_text()
+    page.click("#page-older")
+    page.locator("#page-label", has_text="page 2").wait_for()
+    expect(rows).to_have_count(4)
+    page.click("#page-newer")
+    page.locator("#page-label", has_text="page 1").wait_for()
+
+    page.select_option("#f-agent", "deploybot")
+    expect(rows).to_have_count(1)
+    assert rows.first.get_attribute("data-open") == deploy["id"]
+    page.select_option("#f-agent", "")
+    page.select_option("#f-status", "awaiting_approval")
+    expect(rows).to_have_count(1)
+    page.select_option("#f-status", "")
+    expect(rows).to_have_count(20)
+    page.fill("#f-q", "zebra")
+    expect(rows.first).to_have_attribute("data-open", special["id"])
+    expect(rows).to_have_count(1)
+    page.fill("#f-q", deploy["id"][-10:])  # part of an id
+    expect(rows.first).to_have_attribute("data-open", deploy["id"])
+    expect(rows).to_have_count(1)
+    page.fill("#f-q", "")
+    page.select_option("#f-channel", "ui")
+    page.wait_for_selector("#recent li.empty")  # nothing was launched from the page yet
+    assert errors == []
+
+
+def test_launch_message_pause_resume_and_fork_from_the_page(
+    served: LiveServer, browser: Any
+) -> None:
+    page, errors = open_inbox(served, browser)
+    page.click("#launch summary")
+    page.select_option("#launch-agent", "asker")
+    page.fill("#launch-message", "deploy something for me")
+    page.click("#launch-form button")
+    page.locator("#thread-status .badge.awaiting_human").wait_for(timeout=15_000)
+    thread_id = page.evaluate("location.hash").split("=", 1)[1]
+    first = events_of(served, thread_id)[0]
+    assert (first["channel"], first["sender"]) == ("ui", "admin")
+
+    page.click("#thread-pause")
+    page.locator("#thread-status .badge.paused").wait_for()
+    page.click("#thread-resume")
+    page.locator("#thread-status .badge.awaiting_human").wait_for()
+    page.fill("#thread-message", "staging")
+    page.click("#thread-send")
+    page.locator("#thread-status .badge.done").wait_for(timeout=15_000)
+    kinds = [e["kind"] for e in events_of(served, thread_id)]
+    assert "paused" in kinds and "resumed" in kinds
+    answer = next(e for e in events_of(served, thread_id) if e["kind"] == "human_response")
+    assert (answer["text"], answer["channel"], answer["by"]) == ("staging", "ui", "admin")
+    shot(page, "thread.png")
+
+    page.fill("#fork-at", "0")
+    page.click("#thread-fork")
+    expect(page).not_to_have_url(re.compile(re.escape(thread_id) + "$"))
+    forked = page.evaluate("location.hash").split("=", 1)[1]
+    assert events_of(served, forked)[0]["text"] == "deploy something for me"
+    page.select_option("#f-channel", "ui")
+    page.wait_for_selector(f'#recent li[data-open="{thread_id}"]')
+    assert errors == []
+
+
+def test_narrow_screens_get_one_column_without_sideways_scrolling(
+    served: LiveServer, browser: Any
+) -> None:
+    thread = served.launch(message="deploy to production")
+    page, errors = open_inbox(served, browser, "alice", viewport={"width": 390, "height": 844})
+    page.locator(f'article.approval[data-thread="{thread["id"]}"]').wait_for()
+    page.locator("#timeline li").first.wait_for()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    inbox = page.locator("#inbox").bounding_box()
+    timeline = page.locator("#thread").bounding_box()
+    assert inbox and timeline and timeline["y"] > inbox["y"]  # stacked, not side by side
+    shot(page, "narrow.png")
+    assert errors == []

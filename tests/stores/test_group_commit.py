@@ -1,0 +1,172 @@
+"""Group commit (SQLite): concurrent threads' appends share one transaction, each append
+keeps its own outcome, and an acknowledged append survives SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from threadline.errors import AppendConflict, ConfigError, LeaseLost
+from threadline.events import Thread, ToolResult, UserMessage, utcnow
+from threadline.stores import SQLiteStore, new_thread_id
+
+WRITER = Path(__file__).with_name("group_writer.py")
+
+
+async def _threads(store: SQLiteStore, n: int) -> list[Thread]:
+    out = []
+    for _ in range(n):
+        thread = Thread(new_thread_id(), "g")
+        thread.append(UserMessage(seq=0, at=utcnow(), text="go"))
+        await store.create(thread)
+        out.append(thread)
+    return out
+
+
+def _event(seq: int) -> ToolResult:
+    return ToolResult(seq=seq, at=utcnow(), call_id=f"c{seq}", tool="w", result=seq)
+
+
+async def test_concurrent_threads_share_commits_and_every_event_is_stored(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "g.db", group_window=0.02)
+    threads = await _threads(store, 16)
+    before = store.stats.commits
+
+    async def append_ten(thread: Thread) -> None:
+        for seq in range(1, 11):
+            await store.append(thread.id, [_event(seq)], expected_seq=seq)
+
+    await asyncio.gather(*(append_ten(t) for t in threads))
+    stats = store.stats
+    assert stats.appends >= 160
+    assert stats.commits - before < 160 / 2, "appends of concurrent threads were not grouped"
+    assert stats.grouped > 0
+    reopened = SQLiteStore(tmp_path / "g.db")
+    for thread in threads:
+        loaded = await reopened.load(thread.id)
+        assert [e.seq for e in loaded.events] == list(range(11))
+        assert (await reopened.get(thread.id)).next_seq == 11
+    await reopened.close()
+    await store.close()
+
+
+async def test_a_failing_append_in_a_group_fails_alone(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "g.db", group_window=0.2)
+    threads = await _threads(store, 6)
+    lease = (await store.lease("w1", ttl=60, thread_ids=[threads[5].id]))[0]
+    await store.break_lease(threads[5].id)  # the lease's holder is fenced off
+    groups, grouped = store.stats.groups, store.stats.grouped
+    results = await asyncio.gather(
+        store.append(threads[0].id, [_event(1)], expected_seq=1),  # alone: not crowded yet
+        store.append(threads[1].id, [_event(1)], expected_seq=1),
+        store.append(threads[2].id, [_event(5)], expected_seq=5),  # wrong seq: conflict
+        store.append(threads[3].id, [_event(1)], expected_seq=1),
+        store.append(threads[4].id, [_event(1)], expected_seq=1),
+        store.append(threads[5].id, [_event(1)], expected_seq=1, lease=lease),  # lost
+        return_exceptions=True,
+    )
+    # The five after the first shared one transaction (the lost lease is then re-checked by
+    # the full append, in a transaction of its own).
+    assert store.stats.groups > groups, "the appends after the first were not grouped"
+    assert store.stats.grouped >= grouped + 5
+    assert results[0] is None and results[1] is None and results[3] is None
+    assert results[4] is None
+    assert isinstance(results[2], AppendConflict)
+    assert isinstance(results[5], LeaseLost)
+    for i, length in ((0, 2), (1, 2), (2, 1), (3, 2), (4, 2), (5, 1)):
+        assert len(await store.events(threads[i].id)) == length
+    await store.close()
+
+
+async def test_a_lone_thread_never_waits_for_a_group(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "g.db", group_window=5.0)
+    (thread,) = await _threads(store, 1)
+    started = time.monotonic()
+    for seq in range(1, 6):
+        await store.append(thread.id, [_event(seq)], expected_seq=seq)
+    assert store.stats.groups == 0
+    # Five appends inline; a grouped one would have waited for the 5 s window.
+    assert time.monotonic() - started < 5.0
+    await store.close()
+
+
+async def test_group_commit_can_be_turned_off_and_bad_windows_are_refused(tmp_path: Path) -> None:
+    store = SQLiteStore.from_url(f"sqlite:///{tmp_path / 'g.db'}?group_window_ms=0")
+    threads = await _threads(store, 8)
+    await asyncio.gather(*(store.append(t.id, [_event(1)], expected_seq=1) for t in threads))
+    assert store.stats.groups == 0
+    assert [len(await store.events(t.id)) for t in threads] == [2] * 8
+    await store.close()
+    with pytest.raises(ConfigError, match="group_window_ms"):
+        SQLiteStore.from_url(f"sqlite:///{tmp_path / 'g.db'}?group_window_ms=soon")
+    with pytest.raises(ConfigError, match="group_window"):
+        SQLiteStore(tmp_path / "g.db", group_window=-1)
+
+
+def _acked(lines: list[str]) -> tuple[dict[str, int], tuple[int, int, int] | None]:
+    acked: dict[str, int] = {}
+    stats = None
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "ack":
+            acked[parts[1]] = max(acked.get(parts[1], 0), int(parts[2]))
+        elif len(parts) == 4 and parts[0] == "stats":
+            stats = (int(parts[1]), int(parts[2]), int(parts[3]))
+    return acked, stats
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_inside_group_commits_keeps_every_acknowledged_event(
+    tmp_path: Path, seed: int
+) -> None:
+    db = tmp_path / "kill.db"
+    proc = subprocess.Popen(
+        [sys.executable, str(WRITER), str(db), "64"],
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        # Kill after a random number of acknowledgements, while the 64 writers keep
+        # appending: commits are in flight nearly all the time.
+        target = random.Random(seed).randrange(300, 900)
+        acks = 0
+        while acks < target:
+            line = proc.stdout.readline()
+            assert line, "the writer died before the kill"
+            lines.append(line)
+            acks += line.startswith("ack ")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        lines.extend(proc.stdout.read().splitlines())  # acks written before the kill
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    acked, stats = _acked(lines)
+    assert stats is not None and stats[2] > 0, "no append was grouped: nothing was tested"
+    assert stats[0] < stats[1], stats
+    with sqlite3.connect(db) as conn:
+        stored = dict(conn.execute("SELECT thread_id, MAX(seq) FROM events GROUP BY thread_id"))
+        dense = conn.execute(
+            "SELECT thread_id FROM events GROUP BY thread_id HAVING COUNT(*) != MAX(seq) + 1"
+        ).fetchall()
+    assert dense == []
+    lost = {t: s for t, s in acked.items() if stored.get(t, -1) < s}
+    assert lost == {}, f"acknowledged events missing after SIGKILL: {lost}"
+    print(
+        f"\nkilled after {sum(1 for x in lines if x.startswith('ack '))} acknowledged appends; "
+        f"last stats: {stats[0]} commits for {stats[1]} appends ({stats[2]} grouped); "
+        f"every acknowledged event found"
+    )
