@@ -86,6 +86,36 @@ async def test_a_failing_append_in_a_group_fails_alone(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_a_group_that_cannot_commit_answers_every_caller_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "g.db", group_window=0.05)
+    threads = await _threads(store, 4)
+    group = store._group
+    assert group is not None
+    working = group._connection
+
+    def broken() -> sqlite3.Connection:  # stands in for a disk that fails under the group
+        raise sqlite3.OperationalError("disk I/O error")
+
+    group._connection = broken
+    results = await asyncio.gather(
+        *(store.append(t.id, [_event(1)], expected_seq=1) for t in threads),
+        return_exceptions=True,
+    )
+    assert results[0] is None  # alone, inline: not part of the group
+    assert [type(r) for r in results[1:]] == [sqlite3.OperationalError] * 3
+    assert [len(await store.events(t.id)) for t in threads] == [2, 1, 1, 1]
+    group._connection = working  # the committer was not left stuck: the next group commits
+    results = await asyncio.gather(
+        *(store.append(t.id, [_event(1)], expected_seq=1) for t in threads[1:]),
+        return_exceptions=True,
+    )
+    assert results == [None, None, None]
+    assert [len(await store.events(t.id)) for t in threads] == [2, 2, 2, 2]
+    await store.close()
+
+
 async def test_a_lone_thread_never_waits_for_a_group(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "g.db", group_window=5.0)
     (thread,) = await _threads(store, 1)

@@ -144,7 +144,20 @@ class GroupCommit:
         return value
 
     def _commit_while_queued(self) -> None:
-        """The committer (on the store's thread): commit groups until the queue is empty."""
+        """The committer (on the store's thread): commit groups until the queue is empty.
+
+        Every queued request is answered, whatever happens: a committer that stopped with
+        requests queued would leave their callers waiting forever."""
+        try:
+            self._commit_groups()
+        except BaseException as exc:
+            with self._ready:
+                left, self._queue, self._busy = self._queue, [], False
+            for request in left:
+                _answer(request, exc, False)
+            raise
+
+    def _commit_groups(self) -> None:
         while True:
             with self._ready:
                 if not self._queue:
@@ -161,10 +174,11 @@ class GroupCommit:
             self._commit(group)
 
     def _commit(self, group: list[_Request]) -> None:
-        conn = self._connection()
         outcomes: list[tuple[_Request, Any, bool]] = []
         began = time.monotonic()
+        conn: sqlite3.Connection | None = None
         try:
+            conn = self._connection()  # may fail (the file cannot be opened): answer all
             conn.execute("BEGIN IMMEDIATE")
             for request in group:
                 conn.execute("SAVEPOINT threadline_append")
@@ -179,7 +193,7 @@ class GroupCommit:
                     outcomes.append((request, value, True))
             conn.execute("COMMIT")
         except BaseException as exc:
-            if conn.in_transaction:
+            if conn is not None and conn.in_transaction:
                 conn.execute("ROLLBACK")
             for request in group:
                 _answer(request, exc, False)
