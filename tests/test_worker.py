@@ -180,7 +180,8 @@ async def test_a_worker_that_lost_its_lease_writes_nothing(store: Store) -> None
 
 
 async def test_durable_sleep_parks_then_any_worker_finishes(store: Store) -> None:
-    until = utcnow() + timedelta(seconds=0.5)
+    # 3 s: the first worker must park the thread before `until`, even on a loaded machine
+    until = utcnow() + timedelta(seconds=3)
 
     def script(context: Context) -> object:
         text = context.as_text()
