@@ -86,7 +86,7 @@ def test_keys_sigterm_finishes_the_step_and_a_restart_resumes(tmp_path: Path) ->
         tmp_path,
         [
             {"intent": "slow_step", "arguments": {"n": 1}},
-            {"intent": "done_for_now", "arguments": {"message": "never reached"}},
+            {"intent": "done_for_now", "arguments": {"message": "resumed"}},
         ],
     )
 
@@ -125,9 +125,9 @@ def test_keys_sigterm_finishes_the_step_and_a_restart_resumes(tmp_path: Path) ->
     assert kinds[-2:] == ["tool_started", "tool_result"], kinds  # finished, then stopped
     assert "done" not in kinds
 
-    # A new process resumes the thread left running; only the finish is left to script.
-    env2 = _env(tmp_path, [{"intent": "done_for_now", "arguments": {"message": "resumed"}}])
-    proc = _serve(env2, ref, port)
+    # A new process resumes the thread left running; the same answers file gives it the
+    # answer after the thread's one model call (the finish), not the first again.
+    proc = _serve(env, ref, port)
     try:
         deadline = time.monotonic() + 20
         while "done" not in _kinds(tmp_path / "threads.db", thread_id):
