@@ -14,6 +14,7 @@ import pytest
 
 from threadline import (
     Agent,
+    InvalidAction,
     MemoryStore,
     Runtime,
     SQLiteStore,
@@ -274,3 +275,31 @@ async def test_a_child_that_ended_unreported_is_collected_when_the_parent_advanc
     assert parent.status == Status.DONE
     assert [e.result for e in parent.events if e.kind == "tool_result"] == ["hi"]
     replay_thread(boss, parent)
+
+
+async def test_cancelling_a_parent_cancels_its_children() -> None:
+    coordinator, _, _ = _tree()
+    rt = Runtime(MemoryStore(), agents=[coordinator])
+    root = await rt.launch(coordinator, "book 5")
+    await rt.pause(root.id, by="ops")  # paused threads are cancelled too
+    await rt.cancel(root.id, by="ops", reason="wrong customer")
+    parent, child, grandchild = await _three(rt, root)
+    assert [t.status for t in (parent, child, grandchild)] == [Status.FAILED] * 3
+    assert parent.events[-1].reason == "cancelled by ops: wrong customer"
+    assert grandchild.events[-1].reason == "cancelled by ops: wrong customer"
+    await rt.advance(grandchild.id)
+    assert POSTED == []  # nothing of the cancelled tree runs
+    with pytest.raises(InvalidAction, match="only an unfinished thread"):
+        await rt.cancel(root.id)
+
+
+async def test_a_cancelled_sub_agent_is_its_parent_s_tool_error() -> None:
+    coordinator, _, _ = _tree()
+    rt = Runtime(MemoryStore(), agents=[coordinator])
+    root = await rt.launch(coordinator, "book 5")
+    _, child, grandchild = await _three(rt, root)
+    await rt.cancel(grandchild.id, by="ops")
+    child_thread = await rt.advance(child.id)  # the parent collects the ended child
+    (error,) = [e for e in child_thread.events if e.kind == "tool_error"]
+    assert error.error_type == "SubAgentEscalated" and "cancelled by ops" in error.message
+    assert child_thread.status == Status.DONE  # its model carried on and finished

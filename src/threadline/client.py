@@ -237,6 +237,12 @@ class Client:
         )
         return ThreadOut.model_validate(data)
 
+    async def cancel(self, thread_id: str, *, reason: str | None = None) -> ThreadOut:
+        data = await self._request(
+            "POST", f"/v1/threads/{thread_id}/cancel", json_body={"reason": reason}
+        )
+        return ThreadOut.model_validate(data)
+
     async def pause(self, thread_id: str, *, reason: str | None = None) -> ThreadOut:
         data = await self._request(
             "POST", f"/v1/threads/{thread_id}/pause", json_body={"reason": reason}

@@ -26,6 +26,7 @@ from .events import (
     Approval,
     Event,
     ExternalEvent,
+    Failed,
     ForkedFrom,
     HumanRequest,
     HumanResponse,
@@ -316,6 +317,34 @@ class HumanActions:
         for child in _running_children(thread):  # a paused parent pauses its sub-agents
             with contextlib.suppress(InvalidAction):
                 await self.pause(child, by=by, reason=reason or f"parent {thread_id} paused")
+        return thread
+
+    async def cancel(
+        self, thread_id: str, *, by: str | None = None, reason: str | None = None
+    ) -> Thread:
+        """Cancel an unfinished thread: it ends `failed` ("cancelled by ..."), and the
+        sub-agent threads working on its calls are cancelled too. Like any failed thread it
+        can be resumed.
+
+        Raises:
+            InvalidAction: the thread already ended (done or failed).
+        """
+
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            if thread.state.terminal in (Status.DONE, Status.FAILED):
+                raise InvalidAction(
+                    f"thread {thread_id} is {thread.state.terminal.value}; "
+                    "only an unfinished thread can be cancelled"
+                )
+            text = f"cancelled by {by or 'an operator'}" + (f": {reason}" if reason else "")
+            if thread.state.paused:  # a paused thread shows as paused: unpause it first
+                return [Resumed(seq=seq, at=at, by=by), Failed(seq=seq + 1, at=at, reason=text)]
+            return [Failed(seq=seq, at=at, reason=text)]
+
+        thread = await self._act(thread_id, build)
+        for child in _running_children(thread):  # a cancelled parent cancels its sub-agents
+            with contextlib.suppress(InvalidAction):
+                await self.cancel(child, by=by, reason=reason or f"parent {thread_id} cancelled")
         return thread
 
     async def resume(self, thread_id: str, *, by: str | None = None) -> Thread:

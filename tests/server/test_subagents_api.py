@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_ui import browser  # noqa: F401 - headless Chromium, as the inbox test uses it
 
 from server_support import DEFAULT_KEYS, LiveServer, start_server
 from threadline import Agent, InvalidAction, SQLiteStore, Verdict, replay_thread, tool
@@ -64,7 +63,7 @@ def tree_server(tmp_path: Path) -> Iterator[LiveServer]:
 
 
 def _wait(live: LiveServer, thread_id: str, wanted: str) -> dict[str, Any]:
-    body = live.wait_status(thread_id, {wanted}, timeout=30)
+    body = live.wait_status(thread_id, {wanted}, timeout=90)
     assert body["status"] == wanted, body
     return body
 
@@ -131,7 +130,7 @@ def test_a_grandchild_approval_surfaces_with_its_ancestry_and_resumes_the_tree(
 @pytest.mark.browser
 def test_the_inbox_page_shows_the_ancestry_and_sends_one_batch(
     tree_server: LiveServer,
-    browser: Any,  # noqa: F811 - the fixture from test_ui
+    browser: Any,
 ) -> None:
     live = tree_server
     root = live.launch("coordinator", "book the entries")
@@ -146,7 +145,7 @@ def test_the_inbox_page_shows_the_ancestry_and_sends_one_batch(
     page.fill("#key-input", live.keys["alice"])
     page.click("#key-form button")
     card = page.locator(f'article.batch[data-thread="{grandchild_id}"]')
-    card.wait_for(timeout=15_000)
+    card.wait_for(timeout=60_000)
     meta = card.locator(".meta").inner_text()
     assert "sub-agent of coordinator › accounts ›" in meta and "ledger" in meta
     assert card.locator("select").count() == 2
@@ -189,3 +188,22 @@ def test_the_client_sends_a_batch_of_verdicts(tree_server: LiveServer) -> None:
     assert shown.id == grandchild_id
     _wait(live, root["id"], "done")
     assert POSTED == [6]
+
+
+def test_cancel_over_http_needs_admin_and_cascades(tree_server: LiveServer) -> None:
+    live = tree_server
+    root = live.launch("coordinator", "book the entries")
+    (child_id,) = _wait(live, root["id"], "waiting")["children"]
+    (grandchild_id,) = _wait(live, child_id, "waiting")["children"]
+    _wait(live, grandchild_id, "awaiting_approval")
+    with live.client("alice") as c:
+        assert c.post(f"/v1/threads/{root['id']}/cancel", json={}).status_code == 403
+    with live.client("admin") as c:
+        r = c.post(f"/v1/threads/{root['id']}/cancel", json={"reason": "duplicate"})
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "failed"
+        assert c.get("/v1/inbox").json()["items"] == []
+    for thread_id in (root["id"], child_id, grandchild_id):
+        _wait(live, thread_id, "failed")
+        body = json.loads(live.stored_events(thread_id)[-1][1])
+        assert body["kind"] == "failed" and body["reason"] == "cancelled by admin: duplicate"

@@ -209,6 +209,9 @@ class LocalThreads:
     async def pause(self, thread_id: str, *, reason: str | None = None) -> ThreadOut:
         return thread_out(await self.runtime.pause(thread_id, by="cli", reason=reason))
 
+    async def cancel(self, thread_id: str, *, reason: str | None = None) -> ThreadOut:
+        return thread_out(await self.runtime.cancel(thread_id, by="cli", reason=reason))
+
     async def resume(self, thread_id: str) -> ThreadOut:
         """Resume a paused or escalated thread (or one waiting on sub-agents that ended
         unreported); a `running` one (left mid-way by a crashed process) needs no event:

@@ -492,6 +492,19 @@ def pause(thread_id: ThreadIdArg, server: ServerOpt = None) -> None:
 
 @app.command()
 @handle_errors
+def cancel(
+    thread_id: ThreadIdArg,
+    reason: Annotated[str | None, typer.Option(help="Why (recorded).")] = None,
+    server: ServerOpt = None,
+) -> None:
+    """Cancel a thread (it ends failed), and the sub-agent threads working for it."""
+    _act(
+        server, None, thread_id, lambda api, _: api.cancel(thread_id, reason=reason), advance=False
+    )
+
+
+@app.command()
+@handle_errors
 def fork(
     thread_id: ThreadIdArg,
     at: Annotated[int, typer.Option("--at", help="Keep events 0..AT.")],

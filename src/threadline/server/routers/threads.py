@@ -6,7 +6,7 @@
     GET  /v1/threads/{id}/events?after=SEQ     (Accept: text/event-stream streams instead)
     GET  /v1/threads/{id}/events/stream        Server-Sent Events, live
     POST /v1/threads/{id}/events               an external event {name, payload?} (`launch`)
-    POST /v1/threads/{id}/pause | /resume | /fork {at}
+    POST /v1/threads/{id}/pause | /resume | /cancel | /fork {at}
 
 Every route loads what it needs from the store and asks the runtime to act; the runtime
 checks that the action fits the thread's state and appends optimistically. A thread the
@@ -193,6 +193,15 @@ async def pause(
 ) -> ThreadOut:
     """Pause: the thread stops after its current step until resumed."""
     thread = await svc.runtime.pause(thread_id, by=who.name, reason=body.reason if body else None)
+    return thread_out(thread)
+
+
+@router.post("/{thread_id}/cancel", response_model=ThreadOut, tags=["lifecycle"])
+async def cancel(
+    thread_id: ThreadId, svc: Svc, who: Caller, body: PauseBody | None = None
+) -> ThreadOut:
+    """Cancel: the thread ends `failed`, and so do the sub-agent threads working for it."""
+    thread = await svc.runtime.cancel(thread_id, by=who.name, reason=body.reason if body else None)
     return thread_out(thread)
 
 
