@@ -110,3 +110,44 @@ async def test_the_tiny_local_model_repeating_its_deploy_is_stopped(deploybot: M
     else:
         assert thread.status == Status.DONE, report
     replay_thread(deploybot.agent, thread)
+
+
+async def test_trying_a_failed_call_again_is_a_retry_not_a_loop() -> None:
+    """A tool behind a dropped connection fails twice, then answers: the model's third
+    identical call runs (the consecutive-error limit bounds retries, not the loop guard)."""
+    from threadline import tool
+
+    attempts: list[str] = []
+
+    @tool
+    def lookup(order: str) -> str:
+        """Look an order up."""
+        attempts.append(order)
+        if len(attempts) < 3:
+            raise ConnectionError("server closed the connection unexpectedly")
+        return f"{order}: paid"
+
+    call = intent("lookup", order="o-1")
+    model = ScriptedModel([call, call, call, intent("done_for_now", message="paid")])
+    agent = Agent("shop", tools=[lookup], max_consecutive_errors=3)
+    thread = await Runtime(MemoryStore(), model=model).launch(agent, "is o-1 paid?")
+    assert thread.status == Status.DONE, [e.kind for e in thread.events]
+    assert attempts == ["o-1"] * 3
+    assert "invalid_output" not in [e.kind for e in thread.events]
+    replay_thread(agent, thread)
+
+
+async def test_a_call_that_succeeded_twice_then_failed_still_counts_its_successes() -> None:
+    """Only failed calls leave the row: two successes and a repeat are still refused."""
+    from threadline import tool
+
+    @tool
+    def lookup(order: str) -> str:
+        """Look an order up."""
+        return f"{order}: paid"
+
+    call = intent("lookup", order="o-1")
+    model = ScriptedModel([call] * 3 + [intent("done_for_now", message="paid")])
+    thread = await Runtime(MemoryStore(), model=model).launch(Agent("shop", tools=[lookup]), "?")
+    assert [e.kind for e in thread.events].count("invalid_output") == 1
+    assert thread.status == Status.DONE

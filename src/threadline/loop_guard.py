@@ -13,8 +13,10 @@ after `Agent.max_consecutive_errors` of them, with the guard's reason as the las
 "In a row" counts the answers that made tool calls since the last message or answer from a
 person (`user_message`, `human_response`): new input may make the same call right again.
 Refused answers make no calls and do not break the row, so a model that repeats the
-refused call is refused again. Everything here is pure, read from the thread, so replay
-re-derives each refusal from the record.
+refused call is refused again. A call that ended in a `tool_error` is not part of a row:
+trying a failed call again is a retry, which `Agent.max_consecutive_errors` bounds (a tool
+behind a dropped connection succeeds on the next try). Everything here is pure, read from
+the thread, so replay re-derives each refusal from the record.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .events import (
     ModelCall,
     Thread,
     ToolCall,
+    ToolError,
     UserMessage,
     is_prefetch,
 )
@@ -56,6 +59,9 @@ class CallHistory:
     rejected: dict[str, str | None] = field(default_factory=dict)
 
 
+_RETRIED = "\x01retried"
+"""Stands for a call that failed, so its answer still counts as an answer with calls."""
+
 _MIN_DEPTH = 3
 """Answers looked back at least (for rejected calls, when the repeat check is off)."""
 
@@ -66,14 +72,18 @@ def call_history(thread: Thread, depth: int) -> CallHistory:
     answers: list[set[str]] = []
     rejected_ids: dict[str, str | None] = {}
     calls: dict[str, str] = {}
+    failed: set[str] = set()
     current: set[str] = set()
     for event in reversed(thread.events):
         if isinstance(event, UserMessage | HumanResponse):
             break
-        if isinstance(event, ToolCall) and not is_prefetch(event):
+        if isinstance(event, ToolError):
+            failed.add(event.call_id)
+        elif isinstance(event, ToolCall) and not is_prefetch(event):
             sig = signature(event.tool, event.arguments)
             calls[event.call_id] = sig
-            current.add(sig)
+            # a failed call keeps its answer in the count but is in no row: a retry
+            current.add(_RETRIED if event.call_id in failed else sig)
         elif isinstance(event, ModelCall):
             if current:
                 answers.append(current)
