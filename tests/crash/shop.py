@@ -58,6 +58,8 @@ async def _record(tool_name: str, ctx: ToolContext) -> None:
             max_size=4,
             kwargs={"autocommit": True},
             configure=configure,
+            # a connection the PostgreSQL restart killed is replaced, not handed to the tool
+            check=AsyncConnectionPool.check_connection,
             open=False,
         )
         await _pool.open()
