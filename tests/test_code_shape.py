@@ -37,3 +37,18 @@ def test_no_function_over_100_lines() -> None:
                 if lines > MAX_FUNCTION_LINES:
                     long[f"{path.relative_to(SRC)}:{node.name}"] = lines
     assert long == {}
+
+
+def test_test_module_basenames_are_unique_outside_packages() -> None:
+    """pytest imports a test module outside a package by its basename: two of the same
+    name (tests/a/test_x.py, tests/b/test_x.py) stop the whole run at collection."""
+    tests = Path(__file__).resolve().parent
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted(tests.rglob("test_*.py")):
+        if (path.parent / "__init__.py").exists():
+            continue  # inside a package: imported by its dotted name
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(tests)} and {path.relative_to(tests)}")
+        seen.setdefault(path.name, path)
+    assert clashes == [], "rename one of each pair: " + "; ".join(clashes)

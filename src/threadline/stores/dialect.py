@@ -140,6 +140,8 @@ class Dialect:
         json: suffix to a parameter stored in a JSON column; text: suffix reading one as text.
         fused_writes: data-modifying CTEs work, so an append's events and projection go in
             one statement (one round trip fewer).
+        returning_from: an `UPDATE ... FROM` may return the FROM table's columns (the old
+            lease holder comes back from the leasing statement itself; SQLite forbids it).
         lists: `any` binds a list as `= ANY(:name)`; `expand` writes `IN (:name_0, ...)`.
         time: how a datetime parameter is bound (ISO text for SQLite).
     """
@@ -154,6 +156,7 @@ class Dialect:
     json: str
     text: str
     fused_writes: bool
+    returning_from: bool
     lists: str
     time: Callable[[datetime], Any]
     _compiled: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -194,6 +197,7 @@ SQLITE = Dialect(
     json="",
     text="",
     fused_writes=False,  # no INSERT inside WITH
+    returning_from=False,
     lists="expand",
     time=datetime.isoformat,
 )
@@ -215,6 +219,7 @@ POSTGRES = Dialect(
     json="::jsonb",
     text="::text",
     fused_writes=True,
+    returning_from=True,
     lists="any",
     time=_as_is,
 )

@@ -386,20 +386,30 @@ class SQLStore(Store):
                 condition, bound = d.any_of(column, name, values)
                 filters += f" AND {condition}"
                 args |= bound
-        sql = d.sql(_LEASE.replace("{filters}", filters))
+        prev = ", prev" if d.returning_from else ""
+        sql = d.sql(_LEASE.replace("{filters}", filters).replace("{prev}", prev))
         lapsed_sql = d.sql(_LAPSED.replace("{filters}", filters))
 
         def plan() -> Plan[builtins.list[Lease]]:
             now = utcnow()
             times = {"now": d.time(now), "expires": d.time(now + timedelta(seconds=ttl))}
-            # Who held the lapsed leases among the candidates, read in the same transaction
-            # (RETURNING cannot give the old owner on SQLite): a lease that replaces one of
-            # them is a takeover. Reading them never changes which threads are leased.
-            found = (yield Query(lapsed_sql, args | times)).rows
-            lapsed: dict[str, str] = {str(r[0]): str(r[1]) for r in found}
+            lapsed: dict[str, str] = {}
+            if not d.returning_from:
+                # SQLite cannot return the old holder from `UPDATE ... FROM`: read the
+                # lapsed holders first, exact because its one writer holds the database's
+                # write lock for the whole transaction. A lease replacing one is a takeover.
+                found = (yield Query(lapsed_sql, args | times)).rows
+                lapsed = {str(r[0]): str(r[1]) for r in found}
             rows = (yield Query(sql, args | times)).rows
             return [
-                Lease(r[0], owner, stored_time(r[1]), int(r[2]), taken_over_from=lapsed.get(r[0]))
+                Lease(
+                    r[0],
+                    owner,
+                    stored_time(r[1]),
+                    int(r[2]),
+                    # PostgreSQL: the holder of the very row version this UPDATE locked
+                    taken_over_from=(r[3] if len(r) > 3 else None) or lapsed.get(r[0]),
+                )
                 for r in rows
             ]
 
@@ -509,10 +519,10 @@ _RUNNABLE = "(status = 'running' OR (status = 'waiting' AND due_at <= {now}))"
 _LEASE = (
     "UPDATE threads AS t SET lease_owner = :owner, lease_expires = {expires}, "
     "lease_token = t.lease_token + 1 "
-    f"FROM (SELECT id AS leased FROM threads WHERE {_RUNNABLE} "
+    f"FROM (SELECT id AS leased, lease_owner AS prev FROM threads WHERE {_RUNNABLE} "
     "AND (lease_expires IS NULL OR lease_expires <= {now}){filters} "
     "ORDER BY updated_at LIMIT :limit{skip_locked}) AS c "
-    "WHERE t.id = c.leased RETURNING id, lease_expires, lease_token"
+    "WHERE t.id = c.leased RETURNING id, lease_expires, lease_token{prev}"
 )
 _LAPSED = (
     f"SELECT id, lease_owner FROM threads WHERE {_RUNNABLE} "
