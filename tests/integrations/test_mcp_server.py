@@ -176,8 +176,8 @@ def mcp_http(tmp_path: Path, keys: dict[str, str]) -> Iterator[str]:
         proc.wait(timeout=20)
 
 
-def _client(key: str | None) -> httpx2.AsyncClient:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+def _client(key: str | None, **extra: str) -> httpx2.AsyncClient:
+    headers = ({"Authorization": f"Bearer {key}"} if key else {}) | extra
     return httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60, read=120))
 
 
@@ -213,3 +213,26 @@ async def test_http_requires_a_key_and_its_scopes(mcp_http: str, keys: dict[str,
         await session.initialize()
         assert {t.name for t in (await session.list_tools()).tools} >= TOOLS
         await _launch_approve_done(session, "ops")
+
+
+async def test_http_launch_joins_the_caller_s_trace(
+    mcp_http: str, keys: dict[str, str], tmp_path: Path
+) -> None:
+    """A `traceparent` on the MCP HTTP request is stored with the thread (as the HTTP API
+    does), so its spans continue the caller's trace; an invalid one is ignored."""
+    caller_trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    launched = {}
+    for header in (caller_trace, "00-not-a-trace-01"):
+        async with (
+            _client(keys["ops"], traceparent=header) as http,
+            streamable_http_client(mcp_http, http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            out = await _call(session, "launch_thread", agent="deployer", message="deploy v9")
+            launched[header] = out["thread_id"]
+    async with SQLiteStore(tmp_path / "threads.db") as store:
+        traced = await store.load(launched[caller_trace])
+        untraced = await store.load(launched["00-not-a-trace-01"])
+    assert traced.metadata.get("traceparent") == caller_trace
+    assert "traceparent" not in untraced.metadata

@@ -31,6 +31,7 @@ from mcp.types import ToolAnnotations
 
 from ...errors import ThreadlineError
 from ...events import Status, Thread
+from ...observability.propagation import TRACEPARENT_KEY, parse_traceparent
 from ...stores import key_store
 from ...worker import advance_exclusively, default_owner
 
@@ -110,10 +111,13 @@ def build_server(runtime: Runtime, *, auth: bool = False) -> MCPServer:
         """Start a thread of `agent` with the user's `message` and run it until it waits
         (done, or paused for an approval or a question). Returns the thread's state."""
         who = await caller(ctx, "launch")
+        # Over HTTP, the caller's W3C trace context joins the thread as on the HTTP API.
+        parent = parse_traceparent((ctx.headers or {}).get("traceparent"))
+        metadata = {TRACEPARENT_KEY: parent.header()} if parent else None
 
         async def go() -> dict[str, Any]:
             thread = await runtime.launch(
-                agent, message, channel="mcp", sender=who.name, advance=False
+                agent, message, channel="mcp", sender=who.name, metadata=metadata, advance=False
             )
             return await _advanced(runtime, thread.id)
 
