@@ -374,6 +374,10 @@ async def test_a_poison_thread_becomes_failed_and_retry_rearms_it(store: Store) 
         last = (await store.load(poison.id)).events[-1]
         assert last.kind == "failed" and "failed 3 times in a row" in last.reason
         assert "RuntimeError: template bug" in last.reason
+        for _ in range(500):  # the worker releases the lease right after the append
+            if (await store.get(poison.id)).lease_owner is None:
+                break
+            await asyncio.sleep(0.01)
         assert (await store.get(poison.id)).lease_owner is None  # released, not held
         [(summary, why)] = await stuck_threads(store, grace=timedelta(0))
         assert summary.id == poison.id and why.startswith("failed: advancing the thread")

@@ -111,9 +111,7 @@ def build_server(runtime: Runtime, *, auth: bool = False) -> MCPServer:
         """Start a thread of `agent` with the user's `message` and run it until it waits
         (done, or paused for an approval or a question). Returns the thread's state."""
         who = await caller(ctx, "launch")
-        # Over HTTP, the caller's W3C trace context joins the thread as on the HTTP API.
-        parent = parse_traceparent((ctx.headers or {}).get("traceparent"))
-        metadata = {TRACEPARENT_KEY: parent.header()} if parent else None
+        metadata = _trace_metadata(ctx)
 
         async def go() -> dict[str, Any]:
             thread = await runtime.launch(
@@ -196,6 +194,12 @@ def _caller(runtime: Runtime, auth: bool) -> Callable[[Context, str], Awaitable[
         return who
 
     return caller
+
+
+def _trace_metadata(ctx: Context) -> dict[str, Any] | None:
+    """Over HTTP, the caller's W3C trace context joins the thread, as on the HTTP API."""
+    parent = parse_traceparent((ctx.headers or {}).get("traceparent"))
+    return {TRACEPARENT_KEY: parent.header()} if parent else None
 
 
 async def _guarded(step: Awaitable[dict[str, Any]]) -> dict[str, Any]:
