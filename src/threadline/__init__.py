@@ -53,6 +53,7 @@ from .reducer import (
     interpret,
 )
 from .replay import replay_thread
+from .resilience import ToolBreaker, ToolRetry
 from .runtime import Runtime
 from .runtime_actions import Verdict
 from .settings import Settings
@@ -108,8 +109,10 @@ __all__ = [
     "ThreadlineError",
     "TokenBudgetError",
     "Tool",
+    "ToolBreaker",
     "ToolContext",
     "ToolRegistry",
+    "ToolRetry",
     "ToolSpec",
     "Verdict",
     "Wait",

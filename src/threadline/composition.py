@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ThreadNotFound
 from .events import ChildStarted, Done, Event, Status, Thread, ToolError, ToolResult
 from .events.state import PendingCall
+from .leases import heartbeat
 from .stores.base import Lease
 from .tools import ESCALATED_CHILD, SubAgentTask, Tool
 
@@ -46,10 +47,6 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 __all__ = ["child_id", "children", "collect", "deliver", "outcome_events", "start_child"]
-
-_LEASE_TTL = 120.0
-"""Seconds of a lease taken on a child or a parent advanced along the tree (renewed after
-each step)."""
 
 
 def child_id(parent_id: str, call_id: str) -> str:
@@ -203,24 +200,26 @@ async def with_lease(
     advance: Callable[[Lease | None, int | None], Awaitable[Thread]],
 ) -> Thread | None:
     """Advance `thread_id` as the caller does: `advance(None, None)` (to where it stops)
-    when the caller holds no lease; else lease it for the same owner and advance it one
-    step at a time, renewing the lease between steps (a child may take many steps; no
-    single lease outlives `_LEASE_TTL` unrenewed), then release it. None when another
-    holder has the thread (that holder advances it) or it is not runnable."""
+    when the caller holds no lease; else lease it for the same owner for
+    `Runtime.lease_ttl` seconds, advance it one step at a time while a heartbeat renews the
+    lease (a step may outlast the lease: a slow tool, a grandchild's turn), then release
+    it. None when another holder has the thread (that holder advances it) or it is not
+    runnable."""
     if lease is None:
         return await advance(None, None)
-    leases = await runtime.store.lease(lease.owner, ttl=_LEASE_TTL, thread_ids=[thread_id])
+    ttl = runtime.lease_ttl
+    leases = await runtime.store.lease(lease.owner, ttl=ttl, thread_ids=[thread_id])
     if not leases:
         return None
     held = leases[0]
     try:
-        thread = await advance(held, 1)
-        while thread.status == Status.RUNNING and not runtime.stopping:
-            seq = thread.next_seq
-            held = await runtime.store.renew(held, ttl=_LEASE_TTL)
+        async with heartbeat(runtime.store, held, ttl):
             thread = await advance(held, 1)
-            if thread.next_seq == seq:
-                break  # nothing more to do now
-        return thread
+            while thread.status == Status.RUNNING and not runtime.stopping:
+                seq = thread.next_seq
+                thread = await advance(held, 1)
+                if thread.next_seq == seq:
+                    break  # nothing more to do now
+            return thread
     finally:
         await runtime.store.release(held)

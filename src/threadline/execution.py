@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
@@ -47,7 +48,20 @@ from .reducer import read_intents
 from .tools import Tool, ToolContext, compact_validation_error, idempotency_key
 from .waits import Park, breaker_wait
 
-__all__ = ["Outcome", "compact_error", "execute", "model_answer", "tool_of", "tool_started"]
+__all__ = [
+    "TIMED_OUT",
+    "Failure",
+    "Outcome",
+    "ToolOutcome",
+    "compact_error",
+    "execute",
+    "model_answer",
+    "tool_of",
+    "tool_started",
+]
+
+TIMED_OUT = "TimeoutError"
+"""`error_type` of a run that outlasted its tool's timeout."""
 
 Outcome = Callable[[int, datetime], list[Event]]
 """What a step's I/O came to (a tool's outcome, a model's answer): the events recording it,
@@ -88,8 +102,8 @@ async def execute(
     attempt: int,
     validated: BaseModel | None,
     stored: Callable[[Any], Awaitable[Any]] | None = None,
-) -> Outcome | None:
-    """Run `call` with `tool` and return its outcome's builder.
+) -> ToolOutcome | None:
+    """Run `call` with `tool` once and return its outcome's builder.
 
     `stored` turns the tool's result into what is stored (`bounds.stored_result`, run where
     the runtime does its CPU-heavy work); by default it runs here.
@@ -102,27 +116,27 @@ async def execute(
     key = idempotency_key(thread_id, call.call_id)
     ctx = ToolContext(thread_id, call.call_id, key, attempt)
     result: Any = None
-    failure: tuple[str, str, bool] | None = None
+    failure: Failure | None = None
     park: Park | None = None
     try:
         args = validated if validated is not None else tool.validate(call.arguments)
     except ValidationError as exc:
-        failure = ("ValidationError", compact_validation_error(tool.name, exc), False)
+        failure = Failure("ValidationError", compact_validation_error(tool.name, exc), False)
     else:
         try:
             # asyncio.timeout, not wait_for: no extra task per call (see bench/overhead.py)
             async with asyncio.timeout(tool.timeout):
                 result = await tool.invoke(args, ctx)
         except TimeoutError:
-            failure = ("TimeoutError", f"no result after {tool.timeout:g}s", True)
+            failure = Failure(TIMED_OUT, f"no result after {tool.timeout:g}s", True)
         except RetryableToolError as exc:
-            failure = (type(exc).__name__, compact_error(exc), True)
+            failure = Failure(type(exc).__name__, compact_error(exc), True)
         except ToolOutcomeUnknown as exc:
             if tool.side_effects and not tool.idempotent:
                 return None
-            failure = (type(exc).__name__, compact_error(exc), True)
+            failure = Failure(type(exc).__name__, compact_error(exc), True)
         except Exception as exc:
-            failure = (type(exc).__name__, compact_error(exc), False)
+            failure = Failure(type(exc).__name__, compact_error(exc), False)
         else:
             if isinstance(result, Park):  # a durable wait (threadline.waits)
                 park = result
@@ -130,10 +144,10 @@ async def execute(
             try:
                 result = stored_result(result) if stored is None else await stored(result)
             except BoundsError as exc:  # stored results must load and render
-                failure = ("ResultRejected", compact_error(exc), False)
+                failure = Failure("ResultRejected", compact_error(exc), False)
             except (TypeError, ValueError) as exc:
-                failure = ("TypeError", f"result is not JSON-serialisable: {exc}", False)
-    return _outcome(tool.name, call.call_id, result, failure, park)
+                failure = Failure("TypeError", f"result is not JSON-serialisable: {exc}", False)
+    return ToolOutcome(tool.name, call.call_id, result, failure, park)
 
 
 def model_answer(
@@ -205,28 +219,45 @@ def model_answer(
     return build
 
 
-def _outcome(
-    name: str, call_id: str, result: Any, failure: tuple[str, str, bool] | None, park: Park | None
-) -> Outcome:
-    def build(seq: int, at: datetime) -> list[Event]:
-        if failure is not None:
-            error_type, message, retryable = failure
+class Failure(NamedTuple):
+    """How a tool run failed: what its `tool_error` records."""
+
+    error_type: str
+    message: str
+    retryable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """A tool run's outcome: an `Outcome` (call it with seq and time for its events) that
+    also says how the run went, for the retries and breakers (`threadline.retries`)."""
+
+    tool: str
+    call_id: str
+    result: Any
+    failure: Failure | None
+    park: Park | None
+
+    def __call__(self, seq: int, at: datetime) -> list[Event]:
+        if self.failure is not None:
+            error_type, message, retryable = self.failure
             return [
                 ToolError(
                     seq=seq,
                     at=at,
-                    call_id=call_id,
-                    tool=name,
+                    call_id=self.call_id,
+                    tool=self.tool,
                     error_type=error_type,
                     message=message,
                     retryable=retryable,
                 )
             ]
-        done: list[Event] = [ToolResult(seq=seq, at=at, call_id=call_id, tool=name, result=result)]
+        done: list[Event] = [
+            ToolResult(seq=seq, at=at, call_id=self.call_id, tool=self.tool, result=self.result)
+        ]
+        park = self.park
         if park is not None:
             done.append(
                 Waiting(seq=seq + 1, at=at, until=park.until, event=park.event, reason=park.reason)
             )
         return done
-
-    return build

@@ -248,7 +248,7 @@ def _decide_call(agent: Agent, call: PendingCall) -> Step:
     if tool.kind == "human":
         message = str(call.arguments.get("message", ""))
         return AwaitHuman(call.call_id, message, tuple(agent.responders))
-    if call.attempt > 0:
+    if call.attempt > call.failed:
         # A tool_started without an outcome: the tool may have run before a crash.
         if tool.side_effects and not tool.idempotent:
             return Escalate(
@@ -262,6 +262,8 @@ def _decide_call(agent: Agent, call: PendingCall) -> Step:
                 },
             )
         return RunTool(call, call.attempt + 1, _validated(tool, call))
+    if call.failed:  # attempts that failed, recorded: try again (`threadline.retries`)
+        return RunTool(call, call.failed + 1, _validated(tool, call))
     args = _validated(tool, call)
     # Arguments that no longer validate wait for a human, and fail at run time.
     if call.approval == "none" and (args is None or tool.needs_approval(args)):

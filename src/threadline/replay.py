@@ -20,6 +20,7 @@ from .events import (
     ModelCall,
     ModelError,
     Thread,
+    ToolAttemptFailed,
     ToolCall,
     ToolError,
     ToolResult,
@@ -97,7 +98,7 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
                 if event.call_id != call.call_id:
                     _diverge(recorded, event, f"{event.kind} for {call.call_id}")
                 produced = [event]
-            elif isinstance(event, ToolResult | ToolError) and event.call_id == call.call_id:
+            elif isinstance(event, _OUTCOMES) and event.call_id == call.call_id:
                 produced = [event]
             else:
                 _diverge(recorded, event, f"running {call.tool} ({call.call_id})")
@@ -115,6 +116,10 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
     return derived
 
 
+_OUTCOMES = ToolResult | ToolError | ToolAttemptFailed
+"""What a tool run records once it ran: a result, an error, a failed attempt (retried)."""
+
+
 def _recorded_versions(events: list[Event], start: int) -> dict[str, str]:
     """Tool versions of the calls recorded right after a model call (the same append)."""
     versions: dict[str, str] = {}
@@ -129,21 +134,22 @@ def _of_batch(derived: Thread, event: Event, batch: frozenset[str]) -> bool:
     """Whether `event` starts or ends a pending call of the batch being run (the batch's
     events are taken in the order recorded: the order its tools finished)."""
     return (
-        isinstance(event, ToolStarted | ChildStarted | ToolResult | ToolError)
+        isinstance(event, ToolStarted | ChildStarted | _OUTCOMES)
         and event.call_id in batch
         and event.call_id in derived.state.pending
     )
 
 
 def _recorded_outcome(derived: Thread, event: Event) -> bool:
-    """Whether `event` is the recorded outcome of a call replay already saw start.
+    """Whether `event` is the recorded outcome (or failed attempt) of a call replay already
+    saw start.
 
     The decision to run the call was checked at its `tool_started`; what the tool returned
     came from outside. Today's `decide` would read the started call as "may have run" (a
     crash) and escalate a non-idempotent one, but replay never runs tools: it takes the
     recorded outcome, as the run did.
     """
-    if not isinstance(event, ToolResult | ToolError):
+    if not isinstance(event, _OUTCOMES):
         return False
     call = derived.state.pending.get(event.call_id)
     return call is not None and (call.attempt > 0 or call.child is not None)

@@ -41,7 +41,7 @@ from .events import (
     WaitTimedOut,
     utcnow,
 )
-from .execution import Outcome, compact_error, execute, model_answer, tool_of, tool_started
+from .execution import Outcome, compact_error, model_answer, tool_of, tool_started
 from .models.base import Model, ModelOutput
 from .parallel import Append, Tail, run_batch
 from .prompts import renderer_for
@@ -59,6 +59,7 @@ from .reducer import (
     decide,
     step_events,
 )
+from .retries import ToolRuns
 from .runtime_actions import _MAX_REBASE, HumanActions
 from .stores.base import Lease, Store, new_thread_id
 
@@ -83,6 +84,8 @@ class Runtime(HumanActions):
             runtime instead of on the event loop. The server turns it on, so a large launch
             or result never stops it answering other requests; a plain script, whose loop
             serves nothing else, saves the thread hops.
+        lease_ttl: seconds of the leases this runtime takes itself (a sub-agent's thread, a
+            parent advanced after its child ended); a heartbeat renews them while they run.
 
     A runtime holds no thread state between calls: every method loads what it needs, so any
     number of runtimes (processes, machines) can share one store.
@@ -97,8 +100,10 @@ class Runtime(HumanActions):
         observers: Sequence[Observer] = (),
         clock: Callable[[], datetime] = utcnow,
         offload: bool = False,
+        lease_ttl: float = 120.0,
     ) -> None:
         self.store = store
+        self.lease_ttl = lease_ttl
         self.offload = offload
         self._cpu: ThreadPoolExecutor | None = None
         self.model = model
@@ -109,6 +114,7 @@ class Runtime(HumanActions):
             self.add_agent(agent)
         self.observers: list[Observer] = list(observers)
         self.clock = clock
+        self.tool_runs = ToolRuns(lambda: self.clock())
         self._stopping = False
 
     # -- configuration -------------------------------------------------------------------
@@ -404,6 +410,8 @@ class Runtime(HumanActions):
             else ()
         )
         tools = [tool_of(agent, run.call) for run in runs]
+        if any(run.call.failed for run in runs):
+            return False  # a retry: its backoff and attempt start from a committed log
         if runs and all(t.kind == "function" and not t.side_effects for t in tools):
             tail = Tail(thread, hold)
             await run_batch(agent, runs, lambda run: self._run_tool(agent, tail, run, lease))
@@ -438,12 +446,16 @@ class Runtime(HumanActions):
             await start_child(self, tail, call, tool, validated, lease)
             return
         still_pending: Callable[[Thread], bool] = lambda t: call.call_id in t.state.pending  # noqa: E731
+        instead = await self.tool_runs.gate(tool, call)  # a backoff, an open breaker
+        if instead is not None:
+            await tail.append(instead, still_pending)
+            return
         if tool.side_effects and not started:
             thread = await tail.append(tool_started(thread.id, call, attempt), still_pending)
             if call.call_id not in thread.state.pending:
                 return
-        outcome = await execute(
-            tool, thread.id, call, attempt, validated, lambda r: self._cpu_bound(stored_result, r)
+        outcome = await self.tool_runs.run(
+            tool, thread.id, run, lambda r: self._cpu_bound(stored_result, r)
         )
         if outcome is not None:  # None: outcome unknown, `tool_started` stands alone (maybe ran)
             await tail.append(outcome, still_pending)

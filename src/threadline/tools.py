@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .errors import ToolDefinitionError
 from .json_schema import JsonArguments, JsonSchemaValidator
+from .resilience import ToolBreaker, ToolRetry
 
 __all__ = [
     "DONE_FOR_NOW",
@@ -48,6 +49,9 @@ __all__ = [
 ApprovalPolicy: TypeAlias = Literal["never", "always"] | Callable[[Any], bool]
 """`never`, `always`, or a predicate on the validated arguments (a pydantic model)."""
 
+_RETRY = ToolRetry()
+_BREAKER = ToolBreaker()
+
 ToolKind = Literal["function", "human", "finish", "agent"]
 """`agent`: a sub-agent (`Agent.as_tool`); the runtime runs it as a child thread."""
 
@@ -62,6 +66,10 @@ class ToolOptions(TypedDict, total=False):
         idempotent: running it twice with the same `ToolContext.idempotency_key` is safe.
         approval: `never`, `always`, or a predicate on the validated arguments.
         timeout: seconds before the call is abandoned and recorded as a `TimeoutError`.
+        retry: how often, and after what backoff, a failed run is tried again
+            (`RetryableToolError`, or a timeout when running again is safe).
+        breaker: when to stop calling the tool for a while after failures in a row
+            (None: never).
     """
 
     version: str
@@ -69,6 +77,8 @@ class ToolOptions(TypedDict, total=False):
     idempotent: bool
     approval: ApprovalPolicy
     timeout: float | None
+    retry: ToolRetry
+    breaker: ToolBreaker | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +88,8 @@ class ToolContext:
     Attributes:
         idempotency_key: stable across retries of the same call (derived from thread and
             call id): pass it to the external system so a retried call is not applied twice.
-        attempt: 1 on the first run, higher when re-run after a crash.
+        attempt: 1 on the first run, higher when tried again after a failure
+            (`threadline.retries`) or re-run after a crash.
     """
 
     thread_id: str
@@ -112,6 +123,8 @@ class Tool:
         idempotent: bool = False,
         approval: ApprovalPolicy = "never",
         timeout: float | None = 30.0,
+        retry: ToolRetry = _RETRY,
+        breaker: ToolBreaker | None = _BREAKER,
         kind: ToolKind = "function",
         context_param: str | None = None,
         pass_model: bool = False,
@@ -135,6 +148,8 @@ class Tool:
         self.idempotent = idempotent
         self.approval = approval
         self.timeout = timeout
+        self.retry = retry
+        self.breaker = breaker
         self.kind: ToolKind = kind
         self._context_param = context_param
         self._pass_model = pass_model
@@ -344,7 +359,7 @@ def tool(
     **options: Unpack[ToolOptions],
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a typed function into a `Tool`. Usable bare (`@tool`) or with options
-    (`ToolOptions`: version, side_effects, idempotent, approval, timeout)."""
+    (`ToolOptions`: version, side_effects, idempotent, approval, timeout, retry, breaker)."""
 
     def wrap(f: Callable[..., Any]) -> Tool:
         return Tool.from_function(f, name=name, description=description, **options)

@@ -16,7 +16,8 @@ The runtime parks a thread the same way when its model provider's circuit breake
 (`breaker_wait`): the thread waits, holding no worker, until the breaker's next trial time,
 and the wait is not an error (it does not count toward `max_consecutive_errors`). Such
 waits are bounded instead: after `Agent.max_breaker_waits` in a row without a model call
-the thread escalates, and the model never sees them in its context.
+the thread escalates, and the model never sees them in its context. A tool call whose
+attempt failed waits out a long backoff the same way (`retry_wait`, `threadline.retries`).
 
 Invariants:
     * A wait always has an end: `until`, an `event`, or both (a `Park` with neither is
@@ -34,7 +35,7 @@ from .errors import CircuitOpen
 from .events import Waiting, utcnow
 from .tools import tool
 
-__all__ = ["WAIT_TOOLS", "Park", "breaker_wait", "sleep_until", "wait_for_event"]
+__all__ = ["WAIT_TOOLS", "Park", "breaker_wait", "retry_wait", "sleep_until", "wait_for_event"]
 
 _MAX_WAIT = timedelta(days=366)
 _MIN_BREAKER_WAIT = 1.0
@@ -91,6 +92,20 @@ def breaker_wait(error: CircuitOpen, seq: int, at: datetime) -> Waiting:
             f"next trial at {until.isoformat(timespec='seconds')}"
         ),
         breaker=True,
+    )
+
+
+def retry_wait(tool: str, call_id: str, until: datetime, seq: int, at: datetime) -> Waiting:
+    """The durable wait for the backoff of a tool call whose attempt failed
+    (`threadline.retries`): the thread waits, holding no worker, until `until`; then a
+    worker wakes it and the call runs again. Not shown to the model."""
+    return Waiting(
+        seq=seq,
+        at=at,
+        until=until,
+        reason=f"tool {tool} failed; call {call_id} runs again at "
+        f"{until.isoformat(timespec='seconds')}",
+        call_id=call_id,
     )
 
 

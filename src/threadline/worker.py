@@ -40,7 +40,6 @@ import logging
 import os
 import signal
 import socket
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, CorruptEvent, LeaseLost, StoreError, ThreadlineError
 from .events import Failed, Status, utcnow
+from .leases import keep_lease
 from .runtime import Runtime, compact_error
 from .schedules import keep_firing, scheduler_for
 from .stores.base import Lease, Store, ThreadSummary
@@ -326,7 +326,7 @@ class Worker:
 
     async def _work(self, lease: Lease) -> None:
         lost = asyncio.Event()
-        heartbeat = asyncio.create_task(keep_lease(self.runtime, lease, self.lease_ttl, lost))
+        heartbeat = asyncio.create_task(keep_lease(self.store, lease, self.lease_ttl, lost))
         release = True
         try:
             thread = await self.store.load(lease.thread_id)
@@ -434,28 +434,6 @@ def owner_is_gone(owner: str) -> bool:
     return False
 
 
-async def keep_lease(runtime: Runtime, lease: Lease, ttl: float, lost: asyncio.Event) -> None:
-    """Renew the lease every ttl/3 while the thread is advanced; set `lost` if it lapses."""
-    interval = ttl / 3
-    while True:
-        started = time.monotonic()
-        await asyncio.sleep(interval)
-        try:
-            await runtime.store.renew(lease, ttl=ttl)
-        except LeaseLost:
-            # The next append will fail with LeaseLost too; nothing more to do here.
-            lost.set()
-            log.warning(
-                "worker %s: lease on %s lapsed after %.1fs",
-                lease.owner,
-                lease.thread_id,
-                time.monotonic() - started,
-            )
-            return
-        except Exception as exc:  # a blip: try again next beat, the lease may still hold
-            log.warning("worker %s: renewing %s failed: %s", lease.owner, lease.thread_id, exc)
-
-
 async def advance_exclusively(
     runtime: Runtime,
     thread_id: str,
@@ -480,7 +458,7 @@ async def advance_exclusively(
     if lease.taken_over_from is not None:
         _count_takeover(metrics, lease)
     lost = asyncio.Event()
-    heartbeat = asyncio.create_task(keep_lease(runtime, lease, ttl, lost))
+    heartbeat = asyncio.create_task(keep_lease(runtime.store, lease, ttl, lost))
     try:
         thread = await runtime.store.load(thread_id)
         thread = await runtime.wake_if_due(thread, lease=lease)

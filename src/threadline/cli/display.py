@@ -61,6 +61,9 @@ def event_detail(event: ev.Event) -> tuple[str, str]:
             return "white", f"{event.thread_id} at {event.at_seq}"
         case ev.ToolStarted():
             return "white", f"{event.call_id} attempt {event.attempt}"
+        case ev.ToolAttemptFailed():
+            detail = f"{event.call_id} attempt {event.attempt}: {event.error_type}: {event.message}"
+            return "yellow", f"{detail}; again at {event.retry_at:%H:%M:%S}"
         case ev.ChildStarted():
             return "cyan", f"{event.call_id} -> {event.agent} in thread {event.thread_id}"
         case (

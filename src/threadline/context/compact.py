@@ -127,13 +127,14 @@ def compact_block(
             body = fence(dump_block(e.payload)) if e.payload else ""
             return f"<event{_attrs(name=e.name, source=e.source)}>\n{body}\n</event>"
         case ev.WaitTimedOut():
-            if _ends_breaker_wait(events, i):
-                return ""  # the provider was down: nothing the model did or can act on
+            if _ends_hidden_wait(events, i):
+                return ""  # a provider down, a tool's backoff: nothing the model can act on
             return f"<wait_timed_out{_attrs(event=e.event)}/>"
         case (
             ev.ModelError()
             | ev.ApprovalRequested()
             | ev.ToolStarted()
+            | ev.ToolAttemptFailed()
             | ev.ChildStarted()
             | ev.HumanRequest()
             | ev.Done()
@@ -150,12 +151,13 @@ def compact_block(
             assert_never(e)
 
 
-def _ends_breaker_wait(events: Sequence[ev.Event], i: int) -> bool:
-    """Whether the wait that `events[i]` (a wait_timed_out) ends was a breaker wait."""
+def _ends_hidden_wait(events: Sequence[ev.Event], i: int) -> bool:
+    """Whether the wait that `events[i]` (a wait_timed_out) ends was the runtime's own (a
+    breaker wait, a tool call's backoff)."""
     for j in range(i - 1, max(-1, i - 8), -1):
         wait = events[j]
         if isinstance(wait, ev.Waiting):
-            return wait.breaker
+            return wait.breaker or wait.call_id is not None
     return False
 
 

@@ -100,6 +100,7 @@ class _Digest:
                 | ev.ApprovalRequested()
                 | ev.Approval()
                 | ev.ToolStarted()
+                | ev.ToolAttemptFailed()
                 | ev.ChildStarted()
                 | ev.HumanRequest()
                 | ev.Done()

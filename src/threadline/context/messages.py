@@ -112,6 +112,7 @@ class MessagesFormat:
                 ev.ModelError()
                 | ev.ApprovalRequested()
                 | ev.ToolStarted()
+                | ev.ToolAttemptFailed()
                 | ev.ChildStarted()
                 | ev.HumanRequest()
                 | ev.Failed()

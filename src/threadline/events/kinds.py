@@ -37,6 +37,7 @@ __all__ = [
     "ReplayRole",
     "Resumed",
     "TokenBudgetExceeded",
+    "ToolAttemptFailed",
     "ToolCall",
     "ToolError",
     "ToolResult",
@@ -240,6 +241,23 @@ class ToolError(_EventBase):
     retryable: bool = False
 
 
+class ToolAttemptFailed(_EventBase):
+    """One attempt of a call failed in a way worth trying again (`threadline.retries`): the
+    call stays pending and runs again, with the same idempotency key, from `retry_at` on.
+    Not shown to the model, and not an error of the thread: the call's final outcome is."""
+
+    kind: Literal["tool_attempt_failed"] = "tool_attempt_failed"
+    traits: ClassVar[EventTraits] = EventTraits(
+        "tool attempt failed", "runtime", "outcome", ("message",)
+    )
+    call_id: str
+    tool: str
+    attempt: int
+    error_type: str
+    message: str
+    retry_at: datetime
+
+
 class HumanRequest(_EventBase):
     """The agent asked a human something (the `request_more_information` intent)."""
 
@@ -353,6 +371,9 @@ class Waiting(_EventBase):
     breaker: bool = False
     """Written by the runtime because the model provider's circuit breaker is open (not by
     a tool): not shown to the model, and counted toward `Agent.max_breaker_waits`."""
+    call_id: str | None = None
+    """Written by the runtime for the backoff of a failed attempt of this call (a
+    `tool_attempt_failed` before it): not shown to the model; the call runs again after."""
 
 
 class WaitTimedOut(_EventBase):
@@ -372,6 +393,7 @@ Event = Annotated[
     | ToolStarted
     | ToolResult
     | ToolError
+    | ToolAttemptFailed
     | HumanRequest
     | HumanResponse
     | Done
@@ -400,6 +422,7 @@ EVENT_CLASSES: tuple[type[_EventBase], ...] = (
     ToolStarted,
     ToolResult,
     ToolError,
+    ToolAttemptFailed,
     HumanRequest,
     HumanResponse,
     Done,

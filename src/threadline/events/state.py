@@ -54,6 +54,11 @@ class PendingCall:
     idempotency_key: str | None = None
     child: str | None = None
     """The sub-agent thread working on the call (`child_started`), until its outcome."""
+    failed: int = 0
+    """The attempt the latest `tool_attempt_failed` recorded: those attempts are known to
+    have failed (not 'maybe ran'), and the next one is `failed + 1`."""
+    retry_at: datetime | None = None
+    """When the next attempt may start (the backoff of the latest failed one)."""
     validated: Any = field(default=None, compare=False, repr=False)
     """The arguments as the tool's validated model, when this process validated them
     (reading the model's answer); never stored, so a loaded thread validates afresh."""
@@ -175,15 +180,10 @@ class ThreadState:
                             call.validated = None
                     else:
                         del self.pending[event.call_id]
-            case ev.ToolStarted():
+            case ev.ToolStarted() | ev.ToolAttemptFailed() | ev.ChildStarted():
                 call = self.pending.get(event.call_id)
                 if call is not None:
-                    call.attempt = event.attempt
-                    call.idempotency_key = event.idempotency_key
-            case ev.ChildStarted():
-                call = self.pending.get(event.call_id)
-                if call is not None:
-                    call.child = event.thread_id
+                    _progress(call, event)
             case ev.ToolResult():
                 self.pending.pop(event.call_id, None)
                 self.consecutive_errors = 0
@@ -250,6 +250,8 @@ class ThreadState:
                     "attempt": c.attempt,
                     "idempotency_key": c.idempotency_key,
                     "child": c.child,
+                    "failed": c.failed,
+                    "retry_at": c.retry_at.isoformat() if c.retry_at else None,
                 }
                 for c in self.pending.values()
             ],
@@ -278,8 +280,25 @@ class ThreadState:
         for c in data.get("pending", []):
             c = dict(c)
             c["approvers"] = tuple(c.get("approvers", ()))
+            c["retry_at"] = datetime.fromisoformat(c["retry_at"]) if c.get("retry_at") else None
             state.pending[c["call_id"]] = PendingCall(**c)
         return state
+
+
+def _progress(
+    call: PendingCall, event: ev.ToolStarted | ev.ToolAttemptFailed | ev.ChildStarted
+) -> None:
+    """A pending call was started, failed an attempt (and runs again), or was handed to a
+    sub-agent."""
+    match event:
+        case ev.ToolStarted():
+            call.attempt = event.attempt
+            call.idempotency_key = event.idempotency_key
+        case ev.ToolAttemptFailed():
+            call.failed = event.attempt
+            call.retry_at = event.retry_at
+        case ev.ChildStarted():
+            call.child = event.thread_id
 
 
 _EMPTY: dict[str, Any] = {}

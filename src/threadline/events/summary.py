@@ -72,6 +72,11 @@ def summarize(event: ev.Event) -> Summary:
             )
         case ev.ToolStarted():
             return Summary(text=f"{event.call_id} attempt {event.attempt}")
+        case ev.ToolAttemptFailed():
+            return Summary(
+                text=f"{event.tool} [{event.call_id}] attempt {event.attempt}: "
+                f"{event.error_type}: {event.message}; again at {event.retry_at.isoformat()}"
+            )
         case ev.ChildStarted():
             return Summary(text=f"{event.call_id} -> sub-agent {event.agent} in {event.thread_id}")
         case ev.ToolResult():

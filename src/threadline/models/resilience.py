@@ -20,6 +20,10 @@ error. The wait before attempt n+1 is the provider's `Retry-After` when it sent 
 "full jitter" exponential backoff: uniform(0, min(max_delay, base_delay * 2**(n-1))), which
 spreads the retries of many workers instead of having them hammer a recovering provider in
 lockstep. Sleeping and randomness are injectable so tests never wait.
+
+`CircuitBreaker` and the backoff live in `threadline.resilience`, shared with the tools'
+retries and breakers; one breaker is shared by every model of the same provider that
+`resolve_model` builds in one call.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CircuitOpen, ConfigError, InvalidRequest, ModelError
+from ..resilience import CircuitBreaker, backoff
 from .base import Context, Model, ModelOutput, ModelProfile
 
 __all__ = [
@@ -173,74 +178,7 @@ class RetryPolicy:
                 return None
             # A little jitter on top of the provider's wait so a fleet does not return at once.
             return max(0.0, retry_after) + rng.uniform(0, min(1.0, self.base_delay))
-        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-        return rng.uniform(0, ceiling)
-
-
-class CircuitBreaker:
-    """Fail fast while a provider is down, instead of piling up waiting calls.
-
-    closed -> (failure_threshold retryable failures in a row) -> open -> (reset_after
-    seconds) -> half-open: one trial call; success closes, failure re-opens.
-
-    Only retryable failures (429, 5xx, timeouts, connection errors) count: a 400 says the
-    request was bad, not that the provider is unhealthy. One breaker is shared by every
-    model of the same provider that `resolve_model` builds in one call.
-    """
-
-    def __init__(
-        self,
-        provider: str,
-        *,
-        failure_threshold: int = 5,
-        reset_after: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if failure_threshold < 1:
-            raise ConfigError("CircuitBreaker.failure_threshold must be at least 1")
-        self.provider = provider
-        self.failure_threshold = failure_threshold
-        self.reset_after = reset_after
-        self._clock = clock
-        self._failures = 0
-        self._opened_at: float | None = None
-        self._trial_in_flight = False
-
-    @property
-    def state(self) -> str:
-        """`closed`, `open` or `half-open`."""
-        if self._opened_at is None:
-            return "closed"
-        if self._clock() - self._opened_at >= self.reset_after:
-            return "half-open"
-        return "open"
-
-    def check(self) -> None:
-        """Raise `CircuitOpen` unless a call may go out now."""
-        if self._opened_at is None:
-            return
-        elapsed = self._clock() - self._opened_at
-        if elapsed < self.reset_after:
-            raise CircuitOpen(self.provider, self.reset_after - elapsed)
-        else:  # half-open: let exactly one trial call through
-            if self._trial_in_flight:
-                raise CircuitOpen(self.provider, 0.0)
-            self._trial_in_flight = True
-
-    def record_success(self) -> None:
-        self._failures = 0
-        self._opened_at = None
-        self._trial_in_flight = False
-
-    def abandon(self) -> None:
-        """The call was cancelled before an outcome: free the half-open trial slot."""
-        self._trial_in_flight = False
-
-    def record_failure(self) -> None:
-        self._failures += 1
-        self._trial_in_flight = False
-        if self._opened_at is not None or self._failures >= self.failure_threshold:
-            self._opened_at = self._clock()
+        return backoff(attempt, self.base_delay, self.max_delay, rng)
 
 
 class ResilientModel:

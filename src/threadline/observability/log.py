@@ -42,13 +42,15 @@ def event_log_record(thread: ev.Thread, event: ev.Event) -> dict[str, Any]:
             )
         case ev.ToolCall() | ev.ToolResult():
             record.update(tool=event.tool, call_id=event.call_id)
-        case ev.ToolError():
+        case ev.ToolError() | ev.ToolAttemptFailed():
             record.update(
                 tool=event.tool,
                 call_id=event.call_id,
                 error_type=event.error_type,
                 message=event.message,
             )
+            if isinstance(event, ev.ToolAttemptFailed):
+                record["attempt"] = event.attempt
         case ev.ModelError():
             record.update(error_type=event.error_type, message=event.message)
         case ev.ApprovalRequested():
