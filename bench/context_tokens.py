@@ -13,7 +13,9 @@ as the JSON request body the backend's SDK would send (`request_body`), o200k_ba
     (`separators=(",", ":")`, `ensure_ascii=False`);
   * default: `ContextSettings()` bound to `OpenAIModel("gpt-4o")` (the hosted default:
     tool signatures in the system text, the intent envelope as the response format);
-  * anthropic: the same agent bound to `AnthropicModel` (tools mode: native tool use);
+  * anthropic: the same agent bound to `AnthropicModel` as shipped (intent mode: tool
+    signatures in the system text, one forced `next_step` tool whose input is the intent);
+  * anthropic tools: `AnthropicModel(mode="tools")` (native tool use, the old default);
   * native: `native_tools=True` (compact history, tool JSON in the `tools` parameter);
   * messages: the chat-array format with native tool JSON.
 
@@ -130,6 +132,7 @@ def hosted_models() -> dict[str, Model]:
     return {
         "default": OpenAIModel("gpt-4o", api_key=key),
         "anthropic": AnthropicModel("claude-sonnet-4-5", api_key=key),
+        "anthropic_tools": AnthropicModel("claude-sonnet-4-5", mode="tools", api_key=key),
         "native": native,
         "messages": native,
     }
@@ -137,7 +140,8 @@ def hosted_models() -> dict[str, Model]:
 
 FORMS = (
     ("default", "default (OpenAI gpt-4o): compact, tool signatures, JSON mode"),
-    ("anthropic", "default (Anthropic): the same context as its Messages API body"),
+    ("anthropic", "default (Anthropic): signatures, one forced next_step tool"),
+    ("anthropic_tools", "Anthropic tools mode (native tool use)"),
     ("native", "compact + native tool JSON (OpenAI tools mode)"),
     ("messages", "messages format (chat array + native tool JSON, tools mode)"),
 )

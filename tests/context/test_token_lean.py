@@ -151,11 +151,18 @@ def test_hosted_backends_describe_the_tools_once_when_they_are_in_the_prompt() -
     assert "book_reservation: " in body["messages"][0]["content"]  # the system text
     # The full union stays on the context: a grammar (local models) is built from it.
     assert ctx.output_schema == agent.output_schema()
-    # Anthropic: tool use forces the answer, so its tools mode keeps native definitions;
-    # its json mode gets the signatures and the envelope.
+    # Anthropic's default (intent mode): the signatures in the system text, and one forced
+    # tool whose input is the envelope; its tools mode keeps native definitions; its json
+    # mode gets the signatures and the envelope as text.
     claude = AnthropicModel("claude-sonnet-4-5", api_key="test-never-sent")
     renderer.bind(claude)
     body, _ = claude.request_body(renderer.render(thread).context)
+    assert [t["input_schema"] for t in body["tools"]] == [envelope]
+    assert body["tool_choice"] == {"type": "tool", "name": "next_step"}
+    assert body["system"][0]["text"].count("book_reservation: ") == 1
+    claude_tools = AnthropicModel("claude-sonnet-4-5", mode="tools", api_key="test-never-sent")
+    renderer.bind(claude_tools)
+    body, _ = claude_tools.request_body(renderer.render(thread).context)
     assert len(body["tools"]) == 16 and body["tool_choice"] == {"type": "any"}
     claude_json = AnthropicModel("claude-sonnet-4-5", mode="json", api_key="test-never-sent")
     renderer.bind(claude_json)

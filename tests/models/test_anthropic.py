@@ -39,6 +39,18 @@ async def one_step(agent, model, text: str = "2 plus 3"):
     return await rt.advance(thread, max_steps=1)
 
 
+ADD_THEN_DONE = [
+    "user_message",
+    "model_call",
+    "tool_call",
+    "tool_result",
+    "model_call",
+    "tool_call",
+    "done",
+]
+"""The events of a thread that adds, then finishes."""
+
+
 def kinds(thread) -> list[str]:
     return [e.kind for e in thread.events]
 
@@ -52,15 +64,7 @@ async def test_tool_use_success(calculator: ModuleType) -> None:
     )
     thread = await Runtime(MemoryStore(), model=model).launch(calculator.agent, "2 plus 3")
     assert thread.status == Status.DONE
-    assert kinds(thread) == [
-        "user_message",
-        "model_call",
-        "tool_call",
-        "tool_result",
-        "model_call",
-        "tool_call",
-        "done",
-    ]
+    assert kinds(thread) == ADD_THEN_DONE
     call = thread.events[1]
     assert call.model == "anthropic:claude-sonnet-4-6"
     assert (call.input_tokens, call.output_tokens) == (310, 42)
@@ -246,3 +250,99 @@ def test_missing_key_is_a_config_error(monkeypatch) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
         AnthropicModel("claude-sonnet-4-6")
+
+
+# -- intent mode (the default): signatures in the system text, one forced next_step tool --
+
+
+async def test_intent_mode_is_the_default_and_forces_one_next_step_tool(calculator) -> None:
+    recorded = Recorded(
+        [
+            anthropic_message(
+                tool_uses=[("next_step", {"intent": "add", "arguments": {"a": 2, "b": 3}})]
+            ),
+            anthropic_message(
+                tool_uses=[("next_step", {"intent": "done_for_now", "arguments": {"message": "5"}})]
+            ),
+        ]
+    )
+    backend = AnthropicModel(
+        "claude-sonnet-4-6", api_key="sk-ant-test", http_client=recorded.client()
+    )
+    assert backend.mode == "intent" and backend.profile.tools_in_prompt
+    thread = await Runtime(MemoryStore(), model=backend).launch(calculator.agent, "2 plus 3")
+    assert thread.status == Status.DONE
+    assert kinds(thread) == ADD_THEN_DONE
+    call = thread.events[2]
+    assert (call.tool, call.arguments) == ("add", {"a": 2, "b": 3})
+    assert json.loads(thread.events[1].output) == {"intent": "add", "arguments": {"a": 2, "b": 3}}
+    body = recorded.bodies[0]
+    (tool,) = body["tools"]
+    envelope = intent_envelope(calculator.agent.output_schema())
+    assert tool["name"] == "next_step" and tool["input_schema"] == envelope
+    assert body["tool_choice"] == {"type": "tool", "name": "next_step"}
+    system = body["system"][0]["text"]
+    assert system.count("subtract: Subtract") == 1  # every tool described once, as a signature
+    assert json.dumps(envelope) not in system  # the envelope is the tool's schema, not text
+    second = recorded.bodies[1]["messages"][0]["content"]
+    assert "<add>" in "".join(b["text"] for b in second)  # the history in the compact form
+
+
+async def test_intent_mode_parallel_steps_become_parallel_calls(calculator) -> None:
+    recorded = Recorded(
+        [
+            anthropic_message(
+                tool_uses=[
+                    ("next_step", {"intent": "add", "arguments": {"a": 1, "b": 2}}),
+                    ("next_step", {"intent": "multiply", "arguments": {"a": 3, "b": 4}}),
+                ]
+            )
+        ]
+    )
+    backend = AnthropicModel("claude-sonnet-4-6", api_key="k", http_client=recorded.client())
+    thread = await one_step(calculator.agent, backend)
+    calls = [e for e in thread.events if e.kind == "tool_call"]
+    assert [(c.tool, c.arguments) for c in calls] == [
+        ("add", {"a": 1, "b": 2}),
+        ("multiply", {"a": 3, "b": 4}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("step", "reason"),
+    [
+        ({"intent": "power", "arguments": {"a": 2, "b": 8}}, "unknown tool 'power'"),
+        ({"intent": "add", "arguments": {"a": "two", "b": 3}}, "invalid arguments for add"),
+        ({"arguments": {"a": 1}}, "intent"),
+    ],
+)
+async def test_intent_mode_bad_steps_become_invalid_output(calculator, step, reason) -> None:
+    recorded = Recorded([anthropic_message(tool_uses=[("next_step", step)])])
+    backend = AnthropicModel("claude-sonnet-4-6", api_key="k", http_client=recorded.client())
+    thread = await one_step(calculator.agent, backend)
+    assert kinds(thread) == ["user_message", "model_call", "invalid_output"]
+    assert reason in thread.events[2].reason
+    assert thread.status == Status.RUNNING  # shown to the model next turn, nothing lost
+
+
+async def test_intent_mode_sends_native_definitions_when_the_context_has_them(calculator) -> None:
+    from threadline import Agent, ContextSettings
+
+    agent = Agent(
+        calculator.agent.name,
+        tools=calculator.agent.tools,
+        instructions="You are a calculator.",
+        context=ContextSettings(native_tools=True),
+    )
+    recorded = Recorded([anthropic_message(tool_uses=[("add", {"a": 2, "b": 3})])])
+    backend = AnthropicModel("claude-sonnet-4-6", api_key="k", http_client=recorded.client())
+    thread = await one_step(agent, backend)
+    assert kinds(thread) == ["user_message", "model_call", "tool_call"]
+    body = recorded.bodies[0]
+    assert "next_step" not in [t["name"] for t in body["tools"]]
+    assert body["tool_choice"] == {"type": "any"}
+
+
+def test_an_unknown_mode_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="intent, tools, json"):
+        AnthropicModel("claude-sonnet-4-6", mode="xml", api_key="k")  # type: ignore[arg-type]

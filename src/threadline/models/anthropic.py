@@ -1,9 +1,23 @@
 """Anthropic's Messages API on the official `anthropic` SDK, via tool use.
 
-Mode `tools` (default): one tool per `Context.tools` with `tool_choice={"type": "any"}`, so
-the model must pick an intent; `tool_use` blocks come back as native tool calls. Mode
-`json`: no tools; the intent's JSON Schema is appended to the system prompt and the text
-answer is returned for `interpret` to parse (for models or gateways without tool use).
+Three ways to get a typed intent out (`mode`):
+
+* `intent` (default): the tools are compact signatures in the system text (described
+  once, `ModelProfile.tools_in_prompt`) and one tool, `next_step`, whose input schema is
+  the intent envelope `{"intent": <name>, "arguments": {...}}`, is forced with
+  `tool_choice={"type": "tool", "name": "next_step"}`. Tool use still forces the answer,
+  and the request is smaller: on the 200 airline runs 0.776 of the raw chat body against
+  0.887 with native definitions (docs/performance.md). Each `next_step` input is the
+  answer: it is returned as the JSON intent text (several as a JSON list) for `interpret`
+  to validate, so a malformed envelope is an `invalid_output` the model sees, as in the
+  JSON modes. A context that
+  carries native definitions (`ContextSettings(native_tools=True)`, the messages format)
+  is sent as in `tools` mode.
+* `tools`: one native tool per `Context.tools` with `tool_choice={"type": "any"}`, so the
+  model must pick an intent; `tool_use` blocks come back as native tool calls.
+* `json`: no tools; the intent's JSON Schema (its envelope when the tools are in the
+  prompt) is appended to the system prompt and the text answer is returned for
+  `interpret` to parse (for models or gateways without tool use).
 
 As with every backend: the answer is returned verbatim, the SDK's retries are off
 (`ResilientModel` retries), and every failure is raised as `ModelError`.
@@ -26,9 +40,13 @@ from .resilience import sdk_model_error
 if TYPE_CHECKING:
     import anthropic
 
-__all__ = ["AnthropicModel"]
+__all__ = ["MODES", "NEXT_STEP", "AnthropicModel"]
 
-Mode = Literal["tools", "json"]
+Mode = Literal["intent", "tools", "json"]
+MODES: tuple[Mode, ...] = ("intent", "tools", "json")
+
+NEXT_STEP = "next_step"
+"""The one tool `intent` mode sends: its input is the intent envelope."""
 
 
 class AnthropicModel:
@@ -36,7 +54,7 @@ class AnthropicModel:
 
     Args:
         model: the model id (`claude-sonnet-4-5`); the id the API answers with is recorded.
-        mode: `tools` or `json` (see the module docstring).
+        mode: `intent` (default), `tools` or `json` (see the module docstring).
         api_key: defaults to `ANTHROPIC_API_KEY`.
         base_url: defaults to `ANTHROPIC_BASE_URL`, then Anthropic itself.
         timeout: seconds the SDK waits for one response.
@@ -52,7 +70,7 @@ class AnthropicModel:
         self,
         model: str,
         *,
-        mode: Mode = "tools",
+        mode: Mode = "intent",
         api_key: str | None = None,
         base_url: str | None = None,
         timeout: float = 60.0,
@@ -61,8 +79,8 @@ class AnthropicModel:
         client: anthropic.AsyncAnthropic | None = None,
         http_client: Any = None,
     ) -> None:
-        if mode not in ("tools", "json"):
-            raise ConfigError(f"anthropic mode must be tools or json, not {mode!r}")
+        if mode not in MODES:
+            raise ConfigError(f"anthropic mode must be one of {', '.join(MODES)}, not {mode!r}")
         try:
             import anthropic
         except ImportError:
@@ -92,10 +110,10 @@ class AnthropicModel:
     @property
     def profile(self) -> ModelProfile:
         """Window by model name (its tokenizer is not public: counts are approximate).
-        In `json` mode the tools are signatures in the system text (described once); in
-        `tools` mode they are native (tool use is how the answer is forced)."""
+        In `intent` and `json` mode the tools are signatures in the system text (described
+        once); in `tools` mode they are native definitions."""
         return ModelProfile.for_id(
-            self.model_id, output_modes=(self.mode,), tools_in_prompt=self.mode == "json"
+            self.model_id, output_modes=(self.mode,), tools_in_prompt=self.mode != "tools"
         )
 
     def request_body(self, context: Context) -> tuple[dict[str, Any], dict[str, str]]:
@@ -109,7 +127,7 @@ class AnthropicModel:
         }
         if self.temperature is not None:
             body["temperature"] = self.temperature
-        if self.mode == "tools" and context.tools:
+        if self.mode != "json" and context.tools:
             body["tools"] = [
                 {
                     "name": names[t.name],
@@ -119,6 +137,9 @@ class AnthropicModel:
                 for t in context.tools
             ]
             body["tool_choice"] = {"type": "any"}
+        elif self.mode == "intent" and context.output_schema:
+            body["tools"] = [_next_step_tool(context)]
+            body["tool_choice"] = {"type": "tool", "name": NEXT_STEP}
         elif context.output_schema:
             schema = context.output_schema
             if context.tools_in_prompt:  # the arguments are described in the system text
@@ -151,10 +172,13 @@ class AnthropicModel:
             raise ModelError(f"{self.model}: response has no content", retryable=True)
         texts: list[str] = []
         calls: list[RawToolCall] = []
+        steps: list[Any] = []
         for block in content:
             kind = getattr(block, "type", None)
             if kind == "text":
                 texts.append(block.text)
+            elif kind == "tool_use" and block.name == NEXT_STEP and NEXT_STEP not in original:
+                steps.append(block.input)
             elif kind == "tool_use":
                 calls.append(
                     RawToolCall(
@@ -163,6 +187,10 @@ class AnthropicModel:
                         arguments=json.dumps(block.input),
                     )
                 )
+        if steps:
+            # The forced next_step's input is the answer (a forced tool is never preceded
+            # by text); several are parallel intents, a JSON list for `interpret`.
+            texts = [json.dumps(steps[0] if len(steps) == 1 else steps, ensure_ascii=False)]
         usage = response.usage
         input_tokens = usage.input_tokens if usage else 0
         output_tokens = usage.output_tokens if usage else 0
@@ -176,6 +204,27 @@ class AnthropicModel:
             cost_usd=self.prices.cost(answered_by, input_tokens, output_tokens),
             latency_ms=round(latency, 3),
         )
+
+
+def _next_step_tool(context: Context) -> dict[str, Any]:
+    """The one tool of `intent` mode: its input is the next step as a JSON intent.
+
+    With the tools in the system text its schema is the envelope (the arguments are
+    described once, there, and validated by the runtime); otherwise the whole intent union,
+    under the object root Anthropic requires.
+    """
+    if context.tools_in_prompt:
+        schema = intent_envelope(context.output_schema)
+    else:
+        schema = dict(context.output_schema)
+        if "oneOf" in schema:
+            schema["anyOf"] = schema.pop("oneOf")
+        schema.setdefault("type", "object")
+    return {
+        "name": NEXT_STEP,
+        "description": "The next step: one of the tools described in the system prompt.",
+        "input_schema": schema,
+    }
 
 
 def _messages(context: Context, names: dict[str, str]) -> list[dict[str, Any]]:

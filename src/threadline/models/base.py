@@ -31,9 +31,10 @@ __all__ = [
     "known_window",
 ]
 
-OutputMode = Literal["text", "tools", "json_schema", "json_object", "json", "grammar"]
+OutputMode = Literal["text", "tools", "json_schema", "json_object", "json", "intent", "grammar"]
 """How a backend gets an intent out of a model: free text (parsed), native tool calls,
-a JSON schema or JSON object response format, Anthropic's JSON prompt, or a grammar."""
+a JSON schema or JSON object response format, Anthropic's JSON prompt, one forced tool
+whose input is the JSON intent (Anthropic's `intent`), or a grammar."""
 
 KNOWN_WINDOWS = {
     "gpt-4o": 128_000,

@@ -17,7 +17,7 @@ Options (after `?`, `&`-separated):
                  (default openai, or generic when a base URL is set), base_url=URL (default
                  OPENAI_BASE_URL), mode=tools|json_schema|json_object (default: the server's
                  first mode; docs/models.md has the table), max_tokens=N (cap per call)
-    anthropic:   mode=tools|json (default tools)
+    anthropic:   mode=intent|tools|json (default intent)
     local:       grammar=on|off, n_ctx=N, max_tokens=N, temperature=T, timeout=S (per call,
                  default 300, 0 for none; past it the child process is killed)
 
@@ -121,7 +121,7 @@ def _anthropic(name: str, options: dict[str, str], ctx: BuildContext) -> Model:
 
     return AnthropicModel(
         name,
-        mode=options.get("mode", "tools"),  # type: ignore[arg-type]
+        mode=options.get("mode", "intent"),  # type: ignore[arg-type]
         timeout=_number(options, "timeout", float, 60.0),
         temperature=_temperature(options),
         prices=ctx.prices,
