@@ -16,7 +16,16 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["overhead", "context_tokens", "server", "scale", "local_model", "retrieval", "parallel"]
+BENCHES = [
+    "overhead",
+    "context_tokens",
+    "server",
+    "scale",
+    "local_model",
+    "retrieval",
+    "parallel",
+    "retries",
+]
 
 
 def main() -> int:
