@@ -33,20 +33,60 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from .agent import Agent
 from .errors import ThreadNotFound
 from .events import ChildStarted, Done, Event, Status, Thread, ToolError, ToolResult
 from .events.state import PendingCall
 from .leases import heartbeat
-from .stores.base import Lease
+from .stores.base import Lease, Store
 from .tools import ESCALATED_CHILD, SubAgentTask, Tool
 
 if TYPE_CHECKING:
     from .parallel import Tail
-    from .runtime import Runtime
 
-__all__ = ["child_id", "children", "collect", "deliver", "outcome_events", "start_child"]
+__all__ = ["Host", "child_id", "children", "collect", "deliver", "outcome_events", "start_child"]
+
+
+class Host(Protocol):
+    """What sub-agent calls need of the runtime that runs them (`Runtime` is one); declared
+    here so that composition sits below the runtime, which calls it."""
+
+    store: Store
+    lease_ttl: float
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def add_agent(self, agent: Agent) -> None: ...
+
+    async def launch(
+        self,
+        agent: Agent,
+        message: str,
+        *,
+        channel: str,
+        sender: str,
+        metadata: dict[str, Any],
+        thread_id: str,
+        advance: bool,
+    ) -> Thread: ...
+
+    async def advance(
+        self, thread: str, *, lease: Lease | None, max_steps: int | None
+    ) -> Thread: ...
+
+    async def advance_only(
+        self, thread: str, *, lease: Lease | None, max_steps: int | None
+    ) -> Thread: ...
+
+    async def append_outcome(
+        self,
+        thread: Thread,
+        build: Callable[[int, datetime], list[Event]],
+        still_valid: Callable[[Thread], bool],
+    ) -> Thread: ...
 
 
 def child_id(parent_id: str, call_id: str) -> str:
@@ -67,7 +107,7 @@ def _ancestry(parent: Thread, call_id: str) -> list[dict[str, str]]:
 
 
 async def start_child(
-    runtime: Runtime, tail: Tail, call: PendingCall, tool: Tool, args: Any, lease: Lease | None
+    runtime: Host, tail: Tail, call: PendingCall, tool: Tool, args: Any, lease: Lease | None
 ) -> None:
     """Run a sub-agent call of the thread at `tail`: create (or find) the child, record
     `child_started`, advance the child, and deliver its outcome if it ended."""
@@ -140,7 +180,7 @@ def outcome_events(child: Thread, call_id: str, tool: str, seq: int, at: datetim
     ]
 
 
-async def deliver(runtime: Runtime, child: Thread, lease: Lease | None) -> None:
+async def deliver(runtime: Host, child: Thread, lease: Lease | None) -> None:
     """`child` ended: append its outcome to its parent's call, then advance the parent (which
     delivers further up when it ends). Nothing happens when the parent has moved on (the
     call already has an outcome) or the child has no parent."""
@@ -165,7 +205,7 @@ async def deliver(runtime: Runtime, child: Thread, lease: Lease | None) -> None:
         )
 
 
-async def collect(runtime: Runtime, thread: Thread) -> Thread:
+async def collect(runtime: Host, thread: Thread) -> Thread:
     """Append the outcome of every delegated call of `thread` whose child already ended.
 
     Delivery normally follows the child's end at once; a crash between the two leaves the
@@ -184,7 +224,7 @@ async def collect(runtime: Runtime, thread: Thread) -> Thread:
     return thread
 
 
-async def _report(runtime: Runtime, parent: Thread, call: PendingCall, child: Thread) -> Thread:
+async def _report(runtime: Host, parent: Thread, call: PendingCall, child: Thread) -> Thread:
     """Append the ended `child`'s outcome to `call` of `parent` (once: see the invariant)."""
     return await runtime.append_outcome(
         parent,
@@ -194,7 +234,7 @@ async def _report(runtime: Runtime, parent: Thread, call: PendingCall, child: Th
 
 
 async def with_lease(
-    runtime: Runtime,
+    runtime: Host,
     thread_id: str,
     lease: Lease | None,
     advance: Callable[[Lease | None, int | None], Awaitable[Thread]],

@@ -21,7 +21,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import make_msgid, parseaddr
 from html.parser import HTMLParser
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from mailparser_reply import EmailReplyParser
@@ -30,10 +30,7 @@ from ..errors import ConfigError, InvalidAction, NotAllowed, ThreadlineError, Th
 from ..events import ApprovalRequested, Done, Escalated, HumanRequest, utcnow
 from .base import ChannelHub
 
-if TYPE_CHECKING:
-    from .email import EmailChannel
-
-__all__ = ["Receiver", "normalize_address", "reply_text", "verdict"]
+__all__ = ["Mailbox", "Receiver", "normalize_address", "reply_text", "verdict"]
 
 log = logging.getLogger("threadline.channels.email")
 
@@ -93,10 +90,27 @@ def reply_text(mail: EmailMessage) -> str:
     return str(replies[0].body if replies else content).strip()
 
 
-class Receiver:
-    """The SMTP server of an `EmailChannel`, acting through a `ChannelHub`."""
+class Mailbox(Protocol):
+    """The address a receiver takes mail for and the checks it applies (`EmailChannel` is
+    one); declared here so the receiver sits below the channel that starts it."""
 
-    def __init__(self, channel: EmailChannel, hub: ChannelHub) -> None:
+    address: str
+    domain: str
+    agent: str
+
+    def parse_token(self, rcpt: str) -> str | None: ...
+
+    def check_token(self, token: str, thread_id: str, sender: str) -> int | None: ...
+
+    def may_launch(self, sender: str) -> bool: ...
+
+    def responder(self, identity: str) -> str | None: ...
+
+
+class Receiver:
+    """The SMTP server of a `Mailbox` (an `EmailChannel`), acting through a `ChannelHub`."""
+
+    def __init__(self, channel: Mailbox, hub: ChannelHub) -> None:
         self.channel = channel
         self.hub = hub
         self.port: int | None = None

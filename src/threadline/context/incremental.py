@@ -33,19 +33,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ..events import Compacted, Event
-from ..models.base import Message
-from .base import Rendered
+from ..events import Compacted, Event, Thread
+from ..models.base import Context, Message
+from .base import ContextFormat, Rendered
 from .budget import ContextBudget, Layout
 from .compact import CompactFormat
 from .tokens import BPECounter, TokenCounter
 
-if TYPE_CHECKING:
-    from .renderer import _Pass
-
-__all__ = ["LINE_ADDITIVE", "Tails", "cached_prefix", "line_additive"]
+__all__ = ["LINE_ADDITIVE", "Bound", "RenderPass", "Tails", "cached_prefix", "line_additive"]
 
 LINE_ADDITIVE = frozenset({"o200k_base", "cl100k_base"})
 """Encodings whose count of newline-joined lines is the sum of the lines' counts (above)."""
@@ -67,6 +64,43 @@ def cached_prefix(messages: Sequence[Message], blocks: Sequence[Any], stable: in
     if stable <= 0 or not messages or not isinstance(blocks[0], str):
         return 0
     return len(messages[-1].content) - sum(len(b) + 1 for b in blocks[stable:])
+
+
+class Bound(Protocol):
+    """The counter and budget a renderer holds for the model that answers."""
+
+    counter: TokenCounter
+    budget: ContextBudget
+
+
+class RenderPass(Protocol):
+    """One rendering of one thread, as the incremental path reads it (the renderer's pass
+    is one); declared here so this module sits below the renderer that uses it."""
+
+    thread: Thread
+    form: ContextFormat
+    system: str
+    prompt: tuple[str | None, str | None, str]
+    sys_tokens: int
+    tools_tokens: int
+    fixed: int
+    retrieved: list[int]
+    limit: int
+
+    @property
+    def r(self) -> Bound: ...
+
+    def share(self, budget: ContextBudget) -> ContextBudget: ...
+
+    def payload(
+        self, i: int, reduced: bool, budget: ContextBudget, limit: int | None = None
+    ) -> tuple[Any, int]: ...
+
+    def latest_model_call(self) -> int | None: ...
+
+    def context(
+        self, messages: tuple[Message, ...], budget: ContextBudget, exact: int, prefix: int
+    ) -> Context: ...
 
 
 def _joins_cleanly(line: str) -> bool:
@@ -125,7 +159,7 @@ class _Tail:
         return self.counted - self.line_counts[j] + counter.count(last)
 
 
-def _section(render: _Pass, unit: tuple[str, int, bool]) -> str:
+def _section(render: RenderPass, unit: tuple[str, int, bool]) -> str:
     kind, i, _ = unit
     return "summary" if kind == "summary" else f"history:{render.thread.events[i].kind}"
 
@@ -138,7 +172,7 @@ class Tails:
         self._maxsize = maxsize
         self.extended = 0
 
-    def _key(self, render: _Pass) -> Hashable | None:
+    def _key(self, render: RenderPass) -> Hashable | None:
         """What must not change between two renders for an extension to hold."""
         if render.retrieved or type(render.form) is not CompactFormat:
             return None
@@ -152,7 +186,7 @@ class Tails:
             render.prompt,
         )
 
-    def seed(self, render: _Pass, rendered: Rendered) -> None:
+    def seed(self, render: RenderPass, rendered: Rendered) -> None:
         """Keep a full-path rendering that later renders may extend (level 0 only)."""
         thread = render.thread
         self._data.pop(thread.id, None)
@@ -171,7 +205,7 @@ class Tails:
         while len(self._data) > self._maxsize:
             self._data.popitem(last=False)
 
-    def extend(self, render: _Pass) -> Rendered | None:
+    def extend(self, render: RenderPass) -> Rendered | None:
         """The rendering of `render.thread` extended from its tail, or None (full path)."""
         thread = render.thread
         tail = self._data.get(thread.id)
@@ -208,7 +242,7 @@ class Tails:
             self.extended += 1
         return rendered
 
-    def _rewind(self, render: _Pass, tail: _Tail) -> list[int]:
+    def _rewind(self, render: RenderPass, tail: _Tail) -> list[int]:
         """Drop the last old units whose block a new event may change; their indexes."""
         dropped: list[int] = []
         while tail.units and tail.units[-1][0] == "event" and tail.units[-1][1] >= tail.n - _REDO:
@@ -217,7 +251,7 @@ class Tails:
         return dropped[::-1]
 
     def _add(
-        self, render: _Pass, tail: _Tail, unit: tuple[str, int, bool], budget: ContextBudget
+        self, render: RenderPass, tail: _Tail, unit: tuple[str, int, bool], budget: ContextBudget
     ) -> None:
         kind, i, reduced = unit
         if kind == "summary":
@@ -227,7 +261,7 @@ class Tails:
             block, cost = render.payload(i, reduced, budget)
         tail.push(unit, int(cost), block, _section(render, unit))
 
-    def _count_lines(self, render: _Pass, tail: _Tail, start: int) -> None:
+    def _count_lines(self, render: RenderPass, tail: _Tail, start: int) -> None:
         if not tail.additive:
             return
         count = render.r.counter.count
@@ -239,7 +273,7 @@ class Tails:
                 tail.counted += n
 
     def _rendered(
-        self, render: _Pass, tail: _Tail, budget: ContextBudget, avail: int
+        self, render: RenderPass, tail: _Tail, budget: ContextBudget, avail: int
     ) -> Rendered | None:
         lines = tail.texts
         # `CompactFormat.assemble`, joining the list directly (its blocks are not empty).
@@ -274,14 +308,16 @@ class Tails:
         return Rendered(context, layout, sections, None)
 
 
-def _summary_args(render: _Pass, i: int) -> tuple[int, int, str]:
+def _summary_args(render: RenderPass, i: int) -> tuple[int, int, str]:
     c = render.thread.events[i]
     if not isinstance(c, Compacted):
         raise TypeError(f"event {i} is not a compacted event")
     return c.from_seq, c.to_seq, c.summary
 
 
-def _prefix(render: _Pass, tail: _Tail, messages: tuple[Message, ...], lines: list[str]) -> int:
+def _prefix(
+    render: RenderPass, tail: _Tail, messages: tuple[Message, ...], lines: list[str]
+) -> int:
     """`cached_prefix` of the extended body (the lines of events before the latest
     model call), found from the end."""
     latest = render.latest_model_call()
