@@ -22,7 +22,7 @@ from .runtime import Observer, Runtime
 from .settings import Settings
 from .stores import open_store
 
-__all__ = ["DEFAULT_AGENT_REFS", "load_agents", "open_runtime"]
+__all__ = ["DEFAULT_AGENT_REFS", "chosen_agents", "load_agents", "open_runtime"]
 
 DEFAULT_AGENT_REFS = (
     "examples/calculator/agent.py:agent",
@@ -46,6 +46,21 @@ def load_agents(refs: Iterable[str]) -> dict[str, tuple[Agent, str]]:
 
 def default_agent_refs() -> list[str]:
     return [r for r in DEFAULT_AGENT_REFS if Path(r.rsplit(":", 1)[0]).is_file()]
+
+
+def chosen_agents(refs: Sequence[str] | None) -> list[Agent]:
+    """The agents `refs` name, else those of `DEFAULT_AGENT_REFS` found here.
+
+    Raises:
+        ConfigError: none named and none found.
+    """
+    chosen = list(refs or ()) or default_agent_refs()
+    if not chosen:
+        raise ConfigError(
+            "no agents: pass --agent path.py:name (or run from the project folder, "
+            "where the example agents live)"
+        )
+    return [a for a, _ in load_agents(chosen).values()]
 
 
 def open_runtime(

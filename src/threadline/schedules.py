@@ -36,7 +36,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -204,18 +204,10 @@ def firing_thread_id(schedule: Schedule, tick: datetime) -> str:
 
 def schedule_view(schedule: Schedule, latest: Firing | None, *, now: datetime) -> ScheduleOut:
     """The wire view of a schedule: its next tick after `now` and its latest firing."""
+    stored = asdict(schedule)
+    stored["to"] = stored.pop("destination")
     return ScheduleOut(
-        id=schedule.id,
-        name=schedule.name,
-        agent=schedule.agent,
-        message=schedule.message,
-        cron=schedule.cron,
-        timezone=schedule.timezone,
-        missed=schedule.missed,
-        to=schedule.destination,
-        paused=schedule.paused,
-        created_at=schedule.created_at,
-        fired_through=schedule.fired_through,
+        **stored,
         next_tick=None
         if schedule.paused
         else next_tick(schedule, max(now, schedule.fired_through)),

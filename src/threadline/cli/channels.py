@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..bootstrap import default_agent_refs, load_agents, open_runtime
+from ..bootstrap import chosen_agents, default_agent_refs, load_agents, open_runtime
 from ..errors import ConfigError
 from .common import LockedOpt, app, console, err_console, handle_errors, run_async, settings
 
@@ -67,10 +67,7 @@ def channels_email(
     from ..channels import Dispatcher, Hub, open_channels
     from ..channels.email import EmailChannel
 
-    refs = list(agent or []) or default_agent_refs()
-    if not refs:
-        raise ConfigError("no agents: pass --agent path.py:name")
-    agents = [a for a, _ in load_agents(refs).values()]
+    agents = chosen_agents(agent)
     cfg = settings(locked)
     channels = open_channels("email", agents=[a.name for a in agents])
     email = channels["email"]

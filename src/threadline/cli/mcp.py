@@ -13,9 +13,9 @@ from typing import Annotated
 
 import typer
 
-from ..bootstrap import default_agent_refs, load_agents, open_runtime
+from ..bootstrap import chosen_agents, open_runtime
 from ..errors import ConfigError, MissingExtraError
-from .common import LockedOpt, app, err_console, handle_errors, run_async, settings
+from .common import LockedOpt, ServedAgentsOpt, app, err_console, handle_errors, run_async, settings
 
 __all__: list[str] = []
 
@@ -23,10 +23,7 @@ __all__: list[str] = []
 @app.command("mcp")
 @handle_errors
 def mcp_command(
-    agent: Annotated[
-        list[str] | None,
-        typer.Option("--agent", "-a", help="Agent reference path.py:name (repeatable)."),
-    ] = None,
+    agent: ServedAgentsOpt = None,
     transport: Annotated[
         str, typer.Option(help="stdio (an MCP client starts this process) or http.")
     ] = "stdio",
@@ -51,10 +48,7 @@ def mcp_command(
     cfg = settings(locked)
     if transport == "stdio" and cfg.log == "stdout":
         cfg = cfg.model_copy(update={"log": "stderr"})  # stdout carries the protocol
-    refs = list(agent or []) or default_agent_refs()
-    if not refs:
-        raise ConfigError("no agents to serve: pass --agent path.py:name")
-    agents = [a for a, _ in load_agents(refs).values()]
+    agents = chosen_agents(agent)
     runtime = open_runtime(cfg, agents, with_model=any(a.model is None for a in agents))
     auth = transport == "http" and not no_auth
     server = build_server(runtime, auth=auth)

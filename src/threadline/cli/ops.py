@@ -27,7 +27,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..bootstrap import default_agent_refs, load_agents, open_runtime
+from ..bootstrap import chosen_agents, open_runtime
 from ..errors import (
     ConfigError,
     CorruptEvent,
@@ -114,10 +114,7 @@ def worker(
 
     from ..worker import Worker
 
-    refs = list(agent or []) or default_agent_refs()
-    if not refs:
-        raise ConfigError("no agents: pass --agent path.py:name")
-    agents = [a for a, _ in load_agents(refs).values()]
+    agents = chosen_agents(agent)
     cfg = settings(locked)
     # Threads this worker advances tell people on the configured channels (the outbox
     # records each notice; a server's sweep sends what a stopped worker left).

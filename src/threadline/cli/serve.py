@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from ..agent import Agent
-from ..bootstrap import default_agent_refs, load_agents, open_runtime
+from ..bootstrap import chosen_agents, open_runtime
 from ..errors import ConfigError, MissingExtraError
 from ..events import utcnow
 from ..stores import key_store, open_store
@@ -172,13 +172,7 @@ def serve(
 
 def _agents_to_serve(refs: list[str]) -> list[Agent]:
     """The named agents, else the example agents when run from the project folder."""
-    refs = refs or default_agent_refs()
-    if not refs:
-        raise ConfigError(
-            "no agents to serve: pass --agent path.py:name (or run from the "
-            "project folder, where the example agents live)"
-        )
-    return [a for a, _ in load_agents(refs).values()]
+    return chosen_agents(refs)
 
 
 class _GracefulServer:

@@ -189,6 +189,10 @@ def _walk(
         i -= 1
 
 
+_Unit = tuple[str, int, bool]
+"""A layout unit: ("event" or "summary", event index, reduced)."""
+
+
 def _fit(
     events: Sequence[Event],
     skip: frozenset[int],
@@ -327,19 +331,18 @@ def _plan_history(
     minimum = fixed + budget.max_output_tokens + budget.margin
     skip = frozenset(retrieved)
     history = avail - ret_tokens
+
+    def laid(units: list[_Unit], span: tuple[int, int] | None, level: int, total: int) -> Layout:
+        """The layout of `units` (newest first) beside the retrieved events."""
+        laid_out = tuple(reversed(units))
+        return Layout(laid_out, tuple(retrieved), ret_reduced, span, level, total + ret_tokens)
+
     for level, reduce in ((0, False), (1, True)):
         units, total, stop = _fit(
             events, skip, None, tokens, summary_tokens, history, budget.keep_recent, reduce
         )
         if stop is None:
-            return Layout(
-                tuple(reversed(units)),
-                tuple(retrieved),
-                ret_reduced,
-                None,
-                level,
-                total + ret_tokens,
-            )
+            return laid(units, None, level, total)
     if virtual_summary_tokens is None:
         needed = fixed + budget.max_output_tokens + budget.margin + ret_tokens + total
         raise TokenBudgetError(
@@ -358,9 +361,7 @@ def _plan_history(
     if found is None:
         units, total, stop = _fit(events, skip, None, tokens, summary_tokens, history, 0, True)
         if stop is None:
-            return Layout(
-                tuple(reversed(units)), tuple(retrieved), ret_reduced, None, 1, total + ret_tokens
-            )
+            return laid(units, None, 1, total)
         found = _compact(events, skip, tokens, summary_tokens, target, history - reserve, 0)
         keep = 0
     if found is None:
@@ -384,22 +385,8 @@ def _plan_history(
             reduce,
         )
         if again is None:
-            return Layout(
-                tuple(reversed(kept)),
-                tuple(retrieved),
-                ret_reduced,
-                span,
-                2,
-                kept_total + ret_tokens,
-            )
-    return Layout(
-        tuple(reversed([*units, ("summary", -1, False)])),
-        tuple(retrieved),
-        ret_reduced,
-        span,
-        2,
-        total + reserve + ret_tokens,
-    )
+            return laid(kept, span, 2, kept_total)
+    return laid([*units, ("summary", -1, False)], span, 2, total + reserve)
 
 
 def _compact(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -267,50 +267,60 @@ class Renderer:
             TokenBudgetError: even the minimum context does not fit the window.
             PromptError: the prompt template needs a variable nobody supplied.
         """
-        form = self._form(fmt)
-        self.renders += 1
-        render = _Pass(self, thread, form)
-        fast = self._tails.extend(render) if self._tails is not None else None
+        render, fast = self._begin(thread, self._form(fmt))
         if fast is not None:
             return fast
-        budget = self.budget
-        for _attempt in range(3):
-            layout = render.plan(budget)
-            text = render.digest(layout, budget) if layout.compact is not None else None
-            rendered, exact = render.assemble(layout, budget, text)
-            if rendered is not None:
-                return self._seed(render, rendered)
-            budget = replace(budget, margin=budget.margin + exact - render.limit + 16)
-        raise TokenBudgetError(exact, render.limit, "the rendered context overshoots its plan")
+        attempts = self._attempts(render)
+        summary: str | None = None
+        try:
+            while True:
+                layout, budget = attempts.send(summary)
+                summary = render.digest(layout, budget)
+        except StopIteration as done:
+            rendered: Rendered = done.value
+            return rendered
 
     async def _render_async(self, thread: Thread, form: ContextFormat) -> Rendered:
         """`render`, with the settings' summariser (which may be async) when compacting."""
-        self.renders += 1
-        render = _Pass(self, thread, form)
-        fast = self._tails.extend(render) if self._tails is not None else None
+        render, fast = self._begin(thread, form)
         if fast is not None:
             return fast
+        attempts = self._attempts(render)
+        summaries: dict[tuple[int, int] | None, str] = {}
+        summary: str | None = None
+        try:
+            while True:
+                layout, budget = attempts.send(summary)
+                if layout.compact not in summaries:
+                    summaries[layout.compact] = await render.summarise(layout, budget)
+                summary = summaries[layout.compact]
+        except StopIteration as done:
+            rendered: Rendered = done.value
+            return rendered
+
+    def _begin(self, thread: Thread, form: ContextFormat) -> tuple[_Pass, Rendered | None]:
+        """A new pass over `thread`, and its extension of the previous rendering, if any."""
+        self.renders += 1
+        render = _Pass(self, thread, form)
+        return render, self._tails.extend(render) if self._tails is not None else None
+
+    def _attempts(
+        self, render: _Pass
+    ) -> Generator[tuple[Layout, ContextBudget], str | None, Rendered]:
+        """Plan and assemble `render`, widening the margin when the exact count overshoots
+        the plan (three tries). Each layout that compacts is yielded with its budget, and
+        the caller sends back the summary of the span it compacts (digest or summariser)."""
         budget = self.budget
-        summaries: dict[tuple[int, int], str] = {}
         for _attempt in range(3):
             layout = render.plan(budget)
-            text = None
-            if layout.compact is not None:
-                text = summaries.get(layout.compact)
-                if text is None:
-                    text = await render.summarise(layout, budget)
-                    summaries[layout.compact] = text
-            rendered, exact = render.assemble(layout, budget, text)
+            summary = (yield layout, budget) if layout.compact is not None else None
+            rendered, exact = render.assemble(layout, budget, summary)
             if rendered is not None:
-                return self._seed(render, rendered)
+                if self._tails is not None:  # what the next render may extend
+                    self._tails.seed(render, rendered)
+                return rendered
             budget = replace(budget, margin=budget.margin + exact - render.limit + 16)
         raise TokenBudgetError(exact, render.limit, "the rendered context overshoots its plan")
-
-    def _seed(self, render: _Pass, rendered: Rendered) -> Rendered:
-        """Keep what the next render of this thread may extend (see `Tails.seed`)."""
-        if self._tails is not None:
-            self._tails.seed(render, rendered)
-        return rendered
 
     def fixed_parts(self, base: str, form: ContextFormat) -> tuple[str, int, int]:
         """(system text, its tokens, tokens of the tool definitions) for a base prompt:

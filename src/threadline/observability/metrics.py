@@ -96,6 +96,9 @@ class RuntimeMetrics:
         def histogram(name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]) -> Any:
             return Histogram(name, doc, list(labels), buckets=buckets, registry=reg)
 
+        def gauge(name: str, doc: str, labels: Sequence[str]) -> Any:
+            return Gauge(name, doc, list(labels), registry=reg)
+
         self.events = counter("threadline_events", "Events appended", ["agent", "kind"])
         self.steps = counter("threadline_steps", "Batches written by an advancer", ["agent"])
         self.step_latency = histogram(
@@ -130,23 +133,18 @@ class RuntimeMetrics:
             ["agent"],
             _WAIT_BUCKETS,
         )
-        self.threads = Gauge(
-            "threadline_threads",
-            "Threads this process has seen, by their last status",
-            ["status"],
-            registry=reg,
+        self.threads = gauge(
+            "threadline_threads", "Threads this process has seen, by their last status", ["status"]
         )
-        self.awaiting_approval = Gauge(
+        self.awaiting_approval = gauge(
             "threadline_threads_awaiting_approval",
             "Threads in the store awaiting an approval",
             ["agent"],
-            registry=reg,
         )
-        self.oldest_approval = Gauge(
+        self.oldest_approval = gauge(
             "threadline_approval_oldest_wait_seconds",
             "Age of the oldest thread in the store awaiting an approval",
             ["agent"],
-            registry=reg,
         )
         self.lease_expiries = counter(
             "threadline_lease_expiries", "Leases this process lost before it was done", []

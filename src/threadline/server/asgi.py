@@ -8,7 +8,7 @@ from typing import Any
 
 from .problems import problem_bytes
 
-__all__ = ["ASGIApp", "Receive", "Scope", "Send", "send_problem"]
+__all__ = ["ASGIApp", "HTTPMiddleware", "Receive", "Scope", "Send", "send_problem"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -38,3 +38,21 @@ async def send_problem(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class HTTPMiddleware:
+    """A pure ASGI middleware that acts on HTTP requests only: everything else (lifespan,
+    websockets) passes straight through to `app`; subclasses write `http`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one HTTP request (calling `self.app` to pass it on)."""
+        raise NotImplementedError

@@ -25,7 +25,7 @@ from datetime import datetime
 from ..errors import ConfigError
 from ..events import utcnow
 from ..stores.keys import ApiKey, KeyStore
-from .asgi import ASGIApp, Receive, Scope, Send, send_problem
+from .asgi import ASGIApp, HTTPMiddleware, Receive, Scope, Send, send_problem
 
 __all__ = [
     "SCOPES",
@@ -117,7 +117,7 @@ _ACTION_SCOPES = {
 }
 
 
-class AuthMiddleware:
+class AuthMiddleware(HTTPMiddleware):
     """Checks the bearer key of every /v1 request before the route (and its body) runs.
 
     Missing or unknown or revoked key: 401. Valid key without the route's scope: 403. The
@@ -125,14 +125,11 @@ class AuthMiddleware:
     """
 
     def __init__(self, app: ASGIApp, *, keys: KeyStore, enabled: bool) -> None:
-        self.app = app
+        super().__init__(app)
         self.keys = keys
         self.enabled = enabled
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         needed = required_scope(scope["method"], scope["path"])
         if needed is None:
             await self.app(scope, receive, send)

@@ -15,7 +15,7 @@ from ..observability.propagation import (
     reset_inbound_traceparent,
     set_inbound_traceparent,
 )
-from .asgi import ASGIApp, Receive, Scope, Send, send_problem
+from .asgi import ASGIApp, HTTPMiddleware, Receive, Scope, Send, send_problem
 
 __all__ = ["BodyLimitMiddleware", "SecurityHeadersMiddleware", "TraceContextMiddleware"]
 
@@ -24,7 +24,7 @@ _CLOSE = ((b"connection", b"close"),)
 """A refused body may still be arriving: close the connection rather than read it."""
 
 
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(HTTPMiddleware):
     """Refuse request bodies over `max_bytes` with 413, before any parsing.
 
     The body is read (at most `max_bytes`) and handed on whole, so a chunked upload that
@@ -32,11 +32,11 @@ class BodyLimitMiddleware:
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", ()):
@@ -91,16 +91,10 @@ _UI_CSP = (
 )
 
 
-class SecurityHeadersMiddleware:
+class SecurityHeadersMiddleware(HTTPMiddleware):
     """nosniff everywhere; a strict Content-Security-Policy on the web page."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         is_ui = scope["path"].startswith("/ui")
 
         async def with_headers(message: MutableMapping[str, Any]) -> None:
@@ -119,7 +113,7 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, with_headers)
 
 
-class TraceContextMiddleware:
+class TraceContextMiddleware(HTTPMiddleware):
     """Make a valid inbound `traceparent` header the request's `inbound_traceparent()`.
 
     A launch stores it with the thread, so the thread's steps join the caller's trace
@@ -127,13 +121,7 @@ class TraceContextMiddleware:
     Context says; nothing of OpenTelemetry is imported here.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = None
         for name, value in scope.get("headers", ()):
             if name == b"traceparent":

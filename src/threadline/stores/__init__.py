@@ -51,29 +51,28 @@ def open_store(url: str) -> Store:
     )
 
 
-def key_store(store: Store) -> KeyStore:
-    """The API keys kept beside `store`'s threads (same database, same connections)."""
+def _beside(store: Store, what: str) -> SQLStore | MemoryStore:
+    """`store`, when it keeps `what` beside its threads (same database, same connections)."""
     if isinstance(store, SQLStore | MemoryStore):
-        return store.keys
-    raise StoreError(f"{type(store).__name__} keeps no API keys")
+        return store
+    raise StoreError(f"{type(store).__name__} keeps no {what}")
+
+
+def key_store(store: Store) -> KeyStore:
+    """The API keys kept beside `store`'s threads."""
+    return _beside(store, "API keys").keys
 
 
 def delivery_log(store: Store) -> DeliveryLog:
     """The webhook deliveries remembered beside `store`'s threads."""
-    if isinstance(store, SQLStore | MemoryStore):
-        return store.deliveries
-    raise StoreError(f"{type(store).__name__} remembers no webhook deliveries")
+    return _beside(store, "webhook deliveries").deliveries
 
 
 def outbox(store: Store) -> Outbox:
     """The channel outbox and conversation links beside `store`'s threads."""
-    if isinstance(store, SQLStore | MemoryStore):
-        return store.outbox
-    raise StoreError(f"{type(store).__name__} keeps no channel outbox")
+    return _beside(store, "channel outbox").outbox
 
 
 def schedule_store(store: Store) -> ScheduleStore:
-    """The schedules kept beside `store`'s threads (same database, same connections)."""
-    if isinstance(store, SQLStore | MemoryStore):
-        return store.schedules
-    raise StoreError(f"{type(store).__name__} keeps no schedules")
+    """The schedules kept beside `store`'s threads."""
+    return _beside(store, "schedules").schedules

@@ -38,6 +38,7 @@ __all__ = [
     "Returned",
     "Tx",
     "advance",
+    "insert_new",
     "stored_json",
     "stored_time",
 ]
@@ -104,6 +105,23 @@ class PlanRunner(Protocol):
     async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, append_to: str | None = None) -> T:
         """Run a fresh `plan()` to its end and return its value."""
         ...
+
+
+async def insert_new(store: PlanRunner, sql: str, args: Params, exists: str) -> None:
+    """Run one INSERT (`sql` before `Dialect.sql`) in a write transaction.
+
+    Raises:
+        StoreError: `exists`, when the row breaks a unique key (nothing is written).
+    """
+    query = Query(store.dialect.sql(sql), args)
+
+    def plan() -> Plan[None]:
+        try:
+            yield query
+        except DuplicateKey:
+            raise StoreError(exists) from None
+
+    await store.run(plan, Tx.WRITE)
 
 
 class Tx(Enum):

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..errors import StoreError
-from .dialect import DuplicateKey, Plan, PlanRunner, Query, Tx, stored_time
+from .dialect import Plan, PlanRunner, Query, Tx, insert_new, stored_time
 
 __all__ = [
     "ApiKey",
@@ -149,14 +149,7 @@ class SQLKeyStore:
             "scopes": " ".join(key.scopes),
             "created_at": d.time(key.created_at),
         }
-
-        def plan() -> Plan[None]:
-            try:
-                yield Query(d.sql(_INSERT_KEY), args)
-            except DuplicateKey:
-                raise StoreError(f"API key {key.id} already exists") from None
-
-        await self._store.run(plan, Tx.WRITE)
+        await insert_new(self._store, _INSERT_KEY, args, f"API key {key.id} already exists")
 
     async def find(self, secret_hash: str) -> ApiKey | None:
         sql = self._store.dialect.sql(f"{_KEYS} WHERE secret_hash = :hash")

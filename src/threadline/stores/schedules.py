@@ -23,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import builtins
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from ..errors import StoreError
-from .dialect import DuplicateKey, Plan, PlanRunner, Query, Tx, stored_time
+from .dialect import Plan, PlanRunner, Query, Tx, insert_new, stored_time
 
 __all__ = [
     "Firing",
@@ -187,28 +187,9 @@ class SQLScheduleStore:
         }
 
     async def add(self, schedule: Schedule) -> None:
-        d = self._store.dialect
-        args = self._args(
-            id=schedule.id,
-            name=schedule.name,
-            agent=schedule.agent,
-            message=schedule.message,
-            cron=schedule.cron,
-            timezone=schedule.timezone,
-            missed=schedule.missed,
-            destination=schedule.destination,
-            paused=int(schedule.paused),
-            created_at=schedule.created_at,
-            fired_through=schedule.fired_through,
-        )
-
-        def plan() -> Plan[None]:
-            try:
-                yield Query(d.sql(_INSERT), args)
-            except DuplicateKey:
-                raise StoreError(f"a schedule named {schedule.name!r} already exists") from None
-
-        await self._store.run(plan, Tx.WRITE)
+        args = self._args(**{**asdict(schedule), "paused": int(schedule.paused)})
+        exists = f"a schedule named {schedule.name!r} already exists"
+        await insert_new(self._store, _INSERT, args, exists)
 
     async def get(self, name: str) -> Schedule | None:
         query = Query(self._store.dialect.sql(f"{_SELECT} WHERE name = :name"), {"name": name})
