@@ -392,6 +392,8 @@ class EventKind(BaseModel):
     """Who writes it: `outside` (people, triggers), `model` or `runtime`."""
     error: bool
     """It counts as an error (shown as one)."""
+    role: str
+    """What it means to a reader: `asks` a person, `success`, `failure`, or a `step`."""
 
 
 class EventKinds(BaseModel):

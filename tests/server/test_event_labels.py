@@ -4,9 +4,14 @@ event kind with the label its class declares."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
+from typing import get_args
 
+import threadline.server
 from server_support import LiveServer, assert_problem
 from threadline.events import EVENT_CLASSES, event_from_json, summarize
+from threadline.events.kinds import Origin, Role
 
 
 def test_every_event_kind_is_served_with_its_declared_traits(live: LiveServer) -> None:
@@ -21,10 +26,26 @@ def test_every_event_kind_is_served_with_its_declared_traits(live: LiveServer) -
             "label": cls.traits.label,
             "origin": cls.traits.origin,
             "error": cls.traits.error,
+            "role": cls.traits.role,
         }
     assert len({k["label"] for k in served}) == len(served)  # a label names one kind
     with live.client(None) as c:
         assert_problem(c.get("/v1/event-kinds"), 401)
+
+
+def test_the_page_styles_events_by_declared_traits_never_by_kind() -> None:
+    """style.css names origins and roles (which /v1/event-kinds serves), never a kind."""
+    css = (Path(threadline.server.__file__).parent / "ui" / "style.css").read_text()
+    classes = set(re.findall(r"\.([a-z][\w-]*)", css))
+    assert not {c for c in classes if c.startswith("k-")}
+    styled = {c for c in classes if c[:2] in ("o-", "r-")}
+    assert styled == {"o-outside", "o-model", "r-asks", "r-success", "r-failure"}
+    assert {c[2:] for c in styled if c.startswith("o-")} <= set(get_args(Origin))
+    assert {c[2:] for c in styled if c.startswith("r-")} <= set(get_args(Role))
+    roles = {cls.model_fields["kind"].default: cls.traits.role for cls in EVENT_CLASSES}
+    assert roles["approval_requested"] == roles["human_request"] == "asks"
+    assert roles["tool_result"] == roles["done"] == "success"
+    assert roles["escalated"] == roles["failed"] == "failure"
 
 
 def test_every_served_event_carries_its_summary_in_pages_and_streams(live: LiveServer) -> None:

@@ -35,18 +35,29 @@ def test_approve_from_the_inbox_and_see_the_thread_finish(
 
     card.get_by_role("button", name="Approve").click()
     page.locator("#thread-status .badge.done").wait_for(timeout=15_000)
+    # The status can refresh before the stream has drawn the last events: wait for them.
+    page.locator("#timeline li", has_text="Deployed v1.5.0").first.wait_for(timeout=15_000)
     timeline = page.locator("#timeline").inner_text()
     assert "approved" in timeline and "by alice" in timeline
     assert "Deployed v1.5.0 to production." in timeline
     # Each row is labelled as the server declares its kind, not by the page's own table.
     with live.client("admin") as c:
-        labels = {k["kind"]: k["label"] for k in c.get("/v1/event-kinds").json()["items"]}
+        kinds = c.get("/v1/event-kinds").json()["items"]
+        labels = {k["kind"]: k["label"] for k in kinds}
         events = c.get(f"/v1/threads/{thread['id']}/events").json()["events"]
     page.locator("#timeline li").nth(len(events) - 1).wait_for(timeout=15_000)
     shown = page.eval_on_selector_all(
         "#timeline li .kind", "els => els.map((e) => e.firstChild.textContent)"
     )
     assert shown == [labels[e["kind"]] for e in events]
+    # ...and styled by the origin and role the server declares for it, never by its kind.
+    traits = {k["kind"]: k for k in kinds}
+    classes = page.eval_on_selector_all("#timeline li", "els => els.map((e) => e.className)")
+    assert classes == [
+        f"o-{traits[e['kind']]['origin']} r-{traits[e['kind']]['role']}"
+        + (" error" if traits[e["kind"]]["error"] else "")
+        for e in events
+    ]
     # ...and each row says what the server's summary of the event says.
     bodies = page.eval_on_selector_all("#timeline li .body", "els => els.map((e) => e.textContent)")
     assert bodies == [e["summary"]["text"] + (e["summary"]["detail"] or "") for e in events]

@@ -36,6 +36,7 @@ __all__ = [
     "RawToolCall",
     "ReplayRole",
     "Resumed",
+    "Role",
     "TokenBudgetExceeded",
     "ToolAttemptFailed",
     "ToolCall",
@@ -71,6 +72,7 @@ def utcnow() -> datetime:
 
 Origin = Literal["outside", "model", "runtime"]
 ReplayRole = Literal["input", "derived", "outcome"]
+Role = Literal["step", "asks", "success", "failure"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,10 @@ class EventTraits:
             (unless the agent stores secrets), never taken as instructions.
         human_input: a person acted: resets the step count and the consecutive errors.
         error: counts as one consecutive error.
+        role: what it means to someone reading the timeline: it `asks` a person for
+            something (an approval, an answer), is a `success` (a tool's result, the end
+            of the work) or a `failure` (the thread ended badly), else a `step`. Pages
+            style events by role and origin, never by kind.
     """
 
     label: str
@@ -99,6 +105,7 @@ class EventTraits:
     untrusted: tuple[str, ...] = ()
     human_input: bool = False
     error: bool = False
+    role: Role = "step"
 
 
 class _EventBase(BaseModel):
@@ -188,7 +195,9 @@ class ApprovalRequested(_EventBase):
     """The pause between choosing a tool and running it."""
 
     kind: Literal["approval_requested"] = "approval_requested"
-    traits: ClassVar[EventTraits] = EventTraits("approval requested", "runtime", "derived")
+    traits: ClassVar[EventTraits] = EventTraits(
+        "approval requested", "runtime", "derived", role="asks"
+    )
     call_id: str
     tool: str
     arguments: dict[str, JsonValue]
@@ -221,7 +230,9 @@ class ToolStarted(_EventBase):
 
 class ToolResult(_EventBase):
     kind: Literal["tool_result"] = "tool_result"
-    traits: ClassVar[EventTraits] = EventTraits("tool result", "runtime", "outcome", ("result",))
+    traits: ClassVar[EventTraits] = EventTraits(
+        "tool result", "runtime", "outcome", ("result",), role="success"
+    )
     call_id: str
     tool: str
     result: JsonValue = None
@@ -262,7 +273,7 @@ class HumanRequest(_EventBase):
     """The agent asked a human something (the `request_more_information` intent)."""
 
     kind: Literal["human_request"] = "human_request"
-    traits: ClassVar[EventTraits] = EventTraits("question", "runtime", "derived")
+    traits: ClassVar[EventTraits] = EventTraits("question", "runtime", "derived", role="asks")
     request_id: str
     question: str
     responders: tuple[str, ...] = ()
@@ -281,7 +292,7 @@ class HumanResponse(_EventBase):
 
 class Done(_EventBase):
     kind: Literal["done"] = "done"
-    traits: ClassVar[EventTraits] = EventTraits("done", "runtime", "derived")
+    traits: ClassVar[EventTraits] = EventTraits("done", "runtime", "derived", role="success")
     message: str = ""
 
 
@@ -289,14 +300,14 @@ class Escalated(_EventBase):
     """Handed to a human: too many errors, step limit, a tool that may have run, ..."""
 
     kind: Literal["escalated"] = "escalated"
-    traits: ClassVar[EventTraits] = EventTraits("escalated", "runtime", "derived")
+    traits: ClassVar[EventTraits] = EventTraits("escalated", "runtime", "derived", role="failure")
     reason: str
     details: dict[str, JsonValue] = Field(default_factory=dict)
 
 
 class Failed(_EventBase):
     kind: Literal["failed"] = "failed"
-    traits: ClassVar[EventTraits] = EventTraits("failed", "runtime", "input")
+    traits: ClassVar[EventTraits] = EventTraits("failed", "runtime", "input", role="failure")
     reason: str
 
 

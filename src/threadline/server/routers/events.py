@@ -1,9 +1,10 @@
 """What a client needs to show events it has never seen: every kind, with its label.
 
-    GET  /v1/event-kinds                       each event kind's label, origin, error flag
+    GET  /v1/event-kinds                 each event kind's label, origin, role, error flag
 
-The labels are the event classes' own declarations (`traits`), so the web page shows a new
-kind correctly without a line of JavaScript naming it.
+The labels are the event classes' own declarations (`traits`), so the web page shows (and
+styles, by origin and role) a new kind correctly without a line of JavaScript or CSS
+naming it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def event_kinds() -> EventKinds:
                 label=cls.traits.label,
                 origin=cls.traits.origin,
                 error=cls.traits.error,
+                role=cls.traits.role,
             )
             for cls in EVENT_CLASSES
         ]

@@ -383,8 +383,9 @@ function describe(e) {
   return [s.text, s.detail != null ? el("pre", {}, s.detail) : null];
 }
 
-// Labels, origins and error flags come from the server (each event class declares them),
-// fetched once: a new kind of event shows with its own label without a change here.
+// Labels, origins, roles and error flags come from the server (each event class declares
+// them), fetched once: a new kind of event shows with its own label and style (the CSS
+// styles origins and roles, never kinds) without a change here.
 async function eventKinds() {
   if (!state.kinds) {
     const { items } = await api("GET", "/v1/event-kinds");
@@ -394,8 +395,8 @@ async function eventKinds() {
 }
 
 function eventRow(e) {
-  const k = state.kinds.get(e.kind) || { label: e.kind, origin: "runtime", error: false };
-  return el("li", { class: `k-${e.kind} o-${k.origin}${k.error ? " error" : ""}`, "data-seq": e.seq },
+  const k = state.kinds.get(e.kind) || { label: e.kind, origin: "runtime", role: "step", error: false };
+  return el("li", { class: `o-${k.origin} r-${k.role}${k.error ? " error" : ""}`, "data-seq": e.seq },
     el("span", { class: "seq" }, e.seq),
     el("span", { class: "kind" }, k.label, el("span", { class: "at" }, clock(e.at))),
     el("div", { class: "body" }, ...describe(e)));
