@@ -132,6 +132,12 @@ def start_server(
         channels=channels,
     )
     app = create_app(services)
+    uv, thread, url = _start_uvicorn(app, host)
+    return LiveServer(url, db_path, services.runtime, services, uv, thread, app, created)
+
+
+def _start_uvicorn(app: Any, host: str) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """`app` under uvicorn on a free port of `host` (lifespan on), in a daemon thread."""
     uv = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
@@ -141,9 +147,18 @@ def start_server(
             raise RuntimeError("server did not start")
         time.sleep(0.01)
     port = uv.servers[0].sockets[0].getsockname()[1]
-    return LiveServer(
-        f"http://{host}:{port}", db_path, services.runtime, services, uv, thread, app, created
-    )
+    return uv, thread, f"http://{host}:{port}"
+
+
+@contextlib.contextmanager
+def serving(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
+    """Any ASGI `app` under a real uvicorn on loopback while the block runs; yields its URL."""
+    uv, thread, url = _start_uvicorn(app, host)
+    try:
+        yield url
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=20)
 
 
 DEFAULT_KEYS = {

@@ -1,0 +1,111 @@
+"""runtime_actions.py: each human action is checked against the thread's derived state and
+written whole or not at all (a real SQLite store; the model is scripted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from threadline import Agent, InvalidAction, Runtime, SQLiteStore, Status, tool
+from threadline.runtime_actions import Verdict
+from threadline.testing import ScriptedModel, intent
+
+
+@tool(approval="always")
+def transfer(amount: int, to: str) -> str:
+    """Move money."""
+    return f"sent {amount} to {to}"
+
+
+BANK = Agent("bank", tools=[transfer])
+
+
+def _two_transfers() -> ScriptedModel:
+    """One answer asking for two transfers (two pending approvals), then the end."""
+    both = [intent("transfer", amount=5, to="ana"), intent("transfer", amount=7, to="bo")]
+    return ScriptedModel([both, intent("done_for_now", message="ok")])
+
+
+async def _pending(tmp_path: Path) -> tuple[Runtime, str, list[str]]:
+    rt = Runtime(SQLiteStore(tmp_path / "t.db"), agents=[BANK], model=_two_transfers())
+    thread = await rt.launch(BANK, "pay both")
+    assert thread.status is Status.AWAITING_APPROVAL
+    return rt, thread.id, sorted(thread.state.pending)
+
+
+async def test_verdicts_are_written_together_or_not_at_all(tmp_path: Path) -> None:
+    rt, tid, (first, second) = await _pending(tmp_path)
+    before = len(await rt.store.load(tid))
+    for verdicts, why in [
+        ([], "at least one verdict"),
+        ([Verdict(first), Verdict(first, False)], "names a call twice"),
+        ([Verdict(first), Verdict("c_nope")], "not awaiting approval"),
+        ([Verdict(first), Verdict(second, edited_arguments={"amount": "lots"})], "amount"),
+    ]:
+        with pytest.raises(InvalidAction, match=why):
+            await rt.approve_many(tid, verdicts, by="ana")
+        assert len(await rt.store.load(tid)) == before  # not even the good verdict
+    thread = await rt.approve_many(
+        tid, [Verdict(first), Verdict(second, edited_arguments={"amount": 6, "to": "bo"})], by="x"
+    )
+    approvals = thread.events[before:]
+    assert [a.kind for a in approvals] == ["approval", "approval"]
+    assert approvals[1].edited_arguments == {"amount": 6, "to": "bo"}
+    done = await rt.advance(tid)
+    assert done.status is Status.DONE
+    results = [e.result for e in done.events if e.kind == "tool_result"]
+    assert sorted(results) == ["sent 5 to ana", "sent 6 to bo"]
+    await rt.store.close()
+
+
+async def test_an_expired_approval_is_a_rejection_nobody_wrote_and_happens_once(
+    tmp_path: Path,
+) -> None:
+    rt, tid, (first, _) = await _pending(tmp_path)
+    thread = await rt.expire_approval(tid, first, reason="nobody answered in 24h")
+    expired = thread.events[-1]
+    assert (expired.approved, expired.by, expired.channel) == (False, None, "expiry")
+    assert expired.comment == "nobody answered in 24h"
+    with pytest.raises(InvalidAction, match="was answered"):
+        await rt.expire_approval(tid, first, reason="again")
+    with pytest.raises(InvalidAction, match="not awaiting approval"):
+        await rt.approve(tid, first, by="ana")
+    await rt.store.close()
+
+
+async def test_messages_pause_cancel_and_resume_check_the_state(tmp_path: Path) -> None:
+    rt, tid, _ = await _pending(tmp_path)
+    with pytest.raises(InvalidAction, match="messages are accepted when"):
+        await rt.message(tid, "also pay carl")
+    paused = await rt.pause(tid, by="ops", reason="audit")
+    assert paused.status is Status.PAUSED
+    with pytest.raises(InvalidAction, match="only an unfinished thread can be paused"):
+        await rt.pause(tid)
+    cancelled = await rt.cancel(tid, by="ops", reason="fraud")
+    # A paused thread is unpaused first, so it shows as what it is: failed.
+    assert [e.kind for e in cancelled.events[-2:]] == ["resumed", "failed"]
+    assert cancelled.status is Status.FAILED
+    assert cancelled.events[-1].reason == "cancelled by ops: fraud"
+    with pytest.raises(InvalidAction, match="only an unfinished thread can be cancelled"):
+        await rt.cancel(tid)
+    resumed = await rt.resume(tid, by="ops")
+    assert resumed.events[-1].kind == "resumed" and resumed.status is not Status.FAILED
+    noted = await rt.external_event(tid, "audit.cleared", {"ticket": 7}, source="audit")
+    assert noted.events[-1].payload == {"ticket": 7} and noted.events[-1].source == "audit"
+    await rt.store.close()
+
+
+async def test_a_fork_never_splits_one_append(tmp_path: Path) -> None:
+    rt, tid, _ = await _pending(tmp_path)
+    thread = await rt.store.load(tid)
+    model_call = next(e.seq for e in thread.events if e.kind == "model_call")
+    with pytest.raises(InvalidAction, match="written in one append"):
+        await rt.fork(tid, at=model_call)
+    with pytest.raises(InvalidAction, match="it has events"):
+        await rt.fork(tid, at=len(thread))
+    forked = await rt.fork(tid, at=model_call - 1)
+    assert forked.id != tid and forked.metadata["forked_from"] == tid
+    assert forked.events[-1].kind == "forked_from" and forked.events[-1].at_seq == model_call - 1
+    assert len(await rt.store.load(tid)) == len(thread)  # the source is untouched
+    await rt.store.close()
