@@ -33,14 +33,14 @@ async def test_a_lookup_is_tried_again_until_the_restarted_server_answers(
 ) -> None:
     first, url = start_http_shop(tmp_path, shop_log)
     port = int(url.rsplit(":", 1)[1].split("/")[0])
+    # patient enough for a Python process to start on a loaded machine; slept in process
+    patient = ToolRetry(max_attempts=8, base_delay=1.0, max_delay=4.0, sleep_limit=10)
     try:
-        tools = await discover(MCPServer("shop", url=url))
+        tools = await discover(MCPServer("shop", url=url, retry=patient))
     finally:
         first.kill()
         first.wait(timeout=10)
-    lookup = next(t for t in tools if t.name == "lookup")
-    # patient enough for a Python process to start on a loaded machine; slept in process
-    lookup.retry = ToolRetry(max_attempts=8, base_delay=1.0, max_delay=4.0, sleep_limit=10)
+    assert all(t.retry is patient for t in tools)
     failed = asyncio.Event()
 
     def watch(thread: Thread, events: Sequence[Event]) -> None:

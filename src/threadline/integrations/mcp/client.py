@@ -130,6 +130,8 @@ def build_tool(server: MCPServer, remote: Any) -> MCPTool | None:
         idempotent=policy.idempotent,
         approval=policy.approval,
         timeout=None,  # the connection applies `server.timeout` and knows what it means
+        retry=server.retry,
+        breaker=server.breaker,
     )
     if not isinstance(made, MCPTool):  # from_json_schema builds `cls`
         raise TypeError("MCPTool.from_json_schema must build an MCPTool")

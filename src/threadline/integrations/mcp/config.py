@@ -27,6 +27,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from ...errors import ConfigError
+from ...resilience import ToolBreaker, ToolRetry
 from ...tools import ApprovalPolicy
 
 __all__ = ["MCPServer", "ToolFlags", "ToolPolicy", "schema_version"]
@@ -73,6 +74,9 @@ class MCPServer:
         prefix: prepended to every tool name the model sees (e.g. `files.`).
         timeout: seconds a call may take before its outcome counts as unknown.
         connect_timeout: seconds to start the server and finish the handshake.
+        retry / breaker: the server's tools' retries and circuit breaker (see
+            `threadline.retries`): a server that cannot be reached, or did not answer a
+            call that is safe to send again, is a `RetryableToolError`.
     """
 
     name: str
@@ -91,6 +95,8 @@ class MCPServer:
     prefix: str = ""
     timeout: float = 30.0
     connect_timeout: float = 20.0
+    retry: ToolRetry = field(default_factory=ToolRetry)
+    breaker: ToolBreaker | None = field(default_factory=ToolBreaker)
     # Live state beside the configuration: one connection per event loop, and the agents
     # kept up to date on `tools/list_changed` (see client.follow).
     _connections: WeakKeyDictionary[Any, Any] = field(
