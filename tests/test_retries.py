@@ -252,14 +252,3 @@ async def test_a_tool_s_breaker_opens_after_failures_and_closes_after_the_cool_d
     breaker = rt.tool_runs.breaker(quote)
     assert breaker is not None and breaker.state == "closed"
     assert _same(replay_thread(agent, thread), thread)
-
-
-def test_tool_retry_and_breaker_settings_are_checked() -> None:
-    from threadline.errors import ConfigError
-
-    with pytest.raises(ConfigError):
-        ToolRetry(max_attempts=0)
-    with pytest.raises(ConfigError):
-        ToolRetry(base_delay=-1)
-    with pytest.raises(ConfigError):
-        ToolBreaker(failure_threshold=0)

@@ -1,7 +1,9 @@
-"""A sub-agent's step longer than the lease keeps its lease (issue 13): a heartbeat renews
-the child's lease while the step runs, so a second worker never takes the child over and
-runs its tool again. Real stores (SQLite file, PostgreSQL), two workers with their own
-connections, a lease period shorter than the step."""
+"""Heartbeats keep leases while work runs (threadline.leases, issue 13).
+
+A sub-agent's step longer than the lease keeps its lease: a heartbeat renews the child's
+lease while the step runs, so a second worker never takes the child over and runs its tool
+again. Real stores (SQLite file, PostgreSQL), two workers with their own connections, a
+lease period shorter than the step."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import pytest
 from pg_support import pg_store_url
 from threadline import Agent, Runtime, tool
 from threadline.composition import children
-from threadline.events import Status
+from threadline.events import Status, utcnow
+from threadline.leases import heartbeat
 from threadline.stores import SQLiteStore, Store, open_store
 from threadline.testing import ScriptedModel, intent
 from threadline.worker import Worker
@@ -112,3 +115,21 @@ async def test_a_child_step_longer_than_the_lease_is_run_by_one_worker_only(
     assert [e.kind for e in child.events].count("tool_result") == 1
     assert child.status == Status.DONE
     assert [e.result for e in parent.events if e.kind == "tool_result"] == ["j1 crunched"]
+
+
+async def test_a_heartbeat_keeps_a_lease_past_its_period_and_says_when_it_lapsed(
+    stores: Callable[[], Store],
+) -> None:
+    store = stores()
+    rt = Runtime(store, agents=[_agents()])
+    thread = await rt.launch("boss", "crunch j1", advance=False)
+    (lease,) = await store.lease("holder", ttl=LEASE, thread_ids=[thread.id])
+    async with heartbeat(store, lease, LEASE) as lost:
+        await asyncio.sleep(LEASE * 3)
+        held = await store.get(thread.id)
+        assert held.lease_owner == "holder" and held.lease_expires is not None
+        assert held.lease_expires > utcnow(), "renewed: still held three periods later"
+        assert await store.lease("other", ttl=LEASE, thread_ids=[thread.id]) == []
+        await store.break_lease(thread.id)  # an operator took it
+        await asyncio.wait_for(lost.wait(), LEASE * 3)
+    assert (await store.get(thread.id)).lease_owner is None
