@@ -252,3 +252,26 @@ async def test_a_tool_s_breaker_opens_after_failures_and_closes_after_the_cool_d
     breaker = rt.tool_runs.breaker(quote)
     assert breaker is not None and breaker.state == "closed"
     assert _same(replay_thread(agent, thread), thread)
+
+
+@tool(retry=ToolRetry(max_attempts=2, base_delay=0.01))
+def hostile(sku: str) -> str:
+    """Look up a product behind a backend whose errors are hostile."""
+    raise RetryableToolError("broken \ud800 backend\n  says:\t" + "y" * 5000)
+
+
+async def test_a_hostile_error_message_is_stored_as_one_clean_line(store: SQLiteStore) -> None:
+    agent = _agent(hostile)
+    rt = Runtime(store, agents=[agent])
+    thread = await store.load((await rt.launch(agent, "is a1 in stock?")).id)
+    assert thread.status == Status.DONE, "nothing lost: the errors were stored, the model went on"
+    (failed,) = [e for e in thread.events if isinstance(e, ToolAttemptFailed)]
+    (error,) = [e for e in thread.events if isinstance(e, ToolError)]
+    assert (
+        failed.message.startswith("broken \ufffd backend says: yyy") and len(failed.message) <= 300
+    )
+    assert error.message.startswith(failed.message[:-1]) and error.message.endswith(
+        "(after 2 attempts)"
+    )
+    assert "\n" not in error.message and "\ud800" not in error.message
+    assert _same(replay_thread(agent, thread), thread)

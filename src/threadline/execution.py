@@ -69,8 +69,9 @@ given the seq and time they get."""
 
 
 def compact_error(exc: BaseException, limit: int = 300) -> str:
-    """An exception as one short line: no stack trace, no multi-line dumps."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """An exception as one short line: no stack trace, no multi-line dumps, nothing that
+    cannot be stored (lone surrogates are replaced)."""
+    text = scrub_text(" ".join(str(exc).split())) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
