@@ -29,7 +29,15 @@ import httpx
 from .errors import InvalidAction, NotAllowed, ServerError, ThreadNotFound
 from .events import Event, Status, Thread
 from .settings import Settings
-from .wire import ScheduleBody, ScheduleList, ScheduleOut, ThreadOut, ThreadPage, event_from_wire
+from .wire import (
+    ChannelList,
+    ScheduleBody,
+    ScheduleList,
+    ScheduleOut,
+    ThreadOut,
+    ThreadPage,
+    event_from_wire,
+)
 
 if TYPE_CHECKING:
     from .runtime_actions import Verdict
@@ -126,6 +134,10 @@ class Client:
             seconds=self._timeout + (wait_timeout if wait else 0),
         )
         return ThreadOut.model_validate(data)
+
+    async def channels(self) -> ChannelList:
+        """The server's channels, cron schedules and webhook triggers (`GET /v1/channels`)."""
+        return ChannelList.model_validate(await self._request("GET", "/v1/channels"))
 
     async def get(self, thread_id: str) -> ThreadOut:
         return ThreadOut.model_validate(await self._request("GET", f"/v1/threads/{thread_id}"))

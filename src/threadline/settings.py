@@ -6,6 +6,8 @@ at start-up and handed to what needs it.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -53,6 +55,9 @@ class Settings(BaseSettings):
     # Channels (docs/channels.md): which run in `threadline serve`, comma separated
     # (`slack,email`); each reads its own THREADLINE_SLACK_* / THREADLINE_EMAIL_* variables.
     channels: str = ""
+    # How long inbound delivery ids (webhooks, triggers, Slack requests, mails) are kept
+    # to refuse redeliveries: seconds or ISO 8601 (`P7D`); at least ten minutes.
+    delivery_retention: timedelta = timedelta(days=1)
     # OpenTelemetry (docs/observability.md): traces are exported when `otel` is on, or, when
     # it is unset, when the standard variables ask for an exporter or name an endpoint.
     # `otel_content` records prompt and completion text (redacted) on the spans.

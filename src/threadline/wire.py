@@ -65,6 +65,7 @@ __all__ = [
     "PendingApproval",
     "ResponseBody",
     "ScheduleBody",
+    "ScheduleChannel",
     "ScheduleList",
     "ScheduleOut",
     "ServedEvent",
@@ -72,6 +73,7 @@ __all__ = [
     "ThreadListItem",
     "ThreadOut",
     "ThreadPage",
+    "TriggerChannel",
     "TriggerOut",
     "Usage",
     "VerdictBody",
@@ -429,8 +431,39 @@ class Channel(BaseModel):
     """False when its configuration is missing (e.g. webhooks without a secret)."""
 
 
+class ScheduleChannel(BaseModel):
+    """A cron schedule, as a way threads start: its status and where its answers go."""
+
+    name: str
+    agent: str
+    status: Literal["active", "paused"]
+    cron: str
+    timezone: str
+    next_tick: datetime | None
+    to: str | None
+    """The routing target its threads answer on (`slack:#reports`); None: nowhere."""
+
+
+class TriggerChannel(BaseModel):
+    """A webhook trigger, as a way threads start: where its sender posts, where answers go."""
+
+    name: str
+    agent: str
+    status: Literal["active"]
+    """Always `active`: a trigger is configuration, on while it is in the server's file."""
+    path: str
+    signature: Literal["github", "threadline"]
+    events: list[str]
+    """The events it launches on; empty: any."""
+    to: str | None
+
+
 class ChannelList(BaseModel):
     items: list[Channel]
+    schedules: list[ScheduleChannel] = Field(default_factory=list)
+    """The cron schedules of the store (none when the store keeps no schedules)."""
+    triggers: list[TriggerChannel] = Field(default_factory=list)
+    """The webhook triggers configured on this server."""
 
 
 class Inbox(BaseModel):

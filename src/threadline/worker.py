@@ -279,9 +279,11 @@ class Worker:
         """Turn the store's wake-ups (LISTEN/NOTIFY on PostgreSQL) into `_work_signal`.
 
         A task of its own, never cancelled mid-wait except at shutdown, so the store's
-        listening connection is not interrupted by every idle period.
+        listening connection is not interrupted by every idle period. It also checks
+        whether it is being cancelled: a driver may swallow a cancellation mid-wait.
         """
-        while not self._stopping.is_set():
+        this = asyncio.current_task()
+        while not self._stopping.is_set() and not (this and this.cancelling()):
             try:
                 await self.store.wait_for_work(self.poll_interval)
             except Exception as exc:  # the poll loop still runs; this is only a speed-up

@@ -279,3 +279,26 @@ async def test_catch_up_records_what_a_stopped_process_left_out(tmp_path: Path) 
     await dispatcher.flush()
     assert channel.kinds() == ["approval"]
     await runtime.store.close()
+
+
+async def test_catch_up_sends_a_recent_ending_once_but_not_a_stale_one(tmp_path: Path) -> None:
+    channel = MemoryChannel()
+    clock = Clock()
+    runtime, dispatcher = await _setup(tmp_path, _agent(), channel, clock)
+    runtime.observers.clear()  # the process that appended the answer stopped before recording
+    conversation = {"conversation": {"room": "r"}}
+    thread = await runtime.launch("ops", "deploy", channel="memory", metadata=conversation)
+    await runtime.approve(thread.id, next(iter(thread.state.pending)), by="alice")
+    assert (await runtime.advance(thread.id)).status == Status.DONE
+    clock.now = datetime.now(UTC) + timedelta(days=2)  # the thread ended two days ago
+    assert await dispatcher.catch_up() == 0
+    assert channel.sent == []
+    clock.now = datetime.now(UTC)
+    assert await dispatcher.catch_up() == 1
+    await dispatcher.flush()
+    assert channel.kinds() == ["answer"]
+    assert channel.sent[0].notice.text == "Deployed."
+    assert await dispatcher.catch_up() == 1  # queued or sent: never recorded twice
+    await dispatcher.flush()
+    assert channel.kinds() == ["answer"]
+    await runtime.store.close()

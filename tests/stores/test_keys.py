@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from threadline.errors import StoreError
+from threadline.errors import ConfigError, StoreError
 from threadline.events import utcnow
 from threadline.server.auth import create_key, hash_secret
 from threadline.stores import (
@@ -75,6 +75,18 @@ async def test_deliveries_are_remembered_once_even_when_racing(store: Store) -> 
     assert await log.remember("d-2", at=now)
     # Ids older than a day may be forgotten (stale deliveries are refused by timestamp).
     assert await log.remember("d-3", at=now + timedelta(days=2))
+
+
+async def test_delivery_ids_are_kept_as_long_as_configured(store: Store) -> None:
+    week = delivery_log(store, timedelta(days=7))
+    now = utcnow()
+    assert await week.remember("d-1", at=now)
+    # Three days later the default (a day) would have forgotten it; a week's has not.
+    assert not await week.remember("d-1", at=now + timedelta(days=3))
+    assert await week.remember("d-2", at=now + timedelta(days=8))  # d-1 pruned now
+    assert await week.remember("d-1", at=now + timedelta(days=8))
+    with pytest.raises(ConfigError, match="at least 0:10:00"):
+        delivery_log(store, timedelta(minutes=5))  # shorter than a signature's window
 
 
 async def test_a_forgotten_delivery_may_be_received_again(store: Store) -> None:

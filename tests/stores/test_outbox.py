@@ -46,6 +46,26 @@ async def test_a_claim_is_exclusive_until_it_expires(store: Store) -> None:
     assert [(e.id, e.attempts) for e in again] == [(_entry(1).id, 2)]
 
 
+async def test_a_claim_takes_only_the_channels_it_sends_on(store: Store) -> None:
+    box = outbox(store)
+    email = OutboxEntry(
+        id="th_1:9:answer@email:x",
+        thread_id="th_1",
+        topic="answer:9",
+        channel="email",
+        body={},
+        due_at=utcnow(),
+    )
+    await box.add([_entry(1), email], at=utcnow())
+    now = utcnow() + timedelta(seconds=1)
+    hold = timedelta(seconds=60)
+    assert await box.claim(now=now, hold=hold, channels=[]) == []
+    # A process without Slack leaves Slack's entries (and their attempts) alone.
+    assert [e.id for e in await box.claim(now=now, hold=hold, channels=["email"])] == [email.id]
+    slack = await box.claim(now=now, hold=hold, channels=["email", "slack"])
+    assert [(e.id, e.attempts) for e in slack] == [(_entry(1).id, 1)]
+
+
 async def test_racing_claims_hand_each_entry_to_one_sender(store: Store) -> None:
     box = outbox(store)
     await box.add([_entry(n) for n in range(8)], at=utcnow())

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -44,6 +44,7 @@ from ..events import (
     utcnow,
 )
 from ..stores import outbox as outbox_of
+from ..stores.base import Store, ThreadSummary
 from ..stores.outbox import Outbox, OutboxEntry
 from .base import Channel, ChannelError, Destination, Notice, NoticeKind
 from .routing import destinations
@@ -53,6 +54,9 @@ __all__ = ["LIFECYCLE", "Dispatcher", "notice_for"]
 log = logging.getLogger("threadline.channels")
 
 E = TypeVar("E", ApprovalRequested, HumanRequest)
+
+RECENT = timedelta(days=1)
+"""How recently a thread must have ended for `catch_up` to send its ending left out."""
 
 LIFECYCLE = "threadline"
 """The outbox `channel` of expiry entries (acted on by the dispatcher, not sent)."""
@@ -145,6 +149,11 @@ def _find(thread: Thread, kind: type[E], match: Callable[[E], bool]) -> E | None
     return None
 
 
+def _ending(thread: Thread) -> Done | Escalated | None:
+    """The final answer or escalation that ended `thread` (its latest one)."""
+    return next((e for e in reversed(thread.events) if isinstance(e, Done | Escalated)), None)
+
+
 def _request_text(thread: Thread) -> str:
     """The person's request that led here (the thread's first message), for context."""
     first = thread.events[0] if thread.events else None
@@ -158,6 +167,19 @@ def _still_open(thread: Thread, event: Event) -> bool:
         call = thread.state.pending.get(event.call_id)
         return call is not None and call.approval == "requested"
     return isinstance(event, HumanRequest) and event.request_id == thread.state.human_request
+
+
+async def _summaries(store: Store, status: Status, limit: int) -> AsyncIterator[ThreadSummary]:
+    """Up to `limit` threads of `status`, newest first, page by page."""
+    cursor, seen = None, 0
+    while seen < limit:
+        page = await store.list(status=status, limit=min(200, limit - seen), cursor=cursor)
+        for summary in page.items:
+            yield summary
+        seen += len(page.items)
+        cursor = page.cursor
+        if cursor is None:
+            return
 
 
 def _entry_id(notice_id: str, destination: Destination) -> str:
@@ -311,34 +333,58 @@ class Dispatcher:
         agents: dict[str, Agent] = getattr(self._runtime, "agents", {})
         return agents.get(name)
 
-    async def catch_up(self, *, limit: int = 10_000) -> int:
-        """Record the notices of every approval and question still open.
+    async def catch_up(self, *, limit: int = 10_000, recent: timedelta = RECENT) -> int:
+        """Record the notices a stopped process may have left out.
 
-        A process can stop between an append and its outbox record; run at start-up, this
-        records what such a stop left out. Idempotent (entry ids are stable: what was
-        recorded is not recorded again). Returns how many threads were looked at.
+        A process can stop between an append and its outbox record. Run at start-up (by
+        the server and every worker), this records the notices of every approval and
+        question still open, and those of the final answer or escalation of every thread
+        that ended within `recent` (older news is stale: it is not sent late). Idempotent:
+        entry ids are stable, so a notice already queued or sent is not recorded again,
+        and several processes starting together record it once. At most `limit` threads
+        of each status are looked at, newest first. Returns how many threads were loaded.
         """
-        store, seen = self._runtime.store, 0
-        for status in (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN):
-            cursor = None
-            while seen < limit:
-                page = await store.list(status=status, limit=200, cursor=cursor)
-                for summary in page.items:
-                    thread = await store.load(summary.id)
-                    pending = [e for e in thread.events if _still_open(thread, e)]
-                    if pending:
-                        await self(thread, pending)
-                    seen += 1
-                cursor = page.cursor
-                if cursor is None:
-                    break
-        return seen
+        statuses = (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN, Status.DONE, Status.ESCALATED)
+        since, loaded = self.clock() - recent, 0
+        for status in statuses:
+            async for summary in _summaries(self._runtime.store, status, limit):
+                if status in (Status.DONE, Status.ESCALATED) and summary.updated_at < since:
+                    continue
+                thread = await self._runtime.store.load(summary.id)
+                loaded += 1
+                left_out = [e for e in thread.events if _still_open(thread, e)]
+                ending = _ending(thread) if status in (Status.DONE, Status.ESCALATED) else None
+                if ending is not None:
+                    left_out.append(ending)
+                if left_out:
+                    await self(thread, left_out)
+        return loaded
+
+    async def serve(self, *, interval: float, stopping: Callable[[], bool]) -> None:
+        """What every process that advances threads runs beside them (the server, each
+        `threadline worker`): `catch_up`, then `sweep` every `interval` seconds until
+        `stopping()` or cancelled. Reminders, expiries and retries are sent by whichever
+        process claims them first (the claim makes that one process)."""
+        try:
+            loaded = await self.catch_up()
+            log.info("channels: looked at %d thread(s) for notices left out", loaded)
+        except Exception as exc:  # never a reason not to start
+            log.warning("channel catch-up failed: %s: %s", type(exc).__name__, exc)
+        while not stopping():
+            try:
+                while await self.sweep() and not stopping():
+                    pass
+            except Exception as exc:  # the store away for a moment: try again next pass
+                log.warning("channel outbox pass failed: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(interval)
 
     # -- sending ---------------------------------------------------------------------------
 
     async def sweep(self, *, limit: int = 50) -> int:
         """Send (or act on) every due entry nobody holds; returns how many were handled."""
-        entries = await self.outbox.claim(now=self.clock(), hold=self.hold, limit=limit)
+        entries = await self.outbox.claim(
+            now=self.clock(), hold=self.hold, limit=limit, channels=[*self.channels, LIFECYCLE]
+        )
         for entry in entries:
             await self._handle(entry)
         return len(entries)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from ..errors import ConfigError
@@ -16,7 +17,7 @@ from ..runtime import Runtime
 from ..stores import delivery_log
 from ..stores import outbox as outbox_of
 from ..stores.base import Store
-from ..stores.keys import DeliveryLog
+from ..stores.keys import DeliveryLog, check_retention
 from ..stores.outbox import Outbox
 
 __all__ = ["Hub", "refuse_unserved"]
@@ -55,11 +56,19 @@ class Hub:
             does nothing (API-only servers: workers leasing from the store advance threads).
         advances: this process advances threads (`kick_thread` does something), so it
             refuses actions on threads of agents it does not serve (`check_served`).
+        retention: how long replayed requests and mails are recognised
+            (`THREADLINE_DELIVERY_RETENTION`; default a day).
     """
 
     runtime: Runtime
     kick_thread: Callable[[str], None] = field(default=_no_kick)
     advances: bool = False
+    retention: timedelta | None = None
+    """How long inbound request ids are remembered (default a day)."""
+
+    def __post_init__(self) -> None:
+        if self.retention is not None:
+            check_retention(self.retention)  # at start, not at the first request
 
     @property
     def store(self) -> Store:
@@ -71,7 +80,7 @@ class Hub:
 
     @property
     def deliveries(self) -> DeliveryLog:
-        return delivery_log(self.runtime.store)
+        return delivery_log(self.runtime.store, self.retention)
 
     def kick(self, thread_id: str) -> None:
         self.kick_thread(thread_id)

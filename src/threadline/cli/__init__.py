@@ -12,6 +12,7 @@ Each command group lives in its own module and registers itself on `app`:
     channels.py channels list, channels email (the SMTP receiver alone)
     new.py      new (scaffold an agent project)
     schedules.py  schedules add/list/pause/resume/remove (cron)
+    triggers.py   triggers list (webhook triggers of a config file or a server)
 
 The thread commands in core.py are written once against `api.ThreadsAPI`, which both the
 local store (`api.LocalThreads`, a Runtime) and a server (`threadline.client.Client`, with
@@ -30,7 +31,19 @@ __all__ = ["app", "main"]
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from . import channels, context, core, index, mcp, models, new, ops, schedules, serve  # noqa: F401
+    from . import (  # noqa: F401
+        channels,
+        context,
+        core,
+        index,
+        mcp,
+        models,
+        new,
+        ops,
+        schedules,
+        serve,
+        triggers,
+    )
 
 
 def main() -> None:

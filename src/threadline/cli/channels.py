@@ -11,7 +11,6 @@ another machine than the API (an MX host), sharing the store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from typing import Annotated
 
@@ -82,13 +81,10 @@ def channels_email(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await email.start(Hub(runtime))
+        await email.start(Hub(runtime, retention=cfg.delivery_retention))
         err_console.print(f"threadline email receiver listening on {email.listen}")
         try:
-            while not stop.is_set():
-                await dispatcher.sweep()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+            await dispatcher.serve(interval=1.0, stopping=stop.is_set)
         finally:
             await email.stop()
             await dispatcher.aclose()

@@ -15,6 +15,7 @@ from SQLite, import into PostgreSQL).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sys
@@ -116,8 +117,9 @@ def worker(
 
     agents = chosen_agents(agent)
     cfg = settings(locked)
-    # Threads this worker advances tell people on the configured channels (the outbox
-    # records each notice; a server's sweep sends what a stopped worker left).
+    # Threads this worker advances tell people on the configured channels: the outbox
+    # records each notice; beside the worker loop the dispatcher catches up on what a
+    # stopped process left out and sends what falls due (reminders, expiries, retries).
     from ..channels import Dispatcher, open_channels
 
     dispatcher = Dispatcher(open_channels(cfg.channels, agents=[a.name for a in agents]))
@@ -147,6 +149,9 @@ def worker(
             metrics=metrics,
         )
         w.install_signal_handlers()
+        outbox = asyncio.create_task(
+            dispatcher.serve(interval=poll, stopping=lambda: w.stopping), name="channel outbox"
+        )
         err_console.print(
             f"threadline worker {w.owner}: agents {', '.join(sorted(runtime.agents))}"
             f", concurrency {concurrency}; stop with Ctrl-C or SIGTERM",
@@ -156,8 +161,11 @@ def worker(
         try:
             stats = await w.run()
         finally:
+            outbox.cancel()
+            await asyncio.gather(outbox, return_exceptions=True)
+            await dispatcher.aclose()
             await runtime.store.close()
-        return dict(vars(stats))
+        return {**vars(stats), "notices_sent": dispatcher.sent, "notices_failed": dispatcher.failed}
 
     stats = run_async(go())
     console.print(json.dumps({"worker": "stopped", **stats}), highlight=False, soft_wrap=True)

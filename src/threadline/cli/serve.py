@@ -127,6 +127,7 @@ def serve(
         metrics=cfg.metrics,
         metrics_auth=cfg.metrics_auth,
         triggers=tuple(parse_triggers(file_cfg.get("triggers", []))),
+        delivery_retention=cfg.delivery_retention,
     )
     # Fail here, in one line, if the store is unreachable or its schema is older than this
     # code (SchemaOutOfDate names `threadline db migrate`), not inside uvicorn's start-up.

@@ -21,6 +21,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from ..channels import Channel, Dispatcher, Hub
@@ -30,6 +31,7 @@ from ..models.resilience import breakers_of
 from ..observability.metrics import RuntimeMetrics
 from ..runtime import Observer, Runtime
 from ..stores import DeliveryLog, KeyStore, Store, delivery_log, key_store
+from ..stores.keys import FORGET_AFTER
 from .runner import ThreadRunner
 from .sse import ChangeFeed
 from .triggers import Trigger
@@ -63,6 +65,9 @@ class ServerConfig:
             Prometheus scrapes without credentials, so keep /metrics on a private network
             (or turn this on and give the scraper a read key).
         triggers: signed webhooks from other systems that launch threads (`triggers.py`).
+        delivery_retention: how long inbound delivery ids (webhooks, triggers, Slack
+            requests, mails) are remembered: a redelivery within it is a duplicate
+            (`THREADLINE_DELIVERY_RETENTION`).
     """
 
     auth: bool = True
@@ -81,6 +86,7 @@ class ServerConfig:
     channel_sweep_interval: float = 1.0
     """Seconds between passes over the channel outbox (reminders, expiries, retries)."""
     triggers: tuple[Trigger, ...] = ()
+    delivery_retention: timedelta = FORGET_AFTER
 
     def trigger(self, name: str) -> Trigger | None:
         """The trigger named `name`, if configured."""
@@ -181,11 +187,13 @@ class Services:
             lifecycle=Lifecycle(runtime),
             notifier=notifier,
             keys=key_store(runtime.store),
-            deliveries=delivery_log(runtime.store),
+            deliveries=delivery_log(runtime.store, config.delivery_retention),
             metrics=metrics,
             channels=dict(channels or {}),
             dispatcher=dispatcher,
-            hub=Hub(runtime, runner.kick, advances=config.worker),
+            hub=Hub(
+                runtime, runner.kick, advances=config.worker, retention=config.delivery_retention
+            ),
         )
 
     def closing(self) -> bool:
@@ -216,10 +224,12 @@ class Services:
                 await channel.start(self.hub_or_fail())
                 started.append(channel)
             if self.dispatcher is not None:
-                await self._catch_up(self.dispatcher)
-                sweeper = asyncio.get_running_loop().create_task(
-                    self._sweep_outbox(self.dispatcher), name="channel outbox"
+                # Catch up on what a stopped process left out, then send due notices,
+                # reminders, expiries and retries until shutdown.
+                outbox = self.dispatcher.serve(
+                    interval=self.config.channel_sweep_interval, stopping=self.closing
                 )
+                sweeper = asyncio.get_running_loop().create_task(outbox, name="channel outbox")
             yield
         finally:
             self.lifecycle.begin_shutdown()
@@ -250,24 +260,3 @@ class Services:
         if self.hub is None:
             raise ConfigError("services were built without a channel hub (use Services.build)")
         return self.hub
-
-    async def _catch_up(self, dispatcher: Dispatcher) -> None:
-        """Record the notices a stopped process may have left out (open approvals and
-        questions); a failure is logged, never a reason not to start."""
-        try:
-            looked = await dispatcher.catch_up()
-        except Exception as exc:
-            log.warning("channel catch-up failed: %s: %s", type(exc).__name__, exc)
-            return
-        if looked:
-            log.info("channels: checked the notices of %d waiting thread(s)", looked)
-
-    async def _sweep_outbox(self, dispatcher: Dispatcher) -> None:
-        """Send due channel notices, reminders, retries and expiries until shutdown."""
-        while not self.closing():
-            try:
-                while await dispatcher.sweep() and not self.closing():
-                    pass
-            except Exception as exc:  # the store away for a moment: try again next pass
-                log.warning("channel outbox pass failed: %s: %s", type(exc).__name__, exc)
-            await asyncio.sleep(self.config.channel_sweep_interval)

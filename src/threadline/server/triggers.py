@@ -49,10 +49,17 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..channels.routing import parse_target
 from ..errors import ConfigError
-from ..wire import MAX_TEXT
+from ..wire import MAX_TEXT, TriggerChannel
 from .webhooks import TOLERANCE, WebhookRejected, verify
 
-__all__ = ["Trigger", "TriggerEvent", "parse_triggers", "read_delivery", "sign_github"]
+__all__ = [
+    "Trigger",
+    "TriggerEvent",
+    "parse_triggers",
+    "read_delivery",
+    "sign_github",
+    "trigger_view",
+]
 
 GITHUB_SIGNATURE = "X-Hub-Signature-256"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -95,6 +102,20 @@ class TriggerEvent:
     message: str | None
     """None: the trigger does not launch on this event (acknowledged, ignored)."""
     payload: Any
+
+
+def trigger_view(trigger: Trigger) -> TriggerChannel:
+    """How a trigger is listed (`GET /v1/channels`, `threadline triggers list`): never
+    its secret."""
+    return TriggerChannel(
+        name=trigger.name,
+        agent=trigger.agent,
+        status="active",
+        path=f"/v1/webhooks/triggers/{trigger.name}",
+        signature=trigger.signature,
+        events=list(trigger.events),
+        to=trigger.to,
+    )
 
 
 def sign_github(secret: str, body: bytes) -> str:

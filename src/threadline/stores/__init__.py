@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from ..errors import ConfigError, StoreError
 from .base import Lease, Page, Store, ThreadSummary, new_thread_id
 from .keys import ApiKey, DeliveryLog, KeyStore
@@ -63,9 +65,11 @@ def key_store(store: Store) -> KeyStore:
     return _beside(store, "API keys").keys
 
 
-def delivery_log(store: Store) -> DeliveryLog:
-    """The webhook deliveries remembered beside `store`'s threads."""
-    return _beside(store, "webhook deliveries").deliveries
+def delivery_log(store: Store, keep: timedelta | None = None) -> DeliveryLog:
+    """The webhook deliveries remembered beside `store`'s threads (ids kept for `keep`,
+    default a day; ConfigError if that is too short to refuse replays)."""
+    deliveries = _beside(store, "webhook deliveries").deliveries
+    return deliveries if keep is None else deliveries.kept_for(keep)
 
 
 def outbox(store: Store) -> Outbox:

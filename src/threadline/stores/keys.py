@@ -8,7 +8,8 @@ that only runs agents never needs them. `threadline.stores.key_store(store)` and
 * `KeyStore`: a key's secret is stored only as its sha256 digest; a key is found by that
   digest, listed, and revoked (never deleted, so approvals made with it stay explained).
 * `DeliveryLog`: remembers inbound webhook delivery ids; of two racing calls with one id
-  exactly one is told it is new.
+  exactly one is told it is new. Ids are kept for a day by default; `kept_for(keep)` is the
+  same log keeping them longer (`THREADLINE_DELIVERY_RETENTION`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from .dialect import Plan, PlanRunner, Query, Tx, insert_new, stored_time
 
 __all__ = [
+    "FORGET_AFTER",
+    "MIN_RETENTION",
     "ApiKey",
     "DeliveryLog",
     "KeyStore",
@@ -31,6 +34,7 @@ __all__ = [
     "MemoryKeyStore",
     "SQLDeliveryLog",
     "SQLKeyStore",
+    "check_retention",
 ]
 
 
@@ -76,15 +80,38 @@ class DeliveryLog(Protocol):
     async def remember(self, delivery_id: str, *, at: datetime) -> bool:
         """Record a delivery id; False if it was already recorded (a replay).
 
-        Atomic: of two racing calls with one id exactly one returns True. Ids recorded more
-        than a day before `at` may be forgotten (stale deliveries are refused anyway).
+        Atomic: of two racing calls with one id exactly one returns True. Ids recorded
+        longer than the log's retention before `at` may be forgotten: a sender's redelivery
+        after that launches again.
         """
 
     async def forget(self, delivery_id: str) -> None:
         """Drop a recorded delivery id: it was refused, so a retry of it may be applied."""
 
+    def kept_for(self, keep: timedelta) -> DeliveryLog:
+        """The same log (same ids), keeping ids for `keep` instead.
+
+        Raises:
+            ConfigError: `keep` is shorter than `MIN_RETENTION`.
+        """
+
 
 FORGET_AFTER = timedelta(days=1)
+"""How long delivery ids are kept unless configured (`THREADLINE_DELIVERY_RETENTION`)."""
+
+MIN_RETENTION = timedelta(minutes=10)
+"""The shortest retention allowed: longer than the five minutes a signed timestamp is
+accepted for, so a replayed request cannot outlive the memory of it."""
+
+
+def check_retention(keep: timedelta) -> timedelta:
+    """`keep`, if it is at least `MIN_RETENTION`. Raises ConfigError otherwise."""
+    if keep < MIN_RETENTION:
+        raise ConfigError(
+            f"THREADLINE_DELIVERY_RETENTION must be at least {MIN_RETENTION} (webhook "
+            f"signatures are accepted for five minutes), not {keep}"
+        )
+    return keep
 
 
 class MemoryKeyStore:
@@ -118,14 +145,20 @@ class MemoryKeyStore:
 class MemoryDeliveryLog:
     """Delivery ids in a dict (tests, `memory://`)."""
 
-    def __init__(self) -> None:
-        self._seen: dict[str, datetime] = {}
+    def __init__(
+        self, keep: timedelta = FORGET_AFTER, seen: dict[str, datetime] | None = None
+    ) -> None:
+        self.keep = check_retention(keep)
+        self._seen: dict[str, datetime] = {} if seen is None else seen
+
+    def kept_for(self, keep: timedelta) -> MemoryDeliveryLog:
+        return MemoryDeliveryLog(keep, self._seen)
 
     async def remember(self, delivery_id: str, *, at: datetime) -> bool:
         # No await inside: atomic on the event loop.
         if delivery_id in self._seen:
             return False
-        for old in [d for d, t in self._seen.items() if t < at - FORGET_AFTER]:
+        for old in [d for d, t in self._seen.items() if t < at - self.keep]:
             del self._seen[old]
         self._seen[delivery_id] = at
         return True
@@ -181,12 +214,16 @@ class SQLKeyStore:
 class SQLDeliveryLog:
     """Delivery ids in the `webhook_deliveries` table of a SQL store's database."""
 
-    def __init__(self, store: PlanRunner) -> None:
+    def __init__(self, store: PlanRunner, keep: timedelta = FORGET_AFTER) -> None:
         self._store = store
+        self.keep = check_retention(keep)
+
+    def kept_for(self, keep: timedelta) -> SQLDeliveryLog:
+        return SQLDeliveryLog(self._store, keep)
 
     async def remember(self, delivery_id: str, *, at: datetime) -> bool:
         d = self._store.dialect
-        args = {"id": delivery_id, "at": d.time(at), "horizon": d.time(at - FORGET_AFTER)}
+        args = {"id": delivery_id, "at": d.time(at), "horizon": d.time(at - self.keep)}
 
         def plan() -> Plan[bool]:
             yield Query(d.sql("DELETE FROM webhook_deliveries WHERE received_at < :horizon"), args)

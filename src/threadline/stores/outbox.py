@@ -84,9 +84,11 @@ class Outbox(Protocol):
         hold: timedelta,
         limit: int = 20,
         ids: Sequence[str] | None = None,
+        channels: Sequence[str] | None = None,
     ) -> list[OutboxEntry]:
         """Claim up to `limit` pending entries due by `now` that nobody holds (only
-        `ids`, when given) for `hold`, counting an attempt on each."""
+        `ids`, and only entries of `channels`, when given) for `hold`, counting an
+        attempt on each."""
 
     async def finish(
         self,
@@ -134,8 +136,10 @@ class MemoryOutbox:
         hold: timedelta,
         limit: int = 20,
         ids: Sequence[str] | None = None,
+        channels: Sequence[str] | None = None,
     ) -> list[OutboxEntry]:
         wanted = set(ids) if ids is not None else None
+        sent_on = set(channels) if channels is not None else None
         out: list[OutboxEntry] = []
         for entry in sorted(self._entries.values(), key=lambda e: (e.due_at, e.id)):
             if len(out) >= limit:
@@ -146,6 +150,7 @@ class MemoryOutbox:
                 and entry.due_at <= now
                 and free
                 and (wanted is None or entry.id in wanted)
+                and (sent_on is None or entry.channel in sent_on)
             ):
                 entry = replace(entry, attempts=entry.attempts + 1)
                 self._entries[entry.id] = entry
@@ -228,15 +233,17 @@ class SQLOutbox:
         hold: timedelta,
         limit: int = 20,
         ids: Sequence[str] | None = None,
+        channels: Sequence[str] | None = None,
     ) -> list[OutboxEntry]:
-        if ids is not None and not ids:
+        if (ids is not None and not ids) or (channels is not None and not channels):
             return []
         d = self._store.dialect
         args: dict[str, Any] = {"now": d.time(now), "until": d.time(now + hold), "limit": limit}
         filters = ""
-        if ids is not None:
-            condition, bound = d.any_of("id", "ids", ids)
-            filters, args = f" AND {condition}", {**args, **bound}
+        for column, values in (("id", ids), ("channel", channels)):
+            if values is not None:
+                condition, bound = d.any_of(column, column + "s", values)
+                filters, args = f"{filters} AND {condition}", {**args, **bound}
         sql = d.sql(_CLAIM.replace("{filters}", filters))
 
         def plan() -> Plan[list[OutboxEntry]]:

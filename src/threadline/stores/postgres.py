@@ -116,6 +116,7 @@ class PostgresStore(SQLStore):
         self._pool: AsyncConnectionPool | None = None
         self._pool_lock: asyncio.Lock | None = None
         self._listener: psycopg.AsyncConnection[Any] | None = None
+        self._waiting: asyncio.Task[None] | None = None
         self._checked = False
         self._closed = False
         # NOTIFY channels are per database, not per schema: stores on different schemas of
@@ -336,7 +337,25 @@ class PostgresStore(SQLStore):
 
         One dedicated LISTEN connection per store, outside the pool; if it breaks, this
         falls back to sleeping and reconnects on the next call.
+
+        The wait on that connection runs in a task of its own, awaited here through
+        `asyncio.wait`: psycopg can swallow a cancellation that arrives mid-wait
+        (psycopg#1371: the task then waits on), and a caller that is cancelled (a worker
+        shutting down) must stop at once. Cancelled, this passes the cancellation on to the
+        wait and returns; a wait that swallowed it ends by its own timeout, and the next
+        call (or `close`) picks it up instead of starting another.
         """
+        waiting, loop = self._waiting, asyncio.get_running_loop()
+        if waiting is None or waiting.done() or waiting.get_loop() is not loop:
+            waiting = loop.create_task(self._wait_on_listener(seconds), name="LISTEN threadline")
+            self._waiting = waiting
+        try:
+            await asyncio.wait({waiting})
+        except asyncio.CancelledError:
+            waiting.cancel()
+            raise
+
+    async def _wait_on_listener(self, seconds: float) -> None:
         psycopg, _ = _import_psycopg()
         try:
             if self._listener is None or self._listener.closed:
@@ -349,7 +368,8 @@ class PostgresStore(SQLStore):
                 pass
         except psycopg.Error:
             await self._drop_listener()
-            await asyncio.sleep(seconds)
+            if not self._closed:
+                await asyncio.sleep(seconds)
         except asyncio.CancelledError:
             # Interrupted mid-wait: the connection's state is unknown, so start afresh.
             await self._drop_listener()
@@ -365,6 +385,9 @@ class PostgresStore(SQLStore):
         if self._closed:
             return
         self._closed = True
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.cancel()
+            await asyncio.wait({self._waiting}, timeout=1.0)
         await self._drop_listener()
         if self._pool is not None:
             await self._pool.close()
