@@ -17,6 +17,7 @@ NOT_MIRRORED: dict[str, str] = {
     # Named otherwise, because a test basename must be unique outside packages.
     "channels/registry.py": "tests/channels/test_channel_registry.py",
     "cli/channels.py": "tests/cli/test_channels_cli.py",
+    "cli/triggers.py": "tests/cli/test_triggers_cli.py",
     "events/kinds.py": "tests/test_event_kinds.py",
     "events/summary.py": "tests/test_event_summary.py",
     "leases.py": "tests/test_lease_heartbeats.py (tests/stores/test_leases.py: the store's)",
