@@ -1,0 +1,66 @@
+"""bootstrap.py: the agents a process serves and the runtime it assembles from settings
+(a real SQLite store, a JSON event log file that never holds this process's secrets)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from threadline import Agent, ConfigError
+from threadline.bootstrap import chosen_agents, load_agents, open_runtime
+from threadline.settings import Settings
+from threadline.testing import ScriptedModel, intent
+
+BOT = "from threadline import Agent\nagent = Agent({name!r})\n"
+
+
+def _agent_file(folder: Path, file: str, name: str) -> str:
+    (folder / file).write_text(BOT.format(name=name))
+    return f"{folder / file}:agent"
+
+
+def test_named_agents_else_the_project_agent_else_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    named = _agent_file(tmp_path, "named.py", "named")
+    assert [a.name for a in chosen_agents([named])] == ["named"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    with pytest.raises(ConfigError, match="no agents: pass --agent path.py:name"):
+        chosen_agents(None)
+    project = tmp_path / "project"
+    project.mkdir()
+    _agent_file(project, "agent.py", "made-by-threadline-new")
+    monkeypatch.chdir(project)  # `agent.py:agent` of a `threadline new` project
+    assert [a.name for a in chosen_agents([])] == ["made-by-threadline-new"]
+
+
+def test_two_different_agents_may_not_share_a_name(tmp_path: Path) -> None:
+    first = _agent_file(tmp_path, "one.py", "twin")
+    second = _agent_file(tmp_path, "two.py", "twin")
+    with pytest.raises(ConfigError, match=r"two agents are named 'twin' \(.*one.py.*two.py"):
+        load_agents([first, second])
+    assert list(load_agents([first, first])) == ["twin"]  # the same agent twice is fine
+
+
+async def test_the_runtime_logs_events_without_the_process_secrets(tmp_path: Path) -> None:
+    secret = "whsec-very-secret-value-1234"
+    settings = Settings(
+        store=f"sqlite:///{tmp_path / 'rt.db'}",
+        log=str(tmp_path / "logs" / "events.jsonl"),
+        webhook_secret=SecretStr(secret),
+        otel=False,
+    )
+    agent = Agent("boot")
+    model = ScriptedModel([intent("done_for_now", message=f"the secret is {secret}")])
+    runtime = open_runtime(settings, [agent], model=model)
+    thread = await runtime.launch(agent, f"repeat {secret}")
+    await runtime.store.close()
+    lines = (tmp_path / "logs" / "events.jsonl").read_text().splitlines()
+    assert [json.loads(line)["kind"] for line in lines] == [e.kind for e in thread.events]
+    assert secret not in "\n".join(lines)
+    assert (tmp_path / "rt.db").exists()  # the configured store, not the default path
