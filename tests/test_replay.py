@@ -3,24 +3,15 @@ naming the event."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import pytest
 
-from shared_data import require_shared
+from airline_support import run_recorded, tau_runs
 from threadline import Agent, ContextSettings, MemoryStore, Runtime, Status, tool
 from threadline.errors import ReplayDivergence
-from threadline.events import RawToolCall, ToolCall
-from threadline.models.base import ModelOutput
+from threadline.events import ToolCall
 from threadline.reducer import is_input
 from threadline.replay import replay_thread
 from threadline.testing import ScriptedModel, intent
-from threadline.tools import Tool
-
-TAU = Path(__file__).resolve().parents[2] / "shared" / "data" / "tau-bench-airline"
-READ_ONLY = ("get_", "list_", "search_", "calculate", "think")
 
 
 @tool
@@ -115,94 +106,14 @@ async def test_replay_of_a_crash_after_tool_started_still_derives_the_escalation
 # -- the 200 recorded airline conversations (GPT-4o, tau-bench), writes behind approvals --
 
 
-def _airline_agent(results: dict[str, Any]) -> Agent:
-    tools = []
-    for spec in json.loads((TAU / "tools.json").read_text()):
-        fn = spec["function"]
-        name = fn["name"]
-        write = not name.startswith(READ_ONLY)
-
-        def run(arguments: dict[str, Any], ctx: Any) -> Any:
-            return results.get(ctx.call_id, "ok")
-
-        tools.append(
-            Tool.from_json_schema(
-                name,
-                fn["parameters"],
-                run,
-                description=fn.get("description", ""),
-                side_effects=write,
-                approval="always" if write else "never",
-            )
-        )
-    return Agent("airline", tools=tools, max_steps=1000, max_consecutive_errors=1000)
-
-
-def _answers(traj: list[dict[str, Any]]) -> tuple[list[Any], list[str], dict[str, Any]]:
-    """(the model's answers, the user's messages, the tool results by call id)."""
-    answers: list[Any] = []
-    users: list[str] = []
-    results: dict[str, Any] = {}
-    for m in traj:
-        if m["role"] == "user":
-            users.append(m["content"])
-        elif m["role"] == "tool":
-            results[m["tool_call_id"]] = m["content"]
-        elif m["role"] == "assistant":
-            calls = m.get("tool_calls") or []
-            if calls:
-                raw = tuple(
-                    RawToolCall(
-                        id=c["id"], name=c["function"]["name"], arguments=c["function"]["arguments"]
-                    )
-                    for c in calls
-                )
-                answers.append(
-                    ModelOutput(
-                        text=m.get("content") or "",
-                        tool_calls=raw,
-                        model="gpt-4o",
-                        input_tokens=0,
-                        output_tokens=0,
-                    )
-                )
-            else:
-                answers.append(intent("request_more_information", message=m["content"] or ""))
-    return answers, users, results
-
-
-async def _run_recorded(run: dict[str, Any]) -> tuple[Agent, Any]:
-    answers, users, results = _answers(run["traj"])
-    agent = _airline_agent(results)
-    model = ScriptedModel(answers)
-    rt = Runtime(MemoryStore(), agents=[agent], model=model)
-    thread = await rt.launch(agent, users.pop(0))
-    for _ in range(500):
-        if thread.status == Status.AWAITING_APPROVAL:
-            call_id = next(iter(thread.state.pending))
-            thread = await rt.approve(thread.id, call_id)
-        elif thread.status == Status.AWAITING_HUMAN and users and model.remaining:
-            thread = await rt.respond(thread.id, thread.state.human_request, users.pop(0))
-        else:
-            break
-        thread = await rt.advance(thread.id)
-    return agent, thread
-
-
-def _tau_runs() -> list[dict[str, Any]]:
-    path = TAU / "trajectories-gpt-4o.json"
-    require_shared(path)
-    return json.loads(path.read_text())  # type: ignore[no-any-return]
-
-
 async def test_recorded_airline_conversations_replay() -> None:
     """Recorded conversations replay, including those where a write ran behind an approval
     (`tool_started`, then its result). A sample of every 10th keeps the test short; all 200
     replay (measured with the same helpers: 0 diverge, 118+ before the fix)."""
     diverged: list[tuple[int, str]] = []
     writes = 0
-    for run in _tau_runs()[::10]:
-        agent, thread = await _run_recorded(run)
+    for run in tau_runs()[::10]:
+        agent, thread = await run_recorded(run)
         writes += any(e.kind == "tool_started" for e in thread.events)
         try:
             replay_thread(agent, thread)

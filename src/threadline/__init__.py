@@ -25,6 +25,7 @@ from .errors import (
     InvalidAction,
     LeaseLost,
     LockMismatch,
+    MalformedVerdict,
     ModelError,
     NotAllowed,
     PromptError,
@@ -35,6 +36,8 @@ from .errors import (
     TokenBudgetError,
 )
 from .events import Event, Status, Thread, ThreadState
+from .guards import Guard, GuardCall, GuardDecision
+from .judge import Judge
 from .loader import load_agent
 from .models.base import Context, Message, Model, ModelOutput, ToolSpec
 from .models.registry import resolve_model
@@ -77,10 +80,15 @@ __all__ = [
     "Escalate",
     "Event",
     "Finish",
+    "Guard",
+    "GuardCall",
+    "GuardDecision",
     "InvalidAction",
+    "Judge",
     "LLMSummariser",
     "LeaseLost",
     "LockMismatch",
+    "MalformedVerdict",
     "MemoryStore",
     "Message",
     "Model",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .context.settings import ContextSettings
 from .errors import ConfigError
+from .guards import FailurePolicy, GuardFunction, GuardLike, as_guard
 from .tools import (
     ApprovalPolicy,
     SubAgent,
@@ -113,6 +114,13 @@ class Agent:
         responders: who may answer this agent's questions (`request_more_information`),
             recorded on each `human_request` and enforced like approvers. None named:
             anyone with the `respond` scope.
+        guards: dispatch guards run on every validated call before it is dispatched:
+            functions `(GuardCall) -> GuardDecision` (see `threadline.guards`), `Guard`s
+            or `Judge`s (a second model's verdict); each allows, blocks with a reason the
+            model reads, or requires approval.
+        guard_failure: what a guard that fails (raises, times out, answers no verdict)
+            decides: `"block"` (fail closed, the default), `"require_approval"`, or
+            `"allow"` (fail open).
 
     Invariants:
         * `registry` holds every tool version the agent knows; the model is shown only the
@@ -137,7 +145,11 @@ class Agent:
     routes: Routes = field(default_factory=dict)
     approval_expiry: ApprovalExpiry | Mapping[str, ApprovalExpiry] | None = None
     responders: Sequence[str] = ()
+    guards: Sequence[GuardLike | GuardFunction] = ()
+    guard_failure: FailurePolicy = "block"
     registry: ToolRegistry = field(init=False)
+    dispatch_guards: tuple[GuardLike, ...] = field(init=False, default=())
+    """`guards`, each as a `GuardLike` (functions wrapped in `Guard`)."""
     _output_schema: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -169,6 +181,12 @@ class Agent:
         if isinstance(self.responders, str):
             raise ConfigError(f"agent {self.name}: responders must be a list of names")
         self.responders = tuple(str(n) for n in self.responders)
+        if self.guard_failure not in ("block", "require_approval", "allow"):
+            raise ConfigError(
+                f"agent {self.name}: guard_failure must be 'block', 'require_approval' or "
+                f"'allow', not {self.guard_failure!r}"
+            )
+        self.dispatch_guards = tuple(as_guard(g) for g in self.guards)
         tools = list(self.tools)
         if self.human_tools:
             names = {t.name for t in tools}

@@ -24,6 +24,8 @@ Errors (something is wrong; callers catch these)::
     │   ├── CircuitOpen          the provider's circuit breaker is open: the thread waits
     │   └── InvalidRequest       the provider says the request itself is invalid: never retried
     ├── PromptError              a prompt template is missing, malformed or misses a variable
+    ├── MalformedVerdict         a judge's answer is not a verdict (the agent's guard_failure
+    │                            policy decides the call; carries the judge call's usage)
     ├── LockMismatch             a prompt or tool schema differs from threadline.lock (names
     │                            the file)
     └── TokenBudgetError         even the minimum context does not fit the model's window
@@ -51,6 +53,7 @@ __all__ = [
     "InvalidRequest",
     "LeaseLost",
     "LockMismatch",
+    "MalformedVerdict",
     "MissingExtraError",
     "ModelError",
     "NotAllowed",
@@ -259,6 +262,20 @@ class InvalidRequest(ModelError):
 
 class PromptError(ThreadlineError):
     """A prompt template could not be loaded or rendered."""
+
+
+class MalformedVerdict(ThreadlineError):
+    """A judge model answered something that is not a verdict.
+
+    Attributes:
+        output: the answer, verbatim (untrusted model text).
+        usage: what the judge's model call cost (`threadline.guards.GuardOutcome` fields).
+    """
+
+    def __init__(self, message: str, output: str = "", usage: dict[str, object] | None = None):
+        super().__init__(message)
+        self.output = output
+        self.usage = dict(usage or {})
 
 
 class LockMismatch(ThreadlineError):

@@ -11,6 +11,7 @@ The steps::
     CallModel()            ask the model for the next intent
     RunTool(call, attempt) run a validated (and, if needed, approved) tool call
     RunTools(runs)         run several such calls of one answer concurrently
+    CheckGuards(calls)     ask the agent's dispatch guards about calls not yet judged
     AwaitApproval(call)    write approval_requested (one per call needing it) and pause
     AwaitHuman(id, text)   write human_request and pause
     Finish(message)        write done
@@ -49,6 +50,7 @@ from .events import (
     ToolError,
     is_prefetch,
 )
+from .guards import needs_guards
 from .loop_guard import CallHistory, repeat_reason
 from .tools import ESCALATED_CHILD, Tool, compact_validation_error
 
@@ -57,6 +59,7 @@ __all__ = [
     "AwaitHuman",
     "CallIdIndex",
     "CallModel",
+    "CheckGuards",
     "Escalate",
     "Finish",
     "Intents",
@@ -98,6 +101,14 @@ class RunTools:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckGuards:
+    """Ask the agent's dispatch guards about `calls` (the calls of an answer no guard has
+    seen), before any call of that answer is dispatched (`threadline.guards`)."""
+
+    calls: tuple[PendingCall, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AwaitApproval:
     """Ask for approval of `call` and of the `more` calls of the same answer that need it:
     one `approval_requested` each, written together before anyone answers."""
@@ -136,7 +147,17 @@ class Wait:
     status: Status
 
 
-Step = CallModel | RunTool | RunTools | AwaitApproval | AwaitHuman | Finish | Escalate | Wait
+Step = (
+    CallModel
+    | RunTool
+    | RunTools
+    | CheckGuards
+    | AwaitApproval
+    | AwaitHuman
+    | Finish
+    | Escalate
+    | Wait
+)
 
 
 def decide(agent: Agent, thread: Thread) -> Step:
@@ -206,7 +227,13 @@ def _decide_calls(agent: Agent, calls: Iterable[PendingCall]) -> Step:
     """The step for the pending calls of an answer, taken together (factor 8's parallel
     calls): the calls needing approval are all requested at once; then every runnable call
     runs (concurrently when several); then a question; a finish last, once it is alone.
-    Calls already awaiting their verdict are skipped; any escalation comes first."""
+    Calls already awaiting their verdict are skipped; any escalation comes first. Before
+    all that, the agent's guards judge the calls none has seen."""
+    if agent.dispatch_guards:
+        calls = tuple(calls)
+        unjudged = tuple(c for c in calls if needs_guards(agent, c))
+        if unjudged:
+            return CheckGuards(unjudged)
     approvals: list[PendingCall] = []
     runs: list[RunTool] = []
     later: list[AwaitHuman | Finish] = []
@@ -266,7 +293,8 @@ def _decide_call(agent: Agent, call: PendingCall) -> Step:
         return RunTool(call, call.failed + 1, _validated(tool, call))
     args = _validated(tool, call)
     # Arguments that no longer validate wait for a human, and fail at run time.
-    if call.approval == "none" and (args is None or tool.needs_approval(args)):
+    required = call.guard == "require_approval" or args is None or tool.needs_approval(args)
+    if call.approval == "none" and required:
         return AwaitApproval(_with_approvers(agent, call))
     return RunTool(call, 1, args)
 

@@ -4,7 +4,8 @@ Inputs that came from outside (user messages, human answers, approvals, pauses, 
 events, recorded model outputs, recorded tool outcomes) are fed back in; everything the
 runtime *decided* (which tool call, approval requests, questions, finishes, escalations) is
 derived again by today's `decide` and `interpret` and compared with what was recorded.
-Tools are never re-run: replay has no side effects.
+Tools are never re-run and guards never asked again (a judge's verdict is a recorded
+outcome, like a model's answer): replay has no side effects.
 
 The comparison ignores timestamps. The first difference raises `ReplayDivergence` with the
 event's seq; a replay that matches returns the re-derived thread.
@@ -17,6 +18,7 @@ from .errors import ReplayDivergence
 from .events import (
     ChildStarted,
     Event,
+    GuardVerdict,
     ModelCall,
     ModelError,
     Thread,
@@ -29,6 +31,7 @@ from .events import (
 from .loop_guard import call_history
 from .reducer import (
     CallModel,
+    CheckGuards,
     RunTool,
     RunTools,
     Wait,
@@ -72,6 +75,9 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
         produced: list[Event]
         if isinstance(step, Wait):
             _diverge(recorded, event, f"a wait ({step.status.value})")
+        if isinstance(step, CheckGuards):
+            ids = ", ".join(c.call_id for c in step.calls)
+            _diverge(recorded, event, f"guard verdicts on {ids}")
         if isinstance(step, CallModel):
             if isinstance(event, ModelError):
                 produced = [event]
@@ -149,6 +155,8 @@ def _recorded_outcome(derived: Thread, event: Event) -> bool:
     crash) and escalate a non-idempotent one, but replay never runs tools: it takes the
     recorded outcome, as the run did.
     """
+    if isinstance(event, GuardVerdict):  # a guard's answer, as recorded: never asked again
+        return event.call_id in derived.state.pending
     if not isinstance(event, _OUTCOMES):
         return False
     call = derived.state.pending.get(event.call_id)

@@ -42,6 +42,7 @@ from .events import (
     utcnow,
 )
 from .execution import Outcome, compact_error, model_answer, tool_of, tool_started
+from .guards import guard_verdicts, unjudged
 from .models.base import Model, ModelOutput
 from .parallel import Append, Tail, run_batch
 from .prompts import renderer_for
@@ -50,6 +51,7 @@ from .reducer import (
     AwaitHuman,
     CallIdIndex,
     CallModel,
+    CheckGuards,
     Escalate,
     Finish,
     RunTool,
@@ -261,6 +263,11 @@ class Runtime(HumanActions):
                 return await self._run_tools(agent, thread, (step,), lease), 1
             case RunTools(runs):
                 return await self._run_tools(agent, thread, runs, lease), 1
+            case CheckGuards(calls):
+                build = await guard_verdicts(agent, thread, calls)
+                return await self._append_rebased(
+                    thread, build, lease, still_valid=unjudged(calls)
+                ), 1
             case Wait():
                 return thread, 1
         try:
@@ -419,6 +426,9 @@ class Runtime(HumanActions):
         if len(runs) == 1 and tools[0].kind == "function":
             await hold(thread, tool_started(thread.id, runs[0].call, runs[0].attempt), _any)
             return runs[0]
+        if isinstance(step, CheckGuards):
+            await hold(thread, await guard_verdicts(agent, thread, step.calls), _any)
+            return True
         if isinstance(step, AwaitApproval | AwaitHuman | Finish | Escalate):
             await hold(thread, partial(step_events, step), _any)
             return True

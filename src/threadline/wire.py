@@ -29,6 +29,7 @@ from .events import (
     ChildStarted,
     Done,
     Event,
+    GuardVerdict,
     HumanRequest,
     ModelCall,
     Status,
@@ -286,6 +287,9 @@ class PendingApproval(BaseModel):
     reason: str | None = None
     """What the model said alongside the call (its text, or a `reason` field of its JSON
     intent); None when it said nothing beyond the call itself."""
+    guard: str | None = None
+    """`"<guard>: <reason>"` when a dispatch guard sent the call to approval (the tool
+    itself would not have asked); untrusted text when the guard is a judge model."""
 
 
 class Ancestor(BaseModel):
@@ -518,6 +522,7 @@ def thread_out(thread: Thread) -> ThreadOut:
                 version=c.version,
                 arguments=c.arguments,
                 approvers=list(c.approvers),
+                guard=_guard_note(thread, c.call_id),
                 **_why(thread, c.call_id),
             )
             for c in state.pending.values()
@@ -535,6 +540,20 @@ def thread_out(thread: Thread) -> ThreadOut:
             cost_usd=state.cost_usd,
         ),
     )
+
+
+def _guard_note(thread: Thread, call_id: str) -> str | None:
+    """The guard that required approval of `call_id`, and why (the latest such verdict)."""
+    for event in reversed(thread.events):
+        if isinstance(event, ToolCall) and event.call_id == call_id:
+            return None
+        if (
+            isinstance(event, GuardVerdict)
+            and event.call_id == call_id
+            and event.verdict == "require_approval"
+        ):
+            return f"{event.guard}: {event.reason}" if event.reason else event.guard
+    return None
 
 
 def _why(thread: Thread, call_id: str) -> dict[str, str | None]:

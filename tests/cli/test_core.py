@@ -302,3 +302,21 @@ def test_threads_event_ends_a_wait_for_event(tmp_path: Path) -> None:
     shown = json.loads(cli(tmp_path, "threads", "show", tid, "--json").stdout)
     [event] = [e for e in shown["events"] if e["kind"] == "external_event"]
     assert event["payload"] == {"amount": 5} and event["source"] == "cli"
+
+
+def test_threads_show_lists_a_guard_block_and_replay_reproduces_it(tmp_path: Path) -> None:
+    agent = str(Path(__file__).resolve().parent / "guarded_agent.py") + ":agent"
+    answers = [
+        {"intent": "drop_table", "arguments": {"table": "orders"}},
+        {"intent": "done_for_now", "arguments": {"message": "not dropped"}},
+    ]
+    out = cli(tmp_path, "run", agent, "drop the orders table", answers=answers)
+    assert out.returncode == 0, out.stderr
+    row = newest(tmp_path)
+    assert row["status"] == "done"
+    shown = cli(tmp_path, "threads", "show", str(row["id"]))
+    assert shown.returncode == 0, shown.stderr
+    (line,) = [x for x in shown.stdout.splitlines() if "guard_verdict" in x]
+    # the reason's markup is printed as text, never interpreted
+    assert "no_drops: block c2: [red]never[/red] drop tables here" in line
+    assert cli(tmp_path, "replay", str(row["id"])).returncode == 0

@@ -17,6 +17,8 @@ __all__ = ["event_detail", "format_arguments", "format_event"]
 
 _LIMIT = 300
 
+_VERDICT_STYLES = {"allow": "dim", "block": "bold red", "require_approval": "magenta"}
+
 
 def format_arguments(arguments: dict[str, Any]) -> str:
     return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items())
@@ -66,6 +68,11 @@ def event_detail(event: ev.Event) -> tuple[str, str]:
             return "yellow", f"{detail}; again at {event.retry_at:%H:%M:%S}"
         case ev.ChildStarted():
             return "cyan", f"{event.call_id} -> {event.agent} in thread {event.thread_id}"
+        case ev.GuardVerdict():
+            style = _VERDICT_STYLES[event.verdict]
+            failed = " (guard failed)" if event.failed else ""
+            reason = f": {event.reason}" if event.reason else ""
+            return style, f"{event.guard}: {event.verdict} {event.call_id}{failed}{reason}"
         case (
             ev.Paused()
             | ev.Resumed()

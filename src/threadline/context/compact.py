@@ -47,28 +47,46 @@ def _attrs(**kwargs: Any) -> str:
     return "".join(f" {k}={attr_value(v)}" for k, v in kwargs.items() if v not in (None, ""))
 
 
+_BETWEEN = 4
+"""Events looked through between a call and its outcome (its start, guards' verdicts)."""
+
+
+def _outcome_of(event: ev.Event) -> str | None:
+    """The call id `event` ends (a result, an error, a guard's block), else None."""
+    if isinstance(event, ev.ToolResult | ev.ToolError):
+        return event.call_id
+    if isinstance(event, ev.GuardVerdict) and event.verdict == "block":
+        return event.call_id
+    return None
+
+
+def _in_between(event: ev.Event) -> bool:
+    return isinstance(event, ev.ToolStarted | ev.ChildStarted | ev.GuardVerdict)
+
+
 def outcome_follows(events: Sequence[ev.Event], i: int, call_id: str) -> bool:
     """Whether the outcome of call `call_id` (at `events[i]`) comes right after it."""
-    for j in (i + 1, i + 2):
+    for j in range(i + 1, i + 1 + _BETWEEN):
         if j >= len(events):
             return False
         nxt = events[j]
-        if isinstance(nxt, ev.ToolResult | ev.ToolError):
-            return nxt.call_id == call_id
-        if not isinstance(nxt, ev.ToolStarted | ev.ChildStarted):
+        ended = _outcome_of(nxt)
+        if ended is not None:
+            return ended == call_id
+        if not _in_between(nxt):
             return False
     return False
 
 
 def call_precedes(events: Sequence[ev.Event], i: int, call_id: str) -> bool:
     """Whether the call of the outcome at `events[i]` comes right before it."""
-    for j in (i - 1, i - 2):
+    for j in range(i - 1, i - 1 - _BETWEEN, -1):
         if j < 0:
             return False
         prev = events[j]
         if isinstance(prev, ev.ToolCall):
             return prev.call_id == call_id
-        if not isinstance(prev, ev.ToolStarted | ev.ChildStarted):
+        if not _in_between(prev) or _outcome_of(prev) is not None:
             return False
     return False
 
@@ -113,6 +131,11 @@ def compact_block(
             return f"<error{_attrs(id=cid)}>{text}</error>"
         case ev.InvalidOutput():
             return f"<invalid_output>{fence(e.reason)}</invalid_output>"
+        case ev.GuardVerdict():
+            if e.verdict != "block":
+                return ""  # allowed, or sent to a person: the approval shows what they said
+            cid = None if call_precedes(events, i, e.call_id) else e.call_id
+            return tagged("blocked", _attrs(id=cid, by=e.guard), fence(e.reason))
         case ev.Approval():
             who = _attrs(id=e.call_id, by=e.by)
             if not e.approved:

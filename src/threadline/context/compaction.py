@@ -95,6 +95,8 @@ class _Digest:
                     self.calls[-1] += f" -> {_clip(dump_inline(e.result), 160)}"
             case ev.ToolError() | ev.InvalidOutput() | ev.ModelError():
                 self.errors += 1
+            case ev.GuardVerdict():
+                self.errors += e.verdict == "block"
             case (
                 ev.ModelCall()
                 | ev.ApprovalRequested()

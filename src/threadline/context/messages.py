@@ -10,6 +10,7 @@ more chat messages:
                                     -> one assistant message with content and `tool_calls`
     tool_result / tool_error        -> tool (tool_call_id = the call id)
     approval (rejected or edited)   -> tool answering the call: what the human decided
+    guard_verdict (block)           -> tool answering the call: the guard's reason
     invalid_output                  -> user: the reason, so the model can correct itself
     external_event / escalated      -> user, as a tagged block
     compacted summary               -> user: the summary of the events it replaces
@@ -100,6 +101,11 @@ class MessagesFormat:
                 return (Message("tool", text, tool_call_id=e.call_id),)
             case ev.Approval():
                 return _approval(e)
+            case ev.GuardVerdict():
+                if e.verdict != "block":
+                    return None
+                text = fence(f"blocked by {e.guard}: {e.reason}")
+                return (Message("tool", text, tool_call_id=e.call_id),)
             case ev.InvalidOutput():
                 return (Message("user", f"Your last output was invalid: {fence(e.reason)}"),)
             case ev.Escalated():

@@ -26,6 +26,7 @@ __all__ = [
     "ExternalEvent",
     "Failed",
     "ForkedFrom",
+    "GuardVerdict",
     "HumanRequest",
     "HumanResponse",
     "InvalidOutput",
@@ -370,6 +371,39 @@ class ChildStarted(_EventBase):
     agent: str
 
 
+class GuardVerdict(_EventBase):
+    """A dispatch guard's verdict on a validated call, before it is dispatched
+    (`threadline.guards`): `allow`, `block` (the call is over: the model reads `reason`
+    next turn) or `require_approval` (the call goes to the approval flow).
+
+    A judge's verdict records the judge model's call (model, prompt, usage, its raw
+    `output`); replay takes the recorded verdict and never asks the judge again. `failed`:
+    the guard itself failed (timeout, provider down, malformed verdict) and `verdict` is
+    the agent's failure policy (`Agent.guard_failure`), `reason` saying why.
+    """
+
+    kind: Literal["guard_verdict"] = "guard_verdict"
+    traits: ClassVar[EventTraits] = EventTraits(
+        "guard verdict", "runtime", "outcome", ("reason", "output")
+    )
+    call_id: str
+    tool: str
+    guard: str
+    verdict: Literal["allow", "block", "require_approval"]
+    reason: str = ""
+    failed: bool = False
+    model: str | None = None
+    prompt_name: str | None = None
+    prompt_version: str | None = None
+    prompt_hash: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    latency_ms: float = 0.0
+    output: str = ""
+    """A judge's answer, verbatim (untrusted model text)."""
+
+
 class Waiting(_EventBase):
     """A durable wait: no process holds the thread until `until` or the named event."""
 
@@ -417,6 +451,7 @@ Event = Annotated[
     | ExternalEvent
     | TokenBudgetExceeded
     | ChildStarted
+    | GuardVerdict
     | Waiting
     | WaitTimedOut,
     Field(discriminator="kind"),
@@ -446,6 +481,7 @@ EVENT_CLASSES: tuple[type[_EventBase], ...] = (
     ExternalEvent,
     TokenBudgetExceeded,
     ChildStarted,
+    GuardVerdict,
     Waiting,
     WaitTimedOut,
 )

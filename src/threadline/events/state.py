@@ -59,6 +59,9 @@ class PendingCall:
     have failed (not 'maybe ran'), and the next one is `failed + 1`."""
     retry_at: datetime | None = None
     """When the next attempt may start (the backoff of the latest failed one)."""
+    guard: Literal["none", "allow", "require_approval"] = "none"
+    """What the agent's dispatch guards said (`guard_verdict`); `none`: not asked yet. A
+    blocked call is no longer pending."""
     validated: Any = field(default=None, compare=False, repr=False)
     """The arguments as the tool's validated model, when this process validated them
     (reading the model's answer); never stored, so a loaded thread validates afresh."""
@@ -180,6 +183,8 @@ class ThreadState:
                             call.validated = None
                     else:
                         del self.pending[event.call_id]
+            case ev.GuardVerdict():
+                self._judged(event)
             case ev.ToolStarted() | ev.ToolAttemptFailed() | ev.ChildStarted():
                 call = self.pending.get(event.call_id)
                 if call is not None:
@@ -226,6 +231,23 @@ class ThreadState:
             case _:
                 assert_never(event)
 
+    def _judged(self, event: ev.GuardVerdict) -> None:
+        """A guard's verdict: a block ends the call (one error, like a tool error: a model
+        that keeps proposing blocked calls escalates); a judge's usage counts as the
+        thread's."""
+        self.input_tokens += event.input_tokens
+        self.output_tokens += event.output_tokens
+        self.cost_usd += event.cost_usd or 0.0
+        call = self.pending.get(event.call_id)
+        if call is None:
+            return
+        if event.verdict == "block":
+            del self.pending[event.call_id]
+            self.consecutive_errors += 1
+            self.last_error = f"{event.tool}: blocked by {event.guard}: {event.reason}"
+        elif call.guard != "require_approval":
+            call.guard = event.verdict
+
     def _end_wait(self) -> None:
         self.waiting = False
         self.waiting_until = None
@@ -252,6 +274,7 @@ class ThreadState:
                     "child": c.child,
                     "failed": c.failed,
                     "retry_at": c.retry_at.isoformat() if c.retry_at else None,
+                    "guard": c.guard,
                 }
                 for c in self.pending.values()
             ],

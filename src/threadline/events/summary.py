@@ -79,6 +79,11 @@ def summarize(event: ev.Event) -> Summary:
             )
         case ev.ChildStarted():
             return Summary(text=f"{event.call_id} -> sub-agent {event.agent} in {event.thread_id}")
+        case ev.GuardVerdict():
+            failed = " (the guard failed)" if event.failed else ""
+            reason = f": {event.reason}" if event.reason else ""
+            line = f"{event.guard}: {event.verdict} {event.tool} [{event.call_id}]{failed}{reason}"
+            return Summary(text=line, detail=event.output or None)
         case ev.ToolResult():
             return Summary(text=f"{event.tool} [{event.call_id}]", detail=_json(event.result))
         case ev.ToolError() | ev.ModelError():

@@ -60,6 +60,15 @@ def event_log_record(thread: ev.Thread, event: ev.Event) -> dict[str, Any]:
         case ev.ChildStarted():
             record["call_id"] = event.call_id
             record["child_thread"] = event.thread_id
+        case ev.GuardVerdict():
+            record.update(
+                tool=event.tool,
+                call_id=event.call_id,
+                guard=event.guard,
+                verdict=event.verdict,
+                failed=event.failed,
+                reason=event.reason,
+            )
         case ev.InvalidOutput() | ev.Escalated():
             record["reason"] = event.reason
         case (

@@ -267,6 +267,8 @@ function approvalCard(t, call, key) {
     call.request) : null,
   call.reason ? el("p", { class: "reason" }, el("span", { class: "label" }, "Agent's reason"),
     call.reason) : null,
+  call.guard ? el("p", { class: "guard" }, el("span", { class: "label" }, "Sent here by guard"),
+    call.guard) : null,
   args,
   call.approvers.length
     ? el("div", { class: "approvers" }, `Only ${call.approvers.join(", ")} may answer.`) : null,
