@@ -14,8 +14,9 @@ judge model is sent, and each `guard_verdict` records the template's name, versi
 hash, the judge model's id, usage and its answer verbatim.
 
 The answer must be one JSON object `{"reason": "...", "verdict": "block" |
-"require_approval" | "allow"}`; the context carries it as `output_schema`, so backends that constrain
-output (the local model's grammar, JSON-schema response formats) can only produce one.
+"require_approval" | "allow"}`; the context carries it as `output_schema`, so backends
+that constrain output (the local model's grammar, JSON-schema response formats) can only
+produce one.
 Anything else, a timeout or a provider error is the guard failing: the agent's
 `guard_failure` policy decides the call (see `threadline.guards`).
 """
