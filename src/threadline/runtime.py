@@ -28,7 +28,6 @@ from pydantic import BaseModel
 from .agent import Agent
 from .bounds import stored_result
 from .composition import collect, deliver, start_child
-from .context.prefetch import prefetch_events
 from .context.redaction import redact_for_storage
 from .context.renderer import Renderer
 from .errors import AppendConflict, ConfigError, ModelError
@@ -43,6 +42,7 @@ from .events import (
 )
 from .execution import Outcome, compact_error, model_answer, tool_of, tool_started
 from .guards import guard_verdicts, unjudged
+from .launch import launched
 from .models.base import Model, ModelOutput
 from .parallel import Append, Tail, run_batch
 from .prompts import renderer_for
@@ -200,7 +200,7 @@ class Runtime(HumanActions):
             metadata=dict(metadata or {}),
         )
         made = Thread(thread_id or new_thread_id(), name, metadata=meta)
-        thread = await self._cpu_bound(_launched, self.agent(name), made, first, self.clock())
+        thread = await self._cpu_bound(launched, self.agent(name), made, first, self.clock())
         await self.store.create(thread)
         await self._notify(thread, thread.events)
         if advance:
@@ -549,35 +549,6 @@ class Runtime(HumanActions):
                 continue
 
     # -- human actions (factor 7): see `HumanActions` in runtime_actions.py -------------
-
-
-def _launched(agent: Agent, thread: Thread, first: UserMessage, at: datetime) -> Thread:
-    """A new thread: its first message, the agent's pre-fetch (factor 13: deterministic
-    tool calls run before any model call), all passed through storage redaction."""
-    thread.append(first)
-    retrieval = agent.context.retrieval
-    thread.extend(
-        prefetch_events(
-            [*agent.context.prefetch, *(retrieval.prefetch_steps() if retrieval else ())],
-            agent.registry,
-            first.text,
-            thread.metadata,
-            seq=thread.next_seq,
-            at=at,
-            owner=f"agent {agent.name}",
-        )
-    )
-    return _redacted_copy(agent, thread)
-
-
-def _redacted_copy(agent: Agent, thread: Thread) -> Thread:
-    """`thread` with its launch events passed through storage redaction."""
-    events = redact_for_storage(agent.context.storage_redactor, thread.events)
-    if all(a is b for a, b in zip(events, thread.events, strict=True)):
-        return thread
-    return Thread(
-        thread.id, thread.agent, events, metadata=thread.metadata, created_at=thread.created_at
-    )
 
 
 _ENDED = (Status.DONE, Status.ESCALATED, Status.FAILED)

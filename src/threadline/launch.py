@@ -1,0 +1,43 @@
+"""A new thread's first events: the user's message, the agent's pre-fetch (factor 13), all
+passed through storage redaction. Pure CPU work: `Runtime.launch` runs it where it runs
+its other heavy pure work (`Runtime.offload`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .agent import Agent
+from .context.prefetch import prefetch_events
+from .context.redaction import redact_for_storage
+from .events import Thread, UserMessage
+
+__all__ = ["launched"]
+
+
+def launched(agent: Agent, thread: Thread, first: UserMessage, at: datetime) -> Thread:
+    """A new thread: its first message, the agent's pre-fetch (factor 13: deterministic
+    tool calls run before any model call), all passed through storage redaction."""
+    thread.append(first)
+    retrieval = agent.context.retrieval
+    thread.extend(
+        prefetch_events(
+            [*agent.context.prefetch, *(retrieval.prefetch_steps() if retrieval else ())],
+            agent.registry,
+            first.text,
+            thread.metadata,
+            seq=thread.next_seq,
+            at=at,
+            owner=f"agent {agent.name}",
+        )
+    )
+    return _redacted_copy(agent, thread)
+
+
+def _redacted_copy(agent: Agent, thread: Thread) -> Thread:
+    """`thread` with its launch events passed through storage redaction."""
+    events = redact_for_storage(agent.context.storage_redactor, thread.events)
+    if all(a is b for a, b in zip(events, thread.events, strict=True)):
+        return thread
+    return Thread(
+        thread.id, thread.agent, events, metadata=thread.metadata, created_at=thread.created_at
+    )
