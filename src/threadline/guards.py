@@ -38,16 +38,14 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
 from .bounds import clip, scrub_text
 from .errors import ConfigError, MalformedVerdict
 from .events import PREFETCH_PREFIX, Event, GuardVerdict, PendingCall, Thread
-
-if TYPE_CHECKING:
-    from .agent import Agent
+from .tools import ToolRegistry
 
 __all__ = [
     "GUARDED_KINDS",
@@ -58,6 +56,7 @@ __all__ = [
     "GuardFunction",
     "GuardLike",
     "GuardOutcome",
+    "Guarded",
     "allow",
     "as_guard",
     "block",
@@ -163,6 +162,20 @@ class GuardLike(Protocol):
 GuardFunction = Callable[[GuardCall], GuardDecision | Awaitable[GuardDecision]]
 
 
+class Guarded(Protocol):
+    """What guarding needs of an agent (`threadline.Agent` is one; declared here so this
+    module, which the agent imports, never imports the agent)."""
+
+    @property
+    def dispatch_guards(self) -> tuple[GuardLike, ...]: ...
+
+    @property
+    def guard_failure(self) -> FailurePolicy: ...
+
+    @property
+    def registry(self) -> ToolRegistry: ...
+
+
 @dataclass(frozen=True)
 class Guard:
     """A plain function as a guard: `check(call) -> GuardDecision` (sync or async).
@@ -215,7 +228,7 @@ def as_guard(value: object) -> GuardLike:
     raise ConfigError(f"a guard must be a function or a Judge, not {type(value).__name__}")
 
 
-def needs_guards(agent: Agent, call: PendingCall) -> bool:
+def needs_guards(agent: Guarded, call: PendingCall) -> bool:
     """Whether `call` waits for its guards' verdicts before anything dispatches it."""
     if call.guard != "none" or call.approval != "none" or call.attempt or call.child:
         return False
@@ -242,7 +255,7 @@ def unjudged(calls: Sequence[PendingCall]) -> Callable[[Thread], bool]:
     return check
 
 
-async def guard_verdicts(agent: Agent, thread: Thread, calls: Sequence[PendingCall]) -> Build:
+async def guard_verdicts(agent: Guarded, thread: Thread, calls: Sequence[PendingCall]) -> Build:
     """Ask the agent's guards about `calls`; return the builder of their `guard_verdict`
     events (in call order, then guard order, whatever order the checks finished in).
 
@@ -262,7 +275,7 @@ async def guard_verdicts(agent: Agent, thread: Thread, calls: Sequence[PendingCa
 
 
 async def _check_call(
-    agent: Agent, thread: Thread, call: PendingCall
+    agent: Guarded, thread: Thread, call: PendingCall
 ) -> list[tuple[str, GuardOutcome]]:
     tool = agent.registry.get(call.tool, call.version)
     seen = GuardCall(
