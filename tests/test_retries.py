@@ -275,3 +275,24 @@ async def test_a_hostile_error_message_is_stored_as_one_clean_line(store: SQLite
     )
     assert "\n" not in error.message and "\ud800" not in error.message
     assert _same(replay_thread(agent, thread), thread)
+
+
+async def test_a_call_whose_arguments_do_not_validate_says_nothing_to_the_breaker() -> None:
+    from threadline.events import PendingCall
+    from threadline.reducer import RunTool
+    from threadline.retries import ToolRuns
+
+    seconds = [0.0]
+    runs = ToolRuns(Clock(), monotonic=lambda: seconds[0])
+    breaker = runs.breaker(quote)
+    assert breaker is not None
+    breaker.record_failure()
+    breaker.record_failure()
+    seconds[0] = 31.0  # half-open: the next call that runs is the trial
+    bad = RunTool(PendingCall("c1", "quote", quote.version, {"sku": 5}, seq=2))
+    outcome = await runs.run(quote, "th_1", bad)
+    assert outcome is not None
+    (error,) = outcome(3, Clock()())
+    assert isinstance(error, ToolError) and error.error_type == "ValidationError"
+    assert SEEN == [], "it never ran"
+    assert breaker.state == "half-open" and breaker.admit() is None, "the trial is still free"

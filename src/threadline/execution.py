@@ -49,6 +49,7 @@ from .tools import Tool, ToolContext, compact_validation_error, idempotency_key
 from .waits import Park, breaker_wait
 
 __all__ = [
+    "NOT_VALID",
     "TIMED_OUT",
     "Failure",
     "Outcome",
@@ -62,6 +63,9 @@ __all__ = [
 
 TIMED_OUT = "TimeoutError"
 """`error_type` of a run that outlasted its tool's timeout."""
+
+NOT_VALID = "ValidationError"
+"""`error_type` of a call whose arguments no longer validate: the tool did not run."""
 
 Outcome = Callable[[int, datetime], list[Event]]
 """What a step's I/O came to (a tool's outcome, a model's answer): the events recording it,
@@ -122,7 +126,7 @@ async def execute(
     try:
         args = validated if validated is not None else tool.validate(call.arguments)
     except ValidationError as exc:
-        failure = Failure("ValidationError", compact_validation_error(tool.name, exc), False)
+        failure = Failure(NOT_VALID, compact_validation_error(tool.name, exc), False)
     else:
         try:
             # asyncio.timeout, not wait_for: no extra task per call (see bench/overhead.py)

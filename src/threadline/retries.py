@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .events import Event, PendingCall, ToolAttemptFailed
-from .execution import TIMED_OUT, Failure, Outcome, ToolOutcome, execute
+from .execution import NOT_VALID, TIMED_OUT, Failure, Outcome, ToolOutcome, execute
 from .reducer import RunTool
 from .resilience import CircuitBreaker, backoff
 from .tools import Tool
@@ -133,10 +133,7 @@ class ToolRuns:
             raise
         failure = None if outcome is None else outcome.failure
         if breaker is not None:
-            if outcome is None or (failure is not None and failure.retryable):
-                breaker.record_failure()
-            else:
-                breaker.record_success()  # it ran and answered: the tool is healthy
+            _judge(breaker, outcome, failure)
         if outcome is None or failure is None or not _worth_retrying(tool, failure):
             return outcome
         if attempt >= tool.retry.max_attempts:
@@ -146,6 +143,18 @@ class ToolRuns:
             attempt, policy.base_delay, policy.max_delay, self.rng, jitter=_EQUAL_JITTER
         )
         return _attempt_failed(tool, call.call_id, attempt, failure, delay)
+
+
+def _judge(breaker: CircuitBreaker, outcome: ToolOutcome | None, failure: Failure | None) -> None:
+    """Tell the breaker how the run went: a retryable failure or an unknown outcome says
+    the tool is unwell; an answer (even an ordinary error) says it is healthy; a call whose
+    arguments did not validate never ran and says nothing."""
+    if outcome is None or (failure is not None and failure.retryable):
+        breaker.record_failure()
+    elif failure is not None and failure.error_type == NOT_VALID:
+        breaker.abandon()
+    else:
+        breaker.record_success()
 
 
 def _worth_retrying(tool: Tool, failure: Failure) -> bool:
