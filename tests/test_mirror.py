@@ -36,7 +36,6 @@ NOT_MIRRORED: dict[str, str] = {
     "cli/mcp.py": "tests/integrations/test_mcp_server.py",
     "cli/models.py": "tests/evals/test_bfcl.py, tests/evals/test_when2call.py",
     "context/retrieved.py": "tests/retrieval/test_in_the_loop.py (retrieval shares)",
-    "errors.py": "every module raising them; tests/test_public_api.py",
     "evals/data.py": "tests/evals/test_runner.py",
     "events/state.py": "tests/test_events.py (derived state)",
     "events/thread.py": "tests/test_events.py",
