@@ -44,7 +44,6 @@ NOT_MIRRORED: dict[str, str] = {
     "integrations/mcp/server.py": "tests/integrations/test_mcp_server.py",
     "models/local_child.py": "tests/models/test_local_process.py (the child process)",
     "observability/otel_metrics.py": "tests/observability/test_telemetry.py",
-    "observability/timing.py": "tests/observability/test_metrics.py (step seconds)",
     "retrieval/base.py": "tests/retrieval/test_embedded.py",
     "retrieval/embeddings.py": "tests/retrieval/test_openai_embeddings.py",
     "retrieval/loaders.py": "tests/retrieval/test_chunking.py",
