@@ -89,6 +89,6 @@ def test_the_inbox_card_names_the_guard_and_shows_its_reason_as_text(
     card = page.locator(f'article.approval[data-thread="{thread["id"]}"]')
     card.wait_for()
     note = card.locator(".guard")
-    assert "Sent here by guard" in note.inner_text() and HOSTILE in note.inner_text()
+    assert "sent here by guard" in note.inner_text().lower() and HOSTILE in note.inner_text()
     assert card.locator("img").count() == 0  # the reason is text, never markup
     assert errors == []
