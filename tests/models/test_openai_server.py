@@ -230,3 +230,30 @@ async def test_tools_mode_with_the_function_calling_chat_format(
         "done_for_now",
         "request_more_information",
     }
+
+
+async def test_a_judge_on_the_server_rules_on_a_destructive_call_through_json_object(
+    live: LlamaServer,
+) -> None:
+    """A dispatch judge (issue 13) on an OpenAI-compatible server: its verdict comes back
+    through the schema-constrained JSON mode, is recorded, and the runtime obeys it."""
+    from guard_support import DROPPED, archive_table, drop_table
+    from threadline import Agent, Judge
+    from threadline.events import GuardVerdict
+    from threadline.judge import parse_verdict
+    from threadline.testing import ScriptedModel, intent
+
+    DROPPED.clear()
+    judge = Judge(resolve_model(live.spec()), policy="Deleting data is forbidden.")
+    agent = Agent("ops", tools=[drop_table, archive_table], guards=[judge])
+    main = ScriptedModel(
+        [intent("drop_table", table="orders"), intent("done_for_now", message="ok")]
+    )
+    thread = await Runtime(MemoryStore(), model=main).launch(agent, "drop the orders table")
+    assert thread.status != Status.RUNNING
+    (verdict,) = [e for e in thread.events if isinstance(e, GuardVerdict)]
+    assert not verdict.failed, verdict.reason  # the server's answer was a verdict
+    assert verdict.model == "openai:smollm2" and verdict.input_tokens > 0
+    assert parse_verdict(verdict.output).verdict == verdict.verdict
+    assert verdict.prompt_name == "dispatch-judge" and verdict.prompt_hash == judge.prompt.sha256
+    assert (DROPPED == ["orders"]) == (verdict.verdict == "allow")
