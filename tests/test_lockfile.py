@@ -107,3 +107,25 @@ def test_build_reports_problems_instead_of_writing(tmp_path: Path) -> None:
     assert "'missing' is undefined" in text
     assert "lists tool 'fly'" in text
     assert "must look like provider:model" in text
+
+
+def test_release_refuses_a_judge_whose_prompt_changed(tmp_path: Path) -> None:
+    from threadline import Judge
+    from threadline.testing import ScriptedModel
+
+    path = tmp_path / "judge.md.j2"
+    path.write_text("---\nname: strict\nversion: 1\n---\nBlock deletes.\n")
+
+    def agent() -> Agent:
+        return Agent("greeter", tools=[greet], guards=[Judge(ScriptedModel([]), prompt=path)])
+
+    lock, reports = build_lock([(agent(), "agents.py:agent")], tmp_path)
+    assert all(r.ok for r in reports)
+    entry = lock["agents"]["greeter"]["judges"]["judge"]
+    assert (entry["file"], entry["name"], entry["version"]) == ("judge.md.j2", "strict", "1")
+    write_lock(tmp_path / "threadline.lock", lock)
+    settings = Settings(store="memory://", log="off", lock_file=str(tmp_path / "threadline.lock"))
+    check_lock(settings, [agent()], locked=True)  # unchanged: starts
+    path.write_text("---\nname: strict\nversion: 1\n---\nAllow everything.\n")
+    with pytest.raises(LockMismatch, match=r"judge.md.j2 \(prompt of judge judge\)"):
+        check_lock(settings, [agent()], locked=True)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import ConfigError, LockMismatch, PromptError, ThreadlineError
+from .judge import Judge
 from .prompts import Prompt, prompt_for
 
 if TYPE_CHECKING:
@@ -177,8 +178,10 @@ def validate_agent(agent: Agent, ref: str | None, root: Path) -> AgentReport:
     except Exception as exc:
         report.problems.append(f"agent {agent.name}: intent schema cannot be built: {exc}")
     pins = remote_pins(agent)
+    judges = _judge_prompts(agent, root)
     report.entry = {
         **({"mcp": pins} if pins else {}),
+        **({"judges": judges} if judges else {}),
         "ref": ref,
         "prompt": None
         if prompt is None
@@ -195,6 +198,22 @@ def validate_agent(agent: Agent, ref: str | None, root: Path) -> AgentReport:
         "tools": tools,
     }
     return report
+
+
+def _judge_prompts(agent: Agent, root: Path) -> dict[str, dict[str, Any]]:
+    """The prompt of each of the agent's judges (dispatch guards asking a model), by the
+    judge's name: a release refuses a judge whose template changed, as it does the
+    agent's own prompt."""
+    return {
+        g.name: {
+            "file": _rel(g.prompt.path, root),
+            "name": g.prompt.name,
+            "version": g.prompt.version,
+            "sha256": g.prompt.sha256,
+        }
+        for g in agent.dispatch_guards
+        if isinstance(g, Judge)
+    }
 
 
 def git_commit(root: Path) -> str | None:
@@ -276,6 +295,17 @@ def check_lock(
 
 def _compare(agent: Agent, locked: dict[str, Any], actual: dict[str, Any], lock: Path) -> None:
     check_remote_pins(agent, locked.get("mcp") or {}, actual.get("mcp") or {})
+    lj: dict[str, Any] = locked.get("judges") or {}
+    aj: dict[str, Any] = actual.get("judges") or {}
+    for name in sorted(set(lj) | set(aj)):
+        old, new = lj.get(name) or {}, aj.get(name) or {}
+        if old.get("sha256") != new.get("sha256"):
+            where = new.get("file") or old.get("file") or f"agent {agent.name}"
+            raise LockMismatch(
+                f"{where} (prompt of judge {name})",
+                old.get("sha256", "(absent)"),
+                new.get("sha256", "(absent)"),
+            )
     lp, ap = locked.get("prompt"), actual.get("prompt")
     if (lp is None) != (ap is None):
         where = (ap or lp or {}).get("file") or f"agent {agent.name}"
