@@ -47,7 +47,6 @@ NOT_MIRRORED: dict[str, str] = {
     "retrieval/loaders.py": "tests/retrieval/test_chunking.py",
     "retrieval/sqlite.py": "tests/retrieval/test_embedded.py",
     "server/routers/health.py": "tests/server/test_auth.py, tests/server/test_offload.py",
-    "settings.py": "tests/test_client.py, tests/observability/test_telemetry.py",
 }
 
 

@@ -7,8 +7,9 @@ at start-up and handed to what needs it.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -82,3 +83,12 @@ class Settings(BaseSettings):
     otel_metrics_exporter: str | None = Field(
         None, validation_alias=AliasChoices("OTEL_METRICS_EXPORTER")
     )
+
+    @field_validator("delivery_retention", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        """A bare number of seconds (`600`), as documented: the environment gives it as a
+        string, which pydantic would read as an ISO 8601 duration only."""
+        if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+            return float(value)
+        return value
