@@ -30,7 +30,6 @@ NOT_MIRRORED: dict[str, str] = {
     "channels/email_inbound.py": "tests/channels/test_email.py",
     "channels/hub.py": "tests/server/test_channels.py",
     "channels/memory.py": "tests/channels/test_dispatch.py",
-    "channels/slack_blocks.py": "tests/channels/test_slack.py",
     "cli/index.py": "tests/retrieval/test_cli_index.py",
     "cli/mcp.py": "tests/integrations/test_mcp_server.py",
     "cli/models.py": "tests/evals/test_bfcl.py, tests/evals/test_when2call.py",
