@@ -176,9 +176,10 @@ def deploy_model(tag: str = "v1.5.0", environment: str = "production") -> Functi
     def answer(context: Context) -> Any:
         # Reads the rendered thread loosely, so it survives changes to the renderer's tags.
         text = "\n".join(m.content for m in context.messages)
-        rejected = re.search(r"<rejected[^>]*>\s*(.*?)\s*</rejected>", text, re.S)
+        rejected = re.search(r"<rejected[^>]*>(.*?)(?=\n<|\Z)", text, re.S)
         if rejected:
-            return intent("done_for_now", message="Deploy cancelled: " + rejected.group(1))
+            reason = rejected.group(1).strip()
+            return intent("done_for_now", message="Deploy cancelled: " + reason)
         if f"deployed to {environment}" in text:
             return intent("done_for_now", message=f"Deployed {tag} to {environment}.")
         if "v1.4.1" in text:  # the tag list came back

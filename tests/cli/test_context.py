@@ -85,7 +85,7 @@ def test_render_prints_the_next_context_with_its_token_count(tmp_path: Path) -> 
     out = cli(tmp_path, "render", thread_id)
     assert out.returncode == 0, out.stderr
     assert "[system]\nYou are a calculator." in out.stdout
-    assert "<add>\na: 2\nb: 3\n</add>" in out.stdout
+    assert "<add>\na: 2\nb: 3\n<add_result>" in out.stdout
     assert "input tokens" in out.stderr and "calculator@1.0.0" in out.stderr
     as_json = json.loads(
         cli(tmp_path, "render", thread_id, "--format", "messages", "--json").stdout

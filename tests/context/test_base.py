@@ -18,8 +18,8 @@ def test_truncation_keeps_the_head_and_points_to_the_event() -> None:
 
 
 def test_tags_tool_json_and_message_counts() -> None:
-    assert tagged("user", " name=ada", "hi") == "<user name=ada>hi</user>"
-    assert tagged("result", "", "a\nb") == "<result>\na\nb\n</result>"
+    assert tagged("user", " name=ada", "hi") == "<user name=ada>hi"
+    assert tagged("result", "", "a\nb") == "<result>\na\nb"
     spec = ToolSpec("add", "Add.", {"type": "object"})
     assert tools_json([spec]) == (
         '[{"type":"function","function":{"name":"add","description":"Add.",'

@@ -119,7 +119,7 @@ def test_resolved_errors_are_dropped_and_big_results_cut_before_compacting() -> 
     assert "output is not valid JSON" not in body  # resolved by the later tool result
     assert "[truncated: full result in event 5]" in body
     assert "row 0 of k1" in body and "row 39 of k1" not in body
-    assert body.endswith("<add>\na: 1\nb: 2\n</add>\n<add_result>3</add_result>")
+    assert body.endswith("<add>\na: 1\nb: 2\n<add_result>3")
 
 
 async def test_compaction_is_stored_and_the_thread_replays() -> None:

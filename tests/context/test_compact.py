@@ -21,7 +21,7 @@ async def test_compact_form_is_one_user_message_of_tagged_blocks(calculator) -> 
     second = model.contexts[1]
     assert [m.role for m in second.messages] == ["user"]
     assert second.messages[0].content == (
-        "<user>what is 2 + 3?</user>\n<add>\na: 2\nb: 3\n</add>\n<add_result>5.0</add_result>"
+        "<user>what is 2 + 3?\n<add>\na: 2\nb: 3\n<add_result>5.0"
     )
     assert "add: Add two numbers." in second.system
     assert '{"intent": <tool name>, "arguments": {...}}' in second.system
@@ -40,7 +40,7 @@ async def test_call_ids_appear_only_when_a_result_is_not_next_to_its_call(calcul
     text = model.contexts[1].messages[0].content
     assert f"<divide id={call.call_id}>" in text
     assert f"<approved id={call.call_id} by=alice/>" in text
-    assert f"<divide_result id={call.call_id}>3.0</divide_result>" in text
+    assert text.endswith(f"<divide_result id={call.call_id}>3.0")
 
 
 def _leaves(value):

@@ -69,4 +69,4 @@ async def test_a_model_summarises_the_span_in_the_compact_form() -> None:
     assert text == "The user adds numbers."
     body = seen[0].messages[0].content
     assert body.startswith("<previous_summary>\nbefore\n</previous_summary>")
-    assert "<user>Add up the numbers.</user>" in body and "<add_result>3</add_result>" in body
+    assert "<user>Add up the numbers.\n" in body and "\n<add_result>3\n" in body

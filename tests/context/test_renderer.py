@@ -101,7 +101,7 @@ def test_prepare_returns_the_events_to_store_and_the_context() -> None:
     roomy = Renderer(name="roomy", instructions="Add.", settings=ContextSettings())
     prepared = asyncio.run(roomy.prepare(thread, None, AT))
     assert prepared.events == [] and prepared.context is not None
-    assert prepared.context.messages[0].content == "<user>1+1</user>"
+    assert prepared.context.messages[0].content == "<user>1+1"
     assert roomy.renders == 1
 
 
@@ -163,7 +163,7 @@ async def test_by_default_the_backend_sends_the_tools_natively(calculator) -> No
         "done_for_now",
     ]
     assert "## Tools" not in second.system and "calling exactly one of the tools" in second.system
-    assert second.messages[0].content.startswith("<user>what is 2 + 3?</user>\n<add>")
+    assert second.messages[0].content.startswith("<user>what is 2 + 3?\n<add>")
     rendered = render(calculator.agent, thread)
     assert rendered.sections["tools"] > 100  # the native definitions are budgeted
 

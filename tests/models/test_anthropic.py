@@ -242,7 +242,7 @@ async def test_the_prompt_cache_boundary_is_where_the_previous_call_ended(calcul
     # write ends, so it is read from the cache) and marks its own end for the one after.
     stable, new = second["messages"][0]["content"]
     assert stable == {"type": "text", "text": sent["text"]}
-    assert new["text"].startswith("\n<assistant>I'll add them.</assistant>\n<add>")
+    assert new["text"].startswith("\n<assistant>I'll add them.\n<add>")
     assert new["cache_control"] == {"type": "ephemeral"}
 
 

@@ -2,10 +2,11 @@
 
 The system prompt holds the instructions and, unless tools travel natively, every tool as a
 short signature (`notation.dump_tools`); the whole thread is one user message in which each
-event is a tagged block. A tool call is a tag named after the intent with its arguments as
-YAML-like lines; its result follows as `<name_result>` (call ids appear only when a result
-is not right after its call). Results use the compact notation: mappings as lines, uniform
-lists as tables.
+event is a tagged block: an opening tag at the start of a line, then the body, which ends
+where the next block's tag begins (no closing tags: `base.tagged`). A tool call is a tag
+named after the intent with its arguments as YAML-like lines; its result follows as
+`<name_result>` (call ids appear only when a result is not right after its call). Results
+use the compact notation: mappings as lines, uniform lists as tables.
 
 Every piece of event text is fenced (`base.fence`, `base.attr_value`, `base.tag_name`):
 the blocks the model sees are the ones events wrote, whatever a user, a tool, a retrieved
@@ -127,10 +128,9 @@ def compact_block(
             return tagged(f"{tag_name(e.tool)}_result", _attrs(id=cid), body)
         case ev.ToolError():
             cid = None if call_precedes(events, i, e.call_id) else e.call_id
-            text = fence(f"{e.error_type}: {e.message}")
-            return f"<error{_attrs(id=cid)}>{text}</error>"
+            return tagged("error", _attrs(id=cid), fence(f"{e.error_type}: {e.message}"))
         case ev.InvalidOutput():
-            return f"<invalid_output>{fence(e.reason)}</invalid_output>"
+            return tagged("invalid_output", "", fence(e.reason))
         case ev.GuardVerdict():
             if e.verdict != "block":
                 return ""  # allowed, or sent to a person: the approval shows what they said
@@ -139,16 +139,15 @@ def compact_block(
         case ev.Approval():
             who = _attrs(id=e.call_id, by=e.by)
             if not e.approved:
-                return f"<rejected{who}>{fence(e.comment or '')}</rejected>"
+                return tagged("rejected", who, fence(e.comment or ""))
             if e.edited_arguments is not None:
-                edited = fence(dump_block(e.edited_arguments))
-                return f"<approved{who} edited>\n{edited}\n</approved>"
+                return f"<approved{who} edited>\n{fence(dump_block(e.edited_arguments))}"
             return f"<approved{who}/>"
         case ev.Escalated():
-            return f"<escalated>{fence(e.reason)}</escalated>"
+            return tagged("escalated", "", fence(e.reason))
         case ev.ExternalEvent():
             body = fence(dump_block(e.payload)) if e.payload else ""
-            return f"<event{_attrs(name=e.name, source=e.source)}>\n{body}\n</event>"
+            return f"<event{_attrs(name=e.name, source=e.source)}>\n{body}"
         case ev.WaitTimedOut():
             if _ends_hidden_wait(events, i):
                 return ""  # a provider down, a tool's backoff: nothing the model can act on
