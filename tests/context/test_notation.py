@@ -110,11 +110,11 @@ def test_schema_keeps_types_enums_constraints_and_descriptions() -> None:
     text = dump_schema("deploy", "Deploy a tag.", schema)
     assert text.splitlines() == [
         "deploy: Deploy a tag.",
-        "  tag # git tag",
-        "  environment: staging|production",
-        "  replicas?: integer (default=2, minimum=1)",
-        "  items?: object[]",
-        "    sku",
+        " tag # git tag",
+        " environment: staging|production",
+        " replicas?: integer (default=2, minimum=1)",
+        " items?: object[]",
+        "  sku",
     ]
 
 
@@ -134,4 +134,19 @@ def test_shared_arguments_are_defined_once() -> None:
     ]
     text = dump_tools(specs)
     assert text.count("such as 'ZFA04Y'") == 1
-    assert "get:\n  reservation_id\ncancel:\n  reservation_id" in text
+    assert "get:\n reservation_id\ncancel:\n reservation_id" in text
+
+
+def test_a_name_defined_differently_shares_its_most_common_definition() -> None:
+    def spec(name: str, description: str) -> tuple[str, str, dict[str, object]]:
+        arg = {"type": "string", "description": description}
+        schema = {"type": "object", "properties": {"origin": arg}, "required": ["origin"]}
+        return (name, "", schema)
+
+    airport = "The origin city airport in three letters, such as 'JFK'."
+    iata = "The IATA code for the origin city, such as 'SFO'."
+    text = dump_tools([spec("book", iata), spec("direct", airport), spec("onestop", airport)])
+    assert text.count(airport) == 1 and text.count(iata) == 1
+    assert "direct:\n origin\nonestop:\n origin\n" in text  # by name: the shared line
+    assert f"book:\n origin # {iata}" in text  # the one that differs, in full
+    assert text.endswith("Untyped arguments are strings.")  # no optional argument to mark

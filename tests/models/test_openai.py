@@ -98,7 +98,7 @@ async def test_json_schema_answer(calculator: ModuleType) -> None:
     # described once, the answer is JSON mode, and the runtime validates the arguments.
     assert recorded.bodies[0]["response_format"] == {"type": "json_object"}
     system = recorded.bodies[0]["messages"][0]["content"]
-    assert "multiply: Multiply" in system and "\n  a: number" in system
+    assert "multiply: Multiply" in system and "\n a: number" in system
     assert '{"intent": <tool name>, "arguments": {...}}' in system
     assert "tools" not in recorded.bodies[0]
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -245,6 +246,10 @@ def dump_block(value: Any) -> str:
 
 # -- schemas ---------------------------------------------------------------------------
 
+_SIG_INDENT = " "
+"""One space per level in signatures: after a newline, `" name"` is one token where
+`"  name"` is two (one token per argument line, 0.01 of the airline runs' request)."""
+
 _SKIP = {
     "title",
     "description",
@@ -341,7 +346,7 @@ def _object_lines(
             continue
         out.append(f"{indent}{name}{opt}{line[len(name) :]}")
         if nested is not None:
-            out.extend(_object_lines(nested, root, indent + "  ", shared))
+            out.extend(_object_lines(nested, root, indent + _SIG_INDENT, shared))
     return out
 
 
@@ -387,9 +392,9 @@ def dump_schema(
     """
     head = f"{name}: {' '.join(description.split())}" if description else f"{name}:"
     extras = _extras({k: v for k, v in parameters.items() if k != "type"})
-    lines = [head + extras, *_object_lines(parameters, parameters, "  ", shared)]
+    lines = [head + extras, *_object_lines(parameters, parameters, _SIG_INDENT, shared)]
     if not parameters.get("properties"):
-        lines.append("  (no arguments)")
+        lines.append(f"{_SIG_INDENT}(no arguments)")
     return "\n".join(lines)
 
 
@@ -398,24 +403,32 @@ def dump_tools(specs: Sequence[tuple[str, str, Mapping[str, Any]]]) -> str:
 
     An argument defined identically (name, type, description) in two or more places is
     written once under `Shared arguments` and referred to by name: lossless, and tool sets
-    that pass the same ids around (user_id, reservation_id, ...) shrink a lot.
+    that pass the same ids around (user_id, reservation_id, ...) shrink a lot. When tools
+    define one name differently, the most common definition is shared and the others are
+    written in full where they occur.
     """
-    seen: dict[str, list[str]] = {}
+    seen: dict[str, Counter[str]] = {}
     for _, _, params in specs:
         for line in _arg_lines(params, params):
-            seen.setdefault(re.split(r"[: (]", line, maxsplit=1)[0], []).append(line)
+            seen.setdefault(re.split(r"[: (]", line, maxsplit=1)[0], Counter())[line] += 1
+    # Per name, the line most tools define; tools whose line differs write theirs in full.
     # Only lines long enough to be worth a cross-reference (`a: number` is not).
-    shared = {
-        n: ls[0]
-        for n, ls in seen.items()
-        if len(ls) >= 2 and len(set(ls)) == 1 and len(ls[0]) >= len(n) + 16
-    }
+    shared = {}
+    for n, lines in seen.items():
+        line, times = lines.most_common(1)[0]
+        if times >= 2 and len(line) >= len(n) + 16:
+            shared[n] = line
     blocks = []
     if shared:
         blocks.append(
             "Shared arguments (tools list them by name):\n"
-            + "\n".join("  " + line for line in shared.values())
+            + "\n".join(_SIG_INDENT + line for line in shared.values())
         )
     blocks += [dump_schema(n, d, p, shared) for n, d, p in specs]
-    blocks.append("Untyped arguments are strings; `?` marks optional ones.")
-    return "\n".join(blocks)
+    text = "\n".join(blocks)
+    optional = re.search(r"(?m)^ +[^\s:#(?]+\?", text) is not None
+    return (
+        text
+        + "\nUntyped arguments are strings"
+        + ("; `?` marks optional ones." if optional else ".")
+    )
