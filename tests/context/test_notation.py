@@ -41,7 +41,7 @@ FLIGHTS = [
 def test_uniform_lists_become_tables_with_dotted_headers() -> None:
     text = dump_block({"flights": FLIGHTS})
     assert text.splitlines()[0] == (
-        "flights[2]{flight_number,origin,status,seats.economy,seats.business,price}:"
+        "flights[2]{flight_number,origin,status,seats{economy,business},price}:"
     )
     assert "HAT069,JFK,available,12,3,121.5" in text
     counter = BPECounter()
@@ -150,3 +150,23 @@ def test_a_name_defined_differently_shares_its_most_common_definition() -> None:
     assert "direct:\n origin\nonestop:\n origin\n" in text  # by name: the shared line
     assert f"book:\n origin # {iata}" in text  # the one that differs, in full
     assert text.endswith("Untyped arguments are strings.")  # no optional argument to mark
+
+
+def test_nested_columns_are_grouped_and_ids_equal_to_their_key_written_once() -> None:
+    methods = {
+        "card_1": {"source": "credit_card", "id": "card_1", "last_four": "7447"},
+        "cert_2": {"source": "certificate", "id": "cert_2", "amount": 100},
+    }
+    text = dump_block({"payment_methods": methods})
+    assert text.splitlines() == [
+        "payment_methods{2 by id}{source,last_four,amount}:",
+        'card_1: credit_card,"7447",',
+        "cert_2: certificate,,100",
+    ]
+    other = {"a": {"id": "x", "n": 1}, "b": {"id": "y", "n": 2}}  # ids are not the keys
+    assert dump_block({"m": other}).splitlines()[0] == "m{2 by key}{id,n}:"
+    rows = [
+        {"p": {"x": {"u": 1, "v": 2}, "y": 3}, "q": 4},
+        {"p": {"x": {"u": 5, "v": 6}, "y": 7}, "q": 8},
+    ]
+    assert dump_block(rows).splitlines()[0] == "[2]{p{x{u,v},y},q}:"

@@ -133,7 +133,7 @@ def test_the_default_for_a_hosted_model_drops_nothing_and_never_exceeds_the_raw_
         total_raw += raw
         total_sent += sent
     assert checked > 10_000
-    assert total_sent <= 0.71 * total_raw, total_sent / total_raw  # 0.702 measured
+    assert total_sent <= 0.70 * total_raw, total_sent / total_raw  # 0.699 measured
 
 
 def test_hosted_backends_describe_the_tools_once_when_they_are_in_the_prompt() -> None:

@@ -9,9 +9,12 @@ only punctuation a reader does not need:
   lists are written inline, `{a: 1, b: x}` and `[x, y]`.
 * A list of mappings that share their keys (after flattening nested mappings to dotted
   keys) becomes a table: a header `[N]{k1,k2,...}:` then N comma-separated rows; a row
-  that lacks a key has nothing between its commas. This is where search results shrink
-  the most. A mapping of such mappings (records by id) becomes `name{N by key}{k1,...}:`
-  with rows `id: v1,v2,...`.
+  that lacks a key has nothing between its commas. Columns of one nested mapping are
+  grouped in the header: `prices{economy,business}` for `prices.economy,prices.business`.
+  This is where search results shrink the most. A mapping of such mappings (records by
+  id) becomes `name{N by key}{k1,...}:` with rows `id: v1,v2,...`; when a column equals
+  its row's key in every row (the records' own `id`), the header says `{N by id}` and the
+  rows leave it out.
 * Strings are written bare when that cannot be misread (no separators, not a number,
   boolean or null) and JSON-quoted otherwise, so `"42"` and `42` stay distinct.
 * Multi-line strings at block level use YAML's literal style (`key: |` then the lines).
@@ -120,20 +123,55 @@ def _table(items: Sequence[Any]) -> tuple[list[str], list[list[Any]]] | None:
     return header, rows
 
 
+def _header(columns: Sequence[str]) -> str:
+    """Table columns, neighbours flattened from one nested mapping grouped under its key:
+    `available_seats{economy,business}` for `available_seats.economy,available_seats.business`
+    (the dotted names, written once per table, are most of a search result's header)."""
+    out: list[str] = []
+    i = 0
+    while i < len(columns):
+        head, dot, _ = columns[i].partition(".")
+        j = i
+        while dot and j < len(columns) and columns[j].startswith(head + "."):
+            j += 1
+        if j - i >= 2:
+            inner = _header([c[len(head) + 1 :] for c in columns[i:j]])
+            out.append(f"{head}{{{inner}}}")
+            i = j
+        else:
+            out.append(columns[i])
+            i += 1
+    return ",".join(out)
+
+
 def _cell(value: Any) -> str:
     return "" if value is _ABSENT else dump_inline(value)
 
 
-def _keyed(value: Mapping[str, Any]) -> tuple[list[str], list[str], list[list[Any]]] | None:
-    """A mapping of >= 2 mappings (e.g. payment methods by id) as a table keyed by row."""
+def _keyed(
+    value: Mapping[str, Any],
+) -> tuple[list[str], str, list[str], list[list[Any]]] | None:
+    """A mapping of >= 2 mappings (e.g. payment methods by id) as a table keyed by row:
+    (keys, what the key is, header, rows).
+
+    What the key is: `key`, or the name of a column that equals its row's key in every row
+    (`id` of payment methods stored under their id), which is then left out of the rows:
+    the key spells it once.
+    """
     if len(value) < 2 or not all(isinstance(v, Mapping) for v in value.values()):
         return None
-    if any(not isinstance(k, str) or _string(k) != k for k in value):
+    keys = list(value)
+    if any(not isinstance(k, str) or _string(k) != k for k in keys):
         return None
     table = _table(list(value.values()))
     if table is None or any(isinstance(c, Mapping | list | tuple) for r in table[1] for c in r):
         return None
-    return list(value), table[0], table[1]
+    header, rows = table
+    for col, name in enumerate(header):
+        if all(r[col] == k for k, r in zip(keys, rows, strict=True)):
+            rows = [r[:col] + r[col + 1 :] for r in rows]
+            return keys, name, header[:col] + header[col + 1 :], rows
+    return keys, "key", header, rows
 
 
 def _grouped(items: Sequence[Any]) -> tuple[list[str], list[list[list[Any]]]] | None:
@@ -154,13 +192,13 @@ def _table_lines(head: str, value: Sequence[Any], indent: str) -> list[str] | No
     if table is not None:
         header, rows = table
         # The header gives the row count, so rows need no indentation to be delimited.
-        out = [f"{indent}{head}[{len(rows)}]{{{','.join(header)}}}:"]
+        out = [f"{indent}{head}[{len(rows)}]{{{_header(header)}}}:"]
         out += [indent + ",".join(_cell(c) for c in r) for r in rows]
         return out
     grouped = _grouped(value)
     if grouped is not None:
         header, groups = grouped
-        out = [f"{indent}{head}[{len(groups)} lists]{{{','.join(header)}}}:"]
+        out = [f"{indent}{head}[{len(groups)} lists]{{{_header(header)}}}:"]
         for group in groups:
             for n, r in enumerate(group):
                 out.append(indent + ("  - " if n == 0 else "    ") + ",".join(_cell(c) for c in r))
@@ -205,8 +243,8 @@ def _entry(key: str, value: Any, indent: str) -> list[str]:
     if isinstance(value, Mapping) and value:
         keyed = _keyed(value)
         if keyed is not None:
-            keys, header, rows = keyed
-            out = [f"{indent}{key}{{{len(keys)} by key}}{{{','.join(header)}}}:"]
+            keys, by, header, rows = keyed
+            out = [f"{indent}{key}{{{len(keys)} by {by}}}{{{_header(header)}}}:"]
             out += [
                 f"{indent}{k}: " + ",".join(_cell(c) for c in r)
                 for k, r in zip(keys, rows, strict=True)
