@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from server_support import DEFAULT_KEYS, deploy_model, start_server
-from threadline import Agent, Runtime, tool
+from threadline import Agent, RetryableToolError, Runtime, ToolContext, ToolRetry, tool
 from threadline.errors import ModelError
 from threadline.events import (
     ModelCall,
@@ -298,3 +298,20 @@ async def test_lease_takeovers_and_expiries_are_counted(tmp_path: Path) -> None:
     await Worker(rt, poll_interval=0.05, metrics=metrics).run(until_idle=True)
     assert metrics.value("threadline_lease_takeovers_total") == 1
     await store.close()
+
+
+async def test_tool_retries_are_counted_by_tool() -> None:
+    @tool(retry=ToolRetry(max_attempts=3, base_delay=0.01))
+    def fetch(key: str, ctx: ToolContext) -> str:
+        """Fetch a key (busy twice)."""
+        if ctx.attempt < 3:
+            raise RetryableToolError("busy")
+        return key
+
+    metrics = RuntimeMetrics()
+    model = ScriptedModel([intent("fetch", key="k"), intent("done_for_now", message="k")])
+    rt = Runtime(MemoryStore(), model=model, observers=[metrics])
+    thread = await rt.launch(Agent("fetcher", tools=[fetch]), "fetch k")
+    assert thread.status.value == "done"
+    assert metrics.value("threadline_tool_retries_total", agent="fetcher", tool="fetch") == 2
+    assert metrics.value("threadline_tool_errors_total", agent="fetcher", tool="fetch") in (None, 0)

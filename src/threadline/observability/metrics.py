@@ -14,6 +14,7 @@ one process never mix their numbers; the server serves `render()` at GET /metric
     threadline_model_latency_seconds{agent,model}       histogram
     threadline_tool_calls_total{agent,tool}
     threadline_tool_errors_total{agent,tool}
+    threadline_tool_retries_total{agent,tool}           failed attempts tried again
     threadline_approval_wait_seconds{agent}             histogram: request to verdict
     threadline_threads{status}                          threads this process last saw, by status
     threadline_threads_awaiting_approval{agent}         in the store (at scrape, `refresh`)
@@ -45,6 +46,7 @@ from ..events import (
     ModelError,
     Status,
     Thread,
+    ToolAttemptFailed,
     ToolCall,
     ToolError,
     utcnow,
@@ -127,6 +129,11 @@ class RuntimeMetrics:
         self.tool_errors = counter(
             "threadline_tool_errors", "Tool calls that failed", ["agent", "tool"]
         )
+        self.tool_retries = counter(
+            "threadline_tool_retries",
+            "Failed tool attempts that are tried again",
+            ["agent", "tool"],
+        )
         self.approval_wait = histogram(
             "threadline_approval_wait_seconds",
             "From an approval request to its verdict",
@@ -185,6 +192,8 @@ class RuntimeMetrics:
                 self.tool_calls.labels(agent, event.tool).inc()
             case ToolError():
                 self.tool_errors.labels(agent, event.tool).inc()
+            case ToolAttemptFailed():
+                self.tool_retries.labels(agent, event.tool).inc()
             case Approval():
                 requested = _requested_at(thread, event.call_id, event.seq)
                 if requested is not None:
