@@ -151,3 +151,30 @@ async def test_a_call_that_succeeded_twice_then_failed_still_counts_its_successe
     thread = await Runtime(MemoryStore(), model=model).launch(Agent("shop", tools=[lookup]), "?")
     assert [e.kind for e in thread.events].count("invalid_output") == 1
     assert thread.status == Status.DONE
+
+
+def test_a_repeat_is_the_same_json_not_merely_equal_values() -> None:
+    """The history keeps calls, not their signatures (a signature is spelled only for a
+    candidate): `1` and `1.0` compare equal in Python but are different JSON, so neither a
+    repeat nor a rejected call; key order does not matter."""
+    from datetime import UTC, datetime
+
+    from threadline.events import ToolCall
+    from threadline.loop_guard import CallHistory, repeat_reason
+
+    def call(**arguments: object) -> ToolCall:
+        at = datetime.now(UTC)
+        return ToolCall(seq=9, at=at, call_id="c9", tool="pay", version="1", arguments=arguments)
+
+    history = CallHistory(
+        answers=((("pay", {"amount": 1, "to": "a"}),), (("pay", {"amount": 1, "to": "a"}),)),
+        rejected=((("pay", {"amount": 2}), "too much"), (("pay", {"amount": 2}), "first")),
+    )
+    assert repeat_reason(history, [call(amount=1.0, to="a")], 3, frozenset()) is None
+    assert repeat_reason(history, [call(amount=True, to="a")], 3, frozenset()) is None
+    repeated = repeat_reason(history, [call(to="a", amount=1)], 3, frozenset())
+    assert repeated is not None and "3 times in a row" in repeated
+    assert repeat_reason(history, [call(amount=2.0)], 3, frozenset()) is None
+    rejected = repeat_reason(history, [call(amount=2)], 3, frozenset())
+    assert rejected is not None and 'they said: "first"' in rejected  # the earliest comment
+    assert repeat_reason(history, [call(amount=1, to="a")], 3, frozenset({"pay"})) is None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .events import (
     Approval,
@@ -36,7 +36,7 @@ from .events import (
     is_prefetch,
 )
 
-__all__ = ["CallHistory", "call_history", "repeat_reason"]
+__all__ = ["Call", "CallHistory", "call_history", "repeat_reason"]
 
 
 def signature(tool: str, arguments: object) -> str:
@@ -44,23 +44,25 @@ def signature(tool: str, arguments: object) -> str:
     return tool + "\x00" + json.dumps(arguments, sort_keys=True, default=str)
 
 
+Call = tuple[str, object]
+"""A call as the guard keeps it: (tool, arguments). Its `signature` is spelled only when a
+new call equals it (a cheap test first: equal signatures imply equal JSON values)."""
+
+
 @dataclass(frozen=True, slots=True)
 class CallHistory:
     """What the guard needs from a thread.
 
     Attributes:
-        answers: the call signatures of each recent answer that made calls, oldest first
-            (only as many as the guard looks at).
-        rejected: signature -> the person's comment, for calls rejected since a person
-            last wrote.
+        answers: the calls of each recent answer that made calls, oldest first (only as
+            many as the guard looks at); None stands for a call that failed (in no row).
+        rejected: (call, the person's comment) for calls rejected since a person last
+            wrote, the latest rejection first.
     """
 
-    answers: tuple[frozenset[str], ...] = ()
-    rejected: dict[str, str | None] = field(default_factory=dict)
+    answers: tuple[tuple[Call | None, ...], ...] = ()
+    rejected: tuple[tuple[Call, str | None], ...] = ()
 
-
-_RETRIED = "\x01retried"
-"""Stands for a call that failed, so its answer still counts as an answer with calls."""
 
 _MIN_DEPTH = 3
 """Answers looked back at least (for rejected calls, when the repeat check is off)."""
@@ -69,31 +71,40 @@ _MIN_DEPTH = 3
 def call_history(thread: Thread, depth: int) -> CallHistory:
     """The last `depth` answers with calls (at least 3), and the calls rejected within
     them, since a person last wrote to `thread`. O(events of those answers)."""
-    answers: list[set[str]] = []
+    answers: list[tuple[Call | None, ...]] = []
     rejected_ids: dict[str, str | None] = {}
-    calls: dict[str, str] = {}
+    calls: dict[str, Call] = {}
     failed: set[str] = set()
-    current: set[str] = set()
+    current: list[Call | None] = []
     for event in reversed(thread.events):
         if isinstance(event, UserMessage | HumanResponse):
             break
         if isinstance(event, ToolError):
             failed.add(event.call_id)
         elif isinstance(event, ToolCall) and not is_prefetch(event):
-            sig = signature(event.tool, event.arguments)
-            calls[event.call_id] = sig
+            call = (event.tool, event.arguments)
+            calls[event.call_id] = call
             # a failed call keeps its answer in the count but is in no row: a retry
-            current.add(_RETRIED if event.call_id in failed else sig)
+            current.append(None if event.call_id in failed else call)
         elif isinstance(event, ModelCall):
             if current:
-                answers.append(current)
+                answers.append(tuple(current))
                 if len(answers) >= max(depth, _MIN_DEPTH):
                     break  # bounded scan: older rejections are not "just" rejected
-            current = set()
+            current = []
         elif isinstance(event, Approval) and not event.approved:
             rejected_ids.setdefault(event.call_id, event.comment)
-    rejected = {calls[cid]: note for cid, note in rejected_ids.items() if cid in calls}
-    return CallHistory(tuple(frozenset(a) for a in reversed(answers)), rejected)
+    rejected = tuple((calls[cid], note) for cid, note in rejected_ids.items() if cid in calls)
+    return CallHistory(tuple(reversed(answers)), rejected)
+
+
+def _same(call: Call | None, tool: str, arguments: object, sig: list[str]) -> bool:
+    """Whether `call` has the signature of (`tool`, `arguments`); `sig` caches the latter."""
+    if call is None or call[0] != tool or call[1] != arguments:
+        return False
+    if not sig:
+        sig.append(signature(tool, arguments))
+    return signature(*call) == sig[0]
 
 
 def repeat_reason(
@@ -110,16 +121,23 @@ def repeat_reason(
     for call in calls:
         if call.tool in exempt:
             continue
-        sig = signature(call.tool, call.arguments)
-        if sig in history.rejected:
-            note = history.rejected[sig]
+        sig: list[str] = []
+        rejected = [
+            note for c, note in history.rejected if _same(c, call.tool, call.arguments, sig)
+        ]
+        if rejected:
+            note = rejected[-1]  # one call rejected twice: the earliest comment (as before)
             said = f' (they said: "{note}")' if note else ""
             return (
                 f"a person rejected exactly this call: {call.tool} with these arguments{said}; "
                 "do not propose it again unchanged: change what they objected to, choose "
                 "another intent, or ask with request_more_information"
             )
-        if window and len(window) == max_repeated - 1 and all(sig in a for a in window):
+        if (
+            window
+            and len(window) == max_repeated - 1
+            and all(any(_same(c, call.tool, call.arguments, sig) for c in a) for a in window)
+        ):
             return (
                 f"repeated call: {call.tool} with the same arguments {max_repeated} times in a "
                 "row; its outcome is already in the thread: use it, choose another intent, or "
