@@ -35,7 +35,6 @@ from .events import (
     Event,
     Status,
     Thread,
-    ThreadState,
     UserMessage,
     WaitTimedOut,
     utcnow,
@@ -367,7 +366,7 @@ class Runtime(HumanActions):
         commit conflicts (a human action landed meanwhile), the held events are dropped and
         the answer is re-based alone, as `perform` does; the read-only tools run again.
         """
-        expected, saved = thread.next_seq, thread.state.copy()
+        expected = thread.next_seq
         held = await self._redacted(thread, answer(expected, self.clock()))
         thread.extend(held)  # in memory only until the append below
         _carry_validated(thread, validated)
@@ -390,12 +389,12 @@ class Runtime(HumanActions):
                     break
             await self.store.append(thread.id, held, expected_seq=expected, lease=lease)
         except AppendConflict:
-            _rollback(thread, expected, saved)
+            _rollback(thread, expected)
             thread = await self._append_rebased(thread, answer, lease, still_valid=_not_ended)
             _carry_validated(thread, validated)
             return thread, 1
         except BaseException:
-            _rollback(thread, expected, saved)
+            _rollback(thread, expected)
             raise
         await self._notify(thread, held)
         if write_ahead is not None:
@@ -571,7 +570,8 @@ def _any(thread: Thread) -> bool:
     return True
 
 
-def _rollback(thread: Thread, seq: int, state: ThreadState) -> None:
-    """Drop the events from `seq` on that were extended in memory but never stored."""
+def _rollback(thread: Thread, seq: int) -> None:
+    """Drop the events from `seq` on that were extended in memory but never stored, and
+    fold the state again (a conflict or an error: rare, so no copy is kept for it)."""
     del thread.events[seq:]
-    thread.state = state
+    thread.state = Thread(thread.id, thread.agent, thread.events).state

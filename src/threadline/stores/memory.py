@@ -76,9 +76,10 @@ class MemoryStore(Store):
             if lease is not None:
                 self._check_lease(lease)
             was = thread.status
-            new_state = fold_for_append(thread_id, thread.state, events, expected_seq)
+            new_state = fold_for_append(
+                thread_id, thread.state, events, expected_seq, in_place=True
+            )
             thread.events.extend(events)
-            thread.state = new_state
             held = self._leases.get(thread_id)
             self._summaries[thread_id] = self._summary(thread, held)
             if new_state.status == Status.RUNNING and was != Status.RUNNING:
