@@ -18,7 +18,6 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -299,7 +298,7 @@ class Runtime(HumanActions):
         context = prepared.context
         if context is None or thread.status is not Status.RUNNING:
             return thread, 1
-        context = replace(context, model_calls=thread.state.model_calls)
+        context = context.at_call(thread.state.model_calls)
         started = time.perf_counter()
         out: ModelOutput | None = None
         error: ModelError | None = None

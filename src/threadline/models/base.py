@@ -12,7 +12,8 @@ runtime turns that into a `model_error` event, never a crashed loop.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..events import RawToolCall
@@ -210,6 +211,18 @@ class Context:
                 body += f"\n<call {tc.id or ''} {tc.name}>{tc.arguments}</call>"
             parts.append(f"{head}\n{body}")
         return "\n\n".join(parts)
+
+    def at_call(self, model_calls: int) -> Context:
+        """This context with `model_calls` set (the runtime's per-call copy; positional, as
+        `dataclasses.replace` costs a turn several microseconds)."""
+        values = list(_context_fields(self))
+        values[_MODEL_CALLS] = model_calls
+        return Context(*values)
+
+
+_CONTEXT_FIELDS = tuple(f.name for f in fields(Context))
+_context_fields = attrgetter(*_CONTEXT_FIELDS)
+_MODEL_CALLS = _CONTEXT_FIELDS.index("model_calls")
 
 
 def intent_envelope(schema: dict[str, Any]) -> dict[str, Any]:
