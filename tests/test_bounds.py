@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from threadline import Agent, Runtime, Status, tool
-from threadline.bounds import MAX_DEPTH, BoundsError, check_value, parse_json
+from threadline.bounds import MAX_DEPTH, BoundsError, check_value, parse_json, stored_result
 from threadline.events import RawToolCall
 from threadline.models.base import ModelOutput
 from threadline.prompts import renderer_for
@@ -192,3 +194,49 @@ def test_a_bad_value_is_named_by_its_whole_path() -> None:
     with pytest.raises(BoundsError, match=r"^args holds a lone surrogate at character 0"):
         check_value({"\udc00": 1}, where="args")  # a bad key names the object holding it
     check_value({"é": ["ü", 1.5, {"ok": "ascii"}]})  # valid non-ASCII text passes
+
+
+def test_a_scalar_result_is_stored_as_is_and_checked_like_any_other() -> None:
+    text = "ABC " * 10
+    assert stored_result(text) is text and stored_result(None) is None
+    assert stored_result(True) is True and stored_result(-(2**63)) == -(2**63)
+    assert stored_result(1.5) == 1.5 and stored_result((1, "a")) == [1, "a"]
+    with pytest.raises(BoundsError, match="^result is inf, not a finite number$"):
+        stored_result(float("inf"))
+    with pytest.raises(BoundsError, match="^result holds a lone surrogate"):
+        stored_result("a\ud800")
+    with pytest.raises(ValueError, match="digits"):  # a huge int: JSON text cannot hold it
+        stored_result(10**5000)
+
+
+def test_parse_json_skips_the_walk_only_where_nothing_can_be_refused() -> None:
+    for text in ("[1e400]", "[-2E999]", "[" + "9" * 400 + ".0]", '["\\ud800"]', '{"\\udc00": 1}'):
+        with pytest.raises(BoundsError):
+            parse_json(text)
+    assert parse_json('{"a": "\\u00e9", "b": 1e3, "c": "' + "9" * 400 + '"}')["a"] == "é"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats()
+        | st.text(st.characters(max_codepoint=0xDFFF, exclude_categories=())),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+        max_leaves=8,
+    ),
+    st.booleans(),
+)
+def test_parse_json_refuses_exactly_what_the_walk_refuses(value: Any, ascii_only: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only).replace("NaN", "1e999")
+    text = text.replace("Infinity", "1e999")
+    parsed = json.loads(text)
+    try:
+        check_value(parsed)
+    except BoundsError:
+        with pytest.raises(BoundsError):
+            parse_json(text)
+    else:
+        assert parse_json(text) == parsed

@@ -90,8 +90,15 @@ def parse_json(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
     if depth > max_depth:
         raise BoundsError(f"JSON nested {depth} levels deep (the limit is {max_depth})")
     value = json.loads(text, parse_constant=_reject_constant)
-    check_value(value, max_depth=max_depth)
+    # The walk over the value runs only when the text can hold what it refuses: a lone
+    # surrogate needs non-ASCII text or a \u escape, a non-finite number an exponent or
+    # 300 digits in a row; nesting past the limit needs more openers than the limit.
+    if openers > max_depth or not text.isascii() or _RISKY.search(text):
+        check_value(value, max_depth=max_depth)
     return value
+
+
+_RISKY = re.compile(r"\\u|[0-9][eE]|[0-9]{300}")
 
 
 _Path = str | tuple[Any, str | int]
@@ -164,12 +171,21 @@ def stored_result(value: Any, *, where: str = "result") -> Any:
         TypeError: a value JSON cannot hold.
         ValueError: a structure JSON cannot hold (a cycle).
     """
+    kind = type(value)
+    if kind is str or kind is float or kind is bool or value is None or _small_int(value):
+        check_value(value, where=where)  # a plain scalar: no JSON round trip to copy it
+        return value
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     else:
         value = json.loads(json.dumps(value, default=_json_default))
     check_value(value, where=where)
     return value
+
+
+def _small_int(value: Any) -> bool:
+    """An exact int JSON holds as is (a huge one goes the long way, whose error says why)."""
+    return type(value) is int and -(2**63) <= value < 2**63
 
 
 def _json_default(value: Any) -> Any:
