@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import re
 
 import pytest
 
 from threadline import Agent, ContextSettings, MemoryStore, Runtime, tool
-from threadline.context.redaction import MASK, Redactor
+from threadline.context.redaction import _NEEDLES, DEFAULT_PATTERNS, MASK, Redactor
 from threadline.errors import ConfigError
 from threadline.observability import JsonEventLog
 from threadline.testing import ScriptedModel, intent
@@ -139,3 +140,62 @@ def test_linear_patterns_still_mask_what_they_did() -> None:
     assert r.redact("db=postgres+psycopg://u:pw@h") == f"db=postgres+psycopg://u:{MASK}@h"
     jwt = "eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.SflKxwRJSMeKKF2QT4"
     assert r.redact(f"jwt {jwt} end") == f"jwt {MASK} end"
+
+
+_PIECES = [
+    "sk-ant-" + "a" * 20,
+    KEY,
+    "ghp_" + "b" * 32,
+    "github_pat_" + "c" * 32,
+    "xoxb-1234567890ab",
+    "AKIA" + "ABCDEFGHIJKLMNOP",
+    "AIza" + "d" * 35,
+    "sk_live_" + "e" * 20,
+    "eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.SflKxwRJSMeKKF2QT4",
+    "https://bob:hunter22@example.com",
+    "Bearer " + "f" * 20,
+    "BASIC " + "g" * 20,
+    "Password: hunter22",
+    "API-KEY=abcd1234",
+    "Auth_Token = 'zzzz9999'",
+    "client-secret:s3cr3t!",
+    "sk-",
+    "://",
+    "eyJ",
+    "token",
+    "x",
+    " ",
+    "=",
+    "\u00e9",
+    "pa\u017fsword=hunter22",  # a long s: matched case-insensitively, not by str.lower
+]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_skipping_patterns_by_their_needles_masks_exactly_what_every_pattern_does(
+    seed: int,
+) -> None:
+    """Each default pattern runs only where a substring every match contains is there;
+    the result is the same as running every pattern on every text."""
+    assert set(_NEEDLES) == {label for label, _ in DEFAULT_PATTERNS}
+    everything = [re.compile(p) for _, p in DEFAULT_PATTERNS]
+
+    def unscreened(text: str) -> str:
+        for pattern in everything:
+            text = pattern.sub(
+                lambda m: (
+                    m.group(0)[: m.start(1) - m.start(0)]
+                    + MASK
+                    + m.group(0)[m.end(1) - m.start(0) :]
+                    if m.re.groups and m.group(1) is not None
+                    else MASK
+                ),
+                text,
+            )
+        return text
+
+    rng = random.Random(seed)
+    redactor = Redactor()
+    for _ in range(50):
+        text = "".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 8)))
+        assert redactor.redact(text) == unscreened(text), text
