@@ -25,6 +25,7 @@ BENCHES = [
     "retrieval",
     "parallel",
     "retries",
+    "guards",
 ]
 
 

@@ -262,7 +262,10 @@ async def guard_verdicts(agent: Guarded, thread: Thread, calls: Sequence[Pending
     The calls are checked concurrently; the guards of one call one after another, stopping
     at the first block. Nothing here raises for a guard's failure (see the module).
     """
-    judged = await asyncio.gather(*(_check_call(agent, thread, c) for c in calls))
+    if len(calls) == 1:  # the common case: no task per call
+        judged = [await _check_call(agent, thread, calls[0])]
+    else:
+        judged = await asyncio.gather(*(_check_call(agent, thread, c) for c in calls))
 
     def build(seq: int, at: datetime) -> list[Event]:
         events: list[Event] = []

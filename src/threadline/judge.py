@@ -121,6 +121,7 @@ class Judge:
         self.tools = None if tools is None else frozenset(tools)
         self.timeout = timeout
         self.max_output_tokens = max_output_tokens
+        self._systems: dict[str, str] = {}
 
     @property
     def name(self) -> str:
@@ -131,7 +132,10 @@ class Judge:
 
     def context(self, call: GuardCall) -> Context:
         """Exactly what the judge model is sent about `call`."""
-        system = self.prompt.render({"agent": call.thread.agent, "policy": self.policy})
+        system = self._systems.get(call.thread.agent)
+        if system is None:  # the same for every call of one agent: rendered once
+            system = self.prompt.render({"agent": call.thread.agent, "policy": self.policy})
+            self._systems[call.thread.agent] = system
         data = {
             "request": _latest_request(call),
             "tool": call.tool,
