@@ -22,9 +22,7 @@ Run: python bench/retries.py [--rounds 7] [--loops 20] [--json results.json]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -47,6 +45,7 @@ from threadline import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loop  # bench/ modules, next to this file
+import per_turn
 
 NO_WAIT = ToolRetry(base_delay=0.0)
 
@@ -129,19 +128,5 @@ def run(rounds: int, loops: int) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--loops", type=int, default=20)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
-    results = run(args.rounds, args.loops)
-    for kind, rows in results.items():
-        for name, figures in rows.items():
-            print(f"{kind:7} {name:9} {figures['us']:9.1f} µs/turn  x{figures['ratio']:.3f}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    per_turn.main(__doc__, run)
