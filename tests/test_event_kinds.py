@@ -58,6 +58,7 @@ def test_every_kind_declares_its_own_traits() -> None:
     assert outside == {
         "user_message",
         "approval",
+        "responded_instead",
         "human_response",
         "paused",
         "resumed",

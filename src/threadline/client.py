@@ -225,6 +225,16 @@ class Client:
         data = await self._request("POST", f"/v1/threads/{thread_id}/approvals", json_body=body)
         return ThreadOut.model_validate(data)
 
+    async def respond_instead(self, thread_id: str, call_id: str, text: str) -> ThreadOut:
+        """A message in place of a verdict on a pending call: it is not run, and the
+        model reads the message and decides again."""
+        data = await self._request(
+            "POST",
+            f"/v1/threads/{thread_id}/approvals/{call_id}/instead",
+            json_body={"text": text},
+        )
+        return ThreadOut.model_validate(data)
+
     async def respond(self, thread_id: str, request_id: str, text: str) -> ThreadOut:
         data = await self._request(
             "POST",

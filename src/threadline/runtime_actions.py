@@ -31,6 +31,8 @@ from .events import (
     HumanRequest,
     HumanResponse,
     Paused,
+    PendingCall,
+    RespondedInstead,
     Resumed,
     Status,
     Thread,
@@ -157,14 +159,7 @@ class HumanActions:
         channel: str,
     ) -> Approval:
         """The `approval` event of `verdict`, checked against the thread's state."""
-        call = thread.state.pending.get(verdict.call_id)
-        if call is None or call.approval != "requested":
-            raise InvalidAction(
-                f"call {verdict.call_id!r} of thread {thread.id} is not awaiting approval"
-                + (f" (it is {call.approval})" if call else "")
-            )
-        if call.approvers and by not in call.approvers:
-            raise NotAllowed(f"{by or 'anonymous'} may not answer this approval")
+        call = _awaiting_approval(thread, verdict.call_id, by)
         edited = None
         if verdict.edited_arguments is not None and verdict.approved:
             agent = self.agent(thread.agent)
@@ -185,6 +180,35 @@ class HumanActions:
             by=by,
             channel=channel,
         )
+
+    async def respond_instead(
+        self,
+        thread_id: str,
+        call_id: str,
+        text: str,
+        *,
+        by: str | None = None,
+        channel: str = "api",
+    ) -> Thread:
+        """Answer a pending approval with a message instead of a verdict: the call does not
+        run, and the model reads `text` as the person's and decides again. Does not
+        advance the thread.
+
+        Raises:
+            InvalidAction: the call is not awaiting approval, or `text` is empty.
+            NotAllowed: the approval names its approvers and `by` is not one of them.
+        """
+        if not text.strip():
+            raise InvalidAction("say something to respond with instead of a verdict")
+
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            _awaiting_approval(thread, call_id, by)
+            instead = RespondedInstead(
+                seq=seq, at=at, call_id=call_id, text=text, by=by, channel=channel
+            )
+            return [instead]
+
+        return await self._act(thread_id, build)
 
     async def expire_approval(self, thread_id: str, call_id: str, *, reason: str) -> Thread:
         """Reject a pending approval nobody answered in time (`ApprovalExpiry`): written
@@ -450,3 +474,21 @@ def _check_responder(thread: Thread, request_id: str, by: str | None) -> None:
 def _read_from_answer(event: Event) -> bool:
     """Whether `event` was written in the same append as the model call before it."""
     return event.traits.origin == "model" and event.kind != "model_call"
+
+
+def _awaiting_approval(thread: Thread, call_id: str, by: str | None) -> PendingCall:
+    """The call `call_id` of `thread`, which must await an approval `by` may give.
+
+    Raises:
+        InvalidAction: the call is not awaiting approval.
+        NotAllowed: the approval names its approvers and `by` is not one of them.
+    """
+    call = thread.state.pending.get(call_id)
+    if call is None or call.approval != "requested":
+        raise InvalidAction(
+            f"call {call_id!r} of thread {thread.id} is not awaiting approval"
+            + (f" (it is {call.approval})" if call else "")
+        )
+    if call.approvers and by not in call.approvers:
+        raise NotAllowed(f"{by or 'anonymous'} may not answer this approval")
+    return call

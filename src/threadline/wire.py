@@ -59,6 +59,7 @@ __all__ = [
     "ForkBody",
     "Health",
     "Inbox",
+    "InsteadBody",
     "LaunchBody",
     "MessageBody",
     "OpenQuestion",
@@ -144,6 +145,15 @@ class ApprovalBody(BaseModel):
     """Shown to the model with a rejection: say why, and what to do instead."""
     edited_arguments: EditedArguments | None = None
     """Run with these arguments instead (re-validated against the tool's schema)."""
+
+
+class InsteadBody(BaseModel):
+    """A message in place of a verdict on a pending call ("respond instead"): the call is
+    not run, and the model reads the message and decides again."""
+
+    model_config = _Strict
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
 
 
 class VerdictBody(ApprovalBody):

@@ -302,3 +302,20 @@ async def test_catch_up_sends_a_recent_ending_once_but_not_a_stale_one(tmp_path:
     await dispatcher.flush()
     assert channel.kinds() == ["answer"]
     await runtime.store.close()
+
+
+async def test_a_message_instead_of_a_verdict_updates_what_the_approval_sent(
+    tmp_path: Path,
+) -> None:
+    channel = MemoryChannel()
+    runtime, dispatcher = await _setup(tmp_path, _agent(), channel)
+    thread_id = await _launch(runtime, dispatcher, {"conversation": ORIGIN["conversation"]})
+    call_id = channel.sent[0].notice.call_id or ""
+    await runtime.respond_instead(thread_id, call_id, "staging first", by="alice", channel="ui")
+    await dispatcher.flush()
+    assert channel.kinds() == ["approval", "decided"]
+    decided = channel.sent[1]
+    assert decided.notice.text == "answered with a message instead by alice in the inbox"
+    assert (decided.notice.approved, decided.notice.comment) == (None, "staging first")
+    assert decided.notice.tool == "deploy" and decided.previous == {"n": 1}
+    await runtime.store.close()

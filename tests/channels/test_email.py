@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
@@ -17,7 +18,7 @@ from mail_support import MailServer, mail, send
 from server_support import DEFAULT_KEYS, LiveServer, asker, deploy_model, start_server
 from threadline import Agent
 from threadline.channels.email import EmailChannel
-from threadline.channels.email_inbound import reply_text, verdict
+from threadline.channels.email_inbound import instead, reply_text, verdict
 
 AGENT = "agent@example.com"
 SECRET = "a-long-reply-token-secret-for-tests"
@@ -114,40 +115,67 @@ def test_email_launch_question_reply_answer_in_the_same_conversation(
         live.stop()
 
 
-def test_approvals_by_email_only_count_from_responders(
+@pytest.fixture
+def approving(
     tmp_path: Path, mailbox: MailServer, deploybot: Agent
-) -> None:
+) -> Iterator[tuple[LiveServer, EmailMessage, str]]:
+    """A server whose deploybot mails its approvals to alice, and a thread (launched by
+    amy's mail) awaiting one: the server, the approval mail, the thread id."""
     routed = dataclasses.replace(deploybot, routes={"approval": "email:alice@example.com"})
     live = _serve(tmp_path, [routed], mailbox, "deploybot")
     try:
         port = live.email_port  # type: ignore[attr-defined]
         send(mail("amy@customer.org", AGENT, "Deploy", "deploy the backend to production"), port)
         [approval] = mailbox.wait(1)
-        assert approval["To"] == "alice@example.com"
-        assert "deploy_backend" in approval.get_content()
         thread_id = _only_thread(live)
         live.wait_status(thread_id, {"awaiting_approval"})
-        before = len(live.stored_events(thread_id))
-        unclear = mail(
-            "alice@example.com", approval["Reply-To"], "Re", "hmm, maybe?", reply_to=approval
-        )
-        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
-            send(unclear, port)
-        assert "APPROVE" in refused.value.message
-        assert len(live.stored_events(thread_id)) == before
-        send(
-            mail("alice@example.com", approval["Reply-To"], "Re", "Approve", reply_to=approval),
-            port,
-        )
-        assert live.wait_status(thread_id, {"done"})["status"] == "done"
-        verdict_event = next(e for e in _events(live, thread_id) if e["kind"] == "approval")
-        assert (verdict_event["by"], verdict_event["channel"]) == ("alice", "email")
-        mails = mailbox.wait(2)
-        final = mails[1]  # alice, who approved by mail, gets no "approved by alice" mail
-        assert final["To"] == "amy@customer.org"
-        assert final.get_content().startswith("Deployed v1.5.0 to production.")
+        yield live, approval, thread_id
     finally:
         live.stop()
+
+
+def _reply(live: LiveServer, approval: EmailMessage, text: str) -> None:
+    """Alice's reply to the approval mail, delivered to the server's receiver."""
+    reply = mail("alice@example.com", approval["Reply-To"], "Re", text, reply_to=approval)
+    send(reply, live.email_port)  # type: ignore[attr-defined]
+
+
+def test_approvals_by_email_only_count_from_responders(
+    approving: tuple[LiveServer, EmailMessage, str], mailbox: MailServer
+) -> None:
+    live, approval, thread_id = approving
+    assert approval["To"] == "alice@example.com"
+    assert "deploy_backend" in approval.get_content()
+    before = len(live.stored_events(thread_id))
+    with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+        _reply(live, approval, "hmm, maybe?")
+    assert "APPROVE" in refused.value.message
+    assert len(live.stored_events(thread_id)) == before
+    _reply(live, approval, "Approve")
+    assert live.wait_status(thread_id, {"done"})["status"] == "done"
+    verdict_event = next(e for e in _events(live, thread_id) if e["kind"] == "approval")
+    assert (verdict_event["by"], verdict_event["channel"]) == ("alice", "email")
+    mails = mailbox.wait(2)
+    final = mails[1]  # alice, who approved by mail, gets no "approved by alice" mail
+    assert final["To"] == "amy@customer.org"
+    assert final.get_content().startswith("Deployed v1.5.0 to production.")
+
+
+def test_a_reply_starting_with_instead_is_a_message_in_place_of_a_verdict(
+    approving: tuple[LiveServer, EmailMessage, str],
+) -> None:
+    live, approval, thread_id = approving
+    assert "INSTEAD" in approval.get_content()
+    first = live.wait_status(thread_id, {"awaiting_approval"})["pending_approvals"]
+    _reply(live, approval, "Instead: staging first, please.\n\n-- \nAlice")
+    again = live.wait_status(thread_id, {"awaiting_approval"})
+    assert again["pending_approvals"][0]["call_id"] != first[0]["call_id"]
+    events = _events(live, thread_id)
+    kinds = [e["kind"] for e in events]
+    assert "approval" not in kinds and "tool_started" not in kinds
+    instead = next(e for e in events if e["kind"] == "responded_instead")
+    assert (instead["by"], instead["channel"]) == ("alice", "email")
+    assert instead["text"] == "staging first, please."  # the signature is stripped
 
 
 def test_verdict_words() -> None:
@@ -157,6 +185,9 @@ def test_verdict_words() -> None:
     assert verdict("no") == (False, None)
     assert verdict("maybe later") is None
     assert verdict("approvedly") is None
+    assert instead("INSTEAD: try staging") == "try staging"
+    assert instead("instead\n\nwait for Monday") == "wait for Monday"
+    assert instead("INSTEAD") is None and instead("insteadly go") is None
 
 
 def test_reply_text_strips_quotes_and_signatures_and_reads_html() -> None:

@@ -97,6 +97,7 @@ def test_mention_approval_click_tool_runs_answer_in_the_same_thread(
         "threadline_approve",
         "threadline_reject",
         "threadline_edit",
+        "threadline_instead",
     ]
     assert "deploy_backend" in json.dumps(approval.args["blocks"])
     thread_id = _thread_of(live)
@@ -231,6 +232,39 @@ def test_reject_with_comment_and_edit_through_modals(live: LiveServer, slack_api
         "freeze week",
         "alice",
     )
+
+
+def test_respond_instead_through_its_modal(live: LiveServer, slack_api: SlackAPI) -> None:
+    assert post_json(live.url, "events", mention("<@UBOT> deploy the backend")).status_code == 200
+    [approval] = slack_api.wait("chat.postMessage")
+    thread_id = _thread_of(live)
+    first = live.wait_status(thread_id, {"awaiting_approval"})["pending_approvals"][0]["call_id"]
+    value = approval.args["blocks"][-1]["elements"][-1]["value"]
+    clicked = post_form(live.url, "interactions", click("instead", value, ts="1800.1"))
+    assert clicked.status_code == 200, clicked.text
+    [opened] = slack_api.wait("views.open")
+    view = opened.args["view"]
+    assert view["callback_id"] == "threadline_instead"
+    meta = view["private_metadata"]
+    stranger = submit("threadline_instead", meta, "message", "no", user="UEVE")
+    assert "message" in post_form(live.url, "interactions", stranger).json()["errors"]
+    empty = submit("threadline_instead", meta, "message", "  ")
+    assert "message" in post_form(live.url, "interactions", empty).json()["errors"]
+    text = "Use <!channel> staging first & tell me"
+    r = post_form(live.url, "interactions", submit("threadline_instead", meta, "message", text))
+    assert r.status_code == 200 and r.json() == {}
+    # The call did not run; the model read the message and asked again (a new call).
+    again = live.wait_status(thread_id, {"awaiting_approval"})
+    assert [p["call_id"] for p in again["pending_approvals"]] != [first]
+    kinds = [e["kind"] for e in events(live, thread_id)]
+    assert "approval" not in kinds and "tool_started" not in kinds
+    instead = next(e for e in events(live, thread_id) if e["kind"] == "responded_instead")
+    assert (instead["by"], instead["channel"], instead["text"]) == ("alice", "slack", text)
+    [update] = slack_api.wait("chat.update")
+    assert update.args["text"] == "answered with a message instead by alice in Slack"
+    shown = json.dumps(update.args["blocks"])
+    assert "&lt;!channel&gt; staging first &amp; tell me" in shown  # escaped for mrkdwn
+    assert "threadline_approve" not in shown
 
 
 def test_a_slash_command_launches_and_answers_in_its_thread(

@@ -70,6 +70,24 @@ def test_run_pauses_without_a_terminal_then_approve_finishes(tmp_path: Path) -> 
     assert cli(tmp_path, "replay", str(row["id"])).returncode == 0
 
 
+def test_approve_instead_sends_a_message_in_place_of_a_verdict(tmp_path: Path) -> None:
+    answers = [
+        {"intent": "divide", "arguments": {"a": 9, "b": 3}},
+        {"intent": "done_for_now", "arguments": {"message": "Not dividing, then."}},
+    ]
+    out = cli(tmp_path, "run", CALC, "9/3", answers=answers)
+    assert "--instead TEXT" in out.stdout, out.stdout + out.stderr
+    thread_id = str(newest(tmp_path)["id"])
+    both = cli(tmp_path, "approve", thread_id, "--instead", "no", "--reject")
+    assert both.returncode != 0 and "--instead is a message" in both.stderr
+    done = cli(tmp_path, "approve", thread_id, "--instead", "multiply instead")
+    assert done.returncode == 0, done.stderr
+    assert "responded_instead" in done.stdout and "Not dividing, then." in done.stdout
+    shown = cli(tmp_path, "threads", "show", thread_id)
+    assert "instead of a verdict" in shown.stdout or "multiply instead" in shown.stdout
+    assert "tool_result" not in shown.stdout and "tool_started" not in shown.stdout
+
+
 def test_interactive_rejection_with_feedback(tmp_path: Path) -> None:
     answers = [
         {"intent": "divide", "arguments": {"a": 1, "b": 0}},

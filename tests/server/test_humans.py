@@ -152,3 +152,30 @@ def test_acting_on_a_thread_whose_agent_this_server_does_not_serve_is_409(
         assert assert_problem(r, 409)["title"] == "Not served here"
         assert c.get(f"/v1/threads/{thread_id}").json()["status"] == "awaiting_approval"
     assert live.stored_events(thread_id) == before
+
+
+def test_respond_instead_of_a_verdict(live: LiveServer) -> None:
+    thread = live.launch("guarded")
+    thread_id, call_id = thread["id"], thread["pending_approvals"][0]["call_id"]
+    path = f"/v1/threads/{thread_id}/approvals/{call_id}/instead"
+    with live.client("bob") as c:  # not one of the approval's approvers
+        assert_problem(c.post(path, json={"text": "staging first"}), 403)
+    with live.client("alice") as c:
+        assert_problem(c.post(path, json={"text": ""}), 422)
+        assert_problem(c.post(path, json={"text": "x", "approved": True}), 422)
+        r = c.post(path, json={"text": "Try <b>staging</b> first, please."})
+        assert r.status_code == 200, r.text
+        again = live.wait_status(thread_id, {"awaiting_approval"})
+        assert_problem(c.post(path, json={"text": "once more"}), 409)  # no longer pending
+    kinds = [json.loads(body)["kind"] for _, body in live.stored_events(thread_id)]
+    assert "approval" not in kinds and "tool_started" not in kinds  # the call did not run
+    instead = [json.loads(b) for _, b in live.stored_events(thread_id)]
+    instead = [e for e in instead if e["kind"] == "responded_instead"]
+    assert [(e["call_id"], e["by"], e["channel"]) for e in instead] == [(call_id, "alice", "api")]
+    assert instead[0]["text"] == "Try <b>staging</b> first, please."
+    # The model read the message and decided again: a new call awaits approval.
+    assert [p["call_id"] for p in again["pending_approvals"]] != [call_id]
+    with live.client("reader") as c:
+        events = c.get(f"/v1/threads/{thread_id}/events").json()["events"]
+    summary = next(e for e in events if e["kind"] == "responded_instead")["summary"]["text"]
+    assert summary.startswith(f"instead of a verdict on {call_id} by alice via api")

@@ -37,6 +37,8 @@ def explaining_model() -> FunctionModel:
         text = "\n".join(m.content for m in context.messages)
         if "rejected" in text:
             return intent("done_for_now", message="Understood, not deploying.")
+        if "release notes" in text:  # a message in place of a verdict
+            return intent("done_for_now", message="I will wait for the release notes.")
         if "deployed to" in text:
             tag = "v1.4.1" if "v1.4.1 deployed" in text else "v1.5.0"
             return intent("done_for_now", message=f"Deployed {tag}.")
@@ -138,10 +140,17 @@ def test_respond_instead_sends_the_agent_a_message(served: LiveServer, browser: 
     card.locator("textarea").fill("Wait for the release notes, then try staging first.")
     card.get_by_role("button", name="Send to the agent").click()
     page.locator("#thread-status .badge.done").wait_for(timeout=15_000)
-    approval = next(e for e in events_of(served, thread["id"]) if e["kind"] == "approval")
-    assert approval["approved"] is False and approval["channel"] == "ui"
-    assert approval["comment"] == "Wait for the release notes, then try staging first."
-    assert served.wait_status(thread["id"], {"done"})["result"] == "Understood, not deploying."
+    events = events_of(served, thread["id"])
+    assert "approval" not in [e["kind"] for e in events]  # no verdict
+    instead = next(e for e in events if e["kind"] == "responded_instead")
+    ran = [e for e in events if e.get("call_id") == instead["call_id"]]
+    assert [e["kind"] for e in ran] == ["tool_call", "approval_requested", "responded_instead"]
+    assert (instead["by"], instead["channel"]) == ("alice", "ui")
+    assert instead["text"] == "Wait for the release notes, then try staging first."
+    done = served.wait_status(thread["id"], {"done"})
+    assert done["result"] == "I will wait for the release notes."
+    assert "instead of a verdict" in page.locator("#timeline").inner_text()
+    assert errors == []
 
 
 def test_thread_list_filters_search_and_pages(served: LiveServer, browser: Any) -> None:

@@ -39,6 +39,7 @@ from ..events import (
     Event,
     HumanRequest,
     HumanResponse,
+    RespondedInstead,
     Status,
     Thread,
     utcnow,
@@ -93,7 +94,7 @@ def notice_for(thread: Thread, event: Event) -> Notice | None:
             return _notice(thread, event, "answer", f"answer:{event.seq}", event.message)
         case Escalated():
             return _notice(thread, event, "escalation", f"escalation:{event.seq}", event.reason)
-        case Approval():
+        case Approval() | RespondedInstead():
             return _decided(thread, event, f"approval:{event.call_id}")
         case HumanResponse():
             return _decided(thread, event, f"question:{event.request_id}")
@@ -115,29 +116,34 @@ def _notice(
     )
 
 
-def _decided(thread: Thread, event: Approval | HumanResponse, topic: str) -> Notice:
+def _decided(
+    thread: Thread, event: Approval | RespondedInstead | HumanResponse, topic: str
+) -> Notice:
     via = _CHANNEL_NAMES.get(event.channel, event.channel)
-    if isinstance(event, Approval):
-        verb = "approved" if event.approved else "rejected"
-        if event.channel == "expiry":
-            text = f"{verb}: nobody answered in time"
-        else:
-            edited = " with edits" if event.edited_arguments is not None else ""
-            text = f"{verb}{edited} by {event.by or 'someone'} in {via}"
-        extra: dict[str, Any] = {
-            "call_id": event.call_id,
-            "approved": event.approved,
-            "comment": event.comment,
-        }
-        asked = _find(thread, ApprovalRequested, lambda e: e.call_id == event.call_id)
-        if asked is not None:
-            extra |= {"tool": asked.tool, "arguments": asked.arguments}
-    else:
-        text = f"answered by {event.by or 'someone'} in {via}"
+    by = event.by or "someone"
+    extra: dict[str, Any]
+    if isinstance(event, HumanResponse):
         extra = {"request_id": event.request_id, "comment": event.text}
         question = _find(thread, HumanRequest, lambda e: e.request_id == event.request_id)
         if question is not None:
             extra["question"] = question.question
+        text = f"answered by {by} in {via}"
+        return _notice(
+            thread, event, "decided", topic, text, by=event.by, via=event.channel, **extra
+        )
+    if isinstance(event, RespondedInstead):
+        text = f"answered with a message instead by {by} in {via}"
+        extra = {"call_id": event.call_id, "comment": event.text}
+    else:
+        verb = "approved" if event.approved else "rejected"
+        edited = " with edits" if event.edited_arguments is not None else ""
+        text = f"{verb}{edited} by {by} in {via}"
+        if event.channel == "expiry":
+            text = f"{verb}: nobody answered in time"
+        extra = {"call_id": event.call_id, "approved": event.approved, "comment": event.comment}
+    asked = _find(thread, ApprovalRequested, lambda e: e.call_id == event.call_id)
+    if asked is not None:
+        extra |= {"tool": asked.tool, "arguments": asked.arguments}
     return _notice(thread, event, "decided", topic, text, by=event.by, via=event.channel, **extra)
 
 

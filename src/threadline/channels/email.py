@@ -263,7 +263,8 @@ def _body(notice: Notice, recipient: str) -> str:
             request = f"Request: {notice.text}\n\n" if notice.text else ""
             return (
                 f"{lead}{notice.agent} asks to run {notice.tool} with:\n\n{args}\n\n{request}"
-                "Reply with APPROVE on the first line to run it, or REJECT and why.\n"
+                "Reply with APPROVE on the first line to run it, or REJECT and why, or\n"
+                "INSTEAD and a message for the agent (the call is not run).\n"
                 f"Only a reply from {recipient} counts.\n"
             )
         case "question":

@@ -30,7 +30,7 @@ from ..errors import ConfigError, InvalidAction, NotAllowed, ThreadlineError, Th
 from ..events import ApprovalRequested, Done, Escalated, HumanRequest, utcnow
 from .base import ChannelHub
 
-__all__ = ["Mailbox", "Receiver", "normalize_address", "reply_text", "verdict"]
+__all__ = ["Mailbox", "Receiver", "instead", "normalize_address", "reply_text", "verdict"]
 
 log = logging.getLogger("threadline.channels.email")
 
@@ -38,6 +38,7 @@ _VERDICT = re.compile(
     r"^\s*(?:(approved?|yes|lgtm)|(reject(?:ed)?|no|deny|denied))\b[\s:,.!-]*(.*)$",
     re.IGNORECASE | re.DOTALL,
 )
+_INSTEAD = re.compile(r"^\s*instead\b[\s:,.!-]*(.*\S)", re.IGNORECASE | re.DOTALL)
 
 
 def normalize_address(value: str) -> str:
@@ -60,6 +61,13 @@ def verdict(text: str) -> tuple[bool, str | None] | None:
         return None
     comment = found.group(3).strip() or None
     return found.group(1) is not None, comment
+
+
+def instead(text: str) -> str | None:
+    """The message of a reply that starts with `INSTEAD` (no verdict: the call is not run
+    and the agent reads the message), else None."""
+    found = _INSTEAD.match(text)
+    return found.group(1).strip() if found else None
 
 
 class _Text(HTMLParser):
@@ -238,9 +246,18 @@ class Receiver:
         if isinstance(event, ApprovalRequested):
             if name is None:
                 raise NotAllowed(f"{sender} is not an approver here")
+            message = instead(text)
+            if message is not None:
+                await runtime.respond_instead(
+                    thread_id, event.call_id, message, by=name, channel="email"
+                )
+                return
             decision = verdict(text)
             if decision is None:
-                raise InvalidAction("start the reply with APPROVE, or REJECT and why")
+                raise InvalidAction(
+                    "start the reply with APPROVE, REJECT and why, or INSTEAD and your "
+                    "message to the agent"
+                )
             approved, comment = decision
             await runtime.approve(
                 thread_id,

@@ -47,6 +47,9 @@ __all__ = ["SlackChannel", "SlackSettings", "from_env"]
 
 log = logging.getLogger("threadline.channels.slack")
 
+_VIEW_FIELDS = {ui.REJECT_VIEW: "comment", ui.EDIT_VIEW: "arguments", ui.INSTEAD_VIEW: "message"}
+"""The modal of each callback id -> the one field it collects."""
+
 _FATAL = frozenset(
     {
         "invalid_auth",
@@ -335,7 +338,7 @@ class SlackChannel:
         if name is None:
             await self._tell(channel, user, "You are not an approver here.", message_ts)
             return
-        approve, reject, _edit = ui.APPROVAL_ACTIONS
+        approve, reject, _edit, instead = ui.APPROVAL_ACTIONS
         if action_id == approve:
             error = await self._decide(hub, thread_id, call_id, by=name)
             if error:
@@ -344,6 +347,8 @@ class SlackChannel:
         meta = json.dumps({"thread": thread_id, "call": call_id, "channel": channel})
         if action_id == reject:
             view = ui.reject_view(meta)
+        elif action_id == instead:
+            view = ui.instead_view(meta)
         else:
             try:
                 call = (await hub.store.load(thread_id)).state.pending.get(call_id)
@@ -359,17 +364,19 @@ class SlackChannel:
             await self._tell(channel, user, f"Could not open the form: {exc}", message_ts)
 
     async def _on_submit(self, hub: ChannelHub, view: dict[str, Any], user: str) -> dict[str, Any]:
-        if view.get("callback_id") not in (ui.REJECT_VIEW, ui.EDIT_VIEW):
+        block = _VIEW_FIELDS.get(str(view.get("callback_id")))
+        if block is None:
             return {}
         meta = _json_object(str(view.get("private_metadata", "")))
         thread_id, call_id = str(meta.get("thread", "")), str(meta.get("call", ""))
         values = (view.get("state") or {}).get("values") or {}
         name = self.responder(user)
-        block = "comment" if view.get("callback_id") == ui.REJECT_VIEW else "arguments"
         if name is None:
             return _field_error(block, "You are not an approver here.")
         raw = str(((values.get(block) or {}).get(block) or {}).get("value") or "")
-        if block == "comment":
+        if block == "message":
+            error = await self._decide(hub, thread_id, call_id, by=name, instead=raw.strip())
+        elif block == "comment":
             error = await self._decide(
                 hub, thread_id, call_id, by=name, approved=False, comment=raw.strip() or None
             )
@@ -393,19 +400,26 @@ class SlackChannel:
         approved: bool = True,
         comment: str | None = None,
         edited: dict[str, Any] | None = None,
+        instead: str | None = None,
     ) -> str | None:
-        """Approve or reject through the runtime; the reason it was refused, else None."""
+        """Approve or reject (or, with `instead`, respond with a message instead of a
+        verdict) through the runtime; the reason it was refused, else None."""
         try:
             await hub.check_served(thread_id)
-            await hub.runtime.approve(
-                thread_id,
-                call_id,
-                approved=approved,
-                comment=comment,
-                edited_arguments=edited,
-                by=by,
-                channel="slack",
-            )
+            if instead is not None:
+                await hub.runtime.respond_instead(
+                    thread_id, call_id, instead, by=by, channel="slack"
+                )
+            else:
+                await hub.runtime.approve(
+                    thread_id,
+                    call_id,
+                    approved=approved,
+                    comment=comment,
+                    edited_arguments=edited,
+                    by=by,
+                    channel="slack",
+                )
         except (InvalidAction, NotAllowed, ThreadNotFound, ConfigError) as exc:
             return str(exc)
         hub.kick(thread_id)

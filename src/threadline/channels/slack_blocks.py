@@ -1,8 +1,9 @@
 """What Threadline's Slack messages and modals look like (Block Kit), as plain data.
 
 No I/O here: `message(notice)` gives the `text` and `blocks` of a notice, `decided(notice)`
-the blocks an approval or question message is updated to, and the two modals collect a
-rejection's comment and an approval's edited arguments. Button values and modal metadata
+the blocks an approval or question message is updated to, and the three modals collect a
+rejection's comment, an approval's edited arguments and a message sent instead of a
+verdict ("respond instead"). Button values and modal metadata
 carry only ids (thread and call); every click is verified and checked against the thread
 when it arrives.
 """
@@ -17,17 +18,25 @@ from .base import Notice
 __all__ = [
     "APPROVAL_ACTIONS",
     "EDIT_VIEW",
+    "INSTEAD_VIEW",
     "REJECT_VIEW",
     "decided",
     "edit_view",
     "escape",
+    "instead_view",
     "message",
     "reject_view",
 ]
 
-APPROVAL_ACTIONS = ("threadline_approve", "threadline_reject", "threadline_edit")
+APPROVAL_ACTIONS = (
+    "threadline_approve",
+    "threadline_reject",
+    "threadline_edit",
+    "threadline_instead",
+)
 REJECT_VIEW = "threadline_reject"
 EDIT_VIEW = "threadline_edit"
+INSTEAD_VIEW = "threadline_instead"
 _SECTION_LIMIT = 2900  # Slack refuses section text over 3000 characters
 
 
@@ -74,7 +83,7 @@ def message(notice: Notice) -> tuple[str, list[dict[str, Any]] | None]:
     match notice.kind:
         case "approval":
             value = json.dumps({"thread": notice.thread_id, "call": notice.call_id})
-            approve, reject, edit = APPROVAL_ACTIONS
+            approve, reject, edit, instead = APPROVAL_ACTIONS
             actions = {
                 "type": "actions",
                 "block_id": "threadline_approval",
@@ -82,6 +91,7 @@ def message(notice: Notice) -> tuple[str, list[dict[str, Any]] | None]:
                     _button(approve, "Approve", value, "primary"),
                     _button(reject, "Reject…", value, "danger"),
                     _button(edit, "Edit…", value),
+                    _button(instead, "Respond instead…", value),
                 ],
             }
             return f"Approval needed: {notice.tool}", [*_call_blocks(notice), actions]
@@ -99,6 +109,9 @@ def message(notice: Notice) -> tuple[str, list[dict[str, Any]] | None]:
 
 
 def _outcome(notice: Notice) -> str:
+    if notice.call_id is not None and notice.approved is None:  # a message, no verdict
+        line = f":speech_balloon: {escape(notice.text)}"
+        return line + (f": {escape(_clip(notice.comment, 500))}" if notice.comment else "")
     mark = ":x:" if notice.approved is False else ":white_check_mark:"
     line = f"{mark} {escape(notice.text)}"
     if notice.approved is False and notice.comment:
@@ -143,6 +156,19 @@ def reject_view(metadata: str) -> dict[str, Any]:
     """The modal asking why a call is rejected (the model reads the comment)."""
     return _modal(
         REJECT_VIEW, metadata, "Reject", "Reject", "comment", "Why? The agent reads this."
+    )
+
+
+def instead_view(metadata: str) -> dict[str, Any]:
+    """The modal for a message instead of a verdict: the call is not run, and the agent
+    reads the message and decides again."""
+    return _modal(
+        INSTEAD_VIEW,
+        metadata,
+        "Respond instead",
+        "Send",
+        "message",
+        "Your message to the agent (the call is not run)",
     )
 
 

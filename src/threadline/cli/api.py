@@ -191,6 +191,11 @@ class LocalThreads:
         await self._thread(thread_id)
         return thread_out(await self.runtime.approve_many(thread_id, verdicts, channel="cli"))
 
+    async def respond_instead(self, thread_id: str, call_id: str, text: str) -> ThreadOut:
+        await self._thread(thread_id)
+        thread = await self.runtime.respond_instead(thread_id, call_id, text, channel="cli")
+        return thread_out(thread)
+
     async def respond(self, thread_id: str, request_id: str, text: str) -> ThreadOut:
         await self._thread(thread_id)  # an unknown agent fails before anything is written
         return thread_out(await self.runtime.respond(thread_id, request_id, text, channel="cli"))

@@ -164,7 +164,9 @@ def _finish(thread: Thread) -> None:
     console.print(f"thread [bold]{thread.id}[/] is [bold]{status.value}[/]", highlight=False)
     if status in (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN, Status.PAUSED):
         hint = {
-            "awaiting_approval": f"threadline approve {thread.id} [--reject --comment TEXT]",
+            "awaiting_approval": (
+                f"threadline approve {thread.id} [--reject --comment TEXT | --instead TEXT]"
+            ),
             "awaiting_human": f"threadline respond {thread.id} TEXT",
             "paused": f"threadline resume {thread.id}",
         }[status.value]
@@ -335,6 +337,10 @@ def approve(
     reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approve.")] = False,
     comment: Annotated[str | None, typer.Option(help="Feedback the model will see.")] = None,
     edit: Annotated[str | None, typer.Option(help="Approve with these arguments (JSON).")] = None,
+    instead: Annotated[
+        str | None,
+        typer.Option(help="No verdict: send the model this message instead (the call is not run)."),
+    ] = None,
     verdicts: Annotated[
         str | None,
         typer.Option(
@@ -350,7 +356,8 @@ def approve(
     """Approve (or --reject) the call a thread is waiting on, then run the thread on.
 
     With --verdicts, answer several of its calls in one go (approve some, reject some,
-    edit some)."""
+    edit some). With --instead TEXT, give no verdict: the call is not run and the model
+    reads TEXT (as your message) and decides again."""
     if verdicts is not None:
         batch = _parse_verdicts(verdicts)
         _act(
@@ -373,6 +380,19 @@ def approve(
             )
         return waiting[0]
 
+    if instead is not None:
+        if reject or comment is not None or edited is not None:
+            raise ConfigError(
+                "--instead is a message, not a verdict: drop --reject, --comment and --edit"
+            )
+        _act(
+            server,
+            agent,
+            thread_id,
+            lambda api, thread: api.respond_instead(thread_id, pending_call(thread), instead),
+            advance=advance,
+        )
+        return
     _act(
         server,
         agent,

@@ -53,6 +53,8 @@ def event_detail(event: ev.Event) -> tuple[str, str]:
             verdict = "approved" if event.approved else "rejected"
             comment = f": {event.comment}" if event.comment else ""
             return "magenta", f"{verdict} {event.call_id}{comment}"
+        case ev.RespondedInstead():
+            return "blue", f"instead of a verdict on {event.call_id}: {event.text}"
         case ev.HumanRequest():
             return "bold blue", f"{event.question} [{event.request_id}]"
         case ev.Done():

@@ -112,6 +112,9 @@ def compact_block(
             return tagged("user", _attrs(name=e.sender), fence(e.text))
         case ev.HumanResponse():
             return tagged("user", _attrs(name=e.by), fence(e.text))
+        case ev.RespondedInstead():
+            # The person's message in place of a verdict: the call did not run.
+            return tagged("user", _attrs(name=e.by, instead_of=e.call_id), fence(e.text))
         case ev.ModelCall():
             # Text beside native tool calls is the model talking (to the user or itself);
             # without tool calls the text *is* the intent and its tool_call shows it.

@@ -77,6 +77,8 @@ class _Digest:
             return
         self.kinds[e.kind] += 1
         match e:
+            case ev.RespondedInstead():
+                self.inputs.append(f"[{e.seq}] user instead of {e.call_id}: {_clip(e.text)}")
             case ev.UserMessage() | ev.HumanResponse():
                 if self.first_request is None:
                     self.first_request = _clip(e.text, 600)

@@ -11,6 +11,8 @@ more chat messages:
     tool_result / tool_error        -> tool (tool_call_id = the call id)
     approval (rejected or edited)   -> tool answering the call: what the human decided
     guard_verdict (block)           -> tool answering the call: the guard's reason
+    responded_instead               -> tool answering the call (not run), then user: the
+                                       human's message in place of a verdict
     invalid_output                  -> user: the reason, so the model can correct itself
     external_event / escalated      -> user, as a tagged block
     compacted summary               -> user: the summary of the events it replaces
@@ -106,6 +108,14 @@ class MessagesFormat:
                     return None
                 text = fence(f"blocked by {e.guard}: {e.reason}")
                 return (Message("tool", text, tool_call_id=e.call_id),)
+            case ev.RespondedInstead():
+                # The call is answered (a chat API wants every call answered), then the
+                # person's message follows as theirs.
+                not_run = "not run: a human answered with a message instead of a verdict"
+                return (
+                    Message("tool", not_run, tool_call_id=e.call_id),
+                    Message("user", fence(e.text)),
+                )
             case ev.InvalidOutput():
                 return (Message("user", f"Your last output was invalid: {fence(e.reason)}"),)
             case ev.Escalated():

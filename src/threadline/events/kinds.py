@@ -36,6 +36,7 @@ __all__ = [
     "Paused",
     "RawToolCall",
     "ReplayRole",
+    "RespondedInstead",
     "Resumed",
     "Role",
     "TokenBudgetExceeded",
@@ -215,6 +216,20 @@ class Approval(_EventBase):
     approved: bool
     comment: str | None = None
     edited_arguments: dict[str, JsonValue] | None = None
+    by: str | None = None
+    channel: str = "api"
+
+
+class RespondedInstead(_EventBase):
+    """A person's message in place of a verdict on a pending call ("respond instead"): the
+    call is not run, and the model reads the message, as the person's, and decides again."""
+
+    kind: Literal["responded_instead"] = "responded_instead"
+    traits: ClassVar[EventTraits] = EventTraits(
+        "responded instead", "outside", "input", ("text",), human_input=True
+    )
+    call_id: str
+    text: str
     by: str | None = None
     channel: str = "api"
 
@@ -435,6 +450,7 @@ Event = Annotated[
     | InvalidOutput
     | ApprovalRequested
     | Approval
+    | RespondedInstead
     | ToolStarted
     | ToolResult
     | ToolError
@@ -465,6 +481,7 @@ EVENT_CLASSES: tuple[type[_EventBase], ...] = (
     InvalidOutput,
     ApprovalRequested,
     Approval,
+    RespondedInstead,
     ToolStarted,
     ToolResult,
     ToolError,

@@ -188,6 +188,8 @@ class ThreadState:
                         del self.pending[event.call_id]
             case ev.GuardVerdict():
                 self._judged(event)
+            case ev.RespondedInstead():
+                self.pending.pop(event.call_id, None)  # not run: the model decides again
             case ev.ToolStarted() | ev.ToolAttemptFailed() | ev.ChildStarted():
                 call = self.pending.get(event.call_id)
                 if call is not None:

@@ -70,6 +70,11 @@ def summarize(event: ev.Event) -> Summary:
                 text=f"{verdict} {event.call_id}{_by(event.by)} via {event.channel}{comment}",
                 detail=_json(edited) if edited is not None else None,
             )
+        case ev.RespondedInstead():
+            return Summary(
+                text=f"instead of a verdict on {event.call_id}{_by(event.by)} "
+                f"via {event.channel}: “{event.text}”"
+            )
         case ev.ToolStarted():
             return Summary(text=f"{event.call_id} attempt {event.attempt}")
         case ev.ToolAttemptFailed():

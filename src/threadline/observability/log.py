@@ -55,7 +55,7 @@ def event_log_record(thread: ev.Thread, event: ev.Event) -> dict[str, Any]:
             record.update(error_type=event.error_type, message=event.message)
         case ev.ApprovalRequested():
             record.update(tool=event.tool, call_id=event.call_id)
-        case ev.Approval() | ev.ToolStarted():
+        case ev.Approval() | ev.RespondedInstead() | ev.ToolStarted():
             record["call_id"] = event.call_id
         case ev.ChildStarted():
             record["call_id"] = event.call_id

@@ -44,6 +44,7 @@ from ..events import (
     Event,
     ModelCall,
     ModelError,
+    RespondedInstead,
     Status,
     Thread,
     ToolAttemptFailed,
@@ -194,7 +195,7 @@ class RuntimeMetrics:
                 self.tool_errors.labels(agent, event.tool).inc()
             case ToolAttemptFailed():
                 self.tool_retries.labels(agent, event.tool).inc()
-            case Approval():
+            case Approval() | RespondedInstead():
                 requested = _requested_at(thread, event.call_id, event.seq)
                 if requested is not None:
                     waited = max(0.0, (event.at - requested).total_seconds())

@@ -3,6 +3,7 @@
     GET  /v1/inbox                             threads waiting for a person, newest first
     POST /v1/threads/{id}/approvals/{call_id}  {approved, comment?, edited_arguments?}
     POST /v1/threads/{id}/approvals            {verdicts: [{call_id, approved, ...}, ...]}
+    POST /v1/threads/{id}/approvals/{call_id}/instead   {text}: respond instead of a verdict
     POST /v1/threads/{id}/responses            {request_id, text}
     POST /v1/threads/{id}/messages             {text}
 
@@ -23,6 +24,7 @@ from ...wire import (
     ApprovalBody,
     ApprovalsBody,
     Inbox,
+    InsteadBody,
     MessageBody,
     ResponseBody,
     ThreadOut,
@@ -68,6 +70,20 @@ async def approve(
         edited_arguments=body.edited_arguments,
         by=who.name,
         channel=via,
+    )
+    svc.runner.kick(thread_id)
+    return thread_out(thread)
+
+
+@router.post("/threads/{thread_id}/approvals/{call_id}/instead", response_model=ThreadOut)
+async def respond_instead(
+    thread_id: ThreadId, call_id: CallId, body: InsteadBody, svc: Svc, who: Caller, via: Via
+) -> ThreadOut:
+    """Answer a pending call with a message instead of a verdict: the call is not run and
+    the model reads the message. 409 if the call is not awaiting approval."""
+    await svc.check_served(thread_id)
+    thread = await svc.runtime.respond_instead(
+        thread_id, call_id, body.text, by=who.name, channel=via
     )
     svc.runner.kick(thread_id)
     return thread_out(thread)

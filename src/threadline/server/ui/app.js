@@ -317,13 +317,13 @@ function approvalCard(t, call, key) {
     if (mode !== "reject") { setMode("reject"); text.focus(); return; }
     act(card, path, { approved: false, comment: text.value.trim() || null }, t.id);
   });
-  // "Respond instead": no verdict of the call as asked; the agent gets the person's
-  // message (recorded as the call's rejection comment) and decides again.
+  // "Respond instead": no verdict on the call as asked; it is not run, and the agent
+  // reads the person's message (a `responded_instead` event) and decides again.
   respond.addEventListener("click", () => {
     if (mode !== "respond") { setMode("respond"); text.focus(); return; }
     const message = text.value.trim();
     if (!message) { text.focus(); return; }
-    act(card, path, { approved: false, comment: message }, t.id);
+    act(card, `${path}/instead`, { text: message }, t.id);
   });
   cancel.addEventListener("click", () => setMode("approve"));
   return card;
