@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 BENCHES = [
     "overhead",
     "context_tokens",
+    "render_growth",
     "server",
     "scale",
     "local_model",

@@ -62,6 +62,8 @@ def _replay(events: list[Event], incremental: Renderer, full: Renderer, tid: str
 
     def render_now() -> None:
         nonlocal compared
+        tails = incremental._tails
+        before = tails.extended if tails is not None else 0
         try:
             a = incremental.render(thread)
         except TokenBudgetError as exc:
@@ -71,6 +73,10 @@ def _replay(events: list[Event], incremental: Renderer, full: Renderer, tid: str
             return
         _same(a, full.render(thread))
         compared += 1
+        if a.layout.level != 0 or a.layout.compact is not None:
+            # Other detail levels (older events reduced, a new compaction) are never
+            # extensions: they fall back to the full plan (compared above).
+            assert tails is None or tails.extended == before
         if a.compaction is not None:
             COMPACTIONS[0] += 1
             lo, hi, text = a.compaction
@@ -128,6 +134,16 @@ def fetch(key: str) -> dict[str, Any]:
     return {"key": key}
 
 
+def _fetch_agent(**settings: Any) -> Agent:
+    """An agent with the one `fetch` tool, keeping the newest 4 events when reducing."""
+    return Agent(
+        "agent",
+        tools=[fetch],
+        instructions="Fetch what is asked.",
+        context=ContextSettings(keep_recent=4, **settings),
+    )
+
+
 def _events(steps: list[tuple[str, int]]) -> list[Event]:
     """A thread's events from drawn steps (seq numbers are given on replay)."""
     out: list[Event] = [UserMessage(seq=0, at=AT, text="Fetch the records, one by one.")]
@@ -180,13 +196,35 @@ _STEP = st.tuples(
 def test_random_threads_render_the_same_incrementally(
     steps: list[tuple[str, int]], tokenizer: str, window: int, native: bool
 ) -> None:
-    agent = Agent(
-        "agent",
-        tools=[fetch],
-        instructions="Fetch what is asked.",
-        context=ContextSettings(
-            tokenizer=tokenizer, context_window=window, native_tools=native, keep_recent=4
-        ),
-    )
+    agent = _fetch_agent(tokenizer=tokenizer, context_window=window, native_tools=native)
     incremental, full = _pair(agent)
     assert _replay(_events(steps), incremental, full, "random") >= 1
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.lists(_STEP, min_size=1, max_size=90),
+    window=st.sampled_from([2_500, 6_000, 50_000]),
+    tokenizer=st.sampled_from(["o200k_base", "approx"]),
+)
+def test_random_threads_render_the_same_incrementally_in_the_messages_format(
+    steps: list[tuple[str, int]], window: int, tokenizer: str
+) -> None:
+    agent = _fetch_agent(format="messages", tokenizer=tokenizer, context_window=window)
+    incremental, full = _pair(agent)
+    assert _replay(_events(steps), incremental, full, "messages") >= 1
+
+
+def test_the_airline_runs_render_the_same_incrementally_in_the_messages_format() -> None:
+    runs = tau_runs()[:40]
+    pairs: dict[str, tuple[Renderer, Renderer]] = {}
+    compared = 0
+    for n, run in enumerate(runs):
+        policy, thread = thread_from_openai(run["traj"], thread_id=f"run{n}")
+        if policy not in pairs:
+            pairs[policy] = _pair(_airline_agent(policy, format="messages", context_window=6_000))
+        incremental, full = pairs[policy]
+        compared += _replay(list(thread.events), incremental, full, f"messages-{n}")
+    assert compared > 400
+    extended = sum(p[0]._tails.extended for p in pairs.values())  # type: ignore[union-attr]
+    assert extended > 300  # most renders were extensions of the previous one

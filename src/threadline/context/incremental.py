@@ -1,6 +1,6 @@
-"""Incremental rendering: a thread's next compact rendering, extended from its previous one.
+"""Incremental rendering: a thread's next rendering, extended from its previous one.
 
-Between compactions the compact rendering of a thread only grows at its end: the latest
+Between compactions the rendering of a thread only grows at its end: the latest
 stored summary, then every later event verbatim (the planner's level 0). `Tails` keeps, per
 thread (bounded, least recently used out first), that rendering's layout units, each unit's
 planned tokens and block, running sums per section, and the exact token count of every line
@@ -9,19 +9,27 @@ call's block changes once, when its outcome arrives right after it) and the new 
 planning costs O(new events); whether level 0 still fits is the running sum against the
 history budget, not a walk of the thread.
 
+Both built-in formats extend. The compact body is the blocks joined by newlines; the
+`messages` format's payloads are assembled whole on each extension (its assembly moves a
+call's results next to it and merges an answer's calls, across events: a walk over the
+window's messages, nothing rendered or planned again), and each message's exact count is
+kept, so only messages a new event merged into are counted again.
+
 Anything else falls back to the full plan (`budget.plan_layout`), which seeds the next
 extension when it comes out at level 0: a new `compacted` event, retrieved or pre-fetched
-material, another budget, format or prompt, the `messages` format (its assembly merges
-messages across events), or a total over the history budget (the full plan then reduces
-older events or compacts, and its summary starts the next run of extensions: compaction
-makes the stable prefix).
+material, another budget, format or prompt, a format of the user's own, or a total over
+the history budget (the full plan then reduces older events or compacts, detail level 1
+and 2, and its summary starts the next run of extensions: compaction makes the stable
+prefix).
 
 Exact counts. The request is counted exactly on both paths. For the BPE encodings whose
 pre-tokenizer never joins a newline to the character after it when that character is
 neither whitespace nor `/` (`o200k_base`, `cl100k_base`), `count("\\n".join(lines))` is the
 sum of `count(line + "\\n")` over every line but the last, plus `count(last)`; compact blocks
 start with `<`, so the count of the body is a running sum (a line that starts otherwise
-makes the body be counted whole). Other counters count the joined body.
+makes the body be counted whole). Other counters count the joined body. The messages
+format's count is a sum over messages (`base.message_tokens`), each kept per message (the
+approximate counter counts afresh: counting is cheaper than hashing the message).
 
 Invariant: an extension equals the full path's rendering of the same thread, byte for byte
 (tests/context/test_incremental.py compares them over the 200 recorded airline runs and
@@ -37,10 +45,11 @@ from typing import Any, Protocol
 
 from ..events import Compacted, Event, Thread
 from ..models.base import Context, Message
-from .base import ContextFormat, Rendered
+from .base import ContextFormat, Rendered, message_tokens
 from .budget import ContextBudget, Layout
 from .compact import CompactFormat
-from .tokens import BPECounter, TokenCounter
+from .messages import MessagesFormat
+from .tokens import ApproxCounter, BPECounter, TokenCounter
 
 __all__ = ["LINE_ADDITIVE", "Bound", "RenderPass", "Tails", "cached_prefix", "line_additive"]
 
@@ -103,13 +112,16 @@ class RenderPass(Protocol):
     ) -> Context: ...
 
 
-def _joins_cleanly(line: str) -> bool:
-    return bool(line) and not line[0].isspace() and line[0] != "/"
+def _joins_cleanly(block: Any) -> bool:
+    """Whether a compact block starts where the pre-tokenizer cuts (a messages-format
+    payload is never summed line by line, so it does not)."""
+    return isinstance(block, str) and bool(block) and not block[0].isspace() and block[0] != "/"
 
 
 @dataclass(eq=False)
 class _Tail:
-    """One thread's last level-0 compact rendering, unit by unit."""
+    """One thread's last level-0 rendering, unit by unit (a unit's block is a compact
+    string, or a messages-format tuple of `Message`s)."""
 
     key: Hashable
     n: int
@@ -117,16 +129,17 @@ class _Tail:
     last: Event
     units: list[tuple[str, int, bool]] = field(default_factory=list)
     costs: list[int] = field(default_factory=list)
-    lines: list[str | None] = field(default_factory=list)  # the unit's block, or None
-    texts: list[str] = field(default_factory=list)  # the blocks that are not None
+    lines: list[Any] = field(default_factory=list)  # the unit's block, or None
+    texts: list[Any] = field(default_factory=list)  # the blocks that are not None
     line_counts: list[int] = field(default_factory=list)  # count(block + "\n"), or 0
     total: int = 0
     counted: int = 0  # sum of line_counts
     additive: bool = True
     unclean: int = 0  # blocks that do not start where the pre-tokenizer cuts
     sections: dict[str, int] = field(default_factory=dict)
+    message_counts: dict[Message, int] = field(default_factory=dict)  # messages format
 
-    def push(self, unit: tuple[str, int, bool], cost: int, block: str | None, section: str) -> None:
+    def push(self, unit: tuple[str, int, bool], cost: int, block: Any, section: str) -> None:
         self.units.append(unit)
         self.costs.append(cost)
         self.lines.append(block)
@@ -148,7 +161,7 @@ class _Tail:
             self.unclean -= not _joins_cleanly(block)
         self.counted -= self.line_counts.pop()
 
-    def body_tokens(self, counter: TokenCounter, lines: list[str]) -> int | None:
+    def body_tokens(self, counter: TokenCounter, lines: list[Any]) -> int | None:
         """`count("\n".join(lines))` from the line counts, or None when it is not a sum."""
         if not self.additive or self.unclean > (0 if _joins_cleanly(lines[0]) else 1):
             return None
@@ -174,7 +187,7 @@ class Tails:
 
     def _key(self, render: RenderPass) -> Hashable | None:
         """What must not change between two renders for an extension to hold."""
-        if render.retrieved or type(render.form) is not CompactFormat:
+        if render.retrieved or type(render.form) not in (CompactFormat, MessagesFormat):
             return None
         budget = render.share(render.r.budget)
         return (
@@ -196,7 +209,7 @@ class Tails:
             return
         events = thread.events
         tail = _Tail(key, len(events), events[0], events[-1])
-        tail.additive = line_additive(render.r.counter)
+        tail.additive = type(render.form) is CompactFormat and line_additive(render.r.counter)
         budget = render.share(render.r.budget)
         for unit in layout.units:
             self._add(render, tail, unit, budget)
@@ -276,14 +289,7 @@ class Tails:
         self, render: RenderPass, tail: _Tail, budget: ContextBudget, avail: int
     ) -> Rendered | None:
         lines = tail.texts
-        # `CompactFormat.assemble`, joining the list directly (its blocks are not empty).
-        body = "\n".join(lines)
-        messages: tuple[Message, ...] = (Message("user", body),) if lines else ()
-        counter = render.r.counter
-        body_tokens = 0
-        if lines:
-            summed = tail.body_tokens(counter, lines)
-            body_tokens = 4 + (counter.count(body) if summed is None else summed)
+        messages, body_tokens = _body(render, tail, lines)
         exact = render.fixed + body_tokens
         if exact > render.limit:
             return None
@@ -308,6 +314,42 @@ class Tails:
         return Rendered(context, layout, sections, None)
 
 
+def _body(render: RenderPass, tail: _Tail, lines: list[Any]) -> tuple[tuple[Message, ...], int]:
+    """The messages of the extended rendering and their exact tokens (as the full path's
+    `message_tokens`)."""
+    counter = render.r.counter
+    if type(render.form) is not CompactFormat:
+        # The messages format: its assembly moves results next to their calls across
+        # events, so the payloads are assembled whole (a walk over the window's messages,
+        # no rendering or planning) and the request is counted as the full path counts it.
+        messages = render.form.assemble(lines)
+        return messages, _messages_tokens(tail.message_counts, messages, counter)
+    # `CompactFormat.assemble`, joining the list directly (its blocks are not empty).
+    body = "\n".join(lines)
+    if not lines:
+        return (), 0
+    summed = tail.body_tokens(counter, lines)
+    return (Message("user", body),), 4 + (counter.count(body) if summed is None else summed)
+
+
+def _messages_tokens(
+    counts: dict[Message, int], messages: tuple[Message, ...], counter: TokenCounter
+) -> int:
+    """`message_tokens(messages)`, a sum over the messages, from each message's count kept
+    in `counts` (the ones a new event merged into are counted again)."""
+    if isinstance(counter, ApproxCounter):
+        return message_tokens(messages, counter)  # counting is cheaper than hashing
+    if len(counts) > 4 * len(messages) + 64:
+        counts.clear()  # merged messages that are gone
+    total = 0
+    for m in messages:
+        n = counts.get(m)
+        if n is None:
+            n = counts[m] = message_tokens((m,), counter)
+        total += n
+    return total
+
+
 def _summary_args(render: RenderPass, i: int) -> tuple[int, int, str]:
     c = render.thread.events[i]
     if not isinstance(c, Compacted):
@@ -316,7 +358,7 @@ def _summary_args(render: RenderPass, i: int) -> tuple[int, int, str]:
 
 
 def _prefix(
-    render: RenderPass, tail: _Tail, messages: tuple[Message, ...], lines: list[str]
+    render: RenderPass, tail: _Tail, messages: tuple[Message, ...], lines: list[Any]
 ) -> int:
     """`cached_prefix` of the extended body (the lines of events before the latest
     model call), found from the end."""

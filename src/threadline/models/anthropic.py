@@ -6,8 +6,8 @@ Three ways to get a typed intent out (`mode`):
   once, `ModelProfile.tools_in_prompt`) and one tool, `next_step`, whose input schema is
   the intent envelope `{"intent": <name>, "arguments": {...}}`, is forced with
   `tool_choice={"type": "tool", "name": "next_step"}`. Tool use still forces the answer,
-  and the request is smaller: on the 200 airline runs 0.776 of the raw chat body against
-  0.887 with native definitions (docs/performance.md). Each `next_step` input is the
+  and the request is smaller: on the 200 airline runs 0.727 of the raw chat body against
+  0.864 with native definitions (docs/performance.md). Each `next_step` input is the
   answer: it is returned as the JSON intent text (several as a JSON list) for `interpret`
   to validate, so a malformed envelope is an `invalid_output` the model sees, as in the
   JSON modes. A context that
