@@ -50,6 +50,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SECRET = "test-webhook-secret"
+# How long a browser test waits for the page to show a thread's next state. A scripted
+# thread settles in well under a second on an idle machine; 60 s leaves room for a CI
+# machine shared by other work (a wait, not a timing assertion).
+UI_WAIT_MS = 60_000
 THREADLINE = str(Path(sys.executable).parent / "threadline")
 """The installed script (runs this checkout's code: PYTHONPATH is inherited)."""
 CALC = str(ROOT / "examples" / "calculator" / "agent.py")

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from server_support import DEFAULT_KEYS, LiveServer, asker, start_server
+from server_support import DEFAULT_KEYS, UI_WAIT_MS, LiveServer, asker, start_server
 from threadline import Agent
 from threadline.events import RawToolCall
 from threadline.models.base import Context, ModelOutput
@@ -124,7 +124,7 @@ def test_an_approval_card_shows_the_request_and_reason_and_takes_edited_argument
     assert "not valid JSON" in page.locator("#notice").inner_text()
     editor.fill(json.dumps({"tag": "v1.4.1", "environment": "production"}))
     card.get_by_role("button", name="Approve with edits").click()
-    page.locator("#thread-status .badge.done").wait_for(timeout=15_000)
+    page.locator("#thread-status .badge.done").wait_for(timeout=UI_WAIT_MS)
     assert "Deployed v1.4.1." in page.locator("#timeline").inner_text()
     approval = next(e for e in events_of(served, thread["id"]) if e["kind"] == "approval")
     assert approval["edited_arguments"] == {"tag": "v1.4.1", "environment": "production"}
@@ -139,7 +139,7 @@ def test_respond_instead_sends_the_agent_a_message(served: LiveServer, browser: 
     card.get_by_role("button", name="Respond instead…").click()
     card.locator("textarea").fill("Wait for the release notes, then try staging first.")
     card.get_by_role("button", name="Send to the agent").click()
-    page.locator("#thread-status .badge.done").wait_for(timeout=15_000)
+    page.locator("#thread-status .badge.done").wait_for(timeout=UI_WAIT_MS)
     events = events_of(served, thread["id"])
     assert "approval" not in [e["kind"] for e in events]  # no verdict
     instead = next(e for e in events if e["kind"] == "responded_instead")
@@ -201,7 +201,7 @@ def test_launch_message_pause_resume_and_fork_from_the_page(
     page.select_option("#launch-agent", "asker")
     page.fill("#launch-message", "deploy something for me")
     page.click("#launch-form button")
-    page.locator("#thread-status .badge.awaiting_human").wait_for(timeout=15_000)
+    page.locator("#thread-status .badge.awaiting_human").wait_for(timeout=UI_WAIT_MS)
     thread_id = page.evaluate("location.hash").split("=", 1)[1]
     first = events_of(served, thread_id)[0]
     assert (first["channel"], first["sender"]) == ("ui", "admin")
@@ -212,7 +212,7 @@ def test_launch_message_pause_resume_and_fork_from_the_page(
     page.locator("#thread-status .badge.awaiting_human").wait_for()
     page.fill("#thread-message", "staging")
     page.click("#thread-send")
-    page.locator("#thread-status .badge.done").wait_for(timeout=15_000)
+    page.locator("#thread-status .badge.done").wait_for(timeout=UI_WAIT_MS)
     kinds = [e["kind"] for e in events_of(served, thread_id)]
     assert "paused" in kinds and "resumed" in kinds
     answer = next(e for e in events_of(served, thread_id) if e["kind"] == "human_response")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server_support import LiveServer
+from server_support import UI_WAIT_MS, LiveServer
 
 pytestmark = pytest.mark.browser
 
@@ -27,16 +27,16 @@ def test_approve_from_the_inbox_and_see_the_thread_finish(
     page.fill("#key-input", live.keys["alice"])
     page.click("#key-form button")
     card = page.locator(f'article.approval[data-thread="{thread["id"]}"]')
-    card.wait_for(timeout=10_000)
+    card.wait_for(timeout=UI_WAIT_MS)
     assert '"environment": "production"' in card.locator("pre.args").inner_text()
     assert "deploy_backend" in card.inner_text()
     shot = Path(os.environ.get("THREADLINE_UI_SCREENSHOT", tmp_path / "inbox.png"))
     page.screenshot(path=str(shot), full_page=True)
 
     card.get_by_role("button", name="Approve").click()
-    page.locator("#thread-status .badge.done").wait_for(timeout=15_000)
+    page.locator("#thread-status .badge.done").wait_for(timeout=UI_WAIT_MS)
     # The status can refresh before the stream has drawn the last events: wait for them.
-    page.locator("#timeline li", has_text="Deployed v1.5.0").first.wait_for(timeout=15_000)
+    page.locator("#timeline li", has_text="Deployed v1.5.0").first.wait_for(timeout=UI_WAIT_MS)
     timeline = page.locator("#timeline").inner_text()
     assert "approved" in timeline and "by alice" in timeline
     assert "Deployed v1.5.0 to production." in timeline
@@ -45,7 +45,7 @@ def test_approve_from_the_inbox_and_see_the_thread_finish(
         kinds = c.get("/v1/event-kinds").json()["items"]
         labels = {k["kind"]: k["label"] for k in kinds}
         events = c.get(f"/v1/threads/{thread['id']}/events").json()["events"]
-    page.locator("#timeline li").nth(len(events) - 1).wait_for(timeout=15_000)
+    page.locator("#timeline li").nth(len(events) - 1).wait_for(timeout=UI_WAIT_MS)
     shown = page.eval_on_selector_all(
         "#timeline li .kind", "els => els.map((e) => e.firstChild.textContent)"
     )
@@ -81,7 +81,7 @@ def test_reject_with_a_comment_from_the_inbox(live: LiveServer, browser) -> None
     card.get_by_role("button", name="Reject…").click()
     card.locator("textarea").fill("not on a Friday")
     card.get_by_role("button", name="Reject with comment").click()
-    page.locator("#thread-status .badge.done").wait_for(timeout=15_000)
+    page.locator("#thread-status .badge.done").wait_for(timeout=UI_WAIT_MS)
     assert "not on a Friday" in page.locator("#timeline").inner_text()
     done = live.wait_status(thread["id"], {"done"})
     assert done["result"] == "Deploy cancelled: not on a Friday"
@@ -98,6 +98,6 @@ def test_answer_a_question_from_the_inbox(live: LiveServer, browser) -> None:
     assert "Which environment?" in card.inner_text()
     card.locator("textarea").fill("staging")
     card.get_by_role("button", name="Send answer").click()
-    page.locator("#thread-status .badge.done").wait_for(timeout=15_000)
+    page.locator("#thread-status .badge.done").wait_for(timeout=UI_WAIT_MS)
     assert "Thanks: staging" in page.locator("#timeline").inner_text()
     assert live.wait_status(thread["id"], {"done"})["result"] == "Thanks: staging"
