@@ -33,7 +33,6 @@ NOT_MIRRORED: dict[str, str] = {
     "cli/index.py": "tests/retrieval/test_cli_index.py",
     "cli/mcp.py": "tests/integrations/test_mcp_server.py",
     "cli/models.py": "tests/evals/test_bfcl.py, tests/evals/test_when2call.py",
-    "evals/data.py": "tests/evals/test_runner.py",
     "events/state.py": "tests/test_events.py (derived state)",
     "events/thread.py": "tests/test_events.py",
     "execution.py": "tests/test_runtime.py (tool runs)",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,21 +111,36 @@ def load_bfcl(data_dir: Path, category: str, limit: int | None = None) -> list[B
         for row in _jsonl(folder / f"possible_answer_{category}.json"):
             answers[row["id"]] = row["ground_truth"]
     cases: list[BfclCase] = []
-    for row in _jsonl(folder / f"BFCL_v4_{category}.json"):
+    path = folder / f"BFCL_v4_{category}.json"
+    for row in _jsonl(path):
         if limit is not None and len(cases) >= limit:
             break
-        turns = row["question"]
-        first_turn = turns[0] if turns and isinstance(turns[0], list) else turns
-        cases.append(
-            BfclCase(
-                id=row["id"],
-                category=category,
-                messages=tuple({"role": m["role"], "content": m["content"]} for m in first_turn),
-                functions=tuple(row["function"]),
-                ground_truth=tuple(answers.get(row["id"], ())),
+        with _case_of(path, row):
+            turns = row["question"]
+            first_turn = turns[0] if turns and isinstance(turns[0], list) else turns
+            messages = tuple({"role": m["role"], "content": m["content"]} for m in first_turn)
+            cases.append(
+                BfclCase(
+                    id=row["id"],
+                    category=category,
+                    messages=messages,
+                    functions=tuple(row["function"]),
+                    ground_truth=tuple(answers.get(row["id"], ())),
+                )
             )
-        )
     return cases
+
+
+@contextmanager
+def _case_of(path: Path, row: dict[str, Any]) -> Iterator[None]:
+    """Turn a row missing what a case needs into one clear error naming the file."""
+    try:
+        yield
+    except (KeyError, TypeError, IndexError) as exc:
+        name = row.get("id") or row.get("uuid") if isinstance(row, dict) else None
+        raise ConfigError(
+            f"{path}: row {name or '?'} is not a case: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def load_when2call(
@@ -139,20 +155,23 @@ def load_when2call(
         )
     counts: dict[str, int] = {}
     cases: list[When2CallCase] = []
-    for row in _jsonl(data_dir / "when2call" / _WHEN2CALL_FILE):
-        category = row["correct_answer"]
-        if category not in categories:
-            continue
-        if limit is not None and counts.get(category, 0) >= limit:
-            continue
-        counts[category] = counts.get(category, 0) + 1
-        cases.append(
-            When2CallCase(
-                id=row.get("uuid") or row.get("source_id", ""),
-                category=category,
-                question=row["question"],
-                functions=tuple(json.loads(t) if isinstance(t, str) else t for t in row["tools"]),
-                answers=dict(row.get("answers") or {}),
+    path = data_dir / "when2call" / _WHEN2CALL_FILE
+    for row in _jsonl(path):
+        with _case_of(path, row):
+            category = row["correct_answer"]
+            if category not in categories:
+                continue
+            if limit is not None and counts.get(category, 0) >= limit:
+                continue
+            counts[category] = counts.get(category, 0) + 1
+            tools = tuple(json.loads(t) if isinstance(t, str) else t for t in row["tools"])
+            cases.append(
+                When2CallCase(
+                    id=row.get("uuid") or row.get("source_id", ""),
+                    category=category,
+                    question=row["question"],
+                    functions=tools,
+                    answers=dict(row.get("answers") or {}),
+                )
             )
-        )
     return cases
