@@ -39,7 +39,6 @@ NOT_MIRRORED: dict[str, str] = {
     "integrations/mcp/config.py": "tests/integrations/test_mcp_client.py",
     "integrations/mcp/server.py": "tests/integrations/test_mcp_server.py",
     "models/local_child.py": "tests/models/test_local_process.py (the child process)",
-    "observability/otel_metrics.py": "tests/observability/test_telemetry.py",
     "retrieval/base.py": "tests/retrieval/test_embedded.py",
     "retrieval/embeddings.py": "tests/retrieval/test_openai_embeddings.py",
     "retrieval/loaders.py": "tests/retrieval/test_chunking.py",
