@@ -40,7 +40,6 @@ NOT_MIRRORED: dict[str, str] = {
     "models/local_child.py": "tests/models/test_local_process.py (the child process)",
     "retrieval/base.py": "tests/retrieval/test_embedded.py",
     "retrieval/embeddings.py": "tests/retrieval/test_openai_embeddings.py",
-    "retrieval/loaders.py": "tests/retrieval/test_chunking.py",
     "retrieval/sqlite.py": "tests/retrieval/test_embedded.py",
     "server/routers/health.py": "tests/server/test_auth.py, tests/server/test_offload.py",
 }
