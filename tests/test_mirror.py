@@ -35,7 +35,6 @@ NOT_MIRRORED: dict[str, str] = {
     "events/state.py": "tests/test_events.py (derived state)",
     "events/thread.py": "tests/test_events.py",
     "execution.py": "tests/test_runtime.py (tool runs)",
-    "integrations/mcp/config.py": "tests/integrations/test_mcp_client.py",
     "integrations/mcp/server.py": "tests/integrations/test_mcp_server.py",
     "models/local_child.py": "tests/models/test_local_process.py (the child process)",
     "retrieval/base.py": "tests/retrieval/test_embedded.py",
