@@ -37,7 +37,6 @@ NOT_MIRRORED: dict[str, str] = {
     "execution.py": "tests/test_runtime.py (tool runs)",
     "integrations/mcp/server.py": "tests/integrations/test_mcp_server.py",
     "models/local_child.py": "tests/models/test_local_process.py (the child process)",
-    "retrieval/base.py": "tests/retrieval/test_embedded.py",
     "retrieval/embeddings.py": "tests/retrieval/test_openai_embeddings.py",
     "retrieval/sqlite.py": "tests/retrieval/test_embedded.py",
     "server/routers/health.py": "tests/server/test_auth.py, tests/server/test_offload.py",
