@@ -27,7 +27,6 @@ NOT_MIRRORED: dict[str, str] = {
     "stores/base.py": "tests/stores/test_contract.py (the contract every store keeps)",
     # Tested through the module that uses them (no test of their own yet).
     "channels/base.py": "tests/channels/test_slack.py, tests/channels/test_email.py",
-    "channels/hub.py": "tests/server/test_channels.py",
     "channels/memory.py": "tests/channels/test_dispatch.py",
     "cli/index.py": "tests/retrieval/test_cli_index.py",
     "cli/mcp.py": "tests/integrations/test_mcp_server.py",
