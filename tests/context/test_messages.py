@@ -9,7 +9,9 @@ import pytest
 from context_support import finished_calculator, render, tau_runs
 
 from threadline import Agent, ContextSettings, MemoryStore, Runtime, tool
-from threadline.context.messages import thread_from_openai, to_openai
+from threadline.context.base import message_tokens
+from threadline.context.messages import MESSAGES, Assembly, thread_from_openai, to_openai
+from threadline.context.tokens import BPECounter
 from threadline.testing import ScriptedModel, intent
 
 
@@ -96,3 +98,29 @@ async def test_messages_format_stays_valid_after_compaction_and_questions() -> N
         _chat_api_accepts(ctx.messages)
     asked = model.contexts[2].messages
     assert any(m.role == "tool" and m.content == "all the k keys" for m in asked)
+
+
+def test_the_assembly_resumes_from_a_checkpoint_and_weighs_what_it_emits() -> None:
+    """`Assembly` (what the incremental renderer resumes) gives `assemble`'s messages at
+    every prefix, leaves the fold unchanged when asked for a result, and a checkpoint
+    taken two payloads back resumes to the same messages and weight."""
+    counter = BPECounter("o200k_base")
+    checked = 0
+    for run in tau_runs()[:20]:
+        events = list(thread_from_openai(run["traj"])[1].events)
+        payloads = [MESSAGES.block(events, i, False, 800, counter) for i in range(len(events))]
+        assembly = Assembly(lambda m: message_tokens((m,), counter))
+        marks = []
+        for k, payload in enumerate(payloads):
+            marks.append(assembly.checkpoint())
+            assembly.add(payload)
+            messages, weight = assembly.weighed()
+            assert messages == MESSAGES.assemble(payloads[: k + 1])
+            assert weight == message_tokens(messages, counter)
+            if k >= 2:  # back two payloads, then forward again: the same fold
+                assembly.restore(marks[k - 1])
+                assembly.add(payloads[k - 1])
+                assembly.add(payload)
+                assert assembly.weighed() == (messages, weight)
+            checked += 1
+    assert checked > 500

@@ -10,10 +10,10 @@ planning costs O(new events); whether level 0 still fits is the running sum agai
 history budget, not a walk of the thread.
 
 Both built-in formats extend. The compact body is the blocks joined by newlines; the
-`messages` format's payloads are assembled whole on each extension (its assembly moves a
-call's results next to it and merges an answer's calls, across events: a walk over the
-window's messages, nothing rendered or planned again), and each message's exact count is
-kept, so only messages a new event merged into are counted again.
+`messages` format's assembly (it moves a call's results next to it and merges an
+answer's calls, across events) is a fold, `messages.Assembly`, resumed from the
+checkpoint after the last unchanged block and weighing each message as it is emitted, so
+an extension assembles and counts only the new payloads.
 
 Anything else falls back to the full plan (`budget.plan_layout`), which seeds the next
 extension when it comes out at level 0: a new `compacted` event, retrieved or pre-fetched
@@ -28,8 +28,7 @@ neither whitespace nor `/` (`o200k_base`, `cl100k_base`), `count("\\n".join(line
 sum of `count(line + "\\n")` over every line but the last, plus `count(last)`; compact blocks
 start with `<`, so the count of the body is a running sum (a line that starts otherwise
 makes the body be counted whole). Other counters count the joined body. The messages
-format's count is a sum over messages (`base.message_tokens`), each kept per message (the
-approximate counter counts afresh: counting is cheaper than hashing the message).
+format's count is a sum over messages (`base.message_tokens`), kept by the assembly.
 
 Invariant: an extension equals the full path's rendering of the same thread, byte for byte
 (tests/context/test_incremental.py compares them over the 200 recorded airline runs and
@@ -48,8 +47,8 @@ from ..models.base import Context, Message
 from .base import ContextFormat, Rendered, message_tokens
 from .budget import ContextBudget, Layout
 from .compact import CompactFormat
-from .messages import MessagesFormat
-from .tokens import ApproxCounter, BPECounter, TokenCounter
+from .messages import Assembly, Checkpoint, MessagesFormat
+from .tokens import BPECounter, TokenCounter
 
 __all__ = ["LINE_ADDITIVE", "Bound", "RenderPass", "Tails", "cached_prefix", "line_additive"]
 
@@ -137,7 +136,11 @@ class _Tail:
     additive: bool = True
     unclean: int = 0  # blocks that do not start where the pre-tokenizer cuts
     sections: dict[str, int] = field(default_factory=dict)
-    message_counts: dict[Message, int] = field(default_factory=dict)  # messages format
+    # The messages format: its assembly, resumable from the checkpoint after each of the
+    # last few blocks (block count, state), and how many leading blocks it still holds.
+    assembly: Assembly | None = None
+    marks: list[tuple[int, Checkpoint]] = field(default_factory=list)
+    held: int = 0
 
     def push(self, unit: tuple[str, int, bool], cost: int, block: Any, section: str) -> None:
         self.units.append(unit)
@@ -157,6 +160,7 @@ class _Tail:
         self.total -= cost
         if block is not None:
             self.texts.pop()
+            self.held = min(self.held, len(self.texts))
             self.sections[section] -= cost
             self.unclean -= not _joins_cleanly(block)
         self.counted -= self.line_counts.pop()
@@ -322,8 +326,7 @@ def _body(render: RenderPass, tail: _Tail, lines: list[Any]) -> tuple[tuple[Mess
         # The messages format: its assembly moves results next to their calls across
         # events, so the payloads are assembled whole (a walk over the window's messages,
         # no rendering or planning) and the request is counted as the full path counts it.
-        messages = render.form.assemble(lines)
-        return messages, _messages_tokens(tail.message_counts, messages, counter)
+        return _assembled(tail, lines, counter)
     # `CompactFormat.assemble`, joining the list directly (its blocks are not empty).
     body = "\n".join(lines)
     if not lines:
@@ -332,22 +335,30 @@ def _body(render: RenderPass, tail: _Tail, lines: list[Any]) -> tuple[tuple[Mess
     return (Message("user", body),), 4 + (counter.count(body) if summed is None else summed)
 
 
-def _messages_tokens(
-    counts: dict[Message, int], messages: tuple[Message, ...], counter: TokenCounter
-) -> int:
-    """`message_tokens(messages)`, a sum over the messages, from each message's count kept
-    in `counts` (the ones a new event merged into are counted again)."""
-    if isinstance(counter, ApproxCounter):
-        return message_tokens(messages, counter)  # counting is cheaper than hashing
-    if len(counts) > 4 * len(messages) + 64:
-        counts.clear()  # merged messages that are gone
-    total = 0
-    for m in messages:
-        n = counts.get(m)
-        if n is None:
-            n = counts[m] = message_tokens((m,), counter)
-        total += n
-    return total
+_MARKS = 8
+"""Checkpoints kept: an extension re-plans at most `_REDO` old units, so it resumes from
+one of the last few (else the assembly starts over)."""
+
+
+def _assembled(
+    tail: _Tail, lines: list[Any], counter: TokenCounter
+) -> tuple[tuple[Message, ...], int]:
+    """The messages format's assembly of `lines` and its exact tokens, resumed from the
+    last checkpoint whose blocks are unchanged: O(new blocks), not O(window)."""
+    while tail.marks and tail.marks[-1][0] > tail.held:
+        tail.marks.pop()
+    if tail.assembly is None or not tail.marks:
+        tail.assembly = Assembly(lambda m: message_tokens((m,), counter))
+        tail.marks = [(0, tail.assembly.checkpoint())]
+    assembly = tail.assembly
+    done, state = tail.marks[-1]
+    assembly.restore(state)
+    for k in range(done, len(lines)):
+        assembly.add(lines[k])
+        tail.marks.append((k + 1, assembly.checkpoint()))
+    del tail.marks[:-_MARKS]
+    tail.held = len(lines)
+    return assembly.weighed()
 
 
 def _summary_args(render: RenderPass, i: int) -> tuple[int, int, str]:

@@ -28,7 +28,7 @@ into a thread, which the benchmark uses to render recorded runs both ways.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
@@ -159,61 +159,133 @@ class MessagesFormat:
         return (Message("user", f"<summary events={from_seq}-{to_seq}>\n{body}\n</summary>"),)
 
     def assemble(self, payloads: Sequence[Any]) -> tuple[Message, ...]:
-        """Join the messages so that a chat API accepts them: one assistant message per
-        answer, each followed at once by a `tool` message for every call it made (other
-        messages wait until those are in), no orphan `tool` message (a result whose call
-        was summarised away becomes a user note), and no two user messages in a row."""
-        flat: list[Message] = []
+        """Join the messages so that a chat API accepts them (see `Assembly`)."""
+        assembly = Assembly()
         for payload in payloads:
-            for m in payload or ():
-                prev = flat[-1] if flat else None
-                if (
-                    prev is not None
-                    and prev.role == "assistant"
-                    and m.role == "assistant"
-                    and m.tool_calls
-                    and not m.content
-                ):
-                    # consecutive calls of one answer: one assistant message, many tool_calls
-                    flat[-1] = Message("assistant", prev.content, prev.tool_calls + m.tool_calls)
-                else:
-                    flat.append(m)
-        out: list[Message] = []
-        waiting: list[str] = []  # call ids of the last assistant message without a result
-        deferred: list[Message] = []
+            assembly.add(payload)
+        return assembly.result()
 
-        def close() -> None:
-            for call_id in waiting:
-                out.append(Message("tool", "(no result)", tool_call_id=call_id))
-            waiting.clear()
-            out.extend(deferred)
-            deferred.clear()
 
-        for m in flat:
-            if m.role == "tool":
-                if m.tool_call_id in waiting:
-                    out.append(m)
-                    waiting.remove(m.tool_call_id)
-                    if not waiting:
-                        close()
-                    continue
-                m = Message("user", f"Result of call {m.tool_call_id}:\n{m.content}")
-            if m.role == "assistant" and m.tool_calls:
-                close()
-                out.append(m)
-                waiting.extend(c.id or "" for c in m.tool_calls)
-            elif waiting:
-                deferred.append(m)
-            else:
-                out.append(m)
-        close()
-        merged: list[Message] = []
-        for m in out:
-            if merged and merged[-1].role == "user" and m.role == "user":
-                merged[-1] = Message("user", f"{merged[-1].content}\n\n{m.content}")
-            else:
-                merged.append(m)
-        return tuple(merged)
+Checkpoint = tuple[
+    int, Message | None, Message | None, tuple[str, ...], tuple[Message, ...], int, int
+]
+"""An `Assembly`'s state: messages out, the last one, the pending one, waiting, deferred,
+the weight of the messages out and of the last one."""
+
+
+class Assembly:
+    """`MessagesFormat.assemble` as a fold over payloads, resumable from a checkpoint.
+
+    One assistant message per answer, each followed at once by a `tool` message for every
+    call it made (other messages wait until those are in), no orphan `tool` message (a
+    result whose call was summarised away becomes a user note), and no two user messages
+    in a row. Three folds run as one: consecutive calls of one answer join the pending
+    assistant message; a message that cannot join it goes on to the pairing of calls and
+    results; what that emits is merged with the last user message or appended.
+
+    Invariant: messages before the last one of `messages` never change, so a checkpoint is
+    their count and the few values after it (`checkpoint`, `restore`), and `result()`
+    leaves the fold as it was: the incremental renderer resumes it from two units back
+    instead of assembling the whole window again. With `weigh` (a message's tokens), the
+    total of the messages out is kept as they are emitted.
+    """
+
+    def __init__(self, weigh: Callable[[Message], int] | None = None) -> None:
+        self.messages: list[Message] = []
+        self.pending: Message | None = None
+        self.waiting: list[str] = []  # call ids of the last answer without a result
+        self.deferred: list[Message] = []
+        self.weigh = weigh
+        self.weight = 0  # of `messages`, when weighed
+        self.last_weight = 0
+
+    def add(self, payload: Any) -> None:
+        for m in payload or ():
+            prev = self.pending
+            if (
+                prev is not None
+                and prev.role == "assistant"
+                and m.role == "assistant"
+                and m.tool_calls
+                and not m.content
+            ):
+                # consecutive calls of one answer: one assistant message, many tool_calls
+                self.pending = Message("assistant", prev.content, prev.tool_calls + m.tool_calls)
+                continue
+            if prev is not None:
+                self._pair(prev)
+            self.pending = m
+
+    def result(self) -> tuple[Message, ...]:
+        """The messages so far, as if the payloads ended here (the fold is unchanged)."""
+        return self.weighed()[0]
+
+    def weighed(self) -> tuple[tuple[Message, ...], int]:
+        """`result()` and its weight (0 without `weigh`)."""
+        saved = self.checkpoint()
+        if self.pending is not None:
+            self._pair(self.pending)
+        self._close()
+        out = (tuple(self.messages), self.weight)
+        self.restore(saved)
+        return out
+
+    def checkpoint(self) -> Checkpoint:
+        last = self.messages[-1] if self.messages else None
+        return (
+            len(self.messages),
+            last,
+            self.pending,
+            tuple(self.waiting),
+            tuple(self.deferred),
+            self.weight,
+            self.last_weight,
+        )
+
+    def restore(self, saved: Checkpoint) -> None:
+        n, last, self.pending, waiting, deferred, self.weight, self.last_weight = saved
+        del self.messages[n:]
+        if last is not None:
+            self.messages[-1] = last
+        self.waiting, self.deferred = list(waiting), list(deferred)
+
+    def _pair(self, m: Message) -> None:
+        if m.role == "tool":
+            if m.tool_call_id in self.waiting:
+                self._emit(m)
+                self.waiting.remove(m.tool_call_id)
+                if not self.waiting:
+                    self._close()
+                return
+            m = Message("user", f"Result of call {m.tool_call_id}:\n{m.content}")
+        if m.role == "assistant" and m.tool_calls:
+            self._close()
+            self._emit(m)
+            self.waiting.extend(c.id or "" for c in m.tool_calls)
+        elif self.waiting:
+            self.deferred.append(m)
+        else:
+            self._emit(m)
+
+    def _close(self) -> None:
+        for call_id in self.waiting:
+            self._emit(Message("tool", "(no result)", tool_call_id=call_id))
+        self.waiting.clear()
+        deferred, self.deferred = self.deferred, []
+        for m in deferred:
+            self._emit(m)
+
+    def _emit(self, m: Message) -> None:
+        out = self.messages
+        if out and out[-1].role == "user" and m.role == "user":
+            m = Message("user", f"{out[-1].content}\n\n{m.content}")
+            out[-1] = m
+            self.weight -= self.last_weight
+        else:
+            out.append(m)
+        if self.weigh is not None:
+            self.last_weight = self.weigh(m)
+            self.weight += self.last_weight
 
 
 def _approval(e: ev.Approval) -> tuple[Message, ...] | None:
