@@ -27,6 +27,7 @@ BENCHES = [
     "parallel",
     "retries",
     "guards",
+    "ratelimits",
 ]
 
 

@@ -4,13 +4,13 @@ The recorded assistant turns are the model's answers (`ScriptedModel`); the reco
 results answer the agent's calls, in the order recorded for each tool and arguments (not by
 call id: GPT-4o reused an id in some runs, and the runtime gives such a call a fresh one);
 every write (book, cancel, update, send_certificate) asks for approval, and a person
-approves each one. Shared by the replay and guard tests.
+approves each one. Shared by the replay, guard and rate-limit tests.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from shared_data import SHARED, require_shared
@@ -49,22 +49,35 @@ def call_key(tool: str, arguments: Any) -> str:
     return f"{tool} {json.dumps(arguments, sort_keys=True)}"
 
 
-def airline_agent(results: Results, guards: Sequence[Any] = ()) -> Agent:
+def airline_agent(
+    results: Results,
+    guards: Sequence[Any] = (),
+    *,
+    name: str = "airline",
+    on_call: Callable[[str], None] | None = None,
+    **options: Any,
+) -> Agent:
     """The airline agent: the 14 tools of tools.json, each answering with the next recorded
-    result of the same call; writes need approval."""
+    result of the same call (telling `on_call` the tool's name first); writes need approval.
+    `options` are more `Agent` settings, over these."""
     tools = [
         _recorded_tool(
-            spec["function"], results, not spec["function"]["name"].startswith(READ_ONLY)
+            spec["function"], results, not spec["function"]["name"].startswith(READ_ONLY), on_call
         )
         for spec in json.loads((TAU / "tools.json").read_text())
     ]
-    return Agent("airline", tools=tools, max_steps=1000, max_consecutive_errors=1000, guards=guards)
+    settings: dict[str, Any] = {"max_steps": 1000, "max_consecutive_errors": 1000, **options}
+    return Agent(name, tools=tools, guards=guards, **settings)
 
 
-def _recorded_tool(fn: dict[str, Any], results: Results, write: bool) -> Tool:
+def _recorded_tool(
+    fn: dict[str, Any], results: Results, write: bool, on_call: Callable[[str], None] | None
+) -> Tool:
     name = fn["name"]
 
     def run(arguments: dict[str, Any]) -> Any:
+        if on_call is not None:
+            on_call(name)
         queue = results.get(call_key(name, arguments))
         return queue.pop(0) if queue else "ok"
 

@@ -42,6 +42,7 @@ from .loader import load_agent
 from .models.base import Context, Message, Model, ModelOutput, ToolSpec
 from .models.registry import resolve_model
 from .prompts import Prompt
+from .ratelimits import Rate, RateLimits
 from .reducer import (
     AwaitApproval,
     AwaitHuman,
@@ -98,6 +99,8 @@ __all__ = [
     "Park",
     "Prompt",
     "PromptError",
+    "Rate",
+    "RateLimits",
     "Redactor",
     "Renderer",
     "ReplayDivergence",

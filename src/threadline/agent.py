@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .context.settings import ContextSettings
 from .errors import ConfigError
 from .guards import FailurePolicy, GuardFunction, GuardLike, as_guard
+from .ratelimits import RateLimits
 from .tools import (
     ApprovalPolicy,
     SubAgent,
@@ -121,6 +122,9 @@ class Agent:
         guard_failure: what a guard that fails (raises, times out, answers no verdict)
             decides: `"block"` (fail closed, the default), `"require_approval"`, or
             `"allow"` (fail open).
+        rate_limits: calls per interval of model providers and tools, and tokens per
+            interval of providers, kept across every process on the store
+            (`threadline.ratelimits`); `THREADLINE_RATE_LIMITS` wins for what it names.
 
     Invariants:
         * `registry` holds every tool version the agent knows; the model is shown only the
@@ -147,6 +151,7 @@ class Agent:
     responders: Sequence[str] = ()
     guards: Sequence[GuardLike | GuardFunction] = ()
     guard_failure: FailurePolicy = "block"
+    rate_limits: RateLimits | None = None
     registry: ToolRegistry = field(init=False)
     dispatch_guards: tuple[GuardLike, ...] = field(init=False, default=())
     """`guards`, each as a `GuardLike` (functions wrapped in `Guard`)."""

@@ -18,6 +18,7 @@ from .lockfile import check_lock
 from .models.base import Model
 from .observability import JsonEventLog, open_sink
 from .observability.telemetry import telemetry_observers
+from .ratelimits import RateLimits
 from .runtime import Observer, Runtime
 from .settings import Settings
 from .stores import open_store
@@ -72,7 +73,8 @@ def open_runtime(
     with_model: bool = True,
 ) -> Runtime:
     """A runtime on the configured store and model, logging events to the configured sink,
-    and exporting traces and metrics when telemetry is enabled (`observability.telemetry`).
+    and exporting traces and metrics when telemetry is enabled (`observability.telemetry`),
+    keeping the configured rate limits (`THREADLINE_RATE_LIMITS`).
 
     `with_model=False` skips building the model (commands that never call one).
     """
@@ -90,4 +92,10 @@ def open_runtime(
     if sink is not None:
         all_observers.insert(0, JsonEventLog(sink, redact=redact))
     all_observers += telemetry_observers(settings, redact=redact)
-    return Runtime(open_store(settings.store), agents=agents, model=model, observers=all_observers)
+    return Runtime(
+        open_store(settings.store),
+        agents=agents,
+        model=model,
+        observers=all_observers,
+        rate_limits=RateLimits.parse(settings.rate_limits),
+    )

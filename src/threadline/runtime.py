@@ -44,6 +44,7 @@ from .launch import launched
 from .models.base import Model, ModelOutput
 from .parallel import Append, Tail, run_batch
 from .prompts import renderer_for
+from .ratelimits import NO_LIMIT, RateLimiter, RateLimits
 from .reducer import (
     AwaitApproval,
     AwaitHuman,
@@ -86,6 +87,7 @@ class Runtime(HumanActions):
             serves nothing else, saves the thread hops.
         lease_ttl: seconds of the leases this runtime takes itself (a sub-agent's thread, a
             parent advanced after its child ended); a heartbeat renews them while they run.
+        rate_limits: limits over the agents' own, shared through the store (`ratelimits`).
 
     A runtime holds no thread state between calls: every method loads what it needs, so any
     number of runtimes (processes, machines) can share one store.
@@ -101,6 +103,7 @@ class Runtime(HumanActions):
         clock: Callable[[], datetime] = utcnow,
         offload: bool = False,
         lease_ttl: float = 120.0,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.store = store
         self.lease_ttl = lease_ttl
@@ -115,6 +118,7 @@ class Runtime(HumanActions):
         self.observers: list[Observer] = list(observers)
         self.clock = clock
         self.tool_runs = ToolRuns(lambda: self.clock())
+        self.limits = RateLimiter(store, rate_limits, lambda: self.clock())
         self._stopping = False
 
     # -- configuration -------------------------------------------------------------------
@@ -299,6 +303,9 @@ class Runtime(HumanActions):
         if context is None or thread.status is not Status.RUNNING:
             return thread, 1
         context = context.at_call(thread.state.model_calls)
+        permit = await self.limits.model_call(agent, model, context)
+        if permit.wait is not None:  # over a rate limit: a durable wait, not an error
+            return await self._append_rebased(thread, permit.wait, lease, still_valid=_not_ended), 1
         started = time.perf_counter()
         out: ModelOutput | None = None
         error: ModelError | None = None
@@ -309,6 +316,7 @@ class Runtime(HumanActions):
         except Exception as exc:  # a backend bug must not take the loop down
             error = ModelError(f"{type(exc).__name__}: {compact_error(exc)}")
         latency = (time.perf_counter() - started) * 1000
+        await permit.done(out)
         validated: dict[str, BaseModel] = {}
         taken = self._call_ids.taken(thread)
         build = model_answer(agent, model, context, out, error, latency, thread, taken, validated)
@@ -421,7 +429,8 @@ class Runtime(HumanActions):
             tail = Tail(thread, hold)
             await run_batch(agent, runs, lambda run: self._run_tool(agent, tail, run, lease))
             return True
-        if len(runs) == 1 and tools[0].kind == "function":
+        alone = len(runs) == 1 and not self.limits.limits_tool(agent, tools[0].name)
+        if alone and tools[0].kind == "function":  # a rate-limited tool may wait: not held
             await hold(thread, tool_started(thread.id, runs[0].call, runs[0].attempt), _any)
             return runs[0]
         if isinstance(step, CheckGuards):
@@ -455,6 +464,8 @@ class Runtime(HumanActions):
             return
         still_pending: Callable[[Thread], bool] = lambda t: call.call_id in t.state.pending  # noqa: E731
         instead = await self.tool_runs.gate(tool, call)  # a backoff, an open breaker
+        permit = await self.limits.tool_call(agent, tool.name) if instead is None else NO_LIMIT
+        instead = instead or permit.wait  # over a rate limit: before `tool_started`
         if instead is not None:
             await tail.append(instead, still_pending)
             return
@@ -465,6 +476,7 @@ class Runtime(HumanActions):
         outcome = await self.tool_runs.run(
             tool, thread.id, run, lambda r: self._cpu_bound(stored_result, r)
         )
+        await permit.done()
         if outcome is not None:  # None: outcome unknown, `tool_started` stands alone (maybe ran)
             await tail.append(outcome, still_pending)
 

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         local_repack: let llama.cpp repack the local model's weights for the CPU
             (`use_extra_bufts`); off by default: the AMX repacking kernel crashes on some
             Xeons (docs/models.md).
+        rate_limits: client-side rate limits shared by every process on the store,
+            `KIND:NAME=LIMIT/INTERVAL` entries (`model:openai=500/1m, tokens:openai=200000/1m,
+            tool:search=5/1s`; `threadline.ratelimits`, docs/operations.md).
     """
 
     model_config = SettingsConfigDict(env_prefix="THREADLINE_", extra="ignore")
@@ -41,6 +44,7 @@ class Settings(BaseSettings):
     release: bool = False
     lock_file: str = "threadline.lock"
     local_repack: bool = False
+    rate_limits: str = ""
     # The server (docs/server.md): inbound webhooks are verified with `webhook_secret`;
     # pending approvals and questions are POSTed to `notify_url`, signed with the same
     # secret; `public_url` is the base the notification says to respond to; `api_key`

@@ -24,6 +24,7 @@ SAME_TYPE = {
     "timestamp with time zone": "TEXT",
     "integer": "INTEGER",
     "bigint": "INTEGER",
+    "double precision": "REAL",
 }
 
 Columns = dict[str, dict[str, tuple[str, bool]]]  # table -> column -> (type, nullable)
@@ -108,6 +109,8 @@ async def test_migrated_databases_have_the_same_tables_and_columns(
             "channel_conversations",
             "schedules",
             "schedule_firings",
+            "rate_limit_slots",
+            "rate_limit_buckets",
         }
     )
     for table, columns in pg.items():

@@ -153,7 +153,7 @@ def compact_block(
             return f"<event{_attrs(name=e.name, source=e.source)}>\n{body}"
         case ev.WaitTimedOut():
             if _ends_hidden_wait(events, i):
-                return ""  # a provider down, a tool's backoff: nothing the model can act on
+                return ""  # the runtime's own wait: nothing the model can act on
             return f"<wait_timed_out{_attrs(event=e.event)}/>"
         case (
             ev.ModelError()
@@ -178,11 +178,11 @@ def compact_block(
 
 def _ends_hidden_wait(events: Sequence[ev.Event], i: int) -> bool:
     """Whether the wait that `events[i]` (a wait_timed_out) ends was the runtime's own (a
-    breaker wait, a tool call's backoff)."""
+    breaker wait, a tool call's backoff, a rate limit)."""
     for j in range(i - 1, max(-1, i - 8), -1):
         wait = events[j]
         if isinstance(wait, ev.Waiting):
-            return wait.breaker or wait.call_id is not None
+            return wait.breaker or wait.call_id is not None or wait.rate_limit is not None
     return False
 
 

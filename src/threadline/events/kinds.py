@@ -434,6 +434,9 @@ class Waiting(_EventBase):
     call_id: str | None = None
     """Written by the runtime for the backoff of a failed attempt of this call (a
     `tool_attempt_failed` before it): not shown to the model; the call runs again after."""
+    rate_limit: str | None = None
+    """Written by the runtime because a call would pass this rate limit (its key, e.g.
+    `model:openai`; see `threadline.ratelimits`): not shown to the model, not an error."""
 
 
 class WaitTimedOut(_EventBase):

@@ -22,6 +22,8 @@ one process never mix their numbers; the server serves `render()` at GET /metric
     threadline_lease_expiries_total                     leases this process lost mid-work
     threadline_lease_takeovers_total                    leases taken over from a lapsed holder
     threadline_breaker_state{provider,state}            1 for each breaker's current state
+    threadline_rate_limit_waits_total{agent,limit}      calls held back by a rate limit
+    threadline_rate_limit_wait_seconds{agent,limit}     histogram: how long each was held back
 
 A step's latency runs from the start of its work (the model call, as timed by its recorded
 latency; a tool run, from its `tool_started` checkpoint or else from the event it followed)
@@ -50,6 +52,7 @@ from ..events import (
     ToolAttemptFailed,
     ToolCall,
     ToolError,
+    Waiting,
     utcnow,
 )
 from .timing import work_started
@@ -65,6 +68,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _WAIT_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 7 * 86400.0)
 _BREAKER_STATES = ("closed", "half-open", "open")
+_HELD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 def step_seconds(thread: Thread, events: Sequence[Event]) -> float | None:
@@ -154,6 +158,17 @@ class RuntimeMetrics:
             "Age of the oldest thread in the store awaiting an approval",
             ["agent"],
         )
+        self.rate_limit_waits = counter(
+            "threadline_rate_limit_waits",
+            "Calls held back by a rate limit (a call held back twice counts twice)",
+            ["agent", "limit"],
+        )
+        self.rate_limit_wait = histogram(
+            "threadline_rate_limit_wait_seconds",
+            "How long a call was held back by a rate limit, each time",
+            ["agent", "limit"],
+            _HELD_BUCKETS,
+        )
         self.lease_expiries = counter(
             "threadline_lease_expiries", "Leases this process lost before it was done", []
         )
@@ -195,6 +210,10 @@ class RuntimeMetrics:
                 self.tool_errors.labels(agent, event.tool).inc()
             case ToolAttemptFailed():
                 self.tool_retries.labels(agent, event.tool).inc()
+            case Waiting(rate_limit=str(limit)):
+                self.rate_limit_waits.labels(agent, limit).inc()
+                held = (event.until - event.at).total_seconds() if event.until else 0.0
+                self.rate_limit_wait.labels(agent, limit).observe(max(0.0, held))
             case Approval() | RespondedInstead():
                 requested = _requested_at(thread, event.call_id, event.seq)
                 if requested is not None:

@@ -9,6 +9,7 @@ from .base import Lease, Page, Store, ThreadSummary, new_thread_id
 from .keys import ApiKey, DeliveryLog, KeyStore
 from .memory import MemoryStore
 from .outbox import Outbox, OutboxEntry
+from .ratelimits import RateLimitStore
 from .schedules import Schedule, ScheduleStore
 from .sql import SQLStore
 from .sqlite import SQLiteStore
@@ -22,6 +23,7 @@ __all__ = [
     "Outbox",
     "OutboxEntry",
     "Page",
+    "RateLimitStore",
     "SQLStore",
     "SQLiteStore",
     "Schedule",
@@ -33,6 +35,7 @@ __all__ = [
     "new_thread_id",
     "open_store",
     "outbox",
+    "rate_limit_store",
     "schedule_store",
 ]
 
@@ -80,3 +83,8 @@ def outbox(store: Store) -> Outbox:
 def schedule_store(store: Store) -> ScheduleStore:
     """The schedules kept beside `store`'s threads."""
     return _beside(store, "schedules").schedules
+
+
+def rate_limit_store(store: Store) -> RateLimitStore:
+    """The rate-limit counters kept beside `store`'s threads (`threadline.ratelimits`)."""
+    return _beside(store, "rate-limit counters").rate_limits

@@ -23,6 +23,7 @@ from .base import (
 )
 from .keys import MemoryDeliveryLog, MemoryKeyStore
 from .outbox import MemoryOutbox
+from .ratelimits import MemoryRateLimits
 from .schedules import MemoryScheduleStore
 
 __all__ = ["MemoryStore"]
@@ -46,6 +47,8 @@ class MemoryStore(Store):
         """Channel notices to send beside the threads (`threadline.stores.outbox`)."""
         self.schedules = MemoryScheduleStore()
         """Schedules beside the threads (`threadline.stores.schedule_store`)."""
+        self.rate_limits = MemoryRateLimits()
+        """Rate-limit counters beside the threads (`threadline.stores.rate_limit_store`)."""
 
     async def create(self, thread: Thread) -> None:
         async with self._lock:

@@ -125,6 +125,24 @@ SQLITE_MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    (
+        5,
+        "rate limits",
+        """
+        CREATE TABLE rate_limit_slots (
+            key TEXT NOT NULL,
+            slot INTEGER NOT NULL,
+            free_at REAL NOT NULL,
+            PRIMARY KEY (key, slot)
+        );
+        CREATE INDEX rate_limit_slots_free ON rate_limit_slots (key, free_at);
+        CREATE TABLE rate_limit_buckets (
+            key TEXT PRIMARY KEY,
+            level REAL NOT NULL,
+            at REAL NOT NULL
+        );
+        """,
+    ),
 ]
 
 POSTGRES_MIGRATIONS: list[Migration] = [
@@ -233,6 +251,24 @@ POSTGRES_MIGRATIONS: list[Migration] = [
             thread_id TEXT NOT NULL,
             fired_at TIMESTAMPTZ NOT NULL,
             PRIMARY KEY (schedule_id, tick)
+        );
+        """,
+    ),
+    (
+        5,
+        "rate limits",
+        """
+        CREATE TABLE rate_limit_slots (
+            key TEXT NOT NULL,
+            slot INTEGER NOT NULL,
+            free_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (key, slot)
+        );
+        CREATE INDEX rate_limit_slots_free ON rate_limit_slots (key, free_at);
+        CREATE TABLE rate_limit_buckets (
+            key TEXT PRIMARY KEY,
+            level DOUBLE PRECISION NOT NULL,
+            at DOUBLE PRECISION NOT NULL
         );
         """,
     ),

@@ -43,6 +43,7 @@ from .base import (
 from .dialect import Dialect, DuplicateKey, Plan, Query, Tx, stored_json, stored_time
 from .keys import SQLDeliveryLog, SQLKeyStore
 from .outbox import SQLOutbox
+from .ratelimits import SQLRateLimits
 from .schedules import SQLScheduleStore
 
 __all__ = ["SQLStore"]
@@ -70,6 +71,7 @@ class SQLStore(Store):
         """Channel notices to send, in the same database (`threadline.stores.outbox`)."""
         self.schedules = SQLScheduleStore(self)
         """Schedules in the same database (`threadline.stores.schedule_store`)."""
+        self.rate_limits = SQLRateLimits(self)  # `threadline.stores.rate_limit_store`
 
     @abstractmethod
     async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, append_to: str | None = None) -> T:

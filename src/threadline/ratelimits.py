@@ -1,0 +1,313 @@
+"""Client-side rate limits shared through the store: a fleet stays under a quota.
+
+Limits are per model provider (calls per interval, and tokens per interval) and per tool
+(calls per interval), configured typed (`Agent(rate_limits=RateLimits(...))`) and from the
+environment (`THREADLINE_RATE_LIMITS`, which wins for the keys it names):
+
+    THREADLINE_RATE_LIMITS="model:openai=500/1m, tokens:openai=200000/1m, tool:search=5/1s"
+
+A `model:` or `tokens:` name is a provider (`openai`, the part of a model id before the
+colon) or a whole model id (`openai:gpt-4.1-mini`, which wins over its provider). The
+counters live in the store (`threadline.stores.ratelimits`), so every worker and process
+on it draws from the same ones.
+
+Before a model call (or a tool run), the runtime asks for a `Permit`. A call over a limit
+does not wait in memory: the runtime records a `waiting` event with the limit's key
+(`Waiting.rate_limit`) and a time to come back (a ticket from a queue per limit, so the
+threads held back come back one by one as calls free up), and the thread is released. A worker (or
+the server's runner) wakes it when due and the call asks again; a process killed while a
+call waits loses nothing. Such waits are not errors, and the model never sees them.
+
+Invariants:
+    * A call counts against a `calls` limit from when it is let through until the limit's
+      interval after it ended (`stores/ratelimits.py`): a provider sees at most `calls` in
+      any window of the interval.
+    * Tokens are taken before the call as an estimate (the context's tokens plus its
+      output reservation) and settled with what the call used afterwards.
+    * No configured limit: no store access at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal, Protocol
+
+from .errors import ConfigError
+from .events import Event, Waiting
+from .models.base import Context, Model, ModelOutput
+from .stores import rate_limit_store
+from .stores.base import Store
+from .stores.ratelimits import RateLimitStore
+
+__all__ = ["NO_LIMIT", "Limited", "Permit", "Rate", "RateLimiter", "RateLimits"]
+
+log = logging.getLogger("threadline.ratelimits")
+
+Kind = Literal["model", "tokens", "tool"]
+WaitBuilder = Callable[[int, datetime], list[Event]]
+Release = Callable[[float, ModelOutput | None], Awaitable[None]]
+"""Called with the end time (epoch seconds) and the answer when a let-through call ends."""
+
+_MAX_CALLS = 100_000
+"""The most calls per interval a limit may name: a call limit keeps a row per call."""
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*\.?\d*)\s*(s|m|min|h)?\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """`limit` calls (or tokens) per `per` seconds."""
+
+    limit: int
+    per: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.limit < 1 or self.per <= 0:
+            raise ConfigError(f"a rate needs a limit of at least 1 per a positive time: {self}")
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        """`5/2s`, `500/1m`, `500/min`, `10/s`, `3600/1h` (a bare number: seconds)."""
+        found = _RATE.match(text)
+        if found is None:
+            raise ConfigError(f"rate {text!r} is not LIMIT/INTERVAL, e.g. 5/2s or 500/1m")
+        count, amount, unit = found.groups()
+        return cls(int(count), float(amount or 1) * _UNITS[unit or ""])
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """The limits to keep, by provider or model id and by tool name.
+
+    Attributes:
+        models: model calls per interval, by provider (`openai`) or model id.
+        tokens: tokens (input and output) per interval, by provider or model id.
+        tools: runs per interval, by tool name.
+        hold: seconds a call in flight keeps its slot at most: a process that dies
+            mid-call gives the slot back after this (plus the interval).
+    """
+
+    models: Mapping[str, Rate] = field(default_factory=dict)
+    tokens: Mapping[str, Rate] = field(default_factory=dict)
+    tools: Mapping[str, Rate] = field(default_factory=dict)
+    hold: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name, rate in [*self.models.items(), *self.tools.items()]:
+            if rate.limit > _MAX_CALLS:
+                per_second = -(-rate.limit // max(1, int(rate.per)))
+                raise ConfigError(
+                    f"rate limit {name}: {rate.limit} calls per {rate.per:g}s would keep as "
+                    f"many rows; state it per a shorter interval (e.g. {per_second}/1s)"
+                )
+        if self.hold <= 0:
+            raise ConfigError(f"RateLimits.hold must be positive, not {self.hold}")
+
+    def __bool__(self) -> bool:
+        return bool(self.models or self.tokens or self.tools)
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimits:
+        """`KIND:NAME=RATE` entries separated by commas, semicolons or spaces; KIND is
+        `model`, `tokens` or `tool` (see the module docstring)."""
+        tables: dict[str, dict[str, Rate]] = {"model": {}, "tokens": {}, "tool": {}}
+        for entry in re.split(r"[,;\s]+", text.strip()):
+            if not entry:
+                continue
+            name, eq, rate = entry.rpartition("=")
+            kind, colon, target = name.partition(":")
+            if not eq or not colon or not target or kind not in tables:
+                raise ConfigError(
+                    f"rate limit {entry!r} is not KIND:NAME=RATE with KIND model, tokens or "
+                    "tool (e.g. model:openai=500/1m)"
+                )
+            tables[kind][target] = Rate.parse(rate)
+        return cls(tables["model"], tables["tokens"], tables["tool"])
+
+    def over(self, base: RateLimits) -> RateLimits:
+        """These limits, and `base`'s for the names these do not set."""
+        return RateLimits(
+            {**base.models, **self.models},
+            {**base.tokens, **self.tokens},
+            {**base.tools, **self.tools},
+            self.hold,
+        )
+
+    def find(self, kind: Kind, name: str) -> tuple[str, Rate] | None:
+        """The limit (its store key and rate) of a model id or tool name, if any."""
+        if kind == "tool":
+            rate = self.tools.get(name)
+            return None if rate is None else (f"tool:{name}", rate)
+        table = self.models if kind == "model" else self.tokens
+        first = name.split(",")[0]  # a fallback chain: its first model
+        for candidate in (first, first.partition(":")[0]):
+            rate = table.get(candidate)
+            if rate is not None:
+                return f"{kind}:{candidate}", rate
+        return None
+
+
+class Limited(Protocol):
+    """What the limiter reads of an agent (`threadline.Agent` is one): its own limits."""
+
+    @property
+    def rate_limits(self) -> RateLimits | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """What a call may do: go (then `done` when it ends) or `wait` (record it and stop)."""
+
+    wait: WaitBuilder | None = None
+    releases: tuple[Release, ...] = ()
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    async def done(self, out: ModelOutput | None = None) -> None:
+        """The call ended (`out`: a model's answer, None after an error): free its slots
+        and settle its tokens. Never raises: a failure leaves the slot held until it lapses."""
+        if not self.releases:
+            return
+        end = self.clock().timestamp()
+        for release in self.releases:
+            try:
+                await release(end, out)
+            except Exception as exc:
+                log.warning("releasing a rate-limit slot failed: %s: %s", type(exc).__name__, exc)
+
+
+NO_LIMIT = Permit()
+"""The permit of a call no limit applies to."""
+
+
+class RateLimiter:
+    """Asks the store's counters whether a call may go now (see the module docstring).
+
+    Args:
+        store: the store whose counters are shared (`threadline.stores.rate_limit_store`).
+        limits: limits for every agent (the environment's); they win over an agent's own.
+        clock: the runtime's clock.
+        rng: the jitter added to waits for tokens (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        limits: RateLimits | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.limits = limits or RateLimits()
+        self.clock = clock
+        self._rng = rng or random.Random()  # jitter, not cryptography
+        self._counters: RateLimitStore | None = None
+
+    def of(self, agent: Limited) -> RateLimits:
+        """The limits `agent`'s calls keep."""
+        own: RateLimits | None = agent.rate_limits
+        return self.limits if own is None else self.limits.over(own)
+
+    def limits_tool(self, agent: Limited, tool: str) -> bool:
+        if not self.limits and agent.rate_limits is None:
+            return False
+        return self.of(agent).find("tool", tool) is not None
+
+    async def model_call(self, agent: Limited, model: Model, context: Context) -> Permit:
+        """A permit for one model call with `context`."""
+        if not self.limits and agent.rate_limits is None:
+            return NO_LIMIT
+        limits = self.of(agent)
+        calls, tokens = limits.find("model", model.model_id), limits.find("tokens", model.model_id)
+        if calls is None and tokens is None:
+            return NO_LIMIT
+        releases: list[Release] = []
+        now = self.clock().timestamp()
+        if tokens is not None:
+            key, rate = tokens
+            cost = float(estimate_tokens(context))
+            taken = await self._counters_().take_tokens(
+                key, rate.limit, rate.limit / rate.per, cost, now=now
+            )
+            if not taken.granted:
+                # Not queued: a little jitter so the callers held back spread out.
+                later = max(0.0, taken.retry_at - now) * self._rng.uniform(1.0, 1.1)
+                return Permit(wait=rate_limit_wait(key, rate, _at(now + later)))
+            releases.append(self._settle(key, cost))
+        if calls is not None:
+            key, rate = calls
+            held = await self._take_slot(key, rate, limits.hold, now)
+            if held.wait is not None:
+                await Permit(None, tuple(releases), self.clock).done(None)  # tokens back
+                return held
+            releases.extend(held.releases)
+        return Permit(None, tuple(releases), self.clock)
+
+    async def tool_call(self, agent: Limited, tool: str) -> Permit:
+        """A permit for one run of `tool`."""
+        if not self.limits and agent.rate_limits is None:
+            return NO_LIMIT
+        limits = self.of(agent)
+        found = limits.find("tool", tool)
+        if found is None:
+            return NO_LIMIT
+        key, rate = found
+        return await self._take_slot(key, rate, limits.hold, self.clock().timestamp())
+
+    async def _take_slot(self, key: str, rate: Rate, hold: float, now: float) -> Permit:
+        counters = self._counters_()
+        taken = await counters.take_slot(key, rate.limit, now=now, per=rate.per, hold=hold)
+        if not taken.granted:  # a ticket: the callers held back come back one by one
+            return Permit(wait=rate_limit_wait(key, rate, _at(max(taken.retry_at, now))))
+        slot = taken.slot
+
+        async def free(end: float, out: ModelOutput | None) -> None:
+            await counters.free_slot(key, slot, end + rate.per)
+
+        return Permit(None, (free,), self.clock)
+
+    def _settle(self, key: str, cost: float) -> Release:
+        async def settle(end: float, out: ModelOutput | None) -> None:
+            # An error: the provider charged nothing. No usage reported: keep the estimate.
+            used = 0.0 if out is None else float(out.input_tokens + out.output_tokens) or cost
+            if used != cost:
+                await self._counters_().settle(key, used - cost)
+
+        return settle
+
+    def _counters_(self) -> RateLimitStore:
+        if self._counters is None:
+            self._counters = rate_limit_store(self.store)
+        return self._counters
+
+
+def rate_limit_wait(key: str, rate: Rate, until: datetime) -> WaitBuilder:
+    """The durable wait of a call held back by the limit `key` until `until`."""
+
+    def build(seq: int, at: datetime) -> list[Event]:
+        end = max(until, at + timedelta(milliseconds=1))
+        reason = (
+            f"rate limit {key} ({rate.limit} per {rate.per:g}s): the call goes at "
+            f"{end.isoformat(timespec='milliseconds')}"
+        )
+        return [Waiting(seq=seq, at=at, until=end, reason=reason, rate_limit=key)]
+
+    return build
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def estimate_tokens(context: Context) -> int:
+    """The tokens a call with `context` may use: its input (the renderer's count, else
+    about four characters a token) and its output reservation."""
+    if context.input_tokens is not None:
+        sent = context.input_tokens
+    else:
+        sent = (len(context.system) + sum(len(m.content) for m in context.messages)) // 4
+    return sent + context.max_output_tokens

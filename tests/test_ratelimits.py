@@ -1,0 +1,239 @@
+"""Rate limits in one process: configuration (typed and from the environment), a call over
+a provider's or a tool's limit becoming a durable wait that the model never sees, tokens
+settled with what a call used, metrics, and replay. A real `Runtime` on a `MemoryStore`
+with a clock the tests move (the fleet tests run worker processes on SQLite and
+PostgreSQL: tests/test_ratelimit_fleet.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from threadline import Agent, MemoryStore, Runtime, Status, tool
+from threadline.bootstrap import open_runtime
+from threadline.errors import ConfigError
+from threadline.events import ModelCall, Thread, ToolStarted, Waiting, WaitTimedOut
+from threadline.models.base import Context, ModelOutput
+from threadline.observability.metrics import RuntimeMetrics
+from threadline.ratelimits import Rate, RateLimiter, RateLimits, estimate_tokens
+from threadline.replay import replay_thread
+from threadline.settings import Settings
+from threadline.testing import FunctionModel, intent
+
+START = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+class Clock:
+    """The runtime's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def move(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def test_rates_and_limits_parse_from_the_environment_syntax() -> None:
+    assert Rate.parse("5/2s") == Rate(5, 2.0)
+    assert Rate.parse("10/s") == Rate(10, 1.0)
+    assert Rate.parse("500/min") == Rate.parse("500/1m") == Rate(500, 60.0)
+    assert Rate.parse(" 3600 / 1h ") == Rate(3600, 3600.0)
+    limits = RateLimits.parse(
+        "model:openai=500/1m, tokens:openai=200000/1m; model:openai:gpt-4.1-mini=50/1m "
+        "tool:search=5/1s"
+    )
+    assert limits.models == {"openai": Rate(500, 60.0), "openai:gpt-4.1-mini": Rate(50, 60.0)}
+    assert limits.tokens == {"openai": Rate(200000, 60.0)}
+    assert limits.tools == {"search": Rate(5, 1.0)}
+    assert not RateLimits.parse("  ") and limits
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("openai=5/2s", "KIND:NAME=RATE"),
+        ("models:openai=5/2s", "KIND:NAME=RATE"),
+        ("model:=5/2s", "KIND:NAME=RATE"),
+        ("model:openai=5 per 2s", "is not LIMIT/INTERVAL"),
+        ("model:openai=5/2d", "is not LIMIT/INTERVAL"),
+        ("model:openai=0/2s", "at least 1"),
+        ("model:openai=5/0s", "positive"),
+        ("tool:search=6000000/1m", "100000/1s"),
+    ],
+)
+def test_malformed_limits_are_refused_saying_what_is_expected(text: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        RateLimits.parse(text)
+
+
+def test_the_most_specific_limit_applies_and_the_environment_wins() -> None:
+    limits = RateLimits(
+        models={"openai": Rate(500), "openai:gpt-4.1-mini": Rate(50)}, tools={"search": Rate(5)}
+    )
+    assert limits.find("model", "openai:gpt-4.1-mini") == ("model:openai:gpt-4.1-mini", Rate(50))
+    assert limits.find("model", "openai:gpt-4o") == ("model:openai", Rate(500))
+    assert limits.find("model", "openai:gpt-4o,anthropic:claude") == ("model:openai", Rate(500))
+    assert limits.find("model", "anthropic:claude") is None
+    assert limits.find("tokens", "openai:gpt-4o") is None
+    assert limits.find("tool", "search") == ("tool:search", Rate(5))
+    agent = Agent("a", rate_limits=RateLimits(models={"openai": Rate(9)}, tools={"fetch": Rate(1)}))
+    merged = RateLimiter(MemoryStore(), limits).of(agent)
+    assert merged.models["openai"] == Rate(500)  # the environment's
+    assert merged.tools == {"search": Rate(5), "fetch": Rate(1)}
+
+
+def test_the_environment_variable_reaches_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THREADLINE_RATE_LIMITS", "model:scripted=5/2s, tool:lookup=1/1s")
+    monkeypatch.setenv("THREADLINE_STORE", "memory://")
+    monkeypatch.setenv("THREADLINE_LOG", "off")
+    runtime = open_runtime(Settings(), [], with_model=False)
+    assert runtime.limits.limits.models == {"scripted": Rate(5, 2.0)}
+    assert runtime.limits.limits.tools == {"lookup": Rate(1, 1.0)}
+    monkeypatch.setenv("THREADLINE_RATE_LIMITS", "scripted=5/2s")
+    with pytest.raises(ConfigError, match="KIND:NAME=RATE"):
+        open_runtime(Settings(), [], with_model=False)
+
+
+def _answers(context: Context) -> dict[str, Any]:
+    return intent("done_for_now", message="done")
+
+
+async def test_a_call_over_a_provider_limit_waits_durably_and_goes_when_due() -> None:
+    clock = Clock()
+    model = FunctionModel(_answers, model_id="scripted:v1")
+    metrics = RuntimeMetrics()
+    runtime = Runtime(
+        MemoryStore(),
+        model=model,
+        clock=clock,
+        observers=[metrics],
+        rate_limits=RateLimits(models={"scripted": Rate(2, 10.0)}),
+    )
+    agent = Agent("paced")
+    first = await runtime.launch(agent, "one")
+    second = await runtime.launch(agent, "two")
+    third = await runtime.launch(agent, "three")
+    assert [first.status, second.status] == [Status.DONE, Status.DONE]
+    assert third.status is Status.WAITING and len(model.contexts) == 2
+    wait = third.events[-1]
+    assert isinstance(wait, Waiting) and wait.rate_limit == "model:scripted"
+    assert wait.until is not None and wait.reason is not None and "model:scripted" in wait.reason
+    assert wait.until == START + timedelta(seconds=10)  # a slot frees 10 s after its call
+    stored = await runtime.store.get(third.id)
+    assert stored.status is Status.WAITING and stored.due_at == wait.until
+    assert third.state.consecutive_errors == 0
+
+    clock.move(9)  # not due yet: nothing happens
+    assert await runtime.wake_if_due(third) is third and len(third.events) == 2
+    clock.move(1)
+    third = await runtime.advance(await runtime.wake_if_due(third))
+    assert third.status is Status.DONE and len(model.contexts) == 3
+    ended = [e.kind for e in third.events[2:]]
+    assert ended[:2] == ["wait_timed_out", "model_call"] and ended[-1] == "done"
+    text = model.contexts[-1].as_text()
+    assert "wait" not in text.lower() and "rate" not in text.lower()  # the model never sees it
+    assert (
+        metrics.value("threadline_rate_limit_waits_total", agent="paced", limit="model:scripted")
+        == 1
+    )
+    assert (
+        metrics.value(
+            "threadline_rate_limit_wait_seconds_count", agent="paced", limit="model:scripted"
+        )
+        == 1
+    )
+    replay_thread(agent, third)  # the wait and its end are inputs: replay matches
+
+
+def _model_calls(thread: Thread) -> int:
+    return sum(isinstance(e, ModelCall) for e in thread.events)
+
+
+@pytest.mark.parametrize("side_effects", [True, False])
+async def test_a_tool_over_its_limit_waits_before_it_runs(side_effects: bool) -> None:
+    """A side-effecting call waits before its `tool_started` (so it is never "maybe ran");
+    a read-only one waits inside the turn that chose it. Neither asks the model again."""
+    clock = Clock()
+    sent: list[str] = []
+
+    def send(to: str) -> str:
+        """Send a message.
+
+        Args:
+            to: who gets it.
+        """
+        sent.append(to)
+        return f"sent to {to}"
+
+    def script(context: Context) -> dict[str, Any]:
+        if context.model_calls == 0:
+            return intent("send", to="ops")
+        return intent("done_for_now", message="sent")
+
+    agent = Agent(
+        "sender",
+        tools=[tool(side_effects=side_effects)(send)],
+        model=FunctionModel(script),
+        rate_limits=RateLimits(tools={"send": Rate(1, 60.0)}),
+    )
+    runtime = Runtime(MemoryStore(), agents=[agent], clock=clock)
+    first = await runtime.launch(agent, "one")
+    second = await runtime.launch(agent, "two")
+    assert first.status is Status.DONE and sent == ["ops"]
+    assert second.status is Status.WAITING
+    assert [e.kind for e in second.events][-3:] == ["model_call", "tool_call", "waiting"]
+    assert not any(isinstance(e, ToolStarted) for e in second.events)
+    wait = second.events[-1]
+    assert isinstance(wait, Waiting) and wait.rate_limit == "tool:send"
+    clock.move(121)
+    second = await runtime.advance(await runtime.wake_if_due(second))
+    assert second.status is Status.DONE and sent == ["ops", "ops"]
+    started = [i for i, e in enumerate(second.events) if isinstance(e, ToolStarted)]
+    assert len(started) == int(side_effects)
+    assert all(isinstance(second.events[i - 1], WaitTimedOut) for i in started)
+    assert _model_calls(second) == 2  # the model was not asked again for the same call
+
+
+def _usage(used: int) -> FunctionModel:
+    def answer(context: Context) -> ModelOutput:
+        return ModelOutput(
+            text='{"intent": "done_for_now", "arguments": {"message": "ok"}}',
+            input_tokens=used // 2,
+            output_tokens=used - used // 2,
+        )
+
+    return FunctionModel(answer, model_id="metered:v1")
+
+
+async def test_tokens_are_taken_as_an_estimate_and_settled_with_what_was_used() -> None:
+    probe = _usage(50)
+    await Runtime(MemoryStore(), model=probe).launch(Agent("probe"), "hello")
+    estimate = estimate_tokens(probe.contexts[0])
+    assert estimate > 100  # the output reservation alone is larger than what is used
+
+    async def run(model: FunctionModel) -> list[Status]:
+        limits = RateLimits(tokens={"metered": Rate(2 * estimate, 60.0)})
+        runtime = Runtime(MemoryStore(), model=model, clock=Clock(), rate_limits=limits)
+        agent = Agent("probe")
+        return [(await runtime.launch(agent, "hello")).status for _ in range(3)]
+
+    # Each call gives back what it did not use, so a third call fits under the limit...
+    assert await run(_usage(50)) == [Status.DONE] * 3
+    # ...while a backend that reports no usage keeps its estimates: the third waits.
+    assert await run(_usage(0)) == [Status.DONE, Status.DONE, Status.WAITING]
+
+
+async def test_no_limits_means_no_store_access() -> None:
+    class Untouchable:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"the counters were used ({name})")
+
+    store = MemoryStore()
+    store.rate_limits = Untouchable()  # type: ignore[assignment]
+    runtime = Runtime(store, model=FunctionModel(_answers))
+    assert (await runtime.launch(Agent("free"), "hi")).status is Status.DONE
