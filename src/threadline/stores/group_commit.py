@@ -32,9 +32,10 @@ import contextlib
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .dialect import Plan
@@ -61,6 +62,8 @@ class CommitStats:
     """Seconds from a grouped append's arrival to its group's COMMIT returning, at most."""
     group_seconds: float = 0.0
     """Seconds spent inside group transactions (BEGIN to COMMIT), in all."""
+    waits: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    """The waits (arrival to COMMIT) of the latest grouped appends, in seconds."""
 
 
 @dataclass(slots=True)
@@ -208,6 +211,7 @@ class GroupCommit:
             stats.groups += 1
             stats.group_seconds += ended - began
             stats.longest_wait = max(stats.longest_wait, ended - group[0].arrived)
+            stats.waits.extend(ended - r.arrived for r in group)
             if len(group) > 1:
                 stats.grouped += len(group)
         for request, value, ok in outcomes:
