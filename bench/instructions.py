@@ -1,0 +1,89 @@
+"""Instructions per model turn of bench/loop.py's loop, counted by valgrind's callgrind.
+
+Wall time on a shared machine moves with everyone else's load; an instruction count does
+not (the same binary and inputs give the same count whatever the other cores do). Each row
+runs the loop twice under `valgrind --tool=callgrind`, with N loops and with none, and
+divides the difference by the turns: imports and start-up cancel out.
+
+    python bench/instructions.py [--loops 40] [--rows bare,default,langgraph]
+
+Rows: Threadline through `Runtime.launch` on `MemoryStore` with the default renderer
+(`default`) and with a constant context (`bare`, the renderer-less lower bound), and
+LangGraph's graph of the same loop without a checkpointer (`langgraph`). Slow: a row takes
+about a minute under valgrind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loop  # bench/loop.py, next to this file
+
+ROWS = ("bare", "default", "langgraph")
+_VALGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
+
+
+def run_loops(row: str, loops: int) -> None:
+    """The measured work: 3 warm-up loops, then `loops` loops of 10 turns."""
+    if row == "langgraph":
+        app = loop._graph().compile()
+        for i in range(3 + loops):
+            config = {"configurable": {"thread_id": f"t{i}"}}
+            app.invoke({"messages": [{"role": "user", "content": "go"}], "n": 0}, config)
+        return
+
+    async def go() -> None:
+        agent = loop.agent(row == "default")
+        runtime = loop.Runtime(loop.MemoryStore(), agents=[agent])
+        for _ in range(3 + loops):
+            thread = await runtime.launch(agent, "look up abc")
+            if thread.status != "done":
+                raise RuntimeError(f"loop stopped early: {thread.status}")
+
+    asyncio.run(go())
+
+
+def instructions(row: str, loops: int) -> int:
+    """Instructions callgrind counts for one process running `loops` loops of `row`."""
+    out = subprocess.run(
+        [*_VALGRIND, sys.executable, __file__, "--run", row, "--loops", str(loops)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ,
+    )
+    found = re.search(r"Collected : (\d+)", out.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from valgrind: {out.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--loops", type=int, default=40)
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--run", choices=ROWS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        run_loops(args.run, args.loops)
+        return
+    per_turn: dict[str, float] = {}
+    for row in args.rows.split(","):
+        extra = instructions(row, args.loops) - instructions(row, 0)
+        per_turn[row] = extra / (args.loops * loop.TURNS)
+        print(f"{row}: {per_turn[row]:,.0f} instructions per model turn", flush=True)
+    base = per_turn.get("langgraph")
+    for row in ("bare", "default"):
+        if base and row in per_turn:
+            print(f"{row} / langgraph: {per_turn[row] / base:.3f}")
+
+
+if __name__ == "__main__":
+    main()
