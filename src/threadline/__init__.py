@@ -35,7 +35,7 @@ from .errors import (
     ThreadNotFound,
     TokenBudgetError,
 )
-from .events import Event, Status, Thread, ThreadState
+from .events import Budget, Event, Status, Thread, ThreadState
 from .guards import Guard, GuardCall, GuardDecision
 from .judge import Judge
 from .loader import load_agent
@@ -72,6 +72,7 @@ __all__ = [
     "ApprovalExpiry",
     "AwaitApproval",
     "AwaitHuman",
+    "Budget",
     "CallModel",
     "ConfigError",
     "Context",

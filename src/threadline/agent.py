@@ -15,6 +15,7 @@ from .context.settings import ContextSettings
 from .errors import ConfigError
 from .guards import FailurePolicy, GuardFunction, GuardLike, as_guard
 from .ratelimits import RateLimits
+from .events import Budget
 from .tools import (
     ApprovalPolicy,
     SubAgent,
@@ -125,6 +126,10 @@ class Agent:
         rate_limits: calls per interval of model providers and tools, and tokens per
             interval of providers, kept across every process on the store
             (`threadline.ratelimits`); `THREADLINE_RATE_LIMITS` wins for what it names.
+        budget: what each thread of this agent may use (model calls, tokens, USD): a call
+            that could pass it is not made; the thread escalates with the figures.
+        tree_budget: what a thread of this agent and every sub-agent thread under it may
+            use together (the root's applies to the whole tree). See docs/composition.md.
 
     Invariants:
         * `registry` holds every tool version the agent knows; the model is shown only the
@@ -152,6 +157,8 @@ class Agent:
     guards: Sequence[GuardLike | GuardFunction] = ()
     guard_failure: FailurePolicy = "block"
     rate_limits: RateLimits | None = None
+    budget: Budget | None = None
+    tree_budget: Budget | None = None
     registry: ToolRegistry = field(init=False)
     dispatch_guards: tuple[GuardLike, ...] = field(init=False, default=())
     """`guards`, each as a `GuardLike` (functions wrapped in `Guard`)."""
@@ -192,6 +199,9 @@ class Agent:
                 f"'allow', not {self.guard_failure!r}"
             )
         self.dispatch_guards = tuple(as_guard(g) for g in self.guards)
+        for name in ("budget", "tree_budget"):
+            if not isinstance(getattr(self, name), Budget | None):
+                raise ConfigError(f"agent {self.name}: {name} must be a threadline.Budget")
         tools = list(self.tools)
         if self.human_tools:
             names = {t.name for t in tools}

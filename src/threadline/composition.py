@@ -36,6 +36,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .agent import Agent
+from .budgets import child_metadata, tree_ran_out
 from .errors import ThreadNotFound
 from .events import ChildStarted, Done, Event, Status, Thread, ToolError, ToolResult
 from .events.state import PendingCall
@@ -130,6 +131,7 @@ async def start_child(
                 "parent_thread": parent.id,
                 "parent_call": call.call_id,
                 "ancestors": _ancestry(parent, call.call_id),
+                **child_metadata(runtime.agent(parent.agent), parent),  # the tree's budget
             },
             thread_id=cid,
             advance=False,
@@ -148,7 +150,7 @@ async def start_child(
     child = await runtime.store.load(cid)  # also when another holder advanced it
     if child.status in _ENDED:
         await tail.append(
-            lambda seq, at: outcome_events(child, call.call_id, tool.name, seq, at),
+            lambda seq, at: outcome_events(child, call.call_id, tool.name, seq, at, tail.thread),
             lambda t: _still_pending(t, call.call_id, cid),
         )
 
@@ -161,8 +163,11 @@ def _still_pending(thread: Thread, call_id: str, child: str | None) -> bool:
     return call is not None and call.child == child
 
 
-def outcome_events(child: Thread, call_id: str, tool: str, seq: int, at: datetime) -> list[Event]:
-    """The parent's outcome of a call whose child thread ended."""
+def outcome_events(
+    child: Thread, call_id: str, tool: str, seq: int, at: datetime, parent: Thread | None = None
+) -> list[Event]:
+    """The parent's outcome of a call whose child thread ended; a child stopped by the
+    tree's budget stops `parent` too (`budgets.tree_ran_out`)."""
     last = child.events[-1]
     if isinstance(last, Done) or child.status == Status.DONE:
         message = last.message if isinstance(last, Done) else ""
@@ -176,7 +181,8 @@ def outcome_events(child: Thread, call_id: str, tool: str, seq: int, at: datetim
             tool=tool,
             error_type=ESCALATED_CHILD,
             message=f"sub-agent {child.agent} ({child.id}) {child.status.value}: {reason}",
-        )
+        ),
+        *tree_ran_out(child, parent, seq + 1, at),
     ]
 
 
@@ -228,7 +234,7 @@ async def _report(runtime: Host, parent: Thread, call: PendingCall, child: Threa
     """Append the ended `child`'s outcome to `call` of `parent` (once: see the invariant)."""
     return await runtime.append_outcome(
         parent,
-        lambda seq, at: outcome_events(child, call.call_id, call.tool, seq, at),
+        lambda seq, at: outcome_events(child, call.call_id, call.tool, seq, at, parent),
         lambda t: _still_pending(t, call.call_id, child.id),
     )
 

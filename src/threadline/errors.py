@@ -10,6 +10,7 @@ Errors (something is wrong; callers catch these)::
     │   ├── AppendConflict       expected seq did not match: another writer won; nothing written
     │   ├── LeaseLost            the writer no longer holds the thread's lease; nothing written
     │   ├── CorruptEvent         a stored row does not parse as an event (names thread and seq)
+    │   ├── TreeBudgetExhausted  a reservation would pass its tree's budget; nothing written
     │   └── SchemaOutOfDate      the database schema is older than this code (names the command)
     ├── InvalidAction            the action does not fit the thread's state (e.g. approving a call
     │                            that is not pending); nothing was written
@@ -71,6 +72,7 @@ __all__ = [
     "ToolDefinitionError",
     "ToolOutcomeUnknown",
     "ToolSignal",
+    "TreeBudgetExhausted",
 ]
 
 
@@ -140,6 +142,24 @@ class CorruptEvent(StoreError):
         self.seq = seq
         self.reason = reason
         super().__init__(f"thread {thread_id} event {seq} is corrupt: {reason}")
+
+
+class TreeBudgetExhausted(StoreError):
+    """An append's `budget_reserved` would pass its tree's budget. Nothing was written.
+
+    Attributes:
+        root: the tree's root thread.
+        used / reserved: the tree's totals when refused, as (model calls, tokens, USD):
+            used by settled calls, and held by reservations not yet settled.
+    """
+
+    def __init__(
+        self, root: str, used: tuple[int, int, float], reserved: tuple[int, int, float]
+    ) -> None:
+        self.root = root
+        self.used = used
+        self.reserved = reserved
+        super().__init__(f"the budget of tree {root} would be passed; reservation refused")
 
 
 class SchemaOutOfDate(StoreError):

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 from .agent import Agent
 from .bounds import BoundsError, check_value, clip, parse_json, scrub_text
 from .events import (
+    BUDGET_SOURCE,
     CONTEXT_SOURCE,
     ApprovalRequested,
     Done,
@@ -359,7 +360,7 @@ def is_input(event: Event) -> bool:
     if event.traits.replay == "input":
         return True
     if isinstance(event, Escalated):
-        return event.details.get("source") == CONTEXT_SOURCE
+        return event.details.get("source") in (CONTEXT_SOURCE, BUDGET_SOURCE)
     return is_prefetch(event)
 
 

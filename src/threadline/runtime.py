@@ -26,11 +26,13 @@ from pydantic import BaseModel
 
 from .agent import Agent
 from .bounds import stored_result
+from .budgets import check_prices, launch_metadata, reserve
 from .composition import collect, deliver, start_child
 from .context.redaction import redact_for_storage
 from .context.renderer import Renderer
 from .errors import AppendConflict, ConfigError, ModelError
 from .events import (
+    Budget,
     Event,
     Status,
     Thread,
@@ -61,7 +63,7 @@ from .reducer import (
     step_events,
 )
 from .retries import ToolRuns
-from .runtime_actions import _MAX_REBASE, HumanActions
+from .runtime_actions import _MAX_REBASE, HumanActions, launched
 from .stores.base import Lease, Store, new_thread_id
 
 __all__ = ["Observer", "Runtime", "compact_error"]
@@ -136,6 +138,7 @@ class Runtime(HumanActions):
             return
         if existing is not None:
             raise ConfigError(f"two different agents are named {agent.name!r}")
+        check_prices(agent, self.model)
         self._renderers[agent.name] = renderer_for(agent)
         self.agents[agent.name] = agent
         for sub in agent.sub_agents():  # their child threads run here too
@@ -184,8 +187,11 @@ class Runtime(HumanActions):
         metadata: dict[str, Any] | None = None,
         thread_id: str | None = None,
         advance: bool = True,
+        budget: Budget | None = None,
+        tree_budget: Budget | None = None,
     ) -> Thread:
-        """Create a thread with its first user message; advance it unless `advance=False`."""
+        """Create a thread with its first user message; advance it unless `advance=False`.
+        `budget` / `tree_budget` replace the agent's for this thread (and its tree)."""
         if isinstance(agent, Agent):
             self.add_agent(agent)
             name = agent.name
@@ -193,6 +199,7 @@ class Runtime(HumanActions):
             name = self.agent(agent).name
         meta = dict(metadata or {})
         meta.setdefault("channel", channel)
+        meta |= launch_metadata(self.agent(name), self.model, budget, tree_budget)
         first = UserMessage(
             seq=0,
             at=self.clock(),
@@ -306,6 +313,9 @@ class Runtime(HumanActions):
         permit = await self.limits.model_call(agent, model, context)
         if permit.wait is not None:  # over a rate limit: a durable wait, not an error
             return await self._append_rebased(thread, permit.wait, lease, still_valid=_not_ended), 1
+        held = await reserve(self, agent, thread, model, context, lease)  # budgets
+        if not held.go:
+            return held.thread, 1
         started = time.perf_counter()
         out: ModelOutput | None = None
         error: ModelError | None = None
@@ -319,7 +329,8 @@ class Runtime(HumanActions):
         await permit.done(out)
         validated: dict[str, BaseModel] = {}
         taken = self._call_ids.taken(thread)
-        build = model_answer(agent, model, context, out, error, latency, thread, taken, validated)
+        answer = model_answer(agent, model, context, out, error, latency, thread, taken, validated)
+        build = held.settle(answer, out, error)
         if budget is None or budget > 1:
             return await self._turn(agent, thread, build, validated, lease, budget)
         thread = await self._append_rebased(thread, build, lease, still_valid=_not_ended)
@@ -440,6 +451,13 @@ class Runtime(HumanActions):
             await hold(thread, partial(step_events, step), _any)
             return True
         return False
+
+    async def append_events(
+        self, thread: Thread, events: Sequence[Event], lease: Lease | None
+    ) -> None:
+        """Checkpoint `events` at `thread`'s tail, extending it. Raises `AppendConflict`
+        (nothing written) when someone appended first."""
+        await self._append(thread, events, lease)
 
     async def append_outcome(
         self,

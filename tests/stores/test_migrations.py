@@ -111,6 +111,7 @@ async def test_migrated_databases_have_the_same_tables_and_columns(
             "schedule_firings",
             "rate_limit_slots",
             "rate_limit_buckets",
+            "budget_trees",
         }
     )
     for table, columns in pg.items():

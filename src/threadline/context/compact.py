@@ -169,6 +169,8 @@ def compact_block(
             | ev.Compacted()
             | ev.ForkedFrom()
             | ev.TokenBudgetExceeded()
+            | ev.BudgetReserved()
+            | ev.BudgetSettled()
             | ev.Waiting()
         ):
             return ""

@@ -115,6 +115,8 @@ class _Digest:
                 | ev.ForkedFrom()
                 | ev.ExternalEvent()
                 | ev.TokenBudgetExceeded()
+                | ev.BudgetReserved()
+                | ev.BudgetSettled()
                 | ev.Waiting()
                 | ev.WaitTimedOut()
             ):

@@ -137,6 +137,8 @@ class MessagesFormat:
                 | ev.Compacted()
                 | ev.ForkedFrom()
                 | ev.TokenBudgetExceeded()
+                | ev.BudgetReserved()
+                | ev.BudgetSettled()
                 | ev.Waiting()
                 | ev.WaitTimedOut()
             ):

@@ -11,12 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from ..errors import CorruptEvent
 
 __all__ = [
+    "BUDGET_SOURCE",
     "CONTEXT_SOURCE",
     "EVENT_CLASSES",
     "PREFETCH_PREFIX",
     "SCHEMA_VERSION",
     "Approval",
     "ApprovalRequested",
+    "Budget",
+    "BudgetReserved",
+    "BudgetSettled",
     "ChildStarted",
     "Compacted",
     "Done",
@@ -63,6 +67,10 @@ configuration, not from a model; their results are 'retrieved' material)."""
 
 CONTEXT_SOURCE = "context"
 """`Escalated.details["source"]` of escalations the context layer writes (budget, prompt)."""
+
+BUDGET_SOURCE = "budget"
+"""`Escalated.details["source"]` of escalations for an exhausted budget (`threadline.budgets`):
+written from figures outside the thread (a tree's totals), so replay takes them as input."""
 
 JsonValue = Any
 
@@ -374,6 +382,70 @@ class TokenBudgetExceeded(_EventBase):
     available: int
 
 
+class Budget(BaseModel):
+    """Limits on what model calls may use: of one thread, or of a tree (a root thread and
+    every sub-agent thread under it). None: no limit of that kind. See docs/composition.md.
+
+    Attributes:
+        max_model_calls: model calls in all.
+        max_tokens: input plus output tokens in all.
+        max_usd: cost in USD, priced by each model's `ModelProfile.price` (a model without
+            a price cannot run under a USD limit: a configuration error, never a free call).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_model_calls: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
+    max_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+    @property
+    def empty(self) -> bool:
+        """No limit of any kind."""
+        return self.max_model_calls is None and self.max_tokens is None and self.max_usd is None
+
+
+class BudgetReserved(_EventBase):
+    """Written, and committed, before a model call of a thread under a budget: the most the
+    call can use (the rendered input's tokens plus the output cap, priced by the model). A
+    reservation counts against the limits until the next `budget_settled` replaces it with
+    what the call used. With `tree`, the store adds it to that tree's totals in the same
+    transaction, refusing it when it would pass `tree_budget`."""
+
+    kind: Literal["budget_reserved"] = "budget_reserved"
+    traits: ClassVar[EventTraits] = EventTraits("budget reserved", "runtime", "input")
+    model: str
+    input_tokens: int = Field(ge=0)
+    """The rendered context, as the renderer counted it."""
+    output_tokens: int = Field(ge=0)
+    """The output cap the call is sent with."""
+    usd: float = Field(ge=0, allow_inf_nan=False)
+    """0 when the model has no price (allowed only when no USD limit applies)."""
+    tree: str | None = None
+    """The root thread of the tree whose totals this counts in (None: no tree budget)."""
+    tree_budget: Budget | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class BudgetSettled(_EventBase):
+    """The open reservation replaced by what was used, in the same append as the model's
+    answer (or its error). `calls` is 0 when no request was sent (an open circuit breaker);
+    a reservation left open by a crash is settled in full (the call may have been made)."""
+
+    kind: Literal["budget_settled"] = "budget_settled"
+    traits: ClassVar[EventTraits] = EventTraits("budget settled", "runtime", "input")
+    calls: int = Field(ge=0)
+    tokens: int = Field(ge=0)
+    usd: float = Field(ge=0, allow_inf_nan=False)
+    reserved_tokens: int = Field(ge=0)
+    reserved_usd: float = Field(ge=0, allow_inf_nan=False)
+    """What the reservation held (released from the tree's totals)."""
+    tree: str | None = None
+
+
 class ChildStarted(_EventBase):
     """A call handed to a sub-agent (`Agent.as_tool`): the child thread `thread_id` works on
     it, and its end becomes the call's outcome. Until then the parent waits, holding no
@@ -471,6 +543,8 @@ Event = Annotated[
     | TokenBudgetExceeded
     | ChildStarted
     | GuardVerdict
+    | BudgetReserved
+    | BudgetSettled
     | Waiting
     | WaitTimedOut,
     Field(discriminator="kind"),
@@ -502,6 +576,8 @@ EVENT_CLASSES: tuple[type[_EventBase], ...] = (
     TokenBudgetExceeded,
     ChildStarted,
     GuardVerdict,
+    BudgetReserved,
+    BudgetSettled,
     Waiting,
     WaitTimedOut,
 )

@@ -86,6 +86,10 @@ class ThreadState:
             input (bounded by `Agent.max_breaker_waits`).
         last_error: the compacted text of the latest error, for escalation messages.
         last_kind: kind of the latest event.
+        spent_calls / spent_tokens / spent_usd: what the thread's model calls used, as
+            settled (`budget_settled`; only threads under a budget record it).
+        reserved_tokens / reserved_usd: the open reservation (`budget_reserved` not yet
+            settled), None when there is none.
     """
 
     next_seq: int = 0
@@ -105,6 +109,11 @@ class ThreadState:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    spent_calls: int = 0
+    spent_tokens: int = 0
+    spent_usd: float = 0.0
+    reserved_tokens: int | None = None
+    reserved_usd: float | None = None
 
     @property
     def status(self) -> Status:
@@ -231,6 +240,8 @@ class ThreadState:
                     self._end_wait()
             case ev.WaitTimedOut():
                 self._end_wait()
+            case ev.BudgetReserved() | ev.BudgetSettled():
+                self._budget(event)
             case ev.Compacted() | ev.ForkedFrom() | ev.TokenBudgetExceeded():
                 pass
             case _:
@@ -252,6 +263,14 @@ class ThreadState:
             self.last_error = f"{event.tool}: blocked by {event.guard}: {event.reason}"
         elif call.guard != "require_approval":
             call.guard = event.verdict
+    def _budget(self, event: ev.BudgetReserved | ev.BudgetSettled) -> None:
+        if isinstance(event, ev.BudgetReserved):
+            self.reserved_tokens, self.reserved_usd = event.tokens, event.usd
+            return
+        self.spent_calls += event.calls
+        self.spent_tokens += event.tokens
+        self.spent_usd += event.usd
+        self.reserved_tokens = self.reserved_usd = None
 
     def _end_wait(self) -> None:
         self.waiting = False
@@ -295,6 +314,11 @@ class ThreadState:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": self.cost_usd,
+            "spent_calls": self.spent_calls,
+            "spent_tokens": self.spent_tokens,
+            "spent_usd": self.spent_usd,
+            "reserved_tokens": self.reserved_tokens,
+            "reserved_usd": self.reserved_usd,
         }
 
     @classmethod

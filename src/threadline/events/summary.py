@@ -116,6 +116,15 @@ def summarize(event: ev.Event) -> Summary:
             return Summary(text=f"{event.name}{source}", detail=_json(event.payload))
         case ev.TokenBudgetExceeded():
             return Summary(text=f"needs {event.needed} tokens, {event.available} available")
+        case ev.BudgetReserved():
+            tree = f" (tree {event.tree})" if event.tree else ""
+            line = f"{event.input_tokens} in + up to {event.output_tokens} out tokens"
+            return Summary(text=f"{line}, ${event.usd:.6f} for {event.model}{tree}")
+        case ev.BudgetSettled():
+            return Summary(
+                text=f"used {event.calls} call(s), {event.tokens} tokens, ${event.usd:.6f} "
+                f"(reserved {event.reserved_tokens} tokens, ${event.reserved_usd:.6f})"
+            )
         case ev.Waiting():
             until = f"until {event.until.isoformat()}" if event.until else ""
             wake = f"for event {event.event}" if event.event else ""

@@ -113,7 +113,10 @@ class AnthropicModel:
         In `intent` and `json` mode the tools are signatures in the system text (described
         once); in `tools` mode they are native definitions."""
         return ModelProfile.for_id(
-            self.model_id, output_modes=(self.mode,), tools_in_prompt=self.mode != "tools"
+            self.model_id,
+            output_modes=(self.mode,),
+            tools_in_prompt=self.mode != "tools",
+            price=self.prices.price(self.model),
         )
 
     def request_body(self, context: Context) -> tuple[dict[str, Any], dict[str, str]]:

@@ -17,6 +17,7 @@ from operator import attrgetter
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..events import RawToolCall
+from .pricing import Price
 
 __all__ = [
     "KNOWN_WINDOWS",
@@ -93,6 +94,8 @@ class ModelProfile:
             system text than as native JSON definitions: hosted APIs that bill every
             prompt token declare it (`ContextSettings(native_tools=None)`, the default,
             follows it); local and test models keep native definitions.
+        price: what its tokens cost (USD per million), None when unknown. Budgets in USD
+            reserve with it; a model without one cannot run under a USD budget.
     """
 
     context_window: int | None = None
@@ -100,6 +103,7 @@ class ModelProfile:
     tokenizer: Callable[[str], int] | str | None = None
     output_modes: frozenset[OutputMode] = frozenset({"text"})
     tools_in_prompt: bool = False
+    price: Price | None = None
 
     @classmethod
     def for_id(
@@ -111,6 +115,7 @@ class ModelProfile:
         max_output_tokens: int | None = None,
         tokenizer: Callable[[str], int] | str | None = None,
         tools_in_prompt: bool = False,
+        price: Price | None = None,
     ) -> ModelProfile:
         """A profile from what the model id tells (`known_window`, `known_encoding`);
         explicit values win."""
@@ -120,13 +125,15 @@ class ModelProfile:
             tokenizer=tokenizer or known_encoding(model_id),
             output_modes=frozenset(output_modes),
             tools_in_prompt=tools_in_prompt,
+            price=price,
         )
 
     @classmethod
     def narrowest(cls, profiles: Iterable[ModelProfile]) -> ModelProfile:
         """One profile any of `profiles` can serve (a fallback chain): the smallest known
         window and output cap, the first model's tokenizer, the modes all share, tools in
-        the prompt when any of them wants them there (every backend reads them there)."""
+        the prompt when any of them wants them there (every backend reads them there), the
+        highest price of each kind (None if any is unknown: any of them may answer)."""
         items = list(profiles)
         if not items:
             return cls()
@@ -139,7 +146,15 @@ class ModelProfile:
             tokenizer=items[0].tokenizer,
             output_modes=modes,
             tools_in_prompt=any(p.tools_in_prompt for p in items),
+            price=_highest([p.price for p in items]),
         )
+
+
+def _highest(prices: list[Price | None]) -> Price | None:
+    known = [p for p in prices if p is not None]
+    if not known or len(known) < len(prices):
+        return None
+    return Price(max(p.input_per_mtok for p in known), max(p.output_per_mtok for p in known))
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from ..errors import ConfigError, MissingExtraError, ModelError
 from .base import Context, Message, ModelOutput, ModelProfile, ToolSpec
 from .local_grammar import grammar_text
 from .local_process import ChildConfig, ModelProcess, model_process
+from .pricing import Price
 
 __all__ = ["DEFAULT_GGUF", "LocalModel", "default_model_path", "grammar_text", "tools_prompt"]
 
@@ -144,6 +145,7 @@ class LocalModel:
             max_output_tokens=self.max_output_tokens,
             tokenizer=self.count_tokens,
             output_modes=frozenset({"grammar"} if self.grammar else {"text"}),
+            price=Price(0.0, 0.0),  # runs here: its tokens cost nothing
         )
 
     @property

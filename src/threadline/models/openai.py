@@ -255,6 +255,7 @@ class OpenAIModel:
             output_modes=(self.mode,),
             max_output_tokens=self.max_output_tokens,
             tools_in_prompt=self.server.bills_prompt and self.mode != "tools",
+            price=self.prices.price(self.model),
         )
 
     def request_body(self, context: Context) -> tuple[dict[str, Any], dict[str, str]]:

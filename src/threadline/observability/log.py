@@ -83,6 +83,8 @@ def event_log_record(thread: ev.Thread, event: ev.Event) -> dict[str, Any]:
             | ev.ForkedFrom()
             | ev.ExternalEvent()
             | ev.TokenBudgetExceeded()
+            | ev.BudgetReserved()
+            | ev.BudgetSettled()
             | ev.Waiting()
             | ev.WaitTimedOut()
         ):

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from ..errors import ConfigError, StoreError
 from .base import Lease, Page, Store, ThreadSummary, new_thread_id
+from .budgets import TreeTotals
 from .keys import ApiKey, DeliveryLog, KeyStore
 from .memory import MemoryStore
 from .outbox import Outbox, OutboxEntry
@@ -30,6 +31,7 @@ __all__ = [
     "ScheduleStore",
     "Store",
     "ThreadSummary",
+    "TreeTotals",
     "delivery_log",
     "key_store",
     "new_thread_id",
@@ -37,6 +39,7 @@ __all__ = [
     "outbox",
     "rate_limit_store",
     "schedule_store",
+    "tree_totals",
 ]
 
 
@@ -88,3 +91,13 @@ def schedule_store(store: Store) -> ScheduleStore:
 def rate_limit_store(store: Store) -> RateLimitStore:
     """The rate-limit counters kept beside `store`'s threads (`threadline.ratelimits`)."""
     return _beside(store, "rate-limit counters").rate_limits
+
+
+async def tree_totals(store: Store, root: str) -> TreeTotals | None:
+    """The budget totals of the tree rooted at thread `root` (None: nothing reserved in
+    it yet). See `threadline.budgets`.
+
+    Raises:
+        StoreError: `store` keeps no totals beside its threads.
+    """
+    return await _beside(store, "budget totals").budgets.totals(root)

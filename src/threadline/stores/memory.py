@@ -21,6 +21,7 @@ from .base import (
     fold_for_append,
     page_of,
 )
+from .budgets import MemoryLedger, ledger_events
 from .keys import MemoryDeliveryLog, MemoryKeyStore
 from .outbox import MemoryOutbox
 from .ratelimits import MemoryRateLimits
@@ -49,6 +50,8 @@ class MemoryStore(Store):
         """Schedules beside the threads (`threadline.stores.schedule_store`)."""
         self.rate_limits = MemoryRateLimits()
         """Rate-limit counters beside the threads (`threadline.stores.rate_limit_store`)."""
+        self.budgets = MemoryLedger()
+        """Budgeted trees' totals, kept by appends (`threadline.stores.tree_totals`)."""
 
     async def create(self, thread: Thread) -> None:
         async with self._lock:
@@ -79,9 +82,11 @@ class MemoryStore(Store):
             if lease is not None:
                 self._check_lease(lease)
             was = thread.status
+            trees = self.budgets.applied(ledger_events(events))  # raises, nothing changed
             new_state = fold_for_append(
                 thread_id, thread.state, events, expected_seq, in_place=True
             )
+            self.budgets.commit(trees)
             thread.events.extend(events)
             held = self._leases.get(thread_id)
             self._summaries[thread_id] = self._summary(thread, held)

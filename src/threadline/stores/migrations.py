@@ -143,6 +143,21 @@ SQLITE_MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    (
+        6,
+        "budget totals of thread trees",
+        """
+        CREATE TABLE budget_trees (
+            root TEXT PRIMARY KEY,
+            used_calls INTEGER NOT NULL DEFAULT 0,
+            used_tokens INTEGER NOT NULL DEFAULT 0,
+            used_usd REAL NOT NULL DEFAULT 0,
+            reserved_calls INTEGER NOT NULL DEFAULT 0,
+            reserved_tokens INTEGER NOT NULL DEFAULT 0,
+            reserved_usd REAL NOT NULL DEFAULT 0
+        );
+        """,
+    ),
 ]
 
 POSTGRES_MIGRATIONS: list[Migration] = [
@@ -269,6 +284,21 @@ POSTGRES_MIGRATIONS: list[Migration] = [
             key TEXT PRIMARY KEY,
             level DOUBLE PRECISION NOT NULL,
             at DOUBLE PRECISION NOT NULL
+        );
+        """,
+    ),
+    (
+        6,
+        "budget totals of thread trees",
+        """
+        CREATE TABLE budget_trees (
+            root TEXT PRIMARY KEY,
+            used_calls BIGINT NOT NULL DEFAULT 0,
+            used_tokens BIGINT NOT NULL DEFAULT 0,
+            used_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+            reserved_calls BIGINT NOT NULL DEFAULT 0,
+            reserved_tokens BIGINT NOT NULL DEFAULT 0,
+            reserved_usd DOUBLE PRECISION NOT NULL DEFAULT 0
         );
         """,
     ),

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from ..errors import CorruptEvent, LeaseLost, StoreError, ThreadNotFound
-from ..events import SCHEMA_VERSION, Event, Status, Thread, ThreadState, event_from_json, utcnow
+from ..events import SCHEMA_VERSION, Event, Status, Thread, ThreadState, utcnow
 from .base import (
     BadRow,
     Lease,
@@ -40,10 +40,12 @@ from .base import (
     page_of,
     state_from_json,
 )
+from .budgets import SQLLedger, apply_plan, ledger_events
 from .dialect import Dialect, DuplicateKey, Plan, Query, Tx, stored_json, stored_time
 from .keys import SQLDeliveryLog, SQLKeyStore
 from .outbox import SQLOutbox
 from .ratelimits import SQLRateLimits
+from .rows import already_written, check_dense, parse_row
 from .schedules import SQLScheduleStore
 
 __all__ = ["SQLStore"]
@@ -72,6 +74,8 @@ class SQLStore(Store):
         self.schedules = SQLScheduleStore(self)
         """Schedules in the same database (`threadline.stores.schedule_store`)."""
         self.rate_limits = SQLRateLimits(self)  # `threadline.stores.rate_limit_store`
+        self.budgets = SQLLedger(self)
+        """Budgeted trees' totals, kept by appends (`threadline.stores.tree_totals`)."""
 
     @abstractmethod
     async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, append_to: str | None = None) -> T:
@@ -135,8 +139,9 @@ class SQLStore(Store):
     ) -> None:
         if not events:
             return
+        ledger = ledger_events(events)  # tree budgets: totals in the same transaction
         cached = self._states.get(thread_id)
-        if cached is not None and cached.next_seq == expected_seq:
+        if not ledger and cached is not None and cached.next_seq == expected_seq:
             state = fold_for_append(thread_id, cached, events, expected_seq)
             if await self._append_known(thread_id, events, cached, state, lease):
                 self._appended(thread_id, state)
@@ -155,7 +160,7 @@ class SQLStore(Store):
             if next_seq >= expected_seq + len(events):
                 args = {"id": thread_id, "after": expected_seq - 1, "limit": len(events)}
                 rows = (yield Query(d.sql(_EVENTS), args)).rows
-                if _already_written(rows, events):
+                if already_written(rows, events):
                     # A retried append whose first try committed before its connection
                     # broke: the events are there, exactly; nothing more to write.
                     return state_from_json(thread_id, stored)
@@ -163,6 +168,8 @@ class SQLStore(Store):
             if cached is None or cached.next_seq != next_seq:
                 cached = state_from_json(thread_id, stored)
             state = fold_for_append(thread_id, cached, events, expected_seq)
+            if ledger:
+                yield from apply_plan(d, ledger)()
             update = self._projection(thread_id, now, state)
             if insert is None:
                 yield self._fused_append(thread_id, events, update)
@@ -297,8 +304,8 @@ class SQLStore(Store):
                 raise ThreadNotFound(thread_id)
             agent, schema_version, metadata, created_at = found.rows[0]
             rows = (yield Query(d.sql(_ALL_EVENTS), {"id": thread_id})).rows
-            _check_dense(thread_id, rows, first=0)
-            events = [_parse(thread_id, seq, body, schema_version) for seq, body in rows]
+            check_dense(thread_id, rows, first=0)
+            events = [parse_row(thread_id, seq, body, schema_version) for seq, body in rows]
             try:
                 return Thread(
                     thread_id,
@@ -325,8 +332,8 @@ class SQLStore(Store):
                 raise ThreadNotFound(thread_id)
             args = {"id": thread_id, "after": after, "limit": limit}
             rows = (yield Query(d.sql(_EVENTS), args)).rows
-            _check_dense(thread_id, rows, first=max(after, -1) + 1)
-            return [_parse(thread_id, seq, body, found.rows[0][1]) for seq, body in rows]
+            check_dense(thread_id, rows, first=max(after, -1) + 1)
+            return [parse_row(thread_id, seq, body, found.rows[0][1]) for seq, body in rows]
 
         return await self.run(plan, Tx.READ)
 
@@ -559,40 +566,9 @@ def _summary(row: Sequence[Any]) -> ThreadSummary:
     )
 
 
-def _check_dense(thread_id: str, rows: Sequence[Sequence[Any]], *, first: int) -> None:
-    """Rows hold seqs first, first+1, ...: a hole raises CorruptEvent naming the missing seq
-    (a page with a hole would otherwise serve a gap silently)."""
-    for expected, row in enumerate(rows, start=first):
-        if row[0] != expected:
-            raise CorruptEvent(thread_id, expected, f"missing (the next stored is {row[0]})")
-
-
-def _already_written(rows: Sequence[Sequence[Any]], events: Sequence[Event]) -> bool:
-    """Whether the stored `rows` (seq, body) are exactly `events` (a committed retry)."""
-    if len(rows) != len(events):
-        return False
-    try:
-        return all(
-            seq == e.seq and event_from_json(body) == e
-            for (seq, body), e in zip(rows, events, strict=True)
-        )
-    except CorruptEvent:
-        return False
-
-
 def _listed(row: Sequence[Any]) -> ThreadSummary | BadRow:
     """A listed row, or why it does not parse (skipped and reported by `list`)."""
     try:
         return _summary(row)
     except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
         return BadRow(str(row[0]), f"thread row does not parse: {type(exc).__name__}: {exc}"[:300])
-
-
-def _parse(thread_id: str, seq: int, body: str, schema_version: int) -> Event:
-    try:
-        event = event_from_json(body, schema_version=schema_version, thread_id=thread_id)
-    except CorruptEvent as exc:
-        raise CorruptEvent(thread_id, seq, exc.reason) from None
-    if event.seq != seq:
-        raise CorruptEvent(thread_id, seq, f"row seq {seq} holds an event with seq {event.seq}")
-    return event

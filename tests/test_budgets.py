@@ -1,0 +1,239 @@
+"""Budgets (issue 13): per thread and per tree, reserved before each model call, settled to
+what it used; exhausting one escalates with the figures; totals survive restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from budget_support import PRICE, biggest_reservation, left_open, lookup, runaway, spend
+from threadline import (
+    Agent,
+    Budget,
+    ConfigError,
+    MemoryStore,
+    Runtime,
+    SQLiteStore,
+    Status,
+    replay_thread,
+)
+from threadline.composition import children
+from threadline.events import BudgetSettled, Escalated
+from threadline.models.base import ModelProfile
+from threadline.stores import Store, tree_totals
+from threadline.testing import ScriptedModel, intent
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    made: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "t.db")
+    yield made
+    await made.close()
+
+
+async def test_a_runaway_model_is_stopped_by_the_cost_budget_within_one_call(
+    store: Store,
+) -> None:
+    limit = 0.01
+    agent = Agent(
+        "spender", tools=[lookup], model=runaway(), max_steps=1000, budget=Budget(max_usd=limit)
+    )
+    rt = Runtime(store, agents=[agent])
+    thread = await rt.launch(agent, "look everything up")
+    assert thread.status == Status.ESCALATED
+    calls, tokens, usd = spend(thread)
+    one_call = biggest_reservation(thread).usd
+    assert usd <= limit + one_call  # the brief's bound ...
+    assert usd <= limit  # ... and, reserving the output cap, the limit itself holds
+    assert limit - usd < 2 * one_call  # stopped near the limit, not long before it
+    assert calls == thread.state.model_calls >= 5
+    last = thread.events[-1]
+    assert isinstance(last, Escalated) and last.details["source"] == "budget"
+    assert last.details["scope"] == "thread" and last.details["exceeded"] == ["usd"]
+    figures = last.details["figures"]["usd"]
+    assert figures["limit"] == limit and figures["used"] == pytest.approx(usd)
+    assert figures["used"] + figures["next"] > limit
+    assert "usd" in last.reason and "limit" in last.reason
+    # no reservation is left open, and replay re-derives every event from the log
+    assert thread.state.reserved_usd is None
+    assert thread.state.spent_usd == pytest.approx(usd)
+    replayed = replay_thread(agent, await store.load(thread.id))
+    assert [e.kind for e in replayed.events] == [e.kind for e in thread.events]
+
+
+async def test_calls_and_tokens_budgets_and_the_figures_of_each_kind(store: Store) -> None:
+    agent = Agent(
+        "counted",
+        tools=[lookup],
+        model=runaway(),
+        max_steps=1000,
+        budget=Budget(max_model_calls=3),
+    )
+    rt = Runtime(store, agents=[agent])
+    thread = await rt.launch(agent, "go")
+    assert thread.status == Status.ESCALATED and thread.state.model_calls == 3
+    details = thread.events[-1].details  # type: ignore[union-attr]
+    assert details["exceeded"] == ["model_calls"]
+    assert details["figures"]["model_calls"] == {"used": 3, "reserved": 0, "next": 1, "limit": 3}
+    assert set(details["figures"]) == {"model_calls", "tokens", "usd"}
+
+    tokens = await rt.launch(agent, "go", budget=Budget(max_tokens=2000))
+    assert tokens.status == Status.ESCALATED
+    used = spend(tokens)[1]
+    assert used <= 2000
+    assert tokens.events[-1].details["exceeded"] == ["tokens"]  # type: ignore[union-attr]
+    assert tokens.metadata["budget"] == {"max_tokens": 2000}  # the launch's own budget
+
+
+async def test_a_thread_under_no_budget_records_nothing(store: Store) -> None:
+    model = ScriptedModel([intent("lookup", n=1), intent("done_for_now", message="ok")])
+    agent = Agent("free", tools=[lookup], model=model)
+    thread = await Runtime(store, agents=[agent]).launch(agent, "go")
+    assert thread.status == Status.DONE
+    assert not [e for e in thread.events if e.kind.startswith("budget_")]
+
+
+def test_a_budget_validates_its_numbers() -> None:
+    with pytest.raises(ValidationError):
+        Budget(max_usd=-1)
+    with pytest.raises(ValidationError):
+        Budget(max_tokens=-5)
+    with pytest.raises(ValidationError):
+        Budget(max_usd=float("nan"))
+    with pytest.raises(ValidationError):
+        Budget.model_validate({"max_dollars": 3})
+    with pytest.raises(ConfigError, match="budget must be a threadline.Budget"):
+        Agent("a", budget={"max_usd": 1})  # type: ignore[arg-type]
+
+
+async def test_a_usd_budget_over_a_model_without_a_price_is_refused_at_start() -> None:
+    unpriced = runaway("mystery", price=None)
+    agent = Agent("a", tools=[lookup], model=unpriced, budget=Budget(max_usd=1))
+    with pytest.raises(ConfigError, match="needs the price of model mystery"):
+        Runtime(MemoryStore(), agents=[agent])
+    free = Agent("b", tools=[lookup], model=unpriced)
+    rt = Runtime(MemoryStore(), agents=[free])
+    with pytest.raises(ConfigError, match="needs the price"):
+        await rt.launch(free, "go", budget=Budget(max_usd=1))
+    # a budget of calls or tokens needs no price
+    capped = await rt.launch(free, "go", budget=Budget(max_model_calls=2))
+    assert capped.status == Status.ESCALATED and capped.state.model_calls == 2
+    # a sub-agent without a price under a USD tree budget: refused at start too
+    sub = Agent("sub", tools=[lookup], model=unpriced)
+    top = Agent("top", tools=[sub.as_tool()], model=runaway(), tree_budget=Budget(max_usd=1))
+    with pytest.raises(ConfigError, match="agent sub"):
+        Runtime(MemoryStore(), agents=[top])
+
+
+def _tree(limit: float, on_answer: Callable[[], None] | None = None) -> Agent:
+    """A coordinator that hands work to two runaway specialists, under one tree budget."""
+    left = Agent("left", tools=[lookup], model=runaway(on_answer=on_answer), max_steps=1000)
+    right = Agent("right", tools=[lookup], model=runaway(on_answer=on_answer), max_steps=1000)
+    answers = [
+        [intent("left", task="look up the left half"), intent("right", task="the right half")],
+        intent("done_for_now", message="both halves done"),
+    ]
+    return Agent(
+        "coordinator",
+        tools=[left.as_tool(), right.as_tool()],
+        model=ScriptedModel(answers, profile=ModelProfile(price=PRICE), follow_thread=True),
+        tree_budget=Budget(max_usd=limit),
+    )
+
+
+async def test_a_tree_budget_shared_by_a_parent_and_two_children_stops_the_tree(
+    store: Store,
+) -> None:
+    limit = 0.02
+    coordinator = _tree(limit)
+    rt = Runtime(store, agents=[coordinator])
+    root = await rt.launch(coordinator, "look everything up")
+    root = await store.load(root.id)
+    kids = [await store.load(c) for c in children(root)]
+    assert [k.agent for k in kids] == ["left", "right"]
+    assert all(k.status == Status.ESCALATED for k in kids)
+    assert root.status == Status.ESCALATED
+    root_end = next(e for e in reversed(root.events) if isinstance(e, Escalated))
+    assert root_end.details["source"] == "budget" and root_end.details["scope"] == "tree"
+    assert root_end.details["root"] == root.id
+    tree = [root, *kids]
+    usd = sum(spend(t)[2] for t in tree)
+    assert usd <= limit
+    assert limit - usd < 3 * max(biggest_reservation(k).usd for k in kids)
+    assert sum(spend(k)[0] for k in kids) >= 5  # the children spent from the one budget
+    totals = await tree_totals(store, root.id)
+    assert totals is not None
+    assert totals.reserved[:2] == (0, 0) and totals.reserved[2] == pytest.approx(0, abs=1e-12)
+    assert totals.used[0] == sum(spend(t)[0] for t in tree)
+    assert totals.used[1] == sum(spend(t)[1] for t in tree)
+    assert totals.used[2] == pytest.approx(usd)
+    for kid in kids:
+        assert kid.metadata["tree_budget"] == {"max_usd": limit}
+        ended = kid.events[-1]
+        assert isinstance(ended, Escalated) and ended.details["scope"] == "tree"
+        figures = ended.details["figures"]["usd"]
+        assert figures["used"] + figures["reserved"] + figures["next"] > limit
+        replay_thread(rt.agent(kid.agent), kid)
+    replay_thread(coordinator, root)
+
+
+async def test_a_restart_mid_tree_keeps_the_totals(tmp_path: Path) -> None:
+    path = tmp_path / "tree.db"
+    first = SQLiteStore(path)
+    answered = 0
+
+    def stop_after_three() -> None:  # the process "dies" after three children's answers
+        nonlocal answered
+        answered += 1
+        if answered == 3:
+            rt.stop()
+
+    rt = Runtime(first, agents=[_tree(0.02, stop_after_three)])
+    root = await rt.launch("coordinator", "look everything up")
+    kids = children(await first.load(root.id))
+    assert len(kids) == 2
+    # ... and one child had reserved its next call when it died: the reservation is open
+    kid = await first.load(kids[0])
+    assert kid.status == Status.RUNNING
+    open_one = left_open(kid, 0.0031, tree=root.id, tree_budget=Budget(max_usd=0.02))
+    await first.append(kid.id, [open_one], expected_seq=kid.next_seq)
+    before = await tree_totals(first, root.id)
+    assert before is not None and before.used[0] >= 4 and before.reserved[0] == 1
+    await first.close()
+
+    second = SQLiteStore(path)  # a new process: nothing in memory
+    assert await tree_totals(second, root.id) == before
+    rt2 = Runtime(second, agents=[_tree(0.02)])
+    for k in kids:
+        await rt2.advance(k)
+    threads = [await second.load(t) for t in (root.id, *kids)]
+    assert all(t.status == Status.ESCALATED for t in threads)
+    after = await tree_totals(second, root.id)
+    assert after is not None and after.reserved[0] == 0
+    assert after.used[0] == sum(spend(t)[0] for t in threads) > before.used[0] + 1
+    assert after.used[2] == pytest.approx(sum(spend(t)[2] for t in threads))
+    assert after.used[2] <= 0.02
+    leftover = next(
+        e for e in threads[1].events if isinstance(e, BudgetSettled) and e.seq > open_one.seq
+    )
+    assert leftover.usd == 0.0031 and leftover.calls == 1  # settled in full
+    await second.close()
+
+
+async def test_a_reservation_a_crash_left_open_is_settled_in_full(store: Store) -> None:
+    agent = Agent(
+        "crashy", tools=[lookup], model=runaway(), max_steps=1000, budget=Budget(max_usd=1)
+    )
+    rt = Runtime(store, agents=[agent])
+    thread = await rt.launch(agent, "go", advance=False)
+    # what a process that died during the model call leaves: a reservation, no answer
+    open_one = left_open(thread, 0.5)
+    await store.append(thread.id, [open_one], expected_seq=thread.next_seq)
+    thread = await rt.advance(thread.id, max_steps=1)
+    settled = [e for e in thread.events if isinstance(e, BudgetSettled)]
+    assert settled[0].usd == 0.5 and settled[0].calls == 1  # counted in full
+    assert thread.state.spent_usd >= 0.5
