@@ -351,3 +351,14 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield b
         b.close()
+
+
+def signed_in_page(server: LiveServer, browser: Any, key: str = "admin") -> tuple[Any, list[str]]:
+    """A page of `server`'s inbox with `key` entered, and the list its script errors go to."""
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url + "/")
+    page.fill("#key-input", server.keys[key])
+    page.click("#key-form button")
+    return page, errors

@@ -129,13 +129,23 @@ def limits(agent: Agent, thread: Thread) -> Limits | None:
 
 
 def launch_metadata(
-    agent: Agent, model: Model | None, budget: Budget | None, tree_budget: Budget | None
+    agent: Agent,
+    model: Model | None,
+    budget: Budget | None,
+    tree_budget: Budget | None,
+    metadata: dict[str, Any],
 ) -> dict[str, Any]:
-    """The metadata a launch records for its own budgets (empty: the agent's apply).
+    """The metadata a launch records for its budgets: `budget` / `tree_budget` when given,
+    else those `metadata` already holds (a sub-agent's tree budget), checked.
 
     Raises:
-        ConfigError: a USD budget over a model without a price (`check_prices`).
+        ConfigError: a budget in `metadata` that does not validate, or a USD budget over a
+            model without a price (`check_prices`).
     """
+    budget = budget or _budget(metadata.get(BUDGET_KEY), "the metadata's budget")
+    tree_budget = tree_budget or _budget(
+        metadata.get(TREE_BUDGET_KEY), "the metadata's tree budget"
+    )
     check_prices(agent, model, budget, tree_budget)
     meta: dict[str, Any] = {}
     if budget is not None:

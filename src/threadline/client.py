@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .errors import InvalidAction, NotAllowed, ServerError, ThreadNotFound
-from .events import Event, Status, Thread
+from .events import Budget, Event, Status, Thread
 from .settings import Settings
 from .wire import (
     ChannelList,
@@ -118,15 +118,21 @@ class Client:
         metadata: dict[str, Any] | None = None,
         wait: bool = False,
         wait_timeout: float = 30.0,
+        budget: Budget | None = None,
+        tree_budget: Budget | None = None,
     ) -> ThreadOut:
-        """Start a thread; with `wait`, return once it stops running (or the timeout)."""
-        body = {
+        """Start a thread; with `wait`, return once it stops running (or the timeout).
+        `budget` / `tree_budget` replace the agent's for this thread (and its tree)."""
+        body: dict[str, Any] = {
             "agent": agent,
             "message": message,
             "metadata": metadata or {},
             "wait": wait,
             "wait_timeout": wait_timeout,
         }
+        for key, value in (("budget", budget), ("tree_budget", tree_budget)):
+            if value is not None:
+                body[key] = value.model_dump(exclude_none=True)
         data = await self._request(
             "POST",
             "/v1/threads",

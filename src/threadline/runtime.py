@@ -199,7 +199,7 @@ class Runtime(HumanActions):
             name = self.agent(agent).name
         meta = dict(metadata or {})
         meta.setdefault("channel", channel)
-        meta |= launch_metadata(self.agent(name), self.model, budget, tree_budget)
+        meta |= launch_metadata(self.agent(name), self.model, budget, tree_budget, meta)
         first = UserMessage(
             seq=0,
             at=self.clock(),

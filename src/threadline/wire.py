@@ -26,8 +26,10 @@ from pydantic import (
 
 from .bounds import MAX_DEPTH, check_value
 from .events import (
+    Budget,
     ChildStarted,
     Done,
+    Escalated,
     Event,
     GuardVerdict,
     HumanRequest,
@@ -52,6 +54,7 @@ __all__ = [
     "ApprovalsBody",
     "Channel",
     "ChannelList",
+    "Escalation",
     "EventKind",
     "EventKinds",
     "EventPage",
@@ -133,6 +136,10 @@ class LaunchBody(BaseModel):
     """Answer only when the thread stops running (paused, awaiting someone, ended)."""
     wait_timeout: float = Field(default=30.0, gt=0, le=300)
     """Seconds to wait at most; the thread is returned as it is then (maybe still running)."""
+    budget: Budget | None = None
+    """This thread's budget, replacing its agent's (docs/composition.md)."""
+    tree_budget: Budget | None = None
+    """The budget of the tree this thread roots (it and every sub-agent under it)."""
 
 
 class ApprovalBody(BaseModel):
@@ -317,6 +324,15 @@ class OpenQuestion(BaseModel):
     """Who may answer; empty means anyone holding the `respond` scope."""
 
 
+class Escalation(BaseModel):
+    """Why an escalated thread was handed to a person. An exhausted budget's `details`
+    hold `source: "budget"`, `scope`, `exceeded` and per kind the `figures` (used,
+    reserved, next, limit)."""
+
+    reason: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
 class Usage(BaseModel):
     model_calls: int
     input_tokens: int
@@ -434,6 +450,8 @@ class ThreadOut(ThreadListItem):
     """For a sub-agent's thread: the chain of parents from the root down to its parent."""
     children: list[str] = Field(default_factory=list)
     """The sub-agent threads this thread started, in order."""
+    escalation: Escalation | None = None
+    """For an escalated thread: the reason and its details (an exhausted budget's figures)."""
 
 
 class Channel(BaseModel):
@@ -481,7 +499,7 @@ class ChannelList(BaseModel):
 
 
 class Inbox(BaseModel):
-    """Threads waiting for a person (an approval or an answer), newest first."""
+    """Threads waiting for a person (an approval, an answer, or escalated), newest first."""
 
     items: list[ThreadOut]
 
@@ -543,6 +561,7 @@ def thread_out(thread: Thread) -> ThreadOut:
         last_error=state.last_error,
         ancestors=_ancestors(thread),
         children=[e.thread_id for e in thread.events if isinstance(e, ChildStarted)],
+        escalation=_escalation(thread),
         usage=Usage(
             model_calls=state.model_calls,
             input_tokens=state.input_tokens,
@@ -564,6 +583,13 @@ def _guard_note(thread: Thread, call_id: str) -> str | None:
         ):
             return f"{event.guard}: {event.reason}" if event.reason else event.guard
     return None
+
+
+def _escalation(thread: Thread) -> Escalation | None:
+    if thread.status != Status.ESCALATED:
+        return None
+    last = next((e for e in reversed(thread.events) if isinstance(e, Escalated)), None)
+    return None if last is None else Escalation(reason=last.reason, details=last.details)
 
 
 def _why(thread: Thread, call_id: str) -> dict[str, str | None]:

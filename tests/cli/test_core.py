@@ -338,3 +338,20 @@ def test_threads_show_lists_a_guard_block_and_replay_reproduces_it(tmp_path: Pat
     # the reason's markup is printed as text, never interpreted
     assert "no_drops: block c2: [red]never[/red] drop tables here" in line
     assert cli(tmp_path, "replay", str(row["id"])).returncode == 0
+
+
+def test_run_with_a_budget_escalates_and_show_prints_the_figures(tmp_path: Path) -> None:
+    answers = [{"intent": "add", "arguments": {"a": i, "b": 1}} for i in range(5)]
+    out = cli(tmp_path, "run", CALC, "add forever", "--budget-calls", "2", answers=answers)
+    assert out.returncode == 3 and "escalated" in out.stdout, out.stderr
+    tid = str(newest(tmp_path)["id"])
+    shown = cli(tmp_path, "threads", "show", tid)
+    assert "budget: spent 2 calls" in shown.stdout
+    assert "thread budget exhausted" in shown.stdout
+    assert "model_calls  2 + 0 + 1 > 2 <- exceeded" in shown.stdout
+    # a negative limit is a usage error; USD over the scripted model (no price) is refused
+    out = cli(tmp_path, "run", CALC, "x", "--budget-usd", "-1")
+    assert out.returncode == 2 and "--budget-usd" in out.stderr
+    out = cli(tmp_path, "run", CALC, "x", "--tree-budget-usd", "0.5")
+    assert out.returncode == 1 and "needs the price of model scripted" in out.stderr
+    assert "Traceback" not in out.stderr

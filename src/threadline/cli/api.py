@@ -23,7 +23,7 @@ from ..agent import Agent
 from ..bootstrap import load_agents, open_runtime
 from ..client import Client
 from ..errors import ConfigError, InvalidAction, StoreError
-from ..events import Event, Status, Thread, utcnow
+from ..events import Budget, Event, Status, Thread, utcnow
 from ..runtime import Observer, Runtime
 from ..runtime_actions import Verdict
 from ..schedules import schedule_from, view_of
@@ -127,7 +127,13 @@ class LocalThreads:
     # -- ThreadsAPI -----------------------------------------------------------------------
 
     async def launch(
-        self, agent: str, message: str, *, metadata: dict[str, Any] | None = None
+        self,
+        agent: str,
+        message: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        budget: Budget | None = None,
+        tree_budget: Budget | None = None,
     ) -> ThreadOut:
         """Launch `agent`: a loaded agent's name or a `path.py:name` reference (the thread
         records the reference, so later commands find the agent's code)."""
@@ -142,7 +148,13 @@ class LocalThreads:
             meta.setdefault("agent_ref", self.refs[name])
         self._with_model(name, announce=True)
         thread = await self.runtime.launch(
-            name, message, channel="cli", metadata=meta, advance=False
+            name,
+            message,
+            channel="cli",
+            metadata=meta,
+            advance=False,
+            budget=budget,
+            tree_budget=tree_budget,
         )
         return thread_out(thread)
 

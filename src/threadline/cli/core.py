@@ -19,7 +19,7 @@ from rich.table import Table
 from ..bounds import BoundsError, parse_json
 from ..composition import children
 from ..errors import ConfigError, InvalidAction, ThreadlineError
-from ..events import Event, Status, Thread
+from ..events import Budget, Event, Status, Thread
 from ..replay import replay_thread
 from ..runtime_actions import Verdict
 from ..wire import ThreadOut, ThreadPage
@@ -36,7 +36,7 @@ from .common import (
     stdin_is_terminal,
     threads_app,
 )
-from .display import format_arguments, format_event
+from .display import budget_lines, format_arguments, format_event
 
 __all__ = ["Printer", "drive", "format_event", "session"]
 
@@ -197,19 +197,49 @@ def run(
     ] = None,
     server: ServerOpt = None,
     locked: LockedOpt = False,
+    budget_usd: Annotated[float | None, _limit("--budget-usd", "USD", "this thread")] = None,
+    budget_tokens: Annotated[int | None, _limit("--budget-tokens", "tokens", "this thread")] = None,
+    budget_calls: Annotated[
+        int | None, _limit("--budget-calls", "model calls", "this thread")
+    ] = None,
+    tree_usd: Annotated[float | None, _limit("--tree-budget-usd", "USD", "the tree")] = None,
+    tree_tokens: Annotated[int | None, _limit("--tree-budget-tokens", "tokens", "the tree")] = None,
+    tree_calls: Annotated[
+        int | None, _limit("--tree-budget-calls", "model calls", "the tree")
+    ] = None,
 ) -> None:
     """Launch a thread of AGENT with MESSAGE and run it, printing events as they happen.
 
-    With --server, AGENT is the name of an agent the server serves.
+    With --server, AGENT is the name of an agent the server serves. The --budget-* and
+    --tree-budget-* options replace the agent's budgets for this thread and the tree of
+    sub-agent threads it roots (docs/composition.md).
     """
+    budget = _budget(budget_calls, budget_tokens, budget_usd)
+    tree_budget = _budget(tree_calls, tree_tokens, tree_usd)
 
     async def go() -> Thread:
         async with session(server, [agent], locked=locked) as (api, printer):
-            launched = await api.launch(agent, message, metadata={"channel": "cli"})
+            launched = await api.launch(
+                agent,
+                message,
+                metadata={"channel": "cli"},
+                budget=budget,
+                tree_budget=tree_budget,
+            )
             printer.catch_up(await api.load(launched.id))
             return await drive(api, printer, launched.id, _interactive(interactive))
 
     _finish(run_async(go()))
+
+
+def _limit(flag: str, what: str, whose: str) -> Any:
+    return typer.Option(flag, min=0, help=f"At most this many {what} for {whose}.")
+
+
+def _budget(calls: int | None, tokens: int | None, usd: float | None) -> Budget | None:
+    if calls is None and tokens is None and usd is None:
+        return None
+    return Budget(max_model_calls=calls, max_tokens=tokens, max_usd=usd)
 
 
 def _interactive(flag: bool | None) -> bool:
@@ -291,6 +321,8 @@ def threads_show(
         f"{st.input_tokens}/{st.output_tokens}",
         highlight=False,
     )
+    for line in budget_lines(thread):
+        console.print(line, highlight=False)
     if len(tree) > 1:
         console.print("sub-agent tree:", highlight=False)
         for depth, node in tree:

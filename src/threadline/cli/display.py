@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from .. import events as ev
 
-__all__ = ["event_detail", "format_arguments", "format_event"]
+__all__ = ["budget_lines", "event_detail", "format_arguments", "format_event"]
 
 _LIMIT = 300
 
@@ -96,3 +96,29 @@ def format_event(event: ev.Event) -> str:
     style, detail = event_detail(event)
     detail = detail if len(detail) <= _LIMIT else detail[: _LIMIT - 1] + "…"
     return f"[dim]{event.seq:>4}[/] [{style}]{event.kind:<18}[/] {escape(detail)}"
+
+
+def budget_lines(thread: ev.Thread) -> list[str]:
+    """What `threads show` says of a thread's budget: what it spent (and holds reserved),
+    and for a thread a budget stopped, the figures of each kind (Rich markup)."""
+    st = thread.state
+    if not any(isinstance(e, ev.BudgetReserved) for e in thread.events):
+        return []
+    held = ""
+    if st.reserved_tokens is not None:
+        held = f", reserved {st.reserved_tokens} tokens ${st.reserved_usd or 0:.6f}"
+    lines = [
+        f"budget: spent {st.spent_calls} calls, {st.spent_tokens} tokens, ${st.spent_usd:.6f}{held}"
+    ]
+    last = thread.events[-1]
+    if isinstance(last, ev.Escalated) and last.details.get("source") == ev.BUDGET_SOURCE:
+        scope = last.details.get("scope", "thread")
+        lines.append(f"[bold red]{scope} budget exhausted[/] (used + reserved + next > limit):")
+        for kind, f in (last.details.get("figures") or {}).items():
+            if f["limit"] is None:
+                continue
+            mark = " [bold red]<- exceeded[/]" if kind in last.details.get("exceeded", ()) else ""
+            lines.append(
+                f"  {kind:<12} {f['used']} + {f['reserved']} + {f['next']} > {f['limit']}{mark}"
+            )
+    return lines

@@ -1,6 +1,7 @@
 """People in the loop (factor 7): the inbox, approvals, answers and new messages.
 
-    GET  /v1/inbox                             threads waiting for a person, newest first
+    GET  /v1/inbox                             threads waiting for a person (an approval, an
+                                               answer, or escalated to one), newest first
     POST /v1/threads/{id}/approvals/{call_id}  {approved, comment?, edited_arguments?}
     POST /v1/threads/{id}/approvals            {verdicts: [{call_id, approved, ...}, ...]}
     POST /v1/threads/{id}/approvals/{call_id}/instead   {text}: respond instead of a verdict
@@ -36,12 +37,14 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["humans"])
 
-WAITING = (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN)
+WAITING = (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN, Status.ESCALATED)
+"""Handed to a person: an escalation (an exhausted budget, too many errors, ...) too."""
 
 
 @router.get("/inbox", response_model=Inbox)
 async def inbox(svc: Svc, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Inbox:
-    """Threads awaiting an approval or an answer, each with what it waits for."""
+    """Threads awaiting an approval or an answer, or escalated to a person, each with what
+    it waits for (`escalation`: the reason and, for a budget, its figures)."""
     summaries = []
     for status in WAITING:
         summaries += (await svc.store.list(status=status, limit=limit)).items

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from ...errors import ConfigError
 from ...events import Status
 from ...observability.propagation import TRACEPARENT_KEY, inbound_traceparent
 from ...wire import (
@@ -62,14 +63,19 @@ async def launch(body: LaunchBody, svc: Svc, who: Caller, via: Via) -> ThreadOut
     if traceparent and TRACEPARENT_KEY not in (metadata or {}):
         # The caller's trace: every step of the thread becomes part of it.
         metadata = {**(metadata or {}), TRACEPARENT_KEY: traceparent}
-    thread = await runtime.launch(
-        body.agent,
-        body.message,
-        channel=via,
-        sender=who.name,
-        metadata=metadata,
-        advance=False,
-    )
+    try:
+        thread = await runtime.launch(
+            body.agent,
+            body.message,
+            channel=via,
+            sender=who.name,
+            metadata=metadata,
+            advance=False,
+            budget=body.budget,
+            tree_budget=body.tree_budget,
+        )
+    except ConfigError as exc:  # e.g. a USD budget over a model without a price
+        raise ProblemError(422, "Launch refused", str(exc)) from None
     svc.runner.kick(thread.id)
     if body.wait:
         await wait_until_settled(

@@ -201,6 +201,10 @@ function renderInbox(threads) {
       const key = `${t.id}?${t.question.request_id}`;
       cards.push(existing.get(key) || questionCard(t, key));
     }
+    if (t.escalation) {
+      const key = `${t.id}!${t.next_seq}`;
+      cards.push(existing.get(key) || escalationCard(t, key));
+    }
     if (t.pending_approvals.length > 1) {
       const key = `${t.id}/*${t.pending_approvals.map((c) => c.call_id).join(",")}`;
       cards.push(existing.get(key) || batchCard(t, key));
@@ -327,6 +331,23 @@ function approvalCard(t, call, key) {
   });
   cancel.addEventListener("click", () => setMode("approve"));
   return card;
+}
+
+// An escalated thread: why, and for an exhausted budget its figures (used + reserved by
+// other calls + the next call > limit, per kind).
+function escalationCard(t, key) {
+  const details = t.escalation.details || {};
+  const rows = Object.entries(details.figures || {})
+    .filter(([, f]) => f.limit !== null)
+    .map(([kind, f]) => el("tr", { class: (details.exceeded || []).includes(kind) ? "over" : "" },
+      el("th", {}, kind), ...[f.used, f.reserved, f.next, f.limit].map((v) => el("td", {}, String(v)))));
+  const figures = rows.length ? el("table", { class: "figures" },
+    el("tr", {}, ...["", "used", "reserved", "next call", "limit"].map((h) => el("th", {}, h))),
+    ...rows) : null;
+  const title = details.source === "budget" ? `Budget exhausted (${details.scope || "thread"})`
+    : "Escalated";
+  return el("article", { class: "card escalation", "data-thread": t.id, "data-key": key },
+    el("h3", {}, title), cardMeta(t), el("p", { class: "reason" }, t.escalation.reason), figures);
 }
 
 function questionCard(t, key) {

@@ -1,0 +1,105 @@
+"""Budgets over the HTTP API (issue 13), on a real uvicorn server: a launch's own budget,
+validated (a negative number is a 422 and nothing is created); an exhausted budget's
+figures in the thread view and in the inbox, as JSON and as the inbox page's card."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from budget_support import lookup, runaway
+from server_support import DEFAULT_KEYS, LiveServer, assert_problem, signed_in_page, start_server
+from threadline import Agent, Budget
+from threadline.client import Client
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[LiveServer]:
+    spender = Agent("spender", tools=[lookup], model=runaway(), max_steps=1000)
+    unpriced = Agent("unpriced", tools=[lookup], model=runaway("mystery", price=None))
+    server = start_server(tmp_path, [spender, unpriced], None, keys=DEFAULT_KEYS)
+    yield server
+    server.stop()
+
+
+def _threads(server: LiveServer) -> int:
+    with sqlite3.connect(server.db_path) as conn:
+        return int(conn.execute("SELECT count(*) FROM threads").fetchone()[0])
+
+
+def _launch(server: LiveServer, **extra: Any) -> Any:
+    with server.client("admin") as c:
+        return c.post(
+            "/v1/threads",
+            json={"agent": "spender", "message": "look it all up", "wait": True} | extra,
+        )
+
+
+def test_a_launch_with_a_bad_budget_is_refused_with_nothing_created(served: LiveServer) -> None:
+    for bad in ({"max_usd": -1}, {"max_tokens": -3}, {"max_dollars": 2}, {"max_usd": "lots"}):
+        assert_problem(_launch(served, budget=bad), 422)
+        assert_problem(_launch(served, tree_budget=bad), 422)
+    with served.client("admin") as c:
+        r = c.post(
+            "/v1/threads",
+            json={"agent": "unpriced", "message": "go", "budget": {"max_usd": 1}},
+        )
+    assert_problem(r, 422)
+    assert "needs the price of model mystery" in r.json()["detail"]
+    assert _threads(served) == 0
+
+
+def test_an_exhausted_budget_shows_its_figures_in_the_thread_and_the_inbox(
+    served: LiveServer,
+) -> None:
+    r = _launch(served, budget={"max_model_calls": 2})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["status"] == "escalated" and body["metadata"]["budget"] == {"max_model_calls": 2}
+    details = body["escalation"]["details"]
+    assert details["source"] == "budget" and details["scope"] == "thread"
+    assert details["exceeded"] == ["model_calls"]
+    assert details["figures"]["model_calls"] == {"used": 2, "reserved": 0, "next": 1, "limit": 2}
+    assert (
+        "model_calls 2 used + 0 reserved + 1 for the next call > 2 limit"
+        in (body["escalation"]["reason"])
+    )
+    with served.client("reader") as c:
+        inbox = c.get("/v1/inbox").json()["items"]
+    (item,) = [t for t in inbox if t["id"] == body["id"]]
+    assert item["escalation"] == body["escalation"]
+
+
+def test_the_python_client_launches_with_a_budget(served: LiveServer) -> None:
+    async def go() -> Any:
+        async with Client(served.url, api_key=served.keys["admin"]) as client:
+            launched = await client.launch(
+                "spender", "go", budget=Budget(max_tokens=1500), wait=True, wait_timeout=20
+            )
+            return launched
+
+    out = asyncio.run(go())
+    assert out.status == "escalated" and out.metadata["budget"] == {"max_tokens": 1500}
+    assert out.escalation is not None
+    assert out.escalation.details["exceeded"] == ["tokens"]
+    assert out.escalation.details["figures"]["tokens"]["used"] <= 1500
+
+
+@pytest.mark.browser
+def test_the_inbox_page_shows_the_budget_figures(served: LiveServer, browser: Any) -> None:
+    body = _launch(served, budget={"max_model_calls": 2}).json()
+    page, errors = signed_in_page(served, browser)
+    card = page.locator(f"article.card.escalation[data-thread='{body['id']}']")
+    expect(card).to_be_visible()
+    expect(card.locator("h3")).to_have_text("Budget exhausted (thread)")
+    row = card.locator("table.figures tr.over")
+    expect(row).to_have_count(1)
+    expect(row.locator("th")).to_have_text("model_calls")
+    expect(row.locator("td")).to_have_text(["2", "0", "1", "2"])
+    assert errors == []
