@@ -16,7 +16,7 @@ from typing import Any
 from shared_data import SHARED, require_shared
 from threadline import Agent, MemoryStore, Runtime, Status
 from threadline.events import RawToolCall, Thread
-from threadline.models.base import ModelOutput
+from threadline.models.base import ModelOutput, ModelProfile
 from threadline.testing import ScriptedModel, intent
 from threadline.tools import Tool
 
@@ -127,11 +127,17 @@ def recorded_answers(traj: list[dict[str, Any]]) -> tuple[list[Any], list[str], 
     return answers, users, results
 
 
-async def run_recorded(run: dict[str, Any], guards: Sequence[Any] = ()) -> tuple[Agent, Thread]:
-    """Run one recorded conversation to its end (approving every write as asked)."""
+async def run_recorded(
+    run: dict[str, Any],
+    guards: Sequence[Any] = (),
+    profile: ModelProfile | None = None,
+    **options: Any,
+) -> tuple[Agent, Thread]:
+    """Run one recorded conversation to its end (approving every write as asked), the
+    scripted model declaring `profile` (a price, for budgets)."""
     answers, users, results = recorded_answers(run["traj"])
-    agent = airline_agent(results, guards)
-    model = ScriptedModel(answers)
+    agent = airline_agent(results, guards, **options)
+    model = ScriptedModel(answers, profile=profile)
     rt = Runtime(MemoryStore(), agents=[agent], model=model)
     thread = await rt.launch(agent, users.pop(0))
     for _ in range(500):

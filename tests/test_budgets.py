@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from airline_support import run_recorded, tau_runs
 from budget_support import PRICE, biggest_reservation, left_open, lookup, runaway, spend
 from threadline import (
     Agent,
@@ -22,8 +23,9 @@ from threadline import (
     replay_thread,
 )
 from threadline.composition import children
-from threadline.events import BudgetSettled, Escalated
+from threadline.events import BudgetReserved, BudgetSettled, Escalated
 from threadline.models.base import ModelProfile
+from threadline.models.pricing import PriceTable
 from threadline.stores import Store, tree_totals
 from threadline.testing import ScriptedModel, intent
 
@@ -237,3 +239,36 @@ async def test_a_reservation_a_crash_left_open_is_settled_in_full(store: Store) 
     settled = [e for e in thread.events if isinstance(e, BudgetSettled)]
     assert settled[0].usd == 0.5 and settled[0].calls == 1  # counted in full
     assert thread.state.spent_usd >= 0.5
+
+
+async def test_budgets_on_the_recorded_airline_conversations() -> None:
+    """Every 10th of the 200 recorded GPT-4o airline conversations (../shared/data), priced
+    as gpt-4o: a budget they stay within records one reservation and one settlement per
+    model call and replays; half of what a run spent, as a USD limit, stops it early."""
+    price = PriceTable().price("gpt-4o")
+    assert price is not None
+    gpt4o = ModelProfile.for_id("gpt-4o", price=price)
+    stopped_runs = 0
+    for run in tau_runs()[::10]:
+        agent, full = await run_recorded(
+            run, profile=gpt4o, budget=Budget(max_usd=100), max_consecutive_errors=3
+        )
+        calls = sum(e.kind in ("model_call", "model_error") for e in full.events)
+        reserved = [e for e in full.events if isinstance(e, BudgetReserved)]
+        assert len(reserved) == spend(full)[0] == calls > 0  # a provider error is a call
+        assert full.state.reserved_usd is None and full.state.spent_usd > 0
+        assert all(
+            e.usd == pytest.approx(price.cost(e.input_tokens, e.output_tokens)) for e in reserved
+        )
+        replay_thread(agent, full)
+        half = full.state.spent_usd / 2
+        agent, stopped = await run_recorded(
+            run, profile=gpt4o, budget=Budget(max_usd=half), max_consecutive_errors=3
+        )
+        assert stopped.state.spent_usd <= half
+        assert stopped.state.model_calls < full.state.model_calls
+        if stopped.status == Status.ESCALATED:
+            stopped_runs += 1
+            assert stopped.events[-1].details["exceeded"] == ["usd"]  # type: ignore[union-attr]
+        replay_thread(agent, stopped)
+    assert stopped_runs >= 15

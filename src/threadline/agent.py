@@ -200,8 +200,11 @@ class Agent:
             )
         self.dispatch_guards = tuple(as_guard(g) for g in self.guards)
         for name in ("budget", "tree_budget"):
-            if not isinstance(getattr(self, name), Budget | None):
+            value = getattr(self, name)
+            if not isinstance(value, Budget | None):
                 raise ConfigError(f"agent {self.name}: {name} must be a threadline.Budget")
+            if value is not None and value.empty:
+                setattr(self, name, None)  # no limit of any kind: no budget
         tools = list(self.tools)
         if self.human_tools:
             names = {t.name for t in tools}
