@@ -28,6 +28,7 @@ BENCHES = [
     "retries",
     "guards",
     "ratelimits",
+    "budgets",
 ]
 
 

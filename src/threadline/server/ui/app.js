@@ -224,13 +224,31 @@ function cardMeta(t) {
     el("a", { href: `#thread=${t.id}`, "data-open": t.id }, t.id), ` · ${ago(t.updated_at)}`);
 }
 
-// One request for every pending call of a thread: approve some, reject some.
+// One request for every pending call of a thread: approve some, reject some, edit some.
+// An edited call gets its editor when "edit arguments" is chosen (and loses it when not),
+// so a card holds only the text boxes in use.
 function batchCard(t, key) {
+  const editors = new Map();
   const rows = t.pending_approvals.map((call) => {
     const pick = el("select", { "aria-label": `Verdict on ${call.call_id}`, "data-call": call.call_id },
       el("option", { value: "approve" }, "approve"),
-      el("option", { value: "reject" }, "reject"));
-    return el("li", {}, pick, " ", el("code", {}, call.tool), ` [${call.call_id}]`);
+      el("option", { value: "reject" }, "reject"),
+      el("option", { value: "edit" }, "edit arguments"));
+    const row = el("li", {}, pick, " ", el("code", {}, call.tool), ` [${call.call_id}]`);
+    pick.addEventListener("change", () => {
+      editors.get(call.call_id)?.remove();
+      editors.delete(call.call_id);
+      if (pick.value !== "edit") return;
+      const editor = el("textarea", {
+        class: "args-editor", spellcheck: "false", "data-call": call.call_id,
+        "aria-label": `Edited arguments of ${call.call_id}`,
+      });
+      editor.value = pretty(call.arguments);
+      row.append(editor);
+      editors.set(call.call_id, editor);
+      editor.focus();
+    });
+    return row;
   });
   const comment = el("textarea", {
     placeholder: "Why the rejections? The agent reads this.", "aria-label": "Batch comment",
@@ -241,12 +259,38 @@ function batchCard(t, key) {
     cardMeta(t), el("ul", {}, ...rows), comment, el("div", { class: "actions" }, send));
   send.addEventListener("click", () => {
     const note = comment.value.trim() || null;
-    const verdicts = [...card.querySelectorAll("select")].map((pick) => (
-      pick.value === "approve" ? { call_id: pick.dataset.call, approved: true }
-        : { call_id: pick.dataset.call, approved: false, comment: note }));
+    const verdicts = [];
+    for (const pick of card.querySelectorAll("select")) {
+      const callId = pick.dataset.call;
+      if (pick.value === "reject") {
+        verdicts.push({ call_id: callId, approved: false, comment: note });
+      } else if (pick.value === "edit") {
+        const edited = editedArguments(editors.get(callId), callId);
+        if (edited === null) return; // nothing is sent until every edit is a JSON object
+        verdicts.push({ call_id: callId, approved: true, edited_arguments: edited });
+      } else {
+        verdicts.push({ call_id: callId, approved: true });
+      }
+    }
     act(card, `/v1/threads/${t.id}/approvals`, { verdicts }, t.id);
   });
   return card;
+}
+
+// The JSON object in an arguments editor, or null (with a notice) when it is not one.
+function editedArguments(editor, callId) {
+  let edited;
+  try { edited = JSON.parse(editor.value); } catch (err) {
+    notice(`The edited arguments of ${callId} are not valid JSON: ${err.message}`, true);
+    editor.focus();
+    return null;
+  }
+  if (!edited || typeof edited !== "object" || Array.isArray(edited)) {
+    notice(`The edited arguments of ${callId} must be a JSON object.`, true);
+    editor.focus();
+    return null;
+  }
+  return edited;
 }
 
 function approvalCard(t, call, key) {
@@ -300,17 +344,8 @@ function approvalCard(t, call, key) {
   };
   approve.addEventListener("click", () => {
     if (mode !== "edit") { act(card, path, { approved: true }, t.id); return; }
-    let edited;
-    try { edited = JSON.parse(editor.value); } catch (err) {
-      notice(`The edited arguments are not valid JSON: ${err.message}`, true);
-      editor.focus();
-      return;
-    }
-    if (!edited || typeof edited !== "object" || Array.isArray(edited)) {
-      notice("The edited arguments must be a JSON object.", true);
-      return;
-    }
-    act(card, path, { approved: true, edited_arguments: edited }, t.id);
+    const edited = editedArguments(editor, call.call_id);
+    if (edited !== null) act(card, path, { approved: true, edited_arguments: edited }, t.id);
   });
   edit.addEventListener("click", () => {
     editor.value = pretty(call.arguments);
