@@ -3,6 +3,8 @@ what it used; exhausting one escalates with the figures; totals survive restarts
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -272,3 +274,25 @@ async def test_budgets_on_the_recorded_airline_conversations() -> None:
             assert stopped.events[-1].details["exceeded"] == ["usd"]  # type: ignore[union-attr]
         replay_thread(agent, stopped)
     assert stopped_runs >= 15
+
+
+async def test_a_malformed_budget_in_metadata_is_refused_at_launch_and_escalates_later(
+    tmp_path: Path,
+) -> None:
+    agent = Agent("a", tools=[lookup], model=runaway(), max_steps=1000)
+    store = SQLiteStore(tmp_path / "t.db")
+    rt = Runtime(store, agents=[agent])
+    for bad in ({"max_usd": -1}, "lots", {"max_calls": 3}):
+        with pytest.raises(ConfigError, match="is not a budget"):
+            await rt.launch(agent, "go", metadata={"budget": bad})
+    # a row damaged after the launch: the thread escalates saying why, nothing crashes
+    thread = await rt.launch(agent, "go", budget=Budget(max_model_calls=5), advance=False)
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        damaged = json.dumps({"budget": {"max_model_calls": -5}})
+        conn.execute("UPDATE threads SET metadata = ? WHERE id = ?", (damaged, thread.id))
+    ended = await rt.advance(thread.id)
+    assert ended.status == Status.ESCALATED
+    assert "the thread's budget is not a budget" in ended.events[-1].reason  # type: ignore[union-attr]
+    assert ended.events[-1].details["source"] == "budget"  # type: ignore[union-attr]
+    assert ended.state.model_calls == 0
+    await store.close()

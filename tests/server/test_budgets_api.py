@@ -45,6 +45,7 @@ def test_a_launch_with_a_bad_budget_is_refused_with_nothing_created(served: Live
     for bad in ({"max_usd": -1}, {"max_tokens": -3}, {"max_dollars": 2}, {"max_usd": "lots"}):
         assert_problem(_launch(served, budget=bad), 422)
         assert_problem(_launch(served, tree_budget=bad), 422)
+        assert_problem(_launch(served, metadata={"budget": bad}), 422)
     with served.client("admin") as c:
         r = c.post(
             "/v1/threads",
