@@ -29,10 +29,10 @@ budget, the child's outcome delivered to its parent carries the escalation up wi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
@@ -55,16 +55,16 @@ from .events import (
     Thread,
 )
 from .models.base import Context, Model, ModelOutput
+from .stores.base import Lease, Store
 
 if TYPE_CHECKING:
     from .agent import Agent
-    from .runtime import Runtime
-    from .stores.base import Lease
 
 __all__ = [
     "BUDGET_KEY",
     "TREE_BUDGET_KEY",
     "Held",
+    "Host",
     "Limits",
     "check_prices",
     "child_metadata",
@@ -81,6 +81,18 @@ TREE_BUDGET_KEY = "tree_budget"
 sub-agent thread of the tree when it starts)."""
 
 KINDS = ("model_calls", "tokens", "usd")
+
+
+class Host(Protocol):
+    """What reserving needs of the runtime that calls it (`Runtime` is one); declared here
+    so that budgets sit below the runtime."""
+
+    store: Store
+    clock: Callable[[], datetime]
+
+    async def append_events(
+        self, thread: Thread, events: Sequence[Event], lease: Lease | None
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +284,7 @@ def _used(
 
 
 async def reserve(
-    runtime: Runtime,
+    runtime: Host,
     agent: Agent,
     thread: Thread,
     model: Model,
@@ -415,7 +427,7 @@ def _num(value: float) -> str:
 
 
 async def _escalate(
-    runtime: Runtime,
+    runtime: Host,
     thread: Thread,
     lease: Lease | None,
     reason: str,

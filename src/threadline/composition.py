@@ -62,6 +62,8 @@ class Host(Protocol):
 
     def add_agent(self, agent: Agent) -> None: ...
 
+    def agent(self, name: str) -> Agent: ...
+
     async def launch(
         self,
         agent: Agent,
