@@ -16,6 +16,7 @@ from .errors import ConfigError
 from .guards import FailurePolicy, GuardFunction, GuardLike, as_guard
 from .ratelimits import RateLimits
 from .events import Budget
+from .guards import FailurePolicy, GuardFunction, GuardLike, as_guard
 from .tools import (
     ApprovalPolicy,
     SubAgent,

@@ -63,7 +63,7 @@ from .reducer import (
     step_events,
 )
 from .retries import ToolRuns
-from .runtime_actions import _MAX_REBASE, HumanActions, launched
+from .runtime_actions import _MAX_REBASE, HumanActions
 from .stores.base import Lease, Store, new_thread_id
 
 __all__ = ["Observer", "Runtime", "compact_error"]

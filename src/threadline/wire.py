@@ -54,7 +54,6 @@ __all__ = [
     "ApprovalsBody",
     "Channel",
     "ChannelList",
-    "Escalation",
     "EventKind",
     "EventKinds",
     "EventPage",
@@ -136,10 +135,8 @@ class LaunchBody(BaseModel):
     """Answer only when the thread stops running (paused, awaiting someone, ended)."""
     wait_timeout: float = Field(default=30.0, gt=0, le=300)
     """Seconds to wait at most; the thread is returned as it is then (maybe still running)."""
-    budget: Budget | None = None
-    """This thread's budget, replacing its agent's (docs/composition.md)."""
+    budget: Budget | None = None  # this thread's and its tree's, replacing the agent's
     tree_budget: Budget | None = None
-    """The budget of the tree this thread roots (it and every sub-agent under it)."""
 
 
 class ApprovalBody(BaseModel):
@@ -324,15 +321,6 @@ class OpenQuestion(BaseModel):
     """Who may answer; empty means anyone holding the `respond` scope."""
 
 
-class Escalation(BaseModel):
-    """Why an escalated thread was handed to a person. An exhausted budget's `details`
-    hold `source: "budget"`, `scope`, `exceeded` and per kind the `figures` (used,
-    reserved, next, limit)."""
-
-    reason: str
-    details: dict[str, Any] = Field(default_factory=dict)
-
-
 class Usage(BaseModel):
     model_calls: int
     input_tokens: int
@@ -450,8 +438,9 @@ class ThreadOut(ThreadListItem):
     """For a sub-agent's thread: the chain of parents from the root down to its parent."""
     children: list[str] = Field(default_factory=list)
     """The sub-agent threads this thread started, in order."""
-    escalation: Escalation | None = None
-    """For an escalated thread: the reason and its details (an exhausted budget's figures)."""
+    escalation: Escalated | None = None
+    """For an escalated thread, its `escalated` event: the reason, and in `details` an
+    exhausted budget's figures (docs/composition.md)."""
 
 
 class Channel(BaseModel):
@@ -585,11 +574,9 @@ def _guard_note(thread: Thread, call_id: str) -> str | None:
     return None
 
 
-def _escalation(thread: Thread) -> Escalation | None:
-    if thread.status != Status.ESCALATED:
-        return None
-    last = next((e for e in reversed(thread.events) if isinstance(e, Escalated)), None)
-    return None if last is None else Escalation(reason=last.reason, details=last.details)
+def _escalation(thread: Thread) -> Escalated | None:
+    found = (e for e in reversed(thread.events) if isinstance(e, Escalated))
+    return next(found, None) if thread.status == Status.ESCALATED else None
 
 
 def _why(thread: Thread, call_id: str) -> dict[str, str | None]:

@@ -1,4 +1,4 @@
-"""The event kinds, their traits, and parsing stored events (schema upgrades)."""
+"""The event kinds and their traits (parsing stored events: `threadline.events.thread`)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-
-from ..errors import CorruptEvent
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "BUDGET_SOURCE",
@@ -52,8 +50,6 @@ __all__ = [
     "UserMessage",
     "WaitTimedOut",
     "Waiting",
-    "event_from_dict",
-    "event_from_json",
     "is_prefetch",
     "utcnow",
 ]
@@ -583,71 +579,7 @@ EVENT_CLASSES: tuple[type[_EventBase], ...] = (
 )
 """Every event class, in the order of the `Event` union."""
 
-_EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
-_EVENT_LIST_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
-
 
 def is_prefetch(event: Event) -> bool:
     """Whether `event` is a pre-fetched tool call (configuration, not a model's choice)."""
     return isinstance(event, ToolCall) and event.call_id.startswith(PREFETCH_PREFIX)
-
-
-def _upgrade_v0(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 0 (the 0.0.x previews) named the discriminator `type` and the tool `tool_name`."""
-    data = dict(data)
-    if "type" in data and "kind" not in data:
-        data["kind"] = data.pop("type")
-    if "tool_name" in data:
-        data["tool"] = data.pop("tool_name")
-    if data.get("kind") == "tool_call" and "version" not in data:
-        data["version"] = "1"
-    return data
-
-
-_UPGRADES = {0: _upgrade_v0}
-"""schema_version -> function that lifts one event dict to schema_version + 1."""
-
-
-def event_from_dict(
-    data: dict[str, Any], *, schema_version: int = SCHEMA_VERSION, thread_id: str = "?"
-) -> Event:
-    """Parse one stored event, upgrading it from `schema_version` first.
-
-    Raises:
-        CorruptEvent: the data is not a valid event of any known kind.
-    """
-    for version in range(schema_version, SCHEMA_VERSION):
-        data = _UPGRADES[version](data)
-    try:
-        return _EVENT_ADAPTER.validate_python(data)
-    except ValidationError as exc:
-        seq = data.get("seq", -1) if isinstance(data, dict) else -1
-        raise CorruptEvent(
-            thread_id, int(seq) if isinstance(seq, int) else -1, _short_validation(exc)
-        ) from None
-
-
-def event_from_json(
-    raw: str | bytes, *, schema_version: int = SCHEMA_VERSION, thread_id: str = "?"
-) -> Event:
-    """Parse one stored event from JSON (see `event_from_dict`)."""
-    if schema_version == SCHEMA_VERSION:
-        try:
-            return _EVENT_ADAPTER.validate_json(raw)
-        except ValidationError as exc:
-            raise CorruptEvent(thread_id, -1, _short_validation(exc)) from None
-    import json
-
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise CorruptEvent(thread_id, -1, f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise CorruptEvent(thread_id, -1, "not a JSON object")
-    return event_from_dict(data, schema_version=schema_version, thread_id=thread_id)
-
-
-def _short_validation(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    return f"{loc}: {first['msg']}" if loc else first["msg"]

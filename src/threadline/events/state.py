@@ -263,6 +263,7 @@ class ThreadState:
             self.last_error = f"{event.tool}: blocked by {event.guard}: {event.reason}"
         elif call.guard != "require_approval":
             call.guard = event.verdict
+
     def _budget(self, event: ev.BudgetReserved | ev.BudgetSettled) -> None:
         if isinstance(event, ev.BudgetReserved):
             self.reserved_tokens, self.reserved_usd = event.tokens, event.usd

@@ -1,4 +1,5 @@
-"""`Thread`: the append-only event sequence of one agent run and its folded state."""
+"""`Thread`: the append-only event sequence of one agent run and its folded state; parsing
+stored events (schema upgrades)."""
 
 from __future__ import annotations
 
@@ -6,23 +7,20 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from ..errors import CorruptEvent
-from .kinds import (
-    _EVENT_LIST_ADAPTER,
-    SCHEMA_VERSION,
-    Event,
-    JsonValue,
-    _short_validation,
-    event_from_dict,
-    utcnow,
-)
+from .kinds import SCHEMA_VERSION, Event, JsonValue, utcnow
 from .state import _EMPTY, Status, ThreadState
 
 __all__ = [
     "Thread",
+    "event_from_dict",
+    "event_from_json",
 ]
+
+_EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+_EVENT_LIST_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 
 class Thread:
@@ -117,3 +115,64 @@ class Thread:
             metadata=dict(data.get("metadata") or _EMPTY),
             created_at=datetime.fromisoformat(created) if created else None,
         )
+
+
+def _upgrade_v0(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 0 (the 0.0.x previews) named the discriminator `type` and the tool `tool_name`."""
+    data = dict(data)
+    if "type" in data and "kind" not in data:
+        data["kind"] = data.pop("type")
+    if "tool_name" in data:
+        data["tool"] = data.pop("tool_name")
+    if data.get("kind") == "tool_call" and "version" not in data:
+        data["version"] = "1"
+    return data
+
+
+_UPGRADES = {0: _upgrade_v0}
+"""schema_version -> function that lifts one event dict to schema_version + 1."""
+
+
+def event_from_dict(
+    data: dict[str, Any], *, schema_version: int = SCHEMA_VERSION, thread_id: str = "?"
+) -> Event:
+    """Parse one stored event, upgrading it from `schema_version` first.
+
+    Raises:
+        CorruptEvent: the data is not a valid event of any known kind.
+    """
+    for version in range(schema_version, SCHEMA_VERSION):
+        data = _UPGRADES[version](data)
+    try:
+        return _EVENT_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        seq = data.get("seq", -1) if isinstance(data, dict) else -1
+        raise CorruptEvent(
+            thread_id, int(seq) if isinstance(seq, int) else -1, _short_validation(exc)
+        ) from None
+
+
+def event_from_json(
+    raw: str | bytes, *, schema_version: int = SCHEMA_VERSION, thread_id: str = "?"
+) -> Event:
+    """Parse one stored event from JSON (see `event_from_dict`)."""
+    if schema_version == SCHEMA_VERSION:
+        try:
+            return _EVENT_ADAPTER.validate_json(raw)
+        except ValidationError as exc:
+            raise CorruptEvent(thread_id, -1, _short_validation(exc)) from None
+    import json
+
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise CorruptEvent(thread_id, -1, f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CorruptEvent(thread_id, -1, "not a JSON object")
+    return event_from_dict(data, schema_version=schema_version, thread_id=thread_id)
+
+
+def _short_validation(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    return f"{loc}: {first['msg']}" if loc else first["msg"]
