@@ -33,11 +33,10 @@ from .events import (
     Event,
     GuardVerdict,
     HumanRequest,
-    ModelCall,
     Status,
     Thread,
     ToolCall,
-    UserMessage,
+    call_context,
     event_from_dict,
     summarize,
 )
@@ -540,7 +539,7 @@ def thread_out(thread: Thread) -> ThreadOut:
                 arguments=c.arguments,
                 approvers=list(c.approvers),
                 guard=_guard_note(thread, c.call_id),
-                **_why(thread, c.call_id),
+                **call_context(thread, c.call_id),
             )
             for c in state.pending.values()
             if c.approval == "requested"
@@ -577,34 +576,3 @@ def _guard_note(thread: Thread, call_id: str) -> str | None:
 def _escalation(thread: Thread) -> Escalated | None:
     found = (e for e in reversed(thread.events) if isinstance(e, Escalated))
     return next(found, None) if thread.status == Status.ESCALATED else None
-
-
-def _why(thread: Thread, call_id: str) -> dict[str, str | None]:
-    """The user's request and the model's stated reason around the call `call_id`."""
-    request = reason = None
-    seen_call = False
-    for event in reversed(thread.events):
-        if isinstance(event, ToolCall) and event.call_id == call_id:
-            seen_call = True
-        elif seen_call and reason is None and isinstance(event, ModelCall):
-            reason = _stated_reason(event.output) or ""
-        elif seen_call and isinstance(event, UserMessage):
-            request = event.text
-            break
-    return {"request": request, "reason": reason or None}
-
-
-def _stated_reason(output: str) -> str | None:
-    """The model's words beside its intent: a JSON intent's `reason` (or `why`), or the
-    text of an answer that is not just the intent's JSON."""
-    text = output.strip()
-    if not text:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:2000]
-    if isinstance(data, dict):
-        found = data.get("reason") or data.get("why")
-        return str(found)[:2000] if found else None
-    return None

@@ -14,8 +14,9 @@ from typing import Any, assert_never
 from pydantic import BaseModel, ConfigDict
 
 from . import kinds as ev
+from .thread import Thread
 
-__all__ = ["Summary", "summarize"]
+__all__ = ["Summary", "call_context", "summarize"]
 
 
 class Summary(BaseModel):
@@ -134,3 +135,35 @@ def summarize(event: ev.Event) -> Summary:
             return Summary(text=f"no {event.event} came" if event.event else "the time came")
         case _:
             assert_never(event)
+
+
+def call_context(thread: Thread, call_id: str) -> dict[str, str | None]:
+    """What a person deciding on call `call_id` reads beside it: the user's `request` it
+    answers and the model's stated `reason` (None where there is none)."""
+    request = reason = None
+    seen_call = False
+    for event in reversed(thread.events):
+        if isinstance(event, ev.ToolCall) and event.call_id == call_id:
+            seen_call = True
+        elif seen_call and reason is None and isinstance(event, ev.ModelCall):
+            reason = _stated_reason(event.output) or ""
+        elif seen_call and isinstance(event, ev.UserMessage):
+            request = event.text
+            break
+    return {"request": request, "reason": reason or None}
+
+
+def _stated_reason(output: str) -> str | None:
+    """The model's words beside its intent: a JSON intent's `reason` (or `why`), or the
+    text of an answer that is not just the intent's JSON."""
+    text = output.strip()
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:2000]
+    if isinstance(data, dict):
+        found = data.get("reason") or data.get("why")
+        return str(found)[:2000] if found else None
+    return None
