@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .context.settings import ContextSettings
 from .errors import ConfigError
-from .guards import FailurePolicy, GuardFunction, GuardLike, as_guard
-from .ratelimits import RateLimits
 from .events import Budget
 from .guards import FailurePolicy, GuardFunction, GuardLike, as_guard
+from .ratelimits import RateLimits
 from .tools import (
     ApprovalPolicy,
     SubAgent,

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BUDGET_KEY",
     "TREE_BUDGET_KEY",
+    "Budget",
     "Held",
     "Host",
     "Limits",

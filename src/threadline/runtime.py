@@ -26,13 +26,12 @@ from pydantic import BaseModel
 
 from .agent import Agent
 from .bounds import stored_result
-from .budgets import check_prices, launch_metadata, reserve
+from .budgets import Budget, check_prices, launch_metadata, reserve
 from .composition import collect, deliver, start_child
 from .context.redaction import redact_for_storage
 from .context.renderer import Renderer
 from .errors import AppendConflict, ConfigError, ModelError
 from .events import (
-    Budget,
     Event,
     Status,
     Thread,
@@ -84,9 +83,8 @@ class Runtime(HumanActions):
         observers: called after each append (logging, live streams, webhooks).
         offload: do the CPU-heavy pure work of a step (rendering, storage redaction, the
             checks of a tool's result, a launch's redaction) in one worker thread of this
-            runtime instead of on the event loop. The server turns it on, so a large launch
-            or result never stops it answering other requests; a plain script, whose loop
-            serves nothing else, saves the thread hops.
+            runtime, not on the event loop. The server turns it on, so a large launch or
+            result never stops it answering; a plain script saves the thread hops.
         lease_ttl: seconds of the leases this runtime takes itself (a sub-agent's thread, a
             parent advanced after its child ended); a heartbeat renews them while they run.
         rate_limits: limits over the agents' own, shared through the store (`ratelimits`).
@@ -190,7 +188,7 @@ class Runtime(HumanActions):
         budget: Budget | None = None,
         tree_budget: Budget | None = None,
     ) -> Thread:
-        """Create a thread with its first user message; advance it unless `advance=False`.
+        """Create a thread with its first user message; advance it unless `advance=False`;
         `budget` / `tree_budget` replace the agent's for this thread (and its tree)."""
         if isinstance(agent, Agent):
             self.add_agent(agent)
@@ -280,7 +278,8 @@ class Runtime(HumanActions):
             case Wait():
                 return thread, 1
         try:
-            await self._append(thread, step_events(step, thread.next_seq, self.clock()), lease)
+            events = step_events(step, thread.next_seq, self.clock())
+            await self.append_events(thread, events, lease)
         except AppendConflict:
             thread = await self.store.load(thread.id)  # someone acted first; decide again
         return thread, 1
@@ -303,7 +302,7 @@ class Runtime(HumanActions):
             prepared = await renderer.prepare(thread, model, self.clock())
         if prepared.events:
             try:
-                await self._append(thread, prepared.events, lease)
+                await self.append_events(thread, prepared.events, lease)
             except AppendConflict:
                 return await self.store.load(thread.id), 1
         context = prepared.context
@@ -313,9 +312,8 @@ class Runtime(HumanActions):
         permit = await self.limits.model_call(agent, model, context)
         if permit.wait is not None:  # over a rate limit: a durable wait, not an error
             return await self._append_rebased(thread, permit.wait, lease, still_valid=_not_ended), 1
-        held = await reserve(self, agent, thread, model, context, lease)  # budgets
-        if not held.go:
-            return held.thread, 1
+        if not (held := await reserve(self, agent, thread, model, context, lease)).go:
+            return held.thread, 1  # a budget's escalation, or someone acted meanwhile
         started = time.perf_counter()
         out: ModelOutput | None = None
         error: ModelError | None = None
@@ -452,13 +450,6 @@ class Runtime(HumanActions):
             return True
         return False
 
-    async def append_events(
-        self, thread: Thread, events: Sequence[Event], lease: Lease | None
-    ) -> None:
-        """Checkpoint `events` at `thread`'s tail, extending it. Raises `AppendConflict`
-        (nothing written) when someone appended first."""
-        await self._append(thread, events, lease)
-
     async def append_outcome(
         self,
         thread: Thread,
@@ -530,7 +521,10 @@ class Runtime(HumanActions):
             return await self._cpu_bound(redact_for_storage, redactor, events)
         return events
 
-    async def _append(self, thread: Thread, events: Sequence[Event], lease: Lease | None) -> None:
+    async def append_events(
+        self, thread: Thread, events: Sequence[Event], lease: Lease | None
+    ) -> None:
+        """Checkpoint `events` at `thread`'s tail; `AppendConflict`: nothing written."""
         events = await self._redacted(thread, list(events))
         await self.store.append(thread.id, events, expected_seq=thread.next_seq, lease=lease)
         thread.extend(events)
@@ -556,7 +550,7 @@ class Runtime(HumanActions):
         for _ in range(_MAX_REBASE):
             expected = thread.next_seq
             try:
-                await self._append(thread, build(expected, self.clock()), lease)
+                await self.append_events(thread, build(expected, self.clock()), lease)
                 return thread
             except AppendConflict as conflict:
                 thread = await self.store.load(thread.id)

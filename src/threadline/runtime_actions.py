@@ -76,7 +76,7 @@ class HumanActions:
 
         def agent(self, name: str) -> Agent: ...
 
-        async def _append(
+        async def append_events(
             self, thread: Thread, events: Sequence[Event], lease: Lease | None
         ) -> None: ...
 
@@ -93,7 +93,7 @@ class HumanActions:
             thread = await self.store.load(thread_id)
             events = build(thread, thread.next_seq, self.clock())
             try:
-                await self._append(thread, events, None)
+                await self.append_events(thread, events, None)
                 return thread
             except AppendConflict:
                 continue
