@@ -319,3 +319,22 @@ async def test_a_message_instead_of_a_verdict_updates_what_the_approval_sent(
     assert (decided.notice.approved, decided.notice.comment) == (None, "staging first")
     assert decided.notice.tool == "deploy" and decided.previous == {"n": 1}
     await runtime.store.close()
+
+
+async def test_catch_up_leaves_agents_served_elsewhere_to_their_processes(
+    tmp_path: Path,
+) -> None:
+    channel = MemoryChannel()
+    runtime, dispatcher = await _setup(tmp_path, _agent(), channel)
+    other = Agent(name="oncall", tools=[deploy], instructions="deploy", routes={})
+    elsewhere = Runtime(SQLiteStore(tmp_path / "t.db"), agents=[other], model=_model())
+    thread = await elsewhere.launch(
+        "oncall", "deploy", channel="memory", metadata={"conversation": {"room": "r"}}
+    )
+    assert thread.status == Status.AWAITING_APPROVAL
+    # Only a process serving `oncall` knows where its approvals go (its routes).
+    assert await dispatcher.catch_up() == 0
+    await dispatcher.flush()
+    assert channel.sent == []
+    await elsewhere.store.close()
+    await runtime.store.close()

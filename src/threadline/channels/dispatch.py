@@ -345,7 +345,8 @@ class Dispatcher:
         A process can stop between an append and its outbox record. Run at start-up (by
         the server and every worker), this records the notices of every approval and
         question still open, and those of the final answer or escalation of every thread
-        that ended within `recent` (older news is stale: it is not sent late). Idempotent:
+        that ended within `recent` (older news is stale: it is not sent late), for the
+        agents this process serves (only they know their routes). Idempotent:
         entry ids are stable, so a notice already queued or sent is not recorded again,
         and several processes starting together record it once. At most `limit` threads
         of each status are looked at, newest first. Returns how many threads were loaded.
@@ -356,6 +357,8 @@ class Dispatcher:
             async for summary in _summaries(self._runtime.store, status, limit):
                 if status in (Status.DONE, Status.ESCALATED) and summary.updated_at < since:
                     continue
+                if self._agent(summary.agent) is None:
+                    continue  # its routes are known where its agent is served
                 thread = await self._runtime.store.load(summary.id)
                 loaded += 1
                 left_out = [e for e in thread.events if _still_open(thread, e)]
