@@ -379,7 +379,10 @@ class Dispatcher:
             log.info("channels: looked at %d thread(s) for notices left out", loaded)
         except Exception as exc:  # never a reason not to start
             log.warning("channel catch-up failed: %s: %s", type(exc).__name__, exc)
-        while not stopping():
+        # Cancelled, this ends even if a database driver swallowed the cancellation inside
+        # a store call (psycopg's pool can: it retries through it).
+        this = asyncio.current_task()
+        while not stopping() and not (this and this.cancelling()):
             try:
                 while await self.sweep() and not stopping():
                     pass

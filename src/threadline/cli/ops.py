@@ -161,8 +161,9 @@ def worker(
         try:
             stats = await w.run()
         finally:
+            w.stop()  # also when run() raised (a store it cannot use): the outbox loop ends
             outbox.cancel()
-            await asyncio.gather(outbox, return_exceptions=True)
+            await asyncio.wait({outbox}, timeout=5)
             await dispatcher.aclose()
             await runtime.store.close()
         return {**vars(stats), "notices_sent": dispatcher.sent, "notices_failed": dispatcher.failed}
