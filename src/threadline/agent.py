@@ -15,7 +15,7 @@ from .context.settings import ContextSettings
 from .errors import ConfigError
 from .events import Budget
 from .guards import FailurePolicy, GuardFunction, GuardLike, as_guard
-from .ratelimits import RateLimits
+from .rate_config import RateLimits
 from .tools import (
     ApprovalPolicy,
     SubAgent,
