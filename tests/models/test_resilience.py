@@ -15,6 +15,9 @@ from threadline.models.resilience import (
     ResilientModel,
     RetryPolicy,
     parse_retry_after,
+    sdk_api_key,
+    sdk_client,
+    sdk_request,
 )
 from threadline.testing import ScriptedModel, intent
 
@@ -159,3 +162,46 @@ async def test_a_cancelled_trial_call_frees_the_half_open_slot() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     breaker.check()  # the trial slot is free again
+
+
+def test_sdk_api_key_given_then_environment_then_hint_or_placeholder(monkeypatch) -> None:
+    monkeypatch.setenv("SOME_API_KEY", "from-env")
+    assert sdk_api_key("given", "SOME_API_KEY", "export it") == "given"
+    assert sdk_api_key(None, "SOME_API_KEY", "export it") == "from-env"
+    monkeypatch.delenv("SOME_API_KEY")
+    with pytest.raises(ConfigError, match="SOME_API_KEY is not set; export it"):
+        sdk_api_key(None, "SOME_API_KEY", "export it")
+    assert sdk_api_key("", "SOME_API_KEY", None) == "not-needed"
+
+
+def test_sdk_client_has_the_sdk_retries_off() -> None:
+    openai = pytest.importorskip("openai")
+    client = sdk_client(
+        openai.AsyncOpenAI, "k", "http://127.0.0.1:9/v1", timeout=3.0, http_client=None
+    )
+    assert client.max_retries == 0
+    assert client.api_key == "k" and str(client.base_url) == "http://127.0.0.1:9/v1/"
+
+
+async def test_sdk_request_maps_every_failure_to_a_model_error() -> None:
+    openai = pytest.importorskip("openai")
+    import httpx
+
+    async def answer() -> str:
+        return "ok"
+
+    response, latency = await sdk_request(openai, "m", answer)
+    assert response == "ok" and latency >= 0
+
+    async def unreachable() -> str:
+        raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:9"))
+
+    with pytest.raises(ModelError, match="m: connection failed") as failed:
+        await sdk_request(openai, "m", unreachable)
+    assert failed.value.retryable
+
+    async def garbled() -> str:
+        raise ValueError("not JSON")
+
+    with pytest.raises(ModelError, match=r"m: unreadable response \(ValueError: not JSON\)"):
+        await sdk_request(openai, "m", garbled)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, MissingExtraError, ModelError
@@ -35,7 +35,7 @@ from ..events import RawToolCall
 from .base import Context, ModelOutput, ModelProfile, intent_envelope
 from .openai import tool_name_map
 from .pricing import PriceTable
-from .resilience import sdk_model_error
+from .resilience import sdk_api_key, sdk_client, sdk_request
 
 if TYPE_CHECKING:
     import anthropic
@@ -91,14 +91,11 @@ class AnthropicModel:
         self.prices = prices or PriceTable()
         self._anthropic = anthropic
         if client is None:
-            api_key = api_key or os.environ.get("ANTHROPIC_API_KEY")
-            if not api_key:
-                raise ConfigError("ANTHROPIC_API_KEY is not set; export it to use anthropic:")
-            client = anthropic.AsyncAnthropic(
-                api_key=api_key,
-                base_url=base_url or os.environ.get("ANTHROPIC_BASE_URL"),
+            client = sdk_client(
+                anthropic.AsyncAnthropic,
+                sdk_api_key(api_key, "ANTHROPIC_API_KEY", "export it to use anthropic:"),
+                base_url or os.environ.get("ANTHROPIC_BASE_URL"),
                 timeout=timeout,
-                max_retries=0,
                 http_client=http_client,
             )
         self.client = client
@@ -159,17 +156,8 @@ class AnthropicModel:
 
     async def request(self, context: Context) -> ModelOutput:
         body, original = self.request_body(context)
-        started = time.perf_counter()
-        try:
-            response = await self.client.messages.create(**body)
-        except self._anthropic.APIError as exc:
-            raise sdk_model_error(self._anthropic, exc, self.model) from exc
-        except Exception as exc:
-            raise ModelError(
-                f"{self.model}: unreadable response ({type(exc).__name__}: {exc})",
-                retryable=True,
-            ) from exc
-        latency = (time.perf_counter() - started) * 1000
+        send = partial(self.client.messages.create, **body)
+        response, latency = await sdk_request(self._anthropic, self.model, send)
         content = getattr(response, "content", None)
         if content is None:
             raise ModelError(f"{self.model}: response has no content", retryable=True)

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, MissingExtraError, ModelError
@@ -40,7 +40,7 @@ from ..events import RawToolCall
 from .base import Context, Message, ModelOutput, ModelProfile, ToolSpec
 from .local import tools_prompt  # pure text; llama.cpp itself is imported lazily there
 from .pricing import PriceTable
-from .resilience import sdk_model_error
+from .resilience import sdk_api_key, sdk_client, sdk_request
 
 if TYPE_CHECKING:
     import openai
@@ -58,6 +58,8 @@ __all__ = [
 Mode = Literal["json_schema", "json_object", "tools"]
 MODES: tuple[Mode, ...] = ("json_schema", "json_object", "tools")
 _SAFE_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+_NO_KEY_HINT = "export it, or set OPENAI_BASE_URL to an OpenAI-compatible server that needs no key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,20 +223,11 @@ class OpenAIModel:
         self.prices = prices or PriceTable()
         self._openai = openai
         if client is None:
-            api_key = api_key or os.environ.get("OPENAI_API_KEY")
-            if not api_key:
-                if base_url is None:
-                    raise ConfigError(
-                        "OPENAI_API_KEY is not set; export it, or set OPENAI_BASE_URL to an "
-                        "OpenAI-compatible server that needs no key"
-                    )
-                api_key = "not-needed"  # local servers ignore it, the SDK insists on one
-            client = openai.AsyncOpenAI(
-                api_key=api_key,
-                base_url=base_url,
-                timeout=timeout,
-                max_retries=0,
-                http_client=http_client,
+            # A compatible server at a base URL may need no key (local servers ignore it).
+            hint = None if base_url else _NO_KEY_HINT
+            key = sdk_api_key(api_key, "OPENAI_API_KEY", hint)
+            client = sdk_client(
+                openai.AsyncOpenAI, key, base_url, timeout=timeout, http_client=http_client
             )
         self.client = client
         # api.openai.com wants max_completion_tokens; older compatible servers know only
@@ -308,17 +301,8 @@ class OpenAIModel:
 
     async def request(self, context: Context) -> ModelOutput:
         body, original = self.request_body(context)
-        started = time.perf_counter()
-        try:
-            response = await self.client.chat.completions.create(**body)
-        except self._openai.APIError as exc:
-            raise sdk_model_error(self._openai, exc, self.model) from exc
-        except Exception as exc:  # e.g. a body that is not JSON at all
-            raise ModelError(
-                f"{self.model}: unreadable response ({type(exc).__name__}: {exc})",
-                retryable=True,
-            ) from exc
-        latency = (time.perf_counter() - started) * 1000
+        send = partial(self.client.chat.completions.create, **body)
+        response, latency = await sdk_request(self._openai, self.model, send)
         choices = getattr(response, "choices", None)
         if not choices:
             raise ModelError(f"{self.model}: response has no choices", retryable=True)

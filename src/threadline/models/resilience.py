@@ -32,12 +32,13 @@ import asyncio
 import dataclasses
 import email.utils
 import json
+import os
 import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import CircuitOpen, ConfigError, InvalidRequest, ModelError
 from ..resilience import CircuitBreaker, backoff
@@ -52,10 +53,15 @@ __all__ = [
     "is_invalid_request",
     "is_retryable_status",
     "parse_retry_after",
+    "sdk_api_key",
+    "sdk_client",
     "sdk_model_error",
+    "sdk_request",
 ]
 
 Sleep = Callable[[float], Awaitable[None]]
+_Client = TypeVar("_Client")
+_Response = TypeVar("_Response")
 
 
 def is_retryable_status(status: int) -> bool:
@@ -133,6 +139,69 @@ def sdk_model_error(sdk: Any, exc: Exception, model: str) -> ModelError:
             retry_after=parse_retry_after(exc.response.headers),
         )
     return ModelError(f"{model}: malformed response: {_error_detail(exc)}", retryable=True)
+
+
+async def sdk_request(
+    sdk: Any, model: str, send: Callable[[], Awaitable[_Response]]
+) -> tuple[_Response, float]:
+    """Send one request through the `openai` or `anthropic` SDK (`sdk`, the module): its
+    response and latency in milliseconds.
+
+    Raises:
+        ModelError: the SDK's error mapped by `sdk_model_error`; any other exception (e.g.
+            a body that is not JSON at all) as a retryable unreadable response.
+    """
+    started = time.perf_counter()
+    try:
+        response = await send()
+    except sdk.APIError as exc:
+        raise sdk_model_error(sdk, exc, model) from exc
+    except Exception as exc:
+        raise ModelError(
+            f"{model}: unreadable response ({type(exc).__name__}: {exc})",
+            retryable=True,
+        ) from exc
+    return response, (time.perf_counter() - started) * 1000
+
+
+def sdk_api_key(given: str | None, variable: str, hint: str | None) -> str:
+    """The API key an `openai` or `anthropic` SDK client is built with: `given`, else the
+    environment variable `variable`.
+
+    Args:
+        hint: what to do when neither is set (the `ConfigError` says it after
+            "`variable` is not set; "), or None when the server needs no key: then a
+            placeholder, since both SDKs insist on one.
+
+    Raises:
+        ConfigError: no key, and `hint` is not None.
+    """
+    key = given or os.environ.get(variable)
+    if key:
+        return key
+    if hint is not None:
+        raise ConfigError(f"{variable} is not set; {hint}")
+    return "not-needed"  # servers that need no key ignore it
+
+
+def sdk_client(
+    client_class: Callable[..., _Client],
+    api_key: str,
+    base_url: str | None,
+    *,
+    timeout: float,
+    http_client: Any,
+) -> _Client:
+    """A client of the `openai` or `anthropic` SDK (one constructor: both are generated from
+    one template) with the SDK's own retries off: `ResilientModel` is the layer that retries
+    and counts the attempts."""
+    return client_class(
+        api_key=api_key,
+        base_url=base_url,
+        timeout=timeout,
+        max_retries=0,
+        http_client=http_client,
+    )
 
 
 def _error_detail(exc: Exception) -> str:
