@@ -1,6 +1,6 @@
 """channels/hub.py: what a channel's inbound side acts through: a launch that answers in
-its conversation, the conversation links, the kick, and the refusal of actions on threads
-nothing here would advance (a real SQLite store)."""
+its conversation, the conversation links, the kick, the checked order of an action, and the
+refusal of actions on threads nothing here would advance (a real SQLite store)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from threadline import Agent, Runtime, SQLiteStore
 from threadline.channels.hub import Hub
-from threadline.errors import ConfigError, ThreadNotFound
+from threadline.errors import ConfigError, InvalidAction, ThreadNotFound
 from threadline.events import Thread, UserMessage, utcnow
 from threadline.testing import ScriptedModel
 
@@ -54,6 +54,32 @@ async def test_actions_on_threads_nothing_here_advances_are_refused(tmp_path: Pa
     with pytest.raises(ThreadNotFound):
         await serving.check_served("th_nope")
     await Hub(runtime, advances=False).check_served(other.id)  # workers advance it
+    await runtime.store.close()
+
+
+async def test_an_action_is_checked_then_written_then_kicked(tmp_path: Path) -> None:
+    runtime = _runtime(tmp_path)
+    kicked: list[str] = []
+    hub = Hub(runtime, kick_thread=kicked.append, advances=True)
+    mine = await runtime.launch("helpdesk", "hi", advance=False)
+    other = Thread("th_other", "billing", [UserMessage(seq=0, at=utcnow(), text="hi")])
+    await runtime.store.create(other)
+    await runtime.pause(mine.id)
+    resumed = await hub.act(mine.id, lambda: runtime.resume(mine.id, by="ann"))
+    assert resumed.events[-1].kind == "resumed" and kicked == [mine.id]
+    written: list[str] = []
+
+    async def never() -> Thread:
+        written.append("acted")
+        return other
+
+    with pytest.raises(ConfigError, match="does not serve"):
+        await hub.act(other.id, never)
+    assert written == [] and kicked == [mine.id]  # refused before acting, not kicked
+    assert len((await runtime.store.load(other.id)).events) == 1
+    with pytest.raises(InvalidAction):  # the action's refusal: nothing to kick
+        await hub.act(mine.id, lambda: runtime.respond(mine.id, "q1", "x"))
+    assert kicked == [mine.id]
     await runtime.store.close()
 
 

@@ -23,19 +23,15 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ChannelError
-from ..stores.base import Store
-from ..stores.keys import DeliveryLog
-from ..stores.outbox import Outbox
+from .hub import Hub
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
-
-    from ..runtime import Runtime
 
 __all__ = [
     "Channel",
@@ -111,45 +107,9 @@ class Destination(BaseModel):
         return "|".join(parts)
 
 
-class ChannelHub(Protocol):
-    """What a channel's inbound side may use: the runtime and the server's helpers."""
-
-    @property
-    def runtime(self) -> Runtime: ...
-
-    @property
-    def store(self) -> Store: ...
-
-    @property
-    def outbox(self) -> Outbox: ...
-
-    @property
-    def deliveries(self) -> DeliveryLog:
-        """Remembers request ids and signatures, so a replayed request is refused."""
-        ...
-
-    def kick(self, thread_id: str) -> None:
-        """Advance the thread in the background after an action (the server's runner)."""
-
-    async def check_served(self, thread_id: str) -> None:
-        """Raise ConfigError (before anything is written) when acting on the thread here
-        would leave it with nothing to advance it (its agent is not served here)."""
-
-    async def launch(
-        self,
-        agent: str,
-        text: str,
-        *,
-        channel: str,
-        sender: str | None,
-        conversation: Mapping[str, Any],
-        links: tuple[str, ...] = (),
-    ) -> str:
-        """Start a thread that answers in `conversation` on `channel`; returns its id.
-
-        `links` are conversation keys tied to the thread (a reply there reaches it).
-        """
-        ...
+ChannelHub: TypeAlias = Hub
+"""What a channel's inbound side acts through: the one `Hub` of its process (the runtime,
+the outbox, the delivery log, and the checked way to act on a thread)."""
 
 
 @runtime_checkable

@@ -227,8 +227,7 @@ class Receiver:
         if not await self._first_time(message_id):
             return "250 OK (already received)"
         try:
-            await self.hub.check_served(thread_id)
-            await self._act(thread_id, event, sender, text)
+            await self.hub.act(thread_id, lambda: self._act(thread_id, event, sender, text))
         except (InvalidAction, NotAllowed, ThreadNotFound, ConfigError) as exc:
             if message_id:
                 await self.hub.deliveries.forget(f"email:{message_id}")
@@ -237,7 +236,6 @@ class Receiver:
             if message_id:
                 await self.hub.deliveries.forget(f"email:{message_id}")
             raise
-        self.hub.kick(thread_id)
         return f"250 OK thread {thread_id}"
 
     async def _act(self, thread_id: str, event: Any, sender: str, text: str) -> None:

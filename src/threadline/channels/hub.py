@@ -6,10 +6,10 @@ The server builds one `Hub` at start-up and hands it to every channel (`Channel.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import ConfigError
 from ..events import utcnow
@@ -21,6 +21,8 @@ from ..stores.keys import DeliveryLog, check_retention
 from ..stores.outbox import Outbox
 
 __all__ = ["Hub", "refuse_unserved"]
+
+T = TypeVar("T")
 
 
 def _no_kick(_thread_id: str) -> None:
@@ -80,13 +82,27 @@ class Hub:
 
     @property
     def deliveries(self) -> DeliveryLog:
+        """Remembers request ids and signatures, so a replayed request is refused."""
         return delivery_log(self.runtime.store, self.retention)
 
     def kick(self, thread_id: str) -> None:
+        """Advance the thread in the background after an action (the server's runner)."""
         self.kick_thread(thread_id)
 
     async def check_served(self, thread_id: str) -> None:
+        """Raise ConfigError (before anything is written) when acting on the thread here
+        would leave it with nothing to advance it (its agent is not served here)."""
         await refuse_unserved(self.runtime, thread_id, advances=self.advances)
+
+    async def act(self, thread_id: str, action: Callable[[], Awaitable[T]]) -> T:
+        """Run a person's `action` on the thread (a runtime action: approve, respond,
+        message, ...) the one way every channel and route does: refused before anything is
+        written when the thread's agent is not served here (`check_served`), then the
+        thread is advanced in the background. What `action` raises propagates, unkicked."""
+        await self.check_served(thread_id)
+        result = await action()
+        self.kick(thread_id)
+        return result
 
     async def launch(
         self,
@@ -98,7 +114,10 @@ class Hub:
         conversation: Mapping[str, Any],
         links: tuple[str, ...] = (),
     ) -> str:
-        """Start a thread that answers in `conversation`; link `links` to it; advance it.
+        """Start a thread that answers in `conversation` on `channel`; returns its id.
+
+        `links` are conversation keys tied to the thread (a reply there reaches it); the
+        thread is advanced in the background.
 
         Raises:
             ConfigError: this runtime does not serve `agent`.

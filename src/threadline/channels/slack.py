@@ -38,7 +38,8 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ..errors import ChannelError, ConfigError, InvalidAction, NotAllowed, ThreadNotFound
-from ..events import HumanRequest, Status, utcnow
+from ..events import HumanRequest, Status, Thread, utcnow
+from ..runtime_actions import Verdict
 from . import slack_blocks as ui
 from .base import ChannelHub, Destination, Notice
 from .registry import parse_identities
@@ -278,8 +279,8 @@ class SlackChannel:
         name = self.responder(user)
         by = name or f"slack:{user}"
         thread = await hub.store.load(thread_id)
-        try:
-            await hub.check_served(thread_id)
+
+        async def answer() -> Thread:
             if thread.status == Status.AWAITING_HUMAN and thread.state.human_request:
                 request = next(
                     e
@@ -288,15 +289,15 @@ class SlackChannel:
                 )
                 if request.responders and name not in request.responders:
                     raise NotAllowed(f"only {', '.join(request.responders)} may answer this")
-                await hub.runtime.respond(
+                return await hub.runtime.respond(
                     thread_id, request.request_id, text, by=by, channel="slack"
                 )
-            else:
-                await hub.runtime.message(thread_id, text, sender=by, channel="slack")
+            return await hub.runtime.message(thread_id, text, sender=by, channel="slack")
+
+        try:
+            await hub.act(thread_id, answer)
         except (InvalidAction, NotAllowed, ConfigError) as exc:
             await self._tell(channel, user, f"Not taken: {exc}", thread_ts)
-            return
-        hub.kick(thread_id)
 
     async def _on_command(self, hub: ChannelHub, form: dict[str, str]) -> dict[str, Any]:
         text, user = form.get("text", "").strip(), form.get("user_id", "")
@@ -340,7 +341,7 @@ class SlackChannel:
             return
         approve, reject, _edit, instead = ui.APPROVAL_ACTIONS
         if action_id == approve:
-            error = await self._decide(hub, thread_id, call_id, by=name)
+            error = await self._decide(hub, thread_id, Verdict(call_id), by=name)
             if error:
                 await self._tell(channel, user, error, message_ts)
             return
@@ -375,11 +376,12 @@ class SlackChannel:
             return _field_error(block, "You are not an approver here.")
         raw = str(((values.get(block) or {}).get(block) or {}).get("value") or "")
         if block == "message":
-            error = await self._decide(hub, thread_id, call_id, by=name, instead=raw.strip())
-        elif block == "comment":
             error = await self._decide(
-                hub, thread_id, call_id, by=name, approved=False, comment=raw.strip() or None
+                hub, thread_id, Verdict(call_id), by=name, instead=raw.strip()
             )
+        elif block == "comment":
+            rejection = Verdict(call_id, approved=False, comment=raw.strip() or None)
+            error = await self._decide(hub, thread_id, rejection, by=name)
         else:
             try:
                 edited = json.loads(raw)
@@ -387,42 +389,34 @@ class SlackChannel:
                 return _field_error(block, f"Not JSON: {exc}")
             if not isinstance(edited, dict):
                 return _field_error(block, "The arguments must be a JSON object.")
-            error = await self._decide(hub, thread_id, call_id, by=name, edited=edited)
+            error = await self._decide(
+                hub, thread_id, Verdict(call_id, edited_arguments=edited), by=name
+            )
         return _field_error(block, error) if error else {}
 
     async def _decide(
         self,
         hub: ChannelHub,
         thread_id: str,
-        call_id: str,
+        verdict: Verdict,
         *,
         by: str,
-        approved: bool = True,
-        comment: str | None = None,
-        edited: dict[str, Any] | None = None,
         instead: str | None = None,
     ) -> str | None:
-        """Approve or reject (or, with `instead`, respond with a message instead of a
-        verdict) through the runtime; the reason it was refused, else None."""
-        try:
-            await hub.check_served(thread_id)
+        """Give `verdict` (or, with `instead`, respond with a message instead of one)
+        through the runtime; the reason it was refused, else None."""
+
+        async def decide() -> Thread:
             if instead is not None:
-                await hub.runtime.respond_instead(
-                    thread_id, call_id, instead, by=by, channel="slack"
+                return await hub.runtime.respond_instead(
+                    thread_id, verdict.call_id, instead, by=by, channel="slack"
                 )
-            else:
-                await hub.runtime.approve(
-                    thread_id,
-                    call_id,
-                    approved=approved,
-                    comment=comment,
-                    edited_arguments=edited,
-                    by=by,
-                    channel="slack",
-                )
+            return await hub.runtime.approve_many(thread_id, [verdict], by=by, channel="slack")
+
+        try:
+            await hub.act(thread_id, decide)
         except (InvalidAction, NotAllowed, ThreadNotFound, ConfigError) as exc:
             return str(exc)
-        hub.kick(thread_id)
         return None
 
     async def _tell(self, channel: str, user: str, text: str, thread_ts: str = "") -> None:

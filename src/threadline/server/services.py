@@ -18,20 +18,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from ..channels import Channel, Dispatcher, Hub
-from ..channels.hub import refuse_unserved
 from ..errors import ConfigError
+from ..events import Thread
 from ..models.resilience import breakers_of
 from ..observability.metrics import RuntimeMetrics
 from ..runtime import Observer, Runtime
 from ..stores import DeliveryLog, KeyStore, Store, delivery_log, key_store
 from ..stores.keys import FORGET_AFTER
+from ..wire import ThreadOut, thread_out
 from .runner import ThreadRunner
 from .sse import ChangeFeed
 from .triggers import Trigger
@@ -199,15 +200,17 @@ class Services:
     def closing(self) -> bool:
         return self.lifecycle.closing
 
-    async def check_served(self, thread_id: str) -> None:
-        """Refuse an action that would leave the thread with nothing to advance it.
+    async def act(self, thread_id: str, action: Callable[[], Awaitable[Thread]]) -> ThreadOut:
+        """A person's action on a thread through the API, checked and kicked as every
+        channel's is (`Hub.act`), answered with the thread's wire view.
 
         A server that advances its threads (`config.worker`) can only move on a thread of
         an agent it serves: approving, answering or resuming another would write the
-        action, then the thread would sit `running` forever. Raises ConfigError (a 409
-        "Not served here") before anything is written; ThreadNotFound for an unknown id.
+        action, then the thread would sit `running` forever. So `action` is refused with
+        ConfigError (a 409 "Not served here") before anything is written; ThreadNotFound
+        for an unknown id.
         """
-        await refuse_unserved(self.runtime, thread_id, advances=self.config.worker)
+        return thread_out(await self.hub_or_fail().act(thread_id, action))
 
     @asynccontextmanager
     async def lifespan(self, _app: Any) -> AsyncIterator[None]:

@@ -64,18 +64,11 @@ async def approve(
 ) -> ThreadOut:
     """Approve (maybe with edited arguments) or reject a pending call. A rejection's
     comment is shown to the model. 409 if the call is not awaiting approval."""
-    await svc.check_served(thread_id)
-    thread = await svc.runtime.approve(
+    verdict = Verdict(call_id, body.approved, body.comment, body.edited_arguments)
+    return await svc.act(
         thread_id,
-        call_id,
-        approved=body.approved,
-        comment=body.comment,
-        edited_arguments=body.edited_arguments,
-        by=who.name,
-        channel=via,
+        lambda: svc.runtime.approve_many(thread_id, [verdict], by=who.name, channel=via),
     )
-    svc.runner.kick(thread_id)
-    return thread_out(thread)
 
 
 @router.post("/threads/{thread_id}/approvals/{call_id}/instead", response_model=ThreadOut)
@@ -84,12 +77,12 @@ async def respond_instead(
 ) -> ThreadOut:
     """Answer a pending call with a message instead of a verdict: the call is not run and
     the model reads the message. 409 if the call is not awaiting approval."""
-    await svc.check_served(thread_id)
-    thread = await svc.runtime.respond_instead(
-        thread_id, call_id, body.text, by=who.name, channel=via
+    return await svc.act(
+        thread_id,
+        lambda: svc.runtime.respond_instead(
+            thread_id, call_id, body.text, by=who.name, channel=via
+        ),
     )
-    svc.runner.kick(thread_id)
-    return thread_out(thread)
 
 
 @router.post("/threads/{thread_id}/approvals", response_model=ThreadOut)
@@ -99,15 +92,13 @@ async def approve_many(
     """Verdicts on several pending calls at once (approve some, reject some, edit some):
     all are written in one append, or none (409 naming the call that is not awaiting
     approval, 403 if the caller may not answer one of them)."""
-    await svc.check_served(thread_id)
-    thread = await svc.runtime.approve_many(
+    verdicts = [
+        Verdict(v.call_id, v.approved, v.comment, v.edited_arguments) for v in body.verdicts
+    ]
+    return await svc.act(
         thread_id,
-        [Verdict(v.call_id, v.approved, v.comment, v.edited_arguments) for v in body.verdicts],
-        by=who.name,
-        channel=via,
+        lambda: svc.runtime.approve_many(thread_id, verdicts, by=who.name, channel=via),
     )
-    svc.runner.kick(thread_id)
-    return thread_out(thread)
 
 
 @router.post("/threads/{thread_id}/responses", response_model=ThreadOut)
@@ -115,12 +106,12 @@ async def respond(
     thread_id: ThreadId, body: ResponseBody, svc: Svc, who: Caller, via: Via
 ) -> ThreadOut:
     """Answer the thread's open question. 409 if it asked nothing (or something else)."""
-    await svc.check_served(thread_id)
-    thread = await svc.runtime.respond(
-        thread_id, body.request_id, body.text, by=who.name, channel=via
+    return await svc.act(
+        thread_id,
+        lambda: svc.runtime.respond(
+            thread_id, body.request_id, body.text, by=who.name, channel=via
+        ),
     )
-    svc.runner.kick(thread_id)
-    return thread_out(thread)
 
 
 @router.post("/threads/{thread_id}/messages", response_model=ThreadOut)
@@ -128,9 +119,9 @@ async def message(
     thread_id: ThreadId, body: MessageBody, svc: Svc, who: Caller, via: Via
 ) -> ThreadOut:
     """A new user message to a finished, escalated, waiting or question-asking thread."""
-    await svc.check_served(thread_id)
-    thread = await svc.runtime.message(
-        thread_id, body.text, sender=who.name, channel=via, metadata=body.metadata
+    return await svc.act(
+        thread_id,
+        lambda: svc.runtime.message(
+            thread_id, body.text, sender=who.name, channel=via, metadata=body.metadata
+        ),
     )
-    svc.runner.kick(thread_id)
-    return thread_out(thread)

@@ -161,12 +161,12 @@ async def external_event(
     """Record an external event (a payment arrived, a job finished): it ends a
     `wait_for_event` waiting for `name`, and the thread runs on. Needs the `launch` scope;
     the caller's key name is recorded as the event's `source`."""
-    await svc.check_served(thread_id)
-    thread = await svc.runtime.external_event(
-        thread_id, body.name, body.payload, source=f"api:{who.name}"
+    return await svc.act(
+        thread_id,
+        lambda: svc.runtime.external_event(
+            thread_id, body.name, body.payload, source=f"api:{who.name}"
+        ),
     )
-    svc.runner.kick(thread_id)
-    return thread_out(thread)
 
 
 @router.get(
@@ -214,10 +214,7 @@ async def cancel(
 @router.post("/{thread_id}/resume", response_model=ThreadOut, tags=["lifecycle"])
 async def resume(thread_id: ThreadId, svc: Svc, who: Caller) -> ThreadOut:
     """Resume a paused or escalated thread."""
-    await svc.check_served(thread_id)
-    thread = await svc.runtime.resume(thread_id, by=who.name)
-    svc.runner.kick(thread_id)
-    return thread_out(thread)
+    return await svc.act(thread_id, lambda: svc.runtime.resume(thread_id, by=who.name))
 
 
 @router.post("/{thread_id}/fork", status_code=201, response_model=ThreadOut, tags=["lifecycle"])

@@ -20,7 +20,7 @@ from fastapi import Path as PathParam
 from pydantic import ValidationError
 
 from ...events import Thread, utcnow
-from ...wire import ThreadOut, TriggerOut, WebhookDelivery, thread_out
+from ...wire import ThreadOut, TriggerOut, WebhookDelivery
 from ..deps import Svc
 from ..problems import ProblemError
 from ..services import Services
@@ -78,14 +78,12 @@ async def inbound_webhook(request: Request, svc: Svc) -> ThreadOut:
             409, "Replayed delivery", "this delivery was already received; it is not applied twice"
         )
     try:
-        thread = await _apply(svc, delivery)
+        return await svc.act(delivery.thread_id, lambda: _apply(svc, delivery))
     except BaseException:
         # Refused (wrong responder, unknown call, ...) or failed: not received, so the
         # right approver's retry with the same delivery id is applied, not called a replay.
         await svc.deliveries.forget(delivery_key)
         raise
-    svc.runner.kick(delivery.thread_id)
-    return thread_out(thread)
 
 
 @router.post(
@@ -169,7 +167,6 @@ def _parse(raw: bytes) -> WebhookDelivery:
 
 
 async def _apply(svc: Services, delivery: WebhookDelivery) -> Thread:
-    await svc.check_served(delivery.thread_id)
     if delivery.type == "approval":
         return await svc.runtime.approve(
             delivery.thread_id,
