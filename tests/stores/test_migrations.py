@@ -35,6 +35,15 @@ def test_lists_are_numbered_densely_with_the_same_names() -> None:
     assert [(m[0], m[1]) for m in SQLITE_MIGRATIONS] == [(m[0], m[1]) for m in POSTGRES_MIGRATIONS]
 
 
+def test_each_database_gets_its_own_types_in_every_migration() -> None:
+    postgres_only = ("TIMESTAMPTZ", "JSONB", "BIGINT", "DOUBLE PRECISION", "threads_runnable")
+    for (_, _, lite), (_, _, pg) in zip(SQLITE_MIGRATIONS, POSTGRES_MIGRATIONS, strict=True):
+        assert not any(word in lite for word in postgres_only), lite
+        assert "WITHOUT ROWID" not in pg and "{" not in pg + lite
+    assert "WITHOUT ROWID" in SQLITE_MIGRATIONS[0][2]
+    assert "threads_runnable" in POSTGRES_MIGRATIONS[0][2]
+
+
 async def _sqlite_columns(path: Path) -> tuple[Columns, set[str]]:
     async with SQLiteStore(path) as store:
         await store.ping()  # opening the file applies every migration
