@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic_settings import SettingsConfigDict
 
 from threadline.channels import open_channels, parse_target
 from threadline.channels.email import EmailChannel
-from threadline.channels.registry import parse_identities
+from threadline.channels.registry import ChannelSettings, parse_identities
 from threadline.channels.slack import SlackChannel
 from threadline.errors import ConfigError
 
@@ -49,6 +50,26 @@ def test_email_from_its_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("THREADLINE_EMAIL_LISTEN", "2525")
     with pytest.raises(ConfigError, match="host:port"):
         open_channels("email", agents=["bot"])
+    with pytest.raises(ConfigError, match="set THREADLINE_EMAIL_AGENT"):
+        open_channels("email", agents=["bot", "ops"])
+
+
+def test_every_channel_names_its_own_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    class PagerSettings(ChannelSettings):
+        model_config = SettingsConfigDict(env_prefix="THREADLINE_PAGER_", extra="ignore")
+
+    monkeypatch.setenv("THREADLINE_PAGER_RESPONDERS", "P1:alice")
+    pager = PagerSettings()
+    assert pager.launched_agent(["bot"]) == "bot" and pager.responder_names() == {"P1": "alice"}
+    with pytest.raises(ConfigError, match="set THREADLINE_PAGER_AGENT: which agent"):
+        pager.launched_agent(["bot", "ops"])
+    monkeypatch.setenv("THREADLINE_PAGER_AGENT", "billing")
+    with pytest.raises(ConfigError, match=r"THREADLINE_PAGER_AGENT=billing is not served here"):
+        PagerSettings().launched_agent(["bot", "ops"])
+    assert PagerSettings().launched_agent(["billing"]) == "billing"
+    monkeypatch.setenv("THREADLINE_PAGER_RESPONDERS", "alice")
+    with pytest.raises(ConfigError, match="THREADLINE_PAGER_RESPONDERS: 'alice'"):
+        PagerSettings().responder_names()
 
 
 def test_reply_tokens_are_bound_to_thread_event_and_recipient() -> None:

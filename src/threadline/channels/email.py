@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import aiosmtplib
 from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from ..errors import ChannelError, ConfigError
 from .base import ChannelHub, Destination, Notice
 from .email_inbound import Receiver, normalize_address
-from .registry import parse_identities
+from .registry import ChannelSettings
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -48,15 +48,13 @@ _TOKEN = re.compile(r"([0-9]{1,9})-([a-z2-7]{20})")
 _ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
 
 
-class EmailSettings(BaseSettings):
+class EmailSettings(ChannelSettings):
     """`THREADLINE_EMAIL_*`: the agent's address, SMTP both ways, the token secret."""
 
     model_config = SettingsConfigDict(env_prefix="THREADLINE_EMAIL_", extra="ignore")
 
     address: str | None = None
     secret: SecretStr | None = None
-    agent: str | None = None
-    responders: str = ""
     senders: str = "*"
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
@@ -74,9 +72,7 @@ def from_env(agents: Sequence[str]) -> EmailChannel:
             "the email channel needs THREADLINE_EMAIL_ADDRESS (the agent's address) and "
             "THREADLINE_EMAIL_SECRET (signs reply addresses; 32+ random characters)"
         )
-    name = cfg.agent or (agents[0] if len(agents) == 1 else None)
-    if not name or name not in agents:
-        raise ConfigError("set THREADLINE_EMAIL_AGENT to the served agent a new mail launches")
+    name = cfg.launched_agent(agents)
     host, _, port = cfg.listen.rpartition(":")
     if cfg.listen and not (host and port.isdigit()):
         raise ConfigError(f"THREADLINE_EMAIL_LISTEN={cfg.listen!r} must be host:port")
@@ -84,7 +80,7 @@ def from_env(agents: Sequence[str]) -> EmailChannel:
         address=cfg.address,
         secret=cfg.secret.get_secret_value(),
         agent=name,
-        responders=parse_identities(cfg.responders, "THREADLINE_EMAIL_RESPONDERS"),
+        responders=cfg.responder_names(),
         senders=[s.strip().lower() for s in cfg.senders.split(",") if s.strip()],
         smtp={
             "hostname": cfg.smtp_host,

@@ -13,10 +13,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 
+from pydantic_settings import BaseSettings
+
 from ..errors import ConfigError, MissingExtraError
 from .base import Channel
 
-__all__ = ["CHANNELS", "open_channels", "parse_identities"]
+__all__ = ["CHANNELS", "ChannelSettings", "open_channels", "parse_identities"]
 
 CHANNELS: dict[str, str] = {
     "slack": "threadline.channels.slack:from_env",
@@ -70,3 +72,37 @@ def parse_identities(spec: str, variable: str) -> dict[str, str]:
             raise ConfigError(f"{variable}: {item!r} must be identity:name (e.g. U0123ABC:alice)")
         out[identity.strip()] = name.strip()
     return out
+
+
+class ChannelSettings(BaseSettings):
+    """What every channel reads from its `THREADLINE_<CHANNEL>_*` variables (a subclass
+    sets the `env_prefix` and adds its own): the agent a new conversation launches and who
+    may answer. Errors name the variable to set."""
+
+    agent: str | None = None
+    responders: str = ""
+    """`identity:name, ...` (`parse_identities`): who may approve and answer, as whom."""
+
+    def _variable(self, field: str) -> str:
+        return f"{self.model_config.get('env_prefix', '')}{field.upper()}"
+
+    def launched_agent(self, agents: Sequence[str]) -> str:
+        """`agent`, which must be served here; unset, the only agent served.
+
+        Raises:
+            ConfigError: `agent` is not among `agents`, or it is unset and they are several.
+        """
+        variable = self._variable("agent")
+        if self.agent:
+            if self.agent not in agents:
+                raise ConfigError(
+                    f"{variable}={self.agent} is not served here ({', '.join(agents)})"
+                )
+            return self.agent
+        if len(agents) == 1:
+            return agents[0]
+        raise ConfigError(f"set {variable}: which agent a new conversation launches")
+
+    def responder_names(self) -> dict[str, str]:
+        """`responders` as identity -> name (`parse_identities`)."""
+        return parse_identities(self.responders, self._variable("responders"))

@@ -32,7 +32,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
@@ -42,7 +42,7 @@ from ..events import HumanRequest, Status, Thread, utcnow
 from ..runtime_actions import Verdict
 from . import slack_blocks as ui
 from .base import ChannelHub, Destination, Notice
-from .registry import parse_identities
+from .registry import ChannelSettings
 
 __all__ = ["SlackChannel", "SlackSettings", "from_env"]
 
@@ -69,15 +69,13 @@ _FATAL = frozenset(
 """Web API errors that a retry cannot fix."""
 
 
-class SlackSettings(BaseSettings):
+class SlackSettings(ChannelSettings):
     """`THREADLINE_SLACK_*`: the app's credentials, the agent it launches, who may answer."""
 
     model_config = SettingsConfigDict(env_prefix="THREADLINE_SLACK_", extra="ignore")
 
     bot_token: SecretStr | None = None
     signing_secret: SecretStr | None = None
-    agent: str | None = None
-    responders: str = ""
     api_url: str = "https://slack.com/api/"
 
 
@@ -92,20 +90,10 @@ def from_env(agents: Sequence[str]) -> SlackChannel:
     return SlackChannel(
         bot_token=cfg.bot_token.get_secret_value(),
         signing_secret=cfg.signing_secret.get_secret_value(),
-        agent=_pick_agent(cfg.agent, agents, "THREADLINE_SLACK_AGENT"),
-        responders=parse_identities(cfg.responders, "THREADLINE_SLACK_RESPONDERS"),
+        agent=cfg.launched_agent(agents),
+        responders=cfg.responder_names(),
         api_url=cfg.api_url,
     )
-
-
-def _pick_agent(name: str | None, agents: Sequence[str], variable: str) -> str:
-    if name:
-        if name not in agents:
-            raise ConfigError(f"{variable}={name} is not served here ({', '.join(agents)})")
-        return name
-    if len(agents) == 1:
-        return agents[0]
-    raise ConfigError(f"set {variable}: which agent a new conversation launches")
 
 
 class SlackChannel:

@@ -118,29 +118,24 @@ def notification(thread: Thread, event: Event, public_url: str) -> dict[str, Any
         "at": event.at.isoformat(),
     }
     if isinstance(event, ApprovalRequested):
-        respond["api"] = f"{base}/v1/threads/{thread.id}/approvals/{event.call_id}"
-        payload.update(
-            type="approval_requested",
-            call={
-                "call_id": event.call_id,
-                "tool": event.tool,
-                "arguments": event.arguments,
-                "approvers": list(event.approvers),
-            },
-        )
+        route, field = f"approvals/{event.call_id}", "call"
+        asks: dict[str, Any] = {
+            "call_id": event.call_id,
+            "tool": event.tool,
+            "arguments": event.arguments,
+            "approvers": list(event.approvers),
+        }
     elif isinstance(event, HumanRequest):
-        respond["api"] = f"{base}/v1/threads/{thread.id}/responses"
-        payload.update(
-            type="human_request",
-            request={
-                "request_id": event.request_id,
-                "question": event.question,
-                "responders": list(event.responders),
-            },
-        )
+        route, field = "responses", "request"
+        asks = {
+            "request_id": event.request_id,
+            "question": event.question,
+            "responders": list(event.responders),
+        }
     else:
         return None
-    payload["respond"] = respond
+    respond["api"] = f"{base}/v1/threads/{thread.id}/{route}"
+    payload.update({"type": event.kind, field: asks, "respond": respond})
     return payload
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from ...errors import ConfigError
@@ -193,22 +193,24 @@ async def stream_events(
     return _stream(svc, thread_id, after)
 
 
+def _reason(body: PauseBody | None = None) -> str | None:
+    return body.reason if body else None
+
+
+Reason = Annotated[str | None, Depends(_reason)]
+"""The `reason` of an optional `{reason}` body (pause, cancel)."""
+
+
 @router.post("/{thread_id}/pause", response_model=ThreadOut, tags=["lifecycle"])
-async def pause(
-    thread_id: ThreadId, svc: Svc, who: Caller, body: PauseBody | None = None
-) -> ThreadOut:
+async def pause(thread_id: ThreadId, svc: Svc, who: Caller, reason: Reason) -> ThreadOut:
     """Pause: the thread stops after its current step until resumed."""
-    thread = await svc.runtime.pause(thread_id, by=who.name, reason=body.reason if body else None)
-    return thread_out(thread)
+    return thread_out(await svc.runtime.pause(thread_id, by=who.name, reason=reason))
 
 
 @router.post("/{thread_id}/cancel", response_model=ThreadOut, tags=["lifecycle"])
-async def cancel(
-    thread_id: ThreadId, svc: Svc, who: Caller, body: PauseBody | None = None
-) -> ThreadOut:
+async def cancel(thread_id: ThreadId, svc: Svc, who: Caller, reason: Reason) -> ThreadOut:
     """Cancel: the thread ends `failed`, and so do the sub-agent threads working for it."""
-    thread = await svc.runtime.cancel(thread_id, by=who.name, reason=body.reason if body else None)
-    return thread_out(thread)
+    return thread_out(await svc.runtime.cancel(thread_id, by=who.name, reason=reason))
 
 
 @router.post("/{thread_id}/resume", response_model=ThreadOut, tags=["lifecycle"])
