@@ -21,7 +21,7 @@ from playwright.sync_api import expect
 
 from server_support import DEFAULT_KEYS, UI_WAIT_MS, LiveServer, asker, start_server
 from threadline import Agent
-from threadline.events import RawToolCall
+from threadline.events import RawToolCall, Status
 from threadline.models.base import Context, ModelOutput
 from threadline.testing import FunctionModel, intent
 
@@ -177,6 +177,9 @@ def test_thread_list_filters_search_and_pages(served: LiveServer, browser: Any) 
     expect(rows).to_have_count(1)
     assert rows.first.get_attribute("data-open") == deploy["id"]
     page.select_option("#f-agent", "")
+    statuses = page.locator("#f-status option")  # from the API's schema: every Status
+    expect(statuses).to_have_count(len(Status) + 1)
+    assert statuses.nth(2).text_content() == "awaiting approval"
     page.select_option("#f-status", "awaiting_approval")
     expect(rows).to_have_count(1)
     page.select_option("#f-status", "")

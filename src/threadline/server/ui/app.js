@@ -110,7 +110,8 @@ function clock(iso) {
 }
 
 const pretty = (value) => JSON.stringify(value, null, 2);
-const badge = (status) => el("span", { class: `badge ${status}` }, status.replace("_", " "));
+const statusLabel = (status) => status.replace("_", " ");
+const badge = (status) => el("span", { class: `badge ${status}` }, statusLabel(status));
 
 // -- inbox ------------------------------------------------------------------------------
 
@@ -123,7 +124,7 @@ async function refresh() {
     renderInbox(threads);
     if (!state.selected && threads.length) openThread(threads[0].id);
     await loadThreads();
-    loadAgents();
+    loadChoices();
     if (!sessionStorage.getItem(KEY)) {
       // The server answered without a key: it runs with --no-auth on loopback.
       document.getElementById("key-form").hidden = true;
@@ -138,19 +139,27 @@ async function refresh() {
   }
 }
 
-// The agents this server serves, from its OpenAPI document (the launch form's choices).
-async function loadAgents() {
+// The choices, from this server's OpenAPI document, so no list is written here again: the
+// agents it serves (the launch form and the agent filter) and a thread's statuses (the
+// status filter).
+async function loadChoices() {
   if (state.agents) return;
+  let schemas = {};
   try {
-    const doc = await (await fetch("/openapi.json")).json();
-    state.agents = doc.components.schemas.LaunchBody.properties.agent.enum || [];
-  } catch { state.agents = []; }
-  const options = (first) => [el("option", { value: "" }, first),
-    ...state.agents.map((a) => el("option", { value: a }, a))];
-  document.getElementById("launch-agent").replaceChildren(...options("choose an agent"));
-  const filter = document.getElementById("f-agent");
-  filter.replaceChildren(...options("any agent"));
-  filter.value = state.filters.agent;
+    schemas = (await (await fetch("/openapi.json")).json()).components.schemas;
+  } catch { /* only the "any" choices */ }
+  state.agents = schemas.LaunchBody?.properties.agent.enum || [];
+  const options = (first, values, label = (v) => v) => [el("option", { value: "" }, first),
+    ...values.map((v) => el("option", { value: v }, label(v)))];
+  document.getElementById("launch-agent").replaceChildren(
+    ...options("choose an agent", state.agents));
+  const filter = (name, first, values, label) => {
+    const select = document.getElementById(`f-${name}`);
+    select.replaceChildren(...options(first, values, label));
+    select.value = state.filters[name];
+  };
+  filter("agent", "any agent", state.agents);
+  filter("status", "any status", schemas.Status?.enum || [], statusLabel);
 }
 
 async function loadThreads() {
