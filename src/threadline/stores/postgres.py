@@ -23,6 +23,9 @@ processes:
   every operation is a plan that can be started afresh, and an append whose first attempt
   did commit is recognised by its events (see `SQLStore.append`), so a tool's result is
   not lost to a connection that broke between the tool run and the append.
+* Appends of concurrent threads of one process that arrive while another is in flight are
+  sent together, one transaction in one round trip, each keeping its own conditions and
+  its own outcome (`postgres_group.py`); a lone thread's append is sent at once.
 
 Events are stored as JSONB with `(thread_id, seq)` as the primary key.
 """
@@ -34,14 +37,16 @@ import builtins
 import contextlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError, MissingExtraError, SchemaOutOfDate, StoreError
-from .dialect import POSTGRES, DuplicateKey, Plan, Query, Result, Tx, advance
+from .dialect import POSTGRES, DuplicateKey, Plan, Query, Result, Returned, Tx, advance
 from .migrations import POSTGRES_MIGRATIONS
+from .postgres_group import AppendGroups, RoundTrips
 from .sql import SQLStore
 
 if TYPE_CHECKING:
@@ -61,6 +66,7 @@ _MIGRATIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS threadline_migrations "
     "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
 )
+_OWN_PARAMETERS = ("schema", "pool_min", "pool_max", "migrate", "group_appends")
 _MIGRATION_LOCK = 7_265_430_101
 """pg_advisory_xact_lock key serialising concurrent `db migrate` runs."""
 
@@ -90,6 +96,11 @@ class PostgresStore(SQLStore):
             skips locked rows, so no other worker could take the thread over until the
             server noticed the dead connection (hours, with default TCP keepalives). The
             store's transactions are a few statements with no waiting between them.
+        group_appends: send the appends of concurrent threads that arrive while another
+            is in flight together, one round trip and one commit for the group
+            (`postgres_group.py`); False sends each append alone.
+
+    `stats` counts the round trips to the server and the waits of appends (`RoundTrips`).
     """
 
     def __init__(
@@ -101,6 +112,7 @@ class PostgresStore(SQLStore):
         max_size: int = 10,
         migrate: bool = False,
         idle_in_transaction_timeout: float = 30.0,
+        group_appends: bool = True,
     ) -> None:
         if idle_in_transaction_timeout <= 0:
             raise ConfigError("postgres idle_in_transaction_timeout must be positive")
@@ -122,13 +134,17 @@ class PostgresStore(SQLStore):
         # NOTIFY channels are per database, not per schema: stores on different schemas of
         # one database (tests, tenants) must not wake each other's workers.
         self.channel = f"{NOTIFY_CHANNEL}_{schema}" if schema else NOTIFY_CHANNEL
+        self.stats = RoundTrips()
+        self._groups: AppendGroups | None = None
+        if group_appends:
+            self._groups = AppendGroups(self._conn, self._run_alone, self._drive, self.stats)
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
-        """`postgresql://user@host/db?schema=name&pool_max=10&migrate=auto`.
+        """`postgresql://user@host/db?schema=name&pool_max=10&migrate=auto&group_appends=0`.
 
-        `schema`, `pool_min`, `pool_max` and `migrate` are Threadline's own parameters;
-        every other query parameter is passed to libpq.
+        `schema`, `pool_min`, `pool_max`, `migrate` and `group_appends` are Threadline's
+        own parameters; every other query parameter is passed to libpq.
         """
         parts = urlsplit(url)
         if parts.scheme not in ("postgres", "postgresql"):
@@ -136,7 +152,7 @@ class PostgresStore(SQLStore):
         own: dict[str, str] = {}
         rest = []
         for key, value in parse_qsl(parts.query):
-            if key in ("schema", "pool_min", "pool_max", "migrate"):
+            if key in _OWN_PARAMETERS:
                 own[key] = value
             else:
                 rest.append((key, value))
@@ -152,6 +168,7 @@ class PostgresStore(SQLStore):
             min_size=min_size,
             max_size=max_size,
             migrate=own.get("migrate", "").lower() in ("auto", "1", "true", "yes"),
+            group_appends=own.get("group_appends", "1").lower() not in ("0", "false", "no", "off"),
         )
 
     # -- connections and schema ----------------------------------------------------------
@@ -300,33 +317,71 @@ class PostgresStore(SQLStore):
         """Run `plan` on a pooled connection: in a transaction if `Tx.ATOMIC`, else each
         statement in autocommit (a single statement needs no BEGIN/COMMIT round trips).
 
-        A connection found dead is replaced and a fresh `plan()` run once more (a pool may
-        hold several connections the same restart killed: each try takes another one).
+        A one-statement append (`Tx.WRITE` with `append_to`) that arrives while another is
+        in flight joins the group sent next, one round trip for all (`postgres_group.py`);
+        alone, it is sent at once.
         """
+        if append_to is None:
+            return await self._run_retrying(plan, tx)
+        arrived = time.monotonic()
+        try:
+            if tx is Tx.WRITE and self._groups is not None:
+                return await self._groups.append(plan, append_to)
+            return await self._run_retrying(plan, tx, append=True)
+        finally:
+            self.stats.waited(time.monotonic() - arrived)
+
+    async def _run_retrying(self, plan: Callable[[], Plan[T]], tx: Tx, append: bool = False) -> T:
+        """`plan` to its end; a connection found dead is replaced and a fresh `plan()` run
+        once more (a pool may hold several connections the same restart killed: each try
+        takes another one)."""
         for _ in range(_RECONNECTS):
             try:
-                return await self._run_once(plan, tx)
+                return await self._run_once(plan, tx, append)
             except ConnectionDropped as exc:
                 log.warning("%s; running the operation again on a new connection", exc)
-        return await self._run_once(plan, tx)
+        return await self._run_once(plan, tx, append)
 
-    async def _run_once(self, plan: Callable[[], Plan[T]], tx: Tx) -> T:
-        psycopg, _ = _import_psycopg()
+    async def _run_alone(self, plan: Callable[[], Plan[T]]) -> T:
+        return await self._run_retrying(plan, Tx.WRITE, append=True)
+
+    async def _run_once(self, plan: Callable[[], Plan[T]], tx: Tx, append: bool) -> T:
         steps = plan()
         try:
             async with self._conn() as conn:
-                atomic = conn.transaction() if tx is Tx.ATOMIC else contextlib.nullcontext()
-                async with atomic:
-                    step = advance(steps, None)
-                    while step.__class__ is Query:
-                        try:
-                            outcome: Result | DuplicateKey = await _execute(conn, step)
-                        except psycopg.errors.UniqueViolation as exc:
-                            outcome = DuplicateKey(_short(exc))
-                        step = advance(steps, outcome)
-                    return step.value  # type: ignore[union-attr]
+                if append:
+                    self.stats.appends += 1
+                    self.stats.append_commits += 1
+                if tx is not Tx.ATOMIC:
+                    return await self._drive(conn, steps, advance(steps, None), append)
+                self._count(2, append)  # BEGIN and COMMIT
+                async with conn.transaction():
+                    return await self._drive(conn, steps, advance(steps, None), append)
         finally:
             steps.close()
+
+    async def _drive(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        steps: Plan[T],
+        step: Query | Returned[T],
+        append: bool,
+    ) -> T:
+        """Run `steps` on `conn` from `step` (its next query, or its value) to its value."""
+        psycopg, _ = _import_psycopg()
+        while step.__class__ is Query:
+            self._count(1, append)
+            try:
+                outcome: Result | DuplicateKey = await _execute(conn, step)
+            except psycopg.errors.UniqueViolation as exc:
+                outcome = DuplicateKey(_short(exc))
+            step = advance(steps, outcome)
+        return step.value  # type: ignore[union-attr]
+
+    def _count(self, round_trips: int, append: bool) -> None:
+        self.stats.round_trips += round_trips
+        if append:
+            self.stats.append_round_trips += round_trips
 
     def _wake(self, thread_id: str) -> Query:
         sql = self.dialect.sql("SELECT pg_notify(:channel, :id)")
@@ -384,6 +439,8 @@ class PostgresStore(SQLStore):
     async def close(self) -> None:
         if self._closed:
             return
+        if self._groups is not None:  # answer the queued appends while the pool is open
+            await self._groups.drain(5.0)
         self._closed = True
         if self._waiting is not None and not self._waiting.done():
             self._waiting.cancel()

@@ -1,0 +1,262 @@
+"""Group commit (PostgreSQL): appends of concurrent threads share one round trip, each
+append keeps its own outcome, and an acknowledged append survives SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pg_support import pg_store_url
+from threadline.errors import AppendConflict, LeaseLost
+from threadline.events import Thread, ToolResult, UserMessage, utcnow
+from threadline.stores import new_thread_id
+from threadline.stores.postgres import PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+WRITER = Path(__file__).with_name("pg_group_writer.py")
+
+
+def _store(url: str, schema: str, **options: object) -> PostgresStore:
+    return PostgresStore(url, schema=schema, migrate=True, **options)  # type: ignore[arg-type]
+
+
+async def _threads(store: PostgresStore, n: int) -> list[Thread]:
+    out = []
+    for _ in range(n):
+        thread = Thread(new_thread_id(), "g")
+        thread.append(UserMessage(seq=0, at=utcnow(), text="go"))
+        await store.create(thread)
+        out.append(thread)
+    return out
+
+
+def _event(seq: int) -> ToolResult:
+    return ToolResult(seq=seq, at=utcnow(), call_id=f"c{seq}", tool="w", result=seq)
+
+
+async def test_concurrent_threads_share_round_trips_and_every_event_is_stored(
+    postgres_url: str, pg_schema: str
+) -> None:
+    store = _store(postgres_url, pg_schema)
+    reader = _store(postgres_url, pg_schema)
+    try:
+        threads = await _threads(store, 16)
+        before = store.stats.append_round_trips
+
+        async def append_ten(thread: Thread) -> None:
+            for seq in range(1, 11):
+                await store.append(thread.id, [_event(seq)], expected_seq=seq)
+                await asyncio.sleep(0)  # as a model call would: the other threads run
+
+        await asyncio.gather(*(append_ten(t) for t in threads))
+        stats = store.stats
+        assert stats.appends == 160
+        trips = stats.append_round_trips - before
+        assert trips < 160 / 2, f"appends of concurrent threads were not grouped: {trips}"
+        assert stats.groups > 0 and stats.grouped > 80 and stats.regrouped == 0
+        assert stats.append_commits == trips  # a group is one round trip and one commit
+        assert len(stats.waits) == 160 and stats.longest_wait >= max(stats.waits)
+        for thread in threads:  # read back by another store (another pool)
+            loaded = await reader.load(thread.id)
+            assert [e.seq for e in loaded.events] == list(range(11))
+            assert (await reader.get(thread.id)).next_seq == 11
+    finally:
+        await reader.close()
+        await store.close()
+
+
+async def test_a_conflict_or_a_lost_lease_in_a_group_fails_alone(
+    postgres_url: str, pg_schema: str
+) -> None:
+    store = _store(postgres_url, pg_schema)
+    other = _store(postgres_url, pg_schema)  # another process's store
+    try:
+        threads = await _threads(store, 6)
+        # Another process appends to thread 2 (this store's cache still says seq 1) and
+        # fences off the lease this store holds on thread 5: both appends below are sent
+        # in the group on the known state, and their conditions fail there.
+        await other.append(threads[2].id, [_event(1)], expected_seq=1)
+        lease = (await store.lease("w1", ttl=60, thread_ids=[threads[5].id]))[0]
+        await other.break_lease(threads[5].id)
+        groups, grouped = store.stats.groups, store.stats.grouped
+        results = await asyncio.gather(
+            store.append(threads[0].id, [_event(1)], expected_seq=1),  # alone: none in flight
+            store.append(threads[1].id, [_event(1)], expected_seq=1),
+            store.append(threads[2].id, [_event(1)], expected_seq=1),  # conflict
+            store.append(threads[3].id, [_event(1)], expected_seq=1),
+            store.append(threads[4].id, [_event(1)], expected_seq=1),
+            store.append(threads[5].id, [_event(1)], expected_seq=1, lease=lease),  # lost
+            return_exceptions=True,
+        )
+        assert store.stats.groups == groups + 1, "the five after the first were not grouped"
+        assert store.stats.grouped == grouped + 5
+        assert [results[i] for i in (0, 1, 3, 4)] == [None] * 4
+        assert isinstance(results[2], AppendConflict)
+        assert isinstance(results[5], LeaseLost)
+        lengths = [len(await other.events(t.id)) for t in threads]
+        assert lengths == [2, 2, 2, 2, 2, 1]  # thread 2 holds the other process's event
+        written = (await other.events(threads[2].id))[1]
+        assert isinstance(written, ToolResult) and written.call_id == "c1"
+    finally:
+        await other.close()
+        await store.close()
+
+
+def _sql(url: str, schema: str, statement: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        conn.execute(statement)
+
+
+async def test_a_statement_that_raises_in_a_group_raises_alone(
+    postgres_url: str, pg_schema: str
+) -> None:
+    store = _store(postgres_url, pg_schema)
+    try:
+        threads = await _threads(store, 5)
+        # A trigger refusing thread 3's events stands in for an error no condition catches:
+        # it aborts the group's transaction, then each append runs again alone.
+        _sql(
+            postgres_url,
+            pg_schema,
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+            f"IF NEW.thread_id = '{threads[3].id}' THEN RAISE EXCEPTION 'refused here'; "
+            "END IF; RETURN NEW; END $$ LANGUAGE plpgsql; "
+            "CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()",
+        )
+        results = await asyncio.gather(
+            *(store.append(t.id, [_event(1)], expected_seq=1) for t in threads),
+            return_exceptions=True,
+        )
+        assert store.stats.groups == 1 and store.stats.regrouped == 4
+        assert [results[i] for i in (0, 1, 2, 4)] == [None] * 4
+        assert isinstance(results[3], psycopg.errors.RaiseException)
+        assert "refused here" in str(results[3])
+        assert [len(await store.events(t.id)) for t in threads] == [2, 2, 2, 1, 2]
+    finally:
+        await store.close()
+
+
+async def test_a_group_whose_connection_dies_is_sent_again(
+    postgres_url: str, pg_schema: str
+) -> None:
+    store = _store(postgres_url, pg_schema)
+    try:
+        threads = await _threads(store, 5)
+        # The first event row of a group's transaction ends its own session (once: a
+        # sequence is not rolled back), as a server restart or a cut connection would.
+        _sql(
+            postgres_url,
+            pg_schema,
+            "CREATE SEQUENCE cut; "
+            "CREATE FUNCTION cut() RETURNS trigger AS $$ BEGIN "
+            "IF NEW.thread_id <> '" + threads[0].id + "' AND nextval('cut') = 1 THEN "
+            "PERFORM pg_terminate_backend(pg_backend_pid()); END IF; RETURN NEW; END $$ "
+            "LANGUAGE plpgsql; "
+            "CREATE TRIGGER cut BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION cut()",
+        )
+        results = await asyncio.gather(
+            *(store.append(t.id, [_event(1)], expected_seq=1) for t in threads),
+            return_exceptions=True,
+        )
+        assert results == [None] * 5
+        assert store.stats.groups == 1 and store.stats.regrouped == 4
+        for thread in threads:
+            assert [e.seq for e in await store.events(thread.id)] == [0, 1]
+    finally:
+        await store.close()
+
+
+async def test_a_lone_thread_is_sent_alone_and_grouping_can_be_turned_off(
+    postgres_url: str, pg_schema: str
+) -> None:
+    store = _store(postgres_url, pg_schema)
+    try:
+        (thread,) = await _threads(store, 1)
+        for seq in range(1, 6):
+            await store.append(thread.id, [_event(seq)], expected_seq=seq)
+        assert store.stats.groups == 0
+        assert store.stats.append_round_trips == store.stats.appends == 5
+    finally:
+        await store.close()
+    off = PostgresStore.from_url(pg_store_url(postgres_url, pg_schema) + "&group_appends=0")
+    try:
+        threads = await _threads(off, 8)
+        await asyncio.gather(*(off.append(t.id, [_event(1)], expected_seq=1) for t in threads))
+        assert off.stats.groups == 0 and off.stats.append_round_trips == 8
+        assert [len(await off.events(t.id)) for t in threads] == [2] * 8
+    finally:
+        await off.close()
+
+
+def _acked(lines: list[str]) -> tuple[dict[str, int], tuple[int, int, int] | None]:
+    acked: dict[str, int] = {}
+    stats = None
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "ack":
+            acked[parts[1]] = max(acked.get(parts[1], 0), int(parts[2]))
+        elif len(parts) == 4 and parts[0] == "stats":
+            stats = (int(parts[1]), int(parts[2]), int(parts[3]))
+    return acked, stats
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_inside_grouped_round_trips_keeps_every_acknowledged_event(
+    postgres_url: str, pg_schema: str, seed: int
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(WRITER), pg_store_url(postgres_url, pg_schema), "64"],
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        # Kill after a random number of acknowledgements, while the 64 writers keep
+        # appending: a group is in flight nearly all the time.
+        target = random.Random(seed).randrange(300, 900)
+        acks = 0
+        while acks < target:
+            line = proc.stdout.readline()
+            assert line, "the writer died before the kill"
+            lines.append(line)
+            acks += line.startswith("ack ")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        lines.extend(proc.stdout.read().splitlines())  # acks written before the kill
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    acked, stats = _acked(lines)
+    assert stats is not None and stats[2] > 0, "no append was grouped: nothing was tested"
+    assert stats[0] < stats[1], stats
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{pg_schema}"')
+        stored = dict(conn.execute("SELECT thread_id, MAX(seq) FROM events GROUP BY thread_id"))
+        dense = conn.execute(
+            "SELECT thread_id FROM events GROUP BY thread_id HAVING COUNT(*) != MAX(seq) + 1"
+        ).fetchall()
+        behind = conn.execute(
+            "SELECT t.id FROM threads t JOIN (SELECT thread_id, MAX(seq) AS top FROM events "
+            "GROUP BY thread_id) e ON e.thread_id = t.id WHERE t.next_seq != e.top + 1"
+        ).fetchall()
+    assert dense == [] and behind == []  # events and projection committed together
+    lost = {t: s for t, s in acked.items() if stored.get(t, -1) < s}
+    assert lost == {}, f"acknowledged events missing after SIGKILL: {lost}"
+    print(
+        f"\nkilled after {sum(1 for x in lines if x.startswith('ack '))} acknowledged appends; "
+        f"last stats: {stats[0]} round trips for {stats[1]} appends ({stats[2]} grouped); "
+        f"every acknowledged event found"
+    )
