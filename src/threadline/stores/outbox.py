@@ -23,18 +23,21 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from .dialect import Plan, PlanRunner, Query, Tx, stored_json, stored_time
 
 __all__ = [
     "MemoryOutbox",
+    "Only",
     "Outbox",
     "OutboxEntry",
     "OutboxStatus",
+    "Outcome",
     "SQLOutbox",
 ]
 
@@ -71,9 +74,26 @@ class OutboxEntry:
     error: str | None = None
 
 
-class Outbox(Protocol):
+Only = frozenset[str] | None
+"""A claim's filter (`Outbox._claim`): None admits all, else the values admitted (not empty)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of a claimed entry (`Outbox.finish`)."""
+
+    entry_id: str
+    status: OutboxStatus
+    at: datetime
+    ref: dict[str, Any] | None
+    error: str | None
+    retry_at: datetime | None
+
+
+class Outbox(ABC):
     """Where channel notices wait to be sent (see the module docstring)."""
 
+    @abstractmethod
     async def add(self, entries: Sequence[OutboxEntry], *, at: datetime) -> list[str]:
         """Record the entries whose ids are new; return those ids (the others existed)."""
 
@@ -89,6 +109,16 @@ class Outbox(Protocol):
         """Claim up to `limit` pending entries due by `now` that nobody holds (only
         `ids`, and only entries of `channels`, when given) for `hold`, counting an
         attempt on each."""
+        if (ids is not None and not ids) or (channels is not None and not channels):
+            return []  # an empty filter admits no entry
+        wanted, sent_on = (frozenset(v) if v is not None else None for v in (ids, channels))
+        return await self._claim(now, now + hold, limit, wanted, sent_on)
+
+    @abstractmethod
+    async def _claim(
+        self, now: datetime, until: datetime, limit: int, ids: Only, channels: Only
+    ) -> list[OutboxEntry]:
+        """`claim` once its filters admit some entry: claimed until `until`."""
 
     async def finish(
         self,
@@ -101,19 +131,27 @@ class Outbox(Protocol):
         retry_at: datetime | None = None,
     ) -> None:
         """Record an outcome; `pending` with `retry_at` releases the claim until then."""
+        await self._finish(Outcome(entry_id, status, at, ref, error, retry_at))
 
+    @abstractmethod
+    async def _finish(self, outcome: Outcome) -> None:
+        """`finish` with its arguments as one record."""
+
+    @abstractmethod
     async def about(self, thread_id: str, topic: str) -> list[OutboxEntry]:
         """The entries of one thread and topic, oldest first."""
 
+    @abstractmethod
     async def link(self, channel: str, conversation: str, thread_id: str, *, at: datetime) -> bool:
         """Tie a conversation of `channel` to a thread; False if it already was (kept)."""
 
+    @abstractmethod
     async def linked(self, channel: str, conversation: str) -> str | None:
         """The thread a conversation belongs to, if any."""
 
 
 @dataclass
-class MemoryOutbox:
+class MemoryOutbox(Outbox):
     """The outbox in dicts (tests, `memory://`)."""
 
     _entries: dict[str, OutboxEntry] = field(default_factory=dict)
@@ -129,17 +167,9 @@ class MemoryOutbox:
                 added.append(entry.id)
         return added
 
-    async def claim(
-        self,
-        *,
-        now: datetime,
-        hold: timedelta,
-        limit: int = 20,
-        ids: Sequence[str] | None = None,
-        channels: Sequence[str] | None = None,
+    async def _claim(
+        self, now: datetime, until: datetime, limit: int, ids: Only, channels: Only
     ) -> list[OutboxEntry]:
-        wanted = set(ids) if ids is not None else None
-        sent_on = set(channels) if channels is not None else None
         out: list[OutboxEntry] = []
         for entry in sorted(self._entries.values(), key=lambda e: (e.due_at, e.id)):
             if len(out) >= limit:
@@ -149,33 +179,27 @@ class MemoryOutbox:
                 entry.status == "pending"
                 and entry.due_at <= now
                 and free
-                and (wanted is None or entry.id in wanted)
-                and (sent_on is None or entry.channel in sent_on)
+                and (ids is None or entry.id in ids)
+                and (channels is None or entry.channel in channels)
             ):
                 entry = replace(entry, attempts=entry.attempts + 1)
                 self._entries[entry.id] = entry
-                self._claims[entry.id] = now + hold
+                self._claims[entry.id] = until
                 out.append(entry)
         return out
 
-    async def finish(
-        self,
-        entry_id: str,
-        status: OutboxStatus,
-        *,
-        at: datetime,
-        ref: dict[str, Any] | None = None,
-        error: str | None = None,
-        retry_at: datetime | None = None,
-    ) -> None:
-        entry = self._entries.get(entry_id)
+    async def _finish(self, outcome: Outcome) -> None:
+        entry = self._entries.get(outcome.entry_id)
         if entry is None:
             return
-        due = retry_at if retry_at is not None else entry.due_at
-        self._entries[entry_id] = replace(
-            entry, status=status, ref=ref if ref is not None else entry.ref, error=error, due_at=due
+        self._entries[entry.id] = replace(
+            entry,
+            status=outcome.status,
+            ref=outcome.ref if outcome.ref is not None else entry.ref,
+            error=outcome.error,
+            due_at=outcome.retry_at if outcome.retry_at is not None else entry.due_at,
         )
-        self._claims.pop(entry_id, None)
+        self._claims.pop(entry.id, None)
 
     async def about(self, thread_id: str, topic: str) -> list[OutboxEntry]:
         return sorted(
@@ -193,7 +217,7 @@ class MemoryOutbox:
         return self._links.get((channel, conversation))
 
 
-class SQLOutbox:
+class SQLOutbox(Outbox):
     """The outbox in the `channel_outbox` and `channel_conversations` tables of a SQL
     store's database, on its connections (queries written once for both dialects)."""
 
@@ -226,23 +250,15 @@ class SQLOutbox:
 
         return await self._store.run(plan, Tx.ATOMIC)
 
-    async def claim(
-        self,
-        *,
-        now: datetime,
-        hold: timedelta,
-        limit: int = 20,
-        ids: Sequence[str] | None = None,
-        channels: Sequence[str] | None = None,
+    async def _claim(
+        self, now: datetime, until: datetime, limit: int, ids: Only, channels: Only
     ) -> list[OutboxEntry]:
-        if (ids is not None and not ids) or (channels is not None and not channels):
-            return []
         d = self._store.dialect
-        args: dict[str, Any] = {"now": d.time(now), "until": d.time(now + hold), "limit": limit}
+        args: dict[str, Any] = {"now": d.time(now), "until": d.time(until), "limit": limit}
         filters = ""
         for column, values in (("id", ids), ("channel", channels)):
             if values is not None:
-                condition, bound = d.any_of(column, column + "s", values)
+                condition, bound = d.any_of(column, column + "s", sorted(values))
                 filters, args = f"{filters} AND {condition}", {**args, **bound}
         sql = d.sql(_CLAIM.replace("{filters}", filters))
 
@@ -251,24 +267,15 @@ class SQLOutbox:
 
         return await self._store.run(plan, Tx.WRITE)
 
-    async def finish(
-        self,
-        entry_id: str,
-        status: OutboxStatus,
-        *,
-        at: datetime,
-        ref: dict[str, Any] | None = None,
-        error: str | None = None,
-        retry_at: datetime | None = None,
-    ) -> None:
+    async def _finish(self, outcome: Outcome) -> None:
         d = self._store.dialect
         args = {
-            "id": entry_id,
-            "status": status,
-            "ref": json.dumps(ref) if ref is not None else None,
-            "error": error,
-            "at": d.time(at),
-            "retry_at": d.at(retry_at),
+            "id": outcome.entry_id,
+            "status": outcome.status,
+            "ref": json.dumps(outcome.ref) if outcome.ref is not None else None,
+            "error": outcome.error,
+            "at": d.time(outcome.at),
+            "retry_at": d.at(outcome.retry_at),
         }
 
         def plan() -> Plan[None]:
