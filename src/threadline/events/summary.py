@@ -42,6 +42,11 @@ def _by(who: str | None, prefix: str = " by ") -> str:
     return f"{prefix}{who}" if who else ""
 
 
+def _answered(event: ev.Approval | ev.RespondedInstead) -> str:
+    """The pending call a person answered, by whom and through which channel."""
+    return f"{event.call_id}{_by(event.by)} via {event.channel}"
+
+
 def summarize(event: ev.Event) -> Summary:
     """The summary of `event`.
 
@@ -68,14 +73,11 @@ def summarize(event: ev.Event) -> Summary:
             comment = f": “{event.comment}”" if event.comment else ""
             edited = event.edited_arguments
             return Summary(
-                text=f"{verdict} {event.call_id}{_by(event.by)} via {event.channel}{comment}",
+                text=f"{verdict} {_answered(event)}{comment}",
                 detail=_json(edited) if edited is not None else None,
             )
         case ev.RespondedInstead():
-            return Summary(
-                text=f"instead of a verdict on {event.call_id}{_by(event.by)} "
-                f"via {event.channel}: “{event.text}”"
-            )
+            return Summary(text=f"instead of a verdict on {_answered(event)}: “{event.text}”")
         case ev.ToolStarted():
             return Summary(text=f"{event.call_id} attempt {event.attempt}")
         case ev.ToolAttemptFailed():
