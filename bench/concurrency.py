@@ -14,11 +14,20 @@ of a read-only tool, then a final answer) with the default renderer. Counted:
     should wait longer than one commit interval.
 
 Baseline in the same run: the same 64 threads with group commit off (`group_window=0`).
+
+PostgreSQL (`run_postgres`): the same 64 threads on `PostgresStore` (the server at
+THREADLINE_TEST_POSTGRES_URL, default the local `test` database, a fresh schema per run),
+counting the round trips the store made while the threads ran (`PostgresStore.stats`: a
+statement alone is one, a transaction's BEGIN and COMMIT one each, a pipelined group one)
+and the waits of every append (arrival in the store to its answer), against the same run
+with grouping off (`group_appends=False`). Skipped, with the reason, when the server is not
+reachable or psycopg is not installed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from collections import Counter
@@ -137,4 +146,76 @@ def _quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-__all__ = ["run"]
+POSTGRES_URL = os.environ.get(
+    "THREADLINE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def postgres_unreachable(url: str = POSTGRES_URL) -> str | None:
+    """Why PostgreSQL cannot be measured (None: it can)."""
+    try:
+        import psycopg
+
+        psycopg.connect(url, connect_timeout=3).close()
+    except Exception as exc:  # ImportError included: the postgres extra is missing
+        return f"PostgreSQL not reachable at {url}: {' '.join(str(exc).split())[:160]}"
+    return None
+
+
+def run_postgres(threads: int, group: bool, url: str = POSTGRES_URL) -> dict[str, float]:
+    """One concurrent run on PostgreSQL: round trips per turn, turns per second, waits."""
+    import psycopg
+    from loop import lookup
+
+    from threadline.stores.postgres import PostgresStore
+
+    schema = f"bench_conc_{os.getpid()}_{time.monotonic_ns() % 10**9}"
+
+    async def go() -> dict[str, float]:
+        store = PostgresStore(url, schema=schema, migrate=True, group_appends=group)
+        model = PerThreadScript()
+        agent = Agent("conc", tools=[lookup], model=model, max_steps=TURNS + 5)
+        rt = Runtime(store, agents=[agent])
+        try:
+            launched = [
+                await rt.launch(agent, f"look up abc (loop #{i})", advance=False)
+                for i in range(threads)
+            ]
+            stats = store.stats
+            stats.waits.clear()
+            before = (stats.round_trips, stats.append_round_trips, stats.append_commits)
+            appends, grouped = stats.appends, stats.grouped
+            groups, group_seconds = stats.groups, stats.group_seconds
+            started = time.perf_counter()
+            done = await asyncio.gather(*(rt.advance(t) for t in launched))
+            elapsed = time.perf_counter() - started
+        finally:
+            await store.close()
+        if any(t.status != "done" for t in done):
+            raise RuntimeError("a concurrent thread did not finish")
+        turns = sum(model.turns.values())
+        waits = sorted(stats.waits)
+        return {
+            "turns": float(turns),
+            "round_trips_per_turn": (stats.round_trips - before[0]) / turns,
+            "append_round_trips_per_turn": (stats.append_round_trips - before[1]) / turns,
+            "append_commits_per_turn": (stats.append_commits - before[2]) / turns,
+            "appends_per_turn": (stats.appends - appends) / turns,
+            "grouped_share": (stats.grouped - grouped) / max(1, stats.appends - appends),
+            "turns_per_s": turns / elapsed,
+            "p50_wait_ms": _quantile(waits, 0.50) * 1000,
+            "p99_wait_ms": _quantile(waits, 0.99) * 1000,
+            "longest_wait_ms": (waits[-1] if waits else 0.0) * 1000,
+            "group_ms": (stats.group_seconds - group_seconds)
+            / max(1, stats.groups - groups)
+            * 1000,
+        }
+
+    try:
+        return asyncio.run(go())
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+__all__ = ["postgres_unreachable", "run", "run_postgres"]

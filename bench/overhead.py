@@ -16,6 +16,9 @@ median of the per-round ratios, so drift of a shared machine cancels out.
    1 KB tool result, Threadline's SQLite file against LangGraph's SqliteSaver.
 4. Concurrency (bench/concurrency.py): 64 threads advancing at once in one process on SQLite
    FULL: commits (fsyncs) per turn with group commit, against group commit off.
+5. Concurrency on PostgreSQL (`concurrency-pg`, bench/concurrency.py): the same 64 threads on
+   the local server: round trips per turn and append waits, grouping on against off
+   (skipped, saying why, when the server is not reachable).
 
 Run: python bench/overhead.py [--quick] [--json results.json] [--only loop,growth,...]
 """
@@ -46,7 +49,7 @@ import peers
 import storage
 
 console = Console(width=160)
-PARTS = ("loop", "growth", "storage", "concurrency")
+PARTS = ("loop", "growth", "storage", "concurrency", "concurrency-pg")
 
 
 def sqlite_commit_us(path: Path, n: int = 200) -> float:
@@ -220,6 +223,39 @@ def concurrency_report(tmpdir: Path, rounds: int, threads: int) -> dict[str, Any
     return {"median": med, "rounds": flat}
 
 
+def postgres_concurrency_report(rounds: int, threads: int) -> dict[str, Any]:
+    """The same threads on PostgreSQL, grouping on and off: round trips per turn, waits."""
+    unreachable = concurrency.postgres_unreachable()
+    if unreachable is not None:
+        console.print(f"Concurrency on PostgreSQL: skipped ({unreachable})", highlight=False)
+        return {"skipped": unreachable}
+    measures = {
+        "grouped": lambda: concurrency.run_postgres(threads, True),
+        "alone": lambda: concurrency.run_postgres(threads, False),
+    }
+    flat = [
+        {f"{k}.{m}": v for k, res in row.items() for m, v in res.items()}
+        for row in rounds_of(measures, rounds, "concurrency on PostgreSQL")
+    ]
+    med = {key: median(flat, key) or 0.0 for key in flat[0]}
+    console.print(
+        f"Concurrency ({threads} threads at once, PostgreSQL, median of {rounds} rounds): "
+        f"{med['grouped.round_trips_per_turn']:.3f} round trips per turn with group commit "
+        f"({med['grouped.append_round_trips_per_turn']:.3f} of them appends'), "
+        f"{med['alone.round_trips_per_turn']:.3f} with it off "
+        f"({med['alone.append_round_trips_per_turn']:.3f}); throughput "
+        f"{ratio(flat, 'grouped.turns_per_s', 'alone.turns_per_s') or 0:.2f}x; wait of an "
+        f"append (arrival to answer) median {med['grouped.p50_wait_ms']:.1f} ms, p99 "
+        f"{med['grouped.p99_wait_ms']:.1f} ms, longest {med['grouped.longest_wait_ms']:.1f} ms "
+        f"(off: {med['alone.p50_wait_ms']:.1f}, {med['alone.p99_wait_ms']:.1f}, "
+        f"{med['alone.longest_wait_ms']:.1f} ms); a group's round trip "
+        f"{med['grouped.group_ms']:.1f} ms on average; turns/s {med['grouped.turns_per_s']:.0f} "
+        f"(off: {med['alone.turns_per_s']:.0f})",
+        highlight=False,
+    )
+    return {"median": med, "rounds": flat}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds")
@@ -253,6 +289,10 @@ def main() -> None:
         if "concurrency" in parts:
             results["concurrency"] = concurrency_report(
                 tmpdir, max(1, args.rounds // 2), args.threads
+            )
+        if "concurrency-pg" in parts:
+            results["concurrency_postgres"] = postgres_concurrency_report(
+                max(1, args.rounds // 2), args.threads
             )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))

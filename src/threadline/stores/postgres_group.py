@@ -33,6 +33,7 @@ statements in a transaction, each needing the last one's answer) keeps its own t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -81,6 +82,8 @@ class RoundTrips:
     """Appends sent in a group."""
     regrouped: int = 0
     """Appends of failed groups, run again alone."""
+    group_seconds: float = 0.0
+    """Seconds spent sending groups and reading their answers (BEGIN to COMMIT), in all."""
     longest_wait: float = 0.0
     """Seconds from an append's arrival in the store to its answer, at most."""
     waits: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
@@ -194,7 +197,9 @@ class AppendGroups:
                 stats.appends += len(group)
                 stats.groups += 1
                 stats.grouped += len(group)
+                began = time.monotonic()
                 outcomes = await self._pipeline(conn, plans)
+                stats.group_seconds += time.monotonic() - began
                 stats.append_commits += 1
                 again = await self._finish(conn, group, plans, outcomes)
         except Exception:
