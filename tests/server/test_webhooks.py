@@ -26,10 +26,17 @@ from server_support import (
     start_server,
 )
 from threadline import Agent
-from threadline.events import ExternalEvent, Thread
+from threadline.events import ExternalEvent, HumanRequest, Thread, UserMessage, utcnow
 from threadline.models.base import Context, Message
 from threadline.server import ServerConfig
-from threadline.server.webhooks import WebhookRejected, sign, signed_headers, verify
+from threadline.server.webhooks import (
+    Notifier,
+    WebhookRejected,
+    notification,
+    sign,
+    signed_headers,
+    verify,
+)
 from threadline.testing import FunctionModel, intent
 from threadline.waits import WAIT_TOOLS
 
@@ -429,3 +436,30 @@ def test_an_external_event_by_api_key_ends_a_wait_for_event(tmp_path: Path) -> N
         assert external["payload"] == {"amount": 5} and external["source"] == "api:launcher"
     finally:
         live.stop()
+
+
+def test_a_question_notifies_where_to_answer_and_the_notifier_keeps_its_secret() -> None:
+    at = utcnow()
+    asked = HumanRequest(seq=1, at=at, request_id="r1", question="Which env?", responders=("ann",))
+    thread = Thread("th_q", "deploybot", [UserMessage(seq=0, at=at, text="deploy"), asked])
+    payload = notification(thread, asked, "https://threadline.example/")
+    assert payload == {
+        "delivery_id": "th_q:1",
+        "thread_id": "th_q",
+        "agent": "deploybot",
+        "seq": 1,
+        "at": at.isoformat(),
+        "type": "human_request",
+        "request": {"request_id": "r1", "question": "Which env?", "responders": ["ann"]},
+        "respond": {
+            "webhook": "https://threadline.example/v1/webhooks/inbound",
+            "ui": "https://threadline.example/ui/#thread=th_q",
+            "api": "https://threadline.example/v1/threads/th_q/responses",
+        },
+    }
+    assert list(payload)[5:] == ["type", "request", "respond"]  # as sent before
+    assert notification(thread, thread.events[0], "https://threadline.example") is None
+    notifier = Notifier("https://hooks.example", SECRET, "https://threadline.example", attempts=1)
+    assert SECRET not in repr(notifier) and (notifier.delivered, notifier.failed) == (0, 0)
+    with pytest.raises(TypeError):
+        Notifier("https://hooks.example", SECRET, "https://x", 1)  # type: ignore[misc]

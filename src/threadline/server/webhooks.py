@@ -25,6 +25,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import httpx
@@ -118,7 +119,7 @@ def notification(thread: Thread, event: Event, public_url: str) -> dict[str, Any
         "at": event.at.isoformat(),
     }
     if isinstance(event, ApprovalRequested):
-        route, field = f"approvals/{event.call_id}", "call"
+        route, key = f"approvals/{event.call_id}", "call"
         asks: dict[str, Any] = {
             "call_id": event.call_id,
             "tool": event.tool,
@@ -126,7 +127,7 @@ def notification(thread: Thread, event: Event, public_url: str) -> dict[str, Any
             "approvers": list(event.approvers),
         }
     elif isinstance(event, HumanRequest):
-        route, field = "responses", "request"
+        route, key = "responses", "request"
         asks = {
             "request_id": event.request_id,
             "question": event.question,
@@ -135,10 +136,11 @@ def notification(thread: Thread, event: Event, public_url: str) -> dict[str, Any
     else:
         return None
     respond["api"] = f"{base}/v1/threads/{thread.id}/{route}"
-    payload.update({"type": event.kind, field: asks, "respond": respond})
+    payload.update({"type": event.kind, key: asks, "respond": respond})
     return payload
 
 
+@dataclass(eq=False)
 class Notifier:
     """Runtime observer posting signed notifications of pending approvals and questions.
 
@@ -147,28 +149,23 @@ class Notifier:
         secret: HMAC secret for the signature (the receiver verifies with `verify`).
         public_url: this server's base URL, put in the payload as where to respond.
         attempts: tries per notification (network errors, 5xx and 429 are retried).
+        timeout: seconds one attempt may take.
+        backoff: seconds before the second attempt, doubling for each one after.
     """
 
-    def __init__(
-        self,
-        url: str,
-        secret: str,
-        public_url: str,
-        *,
-        attempts: int = 3,
-        timeout: float = 5.0,
-        backoff: float = 0.5,
-    ) -> None:
-        self.url = url
-        self.secret = secret
-        self.public_url = public_url
-        self.attempts = attempts
-        self.backoff = backoff
-        self._timeout = timeout
-        self._client: httpx.AsyncClient | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.delivered = 0
-        self.failed = 0
+    url: str
+    secret: str = field(repr=False)
+    public_url: str
+    _: KW_ONLY
+    attempts: int = 3
+    timeout: float = 5.0
+    backoff: float = 0.5
+    delivered: int = field(default=0, init=False)
+    """Notifications the receiver accepted."""
+    failed: int = field(default=0, init=False)
+    """Notifications given up on (refused, or every attempt failed)."""
+    _client: httpx.AsyncClient | None = field(default=None, init=False, repr=False)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     def __call__(self, thread: Thread, events: Sequence[Event]) -> None:
         for event in events:
@@ -182,7 +179,7 @@ class Notifier:
 
     async def _deliver(self, payload: dict[str, Any]) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
+            self._client = httpx.AsyncClient(timeout=self.timeout)
         body = json.dumps(payload, separators=(",", ":")).encode()
         for attempt in range(self.attempts):
             try:
