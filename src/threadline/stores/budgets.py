@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import TreeBudgetExhausted
 from ..events import Budget, BudgetReserved, BudgetSettled, Event
-from .dialect import Dialect, Plan, PlanRunner, Query, Tx
+from .dialect import Dialect, Plan, PlanRunner, Query, select_one
 
 __all__ = ["LedgerEvent", "MemoryLedger", "SQLLedger", "TreeTotals", "apply_plan", "ledger_events"]
 
@@ -156,13 +156,12 @@ class SQLLedger:
 
     async def totals(self, root: str) -> TreeTotals | None:
         """The totals of the tree rooted at `root` (None: it never reserved)."""
-        d = self._runner.dialect
-
-        def plan() -> Plan[TreeTotals | None]:
-            rows = (yield Query(d.sql(_TOTALS), {"root": root})).rows
-            return TreeTotals(root, _used(rows[0]), _reserved(rows[0])) if rows else None
-
-        return await self._runner.run(plan, Tx.READ)
+        return await select_one(
+            self._runner,
+            _TOTALS,
+            {"root": root},
+            lambda row: TreeTotals(root, _used(row), _reserved(row)),
+        )
 
 
 def _used(row: Sequence[Any]) -> Figures:

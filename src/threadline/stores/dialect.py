@@ -39,6 +39,8 @@ __all__ = [
     "Tx",
     "advance",
     "insert_new",
+    "select",
+    "select_one",
     "stored_json",
     "stored_time",
 ]
@@ -122,6 +124,27 @@ async def insert_new(store: PlanRunner, sql: str, args: Params, exists: str) -> 
             raise StoreError(exists) from None
 
     await store.run(plan, Tx.WRITE)
+
+
+async def select(
+    store: PlanRunner, sql: str, args: Params, row_to: Callable[[Sequence[Any]], T]
+) -> builtins.list[T]:
+    """Run one SELECT (`sql` before `Dialect.sql`), outside a transaction; each row as
+    `row_to` reads it, in the order the query gives."""
+    query = Query(store.dialect.sql(sql), args)
+
+    def plan() -> Plan[builtins.list[T]]:
+        return [row_to(row) for row in (yield query).rows]
+
+    return await store.run(plan, Tx.READ)
+
+
+async def select_one(
+    store: PlanRunner, sql: str, args: Params, row_to: Callable[[Sequence[Any]], T]
+) -> T | None:
+    """`select`'s first row (a query by a unique key); None when there is none."""
+    rows = await select(store, sql, args, row_to)
+    return rows[0] if rows else None
 
 
 class Tx(Enum):

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..errors import ConfigError, StoreError
-from .dialect import Plan, PlanRunner, Query, Tx, insert_new, stored_time
+from .dialect import Plan, PlanRunner, Query, Tx, insert_new, select, select_one, stored_time
 
 __all__ = [
     "FORGET_AFTER",
@@ -185,21 +185,11 @@ class SQLKeyStore:
         await insert_new(self._store, _INSERT_KEY, args, f"API key {key.id} already exists")
 
     async def find(self, secret_hash: str) -> ApiKey | None:
-        sql = self._store.dialect.sql(f"{_KEYS} WHERE secret_hash = :hash")
-
-        def plan() -> Plan[ApiKey | None]:
-            found = yield Query(sql, {"hash": secret_hash})
-            return _api_key(found.rows[0]) if found.rows else None
-
-        return await self._store.run(plan, Tx.READ)
+        where = f"{_KEYS} WHERE secret_hash = :hash"
+        return await select_one(self._store, where, {"hash": secret_hash}, _api_key)
 
     async def list(self) -> builtins.list[ApiKey]:
-        query = Query(self._store.dialect.sql(f"{_KEYS} ORDER BY created_at, id"))
-
-        def plan() -> Plan[builtins.list[ApiKey]]:
-            return [_api_key(r) for r in (yield query).rows]
-
-        return await self._store.run(plan, Tx.READ)
+        return await select(self._store, f"{_KEYS} ORDER BY created_at, id", {}, _api_key)
 
     async def revoke(self, key_id: str, *, at: datetime) -> bool:
         d = self._store.dialect

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from .dialect import Plan, PlanRunner, Query, Tx, stored_json, stored_time
+from .dialect import Plan, PlanRunner, Query, Tx, select, select_one, stored_json, stored_time
 
 __all__ = [
     "MemoryOutbox",
@@ -284,12 +284,8 @@ class SQLOutbox(Outbox):
         await self._store.run(plan, Tx.WRITE)
 
     async def about(self, thread_id: str, topic: str) -> builtins.list[OutboxEntry]:
-        sql = self._store.dialect.sql(f"{_SELECT} WHERE thread_id = :t AND topic = :topic{_ORDER}")
-
-        def plan() -> Plan[list[OutboxEntry]]:
-            return [_entry(r) for r in (yield Query(sql, {"t": thread_id, "topic": topic})).rows]
-
-        return await self._store.run(plan, Tx.READ)
+        sql = f"{_SELECT} WHERE thread_id = :t AND topic = :topic{_ORDER}"
+        return await select(self._store, sql, {"t": thread_id, "topic": topic}, _entry)
 
     async def link(self, channel: str, conversation: str, thread_id: str, *, at: datetime) -> bool:
         d = self._store.dialect
@@ -301,15 +297,10 @@ class SQLOutbox(Outbox):
         return await self._store.run(plan, Tx.WRITE)
 
     async def linked(self, channel: str, conversation: str) -> str | None:
-        sql = self._store.dialect.sql(
-            "SELECT thread_id FROM channel_conversations WHERE channel = :c AND conversation = :v"
+        sql = "SELECT thread_id FROM channel_conversations WHERE channel = :c AND conversation = :v"
+        return await select_one(
+            self._store, sql, {"c": channel, "v": conversation}, lambda row: str(row[0])
         )
-
-        def plan() -> Plan[str | None]:
-            rows = (yield Query(sql, {"c": channel, "v": conversation})).rows
-            return str(rows[0][0]) if rows else None
-
-        return await self._store.run(plan, Tx.READ)
 
 
 _COLUMNS = "id, thread_id, topic, channel, body{text}, status, due_at, attempts, ref{text}, error"

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from ..errors import StoreError
-from .dialect import Plan, PlanRunner, Query, Tx, insert_new, stored_time
+from .dialect import Plan, PlanRunner, Query, Tx, insert_new, select, select_one, stored_time
 
 __all__ = [
     "Firing",
@@ -192,21 +192,12 @@ class SQLScheduleStore:
         await insert_new(self._store, _INSERT, args, exists)
 
     async def get(self, name: str) -> Schedule | None:
-        query = Query(self._store.dialect.sql(f"{_SELECT} WHERE name = :name"), {"name": name})
-
-        def plan() -> Plan[Schedule | None]:
-            rows = (yield query).rows
-            return _schedule(rows[0]) if rows else None
-
-        return await self._store.run(plan, Tx.READ)
+        return await select_one(
+            self._store, f"{_SELECT} WHERE name = :name", {"name": name}, _schedule
+        )
 
     async def list(self) -> builtins.list[Schedule]:
-        query = Query(self._store.dialect.sql(f"{_SELECT} ORDER BY name"))
-
-        def plan() -> Plan[builtins.list[Schedule]]:
-            return [_schedule(r) for r in (yield query).rows]
-
-        return await self._store.run(plan, Tx.READ)
+        return await select(self._store, f"{_SELECT} ORDER BY name", {}, _schedule)
 
     async def remove(self, name: str) -> bool:
         d = self._store.dialect
@@ -254,13 +245,13 @@ class SQLScheduleStore:
         return await self._store.run(plan, Tx.ATOMIC)
 
     async def firings(self, schedule_id: str, *, limit: int = 20) -> builtins.list[Firing]:
-        query = Query(self._store.dialect.sql(_FIRINGS), {"id": schedule_id, "limit": limit})
-
-        def plan() -> Plan[builtins.list[Firing]]:
-            rows = (yield query).rows
-            return [Firing(r[0], stored_time(r[1]), r[2], stored_time(r[3])) for r in rows]
-
-        return await self._store.run(plan, Tx.READ)
+        args = {"id": schedule_id, "limit": limit}
+        return await select(
+            self._store,
+            _FIRINGS,
+            args,
+            lambda r: Firing(r[0], stored_time(r[1]), r[2], stored_time(r[3])),
+        )
 
 
 _COLUMNS = (

@@ -41,7 +41,7 @@ from .base import (
     state_from_json,
 )
 from .budgets import SQLLedger, apply_plan, ledger_events
-from .dialect import Dialect, DuplicateKey, Plan, Query, Tx, stored_json, stored_time
+from .dialect import Dialect, DuplicateKey, Plan, Query, Result, Tx, stored_json, stored_time
 from .keys import SQLDeliveryLog, SQLKeyStore
 from .outbox import SQLOutbox
 from .ratelimits import SQLRateLimits
@@ -152,9 +152,7 @@ class SQLStore(Store):
         def plan() -> Plan[ThreadState]:
             now = d.time(utcnow())
             found = yield Query(d.sql(_HEAD_FOR_APPEND), {"id": thread_id, "now": now})
-            if not found.rows:
-                raise ThreadNotFound(thread_id)
-            next_seq, status, owner, token, live, stored = found.rows[0]
+            next_seq, status, owner, token, live, stored = _row_of(thread_id, found)
             if lease is not None and (owner != lease.owner or token != lease.token or not live):
                 raise LeaseLost(thread_id, lease.owner)
             if next_seq >= expected_seq + len(events):
@@ -300,9 +298,7 @@ class SQLStore(Store):
 
         def plan() -> Plan[Thread]:
             found = yield Query(d.sql(_HEAD), {"id": thread_id})
-            if not found.rows:
-                raise ThreadNotFound(thread_id)
-            agent, schema_version, metadata, created_at = found.rows[0]
+            agent, schema_version, metadata, created_at = _row_of(thread_id, found)
             rows = (yield Query(d.sql(_ALL_EVENTS), {"id": thread_id})).rows
             check_dense(thread_id, rows, first=0)
             events = [parse_row(thread_id, seq, body, schema_version) for seq, body in rows]
@@ -327,13 +323,11 @@ class SQLStore(Store):
         d = self.dialect
 
         def plan() -> Plan[builtins.list[Event]]:
-            found = yield Query(d.sql(_HEAD), {"id": thread_id})
-            if not found.rows:
-                raise ThreadNotFound(thread_id)
+            schema_version = _row_of(thread_id, (yield Query(d.sql(_HEAD), {"id": thread_id})))[1]
             args = {"id": thread_id, "after": after, "limit": limit}
             rows = (yield Query(d.sql(_EVENTS), args)).rows
             check_dense(thread_id, rows, first=max(after, -1) + 1)
-            return [parse_row(thread_id, seq, body, found.rows[0][1]) for seq, body in rows]
+            return [parse_row(thread_id, seq, body, schema_version) for seq, body in rows]
 
         return await self.run(plan, Tx.READ)
 
@@ -342,9 +336,7 @@ class SQLStore(Store):
 
         def plan() -> Plan[ThreadSummary]:
             found = yield Query(d.sql(f"{_SUMMARY} WHERE id = :id"), {"id": thread_id})
-            if not found.rows:
-                raise ThreadNotFound(thread_id)
-            return _summary(found.rows[0])
+            return _summary(_row_of(thread_id, found))
 
         return await self.run(plan, Tx.READ)
 
@@ -464,9 +456,7 @@ class SQLStore(Store):
 
         def plan() -> Plan[None]:
             found = yield Query(d.sql(_BREAK_LEASE), {"id": thread_id})
-            if not found.rows:
-                raise ThreadNotFound(thread_id)
-            if found.rows[0][0] == Status.RUNNING.value:
+            if _row_of(thread_id, found)[0] == Status.RUNNING.value:
                 yield from self._announce(thread_id)
 
         await self.run(plan, Tx.WRITE)
@@ -549,6 +539,13 @@ _BREAK_LEASE = (
     "UPDATE threads SET lease_owner = NULL, lease_expires = NULL, "
     "lease_token = lease_token + 1 WHERE id = :id RETURNING status"
 )
+
+
+def _row_of(thread_id: str, found: Result) -> Sequence[Any]:
+    """The row a query by the thread's id found; ThreadNotFound when it found none."""
+    if not found.rows:
+        raise ThreadNotFound(thread_id)
+    return found.rows[0]
 
 
 def _summary(row: Sequence[Any]) -> ThreadSummary:
