@@ -23,6 +23,8 @@ def test_from_url_splits_own_parameters() -> None:
     )
     assert store.schema == "s1" and store._max == 3 and store._auto_migrate
     assert store.conninfo == "postgresql://u@h:5/db?sslmode=disable"
+    spaced = PostgresStore.from_url("postgresql://u@h/db?options=-c%20lock_timeout%3D5s")
+    assert spaced.conninfo == "postgresql://u@h/db?options=-c%20lock_timeout%3D5s"
     with pytest.raises(ConfigError):
         PostgresStore("postgresql://x/db", schema="bad; drop")
     with pytest.raises(ConfigError):

@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -175,6 +176,26 @@ async def test_a_group_whose_connection_dies_is_sent_again(
         await store.close()
 
 
+async def test_a_caller_cancelled_while_queued_writes_nothing(
+    postgres_url: str, pg_schema: str
+) -> None:
+    store = _store(postgres_url, pg_schema)
+    try:
+        threads = await _threads(store, 5)
+        tasks = [
+            asyncio.ensure_future(store.append(t.id, [_event(1)], expected_seq=1)) for t in threads
+        ]
+        await asyncio.sleep(0)  # the first is in flight, alone; the others are queued
+        tasks[2].cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[2], asyncio.CancelledError)
+        assert [results[i] for i in (0, 1, 3, 4)] == [None] * 4
+        assert store.stats.groups == 1 and store.stats.grouped == 3
+        assert [len(await store.events(t.id)) for t in threads] == [2, 2, 1, 2, 2]
+    finally:
+        await store.close()
+
+
 async def test_a_lone_thread_is_sent_alone_and_grouping_can_be_turned_off(
     postgres_url: str, pg_schema: str
 ) -> None:
@@ -242,8 +263,17 @@ def test_sigkill_inside_grouped_round_trips_keeps_every_acknowledged_event(
     acked, stats = _acked(lines)
     assert stats is not None and stats[2] > 0, "no append was grouped: nothing was tested"
     assert stats[0] < stats[1], stats
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'SET search_path TO "{pg_schema}"')
+    _assert_acknowledged_stored(postgres_url, pg_schema, acked)
+    print(
+        f"\nkilled after {sum(1 for x in lines if x.startswith('ack '))} acknowledged appends; "
+        f"last stats: {stats[0]} round trips for {stats[1]} appends ({stats[2]} grouped); "
+        f"every acknowledged event found"
+    )
+
+
+def _assert_acknowledged_stored(url: str, schema: str, acked: dict[str, int]) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
         stored = dict(conn.execute("SELECT thread_id, MAX(seq) FROM events GROUP BY thread_id"))
         dense = conn.execute(
             "SELECT thread_id FROM events GROUP BY thread_id HAVING COUNT(*) != MAX(seq) + 1"
@@ -255,8 +285,67 @@ def test_sigkill_inside_grouped_round_trips_keeps_every_acknowledged_event(
     assert dense == [] and behind == []  # events and projection committed together
     lost = {t: s for t, s in acked.items() if stored.get(t, -1) < s}
     assert lost == {}, f"acknowledged events missing after SIGKILL: {lost}"
-    print(
-        f"\nkilled after {sum(1 for x in lines if x.startswith('ack '))} acknowledged appends; "
-        f"last stats: {stats[0]} round trips for {stats[1]} appends ({stats[2]} grouped); "
-        f"every acknowledged event found"
+
+
+@pytest.mark.slow
+def test_sigkill_while_a_group_is_on_the_server_keeps_every_acknowledged_event(
+    postgres_url: str, pg_schema: str
+) -> None:
+    """The kill lands while a group's transaction is running on the server (seen in
+    pg_stat_activity: its session inside a transaction it began before the statement now
+    running), not at a random moment."""
+    app = f"tl_{pg_schema}"[:60]
+    # The server checks every 10 ms that the writer is still there and rolls the running
+    # group back when it is not: an event acknowledged before its COMMIT would be lost.
+    check = "options=-c%20client_connection_check_interval%3D10"
+    url = pg_store_url(postgres_url, pg_schema) + f"&application_name={app}&{check}"
+    proc = subprocess.Popen(
+        [sys.executable, str(WRITER), url, "64"], stdout=subprocess.PIPE, text=True, bufsize=1
     )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        while sum(line.startswith("ack ") for line in lines) < 200:
+            line = proc.stdout.readline()
+            assert line, "the writer died before the kill"
+            lines.append(line)
+        # Slow every event row down, so that a group stays on the server long enough to be
+        # seen there; then kill the writer while one is.
+        _sql(
+            postgres_url,
+            pg_schema,
+            "CREATE FUNCTION slow() RETURNS trigger AS $$ BEGIN PERFORM pg_sleep(0.01); "
+            "RETURN NEW; END $$ LANGUAGE plpgsql; "
+            "CREATE TRIGGER slow BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION slow()",
+        )
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            for _ in range(3000):
+                row = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                    "AND state = 'active' AND xact_start < query_start",
+                    (app,),
+                ).fetchone()
+                if row and row[0]:
+                    break
+                time.sleep(0.005)
+            else:
+                pytest.fail("no group was seen running on the server")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            lines.extend(proc.stdout.read().splitlines())  # acks written before the kill
+            for _ in range(3000):  # the server finishes (or rolls back) what it was sent
+                row = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                    "AND state <> 'idle'",
+                    (app,),
+                ).fetchone()
+                if row and not row[0]:
+                    break
+                time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    acked, stats = _acked(lines)
+    assert stats is not None and stats[2] > 0
+    _assert_acknowledged_stored(postgres_url, pg_schema, acked)

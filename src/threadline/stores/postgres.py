@@ -41,7 +41,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError, MissingExtraError, SchemaOutOfDate, StoreError
 from .dialect import POSTGRES, DuplicateKey, Plan, Query, Result, Returned, Tx, advance
@@ -156,7 +156,10 @@ class PostgresStore(SQLStore):
                 own[key] = value
             else:
                 rest.append((key, value))
-        conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(rest)))
+        # quote, not urlencode's quote_plus: libpq reads "+" as itself, not as a space
+        # (`options=-c%20statement_timeout%3D5s` must reach it with its space).
+        query = urlencode(rest, quote_via=quote)
+        conninfo = urlunsplit(parts._replace(scheme="postgresql", query=query))
         try:
             min_size = int(own.get("pool_min", 1))
             max_size = int(own.get("pool_max", 10))
