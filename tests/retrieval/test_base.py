@@ -12,6 +12,7 @@ from threadline.retrieval.base import (
     UpsertReport,
     check_filter,
     filter_matches,
+    must_record_embedder,
     plan_document,
     query_terms,
     reciprocal_rank_fusion,
@@ -70,3 +71,16 @@ def test_an_upsert_plan_touches_only_what_changed() -> None:
         UpsertReport(documents=1, kept_chunks=3)
     )
     assert (total.documents, total.added_chunks, total.kept_chunks) == (2, 2, 3)
+
+
+def test_an_index_keeps_the_embeddings_it_was_built_with() -> None:
+    def record(recorded: str | None, empty: bool) -> bool:
+        return must_record_embedder(
+            recorded, want="local", empty=empty, index="sqlite:///i.db", elsewhere="a new file"
+        )
+
+    assert record(None, empty=True) is True  # a new index takes them
+    assert record("none", empty=True) is True  # an empty one changes them
+    assert record("local", empty=False) is False  # already its own: nothing to record
+    with pytest.raises(ConfigError, match="sqlite:///i.db was built with embeddings 'none'"):
+        record("none", empty=False)

@@ -24,11 +24,14 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .embeddings import Embedder
 
 __all__ = [
     "CANDIDATES",
@@ -40,10 +43,12 @@ __all__ = [
     "MetadataFilter",
     "Retriever",
     "SearchMode",
+    "StoredChunk",
     "UpsertReport",
     "check_filter",
     "document_hash",
     "filter_matches",
+    "must_record_embedder",
     "plan_document",
     "query_terms",
     "reciprocal_rank_fusion",
@@ -163,6 +168,26 @@ def filter_matches(meta: Mapping[str, Any], flt: MetadataFilter | None) -> bool:
     return True
 
 
+def must_record_embedder(
+    recorded: str | None, *, want: str, empty: bool, index: str, elsewhere: str
+) -> bool:
+    """Whether an index opened with embeddings `want` records them as its own.
+
+    An index keeps the embeddings it was built with: a new or empty one takes `want`; one
+    whose chunks were embedded otherwise raises `ConfigError`, naming `index` and the
+    way out (`elsewhere`: another file, another schema), since its vectors would not
+    compare with the query's.
+    """
+    if recorded is None or (empty and recorded != want):
+        return True
+    if recorded != want:
+        raise ConfigError(
+            f"index {index} was built with embeddings {recorded!r}, not {want!r}; "
+            f"set THREADLINE_EMBEDDINGS to match or index into {elsewhere}"
+        )
+    return False
+
+
 def check_filter(flt: MetadataFilter | None) -> None:
     """Raise `ConfigError` unless every filter key is a plain identifier-like string."""
     for key in flt or {}:
@@ -185,15 +210,31 @@ def reciprocal_rank_fusion(
     return sorted(scores.items(), key=lambda kv: -kv[1])
 
 
+class StoredChunk(NamedTuple):
+    """A chunk as an index holds it (`Retriever._chunks`): what a `Hit` shows of it."""
+
+    chunk_id: str
+    document_id: str
+    text: str
+    tokens: int
+    heading: str
+    metadata: dict[str, Any]
+    """The document's metadata."""
+
+
 class Retriever(ABC):
     """An index of chunked documents with lexical and (optionally) vector search.
 
     Open with `async with`: the backend connects and checks its schema in `open()`.
+    The operations are written here once; a backend stores and ranks (`_stored`,
+    `_write`, `_lexical`, `_vector`, `_chunks`).
     """
 
     url: str
     vectors: bool
     """Whether this index has vectors (False: lexical only)."""
+    embedder: Embedder | None
+    """Turns text into vectors (used only when `vectors`)."""
 
     async def __aenter__(self) -> Retriever:
         await self.open()
@@ -210,9 +251,37 @@ class Retriever(ABC):
     async def close(self) -> None:
         """Release connections. Idempotent."""
 
-    @abstractmethod
     async def upsert(self, documents: Sequence[Document]) -> UpsertReport:
         """Index documents; only changed chunks are embedded and written."""
+        report = UpsertReport(documents=len(documents))
+        plans: list[DocumentPlan] = []
+        for doc, (digest, ids) in zip(documents, await self._stored(documents), strict=True):
+            plan = plan_document(doc, digest, ids)
+            if plan is None:
+                report.unchanged_documents += 1
+            else:
+                plans.append(plan)
+        new = [c for p in plans for c in p.new]
+        embeddings: list[Any] = [None] * len(new)
+        if self.vectors and self.embedder is not None and new:
+            embeddings = list(await self.embedder.embed([c.text for c in new]))
+        if plans:
+            await self._write(plans, {c.id: e for c, e in zip(new, embeddings, strict=True)})
+        report.added_chunks = len(new)
+        report.kept_chunks = sum(len(p.chunks) - len(p.new) for p in plans)
+        report.deleted_chunks = sum(len(p.stale) for p in plans)
+        return report
+
+    @abstractmethod
+    async def _stored(self, documents: Sequence[Document]) -> list[tuple[str | None, set[str]]]:
+        """For each document, in order: the hash it was indexed with (None: never) and the
+        ids of its chunks."""
+
+    @abstractmethod
+    async def _write(self, plans: list[DocumentPlan], new: dict[str, Any]) -> None:
+        """Carry out `plans` in one transaction: each document's row, its stale chunks
+        deleted, its new chunks (the keys of `new`, to their embedding: a float32 row, or
+        None without vectors) inserted and its kept ones renumbered."""
 
     @abstractmethod
     async def delete(self, document_ids: Sequence[str]) -> int:
@@ -236,7 +305,8 @@ class Retriever(ABC):
         if not self.vectors:
             mode = "lexical"
         depth = max(CANDIDATES, 4 * k)
-        lexical = await self._lexical(query, depth, filter) if mode != "vector" else []
+        terms = query_terms(query)  # none: no word carries meaning, nothing matches lexically
+        lexical = await self._lexical(terms, depth, filter) if mode != "vector" and terms else []
         vector = await self._vector(query, depth, filter) if mode != "lexical" else []
         if mode == "hybrid":
             ranked = reciprocal_rank_fusion([[c for c, _ in lexical], [c for c, _ in vector]])
@@ -246,9 +316,10 @@ class Retriever(ABC):
 
     @abstractmethod
     async def _lexical(
-        self, query: str, depth: int, flt: MetadataFilter | None
+        self, terms: list[str], depth: int, flt: MetadataFilter | None
     ) -> list[tuple[str, float]]:
-        """At most `depth` (chunk key, score) pairs matching `query`'s words, best first."""
+        """At most `depth` (chunk key, score) pairs matching any of `terms` (a query's
+        `query_terms`, not empty), best first."""
 
     @abstractmethod
     async def _vector(
@@ -256,9 +327,28 @@ class Retriever(ABC):
     ) -> list[tuple[str, float]]:
         """At most `depth` (chunk key, similarity) pairs nearest `query`, best first."""
 
-    @abstractmethod
     async def _hits(self, ranked: list[tuple[str, float]], mode: SearchMode) -> list[Hit]:
-        """The `Hit`s of ranked chunk keys, in that order (keys are the backend's own)."""
+        """The `Hit`s of ranked chunk keys, in that order."""
+        if not ranked:
+            return []
+        chunks = await self._chunks([key for key, _ in ranked])
+        return [
+            Hit(
+                chunk_id=chunk.chunk_id,
+                document_id=chunk.document_id,
+                text=chunk.text,
+                score=score,
+                tokens=chunk.tokens,
+                metadata={**chunk.metadata, "heading": chunk.heading},
+                relevance=relevance(score, mode),
+            )
+            for key, score in ranked
+            for chunk in (chunks[key],)
+        ]
+
+    @abstractmethod
+    async def _chunks(self, keys: list[str]) -> dict[str, StoredChunk]:
+        """The stored chunks of these keys (the backend's own, as its rankings gave them)."""
 
     @abstractmethod
     async def stats(self) -> IndexStats:

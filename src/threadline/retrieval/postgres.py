@@ -30,16 +30,12 @@ from ..errors import ConfigError, MissingExtraError, RetrievalError
 from .base import (
     Document,
     DocumentPlan,
-    Hit,
     IndexStats,
     MetadataFilter,
     Retriever,
-    SearchMode,
-    UpsertReport,
+    StoredChunk,
     check_filter,
-    plan_document,
-    query_terms,
-    relevance,
+    must_record_embedder,
 )
 from .embeddings import Embedder
 
@@ -200,16 +196,14 @@ class PostgresRetriever(Retriever):
             await cur.execute("SELECT count(*) FROM retrieval_chunks")
             count = await cur.fetchone()
             empty = count is not None and count[0] == 0
-            if row is None or (empty and row[0] != want):
+            recorded = row[0] if row else None
+            if must_record_embedder(
+                recorded, want=want, empty=empty, index=self.url, elsewhere="another schema"
+            ):
                 await cur.execute(
                     "INSERT INTO retrieval_meta VALUES ('embedder', %s) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (want,),
-                )
-            elif row[0] != want:
-                raise ConfigError(
-                    f"index {self.url} was built with embeddings {row[0]!r}, not {want!r}; "
-                    "set THREADLINE_EMBEDDINGS to match or index into another schema"
                 )
 
     async def close(self) -> None:
@@ -219,9 +213,8 @@ class PostgresRetriever(Retriever):
 
     # -- writes --------------------------------------------------------------------------
 
-    async def upsert(self, documents: Sequence[Document]) -> UpsertReport:
-        report = UpsertReport(documents=len(documents))
-        plans: list[DocumentPlan] = []
+    async def _stored(self, documents: Sequence[Document]) -> list[tuple[str | None, set[str]]]:
+        out = []
         async with self._cursor() as cur:
             for doc in documents:
                 await cur.execute("SELECT hash FROM retrieval_documents WHERE id = %s", (doc.id,))
@@ -229,17 +222,10 @@ class PostgresRetriever(Retriever):
                 await cur.execute(
                     "SELECT id FROM retrieval_chunks WHERE document_id = %s", (doc.id,)
                 )
-                ids = {r[0] for r in await cur.fetchall()}
-                plan = plan_document(doc, row[0] if row else None, ids)
-                if plan is None:
-                    report.unchanged_documents += 1
-                else:
-                    plans.append(plan)
-        new = [c for p in plans for c in p.new]
-        vectors: dict[str, str | None] = {c.id: None for c in new}
-        if self.vectors and self.embedder is not None and new:
-            rows = await self.embedder.embed([c.text for c in new])
-            vectors = {c.id: _vector_literal(rows[i]) for i, c in enumerate(new)}
+                out.append((row[0] if row else None, {r[0] for r in await cur.fetchall()}))
+        return out
+
+    async def _write(self, plans: list[DocumentPlan], new: dict[str, Any]) -> None:
         async with self._cursor() as cur:
             for p in plans:
                 d = p.document
@@ -253,7 +239,7 @@ class PostgresRetriever(Retriever):
                 if p.stale:
                     await cur.execute("DELETE FROM retrieval_chunks WHERE id = ANY(%s)", (p.stale,))
                 for c in p.chunks:
-                    if c.id not in vectors:
+                    if c.id not in new:
                         await cur.execute(
                             "UPDATE retrieval_chunks SET ordinal = %s WHERE id = %s",
                             (c.ordinal, c.id),
@@ -265,7 +251,7 @@ class PostgresRetriever(Retriever):
                         await cur.execute(
                             f"INSERT INTO retrieval_chunks ({cols}, embedding) "
                             "VALUES (%s, %s, %s, %s, %s, %s, %s::vector)",
-                            (*args, vectors[c.id]),
+                            (*args, _vector_literal(new[c.id])),
                         )
                     else:
                         await cur.execute(
@@ -273,10 +259,6 @@ class PostgresRetriever(Retriever):
                             "VALUES (%s, %s, %s, %s, %s, %s)",
                             args,
                         )
-        report.added_chunks = len(new)
-        report.kept_chunks = sum(len(p.chunks) - len(p.new) for p in plans)
-        report.deleted_chunks = sum(len(p.stale) for p in plans)
-        return report
 
     async def delete(self, document_ids: Sequence[str]) -> int:
         async with self._cursor() as cur:
@@ -288,11 +270,8 @@ class PostgresRetriever(Retriever):
     # -- reads ---------------------------------------------------------------------------
 
     async def _lexical(
-        self, query: str, depth: int, flt: MetadataFilter | None
+        self, terms: list[str], depth: int, flt: MetadataFilter | None
     ) -> list[tuple[str, float]]:
-        terms = query_terms(query)
-        if not terms:
-            return []
         where, params = _filter_sql(flt)
         async with self._cursor() as cur:
             await cur.execute(
@@ -321,29 +300,15 @@ class PostgresRetriever(Retriever):
             )
             return [(i, float(s)) for i, s in await cur.fetchall()]
 
-    async def _hits(self, ranked: list[tuple[str, float]], mode: SearchMode) -> list[Hit]:
-        if not ranked:
-            return []
+    async def _chunks(self, keys: list[str]) -> dict[str, StoredChunk]:
         async with self._cursor() as cur:
             await cur.execute(
                 "SELECT c.id, c.document_id, c.text, c.tokens, c.heading, d.metadata "
                 "FROM retrieval_chunks c JOIN retrieval_documents d ON d.id = c.document_id "
                 "WHERE c.id = ANY(%s)",
-                ([i for i, _ in ranked],),
+                (keys,),
             )
-            rows = {r[0]: r for r in await cur.fetchall()}
-        return [
-            Hit(
-                chunk_id=cid,
-                document_id=rows[cid][1],
-                text=rows[cid][2],
-                score=score,
-                tokens=rows[cid][3],
-                metadata={**rows[cid][5], "heading": rows[cid][4]},
-                relevance=relevance(score, mode),
-            )
-            for cid, score in ranked
-        ]
+            return {r[0]: StoredChunk(*r) for r in await cur.fetchall()}
 
     async def stats(self) -> IndexStats:
         async with self._cursor() as cur:

@@ -30,16 +30,12 @@ from ..errors import ConfigError
 from .base import (
     Document,
     DocumentPlan,
-    Hit,
     IndexStats,
     MetadataFilter,
     Retriever,
-    SearchMode,
-    UpsertReport,
+    StoredChunk,
     check_filter,
-    plan_document,
-    query_terms,
-    relevance,
+    must_record_embedder,
 )
 from .embeddings import Embedder
 
@@ -146,13 +142,11 @@ class SQLiteRetriever(Retriever):
         want = self.embedder.name if self.embedder else "none"
         row = conn.execute("SELECT value FROM retrieval_meta WHERE key='embedder'").fetchone()
         empty = conn.execute("SELECT count(*) FROM chunks").fetchone()[0] == 0
-        if row is None or (empty and row[0] != want):
+        recorded = row[0] if row else None
+        if must_record_embedder(
+            recorded, want=want, empty=empty, index=self.path, elsewhere="a new file"
+        ):
             conn.execute("INSERT OR REPLACE INTO retrieval_meta VALUES ('embedder', ?)", (want,))
-        elif row[0] != want:
-            raise ConfigError(
-                f"index {self.path} was built with embeddings {row[0]!r}, not {want!r}; "
-                "set THREADLINE_EMBEDDINGS to match or index into a new file"
-            )
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -162,7 +156,7 @@ class SQLiteRetriever(Retriever):
 
     # -- writes --------------------------------------------------------------------------
 
-    async def upsert(self, documents: Sequence[Document]) -> UpsertReport:
+    async def _stored(self, documents: Sequence[Document]) -> list[tuple[str | None, set[str]]]:
         def stored(conn: sqlite3.Connection) -> list[tuple[str | None, set[str]]]:
             out = []
             for doc in documents:
@@ -174,19 +168,10 @@ class SQLiteRetriever(Retriever):
                 out.append((row[0] if row else None, ids))
             return out
 
-        report = UpsertReport(documents=len(documents))
-        plans: list[DocumentPlan] = []
-        for doc, (digest, ids) in zip(documents, await self._run(stored), strict=True):
-            plan = plan_document(doc, digest, ids)
-            if plan is None:
-                report.unchanged_documents += 1
-            else:
-                plans.append(plan)
-        new = [c for p in plans for c in p.new]
-        vectors = await self.embedder.embed([c.text for c in new]) if self.embedder else None
-        blobs = {
-            c.id: (vectors[i].tobytes() if vectors is not None else None) for i, c in enumerate(new)
-        }
+        return await self._run(stored)
+
+    async def _write(self, plans: list[DocumentPlan], new: dict[str, Any]) -> None:
+        blobs = {cid: (e.tobytes() if e is not None else None) for cid, e in new.items()}
         now = datetime.now(UTC).isoformat()
 
         def write(conn: sqlite3.Connection) -> None:
@@ -213,13 +198,8 @@ class SQLiteRetriever(Retriever):
                                 "UPDATE chunks SET ordinal=? WHERE id=?", (c.ordinal, c.id)
                             )
 
-        if plans:
-            await self._run(write)
-            self._matrix = None
-        report.added_chunks = len(new)
-        report.kept_chunks = sum(len(p.chunks) - len(p.new) for p in plans)
-        report.deleted_chunks = sum(len(p.stale) for p in plans)
-        return report
+        await self._run(write)
+        self._matrix = None
 
     async def delete(self, document_ids: Sequence[str]) -> int:
         def delete(conn: sqlite3.Connection) -> int:
@@ -238,11 +218,8 @@ class SQLiteRetriever(Retriever):
     # -- reads ---------------------------------------------------------------------------
 
     async def _lexical(
-        self, query: str, depth: int, flt: MetadataFilter | None
+        self, terms: list[str], depth: int, flt: MetadataFilter | None
     ) -> list[tuple[str, float]]:
-        terms = query_terms(query)
-        if not terms:
-            return []
         match = " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
         where, params = filter_sql(flt)
         rows = await self._run(
@@ -300,36 +277,19 @@ class SQLiteRetriever(Retriever):
             matrix.reshape(len(rows), dims) if rows else np.zeros((0, dims), np.float32),
         )
 
-    async def _hits(self, ranked: list[tuple[str, float]], mode: SearchMode) -> list[Hit]:
-        if not ranked:
-            return []
-        rows = {
-            str(r[0]): r
-            for r in await self._run(
-                lambda c: c.execute(
-                    "SELECT c.rowid, c.id, c.document_id, c.text, c.tokens, c.heading, "
-                    "d.metadata FROM chunks c JOIN documents d ON d.id = c.document_id "
-                    f"WHERE c.rowid IN ({','.join('?' * len(ranked))})",
-                    [int(r) for r, _ in ranked],
-                ).fetchall()
-            )
+    async def _chunks(self, keys: list[str]) -> dict[str, StoredChunk]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT c.rowid, c.id, c.document_id, c.text, c.tokens, c.heading, "
+                "d.metadata FROM chunks c JOIN documents d ON d.id = c.document_id "
+                f"WHERE c.rowid IN ({','.join('?' * len(keys))})",
+                [int(key) for key in keys],
+            ).fetchall()
+        )
+        return {
+            str(rowid): StoredChunk(cid, doc_id, text, tokens, heading, json.loads(meta))
+            for rowid, cid, doc_id, text, tokens, heading, meta in rows
         }
-        hits = []
-        for rowid, score in ranked:
-            _, cid, doc_id, text, tokens, heading, meta = rows[rowid]
-            metadata = {**json.loads(meta), "heading": heading}
-            hits.append(
-                Hit(
-                    chunk_id=cid,
-                    document_id=doc_id,
-                    text=text,
-                    score=score,
-                    tokens=tokens,
-                    metadata=metadata,
-                    relevance=relevance(score, mode),
-                )
-            )
-        return hits
 
     async def stats(self) -> IndexStats:
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
