@@ -10,8 +10,13 @@ of a read-only tool, then a final answer) with the default renderer. Counted:
     fsync count without strace. On code without `stats` (the figure before the levers) the
     store's transaction driver is wrapped to count its write transactions instead.
   * the waits of grouped appends (arrival to their group's COMMIT returning): median, 99th
-    percentile and longest, against the group window plus one group transaction: no append
-    should wait longer than one commit interval.
+    percentile and longest, against one commit interval: the window plus the mean group
+    transaction (BEGIN to COMMIT returning; its COMMIT, the fsync, shown apart). An append
+    that arrives while a group commits waits for the rest of that group first, so its bound
+    is the later of the window and the group ahead's COMMIT, plus its own transaction; the
+    overrun is how much later than that the committer began a group (thread switches).
+  * with --readers N, N tasks read thread summaries (`store.get`) back to back while the
+    threads advance, as a server's thread views would: reads done and their median time.
 
 Baseline in the same run: the same 64 threads with group commit off (`group_window=0`).
 
@@ -22,13 +27,22 @@ statement alone is one, a transaction's BEGIN and COMMIT one each, a pipelined g
 and the waits of every append (arrival in the store to its answer), against the same run
 with grouping off (`group_appends=False`). Skipped, with the reason, when the server is not
 reachable or psycopg is not installed.
+
+Run: PYTHONPATH=src python bench/concurrency.py [--rounds 3] [--threads 64] [--window-ms 5]
+(SQLite; interleaved rounds: grouped, then off, in each; the medians of the rounds at the
+end; PostgreSQL through bench/overhead.py --only concurrency-pg).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
+import random
 import re
+import statistics
+import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -93,8 +107,8 @@ class _Counted:
             sqlite_module._drive = self._original
 
 
-def run(tmpdir: Path, threads: int, window: float) -> dict[str, float]:
-    """One concurrent run; commits per turn, turns per second, the longest grouped wait."""
+def run(tmpdir: Path, threads: int, window: float, readers: int = 0) -> dict[str, float]:
+    """One concurrent run; commits per turn, turns per second, the grouped waits."""
     from loop import lookup  # bench/loop.py's tool: the same read-only lookup
 
     async def go() -> dict[str, float]:
@@ -113,10 +127,18 @@ def run(tmpdir: Path, threads: int, window: float) -> dict[str, float]:
                 for i in range(threads)
             ]
             before = counted.commits()
+            stop = asyncio.Event()
+            reads: list[float] = []
+            reading = [
+                asyncio.ensure_future(_read(store, [t.id for t in launched], stop, reads))
+                for _ in range(readers)
+            ]
             started = time.perf_counter()
             done = await asyncio.gather(*(rt.advance(t) for t in launched))
             elapsed = time.perf_counter() - started
             commits = counted.commits() - before
+            stop.set()
+            await asyncio.gather(*reading)
         finally:
             counted.restore()
             await store.close()
@@ -125,6 +147,8 @@ def run(tmpdir: Path, threads: int, window: float) -> dict[str, float]:
         turns = sum(model.turns.values())
         stats = getattr(store, "stats", None)
         waits = sorted(getattr(stats, "waits", ()))  # grouped appends, arrival to COMMIT
+        groups = getattr(stats, "groups", 0) or 1
+        reads.sort()
         return {
             "turns": float(turns),
             "commits_per_turn": commits / turns,
@@ -132,14 +156,24 @@ def run(tmpdir: Path, threads: int, window: float) -> dict[str, float]:
             "longest_wait_ms": stats.longest_wait * 1000 if stats is not None else 0.0,
             "p50_wait_ms": _quantile(waits, 0.50) * 1000,
             "p99_wait_ms": _quantile(waits, 0.99) * 1000,
-            "commit_ms": (
-                stats.group_seconds / stats.groups * 1000
-                if stats is not None and stats.groups
-                else 0.0
-            ),
+            "commit_ms": getattr(stats, "group_seconds", 0.0) / groups * 1000,
+            "fsync_ms": getattr(stats, "commit_seconds", 0.0) / groups * 1000,
+            "longest_group_ms": getattr(stats, "longest_group", 0.0) * 1000,
+            "overrun_ms": max(0.0, getattr(stats, "longest_overrun", 0.0)) * 1000,
+            "reads_per_s": len(reads) / elapsed,
+            "p50_read_ms": _quantile(reads, 0.50) * 1000,
         }
 
     return asyncio.run(go())
+
+
+async def _read(store: SQLiteStore, ids: list[str], stop: asyncio.Event, out: list[float]) -> None:
+    """Read thread summaries back to back until `stop`; each read's seconds into `out`."""
+    pick = random.Random(len(out)).choice
+    while not stop.is_set():
+        started = time.perf_counter()
+        await store.get(pick(ids))
+        out.append(time.perf_counter() - started)
 
 
 def _quantile(ordered: list[float], q: float) -> float:
@@ -218,4 +252,66 @@ def run_postgres(threads: int, group: bool, url: str = POSTGRES_URL) -> dict[str
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+_SHOWN = (
+    ("commits_per_turn", "commits/turn", "{:.3f}"),
+    ("p50_wait_ms", "median wait ms", "{:.1f}"),
+    ("p99_wait_ms", "p99", "{:.1f}"),
+    ("longest_wait_ms", "longest", "{:.1f}"),
+    ("interval_ms", "interval (window + mean group tx)", "{:.1f}"),
+    ("commit_ms", "mean group tx", "{:.1f}"),
+    ("fsync_ms", "of which COMMIT", "{:.1f}"),
+    ("longest_group_ms", "longest group tx", "{:.1f}"),
+    ("overrun_ms", "longest overrun", "{:.1f}"),
+    ("turns_per_s", "turns/s", "{:.0f}"),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=64)
+    parser.add_argument("--window-ms", type=float, default=5.0)
+    parser.add_argument("--readers", type=int, default=0, help="tasks reading summaries")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/loop.py
+    window = args.window_ms / 1000
+    rows: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(1, args.rounds + 1):
+            grouped = run(Path(tmp), args.threads, window, args.readers)
+            alone = run(Path(tmp), args.threads, 0.0, args.readers)
+            grouped["interval_ms"] = args.window_ms + grouped["commit_ms"]
+            grouped["throughput_vs_off"] = grouped["turns_per_s"] / alone["turns_per_s"]
+            grouped["off_commits_per_turn"] = alone["commits_per_turn"]
+            rows.append(grouped)
+            shown = ", ".join(f"{label} {fmt.format(grouped[k])}" for k, label, fmt in _SHOWN)
+            read = (
+                f", {grouped['reads_per_s']:.0f} reads/s (median {grouped['p50_read_ms']:.1f} ms)"
+                if args.readers
+                else ""
+            )
+            print(
+                f"round {r}/{args.rounds}: {shown}{read}, throughput vs off "
+                f"{grouped['throughput_vs_off']:.2f}x (off: {alone['turns_per_s']:.0f} turns/s, "
+                f"{alone['commits_per_turn']:.3f} commits/turn)",
+                flush=True,
+            )
+    med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+    shown = ", ".join(f"{label} {fmt.format(med[k])}" for k, label, fmt in _SHOWN)
+    read = (
+        f", {med['reads_per_s']:.0f} reads/s (median {med['p50_read_ms']:.1f} ms)"
+        if args.readers
+        else ""
+    )
+    print(
+        f"median of {args.rounds} rounds ({args.threads} threads, window {args.window_ms:g} ms): "
+        f"{shown}{read}, throughput vs off {med['throughput_vs_off']:.2f}x; longest / interval "
+        f"{statistics.median(r['longest_wait_ms'] / r['interval_ms'] for r in rows):.1f}, "
+        f"p99 / interval {statistics.median(r['p99_wait_ms'] / r['interval_ms'] for r in rows):.1f}"
+    )
+
+
 __all__ = ["postgres_unreachable", "run", "run_postgres"]
+
+if __name__ == "__main__":
+    main()

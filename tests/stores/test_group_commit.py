@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from threadline.errors import AppendConflict, ConfigError, LeaseLost
+from threadline.errors import AppendConflict, ConfigError, LeaseLost, StoreError
 from threadline.events import Thread, ToolResult, UserMessage, utcnow
 from threadline.stores import SQLiteStore, new_thread_id
 
@@ -114,6 +114,32 @@ async def test_a_group_that_cannot_commit_answers_every_caller_and_writes_nothin
     assert results == [None, None, None]
     assert [len(await store.events(t.id)) for t in threads] == [2, 2, 2, 2]
     await store.close()
+
+
+async def test_reads_do_not_wait_behind_a_group_commit(tmp_path: Path) -> None:
+    # The committer has its own thread and connection: while a group waits for the write
+    # lock (another process holds it here), the store's thread still answers reads.
+    store = SQLiteStore(tmp_path / "g.db", group_window=0.01, busy_timeout=5.0)
+    threads = await _threads(store, 3)
+    other = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    appends = [
+        asyncio.ensure_future(store.append(t.id, [_event(1)], expected_seq=1)) for t in threads
+    ]
+    group = store._group
+    assert group is not None
+    await asyncio.sleep(0)  # each append runs to its wait for the group
+    assert group._busy and store.stats.groups == 0  # the committer is waiting for the lock
+    summary = await store.get(threads[0].id)
+    assert summary.next_seq == 1  # read while the group is still waiting for the lock
+    assert not any(a.done() for a in appends), "the read waited until the group had ended"
+    other.execute("ROLLBACK")
+    other.close()
+    assert await asyncio.gather(*appends) == [None, None, None]
+    assert [(await store.get(t.id)).next_seq for t in threads] == [2, 2, 2]
+    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await store.append(threads[0].id, [_event(2)], expected_seq=2)
 
 
 async def test_a_lone_thread_never_waits_for_a_group(tmp_path: Path) -> None:

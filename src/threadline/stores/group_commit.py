@@ -3,26 +3,33 @@
 At `synchronous=FULL` a SQLite commit costs an fsync, and an fsync costs far more than the
 statements of an append. When several threads of one process append at about the same
 time (a worker or a server advancing many threads), their appends are queued and one
-committer, on the store's own thread, runs them in one `BEGIN IMMEDIATE ... COMMIT`:
+committer, on a thread and a connection of its own, runs them in one `BEGIN IMMEDIATE ...
+COMMIT`:
 
 * each append runs inside its own `SAVEPOINT`, so one that fails (a conflict, a lost lease,
   an unknown thread) is rolled back alone and its caller gets its own error, while the
   others commit;
 * every caller is answered only after the `COMMIT` returned: an append is acknowledged only
-  once it is durable (tests/stores/test_group_commit_kill.py kills the process inside group
-  commits and finds every acknowledged event);
+  once it is durable (tests/stores/test_group_commit.py kills the process inside group
+  commits and finds every acknowledged event); the committer answers the group through
+  one `loop.call_soon_threadsafe` per event loop as soon as the COMMIT returned;
 * if the transaction itself fails (a disk error at `COMMIT`), every caller of the group gets
   the error and nothing of the group was written.
 
 The committer waits at most `window` seconds after the oldest queued append before it
-commits (less when every thread that appended recently is already queued), so no append
-waits longer than one window plus one commit. A lone thread, threads run one after another,
-or threads that append rarely never wait: an append goes to the group only when another
-thread that is still running appended within the last window (`crowded`); otherwise the
-store runs it at once, inline.
+begins (less when every thread that appended recently is already queued), or until the
+group ahead committed, whichever is later; every append queued when a group begins is in
+it. So an append waits at most for the rest of the group ahead of it, the window and its
+own group's transaction; `CommitStats.longest_overrun` measures by how much the committer
+began a group later than that (a thread switch, a committer waking up). The committer has
+its own thread because the store's thread also runs reads and leases: on one thread a read
+waited for every group's fsync, and a group for every read and lease queued before it. A
+lone thread, threads run one after another, or threads that append rarely never wait: an
+append goes to the group only when another thread that is still running appended within
+the last window (`crowded`); otherwise the store runs it at once, inline.
 
 Written here rather than taken from a library: sqlite3 has no group commit, and it needs
-the store's plans (`dialect.Plan`) run on the store's own connection and thread.
+the store's plans (`dialect.Plan`) run on a connection of the store's file.
 """
 
 from __future__ import annotations
@@ -34,10 +41,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ..errors import StoreError
 from .dialect import Plan
 
 __all__ = ["CommitStats", "GroupCommit"]
@@ -62,8 +70,17 @@ class CommitStats:
     """Seconds from a grouped append's arrival to its group's COMMIT returning, at most."""
     group_seconds: float = 0.0
     """Seconds spent inside group transactions (BEGIN to COMMIT), in all."""
+    commit_seconds: float = 0.0
+    """Of `group_seconds`, the seconds spent in their COMMIT statements (the fsync)."""
+    longest_group: float = 0.0
+    """Seconds of the longest group transaction (BEGIN to COMMIT)."""
     waits: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
     """The waits (arrival to COMMIT) of the latest grouped appends, in seconds."""
+    longest_overrun: float = 0.0
+    """Seconds a group began after it could have, at most: after the later of its oldest
+    append's arrival plus the window and the COMMIT of the group ahead (when that append
+    arrived before it). What a grouped append waited beyond the rest of the group ahead,
+    the window and its own transaction."""
 
 
 @dataclass(slots=True)
@@ -79,8 +96,7 @@ class GroupCommit:
 
     Args:
         window: seconds the committer may wait for more appends after the oldest queued.
-        connection: the store's connection (called on the store's thread).
-        executor: the store's single thread.
+        connect: opens the committer's own connection (called once, on its thread).
         drive: runs one plan's statements on a connection inside an open transaction.
         stats: the store's counters, updated under `lock`.
         lock: guards `stats` (the inline path counts its commits too).
@@ -89,22 +105,42 @@ class GroupCommit:
     def __init__(
         self,
         window: float,
-        connection: Callable[[], sqlite3.Connection],
-        executor: Executor,
+        connect: Callable[[], sqlite3.Connection],
         drive: _Drive,
         stats: CommitStats,
         lock: threading.Lock,
     ) -> None:
         self.window = window
-        self._connection = connection
-        self._executor = executor
+        self._connect = connect
+        self._conn: sqlite3.Connection | None = None
+        # A thread of its own, not the store's: reads and leases on the store's thread do
+        # not wait for a group's fsync, nor a group for them (see the module docstring).
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="threadline-group-commit")
         self._drive = drive
         self.stats = stats
         self._stats_lock = lock
         self._queue: list[_Request] = []
         self._ready = threading.Condition()
         self._busy = False
+        self._closed = False
         self._writers: dict[str, float] = {}
+        self._last_commit = 0.0  # when the latest group's COMMIT returned (monotonic)
+
+    def _connection(self) -> sqlite3.Connection:
+        """The committer's connection (on its thread), opened on first use."""
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def close(self) -> None:
+        """Commit what is queued, stop the committer and close its connection (blocks)."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+        self._executor.shutdown(wait=True)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def crowded(self, writer: str) -> bool:
         """Whether another thread is appending too: one that appended within the window
@@ -136,18 +172,20 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         request = _Request(plan, loop.create_future(), loop, time.monotonic())
         with self._ready:
+            if self._closed:
+                raise StoreError("store is closed")
             self._queue.append(request)
             start = not self._busy
             self._busy = True
             self._ready.notify()
         if start:
             # Not awaited: the committer answers each request through its future.
-            loop.run_in_executor(self._executor, self._commit_while_queued)
+            self._executor.submit(self._commit_while_queued)
         value: T = await request.future
         return value
 
     def _commit_while_queued(self) -> None:
-        """The committer (on the store's thread): commit groups until the queue is empty.
+        """The committer (on its own thread): commit groups until the queue is empty.
 
         Every queued request is answered, whatever happens: a committer that stopped with
         requests queued would leave their callers waiting forever."""
@@ -156,8 +194,7 @@ class GroupCommit:
         except BaseException as exc:
             with self._ready:
                 left, self._queue, self._busy = self._queue, [], False
-            for request in left:
-                _answer(request, exc, False)
+            _answer([(request, exc, False) for request in left])
             raise
 
     def _commit_groups(self) -> None:
@@ -194,39 +231,58 @@ class GroupCommit:
                 else:
                     conn.execute("RELEASE threadline_append")
                     outcomes.append((request, value, True))
+            committing = time.monotonic()
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn is not None and conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for request in group:
-                _answer(request, exc, False)
+            _answer([(request, exc, False) for request in group])
             if not isinstance(exc, Exception):
                 raise
             return
         ended = time.monotonic()
+        oldest = group[0].arrived
+        ready = oldest + self.window
+        if oldest < self._last_commit:  # it arrived while the group ahead was committing
+            ready = max(ready, self._last_commit)
+        self._last_commit = ended
         with self._stats_lock:
             stats = self.stats
+            stats.longest_overrun = max(stats.longest_overrun, began - ready)
             stats.commits += 1
             stats.appends += len(group)
             stats.groups += 1
             stats.group_seconds += ended - began
+            stats.commit_seconds += ended - committing
+            stats.longest_group = max(stats.longest_group, ended - began)
             stats.longest_wait = max(stats.longest_wait, ended - group[0].arrived)
             stats.waits.extend(ended - r.arrived for r in group)
             if len(group) > 1:
                 stats.grouped += len(group)
-        for request, value, ok in outcomes:
-            _answer(request, value, ok)
+        _answer(outcomes)
 
 
-def _answer(request: _Request, value: Any, ok: bool) -> None:
-    def settle() -> None:
+def _answer(outcomes: list[tuple[_Request, Any, bool]]) -> None:
+    """Settle each request's future with its value (ok) or error, on the request's loop.
+
+    One callback per event loop for the whole group: each `call_soon_threadsafe` writes to
+    the loop's wake-up socket, which releases the GIL, and a loop busy with other threads'
+    turns then kept it for up to a switch interval (5 ms) each time, delaying the next group.
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Any, bool]]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, settled in by_loop.items():
+        # A closed loop (RuntimeError) means nobody is waiting for the answers any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(outcomes: list[tuple[_Request, Any, bool]]) -> None:
+    for request, value, ok in outcomes:
         if request.future.done():  # the caller was cancelled meanwhile
-            return
+            continue
         if ok:
             request.future.set_result(value)
         else:
             request.future.set_exception(value)
-
-    # A closed loop (RuntimeError) means nobody is waiting for the answer any more.
-    with contextlib.suppress(RuntimeError):
-        request.loop.call_soon_threadsafe(settle)

@@ -3,10 +3,11 @@
 The queries are `SQLStore`'s; this module holds the connections. All database work runs on
 one dedicated thread per store (sqlite3 connections are bound to their thread), so the
 event loop never blocks on a commit, except appends, which run inline while the write lock
-is free (see `SQLiteStore.run`). Several processes may share the file: writers take the lock
-up front (`BEGIN IMMEDIATE`) and the seq check happens inside that transaction, so a
-conflicting append fails instead of interleaving. Times are stored as ISO-8601 UTC text,
-which compares in time order.
+is free (see `SQLiteStore.run`) or, while several threads append at once, in a group
+commit on the committer's own thread and connection (`group_commit.py`). Several processes
+may share the file: writers take the lock up front (`BEGIN IMMEDIATE`) and the seq check
+happens inside that transaction, so a conflicting append fails instead of interleaving.
+Times are stored as ISO-8601 UTC text, which compares in time order.
 
 Durability: `synchronous=FULL` by default, so a committed event survives power loss, not
 only a process crash. `?synchronous=normal` in the URL trades that for speed.
@@ -82,8 +83,7 @@ class SQLiteStore(SQLStore):
         if group_window > 0 and self.path != ":memory:":
             self._group = GroupCommit(
                 group_window,
-                self._store_conn,
-                self._executor,
+                lambda: self._connect(migrate=False),
                 _steps,
                 self.stats,
                 self._stats_lock,
@@ -122,7 +122,7 @@ class SQLiteStore(SQLStore):
         therefore never waits for another writer; it does wait for the commit's own fsync.
         When other threads of this process are appending too, the append joins a group
         commit instead (`group_commit.py`): one transaction and one fsync for the group,
-        committed on the store's thread while the loop goes on. `?inline_appends=0` in the
+        committed on the committer's thread while the loop goes on. `?inline_appends=0` in the
         URL sends every lone append to the store's thread; `?group_window_ms=0` turns
         grouping off.
         """
@@ -204,8 +204,11 @@ class SQLiteStore(SQLStore):
         if self._inline_conn is not None:
             self._inline_conn.close()
             self._inline_conn = None
+        loop = asyncio.get_running_loop()
+        if self._group is not None:
+            await loop.run_in_executor(self._executor, self._group.close)
         if self._conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, go, self._conn)
+            await loop.run_in_executor(self._executor, go, self._conn)
             self._conn = None
         self._closed = True
         self._executor.shutdown(wait=True)
