@@ -1,10 +1,14 @@
-"""The dialects and the plans the SQL stores' queries run as (no database needed)."""
+"""The dialects and the plans the SQL stores' queries run as (no database needed but for
+the one-query reads, `select` and `select_one`, run on a SQLite file)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from threadline.errors import StoreError
+from threadline.stores import SQLiteStore
 from threadline.stores.dialect import (
     POSTGRES,
     SQLITE,
@@ -14,7 +18,10 @@ from threadline.stores.dialect import (
     Result,
     Returned,
     advance,
+    select,
+    select_one,
 )
+from threadline.stores.migrations import SQLITE_MIGRATIONS
 
 
 def test_dialects_fill_fragments_and_parameter_style() -> None:
@@ -58,3 +65,14 @@ def test_a_plan_sees_a_duplicate_key_where_it_happened() -> None:
     steps = reader()
     advance(steps, None)
     assert advance(steps, Result([(1,), (2,)], 2)) == Returned(2)
+
+
+async def test_one_query_reads_give_each_row_as_read_or_none(tmp_path: Path) -> None:
+    applied = "SELECT version, name FROM threadline_migrations"
+    async with SQLiteStore(tmp_path / "d.db") as store:
+        rows = await select(store, f"{applied} ORDER BY version DESC", {}, tuple)
+        first = await select_one(store, f"{applied} WHERE version = :v", {"v": 1}, tuple)
+        none = await select_one(store, f"{applied} WHERE version = :v", {"v": 10_000}, tuple)
+    assert rows == [(n, name) for n, name, _ in reversed(SQLITE_MIGRATIONS)]
+    assert first == (1, "threads and events")
+    assert none is None
