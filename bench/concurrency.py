@@ -15,6 +15,8 @@ of a read-only tool, then a final answer) with the default renderer. Counted:
     that arrives while a group commits waits for the rest of that group first, so its bound
     is the later of the window and the group ahead's COMMIT, plus its own transaction; the
     overrun is how much later than that the committer began a group (thread switches).
+    Beside the group transactions' total time, the committer thread's time on a CPU and
+    runnable but waiting for one (Linux /proc schedstat): what a loaded machine adds.
   * with --readers N, N tasks read thread summaries (`store.get`) back to back while the
     threads advance, as a server's thread views would: reads done and their median time.
 
@@ -43,6 +45,7 @@ import re
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -137,6 +140,7 @@ def run(tmpdir: Path, threads: int, window: float, readers: int = 0) -> dict[str
             done = await asyncio.gather(*(rt.advance(t) for t in launched))
             elapsed = time.perf_counter() - started
             commits = counted.commits() - before
+            committer = _committer_schedule()
             stop.set()
             await asyncio.gather(*reading)
         finally:
@@ -162,9 +166,27 @@ def run(tmpdir: Path, threads: int, window: float, readers: int = 0) -> dict[str
             "overrun_ms": max(0.0, getattr(stats, "longest_overrun", 0.0)) * 1000,
             "reads_per_s": len(reads) / elapsed,
             "p50_read_ms": _quantile(reads, 0.50) * 1000,
+            "group_total_ms": getattr(stats, "group_seconds", 0.0) * 1000,
+            "committer_cpu_ms": committer[0],
+            "committer_runq_ms": committer[1],
         }
 
     return asyncio.run(go())
+
+
+def _committer_schedule() -> tuple[float, float]:
+    """The group committer's thread so far (Linux; zeros elsewhere or before it started):
+    milliseconds on a CPU, and runnable but waiting for a CPU (/proc schedstat). The thread
+    starts with the first group, after the launches, so this covers the advancing."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("threadline-group-commit") and thread.native_id:
+            try:
+                with open(f"/proc/self/task/{thread.native_id}/schedstat") as f:
+                    on_cpu, waiting = f.read().split()[:2]
+            except OSError:
+                break
+            return int(on_cpu) / 1e6, int(waiting) / 1e6
+    return 0.0, 0.0
 
 
 async def _read(store: SQLiteStore, ids: list[str], stop: asyncio.Event, out: list[float]) -> None:
@@ -262,6 +284,9 @@ _SHOWN = (
     ("fsync_ms", "of which COMMIT", "{:.1f}"),
     ("longest_group_ms", "longest group tx", "{:.1f}"),
     ("overrun_ms", "longest overrun", "{:.1f}"),
+    ("group_total_ms", "all group tx", "{:.0f}"),
+    ("committer_cpu_ms", "committer on a CPU", "{:.0f}"),
+    ("committer_runq_ms", "waiting for a CPU", "{:.0f}"),
     ("turns_per_s", "turns/s", "{:.0f}"),
 )
 
