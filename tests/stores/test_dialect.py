@@ -69,7 +69,8 @@ def test_a_plan_sees_a_duplicate_key_where_it_happened() -> None:
 
 async def test_one_query_reads_give_each_row_as_read_or_none(tmp_path: Path) -> None:
     applied = "SELECT version, name FROM threadline_migrations"
-    async with SQLiteStore(tmp_path / "d.db") as store:
+    store = SQLiteStore(tmp_path / "d.db")
+    async with store:
         rows = await select(store, f"{applied} ORDER BY version DESC", {}, tuple)
         first = await select_one(store, f"{applied} WHERE version = :v", {"v": 1}, tuple)
         none = await select_one(store, f"{applied} WHERE version = :v", {"v": 10_000}, tuple)
