@@ -33,7 +33,6 @@ NOT_MIRRORED: dict[str, str] = {
     "cli/models.py": "tests/evals/test_bfcl.py, tests/evals/test_when2call.py",
     "events/state.py": "tests/test_events.py (derived state)",
     "events/thread.py": "tests/test_events.py",
-    "execution.py": "tests/test_runtime.py (tool runs)",
     "integrations/mcp/server.py": "tests/integrations/test_mcp_server.py",
     "models/local_child.py": "tests/models/test_local_process.py (the child process)",
     "retrieval/embeddings.py": "tests/retrieval/test_openai_embeddings.py",

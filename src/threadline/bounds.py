@@ -27,6 +27,7 @@ __all__ = [
     "BoundsError",
     "check_value",
     "clip",
+    "flat_scalars",
     "parse_json",
     "scrub_text",
     "stored_result",
@@ -89,16 +90,34 @@ def parse_json(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
     depth = _depth(text) if openers > max_depth else 0
     if depth > max_depth:
         raise BoundsError(f"JSON nested {depth} levels deep (the limit is {max_depth})")
-    value = json.loads(text, parse_constant=_reject_constant)
-    # The walk over the value runs only when the text can hold what it refuses: a lone
-    # surrogate needs non-ASCII text or a \u escape, a non-finite number an exponent or
-    # 300 digits in a row; nesting past the limit needs more openers than the limit.
-    if openers > max_depth or not text.isascii() or _RISKY.search(text):
+    if text.startswith("\ufeff"):  # as json.loads refuses it
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    # The walk over the value runs only when the text can hold something it refuses: a
+    # lone surrogate needs non-ASCII text or a \u escape, nesting past the limit more
+    # openers than the limit; a number overflowing to inf stops the parse (the walk of a
+    # second parse then says where it is).
+    walk = openers > max_depth or not text.isascii() or "\\u" in text
+    try:
+        value = _DECODER.decode(text)  # shared: json.loads with a hook builds one per call
+    except _NotFinite:
+        value, walk = json.loads(text, parse_constant=_reject_constant), True
+    if walk:
         check_value(value, max_depth=max_depth)
     return value
 
 
-_RISKY = re.compile(r"\\u|[0-9][eE]|[0-9]{300}")
+class _NotFinite(ValueError):
+    """A number literal JSON text holds that no float can (`1e400`)."""
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise _NotFinite(literal)
+    return number
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 _Path = str | tuple[Any, str | int]
@@ -121,6 +140,8 @@ def check_value(value: Any, *, max_depth: int = MAX_DEPTH, where: str = "value")
         BoundsError: nested deeper than `max_depth`, a non-finite float, or a string (or
             key) holding a lone surrogate.
     """
+    if type(value) is dict and max_depth > 0 and flat_scalars(value):
+        return  # the common case (a call's arguments, a record): one level of scalars
     # Paths are (parent, key) links, spelled out only for an error: a check that passes
     # builds no strings. ASCII text cannot hold a surrogate, so only other text is encoded.
     stack: list[tuple[Any, int, _Path]] = [(value, 0, where)]
@@ -143,6 +164,24 @@ def check_value(value: Any, *, max_depth: int = MAX_DEPTH, where: str = "value")
                     stack.append((v, depth + 1, (path, key)))
             else:
                 stack.extend((v, depth + 1, (path, i)) for i, v in enumerate(item))
+
+
+def flat_scalars(value: dict[Any, Any]) -> bool:
+    """Whether `value` holds only ASCII keys and scalars that `check_value` accepts, and so
+    passes it (False: it may still pass; the walk decides, and says where it fails)."""
+    for key, item in value.items():
+        if type(key) is not str or not key.isascii():
+            return False
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                return False
+        elif kind is float:
+            if not math.isfinite(item):
+                return False
+        elif not (kind is int or kind is bool or item is None):
+            return False
+    return True
 
 
 def _check_text(text: str, path: _Path) -> None:

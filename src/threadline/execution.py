@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
+from types import TracebackType
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
@@ -51,6 +52,7 @@ from .waits import Park, breaker_wait
 __all__ = [
     "NOT_VALID",
     "TIMED_OUT",
+    "Deadline",
     "Failure",
     "Outcome",
     "ToolOutcome",
@@ -118,8 +120,10 @@ async def execute(
     meaning "maybe ran", and `decide` escalates with the facts; the call is never re-sent
     by itself).
     """
-    key = idempotency_key(thread_id, call.call_id)
-    ctx = ToolContext(thread_id, call.call_id, key, attempt)
+    ctx = None
+    if tool.takes_context:  # the key is a hash: spelled only for a tool that reads it
+        key = idempotency_key(thread_id, call.call_id)
+        ctx = ToolContext(thread_id, call.call_id, key, attempt)
     result: Any = None
     failure: Failure | None = None
     park: Park | None = None
@@ -129,8 +133,8 @@ async def execute(
         failure = Failure(NOT_VALID, compact_validation_error(tool.name, exc), False)
     else:
         try:
-            # asyncio.timeout, not wait_for: no extra task per call (see bench/overhead.py)
-            async with asyncio.timeout(tool.timeout):
+            # A deadline, not wait_for: no extra task per call (see bench/overhead.py)
+            with Deadline(tool.timeout):
                 result = await tool.invoke(args, ctx)
         except TimeoutError:
             failure = Failure(TIMED_OUT, f"no result after {tool.timeout:g}s", True)
@@ -224,6 +228,53 @@ def model_answer(
     return build
 
 
+class Deadline:
+    """`asyncio.timeout(seconds)` for the task running a tool, as a plain context manager:
+    the same cancellation and `TimeoutError`, without the two coroutines and the state
+    machine of `asyncio.Timeout` (a tool run costs one timer, armed and cancelled).
+
+    Invariant: a `CancelledError` from outside (the task cancelled by someone else, even
+    while the deadline expires) propagates as such; only the deadline's own cancellation
+    becomes `TimeoutError`.
+    """
+
+    __slots__ = ("_cancelling", "_expired", "_handle", "_seconds", "_task")
+
+    def __init__(self, seconds: float | None) -> None:
+        self._seconds = seconds
+        self._expired = False
+
+    def __enter__(self) -> None:
+        if self._seconds is None:
+            return
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("Deadline must be used inside a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._handle = task.get_loop().call_later(self._seconds, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._seconds is None:
+            return
+        self._handle.cancel()
+        if (
+            self._expired
+            and kind is asyncio.CancelledError
+            and self._task.uncancel() <= self._cancelling
+        ):
+            raise TimeoutError from error
+
+
 class Failure(NamedTuple):
     """How a tool run failed: what its `tool_error` records."""
 
@@ -232,7 +283,7 @@ class Failure(NamedTuple):
     retryable: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolOutcome:
     """A tool run's outcome: an `Outcome` (call it with seq and time for its events) that
     also says how the run went, for the retries and breakers (`threadline.retries`)."""

@@ -25,16 +25,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .events import (
-    Approval,
-    HumanResponse,
-    ModelCall,
-    Thread,
-    ToolCall,
-    ToolError,
-    UserMessage,
-    is_prefetch,
-)
+from .events import Approval, Thread, ToolCall, ToolError, is_prefetch
 
 __all__ = ["Call", "CallHistory", "call_history", "repeat_reason"]
 
@@ -76,23 +67,31 @@ def call_history(thread: Thread, depth: int) -> CallHistory:
     calls: dict[str, Call] = {}
     failed: set[str] = set()
     current: list[Call | None] = []
+    bound = max(depth, _MIN_DEPTH)
+    # Dispatched on the kind: a failing isinstance of an event class costs several times
+    # a string comparison (pydantic's metaclass is an ABCMeta), and most events fail them.
     for event in reversed(thread.events):
-        if isinstance(event, UserMessage | HumanResponse):
-            break
-        if isinstance(event, ToolError):
-            failed.add(event.call_id)
-        elif isinstance(event, ToolCall) and not is_prefetch(event):
-            call = (event.tool, event.arguments)
-            calls[event.call_id] = call
-            # a failed call keeps its answer in the count but is in no row: a retry
-            current.append(None if event.call_id in failed else call)
-        elif isinstance(event, ModelCall):
+        kind = event.kind
+        if kind == "tool_result":
+            continue
+        if kind == "tool_call":
+            if isinstance(event, ToolCall) and not is_prefetch(event):
+                call = (event.tool, event.arguments)
+                calls[event.call_id] = call
+                # a failed call keeps its answer in the count but is in no row: a retry
+                current.append(None if event.call_id in failed else call)
+        elif kind == "model_call":
             if current:
                 answers.append(tuple(current))
-                if len(answers) >= max(depth, _MIN_DEPTH):
+                if len(answers) >= bound:
                     break  # bounded scan: older rejections are not "just" rejected
             current = []
-        elif isinstance(event, Approval) and not event.approved:
+        elif kind == "tool_error":
+            if isinstance(event, ToolError):
+                failed.add(event.call_id)
+        elif kind == "user_message" or kind == "human_response":
+            break
+        elif kind == "approval" and isinstance(event, Approval) and not event.approved:
             rejected_ids.setdefault(event.call_id, event.comment)
     rejected = tuple((calls[cid], note) for cid, note in rejected_ids.items() if cid in calls)
     return CallHistory(tuple(reversed(answers)), rejected)

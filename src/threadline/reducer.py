@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .agent import Agent
-from .bounds import BoundsError, check_value, clip, parse_json, scrub_text
+from .bounds import BoundsError, check_value, clip, flat_scalars, parse_json, scrub_text
 from .events import (
     BUDGET_SOURCE,
     CONTEXT_SOURCE,
@@ -432,10 +432,11 @@ def read_intents(
     (see `threadline.loop_guard`).
     """
     raw = _parse(agent, text, tool_calls, seq, at)
-    if isinstance(raw, InvalidOutput):
+    if not isinstance(raw, list):
         return Intents([raw])
     events: list[Event] = []
     validated: dict[str, BaseModel] = {}
+    exempt: set[str] = set()  # tools never refused as repeats (finishing, asking a person)
     many = len(raw) > 1
     used: set[str] = set()
     for i, (call_id, name, args) in enumerate(raw):
@@ -454,9 +455,11 @@ def read_intents(
             reason = compact_validation_error(name, exc)
             return Intents([_invalid(seq, at, reason, text or _dump(tool_calls))])
         try:
-            check_value(value.model_dump(), where=f"arguments for {name}")
+            _check_validated(value, name)
         except BoundsError as exc:  # e.g. "NaN" coerced to a float by lax validation
             return Intents([_invalid(seq, at, str(exc), text or _dump(tool_calls))])
+        if tool.kind != "function":
+            exempt.add(tool.name)
         cid = call_id or (f"c{seq}.{i}" if many else f"c{seq}")
         if cid in used or cid in taken or len(cid) > 64 or scrub_text(cid) != cid:
             cid = f"c{seq}.{i}"
@@ -473,12 +476,20 @@ def read_intents(
             )
         )
     if history is not None:
-        exempt = frozenset(t.name for t in agent.registry if t.kind != "function")
         calls = [e for e in events if isinstance(e, ToolCall)]
-        refused = repeat_reason(history, calls, agent.max_repeated_calls, exempt)
+        refused = repeat_reason(history, calls, agent.max_repeated_calls, frozenset(exempt))
         if refused is not None:
             return Intents([_invalid(seq, at, refused, text or _dump(tool_calls))])
     return Intents(events, validated)
+
+
+def _check_validated(value: BaseModel, name: str) -> None:
+    """Check the validated arguments a tool receives against the limits (lax validation
+    may coerce "NaN" to a float). Fields holding only scalars are checked as they are;
+    anything else as its dump."""
+    if not value.__pydantic_extra__ and flat_scalars(value.__dict__):
+        return
+    check_value(value.model_dump(), where=f"arguments for {name}")
 
 
 def _parse(
@@ -548,7 +559,9 @@ class CallIdIndex:
         n, last, ids = self._data.get(thread.id) or (0, None, set())
         if n > len(events) or (n and events[n - 1] is not last and events[n - 1] != last):
             n, ids = 0, set()  # another thread under the same id: start over
-        ids.update(e.call_id for e in events[n:] if isinstance(e, ToolCall))
+        ids.update(
+            e.call_id for e in events[n:] if e.kind == "tool_call" and isinstance(e, ToolCall)
+        )
         self._data[thread.id] = (len(events), events[-1] if events else None, ids)
         self._data.move_to_end(thread.id)
         if len(self._data) > self._maxsize:

@@ -196,8 +196,14 @@ class Tool:
             return True
         return bool(self.approval(args.root if isinstance(args, JsonArguments) else args))
 
-    async def invoke(self, args: BaseModel, ctx: ToolContext) -> Any:
-        """Run the tool on validated arguments. Sync functions run in a worker thread."""
+    @property
+    def takes_context(self) -> bool:
+        """Whether the function takes a `ToolContext` (`invoke` needs one then)."""
+        return self._context_param is not None
+
+    async def invoke(self, args: BaseModel, ctx: ToolContext | None) -> Any:
+        """Run the tool on validated arguments. Sync functions run in a worker thread.
+        `ctx` may be None for a tool that takes no context (`takes_context`)."""
         if self.fn is None:
             raise ToolDefinitionError(f"tool {self.key} has no function to run")
         if isinstance(args, JsonArguments):  # from_json_schema: fn(arguments[, ctx])
@@ -208,7 +214,7 @@ class Tool:
         if self._pass_model:
             call_args: dict[str, Any] = {"args": args}
         else:
-            call_args = {name: getattr(args, name) for name in type(args).model_fields}
+            call_args = dict(args.__dict__)  # the fields (the model forbids extras)
         if self._context_param:
             call_args[self._context_param] = ctx
         if self._is_async:

@@ -161,10 +161,16 @@ class ThreadState:
             self.breaker_waits = 0
         if traits.error:
             self.consecutive_errors += 1
+        # The kinds of every turn first: each case is an isinstance test, and one that
+        # fails costs about a microsecond (pydantic's metaclass is an ABCMeta).
         match event:
-            case ev.UserMessage():
-                self.terminal = None
-                self.waiting = False
+            case ev.ToolResult():
+                self.pending.pop(event.call_id, None)
+                self.consecutive_errors = 0
+            case ev.ToolCall():
+                self.pending[event.call_id] = PendingCall(
+                    event.call_id, event.tool, event.version, dict(event.arguments), event.seq
+                )
             case ev.ModelCall():
                 self.breaker_waits = 0
                 self.model_calls += 1
@@ -172,14 +178,13 @@ class ThreadState:
                 self.input_tokens += event.input_tokens
                 self.output_tokens += event.output_tokens
                 self.cost_usd += event.cost_usd or 0.0
+            case ev.UserMessage():
+                self.terminal = None
+                self.waiting = False
             case ev.ModelError():
                 self.last_error = f"{event.error_type}: {event.message}"
             case ev.InvalidOutput():
                 self.last_error = event.reason
-            case ev.ToolCall():
-                self.pending[event.call_id] = PendingCall(
-                    event.call_id, event.tool, event.version, dict(event.arguments), event.seq
-                )
             case ev.ApprovalRequested():
                 call = self.pending.get(event.call_id)
                 if call is not None:
@@ -203,9 +208,6 @@ class ThreadState:
                 call = self.pending.get(event.call_id)
                 if call is not None:
                     _progress(call, event)
-            case ev.ToolResult():
-                self.pending.pop(event.call_id, None)
-                self.consecutive_errors = 0
             case ev.ToolError():
                 self.pending.pop(event.call_id, None)
                 self.last_error = f"{event.tool}: {event.error_type}: {event.message}"

@@ -42,7 +42,15 @@ class TreeTotals:
 
 def ledger_events(events: Sequence[Event]) -> list[LedgerEvent]:
     """The events of an append that change a tree's totals (none for most appends)."""
-    return [e for e in events if isinstance(e, BudgetReserved | BudgetSettled) and e.tree]
+    # The kind first: a failing isinstance of an event class is the costlier test.
+    return [
+        e
+        for e in events
+        if e.kind in _LEDGER_KINDS and isinstance(e, BudgetReserved | BudgetSettled) and e.tree
+    ]
+
+
+_LEDGER_KINDS = frozenset({"budget_reserved", "budget_settled"})
 
 
 def _passes(totals: TreeTotals, event: BudgetReserved) -> bool:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from ..errors import LeaseLost, StoreError, ThreadNotFound
 from ..events import Event, Status, Thread, utcnow
@@ -36,6 +37,9 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self._threads: dict[str, Thread] = {}
         self._summaries: dict[str, ThreadSummary] = {}
+        """Built when read (`_summary_of`); an append or a lease change drops its entry."""
+        self._updated: dict[str, float] = {}
+        """When each thread was created or last appended to (epoch seconds)."""
         self._lock = asyncio.Lock()
         self._leases: dict[str, Lease] = {}
         self._tokens: dict[str, int] = {}
@@ -65,7 +69,7 @@ class MemoryStore(Store):
                 created_at=thread.created_at,
             )
             self._threads[thread.id] = copy
-            self._summaries[thread.id] = self._summary(copy)
+            self._updated[thread.id] = time.time()
             if copy.status == Status.RUNNING:
                 self._work.set()
 
@@ -88,8 +92,8 @@ class MemoryStore(Store):
             )
             self.budgets.commit(trees)
             thread.events.extend(events)
-            held = self._leases.get(thread_id)
-            self._summaries[thread_id] = self._summary(thread, held)
+            self._updated[thread_id] = time.time()  # the summary is built when read
+            self._summaries.pop(thread_id, None)
             if new_state.status == Status.RUNNING and was != Status.RUNNING:
                 self._work.set()
 
@@ -109,10 +113,10 @@ class MemoryStore(Store):
 
     async def get(self, thread_id: str) -> ThreadSummary:
         self._require(thread_id)
-        return self._summaries[thread_id]
+        return self._summary_of(thread_id)
 
     async def _list(self, query: ThreadQuery) -> Page:
-        rows = sorted(self._summaries.values(), key=lambda s: s.id, reverse=True)
+        rows = sorted(map(self._summary_of, self._threads), key=lambda s: s.id, reverse=True)
         out = [
             s
             for s in rows
@@ -126,7 +130,8 @@ class MemoryStore(Store):
         async with self._lock:
             self._require(thread_id)
             del self._threads[thread_id]
-            del self._summaries[thread_id]
+            del self._updated[thread_id]
+            self._summaries.pop(thread_id, None)
             self._leases.pop(thread_id, None)
 
     async def _lease(self, query: LeaseQuery) -> builtins.list[Lease]:
@@ -134,7 +139,7 @@ class MemoryStore(Store):
         async with self._lock:
             now = utcnow()
             out: builtins.list[Lease] = []
-            for s in sorted(self._summaries.values(), key=lambda s: s.updated_at):
+            for s in sorted(map(self._summary_of, self._threads), key=lambda s: s.updated_at):
                 if len(out) >= query.limit:
                     break
                 if agents is not None and s.agent not in agents:
@@ -159,7 +164,7 @@ class MemoryStore(Store):
                     taken_over_from=held.owner if held is not None else None,
                 )
                 self._leases[s.id] = lease
-                self._summaries[s.id] = replace(s, lease_owner=owner, lease_expires=lease.expires)
+                self._summaries.pop(s.id, None)
                 out.append(lease)
             return out
 
@@ -168,8 +173,7 @@ class MemoryStore(Store):
             self._check_lease(lease)
             renewed = replace(lease, expires=utcnow() + timedelta(seconds=ttl))
             self._leases[lease.thread_id] = renewed
-            s = self._summaries[lease.thread_id]
-            self._summaries[lease.thread_id] = replace(s, lease_expires=renewed.expires)
+            self._summaries.pop(lease.thread_id, None)
             return renewed
 
     async def release(self, lease: Lease) -> bool:
@@ -193,10 +197,9 @@ class MemoryStore(Store):
 
     def _clear_lease(self, thread_id: str) -> None:
         self._leases.pop(thread_id, None)
-        s = self._summaries.get(thread_id)
-        if s is not None:
-            self._summaries[thread_id] = replace(s, lease_owner=None, lease_expires=None)
-        if s is not None and s.status == Status.RUNNING:
+        self._summaries.pop(thread_id, None)
+        thread = self._threads.get(thread_id)
+        if thread is not None and thread.status == Status.RUNNING:
             self._work.set()
 
     def _check_lease(self, lease: Lease) -> None:
@@ -215,17 +218,24 @@ class MemoryStore(Store):
             raise ThreadNotFound(thread_id)
         return thread
 
-    @staticmethod
-    def _summary(thread: Thread, lease: Lease | None = None) -> ThreadSummary:
-        return ThreadSummary(
+    def _summary_of(self, thread_id: str) -> ThreadSummary:
+        """The thread's summary as of now: built on the first read after a change (an
+        append does not pay for a summary nobody may read)."""
+        found = self._summaries.get(thread_id)
+        if found is not None:
+            return found
+        thread = self._threads[thread_id]
+        lease = self._leases.get(thread_id)
+        found = self._summaries[thread_id] = ThreadSummary(
             id=thread.id,
             agent=thread.agent,
             status=thread.status,
             next_seq=thread.next_seq,
             created_at=thread.created_at,
-            updated_at=utcnow(),
+            updated_at=datetime.fromtimestamp(self._updated[thread_id], UTC),
             metadata=thread.metadata,
             due_at=thread.state.waiting_until,
             lease_owner=lease.owner if lease else None,
             lease_expires=lease.expires if lease else None,
         )
+        return found
