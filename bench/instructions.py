@@ -11,6 +11,11 @@ Rows: Threadline through `Runtime.launch` on `MemoryStore` with the default rend
 (`default`) and with a constant context (`bare`, the renderer-less lower bound), and
 LangGraph's graph of the same loop without a checkpointer (`langgraph`). Slow: a row takes
 about a minute under valgrind.
+
+The render alone (`--rows replay,render`): one loop's thread is recorded, then each loop
+appends its events to a new thread one by one, rendering with the default renderer before
+every model call as the runtime does (`render`), or not (`replay`); `render - replay` is
+what the renderer costs per model turn, without the rest of the turn.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loop  # bench/loop.py, next to this file
 
+from threadline.events import ModelCall, Thread
+
 ROWS = ("bare", "default", "langgraph")
+RENDER_ROWS = ("replay", "render")
 _VALGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 
 
@@ -39,6 +47,10 @@ def run_loops(row: str, loops: int) -> None:
             app.invoke({"messages": [{"role": "user", "content": "go"}], "n": 0}, config)
         return
 
+    if row in RENDER_ROWS:
+        renders(row == "render", loops)
+        return
+
     async def go() -> None:
         agent = loop.agent(row == "default")
         runtime = loop.Runtime(loop.MemoryStore(), agents=[agent])
@@ -48,6 +60,20 @@ def run_loops(row: str, loops: int) -> None:
                 raise RuntimeError(f"loop stopped early: {thread.status}")
 
     asyncio.run(go())
+
+
+def renders(render: bool, loops: int) -> None:
+    """The renders of `loops` loops' threads (see the module docstring)."""
+    agent = loop.agent(True)
+    runtime = loop.Runtime(loop.MemoryStore(), agents=[agent])
+    recorded = asyncio.run(runtime.launch(agent, "look up abc"))
+    renderer = runtime.renderer(agent.name)
+    for n in range(3 + loops):
+        thread = Thread(f"replay-{n}", agent.name)
+        for event in recorded.events:
+            if render and isinstance(event, ModelCall):
+                renderer.prepare_now(thread, agent.model, event.at)
+            thread.append(event)
 
 
 def instructions(row: str, loops: int) -> int:
@@ -69,7 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--loops", type=int, default=40)
     parser.add_argument("--rows", default=",".join(ROWS))
-    parser.add_argument("--run", choices=ROWS, help=argparse.SUPPRESS)
+    parser.add_argument("--run", choices=ROWS + RENDER_ROWS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
         run_loops(args.run, args.loops)
@@ -79,6 +105,9 @@ def main() -> None:
         extra = instructions(row, args.loops) - instructions(row, 0)
         per_turn[row] = extra / (args.loops * loop.TURNS)
         print(f"{row}: {per_turn[row]:,.0f} instructions per model turn", flush=True)
+    if "render" in per_turn and "replay" in per_turn:
+        alone = per_turn["render"] - per_turn["replay"]
+        print(f"the render alone: {alone:,.0f} instructions per model turn")
     base = per_turn.get("langgraph")
     for row in ("bare", "default"):
         if base and row in per_turn:

@@ -10,7 +10,7 @@ instant scripted model) run once per form the renderer can take, in one process:
     with o200k_base (a hosted model's exact count);
   * compact with 1,500-character results and `max_result_tokens=100`, `keep_recent=4`:
     older results are cut, so renders are at detail level 1 (older events reduced), which
-    the incremental path does not extend (full plan each call).
+    the incremental path extends too (a full plan only when the window compacts).
 
 Each figure is the median turn at turns 1-10 and at the last 10, and their ratio (goal of
 issue 15: below 1.3). The forms run interleaved in rounds (each form once, then again),
@@ -70,7 +70,7 @@ FORMS: dict[str, tuple[str, dict[str, Any], bool]] = {
         False,
     ),
     "reduced": (
-        "compact, long results cut (detail level 1; full plan)",
+        "compact, long results cut (detail level 1)",
         {"max_result_tokens": 100, "keep_recent": 4},
         True,
     ),

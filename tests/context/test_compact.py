@@ -4,14 +4,16 @@ argument or result lost."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from context_support import TAU, finished_calculator, tau_runs
 
 from threadline import MemoryStore, Runtime
-from threadline.context.compact import COMPACT, compact_block
+from threadline.context.compact import COMPACT, call_settled, compact_block, outcome_follows
 from threadline.context.messages import thread_from_openai
 from threadline.context.tokens import BPECounter
+from threadline.events import ModelCall, ToolCall, ToolResult, ToolStarted, UserMessage
 from threadline.models.base import ToolSpec
 from threadline.testing import ScriptedModel, intent
 
@@ -111,3 +113,21 @@ def _spelled(leaf: object) -> str:
     if isinstance(leaf, str):
         return leaf.split("\n")[0]
     return json.dumps(leaf)
+
+
+def test_a_call_is_settled_once_what_follows_it_decides_its_block() -> None:
+    """`call_settled`: a call's block (with or without its id) can change only while its
+    outcome may still arrive right after it; the incremental renderer walks it again
+    until then."""
+    at = datetime(2024, 1, 1, tzinfo=UTC)
+    call = ToolCall(seq=1, at=at, call_id="c1", tool="add", version="1", arguments={"a": 1})
+    started = ToolStarted(seq=2, at=at, call_id="c1", idempotency_key="k")
+    result = ToolResult(seq=3, at=at, call_id="c1", tool="add", result=1)
+    events = [UserMessage(seq=0, at=at, text="add"), call]
+    assert not call_settled(events, 1) and not outcome_follows(events, 1, "c1")
+    events.append(started)
+    assert not call_settled(events, 1)  # a start is between a call and its outcome
+    events.append(result)
+    assert call_settled(events, 1) and outcome_follows(events, 1, "c1")
+    other = [UserMessage(seq=0, at=at, text="add"), call, ModelCall(seq=2, at=at, model="m")]
+    assert call_settled(other, 1) and not outcome_follows(other, 1, "c1")  # never will

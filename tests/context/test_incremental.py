@@ -36,6 +36,7 @@ from threadline.prompts import renderer_for
 
 AT = datetime(2024, 1, 1, tzinfo=UTC)
 COMPACTIONS = [0]  # compactions stored by `_replay` (a budget that compacts was exercised)
+LEVEL_1 = [0]  # renders at detail level 1 (older results cut) that were extensions
 
 
 def _pair(agent: Agent) -> tuple[Renderer, Renderer]:
@@ -73,10 +74,12 @@ def _replay(events: list[Event], incremental: Renderer, full: Renderer, tid: str
             return
         _same(a, full.render(thread))
         compared += 1
-        if a.layout.level != 0 or a.layout.compact is not None:
-            # Other detail levels (older events reduced, a new compaction) are never
-            # extensions: they fall back to the full plan (compared above).
+        if a.layout.level > 1 or a.layout.compact is not None:
+            # A new compaction is never an extension: it falls back to the full plan
+            # (compared above), whose summary starts the next run of extensions.
             assert tails is None or tails.extended == before
+        elif a.layout.level == 1 and tails is not None and tails.extended > before:
+            LEVEL_1[0] += 1  # older results cut, extended from the previous rendering
         if a.compaction is not None:
             COMPACTIONS[0] += 1
             lo, hi, text = a.compaction
@@ -228,3 +231,19 @@ def test_the_airline_runs_render_the_same_incrementally_in_the_messages_format()
     assert compared > 400
     extended = sum(p[0]._tails.extended for p in pairs.values())  # type: ignore[union-attr]
     assert extended > 300  # most renders were extensions of the previous one
+
+
+@pytest.mark.parametrize("fmt", ["compact", "messages"])
+def test_cut_results_are_extended_and_render_the_same(fmt: str) -> None:
+    """Detail level 1 (older results cut, resolved errors dropped) extends the previous
+    rendering too, equal to the full plan; only a new compaction plans from the window."""
+    agent = _fetch_agent(
+        format=fmt, tokenizer="o200k_base", context_window=6_000, max_result_tokens=40
+    )
+    incremental, full = _pair(agent)
+    steps = [("call", 30), ("error", 0), ("talk", 20), ("started", 25), ("invalid", 0)] * 60
+    LEVEL_1[0] = 0
+    COMPACTIONS[0] = 0
+    assert _replay(_events(steps), incremental, full, f"cut-{fmt}") > 100
+    assert LEVEL_1[0] > 60  # most renders at level 1 were extensions
+    assert COMPACTIONS[0] >= 1  # and the window still compacts when level 1 is full

@@ -167,6 +167,7 @@ _PIECES = [
     " ",
     "=",
     "\u00e9",
+    "\u2026 [truncated: full result in event 7]",
     "pa\u017fsword=hunter22",  # a long s: matched case-insensitively, not by str.lower
 ]
 

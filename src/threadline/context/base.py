@@ -7,6 +7,7 @@ shown and how much room each gets. Nothing here knows an agent, a store or a mod
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -143,6 +144,7 @@ def attr_value(value: object) -> str:
     return quoted.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+@functools.lru_cache(maxsize=1024)  # a thread names a few tools, in every block
 def tag_name(name: str) -> str:
     """`name` as a tag name: tool names are registered in this shape, but a stored (or
     imported) event may hold anything; other characters become `_`."""

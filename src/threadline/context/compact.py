@@ -31,6 +31,7 @@ __all__ = [
     "NATIVE_ANSWER",
     "CompactFormat",
     "call_precedes",
+    "call_settled",
     "compact_block",
     "outcome_follows",
     "render_event",
@@ -54,15 +55,19 @@ _BETWEEN = 4
 
 def _outcome_of(event: ev.Event) -> str | None:
     """The call id `event` ends (a result, an error, a guard's block), else None."""
-    if isinstance(event, ev.ToolResult | ev.ToolError):
+    if isinstance(event, _OUTCOMES):
         return event.call_id
     if isinstance(event, ev.GuardVerdict) and event.verdict == "block":
         return event.call_id
     return None
 
 
+_OUTCOMES = (ev.ToolResult, ev.ToolError)
+_BETWEEN_KINDS = (ev.ToolStarted, ev.ChildStarted, ev.GuardVerdict)
+
+
 def _in_between(event: ev.Event) -> bool:
-    return isinstance(event, ev.ToolStarted | ev.ChildStarted | ev.GuardVerdict)
+    return isinstance(event, _BETWEEN_KINDS)
 
 
 def outcome_follows(events: Sequence[ev.Event], i: int, call_id: str) -> bool:
@@ -77,6 +82,18 @@ def outcome_follows(events: Sequence[ev.Event], i: int, call_id: str) -> bool:
         if not _in_between(nxt):
             return False
     return False
+
+
+def call_settled(events: Sequence[ev.Event], i: int) -> bool:
+    """Whether `outcome_follows` for the call at `events[i]` is final: no event appended
+    later can change it (it looked at a later event that decided it, or at all it may)."""
+    for j in range(i + 1, i + 1 + _BETWEEN):
+        if j >= len(events):
+            return False
+        nxt = events[j]
+        if _outcome_of(nxt) is not None or not _in_between(nxt):
+            return True
+    return True
 
 
 def call_precedes(events: Sequence[ev.Event], i: int, call_id: str) -> bool:

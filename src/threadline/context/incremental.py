@@ -1,13 +1,22 @@
 """Incremental rendering: a thread's next rendering, extended from its previous one.
 
-Between compactions the rendering of a thread only grows at its end: the latest
-stored summary, then every later event verbatim (the planner's level 0). `Tails` keeps, per
+Between compactions the rendering of a thread only grows at its end, at either detail level
+the planner reaches without compacting: level 0 (the latest stored summary, then every later
+event verbatim) and level 1 (the same with the newest `keep_recent` shown events verbatim,
+older results cut to `max_result_tokens` and resolved errors dropped). `Tails` keeps, per
 thread (bounded, least recently used out first), that rendering's layout units, each unit's
-planned tokens and block, running sums per section, and the exact token count of every line
-of the body. The next render of the thread re-plans only its last two old units (a tool
-call's block changes once, when its outcome arrives right after it) and the new events, so
-planning costs O(new events); whether level 0 still fits is the running sum against the
-history budget, not a walk of the thread.
+planned tokens and block, running sums per section, level 0's total (a ledger of every
+event's verbatim tokens), and the exact token count of every line of the body.
+
+The cut point moves only forward: a result older than the newest `keep_recent` shown events
+is cut for good (later events only push it further back), and an error a later success
+resolved stays dropped. So every unit before the first one an appended event may still
+change (`_final`: a call whose outcome may yet arrive right after it; at level 1 an event
+still shown verbatim, or an error nothing resolved yet) is byte-identical from render to
+render and is never looked at again. The next render walks again only from that unit to the
+end, newest first as the planner does, so it costs O(new events + keep_recent); whether the
+level still holds is two running sums against the history budget (level 1's total under it,
+level 0's over it), not a walk of the thread.
 
 Both built-in formats extend. The compact body is the blocks joined by newlines; the
 `messages` format's assembly (it moves a call's results next to it and merges an
@@ -16,11 +25,10 @@ checkpoint after the last unchanged block and weighing each message as it is emi
 an extension assembles and counts only the new payloads.
 
 Anything else falls back to the full plan (`budget.plan_layout`), which seeds the next
-extension when it comes out at level 0: a new `compacted` event, retrieved or pre-fetched
-material, another budget, format or prompt, a format of the user's own, or a total over
-the history budget (the full plan then reduces older events or compacts, detail level 1
-and 2, and its summary starts the next run of extensions: compaction makes the stable
-prefix).
+extension when it comes out at level 0 or 1: a new `compacted` event, retrieved or
+pre-fetched material, another budget, format or prompt, a format of the user's own, or a
+change of level (level 0 outgrows the history budget, or level 1 does and the full plan
+compacts: its summary starts the next run of extensions).
 
 Exact counts. The request is counted exactly on both paths. For the BPE encodings whose
 pre-tokenizer never joins a newline to the character after it when that character is
@@ -42,11 +50,11 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..events import Compacted, Event, Thread
+from ..events import Compacted, Event, Thread, ToolCall, ToolResult
 from ..models.base import Context, Message
 from .base import ContextFormat, Rendered, message_tokens
 from .budget import ContextBudget, Layout
-from .compact import CompactFormat
+from .compact import CompactFormat, call_settled
 from .messages import Assembly, Checkpoint, MessagesFormat
 from .tokens import BPECounter, TokenCounter
 
@@ -54,10 +62,6 @@ __all__ = ["LINE_ADDITIVE", "Bound", "RenderPass", "Tails", "cached_prefix", "li
 
 LINE_ADDITIVE = frozenset({"o200k_base", "cl100k_base"})
 """Encodings whose count of newline-joined lines is the sum of the lines' counts (above)."""
-
-_REDO = 2
-"""Old units re-planned on each extension: a tool call's block depends on whether its
-outcome is one of the next two events."""
 
 
 def line_additive(counter: TokenCounter) -> bool:
@@ -119,13 +123,15 @@ def _joins_cleanly(block: Any) -> bool:
 
 @dataclass(eq=False)
 class _Tail:
-    """One thread's last level-0 rendering, unit by unit (a unit's block is a compact
-    string, or a messages-format tuple of `Message`s)."""
+    """One thread's last rendering at detail level 0 or 1, unit by unit (a unit's block is
+    a compact string, or a messages-format tuple of `Message`s)."""
 
     key: Hashable
     n: int
     first: Event
     last: Event
+    level: int = 0
+    stable: int = 0  # leading units no appended event can change (`_final`)
     units: list[tuple[str, int, bool]] = field(default_factory=list)
     costs: list[int] = field(default_factory=list)
     lines: list[Any] = field(default_factory=list)  # the unit's block, or None
@@ -136,6 +142,13 @@ class _Tail:
     additive: bool = True
     unclean: int = 0  # blocks that do not start where the pre-tokenizer cuts
     sections: dict[str, int] = field(default_factory=dict)
+    # Every event walked since the summary, oldest first, with its verbatim tokens (the
+    # errors level 1 drops included), and their sum with the summary's: level 0's total,
+    # which must stay over the history budget for level 1 to be the plan.
+    ledger: list[tuple[int, int]] = field(default_factory=list)
+    verbatim: int = 0
+    # (event index, cut) -> (block, tokens) of the events the next extension walks again.
+    memo: dict[tuple[int, bool], tuple[Any, int]] = field(default_factory=dict)
     # The messages format: its assembly, resumable from the checkpoint after each of the
     # last few blocks (block count, state), and how many leading blocks it still holds.
     assembly: Assembly | None = None
@@ -151,7 +164,8 @@ class _Tail:
         if block is not None:
             self.texts.append(block)
             self.sections[section] = self.sections.get(section, 0) + cost
-            self.unclean += not _joins_cleanly(block)
+            if self.additive:
+                self.unclean += not _joins_cleanly(block)
 
     def pop(self, section: str) -> None:
         self.units.pop()
@@ -162,7 +176,8 @@ class _Tail:
             self.texts.pop()
             self.held = min(self.held, len(self.texts))
             self.sections[section] -= cost
-            self.unclean -= not _joins_cleanly(block)
+            if self.additive:
+                self.unclean -= not _joins_cleanly(block)
         self.counted -= self.line_counts.pop()
 
     def body_tokens(self, counter: TokenCounter, lines: list[Any]) -> int | None:
@@ -178,7 +193,40 @@ class _Tail:
 
 def _section(render: RenderPass, unit: tuple[str, int, bool]) -> str:
     kind, i, _ = unit
-    return "summary" if kind == "summary" else f"history:{render.thread.events[i].kind}"
+    if kind == "summary":
+        return "summary"
+    event_kind = render.thread.events[i].kind
+    name = _SECTIONS.get(event_kind)
+    if name is None:
+        name = _SECTIONS[event_kind] = f"history:{event_kind}"
+    return name
+
+
+_SECTIONS: dict[str, str] = {}
+"""`history:<kind>` per event kind, spelled once (a closed set of kinds)."""
+
+
+def _compacts(events: Sequence[Event], start: int) -> bool:
+    """Whether a `compacted` event is among `events[start:]` (a loop, not `any()` of a
+    generator: this runs on every render)."""
+    for k in range(start, len(events)):  # noqa: SIM110
+        if isinstance(events[k], Compacted):
+            return True
+    return False
+
+
+def _final(events: Sequence[Event], unit: tuple[str, int, bool], level: int) -> bool:
+    """Whether no appended event can change `unit` of a level-`level` layout: a summary;
+    an event whose block is settled and that is already cut at level 1 (newer events only
+    push older ones out of `keep_recent`), unless it is an error a later success could
+    still drop from view."""
+    kind, i, reduced = unit
+    if kind == "summary":
+        return True
+    e = events[i]
+    if isinstance(e, ToolCall) and not call_settled(events, i):
+        return False  # its block changes when its outcome arrives right after it
+    return level == 0 or (reduced and not e.traits.error)
 
 
 class Tails:
@@ -204,19 +252,27 @@ class Tails:
         )
 
     def seed(self, render: RenderPass, rendered: Rendered) -> None:
-        """Keep a full-path rendering that later renders may extend (level 0 only)."""
+        """Keep a full-path rendering that later renders may extend (detail level 0 or 1,
+        not compacting anew): walked again the way an extension walks, and kept only when
+        that walk lays the units out as the full plan did."""
         thread = render.thread
         self._data.pop(thread.id, None)
         layout = rendered.layout
         key = self._key(render)
-        if key is None or layout.level != 0 or layout.compact is not None or not len(thread):
+        if key is None or layout.level > 1 or layout.compact is not None or not len(thread):
             return
         events = thread.events
-        tail = _Tail(key, len(events), events[0], events[-1])
+        tail = _Tail(key, len(events), events[0], events[-1], layout.level)
         tail.additive = type(render.form) is CompactFormat and line_additive(render.r.counter)
         budget = render.share(render.r.budget)
-        for unit in layout.units:
-            self._add(render, tail, unit, budget)
+        start = 0
+        if layout.units and layout.units[0][0] == "summary":
+            self._add(render, tail, layout.units[0], budget)
+            tail.verbatim = tail.total
+            tail.stable = 1
+            start = _summary_args(render, layout.units[0][1])[1] + 1
+        if not self._walk(render, tail, start, budget) or tuple(tail.units) != layout.units:
+            return
         self._count_lines(render, tail, 0)
         self._data[thread.id] = tail
         while len(self._data) > self._maxsize:
@@ -235,21 +291,22 @@ class Tails:
             or self._key(render) != tail.key
             or (events[tail.n - 1] is not tail.last and events[tail.n - 1] != tail.last)
             or (events[0] is not tail.first and events[0] != tail.first)
-            or any(isinstance(e, Compacted) for e in events[tail.n :])
+            or _compacts(events, tail.n)
         ):
             del self._data[thread.id]
             return None
         self._data.move_to_end(thread.id)
         budget = render.share(render.r.budget)
-        redo = [*self._rewind(render, tail), *range(tail.n, n)]
-        for i in redo:
-            self._add(render, tail, ("event", i, False), budget)
-        self._count_lines(render, tail, len(tail.units) - len(redo))
+        kept = tail.stable
+        if not self._walk(render, tail, self._rewind(render, tail), budget):
+            del self._data[thread.id]
+            return None
+        self._count_lines(render, tail, kept)
         tail.n, tail.last = n, events[-1]
         avail = budget.available(render.fixed)
-        if (
-            avail <= 0 or tail.total > avail
-        ):  # level 0 no longer fits: the full plan reduces or compacts
+        if avail <= 0 or tail.total > avail or (tail.level == 1 and tail.verbatim <= avail):
+            # The plan's level changed (level 0 no longer fits, or it fits again), or it
+            # must compact: the full plan decides, and seeds the next extensions.
             del self._data[thread.id]
             return None
         rendered = self._rendered(render, tail, budget, avail)
@@ -259,13 +316,77 @@ class Tails:
             self.extended += 1
         return rendered
 
-    def _rewind(self, render: RenderPass, tail: _Tail) -> list[int]:
-        """Drop the last old units whose block a new event may change; their indexes."""
-        dropped: list[int] = []
-        while tail.units and tail.units[-1][0] == "event" and tail.units[-1][1] >= tail.n - _REDO:
-            dropped.append(tail.units[-1][1])
+    def _rewind(self, render: RenderPass, tail: _Tail) -> int:
+        """Drop the units an appended event may change (from the first that is not
+        `_final`) and their ledger; the index of the first event to walk again."""
+        start = tail.units[tail.stable][1] if tail.stable < len(tail.units) else tail.n
+        while len(tail.units) > tail.stable:
             tail.pop(_section(render, tail.units[-1]))
-        return dropped[::-1]
+        while tail.ledger and tail.ledger[-1][0] >= start:
+            tail.verbatim -= tail.ledger.pop()[1]
+        return start
+
+    def _walk(self, render: RenderPass, tail: _Tail, start: int, budget: ContextBudget) -> bool:
+        """Lay out `events[start:]` after the tail's units as `budget._fit` does at the
+        tail's level (newest first: the newest `keep_recent` shown events verbatim, older
+        results cut and resolved errors dropped at level 1). False when the walk does not
+        join the units before it (they were cut, so `keep_recent` must be reached)."""
+        events = render.thread.events
+        reduce = tail.level == 1
+        keep = budget.keep_recent
+        walked: list[tuple[int, bool, Any, int, int]] = []  # newest first
+        memo, seen = tail.memo, {}
+
+        def payload(i: int, reduced: bool) -> tuple[Any, int]:
+            # At level 1, the blocks of the events walked last time, unless an appended
+            # event may have changed them (see `_remember`); else the renderer's cache.
+            key = (i, reduced and isinstance(events[i], ToolResult))
+            hit = memo.get(key)
+            if hit is None:
+                block, cost = render.payload(i, reduced, budget)
+                hit = (block, int(cost))
+            seen[key] = hit
+            return hit
+
+        shown = 0
+        resolved = False
+        for i in range(len(events) - 1, start - 1, -1):
+            e = events[i]
+            if isinstance(e, Compacted):
+                continue
+            traits = e.traits
+            reduced = reduce and shown >= keep
+            if traits.human_input or isinstance(e, ToolResult):
+                resolved = True
+            elif reduced and traits.error and resolved:
+                walked.append((i, True, _DROPPED, 0, payload(i, False)[1]))
+                continue
+            if reduce:
+                block, cost = payload(i, reduced)
+                plain = payload(i, False)[1] if reduced else cost
+            else:  # level 0: every block verbatim, from the renderer's cache
+                block, cost = render.payload(i, False, budget)
+                plain = cost = int(cost)
+            if cost:
+                shown += 1
+            walked.append((i, reduced, block, cost, plain))
+        if reduce and shown < keep and any(u[0] == "event" for u in tail.units):
+            return False
+        final = tail.stable == len(tail.units)
+        for i, reduced, block, cost, plain in reversed(walked):
+            tail.ledger.append((i, plain))
+            tail.verbatim += plain
+            if block is _DROPPED:
+                continue
+            unit = ("event", i, reduced)
+            tail.push(unit, cost, block, _section(render, unit))
+            if final and _final(events, unit, tail.level):
+                tail.stable = len(tail.units)
+            else:
+                final = False
+        if reduce:
+            _remember(tail, events, seen)
+        return True
 
     def _add(
         self, render: RenderPass, tail: _Tail, unit: tuple[str, int, bool], budget: ContextBudget
@@ -302,7 +423,7 @@ class Tails:
             (),
             False,
             None,
-            0,
+            tail.level,
             tail.total,
             retrieved_cap=int(avail * budget.retrieved_share),
         )
@@ -316,6 +437,24 @@ class Tails:
         }
         context = render.context(messages, budget, exact, _prefix(render, tail, messages, lines))
         return Rendered(context, layout, sections, None)
+
+
+def _remember(
+    tail: _Tail, events: Sequence[Event], seen: dict[tuple[int, bool], tuple[Any, int]]
+) -> None:
+    """Keep the blocks the next extension walks again (from the first unit that is not
+    final), but not a call's whose outcome may still change it."""
+    start = tail.units[tail.stable][1] if tail.stable < len(tail.units) else len(events)
+    tail.memo = {
+        key: hit
+        for key, hit in seen.items()
+        if key[0] >= start
+        and (not isinstance(events[key[0]], ToolCall) or call_settled(events, key[0]))
+    }
+
+
+_DROPPED = object()
+"""A walked error that level 1 drops from view (it has a ledger entry, no unit)."""
 
 
 def _body(render: RenderPass, tail: _Tail, lines: list[Any]) -> tuple[tuple[Message, ...], int]:
@@ -335,9 +474,10 @@ def _body(render: RenderPass, tail: _Tail, lines: list[Any]) -> tuple[tuple[Mess
     return (Message("user", body),), 4 + (counter.count(body) if summed is None else summed)
 
 
-_MARKS = 8
-"""Checkpoints kept: an extension re-plans at most `_REDO` old units, so it resumes from
-one of the last few (else the assembly starts over)."""
+_MARKS = 32
+"""Checkpoints kept: an extension walks again only the units an appended event may change
+(a call waiting for its outcome; at level 1 the newest `keep_recent` shown events), so it
+resumes from one of the last few (else the assembly starts over)."""
 
 
 def _assembled(

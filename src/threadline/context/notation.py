@@ -81,9 +81,12 @@ def dump_inline(value: Any) -> str:
     return _scalar(value)
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][\w.\-]*")
+
+
 def _key(key: Any) -> str:
     text = str(key)
-    return text if re.fullmatch(r"[A-Za-z_][\w.\-]*", text) else json.dumps(text)
+    return text if _PLAIN_KEY.fullmatch(text) else json.dumps(text)
 
 
 def _flatten(row: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -81,10 +81,11 @@ _NEEDLES: dict[str, tuple[tuple[str, ...], bool]] = {
     "assignment": (("passw", "pwd", "secret", "api", "token"), True),
 }
 """For each default pattern, substrings one of which every match contains (True: in the
-lower-cased text, for a case-insensitive pattern). A pattern runs on ASCII text only when
-one is there: a regex scan costs ~40 ns per character and pattern, a substring test almost
-nothing, and most text holds no secret. Non-ASCII text runs every pattern (case-insensitive
-matching of non-ASCII letters is wider than `str.lower`)."""
+lower-cased text, for a case-insensitive pattern). A pattern runs only when one is there:
+a regex scan costs ~40 ns per character and pattern, a substring test almost nothing, and
+most text holds no secret. In non-ASCII text (a cut result ends with `…`) the
+case-insensitive patterns always run (their matching of non-ASCII letters is wider than
+`str.lower`: the long s, U+017F, matches `s`)."""
 
 _Screened = tuple[re.Pattern[str], tuple[str, ...] | None, bool]
 
@@ -134,10 +135,12 @@ class Redactor:
 
     def redact(self, text: str) -> str:
         """`text` with every secret masked."""
-        screen = text.isascii()  # and stays so: the mask is ASCII
+        ascii = text.isascii()  # and stays so: the mask is ASCII
         lowered = None
         for pattern, needles, folded in self._patterns:
-            if screen and needles is not None:
+            # A case-sensitive pattern's needle is in every match whatever the text; a
+            # case-insensitive one's only in ASCII text (see `_NEEDLES`).
+            if needles is not None and (ascii or not folded):
                 hay = text
                 if folded:
                     hay = lowered = lowered if lowered is not None else text.lower()

@@ -125,9 +125,12 @@ def _neighbour_key(events: Sequence[Event], i: int) -> int:
     e = events[i]
     if isinstance(e, ToolCall):
         return 1 if outcome_follows(events, i, e.call_id) else 0
-    if isinstance(e, ToolResult | ToolError):
+    if isinstance(e, _OUTCOMES):
         return 1 if call_precedes(events, i, e.call_id) else 0
     return 0
+
+
+_OUTCOMES = (ToolResult, ToolError)
 
 
 def _redact_payload(redactor: Redactor, payload: Any) -> Any:
@@ -396,9 +399,11 @@ class _Pass:
     fixed: int = 0
     retrieved: list[int] = field(default_factory=list)
     limit: int = 0
+    scope: tuple[str, str, str] = ("", "", "")  # what keys this pass's cached blocks
 
     def __post_init__(self) -> None:
         r, form = self.r, self.form
+        self.scope = (self.thread.id, form.name, r.counter.name)
         base, name, version, digest = r.base_prompt(self.thread)
         self.prompt = (name, version, digest)
         self.system, self.sys_tokens, self.tools_tokens = r.fixed_parts(base, form)
@@ -414,15 +419,8 @@ class _Pass:
         e = events[i]
         reduced = reduced and isinstance(e, ToolResult)
         cut = (limit or budget.max_result_tokens) if reduced else budget.max_result_tokens
-        key = (
-            self.thread.id,
-            e.seq,
-            self.form.name,
-            reduced,
-            r.counter.name,
-            _neighbour_key(events, i),
-            cut,
-        )
+        tid, form, counter = self.scope
+        key = (tid, e.seq, form, reduced, counter, _neighbour_key(events, i), cut)
         hit = r._blocks.get(key, e)
         if hit is None:
             block = self.form.block(events, i, reduced, cut, r.counter)

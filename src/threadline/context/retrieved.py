@@ -26,6 +26,10 @@ from ..events import (
 __all__ = ["best_relevance", "retrieved_indexes"]
 
 
+_MODEL = (ModelCall, ModelError, InvalidOutput)
+"""The model's turn: pre-fetched material is what comes before the first one."""
+
+
 def retrieved_indexes(thread: Thread, tool: str | None = None) -> list[int]:
     """The events budgeted as retrieved material, oldest first.
 
@@ -37,8 +41,10 @@ def retrieved_indexes(thread: Thread, tool: str | None = None) -> list[int]:
     """
     out: list[int] = []
     for i, e in enumerate(thread.events):
-        if isinstance(e, ModelCall | ModelError | InvalidOutput):
+        if isinstance(e, _MODEL):
             break
+        if isinstance(e, UserMessage):
+            continue  # no call id, and never ends the pre-fetched run
         call_id = getattr(e, "call_id", "")
         if isinstance(call_id, str) and call_id.startswith(PREFETCH_PREFIX):
             if isinstance(e, ToolCall | ToolResult | ToolError):

@@ -119,10 +119,11 @@ class ApproxCounter:
         if bytes_per_token <= 0:
             raise ConfigError("bytes_per_token must be positive")
         self._bpt = bytes_per_token
+        self._name = f"approx/{bytes_per_token:g}"  # it keys every cached block
 
     @property
     def name(self) -> str:
-        return f"approx/{self._bpt:g}"
+        return self._name
 
     def count(self, text: str) -> int:
         return math.ceil(len(text.encode("utf-8")) / self._bpt)
