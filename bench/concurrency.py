@@ -27,8 +27,10 @@ THREADLINE_TEST_POSTGRES_URL, default the local `test` database, a fresh schema 
 counting the round trips the store made while the threads ran (`PostgresStore.stats`: a
 statement alone is one, a transaction's BEGIN and COMMIT one each, a pipelined group one)
 and the waits of every append (arrival in the store to its answer), against the same run
-with grouping off (`group_appends=False`). Skipped, with the reason, when the server is not
-reachable or psycopg is not installed.
+with grouping off (`group_appends=False`); then a new message to each finished thread, all
+at once (`Runtime.message`: a load, then an append that makes the thread runnable and
+wakes idle workers), and the round trips per message, the append's among them. Skipped,
+with the reason, when the server is not reachable or psycopg is not installed.
 
 Run: PYTHONPATH=src python bench/concurrency.py [--rounds 3] [--threads 64] [--window-ms 5]
 (SQLite; interleaved rounds: grouped, then off, in each; the medians of the rounds at the
@@ -245,6 +247,11 @@ def run_postgres(threads: int, group: bool, url: str = POSTGRES_URL) -> dict[str
             started = time.perf_counter()
             done = await asyncio.gather(*(rt.advance(t) for t in launched))
             elapsed = time.perf_counter() - started
+            # A new message to each finished thread, all at once: each makes its thread
+            # runnable, so its append wakes idle workers (NOTIFY), as a server's would.
+            woke = (stats.round_trips, stats.append_round_trips)
+            await asyncio.gather(*(rt.message(t.id, "again") for t in done))
+            woke = (stats.round_trips - woke[0], stats.append_round_trips - woke[1])
         finally:
             await store.close()
         if any(t.status != "done" for t in done):
@@ -265,6 +272,8 @@ def run_postgres(threads: int, group: bool, url: str = POSTGRES_URL) -> dict[str
             "group_ms": (stats.group_seconds - group_seconds)
             / max(1, stats.groups - groups)
             * 1000,
+            "wake_round_trips_per_message": woke[0] / threads,
+            "wake_append_round_trips_per_message": woke[1] / threads,
         }
 
     try:

@@ -250,7 +250,11 @@ def postgres_concurrency_report(rounds: int, threads: int) -> dict[str, Any]:
         f"(off: {med['alone.p50_wait_ms']:.1f}, {med['alone.p99_wait_ms']:.1f}, "
         f"{med['alone.longest_wait_ms']:.1f} ms); a group's round trip "
         f"{med['grouped.group_ms']:.1f} ms on average; turns/s {med['grouped.turns_per_s']:.0f} "
-        f"(off: {med['alone.turns_per_s']:.0f})",
+        f"(off: {med['alone.turns_per_s']:.0f}); a message waking a finished thread "
+        f"{med['grouped.wake_round_trips_per_message']:.3f} round trips "
+        f"({med['grouped.wake_append_round_trips_per_message']:.3f} of them its append's; "
+        f"off: {med['alone.wake_round_trips_per_message']:.3f}, "
+        f"{med['alone.wake_append_round_trips_per_message']:.3f})",
         highlight=False,
     )
     return {"median": med, "rounds": flat}

@@ -101,6 +101,53 @@ async def test_notify_wakes_a_waiting_worker(postgres_url: str, pg_schema: str) 
         await writer.close()
 
 
+async def test_appends_that_make_threads_runnable_notify_from_their_own_statement(
+    postgres_url: str, pg_schema: str
+) -> None:
+    """The NOTIFY of an append that makes its thread runnable is sent by the append's own
+    statement: three answers appended at once (one alone, two in a group) are two round
+    trips in all, and each thread's wake-up arrives; a full append (a store that did not
+    write the thread) sends its wake-up from its statement too, and a thread that was
+    already runnable wakes nobody."""
+    writer = open_store(pg_store_url(postgres_url, pg_schema))
+    assert isinstance(writer, PostgresStore)
+    listen = await psycopg.AsyncConnection.connect(postgres_url, autocommit=True)
+    try:
+        await listen.execute(f"LISTEN {writer.channel}")
+        threads = [Thread(new_thread_id(), "a") for _ in range(4)]
+        for t in threads:
+            t.append(UserMessage(seq=0, at=utcnow(), text="hi"))
+            t.append(HumanRequest(seq=1, at=utcnow(), request_id="r", question="?"))
+            await writer.create(t)
+        stats = writer.stats
+        trips, appends, groups = stats.append_round_trips, stats.appends, stats.groups
+        await asyncio.gather(
+            *(
+                writer.append(
+                    t.id,
+                    [HumanResponse(seq=2, at=utcnow(), request_id="r", text="yes")],
+                    expected_seq=2,
+                )
+                for t in threads[:3]
+            )
+        )
+        assert (stats.appends - appends, stats.groups - groups) == (3, 1)
+        assert stats.append_round_trips - trips == 2  # was 5: a NOTIFY after each commit
+        other = open_store(pg_store_url(postgres_url, pg_schema))  # knows nothing cached
+        try:
+            answer = HumanResponse(seq=2, at=utcnow(), request_id="r", text="yes")
+            await other.append(threads[3].id, [answer], expected_seq=2)
+            again = UserMessage(seq=3, at=utcnow(), text="still running")
+            await other.append(threads[3].id, [again], expected_seq=3)  # no wake-up
+        finally:
+            await other.close()
+        woken = [n.payload async for n in listen.notifies(timeout=2)]
+        assert sorted(woken) == sorted(t.id for t in threads)
+    finally:
+        await listen.close()
+        await writer.close()
+
+
 async def test_releasing_a_runnable_thread_wakes_a_waiting_worker(
     postgres_url: str, pg_schema: str
 ) -> None:

@@ -386,10 +386,6 @@ class PostgresStore(SQLStore):
         if append:
             self.stats.append_round_trips += round_trips
 
-    def _wake(self, thread_id: str) -> Query:
-        sql = self.dialect.sql("SELECT pg_notify(:channel, :id)")
-        return Query(sql, {"channel": self.channel, "id": thread_id})
-
     async def wait_for_work(self, seconds: float) -> None:
         """Wait for a NOTIFY on `threadline_runnable` (or `seconds`).
 

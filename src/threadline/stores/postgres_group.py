@@ -16,9 +16,11 @@ to the server at once and answered at once, one round trip and one commit for th
   the one that raises raises alone, and the others commit. A connection that broke under a
   group is handled the same way: an append whose group did commit is recognised by its
   events when it is run again (see `SQLStore.append`);
-* a caller is answered only after the `COMMIT` returned; a plan's later statements (the
-  `NOTIFY` of a thread that became runnable) run after it in autocommit, as they do alone
-  (`Tx.WRITE`: each statement is atomic on its own);
+* a caller is answered only after the `COMMIT` returned. An append that makes its thread
+  runnable sends its `pg_notify` from its own statement (`SQLStore._fused_append`), so
+  the wake-up is delivered at the group's `COMMIT`, with the events, and costs no round
+  trip of its own; a plan's later statements, if it had any, would run after the
+  `COMMIT` in autocommit, as they do alone (`Tx.WRITE`: each statement is atomic alone);
 * the appends of a group are sent in thread id order, so two processes' groups lock their
   rows in the same order and cannot deadlock each other; a thread appears once per group.
 

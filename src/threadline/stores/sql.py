@@ -57,8 +57,9 @@ class SQLStore(Store):
     """The queries of a store on a SQL database; subclasses supply the connections.
 
     A subclass implements `run` (execute a plan on a connection, in a transaction as `Tx`
-    says, classifying unique-key violations as `DuplicateKey`) and may override `_wake`
-    (a statement announcing that a thread became runnable, sent in the same transaction).
+    says, classifying unique-key violations as `DuplicateKey`) and may set `channel`: a
+    write that makes a thread runnable then sends `pg_notify` in its transaction (inside
+    the append's own statement where the dialect fuses writes), delivered at its commit.
     """
 
     def __init__(self, dialect: Dialect) -> None:
@@ -89,9 +90,15 @@ class SQLStore(Store):
     async def migrations(self) -> builtins.list[tuple[int, str, datetime]]:
         """The applied migrations: (number, name, applied_at), oldest first."""
 
+    channel: str | None = None
+    """The NOTIFY channel telling idle workers a thread became runnable (None: they poll)."""
+
     def _wake(self, thread_id: str) -> Query | None:
         """A statement telling idle workers `thread_id` became runnable (None: polling)."""
-        return None
+        if self.channel is None:
+            return None
+        sql = self.dialect.sql("SELECT pg_notify(:channel, :id)")
+        return Query(sql, {"channel": self.channel, "id": thread_id})
 
     def _announce(self, thread_id: str) -> Plan[None]:
         """The `_wake` statement, if this database has one, inside the current plan."""
@@ -169,12 +176,13 @@ class SQLStore(Store):
             if ledger:
                 yield from apply_plan(d, ledger)()
             update = self._projection(thread_id, now, state)
+            wake = state.status is Status.RUNNING and status != _RUNNING
             if insert is None:
-                yield self._fused_append(thread_id, events, update)
+                yield self._fused_append(thread_id, events, update, wake=wake)
             else:
                 yield insert
                 yield Query(d.sql(_SET_STATE), update)
-            if state.status is Status.RUNNING and status != _RUNNING:
+            if wake and insert is not None:
                 yield from self._announce(thread_id)
             return state
 
@@ -205,8 +213,10 @@ class SQLStore(Store):
         args["expected"] = before.next_seq
         if lease is not None:
             args |= {"owner": lease.owner, "token": lease.token}
-        if d.fused_writes:
-            update, insert = self._fused_append(thread_id, events, args, checks), None
+        wake = after.status is Status.RUNNING and before.status is not Status.RUNNING
+        if d.fused_writes:  # the NOTIFY, if any, in the same statement: one round trip
+            update = self._fused_append(thread_id, events, args, checks, wake=wake)
+            insert = None
         else:
             update = Query(d.sql(_SET_STATE_IF.replace("{checks}", checks)), args)
             insert = self._insert_events(thread_id, events)
@@ -219,8 +229,8 @@ class SQLStore(Store):
                 return False
             if insert is not None:
                 yield insert
-            if after.status is Status.RUNNING and before.status is not Status.RUNNING:
-                yield from self._announce(thread_id)
+                if wake:
+                    yield from self._announce(thread_id)
             return True
 
         # One statement in PostgreSQL needs no transaction around it; SQLite's two run in
@@ -260,12 +270,20 @@ class SQLStore(Store):
         events: Sequence[Event],
         update: dict[str, Any],
         checks: str | None = None,
+        *,
+        wake: bool = False,
     ) -> Query:
         """Events and projection in one statement (PostgreSQL). With `checks` (the known-
         state append), the projection is updated only if the row is at `:expected` (and
         `checks` hold), the events are inserted only if it was, and the one row returned
-        says whether it was."""
+        says whether it was. With `wake` (the append makes the thread runnable) and a
+        `channel`, the updated row's `RETURNING` sends the `pg_notify`: only if the row was
+        updated, delivered when the statement's transaction commits (with the events)."""
         d = self.dialect
+        notify = ""
+        if wake and self.channel is not None:
+            notify = " RETURNING pg_notify(:channel, id)"
+            update["channel"] = self.channel
         values = ", ".join(
             f"(:id, :seq_{i}, :kind_{i}, :at_{i}, :body_{i}{{json}})" for i in range(len(events))
         )
@@ -277,9 +295,10 @@ class SQLStore(Store):
                 f"body_{i}": e.model_dump_json(),
             }
         if checks is None:
-            template = _FUSED_APPEND.replace("{values}", values)
+            template = _FUSED_APPEND.replace("{values}", values) + notify
         else:
             template = _FUSED_APPEND_IF.replace("{values}", values).replace("{checks}", checks)
+            template = template.replace("{notify}", notify.replace(" RETURNING", ","))
         return Query(d.sql(template), update)
 
     def _remember(self, thread_id: str, state: ThreadState) -> None:
@@ -499,7 +518,7 @@ _LEASE_HELD = (
 )
 _SET_STATE_IF = _SET_STATE + " AND next_seq = :expected{checks}"
 _FUSED_APPEND_IF = (
-    "WITH moved AS (" + _SET_STATE_IF + " RETURNING id), "
+    "WITH moved AS (" + _SET_STATE_IF + " RETURNING id{notify}), "
     "new_events AS (INSERT INTO events (thread_id, seq, kind, at, body) "
     "SELECT * FROM (VALUES {values}) AS v WHERE EXISTS (SELECT 1 FROM moved)) "
     "SELECT count(*) FROM moved"
