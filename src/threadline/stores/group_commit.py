@@ -39,14 +39,14 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import StoreError
 from .dialect import Plan
+from .grouping import AppendStats, answer
 
 __all__ = ["CommitStats", "GroupCommit"]
 
@@ -56,26 +56,18 @@ _Drive = Callable[[sqlite3.Connection, Plan[Any]], Any]
 
 
 @dataclass(slots=True)
-class CommitStats:
+class CommitStats(AppendStats):
     """What a store committed: `commits` write transactions (each one fsync of the WAL at
     `synchronous=FULL`; a checkpoint adds its own now and then), holding `appends` appends.
     `groups` of the transactions were run by the group committer, and `grouped` appends
-    shared their transaction with another thread's append."""
+    shared their transaction with another thread's append. `waits` and `longest_wait` are
+    the grouped appends' only (arrival to their group's COMMIT returning)."""
 
     commits: int = 0
-    appends: int = 0
-    grouped: int = 0
-    groups: int = 0
-    longest_wait: float = 0.0
-    """Seconds from a grouped append's arrival to its group's COMMIT returning, at most."""
-    group_seconds: float = 0.0
-    """Seconds spent inside group transactions (BEGIN to COMMIT), in all."""
     commit_seconds: float = 0.0
     """Of `group_seconds`, the seconds spent in their COMMIT statements (the fsync)."""
     longest_group: float = 0.0
     """Seconds of the longest group transaction (BEGIN to COMMIT)."""
-    waits: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
-    """The waits (arrival to COMMIT) of the latest grouped appends, in seconds."""
     longest_overrun: float = 0.0
     """Seconds a group began after it could have, at most: after the later of its oldest
     append's arrival plus the window and the COMMIT of the group ahead (when that append
@@ -255,8 +247,7 @@ class GroupCommit:
             stats.group_seconds += ended - began
             stats.commit_seconds += ended - committing
             stats.longest_group = max(stats.longest_group, ended - began)
-            stats.longest_wait = max(stats.longest_wait, ended - group[0].arrived)
-            stats.waits.extend(ended - r.arrived for r in group)
+            stats.waited(*(ended - r.arrived for r in group))
             if len(group) > 1:
                 stats.grouped += len(group)
         _answer(outcomes)
@@ -280,9 +271,4 @@ def _answer(outcomes: list[tuple[_Request, Any, bool]]) -> None:
 
 def _settle(outcomes: list[tuple[_Request, Any, bool]]) -> None:
     for request, value, ok in outcomes:
-        if request.future.done():  # the caller was cancelled meanwhile
-            continue
-        if ok:
-            request.future.set_result(value)
-        else:
-            request.future.set_exception(value)
+        answer(request.future, value, ok)

@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .dialect import Plan, Query, Result, Returned, advance
+from .grouping import AppendStats, answer
 
 if TYPE_CHECKING:
     import psycopg
@@ -62,39 +62,23 @@ MAX_GROUP = 256
 
 
 @dataclass(slots=True)
-class RoundTrips:
+class RoundTrips(AppendStats):
     """What a PostgreSQL store exchanged with its server (`PostgresStore.stats`).
 
     Every statement sent alone is one round trip, and so are a transaction's `BEGIN` and
-    `COMMIT`; a pipelined group is one round trip whatever it holds.
+    `COMMIT`; a pipelined group is one round trip whatever it holds. `appends` counts the
+    appends tried (a known-state append that found its thread moved on, then the full
+    append, counts twice); `waits` and `longest_wait` are every append's, grouped or not.
     """
 
     round_trips: int = 0
     """Round trips of every operation (reads, leases, appends, ...)."""
-    appends: int = 0
-    """Appends tried (a known-state append that found its thread moved on, then the full
-    append, counts twice)."""
     append_round_trips: int = 0
     """Round trips of appends, grouped ones included."""
     append_commits: int = 0
     """Transactions that committed appends: one per append sent alone, one per group."""
-    groups: int = 0
-    """Groups sent (two appends or more in one round trip), committed or not."""
-    grouped: int = 0
-    """Appends sent in a group."""
     regrouped: int = 0
     """Appends of failed groups, run again alone."""
-    group_seconds: float = 0.0
-    """Seconds spent sending groups and reading their answers (BEGIN to COMMIT), in all."""
-    longest_wait: float = 0.0
-    """Seconds from an append's arrival in the store to its answer, at most."""
-    waits: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
-    """The waits (arrival to answer, seconds) of the latest appends, grouped or not."""
-
-    def waited(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        if seconds > self.longest_wait:
-            self.longest_wait = seconds
 
 
 @dataclass(slots=True)
@@ -290,9 +274,4 @@ class AppendGroups:
 
 
 def _answer(request: _Request, value: Any, ok: bool = False) -> None:
-    if request.future.done():  # the caller was cancelled meanwhile
-        return
-    if ok:
-        request.future.set_result(value)
-    else:
-        request.future.set_exception(value)
+    answer(request.future, value, ok)
