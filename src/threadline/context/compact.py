@@ -55,19 +55,19 @@ _BETWEEN = 4
 
 def _outcome_of(event: ev.Event) -> str | None:
     """The call id `event` ends (a result, an error, a guard's block), else None."""
-    if isinstance(event, _OUTCOMES):
+    # Exact types, not `isinstance`: see `compact_block`.
+    if type(event) is ev.ToolResult or type(event) is ev.ToolError:
         return event.call_id
-    if isinstance(event, ev.GuardVerdict) and event.verdict == "block":
+    if type(event) is ev.GuardVerdict and event.verdict == "block":
         return event.call_id
     return None
 
 
-_OUTCOMES = (ev.ToolResult, ev.ToolError)
-_BETWEEN_KINDS = (ev.ToolStarted, ev.ChildStarted, ev.GuardVerdict)
+_BETWEEN_KINDS = frozenset({ev.ToolStarted, ev.ChildStarted, ev.GuardVerdict})
 
 
 def _in_between(event: ev.Event) -> bool:
-    return isinstance(event, _BETWEEN_KINDS)
+    return type(event) in _BETWEEN_KINDS
 
 
 def outcome_follows(events: Sequence[ev.Event], i: int, call_id: str) -> bool:
@@ -125,13 +125,9 @@ def compact_block(
     """
     e = events[i]
     match e:
-        case ev.UserMessage():
-            return tagged("user", _attrs(name=e.sender), fence(e.text))
-        case ev.HumanResponse():
-            return tagged("user", _attrs(name=e.by), fence(e.text))
-        case ev.RespondedInstead():
-            # The person's message in place of a verdict: the call did not run.
-            return tagged("user", _attrs(name=e.by, instead_of=e.call_id), fence(e.text))
+        # The kinds of every turn first: a class pattern that fails is an `isinstance`
+        # through pydantic's ABC metaclass (about 1,100 instructions each); event classes
+        # have no subclasses, so elsewhere this module tests exact types.
         case ev.ModelCall():
             # Text beside native tool calls is the model talking (to the user or itself);
             # without tool calls the text *is* the intent and its tool_call shows it.
@@ -146,6 +142,13 @@ def compact_block(
             if reduced and counter is not None:
                 body = truncate_to(body, max_tokens, counter, e.seq)
             return tagged(f"{tag_name(e.tool)}_result", _attrs(id=cid), body)
+        case ev.UserMessage():
+            return tagged("user", _attrs(name=e.sender), fence(e.text))
+        case ev.HumanResponse():
+            return tagged("user", _attrs(name=e.by), fence(e.text))
+        case ev.RespondedInstead():
+            # The person's message in place of a verdict: the call did not run.
+            return tagged("user", _attrs(name=e.by, instead_of=e.call_id), fence(e.text))
         case ev.ToolError():
             cid = None if call_precedes(events, i, e.call_id) else e.call_id
             return tagged("error", _attrs(id=cid), fence(f"{e.error_type}: {e.message}"))

@@ -210,7 +210,7 @@ def _compacts(events: Sequence[Event], start: int) -> bool:
     """Whether a `compacted` event is among `events[start:]` (a loop, not `any()` of a
     generator: this runs on every render)."""
     for k in range(start, len(events)):  # noqa: SIM110
-        if isinstance(events[k], Compacted):
+        if type(events[k]) is Compacted:
             return True
     return False
 
@@ -224,7 +224,7 @@ def _final(events: Sequence[Event], unit: tuple[str, int, bool], level: int) -> 
     if kind == "summary":
         return True
     e = events[i]
-    if isinstance(e, ToolCall) and not call_settled(events, i):
+    if type(e) is ToolCall and not call_settled(events, i):
         return False  # its block changes when its outcome arrives right after it
     return level == 0 or (reduced and not e.traits.error)
 
@@ -340,7 +340,7 @@ class Tails:
         def payload(i: int, reduced: bool) -> tuple[Any, int]:
             # At level 1, the blocks of the events walked last time, unless an appended
             # event may have changed them (see `_remember`); else the renderer's cache.
-            key = (i, reduced and isinstance(events[i], ToolResult))
+            key = (i, reduced and type(events[i]) is ToolResult)
             hit = memo.get(key)
             if hit is None:
                 block, cost = render.payload(i, reduced, budget)
@@ -352,11 +352,12 @@ class Tails:
         resolved = False
         for i in range(len(events) - 1, start - 1, -1):
             e = events[i]
-            if isinstance(e, Compacted):
+            kind = type(e)  # not `isinstance`: see `compact.compact_block`
+            if kind is Compacted:
                 continue
             traits = e.traits
             reduced = reduce and shown >= keep
-            if traits.human_input or isinstance(e, ToolResult):
+            if traits.human_input or kind is ToolResult:
                 resolved = True
             elif reduced and traits.error and resolved:
                 walked.append((i, True, _DROPPED, 0, payload(i, False)[1]))
@@ -449,7 +450,7 @@ def _remember(
         key: hit
         for key, hit in seen.items()
         if key[0] >= start
-        and (not isinstance(events[key[0]], ToolCall) or call_settled(events, key[0]))
+        and (type(events[key[0]]) is not ToolCall or call_settled(events, key[0]))
     }
 
 

@@ -45,6 +45,9 @@ _BLOCK_BARE = re.compile(r"[^\s{}\[\]\"'|`>][^\n]*")
 _AMBIGUOUS = re.compile(r"(?i:true|false|null)|[-+]?(\d[\d_]*)?\.?\d+([eE][-+]?\d+)?")
 
 
+_NUMBERS = (int, float)
+
+
 def _scalar(value: Any) -> str:
     if value is None:
         return "null"
@@ -52,7 +55,7 @@ def _scalar(value: Any) -> str:
         return "true"
     if value is False:
         return "false"
-    if isinstance(value, int | float):
+    if isinstance(value, _NUMBERS):
         return json.dumps(value)
     return json.dumps(str(value), ensure_ascii=False)
 
@@ -211,7 +214,8 @@ def _table_lines(head: str, value: Sequence[Any], indent: str) -> list[str] | No
 
 def _lines(value: Any, indent: str) -> list[str]:
     """Block form of a mapping or list, one entry per line."""
-    if isinstance(value, Mapping):
+    # `type(...) is dict` first: `isinstance` against an ABC is a Python-level call.
+    if type(value) is dict or isinstance(value, Mapping):
         if not value:
             return [indent + "{}"]
         out: list[str] = []
@@ -237,6 +241,8 @@ def _lines(value: Any, indent: str) -> list[str]:
 
 
 def _entry(key: str, value: Any, indent: str) -> list[str]:
+    if type(value) is str:  # the common case, without the ABC `isinstance` below
+        return [f"{indent}{key}: {_block_scalar(value, indent + '  ')}"]
     if isinstance(value, list | tuple):
         tabled = _table_lines(key, value, indent)
         if tabled is not None:

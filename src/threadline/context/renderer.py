@@ -123,14 +123,13 @@ def _neighbour_key(events: Sequence[Event], i: int) -> int:
     """Tool call and result blocks depend on whether their partner is adjacent; encode
     that in the cache key (it changes once, when the outcome arrives)."""
     e = events[i]
-    if isinstance(e, ToolCall):
+    # Exact types, not `isinstance`: event classes have no subclasses, and a failing
+    # `isinstance` goes through pydantic's ABC metaclass (~1,100 instructions).
+    if type(e) is ToolCall:
         return 1 if outcome_follows(events, i, e.call_id) else 0
-    if isinstance(e, _OUTCOMES):
+    if type(e) is ToolResult or type(e) is ToolError:
         return 1 if call_precedes(events, i, e.call_id) else 0
     return 0
-
-
-_OUTCOMES = (ToolResult, ToolError)
 
 
 def _redact_payload(redactor: Redactor, payload: Any) -> Any:
@@ -557,7 +556,7 @@ class _Pass:
         """Index of the thread's latest `model_call` (None before the first)."""
         events = self.thread.events
         for i in range(len(events) - 1, -1, -1):
-            if isinstance(events[i], ModelCall):
+            if type(events[i]) is ModelCall:
                 return i
         return None
 

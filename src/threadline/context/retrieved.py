@@ -41,10 +41,10 @@ def retrieved_indexes(thread: Thread, tool: str | None = None) -> list[int]:
     """
     out: list[int] = []
     for i, e in enumerate(thread.events):
+        if type(e) is UserMessage:
+            continue  # no call id, and never ends the pre-fetched run
         if isinstance(e, _MODEL):
             break
-        if isinstance(e, UserMessage):
-            continue  # no call id, and never ends the pre-fetched run
         call_id = getattr(e, "call_id", "")
         if isinstance(call_id, str) and call_id.startswith(PREFETCH_PREFIX):
             if isinstance(e, ToolCall | ToolResult | ToolError):
