@@ -4,45 +4,26 @@ keeps its own outcome, and an acknowledged append survives SIGKILL."""
 from __future__ import annotations
 
 import asyncio
-import random
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from group_kill import KilledWriter, event, make_threads
 
 from threadline.errors import AppendConflict, ConfigError, LeaseLost, StoreError
-from threadline.events import Thread, ToolResult, UserMessage, utcnow
-from threadline.stores import SQLiteStore, new_thread_id
-
-WRITER = Path(__file__).with_name("group_writer.py")
-
-
-async def _threads(store: SQLiteStore, n: int) -> list[Thread]:
-    out = []
-    for _ in range(n):
-        thread = Thread(new_thread_id(), "g")
-        thread.append(UserMessage(seq=0, at=utcnow(), text="go"))
-        await store.create(thread)
-        out.append(thread)
-    return out
-
-
-def _event(seq: int) -> ToolResult:
-    return ToolResult(seq=seq, at=utcnow(), call_id=f"c{seq}", tool="w", result=seq)
+from threadline.events import Thread
+from threadline.stores import SQLiteStore
 
 
 async def test_concurrent_threads_share_commits_and_every_event_is_stored(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "g.db", group_window=0.02)
-    threads = await _threads(store, 16)
+    threads = await make_threads(store, 16)
     before = store.stats.commits
 
     async def append_ten(thread: Thread) -> None:
         for seq in range(1, 11):
-            await store.append(thread.id, [_event(seq)], expected_seq=seq)
+            await store.append(thread.id, [event(seq)], expected_seq=seq)
 
     await asyncio.gather(*(append_ten(t) for t in threads))
     stats = store.stats
@@ -60,17 +41,17 @@ async def test_concurrent_threads_share_commits_and_every_event_is_stored(tmp_pa
 
 async def test_a_failing_append_in_a_group_fails_alone(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "g.db", group_window=0.2)
-    threads = await _threads(store, 6)
+    threads = await make_threads(store, 6)
     lease = (await store.lease("w1", ttl=60, thread_ids=[threads[5].id]))[0]
     await store.break_lease(threads[5].id)  # the lease's holder is fenced off
     groups, grouped = store.stats.groups, store.stats.grouped
     results = await asyncio.gather(
-        store.append(threads[0].id, [_event(1)], expected_seq=1),  # alone: not crowded yet
-        store.append(threads[1].id, [_event(1)], expected_seq=1),
-        store.append(threads[2].id, [_event(5)], expected_seq=5),  # wrong seq: conflict
-        store.append(threads[3].id, [_event(1)], expected_seq=1),
-        store.append(threads[4].id, [_event(1)], expected_seq=1),
-        store.append(threads[5].id, [_event(1)], expected_seq=1, lease=lease),  # lost
+        store.append(threads[0].id, [event(1)], expected_seq=1),  # alone: not crowded yet
+        store.append(threads[1].id, [event(1)], expected_seq=1),
+        store.append(threads[2].id, [event(5)], expected_seq=5),  # wrong seq: conflict
+        store.append(threads[3].id, [event(1)], expected_seq=1),
+        store.append(threads[4].id, [event(1)], expected_seq=1),
+        store.append(threads[5].id, [event(1)], expected_seq=1, lease=lease),  # lost
         return_exceptions=True,
     )
     # The five after the first shared one transaction (the lost lease is then re-checked by
@@ -90,7 +71,7 @@ async def test_a_group_that_cannot_commit_answers_every_caller_and_writes_nothin
     tmp_path: Path,
 ) -> None:
     store = SQLiteStore(tmp_path / "g.db", group_window=0.05)
-    threads = await _threads(store, 4)
+    threads = await make_threads(store, 4)
     group = store._group
     assert group is not None
     working = group._connection
@@ -100,7 +81,7 @@ async def test_a_group_that_cannot_commit_answers_every_caller_and_writes_nothin
 
     group._connection = broken
     results = await asyncio.gather(
-        *(store.append(t.id, [_event(1)], expected_seq=1) for t in threads),
+        *(store.append(t.id, [event(1)], expected_seq=1) for t in threads),
         return_exceptions=True,
     )
     assert results[0] is None  # alone, inline: not part of the group
@@ -108,7 +89,7 @@ async def test_a_group_that_cannot_commit_answers_every_caller_and_writes_nothin
     assert [len(await store.events(t.id)) for t in threads] == [2, 1, 1, 1]
     group._connection = working  # the committer was not left stuck: the next group commits
     results = await asyncio.gather(
-        *(store.append(t.id, [_event(1)], expected_seq=1) for t in threads[1:]),
+        *(store.append(t.id, [event(1)], expected_seq=1) for t in threads[1:]),
         return_exceptions=True,
     )
     assert results == [None, None, None]
@@ -120,11 +101,11 @@ async def test_reads_do_not_wait_behind_a_group_commit(tmp_path: Path) -> None:
     # The committer has its own thread and connection: while a group waits for the write
     # lock (another process holds it here), the store's thread still answers reads.
     store = SQLiteStore(tmp_path / "g.db", group_window=0.01, busy_timeout=5.0)
-    threads = await _threads(store, 3)
+    threads = await make_threads(store, 3)
     other = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
     appends = [
-        asyncio.ensure_future(store.append(t.id, [_event(1)], expected_seq=1)) for t in threads
+        asyncio.ensure_future(store.append(t.id, [event(1)], expected_seq=1)) for t in threads
     ]
     group = store._group
     assert group is not None
@@ -139,15 +120,15 @@ async def test_reads_do_not_wait_behind_a_group_commit(tmp_path: Path) -> None:
     assert [(await store.get(t.id)).next_seq for t in threads] == [2, 2, 2]
     await store.close()
     with pytest.raises(StoreError, match="closed"):
-        await store.append(threads[0].id, [_event(2)], expected_seq=2)
+        await store.append(threads[0].id, [event(2)], expected_seq=2)
 
 
 async def test_a_lone_thread_never_waits_for_a_group(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "g.db", group_window=5.0)
-    (thread,) = await _threads(store, 1)
+    (thread,) = await make_threads(store, 1)
     started = time.monotonic()
     for seq in range(1, 6):
-        await store.append(thread.id, [_event(seq)], expected_seq=seq)
+        await store.append(thread.id, [event(seq)], expected_seq=seq)
     assert store.stats.groups == 0
     # Five appends inline; a grouped one would have waited for the 5 s window.
     assert time.monotonic() - started < 5.0
@@ -156,8 +137,8 @@ async def test_a_lone_thread_never_waits_for_a_group(tmp_path: Path) -> None:
 
 async def test_group_commit_can_be_turned_off_and_bad_windows_are_refused(tmp_path: Path) -> None:
     store = SQLiteStore.from_url(f"sqlite:///{tmp_path / 'g.db'}?group_window_ms=0")
-    threads = await _threads(store, 8)
-    await asyncio.gather(*(store.append(t.id, [_event(1)], expected_seq=1) for t in threads))
+    threads = await make_threads(store, 8)
+    await asyncio.gather(*(store.append(t.id, [event(1)], expected_seq=1) for t in threads))
     assert store.stats.groups == 0
     assert [len(await store.events(t.id)) for t in threads] == [2] * 8
     await store.close()
@@ -167,52 +148,16 @@ async def test_group_commit_can_be_turned_off_and_bad_windows_are_refused(tmp_pa
         SQLiteStore(tmp_path / "g.db", group_window=-1)
 
 
-def _acked(lines: list[str]) -> tuple[dict[str, int], tuple[int, int, int] | None]:
-    acked: dict[str, int] = {}
-    stats = None
-    for line in lines:
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "ack":
-            acked[parts[1]] = max(acked.get(parts[1], 0), int(parts[2]))
-        elif len(parts) == 4 and parts[0] == "stats":
-            stats = (int(parts[1]), int(parts[2]), int(parts[3]))
-    return acked, stats
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_inside_group_commits_keeps_every_acknowledged_event(
     tmp_path: Path, seed: int
 ) -> None:
     db = tmp_path / "kill.db"
-    proc = subprocess.Popen(
-        [sys.executable, str(WRITER), str(db), "64"],
-        stdout=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        # Kill after a random number of acknowledgements, while the 64 writers keep
-        # appending: commits are in flight nearly all the time.
-        target = random.Random(seed).randrange(300, 900)
-        acks = 0
-        while acks < target:
-            line = proc.stdout.readline()
-            assert line, "the writer died before the kill"
-            lines.append(line)
-            acks += line.startswith("ack ")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        lines.extend(proc.stdout.read().splitlines())  # acks written before the kill
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    acked, stats = _acked(lines)
-    assert stats is not None and stats[2] > 0, "no append was grouped: nothing was tested"
-    assert stats[0] < stats[1], stats
+    with KilledWriter(f"sqlite:///{db}") as writer:  # synchronous=FULL
+        writer.read_random_acks(seed)
+        writer.kill()
+    acked, stats = writer.acknowledged()
     with sqlite3.connect(db) as conn:
         stored = dict(conn.execute("SELECT thread_id, MAX(seq) FROM events GROUP BY thread_id"))
         dense = conn.execute(
@@ -222,7 +167,7 @@ def test_sigkill_inside_group_commits_keeps_every_acknowledged_event(
     lost = {t: s for t, s in acked.items() if stored.get(t, -1) < s}
     assert lost == {}, f"acknowledged events missing after SIGKILL: {lost}"
     print(
-        f"\nkilled after {sum(1 for x in lines if x.startswith('ack '))} acknowledged appends; "
+        f"\nkilled after {writer.acks()} acknowledged appends; "
         f"last stats: {stats[0]} commits for {stats[1]} appends ({stats[2]} grouped); "
         f"every acknowledged event found"
     )

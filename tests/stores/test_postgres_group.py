@@ -4,43 +4,22 @@ append keeps its own outcome, and an acknowledged append survives SIGKILL."""
 from __future__ import annotations
 
 import asyncio
-import random
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
+from group_kill import KilledWriter, event, make_threads
 
 from pg_support import pg_store_url
 from threadline.errors import AppendConflict, LeaseLost
-from threadline.events import Thread, ToolResult, UserMessage, utcnow
-from threadline.stores import new_thread_id
+from threadline.events import Thread, ToolResult
 from threadline.stores.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
 
-WRITER = Path(__file__).with_name("pg_group_writer.py")
-
 
 def _store(url: str, schema: str, **options: object) -> PostgresStore:
     return PostgresStore(url, schema=schema, migrate=True, **options)  # type: ignore[arg-type]
-
-
-async def _threads(store: PostgresStore, n: int) -> list[Thread]:
-    out = []
-    for _ in range(n):
-        thread = Thread(new_thread_id(), "g")
-        thread.append(UserMessage(seq=0, at=utcnow(), text="go"))
-        await store.create(thread)
-        out.append(thread)
-    return out
-
-
-def _event(seq: int) -> ToolResult:
-    return ToolResult(seq=seq, at=utcnow(), call_id=f"c{seq}", tool="w", result=seq)
 
 
 async def test_concurrent_threads_share_round_trips_and_every_event_is_stored(
@@ -49,12 +28,12 @@ async def test_concurrent_threads_share_round_trips_and_every_event_is_stored(
     store = _store(postgres_url, pg_schema)
     reader = _store(postgres_url, pg_schema)
     try:
-        threads = await _threads(store, 16)
+        threads = await make_threads(store, 16)
         before = store.stats.append_round_trips
 
         async def append_ten(thread: Thread) -> None:
             for seq in range(1, 11):
-                await store.append(thread.id, [_event(seq)], expected_seq=seq)
+                await store.append(thread.id, [event(seq)], expected_seq=seq)
                 await asyncio.sleep(0)  # as a model call would: the other threads run
 
         await asyncio.gather(*(append_ten(t) for t in threads))
@@ -80,21 +59,21 @@ async def test_a_conflict_or_a_lost_lease_in_a_group_fails_alone(
     store = _store(postgres_url, pg_schema)
     other = _store(postgres_url, pg_schema)  # another process's store
     try:
-        threads = await _threads(store, 6)
+        threads = await make_threads(store, 6)
         # Another process appends to thread 2 (this store's cache still says seq 1) and
         # fences off the lease this store holds on thread 5: both appends below are sent
         # in the group on the known state, and their conditions fail there.
-        await other.append(threads[2].id, [_event(1)], expected_seq=1)
+        await other.append(threads[2].id, [event(1)], expected_seq=1)
         lease = (await store.lease("w1", ttl=60, thread_ids=[threads[5].id]))[0]
         await other.break_lease(threads[5].id)
         groups, grouped = store.stats.groups, store.stats.grouped
         results = await asyncio.gather(
-            store.append(threads[0].id, [_event(1)], expected_seq=1),  # alone: none in flight
-            store.append(threads[1].id, [_event(1)], expected_seq=1),
-            store.append(threads[2].id, [_event(1)], expected_seq=1),  # conflict
-            store.append(threads[3].id, [_event(1)], expected_seq=1),
-            store.append(threads[4].id, [_event(1)], expected_seq=1),
-            store.append(threads[5].id, [_event(1)], expected_seq=1, lease=lease),  # lost
+            store.append(threads[0].id, [event(1)], expected_seq=1),  # alone: none in flight
+            store.append(threads[1].id, [event(1)], expected_seq=1),
+            store.append(threads[2].id, [event(1)], expected_seq=1),  # conflict
+            store.append(threads[3].id, [event(1)], expected_seq=1),
+            store.append(threads[4].id, [event(1)], expected_seq=1),
+            store.append(threads[5].id, [event(1)], expected_seq=1, lease=lease),  # lost
             return_exceptions=True,
         )
         assert store.stats.groups == groups + 1, "the five after the first were not grouped"
@@ -122,7 +101,7 @@ async def test_a_statement_that_raises_in_a_group_raises_alone(
 ) -> None:
     store = _store(postgres_url, pg_schema)
     try:
-        threads = await _threads(store, 5)
+        threads = await make_threads(store, 5)
         # A trigger refusing thread 3's events stands in for an error no condition catches:
         # it aborts the group's transaction, then each append runs again alone.
         _sql(
@@ -134,7 +113,7 @@ async def test_a_statement_that_raises_in_a_group_raises_alone(
             "CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()",
         )
         results = await asyncio.gather(
-            *(store.append(t.id, [_event(1)], expected_seq=1) for t in threads),
+            *(store.append(t.id, [event(1)], expected_seq=1) for t in threads),
             return_exceptions=True,
         )
         assert store.stats.groups == 1 and store.stats.regrouped == 4
@@ -151,7 +130,7 @@ async def test_a_group_whose_connection_dies_is_sent_again(
 ) -> None:
     store = _store(postgres_url, pg_schema)
     try:
-        threads = await _threads(store, 5)
+        threads = await make_threads(store, 5)
         # The first event row of a group's transaction ends its own session (once: a
         # sequence is not rolled back), as a server restart or a cut connection would.
         _sql(
@@ -165,7 +144,7 @@ async def test_a_group_whose_connection_dies_is_sent_again(
             "CREATE TRIGGER cut BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION cut()",
         )
         results = await asyncio.gather(
-            *(store.append(t.id, [_event(1)], expected_seq=1) for t in threads),
+            *(store.append(t.id, [event(1)], expected_seq=1) for t in threads),
             return_exceptions=True,
         )
         assert results == [None] * 5
@@ -181,9 +160,9 @@ async def test_a_caller_cancelled_while_queued_writes_nothing(
 ) -> None:
     store = _store(postgres_url, pg_schema)
     try:
-        threads = await _threads(store, 5)
+        threads = await make_threads(store, 5)
         tasks = [
-            asyncio.ensure_future(store.append(t.id, [_event(1)], expected_seq=1)) for t in threads
+            asyncio.ensure_future(store.append(t.id, [event(1)], expected_seq=1)) for t in threads
         ]
         await asyncio.sleep(0)  # the first is in flight, alone; the others are queued
         tasks[2].cancel()
@@ -201,33 +180,21 @@ async def test_a_lone_thread_is_sent_alone_and_grouping_can_be_turned_off(
 ) -> None:
     store = _store(postgres_url, pg_schema)
     try:
-        (thread,) = await _threads(store, 1)
+        (thread,) = await make_threads(store, 1)
         for seq in range(1, 6):
-            await store.append(thread.id, [_event(seq)], expected_seq=seq)
+            await store.append(thread.id, [event(seq)], expected_seq=seq)
         assert store.stats.groups == 0
         assert store.stats.append_round_trips == store.stats.appends == 5
     finally:
         await store.close()
     off = PostgresStore.from_url(pg_store_url(postgres_url, pg_schema) + "&group_appends=0")
     try:
-        threads = await _threads(off, 8)
-        await asyncio.gather(*(off.append(t.id, [_event(1)], expected_seq=1) for t in threads))
+        threads = await make_threads(off, 8)
+        await asyncio.gather(*(off.append(t.id, [event(1)], expected_seq=1) for t in threads))
         assert off.stats.groups == 0 and off.stats.append_round_trips == 8
         assert [len(await off.events(t.id)) for t in threads] == [2] * 8
     finally:
         await off.close()
-
-
-def _acked(lines: list[str]) -> tuple[dict[str, int], tuple[int, int, int] | None]:
-    acked: dict[str, int] = {}
-    stats = None
-    for line in lines:
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "ack":
-            acked[parts[1]] = max(acked.get(parts[1], 0), int(parts[2]))
-        elif len(parts) == 4 and parts[0] == "stats":
-            stats = (int(parts[1]), int(parts[2]), int(parts[3]))
-    return acked, stats
 
 
 @pytest.mark.slow
@@ -235,37 +202,13 @@ def _acked(lines: list[str]) -> tuple[dict[str, int], tuple[int, int, int] | Non
 def test_sigkill_inside_grouped_round_trips_keeps_every_acknowledged_event(
     postgres_url: str, pg_schema: str, seed: int
 ) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(WRITER), pg_store_url(postgres_url, pg_schema), "64"],
-        stdout=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        # Kill after a random number of acknowledgements, while the 64 writers keep
-        # appending: a group is in flight nearly all the time.
-        target = random.Random(seed).randrange(300, 900)
-        acks = 0
-        while acks < target:
-            line = proc.stdout.readline()
-            assert line, "the writer died before the kill"
-            lines.append(line)
-            acks += line.startswith("ack ")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        lines.extend(proc.stdout.read().splitlines())  # acks written before the kill
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    acked, stats = _acked(lines)
-    assert stats is not None and stats[2] > 0, "no append was grouped: nothing was tested"
-    assert stats[0] < stats[1], stats
+    with KilledWriter(pg_store_url(postgres_url, pg_schema)) as writer:
+        writer.read_random_acks(seed)
+        writer.kill()
+    acked, stats = writer.acknowledged()
     _assert_acknowledged_stored(postgres_url, pg_schema, acked)
     print(
-        f"\nkilled after {sum(1 for x in lines if x.startswith('ack '))} acknowledged appends; "
+        f"\nkilled after {writer.acks()} acknowledged appends; "
         f"last stats: {stats[0]} round trips for {stats[1]} appends ({stats[2]} grouped); "
         f"every acknowledged event found"
     )
@@ -299,17 +242,8 @@ def test_sigkill_while_a_group_is_on_the_server_keeps_every_acknowledged_event(
     # group back when it is not: an event acknowledged before its COMMIT would be lost.
     check = "options=-c%20client_connection_check_interval%3D10"
     url = pg_store_url(postgres_url, pg_schema) + f"&application_name={app}&{check}"
-    proc = subprocess.Popen(
-        [sys.executable, str(WRITER), url, "64"], stdout=subprocess.PIPE, text=True, bufsize=1
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        while sum(line.startswith("ack ") for line in lines) < 200:
-            line = proc.stdout.readline()
-            assert line, "the writer died before the kill"
-            lines.append(line)
+    with KilledWriter(url) as writer:
+        writer.read_acks(200)
         # Slow every event row down, so that a group stays on the server long enough to be
         # seen there; then kill the writer while one is.
         _sql(
@@ -331,9 +265,7 @@ def test_sigkill_while_a_group_is_on_the_server_keeps_every_acknowledged_event(
                 time.sleep(0.005)
             else:
                 pytest.fail("no group was seen running on the server")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-            lines.extend(proc.stdout.read().splitlines())  # acks written before the kill
+            writer.kill()
             for _ in range(3000):  # the server finishes (or rolls back) what it was sent
                 row = admin.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
@@ -343,9 +275,5 @@ def test_sigkill_while_a_group_is_on_the_server_keeps_every_acknowledged_event(
                 if row and not row[0]:
                     break
                 time.sleep(0.01)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    acked, stats = _acked(lines)
-    assert stats is not None and stats[2] > 0
+    acked, _ = writer.acknowledged()
     _assert_acknowledged_stored(postgres_url, pg_schema, acked)
