@@ -86,7 +86,7 @@ def parse_json(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
     """
     # Nesting can only pass the limit if there are more opening brackets than that: the
     # character walk (Python, O(text)) runs only for text with that many.
-    openers = text.count("[") + text.count("{")
+    openers = text.count("[") + text.count("{") if len(text) > max_depth else 0
     depth = _depth(text) if openers > max_depth else 0
     if depth > max_depth:
         raise BoundsError(f"JSON nested {depth} levels deep (the limit is {max_depth})")
@@ -98,7 +98,7 @@ def parse_json(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
     # second parse then says where it is).
     walk = openers > max_depth or not text.isascii() or "\\u" in text
     try:
-        value = _DECODER.decode(text)  # shared: json.loads with a hook builds one per call
+        value = _decode(text)
     except _NotFinite:
         value, walk = json.loads(text, parse_constant=_reject_constant), True
     if walk:
@@ -118,6 +118,19 @@ def _finite_float(literal: str) -> float:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+"""Shared: `json.loads` with a hook builds a decoder and its scanner per call."""
+
+
+def _decode(text: str) -> Any:
+    """`_DECODER.decode(text)`, without its two whitespace matches when the JSON value
+    spans the whole text (the common case: a model's answer is stripped first)."""
+    try:
+        value, end = _DECODER.raw_decode(text)
+    except _NotFinite:
+        raise
+    except ValueError:  # leading whitespace, or not JSON: decode's own answer or error
+        return _DECODER.decode(text)
+    return value if end == len(text) else _DECODER.decode(text)
 
 
 _Path = str | tuple[Any, str | int]

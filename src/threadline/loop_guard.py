@@ -25,7 +25,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .events import Approval, Thread, ToolCall, ToolError, is_prefetch
+from .events import PREFETCH_PREFIX, Approval, Thread, ToolCall, ToolError
 
 __all__ = ["Call", "CallHistory", "call_history", "repeat_reason"]
 
@@ -40,7 +40,7 @@ Call = tuple[str, object]
 new call equals it (a cheap test first: equal signatures imply equal JSON values)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallHistory:
     """What the guard needs from a thread.
 
@@ -75,7 +75,7 @@ def call_history(thread: Thread, depth: int) -> CallHistory:
         if kind == "tool_result":
             continue
         if kind == "tool_call":
-            if isinstance(event, ToolCall) and not is_prefetch(event):
+            if isinstance(event, ToolCall) and not event.call_id.startswith(PREFETCH_PREFIX):
                 call = (event.tool, event.arguments)
                 calls[event.call_id] = call
                 # a failed call keeps its answer in the count but is in no row: a retry

@@ -36,16 +36,20 @@ class Tail:
     """The newest form of a thread, shared by the concurrent calls of one batch.
 
     Invariant: appends run one at a time, each at the seq the previous one left, so the
-    calls of a batch never conflict with each other.
+    calls of a batch never conflict with each other. `shared`: several calls append
+    concurrently (a lock orders them); a single call appends one event after another.
     """
 
-    def __init__(self, thread: Thread, append: Append) -> None:
+    def __init__(self, thread: Thread, append: Append, *, shared: bool = True) -> None:
         self.thread = thread
         self._append = append
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock() if shared else None
 
     async def append(self, build: Build, still_valid: Callable[[Thread], bool]) -> Thread:
         """Append `build(seq, at)` at the tail (see `Runtime._append_rebased`)."""
+        if self._lock is None:
+            self.thread = await self._append(self.thread, build, still_valid)
+            return self.thread
         async with self._lock:
             self.thread = await self._append(self.thread, build, still_valid)
             return self.thread

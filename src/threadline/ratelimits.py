@@ -112,14 +112,19 @@ class RateLimiter:
         own: RateLimits | None = agent.rate_limits
         return self.limits if own is None else self.limits.over(own)
 
+    def off(self, agent: Limited) -> bool:
+        """No limit applies to `agent`'s calls: every permit is `NO_LIMIT` (the runtime
+        then asks for none)."""
+        return not self.limits and agent.rate_limits is None
+
     def limits_tool(self, agent: Limited, tool: str) -> bool:
-        if not self.limits and agent.rate_limits is None:
+        if self.off(agent):
             return False
         return self.of(agent).find("tool", tool) is not None
 
     async def model_call(self, agent: Limited, model: Model, context: Context) -> Permit:
         """A permit for one model call with `context`."""
-        if not self.limits and agent.rate_limits is None:
+        if self.off(agent):
             return NO_LIMIT
         limits = self.of(agent)
         calls, tokens = limits.find("model", model.model_id), limits.find("tokens", model.model_id)
@@ -149,7 +154,7 @@ class RateLimiter:
 
     async def tool_call(self, agent: Limited, tool: str) -> Permit:
         """A permit for one run of `tool`."""
-        if not self.limits and agent.rate_limits is None:
+        if self.off(agent):
             return NO_LIMIT
         limits = self.of(agent)
         found = limits.find("tool", tool)

@@ -367,7 +367,7 @@ def is_input(event: Event) -> bool:
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Intents:
     """A model answer read by `read_intents`.
 
@@ -510,7 +510,7 @@ def _parse(
             raw.append((tc.id, tc.name, args))
         return raw
     body = text.strip()
-    fenced = _FENCE.match(body)
+    fenced = _FENCE.match(body) if "```" in body else None
     if fenced:
         body = fenced.group(1)
     if not body:

@@ -98,6 +98,14 @@ class ToolRuns:
             )
         return found
 
+    def gated(self, tool: Tool, call: PendingCall) -> bool:
+        """Whether `gate` may have anything to do: a backoff, or a breaker not closed
+        (False: `gate` would return None at once)."""
+        if call.retry_at is not None:
+            return True
+        breaker = self._breakers.get(tool.key) if tool.breaker is not None else None
+        return breaker is not None and breaker.state != "closed"
+
     async def gate(self, tool: Tool, call: PendingCall) -> Outcome | None:
         """Before a run (and its `tool_started`): sleep out a short backoff and return None,
         or return the events that take the run's place: a durable wait for a long backoff

@@ -36,7 +36,6 @@ from .events import (
     Status,
     Thread,
     UserMessage,
-    WaitTimedOut,
     utcnow,
 )
 from .execution import Outcome, compact_error, model_answer, tool_of, tool_started
@@ -309,7 +308,8 @@ class Runtime(HumanActions):
         if context is None or thread.status is not Status.RUNNING:
             return thread, 1
         context = context.at_call(thread.state.model_calls)
-        permit = await self.limits.model_call(agent, model, context)
+        off = self.limits.off(agent)  # no limit: no permit to ask for, none to give back
+        permit = NO_LIMIT if off else await self.limits.model_call(agent, model, context)
         if permit.wait is not None:  # over a rate limit: a durable wait, not an error
             return await self._append_rebased(thread, permit.wait, lease, still_valid=_not_ended), 1
         if not (held := await reserve(self, agent, thread, model, context, lease)).go:
@@ -324,7 +324,8 @@ class Runtime(HumanActions):
         except Exception as exc:  # a backend bug must not take the loop down
             error = ModelError(f"{type(exc).__name__}: {compact_error(exc)}")
         latency = (time.perf_counter() - started) * 1000
-        await permit.done(out)
+        if permit is not NO_LIMIT:
+            await permit.done(out)
         validated: dict[str, BaseModel] = {}
         taken = self._call_ids.taken(thread)
         answer = model_answer(agent, model, context, out, error, latency, thread, taken, validated)
@@ -353,7 +354,7 @@ class Runtime(HumanActions):
         ) -> Thread:
             return await self._append_rebased(at, build, lease, still_valid=ok)
 
-        tail = Tail(thread, append)
+        tail = Tail(thread, append, shared=len(runs) > 1)
         await run_batch(
             agent, runs, lambda run: self._run_tool(agent, tail, run, lease, started=started)
         )
@@ -435,7 +436,7 @@ class Runtime(HumanActions):
         if any(run.call.failed for run in runs):
             return False  # a retry: its backoff and attempt start from a committed log
         if runs and all(t.kind == "function" and not t.side_effects for t in tools):
-            tail = Tail(thread, hold)
+            tail = Tail(thread, hold, shared=len(runs) > 1)
             await run_batch(agent, runs, lambda run: self._run_tool(agent, tail, run, lease))
             return True
         alone = len(runs) == 1 and not self.limits.limits_tool(agent, tools[0].name)
@@ -472,8 +473,10 @@ class Runtime(HumanActions):
             await start_child(self, tail, call, tool, validated, lease)
             return
         still_pending: Callable[[Thread], bool] = lambda t: call.call_id in t.state.pending  # noqa: E731
-        instead = await self.tool_runs.gate(tool, call)  # a backoff, an open breaker
-        permit = await self.limits.tool_call(agent, tool.name) if instead is None else NO_LIMIT
+        gated = self.tool_runs.gated(tool, call)  # a backoff, an open breaker
+        instead = await self.tool_runs.gate(tool, call) if gated else None
+        limited = instead is None and self.limits.limits_tool(agent, tool.name)
+        permit = await self.limits.tool_call(agent, tool.name) if limited else NO_LIMIT
         instead = instead or permit.wait  # over a rate limit: before `tool_started`
         if instead is not None:
             await tail.append(instead, still_pending)
@@ -483,43 +486,29 @@ class Runtime(HumanActions):
             if call.call_id not in thread.state.pending:
                 return
         outcome = await self.tool_runs.run(
-            tool, thread.id, run, lambda r: self._cpu_bound(stored_result, r)
+            tool,
+            thread.id,
+            run,
+            (lambda r: self._cpu_bound(stored_result, r)) if self.offload else None,
         )
-        await permit.done()
+        if permit is not NO_LIMIT:
+            await permit.done()
         if outcome is not None:  # None: outcome unknown, `tool_started` stands alone (maybe ran)
             await tail.append(outcome, still_pending)
 
     async def _collect(self, thread: Thread) -> Thread:
         return await collect(self, thread)
 
-    async def wake_if_due(self, thread: Thread, *, lease: Lease | None = None) -> Thread:
-        """End the thread's durable wait with `wait_timed_out` if its due time has passed.
-
-        Workers call this on a leased `waiting` thread before advancing it; a thread that
-        is not waiting, or not yet due, is returned unchanged.
-        """
-        state = thread.state
-        if (
-            thread.status != Status.WAITING
-            or state.waiting_until is None
-            or state.waiting_until > self.clock()
-        ):
-            return thread
-        return await self._append_rebased(
-            thread,
-            lambda seq, at: [WaitTimedOut(seq=seq, at=at, event=state.waiting_for)],
-            lease,
-            still_valid=lambda t: t.status == Status.WAITING,
-        )
-
     # -- appending -----------------------------------------------------------------------
 
     async def _redacted(self, thread: Thread, events: list[Event]) -> list[Event]:
         agent = self.agents.get(thread.agent)
         redactor = agent.context.storage_redactor if agent is not None else None
-        if redactor is not None and any(e.traits.untrusted for e in events):
+        if redactor is None or not any(e.traits.untrusted for e in events):
+            return events
+        if self.offload:
             return await self._cpu_bound(redact_for_storage, redactor, events)
-        return events
+        return redact_for_storage(redactor, events)
 
     async def append_events(
         self, thread: Thread, events: Sequence[Event], lease: Lease | None

@@ -37,6 +37,7 @@ from .events import (
     Status,
     Thread,
     UserMessage,
+    WaitTimedOut,
 )
 from .stores.base import Lease, Store, new_thread_id
 from .tools import compact_validation_error
@@ -83,6 +84,15 @@ class HumanActions:
         async def _notify(self, thread: Thread, events: Sequence[Event]) -> None: ...
 
         async def _collect(self, thread: Thread) -> Thread: ...
+
+        async def _append_rebased(
+            self,
+            thread: Thread,
+            build: Callable[[int, datetime], list[Event]],
+            lease: Lease | None,
+            *,
+            still_valid: Callable[[Thread], bool],
+        ) -> Thread: ...
 
     async def _act(
         self, thread_id: str, build: Callable[[Thread, int, datetime], list[Event]]
@@ -415,6 +425,26 @@ class HumanActions:
             ]
 
         return await self._act(thread_id, build)
+
+    async def wake_if_due(self, thread: Thread, *, lease: Lease | None = None) -> Thread:
+        """End the thread's durable wait with `wait_timed_out` if its due time has passed.
+
+        Workers call this on a leased `waiting` thread before advancing it; a thread that
+        is not waiting, or not yet due, is returned unchanged.
+        """
+        state = thread.state
+        if (
+            thread.status != Status.WAITING
+            or state.waiting_until is None
+            or state.waiting_until > self.clock()
+        ):
+            return thread
+        return await self._append_rebased(
+            thread,
+            lambda seq, at: [WaitTimedOut(seq=seq, at=at, event=state.waiting_for)],
+            lease,
+            still_valid=lambda t: t.status == Status.WAITING,
+        )
 
     # -- fork and replay (factor 12) -----------------------------------------------------
 

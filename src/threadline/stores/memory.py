@@ -85,7 +85,8 @@ class MemoryStore(Store):
             thread = self._require(thread_id)
             if lease is not None:
                 self._check_lease(lease)
-            was = thread.status
+            idle = not self._work.is_set()  # else no need to know if it became runnable
+            was = thread.status if idle else None
             trees = self.budgets.applied(ledger_events(events))  # raises, nothing changed
             new_state = fold_for_append(
                 thread_id, thread.state, events, expected_seq, in_place=True
@@ -94,7 +95,7 @@ class MemoryStore(Store):
             thread.events.extend(events)
             self._updated[thread_id] = time.time()  # the summary is built when read
             self._summaries.pop(thread_id, None)
-            if new_state.status == Status.RUNNING and was != Status.RUNNING:
+            if idle and new_state.status == Status.RUNNING and was != Status.RUNNING:
                 self._work.set()
 
     async def load(self, thread_id: str) -> Thread:
