@@ -108,10 +108,17 @@ def loop_measures(tmpdir: Path, loops: int) -> dict[str, Callable[[], float | No
 def rounds_of(
     measures: dict[str, Callable[[], Any]], rounds: int, name: str
 ) -> list[dict[str, Any]]:
-    """Interleaved rounds of every measure; round 0 warms imports and caches and is dropped."""
+    """Interleaved rounds of every measure; round 0 warms imports and caches and is dropped.
+
+    Each round starts one measure further along the list (the order rotates), so no measure
+    always runs first: on a shared machine whichever runs first in a round tends to come out
+    ahead, which skews ratios taken within the round."""
     out: list[dict[str, Any]] = []
+    keys = list(measures)
     for r in range(rounds + 1):
-        row = {key: measure() for key, measure in measures.items()}
+        turn = r % len(keys) if keys else 0
+        ran = {key: measures[key]() for key in keys[turn:] + keys[:turn]}
+        row = {key: ran[key] for key in keys}
         if r:
             out.append(row)
             shown = ", ".join(f"{k} {v:.0f}" for k, v in row.items() if isinstance(v, int | float))
