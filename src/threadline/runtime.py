@@ -119,6 +119,7 @@ class Runtime(HumanActions):
         self.tool_runs = ToolRuns(lambda: self.clock())
         self.limits = RateLimiter(store, rate_limits, lambda: self.clock())
         self._stopping = False
+        self._decided: tuple[Thread, int, Step] | None = None  # what ended the last held turn
 
     # -- configuration -------------------------------------------------------------------
 
@@ -240,7 +241,11 @@ class Runtime(HumanActions):
             thread = await collect(self, thread)  # children that ended unreported (a crash)
         done = 0
         while not self._stopping and (max_steps is None or done < max_steps):
-            step = decide(agent, thread)
+            known, self._decided = self._decided, None  # decided on this very thread: reused
+            if known is not None and known[0] is thread and known[1] == len(thread):
+                step = known[2]
+            else:
+                step = decide(agent, thread)
             if isinstance(step, Wait):
                 break
             budget = None if max_steps is None else max_steps - done
@@ -397,8 +402,10 @@ class Runtime(HumanActions):
         steps, write_ahead = 1, None
         try:
             while not self._stopping and (budget is None or steps < budget):
-                done = await self._hold_step(agent, thread, decide(agent, thread), hold, lease)
-                if done is False:
+                step = decide(agent, thread)
+                done = await self._hold_step(agent, thread, step, hold, lease)
+                if done is False:  # not carried out: the next `advance_only` step
+                    self._decided = (thread, len(thread), step)
                     break
                 steps += 1
                 if isinstance(done, RunTool):
