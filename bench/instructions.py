@@ -16,6 +16,12 @@ The render alone (`--rows replay,render`): one loop's thread is recorded, then e
 appends its events to a new thread one by one, rendering with the default renderer before
 every model call as the runtime does (`render`), or not (`replay`); `render - replay` is
 what the renderer costs per model turn, without the rest of the turn.
+
+A full plan (`--rows plan`, reported per plan): what a thread's first render, a new
+compaction or retrieved material costs. One thread of bench/render_growth.py's cut-results
+form (16k window, 1,500-character results cut to 100 tokens, `keep_recent=4`) is run to 300
+turns, then rendered again N times by one renderer without tails (its blocks cached, as at
+a compaction).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from threadline.events import ModelCall, Thread
 
 ROWS = ("bare", "default", "langgraph")
 RENDER_ROWS = ("replay", "render")
+PLAN_ROWS = ("plan",)
 _VALGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 
 
@@ -49,6 +56,9 @@ def run_loops(row: str, loops: int) -> None:
 
     if row in RENDER_ROWS:
         renders(row == "render", loops)
+        return
+    if row in PLAN_ROWS:
+        plans(loops)
         return
 
     async def go() -> None:
@@ -76,6 +86,34 @@ def renders(render: bool, loops: int) -> None:
             thread.append(event)
 
 
+def plans(n: int) -> None:
+    """`n` full plans of a 300-turn thread whose older results are cut (module docstring)."""
+    import render_growth  # bench/render_growth.py
+
+    from threadline import Agent, ContextSettings
+    from threadline.prompts import renderer_for
+
+    settings = ContextSettings(context_window=16_000, max_result_tokens=100, keep_recent=4)
+    model = loop.ScriptModel(350)
+    agent = Agent(
+        "bench", tools=[render_growth.lookup_page], max_steps=400, model=model, context=settings
+    )
+    runtime = loop.Runtime(loop.MemoryStore(), agents=[agent])
+
+    async def grow() -> Thread:
+        thread = await runtime.launch(agent, "look up abc, every time", advance=False)
+        for _ in range(300):
+            thread = await runtime.advance(thread, max_steps=2)
+        return thread
+
+    thread = asyncio.run(grow())
+    renderer = renderer_for(agent)
+    renderer._tails = None  # every render plans from the window
+    renderer.bind(model)
+    for _ in range(1 + n):
+        renderer.render(thread)
+
+
 def instructions(row: str, loops: int) -> int:
     """Instructions callgrind counts for one process running `loops` loops of `row`."""
     out = subprocess.run(
@@ -95,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--loops", type=int, default=40)
     parser.add_argument("--rows", default=",".join(ROWS))
-    parser.add_argument("--run", choices=ROWS + RENDER_ROWS, help=argparse.SUPPRESS)
+    parser.add_argument("--run", choices=ROWS + RENDER_ROWS + PLAN_ROWS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
         run_loops(args.run, args.loops)
@@ -103,6 +141,9 @@ def main() -> None:
     per_turn: dict[str, float] = {}
     for row in args.rows.split(","):
         extra = instructions(row, args.loops) - instructions(row, 0)
+        if row in PLAN_ROWS:
+            print(f"{row}: {extra / args.loops:,.0f} instructions per full plan", flush=True)
+            continue
         per_turn[row] = extra / (args.loops * loop.TURNS)
         print(f"{row}: {per_turn[row]:,.0f} instructions per model turn", flush=True)
     if "render" in per_turn and "replay" in per_turn:

@@ -171,14 +171,16 @@ def _walk(
         covered.append((virtual[0], virtual[1], -1))
     i = len(events) - 1
     while i >= 0:
-        hit = next((c for c in covered if c[0] <= i <= c[1]), None)
+        hit = next((c for c in covered if c[0] <= i <= c[1]), None) if covered else None
         if hit is not None:
             yield ("summary", hit[2])
             covered = [c for c in covered if c[0] < hit[0]]
             i = hit[0] - 1
             continue
         event = events[i]
-        if isinstance(event, Compacted):
+        # Exact types: event classes have no subclasses, and a failing `isinstance` goes
+        # through pydantic's ABC metaclass (~1,100 instructions, per event walked).
+        if type(event) is Compacted:
             if event.to_seq < i:
                 covered.append((event.from_seq, event.to_seq, i))
                 covered.sort(key=lambda x: -x[1])
@@ -217,7 +219,7 @@ def _fit(
             event = events[i]
             traits = event.traits
             reduced = reduce and shown >= keep_recent
-            if traits.human_input or isinstance(event, ToolResult):
+            if traits.human_input or type(event) is ToolResult:
                 resolved = True  # a success or a person's input resolves earlier errors
             elif reduced and traits.error and resolved:
                 continue  # an error a later success resolved: dropped from view
@@ -301,7 +303,7 @@ def _fit_retrieved(
     full = sum(tokens(i, False) for i in retrieved)
     if full <= cap:
         return full, False, None
-    results = [i for i in retrieved if isinstance(events[i], ToolResult)]
+    results = [i for i in retrieved if type(events[i]) is ToolResult]
     others = sum(tokens(i, True) for i in retrieved if i not in results)
     room = cap - others
     sizes = sorted(tokens(i, False) for i in results)

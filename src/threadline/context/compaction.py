@@ -214,6 +214,6 @@ def previous_summary(thread: ev.Thread, upto: int) -> tuple[str, int] | None:
     """The latest stored summary whose span ends at or before `upto` (scanning back from
     the end; compactions are recent, so this stops early)."""
     for e in reversed(thread.events):
-        if isinstance(e, ev.Compacted) and e.to_seq <= upto:
+        if type(e) is ev.Compacted and e.to_seq <= upto:
             return e.summary, e.to_seq
     return None

@@ -399,6 +399,7 @@ class _Pass:
     retrieved: list[int] = field(default_factory=list)
     limit: int = 0
     scope: tuple[str, str, str] = ("", "", "")  # what keys this pass's cached blocks
+    seen: dict[tuple[int, bool, int], tuple[Any, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         r, form = self.r, self.form
@@ -416,8 +417,14 @@ class _Pass:
     ) -> tuple[Any, int]:
         r, events = self.r, self.thread.events
         e = events[i]
-        reduced = reduced and isinstance(e, ToolResult)
+        reduced = reduced and type(e) is ToolResult
         cut = (limit or budget.max_result_tokens) if reduced else budget.max_result_tokens
+        # A pass asks for the same block several times (each planning level, assembly,
+        # the tail it seeds); its events do not change meanwhile, so neither does the
+        # block: the first answer is kept for the pass.
+        seen = self.seen.get((i, reduced, cut))
+        if seen is not None:
+            return seen
         tid, form, counter = self.scope
         key = (tid, e.seq, form, reduced, counter, _neighbour_key(events, i), cut)
         hit = r._blocks.get(key, e)
@@ -427,6 +434,7 @@ class _Pass:
                 block = _redact_payload(r.redactor, block)
             hit = (block, self.form.tokens(block, r.counter) if block is not None else 0)
             r._blocks.put(key, e, hit)
+        self.seen[(i, reduced, cut)] = hit
         return hit
 
     def _stored_summary(self, i: int) -> Any:
