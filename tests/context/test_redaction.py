@@ -168,6 +168,9 @@ _PIECES = [
     "=",
     "\u00e9",
     "\u2026 [truncated: full result in event 7]",
+    "AP\u0130_KEY=abcd1234",  # a dotted capital I: matched as i, lowered to two letters
+    "bas\u0131c " + "h" * 20,  # a dotless i: matched as i, not lowered to it
+    "to\u212aen " + "j" * 20,  # a Kelvin sign: matched as k, lowered to k
     "pa\u017fsword=hunter22",  # a long s: matched case-insensitively, not by str.lower
 ]
 

@@ -83,9 +83,14 @@ _NEEDLES: dict[str, tuple[tuple[str, ...], bool]] = {
 """For each default pattern, substrings one of which every match contains (True: in the
 lower-cased text, for a case-insensitive pattern). A pattern runs only when one is there:
 a regex scan costs ~40 ns per character and pattern, a substring test almost nothing, and
-most text holds no secret. In non-ASCII text (a cut result ends with `…`) the
-case-insensitive patterns always run (their matching of non-ASCII letters is wider than
-`str.lower`: the long s, U+017F, matches `s`)."""
+most text holds no secret. A case-insensitive pattern also matches the four non-ASCII
+letters that `re` takes for ASCII ones (U+0130, U+0131, U+017F, U+212A: dotted and dotless
+i, long s, Kelvin sign); three of them do not lower to that letter alone, so text holding
+one of those (`_UNFOLDED`) runs the case-insensitive patterns whatever it holds."""
+
+_UNFOLDED = ("\u0130", "\u0131", "\u017f")
+"""The letters `re.IGNORECASE` matches with an ASCII letter that `str.lower` does not turn
+into it (found by trying every code point against every ASCII letter)."""
 
 _Screened = tuple[re.Pattern[str], tuple[str, ...] | None, bool]
 
@@ -135,12 +140,14 @@ class Redactor:
 
     def redact(self, text: str) -> str:
         """`text` with every secret masked."""
-        ascii = text.isascii()  # and stays so: the mask is ASCII
+        # A case-sensitive pattern's needle is in every match whatever the text; a
+        # case-insensitive one's in the lower-cased text unless it holds a letter that
+        # matches an ASCII one without lowering to it (see `_NEEDLES`). Masks are ASCII,
+        # so what holds of the text holds of it masked.
+        folds = text.isascii() or not any(c in text for c in _UNFOLDED)
         lowered = None
         for pattern, needles, folded in self._patterns:
-            # A case-sensitive pattern's needle is in every match whatever the text; a
-            # case-insensitive one's only in ASCII text (see `_NEEDLES`).
-            if needles is not None and (ascii or not folded):
+            if needles is not None and (folds or not folded):
                 hay = text
                 if folded:
                     hay = lowered = lowered if lowered is not None else text.lower()
