@@ -106,6 +106,18 @@ def _same(call: Call | None, tool: str, arguments: object, sig: list[str]) -> bo
     return signature(*call) == sig[0]
 
 
+def _in_each(window: Sequence[tuple[Call | None, ...]], call: ToolCall, sig: list[str]) -> bool:
+    """Whether `call` is among the calls of each answer of `window` (plain loops: this
+    runs for every call of every answer)."""
+    for answer in window:
+        for made in answer:
+            if _same(made, call.tool, call.arguments, sig):
+                break
+        else:
+            return False
+    return True
+
+
 def repeat_reason(
     history: CallHistory, calls: Sequence[ToolCall], max_repeated: int, exempt: frozenset[str]
 ) -> str | None:
@@ -121,9 +133,11 @@ def repeat_reason(
         if call.tool in exempt:
             continue
         sig: list[str] = []
-        rejected = [
-            note for c, note in history.rejected if _same(c, call.tool, call.arguments, sig)
-        ]
+        rejected = (
+            [note for c, note in history.rejected if _same(c, call.tool, call.arguments, sig)]
+            if history.rejected
+            else []
+        )
         if rejected:
             note = rejected[-1]  # one call rejected twice: the earliest comment (as before)
             said = f' (they said: "{note}")' if note else ""
@@ -132,11 +146,7 @@ def repeat_reason(
                 "do not propose it again unchanged: change what they objected to, choose "
                 "another intent, or ask with request_more_information"
             )
-        if (
-            window
-            and len(window) == max_repeated - 1
-            and all(any(_same(c, call.tool, call.arguments, sig) for c in a) for a in window)
-        ):
+        if window and len(window) == max_repeated - 1 and _in_each(window, call, sig):
             return (
                 f"repeated call: {call.tool} with the same arguments {max_repeated} times in a "
                 "row; its outcome is already in the thread: use it, choose another intent, or "

@@ -440,7 +440,7 @@ def read_intents(
     many = len(raw) > 1
     used: set[str] = set()
     for i, (call_id, name, args) in enumerate(raw):
-        pinned = (versions or {}).get(name)
+        pinned = versions.get(name) if versions else None
         tool = (pinned and agent.registry.get(name, pinned)) or agent.registry.get(name)
         if tool is None:
             known = ", ".join(agent.registry.names())
