@@ -60,6 +60,7 @@ def _replay(events: list[Event], incremental: Renderer, full: Renderer, tid: str
     Returns how many renders were compared."""
     thread = Thread(tid, "agent")
     compared = 0
+    sent: list[str] = []  # the compact body of the previous call
 
     def render_now() -> None:
         nonlocal compared
@@ -74,6 +75,11 @@ def _replay(events: list[Event], incremental: Renderer, full: Renderer, tid: str
             return
         _same(a, full.render(thread))
         compared += 1
+        body = a.context.messages[-1].content if a.context.messages else ""
+        cut = a.context.cached_prefix
+        if sent and cut:  # the prefix marked for a provider's cache was sent verbatim last call
+            assert body[:cut] == sent[-1][:cut], f"cached_prefix {cut} overstates the prefix"
+        sent[:] = [body]
         if a.layout.level > 1 or a.layout.compact is not None:
             # A new compaction is never an extension: it falls back to the full plan
             # (compared above), whose summary starts the next run of extensions.

@@ -513,9 +513,11 @@ def _prefix(
     render: RenderPass, tail: _Tail, messages: tuple[Message, ...], lines: list[Any]
 ) -> int:
     """`cached_prefix` of the extended body (the lines of events before the latest
-    model call), found from the end."""
+    model call), found from the end. 0 at level 1: a block before that call may have changed
+    since it was sent (a result cut once it left `keep_recent`, an error a later success
+    dropped), and a cache mark past a changed byte would be written and never read."""
     latest = render.latest_model_call()
-    if latest is None:
+    if latest is None or tail.level != 0:
         return 0
     after = 0
     for (kind, i, _), line in zip(reversed(tail.units), reversed(tail.lines), strict=True):

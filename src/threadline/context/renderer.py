@@ -523,7 +523,12 @@ class _Pass:
         # Blocks of events before the latest model call were in that call's context: the
         # prefix a provider may have cached (none when this call compacts anew).
         latest = self.latest_model_call()
-        boundary = -1 if layout.compact is not None or latest is None else latest
+        # The prefix marked for a provider's cache is what the latest call was sent verbatim:
+        # at level 0 every block before that call. At level 1 a block before it may have
+        # changed since (a result aged out of `keep_recent` and was cut, an error a later
+        # success resolved was dropped), so nothing is marked (`incremental._prefix`).
+        stable_before = layout.compact is None and layout.level == 0
+        boundary = latest if stable_before and latest is not None else -1
         stable: int | None = None if boundary >= 0 else 0
         for i in layout.retrieved:
             block, n = self.retrieved_payload(i, layout, budget)
