@@ -53,7 +53,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from threadline import Agent, Runtime, SQLiteStore
+from threadline import Agent, Runtime, SQLiteStore, Thread
 from threadline.models.base import Context, ModelOutput, ModelProfile
 from threadline.stores import sqlite as sqlite_module
 
@@ -112,9 +112,23 @@ class _Counted:
             sqlite_module._drive = self._original
 
 
+def _agent(model: PerThreadScript) -> Agent:
+    """bench/loop.py's agent (its read-only lookup tool), answering from `model`."""
+    from loop import lookup
+
+    return Agent("conc", tools=[lookup], model=model, max_steps=TURNS + 5)
+
+
+async def _launch(rt: Runtime, threads: int) -> list[Thread]:
+    """`threads` threads launched one by one, not advanced: all start together later."""
+    (agent,) = rt.agents.values()
+    return [
+        await rt.launch(agent, f"look up abc (loop #{i})", advance=False) for i in range(threads)
+    ]
+
+
 def run(tmpdir: Path, threads: int, window: float, readers: int = 0) -> dict[str, float]:
     """One concurrent run; commits per turn, turns per second, the grouped waits."""
-    from loop import lookup  # bench/loop.py's tool: the same read-only lookup
 
     async def go() -> dict[str, float]:
         path = tmpdir / f"conc-{window}-{time.monotonic_ns()}.db"
@@ -124,13 +138,9 @@ def run(tmpdir: Path, threads: int, window: float, readers: int = 0) -> dict[str
             store = SQLiteStore(path)
         counted = _Counted(store)
         model = PerThreadScript()
-        agent = Agent("conc", tools=[lookup], model=model, max_steps=TURNS + 5)
-        rt = Runtime(store, agents=[agent])
+        rt = Runtime(store, agents=[_agent(model)])
         try:
-            launched = [
-                await rt.launch(agent, f"look up abc (loop #{i})", advance=False)
-                for i in range(threads)
-            ]
+            launched = await _launch(rt, threads)
             before = counted.commits()
             stop = asyncio.Event()
             reads: list[float] = []
@@ -223,7 +233,6 @@ def postgres_unreachable(url: str = POSTGRES_URL) -> str | None:
 def run_postgres(threads: int, group: bool, url: str = POSTGRES_URL) -> dict[str, float]:
     """One concurrent run on PostgreSQL: round trips per turn, turns per second, waits."""
     import psycopg
-    from loop import lookup
 
     from threadline.stores.postgres import PostgresStore
 
@@ -232,13 +241,9 @@ def run_postgres(threads: int, group: bool, url: str = POSTGRES_URL) -> dict[str
     async def go() -> dict[str, float]:
         store = PostgresStore(url, schema=schema, migrate=True, group_appends=group)
         model = PerThreadScript()
-        agent = Agent("conc", tools=[lookup], model=model, max_steps=TURNS + 5)
-        rt = Runtime(store, agents=[agent])
+        rt = Runtime(store, agents=[_agent(model)])
         try:
-            launched = [
-                await rt.launch(agent, f"look up abc (loop #{i})", advance=False)
-                for i in range(threads)
-            ]
+            launched = await _launch(rt, threads)
             stats = store.stats
             stats.waits.clear()
             before = (stats.round_trips, stats.append_round_trips, stats.append_commits)

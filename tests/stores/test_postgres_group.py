@@ -90,10 +90,24 @@ async def test_a_conflict_or_a_lost_lease_in_a_group_fails_alone(
         await store.close()
 
 
-def _sql(url: str, schema: str, statement: str) -> None:
+def _on_insert(url: str, schema: str, name: str, body: str, setup: str = "") -> None:
+    """Install `body` (PL/pgSQL) as a trigger run before each event row is inserted."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'SET search_path TO "{schema}"')
-        conn.execute(statement)
+        conn.execute(
+            f"{setup}CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN {body} "
+            "RETURN NEW; END $$ LANGUAGE plpgsql; "
+            f"CREATE TRIGGER {name} BEFORE INSERT ON events FOR EACH ROW "
+            f"EXECUTE FUNCTION {name}()"
+        )
+
+
+async def _append_each(store: PostgresStore, threads: list[Thread]) -> list[object]:
+    """Every thread's first append at once; each result, or the error it raised."""
+    return await asyncio.gather(
+        *(store.append(t.id, [event(1)], expected_seq=1) for t in threads),
+        return_exceptions=True,
+    )
 
 
 async def test_a_statement_that_raises_in_a_group_raises_alone(
@@ -104,18 +118,13 @@ async def test_a_statement_that_raises_in_a_group_raises_alone(
         threads = await make_threads(store, 5)
         # A trigger refusing thread 3's events stands in for an error no condition catches:
         # it aborts the group's transaction, then each append runs again alone.
-        _sql(
+        _on_insert(
             postgres_url,
             pg_schema,
-            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
-            f"IF NEW.thread_id = '{threads[3].id}' THEN RAISE EXCEPTION 'refused here'; "
-            "END IF; RETURN NEW; END $$ LANGUAGE plpgsql; "
-            "CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()",
+            "refuse",
+            f"IF NEW.thread_id = '{threads[3].id}' THEN RAISE EXCEPTION 'refused here'; END IF;",
         )
-        results = await asyncio.gather(
-            *(store.append(t.id, [event(1)], expected_seq=1) for t in threads),
-            return_exceptions=True,
-        )
+        results = await _append_each(store, threads)
         assert store.stats.groups == 1 and store.stats.regrouped == 4
         assert [results[i] for i in (0, 1, 2, 4)] == [None] * 4
         assert isinstance(results[3], psycopg.errors.RaiseException)
@@ -133,20 +142,15 @@ async def test_a_group_whose_connection_dies_is_sent_again(
         threads = await make_threads(store, 5)
         # The first event row of a group's transaction ends its own session (once: a
         # sequence is not rolled back), as a server restart or a cut connection would.
-        _sql(
+        _on_insert(
             postgres_url,
             pg_schema,
-            "CREATE SEQUENCE cut; "
-            "CREATE FUNCTION cut() RETURNS trigger AS $$ BEGIN "
-            "IF NEW.thread_id <> '" + threads[0].id + "' AND nextval('cut') = 1 THEN "
-            "PERFORM pg_terminate_backend(pg_backend_pid()); END IF; RETURN NEW; END $$ "
-            "LANGUAGE plpgsql; "
-            "CREATE TRIGGER cut BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION cut()",
+            "cut",
+            f"IF NEW.thread_id <> '{threads[0].id}' AND nextval('cut') = 1 THEN "
+            "PERFORM pg_terminate_backend(pg_backend_pid()); END IF;",
+            setup="CREATE SEQUENCE cut; ",
         )
-        results = await asyncio.gather(
-            *(store.append(t.id, [event(1)], expected_seq=1) for t in threads),
-            return_exceptions=True,
-        )
+        results = await _append_each(store, threads)
         assert results == [None] * 5
         assert store.stats.groups == 1 and store.stats.regrouped == 4
         for thread in threads:
@@ -246,13 +250,7 @@ def test_sigkill_while_a_group_is_on_the_server_keeps_every_acknowledged_event(
         writer.read_acks(200)
         # Slow every event row down, so that a group stays on the server long enough to be
         # seen there; then kill the writer while one is.
-        _sql(
-            postgres_url,
-            pg_schema,
-            "CREATE FUNCTION slow() RETURNS trigger AS $$ BEGIN PERFORM pg_sleep(0.01); "
-            "RETURN NEW; END $$ LANGUAGE plpgsql; "
-            "CREATE TRIGGER slow BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION slow()",
-        )
+        _on_insert(postgres_url, pg_schema, "slow", "PERFORM pg_sleep(0.01);")
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             for _ in range(3000):
                 row = admin.execute(
