@@ -305,6 +305,14 @@ _SHOWN = (
 )
 
 
+def _shown(row: dict[str, float], readers: int) -> str:
+    """A round's (or the medians') figures as printed, with the readers' when there were."""
+    shown = ", ".join(f"{label} {fmt.format(row[k])}" for k, label, fmt in _SHOWN)
+    if readers:
+        shown += f", {row['reads_per_s']:.0f} reads/s (median {row['p50_read_ms']:.1f} ms)"
+    return shown
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -329,28 +337,17 @@ def main() -> None:
             grouped["throughput_vs_off"] = grouped["turns_per_s"] / alone["turns_per_s"]
             grouped["off_commits_per_turn"] = alone["commits_per_turn"]
             rows.append(grouped)
-            shown = ", ".join(f"{label} {fmt.format(grouped[k])}" for k, label, fmt in _SHOWN)
-            read = (
-                f", {grouped['reads_per_s']:.0f} reads/s (median {grouped['p50_read_ms']:.1f} ms)"
-                if args.readers
-                else ""
-            )
             print(
-                f"round {r}/{args.rounds}: {shown}{read}, throughput vs off "
+                f"round {r}/{args.rounds}: {_shown(grouped, args.readers)}, throughput vs off "
                 f"{grouped['throughput_vs_off']:.2f}x (off: {alone['turns_per_s']:.0f} turns/s, "
                 f"{alone['commits_per_turn']:.3f} commits/turn)",
                 flush=True,
             )
     med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
-    shown = ", ".join(f"{label} {fmt.format(med[k])}" for k, label, fmt in _SHOWN)
-    read = (
-        f", {med['reads_per_s']:.0f} reads/s (median {med['p50_read_ms']:.1f} ms)"
-        if args.readers
-        else ""
-    )
     print(
         f"median of {args.rounds} rounds ({args.threads} threads, window {args.window_ms:g} ms): "
-        f"{shown}{read}, throughput vs off {med['throughput_vs_off']:.2f}x; longest / interval "
+        f"{_shown(med, args.readers)}, throughput vs off {med['throughput_vs_off']:.2f}x; "
+        "longest / interval "
         f"{statistics.median(r['longest_wait_ms'] / r['interval_ms'] for r in rows):.1f}, "
         f"p99 / interval {statistics.median(r['p99_wait_ms'] / r['interval_ms'] for r in rows):.1f}"
     )

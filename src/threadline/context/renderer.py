@@ -521,14 +521,11 @@ class _Pass:
         }
         payloads: list[Any] = []
         # Blocks of events before the latest model call were in that call's context: the
-        # prefix a provider may have cached (none when this call compacts anew).
+        # prefix a provider may have cached. None when this call compacts anew, nor at level
+        # 1, where such a block may have been cut since (`incremental._prefix`).
         latest = self.latest_model_call()
-        # The prefix marked for a provider's cache is what the latest call was sent verbatim:
-        # at level 0 every block before that call. At level 1 a block before it may have
-        # changed since (a result aged out of `keep_recent` and was cut, an error a later
-        # success resolved was dropped), so nothing is marked (`incremental._prefix`).
-        stable_before = layout.compact is None and layout.level == 0
-        boundary = latest if stable_before and latest is not None else -1
+        cut = layout.compact is not None or layout.level != 0
+        boundary = -1 if cut or latest is None else latest
         stable: int | None = None if boundary >= 0 else 0
         for i in layout.retrieved:
             block, n = self.retrieved_payload(i, layout, budget)
