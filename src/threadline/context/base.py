@@ -12,8 +12,11 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias, get_args
 
+from typing_extensions import TypeIs
+
+from .. import events as ev
 from ..events import PREFETCH_PREFIX, Event
 from ..models.base import Context, Message, ToolSpec
 from .budget import Layout
@@ -24,6 +27,7 @@ __all__ = [
     "ContextFormat",
     "PromptTemplate",
     "Rendered",
+    "Unshown",
     "attr_value",
     "fence",
     "message_tokens",
@@ -31,7 +35,41 @@ __all__ = [
     "tagged",
     "tools_json",
     "truncate_to",
+    "unshown",
 ]
+
+
+Unshown: TypeAlias = (
+    ev.ModelError
+    | ev.ApprovalRequested
+    | ev.ToolStarted
+    | ev.ToolAttemptFailed
+    | ev.ChildStarted
+    | ev.HumanRequest
+    | ev.Failed
+    | ev.Paused
+    | ev.Resumed
+    | ev.Compacted
+    | ev.ForkedFrom
+    | ev.TokenBudgetExceeded
+    | ev.BudgetReserved
+    | ev.BudgetSettled
+    | ev.Waiting
+)
+"""The kinds no built-in format shows the model: the runtime's bookkeeping (a provider's
+failure, a tool's start and failed attempts, budgets, waits, a sub-agent's start), what is
+asked of people (the model's own call shows it), the lifecycle (pause, resume, fork, the
+end) and compaction markers (their summary is rendered apart)."""
+
+_UNSHOWN = frozenset(get_args(Unshown))
+
+
+def unshown(event: Event) -> TypeIs[Unshown]:
+    """Whether `event` is of a kind no built-in format shows the model (`Unshown`).
+
+    An exact-type test, not `isinstance`: see `compact.compact_block`.
+    """
+    return type(event) in _UNSHOWN
 
 
 class PromptTemplate(Protocol):

@@ -20,7 +20,7 @@ from typing import Any, assert_never
 
 from .. import events as ev
 from ..models.base import Message, ToolSpec
-from .base import attr_value, fence, tag_name, tagged, tools_json, truncate_to
+from .base import attr_value, fence, tag_name, tagged, tools_json, truncate_to, unshown
 from .notation import dump_block, dump_tools
 from .tokens import TokenCounter
 
@@ -124,6 +124,8 @@ def compact_block(
             must be handled here; mypy names the one that is not).
     """
     e = events[i]
+    if unshown(e):
+        return ""
     match e:
         # The kinds of every turn first: a class pattern that fails is an `isinstance`
         # through pydantic's ABC metaclass (about 1,100 instructions each); event classes
@@ -175,24 +177,7 @@ def compact_block(
             if _ends_hidden_wait(events, i):
                 return ""  # the runtime's own wait: nothing the model can act on
             return f"<wait_timed_out{_attrs(event=e.event)}/>"
-        case (
-            ev.ModelError()
-            | ev.ApprovalRequested()
-            | ev.ToolStarted()
-            | ev.ToolAttemptFailed()
-            | ev.ChildStarted()
-            | ev.HumanRequest()
-            | ev.Done()
-            | ev.Failed()
-            | ev.Paused()
-            | ev.Resumed()
-            | ev.Compacted()
-            | ev.ForkedFrom()
-            | ev.TokenBudgetExceeded()
-            | ev.BudgetReserved()
-            | ev.BudgetSettled()
-            | ev.Waiting()
-        ):
+        case ev.Done():
             return ""
         case _:
             assert_never(e)

@@ -34,7 +34,7 @@ from typing import Any, assert_never
 
 from .. import events as ev
 from ..models.base import Message, ToolSpec
-from .base import attr_value, fence, tools_json, truncate_to
+from .base import attr_value, fence, tools_json, truncate_to, unshown
 from .notation import dump_block
 from .tokens import TokenCounter
 
@@ -74,6 +74,8 @@ class MessagesFormat:
             AssertionError: `events[i]` is of a kind this format does not know.
         """
         e = events[i]
+        if unshown(e):
+            return None
         match e:
             case ev.UserMessage():
                 return (Message("user", fence(e.text)),)
@@ -124,24 +126,7 @@ class MessagesFormat:
                 body = fence(dump_block(e.payload))
                 name = attr_value(e.name)
                 return (Message("user", f"<event name={name}>\n{body}\n</event>"),)
-            case (
-                ev.ModelError()
-                | ev.ApprovalRequested()
-                | ev.ToolStarted()
-                | ev.ToolAttemptFailed()
-                | ev.ChildStarted()
-                | ev.HumanRequest()
-                | ev.Failed()
-                | ev.Paused()
-                | ev.Resumed()
-                | ev.Compacted()
-                | ev.ForkedFrom()
-                | ev.TokenBudgetExceeded()
-                | ev.BudgetReserved()
-                | ev.BudgetSettled()
-                | ev.Waiting()
-                | ev.WaitTimedOut()
-            ):
+            case ev.WaitTimedOut():
                 return None
             case _:
                 assert_never(e)
