@@ -22,13 +22,15 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any, Unpack
 
 import httpx
 
 from .errors import InvalidAction, NotAllowed, ServerError, ThreadNotFound
 from .events import Budget, Event, Status, Thread
+from .runtime_actions import Verdict, VerdictOptions
 from .settings import Settings
+from .stores.base import ListOptions
 from .wire import (
     ChannelList,
     ScheduleBody,
@@ -38,9 +40,6 @@ from .wire import (
     ThreadPage,
     event_from_wire,
 )
-
-if TYPE_CHECKING:
-    from .runtime_actions import Verdict
 
 __all__ = ["Client"]
 
@@ -148,21 +147,12 @@ class Client:
     async def get(self, thread_id: str) -> ThreadOut:
         return ThreadOut.model_validate(await self._request("GET", f"/v1/threads/{thread_id}"))
 
-    async def list_threads(
-        self,
-        *,
-        status: Status | str | None = None,
-        agent: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> ThreadPage:
-        status_value = Status(status).value if status is not None else None
-        data = await self._request(
-            "GET",
-            "/v1/threads",
-            params={"status": status_value, "agent": agent, "limit": limit, "cursor": cursor},
-        )
-        return ThreadPage.model_validate(data)
+    async def list_threads(self, **options: Unpack[ListOptions]) -> ThreadPage:
+        """`Store.list` on the server (`GET /v1/threads`)."""
+        params: dict[str, Any] = dict(options)
+        if (status := options.get("status")) is not None:
+            params["status"] = Status(status).value
+        return ThreadPage.model_validate(await self._request("GET", "/v1/threads", params=params))
 
     async def events(self, thread_id: str, *, after: int = -1, limit: int = 1000) -> list[Event]:
         data = await self._request(
@@ -203,19 +193,10 @@ class Client:
                     data = []
 
     async def approve(
-        self,
-        thread_id: str,
-        call_id: str,
-        *,
-        approved: bool = True,
-        comment: str | None = None,
-        edited_arguments: dict[str, Any] | None = None,
+        self, thread_id: str, call_id: str, **verdict: Unpack[VerdictOptions]
     ) -> ThreadOut:
-        body: dict[str, Any] = {"approved": approved}
-        if comment is not None:
-            body["comment"] = comment
-        if edited_arguments is not None:
-            body["edited_arguments"] = edited_arguments
+        body = _verdict_body(Verdict(call_id, **verdict))
+        del body["call_id"]  # named by the path
         data = await self._request(
             "POST", f"/v1/threads/{thread_id}/approvals/{call_id}", json_body=body
         )
@@ -223,11 +204,7 @@ class Client:
 
     async def approve_many(self, thread_id: str, verdicts: Sequence[Verdict]) -> ThreadOut:
         """Verdicts on several pending calls, written together or not at all."""
-        body = {
-            "verdicts": [
-                {k: v for k, v in asdict(verdict).items() if v is not None} for verdict in verdicts
-            ]
-        }
+        body = {"verdicts": [_verdict_body(verdict) for verdict in verdicts]}
         data = await self._request("POST", f"/v1/threads/{thread_id}/approvals", json_body=body)
         return ThreadOut.model_validate(data)
 
@@ -330,6 +307,11 @@ class Client:
         except httpx.HTTPError:
             return False
         return resp.status_code == 200
+
+
+def _verdict_body(verdict: Verdict) -> dict[str, Any]:
+    """`verdict` as the approval routes read it: the fields that are set (`VerdictBody`)."""
+    return {k: v for k, v in asdict(verdict).items() if v is not None}
 
 
 def _raise_for(resp: httpx.Response) -> None:

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from pydantic import ValidationError
 
@@ -42,7 +42,7 @@ from .events import (
 from .stores.base import Lease, Store, new_thread_id
 from .tools import compact_validation_error
 
-__all__ = ["HumanActions", "Verdict"]
+__all__ = ["HumanActions", "Verdict", "VerdictOptions"]
 
 
 _MAX_REBASE = 5
@@ -64,6 +64,15 @@ class Verdict:
     approved: bool = True
     comment: str | None = None
     edited_arguments: dict[str, Any] | None = None
+
+
+class VerdictOptions(TypedDict, total=False):
+    """A `Verdict` but its call, as keywords (defaults and meaning in `Verdict`): what
+    `approve` takes on the `Runtime`, the HTTP `Client` and the CLI's `LocalThreads`."""
+
+    approved: bool
+    comment: str | None
+    edited_arguments: dict[str, Any] | None
 
 
 class HumanActions:
@@ -114,21 +123,21 @@ class HumanActions:
         thread_id: str,
         call_id: str,
         *,
-        approved: bool = True,
-        comment: str | None = None,
-        edited_arguments: dict[str, Any] | None = None,
         by: str | None = None,
         channel: str = "api",
+        **verdict: Unpack[VerdictOptions],
     ) -> Thread:
-        """Approve or reject a pending call. Does not advance the thread.
+        """Approve (the default) or reject a pending call, with a `comment` or
+        `edited_arguments` (see `Verdict`). Does not advance the thread.
 
         Raises:
             InvalidAction: the call is not awaiting approval, or the edited arguments fail
                 the tool's schema.
             NotAllowed: the approval names its approvers and `by` is not one of them.
         """
-        verdict = Verdict(call_id, approved, comment, edited_arguments)
-        return await self.approve_many(thread_id, [verdict], by=by, channel=channel)
+        return await self.approve_many(
+            thread_id, [Verdict(call_id, **verdict)], by=by, channel=channel
+        )
 
     async def approve_many(
         self,

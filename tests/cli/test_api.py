@@ -59,6 +59,8 @@ def test_both_implementations_take_every_parameter_of_the_interface() -> None:
             assert param.name in have, f"Client.{name} lacks {param.name}"
             assert have[param.name].kind == param.kind, (name, param.name)
             assert have[param.name].default == param.default, (name, param.name)
+            if param.kind is param.VAR_KEYWORD:  # `**options: Unpack[...]`: the same keywords
+                assert have[param.name].annotation == param.annotation, (name, param.name)
         extra = [p for p in have.values() if p.name not in wanted]
         assert all(p.default is not inspect.Parameter.empty for p in extra), (name, extra)
 

@@ -17,7 +17,7 @@ schedules beside the local store), picked by `open_schedules`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, Unpack
 
 from ..agent import Agent
 from ..bootstrap import load_agents, open_runtime
@@ -25,10 +25,11 @@ from ..client import Client
 from ..errors import ConfigError, InvalidAction, StoreError
 from ..events import Budget, Event, Status, Thread, utcnow
 from ..runtime import Observer, Runtime
-from ..runtime_actions import Verdict
+from ..runtime_actions import Verdict, VerdictOptions
 from ..schedules import schedule_from, view_of
 from ..settings import Settings
 from ..stores import open_store, schedule_store
+from ..stores.base import ListOptions
 from ..stores.schedules import Schedule, ScheduleStore
 from ..wire import ScheduleBody, ScheduleOut, ThreadOut, ThreadPage, thread_out
 from ..worker import advance_or_take_over, default_owner
@@ -164,40 +165,17 @@ class LocalThreads:
     async def load(self, thread_id: str) -> Thread:
         return await self.runtime.store.load(thread_id)
 
-    async def list_threads(
-        self,
-        *,
-        status: Status | str | None = None,
-        agent: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> ThreadPage:
-        wanted = Status(status) if status is not None else None
-        page = await self.runtime.store.list(status=wanted, agent=agent, limit=limit, cursor=cursor)
-        return ThreadPage.from_page(page)
+    async def list_threads(self, **options: Unpack[ListOptions]) -> ThreadPage:
+        return ThreadPage.from_page(await self.runtime.store.list(**options))
 
     async def events(self, thread_id: str, *, after: int = -1, limit: int = 1000) -> list[Event]:
         return list(await self.runtime.store.events(thread_id, after=after, limit=limit))
 
     async def approve(
-        self,
-        thread_id: str,
-        call_id: str,
-        *,
-        approved: bool = True,
-        comment: str | None = None,
-        edited_arguments: dict[str, Any] | None = None,
+        self, thread_id: str, call_id: str, **verdict: Unpack[VerdictOptions]
     ) -> ThreadOut:
         await self._thread(thread_id)  # edited arguments are validated by the agent's tool
-        thread = await self.runtime.approve(
-            thread_id,
-            call_id,
-            approved=approved,
-            comment=comment,
-            edited_arguments=edited_arguments,
-            channel="cli",
-        )
-        return thread_out(thread)
+        return thread_out(await self.runtime.approve(thread_id, call_id, channel="cli", **verdict))
 
     async def approve_many(self, thread_id: str, verdicts: Sequence[Verdict]) -> ThreadOut:
         await self._thread(thread_id)

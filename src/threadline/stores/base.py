@@ -29,7 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from ..errors import AppendConflict, CorruptEvent, ThreadlineError
 from ..events import Event, Status, Thread, ThreadState
@@ -38,6 +38,7 @@ __all__ = [
     "BadRow",
     "Lease",
     "LeaseQuery",
+    "ListOptions",
     "Page",
     "Store",
     "ThreadQuery",
@@ -110,6 +111,16 @@ class ThreadQuery:
     agent: str | None
     limit: int
     before: str | None
+
+
+class ListOptions(TypedDict, total=False):
+    """`Store.list`'s keywords (defaults and meaning there), as taken by what passes them on:
+    the HTTP `Client` and the CLI's `LocalThreads` (`list_threads`)."""
+
+    status: Status | str | None
+    agent: str | None
+    limit: int
+    cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)
