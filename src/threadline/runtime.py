@@ -61,7 +61,7 @@ from .reducer import (
     step_events,
 )
 from .retries import ToolRuns
-from .runtime_actions import _MAX_REBASE, HumanActions
+from .runtime_actions import HumanActions
 from .stores.base import Lease, Store, new_thread_id
 
 __all__ = ["Observer", "Runtime", "compact_error"]
@@ -525,37 +525,6 @@ class Runtime(HumanActions):
         await self.store.append(thread.id, events, expected_seq=thread.next_seq, lease=lease)
         thread.extend(events)
         await self._notify(thread, events)
-
-    async def _append_rebased(
-        self,
-        thread: Thread,
-        build: Callable[[int, datetime], list[Event]],
-        lease: Lease | None,
-        *,
-        still_valid: Callable[[Thread], bool],
-    ) -> Thread:
-        """Append `build(seq, at)`; on a conflict reload and rebuild at the new tail while
-        `still_valid(thread)` holds (else drop the events: someone else resolved it).
-
-        Only events that came from outside (human actions, lifecycle) are re-based over. If
-        what landed meanwhile came from another advancer (a model call, a tool outcome, ...),
-        two processes are advancing the thread at once: re-basing would record one step
-        twice, so the conflict is raised instead and this advancer stops. (Leases prevent
-        that race; see `threadline.worker.advance_exclusively`.)
-        """
-        for _ in range(_MAX_REBASE):
-            expected = thread.next_seq
-            try:
-                await self.append_events(thread, build(expected, self.clock()), lease)
-                return thread
-            except AppendConflict as conflict:
-                thread = await self.store.load(thread.id)
-                # Events from outside (people, triggers) are safe to re-base over.
-                if any(e.traits.origin != "outside" for e in thread.events[expected:]):
-                    raise conflict from None
-                if not still_valid(thread):
-                    return thread
-        raise AppendConflict(thread.id, thread.next_seq, -1)
 
     async def _notify(self, thread: Thread, events: Sequence[Event]) -> None:
         for observer in self.observers:

@@ -2,7 +2,9 @@
 events, fork and replay, each checked against the thread's derived state.
 
 `HumanActions` is a base of `threadline.runtime.Runtime`; it only needs the store, the clock,
-the agents and the runtime's checkpointed append.
+the agents and the runtime's checkpointed append. It also holds the two ways an append is
+tried again after a conflict: `_act` for a person's action (re-checked against the new
+state), `_append_rebased` for the runtime's own events (re-based over events from outside).
 """
 
 from __future__ import annotations
@@ -94,15 +96,6 @@ class HumanActions:
 
         async def _collect(self, thread: Thread) -> Thread: ...
 
-        async def _append_rebased(
-            self,
-            thread: Thread,
-            build: Callable[[int, datetime], list[Event]],
-            lease: Lease | None,
-            *,
-            still_valid: Callable[[Thread], bool],
-        ) -> Thread: ...
-
     async def _act(
         self, thread_id: str, build: Callable[[Thread, int, datetime], list[Event]]
     ) -> Thread:
@@ -117,6 +110,37 @@ class HumanActions:
             except AppendConflict:
                 continue
         raise InvalidAction(f"thread {thread_id} is changing too fast; try again")
+
+    async def _append_rebased(
+        self,
+        thread: Thread,
+        build: Callable[[int, datetime], list[Event]],
+        lease: Lease | None,
+        *,
+        still_valid: Callable[[Thread], bool],
+    ) -> Thread:
+        """Append `build(seq, at)`; on a conflict reload and rebuild at the new tail while
+        `still_valid(thread)` holds (else drop the events: someone else resolved it).
+
+        Only events that came from outside (human actions, lifecycle) are re-based over. If
+        what landed meanwhile came from another advancer (a model call, a tool outcome, ...),
+        two processes are advancing the thread at once: re-basing would record one step
+        twice, so the conflict is raised instead and this advancer stops. (Leases prevent
+        that race; see `threadline.worker.advance_exclusively`.)
+        """
+        for _ in range(_MAX_REBASE):
+            expected = thread.next_seq
+            try:
+                await self.append_events(thread, build(expected, self.clock()), lease)
+                return thread
+            except AppendConflict as conflict:
+                thread = await self.store.load(thread.id)
+                # Events from outside (people, triggers) are safe to re-base over.
+                if any(e.traits.origin != "outside" for e in thread.events[expected:]):
+                    raise conflict from None
+                if not still_valid(thread):
+                    return thread
+        raise AppendConflict(thread.id, thread.next_seq, -1)
 
     async def approve(
         self,
