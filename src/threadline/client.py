@@ -27,7 +27,8 @@ from typing import Any, Unpack
 import httpx
 
 from .errors import InvalidAction, NotAllowed, ServerError, ThreadNotFound
-from .events import Budget, Event, Status, Thread
+from .events import Event, Status, Thread
+from .launch import LaunchOptions
 from .runtime_actions import Verdict, VerdictOptions
 from .settings import Settings
 from .stores.base import ListOptions
@@ -114,22 +115,21 @@ class Client:
         agent: str,
         message: str,
         *,
-        metadata: dict[str, Any] | None = None,
         wait: bool = False,
         wait_timeout: float = 30.0,
-        budget: Budget | None = None,
-        tree_budget: Budget | None = None,
+        **options: Unpack[LaunchOptions],
     ) -> ThreadOut:
         """Start a thread; with `wait`, return once it stops running (or the timeout).
         `budget` / `tree_budget` replace the agent's for this thread (and its tree)."""
         body: dict[str, Any] = {
             "agent": agent,
             "message": message,
-            "metadata": metadata or {},
+            "metadata": options.get("metadata") or {},
             "wait": wait,
             "wait_timeout": wait_timeout,
         }
-        for key, value in (("budget", budget), ("tree_budget", tree_budget)):
+        budgets = {"budget": options.get("budget"), "tree_budget": options.get("tree_budget")}
+        for key, value in budgets.items():
             if value is not None:
                 body[key] = value.model_dump(exclude_none=True)
         data = await self._request(

@@ -5,13 +5,24 @@ its other heavy pure work (`Runtime.offload`)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, TypedDict
 
 from .agent import Agent
 from .context.prefetch import prefetch_events
 from .context.redaction import redact_for_storage
-from .events import Thread, UserMessage
+from .events import Budget, Thread, UserMessage
 
-__all__ = ["launched"]
+__all__ = ["LaunchOptions", "launched"]
+
+
+class LaunchOptions(TypedDict, total=False):
+    """What a new thread starts with besides its agent and message: `Runtime.launch`'s
+    keywords (defaults and meaning there) as the HTTP `Client` and the CLI's
+    `LocalThreads` pass them on."""
+
+    metadata: dict[str, Any] | None
+    budget: Budget | None
+    tree_budget: Budget | None
 
 
 def launched(agent: Agent, thread: Thread, first: UserMessage, at: datetime) -> Thread:

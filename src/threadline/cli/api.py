@@ -23,7 +23,8 @@ from ..agent import Agent
 from ..bootstrap import load_agents, open_runtime
 from ..client import Client
 from ..errors import ConfigError, InvalidAction, StoreError
-from ..events import Budget, Event, Status, Thread, utcnow
+from ..events import Event, Status, Thread, utcnow
+from ..launch import LaunchOptions
 from ..runtime import Observer, Runtime
 from ..runtime_actions import Verdict, VerdictOptions
 from ..schedules import schedule_from, view_of
@@ -127,15 +128,7 @@ class LocalThreads:
 
     # -- ThreadsAPI -----------------------------------------------------------------------
 
-    async def launch(
-        self,
-        agent: str,
-        message: str,
-        *,
-        metadata: dict[str, Any] | None = None,
-        budget: Budget | None = None,
-        tree_budget: Budget | None = None,
-    ) -> ThreadOut:
+    async def launch(self, agent: str, message: str, **options: Unpack[LaunchOptions]) -> ThreadOut:
         """Launch `agent`: a loaded agent's name or a `path.py:name` reference (the thread
         records the reference, so later commands find the agent's code)."""
         name = next((n for n, ref in self.refs.items() if ref == agent), agent)
@@ -144,19 +137,12 @@ class LocalThreads:
             self.runtime.add_agent(loaded)
             name = loaded.name
             self.refs[name] = ref
-        meta = dict(metadata or {})
+        meta = dict(options.get("metadata") or {})
         if name in self.refs:
             meta.setdefault("agent_ref", self.refs[name])
+        options["metadata"] = meta
         self._with_model(name, announce=True)
-        thread = await self.runtime.launch(
-            name,
-            message,
-            channel="cli",
-            metadata=meta,
-            advance=False,
-            budget=budget,
-            tree_budget=tree_budget,
-        )
+        thread = await self.runtime.launch(name, message, channel="cli", advance=False, **options)
         return thread_out(thread)
 
     async def get(self, thread_id: str) -> ThreadOut:
