@@ -45,7 +45,7 @@ from .events import (
 from .events import ModelError as ModelErrorEvent
 from .loop_guard import call_history
 from .models.base import Context, Model, ModelOutput
-from .reducer import read_intents
+from .reducer import interpret
 from .tools import Tool, ToolContext, compact_validation_error, idempotency_key
 from .waits import Park, breaker_wait
 
@@ -218,12 +218,18 @@ def model_answer(
             output=text,
             tool_calls=raw_calls,
         )
-        intents = read_intents(
-            agent, text, raw_calls, seq=seq + 1, at=at, taken=taken, history=history
-        )
         validated.clear()
-        validated.update(intents.validated)
-        return [call, *intents.events]
+        intents = interpret(
+            agent,
+            text,
+            raw_calls,
+            seq=seq + 1,
+            at=at,
+            taken=taken,
+            history=history,
+            validated=validated,
+        )
+        return [call, *intents]
 
     return build
 

@@ -63,7 +63,6 @@ __all__ = [
     "CheckGuards",
     "Escalate",
     "Finish",
-    "Intents",
     "RunTool",
     "RunTools",
     "Step",
@@ -72,7 +71,6 @@ __all__ = [
     "decide",
     "interpret",
     "is_input",
-    "read_intents",
     "step_events",
 ]
 
@@ -301,7 +299,7 @@ def _decide_call(agent: Agent, call: PendingCall) -> Step:
 
 
 def _validated(tool: Tool, call: PendingCall) -> BaseModel | None:
-    """The call's validated arguments: the ones `read_intents` made, else validated now."""
+    """The call's validated arguments: the ones `interpret` made, else validated now."""
     if isinstance(call.validated, BaseModel):
         return call.validated
     try:
@@ -367,20 +365,6 @@ def is_input(event: Event) -> bool:
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
 
 
-@dataclass(slots=True)
-class Intents:
-    """A model answer read by `read_intents`.
-
-    Attributes:
-        events: validated `tool_call` events, or one `invalid_output`.
-        validated: the validated arguments of each call, by call id (what `RunTool`
-            carries, so a call's arguments are validated once).
-    """
-
-    events: list[Event]
-    validated: dict[str, BaseModel] = field(default_factory=dict)
-
-
 def interpret(
     agent: Agent,
     text: str,
@@ -391,24 +375,8 @@ def interpret(
     taken: Collection[str] = (),
     versions: Mapping[str, str] | None = None,
     history: CallHistory | None = None,
+    validated: dict[str, BaseModel] | None = None,
 ) -> list[Event]:
-    """The events of a model's raw answer (`read_intents(...).events`)."""
-    return read_intents(
-        agent, text, tool_calls, seq=seq, at=at, taken=taken, versions=versions, history=history
-    ).events
-
-
-def read_intents(
-    agent: Agent,
-    text: str,
-    tool_calls: Sequence[RawToolCall],
-    *,
-    seq: int,
-    at: datetime,
-    taken: Collection[str] = (),
-    versions: Mapping[str, str] | None = None,
-    history: CallHistory | None = None,
-) -> Intents:
     """Turn a model's raw answer into validated `tool_call` events, or one `invalid_output`.
 
     Accepted forms: native tool calls; or text holding one JSON intent
@@ -430,12 +398,16 @@ def read_intents(
     With `history` (`loop_guard.call_history` of the thread), an answer repeating a call
     too often, or repeating a call a person rejected, is one `invalid_output` saying so
     (see `threadline.loop_guard`).
+
+    `validated`, when given, receives the validated arguments of each call of an accepted
+    answer, by call id (what `RunTool` carries, so a call's arguments are validated once);
+    a refused answer adds nothing to it.
     """
     raw = _parse(agent, text, tool_calls, seq, at)
     if not isinstance(raw, list):
-        return Intents([raw])
+        return [raw]
     events: list[Event] = []
-    validated: dict[str, BaseModel] = {}
+    values: dict[str, BaseModel] = {}
     exempt: set[str] = set()  # tools never refused as repeats (finishing, asking a person)
     many = len(raw) > 1
     used: set[str] = set()
@@ -445,26 +417,26 @@ def read_intents(
         if tool is None:
             known = ", ".join(agent.registry.names())
             reason = f"unknown tool {clip(scrub_text(name), 80)!r}; choose one of: {known}"
-            return Intents([_invalid(seq, at, reason, text or _dump(tool_calls))])
+            return [_invalid(seq, at, reason, text or _dump(tool_calls))]
         if not isinstance(args, dict):
             reason = f"arguments for {name} must be a JSON object"
-            return Intents([_invalid(seq, at, reason, text or _dump(tool_calls))])
+            return [_invalid(seq, at, reason, text or _dump(tool_calls))]
         try:
             value = tool.validate(args)
         except ValidationError as exc:
             reason = compact_validation_error(name, exc)
-            return Intents([_invalid(seq, at, reason, text or _dump(tool_calls))])
+            return [_invalid(seq, at, reason, text or _dump(tool_calls))]
         try:
             _check_validated(value, name)
         except BoundsError as exc:  # e.g. "NaN" coerced to a float by lax validation
-            return Intents([_invalid(seq, at, str(exc), text or _dump(tool_calls))])
+            return [_invalid(seq, at, str(exc), text or _dump(tool_calls))]
         if tool.kind != "function":
             exempt.add(tool.name)
         cid = call_id or (f"c{seq}.{i}" if many else f"c{seq}")
         if cid in used or cid in taken or len(cid) > 64 or scrub_text(cid) != cid:
             cid = f"c{seq}.{i}"
         used.add(cid)
-        validated[cid] = value
+        values[cid] = value
         events.append(
             ToolCall(
                 seq=seq + i,
@@ -479,8 +451,10 @@ def read_intents(
         calls = [e for e in events if isinstance(e, ToolCall)]
         refused = repeat_reason(history, calls, agent.max_repeated_calls, frozenset(exempt))
         if refused is not None:
-            return Intents([_invalid(seq, at, refused, text or _dump(tool_calls))])
-    return Intents(events, validated)
+            return [_invalid(seq, at, refused, text or _dump(tool_calls))]
+    if validated is not None:
+        validated.update(values)
+    return events
 
 
 def _check_validated(value: BaseModel, name: str) -> None:
@@ -541,7 +515,7 @@ def _invalid(seq: int, at: datetime, reason: str, output: str) -> InvalidOutput:
 
 
 def call_ids(thread: Thread) -> frozenset[str]:
-    """The call ids already used in `thread` (what `read_intents` must not reuse)."""
+    """The call ids already used in `thread` (what `interpret` must not reuse)."""
     return frozenset(e.call_id for e in thread.events if isinstance(e, ToolCall))
 
 
