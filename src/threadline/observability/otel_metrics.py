@@ -24,7 +24,7 @@ from typing import Any
 
 from ..events import Event, ModelCall, Thread, ToolCall, ToolError
 from .metrics import step_seconds
-from .tracing import provider_and_model
+from .tracing import chat_attributes
 
 __all__ = ["OtelMetricsObserver"]
 
@@ -73,13 +73,7 @@ class OtelMetricsObserver:
     def _record(self, agent: dict[str, str], event: Event) -> None:
         match event:
             case ModelCall():
-                provider, model = provider_and_model(event.model)
-                attrs: dict[str, str] = {
-                    **agent,
-                    "gen_ai.operation.name": "chat",
-                    "gen_ai.provider.name": provider,
-                    "gen_ai.request.model": model,
-                }
+                attrs = {**agent, **chat_attributes(event.model)}
                 self._duration.record(event.latency_ms / 1000, attrs)
                 self._tokens.record(event.input_tokens, {**attrs, "gen_ai.token.type": "input"})
                 self._tokens.record(event.output_tokens, {**attrs, "gen_ai.token.type": "output"})

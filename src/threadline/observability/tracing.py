@@ -40,7 +40,7 @@ from ..events import (
 from .propagation import thread_trace_id, trace_parent_of
 from .timing import work_started
 
-__all__ = ["TracingObserver", "provider_and_model", "thread_trace_id"]
+__all__ = ["TracingObserver", "chat_attributes", "provider_and_model", "thread_trace_id"]
 
 
 def _ns(at: datetime) -> int:
@@ -51,6 +51,16 @@ def provider_and_model(model_id: str) -> tuple[str, str]:
     """`openai:gpt-4.1-mini` -> (`openai`, `gpt-4.1-mini`); an unprefixed id is ours."""
     provider, sep, name = model_id.partition(":")
     return (provider, name) if sep and provider and name else ("threadline", model_id)
+
+
+def chat_attributes(model_id: str) -> dict[str, str]:
+    """The GenAI attributes of a chat call to `model_id`, shared by its span and metrics."""
+    provider, model = provider_and_model(model_id)
+    return {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.model": model,
+    }
 
 
 class TracingObserver:
@@ -124,15 +134,8 @@ class TracingObserver:
                 attrs = {**base, **self._chat_attributes(thread, event)}
                 name = f"chat {attrs['gen_ai.request.model']}"
             case ModelError():
-                provider, model = provider_and_model(event.model)
-                attrs = {
-                    **base,
-                    "gen_ai.operation.name": "chat",
-                    "gen_ai.provider.name": provider,
-                    "gen_ai.request.model": model,
-                    "error.type": event.error_type,
-                }
-                name = f"chat {model}"
+                attrs = {**base, **chat_attributes(event.model), "error.type": event.error_type}
+                name = f"chat {attrs['gen_ai.request.model']}"
             case ToolResult() | ToolError():
                 attrs = {**base, **self._tool_attributes(thread, event)}
                 name = f"execute_tool {event.tool}"
@@ -144,13 +147,11 @@ class TracingObserver:
         span.end(end_time=_ns(event.at))
 
     def _chat_attributes(self, thread: Thread, event: ModelCall) -> dict[str, Any]:
-        provider, model = provider_and_model(event.model)
         finish = "tool_calls" if event.tool_calls else "stop"
+        chat = chat_attributes(event.model)
         attrs: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": provider,
-            "gen_ai.request.model": model,
-            "gen_ai.response.model": model,
+            **chat,
+            "gen_ai.response.model": chat["gen_ai.request.model"],
             "gen_ai.usage.input_tokens": event.input_tokens,
             "gen_ai.usage.output_tokens": event.output_tokens,
             "gen_ai.response.finish_reasons": [finish],
