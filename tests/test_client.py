@@ -121,6 +121,18 @@ async def test_errors_come_back_as_threadline_errors(live: LiveServer) -> None:
             await client.get(thread["id"])
 
 
+async def test_a_misspelt_option_is_a_type_error_not_a_request() -> None:
+    """Options the server would ignore fail before anything is sent (nothing listens on
+    port 9), as a misspelt keyword does against a plain signature."""
+    async with Client("http://127.0.0.1:9") as client:
+        with pytest.raises(TypeError, match="'stauts'"):
+            await client.list_threads(stauts="done")  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="'budgett'"):
+            await client.launch("deploybot", "hi", budgett=None)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="'aproved'"):
+            await client.approve("th_1", "c1", aproved=False)  # type: ignore[call-arg]
+
+
 async def test_from_settings_reads_the_api_key(live: LiveServer, monkeypatch) -> None:
     monkeypatch.setenv("THREADLINE_API_KEY", live.keys["reader"])
     async with Client.from_settings(live.url, Settings()) as client:

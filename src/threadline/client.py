@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, Unpack
 
@@ -121,6 +121,7 @@ class Client:
     ) -> ThreadOut:
         """Start a thread; with `wait`, return once it stops running (or the timeout).
         `budget` / `tree_budget` replace the agent's for this thread (and its tree)."""
+        _declared(options, LaunchOptions.__optional_keys__)
         body: dict[str, Any] = {
             "agent": agent,
             "message": message,
@@ -149,6 +150,7 @@ class Client:
 
     async def list_threads(self, **options: Unpack[ListOptions]) -> ThreadPage:
         """`Store.list` on the server (`GET /v1/threads`)."""
+        _declared(options, ListOptions.__optional_keys__)
         params: dict[str, Any] = dict(options)
         if (status := options.get("status")) is not None:
             params["status"] = Status(status).value
@@ -307,6 +309,14 @@ class Client:
         except httpx.HTTPError:
             return False
         return resp.status_code == 200
+
+
+def _declared(options: Mapping[str, Any], keywords: frozenset[str]) -> None:
+    """Raise the TypeError a signature raises for a keyword it does not declare: the server
+    would ignore a misspelt option, so it must not reach the request."""
+    unknown = sorted(options.keys() - keywords)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
 
 
 def _verdict_body(verdict: Verdict) -> dict[str, Any]:
