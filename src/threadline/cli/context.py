@@ -37,6 +37,11 @@ Format = Annotated[
     str | None,
     typer.Option("--format", "-f", help="compact or messages (default: the agent's own)."),
 ]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(help="provider:model; default THREADLINE_MODEL, else local:smollm2."),
+]
+"""The model a command asks instead of the configured one (`prompts test`, `eval`)."""
 
 
 def _refs(refs: list[str] | None) -> list[str]:
@@ -287,9 +292,7 @@ def _png_chart(path: Path, thread_id: str, sections: dict[str, int]) -> None:
 @handle_errors
 def prompts_test(
     agent: AgentRefs = None,
-    model: Annotated[
-        str | None, typer.Option(help="provider:model (default THREADLINE_MODEL).")
-    ] = None,
+    model: ModelOpt = None,
 ) -> None:
     """Run the regression cases stored next to each agent's prompt against a model."""
     from ..models.registry import resolve_model

@@ -35,6 +35,7 @@ from ..evals import (
 from ..evals.runner import Case
 from ..models.base import Model
 from .common import app, console, err_console, handle_errors, run_async, settings
+from .context import ModelOpt
 
 __all__ = ["eval_command", "with_grammar_off"]
 
@@ -73,12 +74,7 @@ def eval_command(
             help="At most this many cases per category (the first ones, in file order).",
         ),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="provider:model; default THREADLINE_MODEL, else local:smollm2.",
-        ),
-    ] = None,
+    model: ModelOpt = None,
     no_grammar: Annotated[
         bool,
         typer.Option(
