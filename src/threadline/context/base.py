@@ -58,8 +58,8 @@ Unshown: TypeAlias = (
 )
 """The kinds no built-in format shows the model: the runtime's bookkeeping (a provider's
 failure, a tool's start and failed attempts, budgets, waits, a sub-agent's start), what is
-asked of people (the model's own call shows it), the lifecycle (pause, resume, fork, the
-end) and compaction markers (their summary is rendered apart)."""
+asked of people (the model's own call shows it), the lifecycle (pause, resume, fork, a
+failure) and compaction markers (their summary is rendered apart)."""
 
 _UNSHOWN = frozenset(get_args(Unshown))
 
