@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# llama-cpp-python compiles from source once (about 8-18 minutes on 2 cores). It is built
+# llama-cpp-python compiles from source once (about 8-25 minutes on 2 cores, longer on a busy machine). It is built
 # with portable x86-64 flags, never -march=native: a native build on a Xeon with AMX turns
 # on the AMX repacking kernel, which crashes (docs/models.md). The wheel is kept in a
 # cache folder named after the version and the flags, so a wheel built with other flags
