@@ -23,6 +23,7 @@ import json
 import operator
 import sqlite3
 import statistics
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -178,4 +179,84 @@ def growth(turns: int = 1000, window: int = 16_000) -> dict[str, float]:
     return asyncio.run(go())
 
 
-__all__ = ["growth", "langgraph_us", "threadline_us"]
+def _schedule() -> tuple[float, float]:
+    """This thread so far (Linux; zeros elsewhere): seconds on a CPU, and runnable but
+    waiting for one (/proc schedstat)."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
+            on_cpu, waiting = f.read().split()[:2]
+    except OSError:
+        return 0.0, 0.0
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
+def turn_accounting(tmpdir: Path, renderer: bool, loops: int) -> dict[str, float]:
+    """Where a SQLite FULL turn goes, per model turn, in microseconds (counts per turn):
+
+    wall; the event loop's thread on a CPU (`cpu`: Python, and the statements it runs),
+    runnable but waiting for a CPU (`runnable`: what a loaded machine adds) and neither
+    (`blocked`: waiting for the disk, an inline `COMMIT` or a commit in flight);
+    `commits` (fsyncs) and `behind` (of them, pipelined: committed on their own thread
+    while the loop went on) per turn, and `behind_us`, those `COMMIT`s' time there. Without
+    load, a turn is about `cpu` plus `blocked`; a `COMMIT` behind the loop is hidden but
+    for the part of it the loop waits for (`blocked`)."""
+
+    async def go() -> dict[str, float]:
+        store = SQLiteStore(tmpdir / f"where-{time.monotonic_ns()}.db")
+        the_agent = agent(renderer)
+        rt = Runtime(store, agents=[the_agent])
+        try:
+            await rt.launch(the_agent, "warm up")  # connections opened, caches filled
+            stats = store.stats
+            commits, behind = stats.commits, getattr(stats, "behind", 0)
+            behind_s = getattr(stats, "behind_seconds", 0.0)
+            cpu, runnable = _schedule()
+            started = time.perf_counter()
+            for _ in range(loops):
+                await rt.launch(the_agent, "look up abc")
+            wall = time.perf_counter() - started
+            cpu2, runnable2 = _schedule()
+        finally:
+            await store.close()
+        turns = loops * TURNS
+        return {
+            "wall": wall / turns * 1e6,
+            "cpu": (cpu2 - cpu) / turns * 1e6,
+            "runnable": (runnable2 - runnable) / turns * 1e6,
+            "blocked": (wall - (cpu2 - cpu) - (runnable2 - runnable)) / turns * 1e6,
+            "commits": (stats.commits - commits) / turns,
+            "behind": (getattr(stats, "behind", 0) - behind) / turns,
+            "behind_us": (getattr(stats, "behind_seconds", 0.0) - behind_s) / turns * 1e6,
+        }
+
+    return asyncio.run(go())
+
+
+def main() -> None:
+    """`python bench/loop.py [ROUNDS] [LOOPS]`: `turn_accounting` for both renderers,
+    interleaved rounds, medians."""
+    import os
+    import sys
+    import tempfile
+
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    loops = int(sys.argv[2]) if len(sys.argv) > 2 else 20
+    runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for renderer in (r % 2 == 0, r % 2 == 1):
+                runs[renderer].append(turn_accounting(Path(tmp), renderer, loops))
+    for renderer, rows in runs.items():
+        medians = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+        counts = ("commits", "behind")
+        shown = ", ".join(
+            f"{k} {v:.2f}" if k in counts else f"{k} {v:,.0f}" for k, v in medians.items()
+        )
+        print(f"SQLite FULL, {'default renderer' if renderer else 'renderer-less'}: {shown}")
+    print(f"load average {os.getloadavg()[0]:.1f}")
+
+
+__all__ = ["growth", "langgraph_us", "threadline_us", "turn_accounting"]
+
+if __name__ == "__main__":
+    main()

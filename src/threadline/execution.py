@@ -56,6 +56,7 @@ __all__ = [
     "Failure",
     "Outcome",
     "ToolOutcome",
+    "carry_validated",
     "compact_error",
     "execute",
     "model_answer",
@@ -157,6 +158,15 @@ async def execute(
             except (TypeError, ValueError) as exc:
                 failure = Failure("TypeError", f"result is not JSON-serialisable: {exc}", False)
     return ToolOutcome(tool.name, call.call_id, result, failure, park)
+
+
+def carry_validated(thread: Thread, validated: dict[str, BaseModel]) -> None:
+    """The arguments were validated once, reading the answer: the pending calls carry the
+    validated values, so deciding and running them validates nothing again."""
+    for call_id, args in validated.items():
+        pending = thread.state.pending.get(call_id)
+        if pending is not None:
+            pending.validated = args
 
 
 def model_answer(

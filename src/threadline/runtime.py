@@ -38,11 +38,13 @@ from .events import (
     UserMessage,
     utcnow,
 )
-from .execution import Outcome, compact_error, model_answer, tool_of, tool_started
+from .events.state import TERMINAL
+from .execution import Outcome, carry_validated, compact_error, model_answer, tool_of, tool_started
 from .guards import guard_verdicts, unjudged
 from .launch import launched
 from .models.base import Model, ModelOutput
 from .parallel import Append, Tail, run_batch
+from .pipeline import Pipeline, rollback
 from .prompts import renderer_for
 from .ratelimits import NO_LIMIT, RateLimiter, RateLimits
 from .reducer import (
@@ -120,6 +122,7 @@ class Runtime(HumanActions):
         self.limits = RateLimiter(store, rate_limits, lambda: self.clock())
         self._stopping = False
         self._decided: tuple[Thread, int, Step] | None = None  # what ended the last held turn
+        self._pipeline = Pipeline()  # held turns' commits in flight (docs/core.md)
 
     # -- configuration -------------------------------------------------------------------
 
@@ -225,7 +228,7 @@ class Runtime(HumanActions):
             max_steps: stop after this many steps even if more could run (tests, fairness).
         """
         thread = await self.advance_only(thread, lease=lease, max_steps=max_steps)
-        if thread.status in _ENDED and "parent_thread" in thread.metadata:
+        if thread.status in TERMINAL and "parent_thread" in thread.metadata:
             await deliver(self, thread, lease)  # a sub-agent's end: its parent goes on
         return thread
 
@@ -240,17 +243,22 @@ class Runtime(HumanActions):
         if thread.status == Status.WAITING and any(c.child for c in thread.state.pending.values()):
             thread = await collect(self, thread)  # children that ended unreported (a crash)
         done = 0
-        while not self._stopping and (max_steps is None or done < max_steps):
-            known, self._decided = self._decided, None  # decided on this very thread: reused
-            if known is not None and known[0] is thread and known[1] == len(thread):
-                step = known[2]
-            else:
-                step = decide(agent, thread)
-            if isinstance(step, Wait):
-                break
-            budget = None if max_steps is None else max_steps - done
-            thread, steps = await self._perform(agent, thread, step, lease, budget)
-            done += steps
+        try:
+            while not self._stopping and (max_steps is None or done < max_steps):
+                known, self._decided = self._decided, None  # decided on this very thread
+                if known is not None and known[0] is thread and known[1] == len(thread):
+                    step = known[2]
+                else:
+                    step = decide(agent, thread)
+                if not isinstance(step, CallModel):  # only a model call goes ahead of a commit
+                    await self._pipeline.join(thread)
+                if isinstance(step, Wait):
+                    break
+                budget = None if max_steps is None else max_steps - done
+                thread, steps = await self._perform(agent, thread, step, lease, budget)
+                done += steps
+        finally:  # returns (or raises) only once all it appended is durable
+            await self._pipeline.join(thread)
         return thread
 
     async def perform(
@@ -314,6 +322,8 @@ class Runtime(HumanActions):
             return thread, 1
         context = context.at_call(thread.state.model_calls)
         off = self.limits.off(agent)  # no limit: no permit to ask for, none to give back
+        if not off:
+            await self._pipeline.join(thread)
         permit = NO_LIMIT if off else await self.limits.model_call(agent, model, context)
         if permit.wait is not None:  # over a rate limit: a durable wait, not an error
             return await self._append_rebased(thread, permit.wait, lease, still_valid=_not_ended), 1
@@ -338,7 +348,7 @@ class Runtime(HumanActions):
         if budget is None or budget > 1:
             return await self._turn(agent, thread, build, validated, lease, budget)
         thread = await self._append_rebased(thread, build, lease, still_valid=_not_ended)
-        _carry_validated(thread, validated)
+        carry_validated(thread, validated)
         return thread, 1
 
     async def _run_tools(
@@ -390,8 +400,9 @@ class Runtime(HumanActions):
         """
         expected = thread.next_seq
         held = await self._redacted(thread, answer(expected, self.clock()))
+        await self._pipeline.join(thread)  # the turn before is durable before this one goes on
         thread.extend(held)  # in memory only until the append below
-        _carry_validated(thread, validated)
+        carry_validated(thread, validated)
 
         async def hold(at: Thread, build: Outcome, ok: Callable[[Thread], bool]) -> Thread:
             events = await self._redacted(at, build(at.next_seq, self.clock()))
@@ -399,27 +410,32 @@ class Runtime(HumanActions):
             held.extend(events)
             return at
 
-        steps, write_ahead = 1, None
+        steps, write_ahead, ahead = 1, None, False
         try:
             while not self._stopping and (budget is None or steps < budget):
                 step = decide(agent, thread)
                 done = await self._hold_step(agent, thread, step, hold, lease)
                 if done is False:  # not carried out: the next `advance_only` step
                     self._decided = (thread, len(thread), step)
+                    ahead = isinstance(step, CallModel)  # it may go ahead of this commit
                     break
                 steps += 1
                 if isinstance(done, RunTool):
                     write_ahead = done
                     break
-            await self.store.append(thread.id, held, expected_seq=expected, lease=lease)
+            append = self.store.append_behind if ahead else self.store.append
+            durable = await append(thread.id, held, expected_seq=expected, lease=lease)
         except AppendConflict:
-            _rollback(thread, expected)
+            rollback(thread, expected)
             thread = await self._append_rebased(thread, answer, lease, still_valid=_not_ended)
-            _carry_validated(thread, validated)
+            carry_validated(thread, validated)
             return thread, 1
         except BaseException:
-            _rollback(thread, expected)
+            rollback(thread, expected)
             raise
+        if durable is not None:  # the next model call goes ahead; observers hear once durable
+            self._pipeline.start(thread, expected, durable, partial(self._notify, thread, held))
+            return thread, steps
         await self._notify(thread, held)
         if write_ahead is not None:
             thread = await self._run_tools(agent, thread, (write_ahead,), lease, started=True)
@@ -521,6 +537,7 @@ class Runtime(HumanActions):
         self, thread: Thread, events: Sequence[Event], lease: Lease | None
     ) -> None:
         """Checkpoint `events` at `thread`'s tail; `AppendConflict`: nothing written."""
+        await self._pipeline.join(thread)  # appends of a thread stay in order
         events = await self._redacted(thread, list(events))
         await self.store.append(thread.id, events, expected_seq=thread.next_seq, lease=lease)
         thread.extend(events)
@@ -538,28 +555,9 @@ class Runtime(HumanActions):
     # -- human actions (factor 7): see `HumanActions` in runtime_actions.py -------------
 
 
-_ENDED = (Status.DONE, Status.ESCALATED, Status.FAILED)
-
-
 def _not_ended(thread: Thread) -> bool:
     return thread.status not in (Status.DONE, Status.FAILED)
 
 
-def _carry_validated(thread: Thread, validated: dict[str, BaseModel]) -> None:
-    """The arguments were validated once, reading the answer: the pending calls carry the
-    validated values, so deciding and running them validates nothing again."""
-    for call_id, args in validated.items():
-        pending = thread.state.pending.get(call_id)
-        if pending is not None:
-            pending.validated = args
-
-
 def _any(thread: Thread) -> bool:
     return True
-
-
-def _rollback(thread: Thread, seq: int) -> None:
-    """Drop the events from `seq` on that were extended in memory but never stored, and
-    fold the state again (a conflict or an error: rare, so no copy is kept for it)."""
-    del thread.events[seq:]
-    thread.state = Thread(thread.id, thread.agent, thread.events).state

@@ -26,7 +26,7 @@ import json
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
@@ -157,6 +157,27 @@ class Store(ABC):
             AppendConflict: the thread is not at `expected_seq`; nothing written.
             LeaseLost: `lease` is given and no longer held; nothing written.
         """
+
+    async def append_behind(
+        self,
+        thread_id: str,
+        events: Sequence[Event],
+        *,
+        expected_seq: int,
+        lease: Lease | None = None,
+    ) -> Awaitable[None] | None:
+        """`append`, returning once the events are written, perhaps before they are durable
+        (pipelining: the caller computes meanwhile what does not depend on them).
+
+        Returns None when they are durable already, else an awaitable that completes when
+        they are, or raises the error that undid them (a failed `COMMIT`: then nothing of
+        this append stays). It must be awaited before any other append to the thread, and
+        before anything that may only follow durable events. The errors of `append`
+        (conflict, lost lease, unknown thread) are raised here, having written nothing.
+        This default is `append`: durable on return.
+        """
+        await self.append(thread_id, events, expected_seq=expected_seq, lease=lease)
+        return None
 
     @abstractmethod
     async def load(self, thread_id: str) -> Thread:

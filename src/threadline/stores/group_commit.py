@@ -68,6 +68,11 @@ class CommitStats(AppendStats):
     """Of `group_seconds`, the seconds spent in their COMMIT statements (the fsync)."""
     longest_group: float = 0.0
     """Seconds of the longest group transaction (BEGIN to COMMIT)."""
+    behind: int = 0
+    """Appends committed behind the event loop (`SQLiteStore.run_behind`: pipelining), each
+    its own transaction and fsync, counted in `commits` and `appends` too."""
+    behind_seconds: float = 0.0
+    """Seconds the `COMMIT`s of those appends took, on their own thread."""
     longest_overrun: float = 0.0
     """Seconds a group began after it could have, at most: after the later of its oldest
     append's arrival plus the window and the COMMIT of the group ahead (when that append

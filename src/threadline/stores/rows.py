@@ -1,14 +1,16 @@
-"""Reading stored event rows back (the SQL stores): density, committed retries, parsing."""
+"""Reading stored rows back (the SQL stores): a thread's row, density, committed retries,
+parsing."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import CorruptEvent
+from ..errors import CorruptEvent, ThreadNotFound
 from ..events import Event, event_from_json
+from .dialect import Result
 
-__all__ = ["already_written", "check_dense", "parse_row"]
+__all__ = ["already_written", "check_dense", "parse_row", "row_of"]
 
 
 def check_dense(thread_id: str, rows: Sequence[Sequence[Any]], *, first: int) -> None:
@@ -41,3 +43,10 @@ def parse_row(thread_id: str, seq: int, body: str, schema_version: int) -> Event
     if event.seq != seq:
         raise CorruptEvent(thread_id, seq, f"row seq {seq} holds an event with seq {event.seq}")
     return event
+
+
+def row_of(thread_id: str, found: Result) -> Sequence[Any]:
+    """The row a query by the thread's id found; ThreadNotFound when it found none."""
+    if not found.rows:
+        raise ThreadNotFound(thread_id)
+    return found.rows[0]

@@ -12,8 +12,7 @@ Invariants kept here for both databases (see `base.py` for the contract):
 * An append reads the thread row (locked: `FOR UPDATE`, or SQLite's `BEGIN IMMEDIATE`),
   checks the expected seq and the lease (owner, token, expiry against the database's
   clock), then writes events and projection in the same transaction.
-* A lease is one `UPDATE ... FROM (SELECT ...)`: PostgreSQL's workers skip rows another
-  is leasing (`SKIP LOCKED`); SQLite's single writer needs no skipping.
+* The leases (the work queue) are `SQLLeases`'s (`leases.py`), which this class extends.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ import builtins
 import json
 import threading
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from ..errors import CorruptEvent, LeaseLost, StoreError, ThreadNotFound
@@ -31,9 +30,7 @@ from ..events import SCHEMA_VERSION, Event, Status, Thread, ThreadState, utcnow
 from .base import (
     BadRow,
     Lease,
-    LeaseQuery,
     Page,
-    Store,
     ThreadQuery,
     ThreadSummary,
     fold_for_append,
@@ -41,11 +38,12 @@ from .base import (
     state_from_json,
 )
 from .budgets import SQLLedger, apply_plan, ledger_events
-from .dialect import Dialect, DuplicateKey, Plan, Query, Result, Tx, stored_json, stored_time
+from .dialect import Dialect, DuplicateKey, Plan, Query, Tx, stored_json, stored_time
 from .keys import SQLDeliveryLog, SQLKeyStore
+from .leases import SQLLeases
 from .outbox import SQLOutbox
 from .ratelimits import SQLRateLimits
-from .rows import already_written, check_dense, parse_row
+from .rows import already_written, check_dense, parse_row, row_of
 from .schedules import SQLScheduleStore
 
 __all__ = ["SQLStore"]
@@ -53,7 +51,7 @@ __all__ = ["SQLStore"]
 T = TypeVar("T")
 
 
-class SQLStore(Store):
+class SQLStore(SQLLeases):
     """The queries of a store on a SQL database; subclasses supply the connections.
 
     A subclass implements `run` (execute a plan on a connection, in a transaction as `Tx`
@@ -78,33 +76,18 @@ class SQLStore(Store):
         self.budgets = SQLLedger(self)
         """Budgeted trees' totals, kept by appends (`threadline.stores.tree_totals`)."""
 
-    @abstractmethod
-    async def run(self, plan: Callable[[], Plan[T]], tx: Tx, *, append_to: str | None = None) -> T:
-        """Run a fresh `plan()` to its end and return its value.
-
-        `append_to`: the plan is an append to this thread, a short write on the latency
-        path; a driver may run it inline, or group it with other threads' appends.
-        """
+    async def run_behind(
+        self, plan: Callable[[], Plan[T]], tx: Tx, *, append_to: str
+    ) -> tuple[T, Awaitable[None] | None]:
+        """`run` for an append that may return before its `COMMIT` returned: its value, and
+        what completes when the transaction committed (None: it has). The plan's errors
+        are raised here with nothing written; a failed `COMMIT` by the awaitable. This
+        default runs the plan to its durable end."""
+        return await self.run(plan, tx, append_to=append_to), None
 
     @abstractmethod
     async def migrations(self) -> builtins.list[tuple[int, str, datetime]]:
         """The applied migrations: (number, name, applied_at), oldest first."""
-
-    channel: str | None = None
-    """The NOTIFY channel telling idle workers a thread became runnable (None: they poll)."""
-
-    def _wake(self, thread_id: str) -> Query | None:
-        """A statement telling idle workers `thread_id` became runnable (None: polling)."""
-        if self.channel is None:
-            return None
-        sql = self.dialect.sql("SELECT pg_notify(:channel, :id)")
-        return Query(sql, {"channel": self.channel, "id": thread_id})
-
-    def _announce(self, thread_id: str) -> Plan[None]:
-        """The `_wake` statement, if this database has one, inside the current plan."""
-        wake = self._wake(thread_id)
-        if wake is not None:
-            yield wake
 
     # -- threads and events --------------------------------------------------------------
 
@@ -144,22 +127,53 @@ class SQLStore(Store):
         expected_seq: int,
         lease: Lease | None = None,
     ) -> None:
+        await self._write(thread_id, events, expected_seq, lease, behind=False)
+
+    async def append_behind(
+        self,
+        thread_id: str,
+        events: Sequence[Event],
+        *,
+        expected_seq: int,
+        lease: Lease | None = None,
+    ) -> Awaitable[None] | None:
+        """`append`; when the store knows the thread's state (its own last write or load)
+        and the driver can (`run_behind`), returning before the `COMMIT` returned."""
+        return await self._write(thread_id, events, expected_seq, lease, behind=True)
+
+    async def _write(
+        self,
+        thread_id: str,
+        events: Sequence[Event],
+        expected_seq: int,
+        lease: Lease | None,
+        *,
+        behind: bool,
+    ) -> Awaitable[None] | None:
+        """The append; None once durable, or (`behind`) what completes when it is."""
         if not events:
-            return
+            return None
         ledger = ledger_events(events)  # tree budgets: totals in the same transaction
         cached = self._states.get(thread_id)
         if not ledger and cached is not None and cached.next_seq == expected_seq:
             state = fold_for_append(thread_id, cached, events, expected_seq)
-            if await self._append_known(thread_id, events, cached, state, lease):
+            written, durable = await self._append_known(
+                thread_id, events, cached, state, lease, behind
+            )
+            if durable is not None:
+                if written:
+                    return self._settled(thread_id, state, durable)
+                await durable  # nothing written: its transaction ends before the full append
+            elif written:
                 self._appended(thread_id, state)
-                return
+                return None
         d = self.dialect
         insert = None if d.fused_writes else self._insert_events(thread_id, events)
 
         def plan() -> Plan[ThreadState]:
             now = d.time(utcnow())
             found = yield Query(d.sql(_HEAD_FOR_APPEND), {"id": thread_id, "now": now})
-            next_seq, status, owner, token, live, stored = _row_of(thread_id, found)
+            next_seq, status, owner, token, live, stored = row_of(thread_id, found)
             if lease is not None and (owner != lease.owner or token != lease.token or not live):
                 raise LeaseLost(thread_id, lease.owner)
             if next_seq >= expected_seq + len(events):
@@ -187,6 +201,11 @@ class SQLStore(Store):
             return state
 
         self._appended(thread_id, await self.run(plan, Tx.ATOMIC, append_to=thread_id))
+        return None
+
+    async def _settled(self, thread_id: str, state: ThreadState, durable: Awaitable[None]) -> None:
+        await durable
+        self._appended(thread_id, state)
 
     def _appended(self, thread_id: str, state: ThreadState) -> None:
         """An append to `thread_id` committed, leaving it in `state`."""
@@ -199,12 +218,14 @@ class SQLStore(Store):
         before: ThreadState,
         after: ThreadState,
         lease: Lease | None,
-    ) -> bool:
+        behind: bool = False,
+    ) -> tuple[bool, Awaitable[None] | None]:
         """The append when this store knows the thread's state at `expected_seq` (its own
         last write or load): the projection is updated only if the row is still at that
         seq (and the lease still held), and the events inserted after it, in two statements
         (one in PostgreSQL, in autocommit: one round trip). False when the row moved on or
-        the lease is gone: nothing was written, and the full append finds out why."""
+        the lease is gone: nothing was written, and the full append finds out why. With
+        `behind`, also what completes when the transaction committed (`run_behind`)."""
         d = self.dialect
         checks = _LEASE_HELD if lease is not None else ""
         # Everything but the time is computed here, outside the transaction: under group
@@ -236,7 +257,9 @@ class SQLStore(Store):
         # One statement in PostgreSQL needs no transaction around it; SQLite's two run in
         # one BEGIN IMMEDIATE either way.
         tx = Tx.WRITE if d.fused_writes else Tx.ATOMIC
-        return await self.run(plan, tx, append_to=thread_id)
+        if behind:
+            return await self.run_behind(plan, tx, append_to=thread_id)
+        return await self.run(plan, tx, append_to=thread_id), None
 
     def _projection(self, thread_id: str, now: Any, state: ThreadState) -> dict[str, Any]:
         return {
@@ -317,7 +340,7 @@ class SQLStore(Store):
 
         def plan() -> Plan[Thread]:
             found = yield Query(d.sql(_HEAD), {"id": thread_id})
-            agent, schema_version, metadata, created_at = _row_of(thread_id, found)
+            agent, schema_version, metadata, created_at = row_of(thread_id, found)
             rows = (yield Query(d.sql(_ALL_EVENTS), {"id": thread_id})).rows
             check_dense(thread_id, rows, first=0)
             events = [parse_row(thread_id, seq, body, schema_version) for seq, body in rows]
@@ -342,7 +365,7 @@ class SQLStore(Store):
         d = self.dialect
 
         def plan() -> Plan[builtins.list[Event]]:
-            schema_version = _row_of(thread_id, (yield Query(d.sql(_HEAD), {"id": thread_id})))[1]
+            schema_version = row_of(thread_id, (yield Query(d.sql(_HEAD), {"id": thread_id})))[1]
             args = {"id": thread_id, "after": after, "limit": limit}
             rows = (yield Query(d.sql(_EVENTS), args)).rows
             check_dense(thread_id, rows, first=max(after, -1) + 1)
@@ -355,7 +378,7 @@ class SQLStore(Store):
 
         def plan() -> Plan[ThreadSummary]:
             found = yield Query(d.sql(f"{_SUMMARY} WHERE id = :id"), {"id": thread_id})
-            return _summary(_row_of(thread_id, found))
+            return _summary(row_of(thread_id, found))
 
         return await self.run(plan, Tx.READ)
 
@@ -392,93 +415,6 @@ class SQLStore(Store):
                 raise ThreadNotFound(thread_id)
 
         await self.run(plan, Tx.ATOMIC)
-
-    # -- leases --------------------------------------------------------------------------
-
-    async def _lease(self, query: LeaseQuery) -> builtins.list[Lease]:
-        owner, ttl = query.owner, query.ttl
-        d = self.dialect
-        filters = ""
-        args: dict[str, Any] = {"owner": owner, "ttl": ttl, "limit": query.limit}
-        filtered = (("agent", "agents", query.agents), ("id", "ids", query.thread_ids))
-        for column, name, values in filtered:
-            if values is not None:
-                condition, bound = d.any_of(column, name, values)
-                filters += f" AND {condition}"
-                args |= bound
-        prev = ", prev" if d.returning_from else ""
-        sql = d.sql(_LEASE.replace("{filters}", filters).replace("{prev}", prev))
-        lapsed_sql = d.sql(_LAPSED.replace("{filters}", filters))
-
-        def plan() -> Plan[builtins.list[Lease]]:
-            now = utcnow()
-            times = {"now": d.time(now), "expires": d.time(now + timedelta(seconds=ttl))}
-            lapsed: dict[str, str] = {}
-            if not d.returning_from:
-                # SQLite cannot return the old holder from `UPDATE ... FROM`: read the
-                # lapsed holders first, exact because its one writer holds the database's
-                # write lock for the whole transaction. A lease replacing one is a takeover.
-                found = (yield Query(lapsed_sql, args | times)).rows
-                lapsed = {str(r[0]): str(r[1]) for r in found}
-            rows = (yield Query(sql, args | times)).rows
-            return [
-                Lease(
-                    r[0],
-                    owner,
-                    stored_time(r[1]),
-                    int(r[2]),
-                    # PostgreSQL: the holder of the very row version this UPDATE locked
-                    taken_over_from=(r[3] if len(r) > 3 else None) or lapsed.get(r[0]),
-                )
-                for r in rows
-            ]
-
-        return await self.run(plan, Tx.WRITE)
-
-    async def renew(self, lease: Lease, *, ttl: float) -> Lease:
-        d = self.dialect
-
-        def plan() -> Plan[Lease]:
-            now = utcnow()
-            args = {
-                "id": lease.thread_id,
-                "owner": lease.owner,
-                "token": lease.token,
-                "ttl": ttl,
-                "now": d.time(now),
-                "expires": d.time(now + timedelta(seconds=ttl)),
-            }
-            found = yield Query(d.sql(_RENEW), args)
-            if not found.rows:
-                raise LeaseLost(lease.thread_id, lease.owner)
-            return Lease(lease.thread_id, lease.owner, stored_time(found.rows[0][0]), lease.token)
-
-        return await self.run(plan, Tx.WRITE)
-
-    async def release(self, lease: Lease) -> bool:
-        d = self.dialect
-        args = {"id": lease.thread_id, "owner": lease.owner, "token": lease.token}
-
-        def plan() -> Plan[bool]:
-            found = yield Query(d.sql(_RELEASE), args)
-            if not found.rows:
-                return False
-            if found.rows[0][0] == Status.RUNNING.value:
-                # Released while still runnable (shutdown, step limit): wake another worker.
-                yield from self._announce(lease.thread_id)
-            return True
-
-        return await self.run(plan, Tx.WRITE)
-
-    async def break_lease(self, thread_id: str) -> None:
-        d = self.dialect
-
-        def plan() -> Plan[None]:
-            found = yield Query(d.sql(_BREAK_LEASE), {"id": thread_id})
-            if _row_of(thread_id, found)[0] == Status.RUNNING.value:
-                yield from self._announce(thread_id)
-
-        await self.run(plan, Tx.WRITE)
 
     async def ping(self) -> None:
         def plan() -> Plan[None]:
@@ -533,38 +469,6 @@ _SUMMARY = (
     "SELECT id, agent, status, next_seq, created_at, updated_at, metadata{text}, due_at, "
     "lease_owner, lease_expires FROM threads"
 )
-_RUNNABLE = "(status = 'running' OR (status = 'waiting' AND due_at <= {now}))"
-_LEASE = (
-    "UPDATE threads AS t SET lease_owner = :owner, lease_expires = {expires}, "
-    "lease_token = t.lease_token + 1 "
-    f"FROM (SELECT id AS leased, lease_owner AS prev FROM threads WHERE {_RUNNABLE} "
-    "AND (lease_expires IS NULL OR lease_expires <= {now}){filters} "
-    "ORDER BY updated_at LIMIT :limit{skip_locked}) AS c "
-    "WHERE t.id = c.leased RETURNING id, lease_expires, lease_token{prev}"
-)
-_LAPSED = (
-    f"SELECT id, lease_owner FROM threads WHERE {_RUNNABLE} "
-    "AND lease_owner IS NOT NULL AND lease_expires <= {now}{filters}"
-)
-_RENEW = (
-    "UPDATE threads SET lease_expires = {expires} WHERE id = :id AND lease_owner = :owner "
-    "AND lease_token = :token AND lease_expires > {now} RETURNING lease_expires"
-)
-_RELEASE = (
-    "UPDATE threads SET lease_owner = NULL, lease_expires = NULL "
-    "WHERE id = :id AND lease_owner = :owner AND lease_token = :token RETURNING status"
-)
-_BREAK_LEASE = (
-    "UPDATE threads SET lease_owner = NULL, lease_expires = NULL, "
-    "lease_token = lease_token + 1 WHERE id = :id RETURNING status"
-)
-
-
-def _row_of(thread_id: str, found: Result) -> Sequence[Any]:
-    """The row a query by the thread's id found; ThreadNotFound when it found none."""
-    if not found.rows:
-        raise ThreadNotFound(thread_id)
-    return found.rows[0]
 
 
 def _summary(row: Sequence[Any]) -> ThreadSummary:

@@ -4,7 +4,9 @@ The queries are `SQLStore`'s; this module holds the connections. All database wo
 one dedicated thread per store (sqlite3 connections are bound to their thread), so the
 event loop never blocks on a commit, except appends, which run inline while the write lock
 is free (see `SQLiteStore.run`) or, while several threads append at once, in a group
-commit on the committer's own thread and connection (`group_commit.py`). Several processes
+commit on the committer's own thread and connection (`group_commit.py`). A pipelined
+append (`run_behind`) runs its statements inline and its `COMMIT` on a thread of its own,
+returning before the fsync. Several processes
 may share the file: writers take the lock up front (`BEGIN IMMEDIATE`) and the seq check
 happens inside that transaction, so a conflicting append fails instead of interleaving.
 Times are stored as ISO-8601 UTC text, which compares in time order.
@@ -19,7 +21,8 @@ import asyncio
 import builtins
 import sqlite3
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -50,7 +53,8 @@ class SQLiteStore(SQLStore):
         group_window: seconds an append may wait for other threads' appends to share its
             commit (`group_commit.py`); 0 commits each append alone.
 
-    `stats` counts the write transactions committed (`CommitStats`).
+    `stats` counts the write transactions committed (`CommitStats`; `behind`: the
+    pipelined ones, see `run_behind`).
     """
 
     def __init__(
@@ -75,6 +79,8 @@ class SQLiteStore(SQLStore):
         self._closed = False
         self._inline = inline_appends and self.path != ":memory:"
         self._inline_conn: sqlite3.Connection | None = None
+        self._flusher: ThreadPoolExecutor | None = None  # COMMITs behind the loop (run_behind)
+        self._flushing: asyncio.Future[None] | None = None  # the one in flight
         if group_window < 0:
             raise ConfigError(f"sqlite group_window must be >= 0 seconds, not {group_window}")
         self.stats = CommitStats()
@@ -132,11 +138,9 @@ class SQLiteStore(SQLStore):
             group = self._group
             if group is not None and group.crowded(append_to):
                 return await group.submit(plan)
-            if self._inline:
-                if self._inline_conn is None:
-                    self._inline_conn = self._connect(busy_ms=0, migrate=False)
+            if self._inline and self._flushing is None:
                 try:
-                    value = _drive(self._inline_conn, plan(), tx)
+                    value = _drive(self._inline_connection(), plan(), tx)
                 except sqlite3.OperationalError as exc:
                     if not _is_busy(exc):
                         raise
@@ -147,6 +151,84 @@ class SQLiteStore(SQLStore):
                 return await group.submit(plan)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._call, plan, tx, append_to)
+
+    async def run_behind(
+        self, plan: Callable[[], Plan[T]], tx: Tx, *, append_to: str
+    ) -> tuple[T, Awaitable[None] | None]:
+        """`run`, except that an inline append returns once its statements ran, its `COMMIT`
+        (the fsync) going on on a thread of its own (pipelining, see docs/core.md).
+
+        The statements run on the event loop as an inline append's do, inside `BEGIN
+        IMMEDIATE`: the expected seq and the lease are checked there, so a conflict or a
+        lost lease is raised here, and once they ran no other writer can come between them
+        and the `COMMIT`. The loop waits until the `COMMIT` has begun (a thread woken while
+        the loop runs Python would wait for the GIL up to a switch interval, 5 ms, and
+        begin only when the loop next blocks); the fsync then goes on without the GIL. The
+        awaitable returned completes when the `COMMIT` returned, or raises its error (the
+        transaction rolled back: nothing of the append stays). Until then the inline
+        connection is taken: other appends go to the group commit or the store's thread
+        and wait for the write lock there. Grouped appends (other threads appending) and
+        appends that find the lock taken run as `run` runs them: durable on return.
+        """
+        group = self._group
+        if (
+            self._closed
+            or self._conn is None
+            or not self._inline
+            or self._flushing is not None
+            or (group is not None and group.crowded(append_to))
+        ):
+            return await self.run(plan, tx, append_to=append_to), None
+        conn = self._inline_connection()
+        try:
+            value = _drive(conn, plan(), tx, commit=False)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            return await self.run(plan, tx, append_to=append_to), None
+        if self._flusher is None:
+            self._flusher = ThreadPoolExecutor(1, thread_name_prefix="threadline-sqlite-commit")
+        began = threading.Event()
+        loop = asyncio.get_running_loop()
+        try:
+            flushing = loop.run_in_executor(self._flusher, self._flush, conn, began)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        began.wait(_BEGIN_WAIT)
+        self._flushing = flushing
+        flushing.add_done_callback(self._flushed)
+        return value, flushing
+
+    def _flush(self, conn: sqlite3.Connection, began: threading.Event) -> None:
+        """Commit the inline connection's open transaction (on the flusher's thread); `began`
+        is set once the `COMMIT` statement runs (SQLite's trace hook), or if it fails."""
+        conn.set_trace_callback(lambda statement: began.set())
+        started = time.perf_counter()
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.set_trace_callback(None)
+            began.set()
+        took = time.perf_counter() - started
+        with self._stats_lock:
+            self.stats.commits += 1
+            self.stats.appends += 1
+            self.stats.behind += 1
+            self.stats.behind_seconds += took
+
+    def _flushed(self, flushing: asyncio.Future[None]) -> None:
+        self._flushing = None
+
+    def _inline_connection(self) -> sqlite3.Connection:
+        """The connection of inline appends (opened on first use), busy timeout zero."""
+        if self._inline_conn is None:
+            self._inline_conn = self._connect(busy_ms=0, migrate=False)
+        return self._inline_conn
 
     def _call(self, plan: Callable[[], Plan[T]], tx: Tx, append_to: str | None = None) -> T:
         value = _drive(self._store_conn(), plan(), tx)
@@ -201,6 +283,8 @@ class SQLiteStore(SQLStore):
         def go(conn: sqlite3.Connection) -> None:
             conn.close()
 
+        if self._flusher is not None:  # a COMMIT behind the loop ends first
+            self._flusher.shutdown(wait=True)
         if self._inline_conn is not None:
             self._inline_conn.close()
             self._inline_conn = None
@@ -214,14 +298,15 @@ class SQLiteStore(SQLStore):
         self._executor.shutdown(wait=True)
 
 
-def _drive(conn: sqlite3.Connection, plan: Plan[T], tx: Tx) -> T:
-    """Run `plan` on `conn`; writes in one `BEGIN IMMEDIATE` transaction, rolled back on error."""
+def _drive(conn: sqlite3.Connection, plan: Plan[T], tx: Tx, *, commit: bool = True) -> T:
+    """Run `plan` on `conn`; writes in one `BEGIN IMMEDIATE` transaction, rolled back on error
+    (left open, the statements done, without `commit`)."""
     writes = tx is not Tx.READ
     if writes:
         conn.execute("BEGIN IMMEDIATE")
     try:
         value = _steps(conn, plan)
-        if writes:
+        if writes and commit:
             conn.execute("COMMIT")
         return value
     except BaseException:
@@ -284,6 +369,10 @@ def _migrate(conn: sqlite3.Connection) -> builtins.list[int]:
             raise
     return applied
 
+
+_BEGIN_WAIT = 1.0
+"""Seconds the loop waits at most for a `COMMIT` behind it to begin (its thread may not get
+a CPU at once on a loaded machine); past that it goes on, and the commit with it, later."""
 
 _APPLIED = "SELECT version, name, applied_at FROM threadline_migrations ORDER BY version"
 

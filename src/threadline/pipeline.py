@@ -1,0 +1,111 @@
+"""Pipelining: a turn's commit on its way to disk while the next model call is made.
+
+At `synchronous=FULL` a turn's commit is an fsync, and the fsync is most of a turn. When a
+held turn (`Runtime._turn`: a model's answer with its read-only tools' outcomes) ends
+because the next step is another model call, its append returns as soon as its statements
+ran (`Store.append_behind`), and the runtime renders, asks the model and reads its answer
+while the `COMMIT` goes on on a thread of its own (sqlite3 releases the GIL during it).
+The rules (docs/core.md, "Pipelining"), which this module and its callers keep:
+
+* Only the model call and the pure work around it run ahead of durability: the render,
+  the call, reading the answer and building its events. The in-memory thread is not
+  touched meanwhile, so the observers, notified by the commit's task once it returned,
+  see exactly the durable thread.
+* Everything else waits for the commit first (`join`): every append to the thread (so
+  the thread's appends stay in order, and a side effect's `tool_started` is durable
+  before its tool runs), any step other than a model call, a rate limit's permit, and
+  the end of `advance` (so every public call returns only when all it appended is
+  durable, or raises).
+* A commit that fails raises its own error at the join, as the append would have raised
+  it; the thread's events from that append on are dropped from memory, and whatever was
+  computed on top of them (the model's next answer) is dropped with the unwinding, never
+  appended. A conflict or a lost lease cannot fail a commit: they are checked with the
+  statements, before the append returns, and raised there as before.
+
+A crash while a commit is in flight loses at most that turn's events (none was
+acknowledged: observers hear of them only after the `COMMIT` returned) and the answer
+being held; on resume the model is asked again, exactly as after a crash before the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from .events import Thread
+
+__all__ = ["Pipeline", "rollback"]
+
+
+@dataclass(slots=True)
+class _InFlight:
+    thread: Thread
+    expected: int
+    """The thread's length before the append: what it falls back to if the commit fails."""
+    task: asyncio.Future[None]
+
+
+class Pipeline:
+    """The commits in flight behind a runtime's event loop: at most one per thread object.
+
+    Keyed by the `Thread` object the advancing loop holds (not its id): another caller
+    working on the same thread (a human action loading it afresh) appends through the
+    store, whose write lock and expected-seq checks order it, and never settles a commit
+    it did not start."""
+
+    def __init__(self) -> None:
+        self._flying: dict[int, _InFlight] = {}
+
+    def start(
+        self,
+        thread: Thread,
+        expected: int,
+        durable: Awaitable[None],
+        then: Callable[[], Awaitable[None]],
+    ) -> None:
+        """`thread`'s events from `expected` on are written and will be durable once
+        `durable` completes; `then` (the observers) runs right after, in the same task."""
+
+        async def settle() -> None:
+            await durable
+            await then()
+
+        task = asyncio.ensure_future(settle())
+        # Retrieved here too: a caller cancelled while waiting never reads it.
+        task.add_done_callback(_retrieved)
+        self._flying[id(thread)] = _InFlight(thread, expected, task)
+
+    async def join(self, thread: Thread) -> None:
+        """Wait until `thread`'s commit in flight, if any, is durable (and observed).
+
+        Raises the commit's error, the thread cut back to before that append. A caller
+        cancelled while waiting leaves the commit to finish on its own (its task still
+        settles the store's cache and the observers)."""
+        flight = self._flying.pop(id(thread), None)
+        if flight is None:
+            return
+        try:
+            await asyncio.shield(flight.task)
+        except asyncio.CancelledError:
+            if not flight.task.done():
+                raise
+            if flight.task.cancelled():  # the commit's own task was cancelled: not durable
+                rollback(flight.thread, flight.expected)
+            raise
+        except BaseException:
+            rollback(flight.thread, flight.expected)
+            raise
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    with contextlib.suppress(BaseException):
+        task.exception()
+
+
+def rollback(thread: Thread, seq: int) -> None:
+    """Drop the events from `seq` on that were extended in memory but never stored, and
+    fold the state again (a conflict or an error: rare, so no copy is kept for it)."""
+    del thread.events[seq:]
+    thread.state = Thread(thread.id, thread.agent, thread.events).state
