@@ -4,7 +4,7 @@ file (synchronous=FULL), their read-only turns' commits pipelined with the next 
     python pipeline_child.py DB EFFECTS
 
 Prints `ready`, then a line per fact, flushed at once:
-  * `flying THREAD SEQ N`: an append of N events at SEQ returned before its COMMIT did;
+  * `flying THREAD SEQ`: an append at SEQ returned before its COMMIT did;
   * `landed THREAD SEQ`: that COMMIT returned (the runtime has seen it durable);
   * `ack THREAD SEQ KIND`: an observer was told of the event (only once it is durable).
 `charge`, a tool with side effects, appends `THREAD CALL_ID STARTED` to EFFECTS (fsynced) when it
@@ -18,18 +18,19 @@ import asyncio
 import os
 import sqlite3
 import sys
-from collections.abc import Awaitable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from threadline import Agent, Runtime, SQLiteStore, tool
 from threadline.events import Event, Thread
 from threadline.models.base import Context
-from threadline.stores.base import Lease
+from threadline.stores.dialect import Plan, Tx
 from threadline.testing import FunctionModel, intent
 from threadline.tools import ToolContext
 
 DB = sys.argv[1] if __name__ == "__main__" else ""
 EFFECTS = sys.argv[2] if __name__ == "__main__" else ""
+T = TypeVar("T")
 PLAN = ("lookup", "lookup", "charge", "lookup", "lookup", "done")
 """What the model asks for at its n-th call in a thread: so a resumed thread goes on."""
 
@@ -79,27 +80,21 @@ def agent() -> Agent:
 class Reporting(SQLiteStore):
     """Says when an append returns before its COMMIT, and when that COMMIT returned."""
 
-    async def append_behind(
-        self,
-        thread_id: str,
-        events: Sequence[Event],
-        *,
-        expected_seq: int,
-        lease: Lease | None = None,
-    ) -> Awaitable[None] | None:
-        durable = await super().append_behind(
-            thread_id, events, expected_seq=expected_seq, lease=lease
-        )
+    async def run_behind(
+        self, plan: Callable[[], Plan[T]], tx: Tx, *, append_to: str
+    ) -> tuple[T, Awaitable[None] | None]:
+        value, durable = await super().run_behind(plan, tx, append_to=append_to)
         if durable is None:
-            return None
-        say(f"flying {thread_id} {expected_seq} {len(events)}")
+            return value, None
+        seq = self._states[append_to].next_seq  # the store's state before this append
+        say(f"flying {append_to} {seq}")
         flying = durable
 
         async def landed() -> None:
             await flying
-            say(f"landed {thread_id} {expected_seq}")
+            say(f"landed {append_to} {seq}")
 
-        return landed()
+        return value, landed()
 
 
 def acknowledge(thread: Thread, events: Sequence[Event]) -> None:
