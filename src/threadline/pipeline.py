@@ -3,19 +3,20 @@
 At `synchronous=FULL` a turn's commit is an fsync, and the fsync is most of a turn. When a
 held turn (`Runtime._turn`: a model's answer with its read-only tools' outcomes) ends
 because the next step is another model call, its append returns as soon as its statements
-ran (`Store.append_behind`), and the runtime renders, asks the model and reads its answer
-while the `COMMIT` goes on on a thread of its own (sqlite3 releases the GIL during it).
+ran (`Store.append_behind`), and the runtime renders, asks the model, reads its answer and
+runs its read-only tools while the `COMMIT` goes on on a thread of its own (sqlite3
+releases the GIL during it).
 The rules (docs/core.md, "Pipelining"), which this module and its callers keep:
 
-* Only the model call and the pure work around it run ahead of durability: the render,
-  the call, reading the answer and building its events. The in-memory thread is not
-  touched meanwhile, so the observers, notified by the commit's task once it returned,
-  see exactly the durable thread.
+* Only the model call and read-only tools run ahead of durability: the render, the call,
+  reading the answer and, when it calls only read-only tools, running them and holding
+  their outcomes in memory (the next held turn). Observers are told of the commit's
+  events by its task once it returned, with a copy of the thread as committed (`as_of`).
 * Everything else waits for the commit first (`join`): every append to the thread (so
   the thread's appends stay in order, and a side effect's `tool_started` is durable
-  before its tool runs), any step other than a model call, a rate limit's permit, and
-  the end of `advance` (so every public call returns only when all it appended is
-  durable, or raises).
+  before its tool runs), any step a held turn cannot hold, a rate limit's permit before
+  a model call, and the end of `advance` (so every public call returns only when all it
+  appended is durable, or raises).
 * A commit that fails raises its own error at the join, as the append would have raised
   it; the thread's events from that append on are dropped from memory, and whatever was
   computed on top of them (the model's next answer) is dropped with the unwinding, never
@@ -23,8 +24,8 @@ The rules (docs/core.md, "Pipelining"), which this module and its callers keep:
   statements, before the append returns, and raised there as before.
 
 A crash while a commit is in flight loses at most that turn's events (none was
-acknowledged: observers hear of them only after the `COMMIT` returned) and the answer
-being held; on resume the model is asked again, exactly as after a crash before the commit.
+acknowledged: observers hear of them only after the `COMMIT` returned) and the turn being
+held; on resume the model is asked again, exactly as after a crash before the commit.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 
 from .events import Thread
 
-__all__ = ["Pipeline", "rollback"]
+__all__ = ["Pipeline", "as_of", "rollback"]
 
 
 @dataclass(slots=True)
@@ -102,6 +103,22 @@ class Pipeline:
 def _retrieved(task: asyncio.Future[None]) -> None:
     with contextlib.suppress(BaseException):
         task.exception()
+
+
+def as_of(thread: Thread) -> Thread:
+    """A copy of `thread` as it is now, for the observers of a commit in flight: the thread
+    itself goes on to hold the next turn's events meanwhile. O(events) pointers and the
+    state's fields; made only when there are observers."""
+    view = Thread(
+        thread.id,
+        thread.agent,
+        metadata=thread.metadata,
+        created_at=thread.created_at,
+        schema_version=thread.schema_version,
+    )
+    view.events = thread.events[:]
+    view.state = thread.state.copy()
+    return view
 
 
 def rollback(thread: Thread, seq: int) -> None:

@@ -44,7 +44,7 @@ from .guards import guard_verdicts, unjudged
 from .launch import launched
 from .models.base import Model, ModelOutput
 from .parallel import Append, Tail, run_batch
-from .pipeline import Pipeline, rollback
+from .pipeline import Pipeline, as_of, rollback
 from .prompts import renderer_for
 from .ratelimits import NO_LIMIT, RateLimiter, RateLimits
 from .reducer import (
@@ -400,7 +400,6 @@ class Runtime(HumanActions):
         """
         expected = thread.next_seq
         held = await self._redacted(thread, answer(expected, self.clock()))
-        await self._pipeline.join(thread)  # the turn before is durable before this one goes on
         thread.extend(held)  # in memory only until the append below
         carry_validated(thread, validated)
 
@@ -423,6 +422,7 @@ class Runtime(HumanActions):
                 if isinstance(done, RunTool):
                     write_ahead = done
                     break
+            await self._pipeline.join(thread)  # the turn before is durable before this one's
             append = self.store.append_behind if ahead else self.store.append
             durable = await append(thread.id, held, expected_seq=expected, lease=lease)
         except AppendConflict:
@@ -433,8 +433,9 @@ class Runtime(HumanActions):
         except BaseException:
             rollback(thread, expected)
             raise
-        if durable is not None:  # the next model call goes ahead; observers hear once durable
-            self._pipeline.start(thread, expected, durable, partial(self._notify, thread, held))
+        if durable is not None:  # the next turn goes ahead; observers hear once durable
+            seen = as_of(thread) if self.observers else thread  # not the next turn's events
+            self._pipeline.start(thread, expected, durable, partial(self._notify, seen, held))
             return thread, steps
         await self._notify(thread, held)
         if write_ahead is not None:

@@ -49,7 +49,7 @@ class SQLiteStore(SQLStore):
         synchronous: `full` (default, durable across power loss) or `normal`.
         busy_timeout: seconds to wait for another process's write lock.
         inline_appends: run a lone thread's appends on the event loop while the write
-            lock is free.
+            lock is free (False also turns pipelining off: `run_behind`).
         group_window: seconds an append may wait for other threads' appends to share its
             commit (`group_commit.py`); 0 commits each append alone.
 
