@@ -90,6 +90,16 @@ def test_user_patterns_and_values() -> None:
         Redactor(["(unclosed"])
 
 
+def test_literal_values_are_screened_like_the_default_patterns() -> None:
+    """Without patterns of the user's own every pattern has needles, so text holding none
+    of them is returned as it is; a literal value is one of those needles."""
+    redactor = Redactor(values=["blue-falcon-42"])
+    assert redactor("codename blue-falcon-42") == f"codename {MASK}"
+    assert redactor("codename BLUE-FALCON-42") == "codename BLUE-FALCON-42"
+    assert redactor(f"key {KEY} and blue-falcon-42") == f"key {MASK} and {MASK}"
+    assert redactor("plain text") == "plain text"
+
+
 def test_plain_text_is_left_alone() -> None:
     text = "Book flight HAT069 for mia_li_3668, reservation ZFA04Y, card ending 7447."
     assert Redactor()(text) == text

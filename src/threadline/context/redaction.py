@@ -129,6 +129,11 @@ class Redactor:
             compiled.append((joined, tuple(literal), False))
         self._patterns = compiled
         self._mask = mask
+        self._screen: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        if all(needles is not None for _, needles, _ in compiled):
+            sensitive = {n for _, needles, folded in compiled if not folded for n in needles or ()}
+            insensitive = {n for _, needles, folded in compiled if folded for n in needles or ()}
+            self._screen = (tuple(sorted(sensitive)), tuple(sorted(insensitive)))
 
     def _sub(self, match: re.Match[str]) -> str:
         if match.re.groups and match.group(1) is not None:
@@ -146,6 +151,21 @@ class Redactor:
         # so what holds of the text holds of it masked.
         folds = text.isascii() or not any(c in text for c in _UNFOLDED)
         lowered = None
+        screen = self._screen
+        if screen is not None and folds:
+            # Every pattern has needles, and most text holds none of them: one pass over
+            # all the needles tells, instead of a pass per pattern.
+            sensitive, insensitive = screen
+            for needle in sensitive:
+                if needle in text:
+                    break
+            else:
+                lowered = text.lower()
+                for needle in insensitive:
+                    if needle in lowered:
+                        break
+                else:
+                    return text
         for pattern, needles, folded in self._patterns:
             if needles is not None and (folds or not folded):
                 hay = text
