@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from threadline.errors import StoreError
-from threadline.events import Paused, Thread, UserMessage, utcnow
+from threadline.events import Paused, Resumed, Status, Thread, UserMessage, utcnow
 from threadline.stores import MemoryStore, delivery_log, key_store, outbox, schedule_store
 
 
@@ -42,6 +42,25 @@ async def test_a_runnable_thread_wakes_a_waiting_worker() -> None:
     assert not waiter.done()
     await store.create(_thread())  # a new thread is running: there is work
     await asyncio.wait_for(waiter, 5)
+
+
+async def test_the_stored_state_is_folded_when_read() -> None:
+    """An append extends the stored events; the state catches up when something reads
+    it (a summary, a lease, a worker's wake-up), whatever appends came in between."""
+    store = MemoryStore()
+    await store.create(_thread())
+    await store.append("th_m1", [Paused(seq=1, at=utcnow())], expected_seq=1)
+    await store.append("th_m1", [Resumed(seq=2, at=utcnow())], expected_seq=2)
+    await store.append("th_m1", [Paused(seq=3, at=utcnow())], expected_seq=3)
+    summary = await store.get("th_m1")
+    assert (summary.status, summary.next_seq) == (Status.PAUSED, 4)
+    await store.wait_for_work(0.01)  # clears the wake-up: the next append must set it
+    waiter = asyncio.create_task(store.wait_for_work(30))
+    await asyncio.sleep(0)
+    await store.append("th_m1", [Resumed(seq=4, at=utcnow())], expected_seq=4)
+    await asyncio.wait_for(waiter, 5)  # paused -> running: a worker wakes
+    assert (await store.get("th_m1")).status == Status.RUNNING
+    assert [lease.thread_id for lease in await store.lease("w", ttl=5)] == ["th_m1"]
 
 
 async def test_side_stores_live_beside_the_threads() -> None:

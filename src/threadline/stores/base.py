@@ -284,28 +284,26 @@ class Store(ABC):
         await self.close()
 
 
-def fold_for_append(
-    thread_id: str,
-    state: ThreadState,
-    events: Sequence[Event],
-    expected_seq: int,
-    *,
-    in_place: bool = False,
-) -> ThreadState:
-    """Check `events` continue the thread at `expected_seq`; return the state after them.
+def check_append(thread_id: str, next_seq: int, events: Sequence[Event], expected_seq: int) -> None:
+    """Check `events` continue a thread whose next seq is `next_seq` at `expected_seq`.
 
-    Raises AppendConflict (another writer is ahead) or CorruptEvent (events not dense),
-    having changed nothing: `state` itself is not modified, unless `in_place` (a store that
-    writes nothing else that could fail folds its own state, saving a copy per append).
-    """
-    if state.next_seq != expected_seq:
-        raise AppendConflict(thread_id, expected_seq, state.next_seq)
+    Raises AppendConflict (another writer is ahead) or CorruptEvent (events not dense)."""
+    if next_seq != expected_seq:
+        raise AppendConflict(thread_id, expected_seq, next_seq)
     for i, event in enumerate(events):
         if event.seq != expected_seq + i:
             raise CorruptEvent(
                 thread_id, event.seq, f"appended events must be dense from seq {expected_seq}"
             )
-    new = state if in_place else state.copy()
+
+
+def fold_for_append(
+    thread_id: str, state: ThreadState, events: Sequence[Event], expected_seq: int
+) -> ThreadState:
+    """Check `events` continue the thread at `expected_seq` (`check_append`); return the
+    state after them, a copy: `state` itself is not modified."""
+    check_append(thread_id, state.next_seq, events, expected_seq)
+    new = state.copy()
     for event in events:
         new.apply(event)
     return new

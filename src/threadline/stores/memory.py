@@ -19,7 +19,7 @@ from .base import (
     Store,
     ThreadQuery,
     ThreadSummary,
-    fold_for_append,
+    check_append,
     page_of,
 )
 from .budgets import MemoryLedger, ledger_events
@@ -85,17 +85,17 @@ class MemoryStore(Store):
             thread = self._require(thread_id)
             if lease is not None:
                 self._check_lease(lease)
+            check_append(thread_id, len(thread.events), events, expected_seq)
             idle = not self._work.is_set()  # else no need to know if it became runnable
-            was = thread.status if idle else None
+            was = _caught_up(thread).status if idle else None
             trees = self.budgets.applied(ledger_events(events))  # raises, nothing changed
-            new_state = fold_for_append(
-                thread_id, thread.state, events, expected_seq, in_place=True
-            )
             self.budgets.commit(trees)
+            # The state is folded when it is read (`_caught_up`): the appender has folded
+            # these events into its own copy already, and most appends are not read here.
             thread.events.extend(events)
             self._updated[thread_id] = time.time()  # the summary is built when read
             self._summaries.pop(thread_id, None)
-            if idle and new_state.status == Status.RUNNING and was != Status.RUNNING:
+            if idle and _caught_up(thread).status == Status.RUNNING and was != Status.RUNNING:
                 self._work.set()
 
     async def load(self, thread_id: str) -> Thread:
@@ -200,7 +200,7 @@ class MemoryStore(Store):
         self._leases.pop(thread_id, None)
         self._summaries.pop(thread_id, None)
         thread = self._threads.get(thread_id)
-        if thread is not None and thread.status == Status.RUNNING:
+        if thread is not None and _caught_up(thread).status == Status.RUNNING:
             self._work.set()
 
     def _check_lease(self, lease: Lease) -> None:
@@ -225,7 +225,7 @@ class MemoryStore(Store):
         found = self._summaries.get(thread_id)
         if found is not None:
             return found
-        thread = self._threads[thread_id]
+        thread = _caught_up(self._threads[thread_id])
         lease = self._leases.get(thread_id)
         found = self._summaries[thread_id] = ThreadSummary(
             id=thread.id,
@@ -240,3 +240,13 @@ class MemoryStore(Store):
             lease_expires=lease.expires if lease else None,
         )
         return found
+
+
+def _caught_up(thread: Thread) -> Thread:
+    """`thread` with its state folded over every event: an append extends a stored
+    thread's events only, and the state catches up when it is read."""
+    state = thread.state
+    if state.next_seq < len(thread.events):
+        for event in thread.events[state.next_seq :]:
+            state.apply(event)
+    return thread
