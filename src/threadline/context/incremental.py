@@ -330,9 +330,12 @@ class Tails:
         """Lay out `events[start:]` after the tail's units as `budget._fit` does at the
         tail's level (newest first: the newest `keep_recent` shown events verbatim, older
         results cut and resolved errors dropped at level 1). False when the walk does not
-        join the units before it (they were cut, so `keep_recent` must be reached)."""
+        join the units before it (they were cut, so `keep_recent` must be reached). Level 0
+        is `_walk_verbatim`."""
+        if tail.level == 0:
+            self._walk_verbatim(render, tail, start, budget)
+            return True
         events = render.thread.events
-        reduce = tail.level == 1
         keep = budget.keep_recent
         walked: list[tuple[int, bool, Any, int, int]] = []  # newest first
         memo, seen = tail.memo, {}
@@ -356,38 +359,39 @@ class Tails:
             if kind is Compacted:
                 continue
             traits = e.traits
-            reduced = reduce and shown >= keep
+            reduced = shown >= keep
             if traits.human_input or kind is ToolResult:
                 resolved = True
             elif reduced and traits.error and resolved:
                 walked.append((i, True, _DROPPED, 0, payload(i, False)[1]))
                 continue
-            if reduce:
-                block, cost = payload(i, reduced)
-                plain = payload(i, False)[1] if reduced else cost
-            else:  # level 0: every block verbatim, from the renderer's cache
-                block, cost = render.payload(i, False, budget)
-                plain = cost = int(cost)
+            block, cost = payload(i, reduced)
+            plain = payload(i, False)[1] if reduced else cost
             if cost:
                 shown += 1
             walked.append((i, reduced, block, cost, plain))
-        if reduce and shown < keep and any(u[0] == "event" for u in tail.units):
+        if shown < keep and any(u[0] == "event" for u in tail.units):
             return False
         final = tail.stable == len(tail.units)
         for i, reduced, block, cost, plain in reversed(walked):
-            tail.ledger.append((i, plain))
-            tail.verbatim += plain
-            if block is _DROPPED:
-                continue
-            unit = ("event", i, reduced)
-            tail.push(unit, cost, block, _section(render, unit))
-            if final and _final(events, unit, tail.level):
-                tail.stable = len(tail.units)
-            else:
-                final = False
-        if reduce:
-            _remember(tail, events, seen)
+            final = _place(render, tail, (i, reduced, block, cost, plain), final)
+        _remember(tail, events, seen)
         return True
+
+    def _walk_verbatim(
+        self, render: RenderPass, tail: _Tail, start: int, budget: ContextBudget
+    ) -> None:
+        """`_walk` at level 0: every event verbatim, so nothing depends on what is newer
+        and the events are laid out in one pass, oldest first."""
+        events = render.thread.events
+        payload = render.payload
+        final = tail.stable == len(tail.units)
+        for i in range(start, len(events)):
+            if type(events[i]) is Compacted:
+                continue
+            block, cost = payload(i, False, budget)
+            cost = int(cost)
+            final = _place(render, tail, (i, False, block, cost, cost), final)
 
     def _add(
         self, render: RenderPass, tail: _Tail, unit: tuple[str, int, bool], budget: ContextBudget
@@ -438,6 +442,25 @@ class Tails:
         }
         context = render.context(messages, budget, exact, _prefix(render, tail, messages, lines))
         return Rendered(context, layout, sections, None)
+
+
+def _place(
+    render: RenderPass, tail: _Tail, walked: tuple[int, bool, Any, int, int], final: bool
+) -> bool:
+    """Lay out one walked event after the tail's units: its ledger entry (`plain`: its
+    verbatim tokens), and its unit unless level 1 drops it. Returns whether every unit so
+    far is `_final` (`final`: every one before it was)."""
+    i, reduced, block, cost, plain = walked
+    tail.ledger.append((i, plain))
+    tail.verbatim += plain
+    if block is _DROPPED:
+        return final
+    unit = ("event", i, reduced)
+    tail.push(unit, cost, block, _section(render, unit))
+    if final and _final(render.thread.events, unit, tail.level):
+        tail.stable = len(tail.units)
+        return True
+    return False
 
 
 def _remember(

@@ -153,6 +153,8 @@ class Redactor:
         lowered = None
         screen = self._screen
         if screen is not None and folds:
+            if not text:
+                return text  # no needle in it, so no pattern can match
             # Every pattern has needles, and most text holds none of them: one pass over
             # all the needles tells, instead of a pass per pattern.
             sensitive, insensitive = screen

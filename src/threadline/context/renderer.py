@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -383,34 +383,40 @@ class Renderer:
         return text, self.prompt.name, self.prompt.version, self.prompt.sha256
 
 
-@dataclass(eq=False)
 class _Pass:
     """One rendering of one thread: the fixed parts, then plan and assemble (the plan is
-    retried with a wider margin in the rare case the exact count overshoots it)."""
+    retried with a wider margin in the rare case the exact count overshoots it).
 
-    r: Renderer
-    thread: Thread
-    form: ContextFormat
-    system: str = ""
-    prompt: tuple[str | None, str | None, str] = (None, None, "")
-    sys_tokens: int = 0
-    tools_tokens: int = 0
-    fixed: int = 0
-    retrieved: list[int] = field(default_factory=list)
-    limit: int = 0
-    scope: tuple[str, str, str] = ("", "", "")  # what keys this pass's cached blocks
-    seen: dict[tuple[int, bool, int], tuple[Any, int]] = field(default_factory=dict)
+    A plain class with slots, each field set once: one is built per model call."""
 
-    def __post_init__(self) -> None:
-        r, form = self.r, self.form
-        self.scope = (self.thread.id, form.name, r.counter.name)
-        base, name, version, digest = r.base_prompt(self.thread)
-        self.prompt = (name, version, digest)
+    __slots__ = (
+        "fixed",
+        "form",
+        "limit",
+        "prompt",
+        "r",
+        "retrieved",
+        "scope",
+        "seen",
+        "sys_tokens",
+        "system",
+        "thread",
+        "tools_tokens",
+    )
+
+    def __init__(self, r: Renderer, thread: Thread, form: ContextFormat) -> None:
+        self.r = r
+        self.thread = thread
+        self.form = form
+        self.scope = (thread.id, form.name, r.counter.name)  # what keys its cached blocks
+        base, name, version, digest = r.base_prompt(thread)
+        self.prompt: tuple[str | None, str | None, str] = (name, version, digest)
         self.system, self.sys_tokens, self.tools_tokens = r.fixed_parts(base, form)
         self.fixed = self.sys_tokens + (self.tools_tokens if form.native_tools else 0) + 3
         retrieval = r.settings.retrieval
-        self.retrieved = retrieved_indexes(self.thread, retrieval.tool if retrieval else None)
+        self.retrieved = retrieved_indexes(thread, retrieval.tool if retrieval else None)
         self.limit = r.budget.window - r.budget.max_output_tokens
+        self.seen: dict[tuple[int, bool, int], tuple[Any, int]] = {}
 
     def payload(
         self, i: int, reduced: bool, budget: ContextBudget, limit: int | None = None
