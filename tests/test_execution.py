@@ -1,14 +1,16 @@
 """A tool run's deadline (`execution.Deadline`): `asyncio.timeout`'s behaviour for the task
-running a tool, cancellation from outside kept apart from the deadline's own."""
+running a tool, cancellation from outside kept apart from the deadline's own; `bounded`
+arms it only once the run suspends."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from threadline import Agent, MemoryStore, Runtime, tool
-from threadline.execution import Deadline
+from threadline.execution import Bounded, Deadline, bounded
 from threadline.testing import ScriptedModel, intent
 
 
@@ -81,3 +83,71 @@ async def test_a_tool_past_its_timeout_is_a_tool_error_through_the_runtime() -> 
     assert [(e.error_type, e.message) for e in errors] == [
         ("TimeoutError", "no result after 0.05s (after 3 attempts)")
     ]
+
+
+async def test_a_run_ending_in_its_first_step_needs_no_timer() -> None:
+    async def quick() -> str:
+        time.sleep(0.03)  # noqa: ASYNC251 - a first step longer than the deadline
+        return "done"
+
+    loop = asyncio.get_running_loop()
+    timers = len(loop._scheduled)  # type: ignore[attr-defined]
+    assert await Bounded(quick(), 0.01) == "done"
+    assert len(loop._scheduled) == timers  # type: ignore[attr-defined]
+    run = quick()
+    assert bounded(run, None) is run  # no deadline: the run itself
+    assert await run == "done"
+
+
+async def test_a_bounded_run_that_suspends_keeps_the_deadline_from_its_start() -> None:
+    async def slow_start() -> str:
+        time.sleep(0.05)  # noqa: ASYNC251 - the first step, before any await
+        await asyncio.sleep(0.04)  # would end 0.09 s after the start
+        return "late"
+
+    with pytest.raises(TimeoutError):
+        await Bounded(slow_start(), 0.07)
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+    async def steps() -> int:
+        total = 0
+        for i in range(3):
+            await asyncio.sleep(0)
+            total += i
+        return total
+
+    assert await Bounded(steps(), 5) == 3
+
+
+async def test_a_bounded_run_sees_the_cancellation_and_may_answer_it() -> None:
+    """What is thrown into the waiting run is handed to it, as `await` does: a run that
+    catches its deadline's cancellation and returns gives its value (as under
+    `asyncio.timeout`), and a cancellation from outside stays one."""
+
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0)
+            return "answered"
+        return "slept"
+
+    async def answers() -> str:
+        return await Bounded(stubborn(), 0.01)
+
+    assert await asyncio.create_task(answers()) == "answered"
+    entered = asyncio.Event()
+
+    async def run() -> None:
+        async def waits() -> None:
+            entered.set()
+            await asyncio.sleep(5)
+
+        await Bounded(waits(), 5)
+
+    task = asyncio.create_task(run())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

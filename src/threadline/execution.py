@@ -15,11 +15,11 @@ the runtime's decision (`Runtime.advance`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -52,10 +52,12 @@ from .waits import Park, breaker_wait
 __all__ = [
     "NOT_VALID",
     "TIMED_OUT",
+    "Bounded",
     "Deadline",
     "Failure",
     "Outcome",
     "ToolOutcome",
+    "bounded",
     "carry_validated",
     "compact_error",
     "execute",
@@ -63,6 +65,8 @@ __all__ = [
     "tool_of",
     "tool_started",
 ]
+
+T = TypeVar("T")
 
 TIMED_OUT = "TimeoutError"
 """`error_type` of a run that outlasted its tool's timeout."""
@@ -135,8 +139,7 @@ async def execute(
     else:
         try:
             # A deadline, not wait_for: no extra task per call (see bench/overhead.py)
-            with Deadline(tool.timeout):
-                result = await tool.invoke(args, ctx)
+            result = await bounded(tool.invoke(args, ctx), tool.timeout)
         except TimeoutError:
             failure = Failure(TIMED_OUT, f"no result after {tool.timeout:g}s", True)
         except RetryableToolError as exc:
@@ -244,6 +247,47 @@ def model_answer(
     return build
 
 
+def bounded(run: Coroutine[Any, Any, T], seconds: float | None) -> Awaitable[T]:
+    """`run` to await under a deadline of `seconds` (None: none): `Deadline`'s rules,
+    its timer armed only once the run suspends (`Bounded`)."""
+    return run if seconds is None else Bounded(run, seconds)
+
+
+class Bounded(Generic[T]):
+    """Await `run` under a `Deadline` of `seconds` from when it starts, armed only if the
+    run suspends: a run that ends in its first step (a tool returning without awaiting
+    anything) could not be interrupted by the timer anyway, and so costs none (arming and
+    cancelling an event-loop timer is most of a cheap tool's run).
+
+    Invariant: as `with Deadline(seconds): await run`: the same `TimeoutError`, measured
+    from the start of the run, and a cancellation from outside stays one."""
+
+    __slots__ = ("_run", "_seconds")
+
+    def __init__(self, run: Coroutine[Any, Any, T], seconds: float) -> None:
+        self._run = run
+        self._seconds = seconds
+
+    def __await__(self) -> Generator[Any, None, T]:
+        run = self._run
+        start = asyncio.get_running_loop().time()
+        try:
+            pending = run.send(None)
+        except StopIteration as done:
+            return cast(T, done.value)
+        with Deadline(self._seconds, start):
+            while True:
+                try:
+                    yield pending  # the event loop's task waits for what the run waits for
+                except BaseException as exc:  # handed to the run, as `await` does
+                    try:
+                        pending = run.throw(exc)
+                    except StopIteration as done:
+                        return cast(T, done.value)
+                    continue
+                return (yield from run.__await__())
+
+
 class Deadline:
     """`asyncio.timeout(seconds)` for the task running a tool, as a plain context manager:
     the same cancellation and `TimeoutError`, without the two coroutines and the state
@@ -254,10 +298,11 @@ class Deadline:
     becomes `TimeoutError`.
     """
 
-    __slots__ = ("_cancelling", "_expired", "_handle", "_seconds", "_task")
+    __slots__ = ("_cancelling", "_expired", "_handle", "_seconds", "_start", "_task")
 
-    def __init__(self, seconds: float | None) -> None:
+    def __init__(self, seconds: float | None, start: float | None = None) -> None:
         self._seconds = seconds
+        self._start = start  # the loop's time the deadline counts from (None: entering)
         self._expired = False
 
     def __enter__(self) -> None:
@@ -268,7 +313,9 @@ class Deadline:
             raise RuntimeError("Deadline must be used inside a task")
         self._task = task
         self._cancelling = task.cancelling()
-        self._handle = task.get_loop().call_later(self._seconds, self._expire)
+        loop = task.get_loop()
+        start = loop.time() if self._start is None else self._start
+        self._handle = loop.call_at(start + self._seconds, self._expire)
 
     def _expire(self) -> None:
         self._expired = True
