@@ -29,9 +29,13 @@ from threadline.testing import FunctionModel, intent
 CHILD = Path(__file__).with_name("pipeline_child.py")
 
 
+LOOKED_UP: list[str] = []
+
+
 @tool
 def lookup(key: str) -> str:
     """Read-only."""
+    LOOKED_UP.append(key)
     return key.upper()
 
 
@@ -139,13 +143,16 @@ async def test_a_failed_commit_discards_the_speculative_turn_and_raises_its_erro
         _arm(db, True)
         calls.clear()
         told.clear()
+        LOOKED_UP.clear()
         behind = store.stats.behind
         thread = await rt.launch(agent, "go", advance=False)
         with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
             await rt.advance(thread)
-        # The second model call went ahead of the first turn's commit, which then failed:
-        # neither turn is stored, no observer heard of them, and the thread is intact.
+        # The second model call and its read-only tool went ahead of the first turn's
+        # commit, which then failed: neither turn is stored, no observer heard of them,
+        # and the thread is intact.
         assert calls == [0, 1]
+        assert LOOKED_UP == ["k0", "k1"]
         assert told == [(0, "user_message")]  # the launch, nothing after
         assert _on_disk(db)[thread.id] == {0: "user_message"}
         assert len(thread) == 1 and thread.state.model_calls == 0

@@ -409,7 +409,7 @@ class Runtime(HumanActions):
             held.extend(events)
             return at
 
-        steps, write_ahead, ahead = 1, None, False
+        steps, write_ahead, ahead, durable = 1, None, False, None
         try:
             while not self._stopping and (budget is None or steps < budget):
                 step = decide(agent, thread)
@@ -422,9 +422,15 @@ class Runtime(HumanActions):
                 if isinstance(done, RunTool):
                     write_ahead = done
                     break
-            await self._pipeline.join(thread)  # the turn before is durable before this one's
-            append = self.store.append_behind if ahead else self.store.append
-            durable = await append(thread.id, held, expected_seq=expected, lease=lease)
+            # The turn before is durable before this one is written (prepared meanwhile).
+            joined = partial(self._pipeline.join, thread)
+            if ahead:
+                durable = await self.store.append_behind(
+                    thread.id, held, expected_seq=expected, lease=lease, after=joined
+                )
+            else:
+                await joined()
+                await self.store.append(thread.id, held, expected_seq=expected, lease=lease)
         except AppendConflict:
             rollback(thread, expected)
             thread = await self._append_rebased(thread, answer, lease, still_valid=_not_ended)

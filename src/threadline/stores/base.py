@@ -26,7 +26,7 @@ import json
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
@@ -165,9 +165,14 @@ class Store(ABC):
         *,
         expected_seq: int,
         lease: Lease | None = None,
+        after: Callable[[], Awaitable[None]] | None = None,
     ) -> Awaitable[None] | None:
         """`append`, returning once the events are written, perhaps before they are durable
         (pipelining: the caller computes meanwhile what does not depend on them).
+
+        `after`, if given, is awaited once the append is prepared and before anything of it
+        is written: the caller's previous append becoming durable (see `threadline.pipeline`),
+        so the store prepares this one meanwhile. If it raises, nothing is written.
 
         Returns None when they are durable already, else an awaitable that completes when
         they are, or raises the error that undid them (a failed `COMMIT`: then nothing of
@@ -176,6 +181,8 @@ class Store(ABC):
         (conflict, lost lease, unknown thread) are raised here, having written nothing.
         This default is `append`: durable on return.
         """
+        if after is not None:
+            await after()
         await self.append(thread_id, events, expected_seq=expected_seq, lease=lease)
         return None
 

@@ -136,10 +136,12 @@ class SQLStore(SQLLeases):
         *,
         expected_seq: int,
         lease: Lease | None = None,
+        after: Callable[[], Awaitable[None]] | None = None,
     ) -> Awaitable[None] | None:
         """`append`; when the store knows the thread's state (its own last write or load)
-        and the driver can (`run_behind`), returning before the `COMMIT` returned."""
-        return await self._write(thread_id, events, expected_seq, lease, behind=True)
+        and the driver can (`run_behind`), returning before the `COMMIT` returned. The state
+        after it is remembered at once, so the next append is prepared while it commits."""
+        return await self._write(thread_id, events, expected_seq, lease, behind=True, after=after)
 
     async def _write(
         self,
@@ -149,24 +151,31 @@ class SQLStore(SQLLeases):
         lease: Lease | None,
         *,
         behind: bool,
+        after: Callable[[], Awaitable[None]] | None = None,
     ) -> Awaitable[None] | None:
         """The append; None once durable, or (`behind`) what completes when it is."""
         if not events:
+            if after is not None:
+                await after()
             return None
         ledger = ledger_events(events)  # tree budgets: totals in the same transaction
         cached = self._states.get(thread_id)
         if not ledger and cached is not None and cached.next_seq == expected_seq:
             state = fold_for_append(thread_id, cached, events, expected_seq)
             written, durable = await self._append_known(
-                thread_id, events, cached, state, lease, behind
+                thread_id, events, cached, state, lease, behind, after
             )
+            after = None  # awaited
+            if written:  # remembered now: the next append is prepared while this commits
+                self._appended(thread_id, state)
             if durable is not None:
                 if written:
-                    return self._settled(thread_id, state, durable)
+                    return self._settled(thread_id, durable)
                 await durable  # nothing written: its transaction ends before the full append
             elif written:
-                self._appended(thread_id, state)
                 return None
+        if after is not None:
+            await after()
         d = self.dialect
         insert = None if d.fused_writes else self._insert_events(thread_id, events)
 
@@ -203,9 +212,13 @@ class SQLStore(SQLLeases):
         self._appended(thread_id, await self.run(plan, Tx.ATOMIC, append_to=thread_id))
         return None
 
-    async def _settled(self, thread_id: str, state: ThreadState, durable: Awaitable[None]) -> None:
-        await durable
-        self._appended(thread_id, state)
+    async def _settled(self, thread_id: str, durable: Awaitable[None]) -> None:
+        try:
+            await durable
+        except BaseException:  # not written after all: the state remembered is not the row's
+            with self._states_lock:
+                self._states.pop(thread_id, None)
+            raise
 
     def _appended(self, thread_id: str, state: ThreadState) -> None:
         """An append to `thread_id` committed, leaving it in `state`."""
@@ -219,13 +232,15 @@ class SQLStore(SQLLeases):
         after: ThreadState,
         lease: Lease | None,
         behind: bool = False,
+        ready: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[bool, Awaitable[None] | None]:
         """The append when this store knows the thread's state at `expected_seq` (its own
         last write or load): the projection is updated only if the row is still at that
         seq (and the lease still held), and the events inserted after it, in two statements
         (one in PostgreSQL, in autocommit: one round trip). False when the row moved on or
         the lease is gone: nothing was written, and the full append finds out why. With
-        `behind`, also what completes when the transaction committed (`run_behind`)."""
+        `behind`, also what completes when the transaction committed (`run_behind`);
+        `ready` is awaited once the statements are built, before they run."""
         d = self.dialect
         checks = _LEASE_HELD if lease is not None else ""
         # Everything but the time is computed here, outside the transaction: under group
@@ -257,6 +272,8 @@ class SQLStore(SQLLeases):
         # One statement in PostgreSQL needs no transaction around it; SQLite's two run in
         # one BEGIN IMMEDIATE either way.
         tx = Tx.WRITE if d.fused_writes else Tx.ATOMIC
+        if ready is not None:
+            await ready()
         if behind:
             return await self.run_behind(plan, tx, append_to=thread_id)
         return await self.run(plan, tx, append_to=thread_id), None
