@@ -207,15 +207,19 @@ def model_answer(
                 )
             ]
         text = scrub_text(out.text)  # lone surrogates cannot be stored
-        raw_calls = tuple(
-            c.model_copy(
-                update={
-                    "id": None if c.id is None else scrub_text(c.id),
-                    "name": scrub_text(c.name),
-                    "arguments": scrub_text(c.arguments),
-                }
+        raw_calls = (
+            tuple(
+                c.model_copy(
+                    update={
+                        "id": None if c.id is None else scrub_text(c.id),
+                        "name": scrub_text(c.name),
+                        "arguments": scrub_text(c.arguments),
+                    }
+                )
+                for c in out.tool_calls
             )
-            for c in out.tool_calls
+            if out.tool_calls
+            else ()
         )
         call = ModelCall(
             seq=seq,

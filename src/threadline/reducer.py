@@ -533,9 +533,10 @@ class CallIdIndex:
         n, last, ids = self._data.get(thread.id) or (0, None, set())
         if n > len(events) or (n and events[n - 1] is not last and events[n - 1] != last):
             n, ids = 0, set()  # another thread under the same id: start over
-        ids.update(
-            e.call_id for e in events[n:] if e.kind == "tool_call" and isinstance(e, ToolCall)
-        )
+        for k in range(n, len(events)):  # a loop, not a generator: this runs every turn
+            e = events[k]
+            if type(e) is ToolCall:
+                ids.add(e.call_id)
         self._data[thread.id] = (len(events), events[-1] if events else None, ids)
         self._data.move_to_end(thread.id)
         if len(self._data) > self._maxsize:

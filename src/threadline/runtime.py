@@ -28,7 +28,7 @@ from .agent import Agent
 from .bounds import stored_result
 from .budgets import Budget, check_prices, launch_metadata, reserve
 from .composition import collect, deliver, start_child
-from .context.redaction import redact_for_storage
+from .context.redaction import redact_for_storage, untrusted
 from .context.renderer import Renderer
 from .errors import AppendConflict, ConfigError, ModelError
 from .events import (
@@ -308,10 +308,12 @@ class Runtime(HumanActions):
         # cannot fit (never an oversize request), is stored before the call, so the thread
         # stays replayable.
         renderer = self.renderer(agent.name)
-        if self.offload and renderer.renders_in_thread:
+        if not renderer.renders_in_thread:  # a rendering or summariser that may await
+            prepared = await renderer.prepare(thread, model, self.clock())
+        elif self.offload:
             prepared = await self._cpu_bound(renderer.prepare_now, thread, model, self.clock())
         else:
-            prepared = await renderer.prepare(thread, model, self.clock())
+            prepared = renderer.prepare_now(thread, model, self.clock())
         if prepared.events:
             try:
                 await self.append_events(thread, prepared.events, lease)
@@ -463,9 +465,13 @@ class Runtime(HumanActions):
             else ()
         )
         tools = [tool_of(agent, run.call) for run in runs]
-        if any(run.call.failed for run in runs):
-            return False  # a retry: its backoff and attempt start from a committed log
-        if runs and all(t.kind == "function" and not t.side_effects for t in tools):
+        read_only = bool(runs)  # plain loops: this runs for every step of every turn
+        for run, tool in zip(runs, tools, strict=True):
+            if run.call.failed:
+                return False  # a retry: its backoff and attempt start from a committed log
+            if tool.kind != "function" or tool.side_effects:
+                read_only = False
+        if read_only:
             tail = Tail(thread, hold, shared=len(runs) > 1)
             await run_batch(agent, runs, lambda run: self._run_tool(agent, tail, run, lease))
             return True
@@ -534,7 +540,7 @@ class Runtime(HumanActions):
     async def _redacted(self, thread: Thread, events: list[Event]) -> list[Event]:
         agent = self.agents.get(thread.agent)
         redactor = agent.context.storage_redactor if agent is not None else None
-        if redactor is None or not any(e.traits.untrusted for e in events):
+        if redactor is None or not untrusted(events):
             return events
         if self.offload:
             return await self._cpu_bound(redact_for_storage, redactor, events)

@@ -46,7 +46,7 @@ ANSWER_FORMAT = (
 
 
 def _attrs(**kwargs: Any) -> str:
-    return "".join(f" {k}={attr_value(v)}" for k, v in kwargs.items() if v not in (None, ""))
+    return "".join([f" {k}={attr_value(v)}" for k, v in kwargs.items() if v not in (None, "")])
 
 
 _BETWEEN = 4

@@ -75,7 +75,8 @@ def cached_prefix(messages: Sequence[Message], blocks: Sequence[Any], stable: in
     sent verbatim (0 for the messages format). Counted back from the end: O(new blocks)."""
     if stable <= 0 or not messages or not isinstance(blocks[0], str):
         return 0
-    return len(messages[-1].content) - sum(len(b) + 1 for b in blocks[stable:])
+    after = blocks[stable:]
+    return len(messages[-1].content) - sum(map(len, after)) - len(after)
 
 
 class Bound(Protocol):

@@ -41,7 +41,14 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from ..events import Event
 
-__all__ = ["DEFAULT_PATTERNS", "MASK", "Redactor", "redact_for_storage", "redactor_from"]
+__all__ = [
+    "DEFAULT_PATTERNS",
+    "MASK",
+    "Redactor",
+    "redact_for_storage",
+    "redactor_from",
+    "untrusted",
+]
 
 MASK = "[REDACTED]"
 
@@ -224,6 +231,15 @@ def redactor_from(spec: object) -> Redactor | None:
     )
 
 
+def untrusted(events: Sequence[Event]) -> bool:
+    """Whether any of `events` has fields holding outside input (a loop, not `any()` of a
+    generator: this runs on every append)."""
+    for event in events:  # noqa: SIM110
+        if event.traits.untrusted:
+            return True
+    return False
+
+
 def redact_for_storage(redactor: Redactor | None, events: Sequence[Event]) -> list[Event]:
     """`events` with secrets masked in the fields that hold outside input (each event
     class names them: `EventTraits.untrusted`).
@@ -232,7 +248,7 @@ def redact_for_storage(redactor: Redactor | None, events: Sequence[Event]) -> li
     when the agent stores secrets or switched redaction off). Returns the same event
     objects when nothing needed masking.
     """
-    if redactor is None or not any(event.traits.untrusted for event in events):
+    if redactor is None or not untrusted(events):
         return list(events)
     out: list[Event] = []
     for event in events:
