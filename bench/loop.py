@@ -84,13 +84,16 @@ async def _loops(store: Store, the_agent: Agent, loops: int) -> float:
     return (time.perf_counter() - started) / (loops * TURNS) * 1e6
 
 
-def threadline_us(tmpdir: Path, store_kind: str, renderer: bool, loops: int) -> float:
-    """Microseconds per model turn through Runtime.launch/advance."""
+def threadline_us(
+    tmpdir: Path, store_kind: str, renderer: bool, loops: int, *, pipelined: bool = True
+) -> float:
+    """Microseconds per model turn through Runtime.launch/advance (`pipelined`: SQLite's
+    read-only turns commit behind the next model call, its default)."""
 
     async def go() -> float:
         if store_kind == "memory":
             return await _loops(MemoryStore(), agent(renderer), loops)
-        store = SQLiteStore(tmpdir / f"tl-{time.monotonic_ns()}.db")
+        store = SQLiteStore(tmpdir / f"tl-{time.monotonic_ns()}.db", pipelined=pipelined)
         try:
             return await _loops(store, agent(renderer), loops)
         finally:
@@ -190,7 +193,9 @@ def _schedule() -> tuple[float, float]:
     return int(on_cpu) / 1e9, int(waiting) / 1e9
 
 
-def turn_accounting(tmpdir: Path, renderer: bool, loops: int) -> dict[str, float]:
+def turn_accounting(
+    tmpdir: Path, renderer: bool, loops: int, *, pipelined: bool = True
+) -> dict[str, float]:
     """Where a SQLite FULL turn goes, per model turn, in microseconds (counts per turn):
 
     wall; the event loop's thread on a CPU (`cpu`: Python, and the statements it runs),
@@ -202,7 +207,7 @@ def turn_accounting(tmpdir: Path, renderer: bool, loops: int) -> dict[str, float
     for the part of it the loop waits for (`blocked`)."""
 
     async def go() -> dict[str, float]:
-        store = SQLiteStore(tmpdir / f"where-{time.monotonic_ns()}.db")
+        store = SQLiteStore(tmpdir / f"where-{time.monotonic_ns()}.db", pipelined=pipelined)
         the_agent = agent(renderer)
         rt = Runtime(store, agents=[the_agent])
         try:
@@ -234,25 +239,31 @@ def turn_accounting(tmpdir: Path, renderer: bool, loops: int) -> dict[str, float
 
 def main() -> None:
     """`python bench/loop.py [ROUNDS] [LOOPS]`: `turn_accounting` for both renderers,
-    interleaved rounds, medians."""
+    pipelined and not, interleaved rounds (the order rotating), medians."""
     import os
     import sys
     import tempfile
 
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     loops = int(sys.argv[2]) if len(sys.argv) > 2 else 20
-    runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    configs = [(renderer, piped) for renderer in (False, True) for piped in (True, False)]
+    runs: dict[tuple[bool, bool], list[dict[str, float]]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            for renderer in (r % 2 == 0, r % 2 == 1):
-                runs[renderer].append(turn_accounting(Path(tmp), renderer, loops))
-    for renderer, rows in runs.items():
+            for renderer, piped in configs[r % 4 :] + configs[: r % 4]:
+                runs[renderer, piped].append(
+                    turn_accounting(Path(tmp), renderer, loops, pipelined=piped)
+                )
+    for (renderer, piped), rows in runs.items():
         medians = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
         counts = ("commits", "behind")
         shown = ", ".join(
             f"{k} {v:.2f}" if k in counts else f"{k} {v:,.0f}" for k, v in medians.items()
         )
-        print(f"SQLite FULL, {'default renderer' if renderer else 'renderer-less'}: {shown}")
+        label = f"{'default renderer' if renderer else 'renderer-less'}, " + (
+            "pipelined" if piped else "not pipelined"
+        )
+        print(f"SQLite FULL, {label}: {shown}")
     print(f"load average {os.getloadavg()[0]:.1f}")
 
 

@@ -84,6 +84,12 @@ LOOP_ROWS: tuple[tuple[str, str, str, float | None], ...] = (
         "lg-sqlite",
         None,
     ),
+    (
+        "tl-sqlite-serial",
+        "Threadline, SQLiteStore FULL, default renderer, not pipelined",
+        "lg-sqlite",
+        None,
+    ),
     ("lg-memory", "LangGraph, no checkpointer", "lg-memory", None),
     ("lg-sqlite", "LangGraph + SqliteSaver (FULL, durability=sync)", "lg-sqlite", None),
     ("pydantic-ai", "pydantic-ai, in memory (FunctionModel)", "lg-memory", None),
@@ -98,6 +104,9 @@ def loop_measures(tmpdir: Path, loops: int) -> dict[str, Callable[[], float | No
         "tl-memory-bare": lambda: loop.threadline_us(tmpdir, "memory", False, loops),
         "tl-sqlite": lambda: loop.threadline_us(tmpdir, "sqlite", True, loops),
         "tl-sqlite-bare": lambda: loop.threadline_us(tmpdir, "sqlite", False, loops),
+        "tl-sqlite-serial": lambda: loop.threadline_us(
+            tmpdir, "sqlite", True, loops, pipelined=False
+        ),
         "lg-memory": lambda: loop.langgraph_us(tmpdir, False, loops),
         "lg-sqlite": lambda: loop.langgraph_us(tmpdir, True, loops),
         "pydantic-ai": lambda: peers.pydantic_ai_us(loops),

@@ -208,6 +208,50 @@ async def test_a_human_action_during_the_speculative_call_waits_for_the_commit(
     assert [e.kind for e in thread.events] == [kinds[s] for s in sorted(kinds)]
 
 
+async def test_a_cancelled_advance_returns_after_its_commit_and_the_thread_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Cancelled during the model call that went ahead of the first turn's commit: the
+    cancellation waits for that commit (everything appended is durable when the call
+    ends), and the thread advances again from it."""
+    db = tmp_path / "t.db"
+    store = SQLiteStore(db)
+    asked, stall = asyncio.Event(), [False]
+
+    async def answer(context: Context) -> dict[str, Any]:
+        if context.model_calls == 1 and stall[0]:
+            stall[0] = False
+            asked.set()
+            await asyncio.Event().wait()  # cancelled here
+        if context.model_calls >= 2:
+            return intent("done_for_now", message="done")
+        return intent("lookup", key=f"k{context.model_calls}")
+
+    agent = Agent("piped", tools=[lookup], model=FunctionModel(answer), max_steps=20)
+    rt = Runtime(store, agents=[agent])
+    try:
+        await rt.launch(agent, "warm up")
+        stall[0] = True
+        thread = await rt.launch(agent, "go", advance=False)
+        running = asyncio.ensure_future(rt.advance(thread))
+        await asked.wait()
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        kinds = _on_disk(db)[thread.id]
+        assert [kinds[s] for s in sorted(kinds)] == [
+            "user_message",
+            "model_call",
+            "tool_call",
+            "tool_result",
+        ]
+        done = await rt.advance(thread.id)
+    finally:
+        await store.close()
+    assert done.status is Status.DONE
+    assert _on_disk(db)[thread.id] == {e.seq: e.kind for e in done.events}
+
+
 # -- SIGKILL with a commit in flight -----------------------------------------------------
 
 

@@ -99,9 +99,9 @@ async def test_every_event_is_in_the_store_before_the_next_step(
     tmp_path: Path, pipelined: bool
 ) -> None:
     """Everything is durable before the model is asked, but the turn just before when it is
-    pipelined (docs/core.md, "Pipelining": its commit may still be in flight; without
-    inline appends nothing is pipelined)."""
-    store = SQLiteStore(tmp_path / "t.db", inline_appends=pipelined)
+    pipelined (docs/core.md, "Pipelining": its commit may still be in flight; not so
+    with `pipelined=False`)."""
+    store = SQLiteStore(tmp_path / "t.db", pipelined=pipelined)
     seen_lengths: list[int] = []
 
     async def answer(context: object) -> dict[str, object]:

@@ -88,7 +88,10 @@ class Pipeline:
         if flight is None:
             return
         try:
-            await asyncio.shield(flight.task)
+            if flight.task.done():
+                flight.task.result()
+            else:
+                await asyncio.shield(flight.task)
         except asyncio.CancelledError:
             if not flight.task.done():
                 raise

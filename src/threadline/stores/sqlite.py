@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -33,6 +35,7 @@ from ..errors import ConfigError, StoreError
 from ..events import Status, ThreadState, utcnow
 from .dialect import SQLITE, DuplicateKey, Plan, Query, Result, Tx
 from .group_commit import CommitStats, GroupCommit
+from .grouping import answer
 from .migrations import SQLITE_MIGRATIONS
 from .sql import SQLStore
 
@@ -49,7 +52,9 @@ class SQLiteStore(SQLStore):
         synchronous: `full` (default, durable across power loss) or `normal`.
         busy_timeout: seconds to wait for another process's write lock.
         inline_appends: run a lone thread's appends on the event loop while the write
-            lock is free (False also turns pipelining off: `run_behind`).
+            lock is free.
+        pipelined: let a lone thread's read-only turn return before its `COMMIT` when a
+            model call follows (`run_behind`; needs inline appends).
         group_window: seconds an append may wait for other threads' appends to share its
             commit (`group_commit.py`); 0 commits each append alone.
 
@@ -64,6 +69,7 @@ class SQLiteStore(SQLStore):
         synchronous: str = "full",
         busy_timeout: float = 10.0,
         inline_appends: bool = True,
+        pipelined: bool = True,
         group_window: float = 0.005,
     ) -> None:
         if synchronous.lower() not in ("full", "normal", "extra", "off"):
@@ -78,9 +84,10 @@ class SQLiteStore(SQLStore):
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._inline = inline_appends and self.path != ":memory:"
+        self._pipelined = pipelined and self._inline
         self._inline_conn: sqlite3.Connection | None = None
         self._flusher: ThreadPoolExecutor | None = None  # COMMITs behind the loop (run_behind)
-        self._flushing: asyncio.Future[None] | None = None  # the one in flight
+        self._flushing: Future[None] | None = None  # the one in flight, or done
         if group_window < 0:
             raise ConfigError(f"sqlite group_window must be >= 0 seconds, not {group_window}")
         self.stats = CommitStats()
@@ -105,7 +112,10 @@ class SQLiteStore(SQLStore):
         if not path:
             raise ConfigError(f"sqlite URL {url!r} names no file; e.g. sqlite:///threads.db")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        inline = query.get("inline_appends", "1").lower() not in ("0", "false", "no", "off")
+        inline, pipelined = (
+            query.get(key, "1").lower() not in ("0", "false", "no", "off")
+            for key in ("inline_appends", "pipelined")
+        )
         try:
             window = float(query.get("group_window_ms", "5")) / 1000
         except ValueError:
@@ -114,6 +124,7 @@ class SQLiteStore(SQLStore):
             path,
             synchronous=query.get("synchronous", "full"),
             inline_appends=inline,
+            pipelined=pipelined,
             group_window=window,
         )
 
@@ -138,7 +149,7 @@ class SQLiteStore(SQLStore):
             group = self._group
             if group is not None and group.crowded(append_to):
                 return await group.submit(plan)
-            if self._inline and self._flushing is None:
+            if self._inline and not self._committing():
                 try:
                     value = _drive(self._inline_connection(), plan(), tx)
                 except sqlite3.OperationalError as exc:
@@ -174,8 +185,8 @@ class SQLiteStore(SQLStore):
         if (
             self._closed
             or self._conn is None
-            or not self._inline
-            or self._flushing is not None
+            or not self._pipelined
+            or self._committing()
             or (group is not None and group.crowded(append_to))
         ):
             return await self.run(plan, tx, append_to=append_to), None
@@ -190,15 +201,18 @@ class SQLiteStore(SQLStore):
             self._flusher = ThreadPoolExecutor(1, thread_name_prefix="threadline-sqlite-commit")
         began = threading.Event()
         loop = asyncio.get_running_loop()
+        durable: asyncio.Future[None] = loop.create_future()
         try:
-            flushing = loop.run_in_executor(self._flusher, self._flush, conn, began)
+            job = self._flusher.submit(self._flush, conn, began)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        # The job is never cancelled (a caller that stops waiting cancels only `durable`):
+        # the connection stays taken until its COMMIT or ROLLBACK has returned.
+        job.add_done_callback(partial(_report, loop, durable))
         began.wait(_BEGIN_WAIT)
-        self._flushing = flushing
-        flushing.add_done_callback(self._flushed)
-        return value, flushing
+        self._flushing = job
+        return value, durable
 
     def _flush(self, conn: sqlite3.Connection, began: threading.Event) -> None:
         """Commit the inline connection's open transaction (on the flusher's thread); `began`
@@ -221,8 +235,9 @@ class SQLiteStore(SQLStore):
             self.stats.behind += 1
             self.stats.behind_seconds += took
 
-    def _flushed(self, flushing: asyncio.Future[None]) -> None:
-        self._flushing = None
+    def _committing(self) -> bool:
+        """Whether the inline connection's `COMMIT` behind the loop is still running."""
+        return self._flushing is not None and not self._flushing.done()
 
     def _inline_connection(self) -> sqlite3.Connection:
         """The connection of inline appends (opened on first use), busy timeout zero."""
@@ -296,6 +311,15 @@ class SQLiteStore(SQLStore):
             self._conn = None
         self._closed = True
         self._executor.shutdown(wait=True)
+
+
+def _report(
+    loop: asyncio.AbstractEventLoop, durable: asyncio.Future[None], job: Future[None]
+) -> None:
+    """On the flusher's thread: settle `durable` with the job's outcome, on its loop."""
+    error = job.exception()
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+        loop.call_soon_threadsafe(answer, durable, error, error is None)
 
 
 def _drive(conn: sqlite3.Connection, plan: Plan[T], tx: Tx, *, commit: bool = True) -> T:
