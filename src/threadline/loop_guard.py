@@ -25,7 +25,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .events import PREFETCH_PREFIX, Approval, Thread, ToolCall, ToolError
+from .events import (
+    PREFETCH_PREFIX,
+    Approval,
+    HumanResponse,
+    ModelCall,
+    Thread,
+    ToolCall,
+    ToolError,
+    ToolResult,
+    UserMessage,
+)
 
 __all__ = ["Call", "CallHistory", "call_history", "repeat_reason"]
 
@@ -68,31 +78,32 @@ def call_history(thread: Thread, depth: int) -> CallHistory:
     failed: set[str] = set()
     current: list[Call | None] = []
     bound = max(depth, _MIN_DEPTH)
-    # Dispatched on the kind: a failing isinstance of an event class costs several times
-    # a string comparison (pydantic's metaclass is an ABCMeta), and most events fail them.
+    # Dispatched on the exact type (event classes have no subclasses): a failing
+    # isinstance of an event class goes through pydantic's ABC metaclass, and even
+    # `event.kind` is an attribute read through pydantic's `__getattr__` hook.
     for event in reversed(thread.events):
-        kind = event.kind
-        if kind == "tool_result":
+        if type(event) is ToolResult:
             continue
-        if kind == "tool_call":
-            if isinstance(event, ToolCall) and not event.call_id.startswith(PREFETCH_PREFIX):
+        if type(event) is ToolCall:
+            if not event.call_id.startswith(PREFETCH_PREFIX):
                 call = (event.tool, event.arguments)
                 calls[event.call_id] = call
                 # a failed call keeps its answer in the count but is in no row: a retry
                 current.append(None if event.call_id in failed else call)
-        elif kind == "model_call":
+        elif type(event) is ModelCall:
             if current:
                 answers.append(tuple(current))
                 if len(answers) >= bound:
                     break  # bounded scan: older rejections are not "just" rejected
             current = []
-        elif kind == "tool_error":
-            if isinstance(event, ToolError):
-                failed.add(event.call_id)
-        elif kind == "user_message" or kind == "human_response":
+        elif type(event) is ToolError:
+            failed.add(event.call_id)
+        elif type(event) is UserMessage or type(event) is HumanResponse:
             break
-        elif kind == "approval" and isinstance(event, Approval) and not event.approved:
+        elif type(event) is Approval and not event.approved:
             rejected_ids.setdefault(event.call_id, event.comment)
+    if not rejected_ids:
+        return CallHistory(tuple(reversed(answers)))
     rejected = tuple((calls[cid], note) for cid, note in rejected_ids.items() if cid in calls)
     return CallHistory(tuple(reversed(answers)), rejected)
 
