@@ -35,8 +35,12 @@ pre-tokenizer never joins a newline to the character after it when that characte
 neither whitespace nor `/` (`o200k_base`, `cl100k_base`), `count("\\n".join(lines))` is the
 sum of `count(line + "\\n")` over every line but the last, plus `count(last)`; compact blocks
 start with `<`, so the count of the body is a running sum (a line that starts otherwise
-makes the body be counted whole). Other counters count the joined body. The messages
-format's count is a sum over messages (`base.message_tokens`), kept by the assembly.
+makes the body be counted whole). The approximate counter's count is a function of the
+text's UTF-8 bytes: an ASCII body's length, else that plus each line's bytes beyond its
+length, kept per line as lines are added (encoding the whole body at every call was most of
+a level-1 render, whose cut results hold a non-ASCII `…`). Other counters count the joined
+body. The messages format's count is a sum over messages (`base.message_tokens`), kept by
+the assembly.
 
 Invariant: an extension equals the full path's rendering of the same thread, byte for byte
 (tests/context/test_incremental.py compares them over the 200 recorded airline runs and
@@ -56,7 +60,7 @@ from .base import ContextFormat, Rendered, message_tokens
 from .budget import ContextBudget, Layout
 from .compact import CompactFormat, call_settled
 from .messages import Assembly, Checkpoint, MessagesFormat
-from .tokens import BPECounter, TokenCounter
+from .tokens import ApproxCounter, BPECounter, TokenCounter
 
 __all__ = ["LINE_ADDITIVE", "Bound", "RenderPass", "Tails", "cached_prefix", "line_additive"]
 
@@ -141,6 +145,10 @@ class _Tail:
     total: int = 0
     counted: int = 0  # sum of line_counts
     additive: bool = True
+    # The approximate counter: line_counts are the lines' UTF-8 bytes beyond their length
+    # (non-ASCII text), known for the first `measured` lines.
+    sized: bool = False
+    measured: int = 0
     unclean: int = 0  # blocks that do not start where the pre-tokenizer cuts
     sections: dict[str, int] = field(default_factory=dict)
     # Every event walked since the summary, oldest first, with its verbatim tokens (the
@@ -180,6 +188,22 @@ class _Tail:
             if self.additive:
                 self.unclean -= not _joins_cleanly(block)
         self.counted -= self.line_counts.pop()
+        self.measured = min(self.measured, len(self.lines))
+
+    def body_bytes(self, counter: ApproxCounter, body: str) -> int:
+        """The UTF-8 bytes of `body` (the lines joined), measuring only lines added since
+        the last call, and none while the body is ASCII (its length is its size then)."""
+        if body.isascii():
+            self.measured = len(self.lines)  # every line ASCII: no bytes beyond lengths
+            return len(body)
+        for j in range(self.measured, len(self.lines)):
+            line = self.lines[j]
+            if line is not None and not line.isascii():
+                n = counter.size(line) - len(line)
+                self.line_counts[j] = n
+                self.counted += n
+        self.measured = len(self.lines)
+        return len(body) + self.counted
 
     def body_tokens(self, counter: TokenCounter, lines: list[Any]) -> int | None:
         """`count("\n".join(lines))` from the line counts, or None when it is not a sum."""
@@ -264,7 +288,9 @@ class Tails:
             return
         events = thread.events
         tail = _Tail(key, len(events), events[0], events[-1], layout.level)
-        tail.additive = type(render.form) is CompactFormat and line_additive(render.r.counter)
+        compact = type(render.form) is CompactFormat
+        tail.sized = compact and isinstance(render.r.counter, ApproxCounter)
+        tail.additive = compact and line_additive(render.r.counter)
         budget = render.share(render.r.budget)
         start = 0
         if layout.units and layout.units[0][0] == "summary":
@@ -495,6 +521,8 @@ def _body(render: RenderPass, tail: _Tail, lines: list[Any]) -> tuple[tuple[Mess
     body = "\n".join(lines)
     if not lines:
         return (), 0
+    if tail.sized and isinstance(counter, ApproxCounter):
+        return (Message("user", body),), 4 + counter.tokens_for(tail.body_bytes(counter, body))
     summed = tail.body_tokens(counter, lines)
     return (Message("user", body),), 4 + (counter.count(body) if summed is None else summed)
 

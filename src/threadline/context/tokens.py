@@ -126,7 +126,16 @@ class ApproxCounter:
         return self._name
 
     def count(self, text: str) -> int:
-        return math.ceil(len(text.encode("utf-8")) / self._bpt)
+        return self.tokens_for(self.size(text))
+
+    def size(self, text: str) -> int:
+        """`text`'s UTF-8 bytes: what the count is made of, a sum over any split of the
+        text (so a joined body is counted from its parts' sizes, `incremental`)."""
+        return len(text.encode("utf-8"))
+
+    def tokens_for(self, size: int) -> int:
+        """The count of a text of `size` UTF-8 bytes."""
+        return math.ceil(size / self._bpt)
 
 
 def _chunks(text: str) -> list[str]:
