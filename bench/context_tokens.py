@@ -158,7 +158,8 @@ def _rendered_text(ctx: Context) -> str:
     return "\n".join([ctx.system, *(f"{m.role}:{m.content}" for m in ctx.messages)])
 
 
-def _common_prefix(a: str, b: str) -> int:
+def common_prefix(a: str, b: str) -> int:
+    """Characters at the start of `a` and `b` that are the same."""
     n = min(len(a), len(b))
     lo, hi = 0, n  # the largest k with a[:k] == b[:k], by bisection (C-speed compares)
     while lo < hi:
@@ -180,7 +181,7 @@ def prefix_shares(renderer: Renderer, thread: Thread) -> list[tuple[int, int]]:
             for event in thread.events[:i]:
                 part.append(event)
             texts.append(_rendered_text(renderer.render(part).context))
-    return [(_common_prefix(a, b), len(a)) for a, b in pairwise(texts)]
+    return [(common_prefix(a, b), len(a)) for a, b in pairwise(texts)]
 
 
 def token_bench(

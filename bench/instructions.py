@@ -25,6 +25,13 @@ appends its events to a new thread one by one, rendering with the default render
 every model call as the runtime does (`render`), or not (`replay`); `render - replay` is
 what the renderer costs per model turn, without the rest of the turn.
 
+A level-1 extension (`--rows cut`, reported per render): the plan's 300-turn thread (below)
+is appended again event by event to a new thread; the renderer plans in full once at the
+first model call after a compaction from turn 200 on (before the measured region), then
+renders before each of the next N model calls (N < 32, before the next compaction), each
+an extension at detail level 1 whose older results are cut (the prompt-cache marks
+included).
+
 A full plan (`--rows plan`, reported per plan): what a thread's first render, a new
 compaction or retrieved material costs. One thread of bench/render_growth.py's cut-results
 form (16k window, 1,500-character results cut to 100 tokens, `keep_recent=4`) is run to 300
@@ -43,15 +50,16 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loop  # bench/loop.py, next to this file
 
-from threadline.events import ModelCall, Thread
+from threadline.events import Compacted, ModelCall, Thread
 
 ROWS = ("bare", "default", "langgraph")
 RENDER_ROWS = ("replay", "render")
-PLAN_ROWS = ("plan",)
+PLAN_ROWS = ("plan", "cut")
 _VALGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 _LOOP_ONLY = ("--collect-atstart=no", "--toggle-collect=_operator_call")
 """Collect only inside `operator.call` (`measured`), which nothing else in the loop calls."""
@@ -81,8 +89,11 @@ def run_loops(row: str, loops: int) -> None:
     if row in RENDER_ROWS:
         renders(row == "render", loops)
         return
-    if row in PLAN_ROWS:
+    if row == "plan":
         plans(loops)
+        return
+    if row == "cut":
+        cut_renders(loops)
         return
 
     agent = loop.agent(row == "default")
@@ -123,10 +134,61 @@ def renders(render: bool, loops: int) -> None:
 
 def plans(n: int) -> None:
     """`n` full plans of a 300-turn thread whose older results are cut (module docstring)."""
+    from threadline.prompts import renderer_for
+
+    thread, agent, model = cut_thread()
+    renderer = renderer_for(agent)
+    renderer._tails = None  # every render plans from the window
+    renderer.bind(model)
+    renderer.render(thread)
+
+    def again() -> None:
+        for _ in range(n):
+            renderer.render(thread)
+
+    measured(again)
+
+
+def cut_renders(n: int) -> None:
+    """A full plan of the 300-turn cut-results thread at the first model call after a
+    compaction from turn 200 on, then `n` extensions, one before each later model call
+    (module docstring; the thread compacts every 33 calls, so `n` stays below 32)."""
+    from threadline.prompts import renderer_for
+
+    grown, agent, model = cut_thread()
+    renderer = renderer_for(agent)
+    renderer.bind(model)
+    thread = Thread("cut", agent.name)
+    events = iter(grown.events)
+    calls, compacted = 0, False
+    for event in events:  # up to the first model call after a compaction from turn 200 on
+        compacted = compacted or (isinstance(event, Compacted) and calls >= 200)
+        if isinstance(event, ModelCall):
+            calls += 1
+            if compacted:
+                renderer.render(thread)  # the full plan, outside the measured region
+                thread.append(event)
+                break
+        thread.append(event)
+
+    def extensions() -> None:
+        done = 0
+        for event in events:
+            if isinstance(event, ModelCall):
+                if done == n:
+                    return
+                renderer.render(thread)
+                done += 1
+            thread.append(event)
+
+    measured(extensions)
+
+
+def cut_thread() -> tuple[Thread, Any, Any]:
+    """(bench/render_growth.py's cut-results thread run to 300 turns, its agent, model)."""
     import render_growth  # bench/render_growth.py
 
     from threadline import Agent, ContextSettings
-    from threadline.prompts import renderer_for
 
     settings = ContextSettings(context_window=16_000, max_result_tokens=100, keep_recent=4)
     model = loop.ScriptModel(350)
@@ -141,17 +203,7 @@ def plans(n: int) -> None:
             thread = await runtime.advance(thread, max_steps=2)
         return thread
 
-    thread = asyncio.run(grow())
-    renderer = renderer_for(agent)
-    renderer._tails = None  # every render plans from the window
-    renderer.bind(model)
-    renderer.render(thread)
-
-    def again() -> None:
-        for _ in range(n):
-            renderer.render(thread)
-
-    measured(again)
+    return asyncio.run(grow()), agent, model
 
 
 def instructions(row: str, loops: int, *, loop_only: bool = False) -> int:
@@ -190,7 +242,8 @@ def main() -> None:
         else:
             extra = instructions(row, args.loops) - instructions(row, 0)
         if row in PLAN_ROWS:
-            print(f"{row}: {extra / args.loops:,.0f} instructions per full plan", flush=True)
+            what = "full plan" if row == "plan" else "level-1 extension"
+            print(f"{row}: {extra / args.loops:,.0f} instructions per {what}", flush=True)
             continue
         per_turn[row] = extra / (args.loops * loop.TURNS)
         print(f"{row}: {per_turn[row]:,.0f} instructions per model turn", flush=True)

@@ -8,15 +8,21 @@ from types import ModuleType
 from typing import Any
 
 from shared_data import require_shared
-from threadline import Agent, ContextSettings, MemoryStore, Runtime
+from threadline import Agent, ContextSettings, MemoryStore, Runtime, tool
 from threadline.context.base import Rendered
 from threadline.prompts import renderer_for
 from threadline.testing import ScriptedModel, intent
 
-__all__ = ["ROOT", "TAU", "finished_calculator", "render", "tau_runs"]
+__all__ = ["ROOT", "TAU", "fetch", "finished_calculator", "render", "tau_runs"]
 
 ROOT = Path(__file__).resolve().parents[2]
 TAU = ROOT.parent / "shared" / "data" / "tau-bench-airline"
+
+
+@tool
+def fetch(key: str) -> dict[str, Any]:
+    """Fetch a record."""
+    return {"key": key}
 
 
 def render(agent: Agent, thread: Any, fmt: str | None = None) -> Rendered:

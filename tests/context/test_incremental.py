@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from context_support import TAU, tau_runs
+from context_support import TAU, fetch, tau_runs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from threadline import Agent, ContextSettings, Tool, tool
+from threadline import Agent, ContextSettings, Tool
 from threadline.context.base import Rendered
 from threadline.context.messages import thread_from_openai
 from threadline.context.renderer import Renderer
@@ -60,7 +60,7 @@ def _replay(events: list[Event], incremental: Renderer, full: Renderer, tid: str
     Returns how many renders were compared."""
     thread = Thread(tid, "agent")
     compared = 0
-    sent: list[str] = []  # the compact body of the previous call
+    sent: list[tuple[str, int]] = []  # the previous call's compact body and settled prefix
 
     def render_now() -> None:
         nonlocal compared
@@ -77,9 +77,13 @@ def _replay(events: list[Event], incremental: Renderer, full: Renderer, tid: str
         compared += 1
         body = a.context.messages[-1].content if a.context.messages else ""
         cut = a.context.cached_prefix
-        if sent and cut:  # the prefix marked for a provider's cache was sent verbatim last call
-            assert body[:cut] == sent[-1][:cut], f"cached_prefix {cut} overstates the prefix"
-        sent[:] = [body]
+        if sent and cut:  # the read mark is where the previous call wrote, and was sent it
+            previous, written = sent[-1]
+            assert cut in (len(previous), written), f"cached_prefix {cut}: no mark there"
+            assert body[:cut] == previous[:cut], f"cached_prefix {cut} overstates the prefix"
+        settled = a.context.settled_prefix  # ends where a block does
+        assert settled in (0, len(body)) or body[settled : settled + 2] == "\n<"
+        sent[:] = [(body, a.context.settled_prefix)]
         if a.layout.level > 1 or a.layout.compact is not None:
             # A new compaction is never an extension: it falls back to the full plan
             # (compared above), whose summary starts the next run of extensions.
@@ -135,12 +139,6 @@ def test_the_airline_runs_render_the_same_incrementally() -> None:
         assert extended > len(runs)  # most renders were extensions, not full plans
     assert compared > 3_000
     assert COMPACTIONS[0] > 100  # the 6k window compacts: full plans and reseeds in between
-
-
-@tool
-def fetch(key: str) -> dict[str, Any]:
-    """Fetch a record."""
-    return {"key": key}
 
 
 def _fetch_agent(**settings: Any) -> Agent:

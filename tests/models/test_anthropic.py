@@ -6,15 +6,17 @@ replayed at the HTTP transport (see recorded.py). Each case must end in the righ
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from types import ModuleType
+from typing import Any
 
 import httpx2
 import pytest
 from recorded import Recorded, Sleeps, anthropic_error, anthropic_message
 
-from threadline import MemoryStore, Runtime, Status
+from threadline import Agent, ContextSettings, MemoryStore, Runtime, Status, tool
 from threadline.errors import ConfigError
 from threadline.models.anthropic import AnthropicModel
 from threadline.models.base import Context, Message, intent_envelope
@@ -346,3 +348,59 @@ async def test_intent_mode_sends_native_definitions_when_the_context_has_them(ca
 def test_an_unknown_mode_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="intent, tools, json"):
         AnthropicModel("claude-sonnet-4-6", mode="xml", api_key="k")  # type: ignore[arg-type]
+
+
+@tool
+def fetch_rows(key: str) -> dict[str, Any]:
+    """Fetch a record's rows."""
+    return {"key": key, "rows": [{"i": j, "v": f"value {j} of {key}"} for j in range(40)]}
+
+
+def _written(body: dict[str, Any]) -> tuple[str, set[int], list[int]]:
+    """(the last message's text, where its cache marks end, where its blocks end)."""
+    text, written, ends = "", set(), []
+    for block in body["messages"][-1]["content"]:
+        text += block["text"]
+        ends.append(len(text))
+        if "cache_control" in block:
+            written.add(len(text))
+    return text, written, ends
+
+
+async def test_every_call_of_a_long_cut_thread_reads_where_the_previous_call_wrote() -> None:
+    """A thread long enough that older results are cut (detail level 1): each request
+    splits its history where the previous request wrote a cache entry (its end, or its
+    settled prefix when a result was cut since), so Anthropic can read it; the SDK's real
+    requests are checked, the responses are recorded ones."""
+    calls = 45
+    replies = []
+    for k in range(calls):
+        reply = anthropic_message(tool_uses=[("fetch_rows", {"key": f"k{k}"})])
+        reply["content"][0]["id"] = f"toolu_{k:03d}"
+        replies.append(reply)
+    replies.append(anthropic_message(tool_uses=[("done_for_now", {"message": "all fetched"})]))
+    model, recorded, _ = make_model(replies)
+    settings = ContextSettings(
+        keep_recent=4, context_window=8_000, max_output_tokens=500, max_result_tokens=40
+    )
+    agent = Agent(
+        "fetcher", tools=[fetch_rows], instructions="Fetch all.", context=settings, max_steps=60
+    )
+    thread = await Runtime(MemoryStore(), model=model).launch(agent, "Fetch k0 to k44.")
+    assert thread.status == Status.DONE
+    bodies = recorded.bodies
+    assert len(bodies) == calls + 1
+    read_back = 0
+    for before, after in itertools.pairwise(bodies):
+        marks = [
+            b for b in after["system"] + after["messages"][-1]["content"] if "cache_control" in b
+        ]
+        assert len(marks) <= 4  # the API's limit
+        sent, written, _ = _written(before)
+        text, _, ends = _written(after)
+        reads = [end for end in ends if end in written and text[:end] == sent[:end]]
+        truncated = "[truncated: full result in event" in text
+        if not truncated or "[truncated: full result in event" in sent:
+            assert reads, "no block boundary where the previous request wrote"
+            read_back += max(reads) < len(sent)
+    assert read_back > 10  # results were cut, and the read moved back to the settled prefix

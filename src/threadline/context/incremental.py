@@ -11,7 +11,7 @@ event's verbatim tokens), and the exact token count of every line of the body.
 The cut point moves only forward: a result older than the newest `keep_recent` shown events
 is cut for good (later events only push it further back), and an error a later success
 resolved stays dropped. So every unit before the first one an appended event may still
-change (`_final`: a call whose outcome may yet arrive right after it; at level 1 an event
+change (`final_unit`: a call whose outcome may yet arrive right after it; at level 1 an event
 still shown verbatim, or an error nothing resolved yet) is byte-identical from render to
 render and is never looked at again. The next render walks again only from that unit to the
 end, newest first as the planner does, so it costs O(new events + keep_recent); whether the
@@ -60,9 +60,10 @@ from .base import ContextFormat, Rendered, message_tokens
 from .budget import ContextBudget, Layout
 from .compact import CompactFormat, call_settled
 from .messages import Assembly, Checkpoint, MessagesFormat
+from .prompt_cache import Marks, latest_model_call
 from .tokens import ApproxCounter, BPECounter, TokenCounter
 
-__all__ = ["LINE_ADDITIVE", "Bound", "RenderPass", "Tails", "cached_prefix", "line_additive"]
+__all__ = ["LINE_ADDITIVE", "Bound", "RenderPass", "Tails", "final_unit", "line_additive"]
 
 LINE_ADDITIVE = frozenset({"o200k_base", "cl100k_base"})
 """Encodings whose count of newline-joined lines is the sum of the lines' counts (above)."""
@@ -71,16 +72,6 @@ LINE_ADDITIVE = frozenset({"o200k_base", "cl100k_base"})
 def line_additive(counter: TokenCounter) -> bool:
     """Whether `counter` counts newline-joined compact blocks as a sum (module docstring)."""
     return isinstance(counter, BPECounter) and counter.name in LINE_ADDITIVE
-
-
-def cached_prefix(messages: Sequence[Message], blocks: Sequence[Any], stable: int) -> int:
-    """Characters of a compact body (`blocks` joined by newlines) made of its first
-    `stable` blocks, those of events before the latest model call, which that call was
-    sent verbatim (0 for the messages format). Counted back from the end: O(new blocks)."""
-    if stable <= 0 or not messages or not isinstance(blocks[0], str):
-        return 0
-    after = blocks[stable:]
-    return len(messages[-1].content) - sum(map(len, after)) - len(after)
 
 
 class Bound(Protocol):
@@ -113,10 +104,12 @@ class RenderPass(Protocol):
         self, i: int, reduced: bool, budget: ContextBudget, limit: int | None = None
     ) -> tuple[Any, int]: ...
 
-    def latest_model_call(self) -> int | None: ...
-
     def context(
-        self, messages: tuple[Message, ...], budget: ContextBudget, exact: int, prefix: int
+        self,
+        messages: tuple[Message, ...],
+        budget: ContextBudget,
+        exact: int,
+        marks: Marks,
     ) -> Context: ...
 
 
@@ -136,7 +129,7 @@ class _Tail:
     first: Event
     last: Event
     level: int = 0
-    stable: int = 0  # leading units no appended event can change (`_final`)
+    stable: int = 0  # leading units no appended event can change (`final_unit`)
     units: list[tuple[str, int, bool]] = field(default_factory=list)
     costs: list[int] = field(default_factory=list)
     lines: list[Any] = field(default_factory=list)  # the unit's block, or None
@@ -240,7 +233,7 @@ def _compacts(events: Sequence[Event], start: int) -> bool:
     return False
 
 
-def _final(events: Sequence[Event], unit: tuple[str, int, bool], level: int) -> bool:
+def final_unit(events: Sequence[Event], unit: tuple[str, int, bool], level: int) -> bool:
     """Whether no appended event can change `unit` of a level-`level` layout: a summary;
     an event whose block is settled and that is already cut at level 1 (newer events only
     push older ones out of `keep_recent`), unless it is an error a later success could
@@ -329,14 +322,14 @@ class Tails:
             del self._data[thread.id]
             return None
         self._count_lines(render, tail, kept)
-        tail.n, tail.last = n, events[-1]
+        kept, tail.n, tail.last = tail.n, n, events[-1]
         avail = budget.available(render.fixed)
         if avail <= 0 or tail.total > avail or (tail.level == 1 and tail.verbatim <= avail):
             # The plan's level changed (level 0 no longer fits, or it fits again), or it
             # must compact: the full plan decides, and seeds the next extensions.
             del self._data[thread.id]
             return None
-        rendered = self._rendered(render, tail, budget, avail)
+        rendered = self._rendered(render, tail, budget, avail, kept)
         if rendered is None:
             del self._data[thread.id]
         else:
@@ -345,7 +338,7 @@ class Tails:
 
     def _rewind(self, render: RenderPass, tail: _Tail) -> int:
         """Drop the units an appended event may change (from the first that is not
-        `_final`) and their ledger; the index of the first event to walk again."""
+        `final_unit`) and their ledger; the index of the first event to walk again."""
         start = tail.units[tail.stable][1] if tail.stable < len(tail.units) else tail.n
         while len(tail.units) > tail.stable:
             tail.pop(_section(render, tail.units[-1]))
@@ -443,8 +436,10 @@ class Tails:
                 tail.counted += n
 
     def _rendered(
-        self, render: RenderPass, tail: _Tail, budget: ContextBudget, avail: int
+        self, render: RenderPass, tail: _Tail, budget: ContextBudget, avail: int, kept: int
     ) -> Rendered | None:
+        """The extension's rendering; `kept`: the thread's length at the rendering it
+        extends, whose settled prefix it keeps unit for unit (`prompt_cache`)."""
         lines = tail.texts
         messages, body_tokens = _body(render, tail, lines)
         exact = render.fixed + body_tokens
@@ -467,7 +462,8 @@ class Tails:
             "summary": 0,
             **{k: v for k, v in tail.sections.items() if v or k == "summary"},
         }
-        context = render.context(messages, budget, exact, _prefix(render, tail, messages, lines))
+        marks = _marks(render, tail, messages, lines, kept)
+        context = render.context(messages, budget, exact, marks)
         return Rendered(context, layout, sections, None)
 
 
@@ -476,7 +472,7 @@ def _place(
 ) -> bool:
     """Lay out one walked event after the tail's units: its ledger entry (`plain`: its
     verbatim tokens), and its unit unless level 1 drops it. Returns whether every unit so
-    far is `_final` (`final`: every one before it was)."""
+    far is `final_unit` (`final`: every one before it was)."""
     i, reduced, block, cost, plain = walked
     tail.ledger.append((i, plain))
     tail.verbatim += plain
@@ -484,7 +480,7 @@ def _place(
         return final
     unit = ("event", i, reduced)
     tail.push(unit, cost, block, _section(render, unit))
-    if final and _final(render.thread.events, unit, tail.level):
+    if final and final_unit(render.thread.events, unit, tail.level):
         tail.stable = len(tail.units)
         return True
     return False
@@ -561,20 +557,35 @@ def _summary_args(render: RenderPass, i: int) -> tuple[int, int, str]:
     return c.from_seq, c.to_seq, c.summary
 
 
-def _prefix(
-    render: RenderPass, tail: _Tail, messages: tuple[Message, ...], lines: list[Any]
-) -> int:
-    """`cached_prefix` of the extended body (the lines of events before the latest
-    model call), found from the end. 0 at level 1: a block before that call may have changed
-    since it was sent (a result cut once it left `keep_recent`, an error a later success
-    dropped), and a cache mark past a changed byte would be written and never read."""
-    latest = render.latest_model_call()
+def _marks(
+    render: RenderPass, tail: _Tail, messages: tuple[Message, ...], lines: list[Any], kept: int
+) -> Marks:
+    """The extended body's `Marks` (`prompt_cache`), in characters counted back from the end
+    (plain loops: this runs on every render): the settled prefix is the tail's `stable`
+    units, the fallback the lines of events before the latest model call (`_prefix`)."""
+    if not lines or not isinstance(lines[0], str):
+        return None
+    total = len(messages[-1].content)
+    settled = total
+    for j in range(len(tail.lines) - 1, tail.stable - 1, -1):
+        line = tail.lines[j]
+        if line is not None:
+            settled -= len(line) + 1
+    latest = latest_model_call(render.thread.events)
+    return _prefix(tail, total, latest), max(settled, 0), kept, latest
+
+
+def _prefix(tail: _Tail, total: int, latest: int | None) -> int:
+    """The fallback read mark of an extended body of `total` characters: the lines of events
+    before the latest model call, at `latest` (`prompt_cache`), found from the end. 0 at
+    level 1: a block before that call may have changed since it was sent (a result cut once
+    it left `keep_recent`, an error a later success dropped)."""
     if latest is None or tail.level != 0:
         return 0
-    after = 0
+    chars = total
     for (kind, i, _), line in zip(reversed(tail.units), reversed(tail.lines), strict=True):
         if kind == "summary" or i < latest:
             break
         if line is not None:
-            after += 1
-    return cached_prefix(messages, lines, len(lines) - after)
+            chars -= len(line) + 1
+    return max(chars, 0)

@@ -13,7 +13,8 @@ once and returns the events to store first (a `compacted` summary, or `token_bud
 plus `escalated` when even the minimum context cannot fit or the prompt cannot render)
 together with the context to send. `render(thread)` is the same rendering without the
 events (for `threadline render` / `profile` and tests); it is a pure function of the thread
-for a given binding: no clock, no I/O.
+for a given binding (no clock, no I/O), but for the prompt-cache read mark, which depends on
+what this renderer rendered for the thread's latest call (`prompt_cache`).
 
 Both formats (`compact`, `messages`) go through the same budget (`budget.plan_layout`) and
 redaction. The renderer knows no agent: it is given the agent's name, instructions, loaded
@@ -35,7 +36,6 @@ from ..events import (
     Compacted,
     Escalated,
     Event,
-    ModelCall,
     Thread,
     TokenBudgetExceeded,
     ToolCall,
@@ -47,8 +47,9 @@ from .base import ContextFormat, PromptTemplate, Rendered, message_tokens, trunc
 from .budget import ContextBudget, Layout, dynamic_share, plan_layout
 from .compact import COMPACT, COMPACT_NATIVE, call_precedes, outcome_follows
 from .compaction import DigestCache, previous_summary
-from .incremental import Tails, cached_prefix
+from .incremental import Tails, final_unit
 from .messages import MESSAGES
+from .prompt_cache import Marks, SentBodies, body_marks, latest_model_call
 from .redaction import Redactor
 from .retrieved import best_relevance, retrieved_indexes
 from .settings import ContextSettings
@@ -197,6 +198,7 @@ class Renderer:
         self._digests = DigestCache()
         self._fixed: dict[tuple[str, str, str], tuple[str, int, int]] = {}
         self._tails = Tails() if incremental else None
+        self._sent = SentBodies()
 
     # -- binding to the model that answers ---------------------------------------------
 
@@ -526,13 +528,13 @@ class _Pass:
             "summary": 0,
         }
         payloads: list[Any] = []
-        # Blocks of events before the latest model call were in that call's context: the
-        # prefix a provider may have cached. None when this call compacts anew, nor at level
-        # 1, where such a block may have been cut since (`incremental._prefix`).
-        latest = self.latest_model_call()
+        # Blocks of events before the latest model call were in it: the fallback read mark
+        # (`prompt_cache`); none when compacting anew, nor at level 1 (`incremental._prefix`).
+        latest = latest_model_call(events)
         cut = layout.compact is not None or layout.level != 0
         boundary = -1 if cut or latest is None else latest
         stable: int | None = None if boundary >= 0 else 0
+        settled, final = 0, not layout.retrieved  # leading blocks no appended event changes
         for i in layout.retrieved:
             block, n = self.retrieved_payload(i, layout, budget)
             if block is not None:
@@ -547,14 +549,17 @@ class _Pass:
                 else:
                     block = self._stored_summary(i)
                 payloads.append(block)
+                settled += final
                 sections["summary"] += form.tokens(block, counter)
                 continue
+            final = final and final_unit(events, (kind, i, reduced), layout.level)
             block, n = self.payload(i, reduced, budget)
             if block is None:
                 continue
             if stable is None and i >= boundary:
                 stable = len(payloads)
             payloads.append(block)
+            settled += final
             key = f"history:{events[i].kind}"
             sections[key] = sections.get(key, 0) + n
         messages = form.assemble(payloads)
@@ -564,24 +569,18 @@ class _Pass:
         exact = self.fixed + message_tokens(messages, counter)
         if exact > self.limit:
             return None, exact
-        prefix = cached_prefix(messages, payloads, len(payloads) if stable is None else stable)
-        context = self.context(messages, budget, exact, prefix)
+        fallback = len(payloads) if stable is None else stable
+        marks = body_marks(messages, payloads, fallback, settled, latest)
+        context = self.context(messages, budget, exact, marks)
         return Rendered(context, layout, sections, compaction), exact
 
-    def latest_model_call(self) -> int | None:
-        """Index of the thread's latest `model_call` (None before the first)."""
-        events = self.thread.events
-        for i in range(len(events) - 1, -1, -1):
-            if type(events[i]) is ModelCall:
-                return i
-        return None
-
     def context(
-        self, messages: tuple[Message, ...], budget: ContextBudget, exact: int, prefix: int
+        self, messages: tuple[Message, ...], budget: ContextBudget, exact: int, marks: Marks
     ) -> Context:
         """The context of a finished plan (the full and the incremental path share it)."""
         native = self.form.native_tools
         name, version, digest = self.prompt
+        cached, settled = self.r._sent.mark(self.thread, messages, marks)
         return Context(
             system=self.system,
             messages=messages,
@@ -593,5 +592,6 @@ class _Pass:
             prompt_version=version,
             prompt_hash=digest,
             input_tokens=exact,
-            cached_prefix=prefix,
+            cached_prefix=cached,
+            settled_prefix=settled,
         )

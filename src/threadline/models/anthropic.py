@@ -273,20 +273,27 @@ _EPHEMERAL = {"type": "ephemeral"}
 
 def _mark_cache(messages: list[dict[str, Any]], context: Context) -> None:
     """Mark the prompt cache's boundaries in the last message (Anthropic caches a prefix
-    up to a block marked `cache_control`, and finds an earlier write at any of the ~20
-    block boundaries before a mark).
+    up to a block marked `cache_control`, and reads an earlier write only at a block
+    boundary: it checks the ~20 boundaries before each mark).
 
-    The last block is marked, so each call writes its whole prompt. When the renderer says
-    how much of the last message the previous call was sent verbatim
-    (`Context.cached_prefix`), that text is split there into two blocks: the boundary
-    where the previous call's write ends, so this call reads it.
+    The text is split where the previous call's write ends (`Context.cached_prefix`), so
+    this call reads it, and where its settled prefix ends (`Context.settled_prefix`), which
+    is marked: later calls read it even after an older result was cut. The last block is
+    marked, so the next call reads this whole prompt when nothing before its end changed.
+    With the system block, at most 3 of the 4 marks a request may carry.
     """
     if not messages or not context.messages:
         return
     blocks = messages[-1]["content"]
     last = blocks[-1]
-    cut = context.cached_prefix
     text = context.messages[-1].content
-    if last.get("type") == "text" and last.get("text") == text and 0 < cut < len(text):
-        blocks[-1:] = [{"type": "text", "text": text[:cut]}, {"type": "text", "text": text[cut:]}]
+    if last.get("type") == "text" and last.get("text") == text:
+        settled = context.settled_prefix
+        cuts = {c for c in (context.cached_prefix, settled) if 0 < c < len(text)}
+        ends = [*sorted(cuts), len(text)]
+        blocks[-1:] = [
+            {"type": "text", "text": text[start:end]}
+            | ({"cache_control": _EPHEMERAL} if end == settled else {})
+            for start, end in zip([0, *ends], ends, strict=False)
+        ]
     blocks[-1] = {**blocks[-1], "cache_control": _EPHEMERAL}

@@ -195,9 +195,15 @@ class Context:
         prompt_name / prompt_version / prompt_hash: recorded in the `model_call` event.
         input_tokens: the renderer's own count of the context, when it made one.
         cached_prefix: characters at the start of the last message's content that the
-            thread's previous model call was sent verbatim (0: none known). Backends with
-            explicit prompt caching mark the cache boundary there (Anthropic: two text
-            blocks, `cache_control` on the last); a wrong guess costs a cache miss only.
+            thread's previous model call was sent verbatim and marked for a cache (the end
+            of its message, or its `settled_prefix`; 0: none known). Backends with explicit
+            prompt caching split the content there, so this call reads that entry
+            (Anthropic: a block boundary); a wrong guess costs a cache miss only.
+        settled_prefix: characters at the start of the last message's content that no
+            later event changes before the next compaction at this detail level (0: none).
+            Backends with explicit prompt caching write a cache entry there as well as at
+            the end (Anthropic: `cache_control` on both), so a later call still reads it
+            after an older result was cut (threadline.context.prompt_cache).
         model_calls: the thread's model calls before this one (the runtime sets it), so a
             test model can answer by the thread's progress, not by its own call count.
     """
@@ -213,6 +219,7 @@ class Context:
     prompt_hash: str | None = None
     input_tokens: int | None = None
     cached_prefix: int = 0
+    settled_prefix: int = 0
     model_calls: int = 0
 
     def as_text(self) -> str:
@@ -229,7 +236,7 @@ class Context:
     def at_call(self, model_calls: int) -> Context:
         """This context with `model_calls` set (the runtime's per-call copy). Copied as its
         `__dict__` (no slots, on purpose): a copy through the constructor or the fields
-        sets each of the 13 fields of a frozen dataclass one call at a time, 10x more."""
+        sets each of the 14 fields of a frozen dataclass one call at a time, 10x more."""
         values = dict(self.__dict__)
         values["model_calls"] = model_calls
         copy = object.__new__(Context)
