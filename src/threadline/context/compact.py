@@ -96,6 +96,11 @@ def call_settled(events: Sequence[ev.Event], i: int) -> bool:
     return True
 
 
+def settled_before(events: Sequence[ev.Event]) -> int:
+    """An index before which every call is settled (`call_settled` looks `_BETWEEN` ahead)."""
+    return len(events) - _BETWEEN
+
+
 def call_precedes(events: Sequence[ev.Event], i: int, call_id: str) -> bool:
     """Whether the call of the outcome at `events[i]` comes right before it."""
     for j in range(i - 1, i - 1 - _BETWEEN, -1):

@@ -39,10 +39,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..events import Compacted, Event, ModelCall, Thread
+from ..events import Compacted, Event, ModelCall, Thread, ToolResult
 from ..models.base import Message
+from .compact import settled_before
 
-__all__ = ["Marks", "SentBodies", "body_marks", "cached_prefix", "latest_model_call", "read_mark"]
+__all__ = [
+    "Marks",
+    "SentBodies",
+    "body_marks",
+    "cached_prefix",
+    "latest_model_call",
+    "read_mark",
+    "surely_final",
+]
 
 
 def latest_model_call(events: Sequence[Event]) -> int | None:
@@ -51,6 +60,30 @@ def latest_model_call(events: Sequence[Event]) -> int | None:
         if type(events[i]) is ModelCall:
             return i
     return None
+
+
+def surely_final(
+    events: Sequence[Event], units: Sequence[tuple[str, int, bool]], level: int
+) -> int:
+    """An event index before which every unit of a level-0 or level-1 layout is final
+    (`incremental.final_unit`), found from the end, so a full plan tests only the units
+    after it: calls before `settled_before` are settled; at level 1 a unit older than the
+    newest unreduced ones is reduced, and an error older than the latest result or human
+    input is resolved (dropped, so not a unit). -1 at any other level."""
+    if level > 1:
+        return -1
+    sure = settled_before(events)
+    if level == 0:
+        return sure
+    for kind, i, reduced in reversed(units):
+        if kind == "summary" or reduced:
+            break
+        sure = min(sure, i)
+    for i in range(len(events) - 1, -1, -1):
+        e = events[i]
+        if type(e) is ToolResult or e.traits.human_input:
+            return min(sure, i)
+    return 0
 
 
 def cached_prefix(messages: Sequence[Message], blocks: Sequence[Any], stable: int) -> int:

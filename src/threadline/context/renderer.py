@@ -49,7 +49,7 @@ from .compact import COMPACT, COMPACT_NATIVE, call_precedes, outcome_follows
 from .compaction import DigestCache, previous_summary
 from .incremental import Tails, final_unit
 from .messages import MESSAGES
-from .prompt_cache import Marks, SentBodies, body_marks, latest_model_call
+from .prompt_cache import Marks, SentBodies, body_marks, latest_model_call, surely_final
 from .redaction import Redactor
 from .retrieved import best_relevance, retrieved_indexes
 from .settings import ContextSettings
@@ -535,6 +535,7 @@ class _Pass:
         boundary = -1 if cut or latest is None else latest
         stable: int | None = None if boundary >= 0 else 0
         settled, final = 0, not layout.retrieved  # leading blocks no appended event changes
+        sure = surely_final(events, layout.units, layout.level) if layout.compact is None else -1
         for i in layout.retrieved:
             block, n = self.retrieved_payload(i, layout, budget)
             if block is not None:
@@ -552,7 +553,7 @@ class _Pass:
                 settled += final
                 sections["summary"] += form.tokens(block, counter)
                 continue
-            final = final and final_unit(events, (kind, i, reduced), layout.level)
+            final = final and (i < sure or final_unit(events, (kind, i, reduced), layout.level))
             block, n = self.payload(i, reduced, budget)
             if block is None:
                 continue
