@@ -125,7 +125,9 @@ def test_an_approval_card_shows_the_request_and_reason_and_takes_edited_argument
     editor.fill(json.dumps({"tag": "v1.4.1", "environment": "production"}))
     card.get_by_role("button", name="Approve with edits").click()
     page.locator("#thread-status .badge.done").wait_for(timeout=UI_WAIT_MS)
-    assert "Deployed v1.4.1." in page.locator("#timeline").inner_text()
+    # The page reads the events, then the thread: a run that ends between the two reads
+    # shows `done` first and its last events a moment later, from the live stream.
+    page.locator("#timeline", has_text="Deployed v1.4.1.").wait_for(timeout=UI_WAIT_MS)
     approval = next(e for e in events_of(served, thread["id"]) if e["kind"] == "approval")
     assert approval["edited_arguments"] == {"tag": "v1.4.1", "environment": "production"}
     assert (approval["by"], approval["channel"]) == ("alice", "ui")
