@@ -234,6 +234,32 @@ def test_launch_message_pause_resume_and_fork_from_the_page(
     assert errors == []
 
 
+def test_what_is_typed_survives_the_thread_being_paused_and_resumed_elsewhere(
+    served: LiveServer, browser: Any
+) -> None:
+    page, errors = open_inbox(served, browser)
+    page.click("#launch summary")
+    page.select_option("#launch-agent", "asker")
+    page.fill("#launch-message", "deploy something for me")
+    page.click("#launch-form button")
+    page.locator("#thread-status .badge.awaiting_human").wait_for(timeout=UI_WAIT_MS)
+    thread_id = page.evaluate("location.hash").split("=", 1)[1]
+    page.fill("#thread-message", "staging, once the notes are out")
+    # Someone else pauses and resumes it: the page re-renders the thread twice from its
+    # live stream, the second time without a message box (a paused thread takes none).
+    auth = {"Authorization": f"Bearer {served.keys['admin']}"}
+    for action, status in (("pause", "paused"), ("resume", "awaiting_human")):
+        httpx.post(f"{served.url}/v1/threads/{thread_id}/{action}", headers=auth).raise_for_status()
+        page.locator(f"#thread-status .badge.{status}").wait_for(timeout=UI_WAIT_MS)
+    assert page.locator("#thread-message").input_value() == "staging, once the notes are out"
+    page.click("#thread-send")
+    page.locator("#thread-status .badge.done").wait_for(timeout=UI_WAIT_MS)
+    answer = next(e for e in events_of(served, thread_id) if e["kind"] == "human_response")
+    assert answer["text"] == "staging, once the notes are out"
+    assert page.locator("#thread-message").input_value() == ""  # sent: the draft is gone
+    assert errors == []
+
+
 def test_narrow_screens_get_one_column_without_sideways_scrolling(
     served: LiveServer, browser: Any
 ) -> None:

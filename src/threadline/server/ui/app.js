@@ -9,6 +9,9 @@ const state = {
   // The thread list: its filters, and the cursor of each page seen (index 0: the first).
   filters: { q: "", status: "", agent: "", channel: "" }, cursors: [null], page: 0, next: null,
   agents: null,
+  // What is typed into a thread's message box, by thread: a status refresh re-renders the
+  // thread (and a paused thread has no box), so the text lives here, not in the element.
+  drafts: {},
 };
 const PAGE_SIZE = 20;
 // Sent with every request: what people do here is recorded with channel `ui`.
@@ -546,10 +549,13 @@ function threadActions(t) {
   if (MESSAGEABLE.includes(t.status)) {
     const text = el("textarea", { id: "thread-message", placeholder: "Message the agent",
       "aria-label": "Message" });
+    text.value = state.drafts[t.id] || "";
+    text.addEventListener("input", () => { state.drafts[t.id] = text.value; });
     const send = el("button", { type: "button", class: "primary", id: "thread-send" }, "Send");
     send.addEventListener("click", () => {
       if (!text.value.trim()) { text.focus(); return; }
-      run(send, "POST", `/v1/threads/${t.id}/messages`, { text: text.value.trim() });
+      run(send, "POST", `/v1/threads/${t.id}/messages`, { text: text.value.trim() },
+        () => { delete state.drafts[t.id]; });
     });
     bar.append(el("div", { class: "message" }, text, send));
   }
