@@ -83,6 +83,16 @@ def events_of(server: LiveServer, thread_id: str) -> list[dict[str, Any]]:
     return [json.loads(body) for _, body in server.stored_events(thread_id)]
 
 
+def launch_asker(page: Any) -> str:
+    """Launch the asker agent from the page's form; the id of the thread, asking its question."""
+    page.click("#launch summary")
+    page.select_option("#launch-agent", "asker")
+    page.fill("#launch-message", "deploy something for me")
+    page.click("#launch-form button")
+    page.locator("#thread-status .badge.awaiting_human").wait_for(timeout=UI_WAIT_MS)
+    return str(page.evaluate("location.hash").split("=", 1)[1])
+
+
 def test_first_visit_asks_for_a_key_without_an_error(served: LiveServer, browser: Any) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 700})
     page.goto(served.url + "/")
@@ -202,12 +212,7 @@ def test_launch_message_pause_resume_and_fork_from_the_page(
     served: LiveServer, browser: Any
 ) -> None:
     page, errors = open_inbox(served, browser)
-    page.click("#launch summary")
-    page.select_option("#launch-agent", "asker")
-    page.fill("#launch-message", "deploy something for me")
-    page.click("#launch-form button")
-    page.locator("#thread-status .badge.awaiting_human").wait_for(timeout=UI_WAIT_MS)
-    thread_id = page.evaluate("location.hash").split("=", 1)[1]
+    thread_id = launch_asker(page)
     first = events_of(served, thread_id)[0]
     assert (first["channel"], first["sender"]) == ("ui", "admin")
 
@@ -238,12 +243,7 @@ def test_what_is_typed_survives_the_thread_being_paused_and_resumed_elsewhere(
     served: LiveServer, browser: Any
 ) -> None:
     page, errors = open_inbox(served, browser)
-    page.click("#launch summary")
-    page.select_option("#launch-agent", "asker")
-    page.fill("#launch-message", "deploy something for me")
-    page.click("#launch-form button")
-    page.locator("#thread-status .badge.awaiting_human").wait_for(timeout=UI_WAIT_MS)
-    thread_id = page.evaluate("location.hash").split("=", 1)[1]
+    thread_id = launch_asker(page)
     page.fill("#thread-message", "staging, once the notes are out")
     # Someone else pauses and resumes it: the page re-renders the thread twice from its
     # live stream, the second time without a message box (a paused thread takes none).
