@@ -17,6 +17,7 @@ from shared_data import SHARED, require_shared
 from threadline import Agent, MemoryStore, Runtime, Status
 from threadline.events import RawToolCall, Thread
 from threadline.models.base import ModelOutput, ModelProfile
+from threadline.stores.base import Store
 from threadline.testing import ScriptedModel, intent
 from threadline.tools import Tool
 
@@ -131,14 +132,16 @@ async def run_recorded(
     run: dict[str, Any],
     guards: Sequence[Any] = (),
     profile: ModelProfile | None = None,
+    store: Store | None = None,
     **options: Any,
 ) -> tuple[Agent, Thread]:
     """Run one recorded conversation to its end (approving every write as asked), the
-    scripted model declaring `profile` (a price, for budgets)."""
+    scripted model declaring `profile` (a price, for budgets), in `store` (a new
+    `MemoryStore` by default)."""
     answers, users, results = recorded_answers(run["traj"])
     agent = airline_agent(results, guards, **options)
     model = ScriptedModel(answers, profile=profile)
-    rt = Runtime(MemoryStore(), agents=[agent], model=model)
+    rt = Runtime(MemoryStore() if store is None else store, agents=[agent], model=model)
     thread = await rt.launch(agent, users.pop(0))
     for _ in range(500):
         if thread.status == Status.AWAITING_APPROVAL:
