@@ -247,20 +247,10 @@ class Held:
         reserved = self.reserved
         if reserved is None:
             return answer
-        calls, tokens, usd = _used(reserved, self.model, out, error)
+        used = _used(reserved, self.model, out, error)
 
         def build(seq: int, at: datetime) -> list[Event]:
-            settled = BudgetSettled(
-                seq=seq,
-                at=at,
-                calls=calls,
-                tokens=tokens,
-                usd=usd,
-                reserved_tokens=reserved.tokens,
-                reserved_usd=reserved.usd,
-                tree=reserved.tree,
-            )
-            return [settled, *answer(seq + 1, at)]
+            return [_settled(reserved, used, seq, at), *answer(seq + 1, at)]
 
         return build
 
@@ -351,18 +341,25 @@ def _leftover(thread: Thread, seq: int, at: datetime) -> list[Event]:
     if thread.state.reserved_tokens is None:
         return []
     opened = next(e for e in reversed(thread.events) if isinstance(e, BudgetReserved))
-    return [
-        BudgetSettled(
-            seq=seq,
-            at=at,
-            calls=1,
-            tokens=opened.tokens,
-            usd=opened.usd,
-            reserved_tokens=opened.tokens,
-            reserved_usd=opened.usd,
-            tree=opened.tree,
-        )
-    ]
+    return [_settled(opened, (1, opened.tokens, opened.usd), seq, at)]
+
+
+def _settled(
+    reserved: BudgetReserved, used: tuple[int, int, float], seq: int, at: datetime
+) -> BudgetSettled:
+    """The `budget_settled` that closes `reserved`, in the tree it was reserved in, having
+    used (calls, tokens, usd)."""
+    calls, tokens, usd = used
+    return BudgetSettled(
+        seq=seq,
+        at=at,
+        calls=calls,
+        tokens=tokens,
+        usd=usd,
+        reserved_tokens=reserved.tokens,
+        reserved_usd=reserved.usd,
+        tree=reserved.tree,
+    )
 
 
 def thread_figures(

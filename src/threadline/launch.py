@@ -12,7 +12,7 @@ from .context.prefetch import prefetch_events
 from .context.redaction import redact_for_storage
 from .events import Budget, Thread, UserMessage
 
-__all__ = ["LaunchOptions", "launched"]
+__all__ = ["LaunchOptions", "launched", "user_message"]
 
 
 class LaunchOptions(TypedDict, total=False):
@@ -51,4 +51,19 @@ def _redacted_copy(agent: Agent, thread: Thread) -> Thread:
         return thread
     return Thread(
         thread.id, thread.agent, events, metadata=thread.metadata, created_at=thread.created_at
+    )
+
+
+def user_message(
+    seq: int,
+    at: datetime,
+    text: str,
+    channel: str,
+    sender: str | None,
+    metadata: dict[str, Any] | None,
+) -> UserMessage:
+    """A person's message as its event: a thread's first (`Runtime.launch`) or a later one
+    (`Runtime.message`). The event holds its own copy of `metadata`."""
+    return UserMessage(
+        seq=seq, at=at, text=text, channel=channel, sender=sender, metadata=dict(metadata or {})
     )

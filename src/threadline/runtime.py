@@ -35,13 +35,12 @@ from .events import (
     Event,
     Status,
     Thread,
-    UserMessage,
     utcnow,
 )
 from .events.state import TERMINAL
 from .execution import Outcome, carry_validated, compact_error, model_answer, tool_of, tool_started
 from .guards import guard_verdicts, unjudged
-from .launch import launched
+from .launch import launched, user_message
 from .models.base import Model, ModelOutput
 from .parallel import Append, Tail, run_batch
 from .pipeline import Pipeline, as_of, rollback
@@ -201,14 +200,7 @@ class Runtime(HumanActions):
         meta = dict(metadata or {})
         meta.setdefault("channel", channel)
         meta |= launch_metadata(self.agent(name), self.model, budget, tree_budget, meta)
-        first = UserMessage(
-            seq=0,
-            at=self.clock(),
-            text=message,
-            channel=channel,
-            sender=sender,
-            metadata=dict(metadata or {}),
-        )
+        first = user_message(0, self.clock(), message, channel, sender, metadata)
         made = Thread(thread_id or new_thread_id(), name, metadata=meta)
         thread = await self._cpu_bound(launched, self.agent(name), made, first, self.clock())
         await self.store.create(thread)

@@ -38,9 +38,9 @@ from .events import (
     Resumed,
     Status,
     Thread,
-    UserMessage,
     WaitTimedOut,
 )
+from .launch import user_message
 from .stores.base import Lease, Store, new_thread_id
 from .tools import compact_validation_error
 
@@ -340,14 +340,7 @@ class HumanActions:
                     f"thread {thread_id} is {status.value}; messages are accepted when it is "
                     "done, escalated, failed, waiting or asking a question"
                 )
-            message = UserMessage(
-                seq=seq,
-                at=at,
-                text=text,
-                channel=channel,
-                sender=sender,
-                metadata=dict(metadata or {}),
-            )
+            message = user_message(seq, at, text, channel, sender, metadata)
             # An agent that searches every user message (RetrievalPolicy) searches this one
             # before its next model call, as it did the launch message.
             agent = self.agents.get(thread.agent)

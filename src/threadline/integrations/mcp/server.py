@@ -62,6 +62,12 @@ class Caller:
 
 LOCAL = Caller("local", _ALL_SCOPES)
 
+_VERDICT_TOOLS = {
+    "approve": (True, "Approve a pending tool call; the thread then runs until it waits again."),
+    "reject": (False, "Reject a pending tool call; the agent is told, with `comment` as feedback."),
+}
+"""The verdict tools: name -> (approved, description)."""
+
 
 async def authenticate(store: Store, authorization: str | None) -> Caller | None:
     """The caller a bearer key names, or None (missing, unknown or revoked key).
@@ -150,21 +156,22 @@ def build_server(runtime: Runtime, *, auth: bool = False) -> MCPServer:
 
         return await guarded(go())
 
-    @server.tool(annotations=acting)
-    async def approve(
-        thread_id: str, call_id: str, ctx: Context, comment: str | None = None
-    ) -> dict[str, Any]:
-        """Approve a pending tool call; the thread then runs until it waits again."""
-        who = await caller(ctx, "respond")
-        return await guarded(_verdict(runtime, who, thread_id, call_id, True, comment))
+    def verdict_tool(name: str, approved: bool, doc: str) -> None:
+        """`approve` and `reject`: one tool each, the same but for the verdict."""
 
-    @server.tool(annotations=acting)
-    async def reject(
-        thread_id: str, call_id: str, ctx: Context, comment: str | None = None
-    ) -> dict[str, Any]:
-        """Reject a pending tool call; the agent is told, with `comment` as feedback."""
-        who = await caller(ctx, "respond")
-        return await guarded(_verdict(runtime, who, thread_id, call_id, False, comment))
+        async def tool(
+            thread_id: str, call_id: str, ctx: Context, comment: str | None = None
+        ) -> dict[str, Any]:
+            who = await caller(ctx, "respond")
+            return await guarded(_verdict(runtime, who, thread_id, call_id, approved, comment))
+
+        # The SDK names the tool and its argument schema after the function.
+        tool.__name__ = tool.__qualname__ = name
+        tool.__doc__ = doc
+        server.add_tool(tool, annotations=acting)
+
+    for name, (approved, doc) in _VERDICT_TOOLS.items():
+        verdict_tool(name, approved, doc)
 
     @server.tool(annotations=acting)
     async def respond(thread_id: str, request_id: str, text: str, ctx: Context) -> dict[str, Any]:
