@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from ..channels import Channel, Dispatcher, Hub
 from ..errors import ConfigError
@@ -41,6 +41,8 @@ from .webhooks import Notifier
 __all__ = ["Lifecycle", "ServerConfig", "Services"]
 
 log = logging.getLogger("threadline.server")
+
+P = ParamSpec("P")
 
 
 @dataclass
@@ -200,9 +202,16 @@ class Services:
     def closing(self) -> bool:
         return self.lifecycle.closing
 
-    async def act(self, thread_id: str, action: Callable[[], Awaitable[Thread]]) -> ThreadOut:
-        """A person's action on a thread through the API, checked and kicked as every
-        channel's is (`Hub.act`), answered with the thread's wire view.
+    async def act(
+        self,
+        thread_id: str,
+        action: Callable[Concatenate[str, P], Awaitable[Thread]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> ThreadOut:
+        """A person's action on a thread through the API, `action(thread_id, *args,
+        **kwargs)` (a runtime action: `svc.runtime.respond`, ...), checked and kicked as
+        every channel's is (`Hub.act`), answered with the thread's wire view.
 
         A server that advances its threads (`config.worker`) can only move on a thread of
         an agent it serves: approving, answering or resuming another would write the
@@ -210,7 +219,8 @@ class Services:
         ConfigError (a 409 "Not served here") before anything is written; ThreadNotFound
         for an unknown id.
         """
-        return thread_out(await self.hub_or_fail().act(thread_id, action))
+        hub = self.hub_or_fail()
+        return thread_out(await hub.act(thread_id, lambda: action(thread_id, *args, **kwargs)))
 
     @asynccontextmanager
     async def lifespan(self, _app: Any) -> AsyncIterator[None]:

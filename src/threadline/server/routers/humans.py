@@ -65,10 +65,7 @@ async def approve(
     """Approve (maybe with edited arguments) or reject a pending call. A rejection's
     comment is shown to the model. 409 if the call is not awaiting approval."""
     verdict = Verdict(call_id, body.approved, body.comment, body.edited_arguments)
-    return await svc.act(
-        thread_id,
-        lambda: svc.runtime.approve_many(thread_id, [verdict], by=who.name, channel=via),
-    )
+    return await svc.act(thread_id, svc.runtime.approve_many, [verdict], by=who.name, channel=via)
 
 
 @router.post("/threads/{thread_id}/approvals/{call_id}/instead", response_model=ThreadOut)
@@ -78,10 +75,7 @@ async def respond_instead(
     """Answer a pending call with a message instead of a verdict: the call is not run and
     the model reads the message. 409 if the call is not awaiting approval."""
     return await svc.act(
-        thread_id,
-        lambda: svc.runtime.respond_instead(
-            thread_id, call_id, body.text, by=who.name, channel=via
-        ),
+        thread_id, svc.runtime.respond_instead, call_id, body.text, by=who.name, channel=via
     )
 
 
@@ -95,10 +89,7 @@ async def approve_many(
     verdicts = [
         Verdict(v.call_id, v.approved, v.comment, v.edited_arguments) for v in body.verdicts
     ]
-    return await svc.act(
-        thread_id,
-        lambda: svc.runtime.approve_many(thread_id, verdicts, by=who.name, channel=via),
-    )
+    return await svc.act(thread_id, svc.runtime.approve_many, verdicts, by=who.name, channel=via)
 
 
 @router.post("/threads/{thread_id}/responses", response_model=ThreadOut)
@@ -107,10 +98,7 @@ async def respond(
 ) -> ThreadOut:
     """Answer the thread's open question. 409 if it asked nothing (or something else)."""
     return await svc.act(
-        thread_id,
-        lambda: svc.runtime.respond(
-            thread_id, body.request_id, body.text, by=who.name, channel=via
-        ),
+        thread_id, svc.runtime.respond, body.request_id, body.text, by=who.name, channel=via
     )
 
 
@@ -121,7 +109,9 @@ async def message(
     """A new user message to a finished, escalated, waiting or question-asking thread."""
     return await svc.act(
         thread_id,
-        lambda: svc.runtime.message(
-            thread_id, body.text, sender=who.name, channel=via, metadata=body.metadata
-        ),
+        svc.runtime.message,
+        body.text,
+        sender=who.name,
+        channel=via,
+        metadata=body.metadata,
     )

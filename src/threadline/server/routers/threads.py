@@ -162,10 +162,7 @@ async def external_event(
     `wait_for_event` waiting for `name`, and the thread runs on. Needs the `launch` scope;
     the caller's key name is recorded as the event's `source`."""
     return await svc.act(
-        thread_id,
-        lambda: svc.runtime.external_event(
-            thread_id, body.name, body.payload, source=f"api:{who.name}"
-        ),
+        thread_id, svc.runtime.external_event, body.name, body.payload, source=f"api:{who.name}"
     )
 
 
@@ -216,7 +213,7 @@ async def cancel(thread_id: ThreadId, svc: Svc, who: Caller, reason: Reason) -> 
 @router.post("/{thread_id}/resume", response_model=ThreadOut, tags=["lifecycle"])
 async def resume(thread_id: ThreadId, svc: Svc, who: Caller) -> ThreadOut:
     """Resume a paused or escalated thread."""
-    return await svc.act(thread_id, lambda: svc.runtime.resume(thread_id, by=who.name))
+    return await svc.act(thread_id, svc.runtime.resume, by=who.name)
 
 
 @router.post("/{thread_id}/fork", status_code=201, response_model=ThreadOut, tags=["lifecycle"])

@@ -78,7 +78,7 @@ async def inbound_webhook(request: Request, svc: Svc) -> ThreadOut:
             409, "Replayed delivery", "this delivery was already received; it is not applied twice"
         )
     try:
-        return await svc.act(delivery.thread_id, lambda: _apply(svc, delivery))
+        return await svc.act(delivery.thread_id, _apply, svc, delivery)
     except BaseException:
         # Refused (wrong responder, unknown call, ...) or failed: not received, so the
         # right approver's retry with the same delivery id is applied, not called a replay.
@@ -166,10 +166,10 @@ def _parse(raw: bytes) -> WebhookDelivery:
     return delivery
 
 
-async def _apply(svc: Services, delivery: WebhookDelivery) -> Thread:
+async def _apply(thread_id: str, svc: Services, delivery: WebhookDelivery) -> Thread:
     if delivery.type == "approval":
         return await svc.runtime.approve(
-            delivery.thread_id,
+            thread_id,
             delivery.call_id or "",
             approved=bool(delivery.approved),
             comment=delivery.comment,
@@ -179,13 +179,13 @@ async def _apply(svc: Services, delivery: WebhookDelivery) -> Thread:
         )
     if delivery.type == "event":
         return await svc.runtime.external_event(
-            delivery.thread_id,
+            thread_id,
             delivery.name or "",
             delivery.payload,
             source=f"webhook:{delivery.by}" if delivery.by else "webhook",
         )
     return await svc.runtime.respond(
-        delivery.thread_id,
+        thread_id,
         delivery.request_id or "",
         delivery.text or "",
         by=delivery.by,
