@@ -1,4 +1,5 @@
-"""`threadline serve` and `threadline keys` as real processes: keys, auth, SIGTERM, resume."""
+"""`threadline serve` as a real process: keys (`threadline keys`, tests/cli/test_keys.py),
+auth, SIGTERM, resume."""
 
 from __future__ import annotations
 
@@ -151,14 +152,6 @@ def test_no_auth_is_refused_off_loopback(tmp_path: Path) -> None:
     r = _cli(env, "serve", "--host", "0.0.0.0", "--no-auth", "--agent", "x.py:agent")
     assert r.returncode == 1
     assert "--no-auth is refused" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_bad_scope_and_unknown_key(tmp_path: Path) -> None:
-    env = _env(tmp_path, [])
-    r = _cli(env, "keys", "create", "--name", "x", "--scope", "root")
-    assert r.returncode == 1 and "unknown: root" in r.stderr
-    r = _cli(env, "keys", "revoke", "key_nope")
-    assert r.returncode == 1 and "no active key" in r.stderr
 
 
 @pytest.mark.parametrize(

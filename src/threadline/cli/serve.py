@@ -1,4 +1,5 @@
-"""`threadline serve` (the HTTP API, runner and inbox) and `threadline keys` (API keys)."""
+"""`threadline serve`: the HTTP API, the inbox and the runner, in one process (API keys for
+it: `threadline keys`, in `cli/keys.py`)."""
 
 from __future__ import annotations
 
@@ -9,30 +10,27 @@ from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from ..agent import Agent
 from ..bootstrap import chosen_agents, open_runtime
 from ..errors import ConfigError, MissingExtraError
-from ..events import utcnow
 from ..stores import key_store, open_store
 from .common import (
     LockedOpt,
     ServedAgentsOpt,
     app,
-    console,
     err_console,
     handle_errors,
     run_async,
     settings,
 )
+from .keys import keys_app
 
 if TYPE_CHECKING:
     from ..server import Lifecycle
 
 __all__ = ["is_loopback", "load_serve_config"]
 
-keys_app = typer.Typer(help="Create, list and revoke the server's API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 
@@ -233,76 +231,3 @@ def _configure_logging() -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-
-
-# -- keys -------------------------------------------------------------------------------
-
-
-@keys_app.command("create")
-@handle_errors
-def keys_create(
-    name: Annotated[
-        str,
-        typer.Option(
-            "--name", "-n", help="Who holds the key (recorded as `by` on their approvals)."
-        ),
-    ],
-    scope: Annotated[
-        list[str],
-        typer.Option(
-            "--scope", "-s", help="launch, respond, read or admin (repeatable or comma-separated)."
-        ),
-    ],
-) -> None:
-    """Create an API key. The secret is printed once and never stored."""
-    from ..server.auth import create_key
-
-    scopes = [s.strip() for item in scope for s in item.split(",") if s.strip()]
-
-    async def go() -> tuple[Any, str]:
-        async with open_store(settings().store) as store:
-            return await create_key(key_store(store), name, scopes)
-
-    key, secret = run_async(go())
-    err_console.print(
-        f"created {key.id} for {key.name} with scopes {', '.join(key.scopes)}; "
-        "the secret below is shown only now:",
-        highlight=False,
-    )
-    console.print(secret, highlight=False, soft_wrap=True)
-
-
-@keys_app.command("list")
-@handle_errors
-def keys_list() -> None:
-    """Every key (secrets are not stored, so none is shown)."""
-
-    async def go() -> list[Any]:
-        async with open_store(settings().store) as store:
-            return list(await key_store(store).list())
-
-    keys = run_async(go())
-    table = Table("id", "name", "scopes", "created", "revoked")
-    for key in keys:
-        table.add_row(
-            key.id,
-            key.name,
-            ",".join(key.scopes),
-            key.created_at.strftime("%Y-%m-%d %H:%M"),
-            key.revoked_at.strftime("%Y-%m-%d %H:%M") if key.revoked_at else "",
-        )
-    console.print(table)
-
-
-@keys_app.command("revoke")
-@handle_errors
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")]) -> None:
-    """Revoke a key: requests with it get 401 from then on."""
-
-    async def go() -> bool:
-        async with open_store(settings().store) as store:
-            return await key_store(store).revoke(key_id, at=utcnow())
-
-    if not run_async(go()):
-        raise ConfigError(f"no active key {key_id!r} (see `threadline keys list`)")
-    err_console.print(f"revoked {key_id}")
