@@ -1,5 +1,6 @@
-"""cli/common.py: what every command shares: errors become one line and an exit code,
-settings are read when a command starts, `--locked` turns release mode on."""
+"""cli/common.py: what every command shares (each is declared with `command`): errors
+become one line and an exit code, settings are read when a command starts, `--locked` turns
+release mode on."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from threadline.cli.common import handle_errors, run_async, settings
+from threadline.cli.common import command, run_async, settings
 from threadline.errors import InvalidAction
 
 probe = typer.Typer()
 
 
-@probe.command()
-@handle_errors
+@command(probe)
 def act(what: str) -> None:
     if what == "invalid":
         raise InvalidAction("call c1 is not awaiting approval")

@@ -5,7 +5,7 @@ Each command group lives in its own module and registers itself on `app`:
     core.py     run, threads list/show, approve, respond, resume, fork, replay
     models.py   eval
     context.py  build, render, profile, prompts
-    serve.py    serve, keys
+    serve.py    serve (and adds keys.py's group: keys create/list/revoke)
     ops.py      worker, db, threads stuck/retry/prune/export/import
     index.py    index add/search/list/remove (retrieval)
     mcp.py      mcp (serve the runtime to MCP clients)
@@ -18,8 +18,8 @@ The thread commands in core.py are written once against `api.ThreadsAPI`, which 
 local store (`api.LocalThreads`, a Runtime) and a server (`threadline.client.Client`, with
 `--server URL`) satisfy; no command branches on where the threads live.
 
-Every command turns a `ThreadlineError` or bad argument into one clear line on stderr and
-a non-zero exit; no traceback reaches the user.
+Every command is declared with `common.command`, so each turns a `ThreadlineError` or bad
+argument into one clear line on stderr and a non-zero exit; no traceback reaches the user.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from ..bootstrap import chosen_agents, default_agent_refs, load_agents, open_runtime
 from ..errors import ConfigError
-from .common import LockedOpt, app, console, err_console, handle_errors, run_async, settings
+from .common import LockedOpt, app, command, console, err_console, run_async, settings
 
 __all__: list[str] = []
 
@@ -29,8 +29,7 @@ channels_app = typer.Typer(
 app.add_typer(channels_app, name="channels")
 
 
-@channels_app.command("list")
-@handle_errors
+@command(channels_app, "list")
 def channels_list() -> None:
     """The channels THREADLINE_CHANNELS turns on, each checked against its settings."""
     from ..channels import CHANNELS, open_channels
@@ -53,8 +52,7 @@ def channels_list() -> None:
     console.print(table)
 
 
-@channels_app.command("email")
-@handle_errors
+@command(channels_app, "email")
 def channels_email(
     agent: Annotated[
         list[str] | None,

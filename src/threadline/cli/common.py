@@ -19,6 +19,7 @@ __all__ = [
     "ServedAgentsOpt",
     "ThreadIdArg",
     "app",
+    "command",
     "console",
     "err_console",
     "fail",
@@ -64,6 +65,18 @@ def handle_errors(fn: Callable[..., T]) -> Callable[..., T]:
             raise fail(f"{type(exc).__name__}: {exc}") from None
 
     return wrapper
+
+
+def command(
+    group: typer.Typer, name: str | None = None
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Declare a command of `group` (named `name`, else after the function) that reports
+    errors as every command does (`handle_errors`): how each command of the CLI is added."""
+
+    def add(fn: Callable[..., T]) -> Callable[..., T]:
+        return group.command(name)(handle_errors(fn))
+
+    return add
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

@@ -22,7 +22,7 @@ from ..context.base import Rendered
 from ..context.renderer import Renderer
 from ..errors import ConfigError, PromptError, ThreadlineError
 from ..events import Thread
-from .common import ThreadIdArg, app, console, err_console, handle_errors, run_async, settings
+from .common import ThreadIdArg, app, command, console, err_console, run_async, settings
 
 __all__ = ["prompts_app"]
 
@@ -54,8 +54,7 @@ def _refs(refs: list[str] | None) -> list[str]:
 # -- build -------------------------------------------------------------------------------
 
 
-@app.command()
-@handle_errors
+@command(app)
 def build(
     agent: AgentRefs = None,
     lock: Annotated[
@@ -141,8 +140,7 @@ def _render(renderer: Renderer, thread: Thread, fmt: str | None) -> Rendered | N
     return renderer.render(thread, fmt)
 
 
-@app.command("render")
-@handle_errors
+@command(app, "render")
 def render_cmd(
     thread_id: ThreadIdArg,
     fmt: Format = None,
@@ -190,8 +188,7 @@ def render_cmd(
     )
 
 
-@app.command()
-@handle_errors
+@command(app)
 def profile(
     thread_id: ThreadIdArg,
     fmt: Format = None,
@@ -288,8 +285,7 @@ def _png_chart(path: Path, thread_id: str, sections: dict[str, int]) -> None:
 # -- prompts test ------------------------------------------------------------------------
 
 
-@prompts_app.command("test")
-@handle_errors
+@command(prompts_app, "test")
 def prompts_test(
     agent: AgentRefs = None,
     model: ModelOpt = None,

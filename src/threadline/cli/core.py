@@ -28,9 +28,9 @@ from .common import (
     LockedOpt,
     ThreadIdArg,
     app,
+    command,
     console,
     err_console,
-    handle_errors,
     run_async,
     settings,
     stdin_is_terminal,
@@ -177,8 +177,7 @@ def _finish(thread: Thread) -> None:
         raise typer.Exit(4)
 
 
-@app.command()
-@handle_errors
+@command(app)
 def run(
     agent: Annotated[
         str,
@@ -246,8 +245,7 @@ def _interactive(flag: bool | None) -> bool:
     return stdin_is_terminal() if flag is None else flag
 
 
-@threads_app.command("list")
-@handle_errors
+@command(threads_app, "list")
 def threads_list(
     status: Annotated[str | None, typer.Option(help="Only threads with this status.")] = None,
     agent: Annotated[str | None, typer.Option(help="Only threads of this agent.")] = None,
@@ -295,8 +293,7 @@ def threads_list(
     console.print(table)
 
 
-@threads_app.command("show")
-@handle_errors
+@command(threads_app, "show")
 def threads_show(
     thread_id: ThreadIdArg,
     as_json: Annotated[bool, typer.Option("--json", help="The whole thread as JSON.")] = False,
@@ -359,8 +356,7 @@ async def _tree(api: ThreadsAPI, thread: Thread) -> list[tuple[int, Thread]]:
     return out
 
 
-@app.command()
-@handle_errors
+@command(app)
 def approve(
     thread_id: ThreadIdArg,
     call_id: Annotated[
@@ -479,8 +475,7 @@ def _json_object(text: str | None, option: str, what: str = "") -> dict[str, Any
     return value
 
 
-@threads_app.command("event")
-@handle_errors
+@command(threads_app, "event")
 def threads_event(
     thread_id: ThreadIdArg,
     name: Annotated[str, typer.Argument(help="The event's name (what wait_for_event waits for).")],
@@ -501,8 +496,7 @@ def threads_event(
     )
 
 
-@app.command()
-@handle_errors
+@command(app)
 def respond(
     thread_id: ThreadIdArg,
     text: Annotated[str, typer.Argument(help="Your answer to the thread's question.")],
@@ -524,8 +518,7 @@ def respond(
     )
 
 
-@app.command()
-@handle_errors
+@command(app)
 def resume(
     thread_id: ThreadIdArg,
     agent: AgentOpt = None,
@@ -535,15 +528,13 @@ def resume(
     _act(server, agent, thread_id, lambda api, _: api.resume(thread_id))
 
 
-@app.command()
-@handle_errors
+@command(app)
 def pause(thread_id: ThreadIdArg, server: ServerOpt = None) -> None:
     """Pause a thread: no step runs until `threadline resume`."""
     _act(server, None, thread_id, lambda api, _: api.pause(thread_id), advance=False)
 
 
-@app.command()
-@handle_errors
+@command(app)
 def cancel(
     thread_id: ThreadIdArg,
     reason: Annotated[str | None, typer.Option(help="Why (recorded).")] = None,
@@ -555,8 +546,7 @@ def cancel(
     )
 
 
-@app.command()
-@handle_errors
+@command(app)
 def fork(
     thread_id: ThreadIdArg,
     at: Annotated[int, typer.Option("--at", help="Keep events 0..AT.")],
@@ -576,8 +566,7 @@ def fork(
     )
 
 
-@app.command()
-@handle_errors
+@command(app)
 def replay(
     thread_id: ThreadIdArg,
     agent: AgentOpt = None,

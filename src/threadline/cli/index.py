@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import ConfigError
-from .common import app, console, handle_errors, run_async, settings
+from .common import app, command, console, run_async, settings
 
 if TYPE_CHECKING:
     from ..retrieval import Retriever
@@ -63,8 +63,7 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, Any]:
     return out
 
 
-@index_app.command("add")
-@handle_errors
+@command(index_app, "add")
 def add(
     paths: Annotated[list[Path], typer.Argument(help="Files or directories to index.")],
     meta: Annotated[
@@ -125,8 +124,7 @@ def add(
     )
 
 
-@index_app.command("search")
-@handle_errors
+@command(index_app, "search")
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     k: Annotated[int, typer.Option("-k", help="How many chunks.")] = 5,
@@ -166,8 +164,7 @@ def search(
         console.print("no matches")
 
 
-@index_app.command("list")
-@handle_errors
+@command(index_app, "list")
 def list_documents(
     index: IndexOpt = None, embeddings: EmbeddingsOpt = None, as_json: JsonOpt = False
 ) -> None:
@@ -188,8 +185,7 @@ def list_documents(
     console.print(table)
 
 
-@index_app.command("remove")
-@handle_errors
+@command(index_app, "remove")
 def remove(
     ids: Annotated[list[str], typer.Argument(help="Document ids (as `index list` shows).")],
     index: IndexOpt = None,

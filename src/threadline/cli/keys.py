@@ -11,7 +11,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from ..events import utcnow
 from ..stores import key_store, open_store
-from .common import console, err_console, handle_errors, run_async, settings
+from .common import command, console, err_console, run_async, settings
 
 __all__ = ["keys_app"]
 
@@ -19,8 +19,7 @@ keys_app = typer.Typer(help="Create, list and revoke the server's API keys.", no
 """Added to the CLI as `threadline keys` by `cli/serve.py`, beside the server it is for."""
 
 
-@keys_app.command("create")
-@handle_errors
+@command(keys_app, "create")
 def keys_create(
     name: Annotated[
         str,
@@ -53,8 +52,7 @@ def keys_create(
     console.print(secret, highlight=False, soft_wrap=True)
 
 
-@keys_app.command("list")
-@handle_errors
+@command(keys_app, "list")
 def keys_list() -> None:
     """Every key (secrets are not stored, so none is shown)."""
 
@@ -75,8 +73,7 @@ def keys_list() -> None:
     console.print(table)
 
 
-@keys_app.command("revoke")
-@handle_errors
+@command(keys_app, "revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")]) -> None:
     """Revoke a key: requests with it get 401 from then on."""
 

@@ -15,13 +15,12 @@ import typer
 
 from ..bootstrap import chosen_agents, open_runtime
 from ..errors import ConfigError, MissingExtraError
-from .common import LockedOpt, ServedAgentsOpt, app, err_console, handle_errors, run_async, settings
+from .common import LockedOpt, ServedAgentsOpt, app, command, err_console, run_async, settings
 
 __all__: list[str] = []
 
 
-@app.command("mcp")
-@handle_errors
+@command(app, "mcp")
 def mcp_command(
     agent: ServedAgentsOpt = None,
     transport: Annotated[

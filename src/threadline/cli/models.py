@@ -34,7 +34,7 @@ from ..evals import (
 )
 from ..evals.runner import Case
 from ..models.base import Model
-from .common import app, console, err_console, handle_errors, run_async, settings
+from .common import app, command, console, err_console, run_async, settings
 from .context import ModelOpt
 
 __all__ = ["eval_command", "with_grammar_off"]
@@ -56,8 +56,7 @@ def with_grammar_off(spec: str) -> str:
     return ",".join(parts)
 
 
-@app.command("eval")
-@handle_errors
+@command(app, "eval")
 def eval_command(
     suite: Annotated[str, typer.Option(help="bfcl or when2call.")] = "bfcl",
     category: Annotated[

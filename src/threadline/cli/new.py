@@ -7,13 +7,12 @@ from typing import Annotated
 
 import typer
 
-from .common import app, console, err_console, handle_errors
+from .common import app, command, console, err_console
 
 __all__: list[str] = []
 
 
-@app.command()
-@handle_errors
+@command(app)
 def new(
     name: Annotated[str, typer.Argument(help="The agent's name, and the folder it goes in.")],
     directory: Annotated[

@@ -46,10 +46,10 @@ from .common import (
     LockedOpt,
     ServedAgentsOpt,
     app,
+    command,
     console,
     err_console,
     fail,
-    handle_errors,
     run_async,
     settings,
     threads_app,
@@ -85,8 +85,7 @@ def parse_age(text: str) -> timedelta:
 # -- worker --------------------------------------------------------------------------------
 
 
-@app.command()
-@handle_errors
+@command(app)
 def worker(
     agent: ServedAgentsOpt = None,
     concurrency: Annotated[int, typer.Option(help="Threads advanced at once.")] = 4,
@@ -198,8 +197,7 @@ def _serve_metrics(metrics: RuntimeMetrics, runtime: Runtime, host: str, port: i
 # -- db ------------------------------------------------------------------------------------
 
 
-@db_app.command("migrate")
-@handle_errors
+@command(db_app, "migrate")
 def db_migrate(store_url: StoreOpt = None) -> None:
     """Apply pending schema migrations (PostgreSQL; SQLite migrates itself on open)."""
 
@@ -218,8 +216,7 @@ def db_migrate(store_url: StoreOpt = None) -> None:
     console.print(run_async(go()), highlight=False)
 
 
-@db_app.command("status")
-@handle_errors
+@command(db_app, "status")
 def db_status(store_url: StoreOpt = None) -> None:
     """Show the applied and pending migrations. Exit code 1 if any are pending."""
 
@@ -248,8 +245,7 @@ def db_status(store_url: StoreOpt = None) -> None:
 # -- threads: stuck, retry, prune ----------------------------------------------------------
 
 
-@threads_app.command("stuck")
-@handle_errors
+@command(threads_app, "stuck")
 def threads_stuck(
     grace: Annotated[str, typer.Option(help="How late counts as stuck (e.g. 60s, 5m).")] = "60s",
     store_url: StoreOpt = None,
@@ -277,8 +273,7 @@ def threads_stuck(
         )
 
 
-@threads_app.command("retry")
-@handle_errors
+@command(threads_app, "retry")
 def threads_retry(
     thread_id: Annotated[str, typer.Argument(help="The thread to get moving again.")],
     store_url: StoreOpt = None,
@@ -322,8 +317,7 @@ def threads_retry(
     console.print(run_async(go()), highlight=False)
 
 
-@threads_app.command("prune")
-@handle_errors
+@command(threads_app, "prune")
 def threads_prune(
     older: Annotated[str, typer.Option(help="Delete threads untouched for longer (e.g. 30d).")],
     status: Annotated[
@@ -372,8 +366,7 @@ def threads_prune(
 # -- threads: export and import ------------------------------------------------------------
 
 
-@threads_app.command("export")
-@handle_errors
+@command(threads_app, "export")
 def threads_export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
@@ -444,8 +437,7 @@ def read_thread_lines(lines: Iterable[str], source: str) -> list[Thread]:
     return threads
 
 
-@threads_app.command("import")
-@handle_errors
+@command(threads_app, "import")
 def threads_import(
     source: Annotated[Path, typer.Argument(help="JSON lines written by `threads export`.")],
     skip_existing: Annotated[

@@ -21,7 +21,7 @@ from rich.markup import escape
 from ..errors import ConfigError
 from ..wire import ScheduleBody, ScheduleOut
 from .api import SchedulesAPI, open_schedules
-from .common import app, console, handle_errors, run_async, settings
+from .common import app, command, console, run_async, settings
 from .core import ServerOpt
 
 __all__ = ["schedules_app"]
@@ -55,8 +55,7 @@ def _describe(s: ScheduleOut) -> str:
     return f"{s.name}: {s.cron} ({s.timezone}) -> {s.agent}; {state}"
 
 
-@schedules_app.command("add")
-@handle_errors
+@command(schedules_app, "add")
 def add(
     name: Annotated[str, typer.Argument(help="Unique name (letters, digits, . _ -).")],
     cron: Annotated[
@@ -90,8 +89,7 @@ def add(
     console.print(f"added {escape(_describe(out))}", highlight=False, soft_wrap=True)
 
 
-@schedules_app.command("list")
-@handle_errors
+@command(schedules_app, "list")
 def list_(server: ServerOpt = None) -> None:
     """Every schedule with its next tick and last firing."""
     items = _with(server, lambda api: api.list_schedules())
@@ -103,24 +101,21 @@ def list_(server: ServerOpt = None) -> None:
         console.print(escape(f"{_describe(s)}; {extra}"), highlight=False, soft_wrap=True)
 
 
-@schedules_app.command("remove")
-@handle_errors
+@command(schedules_app, "remove")
 def remove(name: str, server: ServerOpt = None) -> None:
     """Remove a schedule (the threads it launched stay)."""
     _with(server, lambda api: api.remove_schedule(name))
     console.print(f"removed {escape(name)}", highlight=False)
 
 
-@schedules_app.command("pause")
-@handle_errors
+@command(schedules_app, "pause")
 def pause(name: str, server: ServerOpt = None) -> None:
     """Stop firing until resumed."""
     out = _with(server, lambda api: api.pause_schedule(name))
     console.print(escape(_describe(out)), highlight=False, soft_wrap=True)
 
 
-@schedules_app.command("resume")
-@handle_errors
+@command(schedules_app, "resume")
 def resume(name: str, server: ServerOpt = None) -> None:
     """Fire again from the next tick (ticks missed while paused never fire)."""
     out = _with(server, lambda api: api.resume_schedule(name))

@@ -19,8 +19,8 @@ from .common import (
     LockedOpt,
     ServedAgentsOpt,
     app,
+    command,
     err_console,
-    handle_errors,
     run_async,
     settings,
 )
@@ -69,8 +69,7 @@ def load_serve_config(path: Path) -> dict[str, Any]:
     return data
 
 
-@app.command()
-@handle_errors
+@command(app)
 def serve(
     agent: ServedAgentsOpt = None,
     config: Annotated[

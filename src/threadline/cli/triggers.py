@@ -23,7 +23,7 @@ from rich.table import Table
 from ..client import Client
 from ..errors import ConfigError, MissingExtraError
 from ..wire import TriggerChannel
-from .common import app, console, handle_errors, run_async, settings
+from .common import app, command, console, run_async, settings
 from .core import ServerOpt
 from .serve import load_serve_config
 
@@ -50,8 +50,7 @@ async def _from_server(url: str) -> list[TriggerChannel]:
         return (await client.channels()).triggers
 
 
-@triggers_app.command("list")
-@handle_errors
+@command(triggers_app, "list")
 def triggers_list(
     config: Annotated[
         Path | None,
