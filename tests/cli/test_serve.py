@@ -1,4 +1,4 @@
-"""`threadline serve` as a real process: keys (`threadline keys`, tests/cli/test_keys.py),
+"""`threadline serve` as a real process: keys (`threadline keys`, tests/cli/test_api_keys.py),
 auth, SIGTERM, resume."""
 
 from __future__ import annotations

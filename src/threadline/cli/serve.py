@@ -1,5 +1,5 @@
 """`threadline serve`: the HTTP API, the inbox and the runner, in one process (API keys for
-it: `threadline keys`, in `cli/keys.py`)."""
+it: `threadline keys`, in `cli/api_keys.py`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ..agent import Agent
 from ..bootstrap import chosen_agents, open_runtime
 from ..errors import ConfigError, MissingExtraError
 from ..stores import key_store, open_store
+from .api_keys import keys_app
 from .common import (
     LockedOpt,
     ServedAgentsOpt,
@@ -24,7 +25,6 @@ from .common import (
     run_async,
     settings,
 )
-from .keys import keys_app
 
 if TYPE_CHECKING:
     from ..server import Lifecycle

@@ -156,22 +156,8 @@ def build_server(runtime: Runtime, *, auth: bool = False) -> MCPServer:
 
         return await guarded(go())
 
-    def verdict_tool(name: str, approved: bool, doc: str) -> None:
-        """`approve` and `reject`: one tool each, the same but for the verdict."""
-
-        async def tool(
-            thread_id: str, call_id: str, ctx: Context, comment: str | None = None
-        ) -> dict[str, Any]:
-            who = await caller(ctx, "respond")
-            return await guarded(_verdict(runtime, who, thread_id, call_id, approved, comment))
-
-        # The SDK names the tool and its argument schema after the function.
-        tool.__name__ = tool.__qualname__ = name
-        tool.__doc__ = doc
-        server.add_tool(tool, annotations=acting)
-
     for name, (approved, doc) in _VERDICT_TOOLS.items():
-        verdict_tool(name, approved, doc)
+        server.add_tool(_verdict_tool(runtime, caller, name, approved, doc), annotations=acting)
 
     @server.tool(annotations=acting)
     async def respond(thread_id: str, request_id: str, text: str, ctx: Context) -> dict[str, Any]:
@@ -216,13 +202,32 @@ async def _guarded(step: Awaitable[dict[str, Any]]) -> dict[str, Any]:
         raise ToolError(str(exc)) from None
 
 
-async def _verdict(
-    runtime: Runtime, who: Caller, thread_id: str, call_id: str, ok: bool, comment: str | None
-) -> dict[str, Any]:
-    await runtime.approve(
-        thread_id, call_id, approved=ok, comment=comment, by=who.name, channel="mcp"
-    )
-    return await _advanced(runtime, thread_id)
+def _verdict_tool(
+    runtime: Runtime,
+    caller: Callable[[Context, str], Awaitable[Caller]],
+    name: str,
+    approved: bool,
+    doc: str,
+) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """The `approve` or the `reject` tool: the same but for the verdict."""
+
+    async def tool(
+        thread_id: str, call_id: str, ctx: Context, comment: str | None = None
+    ) -> dict[str, Any]:
+        who = await caller(ctx, "respond")
+
+        async def go() -> dict[str, Any]:
+            await runtime.approve(
+                thread_id, call_id, approved=approved, comment=comment, by=who.name, channel="mcp"
+            )
+            return await _advanced(runtime, thread_id)
+
+        return await _guarded(go())
+
+    # The SDK names the tool and its argument schema after the function.
+    tool.__name__ = tool.__qualname__ = name
+    tool.__doc__ = doc
+    return tool
 
 
 async def _advanced(runtime: Runtime, thread_id: str) -> dict[str, Any]:
