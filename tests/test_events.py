@@ -62,6 +62,34 @@ def test_thread_json_round_trip_is_lossless() -> None:
     assert again.state.to_dict() == thread.state.to_dict()
 
 
+def test_prompt_cache_counts_are_left_out_of_the_json_when_absent() -> None:
+    """Optional fields added after events were stored: an event without them serialises
+    exactly as before (same keys, same text), and with them round-trips."""
+    plain = ModelCall(seq=1, at=T0, model="m", input_tokens=3, output_tokens=4)
+    assert list(json.loads(plain.model_dump_json())) == [
+        "seq",
+        "at",
+        "kind",
+        "model",
+        "prompt_name",
+        "prompt_version",
+        "prompt_hash",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "latency_ms",
+        "output",
+        "tool_calls",
+    ]
+    assert event_from_dict(json.loads(plain.model_dump_json())) == plain
+    cached = plain.model_copy(update={"cache_read_tokens": 2})
+    data = json.loads(cached.model_dump_json())
+    assert data["cache_read_tokens"] == 2 and "cache_write_tokens" not in data
+    assert event_from_dict(data) == cached
+    with pytest.raises(CorruptEvent):  # a count is never negative
+        event_from_dict({**data, "cache_write_tokens": -1})
+
+
 def test_thread_written_by_schema_version_0_still_loads() -> None:
     data = json.loads((FIXTURES / "thread_v0.json").read_text())
     thread = Thread.from_dict(data)

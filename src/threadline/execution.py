@@ -230,6 +230,8 @@ def model_answer(
             prompt_hash=context.prompt_hash,
             input_tokens=out.input_tokens,
             output_tokens=out.output_tokens,
+            cache_write_tokens=out.cache_write_tokens,
+            cache_read_tokens=out.cache_read_tokens,
             cost_usd=out.cost_usd,
             latency_ms=round(out.latency_ms or latency, 3),
             output=text,

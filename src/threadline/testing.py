@@ -146,4 +146,6 @@ class ReplayModel:
             input_tokens=call.input_tokens,
             output_tokens=call.output_tokens,
             cost_usd=call.cost_usd,
+            cache_write_tokens=call.cache_write_tokens,
+            cache_read_tokens=call.cache_read_tokens,
         )

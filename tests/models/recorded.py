@@ -70,6 +70,7 @@ def openai_completion(
     model: str = "gpt-4.1-mini-2025-04-14",
     prompt_tokens: int = 120,
     completion_tokens: int = 18,
+    cached_tokens: int = 0,
 ) -> dict[str, Any]:
     """A chat.completion body as OpenAI returns it (shape recorded from the API)."""
     message: dict[str, Any] = {
@@ -104,7 +105,7 @@ def openai_completion(
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
             "completion_tokens_details": {
                 "reasoning_tokens": 0,
                 "audio_tokens": 0,
@@ -128,6 +129,8 @@ def anthropic_message(
     model: str = "claude-sonnet-4-6",
     input_tokens: int = 310,
     output_tokens: int = 42,
+    cache_creation_input_tokens: int = 0,
+    cache_read_input_tokens: int = 0,
 ) -> dict[str, Any]:
     """A Messages API response body (shape recorded from the API)."""
     content: list[dict[str, Any]] = []
@@ -148,8 +151,8 @@ def anthropic_message(
         "usage": {
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": cache_creation_input_tokens,
+            "cache_read_input_tokens": cache_read_input_tokens,
         },
     }
 

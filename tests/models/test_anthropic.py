@@ -18,6 +18,7 @@ from recorded import Recorded, Sleeps, anthropic_error, anthropic_message
 
 from threadline import Agent, ContextSettings, MemoryStore, Runtime, Status, tool
 from threadline.errors import ConfigError
+from threadline.events import ModelCall, event_from_json
 from threadline.models.anthropic import AnthropicModel
 from threadline.models.base import Context, Message, intent_envelope
 from threadline.models.resilience import ResilientModel, RetryPolicy
@@ -79,6 +80,47 @@ async def test_tool_use_success(calculator: ModuleType) -> None:
     headers = recorded.requests[0].headers
     assert "sk-ant-test" in headers.get("x-api-key", "") + headers.get("authorization", "")
     assert headers["x-stainless-retry-count"] == "0"  # the SDK itself never retries
+
+
+async def test_prompt_cache_tokens_are_recorded_and_priced(calculator: ModuleType) -> None:
+    """Anthropic counts the cached part of the prompt apart from `input_tokens`: the event's
+    input is the whole prompt, the cache's writes and reads part of it, each priced at its
+    rate (claude-sonnet-4: input 3, cache write 3.75, cache read 0.30, output 15 USD per
+    million), and the counts survive the store's JSON."""
+    model, _, _ = make_model(
+        [
+            anthropic_message(
+                tool_uses=[("add", {"a": 2, "b": 3})],
+                input_tokens=12,
+                cache_creation_input_tokens=1500,
+                output_tokens=40,
+            ),
+            anthropic_message(
+                tool_uses=[("done_for_now", {"message": "5"})],
+                input_tokens=30,
+                cache_read_input_tokens=1500,
+                output_tokens=10,
+            ),
+        ]
+    )
+    store = MemoryStore()
+    thread = await Runtime(store, model=model).launch(calculator.agent, "2 plus 3")
+    assert thread.status == Status.DONE
+    first, second = (e for e in thread.events if isinstance(e, ModelCall))
+    assert (first.input_tokens, first.cache_write_tokens, first.cache_read_tokens) == (
+        1512,
+        1500,
+        0,
+    )
+    assert first.cost_usd == pytest.approx((12 * 3 + 1500 * 3.75 + 40 * 15) / 1e6)
+    assert (second.input_tokens, second.cache_write_tokens, second.cache_read_tokens) == (
+        1530,
+        0,
+        1500,
+    )
+    assert second.cost_usd == pytest.approx((30 * 3 + 1500 * 0.30 + 10 * 15) / 1e6)
+    assert thread.state.input_tokens == 1512 + 1530
+    assert [event_from_json(e.model_dump_json()) for e in thread.events] == thread.events
 
 
 async def test_json_answer_in_json_mode(calculator: ModuleType) -> None:

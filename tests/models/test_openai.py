@@ -17,6 +17,7 @@ from recorded import Recorded, Sleeps, openai_completion, openai_error
 
 from threadline import MemoryStore, Runtime, Status
 from threadline.errors import ConfigError
+from threadline.events import ModelCall
 from threadline.models.openai import OpenAIModel, json_schema_response_format
 from threadline.models.resilience import CircuitBreaker, ResilientModel, RetryPolicy
 
@@ -81,6 +82,30 @@ async def test_tool_call_success_runs_the_tool_and_records_usage(calculator: Mod
     assert {t["function"]["name"] for t in body["tools"]} >= {"add", "divide", "done_for_now"}
     assert body["max_completion_tokens"] > 0
     assert len(recorded.requests) == 2 and sleeps.delays == []  # no SDK retries, no waits
+
+
+async def test_cached_prompt_tokens_are_recorded_and_priced(calculator: ModuleType) -> None:
+    """OpenAI's `prompt_tokens` include the cached ones (`prompt_tokens_details.
+    cached_tokens`), priced at the model's cached-input rate (gpt-4.1-mini: 0.10 USD per
+    million against 0.40)."""
+    model, _, _ = make_model(
+        [
+            openai_completion(
+                tool_calls=[("add", '{"a": 2, "b": 3}')], prompt_tokens=1200, cached_tokens=1024
+            ),
+            openai_completion(tool_calls=[("done_for_now", '{"message": "5"}')]),
+        ]
+    )
+    thread = await Runtime(MemoryStore(), model=model).launch(calculator.agent, "2 plus 3?")
+    first, second = (e for e in thread.events if isinstance(e, ModelCall))
+    assert (first.input_tokens, first.cache_read_tokens, first.cache_write_tokens) == (
+        1200,
+        1024,
+        0,
+    )
+    assert first.cost_usd == pytest.approx((176 * 0.40 + 1024 * 0.10 + 18 * 1.60) / 1e6)
+    assert (second.cache_read_tokens, second.cache_write_tokens) == (0, 0)
+    assert "cache_read_tokens" not in json.loads(second.model_dump_json())
 
 
 async def test_json_schema_answer(calculator: ModuleType) -> None:

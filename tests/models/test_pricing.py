@@ -7,7 +7,7 @@ import json
 import pytest
 
 from threadline.errors import ConfigError
-from threadline.models.pricing import Price, PriceTable, load_prices
+from threadline.models.pricing import DEFAULT_PRICES, Price, PriceTable, load_prices
 
 
 def test_exact_and_snapshot_prices() -> None:
@@ -29,11 +29,40 @@ def test_users_extend_and_override() -> None:
     assert PriceTable().cost("my-finetune", 1, 1) is None  # the original is unchanged
 
 
+def test_prompt_cache_tokens_are_priced_at_their_rates() -> None:
+    """The cache counts are part of the input: what is left is priced as input, the cache's
+    writes and reads at the row's rates, or as input when the row has none."""
+    table = PriceTable()
+    # claude-sonnet-4: 3 input, 15 output, 3.75 cache write, 0.30 cache read
+    usd = table.cost("claude-sonnet-4-6", 1_000_000, 0, cache_write=200_000, cache_read=700_000)
+    assert usd == pytest.approx(0.1 * 3 + 0.2 * 3.75 + 0.7 * 0.30)
+    # gpt-4.1-mini: cached input 0.10 of 0.40; OpenAI charges no more to write the cache
+    assert table.cost("gpt-4.1-mini", 1_000_000, 0, cache_read=500_000) == pytest.approx(0.25)
+    assert table.cost("gpt-4.1-mini", 1_000_000, 0, cache_write=500_000) == pytest.approx(0.40)
+    mine = table.extend({"my-finetune": (1.0, 2.0)})  # no cache rates: plain input
+    assert mine.cost("my-finetune", 1_000_000, 0, cache_read=1_000_000) == pytest.approx(1.0)
+
+
+def test_every_built_in_row_has_its_providers_cache_rates() -> None:
+    """Anthropic: a cache write is 1.25x input, a read 0.1x; OpenAI: a write is input, a
+    read the listed cached-input rate, below input."""
+    for model, price in DEFAULT_PRICES.items():
+        assert price.cache_write_per_mtok is not None and price.cache_read_per_mtok is not None
+        if model.startswith("claude"):
+            assert price.cache_write_per_mtok == pytest.approx(1.25 * price.input_per_mtok)
+            assert price.cache_read_per_mtok == pytest.approx(0.1 * price.input_per_mtok)
+        else:
+            assert price.cache_write_per_mtok == price.input_per_mtok
+            assert 0 < price.cache_read_per_mtok < price.input_per_mtok
+
+
 def test_price_file(tmp_path) -> None:
     path = tmp_path / "prices.json"
     path.write_text(json.dumps({"local-llama": [0, 0], "acme-1": [5, 10]}))
     table = load_prices(path)
     assert table.cost("acme-1", 1_000_000, 0) == pytest.approx(5.0)
+    path.write_text(json.dumps({"acme-2": [5, 10, 6.25, 0.5]}))  # with cache write, read
+    assert load_prices(path).price("acme-2") == Price(5, 10, 6.25, 0.5)
     path.write_text(json.dumps({"acme-1": [5]}))
     with pytest.raises(ConfigError, match="acme-1"):
         load_prices(path)

@@ -25,6 +25,10 @@ def test_records_carry_the_fields_of_their_kind() -> None:
     record = event_log_record(thread, call)
     assert record["kind"] == "model_call" and record["input_tokens"] == 5
     assert "tool" not in record and "call_id" not in record
+    assert "cache_read_tokens" not in record  # no prompt cache used: as before
+    cached = call.model_copy(update={"cache_read_tokens": 4})
+    assert event_log_record(thread, cached)["cache_read_tokens"] == 4
+    assert event_log_record(thread, cached)["cache_write_tokens"] == 0
     error = ToolError(seq=2, at=AT, call_id="c1", tool="t", error_type="E", message="boom")
     assert event_log_record(thread, error) | {"ts": None} == {
         "ts": None,

@@ -206,6 +206,7 @@ async def test_tokens_and_cost_by_agent_and_model() -> None:
                 input_tokens=100,
                 output_tokens=7,
                 cost_usd=0.0025,
+                cache_write_tokens=90,
             ),
             ModelOutput(
                 text=json.dumps(intent("done_for_now", message="3")),
@@ -213,6 +214,7 @@ async def test_tokens_and_cost_by_agent_and_model() -> None:
                 input_tokens=120,
                 output_tokens=5,
                 cost_usd=0.0031,
+                cache_read_tokens=90,
             ),
         ]
     )
@@ -234,6 +236,13 @@ async def test_tokens_and_cost_by_agent_and_model() -> None:
         metrics.value("threadline_tokens_total", agent="adder", model=model, direction="output")
         == 12
     )
+    for direction in ("cache_read", "cache_write"):  # parts of the input above
+        assert (
+            metrics.value(
+                "threadline_tokens_total", agent="adder", model=model, direction=direction
+            )
+            == 90
+        )
     assert metrics.value("threadline_cost_usd_total", agent="adder", model=model) == pytest.approx(
         0.0056
     )

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from threadline import Agent, Runtime, tool
 from threadline.events import Status
-from threadline.models.base import Context
+from threadline.models.base import Context, ModelOutput
 from threadline.observability.propagation import parse_traceparent, trace_parent_of
 from threadline.observability.tracing import TracingObserver, thread_trace_id
 from threadline.stores import MemoryStore, SQLiteStore
@@ -67,6 +67,7 @@ async def test_a_run_produces_the_genai_span_tree() -> None:
         assert attrs["gen_ai.operation.name"] == "chat"
         assert attrs["gen_ai.request.model"] == "script"
         assert "gen_ai.usage.input_tokens" in attrs and "gen_ai.usage.output_tokens" in attrs
+        assert "gen_ai.usage.cache_read.input_tokens" not in attrs  # no prompt cache used
         assert attrs["gen_ai.response.finish_reasons"]
         assert chat.parent is not None and chat.parent.span_id in {
             s.context.span_id for s in spans if s.name == "advance adder"
@@ -191,3 +192,25 @@ async def test_content_is_off_by_default_and_redacted_when_on() -> None:
         "b": 3,
     }
     assert (tool.attributes or {})["gen_ai.tool.call.result"] == "5"
+
+
+async def test_prompt_cache_usage_is_on_the_chat_span() -> None:
+    provider, exporter = _provider()
+    cached = ModelOutput(
+        text=json.dumps(intent("done_for_now", message="5")),
+        input_tokens=1200,
+        output_tokens=5,
+        cache_read_tokens=1000,
+        cache_write_tokens=150,
+    )
+    rt = Runtime(
+        MemoryStore(),
+        model=FunctionModel(lambda _: cached, model_id="script"),
+        observers=[TracingObserver(provider)],
+    )
+    await rt.launch(AGENT, "add 2 and 3")
+    (chat,) = [s for s in exporter.get_finished_spans() if s.name == "chat script"]
+    attrs = chat.attributes or {}
+    assert attrs["gen_ai.usage.input_tokens"] == 1200
+    assert attrs["gen_ai.usage.cache_read.input_tokens"] == 1000
+    assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 150

@@ -114,6 +114,11 @@ class EventTraits:
     role: Role = "step"
 
 
+def _absent(count: int) -> bool:
+    """An optional count absent: left out of the stored and served JSON."""
+    return count == 0
+
+
 class _EventBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -156,6 +161,7 @@ class ModelCall(_EventBase):
     prompt_version: str | None = None
     prompt_hash: str | None = None
     input_tokens: int = 0
+    """Every token of the prompt, cached or not (the cache counts below are part of it)."""
     output_tokens: int = 0
     cost_usd: float | None = None
     latency_ms: float = 0.0
@@ -163,6 +169,11 @@ class ModelCall(_EventBase):
     """The model's text output, verbatim."""
     tool_calls: tuple[RawToolCall, ...] = ()
     """Native tool calls, verbatim (arguments unparsed)."""
+    cache_write_tokens: int = Field(default=0, ge=0, exclude_if=_absent)
+    """Of the input, the tokens written to the provider's prompt cache. Left out of the
+    JSON when 0, so an event without caching serialises as before the field existed."""
+    cache_read_tokens: int = Field(default=0, ge=0, exclude_if=_absent)
+    """Of the input, the tokens read from the provider's prompt cache (left out when 0)."""
 
 
 class ModelError(_EventBase):

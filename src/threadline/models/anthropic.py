@@ -183,17 +183,26 @@ class AnthropicModel:
             # by text); several are parallel intents, a JSON list for `interpret`.
             texts = [json.dumps(steps[0] if len(steps) == 1 else steps, ensure_ascii=False)]
         usage = response.usage
-        input_tokens = usage.input_tokens if usage else 0
+        # Anthropic counts the cached part of the prompt apart from `input_tokens`; the
+        # event's input is the whole prompt, the cache counts a part of it.
+        written = (usage.cache_creation_input_tokens or 0) if usage else 0
+        read = (usage.cache_read_input_tokens or 0) if usage else 0
+        input_tokens = (usage.input_tokens if usage else 0) + written + read
         output_tokens = usage.output_tokens if usage else 0
         answered_by = response.model or self.model
+        cost = self.prices.cost(
+            answered_by, input_tokens, output_tokens, cache_write=written, cache_read=read
+        )
         return ModelOutput(
             text="".join(texts),
             tool_calls=tuple(calls),
             model=f"anthropic:{answered_by}",
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost_usd=self.prices.cost(answered_by, input_tokens, output_tokens),
+            cost_usd=cost,
             latency_ms=round(latency, 3),
+            cache_write_tokens=written,
+            cache_read_tokens=read,
         )
 
 

@@ -274,6 +274,11 @@ class ModelOutput:
         text: the text output (for JSON-mode backends, the JSON intent).
         tool_calls: native tool calls, arguments unparsed.
         model: the pinned model id that answered (recorded in the event).
+        input_tokens: every token of the prompt, cached or not.
+        cache_write_tokens: of `input_tokens`, those written to the provider's prompt
+            cache (Anthropic's `cache_creation_input_tokens`).
+        cache_read_tokens: of `input_tokens`, those read from it (Anthropic's
+            `cache_read_input_tokens`, OpenAI's `prompt_tokens_details.cached_tokens`).
         cost_usd: None when the price is unknown.
     """
 
@@ -284,6 +289,8 @@ class ModelOutput:
     output_tokens: int = 0
     cost_usd: float | None = None
     latency_ms: float = 0.0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
 
 
 @runtime_checkable

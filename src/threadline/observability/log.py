@@ -40,6 +40,11 @@ def event_log_record(thread: ev.Thread, event: ev.Event) -> dict[str, Any]:
                 cost_usd=event.cost_usd,
                 prompt=event.prompt_name,
             )
+            if event.cache_write_tokens or event.cache_read_tokens:
+                record.update(
+                    cache_write_tokens=event.cache_write_tokens,
+                    cache_read_tokens=event.cache_read_tokens,
+                )
         case ev.ToolCall() | ev.ToolResult():
             record.update(tool=event.tool, call_id=event.call_id)
         case ev.ToolError() | ev.ToolAttemptFailed():

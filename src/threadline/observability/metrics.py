@@ -9,7 +9,8 @@ one process never mix their numbers; the server serves `render()` at GET /metric
     threadline_step_latency_seconds{agent}              histogram: model and tool steps
     threadline_model_calls_total{agent,model}
     threadline_model_errors_total{agent,model}
-    threadline_tokens_total{agent,model,direction}      direction: input | output
+    threadline_tokens_total{agent,model,direction}      direction: input | output | cache_read
+                                                        | cache_write (parts of input)
     threadline_cost_usd_total{agent,model}
     threadline_model_latency_seconds{agent,model}       histogram
     threadline_tool_calls_total{agent,tool}
@@ -199,6 +200,14 @@ class RuntimeMetrics:
                 self.model_calls.labels(agent, event.model).inc()
                 self.tokens.labels(agent, event.model, "input").inc(event.input_tokens)
                 self.tokens.labels(agent, event.model, "output").inc(event.output_tokens)
+                if event.cache_read_tokens:  # part of the input counted above
+                    self.tokens.labels(agent, event.model, "cache_read").inc(
+                        event.cache_read_tokens
+                    )
+                if event.cache_write_tokens:
+                    self.tokens.labels(agent, event.model, "cache_write").inc(
+                        event.cache_write_tokens
+                    )
                 if event.cost_usd:
                     self.cost.labels(agent, event.model).inc(event.cost_usd)
                 self.model_latency.labels(agent, event.model).observe(event.latency_ms / 1000)

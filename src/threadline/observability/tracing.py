@@ -156,6 +156,10 @@ class TracingObserver:
             "gen_ai.usage.output_tokens": event.output_tokens,
             "gen_ai.response.finish_reasons": [finish],
         }
+        if event.cache_read_tokens:  # part of input_tokens, as the conventions count them
+            attrs["gen_ai.usage.cache_read.input_tokens"] = event.cache_read_tokens
+        if event.cache_write_tokens:
+            attrs["gen_ai.usage.cache_creation.input_tokens"] = event.cache_write_tokens
         if event.prompt_name:
             attrs["threadline.prompt"] = event.prompt_name
         if event.cost_usd is not None:
