@@ -5,7 +5,8 @@ Each command group lives in its own module and registers itself on `app`:
     core.py     run, threads list/show, approve, respond, resume, fork, replay
     models.py   eval
     context.py  build, render, profile, prompts
-    serve.py    serve (and adds api_keys.py's group: keys create/list/revoke)
+    serve.py    serve
+    api_keys.py keys create/list/revoke (the server's keys; serve.py adds the group)
     ops.py      worker, db, threads stuck/retry/prune/export/import
     index.py    index add/search/list/remove (retrieval)
     mcp.py      mcp (serve the runtime to MCP clients)
