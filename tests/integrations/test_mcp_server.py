@@ -21,9 +21,12 @@ from mcp import ClientSession  # noqa: E402
 from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
+from threadline import Runtime  # noqa: E402
 from threadline.events import Status  # noqa: E402
+from threadline.integrations.mcp.server import build_server  # noqa: E402
 from threadline.server.auth import create_key  # noqa: E402
-from threadline.stores import SQLiteStore, key_store  # noqa: E402
+from threadline.stores import MemoryStore, SQLiteStore, key_store  # noqa: E402
+from threadline.testing import ScriptedModel  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REF = f"{HERE / 'deploy_agent.py'}:agent"
@@ -236,3 +239,19 @@ async def test_http_launch_joins_the_caller_s_trace(
         untraced = await store.load(launched["00-not-a-trace-01"])
     assert traced.metadata.get("traceparent") == caller_trace
     assert "traceparent" not in untraced.metadata
+
+
+async def test_the_verdict_tools_are_declared_like_the_other_tools() -> None:
+    """`approve` and `reject` are one function registered twice from a table: each must
+    still carry its own name, description and argument schema, as a written tool does."""
+    server = build_server(Runtime(MemoryStore(), model=ScriptedModel([])))
+    tools = {t.name: t for t in await server.list_tools()}
+    assert [name for name in tools if name in ("approve", "reject")] == ["approve", "reject"]
+    for name, opening in (("approve", "Approve a pending"), ("reject", "Reject a pending")):
+        tool = tools[name]
+        assert tool.description is not None and tool.description.startswith(opening)
+        schema = tool.input_schema
+        assert schema["title"] == f"{name}Arguments"
+        assert schema["required"] == ["thread_id", "call_id"]
+        assert set(schema["properties"]) == {"thread_id", "call_id", "comment"}
+        assert tool.annotations is not None and tool.annotations.destructive_hint is False
