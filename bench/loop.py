@@ -85,15 +85,23 @@ async def _loops(store: Store, the_agent: Agent, loops: int) -> float:
 
 
 def threadline_us(
-    tmpdir: Path, store_kind: str, renderer: bool, loops: int, *, pipelined: bool = True
+    tmpdir: Path,
+    store_kind: str,
+    renderer: bool,
+    loops: int,
+    *,
+    pipelined: bool = True,
+    depth: int = 2,
 ) -> float:
     """Microseconds per model turn through Runtime.launch/advance (`pipelined`: SQLite's
-    read-only turns commit behind the next model call, its default)."""
+    read-only turns commit behind the next model call, its default; `depth`: how many
+    may be on their way to disk at once, `pipeline_depth`)."""
 
     async def go() -> float:
         if store_kind == "memory":
             return await _loops(MemoryStore(), agent(renderer), loops)
-        store = SQLiteStore(tmpdir / f"tl-{time.monotonic_ns()}.db", pipelined=pipelined)
+        path = tmpdir / f"tl-{time.monotonic_ns()}.db"
+        store = SQLiteStore(path, pipelined=pipelined, pipeline_depth=depth)
         try:
             return await _loops(store, agent(renderer), loops)
         finally:
@@ -194,27 +202,29 @@ def _schedule() -> tuple[float, float]:
 
 
 def turn_accounting(
-    tmpdir: Path, renderer: bool, loops: int, *, pipelined: bool = True
+    tmpdir: Path, renderer: bool, loops: int, *, pipelined: bool = True, depth: int = 2
 ) -> dict[str, float]:
     """Where a SQLite FULL turn goes, per model turn, in microseconds (counts per turn):
 
     wall; the event loop's thread on a CPU (`cpu`: Python, and the statements it runs),
     runnable but waiting for a CPU (`runnable`: what a loaded machine adds) and neither
     (`blocked`: waiting for the disk, an inline `COMMIT` or a commit in flight);
-    `commits` (fsyncs) and `behind` (of them, pipelined: committed on their own thread
-    while the loop went on) per turn, and `behind_us`, those `COMMIT`s' time there. Without
+    `commits` (fsyncs) and `behind` (pipelined appends: committed on their own thread
+    while the loop went on) per turn, `queued` (of them, those that shared a `COMMIT` with
+    the append before, queued behind it) and `behind_us`, those `COMMIT`s' time. Without
     load, a turn is about `cpu` plus `blocked`; a `COMMIT` behind the loop is hidden but
     for the part of it the loop waits for (`blocked`)."""
 
     async def go() -> dict[str, float]:
-        store = SQLiteStore(tmpdir / f"where-{time.monotonic_ns()}.db", pipelined=pipelined)
+        path = tmpdir / f"where-{time.monotonic_ns()}.db"
+        store = SQLiteStore(path, pipelined=pipelined, pipeline_depth=depth)
         the_agent = agent(renderer)
         rt = Runtime(store, agents=[the_agent])
         try:
             await rt.launch(the_agent, "warm up")  # connections opened, caches filled
             stats = store.stats
-            commits, behind = stats.commits, getattr(stats, "behind", 0)
-            behind_s = getattr(stats, "behind_seconds", 0.0)
+            commits, behind, queued = stats.commits, stats.behind, stats.queued
+            behind_s = stats.behind_seconds
             cpu, runnable = _schedule()
             started = time.perf_counter()
             for _ in range(loops):
@@ -230,8 +240,9 @@ def turn_accounting(
             "runnable": (runnable2 - runnable) / turns * 1e6,
             "blocked": (wall - (cpu2 - cpu) - (runnable2 - runnable)) / turns * 1e6,
             "commits": (stats.commits - commits) / turns,
-            "behind": (getattr(stats, "behind", 0) - behind) / turns,
-            "behind_us": (getattr(stats, "behind_seconds", 0.0) - behind_s) / turns * 1e6,
+            "behind": (stats.behind - behind) / turns,
+            "queued": (stats.queued - queued) / turns,
+            "behind_us": (stats.behind_seconds - behind_s) / turns * 1e6,
         }
 
     return asyncio.run(go())
@@ -239,29 +250,32 @@ def turn_accounting(
 
 def main() -> None:
     """`python bench/loop.py [ROUNDS] [LOOPS]`: `turn_accounting` for both renderers,
-    pipelined and not, interleaved rounds (the order rotating), medians."""
+    pipelined at depth 2 (the default) and 1, and not pipelined, interleaved rounds (the
+    order rotating), medians."""
     import os
     import sys
     import tempfile
 
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     loops = int(sys.argv[2]) if len(sys.argv) > 2 else 20
-    configs = [(renderer, piped) for renderer in (False, True) for piped in (True, False)]
-    runs: dict[tuple[bool, bool], list[dict[str, float]]] = {c: [] for c in configs}
+    configs = [(renderer, depth) for renderer in (False, True) for depth in (2, 1, 0)]
+    runs: dict[tuple[bool, int], list[dict[str, float]]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            for renderer, piped in configs[r % 4 :] + configs[: r % 4]:
-                runs[renderer, piped].append(
-                    turn_accounting(Path(tmp), renderer, loops, pipelined=piped)
+            for renderer, depth in configs[r % 6 :] + configs[: r % 6]:
+                runs[renderer, depth].append(
+                    turn_accounting(
+                        Path(tmp), renderer, loops, pipelined=depth > 0, depth=max(depth, 1)
+                    )
                 )
-    for (renderer, piped), rows in runs.items():
+    for (renderer, depth), rows in runs.items():
         medians = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
-        counts = ("commits", "behind")
+        counts = ("commits", "behind", "queued")
         shown = ", ".join(
             f"{k} {v:.2f}" if k in counts else f"{k} {v:,.0f}" for k, v in medians.items()
         )
         label = f"{'default renderer' if renderer else 'renderer-less'}, " + (
-            "pipelined" if piped else "not pipelined"
+            f"pipelined, depth {depth}" if depth else "not pipelined"
         )
         print(f"SQLite FULL, {label}: {shown}")
     print(f"load average {os.getloadavg()[0]:.1f}")

@@ -18,19 +18,21 @@ import asyncio
 import os
 import sqlite3
 import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Unpack
 
 from threadline import Agent, Runtime, SQLiteStore, tool
 from threadline.events import Event, Thread
 from threadline.models.base import Context
-from threadline.stores.dialect import Plan, Tx
+from threadline.stores.dialect import Tx
+from threadline.stores.sql import BehindOptions, Write
 from threadline.testing import FunctionModel, intent
 from threadline.tools import ToolContext
 
 DB = sys.argv[1] if __name__ == "__main__" else ""
 EFFECTS = sys.argv[2] if __name__ == "__main__" else ""
-T = TypeVar("T")
 PLAN = ("lookup", "lookup", "charge", "lookup", "lookup", "done")
 """What the model asks for at its n-th call in a thread: so a resumed thread goes on."""
 
@@ -81,12 +83,12 @@ class Reporting(SQLiteStore):
     """Says when an append returns before its COMMIT, and when that COMMIT returned."""
 
     async def run_behind(
-        self, plan: Callable[[], Plan[T]], tx: Tx, *, append_to: str
-    ) -> tuple[T, Awaitable[None] | None]:
-        value, durable = await super().run_behind(plan, tx, append_to=append_to)
-        if durable is None:
-            return value, None
+        self, plan: Write, tx: Tx, *, append_to: str, **options: Unpack[BehindOptions]
+    ) -> Awaitable[None] | None:
         seq = self._states[append_to].next_seq  # the store's state before this append
+        durable = await super().run_behind(plan, tx, append_to=append_to, **options)
+        if durable is None:
+            return None
         say(f"flying {append_to} {seq}")
         flying = durable
 
@@ -94,7 +96,24 @@ class Reporting(SQLiteStore):
             await flying
             say(f"landed {append_to} {seq}")
 
-        return value, landed()
+        return landed()
+
+
+def slow_disk(store: SQLiteStore, seconds: float, then: Callable[[], None] | None = None) -> None:
+    """Make `store`'s COMMITs behind the loop report `seconds` late, as a slow disk would
+    (each has returned: what it wrote is durable; the store hears so later), so that the
+    appends that follow queue; `then` runs once, on the committing thread, right after the
+    first of them (another process acting in between)."""
+    flush = store._behind._flush
+    pending = [then] if then is not None else []
+
+    def late(conn: sqlite3.Connection, began: threading.Event, appends: int) -> None:
+        flush(conn, began, appends)
+        while pending:
+            pending.pop()()
+        time.sleep(seconds)
+
+    store._behind._flush = late  # type: ignore[method-assign]
 
 
 def acknowledge(thread: Thread, events: Sequence[Event]) -> None:

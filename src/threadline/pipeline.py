@@ -23,7 +23,13 @@ The rules (docs/core.md, "Pipelining"), which this module and its callers keep:
   appended. A conflict or a lost lease cannot fail a commit: they are checked with the
   statements, before the append returns, and raised there as before.
 
-A crash while a commit is in flight loses at most that turn's events (none was
+* A store may queue an append behind the thread's commit still in flight instead of
+  waiting for it (SQLite, `stores/behind.py`: at most `pipeline_depth` appends on their
+  way): then a thread has several commits in flight here, joined in order, and a conflict
+  found by a queued append's statements is raised at the join as `Refused`, the thread
+  cut back to before it; `Runtime.advance_only` loads the thread and decides again.
+
+A crash while commits are in flight loses at most their turns' events (none was
 acknowledged: observers hear of them only after the `COMMIT` returned) and the turn being
 held; on resume the model is asked again, exactly as after a crash before the commit.
 """
@@ -35,9 +41,10 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from .errors import AppendConflict
 from .events import Thread
 
-__all__ = ["Pipeline", "as_of", "rollback"]
+__all__ = ["Pipeline", "Refused", "as_of", "rollback"]
 
 
 @dataclass(slots=True)
@@ -48,16 +55,27 @@ class _InFlight:
     task: asyncio.Future[None]
 
 
+class Refused(Exception):
+    """An append that went behind a commit in flight was refused when its statements ran
+    (another writer appended first): raised at the join, the thread already cut back to
+    before the first append not stored. `Runtime.advance_only` reloads and decides again."""
+
+    def __init__(self, conflict: AppendConflict) -> None:
+        super().__init__(str(conflict))
+        self.conflict = conflict
+
+
 class Pipeline:
-    """The commits in flight behind a runtime's event loop: at most one per thread object.
+    """The commits in flight behind a runtime's event loop, in order, per thread object.
 
     Keyed by the `Thread` object the advancing loop holds (not its id): another caller
     working on the same thread (a human action loading it afresh) appends through the
     store, whose write lock and expected-seq checks order it, and never settles a commit
-    it did not start."""
+    it did not start. A thread may have several appends in flight when the store queues
+    each behind the one before (SQLite, `stores/behind.py`)."""
 
     def __init__(self) -> None:
-        self._flying: dict[int, _InFlight] = {}
+        self._flying: dict[int, list[_InFlight]] = {}
 
     def start(
         self,
@@ -76,31 +94,33 @@ class Pipeline:
         task = asyncio.ensure_future(settle())
         # Retrieved here too: a caller cancelled while waiting never reads it.
         task.add_done_callback(_retrieved)
-        self._flying[id(thread)] = _InFlight(thread, expected, task)
+        self._flying.setdefault(id(thread), []).append(_InFlight(thread, expected, task))
 
     async def join(self, thread: Thread) -> None:
-        """Wait until `thread`'s commit in flight, if any, is durable (and observed).
+        """Wait until `thread`'s commits in flight, if any, are durable (and observed).
 
-        Raises the commit's error, the thread cut back to before that append. A caller
-        cancelled while waiting leaves the commit to finish on its own (its task still
-        settles the store's cache and the observers)."""
-        flight = self._flying.pop(id(thread), None)
-        if flight is None:
-            return
-        try:
-            if flight.task.done():
-                flight.task.result()
-            else:
-                await asyncio.shield(flight.task)
-        except asyncio.CancelledError:
-            if not flight.task.done():
+        Raises the first one's error, the thread cut back to before that append (a
+        conflict found by the statements of an append queued behind a commit: `Refused`).
+        A caller cancelled while waiting leaves the commits to finish on their own (their
+        tasks still settle the store's cache and the observers)."""
+        for flight in self._flying.pop(id(thread), ()):
+            try:
+                if flight.task.done():
+                    flight.task.result()
+                else:
+                    await asyncio.shield(flight.task)
+            except asyncio.CancelledError:
+                if not flight.task.done():
+                    raise
+                if flight.task.cancelled():  # the commit's own task was cancelled: not durable
+                    rollback(flight.thread, flight.expected)
                 raise
-            if flight.task.cancelled():  # the commit's own task was cancelled: not durable
+            except AppendConflict as conflict:
                 rollback(flight.thread, flight.expected)
-            raise
-        except BaseException:
-            rollback(flight.thread, flight.expected)
-            raise
+                raise Refused(conflict) from conflict
+            except BaseException:
+                rollback(flight.thread, flight.expected)
+                raise
 
 
 def _retrieved(task: asyncio.Future[None]) -> None:

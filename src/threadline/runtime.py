@@ -43,7 +43,7 @@ from .guards import guard_verdicts, unjudged
 from .launch import launched, user_message
 from .models.base import Model, ModelOutput
 from .parallel import Append, Tail, run_batch
-from .pipeline import Pipeline, as_of, rollback
+from .pipeline import Pipeline, Refused, as_of, rollback
 from .prompts import renderer_for
 from .ratelimits import NO_LIMIT, RateLimiter, RateLimits
 from .reducer import (
@@ -242,15 +242,33 @@ class Runtime(HumanActions):
                     step = known[2]
                 else:
                     step = decide(agent, thread)
-                if not isinstance(step, CallModel):  # only a model call goes ahead of a commit
-                    await self._pipeline.join(thread)
-                if isinstance(step, Wait):
-                    break
-                budget = None if max_steps is None else max_steps - done
-                thread, steps = await self._perform(agent, thread, step, lease, budget)
-                done += steps
+                try:
+                    if not isinstance(step, CallModel):  # only a model call goes ahead
+                        await self._pipeline.join(thread)
+                    if isinstance(step, Wait):
+                        break
+                    budget = None if max_steps is None else max_steps - done
+                    thread, steps = await self._perform(agent, thread, step, lease, budget)
+                    done += steps
+                except Refused as refused:
+                    thread = await self._refused(thread, refused)
+            try:
+                await self._pipeline.join(thread)
+            except Refused as refused:
+                thread = await self._refused(thread, refused)
         finally:  # returns (or raises) only once all it appended is durable
             await self._pipeline.join(thread)
+        return thread
+
+    async def _refused(self, thread: Thread, refused: Refused) -> Thread:
+        """An append queued behind a commit was refused (`Refused`): `thread` is cut back
+        to before it. What landed meanwhile is loaded and decided on again, if it came from
+        outside (a human action); from another advancer, the conflict is raised, as
+        `_append_rebased` does."""
+        expected = len(thread)
+        thread = await self.store.load(thread.id)
+        if any(e.traits.origin != "outside" for e in thread.events[expected:]):
+            raise refused.conflict from None
         return thread
 
     async def perform(
@@ -416,15 +434,16 @@ class Runtime(HumanActions):
                 if isinstance(done, RunTool):
                     write_ahead = done
                     break
-            # The turn before is durable before this one is written (prepared meanwhile).
-            joined = partial(self._pipeline.join, thread)
-            if ahead:
-                durable = await self.store.append_behind(
-                    thread.id, held, expected_seq=expected, lease=lease, after=joined
-                )
-            else:
-                await joined()
-                await self.store.append(thread.id, held, expected_seq=expected, lease=lease)
+            # The turn before is durable before this one is written (prepared meanwhile),
+            # or this one is queued behind it, to share the next commit.
+            durable = await self.store.append_behind(
+                thread.id,
+                held,
+                expected_seq=expected,
+                lease=lease,
+                after=partial(self._pipeline.join, thread),
+                ahead=ahead,
+            )
         except AppendConflict:
             rollback(thread, expected)
             thread = await self._append_rebased(thread, answer, lease, still_valid=_not_ended)
@@ -433,11 +452,14 @@ class Runtime(HumanActions):
         except BaseException:
             rollback(thread, expected)
             raise
-        if durable is not None:  # the next turn goes ahead; observers hear once durable
-            seen = as_of(thread) if self.observers else thread  # not the next turn's events
+        if durable is not None:  # observers hear once durable
+            seen = as_of(thread) if self.observers and ahead else thread  # as committed
             self._pipeline.start(thread, expected, durable, partial(self._notify, seen, held))
-            return thread, steps
-        await self._notify(thread, held)
+            if ahead:  # the next turn goes ahead
+                return thread, steps
+            await self._pipeline.join(thread)
+        else:
+            await self._notify(thread, held)
         if write_ahead is not None:
             thread = await self._run_tools(agent, thread, (write_ahead,), lease, started=True)
         return thread, steps

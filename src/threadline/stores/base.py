@@ -166,13 +166,18 @@ class Store(ABC):
         expected_seq: int,
         lease: Lease | None = None,
         after: Callable[[], Awaitable[None]] | None = None,
+        ahead: bool = True,
     ) -> Awaitable[None] | None:
         """`append`, returning once the events are written, perhaps before they are durable
         (pipelining: the caller computes meanwhile what does not depend on them).
 
         `after`, if given, is awaited once the append is prepared and before anything of it
         is written: the caller's previous append becoming durable (see `threadline.pipeline`),
-        so the store prepares this one meanwhile. If it raises, nothing is written.
+        so the store prepares this one meanwhile. If it raises, nothing is written. A store
+        may instead queue the append behind that previous one, still in flight, and write
+        both in one transaction (`after` not awaited; SQLite, `stores/behind.py`): then the
+        errors below are raised by the awaitable returned. Without `ahead` the caller will
+        wait for durability at once: the store goes behind only to share a commit in flight.
 
         Returns None when they are durable already, else an awaitable that completes when
         they are, or raises the error that undid them (a failed `COMMIT`: then nothing of

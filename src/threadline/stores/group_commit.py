@@ -69,8 +69,11 @@ class CommitStats(AppendStats):
     longest_group: float = 0.0
     """Seconds of the longest group transaction (BEGIN to COMMIT)."""
     behind: int = 0
-    """Appends committed behind the event loop (`SQLiteStore.run_behind`: pipelining), each
-    its own transaction and fsync, counted in `commits` and `appends` too."""
+    """Appends committed behind the event loop (`SQLiteStore.run_behind`: pipelining),
+    counted in `commits` and `appends` too."""
+    queued: int = 0
+    """Of `behind`, the appends that shared their `COMMIT` with an earlier append of their
+    thread, queued behind a `COMMIT` in flight (`stores/behind.py`): the fsyncs saved."""
     behind_seconds: float = 0.0
     """Seconds the `COMMIT`s of those appends took, on their own thread."""
     longest_overrun: float = 0.0

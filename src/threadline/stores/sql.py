@@ -23,9 +23,9 @@ import threading
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypedDict, TypeVar, Unpack
 
-from ..errors import CorruptEvent, LeaseLost, StoreError, ThreadNotFound
+from ..errors import AppendConflict, CorruptEvent, LeaseLost, StoreError, ThreadNotFound
 from ..events import SCHEMA_VERSION, Event, Status, Thread, ThreadState, utcnow
 from .base import (
     BadRow,
@@ -46,9 +46,20 @@ from .ratelimits import SQLRateLimits
 from .rows import already_written, check_dense, parse_row, row_of
 from .schedules import SQLScheduleStore
 
-__all__ = ["SQLStore"]
+__all__ = ["BehindOptions", "SQLStore", "Write"]
 
 T = TypeVar("T")
+Write: TypeAlias = Callable[[], Plan[object]]
+"""A write's plan, its value dropped (`SQLStore.run_behind`)."""
+
+
+class BehindOptions(TypedDict, total=False):
+    """How an append may go behind the loop (`SQLStore.run_behind`)."""
+
+    ready: Callable[[], Awaitable[None]] | None
+    """Awaited before the plan runs, unless the plan is queued."""
+    ahead: bool
+    """The caller goes on before the append is durable (default); else it waits at once."""
 
 
 class SQLStore(SQLLeases):
@@ -59,6 +70,10 @@ class SQLStore(SQLLeases):
     write that makes a thread runnable then sends `pg_notify` in its transaction (inside
     the append's own statement where the dialect fuses writes), delivered at its commit.
     """
+
+    queues_behind = False
+    """Whether `run_behind` may run a plan after it returned (queued behind a commit in
+    flight): a pipelined append's refusal is then raised by its plan, not returned."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -77,13 +92,20 @@ class SQLStore(SQLLeases):
         """Budgeted trees' totals, kept by appends (`threadline.stores.tree_totals`)."""
 
     async def run_behind(
-        self, plan: Callable[[], Plan[T]], tx: Tx, *, append_to: str
-    ) -> tuple[T, Awaitable[None] | None]:
-        """`run` for an append that may return before its `COMMIT` returned: its value, and
-        what completes when the transaction committed (None: it has). The plan's errors
-        are raised here with nothing written; a failed `COMMIT` by the awaitable. This
-        default runs the plan to its durable end."""
-        return await self.run(plan, tx, append_to=append_to), None
+        self, plan: Write, tx: Tx, *, append_to: str, **options: Unpack[BehindOptions]
+    ) -> Awaitable[None] | None:
+        """`run` for an append that may return before its `COMMIT` returned: None once it
+        is durable, else what completes when it is (or raises its error, the plan's
+        included, having written nothing). `ready` is awaited before the plan runs, unless
+        the driver queues the plan behind a transaction of the same thread still in
+        flight; `ahead`: the caller goes on before the append is durable (else it waits at
+        once, and the driver goes behind only to share a commit in flight). This default
+        runs the plan to its durable end."""
+        ready = options.get("ready")
+        if ready is not None:
+            await ready()
+        await self.run(plan, tx, append_to=append_to)
+        return None
 
     @abstractmethod
     async def migrations(self) -> builtins.list[tuple[int, str, datetime]]:
@@ -137,11 +159,14 @@ class SQLStore(SQLLeases):
         expected_seq: int,
         lease: Lease | None = None,
         after: Callable[[], Awaitable[None]] | None = None,
+        ahead: bool = True,
     ) -> Awaitable[None] | None:
         """`append`; when the store knows the thread's state (its own last write or load)
         and the driver can (`run_behind`), returning before the `COMMIT` returned. The state
         after it is remembered at once, so the next append is prepared while it commits."""
-        return await self._write(thread_id, events, expected_seq, lease, behind=True, after=after)
+        return await self._write(
+            thread_id, events, expected_seq, lease, behind=True, after=after, ahead=ahead
+        )
 
     async def _write(
         self,
@@ -152,6 +177,7 @@ class SQLStore(SQLLeases):
         *,
         behind: bool,
         after: Callable[[], Awaitable[None]] | None = None,
+        ahead: bool = True,
     ) -> Awaitable[None] | None:
         """The append; None once durable, or (`behind`) what completes when it is."""
         if not events:
@@ -163,7 +189,7 @@ class SQLStore(SQLLeases):
         if not ledger and cached is not None and cached.next_seq == expected_seq:
             state = fold_for_append(thread_id, cached, events, expected_seq)
             written, durable = await self._append_known(
-                thread_id, events, cached, state, lease, behind, after
+                thread_id, events, cached, state, lease, behind, after, ahead
             )
             after = None  # awaited
             if written:  # remembered now: the next append is prepared while this commits
@@ -233,14 +259,16 @@ class SQLStore(SQLLeases):
         lease: Lease | None,
         behind: bool = False,
         ready: Callable[[], Awaitable[None]] | None = None,
+        ahead: bool = True,
     ) -> tuple[bool, Awaitable[None] | None]:
         """The append when this store knows the thread's state at `expected_seq` (its own
         last write or load): the projection is updated only if the row is still at that
         seq (and the lease still held), and the events inserted after it, in two statements
         (one in PostgreSQL, in autocommit: one round trip). False when the row moved on or
         the lease is gone: nothing was written, and the full append finds out why. With
-        `behind`, also what completes when the transaction committed (`run_behind`);
-        `ready` is awaited once the statements are built, before they run."""
+        `behind`, also what completes when the transaction committed (`run_behind`), and
+        a refusal is raised (`_refusal`: the statements may run queued, after this
+        returned); `ready` is awaited once the statements are built, before they run."""
         d = self.dialect
         checks = _LEASE_HELD if lease is not None else ""
         # Everything but the time is computed here, outside the transaction: under group
@@ -262,6 +290,8 @@ class SQLStore(SQLLeases):
             params["now"] = d.time(utcnow())
             done = yield update
             if not (done.rows[0][0] if insert is None else done.rowcount == 1):
+                if behind and self.queues_behind:
+                    yield from self._refusal(thread_id, before.next_seq, lease)
                 return False
             if insert is not None:
                 yield insert
@@ -272,11 +302,22 @@ class SQLStore(SQLLeases):
         # One statement in PostgreSQL needs no transaction around it; SQLite's two run in
         # one BEGIN IMMEDIATE either way.
         tx = Tx.WRITE if d.fused_writes else Tx.ATOMIC
+        if behind:
+            return True, await self.run_behind(
+                plan, tx, append_to=thread_id, ready=ready, ahead=ahead
+            )
         if ready is not None:
             await ready()
-        if behind:
-            return await self.run_behind(plan, tx, append_to=thread_id)
         return await self.run(plan, tx, append_to=thread_id), None
+
+    def _refusal(self, thread_id: str, expected: int, lease: Lease | None) -> Plan[None]:
+        """Why a known-state append was refused, raised: the lease lost, or a conflict."""
+        d = self.dialect
+        found = yield Query(d.sql(_HEAD_FOR_APPEND), {"id": thread_id, "now": d.time(utcnow())})
+        next_seq, _, owner, token, live, _ = row_of(thread_id, found)
+        if lease is not None and (owner != lease.owner or token != lease.token or not live):
+            raise LeaseLost(thread_id, lease.owner)
+        raise AppendConflict(thread_id, expected, next_seq)
 
     def _projection(self, thread_id: str, now: Any, state: ThreadState) -> dict[str, Any]:
         return {

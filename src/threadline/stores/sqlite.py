@@ -6,7 +6,8 @@ event loop never blocks on a commit, except appends, which run inline while the 
 is free (see `SQLiteStore.run`) or, while several threads append at once, in a group
 commit on the committer's own thread and connection (`group_commit.py`). A pipelined
 append (`run_behind`) runs its statements inline and its `COMMIT` on a thread of its own,
-returning before the fsync. Several processes
+returning before the fsync; the thread's next appends queue behind that `COMMIT` and share
+the next one (`behind.py`). Several processes
 may share the file: writers take the lock up front (`BEGIN IMMEDIATE`) and the seq check
 happens inside that transaction, so a conflicting append fails instead of interleaving.
 Times are stored as ISO-8601 UTC text, which compares in time order.
@@ -19,25 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import sqlite3
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
-from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, Unpack
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError, StoreError
 from ..events import Status, ThreadState, utcnow
+from .behind import Behind, is_busy
 from .dialect import SQLITE, DuplicateKey, Plan, Query, Result, Tx
 from .group_commit import CommitStats, GroupCommit
-from .grouping import answer
 from .migrations import SQLITE_MIGRATIONS
-from .sql import SQLStore
+from .sql import BehindOptions, SQLStore, Write
 
 __all__ = ["SQLiteStore"]
 
@@ -55,12 +53,18 @@ class SQLiteStore(SQLStore):
             lock is free.
         pipelined: let a lone thread's read-only turn return before its `COMMIT` when a
             model call follows (`run_behind`; needs inline appends).
+        pipeline_depth: how many of a lone thread's appends may be on their way to disk at
+            once (returned, not yet durable): its appends that arrive while its `COMMIT` is
+            in flight queue and share the next one (`behind.py`). 1: each waits for the one
+            before to be durable first.
         group_window: seconds an append may wait for other threads' appends to share its
             commit (`group_commit.py`); 0 commits each append alone.
 
     `stats` counts the write transactions committed (`CommitStats`; `behind`: the
-    pipelined ones, see `run_behind`).
+    pipelined appends, see `run_behind`; `queued`: of them, those that shared a `COMMIT`).
     """
+
+    queues_behind = True
 
     def __init__(
         self,
@@ -70,6 +74,7 @@ class SQLiteStore(SQLStore):
         busy_timeout: float = 10.0,
         inline_appends: bool = True,
         pipelined: bool = True,
+        pipeline_depth: int = 2,
         group_window: float = 0.005,
     ) -> None:
         if synchronous.lower() not in ("full", "normal", "extra", "off"):
@@ -86,12 +91,15 @@ class SQLiteStore(SQLStore):
         self._inline = inline_appends and self.path != ":memory:"
         self._pipelined = pipelined and self._inline
         self._inline_conn: sqlite3.Connection | None = None
-        self._flusher: ThreadPoolExecutor | None = None  # COMMITs behind the loop (run_behind)
-        self._flushing: Future[None] | None = None  # the one in flight, or done
         if group_window < 0:
             raise ConfigError(f"sqlite group_window must be >= 0 seconds, not {group_window}")
+        if pipeline_depth < 1:
+            raise ConfigError(f"sqlite pipeline_depth must be >= 1, not {pipeline_depth}")
         self.stats = CommitStats()
         self._stats_lock = threading.Lock()
+        self._behind = Behind(
+            pipeline_depth, self._begin_inline, self._elsewhere, self._behind_count
+        )
         self._group: GroupCommit | None = None
         if group_window > 0 and self.path != ":memory:":
             self._group = GroupCommit(
@@ -118,13 +126,17 @@ class SQLiteStore(SQLStore):
         )
         try:
             window = float(query.get("group_window_ms", "5")) / 1000
+            depth = int(query.get("pipeline_depth", "2"))
         except ValueError:
-            raise ConfigError(f"group_window_ms in {url!r} must be a number") from None
+            raise ConfigError(
+                f"group_window_ms and pipeline_depth in {url!r} must be numbers"
+            ) from None
         return cls(
             path,
             synchronous=query.get("synchronous", "full"),
             inline_appends=inline,
             pipelined=pipelined,
+            pipeline_depth=depth,
             group_window=window,
         )
 
@@ -149,11 +161,11 @@ class SQLiteStore(SQLStore):
             group = self._group
             if group is not None and group.crowded(append_to):
                 return await group.submit(plan)
-            if self._inline and not self._committing():
+            if self._inline and not self._behind.committing():
                 try:
                     value = _drive(self._inline_connection(), plan(), tx)
                 except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc):
+                    if not is_busy(exc):
                         raise
                 else:
                     self._count(appends=1)
@@ -164,80 +176,72 @@ class SQLiteStore(SQLStore):
         return await loop.run_in_executor(self._executor, self._call, plan, tx, append_to)
 
     async def run_behind(
-        self, plan: Callable[[], Plan[T]], tx: Tx, *, append_to: str
-    ) -> tuple[T, Awaitable[None] | None]:
-        """`run`, except that an inline append returns once its statements ran, its `COMMIT`
-        (the fsync) going on on a thread of its own (pipelining, see docs/core.md).
+        self, plan: Write, tx: Tx, *, append_to: str, **options: Unpack[BehindOptions]
+    ) -> Awaitable[None] | None:
+        """`run` for an append that may return before its `COMMIT` returned (pipelining,
+        see docs/core.md): None once durable, else what completes when it is.
 
-        The statements run on the event loop as an inline append's do, inside `BEGIN
-        IMMEDIATE`: the expected seq and the lease are checked there, so a conflict or a
-        lost lease is raised here, and once they ran no other writer can come between them
-        and the `COMMIT`. The loop waits until the `COMMIT` has begun (a thread woken while
-        the loop runs Python would wait for the GIL up to a switch interval, 5 ms, and
-        begin only when the loop next blocks); the fsync then goes on without the GIL. The
-        awaitable returned completes when the `COMMIT` returned, or raises its error (the
-        transaction rolled back: nothing of the append stays). Until then the inline
-        connection is taken: other appends go to the group commit or the store's thread
-        and wait for the write lock there. Grouped appends (other threads appending) and
-        appends that find the lock taken run as `run` runs them: durable on return.
+        If the thread's own transaction is in flight behind the loop, the append queues
+        behind it (`Behind.enqueue`: `ready` is not awaited; its errors, and the plan's, are
+        raised by the awaitable) and shares the next `COMMIT`. Otherwise `ready` is awaited,
+        then, if `ahead`, the statements run on the event loop inside `BEGIN IMMEDIATE`,
+        as an inline append's do (the expected seq and the lease checked there: a conflict
+        or a lost lease is raised here), and the `COMMIT` goes on on a thread of its own;
+        until it returned the inline connection is taken, and other threads' appends go to
+        the group commit or the store's thread and wait for the write lock there. Without
+        `ahead` (the caller waits for durability at once), and for grouped appends (other
+        threads appending) and appends that find the lock taken, this is `run`.
         """
+        behind = self._behind
+        if behind.holds(append_to) and not self._closed:
+            return await behind.enqueue(plan)
+        ready = options.get("ready")
+        if ready is not None:
+            await ready()
         group = self._group
         if (
-            self._closed
+            not options.get("ahead", True)
+            or self._closed
             or self._conn is None
             or not self._pipelined
-            or self._committing()
+            or behind.committing()
             or (group is not None and group.crowded(append_to))
         ):
-            return await self.run(plan, tx, append_to=append_to), None
-        conn = self._inline_connection()
+            await self.run(plan, tx, append_to=append_to)
+            return None
         try:
-            value = _drive(conn, plan(), tx, commit=False)
+            return behind.begin(plan, append_to)
         except sqlite3.OperationalError as exc:
-            if not _is_busy(exc):
+            if not is_busy(exc):
                 raise
-            return await self.run(plan, tx, append_to=append_to), None
-        if self._flusher is None:
-            self._flusher = ThreadPoolExecutor(1, thread_name_prefix="threadline-sqlite-commit")
-        began = threading.Event()
-        loop = asyncio.get_running_loop()
-        durable: asyncio.Future[None] = loop.create_future()
-        try:
-            job = self._flusher.submit(self._flush, conn, began)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        # The job is never cancelled (a caller that stops waiting cancels only `durable`):
-        # the connection stays taken until its COMMIT or ROLLBACK has returned.
-        job.add_done_callback(partial(_report, loop, durable))
-        began.wait(_BEGIN_WAIT)
-        self._flushing = job
-        return value, durable
+        await self.run(plan, tx, append_to=append_to)
+        return None
 
-    def _flush(self, conn: sqlite3.Connection, began: threading.Event) -> None:
-        """Commit the inline connection's open transaction (on the flusher's thread); `began`
-        is set once the `COMMIT` statement runs (SQLite's trace hook), or if it fails."""
-        conn.set_trace_callback(lambda statement: began.set())
-        started = time.perf_counter()
-        try:
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.set_trace_callback(None)
-            began.set()
-        took = time.perf_counter() - started
+    def _begin_inline(self, plan: Plan[object]) -> sqlite3.Connection:
+        """`plan`'s statements on the inline connection, its transaction left open for a
+        `COMMIT` behind the loop (`Behind`)."""
+        conn = self._inline_connection()
+        _drive(conn, plan, Tx.ATOMIC, commit=False)
+        return conn
+
+    def _behind_count(self, appends: int, seconds: float) -> None:
+        """A `COMMIT` behind the loop of `appends` appends returned after `seconds`."""
         with self._stats_lock:
             self.stats.commits += 1
-            self.stats.appends += 1
-            self.stats.behind += 1
-            self.stats.behind_seconds += took
+            self.stats.appends += appends
+            self.stats.behind += appends
+            self.stats.queued += appends - 1
+            self.stats.behind_seconds += seconds
 
-    def _committing(self) -> bool:
-        """Whether the inline connection's `COMMIT` behind the loop is still running."""
-        return self._flushing is not None and not self._flushing.done()
+    def _elsewhere(self, plan: Write, appends: int) -> Future[None]:
+        """Queued appends whose transaction found the write lock taken: on the store's
+        thread, which waits for it (`Behind`)."""
+
+        def go() -> None:
+            _drive(self._store_conn(), plan(), Tx.ATOMIC)
+            self._count(appends=appends)
+
+        return self._executor.submit(go)
 
     def _inline_connection(self) -> sqlite3.Connection:
         """The connection of inline appends (opened on first use), busy timeout zero."""
@@ -298,8 +302,7 @@ class SQLiteStore(SQLStore):
         def go(conn: sqlite3.Connection) -> None:
             conn.close()
 
-        if self._flusher is not None:  # a COMMIT behind the loop ends first
-            self._flusher.shutdown(wait=True)
+        self._behind.close(StoreError("store is closed"))  # a COMMIT behind the loop ends first
         if self._inline_conn is not None:
             self._inline_conn.close()
             self._inline_conn = None
@@ -311,15 +314,6 @@ class SQLiteStore(SQLStore):
             self._conn = None
         self._closed = True
         self._executor.shutdown(wait=True)
-
-
-def _report(
-    loop: asyncio.AbstractEventLoop, durable: asyncio.Future[None], job: Future[None]
-) -> None:
-    """On the flusher's thread: settle `durable` with the job's outcome, on its loop."""
-    error = job.exception()
-    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-        loop.call_soon_threadsafe(answer, durable, error, error is None)
 
 
 def _drive(conn: sqlite3.Connection, plan: Plan[T], tx: Tx, *, commit: bool = True) -> T:
@@ -394,19 +388,7 @@ def _migrate(conn: sqlite3.Connection) -> builtins.list[int]:
     return applied
 
 
-_BEGIN_WAIT = 1.0
-"""Seconds the loop waits at most for a `COMMIT` behind it to begin (its thread may not get
-a CPU at once on a loaded machine); past that it goes on, and the commit with it, later."""
-
 _APPLIED = "SELECT version, name, applied_at FROM threadline_migrations ORDER BY version"
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock we need."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return int(code) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _is_duplicate(exc: sqlite3.IntegrityError) -> bool:

@@ -1,0 +1,185 @@
+"""`threadline.stores.behind`: a lone thread's appends queued behind its `COMMIT` in flight
+share the next one, on a real SQLite file (synchronous=FULL). The disk is made slower than
+the loop (`slow_disk`: each `COMMIT` reported late) so that the appends do queue."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pipeline_child import slow_disk
+from threadline import SQLiteStore, Thread
+from threadline.errors import AppendConflict, ConfigError, LeaseLost
+from threadline.events import UserMessage, utcnow
+
+ID = "th_behind"
+
+
+def _msg(seq: int) -> UserMessage:
+    return UserMessage(seq=seq, at=utcnow(), text=f"m{seq}")
+
+
+async def _store(db: Path, depth: int = 2, late: float = 0.05) -> SQLiteStore:
+    store = SQLiteStore(db, pipeline_depth=depth)
+    await store.create(Thread(ID, "a", [_msg(0)]))
+    await store.append(ID, [_msg(1)], expected_seq=1)  # the inline connection is open
+    slow_disk(store, late)
+    return store
+
+
+async def _behind(store: SQLiteStore, seq: int) -> asyncio.Future[None]:
+    """An append that returns before durable; what completes when it is."""
+    durable = await store.append_behind(ID, [_msg(seq)], expected_seq=seq)
+    assert durable is not None
+    return asyncio.ensure_future(durable)
+
+
+def _seqs(db: Path) -> list[int]:
+    with sqlite3.connect(db) as conn:
+        return [s for (s,) in conn.execute("SELECT seq FROM events ORDER BY seq")]
+
+
+async def test_appends_queued_behind_a_commit_share_the_next_one(tmp_path: Path) -> None:
+    store = await _store(tmp_path / "t.db")
+    try:
+        commits = store.stats.commits
+        first = await _behind(store, 2)  # statements now, COMMIT behind
+        second = await _behind(store, 3)  # queued: returns at once
+        assert not first.done() and not second.done()
+        # A third would put three on their way: it waits for the first COMMIT, then goes
+        # in one transaction with the second.
+        third = await _behind(store, 4)
+        assert first.done() and not second.done()
+        await asyncio.gather(second, third)
+        assert store.stats.commits - commits == 2 and store.stats.queued == 1
+        assert _seqs(tmp_path / "t.db") == [0, 1, 2, 3, 4]
+        assert (await store.get(ID)).next_seq == 5
+    finally:
+        await store.close()
+
+
+async def test_depth_one_waits_for_each_commit(tmp_path: Path) -> None:
+    """`pipeline_depth=1`: nothing queues; the caller's `after` (its join) orders them."""
+    store = await _store(tmp_path / "t.db", depth=1)
+    try:
+        commits = store.stats.commits
+        for seq in (2, 3, 4):
+            durable = await _behind(store, seq)
+            await durable
+        assert store.stats.commits - commits == 3 and store.stats.queued == 0
+    finally:
+        await store.close()
+    with pytest.raises(ConfigError, match="pipeline_depth"):
+        SQLiteStore.from_url(f"sqlite:///{tmp_path}/u.db?pipeline_depth=0")
+
+
+async def test_a_conflict_at_queued_statements_fails_it_and_everything_after_it(
+    tmp_path: Path,
+) -> None:
+    """Another writer appends right after the first COMMIT, before the queued appends'
+    statements run: they raise `AppendConflict` from their awaitables (not from the call,
+    which had returned), and nothing of them is stored."""
+    db = tmp_path / "t.db"
+    store = await _store(db, late=0.0)
+
+    def intrude() -> None:  # another process's append, on the committing thread
+
+        async def go() -> None:
+            other = SQLiteStore(db)
+            try:
+                await other.append(ID, [_msg(3)], expected_seq=3)
+            finally:
+                await other.close()
+
+        asyncio.run(go())
+
+    try:
+        slow_disk(store, 0.05, intrude)
+        first = await _behind(store, 2)
+        second = await _behind(store, 3)
+        third = await _behind(store, 4)
+        await first
+        for queued in (second, third):
+            with pytest.raises(AppendConflict):
+                await queued
+        assert _seqs(db) == [0, 1, 2, 3]  # the intruder's row 3, none of ours
+        # The store forgot the state it had remembered: the next append finds the row.
+        with pytest.raises(AppendConflict):
+            await store.append(ID, [_msg(3)], expected_seq=3)
+        await store.append(ID, [_msg(4)], expected_seq=4)
+    finally:
+        await store.close()
+
+
+async def test_a_lease_lost_at_queued_statements_raises_lease_lost(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    store = await _store(db, late=0.0)
+    (lease,) = await store.lease("w1", ttl=60)
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+
+    def steal() -> None:
+        other.execute("UPDATE threads SET lease_owner = 'w2' WHERE id = ?", (ID,))
+
+    try:
+        slow_disk(store, 0.05, steal)
+        first = await store.append_behind(ID, [_msg(2)], expected_seq=2, lease=lease)
+        second = await store.append_behind(ID, [_msg(3)], expected_seq=3, lease=lease)
+        assert first is not None and second is not None
+        await first
+        assert store.stats.queued == 0
+        with pytest.raises(LeaseLost):
+            await second
+        assert _seqs(db) == [0, 1, 2]
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_queued_appends_that_find_the_lock_taken_commit_on_the_store_thread(
+    tmp_path: Path,
+) -> None:
+    """Another process takes the write lock between the first COMMIT and the queued
+    statements: the queued appends go to the store's thread, which waits for the lock,
+    and land once it is free; the loop never waits for it."""
+    db = tmp_path / "t.db"
+    store = await _store(db, late=0.0)
+    blocker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+
+    def take_lock() -> None:
+        blocker.execute("BEGIN IMMEDIATE")
+
+    try:
+        slow_disk(store, 0.05, take_lock)
+        first = await _behind(store, 2)
+        second = await _behind(store, 3)
+        await first
+        await asyncio.sleep(0.2)
+        assert not second.done()
+        blocker.execute("ROLLBACK")
+        await asyncio.wait_for(second, 10)
+        assert _seqs(db) == [0, 1, 2, 3]
+    finally:
+        blocker.close()
+        await store.close()
+
+
+async def test_an_append_cancelled_while_waiting_at_depth_writes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    store = await _store(db)
+    try:
+        first = await _behind(store, 2)
+        second = await _behind(store, 3)
+        waiting = asyncio.ensure_future(_behind(store, 4))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await first
+        await second
+        assert _seqs(db) == [0, 1, 2, 3]
+        await store.append(ID, [_msg(4)], expected_seq=4)
+    finally:
+        await store.close()
