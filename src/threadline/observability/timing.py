@@ -13,46 +13,37 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from ..events import (
-    Event,
-    ModelCall,
-    ModelError,
-    Thread,
-    ToolCall,
-    ToolError,
-    ToolResult,
-    ToolStarted,
-)
+from .. import events as ev
 
 __all__ = ["work_started"]
 
 
-def work_started(thread: Thread, event: Event, batch_start: int) -> datetime | None:
+def work_started(thread: ev.Thread, event: ev.Event, batch_start: int) -> datetime | None:
     """The start of the work `event` records, or None when it records no work.
 
     `batch_start` is the seq of the first event of the batch `event` was appended in.
     """
     match event:
-        case ModelCall():
+        case ev.ModelCall():
             return event.at - timedelta(milliseconds=event.latency_ms)
-        case ToolResult() | ToolError():
+        case ev.ToolResult() | ev.ToolError():
             return _checkpoint(thread, event.call_id, event.seq) or _before(
                 thread, batch_start, event.at
             )
-        case ModelError():
+        case ev.ModelError():
             return _before(thread, batch_start, event.at)
         case _:
             return None
 
 
-def _before(thread: Thread, seq: int, default: datetime) -> datetime:
+def _before(thread: ev.Thread, seq: int, default: datetime) -> datetime:
     return thread.events[seq - 1].at if 0 < seq <= len(thread.events) else default
 
 
-def _checkpoint(thread: Thread, call_id: str, before: int) -> datetime | None:
+def _checkpoint(thread: ev.Thread, call_id: str, before: int) -> datetime | None:
     for event in reversed(thread.events[:before]):
-        if isinstance(event, ToolStarted) and event.call_id == call_id:
+        if isinstance(event, ev.ToolStarted) and event.call_id == call_id:
             return event.at
-        if isinstance(event, ToolCall) and event.call_id == call_id:
+        if isinstance(event, ev.ToolCall) and event.call_id == call_id:
             return None  # no checkpoint since the call: it had no side effects
     return None

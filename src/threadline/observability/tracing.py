@@ -25,18 +25,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from .. import events as ev
 from ..context.redaction import Redactor
-from ..events import (
-    Event,
-    HumanResponse,
-    ModelCall,
-    ModelError,
-    Thread,
-    ToolCall,
-    ToolError,
-    ToolResult,
-    UserMessage,
-)
 from .propagation import thread_trace_id, trace_parent_of
 from .timing import work_started
 
@@ -90,7 +80,7 @@ class TracingObserver:
         self._redact = redact or Redactor().redact
         self._limit = content_limit
 
-    def __call__(self, thread: Thread, events: Sequence[Event]) -> None:
+    def __call__(self, thread: ev.Thread, events: Sequence[ev.Event]) -> None:
         if not events:
             return
         trace = self._trace
@@ -123,20 +113,20 @@ class TracingObserver:
             self._child(thread, event, start, inner)
         step.end(end_time=max(_ns(last.at), min(starts)))
 
-    def _child(self, thread: Thread, event: Event, start: int, context: Any) -> None:
+    def _child(self, thread: ev.Thread, event: ev.Event, start: int, context: Any) -> None:
         base: dict[str, Any] = {
             "threadline.thread_id": thread.id,
             "gen_ai.conversation.id": thread.id,
             "seq": event.seq,
         }
         match event:
-            case ModelCall():
+            case ev.ModelCall():
                 attrs = {**base, **self._chat_attributes(thread, event)}
                 name = f"chat {attrs['gen_ai.request.model']}"
-            case ModelError():
+            case ev.ModelError():
                 attrs = {**base, **chat_attributes(event.model), "error.type": event.error_type}
                 name = f"chat {attrs['gen_ai.request.model']}"
-            case ToolResult() | ToolError():
+            case ev.ToolResult() | ev.ToolError():
                 attrs = {**base, **self._tool_attributes(thread, event)}
                 name = f"execute_tool {event.tool}"
             case _:
@@ -146,7 +136,7 @@ class TracingObserver:
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
         span.end(end_time=_ns(event.at))
 
-    def _chat_attributes(self, thread: Thread, event: ModelCall) -> dict[str, Any]:
+    def _chat_attributes(self, thread: ev.Thread, event: ev.ModelCall) -> dict[str, Any]:
         finish = "tool_calls" if event.tool_calls else "stop"
         chat = chat_attributes(event.model)
         attrs: dict[str, Any] = {
@@ -175,19 +165,21 @@ class TracingObserver:
             attrs["gen_ai.output.messages"] = self._text(output)
         return attrs
 
-    def _tool_attributes(self, thread: Thread, event: ToolResult | ToolError) -> dict[str, Any]:
+    def _tool_attributes(
+        self, thread: ev.Thread, event: ev.ToolResult | ev.ToolError
+    ) -> dict[str, Any]:
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.name": event.tool,
             "gen_ai.tool.call.id": event.call_id,
         }
-        if isinstance(event, ToolError):
+        if isinstance(event, ev.ToolError):
             attrs["error.type"] = event.error_type
         if self.content:
             call = _call_of(thread, event.call_id, event.seq)
             if call is not None:
                 attrs["gen_ai.tool.call.arguments"] = self._text(call.arguments)
-            outcome = event.result if isinstance(event, ToolResult) else event.message
+            outcome = event.result if isinstance(event, ev.ToolResult) else event.message
             attrs["gen_ai.tool.call.result"] = self._text(outcome)
         return attrs
 
@@ -197,18 +189,18 @@ class TracingObserver:
         return text if len(text) <= self._limit else text[: self._limit - 1] + "…"
 
 
-def _inputs_before(thread: Thread, seq: int) -> list[dict[str, Any]]:
+def _inputs_before(thread: ev.Thread, seq: int) -> list[dict[str, Any]]:
     """The messages that reached the model since its previous call, oldest first: what
     changed in its context (the whole context is re-rendered from the thread each time)."""
     found: list[dict[str, Any]] = []
     for event in reversed(thread.events[:seq]):
         match event:
-            case ModelCall():
+            case ev.ModelCall():
                 break
-            case UserMessage() | HumanResponse():
+            case ev.UserMessage() | ev.HumanResponse():
                 found.append({"role": "user", "parts": [{"type": "text", "content": event.text}]})
-            case ToolResult() | ToolError():
-                response = event.result if isinstance(event, ToolResult) else event.message
+            case ev.ToolResult() | ev.ToolError():
+                response = event.result if isinstance(event, ev.ToolResult) else event.message
                 part = {"type": "tool_call_response", "id": event.call_id, "response": response}
                 found.append({"role": "tool", "parts": [part]})
             case _:
@@ -216,8 +208,8 @@ def _inputs_before(thread: Thread, seq: int) -> list[dict[str, Any]]:
     return found[::-1]
 
 
-def _call_of(thread: Thread, call_id: str, before: int) -> ToolCall | None:
+def _call_of(thread: ev.Thread, call_id: str, before: int) -> ev.ToolCall | None:
     for event in reversed(thread.events[:before]):
-        if isinstance(event, ToolCall) and event.call_id == call_id:
+        if isinstance(event, ev.ToolCall) and event.call_id == call_id:
             return event
     return None
