@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import platform
@@ -99,10 +100,7 @@ class InProcess:
         self.info: dict[str, Any] = {}
 
     def load(self) -> dict[str, Any]:
-        m = self.model
-        self.info = self.server.load(
-            {"path": str(m.path), "n_ctx": m.n_ctx, "n_threads": m.n_threads, "repack": m.repack}
-        )
+        self.info = self.server.load(dataclasses.asdict(self.model.config))
         return self.info
 
     async def request(self, context: Context) -> ModelOutput:
@@ -112,7 +110,7 @@ class InProcess:
             "schema": context.output_schema if m.grammar else None,
             "max_tokens": max(1, min(context.max_output_tokens, m.max_output_tokens)),
             "temperature": m.temperature,
-            "seed": m.seed,
+            "seed": m.config.seed,
         }
         result = await asyncio.to_thread(self.server.chat, fields)
         return ModelOutput(

@@ -101,9 +101,13 @@ class LocalModel:
         timeout: seconds one call may take; past it the child is killed (and restarted
             by the next call) and the call is a retryable `ModelError`. None: no limit.
 
+    Attributes:
+        config: what its child loads (file, n_ctx, n_threads, seed, repack), built once;
+            the settings above are read from it.
+
     Invariants:
-        * one child process per (file, n_ctx, n_threads, seed, repack) in this process,
-          started on first use, shared by every `LocalModel` with those settings;
+        * one child process per `config` in this process, started on first use, shared by
+          every `LocalModel` with those settings;
         * one generation at a time per child; a crash or timeout fails only the call in
           flight, as a retryable `ModelError` that names the signal;
         * nothing here imports llama.cpp; it runs only in the child.
@@ -127,13 +131,12 @@ class LocalModel:
         if not resolved.is_file():
             raise ConfigError(f"local model file {str(resolved)!r} does not exist")
         self.path = resolved
+        self.config = ChildConfig(
+            path=str(resolved), n_ctx=n_ctx, n_threads=n_threads, seed=seed, repack=repack
+        )
         self.grammar = grammar
-        self.n_ctx = n_ctx
         self.max_output_tokens = max_output_tokens
         self.temperature = temperature
-        self.seed = seed
-        self.n_threads = n_threads
-        self.repack = repack
         self.timeout = timeout
         self.name = name or ("smollm2" if path is None else resolved.name)
 
@@ -141,7 +144,7 @@ class LocalModel:
     def profile(self) -> ModelProfile:
         """Its window (`n_ctx`), output cap, own tokenizer, and grammar-constrained output."""
         return ModelProfile(
-            context_window=self.n_ctx,
+            context_window=self.config.n_ctx,
             max_output_tokens=self.max_output_tokens,
             tokenizer=self.count_tokens,
             output_modes=frozenset({"grammar"} if self.grammar else {"text"}),
@@ -158,15 +161,7 @@ class LocalModel:
     @property
     def process(self) -> ModelProcess:
         """The handle on the child process that serves this model (shared, see above)."""
-        return model_process(
-            ChildConfig(
-                path=str(self.path),
-                n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
-                seed=self.seed,
-                repack=self.repack,
-            )
-        )
+        return model_process(self.config)
 
     def messages(self, context: Context) -> list[dict[str, str]]:
         """The chat messages sent to the chat template (tools described in the system)."""
@@ -199,7 +194,7 @@ class LocalModel:
             "schema": schema,
             "max_tokens": max(1, min(context.max_output_tokens, self.max_output_tokens)),
             "temperature": self.temperature,
-            "seed": self.seed,
+            "seed": self.config.seed,
         }
         try:
             async with asyncio.timeout(self.timeout):
