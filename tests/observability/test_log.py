@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 from threadline.context.redaction import Redactor
 from threadline.events import (
+    EVENT_CLASSES,
+    ChildStarted,
     ModelCall,
     Thread,
     ToolError,
@@ -44,6 +46,25 @@ def test_records_carry_the_fields_of_their_kind() -> None:
     }
     unnamed = ToolResult(seq=3, at=AT, call_id="", tool="t", result=1)
     assert "call_id" not in event_log_record(thread, unnamed)
+
+
+def test_every_kind_logs_its_own_fields_under_their_log_names() -> None:
+    """Each kind's fields are named in a table (`_logged`), read by name: every name must
+    be a field of each class its `case` matches, and lands under its log name."""
+    thread = Thread("t", "a")
+    header = {"ts", "thread_id", "seq", "kind", "agent", "status"}
+    renamed = {"prompt": "prompt_name", "child_thread": "thread_id"}
+    for cls in EVENT_CLASSES:
+        values = {name: f"value of {name}" for name in cls.model_fields}  # each one distinct
+        event = cls.model_construct(**{**values, "seq": 1, "at": AT})  # type: ignore[arg-type]
+        record = event_log_record(thread, event)
+        assert header <= record.keys(), cls
+        for key in record.keys() - header:
+            assert record[key] == values[renamed.get(key, key)], (cls.__name__, key)
+    child = ChildStarted(seq=1, at=AT, call_id="c1", thread_id="th_child", agent="helper")
+    assert event_log_record(thread, child)["child_thread"] == "th_child"
+    call = ModelCall(seq=1, at=AT, model="m", prompt_name="support")
+    assert event_log_record(thread, call)["prompt"] == "support"
 
 
 def test_lines_are_redacted_before_they_are_written() -> None:

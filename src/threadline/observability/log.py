@@ -20,6 +20,10 @@ from .. import events as ev
 __all__ = ["JsonEventLog", "event_log_record", "open_sink"]
 
 
+_KEYS = {"prompt_name": "prompt", "thread_id": "child_thread"}
+"""Log names of the fields whose own names would be unclear (or taken) in a record."""
+
+
 def event_log_record(thread: ev.Thread, event: ev.Event) -> dict[str, Any]:
     """The structured log record of one event (stable field names; null fields omitted)."""
     record: dict[str, Any] = {
@@ -30,52 +34,45 @@ def event_log_record(thread: ev.Thread, event: ev.Event) -> dict[str, Any]:
         "agent": thread.agent,
         "status": thread.status.value,
     }
+    for name in _logged(event):
+        record[_KEYS.get(name, name)] = getattr(event, name)
+    if record.get("call_id") == "":
+        del record["call_id"]  # calls imported without provider ids
+    return record
+
+
+def _logged(event: ev.Event) -> tuple[str, ...]:
+    """The fields of `event` its log record carries, in their order in the record (each a
+    field of every class its `case` matches: tests/observability/test_log.py checks)."""
     match event:
         case ev.ModelCall():
-            record.update(
-                model=event.model,
-                input_tokens=event.input_tokens,
-                output_tokens=event.output_tokens,
-                latency_ms=event.latency_ms,
-                cost_usd=event.cost_usd,
-                prompt=event.prompt_name,
+            usage = (
+                "model",
+                "input_tokens",
+                "output_tokens",
+                "latency_ms",
+                "cost_usd",
+                "prompt_name",
             )
             if event.cache_write_tokens or event.cache_read_tokens:
-                record.update(
-                    cache_write_tokens=event.cache_write_tokens,
-                    cache_read_tokens=event.cache_read_tokens,
-                )
-        case ev.ToolCall() | ev.ToolResult():
-            record.update(tool=event.tool, call_id=event.call_id)
-        case ev.ToolError() | ev.ToolAttemptFailed():
-            record.update(
-                tool=event.tool,
-                call_id=event.call_id,
-                error_type=event.error_type,
-                message=event.message,
-            )
-            if isinstance(event, ev.ToolAttemptFailed):
-                record["attempt"] = event.attempt
+                return (*usage, "cache_write_tokens", "cache_read_tokens")
+            return usage
+        case ev.ToolCall() | ev.ToolResult() | ev.ApprovalRequested():
+            return ("tool", "call_id")
+        case ev.ToolError():
+            return ("tool", "call_id", "error_type", "message")
+        case ev.ToolAttemptFailed():
+            return ("tool", "call_id", "error_type", "message", "attempt")
         case ev.ModelError():
-            record.update(error_type=event.error_type, message=event.message)
-        case ev.ApprovalRequested():
-            record.update(tool=event.tool, call_id=event.call_id)
+            return ("error_type", "message")
         case ev.Approval() | ev.RespondedInstead() | ev.ToolStarted():
-            record["call_id"] = event.call_id
+            return ("call_id",)
         case ev.ChildStarted():
-            record["call_id"] = event.call_id
-            record["child_thread"] = event.thread_id
+            return ("call_id", "thread_id")
         case ev.GuardVerdict():
-            record.update(
-                tool=event.tool,
-                call_id=event.call_id,
-                guard=event.guard,
-                verdict=event.verdict,
-                failed=event.failed,
-                reason=event.reason,
-            )
+            return ("tool", "call_id", "guard", "verdict", "failed", "reason")
         case ev.InvalidOutput() | ev.Escalated():
-            record["reason"] = event.reason
+            return ("reason",)
         case (
             ev.UserMessage()
             | ev.HumanRequest()
@@ -93,12 +90,9 @@ def event_log_record(thread: ev.Thread, event: ev.Event) -> dict[str, Any]:
             | ev.Waiting()
             | ev.WaitTimedOut()
         ):
-            pass
+            return ()
         case _:
             assert_never(event)
-    if record.get("call_id") == "":
-        del record["call_id"]  # calls imported without provider ids
-    return record
 
 
 class JsonEventLog:
