@@ -44,7 +44,7 @@ from .events import (
 )
 from .events import ModelError as ModelErrorEvent
 from .loop_guard import call_history
-from .models.base import Context, Model, ModelOutput
+from .models.base import Context, Model, ModelOutput, call_record
 from .reducer import interpret
 from .tools import Tool, ToolContext, compact_validation_error, idempotency_key
 from .waits import Park, breaker_wait
@@ -221,22 +221,12 @@ def model_answer(
             if out.tool_calls
             else ()
         )
-        call = ModelCall(
-            seq=seq,
-            at=at,
-            model=out.model or model.model_id,
-            prompt_name=context.prompt_name,
-            prompt_version=context.prompt_version,
-            prompt_hash=context.prompt_hash,
-            input_tokens=out.input_tokens,
-            output_tokens=out.output_tokens,
-            cache_write_tokens=out.cache_write_tokens,
-            cache_read_tokens=out.cache_read_tokens,
-            cost_usd=out.cost_usd,
-            latency_ms=round(out.latency_ms or latency, 3),
-            output=text,
-            tool_calls=raw_calls,
-        )
+        fields = call_record(out, context, model.model_id, latency, text)
+        fields["seq"] = seq
+        fields["at"] = at
+        fields["tool_calls"] = raw_calls
+        # From one dict: ~3,000 instructions fewer than by keywords (docs/performance.md).
+        call = ModelCall.model_validate(fields)
         validated.clear()
         intents = interpret(
             agent,

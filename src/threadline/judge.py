@@ -35,7 +35,7 @@ from .bounds import BoundsError, clip, parse_json
 from .errors import ConfigError, MalformedVerdict, ModelError
 from .events import HumanResponse, UserMessage
 from .guards import GuardCall, GuardDecision, GuardOutcome
-from .models.base import Context, Message, Model
+from .models.base import Context, Message, Model, call_record
 from .prompts import Prompt
 
 __all__ = ["DEFAULT_JUDGE_PROMPT", "VERDICT_SCHEMA", "Judge", "parse_verdict"]
@@ -163,17 +163,8 @@ class Judge:
                 out = await self.model.request(context)
         except TimeoutError:
             raise ModelError(f"no verdict within {self.timeout:g}s", retryable=True) from None
-        usage: dict[str, Any] = {
-            "model": out.model or self.model.model_id,
-            "prompt_name": context.prompt_name,
-            "prompt_version": context.prompt_version,
-            "prompt_hash": context.prompt_hash,
-            "input_tokens": out.input_tokens,
-            "output_tokens": out.output_tokens,
-            "cost_usd": out.cost_usd,
-            "latency_ms": round(out.latency_ms or (time.perf_counter() - started) * 1000, 3),
-            "output": out.text,
-        }
+        latency = (time.perf_counter() - started) * 1000
+        usage = call_record(out, context, self.model.model_id, latency, out.text)
         try:
             decision = parse_verdict(out.text)
         except MalformedVerdict as exc:

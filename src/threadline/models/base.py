@@ -27,6 +27,7 @@ __all__ = [
     "ModelProfile",
     "OutputMode",
     "ToolSpec",
+    "call_record",
     "intent_envelope",
     "known_encoding",
     "known_window",
@@ -291,6 +292,32 @@ class ModelOutput:
     latency_ms: float = 0.0
     cache_write_tokens: int = 0
     cache_read_tokens: int = 0
+
+
+def call_record(
+    out: ModelOutput, context: Context, model_id: str, latency_ms: float, output: str
+) -> dict[str, Any]:
+    """The fields a model call's event records (`model_call`, a judge's `guard_verdict`),
+    by one rule for both: `model` (the model that answered, else the requested
+    `model_id`), `prompt_name` / `prompt_version` / `prompt_hash` (what `context` was
+    rendered from), `input_tokens`, `output_tokens`, `cache_write_tokens`,
+    `cache_read_tokens`, `cost_usd`, `latency_ms` (the provider's, else `latency_ms` as
+    measured around the call, to three decimals) and `output` (the answer's text as
+    stored). A new dict: callers add their own fields; a `guard_verdict` keeps those it
+    has (no cache counts: `guards._JUDGE_FIELDS`)."""
+    return {
+        "model": out.model or model_id,
+        "prompt_name": context.prompt_name,
+        "prompt_version": context.prompt_version,
+        "prompt_hash": context.prompt_hash,
+        "input_tokens": out.input_tokens,
+        "output_tokens": out.output_tokens,
+        "cache_write_tokens": out.cache_write_tokens,
+        "cache_read_tokens": out.cache_read_tokens,
+        "cost_usd": out.cost_usd,
+        "latency_ms": round(out.latency_ms or latency_ms, 3),
+        "output": output,
+    }
 
 
 @runtime_checkable
