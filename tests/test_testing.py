@@ -6,6 +6,7 @@ import pytest
 
 from threadline import Agent, MemoryStore, Runtime, tool
 from threadline.errors import ModelError
+from threadline.events import ModelCall, Thread
 from threadline.models.base import Context, Message, ModelOutput, ModelProfile
 from threadline.testing import FunctionModel, ReplayModel, ScriptedModel, intent
 
@@ -49,6 +50,37 @@ async def test_replay_model_answers_with_the_recorded_outputs() -> None:
     assert [e.kind for e in again.events] == [e.kind for e in recorded.events]
     with pytest.raises(ModelError, match="no recorded answer #3"):
         await replay.request(CONTEXT)
+
+
+async def test_replayed_calls_record_what_the_recorded_calls_did() -> None:
+    """Every field a `model_call` records of its answer comes back from the replay: text,
+    tool calls, model, tokens (cache counts too), cost and latency."""
+    agent = Agent("p", tools=[ping])
+    answers = [
+        ModelOutput(
+            text='{"intent": "ping", "arguments": {}}',
+            model="openai:gpt-4.1-mini",
+            input_tokens=120,
+            output_tokens=9,
+            cost_usd=0.00006,
+            latency_ms=412.5,
+            cache_write_tokens=64,
+            cache_read_tokens=32,
+        ),
+        ModelOutput(text='{"intent": "done_for_now", "arguments": {"message": "pong"}}'),
+    ]
+    model = ScriptedModel(answers)
+    recorded = await Runtime(MemoryStore(), agents=[agent], model=model).launch(agent, "ping")
+    replay = ReplayModel(recorded)
+    again = await Runtime(MemoryStore(), agents=[agent], model=replay).launch(agent, "ping")
+
+    def calls(thread: Thread) -> list[dict[str, object]]:
+        return [
+            e.model_dump(exclude={"seq", "at"}) for e in thread.events if isinstance(e, ModelCall)
+        ]
+
+    assert calls(again) == calls(recorded) and calls(recorded)[0]["latency_ms"] == 412.5
+    assert calls(recorded)[0]["cache_read_tokens"] == 32 and len(replay.contexts) == 2
 
 
 async def test_scripted_model_following_the_thread_continues_where_it_is() -> None:

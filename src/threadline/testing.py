@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import fields
 from typing import Any
 
 from .errors import ModelError
@@ -121,31 +122,24 @@ class FunctionModel(_TestModel):
         return _as_output(answer, self._model_id)
 
 
-class ReplayModel:
-    """Answers with the outputs recorded in `thread`'s `model_call` events, in order."""
+_RECORDED = tuple(f.name for f in fields(ModelOutput) if f.name in ModelCall.model_fields)
+"""What a `model_call` records of its `ModelOutput` under the same names: all but the text
+(recorded as `output`). Derived from the two declarations, so a field added to both is
+replayed without a change here."""
+
+
+class ReplayModel(_TestModel):
+    """Answers with the outputs recorded in `thread`'s `model_call` events, in order: each
+    answer's text, tool calls, model, usage, cost and latency as recorded."""
 
     def __init__(self, thread: Thread) -> None:
         self._calls = [e for e in thread.events if isinstance(e, ModelCall)]
-        self._index = 0
-        self._model_id = self._calls[0].model if self._calls else "replay"
-        self.profile = ModelProfile.for_id(self._model_id)
-
-    @property
-    def model_id(self) -> str:
-        return self._model_id
+        super().__init__(self._calls[0].model if self._calls else "replay", None)
 
     async def request(self, context: Context) -> ModelOutput:
-        if self._index >= len(self._calls):
-            raise ModelError(f"ReplayModel has no recorded answer #{self._index + 1}")
-        call = self._calls[self._index]
-        self._index += 1
-        return ModelOutput(
-            text=call.output,
-            tool_calls=call.tool_calls,
-            model=call.model,
-            input_tokens=call.input_tokens,
-            output_tokens=call.output_tokens,
-            cost_usd=call.cost_usd,
-            cache_write_tokens=call.cache_write_tokens,
-            cache_read_tokens=call.cache_read_tokens,
-        )
+        index = len(self.contexts)
+        if index >= len(self._calls):
+            raise ModelError(f"ReplayModel has no recorded answer #{index + 1}")
+        self.contexts.append(context)
+        call = self._calls[index]
+        return ModelOutput(text=call.output, **{name: getattr(call, name) for name in _RECORDED})
