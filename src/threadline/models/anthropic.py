@@ -35,7 +35,7 @@ from ..events import RawToolCall
 from .base import Context, ModelOutput, ModelProfile, intent_envelope
 from .openai import tool_name_map
 from .pricing import PriceTable
-from .resilience import sdk_api_key, sdk_client, sdk_request
+from .resilience import sdk_api_key, sdk_client, sdk_output, sdk_request
 
 if TYPE_CHECKING:
     import anthropic
@@ -187,22 +187,17 @@ class AnthropicModel:
         # event's input is the whole prompt, the cache counts a part of it.
         written = (usage.cache_creation_input_tokens or 0) if usage else 0
         read = (usage.cache_read_input_tokens or 0) if usage else 0
-        input_tokens = (usage.input_tokens if usage else 0) + written + read
-        output_tokens = usage.output_tokens if usage else 0
-        answered_by = response.model or self.model
-        cost = self.prices.cost(
-            answered_by, input_tokens, output_tokens, cache_write=written, cache_read=read
-        )
-        return ModelOutput(
-            text="".join(texts),
-            tool_calls=tuple(calls),
-            model=f"anthropic:{answered_by}",
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=cost,
-            latency_ms=round(latency, 3),
-            cache_write_tokens=written,
-            cache_read_tokens=read,
+        return sdk_output(
+            "anthropic",
+            response.model or self.model,
+            self.prices,
+            "".join(texts),
+            tuple(calls),
+            latency,
+            input_tokens=(usage.input_tokens if usage else 0) + written + read,
+            output_tokens=usage.output_tokens if usage else 0,
+            cache_write=written,
+            cache_read=read,
         )
 
 

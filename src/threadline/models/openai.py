@@ -40,7 +40,7 @@ from ..events import RawToolCall
 from .base import Context, Message, ModelOutput, ModelProfile, ToolSpec
 from .local import tools_prompt  # pure text; llama.cpp itself is imported lazily there
 from .pricing import PriceTable
-from .resilience import sdk_api_key, sdk_client, sdk_request
+from .resilience import sdk_api_key, sdk_client, sdk_output, sdk_request
 
 if TYPE_CHECKING:
     import openai
@@ -320,25 +320,18 @@ class OpenAIModel:
         if not text and not calls and getattr(message, "refusal", None):
             text = str(message.refusal)
         usage = response.usage
-        input_tokens = usage.prompt_tokens if usage else 0  # cached tokens included
-        output_tokens = usage.completion_tokens if usage else 0
         details = usage.prompt_tokens_details if usage else None
-        read = (details.cached_tokens or 0) if details else 0
-        written = (details.cache_write_tokens or 0) if details else 0
-        answered_by = response.model or self.model
-        cost = self.prices.cost(
-            answered_by, input_tokens, output_tokens, cache_write=written, cache_read=read
-        )
-        return ModelOutput(
-            text=text,
-            tool_calls=calls,
-            model=f"openai:{answered_by}",
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=cost,
-            latency_ms=round(latency, 3),
-            cache_write_tokens=written,
-            cache_read_tokens=read,
+        return sdk_output(
+            "openai",
+            response.model or self.model,
+            self.prices,
+            text,
+            calls,
+            latency,
+            input_tokens=usage.prompt_tokens if usage else 0,  # cached tokens included
+            output_tokens=usage.completion_tokens if usage else 0,
+            cache_write=(details.cache_write_tokens or 0) if details else 0,
+            cache_read=(details.cached_tokens or 0) if details else 0,
         )
 
 

@@ -41,8 +41,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import CircuitOpen, ConfigError, InvalidRequest, ModelError
+from ..events import RawToolCall
 from ..resilience import CircuitBreaker, backoff
 from .base import Context, Model, ModelOutput, ModelProfile
+from .pricing import PriceTable
 
 __all__ = [
     "CircuitBreaker",
@@ -56,6 +58,7 @@ __all__ = [
     "sdk_api_key",
     "sdk_client",
     "sdk_model_error",
+    "sdk_output",
     "sdk_request",
 ]
 
@@ -162,6 +165,40 @@ async def sdk_request(
             retryable=True,
         ) from exc
     return response, (time.perf_counter() - started) * 1000
+
+
+def sdk_output(
+    provider: str,
+    answered_by: str,
+    prices: PriceTable,
+    text: str,
+    tool_calls: tuple[RawToolCall, ...],
+    latency_ms: float,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cache_write: int,
+    cache_read: int,
+) -> ModelOutput:
+    """An `openai` or `anthropic` SDK response as a `ModelOutput`: recorded as
+    `provider:answered_by` (the model the response names, a dated snapshot included),
+    priced by `prices` under that name (None for a model without a row), the latency in
+    ms to three decimals. `input_tokens` is the whole prompt; `cache_write` and
+    `cache_read` are the parts of it the provider's prompt cache wrote and read."""
+    cost = prices.cost(
+        answered_by, input_tokens, output_tokens, cache_write=cache_write, cache_read=cache_read
+    )
+    return ModelOutput(
+        text=text,
+        tool_calls=tool_calls,
+        model=f"{provider}:{answered_by}",
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost,
+        latency_ms=round(latency_ms, 3),
+        cache_write_tokens=cache_write,
+        cache_read_tokens=cache_read,
+    )
 
 
 def sdk_api_key(given: str | None, variable: str, hint: str | None) -> str:
