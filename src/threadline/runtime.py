@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from . import reducer as rd
 from .agent import Agent
 from .bounds import stored_result
 from .budgets import Budget, check_prices, launch_metadata, reserve
@@ -46,21 +47,6 @@ from .parallel import Append, Tail, run_batch
 from .pipeline import Pipeline, Refused, as_of, rollback
 from .prompts import renderer_for
 from .ratelimits import NO_LIMIT, RateLimiter, RateLimits
-from .reducer import (
-    AwaitApproval,
-    AwaitHuman,
-    CallIdIndex,
-    CallModel,
-    CheckGuards,
-    Escalate,
-    Finish,
-    RunTool,
-    RunTools,
-    Step,
-    Wait,
-    decide,
-    step_events,
-)
 from .retries import ToolRuns
 from .runtime_actions import HumanActions
 from .stores.base import Lease, Store, new_thread_id
@@ -112,7 +98,7 @@ class Runtime(HumanActions):
         self.model = model
         self.agents: dict[str, Agent] = {}
         self._renderers: dict[str, Renderer] = {}
-        self._call_ids = CallIdIndex()
+        self._call_ids = rd.CallIdIndex()
         for agent in agents:
             self.add_agent(agent)
         self.observers: list[Observer] = list(observers)
@@ -120,7 +106,7 @@ class Runtime(HumanActions):
         self.tool_runs = ToolRuns(lambda: self.clock())
         self.limits = RateLimiter(store, rate_limits, lambda: self.clock())
         self._stopping = False
-        self._decided: tuple[Thread, int, Step] | None = None  # what ended the last held turn
+        self._decided: tuple[Thread, int, rd.Step] | None = None  # what ended the last held turn
         self._pipeline = Pipeline()  # held turns' commits in flight (docs/core.md)
 
     # -- configuration -------------------------------------------------------------------
@@ -241,11 +227,11 @@ class Runtime(HumanActions):
                 if known is not None and known[0] is thread and known[1] == len(thread):
                     step = known[2]
                 else:
-                    step = decide(agent, thread)
+                    step = rd.decide(agent, thread)
                 try:
-                    if not isinstance(step, CallModel):  # only a model call goes ahead
+                    if not isinstance(step, rd.CallModel):  # only a model call goes ahead
                         await self._pipeline.join(thread)
-                    if isinstance(step, Wait):
+                    if isinstance(step, rd.Wait):
                         break
                     budget = None if max_steps is None else max_steps - done
                     thread, steps = await self._perform(agent, thread, step, lease, budget)
@@ -272,7 +258,7 @@ class Runtime(HumanActions):
         return thread
 
     async def perform(
-        self, agent: Agent, thread: Thread, step: Step, *, lease: Lease | None = None
+        self, agent: Agent, thread: Thread, step: rd.Step, *, lease: Lease | None = None
     ) -> Thread:
         """Carry out one step and checkpoint its events. Returns the (possibly reloaded) thread.
 
@@ -282,25 +268,25 @@ class Runtime(HumanActions):
         return (await self._perform(agent, thread, step, lease, 1))[0]
 
     async def _perform(
-        self, agent: Agent, thread: Thread, step: Step, lease: Lease | None, budget: int | None
+        self, agent: Agent, thread: Thread, step: rd.Step, lease: Lease | None, budget: int | None
     ) -> tuple[Thread, int]:
         """`perform`, allowed up to `budget` steps (None: no limit); returns the steps taken."""
         match step:
-            case CallModel():
+            case rd.CallModel():
                 return await self._call_model(agent, thread, lease, budget)
-            case RunTool():
+            case rd.RunTool():
                 return await self._run_tools(agent, thread, (step,), lease), 1
-            case RunTools(runs):
+            case rd.RunTools(runs):
                 return await self._run_tools(agent, thread, runs, lease), 1
-            case CheckGuards(calls):
+            case rd.CheckGuards(calls):
                 build = await guard_verdicts(agent, thread, calls)
                 return await self._append_rebased(
                     thread, build, lease, still_valid=unjudged(calls)
                 ), 1
-            case Wait():
+            case rd.Wait():
                 return thread, 1
         try:
-            events = step_events(step, thread.next_seq, self.clock())
+            events = rd.step_events(step, thread.next_seq, self.clock())
             await self.append_events(thread, events, lease)
         except AppendConflict:
             thread = await self.store.load(thread.id)  # someone acted first; decide again
@@ -367,7 +353,7 @@ class Runtime(HumanActions):
         self,
         agent: Agent,
         thread: Thread,
-        runs: Sequence[RunTool],
+        runs: Sequence[rd.RunTool],
         lease: Lease | None,
         *,
         started: bool = False,
@@ -424,14 +410,14 @@ class Runtime(HumanActions):
         steps, write_ahead, ahead, durable = 1, None, False, None
         try:
             while not self._stopping and (budget is None or steps < budget):
-                step = decide(agent, thread)
+                step = rd.decide(agent, thread)
                 done = await self._hold_step(agent, thread, step, hold, lease)
                 if done is False:  # not carried out: the next `advance_only` step
                     self._decided = (thread, len(thread), step)
-                    ahead = isinstance(step, CallModel)  # it may go ahead of this commit
+                    ahead = isinstance(step, rd.CallModel)  # it may go ahead of this commit
                     break
                 steps += 1
-                if isinstance(done, RunTool):
+                if isinstance(done, rd.RunTool):
                     write_ahead = done
                     break
             # The turn before is durable before this one is written (prepared meanwhile),
@@ -465,17 +451,17 @@ class Runtime(HumanActions):
         return thread, steps
 
     async def _hold_step(
-        self, agent: Agent, thread: Thread, step: Step, hold: Append, lease: Lease | None
-    ) -> RunTool | bool:
+        self, agent: Agent, thread: Thread, step: rd.Step, hold: Append, lease: Lease | None
+    ) -> rd.RunTool | bool:
         """Carry out `step` inside a held turn (`_turn`), its events appended by `hold`.
         False: it cannot be held (a model call, a wait, calls with side effects in parallel,
         a sub-agent), and ends the turn; a `RunTool`: its `tool_started` was held, and it
         runs once that is committed; True: done."""
         runs = (
             step.runs
-            if isinstance(step, RunTools)
+            if isinstance(step, rd.RunTools)
             else (step,)
-            if isinstance(step, RunTool)
+            if isinstance(step, rd.RunTool)
             else ()
         )
         tools = [tool_of(agent, run.call) for run in runs]
@@ -493,11 +479,11 @@ class Runtime(HumanActions):
         if alone and tools[0].kind == "function":  # a rate-limited tool may wait: not held
             await hold(thread, tool_started(thread.id, runs[0].call, runs[0].attempt), _any)
             return runs[0]
-        if isinstance(step, CheckGuards):
+        if isinstance(step, rd.CheckGuards):
             await hold(thread, await guard_verdicts(agent, thread, step.calls), _any)
             return True
-        if isinstance(step, AwaitApproval | AwaitHuman | Finish | Escalate):
-            await hold(thread, partial(step_events, step), _any)
+        if isinstance(step, rd.AwaitApproval | rd.AwaitHuman | rd.Finish | rd.Escalate):
+            await hold(thread, partial(rd.step_events, step), _any)
             return True
         return False
 
@@ -512,7 +498,13 @@ class Runtime(HumanActions):
         return await self._append_rebased(thread, build, None, still_valid=still_valid)
 
     async def _run_tool(
-        self, agent: Agent, tail: Tail, run: RunTool, lease: Lease | None, *, started: bool = False
+        self,
+        agent: Agent,
+        tail: Tail,
+        run: rd.RunTool,
+        lease: Lease | None,
+        *,
+        started: bool = False,
     ) -> None:
         """Run one call: `tool_started` first if the tool has side effects (unless `started`:
         the caller committed it), then its outcome, both appended at `tail`."""
