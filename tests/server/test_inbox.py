@@ -273,3 +273,40 @@ def test_narrow_screens_get_one_column_without_sideways_scrolling(
     assert inbox and timeline and timeline["y"] > inbox["y"]  # stacked, not side by side
     shot(page, "narrow.png")
     assert errors == []
+
+
+def test_the_thread_opened_last_is_shown_when_an_earlier_one_loads_after_it(
+    served: LiveServer, browser: Any
+) -> None:
+    """Opening a thread while another is still loading: the later choice is shown, and only
+    its stream followed, however the two loads finish. Here the first thread's events are
+    held back (at the page's network layer; the server is real) until the second is shown."""
+    first = served.launch(message="deploy to production")
+    with served.client() as c:
+        second = c.post(
+            "/v1/threads", json={"agent": "asker", "message": "deploy something", "wait": True}
+        ).json()
+    page, errors = open_inbox(served, browser)
+    page.locator("#timeline li").first.wait_for()
+    held: list[Any] = []
+    page.route(f"**/v1/threads/{first['id']}/events?limit=*", lambda route: held.append(route))
+    page.evaluate(f"location.hash = '#thread={first['id']}'")
+    while not held:
+        page.wait_for_timeout(20)
+    page.evaluate(f"location.hash = '#thread={second['id']}'")
+    expect(page.locator("#thread header code")).to_have_text(second["id"])
+    expect(page.locator("#thread-status .badge.awaiting_human")).to_be_visible()
+    route = held[0]
+    route.fulfill(response=route.fetch())  # the first load goes on, and ends last
+    thread_url = f"/v1/threads/{first['id']}"
+    page.wait_for_function(
+        "url => performance.getEntriesByType('resource').some("
+        "e => e.name.endsWith(url) && e.responseEnd > 0)",
+        arg=thread_url,
+        timeout=UI_WAIT_MS,
+    )
+    page.evaluate("new Promise((done) => setTimeout(done, 200))")  # its continuation ran
+    assert page.locator("#thread header code").inner_text() == second["id"]
+    shown = page.locator("#timeline li").count()
+    assert shown == len(events_of(served, second["id"]))
+    assert errors == []

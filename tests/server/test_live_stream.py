@@ -88,16 +88,18 @@ class Listener:
         self._thread.start()
 
     def _run(self) -> None:
-        with httpx.Client(timeout=None) as client:
-            with client.stream("GET", self._url, headers=self._headers) as resp:
-                for line in resp.iter_lines():
-                    if line.startswith("data: "):
-                        data = json.loads(line[6:])
-                        with self._changed:
-                            self.seen.append((data["seq"], data["kind"]))
-                            self._changed.notify_all()
-                        if data["kind"] == "done":  # the last: hang up (the server waits)
-                            return
+        with (
+            httpx.Client(timeout=None) as client,
+            client.stream("GET", self._url, headers=self._headers) as resp,
+        ):
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    with self._changed:
+                        self.seen.append((data["seq"], data["kind"]))
+                        self._changed.notify_all()
+                    if data["kind"] == "done":  # the last: hang up (the server waits)
+                        return
 
     def wait_for(self, kind: str, count: int = 1) -> bool:
         """Whether `count` events of `kind` arrived within `WAIT` seconds."""

@@ -479,7 +479,13 @@ async function openThread(id) {
   for (const li of document.querySelectorAll("#recent li")) {
     li.classList.toggle("selected", li.dataset.open === id);
   }
+  // The load opened last owns the view and its stream: one that a later load superseded
+  // (another thread chosen, or this one reopened after an action) neither renders nor
+  // follows when it ends, so an older answer never replaces a newer one, and no stream is
+  // left open unwatched.
   if (state.stream) state.stream.abort();
+  const load = new AbortController();
+  state.stream = load;
   try {
     // Events first, then the thread: its status is then at least as new as the events
     // shown, and anything later arrives on the stream (which refreshes the status). Read
@@ -487,10 +493,12 @@ async function openThread(id) {
     const [page] = await Promise.all([
       api("GET", `/v1/threads/${id}/events?limit=1000`), eventKinds()]);
     const thread = await api("GET", `/v1/threads/${id}`);
+    if (state.stream !== load) return;
     state.events = page.events;
     renderThread(thread);
-    follow(id, page.next_after);
+    follow(id, page.next_after, load);
   } catch (err) {
+    if (state.stream !== load) return;
     document.getElementById("thread").replaceChildren(
       el("p", { class: "empty" }, `Cannot show ${id}: ${err.message}`));
   }
@@ -562,10 +570,9 @@ function threadActions(t) {
   return bar;
 }
 
-// Live updates: the SSE endpoint read with fetch (EventSource cannot send the key).
-async function follow(id, after) {
-  const controller = new AbortController();
-  state.stream = controller;
+// Live updates: the SSE endpoint read with fetch (EventSource cannot send the key),
+// until `controller` (the load that opened the thread) is aborted by the next one.
+async function follow(id, after, controller) {
   try {
     const resp = await fetch(`/v1/threads/${id}/events/stream?after=${after}`, {
       headers: { Accept: "text/event-stream", ...authHeaders() }, signal: controller.signal,
