@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -557,38 +557,9 @@ Event = Annotated[
     Field(discriminator="kind"),
 ]
 
-EVENT_CLASSES: tuple[type[_EventBase], ...] = (
-    UserMessage,
-    ModelCall,
-    ModelError,
-    ToolCall,
-    InvalidOutput,
-    ApprovalRequested,
-    Approval,
-    RespondedInstead,
-    ToolStarted,
-    ToolResult,
-    ToolError,
-    ToolAttemptFailed,
-    HumanRequest,
-    HumanResponse,
-    Done,
-    Escalated,
-    Failed,
-    Paused,
-    Resumed,
-    Compacted,
-    ForkedFrom,
-    ExternalEvent,
-    TokenBudgetExceeded,
-    ChildStarted,
-    GuardVerdict,
-    BudgetReserved,
-    BudgetSettled,
-    Waiting,
-    WaitTimedOut,
-)
-"""Every event class, in the order of the `Event` union."""
+EVENT_CLASSES: tuple[type[_EventBase], ...] = get_args(get_args(Event)[0])
+"""Every event class, in the order of the `Event` union (read from it: a kind is listed
+once)."""
 
 
 def is_prefetch(event: Event) -> bool:
