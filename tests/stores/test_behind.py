@@ -61,6 +61,30 @@ async def test_appends_queued_behind_a_commit_share_the_next_one(tmp_path: Path)
         await store.close()
 
 
+async def test_a_lone_queued_append_waits_for_the_next_to_fill_its_transaction(
+    tmp_path: Path,
+) -> None:
+    """After a transaction lands, one queued append (fewer than `depth`) is not committed
+    alone at once: the next append, arriving before the loop next waits, goes with it;
+    without one, the loop's next wait commits it."""
+    store = await _store(tmp_path / "t.db")
+    try:
+        commits = store.stats.commits
+        await _behind(store, 2)  # in flight
+        await _behind(store, 3)  # queued
+        await _behind(store, 4)  # waited, then went with 3
+        fifth = await _behind(store, 5)  # waited for 3 and 4; now queued alone
+        sixth = await _behind(store, 6)  # no wait between: the two share a transaction
+        await asyncio.gather(fifth, sixth)
+        assert store.stats.commits - commits == 3 and store.stats.queued == 2
+        seventh = await _behind(store, 7)  # alone, nothing in flight: the wait commits it
+        await seventh
+        assert store.stats.commits - commits == 4
+        assert _seqs(tmp_path / "t.db") == list(range(8))
+    finally:
+        await store.close()
+
+
 async def test_depth_one_waits_for_each_commit(tmp_path: Path) -> None:
     """`pipeline_depth=1`: nothing queues; the caller's `after` (its join) orders them."""
     store = await _store(tmp_path / "t.db", depth=1)

@@ -8,7 +8,10 @@ it is *queued*, and when the `COMMIT` returns the queued appends' statements run
 in one transaction with one `COMMIT` (one thread's own group commit). At most `depth`
 appends of the thread are on their way to disk at once (returned, not yet durable): one
 that would exceed it waits for the `COMMIT` in flight to return, then goes in the next
-transaction with the appends queued before it.
+transaction with the appends queued before it. A transaction of fewer than `depth`
+appends begins when the next append fills it or when the loop has nothing else to run
+(`_idle`: a model call awaited, a join), whichever is first, so with an instant model
+each carries `depth` turns and with a slow one a queued turn commits behind the call.
 
 What holds (tests/stores/test_behind.py, tests/test_pipeline.py):
 
@@ -53,6 +56,7 @@ Count = Callable[[int, float], None]
 
 @dataclass(slots=True)
 class _Queued:
+    thread_id: str
     plan: Callable[[], Plan[Any]]
     durable: asyncio.Future[None]
 
@@ -70,7 +74,7 @@ class Behind:
         self._carried: list[asyncio.Future[None]] = []  # its appends' awaitables
         self._queued: list[_Queued] = []
         self._carrying: Future[None] | None = None  # what commits them, on its thread
-        self._landed: asyncio.Future[None] | None = None  # done when it returned
+        self._waiting: list[asyncio.Future[None]] = []  # appends waiting at the depth
 
     def committing(self) -> bool:
         """Whether the inline connection's `COMMIT` is still running (the connection taken)."""
@@ -89,10 +93,10 @@ class Behind:
         self._hand_off(conn, thread_id, [durable])
         return durable
 
-    async def enqueue(self, plan: Callable[[], Plan[Any]]) -> asyncio.Future[None]:
+    async def enqueue(self, plan: Callable[[], Plan[Any]], thread_id: str) -> asyncio.Future[None]:
         """Queue an append of the thread in flight behind its transaction, waiting first
         while that would put more than `depth` of its appends on their way to disk."""
-        entry = _Queued(plan, asyncio.get_running_loop().create_future())
+        entry = _Queued(thread_id, plan, asyncio.get_running_loop().create_future())
         self._queued.append(entry)
         carrying = self._carrying
         if carrying is not None and carrying.done():
@@ -100,12 +104,13 @@ class Behind:
             # model does not yield): settle it now, and write this one at once with those
             # queued before it, rather than leave the disk idle until the loop next waits.
             self._land(carrying)
+        if not self._carried and len(self._queued) >= self.depth:
+            self._next()  # nothing in flight, and enough to fill a transaction: now
         while entry in self._queued and len(self._carried) + len(self._queued) > self.depth:
-            landed = self._landed
-            if landed is None:
-                break
+            landed = asyncio.get_running_loop().create_future()
+            self._waiting.append(landed)
             try:
-                await asyncio.shield(landed)
+                await landed
             except asyncio.CancelledError:
                 if entry in self._queued:  # nothing of it written
                     self._queued.remove(entry)
@@ -138,8 +143,7 @@ class Behind:
     ) -> None:
         """`job` commits `durables`' appends of `thread_id`: settle them when it returns."""
         loop = asyncio.get_running_loop()
-        self._thread, self._carried, self._landed = thread_id, durables, loop.create_future()
-        self._carrying = job
+        self._thread, self._carried, self._carrying = thread_id, durables, job
         # Never cancelled (a caller that stops waiting cancels only its awaitable): the
         # connection stays taken until its COMMIT or ROLLBACK has returned.
         job.add_done_callback(partial(_on_loop, loop, partial(self._land, job)))
@@ -170,21 +174,33 @@ class Behind:
         error = job.exception()
         for durable in self._carried:
             answer(durable, error, error is None)
-        landed, batch = self._landed, self._queued
-        thread_id = self._thread
-        self._thread, self._carried, self._landed, self._queued = None, [], None, []
-        if batch and thread_id is not None:
-            if error is not None:
-                for entry in batch:
-                    answer(entry.durable, error, False)
-            else:
-                self._next(thread_id, batch)
-        if landed is not None and not landed.done():
-            landed.set_result(None)
+        self._carried = []
+        if error is not None:
+            self._fail([entry.durable for entry in self._queued], error)
+            self._queued = []
+        elif len(self._queued) >= self.depth:
+            self._next()
+        waiting, self._waiting = self._waiting, []
+        for landed in waiting:
+            answer(landed, None, True)
+        if self._queued and not self._carried:
+            # Fewer than a transaction's worth: committed when the next append fills it,
+            # or when the loop has nothing else to run (a model call awaited), whichever is
+            # first; a waiter woken above runs before this.
+            asyncio.get_running_loop().call_soon(self._idle)
+        elif not self._queued and not self._carried:
+            self._thread = None
 
-    def _next(self, thread_id: str, batch: list[_Queued]) -> None:
+    def _idle(self) -> None:
+        """The loop cycled with appends queued and nothing in flight: commit them."""
+        if self._queued and not self._carried:
+            self._next()
+
+    def _next(self) -> None:
         """The queued appends' statements, in order, in one transaction on the inline
         connection, and its `COMMIT` handed off; on the store's thread if the lock is taken."""
+        batch, self._queued = self._queued, []
+        thread_id = batch[0].thread_id
         durables = [entry.durable for entry in batch]
         plans = [entry.plan for entry in batch]
         try:
@@ -192,11 +208,13 @@ class Behind:
         except sqlite3.OperationalError as exc:
             if not is_busy(exc):
                 self._fail(durables, exc)
+                self._thread = None
                 return
             self._carry(thread_id, durables, self._elsewhere(partial(chain, plans), len(plans)))
             return
         except BaseException as exc:  # a conflict or a lost lease: none of them stays
             self._fail(durables, exc)
+            self._thread = None
             return
         self._hand_off(conn, thread_id, durables)
 
@@ -209,6 +227,8 @@ class Behind:
         """The store closes: fail what is queued (never written); wait for a `COMMIT`."""
         self._fail([entry.durable for entry in self._queued], error)
         self._queued = []
+        for landed in self._waiting:
+            answer(landed, None, True)
         if self._flusher is not None:
             self._flusher.shutdown(wait=True)
 

@@ -194,7 +194,7 @@ class SQLiteStore(SQLStore):
         """
         behind = self._behind
         if behind.holds(append_to) and not self._closed:
-            return await behind.enqueue(plan)
+            return await behind.enqueue(plan, append_to)
         ready = options.get("ready")
         if ready is not None:
             await ready()
