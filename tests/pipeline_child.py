@@ -85,7 +85,8 @@ class Reporting(SQLiteStore):
     async def run_behind(
         self, plan: Write, tx: Tx, *, append_to: str, **options: Unpack[BehindOptions]
     ) -> Awaitable[None] | None:
-        seq = self._states[append_to].next_seq  # the store's state before this append
+        known = self._states.get(append_to)  # the store's state before this append
+        seq = known.next_seq if known is not None else 0  # none: the thread's create
         durable = await super().run_behind(plan, tx, append_to=append_to, **options)
         if durable is None:
             return None

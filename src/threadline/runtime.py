@@ -189,10 +189,16 @@ class Runtime(HumanActions):
         first = user_message(0, self.clock(), message, channel, sender, metadata)
         made = Thread(thread_id or new_thread_id(), name, metadata=meta)
         thread = await self._cpu_bound(launched, self.agent(name), made, first, self.clock())
-        await self.store.create(thread)
-        await self._notify(thread, thread.events)
+        # Its COMMIT may go on behind the first model call (docs/core.md, "Pipelining").
+        durable = await self.store.create_behind(thread)
+        if durable is None:
+            await self._notify(thread, thread.events)
+        else:
+            seen = as_of(thread) if self.observers else thread
+            self._pipeline.start(thread, 0, durable, partial(self._notify, seen, thread.events[:]))
         if advance:
             return await self.advance(thread)
+        await self._pipeline.join(thread)
         return thread
 
     async def advance(

@@ -141,6 +141,14 @@ class Store(ABC):
     async def create(self, thread: Thread) -> None:
         """Store a new thread with its initial events. Raises StoreError if the id exists."""
 
+    async def create_behind(self, thread: Thread) -> Awaitable[None] | None:
+        """`create`, perhaps returning before the thread is durable, as `append_behind`
+        does: None when it is, else what completes when it is (or raises the error that
+        undid it). The errors of `create` are raised here, having written nothing. This
+        default is `create`."""
+        await self.create(thread)
+        return None
+
     @abstractmethod
     async def append(
         self,

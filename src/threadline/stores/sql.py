@@ -114,6 +114,14 @@ class SQLStore(SQLLeases):
     # -- threads and events --------------------------------------------------------------
 
     async def create(self, thread: Thread) -> None:
+        await self._create(thread, behind=False)
+
+    async def create_behind(self, thread: Thread) -> Awaitable[None] | None:
+        """`create`; when the driver can (`run_behind`), returning before its `COMMIT`
+        returned, so the thread's first model call is made meanwhile."""
+        return await self._create(thread, behind=True)
+
+    async def _create(self, thread: Thread, *, behind: bool) -> Awaitable[None] | None:
         d = self.dialect
         head = {
             "id": thread.id,
@@ -138,8 +146,13 @@ class SQLStore(SQLLeases):
             if thread.status == Status.RUNNING:
                 yield from self._announce(thread.id)
 
-        await self.run(plan, Tx.ATOMIC)
-        self._remember(thread.id, thread.state.copy())
+        if not behind:
+            await self.run(plan, Tx.ATOMIC)
+            self._remember(thread.id, thread.state.copy())
+            return None
+        durable = await self.run_behind(plan, Tx.ATOMIC, append_to=thread.id)
+        self._remember(thread.id, thread.state.copy())  # the first append is prepared on it
+        return None if durable is None else self._settled(thread.id, durable)
 
     async def append(
         self,
