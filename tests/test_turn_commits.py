@@ -3,14 +3,12 @@ of the read-only tools it called; a tool with side effects keeps its write-ahead
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from threadline import Agent, MemoryStore, Runtime, SQLiteStore, Status, tool
-from threadline.events import Event
-from threadline.stores.base import Lease
+from threadline.stores.base import Append
 from threadline.testing import ScriptedModel, intent
 from threadline.tools import ToolContext
 
@@ -55,15 +53,9 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.appends: list[list[str]] = []
 
-    async def append(
-        self,
-        thread_id: str,
-        events: Sequence[Event],
-        *,
-        expected_seq: int,
-        lease: Lease | None = None,
-    ) -> None:
-        await super().append(thread_id, events, expected_seq=expected_seq, lease=lease)
+    async def _append(self, append: Append) -> None:
+        await super()._append(append)
+        _, events, *_ = append
         self.appends.append([e.kind for e in events])
 
 

@@ -1,12 +1,17 @@
-"""stores/rows.py: reading event rows back (density, committed retries, a row's seq)."""
+"""stores/rows.py: reading rows back (density, committed retries, a row's seq; a table's
+columns as an object)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 
 from threadline.errors import CorruptEvent
 from threadline.events import UserMessage, utcnow
-from threadline.stores.rows import already_written, check_dense, parse_row
+from threadline.stores.dialect import stored_json, stored_time
+from threadline.stores.rows import Columns, already_written, check_dense, nullable, parse_row
 
 FIRST = UserMessage(seq=0, at=utcnow(), text="hi")
 SECOND = UserMessage(seq=1, at=utcnow(), text="again")
@@ -34,3 +39,42 @@ def test_a_row_holding_another_seq_or_no_event_is_corrupt() -> None:
     with pytest.raises(CorruptEvent) as found:
         parse_row("t", 2, '{"kind": "nope"}', 1)
     assert found.value.seq == 2
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    at: datetime
+    body: dict[str, object]
+    until: datetime | None
+    count: int
+
+
+ROWS = Columns(
+    Row,
+    "id, at, body{text}, until, count",
+    at=stored_time,
+    body=stored_json,
+    until=nullable(stored_time),
+)
+
+
+def test_columns_give_the_select_list_and_read_each_column_into_its_field() -> None:
+    assert f"SELECT {ROWS.names} FROM t" == "SELECT id, at, body{text}, until, count FROM t"
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    # SQLite returns ISO text and JSON text; psycopg a datetime (and the JSON as text).
+    read = ROWS.read(("r1", at.isoformat(), '{"a": 1}', None, 3))
+    assert read == Row("r1", at, {"a": 1}, None, 3)
+    assert ROWS.read(("r1", at, '{"a": 1}', at, 3)).until == at
+
+
+def test_a_row_that_does_not_parse_raises_its_parsers_error() -> None:
+    with pytest.raises(ValueError):
+        ROWS.read(("r1", "not a time", "{}", None, 3))
+    with pytest.raises(ValueError):  # a row of another query: as many values as columns
+        ROWS.read(("r1", "2026-01-02T03:04:05+00:00", "{}", None))
+
+
+def test_a_parser_for_a_column_not_selected_is_refused_where_it_is_declared() -> None:
+    with pytest.raises(ValueError, match=r"Row: no column \['when'\]"):
+        Columns(Row, "id, at, body{text}, until, count", when=stored_time)

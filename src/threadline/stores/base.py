@@ -29,12 +29,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Any, TypeAlias, TypedDict
 
 from ..errors import AppendConflict, CorruptEvent, ThreadlineError
 from ..events import Event, Status, Thread, ThreadState
 
 __all__ = [
+    "Append",
     "BadRow",
     "Lease",
     "LeaseQuery",
@@ -102,6 +103,15 @@ class Lease:
     released (its holder crashed or stalled): a takeover, which metrics count."""
 
 
+Append: TypeAlias = tuple[
+    str, Sequence[Event], int, Lease | None, bool, Callable[[], Awaitable[None]] | None, bool
+]
+"""An append's arguments as a store's `_append` takes them: `(thread_id, events,
+expected_seq, lease, behind, after, ahead)`, `behind` True for `append_behind` (see there
+for `after` and `ahead`). A plain tuple: one is built per append, on the hot path, where a
+named tuple's constructor costs more than the rest of the call."""
+
+
 @dataclass(frozen=True, slots=True)
 class ThreadQuery:
     """A listing's arguments, parsed (`Store.list`): `before` is the decoded cursor, the id
@@ -135,7 +145,10 @@ class LeaseQuery:
 
 
 class Store(ABC):
-    """Where threads live. Async throughout; sync callers use `threadline.run_sync`."""
+    """Where threads live. Async throughout; sync callers use `threadline.run_sync`.
+
+    The public methods check and parse their arguments here, once; an implementation
+    writes the hooks they call (`_append`, `_list`, `_lease`) and the abstract methods."""
 
     @abstractmethod
     async def create(self, thread: Thread) -> None:
@@ -149,24 +162,27 @@ class Store(ABC):
         await self.create(thread)
         return None
 
-    @abstractmethod
-    async def append(
+    def append(
         self,
         thread_id: str,
         events: Sequence[Event],
         *,
         expected_seq: int,
         lease: Lease | None = None,
-    ) -> None:
-        """Append `events` atomically at `expected_seq`.
+    ) -> Awaitable[object]:
+        """Append `events` atomically at `expected_seq`; durable once awaited.
+
+        Not `async` itself: it returns `_append`'s coroutine for the caller to await (one
+        coroutine fewer per append, on the hot path), whose value means nothing here.
 
         Raises:
             ThreadNotFound: no such thread.
             AppendConflict: the thread is not at `expected_seq`; nothing written.
             LeaseLost: `lease` is given and no longer held; nothing written.
         """
+        return self._append((thread_id, events, expected_seq, lease, False, None, True))
 
-    async def append_behind(
+    def append_behind(
         self,
         thread_id: str,
         events: Sequence[Event],
@@ -175,7 +191,7 @@ class Store(ABC):
         lease: Lease | None = None,
         after: Callable[[], Awaitable[None]] | None = None,
         ahead: bool = True,
-    ) -> Awaitable[None] | None:
+    ) -> Awaitable[Awaitable[None] | None]:
         """`append`, returning once the events are written, perhaps before they are durable
         (pipelining: the caller computes meanwhile what does not depend on them).
 
@@ -192,12 +208,14 @@ class Store(ABC):
         this append stays). It must be awaited before any other append to the thread, and
         before anything that may only follow durable events. The errors of `append`
         (conflict, lost lease, unknown thread) are raised here, having written nothing.
-        This default is `append`: durable on return.
+        A store that cannot return early (`MemoryStore`) is durable on return.
         """
-        if after is not None:
-            await after()
-        await self.append(thread_id, events, expected_seq=expected_seq, lease=lease)
-        return None
+        return self._append((thread_id, events, expected_seq, lease, True, after, ahead))
+
+    @abstractmethod
+    async def _append(self, append: Append) -> Awaitable[None] | None:
+        """`append` (`behind` False: durable on return, returning None) or `append_behind`
+        (awaiting `after`, if any, before anything is written, unless queued)."""
 
     @abstractmethod
     async def load(self, thread_id: str) -> Thread:

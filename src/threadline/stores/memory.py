@@ -6,13 +6,13 @@ import asyncio
 import builtins
 import contextlib
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from ..errors import LeaseLost, StoreError, ThreadNotFound
 from ..events import Event, Status, Thread, utcnow
 from .base import (
+    Append,
     Lease,
     LeaseQuery,
     Page,
@@ -73,14 +73,10 @@ class MemoryStore(Store):
             if copy.status == Status.RUNNING:
                 self._work.set()
 
-    async def append(
-        self,
-        thread_id: str,
-        events: Sequence[Event],
-        *,
-        expected_seq: int,
-        lease: Lease | None = None,
-    ) -> None:
+    async def _append(self, append: Append) -> None:
+        thread_id, events, expected_seq, lease, _, after, _ = append
+        if after is not None:
+            await after()
         async with self._lock:
             thread = self._require(thread_id)
             if lease is not None:

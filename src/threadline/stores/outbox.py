@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from .dialect import Plan, PlanRunner, Query, Tx, select, select_one, stored_json, stored_time
+from .rows import Columns, nullable
 
 __all__ = [
     "MemoryOutbox",
@@ -263,7 +264,7 @@ class SQLOutbox(Outbox):
         sql = d.sql(_CLAIM.replace("{filters}", filters))
 
         def plan() -> Plan[list[OutboxEntry]]:
-            return [_entry(r) for r in (yield Query(sql, args)).rows]
+            return [_ENTRY.read(r) for r in (yield Query(sql, args)).rows]
 
         return await self._store.run(plan, Tx.WRITE)
 
@@ -285,7 +286,7 @@ class SQLOutbox(Outbox):
 
     async def about(self, thread_id: str, topic: str) -> builtins.list[OutboxEntry]:
         sql = f"{_SELECT} WHERE thread_id = :t AND topic = :topic{_ORDER}"
-        return await select(self._store, sql, {"t": thread_id, "topic": topic}, _entry)
+        return await select(self._store, sql, {"t": thread_id, "topic": topic}, _ENTRY.read)
 
     async def link(self, channel: str, conversation: str, thread_id: str, *, at: datetime) -> bool:
         d = self._store.dialect
@@ -303,8 +304,15 @@ class SQLOutbox(Outbox):
         )
 
 
-_COLUMNS = "id, thread_id, topic, channel, body{text}, status, due_at, attempts, ref{text}, error"
-_SELECT = f"SELECT {_COLUMNS} FROM channel_outbox"
+_ENTRY = Columns(
+    OutboxEntry,
+    "id, thread_id, topic, channel, body{text}, status, due_at, attempts, ref{text}, error",
+    body=stored_json,
+    due_at=stored_time,
+    attempts=int,
+    ref=nullable(stored_json),
+)
+_SELECT = f"SELECT {_ENTRY.names} FROM channel_outbox"
 _ORDER = " ORDER BY due_at, id"
 _INSERT = (
     "INSERT INTO channel_outbox (id, thread_id, topic, channel, body, status, due_at, "
@@ -316,7 +324,7 @@ _CLAIM = (
     "WHERE id IN (SELECT id FROM channel_outbox WHERE status = 'pending' AND due_at <= :now "
     "AND (claimed_until IS NULL OR claimed_until <= :now){filters} "
     "ORDER BY due_at, id LIMIT :limit{skip_locked}) "
-    f"RETURNING {_COLUMNS}"
+    f"RETURNING {_ENTRY.names}"
 )
 _FINISH = (
     "UPDATE channel_outbox SET status = :status, ref = COALESCE(:ref{json}, ref), "
@@ -327,18 +335,3 @@ _LINK = (
     "INSERT INTO channel_conversations (channel, conversation, thread_id, created_at) "
     "VALUES (:c, :v, :t, :at) ON CONFLICT (channel, conversation) DO NOTHING"
 )
-
-
-def _entry(row: Sequence[Any]) -> OutboxEntry:
-    return OutboxEntry(
-        id=row[0],
-        thread_id=row[1],
-        topic=row[2],
-        channel=row[3],
-        body=stored_json(row[4]),
-        status=row[5],
-        due_at=stored_time(row[6]),
-        attempts=int(row[7]),
-        ref=stored_json(row[8]) if row[8] is not None else None,
-        error=row[9],
-    )

@@ -1,16 +1,18 @@
 """Reading stored rows back (the SQL stores): a thread's row, density, committed retries,
-parsing."""
+parsing; a table's columns as an object (`Columns`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 from ..errors import CorruptEvent, ThreadNotFound
 from ..events import Event, event_from_json
 from .dialect import Result
 
-__all__ = ["already_written", "check_dense", "parse_row", "row_of"]
+__all__ = ["Columns", "already_written", "check_dense", "nullable", "parse_row", "row_of"]
+
+T = TypeVar("T")
 
 
 def check_dense(thread_id: str, rows: Sequence[Sequence[Any]], *, first: int) -> None:
@@ -50,3 +52,39 @@ def row_of(thread_id: str, found: Result) -> Sequence[Any]:
     if not found.rows:
         raise ThreadNotFound(thread_id)
     return found.rows[0]
+
+
+def nullable(parse: Callable[[Any], T]) -> Callable[[Any], T | None]:
+    """`parse` for a column that may be NULL: None is read as None."""
+
+    def read(value: Any) -> T | None:
+        return None if value is None else parse(value)
+
+    return read
+
+
+class Columns(Generic[T]):
+    """The columns a query selects and the object each row is read as, declared once.
+
+    `names` is the column list as the query writes it (a JSON column read as text ends in
+    `{text}`). Each column fills the keyword of `build` with its name: as the driver
+    returned it, or through its entry in `parse` (`stored_time`, `stored_json`, `int`,
+    `nullable(...)` where the column may be NULL).
+    """
+
+    __slots__ = ("_fields", "build", "names")
+
+    def __init__(self, build: Callable[..., T], names: str, **parse: Callable[[Any], Any]) -> None:
+        fields = [name.strip().removesuffix("{text}") for name in names.split(",")]
+        unknown = parse.keys() - set(fields)
+        if unknown:
+            raise ValueError(f"{build.__name__}: no column {sorted(unknown)} in {names!r}")
+        self.build = build
+        self.names = names
+        self._fields = tuple((name, parse.get(name)) for name in fields)
+
+    def read(self, row: Sequence[Any]) -> T:
+        """One selected row as its object. A value its parser refuses raises that parser's
+        error (ValueError, TypeError)."""
+        values = zip(self._fields, row, strict=True)
+        return self.build(**{name: v if p is None else p(v) for (name, p), v in values})

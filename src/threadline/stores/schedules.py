@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol
 
 from ..errors import StoreError
 from .dialect import Plan, PlanRunner, Query, Tx, insert_new, select, select_one, stored_time
+from .rows import Columns
 
 __all__ = [
     "Firing",
@@ -193,11 +194,11 @@ class SQLScheduleStore:
 
     async def get(self, name: str) -> Schedule | None:
         return await select_one(
-            self._store, f"{_SELECT} WHERE name = :name", {"name": name}, _schedule
+            self._store, f"{_SELECT} WHERE name = :name", {"name": name}, _SCHEDULE.read
         )
 
     async def list(self) -> builtins.list[Schedule]:
-        return await select(self._store, f"{_SELECT} ORDER BY name", {}, _schedule)
+        return await select(self._store, f"{_SELECT} ORDER BY name", {}, _SCHEDULE.read)
 
     async def remove(self, name: str) -> bool:
         d = self._store.dialect
@@ -254,13 +255,22 @@ class SQLScheduleStore:
         )
 
 
-_COLUMNS = (
+def _missed(stored: str) -> Missed:
+    return "catch-up" if stored == "catch-up" else "skip"
+
+
+_SCHEDULE = Columns(
+    Schedule,
     "id, name, agent, message, cron, timezone, missed, destination, paused, created_at, "
-    "fired_through"
+    "fired_through",
+    missed=_missed,
+    paused=bool,
+    created_at=stored_time,
+    fired_through=stored_time,
 )
-_SELECT = f"SELECT {_COLUMNS} FROM schedules"
+_SELECT = f"SELECT {_SCHEDULE.names} FROM schedules"
 _INSERT = (
-    f"INSERT INTO schedules ({_COLUMNS}) VALUES (:id, :name, :agent, :message, :cron, "
+    f"INSERT INTO schedules ({_SCHEDULE.names}) VALUES (:id, :name, :agent, :message, :cron, "
     ":timezone, :missed, :destination, :paused, :created_at, :fired_through)"
 )
 _PAUSE = "UPDATE schedules SET paused = 1 WHERE name = :name AND paused = 0"
@@ -280,19 +290,3 @@ _FIRINGS = (
     "SELECT schedule_id, tick, thread_id, fired_at FROM schedule_firings "
     "WHERE schedule_id = :id ORDER BY tick DESC LIMIT :limit"
 )
-
-
-def _schedule(row: Sequence[Any]) -> Schedule:
-    return Schedule(
-        id=row[0],
-        name=row[1],
-        agent=row[2],
-        message=row[3],
-        cron=row[4],
-        timezone=row[5],
-        missed="catch-up" if row[6] == "catch-up" else "skip",
-        destination=row[7],
-        paused=bool(row[8]),
-        created_at=stored_time(row[9]),
-        fired_through=stored_time(row[10]),
-    )

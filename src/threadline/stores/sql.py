@@ -28,6 +28,7 @@ from typing import Any, TypeAlias, TypedDict, TypeVar, Unpack
 from ..errors import AppendConflict, CorruptEvent, LeaseLost, StoreError, ThreadNotFound
 from ..events import SCHEMA_VERSION, Event, Status, Thread, ThreadState, utcnow
 from .base import (
+    Append,
     BadRow,
     Lease,
     Page,
@@ -43,7 +44,7 @@ from .keys import SQLDeliveryLog, SQLKeyStore
 from .leases import SQLLeases
 from .outbox import SQLOutbox
 from .ratelimits import SQLRateLimits
-from .rows import already_written, check_dense, parse_row, row_of
+from .rows import Columns, already_written, check_dense, nullable, parse_row, row_of
 from .schedules import SQLScheduleStore
 
 __all__ = ["BehindOptions", "SQLStore", "Write"]
@@ -154,45 +155,12 @@ class SQLStore(SQLLeases):
         self._remember(thread.id, thread.state.copy())  # the first append is prepared on it
         return None if durable is None else self._settled(thread.id, durable)
 
-    async def append(
-        self,
-        thread_id: str,
-        events: Sequence[Event],
-        *,
-        expected_seq: int,
-        lease: Lease | None = None,
-    ) -> None:
-        await self._write(thread_id, events, expected_seq, lease, behind=False)
-
-    async def append_behind(
-        self,
-        thread_id: str,
-        events: Sequence[Event],
-        *,
-        expected_seq: int,
-        lease: Lease | None = None,
-        after: Callable[[], Awaitable[None]] | None = None,
-        ahead: bool = True,
-    ) -> Awaitable[None] | None:
-        """`append`; when the store knows the thread's state (its own last write or load)
-        and the driver can (`run_behind`), returning before the `COMMIT` returned. The state
-        after it is remembered at once, so the next append is prepared while it commits."""
-        return await self._write(
-            thread_id, events, expected_seq, lease, behind=True, after=after, ahead=ahead
-        )
-
-    async def _write(
-        self,
-        thread_id: str,
-        events: Sequence[Event],
-        expected_seq: int,
-        lease: Lease | None,
-        *,
-        behind: bool,
-        after: Callable[[], Awaitable[None]] | None = None,
-        ahead: bool = True,
-    ) -> Awaitable[None] | None:
-        """The append; None once durable, or (`behind`) what completes when it is."""
+    async def _append(self, append: Append) -> Awaitable[None] | None:
+        """The append; None once durable, or (`behind`) what completes when it is: when
+        the store knows the thread's state (its own last write or load) and the driver can
+        (`run_behind`), returning before the `COMMIT` returned. The state after it is
+        remembered at once, so the next append is prepared while it commits."""
+        thread_id, events, expected_seq, lease, behind, after, ahead = append
         if not events:
             if after is not None:
                 await after()
@@ -449,7 +417,7 @@ class SQLStore(SQLLeases):
 
         def plan() -> Plan[ThreadSummary]:
             found = yield Query(d.sql(f"{_SUMMARY} WHERE id = :id"), {"id": thread_id})
-            return _summary(row_of(thread_id, found))
+            return _SUMMARY_ROW.read(row_of(thread_id, found))
 
         return await self.run(plan, Tx.READ)
 
@@ -536,30 +504,23 @@ _EVENTS = (
     "SELECT seq, body{text} FROM events WHERE thread_id = :id AND seq > :after "
     "ORDER BY seq LIMIT :limit"
 )
-_SUMMARY = (
-    "SELECT id, agent, status, next_seq, created_at, updated_at, metadata{text}, due_at, "
-    "lease_owner, lease_expires FROM threads"
+_SUMMARY_ROW = Columns(
+    ThreadSummary,
+    "id, agent, status, next_seq, created_at, updated_at, metadata{text}, due_at, lease_owner, "
+    "lease_expires",
+    status=Status,
+    created_at=stored_time,
+    updated_at=stored_time,
+    metadata=stored_json,
+    due_at=nullable(stored_time),
+    lease_expires=nullable(stored_time),
 )
-
-
-def _summary(row: Sequence[Any]) -> ThreadSummary:
-    return ThreadSummary(
-        id=row[0],
-        agent=row[1],
-        status=Status(row[2]),
-        next_seq=row[3],
-        created_at=stored_time(row[4]),
-        updated_at=stored_time(row[5]),
-        metadata=stored_json(row[6]),
-        due_at=stored_time(row[7]) if row[7] is not None else None,
-        lease_owner=row[8],
-        lease_expires=stored_time(row[9]) if row[9] is not None else None,
-    )
+_SUMMARY = f"SELECT {_SUMMARY_ROW.names} FROM threads"
 
 
 def _listed(row: Sequence[Any]) -> ThreadSummary | BadRow:
     """A listed row, or why it does not parse (skipped and reported by `list`)."""
     try:
-        return _summary(row)
+        return _SUMMARY_ROW.read(row)
     except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
         return BadRow(str(row[0]), f"thread row does not parse: {type(exc).__name__}: {exc}"[:300])
