@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from threadline.errors import ConfigError
 from threadline.retrieval import Document, Retriever, open_retriever
+from threadline.retrieval.base import SearchMode
 from threadline.retrieval.chunking import count_tokens
 
 MANUAL = """# Runbook
@@ -106,6 +108,21 @@ async def test_filter_and_delete(url: str, embedder) -> None:
         assert [d["id"] for d in stats.documents] == ["runbook"]
         assert stats.documents[0]["chunks"] == 3
         assert stats.documents[0]["metadata"] == {"team": "ops", "year": 2024}
+
+
+MODES: tuple[SearchMode, ...] = ("lexical", "vector", "hybrid")
+
+
+async def test_a_filter_key_that_could_reach_the_sql_is_refused_by_every_search(url: str) -> None:
+    async with open_retriever(url, embeddings="none") as index:
+        await index.upsert(docs())
+        bad = {"team') OR 1=1 --": "x"}
+        # "the and of": no word to rank by, so no query runs; refused all the same
+        for query in ("refunds", "the and of"):
+            for mode in MODES:
+                with pytest.raises(ConfigError, match="letters, digits"):
+                    await index.search(query, k=5, filter=bad, mode=mode)
+        assert await index.search("the and of", k=5, filter={"team": "ops"}) == []
 
 
 async def test_the_index_persists_across_opens(url: str, embedder) -> None:

@@ -227,7 +227,8 @@ class Retriever(ABC):
 
     Open with `async with`: the backend connects and checks its schema in `open()`.
     The operations are written here once; a backend stores and ranks (`_stored`,
-    `_write`, `_lexical`, `_vector`, `_chunks`).
+    `_write`, `_lexical`, `_vector`, `_chunks`) and keeps the embeddings' name
+    (`_recorded_embedder`, `_record_embedder`).
     """
 
     url: str
@@ -235,6 +236,9 @@ class Retriever(ABC):
     """Whether this index has vectors (False: lexical only)."""
     embedder: Embedder | None
     """Turns text into vectors (used only when `vectors`)."""
+    elsewhere: str
+    """Where to index with other embeddings instead ("a new file"), for the error that
+    refuses them (`must_record_embedder`)."""
 
     async def __aenter__(self) -> Retriever:
         await self.open()
@@ -250,6 +254,25 @@ class Retriever(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release connections. Idempotent."""
+
+    async def _keep_embedder(self) -> None:
+        """At `open`, the tables made: the index keeps the embeddings it was built with
+        (`must_record_embedder`); this one's are its embedder's name, "none" without
+        vectors."""
+        want = self.embedder.name if self.embedder is not None and self.vectors else "none"
+        recorded, empty = await self._recorded_embedder()
+        if must_record_embedder(
+            recorded, want=want, empty=empty, index=self.url, elsewhere=self.elsewhere
+        ):
+            await self._record_embedder(want)
+
+    @abstractmethod
+    async def _recorded_embedder(self) -> tuple[str | None, bool]:
+        """The embeddings the index records (None: none yet) and whether it has no chunk."""
+
+    @abstractmethod
+    async def _record_embedder(self, name: str) -> None:
+        """Record `name` as the index's embeddings."""
 
     async def upsert(self, documents: Sequence[Document]) -> UpsertReport:
         """Index documents; only changed chunks are embedded and written."""
@@ -299,9 +322,13 @@ class Retriever(ABC):
 
         Each ranking the mode asks for (`_lexical`, `_vector`) reads `CANDIDATES` or `4k`
         chunks, whichever is more; `hybrid` fuses the two by reciprocal rank fusion.
+
+        Raises:
+            ConfigError: a key of `filter` is not letters, digits, '_' or '-' (`check_filter`).
         """
         if k <= 0:
             return []
+        check_filter(filter)  # the rankings put its keys in their SQL
         if not self.vectors:
             mode = "lexical"
         depth = max(CANDIDATES, 4 * k)

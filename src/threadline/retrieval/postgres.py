@@ -27,16 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError, MissingExtraError, RetrievalError
-from .base import (
-    Document,
-    DocumentPlan,
-    IndexStats,
-    MetadataFilter,
-    Retriever,
-    StoredChunk,
-    check_filter,
-    must_record_embedder,
-)
+from .base import Document, DocumentPlan, IndexStats, MetadataFilter, Retriever, StoredChunk
 from .embeddings import Embedder
 
 if TYPE_CHECKING:
@@ -83,7 +74,8 @@ def _vector_literal(row: Any) -> str:
 
 
 def _filter_sql(flt: MetadataFilter | None) -> tuple[str, list[Any]]:
-    check_filter(flt)
+    """` AND ...` clauses on the document metadata and their parameters (keys checked by
+    `Retriever.search`)."""
     sql, params = "", []
     for key, want in (flt or {}).items():
         values = list(want) if isinstance(want, list | tuple | set | frozenset) else [want]
@@ -100,6 +92,8 @@ class PostgresRetriever(Retriever):
         embedder: turns text into vectors; used only where pgvector is installed.
         schema: the schema holding the tables (created when missing).
     """
+
+    elsewhere = "another schema"
 
     def __init__(self, conninfo: str, embedder: Embedder | None, *, schema: str | None = None):
         if schema is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
@@ -153,7 +147,7 @@ class PostgresRetriever(Retriever):
                 await cur.execute(statement)
         if self.embedder is not None:
             await self._enable_vectors(self.embedder)
-        await self._check_embedder()
+        await self._keep_embedder()
 
     async def _enable_vectors(self, embedder: Embedder) -> None:
         psycopg = _import_psycopg()
@@ -188,23 +182,21 @@ class PostgresRetriever(Retriever):
             return
         self.vectors = True
 
-    async def _check_embedder(self) -> None:
-        want = self.embedder.name if self.embedder and self.vectors else "none"
+    async def _recorded_embedder(self) -> tuple[str | None, bool]:
         async with self._cursor() as cur:
             await cur.execute("SELECT value FROM retrieval_meta WHERE key = 'embedder'")
             row = await cur.fetchone()
             await cur.execute("SELECT count(*) FROM retrieval_chunks")
             count = await cur.fetchone()
-            empty = count is not None and count[0] == 0
-            recorded = row[0] if row else None
-            if must_record_embedder(
-                recorded, want=want, empty=empty, index=self.url, elsewhere="another schema"
-            ):
-                await cur.execute(
-                    "INSERT INTO retrieval_meta VALUES ('embedder', %s) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (want,),
-                )
+        return (row[0] if row else None), count is not None and count[0] == 0
+
+    async def _record_embedder(self, name: str) -> None:
+        async with self._cursor() as cur:
+            await cur.execute(
+                "INSERT INTO retrieval_meta VALUES ('embedder', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (name,),
+            )
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -27,16 +27,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from .base import (
-    Document,
-    DocumentPlan,
-    IndexStats,
-    MetadataFilter,
-    Retriever,
-    StoredChunk,
-    check_filter,
-    must_record_embedder,
-)
+from .base import Document, DocumentPlan, IndexStats, MetadataFilter, Retriever, StoredChunk
 from .embeddings import Embedder
 
 __all__ = ["SQLiteRetriever"]
@@ -78,8 +69,8 @@ END;
 
 
 def filter_sql(flt: MetadataFilter | None, alias: str = "d") -> tuple[str, list[Any]]:
-    """` AND ...` clauses (json_extract on the document metadata) and their parameters."""
-    check_filter(flt)
+    """` AND ...` clauses (json_extract on the document metadata) and their parameters
+    (keys checked by `Retriever.search`)."""
     sql, params = "", []
     for key, want in (flt or {}).items():
         col = f"json_extract({alias}.metadata, '$.\"{key}\"')"
@@ -96,6 +87,8 @@ class SQLiteRetriever(Retriever):
         path: the database file (created with its directory when missing).
         embedder: turns text into vectors; None makes a lexical-only index.
     """
+
+    elsewhere = "a new file"
 
     def __init__(self, path: str, embedder: Embedder | None) -> None:
         self.path = path
@@ -136,17 +129,21 @@ class SQLiteRetriever(Retriever):
 
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, connect)
-        await self._run(self._check_embedder)
+        await self._keep_embedder()
 
-    def _check_embedder(self, conn: sqlite3.Connection) -> None:
-        want = self.embedder.name if self.embedder else "none"
-        row = conn.execute("SELECT value FROM retrieval_meta WHERE key='embedder'").fetchone()
-        empty = conn.execute("SELECT count(*) FROM chunks").fetchone()[0] == 0
-        recorded = row[0] if row else None
-        if must_record_embedder(
-            recorded, want=want, empty=empty, index=self.path, elsewhere="a new file"
-        ):
-            conn.execute("INSERT OR REPLACE INTO retrieval_meta VALUES ('embedder', ?)", (want,))
+    async def _recorded_embedder(self) -> tuple[str | None, bool]:
+        def read(conn: sqlite3.Connection) -> tuple[str | None, bool]:
+            row = conn.execute("SELECT value FROM retrieval_meta WHERE key='embedder'").fetchone()
+            empty = conn.execute("SELECT count(*) FROM chunks").fetchone()[0] == 0
+            return (row[0] if row else None), empty
+
+        return await self._run(read)
+
+    async def _record_embedder(self, name: str) -> None:
+        def record(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO retrieval_meta VALUES ('embedder', ?)", (name,))
+
+        await self._run(record)
 
     async def close(self) -> None:
         if self._conn is not None:
