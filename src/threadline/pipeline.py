@@ -96,6 +96,10 @@ class Pipeline:
         task.add_done_callback(_retrieved)
         self._flying.setdefault(id(thread), []).append(_InFlight(thread, expected, task))
 
+    def flying(self, thread: Thread) -> bool:
+        """Whether a commit of `thread` is in flight (`join` has something to wait for)."""
+        return id(thread) in self._flying
+
     async def join(self, thread: Thread) -> None:
         """Wait until `thread`'s commits in flight, if any, are durable (and observed).
 

@@ -403,7 +403,9 @@ class Runtime(HumanActions):
         the answer is re-based alone, as `perform` does; the read-only tools run again.
         """
         expected = thread.next_seq
-        held = await self._redacted(thread, answer(expected, self.clock()))
+        held = answer(expected, self.clock())
+        if untrusted(held):  # a model's answer holds none (unless it was refused)
+            held = await self._redacted(thread, held)
         thread.extend(held)  # in memory only until the append below
         carry_validated(thread, validated)
 
@@ -417,10 +419,12 @@ class Runtime(HumanActions):
         try:
             while not self._stopping and (budget is None or steps < budget):
                 step = rd.decide(agent, thread)
-                done = await self._hold_step(agent, thread, step, hold, lease)
+                # A model call is never held (the commonest end of a turn): no coroutine.
+                call = type(step) is rd.CallModel
+                done = False if call else await self._hold_step(agent, thread, step, hold, lease)
                 if done is False:  # not carried out: the next `advance_only` step
                     self._decided = (thread, len(thread), step)
-                    ahead = isinstance(step, rd.CallModel)  # it may go ahead of this commit
+                    ahead = call  # a model call may go ahead of this commit
                     break
                 steps += 1
                 if isinstance(done, rd.RunTool):
@@ -428,12 +432,13 @@ class Runtime(HumanActions):
                     break
             # The turn before is durable before this one is written (prepared meanwhile),
             # or this one is queued behind it, to share the next commit.
+            flying = self._pipeline.flying(thread)  # else no join to wait for
             durable = await self.store.append_behind(
                 thread.id,
                 held,
                 expected_seq=expected,
                 lease=lease,
-                after=partial(self._pipeline.join, thread),
+                after=partial(self._pipeline.join, thread) if flying else None,
                 ahead=ahead,
             )
         except AppendConflict:
@@ -450,7 +455,7 @@ class Runtime(HumanActions):
             if ahead:  # the next turn goes ahead
                 return thread, steps
             await self._pipeline.join(thread)
-        else:
+        elif self.observers:
             await self._notify(thread, held)
         if write_ahead is not None:
             thread = await self._run_tools(agent, thread, (write_ahead,), lease, started=True)
@@ -488,7 +493,7 @@ class Runtime(HumanActions):
         if isinstance(step, rd.CheckGuards):
             await hold(thread, await guard_verdicts(agent, thread, step.calls), _any)
             return True
-        if isinstance(step, rd.AwaitApproval | rd.AwaitHuman | rd.Finish | rd.Escalate):
+        if isinstance(step, _HELD_ENDS):
             await hold(thread, partial(rd.step_events, step), _any)
             return True
         return False
@@ -578,6 +583,10 @@ class Runtime(HumanActions):
                 continue
 
     # -- human actions (factor 7): see `HumanActions` in runtime_actions.py -------------
+
+
+_HELD_ENDS = (rd.AwaitApproval, rd.AwaitHuman, rd.Finish, rd.Escalate)
+"""Steps a held turn writes without I/O (built once: `A | B` makes a union per test)."""
 
 
 def _not_ended(thread: Thread) -> bool:

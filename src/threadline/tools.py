@@ -206,7 +206,9 @@ class Tool:
         `ctx` may be None for a tool that takes no context (`takes_context`)."""
         if self.fn is None:
             raise ToolDefinitionError(f"tool {self.key} has no function to run")
-        if isinstance(args, JsonArguments):  # from_json_schema: fn(arguments[, ctx])
+        # from_json_schema: fn(arguments[, ctx]). The exact type (JsonArguments has no
+        # subclasses): a failing isinstance of a pydantic model class costs 3x more.
+        if type(args) is JsonArguments:
             positional = (args.root, ctx) if self._context_param else (args.root,)
             if self._is_async:
                 return await self.fn(*positional)
