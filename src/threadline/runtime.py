@@ -324,7 +324,8 @@ class Runtime(HumanActions):
         context = prepared.context
         if context is None or thread.status is not Status.RUNNING:
             return thread, 1
-        context = context.at_call(thread.state.model_calls)
+        if context.model_calls != thread.state.model_calls:  # a custom rendering's
+            context = context.at_call(thread.state.model_calls)
         off = self.limits.off(agent)  # no limit: no permit to ask for, none to give back
         if not off:
             await self._pipeline.join(thread)

@@ -42,6 +42,9 @@ async def test_each_model_call_renders_once(calculator: ModuleType) -> None:
     assert thread.status is Status.DONE
     assert len(model.contexts) == 2
     assert renderer.renders == 2
+    # The renderer's context carries the thread's model calls before it, as sent.
+    assert [c.model_calls for c in model.contexts] == [0, 1]
+    assert renderer.render(thread).context.model_calls == thread.state.model_calls == 2
 
 
 async def test_a_custom_renderer_is_called_once_per_model_call() -> None:
@@ -56,6 +59,8 @@ async def test_a_custom_renderer_is_called_once_per_model_call() -> None:
     thread = await Runtime(MemoryStore(), agents=[agent], model=model).launch(agent, "go")
     assert thread.status is Status.DONE
     assert len(calls) == len(model.contexts) == 2
+    # Its contexts say 0; the runtime sends a copy with the thread's model calls.
+    assert [c.model_calls for c in model.contexts] == [0, 1]
 
 
 async def test_compaction_and_the_context_come_from_one_rendering() -> None:

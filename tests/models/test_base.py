@@ -53,3 +53,24 @@ async def test_the_renderer_sizes_the_budget_from_the_profile() -> None:
     # Settings still win over what the model declares.
     pinned = Agent("pinned", tools=[lookup], context=ContextSettings(max_output_tokens=100))
     assert pinned.context.budget_for(model).max_output_tokens == 100
+
+
+def test_a_context_made_of_its_fields_is_the_constructed_one() -> None:
+    import dataclasses
+
+    import pytest
+
+    from threadline.models.base import Context, Message
+
+    made = Context(system="s", messages=(Message("user", "hi"),), input_tokens=7, model_calls=2)
+    values = {f.name: getattr(made, f.name) for f in dataclasses.fields(Context)}
+    again = Context.of(dict(values))
+    assert again == made and repr(again) == repr(made)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        again.system = "other"  # type: ignore[misc]
+    assert made.at_call(5) == dataclasses.replace(made, model_calls=5)
+    del values["model_calls"]
+    with pytest.raises(TypeError, match="a context's fields"):
+        Context.of(values)
+    with pytest.raises(TypeError, match="a context's fields"):
+        Context.of({**values, "model_calls": 0, "extra": 1})

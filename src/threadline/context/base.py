@@ -115,9 +115,10 @@ class ContextFormat(Protocol):
     def assemble(self, payloads: Sequence[Any]) -> tuple[Message, ...]: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rendered:
-    """A context and how it was built (for `threadline render` / `profile` and the runtime).
+    """A context and how it was built (for `threadline render` / `profile` and the runtime);
+    made once a render and not changed after (not frozen: see `budget.Layout`).
 
     Attributes:
         context: exactly what the model call receives.

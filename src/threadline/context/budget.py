@@ -116,9 +116,11 @@ class ContextBudget:
         return self.window - self.max_output_tokens - self.margin - fixed
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Layout:
-    """Which events a context shows and how.
+    """Which events a context shows and how (made once a render and not changed after:
+    not a frozen dataclass, whose constructor sets each field through `object.__setattr__`,
+    4x the cost).
 
     Attributes:
         units: oldest first; `("event", i, reduced)` for `events[i]`, `("summary", i, False)`

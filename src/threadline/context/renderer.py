@@ -104,9 +104,9 @@ def format_named(name: str, native_tools: bool = True) -> ContextFormat:
     raise ConfigError(f"unknown context format {name!r}; use 'compact' or 'messages'")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Prepared:
-    """What the runtime does before one model call.
+    """What the runtime does before one model call (not frozen: see `budget.Layout`).
 
     Attributes:
         events: to append before the call (a `compacted` summary; or an escalation, and
@@ -582,17 +582,19 @@ class _Pass:
         native = self.form.native_tools
         name, version, digest = self.prompt
         cached, settled = self.r._sent.mark(self.thread, messages, marks)
-        return Context(
-            system=self.system,
-            messages=messages,
-            tools=self.r.tools if native else (),
-            output_schema=self.r.output_schema,
-            tools_in_prompt=not native and bool(self.r.tools),
-            max_output_tokens=budget.max_output_tokens,
-            prompt_name=name,
-            prompt_version=version,
-            prompt_hash=digest,
-            input_tokens=exact,
-            cached_prefix=cached,
-            settled_prefix=settled,
-        )
+        fields = {
+            "system": self.system,
+            "messages": messages,
+            "tools": self.r.tools if native else (),
+            "output_schema": self.r.output_schema,
+            "tools_in_prompt": not native and bool(self.r.tools),
+            "max_output_tokens": budget.max_output_tokens,
+            "prompt_name": name,
+            "prompt_version": version,
+            "prompt_hash": digest,
+            "input_tokens": exact,
+            "cached_prefix": cached,
+            "settled_prefix": settled,
+            "model_calls": self.thread.state.model_calls,
+        }
+        return Context.of(fields)  # once a call: not the frozen dataclass's constructor

@@ -12,7 +12,7 @@ runtime turns that into a `model_error` event, never a crashed loop.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..events import RawToolCall
@@ -205,8 +205,9 @@ class Context:
             Backends with explicit prompt caching write a cache entry there as well as at
             the end (Anthropic: `cache_control` on both), so a later call still reads it
             after an older result was cut (threadline.context.prompt_cache).
-        model_calls: the thread's model calls before this one (the runtime sets it), so a
-            test model can answer by the thread's progress, not by its own call count.
+        model_calls: the thread's model calls before this one (the built-in renderer sets
+            it from the thread, the runtime on a custom rendering's context), so a test
+            model can answer by the thread's progress, not by its own call count.
     """
 
     system: str
@@ -235,14 +236,30 @@ class Context:
         return "\n\n".join(parts)
 
     def at_call(self, model_calls: int) -> Context:
-        """This context with `model_calls` set (the runtime's per-call copy). Copied as its
-        `__dict__` (no slots, on purpose): a copy through the constructor or the fields
-        sets each of the 14 fields of a frozen dataclass one call at a time, 10x more."""
+        """This context with `model_calls` set (the runtime's copy of a custom rendering)."""
         values = dict(self.__dict__)
         values["model_calls"] = model_calls
-        copy = object.__new__(Context)
-        object.__setattr__(copy, "__dict__", values)
-        return copy
+        return Context.of(values)
+
+    @classmethod
+    def of(cls, fields: dict[str, Any]) -> Context:
+        """A context whose fields are `fields`, given every one by name (as `vars` of a
+        context holds them; the dict becomes the context's own). For the renderer, once a
+        call: the constructor of a frozen dataclass sets each of the 13 fields through
+        `object.__setattr__`, about 20,000 instructions, and this sets the `__dict__` once
+        (no slots, on purpose).
+
+        Raises:
+            TypeError: `fields` does not name exactly the context's fields.
+        """
+        if fields.keys() != _CONTEXT_FIELDS:
+            raise TypeError(f"a context's fields are {sorted(_CONTEXT_FIELDS)}")
+        made = object.__new__(cls)
+        object.__setattr__(made, "__dict__", fields)
+        return made
+
+
+_CONTEXT_FIELDS = frozenset(f.name for f in fields(Context))
 
 
 def intent_envelope(schema: dict[str, Any]) -> dict[str, Any]:
