@@ -18,7 +18,13 @@ interpreter's exit to free).
 Rows: Threadline through `Runtime.launch` on `MemoryStore` with the default renderer
 (`default`) and with a constant context (`bare`, the renderer-less lower bound), and
 LangGraph's graph of the same loop without a checkpointer (`langgraph`). Slow: a row takes
-about a minute under valgrind.
+about a minute under valgrind. `--rows sqlite,sqlite-depth1,sqlite-serial`: the default
+renderer on a SQLite file at synchronous=FULL, pipelined at `pipeline_depth=2` (the
+default) and 1, and not pipelined: the CPU a turn spends besides waiting for the disk
+(an fsync is a wait, not instructions). With `--loop-only` only the event loop's thread
+is counted (callgrind collects on the thread inside `operator.call`), so a `COMMIT` run
+on the flusher's thread is left out: what the loop spends on a turn; without it, every
+thread's instructions.
 
 The render alone (`--rows replay,render`): one loop's thread is recorded, then each loop
 appends its events to a new thread one by one, rendering with the default renderer before
@@ -48,6 +54,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,6 +65,7 @@ import loop  # bench/loop.py, next to this file
 from threadline.events import Compacted, ModelCall, Thread
 
 ROWS = ("bare", "default", "langgraph")
+SQLITE_ROWS = ("sqlite", "sqlite-depth1", "sqlite-serial")
 RENDER_ROWS = ("replay", "render")
 PLAN_ROWS = ("plan", "cut")
 _VALGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
@@ -96,8 +104,13 @@ def run_loops(row: str, loops: int) -> None:
         cut_renders(loops)
         return
 
-    agent = loop.agent(row == "default")
-    runtime = loop.Runtime(loop.MemoryStore(), agents=[agent])
+    agent = loop.agent(row != "bare")
+    store: loop.Store = loop.MemoryStore()
+    if row in SQLITE_ROWS:  # the default renderer on a SQLite file, FULL
+        depth = {"sqlite": 2, "sqlite-depth1": 1, "sqlite-serial": 1}[row]
+        path = Path(tempfile.mkdtemp()) / "instructions.db"
+        store = loop.SQLiteStore(path, pipelined=row != "sqlite-serial", pipeline_depth=depth)
+    runtime = loop.Runtime(store, agents=[agent])
 
     async def launches(n: int) -> None:
         for _ in range(n):
@@ -109,6 +122,7 @@ def run_loops(row: str, loops: int) -> None:
     try:
         event_loop.run_until_complete(launches(WARM_UP))
         measured(lambda: event_loop.run_until_complete(launches(loops)))
+        event_loop.run_until_complete(store.close())
     finally:
         event_loop.close()
 
@@ -230,7 +244,8 @@ def main() -> None:
     parser.add_argument(
         "--loop-only", action="store_true", help="count the measured loops alone (one run a row)"
     )
-    parser.add_argument("--run", choices=ROWS + RENDER_ROWS + PLAN_ROWS, help=argparse.SUPPRESS)
+    every = ROWS + SQLITE_ROWS + RENDER_ROWS + PLAN_ROWS
+    parser.add_argument("--run", choices=every, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
         run_loops(args.run, args.loops)
