@@ -10,7 +10,7 @@ import re
 import pytest
 
 from threadline import Agent, ContextSettings, MemoryStore, Runtime, tool
-from threadline.context.redaction import _NEEDLES, DEFAULT_PATTERNS, MASK, Redactor
+from threadline.context.redaction import _NEEDLES, _SHORT, DEFAULT_PATTERNS, MASK, Redactor
 from threadline.errors import ConfigError
 from threadline.observability import JsonEventLog
 from threadline.testing import ScriptedModel, intent
@@ -192,24 +192,39 @@ def test_skipping_patterns_by_their_needles_masks_exactly_what_every_pattern_doe
     """Each default pattern runs only where a substring every match contains is there;
     the result is the same as running every pattern on every text."""
     assert set(_NEEDLES) == {label for label, _ in DEFAULT_PATTERNS}
-    everything = [re.compile(p) for _, p in DEFAULT_PATTERNS]
-
-    def unscreened(text: str) -> str:
-        for pattern in everything:
-            text = pattern.sub(
-                lambda m: (
-                    m.group(0)[: m.start(1) - m.start(0)]
-                    + MASK
-                    + m.group(0)[m.end(1) - m.start(0) :]
-                    if m.re.groups and m.group(1) is not None
-                    else MASK
-                ),
-                text,
-            )
-        return text
-
     rng = random.Random(seed)
     redactor = Redactor()
     for _ in range(50):
         text = "".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 8)))
-        assert redactor.redact(text) == unscreened(text), text
+        assert redactor.redact(text) == _unscreened(text), text
+
+
+def test_short_text_is_screened_by_one_search_with_the_same_masks() -> None:
+    """Below `_SHORT` characters the needles are screened by one search of the lowered
+    text (any case of a needle is found): every piece, in every case, alone and in pairs,
+    masks exactly what running every pattern masks."""
+    redactor = Redactor()
+    short = 0
+    for a in _PIECES:
+        for b in ("", *_PIECES):
+            for text in (a + b, (a + b).upper(), (a + b).lower(), (a + b).title()):
+                short += len(text) < _SHORT
+                assert redactor.redact(text) == _unscreened(text), text
+    assert short > 100
+    assert redactor.redact("pwd=hunter22") == f"pwd={MASK}"  # 12 characters, screened
+
+
+def _unscreened(text: str) -> str:
+    for pattern in _EVERYTHING:
+        text = pattern.sub(
+            lambda m: (
+                m.group(0)[: m.start(1) - m.start(0)] + MASK + m.group(0)[m.end(1) - m.start(0) :]
+                if m.re.groups and m.group(1) is not None
+                else MASK
+            ),
+            text,
+        )
+    return text
+
+
+_EVERYTHING = [re.compile(p) for _, p in DEFAULT_PATTERNS]

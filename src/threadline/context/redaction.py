@@ -101,6 +101,12 @@ into it (found by trying every code point against every ASCII letter)."""
 
 _Screened = tuple[re.Pattern[str], tuple[str, ...] | None, bool]
 
+_SHORT = 40
+"""Below this many characters the needles are screened by one search of an alternation
+(5,000 instructions for 19 characters, against 10,000 for a substring test per needle);
+above it the tests win (`re` tries the alternation at every position, ~165 instructions a
+character, where a substring test scans in C)."""
+
 
 class Redactor:
     """Masks secrets in text and in JSON-like values.
@@ -137,10 +143,14 @@ class Redactor:
         self._patterns = compiled
         self._mask = mask
         self._screen: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self._short_screen: re.Pattern[str] | None = None
         if all(needles is not None for _, needles, _ in compiled):
             sensitive = {n for _, needles, folded in compiled if not folded for n in needles or ()}
             insensitive = {n for _, needles, folded in compiled if folded for n in needles or ()}
             self._screen = (tuple(sorted(sensitive)), tuple(sorted(insensitive)))
+            # Every needle lowered, in one alternation searched in the lowered text: a
+            # needle in the text is in it lowered (a screen may say yes wrongly, never no).
+            self._short_screen = _alternation({n.lower() for n in sensitive | insensitive})
 
     def _sub(self, match: re.Match[str]) -> str:
         if match.re.groups and match.group(1) is not None:
@@ -164,17 +174,22 @@ class Redactor:
                 return text  # no needle in it, so no pattern can match
             # Every pattern has needles, and most text holds none of them: one pass over
             # all the needles tells, instead of a pass per pattern.
-            sensitive, insensitive = screen
-            for needle in sensitive:
-                if needle in text:
-                    break
-            else:
+            if len(text) < _SHORT and self._short_screen is not None:
                 lowered = text.lower()
-                for needle in insensitive:
-                    if needle in lowered:
+                if self._short_screen.search(lowered) is None:
+                    return text
+            else:
+                sensitive, insensitive = screen
+                for needle in sensitive:
+                    if needle in text:
                         break
                 else:
-                    return text
+                    lowered = text.lower()
+                    for needle in insensitive:
+                        if needle in lowered:
+                            break
+                    else:
+                        return text
         for pattern, needles, folded in self._patterns:
             if needles is not None and (folds or not folded):
                 hay = text
@@ -202,6 +217,16 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.redact_value(v) for v in value]
         return value
+
+
+def _alternation(needles: set[str]) -> re.Pattern[str]:
+    """A pattern matching any of `needles`, grouped by first character (`re` then tests
+    one character per group at each position, not every needle)."""
+    groups: dict[str, list[str]] = {}
+    for needle in sorted(needles, key=len, reverse=True):
+        groups.setdefault(needle[0], []).append(re.escape(needle[1:]))
+    branches = [f"{re.escape(c)}(?:{'|'.join(rest)})" for c, rest in sorted(groups.items())]
+    return re.compile("|".join(branches))
 
 
 def redactor_from(spec: object) -> Redactor | None:
