@@ -131,10 +131,14 @@ def compact_block(
     e = events[i]
     if unshown(e):
         return ""
+    # The kinds of every turn by exact type first: a class pattern that fails is an
+    # `isinstance` through pydantic's ABC metaclass (about 1,000 instructions each), and
+    # event classes have no subclasses, so elsewhere this module tests exact types too.
+    if type(e) is ev.ToolResult:
+        return _result_block(events, i, e, reduced, max_tokens, counter)
+    if type(e) is ev.ToolCall:
+        return _call_block(events, i, e)
     match e:
-        # The kinds of every turn first: a class pattern that fails is an `isinstance`
-        # through pydantic's ABC metaclass (about 1,100 instructions each); event classes
-        # have no subclasses, so elsewhere this module tests exact types.
         case ev.ModelCall():
             # Text beside native tool calls is the model talking (to the user or itself);
             # without tool calls the text *is* the intent and its tool_call shows it.
@@ -144,11 +148,7 @@ def compact_block(
         case ev.ToolCall():
             return _call_block(events, i, e)
         case ev.ToolResult():
-            cid = None if call_precedes(events, i, e.call_id) else e.call_id
-            body = fence(dump_block(e.result))
-            if reduced and counter is not None:
-                body = truncate_to(body, max_tokens, counter, e.seq)
-            return tagged(f"{tag_name(e.tool)}_result", _attrs(id=cid), body)
+            return _result_block(events, i, e, reduced, max_tokens, counter)
         case ev.UserMessage():
             return tagged("user", _attrs(name=e.sender), fence(e.text))
         case ev.HumanResponse():
@@ -196,6 +196,21 @@ def _ends_hidden_wait(events: Sequence[ev.Event], i: int) -> bool:
         if isinstance(wait, ev.Waiting):
             return wait.breaker or wait.call_id is not None or wait.rate_limit is not None
     return False
+
+
+def _result_block(
+    events: Sequence[ev.Event],
+    i: int,
+    e: ev.ToolResult,
+    reduced: bool,
+    max_tokens: int,
+    counter: TokenCounter | None,
+) -> str:
+    cid = None if call_precedes(events, i, e.call_id) else e.call_id
+    body = fence(dump_block(e.result))
+    if reduced and counter is not None:
+        body = truncate_to(body, max_tokens, counter, e.seq)
+    return tagged(f"{tag_name(e.tool)}_result", _attrs(id=cid), body)
 
 
 def _call_block(events: Sequence[ev.Event], i: int, e: ev.ToolCall) -> str:

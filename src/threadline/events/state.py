@@ -161,23 +161,19 @@ class ThreadState:
             self.breaker_waits = 0
         if traits.error:
             self.consecutive_errors += 1
-        # The kinds of every turn first: each case is an isinstance test, and one that
-        # fails costs about a microsecond (pydantic's metaclass is an ABCMeta).
+        # The kinds of every turn by exact type first: each case below is an isinstance
+        # test, and one that fails costs about a microsecond (pydantic's metaclass is an
+        # ABCMeta); event classes have no subclasses.
+        if (
+            type(event) is ev.ToolResult
+            or type(event) is ev.ToolCall
+            or type(event) is ev.ModelCall
+        ):
+            self._turn_event(event)
+            return
         match event:
-            case ev.ToolResult():
-                self.pending.pop(event.call_id, None)
-                self.consecutive_errors = 0
-            case ev.ToolCall():
-                self.pending[event.call_id] = PendingCall(
-                    event.call_id, event.tool, event.version, dict(event.arguments), event.seq
-                )
-            case ev.ModelCall():
-                self.breaker_waits = 0
-                self.model_calls += 1
-                self.run_steps += 1
-                self.input_tokens += event.input_tokens
-                self.output_tokens += event.output_tokens
-                self.cost_usd += event.cost_usd or 0.0
+            case ev.ToolResult() | ev.ToolCall() | ev.ModelCall():
+                self._turn_event(event)
             case ev.UserMessage():
                 self.terminal = None
                 self.waiting = False
@@ -248,6 +244,22 @@ class ThreadState:
                 pass
             case _:
                 assert_never(event)
+
+    def _turn_event(self, event: ev.ToolResult | ev.ToolCall | ev.ModelCall) -> None:
+        if type(event) is ev.ToolResult:
+            self.pending.pop(event.call_id, None)
+            self.consecutive_errors = 0
+        elif type(event) is ev.ToolCall:
+            self.pending[event.call_id] = PendingCall(
+                event.call_id, event.tool, event.version, dict(event.arguments), event.seq
+            )
+        elif type(event) is ev.ModelCall:
+            self.breaker_waits = 0
+            self.model_calls += 1
+            self.run_steps += 1
+            self.input_tokens += event.input_tokens
+            self.output_tokens += event.output_tokens
+            self.cost_usd += event.cost_usd or 0.0
 
     def _judged(self, event: ev.GuardVerdict) -> None:
         """A guard's verdict: a block ends the call (one error, like a tool error: a model
