@@ -87,14 +87,20 @@ class Pipeline:
         """`thread`'s events from `expected` on are written and will be durable once
         `durable` completes; `then` (the observers) runs right after, in the same task."""
 
+        flights = self._flying.setdefault(id(thread), [])
+        before = flights[-1].task if flights else None
+
         async def settle() -> None:
             await durable
+            if before is not None and not before.done():  # observers hear them in order
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(before)
             await then()
 
         task = asyncio.ensure_future(settle())
         # Retrieved here too: a caller cancelled while waiting never reads it.
         task.add_done_callback(_retrieved)
-        self._flying.setdefault(id(thread), []).append(_InFlight(thread, expected, task))
+        flights.append(_InFlight(thread, expected, task))
 
     def flying(self, thread: Thread) -> bool:
         """Whether a commit of `thread` is in flight (`join` has something to wait for)."""
