@@ -254,6 +254,85 @@ async def test_a_tool_s_breaker_opens_after_failures_and_closes_after_the_cool_d
     assert _same(replay_thread(agent, thread), thread)
 
 
+RUNS: list[Runtime] = []
+"""The runtime whose breaker `restarting` reports on."""
+
+
+@tool(
+    retry=ToolRetry(max_attempts=5, base_delay=0.01, max_delay=0.02),
+    breaker=ToolBreaker(failure_threshold=2, reset_after=30),
+)
+def restarting(sku: str, ctx: ToolContext) -> str:
+    """Look up a product in a catalogue that is restarting (answers on the 4th attempt)."""
+    breaker = RUNS[0].tool_runs.breaker(restarting)
+    SEEN.append((ctx.attempt, breaker.state if breaker else "none", datetime.now(UTC)))
+    if ctx.attempt < 4:
+        raise RetryableToolError(f"catalogue restarting ({ctx.attempt})")
+    return f"{sku}: 3 in stock"
+
+
+async def test_a_call_keeps_its_retries_when_its_own_failures_open_the_breaker(
+    store: SQLiteStore,
+) -> None:
+    """The breaker admits calls, not attempts: opened by this call's second failure, it
+    does not cut the call's retries short (the model would answer around a `CircuitOpen`
+    error before the attempts it was promised), and the answer closes it."""
+    agent = _agent(restarting)
+    rt = Runtime(store, agents=[agent])
+    RUNS[:] = [rt]
+    thread = await store.load((await rt.launch(agent, "is a1 in stock?")).id)
+    assert thread.status == Status.DONE
+    assert [(attempt, state) for attempt, state, _ in SEEN] == [
+        (1, "closed"),
+        (2, "closed"),
+        (3, "open"),  # opened by attempt 2, and still the call runs again
+        (4, "open"),
+    ]
+    failed = [e for e in thread.events if isinstance(e, ToolAttemptFailed)]
+    assert [e.attempt for e in failed] == [1, 2, 3]
+    (result,) = [e for e in thread.events if isinstance(e, ToolResult)]
+    assert result.result == "a1: 3 in stock"
+    assert not any(isinstance(e, ToolError) for e in thread.events)
+    breaker = rt.tool_runs.breaker(restarting)
+    assert breaker is not None and breaker.state == "closed", "the answer closed it"
+    assert _same(replay_thread(agent, thread), thread)
+
+
+@tool(
+    retry=ToolRetry(max_attempts=3, base_delay=0.01, max_delay=0.02),
+    breaker=ToolBreaker(failure_threshold=2, reset_after=30),
+)
+def down(sku: str, ctx: ToolContext) -> str:
+    """Look up a product in a catalogue that is down."""
+    _seen(ctx)
+    raise RetryableToolError("catalogue down")
+
+
+async def test_an_open_breaker_still_refuses_a_new_call(store: SQLiteStore) -> None:
+    """What the breaker is for stays: the first call uses all its attempts (the breaker
+    opened after its second), the next call does not run and the model is told at once."""
+    agent = Agent(
+        "shop",
+        tools=[down],
+        model=ScriptedModel(
+            [
+                intent("down", sku="a1"),
+                intent("down", sku="a2"),
+                intent("done_for_now", message="the catalogue is down"),
+            ],
+            follow_thread=True,
+        ),
+    )
+    rt = Runtime(store, agents=[agent])
+    thread = await store.load((await rt.launch(agent, "are a1 and a2 in stock?")).id)
+    assert thread.status == Status.DONE
+    outcomes = [e for e in thread.events if isinstance(e, ToolError)]
+    assert [e.error_type for e in outcomes] == ["RetryableToolError", "CircuitOpen"]
+    assert outcomes[0].message.endswith("(after 3 attempts)")
+    assert [attempt for attempt, _, _ in SEEN] == [1, 2, 3], "a2 never ran"
+    assert _same(replay_thread(agent, thread), thread)
+
+
 @tool(retry=ToolRetry(max_attempts=2, base_delay=0.01))
 def hostile(sku: str) -> str:
     """Look up a product behind a backend whose errors are hostile."""

@@ -27,6 +27,12 @@ open for `reset_after` seconds. A call in that time is not run: it gets at once 
 again, so it can choose another way. Then one trial call runs (half-open); its success
 closes the breaker, its failure opens it again.
 
+The breaker admits calls, not attempts: a call it let through keeps its retries (up to
+`max_attempts`, each after its backoff) even when the breaker opens meanwhile, possibly on
+that call's own failures, so `ToolRetry` means what it says whatever the threshold. Each
+attempt still tells the breaker how it went (an answer closes it). A call's retries are
+already bounded and spread out; what the breaker stops is new calls piling up.
+
 Breaker state is kept in memory by the runtime (`Runtime.tool_runs`), so it is per process:
 each worker learns on its own that a tool is down, after `failure_threshold` failures of
 its own. Retries, backoffs and attempts are in the thread and survive everything.
@@ -111,8 +117,8 @@ class ToolRuns:
         or return the events that take the run's place: a durable wait for a long backoff
         (a wait ended early, by a message or an event), or a refusal by an open breaker."""
         breaker = self.breaker(tool)
-        if breaker is not None and breaker.state == "open":
-            return _refused(tool, call, breaker)
+        if breaker is not None and not call.failed and breaker.state == "open":
+            return _refused(tool, call, breaker)  # a new call; a retry was admitted already
         retry_at = call.retry_at
         if retry_at is None:
             return None
@@ -131,13 +137,15 @@ class ToolRuns:
         tried again. None as `execute`: a non-idempotent call's outcome is unknown."""
         call, attempt = step.call, step.attempt
         breaker = self.breaker(tool)
-        if breaker is not None and breaker.admit() is not None:
-            return _refused(tool, call, breaker)  # a trial call is in flight elsewhere
+        # a retry was admitted with its first attempt: it takes no trial slot
+        admitting = breaker if not call.failed else None
+        if admitting is not None and admitting.admit() is not None:
+            return _refused(tool, call, admitting)  # a trial call is in flight elsewhere
         try:
             outcome = await execute(tool, thread_id, call, attempt, step.args, stored)
         except BaseException:
-            if breaker is not None:
-                breaker.abandon()
+            if admitting is not None:
+                admitting.abandon()
             raise
         failure = None if outcome is None else outcome.failure
         if breaker is not None:

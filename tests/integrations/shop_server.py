@@ -7,6 +7,8 @@ successor of FastMCP in mcp 2.x).
 Environment:
     SHOP_LOG      append one JSON line per tool run (what actually happened on the server)
     SHOP_SCHEMA   "2" publishes a changed `lookup` schema (a drifted tool)
+    SHOP_HOLD     (http) once imported, create SHOP_HOLD.ready and listen only when the
+                  file SHOP_HOLD exists: a restart whose slow part is already done
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import json
 import os
 import socket
 import sys
+import time
+from pathlib import Path
 from typing import Annotated
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -82,6 +86,14 @@ def main() -> None:
     if mode == "stdio":
         shop.run()
         return
+    hold = os.environ.get("SHOP_HOLD")
+    if hold:
+        import mcp.server.streamable_http_manager  # noqa: F401  (what `run` imports to listen)
+        import uvicorn  # noqa: F401
+
+        Path(hold + ".ready").touch()
+        while not os.path.exists(hold):
+            time.sleep(0.01)
     if len(sys.argv) > 3:
         port = int(sys.argv[3])
     else:

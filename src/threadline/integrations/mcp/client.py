@@ -370,6 +370,8 @@ def _classify(exc: BaseException) -> str:
 
 
 def _text(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]  # the transport's task group wraps the cause it reports
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:300]
 
