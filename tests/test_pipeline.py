@@ -554,7 +554,7 @@ def _check_after_kill(db: Path, effects: Path, lines: list[str]) -> int:
         # Each pipelined append is a turn: all of it on disk, or none of it, and none of
         # those after it unless it is; no observer was told of any of them.
         starts = sorted(s for t, s in in_flight if t == thread_id)
-        stored = len(disk[thread_id])
+        stored = len(disk.get(thread_id, {}))  # 0: its create was in flight, and is not there
         assert stored in starts or stored > starts[-1]
         firsts = ("user_message", "model_call")  # a thread's create, or a turn
         assert all(disk[thread_id][s] in firsts for s in starts if s < stored)
