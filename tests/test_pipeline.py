@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ import pipeline_child
 from airline_support import run_recorded, tau_runs
 from pipeline_child import slow_disk
 from threadline import Agent, Runtime, SQLiteStore, Status, tool
-from threadline.events import Event, Thread
+from threadline.errors import AppendConflict
+from threadline.events import Event, ModelCall, Thread
 from threadline.models.base import Context
 from threadline.replay import replay_thread
 from threadline.testing import FunctionModel, intent
@@ -439,6 +441,62 @@ async def test_a_conflict_found_by_queued_turns_cuts_them_off_and_the_thread_goe
         "paused",
     ]
     assert [e.kind for e in thread.events] == [kinds[s] for s in sorted(kinds)]
+    assert told == [(1, "model_call"), (2, "tool_call"), (3, "tool_result")]
+    assert len(calls) >= 3  # turns 2 and 3 were asked for, and dropped
+    assert queued == 0  # their transaction never committed
+
+
+async def test_a_conflict_with_another_advancer_found_by_queued_turns_is_raised(
+    tmp_path: Path,
+) -> None:
+    """What lands between the commits is another advancer's (a model's answer, not a human
+    action): deciding again on top of it could run a step twice, so `advance` raises the
+    conflict, the queued turns cut off, nothing of them stored or observed, and the store
+    holds exactly the first turn and the other writer's event."""
+    db = tmp_path / "t.db"
+    store = SQLiteStore(db)
+    landed: list[int] = []
+
+    def answer_elsewhere() -> None:  # on the committing thread, after the first turn's COMMIT
+
+        async def go() -> None:
+            other = SQLiteStore(db)
+            try:
+                seq = (await other.get(thread_ids[0])).next_seq
+                await other.append(
+                    thread_ids[0],
+                    [ModelCall(seq=seq, at=datetime.now(UTC), model="elsewhere")],
+                    expected_seq=seq,
+                )
+                landed.append(seq)
+            finally:
+                await other.close()
+
+        asyncio.run(go())
+
+    slow_disk(store, 0.03, answer_elsewhere)
+    thread_ids: list[str] = []
+    calls: list[int] = []
+    agent = Agent("piped", tools=[lookup], model=_looker(10, calls), max_steps=20)
+    rt, told = _observed(store, agent)
+    try:
+        thread = await rt.launch(agent, "go", advance=False)
+        thread_ids.append(thread.id)
+        told.clear()
+        with pytest.raises(AppendConflict):
+            await rt.advance(thread)
+        queued = store.stats.queued
+    finally:
+        await store.close()
+    kinds = _on_disk(db)[thread_ids[0]]
+    assert landed == [4]
+    assert [kinds[s] for s in sorted(kinds)] == [
+        "user_message",
+        "model_call",
+        "tool_call",
+        "tool_result",
+        "model_call",
+    ]
     assert told == [(1, "model_call"), (2, "tool_call"), (3, "tool_result")]
     assert len(calls) >= 3  # turns 2 and 3 were asked for, and dropped
     assert queued == 0  # their transaction never committed
