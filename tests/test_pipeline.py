@@ -14,7 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -395,6 +395,49 @@ async def test_a_side_effect_after_queued_turns_runs_only_on_a_durable_tool_star
     assert _on_disk(db)[thread.id] == {e.seq: e.kind for e in thread.events}
 
 
+async def _another_writer_between_commits(
+    db: Path, act: Callable[[Runtime, str], Awaitable[None]]
+) -> tuple[Thread | AppendConflict, list[str], list[tuple[int, str]], int, int]:
+    """Advance ten turns on a slow disk while `act` runs once from another store on the file
+    (on the committing thread, right after the first turn's COMMIT, the next turns queued
+    behind it). Returns what `advance` returned or raised, the kinds on disk in order, what
+    observers heard, the model calls made and the appends the store queued and committed."""
+    store = SQLiteStore(db)
+    thread_ids: list[str] = []
+    calls: list[int] = []
+    agent = Agent("piped", tools=[lookup], model=_looker(10, calls), max_steps=20)
+
+    def elsewhere() -> None:
+        async def go() -> None:
+            other = SQLiteStore(db)
+            try:
+                await act(Runtime(other, agents=[agent]), thread_ids[0])
+            finally:
+                await other.close()
+
+        asyncio.run(go())
+
+    slow_disk(store, 0.03, elsewhere)
+    rt, told = _observed(store, agent)
+    outcome: Thread | AppendConflict
+    try:
+        thread = await rt.launch(agent, "go", advance=False)
+        thread_ids.append(thread.id)
+        told.clear()
+        try:
+            outcome = await rt.advance(thread)
+        except AppendConflict as conflict:
+            outcome = conflict
+        queued = store.stats.queued
+    finally:
+        await store.close()
+    kinds = _on_disk(db)[thread_ids[0]]
+    return outcome, [kinds[s] for s in sorted(kinds)], told, len(calls), queued
+
+
+FIRST_TURN = ["user_message", "model_call", "tool_call", "tool_result"]
+
+
 async def test_a_conflict_found_by_queued_turns_cuts_them_off_and_the_thread_goes_on(
     tmp_path: Path,
 ) -> None:
@@ -402,47 +445,18 @@ async def test_a_conflict_found_by_queued_turns_cuts_them_off_and_the_thread_goe
     while the next turns are queued behind it: their statements find the row moved,
     nothing of them is stored or observed, and `advance` cuts them off, loads what landed
     (the pause, from outside) and decides on it: the thread ends paused."""
-    db = tmp_path / "t.db"
-    store = SQLiteStore(db)
-    paused: list[str] = []
 
-    def pause() -> None:  # on the committing thread, after the first turn's COMMIT
+    async def pause(rt: Runtime, thread_id: str) -> None:
+        await rt.pause(thread_id, by="ops")
 
-        async def go() -> None:
-            other = SQLiteStore(db)
-            try:
-                await Runtime(other, agents=[agent]).pause(thread_ids[0], by="ops")
-            finally:
-                await other.close()
-
-        asyncio.run(go())
-        paused.append(thread_ids[0])
-
-    slow_disk(store, 0.03, pause)
-    thread_ids: list[str] = []
-    calls: list[int] = []
-    agent = Agent("piped", tools=[lookup], model=_looker(10, calls), max_steps=20)
-    rt, told = _observed(store, agent)
-    try:
-        thread = await rt.launch(agent, "go", advance=False)
-        thread_ids.append(thread.id)
-        told.clear()
-        thread = await rt.advance(thread)
-        queued = store.stats.queued
-    finally:
-        await store.close()
-    kinds = _on_disk(db)[thread.id]
-    assert thread.status is Status.PAUSED and paused == [thread.id]
-    assert [kinds[s] for s in sorted(kinds)] == [
-        "user_message",
-        "model_call",
-        "tool_call",
-        "tool_result",
-        "paused",
-    ]
-    assert [e.kind for e in thread.events] == [kinds[s] for s in sorted(kinds)]
+    thread, kinds, told, calls, queued = await _another_writer_between_commits(
+        tmp_path / "t.db", pause
+    )
+    assert isinstance(thread, Thread) and thread.status is Status.PAUSED
+    assert kinds == [*FIRST_TURN, "paused"]
+    assert [e.kind for e in thread.events] == kinds
     assert told == [(1, "model_call"), (2, "tool_call"), (3, "tool_result")]
-    assert len(calls) >= 3  # turns 2 and 3 were asked for, and dropped
+    assert calls >= 3  # turns 2 and 3 were asked for, and dropped
     assert queued == 0  # their transaction never committed
 
 
@@ -453,52 +467,19 @@ async def test_a_conflict_with_another_advancer_found_by_queued_turns_is_raised(
     action): deciding again on top of it could run a step twice, so `advance` raises the
     conflict, the queued turns cut off, nothing of them stored or observed, and the store
     holds exactly the first turn and the other writer's event."""
-    db = tmp_path / "t.db"
-    store = SQLiteStore(db)
-    landed: list[int] = []
 
-    def answer_elsewhere() -> None:  # on the committing thread, after the first turn's COMMIT
+    async def answer_elsewhere(rt: Runtime, thread_id: str) -> None:
+        seq = (await rt.store.get(thread_id)).next_seq
+        event = ModelCall(seq=seq, at=datetime.now(UTC), model="elsewhere")
+        await rt.store.append(thread_id, [event], expected_seq=seq)
 
-        async def go() -> None:
-            other = SQLiteStore(db)
-            try:
-                seq = (await other.get(thread_ids[0])).next_seq
-                await other.append(
-                    thread_ids[0],
-                    [ModelCall(seq=seq, at=datetime.now(UTC), model="elsewhere")],
-                    expected_seq=seq,
-                )
-                landed.append(seq)
-            finally:
-                await other.close()
-
-        asyncio.run(go())
-
-    slow_disk(store, 0.03, answer_elsewhere)
-    thread_ids: list[str] = []
-    calls: list[int] = []
-    agent = Agent("piped", tools=[lookup], model=_looker(10, calls), max_steps=20)
-    rt, told = _observed(store, agent)
-    try:
-        thread = await rt.launch(agent, "go", advance=False)
-        thread_ids.append(thread.id)
-        told.clear()
-        with pytest.raises(AppendConflict):
-            await rt.advance(thread)
-        queued = store.stats.queued
-    finally:
-        await store.close()
-    kinds = _on_disk(db)[thread_ids[0]]
-    assert landed == [4]
-    assert [kinds[s] for s in sorted(kinds)] == [
-        "user_message",
-        "model_call",
-        "tool_call",
-        "tool_result",
-        "model_call",
-    ]
+    raised, kinds, told, calls, queued = await _another_writer_between_commits(
+        tmp_path / "t.db", answer_elsewhere
+    )
+    assert isinstance(raised, AppendConflict)
+    assert kinds == [*FIRST_TURN, "model_call"]
     assert told == [(1, "model_call"), (2, "tool_call"), (3, "tool_result")]
-    assert len(calls) >= 3  # turns 2 and 3 were asked for, and dropped
+    assert calls >= 3  # turns 2 and 3 were asked for, and dropped
     assert queued == 0  # their transaction never committed
 
 
