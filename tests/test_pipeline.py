@@ -483,6 +483,32 @@ async def test_a_conflict_with_another_advancer_found_by_queued_turns_is_raised(
     assert queued == 0  # their transaction never committed
 
 
+@pytest.mark.parametrize("threads", [2, 8])
+async def test_threads_pipelined_together_without_group_commit_all_finish(
+    tmp_path: Path, threads: int
+) -> None:
+    """Several threads' turns pipelined on one store with group commit off: a thread's
+    append can arrive after another thread's `COMMIT` returned but before the loop heard of
+    it. It must not take that commit's place (the other thread's join then waited forever:
+    every run of two threads hung, seen in bench/concurrency.py with group commit off)."""
+    db = tmp_path / "t.db"
+    store = SQLiteStore(db, group_window=0)
+    calls: list[int] = []
+    agent = Agent("piped", tools=[lookup], model=_looker(10, calls), max_steps=30)
+    rt = Runtime(store, agents=[agent])
+    try:
+        launched = [rt.launch(agent, f"go {i}") for i in range(threads)]
+        done = await asyncio.wait_for(asyncio.gather(*launched), 60)
+        behind = store.stats.behind
+    finally:
+        await store.close()
+    assert [t.status for t in done] == [Status.DONE] * threads
+    assert behind > 0  # the turns did go behind the loop
+    disk = _on_disk(db)
+    for thread in done:
+        assert disk[thread.id] == {e.seq: e.kind for e in thread.events}
+
+
 async def test_a_failed_commit_drops_every_queued_turn_it_carried(tmp_path: Path) -> None:
     """The commit carrying two queued turns fails (a deferred foreign key broken by a
     trigger armed right after the first turn's commit): the error is raised from

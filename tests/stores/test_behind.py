@@ -207,3 +207,30 @@ async def test_an_append_cancelled_while_waiting_at_depth_writes_nothing(tmp_pat
         await store.append(ID, [_msg(4)], expected_seq=4)
     finally:
         await store.close()
+
+
+async def test_another_threads_append_never_takes_over_a_commit_the_loop_has_not_heard_of(
+    tmp_path: Path,
+) -> None:
+    """Thread A's `COMMIT` behind the loop has returned, but the loop has not cycled to hear
+    of it, when thread B's append arrives: B's append must not take A's place in flight
+    (A's awaitable would never complete); it goes as a plain append, durable on return."""
+    db = tmp_path / "t.db"
+    store = SQLiteStore(db, pipeline_depth=2, group_window=0)
+    try:
+        await store.create(Thread(ID, "a", [_msg(0)]))
+        await store.create(Thread("th_other", "a", [_msg(0)]))
+        await store.append(ID, [_msg(1)], expected_seq=1)  # the inline connection is open
+        a = await store.append_behind(ID, [_msg(2)], expected_seq=2)
+        assert a is not None
+        job = store._behind._carrying
+        assert job is not None
+        job.result(timeout=10)  # returned, on its thread; the loop has not run since
+        b = await store.append_behind("th_other", [_msg(1)], expected_seq=1)
+        await asyncio.wait_for(asyncio.ensure_future(a), 10)
+        if b is not None:
+            await asyncio.wait_for(asyncio.ensure_future(b), 10)
+        assert (await store.get(ID)).next_seq == 3
+        assert (await store.get("th_other")).next_seq == 2
+    finally:
+        await store.close()

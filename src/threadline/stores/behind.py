@@ -80,6 +80,12 @@ class Behind:
         """Whether the inline connection's `COMMIT` is still running (the connection taken)."""
         return self._job is not None and not self._job.done()
 
+    def idle(self) -> bool:
+        """Whether nothing is in flight or queued here, landed or not: only then may another
+        thread's append `begin` (it would take over the state of a transaction whose
+        `COMMIT` returned but whose appends the loop has not yet been told of)."""
+        return self._carrying is None and not self._queued
+
     def holds(self, thread_id: str) -> bool:
         """Whether `thread_id` has a transaction in flight here: its next append queues."""
         return self._thread == thread_id and self.depth > 1

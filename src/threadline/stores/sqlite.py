@@ -204,7 +204,7 @@ class SQLiteStore(SQLStore):
             or self._closed
             or self._conn is None
             or not self._pipelined
-            or behind.committing()
+            or not behind.idle()
             or (group is not None and group.crowded(append_to))
         ):
             await self.run(plan, tx, append_to=append_to)
