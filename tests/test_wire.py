@@ -83,7 +83,16 @@ def test_thread_out_shows_the_open_question_and_the_result() -> None:
 
 def test_a_store_page_becomes_a_thread_page() -> None:
     now = utcnow()
-    summary = ThreadSummary("th_9", "a", Status.DONE, 4, now, now, {"k": 1}, lease_owner="w")
+    summary = ThreadSummary(
+        id="th_9",
+        agent="a",
+        status=Status.DONE,
+        next_seq=4,
+        created_at=now,
+        updated_at=now,
+        metadata={"k": 1},
+        lease_owner="w",
+    )
     page = ThreadPage.from_page(Page([summary], "next"))
     assert page.cursor == "next"
     assert page.items[0].model_dump() == {

@@ -10,9 +10,10 @@ one it can store; anything else is a 422 problem document before any handler run
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     AfterValidator,
@@ -41,9 +42,6 @@ from .events import (
     summarize,
 )
 
-if TYPE_CHECKING:
-    from .stores.base import Page, ThreadSummary
-
 __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_METADATA_BYTES",
@@ -62,6 +60,7 @@ __all__ = [
     "Inbox",
     "InsteadBody",
     "LaunchBody",
+    "Listing",
     "MessageBody",
     "OpenQuestion",
     "PauseBody",
@@ -336,10 +335,6 @@ class ThreadListItem(BaseModel):
     updated_at: datetime
     metadata: dict[str, Any]
 
-    @classmethod
-    def from_summary(cls, summary: ThreadSummary) -> ThreadListItem:
-        return cls.model_validate(summary, from_attributes=True)
-
 
 class SkippedThread(BaseModel):
     """A thread row that does not parse: left out of the listing, reported here."""
@@ -356,12 +351,28 @@ class ThreadPage(BaseModel):
     """Rows of this page that do not parse (bad metadata JSON, unknown status), with why."""
 
     @classmethod
-    def from_page(cls, page: Page) -> ThreadPage:
+    def from_page(cls, page: Listing) -> ThreadPage:
+        """A store's page as the API sends it: each summary cut to its list fields."""
+        listed = set(ThreadListItem.model_fields)
         return cls(
-            items=[ThreadListItem.from_summary(s) for s in page.items],
+            items=[ThreadListItem(**s.model_dump(include=listed)) for s in page.items],
             cursor=page.cursor,
-            skipped=[SkippedThread(id=b.id, reason=b.reason) for b in page.skipped],
+            skipped=list(page.skipped),
         )
+
+
+class Listing(Protocol):
+    """A page of a store's listing (`threadline.stores.base.Page`, whose summaries are
+    `ThreadListItem`s with more fields), as `ThreadPage.from_page` reads it."""
+
+    @property
+    def items(self) -> Sequence[ThreadListItem]: ...
+
+    @property
+    def cursor(self) -> str | None: ...
+
+    @property
+    def skipped(self) -> Sequence[SkippedThread]: ...
 
 
 def event_json(event: Event) -> dict[str, Any]:

@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias, TypedDict
 
+from pydantic import ConfigDict
+
 from ..errors import AppendConflict, CorruptEvent, ThreadlineError
 from ..events import Event, Status, Thread, ThreadState
+from ..wire import SkippedThread, ThreadListItem
 
 __all__ = [
     "Append",
-    "BadRow",
     "Lease",
     "LeaseQuery",
     "ListOptions",
@@ -53,29 +55,16 @@ def new_thread_id() -> str:
     return f"th_{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
 
 
-@dataclass(frozen=True, slots=True)
-class ThreadSummary:
-    """A thread's row without its events."""
+class ThreadSummary(ThreadListItem):
+    """A thread's row without its events: what the HTTP API lists of it
+    (`threadline.wire.ThreadListItem`, which leaves the rest out), and when it is due
+    and who holds its lease."""
 
-    id: str
-    agent: str
-    status: Status
-    next_seq: int
-    created_at: datetime
-    updated_at: datetime
-    metadata: dict[str, Any] = field(default_factory=dict)
+    model_config = ConfigDict(frozen=True)
+
     due_at: datetime | None = None
     lease_owner: str | None = None
     lease_expires: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BadRow:
-    """A thread row that does not parse (bad metadata JSON, unknown status): skipped by a
-    listing and reported, so one damaged row does not hide every other thread."""
-
-    id: str
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +75,7 @@ class Page:
 
     items: list[ThreadSummary]
     cursor: str | None
-    skipped: list[BadRow] = field(default_factory=list)
+    skipped: list[SkippedThread] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,7 +336,7 @@ def fold_for_append(
     return new
 
 
-def page_of(rows: Sequence[ThreadSummary | BadRow], limit: int) -> Page:
+def page_of(rows: Sequence[ThreadSummary | SkippedThread], limit: int) -> Page:
     """A page from up to `limit + 1` rows (the extra one says there is a next page); bad
     rows take their place in the page (and the cursor) but are reported apart."""
     more = len(rows) > limit
@@ -355,7 +344,7 @@ def page_of(rows: Sequence[ThreadSummary | BadRow], limit: int) -> Page:
     return Page(
         [r for r in rows if isinstance(r, ThreadSummary)],
         encode_cursor(rows[-1].id) if more and rows else None,
-        [r for r in rows if isinstance(r, BadRow)],
+        [r for r in rows if isinstance(r, SkippedThread)],
     )
 
 

@@ -27,9 +27,9 @@ from typing import Any, TypeAlias, TypedDict, TypeVar, Unpack
 
 from ..errors import AppendConflict, CorruptEvent, LeaseLost, StoreError, ThreadNotFound
 from ..events import SCHEMA_VERSION, Event, Status, Thread, ThreadState, utcnow
+from ..wire import SkippedThread
 from .base import (
     Append,
-    BadRow,
     Lease,
     Page,
     ThreadQuery,
@@ -518,9 +518,10 @@ _SUMMARY_ROW = Columns(
 _SUMMARY = f"SELECT {_SUMMARY_ROW.names} FROM threads"
 
 
-def _listed(row: Sequence[Any]) -> ThreadSummary | BadRow:
+def _listed(row: Sequence[Any]) -> ThreadSummary | SkippedThread:
     """A listed row, or why it does not parse (skipped and reported by `list`)."""
     try:
         return _SUMMARY_ROW.read(row)
     except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
-        return BadRow(str(row[0]), f"thread row does not parse: {type(exc).__name__}: {exc}"[:300])
+        reason = f"thread row does not parse: {type(exc).__name__}: {exc}"[:300]
+        return SkippedThread(id=str(row[0]), reason=reason)
