@@ -34,6 +34,7 @@ from threadline.models.base import Context
 from threadline.runtime import Runtime
 from threadline.server import ServerConfig, Services, create_app
 from threadline.server.auth import create_key
+from threadline.server.serving import GracefulServer
 from threadline.stores import SQLiteStore, key_store
 from threadline.testing import FunctionModel, intent
 
@@ -102,9 +103,12 @@ class LiveServer:
         assert r.status_code == 201, r.text
         return r.json()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> bool:
+        """Shut the server down as SIGTERM would; True once it has stopped (within
+        `timeout` seconds)."""
         self.server.should_exit = True
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=timeout)
+        return not self.thread.is_alive()
 
 
 def start_server(
@@ -117,6 +121,8 @@ def start_server(
     host: str = "127.0.0.1",
     channels: Any = None,
 ) -> LiveServer:
+    """A server on a free port of `host` over `tmp_path`/threads.db; run as `threadline
+    serve` runs it (`GracefulServer`)."""
     db_path = tmp_path / "threads.db"
     created: dict[str, str] = {}
 
@@ -136,13 +142,17 @@ def start_server(
         channels=channels,
     )
     app = create_app(services)
-    uv, thread, url = _start_uvicorn(app, host)
+    uv, thread, url = _start_uvicorn(app, host, services=services)
     return LiveServer(url, db_path, services.runtime, services, uv, thread, app, created)
 
 
-def _start_uvicorn(app: Any, host: str) -> tuple[uvicorn.Server, threading.Thread, str]:
-    """`app` under uvicorn on a free port of `host` (lifespan on), in a daemon thread."""
-    uv = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on"))
+def _start_uvicorn(
+    app: Any, host: str, port: int = 0, services: Services | None = None
+) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """`app` under uvicorn on `port` of `host` (0: a free one; lifespan on), in a daemon
+    thread; a `GracefulServer` when given the app's `services`."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    uv = uvicorn.Server(config) if services is None else GracefulServer(config, services)
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

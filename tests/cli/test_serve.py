@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server_support import THREADLINE, free_port
+from server_support import CALC, THREADLINE, free_port
 from threadline.cli.serve import is_loopback, load_serve_config
 from threadline.errors import ConfigError
 
@@ -145,6 +145,29 @@ def test_keys_sigterm_finishes_the_step_and_a_restart_resumes(tmp_path: Path) ->
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     assert _kinds(tmp_path / "threads.db", thread_id).count("tool_result") == 1
+
+
+def test_sigterm_with_a_stream_open_ends_the_stream_and_exits_at_once(tmp_path: Path) -> None:
+    """A browser following a thread does not hold the shutdown: its stream ends cleanly
+    and the process exits 0, well before `--drain-timeout`."""
+    env = _env(tmp_path, [{"intent": "divide", "arguments": {"a": 9, "b": 3}}])
+    proc = _serve(env, str(CALC) + ":agent", port := free_port(), "--no-auth")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        body = {"agent": "calculator", "message": "9 / 3", "wait": True}
+        thread = httpx.post(f"{base}/v1/threads", json=body, timeout=60).json()
+        assert thread["status"] == "awaiting_approval", thread
+        url = f"{base}/v1/threads/{thread['id']}/events/stream"
+        with httpx.stream("GET", url, timeout=60) as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == ": connected"
+            proc.send_signal(signal.SIGTERM)
+            rest = list(lines)  # ends cleanly (an abrupt close raises here)
+        assert "event: approval_requested" in rest
+        assert proc.wait(timeout=15) == 0  # a bound on a wait: the drain timeout is 30 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_no_auth_is_refused_off_loopback(tmp_path: Path) -> None:

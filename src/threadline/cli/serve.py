@@ -6,8 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -25,9 +24,6 @@ from .common import (
     run_async,
     settings,
 )
-
-if TYPE_CHECKING:
-    from ..server import Lifecycle
 
 __all__ = ["is_loopback", "load_serve_config"]
 
@@ -97,6 +93,7 @@ def serve(
         import uvicorn
 
         from ..server import ServerConfig, Services, create_app
+        from ..server.serving import GracefulServer
         from ..server.triggers import parse_triggers
     except ImportError as exc:
         raise MissingExtraError("server", exc.name or "fastapi") from None
@@ -165,39 +162,12 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
-    _GracefulServer(uv_config, services.lifecycle).run()
+    GracefulServer(uv_config, services).run()
 
 
 def _agents_to_serve(refs: list[str]) -> list[Agent]:
     """The named agents, else the example agents when run from the project folder."""
     return chosen_agents(refs)
-
-
-class _GracefulServer:
-    """uvicorn's server, told to stop taking work the moment SIGTERM/SIGINT arrives.
-
-    uvicorn closes its sockets and waits for open requests; we additionally flip the app's
-    lifecycle so launches answer 503, run loops stop after their current step, and live
-    event streams end (otherwise an open stream would hold shutdown until its timeout).
-    """
-
-    def __init__(self, config: Any, lifecycle: Lifecycle) -> None:
-        import uvicorn
-
-        class Server(uvicorn.Server):
-            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-                lifecycle.begin_shutdown()
-                super().handle_exit(sig, frame)
-                # uvicorn re-raises the signal after shutdown (exit status -15); a drained,
-                # checkpointed shutdown is a clean exit, so report 0 instead.
-                captured = getattr(self, "_captured_signals", None)
-                if isinstance(captured, list):
-                    captured.clear()
-
-        self.server = Server(config)
-
-    def run(self) -> None:
-        self.server.run()
 
 
 async def _check_store(store_url: str) -> None:

@@ -202,6 +202,12 @@ class Services:
     def closing(self) -> bool:
         return self.lifecycle.closing
 
+    def begin_shutdown(self) -> None:
+        """Stop taking work (`Lifecycle.begin_shutdown`) and wake every live stream and
+        `wait` so they end now, not at their next poll. Call it on the event loop."""
+        self.lifecycle.begin_shutdown()
+        self.feed.wake_all()
+
     async def act(
         self,
         thread_id: str,
@@ -245,8 +251,7 @@ class Services:
                 sweeper = asyncio.get_running_loop().create_task(outbox, name="channel outbox")
             yield
         finally:
-            self.lifecycle.begin_shutdown()
-            self.feed.wake_all()
+            self.begin_shutdown()
             if sweeper is not None:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
