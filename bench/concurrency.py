@@ -14,7 +14,15 @@ of a read-only tool, then a final answer) with the default renderer. Counted:
     transaction (BEGIN to COMMIT returning; its COMMIT, the fsync, shown apart). An append
     that arrives while a group commits waits for the rest of that group first, so its bound
     is the later of the window and the group ahead's COMMIT, plus its own transaction; the
-    overrun is how much later than that the committer began a group (thread switches).
+    overrun is how much later than that the committer began a group (thread switches), the
+    lock wait how long a group's BEGIN IMMEDIATE waited for another writer (this store's
+    COMMIT behind the loop).
+  * each grouped append against an interval of its own: the window plus its own group's
+    transaction once that held the write lock (the longest wait against the mean interval
+    above mixes one group's slow fsync into a bound made of the others'): the share of
+    appends that waited longer, and the longest wait as a multiple of its own interval.
+    Above 1.0 it waited for the group ahead, for another writer's lock, or for a committer
+    that began late; at or below, the goal holds for it.
     Beside the group transactions' total time, the committer thread's time on a CPU and
     runnable but waiting for one (Linux /proc schedstat): what a loaded machine adds.
   * every append's wait as its caller sees it ("append returned"): from the call of
@@ -184,6 +192,9 @@ def run(tmpdir: Path, threads: int, window: float, readers: int = 0) -> dict[str
             "fsync_ms": getattr(stats, "commit_seconds", 0.0) / groups * 1000,
             "longest_group_ms": getattr(stats, "longest_group", 0.0) * 1000,
             "overrun_ms": max(0.0, getattr(stats, "longest_overrun", 0.0)) * 1000,
+            "lock_ms": getattr(stats, "longest_lock", 0.0) * 1000,
+            "over_share": getattr(stats, "over_interval", 0) / max(1, len(waits)),
+            "own_intervals": getattr(stats, "longest_in_intervals", 0.0),
             "reads_per_s": len(reads) / elapsed,
             "p50_read_ms": _quantile(reads, 0.50) * 1000,
             "group_total_ms": getattr(stats, "group_seconds", 0.0) * 1000,
@@ -330,6 +341,9 @@ _SHOWN = (
     ("fsync_ms", "of which COMMIT", "{:.1f}"),
     ("longest_group_ms", "longest group tx", "{:.1f}"),
     ("overrun_ms", "longest overrun", "{:.1f}"),
+    ("lock_ms", "longest lock wait", "{:.1f}"),
+    ("over_share", "share over own interval", "{:.3f}"),
+    ("own_intervals", "longest in own intervals", "{:.1f}"),
     ("group_total_ms", "all group tx", "{:.0f}"),
     ("committer_cpu_ms", "committer on a CPU", "{:.0f}"),
     ("committer_runq_ms", "waiting for a CPU", "{:.0f}"),

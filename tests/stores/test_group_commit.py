@@ -113,9 +113,15 @@ async def test_reads_do_not_wait_behind_a_group_commit(tmp_path: Path) -> None:
     summary = await store.get(threads[0].id)
     assert summary.next_seq == 1  # read while the group is still waiting for the lock
     assert not any(a.done() for a in appends), "the read waited until the group had ended"
+    await asyncio.sleep(0.05)  # the lock held well past the window (10 ms)
     other.execute("ROLLBACK")
     other.close()
     assert await asyncio.gather(*appends) == [None, None, None]
+    # Each append waited for the other writer's lock beyond its window: each counts as
+    # over one commit interval of its own (the window plus its transaction once locked).
+    assert store.stats.over_interval == 3
+    assert store.stats.longest_in_intervals > 1
+    assert 0 < store.stats.longest_lock <= store.stats.longest_group
     assert [(await store.get(t.id)).next_seq for t in threads] == [2, 2, 2]
     await store.close()
     with pytest.raises(StoreError, match="closed"):

@@ -81,6 +81,16 @@ class CommitStats(AppendStats):
     append's arrival plus the window and the COMMIT of the group ahead (when that append
     arrived before it). What a grouped append waited beyond the rest of the group ahead,
     the window and its own transaction."""
+    longest_lock: float = 0.0
+    """Seconds a group's `BEGIN IMMEDIATE` took at most: a wait for another writer's lock
+    (this store's `COMMIT` behind the loop, another process), in SQLite's busy handler."""
+    over_interval: int = 0
+    """Appends the committer ran that waited longer than one commit interval of their own:
+    the window plus their group's transaction once it held the write lock (`BEGIN
+    IMMEDIATE` returned to `COMMIT` returned). Waiting for the group ahead, for the lock or
+    for a late committer counts against it."""
+    longest_in_intervals: float = 0.0
+    """The longest wait of such an append as a multiple of that interval of its own."""
 
 
 @dataclass(slots=True)
@@ -220,6 +230,7 @@ class GroupCommit:
         try:
             conn = self._connection()  # may fail (the file cannot be opened): answer all
             conn.execute("BEGIN IMMEDIATE")
+            locked = time.monotonic()
             for request in group:
                 conn.execute("SAVEPOINT threadline_append")
                 try:
@@ -255,7 +266,12 @@ class GroupCommit:
             stats.group_seconds += ended - began
             stats.commit_seconds += ended - committing
             stats.longest_group = max(stats.longest_group, ended - began)
-            stats.waited(*(ended - r.arrived for r in group))
+            stats.longest_lock = max(stats.longest_lock, locked - began)
+            waits = [ended - r.arrived for r in group]
+            stats.waited(*waits)
+            interval = self.window + ended - locked
+            stats.over_interval += sum(wait > interval for wait in waits)
+            stats.longest_in_intervals = max(stats.longest_in_intervals, max(waits) / interval)
             if len(group) > 1:
                 stats.grouped += len(group)
         _answer(outcomes)
