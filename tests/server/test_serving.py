@@ -70,7 +70,8 @@ def test_a_shutdown_ends_open_streams_at_once_and_lets_requests_in_flight_finish
             ):
                 for line in r.iter_lines():
                     lines.append(line)
-                    connected.set()
+                    if line == "event: user_message":  # the thread's one event so far
+                        connected.set()
             ended.append("cleanly")
         except httpx.HTTPError as exc:
             ended.append(f"with {exc!r}")
@@ -87,7 +88,7 @@ def test_a_shutdown_ends_open_streams_at_once_and_lets_requests_in_flight_finish
     listener.join(STOPPED_WITHIN)
     launcher.join(STOPPED_WITHIN)
     assert ended == ["cleanly"]
-    assert ": connected" in lines and "event: user_message" in lines
+    assert lines[0] == ": connected" and "event: user_message" in lines
     assert [r.status_code for r in launched] == [201]
     assert launched[0].json()["status"] == "running"
     # ...which is let finish and is checkpointed before the server stops.
