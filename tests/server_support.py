@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,9 +121,10 @@ def start_server(
     keys: dict[str, list[str]] | None = None,
     host: str = "127.0.0.1",
     channels: Any = None,
+    port: int = 0,
 ) -> LiveServer:
-    """A server on a free port of `host` over `tmp_path`/threads.db; run as `threadline
-    serve` runs it (`GracefulServer`)."""
+    """A server on `port` of `host` (0: a free one) over `tmp_path`/threads.db; run as
+    `threadline serve` runs it (`GracefulServer`)."""
     db_path = tmp_path / "threads.db"
     created: dict[str, str] = {}
 
@@ -132,7 +134,8 @@ def start_server(
                 _, secret = await create_key(key_store(store), name, scopes)
                 created[name] = secret
 
-    asyncio.run(make_keys())
+    with ThreadPoolExecutor(1) as pool:  # a loop of its own, even beside Playwright's
+        pool.submit(asyncio.run, make_keys()).result()
     config = config or ServerConfig(webhook_secret=SECRET, poll_interval=0.2)
     services = Services.build(
         config,
@@ -142,7 +145,7 @@ def start_server(
         channels=channels,
     )
     app = create_app(services)
-    uv, thread, url = _start_uvicorn(app, host, services=services)
+    uv, thread, url = _start_uvicorn(app, host, port, services)
     return LiveServer(url, db_path, services.runtime, services, uv, thread, app, created)
 
 

@@ -5,12 +5,24 @@ Uses Debian's `chromium` through the `browser` fixture of tests/server_support.p
 
 from __future__ import annotations
 
+import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from server_support import UI_WAIT_MS, LiveServer
+from server_support import (
+    DEFAULT_KEYS,
+    UI_WAIT_MS,
+    LiveServer,
+    deploy_model,
+    signed_in_page,
+    start_server,
+)
+from threadline import Agent
+from threadline.runtime import Runtime
+from threadline.stores import SQLiteStore
 
 pytestmark = pytest.mark.browser
 
@@ -101,3 +113,50 @@ def test_answer_a_question_from_the_inbox(live: LiveServer, browser) -> None:
     page.locator("#thread-status .badge.done").wait_for(timeout=UI_WAIT_MS)
     assert "Thanks: staging" in page.locator("#timeline").inner_text()
     assert live.wait_status(thread["id"], {"done"})["result"] == "Thanks: staging"
+
+
+def test_the_timeline_reconnects_after_a_restart_and_shows_what_it_missed(
+    tmp_path: Path, deploybot: Agent, browser
+) -> None:
+    """The server stops (its stream ends cleanly), the thread is paused from elsewhere while
+    it is down, and a new server starts on the same port and database: the page says it is
+    reconnecting, then follows again and shows the pause and the new status without a
+    reload. Before, a stream that ended cleanly was never reopened: the page stayed on the
+    old status with no sign that it no longer followed the thread."""
+    first = start_server(tmp_path, [deploybot], deploy_model(), keys=DEFAULT_KEYS)
+    second = None
+    try:
+        thread = first.launch()
+        assert thread["status"] == "awaiting_approval"
+        page, errors = signed_in_page(first, browser)
+        page.locator("#thread-status .badge.awaiting_approval").wait_for(timeout=UI_WAIT_MS)
+        page.locator("#live.following").wait_for(timeout=UI_WAIT_MS)
+
+        assert first.stop()
+        page.locator("#live.reconnecting").wait_for(timeout=UI_WAIT_MS)
+        assert "reconnecting" in page.locator("#live").inner_text()
+
+        async def pause_elsewhere() -> None:
+            async with SQLiteStore(first.db_path) as store:
+                runtime = Runtime(store, agents=[deploybot], model=deploy_model())
+                await runtime.pause(thread["id"], by="ops", reason="maintenance window")
+
+        with ThreadPoolExecutor(1) as pool:  # Playwright's own loop runs on this thread
+            pool.submit(asyncio.run, pause_elsewhere()).result()
+        port = int(first.url.rsplit(":", 1)[1])
+        second = start_server(tmp_path, [deploybot], deploy_model(), port=port)
+        page.locator("#thread-status .badge.paused").wait_for(timeout=UI_WAIT_MS)
+        page.locator("#live.following").wait_for(timeout=UI_WAIT_MS)
+        page.locator("#timeline li", has_text="maintenance window").wait_for(timeout=UI_WAIT_MS)
+        with second.client(None) as c:
+            stored = c.get(
+                f"/v1/threads/{thread['id']}/events",
+                headers={"Authorization": f"Bearer {first.keys['admin']}"},
+            ).json()["events"]
+        shown = page.eval_on_selector_all("#timeline li", "els => els.map((e) => e.dataset.seq)")
+        assert shown == [str(e["seq"]) for e in stored]  # each event once, in order
+        assert errors == []
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()

@@ -6,6 +6,8 @@
 const KEY = "threadline.key";
 const state = {
   selected: null, stream: null, events: [], refreshing: false, kinds: null,
+  // What the selected thread's header says of its live stream (see `follow`).
+  live: { text: "", kind: "" },
   // The thread list: its filters, and the cursor of each page seen (index 0: the first).
   filters: { q: "", status: "", agent: "", channel: "" }, cursors: [null], page: 0, next: null,
   agents: null,
@@ -118,11 +120,15 @@ const badge = (status) => el("span", { class: `badge ${status}` }, statusLabel(s
 
 // -- inbox ------------------------------------------------------------------------------
 
+const INBOX_FAILED = "Could not load the inbox";
+
 async function refresh() {
   if (state.refreshing) return;
   state.refreshing = true;
   try {
     const threads = (await api("GET", "/v1/inbox?limit=50")).items;
+    // The server is back (after a restart, say): its last failure is no longer news.
+    if (document.getElementById("notice").textContent.startsWith(INBOX_FAILED)) notice("");
     welcome(false);
     renderInbox(threads);
     if (!state.selected && threads.length) openThread(threads[0].id);
@@ -136,7 +142,7 @@ async function refresh() {
       document.getElementById("key-forget").hidden = true;
     }
   } catch (err) {
-    if (err.status !== 401) notice(`Could not load the inbox: ${err.message}`, true);
+    if (err.status !== 401) notice(`${INBOX_FAILED}: ${err.message}`, true);
   } finally {
     state.refreshing = false;
   }
@@ -495,6 +501,7 @@ async function openThread(id) {
     const thread = await api("GET", `/v1/threads/${id}`);
     if (state.stream !== load) return;
     state.events = page.events;
+    state.live = { text: "connecting…", kind: "reconnecting" };
     renderThread(thread);
     follow(id, page.next_after, load);
   } catch (err) {
@@ -508,7 +515,7 @@ function renderThread(t) {
   const u = t.usage;
   const header = el("header", {},
     el("h2", {}, t.agent), el("span", { id: "thread-status" }, badge(t.status)),
-    el("code", {}, t.id),
+    el("code", {}, t.id), liveBadge(),
     el("span", { class: "usage" },
       `${u.model_calls} model calls · ${u.input_tokens} in / ${u.output_tokens} out tokens` +
       (u.cost_usd ? ` · $${u.cost_usd.toFixed(4)}` : "")));
@@ -571,31 +578,98 @@ function threadActions(t) {
 }
 
 // Live updates: the SSE endpoint read with fetch (EventSource cannot send the key),
-// until `controller` (the load that opened the thread) is aborted by the next one.
+// until `controller` (the load that opened the thread) is aborted by the next one. A stream
+// that ends (the server restarted or shut down, a proxy dropped an idle stream) or cannot
+// be opened is opened again after 1, 2, 4 ... 30 s, from the last event shown, so what
+// happened meanwhile arrives on the new stream; the header says so while it waits. Only
+// a refusal (key, thread gone) or the server's report of a damaged thread stop it.
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 30000;
+
 async function follow(id, after, controller) {
-  try {
-    const resp = await fetch(`/v1/threads/${id}/events/stream?after=${after}`, {
-      headers: { Accept: "text/event-stream", ...authHeaders() }, signal: controller.signal,
-    });
-    if (!resp.ok || !resp.body) return;
-    const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        const data = block.split("\n").filter((l) => l.startsWith("data:"))
-          .map((l) => l.slice(5).trim()).join("\n");
-        if (data) onEvent(id, JSON.parse(data));
+  const position = { after };
+  let wait = RETRY_FIRST_MS;
+  let reconnecting = false;
+  while (!controller.signal.aborted) {
+    try {
+      const resp = await fetch(`/v1/threads/${id}/events/stream?after=${position.after}`, {
+        headers: { Accept: "text/event-stream", ...authHeaders() }, signal: controller.signal,
+      });
+      if ([401, 403, 404].includes(resp.status)) {
+        setLive(id, `not live (HTTP ${resp.status})`, "stopped");
+        return;
       }
+      if (resp.ok && resp.body) {
+        setLive(id, "live", "following");
+        wait = RETRY_FIRST_MS;
+        if (reconnecting) refreshStatus(id); // the events come on the stream; the rest here
+        reconnecting = false;
+        const problem = await readStream(id, resp.body, position);
+        if (problem) {
+          setLive(id, "not live", "stopped");
+          notice(`The thread's events cannot be read: ${problem.detail}`, true);
+          return;
+        }
+      }
+    } catch (err) {
+      if (err.name === "AbortError") return;
     }
-  } catch (err) {
-    if (err.name !== "AbortError") setTimeout(() => state.selected === id && openThread(id), 2000);
+    if (controller.signal.aborted) return;
+    reconnecting = true;
+    setLive(id, `reconnecting in ${wait / 1000} s…`, "reconnecting");
+    await sleep(wait, controller.signal);
+    setLive(id, "reconnecting…", "reconnecting");
+    wait = Math.min(wait * 2, RETRY_MAX_MS);
   }
+}
+
+// Reads SSE messages until the stream ends, moving `position.after` past each event shown.
+// Returns the server's `error` message (a damaged thread), or undefined at a clean end.
+async function readStream(id, body, position) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return undefined;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const lines = buffer.slice(0, cut).split("\n");
+      buffer = buffer.slice(cut + 2);
+      const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim())
+        .join("\n");
+      if (!data) continue;
+      if (lines.includes("event: error")) return JSON.parse(data);
+      const e = JSON.parse(data);
+      position.after = Math.max(position.after, e.seq);
+      onEvent(id, e);
+    }
+  }
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+  });
+}
+
+// The header's word on the stream (state.live survives the header's re-rendering).
+function setLive(id, text, kind) {
+  if (state.selected !== id) return;
+  state.live = { text, kind };
+  const node = document.getElementById("live");
+  if (node) node.replaceWith(liveBadge());
+}
+
+const liveBadge = () => el("span", { id: "live", class: `live ${state.live.kind}` }, state.live.text);
+
+async function refreshStatus(id) {
+  try {
+    const t = await api("GET", `/v1/threads/${id}`);
+    if (state.selected === id) renderThread(t);
+    refresh();
+  } catch { /* the next event, or reconnection, retries */ }
 }
 
 let statusTimer = null;
@@ -604,13 +678,7 @@ function onEvent(id, e) {
   state.events.push(e);
   document.getElementById("timeline")?.append(eventRow(e));
   clearTimeout(statusTimer);
-  statusTimer = setTimeout(async () => {
-    try {
-      const t = await api("GET", `/v1/threads/${id}`);
-      if (state.selected === id) renderThread(t);
-      refresh();
-    } catch { /* the next event retries */ }
-  }, 150);
+  statusTimer = setTimeout(() => refreshStatus(id), 150);
 }
 
 // -- start ------------------------------------------------------------------------------
