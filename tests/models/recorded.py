@@ -131,8 +131,11 @@ def anthropic_message(
     output_tokens: int = 42,
     cache_creation_input_tokens: int = 0,
     cache_read_input_tokens: int = 0,
+    cache_creation_1h_input_tokens: int = 0,
 ) -> dict[str, Any]:
-    """A Messages API response body (shape recorded from the API)."""
+    """A Messages API response body (shape recorded from the API): the usage's
+    `cache_creation` splits the cache writes by lifetime, `cache_creation_1h_input_tokens`
+    of them 1-hour entries and the rest 5-minute ones."""
     content: list[dict[str, Any]] = []
     if text is not None:
         content.append({"type": "text", "text": text})
@@ -153,6 +156,11 @@ def anthropic_message(
             "output_tokens": output_tokens,
             "cache_creation_input_tokens": cache_creation_input_tokens,
             "cache_read_input_tokens": cache_read_input_tokens,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": cache_creation_input_tokens
+                - cache_creation_1h_input_tokens,
+                "ephemeral_1h_input_tokens": cache_creation_1h_input_tokens,
+            },
         },
     }
 

@@ -24,11 +24,15 @@ from threadline.models.base import Context, Message, intent_envelope
 from threadline.models.resilience import ResilientModel, RetryPolicy
 
 
-def make_model(replies: list, *, mode: str = "tools", attempts: int = 4):
+def make_model(replies: list, *, mode: str = "tools", attempts: int = 4, **options: Any):
     recorded = Recorded(replies)
     sleeps = Sleeps()
     backend = AnthropicModel(
-        "claude-sonnet-4-6", mode=mode, api_key="sk-ant-test", http_client=recorded.client()
+        "claude-sonnet-4-6",
+        mode=mode,
+        api_key="sk-ant-test",
+        http_client=recorded.client(),
+        **options,
     )
     model = ResilientModel(
         backend, RetryPolicy(max_attempts=attempts), None, sleep=sleeps, rng=random.Random(3)
@@ -82,31 +86,38 @@ async def test_tool_use_success(calculator: ModuleType) -> None:
     assert headers["x-stainless-retry-count"] == "0"  # the SDK itself never retries
 
 
+async def cached_calls(
+    calculator: ModuleType, first: dict[str, int], second: dict[str, int], **options: Any
+) -> tuple[ModelCall, ModelCall, list[dict[str, Any]]]:
+    """A thread that adds (its call's usage `first`), then finishes (`second`): its two
+    `model_call` events, checked to survive the store's JSON, and the requests sent."""
+    model, recorded, _ = make_model(
+        [
+            anthropic_message(tool_uses=[("add", {"a": 2, "b": 3})], output_tokens=40, **first),
+            anthropic_message(
+                tool_uses=[("done_for_now", {"message": "5"})], output_tokens=10, **second
+            ),
+        ],
+        **options,
+    )
+    thread = await Runtime(MemoryStore(), model=model).launch(calculator.agent, "2 plus 3")
+    assert thread.status == Status.DONE
+    assert [event_from_json(e.model_dump_json()) for e in thread.events] == thread.events
+    one, two = (e for e in thread.events if isinstance(e, ModelCall))
+    assert thread.state.input_tokens == one.input_tokens + two.input_tokens
+    return one, two, recorded.bodies
+
+
 async def test_prompt_cache_tokens_are_recorded_and_priced(calculator: ModuleType) -> None:
     """Anthropic counts the cached part of the prompt apart from `input_tokens`: the event's
     input is the whole prompt, the cache's writes and reads part of it, each priced at its
     rate (claude-sonnet-4: input 3, cache write 3.75, cache read 0.30, output 15 USD per
     million), and the counts survive the store's JSON."""
-    model, _, _ = make_model(
-        [
-            anthropic_message(
-                tool_uses=[("add", {"a": 2, "b": 3})],
-                input_tokens=12,
-                cache_creation_input_tokens=1500,
-                output_tokens=40,
-            ),
-            anthropic_message(
-                tool_uses=[("done_for_now", {"message": "5"})],
-                input_tokens=30,
-                cache_read_input_tokens=1500,
-                output_tokens=10,
-            ),
-        ]
+    first, second, _ = await cached_calls(
+        calculator,
+        {"input_tokens": 12, "cache_creation_input_tokens": 1500},
+        {"input_tokens": 30, "cache_read_input_tokens": 1500},
     )
-    store = MemoryStore()
-    thread = await Runtime(store, model=model).launch(calculator.agent, "2 plus 3")
-    assert thread.status == Status.DONE
-    first, second = (e for e in thread.events if isinstance(e, ModelCall))
     assert (first.input_tokens, first.cache_write_tokens, first.cache_read_tokens) == (
         1512,
         1500,
@@ -119,8 +130,73 @@ async def test_prompt_cache_tokens_are_recorded_and_priced(calculator: ModuleTyp
         1500,
     )
     assert second.cost_usd == pytest.approx((30 * 3 + 1500 * 0.30 + 10 * 15) / 1e6)
-    assert thread.state.input_tokens == 1512 + 1530
-    assert [event_from_json(e.model_dump_json()) for e in thread.events] == thread.events
+
+
+async def test_one_hour_cache_writes_are_recorded_and_priced_at_their_rate(
+    calculator: ModuleType,
+) -> None:
+    """Anthropic prices a cache write by the entry's lifetime: 1.25x input for 5 minutes,
+    2x for an hour (claude-sonnet-4: 3.75 and 6.00 USD per million); the usage's
+    `cache_creation` says how many written tokens went to each. A model asked for 1-hour
+    entries marks every cache boundary `ttl: 1h`; the 1-hour writes are recorded apart
+    and priced at 2x, a mixed call's 5-minute part at 1.25x. Before, every write was priced
+    at the 5-minute rate: a 1-hour write of 1,500 tokens cost 0.0056 USD, not 0.009."""
+    first, second, bodies = await cached_calls(
+        calculator,
+        {
+            "input_tokens": 12,
+            "cache_creation_input_tokens": 1500,
+            "cache_creation_1h_input_tokens": 1500,
+        },
+        {
+            "input_tokens": 30,
+            "cache_creation_input_tokens": 200,
+            "cache_creation_1h_input_tokens": 150,
+            "cache_read_input_tokens": 1500,
+        },
+        cache_ttl="1h",
+    )
+    for body in bodies:
+        marks = [
+            b["cache_control"]
+            for b in body["system"] + body["messages"][-1]["content"]
+            if "cache_control" in b
+        ]
+        assert marks and all(m == {"type": "ephemeral", "ttl": "1h"} for m in marks), marks
+    assert (first.cache_write_tokens, first.cache_write_1h_tokens) == (1500, 1500)
+    assert first.cost_usd == pytest.approx((12 * 3 + 1500 * 6.00 + 40 * 15) / 1e6)
+    assert (second.cache_write_tokens, second.cache_write_1h_tokens) == (200, 150)
+    assert second.cache_read_tokens == 1500
+    expected = 30 * 3 + 50 * 3.75 + 150 * 6.00 + 1500 * 0.30 + 10 * 15
+    assert second.cost_usd == pytest.approx(expected / 1e6)
+
+
+async def test_the_writes_are_priced_by_what_the_usage_says_not_by_what_was_asked(
+    calculator: ModuleType,
+) -> None:
+    """A model marking 5-minute entries (the default: no `ttl` sent) is still priced by the
+    usage's split: 1-hour writes it reports (a gateway's or an organisation's default) cost
+    2x input; a 5-minute write's event stays as it was (no 1-hour count in its JSON)."""
+    first, second, bodies = await cached_calls(
+        calculator,
+        {
+            "input_tokens": 12,
+            "cache_creation_input_tokens": 1500,
+            "cache_creation_1h_input_tokens": 1000,
+        },
+        {"input_tokens": 30, "cache_creation_input_tokens": 100},
+    )
+    assert bodies[0]["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert first.cache_write_1h_tokens == 1000
+    expected = 12 * 3 + 500 * 3.75 + 1000 * 6.00 + 40 * 15
+    assert first.cost_usd == pytest.approx(expected / 1e6)
+    assert second.cost_usd == pytest.approx((30 * 3 + 100 * 3.75 + 10 * 15) / 1e6)
+    assert "cache_write_1h_tokens" not in json.loads(second.model_dump_json())
+
+
+def test_an_unknown_cache_ttl_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="cache_ttl must be one of 5m, 1h"):
+        AnthropicModel("claude-sonnet-4-6", api_key="sk-ant-test", cache_ttl="1d")  # type: ignore[arg-type]
 
 
 async def test_json_answer_in_json_mode(calculator: ModuleType) -> None:

@@ -44,16 +44,39 @@ def test_prompt_cache_tokens_are_priced_at_their_rates() -> None:
 
 
 def test_every_built_in_row_has_its_providers_cache_rates() -> None:
-    """Anthropic: a cache write is 1.25x input, a read 0.1x; OpenAI: a write is input, a
-    read the listed cached-input rate, below input."""
+    """Anthropic: a cache write is 1.25x input (5-minute entry) or 2x (1-hour entry), a read
+    0.1x; OpenAI: a write is input, a read the listed cached-input rate, below input (no
+    1-hour entries)."""
     for model, price in DEFAULT_PRICES.items():
         assert price.cache_write_per_mtok is not None and price.cache_read_per_mtok is not None
         if model.startswith("claude"):
             assert price.cache_write_per_mtok == pytest.approx(1.25 * price.input_per_mtok)
+            assert price.cache_write_1h_per_mtok == pytest.approx(2 * price.input_per_mtok)
             assert price.cache_read_per_mtok == pytest.approx(0.1 * price.input_per_mtok)
         else:
             assert price.cache_write_per_mtok == price.input_per_mtok
+            assert price.cache_write_1h_per_mtok is None
             assert 0 < price.cache_read_per_mtok < price.input_per_mtok
+
+
+def test_one_hour_cache_writes_are_priced_at_their_own_rate() -> None:
+    """Of the writes, the 1-hour ones at the row's 1-hour rate; a row without one prices
+    them as its other writes, and one without cache rates as plain input."""
+    table = PriceTable()
+    # claude-sonnet-4: 3 input, 3.75 a 5-minute write, 6.00 a 1-hour write
+    usd = table.cost("claude-sonnet-4-6", 1_000_000, 0, cache_write=600_000, cache_write_1h=400_000)
+    assert usd == pytest.approx(0.4 * 3 + 0.2 * 3.75 + 0.4 * 6.00)
+    mine = table.extend({"acme": (1.0, 2.0, 1.5, 0.1), "plain": (1.0, 2.0)})
+    assert mine.cost("acme", 1_000_000, 0, cache_write=1_000_000, cache_write_1h=1_000_000) == (
+        pytest.approx(1.5)
+    )
+    assert mine.cost("plain", 1_000_000, 0, cache_write=1_000_000, cache_write_1h=1_000_000) == (
+        pytest.approx(1.0)
+    )
+    # More 1-hour writes than writes (a bad count) are never priced twice.
+    assert table.cost("claude-sonnet-4-6", 100, 0, cache_write=100, cache_write_1h=500) == (
+        pytest.approx(100 * 6.00 / 1e6)
+    )
 
 
 def test_price_file(tmp_path) -> None:
@@ -63,6 +86,8 @@ def test_price_file(tmp_path) -> None:
     assert table.cost("acme-1", 1_000_000, 0) == pytest.approx(5.0)
     path.write_text(json.dumps({"acme-2": [5, 10, 6.25, 0.5]}))  # with cache write, read
     assert load_prices(path).price("acme-2") == Price(5, 10, 6.25, 0.5)
+    path.write_text(json.dumps({"acme-3": [5, 10, 6.25, 0.5, 10]}))  # and the 1-hour write
+    assert load_prices(path).price("acme-3") == Price(5, 10, 6.25, 0.5, 10)
     path.write_text(json.dumps({"acme-1": [5]}))
     with pytest.raises(ConfigError, match="acme-1"):
         load_prices(path)

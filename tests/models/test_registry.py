@@ -25,6 +25,7 @@ def test_parse_spec_options() -> None:
         ("mystery:x", "unknown model provider"),
         ("openai:gpt-4.1?colour=red", "unknown option"),
         ("openai:gpt-4.1?mode=yaml", "mode"),
+        ("anthropic:claude-sonnet-4-6?cache_ttl=1d", "cache_ttl"),
         ("openai:gpt-4.1?retries=many", "must be a number"),
         ("local:smollm2?grammar=maybe", "on or off"),
         ("local:/no/such/model.gguf", "does not exist"),
@@ -92,3 +93,11 @@ def test_wrappers_pass_the_profile_through(monkeypatch) -> None:
     assert one.profile.output_modes == {"json_schema"}
     chain = resolve_model("openai:gpt-4.1-mini,anthropic:claude-sonnet-4-5")
     assert chain.profile.context_window == 200_000  # what every model of the chain takes
+
+
+def test_anthropic_cache_ttl_is_an_option(monkeypatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    model = resolve_model("anthropic:claude-sonnet-4-6?cache_ttl=1h")
+    assert isinstance(model, ResilientModel) and model.model.cache_ttl == "1h"  # type: ignore[attr-defined]
+    default = resolve_model("anthropic:claude-sonnet-4-6")
+    assert isinstance(default, ResilientModel) and default.model.cache_ttl == "5m"  # type: ignore[attr-defined]

@@ -174,6 +174,9 @@ class ModelCall(_EventBase):
     JSON when 0, so an event without caching serialises as before the field existed."""
     cache_read_tokens: int = Field(default=0, ge=0, exclude_if=_absent)
     """Of the input, the tokens read from the provider's prompt cache (left out when 0)."""
+    cache_write_1h_tokens: int = Field(default=0, ge=0, exclude_if=_absent)
+    """Of the cache writes, those made 1-hour entries (Anthropic's `cache_control` with
+    `ttl: 1h`; the rest live 5 minutes), priced at their own rate (left out when 0)."""
 
 
 class ModelError(_EventBase):

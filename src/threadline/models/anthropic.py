@@ -19,6 +19,13 @@ Three ways to get a typed intent out (`mode`):
   prompt) is appended to the system prompt and the text answer is returned for
   `interpret` to parse (for models or gateways without tool use).
 
+Prompt caching: the system block and the last message are marked `cache_control` (see
+`_mark_cache`) with the entry's lifetime, `cache_ttl`: "5m" (default: no `ttl` sent, the
+API's default; a write costs 1.25x input) or "1h" (`ttl: "1h"`, 2x input), worth it when a
+thread's calls are further apart than 5 minutes (a person's approval between them). The
+usage's `cache_creation` says how many written tokens went to each lifetime; the 1-hour
+part is recorded as `cache_write_1h_tokens` and priced at its own rate.
+
 As with every backend: the answer is returned verbatim, the SDK's retries are off
 (`ResilientModel` retries), and every failure is raised as `ModelError`.
 """
@@ -40,10 +47,12 @@ from .resilience import sdk_api_key, sdk_client, sdk_output, sdk_request
 if TYPE_CHECKING:
     import anthropic
 
-__all__ = ["MODES", "NEXT_STEP", "AnthropicModel"]
+__all__ = ["CACHE_TTLS", "MODES", "NEXT_STEP", "AnthropicModel"]
 
 Mode = Literal["intent", "tools", "json"]
 MODES: tuple[Mode, ...] = ("intent", "tools", "json")
+CacheTTL = Literal["5m", "1h"]
+CACHE_TTLS: tuple[CacheTTL, ...] = ("5m", "1h")
 
 NEXT_STEP = "next_step"
 """The one tool `intent` mode sends: its input is the intent envelope."""
@@ -59,11 +68,12 @@ class AnthropicModel:
         base_url: defaults to `ANTHROPIC_BASE_URL`, then Anthropic itself.
         timeout: seconds the SDK waits for one response.
         temperature: sent only when given.
+        cache_ttl: how long the prompt cache keeps what a call writes, "5m" or "1h".
         client / http_client: injected SDK client or `httpx2.AsyncClient` (tests).
 
     Raises:
         MissingExtraError: `anthropic` is not installed.
-        ConfigError: no API key.
+        ConfigError: no API key, or an unknown mode or cache TTL.
     """
 
     def __init__(
@@ -75,12 +85,17 @@ class AnthropicModel:
         base_url: str | None = None,
         timeout: float = 60.0,
         temperature: float | None = None,
+        cache_ttl: CacheTTL = "5m",
         prices: PriceTable | None = None,
         client: anthropic.AsyncAnthropic | None = None,
         http_client: Any = None,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"anthropic mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if cache_ttl not in CACHE_TTLS:
+            raise ConfigError(
+                f"anthropic cache_ttl must be one of {', '.join(CACHE_TTLS)}, not {cache_ttl!r}"
+            )
         try:
             import anthropic
         except ImportError:
@@ -88,6 +103,9 @@ class AnthropicModel:
         self.model = model
         self.mode: Mode = mode
         self.temperature = temperature
+        self.cache_ttl: CacheTTL = cache_ttl
+        # The API's default lifetime is 5 minutes: say `ttl` only for the other one.
+        self._cache_mark = _EPHEMERAL if cache_ttl == "5m" else {**_EPHEMERAL, "ttl": cache_ttl}
         self.prices = prices or PriceTable()
         self._anthropic = anthropic
         if client is None:
@@ -150,8 +168,8 @@ class AnthropicModel:
             ).strip()
         if system:
             # The system text (instructions and tools) is the same on every call: cached.
-            body["system"] = [{"type": "text", "text": system, "cache_control": _EPHEMERAL}]
-        _mark_cache(body["messages"], context)
+            body["system"] = [{"type": "text", "text": system, "cache_control": self._cache_mark}]
+        _mark_cache(body["messages"], context, self._cache_mark)
         return body, {safe: name for name, safe in names.items()}
 
     async def request(self, context: Context) -> ModelOutput:
@@ -187,6 +205,9 @@ class AnthropicModel:
         # event's input is the whole prompt, the cache counts a part of it.
         written = (usage.cache_creation_input_tokens or 0) if usage else 0
         read = (usage.cache_read_input_tokens or 0) if usage else 0
+        # Of the writes, those that made 1-hour entries (priced at 2x input, not 1.25x).
+        by_ttl = usage.cache_creation if usage else None
+        written_1h = by_ttl.ephemeral_1h_input_tokens if by_ttl else 0
         return sdk_output(
             "anthropic",
             response.model or self.model,
@@ -198,6 +219,7 @@ class AnthropicModel:
             output_tokens=usage.output_tokens if usage else 0,
             cache_write=written,
             cache_read=read,
+            cache_write_1h=written_1h,
         )
 
 
@@ -275,7 +297,7 @@ def _messages(context: Context, names: dict[str, str]) -> list[dict[str, Any]]:
 _EPHEMERAL = {"type": "ephemeral"}
 
 
-def _mark_cache(messages: list[dict[str, Any]], context: Context) -> None:
+def _mark_cache(messages: list[dict[str, Any]], context: Context, mark: dict[str, str]) -> None:
     """Mark the prompt cache's boundaries in the last message (Anthropic caches a prefix
     up to a block marked `cache_control`, and reads an earlier write only at a block
     boundary: it checks the ~20 boundaries before each mark).
@@ -297,7 +319,7 @@ def _mark_cache(messages: list[dict[str, Any]], context: Context) -> None:
         ends = [*sorted(cuts), len(text)]
         blocks[-1:] = [
             {"type": "text", "text": text[start:end]}
-            | ({"cache_control": _EPHEMERAL} if end == settled else {})
+            | ({"cache_control": mark} if end == settled else {})
             for start, end in zip([0, *ends], ends, strict=False)
         ]
-    blocks[-1] = {**blocks[-1], "cache_control": _EPHEMERAL}
+    blocks[-1] = {**blocks[-1], "cache_control": mark}

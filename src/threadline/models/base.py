@@ -297,6 +297,9 @@ class ModelOutput:
             cache (Anthropic's `cache_creation_input_tokens`).
         cache_read_tokens: of `input_tokens`, those read from it (Anthropic's
             `cache_read_input_tokens`, OpenAI's `prompt_tokens_details.cached_tokens`).
+        cache_write_1h_tokens: of `cache_write_tokens`, those written as 1-hour entries
+            (Anthropic's `cache_creation.ephemeral_1h_input_tokens`; the rest live 5
+            minutes), priced apart.
         cost_usd: None when the price is unknown.
     """
 
@@ -309,6 +312,7 @@ class ModelOutput:
     latency_ms: float = 0.0
     cache_write_tokens: int = 0
     cache_read_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
 
 def call_record(
@@ -318,10 +322,10 @@ def call_record(
     by one rule for both: `model` (the model that answered, else the requested
     `model_id`), `prompt_name` / `prompt_version` / `prompt_hash` (what `context` was
     rendered from), `input_tokens`, `output_tokens`, `cache_write_tokens`,
-    `cache_read_tokens`, `cost_usd`, `latency_ms` (the provider's, else `latency_ms` as
-    measured around the call, to three decimals) and `output` (the answer's text as
-    stored). A new dict: callers add their own fields; a `guard_verdict` keeps those it
-    has (no cache counts: `guards._JUDGE_FIELDS`)."""
+    `cache_read_tokens`, `cache_write_1h_tokens`, `cost_usd`, `latency_ms` (the
+    provider's, else `latency_ms` as measured around the call, to three decimals) and
+    `output` (the answer's text as stored). A new dict: callers add their own fields; a
+    `guard_verdict` keeps those it has (no cache counts: `guards._JUDGE_FIELDS`)."""
     return {
         "model": out.model or model_id,
         "prompt_name": context.prompt_name,
@@ -331,6 +335,7 @@ def call_record(
         "output_tokens": out.output_tokens,
         "cache_write_tokens": out.cache_write_tokens,
         "cache_read_tokens": out.cache_read_tokens,
+        "cache_write_1h_tokens": out.cache_write_1h_tokens,
         "cost_usd": out.cost_usd,
         "latency_ms": round(out.latency_ms or latency_ms, 3),
         "output": output,

@@ -17,7 +17,8 @@ Options (after `?`, `&`-separated):
                  (default openai, or generic when a base URL is set), base_url=URL (default
                  OPENAI_BASE_URL), mode=tools|json_schema|json_object (default: the server's
                  first mode; docs/models.md has the table), max_tokens=N (cap per call)
-    anthropic:   mode=intent|tools|json (default intent)
+    anthropic:   mode=intent|tools|json (default intent), cache_ttl=5m|1h (how long the
+                 prompt cache keeps a call's writes; default 5m)
     local:       grammar=on|off, n_ctx=N, max_tokens=N, temperature=T, timeout=S (per call,
                  default 300, 0 for none; past it the child process is killed)
 
@@ -122,6 +123,7 @@ def _anthropic(name: str, options: dict[str, str], ctx: BuildContext) -> Model:
     return AnthropicModel(
         name,
         mode=options.get("mode", "intent"),  # type: ignore[arg-type]
+        cache_ttl=options.get("cache_ttl", "5m"),  # type: ignore[arg-type]
         timeout=_number(options, "timeout", float, 60.0),
         temperature=_temperature(options),
         prices=ctx.prices,
@@ -143,7 +145,7 @@ PROVIDERS: Mapping[str, Provider] = {
         Provider(
             "openai", frozenset({"mode", "server", "base_url", "max_tokens"}), _openai, remote=True
         ),
-        Provider("anthropic", frozenset({"mode"}), _anthropic, remote=True),
+        Provider("anthropic", frozenset({"mode", "cache_ttl"}), _anthropic, remote=True),
         Provider("scripted", frozenset(), _scripted_provider),
     )
 }

@@ -179,14 +179,21 @@ def sdk_output(
     output_tokens: int,
     cache_write: int,
     cache_read: int,
+    cache_write_1h: int = 0,
 ) -> ModelOutput:
     """An `openai` or `anthropic` SDK response as a `ModelOutput`: recorded as
     `provider:answered_by` (the model the response names, a dated snapshot included),
     priced by `prices` under that name (None for a model without a row), the latency in
     ms to three decimals. `input_tokens` is the whole prompt; `cache_write` and
-    `cache_read` are the parts of it the provider's prompt cache wrote and read."""
+    `cache_read` are the parts of it the provider's prompt cache wrote and read, and
+    `cache_write_1h` the part of the writes made 1-hour entries."""
     cost = prices.cost(
-        answered_by, input_tokens, output_tokens, cache_write=cache_write, cache_read=cache_read
+        answered_by,
+        input_tokens,
+        output_tokens,
+        cache_write=cache_write,
+        cache_read=cache_read,
+        cache_write_1h=cache_write_1h,
     )
     return ModelOutput(
         text=text,
@@ -198,6 +205,7 @@ def sdk_output(
         latency_ms=round(latency_ms, 3),
         cache_write_tokens=cache_write,
         cache_read_tokens=cache_read,
+        cache_write_1h_tokens=cache_write_1h,
     )
 
 

@@ -54,6 +54,8 @@ def _logged(event: ev.Event) -> tuple[str, ...]:
                 "cost_usd",
                 "prompt_name",
             )
+            if event.cache_write_1h_tokens:
+                return (*usage, "cache_write_tokens", "cache_read_tokens", "cache_write_1h_tokens")
             if event.cache_write_tokens or event.cache_read_tokens:
                 return (*usage, "cache_write_tokens", "cache_read_tokens")
             return usage
