@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,6 +25,10 @@ from .common import (
     run_async,
     settings,
 )
+
+if TYPE_CHECKING:
+    from ..server import ServerConfig, Services
+    from ..settings import Settings
 
 __all__ = ["is_loopback", "load_serve_config"]
 
@@ -90,38 +95,23 @@ def serve(
 ) -> None:
     """Serve the HTTP API, the approvals inbox (/ui/) and run threads in the background."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - only checking that the extra is installed
 
-        from ..server import ServerConfig, Services, create_app
-        from ..server.serving import GracefulServer
-        from ..server.triggers import parse_triggers
+        from ..server import Services, create_app
     except ImportError as exc:
         raise MissingExtraError("server", exc.name or "fastapi") from None
 
     cfg = settings(locked)
     file_cfg = load_serve_config(config) if config else {}
-    host = host or str(file_cfg.get("host", "127.0.0.1"))
-    port = port if port is not None else int(file_cfg.get("port", 8000))
-    if no_auth and not is_loopback(host):
-        raise ConfigError(
-            f"--no-auth is refused when binding to {host}: anyone who can reach "
-            "it could act on threads; bind 127.0.0.1 or create a key with "
-            "`threadline keys create`"
-        )
+    host, port = _bind_address(host, port, file_cfg, no_auth=no_auth)
     agents = _agents_to_serve(list(agent or []) + list(file_cfg.get("agents", [])))
-    secret = cfg.webhook_secret.get_secret_value() if cfg.webhook_secret else None
-    public_url = cfg.public_url or f"http://{_url_host(host)}:{port}"
-    server_config = ServerConfig(
+    server_config = _server_config(
+        cfg,
+        file_cfg,
+        cfg.public_url or f"http://{_url_host(host)}:{port}",
         auth=not no_auth,
         worker=not no_worker,
-        webhook_secret=secret,
-        notify_url=cfg.notify_url,
-        public_url=public_url,
         drain_timeout=drain_timeout,
-        metrics=cfg.metrics,
-        metrics_auth=cfg.metrics_auth,
-        triggers=tuple(parse_triggers(file_cfg.get("triggers", []))),
-        delivery_retention=cfg.delivery_retention,
     )
     # Fail here, in one line, if the store is unreachable or its schema is older than this
     # code (SchemaOutOfDate names `threadline db migrate`), not inside uvicorn's start-up.
@@ -135,7 +125,58 @@ def serve(
         channels=channels,
     )
     fastapi_app = create_app(services)
-    if not no_auth and not run_async(_has_keys(cfg.store)):
+    _announce(cfg, services, channels)
+    _run(fastapi_app, services, host, port)
+
+
+def _bind_address(
+    host: str | None, port: int | None, file_cfg: dict[str, Any], *, no_auth: bool
+) -> tuple[str, int]:
+    """The interface and port to bind: the flags, else the config file, else
+    127.0.0.1:8000. `--no-auth` is refused (ConfigError) off loopback."""
+    host = host or str(file_cfg.get("host", "127.0.0.1"))
+    port = port if port is not None else int(file_cfg.get("port", 8000))
+    if no_auth and not is_loopback(host):
+        raise ConfigError(
+            f"--no-auth is refused when binding to {host}: anyone who can reach "
+            "it could act on threads; bind 127.0.0.1 or create a key with "
+            "`threadline keys create`"
+        )
+    return host, port
+
+
+def _server_config(
+    cfg: Settings,
+    file_cfg: dict[str, Any],
+    public_url: str,
+    *,
+    auth: bool,
+    worker: bool,
+    drain_timeout: float,
+) -> ServerConfig:
+    """The server's configuration: the settings (environment), the config file's
+    triggers and the command's flags."""
+    from ..server import ServerConfig
+    from ..server.triggers import parse_triggers
+
+    return ServerConfig(
+        auth=auth,
+        worker=worker,
+        webhook_secret=cfg.webhook_secret.get_secret_value() if cfg.webhook_secret else None,
+        notify_url=cfg.notify_url,
+        public_url=public_url,
+        drain_timeout=drain_timeout,
+        metrics=cfg.metrics,
+        metrics_auth=cfg.metrics_auth,
+        triggers=tuple(parse_triggers(file_cfg.get("triggers", []))),
+        delivery_retention=cfg.delivery_retention,
+    )
+
+
+def _announce(cfg: Settings, services: Services, channels: Mapping[str, object]) -> None:
+    """Say what is served where (and warn when no API key exists yet), on stderr."""
+    config = services.config
+    if config.auth and not run_async(_has_keys(cfg.store)):
         err_console.print(
             "[yellow]no API keys yet:[/] create one with "
             "`threadline keys create --name you --scope admin` "
@@ -144,21 +185,30 @@ def serve(
     _configure_logging()
     names = ", ".join(sorted(services.runtime.agents))
     err_console.print(
-        f"threadline serving [bold]{names}[/] on {public_url} "
+        f"threadline serving [bold]{names}[/] on {config.public_url} "
         f"(store {_redact_url(cfg.store)}, model {cfg.model}"
-        f"{', API only' if no_worker else ''}{', no auth' if no_auth else ''}"
+        f"{'' if config.worker else ', API only'}{'' if config.auth else ', no auth'}"
         f"{', channels ' + ', '.join(channels) if channels else ''}); "
-        f"inbox: {public_url}/ui/",
+        f"inbox: {config.public_url}/ui/",
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _run(app: Any, services: Services, host: str, port: int) -> None:
+    """Serve `app` until SIGTERM/SIGINT, then shut down gracefully (`GracefulServer`);
+    uvicorn cancels what is still open 5 s after the drain timeout."""
+    import uvicorn
+
+    from ..server.serving import GracefulServer
+
     uv_config = uvicorn.Config(
-        fastapi_app,
+        app,
         host=host,
         port=port,
         log_level="info",
         lifespan="on",
-        timeout_graceful_shutdown=int(drain_timeout) + 5,
+        timeout_graceful_shutdown=int(services.config.drain_timeout) + 5,
         proxy_headers=False,
         server_header=False,
     )
