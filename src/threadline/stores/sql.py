@@ -23,7 +23,10 @@ import threading
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, TypeAlias, TypedDict, TypeVar, Unpack
+
+from pydantic_core import PydanticSerializationError, to_json
 
 from ..errors import AppendConflict, CorruptEvent, LeaseLost, StoreError, ThreadNotFound
 from ..events import SCHEMA_VERSION, Event, Status, Thread, ThreadState, utcnow
@@ -131,7 +134,7 @@ class SQLStore(SQLLeases):
             "next_seq": thread.next_seq,
             "schema_version": SCHEMA_VERSION,
             "metadata": json.dumps(thread.metadata),
-            "state": json.dumps(thread.state.to_dict()),
+            "state": state_json(thread.state),
             "created_at": d.time(thread.created_at),
             "now": d.time(utcnow()),
             "due_at": d.at(thread.state.waiting_until),
@@ -304,27 +307,32 @@ class SQLStore(SQLLeases):
         return {
             "id": thread_id,
             "now": now,
-            "state": json.dumps(state.to_dict()),
+            "state": state_json(state),
             "status": state.status.value,
             "next_seq": state.next_seq,
             "due_at": self.dialect.at(state.waiting_until),
         }
 
     def _insert_events(self, thread_id: str, events: Sequence[Event]) -> Query:
+        """The events' rows in one `INSERT` (one statement, not one a row: the statement's
+        own cost, its step and its reset, is paid once an append); a very long list of
+        events (a forked thread's) a row at a time, within every SQLite's parameter limit."""
         d = self.dialect
-        rows = [
-            {
-                "thread_id": thread_id,
-                "seq": e.seq,
-                "kind": e.kind,
-                "at": d.time(e.at),
-                "body": e.model_dump_json(),
-            }
-            for e in events
-        ]
-        if len(rows) == 1:  # the usual append: execute is cheaper than executemany
-            return Query(d.sql(_INSERT_EVENT), rows[0])
-        return Query(d.sql(_INSERT_EVENT), rows, many=True)
+        if len(events) > _ROWS_A_STATEMENT:
+            rows = [
+                {
+                    "id": thread_id,
+                    "seq_0": e.seq,
+                    "kind_0": e.kind,
+                    "at_0": d.time(e.at),
+                    "body_0": event_json(e),
+                }
+                for e in events
+            ]
+            return Query(d.sql(_insert_events(1)), rows, many=True)
+        params: dict[str, Any] = {"id": thread_id}
+        _event_rows(d, events, params)
+        return Query(d.sql(_insert_events(len(events))), params)
 
     def _fused_append(
         self,
@@ -346,16 +354,7 @@ class SQLStore(SQLLeases):
         if wake and self.channel is not None:
             notify = " RETURNING pg_notify(:channel, id)"
             update["channel"] = self.channel
-        values = ", ".join(
-            f"(:id, :seq_{i}, :kind_{i}, :at_{i}, :body_{i}{{json}})" for i in range(len(events))
-        )
-        for i, e in enumerate(events):
-            update |= {
-                f"seq_{i}": e.seq,
-                f"kind_{i}": e.kind,
-                f"at_{i}": d.time(e.at),
-                f"body_{i}": e.model_dump_json(),
-            }
+        values = _event_rows(d, events, update)
         if checks is None:
             template = _FUSED_APPEND.replace("{values}", values) + notify
         else:
@@ -470,10 +469,10 @@ _INSERT_THREAD = (
     "created_at, updated_at, due_at) VALUES (:id, :agent, :status, :next_seq, "
     ":schema_version, :metadata{json}, :state{json}, :created_at, {now}, :due_at)"
 )
-_INSERT_EVENT = (
-    "INSERT INTO events (thread_id, seq, kind, at, body) "
-    "VALUES (:thread_id, :seq, :kind, :at, :body{json})"
-)
+_INSERT_EVENTS = "INSERT INTO events (thread_id, seq, kind, at, body) VALUES "
+_ROWS_A_STATEMENT = 200
+"""Events in one `INSERT` at most: 4 parameters a row stay below 999, the limit of SQLite
+builds before 3.32."""
 _HEAD_FOR_APPEND = (
     "SELECT next_seq, status, lease_owner, lease_token, "
     "lease_expires IS NOT NULL AND lease_expires > {now}, state{text} "
@@ -516,6 +515,57 @@ _SUMMARY_ROW = Columns(
     lease_expires=nullable(stored_time),
 )
 _SUMMARY = f"SELECT {_SUMMARY_ROW.names} FROM threads"
+
+
+def _event_rows(d: Dialect, events: Sequence[Event], params: dict[str, Any]) -> str:
+    """`events` as the rows of a `VALUES` list, their values added to `params` (`:seq_0`,
+    ...; the thread's id is `:id`)."""
+    when, text = None, None  # a turn's events share their time: formatted once
+    for (seq, kind, at, body), e in zip(_row_names(len(events)), events, strict=True):
+        params[seq] = e.seq
+        params[kind] = e.kind
+        if e.at is not when:
+            when, text = e.at, d.time(e.at)
+        params[at] = text
+        params[body] = event_json(e)
+    return _values(len(events))
+
+
+@lru_cache(maxsize=64)
+def _row_names(rows: int) -> tuple[tuple[str, str, str, str], ...]:
+    """The parameters of `rows` events' rows, made once (their hashes kept)."""
+    return tuple((f"seq_{i}", f"kind_{i}", f"at_{i}", f"body_{i}") for i in range(rows))
+
+
+@lru_cache(maxsize=64)
+def _values(rows: int) -> str:
+    """A `VALUES` list of `rows` events' rows (`_event_rows`)."""
+    return ", ".join(f"(:id, :seq_{i}, :kind_{i}, :at_{i}, :body_{i}{{json}})" for i in range(rows))
+
+
+@lru_cache(maxsize=64)
+def _insert_events(rows: int) -> str:
+    """The `INSERT` of `rows` events' rows, one string object a size (`Dialect.sql`'s
+    cache then finds it by its kept hash)."""
+    return _INSERT_EVENTS + _values(rows)
+
+
+def event_json(event: Event) -> str:
+    """An event's stored JSON: `model_dump_json`'s, through the model's serializer at once
+    (the method's keyword arguments cost a third of the call, three times an append)."""
+    return type(event).__pydantic_serializer__.to_json(event).decode()
+
+
+def state_json(state: ThreadState) -> str:
+    """The projection's JSON: pydantic-core's encoder, a third of the instructions of
+    `json.dumps` on this small dict, which every append writes (bench/instructions.py).
+    A string it cannot encode as UTF-8 (a lone surrogate) goes through `json.dumps`, whose
+    ASCII escapes store it as before."""
+    snapshot = state.to_dict()
+    try:
+        return to_json(snapshot).decode()
+    except PydanticSerializationError:
+        return json.dumps(snapshot)
 
 
 def _listed(row: Sequence[Any]) -> ThreadSummary | SkippedThread:
