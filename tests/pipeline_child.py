@@ -108,7 +108,7 @@ def slow_disk(store: SQLiteStore, seconds: float, then: Callable[[], None] | Non
     flush = store._behind._flush
     pending = [then] if then is not None else []
 
-    def late(conn: sqlite3.Connection, began: threading.Event, appends: int) -> None:
+    def late(conn: sqlite3.Connection, began: threading.Lock, appends: int) -> None:
         flush(conn, began, appends)
         while pending:
             pending.pop()()

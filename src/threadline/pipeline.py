@@ -82,12 +82,17 @@ class Pipeline:
         thread: Thread,
         expected: int,
         durable: Awaitable[None],
-        then: Callable[[], Awaitable[None]],
+        then: Callable[[], Awaitable[None]] | None,
     ) -> None:
         """`thread`'s events from `expected` on are written and will be durable once
-        `durable` completes; `then` (the observers) runs right after, in the same task."""
+        `durable` completes; `then` (the observers), if any, runs right after, in a task of
+        its own. Without `then`, a future `durable` is itself what `join` waits for: no task
+        a turn, where nobody is told."""
 
         flights = self._flying.setdefault(id(thread), [])
+        if then is None and isinstance(durable, asyncio.Future):
+            flights.append(_InFlight(thread, expected, durable))
+            return
         before = flights[-1].task if flights else None
 
         async def settle() -> None:
@@ -95,7 +100,8 @@ class Pipeline:
             if before is not None and not before.done():  # observers hear them in order
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(before)
-            await then()
+            if then is not None:
+                await then()
 
         task = asyncio.ensure_future(settle())
         # Retrieved here too: a caller cancelled while waiting never reads it.

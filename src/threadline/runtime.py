@@ -194,8 +194,10 @@ class Runtime(HumanActions):
         if durable is None:
             await self._notify(thread, thread.events)
         else:
-            seen = as_of(thread) if self.observers else thread
-            self._pipeline.start(thread, 0, durable, partial(self._notify, seen, thread.events[:]))
+            told = (
+                partial(self._notify, as_of(thread), thread.events[:]) if self.observers else None
+            )
+            self._pipeline.start(thread, 0, durable, told)
         if advance:
             return await self.advance(thread)
         await self._pipeline.join(thread)
@@ -451,8 +453,11 @@ class Runtime(HumanActions):
             rollback(thread, expected)
             raise
         if durable is not None:  # observers hear once durable
-            seen = as_of(thread) if self.observers and ahead else thread  # as committed
-            self._pipeline.start(thread, expected, durable, partial(self._notify, seen, held))
+            told = None  # nobody to tell: the commit itself is joined
+            if self.observers:
+                seen = as_of(thread) if ahead else thread  # as committed
+                told = partial(self._notify, seen, held)
+            self._pipeline.start(thread, expected, durable, told)
             if ahead:  # the next turn goes ahead
                 return thread, steps
             await self._pipeline.join(thread)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -225,7 +226,11 @@ async def test_another_threads_append_never_takes_over_a_commit_the_loop_has_not
         assert a is not None
         job = store._behind._carrying
         assert job is not None
-        job.result(timeout=10)  # returned, on its thread; the loop has not run since
+        for _ in range(1000):  # returned, on its thread; the loop has not run since
+            if job.done:
+                break
+            time.sleep(0.01)  # noqa: ASYNC251 - blocking on purpose: the loop must not run
+        assert job.done
         b = await store.append_behind("th_other", [_msg(1)], expected_seq=1)
         await asyncio.wait_for(asyncio.ensure_future(a), 10)
         if b is not None:

@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -54,6 +56,18 @@ Count = Callable[[int, float], None]
 """Count a `COMMIT` behind the loop of `int` appends that took `float` seconds."""
 
 
+class Commit:
+    """A transaction committing behind the loop: `done` once its `COMMIT` (or the store's
+    thread, for `Elsewhere`) returned, with `error` if it failed. Plain fields, set on the
+    committing thread before the loop is told (`call_soon_threadsafe`), read on the loop."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: BaseException | None = None
+
+
 @dataclass(slots=True)
 class _Queued:
     thread_id: str
@@ -68,17 +82,17 @@ class Behind:
     def __init__(self, depth: int, begin: Begin, elsewhere: Elsewhere, count: Count) -> None:
         self.depth = depth
         self._begin, self._elsewhere, self._count = begin, elsewhere, count
-        self._flusher: ThreadPoolExecutor | None = None
-        self._job: Future[None] | None = None  # the inline connection's COMMIT, or done
+        self._flusher: _Flusher | None = None
+        self._job: Commit | None = None  # the inline connection's COMMIT, or done
         self._thread: str | None = None  # whose transaction is in flight
         self._carried: list[asyncio.Future[None]] = []  # its appends' awaitables
         self._queued: list[_Queued] = []
-        self._carrying: Future[None] | None = None  # what commits them, on its thread
+        self._carrying: Commit | None = None  # what commits them, on its thread
         self._waiting: list[asyncio.Future[None]] = []  # appends waiting at the depth
 
     def committing(self) -> bool:
         """Whether the inline connection's `COMMIT` is still running (the connection taken)."""
-        return self._job is not None and not self._job.done()
+        return self._job is not None and not self._job.done
 
     def idle(self) -> bool:
         """Whether nothing is in flight or queued here, landed or not: only then may another
@@ -105,7 +119,7 @@ class Behind:
         entry = _Queued(thread_id, plan, asyncio.get_running_loop().create_future())
         self._queued.append(entry)
         carrying = self._carrying
-        if carrying is not None and carrying.done():
+        if carrying is not None and carrying.done:
             # It returned, but the loop has not cycled since to hear of it (an instant
             # model does not yield): settle it now, and write this one at once with those
             # queued before it, rather than leave the disk idle until the loop next waits.
@@ -133,31 +147,41 @@ class Behind:
         released) until it has begun: a thread woken while the loop runs Python would wait
         for the GIL up to a switch interval (5 ms) and begin only when the loop next blocks."""
         if self._flusher is None:
-            self._flusher = ThreadPoolExecutor(1, thread_name_prefix="threadline-sqlite-commit")
-        began = threading.Event()
+            self._flusher = _Flusher()
+        job = Commit()
+        began = threading.Lock()
+        began.acquire()
+        loop = asyncio.get_running_loop()
         try:
-            job = self._flusher.submit(self._flush, conn, began, len(durables))
+            self._flusher.hand(
+                partial(self._flush, conn, began, len(durables)),
+                partial(_tell, loop, self._land, job),
+            )
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         self._carry(thread_id, durables, job)
-        began.wait(BEGIN_WAIT)
+        began.acquire(timeout=BEGIN_WAIT)
         self._job = job
 
-    def _carry(
-        self, thread_id: str, durables: list[asyncio.Future[None]], job: Future[None]
-    ) -> None:
-        """`job` commits `durables`' appends of `thread_id`: settle them when it returns."""
-        loop = asyncio.get_running_loop()
+    def _carry(self, thread_id: str, durables: list[asyncio.Future[None]], job: Commit) -> None:
+        """`job` commits `durables`' appends of `thread_id`: settled when it returns (the
+        committing thread tells the loop, `_tell`; never cancelled: the connection stays
+        taken until its COMMIT or ROLLBACK has returned)."""
         self._thread, self._carried, self._carrying = thread_id, durables, job
-        # Never cancelled (a caller that stops waiting cancels only its awaitable): the
-        # connection stays taken until its COMMIT or ROLLBACK has returned.
-        job.add_done_callback(partial(_on_loop, loop, partial(self._land, job)))
 
-    def _flush(self, conn: sqlite3.Connection, began: threading.Event, appends: int) -> None:
-        """Commit `conn`'s open transaction (on the flusher's thread); `began` is set once
-        the `COMMIT` statement runs (SQLite's trace hook), or if it fails."""
-        conn.set_trace_callback(lambda statement: began.set())
+    def _flush(self, conn: sqlite3.Connection, began: threading.Lock, appends: int) -> None:
+        """Commit `conn`'s open transaction (on the flusher's thread); `began` is released
+        once the `COMMIT` statement runs (SQLite's trace hook), or if it fails."""
+        released = False
+
+        def begun(statement: str) -> None:
+            nonlocal released
+            if not released:
+                released = True
+                began.release()
+
+        conn.set_trace_callback(begun)
         started = time.perf_counter()
         try:
             conn.execute("COMMIT")
@@ -167,17 +191,17 @@ class Behind:
             raise
         finally:
             conn.set_trace_callback(None)
-            began.set()
+            begun("")
         self._count(appends, time.perf_counter() - started)
 
-    def _land(self, job: Future[None]) -> None:
+    def _land(self, job: Commit) -> None:
         """On the loop: the transaction in flight returned. Settle its appends, then start
         the queued ones' transaction (or fail them with its error), then wake a waiter.
         Called when the loop hears of it, or earlier by `enqueue` (then again: ignored)."""
         if job is not self._carrying:
             return
         self._carrying = None
-        error = job.exception()
+        error = job.error
         for durable in self._carried:
             answer(durable, error, error is None)
         self._carried = []
@@ -216,7 +240,11 @@ class Behind:
                 self._fail(durables, exc)
                 self._thread = None
                 return
-            self._carry(thread_id, durables, self._elsewhere(partial(chain, plans), len(plans)))
+            job = Commit()
+            self._carry(thread_id, durables, job)
+            loop = asyncio.get_running_loop()
+            done = self._elsewhere(partial(chain, plans), len(plans))
+            done.add_done_callback(partial(_settle_from, loop, self._land, job))
             return
         except BaseException as exc:  # a conflict or a lost lease: none of them stays
             self._fail(durables, exc)
@@ -236,7 +264,7 @@ class Behind:
         for landed in self._waiting:
             answer(landed, None, True)
         if self._flusher is not None:
-            self._flusher.shutdown(wait=True)
+            self._flusher.close()
 
 
 def chain(plans: list[Callable[[], Plan[Any]]]) -> Plan[None]:
@@ -245,9 +273,67 @@ def chain(plans: list[Callable[[], Plan[Any]]]) -> Plan[None]:
         yield from plan()
 
 
-def _on_loop(loop: asyncio.AbstractEventLoop, call: Callable[[], None], job: Future[None]) -> None:
+class _Flusher:
+    """The thread that runs the inline connection's `COMMIT`s, one at a time, each handed
+    over through a queue: no executor, future or event a commit (bench/instructions.py).
+    A daemon thread, ended by `close` or once its store is collected: a process that exits
+    without closing its store has no append acknowledged and not durable (an append is
+    acknowledged once its `COMMIT` returned), so nothing need wait for it at exit."""
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=_flushing, args=(self._work,), name="threadline-sqlite-commit", daemon=True
+        )
+        self._thread.start()
+        weakref.finalize(self, self._work.put, None)
+
+    def hand(self, flush: Callable[[], None], then: _Then) -> None:
+        """Run `flush` on the thread; `then(error)` there once it returned."""
+        self._work.put((flush, then))
+
+    def close(self) -> None:
+        """Wait for the `COMMIT` in flight, if any, then end the thread."""
+        self._work.put(None)
+        self._thread.join()
+
+
+_Then = Callable[[BaseException | None], None]
+_Work = tuple[Callable[[], None], _Then]
+
+
+def _flushing(work: queue.SimpleQueue[_Work | None]) -> None:
+    """The flusher's thread: each `COMMIT` handed over, in order, until told to stop."""
+    while (item := work.get()) is not None:
+        flush, then = item
+        try:
+            flush()
+        except BaseException as exc:
+            then(exc)
+        else:
+            then(None)
+
+
+def _tell(
+    loop: asyncio.AbstractEventLoop,
+    land: Callable[[Commit], None],
+    job: Commit,
+    error: BaseException | None,
+) -> None:
+    """On the committing thread: `job` returned (with `error`); the loop lands it."""
+    job.error, job.done = error, True
     with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-        loop.call_soon_threadsafe(call)
+        loop.call_soon_threadsafe(land, job)
+
+
+def _settle_from(
+    loop: asyncio.AbstractEventLoop,
+    land: Callable[[Commit], None],
+    job: Commit,
+    done: Future[None],
+) -> None:
+    """`_tell` for a transaction committed on the store's thread (`Elsewhere`)."""
+    _tell(loop, land, job, done.exception())
 
 
 def is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -17,13 +17,14 @@ Invariants kept here for both databases (see `base.py` for the contract):
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 import threading
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, TypeAlias, TypedDict, TypeVar, Unpack
 
 from pydantic_core import PydanticSerializationError, to_json
@@ -222,13 +223,29 @@ class SQLStore(SQLLeases):
         self._appended(thread_id, await self.run(plan, Tx.ATOMIC, append_to=thread_id))
         return None
 
-    async def _settled(self, thread_id: str, durable: Awaitable[None]) -> None:
+    def _settled(self, thread_id: str, durable: Awaitable[None]) -> Awaitable[None]:
+        """`durable`, the state remembered for `thread_id` forgotten if it fails (not
+        written after all: the state remembered is not the row's). A future is returned
+        itself, watched by a callback (not wrapped in a coroutine a turn)."""
+        if isinstance(durable, asyncio.Future):
+            durable.add_done_callback(partial(self._forget_unless_durable, thread_id))
+            return durable
+        return self._settled_later(thread_id, durable)
+
+    async def _settled_later(self, thread_id: str, durable: Awaitable[None]) -> None:
         try:
             await durable
-        except BaseException:  # not written after all: the state remembered is not the row's
-            with self._states_lock:
-                self._states.pop(thread_id, None)
+        except BaseException:
+            self._forget(thread_id)
             raise
+
+    def _forget_unless_durable(self, thread_id: str, durable: asyncio.Future[None]) -> None:
+        if durable.cancelled() or durable.exception() is not None:
+            self._forget(thread_id)
+
+    def _forget(self, thread_id: str) -> None:
+        with self._states_lock:
+            self._states.pop(thread_id, None)
 
     def _appended(self, thread_id: str, state: ThreadState) -> None:
         """An append to `thread_id` committed, leaving it in `state`."""
