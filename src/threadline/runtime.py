@@ -194,9 +194,8 @@ class Runtime(HumanActions):
         if durable is None:
             await self._notify(thread, thread.events)
         else:
-            told = (
-                partial(self._notify, as_of(thread), thread.events[:]) if self.observers else None
-            )
+            seen = as_of(thread) if self.observers else thread
+            told = partial(self._notify, seen, thread.events[:]) if self.observers else None
             self._pipeline.start(thread, 0, durable, told)
         if advance:
             return await self.advance(thread)
@@ -453,10 +452,8 @@ class Runtime(HumanActions):
             rollback(thread, expected)
             raise
         if durable is not None:  # observers hear once durable
-            told = None  # nobody to tell: the commit itself is joined
-            if self.observers:
-                seen = as_of(thread) if ahead else thread  # as committed
-                told = partial(self._notify, seen, held)
+            seen = as_of(thread) if self.observers and ahead else thread  # as committed
+            told = partial(self._notify, seen, held) if self.observers else None  # else no task
             self._pipeline.start(thread, expected, durable, told)
             if ahead:  # the next turn goes ahead
                 return thread, steps
