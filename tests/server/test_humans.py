@@ -142,6 +142,10 @@ def test_acting_on_a_thread_whose_agent_this_server_does_not_serve_is_409(
             (f"/v1/threads/{thread_id}/responses", {"request_id": "r1", "text": "yes"}),
             (f"/v1/threads/{thread_id}/messages", {"text": "hello"}),
             (f"/v1/threads/{thread_id}/resume", None),
+            (f"/v1/threads/{thread_id}/events", {"name": "payment_received"}),
+            # A fork after the tags came back would be `running` (the model to call next),
+            # with nothing here to advance it.
+            (f"/v1/threads/{thread_id}/fork", {"at": 2}),
         ]:
             problem = assert_problem(c.post(path, json=body), 409)
             assert problem["title"] == "Not served here", path
@@ -152,6 +156,8 @@ def test_acting_on_a_thread_whose_agent_this_server_does_not_serve_is_409(
         assert assert_problem(r, 409)["title"] == "Not served here"
         assert c.get(f"/v1/threads/{thread_id}").json()["status"] == "awaiting_approval"
     assert live.stored_events(thread_id) == before
+    with sqlite3.connect(live.db_path) as conn:  # and no fork was written
+        assert conn.execute("SELECT id FROM threads").fetchall() == [(thread_id,)]
 
 
 def test_respond_instead_of_a_verdict(live: LiveServer) -> None:

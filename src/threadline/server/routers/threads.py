@@ -218,7 +218,11 @@ async def resume(thread_id: ThreadId, svc: Svc, who: Caller) -> ThreadOut:
 
 @router.post("/{thread_id}/fork", status_code=201, response_model=ThreadOut, tags=["lifecycle"])
 async def fork(thread_id: ThreadId, body: ForkBody, svc: Svc) -> ThreadOut:
-    """A new thread holding events 0..`at` of this one (then advanced if runnable)."""
+    """A new thread holding events 0..`at` of this one (then advanced if runnable).
+    Refused (409 "Not served here") before anything is written when this server advances
+    threads but not this one's agent: the fork would sit `running` with nothing to advance
+    it."""
+    await svc.hub_or_fail().check_served(thread_id)
     forked = await svc.runtime.fork(thread_id, at=body.at)
     if forked.status == Status.RUNNING:
         svc.runner.kick(forked.id)
