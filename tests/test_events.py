@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from threadline import CorruptEvent, Status, Thread
 from threadline.events import (
@@ -236,3 +237,17 @@ def test_incremental_state_equals_refold_and_round_trips(events: list[object]) -
         ThreadState.from_dict(incremental.state.to_dict()).to_dict() == incremental.state.to_dict()
     )
     assert [e.seq for e in refolded.events] == list(range(len(events)))
+
+
+def test_append_new_builds_the_event_at_the_next_seq() -> None:
+    at = datetime(2024, 1, 1, tzinfo=UTC)
+    thread = Thread("t", "a")
+    thread.append_new(UserMessage, at=at, text="hi")
+    thread.append_new(ToolCall, at=at, call_id="c1", tool="lookup", version="1", arguments={})
+    assert [(e.seq, e.kind) for e in thread.events] == [(0, "user_message"), (1, "tool_call")]
+    assert thread.events[1] == ToolCall(
+        seq=1, at=at, call_id="c1", tool="lookup", version="1", arguments={}
+    )
+    with pytest.raises(ValidationError):
+        thread.append_new(UserMessage, at=at, txet="typo")
+    assert thread.next_seq == 2

@@ -321,29 +321,17 @@ def case_thread(agent: Agent, case: PromptCase) -> Any:
     )
     for step in case.messages:
         if "user" in step:
-            thread.append(UserMessage(seq=thread.next_seq, at=at, text=str(step["user"])))
+            thread.append_new(UserMessage, at=at, text=str(step["user"]))
             continue
-        tool = agent.registry.get(str(step["call"]))
+        name = str(step["call"])
+        tool = agent.registry.get(name)
+        version = tool.version if tool is not None else "1"
         call_id = f"c{thread.next_seq}"
-        thread.append(
-            ToolCall(
-                seq=thread.next_seq,
-                at=at,
-                call_id=call_id,
-                tool=str(step["call"]),
-                version=tool.version if tool is not None else "1",
-                arguments=dict(step.get("arguments") or {}),
-            )
+        arguments = dict(step.get("arguments") or {})
+        thread.append_new(
+            ToolCall, at=at, call_id=call_id, tool=name, version=version, arguments=arguments
         )
-        thread.append(
-            ToolResult(
-                seq=thread.next_seq,
-                at=at,
-                call_id=call_id,
-                tool=str(step["call"]),
-                result=step.get("result"),
-            )
-        )
+        thread.append_new(ToolResult, at=at, call_id=call_id, tool=name, result=step.get("result"))
     return thread
 
 

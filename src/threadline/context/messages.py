@@ -340,8 +340,8 @@ def thread_from_openai(
     thread = ev.Thread(thread_id, agent)
     open_request: str | None = None
 
-    def add(event_cls: Any, **fields: Any) -> None:
-        thread.append(event_cls(seq=thread.next_seq, at=_EPOCH, **fields))
+    def add(event_cls: Callable[..., ev.Event], **fields: Any) -> None:
+        thread.append_new(event_cls, at=_EPOCH, **fields)
 
     for m in messages:
         role = m.get("role")

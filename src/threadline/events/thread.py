@@ -3,7 +3,7 @@ stored events (schema upgrades)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -63,6 +63,15 @@ class Thread:
     def extend(self, events: Sequence[Event]) -> None:
         for event in events:
             self.append(event)
+
+    def append_new(self, kind: Callable[..., Event], **fields: Any) -> None:
+        """Append a new event of class `kind` at the next seq (a thread built by hand: an
+        imported transcript, a prompt's test case). `fields` are the event's but `seq`.
+
+        Raises:
+            pydantic.ValidationError: `fields` are not the fields of `kind`.
+        """
+        self.append(kind(seq=self.next_seq, **fields))
 
     @property
     def status(self) -> Status:
