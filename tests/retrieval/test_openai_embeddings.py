@@ -2,13 +2,16 @@
 
 The server (FastAPI under uvicorn, in a thread) answers with vectors from the local
 MiniLM model, so the index built through HTTP must rank exactly like the local one. It
-also answers 503 and 400 on request, to check the errors the embedder raises."""
+also answers 429 (with `Retry-After`), 503 and 400 on request, to check that the embedder
+retries and classifies errors as the chat models do (`threadline.models.resilience`)."""
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +20,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from threadline.errors import ModelError
+from threadline.errors import InvalidRequest, ModelError
+from threadline.models.resilience import RetryPolicy
 from threadline.retrieval import Document, LocalEmbedder, OpenAIEmbedder, open_retriever
 
 
@@ -25,11 +29,20 @@ from threadline.retrieval import Document, LocalEmbedder, OpenAIEmbedder, open_r
 def server(embedder: LocalEmbedder) -> Iterator[tuple[str, list[dict]]]:
     app = FastAPI()
     seen: list[dict] = []
+    calls: Counter[str] = Counter()
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> JSONResponse:
         body = await request.json()
         seen.append({"body": body, "auth": request.headers.get("authorization")})
+        calls[body["model"]] += 1
+        if body["model"].startswith("throttled") and calls[body["model"]] == 1:
+            wait = body["model"].removeprefix("throttled-")
+            return JSONResponse(
+                {"error": {"message": "rate limited"}},
+                status_code=429,
+                headers={"Retry-After": wait},
+            )
         if body["model"] == "overloaded":
             return JSONResponse({"error": {"message": "try later"}}, status_code=503)
         if body["model"] == "unknown":
@@ -78,14 +91,60 @@ async def test_an_index_built_through_http_ranks_like_the_local_one(
     assert max(len(s["body"]["input"]) for s in seen) == 2  # batched as asked
 
 
+class Sleeps:
+    """The waits the embedder asked for (it sleeps through this, so tests do not wait)."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def _embedder(model: str, url: str, sleeps: Sleeps, **kw) -> OpenAIEmbedder:
+    policy = RetryPolicy(max_attempts=3, base_delay=0.2, max_retry_after=10)
+    return OpenAIEmbedder(
+        model, base_url=url, policy=policy, sleep=sleeps, rng=random.Random(7), **kw
+    )
+
+
+def _requests(seen: list[dict], model: str) -> int:
+    return sum(1 for s in seen if s["body"]["model"] == model)
+
+
+async def test_a_429_is_retried_after_its_retry_after(server) -> None:
+    url, seen = server
+    sleeps = Sleeps()
+    rows = await _embedder("throttled-3", url, sleeps).embed(["a", "b"])
+    assert rows.shape == (2, 384)
+    assert _requests(seen, "throttled-3") == 2
+    # The provider's 3 s, plus at most min(1, base_delay) of jitter (as for the models).
+    assert len(sleeps.waits) == 1 and 3.0 <= sleeps.waits[0] <= 3.2
+
+
+async def test_a_retry_after_beyond_the_policy_is_not_waited_out(server) -> None:
+    url, seen = server
+    sleeps = Sleeps()
+    with pytest.raises(ModelError) as throttled:
+        await _embedder("throttled-120", url, sleeps).embed(["a"])
+    assert throttled.value.retryable and throttled.value.status == 429
+    assert throttled.value.retry_after == 120 and throttled.value.attempts == 1
+    assert sleeps.waits == [] and _requests(seen, "throttled-120") == 1
+
+
 async def test_provider_errors_say_whether_to_retry(server) -> None:
-    url, _ = server
+    url, seen = server
+    sleeps = Sleeps()
     with pytest.raises(ModelError) as busy:
-        await OpenAIEmbedder("overloaded", base_url=url).embed(["x"])
-    assert busy.value.retryable and busy.value.status == 503
-    with pytest.raises(ModelError) as bad:
-        await OpenAIEmbedder("unknown", base_url=url).embed(["x"])
-    assert not bad.value.retryable and "no such model" in str(bad.value)
+        await _embedder("overloaded", url, sleeps).embed(["x"])
+    assert busy.value.retryable and busy.value.status == 503 and busy.value.attempts == 3
+    assert _requests(seen, "overloaded") == 3
+    assert len(sleeps.waits) == 2 and all(0 <= w <= 0.4 for w in sleeps.waits)  # backoff
+    with pytest.raises(InvalidRequest) as bad:
+        await _embedder("unknown", url, sleeps).embed(["x"])
+    assert not bad.value.retryable and bad.value.status == 400
+    assert "no such model" in str(bad.value) and bad.value.attempts == 1
+    assert _requests(seen, "unknown") == 1 and len(sleeps.waits) == 2  # not retried
     with pytest.raises(ModelError) as down:
-        await OpenAIEmbedder("x", base_url="http://127.0.0.1:9/v1", timeout=2).embed(["x"])
-    assert down.value.retryable
+        await _embedder("x", "http://127.0.0.1:9/v1", sleeps, timeout=2).embed(["x"])
+    assert down.value.retryable and down.value.attempts == 3

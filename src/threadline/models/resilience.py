@@ -294,6 +294,14 @@ class RetryPolicy:
             return max(0.0, retry_after) + rng.uniform(0, min(1.0, self.base_delay))
         return backoff(attempt, self.base_delay, self.max_delay, rng)
 
+    def wait_after(self, error: ModelError, attempt: int, rng: random.Random) -> float | None:
+        """Seconds to wait before retrying a request whose attempt `attempt` (1-based) failed
+        with `error`; None means raise it: not retryable, the attempts are spent, or the
+        provider's `Retry-After` is beyond `max_retry_after`."""
+        if not error.retryable or attempt >= self.max_attempts:
+            return None
+        return self.delay(attempt, error.retry_after, rng)
+
 
 class ResilientModel:
     """A model with per-attempt timeouts, retries and an optional circuit breaker.
@@ -358,9 +366,7 @@ class ResilientModel:
                     self.breaker.record_failure()
                 else:
                     self.breaker.record_success()  # the provider answered; it is healthy
-            wait = None
-            if error.retryable and attempt < self.policy.max_attempts:
-                wait = self.policy.delay(attempt, error.retry_after, self._rng)
+            wait = self.policy.wait_after(error, attempt, self._rng)
             if wait is None:
                 error.attempts = attempt
                 raise error

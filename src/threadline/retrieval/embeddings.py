@@ -6,7 +6,9 @@
   shipped in this package under `data/`; see docs/retrieval.md for why). Nothing is
   downloaded at run time and no PyTorch is needed.
 * `OpenAIEmbedder` (`THREADLINE_EMBEDDINGS=openai:text-embedding-3-small`): POSTs to
-  `{OPENAI_BASE_URL}/embeddings` (OpenAI itself by default), for teams that already run one.
+  `{OPENAI_BASE_URL}/embeddings` (OpenAI itself by default) through the `openai` SDK, for
+  teams that already run one; its failures are classified and retried as the chat models'
+  (`threadline.models.resilience`: `Retry-After` honoured, invalid requests not retried).
 
 Invariant: `embed` returns float32 rows of unit L2 norm, one per input, in input order, so
 a dot product is the cosine similarity. An index remembers its embedder's `name` and
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
-from functools import cached_property
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from functools import cached_property, partial
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from ..errors import ConfigError, MissingExtraError, ModelError
+from ..models.resilience import RetryPolicy, Sleep, sdk_api_key, sdk_client, sdk_request
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["Embedder", "LocalEmbedder", "OpenAIEmbedder", "open_embedder"]
 
 _TOKENIZER = "all-MiniLM-L6-v2.tokenizer.json"
+_Response = TypeVar("_Response")
 
 
 @runtime_checkable
@@ -136,13 +141,32 @@ class LocalEmbedder:
 
 
 class OpenAIEmbedder:
-    """An OpenAI-compatible `/embeddings` endpoint.
+    """An OpenAI-compatible `/embeddings` endpoint, on the official `openai` SDK (the
+    `openai` extra).
+
+    Failures are classified as the chat models classify them (`sdk_request`): a 429, 408,
+    409 or 5xx, a timeout or a connection error is retried under `policy` (the provider's
+    `Retry-After` when it sent one and it is within `policy.max_retry_after`, else jittered
+    backoff); a request the provider calls invalid (400, 404, 413, 422) is raised at once
+    as `InvalidRequest`. The SDK's own retries are off, so `policy.max_attempts` counts
+    every request. What is still failing after the attempts is raised as `ModelError` with
+    `retryable`, `status` and `attempts` set.
 
     Args:
         model: the provider's model id.
         dimensions: the vector size the model returns (checked on every response).
         base_url: defaults to `OPENAI_BASE_URL`, then `https://api.openai.com/v1`.
-        api_key: defaults to `OPENAI_API_KEY` (optional for local servers).
+        api_key: defaults to `OPENAI_API_KEY` (optional when a base URL is set: local
+            servers need none).
+        batch_size: texts per request.
+        timeout: seconds the SDK waits for one response.
+        policy: attempts and waits per batch (`RetryPolicy()`: 4 attempts, `Retry-After`
+            up to 60 s).
+        sleep / rng: injectable waiting and jitter (tests).
+
+    Raises:
+        MissingExtraError: `openai` is not installed.
+        ConfigError: no API key for api.openai.com.
     """
 
     def __init__(
@@ -154,15 +178,26 @@ class OpenAIEmbedder:
         api_key: str | None = None,
         batch_size: int = 128,
         timeout: float = 60.0,
+        policy: RetryPolicy | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
     ) -> None:
+        try:
+            import openai
+        except ImportError:
+            raise MissingExtraError("openai", "openai") from None
+        self._openai = openai
         self.model = model
         self._dimensions = dimensions
-        self.base_url = (
-            base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        ).rstrip("/")
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        given = base_url or os.environ.get("OPENAI_BASE_URL")
+        self.base_url = (given or "https://api.openai.com/v1").rstrip("/")
+        hint = None if given else "export it, or set OPENAI_BASE_URL to a compatible server"
+        self.api_key = sdk_api_key(api_key, "OPENAI_API_KEY", hint)
         self.batch_size = batch_size
         self.timeout = timeout
+        self.policy = policy or RetryPolicy()
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # jitter, not cryptography
 
     @property
     def name(self) -> str:
@@ -175,28 +210,23 @@ class OpenAIEmbedder:
         return self._dimensions
 
     async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        import httpx
-
         np_ = _numpy()
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         rows: list[list[float]] = []
-        async with httpx.AsyncClient(timeout=self.timeout, headers=headers) as client:
+        # A client per call: its connection pool belongs to the event loop of this call.
+        async with sdk_client(
+            self._openai.AsyncOpenAI,
+            self.api_key,
+            self.base_url,
+            timeout=self.timeout,
+            http_client=None,
+        ) as client:
             for start in range(0, len(texts), self.batch_size):
                 batch = list(texts[start : start + self.batch_size])
-                try:
-                    r = await client.post(
-                        f"{self.base_url}/embeddings", json={"model": self.model, "input": batch}
-                    )
-                except httpx.HTTPError as e:
-                    raise ModelError(f"embeddings request failed: {e}", retryable=True) from e
-                if r.status_code != 200:
-                    raise ModelError(
-                        f"embeddings provider answered {r.status_code}: {r.text[:200]}",
-                        status=r.status_code,
-                        retryable=r.status_code == 429 or r.status_code >= 500,
-                    )
-                data = sorted(r.json()["data"], key=lambda d: d["index"])
-                rows.extend(d["embedding"] for d in data)
+                send = partial(
+                    client.embeddings.create, model=self.model, input=batch, encoding_format="float"
+                )
+                response = await self._request(send)
+                rows.extend(d.embedding for d in sorted(response.data, key=lambda d: d.index))
         if rows:
             dims = len(rows[0])
             if self._dimensions not in (None, dims):
@@ -205,6 +235,22 @@ class OpenAIEmbedder:
                 )
             self._dimensions = dims
         return _normalise(np_.asarray(rows, dtype=np_.float32).reshape(len(rows), -1))
+
+    async def _request(self, send: Callable[[], Awaitable[_Response]]) -> _Response:
+        """One batch's response, retried as `policy` says (see the class docstring)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response, _latency = await sdk_request(self._openai, self.name, send)
+            except ModelError as error:
+                wait = self.policy.wait_after(error, attempt, self._rng)
+                if wait is None:
+                    error.attempts = attempt
+                    raise
+            else:
+                return response
+            await self._sleep(wait)
 
 
 def open_embedder(spec: str) -> Embedder | None:
