@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from threadline import Thread, tool
@@ -29,11 +29,15 @@ def runaway(
     *,
     price: Price | None = PRICE,
     on_answer: Callable[[], None] | None = None,
+    before: Callable[[], Awaitable[None]] | None = None,
 ) -> FunctionModel:
     """A model that always asks for another lookup (never the same one twice, so the loop
-    guard never stops it), reporting real usage: the rendered input and `OUT` tokens."""
+    guard never stops it), reporting real usage: the rendered input and `OUT` tokens.
+    `before` is awaited before each answer (a test holding calls until a condition)."""
 
-    def answer(context: Context) -> ModelOutput:
+    async def answer(context: Context) -> ModelOutput:
+        if before is not None:
+            await before()
         if on_answer is not None:
             on_answer()
         text = json.dumps(intent("lookup", n=context.model_calls))
