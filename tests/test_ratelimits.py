@@ -6,12 +6,13 @@ PostgreSQL: tests/test_ratelimit_fleet.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from threadline import Agent, MemoryStore, Runtime, Status, tool
+from threadline import Agent, Budget, MemoryStore, Runtime, Status, tool
 from threadline.bootstrap import open_runtime
 from threadline.errors import ConfigError
 from threadline.events import ModelCall, Thread, ToolStarted, Waiting, WaitTimedOut
@@ -164,6 +165,67 @@ async def test_a_tool_over_its_limit_waits_before_it_runs(side_effects: bool) ->
     assert len(started) == int(side_effects)
     assert all(isinstance(second.events[i - 1], WaitTimedOut) for i in started)
     assert _model_calls(second) == 2  # the model was not asked again for the same call
+
+
+async def test_a_call_never_made_gives_its_slot_back_and_a_cancelled_one_counts_as_ended() -> None:
+    """A permit goes back however its call ends. A call a budget refuses after its slot was
+    taken frees the slot at once; a call cancelled mid-request counts as a call that ended
+    then. Before, both kept the slot for the whole hold (`per + hold`, 360 s here), so every
+    budget escalation took a slot from the whole fleet for six minutes."""
+    clock = Clock()
+
+    @tool
+    def lookup(n: int) -> str:
+        """Look up record n."""
+        return f"record {n}"
+
+    def script(context: Context) -> dict[str, Any]:
+        if context.model_calls == 0:
+            return intent("lookup", n=1)
+        return intent("done_for_now", message="found")
+
+    capped = Agent("capped", tools=[lookup], budget=Budget(max_model_calls=1))
+    free = Agent("free", tools=[lookup])
+    limits = RateLimits(models={"scripted": Rate(2, 60.0)})
+    runtime = Runtime(
+        MemoryStore(),
+        agents=[capped, free],
+        model=FunctionModel(script, model_id="scripted:v1"),
+        clock=clock,
+        rate_limits=limits,
+    )
+    ended = await runtime.launch(capped, "look it up")  # its second call: a slot, then refused
+    assert ended.status is Status.ESCALATED and _model_calls(ended) == 1
+    went = await runtime.launch(free, "look it up")  # two calls: the free slot, then the other
+    assert went.status is Status.WAITING and _model_calls(went) == 1
+    wait = went.events[-1]
+    assert isinstance(wait, Waiting) and wait.until == START + timedelta(seconds=60)
+
+    asked, hang = asyncio.Event(), [True]
+
+    async def hangs_once(context: Context) -> dict[str, Any]:
+        if hang.pop() if hang else False:
+            asked.set()
+            await asyncio.Event().wait()
+        return intent("done_for_now", message="ok")
+
+    clock.move(100)  # every slot free again
+    limits = RateLimits(models={"scripted": Rate(1, 60.0)})
+    single = Runtime(
+        MemoryStore(),
+        model=FunctionModel(hangs_once, model_id="scripted:v1"),
+        clock=clock,
+        rate_limits=limits,
+    )
+    call = asyncio.create_task(single.launch(Agent("hung"), "one"))
+    await asyncio.wait_for(asked.wait(), 10)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    clock.move(59)  # it counts as a call that ended when cancelled: held for the interval
+    assert (await single.launch(Agent("next"), "two")).status is Status.WAITING
+    clock.move(2)  # and no longer
+    assert (await single.launch(Agent("last"), "three")).status is Status.DONE
 
 
 def _usage(used: int) -> FunctionModel:

@@ -48,8 +48,9 @@ __all__ = ["NO_LIMIT", "Limited", "Permit", "Rate", "RateLimiter", "RateLimits"]
 log = logging.getLogger("threadline.ratelimits")
 
 WaitBuilder = Callable[[int, datetime], list[Event]]
-Release = Callable[[float, ModelOutput | None], Awaitable[None]]
-"""Called with the end time (epoch seconds) and the answer when a let-through call ends."""
+Release = Callable[[float | None, ModelOutput | None], Awaitable[None]]
+"""Called with the end time (epoch seconds) and the answer when a let-through call ends;
+with None for the end when the call was never made (`Permit.unused`)."""
 
 
 class Limited(Protocol):
@@ -68,11 +69,19 @@ class Permit:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     async def done(self, out: ModelOutput | None = None) -> None:
-        """The call ended (`out`: a model's answer, None after an error): free its slots
-        and settle its tokens. Never raises: a failure leaves the slot held until it lapses."""
-        if not self.releases:
-            return
-        end = self.clock().timestamp()
+        """The call ended (`out`: a model's answer, None after an error or a cancellation):
+        free its slots from the interval after now and settle its tokens. Never raises: a
+        failure leaves the slot held until it lapses."""
+        if self.releases:
+            await self._release(self.clock().timestamp(), out)
+
+    async def unused(self) -> None:
+        """The call was never made (a budget refused it, or someone acted meanwhile): its
+        slots are free again at once and its tokens given back. Never raises."""
+        if self.releases:
+            await self._release(None, None)
+
+    async def _release(self, end: float | None, out: ModelOutput | None) -> None:
         for release in self.releases:
             try:
                 await release(end, out)
@@ -168,15 +177,18 @@ class RateLimiter:
         taken = await counters.take_slot(key, rate.limit, now=now, per=rate.per, hold=hold)
         if not taken.granted:  # a ticket: the callers held back come back one by one
             return Permit(wait=rate_limit_wait(key, rate, _at(max(taken.retry_at, now))))
-        slot = taken.slot
+        slot, held = taken.slot, taken.held_until
 
-        async def free(end: float, out: ModelOutput | None) -> None:
-            await counters.free_slot(key, slot, end + rate.per)
+        async def free(end: float | None, out: ModelOutput | None) -> None:
+            # Never made: free from when it was taken (it was free then). Only while this
+            # call still holds the slot: once its hold lapsed, another call may have it.
+            free_at = now if end is None else end + rate.per
+            await counters.free_slot(key, slot, free_at, held_until=held)
 
         return Permit(None, (free,), self.clock)
 
     def _settle(self, key: str, cost: float) -> Release:
-        async def settle(end: float, out: ModelOutput | None) -> None:
+        async def settle(end: float | None, out: ModelOutput | None) -> None:
             # An error: the provider charged nothing. No usage reported: keep the estimate.
             used = 0.0 if out is None else float(out.input_tokens + out.output_tokens) or cost
             if used != cost:

@@ -32,12 +32,7 @@ from .composition import collect, deliver, start_child
 from .context.redaction import redact_for_storage, untrusted
 from .context.renderer import Renderer
 from .errors import AppendConflict, ConfigError, ModelError
-from .events import (
-    Event,
-    Status,
-    Thread,
-    utcnow,
-)
+from .events import Event, Status, Thread, utcnow
 from .events.state import TERMINAL
 from .execution import Outcome, carry_validated, compact_error, model_answer, tool_of, tool_started
 from .guards import guard_verdicts, unjudged
@@ -333,20 +328,23 @@ class Runtime(HumanActions):
         permit = NO_LIMIT if off else await self.limits.model_call(agent, model, context)
         if permit.wait is not None:  # over a rate limit: a durable wait, not an error
             return await self._append_rebased(thread, permit.wait, lease, still_valid=_not_ended), 1
-        if not (held := await reserve(self, agent, thread, model, context, lease)).go:
-            return held.thread, 1  # a budget's escalation, or someone acted meanwhile
-        started = time.perf_counter()
         out: ModelOutput | None = None
         error: ModelError | None = None
+        made = False  # the permit goes back however this ends (a refusal, a cancellation)
         try:
-            out = await model.request(context)
-        except ModelError as exc:
-            error = exc
-        except Exception as exc:  # a backend bug must not take the loop down
-            error = ModelError(f"{type(exc).__name__}: {compact_error(exc)}")
-        latency = (time.perf_counter() - started) * 1000
-        if permit is not NO_LIMIT:
-            await permit.done(out)
+            if not (held := await reserve(self, agent, thread, model, context, lease)).go:
+                return held.thread, 1  # a budget's escalation, or someone acted meanwhile
+            started, made = time.perf_counter(), True
+            try:
+                out = await model.request(context)
+            except ModelError as exc:
+                error = exc
+            except Exception as exc:  # a backend bug must not take the loop down
+                error = ModelError(f"{type(exc).__name__}: {compact_error(exc)}")
+            latency = (time.perf_counter() - started) * 1000
+        finally:
+            if permit is not NO_LIMIT:
+                await (permit.done(out) if made else permit.unused())
         validated: dict[str, BaseModel] = {}
         taken = self._call_ids.taken(thread)
         answer = model_answer(agent, model, context, out, error, latency, thread, taken, validated)
@@ -537,18 +535,18 @@ class Runtime(HumanActions):
         if instead is not None:
             await tail.append(instead, still_pending)
             return
-        if tool.side_effects and not started:
-            thread = await tail.append(tool_started(thread.id, call, attempt), still_pending)
-            if call.call_id not in thread.state.pending:
-                return
-        outcome = await self.tool_runs.run(
-            tool,
-            thread.id,
-            run,
-            (lambda r: self._cpu_bound(stored_result, r)) if self.offload else None,
-        )
-        if permit is not NO_LIMIT:
-            await permit.done()
+        made = False  # the permit goes back however this ends (acted on, a cancellation)
+        try:
+            if tool.side_effects and not started:
+                thread = await tail.append(tool_started(thread.id, call, attempt), still_pending)
+                if call.call_id not in thread.state.pending:
+                    return
+            made = True
+            cpu = (lambda r: self._cpu_bound(stored_result, r)) if self.offload else None
+            outcome = await self.tool_runs.run(tool, thread.id, run, cpu)
+        finally:
+            if permit is not NO_LIMIT:
+                await (permit.done() if made else permit.unused())
         if outcome is not None:  # None: outcome unknown, `tool_started` stands alone (maybe ran)
             await tail.append(outcome, still_pending)
 

@@ -27,7 +27,7 @@ async def test_slots_are_handed_out_up_to_the_capacity(store: Store) -> None:
     # All three in flight: they free `per` after they end, so no sooner than 110.
     refused = await counters.take_slot("model:x", 3, **window)
     assert not refused.granted and refused.retry_at == pytest.approx(110.0)
-    await counters.free_slot("model:x", taken[1].slot, 102.0)  # a call ended at 92
+    await counters.free_slot("model:x", taken[1].slot, 102.0, held_until=taken[1].held_until)
     again = await counters.take_slot("model:x", 3, **{**window, "now": 102.0})
     assert again.granted and again.slot == taken[1].slot
     # Another key is counted apart.
@@ -38,8 +38,8 @@ async def test_callers_held_back_get_tickets_one_step_apart(store: Store) -> Non
     counters = rate_limit_store(store)
     window = {"now": 0.0, "per": 10.0, "hold": 300.0}
     slots = [await counters.take_slot("model:q", 2, **window) for _ in range(2)]
-    await counters.free_slot("model:q", slots[0].slot, 4.0)
-    await counters.free_slot("model:q", slots[1].slot, 6.0)
+    for slot, free_at in zip(slots, (4.0, 6.0), strict=True):
+        await counters.free_slot("model:q", slot.slot, free_at, held_until=slot.held_until)
     tickets = [(await counters.take_slot("model:q", 2, **window)).retry_at for _ in range(4)]
     assert tickets == pytest.approx([4.0, 9.0, 14.0, 19.0])  # per / capacity apart
     later = await counters.take_slot("model:q", 2, **{**window, "now": 3.0})
@@ -48,6 +48,25 @@ async def test_callers_held_back_get_tickets_one_step_apart(store: Store) -> Non
     held = {"now": 100.0, "per": 10.0, "hold": 300.0}
     assert all([(await counters.take_slot("model:q", 2, **held)).granted for _ in range(2)])
     assert (await counters.take_slot("model:q", 2, **held)).retry_at == pytest.approx(110.0)
+
+
+async def test_a_call_that_outlasted_its_hold_cannot_free_the_slot_taken_since(
+    store: Store,
+) -> None:
+    """A call held past `per + hold` (a frozen or very slow process) loses its slot to the
+    next call; when it ends at last, freeing the slot would let a third call in beside the
+    second one, which still runs."""
+    counters = rate_limit_store(store)
+    window = {"per": 10.0, "hold": 5.0}
+    slow = await counters.take_slot("model:s", 1, now=0.0, **window)  # held until 15
+    assert slow.granted and slow.held_until == pytest.approx(15.0)
+    assert not (await counters.take_slot("model:s", 1, now=14.0, **window)).granted
+    second = await counters.take_slot("model:s", 1, now=20.0, **window)  # the hold lapsed
+    assert second.granted and second.slot == slow.slot
+    await counters.free_slot("model:s", slow.slot, 31.0, held_until=slow.held_until)
+    assert not (await counters.take_slot("model:s", 1, now=32.0, **window)).granted
+    await counters.free_slot("model:s", second.slot, 33.0, held_until=second.held_until)
+    assert (await counters.take_slot("model:s", 1, now=33.0, **window)).granted
 
 
 async def test_a_bucket_refills_refuses_and_settles(store: Store) -> None:

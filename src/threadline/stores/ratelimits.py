@@ -12,6 +12,9 @@ on any number of machines draw from the same counters:
   starts at least `per` after the first one ended, and a provider sees at most `capacity`
   calls in any window of `per` however late each request reaches it. A process that dies
   mid-call leaves its slot held until the hold lapses (`per + hold` after it was taken).
+  A slot is freed only by the call holding it (`free_slot` matches the `free_at` its take
+  set, `Taken.held_until`): a call that outlasted its hold, whose slot another call took
+  since, cannot free the slot under that other call.
   A refused take gets a *ticket*: a time to come back, from a queue row per key (slot -1)
   whose tail moves `per / capacity` later with each ticket, so callers held back come
   back one by one as slots free instead of all at once.
@@ -42,12 +45,13 @@ _RETRIES = 3
 
 @dataclass(frozen=True, slots=True)
 class Taken:
-    """What a take came to: `slot` (slots; -1 for a bucket) when granted, else `retry_at`,
-    the earliest time the take could succeed."""
+    """What a take came to: `slot` (slots; -1 for a bucket) when granted, held until
+    `held_until` at most, else `retry_at`, the earliest time the take could succeed."""
 
     granted: bool
     slot: int = -1
     retry_at: float = 0.0
+    held_until: float = 0.0
 
 
 class RateLimitStore(Protocol):
@@ -59,8 +63,9 @@ class RateLimitStore(Protocol):
         """Take a slot of `key` free at `now`, held until `now + per + hold` (or
         `free_slot`); refused, a ticket: the time to come back."""
 
-    async def free_slot(self, key: str, slot: int, free_at: float) -> None:
-        """Set a taken slot free from `free_at` (its call's end plus the interval)."""
+    async def free_slot(self, key: str, slot: int, free_at: float, *, held_until: float) -> None:
+        """Set a taken slot free from `free_at` (its call's end plus the interval), if it is
+        still held by the take that set `held_until` (else it lapsed: nothing changes)."""
 
     async def take_tokens(
         self, key: str, capacity: float, per_second: float, cost: float, *, now: float
@@ -93,11 +98,13 @@ class MemoryRateLimits:
                 self._tails[key] = ticket + per / capacity
                 return Taken(False, retry_at=ticket)
             slots[free] = now + per + hold
-            return Taken(True, slot=free)
+            return Taken(True, slot=free, held_until=slots[free])
 
-    async def free_slot(self, key: str, slot: int, free_at: float) -> None:
+    async def free_slot(self, key: str, slot: int, free_at: float, *, held_until: float) -> None:
         async with self._lock:
-            self._slots[key][slot] = free_at
+            slots = self._slots[key]
+            if slots[slot] == held_until:
+                slots[slot] = free_at
 
     async def take_tokens(
         self, key: str, capacity: float, per_second: float, cost: float, *, now: float
@@ -141,7 +148,8 @@ class SQLRateLimits:
         d = self._store.dialect
         rows = [{"key": key, "slot": i} for i in range(-1, capacity)]  # -1: the queue
         await self._ensure(key, capacity, Query(d.sql(_NEW_SLOT), rows, many=True))
-        args = {"key": key, "n": capacity, "t": now, "hold": now + per + hold}
+        held = now + per + hold
+        args = {"key": key, "n": capacity, "t": now, "hold": held}
         take, earliest, queue = d.sql(_TAKE_SLOT), d.sql(_EARLIEST_SLOT), d.sql(_TICKET)
         step = per / capacity
 
@@ -150,7 +158,7 @@ class SQLRateLimits:
             for _ in range(_RETRIES):
                 got = yield Query(take, args)
                 if got.rows:
-                    return Taken(True, slot=int(got.rows[0][0]))
+                    return Taken(True, slot=int(got.rows[0][0]), held_until=held)
                 found = yield Query(earliest, args)
                 # A slot in flight frees `per` after its call ends: never later than
                 # `now + per` if the call ended now.
@@ -162,8 +170,8 @@ class SQLRateLimits:
 
         return await self._store.run(plan, Tx.WRITE)
 
-    async def free_slot(self, key: str, slot: int, free_at: float) -> None:
-        args = {"key": key, "slot": slot, "free": free_at}
+    async def free_slot(self, key: str, slot: int, free_at: float, *, held_until: float) -> None:
+        args = {"key": key, "slot": slot, "free": free_at, "held": held_until}
         query = Query(self._store.dialect.sql(_FREE_SLOT), args)
         await self._write(query)
 
@@ -223,7 +231,10 @@ _TICKET = (
     "UPDATE rate_limit_slots SET free_at = (CASE WHEN free_at > :soonest THEN free_at "
     "ELSE :soonest END) + :step WHERE key = :key AND slot = -1 RETURNING free_at"
 )
-_FREE_SLOT = "UPDATE rate_limit_slots SET free_at = :free WHERE key = :key AND slot = :slot"
+_FREE_SLOT = (
+    "UPDATE rate_limit_slots SET free_at = :free "
+    "WHERE key = :key AND slot = :slot AND free_at = :held"
+)
 _NEW_BUCKET = (
     "INSERT INTO rate_limit_buckets (key, level, at) VALUES (:key, :cap, :t) "
     "ON CONFLICT (key) DO NOTHING"
