@@ -36,8 +36,11 @@ def already_written(rows: Sequence[Sequence[Any]], events: Sequence[Event]) -> b
         return False
 
 
-def parse_row(thread_id: str, seq: int, body: str, schema_version: int) -> Event:
-    """One stored row as its event (upgraded from `schema_version`), checked to hold `seq`."""
+def parse_row(thread_id: str, seq: int, body: str | bytes, schema_version: int) -> Event:
+    """One stored row as its event (upgraded from `schema_version`), checked to hold `seq`.
+    Bytes: text the database could not decode (SQLite reads such text back as bytes)."""
+    if isinstance(body, bytes):
+        raise CorruptEvent(thread_id, seq, f"not UTF-8 text: {body[:40]!r}")
     try:
         event = event_from_json(body, schema_version=schema_version, thread_id=thread_id)
     except CorruptEvent as exc:

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar, Unpack
+from typing import Any, TypeVar, Unpack
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError, StoreError
@@ -347,13 +347,41 @@ def _steps(conn: sqlite3.Connection, plan: Plan[T]) -> T:
                     raise
                 sql, params, many = plan.throw(DuplicateKey(str(exc)))
                 continue
-            rows = cur.fetchall() if cur.description is not None else []
+            try:
+                rows = cur.fetchall() if cur.description is not None else []
+            except sqlite3.OperationalError as exc:
+                # Unfinished, its statement would hold a read snapshot open for as long as
+                # the cursor lives (a traceback keeps it): this connection would read that
+                # snapshot and never write again ("database is locked").
+                cur.close()
+                if many or "decode to UTF-8" not in str(exc):
+                    raise
+                rows = _undecoded(conn, sql, params)
             sql, params, many = plan.send(Result(rows, cur.rowcount))
     except StopIteration as stop:
         value: T = stop.value
         return value
     finally:
         plan.close()
+
+
+def _undecoded(conn: sqlite3.Connection, sql: str, params: Any) -> builtins.list[Any]:
+    """The rows of a read that met text which is not UTF-8 (a damaged file, a foreign
+    writer), read again with such text as bytes, so that whoever reads the rows says which
+    one is damaged (an event's body: `CorruptEvent` naming its thread and seq) instead of
+    the driver failing the whole read without naming any."""
+    conn.text_factory = _text_or_bytes
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.text_factory = str
+
+
+def _text_or_bytes(raw: bytes) -> str | bytes:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
 
 
 def _migrate(conn: sqlite3.Connection) -> builtins.list[int]:
