@@ -34,7 +34,8 @@ def server(embedder: LocalEmbedder) -> Iterator[tuple[str, list[dict]]]:
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> JSONResponse:
         body = await request.json()
-        seen.append({"body": body, "auth": request.headers.get("authorization")})
+        port = request.client.port if request.client else None
+        seen.append({"body": body, "auth": request.headers.get("authorization"), "port": port})
         calls[body["model"]] += 1
         if body["model"].startswith("throttled") and calls[body["model"]] == 1:
             wait = body["model"].removeprefix("throttled-")
@@ -89,6 +90,9 @@ async def test_an_index_built_through_http_ranks_like_the_local_one(
     assert remote.dimensions == 384
     assert all(s["auth"] == "Bearer k-123" for s in seen)
     assert max(len(s["body"]["input"]) for s in seen) == 2  # batched as asked
+    # One client for the event loop: every batch and the query over one kept-alive
+    # connection, rather than a client (and its TLS context) made per call.
+    assert len({s["port"] for s in seen if s["body"]["model"] == "minilm-over-http"}) == 1
 
 
 class Sleeps:

@@ -30,6 +30,7 @@ from ..models.resilience import RetryPolicy, Sleep, sdk_api_key, sdk_client, sdk
 
 if TYPE_CHECKING:
     import numpy as np
+    import openai
     from numpy.typing import NDArray
 
 __all__ = ["Embedder", "LocalEmbedder", "OpenAIEmbedder", "open_embedder"]
@@ -198,6 +199,7 @@ class OpenAIEmbedder:
         self.policy = policy or RetryPolicy()
         self._sleep = sleep
         self._rng = rng or random.Random()  # jitter, not cryptography
+        self._client_of: tuple[asyncio.AbstractEventLoop, openai.AsyncOpenAI] | None = None
 
     @property
     def name(self) -> str:
@@ -212,21 +214,14 @@ class OpenAIEmbedder:
     async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         np_ = _numpy()
         rows: list[list[float]] = []
-        # A client per call: its connection pool belongs to the event loop of this call.
-        async with sdk_client(
-            self._openai.AsyncOpenAI,
-            self.api_key,
-            self.base_url,
-            timeout=self.timeout,
-            http_client=None,
-        ) as client:
-            for start in range(0, len(texts), self.batch_size):
-                batch = list(texts[start : start + self.batch_size])
-                send = partial(
-                    client.embeddings.create, model=self.model, input=batch, encoding_format="float"
-                )
-                response = await self._request(send)
-                rows.extend(d.embedding for d in sorted(response.data, key=lambda d: d.index))
+        client = self._client()
+        for start in range(0, len(texts), self.batch_size):
+            batch = list(texts[start : start + self.batch_size])
+            send = partial(
+                client.embeddings.create, model=self.model, input=batch, encoding_format="float"
+            )
+            response = await self._request(send)
+            rows.extend(d.embedding for d in sorted(response.data, key=lambda d: d.index))
         if rows:
             dims = len(rows[0])
             if self._dimensions not in (None, dims):
@@ -235,6 +230,22 @@ class OpenAIEmbedder:
                 )
             self._dimensions = dims
         return _normalise(np_.asarray(rows, dtype=np_.float32).reshape(len(rows), -1))
+
+    def _client(self) -> openai.AsyncOpenAI:
+        """The SDK client of the running event loop, made once a loop: a client's
+        connections belong to the loop that opened them, and making one costs about as much
+        as a search (its TLS context: ~0.1 s), so a query must not make its own."""
+        loop = asyncio.get_running_loop()
+        if self._client_of is None or self._client_of[0] is not loop:
+            client = sdk_client(
+                self._openai.AsyncOpenAI,
+                self.api_key,
+                self.base_url,
+                timeout=self.timeout,
+                http_client=None,
+            )
+            self._client_of = (loop, client)
+        return self._client_of[1]
 
     async def _request(self, send: Callable[[], Awaitable[_Response]]) -> _Response:
         """One batch's response, retried as `policy` says (see the class docstring)."""
