@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from group_kill import KilledWriter, event, make_threads
 
+from pipeline_child import slow_disk
 from threadline.errors import AppendConflict, ConfigError, LeaseLost, StoreError
 from threadline.events import Thread
 from threadline.stores import SQLiteStore
@@ -126,6 +129,66 @@ async def test_reads_do_not_wait_behind_a_group_commit(tmp_path: Path) -> None:
     await store.close()
     with pytest.raises(StoreError, match="closed"):
         await store.append(threads[0].id, [event(2)], expected_seq=2)
+
+
+async def _pipelining(tmp_path: Path) -> tuple[SQLiteStore, Thread, Thread]:
+    """A store (group window 1 s) with threads `a` and `b`, `a`'s first append done inline
+    (the inline connection open, as pipelining needs)."""
+    store = SQLiteStore(tmp_path / "g.db", group_window=1.0)
+    a, b = await make_threads(store, 2)
+    await store.append(a.id, [event(1)], expected_seq=1)  # alone: inline
+    return store, a, b
+
+
+async def test_a_pipelining_thread_joins_the_group_once_others_append(tmp_path: Path) -> None:
+    # Before, a thread with a COMMIT in flight behind the loop queued its next appends
+    # behind it for as long as it kept appending, whatever the other threads did: its
+    # transactions held the write lock while their group waited for it (SQLite's busy
+    # handler: 1, 2, 5, 10, 15 ms...). Now, once others append, its next append waits for
+    # its own in flight to be durable, then joins their group.
+    store, a, b = await _pipelining(tmp_path)
+    slow_disk(store, 0.05)
+    in_flight = await store.append_behind(a.id, [event(2)], expected_seq=2)
+    assert in_flight is not None  # alone still: its COMMIT goes behind the loop
+    other = asyncio.ensure_future(store.append(b.id, [event(1)], expected_seq=1))
+    await asyncio.sleep(0)  # b's append queued for a group
+    assert store._group is not None and store._group._queue
+    durable = await store.append_behind(a.id, [event(3)], expected_seq=3)
+    assert durable is None, "queued behind its own COMMIT instead of joining the group"
+    await asyncio.gather(in_flight, other)
+    assert store.stats.queued == 0 and store.stats.grouped >= 2  # a's seq 3 with b's
+    assert [e.seq for e in await store.events(a.id)] == [0, 1, 2, 3]
+    assert [e.seq for e in await store.events(b.id)] == [0, 1]
+    await store.close()
+
+
+async def test_a_pipelining_thread_whose_commit_failed_writes_nothing_after_it(
+    tmp_path: Path,
+) -> None:
+    store, a, b = await _pipelining(tmp_path)
+    flush = store._behind._flush
+
+    def failing(conn: sqlite3.Connection, began: threading.Event, appends: int) -> None:
+        conn.execute("ROLLBACK")  # the disk refused the COMMIT: nothing of it stays
+        began.set()
+        time.sleep(0.05)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    store._behind._flush = failing  # type: ignore[method-assign]
+    in_flight = await store.append_behind(a.id, [event(2)], expected_seq=2)
+    assert in_flight is not None
+    other = asyncio.ensure_future(store.append(b.id, [event(1)], expected_seq=1))
+    await asyncio.sleep(0)
+    # Built on seq 2, which failed: it fails with its error and writes nothing.
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        await store.append_behind(a.id, [event(3)], expected_seq=3)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        await in_flight
+    store._behind._flush = flush  # type: ignore[method-assign]
+    await other
+    assert [e.seq for e in await store.events(a.id)] == [0, 1]
+    assert [e.seq for e in await store.events(b.id)] == [0, 1]
+    await store.close()
 
 
 async def test_a_lone_thread_never_waits_for_a_group(tmp_path: Path) -> None:

@@ -104,6 +104,20 @@ class Behind:
         """Whether `thread_id` has a transaction in flight here: its next append queues."""
         return self._thread == thread_id and self.depth > 1
 
+    async def drained(self, thread_id: str) -> None:
+        """Wait until no append of `thread_id` is in flight or queued here, so that its next
+        append may go elsewhere (a group commit) and still be written after them. Raises the
+        error of one that failed: the next was built on it, and must not be written."""
+        while self._thread == thread_id:
+            pending = [*self._carried, *(entry.durable for entry in self._queued)]
+            if not pending:
+                return
+            # Not gather: a caller cancelled here must not cancel the others' awaitables.
+            await asyncio.wait(pending)
+            for durable in pending:
+                if not durable.cancelled() and durable.exception() is not None:
+                    raise durable.exception()  # type: ignore[misc]
+
     def begin(self, plan: Callable[[], Plan[Any]], thread_id: str) -> asyncio.Future[None]:
         """Run `plan`'s statements on the inline connection now (their errors raised here,
         nothing written) and hand its `COMMIT` to the flusher; what completes once it

@@ -183,7 +183,11 @@ class SQLiteStore(SQLStore):
 
         If the thread's own transaction is in flight behind the loop, the append queues
         behind it (`Behind.enqueue`: `ready` is not awaited; its errors, and the plan's, are
-        raised by the awaitable) and shares the next `COMMIT`. Otherwise `ready` is awaited,
+        raised by the awaitable) and shares the next `COMMIT`, unless other threads are
+        appending too: then it waits for that transaction to be durable (raising its error
+        if it failed: nothing built on it is written) and goes on as below, to their group
+        commit, which would otherwise wait for the lock that thread's own transactions
+        keep taking. Otherwise `ready` is awaited,
         then, if `ahead`, the statements run on the event loop inside `BEGIN IMMEDIATE`,
         as an inline append's do (the expected seq and the lease checked there: a conflict
         or a lost lease is raised here), and the `COMMIT` goes on on a thread of its own;
@@ -193,12 +197,18 @@ class SQLiteStore(SQLStore):
         threads appending) and appends that find the lock taken, this is `run`.
         """
         behind = self._behind
+        group = self._group
         if behind.holds(append_to) and not self._closed:
-            return await behind.enqueue(plan, append_to)
+            if group is None or not group.crowded(append_to):
+                return await behind.enqueue(plan, append_to)
+            # Other threads are appending: this thread joins their group commit rather than
+            # keep a transaction of its own behind the loop, whose lock the group would
+            # wait for (SQLite's busy handler sleeps 1, 2, 5, 10, 15 ms...), once its own
+            # appends in flight are durable (they come first).
+            await behind.drained(append_to)
         ready = options.get("ready")
         if ready is not None:
             await ready()
-        group = self._group
         if (
             not options.get("ahead", True)
             or self._closed
