@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from group_kill import KilledWriter, event, make_threads
 
-from pipeline_child import slow_disk
 from threadline.errors import AppendConflict, ConfigError, LeaseLost, StoreError
 from threadline.events import Thread
 from threadline.stores import SQLiteStore
@@ -131,13 +130,44 @@ async def test_reads_do_not_wait_behind_a_group_commit(tmp_path: Path) -> None:
         await store.append(threads[0].id, [event(2)], expected_seq=2)
 
 
-async def _pipelining(tmp_path: Path) -> tuple[SQLiteStore, Thread, Thread]:
+async def _pipelining(
+    tmp_path: Path, fails: bool
+) -> tuple[SQLiteStore, Thread, Thread, threading.Event]:
     """A store (group window 1 s) with threads `a` and `b`, `a`'s first append done inline
-    (the inline connection open, as pipelining needs)."""
+    (the inline connection open, as pipelining needs), whose COMMITs behind the loop
+    return (or, if `fails`, fail after rolling back) only once the event is set."""
     store = SQLiteStore(tmp_path / "g.db", group_window=1.0)
     a, b = await make_threads(store, 2)
     await store.append(a.id, [event(1)], expected_seq=1)  # alone: inline
-    return store, a, b
+    flush = store._behind._flush
+    release = threading.Event()
+
+    def held(conn: sqlite3.Connection, began: threading.Event, appends: int) -> None:
+        if not fails:
+            flush(conn, began, appends)
+            release.wait(5)
+            return
+        conn.execute("ROLLBACK")  # the disk refused the COMMIT: nothing of it stays
+        began.set()
+        release.wait(5)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    store._behind._flush = held  # type: ignore[method-assign]
+    return store, a, b, release
+
+
+async def _next_append_of_a(store: SQLiteStore, a: Thread, b: Thread) -> asyncio.Future[Any]:
+    """`a`'s seq 2 in flight behind the loop, `b`'s append queued for a group, then `a`'s
+    seq 3 started: what it returns (it is not done while seq 2 is in flight)."""
+    in_flight = await store.append_behind(a.id, [event(2)], expected_seq=2)
+    assert in_flight is not None  # alone still: its COMMIT goes behind the loop
+    asyncio.ensure_future(store.append(b.id, [event(1)], expected_seq=1))
+    await asyncio.sleep(0)  # b's append queued for a group
+    assert store._group is not None and store._group._queue
+    third = asyncio.ensure_future(store.append_behind(a.id, [event(3)], expected_seq=3))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    return third
 
 
 async def test_a_pipelining_thread_joins_the_group_once_others_append(tmp_path: Path) -> None:
@@ -146,16 +176,11 @@ async def test_a_pipelining_thread_joins_the_group_once_others_append(tmp_path: 
     # transactions held the write lock while their group waited for it (SQLite's busy
     # handler: 1, 2, 5, 10, 15 ms...). Now, once others append, its next append waits for
     # its own in flight to be durable, then joins their group.
-    store, a, b = await _pipelining(tmp_path)
-    slow_disk(store, 0.05)
-    in_flight = await store.append_behind(a.id, [event(2)], expected_seq=2)
-    assert in_flight is not None  # alone still: its COMMIT goes behind the loop
-    other = asyncio.ensure_future(store.append(b.id, [event(1)], expected_seq=1))
-    await asyncio.sleep(0)  # b's append queued for a group
-    assert store._group is not None and store._group._queue
-    durable = await store.append_behind(a.id, [event(3)], expected_seq=3)
-    assert durable is None, "queued behind its own COMMIT instead of joining the group"
-    await asyncio.gather(in_flight, other)
+    store, a, b, release = await _pipelining(tmp_path, fails=False)
+    third = await _next_append_of_a(store, a, b)
+    assert not third.done(), "seq 3 did not wait for seq 2 to be durable"
+    release.set()
+    assert await third is None, "queued behind its own COMMIT instead of joining the group"
     assert store.stats.queued == 0 and store.stats.grouped >= 2  # a's seq 3 with b's
     assert [e.seq for e in await store.events(a.id)] == [0, 1, 2, 3]
     assert [e.seq for e in await store.events(b.id)] == [0, 1]
@@ -165,30 +190,21 @@ async def test_a_pipelining_thread_joins_the_group_once_others_append(tmp_path: 
 async def test_a_pipelining_thread_whose_commit_failed_writes_nothing_after_it(
     tmp_path: Path,
 ) -> None:
-    store, a, b = await _pipelining(tmp_path)
-    flush = store._behind._flush
-
-    def failing(conn: sqlite3.Connection, began: threading.Event, appends: int) -> None:
-        conn.execute("ROLLBACK")  # the disk refused the COMMIT: nothing of it stays
-        began.set()
-        time.sleep(0.05)
-        raise sqlite3.OperationalError("disk I/O error")
-
-    store._behind._flush = failing  # type: ignore[method-assign]
-    in_flight = await store.append_behind(a.id, [event(2)], expected_seq=2)
-    assert in_flight is not None
-    other = asyncio.ensure_future(store.append(b.id, [event(1)], expected_seq=1))
-    await asyncio.sleep(0)
-    # Built on seq 2, which failed: it fails with its error and writes nothing.
-    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
-        await store.append_behind(a.id, [event(3)], expected_seq=3)
-    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
-        await in_flight
-    store._behind._flush = flush  # type: ignore[method-assign]
-    await other
-    assert [e.seq for e in await store.events(a.id)] == [0, 1]
-    assert [e.seq for e in await store.events(b.id)] == [0, 1]
+    store, a, b, release = await _pipelining(tmp_path, fails=True)
+    third = await _next_append_of_a(store, a, b)
+    assert not third.done(), "seq 3 did not wait for seq 2's COMMIT"
+    release.set()
+    # Built on seq 2, which failed: it fails and writes nothing, as it did when it queued
+    # behind seq 2 (now the call itself fails, or the full append it falls back to finds
+    # the thread at seq 2).
+    with pytest.raises((sqlite3.OperationalError, AppendConflict)):
+        await third
+    store._behind._flush = lambda *args: None  # type: ignore[method-assign]
     await store.close()
+    reopened = SQLiteStore(tmp_path / "g.db")
+    assert [e.seq for e in await reopened.events(a.id)] == [0, 1]
+    assert [e.seq for e in await reopened.events(b.id)] == [0, 1]
+    await reopened.close()
 
 
 async def test_a_lone_thread_never_waits_for_a_group(tmp_path: Path) -> None:
