@@ -334,7 +334,10 @@ async def test_turns_queued_behind_a_slow_commit_share_the_next_one(tmp_path: Pa
         await store.close()
     assert thread.status is Status.DONE and thread.state.model_calls == 10
     assert commits + queued == 10 and queued >= 3
-    assert max(undurable) == 2 and min(undurable) >= 0
+    # The depth is the bound: never more than two turns on their way to disk. That a model
+    # call saw exactly two depends on the machine (a loaded one can finish a 30 ms commit
+    # before the next turn asks): `queued` above shows the turns did share commits.
+    assert max(undurable) <= 2 and min(undurable) >= 0
     assert unseen == []
     assert told == list(range(1, len(thread)))
     assert on_file == {e.seq: e.kind for e in thread.events}
