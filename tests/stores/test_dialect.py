@@ -3,6 +3,8 @@ the one-query reads, `select` and `select_one`, run on a SQLite file)."""
 
 from __future__ import annotations
 
+import random
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from threadline.stores.dialect import (
     Result,
     Returned,
     advance,
+    iso_time,
     select,
     select_one,
 )
@@ -38,6 +41,25 @@ def test_dialects_fill_fragments_and_parameter_style() -> None:
         "agent IN (:agents_0, :agents_1)",
         {"agents_0": "a", "agents_1": "b"},
     )
+
+
+def test_sqlite_times_are_written_as_isoformat_writes_them() -> None:
+    """Stored times compare as text in time order, old rows beside new: the faster UTC
+    formatting writes exactly `isoformat`'s text (whole seconds without a fraction, the
+    offset as `+00:00`), and other offsets go through `isoformat` itself."""
+    rng = random.Random(15)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    times = [epoch + timedelta(microseconds=rng.randrange(2**57)) for _ in range(20_000)]
+    times += [
+        datetime.min.replace(tzinfo=UTC),
+        datetime.max.replace(tzinfo=UTC),
+        datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC),
+        datetime(2026, 11, 30, 22, 33, 9, 100000, tzinfo=UTC),
+        datetime(2026, 11, 30, 22, 33, 9, 5, tzinfo=timezone(timedelta(hours=2))),
+    ]
+    for value in times:
+        assert iso_time(value) == value.isoformat()
+    assert SQLITE.time(times[-2]) == "2026-11-30T22:33:09.100000+00:00"
 
 
 def test_a_plan_sees_a_duplicate_key_where_it_happened() -> None:

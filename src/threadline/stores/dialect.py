@@ -18,9 +18,11 @@ import json
 import re
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Generic, NamedTuple, Protocol, TypeAlias, TypeVar
+
+from pydantic_core import to_json
 
 from ..errors import StoreError
 from .migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Migration
@@ -39,6 +41,7 @@ __all__ = [
     "Tx",
     "advance",
     "insert_new",
+    "iso_time",
     "select",
     "select_one",
     "stored_json",
@@ -225,6 +228,15 @@ class Dialect:
         return None if value is None else self.time(value)
 
 
+def iso_time(value: datetime) -> str:
+    """`value.isoformat()`; a time in UTC (every time the runtime's clock reads) through
+    pydantic-core's formatter, its `Z` written `+00:00` as `isoformat` writes it: about
+    half the instructions, three times a turn (bench/instructions.py)."""
+    if value.tzinfo is UTC:
+        return to_json(value)[1:-2].decode() + "+00:00"
+    return value.isoformat()
+
+
 # -- the two dialects, side by side ------------------------------------------------------
 
 SQLITE = Dialect(
@@ -240,7 +252,7 @@ SQLITE = Dialect(
     fused_writes=False,  # no INSERT inside WITH
     returning_from=False,
     lists="expand",
-    time=datetime.isoformat,
+    time=iso_time,
 )
 """SQLite: times as ISO text bound by the store, JSON as TEXT, one writer at a time."""
 

@@ -283,7 +283,7 @@ class SQLStore(SQLLeases):
             update = self._fused_append(thread_id, events, args, checks, wake=wake)
             insert = None
         else:
-            update = Query(d.sql(_SET_STATE_IF.replace("{checks}", checks)), args)
+            update = Query(d.sql(_SET_STATE_HELD if lease is not None else _SET_STATE_AT), args)
             insert = self._insert_events(thread_id, events)
         params: dict[str, Any] = update.params  # type: ignore[assignment]
 
@@ -508,6 +508,8 @@ _LEASE_HELD = (
     "AND lease_expires > {now}"
 )
 _SET_STATE_IF = _SET_STATE + " AND next_seq = :expected{checks}"
+_SET_STATE_AT = _SET_STATE_IF.replace("{checks}", "")  # made once, not an append
+_SET_STATE_HELD = _SET_STATE_IF.replace("{checks}", _LEASE_HELD)
 _FUSED_APPEND_IF = (
     "WITH moved AS (" + _SET_STATE_IF + " RETURNING id{notify}), "
     "new_events AS (INSERT INTO events (thread_id, seq, kind, at, body) "
