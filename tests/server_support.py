@@ -122,9 +122,11 @@ def start_server(
     host: str = "127.0.0.1",
     channels: Any = None,
     port: int = 0,
+    wrap: Callable[[Any], Any] | None = None,
 ) -> LiveServer:
     """A server on `port` of `host` (0: a free one) over `tmp_path`/threads.db; run as
-    `threadline serve` runs it (`GracefulServer`)."""
+    `threadline serve` runs it (`GracefulServer`); `wrap`, when given, is an ASGI
+    middleware put in front of the app (a server that misbehaves in a chosen way)."""
     db_path = tmp_path / "threads.db"
     created: dict[str, str] = {}
 
@@ -145,7 +147,7 @@ def start_server(
         channels=channels,
     )
     app = create_app(services)
-    uv, thread, url = _start_uvicorn(app, host, port, services)
+    uv, thread, url = _start_uvicorn(app if wrap is None else wrap(app), host, port, services)
     return LiveServer(url, db_path, services.runtime, services, uv, thread, app, created)
 
 

@@ -6,9 +6,12 @@ Uses Debian's `chromium` through the `browser` fixture of tests/server_support.p
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,3 +163,80 @@ def test_the_timeline_reconnects_after_a_restart_and_shows_what_it_missed(
         first.stop()
         if second is not None:
             second.stop()
+
+
+class ClosingStreams:
+    """An ASGI middleware that accepts every event stream and closes it at once (a broken
+    server or proxy), after sending what `deliver` holds for that stream's number (1-based);
+    everything else goes to the app. `opened` has the monotonic time of each stream."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+        self.opened: list[float] = []
+        self.deliver: dict[int, bytes] = {}
+
+    def around(self, app: Any) -> ClosingStreams:
+        self.app = app
+        return self
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].endswith("/events/stream"):
+            await self.app(scope, receive, send)
+            return
+        self.opened.append(time.monotonic())
+        body = b": connected\n\n" + self.deliver.pop(len(self.opened), b"")
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def test_the_timeline_backs_off_from_streams_that_close_at_once(
+    tmp_path: Path, deploybot: Agent, browser
+) -> None:
+    """A server that accepts each stream and closes it at once: the page waits 1, 2, 4 s
+    between attempts (it waited 1 s each time: opening a stream reset the wait, so such a
+    server was asked again every second forever); a stream that delivers an event proves
+    healthy and the wait starts from 1 s again."""
+    streams = ClosingStreams()
+    server = start_server(
+        tmp_path, [deploybot], deploy_model(), keys=DEFAULT_KEYS, wrap=streams.around
+    )
+    try:
+        thread = server.launch()
+        page, errors = signed_in_page(server, browser)
+        # Each text the header's stream badge shows, in order (the badge is replaced whole).
+        page.evaluate("""() => {
+            window.liveTexts = [];
+            new MutationObserver(() => {
+                const text = document.getElementById("live")?.textContent;
+                if (text && window.liveTexts.at(-1) !== text) window.liveTexts.push(text);
+            }).observe(document.body, { subtree: true, childList: true, characterData: true });
+        }""")
+        page.evaluate(f"location.hash = '#thread={thread['id']}'")
+        page.locator("#live", has_text="reconnecting in 1 s").wait_for(timeout=UI_WAIT_MS)
+        with server.client() as c:  # an event for the 4th stream to deliver (then close)
+            assert c.post(f"/v1/threads/{thread['id']}/pause", json={}).status_code == 200
+            paused = c.get(f"/v1/threads/{thread['id']}/events").json()["events"][-1]
+        assert paused["kind"] == "paused"
+        data = json.dumps(paused)
+        streams.deliver[4] = f"id: {paused['seq']}\nevent: paused\ndata: {data}\n\n".encode()
+        shown = page.locator(f'#timeline li[data-seq="{paused["seq"]}"]')
+        shown.wait_for(timeout=UI_WAIT_MS)
+        page.wait_for_function(
+            "() => window.liveTexts.filter((t) => t.includes(' in ')).length >= 5",
+            timeout=UI_WAIT_MS,
+        )
+        waits = [
+            float(t.split(" in ")[1].split(" ")[0])
+            for t in page.evaluate("window.liveTexts")
+            if t.startswith("reconnecting in")
+        ]
+        assert waits[:5] == [1, 2, 4, 1, 2]
+        # Each attempt came after the wait the page announced (a lower bound: a busy
+        # machine only makes the gaps longer).
+        gaps = [b - a for a, b in zip(streams.opened, streams.opened[1:], strict=False)]
+        assert len(gaps) >= 4
+        assert all(gap >= 0.9 * wait for gap, wait in zip(gaps, waits, strict=False))
+        assert errors == []
+    finally:
+        server.stop()

@@ -583,14 +583,20 @@ function threadActions(t) {
 // be opened is opened again after 1, 2, 4 ... 30 s, from the last event shown, so what
 // happened meanwhile arrives on the new stream; the header says so while it waits. Only
 // a refusal (key, thread gone) or the server's report of a damaged thread stop it.
+// The wait starts again from 1 s only after a stream proved healthy: it delivered an event
+// or stayed open for HEALTHY_MS. Opening is no proof: a server (or proxy) that accepts
+// each stream and closes it at once would otherwise be asked again every second forever.
 const RETRY_FIRST_MS = 1000;
 const RETRY_MAX_MS = 30000;
+const HEALTHY_MS = 10000;
 
 async function follow(id, after, controller) {
   const position = { after };
   let wait = RETRY_FIRST_MS;
   let reconnecting = false;
   while (!controller.signal.aborted) {
+    const from = position.after;
+    let opened = null; // when the stream opened, if it did
     try {
       const resp = await fetch(`/v1/threads/${id}/events/stream?after=${position.after}`, {
         headers: { Accept: "text/event-stream", ...authHeaders() }, signal: controller.signal,
@@ -601,9 +607,9 @@ async function follow(id, after, controller) {
       }
       if (resp.ok && resp.body) {
         setLive(id, "live", "following");
-        wait = RETRY_FIRST_MS;
         if (reconnecting) refreshStatus(id); // the events come on the stream; the rest here
         reconnecting = false;
+        opened = Date.now();
         const problem = await readStream(id, resp.body, position);
         if (problem) {
           setLive(id, "not live", "stopped");
@@ -615,6 +621,10 @@ async function follow(id, after, controller) {
       if (err.name === "AbortError") return;
     }
     if (controller.signal.aborted) return;
+    // A stream that ended in a network error counts too: it may have been healthy for hours.
+    if (position.after > from || (opened !== null && Date.now() - opened >= HEALTHY_MS)) {
+      wait = RETRY_FIRST_MS;
+    }
     reconnecting = true;
     setLive(id, `reconnecting in ${wait / 1000} s…`, "reconnecting");
     await sleep(wait, controller.signal);
