@@ -29,6 +29,7 @@ from threadline.errors import AppendConflict
 from threadline.events import Event, ModelCall, Thread
 from threadline.models.base import Context
 from threadline.replay import replay_thread
+from threadline.stores.behind import Commit
 from threadline.testing import FunctionModel, intent
 from threadline.tools import ToolContext
 
@@ -45,12 +46,17 @@ def lookup(key: str) -> str:
     return key.upper()
 
 
-def _looker(turns: int, calls: list[int]) -> FunctionModel:
-    """`turns - 1` lookups, then the final answer; `calls` counts the requests."""
+def _looker(
+    turns: int, calls: list[int], hold: dict[int, Callable[[], Awaitable[object]]] | None = None
+) -> FunctionModel:
+    """`turns - 1` lookups, then the final answer; `calls` counts the requests. The call
+    numbered `n` awaits `hold[n]()` before it answers (what the test waits on)."""
 
     async def answer(context: Context) -> dict[str, Any]:
         calls.append(context.model_calls)
         await asyncio.sleep(0)
+        if hold is not None and context.model_calls in hold:
+            await hold[context.model_calls]()
         if context.model_calls + 1 >= turns:
             return intent("done_for_now", message="done")
         return intent("lookup", key=f"k{context.model_calls}")
@@ -158,16 +164,35 @@ async def _warm_with_a_failing_commit(rt: Runtime, agent: Agent, db: Path) -> No
         conn.executescript(_FAIL_AT_COMMIT)
 
 
+def _heard_a_failure(store: SQLiteStore, failed: asyncio.Event) -> None:
+    """Set `failed` once the loop hears that a COMMIT behind it failed. The second model
+    call waits for it: on a loaded machine the COMMIT could otherwise still be running when
+    the second turn is queued, and the third call (the depth allows two turns on their way)
+    would go ahead too (seen in CI: calls [0, 1, 2])."""
+    land = store._behind._land
+
+    def heard(job: Commit) -> None:
+        land(job)
+        if job.error is not None:
+            failed.set()
+
+    store._behind._land = heard  # type: ignore[method-assign]
+
+
 async def test_a_failed_commit_discards_the_speculative_turn_and_raises_its_error(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "t.db"
     store = SQLiteStore(db)
     calls: list[int] = []
-    agent = Agent("piped", tools=[lookup, boom], model=_looker(3, calls), max_steps=20)
+    failed = asyncio.Event()  # the first turn's COMMIT failed, and the loop was told
+    hold: dict[int, Callable[[], Awaitable[object]]] = {}
+    agent = Agent("piped", tools=[lookup, boom], model=_looker(3, calls, hold), max_steps=20)
     rt, told = _observed(store, agent)
     try:
         await _warm_with_a_failing_commit(rt, agent, db)
+        _heard_a_failure(store, failed)
+        hold[1] = failed.wait
         _arm(db, True)
         calls.clear()
         told.clear()
