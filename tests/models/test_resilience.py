@@ -80,6 +80,23 @@ async def test_retryable_errors_are_retried_then_succeed() -> None:
     assert sleeps.delays[0] >= 1.0
 
 
+async def test_a_breaker_opening_between_retries_ends_the_call_at_once() -> None:
+    """Two retryable failures open the breaker: the third try is refused by it, raised as
+    `CircuitOpen` counting the two requests made (the runtime turns it into a durable
+    wait); a call while it is open sends nothing and waits for nothing."""
+    sleeps = Sleeps()
+    breaker = CircuitBreaker("p", failure_threshold=2, reset_after=30, clock=lambda: 0.0)
+    inner = ScriptedModel([ModelError("busy", retryable=True)] * 3)
+    model = ResilientModel(inner, breaker=breaker, sleep=sleeps, rng=random.Random(1))
+    with pytest.raises(CircuitOpen) as info:
+        await model.request(CTX)
+    assert info.value.attempts == 2 and len(sleeps.delays) == 2
+    assert len(inner.contexts) == 2  # the open breaker sent nothing
+    with pytest.raises(CircuitOpen) as info:
+        await model.request(CTX)
+    assert info.value.attempts == 0 and len(sleeps.delays) == 2 and len(inner.contexts) == 2
+
+
 async def test_a_backend_bug_becomes_a_model_error() -> None:
     class Broken:
         model_id = "broken"

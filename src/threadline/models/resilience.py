@@ -38,6 +38,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from ..errors import CircuitOpen, ConfigError, InvalidRequest, ModelError
@@ -302,6 +303,41 @@ class RetryPolicy:
             return None
         return self.delay(attempt, error.retry_after, rng)
 
+    async def run(
+        self,
+        attempt: Callable[[], Awaitable[_Response]],
+        *,
+        sleep: Sleep,
+        rng: random.Random,
+        gate: Callable[[], None] | None = None,
+    ) -> _Response:
+        """`attempt()` again and again until it returns, waiting `wait_after` between
+        tries: the one retry loop of a model call (`ResilientModel`) and of an embedding
+        request (`OpenAIEmbedder`). `gate` is asked before each try (a circuit breaker's
+        `check`); what it raises is raised at once.
+
+        Raises:
+            ModelError: the last try's, with `attempts` set to how many were made; or the
+                gate's (e.g. `CircuitOpen`), with `attempts` the tries made before it.
+        """
+        attempts = 0
+        while True:
+            if gate is not None:
+                try:
+                    gate()
+                except ModelError as closed:
+                    closed.attempts = attempts
+                    raise
+            attempts += 1
+            try:
+                return await attempt()
+            except ModelError as error:
+                wait = self.wait_after(error, attempts, rng)
+                if wait is None:
+                    error.attempts = attempts
+                    raise
+            await sleep(wait)
+
 
 class ResilientModel:
     """A model with per-attempt timeouts, retries and an optional circuit breaker.
@@ -333,44 +369,38 @@ class ResilientModel:
         return self.model.profile
 
     async def request(self, context: Context) -> ModelOutput:
-        attempt = 0
-        while True:
-            attempt += 1
+        gate = self.breaker.check if self.breaker is not None else None
+        return await self.policy.run(
+            partial(self._attempt, context), sleep=self._sleep, rng=self._rng, gate=gate
+        )
+
+    async def _attempt(self, context: Context) -> ModelOutput:
+        """One request, any failure raised as a `ModelError` and recorded by the breaker."""
+        try:
+            out = await asyncio.wait_for(self.model.request(context), self.policy.timeout)
+        except TimeoutError:
+            error = ModelError(
+                f"{self.model_id}: no answer within {self.policy.timeout:g}s",
+                retryable=True,
+            )
+        except ModelError as exc:
+            error = exc
+        except Exception as exc:  # a backend bug still ends as a ModelError
+            error = ModelError(f"{self.model_id}: {type(exc).__name__}: {exc}")
+        except BaseException:  # cancelled (shutdown): no verdict on the provider
             if self.breaker is not None:
-                try:
-                    self.breaker.check()
-                except CircuitOpen as exc:
-                    exc.attempts = attempt - 1
-                    raise
-            try:
-                out = await asyncio.wait_for(self.model.request(context), self.policy.timeout)
-            except TimeoutError:
-                error = ModelError(
-                    f"{self.model_id}: no answer within {self.policy.timeout:g}s",
-                    retryable=True,
-                )
-            except ModelError as exc:
-                error = exc
-            except Exception as exc:  # a backend bug still ends as a ModelError
-                error = ModelError(f"{self.model_id}: {type(exc).__name__}: {exc}")
-            except BaseException:  # cancelled (shutdown): no verdict on the provider
-                if self.breaker is not None:
-                    self.breaker.abandon()
-                raise
+                self.breaker.abandon()
+            raise
+        else:
+            if self.breaker is not None:
+                self.breaker.record_success()
+            return out
+        if self.breaker is not None:
+            if error.retryable:
+                self.breaker.record_failure()
             else:
-                if self.breaker is not None:
-                    self.breaker.record_success()
-                return out
-            if self.breaker is not None:
-                if error.retryable:
-                    self.breaker.record_failure()
-                else:
-                    self.breaker.record_success()  # the provider answered; it is healthy
-            wait = self.policy.wait_after(error, attempt, self._rng)
-            if wait is None:
-                error.attempts = attempt
-                raise error
-            await self._sleep(wait)
+                self.breaker.record_success()  # the provider answered; it is healthy
+        raise error
 
 
 class FallbackModel:

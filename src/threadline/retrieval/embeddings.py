@@ -249,19 +249,12 @@ class OpenAIEmbedder:
 
     async def _request(self, send: Callable[[], Awaitable[_Response]]) -> _Response:
         """One batch's response, retried as `policy` says (see the class docstring)."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response, _latency = await sdk_request(self._openai, self.name, send)
-            except ModelError as error:
-                wait = self.policy.wait_after(error, attempt, self._rng)
-                if wait is None:
-                    error.attempts = attempt
-                    raise
-            else:
-                return response
-            await self._sleep(wait)
+
+        async def attempt() -> _Response:
+            response, _latency = await sdk_request(self._openai, self.name, send)
+            return response
+
+        return await self.policy.run(attempt, sleep=self._sleep, rng=self._rng)
 
 
 def open_embedder(spec: str) -> Embedder | None:
