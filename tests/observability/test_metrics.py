@@ -207,6 +207,7 @@ async def test_tokens_and_cost_by_agent_and_model() -> None:
                 output_tokens=7,
                 cost_usd=0.0025,
                 cache_write_tokens=90,
+                cache_write_1h_tokens=60,
             ),
             ModelOutput(
                 text=json.dumps(intent("done_for_now", message="3")),
@@ -243,6 +244,12 @@ async def test_tokens_and_cost_by_agent_and_model() -> None:
             )
             == 90
         )
+    assert (  # of the writes, those made 1-hour entries (Anthropic's cache_ttl="1h")
+        metrics.value(
+            "threadline_tokens_total", agent="adder", model=model, direction="cache_write_1h"
+        )
+        == 60
+    )
     assert metrics.value("threadline_cost_usd_total", agent="adder", model=model) == pytest.approx(
         0.0056
     )

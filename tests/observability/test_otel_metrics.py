@@ -23,13 +23,14 @@ def lookup(order: int) -> str:
     return f"order {order}: shipped"
 
 
-def _answer(text: dict[str, Any], tokens: tuple[int, int]) -> ModelOutput:
+def _answer(text: dict[str, Any], tokens: tuple[int, int], **cache: int) -> ModelOutput:
     return ModelOutput(
         text=json.dumps(text),
         model="openai:gpt-4.1-mini",
         input_tokens=tokens[0],
         output_tokens=tokens[1],
         cost_usd=0.001,
+        **cache,
     )
 
 
@@ -44,24 +45,29 @@ def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
     return out
 
 
-async def test_a_run_becomes_genai_and_threadline_metrics() -> None:
+async def _run(answers: list[ModelOutput]) -> dict[str, list[Any]]:
+    """The metrics' data points after a support thread given `answers` has finished."""
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    model = ScriptedModel(
+    agent = Agent("support", tools=[lookup])
+    runtime = Runtime(MemoryStore(), agents=[agent], model=ScriptedModel(answers))
+    runtime.observers.append(OtelMetricsObserver(provider))
+    thread = await runtime.launch(agent, "where is my order?")
+    assert thread.status.value == "done"
+    return _points(reader)
+
+
+async def test_a_run_becomes_genai_and_threadline_metrics() -> None:
+    points = await _run(
         [
             _answer(intent("lookup", order=0), (100, 10)),
             _answer(intent("lookup", order=7), (120, 12)),
             _answer(intent("done_for_now", message="shipped"), (150, 8)),
         ]
     )
-    agent = Agent("support", tools=[lookup])
-    runtime = Runtime(MemoryStore(), agents=[agent], model=model)
-    runtime.observers.append(OtelMetricsObserver(provider))
-    thread = await runtime.launch(agent, "where is my order?")
-    assert thread.status.value == "done"
-    points = _points(reader)
     tokens = {p.attributes["gen_ai.token.type"]: p.sum for p in points["gen_ai.client.token.usage"]}
     assert tokens == {"input": 370, "output": 30}
+    assert "threadline.cache.token.usage" not in points  # no prompt cache used
     (usage,) = [p for p in points["gen_ai.client.token.usage"] if p.sum == 370]
     assert usage.attributes["gen_ai.provider.name"] == "openai"
     assert usage.attributes["gen_ai.request.model"] == "gpt-4.1-mini"
@@ -74,3 +80,32 @@ async def test_a_run_becomes_genai_and_threadline_metrics() -> None:
     assert (errors.value, errors.attributes["error.type"]) == (1, "LookupError")
     # One step per batch an advancer wrote (a read-only tool's outcome lands with its call).
     assert points["threadline.step.duration"][0].count == 3
+
+
+async def test_prompt_cache_tokens_are_parts_of_the_input_by_what_the_cache_did() -> None:
+    points = await _run(
+        [
+            _answer(
+                intent("lookup", order=7),
+                (1200, 10),
+                cache_write_tokens=1000,
+                cache_write_1h_tokens=800,
+            ),
+            _answer(intent("done_for_now", message="shipped"), (1300, 8), cache_read_tokens=1000),
+        ]
+    )
+    cache = {
+        p.attributes["threadline.token.type"]: (p.sum, p.count)
+        for p in points["threadline.cache.token.usage"]
+    }
+    # cache_write_1h: of the writes, those made 1-hour entries (Anthropic's cache_ttl="1h").
+    assert cache == {"cache_write": (1000, 1), "cache_write_1h": (800, 1), "cache_read": (1000, 1)}
+    (write,) = [
+        p
+        for p in points["threadline.cache.token.usage"]
+        if p.attributes["threadline.token.type"] == "cache_write_1h"
+    ]
+    assert write.attributes["gen_ai.request.model"] == "gpt-4.1-mini"
+    assert write.attributes["gen_ai.agent.name"] == "support"
+    tokens = {p.attributes["gen_ai.token.type"]: p.sum for p in points["gen_ai.client.token.usage"]}
+    assert tokens == {"input": 2500, "output": 18}  # the cache's counts are not added again

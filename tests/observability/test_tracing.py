@@ -68,6 +68,7 @@ async def test_a_run_produces_the_genai_span_tree() -> None:
         assert attrs["gen_ai.request.model"] == "script"
         assert "gen_ai.usage.input_tokens" in attrs and "gen_ai.usage.output_tokens" in attrs
         assert "gen_ai.usage.cache_read.input_tokens" not in attrs  # no prompt cache used
+        assert "threadline.usage.cache_creation_1h.input_tokens" not in attrs
         assert attrs["gen_ai.response.finish_reasons"]
         assert chat.parent is not None and chat.parent.span_id in {
             s.context.span_id for s in spans if s.name == "advance adder"
@@ -202,6 +203,7 @@ async def test_prompt_cache_usage_is_on_the_chat_span() -> None:
         output_tokens=5,
         cache_read_tokens=1000,
         cache_write_tokens=150,
+        cache_write_1h_tokens=100,
     )
     rt = Runtime(
         MemoryStore(),
@@ -214,3 +216,5 @@ async def test_prompt_cache_usage_is_on_the_chat_span() -> None:
     assert attrs["gen_ai.usage.input_tokens"] == 1200
     assert attrs["gen_ai.usage.cache_read.input_tokens"] == 1000
     assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 150
+    # Of those writes, the 1-hour entries (Anthropic's cache_ttl="1h"), priced apart.
+    assert attrs["threadline.usage.cache_creation_1h.input_tokens"] == 100

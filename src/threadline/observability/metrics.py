@@ -11,6 +11,7 @@ one process never mix their numbers; the server serves `render()` at GET /metric
     threadline_model_errors_total{agent,model}
     threadline_tokens_total{agent,model,direction}      direction: input | output | cache_read
                                                         | cache_write (parts of input)
+                                                        | cache_write_1h (of cache_write)
     threadline_cost_usd_total{agent,model}
     threadline_model_latency_seconds{agent,model}       histogram
     threadline_tool_calls_total{agent,tool}
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
     from ..models.resilience import CircuitBreaker
     from ..stores.base import Store
 
-__all__ = ["CONTENT_TYPE", "RuntimeMetrics", "step_seconds"]
+__all__ = ["CONTENT_TYPE", "RuntimeMetrics", "cache_tokens", "step_seconds"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -80,6 +81,18 @@ def step_seconds(thread: Thread, events: Sequence[Event]) -> float | None:
     if not starts:
         return None
     return max(0.0, (events[-1].at - min(starts)).total_seconds())
+
+
+def cache_tokens(event: ModelCall) -> dict[str, int]:
+    """The prompt cache's part of a model call's input, by what the cache did, with the
+    counts that are not 0: `cache_read`, `cache_write` and `cache_write_1h` (of the writes,
+    those made 1-hour entries, Anthropic's `cache_ttl="1h"`; the rest live 5 minutes)."""
+    parts = {
+        "cache_read": event.cache_read_tokens,
+        "cache_write": event.cache_write_tokens,
+        "cache_write_1h": event.cache_write_1h_tokens,
+    }
+    return {part: tokens for part, tokens in parts.items() if tokens}
 
 
 def _requested_at(thread: Thread, call_id: str, before: int) -> datetime | None:
@@ -200,14 +213,8 @@ class RuntimeMetrics:
                 self.model_calls.labels(agent, event.model).inc()
                 self.tokens.labels(agent, event.model, "input").inc(event.input_tokens)
                 self.tokens.labels(agent, event.model, "output").inc(event.output_tokens)
-                if event.cache_read_tokens:  # part of the input counted above
-                    self.tokens.labels(agent, event.model, "cache_read").inc(
-                        event.cache_read_tokens
-                    )
-                if event.cache_write_tokens:
-                    self.tokens.labels(agent, event.model, "cache_write").inc(
-                        event.cache_write_tokens
-                    )
+                for part, tokens in cache_tokens(event).items():  # of the input counted above
+                    self.tokens.labels(agent, event.model, part).inc(tokens)
                 if event.cost_usd:
                     self.cost.labels(agent, event.model).inc(event.cost_usd)
                 self.model_latency.labels(agent, event.model).observe(event.latency_ms / 1000)

@@ -3,12 +3,18 @@
 `OtelMetricsObserver` records, for each appended batch of events:
 
     gen_ai.client.token.usage        histogram {token}   gen_ai.token.type=input|output
+    threadline.cache.token.usage     histogram {token}   threadline.token.type=cache_read|
+                                                         cache_write|cache_write_1h
     gen_ai.client.operation.duration histogram s         model calls that answered
     threadline.cost                  counter   USD       model calls with a known price
     threadline.step.duration         histogram s         model and tool steps (timing.py)
     threadline.tool.calls            counter   {call}    gen_ai.tool.name
     threadline.tool.errors           counter   {error}   gen_ai.tool.name, error.type
 
+The prompt cache's counts are parts of the input (`cache_write_1h` of `cache_write`: the
+writes made 1-hour entries, Anthropic's `cache_ttl="1h"`), recorded only when not 0; they
+have an instrument of their own because the GenAI conventions define only `input` and
+`output` token types, and a sum over `gen_ai.token.type` would count them twice.
 Model metrics carry `gen_ai.operation.name=chat`, `gen_ai.provider.name` and
 `gen_ai.request.model`; every metric carries `gen_ai.agent.name`. A failed model call has
 no recorded duration, so it is not measured here (`threadline_model_errors_total` counts
@@ -23,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..events import Event, ModelCall, Thread, ToolCall, ToolError
-from .metrics import step_seconds
+from .metrics import cache_tokens, step_seconds
 from .tracing import chat_attributes
 
 __all__ = ["OtelMetricsObserver"]
@@ -43,6 +49,11 @@ class OtelMetricsObserver:
         self.meter_provider = meter_provider
         self._tokens = meter.create_histogram(
             "gen_ai.client.token.usage", unit="{token}", description="Tokens used per call"
+        )
+        self._cache_tokens = meter.create_histogram(
+            "threadline.cache.token.usage",
+            unit="{token}",
+            description="Tokens of a call's input the provider's prompt cache read or wrote",
         )
         self._duration = meter.create_histogram(
             "gen_ai.client.operation.duration", unit="s", description="Model call duration"
@@ -77,6 +88,8 @@ class OtelMetricsObserver:
                 self._duration.record(event.latency_ms / 1000, attrs)
                 self._tokens.record(event.input_tokens, {**attrs, "gen_ai.token.type": "input"})
                 self._tokens.record(event.output_tokens, {**attrs, "gen_ai.token.type": "output"})
+                for part, tokens in cache_tokens(event).items():
+                    self._cache_tokens.record(tokens, {**attrs, "threadline.token.type": part})
                 if event.cost_usd:
                     self._cost.add(event.cost_usd, attrs)
             case ToolCall():

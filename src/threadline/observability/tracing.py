@@ -150,6 +150,8 @@ class TracingObserver:
             attrs["gen_ai.usage.cache_read.input_tokens"] = event.cache_read_tokens
         if event.cache_write_tokens:
             attrs["gen_ai.usage.cache_creation.input_tokens"] = event.cache_write_tokens
+        if event.cache_write_1h_tokens:  # of the writes, 1-hour entries (no convention yet)
+            attrs["threadline.usage.cache_creation_1h.input_tokens"] = event.cache_write_1h_tokens
         if event.prompt_name:
             attrs["threadline.prompt"] = event.prompt_name
         if event.cost_usd is not None:
