@@ -2,26 +2,33 @@
 a provider's or a tool's limit becoming a durable wait that the model never sees, tokens
 settled with what a call used, metrics, and replay. A real `Runtime` on a `MemoryStore`
 with a clock the tests move (the fleet tests run worker processes on SQLite and
-PostgreSQL: tests/test_ratelimit_fleet.py)."""
+PostgreSQL: tests/test_ratelimit_fleet.py); a side-effecting call acted on meanwhile runs on
+SQLite and PostgreSQL, two stores on one database as two workers have them."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pg_support import pg_store_url
 from threadline import Agent, Budget, MemoryStore, Runtime, Status, tool
 from threadline.bootstrap import open_runtime
-from threadline.errors import ConfigError
-from threadline.events import ModelCall, Thread, ToolStarted, Waiting, WaitTimedOut
+from threadline.errors import AppendConflict, ConfigError
+from threadline.events import ModelCall, Thread, ToolResult, ToolStarted, Waiting, WaitTimedOut
 from threadline.models.base import Context, ModelOutput
 from threadline.observability.metrics import RuntimeMetrics
 from threadline.ratelimits import Rate, RateLimiter, RateLimits, estimate_tokens
 from threadline.replay import replay_thread
 from threadline.settings import Settings
+from threadline.stores import Store, open_store, rate_limit_store
+from threadline.stores.ratelimits import RateLimitStore, Taken
 from threadline.testing import FunctionModel, intent
+from threadline.tools import idempotency_key
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -122,12 +129,9 @@ def _model_calls(thread: Thread) -> int:
     return sum(isinstance(e, ModelCall) for e in thread.events)
 
 
-@pytest.mark.parametrize("side_effects", [True, False])
-async def test_a_tool_over_its_limit_waits_before_it_runs(side_effects: bool) -> None:
-    """A side-effecting call waits before its `tool_started` (so it is never "maybe ran");
-    a read-only one waits inside the turn that chose it. Neither asks the model again."""
-    clock = Clock()
-    sent: list[str] = []
+def _sender(sent: list[str], *, side_effects: bool) -> Agent:
+    """An agent that sends one message to ops, then is done; its `send` tool (each send
+    recorded in `sent`) is limited to one call a minute."""
 
     def send(to: str) -> str:
         """Send a message.
@@ -143,12 +147,21 @@ async def test_a_tool_over_its_limit_waits_before_it_runs(side_effects: bool) ->
             return intent("send", to="ops")
         return intent("done_for_now", message="sent")
 
-    agent = Agent(
+    return Agent(
         "sender",
         tools=[tool(side_effects=side_effects)(send)],
         model=FunctionModel(script),
         rate_limits=RateLimits(tools={"send": Rate(1, 60.0)}),
     )
+
+
+@pytest.mark.parametrize("side_effects", [True, False])
+async def test_a_tool_over_its_limit_waits_before_it_runs(side_effects: bool) -> None:
+    """A side-effecting call waits before its `tool_started` (so it is never "maybe ran");
+    a read-only one waits inside the turn that chose it. Neither asks the model again."""
+    clock = Clock()
+    sent: list[str] = []
+    agent = _sender(sent, side_effects=side_effects)
     runtime = Runtime(MemoryStore(), agents=[agent], clock=clock)
     first = await runtime.launch(agent, "one")
     second = await runtime.launch(agent, "two")
@@ -226,6 +239,96 @@ async def test_a_call_never_made_gives_its_slot_back_and_a_cancelled_one_counts_
     assert (await single.launch(Agent("next"), "two")).status is Status.WAITING
     clock.move(2)  # and no longer
     assert (await single.launch(Agent("last"), "three")).status is Status.DONE
+
+
+class ActedOnMeanwhile:
+    """The counters beside a store, except that once this call's slot of `key` is taken,
+    another worker (`other`: a second store on the same database, as a second process has)
+    runs the call and records its outcome before this worker's `tool_started` lands."""
+
+    def __init__(self, counters: RateLimitStore, other: Store, key: str) -> None:
+        self.counters, self.other, self.key = counters, other, key
+        self.thread_id: str | None = None
+        self.taken: list[Taken] = []
+
+    async def take_slot(
+        self, key: str, capacity: int, *, now: float, per: float, hold: float
+    ) -> Taken:
+        taken = await self.counters.take_slot(key, capacity, now=now, per=per, hold=hold)
+        if key == self.key and taken.granted and self.thread_id and not self.taken:
+            self.taken.append(taken)
+            later = datetime.fromtimestamp(now + 1, UTC)  # the other worker's moment
+            await self._run_elsewhere(self.thread_id, later)
+        return taken
+
+    async def _run_elsewhere(self, thread_id: str, at: datetime) -> None:
+        for _ in range(500):  # this worker's turn may still be on its way to disk
+            thread = await self.other.load(thread_id)
+            if thread.state.pending:
+                break
+            await asyncio.sleep(0.01)
+        (call,) = thread.state.pending.values()
+        seq, key = thread.next_seq, idempotency_key(thread_id, call.call_id)
+        ran = [
+            ToolStarted(seq=seq, at=at, call_id=call.call_id, idempotency_key=key),
+            ToolResult(seq=seq + 1, at=at, call_id=call.call_id, tool=call.tool, result="sent"),
+        ]
+        await self.other.append(thread_id, ran, expected_seq=seq)
+
+    async def free_slot(self, key: str, slot: int, free_at: float, *, held_until: float) -> None:
+        await self.counters.free_slot(key, slot, free_at, held_until=held_until)
+
+    async def take_tokens(
+        self, key: str, capacity: float, per_second: float, cost: float, *, now: float
+    ) -> Taken:
+        return await self.counters.take_tokens(key, capacity, per_second, cost, now=now)
+
+    async def settle(self, key: str, extra: float) -> None:
+        await self.counters.settle(key, extra)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def two_stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[list[Store]]:
+    """Two stores on one database (two connections, as two worker processes have)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'threads.db'}"
+    else:
+        url = pg_store_url(
+            request.getfixturevalue("postgres_url"), request.getfixturevalue("pg_schema")
+        )
+    stores = [open_store(url), open_store(url)]
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+async def test_a_side_effecting_call_acted_on_before_its_tool_started_gives_its_slot_back(
+    two_stores: list[Store],
+) -> None:
+    """The write-ahead path: a side-effecting call takes its tool's slot, then its
+    `tool_started` finds the call already acted on: another worker ran it meanwhile (two
+    advancers at once, as after a lapsed lease), so this one stops without running it and
+    its slot is free again at once. Before, the slot stayed taken for the whole hold
+    (`per + hold`, 360 s here): the next call of the tool, anywhere in the fleet, waited."""
+    store, other = two_stores
+    clock = Clock()
+    sent: list[str] = []
+    agent = _sender(sent, side_effects=True)
+    meddler = ActedOnMeanwhile(rate_limit_store(store), other, "tool:send")
+    store.rate_limits = meddler  # type: ignore[attr-defined]
+    runtime = Runtime(store, agents=[agent], clock=clock)
+    first = await runtime.launch(agent, "one", advance=False)
+    meddler.thread_id = first.id
+    with pytest.raises(AppendConflict):  # another advancer's outcome: this one stops
+        await runtime.advance(first)
+    assert meddler.taken and sent == []  # run by the other worker, not here
+    stored = [e.kind for e in (await store.load(first.id)).events]
+    assert stored[-2:] == ["tool_started", "tool_result"]  # the other worker's, once
+    assert stored.count("tool_started") == 1
+    # The slot is free at once: the next call runs now, without waiting (same clock).
+    second = await runtime.launch(agent, "two")
+    assert second.status is Status.DONE and sent == ["ops"]
+    assert not any(isinstance(e, Waiting) for e in second.events)
 
 
 def _usage(used: int) -> FunctionModel:
