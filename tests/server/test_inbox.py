@@ -310,3 +310,47 @@ def test_the_thread_opened_last_is_shown_when_an_earlier_one_loads_after_it(
     shown = page.locator("#timeline li").count()
     assert shown == len(events_of(served, second["id"]))
     assert errors == []
+
+
+def test_a_status_read_that_answers_late_does_not_undo_a_newer_one(
+    served: LiveServer, browser: Any
+) -> None:
+    """The live stream re-reads the thread after each event; those reads can answer out of
+    order (a loaded server, another connection). Here the read that followed a pause is
+    held at the page's network layer (answered by the server at once, delivered late) until
+    the thread has been resumed and the page shows it so: the late answer, older than what
+    is shown, must not turn the page back to `paused` for good (no event follows to fix it)."""
+    page, errors = open_inbox(served, browser)
+    thread_id = launch_asker(page)
+    held: list[Any] = []
+
+    def hold_the_first(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    thread_url = f"**/v1/threads/{thread_id}"
+    page.route(thread_url, hold_the_first)
+    auth = {"Authorization": f"Bearer {served.keys['admin']}"}
+    httpx.post(f"{served.url}/v1/threads/{thread_id}/pause", headers=auth).raise_for_status()
+    while not held:  # the page's read after the `paused` event
+        page.wait_for_timeout(20)
+    stale = held[0].fetch()  # answered now: paused
+    resumed = httpx.post(f"{served.url}/v1/threads/{thread_id}/resume", headers=auth)
+    last = resumed.raise_for_status().json()["next_seq"] - 1
+    # The page read the thread after the `resumed` event: its fork box ends at that event.
+    page.locator(f'#fork-at[max="{last}"]').wait_for(timeout=UI_WAIT_MS)
+    expect(page.locator("#thread-status .badge.awaiting_human")).to_be_visible()
+    reads = (
+        "n => performance.getEntriesByType('resource').filter("
+        "e => e.name.endsWith(`/v1/threads/${n}`) && e.responseEnd > 0).length"
+    )
+    before = page.evaluate(reads, thread_id)
+    held[0].fulfill(response=stale)  # the old answer arrives last
+    page.wait_for_function(f"n => ({reads})(n) > {before}", arg=thread_id, timeout=UI_WAIT_MS)
+    page.evaluate("new Promise((done) => setTimeout(done, 200))")  # its continuation ran
+    expect(page.locator("#thread-status .badge.awaiting_human")).to_be_visible()
+    assert page.locator("#thread-status .badge.paused").count() == 0
+    assert page.locator("#thread-message").is_visible()  # it can be answered
+    assert errors == []

@@ -14,6 +14,8 @@ const state = {
   // What is typed into a thread's message box, by thread: a status refresh re-renders the
   // thread (and a paused thread has no box), so the text lives here, not in the element.
   drafts: {},
+  // The thread last rendered and how many events it had (see `refreshStatus`).
+  shown: { id: null, next_seq: -1 },
 };
 const PAGE_SIZE = 20;
 // Sent with every request: what people do here is recorded with channel `ui`.
@@ -512,6 +514,7 @@ async function openThread(id) {
 }
 
 function renderThread(t) {
+  state.shown = { id: t.id, next_seq: t.next_seq };
   const u = t.usage;
   const header = el("header", {},
     el("h2", {}, t.agent), el("span", { id: "thread-status" }, badge(t.status)),
@@ -674,10 +677,14 @@ function setLive(id, text, kind) {
 
 const liveBadge = () => el("span", { id: "live", class: `live ${state.live.kind}` }, state.live.text);
 
+// Reads of the thread can answer out of order (a loaded server, another connection): one
+// older than the thread shown (fewer events) is not rendered, or a late answer read before a
+// resume would show the thread paused again, with no event to come that would fix it.
 async function refreshStatus(id) {
   try {
     const t = await api("GET", `/v1/threads/${id}`);
-    if (state.selected === id) renderThread(t);
+    const shown = state.shown.id === id ? state.shown.next_seq : -1;
+    if (state.selected === id && t.next_seq >= shown) renderThread(t);
     refresh();
   } catch { /* the next event, or reconnection, retries */ }
 }
