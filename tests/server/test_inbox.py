@@ -256,7 +256,9 @@ def test_what_is_typed_survives_the_thread_being_paused_and_resumed_elsewhere(
     page.locator("#thread-status .badge.done").wait_for(timeout=UI_WAIT_MS)
     answer = next(e for e in events_of(served, thread_id) if e["kind"] == "human_response")
     assert answer["text"] == "staging, once the notes are out"
-    assert page.locator("#thread-message").input_value() == ""  # sent: the draft is gone
+    # Sent: the draft is gone once the page has the answer to its POST, which can come after
+    # the stream has shown the thread done (a loaded page): waited for, not read at once.
+    expect(page.locator("#thread-message")).to_have_value("", timeout=UI_WAIT_MS)
     assert errors == []
 
 
