@@ -8,6 +8,7 @@ lease period shorter than the step."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from pg_support import pg_store_url
 from threadline import Agent, Runtime, tool
 from threadline.composition import children
 from threadline.events import Status, utcnow
-from threadline.leases import heartbeat
-from threadline.stores import SQLiteStore, Store, open_store
+from threadline.leases import heartbeat, keep_lease
+from threadline.stores import MemoryStore, SQLiteStore, Store, open_store
+from threadline.stores.base import Lease
 from threadline.testing import ScriptedModel, intent
 from threadline.worker import Worker
 
@@ -133,3 +135,31 @@ async def test_a_heartbeat_keeps_a_lease_past_its_period_and_says_when_it_lapsed
         await store.break_lease(thread.id)  # an operator took it
         await asyncio.wait_for(lost.wait(), LEASE * 3)
     assert (await store.get(thread.id)).lease_owner is None
+
+
+async def test_a_cancelled_heartbeat_stops_even_when_the_store_swallows_the_cancellation() -> None:
+    """A driver may lose a cancellation that arrives mid-renewal (psycopg's pool waits with
+    Python 3.11's `wait_for`): the heartbeat must still stop, or it renews the lease for
+    ever and whoever cancelled it (a worker ending a step) waits on it for ever."""
+    renewing = asyncio.Event()
+
+    class Swallowing(MemoryStore):
+        renewals = 0
+
+        async def renew(self, lease: Lease, *, ttl: float) -> Lease:
+            self.renewals += 1
+            renewing.set()
+            with contextlib.suppress(asyncio.CancelledError):  # lost, as the driver may
+                await asyncio.sleep(0.05)
+            return await super().renew(lease, ttl=ttl)
+
+    store = Swallowing()
+    rt = Runtime(store, agents=[_agents()])
+    thread = await rt.launch("boss", "crunch j1", advance=False)
+    (lease,) = await store.lease("holder", ttl=30, thread_ids=[thread.id])
+    beat = asyncio.create_task(keep_lease(store, lease, 0.3, asyncio.Event()))
+    await asyncio.wait_for(renewing.wait(), 10)
+    beat.cancel()  # mid-renewal
+    await asyncio.wait({beat}, timeout=10)  # a bound: it ends at once, or never
+    assert beat.done(), "the heartbeat went on renewing after it was cancelled"
+    assert store.renewals == 1

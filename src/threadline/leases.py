@@ -25,9 +25,15 @@ log = logging.getLogger("threadline.worker")
 
 
 async def keep_lease(store: Store, lease: Lease, ttl: float, lost: asyncio.Event) -> None:
-    """Renew `lease` every ttl/3 until cancelled; set `lost` (and stop) if it lapsed."""
+    """Renew `lease` every ttl/3 until cancelled; set `lost` (and stop) if it lapsed.
+
+    It also stops once its task is being cancelled even if the cancellation never reached
+    it: a database driver may swallow one that arrives mid-renewal (psycopg's pool waits
+    with Python 3.11's `wait_for`, which can lose it), and a heartbeat that carried on would
+    renew a thread's lease for ever, its holder stuck awaiting it."""
     interval = ttl / 3
-    while True:
+    this = asyncio.current_task()
+    while not (this and this.cancelling()):
         started = time.monotonic()
         await asyncio.sleep(interval)
         try:
