@@ -365,12 +365,13 @@ async def test_a_poison_thread_becomes_failed_and_retry_rearms_it(store: Store) 
     rt = Runtime(store, agents=[fragile, AGENT])
     poison = await rt.launch(fragile, "job", advance=False)
     healthy = await rt.launch(AGENT, "job", advance=False)
-    worker = Worker(rt, poll_interval=0.02, lease_ttl=0.3, max_failures=3)
+    # A step still running at stop is abandoned after 10 s, within the 30 s the test waits
+    # for the worker: a stuck step shows as the assertion that failed, not as a timeout.
+    worker = Worker(rt, poll_interval=0.02, lease_ttl=0.3, max_failures=3, shutdown_timeout=10)
     run = asyncio.create_task(worker.run())
     try:
         await _until(store, poison.id, Status.FAILED)
         await _until(store, healthy.id, Status.DONE)
-        assert worker.stats.failed == 3 and worker.stats.poisoned == 1
         last = (await store.load(poison.id)).events[-1]
         assert last.kind == "failed" and "failed 3 times in a row" in last.reason
         assert "RuntimeError: template bug" in last.reason
@@ -379,6 +380,9 @@ async def test_a_poison_thread_becomes_failed_and_retry_rearms_it(store: Store) 
                 break
             await asyncio.sleep(0.01)
         assert (await store.get(poison.id)).lease_owner is None  # released, not held
+        # Counted before that release (the failed event is seen before the worker's task
+        # has gone on from its append, so the counts are read only now).
+        assert worker.stats.failed == 3 and worker.stats.poisoned == 1
         [(summary, why)] = await stuck_threads(store, grace=timedelta(0))
         assert summary.id == poison.id and why.startswith("failed: advancing the thread")
         # Fixed, then re-armed: the same worker finishes it.
