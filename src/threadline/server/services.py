@@ -34,6 +34,7 @@ from ..stores import DeliveryLog, KeyStore, Store, delivery_log, key_store
 from ..stores.keys import FORGET_AFTER
 from ..wire import ThreadOut, thread_out
 from .runner import ThreadRunner
+from .shutdown import shutdown_on_signals
 from .sse import ChangeFeed
 from .triggers import Trigger
 from .webhooks import Notifier
@@ -249,7 +250,8 @@ class Services:
                     interval=self.config.channel_sweep_interval, stopping=self.closing
                 )
                 sweeper = asyncio.get_running_loop().create_task(outbox, name="channel outbox")
-            yield
+            with shutdown_on_signals(self.begin_shutdown):  # under any server
+                yield
         finally:
             self.begin_shutdown()
             if sweeper is not None:

@@ -2,11 +2,15 @@
 
 uvicorn's graceful shutdown closes its sockets, then waits for every open connection to
 finish its response, and only then runs the app's lifespan shutdown. A live event stream
-never finishes by itself, so under a plain `uvicorn.Server` one connected browser held the
-shutdown for `timeout_graceful_shutdown` (forever when unset; 30 s in the tests' own
-server). `GracefulServer` begins the services' shutdown first: launches answer 503, run
-loops stop after their current step, and every open stream and `wait` is woken and ends at
-once; requests already in flight still finish, then the lifespan drains the runner.
+never finishes by itself, so an app that heard of the shutdown only from its lifespan held
+it for `timeout_graceful_shutdown` (forever when unset) while one browser was connected.
+`GracefulServer` begins the services' shutdown first: launches answer 503, run loops stop
+after their current step, and every open stream and `wait` is woken and ends at once;
+requests already in flight still finish, then the lifespan drains the runner.
+
+The lifespan does the same on SIGTERM and SIGINT under any server (`shutdown.py`);
+`GracefulServer` also covers an exit that is no signal (`should_exit` set in code, a server
+run in another thread, as the tests run theirs) and exits 0 after a signal.
 """
 
 from __future__ import annotations
