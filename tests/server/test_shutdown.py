@@ -9,6 +9,7 @@ way in tests/cli/test_serve.py, and `GracefulServer` in tests/server/test_servin
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -16,10 +17,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import FrameType
 
 import httpx
 
 from server_support import CALC, free_port
+from threadline.server.shutdown import shutdown_on_signals
 
 STOPPED_WITHIN = 15.0
 """Seconds the stream and the process may take to end after SIGTERM: a generous bound for a
@@ -83,6 +86,35 @@ def test_plain_uvicorn_ends_open_streams_on_sigterm_and_exits(tmp_path: Path) ->
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_signal_begins_the_shutdown_then_reaches_the_servers_handler() -> None:
+    """A real SIGTERM to this process: `begin` runs on the loop and the handler installed
+    before still gets the signal; an ignored SIGINT stays ignored; both are as they were
+    once the block ends."""
+    heard: list[str] = []
+
+    def servers(sig: int, frame: FrameType | None) -> None:
+        heard.append(f"server {signal.Signals(sig).name}")
+
+    async def run() -> None:
+        with shutdown_on_signals(lambda: heard.append("begin")):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100):
+                if "begin" in heard:
+                    break
+                await asyncio.sleep(0.01)
+
+    before = signal.signal(signal.SIGTERM, servers), signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        asyncio.run(run())
+        assert heard == ["server SIGTERM", "begin"]
+        assert signal.getsignal(signal.SIGTERM) is servers
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])
 
 
 def _ready(base: str) -> bool:

@@ -32,8 +32,9 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 @contextlib.contextmanager
 def shutdown_on_signals(begin: Callable[[], None]) -> Iterator[None]:
     """While the block runs, SIGTERM and SIGINT first call `begin` (soon, on the running
-    loop), then the handler installed before: the server's own (a signal that had no Python
-    handler kills the process, as it would have without this one).
+    loop), then the handler installed before: the server's own. Only a signal the process
+    handles in Python is taken: one it ignores stays ignored, and one left to its default
+    still ends the process at once.
 
     Only in the main thread, where signals are handled: an app served from another thread
     needs `GracefulServer`. When the block ends, the previous handlers are put back (unless
@@ -50,11 +51,8 @@ def shutdown_on_signals(begin: Callable[[], None]) -> Iterator[None]:
         prior = previous[signal.Signals(sig)]
         if callable(prior):
             prior(sig, frame)
-        elif prior == signal.SIG_DFL:
-            signal.signal(sig, signal.SIG_DFL)
-            signal.raise_signal(sig)
 
-    ours = [sig for sig, prior in previous.items() if prior is not None]
+    ours = [sig for sig, prior in previous.items() if callable(prior)]
     for sig in ours:
         signal.signal(sig, handler)
     try:
