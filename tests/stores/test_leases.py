@@ -102,10 +102,13 @@ async def test_expired_lease_cannot_append_or_renew_and_is_re_leased(store: Stor
 async def test_renew_and_release(store: Store) -> None:
     t = running()
     await store.create(t)
-    (lease,) = await store.lease("w1", ttl=0.3)
+    # The renewal must come before the first expiry: 1 s leaves a loaded machine room (at
+    # 0.3 s a stall between the two calls made the renewal itself fail with LeaseLost).
+    (lease,) = await store.lease("w1", ttl=1.0)
     renewed = await store.renew(lease, ttl=60)
     assert renewed.expires > lease.expires and renewed.token == lease.token
-    await asyncio.sleep(0.4)  # past the first expiry, within the renewed one
+    # Past the first expiry (by the lease's own time), within the renewed one.
+    await asyncio.sleep(max(0.0, (lease.expires - utcnow()).total_seconds()) + 0.1)
     await store.append(t.id, [result(1)], expected_seq=1, lease=renewed)
     assert await store.lease("w2", ttl=30) == []
     assert await store.release(renewed) is True
