@@ -138,6 +138,26 @@ async def test_a_fork_inside_one_append_is_refused_with_the_whole_append_named()
     replay_thread(agent, forked)
 
 
+async def test_a_fork_inside_a_launch_names_the_message_and_offers_no_negative_seq() -> None:
+    """Events 0..1 of an agent with a pre-fetched call are one append written by the launch,
+    not by a model: the refusal says so and does not offer `at -1` (which is a 422)."""
+    from threadline.errors import InvalidAction
+
+    model = ScriptedModel([intent("lookup", key="x"), intent("done_for_now", message="X")])
+    agent = Agent("a", tools=[lookup], context=ContextSettings(prefetch=[("lookup", {"key": "a"})]))
+    rt = Runtime(MemoryStore(), agents=[agent], model=model)
+    thread = await rt.launch(agent, "x?")
+    assert [e.kind for e in thread.events[:2]] == ["user_message", "tool_call"]
+    with pytest.raises(InvalidAction) as refused:
+        await rt.fork(thread.id, at=0)
+    text = str(refused.value)
+    assert "events 0..1 were written in one append" in text
+    assert "model call" not in text and "-1" not in text and "fork at 1" in text
+    call = next(e for e in thread.events if e.kind == "model_call")
+    with pytest.raises(InvalidAction, match=rf"or at {call.seq - 1} to ask the model again"):
+        await rt.fork(thread.id, at=call.seq)
+
+
 async def test_replay_rederives_with_the_tool_version_the_thread_recorded() -> None:
     model = ScriptedModel([intent("lookup", key="x"), intent("done_for_now", message="X")])
     agent = Agent("a", tools=[lookup])

@@ -481,14 +481,15 @@ class HumanActions:
             raise InvalidAction(
                 f"cannot fork thread {thread_id} at {at}: it has events 0..{len(source) - 1}"
             )
-        end = at
+        start, end = at, at
+        while start > 0 and _read_from_answer(source.events[start]):
+            start -= 1
         while end + 1 < len(source.events) and _read_from_answer(source.events[end + 1]):
             end += 1
         if end != at:
             raise InvalidAction(
-                f"cannot fork thread {thread_id} at {at}: events {at}..{end} were written in "
-                f"one append (a model call and what was read from its answer); fork at {end} "
-                f"to keep the answer, or at {at - 1} to ask the model again"
+                f"cannot fork thread {thread_id} at {at}: events {start}..{end} were written "
+                f"in one append {_split_append_advice(source.events[start], start, end)}"
             )
         forked = Thread(
             new_thread_id(),
@@ -530,6 +531,21 @@ def _check_responder(thread: Thread, request_id: str, by: str | None) -> None:
 def _read_from_answer(event: Event) -> bool:
     """Whether `event` was written in the same append as the model call before it."""
     return event.traits.origin == "model" and event.kind != "model_call"
+
+
+def _split_append_advice(head: Event, start: int, end: int) -> str:
+    """What the append `start..end` that a fork would split is, and where to fork instead.
+
+    `head` is its first event: a model call, or a user's message followed by the calls
+    pre-fetched for it (a launch, where `start` is 0 and there is no earlier seq to offer).
+    """
+    if head.kind == "model_call":
+        return (
+            f"(a model call and what was read from its answer); fork at {end} to keep the "
+            f"answer, or at {start - 1} to ask the model again"
+        )
+    advice = f"(a user's message and the calls pre-fetched for it); fork at {end} to keep them"
+    return advice + (f", or at {start - 1} to leave the message out" if start > 0 else "")
 
 
 def _awaiting_approval(thread: Thread, call_id: str, by: str | None) -> PendingCall:
