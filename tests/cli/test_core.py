@@ -147,6 +147,20 @@ def test_escalation_exits_3_and_fork_resume(tmp_path: Path) -> None:
     assert newest(tmp_path)["status"] == "done"
 
 
+def test_fork_names_the_command_that_continues_the_new_thread(tmp_path: Path) -> None:
+    """A fork of a thread at its approval request awaits that approval: `resume` refuses
+    it ("nothing to resume"), so the fork's hint is `approve`, as `run`'s is."""
+    answers = [{"intent": "divide", "arguments": {"a": 9, "b": 3}}]
+    assert cli(tmp_path, "run", CALC, "9/3", answers=answers).returncode == 0
+    tid = str(newest(tmp_path)["id"])
+    out = cli(tmp_path, "fork", tid, "--at", "3")
+    forked = str(newest(tmp_path)["id"])
+    assert out.returncode == 0 and f"threadline approve {forked}" in out.stdout, out.stdout
+    assert "resume" not in out.stdout
+    out = cli(tmp_path, "fork", tid, "--at", "0")  # running: resume advances it
+    assert f"threadline resume {newest(tmp_path)['id']}" in out.stdout, out.stdout
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -159,18 +159,26 @@ def _act(
     _finish(run_async(go()))
 
 
+def _continue_with(thread_id: str, status: Status) -> str:
+    """The command that moves a thread with `status` on ("" when a person has nothing to do:
+    done, or waiting for its event or time)."""
+    return {
+        Status.AWAITING_APPROVAL: (
+            f"threadline approve {thread_id} [--reject --comment TEXT | --instead TEXT]"
+        ),
+        Status.AWAITING_HUMAN: f"threadline respond {thread_id} TEXT",
+        Status.PAUSED: f"threadline resume {thread_id}",
+        Status.RUNNING: f"threadline resume {thread_id}",
+        Status.ESCALATED: f"threadline resume {thread_id}",
+        Status.FAILED: f"threadline resume {thread_id}",
+    }.get(status, "")
+
+
 def _finish(thread: Thread) -> None:
     status = thread.status
     console.print(f"thread [bold]{thread.id}[/] is [bold]{status.value}[/]", highlight=False)
     if status in (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN, Status.PAUSED):
-        hint = {
-            "awaiting_approval": (
-                f"threadline approve {thread.id} [--reject --comment TEXT | --instead TEXT]"
-            ),
-            "awaiting_human": f"threadline respond {thread.id} TEXT",
-            "paused": f"threadline resume {thread.id}",
-        }[status.value]
-        console.print(f"continue with: {hint}", highlight=False)
+        console.print(f"continue with: {_continue_with(thread.id, status)}", highlight=False)
     if status == Status.ESCALATED:
         raise typer.Exit(3)
     if status == Status.FAILED:
@@ -559,9 +567,10 @@ def fork(
             return await api.fork(thread_id, at=at)
 
     forked = run_async(go())
+    hint = _continue_with(forked.id, forked.status)
     console.print(
-        f"forked {thread_id} at {at} into [bold]{forked.id}[/] "
-        f"(continue with: threadline resume {forked.id})",
+        f"forked {thread_id} at {at} into [bold]{forked.id}[/] ({forked.status.value}"
+        + (f"; continue with: {hint})" if hint else ")"),
         highlight=False,
     )
 
