@@ -20,13 +20,17 @@ CALC = str(ROOT / "examples" / "calculator" / "agent.py") + ":agent"
 
 
 def cli(
-    tmp: Path, *args: str, answers: list[object] | None = None, stdin: str | None = None
+    tmp: Path,
+    *args: str,
+    answers: list[object] | None = None,
+    stdin: str | None = None,
+    columns: int = 200,
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "THREADLINE_STORE": f"sqlite:///{tmp}/t.db",
         "THREADLINE_LOG": "off",
-        "COLUMNS": "200",
+        "COLUMNS": str(columns),
     }
     if answers is not None:
         (tmp / "answers.json").write_text(json.dumps(answers))
@@ -145,6 +149,18 @@ def test_escalation_exits_3_and_fork_resume(tmp_path: Path) -> None:
     out = cli(tmp_path, "resume", forked)
     assert out.returncode == 0, out.stderr
     assert newest(tmp_path)["status"] == "done"
+
+
+def test_threads_list_shows_whole_ids_in_an_80_column_terminal(tmp_path: Path) -> None:
+    """The README's `threads list --status awaiting_approval` then `approve th_...`: the id
+    is what a person copies, so the table never cuts it short, nor any other column (they
+    fold onto more lines)."""
+    answers = [{"intent": "divide", "arguments": {"a": 9, "b": 3}}]
+    assert cli(tmp_path, "run", CALC, "9/3", answers=answers).returncode == 0
+    tid = str(newest(tmp_path)["id"])
+    for columns in (80, 60):
+        out = cli(tmp_path, "threads", "list", "--status", "awaiting_approval", columns=columns)
+        assert out.returncode == 0 and tid in out.stdout and "…" not in out.stdout, out.stdout
 
 
 def test_fork_names_the_command_that_continues_the_new_thread(tmp_path: Path) -> None:

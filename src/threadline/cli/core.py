@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from ..bounds import BoundsError, parse_json
 from ..composition import children
@@ -289,7 +289,10 @@ def threads_list(
             }
             typer.echo(json.dumps(row))
         return
-    table = Table("id", "agent", "status", "events", "updated")
+    # The id is what a person copies into the next command: never cut short; others fold.
+    whole = max((len(s.id) for s in page.items), default=2)
+    folded = [Column(name, overflow="fold") for name in ("agent", "status", "events", "updated")]
+    table = Table(Column("id", no_wrap=True, min_width=whole), *folded)
     for s in page.items:
         table.add_row(
             s.id,
