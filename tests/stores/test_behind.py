@@ -139,7 +139,12 @@ async def test_a_conflict_at_queued_statements_fails_it_and_everything_after_it(
         await store.close()
 
 
-async def test_a_lease_lost_at_queued_statements_raises_lease_lost(tmp_path: Path) -> None:
+@pytest.mark.parametrize("queued", [1, 2])
+async def test_a_lease_lost_at_queued_statements_raises_lease_lost(
+    tmp_path: Path, queued: int
+) -> None:
+    """One append queued (its transaction begun when the loop next waits) or two (a
+    transaction's worth at depth 2, begun at once when the first COMMIT lands)."""
     db = tmp_path / "t.db"
     store = await _store(db, late=0.0)
     (lease,) = await store.lease("w1", ttl=60)
@@ -151,24 +156,30 @@ async def test_a_lease_lost_at_queued_statements_raises_lease_lost(tmp_path: Pat
     try:
         slow_disk(store, 0.05, steal)
         first = await store.append_behind(ID, [_msg(2)], expected_seq=2, lease=lease)
-        second = await store.append_behind(ID, [_msg(3)], expected_seq=3, lease=lease)
-        assert first is not None and second is not None
+        after = [
+            await store.append_behind(ID, [_msg(seq)], expected_seq=seq, lease=lease)
+            for seq in range(3, 3 + queued)
+        ]
+        assert first is not None and None not in after
         await first
         assert store.stats.queued == 0
-        with pytest.raises(LeaseLost):
-            await second
+        for durable in after:
+            with pytest.raises(LeaseLost):
+                await durable  # type: ignore[misc]
         assert _seqs(db) == [0, 1, 2]
     finally:
         other.close()
         await store.close()
 
 
+@pytest.mark.parametrize("queued", [1, 2])
 async def test_queued_appends_that_find_the_lock_taken_commit_on_the_store_thread(
-    tmp_path: Path,
+    tmp_path: Path, queued: int
 ) -> None:
     """Another process takes the write lock between the first COMMIT and the queued
-    statements: the queued appends go to the store's thread, which waits for the lock,
-    and land once it is free; the loop never waits for it."""
+    statements (one append queued, or a transaction's worth): the queued appends go to the
+    store's thread, which waits for the lock, and land once it is free; the loop never
+    waits for it."""
     db = tmp_path / "t.db"
     store = await _store(db, late=0.0)
     blocker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
@@ -179,13 +190,13 @@ async def test_queued_appends_that_find_the_lock_taken_commit_on_the_store_threa
     try:
         slow_disk(store, 0.05, take_lock)
         first = await _behind(store, 2)
-        second = await _behind(store, 3)
+        after = [await _behind(store, seq) for seq in range(3, 3 + queued)]
         await first
         await asyncio.sleep(0.2)
-        assert not second.done()
+        assert not any(durable.done() for durable in after)
         blocker.execute("ROLLBACK")
-        await asyncio.wait_for(second, 10)
-        assert _seqs(db) == [0, 1, 2, 3]
+        await asyncio.wait_for(asyncio.gather(*after), 10)
+        assert _seqs(db) == [0, 1, 2, 3, 4][: 3 + queued]
     finally:
         blocker.close()
         await store.close()
