@@ -19,7 +19,7 @@ Rows: Threadline through `Runtime.launch` on `MemoryStore` with the default rend
 (`default`) and with a constant context (`bare`, the renderer-less lower bound), and
 LangGraph's graph of the same loop without a checkpointer (`langgraph`). Slow: a row takes
 about a minute under valgrind. `--rows sqlite,sqlite-depth1,sqlite-serial`: the default
-renderer on a SQLite file at synchronous=FULL, pipelined at `pipeline_depth=2` (the
+renderer on a SQLite file at synchronous=FULL, pipelined at `pipeline_depth=3` (the
 default) and 1, and not pipelined: the CPU a turn spends besides waiting for the disk
 (an fsync is a wait, not instructions). With `--loop-only` only the event loop's thread
 is counted (callgrind collects on the thread inside `operator.call`), so a `COMMIT` run
@@ -107,7 +107,7 @@ def run_loops(row: str, loops: int) -> None:
     agent = loop.agent(row != "bare")
     store: loop.Store = loop.MemoryStore()
     if row in SQLITE_ROWS:  # the default renderer on a SQLite file, FULL
-        depth = {"sqlite": 2, "sqlite-depth1": 1, "sqlite-serial": 1}[row]
+        depth = {"sqlite": loop.PIPELINE_DEPTH, "sqlite-depth1": 1, "sqlite-serial": 1}[row]
         path = Path(tempfile.mkdtemp()) / "instructions.db"
         store = loop.SQLiteStore(path, pipelined=row != "sqlite-serial", pipeline_depth=depth)
     runtime = loop.Runtime(store, agents=[agent])

@@ -30,6 +30,7 @@ from typing import Annotated, Any, TypedDict
 
 from threadline import Agent, ContextSettings, MemoryStore, Runtime, SQLiteStore, Store, tool
 from threadline.models.base import Context, Message, ModelOutput, ModelProfile
+from threadline.stores.sqlite import PIPELINE_DEPTH
 
 TURNS = 10  # model turns per loop: 9 tool calls and a final answer
 CALL = '{"intent": "lookup", "arguments": {"key": "abc"}}'
@@ -91,7 +92,7 @@ def threadline_us(
     loops: int,
     *,
     pipelined: bool = True,
-    depth: int = 2,
+    depth: int = PIPELINE_DEPTH,
 ) -> float:
     """Microseconds per model turn through Runtime.launch/advance (`pipelined`: SQLite's
     read-only turns commit behind the next model call, its default; `depth`: how many
@@ -202,7 +203,12 @@ def _schedule() -> tuple[float, float]:
 
 
 def turn_accounting(
-    tmpdir: Path, renderer: bool, loops: int, *, pipelined: bool = True, depth: int = 2
+    tmpdir: Path,
+    renderer: bool,
+    loops: int,
+    *,
+    pipelined: bool = True,
+    depth: int = PIPELINE_DEPTH,
 ) -> dict[str, float]:
     """Where a SQLite FULL turn goes, per model turn, in microseconds (counts per turn):
 
@@ -250,7 +256,7 @@ def turn_accounting(
 
 def main() -> None:
     """`python bench/loop.py [ROUNDS] [LOOPS]`: `turn_accounting` for both renderers,
-    pipelined at depth 2 (the default) and 1, and not pipelined, interleaved rounds (the
+    pipelined at the default depth (3) and 1, and not pipelined, interleaved rounds (the
     order rotating), medians."""
     import os
     import sys
@@ -258,7 +264,7 @@ def main() -> None:
 
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     loops = int(sys.argv[2]) if len(sys.argv) > 2 else 20
-    configs = [(renderer, depth) for renderer in (False, True) for depth in (2, 1, 0)]
+    configs = [(renderer, depth) for renderer in (False, True) for depth in (PIPELINE_DEPTH, 1, 0)]
     runs: dict[tuple[bool, int], list[dict[str, float]]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):

@@ -85,6 +85,12 @@ LOOP_ROWS: tuple[tuple[str, str, str, float | None], ...] = (
         None,
     ),
     (
+        "tl-sqlite-depth2",
+        "Threadline, SQLiteStore FULL, default renderer, pipeline_depth=2 (the default before)",
+        "lg-sqlite",
+        None,
+    ),
+    (
         "tl-sqlite-depth1",
         "Threadline, SQLiteStore FULL, default renderer, pipeline_depth=1",
         "lg-sqlite",
@@ -110,6 +116,7 @@ def loop_measures(tmpdir: Path, loops: int) -> dict[str, Callable[[], float | No
         "tl-memory-bare": lambda: loop.threadline_us(tmpdir, "memory", False, loops),
         "tl-sqlite": lambda: loop.threadline_us(tmpdir, "sqlite", True, loops),
         "tl-sqlite-bare": lambda: loop.threadline_us(tmpdir, "sqlite", False, loops),
+        "tl-sqlite-depth2": lambda: loop.threadline_us(tmpdir, "sqlite", True, loops, depth=2),
         "tl-sqlite-depth1": lambda: loop.threadline_us(tmpdir, "sqlite", True, loops, depth=1),
         "tl-sqlite-serial": lambda: loop.threadline_us(
             tmpdir, "sqlite", True, loops, pipelined=False

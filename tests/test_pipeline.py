@@ -30,6 +30,7 @@ from threadline.events import Event, ModelCall, Thread
 from threadline.models.base import Context
 from threadline.replay import replay_thread
 from threadline.stores.behind import Commit
+from threadline.stores.sqlite import PIPELINE_DEPTH
 from threadline.testing import FunctionModel, intent
 from threadline.tools import ToolContext
 
@@ -312,20 +313,23 @@ async def test_a_cancelled_advance_returns_after_its_commit_and_the_thread_goes_
     assert _on_disk(db)[thread.id] == {e.seq: e.kind for e in done.events}
 
 
-# -- turns queued behind a commit in flight (pipeline_depth=2) -----------------------------
+# -- turns queued behind a commit in flight (pipeline_depth=2, 3) --------------------------
 
 
 def _turns_on_disk(db: Path, thread_id: str) -> int:
     return sum(1 for kind in _on_disk(db).get(thread_id, {}).values() if kind == "model_call")
 
 
-async def test_turns_queued_behind_a_slow_commit_share_the_next_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", [2, PIPELINE_DEPTH])
+async def test_turns_queued_behind_a_slow_commit_share_the_next_one(
+    tmp_path: Path, depth: int
+) -> None:
     """A disk slower than a turn: the turn that arrives while the one before is committing
     is queued and shares the next commit, so ten turns take fewer commits; at every model
-    call at most two turns are on their way to disk; observers hear of each event once it
-    is on disk; `launch` returns with everything durable."""
+    call at most `depth` turns are on their way to disk; observers hear of each event once
+    it is on disk; `launch` returns with everything durable."""
     db = tmp_path / "t.db"
-    store = SQLiteStore(db)
+    store = SQLiteStore(db, pipeline_depth=depth)
     slow_disk(store, 0.03)
     unseen: list[tuple[int, str]] = []
     told: list[int] = []
@@ -359,10 +363,11 @@ async def test_turns_queued_behind_a_slow_commit_share_the_next_one(tmp_path: Pa
         await store.close()
     assert thread.status is Status.DONE and thread.state.model_calls == 10
     assert commits + queued == 10 and queued >= 3
-    # The depth is the bound: never more than two turns on their way to disk. That a model
-    # call saw exactly two depends on the machine (a loaded one can finish a 30 ms commit
-    # before the next turn asks): `queued` above shows the turns did share commits.
-    assert max(undurable) <= 2 and min(undurable) >= 0
+    # The depth is the bound: never more than `depth` turns on their way to disk. That a
+    # model call saw exactly that many depends on the machine (a loaded one can finish a
+    # 30 ms commit before the next turn asks): `queued` above shows the turns did share
+    # commits.
+    assert max(undurable) <= depth and min(undurable) >= 0
     assert unseen == []
     assert told == list(range(1, len(thread)))
     assert on_file == {e.seq: e.kind for e in thread.events}
@@ -621,13 +626,13 @@ class _Child:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_with_pipelined_commits_in_flight(tmp_path: Path, seed: int) -> None:
-    """Killed right after an append returned with its COMMIT still going, two turns on
-    their way to disk (the second queued behind the first, `pipeline_depth=2`): every
-    event an observer was told of is on disk, the turns in flight are all there or not at
-    all (whole turns, in order) and were told to no observer, and the tool with side
-    effects ran only on a durable `tool_started`. Tried up to 8 times for a kill that beat
-    both COMMITs (checked every time); then the threads left running are resumed to their
-    end, with no side effect run twice."""
+    """Killed right after an append returned with its COMMIT still going, two turns or
+    more on their way to disk (queued behind the first; at most `pipeline_depth`, 3 by
+    default): every event an observer was told of is on disk, the turns in flight are all
+    there or not at all (whole turns, in order) and were told to no observer, and the tool
+    with side effects ran only on a durable `tool_started`. Tried up to 8 times for a kill
+    that beat two COMMITs (checked every time); then the threads left running are resumed
+    to their end, with no side effect run twice."""
     most = 0
     for attempt in range(8):
         db, effects = tmp_path / f"k{attempt}.db", tmp_path / f"effects{attempt}"
@@ -677,7 +682,7 @@ def _check_after_kill(db: Path, effects: Path, lines: list[str]) -> int:
             ).fetchone()
         assert durable == 1
     # One thread advances at a time, with at most `pipeline_depth` appends on their way.
-    assert len(in_flight) <= 2
+    assert len(in_flight) <= PIPELINE_DEPTH
     return len(in_flight)
 
 

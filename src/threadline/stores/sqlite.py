@@ -41,6 +41,12 @@ __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
+PIPELINE_DEPTH = 3
+"""A lone thread's appends on their way to disk at once, by default (`pipeline_depth`): with
+an instant model, 3 turns a `COMMIT` (0.5 commits a model turn on bench/loop.py's loop,
+against 0.6 at 2), so fewer hand-offs to the committing thread and landings on the loop's
+path (docs/performance.md, "Where a pipelined turn waits")."""
+
 
 class SQLiteStore(SQLStore):
     """Threads in one SQLite file.
@@ -56,7 +62,8 @@ class SQLiteStore(SQLStore):
         pipeline_depth: how many of a lone thread's appends may be on their way to disk at
             once (returned, not yet durable): its appends that arrive while its `COMMIT` is
             in flight queue and share the next one (`behind.py`). 1: each waits for the one
-            before to be durable first.
+            before to be durable first. A crash loses at most these (none acknowledged),
+            and their model calls are made again on resume (docs/core.md, "Pipelining").
         group_window: seconds an append may wait for other threads' appends to share its
             commit (`group_commit.py`); 0 commits each append alone.
 
@@ -74,7 +81,7 @@ class SQLiteStore(SQLStore):
         busy_timeout: float = 10.0,
         inline_appends: bool = True,
         pipelined: bool = True,
-        pipeline_depth: int = 2,
+        pipeline_depth: int = PIPELINE_DEPTH,
         group_window: float = 0.005,
     ) -> None:
         if synchronous.lower() not in ("full", "normal", "extra", "off"):
@@ -126,7 +133,7 @@ class SQLiteStore(SQLStore):
         )
         try:
             window = float(query.get("group_window_ms", "5")) / 1000
-            depth = int(query.get("pipeline_depth", "2"))
+            depth = int(query.get("pipeline_depth", str(PIPELINE_DEPTH)))
         except ValueError:
             raise ConfigError(
                 f"group_window_ms and pipeline_depth in {url!r} must be numbers"
