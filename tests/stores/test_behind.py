@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -203,8 +204,13 @@ async def test_queued_appends_that_find_the_lock_taken_commit_on_the_store_threa
 
 
 async def test_an_append_cancelled_while_waiting_at_depth_writes_nothing(tmp_path: Path) -> None:
+    """The loop hears of the first COMMIT only after the cancel (the committing thread waits
+    for it): a slow disk's 50 ms could pass before the cancel on a loaded machine, and the
+    third append would then be written, as it should, before it was cancelled."""
     db = tmp_path / "t.db"
-    store = await _store(db)
+    store = await _store(db, late=0.0)
+    cancelled = threading.Event()
+    slow_disk(store, 0.0, lambda: cancelled.wait(10))
     try:
         first = await _behind(store, 2)
         second = await _behind(store, 3)
@@ -213,6 +219,7 @@ async def test_an_append_cancelled_while_waiting_at_depth_writes_nothing(tmp_pat
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
+        cancelled.set()
         await first
         await second
         assert _seqs(db) == [0, 1, 2, 3]
