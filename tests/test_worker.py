@@ -418,3 +418,30 @@ async def test_a_damaged_thread_becomes_failed_naming_the_event(tmp_path: Path) 
         assert "CorruptEvent" in failed.reason and "failed 2 times" in failed.reason
     finally:
         await store.close()
+
+
+async def test_a_refused_failed_event_is_written_at_the_next_failure() -> None:
+    """The `limit`-th failure's `failed` event can be refused (the worker's lease lapsed
+    while the thread failed): the count is kept, and the next failure marks the thread,
+    instead of `limit` more failures (another whole round of lease expiries)."""
+    from threadline.errors import LeaseLost
+    from threadline.worker import PoisonGuard
+
+    class Refusing(MemoryStore):
+        refusals = 1
+
+        async def append(self, thread_id, events, **kwargs):  # type: ignore[no-untyped-def, override]
+            if self.refusals and events[0].kind == "failed":
+                self.refusals -= 1
+                raise LeaseLost(thread_id, "w")
+            return await super().append(thread_id, events, **kwargs)
+
+    store = Refusing()
+    rt = Runtime(store, agents=[AGENT])
+    t = await rt.launch(AGENT, "job", advance=False)
+    guard, bug = PoisonGuard(store, limit=3), RuntimeError("template bug")
+    assert [await guard.failed(t.id, bug, None) for _ in range(2)] == [False, False]
+    with pytest.raises(LeaseLost):
+        await guard.failed(t.id, bug, None)
+    assert await guard.failed(t.id, bug, None) is True
+    assert (await store.get(t.id)).status == Status.FAILED

@@ -124,14 +124,16 @@ class PoisonGuard:
         if count < self.limit:
             self._failing[thread_id] = (seq, count)
             return False
-        self._failing.pop(thread_id, None)
         reason = (
             f"advancing the thread failed {count} times in a row; the last error: "
             f"{type(exc).__name__}: {compact_error(exc)} (fix it, then: threadline threads "
             f"retry {thread_id})"
         )
         event = Failed(seq=seq, at=utcnow(), reason=reason)
+        # Forgotten only once written: if the append is refused (the lease lapsed while the
+        # thread failed), the next failure marks it, not the `limit`-th after that.
         await self.store.append(thread_id, [event], expected_seq=seq, lease=lease)
+        self._failing.pop(thread_id, None)
         log.error("thread %s failed: %s", thread_id, reason)
         return True
 
