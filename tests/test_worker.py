@@ -367,7 +367,9 @@ async def test_a_poison_thread_becomes_failed_and_retry_rearms_it(store: Store) 
     healthy = await rt.launch(AGENT, "job", advance=False)
     # A step still running at stop is abandoned after 10 s, within the 30 s the test waits
     # for the worker: a stuck step shows as the assertion that failed, not as a timeout.
-    worker = Worker(rt, poll_interval=0.02, lease_ttl=0.3, max_failures=3, shutdown_timeout=10)
+    # Leases of 1 s (the back-off between tries): 0.3 s lapsed under a loaded machine's
+    # stalls, so the third failure's `failed` event was refused and a fourth try made.
+    worker = Worker(rt, poll_interval=0.02, lease_ttl=1.0, max_failures=3, shutdown_timeout=10)
     run = asyncio.create_task(worker.run())
     try:
         await _until(store, poison.id, Status.FAILED)
@@ -407,7 +409,7 @@ async def test_a_damaged_thread_becomes_failed_naming_the_event(tmp_path: Path) 
         damaged = await rt.launch(AGENT, "job", advance=False)
         with sqlite3.connect(tmp_path / "d.db") as db:
             db.execute('UPDATE events SET body = \'{"kind": "nope"}\' WHERE seq = 0')
-        worker = Worker(rt, poll_interval=0.02, lease_ttl=0.3, max_failures=2)
+        worker = Worker(rt, poll_interval=0.02, lease_ttl=1.0, max_failures=2)  # see above
         run = asyncio.create_task(worker.run())
         try:
             await _until(store, damaged.id, Status.FAILED)
