@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,9 +28,10 @@ def cli(
     answers: list[object] | None = None,
     stdin: str | None = None,
     columns: int = 200,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {
-        **os.environ,
+        **(env or os.environ),
         "THREADLINE_STORE": f"sqlite:///{tmp}/t.db",
         "THREADLINE_LOG": "off",
         "COLUMNS": str(columns),
@@ -148,6 +152,35 @@ def test_escalation_exits_3_and_fork_resume(tmp_path: Path) -> None:
     )
     out = cli(tmp_path, "resume", forked)
     assert out.returncode == 0, out.stderr
+    assert newest(tmp_path)["status"] == "done"
+
+
+def test_a_provider_that_is_down_leaves_a_waiting_thread_the_cli_explains_and_resumes(
+    tmp_path: Path,
+) -> None:
+    """`threadline run` against an OpenAI-compatible server that is not there: the breaker
+    opens and the thread waits (docs/models.md). The CLI prints why and until when (the
+    `waiting` line was blank), names the command that goes on, refuses `resume` before the
+    time with that reason, and after it `resume` wakes the thread and runs it here."""
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = f"openai:m?server=generic&base_url=http://127.0.0.1:{port}/v1"
+    env = {**os.environ, "THREADLINE_MODEL": down, "OPENAI_API_KEY": "x"}
+    out = cli(tmp_path, "run", CALC, "9/3", env=env)
+    tid = str(newest(tmp_path)["id"])
+    assert out.returncode == 0 and newest(tmp_path)["status"] == "waiting", out.stdout
+    assert "circuit breaker open" in out.stdout, out.stdout
+    assert f"threadline resume {tid}" in out.stdout, out.stdout
+    early = cli(tmp_path, "resume", tid, env=env)
+    assert early.returncode == 1 and "is waiting until" in early.stderr, early.stderr
+    assert "circuit breaker open" in early.stderr and "Traceback" not in early.stderr
+    thread = json.loads(cli(tmp_path, "threads", "show", tid, "--json").stdout)
+    until = datetime.fromisoformat(thread["events"][-1]["until"])
+    time.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 0.5)
+    answers = [{"intent": "done_for_now", "arguments": {"message": "3"}}]
+    late = cli(tmp_path, "resume", tid, answers=answers)
+    assert late.returncode == 0 and "wait_timed_out" in late.stdout, late.stdout + late.stderr
     assert newest(tmp_path)["status"] == "done"
 
 

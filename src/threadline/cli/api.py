@@ -16,6 +16,7 @@ schedules beside the local store), picked by `open_schedules`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias, Unpack
 
@@ -23,7 +24,7 @@ from ..agent import Agent
 from ..bootstrap import load_agents, open_runtime
 from ..client import Client
 from ..errors import ConfigError, InvalidAction, StoreError
-from ..events import Event, Status, Thread, utcnow
+from ..events import Event, Status, Thread, Waiting, summarize, utcnow
 from ..launch import LaunchOptions
 from ..runtime import Observer, Runtime
 from ..runtime_actions import Verdict, VerdictOptions
@@ -198,7 +199,9 @@ class LocalThreads:
         unreported); a `running` one (left mid-way by a crashed process) needs no event:
         `settle` runs it on, taking over its lease."""
         thread = await self._thread(thread_id)
-        if thread.status in (Status.PAUSED, Status.ESCALATED, Status.WAITING):
+        if thread.status == Status.WAITING:
+            thread = await _collect_or_due(self.runtime, thread)
+        elif thread.status in (Status.PAUSED, Status.ESCALATED):
             thread = await self.runtime.resume(thread_id, by="cli")
         elif thread.status != Status.RUNNING:
             raise InvalidAction(f"thread {thread_id} is {thread.status.value}; nothing to resume")
@@ -218,6 +221,25 @@ class LocalThreads:
             elif outcome.held_by:
                 self.note(f"{outcome.held_by} is advancing this thread; not advancing it here")
         return await self.runtime.store.load(thread_id)
+
+
+async def _collect_or_due(runtime: Runtime, thread: Thread) -> Thread:
+    """A waiting thread `resume` may go on with: one whose sub-agents ended unreported (the
+    runtime collects them), or one whose wait is due (`settle` wakes it).
+
+    Raises:
+        InvalidAction: the wait is not over; says until when and why.
+    """
+    with contextlib.suppress(InvalidAction):
+        return await runtime.resume(thread.id, by="cli")
+    until = thread.state.waiting_until
+    if until is not None and until <= runtime.clock():
+        return thread
+    wait = next(e for e in reversed(thread.events) if isinstance(e, Waiting))
+    raise InvalidAction(
+        f"thread {thread.id} is waiting {summarize(wait).text}; resume it then, or leave "
+        "it to a `threadline worker`, which wakes it"
+    )
 
 
 ThreadsAPI: TypeAlias = LocalThreads | Client

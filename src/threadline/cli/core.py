@@ -160,24 +160,24 @@ def _act(
 
 
 def _continue_with(thread_id: str, status: Status) -> str:
-    """The command that moves a thread with `status` on ("" when a person has nothing to do:
-    done, or waiting for its event or time)."""
+    """The command that moves a thread with `status` on ("" for a done one)."""
     return {
         Status.AWAITING_APPROVAL: (
             f"threadline approve {thread_id} [--reject --comment TEXT | --instead TEXT]"
         ),
         Status.AWAITING_HUMAN: f"threadline respond {thread_id} TEXT",
-        Status.PAUSED: f"threadline resume {thread_id}",
-        Status.RUNNING: f"threadline resume {thread_id}",
-        Status.ESCALATED: f"threadline resume {thread_id}",
-        Status.FAILED: f"threadline resume {thread_id}",
-    }.get(status, "")
+        Status.WAITING: (
+            f"threadline resume {thread_id} once the wait above is over, or leave it to a "
+            "`threadline worker`"
+        ),
+        Status.DONE: "",
+    }.get(status, f"threadline resume {thread_id}")  # running, paused, escalated, failed
 
 
 def _finish(thread: Thread) -> None:
     status = thread.status
     console.print(f"thread [bold]{thread.id}[/] is [bold]{status.value}[/]", highlight=False)
-    if status in (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN, Status.PAUSED):
+    if status in (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN, Status.PAUSED, Status.WAITING):
         console.print(f"continue with: {_continue_with(thread.id, status)}", highlight=False)
     if status == Status.ESCALATED:
         raise typer.Exit(3)

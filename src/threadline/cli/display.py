@@ -86,7 +86,7 @@ def event_detail(event: ev.Event) -> tuple[str, str]:
             | ev.Waiting()
             | ev.WaitTimedOut()
         ):
-            return "white", ""
+            return "white", ev.summarize(event).text
         case _:
             assert_never(event)
 
