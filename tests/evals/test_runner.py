@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -205,6 +206,30 @@ async def test_when2call_moves(data_dir) -> None:
     assert report.as_dict()["categories"]["request_for_info"]["accuracy"] == 1.0
     wrong = next(r for r in report.results if r.category == "tool_call")
     assert wrong.reason == "chose request_for_info, wanted tool_call"
+
+
+async def test_the_report_table_cuts_no_figure_short_in_an_80_column_terminal(data_dir) -> None:
+    """`threadline eval --suite when2call` in 80 columns printed '100.…' and 'cann…': the
+    columns fold instead, so every figure and name is there, whole or over more lines, and
+    no column is cropped."""
+    from rich.console import Console
+
+    from threadline.cli.models import report_table
+
+    def answer(context: Context) -> object:
+        return {"intent": "request_more_information", "arguments": {"message": "which?"}}
+
+    report = await run_eval(
+        FunctionModel(answer), load_when2call(data_dir, limit=1), suite="when2call"
+    )
+    for width in (80, 60):
+        console = Console(width=width, record=True, file=io.StringIO())
+        console.print(report_table(report))
+        text = console.export_text()
+        assert "…" not in text, text
+        table = [line for line in text.splitlines() if line[:1] in "┏┃┡│└"]
+        assert all(line.rstrip()[-1] in "┓┃┩│┘" for line in table), text  # none cropped
+        assert width < 80 or ("33.3%" in text and "100.0" in text), text
 
 
 async def test_provider_errors_are_counted_not_raised(data_dir) -> None:

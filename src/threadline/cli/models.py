@@ -165,13 +165,15 @@ def report_table(report: EvalReport) -> Table:
     BFCL adds the gold answers the strict validator rejects, When2Call what class the moves
     fell in (the four When2Call classes) and the paper's summary metrics as a caption."""
     table = Table(title=f"{report.suite} · {report.model} · {report.seconds:.0f}s")
-    for column in ("category", "n", "accuracy", "schema-valid", "invalid", "errors"):
-        table.add_column(column, justify="left" if column == "category" else "right")
+    # A narrow terminal folds names and figures onto more lines; none ends in "…".
+    table.add_column("category", overflow="fold")
+    for column in ("n", "accuracy", "schema-valid", "invalid", "errors"):
+        table.add_column(column, justify="right", overflow="fold")
     if report.suite == "bfcl":
-        table.add_column("gold rejected", justify="right")
+        table.add_column("gold rejected", justify="right", overflow="fold")
     classes = WHEN2CALL_CLASSES if report.suite == "when2call" else ()
     for name in classes:
-        table.add_column(f"→{name}", justify="right")
+        table.add_column(f"→{name}", justify="right", overflow="fold")
     summaries = list(report.categories.values())
     for summary in summaries:
         label = summary.category + (" (held out)" if summary.held_out else "")
