@@ -208,6 +208,11 @@ def test_fork_names_the_command_that_continues_the_new_thread(tmp_path: Path) ->
     assert "resume" not in out.stdout
     out = cli(tmp_path, "fork", tid, "--at", "0")  # running: resume advances it
     assert f"threadline resume {newest(tmp_path)['id']}" in out.stdout, out.stdout
+    assert cli(tmp_path, "cancel", tid).returncode == 4  # failed: resume refuses it
+    out = cli(tmp_path, "fork", tid, "--at", "4")
+    forked = str(newest(tmp_path)["id"])
+    assert f"threadline threads retry {forked}" in out.stdout, out.stdout
+    assert cli(tmp_path, "threads", "retry", forked).returncode == 0
 
 
 @pytest.mark.parametrize(

@@ -170,8 +170,9 @@ def _continue_with(thread_id: str, status: Status) -> str:
             f"threadline resume {thread_id} once the wait above is over, or leave it to a "
             "`threadline worker`"
         ),
+        Status.FAILED: f"threadline threads retry {thread_id}",
         Status.DONE: "",
-    }.get(status, f"threadline resume {thread_id}")  # running, paused, escalated, failed
+    }.get(status, f"threadline resume {thread_id}")  # running, paused, escalated
 
 
 def _finish(thread: Thread) -> None:
