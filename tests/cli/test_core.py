@@ -184,6 +184,25 @@ def test_a_provider_that_is_down_leaves_a_waiting_thread_the_cli_explains_and_re
     assert newest(tmp_path)["status"] == "done"
 
 
+@pytest.mark.parametrize("args", [("threads", "list", "--json"), ("threads", "list")])
+def test_output_to_a_reader_that_stopped_reading_is_no_error(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """`threadline threads list --json | head -1` printed 'error: BrokenPipeError: [Errno
+    32] Broken pipe' (the JSON lines go through typer.echo; rich's tables already ended
+    quietly). The reader's end is closed here before the command writes anything, so every
+    write fails: it ends with 1, as rich does, and prints nothing."""
+    answers = [{"intent": "divide", "arguments": {"a": 9, "b": 3}}]
+    assert cli(tmp_path, "run", CALC, "9/3", answers=answers).returncode == 0
+    env = {**os.environ, "THREADLINE_STORE": f"sqlite:///{tmp_path}/t.db", "THREADLINE_LOG": "off"}
+    command = [sys.executable, "-m", "threadline", *args]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1 and stderr == "", stderr
+
+
 def test_threads_list_shows_whole_ids_in_an_80_column_terminal(tmp_path: Path) -> None:
     """The README's `threads list --status awaiting_approval` then `approve th_...`: the id
     is what a person copies, so the table never cuts it short, nor any other column (they

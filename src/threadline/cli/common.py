@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
@@ -61,6 +62,9 @@ def handle_errors(fn: Callable[..., T]) -> Callable[..., T]:
             raise
         except ThreadlineError as exc:
             raise fail(str(exc)) from None
+        except BrokenPipeError:  # the reader stopped (`| head`): end quietly, as rich does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(1) from None
         except (ValueError, OSError) as exc:
             raise fail(f"{type(exc).__name__}: {exc}") from None
 
