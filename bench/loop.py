@@ -256,7 +256,7 @@ def turn_accounting(
 
 def main() -> None:
     """`python bench/loop.py [ROUNDS] [LOOPS]`: `turn_accounting` for both renderers,
-    pipelined at the default depth (3) and 1, and not pipelined, interleaved rounds (the
+    pipelined at the default depth (2) and 1, and not pipelined, interleaved rounds (the
     order rotating), medians."""
     import os
     import sys

@@ -320,7 +320,7 @@ def _turns_on_disk(db: Path, thread_id: str) -> int:
     return sum(1 for kind in _on_disk(db).get(thread_id, {}).values() if kind == "model_call")
 
 
-@pytest.mark.parametrize("depth", [2, PIPELINE_DEPTH])
+@pytest.mark.parametrize("depth", [2, 3])
 async def test_turns_queued_behind_a_slow_commit_share_the_next_one(
     tmp_path: Path, depth: int
 ) -> None:
@@ -627,7 +627,7 @@ class _Child:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_with_pipelined_commits_in_flight(tmp_path: Path, seed: int) -> None:
     """Killed right after an append returned with its COMMIT still going, two turns or
-    more on their way to disk (queued behind the first; at most `pipeline_depth`, 3 by
+    more on their way to disk (queued behind the first; at most `pipeline_depth`, 2 by
     default): every event an observer was told of is on disk, the turns in flight are all
     there or not at all (whole turns, in order) and were told to no observer, and the tool
     with side effects ran only on a durable `tool_started`. Tried up to 8 times for a kill

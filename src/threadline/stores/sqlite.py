@@ -41,12 +41,11 @@ __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
-PIPELINE_DEPTH = 3
-"""A lone thread's appends on their way to disk at once, by default (`pipeline_depth`): with
-an instant model, 3 turns a `COMMIT` (0.5 commits a model turn on bench/loop.py's loop,
-against 0.6 at 2): fewer fsyncs, hand-offs to the committing thread and landings on the
-loop's path; a crash loses at most that many read-only turns, none acknowledged
-(docs/performance.md, "Where a pipelined turn waits")."""
+PIPELINE_DEPTH = 2
+"""A lone thread's appends on their way to disk at once, by default (`pipeline_depth`); a
+crash loses at most that many read-only turns, none acknowledged. 3 measured faster on a
+slow disk but is not the default yet (docs/performance.md, "Where a pipelined turn
+waits")."""
 
 
 class SQLiteStore(SQLStore):
