@@ -143,3 +143,23 @@ async def test_settle_takes_over_a_crashed_owner_but_not_a_live_one(tmp_path: Pa
         thread = await api.settle(held)
         assert thread.status == Status.RUNNING and len(thread) == before
         assert notes[-1] == f"{alive} is advancing this thread; not advancing it here"
+
+
+async def test_resume_of_a_parent_waiting_for_its_sub_agent_says_so(tmp_path: Path) -> None:
+    """A coordinator waits (no `waiting` event: its call is a sub-agent's thread) while the
+    billing sub-agent's refund awaits approval. `resume` on the coordinator said `coroutine
+    raised StopIteration` (it looked for the wait's event); it names the sub-agent instead."""
+    support = str(ROOT / "examples" / "multi_agent" / "agent.py") + ":agent"
+    answers = [
+        {"intent": "billing", "arguments": {"task": "Refund invoice INV-7 in full."}},
+        {"intent": "find_invoice", "arguments": {"invoice": "INV-7"}},
+        {"intent": "refund", "arguments": {"invoice": "INV-7", "amount": 40}},
+    ]
+    async with LocalThreads(_settings(tmp_path, answers), [support]) as api:
+        root = await api.settle((await api.launch(support, "Refund INV-7.")).id)
+        assert root.status == Status.WAITING
+        (call,) = root.state.pending.values()
+        assert call.child is not None
+        assert (await api.get(call.child)).status == Status.AWAITING_APPROVAL
+        with pytest.raises(InvalidAction, match=f"waiting for its sub-agent.*{call.child}"):
+            await api.resume(root.id)

@@ -228,14 +228,21 @@ async def _collect_or_due(runtime: Runtime, thread: Thread) -> Thread:
     runtime collects them), or one whose wait is due (`settle` wakes it).
 
     Raises:
-        InvalidAction: the wait is not over; says until when and why.
+        InvalidAction: the wait is not over; says until when and why, or which sub-agent
+            threads it waits for (a delegated call writes no `waiting` event).
     """
     with contextlib.suppress(InvalidAction):
         return await runtime.resume(thread.id, by="cli")
     until = thread.state.waiting_until
     if until is not None and until <= runtime.clock():
         return thread
-    wait = next(e for e in reversed(thread.events) if isinstance(e, Waiting))
+    wait = next((e for e in reversed(thread.events) if isinstance(e, Waiting)), None)
+    if wait is None:
+        children = ", ".join(c.child for c in thread.state.pending.values() if c.child)
+        raise InvalidAction(
+            f"thread {thread.id} is waiting for its sub-agent threads ({children}); it goes "
+            "on by itself when they end"
+        )
     raise InvalidAction(
         f"thread {thread.id} is waiting {summarize(wait).text}; resume it then, or leave "
         "it to a `threadline worker`, which wakes it"
