@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -97,6 +98,41 @@ async def test_tool_from_a_pydantic_model() -> None:
         == "refunded"
     )
     assert seen and seen[0][1] == "c9"  # type: ignore[index]
+
+
+class _Lookup(BaseModel):
+    """Look an order up.
+
+    Only orders of the last year.
+    """
+
+    order_id: str
+
+
+def _lookup(order_id: str) -> str:
+    """Find an order
+    by its id.
+
+    Args:
+        order_id: the order
+    """
+    return order_id
+
+
+@pytest.mark.parametrize(
+    ("build", "docstring_summary"),
+    [
+        (lambda **kw: Tool.from_function(_lookup, **kw), "Find an order by its id."),
+        (lambda **kw: Tool.from_model(_Lookup, **kw), "Look an order up."),
+    ],
+    ids=["from_function", "from_model"],
+)
+def test_a_given_description_wins_over_the_docstring(
+    build: Callable[..., Tool], docstring_summary: str
+) -> None:
+    assert build().description == docstring_summary  # the first paragraph, on one line
+    assert build(description="  Fetch one order. ").description == "Fetch one order."
+    assert build(description="").description == ""  # given empty: not the docstring
 
 
 def test_bad_definitions_are_rejected_with_a_clear_error() -> None:

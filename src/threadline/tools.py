@@ -81,6 +81,15 @@ class ToolOptions(TypedDict, total=False):
     breaker: ToolBreaker | None
 
 
+class _Settings(ToolOptions, total=False):
+    """`ToolOptions` and the keywords a constructor of `Tool` sets for its kind of source."""
+
+    kind: ToolKind
+    context_param: str | None
+    pass_model: bool
+    sub_agent: SubAgent | None
+
+
 @dataclass(frozen=True, slots=True)
 class ToolContext:
     """What the runtime tells a running tool.
@@ -259,11 +268,12 @@ class Tool:
             )
         model_name = "".join(part.title() for part in tool_name.split("_")) + "Args"
         args_model = create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
-        return cls(
+        return cls._documented(
             tool_name,
             args_model,
             fn,
-            description=description if description is not None else _summary(fn.__doc__),
+            description,
+            fn.__doc__,
             context_param=context_param,
             **options,
         )
@@ -282,18 +292,33 @@ class Tool:
     ) -> Tool:
         """Build a tool from a pydantic model; `fn(args, [ctx])` receives the validated model."""
         tool_name = name or _snake(model.__name__)
-        context_param = _context_param(tool_name, fn, "args")
-        return cls(
+        return cls._documented(
             tool_name,
             model,
             fn,
-            description=description if description is not None else _summary(model.__doc__),
+            description,
+            model.__doc__,
             kind=kind,
-            context_param=context_param,
+            context_param=_context_param(tool_name, fn, "args"),
             pass_model=True,
             sub_agent=sub_agent,
             **options,
         )
+
+    @classmethod
+    def _documented(
+        cls,
+        name: str,
+        args_model: type[BaseModel],
+        fn: Callable[..., Any] | None,
+        description: str | None,
+        doc: str | None,
+        **settings: Unpack[_Settings],
+    ) -> Tool:
+        """A tool described by `description` or, when it is None, by the first paragraph
+        of `doc` (the docstring of the function or model it was built from)."""
+        given = description if description is not None else _summary(doc)
+        return cls(name, args_model, fn, description=given, **settings)
 
     @classmethod
     def from_json_schema(
