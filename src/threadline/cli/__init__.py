@@ -2,7 +2,9 @@
 
 Each command group lives in its own module and registers itself on `app`:
 
-    core.py     run, threads list/show, approve, respond, resume, fork, replay
+    core.py     run, threads list/show (and the session, printer and drive all thread
+                commands share)
+    follow_up.py  approve, respond, threads event, resume, pause, cancel, fork, replay
     models.py   eval
     context.py  build, render, profile, prompts
     serve.py    serve
@@ -15,9 +17,10 @@ Each command group lives in its own module and registers itself on `app`:
     schedules.py  schedules add/list/pause/resume/remove (cron)
     triggers.py   triggers list (webhook triggers of a config file or a server)
 
-The thread commands in core.py are written once against `api.ThreadsAPI`, which both the
-local store (`api.LocalThreads`, a Runtime) and a server (`threadline.client.Client`, with
-`--server URL`) satisfy; no command branches on where the threads live.
+The thread commands in core.py and follow_up.py are written once against `api.ThreadsAPI`,
+which both the local store (`api.LocalThreads`, a Runtime) and a server
+(`threadline.client.Client`, with `--server URL`) satisfy; no command branches on where
+the threads live.
 
 Every command is declared with `common.command`, so each turns a `ThreadlineError` or bad
 argument into one clear line on stderr and a non-zero exit; no traceback reaches the user.
@@ -31,11 +34,13 @@ __all__ = ["app", "main"]
 
 
 def _register() -> None:
-    # Imported for their side effect of adding commands to `app`.
+    # Imported for their side effect of adding commands to `app`, in this order, which is
+    # the order `threadline --help` lists them in (core's before follow_up's).
     from . import (  # noqa: F401
         channels,
         context,
         core,
+        follow_up,
         index,
         mcp,
         models,

@@ -1,4 +1,9 @@
-"""Core commands: run, threads list/show/event, approve, respond, resume, fork, replay.
+"""Core commands: run, threads list/show; and how every thread command drives a thread.
+
+`session` opens the threads (local store or server) with a `Printer` fed by them, `drive`
+gets a thread to where it stops, `act` does one action on a thread and drives it on, and
+`finish` prints where the thread got to and exits with its code. The commands that follow
+up on an existing thread (approve, respond, resume, ...) are in cli/follow_up.py.
 
 Exit codes: 0 when the thread is done or waiting for someone (its id is printed), 3 when it
 escalated, 4 when it failed, 1 for errors, 2 for bad usage.
@@ -10,20 +15,16 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from ..bounds import BoundsError, parse_json
 from ..composition import children
-from ..errors import ConfigError, InvalidAction, ThreadlineError
+from ..errors import ConfigError, ThreadlineError
 from ..events import Budget, Event, Status, Thread
-from ..replay import replay_thread
-from ..runtime_actions import Verdict
-from ..wire import ThreadOut, ThreadPage
-from .api import ThreadsAPI, agent_of, open_threads
+from .api import ThreadsAPI, open_threads
 from .common import (
     LockedOpt,
     ThreadIdArg,
@@ -38,7 +39,21 @@ from .common import (
 )
 from .display import budget_lines, format_arguments, format_event
 
-__all__ = ["Printer", "drive", "format_event", "session"]
+__all__ = [
+    "AdvanceOpt",
+    "AgentOpt",
+    "Printer",
+    "ServerOpt",
+    "act",
+    "call_threads",
+    "continue_with",
+    "drive",
+    "finish",
+    "format_event",
+    "session",
+]
+
+T = TypeVar("T")
 
 AgentOpt = Annotated[
     list[str] | None,
@@ -112,6 +127,16 @@ async def session(
         await api.aclose()
 
 
+def call_threads(server: str | None, call: Callable[[ThreadsAPI], Awaitable[T]]) -> T:
+    """Open the threads (`session`), make one `call` on them and close them: its result."""
+
+    async def go() -> T:
+        async with session(server) as (api, _):
+            return await call(api)
+
+    return run_async(go())
+
+
 async def drive(api: ThreadsAPI, printer: Printer, thread_id: str, interactive: bool) -> Thread:
     """Get the thread to where it stops, printing what happens; in a terminal answer its
     approval or question and go on, otherwise leave it waiting."""
@@ -136,30 +161,30 @@ async def drive(api: ThreadsAPI, printer: Printer, thread_id: str, interactive: 
             return thread
 
 
-def _act(
+def act(
     server: str | None,
     agent_refs: Sequence[str] | None,
     thread_id: str,
-    act: Callable[[ThreadsAPI, Thread], Awaitable[object]],
+    action: Callable[[ThreadsAPI, Thread], Awaitable[object]],
     *,
     advance: bool = True,
 ) -> None:
-    """Load the thread, `act(api, thread)`, then (unless `advance=False`) get it to where it
+    """Load the thread, `action(api, thread)`, then (unless `advance=False`) get it to where it
     stops, and show where it got to."""
 
     async def go() -> Thread:
         async with session(server, agent_refs or ()) as (api, printer):
             thread = await api.load(thread_id)
             printer.follow(thread)
-            await act(api, thread)
+            await action(api, thread)
             if advance:
                 return await drive(api, printer, thread_id, False)
             return printer.catch_up(await api.load(thread_id))
 
-    _finish(run_async(go()))
+    finish(run_async(go()))
 
 
-def _continue_with(thread_id: str, status: Status) -> str:
+def continue_with(thread_id: str, status: Status) -> str:
     """The command that moves a thread with `status` on ("" for a done one)."""
     return {
         Status.AWAITING_APPROVAL: (
@@ -175,11 +200,13 @@ def _continue_with(thread_id: str, status: Status) -> str:
     }.get(status, f"threadline resume {thread_id}")  # running, paused, escalated
 
 
-def _finish(thread: Thread) -> None:
+def finish(thread: Thread) -> None:
+    """Print the thread's status (and the command that moves it on); exit 3 if it
+    escalated, 4 if it failed."""
     status = thread.status
     console.print(f"thread [bold]{thread.id}[/] is [bold]{status.value}[/]", highlight=False)
     if status in (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN, Status.PAUSED, Status.WAITING):
-        console.print(f"continue with: {_continue_with(thread.id, status)}", highlight=False)
+        console.print(f"continue with: {continue_with(thread.id, status)}", highlight=False)
     if status == Status.ESCALATED:
         raise typer.Exit(3)
     if status == Status.FAILED:
@@ -237,7 +264,7 @@ def run(
             printer.catch_up(await api.load(launched.id))
             return await drive(api, printer, launched.id, _interactive(interactive))
 
-    _finish(run_async(go()))
+    finish(run_async(go()))
 
 
 def _limit(flag: str, what: str, whose: str) -> Any:
@@ -268,11 +295,9 @@ def threads_list(
             f"unknown status {status!r}; one of: " + ", ".join(s.value for s in Status)
         )
 
-    async def go() -> ThreadPage:
-        async with session(server) as (api, _):
-            return await api.list_threads(status=status, agent=agent, limit=limit)
-
-    page = run_async(go())
+    page = call_threads(
+        server, lambda api: api.list_threads(status=status, agent=agent, limit=limit)
+    )
     for bad in page.skipped:
         err_console.print(
             f"[yellow]skipped thread {escape(bad.id)}:[/] {escape(bad.reason)}",
@@ -313,12 +338,11 @@ def threads_show(
 ) -> None:
     """Show a thread's events and derived state."""
 
-    async def go() -> tuple[Thread, list[tuple[int, Thread]]]:
-        async with session(server) as (api, _):
-            thread = await api.load(thread_id)
-            return thread, await _tree(api, thread)
+    async def with_tree(api: ThreadsAPI) -> tuple[Thread, list[tuple[int, Thread]]]:
+        thread = await api.load(thread_id)
+        return thread, await _tree(api, thread)
 
-    thread, tree = run_async(go())
+    thread, tree = call_threads(server, with_tree)
     if as_json:
         typer.echo(json.dumps(thread.to_dict()))
         return
@@ -366,235 +390,3 @@ async def _tree(api: ThreadsAPI, thread: Thread) -> list[tuple[int, Thread]]:
                 loaded = thread if kid == thread.id else await api.load(kid)
                 todo.append((depth + 1, loaded))
     return out
-
-
-@command(app)
-def approve(
-    thread_id: ThreadIdArg,
-    call_id: Annotated[
-        str | None, typer.Option("--call", help="Call id (default: the pending one).")
-    ] = None,
-    reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approve.")] = False,
-    comment: Annotated[str | None, typer.Option(help="Feedback the model will see.")] = None,
-    edit: Annotated[str | None, typer.Option(help="Approve with these arguments (JSON).")] = None,
-    instead: Annotated[
-        str | None,
-        typer.Option(help="No verdict: send the model this message instead (the call is not run)."),
-    ] = None,
-    verdicts: Annotated[
-        str | None,
-        typer.Option(
-            help='Several verdicts at once (JSON list): [{"call_id": "c1", "approved": true}, '
-            '{"call_id": "c2", "approved": false, "comment": "..."}, {"call_id": "c3", '
-            '"edited_arguments": {...}}]; written together or not at all.'
-        ),
-    ] = None,
-    agent: AgentOpt = None,
-    advance: AdvanceOpt = True,
-    server: ServerOpt = None,
-) -> None:
-    """Approve (or --reject) the call a thread is waiting on, then run the thread on.
-
-    With --verdicts, answer several of its calls in one go (approve some, reject some,
-    edit some). With --instead TEXT, give no verdict: the call is not run and the model
-    reads TEXT (as your message) and decides again."""
-    if verdicts is not None:
-        batch = _parse_verdicts(verdicts)
-        _act(
-            server,
-            agent,
-            thread_id,
-            lambda api, _: api.approve_many(thread_id, batch),
-            advance=advance,
-        )
-        return
-    edited = _json_object(edit, "--edit", "of arguments")
-
-    def pending_call(thread: Thread) -> str:
-        if call_id is not None:
-            return call_id
-        waiting = [c.call_id for c in thread.state.pending.values() if c.approval == "requested"]
-        if not waiting:
-            raise InvalidAction(
-                f"thread {thread_id} is {thread.status.value}; no call is awaiting approval"
-            )
-        return waiting[0]
-
-    if instead is not None:
-        if reject or comment is not None or edited is not None:
-            raise ConfigError(
-                "--instead is a message, not a verdict: drop --reject, --comment and --edit"
-            )
-        _act(
-            server,
-            agent,
-            thread_id,
-            lambda api, thread: api.respond_instead(thread_id, pending_call(thread), instead),
-            advance=advance,
-        )
-        return
-    _act(
-        server,
-        agent,
-        thread_id,
-        lambda api, thread: api.approve(
-            thread_id,
-            pending_call(thread),
-            approved=not reject,
-            comment=comment,
-            edited_arguments=edited,
-        ),
-        advance=advance,
-    )
-
-
-def _parse_verdicts(text: str) -> list[Verdict]:
-    """`--verdicts` JSON as verdicts. Raises ConfigError saying what is wrong."""
-    try:
-        items = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"--verdicts is not JSON: {exc}") from None
-    if not isinstance(items, list) or not items:
-        raise ConfigError("--verdicts must be a non-empty JSON list of verdicts")
-    out = []
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("call_id"), str):
-            raise ConfigError('each verdict must be a JSON object with a "call_id"')
-        unknown = set(item) - {"call_id", "approved", "comment", "edited_arguments"}
-        if unknown:
-            raise ConfigError(f"unknown verdict fields: {', '.join(sorted(unknown))}")
-        edited = item.get("edited_arguments")
-        if edited is not None and not isinstance(edited, dict):
-            raise ConfigError("edited_arguments must be a JSON object of arguments")
-        out.append(
-            Verdict(item["call_id"], bool(item.get("approved", True)), item.get("comment"), edited)
-        )
-    return out
-
-
-def _json_object(text: str | None, option: str, what: str = "") -> dict[str, Any] | None:
-    """A command-line JSON object within the limits every stored value keeps (bounds)."""
-    if text is None:
-        return None
-    try:
-        value = parse_json(text)
-    except BoundsError as exc:
-        raise ConfigError(f"{option} is refused: {exc}") from None
-    except ValueError as exc:
-        raise ConfigError(f"{option} is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{option} must be a JSON object {what}".strip())
-    return value
-
-
-@command(threads_app, "event")
-def threads_event(
-    thread_id: ThreadIdArg,
-    name: Annotated[str, typer.Argument(help="The event's name (what wait_for_event waits for).")],
-    payload: Annotated[str | None, typer.Option(help="The event's data: a JSON object.")] = None,
-    agent: AgentOpt = None,
-    advance: AdvanceOpt = True,
-    server: ServerOpt = None,
-) -> None:
-    """Record an external event on a thread (a payment arrived, a job finished): it ends a
-    wait_for_event waiting for NAME; then the thread runs on."""
-    data = _json_object(payload, "--payload")
-    _act(
-        server,
-        agent,
-        thread_id,
-        lambda api, _: api.external_event(thread_id, name, data),
-        advance=advance,
-    )
-
-
-@command(app)
-def respond(
-    thread_id: ThreadIdArg,
-    text: Annotated[str, typer.Argument(help="Your answer to the thread's question.")],
-    agent: AgentOpt = None,
-    server: ServerOpt = None,
-) -> None:
-    """Answer the question a thread asked, then run the thread on."""
-
-    def open_request(thread: Thread) -> str:
-        if thread.state.human_request is None:
-            raise InvalidAction(f"thread {thread_id} is {thread.status.value}; it asked nothing")
-        return thread.state.human_request
-
-    _act(
-        server,
-        agent,
-        thread_id,
-        lambda api, thread: api.respond(thread_id, open_request(thread), text),
-    )
-
-
-@command(app)
-def resume(
-    thread_id: ThreadIdArg,
-    agent: AgentOpt = None,
-    server: ServerOpt = None,
-) -> None:
-    """Resume a paused or escalated thread, or continue a running one (after a crash)."""
-    _act(server, agent, thread_id, lambda api, _: api.resume(thread_id))
-
-
-@command(app)
-def pause(thread_id: ThreadIdArg, server: ServerOpt = None) -> None:
-    """Pause a thread: no step runs until `threadline resume`."""
-    _act(server, None, thread_id, lambda api, _: api.pause(thread_id), advance=False)
-
-
-@command(app)
-def cancel(
-    thread_id: ThreadIdArg,
-    reason: Annotated[str | None, typer.Option(help="Why (recorded).")] = None,
-    server: ServerOpt = None,
-) -> None:
-    """Cancel a thread (it ends failed), and the sub-agent threads working for it."""
-    _act(
-        server, None, thread_id, lambda api, _: api.cancel(thread_id, reason=reason), advance=False
-    )
-
-
-@command(app)
-def fork(
-    thread_id: ThreadIdArg,
-    at: Annotated[int, typer.Option("--at", help="Keep events 0..AT.")],
-    server: ServerOpt = None,
-) -> None:
-    """Copy events 0..AT of a thread into a new thread (with a forked_from event)."""
-
-    async def go() -> ThreadOut:
-        async with session(server) as (api, _):
-            return await api.fork(thread_id, at=at)
-
-    forked = run_async(go())
-    hint = _continue_with(forked.id, forked.status)
-    console.print(
-        f"forked {thread_id} at {at} into [bold]{forked.id}[/] ({forked.status.value}"
-        + (f"; continue with: {hint})" if hint else ")"),
-        highlight=False,
-    )
-
-
-@command(app)
-def replay(
-    thread_id: ThreadIdArg,
-    agent: AgentOpt = None,
-    server: ServerOpt = None,
-) -> None:
-    """Re-derive every step from the recorded inputs; fail naming the first divergent event.
-
-    The thread comes from the store (or the server, with --server) and is replayed against
-    the local agent code (--agent, or the reference recorded on the thread).
-    """
-
-    async def go() -> Thread:
-        async with session(server) as (api, _):
-            return await api.load(thread_id)
-
-    thread = run_async(go())
-    derived = replay_thread(agent_of(thread, agent or ()), thread)
-    console.print(f"replayed {len(derived)} events of {thread_id}: no divergence", highlight=False)
