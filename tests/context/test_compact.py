@@ -13,7 +13,15 @@ from threadline import MemoryStore, Runtime
 from threadline.context.compact import COMPACT, call_settled, compact_block, outcome_follows
 from threadline.context.messages import thread_from_openai
 from threadline.context.tokens import BPECounter
-from threadline.events import ModelCall, ToolCall, ToolResult, ToolStarted, UserMessage
+from threadline.events import (
+    Done,
+    GuardVerdict,
+    ModelCall,
+    ToolCall,
+    ToolResult,
+    ToolStarted,
+    UserMessage,
+)
 from threadline.models.base import ToolSpec
 from threadline.testing import ScriptedModel, intent
 
@@ -131,3 +139,29 @@ def test_a_call_is_settled_once_what_follows_it_decides_its_block() -> None:
     assert call_settled(events, 1) and outcome_follows(events, 1, "c1")
     other = [UserMessage(seq=0, at=at, text="add"), call, ModelCall(seq=2, at=at, model="m")]
     assert call_settled(other, 1) and not outcome_follows(other, 1, "c1")  # never will
+
+
+def test_the_format_block_is_compact_block_with_none_for_nothing() -> None:
+    """`COMPACT.block` (the renderer's call) and `compact_block` (the public function) give
+    the same blocks; where the model needs nothing, the format says None and the function
+    ''."""
+    at = datetime(2024, 1, 1, tzinfo=UTC)
+    long = " ".join(f"word{n}" for n in range(400))
+    events = [
+        UserMessage(seq=0, at=at, text="add"),
+        ModelCall(seq=1, at=at, model="m", output='{"intent": "add"}'),  # its call shows it
+        ToolCall(seq=2, at=at, call_id="c1", tool="add", version="1", arguments={"a": 1}),
+        GuardVerdict(seq=3, at=at, call_id="c1", tool="add", guard="g", verdict="allow"),
+        ToolStarted(seq=4, at=at, call_id="c1", idempotency_key="k"),
+        ToolResult(seq=5, at=at, call_id="c1", tool="add", result=long),
+        Done(seq=6, at=at, message="1"),
+    ]
+    counter = BPECounter("o200k_base")
+    nothing = [i for i in range(len(events)) if compact_block(events, i) == ""]
+    assert nothing == [1, 3, 4, 6]
+    for i in range(len(events)):
+        for reduced in (False, True):
+            block = compact_block(events, i, reduced=reduced, max_tokens=20, counter=counter)
+            assert COMPACT.block(events, i, reduced, 20, counter) == (block or None)
+    cut = COMPACT.block(events, 5, True, 20, counter)
+    assert cut is not None and cut.startswith("<add_result>") and "word399" not in cut

@@ -67,7 +67,7 @@ _UNSHOWN = frozenset(get_args(Unshown))
 def unshown(event: Event) -> TypeIs[Unshown]:
     """Whether `event` is of a kind no built-in format shows the model (`Unshown`).
 
-    An exact-type test, not `isinstance`: see `compact.compact_block`.
+    An exact-type test, not `isinstance`: see `compact._block`.
     """
     return type(event) in _UNSHOWN
 

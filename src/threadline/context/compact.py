@@ -55,7 +55,7 @@ _BETWEEN = 4
 
 def _outcome_of(event: ev.Event) -> str | None:
     """The call id `event` ends (a result, an error, a guard's block), else None."""
-    # Exact types, not `isinstance`: see `compact_block`.
+    # Exact types, not `isinstance`: see `_block`.
     if type(event) is ev.ToolResult or type(event) is ev.ToolError:
         return event.call_id
     if type(event) is ev.GuardVerdict and event.verdict == "block":
@@ -128,9 +128,21 @@ def compact_block(
         AssertionError: `events[i]` is of a kind this function does not know (every kind
             must be handled here; mypy names the one that is not).
     """
+    return _block(events, i, reduced, max_tokens, counter) or ""
+
+
+def _block(
+    events: Sequence[ev.Event],
+    i: int,
+    reduced: bool,
+    max_tokens: int,
+    counter: TokenCounter | None,
+) -> str | None:
+    """`compact_block`, None for nothing: `CompactFormat.block` itself (the renderer's
+    call, once a block per pass), with the parameters of `ContextFormat.block`."""
     e = events[i]
     if unshown(e):
-        return ""
+        return None
     # The kinds of every turn by exact type first: a class pattern that fails is an
     # `isinstance` through pydantic's ABC metaclass (about 1,000 instructions each), and
     # event classes have no subclasses, so elsewhere this module tests exact types too.
@@ -144,7 +156,7 @@ def compact_block(
             # without tool calls the text *is* the intent and its tool_call shows it.
             if e.tool_calls and e.output.strip():
                 return tagged("assistant", "", fence(e.output))
-            return ""
+            return None
         case ev.ToolCall():
             return _call_block(events, i, e)
         case ev.ToolResult():
@@ -163,7 +175,7 @@ def compact_block(
             return tagged("invalid_output", "", fence(e.reason))
         case ev.GuardVerdict():
             if e.verdict != "block":
-                return ""  # allowed, or sent to a person: the approval shows what they said
+                return None  # allowed, or sent to a person: the approval shows what they said
             cid = None if call_precedes(events, i, e.call_id) else e.call_id
             return tagged("blocked", _attrs(id=cid, by=e.guard), fence(e.reason))
         case ev.Approval():
@@ -180,10 +192,10 @@ def compact_block(
             return f"<event{_attrs(name=e.name, source=e.source)}>\n{body}"
         case ev.WaitTimedOut():
             if _ends_hidden_wait(events, i):
-                return ""  # the runtime's own wait: nothing the model can act on
+                return None  # the runtime's own wait: nothing the model can act on
             return f"<wait_timed_out{_attrs(event=e.event)}/>"
         case ev.Done():
-            return ""
+            return None
         case _:
             assert_never(e)
 
@@ -262,18 +274,7 @@ class CompactFormat:
         sigs = dump_tools([(t.name, t.description, t.parameters) for t in tools])
         return f"## Tools\n{sigs}"
 
-    def block(
-        self,
-        events: Sequence[ev.Event],
-        i: int,
-        reduced: bool,
-        max_tokens: int,
-        counter: TokenCounter,
-    ) -> str | None:
-        return (
-            compact_block(events, i, reduced=reduced, max_tokens=max_tokens, counter=counter)
-            or None
-        )
+    block = staticmethod(_block)
 
     def tokens(self, payload: Any, counter: TokenCounter) -> int:
         return counter.count(payload) + 1 if payload else 0

@@ -375,7 +375,7 @@ class Tails:
         resolved = False
         for i in range(len(events) - 1, start - 1, -1):
             e = events[i]
-            kind = type(e)  # not `isinstance`: see `compact.compact_block`
+            kind = type(e)  # not `isinstance`: see `compact._block`
             if kind is Compacted:
                 continue
             traits = e.traits
