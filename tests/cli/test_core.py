@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,27 @@ from pathlib import Path
 import pytest
 
 from cli_support import CALC, ROOT, cli, newest, remote_cli
+from threadline.cli import follow_up, ops  # noqa: F401 (they add their commands)
+from threadline.cli.common import app, threads_app
+from threadline.cli.core import continue_with
+from threadline.events import Status
+
+
+@pytest.mark.parametrize("status", list(Status))
+def test_every_status_but_done_names_a_command_that_moves_it_on(status: Status) -> None:
+    """`continue_with` decides the hint `run`, `fork` and the follow-up commands print: one
+    for every status (a new status fails to type-check there), each naming commands the
+    CLI has."""
+    hint = continue_with("th_1", status)
+    assert (hint == "") == (status == Status.DONE), hint
+    names = {
+        f"{group} {c.name or getattr(c.callback, '__name__', '')}".strip()
+        for group, typer_app in (("", app), ("threads", threads_app))
+        for c in typer_app.registered_commands
+    }
+    named = re.findall(r"threadline (threads \w+|\w+) th_1", hint)
+    assert named or status == Status.DONE, hint
+    assert set(named) <= names, (named, sorted(names))
 
 
 def test_run_pauses_without_a_terminal_then_approve_finishes(tmp_path: Path) -> None:

@@ -68,6 +68,30 @@ def test_escalation_exits_3_and_fork_resume(tmp_path: Path) -> None:
     assert newest(tmp_path)["status"] == "done"
 
 
+def test_an_escalated_thread_names_how_to_go_on_and_a_message_moves_it_on(
+    tmp_path: Path,
+) -> None:
+    """`run` ending escalated printed no next command (other statuses did). It names the
+    two the runtime accepts for an escalated thread, `message` and `resume`; a message
+    clears the escalation and the model reads it on its next call."""
+    done = {"intent": "done_for_now", "arguments": {"message": "9/3 = 3"}}
+    out = cli(tmp_path, "run", CALC, "?", answers=["no", "nope", "nah", done])
+    tid = str(newest(tmp_path)["id"])
+    assert out.returncode == 3 and f"thread {tid} is escalated" in out.stdout, out.stdout
+    assert f"continue with: threadline message {tid} TEXT" in out.stdout, out.stdout
+    assert f"threadline resume {tid}" in out.stdout, out.stdout
+    out = cli(tmp_path, "message", tid, "Answer with done_for_now: 9/3 = 3")
+    assert out.returncode == 0 and f"thread {tid} is done" in out.stdout, out.stdout + out.stderr
+    events = json.loads(cli(tmp_path, "threads", "show", tid, "--json").stdout)["events"]
+    [escalated] = [n for n, e in enumerate(events) if e["kind"] == "escalated"]
+    message = events[escalated + 1]
+    assert message["kind"] == "user_message" and message["channel"] == "cli"
+    assert message["text"] == "Answer with done_for_now: 9/3 = 3"
+    assert [e["kind"] for e in events[escalated + 2 :]] == ["model_call", "tool_call", "done"]
+    again = cli(tmp_path, "respond", tid, "hi")  # a done thread asked nothing
+    assert again.returncode == 1 and "asked nothing" in again.stderr
+
+
 def test_a_provider_that_is_down_leaves_a_waiting_thread_the_cli_explains_and_resumes(
     tmp_path: Path,
 ) -> None:
@@ -176,19 +200,20 @@ def test_help_lists_the_commands_in_their_order(tmp_path: Path) -> None:
     """Follow-up commands register after core's (`cli._register`): `threadline --help`
     lists run, then what follows up on a thread, as before they had a module of their own."""
     top = _listed(cli(tmp_path, "--help").stdout)
-    assert top[:11] == [
+    assert top[:12] == [
         "build",
         "render",
         "profile",
         "run",
         "approve",
         "respond",
+        "message",
         "resume",
         "pause",
         "cancel",
         "fork",
         "replay",
     ], top
-    assert top[11:14] == ["mcp", "eval", "new"], top
+    assert top[12:15] == ["mcp", "eval", "new"], top
     threads = _listed(cli(tmp_path, "threads", "--help").stdout)
     assert threads[:4] == ["list", "show", "event", "stuck"], threads

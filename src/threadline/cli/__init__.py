@@ -4,7 +4,8 @@ Each command group lives in its own module and registers itself on `app`:
 
     core.py     run, threads list/show (and the session, printer and drive all thread
                 commands share)
-    follow_up.py  approve, respond, threads event, resume, pause, cancel, fork, replay
+    follow_up.py  approve, respond, message, threads event, resume, pause, cancel, fork,
+                replay
     models.py   eval
     context.py  build, render, profile, prompts
     serve.py    serve

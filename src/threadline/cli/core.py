@@ -15,7 +15,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, assert_never
 
 import typer
 from rich.markup import escape
@@ -185,28 +185,43 @@ def act(
 
 
 def continue_with(thread_id: str, status: Status) -> str:
-    """The command that moves a thread with `status` on ("" for a done one)."""
-    return {
-        Status.AWAITING_APPROVAL: (
-            f"threadline approve {thread_id} [--reject --comment TEXT | --instead TEXT]"
-        ),
-        Status.AWAITING_HUMAN: f"threadline respond {thread_id} TEXT",
-        Status.WAITING: (
-            f"threadline resume {thread_id} once the wait above is over, or leave it to a "
-            "`threadline worker`"
-        ),
-        Status.FAILED: f"threadline threads retry {thread_id}",
-        Status.DONE: "",
-    }.get(status, f"threadline resume {thread_id}")  # running, paused, escalated
+    """The command a person runs to move a thread with `status` on; "" for a done one.
+
+    The one place that decides it, for every status: `finish` prints it after a command,
+    `fork` for the new thread."""
+    match status:
+        case Status.AWAITING_APPROVAL:
+            return f"threadline approve {thread_id} [--reject --comment TEXT | --instead TEXT]"
+        case Status.AWAITING_HUMAN:
+            return f"threadline respond {thread_id} TEXT"
+        case Status.ESCALATED:  # both clear the escalation and its error count
+            return (
+                f"threadline message {thread_id} TEXT (tell it how to go on), or "
+                f"threadline resume {thread_id} (let it try again)"
+            )
+        case Status.WAITING:
+            return (
+                f"threadline resume {thread_id} once the wait above is over, or leave it to "
+                "a `threadline worker`"
+            )
+        case Status.FAILED:  # `resume` refuses a failed thread; `threads retry` resumes it
+            return f"threadline threads retry {thread_id}"
+        case Status.RUNNING | Status.PAUSED:
+            return f"threadline resume {thread_id}"
+        case Status.DONE:
+            return ""
+        case _:
+            assert_never(status)
 
 
 def finish(thread: Thread) -> None:
-    """Print the thread's status (and the command that moves it on); exit 3 if it
-    escalated, 4 if it failed."""
+    """Print the thread's status and the command that moves it on (`continue_with`); exit
+    3 if it escalated, 4 if it failed."""
     status = thread.status
     console.print(f"thread [bold]{thread.id}[/] is [bold]{status.value}[/]", highlight=False)
-    if status in (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN, Status.PAUSED, Status.WAITING):
-        console.print(f"continue with: {continue_with(thread.id, status)}", highlight=False)
+    hint = continue_with(thread.id, status)
+    if hint:
+        console.print(f"continue with: {hint}", highlight=False)
     if status == Status.ESCALATED:
         raise typer.Exit(3)
     if status == Status.FAILED:

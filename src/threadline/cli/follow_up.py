@@ -1,5 +1,5 @@
-"""Commands that follow up on a thread that exists: approve, respond, threads event,
-resume, pause, cancel, fork, replay.
+"""Commands that follow up on a thread that exists: approve, respond, message, threads
+event, resume, pause, cancel, fork, replay.
 
 Each loads the thread (from the local store, or a server with --server), acts on it, and
 (most of them) runs it on to where it stops, as `threadline run` does (`core.act`); exit
@@ -185,6 +185,19 @@ def respond(
         thread_id,
         lambda api, thread: api.respond(thread_id, open_request(thread), text),
     )
+
+
+@command(app)
+def message(
+    thread_id: ThreadIdArg,
+    text: Annotated[str, typer.Argument(help="Your message to the thread.")],
+    agent: AgentOpt = None,
+    server: ServerOpt = None,
+) -> None:
+    """Send a thread a new message, then run the thread on: to tell an escalated thread how
+    to go on, or to go on with a done or failed one (one asking a question takes it as the
+    answer)."""
+    act(server, agent, thread_id, lambda api, _: api.message(thread_id, text))
 
 
 @command(app)
