@@ -22,9 +22,10 @@ def cli(
     stdin: str | None = None,
     columns: int = 200,
     env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`threadline ARGS` run in `tmp` on the store `tmp/t.db`, with the scripted model
-    answering from `tmp/answers.json` (written from `answers` when given)."""
+    """`threadline ARGS` run in `cwd` (default `tmp`) on the store `tmp/t.db`, with the
+    scripted model answering from `tmp/answers.json` (written from `answers` when given)."""
     env = {
         **(env or os.environ),
         "THREADLINE_STORE": f"sqlite:///{tmp}/t.db",
@@ -37,7 +38,7 @@ def cli(
         env["THREADLINE_MODEL"] = f"scripted:{tmp}/answers.json"
     return subprocess.run(
         [sys.executable, "-m", "threadline", *args],
-        cwd=tmp,
+        cwd=cwd or tmp,
         env=env,
         capture_output=True,
         text=True,

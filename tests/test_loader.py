@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from threadline import Agent, ConfigError
-from threadline.loader import load_agent
+from threadline.loader import load_agent, portable_ref
 
 AGENT_FILE = """
 from threadline import Agent
@@ -60,3 +60,24 @@ def test_a_bad_reference_is_one_clear_error(tmp_path: Path, ref: str, says: str)
     with pytest.raises(ConfigError, match=says):
         load_agent(ref.format(dir=tmp_path))
     assert str(tmp_path) not in sys.path
+
+
+def test_a_portable_reference_names_the_file_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a thread records: a file's path made absolute (the folder a later command runs
+    in is another); a module reference is found on the import path, so it stays as given."""
+    (tmp_path / "bots").mkdir()
+    (tmp_path / "bots" / "bot.py").write_text(
+        "from threadline import Agent\nagent = Agent('portable')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    ref = portable_ref("bots/bot.py:agent")
+    assert ref == f"{tmp_path.resolve() / 'bots' / 'bot.py'}:agent"
+    assert portable_ref("./bots/../bots/bot.py:agent") == ref
+    assert portable_ref(ref) == ref
+    assert portable_ref("bot.py:agent") == f"{tmp_path.resolve() / 'bot.py'}:agent"
+    monkeypatch.chdir(tmp_path / "bots")
+    assert load_agent(ref).name == "portable"
+    assert portable_ref("loader_pkg.bots:agent") == "loader_pkg.bots:agent"
+    assert portable_ref("no-colon") == "no-colon"  # load_agent says what is wrong with it

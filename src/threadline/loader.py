@@ -10,7 +10,7 @@ from pathlib import Path
 from .agent import Agent
 from .errors import ConfigError
 
-__all__ = ["load_agent"]
+__all__ = ["load_agent", "portable_ref"]
 
 
 def load_agent(ref: str) -> Agent:
@@ -24,7 +24,7 @@ def load_agent(ref: str) -> Agent:
         raise ConfigError(
             f"agent reference {ref!r} must look like path/to/file.py:name or package.module:name"
         )
-    if module_ref.endswith(".py") or "/" in module_ref:
+    if _is_file(module_ref):
         path = Path(module_ref)
         if not path.is_file():
             raise ConfigError(f"agent file {module_ref!r} does not exist")
@@ -57,3 +57,18 @@ def load_agent(ref: str) -> Agent:
     if not isinstance(agent, Agent):
         raise ConfigError(f"{ref} is a {type(agent).__name__}, not a threadline Agent")
     return agent
+
+
+def portable_ref(ref: str) -> str:
+    """`ref` as a reference to the same agent from any working directory, for a thread to
+    record: a file reference with its path made absolute; a module reference as given (it
+    is found on the import path, not from the working directory)."""
+    module_ref, sep, attr = ref.rpartition(":")
+    if sep and module_ref and _is_file(module_ref):
+        return f"{Path(module_ref).resolve()}:{attr}"
+    return ref
+
+
+def _is_file(module_ref: str) -> bool:
+    """Whether a reference's part before the colon names a file (else a module)."""
+    return module_ref.endswith(".py") or "/" in module_ref

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +38,35 @@ def test_every_status_but_done_names_a_command_that_moves_it_on(status: Status) 
     named = re.findall(r"threadline (threads \w+|\w+) th_1", hint)
     assert named or status == Status.DONE, hint
     assert set(named) <= names, (named, sorted(names))
+
+
+def test_a_thread_run_with_a_relative_agent_path_is_found_from_another_folder(
+    tmp_path: Path,
+) -> None:
+    """`run calc/agent.py:agent` recorded that path as the thread's agent, so `approve`
+    from another folder could not find the agent. The thread records it absolute; a thread
+    recorded before that (a relative path) still resolves from the folder it was run in."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    shutil.copytree(ROOT / "examples" / "calculator", project / "calc")
+    elsewhere.mkdir()
+    divide = {"intent": "divide", "arguments": {"a": 9, "b": 3}}
+    done = {"intent": "done_for_now", "arguments": {"message": "3"}}
+    out = cli(tmp_path, "run", "calc/agent.py:agent", "9/3", answers=[divide, done], cwd=project)
+    assert out.returncode == 0 and "awaiting_approval" in out.stdout, out.stdout + out.stderr
+    tid = str(newest(tmp_path)["id"])
+    out = cli(tmp_path, "approve", tid, cwd=elsewhere)
+    assert out.returncode == 0 and f"thread {tid} is done" in out.stdout, out.stdout + out.stderr
+    shown = json.loads(cli(tmp_path, "threads", "show", tid, "--json").stdout)
+    assert shown["metadata"]["agent_ref"] == f"{(project / 'calc' / 'agent.py').resolve()}:agent"
+    assert cli(tmp_path, "replay", tid, cwd=elsewhere).returncode == 0
+    with sqlite3.connect(tmp_path / "t.db") as db:  # as an older version recorded it
+        (metadata,) = db.execute("SELECT metadata FROM threads WHERE id = ?", (tid,)).fetchone()
+        old = {**json.loads(metadata), "agent_ref": "calc/agent.py:agent"}
+        db.execute("UPDATE threads SET metadata = ? WHERE id = ?", (json.dumps(old), tid))
+    out = cli(tmp_path, "replay", tid, cwd=project)
+    assert out.returncode == 0 and "no divergence" in out.stdout, out.stdout + out.stderr
+    out = cli(tmp_path, "replay", tid, cwd=elsewhere)
+    assert out.returncode == 1 and "agent file 'calc/agent.py' does not exist" in out.stderr
 
 
 def test_run_pauses_without_a_terminal_then_approve_finishes(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from ..client import Client
 from ..errors import ConfigError, InvalidAction, StoreError
 from ..events import Event, Status, Thread, Waiting, summarize, utcnow
 from ..launch import LaunchOptions
+from ..loader import portable_ref
 from ..runtime import Observer, Runtime
 from ..runtime_actions import Verdict, VerdictOptions
 from ..schedules import schedule_from, view_of
@@ -49,7 +50,8 @@ __all__ = [
 
 def agent_of(thread: Thread, agent_refs: Sequence[str] = ()) -> Agent:
     """The code of the agent that made `thread`: among `agent_refs`, else the reference its
-    launch recorded (`agent_ref` in its metadata)."""
+    launch recorded (`agent_ref` in its metadata: absolute, or, recorded before references
+    were made absolute, relative to the working directory, as it was then)."""
     for agent, _ in load_agents(agent_refs).values():
         if agent.name == thread.agent:
             return agent
@@ -131,7 +133,8 @@ class LocalThreads:
 
     async def launch(self, agent: str, message: str, **options: Unpack[LaunchOptions]) -> ThreadOut:
         """Launch `agent`: a loaded agent's name or a `path.py:name` reference (the thread
-        records the reference, so later commands find the agent's code)."""
+        records the reference, its path made absolute, so later commands find the agent's
+        code from any folder)."""
         name = next((n for n, ref in self.refs.items() if ref == agent), agent)
         if name not in self.runtime.agents:
             ((loaded, ref),) = load_agents([agent]).values()
@@ -139,8 +142,8 @@ class LocalThreads:
             name = loaded.name
             self.refs[name] = ref
         meta = dict(options.get("metadata") or {})
-        if name in self.refs:
-            meta.setdefault("agent_ref", self.refs[name])
+        if name in self.refs:  # found again by later commands, whatever their folder
+            meta.setdefault("agent_ref", portable_ref(self.refs[name]))
         options["metadata"] = meta
         self._with_model(name, announce=True)
         thread = await self.runtime.launch(name, message, channel="cli", advance=False, **options)

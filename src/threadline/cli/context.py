@@ -22,6 +22,7 @@ from ..context.base import Rendered
 from ..context.renderer import Renderer
 from ..errors import ConfigError, PromptError, ThreadlineError
 from ..events import Thread
+from .api import agent_of
 from .common import ThreadIdArg, app, command, console, err_console, run_async, settings
 
 __all__ = ["prompts_app"]
@@ -111,14 +112,8 @@ async def _load(thread_id: str, refs: list[str] | None) -> tuple[Renderer, Threa
     loaded = load_agents(refs or [])
     rt = open_runtime(settings(), [a for a, _ in loaded.values()], with_model=False)
     thread = await rt.store.load(thread_id)
-    if thread.agent not in rt.agents:
-        ref = thread.metadata.get("agent_ref")
-        if not ref:
-            raise ConfigError(
-                f"thread {thread_id} was made by agent {thread.agent!r}; pass --agent path.py:name"
-            )
-        for a, _ in load_agents([str(ref)]).values():
-            rt.add_agent(a)
+    if thread.agent not in rt.agents:  # the agent reference recorded on the thread
+        rt.add_agent(agent_of(thread))
     agent = rt.agent(thread.agent)
     renderer = rt.renderer(agent.name)
     if agent.model is not None:
