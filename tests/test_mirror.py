@@ -28,6 +28,7 @@ NOT_MIRRORED: dict[str, str] = {
     # Tested through the module that uses them (no test of their own yet).
     "channels/base.py": "tests/channels/test_slack.py, tests/channels/test_email.py",
     "channels/memory.py": "tests/channels/test_dispatch.py",
+    "context/prepared.py": "tests/context/test_renderer.py (Renderer.prepare)",
     "cli/index.py": "tests/retrieval/test_cli_index.py",
     "cli/mcp.py": "tests/integrations/test_mcp_server.py",
     "cli/models.py": "tests/evals/test_bfcl.py, tests/evals/test_when2call.py",

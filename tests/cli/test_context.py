@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,21 @@ def test_profile_prints_sections_and_writes_charts(tmp_path: Path) -> None:
         assert section in out.stdout
     assert "<table>" in (tmp_path / "p.html").read_text()
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_profile_totals_the_whole_request_as_render_counts_it(tmp_path: Path) -> None:
+    """The profile's total is the request's count, framing of each message included: the
+    number `render` prints, and the one the call's budget was checked against."""
+    ref = _calculator(tmp_path)
+    thread_id = _finished_thread(tmp_path, ref)
+    answers: list[object] = []
+    out = cli(tmp_path, "profile", thread_id, answers=answers)
+    assert out.returncode == 0, out.stderr
+    title = re.search(r"(\d+) input\s+tokens of a", out.stdout)
+    assert title is not None, out.stdout
+    rendered = json.loads(cli(tmp_path, "render", thread_id, "--json", answers=answers).stdout)
+    assert int(title[1]) == rendered["input_tokens"]
+    assert re.search(r"│ framing\s+│ \d+", out.stdout), out.stdout
 
 
 def test_render_of_an_unknown_thread_is_one_clear_line(tmp_path: Path) -> None:

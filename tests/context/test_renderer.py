@@ -4,6 +4,7 @@ and the storage path never needs it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -12,11 +13,12 @@ import pytest
 from context_support import finished_calculator, render
 
 from threadline import Agent, ContextSettings, MemoryStore, Runtime, Status, tool
+from threadline.context.base import tools_json
 from threadline.context.messages import thread_from_openai
 from threadline.context.renderer import Renderer
 from threadline.errors import PromptError
 from threadline.events import Thread, UserMessage
-from threadline.models.base import Context, Message
+from threadline.models.base import Context, Message, ModelProfile, ToolSpec
 from threadline.prompts import renderer_for
 from threadline.testing import ScriptedModel, intent
 
@@ -233,3 +235,34 @@ def test_rendering_is_pure_and_cached(calculator) -> None:
     second = renderer.render(thread)
     assert first.context == second.context
     assert first.sections == second.sections
+
+
+async def test_native_tools_are_counted_as_the_bound_model_writes_them(
+    calculator: ModuleType,
+) -> None:
+    """A backend without a native tool API (the local model, OpenAI-compatible JSON modes)
+    writes the tools as signatures into its system text: the budget, `render` and
+    `profile` count that text, not the JSON definitions it never sends."""
+
+    def signatures(tools: Sequence[ToolSpec]) -> str:
+        return "Tools:\n" + "\n".join(
+            f"- {t.name}({', '.join(t.parameters['properties'])})" for t in tools
+        )
+
+    writes = ScriptedModel([], profile=ModelProfile(context_window=8_000, tools_text=signatures))
+    native = ScriptedModel([], profile=ModelProfile(context_window=8_000))
+    _, thread, _ = await finished_calculator(calculator)
+    renderer = renderer_for(calculator.agent)
+    renderer.bind(native)
+    as_json = renderer.render(thread)
+    renderer.bind(writes)
+    as_written = renderer.render(thread)
+    tools = as_written.context.tools
+    assert tools and tools == as_json.context.tools  # still sent as Context.tools
+    assert as_written.sections["tools"] == renderer.count_text(signatures(tools))
+    assert as_json.sections["tools"] == renderer.count_text(tools_json(tools))
+    saved = as_json.sections["tools"] - as_written.sections["tools"]
+    assert saved > 0
+    assert as_written.context.input_tokens == as_json.context.input_tokens - saved
+    renderer.bind(native)  # rebinding counts the JSON again (nothing cached across)
+    assert renderer.render(thread).sections["tools"] == as_json.sections["tools"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -24,6 +25,8 @@ if importlib.util.find_spec("llama_cpp") is None:
     if os.environ.get("CI", "").lower() == "true":  # in CI the local model must run
         raise RuntimeError("llama-cpp-python is not installed; pip install 'threadline[local]'")
     pytest.skip("needs threadline[local] (llama-cpp-python)", allow_module_level=True)
+
+from profile_support import count_next_call  # noqa: E402
 
 from threadline.models.local import LocalModel, grammar_text, tools_prompt  # noqa: E402
 from threadline.models.registry import resolve_model  # noqa: E402
@@ -217,3 +220,14 @@ def test_tokens_are_counted_by_the_models_own_tokenizer() -> None:
     assert model.count_tokens("") == 0
     assert 0 < model.count_tokens("deploy the latest tag") < len("deploy the latest tag")
     assert model.count_tokens("<|im_start|>") == 1  # a special token of SmolLM2's template
+
+
+async def test_profile_and_render_count_what_the_local_model_is_sent(tmp_path: Path) -> None:
+    """`threadline profile` / `render` count the tools as the signatures the model is shown
+    in its system text (not JSON definitions it is never sent; the grammar costs nothing),
+    in the window it runs with: within a few percent of the model's own prompt count for
+    that call (the chat template's framing is estimated)."""
+    counted = await count_next_call(tmp_path, "local:smollm2", local(max_output_tokens=384))
+    assert counted.window == 2048
+    assert counted.profile == counted.render
+    assert abs(counted.render - counted.reported) <= 0.03 * counted.reported, counted

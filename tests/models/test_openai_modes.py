@@ -14,9 +14,11 @@ from recorded import Recorded, openai_completion, openai_error
 
 from threadline import MemoryStore, Runtime, Status
 from threadline.errors import ConfigError
+from threadline.models.local import tools_prompt
 from threadline.models.openai import SERVERS, OpenAIModel
 from threadline.models.registry import resolve_model
 from threadline.models.resilience import ResilientModel, RetryPolicy, is_invalid_request
+from threadline.models.server_tokens import ServerTokenizer
 
 ANSWER = '{"intent": "done_for_now", "arguments": {"message": "5"}}'
 
@@ -123,6 +125,30 @@ def test_the_model_spec_configures_server_mode_and_base_url(
     assert str(inner.client.base_url) == "http://127.0.0.1:9/v1/"
     with pytest.raises(ConfigError, match="does not support mode"):
         resolve_model("openai:m?server=lmstudio&mode=json_object&base_url=http://h/v1")
+
+
+def test_the_profile_declares_what_the_server_serves_and_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """llama-cpp-python serves 2,048 tokens unless told (`n_ctx=`), whatever the model was
+    trained for, and counts with its own tokenizer; outside `tools` mode the tools are
+    counted as the signatures the system text carries."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    base = "openai:smollm2?server=llama-cpp-python&base_url=http://127.0.0.1:9/v1"
+    profile = resolve_model(base).profile
+    assert profile.context_window == 2048  # not smollm2's 8,192
+    assert profile.tools_text is tools_prompt
+    assert isinstance(profile.tokenizer, ServerTokenizer)
+    assert profile.tokenizer.url == "http://127.0.0.1:9/extras/tokenize/count"
+    assert profile.tokenizer.model == "smollm2"
+    assert resolve_model(f"{base}&n_ctx=4096").profile.context_window == 4096
+    tools = resolve_model(f"{base}&mode=tools").profile
+    assert tools.tools_text is None  # native definitions
+    # A kind without those declarations keeps what the model name tells.
+    generic = resolve_model("openai:smollm2?mode=json_object&base_url=http://127.0.0.1:9/v1")
+    assert generic.profile.context_window == 8192 and generic.profile.tokenizer is None
+    hosted = OpenAIModel("gpt-4.1-mini", api_key="k", base_url="https://api.openai.com/v1")
+    assert (hosted.profile.context_window, hosted.profile.tokenizer) == (1_000_000, "o200k_base")
 
 
 def test_each_base_url_has_its_own_breaker(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,6 +36,8 @@ else:
     pytest.importorskip("llama_cpp.server", reason="needs threadline[local-server]")
     pytest.importorskip("openai", reason="needs threadline[openai]")
 
+from profile_support import count_next_call  # noqa: E402
+
 from threadline import MemoryStore, Runtime, Status  # noqa: E402
 from threadline.models.local import default_model_path  # noqa: E402
 from threadline.models.registry import resolve_model  # noqa: E402
@@ -257,3 +259,17 @@ async def test_a_judge_on_the_server_rules_on_a_destructive_call_through_json_ob
     assert parse_verdict(verdict.output).verdict == verdict.verdict
     assert verdict.prompt_name == "dispatch-judge" and verdict.prompt_hash == judge.prompt.sha256
     assert (DROPPED == ["orders"]) == (verdict.verdict == "allow")
+
+
+async def test_profile_and_render_count_what_the_server_counts(
+    live: LlamaServer, tmp_path: Path
+) -> None:
+    """In json_object mode the tools travel as signatures in the system text and the
+    schema as a grammar: `threadline profile` / `render` count that, with the server's own
+    tokenizer, in the server's window (its n_ctx, not the 8,192 SmolLM2 was trained for),
+    within a few percent of the prompt_tokens the server reports for that call."""
+    spec = live.spec()
+    counted = await count_next_call(tmp_path, spec, resolve_model(spec))
+    assert counted.window == 2048
+    assert counted.profile == counted.render
+    assert abs(counted.render - counted.reported) <= 0.03 * counted.reported, counted

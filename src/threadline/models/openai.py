@@ -41,6 +41,7 @@ from .base import Context, Message, ModelOutput, ModelProfile, ToolSpec
 from .local import tools_prompt  # pure text; llama.cpp itself is imported lazily there
 from .pricing import PriceTable
 from .resilience import sdk_api_key, sdk_client, sdk_output, sdk_request
+from .server_tokens import ServerTokenizer
 
 if TYPE_CHECKING:
     import openai
@@ -79,6 +80,12 @@ class OpenAIServer:
             tools go once, as signatures in the system text, and the response format is
             JSON mode (`{"type": "json_object"}`), not a schema repeating them. Local
             servers turn the full schema into a grammar for free.
+        n_ctx: the context window the server serves when the spec does not say
+            (`n_ctx=N`): its own default, whatever window the model was trained for.
+            None: unknown (the model name's known window, else the renderer's default).
+        count_path: the server's token-count endpoint, from its root
+            (`models.server_tokens`); None: it has none (counts by the model name's BPE
+            encoding, else approximately).
     """
 
     name: str
@@ -86,6 +93,8 @@ class OpenAIServer:
     tool_choice: Literal["required", "auto"] | None = "required"
     json_object_schema: Literal["response_format", "structured_outputs"] = "response_format"
     bills_prompt: bool = False
+    n_ctx: int | None = None
+    count_path: str | None = None
 
 
 SERVERS: dict[str, OpenAIServer] = {
@@ -97,8 +106,16 @@ SERVERS: dict[str, OpenAIServer] = {
         OpenAIServer("openai", ("json_schema", "tools"), bills_prompt=True),
         # llama-cpp-python (`python -m llama_cpp.server`): response_format must be text or
         # json_object (json_schema is refused); tools need `--chat_format
-        # chatml-function-calling`, whose handler asserts on tool_choice="required".
-        OpenAIServer("llama-cpp-python", ("json_object", "tools"), tool_choice="auto"),
+        # chatml-function-calling`, whose handler asserts on tool_choice="required". It
+        # serves 2,048 tokens unless started with another `--n_ctx` (its settings'
+        # default), and counts with the served model's tokenizer at /extras/tokenize/count.
+        OpenAIServer(
+            "llama-cpp-python",
+            ("json_object", "tools"),
+            tool_choice="auto",
+            n_ctx=2048,
+            count_path="/extras/tokenize/count",
+        ),
         # llama.cpp's `llama-server`: json_object+schema and json_schema; tools with --jinja.
         OpenAIServer("llama-server", ("json_schema", "json_object", "tools")),
         # vLLM: json_schema; schema-constrained JSON through structured_outputs (guided_json
@@ -182,6 +199,9 @@ class OpenAIModel:
         temperature: sent only when given (reasoning models reject it).
         max_output_tokens: a cap on the tokens asked for per call, below the context's
             output reservation (small local models that would otherwise run long).
+        context_window: the window the server serves (a local server's `--n_ctx`);
+            default: the server kind's default (`OpenAIServer.n_ctx`), else the model
+            name's known window.
         prices: the price table for `cost_usd`.
         client: an `openai.AsyncOpenAI` to use instead (tests, custom transports).
         http_client: an `httpx2.AsyncClient` for the SDK (recorded-exchange tests).
@@ -203,6 +223,7 @@ class OpenAIModel:
         timeout: float = 60.0,
         temperature: float | None = None,
         max_output_tokens: int | None = None,
+        context_window: int | None = None,
         prices: PriceTable | None = None,
         client: openai.AsyncOpenAI | None = None,
         http_client: Any = None,
@@ -220,6 +241,7 @@ class OpenAIModel:
         self.model = model
         self.temperature = temperature
         self.max_output_tokens = max_output_tokens
+        self.context_window = context_window or self.server.n_ctx
         self.prices = prices or PriceTable()
         self._openai = openai
         if client is None:
@@ -230,6 +252,7 @@ class OpenAIModel:
                 openai.AsyncOpenAI, key, base_url, timeout=timeout, http_client=http_client
             )
         self.client = client
+        self.count_tokens = _server_tokenizer(self.server, str(client.base_url), model, api_key)
         # api.openai.com wants max_completion_tokens; older compatible servers know only
         # max_tokens.
         self._max_tokens_param = (
@@ -242,12 +265,17 @@ class OpenAIModel:
 
     @property
     def profile(self) -> ModelProfile:
-        """Window and encoding by model name, its output cap and its mode."""
+        """Its window (the server's, else by model name), tokenizer (the server's, else
+        by model name), output cap and mode. Outside `tools` mode the tools are described
+        as signatures in the system text (`tools_prompt`, as `request_body` sends them)."""
         return ModelProfile.for_id(
             self.model_id,
             output_modes=(self.mode,),
+            context_window=self.context_window,
             max_output_tokens=self.max_output_tokens,
+            tokenizer=self.count_tokens,
             tools_in_prompt=self.server.bills_prompt and self.mode != "tools",
+            tools_text=None if self.mode == "tools" else tools_prompt,
             price=self.prices.price(self.model),
         )
 
@@ -333,6 +361,18 @@ class OpenAIModel:
             cache_write=(details.cache_write_tokens or 0) if details else 0,
             cache_read=(details.cached_tokens or 0) if details else 0,
         )
+
+
+def _server_tokenizer(
+    server: OpenAIServer, base_url: str, model: str, api_key: str | None
+) -> ServerTokenizer | None:
+    """The server's own tokenizer, when its kind has a count endpoint (at the root of the
+    URL, beside `/v1`)."""
+    if server.count_path is None:
+        return None
+    root = base_url.rstrip("/").removesuffix("/v1")
+    key = api_key or os.environ.get("OPENAI_API_KEY")
+    return ServerTokenizer(f"{root}{server.count_path}", model, key)
 
 
 def _server(name: str | None, base_url: str | None) -> OpenAIServer:

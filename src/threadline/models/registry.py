@@ -16,7 +16,9 @@ Options (after `?`, `&`-separated):
     openai:      server=openai|llama-cpp-python|llama-server|vllm|ollama|lmstudio|generic
                  (default openai, or generic when a base URL is set), base_url=URL (default
                  OPENAI_BASE_URL), mode=tools|json_schema|json_object (default: the server's
-                 first mode; docs/models.md has the table), max_tokens=N (cap per call)
+                 first mode; docs/models.md has the table), max_tokens=N (cap per call),
+                 n_ctx=N (the window the server serves; default: the server kind's own
+                 default, else the model name's known window)
     anthropic:   mode=intent|tools|json (default intent), cache_ttl=5m|1h (how long the
                  prompt cache keeps a call's writes; default 5m)
     local:       grammar=on|off, n_ctx=N, max_tokens=N, temperature=T, timeout=S (per call,
@@ -111,6 +113,7 @@ def _openai(name: str, options: dict[str, str], ctx: BuildContext) -> Model:
         server=options.get("server"),
         base_url=options.get("base_url") or None,
         max_output_tokens=_number(options, "max_tokens", int, 0) or None,
+        context_window=_number(options, "n_ctx", int, 0) or None,
         timeout=_number(options, "timeout", float, 60.0),
         temperature=_temperature(options),
         prices=ctx.prices,
@@ -143,7 +146,10 @@ PROVIDERS: Mapping[str, Provider] = {
             _local,
         ),
         Provider(
-            "openai", frozenset({"mode", "server", "base_url", "max_tokens"}), _openai, remote=True
+            "openai",
+            frozenset({"mode", "server", "base_url", "max_tokens", "n_ctx"}),
+            _openai,
+            remote=True,
         ),
         Provider("anthropic", frozenset({"mode", "cache_ttl"}), _anthropic, remote=True),
         Provider("scripted", frozenset(), _scripted_provider),
