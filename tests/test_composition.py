@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from cancel_support import STORES, land_before, store_url
 from threadline import (
     Agent,
     InvalidAction,
@@ -20,12 +21,14 @@ from threadline import (
     SQLiteStore,
     Status,
     Thread,
+    Worker,
     advance_exclusively,
     replay_thread,
     tool,
 )
 from threadline.composition import child_id, children
 from threadline.events import ChildStarted
+from threadline.stores import open_store
 from threadline.testing import ScriptedModel, intent
 from threadline.wire import thread_out
 
@@ -286,6 +289,8 @@ async def test_cancelling_a_parent_cancels_its_children() -> None:
     parent, child, grandchild = await _three(rt, root)
     assert [t.status for t in (parent, child, grandchild)] == [Status.FAILED] * 3
     assert parent.events[-1].reason == "cancelled by ops: wrong customer"
+    for thread in (parent, child, grandchild):  # the delegated calls and the approval
+        assert thread.state.pending == {} and len(thread.events[-1].withdrawn) == 1
     assert grandchild.events[-1].reason == "cancelled by ops: wrong customer"
     await rt.advance(grandchild.id)
     assert POSTED == []  # nothing of the cancelled tree runs
@@ -303,3 +308,33 @@ async def test_a_cancelled_sub_agent_is_its_parent_s_tool_error() -> None:
     (error,) = [e for e in child_thread.events if e.kind == "tool_error"]
     assert error.error_type == "SubAgentEscalated" and "cancelled by ops" in error.message
     assert child_thread.status == Status.DONE  # its model carried on and finished
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_a_sub_agent_call_withdrawn_before_its_child_started_never_runs(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The coordinator chose its sub-agent call and made the child thread; another process's
+    cancel lands before `child_started`: the call is withdrawn, the child made for it is
+    cancelled too, and no worker ever runs it."""
+    coordinator, _, _ = _tree()
+    url = store_url(kind, request, tmp_path)
+    rt = Runtime(open_store(url), agents=[coordinator])
+    other = Runtime(open_store(url), agents=[coordinator])
+    root = await rt.launch(coordinator, "book 5", advance=False)
+    landed = land_before(rt.store, "child_started", lambda: other.cancel(root.id, by="ops"))
+    parent = await rt.advance(root.id)
+    assert landed and parent.status is Status.FAILED and parent.state.pending == {}
+    (call,) = [e.call_id for e in parent.events if e.kind == "tool_call"]
+    assert parent.events[-1].withdrawn == (call,)
+    assert children(parent) == []
+    child = await rt.store.load(child_id(root.id, call))
+    assert child.status is Status.FAILED
+    assert (
+        child.events[-1].reason == f"cancelled by thread {root.id}: its call {call} was withdrawn"
+    )
+    stats = await Worker(rt, poll_interval=0.05).run(until_idle=True)
+    assert stats.leased == 0
+    assert [e.kind for e in (await rt.store.load(child.id)).events] == ["user_message", "failed"]
+    await other.store.close()
+    await rt.store.close()

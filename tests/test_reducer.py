@@ -23,6 +23,7 @@ from threadline.events import (
     ModelCall,
     ModelError,
     RawToolCall,
+    ToolAttemptFailed,
     ToolCall,
     ToolError,
     ToolResult,
@@ -165,6 +166,32 @@ def test_started_without_outcome_reruns_idempotent_and_escalates_the_rest() -> N
     step = decide(AGENT, charged)
     assert isinstance(step, Escalate) and "may have run" in step.reason
     assert step.details["idempotency_key"] == "k"
+
+
+def test_a_repeated_write_ahead_is_the_same_attempt_never_a_retry() -> None:
+    """A thread stored before stores refused repeated `tool_started` records may hold one:
+    attempt 2 of the charge may have run, and a stale copy of attempt 1 after it must not
+    make it look failed (which would run the charge again instead of escalating)."""
+    approved = Approval(seq=0, at=T0, call_id="c1", approved=True)
+    first = ToolStarted(seq=0, at=T0, call_id="c1", idempotency_key="k", attempt=1)
+    failed = ToolAttemptFailed(
+        seq=0,
+        at=T0,
+        call_id="c1",
+        tool="charge",
+        attempt=1,
+        error_type="E",
+        message="m",
+        retry_at=T0,
+    )
+    second = first.model_copy(update={"attempt": 2})
+    thread = thread_of(um(), call("charge", amount=3), approved, first, failed, second, first)
+    assert thread.state.pending["c1"].attempt == 2
+    step = decide(AGENT, thread)
+    assert isinstance(step, Escalate) and step.details["attempt"] == 2
+    twice = thread_of(um(), call("upsert", key="x"), first, first)
+    step = decide(AGENT, twice)
+    assert isinstance(step, RunTool) and step.attempt == 2  # as after one `tool_started`
 
 
 def test_removed_tool_escalates_instead_of_guessing() -> None:

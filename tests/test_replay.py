@@ -3,10 +3,21 @@ naming the event."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from airline_support import run_recorded, tau_runs
-from threadline import Agent, ContextSettings, MemoryStore, Runtime, Status, tool
+from threadline import (
+    Agent,
+    ContextSettings,
+    MemoryStore,
+    Runtime,
+    SQLiteStore,
+    Status,
+    Thread,
+    tool,
+)
 from threadline.errors import ReplayDivergence
 from threadline.events import ToolCall
 from threadline.reducer import is_input
@@ -101,6 +112,34 @@ async def test_replay_of_a_crash_after_tool_started_still_derives_the_escalation
     thread.events[-1] = forged
     with pytest.raises(ReplayDivergence):
         replay_thread(agent, thread)
+
+
+async def test_a_write_ahead_record_delivered_twice_is_a_divergence(tmp_path: Path) -> None:
+    """A crash left a `tool_started` without an outcome, stored twice (before stores
+    refused the second): it loads as one attempt, and replay names the repeated record
+    instead of taking it for the retry that `decide` would make next."""
+
+    @tool(side_effects=True, idempotent=True)
+    def upsert(key: str) -> str:
+        """Write a key (idempotent)."""
+        return key
+
+    model = ScriptedModel([intent("upsert", key="x"), intent("done_for_now", message="ok")])
+    agent = Agent("kv", tools=[upsert], model=model)
+    async with SQLiteStore(tmp_path / "t.db") as store:
+        thread = await Runtime(store, agents=[agent]).launch(agent, "write x")
+    i = next(i for i, e in enumerate(thread.events) if e.kind == "tool_started")
+    started = thread.events[i]
+    crashed = Thread(thread.id, thread.agent, thread.events[: i + 1])
+    replay_thread(agent, crashed)  # one record: the attempt that may have run
+    doubled = Thread(
+        thread.id, thread.agent, [*crashed.events, started.model_copy(update={"seq": i + 1})]
+    )
+    assert doubled.state.pending[started.call_id].attempt == 1
+    with pytest.raises(ReplayDivergence) as info:
+        replay_thread(agent, doubled)
+    assert info.value.seq == i + 1
+    assert f"attempt 1 of call {started.call_id} was already started" in info.value.got
 
 
 # -- the 200 recorded airline conversations (GPT-4o, tau-bench), writes behind approvals --

@@ -3,12 +3,17 @@ written whole or not at all (a real SQLite store; the model is scripted)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from threadline import Agent, InvalidAction, Runtime, SQLiteStore, Status, tool
+from cancel_support import STORES, land_before, store_url
+from threadline import Agent, InvalidAction, Runtime, SQLiteStore, Status, Worker, tool
+from threadline.events import Failed
 from threadline.runtime_actions import Verdict
+from threadline.stores import open_store
 from threadline.testing import ScriptedModel, intent
 
 
@@ -108,4 +113,108 @@ async def test_a_fork_never_splits_one_append(tmp_path: Path) -> None:
     assert forked.id != tid and forked.metadata["forked_from"] == tid
     assert forked.events[-1].kind == "forked_from" and forked.events[-1].at_seq == model_call - 1
     assert len(await rt.store.load(tid)) == len(thread)  # the source is untouched
+    await rt.store.close()
+
+
+# -- a cancel stops every call that has not started (SQLite and PostgreSQL) --------------
+
+SENT: list[int] = []
+
+
+@tool(side_effects=True, approval="always")
+def wire_money(amount: int) -> str:
+    """Wire money (a side effect, after approval)."""
+    SENT.append(amount)
+    return f"wired {amount}"
+
+
+WIRES = Agent("wires", tools=[wire_money])
+
+
+@pytest.fixture(params=STORES)
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    SENT.clear()
+    yield store_url(request.param, request, tmp_path)
+
+
+def _wires() -> ScriptedModel:
+    """Two wires in one answer; after a resume, the end."""
+    both = [intent("wire_money", amount=5), intent("wire_money", amount=7)]
+    return ScriptedModel([both, intent("done_for_now", message="stopped")])
+
+
+async def test_a_cancel_withdraws_calls_awaiting_approval_and_approved_ones(url: str) -> None:
+    """One call approved but not yet run, one awaiting its verdict, the thread paused: the
+    cancel withdraws both, no worker runs them, and a resume asks the model again."""
+    rt = Runtime(open_store(url), agents=[WIRES], model=_wires())
+    thread = await rt.launch(WIRES, "wire 5 and 7")
+    first, second = thread.state.pending
+    await rt.approve(thread.id, first, by="ana")  # approved: it runs at the next advance
+    await rt.pause(thread.id, by="ops")
+    cancelled = await rt.cancel(thread.id, by="ops", reason="fraud")
+    failed = cancelled.events[-1]
+    assert isinstance(failed, Failed) and failed.withdrawn == (first, second)
+    assert cancelled.status is Status.FAILED and cancelled.state.pending == {}
+    stored = await rt.store.load(thread.id)
+    assert stored.state.to_dict() == cancelled.state.to_dict()
+    with pytest.raises(InvalidAction, match="not awaiting approval"):
+        await rt.approve(thread.id, second, by="ana")
+    stats = await Worker(rt, poll_interval=0.05).run(until_idle=True)
+    assert stats.leased == 0
+    resumed = await rt.resume(thread.id, by="ops")  # `threadline threads retry`
+    assert resumed.status is Status.RUNNING
+    done = await rt.advance(thread.id)
+    assert done.status is Status.DONE and SENT == []
+    assert not any(e.kind in ("tool_started", "tool_result") for e in done.events)
+    await rt.store.close()
+
+
+async def test_a_cancel_landing_between_choosing_a_call_and_starting_it(url: str) -> None:
+    """The advancer chose the approved call; another process's cancel lands before its
+    `tool_started`: the call is not started, the advance ends quietly, nothing runs later."""
+    rt = Runtime(open_store(url), agents=[WIRES], model=_wires())
+    other = Runtime(open_store(url), agents=[WIRES])
+    thread = await rt.launch(WIRES, "wire 5 and 7")
+    verdicts = [Verdict(call_id) for call_id in thread.state.pending]
+    await rt.approve_many(thread.id, verdicts, by="ana")
+    landed = land_before(rt.store, "tool_started", lambda: other.cancel(thread.id, by="ops"))
+    advanced = await rt.advance(thread.id)
+    assert landed and advanced.status is Status.FAILED and advanced.state.pending == {}
+    assert [e.kind for e in advanced.events[-3:]] == ["approval", "approval", "failed"]
+    await Worker(rt, poll_interval=0.05).run(until_idle=True)
+    await rt.resume(thread.id, by="ops")
+    done = await rt.advance(thread.id)
+    assert done.status is Status.DONE and SENT == []
+    await other.store.close()
+    await rt.store.close()
+
+
+async def test_a_tool_running_when_the_cancel_lands_keeps_its_outcome(url: str) -> None:
+    """A started call is not withdrawn (it may be running): its outcome is recorded after the
+    cancel, so a side effect's result is never lost, and the thread stays failed."""
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    @tool(side_effects=True)
+    async def slow_wire(amount: int) -> str:
+        """Wire money, slowly."""
+        entered.set()
+        await gate.wait()
+        SENT.append(amount)
+        return f"wired {amount}"
+
+    agent = Agent("slow", tools=[slow_wire])
+    model = ScriptedModel([intent("slow_wire", amount=3), intent("done_for_now", message="x")])
+    rt = Runtime(open_store(url), agents=[agent], model=model)
+    other = Runtime(open_store(url), agents=[agent])
+    thread = await rt.launch(agent, "wire 3", advance=False)
+    running = asyncio.create_task(rt.advance(thread.id))
+    await entered.wait()
+    cancelled = await other.cancel(thread.id, by="ops")
+    assert cancelled.events[-1].withdrawn == () and len(cancelled.state.pending) == 1
+    gate.set()
+    advanced = await running
+    assert [e.kind for e in advanced.events[-3:]] == ["tool_started", "failed", "tool_result"]
+    assert advanced.status is Status.FAILED and advanced.state.pending == {}
+    assert SENT == [3]
+    await other.store.close()
     await rt.store.close()

@@ -16,7 +16,9 @@
 
 A child waiting for a person (an approval, a question) leaves its ancestors waiting; the
 inbox shows it with its `ancestors`, and answering it resumes the child, then each parent
-in turn. Pausing or resuming a parent does the same to its running children.
+in turn. Pausing or resuming a parent does the same to its running children; cancelling
+it cancels them, and a child made for a call withdrawn before its `child_started` is
+cancelled by the run that made it.
 
 Replaying a parent never runs a child: `child_started` and the delivered outcome are
 recorded results, taken as they are.
@@ -30,6 +32,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -37,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .agent import Agent
 from .budgets import child_metadata, tree_ran_out
-from .errors import ThreadNotFound
+from .errors import InvalidAction, ThreadNotFound
 from .events import ChildStarted, Done, Event, Status, Thread, ToolError, ToolResult
 from .events.state import PendingCall
 from .leases import heartbeat
@@ -89,6 +92,10 @@ class Host(Protocol):
         thread: Thread,
         build: Callable[[int, datetime], list[Event]],
         still_valid: Callable[[Thread], bool],
+    ) -> Thread: ...
+
+    async def cancel(
+        self, thread_id: str, *, by: str | None = None, reason: str | None = None
     ) -> Thread: ...
 
 
@@ -145,7 +152,13 @@ async def start_child(
         lambda t: _still_pending(t, call.call_id, None),
     )
     if call.call_id not in parent.state.pending:
-        return  # someone resolved the call meanwhile (a rejection landed first)
+        # The call ended before its child could start (a cancel withdrew it): the child
+        # made for it would otherwise run on its own, for nobody.
+        with contextlib.suppress(InvalidAction):
+            await runtime.cancel(
+                cid, by=f"thread {parent.id}", reason=f"its call {call.call_id} was withdrawn"
+            )
+        return
     await with_lease(
         runtime, cid, lease, lambda held, n: runtime.advance_only(cid, lease=held, max_steps=n)
     )

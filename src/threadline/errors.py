@@ -10,6 +10,8 @@ Errors (something is wrong; callers catch these)::
     │   ├── AppendConflict       expected seq did not match: another writer won; nothing written
     │   ├── LeaseLost            the writer no longer holds the thread's lease; nothing written
     │   ├── CorruptEvent         a stored row does not parse as an event (names thread and seq)
+    │   ├── StaleWriteAhead      a `tool_started` that does not start a pending call's next
+    │   │                        attempt (a write-ahead delivered twice); nothing written
     │   ├── TreeBudgetExhausted  a reservation would pass its tree's budget; nothing written
     │   └── SchemaOutOfDate      the database schema is older than this code (names the command)
     ├── InvalidAction            the action does not fit the thread's state (e.g. approving a call
@@ -65,6 +67,7 @@ __all__ = [
     "RetryableToolError",
     "SchemaOutOfDate",
     "ServerError",
+    "StaleWriteAhead",
     "StoreError",
     "ThreadNotFound",
     "ThreadlineError",
@@ -142,6 +145,24 @@ class CorruptEvent(StoreError):
         self.seq = seq
         self.reason = reason
         super().__init__(f"thread {thread_id} event {seq} is corrupt: {reason}")
+
+
+class StaleWriteAhead(StoreError):
+    """An appended `tool_started` does not start the next attempt of a pending call: the
+    same write-ahead record delivered twice (an append sent again at a later seq, a
+    second writer), or one for a call that has moved on. Nothing was written, and its
+    writer must not run the tool: reload the thread and decide again.
+
+    Attributes:
+        seq: the refused event's seq.
+        reason: which call and attempt, and why.
+    """
+
+    def __init__(self, thread_id: str, seq: int, reason: str) -> None:
+        self.thread_id = thread_id
+        self.seq = seq
+        self.reason = reason
+        super().__init__(f"thread {thread_id}: tool_started at {seq} refused: {reason}")
 
 
 class TreeBudgetExhausted(StoreError):

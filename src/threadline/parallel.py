@@ -51,7 +51,10 @@ class Tail:
             self.thread = await self._append(self.thread, build, still_valid)
             return self.thread
         async with self._lock:
-            self.thread = await self._append(self.thread, build, still_valid)
+            # Another call's append may have re-based the tail over a person's action (a
+            # cancel withdrawing this call): what no longer applies is not written.
+            if still_valid(self.thread):
+                self.thread = await self._append(self.thread, build, still_valid)
             return self.thread
 
 

@@ -8,7 +8,9 @@ Tools are never re-run and guards never asked again (a judge's verdict is a reco
 outcome, like a model's answer): replay has no side effects.
 
 The comparison ignores timestamps. The first difference raises `ReplayDivergence` with the
-event's seq; a replay that matches returns the re-derived thread.
+event's seq; a replay that matches returns the re-derived thread. A `tool_started` that
+does not start its call's next attempt (a write-ahead record delivered twice, which stores
+now refuse: `ThreadState.start_refused`) is such a difference, never taken for a retry.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def replay_thread(agent: Agent, recorded: Thread) -> Thread:
     i = 0
     while i < len(events):
         event = events[i]
+        if type(event) is ToolStarted and (refused := derived.state.start_refused(event)):
+            _diverge(recorded, event, f"no tool_started: {refused}")  # a store refuses it now
         if is_input(event) or _recorded_outcome(derived, event) or _of_batch(derived, event, batch):
             derived.append(event)
             i += 1

@@ -43,7 +43,7 @@ from .pipeline import Pipeline, Refused, as_of, rollback
 from .prompts import renderer_for
 from .ratelimits import NO_LIMIT, RateLimiter, RateLimits
 from .retries import ToolRuns
-from .runtime_actions import HumanActions
+from .runtime_actions import HumanActions, advanced_meanwhile
 from .stores.base import Lease, Store, new_thread_id
 
 __all__ = ["Observer", "Runtime", "compact_error"]
@@ -251,11 +251,11 @@ class Runtime(HumanActions):
     async def _refused(self, thread: Thread, refused: Refused) -> Thread:
         """An append queued behind a commit was refused (`Refused`): `thread` is cut back
         to before it. What landed meanwhile is loaded and decided on again, if it came from
-        outside (a human action); from another advancer, the conflict is raised, as
-        `_append_rebased` does."""
+        outside (a human action, a cancel); from another advancer, the conflict is raised,
+        as `_append_rebased` does."""
         expected = len(thread)
         thread = await self.store.load(thread.id)
-        if any(e.traits.origin != "outside" for e in thread.events[expected:]):
+        if advanced_meanwhile(thread.events[expected:]):
             raise refused.conflict from None
         return thread
 

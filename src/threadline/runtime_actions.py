@@ -44,7 +44,7 @@ from .launch import user_message
 from .stores.base import Lease, Store, new_thread_id
 from .tools import compact_validation_error
 
-__all__ = ["HumanActions", "Verdict", "VerdictOptions"]
+__all__ = ["HumanActions", "Verdict", "VerdictOptions", "advanced_meanwhile"]
 
 
 _MAX_REBASE = 5
@@ -122,11 +122,12 @@ class HumanActions:
         """Append `build(seq, at)`; on a conflict reload and rebuild at the new tail while
         `still_valid(thread)` holds (else drop the events: someone else resolved it).
 
-        Only events that came from outside (human actions, lifecycle) are re-based over. If
-        what landed meanwhile came from another advancer (a model call, a tool outcome, ...),
-        two processes are advancing the thread at once: re-basing would record one step
-        twice, so the conflict is raised instead and this advancer stops. (Leases prevent
-        that race; see `threadline.worker.advance_exclusively`.)
+        Only events that came from outside (human actions, lifecycle) and a thread's end
+        written by someone else (a cancel) are re-based over. If what landed meanwhile came
+        from another advancer (a model call, a tool outcome, ...), two processes are
+        advancing the thread at once: re-basing would record one step twice, so the conflict
+        is raised instead and this advancer stops. (Leases prevent that race; see
+        `threadline.worker.advance_exclusively`.)
         """
         for _ in range(_MAX_REBASE):
             expected = thread.next_seq
@@ -135,8 +136,7 @@ class HumanActions:
                 return thread
             except AppendConflict as conflict:
                 thread = await self.store.load(thread.id)
-                # Events from outside (people, triggers) are safe to re-base over.
-                if any(e.traits.origin != "outside" for e in thread.events[expected:]):
+                if advanced_meanwhile(thread.events[expected:]):
                     raise conflict from None
                 if not still_valid(thread):
                     return thread
@@ -383,12 +383,17 @@ class HumanActions:
         self, thread_id: str, *, by: str | None = None, reason: str | None = None
     ) -> Thread:
         """Cancel an unfinished thread: it ends `failed` ("cancelled by ..."), and the
-        sub-agent threads working on its calls are cancelled too. Like any failed thread it
-        can be resumed.
+        sub-agent threads working on its calls are cancelled too. Every pending call that
+        has not started is withdrawn (`Failed.withdrawn`): awaiting approval, approved,
+        chosen but not yet started, waiting to be tried again, delegated to a sub-agent.
+        None of them runs later, whoever advances the thread. A call already started
+        (`tool_started`, no outcome) may be running: its outcome is recorded when it comes.
+        Like any failed thread it can be resumed; the model then decides again.
 
         Raises:
             InvalidAction: the thread already ended (done or failed).
         """
+        children: list[str] = []
 
         def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
             if thread.state.terminal in (Status.DONE, Status.FAILED):
@@ -397,12 +402,17 @@ class HumanActions:
                     "only an unfinished thread can be cancelled"
                 )
             text = f"cancelled by {by or 'an operator'}" + (f": {reason}" if reason else "")
+            children[:] = _running_children(thread)  # before the cancel withdraws their calls
+            pending = thread.state.pending.values()
+            withdrawn = tuple(c.call_id for c in pending if c.attempt <= c.failed)
+            events: list[Event] = []
             if thread.state.paused:  # a paused thread shows as paused: unpause it first
-                return [Resumed(seq=seq, at=at, by=by), Failed(seq=seq + 1, at=at, reason=text)]
-            return [Failed(seq=seq, at=at, reason=text)]
+                events.append(Resumed(seq=seq, at=at, by=by))
+            events.append(Failed(seq=seq + len(events), at=at, reason=text, withdrawn=withdrawn))
+            return events
 
         thread = await self._act(thread_id, build)
-        for child in _running_children(thread):  # a cancelled parent cancels its sub-agents
+        for child in children:  # a cancelled parent cancels its sub-agents
             with contextlib.suppress(InvalidAction):
                 await self.cancel(child, by=by, reason=reason or f"parent {thread_id} cancelled")
         return thread
@@ -512,6 +522,15 @@ class HumanActions:
         if isinstance(thread, str):
             thread = await self.store.load(thread)
         return replay_thread(self.agent(thread.agent), thread)
+
+
+def advanced_meanwhile(events: Sequence[Event]) -> bool:
+    """Whether `events`, which landed while a step was in flight, hold another advancer's
+    step. Events from outside (people, triggers) do not, nor does a `failed` end written
+    by someone else (an operator's cancel, a worker giving up on the thread): a step is
+    re-based over them, its `still_valid` deciding, so a started tool's outcome is
+    recorded after a cancel, never lost."""
+    return any(e.traits.origin != "outside" and type(e) is not Failed for e in events)
 
 
 def _running_children(thread: Thread) -> list[str]:

@@ -11,6 +11,7 @@ from store_env import StoreEnv, needs_sql
 from threadline.errors import (
     AppendConflict,
     CorruptEvent,
+    StaleWriteAhead,
     StoreError,
     ThreadNotFound,
 )
@@ -19,8 +20,10 @@ from threadline.events import (
     HumanRequest,
     Status,
     Thread,
+    ToolAttemptFailed,
     ToolCall,
     ToolResult,
+    ToolStarted,
     UserMessage,
     utcnow,
 )
@@ -241,3 +244,47 @@ async def test_migrations_numbered_and_recorded(store_env: StoreEnv) -> None:
     again = store_env.open()
     await again.ping()
     assert len(store_env.sql("SELECT version FROM threadline_migrations")) == len(expected)
+
+
+async def test_a_write_ahead_record_delivered_twice_is_refused(store: Store) -> None:
+    """A `tool_started` is appended only as the next attempt of a pending call. The same
+    record again at a later seq (an append sent twice, a second writer) is refused with
+    nothing written, so it is never counted as a retry and its writer never runs the tool;
+    so are a skipped attempt and a start of a call that is not pending."""
+    t = new_thread()
+    t.append(ToolCall(seq=1, at=utcnow(), call_id="c1", tool="t", version="1", arguments={}))
+    await store.create(t)
+    at = utcnow()
+    first = ToolStarted(seq=2, at=at, call_id="c1", idempotency_key="k", attempt=1)
+    await store.append(t.id, [first], expected_seq=2)
+    with pytest.raises(StaleWriteAhead, match="attempt 1 of call c1 was already started"):
+        await store.append(t.id, [first.model_copy(update={"seq": 3})], expected_seq=3)
+    loaded = await store.load(t.id)
+    assert len(loaded) == 3 and loaded.state.pending["c1"].attempt == 1
+    failed = ToolAttemptFailed(
+        seq=3, at=at, call_id="c1", tool="t", attempt=1, error_type="E", message="m", retry_at=at
+    )
+    await store.append(t.id, [failed], expected_seq=3)
+    for attempt, call_id, why in [
+        (1, "c1", "attempt 1 of call c1 was already started"),
+        (3, "c1", "call c1 is at attempt 2, not 3"),
+        (1, "c9", "call c9 is not pending"),
+    ]:
+        stale = ToolStarted(seq=4, at=at, call_id=call_id, idempotency_key="k", attempt=attempt)
+        with pytest.raises(StaleWriteAhead, match=why):
+            await store.append(t.id, [stale], expected_seq=4)
+    second = ToolStarted(seq=4, at=at, call_id="c1", idempotency_key="k", attempt=2)
+    await store.append(
+        t.id, [second, result(5).model_copy(update={"call_id": "c1"})], expected_seq=4
+    )
+    after = ToolStarted(seq=6, at=at, call_id="c1", idempotency_key="k", attempt=3)
+    with pytest.raises(StaleWriteAhead, match="call c1 is not pending"):
+        await store.append(t.id, [after], expected_seq=6)
+    loaded = await store.load(t.id)
+    assert [e.kind for e in loaded.events[2:]] == [
+        "tool_started",
+        "tool_attempt_failed",
+        "tool_started",
+        "tool_result",
+    ]
+    assert (await store.get(t.id)).next_seq == 6 and loaded.state.pending == {}

@@ -119,6 +119,11 @@ def _absent(count: int) -> bool:
     return count == 0
 
 
+def _none_listed(values: tuple[str, ...]) -> bool:
+    """An optional list empty: left out of the stored and served JSON."""
+    return not values
+
+
 class _EventBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -340,9 +345,16 @@ class Escalated(_EventBase):
 
 
 class Failed(_EventBase):
+    """The thread ended failed: its advance kept failing (a worker gave up on it) or an
+    operator cancelled it (`Runtime.cancel`)."""
+
     kind: Literal["failed"] = "failed"
     traits: ClassVar[EventTraits] = EventTraits("failed", "runtime", "input", role="failure")
     reason: str
+    withdrawn: tuple[str, ...] = Field(default=(), exclude_if=_none_listed)
+    """Calls a cancel withdrew: they had not started, are no longer pending and never run.
+    A call already started is not withdrawn: it may be running, and its outcome is recorded
+    when it comes."""
 
 
 class Paused(_EventBase):

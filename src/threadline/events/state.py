@@ -221,6 +221,10 @@ class ThreadState:
                 self.terminal = Status.ESCALATED
             case ev.Failed():
                 self.terminal = Status.FAILED
+                for call_id in event.withdrawn:  # a cancel's: never to run
+                    self.pending.pop(call_id, None)
+                    if self.human_request == call_id:
+                        self.human_request = None
             case ev.Paused():
                 self.paused = True
             case ev.Resumed():
@@ -244,6 +248,22 @@ class ThreadState:
                 pass
             case _:
                 assert_never(event)
+
+    def start_refused(self, event: ev.ToolStarted) -> str | None:
+        """Why `event` may not follow this state, or None if it may. A `tool_started`
+        starts the next attempt of a pending call: 1, then one more than the last attempt
+        started or failed. Anything else is a write-ahead record delivered twice (an append
+        sent again at a later seq) or written by a writer that does not know the call moved
+        on: accepted, it would be counted as a retry, and its writer would run the tool."""
+        call = self.pending.get(event.call_id)
+        if call is None:
+            return f"call {event.call_id} is not pending"
+        expected = max(call.attempt, call.failed) + 1
+        if event.attempt == expected:
+            return None
+        if event.attempt <= call.attempt:
+            return f"attempt {event.attempt} of call {event.call_id} was already started"
+        return f"call {event.call_id} is at attempt {expected}, not {event.attempt}"
 
     def _turn_event(self, event: ev.ToolResult | ev.ToolCall | ev.ModelCall) -> None:
         if type(event) is ev.ToolResult:
@@ -359,7 +379,9 @@ def _progress(
     sub-agent."""
     match event:
         case ev.ToolStarted():
-            call.attempt = event.attempt
+            # A write-ahead record repeated (stores refuse one since `start_refused`; an
+            # older thread may hold one) is the same attempt, never a new run.
+            call.attempt = max(call.attempt, event.attempt)
             call.idempotency_key = event.idempotency_key
         case ev.ToolAttemptFailed():
             call.failed = event.attempt

@@ -11,6 +11,9 @@ these invariants, and `tests/stores/` runs one suite against each:
   written in the same transaction as the events and can always be rebuilt from them.
 * A stored row that does not parse raises `CorruptEvent` naming the thread and seq; nothing
   is rewritten.
+* A `tool_started` is appended only as the next attempt of a pending call
+  (`ThreadState.start_refused`); a write-ahead record delivered twice raises
+  `StaleWriteAhead`, nothing written, so its writer never runs the tool a second time.
 * Leases (the work queue): `lease()` hands each runnable thread to at most one live holder
   and bumps its fencing token; an append made with a `Lease` checks owner, token and expiry
   in the same transaction as the seq check and raises `LeaseLost` otherwise, so a holder
@@ -33,8 +36,8 @@ from typing import Any, TypeAlias, TypedDict
 
 from pydantic import ConfigDict
 
-from ..errors import AppendConflict, CorruptEvent, ThreadlineError
-from ..events import Event, Status, Thread, ThreadState
+from ..errors import AppendConflict, CorruptEvent, StaleWriteAhead, ThreadlineError
+from ..events import Event, Status, Thread, ThreadState, ToolStarted
 from ..wire import SkippedThread, ThreadListItem
 
 __all__ = [
@@ -327,11 +330,14 @@ def check_append(thread_id: str, next_seq: int, events: Sequence[Event], expecte
 def fold_for_append(
     thread_id: str, state: ThreadState, events: Sequence[Event], expected_seq: int
 ) -> ThreadState:
-    """Check `events` continue the thread at `expected_seq` (`check_append`); return the
-    state after them, a copy: `state` itself is not modified."""
+    """Check `events` continue the thread at `expected_seq` (`check_append`) and that each
+    `tool_started` starts a pending call's next attempt (else `StaleWriteAhead`); return
+    the state after them, a copy: `state` itself is not modified."""
     check_append(thread_id, state.next_seq, events, expected_seq)
     new = state.copy()
     for event in events:
+        if type(event) is ToolStarted and (refused := new.start_refused(event)):
+            raise StaleWriteAhead(thread_id, event.seq, refused)
         new.apply(event)
     return new
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from ..errors import LeaseLost, StoreError, ThreadNotFound
-from ..events import Event, Status, Thread, utcnow
+from ..events import Event, Status, Thread, ToolStarted, utcnow
 from .base import (
     Append,
     Lease,
@@ -20,6 +20,7 @@ from .base import (
     ThreadQuery,
     ThreadSummary,
     check_append,
+    fold_for_append,
     page_of,
 )
 from .budgets import MemoryLedger, ledger_events
@@ -82,6 +83,8 @@ class MemoryStore(Store):
             if lease is not None:
                 self._check_lease(lease)
             check_append(thread_id, len(thread.events), events, expected_seq)
+            if any(type(e) is ToolStarted for e in events):  # a write-ahead: checked on the state
+                fold_for_append(thread_id, _caught_up(thread).state, events, expected_seq)
             idle = not self._work.is_set()  # else no need to know if it became runnable
             was = _caught_up(thread).status if idle else None
             trees = self.budgets.applied(ledger_events(events))  # raises, nothing changed
