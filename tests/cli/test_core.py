@@ -19,16 +19,16 @@ import pytest
 from cli_support import CALC, ROOT, cli, newest, remote_cli
 from threadline.cli import follow_up, ops  # noqa: F401 (they add their commands)
 from threadline.cli.common import app, threads_app
-from threadline.cli.core import continue_with
-from threadline.events import Status
+from threadline.cli.core import next_step
+from threadline.events import Escalated, Status, utcnow
 
 
 @pytest.mark.parametrize("status", list(Status))
 def test_every_status_but_done_names_a_command_that_moves_it_on(status: Status) -> None:
-    """`continue_with` decides the hint `run`, `fork` and the follow-up commands print: one
+    """`next_step` decides the hint `run`, `fork` and the follow-up commands print: one
     for every status (a new status fails to type-check there), each naming commands the
     CLI has."""
-    hint = continue_with("th_1", status)
+    hint = next_step("th_1", status)
     assert (hint == "") == (status == Status.DONE), hint
     names = {
         f"{group} {c.name or getattr(c.callback, '__name__', '')}".strip()
@@ -38,6 +38,25 @@ def test_every_status_but_done_names_a_command_that_moves_it_on(status: Status) 
     named = re.findall(r"threadline (threads \w+|\w+) th_1", hint)
     assert named or status == Status.DONE, hint
     assert set(named) <= names, (named, sorted(names))
+
+
+def test_a_thread_its_budget_stopped_is_not_sent_round_again(tmp_path: Path) -> None:
+    """A budget is fixed at launch: a message or resume escalates the thread again at its
+    next call (docs/composition.md), so an escalation by a budget names neither, and says
+    where its figures are; another escalation names both."""
+    answers = [{"intent": "add", "arguments": {"a": i, "b": 1}} for i in range(5)]
+    out = cli(tmp_path, "run", CALC, "add forever", "--budget-calls", "2", answers=answers)
+    tid = str(newest(tmp_path)["id"])
+    assert out.returncode == 3 and "its budget is spent" in out.stdout, out.stdout
+    assert f"threadline threads show {tid}" in out.stdout, out.stdout
+    assert "threadline resume" not in out.stdout and "threadline message" not in out.stdout
+    out = cli(tmp_path, "message", tid, "go on")  # as the hint says: escalated again
+    assert out.returncode == 3 and "its budget is spent" in out.stdout, out.stdout
+    events = json.loads(cli(tmp_path, "threads", "show", tid, "--json").stdout)["events"]
+    forked = cli(tmp_path, "fork", tid, "--at", str(len(events) - 1))
+    assert "its budget is spent" in forked.stdout, forked.stdout
+    other = Escalated(seq=3, at=utcnow(), reason="3 consecutive errors")
+    assert "threadline message th_1" in next_step("th_1", Status.ESCALATED, other)
 
 
 def test_a_thread_run_with_a_relative_agent_path_is_found_from_another_folder(

@@ -23,7 +23,8 @@ from rich.table import Column, Table
 
 from ..composition import children
 from ..errors import ConfigError, ThreadlineError
-from ..events import Budget, Event, Status, Thread
+from ..events import BUDGET_SOURCE, Budget, Escalated, Event, Status, Thread
+from ..wire import thread_out
 from .api import ThreadsAPI, open_threads
 from .common import (
     LockedOpt,
@@ -46,10 +47,10 @@ __all__ = [
     "ServerOpt",
     "act",
     "call_threads",
-    "continue_with",
     "drive",
     "finish",
     "format_event",
+    "next_step",
     "session",
 ]
 
@@ -184,44 +185,51 @@ def act(
     finish(run_async(go()))
 
 
-def continue_with(thread_id: str, status: Status) -> str:
-    """The command a person runs to move a thread with `status` on; "" for a done one.
+def next_step(thread_id: str, status: Status, escalation: Escalated | None = None) -> str:
+    """What a person does next with a thread with `status` (and, escalated, `escalation`):
+    "continue with: COMMAND", or why no command moves it on; "" for a done one.
 
     The one place that decides it, for every status: `finish` prints it after a command,
     `fork` for the new thread."""
     match status:
         case Status.AWAITING_APPROVAL:
-            return f"threadline approve {thread_id} [--reject --comment TEXT | --instead TEXT]"
+            step = f"threadline approve {thread_id} [--reject --comment TEXT | --instead TEXT]"
         case Status.AWAITING_HUMAN:
-            return f"threadline respond {thread_id} TEXT"
+            step = f"threadline respond {thread_id} TEXT"
+        case Status.ESCALATED if escalation and escalation.details.get("source") == BUDGET_SOURCE:
+            return (  # a budget is fixed at launch (docs/composition.md): no command helps
+                "its budget is spent and fixed at launch, so a message or resume would "
+                f"escalate it again (the figures: threadline threads show {thread_id})"
+            )
         case Status.ESCALATED:  # both clear the escalation and its error count
-            return (
+            step = (
                 f"threadline message {thread_id} TEXT (tell it how to go on), or "
                 f"threadline resume {thread_id} (let it try again)"
             )
         case Status.WAITING:
-            return (
+            step = (
                 f"threadline resume {thread_id} once the wait above is over, or leave it to "
                 "a `threadline worker`"
             )
         case Status.FAILED:  # `resume` refuses a failed thread; `threads retry` resumes it
-            return f"threadline threads retry {thread_id}"
+            step = f"threadline threads retry {thread_id}"
         case Status.RUNNING | Status.PAUSED:
-            return f"threadline resume {thread_id}"
+            step = f"threadline resume {thread_id}"
         case Status.DONE:
             return ""
         case _:
             assert_never(status)
+    return f"continue with: {step}"
 
 
 def finish(thread: Thread) -> None:
-    """Print the thread's status and the command that moves it on (`continue_with`); exit
-    3 if it escalated, 4 if it failed."""
+    """Print the thread's status and what to do next (`next_step`); exit 3 if it
+    escalated, 4 if it failed."""
     status = thread.status
     console.print(f"thread [bold]{thread.id}[/] is [bold]{status.value}[/]", highlight=False)
-    hint = continue_with(thread.id, status)
+    hint = next_step(thread.id, status, thread_out(thread).escalation)
     if hint:
-        console.print(f"continue with: {hint}", highlight=False)
+        console.print(escape(hint), highlight=False)
     if status == Status.ESCALATED:
         raise typer.Exit(3)
     if status == Status.FAILED:

@@ -12,6 +12,7 @@ import json
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ..bounds import BoundsError, parse_json
 from ..errors import ConfigError, InvalidAction
@@ -20,7 +21,7 @@ from ..replay import replay_thread
 from ..runtime_actions import Verdict
 from .api import agent_of
 from .common import ThreadIdArg, app, command, console, threads_app
-from .core import AdvanceOpt, AgentOpt, ServerOpt, act, call_threads, continue_with
+from .core import AdvanceOpt, AgentOpt, ServerOpt, act, call_threads, next_step
 
 __all__: list[str] = []
 
@@ -235,10 +236,10 @@ def fork(
     """Copy events 0..AT of a thread into a new thread (with a forked_from event)."""
 
     forked = call_threads(server, lambda api: api.fork(thread_id, at=at))
-    hint = continue_with(forked.id, forked.status)
+    hint = next_step(forked.id, forked.status, forked.escalation)
     console.print(
         f"forked {thread_id} at {at} into [bold]{forked.id}[/] ({forked.status.value}"
-        + (f"; continue with: {hint})" if hint else ")"),
+        + (f"; {escape(hint)})" if hint else ")"),
         highlight=False,
     )
 
