@@ -10,8 +10,18 @@ from pathlib import Path
 import pytest
 
 from cancel_support import STORES, land_before, store_url
-from threadline import Agent, InvalidAction, Runtime, SQLiteStore, Status, Worker, tool
+from threadline import (
+    Agent,
+    InvalidAction,
+    RetryableToolError,
+    Runtime,
+    SQLiteStore,
+    Status,
+    Worker,
+    tool,
+)
 from threadline.events import Failed
+from threadline.resilience import ToolRetry
 from threadline.runtime_actions import Verdict
 from threadline.stores import open_store
 from threadline.testing import ScriptedModel, intent
@@ -217,4 +227,32 @@ async def test_a_tool_running_when_the_cancel_lands_keeps_its_outcome(url: str) 
     assert advanced.status is Status.FAILED and advanced.state.pending == {}
     assert SENT == [3]
     await other.store.close()
+    await rt.store.close()
+
+
+async def test_a_cancel_ends_the_backoff_of_the_call_it_withdraws(url: str) -> None:
+    """A call waiting out its retry's backoff is withdrawn, and its wait ends with it: a
+    resume asks the model again at once, not after a backoff for a call that never runs."""
+    tries: list[int] = []
+
+    @tool(side_effects=True, retry=ToolRetry(base_delay=3600, max_delay=3600, sleep_limit=0))
+    def flaky_wire(amount: int) -> str:
+        """Wire money through a gateway that is busy."""
+        tries.append(amount)
+        raise RetryableToolError("gateway busy")
+
+    agent = Agent("flaky", tools=[flaky_wire])
+    model = ScriptedModel([intent("flaky_wire", amount=4), intent("done_for_now", message="x")])
+    rt = Runtime(open_store(url), agents=[agent], model=model)
+    thread = await rt.launch(agent, "wire 4")
+    assert thread.status is Status.WAITING and tries == [4]  # an hour's backoff
+    cancelled = await rt.cancel(thread.id, by="ops")
+    assert cancelled.events[-1].withdrawn == tuple(thread.state.pending)
+    assert not cancelled.state.waiting and cancelled.state.waiting_until is None
+    stored = await rt.store.load(thread.id)
+    assert stored.state.to_dict() == cancelled.state.to_dict()
+    resumed = await rt.resume(thread.id, by="ops")
+    assert resumed.status is Status.RUNNING
+    done = await rt.advance(thread.id)
+    assert done.status is Status.DONE and tries == [4]
     await rt.store.close()

@@ -222,9 +222,7 @@ class ThreadState:
             case ev.Failed():
                 self.terminal = Status.FAILED
                 for call_id in event.withdrawn:  # a cancel's: never to run
-                    self.pending.pop(call_id, None)
-                    if self.human_request == call_id:
-                        self.human_request = None
+                    self._withdraw(call_id)
             case ev.Paused():
                 self.paused = True
             case ev.Resumed():
@@ -306,6 +304,17 @@ class ThreadState:
         self.spent_tokens += event.tokens
         self.spent_usd += event.usd
         self.reserved_tokens = self.reserved_usd = None
+
+    def _withdraw(self, call_id: str) -> None:
+        """Drop a call a cancel withdrew, with its open question or the backoff it waits
+        out (`retries.retry_wait`: the wait ends at the call's `retry_at`), which would
+        otherwise hold a resumed thread for a retry that never runs."""
+        call = self.pending.pop(call_id, None)
+        if self.human_request == call_id:
+            self.human_request = None
+        backoff = call.retry_at if call is not None else None
+        if backoff is not None and self.waiting_for is None and self.waiting_until == backoff:
+            self._end_wait()
 
     def _end_wait(self) -> None:
         self.waiting = False
