@@ -19,8 +19,8 @@ Rows: Threadline through `Runtime.launch` on `MemoryStore` with the default rend
 (`default`) and with a constant context (`bare`, the renderer-less lower bound), and
 LangGraph's graph of the same loop without a checkpointer (`langgraph`). Slow: a row takes
 about a minute under valgrind. `--rows sqlite,sqlite-depth1,sqlite-serial`: the default
-renderer on a SQLite file at synchronous=FULL, pipelined at `pipeline_depth=2` (the
-default) and 1, and not pipelined: the CPU a turn spends besides waiting for the disk
+renderer on a SQLite file at synchronous=FULL, pipelined at the default
+`pipeline_depth` (3) and 1, and not pipelined: the CPU a turn spends besides waiting for the disk
 (an fsync is a wait, not instructions). With `--loop-only` only the event loop's thread
 is counted (callgrind collects on the thread inside `operator.call`), so a `COMMIT` run
 on the flusher's thread is left out: what the loop spends on a turn; without it, every

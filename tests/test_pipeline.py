@@ -627,7 +627,7 @@ class _Child:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_with_pipelined_commits_in_flight(tmp_path: Path, seed: int) -> None:
     """Killed right after an append returned with its COMMIT still going, two turns or
-    more on their way to disk (queued behind the first; at most `pipeline_depth`, 2 by
+    more on their way to disk (queued behind the first; at most `pipeline_depth`, 3 by
     default): every event an observer was told of is on disk, the turns in flight are all
     there or not at all (whole turns, in order) and were told to no observer, and the tool
     with side effects ran only on a durable `tool_started`. Tried up to 8 times for a kill

@@ -99,7 +99,7 @@ async def test_every_event_is_in_the_store_before_the_next_step(
     tmp_path: Path, pipelined: bool
 ) -> None:
     """Everything is durable before the model is asked, but the turns just before when they
-    are pipelined (docs/core.md, "Pipelining": at most `pipeline_depth`, 2 by default, may
+    are pipelined (docs/core.md, "Pipelining": at most `pipeline_depth`, 3 by default, may
     still be on their way to disk; not so with `pipelined=False`)."""
     store = SQLiteStore(tmp_path / "t.db", pipelined=pipelined)
     seen_lengths: list[int] = []
