@@ -256,3 +256,29 @@ async def test_a_cancel_ends_the_backoff_of_the_call_it_withdraws(url: str) -> N
     done = await rt.advance(thread.id)
     assert done.status is Status.DONE and tries == [4]
     await rt.store.close()
+
+
+@tool
+def look_up(key: str) -> str:
+    """Read a value (no side effects: a pipelined loop)."""
+    return f"value of {key}"
+
+
+async def test_a_cancel_landing_in_a_pipelined_loop_stops_it_as_stored(url: str) -> None:
+    """A read-only loop pipelines its appends; another process's cancel lands between two
+    of them. The advance stops with the failed thread, event for event what the store
+    holds (on PostgreSQL it ran on to `done`, every append after the cancel dropped)."""
+    agent = Agent("reader", tools=[look_up])
+    answers = [intent("look_up", key=str(i)) for i in range(6)]
+    model = ScriptedModel([*answers, intent("done_for_now", message="read")])
+    rt = Runtime(open_store(url), agents=[agent], model=model)
+    other = Runtime(open_store(url), agents=[agent])
+    thread = await rt.launch(agent, "read six", advance=False)
+    await rt.advance(thread.id, max_steps=2)  # the store knows the thread: appends pipeline
+    landed = land_before(rt.store, "model_call", lambda: other.cancel(thread.id, by="ops"))
+    advanced = await rt.advance(thread.id)
+    stored = await other.store.load(thread.id)
+    assert landed and advanced.status is Status.FAILED
+    assert [e.model_dump() for e in advanced.events] == [e.model_dump() for e in stored.events]
+    await other.store.close()
+    await rt.store.close()

@@ -132,6 +132,30 @@ async def test_two_connections_race_one_seq_exactly_one_wins(store_env: StoreEnv
     assert [e.seq for e in loaded.events] == list(range(21))
 
 
+async def test_a_pipelined_append_behind_another_writer_is_refused(
+    store_env: StoreEnv,
+) -> None:
+    """A writer that knows the thread from its own last append pipelines the next one
+    (`append_behind`); another connection wrote meanwhile (an operator's cancel or pause).
+    The append is refused with `AppendConflict`, here or from what it returns, and nothing
+    is written. PostgreSQL took the refusal for a write: the advancer went on, every later
+    append dropped unnoticed (its tools ran, nothing was recorded)."""
+    a, b = store_env.open(), store_env.open()
+    t = new_thread()
+    await a.create(t)
+    await a.append(t.id, [result(1)], expected_seq=1)  # `a` knows the thread is at 2
+    await b.append(t.id, [result(2, "b")], expected_seq=2)
+    with pytest.raises(AppendConflict):
+        durable = await a.append_behind(t.id, [result(2, "a"), result(3, "a")], expected_seq=2)
+        if durable is not None:
+            await durable
+    loaded = await b.load(t.id)
+    assert [(e.seq, e.result) for e in loaded.events[1:]] == [(1, 1), (2, "b")]  # type: ignore[union-attr]
+    with pytest.raises(AppendConflict):  # nor does `a` go on from what it thought it wrote
+        await a.append(t.id, [result(4, "a")], expected_seq=4)
+    assert (await a.get(t.id)).next_seq == 3
+
+
 async def test_list_by_status_and_agent_with_cursor(store: Store) -> None:
     ids = []
     for i in range(7):

@@ -267,9 +267,12 @@ class SQLStore(SQLLeases):
         seq (and the lease still held), and the events inserted after it, in two statements
         (one in PostgreSQL, in autocommit: one round trip). False when the row moved on or
         the lease is gone: nothing was written, and the full append finds out why. With
-        `behind`, also what completes when the transaction committed (`run_behind`), and
-        a refusal is raised (`_refusal`: the statements may run queued, after this
-        returned); `ready` is awaited once the statements are built, before they run."""
+        `behind` on a driver that queues (`queues_behind`), also what completes when the
+        transaction committed (`run_behind`), and a refusal is raised (`_refusal`: the
+        statements may run queued, after this returned); any other driver runs them to
+        their end here, so the refusal is returned as without `behind` (`run_behind` would
+        drop it: the refused append taken for written, and every later one refused
+        unnoticed). `ready` is awaited once the statements are built, before they run."""
         d = self.dialect
         checks = _LEASE_HELD if lease is not None else ""
         # Everything but the time is computed here, outside the transaction: under group
@@ -303,7 +306,7 @@ class SQLStore(SQLLeases):
         # One statement in PostgreSQL needs no transaction around it; SQLite's two run in
         # one BEGIN IMMEDIATE either way.
         tx = Tx.WRITE if d.fused_writes else Tx.ATOMIC
-        if behind:
+        if behind and self.queues_behind:  # a refusal is raised (`_refusal`), never returned
             return True, await self.run_behind(
                 plan, tx, append_to=thread_id, ready=ready, ahead=ahead
             )
