@@ -184,3 +184,24 @@ async def test_a_lease_names_the_lapsed_holder_it_replaces(store: Store) -> None
     leases = {lease.thread_id: lease for lease in await store.lease("w", ttl=30, limit=10)}
     assert leases[lapsed.id].taken_over_from == "crashed"
     assert leases[released.id].taken_over_from is None
+
+
+async def test_a_pipelined_append_with_a_lease_taken_over_is_refused(
+    store_env: StoreEnv,
+) -> None:
+    """A worker whose lease another worker took (its own expired, say) pipelines an append
+    (`append_behind`): `LeaseLost`, nothing written. On PostgreSQL the refusal was taken
+    for a write, so the fenced-off worker went on (its tools ran), nothing recorded."""
+    a, b = store_env.open(), store_env.open()
+    t = running()
+    await a.create(t)
+    (old,) = await a.lease("w1", ttl=30)
+    await a.append(t.id, [result(1)], expected_seq=1, lease=old)  # `a` knows the thread
+    await b.break_lease(t.id)
+    (new,) = await b.lease("w2", ttl=30)
+    with pytest.raises(LeaseLost):
+        durable = await a.append_behind(t.id, [result(2)], expected_seq=2, lease=old)
+        if durable is not None:
+            await durable
+    await b.append(t.id, [result(2)], expected_seq=2, lease=new)
+    assert [e.seq for e in (await b.load(t.id)).events] == [0, 1, 2]
