@@ -34,3 +34,17 @@ def test_every_exported_error_derives_from_the_root() -> None:
         ):
             assert issubclass(value, threadline.ThreadlineError), name
     assert not issubclass(threadline.RetryableToolError, threadline.ThreadlineError)
+
+
+def test_every_error_an_append_refuses_with_is_exported() -> None:
+    """What a caller of `Store.append` (or `Runtime`) catches to tell a refused append apart
+    is importable from `threadline` itself, as the store contract (stores/base.py) names it."""
+    for name in (
+        "AppendConflict",
+        "CorruptEvent",
+        "LeaseLost",
+        "StaleWriteAhead",
+        "ThreadNotFound",
+    ):
+        assert name in threadline.__all__, name
+        assert issubclass(getattr(threadline, name), threadline.ThreadlineError)
