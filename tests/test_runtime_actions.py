@@ -3,13 +3,12 @@ written whole or not at all (a real SQLite store; the model is scripted)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from cancel_support import STORES, land_before, store_url
+from cancel_support import STORES, Held, advance_held, land_before, store_url
 from threadline import (
     Agent,
     InvalidAction,
@@ -21,10 +20,11 @@ from threadline import (
     tool,
 )
 from threadline.events import Failed
+from threadline.models.base import Context
 from threadline.resilience import ToolRetry
 from threadline.runtime_actions import Verdict
 from threadline.stores import open_store
-from threadline.testing import ScriptedModel, intent
+from threadline.testing import FunctionModel, ScriptedModel, intent
 
 
 @tool(approval="always")
@@ -199,35 +199,34 @@ async def test_a_cancel_landing_between_choosing_a_call_and_starting_it(url: str
     await rt.store.close()
 
 
-async def test_a_tool_running_when_the_cancel_lands_keeps_its_outcome(url: str) -> None:
-    """A started call is not withdrawn (it may be running): its outcome is recorded after the
-    cancel, so a side effect's result is never lost, and the thread stays failed."""
-    entered, gate = asyncio.Event(), asyncio.Event()
+def _slow_wires(held: Held) -> tuple[Agent, ScriptedModel]:
+    """An agent whose wire (a side effect) runs until `held` is released, and a model that
+    asks for one wire of 3, then ends."""
 
     @tool(side_effects=True)
     async def slow_wire(amount: int) -> str:
         """Wire money, slowly."""
-        entered.set()
-        await gate.wait()
+        await held.hold()
         SENT.append(amount)
         return f"wired {amount}"
 
-    agent = Agent("slow", tools=[slow_wire])
     model = ScriptedModel([intent("slow_wire", amount=3), intent("done_for_now", message="x")])
-    rt = Runtime(open_store(url), agents=[agent], model=model)
-    other = Runtime(open_store(url), agents=[agent])
-    thread = await rt.launch(agent, "wire 3", advance=False)
-    running = asyncio.create_task(rt.advance(thread.id))
-    await entered.wait()
-    cancelled = await other.cancel(thread.id, by="ops")
+    return Agent("slow", tools=[slow_wire]), model
+
+
+async def test_a_tool_running_when_the_cancel_lands_keeps_its_outcome(url: str) -> None:
+    """A started call is not withdrawn (it may be running): its outcome is recorded after the
+    cancel, so a side effect's result is never lost, and the thread stays failed."""
+    held = Held()
+    race = await advance_held(url, *_slow_wires(held), held)
+    cancelled = await race.other.cancel(race.thread_id, by="ops")
     assert cancelled.events[-1].withdrawn == () and len(cancelled.state.pending) == 1
-    gate.set()
-    advanced = await running
+    held.release()
+    advanced = await race.running
     assert [e.kind for e in advanced.events[-3:]] == ["tool_started", "failed", "tool_result"]
     assert advanced.status is Status.FAILED and advanced.state.pending == {}
     assert SENT == [3]
-    await other.store.close()
-    await rt.store.close()
+    await race.close()
 
 
 async def test_a_cancel_ends_the_backoff_of_the_call_it_withdraws(url: str) -> None:
@@ -264,10 +263,15 @@ def look_up(key: str) -> str:
     return f"value of {key}"
 
 
-async def test_a_cancel_landing_in_a_pipelined_loop_stops_it_as_stored(url: str) -> None:
+@pytest.mark.parametrize("resumed", [False, True])
+async def test_a_cancel_landing_in_a_pipelined_loop_stops_it_as_stored(
+    url: str, resumed: bool
+) -> None:
     """A read-only loop pipelines its appends; another process's cancel lands between two
     of them. The advance stops with the failed thread, event for event what the store
-    holds (on PostgreSQL it ran on to `done`, every append after the cancel dropped)."""
+    holds (on PostgreSQL it ran on to `done`, every append after the cancel dropped).
+    `resumed`: the thread is resumed too before the refused append comes back; the loop
+    ends all the same, and does not go on with the resumed thread (it did: to `done`)."""
     agent = Agent("reader", tools=[look_up])
     answers = [intent("look_up", key=str(i)) for i in range(6)]
     model = ScriptedModel([*answers, intent("done_for_now", message="read")])
@@ -275,10 +279,104 @@ async def test_a_cancel_landing_in_a_pipelined_loop_stops_it_as_stored(url: str)
     other = Runtime(open_store(url), agents=[agent])
     thread = await rt.launch(agent, "read six", advance=False)
     await rt.advance(thread.id, max_steps=2)  # the store knows the thread: appends pipeline
-    landed = land_before(rt.store, "model_call", lambda: other.cancel(thread.id, by="ops"))
+
+    async def cancel() -> None:
+        await other.cancel(thread.id, by="ops")
+        if resumed:
+            await other.resume(thread.id, by="ops")
+
+    landed = land_before(rt.store, "model_call", cancel)
     advanced = await rt.advance(thread.id)
     stored = await other.store.load(thread.id)
-    assert landed and advanced.status is Status.FAILED
+    assert landed and advanced.status is (Status.RUNNING if resumed else Status.FAILED)
+    assert stored.events[-1].kind == ("resumed" if resumed else "failed")
     assert [e.model_dump() for e in advanced.events] == [e.model_dump() for e in stored.events]
     await other.store.close()
     await rt.store.close()
+
+
+def _stale_reader(held: Held, where: str) -> tuple[Agent, FunctionModel]:
+    """An agent whose first model call (`where="model"`), or the read-only tool its answer
+    chose (`where="tool"`), is held by `held`; the model's next answer ends the thread."""
+
+    @tool
+    async def read_slowly(key: str) -> str:
+        """Read a value, slowly (no side effects: its outcome is held with the answer)."""
+        if where == "tool":
+            await held.hold()
+        return f"value of {key}"
+
+    asked: list[Context] = []
+
+    async def answer(context: Context) -> dict[str, object]:
+        asked.append(context)
+        if len(asked) > 1:
+            return intent("done_for_now", message="decided after the resume")
+        if where == "model":
+            await held.hold()
+        return intent("read_slowly", key="decided before the cancel")
+
+    return Agent("reader", tools=[read_slowly]), FunctionModel(answer)
+
+
+@pytest.mark.parametrize("where", ["model", "tool"])
+async def test_a_decision_in_flight_across_a_cancel_and_a_resume_is_not_written(
+    url: str, where: str
+) -> None:
+    """The advancer's model call (or the read-only tool its answer chose) is in flight when
+    another process cancels the thread and resumes it. The answer, decided before the
+    cancel, is not written after the resume: the advance ends, and the next one asks the
+    model again from the log. (It was re-based over both and written as a new decision.)"""
+    held = Held()
+    race = await advance_held(url, *_stale_reader(held, where), held)
+    await race.other.cancel(race.thread_id, by="ops")
+    await race.other.resume(race.thread_id, by="ops")
+    held.release()
+    advanced = await race.running
+    stored = await race.other.store.load(race.thread_id)
+    assert [e.kind for e in stored.events[-2:]] == ["failed", "resumed"]
+    assert advanced.status is Status.RUNNING and len(advanced) == len(stored)
+    done = await race.rt.advance(race.thread_id)
+    assert done.status is Status.DONE and done.events[-1].message == "decided after the resume"
+    assert not any(getattr(e, "tool", None) == "read_slowly" for e in done.events)
+    await race.close()
+
+
+async def test_a_stale_answer_after_another_advancer_took_the_resumed_thread(url: str) -> None:
+    """As above, and the process that resumed the thread advanced it to its end before the
+    stale answer came back: the answer is dropped and its advance ends quietly with the
+    thread as stored (it raised a conflict, as if two advancers raced unfenced)."""
+    held = Held()
+    fresh = ScriptedModel([intent("done_for_now", message="decided after the resume")])
+    race = await advance_held(url, *_stale_reader(held, "model"), held, other_model=fresh)
+    await race.other.cancel(race.thread_id, by="ops")
+    await race.other.resume(race.thread_id, by="ops")
+    assert (await race.other.advance(race.thread_id)).status is Status.DONE
+    held.release()
+    advanced = await race.running
+    stored = await race.other.store.load(race.thread_id)
+    assert [e.model_dump() for e in advanced.events] == [e.model_dump() for e in stored.events]
+    assert [e.kind for e in stored.events].count("done") == 1
+    assert stored.events[-1].message == "decided after the resume"
+    await race.close()
+
+
+async def test_a_tool_running_across_a_cancel_and_a_resume_keeps_its_outcome(url: str) -> None:
+    """A started call runs on while the thread is cancelled, resumed and advanced by
+    another process (which finds it 'maybe ran' and escalates): its outcome is still
+    recorded when it comes, and its advance ends there. (The outcome was dropped with a
+    conflict: the side effect happened and the log said 'maybe ran'.)"""
+    held = Held()
+    agent, model = _slow_wires(held)
+    race = await advance_held(url, agent, model, held)
+    await race.other.cancel(race.thread_id, by="ops")
+    await race.other.resume(race.thread_id, by="ops")
+    assert (await race.other.advance(race.thread_id)).status is Status.ESCALATED  # maybe ran
+    held.release()
+    advanced = await race.running
+    stored = await race.other.store.load(race.thread_id)
+    kinds = ["tool_started", "failed", "resumed", "escalated", "tool_result"]
+    assert [e.kind for e in stored.events[-5:]] == kinds and SENT == [3]
+    assert [e.model_dump() for e in advanced.events] == [e.model_dump() for e in stored.events]
+    assert model.remaining == 1  # the advancer did not go on with the resumed thread
+    await race.close()

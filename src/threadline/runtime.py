@@ -42,8 +42,9 @@ from .parallel import Append, Tail, run_batch
 from .pipeline import Pipeline, Refused, as_of, rollback
 from .prompts import renderer_for
 from .ratelimits import NO_LIMIT, RateLimiter, RateLimits
+from .rebase import ended_meanwhile, reload_refused, still_decided
 from .retries import ToolRuns
-from .runtime_actions import HumanActions, advanced_meanwhile
+from .runtime_actions import HumanActions
 from .stores.base import Lease, Store, new_thread_id
 
 __all__ = ["Observer", "Runtime", "compact_error"]
@@ -222,9 +223,10 @@ class Runtime(HumanActions):
         agent = self.agent(thread.agent)
         if thread.status == Status.WAITING and any(c.child for c in thread.state.pending.values()):
             thread = await collect(self, thread)  # children that ended unreported (a crash)
-        done = 0
+        start, done = len(thread), 0
         try:
             while not self._stopping and (max_steps is None or done < max_steps):
+                before = thread  # a step that reloads it returns another object
                 known, self._decided = self._decided, None  # decided on this very thread
                 if known is not None and known[0] is thread and known[1] == len(thread):
                     step = known[2]
@@ -239,24 +241,15 @@ class Runtime(HumanActions):
                     thread, steps = await self._perform(agent, thread, step, lease, budget)
                     done += steps
                 except Refused as refused:
-                    thread = await self._refused(thread, refused)
+                    thread = await reload_refused(self.store, thread, refused)
+                if thread is not before and ended_meanwhile(thread.events[start:]):
+                    break  # cancelled meanwhile, resumed or not: this advance is over
             try:
                 await self._pipeline.join(thread)
             except Refused as refused:
-                thread = await self._refused(thread, refused)
+                thread = await reload_refused(self.store, thread, refused)
         finally:  # returns (or raises) only once all it appended is durable
             await self._pipeline.join(thread)
-        return thread
-
-    async def _refused(self, thread: Thread, refused: Refused) -> Thread:
-        """An append queued behind a commit was refused (`Refused`): `thread` is cut back
-        to before it. What landed meanwhile is loaded and decided on again, if it came from
-        outside (a human action, a cancel); from another advancer, the conflict is raised,
-        as `_append_rebased` does."""
-        expected = len(thread)
-        thread = await self.store.load(thread.id)
-        if advanced_meanwhile(thread.events[expected:]):
-            raise refused.conflict from None
         return thread
 
     async def perform(
@@ -327,7 +320,8 @@ class Runtime(HumanActions):
             await self._pipeline.join(thread)
         permit = NO_LIMIT if off else await self.limits.model_call(agent, model, context)
         if permit.wait is not None:  # over a rate limit: a durable wait, not an error
-            return await self._append_rebased(thread, permit.wait, lease, still_valid=_not_ended), 1
+            valid = still_decided(thread.next_seq)
+            return await self._append_rebased(thread, permit.wait, lease, still_valid=valid), 1
         out: ModelOutput | None = None
         error: ModelError | None = None
         made = False  # the permit goes back however this ends (a refusal, a cancellation)
@@ -351,7 +345,8 @@ class Runtime(HumanActions):
         build = held.settle(answer, out, error)
         if budget is None or budget > 1:
             return await self._turn(agent, thread, build, validated, lease, budget)
-        thread = await self._append_rebased(thread, build, lease, still_valid=_not_ended)
+        still_valid = still_decided(thread.next_seq)
+        thread = await self._append_rebased(thread, build, lease, still_valid=still_valid)
         carry_validated(thread, validated)
         return thread, 1
 
@@ -443,7 +438,8 @@ class Runtime(HumanActions):
             )
         except AppendConflict:
             rollback(thread, expected)
-            thread = await self._append_rebased(thread, answer, lease, still_valid=_not_ended)
+            still_valid = still_decided(expected)
+            thread = await self._append_rebased(thread, answer, lease, still_valid=still_valid)
             carry_validated(thread, validated)
             return thread, 1
         except BaseException:
@@ -588,10 +584,6 @@ class Runtime(HumanActions):
 
 _HELD_ENDS = (rd.AwaitApproval, rd.AwaitHuman, rd.Finish, rd.Escalate)
 """Steps a held turn writes without I/O (built once: `A | B` makes a union per test)."""
-
-
-def _not_ended(thread: Thread) -> bool:
-    return thread.status not in (Status.DONE, Status.FAILED)
 
 
 def _any(thread: Thread) -> bool:

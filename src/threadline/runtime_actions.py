@@ -41,10 +41,11 @@ from .events import (
     WaitTimedOut,
 )
 from .launch import user_message
+from .rebase import advanced_meanwhile
 from .stores.base import Lease, Store, new_thread_id
 from .tools import compact_validation_error
 
-__all__ = ["HumanActions", "Verdict", "VerdictOptions", "advanced_meanwhile"]
+__all__ = ["HumanActions", "Verdict", "VerdictOptions"]
 
 
 _MAX_REBASE = 5
@@ -123,12 +124,14 @@ class HumanActions:
         `still_valid(thread)` holds (else drop the events: someone else resolved it).
 
         Only events that came from outside (human actions, lifecycle) and a thread's end
-        written by someone else (a cancel) are re-based over. If what landed meanwhile came
-        from another advancer (a model call, a tool outcome, ...), two processes are
+        written by someone else (a cancel), with all that followed it once resumed, are
+        re-based over. If what landed meanwhile came before such an end and from another
+        advancer (a model call, a tool outcome, ...), two processes are
         advancing the thread at once: re-basing would record one step twice, so the conflict
         is raised instead and this advancer stops. (Leases prevent that race; see
         `threadline.worker.advance_exclusively`.)
         """
+        since = thread.next_seq  # all that landed since the step began counts
         for _ in range(_MAX_REBASE):
             expected = thread.next_seq
             try:
@@ -136,7 +139,7 @@ class HumanActions:
                 return thread
             except AppendConflict as conflict:
                 thread = await self.store.load(thread.id)
-                if advanced_meanwhile(thread.events[expected:]):
+                if advanced_meanwhile(thread.events[since:]):
                     raise conflict from None
                 if not still_valid(thread):
                     return thread
@@ -522,15 +525,6 @@ class HumanActions:
         if isinstance(thread, str):
             thread = await self.store.load(thread)
         return replay_thread(self.agent(thread.agent), thread)
-
-
-def advanced_meanwhile(events: Sequence[Event]) -> bool:
-    """Whether `events`, which landed while a step was in flight, hold another advancer's
-    step. Events from outside (people, triggers) do not, nor does a `failed` end written
-    by someone else (an operator's cancel, a worker giving up on the thread): a step is
-    re-based over them, its `still_valid` deciding, so a started tool's outcome is
-    recorded after a cancel, never lost."""
-    return any(e.traits.origin != "outside" and type(e) is not Failed for e in events)
 
 
 def _running_children(thread: Thread) -> list[str]:
