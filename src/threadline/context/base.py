@@ -23,6 +23,7 @@ from .budget import Layout
 from .tokens import TokenCounter
 
 __all__ = [
+    "NOT_RUN",
     "PREFETCH_PREFIX",
     "ContextFormat",
     "PromptTemplate",
@@ -46,7 +47,6 @@ Unshown: TypeAlias = (
     | ev.ToolAttemptFailed
     | ev.ChildStarted
     | ev.HumanRequest
-    | ev.Failed
     | ev.Paused
     | ev.Resumed
     | ev.Compacted
@@ -58,8 +58,15 @@ Unshown: TypeAlias = (
 )
 """The kinds no built-in format shows the model: the runtime's bookkeeping (a provider's
 failure, a tool's start and failed attempts, budgets, waits, a sub-agent's start), what is
-asked of people (the model's own call shows it), the lifecycle (pause, resume, fork, a
-failure) and compaction markers (their summary is rendered apart)."""
+asked of people (the model's own call shows it), the lifecycle (pause, resume, fork) and
+compaction markers (their summary is rendered apart). A `failed` event is not among them:
+each format shows the calls a cancel withdrew as not run (`NOT_RUN`), and nothing else of
+it."""
+
+NOT_RUN = "the thread was cancelled"
+"""Why a call a cancel withdrew (`Failed.withdrawn`) has no result: it never ran. Both
+formats show it as that call's outcome, so the model of a resumed thread does not take the
+call for one still running, or one that ran and returned nothing."""
 
 _UNSHOWN = frozenset(get_args(Unshown))
 

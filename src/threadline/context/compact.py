@@ -20,7 +20,16 @@ from typing import Any, assert_never
 
 from .. import events as ev
 from ..models.base import Message, ToolSpec
-from .base import attr_value, fence, tag_name, tagged, tools_json, truncate_to, unshown
+from .base import (
+    NOT_RUN,
+    attr_value,
+    fence,
+    tag_name,
+    tagged,
+    tools_json,
+    truncate_to,
+    unshown,
+)
 from .notation import dump_block, dump_tools
 from .tokens import TokenCounter
 
@@ -187,6 +196,10 @@ def _block(
             return f"<approved{who}/>"
         case ev.Escalated():
             return tagged("escalated", "", fence(e.reason))
+        case ev.Failed():
+            # A cancel's: a line for each call it withdrew, which never ran.
+            lines = [f"<not_run{_attrs(id=c)}>{NOT_RUN}" for c in e.withdrawn]
+            return "\n".join(lines) or None
         case ev.ExternalEvent():
             body = fence(dump_block(e.payload)) if e.payload else ""
             return f"<event{_attrs(name=e.name, source=e.source)}>\n{body}"

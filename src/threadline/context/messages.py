@@ -13,6 +13,7 @@ more chat messages:
     guard_verdict (block)           -> tool answering the call: the guard's reason
     responded_instead               -> tool answering the call (not run), then user: the
                                        human's message in place of a verdict
+    failed (a cancel's)             -> tool answering each call it withdrew: not run
     invalid_output                  -> user: the reason, so the model can correct itself
     external_event / escalated      -> user, as a tagged block
     compacted summary               -> user: the summary of the events it replaces
@@ -34,7 +35,7 @@ from typing import Any, assert_never
 
 from .. import events as ev
 from ..models.base import Message, ToolSpec
-from .base import attr_value, fence, tools_json, truncate_to, unshown
+from .base import NOT_RUN, attr_value, fence, tools_json, truncate_to, unshown
 from .notation import dump_block
 from .tokens import TokenCounter
 
@@ -118,6 +119,10 @@ class MessagesFormat:
                     Message("tool", not_run, tool_call_id=e.call_id),
                     Message("user", fence(e.text)),
                 )
+            case ev.Failed():
+                # A cancel's: each call it withdrew is answered, as never run.
+                text = f"not run: {NOT_RUN}"
+                return tuple(Message("tool", text, tool_call_id=c) for c in e.withdrawn) or None
             case ev.InvalidOutput():
                 return (Message("user", f"Your last output was invalid: {fence(e.reason)}"),)
             case ev.Escalated():
