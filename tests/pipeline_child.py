@@ -82,11 +82,20 @@ def agent() -> Agent:
 class Reporting(SQLiteStore):
     """Says when an append returns before its COMMIT, and when that COMMIT returned."""
 
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._expected: dict[str, int] = {}  # the seq of each thread's append under way
+
+    def append_behind(
+        self, thread_id: str, events: Sequence[Event], **options: Any
+    ) -> Awaitable[Awaitable[None] | None]:
+        self._expected[thread_id] = options["expected_seq"]
+        return super().append_behind(thread_id, events, **options)
+
     async def run_behind(
         self, plan: Write, tx: Tx, *, append_to: str, **options: Unpack[BehindOptions]
     ) -> Awaitable[None] | None:
-        known = self._states.get(append_to)  # the store's state before this append
-        seq = known.next_seq if known is not None else 0  # none: the thread's create
+        seq = self._expected.pop(append_to, 0)  # none: the thread's create
         durable = await super().run_behind(plan, tx, append_to=append_to, **options)
         if durable is None:
             return None

@@ -328,13 +328,20 @@ def check_append(thread_id: str, next_seq: int, events: Sequence[Event], expecte
 
 
 def fold_for_append(
-    thread_id: str, state: ThreadState, events: Sequence[Event], expected_seq: int
+    thread_id: str,
+    state: ThreadState,
+    events: Sequence[Event],
+    expected_seq: int,
+    *,
+    in_place: bool = False,
 ) -> ThreadState:
     """Check `events` continue the thread at `expected_seq` (`check_append`) and that each
     `tool_started` starts a pending call's next attempt (else `StaleWriteAhead`); return
-    the state after them, a copy: `state` itself is not modified."""
+    the state after them, a copy: `state` itself is not modified. With `in_place`, `state`
+    itself is folded and returned (no copy): only for a state nobody else holds, and
+    thrown away if this raises (it may be half folded)."""
     check_append(thread_id, state.next_seq, events, expected_seq)
-    new = state.copy()
+    new = state if in_place else state.copy()
     for event in events:
         if type(event) is ToolStarted and (refused := new.start_refused(event)):
             raise StaleWriteAhead(thread_id, event.seq, refused)

@@ -172,9 +172,13 @@ class SQLStore(SQLLeases):
         ledger = ledger_events(events)  # tree budgets: totals in the same transaction
         cached = self._states.get(thread_id)
         if not ledger and cached is not None and cached.next_seq == expected_seq:
-            state = fold_for_append(thread_id, cached, events, expected_seq)
+            # Folded in place (no copy of the state an append): taken out of the cache
+            # first, since until written it is not the row's; remembered again once written.
+            self._forget(thread_id)
+            was_running = cached.status is Status.RUNNING
+            state = fold_for_append(thread_id, cached, events, expected_seq, in_place=True)
             written, durable = await self._append_known(
-                thread_id, events, cached, state, lease, behind, after, ahead
+                thread_id, events, (expected_seq, was_running), state, lease, behind, after, ahead
             )
             after = None  # awaited
             if written:  # remembered now: the next append is prepared while this commits
@@ -255,7 +259,7 @@ class SQLStore(SQLLeases):
         self,
         thread_id: str,
         events: Sequence[Event],
-        before: ThreadState,
+        before: tuple[int, bool],
         after: ThreadState,
         lease: Lease | None,
         behind: bool = False,
@@ -263,7 +267,8 @@ class SQLStore(SQLLeases):
         ahead: bool = True,
     ) -> tuple[bool, Awaitable[None] | None]:
         """The append when this store knows the thread's state at `expected_seq` (its own
-        last write or load): the projection is updated only if the row is still at that
+        last write or load; `before`: that seq, and whether the thread was running then,
+        `after`: the state after `events`): the projection is updated only if the row is still at that
         seq (and the lease still held), and the events inserted after it, in two statements
         (one in PostgreSQL, in autocommit: one round trip). False when the row moved on or
         the lease is gone: nothing was written, and the full append finds out why. With
@@ -277,11 +282,12 @@ class SQLStore(SQLLeases):
         checks = _LEASE_HELD if lease is not None else ""
         # Everything but the time is computed here, outside the transaction: under group
         # commit the plans run one after another inside one, on the store's thread.
+        expected, was_running = before
         args = self._projection(thread_id, None, after)
-        args["expected"] = before.next_seq
+        args["expected"] = expected
         if lease is not None:
             args |= {"owner": lease.owner, "token": lease.token}
-        wake = after.status is Status.RUNNING and before.status is not Status.RUNNING
+        wake = args["status"] == _RUNNING and not was_running
         if d.fused_writes:  # the NOTIFY, if any, in the same statement: one round trip
             update = self._fused_append(thread_id, events, args, checks, wake=wake)
             insert = None
@@ -295,7 +301,7 @@ class SQLStore(SQLLeases):
             done = yield update
             if not (done.rows[0][0] if insert is None else done.rowcount == 1):
                 if behind and self.queues_behind:
-                    yield from self._refusal(thread_id, before.next_seq, lease)
+                    yield from self._refusal(thread_id, expected, lease)
                 return False
             if insert is not None:
                 yield insert
