@@ -1,16 +1,32 @@
-"""Reading stored rows back (the SQL stores): a thread's row, density, committed retries,
+"""Stored rows (the SQL stores): an append's events and projection as written (their JSON,
+the `INSERT` of several events); read back: a thread's row, density, committed retries,
 parsing; a table's columns as an object (`Columns`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
-from ..errors import CorruptEvent, ThreadNotFound
-from ..events import Event, event_from_json
-from .dialect import Result
+from pydantic_core import PydanticSerializationError, to_json
 
-__all__ = ["Columns", "already_written", "check_dense", "nullable", "parse_row", "row_of"]
+from ..errors import CorruptEvent, ThreadNotFound
+from ..events import Event, ThreadState, event_from_json
+from .dialect import Dialect, Result
+
+__all__ = [
+    "Columns",
+    "already_written",
+    "check_dense",
+    "event_json",
+    "event_rows",
+    "insert_statement",
+    "nullable",
+    "parse_row",
+    "row_of",
+    "state_json",
+]
 
 T = TypeVar("T")
 
@@ -91,3 +107,54 @@ class Columns(Generic[T]):
         error (ValueError, TypeError)."""
         values = zip(self._fields, row, strict=True)
         return self.build(**{name: v if p is None else p(v) for (name, p), v in values})
+
+
+def event_rows(d: Dialect, events: Sequence[Event], params: dict[str, Any]) -> str:
+    """`events` as the rows of a `VALUES` list, their values added to `params` (`:seq_0`,
+    ...; the thread's id is `:id`)."""
+    when, text = None, None  # a turn's events share their time: formatted once
+    for (seq, kind, at, body), e in zip(_row_names(len(events)), events, strict=True):
+        params[seq] = e.seq
+        params[kind] = e.kind
+        if e.at is not when:
+            when, text = e.at, d.time(e.at)
+        params[at] = text
+        params[body] = event_json(e)
+    return _values(len(events))
+
+
+@lru_cache(maxsize=64)
+def _row_names(rows: int) -> tuple[tuple[str, str, str, str], ...]:
+    """The parameters of `rows` events' rows, made once (their hashes kept)."""
+    return tuple((f"seq_{i}", f"kind_{i}", f"at_{i}", f"body_{i}") for i in range(rows))
+
+
+@lru_cache(maxsize=64)
+def _values(rows: int) -> str:
+    """A `VALUES` list of `rows` events' rows (`event_rows`)."""
+    return ", ".join(f"(:id, :seq_{i}, :kind_{i}, :at_{i}, :body_{i}{{json}})" for i in range(rows))
+
+
+@lru_cache(maxsize=64)
+def insert_statement(rows: int) -> str:
+    """The `INSERT` of `rows` events' rows, one string object a size (`Dialect.sql`'s
+    cache then finds it by its kept hash)."""
+    return "INSERT INTO events (thread_id, seq, kind, at, body) VALUES " + _values(rows)
+
+
+def event_json(event: Event) -> str:
+    """An event's stored JSON: `model_dump_json`'s, through the model's serializer at once
+    (the method's keyword arguments cost a third of the call, three times an append)."""
+    return type(event).__pydantic_serializer__.to_json(event).decode()
+
+
+def state_json(state: ThreadState) -> str:
+    """The projection's JSON: pydantic-core's encoder, a third of the instructions of
+    `json.dumps` on this small dict, which every append writes (bench/instructions.py).
+    A string it cannot encode as UTF-8 (a lone surrogate) goes through `json.dumps`, whose
+    ASCII escapes store it as before."""
+    snapshot = state.to_dict()
+    try:
+        return to_json(snapshot).decode()
+    except PydanticSerializationError:
+        return json.dumps(snapshot)

@@ -24,10 +24,8 @@ import threading
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any, TypeAlias, TypedDict, TypeVar, Unpack
-
-from pydantic_core import PydanticSerializationError, to_json
 
 from ..errors import AppendConflict, CorruptEvent, LeaseLost, StoreError, ThreadNotFound
 from ..events import SCHEMA_VERSION, Event, Status, Thread, ThreadState, utcnow
@@ -48,7 +46,18 @@ from .keys import SQLDeliveryLog, SQLKeyStore
 from .leases import SQLLeases
 from .outbox import SQLOutbox
 from .ratelimits import SQLRateLimits
-from .rows import Columns, already_written, check_dense, nullable, parse_row, row_of
+from .rows import (
+    Columns,
+    already_written,
+    check_dense,
+    event_json,
+    event_rows,
+    insert_statement,
+    nullable,
+    parse_row,
+    row_of,
+    state_json,
+)
 from .schedules import SQLScheduleStore
 
 __all__ = ["BehindOptions", "SQLStore", "Write"]
@@ -355,10 +364,10 @@ class SQLStore(SQLLeases):
                 }
                 for e in events
             ]
-            return Query(d.sql(_insert_events(1)), rows, many=True)
+            return Query(d.sql(insert_statement(1)), rows, many=True)
         params: dict[str, Any] = {"id": thread_id}
-        _event_rows(d, events, params)
-        return Query(d.sql(_insert_events(len(events))), params)
+        event_rows(d, events, params)
+        return Query(d.sql(insert_statement(len(events))), params)
 
     def _fused_append(
         self,
@@ -380,7 +389,7 @@ class SQLStore(SQLLeases):
         if wake and self.channel is not None:
             notify = " RETURNING pg_notify(:channel, id)"
             update["channel"] = self.channel
-        values = _event_rows(d, events, update)
+        values = event_rows(d, events, update)
         if checks is None:
             template = _FUSED_APPEND.replace("{values}", values) + notify
         else:
@@ -495,7 +504,6 @@ _INSERT_THREAD = (
     "created_at, updated_at, due_at) VALUES (:id, :agent, :status, :next_seq, "
     ":schema_version, :metadata{json}, :state{json}, :created_at, {now}, :due_at)"
 )
-_INSERT_EVENTS = "INSERT INTO events (thread_id, seq, kind, at, body) VALUES "
 _ROWS_A_STATEMENT = 200
 """Events in one `INSERT` at most: 4 parameters a row stay below 999, the limit of SQLite
 builds before 3.32."""
@@ -543,57 +551,6 @@ _SUMMARY_ROW = Columns(
     lease_expires=nullable(stored_time),
 )
 _SUMMARY = f"SELECT {_SUMMARY_ROW.names} FROM threads"
-
-
-def _event_rows(d: Dialect, events: Sequence[Event], params: dict[str, Any]) -> str:
-    """`events` as the rows of a `VALUES` list, their values added to `params` (`:seq_0`,
-    ...; the thread's id is `:id`)."""
-    when, text = None, None  # a turn's events share their time: formatted once
-    for (seq, kind, at, body), e in zip(_row_names(len(events)), events, strict=True):
-        params[seq] = e.seq
-        params[kind] = e.kind
-        if e.at is not when:
-            when, text = e.at, d.time(e.at)
-        params[at] = text
-        params[body] = event_json(e)
-    return _values(len(events))
-
-
-@lru_cache(maxsize=64)
-def _row_names(rows: int) -> tuple[tuple[str, str, str, str], ...]:
-    """The parameters of `rows` events' rows, made once (their hashes kept)."""
-    return tuple((f"seq_{i}", f"kind_{i}", f"at_{i}", f"body_{i}") for i in range(rows))
-
-
-@lru_cache(maxsize=64)
-def _values(rows: int) -> str:
-    """A `VALUES` list of `rows` events' rows (`_event_rows`)."""
-    return ", ".join(f"(:id, :seq_{i}, :kind_{i}, :at_{i}, :body_{i}{{json}})" for i in range(rows))
-
-
-@lru_cache(maxsize=64)
-def _insert_events(rows: int) -> str:
-    """The `INSERT` of `rows` events' rows, one string object a size (`Dialect.sql`'s
-    cache then finds it by its kept hash)."""
-    return _INSERT_EVENTS + _values(rows)
-
-
-def event_json(event: Event) -> str:
-    """An event's stored JSON: `model_dump_json`'s, through the model's serializer at once
-    (the method's keyword arguments cost a third of the call, three times an append)."""
-    return type(event).__pydantic_serializer__.to_json(event).decode()
-
-
-def state_json(state: ThreadState) -> str:
-    """The projection's JSON: pydantic-core's encoder, a third of the instructions of
-    `json.dumps` on this small dict, which every append writes (bench/instructions.py).
-    A string it cannot encode as UTF-8 (a lone surrogate) goes through `json.dumps`, whose
-    ASCII escapes store it as before."""
-    snapshot = state.to_dict()
-    try:
-        return to_json(snapshot).decode()
-    except PydanticSerializationError:
-        return json.dumps(snapshot)
 
 
 def _listed(row: Sequence[Any]) -> ThreadSummary | SkippedThread:
