@@ -110,3 +110,29 @@ async def test_a_hole_in_the_events_is_a_corrupt_event_naming_the_missing_seq(
         assert (caught.value.thread_id, caught.value.seq) == ("th_holed", 2)
         assert "missing" in caught.value.reason
     assert [e.seq for e in await fresh.events("th_holed", after=2)] == [3, 4]
+
+
+@pytest.mark.parametrize("behind", [False, True])
+async def test_an_append_rewrites_a_status_the_row_holds_wrongly(
+    store_env: StoreEnv, behind: bool
+) -> None:
+    """A known-state append whose status does not change leaves SQLite's `status` column
+    out of its `UPDATE`, checking the row holds it: a row whose status differs (written by
+    hand) gets the whole projection written, as the full append does, not a conflict."""
+    needs_sql(store_env)
+    store = store_env.open()
+    await store.create(Thread("th_status", "a", [UserMessage(seq=0, at=utcnow(), text="hi")]))
+    store_env.sql("UPDATE threads SET status = 'paused' WHERE id = 'th_status'")
+    for seq in (1, 2):  # the store knows the state: running before and after
+        event = UserMessage(seq=seq, at=utcnow(), text="again")
+        if behind:
+            durable = await store.append_behind("th_status", [event], expected_seq=seq)
+            if durable is not None:
+                await durable
+        else:
+            await store.append("th_status", [event], expected_seq=seq)
+        assert store_env.sql("SELECT status FROM threads WHERE id = 'th_status'") == [("running",)]
+        store_env.sql("UPDATE threads SET status = 'paused' WHERE id = 'th_status'")
+    summary = await store.get("th_status")
+    assert (summary.status, summary.next_seq) == (Status.PAUSED, 3)  # poked again last
+    assert len(await store.load("th_status")) == 3

@@ -184,10 +184,10 @@ class SQLStore(SQLLeases):
             # Folded in place (no copy of the state an append): taken out of the cache
             # first, since until written it is not the row's; remembered again once written.
             self._forget(thread_id)
-            was_running = cached.status is Status.RUNNING
+            was = cached.status  # a StrEnum: compared with the stored text as it is
             state = fold_for_append(thread_id, cached, events, expected_seq, in_place=True)
             written, durable = await self._append_known(
-                thread_id, events, (expected_seq, was_running), state, lease, behind, after, ahead
+                thread_id, events, (expected_seq, was), state, lease, behind, after, ahead
             )
             after = None  # awaited
             if written:  # remembered now: the next append is prepared while this commits
@@ -268,7 +268,7 @@ class SQLStore(SQLLeases):
         self,
         thread_id: str,
         events: Sequence[Event],
-        before: tuple[int, bool],
+        before: tuple[int, str],
         after: ThreadState,
         lease: Lease | None,
         behind: bool = False,
@@ -276,9 +276,9 @@ class SQLStore(SQLLeases):
         ahead: bool = True,
     ) -> tuple[bool, Awaitable[None] | None]:
         """The append when this store knows the thread's state at `expected_seq` (its own
-        last write or load; `before`: that seq, and whether the thread was running then,
-        `after`: the state after `events`): the projection is updated only if the row is still at that
-        seq (and the lease still held), and the events inserted after it, in two statements
+        last write or load; `before`: that seq and the status then; `after`: the state
+        after `events`): the projection is updated only if the row is still at that seq
+        (and the lease still held), and the events inserted after it, in two statements
         (one in PostgreSQL, in autocommit: one round trip). False when the row moved on or
         the lease is gone: nothing was written, and the full append finds out why. With
         `behind` on a driver that queues (`queues_behind`), also what completes when the
@@ -286,35 +286,47 @@ class SQLStore(SQLLeases):
         statements may run queued, after this returned); any other driver runs them to
         their end here, so the refusal is returned as without `behind` (`run_behind` would
         drop it: the refused append taken for written, and every later one refused
-        unnoticed). `ready` is awaited once the statements are built, before they run."""
+        unnoticed). `ready` is awaited once the statements are built, before they run.
+
+        When the status does not change (most appends), SQLite's `UPDATE` leaves the
+        `status` column out (its index is not rewritten: `_SET_STATE_KEPT`) and checks
+        instead that the row holds that status; a row whose status differs from the
+        store's (written by hand or by an older fold) refuses it, and the whole projection
+        is written instead, as the full append would."""
         d = self.dialect
         checks = _LEASE_HELD if lease is not None else ""
         # Everything but the time is computed here, outside the transaction: under group
         # commit the plans run one after another inside one, on the store's thread.
-        expected, was_running = before
+        expected, was = before
         args = self._projection(thread_id, None, after)
         args["expected"] = expected
         if lease is not None:
             args |= {"owner": lease.owner, "token": lease.token}
-        wake = args["status"] == _RUNNING and not was_running
+        status = args["status"]
+        wake = status == _RUNNING and was != _RUNNING
+        kept = False
         if d.fused_writes:  # the NOTIFY, if any, in the same statement: one round trip
             update = self._fused_append(thread_id, events, args, checks, wake=wake)
             insert = None
         else:
-            update = Query(d.sql(_SET_STATE_HELD if lease is not None else _SET_STATE_AT), args)
+            kept = status == was
+            update = Query(d.sql(_KNOWN_UPDATE[lease is not None, kept]), args)
             insert = self._insert_events(thread_id, events)
         params: dict[str, Any] = update.params  # type: ignore[assignment]
 
         def plan() -> Plan[bool]:
             params["now"] = d.time(utcnow())
             done = yield update
+            woken = wake
             if not (done.rows[0][0] if insert is None else done.rowcount == 1):
-                if behind and self.queues_behind:
-                    yield from self._refusal(thread_id, expected, lease)
-                return False
+                if not (behind and self.queues_behind):
+                    return False
+                row_status = yield from self._refusal(thread_id, expected, lease, kept=kept)
+                yield Query(d.sql(_SET_STATE), params)  # only the row's status differed
+                woken = status == _RUNNING and row_status != _RUNNING
             if insert is not None:
                 yield insert
-                if wake:
+                if woken:
                     yield from self._announce(thread_id)
             return True
 
@@ -329,13 +341,20 @@ class SQLStore(SQLLeases):
             await ready()
         return await self.run(plan, tx, append_to=thread_id), None
 
-    def _refusal(self, thread_id: str, expected: int, lease: Lease | None) -> Plan[None]:
-        """Why a known-state append was refused, raised: the lease lost, or a conflict."""
+    def _refusal(
+        self, thread_id: str, expected: int, lease: Lease | None, *, kept: bool
+    ) -> Plan[str]:
+        """Why a known-state append was refused, raised: the lease lost, or a conflict.
+        With `kept` (its `UPDATE` checked the row's status instead of writing it), a row at
+        `expected` whose lease is held refused it for its status alone: that status is
+        returned, nothing raised, and the caller writes the whole projection."""
         d = self.dialect
         found = yield Query(d.sql(_HEAD_FOR_APPEND), {"id": thread_id, "now": d.time(utcnow())})
-        next_seq, _, owner, token, live, _ = row_of(thread_id, found)
+        next_seq, row_status, owner, token, live, _ = row_of(thread_id, found)
         if lease is not None and (owner != lease.owner or token != lease.token or not live):
             raise LeaseLost(thread_id, lease.owner)
+        if kept and next_seq == expected:
+            return str(row_status)
         raise AppendConflict(thread_id, expected, next_seq)
 
     def _projection(self, thread_id: str, now: Any, state: ThreadState) -> dict[str, Any]:
@@ -525,8 +544,18 @@ _LEASE_HELD = (
     "AND lease_expires > {now}"
 )
 _SET_STATE_IF = _SET_STATE + " AND next_seq = :expected{checks}"
-_SET_STATE_AT = _SET_STATE_IF.replace("{checks}", "")  # made once, not an append
-_SET_STATE_HELD = _SET_STATE_IF.replace("{checks}", _LEASE_HELD)
+_SET_STATE_KEPT = (
+    "UPDATE threads SET state = :state{json}, next_seq = :next_seq, updated_at = {now}, "
+    "due_at = :due_at WHERE id = :id AND next_seq = :expected AND status = :status{checks}"
+)
+"""A known-state append's `UPDATE` when the status stays: the indexed `status` column is
+not written (about 13,000 instructions of SQLite's an append), only checked."""
+_KNOWN_UPDATE = {  # (a lease held, the status kept): made once, not an append
+    (False, False): _SET_STATE_IF.replace("{checks}", ""),
+    (True, False): _SET_STATE_IF.replace("{checks}", _LEASE_HELD),
+    (False, True): _SET_STATE_KEPT.replace("{checks}", ""),
+    (True, True): _SET_STATE_KEPT.replace("{checks}", _LEASE_HELD),
+}
 _FUSED_APPEND_IF = (
     "WITH moved AS (" + _SET_STATE_IF + " RETURNING id{notify}), "
     "new_events AS (INSERT INTO events (thread_id, seq, kind, at, body) "
