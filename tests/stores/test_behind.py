@@ -5,6 +5,7 @@ the loop (`slow_disk`: each `COMMIT` reported late) so that the appends do queue
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import time
@@ -15,7 +16,7 @@ import pytest
 from pipeline_child import slow_disk
 from threadline import SQLiteStore, Thread
 from threadline.errors import AppendConflict, ConfigError, LeaseLost
-from threadline.events import UserMessage, utcnow
+from threadline.events import ToolCall, UserMessage, utcnow
 
 ID = "th_behind"
 
@@ -136,6 +137,46 @@ async def test_a_conflict_at_queued_statements_fails_it_and_everything_after_it(
         with pytest.raises(AppendConflict):
             await store.append(ID, [_msg(3)], expected_seq=3)
         await store.append(ID, [_msg(4)], expected_seq=4)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+async def test_a_failed_queued_append_leaves_no_state_remembered(
+    tmp_path: Path, depth: int
+) -> None:
+    """Queued appends that failed (a conflict at their statements) are forgotten by the
+    store with them: another process then takes the row to the seq the store would have
+    believed, and the store's next append writes the projection of what is stored, not
+    of its own appends that failed (a pending call none of the stored events made). At
+    depth 2 the last append fails while it waits at the depth, before it returned; at 3
+    all have returned."""
+    db = tmp_path / "t.db"
+    store = await _store(db, depth=depth, late=0.0)
+
+    async def other_append(seq: int) -> None:
+        other = SQLiteStore(db)
+        try:
+            await other.append(ID, [_msg(seq)], expected_seq=seq)
+        finally:
+            await other.close()
+
+    try:
+        slow_disk(store, 0.05, lambda: asyncio.run(other_append(3)))
+        first = await _behind(store, 2)
+        call = ToolCall(seq=3, at=utcnow(), call_id="c1", tool="t", version="1", arguments={})
+        second = await store.append_behind(ID, [call], expected_seq=3)
+        third = await _behind(store, 4)
+        await first
+        for queued in (second, third):
+            with pytest.raises(AppendConflict):
+                await queued  # type: ignore[misc]
+        await other_append(4)  # the row now at seq 5, as the store's own appends were
+        await store.append(ID, [_msg(5)], expected_seq=5)
+        with sqlite3.connect(db) as conn:
+            [(state,)] = conn.execute("SELECT state FROM threads WHERE id = ?", (ID,))
+        assert json.loads(state)["pending"] == []
+        assert json.loads(state)["next_seq"] == 6 and _seqs(db) == [0, 1, 2, 3, 4, 5]
     finally:
         await store.close()
 

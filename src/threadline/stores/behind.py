@@ -54,6 +54,9 @@ Elsewhere = Callable[[Callable[[], Plan[Any]], int], "Future[None]"]
 """Run a plan to its durable end on the store's own thread, counting `int` appends."""
 Count = Callable[[int, float], None]
 """Count a `COMMIT` behind the loop of `int` appends that took `float` seconds."""
+Forget = Callable[[str], None]
+"""Forget the state the store remembers for a thread whose append failed here (what it
+remembered after that append is not the row's)."""
 
 
 class Commit:
@@ -79,9 +82,12 @@ class Behind:
     """The transaction in flight behind the loop, and the appends queued behind it: of one
     thread at a time (the thread that started it; others append as before)."""
 
-    def __init__(self, depth: int, begin: Begin, elsewhere: Elsewhere, count: Count) -> None:
+    def __init__(
+        self, depth: int, begin: Begin, elsewhere: Elsewhere, count: Count, forget: Forget
+    ) -> None:
         self.depth = depth
         self._begin, self._elsewhere, self._count = begin, elsewhere, count
+        self._forget = forget
         self._flusher: _Flusher | None = None
         self._job: Commit | None = None  # the inline connection's COMMIT, or done
         self._thread: str | None = None  # whose transaction is in flight
@@ -216,11 +222,13 @@ class Behind:
             return
         self._carrying = None
         error = job.error
+        if error is not None and self._thread is not None:
+            self._forget(self._thread)  # before its appends' awaitables fail
         for durable in self._carried:
             answer(durable, error, error is None)
         self._carried = []
         if error is not None:
-            self._fail([entry.durable for entry in self._queued], error)
+            self._fail(self._queued, error)
             self._queued = []
         elif len(self._queued) >= self.depth:
             self._next()
@@ -251,7 +259,7 @@ class Behind:
             conn = self._begin(chain(plans))
         except sqlite3.OperationalError as exc:
             if not is_busy(exc):
-                self._fail(durables, exc)
+                self._fail(batch, exc)
                 self._thread = None
                 return
             job = Commit()
@@ -261,19 +269,23 @@ class Behind:
             done.add_done_callback(partial(_settle_from, loop, self._land, job))
             return
         except BaseException as exc:  # a conflict or a lost lease: none of them stays
-            self._fail(durables, exc)
+            self._fail(batch, exc)
             self._thread = None
             return
         self._hand_off(conn, thread_id, durables)
 
-    @staticmethod
-    def _fail(durables: list[asyncio.Future[None]], error: BaseException) -> None:
-        for durable in durables:
-            answer(durable, error, False)
+    def _fail(self, entries: list[_Queued], error: BaseException) -> None:
+        """`entries` are not written: the store forgets their threads' states (remembered
+        after them), then their awaitables raise `error`. The store watches no awaitable
+        of ours for that (no callback an append)."""
+        for thread_id in {entry.thread_id for entry in entries}:
+            self._forget(thread_id)
+        for entry in entries:
+            answer(entry.durable, error, False)
 
     def close(self, error: BaseException) -> None:
         """The store closes: fail what is queued (never written); wait for a `COMMIT`."""
-        self._fail([entry.durable for entry in self._queued], error)
+        self._fail(self._queued, error)
         self._queued = []
         for landed in self._waiting:
             answer(landed, None, True)

@@ -105,7 +105,7 @@ class SQLiteStore(SQLStore):
         self.stats = CommitStats()
         self._stats_lock = threading.Lock()
         self._behind = Behind(
-            pipeline_depth, self._begin_inline, self._elsewhere, self._behind_count
+            pipeline_depth, self._begin_inline, self._elsewhere, self._behind_count, self._forget
         )
         self._group: GroupCommit | None = None
         if group_window > 0 and self.path != ":memory:":
@@ -233,6 +233,18 @@ class SQLiteStore(SQLStore):
                 raise
         await self.run(plan, tx, append_to=append_to)
         return None
+
+    def _settled(self, thread_id: str, durable: Awaitable[None]) -> Awaitable[None]:
+        """`durable` itself when it is `Behind`'s (a future): `Behind` forgets the state
+        remembered for the thread when an append fails, before its awaitable does, so
+        nothing need watch it (no callback, and no loop cycle to run one, an append).
+        One that failed already (while it waited at the depth, before the state after it
+        was remembered) is forgotten here."""
+        if isinstance(durable, asyncio.Future):
+            if durable.done() and (durable.cancelled() or durable.exception() is not None):
+                self._forget(thread_id)
+            return durable
+        return super()._settled(thread_id, durable)
 
     def _begin_inline(self, plan: Plan[object]) -> sqlite3.Connection:
         """`plan`'s statements on the inline connection, its transaction left open for a
