@@ -141,6 +141,40 @@ async def test_a_conflict_at_queued_statements_fails_it_and_everything_after_it(
         await store.close()
 
 
+async def test_queued_appends_whose_commit_cannot_be_handed_off_fail_and_nothing_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the queued appends' `COMMIT` cannot be handed to the committing thread (say the
+    process can start no thread), their transaction is rolled back and their awaitables
+    raise that error, the one waiting at the depth included: no append is left waiting for
+    ever, nothing of them is stored, and the store takes the next append."""
+    db = tmp_path / "t.db"
+    store = await _store(db)
+    try:
+        first = await _behind(store, 2)  # its COMMIT handed off
+        second = await _behind(store, 3)  # queued behind it
+        flusher = store._behind._flusher
+        assert flusher is not None
+
+        def refuse(*_: object) -> None:
+            raise RuntimeError("can't start new thread")
+
+        monkeypatch.setattr(flusher, "hand", refuse)
+        # Waits at the depth for the first COMMIT, whose landing begins the second's and
+        # this one's transaction, whose hand-off is refused.
+        third = await asyncio.wait_for(_behind(store, 4), 10)
+        await first
+        for queued in (second, third):
+            with pytest.raises(RuntimeError, match="can't start new thread"):
+                await asyncio.wait_for(queued, 10)
+        monkeypatch.undo()
+        assert _seqs(db) == [0, 1, 2]
+        await store.append(ID, [_msg(3)], expected_seq=3)
+        assert _seqs(db) == [0, 1, 2, 3]
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize("depth", [2, 3])
 async def test_a_failed_queued_append_leaves_no_state_remembered(
     tmp_path: Path, depth: int

@@ -272,7 +272,11 @@ class Behind:
             self._fail(batch, exc)
             self._thread = None
             return
-        self._hand_off(conn, thread_id, durables)
+        try:
+            self._hand_off(conn, thread_id, durables)
+        except BaseException as exc:  # rolled back (no committing thread): none of them stays
+            self._fail(batch, exc)
+            self._thread = None
 
     def _fail(self, entries: list[_Queued], error: BaseException) -> None:
         """`entries` are not written: the store forgets their threads' states (remembered
