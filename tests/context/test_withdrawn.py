@@ -12,7 +12,7 @@ from context_support import render
 from threadline.context.compact import COMPACT, compact_block
 from threadline.context.messages import MESSAGES
 from threadline.context.tokens import ApproxCounter
-from threadline.events import Failed, RawToolCall
+from threadline.events import Failed, RawToolCall, ToolCall, UserMessage
 from threadline.models.base import Message
 from threadline.testing import ScriptedModel, intent
 from withdrawn_support import cancelled_then_resumed, wire_agent
@@ -63,3 +63,29 @@ def test_a_failed_event_that_withdrew_nothing_shows_nothing() -> None:
     assert compact_block([failed], 0) == ""
     assert COMPACT.block([failed], 0, False, 800, ApproxCounter()) is None
     assert MESSAGES.block([failed], 0, False, 800, ApproxCounter()) is None
+
+
+def test_a_withdrawn_question_is_named_by_its_tool_as_its_call_shows_no_id() -> None:
+    """A human tool's call (`request_more_information`) is shown without an id, so its
+    not-run line names the tool instead of an id the model never saw; any other call keeps
+    its id."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    question = {"message": "which booking?"}
+    events = [
+        UserMessage(seq=0, at=at, text="move my booking"),
+        ToolCall(
+            seq=1,
+            at=at,
+            call_id="c1",
+            tool="request_more_information",
+            version="1",
+            arguments=question,
+        ),
+        ToolCall(seq=2, at=at, call_id="c2", tool="wire", version="1", arguments={"amount": 5}),
+        Failed(seq=3, at=at, reason="cancelled by ops", withdrawn=("c1", "c2")),
+    ]
+    assert compact_block(events, 1) == "<request_more_information>which booking?"
+    assert compact_block(events, 3) == (
+        "<not_run tool=request_more_information>the thread was cancelled\n"
+        "<not_run id=c2>the thread was cancelled"
+    )

@@ -15,7 +15,7 @@ document or the model itself put in their text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, assert_never
 
 from .. import events as ev
@@ -198,7 +198,7 @@ def _block(
             return tagged("escalated", "", fence(e.reason))
         case ev.Failed():
             # A cancel's: a line for each call it withdrew, which never ran.
-            lines = [f"<not_run{_attrs(id=c)}>{NOT_RUN}" for c in e.withdrawn]
+            lines = [f"<not_run{_withdrawn(events, i, c)}>{NOT_RUN}" for c in e.withdrawn]
             return "\n".join(lines) or None
         case ev.ExternalEvent():
             body = fence(dump_block(e.payload)) if e.payload else ""
@@ -242,13 +242,30 @@ def _call_block(events: Sequence[ev.Event], i: int, e: ev.ToolCall) -> str:
     args = e.arguments
     cid = None if outcome_follows(events, i, e.call_id) else e.call_id
     tool = tag_name(e.tool)
-    if set(args) == {"message"} and isinstance(args["message"], str):
+    if _asks_a_person(args):
         # The human tools: the message is the whole intent, and the answer (a human
         # response, or the end of the thread) needs no id to be matched.
         return tagged(tool, "", fence(args["message"]))
     if not args:
         return f"<{tool}{_attrs(id=cid)}/>"
     return tagged(tool, _attrs(id=cid), fence(dump_block(args)))
+
+
+def _asks_a_person(args: Mapping[str, Any]) -> bool:
+    """A human tool's arguments (`request_more_information`, ...): its call shows no id."""
+    return set(args) == {"message"} and isinstance(args["message"], str)
+
+
+def _withdrawn(events: Sequence[ev.Event], i: int, call_id: str) -> str:
+    """The attributes naming a call a cancel withdrew as the model saw it: its id, or the
+    tool of a human tool's call, which was shown without one (`_call_block`)."""
+    for j in range(i - 1, -1, -1):
+        prev = events[j]
+        if type(prev) is ev.ToolCall and prev.call_id == call_id:
+            if _asks_a_person(prev.arguments):
+                return _attrs(tool=tag_name(prev.tool))
+            break
+    return _attrs(id=call_id)
 
 
 def render_event(event: ev.Event) -> str:
