@@ -40,6 +40,15 @@ async def _behind(store: SQLiteStore, seq: int) -> asyncio.Future[None]:
     return asyncio.ensure_future(durable)
 
 
+async def _append_elsewhere(db: Path, seq: int) -> None:
+    """Another store's append (another process's, as far as this store knows) at `seq`."""
+    other = SQLiteStore(db)
+    try:
+        await other.append(ID, [_msg(seq)], expected_seq=seq)
+    finally:
+        await other.close()
+
+
 def _seqs(db: Path) -> list[int]:
     with sqlite3.connect(db) as conn:
         return [s for (s,) in conn.execute("SELECT seq FROM events ORDER BY seq")]
@@ -113,15 +122,7 @@ async def test_a_conflict_at_queued_statements_fails_it_and_everything_after_it(
     store = await _store(db, late=0.0)
 
     def intrude() -> None:  # another process's append, on the committing thread
-
-        async def go() -> None:
-            other = SQLiteStore(db)
-            try:
-                await other.append(ID, [_msg(3)], expected_seq=3)
-            finally:
-                await other.close()
-
-        asyncio.run(go())
+        asyncio.run(_append_elsewhere(db, 3))
 
     try:
         slow_disk(store, 0.05, intrude)
@@ -188,15 +189,8 @@ async def test_a_failed_queued_append_leaves_no_state_remembered(
     db = tmp_path / "t.db"
     store = await _store(db, depth=depth, late=0.0)
 
-    async def other_append(seq: int) -> None:
-        other = SQLiteStore(db)
-        try:
-            await other.append(ID, [_msg(seq)], expected_seq=seq)
-        finally:
-            await other.close()
-
     try:
-        slow_disk(store, 0.05, lambda: asyncio.run(other_append(3)))
+        slow_disk(store, 0.05, lambda: asyncio.run(_append_elsewhere(db, 3)))
         first = await _behind(store, 2)
         call = ToolCall(seq=3, at=utcnow(), call_id="c1", tool="t", version="1", arguments={})
         second = await store.append_behind(ID, [call], expected_seq=3)
@@ -205,7 +199,7 @@ async def test_a_failed_queued_append_leaves_no_state_remembered(
         for queued in (second, third):
             with pytest.raises(AppendConflict):
                 await queued  # type: ignore[misc]
-        await other_append(4)  # the row now at seq 5, as the store's own appends were
+        await _append_elsewhere(db, 4)  # the row now at seq 5, as the store's own appends were
         await store.append(ID, [_msg(5)], expected_seq=5)
         with sqlite3.connect(db) as conn:
             [(state,)] = conn.execute("SELECT state FROM threads WHERE id = ?", (ID,))
