@@ -298,6 +298,7 @@ class Runtime(HumanActions):
         # One rendering per call. Compaction, or escalation when even the minimum context
         # cannot fit (never an oversize request), is stored before the call, so the thread
         # stays replayable.
+        self.store.due()  # a group commit's window may have passed while other turns ran
         renderer = self.renderer(agent.name)
         if not renderer.renders_in_thread:  # a rendering or summariser that may await
             prepared = await renderer.prepare(thread, model, self.clock())

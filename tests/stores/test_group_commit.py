@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from group_kill import KilledWriter, event, make_threads
 
+from threadline import Agent, Runtime, tool
 from threadline.errors import AppendConflict, ConfigError, LeaseLost, StoreError
 from threadline.events import Thread
 from threadline.stores import SQLiteStore
+from threadline.testing import ScriptedModel, intent
 
 
 async def test_concurrent_threads_share_commits_and_every_event_is_stored(tmp_path: Path) -> None:
@@ -68,27 +71,57 @@ async def test_a_failing_append_in_a_group_fails_alone(tmp_path: Path) -> None:
     await store.close()
 
 
+class _FailingCommit:
+    """A connection whose COMMIT fails after its statements ran (a disk that refuses the
+    group's fsync); everything else is the real connection's."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.conn.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        return self.conn.executemany(sql, *args)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+
+@pytest.mark.parametrize("on_loop", [True, False], ids=["on-the-loop", "committer-thread"])
 async def test_a_group_that_cannot_commit_answers_every_caller_and_writes_nothing(
-    tmp_path: Path,
+    tmp_path: Path, on_loop: bool
 ) -> None:
+    # Groups are committed on the event loop, or on the committer's thread (without inline
+    # appends, `?inline_appends=0`, or when the write lock stays taken): in both, a COMMIT
+    # that fails fails the whole group.
     store = SQLiteStore(tmp_path / "g.db", group_window=0.05)
     threads = await make_threads(store, 4)
     group = store._group
     assert group is not None
-    working = group._connection
-
-    def broken() -> sqlite3.Connection:  # stands in for a disk that fails under the group
-        raise sqlite3.OperationalError("disk I/O error")
-
-    group._connection = broken
+    if not on_loop:
+        group._connect_here = None  # as without inline appends: groups go to the thread
+    real = group._here_connection() if on_loop else group._connection()
+    if on_loop:
+        group._conn_here = _FailingCommit(real)  # type: ignore[assignment]
+    else:
+        group._conn = _FailingCommit(real)  # type: ignore[assignment]
     results = await asyncio.gather(
         *(store.append(t.id, [event(1)], expected_seq=1) for t in threads),
         return_exceptions=True,
     )
-    assert results[0] is None  # alone, inline: not part of the group
+    assert results[0] is None  # alone: not part of the group
     assert [type(r) for r in results[1:]] == [sqlite3.OperationalError] * 3
     assert [len(await store.events(t.id)) for t in threads] == [2, 1, 1, 1]
-    group._connection = working  # the committer was not left stuck: the next group commits
+    if on_loop:  # the group never went to the committer's thread
+        assert not group._busy and store.stats.groups == 0
+        group._conn_here = real
+    else:
+        group._conn = real
+    # Nothing was left stuck: the next group commits.
     results = await asyncio.gather(
         *(store.append(t.id, [event(1)], expected_seq=1) for t in threads[1:]),
         return_exceptions=True,
@@ -96,6 +129,112 @@ async def test_a_group_that_cannot_commit_answers_every_caller_and_writes_nothin
     assert results == [None, None, None]
     assert [len(await store.events(t.id)) for t in threads] == [2, 2, 2, 2]
     await store.close()
+
+
+async def test_a_group_whose_file_cannot_be_opened_fails_and_the_next_commits(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "g.db", group_window=0.05)
+    threads = await make_threads(store, 3)
+    group = store._group
+    assert group is not None
+    connect = group._connect_here
+
+    def broken() -> sqlite3.Connection:  # stands in for a file that cannot be opened
+        raise sqlite3.OperationalError("unable to open database file")
+
+    group._connect_here = broken
+    results = await asyncio.gather(
+        *(store.append(t.id, [event(1)], expected_seq=1) for t in threads),
+        return_exceptions=True,
+    )
+    assert results[0] is None
+    assert [type(r) for r in results[1:]] == [sqlite3.OperationalError] * 2
+    group._connect_here = connect
+    results = await asyncio.gather(
+        *(store.append(t.id, [event(1)], expected_seq=1) for t in threads[1:]),
+        return_exceptions=True,
+    )
+    assert results == [None, None]
+    await store.close()
+
+
+async def test_groups_commit_on_the_event_loop_without_the_committer_thread(
+    tmp_path: Path,
+) -> None:
+    # The loop holds the GIL anyway; a committer thread had to win it back from a loop
+    # running other threads' Python after every statement (docs/performance.md).
+    store = SQLiteStore(tmp_path / "g.db", group_window=0.02)
+    threads = await make_threads(store, 8)
+    loop_thread = threading.get_ident()
+    committed_on: set[int] = set()
+    group = store._group
+    assert group is not None
+    record = group._record
+
+    def recording(*args: Any) -> None:
+        committed_on.add(threading.get_ident())
+        record(*args)
+
+    group._record = recording  # type: ignore[method-assign]
+
+    async def append_five(thread: Thread) -> None:
+        for seq in range(1, 6):
+            await store.append(thread.id, [event(seq)], expected_seq=seq)
+
+    await asyncio.gather(*(append_five(t) for t in threads))
+    assert store.stats.groups > 0 and store.stats.grouped > 0
+    assert committed_on == {loop_thread}
+    assert not group._executor._threads, "the committer's thread was started"
+    assert [len(await store.events(t.id)) for t in threads] == [6] * 8
+    await store.close()
+
+
+async def test_appends_one_after_another_do_not_wait_for_the_window(tmp_path: Path) -> None:
+    # Another thread appended recently, so each append goes to a group; nobody else joins it
+    # before the loop has gone round once, so it commits then, not after its 5 s window.
+    store = SQLiteStore(tmp_path / "g.db", group_window=5.0)
+    a, *others = await make_threads(store, 6)
+    await store.append(a.id, [event(1)], expected_seq=1)  # a appended: a writer, running
+    started = asyncio.get_running_loop().time()
+    for thread in others:
+        await store.append(thread.id, [event(1)], expected_seq=1)
+    assert asyncio.get_running_loop().time() - started < 2.0
+    assert store.stats.groups >= 1, "the appends did not go to a group"
+    await store.close()
+
+
+async def test_a_due_group_commits_when_the_store_is_asked_between_steps(tmp_path: Path) -> None:
+    # On a loop busy with other threads' steps, the window's timer runs late; the runtime
+    # asks the store (`due`) as each turn begins, and a group past its window commits then.
+    store = SQLiteStore(tmp_path / "g.db", group_window=0.05)
+    a, b, c = await make_threads(store, 3)
+    await store.append(a.id, [event(1)], expected_seq=1)
+    pending = [
+        asyncio.ensure_future(store.append(t.id, [event(1)], expected_seq=1)) for t in (b, c)
+    ]
+    await asyncio.sleep(0)  # both queued (the second joined the first's group)
+    groups = store.stats.groups
+    time.sleep(0.06)  # noqa: ASYNC251 - the loop busy past the window: no timer can run
+    store.due()
+    assert store.stats.groups == groups + 1, "the due group did not commit at once"
+    assert await asyncio.gather(*pending) == [None, None]
+    await store.close()
+
+
+async def test_closing_commits_the_appends_queued_on_the_loop(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "g.db", group_window=5.0)
+    a, b, c = await make_threads(store, 3)
+    await store.append(a.id, [event(1)], expected_seq=1)
+    pending = [
+        asyncio.ensure_future(store.append(t.id, [event(1)], expected_seq=1)) for t in (b, c)
+    ]
+    await asyncio.sleep(0)
+    await store.close()
+    assert await asyncio.gather(*pending) == [None, None]
+    reopened = SQLiteStore(tmp_path / "g.db")
+    assert [len(await reopened.events(t.id)) for t in (b, c)] == [2, 2]
+    await reopened.close()
 
 
 async def test_reads_do_not_wait_behind_a_group_commit(tmp_path: Path) -> None:
@@ -110,7 +249,12 @@ async def test_reads_do_not_wait_behind_a_group_commit(tmp_path: Path) -> None:
     ]
     group = store._group
     assert group is not None
-    await asyncio.sleep(0)  # each append runs to its wait for the group
+    # The loop tries for two windows, then hands the group to the committer's thread,
+    # which waits for the lock (the loop never does).
+    for _ in range(100):
+        await asyncio.sleep(0.005)
+        if group._busy:
+            break
     assert group._busy and store.stats.groups == 0  # the committer is waiting for the lock
     summary = await store.get(threads[0].id)
     assert summary.next_seq == 1  # read while the group is still waiting for the lock
@@ -142,13 +286,13 @@ async def _pipelining(
     flush = store._behind._flush
     release = threading.Event()
 
-    def held(conn: sqlite3.Connection, began: threading.Event, appends: int) -> None:
+    def held(conn: sqlite3.Connection, began: threading.Lock, appends: int) -> None:
         if not fails:
             flush(conn, began, appends)
             release.wait(5)
             return
         conn.execute("ROLLBACK")  # the disk refused the COMMIT: nothing of it stays
-        began.set()
+        began.release()
         release.wait(5)
         raise sqlite3.OperationalError("disk I/O error")
 
@@ -161,9 +305,9 @@ async def _next_append_of_a(store: SQLiteStore, a: Thread, b: Thread) -> asyncio
     seq 3 started: what it returns (it is not done while seq 2 is in flight)."""
     in_flight = await store.append_behind(a.id, [event(2)], expected_seq=2)
     assert in_flight is not None  # alone still: its COMMIT goes behind the loop
-    asyncio.ensure_future(store.append(b.id, [event(1)], expected_seq=1))
-    await asyncio.sleep(0)  # b's append queued for a group
-    assert store._group is not None and store._group._queue
+    b_done = asyncio.ensure_future(store.append(b.id, [event(1)], expected_seq=1))
+    await asyncio.sleep(0)  # b's append queued for a group (committed once the loop went round)
+    assert store._group is not None and (store._group._here or b_done.done())
     third = asyncio.ensure_future(store.append_behind(a.id, [event(3)], expected_seq=3))
     for _ in range(5):
         await asyncio.sleep(0)
@@ -181,7 +325,9 @@ async def test_a_pipelining_thread_joins_the_group_once_others_append(tmp_path: 
     assert not third.done(), "seq 3 did not wait for seq 2 to be durable"
     release.set()
     assert await third is None, "queued behind its own COMMIT instead of joining the group"
-    assert store.stats.queued == 0 and store.stats.grouped >= 2  # a's seq 3 with b's
+    # a's seq 3 went to a group: b's (if b's was still waiting), or one of its own after.
+    stats = store.stats
+    assert stats.queued == 0 and (stats.grouped >= 2 or stats.groups == 2)
     assert [e.seq for e in await store.events(a.id)] == [0, 1, 2, 3]
     assert [e.seq for e in await store.events(b.id)] == [0, 1]
     await store.close()
@@ -255,3 +401,28 @@ def test_sigkill_inside_group_commits_keeps_every_acknowledged_event(
         f"last stats: {stats[0]} commits for {stats[1]} appends ({stats[2]} grouped); "
         f"every acknowledged event found"
     )
+
+
+async def test_the_runtime_asks_the_store_for_due_writes_as_each_turn_begins(
+    tmp_path: Path,
+) -> None:
+    asked: list[int] = []
+
+    class Counting(SQLiteStore):
+        def due(self) -> None:
+            asked.append(1)
+            super().due()
+
+    @tool
+    def lookup(key: str) -> str:
+        """Look a key up."""
+        return key.upper()
+
+    agent = Agent("due", tools=[lookup])
+    answers = [intent("lookup", key=f"k{n}") for n in range(3)]
+    model = ScriptedModel([*answers, intent("done_for_now", message="ok")])
+    store = Counting(tmp_path / "t.db")
+    thread = await Runtime(store, agents=[agent], model=model).launch(agent, "go")
+    assert thread.status == "done"
+    assert len(asked) >= 4, "the runtime did not ask the store as each model turn began"
+    await store.close()

@@ -304,6 +304,11 @@ class Store(ABC):
     async def ping(self) -> None:  # noqa: B027 - optional hook with a working default
         """Raise if the store cannot answer (readiness checks)."""
 
+    def due(self) -> None:  # noqa: B027 - optional hook with a working default
+        """On the event loop, between steps: write what is due now (a group of appends whose
+        window has passed). The runtime calls it as each turn begins: on a loop busy with
+        many threads' turns, a timer runs only once the loop has gone round all of them."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook with a working default
         """Release connections. The store must not be used afterwards."""
 

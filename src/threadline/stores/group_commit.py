@@ -2,31 +2,42 @@
 
 At `synchronous=FULL` a SQLite commit costs an fsync, and an fsync costs far more than the
 statements of an append. When several threads of one process append at about the same
-time (a worker or a server advancing many threads), their appends are queued and one
-committer, on a thread and a connection of its own, runs them in one `BEGIN IMMEDIATE ...
-COMMIT`:
+time (a worker or a server advancing many threads), their appends are queued and run in one
+`BEGIN IMMEDIATE ... COMMIT`:
 
 * each append runs inside its own `SAVEPOINT`, so one that fails (a conflict, a lost lease,
   an unknown thread) is rolled back alone and its caller gets its own error, while the
   others commit;
 * every caller is answered only after the `COMMIT` returned: an append is acknowledged only
   once it is durable (tests/stores/test_group_commit.py kills the process inside group
-  commits and finds every acknowledged event); the committer answers the group through
-  one `loop.call_soon_threadsafe` per event loop as soon as the COMMIT returned;
+  commits and finds every acknowledged event);
 * if the transaction itself fails (a disk error at `COMMIT`), every caller of the group gets
   the error and nothing of the group was written.
 
-The committer waits at most `window` seconds after the oldest queued append before it
-begins (less when every thread that appended recently is already queued), or until the
-group ahead committed, whichever is later; every append queued when a group begins is in
-it. So an append waits at most for the rest of the group ahead of it, the window and its
-own group's transaction; `CommitStats.longest_overrun` measures by how much the committer
-began a group later than that (a thread switch, a committer waking up). The committer has
-its own thread because the store's thread also runs reads and leases: on one thread a read
-waited for every group's fsync, and a group for every read and lease queued before it. A
-lone thread, threads run one after another, or threads that append rarely never wait: an
-append goes to the group only when another thread that is still running appended within
-the last window (`crowded`); otherwise the store runs it at once, inline.
+**Where a group is committed.** On the event loop its appends came from, on a connection of
+its own whose busy timeout is zero (`submit`, `_flush`), by whatever runs there first once
+the group is due: an append joining it, a store call, a turn beginning (the runtime calls
+`Store.due`), the loop going round once with nobody joining (`_idle`: threads appending one
+after another do not wait for the window), or the loop's timer. A group is due when every
+thread that appended recently is in it, or when its oldest append's window ends before the
+loop is likely to look again. The loop holds the GIL anyway: a committer thread had to win
+it back from a loop running 64 threads' Python after every statement, up to a switch
+interval (5 ms) each time, which made a group's transaction ten times its statements and an
+append wait three to six commit intervals (docs/performance.md, "Group commit on the event
+loop"). The loop does wait for the group's fsync, as it does for a lone thread's inline
+append. It never waits for another writer's lock: if `BEGIN IMMEDIATE` finds it taken (this
+store's `COMMIT` behind the loop, about one commit; another process), the loop tries again
+at its next look while the group is younger than two windows, then hands the group to the
+**committer**, a thread and a connection of its own that waits for the lock (SQLite's busy
+handler) and answers through one `loop.call_soon_threadsafe` per event loop. The committer
+also takes every group when the store has no inline appends (`?inline_appends=0`), and the
+groups of a second event loop while one loop has appends queued.
+
+So an append waits at most for its group's window and its transaction (plus a lock held by
+another writer); `CommitStats.longest_overrun` measures by how much a group began later than
+its window, or than the group ahead's `COMMIT`. A lone thread, or threads that append rarely,
+never wait: an append goes to a group only when another thread that is still running
+appended within the last window (`crowded`); otherwise the store runs it at once, inline.
 
 Written here rather than taken from a library: sqlite3 has no group commit, and it needs
 the store's plans (`dialect.Plan`) run on a connection of the store's file.
@@ -41,10 +52,11 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..errors import StoreError
+from .behind import is_busy
 from .dialect import Plan
 from .grouping import AppendStats, answer
 
@@ -101,6 +113,15 @@ class _Request:
     arrived: float
 
 
+@dataclass(slots=True)
+class _Here:
+    """The appends queued on one event loop for a group committed on it (`GroupCommit`)."""
+
+    requests: list[_Request] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+    checking: bool = False  # an idle check is scheduled (`GroupCommit._idle`)
+
+
 class GroupCommit:
     """The queue of appends waiting to be committed together, and their committer.
 
@@ -110,6 +131,9 @@ class GroupCommit:
         drive: runs one plan's statements on a connection inside an open transaction.
         stats: the store's counters, updated under `lock`.
         lock: guards `stats` (the inline path counts its commits too).
+        connect_here: opens the connection groups are committed on on the event loop (busy
+            timeout zero: the loop never waits for the lock); without it every group is
+            committed on the committer's thread.
     """
 
     def __init__(
@@ -119,10 +143,14 @@ class GroupCommit:
         drive: _Drive,
         stats: CommitStats,
         lock: threading.Lock,
+        connect_here: Callable[[], sqlite3.Connection] | None = None,
     ) -> None:
         self.window = window
         self._connect = connect
         self._conn: sqlite3.Connection | None = None
+        self._connect_here = connect_here
+        self._conn_here: sqlite3.Connection | None = None
+        self._here: dict[asyncio.AbstractEventLoop, _Here] = {}
         # A thread of its own, not the store's: reads and leases on the store's thread do
         # not wait for a group's fsync, nor a group for them (see the module docstring).
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="threadline-group-commit")
@@ -135,6 +163,8 @@ class GroupCommit:
         self._closed = False
         self._writers: dict[str, float] = {}
         self._last_commit = 0.0  # when the latest group's COMMIT returned (monotonic)
+        self._checked = 0.0  # when a loop last looked whether its group was due
+        self._gap = 0.0  # the seconds between two such looks, smoothed
 
     def _connection(self) -> sqlite3.Connection:
         """The committer's connection (on its thread), opened on first use."""
@@ -143,14 +173,16 @@ class GroupCommit:
         return self._conn
 
     def close(self) -> None:
-        """Commit what is queued, stop the committer and close its connection (blocks)."""
+        """Commit what is queued, stop the committer and close its connection (blocks).
+        Appends queued on an event loop are committed first, on it (`drain_here`)."""
         with self._ready:
             self._closed = True
             self._ready.notify_all()
         self._executor.shutdown(wait=True)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in (self._conn, self._conn_here):
+            if conn is not None:
+                conn.close()
+        self._conn = self._conn_here = None
 
     def crowded(self, writer: str) -> bool:
         """Whether another thread is appending too: one that appended within the window
@@ -165,7 +197,7 @@ class GroupCommit:
             if writers[oldest] >= horizon:
                 break
             del writers[oldest]
-        crowded = bool(writers) or bool(self._queue)
+        crowded = bool(writers) or bool(self._queue) or bool(self._here)
         writers[writer] = now
         return crowded
 
@@ -178,21 +210,139 @@ class GroupCommit:
             self._writers[writer] = time.monotonic()
 
     async def submit(self, plan: Callable[[], Plan[T]]) -> T:
-        """Queue `plan` for the next group; its value once the group's COMMIT returned."""
+        """Queue `plan` for the next group; its value once the group's COMMIT returned.
+
+        With an inline connection the group is committed on the event loop itself, by
+        whatever runs there first once it is due (`_due`): an append joining it (this
+        call), a turn beginning (`due`, which the runtime calls), the loop going round once
+        with nobody else joining (`_idle`), or the loop's timer. The loop holds the GIL
+        anyway, whereas a committer thread has to win it back from a loop running other
+        threads' Python after every statement it steps, up to a switch interval (5 ms)
+        each time: with 64 threads that made a group's transaction about ten times its
+        statements (docs/performance.md, "What the group committer waits for"). The
+        committer's thread still takes a group whose write lock stays taken (`_flush`)."""
         loop = asyncio.get_running_loop()
+        if self._closed:
+            raise StoreError("store is closed")
         request = _Request(plan, loop.create_future(), loop, time.monotonic())
+        if self._connect_here is None or any(other is not loop for other in self._here):
+            # One loop at a time commits on the inline connection; others use the thread.
+            self._enqueue([request])
+        else:
+            here = self._here.get(loop)
+            if here is None:
+                here = self._here[loop] = _Here()
+            here.requests.append(request)
+            if self._due(here, request.arrived):
+                self._flush(loop)
+            else:
+                if here.timer is None:
+                    here.timer = loop.call_later(self.window, self._flush, loop)
+                if not here.checking:
+                    here.checking = True
+                    loop.call_soon(self._idle, loop, len(here.requests))
+        value: T = await request.future
+        return value
+
+    def _due(self, here: _Here, now: float) -> bool:
+        """Whether a loop's queued group should be committed now: every thread that
+        appended recently is in it, or its oldest append's window ends before the loop is
+        likely to look again (the loop looks between steps: at an append, at a turn's
+        beginning; `_gap` is the time between two looks, smoothed, at most half the window).
+        So a group is committed at the last look within its window, not at the first one
+        after it, which on a loop busy with many threads' steps came up to a step late."""
+        gap, self._checked = now - self._checked, now
+        self._gap += (min(gap, self.window / 2) - self._gap) / 8
+        requests = here.requests
+        if len(requests) >= max(2, len(self._writers)):
+            return True
+        return now + 2 * self._gap >= requests[0].arrived + self.window
+
+    def due(self) -> None:
+        """On an event loop, between steps: commit its queued group now if it is due. On a
+        loop busy with many threads' turns, a timer runs only once the loop has gone round
+        all of them, which takes longer than the window."""
+        here = self._here.get(asyncio.get_running_loop())
+        if here is not None and here.requests and self._due(here, time.monotonic()):
+            self._flush(asyncio.get_running_loop())
+
+    def _idle(self, loop: asyncio.AbstractEventLoop, seen: int) -> None:
+        """The loop went round once since `seen` appends were queued on it: if none joined
+        meanwhile, none is on its way (each thread's next append follows its own step), so
+        the group is committed now rather than at the end of its window."""
+        here = self._here.get(loop)
+        if here is None:
+            return
+        if len(here.requests) == seen:
+            here.checking = False
+            self._flush(loop)
+        else:
+            loop.call_soon(self._idle, loop, len(here.requests))
+
+    def drain_here(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The store closes: what is queued on `loop` is committed now, on it, or handed to
+        the committer's thread (whose `close` commits it) if the write lock is taken."""
+        self._flush(loop, patient=False)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop, *, patient: bool = True) -> None:
+        """Commit the group queued on `loop` (on its thread) if the write lock can be had at
+        once. If not (the store's own `COMMIT` behind the loop, about one commit; the
+        committer's thread; another process), try again at the next chance while the group
+        is younger than two windows, then leave it to the committer's thread, which waits
+        for the lock (SQLite's busy handler)."""
+        here = self._here.get(loop)
+        if here is None or not here.requests:
+            return
+        group = here.requests
+        began = time.monotonic()
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._here_connection()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if not isinstance(exc, sqlite3.OperationalError) or not is_busy(exc):
+                self._forget_here(loop)  # the file itself fails: so does the group
+                _settle([(request, exc, False) for request in group])
+                return
+            conn = None
+        if conn is None:
+            if patient and began - group[0].arrived < 2 * self.window:
+                if here.timer is not None:
+                    here.timer.cancel()
+                here.timer = loop.call_later(self.window / 10, self._flush, loop)
+                return
+            self._forget_here(loop)
+            self._enqueue(group)
+            return
+        self._forget_here(loop)
+        _settle(self._run_group(conn, group, began))
+
+    def _here_connection(self) -> sqlite3.Connection:
+        """The connection of groups committed on the event loop, opened on first use."""
+        if self._conn_here is None:
+            assert self._connect_here is not None
+            self._conn_here = self._connect_here()
+        return self._conn_here
+
+    def _forget_here(self, loop: asyncio.AbstractEventLoop) -> None:
+        here = self._here.pop(loop)
+        if here.timer is not None:
+            here.timer.cancel()
+
+    def _enqueue(self, requests: list[_Request]) -> None:
+        """Queue `requests` for the committer's thread, starting it if it is idle (or fail
+        them: the store closed, its committer stopped)."""
         with self._ready:
             if self._closed:
-                raise StoreError("store is closed")
-            self._queue.append(request)
+                _settle([(request, StoreError("store is closed"), False) for request in requests])
+                return
+            self._queue.extend(requests)
             start = not self._busy
             self._busy = True
             self._ready.notify()
         if start:
             # Not awaited: the committer answers each request through its future.
             self._executor.submit(self._commit_while_queued)
-        value: T = await request.future
-        return value
 
     def _commit_while_queued(self) -> None:
         """The committer (on its own thread): commit groups until the queue is empty.
@@ -224,13 +374,27 @@ class GroupCommit:
             self._commit(group)
 
     def _commit(self, group: list[_Request]) -> None:
-        outcomes: list[tuple[_Request, Any, bool]] = []
+        """A group on the committer's thread, on its own connection."""
         began = time.monotonic()
-        conn: sqlite3.Connection | None = None
         try:
             conn = self._connection()  # may fail (the file cannot be opened): answer all
             conn.execute("BEGIN IMMEDIATE")
-            locked = time.monotonic()
+        except BaseException as exc:
+            _answer([(request, exc, False) for request in group])
+            if not isinstance(exc, Exception):
+                raise
+            return
+        _answer(self._run_group(conn, group, began))
+
+    def _run_group(
+        self, conn: sqlite3.Connection, group: list[_Request], began: float
+    ) -> list[tuple[_Request, Any, bool]]:
+        """The group's appends in the transaction `conn` began at `began`, each in its own
+        savepoint, then its `COMMIT`: each request's outcome (all failed if the transaction
+        did; a `BaseException` is raised once every request has its outcome)."""
+        outcomes: list[tuple[_Request, Any, bool]] = []
+        locked = time.monotonic()
+        try:
             for request in group:
                 conn.execute("SAVEPOINT threadline_append")
                 try:
@@ -245,13 +409,21 @@ class GroupCommit:
             committing = time.monotonic()
             conn.execute("COMMIT")
         except BaseException as exc:
-            if conn is not None and conn.in_transaction:
+            if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            _answer([(request, exc, False) for request in group])
-            if not isinstance(exc, Exception):
-                raise
-            return
-        ended = time.monotonic()
+            failed = [(request, exc, False) for request in group]
+            if isinstance(exc, Exception):
+                return failed
+            _answer(failed)
+            raise
+        self._record(group, began, locked, committing, time.monotonic())
+        return outcomes
+
+    def _record(
+        self, group: list[_Request], began: float, locked: float, committing: float, ended: float
+    ) -> None:
+        """Count a committed group: BEGIN at `began`, the lock held at `locked`, its COMMIT
+        from `committing` to `ended`."""
         oldest = group[0].arrived
         ready = oldest + self.window
         if oldest < self._last_commit:  # it arrived while the group ahead was committing
@@ -274,7 +446,6 @@ class GroupCommit:
             stats.longest_in_intervals = max(stats.longest_in_intervals, max(waits) / interval)
             if len(group) > 1:
                 stats.grouped += len(group)
-        _answer(outcomes)
 
 
 def _answer(outcomes: list[tuple[_Request, Any, bool]]) -> None:
@@ -294,5 +465,6 @@ def _answer(outcomes: list[tuple[_Request, Any, bool]]) -> None:
 
 
 def _settle(outcomes: list[tuple[_Request, Any, bool]]) -> None:
+    """Settle each request's future (on its loop's thread)."""
     for request, value, ok in outcomes:
         answer(request.future, value, ok)

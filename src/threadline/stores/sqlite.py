@@ -105,7 +105,11 @@ class SQLiteStore(SQLStore):
         self.stats = CommitStats()
         self._stats_lock = threading.Lock()
         self._behind = Behind(
-            pipeline_depth, self._begin_inline, self._elsewhere, self._behind_count, self._forget
+            pipeline_depth,
+            self._begin_inline,
+            self._elsewhere,
+            self._behind_count,
+            self._forget,
         )
         self._group: GroupCommit | None = None
         if group_window > 0 and self.path != ":memory:":
@@ -115,6 +119,7 @@ class SQLiteStore(SQLStore):
                 _steps,
                 self.stats,
                 self._stats_lock,
+                (lambda: self._connect(busy_ms=0, migrate=False)) if self._inline else None,
             )
 
     @classmethod
@@ -164,6 +169,8 @@ class SQLiteStore(SQLStore):
         """
         if self._closed:
             raise StoreError("store is closed")
+        if self._group is not None:
+            self._group.due()  # whatever the store is asked, a due group goes first
         if append_to is not None and self._conn is not None:
             group = self._group
             if group is not None and group.crowded(append_to):
@@ -272,6 +279,10 @@ class SQLiteStore(SQLStore):
 
         return self._executor.submit(go)
 
+    def due(self) -> None:
+        if self._group is not None:
+            self._group.due()
+
     def _inline_connection(self) -> sqlite3.Connection:
         """The connection of inline appends (opened on first use), busy timeout zero."""
         if self._inline_conn is None:
@@ -332,6 +343,8 @@ class SQLiteStore(SQLStore):
             conn.close()
 
         self._behind.close(StoreError("store is closed"))  # a COMMIT behind the loop ends first
+        if self._group is not None:
+            self._group.drain_here(asyncio.get_running_loop())
         if self._inline_conn is not None:
             self._inline_conn.close()
             self._inline_conn = None
