@@ -737,3 +737,36 @@ async def test_recorded_airline_runs_pipelined_on_sqlite_are_the_runs_in_memory(
         assert stored.status == in_memory.status
         replay_thread(agent, stored)
     assert behind > 0
+
+
+async def _recorded_together(
+    runs: list[dict[str, Any]], db: Path
+) -> tuple[list[tuple[Agent, Thread]], SQLiteStore]:
+    """`runs` advanced concurrently on one SQLite FULL store (their appends grouped)."""
+    store = SQLiteStore(str(db))
+    together = await asyncio.gather(*(run_recorded(run, store=store) for run in runs))
+    return together, store
+
+
+async def test_recorded_airline_runs_advanced_together_group_commit_the_runs_in_memory(
+    tmp_path: Path,
+) -> None:
+    """Real material: a quarter of the 200 recorded airline conversations advanced at once
+    on one SQLite FULL store, their appends grouped (committed on the event loop), give the
+    same events as each alone in memory; a fresh store reads exactly them back, and they
+    replay. (All 200 were run the same way once: docs/performance.md, "Group commit on the
+    event loop".)"""
+    runs = tau_runs()[::4]
+    together, store = await _recorded_together(runs, tmp_path / "together.db")
+    stats = store.stats
+    await store.close()
+    assert stats.grouped > stats.appends / 4, "the concurrent runs' appends were not grouped"
+    fresh = SQLiteStore(str(tmp_path / "together.db"))
+    for run, (agent, thread) in zip(runs, together, strict=True):
+        _, in_memory = await run_recorded(run)
+        stored = await fresh.load(thread.id)
+        assert _recorded_shape(thread) == _recorded_shape(in_memory), run["task_id"]
+        assert _recorded_shape(stored) == _recorded_shape(in_memory), run["task_id"]
+        assert stored.status == in_memory.status
+        replay_thread(agent, stored)
+    await fresh.close()

@@ -90,6 +90,9 @@ class _FailingCommit:
     def in_transaction(self) -> bool:
         return self.conn.in_transaction
 
+    def close(self) -> None:
+        self.conn.close()
+
 
 @pytest.mark.parametrize("on_loop", [True, False], ids=["on-the-loop", "committer-thread"])
 async def test_a_group_that_cannot_commit_answers_every_caller_and_writes_nothing(
@@ -425,4 +428,33 @@ async def test_the_runtime_asks_the_store_for_due_writes_as_each_turn_begins(
     thread = await Runtime(store, agents=[agent], model=model).launch(agent, "go")
     assert thread.status == "done"
     assert len(asked) >= 4, "the runtime did not ask the store as each model turn began"
+    await store.close()
+
+
+class _SlowCommit(_FailingCommit):
+    """A connection whose COMMIT takes 20 ms (a slow disk's fsync)."""
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            time.sleep(0.02)
+        return self.conn.execute(sql, *args)
+
+
+async def test_on_a_slow_disk_the_committer_thread_takes_the_groups(tmp_path: Path) -> None:
+    # A COMMIT on the loop stalls every thread on it: past half the window (smoothed),
+    # groups go to the committer's thread, which waits for the fsync instead.
+    store = SQLiteStore(tmp_path / "g.db", group_window=0.01)
+    threads = await make_threads(store, 6)
+    group = store._group
+    assert group is not None
+    group._conn_here = _SlowCommit(group._here_connection())  # type: ignore[assignment]
+    group._conn = _SlowCommit(group._connection())  # type: ignore[assignment]
+
+    async def append_ten(thread: Thread) -> None:
+        for seq in range(1, 11):
+            await store.append(thread.id, [event(seq)], expected_seq=seq)
+
+    await asyncio.gather(*(append_ten(t) for t in threads))
+    assert group._executor._threads, "every group stayed on the loop"
+    assert [len(await store.events(t.id)) for t in threads] == [11] * 6
     await store.close()

@@ -30,8 +30,11 @@ store's `COMMIT` behind the loop, about one commit; another process), the loop t
 at its next look while the group is younger than two windows, then hands the group to the
 **committer**, a thread and a connection of its own that waits for the lock (SQLite's busy
 handler) and answers through one `loop.call_soon_threadsafe` per event loop. The committer
-also takes every group when the store has no inline appends (`?inline_appends=0`), and the
-groups of a second event loop while one loop has appends queued.
+also takes every group while a `COMMIT` takes more than half the window (smoothed
+over the latest groups: on a slow disk every thread on the loop would stall for each fsync,
+and would cost it a third of its time or more), when the store has no inline appends
+(`?inline_appends=0`), and the groups of a second event loop while one loop has appends
+queued.
 
 So an append waits at most for its group's window and its transaction (plus a lock held by
 another writer); `CommitStats.longest_overrun` measures by how much a group began later than
@@ -165,6 +168,7 @@ class GroupCommit:
         self._last_commit = 0.0  # when the latest group's COMMIT returned (monotonic)
         self._checked = 0.0  # when a loop last looked whether its group was due
         self._gap = 0.0  # the seconds between two such looks, smoothed
+        self._fsync = 0.0  # the seconds a group's COMMIT takes, smoothed
 
     def _connection(self) -> sqlite3.Connection:
         """The committer's connection (on its thread), opened on first use."""
@@ -225,8 +229,13 @@ class GroupCommit:
         if self._closed:
             raise StoreError("store is closed")
         request = _Request(plan, loop.create_future(), loop, time.monotonic())
-        if self._connect_here is None or any(other is not loop for other in self._here):
-            # One loop at a time commits on the inline connection; others use the thread.
+        if (
+            self._connect_here is None
+            or self._fsync > self.window / 2
+            or any(other is not loop for other in self._here)
+        ):
+            # A slow disk's fsync would stall every thread on the loop: the committer's
+            # thread waits for it instead. One loop at a time commits on its connection.
             self._enqueue([request])
         else:
             here = self._here.get(loop)
@@ -429,6 +438,7 @@ class GroupCommit:
         if oldest < self._last_commit:  # it arrived while the group ahead was committing
             ready = max(ready, self._last_commit)
         self._last_commit = ended
+        self._fsync += (ended - committing - self._fsync) / 8
         with self._stats_lock:
             stats = self.stats
             stats.longest_overrun = max(stats.longest_overrun, began - ready)
