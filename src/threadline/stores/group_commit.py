@@ -32,9 +32,10 @@ at its next look while the group is younger than two windows, then hands the gro
 handler) and answers through one `loop.call_soon_threadsafe` per event loop. The committer
 also takes every group while a `COMMIT` takes more than half the window (smoothed
 over the latest groups: on a slow disk every thread on the loop would stall for each fsync,
-and would cost it a third of its time or more), when the store has no inline appends
-(`?inline_appends=0`), and the groups of a second event loop while one loop has appends
-queued.
+and would cost it a third of its time or more), and when the store has no inline appends
+(`?inline_appends=0`). Several event loops (each on its thread) each commit their own
+groups, one at a time on the connection: a loop that finds another's group running there
+treats the lock as taken.
 
 So an append waits at most for its group's window and its transaction (plus a lock held by
 another writer); `CommitStats.longest_overrun` measures by how much a group began later than
@@ -153,6 +154,7 @@ class GroupCommit:
         self._conn: sqlite3.Connection | None = None
         self._connect_here = connect_here
         self._conn_here: sqlite3.Connection | None = None
+        self._flushing = threading.Lock()  # a group on `_conn_here` (`_flush`)
         self._here: dict[asyncio.AbstractEventLoop, _Here] = {}
         # A thread of its own, not the store's: reads and leases on the store's thread do
         # not wait for a group's fsync, nor a group for them (see the module docstring).
@@ -229,13 +231,9 @@ class GroupCommit:
         if self._closed:
             raise StoreError("store is closed")
         request = _Request(plan, loop.create_future(), loop, time.monotonic())
-        if (
-            self._connect_here is None
-            or self._fsync > self.window / 2
-            or any(other is not loop for other in self._here)
-        ):
+        if self._connect_here is None or self._fsync > self.window / 2:
             # A slow disk's fsync would stall every thread on the loop: the committer's
-            # thread waits for it instead. One loop at a time commits on its connection.
+            # thread waits for it instead.
             self._enqueue([request])
         else:
             here = self._here.get(loop)
@@ -303,17 +301,24 @@ class GroupCommit:
         if here is None or not here.requests:
             return
         group = here.requests
+        if self._closed:  # another loop's group, after the store closed: never written
+            self._forget_here(loop)
+            _settle([(request, StoreError("store is closed"), False) for request in group])
+            return
         began = time.monotonic()
         conn: sqlite3.Connection | None = None
-        try:
-            conn = self._here_connection()
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            if not isinstance(exc, sqlite3.OperationalError) or not is_busy(exc):
-                self._forget_here(loop)  # the file itself fails: so does the group
+        # One group at a time on the connection: another event loop's, on its own thread,
+        # may be running (the loop never waits for it: the lock is as good as taken).
+        if self._flushing.acquire(blocking=False):
+            try:
+                conn = self._begin_here()
+            except sqlite3.Error as exc:  # the file itself fails: so does the group
+                self._flushing.release()
+                self._forget_here(loop)
                 _settle([(request, exc, False) for request in group])
                 return
-            conn = None
+            if conn is None:
+                self._flushing.release()
         if conn is None:
             if patient and began - group[0].arrived < 2 * self.window:
                 if here.timer is not None:
@@ -324,7 +329,21 @@ class GroupCommit:
             self._enqueue(group)
             return
         self._forget_here(loop)
-        _settle(self._run_group(conn, group, began))
+        try:
+            _settle(self._run_group(conn, group, began))
+        finally:
+            self._flushing.release()
+
+    def _begin_here(self) -> sqlite3.Connection | None:
+        """`BEGIN IMMEDIATE` on the loop's connection: it, or None if the lock is taken."""
+        try:
+            conn = self._here_connection()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if is_busy(exc):
+                return None
+            raise
+        return conn
 
     def _here_connection(self) -> sqlite3.Connection:
         """The connection of groups committed on the event loop, opened on first use."""
