@@ -134,9 +134,17 @@ async def test_a_group_that_cannot_commit_answers_every_caller_and_writes_nothin
     await store.close()
 
 
+@pytest.mark.parametrize(
+    "error",
+    [sqlite3.OperationalError("unable to open database file"), PermissionError(13, "denied")],
+    ids=["sqlite", "os"],
+)
 async def test_a_group_whose_file_cannot_be_opened_fails_and_the_next_commits(
-    tmp_path: Path,
+    tmp_path: Path, error: Exception
 ) -> None:
+    # Not only sqlite3's errors: making the file's folder can fail with an OSError. Every
+    # caller of the group gets it, nothing of the group is written later, and the next
+    # group commits on the loop (the loop's connection was not left taken).
     store = SQLiteStore(tmp_path / "g.db", group_window=0.05)
     threads = await make_threads(store, 3)
     group = store._group
@@ -144,7 +152,7 @@ async def test_a_group_whose_file_cannot_be_opened_fails_and_the_next_commits(
     connect = group._connect_here
 
     def broken() -> sqlite3.Connection:  # stands in for a file that cannot be opened
-        raise sqlite3.OperationalError("unable to open database file")
+        raise error
 
     group._connect_here = broken
     results = await asyncio.gather(
@@ -152,13 +160,16 @@ async def test_a_group_whose_file_cannot_be_opened_fails_and_the_next_commits(
         return_exceptions=True,
     )
     assert results[0] is None
-    assert [type(r) for r in results[1:]] == [sqlite3.OperationalError] * 2
+    assert [type(r) for r in results[1:]] == [type(error)] * 2
     group._connect_here = connect
+    await asyncio.sleep(0.2)  # whatever was left queued would have been written by now
+    assert [len(await store.events(t.id)) for t in threads] == [2, 1, 1]
     results = await asyncio.gather(
         *(store.append(t.id, [event(1)], expected_seq=1) for t in threads[1:]),
         return_exceptions=True,
     )
     assert results == [None, None]
+    assert not group._executor._threads, "the next group went to the committer's thread"
     await store.close()
 
 
@@ -480,4 +491,73 @@ async def test_two_event_loops_appending_at_once_each_commit_their_groups(tmp_pa
     await elsewhere
     assert [len(await store.events(t.id)) for t in mine + theirs] == [21] * 16
     assert store.stats.groups > 0
+    await store.close()
+
+
+def test_a_loop_that_ends_with_an_append_queued_on_it_leaves_no_group_behind(
+    tmp_path: Path,
+) -> None:
+    # A sync caller's loop (`run_sync`: `asyncio.run`) can end while an append waits in a
+    # group on it for a lock another process holds; `asyncio.run` cancels the caller. The
+    # group must not outlive its loop: nothing flushes it any more, and the store would take
+    # every later append for crowded (grouped, never inline, never pipelined).
+    db = tmp_path / "g.db"
+    store = SQLiteStore(db, group_window=0.05)
+    other = sqlite3.connect(db, isolation_level=None)
+
+    async def first() -> Thread:
+        a, b = await make_threads(store, 2)
+        await store.append(a.id, [event(1)], expected_seq=1)  # a writer: b's append is grouped
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        asyncio.ensure_future(store.append(b.id, [event(1)], expected_seq=1))
+        await asyncio.sleep(0)  # b's append queued on this loop
+        return a  # the loop ends: asyncio.run cancels b's append
+
+    a = asyncio.run(first())
+    other.execute("ROLLBACK")
+    other.close()
+
+    async def second() -> tuple[int, bool]:
+        await asyncio.sleep(0.1)  # a and b have gone quiet (past the window)
+        groups = store.stats.groups
+        durable = await store.append_behind(a.id, [event(2)], expected_seq=2)
+        if durable is not None:
+            await durable
+        await store.close()
+        return store.stats.groups - groups, durable is not None
+
+    grouped, pipelined = asyncio.run(second())
+    assert (grouped, pipelined) == (0, True), "a lone thread's append was taken for crowded"
+
+
+@pytest.mark.parametrize("on_loop", [True, False], ids=["on-the-loop", "committer-thread"])
+async def test_an_append_cancelled_before_its_group_began_writes_nothing(
+    tmp_path: Path, on_loop: bool
+) -> None:
+    # As an append cancelled while it waits at the pipeline depth (stores/behind.py): an
+    # append whose caller was cancelled before its group began is not written afterwards
+    # (the thread's next append, its caller's or another's, would find it there). On the
+    # loop the group waits for the lock another process holds; on the committer's thread
+    # (no inline appends) for its window.
+    store = SQLiteStore(
+        tmp_path / "g.db",
+        group_window=0.1 if on_loop else 0.3,
+        busy_timeout=5.0,
+        inline_appends=on_loop,
+    )
+    a, b, c = await make_threads(store, 3)
+    await store.append(a.id, [event(1)], expected_seq=1)  # a writer: the next are grouped
+    other = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    cancelled = asyncio.ensure_future(store.append(b.id, [event(1)], expected_seq=1))
+    kept = asyncio.ensure_future(store.append(c.id, [event(1)], expected_seq=1))
+    await asyncio.sleep(0.005)  # both queued, their group waiting
+    assert not cancelled.done() and not kept.done()
+    cancelled.cancel()
+    await asyncio.sleep(0.3)  # on the loop, past two windows: the group goes to the thread
+    other.execute("ROLLBACK")
+    other.close()
+    assert await kept is None
+    assert cancelled.cancelled()
+    assert [len(await store.events(t.id)) for t in (b, c)] == [1, 2]
     await store.close()

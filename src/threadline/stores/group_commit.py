@@ -12,7 +12,10 @@ time (a worker or a server advancing many threads), their appends are queued and
   once it is durable (tests/stores/test_group_commit.py kills the process inside group
   commits and finds every acknowledged event);
 * if the transaction itself fails (a disk error at `COMMIT`), every caller of the group gets
-  the error and nothing of the group was written.
+  the error and nothing of the group was written; so does every caller when the group
+  cannot begin (its connection cannot be opened, whatever the error);
+* an append whose caller is cancelled before its group began is withdrawn, never written
+  (`_withdraw`): a loop that ends with appends queued on it keeps no group behind.
 
 **Where a group is committed.** On the event loop its appends came from, on a connection of
 its own whose busy timeout is zero (`submit`, `_flush`), by whatever runs there first once
@@ -109,7 +112,7 @@ class CommitStats(AppendStats):
     """The longest wait of such an append as a multiple of that interval of its own."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # each request is itself (`_withdraw` finds it by identity)
 class _Request:
     plan: Callable[[], Plan[Any]]
     future: asyncio.Future[Any]
@@ -248,8 +251,28 @@ class GroupCommit:
                 if not here.checking:
                     here.checking = True
                     loop.call_soon(self._idle, loop, len(here.requests))
-        value: T = await request.future
+        try:
+            value: T = await request.future
+        except asyncio.CancelledError:
+            self._withdraw(request)
+            raise
         return value
+
+    def _withdraw(self, request: _Request) -> None:
+        """Its caller was cancelled: if its group has not begun, the append is not written
+        (as one cancelled while it waits at the pipeline depth, `behind.py`), and a loop
+        left with nothing queued keeps no group. A loop that ends (`asyncio.run` cancels
+        what is left) would otherwise keep one for ever: nothing flushes it, and every later
+        append of the store is taken for crowded (grouped, never inline nor pipelined)."""
+        here = self._here.get(request.loop)
+        if here is not None and request in here.requests:
+            here.requests.remove(request)
+            if not here.requests:
+                self._forget_here(request.loop)
+            return
+        with self._ready:
+            if request in self._queue:
+                self._queue.remove(request)
 
     def _due(self, here: _Here, now: float) -> bool:
         """Whether a loop's queued group should be committed now: every thread that
@@ -312,10 +335,12 @@ class GroupCommit:
         if self._flushing.acquire(blocking=False):
             try:
                 conn = self._begin_here()
-            except sqlite3.Error as exc:  # the file itself fails: so does the group
+            except BaseException as exc:  # the file itself fails (or its folder): the group too
                 self._flushing.release()
                 self._forget_here(loop)
                 _settle([(request, exc, False) for request in group])
+                if not isinstance(exc, Exception):
+                    raise
                 return
             if conn is None:
                 self._flushing.release()
@@ -399,7 +424,8 @@ class GroupCommit:
                         break
                     self._ready.wait(left)
                 group, self._queue = self._queue, []
-            self._commit(group)
+            if group:  # empty if every caller in it was cancelled meanwhile (`_withdraw`)
+                self._commit(group)
 
     def _commit(self, group: list[_Request]) -> None:
         """A group on the committer's thread, on its own connection."""
