@@ -561,3 +561,59 @@ async def test_an_append_cancelled_before_its_group_began_writes_nothing(
     assert cancelled.cancelled()
     assert [len(await store.events(t.id)) for t in (b, c)] == [1, 2]
     await store.close()
+
+
+class _PausedGroup(_FailingCommit):
+    """The loop's connection: a group stops at its first `SAVEPOINT` (`paused` set) until
+    the connection is closed or a second has passed."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(conn)
+        self.paused = threading.Event()
+        self.closed = threading.Event()
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith("SAVEPOINT") and not self.paused.is_set():
+            self.paused.set()
+            self.closed.wait(1.0)
+        return self.conn.execute(sql, *args)
+
+    def close(self) -> None:
+        self.conn.close()
+        self.closed.set()
+
+
+async def test_closing_waits_for_a_group_running_on_another_loop(tmp_path: Path) -> None:
+    # Another event loop (on its own thread) is running a group on the loop's connection
+    # when this one closes the store: the connection is closed only once that group ended
+    # (closed under it, the group was never answered, and two threads in one sqlite3
+    # connection at once crashed the process).
+    store = SQLiteStore(tmp_path / "g.db", group_window=0.005)
+    theirs = await make_threads(store, 4)
+    group = store._group
+    assert group is not None
+    conn = _PausedGroup(group._here_connection())
+    group._conn_here = conn  # type: ignore[assignment]
+    results: list[object] = []
+    ended = threading.Event()
+
+    async def other_loop() -> None:
+        results.extend(
+            await asyncio.gather(
+                *(store.append(t.id, [event(1)], expected_seq=1) for t in theirs),
+                return_exceptions=True,
+            )
+        )
+
+    def run_other_loop() -> None:
+        asyncio.run(other_loop())
+        ended.set()
+
+    threading.Thread(target=run_other_loop, daemon=True).start()
+    assert await asyncio.to_thread(conn.paused.wait, 5), "no group ran on the other loop"
+    await store.close()
+    assert await asyncio.to_thread(ended.wait, 5), "the other loop's group was never answered"
+    assert results == [None] * 4
+    reopened = SQLiteStore(tmp_path / "g.db")
+    assert [len(await reopened.events(t.id)) for t in theirs] == [2] * 4
+    await reopened.close()

@@ -183,15 +183,20 @@ class GroupCommit:
 
     def close(self) -> None:
         """Commit what is queued, stop the committer and close its connection (blocks).
-        Appends queued on an event loop are committed first, on it (`drain_here`)."""
+        Appends queued on an event loop are committed first, on it (`drain_here`); a group
+        running on another loop's thread ends before the loop's connection is closed."""
         with self._ready:
             self._closed = True
             self._ready.notify_all()
         self._executor.shutdown(wait=True)
-        for conn in (self._conn, self._conn_here):
-            if conn is not None:
-                conn.close()
-        self._conn = self._conn_here = None
+        # A group running on another loop's thread ends first: its connection closed under
+        # it, it was never answered (or the process crashed: one sqlite3 connection, two
+        # threads in it). Any group after this finds the store closed (`_begin_here`).
+        with self._flushing:
+            for conn in (self._conn, self._conn_here):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._conn_here = None
 
     def crowded(self, writer: str) -> bool:
         """Whether another thread is appending too: one that appended within the window
@@ -361,6 +366,8 @@ class GroupCommit:
 
     def _begin_here(self) -> sqlite3.Connection | None:
         """`BEGIN IMMEDIATE` on the loop's connection: it, or None if the lock is taken."""
+        if self._closed:  # closed since this loop looked (`close`): the connection is gone
+            raise StoreError("store is closed")
         try:
             conn = self._here_connection()
             conn.execute("BEGIN IMMEDIATE")
