@@ -28,10 +28,20 @@ of a read-only tool, then a final answer) with the default renderer. Counted:
   * every append's wait as its caller sees it ("append returned"): from the call of
     `append` (or `append_behind`) to its return, grouped or not: the group's wait and then
     the event loop's, which resumes the caller only when it comes round to it.
+  * the generation-2 (full) garbage collections while the threads advanced and the
+    longest of them (`gc.callbacks`): a full collection walks every tracked object on the
+    thread that triggered it, here the event loop, so it stalls every thread at once.
   * with --readers N, N tasks read thread summaries (`store.get`) back to back while the
     threads advance, as a server's thread views would: reads done and their median time.
 
 Baseline in the same run: the same 64 threads with group commit off (`group_window=0`).
+
+The process is prepared as `threadline worker` prepares its own: once the first runtime
+and agent are set up (the warm-up run), `threadline.settle_heap()` freezes what start-up
+made, so full collections no longer walk it (docs/performance.md, "A full collection
+stalls every turn"). Each round also runs the grouped threads once with the heap not
+frozen (`gc.unfreeze()` before, `settle_heap()` again after), shown as "not frozen";
+`--no-settle` runs every round unfrozen, as a process that never called it.
 
 PostgreSQL (`run_postgres`): the same 64 threads on `PostgresStore` (the server at
 THREADLINE_TEST_POSTGRES_URL, default the local `test` database, a fresh schema per run),
@@ -44,6 +54,7 @@ wakes idle workers), and the round trips per message, the append's among them. S
 with the reason, when the server is not reachable or psycopg is not installed.
 
 Run: PYTHONPATH=src python bench/concurrency.py [--rounds 3] [--threads 64] [--window-ms 5]
+[--no-settle]
 (SQLite; interleaved rounds, grouped and off, the order alternating; the medians of the
 rounds at the end; PostgreSQL through bench/overhead.py --only concurrency-pg).
 """
@@ -52,6 +63,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import os
 import random
 import re
@@ -61,10 +74,11 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from threadline import Agent, Runtime, SQLiteStore, Thread
+from threadline import Agent, Runtime, SQLiteStore, Thread, settle_heap
 from threadline.models.base import Context, ModelOutput, ModelProfile
 from threadline.stores import sqlite as sqlite_module
 
@@ -161,7 +175,8 @@ def run(tmpdir: Path, threads: int, window: float, readers: int = 0) -> dict[str
                 for _ in range(readers)
             ]
             started = time.perf_counter()
-            done = await asyncio.gather(*(rt.advance(t) for t in launched))
+            with _full_collections() as full:
+                done = await asyncio.gather(*(rt.advance(t) for t in launched))
             elapsed = time.perf_counter() - started
             commits = counted.commits() - before
             committer = _committer_schedule()
@@ -200,9 +215,33 @@ def run(tmpdir: Path, threads: int, window: float, readers: int = 0) -> dict[str
             "group_total_ms": getattr(stats, "group_seconds", 0.0) * 1000,
             "committer_cpu_ms": committer[0],
             "committer_runq_ms": committer[1],
+            "gen2": float(len(full)),
+            "longest_gen2_ms": max(full, default=0.0) * 1000,
         }
 
     return asyncio.run(go())
+
+
+@contextlib.contextmanager
+def _full_collections() -> Iterator[list[float]]:
+    """The seconds of each generation-2 garbage collection while the block runs."""
+    seconds: list[float] = []
+    began = 0.0
+
+    def timing(phase: str, info: dict[str, int]) -> None:
+        nonlocal began
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            began = time.perf_counter()
+        else:
+            seconds.append(time.perf_counter() - began)
+
+    gc.callbacks.append(timing)
+    try:
+        yield seconds
+    finally:
+        gc.callbacks.remove(timing)
 
 
 def _time_appends(store: SQLiteStore) -> list[float]:
@@ -347,6 +386,8 @@ _SHOWN = (
     ("group_total_ms", "all group tx", "{:.0f}"),
     ("committer_cpu_ms", "committer on a CPU", "{:.0f}"),
     ("committer_runq_ms", "waiting for a CPU", "{:.0f}"),
+    ("gen2", "full collections", "{:.0f}"),
+    ("longest_gen2_ms", "longest", "{:.1f}"),
     ("turns_per_s", "turns/s", "{:.0f}"),
 )
 
@@ -365,23 +406,34 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=64)
     parser.add_argument("--window-ms", type=float, default=5.0)
     parser.add_argument("--readers", type=int, default=0, help="tasks reading summaries")
+    parser.add_argument(
+        "--no-settle", action="store_true", help="never freeze the heap (settle_heap)"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/loop.py
     window = args.window_ms / 1000
     rows: list[dict[str, float]] = []
+    unfrozen: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         # Not reported: the first run in a process pays one-time costs (imports, caches: a
         # single task step of 40 ms was seen), which would fall in the first round's figures.
         run(Path(tmp), 8, window)
+        settled = not args.no_settle
+        if settled:
+            settle_heap()  # as `threadline worker` does once it is ready
         for r in range(1, args.rounds + 1):
             # The order alternates between rounds: the first run of a round tends to come
             # out ahead on a shared machine.
+            if settled and not r % 2:
+                unfrozen.append(_run_unfrozen(Path(tmp), args.threads, window, args.readers))
             if r % 2:
                 grouped = run(Path(tmp), args.threads, window, args.readers)
                 alone = run(Path(tmp), args.threads, 0.0, args.readers)
             else:
                 alone = run(Path(tmp), args.threads, 0.0, args.readers)
                 grouped = run(Path(tmp), args.threads, window, args.readers)
+            if settled and r % 2:
+                unfrozen.append(_run_unfrozen(Path(tmp), args.threads, window, args.readers))
             grouped["interval_ms"] = args.window_ms + grouped["commit_ms"]
             grouped["throughput_vs_off"] = grouped["turns_per_s"] / alone["turns_per_s"]
             grouped["off_commits_per_turn"] = alone["commits_per_turn"]
@@ -389,17 +441,50 @@ def main() -> None:
             print(
                 f"round {r}/{args.rounds}: {_shown(grouped, args.readers)}, throughput vs off "
                 f"{grouped['throughput_vs_off']:.2f}x (off: {alone['turns_per_s']:.0f} turns/s, "
-                f"{alone['commits_per_turn']:.3f} commits/turn)",
+                f"{alone['commits_per_turn']:.3f} commits/turn)"
+                + (f"; not frozen: {_unfrozen(unfrozen[-1])}" if unfrozen else ""),
                 flush=True,
             )
     med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+    heap = "heap frozen" if settled else "heap not frozen (--no-settle)"
     print(
-        f"median of {args.rounds} rounds ({args.threads} threads, window {args.window_ms:g} ms): "
-        f"{_shown(med, args.readers)}, throughput vs off {med['throughput_vs_off']:.2f}x; "
-        "longest / interval "
+        f"median of {args.rounds} rounds ({args.threads} threads, window {args.window_ms:g} ms, "
+        f"{heap}): {_shown(med, args.readers)}, throughput vs off "
+        f"{med['throughput_vs_off']:.2f}x; longest / interval "
         f"{statistics.median(r['longest_wait_ms'] / r['interval_ms'] for r in rows):.1f}, "
         f"p99 / interval {statistics.median(r['p99_wait_ms'] / r['interval_ms'] for r in rows):.1f}"
     )
+    if unfrozen:
+        med = {k: statistics.median(row[k] for row in unfrozen) for k in unfrozen[0]}
+        print(f"median of {args.rounds} rounds, heap not frozen: {_unfrozen(med)}")
+
+
+def _run_unfrozen(tmpdir: Path, threads: int, window: float, readers: int) -> dict[str, float]:
+    """`run` with the heap not frozen (`gc.unfreeze()`), then frozen again as before."""
+    gc.unfreeze()
+    try:
+        return run(tmpdir, threads, window, readers)
+    finally:
+        settle_heap()
+
+
+_UNFROZEN = {
+    "p50_wait_ms",
+    "p99_wait_ms",
+    "longest_wait_ms",
+    "p50_return_ms",
+    "p99_return_ms",
+    "longest_return_ms",
+    "gen2",
+    "longest_gen2_ms",
+    "turns_per_s",
+}
+
+
+def _unfrozen(row: dict[str, float]) -> str:
+    """The figures of a grouped run with the heap not frozen: its waits, its full
+    collections and its throughput."""
+    return ", ".join(f"{label} {fmt.format(row[k])}" for k, label, fmt in _SHOWN if k in _UNFROZEN)
 
 
 __all__ = ["postgres_unreachable", "run", "run_postgres"]

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["CALC", "ROOT", "cli", "newest", "remote_cli"]
+__all__ = [
+    "CALC",
+    "ROOT",
+    "assert_frozen_unless_told_not_to",
+    "cli",
+    "stop_cleanly",
+    "newest",
+    "remote_cli",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 CALC = str(ROOT / "examples" / "calculator" / "agent.py") + ":agent"
@@ -62,3 +72,26 @@ def remote_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
         text=True,
         timeout=120,
     )
+
+
+def assert_frozen_unless_told_not_to(ready: str, told_not_to: str, at_least: int) -> None:
+    """A long-running command's ready line said it froze `at_least` start-up objects
+    (`threadline.settle_heap`), and with THREADLINE_GC_FREEZE=0 that it did not."""
+    found = re.search(r"([\d,]+) start-up objects frozen", ready)
+    assert found, ready
+    assert int(found.group(1).replace(",", "")) > at_least, ready
+    assert "heap not frozen (THREADLINE_GC_FREEZE=0)" in told_not_to, told_not_to
+    assert "objects frozen" not in told_not_to, told_not_to
+
+
+def stop_cleanly(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """SIGTERM a long-running command and wait for it (killed if it outlives 30 s); its
+    stdout and stderr, once it exited 0."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    return out, err

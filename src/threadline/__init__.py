@@ -38,6 +38,7 @@ from .errors import (
 )
 from .events import Budget, Event, Status, Thread, ThreadState
 from .guards import Guard, GuardCall, GuardDecision
+from .heap import settle_heap
 from .judge import Judge
 from .loader import load_agent
 from .models.base import Context, Message, Model, ModelOutput, ToolSpec
@@ -142,6 +143,7 @@ __all__ = [
     "request_more_information",
     "resolve_model",
     "run_sync",
+    "settle_heap",
     "sleep_until",
     "tool",
     "wait_for_event",

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         rate_limits: client-side rate limits shared by every process on the store,
             `KIND:NAME=LIMIT/INTERVAL` entries (`model:openai=500/1m, tokens:openai=200000/1m,
             tool:search=5/1s`; `threadline.ratelimits`, docs/operations.md).
+        gc_freeze: `threadline serve`, `worker` and `mcp` freeze the objects made at
+            start-up once ready (`threadline.settle_heap`), so full garbage collections
+            no longer walk them; `0` turns it off (docs/operations.md).
     """
 
     model_config = SettingsConfigDict(env_prefix="THREADLINE_", extra="ignore")
@@ -45,6 +48,7 @@ class Settings(BaseSettings):
     lock_file: str = "threadline.lock"
     local_repack: bool = False
     rate_limits: str = ""
+    gc_freeze: bool = True
     # The server (docs/server.md): inbound webhooks are verified with `webhook_secret`;
     # pending approvals and questions are POSTed to `notify_url`, signed with the same
     # secret; `public_url` is the base the notification says to respond to; `api_key`

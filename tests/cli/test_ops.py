@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli_support import assert_frozen_unless_told_not_to, stop_cleanly
 from pg_support import pg_store_url
 from threadline import Runtime
 from threadline.cli import _register, app
@@ -248,19 +249,14 @@ async def test_worker_command_finishes_the_current_step_on_sigterm(tmp_path: Pat
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        for _ in range(600):  # until the slow tool is running
-            if (await store.load(thread.id)).events[-1].kind == "tool_started":
-                break
-            await asyncio.sleep(0.05)
-        else:
-            pytest.fail("the worker never started the tool")
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
+    for _ in range(600):  # until the slow tool is running
+        if (await store.load(thread.id)).events[-1].kind == "tool_started":
+            break
+        await asyncio.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the worker never started the tool")
+    out, _ = stop_cleanly(proc)
     stats = json.loads(out.strip().splitlines()[-1])
     assert stats["worker"] == "stopped" and stats["released"] == 1
     final = await store.load(thread.id)
@@ -439,3 +435,39 @@ def test_export_writes_every_readable_thread_and_reports_the_bad_ones(
     assert "exported 3 thread(s)" in out and "3 thread(s) could not be read" in out
     for thread_id in (corrupt, holed, bad_row):
         assert f"not exported {thread_id}" in out
+
+
+def _worker_ready_line(tmp_path: Path, **env: str) -> str:
+    """Start `threadline worker` on an empty store, read the line it says it is ready
+    with, stop it with SIGTERM; that line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "threadline", "worker", "--agent", f"{HERE / 'ops_agent.py'}:agent"],
+        env={
+            **os.environ,
+            "THREADLINE_STORE": f"sqlite:///{tmp_path / 'w.db'}",
+            "THREADLINE_LOG": "off",
+            **env,
+        },
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("threadline worker"):
+            break
+    else:
+        proc.kill()
+        pytest.fail(f"the worker exited without saying it was ready: {proc.wait()}")
+    stop_cleanly(proc)
+    return line
+
+
+def test_worker_freezes_its_start_up_objects_unless_told_not_to(tmp_path: Path) -> None:
+    """Ready, the worker freezes what start-up made (threadline.settle_heap), so a full
+    collection no longer walks it; THREADLINE_GC_FREEZE=0 turns that off."""
+    line = _worker_ready_line(tmp_path)
+    off = _worker_ready_line(tmp_path, THREADLINE_GC_FREEZE="0")
+    # imports, agents and runtime: tens of thousands of objects
+    assert_frozen_unless_told_not_to(line, off, at_least=10_000)

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cli_support import assert_frozen_unless_told_not_to, stop_cleanly
 from server_support import CALC, THREADLINE, free_port
 from threadline.cli.serve import is_loopback, load_serve_config
 from threadline.errors import ConfigError
@@ -214,3 +215,22 @@ def test_serve_config_file(tmp_path) -> None:
         bad.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_serve_config(bad)
+
+
+def _serving_line(env: dict[str, str]) -> str:
+    """Serve the calculator until it is ready, stop it with SIGTERM; the line it said what
+    it serves with."""
+    _, err = stop_cleanly(_serve(env, str(CALC) + ":agent", free_port(), "--no-auth"))
+    (line,) = [x for x in err.splitlines() if x.startswith("threadline serving")]
+    return line
+
+
+def test_serve_freezes_its_start_up_objects_unless_told_not_to(tmp_path: Path) -> None:
+    """Once the app and agents are loaded, the server freezes what start-up made
+    (threadline.settle_heap): a full collection no longer walks it on the event loop, so
+    it stalls no request and no thread. THREADLINE_GC_FREEZE=0 turns that off."""
+    env = _env(tmp_path, [])
+    line = _serving_line(env)
+    off = _serving_line({**env, "THREADLINE_GC_FREEZE": "0"})
+    # the server's imports alone are tens of thousands of objects
+    assert_frozen_unless_told_not_to(line, off, at_least=50_000)

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from ..errors import ThreadlineError
+from ..heap import settle_heap
 from ..settings import Settings
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "fail",
     "handle_errors",
     "run_async",
+    "settle",
     "threads_app",
 ]
 
@@ -95,6 +97,14 @@ def settings(locked: bool = False) -> Settings:
     """
     cfg = Settings()
     return cfg.model_copy(update={"release": True}) if locked else cfg
+
+
+def settle(cfg: Settings) -> str:
+    """Freeze the objects start-up made (`threadline.settle_heap`), once a long-running
+    command is ready, unless THREADLINE_GC_FREEZE=0; the phrase its ready line ends with."""
+    if not cfg.gc_freeze:
+        return "heap not frozen (THREADLINE_GC_FREEZE=0)"
+    return f"{settle_heap():,} start-up objects frozen"
 
 
 LockedOpt = Annotated[

@@ -15,7 +15,8 @@ import typer
 
 from ..bootstrap import chosen_agents, open_runtime
 from ..errors import ConfigError, MissingExtraError
-from .common import LockedOpt, ServedAgentsOpt, app, command, err_console, run_async, settings
+from .common import LockedOpt, ServedAgentsOpt, app, command, err_console, run_async, settle
+from .common import settings as read_settings
 
 __all__: list[str] = []
 
@@ -44,7 +45,7 @@ def mcp_command(
         raise ConfigError(f"--transport must be stdio or http, not {transport!r}")
     if no_auth and not is_loopback(host):
         raise ConfigError(f"--no-auth is refused when binding to {host}; bind 127.0.0.1")
-    cfg = settings(locked)
+    cfg = read_settings(locked)
     if transport == "stdio" and cfg.log == "stdout":
         cfg = cfg.model_copy(update={"log": "stderr"})  # stdout carries the protocol
     agents = chosen_agents(agent)
@@ -53,6 +54,7 @@ def mcp_command(
     server = build_server(runtime, auth=auth)
 
     if transport == "stdio":
+        settle(cfg)  # ready: start-up's objects frozen (threadline.heap); stdout is the protocol
 
         async def serve_stdio() -> None:
             try:
@@ -64,10 +66,12 @@ def mcp_command(
         return
     import uvicorn
 
+    asgi = http_app(server, runtime.store, auth=auth, host=host)
+    heap = settle(cfg)  # ready: start-up's objects frozen (threadline.heap)
     names = ", ".join(sorted(runtime.agents))
     mode = "API keys required" if auth else "no auth"
     err_console.print(
-        f"threadline mcp: http://{host}:{port}/mcp ({mode}; agents: {names})", highlight=False
+        f"threadline mcp: http://{host}:{port}/mcp ({mode}; agents: {names}; {heap})",
+        highlight=False,
     )
-    asgi = http_app(server, runtime.store, auth=auth, host=host)
     uvicorn.run(asgi, host=host, port=port, log_level="warning")

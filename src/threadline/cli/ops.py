@@ -52,6 +52,7 @@ from .common import (
     fail,
     run_async,
     settings,
+    settle,
     threads_app,
 )
 
@@ -137,6 +138,7 @@ def worker(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    heap = settle(cfg)  # ready: start-up's objects frozen (threadline.heap)
 
     async def go() -> dict[str, int]:
         w = Worker(
@@ -153,7 +155,7 @@ def worker(
         )
         err_console.print(
             f"threadline worker {w.owner}: agents {', '.join(sorted(runtime.agents))}"
-            f", concurrency {concurrency}; stop with Ctrl-C or SIGTERM",
+            f", concurrency {concurrency}; {heap}; stop with Ctrl-C or SIGTERM",
             highlight=False,
             soft_wrap=True,
         )

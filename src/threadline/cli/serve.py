@@ -24,6 +24,7 @@ from .common import (
     err_console,
     run_async,
     settings,
+    settle,
 )
 
 if TYPE_CHECKING:
@@ -125,7 +126,10 @@ def serve(
         channels=channels,
     )
     fastapi_app = create_app(services)
-    _announce(cfg, services, channels)
+    # Ready to serve: what start-up made lives as long as the process; frozen, a full
+    # garbage collection no longer walks it on the event loop (threadline.heap).
+    heap = settle(cfg)
+    _announce(cfg, services, channels, heap)
     _run(fastapi_app, services, host, port)
 
 
@@ -173,8 +177,9 @@ def _server_config(
     )
 
 
-def _announce(cfg: Settings, services: Services, channels: Mapping[str, object]) -> None:
-    """Say what is served where (and warn when no API key exists yet), on stderr."""
+def _announce(cfg: Settings, services: Services, channels: Mapping[str, object], heap: str) -> None:
+    """Say what is served where (and warn when no API key exists yet), on stderr; `heap`
+    says whether start-up's objects were frozen (`settle`)."""
     config = services.config
     if config.auth and not run_async(_has_keys(cfg.store)):
         err_console.print(
@@ -189,7 +194,7 @@ def _announce(cfg: Settings, services: Services, channels: Mapping[str, object])
         f"(store {_redact_url(cfg.store)}, model {cfg.model}"
         f"{'' if config.worker else ', API only'}{'' if config.auth else ', no auth'}"
         f"{', channels ' + ', '.join(channels) if channels else ''}); "
-        f"inbox: {config.public_url}/ui/",
+        f"inbox: {config.public_url}/ui/; {heap}",
         highlight=False,
         soft_wrap=True,
     )
