@@ -273,7 +273,8 @@ def test_worker_refuses_to_start_on_an_old_schema(postgres_url: str, pg_schema: 
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{pg_schema}"')
     code, out = cli_env(
-        {"THREADLINE_STORE": url, "THREADLINE_LOG": "off"},
+        # In this process: the heap of the test run stays as it is (threadline.heap).
+        {"THREADLINE_STORE": url, "THREADLINE_LOG": "off", "THREADLINE_GC_FREEZE": "0"},
         "worker",
         "--agent",
         str(HERE / "ops_agent.py") + ":agent",
