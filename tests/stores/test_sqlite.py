@@ -6,6 +6,9 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+from group_kill import event, make_threads
+
 from threadline import SQLiteStore, Thread
 from threadline.events import UserMessage, utcnow
 
@@ -62,3 +65,30 @@ async def test_inline_and_store_thread_appends_agree(tmp_path: Path) -> None:
         assert thread.status.value == "running"
     await inline.close()
     await threaded.close()
+
+
+@pytest.mark.parametrize("window", [0.0, 0.005], ids=["grouping-off", "grouping-on"])
+async def test_two_event_loops_on_their_own_threads_share_one_store(
+    tmp_path: Path, window: float
+) -> None:
+    # Two OS threads each in their own event loop (`run_sync` from two threads of a sync
+    # app) appending to one store: the inline connection is the first loop's while it
+    # runs; the other's appends go to the store's thread. Before, both ran statements on
+    # it at once and appends failed ("cannot start a transaction within a transaction").
+    store = SQLiteStore(tmp_path / "two.db", group_window=window)
+    mine = await make_threads(store, 16)
+    theirs = await make_threads(store, 16)
+
+    async def append_forty(thread: Thread) -> None:
+        for seq in range(1, 41):
+            await store.append(thread.id, [event(seq)], expected_seq=seq)
+
+    async def other_loop() -> None:
+        await asyncio.gather(*(append_forty(t) for t in theirs))
+
+    elsewhere = asyncio.get_running_loop().run_in_executor(None, asyncio.run, other_loop())
+    await asyncio.gather(*(append_forty(t) for t in mine))
+    await elsewhere
+    assert [(await store.get(t.id)).next_seq for t in mine + theirs] == [41] * 32
+    assert [len(await store.events(t.id)) for t in mine + theirs] == [41] * 32
+    await store.close()

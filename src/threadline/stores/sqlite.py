@@ -98,6 +98,7 @@ class SQLiteStore(SQLStore):
         self._inline = inline_appends and self.path != ":memory:"
         self._pipelined = pipelined and self._inline
         self._inline_conn: sqlite3.Connection | None = None
+        self._inline_loop: asyncio.AbstractEventLoop | None = None  # `_owns_inline`
         if group_window < 0:
             raise ConfigError(f"sqlite group_window must be >= 0 seconds, not {group_window}")
         if pipeline_depth < 1:
@@ -175,7 +176,7 @@ class SQLiteStore(SQLStore):
             group = self._group
             if group is not None and group.crowded(append_to):
                 return await group.submit(plan)
-            if self._inline and not self._behind.committing():
+            if self._inline and not self._behind.committing() and self._owns_inline():
                 try:
                     value = _drive(self._inline_connection(), plan(), tx)
                 except sqlite3.OperationalError as exc:
@@ -229,6 +230,7 @@ class SQLiteStore(SQLStore):
             or self._conn is None
             or not self._pipelined
             or not behind.idle()
+            or not self._owns_inline()
             or (group is not None and group.crowded(append_to))
         ):
             await self.run(plan, tx, append_to=append_to)
@@ -282,6 +284,21 @@ class SQLiteStore(SQLStore):
     def due(self) -> None:
         if self._group is not None:
             self._group.due()
+
+    def _owns_inline(self) -> bool:
+        """Whether the running event loop may use the inline connection (and `Behind`): the
+        first loop that did, until it is closed. Another loop on another OS thread (two
+        threads each in `run_sync`) running statements on it at the same time would begin
+        a transaction inside the other's ("cannot start a transaction within a
+        transaction"): its appends go to the store's thread (or a group) instead."""
+        loop = asyncio.get_running_loop()
+        owner = self._inline_loop
+        if owner is loop:
+            return True
+        if owner is not None and not owner.is_closed():
+            return False
+        self._inline_loop = loop
+        return True
 
     def _inline_connection(self) -> sqlite3.Connection:
         """The connection of inline appends (opened on first use), busy timeout zero."""
