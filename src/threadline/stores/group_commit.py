@@ -173,6 +173,7 @@ class GroupCommit:
         self._last_commit = 0.0  # when the latest group's COMMIT returned (monotonic)
         self._checked = 0.0  # when a loop last looked whether its group was due
         self._gap = 0.0  # the seconds between two such looks, smoothed
+        self._spread = 0.0  # how far a gap strays from `_gap`, smoothed
         self._fsync = 0.0  # the seconds a group's COMMIT takes, smoothed
 
     def _connection(self) -> sqlite3.Connection:
@@ -282,16 +283,22 @@ class GroupCommit:
     def _due(self, here: _Here, now: float) -> bool:
         """Whether a loop's queued group should be committed now: every thread that
         appended recently is in it, or its oldest append's window ends before the loop is
-        likely to look again (the loop looks between steps: at an append, at a turn's
-        beginning; `_gap` is the time between two looks, smoothed, at most half the window).
-        So a group is committed at the last look within its window, not at the first one
-        after it, which on a loop busy with many threads' steps came up to a step late."""
+        likely to look again. The loop looks between steps (an append, a store call, a
+        turn's beginning); the time to its next look is estimated as TCP estimates a
+        retransmission timeout (RFC 6298): the smoothed gap between two looks plus four
+        times their smoothed deviation, at most half the window. So a group is committed at
+        the last look within its window rather than the first one after it, which on a loop
+        busy with many threads' steps came a step late (a garbage collection, a long
+        render)."""
         gap, self._checked = now - self._checked, now
-        self._gap += (min(gap, self.window / 2) - self._gap) / 8
+        gap = min(gap, self.window / 2)
+        self._spread += (abs(gap - self._gap) - self._spread) / 4
+        self._gap += (gap - self._gap) / 8
         requests = here.requests
         if len(requests) >= max(2, len(self._writers)):
             return True
-        return now + 2 * self._gap >= requests[0].arrived + self.window
+        margin = min(self._gap + 4 * self._spread, self.window / 2)
+        return now + margin >= requests[0].arrived + self.window
 
     def due(self) -> None:
         """On an event loop, between steps: commit its queued group now if it is due. On a
