@@ -387,7 +387,7 @@ _SHOWN = (
     ("overrun_ms", "longest overrun", "{:.1f}"),
     ("lock_ms", "longest lock wait", "{:.1f}"),
     ("over_share", "share over own interval", "{:.3f}"),
-    ("own_intervals", "longest in own intervals", "{:.1f}"),
+    ("own_intervals", "longest in own intervals", "{:.2f}"),
     ("group_total_ms", "all group tx", "{:.0f}"),
     ("committer_cpu_ms", "committer on a CPU", "{:.0f}"),
     ("committer_runq_ms", "waiting for a CPU", "{:.0f}"),
