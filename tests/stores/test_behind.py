@@ -97,6 +97,72 @@ async def test_a_lone_queued_append_waits_for_the_next_to_fill_its_transaction(
         await store.close()
 
 
+def _row_updates(db: Path) -> None:
+    """Log each update of a thread's row (its `next_seq` after it) in `updates`."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE updates (next_seq INTEGER)")
+        conn.execute(
+            "CREATE TRIGGER logged AFTER UPDATE ON threads "
+            "BEGIN INSERT INTO updates VALUES (new.next_seq); END"
+        )
+
+
+def _updates(db: Path) -> list[int]:
+    with sqlite3.connect(db) as conn:
+        return [n for (n,) in conn.execute("SELECT next_seq FROM updates ORDER BY rowid")]
+
+
+async def test_queued_appends_are_written_as_one_update_and_one_insert(tmp_path: Path) -> None:
+    """The known-state appends queued in one transaction write the thread's row once (the
+    last one's projection, the first one's checks: `known.merged`) and their events in one
+    `INSERT`; the rows are what the appends one after the other leave."""
+    db = tmp_path / "t.db"
+    store = await _store(db, depth=3)
+    _row_updates(db)
+    try:
+        first = await _behind(store, 2)  # alone: its own UPDATE
+        queued = [await _behind(store, seq) for seq in (3, 4, 5)]  # the third waits
+        await asyncio.gather(first, *queued)
+        assert _updates(db) == [3, 6]  # not [3, 4, 5, 6]
+        assert _seqs(db) == list(range(6))
+        assert (await store.get(ID)).next_seq == 6
+        thread = await SQLiteStore(db).load(ID)
+        assert [e.text for e in thread.events] == [f"m{seq}" for seq in range(6)]  # type: ignore[union-attr]
+        with sqlite3.connect(db) as conn:
+            (state,) = conn.execute("SELECT state FROM threads").fetchone()
+        assert json.loads(state)["next_seq"] == 6
+    finally:
+        await store.close()
+
+
+async def test_merged_queued_appends_find_a_wrong_status_and_write_the_whole_row(
+    tmp_path: Path,
+) -> None:
+    """A status written by hand while queued appends wait (their `UPDATE` checks the status
+    it keeps): the merged write is refused for it alone and writes the whole projection,
+    every append stored, as one after the other would."""
+    db = tmp_path / "t.db"
+    store = await _store(db, late=0.0)
+    _row_updates(db)
+
+    def poke() -> None:  # by hand, right after the first COMMIT
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE threads SET status = 'paused' WHERE id = ?", (ID,))
+
+    try:
+        slow_disk(store, 0.05, poke)
+        first = await _behind(store, 2)
+        second = await _behind(store, 3)
+        third = await _behind(store, 4)
+        await asyncio.gather(first, second, third)
+        summary = await store.get(ID)
+        assert (summary.status, summary.next_seq) == ("running", 5)
+        assert _seqs(db) == list(range(5))
+        assert _updates(db) == [3, 3, 5]  # ours, the poke, the rewrite after the refusal
+    finally:
+        await store.close()
+
+
 async def test_depth_one_waits_for_each_commit(tmp_path: Path) -> None:
     """`pipeline_depth=1`: nothing queues; the caller's `after` (its join) orders them."""
     store = await _store(tmp_path / "t.db", depth=1)

@@ -54,6 +54,9 @@ Elsewhere = Callable[[Callable[[], Plan[Any]], int], "Future[None]"]
 """Run a plan to its durable end on the store's own thread, counting `int` appends."""
 Count = Callable[[int, float], None]
 """Count a `COMMIT` behind the loop of `int` appends that took `float` seconds."""
+Merge = Callable[[list[Any]], Callable[[], Plan[Any]] | None]
+"""Several queued appends' plans as one plan, given what each was queued with (`enqueue`'s
+`known`), or None when they cannot be merged (then their plans run one after another)."""
 Forget = Callable[[str], None]
 """Forget the state the store remembers for a thread whose append failed here (what it
 remembered after that append is not the row's)."""
@@ -76,6 +79,7 @@ class _Queued:
     thread_id: str
     plan: Callable[[], Plan[Any]]
     durable: asyncio.Future[None]
+    known: Any
 
 
 class Behind:
@@ -83,11 +87,17 @@ class Behind:
     thread at a time (the thread that started it; others append as before)."""
 
     def __init__(
-        self, depth: int, begin: Begin, elsewhere: Elsewhere, count: Count, forget: Forget
+        self,
+        depth: int,
+        begin: Begin,
+        elsewhere: Elsewhere,
+        count: Count,
+        forget: Forget,
+        merge: Merge | None = None,
     ) -> None:
         self.depth = depth
         self._begin, self._elsewhere, self._count = begin, elsewhere, count
-        self._forget = forget
+        self._forget, self._merge = forget, merge
         self._flusher: _Flusher | None = None
         self._job: Commit | None = None  # the inline connection's COMMIT, or done
         self._thread: str | None = None  # whose transaction is in flight
@@ -133,10 +143,13 @@ class Behind:
         self._hand_off(conn, thread_id, [durable])
         return durable
 
-    async def enqueue(self, plan: Callable[[], Plan[Any]], thread_id: str) -> asyncio.Future[None]:
+    async def enqueue(
+        self, plan: Callable[[], Plan[Any]], thread_id: str, known: Any = None
+    ) -> asyncio.Future[None]:
         """Queue an append of the thread in flight behind its transaction, waiting first
-        while that would put more than `depth` of its appends on their way to disk."""
-        entry = _Queued(thread_id, plan, asyncio.get_running_loop().create_future())
+        while that would put more than `depth` of its appends on their way to disk.
+        `known`: the append as data, for `merge` (None: not mergeable)."""
+        entry = _Queued(thread_id, plan, asyncio.get_running_loop().create_future(), known)
         self._queued.append(entry)
         carrying = self._carrying
         if carrying is not None and carrying.done:
@@ -255,8 +268,9 @@ class Behind:
         thread_id = batch[0].thread_id
         durables = [entry.durable for entry in batch]
         plans = [entry.plan for entry in batch]
+        whole = self._merged(batch)
         try:
-            conn = self._begin(chain(plans))
+            conn = self._begin(chain(plans) if whole is None else whole())
         except sqlite3.OperationalError as exc:
             if not is_busy(exc):
                 self._fail(batch, exc)
@@ -265,7 +279,7 @@ class Behind:
             job = Commit()
             self._carry(thread_id, durables, job)
             loop = asyncio.get_running_loop()
-            done = self._elsewhere(partial(chain, plans), len(plans))
+            done = self._elsewhere(whole or partial(chain, plans), len(plans))
             done.add_done_callback(partial(_settle_from, loop, self._land, job))
             return
         except BaseException as exc:  # a conflict or a lost lease: none of them stays
@@ -277,6 +291,13 @@ class Behind:
         except BaseException as exc:  # rolled back (no committing thread): none of them stays
             self._fail(batch, exc)
             self._thread = None
+
+    def _merged(self, batch: list[_Queued]) -> Callable[[], Plan[Any]] | None:
+        """The batch's appends as one plan (one `UPDATE` and one `INSERT`, `known.py`), or
+        None: their plans, one after another."""
+        if self._merge is None or len(batch) < 2:
+            return None
+        return self._merge([entry.known for entry in batch])
 
     def _fail(self, entries: list[_Queued], error: BaseException) -> None:
         """`entries` are not written: the store forgets their threads' states (remembered

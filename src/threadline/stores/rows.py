@@ -22,6 +22,7 @@ __all__ = [
     "event_json",
     "event_rows",
     "insert_statement",
+    "joined_rows",
     "nullable",
     "parse_row",
     "row_of",
@@ -158,3 +159,15 @@ def state_json(state: ThreadState) -> str:
         return to_json(snapshot).decode()
     except PydanticSerializationError:
         return json.dumps(snapshot)
+
+
+def joined_rows(thread_id: str, parts: Sequence[tuple[Any, int]]) -> dict[str, Any]:
+    """The `VALUES` parameters of several `event_rows` (each its parameters and its number
+    of rows), in order, as one list's (`insert_statement` of their sum)."""
+    params: dict[str, Any] = {"id": thread_id}
+    names = iter(_row_names(sum(rows for _, rows in parts)))
+    for values, rows in parts:
+        for old, new in zip(_row_names(rows), names):  # noqa: B905 (`names` runs on)
+            for was, now in zip(old, new, strict=True):
+                params[now] = values[was]
+    return params

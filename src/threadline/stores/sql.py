@@ -43,6 +43,7 @@ from .base import (
 from .budgets import SQLLedger, apply_plan, ledger_events
 from .dialect import Dialect, DuplicateKey, Plan, Query, Tx, stored_json, stored_time
 from .keys import SQLDeliveryLog, SQLKeyStore
+from .known import KNOWN_UPDATE, LEASE_HELD, ROWS_A_STATEMENT, SET_STATE, SET_STATE_IF, KnownAppend
 from .leases import SQLLeases
 from .outbox import SQLOutbox
 from .ratelimits import SQLRateLimits
@@ -74,6 +75,9 @@ class BehindOptions(TypedDict, total=False):
     """Awaited before the plan runs, unless the plan is queued."""
     ahead: bool
     """The caller goes on before the append is durable (default); else it waits at once."""
+    known: KnownAppend
+    """The append as data, a known-state one: the driver may merge it with the thread's
+    next ones when they commit together (`known.merged`)."""
 
 
 class SQLStore(SQLLeases):
@@ -228,7 +232,7 @@ class SQLStore(SQLLeases):
                 yield self._fused_append(thread_id, events, update, wake=wake)
             else:
                 yield insert
-                yield Query(d.sql(_SET_STATE), update)
+                yield Query(d.sql(SET_STATE), update)
             if wake and insert is not None:
                 yield from self._announce(thread_id)
             return state
@@ -289,12 +293,12 @@ class SQLStore(SQLLeases):
         unnoticed). `ready` is awaited once the statements are built, before they run.
 
         When the status does not change (most appends), SQLite's `UPDATE` leaves the
-        `status` column out (its index is not rewritten: `_SET_STATE_KEPT`) and checks
+        `status` column out (its index is not rewritten: `known.KNOWN_UPDATE`) and checks
         instead that the row holds that status; a row whose status differs from the
         store's (written by hand or by an older fold) refuses it, and the whole projection
         is written instead, as the full append would."""
         d = self.dialect
-        checks = _LEASE_HELD if lease is not None else ""
+        checks = LEASE_HELD if lease is not None else ""
         # Everything but the time is computed here, outside the transaction: under group
         # commit the plans run one after another inside one, on the store's thread.
         expected, was = before
@@ -302,44 +306,49 @@ class SQLStore(SQLLeases):
         args["expected"] = expected
         if lease is not None:
             args |= {"owner": lease.owner, "token": lease.token}
-        status = args["status"]
-        wake = status == _RUNNING and was != _RUNNING
-        kept = False
+        wake = args["status"] == _RUNNING and was != _RUNNING
         if d.fused_writes:  # the NOTIFY, if any, in the same statement: one round trip
             update = self._fused_append(thread_id, events, args, checks, wake=wake)
             insert = None
         else:
-            kept = status == was
-            update = Query(d.sql(_KNOWN_UPDATE[lease is not None, kept]), args)
+            update = Query(d.sql(KNOWN_UPDATE[lease is not None, args["status"] == was]), args)
             insert = self._insert_events(thread_id, events)
-        params: dict[str, Any] = update.params  # type: ignore[assignment]
-
-        def plan() -> Plan[bool]:
-            params["now"] = d.time(utcnow())
-            done = yield update
-            woken = wake
-            if not (done.rows[0][0] if insert is None else done.rowcount == 1):
-                if not (behind and self.queues_behind):
-                    return False
-                row_status = yield from self._refusal(thread_id, expected, lease, kept=kept)
-                yield Query(d.sql(_SET_STATE), params)  # only the row's status differed
-                woken = status == _RUNNING and row_status != _RUNNING
-            if insert is not None:
-                yield insert
-                if woken:
-                    yield from self._announce(thread_id)
-            return True
-
+        known = KnownAppend(thread_id, expected, was, lease, update, insert, len(events))
+        plan = partial(self._write_known, known, behind and self.queues_behind)
         # One statement in PostgreSQL needs no transaction around it; SQLite's two run in
         # one BEGIN IMMEDIATE either way.
         tx = Tx.WRITE if d.fused_writes else Tx.ATOMIC
         if behind and self.queues_behind:  # a refusal is raised (`_refusal`), never returned
             return True, await self.run_behind(
-                plan, tx, append_to=thread_id, ready=ready, ahead=ahead
+                plan, tx, append_to=thread_id, ready=ready, ahead=ahead, known=known
             )
         if ready is not None:
             await ready()
         return await self.run(plan, tx, append_to=thread_id), None
+
+    def _write_known(self, known: KnownAppend, refusable: bool) -> Plan[bool]:
+        """`known`'s statements (`_append_known`); False when refused, unless `refusable`:
+        then the refusal is raised (`_refusal`), or the whole projection written when the
+        row refused it for its status alone."""
+        d = self.dialect
+        params, insert, thread_id = known.params, known.insert, known.thread_id
+        params["now"] = d.time(utcnow())
+        done = yield known.update
+        status = params["status"]
+        woken = status == _RUNNING and known.was != _RUNNING
+        if not (done.rows[0][0] if insert is None else done.rowcount == 1):
+            if not refusable:
+                return False
+            row_status = yield from self._refusal(
+                thread_id, known.expected, known.lease, kept=known.kept
+            )
+            yield Query(d.sql(SET_STATE), params)  # only the row's status differed
+            woken = status == _RUNNING and row_status != _RUNNING
+        if insert is not None:
+            yield insert
+            if woken:
+                yield from self._announce(thread_id)
+        return True
 
     def _refusal(
         self, thread_id: str, expected: int, lease: Lease | None, *, kept: bool
@@ -372,7 +381,7 @@ class SQLStore(SQLLeases):
         own cost, its step and its reset, is paid once an append); a very long list of
         events (a forked thread's) a row at a time, within every SQLite's parameter limit."""
         d = self.dialect
-        if len(events) > _ROWS_A_STATEMENT:
+        if len(events) > ROWS_A_STATEMENT:
             rows = [
                 {
                     "id": thread_id,
@@ -523,41 +532,17 @@ _INSERT_THREAD = (
     "created_at, updated_at, due_at) VALUES (:id, :agent, :status, :next_seq, "
     ":schema_version, :metadata{json}, :state{json}, :created_at, {now}, :due_at)"
 )
-_ROWS_A_STATEMENT = 200
-"""Events in one `INSERT` at most: 4 parameters a row stay below 999, the limit of SQLite
-builds before 3.32."""
 _HEAD_FOR_APPEND = (
     "SELECT next_seq, status, lease_owner, lease_token, "
     "lease_expires IS NOT NULL AND lease_expires > {now}, state{text} "
     "FROM threads WHERE id = :id{lock}"
 )
-_SET_STATE = (
-    "UPDATE threads SET state = :state{json}, status = :status, next_seq = :next_seq, "
-    "updated_at = {now}, due_at = :due_at WHERE id = :id"
-)
 _FUSED_APPEND = (
     "WITH new_events AS (INSERT INTO events (thread_id, seq, kind, at, body) "
-    "VALUES {values}) " + _SET_STATE
+    "VALUES {values}) " + SET_STATE
 )
-_LEASE_HELD = (
-    " AND lease_owner = :owner AND lease_token = :token AND lease_expires IS NOT NULL "
-    "AND lease_expires > {now}"
-)
-_SET_STATE_IF = _SET_STATE + " AND next_seq = :expected{checks}"
-_SET_STATE_KEPT = (
-    "UPDATE threads SET state = :state{json}, next_seq = :next_seq, updated_at = {now}, "
-    "due_at = :due_at WHERE id = :id AND next_seq = :expected AND status = :status{checks}"
-)
-"""A known-state append's `UPDATE` when the status stays: the indexed `status` column is
-not written (about 13,000 instructions of SQLite's an append), only checked."""
-_KNOWN_UPDATE = {  # (a lease held, the status kept): made once, not an append
-    (False, False): _SET_STATE_IF.replace("{checks}", ""),
-    (True, False): _SET_STATE_IF.replace("{checks}", _LEASE_HELD),
-    (False, True): _SET_STATE_KEPT.replace("{checks}", ""),
-    (True, True): _SET_STATE_KEPT.replace("{checks}", _LEASE_HELD),
-}
 _FUSED_APPEND_IF = (
-    "WITH moved AS (" + _SET_STATE_IF + " RETURNING id{notify}), "
+    "WITH moved AS (" + SET_STATE_IF + " RETURNING id{notify}), "
     "new_events AS (INSERT INTO events (thread_id, seq, kind, at, body) "
     "SELECT * FROM (VALUES {values}) AS v WHERE EXISTS (SELECT 1 FROM moved)) "
     "SELECT count(*) FROM moved"

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, Unpack
 from urllib.parse import parse_qs, urlsplit
@@ -34,6 +35,7 @@ from ..events import Status, ThreadState, utcnow
 from .behind import Behind, is_busy
 from .dialect import SQLITE, DuplicateKey, Plan, Query, Result, Tx
 from .group_commit import CommitStats, GroupCommit
+from .known import KnownAppend, merged
 from .migrations import SQLITE_MIGRATIONS
 from .sql import BehindOptions, SQLStore, Write
 
@@ -111,6 +113,7 @@ class SQLiteStore(SQLStore):
             self._elsewhere,
             self._behind_count,
             self._forget,
+            self._merged,
         )
         self._group: GroupCommit | None = None
         if group_window > 0 and self.path != ":memory:":
@@ -215,7 +218,7 @@ class SQLiteStore(SQLStore):
         group = self._group
         if behind.holds(append_to) and not self._closed:
             if group is None or not group.crowded(append_to):
-                return await behind.enqueue(plan, append_to)
+                return await behind.enqueue(plan, append_to, options.get("known"))
             # Other threads are appending: this thread joins their group commit rather than
             # keep a transaction of its own behind the loop, whose lock the group would
             # wait for (SQLite's busy handler sleeps 1, 2, 5, 10, 15 ms...), once its own
@@ -254,6 +257,11 @@ class SQLiteStore(SQLStore):
                 self._forget(thread_id)
             return durable
         return super()._settled(thread_id, durable)
+
+    def _merged(self, parts: list[KnownAppend | None]) -> Write | None:
+        """Queued known-state appends of a thread as one write (`known.merged`), or None."""
+        whole = merged(parts, self.dialect)
+        return None if whole is None else partial(self._write_known, whole, True)
 
     def _begin_inline(self, plan: Plan[object]) -> sqlite3.Connection:
         """`plan`'s statements on the inline connection, its transaction left open for a
