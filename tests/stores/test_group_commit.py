@@ -471,29 +471,6 @@ async def test_on_a_slow_disk_the_committer_thread_takes_the_groups(tmp_path: Pa
     await store.close()
 
 
-async def test_two_event_loops_appending_at_once_each_commit_their_groups(tmp_path: Path) -> None:
-    # A second loop on its own OS thread (a sync caller's `asyncio.run`, a worker thread)
-    # appends while this one does: each commits its own groups, one at a time on the
-    # connection, and nothing of either is lost or refused.
-    store = SQLiteStore(tmp_path / "g.db", group_window=0.005)
-    mine = await make_threads(store, 8)
-    theirs = await make_threads(store, 8)
-
-    async def append_twenty(thread: Thread) -> None:
-        for seq in range(1, 21):
-            await store.append(thread.id, [event(seq)], expected_seq=seq)
-
-    async def other_loop() -> None:
-        await asyncio.gather(*(append_twenty(t) for t in theirs))
-
-    elsewhere = asyncio.get_running_loop().run_in_executor(None, asyncio.run, other_loop())
-    await asyncio.gather(*(append_twenty(t) for t in mine))
-    await elsewhere
-    assert [len(await store.events(t.id)) for t in mine + theirs] == [21] * 16
-    assert store.stats.groups > 0
-    await store.close()
-
-
 def test_a_loop_that_ends_with_an_append_queued_on_it_leaves_no_group_behind(
     tmp_path: Path,
 ) -> None:
