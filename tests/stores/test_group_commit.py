@@ -218,16 +218,25 @@ async def test_appends_one_after_another_do_not_wait_for_the_window(tmp_path: Pa
     await store.close()
 
 
-async def test_a_due_group_commits_when_the_store_is_asked_between_steps(tmp_path: Path) -> None:
-    # On a loop busy with other threads' steps, the window's timer runs late; the runtime
-    # asks the store (`due`) as each turn begins, and a group past its window commits then.
-    store = SQLiteStore(tmp_path / "g.db", group_window=0.05)
+async def _two_queued(
+    tmp_path: Path, window: float
+) -> tuple[SQLiteStore, list[Thread], list[asyncio.Future[None]]]:
+    """A store whose thread `a` appended (a writer, running), then `b`'s and `c`'s appends
+    started and queued on the loop for one group (the second joined the first's)."""
+    store = SQLiteStore(tmp_path / "g.db", group_window=window)
     a, b, c = await make_threads(store, 3)
     await store.append(a.id, [event(1)], expected_seq=1)
     pending = [
         asyncio.ensure_future(store.append(t.id, [event(1)], expected_seq=1)) for t in (b, c)
     ]
-    await asyncio.sleep(0)  # both queued (the second joined the first's group)
+    await asyncio.sleep(0)
+    return store, [b, c], pending
+
+
+async def test_a_due_group_commits_when_the_store_is_asked_between_steps(tmp_path: Path) -> None:
+    # On a loop busy with other threads' steps, the window's timer runs late; the runtime
+    # asks the store (`due`) as each turn begins, and a group past its window commits then.
+    store, _, pending = await _two_queued(tmp_path, 0.05)
     groups = store.stats.groups
     time.sleep(0.06)  # noqa: ASYNC251 - the loop busy past the window: no timer can run
     store.due()
@@ -237,13 +246,7 @@ async def test_a_due_group_commits_when_the_store_is_asked_between_steps(tmp_pat
 
 
 async def test_closing_commits_the_appends_queued_on_the_loop(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "g.db", group_window=5.0)
-    a, b, c = await make_threads(store, 3)
-    await store.append(a.id, [event(1)], expected_seq=1)
-    pending = [
-        asyncio.ensure_future(store.append(t.id, [event(1)], expected_seq=1)) for t in (b, c)
-    ]
-    await asyncio.sleep(0)
+    store, (b, c), pending = await _two_queued(tmp_path, 5.0)
     await store.close()
     assert await asyncio.gather(*pending) == [None, None]
     reopened = SQLiteStore(tmp_path / "g.db")
