@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import sqlite3
 import threading
 import time
@@ -67,6 +66,7 @@ from ..errors import StoreError
 from .behind import is_busy
 from .dialect import Plan
 from .grouping import AppendStats, answer
+from .looks import Looks
 
 __all__ = ["CommitStats", "GroupCommit"]
 
@@ -172,11 +172,7 @@ class GroupCommit:
         self._closed = False
         self._writers: dict[str, float] = {}
         self._last_commit = 0.0  # when the latest group's COMMIT returned (monotonic)
-        self._checked = 0.0  # when a loop last looked whether its group was due
-        self._gap = 0.0  # the seconds between two such looks, smoothed
-        self._spread = 0.0  # how far a gap strays from `_gap`, smoothed
-        self._longest = 0.0  # the longest gap while the queued group waits
-        self._longest_before = 0.0  # the same, while the group before it waited
+        self._looks = Looks(window)  # when the loop is likely to look at a group again
         self._fsync = 0.0  # the seconds a group's COMMIT takes, smoothed
 
     def _connection(self) -> sqlite3.Connection:
@@ -256,7 +252,7 @@ class GroupCommit:
                 self._flush(loop)
             else:
                 if here.timer is None:  # the loop idle otherwise: ends within the window
-                    wake = self.window - self._margin()
+                    wake = self.window - self._looks.margin()
                     here.timer = loop.call_later(wake, self._flush, loop)
                 if not here.checking:
                     here.checking = True
@@ -287,35 +283,17 @@ class GroupCommit:
     def _due(self, here: _Here, now: float) -> bool:
         """Whether a loop's queued group should be committed now: every thread that
         appended recently is in it, or its oldest append's window ends before the loop is
-        likely to look again. The loop looks between steps (an append, a store call, a
-        turn's beginning); the time to its next look is estimated as TCP estimates a
-        retransmission timeout (RFC 6298): the smoothed gap between two looks plus four
-        times their smoothed deviation, or the longest recent gap if longer (`_margin`), at
-        most half the window. So a group is committed at the last look within its window
-        rather than the first one after it, which on a loop busy with many threads' steps
-        came a step late (a garbage collection, a long render)."""
-        gap, self._checked = now - self._checked, now
-        gap = min(gap, self.window / 2)
-        self._spread += (abs(gap - self._gap) - self._spread) / 4
-        self._gap += (gap - self._gap) / 8
+        likely to look again (`Looks`: the loop looks between steps, at an append, a store
+        call, a turn's beginning). So a group is committed at the last look within its
+        window rather than the first one after it, which on a loop busy with many threads'
+        steps came a step late (a garbage collection, a long render)."""
         requests = here.requests
-        collecting = _COLLECTIONS.look(gap)
-        if now != requests[0].arrived:  # not the group's first look (the time since the
-            self._longest = max(self._longest, gap)  # last group's: its COMMIT, or idle)
+        # A group's first look is not counted: the time since the last group's last look
+        # was that group's COMMIT, or idle.
+        margin = self._looks.look(now, first=now == requests[0].arrived)
         if len(requests) >= max(2, len(self._writers)):
             return True
-        margin = min(max(self._margin(), collecting), self.window / 2)
         return now + margin >= requests[0].arrived + self.window
-
-    def _margin(self) -> float:
-        """The time to the loop's next look, estimated: the smoothed gap plus four times
-        its deviation, or the longest gap while this group or the one before it waited if
-        that is longer, at most half the window. The smoothed estimate alone let about one
-        look in 300 come after the window: a gap of 250-500 us, every few dozen looks, among
-        gaps of 4-100 us (docs/performance.md, "The group that came late"). A garbage
-        collection likely before the next look adds its own (`_Collections`)."""
-        longest = max(self._longest, self._longest_before)
-        return min(max(self._gap + 4 * self._spread, longest), self.window / 2)
 
     def due(self) -> None:
         """On an event loop, between steps: commit its queued group now if it is due. On a
@@ -410,7 +388,7 @@ class GroupCommit:
 
     def _forget_here(self, loop: asyncio.AbstractEventLoop) -> None:
         """`loop`'s group is gone (committed, handed over or withdrawn): the next starts."""
-        self._longest_before, self._longest = self._longest, 0.0
+        self._looks.next_group()
         here = self._here.pop(loop)
         if here.timer is not None:
             here.timer.cancel()
@@ -569,47 +547,3 @@ def _settle(outcomes: list[tuple[_Request, Any, bool]]) -> None:
     """Settle each request's future (on its loop's thread)."""
     for request, value, ok in outcomes:
         answer(request.future, value, ok)
-
-
-class _Collections:
-    """Whether the interpreter's next garbage collection is likely to fall before the
-    event loop's next look, and how long a gap between two looks that held one lasted.
-
-    Every group that still came late after `_margin` had a collection in its last gap
-    (generation 0: about 200 us here, generation 1: 450 us, against steps of 4-100 us):
-    not a stall the gaps before it foretold, but one `gc.get_count()` does. Read at each
-    look, no `gc.callbacks` hook (that would cost every collection of the process): a
-    collection of generation 0 adds one to the second count (or, of an older one, resets
-    it); the next one comes once the first count passes its threshold, and is of
-    generation 1 when the second count has passed its own. One for the process (the
-    collector is the process's), so a new store starts knowing what a collection costs."""
-
-    __slots__ = ("_allocated", "_counts", "_older", "_young")
-
-    def __init__(self) -> None:
-        self._counts = gc.get_count()
-        self._allocated = 0.0  # tracked objects allocated between two looks, smoothed
-        self._young = 0.0  # the longest gap that held a collection of generation 0
-        self._older = 0.0  # ... of generation 1 or 2
-
-    def look(self, gap: float) -> float:
-        """A look, `gap` seconds after the one before: the margin the next gap needs if a
-        collection is likely in it (the longest gap that held one of that generation,
-        forgotten slowly), else 0."""
-        counts = gc.get_count()
-        before, self._counts = self._counts, counts
-        if counts[1] > before[1]:  # generation 0 was collected in this gap
-            self._young = max(gap, self._young * COLLECTION_KEPT)
-        elif counts[1] < before[1] or counts[2] != before[2]:  # an older generation
-            self._older = max(gap, self._older * COLLECTION_KEPT)
-        else:
-            self._allocated += (max(counts[0] - before[0], 0) - self._allocated) / 8
-        thresholds = gc.get_threshold()
-        if counts[0] + 2 * self._allocated < thresholds[0]:
-            return 0.0
-        return self._older if counts[1] >= thresholds[1] else self._young
-
-
-COLLECTION_KEPT = 0.9
-"""The share of the longest gap that held a collection kept at each later collection."""
-_COLLECTIONS = _Collections()

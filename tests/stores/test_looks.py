@@ -1,0 +1,88 @@
+"""When an event loop is likely to look at its queued group commit again (`stores/looks.py`):
+a group is due before a gap as long as one seen lately, or as a collection that is due."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from threadline.stores import SQLiteStore
+from threadline.stores.group_commit import _Here, _Request
+from threadline.stores.looks import Collections
+
+
+@pytest.fixture
+def no_collections() -> Any:
+    """The collector off and its threshold out of reach: `_due` sees no collection coming."""
+    thresholds = gc.get_threshold()
+    gc.disable()
+    gc.set_threshold(10**9, *thresholds[1:])
+    yield
+    gc.set_threshold(*thresholds)
+    gc.enable()
+
+
+def _group_of(tmp_path: Path) -> Any:
+    """A store's group committer with three threads appending (none of them is due at once)."""
+    store = SQLiteStore(tmp_path / "g.db", group_window=0.005)
+    group = store._group
+    assert group is not None
+    group._writers = {"a": 0.0, "b": 0.0, "c": 0.0}
+    return group
+
+
+def _looks(group: Any, arrived: float, gaps: list[float]) -> tuple[Any, float, list[bool]]:
+    """A group queued at `arrived`, looked at after each of `gaps`: it, the last look's
+    time and whether each look found it due."""
+    here = _Here()
+    here.requests.append(_Request(None, None, None, arrived))  # type: ignore[arg-type]
+    now, due = arrived, [group._due(here, arrived)]
+    for gap in gaps:
+        now += gap
+        due.append(group._due(here, now))
+    return here, now, due
+
+
+def test_a_group_is_due_before_a_gap_as_long_as_one_seen_lately(
+    tmp_path: Path, no_collections: None
+) -> None:
+    # Measured (docs/performance.md, "The group that came late"): looks 4-100 us apart and,
+    # every few dozen, one 300-600 us later; the smoothed estimate alone forgot the long one
+    # and a group whose window ended inside the next long gap came late.
+    group = _group_of(tmp_path)
+    gaps = [80e-6] * 20 + [400e-6] + [80e-6] * 20
+    here, now, due = _looks(group, 100.0, gaps)
+    assert not any(due), "a group was due long before its window ended"
+    loop_key = object()
+    group._here[loop_key] = here
+    group._forget_here(loop_key)  # committed: the next group starts
+    # The next group, looked at every 80 us: 1,000 us left at the 50th look, 280 at the 59th.
+    _, now, due = _looks(group, now + 80e-6, [80e-6] * 59)
+    assert not any(due[:51]), "due with 1,000 us left: the margin grew past the longest gap"
+    assert due[59], "not due with 280 us left, though a 400 us gap came a group ago"
+
+
+def test_a_likely_collection_adds_the_gap_the_last_one_took(tmp_path: Path) -> None:
+    # A garbage collection on the loop's thread stalls the next look (generation 0 took
+    # about 200 us here, generation 1 450 us): due when one is likely before the next look.
+    collections = Collections()
+    thresholds = gc.get_threshold()
+    gc.disable()
+    try:
+        collections.look(80e-6)
+        gc.collect(0)  # generation 0 collected in the next gap, which took 300 us
+        collections.look(300e-6)
+        gc.collect(1)  # generation 1, in a gap of 700 us
+        collections.look(700e-6)
+        gc.set_threshold(10**9, 10**9, thresholds[2])
+        assert collections.look(80e-6) == 0.0, "a collection taken for likely"
+        gc.set_threshold(gc.get_count()[0] + 1, 10**9, thresholds[2])
+        assert collections.look(80e-6) == pytest.approx(300e-6)
+        gc.set_threshold(gc.get_count()[0] + 1, 0, thresholds[2])
+        assert collections.look(80e-6) == pytest.approx(700e-6)
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.enable()
