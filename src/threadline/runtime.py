@@ -436,6 +436,7 @@ class Runtime(HumanActions):
                 lease=lease,
                 after=partial(self._pipeline.join, thread) if flying else None,
                 ahead=ahead,
+                folded=thread.state,
             )
         except AppendConflict:
             rollback(thread, expected)

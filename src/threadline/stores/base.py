@@ -50,6 +50,7 @@ __all__ = [
     "ThreadQuery",
     "ThreadSummary",
     "new_thread_id",
+    "takes_fold",
 ]
 
 
@@ -96,12 +97,19 @@ class Lease:
 
 
 Append: TypeAlias = tuple[
-    str, Sequence[Event], int, Lease | None, bool, Callable[[], Awaitable[None]] | None, bool
+    str,
+    Sequence[Event],
+    int,
+    Lease | None,
+    bool,
+    Callable[[], Awaitable[None]] | None,
+    bool,
+    ThreadState | None,
 ]
 """An append's arguments as a store's `_append` takes them: `(thread_id, events,
-expected_seq, lease, behind, after, ahead)`, `behind` True for `append_behind` (see there
-for `after` and `ahead`). A plain tuple: one is built per append, on the hot path, where a
-named tuple's constructor costs more than the rest of the call."""
+expected_seq, lease, behind, after, ahead, folded)`, `behind` True for `append_behind` (see
+there for `after`, `ahead` and `folded`). A plain tuple: one is built per append, on the hot
+path, where a named tuple's constructor costs more than the rest of the call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +180,7 @@ class Store(ABC):
             AppendConflict: the thread is not at `expected_seq`; nothing written.
             LeaseLost: `lease` is given and no longer held; nothing written.
         """
-        return self._append((thread_id, events, expected_seq, lease, False, None, True))
+        return self._append((thread_id, events, expected_seq, lease, False, None, True, None))
 
     def append_behind(
         self,
@@ -183,6 +191,7 @@ class Store(ABC):
         lease: Lease | None = None,
         after: Callable[[], Awaitable[None]] | None = None,
         ahead: bool = True,
+        folded: ThreadState | None = None,
     ) -> Awaitable[Awaitable[None] | None]:
         """`append`, returning once the events are written, perhaps before they are durable
         (pipelining: the caller computes meanwhile what does not depend on them).
@@ -195,6 +204,12 @@ class Store(ABC):
         errors below are raised by the awaitable returned. Without `ahead` the caller will
         wait for durability at once: the store goes behind only to share a commit in flight.
 
+        `folded`, if given, is the caller's own fold of the thread through `events` (its
+        `Thread.state` once it extended them): a store that knows the state before them
+        may write that state's projection instead of folding them again (`takes_fold`
+        says when). It is read before this returns and nothing of it is kept: the caller
+        may go on folding into it at once.
+
         Returns None when they are durable already, else an awaitable that completes when
         they are, or raises the error that undid them (a failed `COMMIT`: then nothing of
         this append stays). It must be awaited before any other append to the thread, and
@@ -202,7 +217,7 @@ class Store(ABC):
         (conflict, lost lease, unknown thread) are raised here, having written nothing.
         A store that cannot return early (`MemoryStore`) is durable on return.
         """
-        return self._append((thread_id, events, expected_seq, lease, True, after, ahead))
+        return self._append((thread_id, events, expected_seq, lease, True, after, ahead, folded))
 
     @abstractmethod
     async def _append(self, append: Append) -> Awaitable[None] | None:
@@ -352,6 +367,24 @@ def fold_for_append(
             raise StaleWriteAhead(thread_id, event.seq, refused)
         new.apply(event)
     return new
+
+
+def takes_fold(events: Sequence[Event], expected_seq: int, folded: ThreadState) -> bool:
+    """Whether an append of `events` at `expected_seq`, to a thread whose state there the
+    store knows, may write `folded` (its caller's fold through them) instead of folding
+    them again: `folded` ends where they end, with their last kind; it holds no pending
+    call (its fields are then all immutable values, read at once: nothing of the
+    caller's object is kept); and none of them is to be checked against the state before
+    it (a `tool_started` is, `start_refused`: a write-ahead sent twice comes from a
+    caller whose state is not the store's). `check_append` is still the store's to call.
+    The runtime's read-only turns (a model call, its calls and their results) qualify."""
+    if (
+        folded.pending
+        or folded.next_seq != expected_seq + len(events)
+        or folded.last_kind != events[-1].kind
+    ):
+        return False
+    return ToolStarted not in map(type, events)
 
 
 def page_of(rows: Sequence[ThreadSummary | SkippedThread], limit: int) -> Page:

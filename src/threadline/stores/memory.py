@@ -75,7 +75,7 @@ class MemoryStore(Store):
                 self._work.set()
 
     async def _append(self, append: Append) -> None:
-        thread_id, events, expected_seq, lease, _, after, _ = append
+        thread_id, events, expected_seq, lease, _, after, _, _ = append
         if after is not None:
             await after()
         async with self._lock:

@@ -17,6 +17,7 @@ from .dialect import Dialect, Result
 
 __all__ = [
     "Columns",
+    "Projected",
     "already_written",
     "check_dense",
     "event_json",
@@ -154,11 +155,39 @@ def state_json(state: ThreadState) -> str:
     `json.dumps` on this small dict, which every append writes (bench/instructions.py).
     A string it cannot encode as UTF-8 (a lone surrogate) goes through `json.dumps`, whose
     ASCII escapes store it as before."""
-    snapshot = state.to_dict()
+    return _snapshot_json(state.to_dict())
+
+
+def _snapshot_json(snapshot: dict[str, Any]) -> str:
     try:
         return to_json(snapshot).decode()
     except PydanticSerializationError:
         return json.dumps(snapshot)
+
+
+class Projected:
+    """The state after an append as its projection: what the store writes and remembers
+    when the append took the caller's own fold of its events (`append_behind`'s `folded`)
+    instead of folding them again. Made from a state with no pending call, whose fields
+    are all immutable values: the snapshot (`ThreadState.to_dict`) holds nothing of the
+    caller's object, which goes on folding the next turn's events. It stands for the
+    state in the store's cache (`next_seq`, `status`) and gives it back when an append
+    must fold (`state`)."""
+
+    __slots__ = ("json", "next_seq", "snapshot", "status", "waiting_until")
+
+    def __init__(self, state: ThreadState) -> None:
+        if state.pending:  # its calls' arguments are the caller's dicts
+            raise ValueError("a state with pending calls is folded by the store, not projected")
+        snapshot = self.snapshot = state.to_dict()
+        self.json = _snapshot_json(snapshot)
+        self.next_seq = state.next_seq
+        self.status = state.status
+        self.waiting_until = state.waiting_until
+
+    def state(self) -> ThreadState:
+        """A new state equal to the one projected (but for `validated`, never stored)."""
+        return ThreadState.from_dict(self.snapshot)
 
 
 def joined_rows(thread_id: str, parts: Sequence[tuple[Any, int]]) -> dict[str, Any]:

@@ -36,9 +36,11 @@ from .base import (
     Page,
     ThreadQuery,
     ThreadSummary,
+    check_append,
     fold_for_append,
     page_of,
     state_from_json,
+    takes_fold,
 )
 from .budgets import SQLLedger, apply_plan, ledger_events
 from .dialect import Dialect, DuplicateKey, Plan, Query, Tx, stored_json, stored_time
@@ -49,6 +51,7 @@ from .outbox import SQLOutbox
 from .ratelimits import SQLRateLimits
 from .rows import (
     Columns,
+    Projected,
     already_written,
     check_dense,
     event_json,
@@ -95,7 +98,9 @@ class SQLStore(SQLLeases):
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
-        self._states: dict[str, ThreadState] = {}
+        self._states: dict[str, ThreadState | Projected] = {}
+        """The state after this store's last write or load of a thread, by id (`_remember`):
+        its own fold (a `ThreadState` nobody else holds) or the caller's, as projected."""
         self._states_lock = threading.Lock()  # SQLite appends run on the loop or its thread
         self.keys = SQLKeyStore(self)
         """API keys in the same database (`threadline.stores.key_store`)."""
@@ -177,7 +182,7 @@ class SQLStore(SQLLeases):
         the store knows the thread's state (its own last write or load) and the driver can
         (`run_behind`), returning before the `COMMIT` returned. The state after it is
         remembered at once, so the next append is prepared while it commits."""
-        thread_id, events, expected_seq, lease, behind, after, ahead = append
+        thread_id, events, expected_seq, lease, behind, after, ahead, folded = append
         if not events:
             if after is not None:
                 await after()
@@ -189,7 +194,14 @@ class SQLStore(SQLLeases):
             # first, since until written it is not the row's; remembered again once written.
             self._forget(thread_id)
             was = cached.status  # a StrEnum: compared with the stored text as it is
-            state = fold_for_append(thread_id, cached, events, expected_seq, in_place=True)
+            state: ThreadState | Projected
+            if folded is not None and takes_fold(events, expected_seq, folded):
+                # The caller's fold, projected at once (not folded a second time here).
+                check_append(thread_id, expected_seq, events, expected_seq)
+                state = Projected(folded)
+            else:
+                own = cached.state() if isinstance(cached, Projected) else cached
+                state = fold_for_append(thread_id, own, events, expected_seq, in_place=True)
             written, durable = await self._append_known(
                 thread_id, events, (expected_seq, was), state, lease, behind, after, ahead
             )
@@ -220,9 +232,11 @@ class SQLStore(SQLLeases):
                     # A retried append whose first try committed before its connection
                     # broke: the events are there, exactly; nothing more to write.
                     return state_from_json(thread_id, stored)
-            cached = self._states.get(thread_id)
-            if cached is None or cached.next_seq != next_seq:
+            known = self._states.get(thread_id)
+            if known is None or known.next_seq != next_seq:
                 cached = state_from_json(thread_id, stored)
+            else:
+                cached = known.state() if isinstance(known, Projected) else known
             state = fold_for_append(thread_id, cached, events, expected_seq)
             if ledger:
                 yield from apply_plan(d, ledger)()
@@ -264,7 +278,7 @@ class SQLStore(SQLLeases):
         with self._states_lock:
             self._states.pop(thread_id, None)
 
-    def _appended(self, thread_id: str, state: ThreadState) -> None:
+    def _appended(self, thread_id: str, state: ThreadState | Projected) -> None:
         """An append to `thread_id` committed, leaving it in `state`."""
         self._remember(thread_id, state)
 
@@ -273,7 +287,7 @@ class SQLStore(SQLLeases):
         thread_id: str,
         events: Sequence[Event],
         before: tuple[int, str],
-        after: ThreadState,
+        after: ThreadState | Projected,
         lease: Lease | None,
         behind: bool = False,
         ready: Callable[[], Awaitable[None]] | None = None,
@@ -366,11 +380,13 @@ class SQLStore(SQLLeases):
             return str(row_status)
         raise AppendConflict(thread_id, expected, next_seq)
 
-    def _projection(self, thread_id: str, now: Any, state: ThreadState) -> dict[str, Any]:
+    def _projection(
+        self, thread_id: str, now: Any, state: ThreadState | Projected
+    ) -> dict[str, Any]:
         return {
             "id": thread_id,
             "now": now,
-            "state": state_json(state),
+            "state": state.json if isinstance(state, Projected) else state_json(state),
             "status": state.status.value,
             "next_seq": state.next_seq,
             "due_at": self.dialect.at(state.waiting_until),
@@ -425,7 +441,7 @@ class SQLStore(SQLLeases):
             template = template.replace("{notify}", notify.replace(" RETURNING", ","))
         return Query(d.sql(template), update)
 
-    def _remember(self, thread_id: str, state: ThreadState) -> None:
+    def _remember(self, thread_id: str, state: ThreadState | Projected) -> None:
         # Parsing the JSON projection was a third of an append's CPU time (bench/overhead.py);
         # a small per-store cache of the state after our own writes and loads avoids it. It
         # is trusted only when its next_seq matches the row read inside the append's locked

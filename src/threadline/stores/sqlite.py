@@ -37,6 +37,7 @@ from .dialect import SQLITE, DuplicateKey, Plan, Query, Result, Tx
 from .group_commit import CommitStats, GroupCommit
 from .known import KnownAppend, merged
 from .migrations import SQLITE_MIGRATIONS
+from .rows import Projected
 from .sql import BehindOptions, SQLStore, Write
 
 __all__ = ["SQLiteStore"]
@@ -320,7 +321,7 @@ class SQLiteStore(SQLStore):
             self._count(appends=int(append_to is not None))
         return value
 
-    def _appended(self, thread_id: str, state: ThreadState) -> None:
+    def _appended(self, thread_id: str, state: ThreadState | Projected) -> None:
         super()._appended(thread_id, state)
         if self._group is not None:
             self._group.finished(thread_id, state.status is Status.RUNNING)
