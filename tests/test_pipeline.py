@@ -9,6 +9,7 @@ appended; a process killed with a commit in flight leaves every acknowledged eve
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 import sqlite3
@@ -26,10 +27,13 @@ from airline_support import run_recorded, tau_runs
 from pipeline_child import slow_disk
 from threadline import Agent, Runtime, SQLiteStore, Status, tool
 from threadline.errors import AppendConflict
-from threadline.events import Event, ModelCall, Thread
+from threadline.events import Event, ModelCall, Thread, ThreadState
 from threadline.models.base import Context
 from threadline.replay import replay_thread
+from threadline.stores import sql
 from threadline.stores.behind import Commit
+from threadline.stores.dialect import SQLITE
+from threadline.stores.rows import Projected
 from threadline.stores.sqlite import PIPELINE_DEPTH
 from threadline.testing import FunctionModel, intent
 from threadline.tools import ToolContext
@@ -737,6 +741,64 @@ async def test_recorded_airline_runs_pipelined_on_sqlite_are_the_runs_in_memory(
         assert stored.status == in_memory.status
         replay_thread(agent, stored)
     assert behind > 0
+
+
+def _log_projections(db: Path) -> None:
+    """Log every projection written to a thread's row (its `INSERT` and each `UPDATE`) in
+    `projections`, by a trigger in the database itself."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE projections (id, next_seq, status, due_at, state)")
+        for write in ("INSERT", "UPDATE"):
+            conn.execute(
+                f"CREATE TRIGGER projected_{write} AFTER {write} ON threads BEGIN INSERT INTO "
+                "projections VALUES (new.id, new.next_seq, new.status, new.due_at, new.state); END"
+            )
+
+
+async def check_projections(db: Path, threads: Sequence[Thread]) -> int:
+    """Check that every projection `_log_projections` logged is the fold of the thread's
+    stored events up to its `next_seq`; returns how many were checked."""
+    fresh = SQLiteStore(str(db))
+    stored = {t.id: (await fresh.load(t.id)).events for t in threads}
+    await fresh.close()
+    with sqlite3.connect(db) as conn:
+        logged = conn.execute("SELECT * FROM projections ORDER BY rowid").fetchall()
+    for thread_id, next_seq, status, due_at, state in logged:
+        fold = Thread(thread_id, "airline", stored[thread_id][:next_seq]).state
+        assert json.loads(state) == fold.to_dict(), (thread_id, next_seq)
+        assert (status, due_at) == (fold.status.value, SQLITE.at(fold.waiting_until))
+    assert {row[0] for row in logged} == set(stored)
+    return len(logged)
+
+
+async def test_recorded_airline_runs_write_the_fold_of_their_stored_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real material: every tenth of the 200 recorded airline conversations on one SQLite
+    FULL store, pipelined: each projection written to a thread's row (logged by a trigger,
+    every `INSERT` and `UPDATE`) is the fold of the thread's stored events up to its
+    `next_seq`, though the read-only turns' appends write the runtime's own fold instead
+    of folding their events again (`append_behind`'s `folded`: what the store remembers
+    of a thread after such a turn is its projection). (All 200 were checked the same way
+    once: docs/performance.md, "The second fold".)"""
+    taken: list[int] = []
+
+    class Taken(Projected):  # counts the appends that took the runtime's fold
+        __slots__ = ()
+
+        def __init__(self, state: ThreadState) -> None:
+            super().__init__(state)
+            taken.append(self.next_seq)
+
+    monkeypatch.setattr(sql, "Projected", Taken)
+    db = tmp_path / "runs.db"
+    store = SQLiteStore(str(db))
+    await store.ping()  # the schema, for the trigger
+    _log_projections(db)
+    threads = [(await run_recorded(run, store=store))[1] for run in tau_runs()[::10]]
+    await store.close()
+    checked = await check_projections(db, threads)
+    assert len(taken) > checked / 2, (len(taken), checked)
 
 
 async def _recorded_together(

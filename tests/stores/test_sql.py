@@ -8,9 +8,20 @@ from datetime import timedelta
 import pytest
 from store_env import StoreEnv, needs_sql
 
-from threadline.errors import CorruptEvent
-from threadline.events import Status, Thread, ToolResult, UserMessage, utcnow
+from threadline.errors import CorruptEvent, StaleWriteAhead
+from threadline.events import (
+    Event,
+    ModelCall,
+    Status,
+    Thread,
+    ToolCall,
+    ToolResult,
+    ToolStarted,
+    UserMessage,
+    utcnow,
+)
 from threadline.stores import SQLStore
+from threadline.stores.rows import Projected
 
 
 def _old_rows(env: StoreEnv, thread_id: str) -> None:
@@ -136,3 +147,116 @@ async def test_an_append_rewrites_a_status_the_row_holds_wrongly(
     summary = await store.get("th_status")
     assert (summary.status, summary.next_seq) == (Status.PAUSED, 3)  # poked again last
     assert len(await store.load("th_status")) == 3
+
+
+def _turn(seq: int, call_id: str, *, result: bool = True) -> list[Event]:
+    """A read-only turn at `seq`: a model call, its call and (`result`) the call's result."""
+    now = utcnow()
+    turn: list[Event] = [
+        ModelCall(seq=seq, at=now, model="m", input_tokens=3, output_tokens=2, cost_usd=0.25),
+        ToolCall(
+            seq=seq + 1, at=now, call_id=call_id, tool="look", version="1", arguments={"k": 1}
+        ),
+    ]
+    if result:
+        turn.append(ToolResult(seq=seq + 2, at=now, call_id=call_id, tool="look", result="A"))
+    return turn
+
+
+async def _append(store: SQLStore, caller: Thread, events: list[Event], *, folded: bool) -> None:
+    """`events` appended behind as the runtime does (its own fold handed over if `folded`)."""
+    expected = caller.next_seq
+    caller.extend(events)
+    state = caller.state if folded else None
+    durable = await store.append_behind(caller.id, events, expected_seq=expected, folded=state)
+    if durable is not None:
+        await durable
+
+
+async def _projection_is_the_fold(env: StoreEnv, thread_id: str) -> None:
+    """The thread's row holds the fold of its stored events (read by a store that has
+    remembered nothing)."""
+    thread = await env.open().load(thread_id)
+    [(state, status, next_seq)] = env.sql(
+        "SELECT state, status, next_seq FROM threads WHERE id = ?", (thread_id,)
+    )
+    assert (json.loads(state) if isinstance(state, str) else state) == thread.state.to_dict()
+    assert (status, next_seq) == (thread.status.value, thread.next_seq)
+
+
+async def test_an_append_writes_the_callers_fold_and_keeps_nothing_of_it(
+    store_env: StoreEnv,
+) -> None:
+    """A known-state append handed its caller's fold (`append_behind`'s `folded`) writes
+    that state's projection instead of folding the events again; the caller goes on folding
+    into the same object, and what the store remembers is not changed by it: the appends
+    after it, folded by the store from what it remembered, write the stored events' fold."""
+    needs_sql(store_env)
+    store = store_env.open()
+    assert isinstance(store, SQLStore)
+    caller = Thread("th_fold", "a", [UserMessage(seq=0, at=utcnow(), text="hi")])
+    await store.create(caller)
+    for turn in range(3):
+        await _append(store, caller, _turn(caller.next_seq, f"c{turn}"), folded=True)
+        assert isinstance(store._states["th_fold"], Projected)  # taken, not folded again
+        await _projection_is_the_fold(store_env, "th_fold")
+    caller.state.model_calls, caller.state.last_error = 99, "the caller's, not stored"
+    again = [UserMessage(seq=caller.next_seq, at=utcnow(), text="again")]
+    await _append(store, caller, again, folded=False)
+    assert not isinstance(store._states["th_fold"], Projected)
+    await _projection_is_the_fold(store_env, "th_fold")  # 3 model calls, no error
+
+
+async def test_a_fold_with_pending_calls_or_ending_elsewhere_is_folded_by_the_store(
+    store_env: StoreEnv,
+) -> None:
+    """A caller's fold that holds pending calls (their arguments are the caller's dicts)
+    or does not end where the events end is not taken: the store folds them itself, so
+    the caller changing its pending call's arguments afterwards, or handing a state from
+    before the events, changes nothing stored."""
+    needs_sql(store_env)
+    store = store_env.open()
+    assert isinstance(store, SQLStore)
+    caller = Thread("th_pending", "a", [UserMessage(seq=0, at=utcnow(), text="hi")])
+    await store.create(caller)
+    await _append(store, caller, _turn(1, "c1", result=False), folded=True)  # c1 pending
+    assert not isinstance(store._states["th_pending"], Projected)
+    caller.state.pending["c1"].arguments["k"] = "changed by the caller"
+    await _append(store, caller, [UserMessage(seq=3, at=utcnow(), text="and")], folded=False)
+    await _projection_is_the_fold(store_env, "th_pending")  # c1's arguments as called
+    result = [ToolResult(seq=4, at=utcnow(), call_id="c1", tool="look", result="A")]
+    await _append(store, caller, result, folded=True)
+    assert isinstance(store._states["th_pending"], Projected)  # nothing pending: taken
+    before = caller.state.copy()  # nothing pending either, and the same last kind
+    durable = await store.append_behind("th_pending", _turn(5, "c2"), expected_seq=5, folded=before)
+    if durable is not None:
+        await durable
+    assert not isinstance(store._states["th_pending"], Projected)
+    await _projection_is_the_fold(store_env, "th_pending")  # the turn's, at seq 8
+
+
+async def test_a_write_ahead_is_checked_whatever_the_caller_folded(store_env: StoreEnv) -> None:
+    """A `tool_started` among the events is checked against the store's own state
+    (`start_refused`) even when the caller hands its fold: a write-ahead delivered again at
+    a later seq, by a caller whose fold (no pending call, ending where the events end)
+    would otherwise be taken, raises StaleWriteAhead and writes nothing."""
+    needs_sql(store_env)
+    store = store_env.open()
+    assert isinstance(store, SQLStore)
+    caller = Thread("th_ahead", "a", [UserMessage(seq=0, at=utcnow(), text="hi")])
+    await store.create(caller)
+    await _append(store, caller, _turn(1, "c1", result=False), folded=True)
+    now = utcnow()
+
+    def started(seq: int) -> list[Event]:
+        return [
+            ToolStarted(seq=seq, at=now, call_id="c1", idempotency_key="k1", attempt=1),
+            ToolResult(seq=seq + 1, at=now, call_id="c1", tool="look", result="A"),
+        ]
+
+    await _append(store, caller, started(3), folded=True)
+    with pytest.raises(StaleWriteAhead):
+        await _append(store, caller, started(5), folded=True)  # c1 is no longer pending
+    assert not caller.state.pending and caller.state.last_kind == "tool_result"
+    assert (await store.get("th_ahead")).next_seq == 5
+    await _projection_is_the_fold(store_env, "th_ahead")
