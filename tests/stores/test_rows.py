@@ -1,5 +1,5 @@
 """stores/rows.py: reading rows back (density, committed retries, a row's seq; a table's
-columns as an object)."""
+columns as an object); a caller's fold as projected (`Projected`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,25 @@ from datetime import UTC, datetime
 import pytest
 
 from threadline.errors import CorruptEvent
-from threadline.events import UserMessage, utcnow
+from threadline.events import (
+    Done,
+    ModelCall,
+    Thread,
+    ToolCall,
+    UserMessage,
+    Waiting,
+    utcnow,
+)
 from threadline.stores.dialect import stored_json, stored_time
-from threadline.stores.rows import Columns, already_written, check_dense, nullable, parse_row
+from threadline.stores.rows import (
+    Columns,
+    Projected,
+    already_written,
+    check_dense,
+    nullable,
+    parse_row,
+    state_json,
+)
 
 FIRST = UserMessage(seq=0, at=utcnow(), text="hi")
 SECOND = UserMessage(seq=1, at=utcnow(), text="again")
@@ -78,3 +94,27 @@ def test_a_row_that_does_not_parse_raises_its_parsers_error() -> None:
 def test_a_parser_for_a_column_not_selected_is_refused_where_it_is_declared() -> None:
     with pytest.raises(ValueError, match=r"Row: no column \['when'\]"):
         Columns(Row, "id, at, body{text}, until, count", when=stored_time)
+
+
+def test_a_projected_state_is_its_json_and_gives_an_equal_state_back() -> None:
+    """What the store remembers of a caller's fold: its projection's JSON, seq, status and
+    due time as the state's own, and an equal state (a new object) when it must fold."""
+    now = utcnow()
+    waiting = Thread("t", "a", [FIRST, ModelCall(seq=1, at=now, model="m", cost_usd=0.1)])
+    waiting.append(Waiting(seq=2, at=now, until=datetime(2030, 1, 2, 3, 4, tzinfo=UTC)))
+    done = Thread("t", "a", [FIRST, Done(seq=1, at=now, message="ok")])
+    for thread in (waiting, done):
+        projected = Projected(thread.state)
+        assert projected.json == state_json(thread.state)
+        assert (projected.next_seq, projected.status) == (thread.next_seq, thread.status)
+        assert projected.waiting_until == thread.state.waiting_until
+        again = projected.state()
+        assert again == thread.state and again is not thread.state
+
+
+def test_a_state_with_pending_calls_is_not_projected() -> None:
+    """A pending call's arguments are the caller's own dicts: such a state is refused, with
+    why (the store folds it instead), rather than kept by reference."""
+    call = ToolCall(seq=1, at=utcnow(), call_id="c1", tool="t", version="1", arguments={})
+    with pytest.raises(ValueError, match="pending"):
+        Projected(Thread("t", "a", [FIRST, call]).state)

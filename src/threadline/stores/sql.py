@@ -197,7 +197,7 @@ class SQLStore(SQLLeases):
             state: ThreadState | Projected
             if folded is not None and takes_fold(events, expected_seq, folded):
                 # The caller's fold, projected at once (not folded a second time here).
-                check_append(thread_id, expected_seq, events, expected_seq)
+                check_append(thread_id, cached.next_seq, events, expected_seq)
                 state = Projected(folded)
             else:
                 own = cached.state() if isinstance(cached, Projected) else cached
