@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
-from threadline import Agent, MemoryStore, Runtime, tool
-from threadline.execution import Bounded, Deadline, bounded
+from threadline import Agent, MemoryStore, Runtime, Tool, tool
+from threadline.events import PendingCall
+from threadline.execution import Bounded, Deadline, bounded, execute
 from threadline.testing import ScriptedModel, intent
 
 
@@ -151,3 +154,45 @@ async def test_a_bounded_run_sees_the_cancellation_and_may_answer_it() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_sync_tool_waiting_for_a_worker_thread_is_timed_from_its_start() -> None:
+    # The loop's executor (a handful of workers by default) queues sync tools when many
+    # threads run them at once; a tool counted from its call timed out without running
+    # (the 200 recorded airline runs advanced together on a loaded machine, docs/core.md).
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+    ran: list[str] = []
+
+    @tool(timeout=1.0)
+    def occupies() -> str:
+        """Holds the only worker for 0.4 s."""
+        time.sleep(0.4)
+        ran.append("occupies")
+        return "done"
+
+    @tool(timeout=0.25)
+    def quick(name: str) -> str:
+        """Runs 50 ms once it has a worker."""
+        time.sleep(0.05)
+        ran.append(name)
+        return name
+
+    @tool(timeout=0.25)
+    def slow() -> str:
+        """Runs 0.5 s once it has a worker: past its own timeout."""
+        time.sleep(0.5)
+        return "late"
+
+    async def run(t: Tool, **arguments: str) -> Any:
+        call = PendingCall(t.name, t.name, "1", dict(arguments), seq=1)
+        return await execute(t, "th", call, 1, None)
+
+    first = asyncio.ensure_future(run(occupies))
+    await asyncio.sleep(0.02)  # `occupies` has the worker
+    waited = await run(quick, name="waited")  # 0.4 s for a worker, then 0.05 s of its own
+    assert waited.failure is None and waited.result == "waited"
+    assert (await first).result == "done"
+    late = await run(slow)
+    assert late.failure is not None and late.failure.error_type == "TimeoutError"
+    assert ran == ["occupies", "waited"]

@@ -15,6 +15,7 @@ the runtime's decision (`Runtime.advance`).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,7 +47,7 @@ from .events import ModelError as ModelErrorEvent
 from .loop_guard import call_history
 from .models.base import Context, Model, ModelOutput, call_record
 from .reducer import interpret
-from .tools import Tool, ToolContext, compact_validation_error, idempotency_key
+from .tools import Started, Tool, ToolContext, compact_validation_error, idempotency_key
 from .waits import Park, breaker_wait
 
 __all__ = [
@@ -139,7 +140,8 @@ async def execute(
     else:
         try:
             # A deadline, not wait_for: no extra task per call (see bench/overhead.py)
-            result = await bounded(tool.invoke(args, ctx), tool.timeout)
+            started = Started() if tool.timeout is not None and tool.in_thread else None
+            result = await bounded(tool.invoke(args, ctx, started), tool.timeout, started)
         except TimeoutError:
             failure = Failure(TIMED_OUT, f"no result after {tool.timeout:g}s", True)
         except RetryableToolError as exc:
@@ -243,10 +245,13 @@ def model_answer(
     return build
 
 
-def bounded(run: Coroutine[Any, Any, T], seconds: float | None) -> Awaitable[T]:
+def bounded(
+    run: Coroutine[Any, Any, T], seconds: float | None, started: Started | None = None
+) -> Awaitable[T]:
     """`run` to await under a deadline of `seconds` (None: none): `Deadline`'s rules,
-    its timer armed only once the run suspends (`Bounded`)."""
-    return run if seconds is None else Bounded(run, seconds)
+    its timer armed only once the run suspends (`Bounded`); with `started`, counted from
+    when the run's worker thread began it (`Started`)."""
+    return run if seconds is None else Bounded(run, seconds, started)
 
 
 class Bounded(Generic[T]):
@@ -258,11 +263,14 @@ class Bounded(Generic[T]):
     Invariant: as `with Deadline(seconds): await run`: the same `TimeoutError`, measured
     from the start of the run, and a cancellation from outside stays one."""
 
-    __slots__ = ("_run", "_seconds")
+    __slots__ = ("_run", "_seconds", "_started")
 
-    def __init__(self, run: Coroutine[Any, Any, T], seconds: float) -> None:
+    def __init__(
+        self, run: Coroutine[Any, Any, T], seconds: float, started: Started | None = None
+    ) -> None:
         self._run = run
         self._seconds = seconds
+        self._started = started
 
     def __await__(self) -> Generator[Any, None, T]:
         run = self._run
@@ -271,7 +279,7 @@ class Bounded(Generic[T]):
             pending = run.send(None)
         except StopIteration as done:
             return cast(T, done.value)
-        with Deadline(self._seconds, start):
+        with Deadline(self._seconds, start, self._started):
             while True:
                 try:
                     yield pending  # the event loop's task waits for what the run waits for
@@ -294,11 +302,14 @@ class Deadline:
     becomes `TimeoutError`.
     """
 
-    __slots__ = ("_cancelling", "_expired", "_handle", "_seconds", "_start", "_task")
+    __slots__ = ("_cancelling", "_expired", "_handle", "_seconds", "_start", "_started", "_task")
 
-    def __init__(self, seconds: float | None, start: float | None = None) -> None:
+    def __init__(
+        self, seconds: float | None, start: float | None = None, started: Started | None = None
+    ) -> None:
         self._seconds = seconds
         self._start = start  # the loop's time the deadline counts from (None: entering)
+        self._started = started  # a worker thread's start, which it counts from instead
         self._expired = False
 
     def __enter__(self) -> None:
@@ -314,6 +325,17 @@ class Deadline:
         self._handle = loop.call_at(start + self._seconds, self._expire)
 
     def _expire(self) -> None:
+        started = self._started
+        if started is not None and self._seconds is not None:
+            # Counted from the worker's start: still waiting for a worker, or begun later
+            # than the deadline's start, the run has time left (checked only as the timer
+            # fires: nothing a run that ends in time).
+            now = time.monotonic()
+            left = self._seconds if started.at is None else started.at + self._seconds - now
+            if left > 0:
+                loop = self._task.get_loop()
+                self._handle = loop.call_at(loop.time() + left, self._expire)
+                return
         self._expired = True
         self._task.cancel()
 

@@ -19,9 +19,10 @@ import hashlib
 import inspect
 import json
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, TypedDict, Unpack, get_type_hints, overload
+from typing import Any, Literal, TypeAlias, TypedDict, TypeVar, Unpack, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -34,6 +35,7 @@ __all__ = [
     "ESCALATED_CHILD",
     "REQUEST_MORE_INFORMATION",
     "ApprovalPolicy",
+    "Started",
     "SubAgent",
     "SubAgentTask",
     "Tool",
@@ -43,6 +45,7 @@ __all__ = [
     "compact_validation_error",
     "done_for_now",
     "request_more_information",
+    "run_started",
     "tool",
 ]
 
@@ -54,6 +57,29 @@ _BREAKER = ToolBreaker()
 
 ToolKind = Literal["function", "human", "finish", "agent"]
 """`agent`: a sub-agent (`Agent.as_tool`); the runtime runs it as a child thread."""
+
+
+_T = TypeVar("_T")
+
+
+class Started:
+    """When a sync tool's worker thread began running it (`time.monotonic()`), None while
+    it waits for a free worker: a tool's timeout bounds its run, not that wait. With many
+    threads running sync tools at once, the event loop's default executor (a handful of
+    workers) queues them, and a tool counted from its call timed out without running:
+    17 of the 200 recorded airline runs advanced together on a loaded machine got a
+    `TimeoutError` their run alone never had (docs/core.md, "Tool timeouts")."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+
+def run_started(started: Started, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """`fn(*args, **kwargs)` on a worker thread, noting when it began (`Started`)."""
+    started.at = time.monotonic()
+    return fn(*args, **kwargs)
 
 
 class ToolOptions(TypedDict, total=False):
@@ -210,8 +236,16 @@ class Tool:
         """Whether the function takes a `ToolContext` (`invoke` needs one then)."""
         return self._context_param is not None
 
-    async def invoke(self, args: BaseModel, ctx: ToolContext | None) -> Any:
-        """Run the tool on validated arguments. Sync functions run in a worker thread.
+    @property
+    def in_thread(self) -> bool:
+        """Whether its function is sync, run in a worker thread (`invoke`)."""
+        return not self._is_async
+
+    async def invoke(
+        self, args: BaseModel, ctx: ToolContext | None, started: Started | None = None
+    ) -> Any:
+        """Run the tool on validated arguments. Sync functions run in a worker thread,
+        which notes when it began in `started` (its timeout counts from then).
         `ctx` may be None for a tool that takes no context (`takes_context`)."""
         if self.fn is None:
             raise ToolDefinitionError(f"tool {self.key} has no function to run")
@@ -221,6 +255,8 @@ class Tool:
             positional = (args.root, ctx) if self._context_param else (args.root,)
             if self._is_async:
                 return await self.fn(*positional)
+            if started is not None:
+                return await asyncio.to_thread(run_started, started, self.fn, *positional)
             return await asyncio.to_thread(self.fn, *positional)
         if self._pass_model:
             call_args: dict[str, Any] = {"args": args}
@@ -230,6 +266,8 @@ class Tool:
             call_args[self._context_param] = ctx
         if self._is_async:
             return await self.fn(**call_args)
+        if started is not None:
+            return await asyncio.to_thread(run_started, started, self.fn, **call_args)
         return await asyncio.to_thread(self.fn, **call_args)
 
     @classmethod
