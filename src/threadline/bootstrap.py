@@ -5,8 +5,9 @@ Shared by the CLI, the server and workers, so each is a thin adapter.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 from pydantic import SecretStr
 
@@ -23,7 +24,7 @@ from .runtime import Observer, Runtime
 from .settings import Settings
 from .stores import open_store
 
-__all__ = ["DEFAULT_AGENT_REFS", "chosen_agents", "load_agents", "open_runtime"]
+__all__ = ["DEFAULT_AGENT_REFS", "Loaded", "chosen_agents", "load_agents", "open_runtime"]
 
 DEFAULT_AGENT_REFS = (
     "examples/calculator/agent.py:agent",
@@ -34,9 +35,13 @@ DEFAULT_AGENT_REFS = (
 this project's folder, or the agent of a project made by `threadline new`."""
 
 
-def load_agents(refs: Iterable[str]) -> dict[str, tuple[Agent, str]]:
+Loaded: TypeAlias = dict[str, tuple[Agent, str]]
+"""Agents loaded from references: name -> (agent, the reference it was loaded from)."""
+
+
+def load_agents(refs: Iterable[str]) -> Loaded:
     """name -> (agent, reference) for each reference."""
-    out: dict[str, tuple[Agent, str]] = {}
+    out: Loaded = {}
     for ref in refs:
         agent = load_agent(ref)
         if agent.name in out and out[agent.name][0] is not agent:
@@ -49,8 +54,9 @@ def default_agent_refs() -> list[str]:
     return [r for r in DEFAULT_AGENT_REFS if Path(r.rsplit(":", 1)[0]).is_file()]
 
 
-def chosen_agents(refs: Sequence[str] | None) -> list[Agent]:
-    """The agents `refs` name, else those of `DEFAULT_AGENT_REFS` found here.
+def chosen_agents(refs: Sequence[str] | None) -> Loaded:
+    """The agents `refs` name, else those of `DEFAULT_AGENT_REFS` found here, with the
+    reference each was loaded from (`open_runtime` records it on the threads it starts).
 
     Raises:
         ConfigError: none named and none found.
@@ -61,12 +67,12 @@ def chosen_agents(refs: Sequence[str] | None) -> list[Agent]:
             "no agents: pass --agent path.py:name (or run from the project folder, "
             "where the example agents live)"
         )
-    return [a for a, _ in load_agents(chosen).values()]
+    return load_agents(chosen)
 
 
 def open_runtime(
     settings: Settings,
-    agents: Sequence[Agent] = (),
+    agents: Sequence[Agent] | Loaded = (),
     *,
     model: Model | None = None,
     observers: Sequence[Observer] = (),
@@ -76,14 +82,21 @@ def open_runtime(
     and exporting traces and metrics when telemetry is enabled (`observability.telemetry`),
     keeping the configured rate limits (`THREADLINE_RATE_LIMITS`).
 
+    `agents` given as loaded from references (`load_agents`, `chosen_agents`): every
+    thread the runtime starts for one of them records its reference (`Runtime.add_agent`),
+    whichever entry point started it (CLI, HTTP, MCP, channels, cron), so later commands
+    find the agent's code without `--agent`.
+
     `with_model=False` skips building the model (commands that never call one).
     """
+    refs = {n: ref for n, (_, ref) in agents.items()} if isinstance(agents, Mapping) else {}
+    plain = [a for a, _ in agents.values()] if isinstance(agents, Mapping) else agents
     if model is None and with_model:
         from .models.registry import resolve_model
 
         model = resolve_model(settings.model, local_repack=settings.local_repack)
     # Release (12-factor): refuse prompts / tool schemas that differ from threadline.lock.
-    check_lock(settings, agents)
+    check_lock(settings, plain)
     sink = open_sink(settings.log)
     all_observers = list(observers)
     # Mask known secret shapes and the values of this process's own secret settings.
@@ -92,10 +105,13 @@ def open_runtime(
     if sink is not None:
         all_observers.insert(0, JsonEventLog(sink, redact=redact))
     all_observers += telemetry_observers(settings, redact=redact)
-    return Runtime(
+    runtime = Runtime(
         open_store(settings.store),
-        agents=agents,
+        agents=plain,
         model=model,
         observers=all_observers,
         rate_limits=RateLimits.parse(settings.rate_limits),
     )
+    for name, ref in refs.items():
+        runtime.add_agent(runtime.agent(name), ref=ref)
+    return runtime

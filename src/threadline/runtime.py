@@ -37,6 +37,7 @@ from .events.state import TERMINAL
 from .execution import Outcome, carry_validated, compact_error, model_answer, tool_of, tool_started
 from .guards import guard_verdicts, unjudged
 from .launch import launched, user_message
+from .loader import portable_ref
 from .models.base import Model, ModelOutput
 from .parallel import Append, Tail, run_batch
 from .pipeline import Pipeline, Refused, as_of, rollback
@@ -93,6 +94,7 @@ class Runtime(HumanActions):
         self._cpu: ThreadPoolExecutor | None = None
         self.model = model
         self.agents: dict[str, Agent] = {}
+        self.refs: dict[str, str] = {}  # agent name -> where its code is (`add_agent`)
         self._renderers: dict[str, Renderer] = {}
         self._call_ids = rd.CallIdIndex()
         for agent in agents:
@@ -107,8 +109,12 @@ class Runtime(HumanActions):
 
     # -- configuration -------------------------------------------------------------------
 
-    def add_agent(self, agent: Agent) -> None:
+    def add_agent(self, agent: Agent, *, ref: str | None = None) -> None:
         """Let this runtime advance `agent`'s threads; its renderer is built here.
+
+        `ref`, where `agent` was loaded from (`path.py:name`): its threads and its
+        sub-agents' record it in their metadata (`agent_ref`, made absolute), for later
+        processes to find the code (`cli.api.agent_of`).
 
         Raises:
             ConfigError: another agent has the same name, or the prompt spec is wrong.
@@ -116,15 +122,18 @@ class Runtime(HumanActions):
                 the middle of a run).
         """
         existing = self.agents.get(agent.name)
-        if existing is agent:
-            return
-        if existing is not None:
+        if existing is not None and existing is not agent:
             raise ConfigError(f"two different agents are named {agent.name!r}")
-        check_prices(agent, self.model)
-        self._renderers[agent.name] = renderer_for(agent)
-        self.agents[agent.name] = agent
+        if existing is None:
+            check_prices(agent, self.model)
+            self._renderers[agent.name] = renderer_for(agent)
+            self.agents[agent.name] = agent
+        elif ref is None or agent.name in self.refs:
+            return
+        if ref is not None:
+            self.refs[agent.name] = portable_ref(ref)
         for sub in agent.sub_agents():  # their child threads run here too
-            self.add_agent(sub)
+            self.add_agent(sub, ref=ref)
 
     def renderer(self, name: str) -> Renderer:
         """The renderer of agent `name` (built when it joined)."""
@@ -179,8 +188,8 @@ class Runtime(HumanActions):
             name = agent.name
         else:
             name = self.agent(agent).name
-        meta = dict(metadata or {})
-        meta.setdefault("channel", channel)
+        known = {"agent_ref": self.refs[name]} if name in self.refs else {}  # not a caller's
+        meta = {"channel": channel, **(metadata or {}), **known}
         meta |= launch_metadata(self.agent(name), self.model, budget, tree_budget, meta)
         first = user_message(0, self.clock(), message, channel, sender, metadata)
         made = Thread(thread_id or new_thread_id(), name, metadata=meta)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -44,14 +45,21 @@ def _env(tmp_path: Path, answers: list[dict]) -> dict[str, str]:
     }
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([THREADLINE, *args], env=env, capture_output=True, text=True, timeout=60)
+def _cli(
+    env: dict[str, str], *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [THREADLINE, *args], env=env, capture_output=True, text=True, timeout=60, cwd=cwd
+    )
 
 
-def _serve(env: dict[str, str], agent_ref: str, port: int, *extra: str) -> subprocess.Popen:
+def _serve(
+    env: dict[str, str], agent_ref: str, port: int, *extra: str, cwd: Path | None = None
+) -> subprocess.Popen:
     proc = subprocess.Popen(
         [THREADLINE, "serve", "--agent", agent_ref, "--port", str(port), *extra],
         env=env,
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -174,6 +182,33 @@ def test_sigterm_with_a_stream_open_ends_the_stream_and_exits_at_once(tmp_path: 
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_thread_launched_over_http_records_its_agent_for_the_cli(tmp_path: Path) -> None:
+    """A thread started through `serve` records the reference the server loaded its agent
+    from, made absolute, as a CLI launch does: `approve` and `replay` find the agent's code
+    from another folder without --agent. A caller's `agent_ref` does not replace it (the
+    CLI imports the file a reference names)."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    shutil.copytree(Path(CALC).parent, project / "calc")
+    elsewhere.mkdir()
+    divide = {"intent": "divide", "arguments": {"a": 9, "b": 3}}
+    env = _env(tmp_path, [divide, {"intent": "done_for_now", "arguments": {"message": "3"}}])
+    port = free_port()
+    proc = _serve(env, "calc/agent.py:agent", port, "--no-auth", cwd=project)
+    try:
+        claimed = {"agent_ref": str(tmp_path / "not_the_agent.py") + ":agent"}
+        body = {"agent": "calculator", "message": "9 / 3", "wait": True, "metadata": claimed}
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/threads", json=body, timeout=60)
+        assert r.status_code == 201 and r.json()["status"] == "awaiting_approval", r.text
+        thread = r.json()
+    finally:
+        stop_cleanly(proc)
+    assert thread["metadata"]["agent_ref"] == f"{(project / 'calc' / 'agent.py').resolve()}:agent"
+    out = _cli(env, "approve", thread["id"], cwd=elsewhere)
+    assert out.returncode == 0 and f"thread {thread['id']} is done" in out.stdout, out.stderr
+    out = _cli(env, "replay", thread["id"], cwd=elsewhere)
+    assert out.returncode == 0 and "no divergence" in out.stdout, out.stderr
 
 
 def test_no_auth_is_refused_off_loopback(tmp_path: Path) -> None:

@@ -4,11 +4,13 @@ process) and over streamable HTTP on loopback with the server's API keys and sco
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,35 @@ async def test_stdio_launch_list_approve_reaches_done(tmp_path: Path) -> None:
 
     async with SQLiteStore(tmp_path / "threads.db") as store:
         assert (await store.load(thread_id)).status == Status.DONE
+
+
+async def test_a_thread_launched_over_mcp_records_its_agent_for_the_cli(tmp_path: Path) -> None:
+    """A thread started through `threadline mcp` records the reference its agent was loaded
+    from, as a CLI launch does: `threadline approve` and `replay` need no --agent."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(HERE / "deploy_agent.py", tmp_path / "deploy_agent.py")
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "threadline", "mcp", "--agent", "deploy_agent.py:agent"],
+        env=_env(tmp_path),
+        cwd=str(tmp_path),
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        launched = await _call(session, "launch_thread", agent="deployer", message="deploy v1.2")
+    assert launched["status"] == "awaiting_approval"
+    thread_id = launched["thread_id"]
+    async with SQLiteStore(tmp_path / "threads.db") as store:
+        thread = await store.load(thread_id)
+    assert thread.metadata["agent_ref"] == f"{tmp_path / 'deploy_agent.py'}:agent"
+    cli = [sys.executable, "-m", "threadline"]
+    run = partial(subprocess.run, env=_env(tmp_path), cwd=elsewhere, capture_output=True, text=True)
+    approved = run([*cli, "approve", thread_id], timeout=60)
+    assert approved.returncode == 0, approved.stderr
+    assert f"thread {thread_id} is done" in approved.stdout
+    replayed = run([*cli, "replay", thread_id], timeout=60)
+    assert replayed.returncode == 0 and "no divergence" in replayed.stdout, replayed.stderr
 
 
 def _free_port() -> int:

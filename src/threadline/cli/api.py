@@ -26,7 +26,6 @@ from ..client import Client
 from ..errors import ConfigError, InvalidAction, StoreError
 from ..events import Event, Status, Thread, Waiting, summarize, utcnow
 from ..launch import LaunchOptions
-from ..loader import portable_ref
 from ..runtime import Observer, Runtime
 from ..runtime_actions import Verdict, VerdictOptions
 from ..schedules import schedule_from, view_of
@@ -53,15 +52,35 @@ def agent_of(thread: Thread, agent_refs: Sequence[str] = ()) -> Agent:
     launch recorded (`agent_ref` in its metadata: absolute, or, recorded before references
     were made absolute, relative to the working directory, as it was then)."""
     for agent, _ in load_agents(agent_refs).values():
-        if agent.name == thread.agent:
-            return agent
+        if found := _named(agent, thread.agent):
+            return found
     ref = thread.metadata.get("agent_ref")
     if not ref:
         raise ConfigError(
             f"thread {thread.id} was made by agent {thread.agent!r}; pass --agent path.py:name"
         )
     ((agent, _),) = load_agents([str(ref)]).values()
-    return agent
+    found = _named(agent, thread.agent)
+    if found is None:
+        raise ConfigError(
+            f"thread {thread.id} was made by agent {thread.agent!r}, but its recorded "
+            f"reference {ref} is agent {agent.name!r} now; pass --agent path.py:name"
+        )
+    return found
+
+
+def _named(agent: Agent, name: str) -> Agent | None:
+    """`agent` or one of its sub-agents (at any depth) named `name`: a child thread records
+    the reference of the agent that was loaded, its root's."""
+    seen: list[Agent] = []
+    todo = [agent]
+    while todo:
+        one = todo.pop()
+        if one.name == name:
+            return one
+        seen.append(one)
+        todo += [s for s in one.sub_agents() if all(s is not x for x in seen)]
+    return None
 
 
 class LocalThreads:
@@ -91,7 +110,7 @@ class LocalThreads:
         loaded = load_agents(agent_refs)
         self.refs = {name: ref for name, (_, ref) in loaded.items()}
         self.runtime: Runtime = open_runtime(
-            settings, [agent for agent, _ in loaded.values()], with_model=False, observers=observers
+            settings, loaded, with_model=False, observers=observers
         )
         self.note = note
         self.owner = f"cli:{default_owner()}"
@@ -109,8 +128,9 @@ class LocalThreads:
 
     def _know(self, thread: Thread) -> None:
         """Make sure the runtime knows the thread's agent (loaded, or the recorded ref)."""
-        if thread.agent not in self.runtime.agents:
-            self.runtime.add_agent(agent_of(thread))
+        if thread.agent not in self.runtime.agents:  # its threads record the same reference
+            ref = thread.metadata.get("agent_ref")
+            self.runtime.add_agent(agent_of(thread), ref=str(ref) if ref else None)
 
     def _with_model(self, agent_name: str, *, announce: bool = False) -> None:
         agent = self.runtime.agent(agent_name)
@@ -138,13 +158,9 @@ class LocalThreads:
         name = next((n for n, ref in self.refs.items() if ref == agent), agent)
         if name not in self.runtime.agents:
             ((loaded, ref),) = load_agents([agent]).values()
-            self.runtime.add_agent(loaded)
+            self.runtime.add_agent(loaded, ref=ref)  # its threads record `ref`
             name = loaded.name
             self.refs[name] = ref
-        meta = dict(options.get("metadata") or {})
-        if name in self.refs:  # found again by later commands, whatever their folder
-            meta.setdefault("agent_ref", portable_ref(self.refs[name]))
-        options["metadata"] = meta
         self._with_model(name, announce=True)
         thread = await self.runtime.launch(name, message, channel="cli", advance=False, **options)
         return thread_out(thread)

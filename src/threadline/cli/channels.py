@@ -66,7 +66,7 @@ def channels_email(
 
     agents = chosen_agents(agent)
     cfg = settings(locked)
-    channels = open_channels("email", agents=[a.name for a in agents])
+    channels = open_channels("email", agents=list(agents))
     email = channels["email"]
     if not isinstance(email, EmailChannel) or email.listen is None:
         raise ConfigError("set THREADLINE_EMAIL_LISTEN=host:port for the receiver to listen on")

@@ -110,7 +110,7 @@ def build(
 
 async def _load(thread_id: str, refs: list[str] | None) -> tuple[Renderer, Thread]:
     loaded = load_agents(refs or [])
-    rt = open_runtime(settings(), [a for a, _ in loaded.values()], with_model=False)
+    rt = open_runtime(settings(), loaded, with_model=False)
     thread = await rt.store.load(thread_id)
     if thread.agent not in rt.agents:  # the agent reference recorded on the thread
         rt.add_agent(agent_of(thread))

@@ -49,7 +49,7 @@ def mcp_command(
     if transport == "stdio" and cfg.log == "stdout":
         cfg = cfg.model_copy(update={"log": "stderr"})  # stdout carries the protocol
     agents = chosen_agents(agent)
-    runtime = open_runtime(cfg, agents, with_model=any(a.model is None for a in agents))
+    runtime = open_runtime(cfg, agents, with_model=any(a.model is None for a, _ in agents.values()))
     auth = transport == "http" and not no_auth
     server = build_server(runtime, auth=auth)
 

@@ -122,13 +122,13 @@ def worker(
     # stopped process left out and sends what falls due (reminders, expiries, retries).
     from ..channels import Dispatcher, open_channels
 
-    dispatcher = Dispatcher(open_channels(cfg.channels, agents=[a.name for a in agents]))
+    dispatcher = Dispatcher(open_channels(cfg.channels, agents=list(agents)))
     metrics = _worker_metrics() if metrics_port is not None else None
     runtime = open_runtime(
         cfg,
         agents,
         observers=[dispatcher, *([metrics] if metrics is not None else [])],
-        with_model=any(a.model is None for a in agents),
+        with_model=any(a.model is None for a, _ in agents.values()),
     )
     dispatcher.bind(runtime)
     if metrics is not None and metrics_port is not None:

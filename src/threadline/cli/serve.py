@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..agent import Agent
-from ..bootstrap import chosen_agents, open_runtime
+from ..bootstrap import Loaded, chosen_agents, open_runtime
 from ..errors import ConfigError, MissingExtraError
 from ..stores import key_store, open_store
 from .api_keys import keys_app
@@ -119,7 +118,7 @@ def serve(
     run_async(_check_store(cfg.store))
     from ..channels import open_channels
 
-    channels = open_channels(cfg.channels, agents=[a.name for a in agents])
+    channels = open_channels(cfg.channels, agents=list(agents))
     services = Services.build(
         server_config,
         lambda observers: open_runtime(cfg, agents, observers=observers),
@@ -220,7 +219,7 @@ def _run(app: Any, services: Services, host: str, port: int) -> None:
     GracefulServer(uv_config, services).run()
 
 
-def _agents_to_serve(refs: list[str]) -> list[Agent]:
+def _agents_to_serve(refs: list[str]) -> Loaded:
     """The named agents, else the example agents when run from the project folder."""
     return chosen_agents(refs)
 
