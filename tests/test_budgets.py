@@ -18,14 +18,16 @@ from threadline import (
     Agent,
     Budget,
     ConfigError,
+    InvalidAction,
     MemoryStore,
     Runtime,
     SQLiteStore,
     Status,
+    ThreadNotFound,
     replay_thread,
 )
 from threadline.composition import children
-from threadline.events import BudgetReserved, BudgetSettled, Escalated
+from threadline.events import BudgetRaised, BudgetReserved, BudgetSettled, Escalated, ThreadState
 from threadline.models.base import ModelProfile
 from threadline.models.pricing import PriceTable
 from threadline.stores import Store, tree_totals
@@ -298,3 +300,49 @@ async def test_a_malformed_budget_in_metadata_is_refused_at_launch_and_escalates
     assert ended.events[-1].details["source"] == "budget"  # type: ignore[union-attr]
     assert ended.state.model_calls == 0
     await store.close()
+
+
+async def test_a_raised_budget_is_an_event_the_state_and_replay_follow(store: Store) -> None:
+    """`Runtime.raise_budget` writes `budget_raised`; the status derived from the log goes
+    from escalated back to running, the next call is reserved against the new limits (the
+    kinds not given kept), a reload (the stores' state cache) and replay agree. Refused,
+    nothing written: a limit below the current one (though above what was used), a tree's
+    exhausted budget, an unknown thread."""
+    agent = Agent(
+        "counted",
+        tools=[lookup],
+        model=runaway(),
+        max_steps=1000,
+        budget=Budget(max_model_calls=2, max_tokens=100_000),
+    )
+    rt = Runtime(store, agents=[agent])
+    thread = await rt.launch(agent, "go")
+    assert thread.status == Status.ESCALATED and thread.state.model_calls == 2
+    with pytest.raises(InvalidAction, match="tokens limit is 100000; 50000 is lower"):
+        await rt.raise_budget(thread.id, Budget(max_tokens=50_000))
+    with pytest.raises(ThreadNotFound):
+        await rt.raise_budget("th_nope", Budget(max_model_calls=3))
+    assert len(await store.load(thread.id)) == len(thread)
+
+    raised = await rt.raise_budget(thread.id, Budget(max_model_calls=4), by="ops")
+    assert raised.status == Status.RUNNING
+    event = raised.events[-1]
+    assert isinstance(event, BudgetRaised) and event.by == "ops"
+    assert event.budget == Budget(max_model_calls=4, max_tokens=100_000)
+    assert raised.state.budget == event.budget
+    loaded = await store.load(thread.id)
+    assert loaded.status == Status.RUNNING and loaded.state.budget == event.budget
+    assert ThreadState.from_dict(loaded.state.to_dict()).budget == event.budget
+    ran = await rt.advance(loaded)
+    assert ran.status == Status.ESCALATED and ran.state.model_calls == 4
+    assert ran.events[-1].details["figures"]["model_calls"]["limit"] == 4  # type: ignore[union-attr]
+    replayed = replay_thread(agent, await store.load(thread.id))
+    assert [e.kind for e in replayed.events] == [e.kind for e in ran.events]
+
+    coordinator = _tree(0.02)
+    tree_rt = Runtime(store, agents=[coordinator])
+    root = await tree_rt.launch(coordinator, "look everything up")
+    kid = await store.load(children(await store.load(root.id))[0])
+    assert kid.status == Status.ESCALATED
+    with pytest.raises(InvalidAction, match="not by its own budget"):
+        await tree_rt.raise_budget(kid.id, Budget(max_usd=1))

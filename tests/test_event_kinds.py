@@ -63,6 +63,7 @@ def test_every_kind_declares_its_own_traits() -> None:
         "paused",
         "resumed",
         "external_event",
+        "budget_raised",
     }
 
 

@@ -41,12 +41,14 @@ from .errors import (
     AppendConflict,
     CircuitOpen,
     ConfigError,
+    InvalidAction,
     ModelError,
     TreeBudgetExhausted,
 )
 from .events import (
     BUDGET_SOURCE,
     Budget,
+    BudgetRaised,
     BudgetReserved,
     BudgetSettled,
     Escalated,
@@ -71,6 +73,7 @@ __all__ = [
     "child_metadata",
     "launch_metadata",
     "limits",
+    "raised",
     "reserve",
     "tree_ran_out",
 ]
@@ -128,7 +131,7 @@ def limits(agent: Agent, thread: Thread) -> Limits | None:
     """
     meta = thread.metadata
     own = _budget(meta[BUDGET_KEY], "the thread's budget") if BUDGET_KEY in meta else None
-    own = own or agent.budget
+    own = thread.state.budget or own or agent.budget
     ancestors = meta.get("ancestors")
     if isinstance(ancestors, list) and ancestors and isinstance(ancestors[0], dict):
         root, tree = str(ancestors[0].get("thread", thread.id)), None  # the root's, copied
@@ -166,6 +169,65 @@ def launch_metadata(
     if tree_budget is not None:
         meta[TREE_BUDGET_KEY] = tree_budget.model_dump(exclude_none=True)
     return meta
+
+
+def raised(
+    agent: Agent, thread: Thread, new: Budget, by: str | None, seq: int, at: datetime
+) -> BudgetRaised:
+    """The `budget_raised` that gives `thread` (of `agent`) the limits `new` sets, the
+    other kinds kept as they are. Raising lets a thread its own budget stopped run on.
+
+    Raises:
+        InvalidAction: nothing in `new`, or nothing higher; the thread ended (done, failed)
+            or escalated for another reason than its own budget (a tree's budget is kept by
+            the store: not raised here); it has no budget of its own, or no limit of a kind
+            `new` sets; a new limit below the current one, or below what the thread used
+            and holds reserved. Nothing is written.
+        ConfigError: the thread's recorded budget does not validate.
+    """
+    name, state = f"thread {thread.id}", thread.state
+    if new.empty:
+        raise InvalidAction("give at least one new limit (model calls, tokens or USD)")
+    if state.terminal in (Status.DONE, Status.FAILED):
+        raise InvalidAction(f"{name} is {state.terminal.value}; its budget can no longer matter")
+    last = next((e for e in reversed(thread.events) if isinstance(e, Escalated)), None)
+    if state.terminal == Status.ESCALATED and last is not None and not _own_budget(last):
+        raise InvalidAction(
+            f"{name} is escalated, not by its own budget ({last.reason}); "
+            "raising that would not let it run on"
+        )
+    found = limits(agent, thread)
+    current = found.thread if found is not None else None
+    if current is None:
+        raise InvalidAction(f"{name} runs under no budget of its own; there is none to raise")
+    open_call = state.reserved_tokens is not None
+    held = (int(open_call), state.reserved_tokens or 0, state.reserved_usd or 0.0)
+    used = (state.spent_calls, state.spent_tokens, state.spent_usd)
+    now = (current.max_model_calls, current.max_tokens, current.max_usd)
+    wanted = (new.max_model_calls, new.max_tokens, new.max_usd)
+    for kind, limit, want, spent, reserved in zip(KINDS, now, wanted, used, held, strict=True):
+        if want is None:
+            continue
+        if limit is None:
+            raise InvalidAction(f"{name} has no {kind} limit to raise")
+        if want < spent + reserved:
+            holds = f" and holds {_num(reserved)} reserved" if reserved else ""
+            raise InvalidAction(
+                f"{name} has used {_num(spent)} {kind}{holds}; a limit of {_num(want)} is "
+                "below that"
+            )
+        if want < limit:
+            raise InvalidAction(f"{name}'s {kind} limit is {_num(limit)}; {_num(want)} is lower")
+    if all(w is None or w == n for w, n in zip(wanted, now, strict=True)):
+        raise InvalidAction(f"{name}'s budget already has those limits; nothing is raised")
+    merged = current.model_copy(update=new.model_dump(exclude_none=True))
+    return BudgetRaised(seq=seq, at=at, budget=merged, by=by)
+
+
+def _own_budget(escalated: Escalated) -> bool:
+    """Whether `escalated` is the thread's own budget running out (not its tree's)."""
+    details = escalated.details
+    return details.get("source") == BUDGET_SOURCE and details.get("scope") == "thread"
 
 
 def child_metadata(parent_agent: Agent, parent: Thread) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any, Unpack
 import httpx
 
 from .errors import InvalidAction, NotAllowed, ServerError, ThreadNotFound
-from .events import Event, Status, Thread
+from .events import Budget, Event, Status, Thread
 from .launch import LaunchOptions
 from .runtime_actions import Verdict, VerdictOptions
 from .settings import Settings
@@ -258,6 +258,11 @@ class Client:
 
     async def resume(self, thread_id: str) -> ThreadOut:
         data = await self._request("POST", f"/v1/threads/{thread_id}/resume")
+        return ThreadOut.model_validate(data)
+
+    async def raise_budget(self, thread_id: str, budget: Budget) -> ThreadOut:
+        body = budget.model_dump(exclude_none=True)
+        data = await self._request("POST", f"/v1/threads/{thread_id}/budget", json_body=body)
         return ThreadOut.model_validate(data)
 
     async def fork(self, thread_id: str, *, at: int) -> ThreadOut:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from pydantic import ValidationError
 
 from .agent import Agent
+from .budgets import raised
 from .context.prefetch import prefetch_events
 from .errors import (
     AppendConflict,
@@ -26,6 +27,7 @@ from .errors import (
 )
 from .events import (
     Approval,
+    Budget,
     Event,
     ExternalEvent,
     Failed,
@@ -449,6 +451,19 @@ class HumanActions:
                 if child_thread.status == Status.PAUSED:
                     await self.resume(child, by=by)
         return thread
+
+    async def raise_budget(
+        self, thread_id: str, budget: Budget, *, by: str | None = None
+    ) -> Thread:
+        """Raise the thread's own budget to the limits `budget` sets (`budget_raised`; the
+        kinds it leaves None keep theirs). A thread its budget stopped runs on: advance it
+        (or let a worker). Bad input raises `InvalidAction` (`budgets.raised`), writing
+        nothing; an unknown id `ThreadNotFound`."""
+
+        def build(thread: Thread, seq: int, at: datetime) -> list[Event]:
+            return [raised(self.agent(thread.agent), thread, budget, by, seq, at)]
+
+        return await self._act(thread_id, build)
 
     async def external_event(
         self,

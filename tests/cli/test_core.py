@@ -40,23 +40,63 @@ def test_every_status_but_done_names_a_command_that_moves_it_on(status: Status) 
     assert set(named) <= names, (named, sorted(names))
 
 
-def test_a_thread_its_budget_stopped_is_not_sent_round_again(tmp_path: Path) -> None:
-    """A budget is fixed at launch: a message or resume escalates the thread again at its
-    next call (docs/composition.md), so an escalation by a budget names neither, and says
-    where its figures are; another escalation names both."""
-    answers = [{"intent": "add", "arguments": {"a": i, "b": 1}} for i in range(5)]
+def test_a_thread_its_budget_stopped_is_pointed_to_raise_budget_not_round_again(
+    tmp_path: Path,
+) -> None:
+    """A message or resume escalates a thread its budget stopped again at its next call
+    (docs/composition.md), so the escalation names neither: it names `raise-budget`, and
+    where its figures are. Raised, the thread runs on to its new limit; a limit below the
+    current one, a thread that is not under a budget, a finished one or an unknown id are
+    refused with one line, nothing written. Another escalation names message and resume."""
+    answers = [{"intent": "add", "arguments": {"a": i, "b": 1}} for i in range(8)]
     out = cli(tmp_path, "run", CALC, "add forever", "--budget-calls", "2", answers=answers)
     tid = str(newest(tmp_path)["id"])
-    assert out.returncode == 3 and "its budget is spent" in out.stdout, out.stdout
+    assert out.returncode == 3 and f"threadline raise-budget {tid}" in out.stdout, out.stdout
     assert f"threadline threads show {tid}" in out.stdout, out.stdout
     assert "threadline resume" not in out.stdout and "threadline message" not in out.stdout
     out = cli(tmp_path, "message", tid, "go on")  # as the hint says: escalated again
-    assert out.returncode == 3 and "its budget is spent" in out.stdout, out.stdout
-    events = json.loads(cli(tmp_path, "threads", "show", tid, "--json").stdout)["events"]
-    forked = cli(tmp_path, "fork", tid, "--at", str(len(events) - 1))
-    assert "its budget is spent" in forked.stdout, forked.stdout
+    assert out.returncode == 3 and f"threadline raise-budget {tid}" in out.stdout, out.stdout
+
+    def events() -> list[dict]:
+        return json.loads(cli(tmp_path, "threads", "show", tid, "--json").stdout)["events"]
+
+    before = events()
+    for args, error in [
+        (["--budget-calls", "1"], "has used 2 model_calls; a limit of 1 is below that"),
+        (["--budget-calls", "2"], "already has those limits"),
+        (["--budget-usd", "1"], "has no usd limit to raise"),
+        ([], "give a new limit"),
+        (["--budget-calls", "-1"], "greater than or equal to 0"),
+    ]:
+        out = cli(tmp_path, "raise-budget", tid, *args)
+        assert out.returncode != 0 and error in out.stderr, (args, out.stdout + out.stderr)
+        assert "Traceback" not in out.stderr
+    assert events() == before  # nothing written
+    out = cli(tmp_path, "raise-budget", "th_nope", "--budget-calls", "4")
+    assert out.returncode == 1 and "th_nope" in out.stderr, out.stderr
+
+    out = cli(tmp_path, "raise-budget", tid, "--budget-calls", "4")
+    assert out.returncode == 3 and f"threadline raise-budget {tid}" in out.stdout, out.stdout
+    after = events()[len(before) :]
+    assert after[0]["kind"] == "budget_raised" and after[0]["budget"]["max_model_calls"] == 4
+    assert after[0]["by"] == "cli"
+    assert [e["kind"] for e in after].count("model_call") == 2  # 2 more, to the new limit
+    assert after[-1]["kind"] == "escalated" and after[-1]["details"]["scope"] == "thread"
+    shown = cli(tmp_path, "threads", "show", tid).stdout
+    assert "spent 4 calls" in shown, shown
+
     other = Escalated(seq=3, at=utcnow(), reason="3 consecutive errors")
     assert "threadline message th_1" in next_step("th_1", Status.ESCALATED, other)
+    for answer, budget, error in [  # 3 invalid answers escalate; a division awaits approval
+        ({"intent": "done_for_now", "arguments": {}}, "9", "escalated, not by its own budget"),
+        ({"intent": "divide", "arguments": {"a": 9, "b": 3}}, "", "runs under no budget of"),
+        ({"intent": "done_for_now", "arguments": {"message": "2"}}, "9", "is done; its budget"),
+    ]:
+        limit = ["--budget-calls", budget] if budget else []
+        cli(tmp_path, "run", CALC, "1+1", *limit, answers=[answer])
+        other_id = str(newest(tmp_path)["id"])
+        out = cli(tmp_path, "raise-budget", other_id, "--budget-calls", "10")
+        assert out.returncode == 1 and error in out.stderr, out.stderr
 
 
 def test_a_thread_run_with_a_relative_agent_path_is_found_from_another_folder(

@@ -200,7 +200,7 @@ def test_help_lists_the_commands_in_their_order(tmp_path: Path) -> None:
     """Follow-up commands register after core's (`cli._register`): `threadline --help`
     lists run, then what follows up on a thread, as before they had a module of their own."""
     top = _listed(cli(tmp_path, "--help").stdout)
-    assert top[:12] == [
+    assert top[:13] == [
         "build",
         "render",
         "profile",
@@ -211,9 +211,10 @@ def test_help_lists_the_commands_in_their_order(tmp_path: Path) -> None:
         "resume",
         "pause",
         "cancel",
+        "raise-budget",
         "fork",
         "replay",
     ], top
-    assert top[12:15] == ["mcp", "eval", "new"], top
+    assert top[13:16] == ["mcp", "eval", "new"], top
     threads = _listed(cli(tmp_path, "threads", "--help").stdout)
     assert threads[:4] == ["list", "show", "event", "stuck"], threads

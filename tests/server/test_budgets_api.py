@@ -1,11 +1,13 @@
 """Budgets over the HTTP API (issue 13), on a real uvicorn server: a launch's own budget,
 validated (a negative number is a 422 and nothing is created); an exhausted budget's
-figures in the thread view and in the inbox, as JSON and as the inbox page's card."""
+figures in the thread view and in the inbox, as JSON and as the inbox page's card; a
+thread's budget raised, and the thread it stopped running on."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,3 +106,60 @@ def test_the_inbox_page_shows_the_budget_figures(served: LiveServer, browser: An
     expect(row.locator("th")).to_have_text("model_calls")
     expect(row.locator("td")).to_have_text(["2", "0", "1", "2"])
     assert errors == []
+
+
+def _settled(server: LiveServer, thread_id: str) -> Any:
+    """The thread once the server's runner stopped it (a bound on a wait, not a timing)."""
+    with server.client("reader") as c:
+        for _ in range(400):
+            body = c.get(f"/v1/threads/{thread_id}").json()
+            if body["status"] != "running":
+                return body
+            time.sleep(0.05)
+    raise AssertionError(f"thread {thread_id} still running: {body}")
+
+
+def test_raising_a_budget_lets_the_thread_it_stopped_run_on(served: LiveServer) -> None:
+    """POST /v1/threads/{id}/budget writes `budget_raised` (admin only); the runner takes the
+    thread on to its new limit. A bad body is a 422, a limit below what was used or the
+    current one (or of a kind it has no limit of) a 409, an unknown thread a 404: nothing
+    is written."""
+    body = _launch(served, budget={"max_model_calls": 2}).json()
+    tid, url = body["id"], f"/v1/threads/{body['id']}/budget"
+    assert body["status"] == "escalated"
+    with served.client("admin") as c:
+        count = len(c.get(f"/v1/threads/{tid}/events").json()["events"])
+        for bad, status in [
+            ({"max_model_calls": -1}, 422),
+            ({"max_dollars": 2}, 422),
+            ({}, 409),
+            ({"max_model_calls": 1}, 409),
+            ({"max_usd": 1}, 409),
+        ]:
+            assert_problem(c.post(url, json=bad), status)
+        assert_problem(c.post("/v1/threads/th_nope/budget", json={"max_model_calls": 3}), 404)
+        assert len(c.get(f"/v1/threads/{tid}/events").json()["events"]) == count
+    with served.client("launcher") as c:
+        assert c.post(url, json={"max_model_calls": 4}).status_code == 403
+
+    with served.client("admin") as c:
+        r = c.post(url, json={"max_model_calls": 4})
+    assert r.status_code == 200 and r.json()["status"] == "running", r.text
+    again = _settled(served, tid)
+    assert again["status"] == "escalated"
+    assert again["escalation"]["details"]["figures"]["model_calls"]["used"] == 4
+
+    async def through_the_client() -> Any:
+        async with Client(served.url, api_key=served.keys["admin"]) as client:
+            return await client.raise_budget(tid, Budget(max_model_calls=5))
+
+    assert asyncio.run(through_the_client()).status == "running"
+    last = _settled(served, tid)
+    assert last["escalation"]["details"]["figures"]["model_calls"]["used"] == 5
+    with served.client("reader") as c:
+        events = c.get(f"/v1/threads/{tid}/events").json()["events"]
+    raised = [e for e in events if e["kind"] == "budget_raised"]
+    assert [(e["budget"]["max_model_calls"], e["by"]) for e in raised] == [
+        (4, "admin"),
+        (5, "admin"),
+    ]

@@ -24,7 +24,7 @@ from ..agent import Agent
 from ..bootstrap import load_agents, open_runtime
 from ..client import Client
 from ..errors import ConfigError, InvalidAction, StoreError
-from ..events import Event, Status, Thread, Waiting, summarize, utcnow
+from ..events import Budget, Event, Status, Thread, Waiting, summarize, utcnow
 from ..launch import LaunchOptions
 from ..runtime import Observer, Runtime
 from ..runtime_actions import Verdict, VerdictOptions
@@ -225,6 +225,10 @@ class LocalThreads:
         elif thread.status != Status.RUNNING:
             raise InvalidAction(f"thread {thread_id} is {thread.status.value}; nothing to resume")
         return thread_out(thread)
+
+    async def raise_budget(self, thread_id: str, budget: Budget) -> ThreadOut:
+        await self._thread(thread_id)  # the agent's budget is the one raised, if none other
+        return thread_out(await self.runtime.raise_budget(thread_id, budget, by="cli"))
 
     async def fork(self, thread_id: str, *, at: int) -> ThreadOut:
         return thread_out(await self.runtime.fork(thread_id, at=at))

@@ -46,6 +46,8 @@ __all__ = [
     "Printer",
     "ServerOpt",
     "act",
+    "budget_of",
+    "budget_option",
     "call_threads",
     "drive",
     "finish",
@@ -197,10 +199,16 @@ def next_step(thread_id: str, status: Status, escalation: Escalated | None = Non
         case Status.AWAITING_HUMAN:
             step = f"threadline respond {thread_id} TEXT"
         case Status.ESCALATED if escalation and escalation.details.get("source") == BUDGET_SOURCE:
-            return (  # a budget is fixed at launch (docs/composition.md): no command helps
-                "its budget is spent and fixed at launch, so a message or resume would "
-                f"escalate it again (the figures: threadline threads show {thread_id})"
-            )
+            if escalation.details.get("scope") == "thread":  # a message or resume: again
+                step = (
+                    f"threadline raise-budget {thread_id} --budget-usd|--budget-tokens|"
+                    f"--budget-calls N (the figures: threadline threads show {thread_id})"
+                )
+            else:  # a tree's is fixed at launch (docs/composition.md): no command helps
+                return (
+                    "its budget is spent and fixed at launch, so a message or resume would "
+                    f"escalate it again (the figures: threadline threads show {thread_id})"
+                )
         case Status.ESCALATED:  # both clear the escalation and its error count
             step = (
                 f"threadline message {thread_id} TEXT (tell it how to go on), or "
@@ -272,8 +280,8 @@ def run(
     --tree-budget-* options replace the agent's budgets for this thread and the tree of
     sub-agent threads it roots (docs/composition.md).
     """
-    budget = _budget(budget_calls, budget_tokens, budget_usd)
-    tree_budget = _budget(tree_calls, tree_tokens, tree_usd)
+    budget = budget_of(budget_calls, budget_tokens, budget_usd)
+    tree_budget = budget_of(tree_calls, tree_tokens, tree_usd)
 
     async def go() -> Thread:
         async with session(server, [agent], locked=locked) as (api, printer):
@@ -294,7 +302,12 @@ def _limit(flag: str, what: str, whose: str) -> Any:
     return typer.Option(flag, min=0, help=f"At most this many {what} for {whose}.")
 
 
-def _budget(calls: int | None, tokens: int | None, usd: float | None) -> Budget | None:
+def budget_option(flag: str, what: str) -> Any:
+    """A `raise-budget` limit option (`run`'s flags, another help)."""
+    return typer.Option(flag, min=0, help=f"The thread's new limit of {what}.")
+
+
+def budget_of(calls: int | None, tokens: int | None, usd: float | None) -> Budget | None:
     if calls is None and tokens is None and usd is None:
         return None
     return Budget(max_model_calls=calls, max_tokens=tokens, max_usd=usd)

@@ -75,7 +75,7 @@ def event_detail(event: ev.Event) -> tuple[str, str]:
             failed = " (guard failed)" if event.failed else ""
             reason = f": {event.reason}" if event.reason else ""
             return style, f"{event.guard}: {event.verdict} {event.call_id}{failed}{reason}"
-        case ev.BudgetReserved() | ev.BudgetSettled():
+        case ev.BudgetReserved() | ev.BudgetSettled() | ev.BudgetRaised():
             return "dim", ev.summarize(event).text
         case (
             ev.Paused()

@@ -1,5 +1,5 @@
 """Commands that follow up on a thread that exists: approve, respond, message, threads
-event, resume, pause, cancel, fork, replay.
+event, resume, pause, cancel, raise-budget, fork, replay.
 
 Each loads the thread (from the local store, or a server with --server), acts on it, and
 (most of them) runs it on to where it stops, as `threadline run` does (`core.act`); exit
@@ -21,7 +21,16 @@ from ..replay import replay_thread
 from ..runtime_actions import Verdict
 from .api import agent_of
 from .common import ThreadIdArg, app, command, console, threads_app
-from .core import AdvanceOpt, AgentOpt, ServerOpt, act, call_threads, next_step
+from .core import (
+    AdvanceOpt,
+    AgentOpt,
+    ServerOpt,
+    act,
+    budget_of,
+    budget_option,
+    call_threads,
+    next_step,
+)
 
 __all__: list[str] = []
 
@@ -225,6 +234,30 @@ def cancel(
 ) -> None:
     """Cancel a thread (it ends failed), and the sub-agent threads working for it."""
     act(server, None, thread_id, lambda api, _: api.cancel(thread_id, reason=reason), advance=False)
+
+
+@command(app, "raise-budget")
+def raise_budget(
+    thread_id: ThreadIdArg,
+    usd: Annotated[float | None, budget_option("--budget-usd", "USD")] = None,
+    tokens: Annotated[int | None, budget_option("--budget-tokens", "tokens")] = None,
+    calls: Annotated[int | None, budget_option("--budget-calls", "model calls")] = None,
+    agent: AgentOpt = None,
+    advance: AdvanceOpt = True,
+    server: ServerOpt = None,
+) -> None:
+    """Raise a thread's own budget (the limits given; the others kept), then run it on: a
+    thread its budget stopped goes on from where it stopped."""
+    budget = budget_of(calls, tokens, usd)
+    if budget is None:
+        raise ConfigError("give a new limit: --budget-usd, --budget-tokens or --budget-calls")
+    act(
+        server,
+        agent,
+        thread_id,
+        lambda api, _: api.raise_budget(thread_id, budget),
+        advance=advance,
+    )
 
 
 @command(app)

@@ -54,6 +54,7 @@ Unshown: TypeAlias = (
     | ev.TokenBudgetExceeded
     | ev.BudgetReserved
     | ev.BudgetSettled
+    | ev.BudgetRaised
     | ev.Waiting
 )
 """The kinds no built-in format shows the model: the runtime's bookkeeping (a provider's

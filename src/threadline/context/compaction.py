@@ -117,6 +117,7 @@ class _Digest:
                 | ev.TokenBudgetExceeded()
                 | ev.BudgetReserved()
                 | ev.BudgetSettled()
+                | ev.BudgetRaised()
                 | ev.Waiting()
                 | ev.WaitTimedOut()
             ):

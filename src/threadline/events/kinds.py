@@ -17,6 +17,7 @@ __all__ = [
     "Approval",
     "ApprovalRequested",
     "Budget",
+    "BudgetRaised",
     "BudgetReserved",
     "BudgetSettled",
     "ChildStarted",
@@ -468,6 +469,18 @@ class BudgetSettled(_EventBase):
     tree: str | None = None
 
 
+class BudgetRaised(_EventBase):
+    """An operator raised the thread's own budget (`Runtime.raise_budget`): from here on
+    `budget` is its limits (every kind; replacing the launch's or the agent's). A thread an
+    exhausted budget escalated runs on: the escalation is cleared, so the next model call
+    is reserved against the new limits."""
+
+    kind: Literal["budget_raised"] = "budget_raised"
+    traits: ClassVar[EventTraits] = EventTraits("budget raised", "outside", "input")
+    budget: Budget
+    by: str | None = None
+
+
 class ChildStarted(_EventBase):
     """A call handed to a sub-agent (`Agent.as_tool`): the child thread `thread_id` works on
     it, and its end becomes the call's outcome. Until then the parent waits, holding no
@@ -567,6 +580,7 @@ Event = Annotated[
     | GuardVerdict
     | BudgetReserved
     | BudgetSettled
+    | BudgetRaised
     | Waiting
     | WaitTimedOut,
     Field(discriminator="kind"),

@@ -90,6 +90,8 @@ class ThreadState:
             settled (`budget_settled`; only threads under a budget record it).
         reserved_tokens / reserved_usd: the open reservation (`budget_reserved` not yet
             settled), None when there is none.
+        budget: the thread's own budget as last raised (`budget_raised`), None when never
+            raised (the launch's or the agent's applies: `threadline.budgets.limits`).
     """
 
     next_seq: int = 0
@@ -114,6 +116,7 @@ class ThreadState:
     spent_usd: float = 0.0
     reserved_tokens: int | None = None
     reserved_usd: float | None = None
+    budget: ev.Budget | None = None
 
     @property
     def status(self) -> Status:
@@ -240,7 +243,7 @@ class ThreadState:
                     self._end_wait()
             case ev.WaitTimedOut():
                 self._end_wait()
-            case ev.BudgetReserved() | ev.BudgetSettled():
+            case ev.BudgetReserved() | ev.BudgetSettled() | ev.BudgetRaised():
                 self._budget(event)
             case ev.Compacted() | ev.ForkedFrom() | ev.TokenBudgetExceeded():
                 pass
@@ -296,7 +299,12 @@ class ThreadState:
         elif call.guard != "require_approval":
             call.guard = event.verdict
 
-    def _budget(self, event: ev.BudgetReserved | ev.BudgetSettled) -> None:
+    def _budget(self, event: ev.BudgetReserved | ev.BudgetSettled | ev.BudgetRaised) -> None:
+        if isinstance(event, ev.BudgetRaised):
+            self.budget = event.budget
+            if self.terminal == Status.ESCALATED:  # stopped by its budget: runs on
+                self.terminal = None
+            return
         if isinstance(event, ev.BudgetReserved):
             self.reserved_tokens, self.reserved_usd = event.tokens, event.usd
             return
@@ -363,13 +371,14 @@ class ThreadState:
             "spent_usd": self.spent_usd,
             "reserved_tokens": self.reserved_tokens,
             "reserved_usd": self.reserved_usd,
+            "budget": self.budget.model_dump(exclude_none=True) if self.budget else None,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ThreadState:
-        state = cls(
-            **{k: v for k, v in data.items() if k not in {"pending", "terminal", "waiting_until"}}
-        )
+        state = cls(**{k: v for k, v in data.items() if k not in _NOT_PLAIN})
+        if data.get("budget") is not None:
+            state.budget = ev.Budget.model_validate(data["budget"])
         state.terminal = Status(data["terminal"]) if data.get("terminal") else None
         until = data.get("waiting_until")
         state.waiting_until = datetime.fromisoformat(until) if until else None
@@ -404,3 +413,6 @@ _call_fields = attrgetter(*(f.name for f in fields(PendingCall)))
 """A state's (a pending call's) fields in constructor order, read in one C call."""
 
 _EMPTY: dict[str, Any] = {}
+
+_NOT_PLAIN = frozenset({"pending", "terminal", "waiting_until", "budget"})
+"""`to_dict` keys `from_dict` rebuilds itself (the rest are passed as they are)."""

@@ -128,6 +128,8 @@ def summarize(event: ev.Event) -> Summary:
                 text=f"used {event.calls} call(s), {event.tokens} tokens, ${event.usd:.6f} "
                 f"(reserved {event.reserved_tokens} tokens, ${event.reserved_usd:.6f})"
             )
+        case ev.BudgetRaised():
+            return Summary(text=_raised(event))
         case ev.Waiting():
             until = f"until {event.until.isoformat()}" if event.until else ""
             wake = f"for event {event.event}" if event.event else ""
@@ -169,3 +171,9 @@ def _stated_reason(output: str) -> str | None:
         found = data.get("reason") or data.get("why")
         return str(found)[:2000] if found else None
     return None
+
+
+def _raised(event: ev.BudgetRaised) -> str:
+    b = event.budget
+    kinds = (("calls", b.max_model_calls), ("tokens", b.max_tokens), ("USD", b.max_usd))
+    return "to " + ", ".join(f"{v} {k}" for k, v in kinds if v is not None) + _by(event.by)

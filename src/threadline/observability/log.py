@@ -89,6 +89,7 @@ def _logged(event: ev.Event) -> tuple[str, ...]:
             | ev.TokenBudgetExceeded()
             | ev.BudgetReserved()
             | ev.BudgetSettled()
+            | ev.BudgetRaised()
             | ev.Waiting()
             | ev.WaitTimedOut()
         ):

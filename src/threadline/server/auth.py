@@ -7,7 +7,7 @@ key is created. Each key has a name (recorded as `by` on the approvals it makes)
     read      GET any thread, its events and its live stream
     launch    start threads, send messages and external events, fork
     respond   approve, reject, answer questions
-    admin     pause and resume; implies every other scope
+    admin     pause, resume, raise a budget; implies every other scope
 
 Authentication happens in `AuthMiddleware`, before the request body is read, so a caller
 without the right key learns nothing from validation errors and costs no body parsing.
@@ -114,6 +114,7 @@ _ACTION_SCOPES = {
     "fork": "launch",
     "pause": "admin",
     "resume": "admin",
+    "budget": "admin",
 }
 
 

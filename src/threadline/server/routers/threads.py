@@ -7,6 +7,8 @@
     GET  /v1/threads/{id}/events/stream        Server-Sent Events, live
     POST /v1/threads/{id}/events               an external event {name, payload?} (`launch`)
     POST /v1/threads/{id}/pause | /resume | /cancel | /fork {at}
+    POST /v1/threads/{id}/budget               raise its budget {max_model_calls?, max_tokens?,
+                                               max_usd?}
 
 Every route loads what it needs from the store and asks the runtime to act; the runtime
 checks that the action fits the thread's state and appends optimistically. A thread the
@@ -21,7 +23,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from ...errors import ConfigError
-from ...events import Status
+from ...events import Budget, Status
 from ...observability.propagation import TRACEPARENT_KEY, inbound_traceparent
 from ...wire import (
     EventPage,
@@ -214,6 +216,14 @@ async def cancel(thread_id: ThreadId, svc: Svc, who: Caller, reason: Reason) -> 
 async def resume(thread_id: ThreadId, svc: Svc, who: Caller) -> ThreadOut:
     """Resume a paused or escalated thread."""
     return await svc.act(thread_id, svc.runtime.resume, by=who.name)
+
+
+@router.post("/{thread_id}/budget", response_model=ThreadOut, tags=["lifecycle"])
+async def raise_budget(thread_id: ThreadId, body: Budget, svc: Svc, who: Caller) -> ThreadOut:
+    """Raise the thread's own budget (the limits given; the others kept). A thread its
+    budget stopped runs on. 409 with the reason for a limit below the current one or what
+    was used, a thread that ended or escalated otherwise, or one without a budget."""
+    return await svc.act(thread_id, svc.runtime.raise_budget, body, by=who.name)
 
 
 @router.post("/{thread_id}/fork", status_code=201, response_model=ThreadOut, tags=["lifecycle"])
