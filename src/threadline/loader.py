@@ -10,7 +10,7 @@ from pathlib import Path
 from .agent import Agent
 from .errors import ConfigError
 
-__all__ = ["load_agent", "portable_ref"]
+__all__ = ["load_agent", "note_refs", "portable_ref"]
 
 
 def load_agent(ref: str) -> Agent:
@@ -67,6 +67,18 @@ def portable_ref(ref: str) -> str:
     if sep and module_ref and _is_file(module_ref):
         return f"{Path(module_ref).resolve()}:{attr}"
     return ref
+
+
+def note_refs(refs: dict[str, str], agent: Agent, ref: str) -> None:
+    """Record in `refs` (agent name -> reference) that `agent` and its sub-agents, at any
+    depth, are found by loading `ref` (made portable), keeping those already recorded: a
+    sub-agent's child thread records its root's reference (`Runtime.add_agent`)."""
+    portable, todo = portable_ref(ref), [agent]
+    while todo:
+        one = todo.pop()
+        if one.name not in refs:
+            refs[one.name] = portable
+            todo += one.sub_agents()
 
 
 def _is_file(module_ref: str) -> bool:

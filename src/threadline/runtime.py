@@ -37,7 +37,7 @@ from .events.state import TERMINAL
 from .execution import Outcome, carry_validated, compact_error, model_answer, tool_of, tool_started
 from .guards import guard_verdicts, unjudged
 from .launch import launched, user_message
-from .loader import portable_ref
+from .loader import note_refs
 from .models.base import Model, ModelOutput
 from .parallel import Append, Tail, run_batch
 from .pipeline import Pipeline, Refused, as_of, rollback
@@ -112,9 +112,7 @@ class Runtime(HumanActions):
     def add_agent(self, agent: Agent, *, ref: str | None = None) -> None:
         """Let this runtime advance `agent`'s threads; its renderer is built here.
 
-        `ref`, where `agent` was loaded from (`path.py:name`): its threads and its
-        sub-agents' record it in their metadata (`agent_ref`, made absolute), for later
-        processes to find the code (`cli.api.agent_of`).
+        `ref`: where it was loaded from, recorded on its and its sub-agents' threads.
 
         Raises:
             ConfigError: another agent has the same name, or the prompt spec is wrong.
@@ -124,16 +122,15 @@ class Runtime(HumanActions):
         existing = self.agents.get(agent.name)
         if existing is not None and existing is not agent:
             raise ConfigError(f"two different agents are named {agent.name!r}")
-        if existing is None:
-            check_prices(agent, self.model)
-            self._renderers[agent.name] = renderer_for(agent)
-            self.agents[agent.name] = agent
-        elif ref is None or agent.name in self.refs:
-            return
         if ref is not None:
-            self.refs[agent.name] = portable_ref(ref)
+            note_refs(self.refs, agent, ref)
+        if existing is agent:
+            return
+        check_prices(agent, self.model)
+        self._renderers[agent.name] = renderer_for(agent)
+        self.agents[agent.name] = agent
         for sub in agent.sub_agents():  # their child threads run here too
-            self.add_agent(sub, ref=ref)
+            self.add_agent(sub)
 
     def renderer(self, name: str) -> Renderer:
         """The renderer of agent `name` (built when it joined)."""
