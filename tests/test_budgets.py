@@ -3,6 +3,7 @@ what it used; exhausting one escalates with the figures; totals survive restarts
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from airline_support import run_recorded, tau_runs
-from budget_support import PRICE, biggest_reservation, left_open, lookup, runaway, spend
+from budget_support import OUT, PRICE, biggest_reservation, left_open, lookup, runaway, spend
 from threadline import (
     Agent,
     Budget,
@@ -25,13 +26,14 @@ from threadline import (
     Status,
     ThreadNotFound,
     replay_thread,
+    tool,
 )
 from threadline.composition import children
 from threadline.events import BudgetRaised, BudgetReserved, BudgetSettled, Escalated, ThreadState
-from threadline.models.base import ModelProfile
+from threadline.models.base import Context, ModelOutput, ModelProfile
 from threadline.models.pricing import PriceTable
 from threadline.stores import Store, tree_totals
-from threadline.testing import ScriptedModel, intent
+from threadline.testing import FunctionModel, ScriptedModel, intent
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -346,3 +348,101 @@ async def test_a_raised_budget_is_an_event_the_state_and_replay_follow(store: St
     assert kid.status == Status.ESCALATED
     with pytest.raises(InvalidAction, match="not by its own budget"):
         await tree_rt.raise_budget(kid.id, Budget(max_usd=1))
+
+
+GATES: dict[str, asyncio.Event] = {}
+
+
+@tool
+async def slow_read(n: int) -> str:
+    """A read-only lookup held in its answer's turn, until the test opens its gate."""
+    GATES["reading"].set()
+    await GATES["read"].wait()
+    return f"record {n}"
+
+
+def _gated(**options: Any) -> Agent:
+    """An agent under a budget whose model reports real usage (input + `OUT` tokens, less
+    than the 256 reserved for output); `asking` is set while a call is in flight, which
+    waits for the gate `answer`; `slow_read` sets `reading` and waits for `read`."""
+    GATES.clear()
+    GATES.update({k: asyncio.Event() for k in ("asking", "answer", "reading", "read")})
+
+    async def answer(context: Context) -> ModelOutput:
+        GATES["asking"].set()
+        await GATES["answer"].wait()
+        text = json.dumps(intent("slow_read", n=context.model_calls))
+        tokens = context.input_tokens or 0
+        return ModelOutput(text=text, model="priced", input_tokens=tokens, output_tokens=OUT)
+
+    profile = ModelProfile(max_output_tokens=256, price=PRICE)
+    model = FunctionModel(answer, model_id="priced", profile=profile)
+    return Agent("gated", tools=[slow_read], model=model, max_steps=1000, **options)
+
+
+def _known(reserved: BudgetReserved) -> tuple[int, int, float]:
+    """What a call of `_gated` reserved at `reserved` used (its input and `OUT` tokens)."""
+    tokens = reserved.input_tokens + OUT
+    return 1, tokens, round(PRICE.cost(reserved.input_tokens, OUT), 8)
+
+
+async def test_a_dropped_answer_s_reservation_is_settled_to_what_the_call_used(
+    store: Store,
+) -> None:
+    """An answer that arrives after the thread was cancelled is dropped, not written: its
+    reservation is settled on its own, to what the call used (not in full, as after a
+    crash), and the tree's totals hold nothing reserved for it."""
+    agent = _gated(tree_budget=Budget(max_usd=1))
+    rt = Runtime(store, agents=[agent])
+    thread = await rt.launch(agent, "look it up", advance=False)
+    running = asyncio.create_task(rt.advance(thread))
+    await asyncio.wait_for(GATES["asking"].wait(), 10)  # the call is in flight
+    await rt.cancel(thread.id, by="ops")
+    GATES["answer"].set()
+    GATES["read"].set()  # its read-only tool runs in memory; the turn's commit conflicts
+    await asyncio.wait_for(running, 10)
+    ended = await store.load(thread.id)
+    assert ended.status == Status.FAILED and ended.state.reserved_tokens is None
+    (reserved,) = [e for e in ended.events if isinstance(e, BudgetReserved)]
+    assert [e.kind for e in ended.events[reserved.seq :]] == [
+        "budget_reserved",
+        "failed",
+        "budget_settled",
+    ]  # the answer was dropped; its reservation settled after the cancel
+    settled = ended.events[-1]
+    assert isinstance(settled, BudgetSettled)
+    assert (settled.calls, settled.tokens, settled.usd) == _known(reserved)
+    assert settled.tokens < reserved.tokens  # not in full
+    totals = await tree_totals(store, thread.id)
+    assert totals is not None and totals.reserved[:2] == (0, 0)
+    assert totals.used[:2] == (1, settled.tokens)
+
+
+async def test_a_cancelled_advance_s_reservation_is_settled_to_what_the_call_used(
+    store: Store,
+) -> None:
+    """An advance cancelled while its answer's read-only tool runs (held in memory, not
+    yet written) leaves the reservation open; this process knows what the call used, so
+    its next reservation settles it to that, not in full. (A reservation it knows nothing
+    of, a crash's, is still settled in full: `test_a_restart_mid_tree_keeps_the_totals`.)"""
+    agent = _gated(budget=Budget(max_model_calls=3))
+    GATES["answer"].set()
+    rt = Runtime(store, agents=[agent])
+    thread = await rt.launch(agent, "look it up", advance=False)
+    running = asyncio.create_task(rt.advance(thread))
+    await asyncio.wait_for(GATES["reading"].wait(), 10)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    left = await store.load(thread.id)
+    assert left.state.reserved_tokens is not None and left.state.model_calls == 0
+    (first,) = [e for e in left.events if isinstance(e, BudgetReserved)]
+
+    GATES["read"].set()
+    ran = await rt.advance(left)
+    assert ran.status == Status.ESCALATED and ran.state.spent_calls == 3  # the dropped one too
+    assert ran.state.model_calls == 2
+    settled = ran.events[first.seq + 1]
+    assert isinstance(settled, BudgetSettled)
+    assert (settled.calls, settled.tokens, settled.usd) == _known(first)  # not in full
+    assert settled.tokens < first.tokens

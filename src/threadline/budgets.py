@@ -10,8 +10,11 @@ the rendered input's tokens plus the output cap, priced by the model's profile. 
 is made only once that is committed, so no call can start that would pass a limit: a
 budget is passed by at most the difference between one call's reservation and its real
 use (none, when the backend counts as the renderer does). The answer's append starts with
-`budget_settled` (`settle`), replacing the reservation with what the call used. A
-reservation a crash left open is settled in full before the next one.
+`budget_settled` (`settle`), replacing the reservation with what the call used. An answer
+that is not written (the thread ended meanwhile, or a commit ahead of it was refused) is
+settled alone to what the call used, known to this process (`Unsettled`): at once, or
+before the next reservation. A reservation a crash left open (what it used is unknown) is
+settled in full before the next one.
 
 Per thread, the figures are folded from the thread's own events (`ThreadState.spent_*`):
 one advancer holds a thread, so checking them here is exact. Per tree, many workers may
@@ -69,6 +72,7 @@ __all__ = [
     "Held",
     "Host",
     "Limits",
+    "Unsettled",
     "check_prices",
     "child_metadata",
     "launch_metadata",
@@ -93,6 +97,7 @@ class Host(Protocol):
 
     store: Store
     clock: Callable[[], datetime]
+    unsettled: Unsettled
 
     async def append_events(
         self, thread: Thread, events: Sequence[Event], lease: Lease | None
@@ -288,6 +293,33 @@ def _no_price(agent: str, model: Model) -> str:
 # -- reserving and settling --------------------------------------------------------------
 
 
+_Used = tuple[int, int, float]
+"""(calls, tokens, usd) a model call used."""
+
+
+class Unsettled:
+    """What this process knows its latest model call of each thread used (`Held.settle`),
+    kept until the thread's next reservation: one whose answer was dropped before it was
+    written is settled to that (`reserve`), not in full as after a crash. Bounded: only
+    the newest `keep` threads' are kept (a dropped answer is followed at once by the next
+    reservation, or settled where it was dropped: `Held.settle_dropped`)."""
+
+    def __init__(self, keep: int = 1024) -> None:
+        self.keep = keep
+        self._known: dict[str, tuple[int, _Used]] = {}
+
+    def note(self, thread_id: str, reserved_seq: int, used: _Used) -> None:
+        self._known.pop(thread_id, None)  # re-inserted last: the newest
+        self._known[thread_id] = (reserved_seq, used)
+        if len(self._known) > self.keep:
+            del self._known[next(iter(self._known))]
+
+    def take(self, thread_id: str, reserved_seq: int) -> _Used | None:
+        """What the call reserved at `reserved_seq` used, if this process knows it."""
+        known = self._known.pop(thread_id, None)
+        return known[1] if known is not None and known[0] == reserved_seq else None
+
+
 @dataclass(slots=True)
 class Held:
     """What `reserve` came to: `go` False when the call must not be made now (the thread
@@ -298,6 +330,9 @@ class Held:
     go: bool = True
     reserved: BudgetReserved | None = None
     model: Model | None = field(default=None, repr=False)
+    unsettled: Unsettled | None = field(default=None, repr=False)
+    used: _Used | None = None
+    """What the call used, once `settle` knows (its answer arrived, or failed)."""
 
     def settle(
         self,
@@ -309,17 +344,45 @@ class Held:
         reserved = self.reserved
         if reserved is None:
             return answer
-        used = _used(reserved, self.model, out, error)
+        used = self.used = _used(reserved, self.model, out, error)
+        if self.unsettled is not None:
+            self.unsettled.note(self.thread.id, reserved.seq, used)
 
         def build(seq: int, at: datetime) -> list[Event]:
             return [_settled(reserved, used, seq, at), *answer(seq + 1, at)]
 
         return build
 
+    def dropped(self, thread: Thread) -> bool:
+        """Whether `thread` (as the answer's append left it) still holds this call's
+        reservation open: the answer, with its settlement, was not written."""
+        if self.reserved is None or self.used is None or thread.state.reserved_tokens is None:
+            return False
+        return _open(thread).seq == self.reserved.seq
+
+    async def settle_dropped(self, runtime: Host, thread: Thread, lease: Lease | None) -> Thread:
+        """Settle this call's reservation alone, to what the call used, while it is open (a
+        conflict reloads and checks again; another advancer's step raises it, as any
+        append does). The thread ended meanwhile, so no later reservation may come to."""
+        reserved, used = self.reserved, self.used
+        for _ in range(5):
+            if reserved is None or used is None or not self.dropped(thread):
+                return thread
+            settled = _settled(reserved, used, thread.next_seq, runtime.clock())
+            try:
+                await runtime.append_events(thread, [settled], lease)
+            except AppendConflict:
+                thread = await runtime.store.load(thread.id)
+                continue
+            if runtime.unsettled is self.unsettled:
+                runtime.unsettled.take(thread.id, reserved.seq)
+            return thread
+        return thread
+
 
 def _used(
     reserved: BudgetReserved, model: Model | None, out: ModelOutput | None, error: ModelError | None
-) -> tuple[int, int, float]:
+) -> _Used:
     """(calls, tokens, usd) a call used. A backend that reports no usage at all (test
     models) is taken at the reservation's input count; a cost it does not report is
     priced with the model's profile."""
@@ -368,7 +431,7 @@ async def reserve(
     usd = round(price.cost(tokens_in, cap), 8) if price is not None else 0.0
     tree = found.root if found.tree is not None else None
     seq, at = thread.next_seq, runtime.clock()
-    before = _leftover(thread, seq, at)
+    before = _leftover(thread, seq, at, runtime.unsettled)
     reserved = BudgetReserved(
         seq=seq + len(before),
         at=at,
@@ -394,21 +457,26 @@ async def reserve(
         details = {"source": BUDGET_SOURCE, "scope": "tree", "root": found.root, **over}
         details["thread"] = thread.id
         return await _escalate(runtime, thread, lease, _reason("tree", over), details, before)
-    return Held(thread, reserved=reserved, model=model)
+    return Held(thread, reserved=reserved, model=model, unsettled=runtime.unsettled)
 
 
-def _leftover(thread: Thread, seq: int, at: datetime) -> list[Event]:
-    """The settlement of a reservation a crash left open: in full (the call may have been
-    made and billed; nothing says it was not), in the tree it was reserved in."""
+def _leftover(thread: Thread, seq: int, at: datetime, unsettled: Unsettled) -> list[Event]:
+    """The settlement of a reservation left open, in the tree it was reserved in: to what
+    the call used when this process knows it (its answer was dropped: `Unsettled`), else
+    in full (a crash: the call may have been made and billed; nothing says it was not)."""
     if thread.state.reserved_tokens is None:
         return []
-    opened = next(e for e in reversed(thread.events) if isinstance(e, BudgetReserved))
-    return [_settled(opened, (1, opened.tokens, opened.usd), seq, at)]
+    opened = _open(thread)
+    used = unsettled.take(thread.id, opened.seq) or (1, opened.tokens, opened.usd)
+    return [_settled(opened, used, seq, at)]
 
 
-def _settled(
-    reserved: BudgetReserved, used: tuple[int, int, float], seq: int, at: datetime
-) -> BudgetSettled:
+def _open(thread: Thread) -> BudgetReserved:
+    """The thread's latest reservation (the open one, when `reserved_tokens` is set)."""
+    return next(e for e in reversed(thread.events) if isinstance(e, BudgetReserved))
+
+
+def _settled(reserved: BudgetReserved, used: _Used, seq: int, at: datetime) -> BudgetSettled:
     """The `budget_settled` that closes `reserved`, in the tree it was reserved in, having
     used (calls, tokens, usd)."""
     calls, tokens, usd = used

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from . import reducer as rd
 from .agent import Agent
 from .bounds import stored_result
-from .budgets import Budget, check_prices, launch_metadata, reserve
+from .budgets import Budget, Unsettled, check_prices, launch_metadata, reserve
 from .composition import collect, deliver, start_child
 from .context.redaction import redact_for_storage, untrusted
 from .context.renderer import Renderer
@@ -103,6 +103,7 @@ class Runtime(HumanActions):
         self.clock = clock
         self.tool_runs = ToolRuns(lambda: self.clock())
         self.limits = RateLimiter(store, rate_limits, lambda: self.clock())
+        self.unsettled = Unsettled()  # what dropped answers' calls used (`budgets`)
         self._stopping = False
         self._decided: tuple[Thread, int, rd.Step] | None = None  # what ended the last held turn
         self._pipeline = Pipeline()  # held turns' commits in flight (docs/core.md)
@@ -110,9 +111,8 @@ class Runtime(HumanActions):
     # -- configuration -------------------------------------------------------------------
 
     def add_agent(self, agent: Agent, *, ref: str | None = None) -> None:
-        """Let this runtime advance `agent`'s threads; its renderer is built here.
-
-        `ref`: where it was loaded from, recorded on its and its sub-agents' threads.
+        """Let this runtime advance `agent`'s threads; its renderer is built here. `ref`:
+        where it was loaded from, recorded on its and its sub-agents' threads (`agent_ref`).
 
         Raises:
             ConfigError: another agent has the same name, or the prompt spec is wrong.
@@ -351,11 +351,14 @@ class Runtime(HumanActions):
         answer = model_answer(agent, model, context, out, error, latency, thread, taken, validated)
         build = held.settle(answer, out, error)
         if budget is None or budget > 1:
-            return await self._turn(agent, thread, build, validated, lease, budget)
-        still_valid = still_decided(thread.next_seq)
-        thread = await self._append_rebased(thread, build, lease, still_valid=still_valid)
-        carry_validated(thread, validated)
-        return thread, 1
+            thread, steps = await self._turn(agent, thread, build, validated, lease, budget)
+        else:
+            valid, steps = still_decided(thread.next_seq), 1
+            thread = await self._append_rebased(thread, build, lease, still_valid=valid)
+            carry_validated(thread, validated)
+        if held.dropped(thread):  # the answer was not written: settle what its call used
+            thread = await held.settle_dropped(self, thread, lease)
+        return thread, steps
 
     async def _run_tools(
         self,
