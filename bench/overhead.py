@@ -20,7 +20,12 @@ median of the per-round ratios, so drift of a shared machine cancels out.
    the local server: round trips per turn and append waits, grouping on against off
    (skipped, saying why, when the server is not reachable).
 
+The concurrency parts run as bench/concurrency.py runs them, and as `threadline worker`
+runs: after the first warm-up round, `threadline.settle_heap()` freezes what start-up made
+(once: the parts after it run frozen too); `--no-settle` never freezes it.
+
 Run: python bench/overhead.py [--quick] [--json results.json] [--only loop,growth,...]
+[--no-settle]
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from threadline import settle_heap
 from threadline.events import ToolResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -129,9 +135,13 @@ def loop_measures(tmpdir: Path, loops: int) -> dict[str, Callable[[], float | No
 
 
 def rounds_of(
-    measures: dict[str, Callable[[], Any]], rounds: int, name: str
+    measures: dict[str, Callable[[], Any]],
+    rounds: int,
+    name: str,
+    ready: Callable[[], object] | None = None,
 ) -> list[dict[str, Any]]:
-    """Interleaved rounds of every measure; round 0 warms imports and caches and is dropped.
+    """Interleaved rounds of every measure; round 0 warms imports and caches and is dropped,
+    then `ready()` runs (the process now set up, as a worker is once it serves).
 
     Each round starts one measure further along the list (the order rotates), so no measure
     always runs first: on a shared machine whichever runs first in a round tends to come out
@@ -142,6 +152,8 @@ def rounds_of(
         turn = r % len(keys) if keys else 0
         ran = {key: measures[key]() for key in keys[turn:] + keys[:turn]}
         row = {key: ran[key] for key in keys}
+        if not r and ready is not None:
+            ready()
         if r:
             out.append(row)
             shown = ", ".join(f"{k} {v:.0f}" for k, v in row.items() if isinstance(v, int | float))
@@ -227,20 +239,38 @@ def storage_report(tmpdir: Path, sizes: tuple[int, ...]) -> dict[str, Any]:
     return out
 
 
-def concurrency_report(tmpdir: Path, rounds: int, threads: int) -> dict[str, Any]:
+class Heap:
+    """The heap frozen once, as bench/concurrency.py and `threadline worker` do it
+    (`threadline.settle_heap`), unless `enabled` is False (`--no-settle`)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.frozen = 0  # objects in the permanent generation, once frozen
+
+    def settle(self) -> None:
+        if self.enabled and not self.frozen:
+            self.frozen = settle_heap()
+
+    @property
+    def shown(self) -> str:
+        return f"heap frozen: {self.frozen} objects" if self.frozen else "heap not frozen"
+
+
+def concurrency_report(tmpdir: Path, rounds: int, threads: int, heap: Heap) -> dict[str, Any]:
     measures = {
         "grouped": lambda: concurrency.run(tmpdir, threads, 0.005),
         "alone": lambda: concurrency.run(tmpdir, threads, 0.0),
     }
     flat = [
         {f"{k}.{m}": v for k, res in row.items() for m, v in res.items()}
-        for row in rounds_of(measures, rounds, "concurrency")
+        for row in rounds_of(measures, rounds, "concurrency", heap.settle)
     ]
     med = {key: median(flat, key) for key in flat[0]}
     per_turn = med["grouped.commits_per_turn"] or 0.0
     met = "met" if per_turn < 0.25 else "NOT met"
     console.print(
-        f"Concurrency ({threads} threads at once, SQLite FULL, median of {rounds} rounds): "
+        f"Concurrency ({threads} threads at once, SQLite FULL, median of {rounds} rounds, "
+        f"{heap.shown}): "
         f"{per_turn:.3f} commits (fsyncs) per turn with group commit (goal < 0.25: {met}), "
         f"{med['alone.commits_per_turn']:.3f} with it off; throughput "
         f"{ratio(flat, 'grouped.turns_per_s', 'alone.turns_per_s') or 0:.2f}x; wait of a "
@@ -260,10 +290,10 @@ def concurrency_report(tmpdir: Path, rounds: int, threads: int) -> dict[str, Any
         f"{'met' if longest <= 1.0 else 'NOT met'})",
         highlight=False,
     )
-    return {"median": med, "rounds": flat}
+    return {"median": med, "rounds": flat, "heap_frozen": heap.frozen}
 
 
-def postgres_concurrency_report(rounds: int, threads: int) -> dict[str, Any]:
+def postgres_concurrency_report(rounds: int, threads: int, heap: Heap) -> dict[str, Any]:
     """The same threads on PostgreSQL, grouping on and off: round trips per turn, waits."""
     unreachable = concurrency.postgres_unreachable()
     if unreachable is not None:
@@ -275,11 +305,12 @@ def postgres_concurrency_report(rounds: int, threads: int) -> dict[str, Any]:
     }
     flat = [
         {f"{k}.{m}": v for k, res in row.items() for m, v in res.items()}
-        for row in rounds_of(measures, rounds, "concurrency on PostgreSQL")
+        for row in rounds_of(measures, rounds, "concurrency on PostgreSQL", heap.settle)
     ]
     med = {key: median(flat, key) or 0.0 for key in flat[0]}
     console.print(
-        f"Concurrency ({threads} threads at once, PostgreSQL, median of {rounds} rounds): "
+        f"Concurrency ({threads} threads at once, PostgreSQL, median of {rounds} rounds, "
+        f"{heap.shown}): "
         f"{med['grouped.round_trips_per_turn']:.3f} round trips per turn with group commit "
         f"({med['grouped.append_round_trips_per_turn']:.3f} of them appends'), "
         f"{med['alone.round_trips_per_turn']:.3f} with it off "
@@ -297,7 +328,7 @@ def postgres_concurrency_report(rounds: int, threads: int) -> dict[str, Any]:
         f"{med['alone.wake_append_round_trips_per_message']:.3f})",
         highlight=False,
     )
-    return {"median": med, "rounds": flat}
+    return {"median": med, "rounds": flat, "heap_frozen": heap.frozen}
 
 
 def main() -> None:
@@ -309,7 +340,11 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts")
     parser.add_argument("--quick", action="store_true", help="few rounds, short runs (CI smoke)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--no-settle", action="store_true", help="never freeze the heap (settle_heap)"
+    )
     args = parser.parse_args()
+    heap = Heap(enabled=not args.no_settle)
     sizes = (100, 300)
     if args.quick:
         args.rounds, args.loops = 2, 3
@@ -332,11 +367,11 @@ def main() -> None:
             results["storage"] = storage_report(tmpdir, sizes)
         if "concurrency" in parts:
             results["concurrency"] = concurrency_report(
-                tmpdir, max(1, args.rounds // 2), args.threads
+                tmpdir, max(1, args.rounds // 2), args.threads, heap
             )
         if "concurrency-pg" in parts:
             results["concurrency_postgres"] = postgres_concurrency_report(
-                max(1, args.rounds // 2), args.threads
+                max(1, args.rounds // 2), args.threads, heap
             )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
