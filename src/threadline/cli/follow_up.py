@@ -248,16 +248,10 @@ def raise_budget(
 ) -> None:
     """Raise a thread's own budget (the limits given; the others kept), then run it on: a
     thread its budget stopped goes on from where it stopped."""
-    budget = budget_of(calls, tokens, usd)
-    if budget is None:
+    new = budget_of(calls, tokens, usd)
+    if new is None:
         raise ConfigError("give a new limit: --budget-usd, --budget-tokens or --budget-calls")
-    act(
-        server,
-        agent,
-        thread_id,
-        lambda api, _: api.raise_budget(thread_id, budget),
-        advance=advance,
-    )
+    act(server, agent, thread_id, lambda api, _: api.raise_budget(thread_id, new), advance=advance)
 
 
 @command(app)
