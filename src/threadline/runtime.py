@@ -111,8 +111,7 @@ class Runtime(HumanActions):
     # -- configuration -------------------------------------------------------------------
 
     def add_agent(self, agent: Agent, *, ref: str | None = None) -> None:
-        """Let this runtime advance `agent`'s threads; its renderer is built here. `ref`:
-        where it was loaded from, recorded on its and its sub-agents' threads (`agent_ref`).
+        """Let this runtime advance `agent`'s threads (recording `ref`); build its renderer.
 
         Raises:
             ConfigError: another agent has the same name, or the prompt spec is wrong.
