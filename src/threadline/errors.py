@@ -26,6 +26,8 @@ Errors (something is wrong; callers catch these)::
     ├── ModelError               a provider failed (after retries); carries `retryable`
     │   ├── CircuitOpen          the provider's circuit breaker is open: the thread waits
     │   └── InvalidRequest       the provider says the request itself is invalid: never retried
+    │       └── ContextOverflow  the request exceeds the server's window, which it said: the
+    │                            runtime renders again under what was learned, once
     ├── PromptError              a prompt template is missing, malformed or misses a variable
     ├── MalformedVerdict         a judge's answer is not a verdict (the agent's guard_failure
     │                            policy decides the call; carries the judge call's usage)
@@ -51,6 +53,7 @@ __all__ = [
     "ChannelError",
     "CircuitOpen",
     "ConfigError",
+    "ContextOverflow",
     "CorruptEvent",
     "InvalidAction",
     "InvalidRequest",
@@ -299,6 +302,35 @@ class InvalidRequest(ModelError):
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message, retryable=False, status=status)
+
+
+class ContextOverflow(InvalidRequest):
+    """The server refused the request for exceeding its context window, and said the window.
+
+    The model that raised it has already kept what it learned (the window, and the
+    server's count of the refused prompt: `models.calibration`); `learned` says whether
+    that changed what the renderer plans in. When it did, the runtime renders the context
+    again under it and makes the call once more instead of failing the step.
+
+    Attributes:
+        window: the window the server said it has.
+        prompt_tokens: the server's count of the refused prompt, when it said.
+        learned: whether the bound model's window or count correction moved.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        window: int,
+        prompt_tokens: int | None = None,
+        learned: bool = False,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message, status=status)
+        self.window = window
+        self.prompt_tokens = prompt_tokens
+        self.learned = learned
 
 
 class PromptError(ThreadlineError):

@@ -88,12 +88,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start(log_dir: Path) -> LlamaServer:
+def _start(log_dir: Path, n_ctx: int = 2048) -> LlamaServer:
     port = _free_port()
     log = log_dir / f"llama-server-{port}.log"
     gguf = str(default_model_path())
     # One thread: the test process and the server share two cores.
-    common = {"model": gguf, "n_ctx": 2048, "n_threads": 1}
+    common = {"model": gguf, "n_ctx": n_ctx, "n_threads": 1}
     config = log_dir / "llama-server.json"
     config.write_text(
         json.dumps(
@@ -148,6 +148,16 @@ def _stop(server: LlamaServer) -> None:
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     """llama-cpp-python's server on a free loopback port (default chat format)."""
     server = _start(tmp_path_factory.mktemp("llama-server"))
+    try:
+        yield server
+    finally:
+        _stop(server)
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """The same server started with a 512-token window (`--n_ctx 512`)."""
+    server = _start(tmp_path_factory.mktemp("llama-server-512"), n_ctx=512)
     try:
         yield server
     finally:
@@ -273,3 +283,82 @@ async def test_profile_and_render_count_what_the_server_counts(
     assert counted.window == 2048
     assert counted.profile == counted.render
     assert abs(counted.render - counted.reported) <= 0.03 * counted.reported, counted
+
+
+_PAGE = " ".join(f"line {i}: the quick brown fox jumps over the lazy dog." for i in range(120))
+
+
+def fetch_page(url: str) -> str:
+    """Fetch a web page's text."""
+    return _PAGE
+
+
+async def test_a_window_the_server_says_is_learned_and_the_call_made_once_more(
+    small_server: LlamaServer,
+) -> None:
+    """The spec says 2,048 tokens, the server serves 512: the first request (a page of
+    ~1,000 tokens verbatim) is refused with the window; the model keeps it and the context
+    is rendered under it (the page cut) and sent again: one `model_call`, no error."""
+    from threadline import Agent, tool
+    from threadline.testing import ScriptedModel, intent
+
+    agent = Agent("reader", instructions="Answer from the page.", tools=[tool(fetch_page)])
+    store = MemoryStore()
+    scripted = ScriptedModel([intent("fetch_page", url="https://example.org")])
+    rt = Runtime(store, agents=[agent], model=scripted)
+    thread = await rt.launch(agent, "what does the page say?", advance=False)
+    thread = await rt.advance(thread, max_steps=2)
+    assert [e.kind for e in thread.events][-1] == "tool_result"
+    model = resolve_model(small_server.spec(n_ctx="2048", max_tokens="40"))
+    assert model.profile.context_window == 2048
+    rt = Runtime(store, agents=[agent], model=model)
+    before = len(thread.events)
+    thread = await rt.advance(thread.id, max_steps=1)
+    kinds = [e.kind for e in thread.events[before:]]
+    assert kinds[0] == "model_call" and "model_error" not in kinds, kinds
+    assert 0 < thread.events[before].input_tokens <= 512
+    calibration = model.profile.calibration
+    assert model.profile.context_window == 512
+    assert calibration is not None and calibration.window == 512
+    assert rt.renderer("reader").budget.window <= 512
+
+
+async def test_a_message_too_large_for_the_learned_window_escalates_with_the_budget_error(
+    small_server: LlamaServer,
+) -> None:
+    """Under the window the server said, even the newest message does not fit: the thread
+    escalates as for any context that cannot fit (no request the server would refuse)."""
+    from threadline import Agent
+
+    model = resolve_model(small_server.spec(n_ctx="2048", max_tokens="40"))
+    agent = Agent("echo", instructions="Repeat the text.")
+    rt = Runtime(MemoryStore(), agents=[agent], model=model)
+    thread = await rt.launch(agent, "repeat: " + "many words of text " * 150)
+    kinds = [e.kind for e in thread.events]
+    assert kinds == ["user_message", "token_budget_exceeded", "escalated"], kinds
+    assert model.profile.context_window == 512
+
+
+async def test_tools_mode_counts_are_corrected_by_the_servers_usage(
+    calculator: ModuleType, live: LlamaServer
+) -> None:
+    """The function-calling chat template adds text the renderer does not count: after one
+    answer the model's correction says by how much, and the renderer plans in less."""
+    model = resolve_model(live.spec("smollm2-tools", mode="tools"))
+    rt = Runtime(MemoryStore(), model=model)
+    thread = await rt.launch(calculator.agent, "divide 84 by 2", advance=False)
+    thread = await rt.advance(thread, max_steps=1)
+    (call,) = [e for e in thread.events if e.kind == "model_call"]
+    calibration = model.profile.calibration
+    assert calibration is not None and calibration.answers == 1
+    renderer = rt.renderer(calculator.agent.name)
+    renderer.bind(model)  # as before the next call: the budget follows the correction
+    counted = renderer.render(thread.__class__(thread.id, thread.agent, thread.events[:1]))
+    assert counted.context.input_tokens is not None
+    assert calibration.factor == pytest.approx(call.input_tokens / counted.context.input_tokens)
+    assert calibration.factor > 1.03, (call.input_tokens, counted.context.input_tokens)
+    budget = renderer.budget
+    assert budget.window < 2048
+    assert budget.window == budget.max_output_tokens + int(
+        (2048 - budget.max_output_tokens) / calibration.scale
+    )

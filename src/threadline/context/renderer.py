@@ -34,6 +34,7 @@ from typing import Any
 from ..errors import ConfigError, PromptError, TokenBudgetError
 from ..events import Compacted, Event, Thread, ToolCall, ToolError, ToolResult
 from ..models.base import Context, Message, Model, ToolSpec
+from ..models.calibration import Calibration
 from .base import ContextFormat, PromptTemplate, Rendered, message_tokens, truncate_to
 from .budget import ContextBudget, Layout, dynamic_share, plan_layout
 from .compact import COMPACT, COMPACT_NATIVE, call_precedes, outcome_follows
@@ -135,6 +136,8 @@ class Renderer:
         self.budget: ContextBudget = self.settings.budget_for(None)
         self.renders = 0
         self._bound: Model | None = None
+        self._calibration: Calibration | None = None
+        self._calibrated = 0  # the calibration's version the budget was sized for
         self._tools_text: Callable[[Sequence[ToolSpec]], str] | None = None
         self._instructions_hash = hashlib.sha256(instructions.encode()).hexdigest()
         self._blocks = CountCache()
@@ -147,17 +150,38 @@ class Renderer:
     # -- binding to the model that answers ---------------------------------------------
 
     def bind(self, model: Model | None) -> None:
-        """Size the budget and counter for `model` (cheap when it is the bound one)."""
-        if model is None or model is self._bound:
+        """Size the budget and counter for `model` (cheap when it is the bound one and
+        its calibration has not moved since: `models.calibration`)."""
+        if model is None:
+            return
+        calibration = self._calibration
+        if model is self._bound:
+            if calibration is not None and calibration.version != self._calibrated:
+                self.budget = self._calibrated_budget(model, calibration)
             return
         self.counter = self.settings.counter_for(model)
-        self.budget = self.settings.budget_for(model)
+        profile = model.profile
+        self._calibration = calibration = profile.calibration
+        self.budget = self._calibrated_budget(model, calibration)
         self.format = format_named(self.settings.format, self.settings.native_tools_for(model))
-        tools_text = model.profile.tools_text
+        tools_text = profile.tools_text
         if tools_text is not self._tools_text:
             self._fixed.clear()  # the tools' cost is counted from another text now
             self._tools_text = tools_text
         self._bound = model
+
+    def _calibrated_budget(self, model: Model, calibration: Calibration | None) -> ContextBudget:
+        """The settings' budget for `model`, in the window its calibration allows: the
+        window the server said (sized as if declared: a smaller window reserves less for
+        the output, results and summary), its prompt room divided by the count correction
+        (`Calibration.fit`)."""
+        learned = calibration.window if calibration is not None else None
+        budget = self.settings.budget_for(model, window=learned)
+        if calibration is None:
+            return budget
+        self._calibrated = calibration.version
+        window = calibration.fit(budget.window, budget.max_output_tokens)
+        return budget if window >= budget.window else replace(budget, window=window)
 
     # -- the runtime's entry point -------------------------------------------------------
 

@@ -179,12 +179,22 @@ class ContextSettings:
             return counter_for_model(self.model_id)
         return ApproxCounter()
 
-    def budget_for(self, model: Model | None) -> ContextBudget:
-        """The budget for `model` (None: no model bound)."""
+    def budget_for(self, model: Model | None, *, window: int | None = None) -> ContextBudget:
+        """The budget for `model` (None: no model bound); `window`: at most that window
+        (a window the server said it has: `models.calibration`), over any other."""
         if self.budget is not None:
+            if window is not None and window < self.budget.window:
+                return replace(
+                    self.budget,
+                    window=window,
+                    max_output_tokens=min(self.budget.max_output_tokens, max(1, window // 4)),
+                )
             return self.budget
         profile = model.profile if model is not None else None
-        window = self.context_window or (profile.context_window if profile else None)
+        declared = self.context_window or (profile.context_window if profile else None)
+        if window is not None and declared:
+            window = min(window, declared)
+        window = window or declared
         if not window:
             # Imported here: the agent's settings are imported by `decide`, whose import
             # closure stays free of the model package (tests/test_reducer.py).

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..events import RawToolCall
+from .calibration import Calibration
 from .pricing import Price
 
 __all__ = [
@@ -102,6 +103,10 @@ class ModelProfile:
             they travel as native definitions (counted as chat-completions JSON).
         price: what its tokens cost (USD per million), None when unknown. Budgets in USD
             reserve with it; a model without one cannot run under a USD budget.
+        calibration: what the model learned from its provider's answers (a correction of
+            the renderer's counts by `usage.prompt_tokens`, a window from a refusal), kept
+            on the model object and read by the renderer at each call
+            (`models.calibration`); None: nothing is learned.
     """
 
     context_window: int | None = None
@@ -111,6 +116,7 @@ class ModelProfile:
     tools_in_prompt: bool = False
     tools_text: Callable[[Sequence[ToolSpec]], str] | None = None
     price: Price | None = None
+    calibration: Calibration | None = None
 
     @classmethod
     def for_id(
@@ -124,6 +130,7 @@ class ModelProfile:
         tools_in_prompt: bool = False,
         tools_text: Callable[[Sequence[ToolSpec]], str] | None = None,
         price: Price | None = None,
+        calibration: Calibration | None = None,
     ) -> ModelProfile:
         """A profile from what the model id tells (`known_window`, `known_encoding`);
         explicit values win."""
@@ -135,12 +142,14 @@ class ModelProfile:
             tools_in_prompt=tools_in_prompt,
             tools_text=tools_text,
             price=price,
+            calibration=calibration,
         )
 
     @classmethod
     def narrowest(cls, profiles: Iterable[ModelProfile]) -> ModelProfile:
         """One profile any of `profiles` can serve (a fallback chain): the smallest known
-        window and output cap, the first model's tokenizer and tools text, the modes all
+        window and output cap, the first model's tokenizer, tools text and calibration
+        (it corrects that tokenizer's counts), the modes all
         share, tools in the prompt when any of them wants them there (every backend reads
         them there), the highest price of each kind (None if any is unknown: any of them
         may answer)."""
@@ -158,6 +167,7 @@ class ModelProfile:
             tools_text=items[0].tools_text,
             tools_in_prompt=any(p.tools_in_prompt for p in items),
             price=_highest([p.price for p in items]),
+            calibration=items[0].calibration,
         )
 
 

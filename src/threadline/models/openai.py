@@ -29,15 +29,17 @@ sanitised and mapped back, so callers always see their own names.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import ConfigError, MissingExtraError, ModelError
+from ..errors import ConfigError, ContextOverflow, InvalidRequest, MissingExtraError, ModelError
 from ..events import RawToolCall
 from .base import Context, Message, ModelOutput, ModelProfile, ToolSpec
+from .calibration import Calibration, window_refusal
 from .local import tools_prompt  # pure text; llama.cpp itself is imported lazily there
 from .pricing import PriceTable
 from .resilience import sdk_api_key, sdk_client, sdk_output, sdk_request
@@ -59,6 +61,8 @@ __all__ = [
 Mode = Literal["json_schema", "json_object", "tools"]
 MODES: tuple[Mode, ...] = ("json_schema", "json_object", "tools")
 _SAFE_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+log = logging.getLogger("threadline.models.openai")
 
 _NO_KEY_HINT = "export it, or set OPENAI_BASE_URL to an OpenAI-compatible server that needs no key"
 
@@ -252,6 +256,7 @@ class OpenAIModel:
                 openai.AsyncOpenAI, key, base_url, timeout=timeout, http_client=http_client
             )
         self.client = client
+        self.calibration = Calibration()
         self.count_tokens = _server_tokenizer(self.server, str(client.base_url), model, api_key)
         # api.openai.com wants max_completion_tokens; older compatible servers know only
         # max_tokens.
@@ -277,6 +282,7 @@ class OpenAIModel:
             tools_in_prompt=self.server.bills_prompt and self.mode != "tools",
             tools_text=None if self.mode == "tools" else tools_prompt,
             price=self.prices.price(self.model),
+            calibration=self.calibration,
         )
 
     def request_body(self, context: Context) -> tuple[dict[str, Any], dict[str, str]]:
@@ -330,7 +336,10 @@ class OpenAIModel:
     async def request(self, context: Context) -> ModelOutput:
         body, original = self.request_body(context)
         send = partial(self.client.chat.completions.create, **body)
-        response, latency = await sdk_request(self._openai, self.model, send)
+        try:
+            response, latency = await sdk_request(self._openai, self.model, send)
+        except InvalidRequest as exc:
+            raise self._overflow(exc, context) or exc from None
         choices = getattr(response, "choices", None)
         if not choices:
             raise ModelError(f"{self.model}: response has no choices", retryable=True)
@@ -349,6 +358,8 @@ class OpenAIModel:
             text = str(message.refusal)
         usage = response.usage
         details = usage.prompt_tokens_details if usage else None
+        if usage is not None and usage.prompt_tokens:
+            self.calibration.observe(context.input_tokens, usage.prompt_tokens)
         return sdk_output(
             "openai",
             response.model or self.model,
@@ -360,6 +371,32 @@ class OpenAIModel:
             output_tokens=usage.completion_tokens if usage else 0,
             cache_write=(details.cache_write_tokens or 0) if details else 0,
             cache_read=(details.cached_tokens or 0) if details else 0,
+        )
+
+    def _overflow(self, exc: InvalidRequest, context: Context) -> ContextOverflow | None:
+        """`exc` as a `ContextOverflow` when it is a refusal for exceeding the window that
+        says the window, after keeping what it taught: the window, when lower than the one
+        assumed (`context_window` too, so the profile says it), and the server's count of
+        the refused prompt against the renderer's. None: another invalid request."""
+        said = window_refusal(str(exc))
+        if said is None:
+            return None
+        window, prompt = said
+        learned = False
+        if window < (self.context_window or window + 1):
+            log.warning(
+                "%s: the server says its context window is %d tokens, not %s: planning in %d",
+                self.model_id,
+                window,
+                self.context_window or "unknown",
+                window,
+            )
+            self.context_window = window
+            learned = self.calibration.refused(window)
+        if prompt is not None:
+            learned = self.calibration.observe(context.input_tokens, prompt) or learned
+        return ContextOverflow(
+            str(exc), window=window, prompt_tokens=prompt, learned=learned, status=exc.status
         )
 
 
