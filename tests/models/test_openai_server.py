@@ -298,11 +298,17 @@ async def test_a_window_the_server_says_is_learned_and_the_call_made_once_more(
 ) -> None:
     """The spec says 2,048 tokens, the server serves 512: the first request (a page of
     ~1,000 tokens verbatim) is refused with the window; the model keeps it and the context
-    is rendered under it (the page cut) and sent again: one `model_call`, no error."""
-    from threadline import Agent, tool
+    is rendered under it (the page cut) and sent again: one `model_call`, no error. Under
+    a token budget the refused call is settled as a call that used nothing."""
+    from threadline import Agent, Budget, tool
     from threadline.testing import ScriptedModel, intent
 
-    agent = Agent("reader", instructions="Answer from the page.", tools=[tool(fetch_page)])
+    agent = Agent(
+        "reader",
+        instructions="Answer from the page.",
+        tools=[tool(fetch_page)],
+        budget=Budget(max_tokens=100_000),
+    )
     store = MemoryStore()
     scripted = ScriptedModel([intent("fetch_page", url="https://example.org")])
     rt = Runtime(store, agents=[agent], model=scripted)
@@ -314,9 +320,22 @@ async def test_a_window_the_server_says_is_learned_and_the_call_made_once_more(
     rt = Runtime(store, agents=[agent], model=model)
     before = len(thread.events)
     thread = await rt.advance(thread.id, max_steps=1)
-    kinds = [e.kind for e in thread.events[before:]]
-    assert kinds[0] == "model_call" and "model_error" not in kinds, kinds
-    assert 0 < thread.events[before].input_tokens <= 512
+    # The second rendering may compact (the summary is stored first, as for any render).
+    new = [e for e in thread.events[before:] if e.kind != "compacted"]
+    kinds = [e.kind for e in new]
+    assert kinds[:5] == [
+        "budget_reserved",
+        "budget_settled",
+        "budget_reserved",
+        "budget_settled",
+        "model_call",
+    ], kinds
+    assert "model_error" not in kinds, kinds
+    refused, answered = new[1], new[3]
+    assert (refused.calls, refused.tokens) == (1, 0)
+    assert answered.tokens > 0
+    assert new[2].input_tokens <= 512 < new[0].input_tokens  # rendered again, smaller
+    assert 0 < new[4].input_tokens <= 512
     calibration = model.profile.calibration
     assert model.profile.context_window == 512
     assert calibration is not None and calibration.window == 512
