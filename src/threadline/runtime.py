@@ -298,11 +298,8 @@ class Runtime(HumanActions):
         thread: Thread,
         lease: Lease | None,
         budget: int | None,
-        *,
-        again: bool = False,
+        once: bool = False,
     ) -> tuple[Thread, int]:
-        """Render, call the model, record its answer. `again`: this is the one call made
-        anew after a `ContextOverflow` that taught the model its window (not repeated)."""
         model = agent.model or self.model
         if model is None:
             raise ConfigError(
@@ -353,16 +350,9 @@ class Runtime(HumanActions):
         finally:
             if permit is not NO_LIMIT:
                 await (permit.done(out) if made else permit.unused())
-        if isinstance(error, ContextOverflow) and error.learned and not again:
-            # The server said its window (or counted the refused prompt): the model keeps
-            # it, and the context is rendered under it and sent once more, the refused
-            # call settled (nothing billed), so the step does not fail on a window the
-            # spec got wrong.
-            if held.reserved is not None:
-                settle = held.settle(lambda seq, at: [], None, error)
-                valid = still_decided(thread.next_seq)
-                thread = await self._append_rebased(thread, settle, lease, still_valid=valid)
-            return await self._call_model(agent, thread, lease, budget, again=True)
+        if isinstance(error, ContextOverflow) and error.learned and not once:  # render again
+            thread = await self._settle_unbilled(thread, held, error, lease)
+            return await self._call_model(agent, thread, lease, budget, True)
         validated: dict[str, BaseModel] = {}
         taken = self._call_ids.taken(thread)
         answer = model_answer(agent, model, context, out, error, latency, thread, taken, validated)
