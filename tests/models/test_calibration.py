@@ -113,3 +113,13 @@ def test_the_renderer_plans_in_the_calibrated_window_and_follows_its_moves() -> 
     assert renderer.budget.window == 512 + int(1536 / calibration.scale)
     with pytest.raises(TokenBudgetError):  # the user's message alone no longer fits
         renderer.render(thread)
+
+
+def test_a_learned_window_narrows_an_explicit_budget_too() -> None:
+    from threadline.context.budget import ContextBudget
+
+    settings = ContextSettings(budget=ContextBudget(window=8000, max_output_tokens=1024))
+    assert settings.budget_for(None, window=512) == ContextBudget(window=512, max_output_tokens=128)
+    assert settings.budget_for(None, window=9000).window == 8000  # never widened
+    assert ContextSettings(context_window=4096).budget_for(None, window=1024).window == 1024
+    assert ContextSettings(context_window=1024).budget_for(None, window=4096).window == 1024
