@@ -210,11 +210,16 @@ def _escalated_child(agent: Agent, thread: Thread) -> Escalate | None:
     return Escalate(last.message, {"call_id": last.call_id, "last_error": last.message})
 
 
+_REJECTED = ("InvalidRequest", "ContextOverflow")
+
+
 def _rejected_request(thread: Thread) -> Escalate | None:
     """Escalate at once when the provider called the request itself invalid: asking again
-    would send the same request and fail the same way (reported once, not retried)."""
+    would send the same request and fail the same way (reported once, not retried). A
+    `ContextOverflow` is one too (the call was already made once more under what the
+    refusal taught: `threadline.overflow`)."""
     last = thread.events[-1]
-    if isinstance(last, ModelError) and last.error_type == "InvalidRequest":
+    if isinstance(last, ModelError) and last.error_type in _REJECTED:
         return Escalate(
             f"the model provider rejected the request: {last.message}",
             {"last_error": f"{last.error_type}: {last.message}"},

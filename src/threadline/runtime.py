@@ -31,7 +31,7 @@ from .budgets import Budget, Unsettled, check_prices, launch_metadata, reserve
 from .composition import collect, deliver, start_child
 from .context.redaction import redact_for_storage, untrusted
 from .context.renderer import Renderer
-from .errors import AppendConflict, ConfigError, ContextOverflow, ModelError
+from .errors import AppendConflict, ConfigError, ModelError
 from .events import Event, Status, Thread, utcnow
 from .events.state import TERMINAL
 from .execution import Outcome, carry_validated, compact_error, model_answer, tool_of, tool_started
@@ -39,6 +39,7 @@ from .guards import guard_verdicts, unjudged
 from .launch import launched, user_message
 from .loader import note_refs
 from .models.base import Model, ModelOutput
+from .overflow import model_of, render_again
 from .parallel import Append, Tail, run_batch
 from .pipeline import Pipeline, Refused, as_of, rollback
 from .prompts import renderer_for
@@ -293,18 +294,9 @@ class Runtime(HumanActions):
         return thread, 1
 
     async def _call_model(
-        self,
-        agent: Agent,
-        thread: Thread,
-        lease: Lease | None,
-        budget: int | None,
-        once: bool = False,
+        self, agent: Agent, thread: Thread, lease: Lease | None, budget: int | None
     ) -> tuple[Thread, int]:
-        model = agent.model or self.model
-        if model is None:
-            raise ConfigError(
-                f"agent {agent.name!r} has no model; set THREADLINE_MODEL or pass model="
-            )
+        model = model_of(agent, self.model)
         # One rendering per call. Compaction, or escalation when even the minimum context
         # cannot fit (never an oversize request), is stored before the call, so the thread
         # stays replayable.
@@ -350,9 +342,8 @@ class Runtime(HumanActions):
         finally:
             if permit is not NO_LIMIT:
                 await (permit.done(out) if made else permit.unused())
-        if isinstance(error, ContextOverflow) and error.learned and not once:  # render again
-            thread = await self._settle_unbilled(thread, held, error, lease)
-            return await self._call_model(agent, thread, lease, budget, True)
+        if again := await render_again(self, agent, thread, held, error, lease, budget):
+            return again  # the server said its window: rendered under it, sent once more
         validated: dict[str, BaseModel] = {}
         taken = self._call_ids.taken(thread)
         answer = model_answer(agent, model, context, out, error, latency, thread, taken, validated)

@@ -23,7 +23,6 @@ from .context.prefetch import prefetch_events
 from .errors import (
     AppendConflict,
     InvalidAction,
-    ModelError,
     NotAllowed,
 )
 from .events import (
@@ -44,12 +43,9 @@ from .events import (
     WaitTimedOut,
 )
 from .launch import user_message
-from .rebase import advanced_meanwhile, still_decided
+from .rebase import advanced_meanwhile
 from .stores.base import Lease, Store, new_thread_id
 from .tools import compact_validation_error
-
-if TYPE_CHECKING:
-    from .budgets import Held
 
 __all__ = ["HumanActions", "Verdict", "VerdictOptions"]
 
@@ -150,17 +146,6 @@ class HumanActions:
                 if not still_valid(thread):
                     return thread
         raise AppendConflict(thread.id, thread.next_seq, -1)
-
-    async def _settle_unbilled(
-        self, thread: Thread, held: Held, error: ModelError, lease: Lease | None
-    ) -> Thread:
-        """`held`'s reservation, if any, settled as one call that billed nothing: a request
-        the server refused for its window, rendered again under it (`models.calibration`)."""
-        if held.reserved is None:
-            return thread
-        settle = held.settle(lambda seq, at: [], None, error)
-        valid = still_decided(thread.next_seq)
-        return await self._append_rebased(thread, settle, lease, still_valid=valid)
 
     async def approve(
         self,
