@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
-from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from .errors import ConfigError, ContextOverflow, ModelError
@@ -22,7 +21,8 @@ from .rebase import still_decided
 if TYPE_CHECKING:
     from .agent import Agent
     from .budgets import Held
-    from .events import Event, Thread
+    from .events import Thread
+    from .execution import Outcome
     from .models.base import Model
     from .stores.base import Lease
 
@@ -33,13 +33,10 @@ _AGAIN: ContextVar[bool] = ContextVar("threadline_render_again", default=False)
 
 
 class _Caller(Protocol):
+    """The runtime, as far as a call made again needs it."""
+
     async def _append_rebased(
-        self,
-        thread: Thread,
-        build: Callable[[int, datetime], list[Event]],
-        lease: Lease | None,
-        *,
-        still_valid: Callable[[Thread], bool],
+        self, t: Thread, b: Outcome, lease: Lease | None, *, still_valid: Callable[[Thread], bool]
     ) -> Thread: ...
 
     async def _call_model(
