@@ -79,3 +79,30 @@ async def test_a_worker_stops_promptly_while_it_waits_for_a_notify(
         assert running.result().leased == 0
     finally:
         await store.close()
+
+
+async def test_the_wait_that_opens_listen_returns_at_once_so_no_early_notify_is_lost(
+    postgres_url: str, pg_schema: str
+) -> None:
+    # A NOTIFY sent before LISTEN took effect reached nobody (a launch while a worker was
+    # starting, or while its listener was down): the wait that (re)opens the connection
+    # returns as soon as LISTEN holds, so the worker leases once more instead of waiting a
+    # whole poll interval for work that is already there.
+    url = pg_store_url(postgres_url, pg_schema)
+    store, other = open_store(url), open_store(url)
+    assert isinstance(store, PostgresStore)
+    agent = Agent("idle", model=FunctionModel(lambda _: intent("done_for_now", message="ok")))
+    try:
+        await asyncio.wait_for(store.wait_for_work(60), 10)  # opens LISTEN, returns at once
+        waiting = asyncio.create_task(store.wait_for_work(60))
+        await asyncio.sleep(0.3)
+        assert not waiting.done(), "a wait on an open listener returned with nothing sent"
+        await Runtime(other, agents=[agent]).launch(agent, "wake", advance=False)
+        await asyncio.wait_for(waiting, 10)  # the launch's NOTIFY
+        assert store._listener is not None
+        await store._listener.close()  # the listener breaks
+        await asyncio.wait_for(store.wait_for_work(60), 10)  # reopens LISTEN, returns at once
+        assert store._listener is not None and not store._listener.closed
+    finally:
+        await store.close()
+        await other.close()

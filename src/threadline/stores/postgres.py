@@ -390,7 +390,9 @@ class PostgresStore(SQLStore):
         """Wait for a NOTIFY on `threadline_runnable` (or `seconds`).
 
         One dedicated LISTEN connection per store, outside the pool; if it breaks, this
-        falls back to sleeping and reconnects on the next call.
+        falls back to sleeping and reconnects on the next call. The call that (re)connects
+        returns as soon as `LISTEN` has taken effect, without waiting: a notification sent
+        before then was lost, so the caller looks for work once more.
 
         The wait on that connection runs in a task of its own, awaited here through
         `asyncio.wait`: psycopg can swallow a cancellation that arrives mid-wait
@@ -417,6 +419,10 @@ class PostgresStore(SQLStore):
                     self.conninfo, autocommit=True
                 )
                 await self._listener.execute(f"LISTEN {self.channel}")
+                # A NOTIFY sent before LISTEN took effect (a launch while this worker was
+                # starting, or while the listener was down) reached nobody: return now, so
+                # the worker leases once more instead of waiting a whole poll interval.
+                return
             listener = self._listener
             async for _ in listener.notifies(timeout=seconds, stop_after=1):
                 pass
