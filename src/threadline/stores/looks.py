@@ -7,10 +7,11 @@ last look before its window ends, so each look estimates the time to the next on
 
 * as TCP estimates a retransmission timeout (RFC 6298): the smoothed gap between two looks
   plus four times their smoothed deviation;
-* or the longest gap seen while this group or the one before it waited, if longer: the
-  looks of 64 threads come 4-100 us apart and, every few dozen, one 250-600 us late, which
-  the smoothed estimate forgets within a dozen looks (docs/performance.md, "The group that
-  came late");
+* or the longest gap seen while this group or the one before it waited, if longer, and
+  those of earlier groups fading by `LONGEST_KEPT` a group: the looks of 64 threads come
+  4-100 us apart and, every few dozen, one 250-600 us late, which the smoothed estimate
+  forgets within a dozen looks (docs/performance.md, "The group that came late"), and a
+  stall forgotten after two groups came back later (the eighth session's status there);
 * or, when a garbage collection is likely before the next look, the gap the last one of
   its generation took (`Collections`): every group that still came late had one in its
   last gap;
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import gc
 
-__all__ = ["COLLECTION_KEPT", "Collections", "Looks"]
+__all__ = ["COLLECTION_KEPT", "LONGEST_KEPT", "Collections", "Looks"]
 
 
 class Looks:
@@ -37,7 +38,7 @@ class Looks:
         self._gap = 0.0  # the seconds between two such looks, smoothed
         self._spread = 0.0  # how far a gap strays from `_gap`, smoothed
         self._longest = 0.0  # the longest gap while the queued group waits
-        self._longest_before = 0.0  # the same, while the group before it waited
+        self._longest_before = 0.0  # the same, while earlier groups waited (fading)
 
     def look(self, now: float, *, first: bool = False) -> float:
         """A look at `now`: the time to the next one, estimated. `first`: the group's first
@@ -58,7 +59,8 @@ class Looks:
 
     def next_group(self) -> None:
         """The queued group is gone (committed, handed over or withdrawn)."""
-        self._longest_before, self._longest = self._longest, 0.0
+        kept = self._longest_before * LONGEST_KEPT
+        self._longest_before, self._longest = max(self._longest, kept), 0.0
 
 
 class Collections:
@@ -102,4 +104,6 @@ class Collections:
 
 COLLECTION_KEPT = 0.9
 """The share of the longest gap that held a collection kept at each later collection."""
+LONGEST_KEPT = 0.9
+"""The share of the longest gap seen while earlier groups waited kept at each later group."""
 COLLECTIONS = Collections()
