@@ -114,3 +114,17 @@ async def test_threads_record_the_reference_their_agent_was_loaded_from(
     assert "agent_ref" not in made.metadata  # nothing to record: no reference was given
     with pytest.raises(ConfigError, match="pass --agent path.py:name"):
         agent_of(made)
+    # A caller's own reference is never recorded: the CLI would import the file it names
+    # (`approve`, `replay`), whether or not the runtime has one of its own to record.
+    (tmp_path / "evil.py").write_text("raise SystemExit('imported a caller-chosen file')\n")
+    claimed = {"agent_ref": f"{tmp_path / 'evil.py'}:agent", "team": "a"}
+    plain = open_runtime(settings, [Agent("unreferenced")], with_model=False)
+    made = await plain.launch("unreferenced", "hi", advance=False, metadata=claimed)
+    await plain.store.close()
+    assert "agent_ref" not in made.metadata and made.metadata["team"] == "a"
+    with pytest.raises(ConfigError, match="pass --agent path.py:name"):
+        agent_of(made)
+    referenced = open_runtime(settings, chosen_agents(["../books.py:agent"]), with_model=False)
+    made = await referenced.launch("books", "hi", advance=False, metadata=claimed)
+    await referenced.store.close()
+    assert made.metadata["agent_ref"] == absolute

@@ -12,7 +12,23 @@ from .context.prefetch import prefetch_events
 from .context.redaction import redact_for_storage
 from .events import Budget, Thread, UserMessage
 
-__all__ = ["LaunchOptions", "launched", "user_message"]
+__all__ = [
+    "LINK_KEYS",
+    "REF_KEY",
+    "LaunchOptions",
+    "launched",
+    "thread_metadata",
+    "unlinked",
+    "user_message",
+]
+
+REF_KEY = "agent_ref"
+"""The metadata key of the reference the agent's code was loaded from (`path.py:name`),
+recorded by the runtime: the CLI imports the file it names, so it is never a caller's."""
+LINK_KEYS = frozenset({"parent_thread", "parent_call", "ancestors"})
+"""The metadata keys linking a sub-agent's thread to its parent and tree (composition.py):
+set by the runtime when it starts a child; a launch from outside may not set them (the
+HTTP API refuses them, `threadline.wire.LaunchBody`)."""
 
 
 class LaunchOptions(TypedDict, total=False):
@@ -23,6 +39,29 @@ class LaunchOptions(TypedDict, total=False):
     metadata: dict[str, Any] | None
     budget: Budget | None
     tree_budget: Budget | None
+
+
+def thread_metadata(
+    channel: str, metadata: dict[str, Any] | None, ref: str | None
+) -> dict[str, Any]:
+    """A new thread's metadata: its `channel`, the caller's `metadata` (which may name
+    another channel) and, when the runtime loaded the agent from a reference, that `ref`.
+    A caller's own `agent_ref` is dropped, whether or not there is one to record."""
+    meta = {"channel": channel, **(metadata or {})}
+    meta.pop(REF_KEY, None)
+    return meta if ref is None else {**meta, REF_KEY: ref}
+
+
+def unlinked(metadata: dict[str, Any]) -> dict[str, Any]:
+    """`metadata` from outside (a client's launch) unless it sets a key linking a sub-agent's
+    thread to its parent (`LINK_KEYS`: its end would be delivered there, and its spending
+    charged to that tree's budget): then ValueError naming them, nothing launched."""
+    if taken := sorted(LINK_KEYS.intersection(metadata)):
+        raise ValueError(
+            f"metadata keys {', '.join(map(repr, taken))} link a sub-agent's thread to its "
+            "parent; only the runtime sets them, when an agent calls a sub-agent"
+        )
+    return metadata
 
 
 def launched(agent: Agent, thread: Thread, first: UserMessage, at: datetime) -> Thread:

@@ -36,7 +36,7 @@ from .events import Event, Status, Thread, utcnow
 from .events.state import TERMINAL
 from .execution import Outcome, carry_validated, compact_error, model_answer, tool_of, tool_started
 from .guards import guard_verdicts, unjudged
-from .launch import launched, user_message
+from .launch import launched, thread_metadata, user_message
 from .loader import note_refs
 from .models.base import Model, ModelOutput
 from .overflow import model_of, render_again
@@ -185,8 +185,7 @@ class Runtime(HumanActions):
             name = agent.name
         else:
             name = self.agent(agent).name
-        known = {"agent_ref": self.refs[name]} if name in self.refs else {}  # not a caller's
-        meta = {"channel": channel, **(metadata or {}), **known}
+        meta = thread_metadata(channel, metadata, self.refs.get(name))  # no caller's ref
         meta |= launch_metadata(self.agent(name), self.model, budget, tree_budget, meta)
         first = user_message(0, self.clock(), message, channel, sender, metadata)
         made = Thread(thread_id or new_thread_id(), name, metadata=meta)

@@ -41,6 +41,7 @@ from .events import (
     event_from_dict,
     summarize,
 )
+from .launch import unlinked
 
 __all__ = [
     "MAX_JSON_DEPTH",
@@ -114,6 +115,10 @@ Metadata = Annotated[
     AfterValidator(partial(_storable, what="metadata", max_bytes=MAX_METADATA_BYTES)),
 ]
 """A thread's or message's metadata: bounded so that what is accepted always loads."""
+
+
+LaunchMetadata = Annotated[Metadata, AfterValidator(unlinked)]
+"""A new thread's metadata from a client: `Metadata`, without the sub-agent links."""
 EditedArguments = Annotated[dict[str, Any], AfterValidator(partial(_storable, what="arguments"))]
 
 _Strict = ConfigDict(extra="forbid", strict=True)
@@ -128,7 +133,7 @@ class LaunchBody(BaseModel):
 
     agent: str = Field(min_length=1, max_length=200)
     message: str = Field(min_length=1, max_length=MAX_TEXT)
-    metadata: Metadata = Field(default_factory=dict)
+    metadata: LaunchMetadata = Field(default_factory=dict)
     wait: bool = False
     """Answer only when the thread stops running (paused, awaiting someone, ended)."""
     wait_timeout: float = Field(default=30.0, gt=0, le=300)

@@ -184,6 +184,32 @@ def test_metadata_that_could_not_load_is_refused_at_launch(live: LiveServer) -> 
         assert [t["id"] for t in c.get("/v1/threads").json()["items"]] == [thread_id]
 
 
+def test_a_launch_cannot_link_itself_to_another_thread_as_its_sub_agent(
+    live: LiveServer, pending: tuple[str, str]
+) -> None:
+    # A sub-agent's end is delivered to its parent's call, and its spending charged to its
+    # tree's budget (composition.py, budgets.py): those links are the runtime's, never a
+    # client's (threadline.launch.LINK_KEYS).
+    thread_id, call_id = pending
+    before = live.stored_events(thread_id)
+    with live.client("admin") as c:
+        listed = c.get("/v1/threads").json()["items"]
+        for forged in [
+            {"parent_thread": thread_id, "parent_call": call_id},
+            {"ancestors": [{"thread": thread_id, "agent": "deploybot", "call": call_id}]},
+            {"team": "a", "parent_call": call_id},
+        ]:
+            body = {"agent": "deploybot", "message": "deploy", "metadata": forged}
+            problem = assert_problem(c.post("/v1/threads", json=body), 422)
+            message = problem["errors"][0]["msg"]
+            assert "only the runtime sets them" in message, message
+            assert all(repr(key) in message for key in forged if key != "team"), message
+        assert c.get("/v1/threads").json()["items"] == listed  # nothing launched
+        ok = {"agent": "deploybot", "message": "deploy", "metadata": {"parent": "ops"}}
+        assert c.post("/v1/threads", json=ok).status_code == 201
+    assert live.stored_events(thread_id) == before
+
+
 def test_unknown_ids_and_actions_that_do_not_fit(
     live: LiveServer, pending: tuple[str, str]
 ) -> None:
