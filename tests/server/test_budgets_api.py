@@ -108,6 +108,48 @@ def test_the_inbox_page_shows_the_budget_figures(served: LiveServer, browser: An
     assert errors == []
 
 
+@pytest.mark.browser
+def test_the_inbox_raises_a_budget_and_the_thread_runs_on_to_it(
+    served: LiveServer, browser: Any
+) -> None:
+    # The escalation card of a thread its own budget stopped offers its limits to raise:
+    # unchanged, nothing is sent; raised, the thread runs on to the new limit and stops
+    # there again (a new card, its figures at the new limit).
+    body = _launch(served, budget={"max_model_calls": 2}).json()
+    tid = body["id"]
+    page, errors = signed_in_page(served, browser)
+    card = page.locator(f"article.card.escalation[data-thread='{tid}']")
+    limit = card.get_by_label("New model_calls limit")
+    expect(limit).to_have_value("2")
+    card.get_by_role("button", name="Raise budget").click()
+    expect(page.locator("#notice")).to_contain_text("higher than it is")
+    with served.client("reader") as c:
+        before = len(c.get(f"/v1/threads/{tid}/events").json()["events"])
+        assert c.get(f"/v1/threads/{tid}").json()["status"] == "escalated"
+    limit.fill("4")
+    card.get_by_role("button", name="Raise budget").click()
+    again = page.locator(f"article.card.escalation[data-thread='{tid}']")
+    expect(again.get_by_label("New model_calls limit")).to_have_value("4", timeout=20_000)
+    expect(again.locator("table.figures tr.over td")).to_have_text(["4", "0", "1", "4"])
+    with served.client("reader") as c:
+        events = c.get(f"/v1/threads/{tid}/events").json()["events"]
+    assert len(events) > before
+    [raised] = [e for e in events if e["kind"] == "budget_raised"]
+    assert raised["budget"]["max_model_calls"] == 4
+    assert errors == []
+
+    # A key that may not raise budgets: the server refuses, the card stays, and says so.
+    page, errors = signed_in_page(served, browser, key="launcher")
+    card = page.locator(f"article.card.escalation[data-thread='{tid}']")
+    card.get_by_label("New model_calls limit").fill("6")
+    card.get_by_role("button", name="Raise budget").click()
+    expect(page.locator("#notice")).to_be_visible()
+    expect(card.get_by_role("button", name="Raise budget")).to_be_enabled()
+    with served.client("reader") as c:
+        assert c.get(f"/v1/threads/{tid}").json()["status"] == "escalated"
+    assert errors == []
+
+
 def _settled(server: LiveServer, thread_id: str) -> Any:
     """The thread once the server's runner stopped it (a bound on a wait, not a timing)."""
     with server.client("reader") as c:

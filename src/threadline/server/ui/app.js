@@ -401,8 +401,37 @@ function escalationCard(t, key) {
     ...rows) : null;
   const title = details.source === "budget" ? `Budget exhausted (${details.scope || "thread"})`
     : "Escalated";
-  return el("article", { class: "card escalation", "data-thread": t.id, "data-key": key },
+  const card = el("article", { class: "card escalation", "data-thread": t.id, "data-key": key },
     el("h3", {}, title), cardMeta(t), el("p", { class: "reason" }, t.escalation.reason), figures);
+  if (details.source === "budget" && (details.scope || "thread") === "thread" && rows.length) {
+    raiseForm(card, t, details.figures);
+  }
+  return card;
+}
+
+// A thread its own budget stopped: new limits (each kind it has, at its current limit to
+// start with), sent as POST /v1/threads/{id}/budget (admin keys); the thread runs on.
+function raiseForm(card, t, figures) {
+  const inputs = Object.entries(figures).filter(([, f]) => f.limit !== null).map(([kind, f]) =>
+    el("label", { class: "limit" }, `${kind} limit `, el("input", {
+      type: "number", min: String(f.limit), step: kind === "usd" ? "any" : "1",
+      value: String(f.limit), "data-kind": kind, "aria-label": `New ${kind} limit`,
+    })));
+  const raise = el("button", { class: "primary", type: "button" }, "Raise budget");
+  card.append(el("div", { class: "raise" }, ...inputs), el("div", { class: "actions" }, raise));
+  raise.addEventListener("click", () => {
+    const body = {};
+    for (const input of card.querySelectorAll("input[data-kind]")) {
+      const kind = input.dataset.kind;
+      const wanted = Number(input.value);
+      if (input.value.trim() !== "" && wanted !== figures[kind].limit) body[`max_${kind}`] = wanted;
+    }
+    if (!Object.keys(body).length) {
+      notice("Give at least one limit higher than it is.", true);
+      return;
+    }
+    act(card, `/v1/threads/${t.id}/budget`, body, t.id);
+  });
 }
 
 function questionCard(t, key) {
