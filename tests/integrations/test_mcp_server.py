@@ -32,6 +32,7 @@ from threadline.testing import ScriptedModel  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REF = f"{HERE / 'deploy_agent.py'}:agent"
+SPENDER = f"{HERE / 'spend_agent.py'}:agent"
 TOOLS = {
     "list_agents",
     "launch_thread",
@@ -40,6 +41,7 @@ TOOLS = {
     "approve",
     "reject",
     "respond",
+    "raise_budget",
 }
 
 
@@ -134,6 +136,49 @@ async def test_stdio_launch_list_approve_reaches_done(tmp_path: Path) -> None:
 
     async with SQLiteStore(tmp_path / "threads.db") as store:
         assert (await store.load(thread_id)).status == Status.DONE
+
+
+async def test_a_budget_run_out_is_listed_and_raised_over_stdio(tmp_path: Path) -> None:
+    """A thread its own budget stopped is listed as pending (kind `budget`, with its
+    figures); `raise_budget` raises it and runs the thread on to the new limit. A bad or
+    lower limit is a clear error, nothing written."""
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "threadline", "mcp", "--agent", SPENDER],
+        env=_env(tmp_path),
+        cwd=str(tmp_path),
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        launched = await _call(session, "launch_thread", agent="spender", message="look it up")
+        assert launched["status"] == "escalated"
+        tid = launched["thread_id"]
+        [waiting] = launched["waiting"]
+        assert waiting["kind"] == "budget" and "budget" in waiting["reason"]
+        assert waiting["figures"]["model_calls"] == {
+            "used": 2,
+            "reserved": 0,
+            "next": 1,
+            "limit": 2,
+        }
+        pending = (await _call(session, "list_pending"))["pending"]
+        assert [(p["thread_id"], p["kind"]) for p in pending] == [(tid, "budget")]
+        before = (await _call(session, "get_thread", thread_id=tid, events=1000))["events"]
+        for bad, says in [
+            ({"max_model_calls": -1}, "not a budget"),
+            ({"max_model_calls": 1}, "is below that"),
+            ({}, "at least one new limit"),
+        ]:
+            assert says in await _error(session, "raise_budget", thread_id=tid, **bad)
+        after = (await _call(session, "get_thread", thread_id=tid, events=1000))["events"]
+        assert after == before
+        raised = await _call(session, "raise_budget", thread_id=tid, max_model_calls=4)
+        assert raised["status"] == "escalated"
+        assert raised["waiting"][0]["figures"]["model_calls"]["used"] == 4
+        assert raised["waiting"][0]["figures"]["model_calls"]["limit"] == 4
+        events = (await _call(session, "get_thread", thread_id=tid, events=1000))["events"]
+        [event] = [e for e in events if e["kind"] == "budget_raised"]
+        assert event["budget"]["max_model_calls"] == 4 and event["by"] == "local"
 
 
 async def test_a_thread_launched_over_mcp_records_its_agent_for_the_cli(tmp_path: Path) -> None:
@@ -247,6 +292,9 @@ async def test_http_requires_a_key_and_its_scopes(mcp_http: str, keys: dict[str,
         await session.initialize()
         assert {t.name for t in (await session.list_tools()).tools} >= TOOLS
         await _launch_approve_done(session, "ops")
+        # raising a budget is the admin scope's, as on the HTTP API
+        message = await _error(session, "raise_budget", thread_id="th_x", max_model_calls=9)
+        assert "'admin' scope" in message
 
 
 async def test_http_launch_joins_the_caller_s_trace(

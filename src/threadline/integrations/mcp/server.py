@@ -5,10 +5,12 @@ Tools (each a thin adapter over `Runtime`, like the CLI and the HTTP API):
     list_agents                                  read
     launch_thread(agent, message)                launch   advances until the thread waits
     get_thread(thread_id, events=50)             read
-    list_pending(limit=50)                       read     approvals and questions waiting
+    list_pending(limit=50)                       read     approvals, questions, budgets run out
     approve(thread_id, call_id, comment?)        respond  then advances the thread
     reject(thread_id, call_id, comment?)         respond  the agent sees the comment
     respond(thread_id, request_id, text)         respond  answers a question, advances
+    raise_budget(thread_id, max_model_calls?,    admin    raises the thread's own budget,
+                 max_tokens?, max_usd?)                   then advances it
 
 This module imports the `mcp` SDK (the `mcp` extra); `threadline mcp` imports it on use.
 
@@ -28,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
+from pydantic import ValidationError
 
 from ...errors import ThreadlineError
-from ...events import Status, Thread
+from ...events import BUDGET_SOURCE, Budget, Escalated, Status, Thread
 from ...observability.propagation import TRACEPARENT_KEY, parse_traceparent
 from ...stores import key_store
 from ...worker import advance_exclusively, default_owner
@@ -93,7 +96,7 @@ def build_server(runtime: Runtime, *, auth: bool = False) -> MCPServer:
     server = MCPServer(
         "threadline",
         instructions="Launch Threadline agent threads, read them, and answer what waits "
-        "for a human (approvals, questions).",
+        "for a human (approvals, questions, a budget run out).",
     )
     reading = ToolAnnotations(read_only_hint=True)
     acting = ToolAnnotations(destructive_hint=False, idempotent_hint=False)
@@ -142,12 +145,13 @@ def build_server(runtime: Runtime, *, auth: bool = False) -> MCPServer:
 
     @server.tool(annotations=reading)
     async def list_pending(ctx: Context, limit: int = 50) -> dict[str, Any]:
-        """What waits for a human: calls awaiting approval and open questions."""
+        """What waits for a human: calls awaiting approval, open questions, and threads
+        their own budget stopped (raise it with `raise_budget`)."""
         await caller(ctx, "read")
 
         async def go() -> dict[str, Any]:
             items: list[dict[str, Any]] = []
-            for status in (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN):
+            for status in (Status.AWAITING_APPROVAL, Status.AWAITING_HUMAN, Status.ESCALATED):
                 page = await runtime.store.list(status=status, limit=limit)
                 for summary in page.items:
                     thread = await runtime.store.load(summary.id)
@@ -166,6 +170,28 @@ def build_server(runtime: Runtime, *, auth: bool = False) -> MCPServer:
 
         async def go() -> dict[str, Any]:
             await runtime.respond(thread_id, request_id, text, by=who.name, channel="mcp")
+            return await _advanced(runtime, thread_id)
+
+        return await guarded(go())
+
+    @server.tool(annotations=acting)
+    async def raise_budget(
+        thread_id: str,
+        ctx: Context,
+        max_model_calls: int | None = None,
+        max_tokens: int | None = None,
+        max_usd: float | None = None,
+    ) -> dict[str, Any]:
+        """Raise the thread's own budget to the limits given (the other kinds keep theirs);
+        a thread its budget stopped then runs until it waits again. An admin key."""
+        who = await caller(ctx, "admin")
+        try:
+            budget = Budget(max_model_calls=max_model_calls, max_tokens=max_tokens, max_usd=max_usd)
+        except ValidationError as exc:
+            raise ToolError(f"not a budget: {exc.errors()[0]['msg']}") from None
+
+        async def go() -> dict[str, Any]:
+            await runtime.raise_budget(thread_id, budget, by=who.name)
             return await _advanced(runtime, thread_id)
 
         return await guarded(go())
@@ -268,6 +294,19 @@ def _waiting(thread: Thread) -> list[dict[str, Any]]:
                         "arguments": call.arguments,
                     }
                 )
+    elif thread.status == Status.ESCALATED:
+        last = next((e for e in reversed(thread.events) if isinstance(e, Escalated)), None)
+        details = last.details if last is not None else {}
+        if details.get("source") == BUDGET_SOURCE and details.get("scope") == "thread":
+            items.append(
+                {
+                    "thread_id": thread.id,
+                    "agent": thread.agent,
+                    "kind": "budget",
+                    "reason": last.reason if last is not None else "",
+                    "figures": details.get("figures", {}),
+                }
+            )
     elif thread.status == Status.AWAITING_HUMAN and state.human_request:
         question = next(
             (
