@@ -89,13 +89,18 @@ async def _launch_approve_done(session: ClientSession, who: str) -> str:
     return str(thread_id)
 
 
-async def test_stdio_launch_list_approve_reaches_done(tmp_path: Path) -> None:
-    params = StdioServerParameters(
+def _stdio(tmp_path: Path, ref: str) -> StdioServerParameters:
+    """`threadline mcp --agent ref` over stdio, its store in `tmp_path`."""
+    return StdioServerParameters(
         command=sys.executable,
-        args=["-m", "threadline", "mcp", "--agent", REF],
+        args=["-m", "threadline", "mcp", "--agent", ref],
         env=_env(tmp_path),
         cwd=str(tmp_path),
     )
+
+
+async def test_stdio_launch_list_approve_reaches_done(tmp_path: Path) -> None:
+    params = _stdio(tmp_path, REF)
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         listed = await session.list_tools()
@@ -142,12 +147,7 @@ async def test_a_budget_run_out_is_listed_and_raised_over_stdio(tmp_path: Path) 
     """A thread its own budget stopped is listed as pending (kind `budget`, with its
     figures); `raise_budget` raises it and runs the thread on to the new limit. A bad or
     lower limit is a clear error, nothing written."""
-    params = StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "threadline", "mcp", "--agent", SPENDER],
-        env=_env(tmp_path),
-        cwd=str(tmp_path),
-    )
+    params = _stdio(tmp_path, SPENDER)
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         launched = await _call(session, "launch_thread", agent="spender", message="look it up")
@@ -187,12 +187,7 @@ async def test_a_thread_launched_over_mcp_records_its_agent_for_the_cli(tmp_path
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.copy(HERE / "deploy_agent.py", tmp_path / "deploy_agent.py")
-    params = StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "threadline", "mcp", "--agent", "deploy_agent.py:agent"],
-        env=_env(tmp_path),
-        cwd=str(tmp_path),
-    )
+    params = _stdio(tmp_path, "deploy_agent.py:agent")
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         launched = await _call(session, "launch_thread", agent="deployer", message="deploy v1.2")

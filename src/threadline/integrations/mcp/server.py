@@ -174,27 +174,7 @@ def build_server(runtime: Runtime, *, auth: bool = False) -> MCPServer:
 
         return await guarded(go())
 
-    @server.tool(annotations=acting)
-    async def raise_budget(
-        thread_id: str,
-        ctx: Context,
-        max_model_calls: int | None = None,
-        max_tokens: int | None = None,
-        max_usd: float | None = None,
-    ) -> dict[str, Any]:
-        """Raise the thread's own budget to the limits given (the other kinds keep theirs);
-        a thread its budget stopped then runs until it waits again. An admin key."""
-        who = await caller(ctx, "admin")
-        try:
-            budget = Budget(max_model_calls=max_model_calls, max_tokens=max_tokens, max_usd=max_usd)
-        except ValidationError as exc:
-            raise ToolError(f"not a budget: {exc.errors()[0]['msg']}") from None
-
-        async def go() -> dict[str, Any]:
-            await runtime.raise_budget(thread_id, budget, by=who.name)
-            return await _advanced(runtime, thread_id)
-
-        return await guarded(go())
+    server.add_tool(_raise_budget_tool(runtime, caller), annotations=acting)
 
     return server
 
@@ -254,6 +234,35 @@ def _verdict_tool(
     tool.__name__ = tool.__qualname__ = name
     tool.__doc__ = doc
     return tool
+
+
+def _raise_budget_tool(
+    runtime: Runtime, caller: Callable[[Context, str], Awaitable[Caller]]
+) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """The `raise_budget` tool (the admin scope, as on the HTTP API)."""
+
+    async def raise_budget(
+        thread_id: str,
+        ctx: Context,
+        max_model_calls: int | None = None,
+        max_tokens: int | None = None,
+        max_usd: float | None = None,
+    ) -> dict[str, Any]:
+        """Raise the thread's own budget to the limits given (the other kinds keep theirs);
+        a thread its budget stopped then runs until it waits again. An admin key."""
+        who = await caller(ctx, "admin")
+        try:
+            budget = Budget(max_model_calls=max_model_calls, max_tokens=max_tokens, max_usd=max_usd)
+        except ValidationError as exc:
+            raise ToolError(f"not a budget: {exc.errors()[0]['msg']}") from None
+
+        async def go() -> dict[str, Any]:
+            await runtime.raise_budget(thread_id, budget, by=who.name)
+            return await _advanced(runtime, thread_id)
+
+        return await _guarded(go())
+
+    return raise_budget
 
 
 async def _advanced(runtime: Runtime, thread_id: str) -> dict[str, Any]:
