@@ -115,8 +115,6 @@ Metadata = Annotated[
     AfterValidator(partial(_storable, what="metadata", max_bytes=MAX_METADATA_BYTES)),
 ]
 """A thread's or message's metadata: bounded so that what is accepted always loads."""
-
-
 LaunchMetadata = Annotated[Metadata, AfterValidator(unlinked)]
 """A new thread's metadata from a client: `Metadata`, without the sub-agent links."""
 EditedArguments = Annotated[dict[str, Any], AfterValidator(partial(_storable, what="arguments"))]
