@@ -522,3 +522,62 @@ async def test_every_call_of_a_long_cut_thread_reads_where_the_previous_call_wro
             assert reads, "no block boundary where the previous request wrote"
             read_back += max(reads) < len(sent)
     assert read_back > 10  # results were cut, and the read moved back to the settled prefix
+
+
+async def test_usage_corrects_the_renderers_counts() -> None:
+    # Claude's tokenizer is not public: the renderer counts with a stand-in. Each answer's
+    # usage says how many tokens Anthropic counted for the whole prompt (input, and the
+    # cache's reads and writes, which it counts apart): the bound model keeps the ratio,
+    # and the renderer plans in `window / scale` from then on.
+    recorded = Recorded(
+        [
+            anthropic_message(
+                text="ok",
+                input_tokens=900,
+                cache_read_input_tokens=250,
+                cache_creation_input_tokens=50,
+            )
+        ]
+    )
+    model = AnthropicModel("claude-sonnet-4-6", api_key="k", http_client=recorded.client())
+    calibration = model.profile.calibration
+    assert calibration is model.calibration and calibration.answers == 0
+    out = await model.request(
+        Context(system="s", messages=(Message("user", "hi"),), input_tokens=1000)
+    )
+    assert out.input_tokens == 1200
+    assert calibration.answers == 1 and calibration.factor == pytest.approx(1.2)
+    window = model.profile.context_window
+    assert window is not None and calibration.fit(window, 1024) < window
+    # An answer counted with no renderer count (a custom rendering) teaches nothing.
+    await model.request(Context(system="s", messages=(Message("user", "hi"),)))
+    assert calibration.answers == 1
+
+
+async def test_a_prompt_too_long_teaches_its_count_and_the_call_is_made_again(
+    calculator: ModuleType,
+) -> None:
+    # The recorded shape of the API's refusal of a prompt over the window: it says its
+    # count and the window. The count against the renderer's moves the correction, so the
+    # runtime renders again under it and makes the call once more instead of failing.
+    too_long = anthropic_error(
+        "invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum"
+    )
+    model, recorded, _ = make_model(
+        [(400, too_long), anthropic_message(tool_uses=[("add", {"a": 2, "b": 3})])], attempts=1
+    )
+    thread = await one_step(calculator.agent, model)
+    assert kinds(thread)[:3] == ["user_message", "model_call", "tool_call"], kinds(thread)
+    assert len(recorded.requests) == 2
+    calibration = model.profile.calibration
+    # Two counts kept: the refusal's (215,000 against a few hundred: the largest step,
+    # 1.5) and the answer's (310 reported); their mean moved the correction.
+    assert calibration is not None and calibration.answers == 2
+    assert 1.25 <= calibration.factor <= 1.5
+    assert calibration.window is None  # 200,000 is the window assumed: nothing to narrow
+    # A refusal for another reason is not an overflow: sent once, the step fails.
+    model, recorded, _ = make_model(
+        [(400, anthropic_error("invalid_request_error", "prompt is too long"))], attempts=1
+    )
+    thread = await one_step(calculator.agent, model)
+    assert kinds(thread) == ["user_message", "model_error"] and len(recorded.requests) == 1

@@ -79,6 +79,12 @@ def test_the_version_moves_only_when_what_the_renderer_reads_moves() -> None:
             (4096, 4100),
         ),
         ("This model's maximum context length is 8192 tokens.", (8192, None)),
+        (
+            # Anthropic's Messages API (invalid_request_error)
+            "anthropic:claude-sonnet-4-6: HTTP 400: prompt is too long: 215000 tokens > "
+            "200000 maximum",
+            (200000, 215000),
+        ),
         ("HTTP 400: response_format must be text or json_object", None),
         ("HTTP 400: context too long", None),  # says no window: not learned
     ],

@@ -37,9 +37,10 @@ import os
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import ConfigError, MissingExtraError, ModelError
+from ..errors import ConfigError, InvalidRequest, MissingExtraError, ModelError
 from ..events import RawToolCall
 from .base import Context, ModelOutput, ModelProfile, intent_envelope
+from .calibration import Calibration, overflow
 from .openai import tool_name_map
 from .pricing import PriceTable
 from .resilience import sdk_api_key, sdk_client, sdk_output, sdk_request
@@ -117,6 +118,7 @@ class AnthropicModel:
                 http_client=http_client,
             )
         self.client = client
+        self.calibration = Calibration()
 
     @property
     def model_id(self) -> str:
@@ -124,14 +126,18 @@ class AnthropicModel:
 
     @property
     def profile(self) -> ModelProfile:
-        """Window by model name (its tokenizer is not public: counts are approximate).
-        In `intent` and `json` mode the tools are signatures in the system text (described
-        once); in `tools` mode they are native definitions."""
+        """Window by model name. Its tokenizer is not public, so the renderer's counts are
+        approximate: each answer's usage corrects them (`calibration`, the whole prompt
+        Anthropic counted against the renderer's count), and a refusal for a prompt too
+        long teaches its count and window. In `intent` and `json` mode the tools are
+        signatures in the system text (described once); in `tools` mode they are native
+        definitions."""
         return ModelProfile.for_id(
             self.model_id,
             output_modes=(self.mode,),
             tools_in_prompt=self.mode != "tools",
             price=self.prices.price(self.model),
+            calibration=self.calibration,
         )
 
     def request_body(self, context: Context) -> tuple[dict[str, Any], dict[str, str]]:
@@ -175,7 +181,13 @@ class AnthropicModel:
     async def request(self, context: Context) -> ModelOutput:
         body, original = self.request_body(context)
         send = partial(self.client.messages.create, **body)
-        response, latency = await sdk_request(self._anthropic, self.model, send)
+        try:
+            response, latency = await sdk_request(self._anthropic, self.model, send)
+        except InvalidRequest as exc:
+            known = self.profile.context_window
+            raise (
+                overflow(exc, context.input_tokens, self.calibration, self.model_id, known) or exc
+            ) from None
         content = getattr(response, "content", None)
         if content is None:
             raise ModelError(f"{self.model}: response has no content", retryable=True)
@@ -208,6 +220,8 @@ class AnthropicModel:
         # Of the writes, those that made 1-hour entries (priced at 2x input, not 1.25x).
         by_ttl = usage.cache_creation if usage else None
         written_1h = by_ttl.ephemeral_1h_input_tokens if by_ttl else 0
+        prompt = (usage.input_tokens if usage else 0) + written + read
+        self.calibration.observe(context.input_tokens, prompt)
         return sdk_output(
             "anthropic",
             response.model or self.model,
@@ -215,7 +229,7 @@ class AnthropicModel:
             "".join(texts),
             tuple(calls),
             latency,
-            input_tokens=(usage.input_tokens if usage else 0) + written + read,
+            input_tokens=prompt,
             output_tokens=usage.output_tokens if usage else 0,
             cache_write=written,
             cache_read=read,

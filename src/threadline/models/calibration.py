@@ -32,11 +32,24 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
 
-__all__ = ["MAX_FACTOR", "SETTLED", "STEP", "WEIGHT", "Calibration", "window_refusal"]
+from ..errors import ContextOverflow, InvalidRequest
+
+__all__ = [
+    "MAX_FACTOR",
+    "SETTLED",
+    "STEP",
+    "WEIGHT",
+    "Calibration",
+    "overflow",
+    "window_refusal",
+]
+
+log = logging.getLogger("threadline.models.calibration")
 
 MAX_FACTOR = 1.5
 """The largest correction one answer can suggest, and the largest kept."""
@@ -132,11 +145,13 @@ _WINDOW = (
     re.compile(r"maximum context length is (\d+) tokens"),  # OpenAI, vLLM, llama-cpp-python
     re.compile(r"exceed context window of (\d+)"),  # llama-cpp-python's own ValueError
     re.compile(r'"n_ctx"\s*:\s*(\d+)'),  # llama.cpp's llama-server (exceed_context_size_error)
+    re.compile(r"prompt is too long: \d+ tokens > (\d+) maximum"),  # Anthropic
 )
 _PROMPT = (
     re.compile(r"\((\d+) in the messages"),
     re.compile(r"Requested tokens \((\d+)\)"),
     re.compile(r'"n_prompt_tokens"\s*:\s*(\d+)'),
+    re.compile(r"prompt is too long: (\d+) tokens"),
 )
 
 
@@ -155,3 +170,35 @@ def _first(patterns: tuple[re.Pattern[str], ...], message: str) -> int | None:
         if found is not None:
             return int(found[1])
     return None
+
+
+def overflow(
+    exc: InvalidRequest,
+    counted: int | None,
+    calibration: Calibration,
+    model_id: str,
+    known: int | None,
+) -> ContextOverflow | None:
+    """`exc` as a `ContextOverflow` when it is a refusal for exceeding the window that says
+    the window, after `calibration` kept what it taught: the window, when lower than the
+    one the model assumed (`known`), and the server's count of the refused prompt against
+    the renderer's (`counted`). None: another invalid request."""
+    said = window_refusal(str(exc))
+    if said is None:
+        return None
+    window, prompt = said
+    learned = False
+    if window < (known or window + 1):
+        log.warning(
+            "%s: the server says its context window is %d tokens, not %s: planning in %d",
+            model_id,
+            window,
+            known or "unknown",
+            window,
+        )
+        learned = calibration.refused(window)
+    if prompt is not None:
+        learned = calibration.observe(counted, prompt) or learned
+    return ContextOverflow(
+        str(exc), window=window, prompt_tokens=prompt, learned=learned, status=exc.status
+    )

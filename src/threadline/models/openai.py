@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..errors import ConfigError, ContextOverflow, InvalidRequest, MissingExtraError, ModelError
 from ..events import RawToolCall
 from .base import Context, Message, ModelOutput, ModelProfile, ToolSpec
-from .calibration import Calibration, window_refusal
+from .calibration import Calibration, overflow
 from .local import tools_prompt  # pure text; llama.cpp itself is imported lazily there
 from .pricing import PriceTable
 from .resilience import sdk_api_key, sdk_client, sdk_output, sdk_request
@@ -375,29 +375,14 @@ class OpenAIModel:
 
     def _overflow(self, exc: InvalidRequest, context: Context) -> ContextOverflow | None:
         """`exc` as a `ContextOverflow` when it is a refusal for exceeding the window that
-        says the window, after keeping what it taught: the window, when lower than the one
-        assumed (`context_window` too, so the profile says it), and the server's count of
-        the refused prompt against the renderer's. None: another invalid request."""
-        said = window_refusal(str(exc))
-        if said is None:
-            return None
-        window, prompt = said
-        learned = False
-        if window < (self.context_window or window + 1):
-            log.warning(
-                "%s: the server says its context window is %d tokens, not %s: planning in %d",
-                self.model_id,
-                window,
-                self.context_window or "unknown",
-                window,
-            )
-            self.context_window = window
-            learned = self.calibration.refused(window)
-        if prompt is not None:
-            learned = self.calibration.observe(context.input_tokens, prompt) or learned
-        return ContextOverflow(
-            str(exc), window=window, prompt_tokens=prompt, learned=learned, status=exc.status
+        says the window (`calibration.overflow`, which keeps what it taught); a window lower
+        than the one assumed becomes `context_window`, so the profile says it."""
+        found = overflow(
+            exc, context.input_tokens, self.calibration, self.model_id, self.context_window
         )
+        if found is not None and found.window < (self.context_window or found.window + 1):
+            self.context_window = found.window
+        return found
 
 
 def _server_tokenizer(
