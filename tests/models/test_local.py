@@ -114,20 +114,41 @@ async def test_without_grammar_bad_output_is_an_event_not_a_crash(calculator: Mo
         assert thread.events[2].kind in ("tool_call", "invalid_output")
 
 
-async def test_context_overflow_is_a_model_error_event(calculator: ModuleType) -> None:
+async def test_an_overflow_teaches_the_window_and_the_thread_escalates_cleanly(
+    calculator: ModuleType,
+) -> None:
     from threadline import Agent, ContextSettings
 
     # An agent that claims a bigger window than the model has gets past the token budget,
-    # so the overflow reaches llama.cpp, which must answer with a model_error.
+    # so the overflow reaches llama.cpp. Its refusal says the window (256): the model keeps
+    # it, the runtime renders again under it, finds that even the newest message does not
+    # fit, and escalates with token_budget_exceeded: one call made, no model_error.
     agent = Agent(
         "calc", tools=calculator.agent.tools, context=ContextSettings(context_window=100_000)
     )
-    rt = Runtime(MemoryStore(), model=local(n_ctx=256))
+    model = local(n_ctx=256)
+    rt = Runtime(MemoryStore(), model=model)
     thread = await rt.launch(agent, "add these: " + "1 + " * 400 + "1", advance=False)
     thread = await rt.advance(thread, max_steps=1)
-    event = thread.events[-1]
-    assert event.kind == "model_error" and not event.retryable
-    assert "context" in event.message.lower()
+    kinds = [e.kind for e in thread.events]
+    assert kinds[1:] == ["token_budget_exceeded", "escalated"], kinds
+    assert model.calibration.window == 256
+    assert thread.events[1].available <= 256
+    # The prompt count it said (llama.cpp's, chat template included) corrected the count.
+    assert model.calibration.answers == 1 and model.calibration.factor >= 1.0
+
+
+async def test_an_answer_corrects_the_count_by_the_chat_templates_tokens(
+    tmp_path: Path,
+) -> None:
+    # The renderer counts the rendered text with the model's own tokenizer and estimates the
+    # chat template's framing; llama.cpp's count of the prompt is exact. The answer keeps
+    # the ratio of the two (never below 1), so the budget plans for what is really sent.
+    model = local(max_output_tokens=384)
+    counted = await count_next_call(tmp_path, "local:smollm2", model)
+    assert model.calibration.answers == 1
+    expected = min(1.5, max(1.0, counted.reported / counted.render))
+    assert model.calibration.factor == pytest.approx(expected), counted
 
 
 async def test_context_overflow_escalates_before_the_call(calculator: ModuleType) -> None:

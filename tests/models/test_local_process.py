@@ -23,7 +23,7 @@ import pytest
 from pydantic import Field
 
 from threadline import Agent, MemoryStore, Runtime, tool
-from threadline.errors import ConfigError, MissingExtraError, ModelError
+from threadline.errors import ConfigError, InvalidRequest, MissingExtraError, ModelError
 from threadline.models.base import Context, Message
 from threadline.models.local_process import (
     _result,
@@ -65,7 +65,7 @@ def test_error_frames_become_threadline_errors() -> None:
         _result(frame("missing_extra"))
     with pytest.raises(ConfigError):
         _result(frame("config"))
-    with pytest.raises(ModelError) as invalid:
+    with pytest.raises(InvalidRequest) as invalid:  # the prompt does not fit: never retried
         _result(frame("invalid_request"))
     assert not invalid.value.retryable
     with pytest.raises(ModelError) as failed:

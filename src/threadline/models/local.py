@@ -28,8 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, MissingExtraError, ModelError
+from ..errors import ConfigError, InvalidRequest, MissingExtraError, ModelError
 from .base import Context, Message, ModelOutput, ModelProfile, ToolSpec
+from .calibration import Calibration, overflow
 from .local_grammar import grammar_text
 from .local_process import ChildConfig, ModelProcess, model_process
 from .pricing import Price
@@ -140,6 +141,7 @@ class LocalModel:
         self.temperature = temperature
         self.timeout = timeout
         self.name = name or ("smollm2" if path is None else resolved.name)
+        self.calibration = Calibration()
 
     @property
     def profile(self) -> ModelProfile:
@@ -153,6 +155,7 @@ class LocalModel:
             output_modes=frozenset({"grammar"} if self.grammar else {"text"}),
             tools_text=tools_prompt,
             price=Price(0.0, 0.0),  # runs here: its tokens cost nothing
+            calibration=self.calibration,
         )
 
     @property
@@ -203,6 +206,12 @@ class LocalModel:
         try:
             async with asyncio.timeout(self.timeout):
                 result = await self.process.chat(fields)
+        except InvalidRequest as exc:  # llama.cpp: the prompt does not fit the window
+            # The window it says is learned even under an agent's larger claim (None: no
+            # window assumed), so the runtime renders again in it instead of failing.
+            raise overflow(exc, context.input_tokens, self.calibration, self.model_id, None) or (
+                InvalidRequest(f"{self.model_id}: {exc}")
+            ) from None
         except TimeoutError:
             raise ModelError(
                 f"{self.model_id}: no answer within {self.timeout:g}s; its process was killed "
@@ -211,10 +220,12 @@ class LocalModel:
             ) from None
         except ModelError as exc:
             raise ModelError(f"{self.model_id}: {exc}", retryable=exc.retryable) from None
+        prompt = int(result.get("input_tokens", 0))
+        self.calibration.observe(context.input_tokens, prompt)  # the chat template's tokens
         return ModelOutput(
             text=str(result.get("text", "")),
             model=self.model_id,
-            input_tokens=int(result.get("input_tokens", 0)),
+            input_tokens=prompt,
             output_tokens=int(result.get("output_tokens", 0)),
             cost_usd=0.0,
             latency_ms=float(result.get("latency_ms", 0.0)),

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import ConfigError, MissingExtraError, ModelError
+from ..errors import ConfigError, InvalidRequest, MissingExtraError, ModelError
 
 __all__ = [
     "ChildConfig",
@@ -411,7 +411,7 @@ def _result(frame: dict[str, Any]) -> dict[str, Any]:
     if kind == "config":
         raise ConfigError(message)
     if kind == "invalid_request":
-        raise ModelError(message, retryable=False)
+        raise InvalidRequest(message)
     raise ModelError(f"llama.cpp failed: {message}", retryable=True)
 
 
