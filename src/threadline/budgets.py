@@ -77,6 +77,7 @@ __all__ = [
     "child_metadata",
     "launch_metadata",
     "limits",
+    "own_budget",
     "raised",
     "reserve",
     "tree_ran_out",
@@ -196,7 +197,7 @@ def raised(
     if state.terminal in (Status.DONE, Status.FAILED):
         raise InvalidAction(f"{name} is {state.terminal.value}; its budget can no longer matter")
     last = next((e for e in reversed(thread.events) if isinstance(e, Escalated)), None)
-    if state.terminal == Status.ESCALATED and last is not None and not _own_budget(last):
+    if state.terminal == Status.ESCALATED and last is not None and not own_budget(last):
         raise InvalidAction(
             f"{name} is escalated, not by its own budget ({last.reason}); "
             "raising that would not let it run on"
@@ -229,7 +230,7 @@ def raised(
     return BudgetRaised(seq=seq, at=at, budget=merged, by=by)
 
 
-def _own_budget(escalated: Escalated) -> bool:
+def own_budget(escalated: Escalated) -> bool:
     """Whether `escalated` is the thread's own budget running out (not its tree's)."""
     details = escalated.details
     return details.get("source") == BUDGET_SOURCE and details.get("scope") == "thread"

@@ -32,8 +32,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import ValidationError
 
+from ...budgets import own_budget
 from ...errors import ThreadlineError
-from ...events import BUDGET_SOURCE, Budget, Escalated, Status, Thread
+from ...events import Budget, Escalated, Status, Thread
 from ...observability.propagation import TRACEPARENT_KEY, parse_traceparent
 from ...stores import key_store
 from ...worker import advance_exclusively, default_owner
@@ -305,15 +306,14 @@ def _waiting(thread: Thread) -> list[dict[str, Any]]:
                 )
     elif thread.status == Status.ESCALATED:
         last = next((e for e in reversed(thread.events) if isinstance(e, Escalated)), None)
-        details = last.details if last is not None else {}
-        if details.get("source") == BUDGET_SOURCE and details.get("scope") == "thread":
+        if last is not None and own_budget(last):
             items.append(
                 {
                     "thread_id": thread.id,
                     "agent": thread.agent,
                     "kind": "budget",
-                    "reason": last.reason if last is not None else "",
-                    "figures": details.get("figures", {}),
+                    "reason": last.reason,
+                    "figures": last.details.get("figures", {}),
                 }
             )
     elif thread.status == Status.AWAITING_HUMAN and state.human_request:
