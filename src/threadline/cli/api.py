@@ -25,7 +25,7 @@ from ..bootstrap import load_agents, open_runtime
 from ..client import Client
 from ..errors import ConfigError, InvalidAction, StoreError
 from ..events import Budget, Event, Status, Thread, Waiting, summarize, utcnow
-from ..launch import LaunchOptions
+from ..launch import REF_KEY, LaunchOptions
 from ..runtime import Observer, Runtime
 from ..runtime_actions import Verdict, VerdictOptions
 from ..schedules import schedule_from, view_of
@@ -54,7 +54,7 @@ def agent_of(thread: Thread, agent_refs: Sequence[str] = ()) -> Agent:
     for agent, _ in load_agents(agent_refs).values():
         if found := _named(agent, thread.agent):
             return found
-    ref = thread.metadata.get("agent_ref")
+    ref = thread.metadata.get(REF_KEY)
     if not ref:
         raise ConfigError(
             f"thread {thread.id} was made by agent {thread.agent!r}; pass --agent path.py:name"
@@ -129,7 +129,7 @@ class LocalThreads:
     def _know(self, thread: Thread) -> None:
         """Make sure the runtime knows the thread's agent (loaded, or the recorded ref)."""
         if thread.agent not in self.runtime.agents:  # its threads record the same reference
-            ref = thread.metadata.get("agent_ref")
+            ref = thread.metadata.get(REF_KEY)
             self.runtime.add_agent(agent_of(thread), ref=str(ref) if ref else None)
 
     def _with_model(self, agent_name: str, *, announce: bool = False) -> None:

@@ -392,9 +392,9 @@ function approvalCard(t, call, key) {
 // other calls + the next call > limit, per kind).
 function escalationCard(t, key) {
   const details = t.escalation.details || {};
-  const rows = Object.entries(details.figures || {})
-    .filter(([, f]) => f.limit !== null)
-    .map(([kind, f]) => el("tr", { class: (details.exceeded || []).includes(kind) ? "over" : "" },
+  const limited = Object.entries(details.figures || {}).filter(([, f]) => f.limit !== null);
+  const rows = limited.map(([kind, f]) =>
+    el("tr", { class: (details.exceeded || []).includes(kind) ? "over" : "" },
       el("th", {}, kind), ...[f.used, f.reserved, f.next, f.limit].map((v) => el("td", {}, String(v)))));
   const figures = rows.length ? el("table", { class: "figures" },
     el("tr", {}, ...["", "used", "reserved", "next call", "limit"].map((h) => el("th", {}, h))),
@@ -403,16 +403,18 @@ function escalationCard(t, key) {
     : "Escalated";
   const card = el("article", { class: "card escalation", "data-thread": t.id, "data-key": key },
     el("h3", {}, title), cardMeta(t), el("p", { class: "reason" }, t.escalation.reason), figures);
-  if (details.source === "budget" && (details.scope || "thread") === "thread" && rows.length) {
-    raiseForm(card, t, details.figures);
+  if (details.source === "budget" && (details.scope || "thread") === "thread" && limited.length) {
+    raiseForm(card, t, limited);
   }
   return card;
 }
 
-// A thread its own budget stopped: new limits (each kind it has, at its current limit to
-// start with), sent as POST /v1/threads/{id}/budget (admin keys); the thread runs on.
-function raiseForm(card, t, figures) {
-  const inputs = Object.entries(figures).filter(([, f]) => f.limit !== null).map(([kind, f]) =>
+// A thread its own budget stopped: new limits (each `limited` kind, [kind, figures], at its
+// current limit to start with), sent as POST /v1/threads/{id}/budget (admin keys); the
+// thread runs on.
+function raiseForm(card, t, limited) {
+  const limits = Object.fromEntries(limited.map(([kind, f]) => [kind, f.limit]));
+  const inputs = limited.map(([kind, f]) =>
     el("label", { class: "limit" }, `${kind} limit `, el("input", {
       type: "number", min: String(f.limit), step: kind === "usd" ? "any" : "1",
       value: String(f.limit), "data-kind": kind, "aria-label": `New ${kind} limit`,
@@ -424,7 +426,7 @@ function raiseForm(card, t, figures) {
     for (const input of card.querySelectorAll("input[data-kind]")) {
       const kind = input.dataset.kind;
       const wanted = Number(input.value);
-      if (input.value.trim() !== "" && wanted !== figures[kind].limit) body[`max_${kind}`] = wanted;
+      if (input.value.trim() !== "" && wanted !== limits[kind]) body[`max_${kind}`] = wanted;
     }
     if (!Object.keys(body).length) {
       notice("Give at least one limit higher than it is.", true);
