@@ -94,19 +94,22 @@ class _FailingCommit:
         self.conn.close()
 
 
-@pytest.mark.parametrize("on_loop", [True, False], ids=["on-the-loop", "committer-thread"])
+@pytest.mark.parametrize("where", ["on-the-loop", "committer-thread", "behind-the-loop"])
 async def test_a_group_that_cannot_commit_answers_every_caller_and_writes_nothing(
-    tmp_path: Path, on_loop: bool
+    tmp_path: Path, where: str
 ) -> None:
     # Groups are committed on the event loop, or on the committer's thread (without inline
-    # appends, `?inline_appends=0`, or when the write lock stays taken): in both, a COMMIT
-    # that fails fails the whole group.
+    # appends, `?inline_appends=0`, or when the write lock stays taken), or with their
+    # COMMIT behind the loop (a slow disk): in all, a COMMIT that fails fails the group.
     store = SQLiteStore(tmp_path / "g.db", group_window=0.05)
     threads = await make_threads(store, 4)
     group = store._group
     assert group is not None
+    on_loop = where != "committer-thread"
     if not on_loop:
         group._connect_here = None  # as without inline appends: groups go to the thread
+    if where == "behind-the-loop":
+        group._fsync = 1.0  # a slow disk, as measured
     real = group._here_connection() if on_loop else group._connection()
     if on_loop:
         group._conn_here = _FailingCommit(real)  # type: ignore[assignment]
@@ -119,6 +122,7 @@ async def test_a_group_that_cannot_commit_answers_every_caller_and_writes_nothin
     assert results[0] is None  # alone: not part of the group
     assert [type(r) for r in results[1:]] == [sqlite3.OperationalError] * 3
     assert [len(await store.events(t.id)) for t in threads] == [2, 1, 1, 1]
+    assert (group._flusher is not None) == (where == "behind-the-loop")
     if on_loop:  # the group never went to the committer's thread
         assert not group._busy and store.stats.groups == 0
         group._conn_here = real
@@ -446,22 +450,30 @@ async def test_the_runtime_asks_the_store_for_due_writes_as_each_turn_begins(
 
 
 class _SlowCommit(_FailingCommit):
-    """A connection whose COMMIT takes 20 ms (a slow disk's fsync)."""
+    """A connection whose COMMIT takes 20 ms (a slow disk's fsync); `committers`: the
+    threads that ran its COMMITs, in order."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(conn)
+        self.committers: list[str] = []
 
     def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
         if sql == "COMMIT":
+            self.committers.append(threading.current_thread().name)
             time.sleep(0.02)
         return self.conn.execute(sql, *args)
 
 
-async def test_on_a_slow_disk_the_committer_thread_takes_the_groups(tmp_path: Path) -> None:
-    # A COMMIT on the loop stalls every thread on it: past half the window (smoothed),
-    # groups go to the committer's thread, which waits for the fsync instead.
+async def test_on_a_slow_disk_a_group_commits_behind_the_loop(tmp_path: Path) -> None:
+    # A COMMIT on the loop stalls every thread on it: past half the window (smoothed), a
+    # group's statements run on the loop and its COMMIT on a thread of its own, not on the
+    # committer's thread (which needs the GIL back from the loop after every statement).
     store = SQLiteStore(tmp_path / "g.db", group_window=0.01)
     threads = await make_threads(store, 6)
     group = store._group
     assert group is not None
-    group._conn_here = _SlowCommit(group._here_connection())  # type: ignore[assignment]
+    here = _SlowCommit(group._here_connection())
+    group._conn_here = here  # type: ignore[assignment]
     group._conn = _SlowCommit(group._connection())  # type: ignore[assignment]
 
     async def append_ten(thread: Thread) -> None:
@@ -469,8 +481,14 @@ async def test_on_a_slow_disk_the_committer_thread_takes_the_groups(tmp_path: Pa
             await store.append(thread.id, [event(seq)], expected_seq=seq)
 
     await asyncio.gather(*(append_ten(t) for t in threads))
-    assert group._executor._threads, "every group stayed on the loop"
+    loop_thread = threading.current_thread().name
+    assert here.committers[0] == loop_thread, "the first COMMIT measures the disk, on the loop"
+    behind = [name for name in here.committers if name != loop_thread]
+    assert behind, "every group's COMMIT stalled the loop"
+    assert set(behind) == {"threadline-group-commit-behind"}
+    assert not group._executor._threads, "a group went to the committer's thread"
     assert [len(await store.events(t.id)) for t in threads] == [11] * 6
+    assert store.stats.groups == len(here.committers)
     await store.close()
 
 

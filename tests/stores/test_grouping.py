@@ -10,8 +10,7 @@ import pytest
 
 from threadline.events import Thread, ToolResult, UserMessage, utcnow
 from threadline.stores import SQLiteStore, new_thread_id
-from threadline.stores.group_commit import CommitStats
-from threadline.stores.grouping import AppendStats, answer
+from threadline.stores.grouping import AppendStats, CommitStats, answer
 from threadline.stores.postgres import PostgresStore
 from threadline.stores.postgres_group import RoundTrips
 

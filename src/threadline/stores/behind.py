@@ -44,8 +44,9 @@ from typing import Any
 
 from .dialect import Plan
 from .grouping import answer
+from .write_lock import is_busy
 
-__all__ = ["Behind", "chain"]
+__all__ = ["Behind", "Flusher", "chain"]
 
 Begin = Callable[[Plan[Any]], sqlite3.Connection]
 """Run a plan's statements on the inline connection inside a new `BEGIN IMMEDIATE`, leaving
@@ -98,7 +99,7 @@ class Behind:
         self.depth = depth
         self._begin, self._elsewhere, self._count = begin, elsewhere, count
         self._forget, self._merge = forget, merge
-        self._flusher: _Flusher | None = None
+        self._flusher: Flusher | None = None
         self._job: Commit | None = None  # the inline connection's COMMIT, or done
         self._thread: str | None = None  # whose transaction is in flight
         self._carried: list[asyncio.Future[None]] = []  # its appends' awaitables
@@ -180,7 +181,7 @@ class Behind:
         released) until it has begun: a thread woken while the loop runs Python would wait
         for the GIL up to a switch interval (5 ms) and begin only when the loop next blocks."""
         if self._flusher is None:
-            self._flusher = _Flusher()
+            self._flusher = Flusher()
         job = Commit()
         began = threading.Lock()
         began.acquire()
@@ -324,17 +325,18 @@ def chain(plans: list[Callable[[], Plan[Any]]]) -> Plan[None]:
         yield from plan()
 
 
-class _Flusher:
-    """The thread that runs the inline connection's `COMMIT`s, one at a time, each handed
-    over through a queue: no executor, future or event a commit (bench/instructions.py).
+class Flusher:
+    """A thread that runs `COMMIT`s handed to it (the inline connection's here; a slow
+    disk's groups, `group_commit.py`), one at a time, each handed over through a queue: no
+    executor, future or event a commit (bench/instructions.py).
     A daemon thread, ended by `close` or once its store is collected: a process that exits
     without closing its store has no append acknowledged and not durable (an append is
     acknowledged once its `COMMIT` returned), so nothing need wait for it at exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "threadline-sqlite-commit") -> None:
         self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._thread = threading.Thread(
-            target=_flushing, args=(self._work,), name="threadline-sqlite-commit", daemon=True
+            target=_flushing, args=(self._work,), name=name, daemon=True
         )
         self._thread.start()
         weakref.finalize(self, self._work.put, None)
@@ -385,14 +387,6 @@ def _settle_from(
 ) -> None:
     """`_tell` for a transaction committed on the store's thread (`Elsewhere`)."""
     _tell(loop, land, job, done.exception())
-
-
-def is_busy(exc: sqlite3.OperationalError) -> bool:
-    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock we need."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return int(code) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 BEGIN_WAIT = 1.0

@@ -27,18 +27,18 @@ loop is likely to look again. The loop holds the GIL anyway: a committer thread 
 it back from a loop running 64 threads' Python after every statement, up to a switch
 interval (5 ms) each time, which made a group's transaction ten times its statements and an
 append wait three to six commit intervals (docs/performance.md, "Group commit on the event
-loop"). The loop does wait for the group's fsync, as it does for a lone thread's inline
-append. It never waits for another writer's lock: if `BEGIN IMMEDIATE` finds it taken (this
-store's `COMMIT` behind the loop, about one commit; another process), the loop tries again
-at its next look while the group is younger than two windows, then hands the group to the
-**committer**, a thread and a connection of its own that waits for the lock (SQLite's busy
-handler) and answers through one `loop.call_soon_threadsafe` per event loop. The committer
-also takes every group while a `COMMIT` takes more than half the window (smoothed
-over the latest groups: on a slow disk every thread on the loop would stall for each fsync,
-and would cost it a third of its time or more), and when the store has no inline appends
-(`?inline_appends=0`). Several event loops (each on its thread) each commit their own
-groups, one at a time on the connection: a loop that finds another's group running there
-treats the lock as taken.
+loop"). The loop waits for the group's fsync, as for a lone thread's inline append, unless
+a `COMMIT` takes more than half the window (smoothed over the latest groups: a slow disk,
+whose fsync would stall every thread on the loop a third of its time or more): then the
+statements run on the loop and the `COMMIT` on a thread of its own (`_commit_behind`). The
+loop never waits for another writer's lock: if `BEGIN IMMEDIATE` finds it taken (this
+store's `COMMIT` behind the loop; another process), the loop tries again at its next look
+while the group is younger than two windows, then hands the group to the **committer**, a
+thread and a connection of its own that waits for the lock (`write_lock.py`) and answers
+through one `loop.call_soon_threadsafe` per event loop; so it does every group when the
+store has no inline appends (`?inline_appends=0`). Several event loops (each on its thread)
+each commit their own groups, one at a time on the connection: a loop that finds another's
+group running there treats the lock as taken.
 
 So an append waits at most for its group's window and its transaction (plus a lock held by
 another writer); `CommitStats.longest_overrun` measures by how much a group began later than
@@ -63,54 +63,17 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..errors import StoreError
-from .behind import is_busy
+from .behind import Flusher
 from .dialect import Plan
-from .grouping import AppendStats, answer
+from .grouping import CommitStats, answer
 from .looks import Looks
+from .write_lock import WriteLock, is_busy
 
-__all__ = ["CommitStats", "GroupCommit"]
+__all__ = ["GroupCommit"]
 
 T = TypeVar("T")
 
 _Drive = Callable[[sqlite3.Connection, Plan[Any]], Any]
-
-
-@dataclass(slots=True)
-class CommitStats(AppendStats):
-    """What a store committed: `commits` write transactions (each one fsync of the WAL at
-    `synchronous=FULL`; a checkpoint adds its own now and then), holding `appends` appends.
-    `groups` of the transactions were run by the group committer, and `grouped` appends
-    shared their transaction with another thread's append. `waits` and `longest_wait` are
-    the grouped appends' only (arrival to their group's COMMIT returning)."""
-
-    commits: int = 0
-    commit_seconds: float = 0.0
-    """Of `group_seconds`, the seconds spent in their COMMIT statements (the fsync)."""
-    longest_group: float = 0.0
-    """Seconds of the longest group transaction (BEGIN to COMMIT)."""
-    behind: int = 0
-    """Appends committed behind the event loop (`SQLiteStore.run_behind`: pipelining),
-    counted in `commits` and `appends` too."""
-    queued: int = 0
-    """Of `behind`, the appends that shared their `COMMIT` with an earlier append of their
-    thread, queued behind a `COMMIT` in flight (`stores/behind.py`): the fsyncs saved."""
-    behind_seconds: float = 0.0
-    """Seconds the `COMMIT`s of those appends took, on their own thread."""
-    longest_overrun: float = 0.0
-    """Seconds a group began after it could have, at most: after the later of its oldest
-    append's arrival plus the window and the COMMIT of the group ahead (when that append
-    arrived before it). What a grouped append waited beyond the rest of the group ahead,
-    the window and its own transaction."""
-    longest_lock: float = 0.0
-    """Seconds a group's `BEGIN IMMEDIATE` took at most: a wait for another writer's lock
-    (this store's `COMMIT` behind the loop, another process), in SQLite's busy handler."""
-    over_interval: int = 0
-    """Appends the committer ran that waited longer than one commit interval of their own:
-    the window plus their group's transaction once it held the write lock (`BEGIN
-    IMMEDIATE` returned to `COMMIT` returned). Waiting for the group ahead, for the lock or
-    for a late committer counts against it."""
-    longest_in_intervals: float = 0.0
-    """The longest wait of such an append as a multiple of that interval of its own."""
 
 
 @dataclass(slots=True, eq=False)  # each request is itself (`_withdraw` finds it by identity)
@@ -142,6 +105,10 @@ class GroupCommit:
         connect_here: opens the connection groups are committed on on the event loop (busy
             timeout zero: the loop never waits for the lock); without it every group is
             committed on the committer's thread.
+        write_lock: the store's own write transactions' ends, which the committer waits for
+            when the lock is taken (its connection's busy timeout is zero, `write_lock.py`);
+            every group here tells it when it ends.
+        busy_timeout: seconds the committer waits for the lock at most.
     """
 
     def __init__(
@@ -152,8 +119,12 @@ class GroupCommit:
         stats: CommitStats,
         lock: threading.Lock,
         connect_here: Callable[[], sqlite3.Connection] | None = None,
+        write_lock: WriteLock | None = None,
+        busy_timeout: float = 10.0,
     ) -> None:
         self.window = window
+        self._lock = WriteLock() if write_lock is None else write_lock
+        self._busy_timeout = busy_timeout
         self._connect = connect
         self._conn: sqlite3.Connection | None = None
         self._connect_here = connect_here
@@ -174,6 +145,8 @@ class GroupCommit:
         self._last_commit = 0.0  # when the latest group's COMMIT returned (monotonic)
         self._looks = Looks(window)  # when the loop is likely to look at a group again
         self._fsync = 0.0  # the seconds a group's COMMIT takes, smoothed
+        self._flusher: Flusher | None = None  # a slow disk's COMMITs (`_commit_behind`)
+        self._behind = False  # one of them in flight
 
     def _connection(self) -> sqlite3.Connection:
         """The committer's connection (on its thread), opened on first use."""
@@ -189,9 +162,10 @@ class GroupCommit:
             self._closed = True
             self._ready.notify_all()
         self._executor.shutdown(wait=True)
-        # A group running on another loop's thread ends first: its connection closed under
-        # it, it was never answered (or the process crashed: one sqlite3 connection, two
-        # threads in it). Any group after this finds the store closed (`_begin_here`).
+        if self._flusher is not None:
+            self._flusher.close()  # a COMMIT behind the loop returns first
+        # A group running on another loop's thread ends first (closed under it, it would
+        # never be answered); any group after this finds the store closed (`_begin_here`).
         with self._flushing:
             for conn in (self._conn, self._conn_here):
                 if conn is not None:
@@ -199,9 +173,8 @@ class GroupCommit:
             self._conn = self._conn_here = None
 
     def crowded(self, writer: str) -> bool:
-        """Whether another thread is appending too: one that appended within the window
-        and is still running, or an append already queued. Then this append joins a group
-        instead of committing alone."""
+        """Whether another thread is appending too (one that appended within the window
+        and is still running, or an append queued): then this append joins a group."""
         now = time.monotonic()
         horizon = now - self.window
         writers = self._writers
@@ -239,9 +212,7 @@ class GroupCommit:
         if self._closed:
             raise StoreError("store is closed")
         request = _Request(plan, loop.create_future(), loop, time.monotonic())
-        if self._connect_here is None or self._fsync > self.window / 2:
-            # A slow disk's fsync would stall every thread on the loop: the committer's
-            # thread waits for it instead.
+        if self._connect_here is None:
             self._enqueue([request])
         else:
             here = self._here.get(loop)
@@ -326,7 +297,7 @@ class GroupCommit:
         once. If not (the store's own `COMMIT` behind the loop, about one commit; the
         committer's thread; another process), try again at the next chance while the group
         is younger than two windows, then leave it to the committer's thread, which waits
-        for the lock (SQLite's busy handler)."""
+        for the lock (`WriteLock`)."""
         here = self._here.get(loop)
         if here is None or not here.requests:
             return
@@ -352,7 +323,8 @@ class GroupCommit:
             if conn is None:
                 self._flushing.release()
         if conn is None:
-            if patient and began - group[0].arrived < 2 * self.window:
+            # Our own COMMIT behind the loop lands here: wait for it, not for the committer.
+            if patient and (self._behind or began - group[0].arrived < 2 * self.window):
                 if here.timer is not None:
                     here.timer.cancel()
                 here.timer = loop.call_later(self.window / 10, self._flush, loop)
@@ -361,10 +333,69 @@ class GroupCommit:
             self._enqueue(group)
             return
         self._forget_here(loop)
+        if self._fsync > self.window / 2:
+            self._commit_behind(loop, conn, group, began)
+            return
         try:
             _settle(self._run_group(conn, group, began))
         finally:
             self._flushing.release()
+
+    def _commit_behind(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn: sqlite3.Connection,
+        group: list[_Request],
+        began: float,
+    ) -> None:
+        """A slow disk's group: its statements on the loop, its `COMMIT` on a thread, so
+        that the loop goes on with the other threads' turns during the fsync. That thread
+        needs the GIL once, after the fsync; the committer needed it after every statement
+        (up to a switch interval, 5 ms, each: a group took 30-45 ms instead of 2-4,
+        docs/performance.md, "A slow disk's groups"). The connection stays taken
+        (`_flushing`) until the `COMMIT` returned; the loop is told then (`_landed`)."""
+        locked = time.monotonic()
+        try:
+            outcomes = self._statements(conn, group)
+        except BaseException as exc:
+            try:
+                _settle(self._failed(conn, group, exc))
+            finally:
+                self._flushing.release()
+            return
+        committing = time.monotonic()
+
+        def commit() -> None:
+            try:
+                conn.execute("COMMIT")
+            finally:
+                if conn.in_transaction:  # the COMMIT failed
+                    conn.execute("ROLLBACK")
+
+        def then(error: BaseException | None) -> None:
+            ended = time.monotonic()
+            self._lock.released()
+            if error is None:
+                self._record(conn, group, began, locked, committing, ended, measured=False)
+            self._behind = False
+            self._flushing.release()
+            done = outcomes if error is None else [(r, error, False) for r in group]
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(self._landed, loop, done)
+
+        if self._flusher is None:
+            self._flusher = Flusher("threadline-group-commit-behind")
+        self._behind = True
+        self._flusher.hand(commit, then)
+
+    def _landed(
+        self, loop: asyncio.AbstractEventLoop, outcomes: list[tuple[_Request, Any, bool]]
+    ) -> None:
+        """A `COMMIT` behind the loop returned: answer its group; the next goes if due."""
+        _settle(outcomes)
+        here = self._here.get(loop)
+        if here is not None and here.requests and self._due(here, time.monotonic()):
+            self._flush(loop)
 
     def _begin_here(self) -> sqlite3.Connection | None:
         """`BEGIN IMMEDIATE` on the loop's connection: it, or None if the lock is taken."""
@@ -444,7 +475,7 @@ class GroupCommit:
         began = time.monotonic()
         try:
             conn = self._connection()  # may fail (the file cannot be opened): answer all
-            conn.execute("BEGIN IMMEDIATE")
+            self._lock.begin(conn, self._busy_timeout)
         except BaseException as exc:
             _answer([(request, exc, False) for request in group])
             if not isinstance(exc, Exception):
@@ -458,32 +489,50 @@ class GroupCommit:
         """The group's appends in the transaction `conn` began at `began`, each in its own
         savepoint, then its `COMMIT`: each request's outcome (all failed if the transaction
         did; a `BaseException` is raised once every request has its outcome)."""
-        outcomes: list[tuple[_Request, Any, bool]] = []
         locked = time.monotonic()
         try:
-            for request in group:
-                conn.execute("SAVEPOINT threadline_append")
-                try:
-                    value = self._drive(conn, request.plan())
-                except Exception as exc:  # this append's own error: undo it alone
-                    conn.execute("ROLLBACK TO threadline_append")
-                    conn.execute("RELEASE threadline_append")
-                    outcomes.append((request, exc, False))
-                else:
-                    conn.execute("RELEASE threadline_append")
-                    outcomes.append((request, value, True))
+            outcomes = self._statements(conn, group)
             committing = time.monotonic()
             conn.execute("COMMIT")
         except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            failed = [(request, exc, False) for request in group]
-            if isinstance(exc, Exception):
-                return failed
-            _answer(failed)
-            raise
-        self._record(conn, group, began, locked, committing, time.monotonic())
+            return self._failed(conn, group, exc)
+        ended = time.monotonic()
+        self._lock.released()
+        self._record(conn, group, began, locked, committing, ended)
         return outcomes
+
+    def _statements(
+        self, conn: sqlite3.Connection, group: list[_Request]
+    ) -> list[tuple[_Request, Any, bool]]:
+        """The group's appends in `conn`'s open transaction, each in its own savepoint:
+        each request's outcome (an append's own error undoes it alone)."""
+        outcomes: list[tuple[_Request, Any, bool]] = []
+        for request in group:
+            conn.execute("SAVEPOINT threadline_append")
+            try:
+                value = self._drive(conn, request.plan())
+            except Exception as exc:  # this append's own error: undo it alone
+                conn.execute("ROLLBACK TO threadline_append")
+                conn.execute("RELEASE threadline_append")
+                outcomes.append((request, exc, False))
+            else:
+                conn.execute("RELEASE threadline_append")
+                outcomes.append((request, value, True))
+        return outcomes
+
+    def _failed(
+        self, conn: sqlite3.Connection, group: list[_Request], exc: BaseException
+    ) -> list[tuple[_Request, Any, bool]]:
+        """The group's transaction failed with `exc`: rolled back (the lock let go), every
+        request failed with it; a `BaseException` is raised once every request has it."""
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        self._lock.released()
+        failed = [(request, exc, False) for request in group]
+        if isinstance(exc, Exception):
+            return failed
+        _answer(failed)
+        raise exc
 
     def _record(
         self,
@@ -493,20 +542,22 @@ class GroupCommit:
         locked: float,
         committing: float,
         ended: float,
+        *,
+        measured: bool = True,
     ) -> None:
         """Count a group committed on `conn`: BEGIN at `began`, the lock held at `locked`,
-        its COMMIT from `committing` to `ended`."""
+        its COMMIT from `committing` to `ended` (not `measured`: on another thread)."""
         oldest = group[0].arrived
         ready = oldest + self.window
         if oldest < self._last_commit:  # it arrived while the group ahead was committing
             ready = max(ready, self._last_commit)
         self._last_commit = ended
-        if conn is self._conn_here:
+        if measured and conn is self._conn_here:
             self._fsync += (ended - committing - self._fsync) / 8
         else:
-            # On the committer's thread a COMMIT's time includes winning the GIL back from
-            # a busy loop (up to 5 ms), not only the disk's: it decays instead, so that
-            # the loop tries again after a few groups and measures the disk itself.
+            # On another thread a COMMIT's time includes winning the GIL back from a busy
+            # loop (up to 5 ms), not only the disk's: it decays instead, so that the loop
+            # commits on itself again after a few groups and measures the disk itself.
             self._fsync *= 7 / 8
         with self._stats_lock:
             stats = self.stats

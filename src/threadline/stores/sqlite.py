@@ -32,13 +32,15 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError, StoreError
 from ..events import Status, ThreadState, utcnow
-from .behind import Behind, is_busy
+from .behind import Behind
 from .dialect import SQLITE, DuplicateKey, Plan, Query, Result, Tx
-from .group_commit import CommitStats, GroupCommit
+from .group_commit import GroupCommit
+from .grouping import CommitStats
 from .known import KnownAppend, merged
 from .migrations import SQLITE_MIGRATIONS
 from .rows import Projected
 from .sql import BehindOptions, SQLStore, Write
+from .write_lock import WriteLock, is_busy
 
 __all__ = ["SQLiteStore"]
 
@@ -117,14 +119,17 @@ class SQLiteStore(SQLStore):
             self._merged,
         )
         self._group: GroupCommit | None = None
+        self._write_lock = WriteLock()
         if group_window > 0 and self.path != ":memory:":
             self._group = GroupCommit(
                 group_window,
-                lambda: self._connect(migrate=False),
+                lambda: self._connect(busy_ms=0, migrate=False),
                 _steps,
                 self.stats,
                 self._stats_lock,
                 (lambda: self._connect(busy_ms=0, migrate=False)) if self._inline else None,
+                self._write_lock,
+                busy_timeout,
             )
 
     @classmethod
@@ -185,8 +190,10 @@ class SQLiteStore(SQLStore):
                     value = _drive(self._inline_connection(), plan(), tx)
                 except sqlite3.OperationalError as exc:
                     if not is_busy(exc):
+                        self._write_lock.released()
                         raise
                 else:
+                    self._write_lock.released()
                     self._count(appends=1)
                     return value
             if group is not None:
@@ -272,7 +279,9 @@ class SQLiteStore(SQLStore):
         return conn
 
     def _behind_count(self, appends: int, seconds: float) -> None:
-        """A `COMMIT` behind the loop of `appends` appends returned after `seconds`."""
+        """A `COMMIT` behind the loop of `appends` appends returned after `seconds` (the
+        write lock let go: a group committer waiting for it is told)."""
+        self._write_lock.released()
         with self._stats_lock:
             self.stats.commits += 1
             self.stats.appends += appends
@@ -285,7 +294,10 @@ class SQLiteStore(SQLStore):
         thread, which waits for it (`Behind`)."""
 
         def go() -> None:
-            _drive(self._store_conn(), plan(), Tx.ATOMIC)
+            try:
+                _drive(self._store_conn(), plan(), Tx.ATOMIC)
+            finally:
+                self._write_lock.released()
             self._count(appends=appends)
 
         return self._executor.submit(go)
@@ -316,9 +328,13 @@ class SQLiteStore(SQLStore):
         return self._inline_conn
 
     def _call(self, plan: Callable[[], Plan[T]], tx: Tx, append_to: str | None = None) -> T:
-        value = _drive(self._store_conn(), plan(), tx)
-        if tx is not Tx.READ:
-            self._count(appends=int(append_to is not None))
+        if tx is Tx.READ:
+            return _drive(self._store_conn(), plan(), tx)
+        try:
+            value = _drive(self._store_conn(), plan(), tx)
+        finally:
+            self._write_lock.released()
+        self._count(appends=int(append_to is not None))
         return value
 
     def _appended(self, thread_id: str, state: ThreadState | Projected) -> None:
