@@ -39,9 +39,9 @@ class KilledWriter:
     running is killed. `lines` holds what it printed so far.
     """
 
-    def __init__(self, url: str, threads: int = 64) -> None:
+    def __init__(self, url: str, threads: int = 64, *, slow: bool = False) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(WRITER), url, str(threads)],
+            [sys.executable, str(WRITER), url, str(threads), *(["slow"] if slow else [])],
             stdout=subprocess.PIPE,
             text=True,
             bufsize=1,
@@ -81,6 +81,11 @@ class KilledWriter:
 
     def acks(self) -> int:
         return sum(line.startswith("ack ") for line in self.lines)
+
+    def behind(self) -> int:
+        """Groups whose `COMMIT` went behind the loop, as last printed (`slow`)."""
+        counts = [int(line.split()[1]) for line in self.lines if line.startswith("behind ")]
+        return counts[-1] if counts else 0
 
     def acknowledged(self) -> tuple[dict[str, int], tuple[int, int, int]]:
         """Each thread's last acknowledged seq, and the last `stats` line (what the appends

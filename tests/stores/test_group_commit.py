@@ -400,15 +400,20 @@ async def test_group_commit_can_be_turned_off_and_bad_windows_are_refused(tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(
+    ("seed", "slow"), [(1, False), (2, False), (3, False), (4, True), (5, True)]
+)
 def test_sigkill_inside_group_commits_keeps_every_acknowledged_event(
-    tmp_path: Path, seed: int
+    tmp_path: Path, seed: int, slow: bool
 ) -> None:
+    # `slow`: the disk taken for slow, every group's COMMIT behind the loop, answered
+    # only once it returned.
     db = tmp_path / "kill.db"
-    with KilledWriter(f"sqlite:///{db}") as writer:  # synchronous=FULL
+    with KilledWriter(f"sqlite:///{db}", slow=slow) as writer:  # synchronous=FULL
         writer.read_random_acks(seed)
         writer.kill()
     acked, stats = writer.acknowledged()
+    assert (writer.behind() > 0) == slow
     with sqlite3.connect(db) as conn:
         stored = dict(conn.execute("SELECT thread_id, MAX(seq) FROM events GROUP BY thread_id"))
         dense = conn.execute(
@@ -489,6 +494,45 @@ async def test_on_a_slow_disk_a_group_commits_behind_the_loop(tmp_path: Path) ->
     assert not group._executor._threads, "a group went to the committer's thread"
     assert [len(await store.events(t.id)) for t in threads] == [11] * 6
     assert store.stats.groups == len(here.committers)
+    await store.close()
+
+
+class _GatedCommit(_FailingCommit):
+    """A connection whose COMMIT waits until `gate` is set (`waiting` set meanwhile)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(conn)
+        self.gate, self.waiting = threading.Event(), threading.Event()
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            self.waiting.set()
+            assert self.gate.wait(30)
+        return self.conn.execute(sql, *args)
+
+
+async def test_a_group_committing_behind_the_loop_is_answered_only_once_durable(
+    tmp_path: Path,
+) -> None:
+    # The loop goes on while the group's COMMIT runs on its thread, but none of the group's
+    # appends returns before that COMMIT did.
+    store = SQLiteStore(tmp_path / "g.db", group_window=0.01)
+    threads = await make_threads(store, 4)
+    group = store._group
+    assert group is not None
+    gated = _GatedCommit(group._here_connection())
+    group._conn_here = gated  # type: ignore[assignment]
+    group._fsync = 1.0  # a slow disk, as measured
+    await store.append(threads[0].id, [event(1)], expected_seq=1)  # a writer: the rest group
+    appends = [
+        asyncio.ensure_future(store.append(t.id, [event(1)], expected_seq=1)) for t in threads[1:]
+    ]
+    assert await asyncio.to_thread(gated.waiting.wait, 30)  # the loop runs on meanwhile
+    await asyncio.sleep(0.05)
+    assert not any(a.done() for a in appends), "an append returned before its COMMIT"
+    gated.gate.set()
+    await asyncio.gather(*appends)
+    assert [len(await store.events(t.id)) for t in threads] == [2, 2, 2, 2]
     await store.close()
 
 
