@@ -84,6 +84,9 @@ class _Request:
     arrived: float
 
 
+_Outcomes = list[tuple[_Request, Any, bool]]  # each request, its value (ok) or its error
+
+
 @dataclass(slots=True)
 class _Here:
     """The appends queued on one event loop for a group committed on it (`GroupCommit`)."""
@@ -372,25 +375,25 @@ class GroupCommit:
                 if conn.in_transaction:  # the COMMIT failed
                     conn.execute("ROLLBACK")
 
-        def then(error: BaseException | None) -> None:
+        def then(error: BaseException | None) -> None:  # on the flusher's thread
             ended = time.monotonic()
-            self._lock.released()
-            if error is None:
-                self._record(conn, group, began, locked, committing, ended, measured=False)
-            self._behind = False
-            self._flushing.release()
             done = outcomes if error is None else [(r, error, False) for r in group]
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                loop.call_soon_threadsafe(self._landed, loop, done)
+            try:
+                self._lock.released()
+                if error is None:
+                    self._record(conn, group, began, locked, committing, ended, measured=False)
+            finally:  # whatever happens, the connection is let go and the group answered
+                self._behind = False
+                self._flushing.release()
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+                    loop.call_soon_threadsafe(self._landed, loop, done)
 
         if self._flusher is None:
             self._flusher = Flusher("threadline-group-commit-behind")
         self._behind = True
         self._flusher.hand(commit, then)
 
-    def _landed(
-        self, loop: asyncio.AbstractEventLoop, outcomes: list[tuple[_Request, Any, bool]]
-    ) -> None:
+    def _landed(self, loop: asyncio.AbstractEventLoop, outcomes: _Outcomes) -> None:
         """A `COMMIT` behind the loop returned: answer its group; the next goes if due."""
         _settle(outcomes)
         here = self._here.get(loop)
@@ -485,7 +488,7 @@ class GroupCommit:
 
     def _run_group(
         self, conn: sqlite3.Connection, group: list[_Request], began: float
-    ) -> list[tuple[_Request, Any, bool]]:
+    ) -> _Outcomes:
         """The group's appends in the transaction `conn` began at `began`, each in its own
         savepoint, then its `COMMIT`: each request's outcome (all failed if the transaction
         did; a `BaseException` is raised once every request has its outcome)."""
@@ -501,12 +504,9 @@ class GroupCommit:
         self._record(conn, group, began, locked, committing, ended)
         return outcomes
 
-    def _statements(
-        self, conn: sqlite3.Connection, group: list[_Request]
-    ) -> list[tuple[_Request, Any, bool]]:
-        """The group's appends in `conn`'s open transaction, each in its own savepoint:
-        each request's outcome (an append's own error undoes it alone)."""
-        outcomes: list[tuple[_Request, Any, bool]] = []
+    def _statements(self, conn: sqlite3.Connection, group: list[_Request]) -> _Outcomes:
+        """The group's appends in the open transaction, each in a savepoint of its own."""
+        outcomes: _Outcomes = []
         for request in group:
             conn.execute("SAVEPOINT threadline_append")
             try:
@@ -522,7 +522,7 @@ class GroupCommit:
 
     def _failed(
         self, conn: sqlite3.Connection, group: list[_Request], exc: BaseException
-    ) -> list[tuple[_Request, Any, bool]]:
+    ) -> _Outcomes:
         """The group's transaction failed with `exc`: rolled back (the lock let go), every
         request failed with it; a `BaseException` is raised once every request has it."""
         if conn.in_transaction:
@@ -578,14 +578,14 @@ class GroupCommit:
                 stats.grouped += len(group)
 
 
-def _answer(outcomes: list[tuple[_Request, Any, bool]]) -> None:
+def _answer(outcomes: _Outcomes) -> None:
     """Settle each request's future with its value (ok) or error, on the request's loop.
 
     One callback per event loop for the whole group: each `call_soon_threadsafe` writes to
     the loop's wake-up socket, which releases the GIL, and a loop busy with other threads'
     turns then kept it for up to a switch interval (5 ms) each time, delaying the next group.
     """
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Any, bool]]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, _Outcomes] = {}
     for outcome in outcomes:
         by_loop.setdefault(outcome[0].loop, []).append(outcome)
     for loop, settled in by_loop.items():
@@ -594,7 +594,7 @@ def _answer(outcomes: list[tuple[_Request, Any, bool]]) -> None:
             loop.call_soon_threadsafe(_settle, settled)
 
 
-def _settle(outcomes: list[tuple[_Request, Any, bool]]) -> None:
+def _settle(outcomes: _Outcomes) -> None:
     """Settle each request's future (on its loop's thread)."""
     for request, value, ok in outcomes:
         answer(request.future, value, ok)
