@@ -47,8 +47,10 @@ serve: install
 services:
 	@bash scripts/services.sh
 
+# Two pytest-xdist workers: most tests wait on processes, servers and the disk, and on a
+# slow 2-core machine the suite took about 40 minutes one test at a time, 20 in two.
 test: install services
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2
 
 lint: install
 	$(BIN)/ruff format --check src tests bench examples

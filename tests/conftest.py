@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -10,6 +11,12 @@ from types import ModuleType
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# pytest-xdist's workers (`make test` runs two) start with COLUMNS=80 in their environment.
+# Rich's consoles, made when threadline.cli is first imported, would keep that width for
+# good, and a test that sets COLUMNS itself would not get it: without a terminal, as in a
+# serial run, the width comes from each test's own COLUMNS.
+os.environ.pop("COLUMNS", None)
 
 from pg_support import pg_schema, postgres_url  # noqa: E402
 
