@@ -7,8 +7,9 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from group_kill import KilledWriter, event, make_threads
@@ -17,6 +18,7 @@ from threadline import Agent, Runtime, tool
 from threadline.errors import AppendConflict, ConfigError, LeaseLost, StoreError
 from threadline.events import Thread
 from threadline.stores import SQLiteStore
+from threadline.stores.group_commit import GroupCommit
 from threadline.testing import ScriptedModel, intent
 
 
@@ -469,16 +471,28 @@ class _SlowCommit(_FailingCommit):
         return self.conn.execute(sql, *args)
 
 
+W = TypeVar("W", bound=_FailingCommit)
+
+
+async def _wrapped_here(
+    tmp_path: Path, count: int, wrap: Callable[[sqlite3.Connection], W]
+) -> tuple[SQLiteStore, list[Thread], GroupCommit, W]:
+    """A store (window 10 ms) with `count` threads whose groups on the loop are committed on
+    `wrap` of the loop's connection."""
+    store = SQLiteStore(tmp_path / "g.db", group_window=0.01)
+    threads = await make_threads(store, count)
+    group = store._group
+    assert group is not None
+    wrapped = wrap(group._here_connection())
+    group._conn_here = wrapped  # type: ignore[assignment]
+    return store, threads, group, wrapped
+
+
 async def test_on_a_slow_disk_a_group_commits_behind_the_loop(tmp_path: Path) -> None:
     # A COMMIT on the loop stalls every thread on it: past half the window (smoothed), a
     # group's statements run on the loop and its COMMIT on a thread of its own, not on the
     # committer's thread (which needs the GIL back from the loop after every statement).
-    store = SQLiteStore(tmp_path / "g.db", group_window=0.01)
-    threads = await make_threads(store, 6)
-    group = store._group
-    assert group is not None
-    here = _SlowCommit(group._here_connection())
-    group._conn_here = here  # type: ignore[assignment]
+    store, threads, group, here = await _wrapped_here(tmp_path, 6, _SlowCommit)
     group._conn = _SlowCommit(group._connection())  # type: ignore[assignment]
 
     async def append_ten(thread: Thread) -> None:
@@ -516,12 +530,7 @@ async def test_a_group_committing_behind_the_loop_is_answered_only_once_durable(
 ) -> None:
     # The loop goes on while the group's COMMIT runs on its thread, but none of the group's
     # appends returns before that COMMIT did.
-    store = SQLiteStore(tmp_path / "g.db", group_window=0.01)
-    threads = await make_threads(store, 4)
-    group = store._group
-    assert group is not None
-    gated = _GatedCommit(group._here_connection())
-    group._conn_here = gated  # type: ignore[assignment]
+    store, threads, group, gated = await _wrapped_here(tmp_path, 4, _GatedCommit)
     group._fsync = 1.0  # a slow disk, as measured
     await store.append(threads[0].id, [event(1)], expected_seq=1)  # a writer: the rest group
     appends = [
