@@ -108,9 +108,8 @@ class GroupCommit:
         connect_here: opens the connection groups are committed on on the event loop (busy
             timeout zero: the loop never waits for the lock); without it every group is
             committed on the committer's thread.
-        write_lock: the store's own write transactions' ends, which the committer waits for
-            when the lock is taken (its connection's busy timeout is zero, `write_lock.py`);
-            every group here tells it when it ends.
+        write_lock: the store's write transactions' ends, which the committer waits for
+            while the lock is taken (`write_lock.py`); each group here tells of its own.
         busy_timeout: seconds the committer waits for the lock at most.
     """
 
@@ -122,11 +121,12 @@ class GroupCommit:
         stats: CommitStats,
         lock: threading.Lock,
         connect_here: Callable[[], sqlite3.Connection] | None = None,
-        write_lock: WriteLock | None = None,
-        busy_timeout: float = 10.0,
+        *,
+        write_lock: WriteLock,
+        busy_timeout: float,
     ) -> None:
         self.window = window
-        self._lock = WriteLock() if write_lock is None else write_lock
+        self._lock = write_lock
         self._busy_timeout = busy_timeout
         self._connect = connect
         self._conn: sqlite3.Connection | None = None
@@ -354,8 +354,8 @@ class GroupCommit:
         """A slow disk's group: its statements on the loop, its `COMMIT` on a thread, so
         that the loop goes on with the other threads' turns during the fsync. That thread
         needs the GIL once, after the fsync; the committer needed it after every statement
-        (up to a switch interval, 5 ms, each: a group took 30-45 ms instead of 2-4,
-        docs/performance.md, "A slow disk's groups"). The connection stays taken
+        (up to 5 ms each: a group took 30-45 ms, not 2-4; docs/performance.md, "A slow
+        disk's groups, and the committer's lock wait"). The connection stays taken
         (`_flushing`) until the `COMMIT` returned; the loop is told then (`_landed`)."""
         locked = time.monotonic()
         try:

@@ -75,7 +75,8 @@ class CommitStats(AppendStats):
     the window and its own transaction."""
     longest_lock: float = 0.0
     """Seconds a group's `BEGIN IMMEDIATE` took at most: a wait for another writer's lock
-    (this store's `COMMIT` behind the loop, another process), in SQLite's busy handler."""
+    (this store's `COMMIT` behind the loop, another process), on the committer's thread
+    (`WriteLock.begin`)."""
     over_interval: int = 0
     """Appends the committer ran that waited longer than one commit interval of their own:
     the window plus their group's transaction once it held the write lock (`BEGIN

@@ -128,8 +128,8 @@ class SQLiteStore(SQLStore):
                 self.stats,
                 self._stats_lock,
                 (lambda: self._connect(busy_ms=0, migrate=False)) if self._inline else None,
-                self._write_lock,
-                busy_timeout,
+                write_lock=self._write_lock,
+                busy_timeout=busy_timeout,
             )
 
     @classmethod

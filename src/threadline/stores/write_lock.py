@@ -6,14 +6,16 @@ holder is this process (a group committed on the event loop, a `COMMIT` behind t
 an inline append: each about one fsync), its sleeps are the wait. On a disk whose fsync
 takes 1-2 ms, a group committer whose `BEGIN IMMEDIATE` met the loop's group four times
 in a row slept 33 ms for a lock that had been free for most of it, and its appends waited
-five commit intervals (docs/performance.md, "The committer's lock wait").
+five commit intervals (docs/performance.md, "A slow disk's groups, and the committer's
+lock wait").
 
 `WriteLock.begin` tries `BEGIN IMMEDIATE` on a connection whose busy timeout is zero and,
 while the lock is taken, waits to be told (`released`) that one of the store's own write
 transactions ended, then tries again at once. Another process's lock tells nothing: it is
 tried again every `POLL` seconds, as SQLite's handler would, more often. The store calls
-`released` after each of its own write transactions; it costs one attribute read when
-nobody waits.
+`released` after each of its own write transactions that ends (a `COMMIT` behind the loop
+that fails is the exception: its rollback is found by the next poll); it costs one
+attribute read when nobody waits.
 
 Written here rather than taken from a library: Python's sqlite3 exposes only the busy
 timeout, not `sqlite3_busy_handler`, and no handler could hear of a lock let go in-process.
