@@ -9,7 +9,9 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,7 @@ from pipeline_child import slow_disk
 from threadline import SQLiteStore, Thread
 from threadline.errors import AppendConflict, ConfigError, LeaseLost
 from threadline.events import ToolCall, UserMessage, utcnow
+from threadline.stores import write_lock
 
 ID = "th_behind"
 
@@ -391,4 +394,93 @@ async def test_another_threads_append_never_takes_over_a_commit_the_loop_has_not
         assert (await store.get(ID)).next_seq == 3
         assert (await store.get("th_other")).next_seq == 2
     finally:
+        await store.close()
+
+
+def _until(ready: Callable[[], bool]) -> None:
+    """Wait (on a thread of the test's) until `ready()`, ten seconds at most."""
+    deadline = time.monotonic() + 10
+    while not ready() and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+class _GatedFailingCommit:
+    """The inline connection, whose `COMMIT` waits for `gate` and then fails (a disk that
+    refuses the fsync); it reports having begun first, as SQLite's trace hook would."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.gate = threading.Event()
+        self._trace: Any = None
+
+    def set_trace_callback(self, trace: Any) -> None:
+        self._trace = trace
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            if self._trace is not None:
+                self._trace(sql)
+            self.gate.wait(30)
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.conn.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        return self.conn.executemany(sql, *args)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+async def test_a_failed_commit_behind_the_loop_wakes_a_writer_waiting_for_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rollback of a `COMMIT` behind the loop that failed lets the write lock go, and a
+    committer waiting for it is told at once (`WriteLock.released`), not at its next poll
+    (a minute here): its append commits, the failed one is not written."""
+    monkeypatch.setattr(write_lock, "POLL", 60.0)
+    db = tmp_path / "t.db"
+    store = SQLiteStore(db, pipeline_depth=2)
+    await store.create(Thread(ID, "a", [_msg(0)]))
+    await store.append(ID, [_msg(1)], expected_seq=1)  # the inline connection is open
+    gated = _GatedFailingCommit(store._inline_connection())
+    store._inline_conn = gated  # type: ignore[assignment]
+    waiter = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    waiter.execute("PRAGMA busy_timeout=0")
+    began: list[float] = []
+    refused: list[str] = []  # the waiter's tries that found the lock taken
+
+    class Trying:
+        def execute(self, sql: str) -> sqlite3.Cursor:
+            try:
+                return waiter.execute(sql)
+            except sqlite3.OperationalError as exc:
+                refused.append(str(exc))
+                raise
+
+    def wait_for_the_lock() -> None:
+        store._write_lock.begin(Trying(), 60.0)  # type: ignore[arg-type]
+        began.append(time.monotonic())
+        waiter.execute("ROLLBACK")
+
+    try:
+        failing = await _behind(store, 2)  # its statements done, its COMMIT waits
+        other = threading.Thread(target=wait_for_the_lock)
+        other.start()
+        # Its first try failed: from then on only a release (or the poll) can wake it.
+        await asyncio.to_thread(_until, lambda: bool(refused))
+        assert not began
+        gated.gate.set()
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+            await asyncio.wait_for(failing, 10)
+        await asyncio.to_thread(other.join, 10)
+        assert not other.is_alive() and began, "the waiter was not told of the rollback"
+        assert _seqs(db) == [0, 1]
+    finally:
+        gated.gate.set()
+        store._inline_conn = gated.conn
+        waiter.close()
         await store.close()

@@ -112,11 +112,11 @@ async def test_a_group_that_cannot_commit_answers_every_caller_and_writes_nothin
         group._connect_here = None  # as without inline appends: groups go to the thread
     if where == "behind-the-loop":
         group._fsync = 1.0  # a slow disk, as measured
-    real = group._here_connection() if on_loop else group._connection()
+    real = group._here_connection() if on_loop else group._committer.connection()
     if on_loop:
         group._conn_here = _FailingCommit(real)  # type: ignore[assignment]
     else:
-        group._conn = _FailingCommit(real)  # type: ignore[assignment]
+        group._committer.conn = _FailingCommit(real)  # type: ignore[assignment]
     results = await asyncio.gather(
         *(store.append(t.id, [event(1)], expected_seq=1) for t in threads),
         return_exceptions=True,
@@ -126,10 +126,10 @@ async def test_a_group_that_cannot_commit_answers_every_caller_and_writes_nothin
     assert [len(await store.events(t.id)) for t in threads] == [2, 1, 1, 1]
     assert (group._flusher is not None) == (where == "behind-the-loop")
     if on_loop:  # the group never went to the committer's thread
-        assert not group._busy and store.stats.groups == 0
+        assert not group._committer.started() and store.stats.groups == 0
         group._conn_here = real
     else:
-        group._conn = real
+        group._committer.conn = real
     # Nothing was left stuck: the next group commits.
     results = await asyncio.gather(
         *(store.append(t.id, [event(1)], expected_seq=1) for t in threads[1:]),
@@ -175,7 +175,7 @@ async def test_a_group_whose_file_cannot_be_opened_fails_and_the_next_commits(
         return_exceptions=True,
     )
     assert results == [None, None]
-    assert not group._executor._threads, "the next group went to the committer's thread"
+    assert not group._committer.started(), "the next group went to the committer's thread"
     await store.close()
 
 
@@ -205,7 +205,7 @@ async def test_groups_commit_on_the_event_loop_without_the_committer_thread(
     await asyncio.gather(*(append_five(t) for t in threads))
     assert store.stats.groups > 0 and store.stats.grouped > 0
     assert committed_on == {loop_thread}
-    assert not group._executor._threads, "the committer's thread was started"
+    assert not group._committer.started(), "the committer's thread was started"
     assert [len(await store.events(t.id)) for t in threads] == [6] * 8
     await store.close()
 
@@ -276,9 +276,10 @@ async def test_reads_do_not_wait_behind_a_group_commit(tmp_path: Path) -> None:
     # which waits for the lock (the loop never does).
     for _ in range(100):
         await asyncio.sleep(0.005)
-        if group._busy:
+        if group._committer._busy:
             break
-    assert group._busy and store.stats.groups == 0  # the committer is waiting for the lock
+    # The committer is waiting for the lock.
+    assert group._committer._busy and store.stats.groups == 0
     summary = await store.get(threads[0].id)
     assert summary.next_seq == 1  # read while the group is still waiting for the lock
     assert not any(a.done() for a in appends), "the read waited until the group had ended"
@@ -493,7 +494,7 @@ async def test_on_a_slow_disk_a_group_commits_behind_the_loop(tmp_path: Path) ->
     # group's statements run on the loop and its COMMIT on a thread of its own, not on the
     # committer's thread (which needs the GIL back from the loop after every statement).
     store, threads, group, here = await _wrapped_here(tmp_path, 6, _SlowCommit)
-    group._conn = _SlowCommit(group._connection())  # type: ignore[assignment]
+    group._committer.conn = _SlowCommit(group._committer.connection())  # type: ignore[assignment]
 
     async def append_ten(thread: Thread) -> None:
         for seq in range(1, 11):
@@ -505,7 +506,7 @@ async def test_on_a_slow_disk_a_group_commits_behind_the_loop(tmp_path: Path) ->
     behind = [name for name in here.committers if name != loop_thread]
     assert behind, "every group's COMMIT stalled the loop"
     assert set(behind) == {"threadline-group-commit-behind"}
-    assert not group._executor._threads, "a group went to the committer's thread"
+    assert not group._committer.started(), "a group went to the committer's thread"
     assert [len(await store.events(t.id)) for t in threads] == [11] * 6
     assert store.stats.groups == len(here.committers)
     await store.close()

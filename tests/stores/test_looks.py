@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from threadline.stores import SQLiteStore
-from threadline.stores.group_commit import _Here, _Request
+from threadline.stores.committer import Request
+from threadline.stores.group_commit import _Here
 from threadline.stores.looks import Collections
 
 
@@ -38,7 +39,7 @@ def _looks(group: Any, arrived: float, gaps: list[float]) -> tuple[Any, float, l
     """A group queued at `arrived`, looked at after each of `gaps`: it, the last look's
     time and whether each look found it due."""
     here = _Here()
-    here.requests.append(_Request(None, None, None, arrived))  # type: ignore[arg-type]
+    here.requests.append(Request(None, None, None, arrived))  # type: ignore[arg-type]
     now, due = arrived, [group._due(here, arrived)]
     for gap in gaps:
         now += gap

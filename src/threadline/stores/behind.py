@@ -55,6 +55,9 @@ Elsewhere = Callable[[Callable[[], Plan[Any]], int], "Future[None]"]
 """Run a plan to its durable end on the store's own thread, counting `int` appends."""
 Count = Callable[[int, float], None]
 """Count a `COMMIT` behind the loop of `int` appends that took `float` seconds."""
+Released = Callable[[], None]
+"""The inline connection's write transaction ended, committed or rolled back: the write lock
+is free (`WriteLock.released`, which wakes a group committer waiting for it)."""
 Merge = Callable[[list[Any]], Callable[[], Plan[Any]] | None]
 """Several queued appends' plans as one plan, given what each was queued with (`enqueue`'s
 `known`), or None when they cannot be merged (then their plans run one after another)."""
@@ -95,9 +98,12 @@ class Behind:
         count: Count,
         forget: Forget,
         merge: Merge | None = None,
+        *,
+        released: Released,
     ) -> None:
         self.depth = depth
         self._begin, self._elsewhere, self._count = begin, elsewhere, count
+        self._released = released
         self._forget, self._merge = forget, merge
         self._flusher: Flusher | None = None
         self._job: Commit | None = None  # the inline connection's COMMIT, or done
@@ -193,6 +199,7 @@ class Behind:
             )
         except BaseException:
             conn.execute("ROLLBACK")
+            self._released()
             raise
         self._carry(thread_id, durables, job)
         began.acquire(timeout=BEGIN_WAIT)
@@ -226,6 +233,7 @@ class Behind:
         finally:
             conn.set_trace_callback(None)
             begun("")
+            self._released()  # committed or rolled back: a committer waiting is told
         self._count(appends, time.perf_counter() - started)
 
     def _land(self, job: Commit) -> None:

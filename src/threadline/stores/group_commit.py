@@ -33,12 +33,12 @@ whose fsync would stall every thread on the loop a third of its time or more): t
 statements run on the loop and the `COMMIT` on a thread of its own (`_commit_behind`). The
 loop never waits for another writer's lock: if `BEGIN IMMEDIATE` finds it taken (this
 store's `COMMIT` behind the loop; another process), the loop tries again at its next look
-while the group is younger than two windows, then hands the group to the **committer**, a
-thread and a connection of its own that waits for the lock (`write_lock.py`) and answers
-through one `loop.call_soon_threadsafe` per event loop; so it does every group when the
-store has no inline appends (`?inline_appends=0`). Several event loops (each on its thread)
-each commit their own groups, one at a time on the connection: a loop that finds another's
-group running there treats the lock as taken.
+while the group is younger than two windows, then hands the group to the **committer**
+(`committer.py`), a thread and a connection of its own that waits for the lock
+(`write_lock.py`) and answers through one `loop.call_soon_threadsafe` per event loop; so it
+does every group when the store has no inline appends (`?inline_appends=0`). Several event
+loops (each on its thread) each commit their own groups, one at a time on the connection: a
+loop that finds another's group running there treats the lock as taken.
 
 So an append waits at most for its group's window and its transaction (plus a lock held by
 another writer); `CommitStats.longest_overrun` measures by how much a group began later than
@@ -58,14 +58,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..errors import StoreError
 from .behind import Flusher
+from .committer import Committer, Outcomes, Request, answer_all, settle
 from .dialect import Plan
-from .grouping import CommitStats, answer
+from .grouping import CommitStats
 from .looks import Looks
 from .write_lock import WriteLock, is_busy
 
@@ -76,22 +76,11 @@ T = TypeVar("T")
 _Drive = Callable[[sqlite3.Connection, Plan[Any]], Any]
 
 
-@dataclass(slots=True, eq=False)  # each request is itself (`_withdraw` finds it by identity)
-class _Request:
-    plan: Callable[[], Plan[Any]]
-    future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
-    arrived: float
-
-
-_Outcomes = list[tuple[_Request, Any, bool]]  # each request, its value (ok) or its error
-
-
 @dataclass(slots=True)
 class _Here:
     """The appends queued on one event loop for a group committed on it (`GroupCommit`)."""
 
-    requests: list[_Request] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     checking: bool = False  # an idle check is scheduled (`GroupCommit._idle`)
 
@@ -128,22 +117,22 @@ class GroupCommit:
         self.window = window
         self._lock = write_lock
         self._busy_timeout = busy_timeout
-        self._connect = connect
-        self._conn: sqlite3.Connection | None = None
         self._connect_here = connect_here
         self._conn_here: sqlite3.Connection | None = None
         self._flushing = threading.Lock()  # a group on `_conn_here` (`_flush`)
         self._here: dict[asyncio.AbstractEventLoop, _Here] = {}
-        # A thread of its own, not the store's: reads and leases on the store's thread do
-        # not wait for a group's fsync, nor a group for them (see the module docstring).
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="threadline-group-commit")
         self._drive = drive
         self.stats = stats
         self._stats_lock = lock
-        self._queue: list[_Request] = []
-        self._ready = threading.Condition()
-        self._busy = False
         self._closed = False
+        self._committer = Committer(
+            window,
+            connect,
+            self._run_group,
+            lambda: max(2, len(self._writers)),
+            write_lock=write_lock,
+            busy_timeout=busy_timeout,
+        )
         self._writers: dict[str, float] = {}
         self._last_commit = 0.0  # when the latest group's COMMIT returned (monotonic)
         self._looks = Looks(window)  # when the loop is likely to look at a group again
@@ -151,29 +140,21 @@ class GroupCommit:
         self._flusher: Flusher | None = None  # a slow disk's COMMITs (`_commit_behind`)
         self._behind = False  # one of them in flight
 
-    def _connection(self) -> sqlite3.Connection:
-        """The committer's connection (on its thread), opened on first use."""
-        if self._conn is None:
-            self._conn = self._connect()
-        return self._conn
-
     def close(self) -> None:
         """Commit what is queued, stop the committer and close its connection (blocks).
         Appends queued on an event loop are committed first, on it (`drain_here`); a group
         running on another loop's thread ends before the loop's connection is closed."""
-        with self._ready:
-            self._closed = True
-            self._ready.notify_all()
-        self._executor.shutdown(wait=True)
+        self._closed = True
+        self._committer.close()
         if self._flusher is not None:
             self._flusher.close()  # a COMMIT behind the loop returns first
         # A group running on another loop's thread ends first (closed under it, it would
         # never be answered); any group after this finds the store closed (`_begin_here`).
         with self._flushing:
-            for conn in (self._conn, self._conn_here):
+            for conn in (self._committer.conn, self._conn_here):
                 if conn is not None:
                     conn.close()
-            self._conn = self._conn_here = None
+            self._committer.conn = self._conn_here = None
 
     def crowded(self, writer: str) -> bool:
         """Whether another thread is appending too (one that appended within the window
@@ -187,7 +168,7 @@ class GroupCommit:
             if writers[oldest] >= horizon:
                 break
             del writers[oldest]
-        crowded = bool(writers) or bool(self._queue) or bool(self._here)
+        crowded = bool(writers) or bool(self._committer.queue) or bool(self._here)
         writers[writer] = now
         return crowded
 
@@ -214,9 +195,9 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         if self._closed:
             raise StoreError("store is closed")
-        request = _Request(plan, loop.create_future(), loop, time.monotonic())
+        request = Request(plan, loop.create_future(), loop, time.monotonic())
         if self._connect_here is None:
-            self._enqueue([request])
+            self._committer.enqueue([request])
         else:
             here = self._here.get(loop)
             if here is None:
@@ -238,7 +219,7 @@ class GroupCommit:
             raise
         return value
 
-    def _withdraw(self, request: _Request) -> None:
+    def _withdraw(self, request: Request) -> None:
         """Its caller was cancelled: if its group has not begun, the append is not written
         (as one cancelled while it waits at the pipeline depth, `behind.py`), and a loop
         left with nothing queued keeps no group. A loop that ends (`asyncio.run` cancels
@@ -250,9 +231,7 @@ class GroupCommit:
             if not here.requests:
                 self._forget_here(request.loop)
             return
-        with self._ready:
-            if request in self._queue:
-                self._queue.remove(request)
+        self._committer.withdraw(request)
 
     def _due(self, here: _Here, now: float) -> bool:
         """Whether a loop's queued group should be committed now: every thread that
@@ -307,7 +286,7 @@ class GroupCommit:
         group = here.requests
         if self._closed:  # another loop's group, after the store closed: never written
             self._forget_here(loop)
-            _settle([(request, StoreError("store is closed"), False) for request in group])
+            settle([(request, StoreError("store is closed"), False) for request in group])
             return
         began = time.monotonic()
         conn: sqlite3.Connection | None = None
@@ -319,7 +298,7 @@ class GroupCommit:
             except BaseException as exc:  # the file itself fails (or its folder): the group too
                 self._flushing.release()
                 self._forget_here(loop)
-                _settle([(request, exc, False) for request in group])
+                settle([(request, exc, False) for request in group])
                 if not isinstance(exc, Exception):
                     raise
                 return
@@ -333,14 +312,14 @@ class GroupCommit:
                 here.timer = loop.call_later(self.window / 10, self._flush, loop)
                 return
             self._forget_here(loop)
-            self._enqueue(group)
+            self._committer.enqueue(group)
             return
         self._forget_here(loop)
         if self._fsync > self.window / 2:
             self._commit_behind(loop, conn, group, began)
             return
         try:
-            _settle(self._run_group(conn, group, began))
+            settle(self._run_group(conn, group, began))
         finally:
             self._flushing.release()
 
@@ -348,7 +327,7 @@ class GroupCommit:
         self,
         loop: asyncio.AbstractEventLoop,
         conn: sqlite3.Connection,
-        group: list[_Request],
+        group: list[Request],
         began: float,
     ) -> None:
         """A slow disk's group: its statements on the loop, its `COMMIT` on a thread, so
@@ -362,7 +341,7 @@ class GroupCommit:
             outcomes = self._statements(conn, group)
         except BaseException as exc:
             try:
-                _settle(self._failed(conn, group, exc))
+                settle(self._failed(conn, group, exc))
             finally:
                 self._flushing.release()
             return
@@ -393,9 +372,9 @@ class GroupCommit:
         self._behind = True
         self._flusher.hand(commit, then)
 
-    def _landed(self, loop: asyncio.AbstractEventLoop, outcomes: _Outcomes) -> None:
+    def _landed(self, loop: asyncio.AbstractEventLoop, outcomes: Outcomes) -> None:
         """A `COMMIT` behind the loop returned: answer its group; the next goes if due."""
-        _settle(outcomes)
+        settle(outcomes)
         here = self._here.get(loop)
         if here is not None and here.requests and self._due(here, time.monotonic()):
             self._flush(loop)
@@ -427,68 +406,7 @@ class GroupCommit:
         if here.timer is not None:
             here.timer.cancel()
 
-    def _enqueue(self, requests: list[_Request]) -> None:
-        """Queue `requests` for the committer's thread, starting it if it is idle (or fail
-        them: the store closed, its committer stopped)."""
-        with self._ready:
-            if self._closed:
-                _settle([(request, StoreError("store is closed"), False) for request in requests])
-                return
-            self._queue.extend(requests)
-            start = not self._busy
-            self._busy = True
-            self._ready.notify()
-            if start:
-                # Not awaited: the committer answers each request through its future.
-                # Under `_ready`: `close` cannot shut the executor down in between.
-                self._executor.submit(self._commit_while_queued)
-
-    def _commit_while_queued(self) -> None:
-        """The committer (on its own thread): commit groups until the queue is empty.
-
-        Every queued request is answered, whatever happens: a committer that stopped with
-        requests queued would leave their callers waiting forever."""
-        try:
-            self._commit_groups()
-        except BaseException as exc:
-            with self._ready:
-                left, self._queue, self._busy = self._queue, [], False
-            _answer([(request, exc, False) for request in left])
-            raise
-
-    def _commit_groups(self) -> None:
-        while True:
-            with self._ready:
-                if not self._queue:
-                    self._busy = False
-                    return
-                deadline = self._queue[0].arrived + self.window
-                want = max(2, len(self._writers))
-                while len(self._queue) < want:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._ready.wait(left)
-                group, self._queue = self._queue, []
-            if group:  # empty if every caller in it was cancelled meanwhile (`_withdraw`)
-                self._commit(group)
-
-    def _commit(self, group: list[_Request]) -> None:
-        """A group on the committer's thread, on its own connection."""
-        began = time.monotonic()
-        try:
-            conn = self._connection()  # may fail (the file cannot be opened): answer all
-            self._lock.begin(conn, self._busy_timeout)
-        except BaseException as exc:
-            _answer([(request, exc, False) for request in group])
-            if not isinstance(exc, Exception):
-                raise
-            return
-        _answer(self._run_group(conn, group, began))
-
-    def _run_group(
-        self, conn: sqlite3.Connection, group: list[_Request], began: float
-    ) -> _Outcomes:
+    def _run_group(self, conn: sqlite3.Connection, group: list[Request], began: float) -> Outcomes:
         """The group's appends in the transaction `conn` began at `began`, each in its own
         savepoint, then its `COMMIT`: each request's outcome (all failed if the transaction
         did; a `BaseException` is raised once every request has its outcome)."""
@@ -504,9 +422,9 @@ class GroupCommit:
         self._record(conn, group, began, locked, committing, ended)
         return outcomes
 
-    def _statements(self, conn: sqlite3.Connection, group: list[_Request]) -> _Outcomes:
+    def _statements(self, conn: sqlite3.Connection, group: list[Request]) -> Outcomes:
         """The group's appends in the open transaction, each in a savepoint of its own."""
-        outcomes: _Outcomes = []
+        outcomes: Outcomes = []
         for request in group:
             conn.execute("SAVEPOINT threadline_append")
             try:
@@ -521,8 +439,8 @@ class GroupCommit:
         return outcomes
 
     def _failed(
-        self, conn: sqlite3.Connection, group: list[_Request], exc: BaseException
-    ) -> _Outcomes:
+        self, conn: sqlite3.Connection, group: list[Request], exc: BaseException
+    ) -> Outcomes:
         """The group's transaction failed with `exc`: rolled back (the lock let go), every
         request failed with it; a `BaseException` is raised once every request has it."""
         if conn.in_transaction:
@@ -531,13 +449,13 @@ class GroupCommit:
         failed = [(request, exc, False) for request in group]
         if isinstance(exc, Exception):
             return failed
-        _answer(failed)
+        answer_all(failed)
         raise exc
 
     def _record(
         self,
         conn: sqlite3.Connection,
-        group: list[_Request],
+        group: list[Request],
         began: float,
         locked: float,
         committing: float,
@@ -576,25 +494,3 @@ class GroupCommit:
             stats.longest_in_intervals = max(stats.longest_in_intervals, max(waits) / interval)
             if len(group) > 1:
                 stats.grouped += len(group)
-
-
-def _answer(outcomes: _Outcomes) -> None:
-    """Settle each request's future with its value (ok) or error, on the request's loop.
-
-    One callback per event loop for the whole group: each `call_soon_threadsafe` writes to
-    the loop's wake-up socket, which releases the GIL, and a loop busy with other threads'
-    turns then kept it for up to a switch interval (5 ms) each time, delaying the next group.
-    """
-    by_loop: dict[asyncio.AbstractEventLoop, _Outcomes] = {}
-    for outcome in outcomes:
-        by_loop.setdefault(outcome[0].loop, []).append(outcome)
-    for loop, settled in by_loop.items():
-        # A closed loop (RuntimeError) means nobody is waiting for the answers any more.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_settle, settled)
-
-
-def _settle(outcomes: _Outcomes) -> None:
-    """Settle each request's future (on its loop's thread)."""
-    for request, value, ok in outcomes:
-        answer(request.future, value, ok)

@@ -110,6 +110,7 @@ class SQLiteStore(SQLStore):
             raise ConfigError(f"sqlite pipeline_depth must be >= 1, not {pipeline_depth}")
         self.stats = CommitStats()
         self._stats_lock = threading.Lock()
+        self._write_lock = WriteLock()
         self._behind = Behind(
             pipeline_depth,
             self._begin_inline,
@@ -117,9 +118,9 @@ class SQLiteStore(SQLStore):
             self._behind_count,
             self._forget,
             self._merged,
+            released=self._write_lock.released,
         )
         self._group: GroupCommit | None = None
-        self._write_lock = WriteLock()
         if group_window > 0 and self.path != ":memory:":
             self._group = GroupCommit(
                 group_window,
@@ -187,13 +188,11 @@ class SQLiteStore(SQLStore):
                 return await group.submit(plan)
             if self._inline and not self._behind.committing() and self._owns_inline():
                 try:
-                    value = _drive(self._inline_connection(), plan(), tx)
+                    value = _drive(self._inline_connection(), plan(), tx, self._write_lock)
                 except sqlite3.OperationalError as exc:
                     if not is_busy(exc):
-                        self._write_lock.released()
                         raise
                 else:
-                    self._write_lock.released()
                     self._count(appends=1)
                     return value
             if group is not None:
@@ -275,13 +274,12 @@ class SQLiteStore(SQLStore):
         """`plan`'s statements on the inline connection, its transaction left open for a
         `COMMIT` behind the loop (`Behind`)."""
         conn = self._inline_connection()
-        _drive(conn, plan, Tx.ATOMIC, commit=False)
+        _drive(conn, plan, Tx.ATOMIC, self._write_lock, commit=False)
         return conn
 
     def _behind_count(self, appends: int, seconds: float) -> None:
         """A `COMMIT` behind the loop of `appends` appends returned after `seconds` (the
-        write lock let go: a group committer waiting for it is told)."""
-        self._write_lock.released()
+        write lock let go: `Behind` told the group committer)."""
         with self._stats_lock:
             self.stats.commits += 1
             self.stats.appends += appends
@@ -294,10 +292,7 @@ class SQLiteStore(SQLStore):
         thread, which waits for it (`Behind`)."""
 
         def go() -> None:
-            try:
-                _drive(self._store_conn(), plan(), Tx.ATOMIC)
-            finally:
-                self._write_lock.released()
+            _drive(self._store_conn(), plan(), Tx.ATOMIC, self._write_lock)
             self._count(appends=appends)
 
         return self._executor.submit(go)
@@ -330,10 +325,7 @@ class SQLiteStore(SQLStore):
     def _call(self, plan: Callable[[], Plan[T]], tx: Tx, append_to: str | None = None) -> T:
         if tx is Tx.READ:
             return _drive(self._store_conn(), plan(), tx)
-        try:
-            value = _drive(self._store_conn(), plan(), tx)
-        finally:
-            self._write_lock.released()
+        value = _drive(self._store_conn(), plan(), tx, self._write_lock)
         self._count(appends=int(append_to is not None))
         return value
 
@@ -400,9 +392,18 @@ class SQLiteStore(SQLStore):
         self._executor.shutdown(wait=True)
 
 
-def _drive(conn: sqlite3.Connection, plan: Plan[T], tx: Tx, *, commit: bool = True) -> T:
+def _drive(
+    conn: sqlite3.Connection,
+    plan: Plan[T],
+    tx: Tx,
+    lock: WriteLock | None = None,
+    *,
+    commit: bool = True,
+) -> T:
     """Run `plan` on `conn`; writes in one `BEGIN IMMEDIATE` transaction, rolled back on error
-    (left open, the statements done, without `commit`)."""
+    (left open, the statements done, without `commit`). `lock` is told when a write
+    transaction that began here ended, committed or rolled back (`WriteLock.released`: a
+    group committer waiting for the lock is woken); one that could not begin took nothing."""
     writes = tx is not Tx.READ
     if writes:
         conn.execute("BEGIN IMMEDIATE")
@@ -410,10 +411,15 @@ def _drive(conn: sqlite3.Connection, plan: Plan[T], tx: Tx, *, commit: bool = Tr
         value = _steps(conn, plan)
         if writes and commit:
             conn.execute("COMMIT")
+            if lock is not None:
+                lock.released()
         return value
     except BaseException:
-        if writes and conn.in_transaction:
-            conn.execute("ROLLBACK")
+        if writes:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if lock is not None:
+                lock.released()
         raise
 
 

@@ -13,9 +13,11 @@ lock wait").
 while the lock is taken, waits to be told (`released`) that one of the store's own write
 transactions ended, then tries again at once. Another process's lock tells nothing: it is
 tried again every `POLL` seconds, as SQLite's handler would, more often. The store calls
-`released` after each of its own write transactions that ends (a `COMMIT` behind the loop
-that fails is the exception: its rollback is found by the next poll); it costs one
-attribute read when nobody waits.
+`released` after each of its own write transactions that ends, committed or rolled back,
+in three places: `sqlite._drive` (inline appends, the store's thread, a pipelined
+transaction whose statements fail), `Behind` (a `COMMIT` behind the loop, failed or not)
+and `GroupCommit` (a group, on the loop, behind it or on the committer's thread); it costs
+one attribute read when nobody waits.
 
 Written here rather than taken from a library: Python's sqlite3 exposes only the busy
 timeout, not `sqlite3_busy_handler`, and no handler could hear of a lock let go in-process.
