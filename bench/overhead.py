@@ -91,8 +91,8 @@ LOOP_ROWS: tuple[tuple[str, str, str, float | None], ...] = (
         None,
     ),
     (
-        "tl-sqlite-depth2",
-        "Threadline, SQLiteStore FULL, default renderer, pipeline_depth=2 (before)",
+        "tl-sqlite-depth3",
+        "Threadline, SQLiteStore FULL, default renderer, pipeline_depth=3 (before)",
         "lg-sqlite",
         None,
     ),
@@ -122,7 +122,7 @@ def loop_measures(tmpdir: Path, loops: int) -> dict[str, Callable[[], float | No
         "tl-memory-bare": lambda: loop.threadline_us(tmpdir, "memory", False, loops),
         "tl-sqlite": lambda: loop.threadline_us(tmpdir, "sqlite", True, loops),
         "tl-sqlite-bare": lambda: loop.threadline_us(tmpdir, "sqlite", False, loops),
-        "tl-sqlite-depth2": lambda: loop.threadline_us(tmpdir, "sqlite", True, loops, depth=2),
+        "tl-sqlite-depth3": lambda: loop.threadline_us(tmpdir, "sqlite", True, loops, depth=3),
         "tl-sqlite-depth1": lambda: loop.threadline_us(tmpdir, "sqlite", True, loops, depth=1),
         "tl-sqlite-serial": lambda: loop.threadline_us(
             tmpdir, "sqlite", True, loops, pipelined=False

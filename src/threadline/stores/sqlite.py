@@ -46,7 +46,7 @@ __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
-PIPELINE_DEPTH = 3
+PIPELINE_DEPTH = 6
 """A lone thread's appends on their way to disk at once, by default (`pipeline_depth`); a
 crash loses at most that many read-only turns, none acknowledged. 3 since it measured
 faster than 2 on a slow disk and on a fast one (docs/performance.md, "Pipeline depth 3 by
