@@ -48,9 +48,9 @@ T = TypeVar("T")
 
 PIPELINE_DEPTH = 6
 """A lone thread's appends on their way to disk at once, by default (`pipeline_depth`); a
-crash loses at most that many read-only turns, none acknowledged. 3 since it measured
-faster than 2 on a slow disk and on a fast one (docs/performance.md, "Pipeline depth 3 by
-default")."""
+crash loses at most that many read-only turns, none acknowledged. 6 since a `COMMIT` then
+carries about three turns instead of two: 0.90 of depth 3's turn (docs/performance.md,
+"Pipeline depth 6 by default"; 3 was faster than 2, "Pipeline depth 3 by default")."""
 
 
 class SQLiteStore(SQLStore):
