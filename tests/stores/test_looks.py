@@ -3,11 +3,13 @@ a group is due before a gap as long as one seen lately, or as a collection that 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from pathlib import Path
 from typing import Any
 
 import pytest
+from group_kill import event, make_threads
 
 from threadline.stores import SQLiteStore
 from threadline.stores.committer import Request
@@ -108,3 +110,96 @@ def test_a_long_gap_is_remembered_for_groups_after_the_next_fading(
     _, now, due = _looks(group, now + 80e-6, [80e-6] * 59)
     assert not any(due[:55]), "due with 680 us left: more than the faded gap"
     assert due[59], "not due with 280 us left, though a 400 us gap came three groups ago"
+
+
+@pytest.fixture
+def own_thresholds() -> Any:
+    """The collector's thresholds and state restored after the test."""
+    thresholds, enabled = gc.get_threshold(), gc.isenabled()
+    yield
+    gc.set_threshold(*thresholds)
+    if enabled:
+        gc.enable()
+    else:
+        gc.disable()
+
+
+def _counts_to(young: int, middle: int) -> list[object]:
+    """Collect everything, then `middle` young collections, then `young` tracked objects
+    kept alive (returned): `gc.get_count()` is about (young, middle, 0)."""
+    gc.collect()
+    for _ in range(middle):
+        gc.collect(0)
+    return [[] for _ in range(young)]
+
+
+def _generations(run: Any) -> tuple[Any, list[int]]:
+    """`run()`'s value and the generations of the collections that ran meanwhile."""
+    seen: list[int] = []
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(info["generation"])
+
+    gc.callbacks.append(note)
+    try:
+        return run(), seen
+    finally:
+        gc.callbacks.remove(note)
+
+
+def test_a_due_middle_collection_runs_between_groups(own_thresholds: None) -> None:
+    # Measured (docs/performance.md, "A collection between groups"): with 64 threads a
+    # generation-1 collection took 2-5 ms, more than half the window, inside some group's
+    # window in most late rounds; run between groups, where nobody waits.
+    collections = Collections()
+    gc.enable()
+    kept = _counts_to(400, 3)
+    gc.set_threshold(700, 3, 10)  # the next collection is of generation 1, over half due
+    ran, seen = _generations(collections.collect_now)
+    assert ran and seen == [1]
+    assert gc.get_count()[1] == 0  # the generation-1 collection the interpreter was due
+    del kept
+
+
+@pytest.mark.parametrize("why", ["young count low", "next is young", "next may be full", "off"])
+def test_no_collection_runs_between_groups_unless_a_middle_one_is_due(
+    own_thresholds: None, why: str
+) -> None:
+    collections = Collections()
+    gc.enable()
+    kept = _counts_to(100 if why == "young count low" else 400, 3)
+    gc.set_threshold(
+        700, 4 if why == "next is young" else 3, 0 if why == "next may be full" else 10
+    )
+    if why == "off":
+        gc.disable()
+    ran, seen = _generations(collections.collect_now)
+    assert not ran and seen == []
+    del kept
+
+
+@pytest.mark.parametrize("where", ["on-the-loop", "behind-the-loop"])
+async def test_the_collection_between_groups_comes_after_a_group_is_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    store = SQLiteStore(tmp_path / "g.db", group_window=0.05)
+    group = store._group
+    assert group is not None
+    if where == "behind-the-loop":
+        group._fsync = 1.0  # a slow disk, as measured: the COMMIT on a thread of its own
+    seen: list[tuple[int, bool]] = []
+
+    def collect_now(self: Collections) -> bool:
+        seen.append((store.stats.groups, bool(group._here)))
+        return False
+
+    monkeypatch.setattr(Collections, "collect_now", collect_now)
+    threads = await make_threads(store, 4)
+    await asyncio.gather(*(store.append(t.id, [event(1)], expected_seq=1) for t in threads))
+    # The appends after the first went as a group (or groups); each collection came after
+    # a group was committed, with no other group queued.
+    assert seen and all(groups >= 1 and not queued for groups, queued in seen)
+    assert len(seen) <= store.stats.groups
+    assert (group._flusher is not None) == (where == "behind-the-loop")
+    await store.close()

@@ -66,7 +66,7 @@ from .behind import Flusher
 from .committer import Committer, Outcomes, Request, answer_all, settle
 from .dialect import Plan
 from .grouping import CommitStats
-from .looks import Looks
+from .looks import COLLECTIONS, Looks
 from .write_lock import WriteLock, is_busy
 
 __all__ = ["GroupCommit"]
@@ -322,6 +322,7 @@ class GroupCommit:
             settle(self._run_group(conn, group, began))
         finally:
             self._flushing.release()
+        COLLECTIONS.collect_now()  # none queued here: no append waits for it
 
     def _commit_behind(
         self,
@@ -376,7 +377,9 @@ class GroupCommit:
         """A `COMMIT` behind the loop returned: answer its group; the next goes if due."""
         settle(outcomes)
         here = self._here.get(loop)
-        if here is not None and here.requests and self._due(here, time.monotonic()):
+        if here is None or not here.requests:
+            COLLECTIONS.collect_now()  # none queued: no append waits for it
+        elif self._due(here, time.monotonic()):
             self._flush(loop)
 
     def _begin_here(self) -> sqlite3.Connection | None:
