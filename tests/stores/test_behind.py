@@ -11,9 +11,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from commit_proxies import GatedFailingCommit
 
 from pipeline_child import slow_disk
 from threadline import SQLiteStore, Thread
@@ -404,37 +404,6 @@ def _until(ready: Callable[[], bool]) -> None:
         time.sleep(0.001)
 
 
-class _GatedFailingCommit:
-    """The inline connection, whose `COMMIT` waits for `gate` and then fails (a disk that
-    refuses the fsync); it reports having begun first, as SQLite's trace hook would."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.gate = threading.Event()
-        self._trace: Any = None
-
-    def set_trace_callback(self, trace: Any) -> None:
-        self._trace = trace
-
-    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        if sql == "COMMIT":
-            if self._trace is not None:
-                self._trace(sql)
-            self.gate.wait(30)
-            raise sqlite3.OperationalError("disk I/O error")
-        return self.conn.execute(sql, *args)
-
-    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        return self.conn.executemany(sql, *args)
-
-    @property
-    def in_transaction(self) -> bool:
-        return self.conn.in_transaction
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 async def test_a_failed_commit_behind_the_loop_wakes_a_writer_waiting_for_the_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -446,7 +415,7 @@ async def test_a_failed_commit_behind_the_loop_wakes_a_writer_waiting_for_the_lo
     store = SQLiteStore(db, pipeline_depth=2)
     await store.create(Thread(ID, "a", [_msg(0)]))
     await store.append(ID, [_msg(1)], expected_seq=1)  # the inline connection is open
-    gated = _GatedFailingCommit(store._inline_connection())
+    gated = GatedFailingCommit(store._inline_connection())
     store._inline_conn = gated  # type: ignore[assignment]
     waiter = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     waiter.execute("PRAGMA busy_timeout=0")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from commit_proxies import FailingCommit
 from group_kill import KilledWriter, event, make_threads
 
 from threadline import Agent, Runtime, tool
@@ -73,29 +74,6 @@ async def test_a_failing_append_in_a_group_fails_alone(tmp_path: Path) -> None:
     await store.close()
 
 
-class _FailingCommit:
-    """A connection whose COMMIT fails after its statements ran (a disk that refuses the
-    group's fsync); everything else is the real connection's."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        if sql == "COMMIT":
-            raise sqlite3.OperationalError("disk I/O error")
-        return self.conn.execute(sql, *args)
-
-    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        return self.conn.executemany(sql, *args)
-
-    @property
-    def in_transaction(self) -> bool:
-        return self.conn.in_transaction
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 @pytest.mark.parametrize("where", ["on-the-loop", "committer-thread", "behind-the-loop"])
 async def test_a_group_that_cannot_commit_answers_every_caller_and_writes_nothing(
     tmp_path: Path, where: str
@@ -114,9 +92,9 @@ async def test_a_group_that_cannot_commit_answers_every_caller_and_writes_nothin
         group._fsync = 1.0  # a slow disk, as measured
     real = group._here_connection() if on_loop else group._committer.connection()
     if on_loop:
-        group._conn_here = _FailingCommit(real)  # type: ignore[assignment]
+        group._conn_here = FailingCommit(real)  # type: ignore[assignment]
     else:
-        group._committer.conn = _FailingCommit(real)  # type: ignore[assignment]
+        group._committer.conn = FailingCommit(real)  # type: ignore[assignment]
     results = await asyncio.gather(
         *(store.append(t.id, [event(1)], expected_seq=1) for t in threads),
         return_exceptions=True,
@@ -457,7 +435,7 @@ async def test_the_runtime_asks_the_store_for_due_writes_as_each_turn_begins(
     await store.close()
 
 
-class _SlowCommit(_FailingCommit):
+class _SlowCommit(FailingCommit):
     """A connection whose COMMIT takes 20 ms (a slow disk's fsync); `committers`: the
     threads that ran its COMMITs, in order."""
 
@@ -472,7 +450,7 @@ class _SlowCommit(_FailingCommit):
         return self.conn.execute(sql, *args)
 
 
-W = TypeVar("W", bound=_FailingCommit)
+W = TypeVar("W", bound=FailingCommit)
 
 
 async def _wrapped_here(
@@ -512,7 +490,7 @@ async def test_on_a_slow_disk_a_group_commits_behind_the_loop(tmp_path: Path) ->
     await store.close()
 
 
-class _GatedCommit(_FailingCommit):
+class _GatedCommit(FailingCommit):
     """A connection whose COMMIT waits until `gate` is set (`waiting` set meanwhile)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -615,7 +593,7 @@ async def test_an_append_cancelled_before_its_group_began_writes_nothing(
     await store.close()
 
 
-class _PausedGroup(_FailingCommit):
+class _PausedGroup(FailingCommit):
     """The loop's connection: a group stops at its first `SAVEPOINT` (`paused` set) until
     the connection is closed or a second has passed."""
 
