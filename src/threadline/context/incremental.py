@@ -156,6 +156,11 @@ class _Tail:
     assembly: Assembly | None = None
     marks: list[tuple[int, Checkpoint]] = field(default_factory=list)
     held: int = 0
+    # The compact format: the last body (`body`), whose first `joined_len` characters are
+    # "\n".join of the first `joined_n` texts (pops since then cut them back).
+    joined: str = ""
+    joined_n: int = 0
+    joined_len: int = 0
 
     def push(self, unit: tuple[str, int, bool], cost: int, block: Any, section: str) -> None:
         self.units.append(unit)
@@ -177,11 +182,30 @@ class _Tail:
         if block is not None:
             self.texts.pop()
             self.held = min(self.held, len(self.texts))
+            if len(self.texts) < self.joined_n:  # the last body held it: cut it off
+                self.joined_n -= 1
+                self.joined_len -= len(block) + (self.joined_n > 0)
             self.sections[section] -= cost
             if self.additive:
                 self.unclean -= not _joins_cleanly(block)
         self.counted -= self.line_counts.pop()
         self.measured = min(self.measured, len(self.lines))
+
+    def body(self) -> str:
+        """`"\n".join(self.texts)`, joining only the blocks added since the last body onto
+        the part of it that no pop cut off: at a full 16k window the whole join was about
+        16 us of a 230 us turn, the most of what turn 1,000 costs over turn 10
+        (docs/performance.md, "A warm growth test")."""
+        texts, n = self.texts, self.joined_n
+        if n == 0:
+            body = "\n".join(texts)
+        else:
+            kept = self.joined
+            if self.joined_len != len(kept):
+                kept = kept[: self.joined_len]
+            body = kept if n == len(texts) else "\n".join([kept, *texts[n:]])
+        self.joined, self.joined_n, self.joined_len = body, len(texts), len(body)
+        return body
 
     def body_bytes(self, counter: ApproxCounter, body: str) -> int:
         """The UTF-8 bytes of `body` (the lines joined), measuring only lines added since
@@ -514,7 +538,7 @@ def _body(render: RenderPass, tail: _Tail, lines: list[Any]) -> tuple[tuple[Mess
         # no rendering or planning) and the request is counted as the full path counts it.
         return _assembled(tail, lines, counter)
     # `CompactFormat.assemble`, joining the list directly (its blocks are not empty).
-    body = "\n".join(lines)
+    body = tail.body()
     if not lines:
         return (), 0
     if tail.sized and isinstance(counter, ApproxCounter):
