@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from threadline import Agent, ContextSettings, Tool
 from threadline.context.base import Rendered
-from threadline.context.incremental import _Tail
 from threadline.context.messages import thread_from_openai
 from threadline.context.renderer import Renderer
 from threadline.errors import TokenBudgetError
@@ -252,23 +251,3 @@ def test_cut_results_are_extended_and_render_the_same(fmt: str) -> None:
     assert _replay(_events(steps), incremental, full, f"cut-{fmt}") > 100
     assert LEVEL_1[0] > 60  # most renders at level 1 were extensions
     assert COMPACTIONS[0] >= 1  # and the window still compacts when level 1 is full
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.text(max_size=6), st.none(), st.just("pop"), st.just("body"))))
-def test_a_tails_body_is_its_texts_joined_whatever_was_pushed_and_popped(
-    steps: list[str | None],
-) -> None:
-    # The body is joined from the last one's kept part and the blocks added since
-    # (`_Tail.body`): after any pushes, pops and bodies, it is the texts joined.
-    event = UserMessage(seq=0, at=AT, text="x")
-    tail = _Tail(key="k", n=0, first=event, last=event)
-    for step in steps:
-        if step == "pop":
-            if tail.units:
-                tail.pop("history")
-        elif step == "body":
-            assert tail.body() == "\n".join(tail.texts)
-        else:
-            tail.push(("e", 0, False), 1, step, "history")
-    assert tail.body() == "\n".join(tail.texts)

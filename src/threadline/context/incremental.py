@@ -51,7 +51,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..events import Compacted, Event, Thread, ToolCall, ToolResult
@@ -59,8 +58,9 @@ from ..models.base import Context, Message
 from .base import ContextFormat, Rendered, message_tokens
 from .budget import ContextBudget, Layout
 from .compact import CompactFormat, call_settled
-from .messages import Assembly, Checkpoint, MessagesFormat
+from .messages import Assembly, MessagesFormat
 from .prompt_cache import Marks, latest_model_call
+from .tail import Tail
 from .tokens import ApproxCounter, BPECounter, TokenCounter
 
 __all__ = ["LINE_ADDITIVE", "Bound", "RenderPass", "Tails", "final_unit", "line_additive"]
@@ -113,126 +113,6 @@ class RenderPass(Protocol):
     ) -> Context: ...
 
 
-def _joins_cleanly(block: Any) -> bool:
-    """Whether a compact block starts where the pre-tokenizer cuts (a messages-format
-    payload is never summed line by line, so it does not)."""
-    return isinstance(block, str) and bool(block) and not block[0].isspace() and block[0] != "/"
-
-
-@dataclass(eq=False)
-class _Tail:
-    """One thread's last rendering at detail level 0 or 1, unit by unit (a unit's block is
-    a compact string, or a messages-format tuple of `Message`s)."""
-
-    key: Hashable
-    n: int
-    first: Event
-    last: Event
-    level: int = 0
-    stable: int = 0  # leading units no appended event can change (`final_unit`)
-    units: list[tuple[str, int, bool]] = field(default_factory=list)
-    costs: list[int] = field(default_factory=list)
-    lines: list[Any] = field(default_factory=list)  # the unit's block, or None
-    texts: list[Any] = field(default_factory=list)  # the blocks that are not None
-    line_counts: list[int] = field(default_factory=list)  # count(block + "\n"), or 0
-    total: int = 0
-    counted: int = 0  # sum of line_counts
-    additive: bool = True
-    # The approximate counter: line_counts are the lines' UTF-8 bytes beyond their length
-    # (non-ASCII text), known for the first `measured` lines.
-    sized: bool = False
-    measured: int = 0
-    unclean: int = 0  # blocks that do not start where the pre-tokenizer cuts
-    sections: dict[str, int] = field(default_factory=dict)
-    # Every event walked since the summary, oldest first, with its verbatim tokens (the
-    # errors level 1 drops included), and their sum with the summary's: level 0's total,
-    # which must stay over the history budget for level 1 to be the plan.
-    ledger: list[tuple[int, int]] = field(default_factory=list)
-    verbatim: int = 0
-    # (event index, cut) -> (block, tokens) of the events the next extension walks again.
-    memo: dict[tuple[int, bool], tuple[Any, int]] = field(default_factory=dict)
-    # The messages format: its assembly, resumable from the checkpoint after each of the
-    # last few blocks (block count, state), and how many leading blocks it still holds.
-    assembly: Assembly | None = None
-    marks: list[tuple[int, Checkpoint]] = field(default_factory=list)
-    held: int = 0
-    # The compact format: the last body (`body`), whose first `joined_len` characters are
-    # "\n".join of the first `joined_n` texts (pops since then cut them back).
-    joined: str = ""
-    joined_n: int = 0
-    joined_len: int = 0
-
-    def push(self, unit: tuple[str, int, bool], cost: int, block: Any, section: str) -> None:
-        self.units.append(unit)
-        self.costs.append(cost)
-        self.lines.append(block)
-        self.line_counts.append(0)
-        self.total += cost
-        if block is not None:
-            self.texts.append(block)
-            self.sections[section] = self.sections.get(section, 0) + cost
-            if self.additive:
-                self.unclean += not _joins_cleanly(block)
-
-    def pop(self, section: str) -> None:
-        self.units.pop()
-        cost = self.costs.pop()
-        block = self.lines.pop()
-        self.total -= cost
-        if block is not None:
-            self.texts.pop()
-            self.held = min(self.held, len(self.texts))
-            if len(self.texts) < self.joined_n:  # the last body held it: cut it off
-                self.joined_n -= 1
-                self.joined_len -= len(block) + (self.joined_n > 0)
-            self.sections[section] -= cost
-            if self.additive:
-                self.unclean -= not _joins_cleanly(block)
-        self.counted -= self.line_counts.pop()
-        self.measured = min(self.measured, len(self.lines))
-
-    def body(self) -> str:
-        """`"\n".join(self.texts)`, joining only the blocks added since the last body onto
-        the part of it that no pop cut off: at a full 16k window the whole join was about
-        16 us of a 230 us turn, the most of what turn 1,000 costs over turn 10
-        (docs/performance.md, "A warm growth test")."""
-        texts, n = self.texts, self.joined_n
-        if n == 0:
-            body = "\n".join(texts)
-        else:
-            kept = self.joined
-            if self.joined_len != len(kept):
-                kept = kept[: self.joined_len]
-            body = kept if n == len(texts) else "\n".join([kept, *texts[n:]])
-        self.joined, self.joined_n, self.joined_len = body, len(texts), len(body)
-        return body
-
-    def body_bytes(self, counter: ApproxCounter, body: str) -> int:
-        """The UTF-8 bytes of `body` (the lines joined), measuring only lines added since
-        the last call, and none while the body is ASCII (its length is its size then)."""
-        if body.isascii():
-            self.measured = len(self.lines)  # every line ASCII: no bytes beyond lengths
-            return len(body)
-        for j in range(self.measured, len(self.lines)):
-            line = self.lines[j]
-            if line is not None and not line.isascii():
-                n = counter.size(line) - len(line)
-                self.line_counts[j] = n
-                self.counted += n
-        self.measured = len(self.lines)
-        return len(body) + self.counted
-
-    def body_tokens(self, counter: TokenCounter, lines: list[Any]) -> int | None:
-        """`count("\n".join(lines))` from the line counts, or None when it is not a sum."""
-        if not self.additive or self.unclean > (0 if _joins_cleanly(lines[0]) else 1):
-            return None
-        j = len(self.lines) - 1
-        while self.lines[j] is None:
-            j -= 1
-        last = lines[-1]
-        return self.counted - self.line_counts[j] + counter.count(last)
-
-
 def _section(render: RenderPass, unit: tuple[str, int, bool]) -> str:
     kind, i, _ = unit
     if kind == "summary":
@@ -275,7 +155,7 @@ class Tails:
     """Per-thread state of the incremental path (bounded: `maxsize` threads)."""
 
     def __init__(self, maxsize: int = 256) -> None:
-        self._data: OrderedDict[str, _Tail] = OrderedDict()
+        self._data: OrderedDict[str, Tail] = OrderedDict()
         self._maxsize = maxsize
         self.extended = 0
 
@@ -304,7 +184,7 @@ class Tails:
         if key is None or layout.level > 1 or layout.compact is not None or not len(thread):
             return
         events = thread.events
-        tail = _Tail(key, len(events), events[0], events[-1], layout.level)
+        tail = Tail(key, len(events), events[0], events[-1], layout.level)
         compact = type(render.form) is CompactFormat
         tail.sized = compact and isinstance(render.r.counter, ApproxCounter)
         tail.additive = compact and line_additive(render.r.counter)
@@ -360,7 +240,7 @@ class Tails:
             self.extended += 1
         return rendered
 
-    def _rewind(self, render: RenderPass, tail: _Tail) -> int:
+    def _rewind(self, render: RenderPass, tail: Tail) -> int:
         """Drop the units an appended event may change (from the first that is not
         `final_unit`) and their ledger; the index of the first event to walk again."""
         start = tail.units[tail.stable][1] if tail.stable < len(tail.units) else tail.n
@@ -370,7 +250,7 @@ class Tails:
             tail.verbatim -= tail.ledger.pop()[1]
         return start
 
-    def _walk(self, render: RenderPass, tail: _Tail, start: int, budget: ContextBudget) -> bool:
+    def _walk(self, render: RenderPass, tail: Tail, start: int, budget: ContextBudget) -> bool:
         """Lay out `events[start:]` after the tail's units as `budget._fit` does at the
         tail's level (newest first: the newest `keep_recent` shown events verbatim, older
         results cut and resolved errors dropped at level 1). False when the walk does not
@@ -423,7 +303,7 @@ class Tails:
         return True
 
     def _walk_verbatim(
-        self, render: RenderPass, tail: _Tail, start: int, budget: ContextBudget
+        self, render: RenderPass, tail: Tail, start: int, budget: ContextBudget
     ) -> None:
         """`_walk` at level 0: every event verbatim, so nothing depends on what is newer
         and the events are laid out in one pass, oldest first."""
@@ -438,7 +318,7 @@ class Tails:
             final = _place(render, tail, (i, False, block, cost, cost), final)
 
     def _add(
-        self, render: RenderPass, tail: _Tail, unit: tuple[str, int, bool], budget: ContextBudget
+        self, render: RenderPass, tail: Tail, unit: tuple[str, int, bool], budget: ContextBudget
     ) -> None:
         kind, i, reduced = unit
         if kind == "summary":
@@ -448,7 +328,7 @@ class Tails:
             block, cost = render.payload(i, reduced, budget)
         tail.push(unit, int(cost), block, _section(render, unit))
 
-    def _count_lines(self, render: RenderPass, tail: _Tail, start: int) -> None:
+    def _count_lines(self, render: RenderPass, tail: Tail, start: int) -> None:
         if not tail.additive:
             return
         count = render.r.counter.count
@@ -460,7 +340,7 @@ class Tails:
                 tail.counted += n
 
     def _rendered(
-        self, render: RenderPass, tail: _Tail, budget: ContextBudget, avail: int, kept: int
+        self, render: RenderPass, tail: Tail, budget: ContextBudget, avail: int, kept: int
     ) -> Rendered | None:
         """The extension's rendering; `kept`: the thread's length at the rendering it
         extends, whose settled prefix it keeps unit for unit (`prompt_cache`)."""
@@ -492,7 +372,7 @@ class Tails:
 
 
 def _place(
-    render: RenderPass, tail: _Tail, walked: tuple[int, bool, Any, int, int], final: bool
+    render: RenderPass, tail: Tail, walked: tuple[int, bool, Any, int, int], final: bool
 ) -> bool:
     """Lay out one walked event after the tail's units: its ledger entry (`plain`: its
     verbatim tokens), and its unit unless level 1 drops it. Returns whether every unit so
@@ -511,7 +391,7 @@ def _place(
 
 
 def _remember(
-    tail: _Tail, events: Sequence[Event], seen: dict[tuple[int, bool], tuple[Any, int]]
+    tail: Tail, events: Sequence[Event], seen: dict[tuple[int, bool], tuple[Any, int]]
 ) -> None:
     """Keep the blocks the next extension walks again (from the first unit that is not
     final), but not a call's whose outcome may still change it."""
@@ -528,7 +408,7 @@ _DROPPED = object()
 """A walked error that level 1 drops from view (it has a ledger entry, no unit)."""
 
 
-def _body(render: RenderPass, tail: _Tail, lines: list[Any]) -> tuple[tuple[Message, ...], int]:
+def _body(render: RenderPass, tail: Tail, lines: list[Any]) -> tuple[tuple[Message, ...], int]:
     """The messages of the extended rendering and their exact tokens (as the full path's
     `message_tokens`)."""
     counter = render.r.counter
@@ -554,7 +434,7 @@ resumes from one of the last few (else the assembly starts over)."""
 
 
 def _assembled(
-    tail: _Tail, lines: list[Any], counter: TokenCounter
+    tail: Tail, lines: list[Any], counter: TokenCounter
 ) -> tuple[tuple[Message, ...], int]:
     """The messages format's assembly of `lines` and its exact tokens, resumed from the
     last checkpoint whose blocks are unchanged: O(new blocks), not O(window)."""
@@ -582,7 +462,7 @@ def _summary_args(render: RenderPass, i: int) -> tuple[int, int, str]:
 
 
 def _marks(
-    render: RenderPass, tail: _Tail, messages: tuple[Message, ...], lines: list[Any], kept: int
+    render: RenderPass, tail: Tail, messages: tuple[Message, ...], lines: list[Any], kept: int
 ) -> Marks:
     """The extended body's `Marks` (`prompt_cache`), in characters counted back from the end
     (plain loops: this runs on every render): the settled prefix is the tail's `stable`
@@ -599,7 +479,7 @@ def _marks(
     return _prefix(tail, total, latest), max(settled, 0), kept, latest
 
 
-def _prefix(tail: _Tail, total: int, latest: int | None) -> int:
+def _prefix(tail: Tail, total: int, latest: int | None) -> int:
     """The fallback read mark of an extended body of `total` characters: the lines of events
     before the latest model call, at `latest` (`prompt_cache`), found from the end. 0 at
     level 1: a block before that call may have changed since it was sent (a result cut once
