@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import StoreError
+from .dialect import Plan
 from .grouping import answer
 from .write_lock import WriteLock
 
@@ -35,7 +36,7 @@ __all__ = ["Committer", "Outcomes", "Request", "answer_all", "settle"]
 class Request:
     """One queued append: its plan, its caller's future and loop, when it arrived."""
 
-    plan: Callable[[], Any]
+    plan: Callable[[], Plan[Any]]
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     arrived: float
@@ -83,11 +84,13 @@ class Committer:
         self.queue: list[Request] = []
         self._ready = threading.Condition()
         self._busy = False
+        self._started = False
         self.closed = False
 
     def started(self) -> bool:
-        """Whether its thread ever ran (the tests check that a group stayed on its loop)."""
-        return bool(self._executor._threads)
+        """Whether it was ever handed a group (the tests check that groups stayed on their
+        loop)."""
+        return self._started
 
     def connection(self) -> sqlite3.Connection:
         """Its connection (on its thread), opened on first use."""
@@ -112,7 +115,7 @@ class Committer:
                 return
             self.queue.extend(requests)
             start = not self._busy
-            self._busy = True
+            self._busy = self._started = True
             self._ready.notify()
             if start:
                 # Not awaited: the committer answers each request through its future.
