@@ -124,7 +124,6 @@ class GroupCommit:
         self._drive = drive
         self.stats = stats
         self._stats_lock = lock
-        self._closed = False
         self._committer = Committer(
             window,
             connect,
@@ -144,8 +143,7 @@ class GroupCommit:
         """Commit what is queued, stop the committer and close its connection (blocks).
         Appends queued on an event loop are committed first, on it (`drain_here`); a group
         running on another loop's thread ends before the loop's connection is closed."""
-        self._closed = True
-        self._committer.close()
+        self._committer.close()  # closed: every later group is refused (`closed`)
         if self._flusher is not None:
             self._flusher.close()  # a COMMIT behind the loop returns first
         # A group running on another loop's thread ends first (closed under it, it would
@@ -193,7 +191,7 @@ class GroupCommit:
         statements (docs/performance.md, "What the group committer waits for"). The
         committer's thread still takes a group whose write lock stays taken (`_flush`)."""
         loop = asyncio.get_running_loop()
-        if self._closed:
+        if self._committer.closed:
             raise StoreError("store is closed")
         request = Request(plan, loop.create_future(), loop, time.monotonic())
         if self._connect_here is None:
@@ -284,7 +282,7 @@ class GroupCommit:
         if here is None or not here.requests:
             return
         group = here.requests
-        if self._closed:  # another loop's group, after the store closed: never written
+        if self._committer.closed:  # another loop's group, after the store closed: never written
             self._forget_here(loop)
             settle([(request, StoreError("store is closed"), False) for request in group])
             return
@@ -384,7 +382,9 @@ class GroupCommit:
 
     def _begin_here(self) -> sqlite3.Connection | None:
         """`BEGIN IMMEDIATE` on the loop's connection: it, or None if the lock is taken."""
-        if self._closed:  # closed since this loop looked (`close`): the connection is gone
+        if (
+            self._committer.closed
+        ):  # closed since this loop looked (`close`): the connection is gone
             raise StoreError("store is closed")
         try:
             conn = self._here_connection()
